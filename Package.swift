@@ -1,0 +1,30 @@
+// swift-tools-version:6.0
+// Lamina: a neural-network compiler. No package dependencies, by design: only the toolchain and the
+// system C compiler.
+import PackageDescription
+
+let package = Package(
+  name: "Lamina",
+  products: [
+    .library(name: "Lamina", targets: ["Lamina"]),
+    .executable(name: "lamina", targets: ["LaminaCommand"]),
+  ],
+  targets: [
+    // Source locations, diagnostics, tensors and their file formats (.npy, .safetensors).
+    .target(name: "LaminaSupport"),
+    // The typed graph IR: types, graph, op table, printer, parser, verifier, reference interpreter.
+    .target(name: "LaminaIR", dependencies: ["LaminaSupport"]),
+    // The .lam language: lexer, parser, AST and lowering to IR.
+    .target(name: "LaminaFrontend", dependencies: ["LaminaSupport", "LaminaIR"]),
+    // Graph passes and the pipeline that runs them.
+    .target(name: "LaminaPasses", dependencies: ["LaminaSupport", "LaminaIR"]),
+    // The public façade: `import Lamina`.
+    .target(
+      name: "Lamina",
+      dependencies: ["LaminaSupport", "LaminaIR", "LaminaFrontend", "LaminaPasses"]),
+    // The `lamina` command line, one file per command.
+    .executableTarget(name: "LaminaCommand", dependencies: ["Lamina"]),
+    .target(name: "LaminaTestSupport", dependencies: ["Lamina"], path: "Tests/LaminaTestSupport"),
+    .testTarget(name: "LaminaTests", dependencies: ["Lamina", "LaminaTestSupport"]),
+  ]
+)

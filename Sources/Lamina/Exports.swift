@@ -1,0 +1,2 @@
+@_exported import LaminaIR
+@_exported import LaminaSupport

@@ -1,0 +1,285 @@
+import LaminaSupport
+
+/// Identifies a value of a graph: an index into `Graph.values`.
+public struct ValueID: Hashable, Sendable, Comparable, CustomStringConvertible {
+  public let index: Int
+  public init(_ index: Int) { self.index = index }
+  public static func < (lhs: ValueID, rhs: ValueID) -> Bool { lhs.index < rhs.index }
+  public var description: String { "v\(index)" }
+}
+
+/// What the graph knows about one SSA value.
+public struct ValueInfo: Hashable, Sendable {
+  /// Unique within the graph; printed as `%name`.
+  public var name: String
+  /// Nil only between parsing an IR file that omits a result type and shape inference.
+  public var type: TensorType?
+  public var location: SourceLocation
+
+  public init(name: String, type: TensorType?, location: SourceLocation) {
+    self.name = name
+    self.type = type
+    self.location = location
+  }
+}
+
+/// One operation: an op from the op table applied to operand values, defining result values.
+public struct Node: Hashable, Sendable {
+  public var op: String
+  public var operands: [ValueID]
+  public var attributes: [String: Attribute]
+  public var results: [ValueID]
+  public var location: SourceLocation
+
+  public init(
+    op: String, operands: [ValueID], attributes: [String: Attribute] = [:], results: [ValueID],
+    location: SourceLocation
+  ) {
+    self.op = op
+    self.operands = operands
+    self.attributes = attributes
+    self.results = results
+    self.location = location
+  }
+
+  /// The single result of a one-result node.
+  public var result: ValueID { results[0] }
+}
+
+/// How a parameter gets its first value: `he_normal()`, `uniform(lo: -0.1, hi: 0.1)`.
+public struct Initializer: Hashable, Sendable, CustomStringConvertible {
+  public var name: String
+  public var arguments: [String: Attribute]
+
+  public init(_ name: String, _ arguments: [String: Attribute] = [:]) {
+    self.name = name
+    self.arguments = arguments
+  }
+
+  public var description: String {
+    let arguments = arguments.keys.sorted().map { "\($0): \(self.arguments[$0]!)" }
+    return "\(name)(\(arguments.joined(separator: ", ")))"
+  }
+}
+
+/// A graph input: data supplied on every call (`input x: f32[batch, 64]`).
+public struct InputDecl: Hashable, Sendable {
+  public var value: ValueID
+  public init(value: ValueID) { self.value = value }
+}
+
+/// A trainable (or frozen) parameter, owned by the compiled model between calls.
+public struct ParamDecl: Hashable, Sendable {
+  public var value: ValueID
+  public var initializer: Initializer
+  /// False for frozen parameters: no gradient is computed or applied (transfer learning).
+  public var trainable: Bool
+
+  public init(value: ValueID, initializer: Initializer, trainable: Bool = true) {
+    self.value = value
+    self.initializer = initializer
+    self.trainable = trainable
+  }
+}
+
+/// A value the model exposes by name: an output or a loss.
+public struct NamedValue: Hashable, Sendable {
+  public var name: String
+  public var value: ValueID
+  public init(name: String, value: ValueID) {
+    self.name = name
+    self.value = value
+  }
+}
+
+/// One training step: an optimizer minimizing a named loss over a group of parameters.
+///
+/// A model has one (`train with sgd(...)`) or several (a GAN's generator and discriminator steps).
+public struct TrainStep: Hashable, Sendable {
+  public var name: String
+  public var optimizer: String
+  /// The optimizer's hyperparameters plus `loss` (the loss to minimize) and optionally `params`
+  /// (a name pattern selecting the parameters it updates; all trainable ones when absent).
+  public var attributes: [String: Attribute]
+  public var location: SourceLocation
+
+  public init(
+    name: String, optimizer: String, attributes: [String: Attribute], location: SourceLocation
+  ) {
+    self.name = name
+    self.optimizer = optimizer
+    self.attributes = attributes
+    self.location = location
+  }
+
+  public var lossName: String { attributes["loss"]?.stringValue ?? "loss" }
+}
+
+/// A model as a typed SSA graph.
+///
+/// Inputs and parameters are the graph's leaves; `nodes` are kept in a valid topological order (every
+/// operand is defined by an input, a parameter or an earlier node); outputs, losses and training steps
+/// name the values the model exposes.
+public struct Graph: Sendable {
+  public var name: String
+  /// The source file the graph was built from, when there is one.
+  public var sourceFile: String?
+  public private(set) var values: [ValueInfo] = []
+  public var inputs: [InputDecl] = []
+  public var params: [ParamDecl] = []
+  public var nodes: [Node] = []
+  public var outputs: [NamedValue] = []
+  public var losses: [NamedValue] = []
+  public var trainSteps: [TrainStep] = []
+  private var namesInUse: [String: ValueID] = [:]
+
+  public init(name: String, sourceFile: String? = nil) {
+    self.name = name
+    self.sourceFile = sourceFile
+  }
+
+  // MARK: Values
+
+  /// Creates a value; `name` is made unique by appending `.1`, `.2`, … when already taken.
+  public mutating func makeValue(name: String, type: TensorType?, location: SourceLocation)
+    -> ValueID
+  {
+    let id = ValueID(values.count)
+    let unique = uniqueName(name)
+    values.append(ValueInfo(name: unique, type: type, location: location))
+    namesInUse[unique] = id
+    return id
+  }
+
+  /// A name not used by any value yet, derived from `base`.
+  public func uniqueName(_ base: String) -> String {
+    if namesInUse[base] == nil { return base }
+    var suffix = 1
+    while namesInUse["\(base).\(suffix)"] != nil { suffix += 1 }
+    return "\(base).\(suffix)"
+  }
+
+  /// A fresh temporary name (`%7`).
+  public func temporaryName() -> String {
+    var counter = values.count
+    while namesInUse[String(counter)] != nil { counter += 1 }
+    return String(counter)
+  }
+
+  public func value(named name: String) -> ValueID? { namesInUse[name] }
+
+  public subscript(value: ValueID) -> ValueInfo { values[value.index] }
+
+  /// The type of a value; every value has one once shape inference has run (the verifier checks).
+  public func type(of value: ValueID) -> TensorType {
+    guard let type = values[value.index].type else {
+      preconditionFailure("value %\(values[value.index].name) has no type: run shape inference first")
+    }
+    return type
+  }
+
+  public mutating func setType(_ type: TensorType?, of value: ValueID) {
+    values[value.index].type = type
+  }
+
+  public mutating func rename(_ value: ValueID, to newName: String) {
+    namesInUse[values[value.index].name] = nil
+    let unique = uniqueName(newName)
+    values[value.index].name = unique
+    namesInUse[unique] = value
+  }
+
+  // MARK: Building
+
+  /// Declares an input and returns its value.
+  @discardableResult
+  public mutating func addInput(name: String, type: TensorType, location: SourceLocation) -> ValueID {
+    let value = makeValue(name: name, type: type, location: location)
+    inputs.append(InputDecl(value: value))
+    return value
+  }
+
+  /// Declares a parameter and returns its value.
+  @discardableResult
+  public mutating func addParam(
+    name: String, type: TensorType, initializer: Initializer, trainable: Bool = true,
+    location: SourceLocation
+  ) -> ValueID {
+    let value = makeValue(name: name, type: type, location: location)
+    params.append(ParamDecl(value: value, initializer: initializer, trainable: trainable))
+    return value
+  }
+
+  /// Appends a node with one result and returns the result.
+  @discardableResult
+  public mutating func addNode(
+    _ op: String, _ operands: [ValueID], attributes: [String: Attribute] = [:],
+    resultName: String? = nil, type: TensorType?, location: SourceLocation
+  ) -> ValueID {
+    let result = makeValue(name: resultName ?? temporaryName(), type: type, location: location)
+    nodes.append(
+      Node(op: op, operands: operands, attributes: attributes, results: [result], location: location))
+    return result
+  }
+
+  // MARK: Queries
+
+  /// Where each value comes from.
+  public enum Definition: Hashable, Sendable {
+    case input(Int)
+    case param(Int)
+    case node(Int)
+  }
+
+  /// The definition of every value, indexed by value.
+  public func definitions() -> [Definition?] {
+    var result = [Definition?](repeating: nil, count: values.count)
+    for (index, input) in inputs.enumerated() { result[input.value.index] = .input(index) }
+    for (index, param) in params.enumerated() { result[param.value.index] = .param(index) }
+    for (index, node) in nodes.enumerated() {
+      for value in node.results { result[value.index] = .node(index) }
+    }
+    return result
+  }
+
+  /// The parameter declaration of a value, if it is a parameter.
+  public func param(for value: ValueID) -> ParamDecl? { params.first { $0.value == value } }
+
+  /// The value of an output or loss by its public name.
+  public func exposedValue(named name: String) -> ValueID? {
+    (outputs.first { $0.name == name } ?? losses.first { $0.name == name })?.value
+  }
+
+  /// Indices of the nodes needed to compute `targets`, in graph order.
+  public func nodesNeeded(for targets: [ValueID]) -> [Int] {
+    let definitions = definitions()
+    var needed = Set<Int>()
+    var stack = targets
+    var visited = Set<ValueID>()
+    while let value = stack.popLast() {
+      guard visited.insert(value).inserted else { continue }
+      if case .node(let index)? = definitions[value.index] {
+        needed.insert(index)
+        stack.append(contentsOf: nodes[index].operands)
+      }
+    }
+    return needed.sorted()
+  }
+
+  /// Inputs that `targets` depend on.
+  public func inputsNeeded(for targets: [ValueID]) -> [ValueID] {
+    let used = Set(nodesNeeded(for: targets).flatMap { nodes[$0].operands } + targets)
+    return inputs.map(\.value).filter(used.contains)
+  }
+
+  /// Number of uses of each value by nodes, outputs and losses.
+  public func useCounts() -> [Int] {
+    var counts = [Int](repeating: 0, count: values.count)
+    for node in nodes { for operand in node.operands { counts[operand.index] += 1 } }
+    for named in outputs + losses { counts[named.value.index] += 1 }
+    return counts
+  }
+
+  /// Values bound to a public name (outputs and losses), which passes must keep.
+  public var exposedValues: Set<ValueID> { Set((outputs + losses).map(\.value)) }
+}

@@ -1,0 +1,287 @@
+import LaminaSupport
+
+/// How an op combines with its neighbours when fusing (TVM's pattern kinds).
+public enum FusionKind: String, Sendable, Hashable {
+  /// One output element from the same-position element of each operand (`relu`, `add`).
+  case elementwise
+  /// Elementwise with broadcasting operands.
+  case broadcast
+  /// Each output element reads one input element at a computed position (`transpose`, `slice`).
+  case injective
+  /// Output elements combine many input elements along axes (`sum`, `softmax`).
+  case reduction
+  /// A matrix product whose output tile can absorb elementwise consumers (bias, activation).
+  case matmulLike = "matmul-like"
+  /// Never fused.
+  case opaque
+}
+
+/// One operand slot of an op.
+public struct OperandSpec: Sendable, Hashable {
+  public var name: String
+  /// A variadic slot takes one or more values (`concat`).
+  public var isVariadic: Bool
+
+  public init(_ name: String, variadic: Bool = false) {
+    self.name = name
+    self.isVariadic = variadic
+  }
+}
+
+/// One attribute an op accepts, with its kind and default.
+public struct AttributeSpec: Sendable, Hashable {
+  public var name: String
+  public var kind: AttributeKind
+  /// Filled in when the attribute is not given; nil with `isRequired == false` means "absent".
+  public var defaultValue: Attribute?
+  public var isRequired: Bool
+  public var summary: String
+
+  public init(
+    _ name: String, _ kind: AttributeKind, default defaultValue: Attribute? = nil,
+    required: Bool = false, _ summary: String = ""
+  ) {
+    self.name = name
+    self.kind = kind
+    self.defaultValue = defaultValue
+    self.isRequired = required
+    self.summary = summary
+  }
+}
+
+/// Why an op rejects its operands or attributes; the caller locates it at the node.
+public struct ShapeError: Error, Sendable, Hashable {
+  public var message: String
+  public var help: String?
+  public init(_ message: String, help: String? = nil) {
+    self.message = message
+    self.help = help
+  }
+}
+
+/// What a shape rule sees: the operand types and the node's attributes (defaults filled in).
+public struct ShapeContext: Sendable {
+  public var op: String
+  public var operands: [TensorType]
+  public var attributes: [String: Attribute]
+
+  public init(op: String, operands: [TensorType], attributes: [String: Attribute]) {
+    self.op = op
+    self.operands = operands
+    self.attributes = attributes
+  }
+
+  public func int(_ name: String) -> Int? { attributes[name]?.intValue }
+  public func double(_ name: String) -> Double? { attributes[name]?.doubleValue }
+  public func ints(_ name: String) -> [Int]? { attributes[name]?.intsValue }
+  public func bool(_ name: String) -> Bool? { attributes[name]?.boolValue }
+
+  /// An axis in `-rank..<rank`, made non-negative.
+  public func axis(_ axis: Int, rank: Int, operand: String = "its operand") throws(ShapeError) -> Int {
+    guard axis >= -rank, axis < rank else {
+      throw ShapeError(
+        "\(op): axis \(axis) is out of range for \(operand) of rank \(rank) (valid: \(-max(rank, 1)) to \(max(rank, 1) - 1))"
+      )
+    }
+    return axis < 0 ? axis + rank : axis
+  }
+
+  /// Every operand must have the same dtype; returns it.
+  public func commonDType() throws(ShapeError) -> DType {
+    let dtype = operands[0].dtype
+    for operand in operands.dropFirst() where operand.dtype != dtype {
+      throw ShapeError(
+        "\(op): operands have different dtypes \(operands.map(\.description).joined(separator: " and "))",
+        help: "convert one side with cast(x, dtype: \(dtype))")
+    }
+    return dtype
+  }
+
+  /// Rejects integer operands for ops that only make sense on floating-point values.
+  public func requireFloat(_ type: TensorType, _ what: String = "operand") throws(ShapeError) {
+    guard type.dtype.isFloatingPoint else {
+      throw ShapeError("\(op) needs a floating-point \(what), got \(type)")
+    }
+  }
+}
+
+/// A shape rule: a short description for the op table docs and the function that applies it.
+public struct ShapeRule: Sendable {
+  public var description: String
+  public var infer: @Sendable (ShapeContext) throws(ShapeError) -> [TensorType]
+
+  public init(
+    _ description: String, _ infer: @escaping @Sendable (ShapeContext) throws(ShapeError) -> [TensorType]
+  ) {
+    self.description = description
+    self.infer = infer
+  }
+}
+
+/// What an interpreter kernel sees: operand tensors, attributes, and the concrete result types.
+public struct InterpretContext: @unchecked Sendable {
+  public var operands: [Tensor]
+  public var attributes: [String: Attribute]
+  /// Result dtypes and concrete shapes (symbols already bound).
+  public var results: [(dtype: DType, shape: [Int])]
+
+  public init(operands: [Tensor], attributes: [String: Attribute], results: [(dtype: DType, shape: [Int])]) {
+    self.operands = operands
+    self.attributes = attributes
+    self.results = results
+  }
+
+  public func int(_ name: String) -> Int? { attributes[name]?.intValue }
+  public func double(_ name: String) -> Double? { attributes[name]?.doubleValue }
+  public func ints(_ name: String) -> [Int]? { attributes[name]?.intsValue }
+  public func bool(_ name: String) -> Bool? { attributes[name]?.boolValue }
+
+  /// Builds result `index` from double-precision values, rounding to its dtype.
+  public func result(_ index: Int = 0, _ values: [Double]) -> Tensor {
+    Tensor(dtype: results[index].dtype, shape: results[index].shape, doubles: values)
+  }
+}
+
+/// A failure while interpreting that the shapes could not rule out (an out-of-range label, say).
+public struct InterpretError: Error, Sendable, CustomStringConvertible {
+  public var message: String
+  public init(_ message: String) { self.message = message }
+  public var description: String { message }
+}
+
+/// Everything Lamina knows about one op, in one place.
+///
+/// Later stages add their part here (gradient rule, C emission), so adding an op touches one entry.
+public struct OpDefinition: Sendable {
+  public var name: String
+  /// One sentence for the op table reference.
+  public var summary: String
+  /// The math, as the reference documents it (`y = max(x, 0)`).
+  public var semantics: String
+  public var operands: [OperandSpec]
+  public var attributes: [AttributeSpec]
+  public var fusion: FusionKind
+  public var shape: ShapeRule
+  /// The reference interpreter's implementation: plain, obviously correct, computed in `Double`.
+  public var interpret: @Sendable (InterpretContext) throws -> [Tensor]
+
+  public init(
+    _ name: String, summary: String, semantics: String, operands: [OperandSpec],
+    attributes: [AttributeSpec] = [], fusion: FusionKind, shape: ShapeRule,
+    interpret: @escaping @Sendable (InterpretContext) throws -> [Tensor]
+  ) {
+    self.name = name
+    self.summary = summary
+    self.semantics = semantics
+    self.operands = operands
+    self.attributes = attributes
+    self.fusion = fusion
+    self.shape = shape
+    self.interpret = interpret
+  }
+
+  /// The number of operands accepted: a range when the last slot is variadic.
+  public var operandCount: ClosedRange<Int> {
+    if operands.last?.isVariadic == true { return operands.count...Int.max }
+    return operands.count...operands.count
+  }
+
+  /// The signature as the op table reference prints it: `concat(inputs...) {axis: int = 0}`.
+  public var signature: String {
+    let operandList = operands.map { $0.isVariadic ? "\($0.name)..." : $0.name }
+    var text = "\(name)(\(operandList.joined(separator: ", ")))"
+    if !attributes.isEmpty {
+      let attributeList = attributes.map { spec -> String in
+        var item = "\(spec.name): \(spec.kind.rawValue)"
+        if let value = spec.defaultValue { item += " = \(value)" } else if !spec.isRequired { item += "?" }
+        return item
+      }
+      text += " {\(attributeList.joined(separator: ", "))}"
+    }
+    return text
+  }
+
+  /// Checks the attributes given to a node and fills in defaults.
+  ///
+  /// Returns the complete attribute dictionary, or the problems found, one message each.
+  public func resolveAttributes(_ given: [String: Attribute]) -> Result<[String: Attribute], ShapeError> {
+    var resolved: [String: Attribute] = [:]
+    for (name, value) in given {
+      guard let spec = attributes.first(where: { $0.name == name }) else {
+        let known = attributes.map(\.name)
+        let suggestion = closestName(to: name, among: known)
+        return .failure(
+          ShapeError(
+            known.isEmpty
+              ? "\(self.name) takes no attribute, got '\(name)'"
+              : "\(self.name) has no attribute '\(name)' (it takes \(known.joined(separator: ", ")))",
+            help: suggestion.map { "did you mean '\($0)'?" }))
+      }
+      guard let coerced = value.coerced(to: spec.kind) else {
+        return .failure(
+          ShapeError("\(self.name): attribute '\(name)' must be \(spec.kind), got \(value)"))
+      }
+      resolved[name] = coerced
+    }
+    for spec in attributes where resolved[spec.name] == nil {
+      if let value = spec.defaultValue {
+        resolved[spec.name] = value
+      } else if spec.isRequired {
+        return .failure(ShapeError("\(self.name) needs the attribute '\(spec.name)' (\(spec.kind))"))
+      }
+    }
+    return .success(resolved)
+  }
+
+  /// Applies the shape rule after checking operand count and attributes.
+  public func inferTypes(operands: [TensorType], attributes given: [String: Attribute])
+    throws(ShapeError) -> (types: [TensorType], attributes: [String: Attribute])
+  {
+    guard operandCount.contains(operands.count) else {
+      let expected =
+        operandCount.upperBound == Int.max
+        ? "at least \(operandCount.lowerBound)" : "\(operandCount.lowerBound)"
+      throw ShapeError(
+        "\(name) takes \(expected) operand\(operandCount.lowerBound == 1 && operandCount.upperBound == 1 ? "" : "s"), got \(operands.count)",
+        help: "the signature is \(signature)")
+    }
+    let attributes: [String: Attribute]
+    switch resolveAttributes(given) {
+    case .success(let resolved): attributes = resolved
+    case .failure(let error): throw error
+    }
+    let types = try shape.infer(ShapeContext(op: name, operands: operands, attributes: attributes))
+    return (types, attributes)
+  }
+}
+
+/// The closest name by edit distance, when it is close enough to be a likely typo.
+public func closestName(to name: String, among candidates: [String]) -> String? {
+  var best: (name: String, distance: Int)?
+  for candidate in candidates {
+    let distance = editDistance(name, candidate)
+    if distance <= max(1, min(name.count, candidate.count) / 3), distance < (best?.distance ?? .max) {
+      best = (candidate, distance)
+    }
+  }
+  return best?.name
+}
+
+/// Levenshtein distance between two strings.
+public func editDistance(_ a: String, _ b: String) -> Int {
+  let a = Array(a.lowercased())
+  let b = Array(b.lowercased())
+  if a.isEmpty { return b.count }
+  if b.isEmpty { return a.count }
+  var previous = Array(0...b.count)
+  var current = previous
+  for i in 1...a.count {
+    current[0] = i
+    for j in 1...b.count {
+      let cost = a[i - 1] == b[j - 1] ? 0 : 1
+      current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+    }
+    swap(&previous, &current)
+  }
+  return previous[b.count]
+}

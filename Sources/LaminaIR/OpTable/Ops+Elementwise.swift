@@ -1,0 +1,86 @@
+import Foundation
+import LaminaSupport
+
+extension OpRegistry {
+  /// Arithmetic with numpy broadcasting, and unary math.
+  static let elementwiseOps: [OpDefinition] = [
+    binary("add", "Adds two tensors elementwise, with broadcasting.", "y = a + b") { $0 + $1 },
+    binary("sub", "Subtracts b from a elementwise, with broadcasting.", "y = a - b") { $0 - $1 },
+    binary("mul", "Multiplies two tensors elementwise, with broadcasting.", "y = a * b") { $0 * $1 },
+    binary(
+      "div", "Divides a by b elementwise, with broadcasting; integer division truncates toward zero.",
+      "y = a / b"
+    ) { $0 / $1 },
+    binary("pow", "Raises a to the power b elementwise, with broadcasting.", "y = a ^ b", floatOnly: true) {
+      Foundation.pow($0, $1)
+    },
+    binary("maximum", "The larger of a and b elementwise, with broadcasting.", "y = max(a, b)") {
+      Swift.max($0, $1)
+    },
+    binary("minimum", "The smaller of a and b elementwise, with broadcasting.", "y = min(a, b)") {
+      Swift.min($0, $1)
+    },
+    unary("neg", "Negates each element.", "y = -x") { -$0 },
+    unary("abs", "Absolute value of each element.", "y = |x|") { Swift.abs($0) },
+    unary("exp", "e to the power of each element.", "y = e^x", floatOnly: true) { Foundation.exp($0) },
+    unary("log", "Natural logarithm of each element.", "y = ln(x)", floatOnly: true) { Foundation.log($0) },
+    unary("sqrt", "Square root of each element.", "y = √x", floatOnly: true) { $0.squareRoot() },
+  ]
+
+  /// An elementwise op of two broadcasting operands.
+  static func binary(
+    _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
+    _ body: @escaping @Sendable (Double, Double) -> Double
+  ) -> OpDefinition {
+    OpDefinition(
+      name, summary: summary, semantics: semantics, operands: [OperandSpec("a"), OperandSpec("b")],
+      fusion: .broadcast,
+      shape: ShapeRule("broadcast(a, b)") { context throws(ShapeError) in
+        let type = try broadcastResult(context)
+        if floatOnly { try context.requireFloat(type) }
+        return [type]
+      },
+      interpret: { context in
+        let isInteger = context.results[0].dtype.isInteger
+        if isInteger && name == "div", context.operands[1].doubles().contains(0) {
+          throw InterpretError("div: integer division by zero")
+        }
+        return [
+          interpretBroadcasting(context) { arguments in
+            let value = body(arguments[0], arguments[1])
+            return isInteger ? value.rounded(.towardZero) : value
+          }
+        ]
+      })
+  }
+
+  /// An elementwise op of one operand, optionally with scalar attributes.
+  static func unary(
+    _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
+    attributes: [AttributeSpec] = [],
+    _ body: @escaping @Sendable (Double) -> Double
+  ) -> OpDefinition {
+    unary(
+      name, summary, semantics, floatOnly: floatOnly, attributes: attributes,
+      withAttributes: { value, _ in body(value) })
+  }
+
+  /// An elementwise op of one operand whose body reads the node's attributes.
+  static func unary(
+    _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
+    attributes: [AttributeSpec] = [],
+    withAttributes body: @escaping @Sendable (Double, [String: Attribute]) -> Double
+  ) -> OpDefinition {
+    OpDefinition(
+      name, summary: summary, semantics: semantics, operands: [OperandSpec("x")],
+      attributes: attributes, fusion: .elementwise,
+      shape: ShapeRule("same(x)") { context throws(ShapeError) in
+        if floatOnly { try context.requireFloat(context.operands[0]) }
+        return [context.operands[0]]
+      },
+      interpret: { context in
+        let attributes = context.attributes
+        return [context.result(0, context.operands[0].doubles().map { body($0, attributes) })]
+      })
+  }
+}

@@ -1,0 +1,34 @@
+import LaminaSupport
+
+extension OpRegistry {
+  /// Constants and conversions.
+  static let miscOps: [OpDefinition] = [
+    OpDefinition(
+      "constant", summary: "A scalar constant (literals in the model become these).",
+      semantics: "y = value", operands: [],
+      attributes: [
+        AttributeSpec("value", .float, required: true, "the number"),
+        AttributeSpec("dtype", .dtype, default: .dtype(.f32), "element type of the result"),
+      ],
+      fusion: .elementwise,
+      shape: ShapeRule("scalar of dtype") { context throws(ShapeError) in
+        guard case .dtype(let dtype)? = context.attributes["dtype"] else {
+          throw ShapeError("constant: missing dtype")
+        }
+        return [.scalar(dtype)]
+      },
+      interpret: { context in [context.result(0, [context.double("value") ?? 0])] }),
+    OpDefinition(
+      "cast", summary: "Converts elements to another dtype; floats to integers truncate toward zero.",
+      semantics: "y = dtype(x)", operands: [OperandSpec("x")],
+      attributes: [AttributeSpec("dtype", .dtype, required: true, "the new element type")],
+      fusion: .elementwise,
+      shape: ShapeRule("same(x) with dtype") { context throws(ShapeError) in
+        guard case .dtype(let dtype)? = context.attributes["dtype"] else {
+          throw ShapeError("cast: missing dtype")
+        }
+        return [context.operands[0].with(dtype: dtype)]
+      },
+      interpret: { context in [context.operands[0].converted(to: context.results[0].dtype)] }),
+  ]
+}

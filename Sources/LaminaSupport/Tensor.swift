@@ -1,0 +1,199 @@
+import Foundation
+
+/// A dense, row-major (C order) tensor with a concrete shape.
+///
+/// Storage is one 64-byte aligned buffer shared copy-on-write, so passing a tensor around copies nothing
+/// and the bytes can be handed to compiled kernels as they are.
+///
+///     let x = Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6] as [Float])
+///     let values: [Float] = x.scalars()
+public struct Tensor: @unchecked Sendable, CustomStringConvertible {
+  public let dtype: DType
+  public let shape: [Int]
+  private var storage: TensorStorage
+
+  /// Number of elements: the product of the shape (1 for a scalar).
+  public var count: Int { shape.reduce(1, *) }
+  public var byteCount: Int { count * dtype.byteSize }
+  public var rank: Int { shape.count }
+
+  /// A zero-filled tensor.
+  public init(zeros dtype: DType, shape: [Int]) {
+    precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+    self.dtype = dtype
+    self.shape = shape
+    self.storage = TensorStorage(byteCount: shape.reduce(1, *) * dtype.byteSize)
+  }
+
+  /// A tensor of the given dtype built from raw little-endian bytes; nil when the byte count is wrong.
+  public init?(dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer) {
+    guard shape.allSatisfy({ $0 >= 0 }), bytes.count == shape.reduce(1, *) * dtype.byteSize else {
+      return nil
+    }
+    self.init(zeros: dtype, shape: shape)
+    if let base = bytes.baseAddress, bytes.count > 0 {
+      storage.pointer.copyMemory(from: base, byteCount: bytes.count)
+    }
+  }
+
+  public init(shape: [Int], scalars: [Float]) {
+    self.init(dtype: .f32, shape: shape, elements: scalars)
+  }
+
+  public init(shape: [Int], scalars: [Double]) {
+    self.init(dtype: .f64, shape: shape, elements: scalars)
+  }
+
+  public init(shape: [Int], scalars: [Int32]) {
+    self.init(dtype: .i32, shape: shape, elements: scalars)
+  }
+
+  public init(shape: [Int], scalars: [Int64]) {
+    self.init(dtype: .i64, shape: shape, elements: scalars)
+  }
+
+  /// A scalar (rank 0) tensor.
+  public init(scalar: Double, dtype: DType = .f32) {
+    self.init(dtype: dtype, shape: [], doubles: [scalar])
+  }
+
+  private init<Element>(dtype: DType, shape: [Int], elements: [Element]) {
+    precondition(
+      shape.reduce(1, *) == elements.count,
+      "\(elements.count) scalars do not fill shape \(shape)")
+    self.init(zeros: dtype, shape: shape)
+    elements.withUnsafeBytes { storage.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+  }
+
+  /// A tensor of `dtype` from double-precision values, rounded (or truncated, for integers) to the dtype.
+  public init(dtype: DType, shape: [Int], doubles: [Double]) {
+    precondition(shape.reduce(1, *) == doubles.count, "\(doubles.count) values do not fill \(shape)")
+    self.init(zeros: dtype, shape: shape)
+    let pointer = storage.pointer
+    switch dtype {
+    case .f32:
+      let typed = pointer.assumingMemoryBound(to: Float.self)
+      for (index, value) in doubles.enumerated() { typed[index] = Float(value) }
+    case .f64:
+      let typed = pointer.assumingMemoryBound(to: Double.self)
+      for (index, value) in doubles.enumerated() { typed[index] = value }
+    case .i32:
+      let typed = pointer.assumingMemoryBound(to: Int32.self)
+      for (index, value) in doubles.enumerated() { typed[index] = Int32(clamping: Int(exactly: value.rounded(.towardZero)) ?? 0) }
+    case .i64:
+      let typed = pointer.assumingMemoryBound(to: Int64.self)
+      for (index, value) in doubles.enumerated() { typed[index] = Int64(exactly: value.rounded(.towardZero)) ?? 0 }
+    }
+  }
+
+  /// The elements as `Element`, which must match the dtype's size and kind.
+  public func scalars<Element: TensorElement>(as type: Element.Type = Element.self) -> [Element] {
+    precondition(Element.dtype == dtype, "tensor is \(dtype), not \(Element.dtype)")
+    let typed = storage.pointer.assumingMemoryBound(to: Element.self)
+    return Array(UnsafeBufferPointer(start: typed, count: count))
+  }
+
+  /// Every element converted to `Double`; the interpreter computes in this form.
+  public func doubles() -> [Double] {
+    let pointer = storage.pointer
+    let n = count
+    switch dtype {
+    case .f32:
+      let typed = pointer.assumingMemoryBound(to: Float.self)
+      return (0..<n).map { Double(typed[$0]) }
+    case .f64:
+      return Array(UnsafeBufferPointer(start: pointer.assumingMemoryBound(to: Double.self), count: n))
+    case .i32:
+      let typed = pointer.assumingMemoryBound(to: Int32.self)
+      return (0..<n).map { Double(typed[$0]) }
+    case .i64:
+      let typed = pointer.assumingMemoryBound(to: Int64.self)
+      return (0..<n).map { Double(typed[$0]) }
+    }
+  }
+
+  /// The same data converted to another dtype.
+  public func converted(to newType: DType) -> Tensor {
+    if newType == dtype { return self }
+    return Tensor(dtype: newType, shape: shape, doubles: doubles())
+  }
+
+  /// The same elements viewed with another shape of equal element count; no copy.
+  public func reshaped(_ newShape: [Int]) -> Tensor? {
+    guard newShape.allSatisfy({ $0 >= 0 }), newShape.reduce(1, *) == count else { return nil }
+    var copy = self
+    copy.shapeStorage = newShape
+    return copy
+  }
+
+  private var shapeStorage: [Int] {
+    get { shape }
+    set { self = Tensor(dtype: dtype, shape: newValue, sharing: storage) }
+  }
+
+  private init(dtype: DType, shape: [Int], sharing storage: TensorStorage) {
+    self.dtype = dtype
+    self.shape = shape
+    self.storage = storage
+  }
+
+  /// Read-only access to the raw bytes, valid only inside `body`.
+  public func withUnsafeBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows
+    -> Result
+  {
+    try body(UnsafeRawBufferPointer(start: storage.pointer, count: byteCount))
+  }
+
+  /// Mutable access to the raw bytes, copying first if the storage is shared.
+  public mutating func withUnsafeMutableBytes<Result>(
+    _ body: (UnsafeMutableRawBufferPointer) throws -> Result
+  ) rethrows -> Result {
+    if !isKnownUniquelyReferenced(&storage) {
+      let copy = TensorStorage(byteCount: storage.byteCount)
+      copy.pointer.copyMemory(from: storage.pointer, byteCount: storage.byteCount)
+      storage = copy
+    }
+    return try body(UnsafeMutableRawBufferPointer(start: storage.pointer, count: byteCount))
+  }
+
+  /// Shape and dtype as they are written in models: `f32[2, 3]`.
+  public var typeDescription: String { "\(dtype)[\(shape.map(String.init).joined(separator: ", "))]" }
+
+  public var description: String {
+    let values = doubles()
+    let shown = values.prefix(8).map { dtype.isInteger ? String(Int($0)) : String($0) }
+    let more = values.count > 8 ? ", … (\(values.count) values)" : ""
+    return "\(typeDescription) [\(shown.joined(separator: ", "))\(more)]"
+  }
+}
+
+extension Tensor: Equatable {
+  /// Tensors are equal when dtype, shape and every byte match.
+  public static func == (lhs: Tensor, rhs: Tensor) -> Bool {
+    guard lhs.dtype == rhs.dtype, lhs.shape == rhs.shape else { return false }
+    return lhs.withUnsafeBytes { a in rhs.withUnsafeBytes { b in a.elementsEqual(b) } }
+  }
+}
+
+/// Swift element types that map one-to-one onto a `DType`.
+public protocol TensorElement: Sendable {
+  static var dtype: DType { get }
+}
+extension Float: TensorElement { public static var dtype: DType { .f32 } }
+extension Double: TensorElement { public static var dtype: DType { .f64 } }
+extension Int32: TensorElement { public static var dtype: DType { .i32 } }
+extension Int64: TensorElement { public static var dtype: DType { .i64 } }
+
+/// One 64-byte aligned allocation: wide enough for 512-bit vector loads in compiled kernels.
+final class TensorStorage {
+  let pointer: UnsafeMutableRawPointer
+  let byteCount: Int
+
+  init(byteCount: Int) {
+    self.byteCount = byteCount
+    pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 64), alignment: 64)
+    pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 64))
+  }
+
+  deinit { pointer.deallocate() }
+}
