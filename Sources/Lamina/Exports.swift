@@ -1,2 +1,4 @@
+// `import Lamina` brings the types users need: tensors and file formats, the IR, and passes.
 @_exported import LaminaIR
+@_exported import LaminaPasses
 @_exported import LaminaSupport

@@ -77,7 +77,11 @@ public struct DiagnosticBag: Sendable {
 
   public mutating func append(_ diagnostic: Diagnostic) {
     // The same message at the same place twice helps nobody (a block called many times, say).
-    if !diagnostics.contains(diagnostic) { diagnostics.append(diagnostic) }
+    let isRepeat = diagnostics.contains {
+      $0.severity == diagnostic.severity && $0.message == diagnostic.message
+        && $0.location == diagnostic.location
+    }
+    if !isRepeat { diagnostics.append(diagnostic) }
   }
 
   public mutating func append(contentsOf other: [Diagnostic]) {

@@ -1,0 +1,150 @@
+import Foundation
+import LaminaFrontend
+import LaminaIR
+import LaminaPasses
+import LaminaSupport
+
+/// A model read from a `.lam` file (or IR text) and taken through the frontend pipeline.
+///
+///     let model = try Model(contentsOf: "examples/digits_mlp.lam")
+///     let weights = try model.initialParameters(seed: 0)
+///     let outputs = try model.interpret(inputs: ["x": x], parameters: weights, outputs: ["probs"])
+public struct Model: Sendable {
+  /// The typed graph after the frontend pipeline.
+  public let graph: Graph
+  /// Warnings found along the way (unused definitions, say).
+  public let warnings: [Diagnostic]
+  /// The source text, kept for rendering diagnostics later.
+  public let source: SourceFile
+
+  /// Reads and compiles a model file. `.ir` files (and any text starting with `graph`) are read as IR.
+  /// - Parameter modelName: which model, when the file defines several.
+  /// - Throws: `CompileError` with every diagnostic in the file.
+  public init(contentsOf path: String, modelName: String? = nil) throws {
+    let source = try Model.readSource(path)
+    try self.init(source: source, modelName: modelName)
+  }
+
+  /// Compiles model source text; `path` names it in diagnostics.
+  public init(source text: String, path: String = "<input>", modelName: String? = nil) throws {
+    try self.init(source: SourceFile(path: path, text: text), modelName: modelName)
+  }
+
+  public init(source: SourceFile, modelName: String? = nil) throws {
+    let (graph, diagnostics) = Model.frontend(source, modelName: modelName)
+    let errors = diagnostics.filter { $0.severity == .error }
+    guard let graph, errors.isEmpty else { throw CompileError(diagnostics: diagnostics, source: source) }
+    var mutableGraph = graph
+    do {
+      _ = try PassRunner(passes: Pipeline.inference).run(&mutableGraph)
+    } catch let error as DiagnosticError {
+      throw CompileError(diagnostics: diagnostics + error.diagnostics, source: source)
+    }
+    self.graph = mutableGraph
+    self.warnings = diagnostics.filter { $0.severity != .error }
+    self.source = source
+  }
+
+  /// Parses and lowers without running passes; the building block of `init` and `lamina dump --after`.
+  public static func frontend(_ source: SourceFile, modelName: String?) -> (Graph?, [Diagnostic]) {
+    if isIR(source.text) || source.path.hasSuffix(".ir") {
+      do {
+        return (try IRParser.parse(source.text, path: source.path), [])
+      } catch let error as DiagnosticError {
+        return (nil, error.diagnostics)
+      } catch let diagnostic as Diagnostic {
+        return (nil, [diagnostic])
+      } catch {
+        return (nil, [.error("\(error)")])
+      }
+    }
+    let (program, parseDiagnostics) = Parser.parse(source: source)
+    var diagnostics = parseDiagnostics.diagnostics
+    let model: ModelDecl
+    if let modelName {
+      guard let found = program.models.first(where: { $0.name == modelName }) else {
+        let names = program.models.map(\.name).joined(separator: ", ")
+        diagnostics.append(
+          .error("\(source.path) has no model named '\(modelName)'\(names.isEmpty ? "" : " (it has \(names))")"))
+        return (nil, diagnostics)
+      }
+      model = found
+    } else {
+      guard let first = program.models.first else {
+        if !diagnostics.contains(where: { $0.severity == .error }) {
+          diagnostics.append(
+            .error(
+              "no model in this file", at: SourceLocation(file: source.path, line: 1, column: 1),
+              help: "a model starts with `model Name {`"))
+        }
+        return (nil, diagnostics)
+      }
+      if program.models.count > 1 {
+        diagnostics.append(
+          .warning(
+            "the file defines \(program.models.count) models; using \(first.name)", at: first.location,
+            help: "choose one with --model NAME"))
+      }
+      model = first
+    }
+    // Syntax errors make lowering report confusing follow-ups; stop at them.
+    if diagnostics.contains(where: { $0.severity == .error }) { return (nil, diagnostics) }
+    let (graph, lowering) = Lowering.lower(model, in: program, sourcePath: source.path)
+    return (graph, diagnostics + lowering)
+  }
+
+  /// Names of every model in a `.lam` file, in source order.
+  public static func modelNames(in source: SourceFile) -> [String] {
+    Parser.parse(source: source).0.models.map(\.name)
+  }
+
+  static func isIR(_ text: String) -> Bool {
+    for line in text.split(separator: "\n") {
+      let trimmed = line.drop { $0 == " " || $0 == "\t" }
+      if trimmed.isEmpty || trimmed.hasPrefix("//") { continue }
+      return trimmed.hasPrefix("graph ")
+    }
+    return false
+  }
+
+  static func readSource(_ path: String) throws -> SourceFile {
+    guard let data = FileManager.default.contents(atPath: path) else {
+      throw FileError(path: path, reason: "cannot read the file (does it exist?)")
+    }
+    guard let text = String(data: data, encoding: .utf8) else {
+      throw CompileError(
+        diagnostics: [
+          .error(
+            "the file is not UTF-8 text; is it a model file?", at: SourceLocation(file: path, line: 1, column: 1))
+        ], source: SourceFile(path: path, text: ""))
+    }
+    return SourceFile(path: path, text: text)
+  }
+
+  /// Initial values of every parameter, from the initializers, deterministic in `seed`.
+  public func initialParameters(seed: UInt64 = 0) throws -> [String: Tensor] {
+    try graph.initialParameters(seed: seed)
+  }
+
+  /// Evaluates outputs (or losses) with the reference interpreter.
+  public func interpret(inputs: [String: Tensor], parameters: [String: Tensor], outputs: [String]) throws
+    -> [String: Tensor]
+  {
+    try Interpreter(graph: graph).run(inputs: inputs, parameters: parameters, outputs: outputs)
+  }
+
+  /// The textual IR of the graph.
+  public func ir(locations: Bool = false) -> String { IRPrinter(printLocations: locations).print(graph) }
+}
+
+/// A model that did not compile, with every diagnostic and the source to render them against.
+public struct CompileError: Error, Sendable, CustomStringConvertible {
+  public var diagnostics: [Diagnostic]
+  public var source: SourceFile
+
+  public var errors: [Diagnostic] { diagnostics.filter { $0.severity == .error } }
+
+  /// Every diagnostic with the source line and a caret.
+  public var rendered: String { DiagnosticRenderer(sources: [source]).render(diagnostics) }
+  public var description: String { rendered }
+}

@@ -1,0 +1,1039 @@
+import LaminaIR
+import LaminaSupport
+
+/// Turns a parsed model into a typed graph (the role of MLIR Toy's MLIRGen).
+///
+/// Statements run top to bottom. Every node gets its type from the op table as it is built, because
+/// layers need their input's shape to size their parameters; the `shape-inference` pass applies the
+/// same rules to graphs that come from IR text. Blocks are instantiated per call with a fresh parameter
+/// scope. All problems are collected as diagnostics; an expression that failed yields a poisoned value
+/// so one mistake is reported once, not again by every use.
+public struct Lowering {
+  /// A value while lowering: a tensor in the graph, or a compile-time value.
+  enum Value {
+    case tensor(ValueID)
+    case integer(Int)
+    case number(Double)
+    case string(String)
+    case bool(Bool)
+    case list([Value])
+    /// An error was already reported for the expression that made this.
+    case poisoned
+
+    var kindDescription: String {
+      switch self {
+      case .tensor: "a tensor"
+      case .integer: "an integer"
+      case .number: "a number"
+      case .string: "a string"
+      case .bool: "a boolean"
+      case .list: "a list"
+      case .poisoned: "an invalid value"
+      }
+    }
+  }
+
+  struct Binding {
+    var value: Value
+    var location: SourceLocation
+    var used = false
+    /// Unused lets warn; block parameters and model inputs are reported separately.
+    var warnsWhenUnused: Bool
+    var kind: String
+  }
+
+  struct Scope {
+    /// Qualified name of the block instance (`residual_3`); empty at model level.
+    var prefix: String
+    var bindings: [String: Binding] = [:]
+    /// Names the scope's statements define, with where, to explain use-before-definition.
+    var laterDefinitions: [String: SourceLocation] = [:]
+    var instanceCounters: [String: Int] = [:]
+
+    func qualified(_ name: String) -> String { prefix.isEmpty ? name : "\(prefix).\(name)" }
+  }
+
+  private var graph: Graph
+  private var diagnostics = DiagnosticBag()
+  private var scopes: [Scope] = []
+  private let blocks: [String: BlockDecl]
+  private var blockCallDepth = 0
+  private var freezePatterns: [(pattern: String, location: SourceLocation)] = []
+
+  /// Lowers one model of a program. Returns the graph when there were no errors, and all diagnostics.
+  public static func lower(_ model: ModelDecl, in program: SourceProgram, sourcePath: String) -> (
+    graph: Graph?, diagnostics: [Diagnostic]
+  ) {
+    var blocks: [String: BlockDecl] = [:]
+    var lowering = Lowering(graph: Graph(name: model.name, sourceFile: sourcePath), blocks: [:])
+    for block in program.blocks {
+      if let existing = blocks[block.name] {
+        lowering.diagnostics.error(
+          "block \(block.name) is defined twice", at: block.location,
+          notes: [.init("first defined here", at: existing.location)])
+      } else if LayerRegistry.definition(block.name) != nil || OpRegistry.definition(block.name) != nil {
+        lowering.diagnostics.error(
+          "block \(block.name) has the name of a built-in function", at: block.location)
+      } else {
+        blocks[block.name] = block
+      }
+    }
+    lowering = Lowering(graph: lowering.graph, blocks: blocks, diagnostics: lowering.diagnostics)
+    lowering.lowerModel(model)
+    let graph = lowering.diagnostics.hasErrors ? nil : lowering.graph
+    return (graph, lowering.diagnostics.diagnostics)
+  }
+
+  private init(graph: Graph, blocks: [String: BlockDecl], diagnostics: DiagnosticBag = DiagnosticBag()) {
+    self.graph = graph
+    self.blocks = blocks
+    self.diagnostics = diagnostics
+  }
+
+  private var scope: Scope {
+    get { scopes[scopes.count - 1] }
+    set { scopes[scopes.count - 1] = newValue }
+  }
+
+  // MARK: Models
+
+  private mutating func lowerModel(_ model: ModelDecl) {
+    scopes = [Scope(prefix: "")]
+    recordDefinitions(model.statements)
+    for statement in model.statements { lowerModelStatement(statement) }
+    applyFreezes()
+    if graph.outputs.isEmpty && graph.losses.isEmpty {
+      diagnostics.error(
+        "model \(model.name) has no output or loss", at: model.location,
+        help: "add `output name = expression` or `loss = expression`")
+    }
+    if !graph.trainSteps.isEmpty || !graph.losses.isEmpty {
+      for step in graph.trainSteps where !graph.losses.contains(where: { $0.name == step.lossName }) {
+        diagnostics.error(
+          "training step '\(step.name)' minimizes '\(step.lossName)', but the model has no such loss",
+          at: step.location,
+          help: graph.losses.isEmpty
+            ? "define it with `loss = expression`"
+            : "the losses are \(graph.losses.map(\.name).joined(separator: ", "))")
+      }
+    }
+    reportUnused()
+  }
+
+  private mutating func recordDefinitions(_ statements: [Statement]) {
+    for statement in statements {
+      if let name = statement.definedName, scope.laterDefinitions[name] == nil {
+        scope.laterDefinitions[name] = statement.location
+      }
+    }
+  }
+
+  private mutating func lowerModelStatement(_ statement: Statement) {
+    switch statement {
+    case .input(let name, let typeExpr, let location):
+      guard declareName(name, at: location) else { return }
+      guard let type = lowerType(typeExpr, allowSymbols: true, what: "input \(name)") else {
+        bind(name, .poisoned, at: location, kind: "input")
+        return
+      }
+      let value = graph.addInput(name: name, type: type, location: location)
+      bind(name, .tensor(value), at: location, kind: "input")
+    case .param, .let:
+      lowerSharedStatement(statement)
+    case .output(let name, let valueExpr, let location):
+      if graph.outputs.contains(where: { $0.name == name }) {
+        diagnostics.error("output '\(name)' is defined twice", at: location)
+        return
+      }
+      let value: Value
+      if let valueExpr {
+        guard declareName(name, at: location) else { return }
+        value = evaluate(valueExpr)
+        bind(name, value, at: location, kind: "output", warnsWhenUnused: false)
+      } else {
+        value = lookup(name, at: location)
+      }
+      guard let tensor = requireTensor(value, at: valueExpr?.location ?? location, what: "output \(name)")
+      else { return }
+      nameIfTemporary(tensor, name)
+      graph.outputs.append(NamedValue(name: name, value: tensor))
+    case .loss(let name, let valueExpr, let location):
+      if graph.losses.contains(where: { $0.name == name }) {
+        diagnostics.error("loss '\(name)' is defined twice", at: location)
+        return
+      }
+      let value = evaluate(valueExpr)
+      guard let tensor = requireTensor(value, at: valueExpr.location, what: "the loss") else { return }
+      let type = graph.type(of: tensor)
+      guard type.isScalar, type.dtype.isFloatingPoint else {
+        diagnostics.error(
+          "the loss must be a floating-point scalar, got \(type)", at: valueExpr.location,
+          help: type.isScalar ? nil : "reduce it with mean(...) or sum(...)")
+        return
+      }
+      nameIfTemporary(tensor, name)
+      graph.losses.append(NamedValue(name: name, value: tensor))
+      if scope.bindings[name] == nil { bind(name, .tensor(tensor), at: location, kind: "loss", warnsWhenUnused: false) }
+    case .train(let name, let optimizerExpr, let location):
+      lowerTrain(name: name, optimizerExpr, at: location)
+    case .freeze(let patternExpr, let location):
+      guard case .string(let pattern) = patternExpr.kind else {
+        diagnostics.error(
+          "freeze takes a quoted parameter name pattern like \"encoder.*\"", at: patternExpr.location)
+        return
+      }
+      freezePatterns.append((pattern, location))
+    case .return(_, let location):
+      diagnostics.error("'return' is only allowed in a block", at: location)
+    }
+  }
+
+  /// Statements that mean the same in a model and in a block: `param` and `let`.
+  private mutating func lowerSharedStatement(_ statement: Statement) {
+    switch statement {
+    case .param(let name, let typeExpr, let initializerExpr, let location):
+      guard declareName(name, at: location) else { return }
+      guard let type = lowerType(typeExpr, allowSymbols: false, what: "parameter \(name)") else {
+        bind(name, .poisoned, at: location, kind: "parameter")
+        return
+      }
+      var initializer = Initializer(type.rank >= 2 ? "glorot_uniform" : "zeros")
+      if let initializerExpr {
+        guard let lowered = lowerInitializer(initializerExpr) else {
+          bind(name, .poisoned, at: location, kind: "parameter")
+          return
+        }
+        initializer = lowered
+      }
+      let qualified = scope.qualified(name)
+      if graph.value(named: qualified) != nil {
+        diagnostics.error("parameter name \(qualified) is already taken", at: location)
+        return
+      }
+      let value = graph.addParam(name: qualified, type: type, initializer: initializer, location: location)
+      bind(name, .tensor(value), at: location, kind: "parameter")
+    case .let(let name, let valueExpr, let location):
+      guard declareName(name, at: location) else { return }
+      let value = evaluate(valueExpr)
+      if case .tensor(let tensor) = value { nameIfTemporary(tensor, scope.qualified(name)) }
+      bind(name, value, at: location, kind: "let", warnsWhenUnused: true)
+    default:
+      break
+    }
+  }
+
+  private mutating func lowerTrain(name: String?, _ expr: Expr, at location: SourceLocation) {
+    guard case .call(let callee, let calleeLocation, let arguments) = expr.kind else {
+      diagnostics.error(
+        "expected an optimizer call like sgd(lr: 0.1) after 'with'", at: expr.location)
+      return
+    }
+    guard let optimizer = OptimizerRegistry.definition(callee) else {
+      diagnostics.error(
+        "unknown optimizer '\(callee)'", at: calleeLocation,
+        help: closestName(to: callee, among: OptimizerRegistry.all.map(\.name)).map { "did you mean '\($0)'?" }
+          ?? "the optimizers are \(OptimizerRegistry.all.map(\.name).joined(separator: ", "))")
+      return
+    }
+    let stepName = name ?? "train"
+    if graph.trainSteps.contains(where: { $0.name == stepName }) {
+      diagnostics.error(
+        "training step '\(stepName)' is defined twice", at: location,
+        help: "name each step: train generator with adam(...)")
+      return
+    }
+    var attributes: [String: Attribute] = [:]
+    var ok = true
+    for argument in arguments {
+      guard let label = argument.label else {
+        diagnostics.error(
+          "optimizer arguments need labels, like lr: 0.01", at: argument.location)
+        ok = false
+        continue
+      }
+      guard let spec = optimizer.allHyperparameters.first(where: { $0.name == label }) else {
+        diagnostics.error(
+          "\(callee) has no hyperparameter '\(label)'", at: argument.location,
+          help: closestName(to: label, among: optimizer.allHyperparameters.map(\.name)).map { "did you mean '\($0)'?" }
+            ?? "it takes \(optimizer.allHyperparameters.map(\.name).joined(separator: ", "))")
+        ok = false
+        continue
+      }
+      // `loss: d_loss` names a loss; it is not evaluated.
+      if label == "loss", case .name(let lossName) = argument.value.kind {
+        attributes[label] = .string(lossName)
+        continue
+      }
+      guard let attribute = attributeValue(argument.value), let coerced = attribute.coerced(to: spec.kind) else {
+        diagnostics.error(
+          "\(callee): '\(label)' must be \(spec.kind)", at: argument.value.location)
+        ok = false
+        continue
+      }
+      attributes[label] = coerced
+    }
+    for spec in optimizer.hyperparameters where attributes[spec.name] == nil {
+      if let value = spec.defaultValue { attributes[spec.name] = value }
+    }
+    if attributes["loss"] == nil { attributes["loss"] = .string("loss") }
+    if ok {
+      graph.trainSteps.append(
+        TrainStep(name: stepName, optimizer: callee, attributes: attributes, location: location))
+    }
+  }
+
+  private mutating func applyFreezes() {
+    for (pattern, location) in freezePatterns {
+      var matched = false
+      for index in graph.params.indices where globMatch(pattern, graph[graph.params[index].value].name) {
+        graph.params[index].trainable = false
+        matched = true
+      }
+      if !matched {
+        diagnostics.warning(
+          "freeze \"\(pattern)\" matches no parameter", at: location,
+          help: "`lamina dump --params` lists the parameter names")
+      }
+    }
+  }
+
+  private mutating func reportUnused() {
+    for (name, binding) in scope.bindings.sorted(by: { $0.value.location.line < $1.value.location.line })
+    where !binding.used {
+      if binding.warnsWhenUnused || binding.kind == "input" {
+        diagnostics.warning("\(binding.kind) '\(name)' is never used", at: binding.location)
+      }
+    }
+  }
+
+  // MARK: Names
+
+  /// Checks that `name` is not yet defined in this scope.
+  private mutating func declareName(_ name: String, at location: SourceLocation) -> Bool {
+    if let existing = scope.bindings[name] {
+      diagnostics.error(
+        "'\(name)' is already defined", at: location,
+        notes: [.init("previous definition is here", at: existing.location)])
+      return false
+    }
+    if name == "params" {
+      diagnostics.error("'params' is reserved: it means all parameters of the model", at: location)
+      return false
+    }
+    return true
+  }
+
+  private mutating func bind(
+    _ name: String, _ value: Value, at location: SourceLocation, kind: String, warnsWhenUnused: Bool = false
+  ) {
+    scope.bindings[name] = Binding(value: value, location: location, warnsWhenUnused: warnsWhenUnused, kind: kind)
+  }
+
+  private mutating func lookup(_ name: String, at location: SourceLocation) -> Value {
+    if scope.bindings[name] != nil {
+      scope.bindings[name]!.used = true
+      return scope.bindings[name]!.value
+    }
+    switch name {
+    case "params":
+      return .list(graph.params.filter(\.trainable).map { .tensor($0.value) })
+    case "true": return .bool(true)
+    case "false": return .bool(false)
+    default: break
+    }
+    if let later = scope.laterDefinitions[name] {
+      diagnostics.error(
+        "'\(name)' is used before its definition", at: location,
+        notes: [.init("'\(name)' is defined here", at: later)],
+        help: "definitions run top to bottom; a value cannot depend on itself")
+    } else if OpRegistry.definition(name) != nil || LayerRegistry.definition(name) != nil || blocks[name] != nil {
+      diagnostics.error("'\(name)' is a function; call it, as in \(name)(x)", at: location)
+    } else {
+      let suggestion = closestName(to: name, among: Array(scope.bindings.keys))
+      diagnostics.error(
+        "undefined name '\(name)'", at: location, help: suggestion.map { "did you mean '\($0)'?" })
+    }
+    return .poisoned
+  }
+
+  private mutating func nameIfTemporary(_ value: ValueID, _ name: String) {
+    // Numeric names are temporaries; give the value the name the user wrote.
+    if graph[value].name.first?.isNumber == true { graph.rename(value, to: name) }
+  }
+
+  // MARK: Types
+
+  private mutating func lowerType(_ typeExpr: TypeExpr, allowSymbols: Bool, what: String) -> TensorType? {
+    guard let dtype = DType(rawValue: typeExpr.dtype), dtype != .i64 else {
+      diagnostics.error(
+        "unknown dtype '\(typeExpr.dtype)' in the type of \(what)", at: typeExpr.location,
+        help: closestName(to: typeExpr.dtype, among: ["f32", "f64", "i32"]).map { "did you mean '\($0)'?" }
+          ?? "the dtypes are f32, f64 and i32")
+      return nil
+    }
+    var shape: [Dim] = []
+    var elements = 1
+    for dim in typeExpr.dims {
+      switch dim {
+      case .literal(let value, let location):
+        guard value > 0 else {
+          diagnostics.error("dimension \(value) of \(what) must be positive", at: location)
+          return nil
+        }
+        let (product, overflow) = elements.multipliedReportingOverflow(by: value)
+        guard !overflow, product <= 1 << 40 else {
+          diagnostics.error("\(what) is too large: its dimensions multiply past 2^40 elements", at: location)
+          return nil
+        }
+        elements = product
+        shape.append(Dim(value))
+      case .name(let name, let location):
+        if let binding = scope.bindings[name] {
+          scope.bindings[name]!.used = true
+          guard case .integer(let value) = binding.value, value > 0 else {
+            diagnostics.error(
+              "dimension '\(name)' of \(what) is \(binding.value.kindDescription), not a positive integer",
+              at: location)
+            return nil
+          }
+          shape.append(Dim(value))
+        } else if allowSymbols {
+          shape.append(Dim(symbol: name))
+        } else {
+          diagnostics.error(
+            "\(what) must have a static shape, but '\(name)' is a symbolic dimension", at: location,
+            help: "parameters are created before any batch is seen; use integers or Int block arguments")
+          return nil
+        }
+      }
+    }
+    return TensorType(dtype, shape)
+  }
+
+  /// `he_normal()`, `uniform(-0.1, 0.1)`, `constant(value: 0.5)`.
+  private mutating func lowerInitializer(_ expr: Expr) -> Initializer? {
+    guard case .call(let callee, let calleeLocation, let arguments) = expr.kind else {
+      diagnostics.error(
+        "expected an initializer call like he_normal() or zeros()", at: expr.location,
+        help: "the initializers are \(InitializerRegistry.names.joined(separator: ", "))")
+      return nil
+    }
+    guard let definition = InitializerRegistry.definition(callee) else {
+      diagnostics.error(
+        "unknown initializer '\(callee)'", at: calleeLocation,
+        help: closestName(to: callee, among: InitializerRegistry.names).map { "did you mean '\($0)'?" }
+          ?? "the initializers are \(InitializerRegistry.names.joined(separator: ", "))")
+      return nil
+    }
+    var values: [String: Attribute] = [:]
+    var positional = definition.arguments.makeIterator()
+    for argument in arguments {
+      let spec: AttributeSpec?
+      if let label = argument.label {
+        spec = definition.arguments.first { $0.name == label }
+      } else {
+        spec = positional.next()
+      }
+      guard let spec else {
+        diagnostics.error(
+          argument.label.map { "\(callee) has no argument '\($0)'" } ?? "\(callee) takes \(definition.arguments.count) argument(s)",
+          at: argument.location, help: "the signature is \(definition.signature)")
+        return nil
+      }
+      guard let value = attributeValue(argument.value), let coerced = value.coerced(to: spec.kind) else {
+        diagnostics.error("\(callee): '\(spec.name)' must be \(spec.kind)", at: argument.value.location)
+        return nil
+      }
+      values[spec.name] = coerced
+    }
+    for spec in definition.arguments where values[spec.name] == nil {
+      if let value = spec.defaultValue {
+        values[spec.name] = value
+      } else if spec.isRequired {
+        diagnostics.error("\(callee) needs the argument '\(spec.name)'", at: expr.location)
+        return nil
+      }
+    }
+    return Initializer(callee, values)
+  }
+
+  // MARK: Expressions
+
+  private mutating func evaluate(_ expr: Expr) -> Value {
+    switch expr.kind {
+    case .name(let name):
+      return lookup(name, at: expr.location)
+    case .integer(let value):
+      return .integer(value)
+    case .float(let value):
+      return .number(value)
+    case .string(let value):
+      return .string(value)
+    case .list(let elements):
+      return .list(elements.map { evaluate($0) })
+    case .negate(let operand):
+      switch evaluate(operand) {
+      case .integer(let value): return .integer(-value)
+      case .number(let value): return .number(-value)
+      case .tensor(let value): return emit("neg", [value], at: expr.location)
+      case .poisoned: return .poisoned
+      case let other:
+        diagnostics.error("cannot negate \(other.kindDescription)", at: expr.location)
+        return .poisoned
+      }
+    case .binary(let op, let lhsExpr, let rhsExpr):
+      return lowerBinary(op, evaluate(lhsExpr), evaluate(rhsExpr), at: expr.location)
+    case .index(let baseExpr, let items):
+      return lowerIndex(evaluate(baseExpr), items, at: expr.location)
+    case .call(let callee, let calleeLocation, let arguments):
+      return lowerCall(callee, calleeLocation: calleeLocation, arguments, at: expr.location)
+    }
+  }
+
+  private mutating func lowerBinary(_ op: BinaryOperator, _ lhs: Value, _ rhs: Value, at location: SourceLocation)
+    -> Value
+  {
+    switch (lhs, rhs) {
+    case (.poisoned, _), (_, .poisoned):
+      return .poisoned
+    case (.integer(let a), .integer(let b)) where op != .divide && op != .matmul:
+      let (value, overflow): (Int, Bool) =
+        switch op {
+        case .add: a.addingReportingOverflow(b)
+        case .subtract: a.subtractingReportingOverflow(b)
+        default: a.multipliedReportingOverflow(by: b)
+        }
+      if overflow {
+        diagnostics.error("integer overflow in \(a) \(op.rawValue) \(b)", at: location)
+        return .poisoned
+      }
+      return .integer(value)
+    case (.integer, .integer), (.integer, .number), (.number, .integer), (.number, .number):
+      guard op != .matmul else {
+        diagnostics.error("'@' needs tensors on both sides", at: location)
+        return .poisoned
+      }
+      let a = number(lhs)!
+      let b = number(rhs)!
+      switch op {
+      case .add: return .number(a + b)
+      case .subtract: return .number(a - b)
+      case .multiply: return .number(a * b)
+      default:
+        guard b != 0 else {
+          diagnostics.error("division by zero", at: location)
+          return .poisoned
+        }
+        return .number(a / b)
+      }
+    case (.tensor(let a), .tensor(let b)):
+      return emit(op.op, [a, b], at: location)
+    case (.tensor(let a), .integer), (.tensor(let a), .number):
+      guard op != .matmul else {
+        diagnostics.error("'@' needs tensors on both sides; use * to scale", at: location)
+        return .poisoned
+      }
+      return emit(op.op, [a, constant(number(rhs)!, like: a, at: location)], at: location)
+    case (.integer, .tensor(let b)), (.number, .tensor(let b)):
+      guard op != .matmul else {
+        diagnostics.error("'@' needs tensors on both sides; use * to scale", at: location)
+        return .poisoned
+      }
+      return emit(op.op, [constant(number(lhs)!, like: b, at: location), b], at: location)
+    default:
+      diagnostics.error(
+        "cannot apply '\(op.rawValue)' to \(lhs.kindDescription) and \(rhs.kindDescription)", at: location)
+      return .poisoned
+    }
+  }
+
+  private func number(_ value: Value) -> Double? {
+    switch value {
+    case .integer(let value): Double(value)
+    case .number(let value): value
+    default: nil
+    }
+  }
+
+  /// A scalar constant node with the dtype of `other`, so literals adapt to the tensors they meet.
+  private mutating func constant(_ value: Double, like other: ValueID?, at location: SourceLocation) -> ValueID {
+    let dtype = other.map { graph.type(of: $0).dtype } ?? .f32
+    return graph.addNode(
+      "constant", [], attributes: ["value": .float(value), "dtype": .dtype(dtype)], type: .scalar(dtype),
+      location: location)
+  }
+
+  private mutating func emit(
+    _ op: String, _ operands: [ValueID], attributes: [String: Attribute] = [:], at location: SourceLocation
+  ) -> Value {
+    guard let definition = OpRegistry.definition(op) else {
+      diagnostics.error("unknown op '\(op)'", at: location)
+      return .poisoned
+    }
+    do {
+      let (types, resolved) = try definition.inferTypes(
+        operands: operands.map { graph.type(of: $0) }, attributes: attributes)
+      let result = graph.addNode(op, operands, attributes: resolved, type: types[0], location: location)
+      return .tensor(result)
+    } catch {
+      diagnostics.error(error.message, at: location, help: error.help)
+      return .poisoned
+    }
+  }
+
+  private mutating func requireTensor(_ value: Value, at location: SourceLocation, what: String) -> ValueID? {
+    switch value {
+    case .tensor(let tensor): return tensor
+    case .poisoned: return nil
+    default:
+      diagnostics.error("\(what) must be a tensor, got \(value.kindDescription)", at: location)
+      return nil
+    }
+  }
+
+  private mutating func lowerIndex(_ base: Value, _ items: [IndexItem], at location: SourceLocation) -> Value {
+    guard case .tensor(let tensor) = base else {
+      if case .poisoned = base { return .poisoned }
+      diagnostics.error("only tensors can be indexed, not \(base.kindDescription)", at: location)
+      return .poisoned
+    }
+    var slices: [SliceIndex] = []
+    func integer(_ expr: Expr?) -> Int?? {
+      guard let expr else { return .some(nil) }
+      if case .integer(let value) = evaluate(expr) { return .some(value) }
+      diagnostics.error("indices must be integer constants", at: expr.location)
+      return nil
+    }
+    for item in items {
+      switch item {
+      case .index(let expr):
+        guard let value = integer(expr), let value else { return .poisoned }
+        slices.append(.index(value))
+      case .range(let startExpr, let stopExpr, let stepExpr):
+        guard let start = integer(startExpr), let stop = integer(stopExpr), let step = integer(stepExpr) else {
+          return .poisoned
+        }
+        if step == 0 {
+          diagnostics.error("slice step cannot be zero", at: location)
+          return .poisoned
+        }
+        slices.append(.range(start: start, stop: stop, step: step ?? 1))
+      }
+    }
+    return emit("slice", [tensor], attributes: ["index": .slices(slices)], at: location)
+  }
+
+  // MARK: Calls
+
+  private mutating func lowerCall(
+    _ callee: String, calleeLocation: SourceLocation, _ arguments: [Argument], at location: SourceLocation
+  ) -> Value {
+    if let block = blocks[callee] {
+      return callBlock(block, arguments: arguments, at: location)
+    }
+    if callee == "repeat" { return lowerRepeat(arguments, at: location) }
+    if let layer = LayerRegistry.definition(callee) {
+      return callLayer(layer, arguments, at: location)
+    }
+    if let op = OpRegistry.definition(callee) {
+      return callOp(op, arguments, at: location)
+    }
+    if InitializerRegistry.definition(callee) != nil {
+      diagnostics.error(
+        "\(callee) is an initializer; use it in a param declaration (param w: f32[4, 4] = \(callee)()) or a layer's init:",
+        at: calleeLocation)
+      return .poisoned
+    }
+    if OptimizerRegistry.definition(callee) != nil {
+      diagnostics.error("\(callee) is an optimizer; use it as `train with \(callee)(...)`", at: calleeLocation)
+      return .poisoned
+    }
+    let candidates = OpRegistry.names + LayerRegistry.all.map(\.name) + Array(blocks.keys) + ["repeat"]
+    diagnostics.error(
+      "unknown function '\(callee)'", at: calleeLocation,
+      help: closestName(to: callee, among: candidates).map { "did you mean '\($0)'?" })
+    return .poisoned
+  }
+
+  /// An op from the op table: positional tensors fill operands, the rest become attributes.
+  private mutating func callOp(_ op: OpDefinition, _ arguments: [Argument], at location: SourceLocation) -> Value {
+    var operandValues: [(Value, SourceLocation)] = []
+    var attributes: [String: Attribute] = [:]
+    var positionalAttributes = op.attributes.makeIterator()
+    let takesMoreOperands = { (count: Int) in op.operandCount.upperBound > count }
+    var poisoned = false
+    for argument in arguments {
+      if let label = argument.label {
+        if op.operands.contains(where: { $0.name == label && !$0.isVariadic }) {
+          operandValues.append((evaluate(argument.value), argument.location))
+          continue
+        }
+        guard op.attributes.contains(where: { $0.name == label }) else {
+          let known = op.attributes.map(\.name)
+          diagnostics.error(
+            known.isEmpty ? "\(op.name) takes no labelled arguments, got '\(label)'" : "\(op.name) has no argument '\(label)'",
+            at: argument.location,
+            help: closestName(to: label, among: known).map { "did you mean '\($0)'?" } ?? "the signature is \(op.signature)")
+          poisoned = true
+          continue
+        }
+        guard let attribute = attributeValue(argument.value) else {
+          poisoned = true
+          continue
+        }
+        attributes[label] = attribute
+        continue
+      }
+      // Literals after the operands are positional attributes (`leaky_relu(x, 0.2)`).
+      if !takesMoreOperands(operandValues.count), let spec = positionalAttributes.next() {
+        guard let attribute = attributeValue(argument.value) else {
+          poisoned = true
+          continue
+        }
+        attributes[spec.name] = attribute
+        continue
+      }
+      let value = evaluate(argument.value)
+      if case .list(let elements) = value, op.operands.last?.isVariadic == true {
+        // A list spreads into a variadic slot: l2(params), concat([a, b]).
+        operandValues += elements.map { ($0, argument.location) }
+      } else {
+        operandValues.append((value, argument.location))
+      }
+    }
+    if poisoned { return .poisoned }
+    // Literal operands take the dtype of the first tensor operand.
+    let firstTensor = operandValues.lazy.compactMap { if case .tensor(let id) = $0.0 { id } else { nil } }.first
+    var operands: [ValueID] = []
+    for (value, valueLocation) in operandValues {
+      switch value {
+      case .tensor(let id): operands.append(id)
+      case .integer, .number: operands.append(constant(number(value)!, like: firstTensor, at: valueLocation))
+      case .poisoned: return .poisoned
+      default:
+        diagnostics.error(
+          "\(op.name) takes tensors as operands, got \(value.kindDescription)", at: valueLocation,
+          help: "the signature is \(op.signature)")
+        return .poisoned
+      }
+    }
+    return emit(op.name, operands, attributes: attributes, at: location)
+  }
+
+  /// A compile-time value for an attribute. Bare names that are not defined read as symbols or words
+  /// (`reshape(x, [batch, -1])`, `cast(x, dtype: f64)`).
+  private mutating func attributeValue(_ expr: Expr) -> Attribute? {
+    if case .name(let name) = expr.kind, scope.bindings[name] == nil, !["true", "false", "params"].contains(name) {
+      return .string(name)
+    }
+    if case .list(let elements) = expr.kind {
+      var dims: [Dim] = []
+      var numbers: [Double] = []
+      var allIntegers = true
+      for element in elements {
+        if case .name(let name) = element.kind, scope.bindings[name] == nil {
+          dims.append(Dim(symbol: name))
+          allIntegers = false
+          numbers.append(.nan)
+          continue
+        }
+        switch evaluate(element) {
+        case .integer(let value):
+          dims.append(Dim(value))
+          numbers.append(Double(value))
+        case .number(let value):
+          allIntegers = false
+          numbers.append(value)
+          dims.append(Dim(0))
+        case .poisoned:
+          return nil
+        case let other:
+          diagnostics.error("a list here holds numbers or dimensions, not \(other.kindDescription)", at: element.location)
+          return nil
+        }
+      }
+      if allIntegers { return .ints(dims.map(\.factor)) }
+      if !numbers.contains(where: \.isNaN) { return .floats(numbers) }
+      return .dims(dims)
+    }
+    switch evaluate(expr) {
+    case .integer(let value): return .int(value)
+    case .number(let value): return .float(value)
+    case .string(let value): return .string(value)
+    case .bool(let value): return .bool(value)
+    case .poisoned: return nil
+    case let other:
+      diagnostics.error("expected a constant here, got \(other.kindDescription)", at: expr.location)
+      return nil
+    }
+  }
+
+  private mutating func callLayer(_ layer: LayerDefinition, _ arguments: [Argument], at location: SourceLocation)
+    -> Value
+  {
+    var inputs: [ValueID] = []
+    var options: [String: LayerOption] = [:]
+    var failed = false
+    for argument in arguments {
+      guard let label = argument.label else {
+        if inputs.count < layer.inputCount {
+          switch evaluate(argument.value) {
+          case .tensor(let id): inputs.append(id)
+          case .poisoned: failed = true
+          case let other:
+            diagnostics.error("\(layer.name) takes a tensor input, got \(other.kindDescription)", at: argument.location)
+            failed = true
+          }
+        } else {
+          diagnostics.error(
+            "\(layer.name) takes \(layer.inputCount) tensor input(s); name its options, as in units: 64",
+            at: argument.location)
+          failed = true
+        }
+        continue
+      }
+      guard let spec = layer.options.first(where: { $0.name == label }) else {
+        diagnostics.error(
+          "\(layer.name) has no option '\(label)'", at: argument.location,
+          help: closestName(to: label, among: layer.options.map(\.name)).map { "did you mean '\($0)'?" }
+            ?? "its options are \(layer.options.map(\.name).joined(separator: ", "))")
+        failed = true
+        continue
+      }
+      if let option = layerOption(argument.value, spec: spec, layer: layer.name) {
+        options[label] = option
+      } else {
+        failed = true
+      }
+    }
+    for spec in layer.options where spec.isRequired && options[spec.name] == nil && !failed {
+      diagnostics.error("\(layer.name) needs the option \(spec.name): (\(spec.summary))", at: location)
+      failed = true
+    }
+    if inputs.count < layer.inputCount && !failed {
+      diagnostics.error(
+        "\(layer.name) needs \(layer.inputCount) tensor input(s), got \(inputs.count)", at: location)
+      failed = true
+    }
+    if failed { return .poisoned }
+    let scopeName: String
+    if case .string(let name)? = options["name"] {
+      scopeName = scope.qualified(name)
+    } else {
+      scopeName = scope.qualified(nextInstanceName(layer.name))
+    }
+    var builder = LayerBuilder(
+      graph: graph, scopeName: scopeName, location: location, inputs: inputs, options: options)
+    graph = Graph(name: "")  // the builder owns the graph while it expands
+    do {
+      let result = try layer.expand(&builder)
+      graph = builder.graph
+      return .tensor(result)
+    } catch {
+      graph = builder.graph
+      diagnostics.error(error.message, at: location, help: error.help)
+      return .poisoned
+    }
+  }
+
+  private mutating func layerOption(_ expr: Expr, spec: LayerOptionSpec, layer: String) -> LayerOption? {
+    if spec.kind == .initializer {
+      return lowerInitializer(expr).map(LayerOption.initializer)
+    }
+    let value = evaluate(expr)
+    switch (spec.kind, value) {
+    case (.integer, .integer(let v)): return .integer(v)
+    case (.number, .integer(let v)): return .number(Double(v))
+    case (.number, .number(let v)): return .number(v)
+    case (.string, .string(let v)): return .string(v)
+    case (.bool, .bool(let v)): return .bool(v)
+    case (_, .poisoned): return nil
+    default:
+      diagnostics.error(
+        "\(layer): \(spec.name) must be \(spec.kind.rawValue), got \(value.kindDescription)", at: expr.location)
+      return nil
+    }
+  }
+
+  private mutating func nextInstanceName(_ kind: String) -> String {
+    let base = snakeCase(kind)
+    let index = scope.instanceCounters[base, default: 0]
+    scope.instanceCounters[base] = index + 1
+    return "\(base)_\(index)"
+  }
+
+  // MARK: Blocks
+
+  /// `repeat(x, n, Block(args))`: n fresh copies of the block, each feeding the next.
+  private mutating func lowerRepeat(_ arguments: [Argument], at location: SourceLocation) -> Value {
+    guard arguments.count == 3, arguments.allSatisfy({ $0.label == nil }) else {
+      diagnostics.error("repeat takes three arguments: repeat(x, count, Block(options))", at: location)
+      return .poisoned
+    }
+    var current = evaluate(arguments[0].value)
+    guard case .integer(let count) = evaluate(arguments[1].value), (0...10_000).contains(count) else {
+      diagnostics.error("repeat count must be an integer from 0 to 10000", at: arguments[1].location)
+      return .poisoned
+    }
+    let blockExpr = arguments[2].value
+    let (blockName, blockArguments): (String, [Argument]) =
+      switch blockExpr.kind {
+      case .name(let name): (name, [])
+      case .call(let callee, _, let arguments): (callee, arguments)
+      default: ("", [])
+      }
+    guard let block = blocks[blockName] else {
+      diagnostics.error(
+        "repeat's third argument must be a block, like Residual(units: 64)", at: blockExpr.location,
+        help: closestName(to: blockName, among: Array(blocks.keys)).map { "did you mean '\($0)'?" })
+      return .poisoned
+    }
+    for _ in 0..<count {
+      if case .poisoned = current { return .poisoned }
+      current = callBlock(block, leading: current, arguments: blockArguments, at: location)
+    }
+    return current
+  }
+
+  private mutating func callBlock(
+    _ block: BlockDecl, leading: Value? = nil, arguments: [Argument], at location: SourceLocation
+  ) -> Value {
+    guard blockCallDepth < 64 else {
+      diagnostics.error(
+        "block \(block.name) calls itself too deeply (64 levels); blocks cannot be recursive", at: location)
+      return .poisoned
+    }
+    // Match arguments to parameters: positional in order, then labelled.
+    var values: [String: Value] = [:]
+    var nameOverride: String?
+    var positional = block.parameters.makeIterator()
+    if let leading, let first = positional.next() { values[first.name] = leading }
+    var failed = false
+    for argument in arguments {
+      if argument.label == "name" && !block.parameters.contains(where: { $0.name == "name" }) {
+        if case .string(let name) = argument.value.kind { nameOverride = name; continue }
+      }
+      let parameter: BlockParameter?
+      if let label = argument.label {
+        parameter = block.parameters.first { $0.name == label }
+        if parameter == nil {
+          diagnostics.error(
+            "block \(block.name) has no parameter '\(label)'", at: argument.location,
+            help: closestName(to: label, among: block.parameters.map(\.name)).map { "did you mean '\($0)'?" })
+          failed = true
+          continue
+        }
+      } else {
+        parameter = positional.next()
+        if parameter == nil {
+          diagnostics.error("too many arguments to block \(block.name)", at: argument.location)
+          failed = true
+          continue
+        }
+      }
+      let parameterValue = evaluate(argument.value)
+      if values[parameter!.name] != nil {
+        diagnostics.error("parameter '\(parameter!.name)' of \(block.name) is given twice", at: argument.location)
+        failed = true
+      }
+      values[parameter!.name] = parameterValue
+    }
+    for parameter in block.parameters where values[parameter.name] == nil {
+      if let defaultValue = parameter.defaultValue {
+        values[parameter.name] = evaluate(defaultValue)
+      } else if !failed {
+        diagnostics.error(
+          "block \(block.name) needs the argument '\(parameter.name)'", at: location,
+          notes: [.init("parameter declared here", at: parameter.location)])
+        failed = true
+      }
+    }
+    // Check kinds.
+    for parameter in block.parameters {
+      guard let value = values[parameter.name] else { continue }
+      let ok: Bool =
+        switch (parameter.kind, value) {
+        case (_, .poisoned): false
+        case (.tensor, .tensor), (.int, .integer), (.float, .integer), (.float, .number), (.bool, .bool),
+          (.string, .string):
+          true
+        default: false
+        }
+      if !ok {
+        if case .poisoned = value {} else {
+          diagnostics.error(
+            "argument '\(parameter.name)' of \(block.name) must be \(parameter.kind == .tensor ? "a tensor" : parameter.kind.rawValue), got \(value.kindDescription)",
+            at: location)
+        }
+        failed = true
+      }
+    }
+    if failed { return .poisoned }
+
+    let instance = nameOverride ?? nextInstanceName(block.name)
+    var newScope = Scope(prefix: scope.qualified(instance))
+    for parameter in block.parameters {
+      newScope.bindings[parameter.name] = Binding(
+        value: values[parameter.name]!, location: parameter.location, warnsWhenUnused: false, kind: "parameter")
+    }
+    scopes.append(newScope)
+    blockCallDepth += 1
+    defer {
+      blockCallDepth -= 1
+      scopes.removeLast()
+    }
+    recordDefinitions(block.statements)
+    var result: Value?
+    for statement in block.statements {
+      if result != nil {
+        diagnostics.error("statements after 'return' never run", at: statement.location)
+        break
+      }
+      switch statement {
+      case .param, .let:
+        lowerSharedStatement(statement)
+      case .return(let valueExpr, _):
+        result = evaluate(valueExpr)
+      case .input, .output, .loss, .train, .freeze:
+        diagnostics.error(
+          "this statement is only allowed in a model, not in block \(block.name)", at: statement.location)
+      }
+    }
+    for (name, binding) in scope.bindings where !binding.used && binding.warnsWhenUnused {
+      diagnostics.warning("\(binding.kind) '\(name)' is never used", at: binding.location)
+    }
+    guard let result else {
+      diagnostics.error("block \(block.name) has no 'return'", at: block.location)
+      return .poisoned
+    }
+    return result
+  }
+}
+
+/// `Residual` → `residual`, `ConvBlock` → `conv_block`, `dense` → `dense`.
+func snakeCase(_ name: String) -> String {
+  var out = ""
+  for (index, character) in name.enumerated() {
+    if character.isUppercase {
+      if index > 0 { out += "_" }
+      out += character.lowercased()
+    } else {
+      out.append(character)
+    }
+  }
+  return out
+}
+
+/// Matches `*` wildcards against a whole name.
+func globMatch(_ pattern: String, _ name: String) -> Bool {
+  let parts = pattern.split(separator: "*", omittingEmptySubsequences: false).map(String.init)
+  if parts.count == 1 { return pattern == name }
+  var rest = Substring(name)
+  guard rest.hasPrefix(parts[0]) else { return false }
+  rest = rest.dropFirst(parts[0].count)
+  for part in parts.dropFirst().dropLast() where !part.isEmpty {
+    guard let range = rest.range(of: part) else { return false }
+    rest = rest[range.upperBound...]
+  }
+  return rest.hasSuffix(parts.last!)
+}

@@ -1,0 +1,165 @@
+import LaminaSupport
+
+/// The reference interpreter: evaluates a typed graph on tensors, one node at a time.
+///
+/// Written for obvious correctness, not speed: every op's kernel in the op table computes in `Double`
+/// and rounds to the result dtype. Compiled code, fusion and memory planning are all tested against it.
+public struct Interpreter: Sendable {
+  public let graph: Graph
+
+  public init(graph: Graph) { self.graph = graph }
+
+  /// Computes the named outputs or losses (or any value, by its IR name).
+  ///
+  /// Only the nodes the requested values need are evaluated, so inputs they do not need (the label at
+  /// inference) may be omitted; inputs given but not needed are ignored.
+  /// - Throws: `RunError` for missing, unknown or mis-shaped inputs and parameters; `InterpretError`
+  ///   from a kernel (an out-of-range label, say).
+  public func run(
+    inputs: [String: Tensor], parameters: [String: Tensor], outputs requested: [String]
+  ) throws -> [String: Tensor] {
+    var targets: [ValueID] = []
+    for name in requested {
+      guard let value = graph.exposedValue(named: name) ?? graph.value(named: name) else {
+        let known = (graph.outputs + graph.losses).map(\.name)
+        throw RunError(
+          "the model has no output named '\(name)' (it has \(known.joined(separator: ", ")))")
+      }
+      targets.append(value)
+    }
+    let needed = graph.nodesNeeded(for: targets)
+    let neededValues = Set(needed.flatMap { graph.nodes[$0].operands } + targets)
+
+    var environment: [ValueID: Tensor] = [:]
+    var declared: [(name: String, type: TensorType, tensor: Tensor)] = []
+    for input in graph.inputs where neededValues.contains(input.value) {
+      let info = graph[input.value]
+      guard let tensor = inputs[info.name] else {
+        throw RunError("missing input '\(info.name)' (\(graph.type(of: input.value)))")
+      }
+      declared.append((info.name, graph.type(of: input.value), tensor))
+    }
+    let bindings = try bindSymbols(declared, kind: "input")
+    for entry in declared {
+      environment[graph.value(named: entry.name)!] = try conform(
+        entry.tensor, to: entry.type, name: entry.name, kind: "input")
+    }
+    for param in graph.params where neededValues.contains(param.value) {
+      let info = graph[param.value]
+      guard let tensor = parameters[info.name] else {
+        throw RunError("missing parameter '\(info.name)' (\(graph.type(of: param.value)))")
+      }
+      let type = graph.type(of: param.value)
+      guard tensor.shape == type.concreteShape([:]) else {
+        throw RunError("parameter '\(info.name)': expected \(type), got \(tensor.typeDescription)")
+      }
+      environment[param.value] = try conform(tensor, to: type, name: info.name, kind: "parameter")
+    }
+
+    for index in needed {
+      let node = graph.nodes[index]
+      guard let definition = OpRegistry.definition(node.op) else {
+        throw RunError("unknown op '\(node.op)'")
+      }
+      let operands = node.operands.map { environment[$0]! }
+      var results: [(dtype: DType, shape: [Int])] = []
+      for result in node.results {
+        let type = graph.type(of: result)
+        guard let shape = type.concreteShape(bindings) else {
+          throw RunError("cannot evaluate the shape \(type) of %\(graph[result].name)")
+        }
+        results.append((type.dtype, shape))
+      }
+      let context = InterpretContext(operands: operands, attributes: node.attributes, results: results)
+      let values: [Tensor]
+      do {
+        values = try definition.interpret(context)
+      } catch let error as InterpretError {
+        throw InterpretError("\(node.location): \(error.message)")
+      }
+      for (result, (value, expected)) in zip(node.results, zip(values, results)) {
+        // A kernel that disagrees with its shape rule is a bug in the op table, not in the model.
+        guard value.shape == expected.shape, value.dtype == expected.dtype else {
+          throw InterpretError(
+            "internal error: \(node.op) produced \(value.typeDescription), its shape rule says \(expected)")
+        }
+        environment[result] = value
+      }
+    }
+    var output: [String: Tensor] = [:]
+    for (name, value) in zip(requested, targets) { output[name] = environment[value] }
+    return output
+  }
+
+  /// Binds every symbolic dimension from the given tensors, checking static dimensions on the way.
+  func bindSymbols(_ entries: [(name: String, type: TensorType, tensor: Tensor)], kind: String) throws
+    -> [String: Int]
+  {
+    var bindings: [String: Int] = [:]
+    var boundBy: [String: String] = [:]
+    for entry in entries {
+      let (name, type, tensor) = entry
+      guard tensor.rank == type.rank else {
+        throw RunError(
+          "\(kind) '\(name)': expected \(type) (rank \(type.rank)), got \(tensor.typeDescription) (rank \(tensor.rank))"
+        )
+      }
+      for (axis, (dim, actual)) in zip(type.shape, tensor.shape).enumerated() {
+        if let value = dim.staticValue {
+          guard value == actual else {
+            throw RunError(
+              "\(kind) '\(name)': expected \(type), got \(tensor.typeDescription) (dimension \(axis) is \(actual), expected \(value))"
+            )
+          }
+        } else if dim.symbols.count == 1, dim.factor == 1 {
+          let symbol = dim.symbols[0]
+          if let bound = bindings[symbol], bound != actual {
+            throw RunError(
+              "\(kind) '\(name)': dimension \(axis) (\(symbol)) is \(actual), but \(symbol) is \(bound) from '\(boundBy[symbol]!)'"
+            )
+          }
+          guard actual > 0 else {
+            throw RunError("\(kind) '\(name)': dimension \(axis) (\(symbol)) must be at least 1, got \(actual)")
+          }
+          bindings[symbol] = actual
+          boundBy[symbol] = name
+        }
+      }
+    }
+    // Dimensions like `32*batch` are checked once every symbol is bound.
+    for entry in entries {
+      for (axis, (dim, actual)) in zip(entry.type.shape, entry.tensor.shape).enumerated()
+      where !dim.isStatic {
+        guard let value = dim.evaluate(bindings) else {
+          throw RunError("\(kind) '\(entry.name)': cannot bind dimension \(axis) (\(dim)) from its size alone")
+        }
+        guard value == actual else {
+          throw RunError(
+            "\(kind) '\(entry.name)': dimension \(axis) is \(actual), expected \(dim) = \(value)")
+        }
+      }
+    }
+    return bindings
+  }
+
+  /// Accepts a tensor of the declared dtype, or an integer tensor of another width when every value fits.
+  func conform(_ tensor: Tensor, to type: TensorType, name: String, kind: String) throws -> Tensor {
+    if tensor.dtype == type.dtype { return tensor }
+    if tensor.dtype.isInteger, type.dtype.isInteger {
+      let values = tensor.doubles()
+      if type.dtype == .i32, let bad = values.first(where: { abs($0) > Double(Int32.max) }) {
+        throw RunError("\(kind) '\(name)': value \(Int(bad)) does not fit in i32")
+      }
+      return tensor.converted(to: type.dtype)
+    }
+    throw RunError(
+      "\(kind) '\(name)': expected dtype \(type.dtype), got \(tensor.dtype) (\(tensor.typeDescription))")
+  }
+}
+
+/// A problem with what a caller passed to a model: a missing, unknown or mis-shaped tensor.
+public struct RunError: Error, Sendable, CustomStringConvertible {
+  public var message: String
+  public init(_ message: String) { self.message = message }
+  public var description: String { message }
+}

@@ -1,0 +1,123 @@
+import LaminaSupport
+
+/// Checks the invariants every pass must keep.
+///
+/// - every value is defined exactly once, before its uses (the node list is topologically ordered);
+/// - every node names a known op with an accepted operand count and valid attributes;
+/// - every value has a type, and each node's result types are what its op's shape rule gives;
+/// - outputs, losses and training steps name existing values; losses are floating-point scalars.
+///
+/// The pass runner calls it after each pass and blames the pass by name when it fails.
+public enum Verifier {
+  public static func verify(_ graph: Graph) -> [Diagnostic] {
+    var diagnostics = DiagnosticBag()
+    var defined = [Bool](repeating: false, count: graph.values.count)
+
+    func define(_ value: ValueID, at location: SourceLocation) {
+      if defined[value.index] {
+        diagnostics.error("value %\(graph[value].name) is defined more than once", at: location)
+      }
+      defined[value.index] = true
+      if graph[value].type == nil {
+        diagnostics.error("value %\(graph[value].name) has no type", at: location)
+      }
+    }
+
+    for input in graph.inputs { define(input.value, at: graph[input.value].location) }
+    for param in graph.params {
+      let info = graph[param.value]
+      define(param.value, at: info.location)
+      if let type = info.type, !type.shape.allSatisfy(\.isStatic) {
+        diagnostics.error("parameter %\(info.name) has a symbolic shape \(type)", at: info.location)
+      }
+      if let definition = InitializerRegistry.definition(param.initializer.name) {
+        for (name, _) in param.initializer.arguments
+        where !definition.arguments.contains(where: { $0.name == name }) {
+          diagnostics.error(
+            "initializer \(definition.name) has no argument '\(name)'", at: info.location)
+        }
+      } else {
+        diagnostics.error(
+          "unknown initializer '\(param.initializer.name)' for %\(info.name)", at: info.location)
+      }
+    }
+
+    for node in graph.nodes {
+      for operand in node.operands where !defined[operand.index] {
+        diagnostics.error(
+          "\(node.op) uses %\(graph[operand].name) before it is defined", at: node.location)
+      }
+      for result in node.results { define(result, at: node.location) }
+      guard let definition = OpRegistry.definition(node.op) else {
+        diagnostics.error("unknown op '\(node.op)'", at: node.location)
+        continue
+      }
+      let operandTypes = node.operands.compactMap { graph[$0].type }
+      guard operandTypes.count == node.operands.count else { continue }
+      do {
+        let (types, attributes) = try definition.inferTypes(
+          operands: operandTypes, attributes: node.attributes)
+        if attributes != node.attributes {
+          diagnostics.error(
+            "\(node.op) node %\(graph[node.results[0]].name) does not spell out its default attributes",
+            at: node.location)
+        }
+        if types.count != node.results.count {
+          diagnostics.error(
+            "\(node.op) defines \(types.count) results, the node has \(node.results.count)",
+            at: node.location)
+        } else {
+          for (result, type) in zip(node.results, types) {
+            if let declared = graph[result].type, declared != type {
+              diagnostics.error(
+                "%\(graph[result].name) is declared \(declared) but \(node.op) gives \(type)",
+                at: node.location)
+            }
+          }
+        }
+      } catch {
+        diagnostics.error(error.message, at: node.location, help: error.help)
+      }
+    }
+
+    var publicNames = Set<String>()
+    for named in graph.outputs + graph.losses {
+      if !publicNames.insert(named.name).inserted {
+        diagnostics.error("the name '\(named.name)' is exposed twice", at: graph[named.value].location)
+      }
+      if !defined[named.value.index] {
+        diagnostics.error("'\(named.name)' names an undefined value", at: graph[named.value].location)
+      }
+    }
+    for loss in graph.losses {
+      if let type = graph[loss.value].type, !type.isScalar || !type.dtype.isFloatingPoint {
+        diagnostics.error(
+          "loss '\(loss.name)' must be a floating-point scalar, got \(type)",
+          at: graph[loss.value].location)
+      }
+    }
+    for step in graph.trainSteps {
+      if !graph.losses.contains(where: { $0.name == step.lossName }) {
+        diagnostics.error(
+          "training step '\(step.name)' minimizes '\(step.lossName)', which is not a loss",
+          at: step.location)
+      }
+      if let optimizer = OptimizerRegistry.definition(step.optimizer) {
+        let known = optimizer.allHyperparameters
+        for (name, value) in step.attributes {
+          guard let spec = known.first(where: { $0.name == name }) else {
+            diagnostics.error("\(step.optimizer) has no hyperparameter '\(name)'", at: step.location)
+            continue
+          }
+          if value.coerced(to: spec.kind) == nil {
+            diagnostics.error(
+              "\(step.optimizer): '\(name)' must be \(spec.kind), got \(value)", at: step.location)
+          }
+        }
+      } else {
+        diagnostics.error("unknown optimizer '\(step.optimizer)'", at: step.location)
+      }
+    }
+    return diagnostics.diagnostics
+  }
+}

@@ -1,0 +1,58 @@
+import LaminaIR
+import LaminaSupport
+
+/// Gives every value in the graph a fully known tensor type.
+///
+/// Visits nodes in order and applies each op's shape rule from the op table, filling in result types
+/// that are missing (IR written by hand may omit them) and checking those that are present. Attributes
+/// get their defaults spelled out. The frontend applies the same rules as it builds the graph, so on a
+/// graph fresh from a model this pass finds nothing to change.
+/// - Precondition: nodes are in topological order.
+/// - Postcondition: every value has a type.
+/// - Throws: diagnostics at the node's source location when a rule rejects its operands.
+///
+///     %y = matmul(%x, %w)      →      %y = matmul(%x, %w) : f32[batch, 128]
+public struct ShapeInference: GraphPass {
+  public static let name = "shape-inference"
+  public static let summary = "Infers the type of every value from the op table's shape rules."
+
+  public init() {}
+
+  public func run(on graph: inout Graph, context: inout PassContext) throws {
+    for index in graph.nodes.indices {
+      let node = graph.nodes[index]
+      guard let definition = OpRegistry.definition(node.op) else {
+        let suggestion = closestName(to: node.op, among: OpRegistry.names)
+        context.diagnostics.error(
+          "unknown op '\(node.op)'", at: node.location,
+          help: suggestion.map { "did you mean '\($0)'?" })
+        continue
+      }
+      let operandTypes = node.operands.compactMap { graph[$0].type }
+      // An operand without a type already has its own diagnostic.
+      guard operandTypes.count == node.operands.count else { continue }
+      do {
+        let (types, attributes) = try definition.inferTypes(
+          operands: operandTypes, attributes: node.attributes)
+        graph.nodes[index].attributes = attributes
+        guard types.count == node.results.count else {
+          context.diagnostics.error(
+            "\(node.op) defines \(types.count) results, the node names \(node.results.count)",
+            at: node.location)
+          continue
+        }
+        for (result, type) in zip(node.results, types) {
+          if let declared = graph[result].type, declared != type {
+            context.diagnostics.error(
+              "%\(graph[result].name) is declared \(declared) but \(node.op) gives \(type)",
+              at: node.location)
+          }
+          graph.setType(type, of: result)
+        }
+      } catch {
+        context.diagnostics.error(error.message, at: node.location, help: error.help)
+      }
+    }
+    try context.diagnostics.throwIfErrors()
+  }
+}
