@@ -22,9 +22,12 @@ let package = Package(
     .target(
       name: "Lamina",
       dependencies: ["LaminaSupport", "LaminaIR", "LaminaFrontend", "LaminaPasses"]),
-    // The `lamina` command line, one file per command.
-    .executableTarget(name: "LaminaCommand", dependencies: ["Lamina"]),
+    // The `lamina` commands, one file per command; a library so tests can run them in-process.
+    .target(name: "LaminaCommandLine", dependencies: ["Lamina"]),
+    .executableTarget(name: "LaminaCommand", dependencies: ["LaminaCommandLine"]),
     .target(name: "LaminaTestSupport", dependencies: ["Lamina"], path: "Tests/LaminaTestSupport"),
-    .testTarget(name: "LaminaTests", dependencies: ["Lamina", "LaminaTestSupport"]),
+    .testTarget(
+      name: "LaminaTests",
+      dependencies: ["Lamina", "LaminaFrontend", "LaminaCommandLine", "LaminaTestSupport"]),
   ]
 )

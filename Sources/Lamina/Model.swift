@@ -20,9 +20,13 @@ public struct Model: Sendable {
   /// Reads and compiles a model file. `.ir` files (and any text starting with `graph`) are read as IR.
   /// - Parameter modelName: which model, when the file defines several.
   /// - Throws: `CompileError` with every diagnostic in the file.
-  public init(contentsOf path: String, modelName: String? = nil) throws {
+  /// - Parameter afterPass: called with each pass's name and the graph after it (`lamina dump --after`).
+  public init(
+    contentsOf path: String, modelName: String? = nil,
+    afterPass: (@Sendable (String, Graph) -> Void)? = nil
+  ) throws {
     let source = try Model.readSource(path)
-    try self.init(source: source, modelName: modelName)
+    try self.init(source: source, modelName: modelName, afterPass: afterPass)
   }
 
   /// Compiles model source text; `path` names it in diagnostics.
@@ -30,13 +34,15 @@ public struct Model: Sendable {
     try self.init(source: SourceFile(path: path, text: text), modelName: modelName)
   }
 
-  public init(source: SourceFile, modelName: String? = nil) throws {
+  public init(
+    source: SourceFile, modelName: String? = nil, afterPass: (@Sendable (String, Graph) -> Void)? = nil
+  ) throws {
     let (graph, diagnostics) = Model.frontend(source, modelName: modelName)
     let errors = diagnostics.filter { $0.severity == .error }
     guard let graph, errors.isEmpty else { throw CompileError(diagnostics: diagnostics, source: source) }
     var mutableGraph = graph
     do {
-      _ = try PassRunner(passes: Pipeline.inference).run(&mutableGraph)
+      _ = try PassRunner(passes: Pipeline.inference, afterPass: afterPass).run(&mutableGraph)
     } catch let error as DiagnosticError {
       throw CompileError(diagnostics: diagnostics + error.diagnostics, source: source)
     }

@@ -59,6 +59,9 @@ public struct Lowering {
   private let blocks: [String: BlockDecl]
   private var blockCallDepth = 0
   private var freezePatterns: [(pattern: String, location: SourceLocation)] = []
+  /// Outputs and losses the model declares, including ones whose expression failed, so a failed loss
+  /// is not reported again as a missing one.
+  private var declaredExposedNames: Set<String> = []
 
   /// Lowers one model of a program. Returns the graph when there were no errors, and all diagnostics.
   public static func lower(_ model: ModelDecl, in program: SourceProgram, sourcePath: String) -> (
@@ -102,13 +105,13 @@ public struct Lowering {
     recordDefinitions(model.statements)
     for statement in model.statements { lowerModelStatement(statement) }
     applyFreezes()
-    if graph.outputs.isEmpty && graph.losses.isEmpty {
+    if declaredExposedNames.isEmpty {
       diagnostics.error(
         "model \(model.name) has no output or loss", at: model.location,
         help: "add `output name = expression` or `loss = expression`")
     }
     if !graph.trainSteps.isEmpty || !graph.losses.isEmpty {
-      for step in graph.trainSteps where !graph.losses.contains(where: { $0.name == step.lossName }) {
+      for step in graph.trainSteps where !declaredExposedNames.contains(step.lossName) {
         diagnostics.error(
           "training step '\(step.name)' minimizes '\(step.lossName)', but the model has no such loss",
           at: step.location,
@@ -117,7 +120,8 @@ public struct Lowering {
             : "the losses are \(graph.losses.map(\.name).joined(separator: ", "))")
       }
     }
-    reportUnused()
+    // Uses inside failed expressions may not have been seen; warnings would be noise then.
+    if !diagnostics.hasErrors { reportUnused() }
   }
 
   private mutating func recordDefinitions(_ statements: [Statement]) {
@@ -141,6 +145,7 @@ public struct Lowering {
     case .param, .let:
       lowerSharedStatement(statement)
     case .output(let name, let valueExpr, let location):
+      declaredExposedNames.insert(name)
       if graph.outputs.contains(where: { $0.name == name }) {
         diagnostics.error("output '\(name)' is defined twice", at: location)
         return
@@ -158,6 +163,7 @@ public struct Lowering {
       nameIfTemporary(tensor, name)
       graph.outputs.append(NamedValue(name: name, value: tensor))
     case .loss(let name, let valueExpr, let location):
+      declaredExposedNames.insert(name)
       if graph.losses.contains(where: { $0.name == name }) {
         diagnostics.error("loss '\(name)' is defined twice", at: location)
         return
@@ -648,6 +654,8 @@ public struct Lowering {
       diagnostics.error("\(callee) is an optimizer; use it as `train with \(callee)(...)`", at: calleeLocation)
       return .poisoned
     }
+    // Evaluating the arguments still finds their own mistakes.
+    for argument in arguments { _ = evaluate(argument.value) }
     let candidates = OpRegistry.names + LayerRegistry.all.map(\.name) + Array(blocks.keys) + ["repeat"]
     diagnostics.error(
       "unknown function '\(callee)'", at: calleeLocation,

@@ -1,0 +1,79 @@
+import Foundation
+import Lamina
+
+/// `lamina dump FILE`: prints the IR, a Graphviz drawing, or the parameter table.
+enum DumpCommand: Command {
+  static let name = "dump"
+  static let summary = "Print a model's IR (text or Graphviz) or its parameters"
+  static let help = """
+    usage: lamina dump FILE [--model NAME] [--format ir|dot] [--after PASS|all] [--locations] [--params]
+
+    Prints the typed IR after the pipeline. FILE is a .lam model or IR text (dump's own output reads back
+    to the same text).
+      --format dot     Graphviz instead of IR text
+      --after PASS     print the IR after the named pass (`all`: after every pass; `lamina passes` lists them)
+      --locations      add loc(line:column:length) to every node
+      --params         list every parameter with its shape, initializer and size
+    """
+  static let options = OptionSpec(
+    valued: ["--model", "--format", "--after"], switches: ["--locations", "--params"])
+
+  static func run(_ options: inout Options, console: Console) throws -> Int32 {
+    let path = try options.modelPath()
+    let format = options.value("--format") ?? "ir"
+    guard format == "ir" || format == "dot" else {
+      throw UsageError("--format takes ir or dot, got '\(format)'")
+    }
+    let printer = IRPrinter(printLocations: options.isSet("--locations"))
+    let render: @Sendable (Graph) -> String = { graph in
+      format == "dot" ? DotPrinter().print(graph) : printer.print(graph)
+    }
+    if let after = options.value("--after") {
+      guard after == "all" || Pipeline.pass(named: after) != nil else {
+        let names = Pipeline.allPasses.map(\.name)
+        throw UsageError(
+          "no pass named '\(after)' (passes: \(names.joined(separator: ", ")))"
+            + (closestName(to: after, among: names).map { "; did you mean '\($0)'?" } ?? ""))
+      }
+      _ = try Model(contentsOf: path, modelName: options.value("--model")) { pass, graph in
+        guard after == "all" || after == pass else { return }
+        console.print("// after \(pass)")
+        console.print(render(graph), terminator: "")
+      }
+      return 0
+    }
+    let model = try loadModel(path, modelName: options.value("--model"), console: console)
+    if options.isSet("--params") {
+      console.print(parameterTable(model.graph), terminator: "")
+    } else {
+      console.print(render(model.graph), terminator: "")
+    }
+    return 0
+  }
+
+  /// One line per parameter, then the total.
+  static func parameterTable(_ graph: Graph) -> String {
+    var rows: [[String]] = [["name", "type", "initializer", "elements", "bytes", "trainable"]]
+    var totalElements = 0
+    var totalBytes = 0
+    for param in graph.params {
+      let type = graph.type(of: param.value)
+      let elements = type.concreteShape([:])?.reduce(1, *) ?? 0
+      let bytes = elements * type.dtype.byteSize
+      totalElements += elements
+      totalBytes += bytes
+      rows.append([
+        graph[param.value].name, type.description, param.initializer.description, String(elements),
+        String(bytes), param.trainable ? "yes" : "frozen",
+      ])
+    }
+    let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max()! }
+    var out = ""
+    for row in rows {
+      out += zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
+        .joined(separator: "  ").trimmingCharacters(in: .whitespaces) + "\n"
+    }
+    out += "\(graph.params.count) parameters, \(totalElements) elements, \(totalBytes) bytes\n"
+    return out
+  }
+}

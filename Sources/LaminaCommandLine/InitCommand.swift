@@ -1,0 +1,27 @@
+import Lamina
+
+/// `lamina init FILE -o W.safetensors`: writes the initial weights.
+enum InitCommand: Command {
+  static let name = "init"
+  static let summary = "Write a model's initial weights to a .safetensors file"
+  static let help = """
+    usage: lamina init FILE -o W.safetensors [--seed S] [--model NAME]
+
+    Draws every parameter from its initializer. The same seed gives the same weights on every machine;
+    each parameter has its own stream, so adding a layer does not change the others.
+    """
+  static let options = OptionSpec(valued: ["-o", "--seed", "--model"])
+
+  static func run(_ options: inout Options, console: Console) throws -> Int32 {
+    let path = try options.modelPath()
+    guard let output = options.value("-o") else { throw UsageError("missing -o W.safetensors") }
+    let model = try loadModel(path, modelName: options.value("--model"), console: console)
+    let seed = try options.seed()
+    let parameters = try model.initialParameters(seed: seed)
+    try SafeTensors.write(
+      parameters.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
+      metadata: ["model": model.graph.name, "seed": String(seed), "written_by": "lamina init"], to: output)
+    console.print("wrote \(parameters.count) parameters to \(output)")
+    return 0
+  }
+}
