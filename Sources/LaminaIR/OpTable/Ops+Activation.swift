@@ -9,7 +9,8 @@ extension OpRegistry {
       "leaky_relu", "ReLU with a small slope for negative inputs.", "y = x if x > 0 else alpha * x",
       floatOnly: true,
       attributes: [AttributeSpec("alpha", .float, default: .float(0.01), "slope for x < 0")],
-      withAttributes: { x, attributes in x > 0 ? x : (attributes["alpha"]?.doubleValue ?? 0.01) * x }
+      withAttributes: { x, attributes in x > 0 ? x : (attributes["alpha"]?.doubleValue ?? 0.01) * x
+      }
     ),
     unary("sigmoid", "Logistic sigmoid.", "y = 1 / (1 + e^-x)", floatOnly: true) { x in
       // Written in two branches so large |x| never overflows exp.
@@ -22,11 +23,21 @@ extension OpRegistry {
       "y = x/2 (1 + erf(x/√2)); tanh form: x/2 (1 + tanh(√(2/π) (x + 0.044715 x³)))",
       floatOnly: true,
       attributes: [
-        AttributeSpec("approximate", .string, default: .string("none"), "\"none\" (exact, erf) or \"tanh\"")
+        AttributeSpec(
+          "approximate", .string, default: .string("none"), "\"none\" (exact, erf) or \"tanh\"")
       ],
+      validate: { context throws(ShapeError) in
+        let approximate = context.attributes["approximate"]?.stringValue ?? "none"
+        guard approximate == "none" || approximate == "tanh" else {
+          throw ShapeError(
+            "gelu: approximate must be \"none\" or \"tanh\", got \(quoteString(approximate))",
+            help: "\"none\" is the exact erf form, \"tanh\" PyTorch's approximate='tanh'")
+        }
+      },
       withAttributes: { x, attributes in
         if attributes["approximate"]?.stringValue == "tanh" {
-          return 0.5 * x * (1 + Foundation.tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x)))
+          return 0.5 * x
+            * (1 + Foundation.tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x)))
         }
         return 0.5 * x * (1 + Foundation.erf(x / 2.0.squareRoot()))
       }

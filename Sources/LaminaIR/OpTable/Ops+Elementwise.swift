@@ -6,12 +6,17 @@ extension OpRegistry {
   static let elementwiseOps: [OpDefinition] = [
     binary("add", "Adds two tensors elementwise, with broadcasting.", "y = a + b") { $0 + $1 },
     binary("sub", "Subtracts b from a elementwise, with broadcasting.", "y = a - b") { $0 - $1 },
-    binary("mul", "Multiplies two tensors elementwise, with broadcasting.", "y = a * b") { $0 * $1 },
+    binary("mul", "Multiplies two tensors elementwise, with broadcasting.", "y = a * b") {
+      $0 * $1
+    },
     binary(
-      "div", "Divides a by b elementwise, with broadcasting; integer division truncates toward zero.",
+      "div",
+      "Divides a by b elementwise, with broadcasting; integer division truncates toward zero.",
       "y = a / b"
     ) { $0 / $1 },
-    binary("pow", "Raises a to the power b elementwise, with broadcasting.", "y = a ^ b", floatOnly: true) {
+    binary(
+      "pow", "Raises a to the power b elementwise, with broadcasting.", "y = a ^ b", floatOnly: true
+    ) {
       Foundation.pow($0, $1)
     },
     binary("maximum", "The larger of a and b elementwise, with broadcasting.", "y = max(a, b)") {
@@ -22,8 +27,12 @@ extension OpRegistry {
     },
     unary("neg", "Negates each element.", "y = -x") { -$0 },
     unary("abs", "Absolute value of each element.", "y = |x|") { Swift.abs($0) },
-    unary("exp", "e to the power of each element.", "y = e^x", floatOnly: true) { Foundation.exp($0) },
-    unary("log", "Natural logarithm of each element.", "y = ln(x)", floatOnly: true) { Foundation.log($0) },
+    unary("exp", "e to the power of each element.", "y = e^x", floatOnly: true) {
+      Foundation.exp($0)
+    },
+    unary("log", "Natural logarithm of each element.", "y = ln(x)", floatOnly: true) {
+      Foundation.log($0)
+    },
     unary("sqrt", "Square root of each element.", "y = √x", floatOnly: true) { $0.squareRoot() },
   ]
 
@@ -54,21 +63,27 @@ extension OpRegistry {
       })
   }
 
+  /// Checks an elementwise op's attributes beyond their kinds (an allowed set of strings, say).
+  typealias AttributeValidation = @Sendable (ShapeContext) throws(ShapeError) -> Void
+
   /// An elementwise op of one operand, optionally with scalar attributes.
   static func unary(
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
-    attributes: [AttributeSpec] = [],
+    attributes: [AttributeSpec] = [], validate: AttributeValidation? = nil,
     _ body: @escaping @Sendable (Double) -> Double
   ) -> OpDefinition {
     unary(
-      name, summary, semantics, floatOnly: floatOnly, attributes: attributes,
+      name, summary, semantics, floatOnly: floatOnly, attributes: attributes, validate: validate,
       withAttributes: { value, _ in body(value) })
   }
 
   /// An elementwise op of one operand whose body reads the node's attributes.
+  ///
+  /// `validate` runs in the shape rule and again before interpreting, so a kernel never sees attribute
+  /// values its body does not handle.
   static func unary(
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
-    attributes: [AttributeSpec] = [],
+    attributes: [AttributeSpec] = [], validate: AttributeValidation? = nil,
     withAttributes body: @escaping @Sendable (Double, [String: Attribute]) -> Double
   ) -> OpDefinition {
     OpDefinition(
@@ -76,10 +91,19 @@ extension OpRegistry {
       attributes: attributes, fusion: .elementwise,
       shape: ShapeRule("same(x)") { context throws(ShapeError) in
         if floatOnly { try context.requireFloat(context.operands[0]) }
+        try validate?(context)
         return [context.operands[0]]
       },
       interpret: { context in
         let attributes = context.attributes
+        if let validate {
+          let types = context.operands.map { TensorType($0.dtype, $0.shape.map { Dim($0) }) }
+          do throws(ShapeError) {
+            try validate(ShapeContext(op: name, operands: types, attributes: attributes))
+          } catch {
+            throw InterpretError(error.message)
+          }
+        }
         return [context.result(0, context.operands[0].doubles().map { body($0, attributes) })]
       })
   }

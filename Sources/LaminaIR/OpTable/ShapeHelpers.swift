@@ -19,7 +19,8 @@ public func broadcastShapes(_ a: [Dim], _ b: [Dim]) -> [Dim]? {
 }
 
 /// The shape rule of broadcasting elementwise ops: the operands broadcast, and share a dtype.
-func broadcastResult(_ context: ShapeContext, dtype: DType? = nil) throws(ShapeError) -> TensorType {
+func broadcastResult(_ context: ShapeContext, dtype: DType? = nil) throws(ShapeError) -> TensorType
+{
   let common = try context.commonDType()
   var shape = context.operands[0].shape
   for operand in context.operands.dropFirst() {
@@ -78,8 +79,114 @@ func interpretBroadcasting(_ context: InterpretContext, _ body: ([Double]) -> Do
   var output = [Double](repeating: 0, count: count)
   var arguments = [Double](repeating: 0, count: context.operands.count)
   for flat in 0..<count {
-    for operand in 0..<operandValues.count { arguments[operand] = operandValues[operand][maps[operand][flat]] }
+    for operand in 0..<operandValues.count {
+      arguments[operand] = operandValues[operand][maps[operand][flat]]
+    }
     output[flat] = body(arguments)
   }
   return context.result(0, output)
+}
+
+/// Visits every coordinate of `shape` in row-major order (nothing when a dimension is 0).
+func forEachCoordinate(_ shape: [Int], _ body: ([Int]) throws -> Void) rethrows {
+  if shape.contains(0) { return }
+  var coordinate = [Int](repeating: 0, count: shape.count)
+  while true {
+    try body(coordinate)
+    // Advance like an odometer; finished when the carry falls off the first axis.
+    var axis = shape.count - 1
+    while axis >= 0 {
+      coordinate[axis] += 1
+      if coordinate[axis] < shape[axis] { break }
+      coordinate[axis] = 0
+      axis -= 1
+    }
+    if axis < 0 { return }
+  }
+}
+
+/// The flat indices of every line of `shape` along `axis`, each line in order along the axis.
+///
+/// Softmax and cross-entropy work one line at a time: for `[2, 3]` along axis 1 the lines are
+/// `[0, 1, 2]` and `[3, 4, 5]`; along axis 0 they are `[0, 3]`, `[1, 4]` and `[2, 5]`.
+func lines(of shape: [Int], along axis: Int) -> [[Int]] {
+  let outer = shape[..<axis].reduce(1, *)
+  let length = shape[axis]
+  let inner = shape[(axis + 1)...].reduce(1, *)
+  var result: [[Int]] = []
+  for outerIndex in 0..<outer {
+    for innerIndex in 0..<inner {
+      result.append((0..<length).map { (outerIndex * length + $0) * inner + innerIndex })
+    }
+  }
+  return result
+}
+
+extension ShapeContext {
+  /// A list of axes in `-rank..<rank`, made non-negative, in the order given; naming an axis twice is an
+  /// error (after normalizing, so `[1, -1]` of a rank-2 operand repeats axis 1).
+  public func axes(_ axes: [Int], rank: Int, operand: String = "its operand") throws(ShapeError)
+    -> [Int]
+  {
+    var normalized: [Int] = []
+    for axis in axes {
+      let value = try self.axis(axis, rank: rank, operand: operand)
+      guard !normalized.contains(value) else {
+        throw ShapeError("\(op): axes \(axes) name axis \(value) twice (for \(operand))")
+      }
+      normalized.append(value)
+    }
+    return normalized
+  }
+}
+
+extension InterpretContext {
+  /// Checks a kernel call against the op's own signature and shape rule on the concrete operand shapes,
+  /// and returns the shape context a shape rule would see (attribute defaults filled in).
+  ///
+  /// The interpreter normally runs verified graphs, but kernels are also called on their own (tests,
+  /// constant folding), and a malformed call must throw rather than index out of range. Running the
+  /// shape rule again is the one validation that cannot drift from the op's definition. With
+  /// `comparingShapes` false only the result count and dtypes are compared, for kernels that explain a
+  /// shape mismatch themselves (`slice` on a symbolic axis).
+  func checked(_ op: String, comparingShapes: Bool = true) throws(InterpretError) -> ShapeContext {
+    guard let definition = OpRegistry.definition(op) else {
+      throw InterpretError("there is no op named '\(op)'")
+    }
+    let operandTypes = operands.map { TensorType($0.dtype, $0.shape.map { Dim($0) }) }
+    let inferred: (types: [TensorType], attributes: [String: Attribute])
+    do {
+      inferred = try definition.inferTypes(operands: operandTypes, attributes: attributes)
+    } catch {
+      throw InterpretError(error.message)
+    }
+    let declared = results.map { TensorType($0.dtype, $0.shape.map { Dim($0) }) }
+    let matches =
+      comparingShapes
+      ? declared == inferred.types
+      : declared.map(\.dtype) == inferred.types.map(\.dtype)
+    guard matches else {
+      throw InterpretError(
+        "\(op): operands \(operandTypes.map(\.description).joined(separator: ", ")) give "
+          + "\(inferred.types.map(\.description).joined(separator: ", ")), but the result was declared "
+          + (declared.isEmpty ? "as nothing" : declared.map(\.description).joined(separator: ", ")))
+    }
+    return ShapeContext(op: op, operands: operandTypes, attributes: inferred.attributes)
+  }
+}
+
+/// The product of dimensions, or nil when the factor overflows `Int`.
+///
+/// `[Dim].product` traps on overflow, and a target shape is user input (`shape: [99999999999, 99999999999]`),
+/// so shape rules multiply with this and report the overflow instead.
+func checkedProduct(_ dims: [Dim]) -> Dim? {
+  var factor = 1
+  var symbols: [String] = []
+  for dim in dims {
+    let (product, overflow) = factor.multipliedReportingOverflow(by: dim.factor)
+    if overflow { return nil }
+    factor = product
+    symbols += dim.symbols
+  }
+  return Dim(factor: factor, symbols: symbols)
 }

@@ -1,0 +1,180 @@
+import LaminaSupport
+
+extension OpRegistry {
+  /// Matrix products and axis permutations.
+  static let linearAlgebraOps: [OpDefinition] = [
+    OpDefinition(
+      "matmul",
+      summary:
+        "Matrix product with numpy semantics: batched over leading axes with broadcasting, and 1-D operands taken as vectors.",
+      semantics:
+        "y[..., i, j] = Σ_k a[..., i, k] · b[..., k, j]; a 1-D a is a row vector [1, k] and a 1-D b a column vector [k, 1], and the added axis is removed from the result; leading (batch) axes broadcast. Any dtype; integer products are exact for values below 2^53 and then truncated to the dtype.",
+      operands: [OperandSpec("a"), OperandSpec("b")],
+      fusion: .matmulLike,
+      shape: ShapeRule("matmul(a, b)") { context throws(ShapeError) in
+        [try matmulPlan(context).result]
+      },
+      interpret: { context in
+        let plan = try matmulPlan(try context.checked("matmul"))
+        let concrete = { (dims: [Dim]) in dims.map { $0.staticValue ?? 0 } }
+        let batch = concrete(plan.batch)
+        let aBatch = concrete(plan.aBatch)
+        let bBatch = concrete(plan.bBatch)
+        let (rows, inner, columns) = (
+          plan.rows.staticValue ?? 0, plan.inner.staticValue ?? 0, plan.columns.staticValue ?? 0
+        )
+        let a = context.operands[0].doubles()
+        let b = context.operands[1].doubles()
+        // Which matrix of each operand every batch position reads, after broadcasting.
+        let aMatrices = broadcastIndexMap(from: aBatch, to: batch)
+        let bMatrices = broadcastIndexMap(from: bBatch, to: batch)
+        var output: [Double] = []
+        output.reserveCapacity(aMatrices.count * rows * columns)
+        for position in 0..<aMatrices.count {
+          let aBase = aMatrices[position] * rows * inner
+          let bBase = bMatrices[position] * inner * columns
+          for row in 0..<rows {
+            for column in 0..<columns {
+              var total = 0.0
+              for k in 0..<inner {
+                total += a[aBase + row * inner + k] * b[bBase + k * columns + column]
+              }
+              output.append(total)
+            }
+          }
+        }
+        // Removing a vector's added axis of size 1 leaves the row-major order unchanged.
+        return [context.result(0, output)]
+      }),
+    OpDefinition(
+      "transpose",
+      summary:
+        "Swaps the last two axes, or reorders all axes when `perm` is given (then the same as `permute`).",
+      semantics:
+        "without perm: y[..., j, i] = x[..., i, j]; with perm: y.shape[d] = x.shape[perm[d]]",
+      operands: [OperandSpec("x")],
+      attributes: [
+        AttributeSpec(
+          "perm", .ints, "result axis d is operand axis perm[d]; absent swaps the last two axes")
+      ],
+      fusion: .injective,
+      shape: ShapeRule("transpose(x, perm?)") { context throws(ShapeError) in
+        [permuted(context.operands[0], by: try transposePermutation(context))]
+      },
+      interpret: { context in
+        let checked = try context.checked("transpose")
+        return [interpretPermute(context, permutation: try transposePermutation(checked))]
+      }),
+    OpDefinition(
+      "permute",
+      summary: "Reorders the axes of a tensor.",
+      semantics: "y[i_0, …, i_{r-1}] = x[j] where j[perm[d]] = i_d; y.shape[d] = x.shape[perm[d]]",
+      operands: [OperandSpec("x")],
+      attributes: [
+        AttributeSpec(
+          "perm", .ints, required: true,
+          "a permutation of the axes 0..<rank (negative axes count from the end); result axis d is operand axis perm[d]"
+        )
+      ],
+      fusion: .injective,
+      shape: ShapeRule("permute(x, perm)") { context throws(ShapeError) in
+        [permuted(context.operands[0], by: try permutation(context))]
+      },
+      interpret: { context in
+        let checked = try context.checked("permute")
+        return [interpretPermute(context, permutation: try permutation(checked))]
+      }),
+  ]
+
+  /// The pieces of a matrix product, with 1-D operands already promoted to matrices.
+  struct MatmulPlan {
+    /// Leading axes of each operand (before broadcasting) and of the result (after).
+    var aBatch: [Dim]
+    var bBatch: [Dim]
+    var batch: [Dim]
+    var rows: Dim
+    var inner: Dim
+    var columns: Dim
+    var result: TensorType
+  }
+
+  /// Checks a matmul's operands and works out the batch, matrix and result shapes.
+  static func matmulPlan(_ context: ShapeContext) throws(ShapeError) -> MatmulPlan {
+    let (a, b) = (context.operands[0], context.operands[1])
+    let dtype = try context.commonDType()
+    guard a.rank >= 1, b.rank >= 1 else {
+      throw ShapeError(
+        "matmul: operands must have rank 1 or more, got \(a) @ \(b)",
+        help: "to scale by a scalar, use mul")
+    }
+    // numpy promotes a vector to a matrix for the product and removes the added axis afterwards.
+    let aMatrix = a.rank == 1 ? [Dim(1)] + a.shape : a.shape
+    let bMatrix = b.rank == 1 ? b.shape + [Dim(1)] : b.shape
+    let rows = aMatrix[aMatrix.count - 2]
+    let inner = aMatrix[aMatrix.count - 1]
+    let columns = bMatrix[bMatrix.count - 1]
+    guard inner == bMatrix[bMatrix.count - 2] else {
+      throw ShapeError(
+        "matmul: inner dimensions do not match: \(a) @ \(b) (\(inner) vs \(bMatrix[bMatrix.count - 2]))",
+        help:
+          "the last axis of a must equal the second-to-last axis of b (the only axis of a 1-D b)")
+    }
+    let aBatch = Array(aMatrix.dropLast(2))
+    let bBatch = Array(bMatrix.dropLast(2))
+    guard let batch = broadcastShapes(aBatch, bBatch) else {
+      throw ShapeError(
+        "matmul: batch dimensions do not broadcast: \(a) @ \(b) ([\(aBatch.map(\.description).joined(separator: ", "))] vs [\(bBatch.map(\.description).joined(separator: ", "))])",
+        help: "leading axes must be equal or 1 when aligned from the right")
+    }
+    var resultShape = batch
+    if a.rank > 1 { resultShape.append(rows) }
+    if b.rank > 1 { resultShape.append(columns) }
+    return MatmulPlan(
+      aBatch: aBatch, bBatch: bBatch, batch: batch, rows: rows, inner: inner, columns: columns,
+      result: TensorType(dtype, resultShape))
+  }
+
+  /// The `perm` attribute checked to be a permutation of the operand's axes, made non-negative.
+  static func permutation(_ context: ShapeContext) throws(ShapeError) -> [Int] {
+    let operand = context.operands[0]
+    let perm = context.ints("perm") ?? []
+    guard perm.count == operand.rank else {
+      throw ShapeError(
+        "\(context.op): perm \(perm) has \(perm.count) entr\(perm.count == 1 ? "y" : "ies") but \(operand) has rank \(operand.rank)",
+        help: "perm lists every axis of the operand once, in the new order")
+    }
+    return try context.axes(perm, rank: operand.rank, operand: operand.description)
+  }
+
+  /// `transpose`'s permutation: the given `perm`, or the identity with the last two axes swapped.
+  static func transposePermutation(_ context: ShapeContext) throws(ShapeError) -> [Int] {
+    if context.attributes["perm"] != nil { return try permutation(context) }
+    let operand = context.operands[0]
+    guard operand.rank >= 2 else {
+      throw ShapeError(
+        "transpose: without perm, the operand needs rank 2 or more to swap its last two axes, got \(operand)",
+        help: "give perm to reorder axes explicitly; a 1-D tensor is its own transpose")
+    }
+    return Array(0..<(operand.rank - 2)) + [operand.rank - 1, operand.rank - 2]
+  }
+
+  /// The type after reordering axes: result axis d is operand axis `permutation[d]`.
+  static func permuted(_ type: TensorType, by permutation: [Int]) -> TensorType {
+    type.with(shape: permutation.map { type.shape[$0] })
+  }
+
+  /// Gathers the elements of operand 0 into its permuted order.
+  static func interpretPermute(_ context: InterpretContext, permutation: [Int]) -> Tensor {
+    let operand = context.operands[0]
+    let values = operand.doubles()
+    let strides = rowMajorStrides(operand.shape)
+    var output: [Double] = []
+    output.reserveCapacity(values.count)
+    forEachCoordinate(permutation.map { operand.shape[$0] }) { coordinate in
+      var source = 0
+      for (axis, index) in coordinate.enumerated() { source += index * strides[permutation[axis]] }
+      output.append(values[source])
+    }
+    return context.result(0, output)
+  }
+}
