@@ -122,6 +122,7 @@ public struct Lowering {
     }
     // Uses inside failed expressions may not have been seen; warnings would be noise then.
     if !diagnostics.hasErrors { reportUnused() }
+    graph.renumberTemporaries()
   }
 
   private mutating func recordDefinitions(_ statements: [Statement]) {

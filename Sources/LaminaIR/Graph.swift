@@ -189,6 +189,24 @@ public struct Graph: Sendable {
     namesInUse[unique] = value
   }
 
+  /// Renames temporaries (values with numeric names) to `0`, `1`, `2`, … in definition order, so
+  /// printed IR reads in sequence no matter how many values were made and dropped on the way.
+  public mutating func renumberTemporaries() {
+    let temporaries = values.indices.filter { values[$0].name.first?.isNumber == true }
+    // Free every temporary name first so the new names cannot collide with old ones.
+    for index in temporaries {
+      namesInUse[values[index].name] = nil
+      values[index].name = "\u{0}\(index)"
+    }
+    var counter = 0
+    for index in temporaries {
+      while namesInUse[String(counter)] != nil { counter += 1 }
+      values[index].name = String(counter)
+      namesInUse[String(counter)] = ValueID(index)
+      counter += 1
+    }
+  }
+
   // MARK: Building
 
   /// Declares an input and returns its value.
