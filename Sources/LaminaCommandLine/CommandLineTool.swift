@@ -5,7 +5,7 @@ import Lamina
 public enum CommandLineTool {
   static let commands: [CommandEntry] = [
     CommandEntry(CheckCommand.self), CommandEntry(DumpCommand.self), CommandEntry(RunCommand.self),
-    CommandEntry(InitCommand.self), CommandEntry(PassesCommand.self),
+    CommandEntry(InitCommand.self), CommandEntry(PassesCommand.self), CommandEntry(OpsCommand.self),
   ]
 
   static func usage() -> String {

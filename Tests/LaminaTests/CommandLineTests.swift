@@ -1,0 +1,101 @@
+import Foundation
+import Lamina
+import LaminaCommandLine
+import LaminaTestSupport
+import Testing
+
+/// The `lamina` commands, run in-process on real files.
+@Suite("Command line")
+struct CommandLineTests {
+  struct Result {
+    var status: Int32
+    var output: String
+    var errors: String
+  }
+
+  func lamina(_ arguments: String...) -> Result {
+    let console = Console.capturing()
+    let status = CommandLineTool.run(arguments, console: console)
+    return Result(status: status, output: console.standardOutput, errors: console.standardError)
+  }
+
+  @Test("init, then run with the weights, writes outputs equal to the interpreter's")
+  func initAndRun() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    let modelPath = RepositoryPaths.path("examples/digits_mlp.lam")
+    let weights = directory + "/w.safetensors"
+    #expect(lamina("init", modelPath, "-o", weights, "--seed", "3").status == 0)
+
+    let x = Tensor(shape: [2, 64], scalars: (0..<128).map { Float($0) / 128 })
+    let labels = Tensor(shape: [2], scalars: [3, 7] as [Int64])
+    try NPY.write(x, to: directory + "/x.npy")
+    try NPY.write(labels, to: directory + "/label.npy")
+    let result = lamina(
+      "run", modelPath, "--interpret", "--weights", weights, "--input", "x=\(directory)/x.npy",
+      "--input", "label=\(directory)/label.npy", "--output", "probs=\(directory)/probs.npy",
+      "--output", "loss=\(directory)/loss.npy")
+    #expect(result.status == 0, "\(result.errors)")
+
+    let model = try Model(contentsOf: modelPath)
+    let expected = try model.interpret(
+      inputs: ["x": x, "label": labels.converted(to: .i32)],
+      parameters: try model.initialParameters(seed: 3), outputs: ["probs", "loss"])
+    #expect(try NPY.read(contentsOf: directory + "/probs.npy") == expected["probs"])
+    #expect(try NPY.read(contentsOf: directory + "/loss.npy") == expected["loss"])
+    // The written weights are the initializers' values.
+    let written = try SafeTensors.readDictionary(contentsOf: weights)
+    #expect(written == (try model.initialParameters(seed: 3)))
+  }
+
+  @Test("run reports bad inputs by name and exits non-zero")
+  func runErrors() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    let modelPath = RepositoryPaths.path("examples/digits_mlp.lam")
+    try NPY.write(Tensor(shape: [2, 65], scalars: [Float](repeating: 0, count: 130)), to: directory + "/x.npy")
+    let wrongShape = lamina("run", modelPath, "--interpret", "--input", "x=\(directory)/x.npy")
+    #expect(wrongShape.status == 1)
+    #expect(wrongShape.errors.contains("input 'x': expected f32[batch, 64], got f32[2, 65]"))
+
+    let unknown = lamina("run", modelPath, "--interpret", "--input", "images=\(directory)/x.npy")
+    #expect(unknown.status == 2)
+    #expect(unknown.errors.contains("the model has no input 'images'"))
+
+    try Data("not an npy file".utf8).write(to: URL(fileURLWithPath: directory + "/bad.npy"))
+    let badFile = lamina("run", modelPath, "--interpret", "--input", "x=\(directory)/bad.npy")
+    #expect(badFile.status == 1)
+    #expect(badFile.errors.contains("bad.npy"))
+
+    let missingWeights = lamina("run", modelPath, "--interpret", "--weights", directory + "/none.safetensors")
+    #expect(missingWeights.status == 1)
+  }
+
+  @Test("check accepts every example")
+  func checkExamples() {
+    for path in RepositoryPaths.files(in: "examples", withExtension: "lam") {
+      let result = lamina("check", path)
+      #expect(result.status == 0, "\(path): \(result.errors)")
+      #expect(result.output.contains(": ok: model"))
+    }
+  }
+
+  @Test("dump round-trips through its own output")
+  func dumpRoundTrip() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    let first = lamina("dump", RepositoryPaths.path("examples/deep_mlp.lam"))
+    try first.output.write(toFile: directory + "/deep.ir", atomically: true, encoding: .utf8)
+    let second = lamina("dump", directory + "/deep.ir")
+    #expect(second.status == 0)
+    #expect(second.output == first.output)
+  }
+
+  @Test("unknown commands and options suggest the right one")
+  func usageErrors() {
+    let command = lamina("chek")
+    #expect(command.status == 2)
+    #expect(command.errors.contains("did you mean 'check'?"))
+    let option = lamina("dump", RepositoryPaths.path("examples/regressor.lam"), "--formt", "dot")
+    #expect(option.status == 2)
+    #expect(option.errors.contains("did you mean --format?"))
+    #expect(lamina("passes").output.contains("shape-inference"))
+  }
+}
