@@ -18,10 +18,14 @@ let package = Package(
     .target(name: "LaminaFrontend", dependencies: ["LaminaSupport", "LaminaIR"]),
     // Graph passes and the pipeline that runs them.
     .target(name: "LaminaPasses", dependencies: ["LaminaSupport", "LaminaIR"]),
+    // Lowering the IR to C: the generated kernels and the C runtime library they use.
+    .target(
+      name: "LaminaCodegenC", dependencies: ["LaminaSupport", "LaminaIR"],
+      resources: [.embedInCode("runtime/lamina_pool.c")]),
     // The public façade: `import Lamina`.
     .target(
       name: "Lamina",
-      dependencies: ["LaminaSupport", "LaminaIR", "LaminaFrontend", "LaminaPasses"]),
+      dependencies: ["LaminaSupport", "LaminaIR", "LaminaFrontend", "LaminaPasses", "LaminaCodegenC"]),
     // The `lamina` commands, one file per command; a library so tests can run them in-process.
     .target(name: "LaminaCommandLine", dependencies: ["Lamina"]),
     .executableTarget(name: "LaminaCommand", dependencies: ["LaminaCommandLine"]),

@@ -1,0 +1,7 @@
+/// The C runtime library that every generated model includes: thread pool and kernels.
+///
+/// The sources are the `.c` files under `runtime/`, embedded into the compiler at build time, so the
+/// `lamina` binary needs no resource files at run time.
+enum CRuntimeSources {
+  static var pool: String { String(decoding: PackageResources.lamina_pool_c, as: UTF8.self) }
+}
