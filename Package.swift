@@ -21,11 +21,14 @@ let package = Package(
     // Lowering the IR to C: the generated kernels and the C runtime library they use.
     .target(
       name: "LaminaCodegenC", dependencies: ["LaminaSupport", "LaminaIR"],
-      resources: [.embedInCode("runtime/lamina_pool.c")]),
+      resources: [.embedInCode("runtime/lamina_pool.c"), .embedInCode("runtime/lamina_gemm.c")]),
+    // Compiling C, caching libraries, loading them with dlopen; knows nothing about the IR.
+    .target(name: "LaminaRuntime", dependencies: ["LaminaSupport"]),
     // The public façade: `import Lamina`.
     .target(
       name: "Lamina",
-      dependencies: ["LaminaSupport", "LaminaIR", "LaminaFrontend", "LaminaPasses", "LaminaCodegenC"]),
+      dependencies: ["LaminaSupport", "LaminaIR", "LaminaFrontend", "LaminaPasses", "LaminaCodegenC", "LaminaRuntime",
+      ]),
     // The `lamina` commands, one file per command; a library so tests can run them in-process.
     .target(name: "LaminaCommandLine", dependencies: ["Lamina"]),
     .executableTarget(name: "LaminaCommand", dependencies: ["LaminaCommandLine"]),

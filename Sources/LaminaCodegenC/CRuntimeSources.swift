@@ -4,4 +4,5 @@
 /// `lamina` binary needs no resource files at run time.
 enum CRuntimeSources {
   static var pool: String { String(decoding: PackageResources.lamina_pool_c, as: UTF8.self) }
+  static var gemm: String { String(decoding: PackageResources.lamina_gemm_c, as: UTF8.self) }
 }

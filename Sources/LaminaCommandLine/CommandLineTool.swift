@@ -4,7 +4,8 @@ import Lamina
 /// The `lamina` command line as a function, so tests run commands in-process.
 public enum CommandLineTool {
   static let commands: [CommandEntry] = [
-    CommandEntry(CheckCommand.self), CommandEntry(DumpCommand.self), CommandEntry(RunCommand.self),
+    CommandEntry(CheckCommand.self), CommandEntry(DumpCommand.self), CommandEntry(CompileCommand.self),
+    CommandEntry(RunCommand.self),
     CommandEntry(InitCommand.self), CommandEntry(PassesCommand.self), CommandEntry(OpsCommand.self),
   ]
 

@@ -157,9 +157,3 @@ public struct Interpreter: Sendable {
   }
 }
 
-/// A problem with what a caller passed to a model: a missing, unknown or mis-shaped tensor.
-public struct RunError: Error, Sendable, CustomStringConvertible {
-  public var message: String
-  public init(_ message: String) { self.message = message }
-  public var description: String { message }
-}

@@ -158,3 +158,11 @@ extension String {
     String(map { $0 == "\t" ? " " : $0 })
   }
 }
+
+/// A problem with what a caller passed to a model: a missing, unknown or mis-shaped tensor, or a
+/// failure the compiled code reported.
+public struct RunError: Error, Sendable, CustomStringConvertible {
+  public var message: String
+  public init(_ message: String) { self.message = message }
+  public var description: String { message }
+}

@@ -164,12 +164,15 @@ public struct OpDefinition: Sendable {
   public var shape: ShapeRule
   /// The reference interpreter's implementation: plain, obviously correct, computed in `Double`.
   public var interpret: @Sendable (InterpretContext) throws -> [Tensor]
+  /// How the C backend computes the op.
+  public var c: CEmission
 
   public init(
     _ name: String, summary: String, semantics: String, operands: [OperandSpec],
-    attributes: [AttributeSpec] = [], fusion: FusionKind, shape: ShapeRule,
+    attributes: [AttributeSpec] = [], fusion: FusionKind, c: CEmission? = nil, shape: ShapeRule,
     interpret: @escaping @Sendable (InterpretContext) throws -> [Tensor]
   ) {
+    self.c = c ?? .kernel(name)
     self.name = name
     self.summary = summary
     self.semantics = semantics
@@ -253,6 +256,62 @@ public struct OpDefinition: Sendable {
     let types = try shape.infer(ShapeContext(op: name, operands: operands, attributes: attributes))
     return (types, attributes)
   }
+}
+
+/// How the C backend computes an op.
+public enum CEmission: Sendable {
+  /// One C expression per output element, of the operand elements (already loaded into variables)
+  /// and the attributes. Elementwise chains fuse by nesting these expressions.
+  case expression(@Sendable (CExpressionContext) -> String)
+  /// A kernel of the C backend's kernel library, by name (`matmul`, `softmax`).
+  case kernel(String)
+  /// No computation: the result is the operand's buffer seen with another shape (`reshape`).
+  case alias
+}
+
+/// What an op's C expression template sees.
+public struct CExpressionContext: Sendable {
+  /// C expressions for the operand elements, in operand order.
+  public var operands: [String]
+  public var attributes: [String: Attribute]
+  /// The element type of the result.
+  public var dtype: DType
+  public var operandDTypes: [DType]
+
+  public init(operands: [String], attributes: [String: Attribute], dtype: DType, operandDTypes: [DType]) {
+    self.operands = operands
+    self.attributes = attributes
+    self.dtype = dtype
+    self.operandDTypes = operandDTypes
+  }
+
+  /// The C element type: `float`, `double`, `int32_t`, `int64_t`.
+  public var type: String { CExpressionContext.cType(dtype) }
+
+  public static func cType(_ dtype: DType) -> String {
+    switch dtype {
+    case .f32: "float"
+    case .f64: "double"
+    case .i32: "int32_t"
+    case .i64: "int64_t"
+    }
+  }
+
+  /// The libm function for the result dtype: `exp` → `expf` for f32.
+  public func math(_ name: String) -> String { dtype == .f32 ? name + "f" : name }
+
+  /// A literal of the result dtype: `0.5f`, `0.5`, `2`.
+  public func literal(_ value: Double) -> String {
+    switch dtype {
+    case .f32:
+      let text = formatFloat(Double(Float(value)))
+      return text.contains("e") || text.contains(".") ? text + "f" : text + ".0f"
+    case .f64: return formatFloat(value)
+    case .i32, .i64: return String(Int(value))
+    }
+  }
+
+  public var isFloatingPoint: Bool { dtype.isFloatingPoint }
 }
 
 /// The closest name by edit distance, when it is close enough to be a likely typo.

@@ -4,46 +4,74 @@ import LaminaSupport
 extension OpRegistry {
   /// Arithmetic with numpy broadcasting, and unary math.
   static let elementwiseOps: [OpDefinition] = [
-    binary("add", "Adds two tensors elementwise, with broadcasting.", "y = a + b") { $0 + $1 },
-    binary("sub", "Subtracts b from a elementwise, with broadcasting.", "y = a - b") { $0 - $1 },
-    binary("mul", "Multiplies two tensors elementwise, with broadcasting.", "y = a * b") {
-      $0 * $1
-    },
+    binary(
+      "add", "Adds two tensors elementwise, with broadcasting.", "y = a + b",
+      c: { "\($0.operands[0]) + \($0.operands[1])" }
+    ) { $0 + $1 },
+    binary(
+      "sub", "Subtracts b from a elementwise, with broadcasting.", "y = a - b",
+      c: { "\($0.operands[0]) - \($0.operands[1])" }
+    ) { $0 - $1 },
+    binary(
+      "mul", "Multiplies two tensors elementwise, with broadcasting.", "y = a * b",
+      c: { "\($0.operands[0]) * \($0.operands[1])" }
+    ) { $0 * $1 },
     binary(
       "div",
       "Divides a by b elementwise, with broadcasting; integer division truncates toward zero.",
-      "y = a / b"
+      "y = a / b",
+      c: { c in
+        // Integer division by zero traps in C; the interpreter reports it, compiled code yields 0.
+        c.isFloatingPoint
+          ? "\(c.operands[0]) / \(c.operands[1])"
+          : "(\(c.operands[1]) != 0 ? \(c.operands[0]) / \(c.operands[1]) : 0)"
+      }
     ) { $0 / $1 },
     binary(
-      "pow", "Raises a to the power b elementwise, with broadcasting.", "y = a ^ b", floatOnly: true
-    ) {
-      Foundation.pow($0, $1)
-    },
-    binary("maximum", "The larger of a and b elementwise, with broadcasting.", "y = max(a, b)") {
-      Swift.max($0, $1)
-    },
-    binary("minimum", "The smaller of a and b elementwise, with broadcasting.", "y = min(a, b)") {
-      Swift.min($0, $1)
-    },
-    unary("neg", "Negates each element.", "y = -x") { -$0 },
-    unary("abs", "Absolute value of each element.", "y = |x|") { Swift.abs($0) },
-    unary("exp", "e to the power of each element.", "y = e^x", floatOnly: true) {
-      Foundation.exp($0)
-    },
-    unary("log", "Natural logarithm of each element.", "y = ln(x)", floatOnly: true) {
-      Foundation.log($0)
-    },
-    unary("sqrt", "Square root of each element.", "y = √x", floatOnly: true) { $0.squareRoot() },
+      "pow", "Raises a to the power b elementwise, with broadcasting.", "y = a ^ b", floatOnly: true,
+      c: { "\($0.math("pow"))(\($0.operands[0]), \($0.operands[1]))" }
+    ) { Foundation.pow($0, $1) },
+    // Spelled as Swift's max and min are, so NaN operands give the same result compiled and interpreted.
+    binary(
+      "maximum", "The larger of a and b elementwise, with broadcasting.", "y = max(a, b)",
+      c: { "(\($0.operands[1]) >= \($0.operands[0]) ? \($0.operands[1]) : \($0.operands[0]))" }
+    ) { Swift.max($0, $1) },
+    binary(
+      "minimum", "The smaller of a and b elementwise, with broadcasting.", "y = min(a, b)",
+      c: { "(\($0.operands[1]) < \($0.operands[0]) ? \($0.operands[1]) : \($0.operands[0]))" }
+    ) { Swift.min($0, $1) },
+    unary("neg", "Negates each element.", "y = -x", c: { "-\($0.operands[0])" }) { -$0 },
+    unary(
+      "abs", "Absolute value of each element.", "y = |x|",
+      c: { c in
+        c.isFloatingPoint
+          ? "\(c.math("fabs"))(\(c.operands[0]))" : "(\(c.operands[0]) < 0 ? -\(c.operands[0]) : \(c.operands[0]))"
+      }
+    ) { Swift.abs($0) },
+    unary(
+      "exp", "e to the power of each element.", "y = e^x", floatOnly: true,
+      c: { "\($0.math("exp"))(\($0.operands[0]))" }
+    ) { Foundation.exp($0) },
+    unary(
+      "log", "Natural logarithm of each element.", "y = ln(x)", floatOnly: true,
+      c: { "\($0.math("log"))(\($0.operands[0]))" }
+    ) { Foundation.log($0) },
+    unary(
+      "sqrt", "Square root of each element.", "y = √x", floatOnly: true,
+      c: { "\($0.math("sqrt"))(\($0.operands[0]))" }
+    ) { $0.squareRoot() },
   ]
 
   /// An elementwise op of two broadcasting operands.
   static func binary(
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
+    c: @escaping @Sendable (CExpressionContext) -> String,
     _ body: @escaping @Sendable (Double, Double) -> Double
   ) -> OpDefinition {
     OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("a"), OperandSpec("b")],
       fusion: .broadcast,
+      c: .expression(c),
       shape: ShapeRule("broadcast(a, b)") { context throws(ShapeError) in
         let type = try broadcastResult(context)
         if floatOnly { try context.requireFloat(type) }
@@ -70,11 +98,12 @@ extension OpRegistry {
   static func unary(
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
     attributes: [AttributeSpec] = [], validate: AttributeValidation? = nil,
+    c: @escaping @Sendable (CExpressionContext) -> String,
     _ body: @escaping @Sendable (Double) -> Double
   ) -> OpDefinition {
     unary(
       name, summary, semantics, floatOnly: floatOnly, attributes: attributes, validate: validate,
-      withAttributes: { value, _ in body(value) })
+      c: c, withAttributes: { value, _ in body(value) })
   }
 
   /// An elementwise op of one operand whose body reads the node's attributes.
@@ -84,11 +113,12 @@ extension OpRegistry {
   static func unary(
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
     attributes: [AttributeSpec] = [], validate: AttributeValidation? = nil,
+    c: @escaping @Sendable (CExpressionContext) -> String,
     withAttributes body: @escaping @Sendable (Double, [String: Attribute]) -> Double
   ) -> OpDefinition {
     OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("x")],
-      attributes: attributes, fusion: .elementwise,
+      attributes: attributes, fusion: .elementwise, c: .expression(c),
       shape: ShapeRule("same(x)") { context throws(ShapeError) in
         if floatOnly { try context.requireFloat(context.operands[0]) }
         try validate?(context)

@@ -11,6 +11,7 @@ extension OpRegistry {
         AttributeSpec("dtype", .dtype, default: .dtype(.f32), "element type of the result"),
       ],
       fusion: .elementwise,
+      c: .expression { c in c.literal(c.attributes["value"]?.doubleValue ?? 0) },
       shape: ShapeRule("scalar of dtype") { context throws(ShapeError) in
         guard case .dtype(let dtype)? = context.attributes["dtype"] else {
           throw ShapeError("constant: missing dtype")
@@ -23,6 +24,8 @@ extension OpRegistry {
       semantics: "y = dtype(x)", operands: [OperandSpec("x")],
       attributes: [AttributeSpec("dtype", .dtype, required: true, "the new element type")],
       fusion: .elementwise,
+      // C conversions truncate toward zero, as the interpreter does.
+      c: .expression { c in "(\(c.type))\(c.operands[0])" },
       shape: ShapeRule("same(x) with dtype") { context throws(ShapeError) in
         guard case .dtype(let dtype)? = context.attributes["dtype"] else {
           throw ShapeError("cast: missing dtype")

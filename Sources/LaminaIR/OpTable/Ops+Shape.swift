@@ -17,6 +17,7 @@ extension OpRegistry {
           "the new shape; may name symbolic dimensions, and at most one entry may be -1 (inferred)")
       ],
       fusion: .injective,
+      c: .alias,
       shape: ShapeRule("reshape(x, shape)") { context throws(ShapeError) in
         [try reshapeResult(context)]
       },
@@ -36,6 +37,7 @@ extension OpRegistry {
         AttributeSpec("end_axis", .int, default: .int(-1), "last axis to merge (inclusive)"),
       ],
       fusion: .injective,
+      c: .alias,
       shape: ShapeRule("flatten(x, start_axis, end_axis)") { context throws(ShapeError) in
         [try flattenResult(context)]
       },
@@ -155,6 +157,7 @@ extension OpRegistry {
       operands: [OperandSpec("x")],
       attributes: [AttributeSpec("axes", .ints, required: true, "axes of size 1 to remove")],
       fusion: .injective,
+      c: .alias,
       shape: ShapeRule("squeeze(x, axes)") { context throws(ShapeError) in
         [try squeezeResult(context)]
       },
@@ -172,6 +175,7 @@ extension OpRegistry {
         AttributeSpec("axes", .ints, required: true, "positions of the new axes in the result")
       ],
       fusion: .injective,
+      c: .alias,
       shape: ShapeRule("unsqueeze(x, axes)") { context throws(ShapeError) in
         [try unsqueezeResult(context)]
       },

@@ -1,0 +1,82 @@
+import LaminaIR
+import LaminaSupport
+
+/// What a kernel emitter knows about the node it compiles.
+///
+/// Every kernel is one `static int` C function taking the context, the symbolic dimension values, the
+/// operand buffers and the result buffer, and returning 0 or an error code.
+struct KernelContext {
+  let graph: Graph
+  let node: Node
+  /// Position of the node in the graph, used in the kernel's name.
+  let nodeIndex: Int
+
+  var operandTypes: [TensorType] { node.operands.map { graph.type(of: $0) } }
+  var resultType: TensorType { graph.type(of: node.result) }
+  var attributes: [String: Attribute] { node.attributes }
+
+  /// `k7_matmul`.
+  var functionName: String { "k\(nodeIndex)_\(node.op)" }
+
+  /// Symbols the node's types mention, so the kernel reads only those from `dims`.
+  var symbols: [String] {
+    var seen: [String] = []
+    for type in operandTypes + [resultType] {
+      for symbol in type.symbols where !seen.contains(symbol) { seen.append(symbol) }
+    }
+    return seen
+  }
+
+  /// The C function header: `static int k7_matmul(lamina_context* ctx, const int64_t* dims, ...)`.
+  func signature(named name: String? = nil) -> String {
+    var parameters = ["lamina_context* ctx", "const int64_t* dims"]
+    for (index, type) in operandTypes.enumerated() {
+      parameters.append("const \(CExpressionContext.cType(type.dtype))* restrict in\(index)")
+    }
+    parameters.append("\(CExpressionContext.cType(resultType.dtype))* restrict out")
+    return "static LAMINA_KERNEL int \(name ?? functionName)(\(parameters.joined(separator: ", ")))"
+  }
+
+  /// Declarations that read the node's symbolic dimensions, first thing in the kernel body.
+  func dimensionPrologue(symbolIndex: [String: Int]) -> [String] {
+    var lines: [String] = []
+    for symbol in symbols {
+      lines.append("const int64_t \(cDimName(symbol)) = dims[\(symbolIndex[symbol]!)];")
+    }
+    return lines
+  }
+
+  /// The comment above a kernel: the IR node and where it came from in the model source.
+  var provenance: String {
+    var text = "/* " + IRPrinter().print(node, in: graph)
+    if node.location.isKnown { text += "\n   from \(node.location) */" } else { text += " */" }
+    return text
+  }
+}
+
+/// The C variable holding a symbolic dimension's value.
+func cDimName(_ symbol: String) -> String { "dim_\(symbol)" }
+
+/// A dimension as a C expression: `64`, `dim_batch`, `(8 * dim_batch)`.
+func cDim(_ dim: Dim) -> String {
+  if dim.symbols.isEmpty { return String(dim.factor) }
+  let factors = (dim.factor == 1 ? [] : [String(dim.factor)]) + dim.symbols.map(cDimName)
+  return factors.count == 1 ? factors[0] : "(" + factors.joined(separator: " * ") + ")"
+}
+
+/// The product of dimensions as a C expression, folding static factors.
+func cProduct(_ dims: [Dim]) -> String { cDim(dims.product) }
+
+/// Row-major strides of a shape, as C expressions.
+func cStrides(_ shape: [Dim]) -> [String] {
+  (0..<shape.count).map { axis in cProduct(Array(shape[(axis + 1)...])) }
+}
+
+/// `i0 * s0 + i1 * s1 + ...`, dropping zero strides and unit factors.
+func cIndex(_ indices: [String], _ strides: [String]) -> String {
+  var terms: [String] = []
+  for (index, stride) in zip(indices, strides) where stride != "0" {
+    terms.append(stride == "1" ? index : "\(index) * \(stride)")
+  }
+  return terms.isEmpty ? "0" : terms.joined(separator: " + ")
+}

@@ -1,0 +1,63 @@
+import LaminaIR
+import LaminaSupport
+
+/// `matmul`: one GEMM call per batch element (numpy semantics: leading axes broadcast, 1-D operands
+/// are vectors). Floating-point products go to the runtime's packed, blocked, multi-threaded GEMM;
+/// integer ones use a plain loop.
+enum MatmulKernel {
+  static func emit(_ context: KernelContext, into writer: inout CWriter) {
+    let (a, b) = (context.operandTypes[0], context.operandTypes[1])
+    // Treat 1-D operands as a row (a) or a column (b) vector.
+    let aShape = a.rank == 1 ? [Dim(1)] + a.shape : a.shape
+    let bShape = b.rank == 1 ? b.shape + [Dim(1)] : b.shape
+    let m = aShape[aShape.count - 2]
+    let k = aShape[aShape.count - 1]
+    let n = bShape[bShape.count - 1]
+    let aBatch = Array(aShape.dropLast(2))
+    let bBatch = Array(bShape.dropLast(2))
+    let batchRank = max(aBatch.count, bBatch.count)
+    let batch = broadcastShapes(aBatch, bBatch) ?? []
+
+    writer.line("const int64_t m = \(cDim(m)), n = \(cDim(n)), k = \(cDim(k));")
+    let indices = (0..<batchRank).map { "b\($0)" }
+    func strides(_ own: [Dim], matrix: String) -> [String] {
+      let ownStrides = cStrides(own).map { "\($0) * \(matrix)" }
+      let offset = batchRank - own.count
+      return (0..<batchRank).map { axis in
+        let ownAxis = axis - offset
+        return ownAxis >= 0 && own[ownAxis] != Dim(1) ? ownStrides[ownAxis] : "0"
+      }
+    }
+    let aStrides = strides(aBatch, matrix: "m * k")
+    let bStrides = strides(bBatch, matrix: "k * n")
+    let cStridesList = cStrides(batch).map { "\($0) * m * n" }
+
+    func body(_ writer: inout CWriter) {
+      let aOffset = cIndex(indices, aStrides)
+      let bOffset = cIndex(indices, bStrides)
+      let cOffset = cIndex(indices, cStridesList)
+      func plus(_ offset: String) -> String { offset == "0" ? "" : " + \(offset)" }
+      switch context.resultType.dtype {
+      case .f32, .f64:
+        let gemm = context.resultType.dtype == .f32 ? "lamina_sgemm" : "lamina_dgemm"
+        writer.line(
+          "\(gemm)(ctx->pool, 0, 0, m, n, k, 1, in0\(plus(aOffset)), k, in1\(plus(bOffset)), n, 0, out\(plus(cOffset)), n, NULL);")
+      case .i32, .i64:
+        writer.block("for (int64_t i = 0; i < m; i++)") { rows in
+          rows.block("for (int64_t j = 0; j < n; j++)") { columns in
+            columns.line("int64_t sum = 0;")
+            columns.line("for (int64_t p = 0; p < k; p++) sum += (int64_t)in0[\(aOffset) + i * k + p] * in1[\(bOffset) + p * n + j];")
+            columns.line("out[\(cOffset) + i * n + j] = (\(CExpressionContext.cType(context.resultType.dtype)))sum;")
+          }
+        }
+      }
+    }
+    func nest(_ axis: Int, _ writer: inout CWriter) {
+      if axis == batchRank { return body(&writer) }
+      writer.block("for (int64_t b\(axis) = 0; b\(axis) < \(cDim(batch[axis])); b\(axis)++)") { inner in
+        nest(axis + 1, &inner)
+      }
+    }
+    nest(0, &writer)
+  }
+}

@@ -1,0 +1,86 @@
+import LaminaIR
+import LaminaSupport
+
+/// `sum`, `mean`, `max` over axes, and `softmax` / `log_softmax` along one axis.
+///
+/// Reductions loop over the kept axes outside and the reduced axes inside, accumulating each result
+/// element in a `double` so f32 sums keep the interpreter's accuracy.
+enum ReductionKernels {
+  static func reducedAxes(_ context: KernelContext) -> [Int] {
+    let rank = context.operandTypes[0].rank
+    guard let axes = context.attributes["axes"]?.intsValue else { return Array(0..<rank) }
+    return axes.map { $0 < 0 ? $0 + rank : $0 }
+  }
+
+  /// sum, mean and max share this loop nest; they differ in the start value, the update and the end.
+  static func emitReduce(_ context: KernelContext, into writer: inout CWriter) {
+    let input = context.operandTypes[0]
+    let reduced = Set(reducedAxes(context))
+    let kept = (0..<input.rank).filter { !reduced.contains($0) }
+    let inputStrides = cStrides(input.shape)
+    let keptShape = kept.map { input.shape[$0] }
+    let outputStrides = cStrides(keptShape)
+    let op = context.node.op
+    let resultType = CExpressionContext.cType(context.resultType.dtype)
+    let reducedCount = cProduct(reduced.sorted().map { input.shape[$0] })
+
+    func inner(_ position: Int, _ axes: [Int], _ writer: inout CWriter, _ innermost: (inout CWriter) -> Void) {
+      if position == axes.count { return innermost(&writer) }
+      let axis = axes[position]
+      writer.block("for (int64_t i\(axis) = 0; i\(axis) < \(cDim(input.shape[axis])); i\(axis)++)") { nested in
+        inner(position + 1, axes, &nested, innermost)
+      }
+    }
+    let inputIndex = cIndex((0..<input.rank).map { "i\($0)" }, inputStrides)
+    let outputIndex = cIndex(kept.map { "i\($0)" }, outputStrides)
+    inner(0, kept, &writer) { body in
+      if op == "max" {
+        body.line("double acc = -INFINITY;")
+      } else {
+        body.line("double acc = 0;")
+      }
+      inner(0, reduced.sorted(), &body) { update in
+        if op == "max" {
+          // Spelled like Swift's max so NaN propagates the same way the interpreter's does.
+          update.line("const double v = (double)in0[\(inputIndex)];")
+          update.line("acc = v >= acc ? v : acc;")
+        } else {
+          update.line("acc += (double)in0[\(inputIndex)];")
+        }
+      }
+      if op == "mean" {
+        body.line("out[\(outputIndex)] = (\(resultType))(acc / (double)(\(reducedCount)));")
+      } else {
+        body.line("out[\(outputIndex)] = (\(resultType))acc;")
+      }
+    }
+  }
+
+  /// softmax and log_softmax: outer × axis × inner, three passes over each row (max, sum, write).
+  static func emitSoftmax(_ context: KernelContext, into writer: inout CWriter) {
+    let input = context.operandTypes[0]
+    var axis = context.attributes["axis"]?.intValue ?? -1
+    if axis < 0 { axis += input.rank }
+    let outer = cProduct(Array(input.shape[..<axis]))
+    let length = cDim(input.shape[axis])
+    let inner = cProduct(Array(input.shape[(axis + 1)...]))
+    let resultType = CExpressionContext.cType(context.resultType.dtype)
+    let isLog = context.node.op == "log_softmax"
+    writer.line("const int64_t outer = \(outer), length = \(length), inner = \(inner);")
+    writer.block("for (int64_t o = 0; o < outer; o++)") { outerLoop in
+      outerLoop.block("for (int64_t j = 0; j < inner; j++)") { body in
+        body.line("const int64_t base = o * length * inner + j;")
+        body.line("double peak = -INFINITY;")
+        body.line("for (int64_t i = 0; i < length; i++) { const double v = in0[base + i * inner]; if (v > peak) peak = v; }")
+        body.line("double total = 0;")
+        body.line("for (int64_t i = 0; i < length; i++) total += exp((double)in0[base + i * inner] - peak);")
+        if isLog {
+          body.line("const double log_total = log(total);")
+          body.line("for (int64_t i = 0; i < length; i++) out[base + i * inner] = (\(resultType))((double)in0[base + i * inner] - peak - log_total);")
+        } else {
+          body.line("for (int64_t i = 0; i < length; i++) out[base + i * inner] = (\(resultType))(exp((double)in0[base + i * inner] - peak) / total);")
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,109 @@
+import LaminaIR
+import LaminaSupport
+
+/// Ops that move elements: transposes, broadcasting copies, concatenation and slicing.
+enum ShapeKernels {
+  /// `transpose` and `permute`: loop over the result, read the input through permuted strides.
+  static func emitPermute(_ context: KernelContext, into writer: inout CWriter) {
+    let input = context.operandTypes[0]
+    let rank = input.rank
+    var permutation: [Int]
+    if let perm = context.attributes["perm"]?.intsValue {
+      permutation = perm.map { $0 < 0 ? $0 + rank : $0 }
+    } else {
+      permutation = Array(0..<rank)
+      permutation.swapAt(rank - 1, rank - 2)
+    }
+    let inputStrides = cStrides(input.shape)
+    let resultShape = context.resultType.shape
+    // Result axis d walks input axis permutation[d].
+    let readStrides = permutation.map { inputStrides[$0] }
+    let indices = (0..<rank).map { "i\($0)" }
+    loops(resultShape, &writer) { body in
+      body.line("out[\(cIndex(indices, cStrides(resultShape)))] = in0[\(cIndex(indices, readStrides))];")
+    }
+  }
+
+  /// `concat`: each operand's rows copied into place along the axis.
+  static func emitConcat(_ context: KernelContext, into writer: inout CWriter) {
+    let result = context.resultType
+    var axis = context.attributes["axis"]?.intValue ?? 0
+    if axis < 0 { axis += result.rank }
+    writer.line("const int64_t outer = \(cProduct(Array(result.shape[..<axis])));")
+    writer.line("const int64_t row = \(cProduct(Array(result.shape[axis...])));")
+    writer.line("int64_t offset = 0;")
+    for (index, operand) in context.operandTypes.enumerated() {
+      let piece = cProduct(Array(operand.shape[axis...]))
+      writer.block("") { block in
+        block.line("const int64_t piece = \(piece);")
+        block.line("for (int64_t o = 0; o < outer; o++) memcpy(out + o * row + offset, in\(index) + o * piece, (size_t)piece * sizeof(*out));")
+        block.line("offset += piece;")
+      }
+    }
+  }
+
+  /// `slice`: the start of each axis is resolved at run time (negative indices count from the end,
+  /// and symbolic sizes are only known then); an index out of range is an error, not a read past the end.
+  static func emitSlice(_ context: KernelContext, into writer: inout CWriter) {
+    let input = context.operandTypes[0]
+    guard case .slices(let items)? = context.attributes["index"] else { return }
+    let inputStrides = cStrides(input.shape)
+    var resultAxis = 0
+    var readTerms: [String] = []
+    var resultDims: [Dim] = []
+    var resultIndices: [String] = []
+    for axis in 0..<input.rank {
+      let size = cDim(input.shape[axis])
+      let item = axis < items.count ? items[axis] : .all
+      switch item {
+      case .index(let index):
+        writer.line("const int64_t start\(axis) = \(index) < 0 ? \(index) + \(size) : \(index);")
+        writer.line(
+          "if (start\(axis) < 0 || start\(axis) >= \(size)) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"slice: index \(index) is out of range for axis \(axis) of size %lld\", (long long)\(size));")
+        readTerms.append("start\(axis) * \(inputStrides[axis])")
+      case .range(let start, let stop, let step):
+        let count = cDim(context.resultType.shape[resultAxis])
+        // Python's rules: clamp the start into the axis; the result type already fixed the count.
+        let defaultStart = step > 0 ? "0" : "\(size) - 1"
+        writer.line(
+          "int64_t start\(axis) = \(start.map(String.init) ?? defaultStart);")
+        if let start, start < 0 { writer.line("start\(axis) += \(size);") }
+        writer.line(
+          "if (start\(axis) < 0) start\(axis) = \(step > 0 ? "0" : "-1");")
+        writer.line(
+          "if (start\(axis) >= \(size)) start\(axis) = \(step > 0 ? size : "\(size) - 1");")
+        writer.line(
+          "if (\(count) > 0 && (start\(axis) + (\(count) - 1) * \(step) < 0 || start\(axis) + (\(count) - 1) * \(step) >= \(size))) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"slice: \(item) on axis \(axis) of size %lld selects fewer than the %lld elements its type promised\", (long long)\(size), (long long)\(count));"
+        )
+        _ = stop
+        let index = "r\(resultAxis)"
+        readTerms.append("(start\(axis) + \(index) * \(step)) * \(inputStrides[axis])")
+        resultDims.append(context.resultType.shape[resultAxis])
+        resultIndices.append(index)
+        resultAxis += 1
+      }
+    }
+    let outputIndex = cIndex(resultIndices, cStrides(resultDims))
+    func nest(_ position: Int, _ writer: inout CWriter) {
+      if position == resultDims.count {
+        writer.line("out[\(outputIndex)] = in0[\(readTerms.isEmpty ? "0" : readTerms.joined(separator: " + "))];")
+        return
+      }
+      writer.block("for (int64_t r\(position) = 0; r\(position) < \(cDim(resultDims[position])); r\(position)++)") { inner in
+        nest(position + 1, &inner)
+      }
+    }
+    nest(0, &writer)
+  }
+
+  /// Nested loops `i0, i1, ...` over a shape.
+  static func loops(_ shape: [Dim], _ writer: inout CWriter, _ body: (inout CWriter) -> Void) {
+    func nest(_ axis: Int, _ writer: inout CWriter) {
+      if axis == shape.count { return body(&writer) }
+      writer.block("for (int64_t i\(axis) = 0; i\(axis) < \(cDim(shape[axis])); i\(axis)++)") { inner in
+        nest(axis + 1, &inner)
+      }
+    }
+    nest(0, &writer)
+  }
+}

@@ -1,0 +1,54 @@
+import Foundation
+import Lamina
+
+/// `lamina compile FILE.lam -o libmodel.so`: writes the shared library and its C header.
+enum CompileCommand: Command {
+  static let name = "compile"
+  static let summary = "Compile a model to a shared library and a C header"
+  static let help = """
+    usage: lamina compile FILE.lam -o libmodel.so [--emit-c DIR] [--cc COMPILER] [--cflags "FLAGS"]
+                          [--no-cache] [--model NAME]
+
+    Generates C for the model, compiles it with the system C compiler and writes the library, plus a
+    header (libmodel.h) for using it from C without Lamina.
+      --emit-c DIR   also write the generated model.c and model.h there
+      --cc PATH      the C compiler (default: $LAMINA_CC, then cc, clang, gcc)
+      --cflags F     compiler flags instead of the defaults (-O3 -march=native -fPIC -shared ...)
+      --no-cache     compile even if the library cache ($LAMINA_CACHE_DIR) has this model
+    """
+  static let options = OptionSpec(
+    valued: ["-o", "--emit-c", "--cc", "--cflags", "--model"], switches: ["--no-cache", "--time"])
+
+  static func run(_ options: inout Options, console: Console) throws -> Int32 {
+    let path = try options.modelPath()
+    guard let output = options.value("-o") else { throw UsageError("missing -o libmodel.so") }
+    let model = try loadModel(path, modelName: options.value("--model"), console: console)
+    let compileOptions = try compileOptions(options)
+    let compilation = try model.buildLibrary(options: compileOptions)
+    let library = try Data(contentsOf: URL(fileURLWithPath: compilation.libraryPath))
+    try AtomicFile.write(library, to: output)
+    let headerPath = URL(fileURLWithPath: output).deletingPathExtension().path + ".h"
+    try AtomicFile.write(Data(compilation.generated.header.utf8), to: headerPath)
+    if let directory = options.value("--emit-c") {
+      try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+      try AtomicFile.write(Data(compilation.generated.source.utf8), to: directory + "/model.c")
+      try AtomicFile.write(Data(compilation.generated.header.utf8), to: directory + "/model.h")
+    }
+    console.print(
+      "wrote \(output) and \(headerPath) (codegen \(milliseconds(compilation.codegenSeconds)), "
+        + (compilation.compiledNow ? "C compile \(milliseconds(compilation.compileSeconds)))" : "from the cache)"))
+    return 0
+  }
+
+  static func compileOptions(_ options: Options) throws -> CompileOptions {
+    var compileOptions = CompileOptions()
+    compileOptions.compiler = options.value("--cc")
+    if let flags = options.value("--cflags") {
+      compileOptions.flags = flags.split(separator: " ").map(String.init)
+    }
+    compileOptions.useCache = !options.isSet("--no-cache")
+    return compileOptions
+  }
+}
+
+func milliseconds(_ seconds: Double) -> String { String(format: "%.0f ms", seconds * 1000) }

@@ -1,0 +1,333 @@
+import Foundation
+import LaminaSupport
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// A compiled model loaded from its shared library, with its own parameters, arena and threads.
+///
+/// Knows nothing about the IR: everything comes from the library's signature. Tensors go to the C code
+/// as they are (no copies); outputs are written straight into the tensors returned.
+///
+///     let model = try CompiledModel(libraryPath: "libdigits.so")
+///     try model.loadWeights(from: "weights.safetensors")
+///     let outputs = try model.forward(["x": x])
+public final class CompiledModel: @unchecked Sendable {
+  public let signature: ModelSignature
+  public let libraryPath: String
+  private let handle: UnsafeMutableRawPointer
+  private let context: OpaquePointer
+  private let functions: Functions
+  /// One call at a time per context; the C side is not reentrant.
+  private let lock = NSLock()
+
+  private struct Functions {
+    typealias Destroy = @convention(c) (OpaquePointer?) -> Void
+    typealias LastError = @convention(c) (OpaquePointer?) -> UnsafePointer<CChar>?
+    typealias ParamData = @convention(c) (OpaquePointer?, Int64) -> UnsafeMutableRawPointer?
+    typealias ParamBytes = @convention(c) (Int64) -> Int64
+    typealias Forward = @convention(c) (
+      OpaquePointer?, UnsafePointer<Int64>?, UnsafePointer<UnsafeRawPointer?>?,
+      UnsafePointer<UnsafeMutableRawPointer?>?
+    ) -> Int32
+    typealias Evaluate = @convention(c) (
+      OpaquePointer?, UnsafePointer<Int64>?, UnsafePointer<UnsafeRawPointer?>?,
+      UnsafePointer<UnsafeMutableRawPointer?>?, UnsafePointer<UnsafeMutableRawPointer?>?
+    ) -> Int32
+
+    var destroy: Destroy
+    var lastError: LastError
+    var paramData: ParamData
+    var paramBytes: ParamBytes
+    var forward: Forward
+    var evaluate: Evaluate
+  }
+
+  /// Loads a library Lamina compiled, checking its ABI version; `threads <= 0` uses every core.
+  public init(libraryPath: String, threads: Int = 0) throws {
+    guard let handle = dlopen(libraryPath, RTLD_NOW | RTLD_LOCAL) else {
+      let reason = dlerror().map { String(cString: $0) } ?? "unknown error"
+      throw RunError("cannot load \(libraryPath): \(reason)")
+    }
+    func symbol<T>(_ name: String, _ type: T.Type) throws -> T {
+      guard let pointer = dlsym(handle, name) else {
+        dlclose(handle)
+        throw RunError("\(libraryPath) is not a Lamina model library (no \(name))")
+      }
+      return unsafeBitCast(pointer, to: type)
+    }
+    typealias Version = @convention(c) () -> Int32
+    typealias SignatureText = @convention(c) () -> UnsafePointer<CChar>?
+    typealias Create = @convention(c) (Int32) -> OpaquePointer?
+    let version = try symbol("lamina_abi_version", Version.self)()
+    guard version == CompiledModel.abiVersion else {
+      dlclose(handle)
+      throw RunError(
+        "\(libraryPath) was generated for Lamina C interface version \(version); this Lamina reads version \(CompiledModel.abiVersion): recompile the model"
+      )
+    }
+    guard let text = try symbol("lamina_model_signature", SignatureText.self)(),
+      let signature = try? ModelSignature.decode(String(cString: text))
+    else {
+      dlclose(handle)
+      throw RunError("\(libraryPath) has an unreadable model signature")
+    }
+    let functions = Functions(
+      destroy: try symbol("lamina_destroy", Functions.Destroy.self),
+      lastError: try symbol("lamina_last_error", Functions.LastError.self),
+      paramData: try symbol("lamina_param_data", Functions.ParamData.self),
+      paramBytes: try symbol("lamina_param_bytes", Functions.ParamBytes.self),
+      forward: try symbol("lamina_forward", Functions.Forward.self),
+      evaluate: try symbol("lamina_evaluate", Functions.Evaluate.self))
+    guard let context = try symbol("lamina_create", Create.self)(Int32(clamping: threads)) else {
+      dlclose(handle)
+      throw RunError("\(libraryPath): out of memory creating the model context")
+    }
+    self.handle = handle
+    self.context = context
+    self.functions = functions
+    self.signature = signature
+    self.libraryPath = libraryPath
+  }
+
+  deinit {
+    functions.destroy(context)
+    dlclose(handle)
+  }
+
+  /// The C interface version this runtime speaks.
+  public static let abiVersion: Int32 = 1
+
+  // MARK: Running
+
+  /// Computes every output. Inputs only the losses need (labels) may be omitted.
+  public func forward(_ inputs: [String: Tensor]) throws -> [String: Tensor] {
+    try run(inputs, withLosses: false).outputs
+  }
+
+  /// Computes every output and every loss.
+  public func evaluate(_ inputs: [String: Tensor]) throws -> (outputs: [String: Tensor], losses: [String: Tensor]) {
+    try run(inputs, withLosses: true)
+  }
+
+  private func run(_ inputs: [String: Tensor], withLosses: Bool) throws -> (
+    outputs: [String: Tensor], losses: [String: Tensor]
+  ) {
+    for name in inputs.keys where !signature.inputs.contains(where: { $0.name == name }) {
+      let names = signature.inputs.map(\.name)
+      throw RunError("the model has no input '\(name)' (inputs: \(names.joined(separator: ", ")))")
+    }
+    // Check and bind: every needed input present, of the right dtype and shape.
+    var prepared: [Tensor?] = []
+    var entries: [(ModelSignature.Entry, Tensor)] = []
+    for entry in signature.inputs {
+      let needed = withLosses || entry.forward == true
+      guard let tensor = inputs[entry.name] else {
+        if needed { throw RunError("missing input '\(entry.name)' (\(entry.typeDescription))") }
+        prepared.append(nil)
+        continue
+      }
+      let conformed = try conform(tensor, to: entry, kind: "input")
+      prepared.append(conformed)
+      entries.append((entry, conformed))
+    }
+    let bindings = try bindSymbols(entries)
+    let dims = try signature.symbols.map { symbol -> Int64 in
+      guard let value = bindings[symbol] else {
+        throw RunError("no input determines the dimension '\(symbol)'")
+      }
+      return Int64(value)
+    }
+    func allocate(_ entries: [ModelSignature.Entry]) throws -> [Tensor] {
+      try entries.map { entry in
+        guard let dtype = entry.elementType, let shape = entry.concreteShape(bindings) else {
+          throw RunError("cannot size output '\(entry.name)' \(entry.typeDescription)")
+        }
+        return Tensor(zeros: dtype, shape: shape)
+      }
+    }
+    var outputs = try allocate(signature.outputs)
+    var losses = withLosses ? try allocate(signature.losses) : []
+
+    lock.lock()
+    defer { lock.unlock() }
+    let status = try withInputPointers(prepared) { inputPointers in
+      try withMutablePointers(&outputs) { outputPointers in
+        try withMutablePointers(&losses) { lossPointers in
+          dims.withUnsafeBufferPointer { dimsPointer in
+            withLosses
+              ? functions.evaluate(context, dimsPointer.baseAddress, inputPointers, outputPointers, lossPointers)
+              : functions.forward(context, dimsPointer.baseAddress, inputPointers, outputPointers)
+          }
+        }
+      }
+    }
+    guard status == 0 else {
+      let message = functions.lastError(context).map { String(cString: $0) } ?? ""
+      throw RunError(message.isEmpty ? "the compiled model failed with code \(status)" : message)
+    }
+    var outputTable: [String: Tensor] = [:]
+    for (entry, tensor) in zip(signature.outputs, outputs) { outputTable[entry.name] = tensor }
+    var lossTable: [String: Tensor] = [:]
+    for (entry, tensor) in zip(signature.losses, losses) { lossTable[entry.name] = tensor }
+    return (outputTable, lossTable)
+  }
+
+  private func withInputPointers<Result>(
+    _ tensors: [Tensor?], _ body: (UnsafePointer<UnsafeRawPointer?>) throws -> Result
+  ) throws -> Result {
+    // Tensors' storage is stable while the tensors are alive; this array keeps them alive.
+    var pointers: [UnsafeRawPointer?] = []
+    var keepAlive: [Tensor] = []
+    for tensor in tensors {
+      if let tensor {
+        keepAlive.append(tensor)
+        pointers.append(tensor.withUnsafeBytes { $0.baseAddress })
+      } else {
+        pointers.append(nil)
+      }
+    }
+    if pointers.isEmpty { pointers.append(nil) }
+    let result = try pointers.withUnsafeBufferPointer { try body($0.baseAddress!) }
+    withExtendedLifetime(keepAlive) {}
+    return result
+  }
+
+  private func withMutablePointers<Result>(
+    _ tensors: inout [Tensor], _ body: (UnsafePointer<UnsafeMutableRawPointer?>) throws -> Result
+  ) throws -> Result {
+    var pointers: [UnsafeMutableRawPointer?] = []
+    for index in tensors.indices {
+      pointers.append(tensors[index].withUnsafeMutableBytes { $0.baseAddress })
+    }
+    if pointers.isEmpty { pointers.append(nil) }
+    return try pointers.withUnsafeBufferPointer { try body($0.baseAddress!) }
+  }
+
+  /// Accepts the declared dtype, or an integer tensor of another width whose values fit.
+  private func conform(_ tensor: Tensor, to entry: ModelSignature.Entry, kind: String) throws -> Tensor {
+    guard let dtype = entry.elementType else { throw RunError("\(kind) '\(entry.name)' has unknown dtype \(entry.dtype)") }
+    if tensor.dtype == dtype { return tensor }
+    if tensor.dtype.isInteger, dtype.isInteger {
+      if dtype == .i32, tensor.doubles().contains(where: { abs($0) > Double(Int32.max) }) {
+        throw RunError("\(kind) '\(entry.name)': a value does not fit in i32")
+      }
+      return tensor.converted(to: dtype)
+    }
+    throw RunError(
+      "\(kind) '\(entry.name)': expected dtype \(entry.dtype), got \(tensor.dtype) (\(tensor.typeDescription))")
+  }
+
+  /// Binds symbolic dimensions from the inputs' shapes, checking static dimensions on the way.
+  private func bindSymbols(_ entries: [(ModelSignature.Entry, Tensor)]) throws -> [String: Int] {
+    var bindings: [String: Int] = [:]
+    var boundBy: [String: String] = [:]
+    for (entry, tensor) in entries {
+      guard tensor.rank == entry.shape.count else {
+        throw RunError(
+          "input '\(entry.name)': expected \(entry.typeDescription) (rank \(entry.shape.count)), got \(tensor.typeDescription) (rank \(tensor.rank))")
+      }
+      for (axis, (dim, actual)) in zip(entry.shape, tensor.shape).enumerated() {
+        if let value = Int(dim) {
+          guard value == actual else {
+            throw RunError(
+              "input '\(entry.name)': expected \(entry.typeDescription), got \(tensor.typeDescription) (dimension \(axis) is \(actual), expected \(value))")
+          }
+        } else if !dim.contains("*") {
+          if let bound = bindings[dim], bound != actual {
+            throw RunError(
+              "input '\(entry.name)': dimension \(axis) (\(dim)) is \(actual), but \(dim) is \(bound) from '\(boundBy[dim]!)'")
+          }
+          guard actual >= 1 else {
+            throw RunError("input '\(entry.name)': dimension \(axis) (\(dim)) must be at least 1, got \(actual)")
+          }
+          bindings[dim] = actual
+          boundBy[dim] = entry.name
+        }
+      }
+    }
+    for (entry, tensor) in entries {
+      guard let expected = entry.concreteShape(bindings) else {
+        throw RunError("input '\(entry.name)': cannot bind \(entry.typeDescription) from its size alone")
+      }
+      guard expected == tensor.shape else {
+        throw RunError("input '\(entry.name)': expected \(entry.typeDescription) = \(expected), got \(tensor.shape)")
+      }
+    }
+    return bindings
+  }
+
+  // MARK: Parameters
+
+  /// A copy of a parameter's current value.
+  public func parameter(named name: String) throws -> Tensor {
+    let (index, entry) = try parameterEntry(name)
+    guard let dtype = entry.elementType, let shape = entry.concreteShape([:]) else {
+      throw RunError("parameter '\(name)' has an unsupported type \(entry.typeDescription)")
+    }
+    lock.lock()
+    defer { lock.unlock() }
+    guard let data = functions.paramData(context, Int64(index)) else { throw RunError("parameter '\(name)' has no storage") }
+    return Tensor(
+      dtype: dtype, shape: shape,
+      bytes: UnsafeRawBufferPointer(start: data, count: Int(functions.paramBytes(Int64(index)))))!
+  }
+
+  /// Replaces a parameter's value; the tensor's dtype and shape must match exactly.
+  public func setParameter(_ tensor: Tensor, named name: String) throws {
+    let (index, entry) = try parameterEntry(name)
+    guard tensor.dtype.rawValue == entry.dtype, tensor.shape == entry.concreteShape([:]) else {
+      throw RunError("parameter '\(name)': expected \(entry.typeDescription), got \(tensor.typeDescription)")
+    }
+    lock.lock()
+    defer { lock.unlock() }
+    guard let data = functions.paramData(context, Int64(index)),
+      functions.paramBytes(Int64(index)) == Int64(tensor.byteCount)
+    else { throw RunError("parameter '\(name)' has no storage of \(tensor.byteCount) bytes") }
+    tensor.withUnsafeBytes { source in
+      if let base = source.baseAddress { data.copyMemory(from: base, byteCount: source.count) }
+    }
+  }
+
+  /// Sets every parameter; each must be present with the right type.
+  public func setParameters(_ tensors: [String: Tensor]) throws {
+    for entry in signature.params {
+      guard let tensor = tensors[entry.name] else {
+        throw RunError("no value for parameter '\(entry.name)' (\(entry.typeDescription))")
+      }
+      try setParameter(tensor, named: entry.name)
+    }
+  }
+
+  /// Every parameter's current value, by name.
+  public func parameters() throws -> [String: Tensor] {
+    var result: [String: Tensor] = [:]
+    for entry in signature.params { result[entry.name] = try parameter(named: entry.name) }
+    return result
+  }
+
+  /// Loads every parameter from a `.safetensors` file keyed by parameter name.
+  public func loadWeights(from path: String) throws {
+    let weights = try SafeTensors.readDictionary(contentsOf: path)
+    for entry in signature.params where weights[entry.name] == nil {
+      throw RunError("\(path): no tensor for parameter '\(entry.name)'")
+    }
+    try setParameters(weights)
+  }
+
+  /// Saves every parameter to a `.safetensors` file, atomically.
+  public func saveWeights(to path: String) throws {
+    let tensors = try parameters().sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    try SafeTensors.write(tensors, metadata: ["model": signature.model], to: path)
+  }
+
+  private func parameterEntry(_ name: String) throws -> (Int, ModelSignature.Entry) {
+    guard let index = signature.params.firstIndex(where: { $0.name == name }) else {
+      throw RunError("the model has no parameter '\(name)'")
+    }
+    return (index, signature.params[index])
+  }
+}

@@ -1,0 +1,80 @@
+import Foundation
+
+/// What a compiled model takes and gives, as its library describes itself.
+///
+/// The code generator writes it into the library as JSON (`lamina_model_signature()`); the runtime
+/// reads it back to name inputs, check shapes and bind symbolic dimensions without knowing the IR.
+public struct ModelSignature: Codable, Sendable, Equatable {
+  /// One tensor of the interface.
+  public struct Entry: Codable, Sendable, Equatable {
+    public var name: String
+    public var dtype: String
+    /// Each dimension as text: `"64"`, `"batch"` or a product such as `"8*batch"`.
+    public var shape: [String]
+    /// For inputs: whether `forward` needs it (a label does not).
+    public var forward: Bool?
+
+    public init(name: String, dtype: String, shape: [String], forward: Bool? = nil) {
+      self.name = name
+      self.dtype = dtype
+      self.shape = shape
+      self.forward = forward
+    }
+
+    public var elementType: DType? { DType(rawValue: dtype) }
+
+    /// The concrete shape once the symbols are bound; nil when a symbol is missing.
+    public func concreteShape(_ bindings: [String: Int]) -> [Int]? {
+      var result: [Int] = []
+      for dim in shape {
+        var value = 1
+        for factor in dim.split(separator: "*") {
+          if let number = Int(factor) {
+            value *= number
+          } else if let bound = bindings[String(factor)] {
+            value *= bound
+          } else {
+            return nil
+          }
+        }
+        result.append(value)
+      }
+      return result
+    }
+
+    public var typeDescription: String { "\(dtype)[\(shape.joined(separator: ", "))]" }
+  }
+
+  /// The ABI the library was generated for; the runtime refuses others.
+  public var abi: Int
+  public var model: String
+  /// Symbolic dimensions, in the order `forward` takes their values.
+  public var symbols: [String]
+  public var inputs: [Entry]
+  public var params: [Entry]
+  public var outputs: [Entry]
+  public var losses: [Entry]
+
+  public init(
+    abi: Int, model: String, symbols: [String], inputs: [Entry], params: [Entry], outputs: [Entry],
+    losses: [Entry]
+  ) {
+    self.abi = abi
+    self.model = model
+    self.symbols = symbols
+    self.inputs = inputs
+    self.params = params
+    self.outputs = outputs
+    self.losses = losses
+  }
+
+  public func json() -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+  }
+
+  public static func decode(_ json: String) throws -> ModelSignature {
+    try JSONDecoder().decode(ModelSignature.self, from: Data(json.utf8))
+  }
+}
