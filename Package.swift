@@ -35,6 +35,8 @@ let package = Package(
     .target(name: "LaminaTestSupport", dependencies: ["Lamina"], path: "Tests/LaminaTestSupport"),
     .testTarget(
       name: "LaminaTests",
-      dependencies: ["Lamina", "LaminaFrontend", "LaminaCommandLine", "LaminaTestSupport"]),
+      dependencies: ["Lamina", "LaminaFrontend", "LaminaCommandLine", "LaminaTestSupport"],
+      // Bad model files with their expected diagnostics, read by BadModelTests.
+      exclude: ["BadModels"]),
   ]
 )

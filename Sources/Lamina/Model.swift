@@ -35,16 +35,19 @@ public struct Model: Sendable {
   }
 
   public init(
-    source: SourceFile, modelName: String? = nil, afterPass: (@Sendable (String, Graph) -> Void)? = nil
+    source: SourceFile, modelName: String? = nil,
+    afterPass: (@Sendable (String, Graph) -> Void)? = nil
   ) throws {
     let (graph, diagnostics) = Model.frontend(source, modelName: modelName)
     let errors = diagnostics.filter { $0.severity == .error }
-    guard let graph, errors.isEmpty else { throw CompileError(diagnostics: diagnostics, source: source) }
+    guard let graph, errors.isEmpty else {
+      throw CompileError(diagnostics: diagnostics, source: source.forDisplay)
+    }
     var mutableGraph = graph
     do {
       _ = try PassRunner(passes: Pipeline.inference, afterPass: afterPass).run(&mutableGraph)
     } catch let error as DiagnosticError {
-      throw CompileError(diagnostics: diagnostics + error.diagnostics, source: source)
+      throw CompileError(diagnostics: diagnostics + error.diagnostics, source: source.forDisplay)
     }
     self.graph = mutableGraph
     self.warnings = diagnostics.filter { $0.severity != .error }
@@ -66,12 +69,22 @@ public struct Model: Sendable {
     }
     let (program, parseDiagnostics) = Parser.parse(source: source)
     var diagnostics = parseDiagnostics.diagnostics
+    for (index, model) in program.models.enumerated() {
+      if let earlier = program.models[..<index].first(where: { $0.name == model.name }) {
+        diagnostics.append(
+          .error(
+            "model \(model.name) is defined twice", at: model.location,
+            notes: [.init("first defined here", at: earlier.location)]))
+      }
+    }
     let model: ModelDecl
     if let modelName {
       guard let found = program.models.first(where: { $0.name == modelName }) else {
         let names = program.models.map(\.name).joined(separator: ", ")
         diagnostics.append(
-          .error("\(source.path) has no model named '\(modelName)'\(names.isEmpty ? "" : " (it has \(names))")"))
+          .error(
+            "\(source.path) has no model named '\(modelName)'\(names.isEmpty ? "" : " (it has \(names))")"
+          ))
         return (nil, diagnostics)
       }
       model = found
@@ -88,7 +101,8 @@ public struct Model: Sendable {
       if program.models.count > 1 {
         diagnostics.append(
           .warning(
-            "the file defines \(program.models.count) models; using \(first.name)", at: first.location,
+            "the file defines \(program.models.count) models; using \(first.name)",
+            at: first.location,
             help: "choose one with --model NAME"))
       }
       model = first
@@ -119,12 +133,38 @@ public struct Model: Sendable {
     }
     guard let text = String(data: data, encoding: .utf8) else {
       throw CompileError(
-        diagnostics: [
-          .error(
-            "the file is not UTF-8 text; is it a model file?", at: SourceLocation(file: path, line: 1, column: 1))
-        ], source: SourceFile(path: path, text: ""))
+        diagnostics: [notUTF8(Array(data), path: path)],
+        source: SourceFile(
+          path: path, text: String(decoding: data, as: UTF8.self)
+        ).forDisplay)
     }
     return SourceFile(path: path, text: text)
+  }
+
+  /// The error for a file that is not UTF-8, at its first bad byte.
+  static func notUTF8(_ bytes: [UInt8], path: String) -> Diagnostic {
+    var iterator = bytes.makeIterator()
+    var decoder = UTF8()
+    var (line, column, offset) = (1, 1, 0)
+    decoding: while true {
+      switch decoder.decode(&iterator) {
+      case .scalarValue(let scalar):
+        offset += UTF8.width(scalar)
+        if scalar == "\n" {
+          line += 1
+          column = 1
+        } else {
+          column += 1
+        }
+      case .emptyInput, .error:
+        break decoding
+      }
+    }
+    let byte = offset < bytes.count ? String(bytes[offset], radix: 16, uppercase: true) : "?"
+    return .error(
+      "the file is not UTF-8 text (invalid byte 0x\(byte.count < 2 ? "0" : "")\(byte)); is it a model file?",
+      at: SourceLocation(file: path, line: line, column: column),
+      help: "model files are UTF-8 text; check that this is the .lam file you meant")
   }
 
   /// Initial values of every parameter, from the initializers, deterministic in `seed`.
@@ -133,14 +173,17 @@ public struct Model: Sendable {
   }
 
   /// Evaluates outputs (or losses) with the reference interpreter.
-  public func interpret(inputs: [String: Tensor], parameters: [String: Tensor], outputs: [String]) throws
+  public func interpret(inputs: [String: Tensor], parameters: [String: Tensor], outputs: [String])
+    throws
     -> [String: Tensor]
   {
     try Interpreter(graph: graph).run(inputs: inputs, parameters: parameters, outputs: outputs)
   }
 
   /// The textual IR of the graph.
-  public func ir(locations: Bool = false) -> String { IRPrinter(printLocations: locations).print(graph) }
+  public func ir(locations: Bool = false) -> String {
+    IRPrinter(printLocations: locations).print(graph)
+  }
 }
 
 /// A model that did not compile, with every diagnostic and the source to render them against.
@@ -153,4 +196,22 @@ public struct CompileError: Error, Sendable, CustomStringConvertible {
   /// Every diagnostic with the source line and a caret.
   public var rendered: String { DiagnosticRenderer(sources: [source]).render(diagnostics) }
   public var description: String { rendered }
+}
+
+extension SourceFile {
+  /// The source with control characters shown as U+FFFD, so quoting a line of a damaged file in a
+  /// diagnostic cannot drive the terminal (an escape sequence, a lone carriage return). One scalar
+  /// stays one scalar, so carets still line up.
+  var forDisplay: SourceFile {
+    let scalars = Array(text.unicodeScalars)
+    var clean = String.UnicodeScalarView()
+    for (index, scalar) in scalars.enumerated() {
+      let isLineEnd =
+        scalar == "\n"
+        || (scalar == "\r" && index + 1 < scalars.count && scalars[index + 1] == "\n")
+      let isControl = scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
+      clean.append(isControl && !isLineEnd && scalar != "\t" ? "\u{FFFD}" : scalar)
+    }
+    return SourceFile(path: path, text: String(clean))
+  }
 }

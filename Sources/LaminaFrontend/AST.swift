@@ -75,6 +75,29 @@ public enum Statement: Sendable {
     }
   }
 
+  /// The keyword the statement starts with.
+  public var keyword: String {
+    switch self {
+    case .input: "input"
+    case .param: "param"
+    case .let: "let"
+    case .output: "output"
+    case .loss: "loss"
+    case .train: "train"
+    case .freeze: "freeze"
+    case .return: "return"
+    }
+  }
+
+  /// The expression that computes the value the statement defines, if any.
+  public var definingExpression: Expr? {
+    switch self {
+    case .let(_, let value, _): value
+    case .output(_, let value, _): value
+    default: nil
+    }
+  }
+
   /// The name the statement defines, if any.
   public var definedName: String? {
     switch self {
@@ -104,6 +127,29 @@ public struct Expr: Sendable {
   public init(_ kind: Kind, at location: SourceLocation) {
     self.kind = kind
     self.location = location
+  }
+}
+
+extension Expr {
+  /// Whether the expression reads `name` anywhere inside.
+  public func mentions(_ name: String) -> Bool {
+    switch kind {
+    case .name(let other): other == name
+    case .integer, .float, .string: false
+    case .list(let elements): elements.contains { $0.mentions(name) }
+    case .binary(_, let lhs, let rhs): lhs.mentions(name) || rhs.mentions(name)
+    case .negate(let operand): operand.mentions(name)
+    case .call(_, _, let arguments): arguments.contains { $0.value.mentions(name) }
+    case .index(let base, let items):
+      base.mentions(name)
+        || items.contains { item in
+          switch item {
+          case .index(let expr): expr.mentions(name)
+          case .range(let start, let stop, let step):
+            [start, stop, step].contains { $0?.mentions(name) ?? false }
+          }
+        }
+    }
   }
 }
 

@@ -73,19 +73,31 @@ public struct LayerBuilder {
   }
 
   /// Adds a parameter named `scopeName.name`.
-  public mutating func param(_ name: String, _ type: TensorType, _ initializer: Initializer) throws(ShapeError)
+  public mutating func param(_ name: String, _ type: TensorType, _ initializer: Initializer)
+    throws(ShapeError)
     -> ValueID
   {
     let qualified = "\(scopeName).\(name)"
+    // The same bound as for a `param` declaration; a layer's size comes from options like units.
+    let elements = type.shape.reduce((1, false)) { product, dim in
+      let (value, overflow) = product.0.multipliedReportingOverflow(by: dim.staticValue ?? 1)
+      return (value, product.1 || overflow)
+    }
+    guard !elements.1, elements.0 <= 1 << 40 else {
+      throw ShapeError("parameter \(qualified) would be \(type), too large: past 2^40 elements")
+    }
     if graph.value(named: qualified) != nil {
       throw ShapeError(
-        "parameter name \(qualified) is already taken", help: "give the layer another name with name:")
+        "parameter name \(qualified) is already taken",
+        help: "give the layer another name with name:")
     }
     return graph.addParam(name: qualified, type: type, initializer: initializer, location: location)
   }
 
   /// Adds an op node, applying its shape rule.
-  public mutating func op(_ op: String, _ operands: [ValueID], _ attributes: [String: Attribute] = [:])
+  public mutating func op(
+    _ op: String, _ operands: [ValueID], _ attributes: [String: Attribute] = [:]
+  )
     throws(ShapeError) -> ValueID
   {
     guard let definition = OpRegistry.definition(op) else { throw ShapeError("unknown op \(op)") }
@@ -144,7 +156,12 @@ public enum LayerRegistry {
       guard let units = builder.int("units"), units > 0 else {
         throw ShapeError("dense: units must be a positive integer")
       }
-      guard type.dtype.isFloatingPoint else { throw ShapeError("dense needs a floating-point input, got \(type)") }
+      guard type.dtype.isFloatingPoint else {
+        throw ShapeError(
+          "dense needs a floating-point input, got \(type)",
+          help:
+            "convert it with cast(x, dtype: f32); for integer ids, an embedding is the usual layer")
+      }
       guard let features = type.shape.last?.staticValue else {
         throw ShapeError(
           "dense needs an input whose last dimension is static, got \(type)",
@@ -163,7 +180,8 @@ public enum LayerRegistry {
       if let activation = builder.string("activation") {
         guard activations.contains(activation) else {
           throw ShapeError(
-            "dense: unknown activation '\(activation)' (valid: \(activations.joined(separator: ", ")))")
+            "dense: unknown activation '\(activation)' (valid: \(activations.joined(separator: ", ")))"
+          )
         }
         y = try builder.op(activation, [y])
       }
@@ -171,5 +189,7 @@ public enum LayerRegistry {
     }
   ]
 
-  public static func definition(_ name: String) -> LayerDefinition? { all.first { $0.name == name } }
+  public static func definition(_ name: String) -> LayerDefinition? {
+    all.first { $0.name == name }
+  }
 }

@@ -48,6 +48,10 @@ public struct Lowering {
     var bindings: [String: Binding] = [:]
     /// Names the scope's statements define, with where, to explain use-before-definition.
     var laterDefinitions: [String: SourceLocation] = [:]
+    /// The expressions of those definitions, to tell a cycle from a simple misordering.
+    var laterExpressions: [String: Expr] = [:]
+    /// The name the statement being lowered defines (`a` while lowering `let a = ...`).
+    var defining: String?
     var instanceCounters: [String: Int] = [:]
 
     func qualified(_ name: String) -> String { prefix.isEmpty ? name : "\(prefix).\(name)" }
@@ -57,11 +61,16 @@ public struct Lowering {
   private var diagnostics = DiagnosticBag()
   private var scopes: [Scope] = []
   private let blocks: [String: BlockDecl]
-  private var blockCallDepth = 0
+  /// The blocks being expanded, outermost first, to catch recursion.
+  private var blockStack: [String] = []
   private var freezePatterns: [(pattern: String, location: SourceLocation)] = []
   /// Outputs and losses the model declares, including ones whose expression failed, so a failed loss
   /// is not reported again as a missing one.
   private var declaredExposedNames: Set<String> = []
+
+  /// Blocks and repeats expand inline; past this many nodes a model is surely a mistake (and would take
+  /// minutes to build).
+  static let maximumNodes = 1_000_000
 
   /// Lowers one model of a program. Returns the graph when there were no errors, and all diagnostics.
   public static func lower(_ model: ModelDecl, in program: SourceProgram, sourcePath: String) -> (
@@ -74,7 +83,9 @@ public struct Lowering {
         lowering.diagnostics.error(
           "block \(block.name) is defined twice", at: block.location,
           notes: [.init("first defined here", at: existing.location)])
-      } else if LayerRegistry.definition(block.name) != nil || OpRegistry.definition(block.name) != nil {
+      } else if LayerRegistry.definition(block.name) != nil
+        || OpRegistry.definition(block.name) != nil
+      {
         lowering.diagnostics.error(
           "block \(block.name) has the name of a built-in function", at: block.location)
       } else {
@@ -87,7 +98,9 @@ public struct Lowering {
     return (graph, lowering.diagnostics.diagnostics)
   }
 
-  private init(graph: Graph, blocks: [String: BlockDecl], diagnostics: DiagnosticBag = DiagnosticBag()) {
+  private init(
+    graph: Graph, blocks: [String: BlockDecl], diagnostics: DiagnosticBag = DiagnosticBag()
+  ) {
     self.graph = graph
     self.blocks = blocks
     self.diagnostics = diagnostics
@@ -112,12 +125,14 @@ public struct Lowering {
     }
     if !graph.trainSteps.isEmpty || !graph.losses.isEmpty {
       for step in graph.trainSteps where !declaredExposedNames.contains(step.lossName) {
+        let losses = graph.losses.map(\.name)
         diagnostics.error(
           "training step '\(step.name)' minimizes '\(step.lossName)', but the model has no such loss",
           at: step.location,
-          help: graph.losses.isEmpty
-            ? "define it with `loss = expression`"
-            : "the losses are \(graph.losses.map(\.name).joined(separator: ", "))")
+          help: losses.isEmpty
+            ? "define it with `loss \(step.lossName == "loss" ? "" : "\(step.lossName) ")= expression`"
+            : "the model's losses are \(losses.joined(separator: ", ")); choose one with \(step.optimizer)(loss: \(losses[0]), ...)"
+        )
       }
     }
     // Uses inside failed expressions may not have been seen; warnings would be noise then.
@@ -129,6 +144,7 @@ public struct Lowering {
     for statement in statements {
       if let name = statement.definedName, scope.laterDefinitions[name] == nil {
         scope.laterDefinitions[name] = statement.location
+        scope.laterExpressions[name] = statement.definingExpression
       }
     }
   }
@@ -154,12 +170,14 @@ public struct Lowering {
       let value: Value
       if let valueExpr {
         guard declareName(name, at: location) else { return }
-        value = evaluate(valueExpr)
+        value = evaluating(valueExpr, defining: name)
         bind(name, value, at: location, kind: "output", warnsWhenUnused: false)
       } else {
         value = lookup(name, at: location)
       }
-      guard let tensor = requireTensor(value, at: valueExpr?.location ?? location, what: "output \(name)")
+      guard
+        let tensor = requireTensor(
+          value, at: valueExpr?.location ?? location, what: "output \(name)")
       else { return }
       nameIfTemporary(tensor, name)
       graph.outputs.append(NamedValue(name: name, value: tensor))
@@ -170,28 +188,37 @@ public struct Lowering {
         return
       }
       let value = evaluate(valueExpr)
-      guard let tensor = requireTensor(value, at: valueExpr.location, what: "the loss") else { return }
+      guard let tensor = requireTensor(value, at: valueExpr.location, what: "the loss") else {
+        return
+      }
       let type = graph.type(of: tensor)
       guard type.isScalar, type.dtype.isFloatingPoint else {
         diagnostics.error(
           "the loss must be a floating-point scalar, got \(type)", at: valueExpr.location,
-          help: type.isScalar ? nil : "reduce it with mean(...) or sum(...)")
+          help: type.isScalar
+            ? "gradients need floating-point values; convert it with cast(..., dtype: f32)"
+            : "reduce it with mean(...) or sum(...)")
         return
       }
       nameIfTemporary(tensor, name)
       graph.losses.append(NamedValue(name: name, value: tensor))
-      if scope.bindings[name] == nil { bind(name, .tensor(tensor), at: location, kind: "loss", warnsWhenUnused: false) }
+      if scope.bindings[name] == nil {
+        bind(name, .tensor(tensor), at: location, kind: "loss", warnsWhenUnused: false)
+      }
     case .train(let name, let optimizerExpr, let location):
       lowerTrain(name: name, optimizerExpr, at: location)
     case .freeze(let patternExpr, let location):
       guard case .string(let pattern) = patternExpr.kind else {
         diagnostics.error(
-          "freeze takes a quoted parameter name pattern like \"encoder.*\"", at: patternExpr.location)
+          "freeze takes a quoted parameter name pattern like \"encoder.*\"",
+          at: patternExpr.location)
         return
       }
       freezePatterns.append((pattern, location))
     case .return(_, let location):
-      diagnostics.error("'return' is only allowed in a block", at: location)
+      diagnostics.error(
+        "'return' is only allowed in a block", at: location,
+        help: "a model exposes values with `output name = expression`")
     }
   }
 
@@ -217,11 +244,12 @@ public struct Lowering {
         diagnostics.error("parameter name \(qualified) is already taken", at: location)
         return
       }
-      let value = graph.addParam(name: qualified, type: type, initializer: initializer, location: location)
+      let value = graph.addParam(
+        name: qualified, type: type, initializer: initializer, location: location)
       bind(name, .tensor(value), at: location, kind: "parameter")
     case .let(let name, let valueExpr, let location):
       guard declareName(name, at: location) else { return }
-      let value = evaluate(valueExpr)
+      let value = evaluating(valueExpr, defining: name)
       if case .tensor(let tensor) = value { nameIfTemporary(tensor, scope.qualified(name)) }
       bind(name, value, at: location, kind: "let", warnsWhenUnused: true)
     default:
@@ -238,14 +266,17 @@ public struct Lowering {
     guard let optimizer = OptimizerRegistry.definition(callee) else {
       diagnostics.error(
         "unknown optimizer '\(callee)'", at: calleeLocation,
-        help: closestName(to: callee, among: OptimizerRegistry.all.map(\.name)).map { "did you mean '\($0)'?" }
+        help: closestName(to: callee, among: OptimizerRegistry.all.map(\.name)).map {
+          "did you mean '\($0)'?"
+        }
           ?? "the optimizers are \(OptimizerRegistry.all.map(\.name).joined(separator: ", "))")
       return
     }
     let stepName = name ?? "train"
-    if graph.trainSteps.contains(where: { $0.name == stepName }) {
+    if let first = graph.trainSteps.first(where: { $0.name == stepName }) {
       diagnostics.error(
         "training step '\(stepName)' is defined twice", at: location,
+        notes: [.init("first defined here", at: first.location)],
         help: "name each step: train generator with adam(...)")
       return
     }
@@ -253,15 +284,21 @@ public struct Lowering {
     var ok = true
     for argument in arguments {
       guard let label = argument.label else {
+        let first = optimizer.allHyperparameters[0].name
         diagnostics.error(
-          "optimizer arguments need labels, like lr: 0.01", at: argument.location)
+          "\(callee) takes labelled arguments only, got a positional one", at: argument.location,
+          help: "name it, as in \(callee)(\(first): \(literalText(argument.value) ?? "..."))")
         ok = false
         continue
       }
       guard let spec = optimizer.allHyperparameters.first(where: { $0.name == label }) else {
+        // Keras and PyTorch spell the learning rate out.
+        let suggestion =
+          label == "learning_rate"
+          ? "lr" : closestName(to: label, among: optimizer.allHyperparameters.map(\.name))
         diagnostics.error(
           "\(callee) has no hyperparameter '\(label)'", at: argument.location,
-          help: closestName(to: label, among: optimizer.allHyperparameters.map(\.name)).map { "did you mean '\($0)'?" }
+          help: suggestion.map { "did you mean '\($0)'?" }
             ?? "it takes \(optimizer.allHyperparameters.map(\.name).joined(separator: ", "))")
         ok = false
         continue
@@ -271,9 +308,14 @@ public struct Lowering {
         attributes[label] = .string(lossName)
         continue
       }
-      guard let attribute = attributeValue(argument.value), let coerced = attribute.coerced(to: spec.kind) else {
+      guard let attribute = attributeValue(argument.value) else {
+        ok = false
+        continue
+      }
+      guard let coerced = attribute.coerced(to: spec.kind) else {
         diagnostics.error(
-          "\(callee): '\(label)' must be \(spec.kind)", at: argument.value.location)
+          "\(callee): '\(label)' must be \(spec.kind), got \(attribute)",
+          at: argument.value.location)
         ok = false
         continue
       }
@@ -292,7 +334,8 @@ public struct Lowering {
   private mutating func applyFreezes() {
     for (pattern, location) in freezePatterns {
       var matched = false
-      for index in graph.params.indices where globMatch(pattern, graph[graph.params[index].value].name) {
+      for index in graph.params.indices
+      where globMatch(pattern, graph[graph.params[index].value].name) {
         graph.params[index].trainable = false
         matched = true
       }
@@ -305,7 +348,9 @@ public struct Lowering {
   }
 
   private mutating func reportUnused() {
-    for (name, binding) in scope.bindings.sorted(by: { $0.value.location.line < $1.value.location.line })
+    for (name, binding) in scope.bindings.sorted(by: {
+      $0.value.location.line < $1.value.location.line
+    })
     where !binding.used {
       if binding.warnsWhenUnused || binding.kind == "input" {
         diagnostics.warning("\(binding.kind) '\(name)' is never used", at: binding.location)
@@ -331,9 +376,11 @@ public struct Lowering {
   }
 
   private mutating func bind(
-    _ name: String, _ value: Value, at location: SourceLocation, kind: String, warnsWhenUnused: Bool = false
+    _ name: String, _ value: Value, at location: SourceLocation, kind: String,
+    warnsWhenUnused: Bool = false
   ) {
-    scope.bindings[name] = Binding(value: value, location: location, warnsWhenUnused: warnsWhenUnused, kind: kind)
+    scope.bindings[name] = Binding(
+      value: value, location: location, warnsWhenUnused: warnsWhenUnused, kind: kind)
   }
 
   private mutating func lookup(_ name: String, at location: SourceLocation) -> Value {
@@ -349,11 +396,25 @@ public struct Lowering {
     default: break
     }
     if let later = scope.laterDefinitions[name] {
-      diagnostics.error(
-        "'\(name)' is used before its definition", at: location,
-        notes: [.init("'\(name)' is defined here", at: later)],
-        help: "definitions run top to bottom; a value cannot depend on itself")
-    } else if OpRegistry.definition(name) != nil || LayerRegistry.definition(name) != nil || blocks[name] != nil {
+      if name == scope.defining {
+        diagnostics.error(
+          "'\(name)' is used in its own definition", at: location,
+          help:
+            "a value cannot depend on itself; to compute a new value from an old one, give it a new name"
+        )
+      } else {
+        let isCycle =
+          scope.defining.map { scope.laterExpressions[name]?.mentions($0) ?? false } ?? false
+        diagnostics.error(
+          "'\(name)' is used before its definition", at: location,
+          notes: [.init("'\(name)' is defined here", at: later)],
+          help: isCycle
+            ? "'\(name)' in turn uses '\(scope.defining!)'; two values cannot depend on each other"
+            : "definitions run top to bottom; move the definition of '\(name)' above this line")
+      }
+    } else if OpRegistry.definition(name) != nil || LayerRegistry.definition(name) != nil
+      || blocks[name] != nil
+    {
       diagnostics.error("'\(name)' is a function; call it, as in \(name)(x)", at: location)
     } else {
       let suggestion = closestName(to: name, among: Array(scope.bindings.keys))
@@ -370,26 +431,34 @@ public struct Lowering {
 
   // MARK: Types
 
-  private mutating func lowerType(_ typeExpr: TypeExpr, allowSymbols: Bool, what: String) -> TensorType? {
+  private mutating func lowerType(_ typeExpr: TypeExpr, allowSymbols: Bool, what: String)
+    -> TensorType?
+  {
     guard let dtype = DType(rawValue: typeExpr.dtype), dtype != .i64 else {
+      var dtypeLocation = typeExpr.location
+      dtypeLocation.length = typeExpr.dtype.count
       diagnostics.error(
-        "unknown dtype '\(typeExpr.dtype)' in the type of \(what)", at: typeExpr.location,
-        help: closestName(to: typeExpr.dtype, among: ["f32", "f64", "i32"]).map { "did you mean '\($0)'?" }
+        "unknown dtype '\(typeExpr.dtype)' in the type of \(what)", at: dtypeLocation,
+        help: closestName(to: typeExpr.dtype, among: ["f32", "f64", "i32"]).map {
+          "did you mean '\($0)'?"
+        }
           ?? "the dtypes are f32, f64 and i32")
       return nil
     }
     var shape: [Dim] = []
     var elements = 1
-    for dim in typeExpr.dims {
+    for (axis, dim) in typeExpr.dims.enumerated() {
       switch dim {
       case .literal(let value, let location):
         guard value > 0 else {
-          diagnostics.error("dimension \(value) of \(what) must be positive", at: location)
+          diagnostics.error(
+            "dimension \(axis) of \(what) has size \(value); sizes must be positive", at: location)
           return nil
         }
         let (product, overflow) = elements.multipliedReportingOverflow(by: value)
         guard !overflow, product <= 1 << 40 else {
-          diagnostics.error("\(what) is too large: its dimensions multiply past 2^40 elements", at: location)
+          diagnostics.error(
+            "\(what) is too large: its dimensions multiply past 2^40 elements", at: location)
           return nil
         }
         elements = product
@@ -409,7 +478,9 @@ public struct Lowering {
         } else {
           diagnostics.error(
             "\(what) must have a static shape, but '\(name)' is a symbolic dimension", at: location,
-            help: "parameters are created before any batch is seen; use integers or Int block arguments")
+            help:
+              "parameters are created before any batch is seen; use integers or Int block arguments"
+          )
           return nil
         }
       }
@@ -428,7 +499,9 @@ public struct Lowering {
     guard let definition = InitializerRegistry.definition(callee) else {
       diagnostics.error(
         "unknown initializer '\(callee)'", at: calleeLocation,
-        help: closestName(to: callee, among: InitializerRegistry.names).map { "did you mean '\($0)'?" }
+        help: closestName(to: callee, among: InitializerRegistry.names).map {
+          "did you mean '\($0)'?"
+        }
           ?? "the initializers are \(InitializerRegistry.names.joined(separator: ", "))")
       return nil
     }
@@ -443,12 +516,15 @@ public struct Lowering {
       }
       guard let spec else {
         diagnostics.error(
-          argument.label.map { "\(callee) has no argument '\($0)'" } ?? "\(callee) takes \(definition.arguments.count) argument(s)",
+          argument.label.map { "\(callee) has no argument '\($0)'" }
+            ?? "\(callee) takes \(definition.arguments.count) argument(s)",
           at: argument.location, help: "the signature is \(definition.signature)")
         return nil
       }
-      guard let value = attributeValue(argument.value), let coerced = value.coerced(to: spec.kind) else {
-        diagnostics.error("\(callee): '\(spec.name)' must be \(spec.kind)", at: argument.value.location)
+      guard let value = attributeValue(argument.value), let coerced = value.coerced(to: spec.kind)
+      else {
+        diagnostics.error(
+          "\(callee): '\(spec.name)' must be \(spec.kind)", at: argument.value.location)
         return nil
       }
       values[spec.name] = coerced
@@ -465,6 +541,24 @@ public struct Lowering {
   }
 
   // MARK: Expressions
+
+  /// Evaluates the expression of the definition of `name`, so a use of `name` inside is recognized.
+  private mutating func evaluating(_ expr: Expr, defining name: String) -> Value {
+    let outer = scope.defining
+    scope.defining = name
+    defer { scope.defining = outer }
+    return evaluate(expr)
+  }
+
+  /// A literal as written, for help lines.
+  private func literalText(_ expr: Expr) -> String? {
+    switch expr.kind {
+    case .integer(let value): String(value)
+    case .float(let value): String(value)
+    case .string(let value): "\"\(value)\""
+    default: nil
+    }
+  }
 
   private mutating func evaluate(_ expr: Expr) -> Value {
     switch expr.kind {
@@ -497,7 +591,9 @@ public struct Lowering {
     }
   }
 
-  private mutating func lowerBinary(_ op: BinaryOperator, _ lhs: Value, _ rhs: Value, at location: SourceLocation)
+  private mutating func lowerBinary(
+    _ op: BinaryOperator, _ lhs: Value, _ rhs: Value, at location: SourceLocation
+  )
     -> Value
   {
     switch (lhs, rhs) {
@@ -549,7 +645,8 @@ public struct Lowering {
       return emit(op.op, [constant(number(lhs)!, like: b, at: location), b], at: location)
     default:
       diagnostics.error(
-        "cannot apply '\(op.rawValue)' to \(lhs.kindDescription) and \(rhs.kindDescription)", at: location)
+        "cannot apply '\(op.rawValue)' to \(lhs.kindDescription) and \(rhs.kindDescription)",
+        at: location)
       return .poisoned
     }
   }
@@ -563,15 +660,19 @@ public struct Lowering {
   }
 
   /// A scalar constant node with the dtype of `other`, so literals adapt to the tensors they meet.
-  private mutating func constant(_ value: Double, like other: ValueID?, at location: SourceLocation) -> ValueID {
+  private mutating func constant(_ value: Double, like other: ValueID?, at location: SourceLocation)
+    -> ValueID
+  {
     let dtype = other.map { graph.type(of: $0).dtype } ?? .f32
     return graph.addNode(
-      "constant", [], attributes: ["value": .float(value), "dtype": .dtype(dtype)], type: .scalar(dtype),
+      "constant", [], attributes: ["value": .float(value), "dtype": .dtype(dtype)],
+      type: .scalar(dtype),
       location: location)
   }
 
   private mutating func emit(
-    _ op: String, _ operands: [ValueID], attributes: [String: Attribute] = [:], at location: SourceLocation
+    _ op: String, _ operands: [ValueID], attributes: [String: Attribute] = [:],
+    at location: SourceLocation
   ) -> Value {
     guard let definition = OpRegistry.definition(op) else {
       diagnostics.error("unknown op '\(op)'", at: location)
@@ -580,7 +681,8 @@ public struct Lowering {
     do {
       let (types, resolved) = try definition.inferTypes(
         operands: operands.map { graph.type(of: $0) }, attributes: attributes)
-      let result = graph.addNode(op, operands, attributes: resolved, type: types[0], location: location)
+      let result = graph.addNode(
+        op, operands, attributes: resolved, type: types[0], location: location)
       return .tensor(result)
     } catch {
       diagnostics.error(error.message, at: location, help: error.help)
@@ -588,7 +690,9 @@ public struct Lowering {
     }
   }
 
-  private mutating func requireTensor(_ value: Value, at location: SourceLocation, what: String) -> ValueID? {
+  private mutating func requireTensor(_ value: Value, at location: SourceLocation, what: String)
+    -> ValueID?
+  {
     switch value {
     case .tensor(let tensor): return tensor
     case .poisoned: return nil
@@ -598,7 +702,9 @@ public struct Lowering {
     }
   }
 
-  private mutating func lowerIndex(_ base: Value, _ items: [IndexItem], at location: SourceLocation) -> Value {
+  private mutating func lowerIndex(_ base: Value, _ items: [IndexItem], at location: SourceLocation)
+    -> Value
+  {
     guard case .tensor(let tensor) = base else {
       if case .poisoned = base { return .poisoned }
       diagnostics.error("only tensors can be indexed, not \(base.kindDescription)", at: location)
@@ -617,7 +723,9 @@ public struct Lowering {
         guard let value = integer(expr), let value else { return .poisoned }
         slices.append(.index(value))
       case .range(let startExpr, let stopExpr, let stepExpr):
-        guard let start = integer(startExpr), let stop = integer(stopExpr), let step = integer(stepExpr) else {
+        guard let start = integer(startExpr), let stop = integer(stopExpr),
+          let step = integer(stepExpr)
+        else {
           return .poisoned
         }
         if step == 0 {
@@ -633,7 +741,8 @@ public struct Lowering {
   // MARK: Calls
 
   private mutating func lowerCall(
-    _ callee: String, calleeLocation: SourceLocation, _ arguments: [Argument], at location: SourceLocation
+    _ callee: String, calleeLocation: SourceLocation, _ arguments: [Argument],
+    at location: SourceLocation
   ) -> Value {
     if let block = blocks[callee] {
       return callBlock(block, arguments: arguments, at: location)
@@ -647,17 +756,29 @@ public struct Lowering {
     }
     if InitializerRegistry.definition(callee) != nil {
       diagnostics.error(
-        "\(callee) is an initializer; use it in a param declaration (param w: f32[4, 4] = \(callee)()) or a layer's init:",
-        at: calleeLocation)
+        "\(callee) is an initializer, not a function", at: calleeLocation,
+        help:
+          "initializers give parameters their starting values: param w: f32[4, 4] = \(callee)(), or dense(units: 8, init: \(callee)())"
+      )
       return .poisoned
     }
     if OptimizerRegistry.definition(callee) != nil {
-      diagnostics.error("\(callee) is an optimizer; use it as `train with \(callee)(...)`", at: calleeLocation)
+      diagnostics.error(
+        "\(callee) is an optimizer, not a function", at: calleeLocation,
+        help: "use it in a training step: train with \(callee)(lr: 0.01)")
+      return .poisoned
+    }
+    if let binding = scope.bindings[callee] {
+      scope.bindings[callee]!.used = true
+      diagnostics.error(
+        "'\(callee)' is \(binding.value.kindDescription), not a function", at: calleeLocation,
+        notes: [.init("'\(callee)' is defined here", at: binding.location)])
       return .poisoned
     }
     // Evaluating the arguments still finds their own mistakes.
     for argument in arguments { _ = evaluate(argument.value) }
-    let candidates = OpRegistry.names + LayerRegistry.all.map(\.name) + Array(blocks.keys) + ["repeat"]
+    let candidates =
+      OpRegistry.names + LayerRegistry.all.map(\.name) + Array(blocks.keys) + ["repeat"]
     diagnostics.error(
       "unknown function '\(callee)'", at: calleeLocation,
       help: closestName(to: callee, among: candidates).map { "did you mean '\($0)'?" })
@@ -665,7 +786,9 @@ public struct Lowering {
   }
 
   /// An op from the op table: positional tensors fill operands, the rest become attributes.
-  private mutating func callOp(_ op: OpDefinition, _ arguments: [Argument], at location: SourceLocation) -> Value {
+  private mutating func callOp(
+    _ op: OpDefinition, _ arguments: [Argument], at location: SourceLocation
+  ) -> Value {
     var operandValues: [(Value, SourceLocation)] = []
     var attributes: [String: Attribute] = [:]
     var positionalAttributes = op.attributes.makeIterator()
@@ -680,13 +803,19 @@ public struct Lowering {
         guard op.attributes.contains(where: { $0.name == label }) else {
           let known = op.attributes.map(\.name)
           diagnostics.error(
-            known.isEmpty ? "\(op.name) takes no labelled arguments, got '\(label)'" : "\(op.name) has no argument '\(label)'",
+            known.isEmpty
+              ? "\(op.name) takes no labelled arguments, got '\(label)'"
+              : "\(op.name) has no argument '\(label)'",
             at: argument.location,
-            help: closestName(to: label, among: known).map { "did you mean '\($0)'?" } ?? "the signature is \(op.signature)")
+            help: closestName(to: label, among: known).map { "did you mean '\($0)'?" }
+              ?? "the signature is \(op.signature)")
           poisoned = true
           continue
         }
-        guard let attribute = attributeValue(argument.value) else {
+        guard
+          let attribute = checkedAttribute(
+            argument.value, for: op.attributes.first { $0.name == label }!, of: op)
+        else {
           poisoned = true
           continue
         }
@@ -695,7 +824,7 @@ public struct Lowering {
       }
       // Literals after the operands are positional attributes (`leaky_relu(x, 0.2)`).
       if !takesMoreOperands(operandValues.count), let spec = positionalAttributes.next() {
-        guard let attribute = attributeValue(argument.value) else {
+        guard let attribute = checkedAttribute(argument.value, for: spec, of: op) else {
           poisoned = true
           continue
         }
@@ -712,12 +841,15 @@ public struct Lowering {
     }
     if poisoned { return .poisoned }
     // Literal operands take the dtype of the first tensor operand.
-    let firstTensor = operandValues.lazy.compactMap { if case .tensor(let id) = $0.0 { id } else { nil } }.first
+    let firstTensor = operandValues.lazy.compactMap {
+      if case .tensor(let id) = $0.0 { id } else { nil }
+    }.first
     var operands: [ValueID] = []
     for (value, valueLocation) in operandValues {
       switch value {
       case .tensor(let id): operands.append(id)
-      case .integer, .number: operands.append(constant(number(value)!, like: firstTensor, at: valueLocation))
+      case .integer, .number:
+        operands.append(constant(number(value)!, like: firstTensor, at: valueLocation))
       case .poisoned: return .poisoned
       default:
         diagnostics.error(
@@ -729,10 +861,26 @@ public struct Lowering {
     return emit(op.name, operands, attributes: attributes, at: location)
   }
 
+  /// An op's attribute value, checked against its kind here so the error points at the argument.
+  private mutating func checkedAttribute(_ expr: Expr, for spec: AttributeSpec, of op: OpDefinition)
+    -> Attribute?
+  {
+    guard let attribute = attributeValue(expr) else { return nil }
+    guard attribute.coerced(to: spec.kind) != nil else {
+      diagnostics.error(
+        "\(op.name): '\(spec.name)' must be \(spec.kind), got \(attribute)", at: expr.location,
+        help: "the signature is \(op.signature)")
+      return nil
+    }
+    return attribute
+  }
+
   /// A compile-time value for an attribute. Bare names that are not defined read as symbols or words
   /// (`reshape(x, [batch, -1])`, `cast(x, dtype: f64)`).
   private mutating func attributeValue(_ expr: Expr) -> Attribute? {
-    if case .name(let name) = expr.kind, scope.bindings[name] == nil, !["true", "false", "params"].contains(name) {
+    if case .name(let name) = expr.kind, scope.bindings[name] == nil,
+      !["true", "false", "params"].contains(name)
+    {
       return .string(name)
     }
     if case .list(let elements) = expr.kind {
@@ -757,7 +905,9 @@ public struct Lowering {
         case .poisoned:
           return nil
         case let other:
-          diagnostics.error("a list here holds numbers or dimensions, not \(other.kindDescription)", at: element.location)
+          diagnostics.error(
+            "a list here holds numbers or dimensions, not \(other.kindDescription)",
+            at: element.location)
           return nil
         }
       }
@@ -777,7 +927,9 @@ public struct Lowering {
     }
   }
 
-  private mutating func callLayer(_ layer: LayerDefinition, _ arguments: [Argument], at location: SourceLocation)
+  private mutating func callLayer(
+    _ layer: LayerDefinition, _ arguments: [Argument], at location: SourceLocation
+  )
     -> Value
   {
     var inputs: [ValueID] = []
@@ -790,7 +942,9 @@ public struct Lowering {
           case .tensor(let id): inputs.append(id)
           case .poisoned: failed = true
           case let other:
-            diagnostics.error("\(layer.name) takes a tensor input, got \(other.kindDescription)", at: argument.location)
+            diagnostics.error(
+              "\(layer.name) takes a tensor input, got \(other.kindDescription)",
+              at: argument.location)
             failed = true
           }
         } else {
@@ -804,7 +958,9 @@ public struct Lowering {
       guard let spec = layer.options.first(where: { $0.name == label }) else {
         diagnostics.error(
           "\(layer.name) has no option '\(label)'", at: argument.location,
-          help: closestName(to: label, among: layer.options.map(\.name)).map { "did you mean '\($0)'?" }
+          help: closestName(to: label, among: layer.options.map(\.name)).map {
+            "did you mean '\($0)'?"
+          }
             ?? "its options are \(layer.options.map(\.name).joined(separator: ", "))")
         failed = true
         continue
@@ -816,12 +972,15 @@ public struct Lowering {
       }
     }
     for spec in layer.options where spec.isRequired && options[spec.name] == nil && !failed {
-      diagnostics.error("\(layer.name) needs the option \(spec.name): (\(spec.summary))", at: location)
+      diagnostics.error(
+        "\(layer.name) needs the option '\(spec.name)' (\(spec.summary))", at: location,
+        help: "add it, as in \(layer.name)(\(spec.name): \(spec.kind == .integer ? "64" : "..."))")
       failed = true
     }
     if inputs.count < layer.inputCount && !failed {
       diagnostics.error(
-        "\(layer.name) needs \(layer.inputCount) tensor input(s), got \(inputs.count)", at: location)
+        "\(layer.name) needs \(layer.inputCount) tensor input(s), got \(inputs.count)", at: location
+      )
       failed = true
     }
     if failed { return .poisoned }
@@ -845,7 +1004,9 @@ public struct Lowering {
     }
   }
 
-  private mutating func layerOption(_ expr: Expr, spec: LayerOptionSpec, layer: String) -> LayerOption? {
+  private mutating func layerOption(_ expr: Expr, spec: LayerOptionSpec, layer: String)
+    -> LayerOption?
+  {
     if spec.kind == .initializer {
       return lowerInitializer(expr).map(LayerOption.initializer)
     }
@@ -859,7 +1020,8 @@ public struct Lowering {
     case (_, .poisoned): return nil
     default:
       diagnostics.error(
-        "\(layer): \(spec.name) must be \(spec.kind.rawValue), got \(value.kindDescription)", at: expr.location)
+        "\(layer): \(spec.name) must be \(spec.kind.rawValue), got \(value.kindDescription)",
+        at: expr.location)
       return nil
     }
   }
@@ -876,12 +1038,15 @@ public struct Lowering {
   /// `repeat(x, n, Block(args))`: n fresh copies of the block, each feeding the next.
   private mutating func lowerRepeat(_ arguments: [Argument], at location: SourceLocation) -> Value {
     guard arguments.count == 3, arguments.allSatisfy({ $0.label == nil }) else {
-      diagnostics.error("repeat takes three arguments: repeat(x, count, Block(options))", at: location)
+      diagnostics.error(
+        "repeat takes three arguments: repeat(x, count, Block(options))", at: location)
       return .poisoned
     }
     var current = evaluate(arguments[0].value)
-    guard case .integer(let count) = evaluate(arguments[1].value), (0...10_000).contains(count) else {
-      diagnostics.error("repeat count must be an integer from 0 to 10000", at: arguments[1].location)
+    guard case .integer(let count) = evaluate(arguments[1].value), (0...10_000).contains(count)
+    else {
+      diagnostics.error(
+        "repeat count must be an integer from 0 to 10000", at: arguments[1].location)
       return .poisoned
     }
     let blockExpr = arguments[2].value
@@ -892,14 +1057,31 @@ public struct Lowering {
       default: ("", [])
       }
     guard let block = blocks[blockName] else {
+      let isBuiltIn =
+        LayerRegistry.definition(blockName) != nil || OpRegistry.definition(blockName) != nil
       diagnostics.error(
         "repeat's third argument must be a block, like Residual(units: 64)", at: blockExpr.location,
-        help: closestName(to: blockName, among: Array(blocks.keys)).map { "did you mean '\($0)'?" })
+        help: isBuiltIn
+          ? "\(blockName) is a built-in function; wrap it in a block: block Step(x) { return \(blockName)(x, ...) }"
+          : closestName(to: blockName, among: Array(blocks.keys)).map { "did you mean '\($0)'?" })
       return .poisoned
     }
-    for _ in 0..<count {
-      if case .poisoned = current { return .poisoned }
+    let nodesBefore = graph.nodes.count
+    if case .poisoned = current { return .poisoned }
+    for copy in 0..<count {
       current = callBlock(block, leading: current, arguments: blockArguments, at: location)
+      if case .poisoned = current { return .poisoned }
+      // The first copy tells how large all of them will be; stop before building a runaway model.
+      if copy == 0 {
+        let (total, overflow) = (graph.nodes.count - nodesBefore).multipliedReportingOverflow(
+          by: count)
+        if overflow || nodesBefore + total > Lowering.maximumNodes {
+          diagnostics.error(
+            "repeat would make \(overflow ? "too many" : "about \(total)") nodes from \(count) copies of block \(block.name), more than a model may have (\(Lowering.maximumNodes))",
+            at: location, help: "use a smaller count; repeats nested inside blocks multiply")
+          return .poisoned
+        }
+      }
     }
     return current
   }
@@ -907,9 +1089,29 @@ public struct Lowering {
   private mutating func callBlock(
     _ block: BlockDecl, leading: Value? = nil, arguments: [Argument], at location: SourceLocation
   ) -> Value {
-    guard blockCallDepth < 64 else {
+    if let start = blockStack.firstIndex(of: block.name) {
+      let through = blockStack[(start + 1)...]
       diagnostics.error(
-        "block \(block.name) calls itself too deeply (64 levels); blocks cannot be recursive", at: location)
+        "block \(block.name) calls itself\(through.isEmpty ? "" : " through \(through.joined(separator: ", "))")",
+        at: location,
+        help:
+          "blocks are expanded where they are called, so they cannot be recursive; for a chain of copies use repeat(x, n, \(block.name))"
+      )
+      return .poisoned
+    }
+    // Each level is a few stack frames of lowering; a chain of blocks this deep is surely generated.
+    guard blockStack.count < 64 else {
+      diagnostics.error(
+        "blocks call each other more than 64 levels deep, down to block \(block.name)",
+        at: location,
+        help: "flatten the chain of blocks")
+      return .poisoned
+    }
+    guard graph.nodes.count <= Lowering.maximumNodes else {
+      diagnostics.error(
+        "the model grows past \(Lowering.maximumNodes) nodes while expanding block \(block.name)",
+        at: location,
+        help: "blocks that call other blocks many times multiply; make fewer calls")
       return .poisoned
     }
     // Match arguments to parameters: positional in order, then labelled.
@@ -918,9 +1120,13 @@ public struct Lowering {
     var positional = block.parameters.makeIterator()
     if let leading, let first = positional.next() { values[first.name] = leading }
     var failed = false
+    var argumentLocations: [String: SourceLocation] = [:]
     for argument in arguments {
       if argument.label == "name" && !block.parameters.contains(where: { $0.name == "name" }) {
-        if case .string(let name) = argument.value.kind { nameOverride = name; continue }
+        if case .string(let name) = argument.value.kind {
+          nameOverride = name
+          continue
+        }
       }
       let parameter: BlockParameter?
       if let label = argument.label {
@@ -928,7 +1134,9 @@ public struct Lowering {
         if parameter == nil {
           diagnostics.error(
             "block \(block.name) has no parameter '\(label)'", at: argument.location,
-            help: closestName(to: label, among: block.parameters.map(\.name)).map { "did you mean '\($0)'?" })
+            help: closestName(to: label, among: block.parameters.map(\.name)).map {
+              "did you mean '\($0)'?"
+            })
           failed = true
           continue
         }
@@ -942,10 +1150,12 @@ public struct Lowering {
       }
       let parameterValue = evaluate(argument.value)
       if values[parameter!.name] != nil {
-        diagnostics.error("parameter '\(parameter!.name)' of \(block.name) is given twice", at: argument.location)
+        diagnostics.error(
+          "parameter '\(parameter!.name)' of \(block.name) is given twice", at: argument.location)
         failed = true
       }
       values[parameter!.name] = parameterValue
+      argumentLocations[parameter!.name] = argument.location
     }
     for parameter in block.parameters where values[parameter.name] == nil {
       if let defaultValue = parameter.defaultValue {
@@ -963,16 +1173,19 @@ public struct Lowering {
       let ok: Bool =
         switch (parameter.kind, value) {
         case (_, .poisoned): false
-        case (.tensor, .tensor), (.int, .integer), (.float, .integer), (.float, .number), (.bool, .bool),
+        case (.tensor, .tensor), (.int, .integer), (.float, .integer), (.float, .number),
+          (.bool, .bool),
           (.string, .string):
           true
         default: false
         }
       if !ok {
-        if case .poisoned = value {} else {
+        if case .poisoned = value {
+        } else {
           diagnostics.error(
             "argument '\(parameter.name)' of \(block.name) must be \(parameter.kind == .tensor ? "a tensor" : parameter.kind.rawValue), got \(value.kindDescription)",
-            at: location)
+            at: argumentLocations[parameter.name] ?? location,
+            notes: [.init("parameter declared here", at: parameter.location)])
         }
         failed = true
       }
@@ -983,12 +1196,13 @@ public struct Lowering {
     var newScope = Scope(prefix: scope.qualified(instance))
     for parameter in block.parameters {
       newScope.bindings[parameter.name] = Binding(
-        value: values[parameter.name]!, location: parameter.location, warnsWhenUnused: false, kind: "parameter")
+        value: values[parameter.name]!, location: parameter.location, warnsWhenUnused: false,
+        kind: "parameter")
     }
     scopes.append(newScope)
-    blockCallDepth += 1
+    blockStack.append(block.name)
     defer {
-      blockCallDepth -= 1
+      blockStack.removeLast()
       scopes.removeLast()
     }
     recordDefinitions(block.statements)
@@ -1004,15 +1218,37 @@ public struct Lowering {
       case .return(let valueExpr, _):
         result = evaluate(valueExpr)
       case .input, .output, .loss, .train, .freeze:
+        let isInput = statement.keyword == "input"
+        let parameterList = (block.parameters.map(\.name) + [statement.definedName ?? "x"]).joined(
+          separator: ", ")
         diagnostics.error(
-          "this statement is only allowed in a model, not in block \(block.name)", at: statement.location)
+          "'\(statement.keyword)' is only allowed in a model, not in block \(block.name)",
+          at: statement.location,
+          help: isInput
+            ? "a block receives tensors as parameters: block \(block.name)(\(parameterList))"
+            : "a block gives its result with `return`; declare outputs, losses and training in the model"
+        )
+        // Uses of the name are not reported again.
+        if let name = statement.definedName, scope.bindings[name] == nil {
+          bind(name, .poisoned, at: statement.location, kind: statement.keyword)
+        }
       }
     }
-    for (name, binding) in scope.bindings where !binding.used && binding.warnsWhenUnused {
+    // The last value a block without `return` computes is most likely what it meant to return.
+    let lastLet = block.statements.last { if case .let = $0 { true } else { false } }?.definedName
+    let bindings = scope.bindings.sorted {
+      ($0.value.location.line, $0.value.location.column) < (
+        $1.value.location.line, $1.value.location.column
+      )
+    }
+    for (name, binding) in bindings where !binding.used && binding.warnsWhenUnused {
+      if result == nil && name == lastLet { continue }
       diagnostics.warning("\(binding.kind) '\(name)' is never used", at: binding.location)
     }
     guard let result else {
-      diagnostics.error("block \(block.name) has no 'return'", at: block.location)
+      diagnostics.error(
+        "block \(block.name) has no 'return'", at: block.location,
+        help: lastLet.map { "end it with `return \($0)`" } ?? "end it with `return expression`")
       return .poisoned
     }
     return result

@@ -8,7 +8,12 @@ import LaminaSupport
 public struct Parser {
   private var tokens: [Token]
   private var position = 0
+  /// How deeply the expression being parsed nests; bounded so neither the parser nor lowering, both
+  /// recursive, can overflow the stack.
+  private var depth = 0
   public private(set) var diagnostics = DiagnosticBag()
+
+  static let maximumDepth = 100
 
   static let statementKeywords: Set<String> = [
     "input", "param", "let", "output", "loss", "train", "freeze", "return",
@@ -21,7 +26,16 @@ public struct Parser {
     var parser = Parser(tokens: tokens)
     var diagnostics = lexer.diagnostics
     let program = parser.parseProgram()
-    diagnostics.append(contentsOf: parser.diagnostics.diagnostics)
+    // In a file of binary garbage every syntax error would be a follow-up of the bad characters.
+    if !lexer.looksBinary {
+      // In file order, not lexer errors first.
+      let merged = (diagnostics.diagnostics + parser.diagnostics.diagnostics).enumerated().sorted {
+        let (a, b) = ($0.element.location, $1.element.location)
+        return (a?.line ?? 0, a?.column ?? 0, $0.offset) < (b?.line ?? 0, b?.column ?? 0, $1.offset)
+      }
+      diagnostics = DiagnosticBag()
+      diagnostics.append(contentsOf: merged.map(\.element))
+    }
     return (program, diagnostics)
   }
 
@@ -54,7 +68,34 @@ public struct Parser {
   }
 
   private func unexpected(_ message: String) -> Diagnostic {
-    .error("\(message), found \(current)", at: current.location)
+    .error("\(message), found \(current)", at: currentLocation)
+  }
+
+  /// Where the current token is; for the end of the file, just after the last token, so the excerpt
+  /// shows the line that was cut short rather than an empty one.
+  private var currentLocation: SourceLocation {
+    guard current.kind == .end, position > 0 else { return current.location }
+    var location = previous.location
+    location.column += location.length
+    location.length = 1
+    return location
+  }
+
+  /// Reports a syntax error, unless it follows from a token the lexer already reported (between token
+  /// `start` and the current one): a malformed number or string is one mistake, not two.
+  private mutating func report(_ diagnostic: Diagnostic, since start: Int) {
+    let tainted = tokens[min(start, position)...position].contains(where: \.isMalformed)
+    if !tainted { diagnostics.append(diagnostic) }
+  }
+
+  /// Counts one more level of nesting and rejects expressions too deep to process.
+  private mutating func checkDepth() throws {
+    guard depth <= Parser.maximumDepth else {
+      throw Diagnostic.error(
+        "this expression is nested too deeply (more than \(Parser.maximumDepth) levels)",
+        at: currentLocation,
+        help: "split it into several let statements")
+    }
   }
 
   // MARK: Declarations
@@ -67,9 +108,11 @@ public struct Parser {
       } else if current.isWord("block") {
         if let block = parseBlock() { program.blocks.append(block) }
       } else {
-        diagnostics.append(unexpected("expected 'model' or 'block'"))
+        report(unexpected("expected 'model' or 'block'"), since: position)
         // Skip to the next declaration.
-        repeat { advance() } while current.kind != .end
+        repeat {
+          advance()
+        } while current.kind != .end
           && !(current.startsLine && (current.isWord("model") || current.isWord("block")))
       }
     }
@@ -77,20 +120,24 @@ public struct Parser {
   }
 
   private mutating func parseModel() -> ModelDecl? {
+    let start = position
     let keyword = advance()
     do {
       let name = try expectIdentifier("a model name after 'model'")
       let open = try expectSymbol("{", "to open the model body")
       let statements = parseBody(opening: open, owner: "model \(name.text)")
-      return ModelDecl(name: name.text, statements: statements, location: keyword.location.extended(to: name.location))
+      return ModelDecl(
+        name: name.text, statements: statements,
+        location: keyword.location.extended(to: name.location))
     } catch {
-      diagnostics.append(error as! Diagnostic)
+      report(error as! Diagnostic, since: start)
       skipDeclaration()
       return nil
     }
   }
 
   private mutating func parseBlock() -> BlockDecl? {
+    let start = position
     let keyword = advance()
     do {
       let name = try expectIdentifier("a block name after 'block'")
@@ -103,7 +150,8 @@ public struct Parser {
           var defaultValue: Expr?
           if acceptSymbol(":") != nil {
             let typeName = try expectIdentifier("a parameter type (Int, Float, Bool, String)")
-            guard let parsed = BlockParameter.Kind(rawValue: typeName.text), parsed != .tensor else {
+            guard let parsed = BlockParameter.Kind(rawValue: typeName.text), parsed != .tensor
+            else {
               throw Diagnostic.error(
                 "unknown parameter type '\(typeName.text)'", at: typeName.location,
                 help: "block parameters are tensors (no type) or Int, Float, Bool, String")
@@ -124,7 +172,7 @@ public struct Parser {
         name: name.text, parameters: parameters, statements: statements,
         location: keyword.location.extended(to: name.location))
     } catch {
-      diagnostics.append(error as! Diagnostic)
+      report(error as! Diagnostic, since: start)
       skipDeclaration()
       return nil
     }
@@ -142,30 +190,60 @@ public struct Parser {
     var statements: [Statement] = []
     while true {
       if acceptSymbol("}") != nil { return statements }
-      if current.kind == .end || (current.startsLine && (current.isWord("model") || current.isWord("block"))) {
-        diagnostics.error(
-          "expected '}' to close \(owner), found \(current)", at: current.location,
-          notes: [Diagnostic.Note("\(owner) opens here", at: opening.location)])
+      if current.kind == .end
+        || (current.startsLine && (current.isWord("model") || current.isWord("block")))
+      {
+        report(
+          .error(
+            "expected '}' to close \(owner), found \(current)", at: currentLocation,
+            notes: [Diagnostic.Note("\(owner) opens here", at: opening.location)]),
+          since: position)
         return statements
       }
+      let start = position
       do {
         statements.append(try parseStatement())
       } catch {
-        diagnostics.append(error as! Diagnostic)
-        recoverToStatement()
+        var diagnostic = error as! Diagnostic
+        if current.kind == .end {
+          // A statement cut short by the end of the file: one error says both that and the missing '}'.
+          diagnostic.notes.append(
+            Diagnostic.Note(
+              "\(owner) opens here, and the file ends before its '}'", at: opening.location))
+          report(diagnostic, since: start)
+          return statements
+        }
+        report(diagnostic, since: start)
+        recoverToStatement(from: start)
       }
     }
   }
 
-  private mutating func recoverToStatement() {
-    advance()
+  /// Skips to the next statement after an error in the one that began at token `start`.
+  private mutating func recoverToStatement(from start: Int) {
+    // Statements are one per line unless brackets continue them, so the broken statement ends at a
+    // line that begins outside brackets (where `lett x = ...` then gets its own error), or at a line
+    // that begins with a keyword or `}` in any case. The token the error was found at may be that
+    // place (`let y = x +` then `}`); only the statement's own first token is always skipped.
+    var brackets = 0
+    func count(_ token: Token) {
+      if token.isSymbol("(") || token.isSymbol("[") { brackets += 1 }
+      if token.isSymbol(")") || token.isSymbol("]") { brackets -= 1 }
+    }
+    for token in tokens[start..<position] { count(token) }
+    if position == start {
+      count(current)
+      advance()
+    }
     while current.kind != .end {
       if current.startsLine
-        && (current.kind == .identifier && Parser.statementKeywords.contains(current.text)
+        && (brackets <= 0
+          || current.kind == .identifier && Parser.statementKeywords.contains(current.text)
           || current.isSymbol("}") || current.isWord("model") || current.isWord("block"))
       {
         return
       }
+      count(current)
       advance()
     }
   }
@@ -175,10 +253,13 @@ public struct Parser {
   private mutating func parseStatement() throws -> Statement {
     guard current.kind == .identifier, Parser.statementKeywords.contains(current.text) else {
       var help = "statements start with input, param, let, output, loss, train, freeze or return"
-      if current.kind == .identifier, let suggestion = closestWord(current.text, Parser.statementKeywords) {
+      if current.kind == .identifier,
+        let suggestion = closestWord(current.text, Parser.statementKeywords)
+      {
         help = "did you mean '\(suggestion)'?"
       }
-      throw Diagnostic.error("expected a statement, found \(current)", at: current.location, help: help)
+      throw Diagnostic.error(
+        "expected a statement, found \(current)", at: current.location, help: help)
     }
     let keyword = advance()
     switch keyword.text {
@@ -235,14 +316,21 @@ public struct Parser {
         switch token.kind {
         case .integer: dims.append(.literal(Int(token.text) ?? 0, token.location))
         case .identifier: dims.append(.name(token.text, token.location))
+        case .symbol where token.text == "-" && current.kind == .integer:
+          // Parsed so lowering can say that sizes must be positive.
+          let number = advance()
+          dims.append(
+            .literal(-(Int(number.text) ?? 0), token.location.extended(to: number.location)))
         default:
           throw Diagnostic.error(
-            "expected a dimension (an integer or a name like batch), found \(token)", at: token.location)
+            "expected a dimension (an integer or a name like batch), found \(token)",
+            at: token.location)
         }
       } while acceptSymbol(",") != nil
       _ = try expectSymbol("]", "to close the shape")
     }
-    return TypeExpr(dtype: dtype.text, dims: dims, location: dtype.location.extended(to: previous.location))
+    return TypeExpr(
+      dtype: dtype.text, dims: dims, location: dtype.location.extended(to: previous.location))
   }
 
   // MARK: Expressions
@@ -250,7 +338,11 @@ public struct Parser {
   /// Lowest precedence: `x |> f(a: 1) |> g`.
   mutating func parseExpression() throws -> Expr {
     var value = try parseAdditive()
+    let outerDepth = depth
+    defer { depth = outerDepth }
     while let pipe = acceptSymbol("|>") {
+      depth += 1
+      try checkDepth()
       let callee = try expectIdentifier("a function or block name after '|>'")
       var arguments = [Argument(label: nil, value: value, location: value.location)]
       var end = callee.location
@@ -259,16 +351,21 @@ public struct Parser {
         end = previous.location
       }
       _ = pipe
+      // Located at the call, not the whole pipeline: `x |> a |> b` has errors of b point at b.
       value = Expr(
         .call(callee: callee.text, calleeLocation: callee.location, arguments: arguments),
-        at: value.location.extended(to: end))
+        at: callee.location.extended(to: end))
     }
     return value
   }
 
   private mutating func parseAdditive() throws -> Expr {
     var value = try parseMultiplicative()
+    let outerDepth = depth
+    defer { depth = outerDepth }
     while current.isSymbol("+") || current.isSymbol("-") {
+      depth += 1
+      try checkDepth()
       let op = BinaryOperator(rawValue: advance().text)!
       let rhs = try parseMultiplicative()
       value = Expr(.binary(op, value, rhs), at: value.location.extended(to: rhs.location))
@@ -278,7 +375,11 @@ public struct Parser {
 
   private mutating func parseMultiplicative() throws -> Expr {
     var value = try parseUnary()
+    let outerDepth = depth
+    defer { depth = outerDepth }
     while current.isSymbol("*") || current.isSymbol("/") || current.isSymbol("@") {
+      depth += 1
+      try checkDepth()
       let op = BinaryOperator(rawValue: advance().text)!
       let rhs = try parseUnary()
       value = Expr(.binary(op, value, rhs), at: value.location.extended(to: rhs.location))
@@ -287,6 +388,9 @@ public struct Parser {
   }
 
   private mutating func parseUnary() throws -> Expr {
+    depth += 1
+    defer { depth -= 1 }
+    try checkDepth()
     if let minus = acceptSymbol("-") {
       let operand = try parseUnary()
       return Expr(.negate(operand), at: minus.location.extended(to: operand.location))
@@ -296,7 +400,11 @@ public struct Parser {
 
   private mutating func parsePostfix() throws -> Expr {
     var value = try parsePrimary()
+    let outerDepth = depth
+    defer { depth = outerDepth }
     while current.isSymbol("[") {
+      depth += 1
+      try checkDepth()
       advance()
       var items: [IndexItem] = []
       repeat { items.append(try parseIndexItem()) } while acceptSymbol(",") != nil
@@ -307,7 +415,9 @@ public struct Parser {
   }
 
   private mutating func parseIndexItem() throws -> IndexItem {
-    func boundary(_ token: Token) -> Bool { token.isSymbol(":") || token.isSymbol(",") || token.isSymbol("]") }
+    func boundary(_ token: Token) -> Bool {
+      token.isSymbol(":") || token.isSymbol(",") || token.isSymbol("]")
+    }
     let start = boundary(current) ? nil : try parseAdditive()
     guard acceptSymbol(":") != nil else {
       guard let start else { throw unexpected("expected an index") }
@@ -372,7 +482,8 @@ public struct Parser {
         advance()
       }
       let value = try parseExpression()
-      arguments.append(Argument(label: label, value: value, location: start.location.extended(to: value.location)))
+      arguments.append(
+        Argument(label: label, value: value, location: start.location.extended(to: value.location)))
     } while acceptSymbol(",") != nil
     _ = try expectSymbol(")", "to close the argument list")
     return arguments

@@ -18,6 +18,9 @@ public struct Token: Sendable, Hashable, CustomStringConvertible {
   public var location: SourceLocation
   /// True when the token is the first on its line; statement recovery resynchronizes there.
   public var startsLine: Bool
+  /// The lexer already reported an error for this token (a malformed number, an unterminated string,
+  /// the end of a file swallowed by a comment); the parser does not report its follow-ups again.
+  public var isMalformed = false
 
   public func isSymbol(_ symbol: String) -> Bool { kind == .symbol && text == symbol }
   public func isWord(_ word: String) -> Bool { kind == .identifier && text == word }

@@ -77,7 +77,9 @@ public struct ShapeContext: Sendable {
   public func bool(_ name: String) -> Bool? { attributes[name]?.boolValue }
 
   /// An axis in `-rank..<rank`, made non-negative.
-  public func axis(_ axis: Int, rank: Int, operand: String = "its operand") throws(ShapeError) -> Int {
+  public func axis(_ axis: Int, rank: Int, operand: String = "its operand") throws(ShapeError)
+    -> Int
+  {
     guard axis >= -rank, axis < rank else {
       throw ShapeError(
         "\(op): axis \(axis) is out of range for \(operand) of rank \(rank) (valid: \(-max(rank, 1)) to \(max(rank, 1) - 1))"
@@ -111,7 +113,8 @@ public struct ShapeRule: Sendable {
   public var infer: @Sendable (ShapeContext) throws(ShapeError) -> [TensorType]
 
   public init(
-    _ description: String, _ infer: @escaping @Sendable (ShapeContext) throws(ShapeError) -> [TensorType]
+    _ description: String,
+    _ infer: @escaping @Sendable (ShapeContext) throws(ShapeError) -> [TensorType]
   ) {
     self.description = description
     self.infer = infer
@@ -125,7 +128,9 @@ public struct InterpretContext: @unchecked Sendable {
   /// Result dtypes and concrete shapes (symbols already bound).
   public var results: [(dtype: DType, shape: [Int])]
 
-  public init(operands: [Tensor], attributes: [String: Attribute], results: [(dtype: DType, shape: [Int])]) {
+  public init(
+    operands: [Tensor], attributes: [String: Attribute], results: [(dtype: DType, shape: [Int])]
+  ) {
     self.operands = operands
     self.attributes = attributes
     self.results = results
@@ -196,7 +201,11 @@ public struct OpDefinition: Sendable {
     if !attributes.isEmpty {
       let attributeList = attributes.map { spec -> String in
         var item = "\(spec.name): \(spec.kind.rawValue)"
-        if let value = spec.defaultValue { item += " = \(value)" } else if !spec.isRequired { item += "?" }
+        if let value = spec.defaultValue {
+          item += " = \(value)"
+        } else if !spec.isRequired {
+          item += "?"
+        }
         return item
       }
       text += " {\(attributeList.joined(separator: ", "))}"
@@ -207,7 +216,9 @@ public struct OpDefinition: Sendable {
   /// Checks the attributes given to a node and fills in defaults.
   ///
   /// Returns the complete attribute dictionary, or the problems found, one message each.
-  public func resolveAttributes(_ given: [String: Attribute]) -> Result<[String: Attribute], ShapeError> {
+  public func resolveAttributes(_ given: [String: Attribute]) -> Result<
+    [String: Attribute], ShapeError
+  > {
     var resolved: [String: Attribute] = [:]
     for (name, value) in given {
       guard let spec = attributes.first(where: { $0.name == name }) else {
@@ -230,7 +241,8 @@ public struct OpDefinition: Sendable {
       if let value = spec.defaultValue {
         resolved[spec.name] = value
       } else if spec.isRequired {
-        return .failure(ShapeError("\(self.name) needs the attribute '\(spec.name)' (\(spec.kind))"))
+        return .failure(
+          ShapeError("\(self.name) needs the attribute '\(spec.name)' (\(spec.kind))"))
       }
     }
     return .success(resolved)
@@ -245,7 +257,7 @@ public struct OpDefinition: Sendable {
         operandCount.upperBound == Int.max
         ? "at least \(operandCount.lowerBound)" : "\(operandCount.lowerBound)"
       throw ShapeError(
-        "\(name) takes \(expected) operand\(operandCount.lowerBound == 1 && operandCount.upperBound == 1 ? "" : "s"), got \(operands.count)",
+        "\(name) takes \(expected) operand\(operandCount.lowerBound == 1 ? "" : "s"), got \(operands.count)",
         help: "the signature is \(signature)")
     }
     let attributes: [String: Attribute]
@@ -319,28 +331,35 @@ public func closestName(to name: String, among candidates: [String]) -> String? 
   var best: (name: String, distance: Int)?
   for candidate in candidates {
     let distance = editDistance(name, candidate)
-    if distance <= max(1, min(name.count, candidate.count) / 3), distance < (best?.distance ?? .max) {
+    if distance <= max(1, min(name.count, candidate.count) / 3), distance < (best?.distance ?? .max)
+    {
       best = (candidate, distance)
     }
   }
   return best?.name
 }
 
-/// Levenshtein distance between two strings.
+/// Edit distance between two strings: insertions, deletions, substitutions and swaps of neighbours
+/// (optimal string alignment).
 public func editDistance(_ a: String, _ b: String) -> Int {
   let a = Array(a.lowercased())
   let b = Array(b.lowercased())
   if a.isEmpty { return b.count }
   if b.isEmpty { return a.count }
-  var previous = Array(0...b.count)
+  var beforePrevious = Array(0...b.count)
+  var previous = beforePrevious
   var current = previous
   for i in 1...a.count {
     current[0] = i
     for j in 1...b.count {
       let cost = a[i - 1] == b[j - 1] ? 0 : 1
       current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+      // Two swapped neighbours are one typo (`adma` for `adam`).
+      if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] {
+        current[j] = min(current[j], beforePrevious[j - 2] + 1)
+      }
     }
-    swap(&previous, &current)
+    (beforePrevious, previous, current) = (previous, current, beforePrevious)
   }
   return previous[b.count]
 }

@@ -471,13 +471,13 @@ extension OpRegistry {
     guard case .range(let start, let stop, let step) = entry else { return dim }
     guard step > 0 else {
       throw ShapeError(
-        "slice: negative step \(step) in \(entry) on symbolic axis \(axis) (size \(dim)) of \(operand)",
+        "slice: negative step \(step) in '\(entry)' on symbolic axis \(axis) (size \(dim)) of \(operand)",
         help: "only axes of static size can be walked backwards")
     }
     let first = start ?? 0
     guard first >= 0, let stop, stop >= 0 else {
       throw ShapeError(
-        "slice: \(entry) on symbolic axis \(axis) (size \(dim)) of \(operand) needs non-negative bounds and an explicit stop",
+        "slice: '\(entry)' on symbolic axis \(axis) (size \(dim)) of \(operand) needs non-negative bounds and an explicit stop",
         help:
           "the size would depend on \(dim), which Lamina cannot express; slice the whole axis with ':' or give static bounds like 0:4"
       )
