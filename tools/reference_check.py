@@ -1,0 +1,796 @@
+#!/usr/bin/env python3
+"""Check Lamina's reference interpreter against an independent numpy evaluation.
+
+Usage:
+    python3 tools/reference_check.py [--lamina PATH] [--batch N] [--seed S] [--rtol R] MODEL...
+
+For every model this script:
+
+  1. runs `lamina dump` and parses the printed IR with its own small parser (below): the
+     graph's inputs, parameters, nodes (op, operands, attributes, result types), outputs and
+     losses;
+  2. runs `lamina init --seed S` and reads the weights with its own safetensors reader;
+  3. draws random inputs, with every symbolic dimension (`batch`) bound to --batch: floats are
+     standard normal; integer inputs that reach cross_entropy's labels are uniform in 0..C-1
+     (C = the class dimension, axis 1, of the logits), other integer inputs uniform in 0..9;
+     float targets of binary_cross_entropy_with_logits are uniform in [0, 1];
+  4. runs `lamina run --interpret` on those inputs, asking for every output and every loss;
+  5. evaluates the same IR in numpy, in float64, rounding each node's result to its declared
+     dtype as the interpreter does, and checks each node's shape against its declared type;
+  6. compares every output and loss and prints a table per model.
+
+Why it is independent: nothing here is generated from, or calls into, Lamina's op table. Each op
+below is written from its mathematical definition with numpy primitives (np.matmul,
+np.take_along_axis, python indexing for `slice`, ...), often by a different formula than the
+interpreter's (sigmoid as (1 + tanh(x/2)) / 2, softplus and binary cross-entropy through
+np.logaddexp), and the IR text and the weight file are read by code of its own. Only the IR
+printer, the initializers and the file writers are shared, and a mistake in the printer or the
+writers shows up as a parse error or a mismatch. So an agreement means two implementations of the
+documented semantics agree, not that one implementation agrees with itself.
+
+Tolerances: a value passes when |actual - expected| <= atol + rtol * |expected| elementwise (the
+rule of numpy.isclose). rtol is --rtol (default 1e-5). atol is an absolute tolerance for values
+near zero, where a relative error means nothing (a logit of 3e-9 against 2e-9 is fine): 1e-6 for
+f32 and 1e-12 for f64. Integer values must be equal. NaN matches NaN only (numpy's maximum,
+minimum and max propagate NaN); shapes and dtypes must match exactly. "max rel diff" is taken
+over the elements whose expected value is larger than atol.
+
+The lamina binary is --lamina, else the environment variable LAMINA, else .build/debug/lamina in
+the repository holding this script. Exit status: 0 when everything passes, 1 when anything fails
+(a mismatch, a lamina error, an op without a numpy reference), 2 for a usage error.
+
+Only numpy and the Python standard library are needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+DEFAULT_LAMINA = REPOSITORY / ".build" / "debug" / "lamina"
+
+NUMPY_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
+ABSOLUTE_TOLERANCE = {"f32": 1e-6, "f64": 1e-12, "i32": 0.0, "i64": 0.0}
+
+
+class CheckError(Exception):
+    """A problem that fails the current model (and the run), with a message for the table."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The IR, as `lamina dump` prints it
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TensorType:
+    dtype: str
+    # Each dimension is a monomial: (factor, [symbol, ...]); `32*batch` is (32, ["batch"]).
+    shape: list[tuple[int, list[str]]]
+
+    def concrete(self, bindings: dict[str, int]) -> tuple[int, ...]:
+        return tuple(evaluate_dim(dim, bindings) for dim in self.shape)
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{', '.join(format_dim(dim) for dim in self.shape)}]"
+
+
+@dataclass
+class Node:
+    results: list[str]
+    op: str
+    operands: list[str]
+    attributes: dict[str, object]
+    types: list[TensorType]
+
+
+@dataclass
+class Graph:
+    name: str
+    inputs: dict[str, TensorType] = field(default_factory=dict)
+    params: dict[str, TensorType] = field(default_factory=dict)
+    nodes: list[Node] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)  # public name -> value name
+    losses: dict[str, str] = field(default_factory=dict)
+
+    def type_of(self, value: str) -> TensorType:
+        if value in self.inputs:
+            return self.inputs[value]
+        if value in self.params:
+            return self.params[value]
+        for node in self.nodes:
+            if value in node.results:
+                return node.types[node.results.index(value)]
+        raise CheckError(f"no value %{value} in the IR")
+
+
+@dataclass
+class Dims:
+    """A shape attribute (reshape's and broadcast_to's target), which may name symbols."""
+
+    dims: list[tuple[int, list[str]]]
+
+
+@dataclass
+class Slice:
+    """One `start:stop:step` entry of slice's index attribute."""
+
+    start: int | None
+    stop: int | None
+    step: int
+
+
+def evaluate_dim(dim: tuple[int, list[str]], bindings: dict[str, int]) -> int:
+    factor, symbols = dim
+    value = factor
+    for symbol in symbols:
+        value *= bindings[symbol]
+    return value
+
+
+def format_dim(dim: tuple[int, list[str]]) -> str:
+    factor, symbols = dim
+    if not symbols:
+        return str(factor)
+    return "*".join(([str(factor)] if factor != 1 else []) + symbols)
+
+
+TOKEN = re.compile(
+    r"""
+    (?P<space>\s+|//[^\n]*)
+  | (?P<value>%(?:"(?:[^"\\]|\\.)*"|[A-Za-z0-9_.]+))
+  | (?P<graph>@(?:"(?:[^"\\]|\\.)*"|[A-Za-z0-9_.]+))
+  | (?P<string>"(?:[^"\\]|\\.)*")
+  | (?P<number>-inf|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
+  | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<punct>[{}()\[\],:=*])
+    """,
+    re.VERBOSE,
+)
+
+
+def unquote(text: str) -> str:
+    """The text of a quoted string or name, with \\n, \\t, \\" and \\\\ decoded."""
+    if not text.startswith('"'):
+        return text
+    escapes = {"n": "\n", "t": "\t"}
+    return re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), m.group(1)), text[1:-1])
+
+
+class IRReader:
+    """A recursive-descent reader for the subset of the IR that `lamina dump` prints."""
+
+    def __init__(self, text: str):
+        self.tokens: list[tuple[str, str]] = []
+        position = 0
+        while position < len(text):
+            match = TOKEN.match(text, position)
+            if not match:
+                line = text.count("\n", 0, position) + 1
+                raise CheckError(f"IR line {line}: cannot read {text[position:position + 20]!r}")
+            position = match.end()
+            if match.lastgroup != "space":
+                self.tokens.append((match.lastgroup, match.group()))
+        self.tokens.append(("end", ""))
+        self.index = 0
+
+    def peek(self, text: str | None = None, kind: str | None = None) -> bool:
+        token_kind, token_text = self.tokens[self.index]
+        return (kind is None or token_kind == kind) and (text is None or token_text == text)
+
+    def take(self, text: str | None = None, kind: str | None = None) -> str:
+        if not self.peek(text, kind):
+            wanted = repr(text) if text else kind
+            raise CheckError(f"IR: expected {wanted}, found {self.tokens[self.index][1]!r}")
+        self.index += 1
+        return self.tokens[self.index - 1][1]
+
+    def accept(self, text: str) -> bool:
+        if self.peek(text):
+            self.index += 1
+            return True
+        return False
+
+    def name(self) -> str:
+        return unquote(self.take(kind="value")[1:])
+
+    def graph(self) -> Graph:
+        self.take("graph")
+        graph = Graph(unquote(self.take(kind="graph")[1:]))
+        self.take("{")
+        while not self.accept("}"):
+            self.statement(graph)
+        self.take(kind="end")
+        return graph
+
+    def statement(self, graph: Graph) -> None:
+        if self.accept("source"):
+            self.take(kind="string")
+        elif self.accept("input"):
+            name = self.name()
+            self.take(":")
+            graph.inputs[name] = self.type()
+        elif self.accept("param"):
+            name = self.name()
+            self.take(":")
+            graph.params[name] = self.type()
+            self.take("=")
+            self.take(kind="word")  # the initializer: lamina init applies it
+            self.take("(")
+            while not self.accept(")"):
+                self.index += 1
+            self.accept("frozen")
+        elif self.peek("output") or self.peek("loss"):
+            table = graph.outputs if self.take() == "output" else graph.losses
+            public = self.take(kind="word")
+            self.take("=")
+            table[public] = self.name()
+        elif self.accept("train"):
+            self.take(kind="word")
+            self.take("=")
+            self.take(kind="word")
+            self.attributes()
+        else:
+            results = [self.name()]
+            while self.accept(","):
+                results.append(self.name())
+            self.take("=")
+            op = self.take(kind="word")
+            self.take("(")
+            operands = []
+            if not self.accept(")"):
+                operands.append(self.name())
+                while self.accept(","):
+                    operands.append(self.name())
+                self.take(")")
+            attributes = self.attributes()
+            self.take(":")  # dump always prints result types
+            types = [self.type()]
+            while self.accept(","):
+                types.append(self.type())
+            graph.nodes.append(Node(results, op, operands, attributes, types))
+        if self.accept("loc"):
+            self.take("(")
+            while not self.accept(")"):
+                self.index += 1
+
+    def type(self) -> TensorType:
+        dtype = self.take(kind="word")
+        if dtype not in NUMPY_DTYPES:
+            raise CheckError(f"IR: unknown dtype {dtype!r}")
+        self.take("[")
+        shape = []
+        if not self.accept("]"):
+            shape.append(self.dim())
+            while self.accept(","):
+                shape.append(self.dim())
+            self.take("]")
+        return TensorType(dtype, shape)
+
+    def dim(self, factor: int = 1) -> tuple[int, list[str]]:
+        symbols: list[str] = []
+        while True:
+            if self.peek(kind="number"):
+                factor *= int(self.take())
+            else:
+                symbols.append(self.take(kind="word"))
+            if not self.accept("*"):
+                return factor, sorted(symbols)
+
+    def attributes(self) -> dict[str, object]:
+        attributes: dict[str, object] = {}
+        if self.accept("{") and not self.accept("}"):
+            while True:
+                name = self.take(kind="word")
+                self.take("=")
+                attributes[name] = self.attribute_value()
+                if not self.accept(","):
+                    break
+            self.take("}")
+        return attributes
+
+    def attribute_value(self) -> object:
+        kind, text = self.tokens[self.index]
+        if kind == "number":
+            self.index += 1
+            return number(text)
+        if kind == "string":
+            self.index += 1
+            return unquote(text)
+        if kind == "word":
+            self.index += 1
+            return {"true": True, "false": False, "nan": math.nan, "inf": math.inf}.get(text, text)
+        if text == "[":
+            return self.attribute_list()
+        raise CheckError(f"IR: expected an attribute value, found {text!r}")
+
+    def attribute_list(self) -> object:
+        """A list of numbers, a shape (`[batch, -1]`) or an index (`[:, -1, 0:4:2]`)."""
+        self.take("[")
+        items: list[object] = []
+        while not self.accept("]"):
+            if self.peek(kind="word"):
+                items.append(Dims([self.dim()]))
+            else:
+                start = number(self.take()) if self.peek(kind="number") else None
+                if self.accept("*"):
+                    items.append(Dims([self.dim(factor=start)]))
+                elif self.accept(":"):
+                    stop = int(self.take()) if self.peek(kind="number") else None
+                    step = 1
+                    if self.accept(":") and self.peek(kind="number"):
+                        step = int(self.take())
+                    items.append(Slice(start, stop, step))
+                else:
+                    items.append(start)
+            self.accept(",")
+        if any(isinstance(item, Slice) for item in items):
+            return [item if isinstance(item, Slice) else int(item) for item in items]
+        if any(isinstance(item, Dims) for item in items):
+            return Dims([item.dims[0] if isinstance(item, Dims) else (item, []) for item in items])
+        return items
+
+
+def number(text: str) -> int | float:
+    if text == "-inf":
+        return -math.inf
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+# --------------------------------------------------------------------------------------------------
+# The ops, written from their definitions. Each takes the node's `Call` and its operands as float64
+# arrays, and returns a float64 array; `evaluate` then rounds it to the node's declared dtype.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    """What an op sees besides its operands."""
+
+    attributes: dict[str, object]
+    bindings: dict[str, int]  # symbol -> size, for shape attributes naming symbols
+    result_dtype: str
+
+    def attr(self, name: str, default: object = None) -> object:
+        return self.attributes.get(name, default)
+
+    def axes(self) -> tuple[int, ...] | None:
+        """The `axes` attribute as a tuple (one integer is one axis); None when absent."""
+        value = self.attributes.get("axes")
+        if value is None:
+            return None
+        return tuple(value) if isinstance(value, list) else (value,)
+
+    def shape(self) -> tuple[int, ...]:
+        """The `shape` attribute with its symbols evaluated; -1 stays -1."""
+        value = self.attributes["shape"]
+        dims = value.dims if isinstance(value, Dims) else [(n, []) for n in value]
+        return tuple(evaluate_dim(dim, self.bindings) for dim in dims)
+
+
+def div(call, a, b):
+    if call.result_dtype.startswith("i"):
+        if np.any(b == 0):
+            raise CheckError("integer division by zero")
+        return np.trunc(a / b)  # integer division truncates toward zero
+    return a / b
+
+
+def gelu(call, x):
+    approximate = call.attr("approximate", "none")
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    if approximate == "none":
+        # numpy has no erf: the standard library's, one element at a time.
+        erf = np.vectorize(math.erf, otypes=[np.float64])
+        return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+    raise CheckError(f"unknown approximate={approximate!r}")
+
+
+def softmax(x, axis):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis):
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def transpose(call, x):
+    if call.attr("perm") is not None:
+        return np.transpose(x, call.attr("perm"))
+    return np.swapaxes(x, -1, -2)  # without perm: swap the last two axes
+
+
+def flatten(call, x):
+    start = call.attr("start_axis", 1) % x.ndim
+    end = call.attr("end_axis", -1) % x.ndim
+    return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :])
+
+
+def index(call, x):
+    """Python indexing: an integer drops an axis, start:stop:step keeps it, missing ones are `:`."""
+    key = tuple(
+        slice(entry.start, entry.stop, entry.step) if isinstance(entry, Slice) else entry
+        for entry in call.attr("index")
+    )
+    return x[key]
+
+
+def cross_entropy(call, logits, labels):
+    """The mean over positions of -log_softmax(logits, axis=1)[label].
+
+    logits are [N, C, ...] and labels [N, ...], with values in 0..C-1.
+    """
+    classes = logits.shape[1]
+    if np.any(labels != np.trunc(labels)) or np.any((labels < 0) | (labels >= classes)):
+        raise CheckError(f"labels outside 0..{classes - 1}")
+    picked = np.take_along_axis(
+        log_softmax(logits, axis=1), np.expand_dims(labels.astype(np.int64), 1), axis=1
+    )
+    return -np.mean(picked)
+
+
+def binary_cross_entropy_with_logits(call, x, t):
+    """The mean of -t log σ(x) - (1 - t) log(1 - σ(x)), which is log(1 + e^x) - t x."""
+    return np.mean(np.logaddexp(0, x) - t * x)
+
+
+def reduction(reduce):
+    return lambda call, x: reduce(x, axis=call.axes(), keepdims=call.attr("keepdims", False))
+
+
+OPS = {
+    # Elementwise, with numpy broadcasting.
+    "add": lambda call, a, b: a + b,
+    "sub": lambda call, a, b: a - b,
+    "mul": lambda call, a, b: a * b,
+    "div": div,
+    "pow": lambda call, a, b: np.power(a, b),
+    "maximum": lambda call, a, b: np.maximum(a, b),
+    "minimum": lambda call, a, b: np.minimum(a, b),
+    "neg": lambda call, x: -x,
+    "abs": lambda call, x: np.abs(x),
+    "exp": lambda call, x: np.exp(x),
+    "log": lambda call, x: np.log(x),
+    "sqrt": lambda call, x: np.sqrt(x),
+    # Activations.
+    "relu": lambda call, x: np.maximum(x, 0.0),
+    "leaky_relu": lambda call, x: np.where(x > 0, x, call.attr("alpha", 0.01) * x),
+    "sigmoid": lambda call, x: 0.5 * (1 + np.tanh(x / 2)),  # = 1 / (1 + e^-x)
+    "tanh": lambda call, x: np.tanh(x),
+    "gelu": gelu,
+    "softplus": lambda call, x: np.logaddexp(0, x),  # = log(1 + e^x)
+    # Linear algebra.
+    "matmul": lambda call, a, b: np.matmul(a, b),
+    "transpose": transpose,
+    "permute": lambda call, x: np.transpose(x, call.attr("perm")),
+    # Reductions.
+    "sum": reduction(np.sum),
+    "mean": reduction(np.mean),
+    "max": reduction(np.max),
+    "softmax": lambda call, x: softmax(x, call.attr("axis", -1)),
+    "log_softmax": lambda call, x: log_softmax(x, call.attr("axis", -1)),
+    # Shapes.
+    "reshape": lambda call, x: np.reshape(x, call.shape()),
+    "flatten": flatten,
+    "broadcast_to": lambda call, x: np.broadcast_to(x, call.shape()),
+    "concat": lambda call, *inputs: np.concatenate(inputs, axis=call.attr("axis", 0)),
+    "slice": index,
+    "squeeze": lambda call, x: np.squeeze(x, axis=call.axes()),
+    "unsqueeze": lambda call, x: np.expand_dims(x, axis=call.axes()),
+    # Losses.
+    "mse": lambda call, prediction, target: np.mean((prediction - target) ** 2),
+    "cross_entropy": cross_entropy,
+    "binary_cross_entropy_with_logits": binary_cross_entropy_with_logits,
+    "l2": lambda call, *inputs: sum(np.sum(x**2) for x in inputs),
+    # Constants and conversions; cast's conversion is the rounding to the result dtype.
+    "constant": lambda call: np.array(float(call.attr("value"))),
+    "cast": lambda call, x: x,
+}
+
+
+def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Rounds float64 values to a dtype: floats to nearest, integers toward zero, saturating."""
+    values = np.asarray(values, dtype=np.float64)
+    if dtype in ("f32", "f64"):
+        return values.astype(NUMPY_DTYPES[dtype])
+    info = np.iinfo(NUMPY_DTYPES[dtype])
+    truncated = np.nan_to_num(np.trunc(values), nan=0.0, posinf=info.max, neginf=info.min)
+    return np.clip(truncated, info.min, info.max).astype(NUMPY_DTYPES[dtype])
+
+
+def evaluate(graph: Graph, environment: dict[str, np.ndarray], bindings: dict[str, int]) -> None:
+    """Evaluates every node in order, adding its result to `environment`."""
+    for node in graph.nodes:
+        where = f"%{node.results[0]} = {node.op}"
+        if len(node.results) != 1:
+            raise CheckError(f"{where}: nodes with {len(node.results)} results are not supported")
+        operands = [np.asarray(environment[name], dtype=np.float64) for name in node.operands]
+        call = Call(node.attributes, bindings, node.types[0].dtype)
+        try:
+            # Overflow, log(0) and the like give inf and NaN, as in the interpreter; no warnings.
+            with np.errstate(all="ignore"):
+                value = OPS[node.op](call, *operands)
+        except CheckError as error:
+            raise CheckError(f"{where}: {error}") from None
+        except Exception as error:  # numpy's complaint: a bad axis, shapes that do not broadcast
+            raise CheckError(f"{where}: numpy failed: {type(error).__name__}: {error}") from None
+        declared = node.types[0].concrete(bindings)
+        if np.shape(value) != declared:
+            raise CheckError(
+                f"{where}: numpy gives shape {list(np.shape(value))}, "
+                f"the IR declares {node.types[0]} = {list(declared)}"
+            )
+        environment[node.results[0]] = round_to(value, call.result_dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Files: safetensors (weights), .npy (inputs and outputs)
+# --------------------------------------------------------------------------------------------------
+
+SAFETENSORS_DTYPES = {"F32": "<f4", "F64": "<f8", "I32": "<i4", "I64": "<i8"}
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """An 8-byte little-endian header length, a JSON header, then the raw little-endian data."""
+    data = path.read_bytes()
+    header_length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_length])
+    buffer = data[8 + header_length :]
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+        tensors[name] = np.frombuffer(buffer[begin:end], dtype=dtype).reshape(entry["shape"])
+    return tensors
+
+
+# --------------------------------------------------------------------------------------------------
+# Random inputs
+# --------------------------------------------------------------------------------------------------
+
+# Ops that move or convert values without changing which input they came from.
+PASS_THROUGH = {
+    "reshape", "flatten", "squeeze", "unsqueeze", "cast", "slice", "transpose", "permute",
+    "broadcast_to",
+}
+
+
+def source_input(graph: Graph, value: str) -> str | None:
+    """The graph input a value comes from through shape-only ops, if any."""
+    producers = {result: node for node in graph.nodes for result in node.results}
+    while value in producers and producers[value].op in PASS_THROUGH:
+        value = producers[value].operands[0]
+    return value if value in graph.inputs else None
+
+
+def make_inputs(
+    graph: Graph, bindings: dict[str, int], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Random values for every graph input, in valid ranges for the losses that read them."""
+    label_classes: dict[str, int] = {}  # input -> number of classes
+    probability_targets: set[str] = set()
+    for node in graph.nodes:
+        if node.op == "cross_entropy":
+            label = source_input(graph, node.operands[1])
+            if label is not None:
+                classes = graph.type_of(node.operands[0]).concrete(bindings)[1]
+                label_classes[label] = min(classes, label_classes.get(label, classes))
+        elif node.op == "binary_cross_entropy_with_logits":
+            target = source_input(graph, node.operands[1])
+            if target is not None:
+                probability_targets.add(target)
+    inputs = {}
+    for name, type_ in graph.inputs.items():
+        shape = type_.concrete(bindings)
+        dtype = NUMPY_DTYPES[type_.dtype]
+        if type_.dtype.startswith("i"):
+            values = rng.integers(0, label_classes.get(name, 10), size=shape)
+        elif name in probability_targets:
+            values = rng.uniform(0.0, 1.0, size=shape)
+        else:
+            values = rng.standard_normal(size=shape)
+        inputs[name] = np.asarray(values).astype(dtype)
+    return inputs
+
+
+# --------------------------------------------------------------------------------------------------
+# Checking one model
+# --------------------------------------------------------------------------------------------------
+
+
+def run_lamina(lamina: str, *arguments: str) -> str:
+    process = subprocess.run([lamina, *arguments], capture_output=True, text=True)
+    if process.returncode != 0:
+        message = (process.stderr or process.stdout).strip()
+        raise CheckError(f"`lamina {arguments[0]}` exited with {process.returncode}:\n{message}")
+    return process.stdout
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str  # "output" or "loss"
+    shape: str
+    dtype: str
+    max_abs: float | None
+    max_rel: float | None
+    passed: bool
+    note: str = ""
+
+
+def compare(
+    name: str, kind: str, dtype: str, actual: np.ndarray, expected: np.ndarray, rtol: float
+) -> Row:
+    shape = str(list(expected.shape))
+    if actual.shape != expected.shape or actual.dtype != expected.dtype:
+        note = f"lamina gave {actual.dtype}{list(actual.shape)}, expected {expected.dtype}{shape}"
+        return Row(name, kind, shape, dtype, None, None, False, note)
+    atol = ABSOLUTE_TOLERANCE[dtype]
+    if dtype.startswith("i"):
+        rtol = 0.0  # integers must be equal
+    a = actual.astype(np.float64)
+    e = expected.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        # Equal values (infinities too) and two NaNs differ by 0; NaN against a number by inf.
+        same = (a == e) | (np.isnan(a) & np.isnan(e))
+        difference = np.nan_to_num(np.where(same, 0.0, np.abs(a - e)), nan=np.inf)
+    # Relative differences only where the expected value is not near zero; there atol decides.
+    significant = np.abs(e) > atol
+    relative = difference[significant] / np.abs(e[significant])
+    excess = difference - (atol + rtol * np.abs(np.nan_to_num(e)))
+    passed = bool(np.all(excess <= 0))
+    note = ""
+    if not passed:
+        worst = np.unravel_index(np.argmax(excess), excess.shape)
+        note = f"worst at {list(map(int, worst))}: lamina {actual[worst]}, numpy {expected[worst]}"
+    return Row(name, kind, shape, dtype, float(difference.max(initial=0.0)),
+               float(relative.max(initial=0.0)), passed, note)
+
+
+def check_model(
+    path: Path, lamina: str, batch: int, seed: int, rtol: float
+) -> tuple[str, list[Row]]:
+    """Returns the graph name and one row per output and loss; raises CheckError otherwise."""
+    graph = IRReader(run_lamina(lamina, "dump", str(path))).graph()
+    unknown = sorted({node.op for node in graph.nodes if node.op not in OPS})
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise CheckError(f"no numpy reference for op{plural} {', '.join(unknown)}")
+    types = [*graph.inputs.values(), *graph.params.values()]
+    types += [type_ for node in graph.nodes for type_ in node.types]
+    symbols = {symbol for type_ in types for _, names in type_.shape for symbol in names}
+    bindings = {symbol: batch for symbol in symbols}
+
+    # Every output, then every loss (a loss with an output's name is the output's value).
+    exposed = [(name, "output", value) for name, value in graph.outputs.items()]
+    exposed += [
+        (name, "loss", value) for name, value in graph.losses.items() if name not in graph.outputs
+    ]
+
+    with tempfile.TemporaryDirectory(prefix="lamina-reference-") as directory:
+        folder = Path(directory)
+        weights_path = folder / "weights.safetensors"
+        run_lamina(lamina, "init", str(path), "-o", str(weights_path), "--seed", str(seed))
+        weights = read_safetensors(weights_path)
+        missing = [name for name in graph.params if name not in weights]
+        if missing:
+            raise CheckError(f"the weights file has no tensor for {', '.join(missing)}")
+
+        inputs = make_inputs(graph, bindings, np.random.default_rng(seed))
+        arguments = ["run", str(path), "--interpret", "--weights", str(weights_path)]
+        for position, (name, values) in enumerate(inputs.items()):
+            np.save(folder / f"input{position}.npy", values)
+            arguments += ["--input", f"{name}={folder / f'input{position}.npy'}"]
+        for position, (name, _, _) in enumerate(exposed):
+            arguments += ["--output", f"{name}={folder / f'output{position}.npy'}"]
+        run_lamina(lamina, *arguments)
+        actual = [np.load(folder / f"output{position}.npy") for position in range(len(exposed))]
+
+    environment: dict[str, np.ndarray] = dict(inputs)
+    for name, type_ in graph.params.items():
+        environment[name] = weights[name].astype(NUMPY_DTYPES[type_.dtype])
+    evaluate(graph, environment, bindings)
+
+    rows = []
+    for (name, kind, value), lamina_value in zip(exposed, actual):
+        dtype = graph.type_of(value).dtype
+        rows.append(compare(name, kind, dtype, lamina_value, environment[value], rtol))
+    return graph.name, rows
+
+
+def format_number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "0" if value == 0 else f"{value:.3g}"
+
+
+def print_table(title: str, rows: list[Row]) -> None:
+    header = ["output", "kind", "shape", "dtype", "max abs diff", "max rel diff", "result"]
+    lines = [header] + [
+        [
+            row.name, row.kind, row.shape, row.dtype,
+            format_number(row.max_abs), format_number(row.max_rel),
+            ("PASS" if row.passed else "FAIL") + (f"  {row.note}" if row.note else ""),
+        ]
+        for row in rows
+    ]
+    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+    print(title)
+    for line in lines:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description="Check Lamina's reference interpreter against an independent numpy evaluation.",
+        epilog="Exit status: 0 all pass, 1 something failed, 2 usage error.",
+    )
+    parser.add_argument("models", nargs="+", metavar="MODEL.lam", help="models to check")
+    parser.add_argument(
+        "--lamina", help="the lamina binary (default: $LAMINA, else .build/debug/lamina)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=4, help="size of every symbolic dimension (default 4)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for the weights and inputs (default 0)"
+    )
+    parser.add_argument(
+        "--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)"
+    )
+    options = parser.parse_args(argv)  # exits with 2 on a usage error
+
+    lamina = options.lamina or os.environ.get("LAMINA") or str(DEFAULT_LAMINA)
+    problems = []
+    if not (os.path.isfile(lamina) and os.access(lamina, os.X_OK)):
+        problems.append(
+            f"no lamina executable at {lamina} (build it, or pass --lamina PATH or set LAMINA)"
+        )
+    if options.batch < 1:
+        problems.append(f"--batch must be at least 1, got {options.batch}")
+    if options.seed < 0:
+        problems.append(f"--seed must be non-negative, got {options.seed}")
+    if not options.rtol >= 0:
+        problems.append(f"--rtol must be non-negative, got {options.rtol}")
+    problems += [f"no such file: {model}" for model in options.models if not os.path.isfile(model)]
+    if problems:
+        for problem in problems:
+            print(f"reference_check: {problem}", file=sys.stderr)
+        return 2
+
+    failures = 0
+    for model in options.models:
+        try:
+            name, rows = check_model(Path(model), lamina, options.batch, options.seed, options.rtol)
+        except CheckError as error:
+            print(f"{model}: batch {options.batch}, seed {options.seed}\n  FAIL  {error}\n")
+            failures += 1
+            continue
+        settings = f"batch {options.batch}, seed {options.seed}, rtol {options.rtol:g}"
+        print_table(f"{name} ({model}): {settings}", rows)
+        print()
+        failures += sum(not row.passed for row in rows)
+    count = len(options.models)
+    verdict = "all PASS" if failures == 0 else f"{failures} FAILED"
+    print(f"{count} model{'s' if count != 1 else ''}: {verdict}")
+    return 0 if failures == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
