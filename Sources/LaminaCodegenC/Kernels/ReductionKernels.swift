@@ -41,9 +41,9 @@ enum ReductionKernels {
       }
       inner(0, reduced.sorted(), &body) { update in
         if op == "max" {
-          // Spelled like Swift's max so NaN propagates the same way the interpreter's does.
+          // NaN propagates, as in the interpreter (and numpy).
           update.line("const double v = (double)in0[\(inputIndex)];")
-          update.line("acc = v >= acc ? v : acc;")
+          update.line("acc = (v >= acc || v != v) ? v : acc;")
         } else {
           update.line("acc += (double)in0[\(inputIndex)];")
         }

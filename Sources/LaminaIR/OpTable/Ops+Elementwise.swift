@@ -31,15 +31,23 @@ extension OpRegistry {
       "pow", "Raises a to the power b elementwise, with broadcasting.", "y = a ^ b", floatOnly: true,
       c: { "\($0.math("pow"))(\($0.operands[0]), \($0.operands[1]))" }
     ) { Foundation.pow($0, $1) },
-    // Spelled as Swift's max and min are, so NaN operands give the same result compiled and interpreted.
+    // NaN in either operand gives NaN, as in numpy and PyTorch (C's fmax would drop it).
     binary(
-      "maximum", "The larger of a and b elementwise, with broadcasting.", "y = max(a, b)",
-      c: { "(\($0.operands[1]) >= \($0.operands[0]) ? \($0.operands[1]) : \($0.operands[0]))" }
-    ) { Swift.max($0, $1) },
+      "maximum", "The larger of a and b elementwise, with broadcasting; NaN if either is NaN.",
+      "y = max(a, b)",
+      c: { c in
+        let (a, b) = (c.operands[0], c.operands[1])
+        return "((\(b) >= \(a) || \(b) != \(b)) ? \(b) : \(a))"
+      }
+    ) { a, b in b.isNaN || b >= a ? b : a },
     binary(
-      "minimum", "The smaller of a and b elementwise, with broadcasting.", "y = min(a, b)",
-      c: { "(\($0.operands[1]) < \($0.operands[0]) ? \($0.operands[1]) : \($0.operands[0]))" }
-    ) { Swift.min($0, $1) },
+      "minimum", "The smaller of a and b elementwise, with broadcasting; NaN if either is NaN.",
+      "y = min(a, b)",
+      c: { c in
+        let (a, b) = (c.operands[0], c.operands[1])
+        return "((\(b) < \(a) || \(b) != \(b)) ? \(b) : \(a))"
+      }
+    ) { a, b in b.isNaN || b < a ? b : a },
     unary("neg", "Negates each element.", "y = -x", c: { "-\($0.operands[0])" }) { -$0 },
     unary(
       "abs", "Absolute value of each element.", "y = |x|",

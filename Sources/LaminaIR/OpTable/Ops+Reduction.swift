@@ -17,7 +17,10 @@ extension OpRegistry {
       "max", "The largest element over the given axes (all axes when `axes` is absent).",
       "y = max_{reduced axes} x; reducing an empty axis is an error at run time",
       rejectsEmptyAxes: true
-    ) { values in values.reduce(-Double.infinity) { Swift.max($0, $1) } },
+    ) { values in
+      // NaN propagates, as in numpy and PyTorch.
+      values.reduce(-Double.infinity) { accumulated, value in value.isNaN || value >= accumulated ? value : accumulated }
+    },
     normalization(
       "softmax", "Exponentials normalized to sum to 1 along an axis, computed stably.",
       "y_i = e^(x_i - m) / Σ_j e^(x_j - m), m = max_j x_j, along axis"

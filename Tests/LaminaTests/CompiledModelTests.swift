@@ -1,0 +1,74 @@
+import Foundation
+import Lamina
+import LaminaTestSupport
+import Testing
+
+/// Compiled C against the reference interpreter, for every example and every op, with each
+/// C compiler, at batch 1 and at a larger batch.
+///
+/// Tolerance: |compiled - interpreted| ≤ 1e-5·|interpreted| + 1e-6·scale for f32 (scale: the largest
+/// magnitude in the tensor, since a matrix product's rounding error grows with its terms, not its
+/// result), 1e-12 relative for f64; integers exactly.
+@Suite("Compiled models", .serialized)
+struct CompiledModelTests {
+  static let models =
+    RepositoryPaths.files(in: "examples", withExtension: "lam") + [
+      RepositoryPaths.path("Tests/LaminaTests/Fixtures/every_op.lam")
+    ]
+  static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
+    "lamina-test-cache-\(ProcessInfo.processInfo.processIdentifier)"
+  ).path
+
+  struct Case: CustomStringConvertible, Sendable {
+    var model: String
+    var compiler: String
+    var description: String { "\(URL(fileURLWithPath: model).lastPathComponent) with \(compiler)" }
+  }
+
+  static let cases: [Case] = TestData.compilers.flatMap { compiler in
+    models.map { Case(model: $0, compiler: compiler) }
+  }
+
+  @Test("compiled outputs and losses equal the interpreter's", arguments: cases)
+  func matchesInterpreter(_ testCase: Case) throws {
+    let model = try Model(contentsOf: testCase.model)
+    var options = CompileOptions()
+    options.compiler = testCase.compiler
+    options.cacheDirectory = Self.cacheDirectory
+    let parameters = try model.initialParameters(seed: 11)
+    let compiled = try model.compile(options: options, parameters: parameters)
+    for batch in [1, 7] {
+      let symbols = Dictionary(uniqueKeysWithValues: compiled.signature.symbols.map { ($0, batch) })
+      let inputs = TestData.inputs(for: model.graph, symbols: symbols, seed: UInt64(batch))
+      let (outputs, losses) = try compiled.evaluate(inputs)
+      let names = model.graph.outputs.map(\.name) + model.graph.losses.map(\.name)
+      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+      for (name, tensor) in outputs.merging(losses, uniquingKeysWith: { a, _ in a }) {
+        let reference = expected[name]!
+        let scale = reference.doubles().map(abs).filter(\.isFinite).max() ?? 1
+        let (rtol, atol): (Double, Double) =
+          switch reference.dtype {
+          case .f32: (1e-5, 1e-6 * max(scale, 1))
+          case .f64: (1e-12, 1e-14 * max(scale, 1))
+          case .i32, .i64: (0, 0)
+          }
+        let problem = TestData.mismatch(tensor, reference, rtol: rtol, atol: atol)
+        #expect(problem == nil, "\(testCase) batch \(batch), \(name): \(problem ?? "")")
+      }
+      // forward gives the same outputs without the inputs only the losses need.
+      let forwardInputs = inputs.filter { name, _ in
+        compiled.signature.inputs.first { $0.name == name }?.forward == true
+      }
+      let forward = try compiled.forward(forwardInputs)
+      for (name, tensor) in forward { #expect(tensor == outputs[name], "\(testCase): forward \(name)") }
+    }
+  }
+
+  @Test("the fixture uses every op of the op table")
+  func fixtureCoversEveryOp() throws {
+    let model = try Model(contentsOf: RepositoryPaths.path("Tests/LaminaTests/Fixtures/every_op.lam"))
+    let used = Set(model.graph.nodes.map(\.op))
+    let missing = OpRegistry.names.filter { !used.contains($0) }
+    #expect(missing.isEmpty, "every_op.lam does not use \(missing)")
+  }
+}
