@@ -5,7 +5,7 @@ import Lamina
 public enum CommandLineTool {
   static let commands: [CommandEntry] = [
     CommandEntry(CheckCommand.self), CommandEntry(DumpCommand.self), CommandEntry(CompileCommand.self),
-    CommandEntry(RunCommand.self),
+    CommandEntry(RunCommand.self), CommandEntry(BenchCommand.self),
     CommandEntry(InitCommand.self), CommandEntry(PassesCommand.self), CommandEntry(OpsCommand.self),
   ]
 

@@ -1,45 +1,65 @@
 import Foundation
 import Lamina
 
-/// `lamina run FILE --interpret`: evaluates a model on `.npy` inputs.
+/// `lamina run FILE.lam|LIB.so`: runs a model on `.npy` inputs.
 enum RunCommand: Command {
   static let name = "run"
-  static let summary = "Run a model on .npy inputs and write .npy outputs"
+  static let summary = "Run a model (compiled, or --interpret) on .npy inputs"
   static let help = """
-    usage: lamina run FILE.lam --interpret [--weights W.safetensors | --seed S]
-                      --input NAME=FILE.npy... [--output NAME=FILE.npy...] [--model NAME]
+    usage: lamina run FILE.lam|LIB.so [--weights W.safetensors | --seed S] --input NAME=FILE.npy...
+                      [--output NAME=FILE.npy...] [--batch N] [--interpret] [--cc PATH] [--no-cache]
+                      [--model NAME]
 
-    Evaluates the model with the reference interpreter. Without --weights the initializers are used
-    (with --seed). Inputs the requested outputs do not need (a label, at inference) may be given and
-    are ignored. Without --output, every output is summarized on standard output.
+    Compiles the model (or loads a library from `lamina compile`) and runs it. Without --weights the
+    initializers are used (with --seed); a library needs --weights. Outputs and losses can be requested
+    by name; inputs the requested values do not need (a label, at inference) may be given and are
+    ignored. Without --output, every output is summarized on standard output.
+      --interpret  use the reference interpreter instead of compiled code
+      --batch N    run the inputs N rows at a time and join the outputs (their first axis)
     """
   static let options = OptionSpec(
-    valued: ["--weights", "--seed", "--model"], repeatable: ["--input", "--output"],
-    switches: ["--interpret"])
+    valued: ["--weights", "--seed", "--model", "--batch", "--cc", "--cflags"],
+    repeatable: ["--input", "--output"], switches: ["--interpret", "--no-cache"])
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
-    guard options.isSet("--interpret") else {
-      throw UsageError("only the reference interpreter exists so far: pass --interpret")
-    }
-    let model = try loadModel(path, modelName: options.value("--model"), console: console)
-    let graph = model.graph
     var inputs: [String: Tensor] = [:]
-    for (name, file) in try options.pairs("--input") {
-      guard graph.inputs.contains(where: { graph[$0.value].name == name }) else {
-        let names = graph.inputs.map { graph[$0.value].name }
-        throw UsageError(
-          "the model has no input '\(name)' (inputs: \(names.joined(separator: ", ")))"
-            + (closestName(to: name, among: names).map { "; did you mean '\($0)'?" } ?? ""))
-      }
-      inputs[name] = try NPY.read(contentsOf: file)
-    }
+    for (name, file) in try options.pairs("--input") { inputs[name] = try NPY.read(contentsOf: file) }
     var requested = try options.pairs("--output")
-    if requested.isEmpty { requested = graph.outputs.map { ($0.name, "") } }
-    let parameters = try loadParameters(model, weightsPath: options.value("--weights"), seed: try options.seed())
-    let results = try model.interpret(inputs: inputs, parameters: parameters, outputs: requested.map(\.name))
+    let batch = try options.value("--batch").map { text -> Int in
+      guard let value = Int(text), value > 0 else { throw UsageError("--batch takes a positive integer, got '\(text)'") }
+      return value
+    }
+
+    let runner: Runner
+    if path.hasSuffix(".so") || path.hasSuffix(".dylib") {
+      guard !options.isSet("--interpret") else { throw UsageError("--interpret needs a model file, not a library") }
+      let compiled = try CompiledModel(libraryPath: path)
+      guard let weights = options.value("--weights") else {
+        throw UsageError("a compiled library has no initializers: pass --weights W.safetensors")
+      }
+      try compiled.loadWeights(from: weights)
+      runner = .compiled(compiled)
+    } else {
+      let model = try loadModel(path, modelName: options.value("--model"), console: console)
+      let parameters = try loadParameters(model, weightsPath: options.value("--weights"), seed: try options.seed())
+      if options.isSet("--interpret") {
+        runner = .interpreted(model, parameters)
+      } else {
+        runner = .compiled(try model.compile(options: CompileCommand.compileOptions(options), parameters: parameters))
+      }
+    }
+    if requested.isEmpty { requested = runner.outputNames.map { ($0, "") } }
+    try runner.checkInputNames(Array(inputs.keys))
+
+    let results: [String: Tensor]
+    if let batch {
+      results = try runInBatches(runner, inputs, requested.map(\.name), batch: batch)
+    } else {
+      results = try runner.run(inputs, requested.map(\.name))
+    }
     for (name, file) in requested {
-      let tensor = results[name]!
+      guard let tensor = results[name] else { continue }
       if file.isEmpty {
         console.print("\(name): \(tensor)")
       } else {
@@ -48,5 +68,99 @@ enum RunCommand: Command {
       }
     }
     return 0
+  }
+
+  /// Splits every input along its first axis, runs each piece, and joins the results the same way.
+  static func runInBatches(_ runner: Runner, _ inputs: [String: Tensor], _ names: [String], batch: Int) throws
+    -> [String: Tensor]
+  {
+    let rows = Set(inputs.values.compactMap { $0.shape.first })
+    guard rows.count == 1, let total = rows.first else {
+      throw UsageError("--batch needs inputs with the same first dimension, got \(inputs.mapValues(\.shape))")
+    }
+    var pieces: [String: [Tensor]] = [:]
+    var start = 0
+    while start < total {
+      let end = min(start + batch, total)
+      let slice = inputs.mapValues { rowsOf($0, start, end) }
+      for (name, tensor) in try runner.run(slice, names) { pieces[name, default: []].append(tensor) }
+      start = end
+    }
+    return try pieces.mapValues { parts in
+      guard parts.allSatisfy({ $0.rank >= 1 }) else {
+        throw UsageError("--batch works only for outputs with the batch as first axis; a scalar (a loss) is not")
+      }
+      return joinRows(parts)
+    }
+  }
+
+  static func rowsOf(_ tensor: Tensor, _ start: Int, _ end: Int) -> Tensor {
+    let rowBytes = tensor.byteCount / max(tensor.shape[0], 1)
+    return tensor.withUnsafeBytes { bytes in
+      Tensor(
+        dtype: tensor.dtype, shape: [end - start] + tensor.shape.dropFirst(),
+        bytes: UnsafeRawBufferPointer(rebasing: bytes[(start * rowBytes)..<(end * rowBytes)]))!
+    }
+  }
+
+  static func joinRows(_ parts: [Tensor]) -> Tensor {
+    let first = parts[0]
+    var joined = Tensor(zeros: first.dtype, shape: [parts.map { $0.shape[0] }.reduce(0, +)] + first.shape.dropFirst())
+    joined.withUnsafeMutableBytes { destination in
+      var offset = 0
+      for part in parts {
+        part.withUnsafeBytes { source in
+          destination.baseAddress!.advanced(by: offset).copyMemory(from: source.baseAddress!, byteCount: source.count)
+        }
+        offset += part.byteCount
+      }
+    }
+    return joined
+  }
+}
+
+/// The two ways a model runs, behind one interface.
+enum Runner {
+  case interpreted(Model, [String: Tensor])
+  case compiled(CompiledModel)
+
+  var inputNames: [String] {
+    switch self {
+    case .interpreted(let model, _): model.graph.inputs.map { model.graph[$0.value].name }
+    case .compiled(let compiled): compiled.signature.inputs.map(\.name)
+    }
+  }
+
+  var outputNames: [String] {
+    switch self {
+    case .interpreted(let model, _): model.graph.outputs.map(\.name)
+    case .compiled(let compiled): compiled.signature.outputs.map(\.name)
+    }
+  }
+
+  func checkInputNames(_ names: [String]) throws {
+    for name in names where !inputNames.contains(name) {
+      throw UsageError(
+        "the model has no input '\(name)' (inputs: \(inputNames.joined(separator: ", ")))"
+          + (closestName(to: name, among: inputNames).map { "; did you mean '\($0)'?" } ?? ""))
+    }
+  }
+
+  func run(_ inputs: [String: Tensor], _ names: [String]) throws -> [String: Tensor] {
+    switch self {
+    case .interpreted(let model, let parameters):
+      return try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+    case .compiled(let compiled):
+      let losses = Set(compiled.signature.losses.map(\.name))
+      for name in names where !losses.contains(name) && !compiled.signature.outputs.contains(where: { $0.name == name }) {
+        throw RunError("the model has no output or loss named '\(name)'")
+      }
+      if names.contains(where: losses.contains) {
+        let (outputs, lossValues) = try compiled.evaluate(inputs)
+        return outputs.merging(lossValues) { a, _ in a }
+      }
+      let relevant = inputs.filter { name, _ in compiled.signature.inputs.first { $0.name == name }?.forward == true }
+      return try compiled.forward(relevant)
+    }
   }
 }

@@ -1,39 +1,11 @@
 import Foundation
 import Lamina
 
-/// Random inputs for a model, valid for its ops: integer inputs used as class labels stay within the
-/// classes; float inputs whose name starts with `positive` are positive (for log and sqrt).
+/// Helpers for comparing tensors and finding compilers in tests.
 public enum TestData {
+  /// Random inputs the model accepts (see `SampleInputs`).
   public static func inputs(for graph: Graph, symbols: [String: Int], seed: UInt64) -> [String: Tensor] {
-    var generator = SeededGenerator(seed: seed)
-    var result: [String: Tensor] = [:]
-    for input in graph.inputs {
-      let info = graph[input.value]
-      let type = graph.type(of: input.value)
-      let shape = type.concreteShape(symbols)!
-      let count = shape.reduce(1, *)
-      let values: [Double]
-      if type.dtype.isInteger {
-        let classes = labelClasses(of: input.value, in: graph) ?? 5
-        values = (0..<count).map { _ in Double(generator.next() % UInt64(classes)) }
-      } else if info.name.hasPrefix("positive") {
-        values = (0..<count).map { _ in abs(generator.nextNormal()) + 0.1 }
-      } else if info.name.hasPrefix("target") || info.name.hasPrefix("ones") || info.name.hasPrefix("zeros") {
-        values = (0..<count).map { _ in generator.nextUnit() }
-      } else {
-        values = (0..<count).map { _ in generator.nextNormal() }
-      }
-      result[info.name] = Tensor(dtype: type.dtype, shape: shape, doubles: values)
-    }
-    return result
-  }
-
-  /// The class count when `value` is the labels operand of a cross_entropy node.
-  static func labelClasses(of value: ValueID, in graph: Graph) -> Int? {
-    for node in graph.nodes where node.op == "cross_entropy" && node.operands[1] == value {
-      return graph.type(of: node.operands[0]).shape[1].staticValue
-    }
-    return nil
+    SampleInputs.make(for: graph, symbols: symbols, seed: seed)
   }
 
   /// nil when every element of `actual` is within `rtol * |expected| + atol` of `expected`; otherwise a

@@ -1,0 +1,41 @@
+import LaminaIR
+import LaminaSupport
+
+/// Random inputs a model accepts, for benchmarks, checks and tests.
+///
+/// Floats are standard normal, except inputs named `positive…` (|N| + 0.1, for log and sqrt) and
+/// `target…` (uniform in [0, 1), for binary cross-entropy); integer inputs that feed `cross_entropy`
+/// as labels are valid class indices, other integers are in 0..<5.
+public enum SampleInputs {
+  public static func make(for graph: Graph, symbols: [String: Int], seed: UInt64) -> [String: Tensor] {
+    var generator = SeededGenerator(seed: seed)
+    var result: [String: Tensor] = [:]
+    for input in graph.inputs {
+      let info = graph[input.value]
+      let type = graph.type(of: input.value)
+      guard let shape = type.concreteShape(symbols) else { continue }
+      let count = shape.reduce(1, *)
+      let values: [Double]
+      if type.dtype.isInteger {
+        let classes = labelClasses(of: input.value, in: graph) ?? 5
+        values = (0..<count).map { _ in Double(generator.next() % UInt64(classes)) }
+      } else if info.name.hasPrefix("positive") {
+        values = (0..<count).map { _ in abs(generator.nextNormal()) + 0.1 }
+      } else if info.name.hasPrefix("target") {
+        values = (0..<count).map { _ in generator.nextUnit() }
+      } else {
+        values = (0..<count).map { _ in generator.nextNormal() }
+      }
+      result[info.name] = Tensor(dtype: type.dtype, shape: shape, doubles: values)
+    }
+    return result
+  }
+
+  /// The class count when `value` is the labels operand of a `cross_entropy` node.
+  static func labelClasses(of value: ValueID, in graph: Graph) -> Int? {
+    for node in graph.nodes where node.op == "cross_entropy" && node.operands[1] == value {
+      return graph.type(of: node.operands[0]).shape[1].staticValue
+    }
+    return nil
+  }
+}

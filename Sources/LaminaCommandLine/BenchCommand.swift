@@ -1,0 +1,87 @@
+import Foundation
+import Lamina
+
+/// `lamina bench FILE.lam`: times compiled inference beside the reference interpreter.
+enum BenchCommand: Command {
+  static let name = "bench"
+  static let summary = "Time compiled inference (median, min, max) beside the interpreter"
+  static let help = """
+    usage: lamina bench FILE.lam [--batch N] [--runs R] [--threads T] [--seconds S] [--cc PATH]
+                        [--no-interpreter] [--model NAME]
+
+    Compiles the model, feeds it random inputs with every symbolic dimension set to --batch (default 1),
+    and times `forward` after a warm-up: at least R runs (default 50) and S seconds (default 1). The
+    reference interpreter runs on the same inputs a few times as the baseline, and both outputs are
+    checked equal before timing. Reports median, min and max per call, and samples per second.
+    """
+  static let options = OptionSpec(
+    valued: ["--batch", "--runs", "--threads", "--seconds", "--cc", "--cflags", "--model", "--seed"],
+    switches: ["--no-interpreter", "--no-cache"])
+
+  static func run(_ options: inout Options, console: Console) throws -> Int32 {
+    let path = try options.modelPath()
+    func integer(_ name: String, _ fallback: Int) throws -> Int {
+      guard let text = options.value(name) else { return fallback }
+      guard let value = Int(text), value >= 0 else { throw UsageError("\(name) takes a non-negative integer") }
+      return value
+    }
+    let batch = max(1, try integer("--batch", 1))
+    let runs = max(1, try integer("--runs", 50))
+    let seconds = Double(options.value("--seconds") ?? "1") ?? 1
+    let model = try loadModel(path, modelName: options.value("--model"), console: console)
+    var compileOptions = try CompileCommand.compileOptions(options)
+    compileOptions.threads = try integer("--threads", 0)
+    let parameters = try model.initialParameters(seed: try options.seed())
+    let compilation = try model.buildLibrary(options: compileOptions)
+    let compiled = try CompiledModel(libraryPath: compilation.libraryPath, threads: compileOptions.threads)
+    try compiled.setParameters(parameters)
+
+    let symbols = Dictionary(uniqueKeysWithValues: compiled.signature.symbols.map { ($0, batch) })
+    let forwardNames = Set(compiled.signature.inputs.filter { $0.forward == true }.map(\.name))
+    let inputs = SampleInputs.make(for: model.graph, symbols: symbols, seed: 1).filter { forwardNames.contains($0.key) }
+    let outputNames = compiled.signature.outputs.map(\.name)
+
+    console.print(
+      "model \(model.graph.name), \(symbols.isEmpty ? "no symbolic dimensions" : symbols.map { "\($0.key) = \($0.value)" }.sorted().joined(separator: ", ")), compiled in \(milliseconds(compilation.codegenSeconds + compilation.compileSeconds))\(compilation.compiledNow ? "" : " (cached)")"
+    )
+    var rows: [(String, Timing)] = []
+    var interpreterTiming: Timing?
+    let compiledOutputs = try compiled.forward(inputs)
+    if !options.isSet("--no-interpreter") {
+      var reference: [String: Tensor] = [:]
+      interpreterTiming = try Timing.measure(warmup: 0, runs: 3, minimumSeconds: 0) {
+        reference = try model.interpret(inputs: inputs, parameters: parameters, outputs: outputNames)
+      }
+      for name in outputNames {
+        let (a, b) = (compiledOutputs[name]!.doubles(), reference[name]!.doubles())
+        let scale = b.map(abs).max() ?? 1
+        let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
+        guard worst <= 1e-4 * max(scale, 1) else {
+          throw RunError("compiled output '\(name)' differs from the interpreter's by \(worst); not timing a wrong result")
+        }
+      }
+    }
+    rows.append(("compiled", try Timing.measure(warmup: 10, runs: runs, minimumSeconds: seconds) { _ = try compiled.forward(inputs) }))
+    if let interpreterTiming { rows.append(("interpreter", interpreterTiming)) }
+
+    console.print("")
+    console.print("               median        min        max   runs   samples/s")
+    for (name, timing) in rows {
+      let throughput = Double(batch) / timing.median
+      console.print(
+        name.padding(toLength: 12, withPad: " ", startingAt: 0)
+          + [formatDuration(timing.median), formatDuration(timing.min), formatDuration(timing.max)].map { $0.leftPadded(11) }.joined()
+          + String(timing.samples.count).leftPadded(7) + String(format: "%12.0f", throughput))
+    }
+    if let interpreterTiming {
+      console.print(String(format: "\ncompiled is %.0fx faster than the interpreter (medians)", interpreterTiming.median / rows[0].1.median))
+    }
+    return 0
+  }
+}
+
+extension String {
+  func leftPadded(_ width: Int) -> String {
+    count >= width ? self : String(repeating: " ", count: width - count) + self
+  }
+}
