@@ -65,6 +65,10 @@ extension Model {
   {
     let compilation = try buildLibrary(options: options)
     let compiled = try CompiledModel(libraryPath: compilation.libraryPath, threads: options.threads)
+    // The cache is keyed by the source, so this holds unless the cache was tampered with.
+    guard compiled.signature == compilation.generated.signature else {
+      throw RunError("\(compilation.libraryPath) does not implement model \(graph.name)'s signature; clear the cache")
+    }
     if let parameters { try compiled.setParameters(parameters) }
     return compiled
   }

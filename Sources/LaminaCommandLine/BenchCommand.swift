@@ -16,7 +16,7 @@ enum BenchCommand: Command {
     """
   static let options = OptionSpec(
     valued: ["--batch", "--runs", "--threads", "--seconds", "--cc", "--cflags", "--model", "--seed"],
-    switches: ["--no-interpreter", "--no-cache"])
+    switches: ["--no-interpreter", "--no-cache", "--json"])
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
@@ -41,9 +41,11 @@ enum BenchCommand: Command {
     let inputs = SampleInputs.make(for: model.graph, symbols: symbols, seed: 1).filter { forwardNames.contains($0.key) }
     let outputNames = compiled.signature.outputs.map(\.name)
 
-    console.print(
+    if !options.isSet("--json") {
+      console.print(
       "model \(model.graph.name), \(symbols.isEmpty ? "no symbolic dimensions" : symbols.map { "\($0.key) = \($0.value)" }.sorted().joined(separator: ", ")), compiled in \(milliseconds(compilation.codegenSeconds + compilation.compileSeconds))\(compilation.compiledNow ? "" : " (cached)")"
-    )
+      )
+    }
     var rows: [(String, Timing)] = []
     var interpreterTiming: Timing?
     let compiledOutputs = try compiled.forward(inputs)
@@ -64,6 +66,15 @@ enum BenchCommand: Command {
     rows.append(("compiled", try Timing.measure(warmup: 10, runs: runs, minimumSeconds: seconds) { _ = try compiled.forward(inputs) }))
     if let interpreterTiming { rows.append(("interpreter", interpreterTiming)) }
 
+    if options.isSet("--json") {
+      var entries: [String] = []
+      for (name, timing) in rows {
+        entries.append(
+          "\"\(name)\": {\"median_seconds\": \(timing.median), \"min_seconds\": \(timing.min), \"max_seconds\": \(timing.max), \"runs\": \(timing.samples.count)}")
+      }
+      console.print("{\"model\": \"\(model.graph.name)\", \"batch\": \(batch), " + entries.joined(separator: ", ") + "}")
+      return 0
+    }
     console.print("")
     console.print("               median        min        max   runs   samples/s")
     for (name, timing) in rows {

@@ -12,7 +12,8 @@ import Testing
 @Suite("Compiled models", .serialized)
 struct CompiledModelTests {
   static let models =
-    RepositoryPaths.files(in: "examples", withExtension: "lam") + [
+    RepositoryPaths.files(in: "examples", withExtension: "lam")
+    + RepositoryPaths.files(in: "examples/bench", withExtension: "lam") + [
       RepositoryPaths.path("Tests/LaminaTests/Fixtures/every_op.lam")
     ]
   static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(

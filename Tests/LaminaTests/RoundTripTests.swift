@@ -9,6 +9,7 @@ import Testing
 struct RoundTripTests {
   static let models =
     RepositoryPaths.files(in: "examples", withExtension: "lam")
+    + RepositoryPaths.files(in: "examples/bench", withExtension: "lam")
     + RepositoryPaths.files(in: "ir-specs/tests", withExtension: "lam").filter { !$0.contains("located_errors") }
 
   @Test("print → parse → print is the identity", arguments: models)
