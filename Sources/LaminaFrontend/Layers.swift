@@ -41,6 +41,8 @@ public struct LayerBuilder {
   public let location: SourceLocation
   public let inputs: [ValueID]
   public let options: [String: LayerOption]
+  /// True when a shared instance is called again: parameters that exist are reused, not created.
+  public let sharesParameters: Bool
 
   public func type(of value: ValueID) -> TensorType { graph.type(of: value) }
 
@@ -86,7 +88,11 @@ public struct LayerBuilder {
     guard !elements.1, elements.0 <= 1 << 40 else {
       throw ShapeError("parameter \(qualified) would be \(type), too large: past 2^40 elements")
     }
-    if graph.value(named: qualified) != nil {
+    if let existing = graph.value(named: qualified) {
+      // A shared instance called again uses the parameter its first call made.
+      if sharesParameters, graph.param(for: existing) != nil, graph.type(of: existing) == type {
+        return existing
+      }
       throw ShapeError(
         "parameter name \(qualified) is already taken",
         help: "give the layer another name with name:")

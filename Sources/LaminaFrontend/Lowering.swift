@@ -17,6 +17,9 @@ public struct Lowering {
     case string(String)
     case bool(Bool)
     case list([Value])
+    /// A block or layer bound without its tensor inputs (`let critic = Critic(units: 8)`): calling it
+    /// applies the same parameters each time (weight sharing).
+    case instance(Instance)
     /// An error was already reported for the expression that made this.
     case poisoned
 
@@ -28,7 +31,28 @@ public struct Lowering {
       case .string: "a string"
       case .bool: "a boolean"
       case .list: "a list"
+      case .instance(let instance): "an instance of \(instance.kindName)"
       case .poisoned: "an invalid value"
+      }
+    }
+  }
+
+  /// A block or layer with its options fixed and its parameters named once, callable many times.
+  struct Instance {
+    enum Kind {
+      case block(BlockDecl)
+      case layer(LayerDefinition)
+    }
+    var kind: Kind
+    /// The options as written at creation, applied again at every call.
+    var configuration: [Argument]
+    /// The qualified scope of the shared parameters (`critic`, `dense_2`).
+    var scopeName: String
+
+    var kindName: String {
+      switch kind {
+      case .block(let block): "block \(block.name)"
+      case .layer(let layer): "layer \(layer.name)"
       }
     }
   }
@@ -53,6 +77,8 @@ public struct Lowering {
     /// The name the statement being lowered defines (`a` while lowering `let a = ...`).
     var defining: String?
     var instanceCounters: [String: Int] = [:]
+    /// True while an instance is called again: its parameters exist and are shared, not created.
+    var sharesParameters = false
 
     func qualified(_ name: String) -> String { prefix.isEmpty ? name : "\(prefix).\(name)" }
   }
@@ -240,7 +266,12 @@ public struct Lowering {
         initializer = lowered
       }
       let qualified = scope.qualified(name)
-      if graph.value(named: qualified) != nil {
+      if let existing = graph.value(named: qualified) {
+        // A shared instance called again uses the parameter its first call made.
+        if scope.sharesParameters, graph.param(for: existing) != nil, graph.type(of: existing) == type {
+          bind(name, .tensor(existing), at: location, kind: "parameter")
+          return
+        }
         diagnostics.error("parameter name \(qualified) is already taken", at: location)
         return
       }
@@ -768,6 +799,10 @@ public struct Lowering {
         help: "use it in a training step: train with \(callee)(lr: 0.01)")
       return .poisoned
     }
+    if let binding = scope.bindings[callee], case .instance(let instance) = binding.value {
+      scope.bindings[callee]!.used = true
+      return callInstance(instance, arguments, at: location)
+    }
     if let binding = scope.bindings[callee] {
       scope.bindings[callee]!.used = true
       diagnostics.error(
@@ -927,12 +962,22 @@ public struct Lowering {
     }
   }
 
+  /// Expands a layer call. `instanceScope` names the parameters of a shared instance being called.
   private mutating func callLayer(
-    _ layer: LayerDefinition, _ arguments: [Argument], at location: SourceLocation
+    _ layer: LayerDefinition, _ arguments: [Argument], at location: SourceLocation,
+    instanceScope: String? = nil, leading: Value? = nil
   )
     -> Value
   {
     var inputs: [ValueID] = []
+    switch leading {
+    case .tensor(let id)?: inputs.append(id)
+    case .poisoned?: return .poisoned
+    case let other?:
+      diagnostics.error("\(layer.name) takes a tensor input, got \(other.kindDescription)", at: location)
+      return .poisoned
+    case nil: break
+    }
     var options: [String: LayerOption] = [:]
     var failed = false
     for argument in arguments {
@@ -977,6 +1022,14 @@ public struct Lowering {
         help: "add it, as in \(layer.name)(\(spec.name): \(spec.kind == .integer ? "64" : "..."))")
       failed = true
     }
+    // Options without inputs make an instance, called later with shared parameters.
+    if inputs.isEmpty, instanceScope == nil, leading == nil, !failed,
+      !arguments.contains(where: { $0.label == nil })
+    {
+      var name: String?
+      if case .string(let given)? = options["name"] { name = given }
+      return makeInstance(.layer(layer), arguments, name: name, at: location)
+    }
     if inputs.count < layer.inputCount && !failed {
       diagnostics.error(
         "\(layer.name) needs \(layer.inputCount) tensor input(s), got \(inputs.count)", at: location
@@ -985,13 +1038,16 @@ public struct Lowering {
     }
     if failed { return .poisoned }
     let scopeName: String
-    if case .string(let name)? = options["name"] {
+    if let instanceScope {
+      scopeName = instanceScope
+    } else if case .string(let name)? = options["name"] {
       scopeName = scope.qualified(name)
     } else {
       scopeName = scope.qualified(nextInstanceName(layer.name))
     }
     var builder = LayerBuilder(
-      graph: graph, scopeName: scopeName, location: location, inputs: inputs, options: options)
+      graph: graph, scopeName: scopeName, location: location, inputs: inputs, options: options,
+      sharesParameters: instanceScope != nil || scope.sharesParameters)
     graph = Graph(name: "")  // the builder owns the graph while it expands
     do {
       let result = try layer.expand(&builder)
@@ -1036,6 +1092,54 @@ public struct Lowering {
   // MARK: Blocks
 
   /// `repeat(x, n, Block(args))`: n fresh copies of the block, each feeding the next.
+  /// Binds a block or layer's options and a scope name, for calls that share parameters.
+  ///
+  /// The parameters are named after `name:`, else the `let` being defined (`let critic = Critic()`
+  /// gives `critic.dense_0.weight`, as a PyTorch module attribute would), else `KIND_N`.
+  private mutating func makeInstance(
+    _ kind: Instance.Kind, _ arguments: [Argument], name: String?, at location: SourceLocation
+  ) -> Value {
+    let kindName: String
+    switch kind {
+    case .block(let block): kindName = block.name
+    case .layer(let layer): kindName = layer.name
+    }
+    let scopeName = scope.qualified(name ?? scope.defining ?? nextInstanceName(kindName))
+    if graph.values.contains(where: { $0.name.hasPrefix(scopeName + ".") }) {
+      diagnostics.error(
+        "the name \(scopeName) is already used by other parameters", at: location,
+        help: "give the instance another name with name:")
+      return .poisoned
+    }
+    return .instance(Instance(kind: kind, configuration: arguments, scopeName: scopeName))
+  }
+
+  /// Calls a shared instance: the first call creates its parameters, later calls reuse them.
+  private mutating func callInstance(
+    _ instance: Instance, _ arguments: [Argument], at location: SourceLocation, leading: Value? = nil
+  ) -> Value {
+    if let option = arguments.first(where: { $0.label != nil }) {
+      diagnostics.error(
+        "an instance is called with its inputs only; its options were fixed when it was made",
+        at: option.location)
+      return .poisoned
+    }
+    guard !arguments.isEmpty || leading != nil else {
+      diagnostics.error("an instance of \(instance.kindName) needs its tensor inputs", at: location)
+      return .poisoned
+    }
+    switch instance.kind {
+    case .block(let block):
+      return callBlock(
+        block, leading: leading, arguments: arguments + instance.configuration, at: location,
+        instanceScope: instance.scopeName)
+    case .layer(let layer):
+      return callLayer(
+        layer, arguments + instance.configuration.filter { $0.label != "name" }, at: location,
+        instanceScope: instance.scopeName, leading: leading)
+    }
+  }
+
   private mutating func lowerRepeat(_ arguments: [Argument], at location: SourceLocation) -> Value {
     guard arguments.count == 3, arguments.allSatisfy({ $0.label == nil }) else {
       diagnostics.error(
@@ -1056,6 +1160,19 @@ public struct Lowering {
       case .call(let callee, _, let arguments): (callee, arguments)
       default: ("", [])
       }
+    if case .name(let name) = blockExpr.kind, case .instance(let instance)? = scope.bindings[name]?.value {
+      // One instance applied count times: the copies share its parameters.
+      scope.bindings[name]!.used = true
+      if case .poisoned = current { return .poisoned }
+      for _ in 0..<count {
+        current = callInstance(instance, [], at: location, leading: current)
+        if case .poisoned = current { return .poisoned }
+      }
+      return current
+    }
+    if case .name(let name) = blockExpr.kind, case .poisoned? = scope.bindings[name]?.value {
+      return .poisoned
+    }
     guard let block = blocks[blockName] else {
       let isBuiltIn =
         LayerRegistry.definition(blockName) != nil || OpRegistry.definition(blockName) != nil
@@ -1086,8 +1203,10 @@ public struct Lowering {
     return current
   }
 
+  /// Expands a block call. `instanceScope` names the parameters of a shared instance being called.
   private mutating func callBlock(
-    _ block: BlockDecl, leading: Value? = nil, arguments: [Argument], at location: SourceLocation
+    _ block: BlockDecl, leading: Value? = nil, arguments: [Argument], at location: SourceLocation,
+    instanceScope: String? = nil
   ) -> Value {
     if let start = blockStack.firstIndex(of: block.name) {
       let through = blockStack[(start + 1)...]
@@ -1157,6 +1276,13 @@ public struct Lowering {
       values[parameter!.name] = parameterValue
       argumentLocations[parameter!.name] = argument.location
     }
+    // Options without the tensors make an instance, called later with shared parameters.
+    let tensorParameters = block.parameters.filter { $0.kind == .tensor }
+    if instanceScope == nil, leading == nil, !failed, !tensorParameters.isEmpty,
+      tensorParameters.allSatisfy({ values[$0.name] == nil })
+    {
+      return makeInstance(.block(block), arguments, name: nameOverride, at: location)
+    }
     for parameter in block.parameters where values[parameter.name] == nil {
       if let defaultValue = parameter.defaultValue {
         values[parameter.name] = evaluate(defaultValue)
@@ -1192,8 +1318,9 @@ public struct Lowering {
     }
     if failed { return .poisoned }
 
-    let instance = nameOverride ?? nextInstanceName(block.name)
-    var newScope = Scope(prefix: scope.qualified(instance))
+    let prefix = instanceScope ?? scope.qualified(nameOverride ?? nextInstanceName(block.name))
+    var newScope = Scope(prefix: prefix)
+    newScope.sharesParameters = instanceScope != nil || scope.sharesParameters
     for parameter in block.parameters {
       newScope.bindings[parameter.name] = Binding(
         value: values[parameter.name]!, location: parameter.location, warnsWhenUnused: false,
