@@ -26,6 +26,11 @@ enum CompileCommand: Command {
     let compileOptions = try compileOptions(options)
     let compilation = try model.buildLibrary(options: compileOptions)
     let library = try Data(contentsOf: URL(fileURLWithPath: compilation.libraryPath))
+    if !compileOptions.useCache {
+      // Without the cache the library was built in a temporary folder of its own; only the copy stays.
+      try? FileManager.default.removeItem(
+        at: URL(fileURLWithPath: compilation.libraryPath).deletingLastPathComponent())
+    }
     try AtomicFile.write(library, to: output)
     let headerPath = URL(fileURLWithPath: output).deletingPathExtension().path + ".h"
     try AtomicFile.write(Data(compilation.generated.header.utf8), to: headerPath)
