@@ -21,7 +21,7 @@ let package = Package(
     // Lowering the IR to C: the generated kernels and the C runtime library they use.
     .target(
       name: "LaminaCodegenC", dependencies: ["LaminaSupport", "LaminaIR"],
-      resources: [.embedInCode("runtime/lamina_pool.c")]),
+      resources: [.embedInCode("runtime/lamina_pool.c"), .embedInCode("runtime/lamina_gemm.c")]),
     // The public façade: `import Lamina`.
     .target(
       name: "Lamina",
