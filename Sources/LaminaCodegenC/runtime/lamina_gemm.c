@@ -1,27 +1,493 @@
-/* Placeholder GEMM: a plain loop (replaced by the packed, blocked kernel). */
+/* lamina_gemm.c — matrix multiplication for the Lamina C runtime (needs lamina_pool.c before it).
+ *
+ *   C[M,N] = alpha * op(A) @ op(B) + beta * C      row-major, leading dimensions lda/ldb/ldc,
+ *                                                  op(X) = X or X^T (trans_a, trans_b)
+ *
+ * Algorithm (GotoBLAS / BLIS)
+ * ---------------------------
+ *   for jc in N by NC:                 B block KC x NC, packed once per (jc, pc), lives in L3
+ *     for pc in K by KC:
+ *       pack op(B)[pc.., jc..] into NR-column panels (KC x NR each, contiguous)
+ *       for ic in M by MC:             A block MC x KC, packed (times alpha), lives in L2
+ *         pack op(A)[ic.., pc..] into MR-row panels (KC x MR each, contiguous)
+ *         for jr in NC by NR:          one B micro-panel (KC x NR) stays in L1 ...
+ *           for ir in MC by MR:        ... while the A micro-panels stream from L2
+ *             micro-kernel: C[MR x NR] (+)= A panel @ B panel, accumulated in registers
+ *         after the last pc: the epilogue runs on the finished MC x NC block of C
+ *
+ * Transposes are handled entirely by the packing, so there is one micro-kernel. Packing pads partial
+ * panels with zeros; an edge tile (fewer than MR rows or NR columns left) is computed into a small
+ * aligned buffer and only its valid part is merged into C, so nothing outside C is ever read or written.
+ *
+ * Micro-kernel: MR x NR with NR = 2 vectors, written with GCC/clang vector extensions. Per k step it
+ * loads the two B vectors, broadcasts MR values of A and does 2*MR fused multiply-adds into 2*MR
+ * accumulator registers. The vector width is chosen at compile time:
+ *   AVX-512 (__AVX512F__, 32 zmm registers): float 12 x 32, double 12 x 16 (24 accumulators)
+ *   AVX/AVX2 (16 ymm registers):             float  6 x 16, double  6 x 8  (12 accumulators)
+ *   otherwise 128-bit vectors (SSE2, NEON):  float  6 x 8,  double  6 x 4
+ * 12 accumulators are enough to cover the FMA latency (4 cycles x 2 pipes on Zen 3 / Skylake), and
+ * 2 loads + 6 broadcasts per 12 FMAs stay within the load ports.
+ *
+ * Blocking (bytes matter, so double uses half the elements of float where it counts):
+ *   KC = 256: a B micro-panel is 256 x 16 floats = 16 KiB, half of a 32 KiB L1d, leaving room for
+ *             the A micro-panel (6 KiB) and the C tile. Partial K is split evenly (784 -> 4 x 196).
+ *   MC = 144 floats / 72 doubles: the A block is 144 KiB, well inside a 512 KiB L2.
+ *   NC = 2048 floats / 1024 doubles: the B block is 2 MiB, for the L3.
+ * All are #ifndef-overridable (-DLAMINA_SGEMM_KC=...) for tuning.
+ *
+ * Threading: the pool runs independent tasks, each a rectangular tile of C that it computes with the
+ * loops above using its own thread's scratch memory (lamina_pool_scratch) for the packed blocks, so
+ * there is no synchronisation inside a GEMM and no allocation per call. The tile grid (rows x columns)
+ * is chosen to minimise the work of the busiest thread, counting the packing that splitting
+ * duplicates: splitting M repacks B for each row tile, splitting N repacks A for each column tile, so
+ * tall-skinny MLP shapes (M = 128, N = 512) split N and wide ones split M. Small products run inline.
+ *
+ * Row vectors (M == 1, a batch-1 dense layer) skip packing: a vectorised GEMV streams B once, split
+ * over column ranges across threads only when there is enough work to pay for the dispatch.
+ *
+ * BLAS semantics: alpha == 0 or K == 0 only scales C by beta; beta == 0 never reads C (it may hold
+ * NaN); the epilogue sees every element of C exactly once, after its final value is stored.
+ *
+ * Needs GCC or clang (vector extensions). With GCC the kernels are compiled with -ffp-contract=fast
+ * (a pragma below) so a*b+c becomes an FMA even under -std=c11; clang uses __builtin_elementwise_fma.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Called once per finished block of C, after its last k-block, while the block is still in cache
+ * (bias, activation, residual: operator fusion). `c` and `ldc` are those of the whole C matrix: the
+ * block is c[(row0 + i) * ldc + col0 + j] for 0 <= i < rows, 0 <= j < cols (c is float* or double*). */
 typedef struct lamina_gemm_epilogue {
   void (*apply)(void* arg, void* c, int64_t ldc, int64_t row0, int64_t col0, int64_t rows, int64_t cols);
   void* arg;
 } lamina_gemm_epilogue;
-static void lamina_sgemm(lamina_pool* pool, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                         const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
-                         const lamina_gemm_epilogue* epilogue) {
-  (void)pool; (void)epilogue;
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < n; j++) {
-      float sum = 0;
-      for (int64_t p = 0; p < k; p++) sum += (trans_a ? a[p * lda + i] : a[i * lda + p]) * (trans_b ? b[j * ldb + p] : b[p * ldb + j]);
-      c[i * ldc + j] = alpha * sum + (beta == 0 ? 0 : beta * c[i * ldc + j]);
-    }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
+/* ---- Vector width and micro-kernel shape, chosen at compile time ---- */
+#if defined(__AVX512F__)
+#define LAMINA_GEMM_VBYTES 64
+#define LAMINA_SGEMM_MR 12
+#define LAMINA_DGEMM_MR 12
+#elif defined(__AVX__)
+#define LAMINA_GEMM_VBYTES 32
+#define LAMINA_SGEMM_MR 6
+#define LAMINA_DGEMM_MR 6
+#else
+#define LAMINA_GEMM_VBYTES 16
+#define LAMINA_SGEMM_MR 6
+#define LAMINA_DGEMM_MR 6
+#endif
+/* NR is two vectors. */
+#define LAMINA_SGEMM_NR (2 * LAMINA_GEMM_VBYTES / 4)
+#define LAMINA_DGEMM_NR (2 * LAMINA_GEMM_VBYTES / 8)
+
+#ifndef LAMINA_SGEMM_KC
+#define LAMINA_SGEMM_KC 256
+#endif
+#ifndef LAMINA_SGEMM_MC
+#define LAMINA_SGEMM_MC 144
+#endif
+#ifndef LAMINA_SGEMM_NC
+#define LAMINA_SGEMM_NC 2048
+#endif
+#ifndef LAMINA_DGEMM_KC
+#define LAMINA_DGEMM_KC 256
+#endif
+#ifndef LAMINA_DGEMM_MC
+#define LAMINA_DGEMM_MC 72
+#endif
+#ifndef LAMINA_DGEMM_NC
+#define LAMINA_DGEMM_NC 1024
+#endif
+
+/* Below this many multiply-adds a GEMM runs on the calling thread only (dispatch would cost more). */
+#ifndef LAMINA_GEMM_PARALLEL_MIN
+#define LAMINA_GEMM_PARALLEL_MIN ((int64_t)1 << 18)
+#endif
+/* Same for the M == 1 path (it is memory-bound: this is about 128 KiB of B). */
+#ifndef LAMINA_GEMV_PARALLEL_MIN
+#define LAMINA_GEMV_PARALLEL_MIN ((int64_t)1 << 15)
+#endif
+/* Packing one element costs about this many multiply-adds (for choosing the thread split). */
+#define LAMINA_GEMM_PACK_COST 8
+
+#if defined(__clang__) && defined(__has_builtin)
+#if __has_builtin(__builtin_elementwise_fma) && (defined(__FMA__) || defined(__aarch64__))
+#define LAMINA_GEMM_FMA(a, b, c) __builtin_elementwise_fma((a), (b), (c))
+#endif
+#endif
+#ifndef LAMINA_GEMM_FMA
+#define LAMINA_GEMM_FMA(a, b, c) ((a) * (b) + (c)) /* contracted by GCC's fp-contract=fast */
+#endif
+
+typedef float lamina_vfloat __attribute__((vector_size(LAMINA_GEMM_VBYTES)));
+typedef double lamina_vdouble __attribute__((vector_size(LAMINA_GEMM_VBYTES)));
+
+static inline int64_t lamina_gemm_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t lamina_gemm_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t lamina_gemm_round_up(int64_t a, int64_t b) { return lamina_gemm_ceil_div(a, b) * b; }
+
+/* Block size for splitting `total` into blocks of at most `max` (a multiple of `align`) as evenly as
+   possible, so there is no small leftover block (K = 784 with KC = 256 gives 4 x 196, not 3 x 256 + 16). */
+static inline int64_t lamina_gemm_even_block(int64_t total, int64_t max, int64_t align) {
+  int64_t blocks = lamina_gemm_ceil_div(total, max);
+  int64_t size = lamina_gemm_round_up(lamina_gemm_ceil_div(total, blocks), align);
+  return size < max ? size : max;
 }
-static void lamina_dgemm(lamina_pool* pool, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
-                         const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc,
-                         const lamina_gemm_epilogue* epilogue) {
-  (void)pool; (void)epilogue;
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < n; j++) {
-      double sum = 0;
-      for (int64_t p = 0; p < k; p++) sum += (trans_a ? a[p * lda + i] : a[i * lda + p]) * (trans_b ? b[j * ldb + p] : b[p * ldb + j]);
-      c[i * ldc + j] = alpha * sum + (beta == 0 ? 0 : beta * c[i * ldc + j]);
+
+/* Thread split of an m x n x k product: a grid of mt x nt tiles (tile sizes multiples of mr / nr). */
+typedef struct lamina_gemm_grid {
+  int64_t mt, nt, mtile, ntile;
+} lamina_gemm_grid;
+
+static lamina_gemm_grid lamina_gemm_choose_grid(int threads, int64_t m, int64_t n, int64_t k, int64_t mr,
+                                                int64_t nr, int64_t nc) {
+  lamina_gemm_grid best = {1, 1, m, n};
+  if (threads <= 1 || m * n * k < LAMINA_GEMM_PARALLEL_MIN) return best;
+  double best_cost = -1;
+  /* Try every factorisation of threads * q tiles, q = 1..3 (more tiles than threads balances load
+     for shapes that don't split evenly, at the price of more packing). */
+  for (int q = 1; q <= 3; q++) {
+    int64_t tasks = (int64_t)threads * q;
+    for (int64_t mt = 1; mt <= tasks; mt++) {
+      if (tasks % mt) continue;
+      int64_t nt = tasks / mt;
+      int64_t mtile = lamina_gemm_round_up(lamina_gemm_ceil_div(m, mt), mr);
+      int64_t ntile = lamina_gemm_round_up(lamina_gemm_ceil_div(n, nt), nr);
+      int64_t real_mt = lamina_gemm_ceil_div(m, mtile), real_nt = lamina_gemm_ceil_div(n, ntile);
+      int64_t real_tasks = real_mt * real_nt;
+      /* Per tile: the multiply-adds (padded to the micro-kernel) plus packing, per unit of k. */
+      double tile = (double)mtile * ntile +
+                    LAMINA_GEMM_PACK_COST * ((double)mtile * lamina_gemm_ceil_div(ntile, nc) + ntile);
+      double cost = tile * (double)lamina_gemm_ceil_div(real_tasks, threads);
+      if (best_cost < 0 || cost < best_cost * 0.999) {
+        best_cost = cost;
+        best = (lamina_gemm_grid){real_mt, real_nt, mtile, ntile};
+      }
     }
+  }
+  return best;
 }
+
+/* ---- The algorithm, once for each element type ----
+ * LAMINA_GEMM_DEFINE(P, T, V, MR, NR, KC, MC, NC) defines lamina_<P>gemm for element type T with vector
+ * type V (a macro "template": s = float, d = double; instantiated at the end of the file). */
+#define LAMINA_GEMM_DEFINE(P, T, V, MR, NR, KC, MC, NC)                                                                \
+static inline V lamina_##P##gemm_loadu(const T* p) {                                                                   \
+  V v;                                                                                                                 \
+  memcpy(&v, p, sizeof v);                                                                                             \
+  return v;                                                                                                            \
+}                                                                                                                      \
+static inline void lamina_##P##gemm_storeu(T* p, V v) { memcpy(p, &v, sizeof v); }                                     \
+/* Broadcast (x - 0 is exact for every x, so this folds to a plain broadcast). */                                      \
+static inline V lamina_##P##gemm_splat(T x) { return x - (V){0}; }                                                     \
+                                                                                                                       \
+/* The micro-kernel: C[MR x NR] = (A panel @ B panel) + beta * C, beta == 0 not reading C.                             \
+   a: KC x MR packed (element (r, p) at a[p * MR + r]); b: KC x NR packed, 64-byte aligned. */                         \
+static inline void lamina_##P##gemm_kernel(int64_t kc, const T* restrict a, const T* restrict b,                       \
+                                           T* restrict c, int64_t ldc, T beta) {                                       \
+  enum { VL = sizeof(V) / sizeof(T) };                                                                                 \
+  V acc[MR][2];                                                                                                        \
+  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (V){0};                                                         \
+  /* Start pulling the C tile into cache now; it is needed only at the end. */                                         \
+  for (int r = 0; r < MR; r++) __builtin_prefetch(c + r * ldc, 1), __builtin_prefetch(c + r * ldc + NR - 1, 1);        \
+  for (int64_t p = 0; p < kc; p++, a += MR, b += NR) {                                                                 \
+    V b0 = *(const V*)b, b1 = *(const V*)(b + VL);                                                                     \
+    for (int r = 0; r < MR; r++) {                                                                                     \
+      V ar = lamina_##P##gemm_splat(a[r]);                                                                             \
+      acc[r][0] = LAMINA_GEMM_FMA(ar, b0, acc[r][0]);                                                                  \
+      acc[r][1] = LAMINA_GEMM_FMA(ar, b1, acc[r][1]);                                                                  \
+    }                                                                                                                  \
+  }                                                                                                                    \
+  if (beta == (T)0) {                                                                                                  \
+    for (int r = 0; r < MR; r++) {                                                                                     \
+      lamina_##P##gemm_storeu(c + r * ldc, acc[r][0]);                                                                 \
+      lamina_##P##gemm_storeu(c + r * ldc + VL, acc[r][1]);                                                            \
+    }                                                                                                                  \
+  } else if (beta == (T)1) {                                                                                           \
+    for (int r = 0; r < MR; r++) {                                                                                     \
+      lamina_##P##gemm_storeu(c + r * ldc, acc[r][0] + lamina_##P##gemm_loadu(c + r * ldc));                           \
+      lamina_##P##gemm_storeu(c + r * ldc + VL, acc[r][1] + lamina_##P##gemm_loadu(c + r * ldc + VL));                 \
+    }                                                                                                                  \
+  } else {                                                                                                             \
+    V vb = lamina_##P##gemm_splat(beta);                                                                               \
+    for (int r = 0; r < MR; r++) {                                                                                     \
+      lamina_##P##gemm_storeu(c + r * ldc, LAMINA_GEMM_FMA(vb, lamina_##P##gemm_loadu(c + r * ldc), acc[r][0]));       \
+      lamina_##P##gemm_storeu(c + r * ldc + VL,                                                                        \
+                              LAMINA_GEMM_FMA(vb, lamina_##P##gemm_loadu(c + r * ldc + VL), acc[r][1]));               \
+    }                                                                                                                  \
+  }                                                                                                                    \
+}                                                                                                                      \
+                                                                                                                       \
+/* Packs alpha * op(A)[0..mc, 0..kc] (a points at its first element) into MR-row panels, panel after                   \
+   panel (element (i, p) of panel q at ap[q * MR * kc + p * MR + i]); rows past mc are zero. Memory is                 \
+   read along its contiguous direction: row by row of A when op(A) = A (MR rows at a time), and one                    \
+   row of the stored A^T (a column of op(A) across all panels) at a time when op(A) = A^T. */                          \
+static void lamina_##P##gemm_pack_a(int trans, const T* restrict a, int64_t lda, int64_t mc, int64_t kc, T alpha,      \
+                                    T* restrict ap) {                                                                  \
+  if (!trans) {                                                                                                        \
+    for (int64_t i = 0; i < mc; i += MR, ap += MR * kc) {                                                              \
+      const int64_t mr = lamina_gemm_min(MR, mc - i);                                                                  \
+      const T* rows = a + i * lda;                                                                                     \
+      if (mr == MR) {                                                                                                  \
+        for (int64_t p = 0; p < kc; p++)                                                                               \
+          for (int r = 0; r < MR; r++) ap[p * MR + r] = alpha * rows[r * lda + p];                                     \
+      } else {                                                                                                         \
+        for (int64_t p = 0; p < kc; p++)                                                                               \
+          for (int r = 0; r < MR; r++) ap[p * MR + r] = r < mr ? alpha * rows[r * lda + p] : (T)0;                     \
+      }                                                                                                                \
+    }                                                                                                                  \
+  } else {                                                                                                             \
+    const int64_t full = mc - mc % MR;                                                                                 \
+    for (int64_t p = 0; p < kc; p++) {                                                                                 \
+      const T* src = a + p * lda;                                                                                      \
+      T* dst = ap + p * MR;                                                                                            \
+      for (int64_t i = 0; i < full; i += MR, dst += MR * kc)                                                           \
+        for (int r = 0; r < MR; r++) dst[r] = alpha * src[i + r];                                                      \
+      if (full < mc)                                                                                                   \
+        for (int r = 0; r < MR; r++) dst[r] = full + r < mc ? alpha * src[full + r] : (T)0;                            \
+    }                                                                                                                  \
+  }                                                                                                                    \
+}                                                                                                                      \
+                                                                                                                       \
+/* Packs op(B)[0..kc, 0..nc] (b points at its first element) into NR-column panels (element (p, j) of                  \
+   panel q at bp[q * NR * kc + p * NR + j]); columns past nc are zero. Read along the contiguous                       \
+   direction too: whole rows of B when op(B) = B, NR rows of the stored B^T at a time otherwise. */                    \
+static void lamina_##P##gemm_pack_b(int trans, const T* restrict b, int64_t ldb, int64_t kc, int64_t nc,               \
+                                    T* restrict bp) {                                                                  \
+  const int64_t full = nc - nc % NR;                                                                                   \
+  if (!trans) {                                                                                                        \
+    for (int64_t p = 0; p < kc; p++) {                                                                                 \
+      const T* src = b + p * ldb;                                                                                      \
+      T* dst = bp + p * NR;                                                                                            \
+      for (int64_t j = 0; j < full; j += NR, dst += NR * kc) memcpy(dst, src + j, NR * sizeof(T));                     \
+      if (full < nc)                                                                                                   \
+        for (int q = 0; q < NR; q++) dst[q] = full + q < nc ? src[full + q] : (T)0;                                    \
+    }                                                                                                                  \
+  } else {                                                                                                             \
+    for (int64_t j = 0; j < nc; j += NR, bp += NR * kc) {                                                              \
+      const int64_t nr = lamina_gemm_min(NR, nc - j);                                                                  \
+      const T* src = b + j * ldb;                                                                                      \
+      if (nr == NR) {                                                                                                  \
+        for (int64_t p = 0; p < kc; p++)                                                                               \
+          for (int q = 0; q < NR; q++) bp[p * NR + q] = src[q * ldb + p];                                              \
+      } else {                                                                                                         \
+        for (int64_t p = 0; p < kc; p++)                                                                               \
+          for (int q = 0; q < NR; q++) bp[p * NR + q] = q < nr ? src[q * ldb + p] : (T)0;                              \
+      }                                                                                                                \
+    }                                                                                                                  \
+  }                                                                                                                    \
+}                                                                                                                      \
+                                                                                                                       \
+/* C[mc x nc] (+)= packed A block @ packed B block, one micro-kernel call per MR x NR tile. */                         \
+static void lamina_##P##gemm_macro(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, T* c,                 \
+                                   int64_t ldc, T beta) {                                                              \
+  _Alignas(64) T edge[MR * NR];                                                                                        \
+  for (int64_t jr = 0; jr < nc; jr += NR) {                                                                            \
+    int64_t nr = lamina_gemm_min(NR, nc - jr);                                                                         \
+    for (int64_t ir = 0; ir < mc; ir += MR) {                                                                          \
+      int64_t mr = lamina_gemm_min(MR, mc - ir);                                                                       \
+      T* ct = c + ir * ldc + jr;                                                                                       \
+      if (mr == MR && nr == NR) {                                                                                      \
+        lamina_##P##gemm_kernel(kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);                                        \
+      } else {                                                                                                         \
+        /* Edge tile: compute the full tile aside, merge only the part inside C. */                                    \
+        lamina_##P##gemm_kernel(kc, ap + ir * kc, bp + jr * kc, edge, NR, (T)0);                                       \
+        for (int64_t i = 0; i < mr; i++)                                                                               \
+          for (int64_t j = 0; j < nr; j++)                                                                             \
+            ct[i * ldc + j] = beta == (T)0 ? edge[i * NR + j] : edge[i * NR + j] + beta * ct[i * ldc + j];             \
+      }                                                                                                                \
+    }                                                                                                                  \
+  }                                                                                                                    \
+}                                                                                                                      \
+                                                                                                                       \
+typedef struct lamina_##P##gemm_job {                                                                                  \
+  int trans_a, trans_b;                                                                                                \
+  int64_t m, n, k;                                                                                                     \
+  T alpha, beta;                                                                                                       \
+  const T* a;                                                                                                          \
+  const T* b;                                                                                                          \
+  T* c;                                                                                                                \
+  int64_t lda, ldb, ldc;                                                                                               \
+  const lamina_gemm_epilogue* epilogue;                                                                                \
+  lamina_pool* pool;                                                                                                   \
+  lamina_gemm_grid grid; /* packed path: tiles of C, one per task */                                                   \
+  int64_t kc;            /* packed path: k-block size, the same for all tiles */                                       \
+  int64_t gemv_chunk;    /* M == 1 path: columns per task */                                                           \
+} lamina_##P##gemm_job;                                                                                                \
+                                                                                                                       \
+/* Bytes of the packed A block and of the packed B block in a thread's scratch. */                                     \
+enum {                                                                                                                 \
+  lamina_##P##gemm_a_bytes = (MC) * (KC) * sizeof(T),                                                                  \
+  lamina_##P##gemm_b_bytes = (KC) * (NC) * sizeof(T)                                                                   \
+};                                                                                                                     \
+                                                                                                                       \
+/* The GotoBLAS loops over one tile C[i0..i1, j0..j1] (see the top of the file). */                                    \
+static void lamina_##P##gemm_tile(const lamina_##P##gemm_job* g, int64_t i0, int64_t i1, int64_t j0, int64_t j1,       \
+                                  T* ap, T* bp) {                                                                      \
+  const int64_t mcb = lamina_gemm_even_block(i1 - i0, MC, MR);                                                         \
+  const int64_t ncb = lamina_gemm_even_block(j1 - j0, NC, NR);                                                         \
+  for (int64_t jc = j0; jc < j1; jc += ncb) {                                                                          \
+    int64_t nc = lamina_gemm_min(ncb, j1 - jc);                                                                        \
+    for (int64_t pc = 0; pc < g->k; pc += g->kc) {                                                                     \
+      int64_t kc = lamina_gemm_min(g->kc, g->k - pc);                                                                  \
+      const T* b = g->trans_b ? g->b + jc * g->ldb + pc : g->b + pc * g->ldb + jc;                                     \
+      lamina_##P##gemm_pack_b(g->trans_b, b, g->ldb, kc, nc, bp);                                                      \
+      T beta = pc == 0 ? g->beta : (T)1; /* later k-blocks accumulate */                                               \
+      int last = pc + kc >= g->k;                                                                                      \
+      for (int64_t ic = i0; ic < i1; ic += mcb) {                                                                      \
+        int64_t mc = lamina_gemm_min(mcb, i1 - ic);                                                                    \
+        const T* a = g->trans_a ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;                                   \
+        lamina_##P##gemm_pack_a(g->trans_a, a, g->lda, mc, kc, g->alpha, ap);                                          \
+        lamina_##P##gemm_macro(mc, nc, kc, ap, bp, g->c + ic * g->ldc + jc, g->ldc, beta);                             \
+        if (last && g->epilogue) g->epilogue->apply(g->epilogue->arg, g->c, g->ldc, ic, jc, mc, nc);                   \
+      }                                                                                                                \
+    }                                                                                                                  \
+  }                                                                                                                    \
+}                                                                                                                      \
+                                                                                                                       \
+static void lamina_##P##gemm_task(void* arg, int64_t task, int thread) {                                               \
+  const lamina_##P##gemm_job* g = (const lamina_##P##gemm_job*)arg;                                                    \
+  int64_t ti = task / g->grid.nt, tj = task % g->grid.nt;                                                              \
+  int64_t i0 = ti * g->grid.mtile, j0 = tj * g->grid.ntile;                                                            \
+  unsigned char* scratch = (unsigned char*)lamina_pool_scratch(g->pool, thread, NULL);                                 \
+  lamina_##P##gemm_tile(g, i0, lamina_gemm_min(g->m, i0 + g->grid.mtile), j0,                                          \
+                        lamina_gemm_min(g->n, j0 + g->grid.ntile), (T*)scratch,                                        \
+                        (T*)(scratch + lamina_##P##gemm_a_bytes));                                                     \
+}                                                                                                                      \
+                                                                                                                       \
+/* M == 1, op(B) = B (rows of B contiguous): c[j0..j1] = alpha * a @ B + beta * c. Streams B row by row                \
+   (four rows per pass, for fewer passes over the accumulators), accumulating a block of NB columns in an              \
+   L1-resident buffer. */                                                                                              \
+static void lamina_##P##gemv_rows(const lamina_##P##gemm_job* g, int64_t j0, int64_t j1) {                             \
+  enum { VL = sizeof(V) / sizeof(T), NB = 64 * VL };                                                                   \
+  _Alignas(64) T acc[NB];                                                                                              \
+  const int64_t inc_a = g->trans_a ? g->lda : 1, k = g->k, ldb = g->ldb;                                               \
+  for (int64_t jb = j0; jb < j1; jb += NB) {                                                                           \
+    const int64_t nb = lamina_gemm_min(NB, j1 - jb), nv = nb - nb % VL;                                                \
+    const T* b = g->b + jb;                                                                                            \
+    memset(acc, 0, sizeof acc);                                                                                        \
+    int64_t p = 0;                                                                                                     \
+    for (; p + 4 <= k; p += 4) {                                                                                       \
+      const T* b0 = b + p * ldb;                                                                                       \
+      const T* b1 = b0 + ldb;                                                                                          \
+      const T* b2 = b1 + ldb;                                                                                          \
+      const T* b3 = b2 + ldb;                                                                                          \
+      V a0 = lamina_##P##gemm_splat(g->a[p * inc_a]), a1 = lamina_##P##gemm_splat(g->a[(p + 1) * inc_a]);              \
+      V a2 = lamina_##P##gemm_splat(g->a[(p + 2) * inc_a]), a3 = lamina_##P##gemm_splat(g->a[(p + 3) * inc_a]);        \
+      for (int64_t j = 0; j < nv; j += VL) {                                                                           \
+        V s = *(V*)(acc + j);                                                                                          \
+        s = LAMINA_GEMM_FMA(a0, lamina_##P##gemm_loadu(b0 + j), s);                                                    \
+        s = LAMINA_GEMM_FMA(a1, lamina_##P##gemm_loadu(b1 + j), s);                                                    \
+        s = LAMINA_GEMM_FMA(a2, lamina_##P##gemm_loadu(b2 + j), s);                                                    \
+        s = LAMINA_GEMM_FMA(a3, lamina_##P##gemm_loadu(b3 + j), s);                                                    \
+        *(V*)(acc + j) = s;                                                                                            \
+      }                                                                                                                \
+      for (int64_t j = nv; j < nb; j++)                                                                                \
+        acc[j] += a0[0] * b0[j] + a1[0] * b1[j] + a2[0] * b2[j] + a3[0] * b3[j];                                       \
+    }                                                                                                                  \
+    for (; p < k; p++) {                                                                                               \
+      const T* b0 = b + p * ldb;                                                                                       \
+      V a0 = lamina_##P##gemm_splat(g->a[p * inc_a]);                                                                  \
+      for (int64_t j = 0; j < nv; j += VL) *(V*)(acc + j) = LAMINA_GEMM_FMA(a0, lamina_##P##gemm_loadu(b0 + j), *(V*)(acc + j)); \
+      for (int64_t j = nv; j < nb; j++) acc[j] += a0[0] * b0[j];                                                       \
+    }                                                                                                                  \
+    T* c = g->c + jb;                                                                                                  \
+    for (int64_t j = 0; j < nb; j++) c[j] = g->beta == (T)0 ? g->alpha * acc[j] : g->alpha * acc[j] + g->beta * c[j];  \
+  }                                                                                                                    \
+}                                                                                                                      \
+                                                                                                                       \
+/* M == 1, op(B) = B^T (B is N x K, like a PyTorch Linear weight; a contiguous): one dot product per                   \
+   column, four columns at a time so each load of `a` serves four rows of B. */                                        \
+static void lamina_##P##gemv_dots(const lamina_##P##gemm_job* g, int64_t j0, int64_t j1) {                             \
+  enum { VL = sizeof(V) / sizeof(T) };                                                                                 \
+  const int64_t k = g->k, kv = k - k % (2 * VL), ldb = g->ldb;                                                         \
+  const T* a = g->a;                                                                                                   \
+  for (int64_t j = j0; j < j1; j += 4) {                                                                               \
+    const int64_t rows = lamina_gemm_min(4, j1 - j);                                                                   \
+    const T* b[4];                                                                                                     \
+    for (int r = 0; r < 4; r++) b[r] = g->b + (j + (r < rows ? r : 0)) * ldb;                                          \
+    V acc[4][2];                                                                                                       \
+    for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = (V){0};                                                        \
+    for (int64_t p = 0; p < kv; p += 2 * VL) {                                                                         \
+      V x0 = lamina_##P##gemm_loadu(a + p), x1 = lamina_##P##gemm_loadu(a + p + VL);                                   \
+      for (int r = 0; r < 4; r++) {                                                                                    \
+        acc[r][0] = LAMINA_GEMM_FMA(x0, lamina_##P##gemm_loadu(b[r] + p), acc[r][0]);                                  \
+        acc[r][1] = LAMINA_GEMM_FMA(x1, lamina_##P##gemm_loadu(b[r] + p + VL), acc[r][1]);                             \
+      }                                                                                                                \
+    }                                                                                                                  \
+    for (int r = 0; r < rows; r++) {                                                                                   \
+      V v = acc[r][0] + acc[r][1];                                                                                     \
+      T s = 0;                                                                                                         \
+      for (int l = 0; l < VL; l++) s += v[l];                                                                          \
+      for (int64_t p = kv; p < k; p++) s += a[p] * b[r][p];                                                            \
+      T* c = g->c + j + r;                                                                                             \
+      *c = g->beta == (T)0 ? g->alpha * s : g->alpha * s + g->beta * *c;                                               \
+    }                                                                                                                  \
+  }                                                                                                                    \
+}                                                                                                                      \
+                                                                                                                       \
+static void lamina_##P##gemv_task(void* arg, int64_t task, int thread) {                                               \
+  (void)thread;                                                                                                        \
+  const lamina_##P##gemm_job* g = (const lamina_##P##gemm_job*)arg;                                                    \
+  int64_t j0 = task * g->gemv_chunk, j1 = lamina_gemm_min(g->n, j0 + g->gemv_chunk);                                   \
+  if (g->trans_b)                                                                                                      \
+    lamina_##P##gemv_dots(g, j0, j1);                                                                                  \
+  else                                                                                                                 \
+    lamina_##P##gemv_rows(g, j0, j1);                                                                                  \
+  if (g->epilogue) g->epilogue->apply(g->epilogue->arg, g->c, g->ldc, 0, j0, 1, j1 - j0);                              \
+}                                                                                                                      \
+                                                                                                                       \
+void lamina_##P##gemm(lamina_pool* pool, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha,           \
+                      const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc,                     \
+                      const lamina_gemm_epilogue* epilogue) {                                                          \
+  _Static_assert((MC) % (MR) == 0 && (NC) % (NR) == 0, "MC and NC must be multiples of MR and NR");                    \
+  _Static_assert(lamina_##P##gemm_a_bytes + lamina_##P##gemm_b_bytes <= LAMINA_POOL_SCRATCH_BYTES,                     \
+                 "GEMM blocks must fit the pool's scratch memory");                                                    \
+  if (m <= 0 || n <= 0) return;                                                                                        \
+  lamina_##P##gemm_job g = {trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, epilogue, pool,            \
+                            {1, 1, m, n}, 0, 0};                                                                       \
+  if (k <= 0 || alpha == (T)0) {                                                                                       \
+    /* Nothing to multiply: C = beta * C (and never read C when beta == 0). */                                         \
+    if (beta != (T)1)                                                                                                  \
+      for (int64_t i = 0; i < m; i++)                                                                                  \
+        for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == (T)0 ? (T)0 : beta * c[i * ldc + j];                  \
+    if (epilogue) epilogue->apply(epilogue->arg, c, ldc, 0, 0, m, n);                                                  \
+    return;                                                                                                            \
+  }                                                                                                                    \
+  const int threads = lamina_pool_threads(pool);                                                                       \
+  if (m == 1 && (!trans_b || !trans_a || lda == 1)) {                                                                  \
+    int64_t tasks = threads > 1 && n * k >= LAMINA_GEMV_PARALLEL_MIN ? threads : 1;                                    \
+    g.gemv_chunk = lamina_gemm_round_up(lamina_gemm_ceil_div(n, tasks), 16);                                           \
+    lamina_pool_run(pool, lamina_gemm_ceil_div(n, g.gemv_chunk), lamina_##P##gemv_task, &g);                           \
+    return;                                                                                                            \
+  }                                                                                                                    \
+  g.kc = lamina_gemm_even_block(k, KC, 4);                                                                             \
+  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, MR, NR, NC);                                           \
+  if (pool) {                                                                                                          \
+    lamina_pool_run(pool, g.grid.mt * g.grid.nt, lamina_##P##gemm_task, &g);                                           \
+  } else {                                                                                                             \
+    /* No pool: one thread, with scratch from the heap. */                                                             \
+    unsigned char* scratch = (unsigned char*)aligned_alloc(64, lamina_##P##gemm_a_bytes + lamina_##P##gemm_b_bytes);   \
+    if (!scratch) abort();                                                                                             \
+    lamina_##P##gemm_tile(&g, 0, m, 0, n, (T*)scratch, (T*)(scratch + lamina_##P##gemm_a_bytes));                      \
+    free(scratch);                                                                                                     \
+  }                                                                                                                    \
+}
+
+LAMINA_GEMM_DEFINE(s, float, lamina_vfloat, LAMINA_SGEMM_MR, LAMINA_SGEMM_NR, LAMINA_SGEMM_KC, LAMINA_SGEMM_MC,
+                   LAMINA_SGEMM_NC)
+LAMINA_GEMM_DEFINE(d, double, lamina_vdouble, LAMINA_DGEMM_MR, LAMINA_DGEMM_NR, LAMINA_DGEMM_KC, LAMINA_DGEMM_MC,
+                   LAMINA_DGEMM_NC)
+
+#undef LAMINA_GEMM_DEFINE
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif

@@ -1,9 +1,280 @@
-/* Placeholder thread pool: runs every task on the calling thread (replaced by the real pool). */
-typedef struct lamina_pool { int threads; } lamina_pool;
-static lamina_pool* lamina_pool_create(int threads) {
-  (void)threads;
-  lamina_pool* pool = (lamina_pool*)calloc(1, sizeof(lamina_pool));
-  if (pool) pool->threads = 1;
+/* lamina_pool.c — the thread pool of the Lamina C runtime.
+ *
+ * Design
+ * ------
+ * A fixed set of worker threads, created once, plus the calling thread, which always takes part in a
+ * run as thread 0. A run is a parallel loop over [0, tasks): every participating thread claims the next
+ * task index from a shared atomic ticket until none are left (dynamic scheduling: a thread that was
+ * descheduled by a noisy neighbour simply takes fewer tasks, and a worker that wakes up too late takes
+ * none: the caller waits only for tasks that were claimed, never for a worker to show up).
+ *
+ * Dispatch latency is what matters for small models (a batch-1 MLP layer is a few microseconds of
+ * work), so:
+ *   - a run publishes its job by storing a new generation into the ticket; idle workers spin on it for
+ *     LAMINA_POOL_SPIN_NS (200 us) before sleeping on a condition variable, so back-to-back runs never
+ *     pay for a futex wake-up;
+ *   - the caller spins the same way while other threads finish their last tasks, then sleeps too;
+ *   - runs with a single task (or a pool of one thread) execute inline on the caller: no atomics, no
+ *     locks, no wake-ups;
+ *   - nothing is allocated per run.
+ * Sleeping and waking use the usual "announce, then re-check under the mutex" protocol on sequentially
+ * consistent atomics, so a wake-up is never lost and the mutex is only touched when someone sleeps.
+ *
+ * Each thread also owns a block of scratch memory (64-byte aligned, LAMINA_POOL_SCRATCH_BYTES, allocated
+ * at creation) that kernels use for packing (lamina_gemm.c packs its A and B blocks there).
+ *
+ * A pool runs one job at a time: lamina_pool_run must not be called concurrently on the same pool, nor
+ * from inside a task body. Several pools may coexist in one process. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Scratch per thread. lamina_gemm.c checks at compile time that its largest blocking fits. */
+#ifndef LAMINA_POOL_SCRATCH_BYTES
+#define LAMINA_POOL_SCRATCH_BYTES ((size_t)3 << 20)
+#endif
+
+/* How long an idle thread spins before it sleeps, in nanoseconds. */
+#ifndef LAMINA_POOL_SPIN_NS
+#define LAMINA_POOL_SPIN_NS 200000
+#endif
+
+#define LAMINA_POOL_MAX_THREADS 256
+
+typedef struct lamina_pool lamina_pool;
+
+typedef struct lamina_pool_worker {
+  lamina_pool* pool;
+  pthread_t thread;
+  int index;
+} lamina_pool_worker;
+
+struct lamina_pool {
+  int threads;                      /* including the caller */
+  lamina_pool_worker* workers;      /* threads - 1 of them */
+  unsigned char* scratch;           /* threads * LAMINA_POOL_SCRATCH_BYTES, 64-byte aligned */
+
+  /* The current job. Written by the caller between closing the previous generation and publishing the
+     new one (see lamina_pool_publish); atomics only because a late worker may read them meanwhile. */
+  _Atomic(void (*)(void* arg, int64_t task, int thread)) body;
+  _Atomic(void*) arg;
+  atomic_int_fast64_t tasks;
+
+  /* The job's generation (high 32 bits) and the next task to take (low 32 bits), in one word: a thread
+     claims a task with a compare-and-swap that also checks the job is still the one it read, so a
+     worker that wakes up late can never take a task of a later job, and the caller never has to wait
+     for workers that took no task. Jobs have even generations; an odd one means "being set up".
+     Own cache lines for the hot atomics. */
+  _Alignas(64) atomic_uint_fast64_t ticket;
+  _Alignas(64) atomic_int_fast64_t done; /* tasks of the current job finished */
+  _Alignas(64) atomic_int sleepers;      /* workers asleep (or about to be) on `wake` */
+  atomic_int caller_sleeping;
+  atomic_int stop;
+
+  pthread_mutex_t mutex;
+  pthread_cond_t wake; /* workers wait here for a new generation */
+  pthread_cond_t done_cond; /* the caller waits here for done == tasks */
+};
+
+static inline void lamina_pool_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static inline int64_t lamina_pool_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Spins until cond() changes or LAMINA_POOL_SPIN_NS pass; returns whether it changed. The clock is
+   read only every 64 pauses. */
+#define LAMINA_POOL_SPIN_UNTIL(changed)                                               \
+  do {                                                                                \
+    int64_t lamina_spin_start_ = -1;                                                  \
+    for (int lamina_spin_i_ = 1; !(changed); lamina_spin_i_++) {                      \
+      lamina_pool_pause();                                                            \
+      if ((lamina_spin_i_ & 63) == 0) {                                               \
+        int64_t lamina_spin_now_ = lamina_pool_now_ns();                              \
+        if (lamina_spin_start_ < 0) lamina_spin_start_ = lamina_spin_now_;            \
+        else if (lamina_spin_now_ - lamina_spin_start_ > LAMINA_POOL_SPIN_NS) break;  \
+      }                                                                               \
+    }                                                                                 \
+  } while (0)
+
+/* Whether generation `gen` is a job a worker that last saw `seen` has not joined yet. */
+static inline int lamina_pool_new_job(uint_fast64_t gen, uint_fast64_t seen) { return gen != seen && (gen & 1) == 0; }
+
+/* Takes tasks of generation `gen` until there are none left (or the job is over). */
+static void lamina_pool_drain(lamina_pool* pool, uint_fast64_t gen, int thread) {
+  /* Read after the acquire load that showed `gen`. If the caller has moved on since, these may belong
+     to a later job, but then the ticket's generation has changed too and no claim below succeeds. */
+  const int64_t tasks = atomic_load_explicit(&pool->tasks, memory_order_relaxed);
+  void (*body)(void*, int64_t, int) = atomic_load_explicit(&pool->body, memory_order_relaxed);
+  void* arg = atomic_load_explicit(&pool->arg, memory_order_relaxed);
+  uint_fast64_t t = atomic_load_explicit(&pool->ticket, memory_order_acquire);
+  for (;;) {
+    if ((t >> 32) != gen || (int64_t)(t & 0xffffffffu) >= tasks) return;
+    if (!atomic_compare_exchange_weak_explicit(&pool->ticket, &t, t + 1, memory_order_acq_rel,
+                                               memory_order_acquire))
+      continue; /* t now holds the current value */
+    body(arg, (int64_t)(t & 0xffffffffu), thread);
+    /* The one who finishes the last task wakes the caller if it went to sleep. */
+    if (atomic_fetch_add(&pool->done, 1) + 1 == tasks && atomic_load(&pool->caller_sleeping)) {
+      pthread_mutex_lock(&pool->mutex);
+      pthread_cond_signal(&pool->done_cond);
+      pthread_mutex_unlock(&pool->mutex);
+    }
+    t = atomic_load_explicit(&pool->ticket, memory_order_acquire);
+  }
+}
+
+static void* lamina_pool_worker_main(void* p) {
+  lamina_pool_worker* self = (lamina_pool_worker*)p;
+  lamina_pool* pool = self->pool;
+  uint_fast64_t seen = atomic_load(&pool->ticket) >> 32;
+  for (;;) {
+    /* Spin on the generation first: new work usually comes soon after the last. */
+    uint_fast64_t gen;
+    LAMINA_POOL_SPIN_UNTIL(lamina_pool_new_job(gen = atomic_load_explicit(&pool->ticket, memory_order_acquire) >> 32,
+                                               seen));
+    if (!lamina_pool_new_job(gen, seen)) {
+      /* Announce we sleep, then re-check under the mutex: the caller publishes a job before it reads
+         `sleepers`, so either it sees us and broadcasts, or we see the new generation. */
+      pthread_mutex_lock(&pool->mutex);
+      atomic_fetch_add(&pool->sleepers, 1);
+      while (!lamina_pool_new_job(gen = atomic_load(&pool->ticket) >> 32, seen))
+        pthread_cond_wait(&pool->wake, &pool->mutex);
+      atomic_fetch_sub(&pool->sleepers, 1);
+      pthread_mutex_unlock(&pool->mutex);
+    }
+    seen = gen;
+    if (atomic_load_explicit(&pool->stop, memory_order_acquire)) break;
+    lamina_pool_drain(pool, gen, self->index);
+  }
+  return NULL;
+}
+
+int lamina_pool_threads(const lamina_pool* pool) { return pool ? pool->threads : 1; }
+
+void* lamina_pool_scratch(lamina_pool* pool, int thread, size_t* bytes) {
+  if (bytes) *bytes = LAMINA_POOL_SCRATCH_BYTES;
+  return pool->scratch + (size_t)thread * LAMINA_POOL_SCRATCH_BYTES;
+}
+
+lamina_pool* lamina_pool_create(int threads) {
+  if (threads <= 0) {
+    const char* env = getenv("LAMINA_NUM_THREADS");
+    if (env && *env) threads = atoi(env);
+    if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads <= 0) threads = 1;
+  }
+  if (threads > LAMINA_POOL_MAX_THREADS) threads = LAMINA_POOL_MAX_THREADS;
+
+  lamina_pool* pool = (lamina_pool*)aligned_alloc(64, (sizeof(lamina_pool) + 63) & ~(size_t)63);
+  if (!pool) return NULL;
+  memset(pool, 0, sizeof *pool);
+  pool->threads = threads;
+  atomic_init(&pool->ticket, 0);
+  atomic_init(&pool->body, NULL);
+  atomic_init(&pool->arg, NULL);
+  atomic_init(&pool->tasks, 0);
+  atomic_init(&pool->done, 0);
+  atomic_init(&pool->sleepers, 0);
+  atomic_init(&pool->caller_sleeping, 0);
+  atomic_init(&pool->stop, 0);
+  pthread_mutex_init(&pool->mutex, NULL);
+  pthread_cond_init(&pool->wake, NULL);
+  pthread_cond_init(&pool->done_cond, NULL);
+
+  pool->scratch = (unsigned char*)aligned_alloc(64, (size_t)threads * LAMINA_POOL_SCRATCH_BYTES);
+  pool->workers = (lamina_pool_worker*)calloc((size_t)threads, sizeof(lamina_pool_worker));
+  if (!pool->scratch || !pool->workers) {
+    free(pool->scratch);
+    free(pool->workers);
+    pthread_cond_destroy(&pool->done_cond);
+    pthread_cond_destroy(&pool->wake);
+    pthread_mutex_destroy(&pool->mutex);
+    free(pool);
+    return NULL;
+  }
+  for (int i = 1; i < threads; i++) {
+    lamina_pool_worker* w = &pool->workers[i - 1];
+    w->pool = pool;
+    w->index = i;
+    if (pthread_create(&w->thread, NULL, lamina_pool_worker_main, w) != 0) {
+      pool->threads = i; /* run with the workers we got; destroy joins exactly these */
+      break;
+    }
+  }
   return pool;
 }
-static void lamina_pool_destroy(lamina_pool* pool) { free(pool); }
+
+/* Sets up and publishes a new job and wakes sleeping workers. The old generation is closed first (odd
+   generation, no task index free), so a late worker can no longer claim anything while the job fields
+   change; the new generation then opens with task 0. */
+static void lamina_pool_publish(lamina_pool* pool, void (*body)(void*, int64_t, int), void* arg, int64_t tasks) {
+  uint_fast64_t gen = (atomic_load_explicit(&pool->ticket, memory_order_relaxed) >> 32) + 1;
+  atomic_store(&pool->ticket, ((gen & 0xffffffffu) << 32) | 0xffffffffu);
+  atomic_store_explicit(&pool->body, body, memory_order_relaxed);
+  atomic_store_explicit(&pool->arg, arg, memory_order_relaxed);
+  atomic_store_explicit(&pool->tasks, tasks, memory_order_relaxed);
+  atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+  atomic_store(&pool->ticket, ((gen + 1) & 0xffffffffu) << 32); /* seq_cst: orders the fields above */
+  if (atomic_load(&pool->sleepers) > 0) {
+    pthread_mutex_lock(&pool->mutex);
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->mutex);
+  }
+}
+
+void lamina_pool_destroy(lamina_pool* pool) {
+  if (!pool) return;
+  atomic_store(&pool->stop, 1);
+  lamina_pool_publish(pool, NULL, NULL, 0);
+  pthread_mutex_lock(&pool->mutex); /* a worker between its check and its wait holds the mutex */
+  pthread_cond_broadcast(&pool->wake);
+  pthread_mutex_unlock(&pool->mutex);
+  for (int i = 1; i < pool->threads; i++) pthread_join(pool->workers[i - 1].thread, NULL);
+  pthread_cond_destroy(&pool->done_cond);
+  pthread_cond_destroy(&pool->wake);
+  pthread_mutex_destroy(&pool->mutex);
+  free(pool->workers);
+  free(pool->scratch);
+  free(pool);
+}
+
+void lamina_pool_run(lamina_pool* pool, int64_t tasks, void (*body)(void* arg, int64_t task, int thread),
+                     void* arg) {
+  if (tasks <= 0) return;
+  if (tasks == 1 || !pool || pool->threads == 1) {
+    for (int64_t t = 0; t < tasks; t++) body(arg, t, 0);
+    return;
+  }
+  if (tasks >= 0x7fffffff) {
+    /* The task index shares a word with the generation; loops this long are run on the caller. */
+    for (int64_t t = 0; t < tasks; t++) body(arg, t, 0);
+    return;
+  }
+  lamina_pool_publish(pool, body, arg, tasks);
+  uint_fast64_t gen = atomic_load_explicit(&pool->ticket, memory_order_relaxed) >> 32;
+
+  lamina_pool_drain(pool, gen, 0);
+
+  /* Wait for tasks other threads still run: spin, then sleep (the mirror image of the workers). */
+  LAMINA_POOL_SPIN_UNTIL(atomic_load_explicit(&pool->done, memory_order_acquire) == tasks);
+  if (atomic_load_explicit(&pool->done, memory_order_acquire) == tasks) return;
+  pthread_mutex_lock(&pool->mutex);
+  atomic_store(&pool->caller_sleeping, 1);
+  while (atomic_load(&pool->done) != tasks) pthread_cond_wait(&pool->done_cond, &pool->mutex);
+  atomic_store(&pool->caller_sleeping, 0);
+  pthread_mutex_unlock(&pool->mutex);
+}
