@@ -118,5 +118,11 @@ struct RuntimeTests {
     #expect(status(1, false, true) == (1, "output probs is NULL"))
     #expect(forward(context, nil, nil, nil) == 1)
     #expect(forward(nil, nil, nil, nil) == 1)
+
+    // Contexts made and destroyed at once must not strand their pool's threads.
+    for _ in 0..<200 {
+      let scratch = try #require(create(2))
+      destroy(scratch)
+    }
   }
 }

@@ -145,13 +145,16 @@ static void* lamina_pool_worker_main(void* p) {
     /* Spin on the generation first: new work usually comes soon after the last. */
     uint_fast64_t gen;
     LAMINA_POOL_SPIN_UNTIL(lamina_pool_new_job(gen = atomic_load_explicit(&pool->ticket, memory_order_acquire) >> 32,
-                                               seen));
-    if (!lamina_pool_new_job(gen, seen)) {
+                                               seen) ||
+                           atomic_load_explicit(&pool->stop, memory_order_acquire));
+    /* `stop` is checked too: a worker that starts after destroy published its last generation
+       would otherwise wait for one more forever. */
+    if (!lamina_pool_new_job(gen, seen) && !atomic_load_explicit(&pool->stop, memory_order_acquire)) {
       /* Announce we sleep, then re-check under the mutex: the caller publishes a job before it reads
          `sleepers`, so either it sees us and broadcasts, or we see the new generation. */
       pthread_mutex_lock(&pool->mutex);
       atomic_fetch_add(&pool->sleepers, 1);
-      while (!lamina_pool_new_job(gen = atomic_load(&pool->ticket) >> 32, seen))
+      while (!lamina_pool_new_job(gen = atomic_load(&pool->ticket) >> 32, seen) && !atomic_load(&pool->stop))
         pthread_cond_wait(&pool->wake, &pool->mutex);
       atomic_fetch_sub(&pool->sleepers, 1);
       pthread_mutex_unlock(&pool->mutex);
