@@ -36,7 +36,7 @@
 
 /* Scratch per thread. lamina_gemm.c checks at compile time that its largest blocking fits. */
 #ifndef LAMINA_POOL_SCRATCH_BYTES
-#define LAMINA_POOL_SCRATCH_BYTES ((size_t)3 << 20)
+#define LAMINA_POOL_SCRATCH_BYTES ((size_t)2 << 20)
 #endif
 
 /* How long an idle thread spins before it sleeps, in nanoseconds. */
