@@ -44,13 +44,21 @@
  * there is no synchronisation inside a GEMM and no allocation per call. The tile grid (rows x columns)
  * is chosen to minimise the work of the busiest thread, counting the packing that splitting
  * duplicates: splitting M repacks B for each row tile, splitting N repacks A for each column tile, so
- * tall-skinny MLP shapes (M = 128, N = 512) split N and wide ones split M. Small products run inline.
+ * tall-skinny MLP shapes (M = 128, N = 512) split N and tall ones split M. Big products get up to 4
+ * tiles per thread (tiles of >= 2^25 multiply-adds), so a thread that is descheduled (shared machine)
+ * delays only a small piece while the others take the rest. Products under 2^18 multiply-adds run inline.
  *
- * Row vectors (M == 1, a batch-1 dense layer) skip packing: a vectorised GEMV streams B once, split
- * over column ranges across threads only when there is enough work to pay for the dispatch.
+ * Row vectors (M == 1, a batch-1 dense layer) skip packing: a vectorised GEMV that streams B once, at
+ * memory speed. op(B) = B^T (a PyTorch-style [out, in] weight) is a dot product per column; op(B) = B
+ * accumulates whole rows of B into a row of sums. Above 2^15 multiply-adds it is split over threads,
+ * two chunks per thread: column ranges for op(B) = B^T, and K ranges for op(B) = B (each thread then
+ * streams a contiguous band of B; the caller adds the partial rows, kept in its scratch, at the end).
  *
  * BLAS semantics: alpha == 0 or K == 0 only scales C by beta; beta == 0 never reads C (it may hold
- * NaN); the epilogue sees every element of C exactly once, after its final value is stored.
+ * NaN); the epilogue sees every element of C exactly once, after its final value is stored. Epilogue
+ * calls for different blocks may run concurrently on different threads. C must not overlap A or B.
+ * The pool may be NULL (one thread, packing memory from the heap); a GEMM must not be called from
+ * inside a task running on the same pool.
  *
  * Needs GCC or clang (vector extensions). With GCC the kernels are compiled with -ffp-contract=fast
  * (a pragma below) so a*b+c becomes an FMA even under -std=c11; clang uses __builtin_elementwise_fma.
@@ -131,6 +139,13 @@ typedef struct lamina_gemm_epilogue {
 #ifndef LAMINA_GEMV_MIN_CHUNK
 #define LAMINA_GEMV_MIN_CHUNK 64
 #endif
+/* Aim for tasks of at least this many multiply-adds (~0.7 ms on one core), at most this many per thread. */
+#ifndef LAMINA_GEMM_TASK_MACS
+#define LAMINA_GEMM_TASK_MACS ((int64_t)1 << 25)
+#endif
+#ifndef LAMINA_GEMM_MAX_TASKS_PER_THREAD
+#define LAMINA_GEMM_MAX_TASKS_PER_THREAD 4
+#endif
 /* Packing one element costs about this many multiply-adds (for choosing the thread split). */
 #define LAMINA_GEMM_PACK_COST 8
 
@@ -151,7 +166,7 @@ static inline int64_t lamina_gemm_ceil_div(int64_t a, int64_t b) { return (a + b
 static inline int64_t lamina_gemm_round_up(int64_t a, int64_t b) { return lamina_gemm_ceil_div(a, b) * b; }
 
 /* Block size for splitting `total` into blocks of at most `max` (a multiple of `align`) as evenly as
-   possible, so there is no small leftover block (K = 784 with KC = 256 gives 4 x 196, not 3 x 256 + 16). */
+   possible, so there is no small leftover block (K = 784 with KC = 384 gives 3 x 264, not 2 x 384 + 16). */
 static inline int64_t lamina_gemm_even_block(int64_t total, int64_t max, int64_t align) {
   int64_t blocks = lamina_gemm_ceil_div(total, max);
   int64_t size = lamina_gemm_round_up(lamina_gemm_ceil_div(total, blocks), align);
@@ -166,27 +181,29 @@ typedef struct lamina_gemm_grid {
 static lamina_gemm_grid lamina_gemm_choose_grid(int threads, int64_t m, int64_t n, int64_t k, int64_t mr,
                                                 int64_t nr, int64_t nc) {
   lamina_gemm_grid best = {1, 1, m, n};
-  if (threads <= 1 || m * n * k < LAMINA_GEMM_PARALLEL_MIN) return best;
+  const int64_t macs = m * n * k;
+  if (threads <= 1 || macs < LAMINA_GEMM_PARALLEL_MIN) return best;
+  /* Tasks per thread: more than one when the product is big enough, so that a thread that gets
+     descheduled (a shared or oversubscribed machine) holds up only a small piece of the work. */
+  int64_t q = macs / ((int64_t)threads * LAMINA_GEMM_TASK_MACS);
+  if (q < 1) q = 1;
+  if (q > LAMINA_GEMM_MAX_TASKS_PER_THREAD) q = LAMINA_GEMM_MAX_TASKS_PER_THREAD;
+  const int64_t tasks = (int64_t)threads * q;
   double best_cost = -1;
-  /* Try every factorisation of threads * q tiles, q = 1..3 (more tiles than threads balances load
-     for shapes that don't split evenly, at the price of more packing). */
-  for (int q = 1; q <= 3; q++) {
-    int64_t tasks = (int64_t)threads * q;
-    for (int64_t mt = 1; mt <= tasks; mt++) {
-      if (tasks % mt) continue;
-      int64_t nt = tasks / mt;
-      int64_t mtile = lamina_gemm_round_up(lamina_gemm_ceil_div(m, mt), mr);
-      int64_t ntile = lamina_gemm_round_up(lamina_gemm_ceil_div(n, nt), nr);
-      int64_t real_mt = lamina_gemm_ceil_div(m, mtile), real_nt = lamina_gemm_ceil_div(n, ntile);
-      int64_t real_tasks = real_mt * real_nt;
-      /* Per tile: the multiply-adds (padded to the micro-kernel) plus packing, per unit of k. */
-      double tile = (double)mtile * ntile +
-                    LAMINA_GEMM_PACK_COST * ((double)mtile * lamina_gemm_ceil_div(ntile, nc) + ntile);
-      double cost = tile * (double)lamina_gemm_ceil_div(real_tasks, threads);
-      if (best_cost < 0 || cost < best_cost * 0.999) {
-        best_cost = cost;
-        best = (lamina_gemm_grid){real_mt, real_nt, mtile, ntile};
-      }
+  /* Every factorisation mt x nt of the task count; the cost of a tile is its multiply-adds (padded
+     to the micro-kernel) plus its packing, per unit of k; the busiest thread does ceil(tiles/threads). */
+  for (int64_t mt = 1; mt <= tasks; mt++) {
+    if (tasks % mt) continue;
+    int64_t nt = tasks / mt;
+    int64_t mtile = lamina_gemm_round_up(lamina_gemm_ceil_div(m, mt), mr);
+    int64_t ntile = lamina_gemm_round_up(lamina_gemm_ceil_div(n, nt), nr);
+    int64_t real_mt = lamina_gemm_ceil_div(m, mtile), real_nt = lamina_gemm_ceil_div(n, ntile);
+    double tile = (double)mtile * ntile +
+                  LAMINA_GEMM_PACK_COST * ((double)mtile * lamina_gemm_ceil_div(ntile, nc) + ntile);
+    double cost = tile * (double)lamina_gemm_ceil_div(real_mt * real_nt, threads);
+    if (best_cost < 0 || cost < best_cost * 0.999) {
+      best_cost = cost;
+      best = (lamina_gemm_grid){real_mt, real_nt, mtile, ntile};
     }
   }
   return best;
@@ -216,7 +233,7 @@ static inline void lamina_##P##gemm_kernel(int64_t kc, const T* restrict a, cons
   for (int r = 0; r < MR; r++) __builtin_prefetch(c + r * ldc, 1), __builtin_prefetch(c + r * ldc + NR - 1, 1);        \
   _Pragma("GCC unroll 4") /* the loop is short: unrolling saves the pointer and counter updates */                     \
   for (int64_t p = 0; p < kc; p++, a += MR, b += NR) {                                                                 \
-    V b0 = *(const V*)b, b1 = *(const V*)(b + VL);                                                                     \
+    V b0 = lamina_##P##gemm_loadu(b), b1 = lamina_##P##gemm_loadu(b + VL);                                             \
     for (int r = 0; r < MR; r++) {                                                                                     \
       V ar = lamina_##P##gemm_splat(a[r]);                                                                             \
       acc[r][0] = LAMINA_GEMM_FMA(ar, b0, acc[r][0]);                                                                  \
