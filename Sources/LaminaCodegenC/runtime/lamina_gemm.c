@@ -13,7 +13,8 @@
  *         for jr in NC by NR:          one B micro-panel (KC x NR) stays in L1 ...
  *           for ir in MC by MR:        ... while the A micro-panels stream from L2
  *             micro-kernel: C[MR x NR] (+)= A panel @ B panel, accumulated in registers
- *         after the last pc: the epilogue runs on the finished MC x NC block of C
+ *           after the last pc: the epilogue runs on each finished MC x 128 slab of C (8 panels),
+ *           while it is still in cache
  *
  * Transposes are handled entirely by the packing, so there is one micro-kernel. Packing pads partial
  * panels with zeros; an edge tile (fewer than MR rows or NR columns left) is computed into a small
@@ -145,6 +146,10 @@ typedef struct lamina_gemm_epilogue {
 #endif
 #ifndef LAMINA_GEMM_MAX_TASKS_PER_THREAD
 #define LAMINA_GEMM_MAX_TASKS_PER_THREAD 4
+#endif
+/* The epilogue gets slabs of MC rows x this many NR-column panels (144 x 128 floats = 72 KiB). */
+#ifndef LAMINA_GEMM_EPILOGUE_PANELS
+#define LAMINA_GEMM_EPILOGUE_PANELS 8
 #endif
 /* Packing one element costs about this many multiply-adds (for choosing the thread split). */
 #define LAMINA_GEMM_PACK_COST 8
@@ -320,10 +325,15 @@ static void lamina_##P##gemm_pack_b(int trans, const T* restrict b, int64_t ldb,
   }                                                                                                                    \
 }                                                                                                                      \
                                                                                                                        \
-/* C[mc x nc] (+)= packed A block @ packed B block, one micro-kernel call per MR x NR tile. */                         \
-static void lamina_##P##gemm_macro(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, T* c,                 \
-                                   int64_t ldc, T beta) {                                                              \
+/* C[ic.., jc..][mc x nc] (+)= packed A block @ packed B block, one micro-kernel call per MR x NR tile                 \
+   (c and ldc are the whole C). After the last k-block (epilogue non-NULL) the epilogue runs on each                   \
+   finished mc x (LAMINA_GEMM_EPILOGUE_PANELS * NR) slab while it is still in L1/L2. */                                \
+static void lamina_##P##gemm_macro(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, T* c_all,             \
+                                   int64_t ldc, int64_t ic, int64_t jc, T beta,                                        \
+                                   const lamina_gemm_epilogue* epilogue) {                                             \
   _Alignas(64) T edge[MR * NR];                                                                                        \
+  T* c = c_all + ic * ldc + jc;                                                                                        \
+  int64_t slab = 0; /* first column of the slab the epilogue has not seen yet */                                       \
   for (int64_t jr = 0; jr < nc; jr += NR) {                                                                            \
     int64_t nr = lamina_gemm_min(NR, nc - jr);                                                                         \
     for (int64_t ir = 0; ir < mc; ir += MR) {                                                                          \
@@ -338,6 +348,10 @@ static void lamina_##P##gemm_macro(int64_t mc, int64_t nc, int64_t kc, const T* 
           for (int64_t j = 0; j < nr; j++)                                                                             \
             ct[i * ldc + j] = beta == (T)0 ? edge[i * NR + j] : edge[i * NR + j] + beta * ct[i * ldc + j];             \
       }                                                                                                                \
+    }                                                                                                                  \
+    if (epilogue && (jr + nr == nc || jr + NR - slab >= LAMINA_GEMM_EPILOGUE_PANELS * NR)) {                           \
+      epilogue->apply(epilogue->arg, c_all, ldc, ic, jc + slab, mc, jr + nr - slab);                                   \
+      slab = jr + nr;                                                                                                  \
     }                                                                                                                  \
   }                                                                                                                    \
 }                                                                                                                      \
@@ -381,8 +395,7 @@ static void lamina_##P##gemm_tile(const lamina_##P##gemm_job* g, int64_t i0, int
         int64_t mc = lamina_gemm_min(mcb, i1 - ic);                                                                    \
         const T* a = g->trans_a ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;                                   \
         lamina_##P##gemm_pack_a(g->trans_a, a, g->lda, mc, kc, g->alpha, ap);                                          \
-        lamina_##P##gemm_macro(mc, nc, kc, ap, bp, g->c + ic * g->ldc + jc, g->ldc, beta);                             \
-        if (last && g->epilogue) g->epilogue->apply(g->epilogue->arg, g->c, g->ldc, ic, jc, mc, nc);                   \
+        lamina_##P##gemm_macro(mc, nc, kc, ap, bp, g->c, g->ldc, ic, jc, beta, last ? g->epilogue : NULL);             \
       }                                                                                                                \
     }                                                                                                                  \
   }                                                                                                                    \
