@@ -23,6 +23,12 @@ done
 
 name() { basename "$1"; }
 
+# As a generated model uses them: the two runtime files alone, one translation unit, strict C11, -fPIC.
+cat ../../Sources/LaminaCodegenC/runtime/lamina_pool.c ../../Sources/LaminaCodegenC/runtime/lamina_gemm.c > "$OUT/runtime.c"
+for cc in "${compilers[@]}"; do
+  "$cc" "${FLAGS[@]}" -Wpedantic -fPIC -shared -o "$OUT/runtime_$(name "$cc").so" "$OUT/runtime.c" -lm -lpthread
+done
+
 for cc in "${compilers[@]}"; do
   echo "== building with $cc"
   "$cc" "${FLAGS[@]}" -o "$OUT/gemm_bench_$(name "$cc")" gemm_bench.c -lm -lpthread
@@ -43,6 +49,12 @@ if [ "$what" = all ] || [ "$what" = test ]; then
     grep -v 'Cannot export local symbol' "$OUT/san.log" >&2 || true
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "$OUT/gemm_bench_$(name "$cc")_san" test quick
   done
+  # The pool under ThreadSanitizer (gcc: the Swift toolchain's clang cannot link its TSan runtime here).
+  if "$GCC" -std=c11 -O1 -g -march=native -fsanitize=thread -o "$OUT/gemm_bench_tsan" gemm_bench.c -lm -lpthread \
+      2> /dev/null; then
+    echo "== correctness, $GCC -fsanitize=thread"
+    TSAN_OPTIONS=halt_on_error=1 "$OUT/gemm_bench_tsan" test quick
+  fi
 fi
 
 if [ "$what" = all ] || [ "$what" = bench ]; then

@@ -13,7 +13,8 @@
  *         for jr in NC by NR:          one B micro-panel (KC x NR) stays in L1 ...
  *           for ir in MC by MR:        ... while the A micro-panels stream from L2
  *             micro-kernel: C[MR x NR] (+)= A panel @ B panel, accumulated in registers
- *         after the last pc: the epilogue runs on the finished MC x NC block of C
+ *           after the last pc: the epilogue runs on each finished MC x 128 slab of C (8 panels),
+ *           while it is still in cache
  *
  * Transposes are handled entirely by the packing, so there is one micro-kernel. Packing pads partial
  * panels with zeros; an edge tile (fewer than MR rows or NR columns left) is computed into a small
@@ -28,25 +29,37 @@
  * 12 accumulators are enough to cover the FMA latency (4 cycles x 2 pipes on Zen 3 / Skylake), and
  * 2 loads + 6 broadcasts per 12 FMAs stay within the load ports.
  *
- * Blocking (bytes matter, so double uses half the elements of float where it counts):
- *   KC = 256: a B micro-panel is 256 x 16 floats = 16 KiB, half of a 32 KiB L1d, leaving room for
- *             the A micro-panel (6 KiB) and the C tile. Partial K is split evenly (784 -> 4 x 196).
- *   MC = 144 floats / 72 doubles: the A block is 144 KiB, well inside a 512 KiB L2.
- *   NC = 2048 floats / 1024 doubles: the B block is 2 MiB, for the L3.
- * All are #ifndef-overridable (-DLAMINA_SGEMM_KC=...) for tuning.
+ * Blocking (bytes are what matter, so double uses half the elements of float for MC and NC):
+ *   KC = 384 (192 with AVX-512): a B micro-panel, 384 x 16 floats = 24 KiB, stays in the 32 KiB L1d
+ *             while the A micro-panels stream past it. Larger KC means fewer passes over C (each
+ *             k-block loads and stores the C tile once); 256..384 measured best here, 384 by a little.
+ *             K is split evenly (784 -> 3 x 264, not 2 x 384 + 16).
+ *   MC = 144 floats / 72 doubles: the A block is 216 KiB, well inside a 512 KiB L2 next to the B
+ *             micro-panels.
+ *   NC = 1024 floats / 512 doubles: the B block is 1.5 MiB, for the L3.
+ * All are #ifndef-overridable (-DLAMINA_SGEMM_KC=...) for tuning. Per thread, the packed blocks take
+ * MC*KC + KC*NC elements (1.7 MiB) of the pool's scratch memory (2 MiB per thread).
  *
  * Threading: the pool runs independent tasks, each a rectangular tile of C that it computes with the
  * loops above using its own thread's scratch memory (lamina_pool_scratch) for the packed blocks, so
  * there is no synchronisation inside a GEMM and no allocation per call. The tile grid (rows x columns)
  * is chosen to minimise the work of the busiest thread, counting the packing that splitting
  * duplicates: splitting M repacks B for each row tile, splitting N repacks A for each column tile, so
- * tall-skinny MLP shapes (M = 128, N = 512) split N and wide ones split M. Small products run inline.
+ * tall-skinny MLP shapes (M = 128, N = 512) split N and tall ones split M. Big products get up to 4
+ * tiles per thread (tiles of >= 2^25 multiply-adds), so a thread that is descheduled (shared machine)
+ * delays only a small piece while the others take the rest. Products under 2^18 multiply-adds run inline.
  *
- * Row vectors (M == 1, a batch-1 dense layer) skip packing: a vectorised GEMV streams B once, split
- * over column ranges across threads only when there is enough work to pay for the dispatch.
+ * Row vectors (M == 1, a batch-1 dense layer) skip packing: a vectorised GEMV that streams B once, at
+ * memory speed. op(B) = B^T (a PyTorch-style [out, in] weight) is a dot product per column; op(B) = B
+ * accumulates whole rows of B into a row of sums. Above 2^15 multiply-adds it is split over threads,
+ * two chunks per thread: column ranges for op(B) = B^T, and K ranges for op(B) = B (each thread then
+ * streams a contiguous band of B; the caller adds the partial rows, kept in its scratch, at the end).
  *
  * BLAS semantics: alpha == 0 or K == 0 only scales C by beta; beta == 0 never reads C (it may hold
- * NaN); the epilogue sees every element of C exactly once, after its final value is stored.
+ * NaN); the epilogue sees every element of C exactly once, after its final value is stored. Epilogue
+ * calls for different blocks may run concurrently on different threads. C must not overlap A or B.
+ * The pool may be NULL (one thread, packing memory from the heap); a GEMM must not be called from
+ * inside a task running on the same pool.
  *
  * Needs GCC or clang (vector extensions). With GCC the kernels are compiled with -ffp-contract=fast
  * (a pragma below) so a*b+c becomes an FMA even under -std=c11; clang uses __builtin_elementwise_fma.
@@ -87,23 +100,30 @@ typedef struct lamina_gemm_epilogue {
 #define LAMINA_SGEMM_NR (2 * LAMINA_GEMM_VBYTES / 4)
 #define LAMINA_DGEMM_NR (2 * LAMINA_GEMM_VBYTES / 8)
 
+/* Cache blocking, in elements; see the top of the file. KC keeps a B micro-panel (KC x NR) at ~24 KiB,
+   so with 64-byte vectors (NR = 32 floats) it is halved. */
+#if LAMINA_GEMM_VBYTES == 64
+#define LAMINA_GEMM_KC_DEFAULT 192
+#else
+#define LAMINA_GEMM_KC_DEFAULT 384
+#endif
 #ifndef LAMINA_SGEMM_KC
-#define LAMINA_SGEMM_KC 256
+#define LAMINA_SGEMM_KC LAMINA_GEMM_KC_DEFAULT
 #endif
 #ifndef LAMINA_SGEMM_MC
 #define LAMINA_SGEMM_MC 144
 #endif
 #ifndef LAMINA_SGEMM_NC
-#define LAMINA_SGEMM_NC 2048
+#define LAMINA_SGEMM_NC 1024
 #endif
 #ifndef LAMINA_DGEMM_KC
-#define LAMINA_DGEMM_KC 256
+#define LAMINA_DGEMM_KC LAMINA_GEMM_KC_DEFAULT
 #endif
 #ifndef LAMINA_DGEMM_MC
 #define LAMINA_DGEMM_MC 72
 #endif
 #ifndef LAMINA_DGEMM_NC
-#define LAMINA_DGEMM_NC 1024
+#define LAMINA_DGEMM_NC 512
 #endif
 
 /* Below this many multiply-adds a GEMM runs on the calling thread only (dispatch would cost more). */
@@ -113,6 +133,23 @@ typedef struct lamina_gemm_epilogue {
 /* Same for the M == 1 path (it is memory-bound: this is about 128 KiB of B). */
 #ifndef LAMINA_GEMV_PARALLEL_MIN
 #define LAMINA_GEMV_PARALLEL_MIN ((int64_t)1 << 15)
+#endif
+#ifndef LAMINA_GEMV_TASKS_PER_THREAD
+#define LAMINA_GEMV_TASKS_PER_THREAD 2
+#endif
+#ifndef LAMINA_GEMV_MIN_CHUNK
+#define LAMINA_GEMV_MIN_CHUNK 64
+#endif
+/* Aim for tasks of at least this many multiply-adds (~0.7 ms on one core), at most this many per thread. */
+#ifndef LAMINA_GEMM_TASK_MACS
+#define LAMINA_GEMM_TASK_MACS ((int64_t)1 << 25)
+#endif
+#ifndef LAMINA_GEMM_MAX_TASKS_PER_THREAD
+#define LAMINA_GEMM_MAX_TASKS_PER_THREAD 4
+#endif
+/* The epilogue gets slabs of MC rows x this many NR-column panels (144 x 128 floats = 72 KiB). */
+#ifndef LAMINA_GEMM_EPILOGUE_PANELS
+#define LAMINA_GEMM_EPILOGUE_PANELS 8
 #endif
 /* Packing one element costs about this many multiply-adds (for choosing the thread split). */
 #define LAMINA_GEMM_PACK_COST 8
@@ -134,7 +171,7 @@ static inline int64_t lamina_gemm_ceil_div(int64_t a, int64_t b) { return (a + b
 static inline int64_t lamina_gemm_round_up(int64_t a, int64_t b) { return lamina_gemm_ceil_div(a, b) * b; }
 
 /* Block size for splitting `total` into blocks of at most `max` (a multiple of `align`) as evenly as
-   possible, so there is no small leftover block (K = 784 with KC = 256 gives 4 x 196, not 3 x 256 + 16). */
+   possible, so there is no small leftover block (K = 784 with KC = 384 gives 3 x 264, not 2 x 384 + 16). */
 static inline int64_t lamina_gemm_even_block(int64_t total, int64_t max, int64_t align) {
   int64_t blocks = lamina_gemm_ceil_div(total, max);
   int64_t size = lamina_gemm_round_up(lamina_gemm_ceil_div(total, blocks), align);
@@ -149,27 +186,29 @@ typedef struct lamina_gemm_grid {
 static lamina_gemm_grid lamina_gemm_choose_grid(int threads, int64_t m, int64_t n, int64_t k, int64_t mr,
                                                 int64_t nr, int64_t nc) {
   lamina_gemm_grid best = {1, 1, m, n};
-  if (threads <= 1 || m * n * k < LAMINA_GEMM_PARALLEL_MIN) return best;
+  const int64_t macs = m * n * k;
+  if (threads <= 1 || macs < LAMINA_GEMM_PARALLEL_MIN) return best;
+  /* Tasks per thread: more than one when the product is big enough, so that a thread that gets
+     descheduled (a shared or oversubscribed machine) holds up only a small piece of the work. */
+  int64_t q = macs / ((int64_t)threads * LAMINA_GEMM_TASK_MACS);
+  if (q < 1) q = 1;
+  if (q > LAMINA_GEMM_MAX_TASKS_PER_THREAD) q = LAMINA_GEMM_MAX_TASKS_PER_THREAD;
+  const int64_t tasks = (int64_t)threads * q;
   double best_cost = -1;
-  /* Try every factorisation of threads * q tiles, q = 1..3 (more tiles than threads balances load
-     for shapes that don't split evenly, at the price of more packing). */
-  for (int q = 1; q <= 3; q++) {
-    int64_t tasks = (int64_t)threads * q;
-    for (int64_t mt = 1; mt <= tasks; mt++) {
-      if (tasks % mt) continue;
-      int64_t nt = tasks / mt;
-      int64_t mtile = lamina_gemm_round_up(lamina_gemm_ceil_div(m, mt), mr);
-      int64_t ntile = lamina_gemm_round_up(lamina_gemm_ceil_div(n, nt), nr);
-      int64_t real_mt = lamina_gemm_ceil_div(m, mtile), real_nt = lamina_gemm_ceil_div(n, ntile);
-      int64_t real_tasks = real_mt * real_nt;
-      /* Per tile: the multiply-adds (padded to the micro-kernel) plus packing, per unit of k. */
-      double tile = (double)mtile * ntile +
-                    LAMINA_GEMM_PACK_COST * ((double)mtile * lamina_gemm_ceil_div(ntile, nc) + ntile);
-      double cost = tile * (double)lamina_gemm_ceil_div(real_tasks, threads);
-      if (best_cost < 0 || cost < best_cost * 0.999) {
-        best_cost = cost;
-        best = (lamina_gemm_grid){real_mt, real_nt, mtile, ntile};
-      }
+  /* Every factorisation mt x nt of the task count; the cost of a tile is its multiply-adds (padded
+     to the micro-kernel) plus its packing, per unit of k; the busiest thread does ceil(tiles/threads). */
+  for (int64_t mt = 1; mt <= tasks; mt++) {
+    if (tasks % mt) continue;
+    int64_t nt = tasks / mt;
+    int64_t mtile = lamina_gemm_round_up(lamina_gemm_ceil_div(m, mt), mr);
+    int64_t ntile = lamina_gemm_round_up(lamina_gemm_ceil_div(n, nt), nr);
+    int64_t real_mt = lamina_gemm_ceil_div(m, mtile), real_nt = lamina_gemm_ceil_div(n, ntile);
+    double tile = (double)mtile * ntile +
+                  LAMINA_GEMM_PACK_COST * ((double)mtile * lamina_gemm_ceil_div(ntile, nc) + ntile);
+    double cost = tile * (double)lamina_gemm_ceil_div(real_mt * real_nt, threads);
+    if (best_cost < 0 || cost < best_cost * 0.999) {
+      best_cost = cost;
+      best = (lamina_gemm_grid){real_mt, real_nt, mtile, ntile};
     }
   }
   return best;
@@ -197,8 +236,9 @@ static inline void lamina_##P##gemm_kernel(int64_t kc, const T* restrict a, cons
   for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (V){0};                                                         \
   /* Start pulling the C tile into cache now; it is needed only at the end. */                                         \
   for (int r = 0; r < MR; r++) __builtin_prefetch(c + r * ldc, 1), __builtin_prefetch(c + r * ldc + NR - 1, 1);        \
+  _Pragma("GCC unroll 4") /* the loop is short: unrolling saves the pointer and counter updates */                     \
   for (int64_t p = 0; p < kc; p++, a += MR, b += NR) {                                                                 \
-    V b0 = *(const V*)b, b1 = *(const V*)(b + VL);                                                                     \
+    V b0 = lamina_##P##gemm_loadu(b), b1 = lamina_##P##gemm_loadu(b + VL);                                             \
     for (int r = 0; r < MR; r++) {                                                                                     \
       V ar = lamina_##P##gemm_splat(a[r]);                                                                             \
       acc[r][0] = LAMINA_GEMM_FMA(ar, b0, acc[r][0]);                                                                  \
@@ -285,10 +325,15 @@ static void lamina_##P##gemm_pack_b(int trans, const T* restrict b, int64_t ldb,
   }                                                                                                                    \
 }                                                                                                                      \
                                                                                                                        \
-/* C[mc x nc] (+)= packed A block @ packed B block, one micro-kernel call per MR x NR tile. */                         \
-static void lamina_##P##gemm_macro(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, T* c,                 \
-                                   int64_t ldc, T beta) {                                                              \
+/* C[ic.., jc..][mc x nc] (+)= packed A block @ packed B block, one micro-kernel call per MR x NR tile                 \
+   (c and ldc are the whole C). After the last k-block (epilogue non-NULL) the epilogue runs on each                   \
+   finished mc x (LAMINA_GEMM_EPILOGUE_PANELS * NR) slab while it is still in L1/L2. */                                \
+static void lamina_##P##gemm_macro(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, T* c_all,             \
+                                   int64_t ldc, int64_t ic, int64_t jc, T beta,                                        \
+                                   const lamina_gemm_epilogue* epilogue) {                                             \
   _Alignas(64) T edge[MR * NR];                                                                                        \
+  T* c = c_all + ic * ldc + jc;                                                                                        \
+  int64_t slab = 0; /* first column of the slab the epilogue has not seen yet */                                       \
   for (int64_t jr = 0; jr < nc; jr += NR) {                                                                            \
     int64_t nr = lamina_gemm_min(NR, nc - jr);                                                                         \
     for (int64_t ir = 0; ir < mc; ir += MR) {                                                                          \
@@ -303,6 +348,10 @@ static void lamina_##P##gemm_macro(int64_t mc, int64_t nc, int64_t kc, const T* 
           for (int64_t j = 0; j < nr; j++)                                                                             \
             ct[i * ldc + j] = beta == (T)0 ? edge[i * NR + j] : edge[i * NR + j] + beta * ct[i * ldc + j];             \
       }                                                                                                                \
+    }                                                                                                                  \
+    if (epilogue && (jr + nr == nc || jr + NR - slab >= LAMINA_GEMM_EPILOGUE_PANELS * NR)) {                           \
+      epilogue->apply(epilogue->arg, c_all, ldc, ic, jc + slab, mc, jr + nr - slab);                                   \
+      slab = jr + nr;                                                                                                  \
     }                                                                                                                  \
   }                                                                                                                    \
 }                                                                                                                      \
@@ -319,7 +368,8 @@ typedef struct lamina_##P##gemm_job {                                           
   lamina_pool* pool;                                                                                                   \
   lamina_gemm_grid grid; /* packed path: tiles of C, one per task */                                                   \
   int64_t kc;            /* packed path: k-block size, the same for all tiles */                                       \
-  int64_t gemv_chunk;    /* M == 1 path: columns per task */                                                           \
+  int64_t gemv_chunk;    /* M == 1 path: columns (or rows of B, when split over K) per task */                         \
+  T* partial;            /* M == 1 split over K: one row of partial sums per task */                                   \
 } lamina_##P##gemm_job;                                                                                                \
                                                                                                                        \
 /* Bytes of the packed A block and of the packed B block in a thread's scratch. */                                     \
@@ -345,8 +395,7 @@ static void lamina_##P##gemm_tile(const lamina_##P##gemm_job* g, int64_t i0, int
         int64_t mc = lamina_gemm_min(mcb, i1 - ic);                                                                    \
         const T* a = g->trans_a ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;                                   \
         lamina_##P##gemm_pack_a(g->trans_a, a, g->lda, mc, kc, g->alpha, ap);                                          \
-        lamina_##P##gemm_macro(mc, nc, kc, ap, bp, g->c + ic * g->ldc + jc, g->ldc, beta);                             \
-        if (last && g->epilogue) g->epilogue->apply(g->epilogue->arg, g->c, g->ldc, ic, jc, mc, nc);                   \
+        lamina_##P##gemm_macro(mc, nc, kc, ap, bp, g->c, g->ldc, ic, jc, beta, last ? g->epilogue : NULL);             \
       }                                                                                                                \
     }                                                                                                                  \
   }                                                                                                                    \
@@ -362,45 +411,69 @@ static void lamina_##P##gemm_task(void* arg, int64_t task, int thread) {        
                         (T*)(scratch + lamina_##P##gemm_a_bytes));                                                     \
 }                                                                                                                      \
                                                                                                                        \
-/* M == 1, op(B) = B (rows of B contiguous): c[j0..j1] = alpha * a @ B + beta * c. Streams B row by row                \
-   (four rows per pass, for fewer passes over the accumulators), accumulating a block of NB columns in an              \
-   L1-resident buffer. */                                                                                              \
+/* M == 1, op(B) = B (rows of B contiguous): acc[0..nb) += sum over p < kc of a[p * inc_a] * b[p * ldb + j].           \
+   Streams B row by row, four rows per pass over the accumulators (nb <= 64 vectors: they stay in L1). */              \
+static void lamina_##P##gemv_rows_block(const T* a, int64_t inc_a, const T* b, int64_t ldb, int64_t kc, int64_t nb,    \
+                                        T* restrict acc) {                                                             \
+  enum { VL = sizeof(V) / sizeof(T) };                                                                                 \
+  const int64_t nv = nb - nb % VL;                                                                                     \
+  int64_t p = 0;                                                                                                       \
+  for (; p + 4 <= kc; p += 4) {                                                                                        \
+    const T* b0 = b + p * ldb;                                                                                         \
+    const T* b1 = b0 + ldb;                                                                                            \
+    const T* b2 = b1 + ldb;                                                                                            \
+    const T* b3 = b2 + ldb;                                                                                            \
+    const T s0 = a[p * inc_a], s1 = a[(p + 1) * inc_a], s2 = a[(p + 2) * inc_a], s3 = a[(p + 3) * inc_a];              \
+    const V a0 = lamina_##P##gemm_splat(s0), a1 = lamina_##P##gemm_splat(s1);                                          \
+    const V a2 = lamina_##P##gemm_splat(s2), a3 = lamina_##P##gemm_splat(s3);                                          \
+    for (int64_t j = 0; j < nv; j += VL) {                                                                             \
+      V x = lamina_##P##gemm_loadu(acc + j);                                                                           \
+      x = LAMINA_GEMM_FMA(a0, lamina_##P##gemm_loadu(b0 + j), x);                                                      \
+      x = LAMINA_GEMM_FMA(a1, lamina_##P##gemm_loadu(b1 + j), x);                                                      \
+      x = LAMINA_GEMM_FMA(a2, lamina_##P##gemm_loadu(b2 + j), x);                                                      \
+      x = LAMINA_GEMM_FMA(a3, lamina_##P##gemm_loadu(b3 + j), x);                                                      \
+      lamina_##P##gemm_storeu(acc + j, x);                                                                             \
+    }                                                                                                                  \
+    for (int64_t j = nv; j < nb; j++) acc[j] += s0 * b0[j] + s1 * b1[j] + s2 * b2[j] + s3 * b3[j];                     \
+  }                                                                                                                    \
+  for (; p < kc; p++) {                                                                                                \
+    const T* b0 = b + p * ldb;                                                                                         \
+    const T s0 = a[p * inc_a];                                                                                         \
+    const V a0 = lamina_##P##gemm_splat(s0);                                                                           \
+    for (int64_t j = 0; j < nv; j += VL)                                                                               \
+      lamina_##P##gemm_storeu(acc + j, LAMINA_GEMM_FMA(a0, lamina_##P##gemm_loadu(b0 + j), lamina_##P##gemm_loadu(acc + j))); \
+    for (int64_t j = nv; j < nb; j++) acc[j] += s0 * b0[j];                                                            \
+  }                                                                                                                    \
+}                                                                                                                      \
+                                                                                                                       \
+enum { lamina_##P##gemv_nb = 64 * (LAMINA_GEMM_VBYTES / sizeof(T)) };                                                  \
+                                                                                                                       \
+/* M == 1, op(B) = B: c[j0..j1] = alpha * a @ B + beta * c, a block of columns at a time. */                           \
 static void lamina_##P##gemv_rows(const lamina_##P##gemm_job* g, int64_t j0, int64_t j1) {                             \
-  enum { VL = sizeof(V) / sizeof(T), NB = 64 * VL };                                                                   \
-  _Alignas(64) T acc[NB];                                                                                              \
-  const int64_t inc_a = g->trans_a ? g->lda : 1, k = g->k, ldb = g->ldb;                                               \
-  for (int64_t jb = j0; jb < j1; jb += NB) {                                                                           \
-    const int64_t nb = lamina_gemm_min(NB, j1 - jb), nv = nb - nb % VL;                                                \
-    const T* b = g->b + jb;                                                                                            \
+  _Alignas(64) T acc[lamina_##P##gemv_nb];                                                                             \
+  const int64_t inc_a = g->trans_a ? g->lda : 1;                                                                       \
+  for (int64_t jb = j0; jb < j1; jb += lamina_##P##gemv_nb) {                                                          \
+    const int64_t nb = lamina_gemm_min(lamina_##P##gemv_nb, j1 - jb);                                                  \
     memset(acc, 0, sizeof acc);                                                                                        \
-    int64_t p = 0;                                                                                                     \
-    for (; p + 4 <= k; p += 4) {                                                                                       \
-      const T* b0 = b + p * ldb;                                                                                       \
-      const T* b1 = b0 + ldb;                                                                                          \
-      const T* b2 = b1 + ldb;                                                                                          \
-      const T* b3 = b2 + ldb;                                                                                          \
-      V a0 = lamina_##P##gemm_splat(g->a[p * inc_a]), a1 = lamina_##P##gemm_splat(g->a[(p + 1) * inc_a]);              \
-      V a2 = lamina_##P##gemm_splat(g->a[(p + 2) * inc_a]), a3 = lamina_##P##gemm_splat(g->a[(p + 3) * inc_a]);        \
-      for (int64_t j = 0; j < nv; j += VL) {                                                                           \
-        V s = *(V*)(acc + j);                                                                                          \
-        s = LAMINA_GEMM_FMA(a0, lamina_##P##gemm_loadu(b0 + j), s);                                                    \
-        s = LAMINA_GEMM_FMA(a1, lamina_##P##gemm_loadu(b1 + j), s);                                                    \
-        s = LAMINA_GEMM_FMA(a2, lamina_##P##gemm_loadu(b2 + j), s);                                                    \
-        s = LAMINA_GEMM_FMA(a3, lamina_##P##gemm_loadu(b3 + j), s);                                                    \
-        *(V*)(acc + j) = s;                                                                                            \
-      }                                                                                                                \
-      for (int64_t j = nv; j < nb; j++)                                                                                \
-        acc[j] += a0[0] * b0[j] + a1[0] * b1[j] + a2[0] * b2[j] + a3[0] * b3[j];                                       \
-    }                                                                                                                  \
-    for (; p < k; p++) {                                                                                               \
-      const T* b0 = b + p * ldb;                                                                                       \
-      V a0 = lamina_##P##gemm_splat(g->a[p * inc_a]);                                                                  \
-      for (int64_t j = 0; j < nv; j += VL) *(V*)(acc + j) = LAMINA_GEMM_FMA(a0, lamina_##P##gemm_loadu(b0 + j), *(V*)(acc + j)); \
-      for (int64_t j = nv; j < nb; j++) acc[j] += a0[0] * b0[j];                                                       \
-    }                                                                                                                  \
+    lamina_##P##gemv_rows_block(g->a, inc_a, g->b + jb, g->ldb, g->k, nb, acc);                                        \
     T* c = g->c + jb;                                                                                                  \
     for (int64_t j = 0; j < nb; j++) c[j] = g->beta == (T)0 ? g->alpha * acc[j] : g->alpha * acc[j] + g->beta * c[j];  \
   }                                                                                                                    \
+}                                                                                                                      \
+                                                                                                                       \
+/* M == 1, op(B) = B, split over K: task t sums rows [t * chunk, (t + 1) * chunk) of B into its own slice of           \
+   g->partial. Each task then streams one contiguous band of B (splitting N instead would have every                   \
+   thread read a strided piece of every row); the caller adds the slices up. */                                        \
+static void lamina_##P##gemv_ksplit_task(void* arg, int64_t task, int thread) {                                        \
+  (void)thread;                                                                                                        \
+  const lamina_##P##gemm_job* g = (const lamina_##P##gemm_job*)arg;                                                    \
+  const int64_t inc_a = g->trans_a ? g->lda : 1;                                                                       \
+  const int64_t p0 = task * g->gemv_chunk, kc = lamina_gemm_min(g->k, p0 + g->gemv_chunk) - p0;                        \
+  T* out = g->partial + task * g->n;                                                                                   \
+  memset(out, 0, (size_t)g->n * sizeof(T));                                                                            \
+  for (int64_t jb = 0; jb < g->n; jb += lamina_##P##gemv_nb)                                                           \
+    lamina_##P##gemv_rows_block(g->a + p0 * inc_a, inc_a, g->b + p0 * g->ldb + jb, g->ldb, kc,                         \
+                                lamina_gemm_min(lamina_##P##gemv_nb, g->n - jb), out + jb);                            \
 }                                                                                                                      \
                                                                                                                        \
 /* M == 1, op(B) = B^T (B is N x K, like a PyTorch Linear weight; a contiguous): one dot product per                   \
@@ -452,7 +525,7 @@ void lamina_##P##gemm(lamina_pool* pool, int trans_a, int trans_b, int64_t m, in
                  "GEMM blocks must fit the pool's scratch memory");                                                    \
   if (m <= 0 || n <= 0) return;                                                                                        \
   lamina_##P##gemm_job g = {trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, epilogue, pool,            \
-                            {1, 1, m, n}, 0, 0};                                                                       \
+                            {1, 1, m, n}, 0, 0, NULL};                                                                 \
   if (k <= 0 || alpha == (T)0) {                                                                                       \
     /* Nothing to multiply: C = beta * C (and never read C when beta == 0). */                                         \
     if (beta != (T)1)                                                                                                  \
@@ -463,8 +536,26 @@ void lamina_##P##gemm(lamina_pool* pool, int trans_a, int trans_b, int64_t m, in
   }                                                                                                                    \
   const int threads = lamina_pool_threads(pool);                                                                       \
   if (m == 1 && (!trans_b || !trans_a || lda == 1)) {                                                                  \
-    int64_t tasks = threads > 1 && n * k >= LAMINA_GEMV_PARALLEL_MIN ? threads : 1;                                    \
-    g.gemv_chunk = lamina_gemm_round_up(lamina_gemm_ceil_div(n, tasks), 16);                                           \
+    /* A few chunks per thread (not one each): if a thread is descheduled, the others take over its                    \
+       share instead of waiting for it. */                                                                             \
+    const int parallel = threads > 1 && n * k >= LAMINA_GEMV_PARALLEL_MIN;                                             \
+    const int64_t want = parallel ? (int64_t)threads * LAMINA_GEMV_TASKS_PER_THREAD : 1;                               \
+    size_t scratch_bytes = 0;                                                                                          \
+    T* partial = parallel ? (T*)lamina_pool_scratch(pool, 0, &scratch_bytes) : NULL;                                   \
+    if (parallel && !trans_b && k >= 64 * want && (size_t)(want * n) * sizeof(T) <= scratch_bytes) {                   \
+      g.gemv_chunk = lamina_gemm_ceil_div(k, want);                                                                    \
+      g.partial = partial;                                                                                             \
+      const int64_t tasks = lamina_gemm_ceil_div(k, g.gemv_chunk);                                                     \
+      lamina_pool_run(pool, tasks, lamina_##P##gemv_ksplit_task, &g);                                                  \
+      for (int64_t j = 0; j < n; j++) {                                                                                \
+        T s = 0;                                                                                                       \
+        for (int64_t t = 0; t < tasks; t++) s += partial[t * n + j];                                                   \
+        c[j] = beta == (T)0 ? alpha * s : alpha * s + beta * c[j];                                                     \
+      }                                                                                                                \
+      if (epilogue) epilogue->apply(epilogue->arg, c, ldc, 0, 0, 1, n);                                                \
+      return;                                                                                                          \
+    }                                                                                                                  \
+    g.gemv_chunk = lamina_gemm_round_up(lamina_gemm_ceil_div(n, want), LAMINA_GEMV_MIN_CHUNK);                         \
     lamina_pool_run(pool, lamina_gemm_ceil_div(n, g.gemv_chunk), lamina_##P##gemv_task, &g);                           \
     return;                                                                                                            \
   }                                                                                                                    \

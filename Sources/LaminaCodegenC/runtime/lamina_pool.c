@@ -24,7 +24,14 @@
  * at creation) that kernels use for packing (lamina_gemm.c packs its A and B blocks there).
  *
  * A pool runs one job at a time: lamina_pool_run must not be called concurrently on the same pool, nor
- * from inside a task body. Several pools may coexist in one process. */
+ * from inside a task body. Several pools may coexist in one process.
+ */
+
+/* clock_gettime and sysconf are POSIX, which strict -std=c11 hides unless asked for (this file comes
+   first in the generated translation unit, so this is early enough). */
+#if !defined(_POSIX_C_SOURCE) && !defined(_GNU_SOURCE) && !defined(_DEFAULT_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -36,7 +43,7 @@
 
 /* Scratch per thread. lamina_gemm.c checks at compile time that its largest blocking fits. */
 #ifndef LAMINA_POOL_SCRATCH_BYTES
-#define LAMINA_POOL_SCRATCH_BYTES ((size_t)3 << 20)
+#define LAMINA_POOL_SCRATCH_BYTES ((size_t)2 << 20)
 #endif
 
 /* How long an idle thread spins before it sleeps, in nanoseconds. */
@@ -95,8 +102,8 @@ static inline int64_t lamina_pool_now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Spins until cond() changes or LAMINA_POOL_SPIN_NS pass; returns whether it changed. The clock is
-   read only every 64 pauses. */
+/* Spins until `changed` is true or LAMINA_POOL_SPIN_NS pass (the caller re-checks which). The clock
+   is read only every 64 pauses. */
 #define LAMINA_POOL_SPIN_UNTIL(changed)                                               \
   do {                                                                                \
     int64_t lamina_spin_start_ = -1;                                                  \
@@ -116,10 +123,11 @@ static inline int lamina_pool_new_job(uint_fast64_t gen, uint_fast64_t seen) { r
 /* Takes tasks of generation `gen` until there are none left (or the job is over). */
 static void lamina_pool_drain(lamina_pool* pool, uint_fast64_t gen, int thread) {
   /* Read after the acquire load that showed `gen`. If the caller has moved on since, these may belong
-     to a later job, but then the ticket's generation has changed too and no claim below succeeds. */
-  const int64_t tasks = atomic_load_explicit(&pool->tasks, memory_order_relaxed);
-  void (*body)(void*, int64_t, int) = atomic_load_explicit(&pool->body, memory_order_relaxed);
-  void* arg = atomic_load_explicit(&pool->arg, memory_order_relaxed);
+     to a later job, but then (acquire/release: the caller closed the old generation before writing
+     them) the ticket's generation has changed too and no claim below succeeds. */
+  const int64_t tasks = atomic_load_explicit(&pool->tasks, memory_order_acquire);
+  void (*body)(void*, int64_t, int) = atomic_load_explicit(&pool->body, memory_order_acquire);
+  void* arg = atomic_load_explicit(&pool->arg, memory_order_acquire);
   uint_fast64_t t = atomic_load_explicit(&pool->ticket, memory_order_acquire);
   for (;;) {
     if ((t >> 32) != gen || (int64_t)(t & 0xffffffffu) >= tasks) return;
@@ -227,9 +235,9 @@ lamina_pool* lamina_pool_create(int threads) {
 static void lamina_pool_publish(lamina_pool* pool, void (*body)(void*, int64_t, int), void* arg, int64_t tasks) {
   uint_fast64_t gen = (atomic_load_explicit(&pool->ticket, memory_order_relaxed) >> 32) + 1;
   atomic_store(&pool->ticket, ((gen & 0xffffffffu) << 32) | 0xffffffffu);
-  atomic_store_explicit(&pool->body, body, memory_order_relaxed);
-  atomic_store_explicit(&pool->arg, arg, memory_order_relaxed);
-  atomic_store_explicit(&pool->tasks, tasks, memory_order_relaxed);
+  atomic_store_explicit(&pool->body, body, memory_order_release);
+  atomic_store_explicit(&pool->arg, arg, memory_order_release);
+  atomic_store_explicit(&pool->tasks, tasks, memory_order_release);
   atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
   atomic_store(&pool->ticket, ((gen + 1) & 0xffffffffu) << 32); /* seq_cst: orders the fields above */
   if (atomic_load(&pool->sleepers) > 0) {
