@@ -21,7 +21,10 @@ let package = Package(
     // Lowering the IR to C: the generated kernels and the C runtime library they use.
     .target(
       name: "LaminaCodegenC", dependencies: ["LaminaSupport", "LaminaIR"],
-      resources: [.embedInCode("runtime/lamina_pool.c"), .embedInCode("runtime/lamina_gemm.c")]),
+      resources: [
+        .embedInCode("runtime/lamina_pool.c"), .embedInCode("runtime/lamina_gemm.c"),
+        .embedInCode("runtime/lamina_runtime.h"),
+      ]),
     // Compiling C, caching libraries, loading them with dlopen; knows nothing about the IR.
     .target(name: "LaminaRuntime", dependencies: ["LaminaSupport"]),
     // The public façade: `import Lamina`.

@@ -52,7 +52,8 @@ extension Model {
       cache = LibraryCache(
         directory: FileManager.default.temporaryDirectory.appendingPathComponent("lamina-\(UUID().uuidString)").path)
     }
-    let (path, compiledNow) = try cache.library(for: generated.source, compiler: compiler)
+    let (path, compiledNow) = try cache.library(
+      for: generated.source, runtimeSource: generated.runtimeSource, compiler: compiler)
     let end = DispatchTime.now().uptimeNanoseconds
     return Compilation(
       generated: generated, libraryPath: path, compiledNow: compiledNow,

@@ -3,8 +3,10 @@ import LaminaSupport
 
 /// The C source and header of one compiled model, and the signature the library reports.
 public struct GeneratedModel: Sendable {
-  /// One self-contained translation unit: runtime, kernels, entry points.
+  /// The model's translation unit: kernels and entry points. It links the runtime.
   public var source: String
+  /// The C runtime (thread pool, GEMM) the model links; the same for every model.
+  public var runtimeSource: String
   /// The C interface, for programs that use the library without Lamina.
   public var header: String
   public var signature: ModelSignature
@@ -71,10 +73,8 @@ private struct Generator {
       writer.line("#include <\(include)>")
     }
     writer.line()
-    writer.line("/* ======== Lamina C runtime: thread pool and GEMM ======== */")
-    writer.append(CRuntimeSources.pool)
-    writer.line()
-    writer.append(CRuntimeSources.gemm)
+    writer.line("/* ======== Lamina C runtime (lamina_runtime.c, linked in): thread pool and GEMM ======== */")
+    writer.append(CRuntimeSources.declarations)
     writer.line()
     writer.line("/* ======== Interface ======== */")
     writer.append(interfaceDeclarations())
@@ -90,7 +90,9 @@ private struct Generator {
     emitEntryPoint(name: "forward", outputs: outputs, losses: [])
     emitEntryPoint(name: "evaluate", outputs: outputs, losses: losses)
     emitInterfaceFunctions(signature)
-    return GeneratedModel(source: writer.text, header: header(signature), signature: signature)
+    return GeneratedModel(
+      source: writer.text, runtimeSource: CRuntimeSources.implementation, header: header(signature),
+      signature: signature)
   }
 
   // MARK: Signature and header
@@ -180,6 +182,14 @@ private struct Generator {
         text += "#define \(modelIdentifier)_\(kind)_\(name) \(index)\n"
       }
     }
+    text += "#define \(modelIdentifier)_SYMBOL_COUNT \(symbols.count)\n"
+    for (index, symbol) in symbols.enumerated() {
+      text += "#define \(modelIdentifier)_DIM_\(symbol.uppercased()) \(index) /* index of \(symbol) in dims[] */\n"
+    }
+    text += "#define \(modelIdentifier)_INPUT_COUNT \(signature.inputs.count)\n"
+    text += "#define \(modelIdentifier)_OUTPUT_COUNT \(signature.outputs.count)\n"
+    text += "#define \(modelIdentifier)_LOSS_COUNT \(signature.losses.count)\n"
+    text += "#define \(modelIdentifier)_PARAM_COUNT \(signature.params.count)\n"
     constants("INPUT", signature.inputs)
     constants("OUTPUT", signature.outputs)
     constants("LOSS", signature.losses)

@@ -11,7 +11,8 @@ enum CompileCommand: Command {
 
     Generates C for the model, compiles it with the system C compiler and writes the library, plus a
     header (libmodel.h) for using it from C without Lamina.
-      --emit-c DIR   also write the generated model.c and model.h there
+      --emit-c DIR   also write the generated model.c, model.h and the runtime's lamina_runtime.c there
+                     (cc -O3 -march=native -fPIC -shared model.c lamina_runtime.c -o libmodel.so)
       --cc PATH      the C compiler (default: $LAMINA_CC, then cc, clang, gcc)
       --cflags F     compiler flags instead of the defaults (-O3 -march=native -fPIC -shared ...)
       --no-cache     compile even if the library cache ($LAMINA_CACHE_DIR) has this model
@@ -38,6 +39,7 @@ enum CompileCommand: Command {
       try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
       try AtomicFile.write(Data(compilation.generated.source.utf8), to: directory + "/model.c")
       try AtomicFile.write(Data(compilation.generated.header.utf8), to: directory + "/model.h")
+      try AtomicFile.write(Data(compilation.generated.runtimeSource.utf8), to: directory + "/lamina_runtime.c")
     }
     console.print(
       "wrote \(output) and \(headerPath) (codegen \(milliseconds(compilation.codegenSeconds)), "

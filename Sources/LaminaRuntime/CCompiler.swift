@@ -38,9 +38,22 @@ public struct CCompiler: Sendable {
       sourceExcerpt: "")
   }
 
-  /// Compiles `sourcePath` into the shared library `outputPath`.
-  public func compile(sourcePath: String, outputPath: String, source: String) throws {
-    let result = try CCompiler.run(path, flags + [sourcePath, "-o", outputPath, "-lm", "-lpthread"])
+  /// Compiles `sourcePath` and links it with `objects` into the shared library `outputPath`.
+  public func compile(sourcePath: String, objects: [String] = [], outputPath: String, source: String) throws {
+    let result = try CCompiler.run(
+      path, flags + [sourcePath] + objects + ["-o", outputPath, "-lm", "-lpthread"])
+    guard result.status == 0 else {
+      throw CompilerError(
+        message: "\(path) failed with status \(result.status)", compilerOutput: result.output,
+        sourceExcerpt: CCompiler.excerpt(of: source, around: result.output, path: sourcePath))
+    }
+  }
+
+  /// Compiles `sourcePath` into a position-independent object whose symbols the libraries that link
+  /// it do not export (`-fvisibility=hidden`).
+  public func compileObject(sourcePath: String, outputPath: String, source: String) throws {
+    let objectFlags = flags.filter { $0 != "-shared" } + ["-c", "-fvisibility=hidden"]
+    let result = try CCompiler.run(path, objectFlags + [sourcePath, "-o", outputPath])
     guard result.status == 0 else {
       throw CompilerError(
         message: "\(path) failed with status \(result.status)", compilerOutput: result.output,

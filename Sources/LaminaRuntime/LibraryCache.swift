@@ -29,40 +29,66 @@ public struct LibraryCache: Sendable {
       + String(format: "%016llx", StableHash.fnv1a64(String(material.reversed())))
   }
 
-  /// The path of a valid cached library for `key`, or nil.
-  public func lookup(key: String) -> String? {
-    let library = "\(directory)/\(key).so"
-    guard let manifest = try? String(contentsOfFile: "\(directory)/\(key).manifest", encoding: .utf8),
-      let data = FileManager.default.contents(atPath: library)
-    else { return nil }
-    return manifest == LibraryCache.manifest(for: data) ? library : nil
+  /// Compiles `source` and links it with the runtime unless a valid library is cached; returns the
+  /// library's path and whether it was compiled now.
+  ///
+  /// The runtime (`runtimeSource`) is compiled once per compiler and flags into a cached object that
+  /// every model links, so a model's compile time is that of its own kernels.
+  public func library(for source: String, runtimeSource: String, compiler: CCompiler) throws -> (
+    path: String, compiled: Bool
+  ) {
+    let runtimeKey = "runtime-" + LibraryCache.key(source: runtimeSource, compiler: compiler)
+    let key = LibraryCache.key(source: source + "\u{0}" + runtimeKey, compiler: compiler)
+    if let path = lookup(key: key, extension: "so") { return (path, false) }
+    let runtime = try cachedObject(key: runtimeKey, source: runtimeSource, compiler: compiler)
+    let path = try build(key: key, extension: "so", source: source) { sourcePath, output in
+      try compiler.compile(sourcePath: sourcePath, objects: [runtime], outputPath: output, source: source)
+    }
+    return (path, true)
   }
 
-  /// Compiles `source` unless a valid library is cached; returns the library's path and whether it
-  /// was compiled now.
-  public func library(for source: String, compiler: CCompiler) throws -> (path: String, compiled: Bool) {
-    let key = LibraryCache.key(source: source, compiler: compiler)
-    if let path = lookup(key: key) { return (path, false) }
+  private func cachedObject(key: String, source: String, compiler: CCompiler) throws -> String {
+    if let path = lookup(key: key, extension: "o") { return path }
+    return try build(key: key, extension: "o", source: source) { sourcePath, output in
+      try compiler.compileObject(sourcePath: sourcePath, outputPath: output, source: source)
+    }
+  }
+
+  /// The path of a valid cached file for `key`, or nil.
+  public func lookup(key: String, extension fileExtension: String = "so") -> String? {
+    let file = "\(directory)/\(key).\(fileExtension)"
+    guard let manifest = try? String(contentsOfFile: "\(directory)/\(key).manifest", encoding: .utf8),
+      let data = FileManager.default.contents(atPath: file)
+    else { return nil }
+    return manifest == LibraryCache.manifest(for: data) ? file : nil
+  }
+
+  /// Writes `source`, runs `make(sourcePath, temporaryOutput)`, and moves the result into the cache
+  /// with a manifest that vouches for it.
+  private func build(
+    key: String, extension fileExtension: String, source: String,
+    _ make: (_ sourcePath: String, _ output: String) throws -> Void
+  ) throws -> String {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     let unique = "\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))"
     let sourcePath = "\(directory)/\(key)-\(unique).c"
-    let temporaryLibrary = "\(directory)/.\(key)-\(unique).so"
+    let temporary = "\(directory)/.\(key)-\(unique).\(fileExtension)"
     defer {
       try? FileManager.default.removeItem(atPath: sourcePath)
-      try? FileManager.default.removeItem(atPath: temporaryLibrary)
+      try? FileManager.default.removeItem(atPath: temporary)
     }
     try AtomicFile.write(Data(source.utf8), to: sourcePath)
-    try compiler.compile(sourcePath: sourcePath, outputPath: temporaryLibrary, source: source)
-    guard let data = FileManager.default.contents(atPath: temporaryLibrary) else {
-      throw FileError(path: temporaryLibrary, reason: "the compiler wrote no library")
+    try make(sourcePath, temporary)
+    guard let data = FileManager.default.contents(atPath: temporary) else {
+      throw FileError(path: temporary, reason: "the compiler wrote nothing")
     }
-    let library = "\(directory)/\(key).so"
-    // The library first, then the manifest that vouches for it.
-    guard rename(temporaryLibrary, library) == 0 else {
-      throw FileError(path: library, reason: "cannot move the compiled library into the cache")
+    let destination = "\(directory)/\(key).\(fileExtension)"
+    // The file first, then the manifest that vouches for it.
+    guard rename(temporary, destination) == 0 else {
+      throw FileError(path: destination, reason: "cannot move the compiled file into the cache")
     }
     try AtomicFile.write(Data(LibraryCache.manifest(for: data).utf8), to: "\(directory)/\(key).manifest")
-    return (library, true)
+    return destination
   }
 
   static func manifest(for data: Data) -> String {

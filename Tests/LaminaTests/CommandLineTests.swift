@@ -47,6 +47,47 @@ struct CommandLineTests {
     #expect(written == (try model.initialParameters(seed: 3)))
   }
 
+  @Test("compile writes a library and header that run loads, matching the interpreter")
+  func compileAndRunLibrary() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    let modelPath = RepositoryPaths.path("examples/digits_mlp.lam")
+    let library = directory + "/libdigits.so"
+    #expect(lamina("compile", modelPath, "-o", library, "--no-cache", "--emit-c", directory + "/c").status == 0)
+    let header = try String(contentsOfFile: directory + "/libdigits.h", encoding: .utf8)
+    #expect(header.contains("#define DIGITSMLP_INPUT_X 0"))
+    #expect(header.contains("int lamina_forward("))
+    let source = try String(contentsOfFile: directory + "/c/model.c", encoding: .utf8)
+    #expect(source.contains("/* %h = relu(%1) : f32[batch, 128]"))
+
+    #expect(lamina("init", modelPath, "-o", directory + "/w.safetensors", "--seed", "5").status == 0)
+    let x = Tensor(shape: [9, 64], scalars: (0..<576).map { Float($0 % 17) / 16 })
+    let labels = Tensor(shape: [9], scalars: (0..<9).map { Int32($0) })
+    try NPY.write(x, to: directory + "/x.npy")
+    try NPY.write(labels, to: directory + "/label.npy")
+    let run = lamina(
+      "run", library, "--weights", directory + "/w.safetensors", "--input", "x=\(directory)/x.npy",
+      "--input", "label=\(directory)/label.npy", "--output", "probs=\(directory)/probs.npy", "--output",
+      "loss=\(directory)/loss.npy")
+    #expect(run.status == 0, "\(run.errors)")
+    // In batches of 4 (4 + 4 + 1 rows), the outputs are the same.
+    let batched = lamina(
+      "run", library, "--weights", directory + "/w.safetensors", "--input", "x=\(directory)/x.npy",
+      "--batch", "4", "--output", "probs=\(directory)/probs4.npy")
+    #expect(batched.status == 0, "\(batched.errors)")
+
+    let model = try Model(contentsOf: modelPath)
+    let expected = try model.interpret(
+      inputs: ["x": x, "label": labels], parameters: try model.initialParameters(seed: 5), outputs: ["probs", "loss"])
+    for (file, name) in [("probs.npy", "probs"), ("probs4.npy", "probs"), ("loss.npy", "loss")] {
+      let actual = try NPY.read(contentsOf: directory + "/" + file)
+      let problem = TestData.mismatch(actual, expected[name]!, rtol: 1e-5, atol: 1e-6)
+      #expect(problem == nil, "\(file): \(problem ?? "")")
+    }
+    let noWeights = lamina("run", library, "--input", "x=\(directory)/x.npy")
+    #expect(noWeights.status == 2)
+    #expect(noWeights.errors.contains("pass --weights"))
+  }
+
   @Test("run reports bad inputs by name and exits non-zero")
   func runErrors() throws {
     let directory = try RepositoryPaths.temporaryDirectory()
