@@ -30,7 +30,9 @@ let package = Package(
     // The public façade: `import Lamina`.
     .target(
       name: "Lamina",
-      dependencies: ["LaminaSupport", "LaminaIR", "LaminaFrontend", "LaminaPasses", "LaminaCodegenC", "LaminaRuntime",
+      dependencies: [
+        "LaminaSupport", "LaminaIR", "LaminaFrontend", "LaminaPasses", "LaminaCodegenC",
+        "LaminaRuntime",
       ]),
     // The `lamina` commands, one file per command; a library so tests can run them in-process.
     .target(name: "LaminaCommandLine", dependencies: ["Lamina"]),

@@ -10,7 +10,8 @@ public struct Timing: Sendable {
   public var median: Double {
     let sorted = samples.sorted()
     guard !sorted.isEmpty else { return .nan }
-    return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    return sorted.count % 2 == 1
+      ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
   }
   public var min: Double { samples.min() ?? .nan }
   public var max: Double { samples.max() ?? .nan }

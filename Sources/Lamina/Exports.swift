@@ -2,5 +2,6 @@
 @_exported import LaminaIR
 @_exported import LaminaPasses
 @_exported import LaminaRuntime
-@_exported import struct LaminaCodegenC.GeneratedModel
 @_exported import LaminaSupport
+
+@_exported import struct LaminaCodegenC.GeneratedModel

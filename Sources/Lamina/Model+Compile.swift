@@ -50,25 +50,32 @@ extension Model {
       cache = LibraryCache(directory: options.cacheDirectory ?? LibraryCache.defaultDirectory())
     } else {
       cache = LibraryCache(
-        directory: FileManager.default.temporaryDirectory.appendingPathComponent("lamina-\(UUID().uuidString)").path)
+        directory: FileManager.default.temporaryDirectory.appendingPathComponent(
+          "lamina-\(UUID().uuidString)"
+        ).path)
     }
     let (path, compiledNow) = try cache.library(
       for: generated.source, runtimeSource: generated.runtimeSource, compiler: compiler)
     let end = DispatchTime.now().uptimeNanoseconds
     return Compilation(
       generated: generated, libraryPath: path, compiledNow: compiledNow,
-      codegenSeconds: Double(generatedAt - start) / 1e9, compileSeconds: Double(end - generatedAt) / 1e9)
+      codegenSeconds: Double(generatedAt - start) / 1e9,
+      compileSeconds: Double(end - generatedAt) / 1e9)
   }
 
   /// Compiles the model and loads it, with its parameters set to `parameters` when given.
-  public func compile(options: CompileOptions = CompileOptions(), parameters: [String: Tensor]? = nil) throws
+  public func compile(
+    options: CompileOptions = CompileOptions(), parameters: [String: Tensor]? = nil
+  ) throws
     -> CompiledModel
   {
     let compilation = try buildLibrary(options: options)
     let compiled = try CompiledModel(libraryPath: compilation.libraryPath, threads: options.threads)
     // The cache is keyed by the source, so this holds unless the cache was tampered with.
     guard compiled.signature == compilation.generated.signature else {
-      throw RunError("\(compilation.libraryPath) does not implement model \(graph.name)'s signature; clear the cache")
+      throw RunError(
+        "\(compilation.libraryPath) does not implement model \(graph.name)'s signature; clear the cache"
+      )
     }
     if let parameters { try compiled.setParameters(parameters) }
     return compiled

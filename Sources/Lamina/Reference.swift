@@ -25,7 +25,8 @@ public enum Reference {
 
       """
     for op in OpRegistry.all {
-      out += "| [`\(op.name)`](#\(op.name)) | `\(op.signature)` | \(op.fusion.rawValue) | `\(op.shape.description)` |\n"
+      out +=
+        "| [`\(op.name)`](#\(op.name)) | `\(op.signature)` | \(op.fusion.rawValue) | `\(op.shape.description)` |\n"
     }
     for op in OpRegistry.all {
       out += "\n### \(op.name)\n\n\(op.summary)\n\n"
@@ -36,18 +37,21 @@ public enum Reference {
       if !op.attributes.isEmpty {
         out += "\n| attribute | kind | default | meaning |\n|---|---|---|---|\n"
         for spec in op.attributes {
-          let defaultText = spec.defaultValue.map { "`\($0)`" } ?? (spec.isRequired ? "required" : "absent")
+          let defaultText =
+            spec.defaultValue.map { "`\($0)`" } ?? (spec.isRequired ? "required" : "absent")
           out += "| `\(spec.name)` | \(spec.kind.rawValue) | \(defaultText) | \(spec.summary) |\n"
         }
       }
     }
 
-    out += "\n## Layers\n\nLayers create their own parameters, named `SCOPE.LAYER_N.NAME` (see the language reference).\n"
+    out +=
+      "\n## Layers\n\nLayers create their own parameters, named `SCOPE.LAYER_N.NAME` (see the language reference).\n"
     for layer in LayerRegistry.all {
       out += "\n### \(layer.name)\n\n\(layer.summary)\n\n"
       out += "| option | kind | required | meaning |\n|---|---|---|---|\n"
       for option in layer.options {
-        out += "| `\(option.name)` | \(option.kind.rawValue) | \(option.isRequired ? "yes" : "no") | \(option.summary) |\n"
+        out +=
+          "| `\(option.name)` | \(option.kind.rawValue) | \(option.isRequired ? "yes" : "no") | \(option.summary) |\n"
       }
     }
 
@@ -66,9 +70,11 @@ public enum Reference {
 
     out += "\n## Optimizers\n"
     for optimizer in OptimizerRegistry.all {
-      out += "\n### \(optimizer.name)\n\n\(optimizer.summary)\n\n| hyperparameter | kind | default | meaning |\n|---|---|---|---|\n"
+      out +=
+        "\n### \(optimizer.name)\n\n\(optimizer.summary)\n\n| hyperparameter | kind | default | meaning |\n|---|---|---|---|\n"
       for spec in optimizer.hyperparameters {
-        out += "| `\(spec.name)` | \(spec.kind.rawValue) | \(spec.defaultValue.map { "`\($0)`" } ?? "-") | \(spec.summary) |\n"
+        out +=
+          "| `\(spec.name)` | \(spec.kind.rawValue) | \(spec.defaultValue.map { "`\($0)`" } ?? "-") | \(spec.summary) |\n"
       }
     }
     out += "\nEvery training step also accepts:\n\n| option | kind | meaning |\n|---|---|---|\n"

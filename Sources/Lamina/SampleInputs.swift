@@ -7,7 +7,9 @@ import LaminaSupport
 /// `target…` (uniform in [0, 1), for binary cross-entropy); integer inputs that feed `cross_entropy`
 /// as labels are valid class indices, other integers are in 0..<5.
 public enum SampleInputs {
-  public static func make(for graph: Graph, symbols: [String: Int], seed: UInt64) -> [String: Tensor] {
+  public static func make(for graph: Graph, symbols: [String: Int], seed: UInt64) -> [String:
+    Tensor]
+  {
     var generator = SeededGenerator(seed: seed)
     var result: [String: Tensor] = [:]
     for input in graph.inputs {

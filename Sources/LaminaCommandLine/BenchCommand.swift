@@ -15,14 +15,18 @@ enum BenchCommand: Command {
     checked equal before timing. Reports median, min and max per call, and samples per second.
     """
   static let options = OptionSpec(
-    valued: ["--batch", "--runs", "--threads", "--seconds", "--cc", "--cflags", "--model", "--seed"],
+    valued: [
+      "--batch", "--runs", "--threads", "--seconds", "--cc", "--cflags", "--model", "--seed",
+    ],
     switches: ["--no-interpreter", "--no-cache", "--json"])
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
     func integer(_ name: String, _ fallback: Int) throws -> Int {
       guard let text = options.value(name) else { return fallback }
-      guard let value = Int(text), value >= 0 else { throw UsageError("\(name) takes a non-negative integer") }
+      guard let value = Int(text), value >= 0 else {
+        throw UsageError("\(name) takes a non-negative integer")
+      }
       return value
     }
     let batch = max(1, try integer("--batch", 1))
@@ -33,17 +37,20 @@ enum BenchCommand: Command {
     compileOptions.threads = try integer("--threads", 0)
     let parameters = try model.initialParameters(seed: try options.seed())
     let compilation = try model.buildLibrary(options: compileOptions)
-    let compiled = try CompiledModel(libraryPath: compilation.libraryPath, threads: compileOptions.threads)
+    let compiled = try CompiledModel(
+      libraryPath: compilation.libraryPath, threads: compileOptions.threads)
     try compiled.setParameters(parameters)
 
     let symbols = Dictionary(uniqueKeysWithValues: compiled.signature.symbols.map { ($0, batch) })
     let forwardNames = Set(compiled.signature.inputs.filter { $0.forward == true }.map(\.name))
-    let inputs = SampleInputs.make(for: model.graph, symbols: symbols, seed: 1).filter { forwardNames.contains($0.key) }
+    let inputs = SampleInputs.make(for: model.graph, symbols: symbols, seed: 1).filter {
+      forwardNames.contains($0.key)
+    }
     let outputNames = compiled.signature.outputs.map(\.name)
 
     if !options.isSet("--json") {
       console.print(
-      "model \(model.graph.name), \(symbols.isEmpty ? "no symbolic dimensions" : symbols.map { "\($0.key) = \($0.value)" }.sorted().joined(separator: ", ")), compiled in \(milliseconds(compilation.codegenSeconds + compilation.compileSeconds))\(compilation.compiledNow ? "" : " (cached)")"
+        "model \(model.graph.name), \(symbols.isEmpty ? "no symbolic dimensions" : symbols.map { "\($0.key) = \($0.value)" }.sorted().joined(separator: ", ")), compiled in \(milliseconds(compilation.codegenSeconds + compilation.compileSeconds))\(compilation.compiledNow ? "" : " (cached)")"
       )
     }
     var rows: [(String, Timing)] = []
@@ -52,27 +59,39 @@ enum BenchCommand: Command {
     if !options.isSet("--no-interpreter") {
       var reference: [String: Tensor] = [:]
       interpreterTiming = try Timing.measure(warmup: 0, runs: 3, minimumSeconds: 0) {
-        reference = try model.interpret(inputs: inputs, parameters: parameters, outputs: outputNames)
+        reference = try model.interpret(
+          inputs: inputs, parameters: parameters, outputs: outputNames)
       }
       for name in outputNames {
         let (a, b) = (compiledOutputs[name]!.doubles(), reference[name]!.doubles())
         let scale = b.map(abs).max() ?? 1
         let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
         guard worst <= 1e-4 * max(scale, 1) else {
-          throw RunError("compiled output '\(name)' differs from the interpreter's by \(worst); not timing a wrong result")
+          throw RunError(
+            "compiled output '\(name)' differs from the interpreter's by \(worst); not timing a wrong result"
+          )
         }
       }
     }
-    rows.append(("compiled", try Timing.measure(warmup: 10, runs: runs, minimumSeconds: seconds) { _ = try compiled.forward(inputs) }))
+    rows.append(
+      (
+        "compiled",
+        try Timing.measure(warmup: 10, runs: runs, minimumSeconds: seconds) {
+          _ = try compiled.forward(inputs)
+        }
+      ))
     if let interpreterTiming { rows.append(("interpreter", interpreterTiming)) }
 
     if options.isSet("--json") {
       var entries: [String] = []
       for (name, timing) in rows {
         entries.append(
-          "\"\(name)\": {\"median_seconds\": \(timing.median), \"min_seconds\": \(timing.min), \"max_seconds\": \(timing.max), \"runs\": \(timing.samples.count)}")
+          "\"\(name)\": {\"median_seconds\": \(timing.median), \"min_seconds\": \(timing.min), \"max_seconds\": \(timing.max), \"runs\": \(timing.samples.count)}"
+        )
       }
-      console.print("{\"model\": \"\(model.graph.name)\", \"batch\": \(batch), " + entries.joined(separator: ", ") + "}")
+      console.print(
+        "{\"model\": \"\(model.graph.name)\", \"batch\": \(batch), "
+          + entries.joined(separator: ", ") + "}")
       return 0
     }
     console.print("")
@@ -81,11 +100,15 @@ enum BenchCommand: Command {
       let throughput = Double(batch) / timing.median
       console.print(
         name.padding(toLength: 12, withPad: " ", startingAt: 0)
-          + [formatDuration(timing.median), formatDuration(timing.min), formatDuration(timing.max)].map { $0.leftPadded(11) }.joined()
+          + [formatDuration(timing.median), formatDuration(timing.min), formatDuration(timing.max)]
+          .map { $0.leftPadded(11) }.joined()
           + String(timing.samples.count).leftPadded(7) + String(format: "%12.0f", throughput))
     }
     if let interpreterTiming {
-      console.print(String(format: "\ncompiled is %.0fx faster than the interpreter (medians)", interpreterTiming.median / rows[0].1.median))
+      console.print(
+        String(
+          format: "\ncompiled is %.0fx faster than the interpreter (medians)",
+          interpreterTiming.median / rows[0].1.median))
     }
     return 0
   }

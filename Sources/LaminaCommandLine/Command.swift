@@ -58,7 +58,8 @@ struct Options {
       } else {
         let known = Array(spec.valued) + Array(spec.repeatable) + Array(spec.switches)
         let suggestion = closestName(to: argument, among: known)
-        throw UsageError("unknown option \(argument)" + (suggestion.map { "; did you mean \($0)?" } ?? ""))
+        throw UsageError(
+          "unknown option \(argument)" + (suggestion.map { "; did you mean \($0)?" } ?? ""))
       }
     }
   }
@@ -69,7 +70,9 @@ struct Options {
 
   func seed() throws -> UInt64 {
     guard let text = value("--seed") else { return 0 }
-    guard let seed = UInt64(text) else { throw UsageError("--seed takes a non-negative integer, got '\(text)'") }
+    guard let seed = UInt64(text) else {
+      throw UsageError("--seed takes a non-negative integer, got '\(text)'")
+    }
     return seed
   }
 
@@ -86,7 +89,9 @@ struct Options {
   /// The single model file argument.
   func modelPath() throws -> String {
     guard positional.count == 1 else {
-      throw UsageError(positional.isEmpty ? "missing the model file" : "expected one model file, got \(positional.count)")
+      throw UsageError(
+        positional.isEmpty
+          ? "missing the model file" : "expected one model file, got \(positional.count)")
     }
     return positional[0]
   }
@@ -111,7 +116,8 @@ func loadParameters(_ model: Model, weightsPath: String?, seed: UInt64) throws -
     guard let tensor = weights[name] else {
       let suggestion = closestName(to: name, among: Array(weights.keys))
       throw RunError(
-        "\(weightsPath): no tensor for parameter '\(name)'" + (suggestion.map { " (there is '\($0)')" } ?? ""))
+        "\(weightsPath): no tensor for parameter '\(name)'"
+          + (suggestion.map { " (there is '\($0)')" } ?? ""))
     }
     parameters[name] = tensor
   }

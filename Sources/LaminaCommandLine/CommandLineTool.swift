@@ -4,7 +4,8 @@ import Lamina
 /// The `lamina` command line as a function, so tests run commands in-process.
 public enum CommandLineTool {
   static let commands: [CommandEntry] = [
-    CommandEntry(CheckCommand.self), CommandEntry(DumpCommand.self), CommandEntry(CompileCommand.self),
+    CommandEntry(CheckCommand.self), CommandEntry(DumpCommand.self),
+    CommandEntry(CompileCommand.self),
     CommandEntry(RunCommand.self), CommandEntry(BenchCommand.self),
     CommandEntry(InitCommand.self), CommandEntry(PassesCommand.self), CommandEntry(OpsCommand.self),
   ]
@@ -38,7 +39,8 @@ public enum CommandLineTool {
     }
     guard let command = commands.first(where: { $0.name == name }) else {
       let suggestion = closestName(to: name, among: commands.map(\.name))
-      console.error("lamina: unknown command '\(name)'" + (suggestion.map { "; did you mean '\($0)'?" } ?? ""))
+      console.error(
+        "lamina: unknown command '\(name)'" + (suggestion.map { "; did you mean '\($0)'?" } ?? ""))
       console.error(usage())
       return 2
     }

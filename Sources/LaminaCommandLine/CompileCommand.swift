@@ -39,11 +39,13 @@ enum CompileCommand: Command {
       try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
       try AtomicFile.write(Data(compilation.generated.source.utf8), to: directory + "/model.c")
       try AtomicFile.write(Data(compilation.generated.header.utf8), to: directory + "/model.h")
-      try AtomicFile.write(Data(compilation.generated.runtimeSource.utf8), to: directory + "/lamina_runtime.c")
+      try AtomicFile.write(
+        Data(compilation.generated.runtimeSource.utf8), to: directory + "/lamina_runtime.c")
     }
     console.print(
       "wrote \(output) and \(headerPath) (codegen \(milliseconds(compilation.codegenSeconds)), "
-        + (compilation.compiledNow ? "C compile \(milliseconds(compilation.compileSeconds)))" : "from the cache)"))
+        + (compilation.compiledNow
+          ? "C compile \(milliseconds(compilation.compileSeconds)))" : "from the cache)"))
     return 0
   }
 

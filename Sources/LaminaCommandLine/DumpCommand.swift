@@ -70,7 +70,8 @@ enum DumpCommand: Command {
     let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max()! }
     var out = ""
     for row in rows {
-      out += zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
+      out +=
+        zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
         .joined(separator: "  ").trimmingCharacters(in: .whitespaces) + "\n"
     }
     out += "\(graph.params.count) parameters, \(totalElements) elements, \(totalBytes) bytes\n"

@@ -20,7 +20,8 @@ enum InitCommand: Command {
     let parameters = try model.initialParameters(seed: seed)
     try SafeTensors.write(
       parameters.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
-      metadata: ["model": model.graph.name, "seed": String(seed), "written_by": "lamina init"], to: output)
+      metadata: ["model": model.graph.name, "seed": String(seed), "written_by": "lamina init"],
+      to: output)
     console.print("wrote \(parameters.count) parameters to \(output)")
     return 0
   }

@@ -19,7 +19,8 @@ enum OpsCommand: Command {
     }
     let width = OpRegistry.all.map(\.signature.count).max() ?? 0
     for op in OpRegistry.all {
-      console.print(op.signature.padding(toLength: width + 2, withPad: " ", startingAt: 0) + op.summary)
+      console.print(
+        op.signature.padding(toLength: width + 2, withPad: " ", startingAt: 0) + op.summary)
     }
     return 0
   }

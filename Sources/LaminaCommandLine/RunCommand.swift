@@ -24,16 +24,22 @@ enum RunCommand: Command {
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
     var inputs: [String: Tensor] = [:]
-    for (name, file) in try options.pairs("--input") { inputs[name] = try NPY.read(contentsOf: file) }
+    for (name, file) in try options.pairs("--input") {
+      inputs[name] = try NPY.read(contentsOf: file)
+    }
     var requested = try options.pairs("--output")
     let batch = try options.value("--batch").map { text -> Int in
-      guard let value = Int(text), value > 0 else { throw UsageError("--batch takes a positive integer, got '\(text)'") }
+      guard let value = Int(text), value > 0 else {
+        throw UsageError("--batch takes a positive integer, got '\(text)'")
+      }
       return value
     }
 
     let runner: Runner
     if path.hasSuffix(".so") || path.hasSuffix(".dylib") {
-      guard !options.isSet("--interpret") else { throw UsageError("--interpret needs a model file, not a library") }
+      guard !options.isSet("--interpret") else {
+        throw UsageError("--interpret needs a model file, not a library")
+      }
       let compiled = try CompiledModel(libraryPath: path)
       guard let weights = options.value("--weights") else {
         throw UsageError("a compiled library has no initializers: pass --weights W.safetensors")
@@ -42,11 +48,14 @@ enum RunCommand: Command {
       runner = .compiled(compiled)
     } else {
       let model = try loadModel(path, modelName: options.value("--model"), console: console)
-      let parameters = try loadParameters(model, weightsPath: options.value("--weights"), seed: try options.seed())
+      let parameters = try loadParameters(
+        model, weightsPath: options.value("--weights"), seed: try options.seed())
       if options.isSet("--interpret") {
         runner = .interpreted(model, parameters)
       } else {
-        runner = .compiled(try model.compile(options: CompileCommand.compileOptions(options), parameters: parameters))
+        runner = .compiled(
+          try model.compile(options: CompileCommand.compileOptions(options), parameters: parameters)
+        )
       }
     }
     if requested.isEmpty { requested = runner.outputNames.map { ($0, "") } }
@@ -71,24 +80,30 @@ enum RunCommand: Command {
   }
 
   /// Splits every input along its first axis, runs each piece, and joins the results the same way.
-  static func runInBatches(_ runner: Runner, _ inputs: [String: Tensor], _ names: [String], batch: Int) throws
+  static func runInBatches(
+    _ runner: Runner, _ inputs: [String: Tensor], _ names: [String], batch: Int
+  ) throws
     -> [String: Tensor]
   {
     let rows = Set(inputs.values.compactMap { $0.shape.first })
     guard rows.count == 1, let total = rows.first else {
-      throw UsageError("--batch needs inputs with the same first dimension, got \(inputs.mapValues(\.shape))")
+      throw UsageError(
+        "--batch needs inputs with the same first dimension, got \(inputs.mapValues(\.shape))")
     }
     var pieces: [String: [Tensor]] = [:]
     var start = 0
     while start < total {
       let end = min(start + batch, total)
       let slice = inputs.mapValues { rowsOf($0, start, end) }
-      for (name, tensor) in try runner.run(slice, names) { pieces[name, default: []].append(tensor) }
+      for (name, tensor) in try runner.run(slice, names) {
+        pieces[name, default: []].append(tensor)
+      }
       start = end
     }
     return try pieces.mapValues { parts in
       guard parts.allSatisfy({ $0.rank >= 1 }) else {
-        throw UsageError("--batch works only for outputs with the batch as first axis; a scalar (a loss) is not")
+        throw UsageError(
+          "--batch works only for outputs with the batch as first axis; a scalar (a loss) is not")
       }
       return joinRows(parts)
     }
@@ -105,12 +120,14 @@ enum RunCommand: Command {
 
   static func joinRows(_ parts: [Tensor]) -> Tensor {
     let first = parts[0]
-    var joined = Tensor(zeros: first.dtype, shape: [parts.map { $0.shape[0] }.reduce(0, +)] + first.shape.dropFirst())
+    var joined = Tensor(
+      zeros: first.dtype, shape: [parts.map { $0.shape[0] }.reduce(0, +)] + first.shape.dropFirst())
     joined.withUnsafeMutableBytes { destination in
       var offset = 0
       for part in parts {
         part.withUnsafeBytes { source in
-          destination.baseAddress!.advanced(by: offset).copyMemory(from: source.baseAddress!, byteCount: source.count)
+          destination.baseAddress!.advanced(by: offset).copyMemory(
+            from: source.baseAddress!, byteCount: source.count)
         }
         offset += part.byteCount
       }
@@ -152,14 +169,19 @@ enum Runner {
       return try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
     case .compiled(let compiled):
       let losses = Set(compiled.signature.losses.map(\.name))
-      for name in names where !losses.contains(name) && !compiled.signature.outputs.contains(where: { $0.name == name }) {
+      for name in names
+      where !losses.contains(name)
+        && !compiled.signature.outputs.contains(where: { $0.name == name })
+      {
         throw RunError("the model has no output or loss named '\(name)'")
       }
       if names.contains(where: losses.contains) {
         let (outputs, lossValues) = try compiled.evaluate(inputs)
         return outputs.merging(lossValues) { a, _ in a }
       }
-      let relevant = inputs.filter { name, _ in compiled.signature.inputs.first { $0.name == name }?.forward == true }
+      let relevant = inputs.filter { name, _ in
+        compiled.signature.inputs.first { $0.name == name }?.forward == true
+      }
       return try compiled.forward(relevant)
     }
   }

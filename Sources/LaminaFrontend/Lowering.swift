@@ -268,7 +268,9 @@ public struct Lowering {
       let qualified = scope.qualified(name)
       if let existing = graph.value(named: qualified) {
         // A shared instance called again uses the parameter its first call made.
-        if scope.sharesParameters, graph.param(for: existing) != nil, graph.type(of: existing) == type {
+        if scope.sharesParameters, graph.param(for: existing) != nil,
+          graph.type(of: existing) == type
+        {
           bind(name, .tensor(existing), at: location, kind: "parameter")
           return
         }
@@ -974,7 +976,8 @@ public struct Lowering {
     case .tensor(let id)?: inputs.append(id)
     case .poisoned?: return .poisoned
     case let other?:
-      diagnostics.error("\(layer.name) takes a tensor input, got \(other.kindDescription)", at: location)
+      diagnostics.error(
+        "\(layer.name) takes a tensor input, got \(other.kindDescription)", at: location)
       return .poisoned
     case nil: break
     }
@@ -1116,7 +1119,8 @@ public struct Lowering {
 
   /// Calls a shared instance: the first call creates its parameters, later calls reuse them.
   private mutating func callInstance(
-    _ instance: Instance, _ arguments: [Argument], at location: SourceLocation, leading: Value? = nil
+    _ instance: Instance, _ arguments: [Argument], at location: SourceLocation,
+    leading: Value? = nil
   ) -> Value {
     if let option = arguments.first(where: { $0.label != nil }) {
       diagnostics.error(
@@ -1160,7 +1164,9 @@ public struct Lowering {
       case .call(let callee, _, let arguments): (callee, arguments)
       default: ("", [])
       }
-    if case .name(let name) = blockExpr.kind, case .instance(let instance)? = scope.bindings[name]?.value {
+    if case .name(let name) = blockExpr.kind,
+      case .instance(let instance)? = scope.bindings[name]?.value
+    {
       // One instance applied count times: the copies share its parameters.
       scope.bindings[name]!.used = true
       if case .poisoned = current { return .poisoned }

@@ -6,12 +6,15 @@ public struct DotPrinter: Sendable {
   public init() {}
 
   public func print(_ graph: Graph) -> String {
-    var out = "digraph \(quote(graph.name)) {\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n"
+    var out =
+      "digraph \(quote(graph.name)) {\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n"
     for input in graph.inputs {
-      out += "  \(id(input.value)) [shape=box, style=filled, fillcolor=\"#d8f0d8\", label=\(quote("input \(graph[input.value].name)\n\(typeText(graph, input.value))"))];\n"
+      out +=
+        "  \(id(input.value)) [shape=box, style=filled, fillcolor=\"#d8f0d8\", label=\(quote("input \(graph[input.value].name)\n\(typeText(graph, input.value))"))];\n"
     }
     for param in graph.params {
-      out += "  \(id(param.value)) [shape=box, style=filled, fillcolor=\"#f6ecc4\", label=\(quote("\(graph[param.value].name)\n\(typeText(graph, param.value))"))];\n"
+      out +=
+        "  \(id(param.value)) [shape=box, style=filled, fillcolor=\"#f6ecc4\", label=\(quote("\(graph[param.value].name)\n\(typeText(graph, param.value))"))];\n"
     }
     for node in graph.nodes {
       let result = node.results[0]
@@ -21,19 +24,25 @@ public struct DotPrinter: Sendable {
     }
     for named in graph.outputs + graph.losses {
       let kind = graph.outputs.contains(named) ? "output" : "loss"
-      out += "  \(kind)_\(sanitize(named.name)) [shape=doubleoctagon, label=\(quote("\(kind) \(named.name)"))];\n"
+      out +=
+        "  \(kind)_\(sanitize(named.name)) [shape=doubleoctagon, label=\(quote("\(kind) \(named.name)"))];\n"
       out += "  \(id(named.value)) -> \(kind)_\(sanitize(named.name));\n"
     }
     return out + "}\n"
   }
 
   private func id(_ value: ValueID) -> String { "v\(value.index)" }
-  private func typeText(_ graph: Graph, _ value: ValueID) -> String { graph[value].type?.description ?? "?" }
+  private func typeText(_ graph: Graph, _ value: ValueID) -> String {
+    graph[value].type?.description ?? "?"
+  }
   private func sanitize(_ name: String) -> String {
     String(name.map { $0.isLetter || $0.isNumber ? $0 : "_" })
   }
   private func quote(_ text: String) -> String {
-    "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+    "\""
+      + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(
+        of: "\"", with: "\\\""
+      )
       .replacingOccurrences(of: "\n", with: "\\n") + "\""
   }
 }

@@ -173,7 +173,8 @@ public struct Graph: Sendable {
   /// The type of a value; every value has one once shape inference has run (the verifier checks).
   public func type(of value: ValueID) -> TensorType {
     guard let type = values[value.index].type else {
-      preconditionFailure("value %\(values[value.index].name) has no type: run shape inference first")
+      preconditionFailure(
+        "value %\(values[value.index].name) has no type: run shape inference first")
     }
     return type
   }
@@ -211,7 +212,8 @@ public struct Graph: Sendable {
 
   /// Declares an input and returns its value.
   @discardableResult
-  public mutating func addInput(name: String, type: TensorType, location: SourceLocation) -> ValueID {
+  public mutating func addInput(name: String, type: TensorType, location: SourceLocation) -> ValueID
+  {
     let value = makeValue(name: name, type: type, location: location)
     inputs.append(InputDecl(value: value))
     return value
@@ -236,7 +238,8 @@ public struct Graph: Sendable {
   ) -> ValueID {
     let result = makeValue(name: resultName ?? temporaryName(), type: type, location: location)
     nodes.append(
-      Node(op: op, operands: operands, attributes: attributes, results: [result], location: location))
+      Node(
+        op: op, operands: operands, attributes: attributes, results: [result], location: location))
     return result
   }
 

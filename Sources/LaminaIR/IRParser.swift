@@ -116,7 +116,11 @@ public struct IRParser {
         _ = try expect(.punctuation, "=", "'='")
         let value = try parseUse(graph)
         let named = NamedValue(name: publicName.text, value: value)
-        if keyword.text == "output" { graph.outputs.append(named) } else { graph.losses.append(named) }
+        if keyword.text == "output" {
+          graph.outputs.append(named)
+        } else {
+          graph.losses.append(named)
+        }
         return
       case "train":
         _ = advance()
@@ -127,7 +131,8 @@ public struct IRParser {
         let location = try parseLocation(default: stepName.location)
         graph.trainSteps.append(
           TrainStep(
-            name: stepName.text, optimizer: optimizer.text, attributes: attributes, location: location))
+            name: stepName.text, optimizer: optimizer.text, attributes: attributes,
+            location: location))
         return
       default:
         break
@@ -139,7 +144,9 @@ public struct IRParser {
         at: keyword.location)
     }
     var resultNames = [try parseValueName(defining: graph)]
-    while accept(.punctuation, ",") != nil { resultNames.append(try parseValueName(defining: graph)) }
+    while accept(.punctuation, ",") != nil {
+      resultNames.append(try parseValueName(defining: graph))
+    }
     _ = try expect(.punctuation, "=", "'=' after the result name")
     let op = try expect(.identifier, nil, "an op name")
     _ = try expect(.punctuation, "(", "'(' after the op name")
@@ -179,7 +186,9 @@ public struct IRParser {
     guard let value = graph.value(named: token.text) else {
       throw Diagnostic.error(
         "use of undefined value %\(token.text)", at: token.location,
-        help: closestName(to: token.text, among: graph.values.map(\.name)).map { "did you mean %\($0)?" })
+        help: closestName(to: token.text, among: graph.values.map(\.name)).map {
+          "did you mean %\($0)?"
+        })
     }
     return value
   }
@@ -188,7 +197,8 @@ public struct IRParser {
     let dtypeToken = try expect(.identifier, nil, "a type like f32[batch, 64]")
     guard let dtype = DType(rawValue: dtypeToken.text) else {
       throw Diagnostic.error(
-        "unknown dtype '\(dtypeToken.text)' (expected f32, f64, i32 or i64)", at: dtypeToken.location)
+        "unknown dtype '\(dtypeToken.text)' (expected f32, f64, i32 or i64)",
+        at: dtypeToken.location)
     }
     _ = try expect(.punctuation, "[", "'[' starting the shape")
     var shape: [Dim] = []
@@ -272,12 +282,14 @@ public struct IRParser {
       case "nan", "inf": return .float(try parseFloat(token))
       default:
         if let dtype = DType(rawValue: token.text) { return .dtype(dtype) }
-        throw Diagnostic.error("unexpected '\(token.text)' in an attribute value", at: token.location)
+        throw Diagnostic.error(
+          "unexpected '\(token.text)' in an attribute value", at: token.location)
       }
     case .punctuation where token.text == "[":
       return try parseList()
     default:
-      throw Diagnostic.error("expected an attribute value, found '\(token.text)'", at: token.location)
+      throw Diagnostic.error(
+        "expected an attribute value, found '\(token.text)'", at: token.location)
     }
   }
 
@@ -334,7 +346,8 @@ public struct IRParser {
           } else if let start {
             items.append(.int(start))
           } else {
-            throw Diagnostic.error("expected a list element, found '\(token.text)'", at: token.location)
+            throw Diagnostic.error(
+              "expected a list element, found '\(token.text)'", at: token.location)
           }
         }
       } while accept(.punctuation, ",") != nil
@@ -346,7 +359,8 @@ public struct IRParser {
           switch item {
           case .int(let value): return .index(value)
           case .slice(let slice): return slice
-          default: throw Diagnostic.error("an index list mixes ranges and shapes", at: open.location)
+          default:
+            throw Diagnostic.error("an index list mixes ranges and shapes", at: open.location)
           }
         })
     }
@@ -356,7 +370,8 @@ public struct IRParser {
           switch item {
           case .int(let value): return Dim(value)
           case .dim(let dim): return dim
-          default: throw Diagnostic.error("a shape list has a non-integer element", at: open.location)
+          default:
+            throw Diagnostic.error("a shape list has a non-integer element", at: open.location)
           }
         })
     }

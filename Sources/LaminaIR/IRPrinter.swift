@@ -83,7 +83,8 @@ func quoteIfNeeded(_ name: String) -> String {
   let isPlain =
     !name.isEmpty
     && name.unicodeScalars.allSatisfy { scalar in
-      scalar.properties.isASCIIHexDigit || ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar)
+      scalar.properties.isASCIIHexDigit || ("a"..."z").contains(scalar)
+        || ("A"..."Z").contains(scalar)
         || ("0"..."9").contains(scalar) || scalar == "_" || scalar == "."
     }
   return isPlain ? name : quoteString(name)

@@ -8,7 +8,8 @@ public struct InitializerDefinition: Sendable {
   public var arguments: [AttributeSpec]
   /// Values for a parameter of `shape`, drawn from `generator`.
   public var generate:
-    @Sendable (_ shape: [Int], _ arguments: [String: Attribute], _ generator: inout SeededGenerator) ->
+    @Sendable (_ shape: [Int], _ arguments: [String: Attribute], _ generator: inout SeededGenerator)
+      ->
       [Double]
 
   public init(
@@ -35,7 +36,8 @@ public struct InitializerDefinition: Sendable {
 /// Rank 2 weights are `[in, out]` (they multiply as `x @ w`); rank 1 has fan-in = fan-out = its size;
 /// higher ranks follow PyTorch's convolution layout `[out, in, k...]`, scaled by the kernel size.
 /// `fan_in:` and `fan_out:` arguments override the rule.
-public func fans(of shape: [Int], arguments: [String: Attribute]) -> (fanIn: Double, fanOut: Double) {
+public func fans(of shape: [Int], arguments: [String: Attribute]) -> (fanIn: Double, fanOut: Double)
+{
   var fanIn: Int
   var fanOut: Int
   switch shape.count {
@@ -149,7 +151,8 @@ extension Graph {
       }
       guard let definition = InitializerRegistry.definition(param.initializer.name) else {
         throw Diagnostic.error(
-          "unknown initializer '\(param.initializer.name)' for parameter \(info.name)", at: info.location)
+          "unknown initializer '\(param.initializer.name)' for parameter \(info.name)",
+          at: info.location)
       }
       var generator = SeededGenerator(seed: seed, stream: info.name)
       let values = definition.generate(shape, param.initializer.arguments, &generator)

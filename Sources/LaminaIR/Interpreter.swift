@@ -70,7 +70,8 @@ public struct Interpreter: Sendable {
         }
         results.append((type.dtype, shape))
       }
-      let context = InterpretContext(operands: operands, attributes: node.attributes, results: results)
+      let context = InterpretContext(
+        operands: operands, attributes: node.attributes, results: results)
       let values: [Tensor]
       do {
         values = try definition.interpret(context)
@@ -81,7 +82,8 @@ public struct Interpreter: Sendable {
         // A kernel that disagrees with its shape rule is a bug in the op table, not in the model.
         guard value.shape == expected.shape, value.dtype == expected.dtype else {
           throw InterpretError(
-            "internal error: \(node.op) produced \(value.typeDescription), its shape rule says \(expected)")
+            "internal error: \(node.op) produced \(value.typeDescription), its shape rule says \(expected)"
+          )
         }
         environment[result] = value
       }
@@ -92,7 +94,8 @@ public struct Interpreter: Sendable {
   }
 
   /// Binds every symbolic dimension from the given tensors, checking static dimensions on the way.
-  func bindSymbols(_ entries: [(name: String, type: TensorType, tensor: Tensor)], kind: String) throws
+  func bindSymbols(_ entries: [(name: String, type: TensorType, tensor: Tensor)], kind: String)
+    throws
     -> [String: Int]
   {
     var bindings: [String: Int] = [:]
@@ -119,7 +122,8 @@ public struct Interpreter: Sendable {
             )
           }
           guard actual > 0 else {
-            throw RunError("\(kind) '\(name)': dimension \(axis) (\(symbol)) must be at least 1, got \(actual)")
+            throw RunError(
+              "\(kind) '\(name)': dimension \(axis) (\(symbol)) must be at least 1, got \(actual)")
           }
           bindings[symbol] = actual
           boundBy[symbol] = name
@@ -131,7 +135,8 @@ public struct Interpreter: Sendable {
       for (axis, (dim, actual)) in zip(entry.type.shape, entry.tensor.shape).enumerated()
       where !dim.isStatic {
         guard let value = dim.evaluate(bindings) else {
-          throw RunError("\(kind) '\(entry.name)': cannot bind dimension \(axis) (\(dim)) from its size alone")
+          throw RunError(
+            "\(kind) '\(entry.name)': cannot bind dimension \(axis) (\(dim)) from its size alone")
         }
         guard value == actual else {
           throw RunError(
@@ -153,7 +158,7 @@ public struct Interpreter: Sendable {
       return tensor.converted(to: type.dtype)
     }
     throw RunError(
-      "\(kind) '\(name)': expected dtype \(type.dtype), got \(tensor.dtype) (\(tensor.typeDescription))")
+      "\(kind) '\(name)': expected dtype \(type.dtype), got \(tensor.dtype) (\(tensor.typeDescription))"
+    )
   }
 }
-

@@ -16,12 +16,14 @@ public struct OptimizerDefinition: Sendable {
   /// Hyperparameters every training step accepts, whatever its optimizer.
   public static let common: [AttributeSpec] = [
     AttributeSpec("loss", .string, "the loss this step minimizes (default: the loss named `loss`)"),
-    AttributeSpec("params", .string, "a name pattern (`*` wildcards) selecting the parameters updated"),
+    AttributeSpec(
+      "params", .string, "a name pattern (`*` wildcards) selecting the parameters updated"),
     AttributeSpec("clip_norm", .float, "rescale gradients so their global L2 norm is at most this"),
     AttributeSpec(
       "schedule", .string, "learning-rate schedule: constant, step, exponential, cosine, warmup"),
     AttributeSpec("warmup_steps", .int, "steps of linear warm-up"),
-    AttributeSpec("decay_steps", .int, "steps per decay (step, exponential) or to the end (cosine)"),
+    AttributeSpec(
+      "decay_steps", .int, "steps per decay (step, exponential) or to the end (cosine)"),
     AttributeSpec("decay_rate", .float, "factor per decay_steps (step, exponential)"),
   ]
 
@@ -37,7 +39,8 @@ public enum OptimizerRegistry {
         AttributeSpec("lr", .float, default: .float(0.01), "learning rate"),
         AttributeSpec("momentum", .float, default: .float(0), "momentum factor"),
         AttributeSpec("nesterov", .bool, default: .bool(false), "Nesterov momentum"),
-        AttributeSpec("weight_decay", .float, default: .float(0), "L2 penalty added to the gradient"),
+        AttributeSpec(
+          "weight_decay", .float, default: .float(0), "L2 penalty added to the gradient"),
       ]),
     OptimizerDefinition("adam", "Adam (Kingma and Ba, 2014).", adamHyperparameters),
     OptimizerDefinition(
@@ -54,14 +57,16 @@ public enum OptimizerRegistry {
         AttributeSpec("alpha", .float, default: .float(0.99), "smoothing constant"),
         AttributeSpec("eps", .float, default: .float(1e-8), "term added to the denominator"),
         AttributeSpec("momentum", .float, default: .float(0), "momentum factor"),
-        AttributeSpec("weight_decay", .float, default: .float(0), "L2 penalty added to the gradient"),
+        AttributeSpec(
+          "weight_decay", .float, default: .float(0), "L2 penalty added to the gradient"),
       ]),
     OptimizerDefinition(
       "adagrad", "Adagrad.",
       [
         AttributeSpec("lr", .float, default: .float(0.01), "learning rate"),
         AttributeSpec("eps", .float, default: .float(1e-10), "term added to the denominator"),
-        AttributeSpec("weight_decay", .float, default: .float(0), "L2 penalty added to the gradient"),
+        AttributeSpec(
+          "weight_decay", .float, default: .float(0), "L2 penalty added to the gradient"),
       ]),
   ]
 

@@ -20,7 +20,9 @@ public struct TensorType: Hashable, Sendable, CustomStringConvertible {
   /// Symbols used anywhere in the shape, in order of first use.
   public var symbols: [String] {
     var seen: [String] = []
-    for dim in shape { for symbol in dim.symbols where !seen.contains(symbol) { seen.append(symbol) } }
+    for dim in shape {
+      for symbol in dim.symbols where !seen.contains(symbol) { seen.append(symbol) }
+    }
     return seen
   }
 
@@ -37,6 +39,8 @@ public struct TensorType: Hashable, Sendable, CustomStringConvertible {
     return result
   }
 
-  public var shapeDescription: String { "[" + shape.map(\.description).joined(separator: ", ") + "]" }
+  public var shapeDescription: String {
+    "[" + shape.map(\.description).joined(separator: ", ") + "]"
+  }
   public var description: String { "\(dtype)\(shapeDescription)" }
 }

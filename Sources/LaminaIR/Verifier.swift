@@ -84,10 +84,12 @@ public enum Verifier {
     var publicNames = Set<String>()
     for named in graph.outputs + graph.losses {
       if !publicNames.insert(named.name).inserted {
-        diagnostics.error("the name '\(named.name)' is exposed twice", at: graph[named.value].location)
+        diagnostics.error(
+          "the name '\(named.name)' is exposed twice", at: graph[named.value].location)
       }
       if !defined[named.value.index] {
-        diagnostics.error("'\(named.name)' names an undefined value", at: graph[named.value].location)
+        diagnostics.error(
+          "'\(named.name)' names an undefined value", at: graph[named.value].location)
       }
     }
     for loss in graph.losses {
@@ -107,7 +109,8 @@ public enum Verifier {
         let known = optimizer.allHyperparameters
         for (name, value) in step.attributes {
           guard let spec = known.first(where: { $0.name == name }) else {
-            diagnostics.error("\(step.optimizer) has no hyperparameter '\(name)'", at: step.location)
+            diagnostics.error(
+              "\(step.optimizer) has no hyperparameter '\(name)'", at: step.location)
             continue
           }
           if value.coerced(to: spec.kind) == nil {

@@ -41,7 +41,8 @@ public struct PassRunner: Sendable {
       let start = DispatchTime.now().uptimeNanoseconds
       try pass.run(on: &graph, context: &context)
       timings.append(
-        Timing(pass: pass.name, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+        Timing(pass: pass.name, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+      )
       if verifyEachPass {
         let problems = Verifier.verify(graph).filter { $0.severity == .error }
         if !problems.isEmpty {

@@ -22,15 +22,19 @@ public struct CCompiler: Sendable {
   /// Finds a compiler; `explicitPath` (from `--cc`) wins, then `LAMINA_CC`, then the usual names.
   public static func find(explicitPath: String? = nil, flags: [String]? = nil) throws -> CCompiler {
     let environment = ProcessInfo.processInfo.environment
-    let candidates = [explicitPath, environment["LAMINA_CC"]].compactMap { $0 } + ["cc", "clang", "gcc"]
+    let candidates =
+      [explicitPath, environment["LAMINA_CC"]].compactMap { $0 } + ["cc", "clang", "gcc"]
     for candidate in candidates {
       guard let resolved = resolve(candidate) else {
         if candidate == explicitPath || candidate == environment["LAMINA_CC"] {
-          throw CompilerError(message: "C compiler '\(candidate)' not found", compilerOutput: "", sourceExcerpt: "")
+          throw CompilerError(
+            message: "C compiler '\(candidate)' not found", compilerOutput: "", sourceExcerpt: "")
         }
         continue
       }
-      let version = (try? run(resolved, ["--version"]))?.output.split(separator: "\n").first.map(String.init) ?? "unknown"
+      let version =
+        (try? run(resolved, ["--version"]))?.output.split(separator: "\n").first.map(String.init)
+        ?? "unknown"
       return CCompiler(path: resolved, version: version, flags: flags ?? defaultFlags)
     }
     throw CompilerError(
@@ -39,7 +43,9 @@ public struct CCompiler: Sendable {
   }
 
   /// Compiles `sourcePath` and links it with `objects` into the shared library `outputPath`.
-  public func compile(sourcePath: String, objects: [String] = [], outputPath: String, source: String) throws {
+  public func compile(
+    sourcePath: String, objects: [String] = [], outputPath: String, source: String
+  ) throws {
     let result = try CCompiler.run(
       path, flags + [sourcePath] + objects + ["-o", outputPath, "-lm", "-lpthread"])
     guard result.status == 0 else {
@@ -72,7 +78,9 @@ public struct CCompiler: Sendable {
   }
 
   /// Runs a program, returning its exit status and combined output.
-  static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+  static func run(_ executable: String, _ arguments: [String]) throws -> (
+    status: Int32, output: String
+  ) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -94,7 +102,8 @@ public struct CCompiler: Sendable {
     let first = max(0, line - 4)
     let last = min(lines.count, line + 3)
     guard first < last else { return "" }
-    return (first..<last).map { String(format: "%6d | ", $0 + 1) + lines[$0] }.joined(separator: "\n")
+    return (first..<last).map { String(format: "%6d | ", $0 + 1) + lines[$0] }.joined(
+      separator: "\n")
   }
 }
 
@@ -106,7 +115,9 @@ public struct CompilerError: Error, Sendable, CustomStringConvertible {
 
   public var description: String {
     var text = "C compilation failed: \(message)"
-    if !compilerOutput.isEmpty { text += "\n" + compilerOutput.trimmingCharacters(in: .whitespacesAndNewlines) }
+    if !compilerOutput.isEmpty {
+      text += "\n" + compilerOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
     if !sourceExcerpt.isEmpty { text += "\nin the generated C:\n" + sourceExcerpt }
     return text
   }

@@ -29,14 +29,16 @@ public final class CompiledModel: @unchecked Sendable {
     typealias LastError = @convention(c) (OpaquePointer?) -> UnsafePointer<CChar>?
     typealias ParamData = @convention(c) (OpaquePointer?, Int64) -> UnsafeMutableRawPointer?
     typealias ParamBytes = @convention(c) (Int64) -> Int64
-    typealias Forward = @convention(c) (
-      OpaquePointer?, UnsafePointer<Int64>?, UnsafePointer<UnsafeRawPointer?>?,
-      UnsafePointer<UnsafeMutableRawPointer?>?
-    ) -> Int32
-    typealias Evaluate = @convention(c) (
-      OpaquePointer?, UnsafePointer<Int64>?, UnsafePointer<UnsafeRawPointer?>?,
-      UnsafePointer<UnsafeMutableRawPointer?>?, UnsafePointer<UnsafeMutableRawPointer?>?
-    ) -> Int32
+    typealias Forward =
+      @convention(c) (
+        OpaquePointer?, UnsafePointer<Int64>?, UnsafePointer<UnsafeRawPointer?>?,
+        UnsafePointer<UnsafeMutableRawPointer?>?
+      ) -> Int32
+    typealias Evaluate =
+      @convention(c) (
+        OpaquePointer?, UnsafePointer<Int64>?, UnsafePointer<UnsafeRawPointer?>?,
+        UnsafePointer<UnsafeMutableRawPointer?>?, UnsafePointer<UnsafeMutableRawPointer?>?
+      ) -> Int32
 
     var destroy: Destroy
     var lastError: LastError
@@ -109,7 +111,9 @@ public final class CompiledModel: @unchecked Sendable {
   }
 
   /// Computes every output and every loss.
-  public func evaluate(_ inputs: [String: Tensor]) throws -> (outputs: [String: Tensor], losses: [String: Tensor]) {
+  public func evaluate(_ inputs: [String: Tensor]) throws -> (
+    outputs: [String: Tensor], losses: [String: Tensor]
+  ) {
     try run(inputs, withLosses: true)
   }
 
@@ -159,7 +163,8 @@ public final class CompiledModel: @unchecked Sendable {
         try withMutablePointers(&losses) { lossPointers in
           dims.withUnsafeBufferPointer { dimsPointer in
             withLosses
-              ? functions.evaluate(context, dimsPointer.baseAddress, inputPointers, outputPointers, lossPointers)
+              ? functions.evaluate(
+                context, dimsPointer.baseAddress, inputPointers, outputPointers, lossPointers)
               : functions.forward(context, dimsPointer.baseAddress, inputPointers, outputPointers)
           }
         }
@@ -208,8 +213,12 @@ public final class CompiledModel: @unchecked Sendable {
   }
 
   /// Accepts the declared dtype, or an integer tensor of another width whose values fit.
-  private func conform(_ tensor: Tensor, to entry: ModelSignature.Entry, kind: String) throws -> Tensor {
-    guard let dtype = entry.elementType else { throw RunError("\(kind) '\(entry.name)' has unknown dtype \(entry.dtype)") }
+  private func conform(_ tensor: Tensor, to entry: ModelSignature.Entry, kind: String) throws
+    -> Tensor
+  {
+    guard let dtype = entry.elementType else {
+      throw RunError("\(kind) '\(entry.name)' has unknown dtype \(entry.dtype)")
+    }
     if tensor.dtype == dtype { return tensor }
     if tensor.dtype.isInteger, dtype.isInteger {
       if dtype == .i32, tensor.doubles().contains(where: { abs($0) > Double(Int32.max) }) {
@@ -218,7 +227,8 @@ public final class CompiledModel: @unchecked Sendable {
       return tensor.converted(to: dtype)
     }
     throw RunError(
-      "\(kind) '\(entry.name)': expected dtype \(entry.dtype), got \(tensor.dtype) (\(tensor.typeDescription))")
+      "\(kind) '\(entry.name)': expected dtype \(entry.dtype), got \(tensor.dtype) (\(tensor.typeDescription))"
+    )
   }
 
   /// Binds symbolic dimensions from the inputs' shapes, checking static dimensions on the way.
@@ -228,21 +238,25 @@ public final class CompiledModel: @unchecked Sendable {
     for (entry, tensor) in entries {
       guard tensor.rank == entry.shape.count else {
         throw RunError(
-          "input '\(entry.name)': expected \(entry.typeDescription) (rank \(entry.shape.count)), got \(tensor.typeDescription) (rank \(tensor.rank))")
+          "input '\(entry.name)': expected \(entry.typeDescription) (rank \(entry.shape.count)), got \(tensor.typeDescription) (rank \(tensor.rank))"
+        )
       }
       for (axis, (dim, actual)) in zip(entry.shape, tensor.shape).enumerated() {
         if let value = Int(dim) {
           guard value == actual else {
             throw RunError(
-              "input '\(entry.name)': expected \(entry.typeDescription), got \(tensor.typeDescription) (dimension \(axis) is \(actual), expected \(value))")
+              "input '\(entry.name)': expected \(entry.typeDescription), got \(tensor.typeDescription) (dimension \(axis) is \(actual), expected \(value))"
+            )
           }
         } else if !dim.contains("*") {
           if let bound = bindings[dim], bound != actual {
             throw RunError(
-              "input '\(entry.name)': dimension \(axis) (\(dim)) is \(actual), but \(dim) is \(bound) from '\(boundBy[dim]!)'")
+              "input '\(entry.name)': dimension \(axis) (\(dim)) is \(actual), but \(dim) is \(bound) from '\(boundBy[dim]!)'"
+            )
           }
           guard actual >= 1 else {
-            throw RunError("input '\(entry.name)': dimension \(axis) (\(dim)) must be at least 1, got \(actual)")
+            throw RunError(
+              "input '\(entry.name)': dimension \(axis) (\(dim)) must be at least 1, got \(actual)")
           }
           bindings[dim] = actual
           boundBy[dim] = entry.name
@@ -251,10 +265,13 @@ public final class CompiledModel: @unchecked Sendable {
     }
     for (entry, tensor) in entries {
       guard let expected = entry.concreteShape(bindings) else {
-        throw RunError("input '\(entry.name)': cannot bind \(entry.typeDescription) from its size alone")
+        throw RunError(
+          "input '\(entry.name)': cannot bind \(entry.typeDescription) from its size alone")
       }
       guard expected == tensor.shape else {
-        throw RunError("input '\(entry.name)': expected \(entry.typeDescription) = \(expected), got \(tensor.shape)")
+        throw RunError(
+          "input '\(entry.name)': expected \(entry.typeDescription) = \(expected), got \(tensor.shape)"
+        )
       }
     }
     return bindings
@@ -270,7 +287,9 @@ public final class CompiledModel: @unchecked Sendable {
     }
     lock.lock()
     defer { lock.unlock() }
-    guard let data = functions.paramData(context, Int64(index)) else { throw RunError("parameter '\(name)' has no storage") }
+    guard let data = functions.paramData(context, Int64(index)) else {
+      throw RunError("parameter '\(name)' has no storage")
+    }
     return Tensor(
       dtype: dtype, shape: shape,
       bytes: UnsafeRawBufferPointer(start: data, count: Int(functions.paramBytes(Int64(index)))))!
@@ -280,7 +299,8 @@ public final class CompiledModel: @unchecked Sendable {
   public func setParameter(_ tensor: Tensor, named name: String) throws {
     let (index, entry) = try parameterEntry(name)
     guard tensor.dtype.rawValue == entry.dtype, tensor.shape == entry.concreteShape([:]) else {
-      throw RunError("parameter '\(name)': expected \(entry.typeDescription), got \(tensor.typeDescription)")
+      throw RunError(
+        "parameter '\(name)': expected \(entry.typeDescription), got \(tensor.typeDescription)")
     }
     lock.lock()
     defer { lock.unlock() }

@@ -42,7 +42,8 @@ public struct LibraryCache: Sendable {
     if let path = lookup(key: key, extension: "so") { return (path, false) }
     let runtime = try cachedObject(key: runtimeKey, source: runtimeSource, compiler: compiler)
     let path = try build(key: key, extension: "so", source: source) { sourcePath, output in
-      try compiler.compile(sourcePath: sourcePath, objects: [runtime], outputPath: output, source: source)
+      try compiler.compile(
+        sourcePath: sourcePath, objects: [runtime], outputPath: output, source: source)
     }
     return (path, true)
   }
@@ -57,7 +58,8 @@ public struct LibraryCache: Sendable {
   /// The path of a valid cached file for `key`, or nil.
   public func lookup(key: String, extension fileExtension: String = "so") -> String? {
     let file = "\(directory)/\(key).\(fileExtension)"
-    guard let manifest = try? String(contentsOfFile: "\(directory)/\(key).manifest", encoding: .utf8),
+    guard
+      let manifest = try? String(contentsOfFile: "\(directory)/\(key).manifest", encoding: .utf8),
       let data = FileManager.default.contents(atPath: file)
     else { return nil }
     return manifest == LibraryCache.manifest(for: data) ? file : nil
@@ -87,7 +89,8 @@ public struct LibraryCache: Sendable {
     guard rename(temporary, destination) == 0 else {
       throw FileError(path: destination, reason: "cannot move the compiled file into the cache")
     }
-    try AtomicFile.write(Data(LibraryCache.manifest(for: data).utf8), to: "\(directory)/\(key).manifest")
+    try AtomicFile.write(
+      Data(LibraryCache.manifest(for: data).utf8), to: "\(directory)/\(key).manifest")
     return destination
   }
 

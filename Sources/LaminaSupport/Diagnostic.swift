@@ -94,7 +94,8 @@ public struct DiagnosticBag: Sendable {
     append(.error(message, at: location, notes: notes, help: help))
   }
 
-  public mutating func warning(_ message: String, at location: SourceLocation?, help: String? = nil) {
+  public mutating func warning(_ message: String, at location: SourceLocation?, help: String? = nil)
+  {
     append(.warning(message, at: location, help: help))
   }
 
@@ -140,7 +141,8 @@ public struct DiagnosticRenderer: Sendable {
   }
 
   private func excerpt(at location: SourceLocation) -> String {
-    guard location.isKnown, let source = sources[location.file], let line = source.line(location.line)
+    guard location.isKnown, let source = sources[location.file],
+      let line = source.line(location.line)
     else { return "" }
     // Tabs would misplace the caret; show them as single spaces.
     let text = String(line).replacingTabs()

@@ -49,4 +49,3 @@ public enum StableHash {
     return hash
   }
 }
-

@@ -62,12 +62,15 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
       shape.reduce(1, *) == elements.count,
       "\(elements.count) scalars do not fill shape \(shape)")
     self.init(zeros: dtype, shape: shape)
-    elements.withUnsafeBytes { storage.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    elements.withUnsafeBytes {
+      storage.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+    }
   }
 
   /// A tensor of `dtype` from double-precision values, rounded (or truncated, for integers) to the dtype.
   public init(dtype: DType, shape: [Int], doubles: [Double]) {
-    precondition(shape.reduce(1, *) == doubles.count, "\(doubles.count) values do not fill \(shape)")
+    precondition(
+      shape.reduce(1, *) == doubles.count, "\(doubles.count) values do not fill \(shape)")
     self.init(zeros: dtype, shape: shape)
     let pointer = storage.pointer
     switch dtype {
@@ -79,10 +82,14 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
       for (index, value) in doubles.enumerated() { typed[index] = value }
     case .i32:
       let typed = pointer.assumingMemoryBound(to: Int32.self)
-      for (index, value) in doubles.enumerated() { typed[index] = Int32(clamping: Int(exactly: value.rounded(.towardZero)) ?? 0) }
+      for (index, value) in doubles.enumerated() {
+        typed[index] = Int32(clamping: Int(exactly: value.rounded(.towardZero)) ?? 0)
+      }
     case .i64:
       let typed = pointer.assumingMemoryBound(to: Int64.self)
-      for (index, value) in doubles.enumerated() { typed[index] = Int64(exactly: value.rounded(.towardZero)) ?? 0 }
+      for (index, value) in doubles.enumerated() {
+        typed[index] = Int64(exactly: value.rounded(.towardZero)) ?? 0
+      }
     }
   }
 
@@ -102,7 +109,8 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
       let typed = pointer.assumingMemoryBound(to: Float.self)
       return (0..<n).map { Double(typed[$0]) }
     case .f64:
-      return Array(UnsafeBufferPointer(start: pointer.assumingMemoryBound(to: Double.self), count: n))
+      return Array(
+        UnsafeBufferPointer(start: pointer.assumingMemoryBound(to: Double.self), count: n))
     case .i32:
       let typed = pointer.assumingMemoryBound(to: Int32.self)
       return (0..<n).map { Double(typed[$0]) }
@@ -157,7 +165,9 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
   }
 
   /// Shape and dtype as they are written in models: `f32[2, 3]`.
-  public var typeDescription: String { "\(dtype)[\(shape.map(String.init).joined(separator: ", "))]" }
+  public var typeDescription: String {
+    "\(dtype)[\(shape.map(String.init).joined(separator: ", "))]"
+  }
 
   public var description: String {
     let values = doubles()

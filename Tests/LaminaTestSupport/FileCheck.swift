@@ -33,7 +33,9 @@ public struct FileCheck {
   /// Reads directives from `// CHECK...:` comment lines of a golden file.
   public init(checkFileText: String, prefix: String = "CHECK") {
     var directives: [Directive] = []
-    for (index, line) in checkFileText.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+    for (index, line) in checkFileText.split(separator: "\n", omittingEmptySubsequences: false)
+      .enumerated()
+    {
       let trimmed = line.trimmingCharacters(in: .whitespaces)
       guard trimmed.hasPrefix("//") else { continue }
       let body = trimmed.dropFirst(2).trimmingCharacters(in: .whitespaces)
@@ -61,8 +63,11 @@ public struct FileCheck {
     var pendingNots: [Directive] = []
 
     func fail(_ directive: Directive, _ message: String) -> String {
-      let context = lastMatch.map { "after line \($0.line + 1) of the output" } ?? "from the start of the output"
-      return "directive at line \(directive.line) (\(directive.kind.rawValue): \(directive.pattern)) \(message) \(context)\n--- output ---\n\(output)"
+      let context =
+        lastMatch.map { "after line \($0.line + 1) of the output" }
+        ?? "from the start of the output"
+      return
+        "directive at line \(directive.line) (\(directive.kind.rawValue): \(directive.pattern)) \(message) \(context)\n--- output ---\n\(output)"
     }
 
     func checkNots(upTo end: Int, from start: Int) -> String? {
@@ -71,14 +76,16 @@ public struct FileCheck {
           return "bad pattern at line \(not.line)"
         }
         for index in start..<min(end, lines.count) where regex.firstMatch(in: lines[index]) != nil {
-          return "CHECK-NOT at line \(not.line) (\(not.pattern)) matched output line \(index + 1): \(lines[index])"
+          return
+            "CHECK-NOT at line \(not.line) (\(not.pattern)) matched output line \(index + 1): \(lines[index])"
         }
       }
       return nil
     }
 
     for directive in directives {
-      guard let regex = try? compile(directive.pattern, variables: variables, capturing: true) else {
+      guard let regex = try? compile(directive.pattern, variables: variables, capturing: true)
+      else {
         return "bad pattern at line \(directive.line): \(directive.pattern)"
       }
       switch directive.kind {
@@ -97,7 +104,9 @@ public struct FileCheck {
         let target = lastMatch.map { $0.line + 1 } ?? 0
         guard target < lines.count else { return fail(directive, "found no next line") }
         if directive.kind == .empty {
-          guard lines[target].isEmpty else { return fail(directive, "found a non-empty next line: \(lines[target])") }
+          guard lines[target].isEmpty else {
+            return fail(directive, "found a non-empty next line: \(lines[target])")
+          }
           lastMatch = (target, lines[target].endIndex)
         } else {
           guard let match = regex.firstMatch(in: lines[target]) else {
@@ -134,7 +143,9 @@ public struct FileCheck {
     var regex: NSRegularExpression
     var captureNames: [String]
 
-    func firstMatch(in line: String, from start: String.Index? = nil) -> (range: Range<String.Index>, groups: [String])? {
+    func firstMatch(in line: String, from start: String.Index? = nil) -> (
+      range: Range<String.Index>, groups: [String]
+    )? {
       let searchRange = NSRange((start ?? line.startIndex)..<line.endIndex, in: line)
       guard let match = regex.firstMatch(in: line, range: searchRange),
         let range = Range(match.range, in: line)
@@ -155,7 +166,9 @@ public struct FileCheck {
     for (name, value) in zip(pattern.captureNames, match.groups) { variables[name] = value }
   }
 
-  private func compile(_ pattern: String, variables: [String: String], capturing: Bool) throws -> Pattern {
+  private func compile(_ pattern: String, variables: [String: String], capturing: Bool) throws
+    -> Pattern
+  {
     var regex = ""
     var names: [String] = []
     var rest = Substring(pattern)
@@ -169,7 +182,8 @@ public struct FileCheck {
           names.append(String(inner[..<colon]))
           regex += "(" + inner[inner.index(after: colon)...] + ")"
         } else {
-          regex += NSRegularExpression.escapedPattern(for: variables[String(inner)] ?? "\u{0}undefined")
+          regex += NSRegularExpression.escapedPattern(
+            for: variables[String(inner)] ?? "\u{0}undefined")
         }
         rest = rest[close.upperBound...]
       } else {
@@ -177,6 +191,7 @@ public struct FileCheck {
         rest = rest.dropFirst()
       }
     }
-    return Pattern(regex: try NSRegularExpression(pattern: regex), captureNames: capturing ? names : [])
+    return Pattern(
+      regex: try NSRegularExpression(pattern: regex), captureNames: capturing ? names : [])
   }
 }

@@ -6,7 +6,9 @@ public enum RepositoryPaths {
   public static let root: URL = URL(fileURLWithPath: #filePath)
     .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-  public static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
+  public static func path(_ relative: String) -> String {
+    root.appendingPathComponent(relative).path
+  }
 
   /// Files in a repository folder with the given extension, sorted.
   public static func files(in relative: String, withExtension ext: String) -> [String] {
@@ -17,7 +19,8 @@ public enum RepositoryPaths {
 
   /// A fresh temporary directory for one test.
   public static func temporaryDirectory() throws -> String {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("lamina-test-\(UUID().uuidString)")
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "lamina-test-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url.path
   }

@@ -4,13 +4,17 @@ import Lamina
 /// Helpers for comparing tensors and finding compilers in tests.
 public enum TestData {
   /// Random inputs the model accepts (see `SampleInputs`).
-  public static func inputs(for graph: Graph, symbols: [String: Int], seed: UInt64) -> [String: Tensor] {
+  public static func inputs(for graph: Graph, symbols: [String: Int], seed: UInt64) -> [String:
+    Tensor]
+  {
     SampleInputs.make(for: graph, symbols: symbols, seed: seed)
   }
 
   /// nil when every element of `actual` is within `rtol * |expected| + atol` of `expected`; otherwise a
   /// description of the worst element. NaN matches only NaN.
-  public static func mismatch(_ actual: Tensor, _ expected: Tensor, rtol: Double, atol: Double) -> String? {
+  public static func mismatch(_ actual: Tensor, _ expected: Tensor, rtol: Double, atol: Double)
+    -> String?
+  {
     guard actual.shape == expected.shape, actual.dtype == expected.dtype else {
       return "got \(actual.typeDescription), expected \(expected.typeDescription)"
     }
@@ -27,7 +31,8 @@ public enum TestData {
       }
     }
     guard let worst else { return nil }
-    return "element \(worst.index): got \(a[worst.index]), expected \(e[worst.index]) (\(String(format: "%.1f", worst.excess))x the tolerance)"
+    return
+      "element \(worst.index): got \(a[worst.index]), expected \(e[worst.index]) (\(String(format: "%.1f", worst.excess))x the tolerance)"
   }
 
   /// The C compilers on this machine that Lamina can use.

@@ -52,21 +52,25 @@ struct CommandLineTests {
     let directory = try RepositoryPaths.temporaryDirectory()
     let modelPath = RepositoryPaths.path("examples/digits_mlp.lam")
     let library = directory + "/libdigits.so"
-    #expect(lamina("compile", modelPath, "-o", library, "--no-cache", "--emit-c", directory + "/c").status == 0)
+    #expect(
+      lamina("compile", modelPath, "-o", library, "--no-cache", "--emit-c", directory + "/c").status
+        == 0)
     let header = try String(contentsOfFile: directory + "/libdigits.h", encoding: .utf8)
     #expect(header.contains("#define DIGITSMLP_INPUT_X 0"))
     #expect(header.contains("int lamina_forward("))
     let source = try String(contentsOfFile: directory + "/c/model.c", encoding: .utf8)
     #expect(source.contains("/* %h = relu(%1) : f32[batch, 128]"))
 
-    #expect(lamina("init", modelPath, "-o", directory + "/w.safetensors", "--seed", "5").status == 0)
+    #expect(
+      lamina("init", modelPath, "-o", directory + "/w.safetensors", "--seed", "5").status == 0)
     let x = Tensor(shape: [9, 64], scalars: (0..<576).map { Float($0 % 17) / 16 })
     let labels = Tensor(shape: [9], scalars: (0..<9).map { Int32($0) })
     try NPY.write(x, to: directory + "/x.npy")
     try NPY.write(labels, to: directory + "/label.npy")
     let run = lamina(
       "run", library, "--weights", directory + "/w.safetensors", "--input", "x=\(directory)/x.npy",
-      "--input", "label=\(directory)/label.npy", "--output", "probs=\(directory)/probs.npy", "--output",
+      "--input", "label=\(directory)/label.npy", "--output", "probs=\(directory)/probs.npy",
+      "--output",
       "loss=\(directory)/loss.npy")
     #expect(run.status == 0, "\(run.errors)")
     // In batches of 4 (4 + 4 + 1 rows), the outputs are the same.
@@ -77,7 +81,8 @@ struct CommandLineTests {
 
     let model = try Model(contentsOf: modelPath)
     let expected = try model.interpret(
-      inputs: ["x": x, "label": labels], parameters: try model.initialParameters(seed: 5), outputs: ["probs", "loss"])
+      inputs: ["x": x, "label": labels], parameters: try model.initialParameters(seed: 5),
+      outputs: ["probs", "loss"])
     for (file, name) in [("probs.npy", "probs"), ("probs4.npy", "probs"), ("loss.npy", "loss")] {
       let actual = try NPY.read(contentsOf: directory + "/" + file)
       let problem = TestData.mismatch(actual, expected[name]!, rtol: 1e-5, atol: 1e-6)
@@ -92,7 +97,8 @@ struct CommandLineTests {
   func runErrors() throws {
     let directory = try RepositoryPaths.temporaryDirectory()
     let modelPath = RepositoryPaths.path("examples/digits_mlp.lam")
-    try NPY.write(Tensor(shape: [2, 65], scalars: [Float](repeating: 0, count: 130)), to: directory + "/x.npy")
+    try NPY.write(
+      Tensor(shape: [2, 65], scalars: [Float](repeating: 0, count: 130)), to: directory + "/x.npy")
     let wrongShape = lamina("run", modelPath, "--interpret", "--input", "x=\(directory)/x.npy")
     #expect(wrongShape.status == 1)
     #expect(wrongShape.errors.contains("input 'x': expected f32[batch, 64], got f32[2, 65]"))
@@ -106,7 +112,8 @@ struct CommandLineTests {
     #expect(badFile.status == 1)
     #expect(badFile.errors.contains("bad.npy"))
 
-    let missingWeights = lamina("run", modelPath, "--interpret", "--weights", directory + "/none.safetensors")
+    let missingWeights = lamina(
+      "run", modelPath, "--interpret", "--weights", directory + "/none.safetensors")
     #expect(missingWeights.status == 1)
   }
 

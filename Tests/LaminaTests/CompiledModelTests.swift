@@ -61,13 +61,16 @@ struct CompiledModelTests {
         compiled.signature.inputs.first { $0.name == name }?.forward == true
       }
       let forward = try compiled.forward(forwardInputs)
-      for (name, tensor) in forward { #expect(tensor == outputs[name], "\(testCase): forward \(name)") }
+      for (name, tensor) in forward {
+        #expect(tensor == outputs[name], "\(testCase): forward \(name)")
+      }
     }
   }
 
   @Test("the fixture uses every op of the op table")
   func fixtureCoversEveryOp() throws {
-    let model = try Model(contentsOf: RepositoryPaths.path("Tests/LaminaTests/Fixtures/every_op.lam"))
+    let model = try Model(
+      contentsOf: RepositoryPaths.path("Tests/LaminaTests/Fixtures/every_op.lam"))
     let used = Set(model.graph.nodes.map(\.op))
     let missing = OpRegistry.names.filter { !used.contains($0) }
     #expect(missing.isEmpty, "every_op.lam does not use \(missing)")

@@ -10,7 +10,9 @@ struct RoundTripTests {
   static let models =
     RepositoryPaths.files(in: "examples", withExtension: "lam")
     + RepositoryPaths.files(in: "examples/bench", withExtension: "lam")
-    + RepositoryPaths.files(in: "ir-specs/tests", withExtension: "lam").filter { !$0.contains("located_errors") }
+    + RepositoryPaths.files(in: "ir-specs/tests", withExtension: "lam").filter {
+      !$0.contains("located_errors")
+    }
 
   @Test("print → parse → print is the identity", arguments: models)
   func roundTrip(path: String) throws {
@@ -54,7 +56,8 @@ struct RoundTripTests {
       """
     let graph = try IRParser.parse(text, path: "broken.ir")
     let messages = Verifier.verify(graph).map(\.message)
-    #expect(messages.contains { $0.contains("declared f32[batch, 5] but relu gives f32[batch, 4]") })
+    #expect(
+      messages.contains { $0.contains("declared f32[batch, 5] but relu gives f32[batch, 4]") })
     #expect(messages.contains { $0.contains("unknown op 'nosuchop'") })
   }
 

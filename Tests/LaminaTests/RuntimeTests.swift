@@ -39,7 +39,10 @@ struct RuntimeTests {
   @Test("compiler failures show the compiler's message")
   func compilerFailure() throws {
     var options = options(try RepositoryPaths.temporaryDirectory())
-    options.flags = ["-fPIC", "-shared", "-DLAMINA_FORCE_ERROR", "-Werror=implicit-function-declaration", "-include", "/nonexistent/header.h"]
+    options.flags = [
+      "-fPIC", "-shared", "-DLAMINA_FORCE_ERROR", "-Werror=implicit-function-declaration",
+      "-include", "/nonexistent/header.h",
+    ]
     let model = try Model(contentsOf: RepositoryPaths.path("examples/regressor.lam"))
     #expect {
       try model.buildLibrary(options: options)
@@ -58,7 +61,8 @@ struct RuntimeTests {
   func inputErrors() throws {
     let model = try Model(contentsOf: RepositoryPaths.path("examples/digits_mlp.lam"))
     let compiled = try model.compile(
-      options: options(try RepositoryPaths.temporaryDirectory()), parameters: try model.initialParameters())
+      options: options(try RepositoryPaths.temporaryDirectory()),
+      parameters: try model.initialParameters())
     func message(_ inputs: [String: Tensor]) -> String {
       do {
         _ = try compiled.evaluate(inputs)
@@ -69,28 +73,45 @@ struct RuntimeTests {
     }
     let x = Tensor(shape: [2, 64], scalars: [Float](repeating: 0.5, count: 128))
     #expect(
-      message(["x": Tensor(shape: [2, 63], scalars: [Float](repeating: 0, count: 126)), "label": Tensor(shape: [2], scalars: [1, 2] as [Int32])])
+      message([
+        "x": Tensor(shape: [2, 63], scalars: [Float](repeating: 0, count: 126)),
+        "label": Tensor(shape: [2], scalars: [1, 2] as [Int32]),
+      ])
         == "input 'x': expected f32[batch, 64], got f32[2, 63] (dimension 1 is 63, expected 64)")
     #expect(message(["x": x]) == "missing input 'label' (i32[batch])")
-    #expect(message(["x": x, "label": Tensor(shape: [3], scalars: [1, 2, 3] as [Int32])]).contains("batch is 2 from 'x'"))
-    #expect(message(["x": x, "lable": Tensor(shape: [2], scalars: [1, 2] as [Int32])]).contains("no input 'lable'"))
-    #expect(message(["x": x.converted(to: .f64), "label": Tensor(shape: [2], scalars: [1, 2] as [Int32])]).contains("expected dtype f32, got f64"))
+    #expect(
+      message(["x": x, "label": Tensor(shape: [3], scalars: [1, 2, 3] as [Int32])]).contains(
+        "batch is 2 from 'x'"))
+    #expect(
+      message(["x": x, "lable": Tensor(shape: [2], scalars: [1, 2] as [Int32])]).contains(
+        "no input 'lable'"))
+    #expect(
+      message([
+        "x": x.converted(to: .f64), "label": Tensor(shape: [2], scalars: [1, 2] as [Int32]),
+      ]).contains("expected dtype f32, got f64"))
     // A label outside the classes is caught by the compiled code, not read out of bounds.
-    #expect(message(["x": x, "label": Tensor(shape: [2], scalars: [1, 12] as [Int32])]).contains("label 12 at position 1 is outside 0..<10"))
-    #expect(throws: (any Error).self) { try compiled.setParameter(Tensor(shape: [2], scalars: [1, 2] as [Float]), named: "w1") }
+    #expect(
+      message(["x": x, "label": Tensor(shape: [2], scalars: [1, 12] as [Int32])]).contains(
+        "label 12 at position 1 is outside 0..<10"))
+    #expect(throws: (any Error).self) {
+      try compiled.setParameter(Tensor(shape: [2], scalars: [1, 2] as [Float]), named: "w1")
+    }
   }
 
   @Test("the C entry points reject NULL pointers and dimensions below 1")
   func cArgumentChecks() throws {
     let model = try Model(contentsOf: RepositoryPaths.path("examples/digits_mlp.lam"))
-    let library = try model.buildLibrary(options: options(try RepositoryPaths.temporaryDirectory())).libraryPath
+    let library = try model.buildLibrary(options: options(try RepositoryPaths.temporaryDirectory()))
+      .libraryPath
     let handle = try #require(dlopen(library, RTLD_NOW | RTLD_LOCAL))
     defer { dlclose(handle) }
     typealias Create = @convention(c) (Int32) -> OpaquePointer?
     typealias Destroy = @convention(c) (OpaquePointer?) -> Void
-    typealias Forward = @convention(c) (
-      OpaquePointer?, UnsafePointer<Int64>?, UnsafePointer<UnsafeRawPointer?>?, UnsafePointer<UnsafeMutableRawPointer?>?
-    ) -> Int32
+    typealias Forward =
+      @convention(c) (
+        OpaquePointer?, UnsafePointer<Int64>?, UnsafePointer<UnsafeRawPointer?>?,
+        UnsafePointer<UnsafeMutableRawPointer?>?
+      ) -> Int32
     typealias LastError = @convention(c) (OpaquePointer?) -> UnsafePointer<CChar>?
     let create = unsafeBitCast(dlsym(handle, "lamina_create"), to: Create.self)
     let destroy = unsafeBitCast(dlsym(handle, "lamina_destroy"), to: Destroy.self)
@@ -103,7 +124,9 @@ struct RuntimeTests {
     let status: (Int64, Bool, Bool) -> (Int32, String) = { batch, nullInput, nullOutput in
       x.withUnsafeMutableBytes { xBytes in
         probs.withUnsafeMutableBytes { probsBytes in
-          let inputs: [UnsafeRawPointer?] = [nullInput ? nil : UnsafeRawPointer(xBytes.baseAddress), nil]
+          let inputs: [UnsafeRawPointer?] = [
+            nullInput ? nil : UnsafeRawPointer(xBytes.baseAddress), nil,
+          ]
           let outputs: [UnsafeMutableRawPointer?] = [nullOutput ? nil : probsBytes.baseAddress]
           let dims = [batch]
           let code = forward(context, dims, inputs, outputs)
@@ -112,7 +135,8 @@ struct RuntimeTests {
       }
     }
     #expect(status(1, false, false).0 == 0)
-    #expect(status(0, false, false) == (1, "dimension batch is 0; it must be between 1 and 2147483648"))
+    #expect(
+      status(0, false, false) == (1, "dimension batch is 0; it must be between 1 and 2147483648"))
     #expect(status(-5, false, false).0 == 1)
     #expect(status(1, true, false) == (1, "input x is NULL"))
     #expect(status(1, false, true) == (1, "output probs is NULL"))

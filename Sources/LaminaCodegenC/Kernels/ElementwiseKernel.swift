@@ -7,7 +7,9 @@ import LaminaSupport
 /// Operands of the result's shape are read with the same flat index, so the common cases (same shape,
 /// scalar, bias row) become loops the C compiler vectorizes.
 enum ElementwiseKernel {
-  static func emit(_ context: KernelContext, expression: (CExpressionContext) -> String, into writer: inout CWriter) {
+  static func emit(
+    _ context: KernelContext, expression: (CExpressionContext) -> String, into writer: inout CWriter
+  ) {
     let resultShape = context.resultType.shape
     let rank = resultShape.count
     let operandTypes = context.operandTypes
@@ -40,7 +42,8 @@ enum ElementwiseKernel {
       let offset = rank - type.rank
       return (0..<rank).map { axis in
         let operandAxis = axis - offset
-        guard operandAxis >= 0, type.shape[operandAxis] != Dim(1) || resultShape[axis] == Dim(1) else {
+        guard operandAxis >= 0, type.shape[operandAxis] != Dim(1) || resultShape[axis] == Dim(1)
+        else {
           return "0"
         }
         return own[operandAxis]
@@ -50,12 +53,14 @@ enum ElementwiseKernel {
       if axis == rank {
         for (index, type) in operandTypes.enumerated() {
           writer.line(
-            "const \(CExpressionContext.cType(type.dtype)) a\(index) = in\(index)[\(cIndex(indices, operandStrides[index]))];")
+            "const \(CExpressionContext.cType(type.dtype)) a\(index) = in\(index)[\(cIndex(indices, operandStrides[index]))];"
+          )
         }
         writer.line("out[\(cIndex(indices, resultStrides))] = (\(resultType))(\(expressionText));")
         return
       }
-      writer.block("for (int64_t i\(axis) = 0; i\(axis) < \(cDim(resultShape[axis])); i\(axis)++)") { inner in
+      writer.block("for (int64_t i\(axis) = 0; i\(axis) < \(cDim(resultShape[axis])); i\(axis)++)")
+      { inner in
         nest(axis + 1, &inner)
       }
     }

@@ -8,26 +8,34 @@ enum LossKernels {
     let count = cProduct(context.operandTypes[0].shape)
     writer.line("const int64_t count = \(count);")
     writer.line("double total = 0;")
-    writer.line("for (int64_t i = 0; i < count; i++) { const double d = (double)in0[i] - (double)in1[i]; total += d * d; }")
+    writer.line(
+      "for (int64_t i = 0; i < count; i++) { const double d = (double)in0[i] - (double)in1[i]; total += d * d; }"
+    )
     writer.line("out[0] = (\(resultType(context)))(total / (double)count);")
   }
 
   /// mean over label positions of logsumexp(logits) - logits[label]; class axis 1.
   static func emitCrossEntropy(_ context: KernelContext, into writer: inout CWriter) {
     let logits = context.operandTypes[0]
-    writer.line("const int64_t batch = \(cDim(logits.shape[0])), classes = \(cDim(logits.shape[1]));")
+    writer.line(
+      "const int64_t batch = \(cDim(logits.shape[0])), classes = \(cDim(logits.shape[1]));")
     writer.line("const int64_t inner = \(cProduct(Array(logits.shape[2...])));")
     writer.line("double total = 0;")
     writer.block("for (int64_t n = 0; n < batch; n++)") { batchLoop in
       batchLoop.block("for (int64_t j = 0; j < inner; j++)") { body in
         body.line("const int64_t label = (int64_t)in1[n * inner + j];")
         body.line(
-          "if (label < 0 || label >= classes) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"cross_entropy: label %lld at position %lld is outside 0..<%lld\", (long long)label, (long long)(n * inner + j), (long long)classes);")
-        body.line("const \(CExpressionContext.cType(logits.dtype))* row = in0 + n * classes * inner + j;")
+          "if (label < 0 || label >= classes) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"cross_entropy: label %lld at position %lld is outside 0..<%lld\", (long long)label, (long long)(n * inner + j), (long long)classes);"
+        )
+        body.line(
+          "const \(CExpressionContext.cType(logits.dtype))* row = in0 + n * classes * inner + j;")
         body.line("double peak = -INFINITY;")
-        body.line("for (int64_t c = 0; c < classes; c++) if ((double)row[c * inner] > peak) peak = row[c * inner];")
+        body.line(
+          "for (int64_t c = 0; c < classes; c++) if ((double)row[c * inner] > peak) peak = row[c * inner];"
+        )
         body.line("double sum = 0;")
-        body.line("for (int64_t c = 0; c < classes; c++) sum += exp((double)row[c * inner] - peak);")
+        body.line(
+          "for (int64_t c = 0; c < classes; c++) sum += exp((double)row[c * inner] - peak);")
         body.line("total += peak + log(sum) - (double)row[label * inner];")
       }
     }
@@ -49,7 +57,9 @@ enum LossKernels {
   static func emitL2(_ context: KernelContext, into writer: inout CWriter) {
     writer.line("double total = 0;")
     for (index, operand) in context.operandTypes.enumerated() {
-      writer.line("for (int64_t i = 0; i < \(cProduct(operand.shape)); i++) total += (double)in\(index)[i] * (double)in\(index)[i];")
+      writer.line(
+        "for (int64_t i = 0; i < \(cProduct(operand.shape)); i++) total += (double)in\(index)[i] * (double)in\(index)[i];"
+      )
     }
     writer.line("out[0] = (\(resultType(context)))total;")
   }

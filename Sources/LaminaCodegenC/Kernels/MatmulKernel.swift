@@ -41,20 +41,26 @@ enum MatmulKernel {
       case .f32, .f64:
         let gemm = context.resultType.dtype == .f32 ? "lamina_sgemm" : "lamina_dgemm"
         writer.line(
-          "\(gemm)(ctx->pool, 0, 0, m, n, k, 1, in0\(plus(aOffset)), k, in1\(plus(bOffset)), n, 0, out\(plus(cOffset)), n, NULL);")
+          "\(gemm)(ctx->pool, 0, 0, m, n, k, 1, in0\(plus(aOffset)), k, in1\(plus(bOffset)), n, 0, out\(plus(cOffset)), n, NULL);"
+        )
       case .i32, .i64:
         writer.block("for (int64_t i = 0; i < m; i++)") { rows in
           rows.block("for (int64_t j = 0; j < n; j++)") { columns in
             columns.line("int64_t sum = 0;")
-            columns.line("for (int64_t p = 0; p < k; p++) sum += (int64_t)in0[\(aOffset) + i * k + p] * in1[\(bOffset) + p * n + j];")
-            columns.line("out[\(cOffset) + i * n + j] = (\(CExpressionContext.cType(context.resultType.dtype)))sum;")
+            columns.line(
+              "for (int64_t p = 0; p < k; p++) sum += (int64_t)in0[\(aOffset) + i * k + p] * in1[\(bOffset) + p * n + j];"
+            )
+            columns.line(
+              "out[\(cOffset) + i * n + j] = (\(CExpressionContext.cType(context.resultType.dtype)))sum;"
+            )
           }
         }
       }
     }
     func nest(_ axis: Int, _ writer: inout CWriter) {
       if axis == batchRank { return body(&writer) }
-      writer.block("for (int64_t b\(axis) = 0; b\(axis) < \(cDim(batch[axis])); b\(axis)++)") { inner in
+      writer.block("for (int64_t b\(axis) = 0; b\(axis) < \(cDim(batch[axis])); b\(axis)++)") {
+        inner in
         nest(axis + 1, &inner)
       }
     }

@@ -24,10 +24,13 @@ enum ReductionKernels {
     let resultType = CExpressionContext.cType(context.resultType.dtype)
     let reducedCount = cProduct(reduced.sorted().map { input.shape[$0] })
 
-    func inner(_ position: Int, _ axes: [Int], _ writer: inout CWriter, _ innermost: (inout CWriter) -> Void) {
+    func inner(
+      _ position: Int, _ axes: [Int], _ writer: inout CWriter, _ innermost: (inout CWriter) -> Void
+    ) {
       if position == axes.count { return innermost(&writer) }
       let axis = axes[position]
-      writer.block("for (int64_t i\(axis) = 0; i\(axis) < \(cDim(input.shape[axis])); i\(axis)++)") { nested in
+      writer.block("for (int64_t i\(axis) = 0; i\(axis) < \(cDim(input.shape[axis])); i\(axis)++)")
+      { nested in
         inner(position + 1, axes, &nested, innermost)
       }
     }
@@ -71,14 +74,22 @@ enum ReductionKernels {
       outerLoop.block("for (int64_t j = 0; j < inner; j++)") { body in
         body.line("const int64_t base = o * length * inner + j;")
         body.line("double peak = -INFINITY;")
-        body.line("for (int64_t i = 0; i < length; i++) { const double v = in0[base + i * inner]; if (v > peak) peak = v; }")
+        body.line(
+          "for (int64_t i = 0; i < length; i++) { const double v = in0[base + i * inner]; if (v > peak) peak = v; }"
+        )
         body.line("double total = 0;")
-        body.line("for (int64_t i = 0; i < length; i++) total += exp((double)in0[base + i * inner] - peak);")
+        body.line(
+          "for (int64_t i = 0; i < length; i++) total += exp((double)in0[base + i * inner] - peak);"
+        )
         if isLog {
           body.line("const double log_total = log(total);")
-          body.line("for (int64_t i = 0; i < length; i++) out[base + i * inner] = (\(resultType))((double)in0[base + i * inner] - peak - log_total);")
+          body.line(
+            "for (int64_t i = 0; i < length; i++) out[base + i * inner] = (\(resultType))((double)in0[base + i * inner] - peak - log_total);"
+          )
         } else {
-          body.line("for (int64_t i = 0; i < length; i++) out[base + i * inner] = (\(resultType))(exp((double)in0[base + i * inner] - peak) / total);")
+          body.line(
+            "for (int64_t i = 0; i < length; i++) out[base + i * inner] = (\(resultType))(exp((double)in0[base + i * inner] - peak) / total);"
+          )
         }
       }
     }

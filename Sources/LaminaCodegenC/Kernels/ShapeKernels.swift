@@ -20,7 +20,8 @@ enum ShapeKernels {
     let readStrides = permutation.map { inputStrides[$0] }
     let indices = (0..<rank).map { "i\($0)" }
     loops(resultShape, &writer) { body in
-      body.line("out[\(cIndex(indices, cStrides(resultShape)))] = in0[\(cIndex(indices, readStrides))];")
+      body.line(
+        "out[\(cIndex(indices, cStrides(resultShape)))] = in0[\(cIndex(indices, readStrides))];")
     }
   }
 
@@ -36,7 +37,9 @@ enum ShapeKernels {
       let piece = cProduct(Array(operand.shape[axis...]))
       writer.block("") { block in
         block.line("const int64_t piece = \(piece);")
-        block.line("for (int64_t o = 0; o < outer; o++) memcpy(out + o * row + offset, in\(index) + o * piece, (size_t)piece * sizeof(*out));")
+        block.line(
+          "for (int64_t o = 0; o < outer; o++) memcpy(out + o * row + offset, in\(index) + o * piece, (size_t)piece * sizeof(*out));"
+        )
         block.line("offset += piece;")
       }
     }
@@ -59,7 +62,8 @@ enum ShapeKernels {
       case .index(let index):
         writer.line("const int64_t start\(axis) = \(index) < 0 ? \(index) + \(size) : \(index);")
         writer.line(
-          "if (start\(axis) < 0 || start\(axis) >= \(size)) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"slice: index \(index) is out of range for axis \(axis) of size %lld\", (long long)\(size));")
+          "if (start\(axis) < 0 || start\(axis) >= \(size)) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"slice: index \(index) is out of range for axis \(axis) of size %lld\", (long long)\(size));"
+        )
         readTerms.append("start\(axis) * \(inputStrides[axis])")
       case .range(let start, let stop, let step):
         let count = cDim(context.resultType.shape[resultAxis])
@@ -86,10 +90,14 @@ enum ShapeKernels {
     let outputIndex = cIndex(resultIndices, cStrides(resultDims))
     func nest(_ position: Int, _ writer: inout CWriter) {
       if position == resultDims.count {
-        writer.line("out[\(outputIndex)] = in0[\(readTerms.isEmpty ? "0" : readTerms.joined(separator: " + "))];")
+        writer.line(
+          "out[\(outputIndex)] = in0[\(readTerms.isEmpty ? "0" : readTerms.joined(separator: " + "))];"
+        )
         return
       }
-      writer.block("for (int64_t r\(position) = 0; r\(position) < \(cDim(resultDims[position])); r\(position)++)") { inner in
+      writer.block(
+        "for (int64_t r\(position) = 0; r\(position) < \(cDim(resultDims[position])); r\(position)++)"
+      ) { inner in
         nest(position + 1, &inner)
       }
     }
@@ -100,7 +108,8 @@ enum ShapeKernels {
   static func loops(_ shape: [Dim], _ writer: inout CWriter, _ body: (inout CWriter) -> Void) {
     func nest(_ axis: Int, _ writer: inout CWriter) {
       if axis == shape.count { return body(&writer) }
-      writer.block("for (int64_t i\(axis) = 0; i\(axis) < \(cDim(shape[axis])); i\(axis)++)") { inner in
+      writer.block("for (int64_t i\(axis) = 0; i\(axis) < \(cDim(shape[axis])); i\(axis)++)") {
+        inner in
         nest(axis + 1, &inner)
       }
     }

@@ -290,7 +290,9 @@ public struct CExpressionContext: Sendable {
   public var dtype: DType
   public var operandDTypes: [DType]
 
-  public init(operands: [String], attributes: [String: Attribute], dtype: DType, operandDTypes: [DType]) {
+  public init(
+    operands: [String], attributes: [String: Attribute], dtype: DType, operandDTypes: [DType]
+  ) {
     self.operands = operands
     self.attributes = attributes
     self.dtype = dtype

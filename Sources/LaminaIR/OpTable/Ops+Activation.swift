@@ -7,8 +7,8 @@ extension OpRegistry {
     unary(
       "relu", "Rectified linear unit.", "y = max(x, 0)",
       // Swift's max(x, 0), spelled out so NaN behaves the same compiled and interpreted.
-      c: { c in "(\(c.literal(0)) >= \(c.operands[0]) ? \(c.literal(0)) : \(c.operands[0]))" }
-    ) { Swift.max($0, 0) },
+      c: { c in "(\(c.literal(0)) >= \(c.operands[0]) ? \(c.literal(0)) : \(c.operands[0]))" },
+      interpret: { Swift.max($0, 0) }),
     unary(
       "leaky_relu", "ReLU with a small slope for negative inputs.", "y = x if x > 0 else alpha * x",
       floatOnly: true,
@@ -24,16 +24,16 @@ extension OpRegistry {
       "sigmoid", "Logistic sigmoid.", "y = 1 / (1 + e^-x)", floatOnly: true,
       c: { c in
         let (x, exp, one) = (c.operands[0], c.math("exp"), c.literal(1))
-        return "(\(x) >= 0 ? \(one) / (\(one) + \(exp)(-\(x))) : \(exp)(\(x)) / (\(one) + \(exp)(\(x))))"
-      }
-    ) { x in
-      // Written in two branches so large |x| never overflows exp.
-      x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x))
-    },
+        return
+          "(\(x) >= 0 ? \(one) / (\(one) + \(exp)(-\(x))) : \(exp)(\(x)) / (\(one) + \(exp)(\(x))))"
+      },
+      interpret: { x in
+        // Written in two branches so large |x| never overflows exp.
+        x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x))
+      }),
     unary(
       "tanh", "Hyperbolic tangent.", "y = tanh(x)", floatOnly: true,
-      c: { "\($0.math("tanh"))(\($0.operands[0]))" }
-    ) { Foundation.tanh($0) },
+      c: { "\($0.math("tanh"))(\($0.operands[0]))" }, interpret: { Foundation.tanh($0) }),
     unary(
       "gelu",
       "Gaussian error linear unit; `approximate: \"tanh\"` uses the tanh formula (PyTorch's approximate='tanh').",
@@ -54,10 +54,12 @@ extension OpRegistry {
       c: { c in
         let x = c.operands[0]
         if c.attributes["approximate"]?.stringValue == "tanh" {
-          let inner = "\(c.literal((2 / Double.pi).squareRoot())) * (\(x) + \(c.literal(0.044715)) * \(x) * \(x) * \(x))"
+          let inner =
+            "\(c.literal((2 / Double.pi).squareRoot())) * (\(x) + \(c.literal(0.044715)) * \(x) * \(x) * \(x))"
           return "\(c.literal(0.5)) * \(x) * (\(c.literal(1)) + \(c.math("tanh"))(\(inner)))"
         }
-        return "\(c.literal(0.5)) * \(x) * (\(c.literal(1)) + \(c.math("erf"))(\(x) * \(c.literal(1 / 2.0.squareRoot()))))"
+        return
+          "\(c.literal(0.5)) * \(x) * (\(c.literal(1)) + \(c.math("erf"))(\(x) * \(c.literal(1 / 2.0.squareRoot()))))"
       },
       withAttributes: { x, attributes in
         if attributes["approximate"]?.stringValue == "tanh" {
@@ -71,11 +73,12 @@ extension OpRegistry {
       "softplus", "Smooth approximation of ReLU.", "y = ln(1 + e^x)", floatOnly: true,
       c: { c in
         let x = c.operands[0]
-        return "(\(x) > 0 ? \(x) : \(c.literal(0))) + \(c.math("log1p"))(\(c.math("exp"))(-\(c.math("fabs"))(\(x))))"
-      }
-    ) { x in
-      // max(x, 0) + log1p(e^-|x|) is the same function without overflow.
-      Swift.max(x, 0) + Foundation.log1p(Foundation.exp(-Swift.abs(x)))
-    },
+        return
+          "(\(x) > 0 ? \(x) : \(c.literal(0))) + \(c.math("log1p"))(\(c.math("exp"))(-\(c.math("fabs"))(\(x))))"
+      },
+      interpret: { x in
+        // max(x, 0) + log1p(e^-|x|) is the same function without overflow.
+        Swift.max(x, 0) + Foundation.log1p(Foundation.exp(-Swift.abs(x)))
+      }),
   ]
 }

@@ -6,16 +6,13 @@ extension OpRegistry {
   static let elementwiseOps: [OpDefinition] = [
     binary(
       "add", "Adds two tensors elementwise, with broadcasting.", "y = a + b",
-      c: { "\($0.operands[0]) + \($0.operands[1])" }
-    ) { $0 + $1 },
+      c: { "\($0.operands[0]) + \($0.operands[1])" }, interpret: { $0 + $1 }),
     binary(
       "sub", "Subtracts b from a elementwise, with broadcasting.", "y = a - b",
-      c: { "\($0.operands[0]) - \($0.operands[1])" }
-    ) { $0 - $1 },
+      c: { "\($0.operands[0]) - \($0.operands[1])" }, interpret: { $0 - $1 }),
     binary(
       "mul", "Multiplies two tensors elementwise, with broadcasting.", "y = a * b",
-      c: { "\($0.operands[0]) * \($0.operands[1])" }
-    ) { $0 * $1 },
+      c: { "\($0.operands[0]) * \($0.operands[1])" }, interpret: { $0 * $1 }),
     binary(
       "div",
       "Divides a by b elementwise, with broadcasting; integer division truncates toward zero.",
@@ -25,12 +22,12 @@ extension OpRegistry {
         c.isFloatingPoint
           ? "\(c.operands[0]) / \(c.operands[1])"
           : "(\(c.operands[1]) != 0 ? \(c.operands[0]) / \(c.operands[1]) : 0)"
-      }
-    ) { $0 / $1 },
+      }, interpret: { $0 / $1 }),
     binary(
-      "pow", "Raises a to the power b elementwise, with broadcasting.", "y = a ^ b", floatOnly: true,
-      c: { "\($0.math("pow"))(\($0.operands[0]), \($0.operands[1]))" }
-    ) { Foundation.pow($0, $1) },
+      "pow", "Raises a to the power b elementwise, with broadcasting.", "y = a ^ b",
+      floatOnly: true,
+      c: { "\($0.math("pow"))(\($0.operands[0]), \($0.operands[1]))" },
+      interpret: { Foundation.pow($0, $1) }),
     // NaN in either operand gives NaN, as in numpy and PyTorch (C's fmax would drop it).
     binary(
       "maximum", "The larger of a and b elementwise, with broadcasting; NaN if either is NaN.",
@@ -38,43 +35,39 @@ extension OpRegistry {
       c: { c in
         let (a, b) = (c.operands[0], c.operands[1])
         return "((\(b) >= \(a) || \(b) != \(b)) ? \(b) : \(a))"
-      }
-    ) { a, b in b.isNaN || b >= a ? b : a },
+      }, interpret: { a, b in b.isNaN || b >= a ? b : a }),
     binary(
       "minimum", "The smaller of a and b elementwise, with broadcasting; NaN if either is NaN.",
       "y = min(a, b)",
       c: { c in
         let (a, b) = (c.operands[0], c.operands[1])
         return "((\(b) < \(a) || \(b) != \(b)) ? \(b) : \(a))"
-      }
-    ) { a, b in b.isNaN || b < a ? b : a },
-    unary("neg", "Negates each element.", "y = -x", c: { "-\($0.operands[0])" }) { -$0 },
+      }, interpret: { a, b in b.isNaN || b < a ? b : a }),
+    unary(
+      "neg", "Negates each element.", "y = -x", c: { "-\($0.operands[0])" }, interpret: { -$0 }),
     unary(
       "abs", "Absolute value of each element.", "y = |x|",
       c: { c in
         c.isFloatingPoint
-          ? "\(c.math("fabs"))(\(c.operands[0]))" : "(\(c.operands[0]) < 0 ? -\(c.operands[0]) : \(c.operands[0]))"
-      }
-    ) { Swift.abs($0) },
+          ? "\(c.math("fabs"))(\(c.operands[0]))"
+          : "(\(c.operands[0]) < 0 ? -\(c.operands[0]) : \(c.operands[0]))"
+      }, interpret: { Swift.abs($0) }),
     unary(
       "exp", "e to the power of each element.", "y = e^x", floatOnly: true,
-      c: { "\($0.math("exp"))(\($0.operands[0]))" }
-    ) { Foundation.exp($0) },
+      c: { "\($0.math("exp"))(\($0.operands[0]))" }, interpret: { Foundation.exp($0) }),
     unary(
       "log", "Natural logarithm of each element.", "y = ln(x)", floatOnly: true,
-      c: { "\($0.math("log"))(\($0.operands[0]))" }
-    ) { Foundation.log($0) },
+      c: { "\($0.math("log"))(\($0.operands[0]))" }, interpret: { Foundation.log($0) }),
     unary(
       "sqrt", "Square root of each element.", "y = √x", floatOnly: true,
-      c: { "\($0.math("sqrt"))(\($0.operands[0]))" }
-    ) { $0.squareRoot() },
+      c: { "\($0.math("sqrt"))(\($0.operands[0]))" }, interpret: { $0.squareRoot() }),
   ]
 
   /// An elementwise op of two broadcasting operands.
   static func binary(
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
     c: @escaping @Sendable (CExpressionContext) -> String,
-    _ body: @escaping @Sendable (Double, Double) -> Double
+    interpret body: @escaping @Sendable (Double, Double) -> Double
   ) -> OpDefinition {
     OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("a"), OperandSpec("b")],
@@ -107,7 +100,7 @@ extension OpRegistry {
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
     attributes: [AttributeSpec] = [], validate: AttributeValidation? = nil,
     c: @escaping @Sendable (CExpressionContext) -> String,
-    _ body: @escaping @Sendable (Double) -> Double
+    interpret body: @escaping @Sendable (Double) -> Double
   ) -> OpDefinition {
     unary(
       name, summary, semantics, floatOnly: floatOnly, attributes: attributes, validate: validate,

@@ -20,7 +20,8 @@ extension OpRegistry {
       },
       interpret: { context in [context.result(0, [context.double("value") ?? 0])] }),
     OpDefinition(
-      "cast", summary: "Converts elements to another dtype; floats to integers truncate toward zero.",
+      "cast",
+      summary: "Converts elements to another dtype; floats to integers truncate toward zero.",
       semantics: "y = dtype(x)", operands: [OperandSpec("x")],
       attributes: [AttributeSpec("dtype", .dtype, required: true, "the new element type")],
       fusion: .elementwise,

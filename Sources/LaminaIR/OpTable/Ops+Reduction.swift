@@ -19,7 +19,9 @@ extension OpRegistry {
       rejectsEmptyAxes: true
     ) { values in
       // NaN propagates, as in numpy and PyTorch.
-      values.reduce(-Double.infinity) { accumulated, value in value.isNaN || value >= accumulated ? value : accumulated }
+      values.reduce(-Double.infinity) { accumulated, value in
+        value.isNaN || value >= accumulated ? value : accumulated
+      }
     },
     normalization(
       "softmax", "Exponentials normalized to sum to 1 along an axis, computed stably.",
