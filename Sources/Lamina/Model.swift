@@ -21,21 +21,26 @@ public struct Model: Sendable {
   /// - Parameter modelName: which model, when the file defines several.
   /// - Throws: `CompileError` with every diagnostic in the file.
   /// - Parameter afterPass: called with each pass's name and the graph after it (`lamina dump --after`).
+  /// - Parameter pipeline: the passes to run (`Pipeline.inference` by default; `Pipeline.training`
+  ///   adds the backward graph).
   public init(
-    contentsOf path: String, modelName: String? = nil,
+    contentsOf path: String, modelName: String? = nil, pipeline: [any GraphPass] = Pipeline.inference,
     afterPass: (@Sendable (String, Graph) -> Void)? = nil
   ) throws {
     let source = try Model.readSource(path)
-    try self.init(source: source, modelName: modelName, afterPass: afterPass)
+    try self.init(source: source, modelName: modelName, pipeline: pipeline, afterPass: afterPass)
   }
 
   /// Compiles model source text; `path` names it in diagnostics.
-  public init(source text: String, path: String = "<input>", modelName: String? = nil) throws {
-    try self.init(source: SourceFile(path: path, text: text), modelName: modelName)
+  public init(
+    source text: String, path: String = "<input>", modelName: String? = nil,
+    pipeline: [any GraphPass] = Pipeline.inference
+  ) throws {
+    try self.init(source: SourceFile(path: path, text: text), modelName: modelName, pipeline: pipeline)
   }
 
   public init(
-    source: SourceFile, modelName: String? = nil,
+    source: SourceFile, modelName: String? = nil, pipeline: [any GraphPass] = Pipeline.inference,
     afterPass: (@Sendable (String, Graph) -> Void)? = nil
   ) throws {
     let (graph, diagnostics) = Model.frontend(source, modelName: modelName)
@@ -45,7 +50,7 @@ public struct Model: Sendable {
     }
     var mutableGraph = graph
     do {
-      _ = try PassRunner(passes: Pipeline.inference, afterPass: afterPass).run(&mutableGraph)
+      _ = try PassRunner(passes: pipeline, afterPass: afterPass).run(&mutableGraph)
     } catch let error as DiagnosticError {
       throw CompileError(diagnostics: diagnostics + error.diagnostics, source: source.forDisplay)
     }

@@ -115,6 +115,19 @@ public struct TrainStep: Hashable, Sendable {
   public var lossName: String { attributes["loss"]?.stringValue ?? "loss" }
 }
 
+/// The gradient of a training step's loss with respect to one of its parameters.
+public struct ParameterGradient: Hashable, Sendable {
+  public var step: String
+  public var parameter: ValueID
+  public var gradient: ValueID
+
+  public init(step: String, parameter: ValueID, gradient: ValueID) {
+    self.step = step
+    self.parameter = parameter
+    self.gradient = gradient
+  }
+}
+
 /// A model as a typed SSA graph.
 ///
 /// Inputs and parameters are the graph's leaves; `nodes` are kept in a valid topological order (every
@@ -131,6 +144,8 @@ public struct Graph: Sendable {
   public var outputs: [NamedValue] = []
   public var losses: [NamedValue] = []
   public var trainSteps: [TrainStep] = []
+  /// Filled by the autodiff pass: each step's parameter gradients.
+  public var gradients: [ParameterGradient] = []
   private var namesInUse: [String: ValueID] = [:]
 
   public init(name: String, sourceFile: String? = nil) {
@@ -302,5 +317,7 @@ public struct Graph: Sendable {
   }
 
   /// Values bound to a public name (outputs and losses), which passes must keep.
-  public var exposedValues: Set<ValueID> { Set((outputs + losses).map(\.value)) }
+  public var exposedValues: Set<ValueID> {
+    Set((outputs + losses).map(\.value) + gradients.map(\.gradient))
+  }
 }

@@ -122,6 +122,14 @@ public struct IRParser {
           graph.losses.append(named)
         }
         return
+      case "grad":
+        _ = advance()
+        let stepName = try expect(.identifier, nil, "a training step name")
+        let parameter = try parseUse(graph)
+        _ = try expect(.punctuation, "=", "'='")
+        let gradient = try parseUse(graph)
+        graph.gradients.append(ParameterGradient(step: stepName.text, parameter: parameter, gradient: gradient))
+        return
       case "train":
         _ = advance()
         let stepName = try expect(.identifier, nil, "a training step name")

@@ -41,6 +41,9 @@ public struct IRPrinter: Sendable {
     for loss in graph.losses {
       out += "  loss \(loss.name) = \(name(loss.value, in: graph))\n"
     }
+    for gradient in graph.gradients {
+      out += "  grad \(gradient.step) \(name(gradient.parameter, in: graph)) = \(name(gradient.gradient, in: graph))\n"
+    }
     for step in graph.trainSteps {
       out += "  train \(step.name) = \(step.optimizer)\(attributeText(step.attributes))"
       out += location(step.location) + "\n"

@@ -99,6 +99,24 @@ public enum Verifier {
           at: graph[loss.value].location)
       }
     }
+    for gradient in graph.gradients {
+      let location = graph[gradient.gradient].location
+      guard defined[gradient.parameter.index], defined[gradient.gradient.index] else {
+        diagnostics.error("a gradient names an undefined value", at: location)
+        continue
+      }
+      if graph.param(for: gradient.parameter) == nil {
+        diagnostics.error("grad \(gradient.step): %\(graph[gradient.parameter].name) is not a parameter", at: location)
+      }
+      if graph[gradient.parameter].type != graph[gradient.gradient].type {
+        diagnostics.error(
+          "the gradient of %\(graph[gradient.parameter].name) has type \(graph[gradient.gradient].type?.description ?? "?"), not the parameter's \(graph[gradient.parameter].type?.description ?? "?")",
+          at: location)
+      }
+      if !graph.trainSteps.contains(where: { $0.name == gradient.step }) {
+        diagnostics.error("grad names an unknown training step '\(gradient.step)'", at: location)
+      }
+    }
     for step in graph.trainSteps {
       if !graph.losses.contains(where: { $0.name == step.lossName }) {
         diagnostics.error(

@@ -171,13 +171,18 @@ public struct OpDefinition: Sendable {
   public var interpret: @Sendable (InterpretContext) throws -> [Tensor]
   /// How the C backend computes the op.
   public var c: CEmission
+  /// The reverse-mode rule; nil for ops that are not differentiable (the autodiff pass reports a
+  /// path to a parameter through one).
+  public var gradient: GradientRule?
 
   public init(
     _ name: String, summary: String, semantics: String, operands: [OperandSpec],
     attributes: [AttributeSpec] = [], fusion: FusionKind, c: CEmission? = nil, shape: ShapeRule,
-    interpret: @escaping @Sendable (InterpretContext) throws -> [Tensor]
+    interpret: @escaping @Sendable (InterpretContext) throws -> [Tensor],
+    gradient: GradientRule? = nil
   ) {
     self.c = c ?? .kernel(name)
+    self.gradient = gradient
     self.name = name
     self.summary = summary
     self.semantics = semantics

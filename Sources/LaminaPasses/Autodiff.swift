@@ -1,0 +1,154 @@
+import LaminaIR
+import LaminaSupport
+
+/// Builds the backward graph: the gradient of each training step's loss with respect to the
+/// parameters it trains.
+///
+/// Reverse mode over the nodes the loss needs, last to first: each node's gradient rule (from the op
+/// table) turns the gradient of its result into gradients of its operands. Gradients of values used
+/// several times are summed; gradients of broadcast operands are summed back to the operand's shape;
+/// integer values (labels) get none, and `stop_gradient` cuts the path. Gradient values are named
+/// after what they are the gradient of (`%grad.w1`, `%grad.h`).
+/// - Postcondition: `graph.gradients` lists, for every step, each trained parameter's gradient.
+/// - Throws: a diagnostic at a node whose op has no gradient rule but lies on a path to a parameter.
+///
+///     %y = mul(%x, %w)             %grad.w = mul(%grad.y, %x)
+///     %loss = sum(%y)       →      grad train %w = %grad.w
+public struct Autodiff: GraphPass {
+  public static let name = "autodiff"
+  public static let summary = "Builds the gradient of each training step's loss for its parameters."
+
+  public init() {}
+
+  public func run(on graph: inout Graph, context: inout PassContext) throws {
+    for step in graph.trainSteps where !graph.gradients.contains(where: { $0.step == step.name }) {
+      guard let loss = graph.losses.first(where: { $0.name == step.lossName }) else {
+        context.diagnostics.error(
+          "training step '\(step.name)' minimizes '\(step.lossName)', which is not a loss", at: step.location)
+        continue
+      }
+      let pattern = step.attributes["params"]?.stringValue
+      let parameters = graph.params.filter { param in
+        param.trainable && (pattern.map { globMatches($0, graph[param.value].name) } ?? true)
+      }.map(\.value)
+      if parameters.isEmpty {
+        context.diagnostics.error(
+          "training step '\(step.name)' has no trainable parameter to update"
+            + (pattern.map { " (params: \"\($0)\" matches none)" } ?? ""),
+          at: step.location, help: "`lamina dump --params` lists the parameters and which are frozen")
+        continue
+      }
+      do {
+        let gradients = try Autodiff.gradients(of: loss.value, withRespectTo: parameters, in: &graph)
+        for (parameter, gradient) in zip(parameters, gradients) {
+          graph.gradients.append(ParameterGradient(step: step.name, parameter: parameter, gradient: gradient))
+        }
+      } catch let diagnostic as Diagnostic {
+        context.diagnostics.append(diagnostic)
+      }
+    }
+    try context.diagnostics.throwIfErrors()
+  }
+
+  /// Appends nodes computing ∂`loss`/∂`target` for each target and returns those values (a target the
+  /// loss does not depend on gets a zero gradient).
+  public static func gradients(of loss: ValueID, withRespectTo targets: [ValueID], in graph: inout Graph)
+    throws -> [ValueID]
+  {
+    let lossType = graph.type(of: loss)
+    guard lossType.isScalar, lossType.dtype.isFloatingPoint else {
+      throw Diagnostic.error("can only differentiate a floating-point scalar, got \(lossType)", at: graph[loss].location)
+    }
+    let needed = graph.nodesNeeded(for: [loss])
+    // Values on a path from a target to the loss: only their gradients are worth building.
+    var dependsOnTarget = Set(targets)
+    for index in needed {
+      let node = graph.nodes[index]
+      if node.op != "stop_gradient", node.operands.contains(where: dependsOnTarget.contains) {
+        dependsOnTarget.formUnion(node.results)
+      }
+    }
+
+    var adjoints: [ValueID: ValueID] = [:]
+    var builder = GradientBuilder(graph: graph, location: graph[loss].location)
+    adjoints[loss] = builder.constant(1, like: loss)
+    builder.graph.rename(adjoints[loss]!, to: "grad.\(graph[loss].name)")
+
+    for index in needed.reversed() {
+      let node = builder.graph.nodes[index]
+      guard let resultGradient = adjoints[node.result], dependsOnTarget.contains(node.result) else { continue }
+      let wanted = node.operands.map { operand in
+        dependsOnTarget.contains(operand) && builder.type(of: operand).dtype.isFloatingPoint
+      }
+      guard wanted.contains(true) else { continue }
+      guard let definition = OpRegistry.definition(node.op), let rule = definition.gradient else {
+        throw Diagnostic.error(
+          "\(node.op) has no gradient, but the loss depends on a parameter through it", at: node.location,
+          help: "wrap the value in stop_gradient(...) if no gradient should flow through it")
+      }
+      builder.location = node.location
+      let operandGradients: [ValueID?]
+      do {
+        operandGradients = try rule(&builder, GradientInputs(node: node, resultGradient: resultGradient))
+      } catch {
+        throw Diagnostic.error("gradient of \(node.op): \(error.message)", at: node.location)
+      }
+      for (position, operand) in node.operands.enumerated() where wanted[position] {
+        guard position < operandGradients.count, var gradient = operandGradients[position] else { continue }
+        let operandType = builder.type(of: operand)
+        do throws(ShapeError) {
+          gradient = try builder.reduce(gradient, toShapeOf: operandType)
+          if builder.type(of: gradient).dtype != operandType.dtype {
+            gradient = try builder.op("cast", [gradient], ["dtype": .dtype(operandType.dtype)])
+          }
+          if let existing = adjoints[operand] {
+            adjoints[operand] = try builder.add(existing, gradient)
+          } else {
+            adjoints[operand] = gradient
+          }
+        } catch {
+          throw Diagnostic.error("gradient of \(node.op): \(error.message)", at: node.location)
+        }
+      }
+      // Every use of the operands that come later has been seen: name their finished gradients.
+      for operand in node.operands { nameGradient(of: operand, adjoints[operand], in: &builder.graph) }
+    }
+
+    var results: [ValueID] = []
+    for target in targets {
+      if let gradient = adjoints[target] {
+        results.append(gradient)
+      } else {
+        // The loss does not depend on this parameter: its gradient is zero.
+        let type = builder.type(of: target)
+        let zero = builder.constant(0, like: target)
+        let gradient = try? builder.op("broadcast_to", [zero], ["shape": .dims(type.shape)])
+        let value = gradient ?? zero
+        nameGradient(of: target, value, in: &builder.graph)
+        results.append(value)
+      }
+    }
+    graph = builder.graph
+    return results
+  }
+
+  /// Gives a finished gradient value the name `grad.NAME` when it has only a temporary name.
+  private static func nameGradient(of value: ValueID, _ gradient: ValueID?, in graph: inout Graph) {
+    guard let gradient, graph[gradient].name.first?.isNumber == true else { return }
+    graph.rename(gradient, to: "grad.\(graph[value].name)")
+  }
+}
+
+/// Matches `*` wildcards against a whole name.
+func globMatches(_ pattern: String, _ name: String) -> Bool {
+  let parts = pattern.split(separator: "*", omittingEmptySubsequences: false).map(String.init)
+  if parts.count == 1 { return pattern == name }
+  var rest = Substring(name)
+  guard rest.hasPrefix(parts[0]) else { return false }
+  rest = rest.dropFirst(parts[0].count)
+  for part in parts.dropFirst().dropLast() where !part.isEmpty {
+    guard let range = rest.range(of: part) else { return false }
+    rest = rest[range.upperBound...]
+  }
+  return rest.hasSuffix(parts.last!)
+}
