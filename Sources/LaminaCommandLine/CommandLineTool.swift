@@ -8,6 +8,7 @@ public enum CommandLineTool {
     CommandEntry(CompileCommand.self),
     CommandEntry(RunCommand.self), CommandEntry(BenchCommand.self),
     CommandEntry(InitCommand.self), CommandEntry(PassesCommand.self), CommandEntry(OpsCommand.self),
+    CommandEntry(GradientsCommand.self), CommandEntry(GradcheckCommand.self),
   ]
 
   static func usage() -> String {

@@ -1,0 +1,110 @@
+import Foundation
+import LaminaIR
+import LaminaPasses
+import LaminaSupport
+
+/// Gradients of a training step's loss, and their check against finite differences.
+extension Model {
+  /// The training step named `step`, or the first one.
+  public func trainStep(named step: String?) throws -> TrainStep {
+    guard let first = graph.trainSteps.first else {
+      throw RunError("model \(graph.name) has no training step (add `train with sgd(lr: 0.01)`)")
+    }
+    guard let step else { return first }
+    guard let found = graph.trainSteps.first(where: { $0.name == step }) else {
+      throw RunError(
+        "model \(graph.name) has no training step '\(step)' (it has \(graph.trainSteps.map(\.name).joined(separator: ", ")))")
+    }
+    return found
+  }
+
+  /// The loss and every trained parameter's gradient for one step, by the reference interpreter.
+  ///
+  /// The model must have gone through `Pipeline.training`. Keys: `loss` and the parameter names.
+  public func interpretGradients(
+    inputs: [String: Tensor], parameters: [String: Tensor], step: String? = nil
+  ) throws -> [String: Tensor] {
+    let trainStep = try trainStep(named: step)
+    let entries = graph.gradients.filter { $0.step == trainStep.name }
+    let names = [trainStep.lossName] + entries.map { graph[$0.gradient].name }
+    let values = try interpret(inputs: inputs, parameters: parameters, outputs: names)
+    var result = ["loss": values[trainStep.lossName]!]
+    for entry in entries { result[graph[entry.parameter].name] = values[graph[entry.gradient].name]! }
+    return result
+  }
+
+  /// One parameter's result of a gradient check.
+  public struct GradientCheck: Sendable {
+    public var parameter: String
+    /// Elements compared (a sample of large parameters).
+    public var checked: Int
+    public var elements: Int
+    /// The largest |analytic - numeric| / max(|analytic|, |numeric|, floor) over the checked elements.
+    public var worstRelativeError: Double
+    public var worstIndex: Int
+    public var analytic: Double
+    public var numeric: Double
+  }
+
+  /// Compares this step's gradients with central finite differences of the loss computed in f64.
+  ///
+  /// - Parameters:
+  ///   - samples: elements checked per parameter, chosen at random (all when a parameter has fewer).
+  ///   - step: the finite-difference step (relative to 1 + |w|).
+  public func checkGradients(
+    inputs: [String: Tensor], parameters: [String: Tensor], step: String? = nil, samples: Int = 32,
+    seed: UInt64 = 0, differenceStep: Double = 1e-6
+  ) throws -> [GradientCheck] {
+    let trainStep = try trainStep(named: step)
+    let analytic = try interpretGradients(inputs: inputs, parameters: parameters, step: trainStep.name)
+    // The loss in f64, for the finite differences.
+    var promoted = graph
+    var context = PassContext()
+    try PromoteToF64().run(on: &promoted, context: &context)
+    let interpreter = Interpreter(graph: promoted)
+    let wideInputs = inputs.mapValues { $0.dtype == .f32 ? $0.converted(to: .f64) : $0 }
+    var wideParameters = parameters.mapValues { $0.dtype == .f32 ? $0.converted(to: .f64) : $0 }
+    func loss() throws -> Double {
+      try interpreter.run(inputs: wideInputs, parameters: wideParameters, outputs: [trainStep.lossName])[
+        trainStep.lossName]!.doubles()[0]
+    }
+    let floor = graph.params.contains { graph.type(of: $0.value).dtype == .f32 } ? 1e-4 : 1e-8
+    var generator = SeededGenerator(seed: seed, stream: "gradcheck")
+    var results: [GradientCheck] = []
+    for entry in graph.gradients where entry.step == trainStep.name {
+      let name = graph[entry.parameter].name
+      guard let original = wideParameters[name], let gradient = analytic[name]?.doubles() else { continue }
+      var values = original.doubles()
+      var indices = Array(values.indices)
+      if indices.count > samples {
+        indices.shuffle(using: &generator)
+        indices = Array(indices.prefix(samples)).sorted()
+      }
+      var check = GradientCheck(
+        parameter: name, checked: indices.count, elements: values.count, worstRelativeError: 0, worstIndex: 0,
+        analytic: 0, numeric: 0)
+      for index in indices {
+        let saved = values[index]
+        let h = differenceStep * (1 + abs(saved))
+        values[index] = saved + h
+        wideParameters[name] = Tensor(dtype: .f64, shape: original.shape, doubles: values)
+        let plus = try loss()
+        values[index] = saved - h
+        wideParameters[name] = Tensor(dtype: .f64, shape: original.shape, doubles: values)
+        let minus = try loss()
+        values[index] = saved
+        let numeric = (plus - minus) / (2 * h)
+        let error = abs(gradient[index] - numeric) / max(abs(gradient[index]), abs(numeric), floor)
+        if error > check.worstRelativeError {
+          check.worstRelativeError = error
+          check.worstIndex = index
+          check.analytic = gradient[index]
+          check.numeric = numeric
+        }
+      }
+      wideParameters[name] = original
+      results.append(check)
+    }
+    return results
+  }
+}
