@@ -108,3 +108,20 @@ extension Model {
     return results
   }
 }
+
+extension Model {
+  /// One training step by the reference interpreter: the loss, and the parameters and optimizer state
+  /// after the update. `values` holds both parameters and state, by name (state defaults to its initial
+  /// value when missing).
+  public func interpretTrainStep(_ inputs: [String: Tensor], values: [String: Tensor], step: String? = nil)
+    throws -> (loss: Double, values: [String: Tensor])
+  {
+    let trainStep = try trainStep(named: step)
+    var current = try graph.initialState().merging(values) { _, given in given }
+    let updates = graph.assignments.filter { $0.step == trainStep.name }
+    let names = [trainStep.lossName] + updates.map { graph[$0.value].name }
+    let results = try interpret(inputs: inputs, parameters: current, outputs: names)
+    for update in updates { current[graph[update.target].name] = results[graph[update.value].name]! }
+    return (results[trainStep.lossName]!.doubles()[0], current)
+  }
+}

@@ -20,7 +20,7 @@ public struct GeneratedModel: Sendable {
 /// symbolic dimensions and grown only when a call needs more.
 public enum CodeGenerator {
   /// Version of the C interface; the runtime refuses libraries of another version.
-  public static let abiVersion = 1
+  public static let abiVersion = 2
 
   public static func generate(_ graph: Graph) throws -> GeneratedModel {
     var generator = Generator(graph: graph)
@@ -32,6 +32,7 @@ public enum CodeGenerator {
 private enum Storage: Hashable {
   case input(Int)
   case param(Int)
+  case state(Int)
   case output(Int)
   case loss(Int)
   case arena(Int)  // index of the arena slot
@@ -96,6 +97,7 @@ private struct Generator {
     let losses = graph.losses.map(\.value)
     emitEntryPoint(name: "forward", outputs: outputs, losses: [])
     emitEntryPoint(name: "evaluate", outputs: outputs, losses: losses)
+    emitTrainSteps()
     emitInterfaceFunctions(signature)
     return GeneratedModel(
       source: writer.text, runtimeSource: CRuntimeSources.implementation, header: header(signature),
@@ -119,7 +121,11 @@ private struct Generator {
       },
       params: graph.params.map { entry(graph[$0.value].name, $0.value) },
       outputs: graph.outputs.map { entry($0.name, $0.value) },
-      losses: graph.losses.map { entry($0.name, $0.value) })
+      losses: graph.losses.map { entry($0.name, $0.value) },
+      states: graph.states.map { entry(graph[$0.value].name, $0.value) },
+      steps: trainableSteps.map { step in
+        ModelSignature.Step(name: step.name, loss: step.lossName)
+      })
   }
 
   /// Declarations shared by the header and the source.
@@ -163,6 +169,16 @@ private struct Generator {
        Buffers must not overlap. */
     int lamina_forward(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs);
     int lamina_evaluate(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs, void* const* losses);
+
+    /* Optimizer state (momentum, moment estimates, step counters), in the signature's "states" order;
+       saved with the parameters in checkpoints. Zero after lamina_create. */
+    int64_t lamina_state_count(void);
+    int64_t lamina_state_bytes(int64_t index);
+    void* lamina_state_data(lamina_context* ctx, int64_t index);
+
+    /* One training step: forward, backward and the optimizer's update of the parameters and state, in one
+       call. step indexes the signature's "steps"; loss receives the step's loss before the update. */
+    int lamina_train_step(lamina_context* ctx, int64_t step, const int64_t* dims, const void* const* inputs, void* loss);
 
     """
   }
@@ -219,41 +235,38 @@ private struct Generator {
 
   // MARK: Context
 
-  var paramLayout: [(offset: Int, bytes: Int)] {
+  /// Offsets and sizes of parameters, then optimizer state, in the context's one storage block.
+  var storageLayout: (params: [(offset: Int, bytes: Int)], states: [(offset: Int, bytes: Int)], total: Int) {
     var offset = 0
-    var layout: [(Int, Int)] = []
-    for param in graph.params {
-      let type = graph.type(of: param.value)
+    func place(_ value: ValueID) -> (Int, Int) {
+      let type = graph.type(of: value)
       let bytes = (type.concreteShape([:])?.reduce(1, *) ?? 0) * type.dtype.byteSize
-      layout.append((offset, bytes))
-      offset += (bytes + 63) / 64 * 64
+      defer { offset += (bytes + 63) / 64 * 64 }
+      return (offset, bytes)
     }
-    return layout
+    let params = graph.params.map { place($0.value) }
+    let states = graph.states.map { place($0.value) }
+    return (params, states, max(64, offset))
   }
 
   mutating func emitContext() {
-    let layout = paramLayout
-    let total = max(64, layout.last.map { $0.offset + ($0.bytes + 63) / 64 * 64 } ?? 64)
+    let layout = storageLayout
     writer.line("struct lamina_context {")
     writer.line("  lamina_pool* pool;")
-    writer.line("  unsigned char* params; /* every parameter, 64-byte aligned, \(total) bytes */")
+    writer.line("  unsigned char* params; /* parameters then optimizer state, 64-byte aligned, \(layout.total) bytes */")
     writer.line("  unsigned char* arena;  /* intermediates of one call */")
     writer.line("  int64_t arena_bytes;")
     writer.line("  char error[512];")
     writer.line("};")
     writer.line()
-    writer.line("#define LAMINA_PARAM_COUNT \(layout.count)")
-    writer.line("#define LAMINA_PARAMS_BYTES \(total)")
-    if layout.isEmpty {
-      writer.line("static const int64_t lamina_param_offsets[1] = {0};")
-      writer.line("static const int64_t lamina_param_sizes[1] = {0};")
-    } else {
-      writer.line(
-        "static const int64_t lamina_param_offsets[\(layout.count)] = {\(layout.map { String($0.offset) }.joined(separator: ", "))};"
-      )
-      writer.line(
-        "static const int64_t lamina_param_sizes[\(layout.count)] = {\(layout.map { String($0.bytes) }.joined(separator: ", "))};"
-      )
+    writer.line("#define LAMINA_PARAM_COUNT \(layout.params.count)")
+    writer.line("#define LAMINA_STATE_COUNT \(layout.states.count)")
+    writer.line("#define LAMINA_PARAMS_BYTES \(layout.total)")
+    for (kind, entries) in [("param", layout.params), ("state", layout.states)] {
+      let offsets = entries.isEmpty ? "0" : entries.map { String($0.offset) }.joined(separator: ", ")
+      let sizes = entries.isEmpty ? "0" : entries.map { String($0.bytes) }.joined(separator: ", ")
+      writer.line("static const int64_t lamina_\(kind)_offsets[\(max(1, entries.count))] = {\(offsets)};")
+      writer.line("static const int64_t lamina_\(kind)_sizes[\(max(1, entries.count))] = {\(sizes)};")
     }
     writer.line()
     writer.line(
@@ -346,16 +359,23 @@ private struct Generator {
   // MARK: Entry points
 
   /// Emits `lamina_NAME`: checks its arguments, lays out the arena, runs the needed kernels in order.
-  mutating func emitEntryPoint(name: String, outputs: [ValueID], losses: [ValueID]) {
-    let needed = graph.nodesNeeded(for: outputs + losses)
+  ///
+  /// A training step (`updates` not empty) also computes each update's new value and, after every
+  /// kernel has run, copies it over the parameter or state it replaces.
+  mutating func emitEntryPoint(
+    name: String, outputs: [ValueID], losses: [ValueID], updates: [Assignment] = []
+  ) {
+    let targets = outputs + losses + updates.map(\.value)
+    let needed = graph.nodesNeeded(for: targets)
     let definitions = graph.definitions()
-    let neededInputs = Set(graph.inputsNeeded(for: outputs + losses))
+    let neededInputs = Set(graph.inputsNeeded(for: targets))
 
     // Assign storage: aliases share their operand's, an exposed value is computed straight into the
     // caller's buffer, everything else gets an arena slot.
     var storage: [ValueID: Storage] = [:]
     for (index, input) in graph.inputs.enumerated() { storage[input.value] = .input(index) }
     for (index, param) in graph.params.enumerated() { storage[param.value] = .param(index) }
+    for (index, state) in graph.states.enumerated() { storage[state.value] = .state(index) }
     var arenaValues: [ValueID] = []
     var claimed = Set<Storage>()
     for nodeIndex in needed {
@@ -377,10 +397,18 @@ private struct Generator {
     }
     _ = definitions
 
-    let signatureText: String =
-      name == "forward"
-      ? "int lamina_forward(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs)"
-      : "int lamina_evaluate(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs, void* const* losses)"
+    let signatureText: String
+    switch name {
+    case "forward":
+      signatureText =
+        "int lamina_forward(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs)"
+    case "evaluate":
+      signatureText =
+        "int lamina_evaluate(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs, void* const* losses)"
+    default:
+      signatureText =
+        "static int lamina_\(name)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* losses)"
+    }
     let symbols = self.symbols
     let graph = self.graph
     let kernelNames = self.kernelNames
@@ -420,9 +448,10 @@ private struct Generator {
       if !losses.isEmpty {
         body.line(
           "if (!losses) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"losses is NULL\");")
-        for (index, named) in graph.losses.enumerated() {
+        for (index, value) in losses.enumerated() {
+          let lossName = graph.losses.first { $0.value == value }?.name ?? graph[value].name
           body.line(
-            "if (!losses[\(index)]) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"loss \(named.name) is NULL\");"
+            "if (!losses[\(index)]) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"loss \(lossName) is NULL\");"
           )
         }
       }
@@ -449,6 +478,8 @@ private struct Generator {
         case .input(let index): return "(const \(type)*)inputs[\(index)]"
         case .param(let index):
           return "(const \(type)*)(ctx->params + lamina_param_offsets[\(index)])"
+        case .state(let index):
+          return "(const \(type)*)(ctx->params + lamina_state_offsets[\(index)])"
         case .output(let index): return "(\(type)*)outputs[\(index)]"
         case .loss(let index): return "(\(type)*)losses[\(index)]"
         case .arena(let slot): return "(\(type)*)(arena + offsets[\(slot)])"
@@ -475,9 +506,55 @@ private struct Generator {
           )
         }
       }
+      // The step's updates land only now: every kernel above read the old values.
+      for update in updates {
+        guard let target = storage[update.target], storage[update.value] != target else { continue }
+        let type = graph.type(of: update.target)
+        let destination: String
+        switch target {
+        case .param(let index): destination = "ctx->params + lamina_param_offsets[\(index)]"
+        case .state(let index): destination = "ctx->params + lamina_state_offsets[\(index)]"
+        default: continue
+        }
+        body.line(
+          "memcpy(\(destination), \(pointer(update.value)), (size_t)(\(cProduct(type.shape))) * \(type.dtype.byteSize));  /* %\(graph[update.target].name) */"
+        )
+      }
       body.line("return LAMINA_OK;")
     }
     writer.line()
+  }
+
+  /// One static function per training step, and `lamina_train_step` choosing among them.
+  mutating func emitTrainSteps() {
+    let steps = trainableSteps
+    for (index, step) in steps.enumerated() {
+      let loss = graph.losses.first { $0.name == step.lossName }!.value
+      emitEntryPoint(
+        name: "train_\(index)", outputs: [], losses: [loss],
+        updates: graph.assignments.filter { $0.step == step.name })
+    }
+    writer.block(
+      "int lamina_train_step(lamina_context* ctx, int64_t step, const int64_t* dims, const void* const* inputs, void* loss)"
+    ) { body in
+      body.line("if (!ctx) return LAMINA_ERROR_ARGUMENT;")
+      body.line("if (!loss) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"loss is NULL\");")
+      body.line("void* const losses[1] = {loss};")
+      body.block("switch (step)") { cases in
+        for (index, step) in steps.enumerated() {
+          cases.line("case \(index): return lamina_train_\(index)(ctx, dims, inputs, losses);  /* \(step.name) */")
+        }
+        cases.line(
+          "default: return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"no training step %lld (the model has \(steps.count))\", (long long)step);"
+        )
+      }
+    }
+    writer.line()
+  }
+
+  /// Training steps whose updates the optimizer pass built.
+  var trainableSteps: [TrainStep] {
+    graph.trainSteps.filter { step in graph.assignments.contains { $0.step == step.name } }
   }
 
   mutating func emitInterfaceFunctions(_ signature: ModelSignature) {
@@ -530,6 +607,17 @@ private struct Generator {
       const char* lamina_last_error(const lamina_context* ctx) { return ctx ? ctx->error : "context is NULL"; }
 
       int64_t lamina_param_count(void) { return LAMINA_PARAM_COUNT; }
+
+      int64_t lamina_state_count(void) { return LAMINA_STATE_COUNT; }
+
+      int64_t lamina_state_bytes(int64_t index) {
+        return index >= 0 && index < LAMINA_STATE_COUNT ? lamina_state_sizes[index] : -1;
+      }
+
+      void* lamina_state_data(lamina_context* ctx, int64_t index) {
+        if (!ctx || index < 0 || index >= LAMINA_STATE_COUNT) return NULL;
+        return ctx->params + lamina_state_offsets[index];
+      }
 
       int64_t lamina_param_bytes(int64_t index) {
         return index >= 0 && index < LAMINA_PARAM_COUNT ? lamina_param_sizes[index] : -1;

@@ -82,6 +82,33 @@ public struct ParamDecl: Hashable, Sendable {
   }
 }
 
+/// State an optimizer keeps between steps (momentum, moment estimates, the step counter).
+public struct StateDecl: Hashable, Sendable {
+  public var value: ValueID
+  public var initializer: Initializer
+  /// The training step that owns it.
+  public var step: String
+
+  public init(value: ValueID, initializer: Initializer, step: String) {
+    self.value = value
+    self.initializer = initializer
+    self.step = step
+  }
+}
+
+/// At the end of a training step, `target` (a parameter or state) takes the value of `value`.
+public struct Assignment: Hashable, Sendable {
+  public var step: String
+  public var target: ValueID
+  public var value: ValueID
+
+  public init(step: String, target: ValueID, value: ValueID) {
+    self.step = step
+    self.target = target
+    self.value = value
+  }
+}
+
 /// A value the model exposes by name: an output or a loss.
 public struct NamedValue: Hashable, Sendable {
   public var name: String
@@ -146,6 +173,9 @@ public struct Graph: Sendable {
   public var trainSteps: [TrainStep] = []
   /// Filled by the autodiff pass: each step's parameter gradients.
   public var gradients: [ParameterGradient] = []
+  /// Filled by the optimizer pass: optimizer state, and the updates a training step applies.
+  public var states: [StateDecl] = []
+  public var assignments: [Assignment] = []
   private var namesInUse: [String: ValueID] = [:]
 
   public init(name: String, sourceFile: String? = nil) {
@@ -264,6 +294,7 @@ public struct Graph: Sendable {
   public enum Definition: Hashable, Sendable {
     case input(Int)
     case param(Int)
+    case state(Int)
     case node(Int)
   }
 
@@ -272,6 +303,7 @@ public struct Graph: Sendable {
     var result = [Definition?](repeating: nil, count: values.count)
     for (index, input) in inputs.enumerated() { result[input.value.index] = .input(index) }
     for (index, param) in params.enumerated() { result[param.value.index] = .param(index) }
+    for (index, state) in states.enumerated() { result[state.value.index] = .state(index) }
     for (index, node) in nodes.enumerated() {
       for value in node.results { result[value.index] = .node(index) }
     }
@@ -318,6 +350,16 @@ public struct Graph: Sendable {
 
   /// Values bound to a public name (outputs and losses), which passes must keep.
   public var exposedValues: Set<ValueID> {
-    Set((outputs + losses).map(\.value) + gradients.map(\.gradient))
+    Set((outputs + losses).map(\.value) + gradients.map(\.gradient) + assignments.map(\.value))
+  }
+
+  /// Declares optimizer state and returns its value.
+  @discardableResult
+  public mutating func addState(
+    name: String, type: TensorType, initializer: Initializer, step: String, location: SourceLocation
+  ) -> ValueID {
+    let value = makeValue(name: name, type: type, location: location)
+    states.append(StateDecl(value: value, initializer: initializer, step: step))
+    return value
   }
 }

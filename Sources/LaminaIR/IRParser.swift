@@ -122,6 +122,28 @@ public struct IRParser {
           graph.losses.append(named)
         }
         return
+      case "state":
+        _ = advance()
+        let stepName = try expect(.identifier, nil, "a training step name")
+        let name = try parseValueName(defining: graph)
+        _ = try expect(.punctuation, ":", "':' before the type")
+        let type = try parseType()
+        _ = try expect(.punctuation, "=", "'=' before the initializer")
+        let initializerName = try expect(.identifier, nil, "an initializer name")
+        let arguments = try parseLabelledArguments()
+        let location = try parseLocation(default: name.location)
+        graph.addState(
+          name: name.text, type: type, initializer: Initializer(initializerName.text, arguments),
+          step: stepName.text, location: location)
+        return
+      case "update":
+        _ = advance()
+        let stepName = try expect(.identifier, nil, "a training step name")
+        let target = try parseUse(graph)
+        _ = try expect(.punctuation, "=", "'='")
+        let value = try parseUse(graph)
+        graph.assignments.append(Assignment(step: stepName.text, target: target, value: value))
+        return
       case "grad":
         _ = advance()
         let stepName = try expect(.identifier, nil, "a training step name")

@@ -32,6 +32,10 @@ public struct IRPrinter: Sendable {
       if !param.trainable { out += " frozen" }
       out += location(graph[param.value].location) + "\n"
     }
+    for state in graph.states {
+      out += "  state \(state.step) \(name(state.value, in: graph)) : \(typeText(state.value, in: graph))"
+      out += " = \(state.initializer)" + location(graph[state.value].location) + "\n"
+    }
     for node in graph.nodes {
       out += "  " + print(node, in: graph) + "\n"
     }
@@ -43,6 +47,9 @@ public struct IRPrinter: Sendable {
     }
     for gradient in graph.gradients {
       out += "  grad \(gradient.step) \(name(gradient.parameter, in: graph)) = \(name(gradient.gradient, in: graph))\n"
+    }
+    for assignment in graph.assignments {
+      out += "  update \(assignment.step) \(name(assignment.target, in: graph)) = \(name(assignment.value, in: graph))\n"
     }
     for step in graph.trainSteps {
       out += "  train \(step.name) = \(step.optimizer)\(attributeText(step.attributes))"

@@ -137,6 +137,23 @@ public enum InitializerRegistry {
 }
 
 extension Graph {
+  /// The initial value of every optimizer state tensor (their initializers need no randomness).
+  public func initialState(seed: UInt64 = 0) throws -> [String: Tensor] {
+    var result: [String: Tensor] = [:]
+    for state in states {
+      let info = self[state.value]
+      guard let type = info.type, let shape = type.concreteShape([:]),
+        let definition = InitializerRegistry.definition(state.initializer.name)
+      else {
+        throw Diagnostic.error("state \(info.name) cannot be initialized", at: info.location)
+      }
+      var generator = SeededGenerator(seed: seed, stream: info.name)
+      result[info.name] = Tensor(
+        dtype: type.dtype, shape: shape, doubles: definition.generate(shape, state.initializer.arguments, &generator))
+    }
+    return result
+  }
+
   /// The initial value of every parameter, drawn from its initializer.
   ///
   /// Each parameter's values come from a stream keyed by its name under `seed`, so adding or removing a

@@ -44,16 +44,19 @@ public struct Interpreter: Sendable {
       environment[graph.value(named: entry.name)!] = try conform(
         entry.tensor, to: entry.type, name: entry.name, kind: "input")
     }
-    for param in graph.params where neededValues.contains(param.value) {
+    // Optimizer state is supplied like parameters, by name.
+    let stored = graph.params.map { ($0.value, "parameter") } + graph.states.map { ($0.value, "state") }
+    for (value, kind) in stored where neededValues.contains(value) {
+      let param = (value: value, kind: kind)
       let info = graph[param.value]
       guard let tensor = parameters[info.name] else {
-        throw RunError("missing parameter '\(info.name)' (\(graph.type(of: param.value)))")
+        throw RunError("missing \(param.kind) '\(info.name)' (\(graph.type(of: param.value)))")
       }
       let type = graph.type(of: param.value)
       guard tensor.shape == type.concreteShape([:]) else {
-        throw RunError("parameter '\(info.name)': expected \(type), got \(tensor.typeDescription)")
+        throw RunError("\(param.kind) '\(info.name)': expected \(type), got \(tensor.typeDescription)")
       }
-      environment[param.value] = try conform(tensor, to: type, name: info.name, kind: "parameter")
+      environment[param.value] = try conform(tensor, to: type, name: info.name, kind: param.kind)
     }
 
     for index in needed {

@@ -42,6 +42,12 @@ public enum Verifier {
       }
     }
 
+    for state in graph.states {
+      define(state.value, at: graph[state.value].location)
+      if InitializerRegistry.definition(state.initializer.name) == nil {
+        diagnostics.error("unknown initializer '\(state.initializer.name)' for state %\(graph[state.value].name)", at: graph[state.value].location)
+      }
+    }
     for node in graph.nodes {
       for operand in node.operands where !defined[operand.index] {
         diagnostics.error(
@@ -115,6 +121,19 @@ public enum Verifier {
       }
       if !graph.trainSteps.contains(where: { $0.name == gradient.step }) {
         diagnostics.error("grad names an unknown training step '\(gradient.step)'", at: location)
+      }
+    }
+    for assignment in graph.assignments {
+      let location = graph[assignment.value].location
+      let target = graph[assignment.target]
+      let isStorage = graph.param(for: assignment.target) != nil || graph.states.contains { $0.value == assignment.target }
+      if !isStorage {
+        diagnostics.error("update \(assignment.step): %\(target.name) is neither a parameter nor state", at: location)
+      }
+      if target.type != graph[assignment.value].type {
+        diagnostics.error(
+          "update \(assignment.step): %\(target.name) is \(target.type?.description ?? "?") but its new value is \(graph[assignment.value].type?.description ?? "?")",
+          at: location)
       }
     }
     for step in graph.trainSteps {

@@ -44,8 +44,15 @@ public final class CompiledModel: @unchecked Sendable {
     var lastError: LastError
     var paramData: ParamData
     var paramBytes: ParamBytes
+    typealias TrainStep = @convention(c) (
+      OpaquePointer?, Int64, UnsafePointer<Int64>?, UnsafePointer<UnsafeRawPointer?>?, UnsafeMutableRawPointer?
+    ) -> Int32
+
     var forward: Forward
     var evaluate: Evaluate
+    var trainStep: TrainStep?
+    var stateData: ParamData?
+    var stateBytes: ParamBytes?
   }
 
   /// Loads a library Lamina compiled, checking its ABI version; `threads <= 0` uses every core.
@@ -83,7 +90,10 @@ public final class CompiledModel: @unchecked Sendable {
       paramData: try symbol("lamina_param_data", Functions.ParamData.self),
       paramBytes: try symbol("lamina_param_bytes", Functions.ParamBytes.self),
       forward: try symbol("lamina_forward", Functions.Forward.self),
-      evaluate: try symbol("lamina_evaluate", Functions.Evaluate.self))
+      evaluate: try symbol("lamina_evaluate", Functions.Evaluate.self),
+      trainStep: dlsym(handle, "lamina_train_step").map { unsafeBitCast($0, to: Functions.TrainStep.self) },
+      stateData: dlsym(handle, "lamina_state_data").map { unsafeBitCast($0, to: Functions.ParamData.self) },
+      stateBytes: dlsym(handle, "lamina_state_bytes").map { unsafeBitCast($0, to: Functions.ParamBytes.self) })
     guard let context = try symbol("lamina_create", Create.self)(Int32(clamping: threads)) else {
       dlclose(handle)
       throw RunError("\(libraryPath): out of memory creating the model context")
@@ -101,7 +111,7 @@ public final class CompiledModel: @unchecked Sendable {
   }
 
   /// The C interface version this runtime speaks.
-  public static let abiVersion: Int32 = 1
+  public static let abiVersion: Int32 = 2
 
   // MARK: Running
 
@@ -117,18 +127,19 @@ public final class CompiledModel: @unchecked Sendable {
     try run(inputs, withLosses: true)
   }
 
-  private func run(_ inputs: [String: Tensor], withLosses: Bool) throws -> (
-    outputs: [String: Tensor], losses: [String: Tensor]
+  /// Checks the inputs against the signature, binds the symbolic dimensions, and orders the tensors
+  /// as the C entry points take them (nil for inputs the call does not need).
+  private func prepare(_ inputs: [String: Tensor], allInputs: Bool) throws -> (
+    tensors: [Tensor?], bindings: [String: Int], dims: [Int64]
   ) {
     for name in inputs.keys where !signature.inputs.contains(where: { $0.name == name }) {
       let names = signature.inputs.map(\.name)
       throw RunError("the model has no input '\(name)' (inputs: \(names.joined(separator: ", ")))")
     }
-    // Check and bind: every needed input present, of the right dtype and shape.
     var prepared: [Tensor?] = []
     var entries: [(ModelSignature.Entry, Tensor)] = []
     for entry in signature.inputs {
-      let needed = withLosses || entry.forward == true
+      let needed = allInputs || entry.forward == true
       guard let tensor = inputs[entry.name] else {
         if needed { throw RunError("missing input '\(entry.name)' (\(entry.typeDescription))") }
         prepared.append(nil)
@@ -145,6 +156,50 @@ public final class CompiledModel: @unchecked Sendable {
       }
       return Int64(value)
     }
+    return (prepared, bindings, dims)
+  }
+
+  /// One training step in one C call: forward, backward, and the optimizer's update of the
+  /// parameters and state. Returns the loss before the update.
+  /// - Parameter step: the training step's name; nil: the first.
+  public func trainStep(_ inputs: [String: Tensor], step: String? = nil) throws -> Double {
+    guard let train = functions.trainStep else {
+      throw RunError("\(libraryPath) has no training step: compile the model with the training pipeline")
+    }
+    let index: Int
+    if let step {
+      guard let found = signature.steps.firstIndex(where: { $0.name == step }) else {
+        throw RunError(
+          "the model has no training step '\(step)' (steps: \(signature.steps.map(\.name).joined(separator: ", ")))")
+      }
+      index = found
+    } else {
+      guard !signature.steps.isEmpty else { throw RunError("the model has no training step") }
+      index = 0
+    }
+    let (prepared, _, dims) = try prepare(inputs, allInputs: true)
+    let lossEntry = signature.losses.first { $0.name == signature.steps[index].loss }
+    var loss = Tensor(zeros: lossEntry?.elementType ?? .f32, shape: [])
+    lock.lock()
+    defer { lock.unlock() }
+    let status = try withInputPointers(prepared) { inputPointers in
+      loss.withUnsafeMutableBytes { lossBytes in
+        dims.withUnsafeBufferPointer { dimsPointer in
+          train(context, Int64(index), dimsPointer.baseAddress, inputPointers, lossBytes.baseAddress)
+        }
+      }
+    }
+    guard status == 0 else {
+      let message = functions.lastError(context).map { String(cString: $0) } ?? ""
+      throw RunError(message.isEmpty ? "the training step failed with code \(status)" : message)
+    }
+    return loss.doubles()[0]
+  }
+
+  private func run(_ inputs: [String: Tensor], withLosses: Bool) throws -> (
+    outputs: [String: Tensor], losses: [String: Tensor]
+  ) {
+    let (prepared, bindings, dims) = try prepare(inputs, allInputs: withLosses)
     func allocate(_ entries: [ModelSignature.Entry]) throws -> [Tensor] {
       try entries.map { entry in
         guard let dtype = entry.elementType, let shape = entry.concreteShape(bindings) else {
@@ -342,6 +397,44 @@ public final class CompiledModel: @unchecked Sendable {
   public func saveWeights(to path: String) throws {
     let tensors = try parameters().sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     try SafeTensors.write(tensors, metadata: ["model": signature.model], to: path)
+  }
+
+  // MARK: Optimizer state
+
+  /// Every optimizer state tensor (momentum, moment estimates, step counters), by name.
+  public func state() throws -> [String: Tensor] {
+    var result: [String: Tensor] = [:]
+    lock.lock()
+    defer { lock.unlock() }
+    for (index, entry) in signature.states.enumerated() {
+      guard let dtype = entry.elementType, let shape = entry.concreteShape([:]),
+        let data = functions.stateData?(context, Int64(index)), let bytes = functions.stateBytes?(Int64(index))
+      else { throw RunError("state '\(entry.name)' has no storage") }
+      result[entry.name] = Tensor(
+        dtype: dtype, shape: shape, bytes: UnsafeRawBufferPointer(start: data, count: Int(bytes)))!
+    }
+    return result
+  }
+
+  /// Replaces optimizer state; every tensor given must match its entry exactly, and names it lacks
+  /// keep their values.
+  public func setState(_ tensors: [String: Tensor]) throws {
+    lock.lock()
+    defer { lock.unlock() }
+    for (name, tensor) in tensors {
+      guard let index = signature.states.firstIndex(where: { $0.name == name }) else {
+        throw RunError("the model has no optimizer state '\(name)'")
+      }
+      let entry = signature.states[index]
+      guard tensor.dtype.rawValue == entry.dtype, tensor.shape == entry.concreteShape([:]),
+        let data = functions.stateData?(context, Int64(index))
+      else {
+        throw RunError("state '\(name)': expected \(entry.typeDescription), got \(tensor.typeDescription)")
+      }
+      tensor.withUnsafeBytes { source in
+        if let base = source.baseAddress { data.copyMemory(from: base, byteCount: source.count) }
+      }
+    }
   }
 
   private func parameterEntry(_ name: String) throws -> (Int, ModelSignature.Entry) {

@@ -54,11 +54,27 @@ public struct ModelSignature: Codable, Sendable, Equatable {
   public var params: [Entry]
   public var outputs: [Entry]
   public var losses: [Entry]
+  /// Optimizer state, saved with the parameters in checkpoints.
+  public var states: [Entry]
+  /// Training steps `lamina_train_step` runs, by index.
+  public var steps: [Step]
+
+  /// A training step: its name and the loss it minimizes.
+  public struct Step: Codable, Sendable, Equatable {
+    public var name: String
+    public var loss: String
+    public init(name: String, loss: String) {
+      self.name = name
+      self.loss = loss
+    }
+  }
 
   public init(
     abi: Int, model: String, symbols: [String], inputs: [Entry], params: [Entry], outputs: [Entry],
-    losses: [Entry]
+    losses: [Entry], states: [Entry] = [], steps: [Step] = []
   ) {
+    self.states = states
+    self.steps = steps
     self.abi = abi
     self.model = model
     self.symbols = symbols
