@@ -19,8 +19,10 @@ enum KernelLibrary {
     "broadcast_to": { ElementwiseKernel.emit($0, expression: { $0.operands[0] }, into: &$1) },
     "concat": { ShapeKernels.emitConcat($0, into: &$1) },
     "slice": { ShapeKernels.emitSlice($0, into: &$1) },
+    "slice_backward": { ShapeKernels.emitSlice($0, backward: true, into: &$1) },
     "mse": { LossKernels.emitMSE($0, into: &$1) },
     "cross_entropy": { LossKernels.emitCrossEntropy($0, into: &$1) },
+    "cross_entropy_grad": { LossKernels.emitCrossEntropyGradient($0, into: &$1) },
     "binary_cross_entropy_with_logits": { LossKernels.emitBinaryCrossEntropy($0, into: &$1) },
     "l2": { LossKernels.emitL2($0, into: &$1) },
   ]

@@ -42,6 +42,36 @@ enum LossKernels {
     writer.line("out[0] = (\(resultType(context)))(total / (double)(batch * inner));")
   }
 
+  /// (softmax(logits, axis 1) - onehot(label)) / count, one line of classes at a time, in `double`.
+  static func emitCrossEntropyGradient(_ context: KernelContext, into writer: inout CWriter) {
+    let logits = context.operandTypes[0]
+    let type = CExpressionContext.cType(logits.dtype)
+    writer.line(
+      "const int64_t batch = \(cDim(logits.shape[0])), classes = \(cDim(logits.shape[1]));")
+    writer.line("const int64_t inner = \(cProduct(Array(logits.shape[2...])));")
+    writer.line("const double count = (double)(batch * inner);")
+    writer.block("for (int64_t n = 0; n < batch; n++)") { batchLoop in
+      batchLoop.block("for (int64_t j = 0; j < inner; j++)") { body in
+        body.line("const int64_t label = (int64_t)in1[n * inner + j];")
+        body.line(
+          "if (label < 0 || label >= classes) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"cross_entropy_grad: label %lld at position %lld is outside 0..<%lld\", (long long)label, (long long)(n * inner + j), (long long)classes);"
+        )
+        body.line("const \(type)* row = in0 + n * classes * inner + j;")
+        body.line("\(type)* gradient = out + n * classes * inner + j;")
+        body.line("double peak = -INFINITY;")
+        body.line(
+          "for (int64_t c = 0; c < classes; c++) if ((double)row[c * inner] > peak) peak = row[c * inner];"
+        )
+        body.line("double sum = 0;")
+        body.line(
+          "for (int64_t c = 0; c < classes; c++) sum += exp((double)row[c * inner] - peak);")
+        body.line(
+          "for (int64_t c = 0; c < classes; c++) gradient[c * inner] = (\(type))((exp((double)row[c * inner] - peak) / sum - (c == label ? 1.0 : 0.0)) / count);"
+        )
+      }
+    }
+  }
+
   /// mean of max(x, 0) - x·t + log(1 + e^-|x|)
   static func emitBinaryCrossEntropy(_ context: KernelContext, into writer: inout CWriter) {
     writer.line("const int64_t count = \(cProduct(context.operandTypes[0].shape));")

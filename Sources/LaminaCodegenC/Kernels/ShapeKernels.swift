@@ -47,9 +47,18 @@ enum ShapeKernels {
 
   /// `slice`: the start of each axis is resolved at run time (negative indices count from the end,
   /// and symbolic sizes are only known then); an index out of range is an error, not a read past the end.
-  static func emitSlice(_ context: KernelContext, into writer: inout CWriter) {
-    let input = context.operandTypes[0]
+  ///
+  /// `slice_backward` (`backward`) walks the same positions the other way: the result, of the sliced
+  /// tensor's shape, is zeroed, and each gradient element is written where the slice read it.
+  static func emitSlice(_ context: KernelContext, backward: Bool = false, into writer: inout CWriter) {
+    // The tensor the index applies to, and the sliced shape the loops walk.
+    let input = backward ? context.resultType : context.operandTypes[0]
+    let sliced = backward ? context.operandTypes[0] : context.resultType
+    let op = context.node.op
     guard case .slices(let items)? = context.attributes["index"] else { return }
+    if backward {
+      writer.line("memset(out, 0, (size_t)\(cProduct(input.shape)) * sizeof(*out));")
+    }
     let inputStrides = cStrides(input.shape)
     var resultAxis = 0
     var readTerms: [String] = []
@@ -62,11 +71,11 @@ enum ShapeKernels {
       case .index(let index):
         writer.line("const int64_t start\(axis) = \(index) < 0 ? \(index) + \(size) : \(index);")
         writer.line(
-          "if (start\(axis) < 0 || start\(axis) >= \(size)) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"slice: index \(index) is out of range for axis \(axis) of size %lld\", (long long)\(size));"
+          "if (start\(axis) < 0 || start\(axis) >= \(size)) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"\(op): index \(index) is out of range for axis \(axis) of size %lld\", (long long)\(size));"
         )
         readTerms.append("start\(axis) * \(inputStrides[axis])")
       case .range(let start, let stop, let step):
-        let count = cDim(context.resultType.shape[resultAxis])
+        let count = cDim(sliced.shape[resultAxis])
         // Python's rules: clamp the start into the axis; the result type already fixed the count.
         let defaultStart = step > 0 ? "0" : "\(size) - 1"
         writer.line(
@@ -77,12 +86,12 @@ enum ShapeKernels {
         writer.line(
           "if (start\(axis) >= \(size)) start\(axis) = \(step > 0 ? size : "\(size) - 1");")
         writer.line(
-          "if (\(count) > 0 && (start\(axis) + (\(count) - 1) * \(step) < 0 || start\(axis) + (\(count) - 1) * \(step) >= \(size))) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"slice: \(item) on axis \(axis) of size %lld selects fewer than the %lld elements its type promised\", (long long)\(size), (long long)\(count));"
+          "if (\(count) > 0 && (start\(axis) + (\(count) - 1) * \(step) < 0 || start\(axis) + (\(count) - 1) * \(step) >= \(size))) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"\(op): \(item) on axis \(axis) of size %lld selects fewer than the %lld elements its type promised\", (long long)\(size), (long long)\(count));"
         )
         _ = stop
         let index = "r\(resultAxis)"
         readTerms.append("(start\(axis) + \(index) * \(step)) * \(inputStrides[axis])")
-        resultDims.append(context.resultType.shape[resultAxis])
+        resultDims.append(sliced.shape[resultAxis])
         resultIndices.append(index)
         resultAxis += 1
       }
@@ -90,9 +99,9 @@ enum ShapeKernels {
     let outputIndex = cIndex(resultIndices, cStrides(resultDims))
     func nest(_ position: Int, _ writer: inout CWriter) {
       if position == resultDims.count {
+        let inputIndex = readTerms.isEmpty ? "0" : readTerms.joined(separator: " + ")
         writer.line(
-          "out[\(outputIndex)] = in0[\(readTerms.isEmpty ? "0" : readTerms.joined(separator: " + "))];"
-        )
+          backward ? "out[\(inputIndex)] = in0[\(outputIndex)];" : "out[\(outputIndex)] = in0[\(inputIndex)];")
         return
       }
       writer.block(

@@ -86,3 +86,60 @@ public struct GradientBuilder {
     return reduced
   }
 }
+
+extension GradientBuilder {
+  /// True when `value` is a literal (the result of a `constant` node): rules skip its gradient.
+  public func isConstant(_ value: ValueID) -> Bool {
+    graph.nodes.contains { $0.op == "constant" && $0.results.contains(value) }
+  }
+
+  /// Whether a rule should build the gradient of `operand`: a floating-point value that is not a
+  /// literal. (The pass drops gradients it does not need; this only keeps dead nodes out of the graph.)
+  public func wants(_ operand: ValueID) -> Bool {
+    type(of: operand).dtype.isFloatingPoint && !isConstant(operand)
+  }
+
+  /// `literal - value`.
+  public mutating func sub(_ literal: Double, _ value: ValueID) throws(ShapeError) -> ValueID {
+    try sub(constant(literal, like: value), value)
+  }
+
+  /// The reduced axes of a reduction node (`axes` absent: all of them), made non-negative.
+  public func reducedAxes(_ attributes: [String: Attribute], rank: Int) -> [Int] {
+    guard let axes = attributes["axes"]?.intsValue else { return Array(0..<rank) }
+    return axes.map { $0 < 0 ? $0 + rank : $0 }
+  }
+
+  /// The shape of a reduction's result with its reduced axes kept as size 1.
+  public func keptShape(of type: TensorType, reducing axes: [Int]) -> [Dim] {
+    type.shape.enumerated().map { axes.contains($0.offset) ? Dim(1) : $0.element }
+  }
+
+  /// Reshapes a reduction's result (or its gradient) to keep the reduced axes with size 1, so it
+  /// broadcasts against the reduction's operand.
+  public mutating func keepingDims(_ value: ValueID, of operand: TensorType, reducing axes: [Int])
+    throws(ShapeError) -> ValueID
+  {
+    let kept = keptShape(of: operand, reducing: axes)
+    if type(of: value).shape == kept { return value }
+    return try op("reshape", [value], ["shape": .dims(kept)])
+  }
+
+  /// A reduction's result gradient spread back over the reduced axes: `operand`'s shape.
+  public mutating func expand(_ gradient: ValueID, to operand: TensorType, reducing axes: [Int])
+    throws(ShapeError) -> ValueID
+  {
+    let kept = try keepingDims(gradient, of: operand, reducing: axes)
+    if type(of: kept).shape == operand.shape { return kept }
+    return try op("broadcast_to", [kept], ["shape": .dims(operand.shape)])
+  }
+
+  /// The number of elements of a shape as a scalar of `like`'s dtype: a literal when the shape is
+  /// static, otherwise counted at run time (`sum` of ones), since symbols are only known then.
+  public mutating func count(_ shape: [Dim], like: ValueID) throws(ShapeError) -> ValueID {
+    if let size = shape.product.staticValue { return constant(Double(size), like: like) }
+    let one = constant(1, like: like)
+    let ones = try op("broadcast_to", [one], ["shape": .dims(shape)])
+    return try op("sum", [ones])
+  }
+}

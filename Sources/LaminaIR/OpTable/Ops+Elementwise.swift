@@ -6,13 +6,27 @@ extension OpRegistry {
   static let elementwiseOps: [OpDefinition] = [
     binary(
       "add", "Adds two tensors elementwise, with broadcasting.", "y = a + b",
-      c: { "\($0.operands[0]) + \($0.operands[1])" }, interpret: { $0 + $1 }),
+      c: { "\($0.operands[0]) + \($0.operands[1])" }, interpret: { $0 + $1 },
+      // ∂/∂a (a + b) = 1, ∂/∂b (a + b) = 1
+      gradient: { _, inputs in [inputs.resultGradient, inputs.resultGradient] }),
     binary(
       "sub", "Subtracts b from a elementwise, with broadcasting.", "y = a - b",
-      c: { "\($0.operands[0]) - \($0.operands[1])" }, interpret: { $0 - $1 }),
+      c: { "\($0.operands[0]) - \($0.operands[1])" }, interpret: { $0 - $1 },
+      // ∂/∂a (a - b) = 1, ∂/∂b (a - b) = -1
+      gradient: { builder, inputs throws(ShapeError) in
+        [inputs.resultGradient, try builder.neg(inputs.resultGradient)]
+      }),
     binary(
       "mul", "Multiplies two tensors elementwise, with broadcasting.", "y = a * b",
-      c: { "\($0.operands[0]) * \($0.operands[1])" }, interpret: { $0 * $1 }),
+      c: { "\($0.operands[0]) * \($0.operands[1])" }, interpret: { $0 * $1 },
+      // ∂/∂a (a·b) = b, ∂/∂b (a·b) = a
+      gradient: { builder, inputs throws(ShapeError) in
+        let (a, b, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
+        return [
+          builder.wants(a) ? try builder.mul(g, b) : nil,
+          builder.wants(b) ? try builder.mul(g, a) : nil,
+        ]
+      }),
     binary(
       "div",
       "Divides a by b elementwise, with broadcasting; integer division truncates toward zero.",
@@ -22,12 +36,36 @@ extension OpRegistry {
         c.isFloatingPoint
           ? "\(c.operands[0]) / \(c.operands[1])"
           : "(\(c.operands[1]) != 0 ? \(c.operands[0]) / \(c.operands[1]) : 0)"
-      }, interpret: { $0 / $1 }),
+      }, interpret: { $0 / $1 },
+      // ∂/∂a (a/b) = 1/b, ∂/∂b (a/b) = -a/b² = -y/b
+      gradient: { builder, inputs throws(ShapeError) in
+        let (a, b, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
+        let gradientA = try builder.div(g, b)
+        return [
+          builder.wants(a) ? gradientA : nil,
+          builder.wants(b)
+            ? try builder.neg(try builder.div(try builder.mul(gradientA, inputs.result), b)) : nil,
+        ]
+      }),
     binary(
       "pow", "Raises a to the power b elementwise, with broadcasting.", "y = a ^ b",
       floatOnly: true,
       c: { "\($0.math("pow"))(\($0.operands[0]), \($0.operands[1]))" },
-      interpret: { Foundation.pow($0, $1) }),
+      interpret: { Foundation.pow($0, $1) },
+      // ∂/∂a a^b = b·a^(b-1), ∂/∂b a^b = a^b·ln(a) = y·ln(a)
+      gradient: { builder, inputs throws(ShapeError) in
+        let (a, b, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
+        var gradients: [ValueID?] = [nil, nil]
+        if builder.wants(a) {
+          let power = try builder.op("pow", [a, try builder.sub(b, builder.constant(1, like: b))])
+          gradients[0] = try builder.mul(g, try builder.mul(b, power))
+        }
+        if builder.wants(b) {
+          gradients[1] = try builder.mul(
+            g, try builder.mul(inputs.result, try builder.op("log", [a])))
+        }
+        return gradients
+      }),
     // NaN in either operand gives NaN, as in numpy and PyTorch (C's fmax would drop it).
     binary(
       "maximum", "The larger of a and b elementwise, with broadcasting; NaN if either is NaN.",
@@ -35,39 +73,85 @@ extension OpRegistry {
       c: { c in
         let (a, b) = (c.operands[0], c.operands[1])
         return "((\(b) >= \(a) || \(b) != \(b)) ? \(b) : \(a))"
-      }, interpret: { a, b in b.isNaN || b >= a ? b : a }),
+      }, interpret: { a, b in b.isNaN || b >= a ? b : a },
+      // ∂/∂b max(a, b) = [b ≥ a] (b wins ties, as in the forward), ∂/∂a max(a, b) = 1 - [b ≥ a]
+      gradient: { builder, inputs throws(ShapeError) in
+        let (a, b, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
+        let gradientB = try builder.mul(g, try builder.op("greater_equal", [b, a]))
+        return [try builder.sub(g, gradientB), gradientB]
+      }),
     binary(
       "minimum", "The smaller of a and b elementwise, with broadcasting; NaN if either is NaN.",
       "y = min(a, b)",
       c: { c in
         let (a, b) = (c.operands[0], c.operands[1])
         return "((\(b) < \(a) || \(b) != \(b)) ? \(b) : \(a))"
-      }, interpret: { a, b in b.isNaN || b < a ? b : a }),
+      }, interpret: { a, b in b.isNaN || b < a ? b : a },
+      // ∂/∂a min(a, b) = [b ≥ a] (a wins ties, as in the forward), ∂/∂b min(a, b) = 1 - [b ≥ a]
+      gradient: { builder, inputs throws(ShapeError) in
+        let (a, b, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
+        let gradientA = try builder.mul(g, try builder.op("greater_equal", [b, a]))
+        return [gradientA, try builder.sub(g, gradientA)]
+      }),
     unary(
-      "neg", "Negates each element.", "y = -x", c: { "-\($0.operands[0])" }, interpret: { -$0 }),
+      "neg", "Negates each element.", "y = -x", c: { "-\($0.operands[0])" }, interpret: { -$0 },
+      // ∂/∂x (-x) = -1
+      gradient: { builder, inputs throws(ShapeError) in [try builder.neg(inputs.resultGradient)] }),
     unary(
       "abs", "Absolute value of each element.", "y = |x|",
       c: { c in
         c.isFloatingPoint
           ? "\(c.math("fabs"))(\(c.operands[0]))"
           : "(\(c.operands[0]) < 0 ? -\(c.operands[0]) : \(c.operands[0]))"
-      }, interpret: { Swift.abs($0) }),
+      }, interpret: { Swift.abs($0) },
+      // ∂/∂x |x| = sign(x) (0 at 0)
+      gradient: { builder, inputs throws(ShapeError) in
+        [try builder.mul(inputs.resultGradient, try builder.op("sign", [inputs.operands[0]]))]
+      }),
     unary(
       "exp", "e to the power of each element.", "y = e^x", floatOnly: true,
-      c: { "\($0.math("exp"))(\($0.operands[0]))" }, interpret: { Foundation.exp($0) }),
+      c: { "\($0.math("exp"))(\($0.operands[0]))" }, interpret: { Foundation.exp($0) },
+      // ∂/∂x e^x = e^x = y
+      gradient: { builder, inputs throws(ShapeError) in
+        [try builder.mul(inputs.resultGradient, inputs.result)]
+      }),
     unary(
       "log", "Natural logarithm of each element.", "y = ln(x)", floatOnly: true,
-      c: { "\($0.math("log"))(\($0.operands[0]))" }, interpret: { Foundation.log($0) }),
+      c: { "\($0.math("log"))(\($0.operands[0]))" }, interpret: { Foundation.log($0) },
+      // ∂/∂x ln(x) = 1/x
+      gradient: { builder, inputs throws(ShapeError) in
+        [try builder.div(inputs.resultGradient, inputs.operands[0])]
+      }),
     unary(
       "sqrt", "Square root of each element.", "y = √x", floatOnly: true,
-      c: { "\($0.math("sqrt"))(\($0.operands[0]))" }, interpret: { $0.squareRoot() }),
+      c: { "\($0.math("sqrt"))(\($0.operands[0]))" }, interpret: { $0.squareRoot() },
+      // ∂/∂x √x = 1/(2√x) = 0.5/y
+      gradient: { builder, inputs throws(ShapeError) in
+        [try builder.div(try builder.scale(inputs.resultGradient, by: 0.5), inputs.result)]
+      }),
+    // Comparison and sign: piecewise constant, so they have no gradient (the autodiff pass asks for
+    // stop_gradient when a parameter reaches the loss only through them). Gradient rules use them.
+    binary(
+      "greater_equal",
+      "1 where a >= b and 0 elsewhere (also where either is NaN), in the operands' dtype, with broadcasting.",
+      "y = 1 if a ≥ b else 0",
+      c: { c in "(\(c.operands[0]) >= \(c.operands[1]) ? \(c.literal(1)) : \(c.literal(0)))" },
+      interpret: { a, b in a >= b ? 1 : 0 }),
+    unary(
+      "sign", "The sign of each element: -1, 0 or 1 (NaN stays NaN, -0 stays -0).",
+      "y = 1 if x > 0, -1 if x < 0, else x",
+      c: { c in
+        let x = c.operands[0]
+        return "(\(x) > 0 ? \(c.literal(1)) : (\(x) < 0 ? \(c.literal(-1)) : \(x)))"
+      }, interpret: { x in x > 0 ? 1 : x < 0 ? -1 : x }),
   ]
 
   /// An elementwise op of two broadcasting operands.
   static func binary(
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
     c: @escaping @Sendable (CExpressionContext) -> String,
-    interpret body: @escaping @Sendable (Double, Double) -> Double
+    interpret body: @escaping @Sendable (Double, Double) -> Double,
+    gradient: GradientRule? = nil
   ) -> OpDefinition {
     OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("a"), OperandSpec("b")],
@@ -89,7 +173,7 @@ extension OpRegistry {
             return isInteger ? value.rounded(.towardZero) : value
           }
         ]
-      })
+      }, gradient: gradient)
   }
 
   /// Checks an elementwise op's attributes beyond their kinds (an allowed set of strings, say).
@@ -100,11 +184,12 @@ extension OpRegistry {
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
     attributes: [AttributeSpec] = [], validate: AttributeValidation? = nil,
     c: @escaping @Sendable (CExpressionContext) -> String,
-    interpret body: @escaping @Sendable (Double) -> Double
+    interpret body: @escaping @Sendable (Double) -> Double,
+    gradient: GradientRule? = nil
   ) -> OpDefinition {
     unary(
       name, summary, semantics, floatOnly: floatOnly, attributes: attributes, validate: validate,
-      c: c, withAttributes: { value, _ in body(value) })
+      c: c, withAttributes: { value, _ in body(value) }, gradient: gradient)
   }
 
   /// An elementwise op of one operand whose body reads the node's attributes.
@@ -115,7 +200,8 @@ extension OpRegistry {
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
     attributes: [AttributeSpec] = [], validate: AttributeValidation? = nil,
     c: @escaping @Sendable (CExpressionContext) -> String,
-    withAttributes body: @escaping @Sendable (Double, [String: Attribute]) -> Double
+    withAttributes body: @escaping @Sendable (Double, [String: Attribute]) -> Double,
+    gradient: GradientRule? = nil
   ) -> OpDefinition {
     OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("x")],
@@ -136,6 +222,6 @@ extension OpRegistry {
           }
         }
         return [context.result(0, context.operands[0].doubles().map { body($0, attributes) })]
-      })
+      }, gradient: gradient)
   }
 }

@@ -45,7 +45,8 @@ extension OpRegistry {
         }
         // Removing a vector's added axis of size 1 leaves the row-major order unchanged.
         return [context.result(0, output)]
-      }),
+      },
+      gradient: matmulGradient),
     OpDefinition(
       "transpose",
       summary:
@@ -64,6 +65,13 @@ extension OpRegistry {
       interpret: { context in
         let checked = try context.checked("transpose")
         return [interpretPermute(context, permutation: try transposePermutation(checked))]
+      },
+      // ∂/∂x transpose(x) = transpose back: swap the last two axes again, or permute by the inverse
+      gradient: { builder, inputs throws(ShapeError) in
+        guard let perm = inputs.attributes["perm"]?.intsValue else {
+          return [try builder.op("transpose", [inputs.resultGradient])]
+        }
+        return [try builder.op("permute", [inputs.resultGradient], ["perm": .ints(inverse(perm))])]
       }),
     OpDefinition(
       "permute",
@@ -83,8 +91,49 @@ extension OpRegistry {
       interpret: { context in
         let checked = try context.checked("permute")
         return [interpretPermute(context, permutation: try permutation(checked))]
+      },
+      // ∂/∂x permute(x, perm) = permute(g, inverse(perm))
+      gradient: { builder, inputs throws(ShapeError) in
+        let perm = inputs.attributes["perm"]?.intsValue ?? []
+        return [try builder.op("permute", [inputs.resultGradient], ["perm": .ints(inverse(perm))])]
       }),
   ]
+
+  /// The inverse of a permutation of 0..<count (negative entries count from the end): result axis d
+  /// came from operand axis perm[d], so the inverse sends perm[d] back to d.
+  static func inverse(_ perm: [Int]) -> [Int] {
+    var inverse = [Int](repeating: 0, count: perm.count)
+    for (axis, source) in perm.enumerated() {
+      inverse[source < 0 ? source + perm.count : source] = axis
+    }
+    return inverse
+  }
+
+  /// y = a @ b, with a: [..., m, k], b: [..., k, n]:
+  ///   ∂/∂a = g @ bᵀ  ([..., m, k]),   ∂/∂b = aᵀ @ g  ([..., k, n]).
+  /// A 1-D a is the row [1, k] and a 1-D b the column [k, 1], so g gets the removed axes back first
+  /// and the added axis is squeezed from the operand's gradient. Batch axes the operand was
+  /// broadcast along are summed by the autodiff pass.
+  static let matmulGradient: GradientRule = { builder, inputs throws(ShapeError) in
+    var (a, b, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
+    let (aRank, bRank) = (builder.type(of: a).rank, builder.type(of: b).rank)
+    if aRank == 1 { a = try builder.op("unsqueeze", [a], ["axes": .ints([0])]) }
+    if bRank == 1 { b = try builder.op("unsqueeze", [b], ["axes": .ints([1])]) }
+    if bRank == 1 { g = try builder.op("unsqueeze", [g], ["axes": .ints([-1])]) }
+    if aRank == 1 { g = try builder.op("unsqueeze", [g], ["axes": .ints([-2])]) }
+    var gradients: [ValueID?] = [nil, nil]
+    if builder.wants(inputs.operands[0]) {
+      var gradientA = try builder.op("matmul", [g, try builder.op("transpose", [b])])
+      if aRank == 1 { gradientA = try builder.op("squeeze", [gradientA], ["axes": .ints([-2])]) }
+      gradients[0] = gradientA
+    }
+    if builder.wants(inputs.operands[1]) {
+      var gradientB = try builder.op("matmul", [try builder.op("transpose", [a]), g])
+      if bRank == 1 { gradientB = try builder.op("squeeze", [gradientB], ["axes": .ints([-1])]) }
+      gradients[1] = gradientB
+    }
+    return gradients
+  }
 
   /// The pieces of a matrix product, with 1-D operands already promoted to matrices.
   struct MatmulPlan {

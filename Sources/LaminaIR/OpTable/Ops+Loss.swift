@@ -19,6 +19,14 @@ extension OpRegistry {
           $0 - $1
         }
         return [context.result(0, [mean(differences.map { $0 * $0 })])]
+      },
+      // ∂/∂p = 2 (p - t) / n, ∂/∂t = -2 (p - t) / n
+      gradient: { builder, inputs throws(ShapeError) in
+        let (p, t, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
+        let count = try builder.count(builder.type(of: p).shape, like: g)
+        let factor = try builder.div(try builder.scale(g, by: 2), count)
+        let gradientP = try builder.mul(try builder.sub(p, t), factor)
+        return [gradientP, builder.wants(t) ? try builder.neg(gradientP) : nil]
       }),
     OpDefinition(
       "cross_entropy",
@@ -53,6 +61,48 @@ extension OpRegistry {
           losses.append(-((logitValues[line[classIndex]] - maximum) - Foundation.log(total)))
         }
         return [context.result(0, [mean(losses)])]
+      },
+      // ∂/∂logits = (softmax(logits, axis: 1) - onehot(labels)) / n; integer labels have none
+      gradient: { builder, inputs throws(ShapeError) in
+        let derivative = try builder.op("cross_entropy_grad", inputs.operands)
+        return [try builder.mul(inputs.resultGradient, derivative), nil]
+      }),
+    OpDefinition(
+      "cross_entropy_grad",
+      summary:
+        "The derivative of cross_entropy with respect to its logits (its gradient rule uses it): softmax minus the one-hot labels, over the label count.",
+      semantics:
+        "y[n, c, d…] = (softmax(logits, axis: 1)[n, c, d…] - [c = labels[n, d…]]) / count, count = number of labels; a label outside 0..<C is an error at run time",
+      operands: [OperandSpec("logits"), OperandSpec("labels")],
+      fusion: .reduction,
+      shape: ShapeRule("same(logits [N, C, …]), labels [N, …]") { context throws(ShapeError) in
+        _ = try crossEntropyResult(context)
+        return [context.operands[0]]
+      },
+      interpret: { context in
+        _ = try context.checked("cross_entropy_grad")
+        let (logits, labels) = (context.operands[0], context.operands[1])
+        let logitValues = logits.doubles()
+        let labelValues = labels.doubles()
+        let classCount = logits.shape[1]
+        let count = Double(labelValues.count)
+        var output = [Double](repeating: 0, count: logitValues.count)
+        for (position, line) in lines(of: logits.shape, along: 1).enumerated() {
+          let label = labelValues[position]
+          guard let classIndex = Int(exactly: label), classIndex >= 0, classIndex < classCount
+          else {
+            throw InterpretError(
+              "cross_entropy_grad: label \(Int(exactly: label).map(String.init) ?? String(label)) at position \(coordinate(of: position, in: labels.shape)) is out of range for \(classCount) classes (valid: 0 to \(classCount - 1))"
+            )
+          }
+          let maximum = line.map { logitValues[$0] }.reduce(-Double.infinity) { Swift.max($0, $1) }
+          let total = line.map { Foundation.exp(logitValues[$0] - maximum) }.reduce(0, +)
+          for (classPosition, index) in line.enumerated() {
+            let probability = Foundation.exp(logitValues[index] - maximum) / total
+            output[index] = (probability - (classPosition == classIndex ? 1 : 0)) / count
+          }
+        }
+        return [context.result(0, output)]
       }),
     OpDefinition(
       "binary_cross_entropy_with_logits",
@@ -71,6 +121,16 @@ extension OpRegistry {
           Swift.max(x, 0) - x * t + Foundation.log1p(Foundation.exp(-Swift.abs(x)))
         }
         return [context.result(0, [mean(terms)])]
+      },
+      // ∂/∂x = (σ(x) - t) / n, ∂/∂t = -x / n
+      gradient: { builder, inputs throws(ShapeError) in
+        let (x, t, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
+        let factor = try builder.div(g, try builder.count(builder.type(of: x).shape, like: g))
+        return [
+          builder.wants(x)
+            ? try builder.mul(try builder.sub(try builder.op("sigmoid", [x]), t), factor) : nil,
+          builder.wants(t) ? try builder.neg(try builder.mul(x, factor)) : nil,
+        ]
       }),
     OpDefinition(
       "l2",
@@ -89,6 +149,15 @@ extension OpRegistry {
         let total = context.operands.map { operand in operand.doubles().map { $0 * $0 }.reduce(0, +)
         }.reduce(0, +)
         return [context.result(0, [total])]
+      },
+      // ∂/∂inputs_k Σ_k Σ_i inputs_k[i]² = 2 inputs_k
+      gradient: { builder, inputs throws(ShapeError) in
+        let twice = try builder.scale(inputs.resultGradient, by: 2)
+        var gradients: [ValueID?] = []
+        for operand in inputs.operands {
+          gradients.append(builder.wants(operand) ? try builder.mul(operand, twice) : nil)
+        }
+        return gradients
       }),
   ]
 
@@ -130,21 +199,21 @@ extension OpRegistry {
     try context.requireFloat(logits, "logits operand")
     guard labels.dtype.isInteger else {
       throw ShapeError(
-        "cross_entropy: labels must be integer class indices, got \(labels)",
+        "\(context.op): labels must be integer class indices, got \(labels)",
         help:
           "convert them with cast(labels, dtype: i32); for one-hot or soft targets, use -sum(targets * log_softmax(logits))"
       )
     }
     guard logits.rank >= 2 else {
       throw ShapeError(
-        "cross_entropy: logits must have rank 2 or more ([N, C, …], classes on axis 1), got \(logits)",
+        "\(context.op): logits must have rank 2 or more ([N, C, …], classes on axis 1), got \(logits)",
         help: "for a single example, unsqueeze the logits to [1, C] and the label to [1]")
     }
     var expected = logits.shape
     expected.remove(at: 1)
     guard labels.shape == expected else {
       throw ShapeError(
-        "cross_entropy: labels \(labels) do not match logits \(logits): expected labels of shape \(describe(expected))",
+        "\(context.op): labels \(labels) do not match logits \(logits): expected labels of shape \(describe(expected))",
         help: "labels hold one class index per position: the logits' shape without the class axis 1"
       )
     }

@@ -33,6 +33,24 @@ extension OpRegistry {
         }
         return [context.operands[0].with(dtype: dtype)]
       },
-      interpret: { context in [context.operands[0].converted(to: context.results[0].dtype)] }),
+      interpret: { context in [context.operands[0].converted(to: context.results[0].dtype)] },
+      // ∂/∂x cast(x) = 1 between float dtypes (the autodiff pass casts g back to x's dtype);
+      // integers have no gradient
+      gradient: { builder, inputs throws(ShapeError) in
+        let from = builder.type(of: inputs.operands[0]).dtype
+        let to = builder.type(of: inputs.result).dtype
+        return [from.isFloatingPoint && to.isFloatingPoint ? inputs.resultGradient : nil]
+      }),
+    OpDefinition(
+      "stop_gradient",
+      summary:
+        "The identity, except that no gradient flows back through it: the autodiff pass treats its result as a constant.",
+      semantics: "y = x; ∂y/∂x is taken to be 0", operands: [OperandSpec("x")],
+      fusion: .injective,
+      c: .alias,
+      shape: ShapeRule("same(x)") { context throws(ShapeError) in [context.operands[0]] },
+      interpret: { context in [context.operands[0]] },
+      // cuts the path: no gradient for x
+      gradient: { _, _ in [nil] }),
   ]
 }

@@ -6,17 +6,45 @@ extension OpRegistry {
   static let reductionOps: [OpDefinition] = [
     reduction(
       "sum", "Sums elements over the given axes (all axes when `axes` is absent).",
-      "y = Σ_{reduced axes} x; an empty axis sums to 0"
+      "y = Σ_{reduced axes} x; an empty axis sums to 0",
+      // ∂/∂x_i Σ x = 1: g spread over the reduced axes
+      gradient: { builder, inputs throws(ShapeError) in
+        let x = builder.type(of: inputs.operands[0])
+        let axes = builder.reducedAxes(inputs.attributes, rank: x.rank)
+        return [try builder.expand(inputs.resultGradient, to: x, reducing: axes)]
+      }
     ) { values in values.reduce(0, +) },
     reduction(
       "mean", "Averages elements over the given axes (all axes when `axes` is absent).",
       "y = (Σ_{reduced axes} x) / n, n = product of the reduced dimensions; an empty axis gives NaN",
-      floatOnly: true
+      floatOnly: true,
+      // ∂/∂x_i (Σ x)/n = 1/n: g/n spread over the reduced axes (n counted at run time if symbolic)
+      gradient: { builder, inputs throws(ShapeError) in
+        let x = builder.type(of: inputs.operands[0])
+        let axes = builder.reducedAxes(inputs.attributes, rank: x.rank)
+        let count = try builder.count(axes.map { x.shape[$0] }, like: inputs.resultGradient)
+        let spread = try builder.expand(inputs.resultGradient, to: x, reducing: axes)
+        return [try builder.div(spread, count)]
+      }
     ) { values in values.reduce(0, +) / Double(values.count) },
     reduction(
       "max", "The largest element over the given axes (all axes when `axes` is absent).",
       "y = max_{reduced axes} x; reducing an empty axis is an error at run time",
-      rejectsEmptyAxes: true
+      rejectsEmptyAxes: true,
+      // ∂/∂x_i max x = [x_i = y] / #{j: x_j = y}: g goes to the maxima, shared evenly between ties
+      // (a subgradient; x_i ≥ y only where x_i is a maximum)
+      gradient: { builder, inputs throws(ShapeError) in
+        let operand = inputs.operands[0]
+        let x = builder.type(of: operand)
+        let axes = builder.reducedAxes(inputs.attributes, rank: x.rank)
+        let maximum = try builder.keepingDims(inputs.result, of: x, reducing: axes)
+        let isMaximum = try builder.op("greater_equal", [operand, maximum])
+        let ties = try builder.op(
+          "sum", [isMaximum], ["axes": .ints(axes), "keepdims": .bool(true)])
+        let share = try builder.div(
+          try builder.keepingDims(inputs.resultGradient, of: x, reducing: axes), ties)
+        return [try builder.mul(isMaximum, share)]
+      }
     ) { values in
       // NaN propagates, as in numpy and PyTorch.
       values.reduce(-Double.infinity) { accumulated, value in
@@ -25,11 +53,26 @@ extension OpRegistry {
     },
     normalization(
       "softmax", "Exponentials normalized to sum to 1 along an axis, computed stably.",
-      "y_i = e^(x_i - m) / Σ_j e^(x_j - m), m = max_j x_j, along axis"
+      "y_i = e^(x_i - m) / Σ_j e^(x_j - m), m = max_j x_j, along axis",
+      // ∂/∂x_i: Σ_j g_j ∂y_j/∂x_i = y_i (g_i - Σ_j g_j y_j), along axis
+      gradient: { builder, inputs throws(ShapeError) in
+        let (y, g) = (inputs.result, inputs.resultGradient)
+        let axis = inputs.attributes["axis"]?.intValue ?? -1
+        let weighted = try builder.op(
+          "sum", [try builder.mul(g, y)], ["axes": .ints([axis]), "keepdims": .bool(true)])
+        return [try builder.mul(y, try builder.sub(g, weighted))]
+      }
     ) { shifted, total in Foundation.exp(shifted) / total },
     normalization(
       "log_softmax", "Logarithm of softmax along an axis, computed stably.",
-      "y_i = (x_i - m) - ln Σ_j e^(x_j - m), m = max_j x_j, along axis"
+      "y_i = (x_i - m) - ln Σ_j e^(x_j - m), m = max_j x_j, along axis",
+      // ∂/∂x_i: Σ_j g_j ∂y_j/∂x_i = g_i - softmax(x)_i Σ_j g_j, softmax(x) = e^y, along axis
+      gradient: { builder, inputs throws(ShapeError) in
+        let (y, g) = (inputs.result, inputs.resultGradient)
+        let axis = inputs.attributes["axis"]?.intValue ?? -1
+        let total = try builder.op("sum", [g], ["axes": .ints([axis]), "keepdims": .bool(true)])
+        return [try builder.sub(g, try builder.mul(try builder.op("exp", [y]), total))]
+      }
     ) { shifted, total in shifted - Foundation.log(total) },
   ]
 
@@ -38,7 +81,8 @@ extension OpRegistry {
   /// `axes: []` reduces nothing (numpy's `axis=()`), which is different from leaving `axes` out.
   static func reduction(
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
-    rejectsEmptyAxes: Bool = false, _ combine: @escaping @Sendable ([Double]) -> Double
+    rejectsEmptyAxes: Bool = false, gradient: GradientRule? = nil,
+    _ combine: @escaping @Sendable ([Double]) -> Double
   ) -> OpDefinition {
     OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("x")],
@@ -77,7 +121,7 @@ extension OpRegistry {
           flat += 1
         }
         return [context.result(0, groups.map(combine))]
-      })
+      }, gradient: gradient)
   }
 
   /// The normalized reduced axes and the result type of a reduction.
@@ -104,7 +148,7 @@ extension OpRegistry {
   ///
   /// Subtracting the line's maximum keeps every exponent at or below 0, so large logits cannot overflow.
   static func normalization(
-    _ name: String, _ summary: String, _ semantics: String,
+    _ name: String, _ summary: String, _ semantics: String, gradient: GradientRule? = nil,
     _ transform: @escaping @Sendable (_ shifted: Double, _ total: Double) -> Double
   ) -> OpDefinition {
     OpDefinition(
@@ -125,7 +169,7 @@ extension OpRegistry {
           for index in line { output[index] = transform(values[index] - maximum, total) }
         }
         return [context.result(0, output)]
-      })
+      }, gradient: gradient)
   }
 
   /// The normalized `axis` of softmax and log-softmax, after checking the operand.

@@ -24,7 +24,7 @@ extension OpRegistry {
       interpret: { context in
         _ = try bindingTargetSymbols(context).checked("reshape")
         return [try reshapedOperand(context, "reshape")]
-      }),
+      }, gradient: reshapeGradient),
     OpDefinition(
       "flatten",
       summary:
@@ -44,7 +44,7 @@ extension OpRegistry {
       interpret: { context in
         _ = try context.checked("flatten")
         return [try reshapedOperand(context, "flatten")]
-      }),
+      }, gradient: reshapeGradient),
     OpDefinition(
       "broadcast_to",
       summary:
@@ -71,7 +71,10 @@ extension OpRegistry {
             0,
             broadcastIndexMap(from: operand.shape, to: context.results[0].shape).map { values[$0] })
         ]
-      }),
+      },
+      // ∂/∂x_j = Σ of g over the positions that read x_j: the autodiff pass sums a gradient of the
+      // broadcast shape back to the operand's
+      gradient: { _, inputs in [inputs.resultGradient] }),
     OpDefinition(
       "concat",
       summary: "Joins tensors along an existing axis.",
@@ -97,6 +100,29 @@ extension OpRegistry {
           }
         }
         return [context.result(0, output)]
+      },
+      // ∂/∂inputs_k = the piece of g where inputs_k was placed: g[..., offset_k:offset_k + size_k]
+      gradient: { builder, inputs throws(ShapeError) in
+        let result = builder.type(of: inputs.result)
+        var axis = inputs.attributes["axis"]?.intValue ?? 0
+        if axis < 0 { axis += result.rank }
+        var offset = 0
+        var gradients: [ValueID?] = []
+        for operand in inputs.operands {
+          guard let size = builder.type(of: operand).shape[axis].staticValue else {
+            throw ShapeError(
+              "cannot differentiate concat along axis \(axis) of symbolic size \(builder.type(of: operand).shape[axis])",
+              help: "concatenate along an axis of static size")
+          }
+          let index = [SliceIndex](repeating: .all, count: axis) + [
+            .range(start: offset, stop: offset + size, step: 1)
+          ]
+          gradients.append(
+            builder.wants(operand)
+              ? try builder.op("slice", [inputs.resultGradient], ["index": .slices(index)]) : nil)
+          offset += size
+        }
+        return gradients
       }),
     OpDefinition(
       "slice",
@@ -149,6 +175,83 @@ extension OpRegistry {
           output.append(values[source])
         }
         return [context.result(0, output)]
+      },
+      // ∂/∂x = g placed where the slice read, zeros elsewhere
+      gradient: { builder, inputs throws(ShapeError) in
+        [
+          try builder.op(
+            "slice_backward", [inputs.resultGradient],
+            [
+              "index": inputs.attributes["index"] ?? .slices([]),
+              "shape": .dims(builder.type(of: inputs.operands[0]).shape),
+            ])
+        ]
+      }),
+    OpDefinition(
+      "slice_backward",
+      summary:
+        "The gradient of slice: a tensor of zeros of shape `shape` with `gradient` written where `slice(·, index)` reads.",
+      semantics:
+        "y = zeros(shape); y[index] = gradient, so slice(y, index) = gradient (slice positions are distinct, so nothing adds up)",
+      operands: [OperandSpec("gradient")],
+      attributes: [
+        AttributeSpec(
+          "index", .slices, required: true, "the index of the slice, as for slice"),
+        AttributeSpec(
+          "shape", .dims, required: true,
+          "the shape of the sliced tensor; slicing it with `index` must give the gradient's shape"),
+      ],
+      fusion: .injective,
+      shape: ShapeRule("slice_backward(gradient, index, shape)") { context throws(ShapeError) in
+        [try sliceBackwardResult(context)]
+      },
+      interpret: { context in
+        _ = try bindingTargetSymbols(context).checked("slice_backward")
+        let shape = context.results[0].shape
+        var entries: [SliceIndex] = []
+        if case .slices(let given)? = context.attributes["index"] { entries = given }
+        entries += Array(repeating: .all, count: Swift.max(0, shape.count - entries.count))
+        var selections: [[Int]] = []
+        for (axis, entry) in entries.enumerated() {
+          let size = shape[axis]
+          switch entry {
+          case .index(let index):
+            let position = index < 0 ? index + size : index
+            guard position >= 0, position < size else {
+              throw InterpretError(
+                "slice_backward: index \(index) is out of range for axis \(axis) of size \(size)")
+            }
+            selections.append([position])
+          case .range(let start, let stop, let step):
+            let (first, count) = pythonSlice(start: start, stop: stop, step: step, size: size)
+            selections.append((0..<count).map { first + $0 * step })
+          }
+        }
+        let gradient = context.operands[0].doubles()
+        guard selections.map(\.count).reduce(1, *) == gradient.count else {
+          throw InterpretError(
+            "slice_backward: slicing \(shape) does not give the gradient's shape \(context.operands[0].shape)")
+        }
+        var output = [Double](repeating: 0, count: shape.reduce(1, *))
+        let strides = rowMajorStrides(shape)
+        var flat = 0
+        forEachCoordinate(selections.map(\.count)) { coordinate in
+          var target = 0
+          for (axis, index) in coordinate.enumerated() {
+            target += selections[axis][index] * strides[axis]
+          }
+          output[target] = gradient[flat]
+          flat += 1
+        }
+        return [context.result(0, output)]
+      },
+      // linear: ∂/∂gradient = slice(g, index)
+      gradient: { builder, inputs throws(ShapeError) in
+        [
+          try builder.op(
+            "slice", [inputs.resultGradient],
+            ["index": inputs.attributes["index"] ?? .slices([])])
+        ]
       }),
     OpDefinition(
       "squeeze",
@@ -164,7 +267,7 @@ extension OpRegistry {
       interpret: { context in
         _ = try context.checked("squeeze")
         return [try reshapedOperand(context, "squeeze")]
-      }),
+      }, gradient: reshapeGradient),
     OpDefinition(
       "unsqueeze",
       summary: "Inserts axes of size 1 at the given positions of the result.",
@@ -182,10 +285,40 @@ extension OpRegistry {
       interpret: { context in
         _ = try context.checked("unsqueeze")
         return [try reshapedOperand(context, "unsqueeze")]
-      }),
+      }, gradient: reshapeGradient),
   ]
 
   // MARK: Reshaping
+
+  /// ∂/∂x of ops that only change the shape: g with x's shape (the row-major order is unchanged).
+  static let reshapeGradient: GradientRule = { builder, inputs throws(ShapeError) in
+    [
+      try builder.op(
+        "reshape", [inputs.resultGradient],
+        ["shape": .dims(builder.type(of: inputs.operands[0]).shape)])
+    ]
+  }
+
+  /// `slice_backward`'s result: `shape`, when slicing it with `index` gives the gradient's shape.
+  static func sliceBackwardResult(_ context: ShapeContext) throws(ShapeError) -> TensorType {
+    let gradient = context.operands[0]
+    let shape = context.attributes["shape"]?.dimsValue ?? []
+    if let negative = shape.first(where: { $0.factor < 0 }) {
+      throw ShapeError(
+        "slice_backward: the shape \(describe(shape)) has a negative dimension \(negative)")
+    }
+    let full = gradient.with(shape: shape)
+    let sliced = try sliceResult(
+      ShapeContext(
+        op: "slice_backward", operands: [full],
+        attributes: ["index": context.attributes["index"] ?? .slices([])]))
+    guard sliced.shape == gradient.shape else {
+      throw ShapeError(
+        "slice_backward: slicing \(full) with \(context.attributes["index"]?.description ?? "[]") gives \(sliced), not the gradient's shape \(gradient)",
+        help: "shape is the shape of the tensor the slice read from")
+    }
+    return full
+  }
 
   /// `reshape`'s result: the target with its -1 inferred, when the element counts agree.
   static func reshapeResult(_ context: ShapeContext) throws(ShapeError) -> TensorType {
