@@ -65,7 +65,8 @@ public enum LossPlot {
       out += accuracyPanel.axes(xLabel: "epoch")
       out += accuracyPanel.series(
         accuracy, color: accuracyColor, dashed: false, id: "validation-accuracy")
-      out += accuracyPanel.legend([("validation accuracy", accuracyColor, false)])
+      // Accuracy rises toward the top right; its legend goes below the curve.
+      out += accuracyPanel.legend([("validation accuracy", accuracyColor, false)], atBottom: true)
     }
     out += "</svg>\n"
     return out
@@ -99,8 +100,14 @@ public enum LossPlot {
         out +=
           "<text x=\"\(number(x - 8))\" y=\"\(number(ty + 4))\" text-anchor=\"end\">\(LossPlot.label(tick, decimals: yTicks.decimals))</text>\n"
       }
-      let xTicks = LossPlot.ticks(xRange.min, xRange.max, count: 10, integer: true)
-      for tick in xTicks.values {
+      var xTicks = LossPlot.ticks(xRange.min, xRange.max, count: 10, integer: true).values
+      // Always label the first epoch.
+      if let first = xTicks.first, first > xRange.min,
+        first - xRange.min >= (xTicks.count > 1 ? (xTicks[1] - first) / 2 : 1)
+      {
+        xTicks.insert(xRange.min, at: 0)
+      }
+      for tick in xTicks {
         let tx = px(tick)
         out +=
           "<line x1=\"\(number(tx))\" y1=\"\(number(y + height))\" x2=\"\(number(tx))\" y2=\"\(number(y + height + 5))\" stroke=\"#444\"/>\n"
@@ -134,11 +141,11 @@ public enum LossPlot {
       return out
     }
 
-    func legend(_ entries: [(String, String, Bool)]) -> String {
+    func legend(_ entries: [(String, String, Bool)], atBottom: Bool = false) -> String {
       let boxWidth = 170.0
       let boxHeight = Double(entries.count) * 18 + 10
       let left = x + width - boxWidth - 10
-      let top = y + 10
+      let top = atBottom ? y + height - boxHeight - 10 : y + 10
       var out = "<g class=\"legend\">\n"
       out +=
         "<rect x=\"\(number(left))\" y=\"\(number(top))\" width=\"\(number(boxWidth))\" height=\"\(number(boxHeight))\" fill=\"white\" fill-opacity=\"0.9\" stroke=\"#bbb\"/>\n"

@@ -73,6 +73,20 @@ public struct StepProgress: Sendable {
   public var elapsed: Double
   /// Steps taken since the start of training (across resumes).
   public var globalStep: Int
+
+  public init(
+    epoch: Int, epochs: Int, step: Int, steps: Int, loss: Double, samplesPerSecond: Double,
+    elapsed: Double, globalStep: Int
+  ) {
+    self.epoch = epoch
+    self.epochs = epochs
+    self.step = step
+    self.steps = steps
+    self.loss = loss
+    self.samplesPerSecond = samplesPerSecond
+    self.elapsed = elapsed
+    self.globalStep = globalStep
+  }
 }
 
 /// Hooks called during `Trainer.fit`; both do nothing by default. Throwing stops training.
@@ -164,7 +178,9 @@ public struct ClassificationTarget: Sendable, Equatable {
       }
       let fromLogits = matching.first { output in
         output.value == logits
-          || graph.nodes.contains { $0.results.contains(output.value) && $0.operands.contains(logits) }
+          || graph.nodes.contains {
+            $0.results.contains(output.value) && $0.operands.contains(logits)
+          }
       }
       guard let output = fromLogits ?? matching.first else { continue }
       return ClassificationTarget(labels: graph[labels].name, output: output.name, classes: classes)
@@ -472,7 +488,8 @@ public final class Trainer {
 
   /// The loss over `data` (the mean over batches weighted by their size) and, for a classification
   /// loss, the accuracy: argmax of the output's last axis against the labels.
-  public func validate(_ data: Dataset, batchSize: Int) throws -> (loss: Double, accuracy: Double?) {
+  public func validate(_ data: Dataset, batchSize: Int) throws -> (loss: Double, accuracy: Double?)
+  {
     var lossSum = 0.0
     var correct = 0
     var seen = 0

@@ -82,7 +82,9 @@ enum TrainCommand: Command {
     let trainStep = try model.trainStep(named: step)
     let inputNames = model.graph.inputs.map { model.graph[$0.value].name }
     let train = try Dataset(directory: dataPath, inputs: inputNames)
-    let validation = try options.value("--val").map { try Dataset(directory: $0, inputs: inputNames) }
+    let validation = try options.value("--val").map {
+      try Dataset(directory: $0, inputs: inputNames)
+    }
 
     var resume: Checkpoint?
     if let resumePath {
@@ -162,7 +164,9 @@ enum TrainCommand: Command {
     if let last = history.epochs.last {
       summary += String(format: "; final train loss %.4f", last.trainLoss)
     }
-    if let bestEpoch = history.bestEpoch, let best = history.epochs.first(where: { $0.epoch == bestEpoch }) {
+    if let bestEpoch = history.bestEpoch,
+      let best = history.epochs.first(where: { $0.epoch == bestEpoch })
+    {
       if let loss = best.validationLoss {
         summary += String(format: "; best val loss %.4f at epoch %d", loss, bestEpoch)
         if let accuracy = best.validationAccuracy {
@@ -230,7 +234,8 @@ final class ProgressPrinter: TrainingCallback {
     guard !quiet else { return }
     clearLine()
     let digits = String(epochs).count
-    var line = "epoch \(String(repeating: " ", count: max(0, digits - String(metrics.epoch).count)))\(metrics.epoch)/\(epochs)"
+    var line =
+      "epoch \(String(repeating: " ", count: max(0, digits - String(metrics.epoch).count)))\(metrics.epoch)/\(epochs)"
     line += String(format: "  train loss %.4f", metrics.trainLoss)
     if let loss = metrics.validationLoss { line += String(format: "  val loss %.4f", loss) }
     if let accuracy = metrics.validationAccuracy {

@@ -3,11 +3,11 @@ import Lamina
 import LaminaTestSupport
 import Testing
 
+@testable import LaminaCommandLine
+
 #if canImport(FoundationXML)
   import FoundationXML
 #endif
-
-@testable import LaminaCommandLine
 
 /// The training loop: datasets, checkpoints, resume, early stopping, the loss plot and `lamina train`.
 ///
@@ -65,7 +65,8 @@ struct TrainingTests {
   @Test("a dataset directory must hold exactly the model's inputs")
   func datasetDirectory() throws {
     let directory = try RepositoryPaths.temporaryDirectory()
-    try NPY.write(Tensor(shape: [3, 64], scalars: [Float](repeating: 0, count: 192)), to: directory + "/x.npy")
+    try NPY.write(
+      Tensor(shape: [3, 64], scalars: [Float](repeating: 0, count: 192)), to: directory + "/x.npy")
     #expect {
       try Dataset(directory: directory, inputs: ["x", "label"])
     } throws: { "\($0)".contains("missing label.npy") }
@@ -75,7 +76,8 @@ struct TrainingTests {
       try Dataset(directory: directory, inputs: ["x", "label"])
     } throws: { "\($0)".contains("lable.npy names no model input") }
     try FileManager.default.removeItem(atPath: directory + "/lable.npy")
-    try NPY.write(Tensor(shape: [4], scalars: [0, 1, 2, 3] as [Int32]), to: directory + "/label.npy")
+    try NPY.write(
+      Tensor(shape: [4], scalars: [0, 1, 2, 3] as [Int32]), to: directory + "/label.npy")
     #expect {
       try Dataset(directory: directory, inputs: ["x", "label"])
     } throws: { "\($0)".contains("same first dimension") }
@@ -205,7 +207,8 @@ struct TrainingTests {
 
   // MARK: Early stopping and NaN
 
-  @Test("early stopping stops after PATIENCE epochs without improvement and restores the best weights")
+  @Test(
+    "early stopping stops after PATIENCE epochs without improvement and restores the best weights")
   func earlyStopping() throws {
     let fake = ScriptedTrainable(validationLosses: [1.0, 0.5, 0.7, 0.6, 0.9, 0.1])
     let trainer = try Trainer(fake)
@@ -296,7 +299,9 @@ struct TrainingTests {
       let data = try Self.digits(split == "train" ? "train" : "test", rows: rows)
       try FileManager.default.createDirectory(
         atPath: directory + "/" + split, withIntermediateDirectories: true)
-      for (name, tensor) in data.tensors { try NPY.write(tensor, to: "\(directory)/\(split)/\(name).npy") }
+      for (name, tensor) in data.tensors {
+        try NPY.write(tensor, to: "\(directory)/\(split)/\(name).npy")
+      }
     }
     let console = Console.capturing()
     let arguments = [
@@ -306,8 +311,10 @@ struct TrainingTests {
     ]
     let status = try TrainCommand.train(
       Options(arguments, spec: TrainCommand.options), console: console, pipeline: Pipeline.inference
-    ) { model, _, parameters in try InterpretedTrainable(
-        model, parameters: parameters, gradients: InterpretedTrainable.digitsGradients) }
+    ) { model, _, parameters in
+      try InterpretedTrainable(
+        model, parameters: parameters, gradients: InterpretedTrainable.digitsGradients)
+    }
     #expect(status == 0, "\(console.standardError)")
     let lines = console.standardOutput.split(separator: "\n").map(String.init)
     #expect(lines.first?.hasPrefix("training DigitsMLP (sgd, loss loss) on 64 rows") == true)
@@ -327,11 +334,38 @@ struct TrainingTests {
           Self.digitsPath, "--data", directory + "/train", "--epochs", "3", "--batch", "16",
           "--resume", directory + "/ckpt.safetensors", "--quiet",
         ], spec: TrainCommand.options), console: more, pipeline: Pipeline.inference
-    ) { model, _, parameters in try InterpretedTrainable(
-        model, parameters: parameters, gradients: InterpretedTrainable.digitsGradients) }
+    ) { model, _, parameters in
+      try InterpretedTrainable(
+        model, parameters: parameters, gradients: InterpretedTrainable.digitsGradients)
+    }
     #expect(resumed == 0, "\(more.standardError)")
     #expect(more.standardOutput.hasPrefix("trained 1 epoch (12 steps in all)"))
     #expect(try Checkpoint.read(contentsOf: directory + "/ckpt.safetensors").epoch == 3)
+  }
+
+  @Test("on a terminal the progress bar is redrawn with \\r and erased before each epoch line")
+  func progressBar() throws {
+    let console = Console.capturing()
+    let printer = ProgressPrinter(
+      console: console, live: true, quiet: false, epochs: 2, totalSteps: 4, hasAccuracy: true)
+    for step in 1...2 {
+      try printer.stepEnded(
+        StepProgress(
+          epoch: 1, epochs: 2, step: step, steps: 2, loss: 0.5, samplesPerSecond: 1000,
+          elapsed: 0.1, globalStep: step))
+    }
+    #expect(console.standardError.hasPrefix("\r\u{1B}[K"))
+    #expect(console.standardError.contains("epoch 1/2 [========================] 2/2  loss 0.5000"))
+    #expect(console.standardError.contains("samples/s  ETA"))
+    #expect(!console.standardError.contains("\n"))
+    try printer.epochEnded(
+      EpochMetrics(
+        epoch: 1, trainLoss: 0.5, validationLoss: 0.25, validationAccuracy: 0.9, seconds: 1.5),
+      history: [])
+    #expect(console.standardError.hasSuffix("\r\u{1B}[K"))
+    #expect(
+      console.standardOutput
+        == "epoch 1/2  train loss 0.5000  val loss 0.2500  val acc 90.00%  1.50 s\n")
   }
 
   @Test("lamina train reports usage mistakes and data errors")
@@ -349,14 +383,37 @@ struct TrainingTests {
         "positive integer"))
     // A data directory without the inputs' files (the stand-in's pipeline: no backward graph needed).
     let options = try Options(
-      [Self.digitsPath, "--data", RepositoryPaths.path("examples"), "--epochs", "1", "--batch", "8"],
+      [
+        Self.digitsPath, "--data", RepositoryPaths.path("examples"), "--epochs", "1", "--batch",
+        "8",
+      ],
       spec: TrainCommand.options)
     #expect {
       try TrainCommand.train(options, console: .capturing(), pipeline: Pipeline.inference) {
         model, _, parameters in
         try InterpretedTrainable(model, parameters: parameters)
       }
-    } throws: { "\($0)".contains("missing label.npy, x.npy") || "\($0)".contains("missing x.npy, label.npy") }
+    } throws: {
+      "\($0)".contains("missing label.npy, x.npy") || "\($0)".contains("missing x.npy, label.npy")
+    }
+  }
+
+  @Test(
+    "the stand-in reaches PyTorch's accuracy on digits through the Trainer (slow: LAMINA_SLOW_TESTS=1)",
+    .enabled(if: ProcessInfo.processInfo.environment["LAMINA_SLOW_TESTS"] != nil))
+  func standInAccuracy() throws {
+    let model = try Model(contentsOf: Self.digitsPath)
+    let trainable = try InterpretedTrainable(
+      model, parameters: model.initialParameters(seed: 0),
+      gradients: InterpretedTrainable.digitsGradients)
+    let trainer = try Trainer(model: model, compiled: trainable)
+    let test = try Self.digits("test")
+    let history = try trainer.fit(
+      train: try Self.digits("train"), validation: test, epochs: 20, batchSize: 32, seed: 0)
+    if let plot = ProcessInfo.processInfo.environment["LAMINA_PLOT"] {
+      try LossPlot.write(history.epochs, title: "DigitsMLP (stand-in)", to: plot)
+    }
+    #expect(history.epochs.last!.validationAccuracy! >= 0.965, "\(history.epochs)")
   }
 
   // MARK: Compiled
@@ -410,7 +467,8 @@ private final class ElementCollector: NSObject, XMLParserDelegate {
 /// PyTorch's SGD update (`buf = momentum * buf + g; p -= lr * buf`, with `buf = g` on the first step), in
 /// f64 and rounded to the parameters' dtype. Evaluation runs the reference interpreter.
 final class InterpretedTrainable: TrainableModel {
-  typealias Gradients = @Sendable (Model, [String: Tensor], [String: Tensor], String?) throws -> [String: Tensor]
+  typealias Gradients =
+    @Sendable (Model, [String: Tensor], [String: Tensor], String?) throws -> [String: Tensor]
   let model: Model
   let signature: ModelSignature
   let gradients: Gradients
