@@ -18,7 +18,12 @@ public final class Console: @unchecked Sendable {
     write(text + terminator, toError: false)
   }
 
-  public func error(_ text: String) { write(text + "\n", toError: true) }
+  public func error(_ text: String, terminator: String = "\n") {
+    write(text + terminator, toError: true)
+  }
+
+  /// True for a console that keeps what is written (tests), which is never a terminal.
+  public var isCapturing: Bool { captures }
 
   private func write(_ text: String, toError: Bool) {
     lock.lock()

@@ -1,0 +1,534 @@
+import Foundation
+import LaminaIR
+import LaminaSupport
+
+/// What a `Trainer` drives: a model that takes a training step, evaluates, and exposes its
+/// parameters and optimizer state. `CompiledModel` conforms (compiled with `Pipeline.training`).
+public protocol TrainableModel {
+  var signature: ModelSignature { get }
+  /// Forward, backward and optimizer update on one batch; returns the loss before the update.
+  /// `step` names the training step (nil: the first).
+  func trainStep(_ inputs: [String: Tensor], step: String?) throws -> Double
+  /// Every output and every loss, without updating anything.
+  func evaluate(_ inputs: [String: Tensor]) throws -> (
+    outputs: [String: Tensor], losses: [String: Tensor]
+  )
+  func parameters() throws -> [String: Tensor]
+  func setParameters(_ tensors: [String: Tensor]) throws
+  /// The optimizer state (momentum buffers, step counters), by name.
+  func state() throws -> [String: Tensor]
+  func setState(_ tensors: [String: Tensor]) throws
+}
+
+/// One epoch's numbers.
+public struct EpochMetrics: Sendable, Codable, Equatable {
+  /// 1-based.
+  public var epoch: Int
+  /// The mean training loss over the epoch's steps, weighted by batch size.
+  public var trainLoss: Double
+  /// The mean loss over the validation set (weighted by batch size), when there is one.
+  public var validationLoss: Double?
+  /// The fraction of validation rows classified correctly, when the loss is a classification loss.
+  public var validationAccuracy: Double?
+  public var seconds: Double
+  public var steps: Int
+
+  public init(
+    epoch: Int, trainLoss: Double, validationLoss: Double? = nil, validationAccuracy: Double? = nil,
+    seconds: Double = 0, steps: Int = 0
+  ) {
+    self.epoch = epoch
+    self.trainLoss = trainLoss
+    self.validationLoss = validationLoss
+    self.validationAccuracy = validationAccuracy
+    self.seconds = seconds
+    self.steps = steps
+  }
+}
+
+/// What `Trainer.fit` returns: every epoch's metrics (including epochs run before a resume).
+public struct TrainingHistory: Sendable, Equatable {
+  public var epochs: [EpochMetrics]
+  /// The epoch with the lowest monitored loss (validation loss, or training loss without validation).
+  public var bestEpoch: Int?
+  public var bestLoss: Double?
+  /// True when early stopping ended training before the last epoch.
+  public var stoppedEarly: Bool
+  /// True when the best epoch's weights were put back at the end (early stopping only).
+  public var restoredBestWeights: Bool
+  public var globalStep: Int
+}
+
+/// Progress after one training step.
+public struct StepProgress: Sendable {
+  /// 1-based epoch and step within the epoch.
+  public var epoch: Int
+  public var epochs: Int
+  public var step: Int
+  public var steps: Int
+  public var loss: Double
+  /// Rows per second over the epoch so far.
+  public var samplesPerSecond: Double
+  /// Seconds since the epoch started.
+  public var elapsed: Double
+  /// Steps taken since the start of training (across resumes).
+  public var globalStep: Int
+
+  public init(
+    epoch: Int, epochs: Int, step: Int, steps: Int, loss: Double, samplesPerSecond: Double,
+    elapsed: Double, globalStep: Int
+  ) {
+    self.epoch = epoch
+    self.epochs = epochs
+    self.step = step
+    self.steps = steps
+    self.loss = loss
+    self.samplesPerSecond = samplesPerSecond
+    self.elapsed = elapsed
+    self.globalStep = globalStep
+  }
+}
+
+/// Hooks called during `Trainer.fit`; both do nothing by default. Throwing stops training.
+public protocol TrainingCallback {
+  func stepEnded(_ progress: StepProgress) throws
+  /// After each epoch's validation and checkpoint.
+  func epochEnded(_ metrics: EpochMetrics, history: [EpochMetrics]) throws
+}
+
+extension TrainingCallback {
+  public func stepEnded(_ progress: StepProgress) throws {}
+  public func epochEnded(_ metrics: EpochMetrics, history: [EpochMetrics]) throws {}
+}
+
+/// A callback from closures.
+public struct ClosureCallback: TrainingCallback {
+  public var onStep: ((StepProgress) throws -> Void)?
+  public var onEpoch: ((EpochMetrics, [EpochMetrics]) throws -> Void)?
+
+  public init(
+    onStep: ((StepProgress) throws -> Void)? = nil,
+    onEpoch: ((EpochMetrics, [EpochMetrics]) throws -> Void)? = nil
+  ) {
+    self.onStep = onStep
+    self.onEpoch = onEpoch
+  }
+
+  public func stepEnded(_ progress: StepProgress) throws { try onStep?(progress) }
+  public func epochEnded(_ metrics: EpochMetrics, history: [EpochMetrics]) throws {
+    try onEpoch?(metrics, history)
+  }
+}
+
+/// Training stopped because the loss became NaN or infinite.
+public struct NonFiniteLossError: Error, Sendable, CustomStringConvertible {
+  /// 1-based.
+  public var epoch: Int
+  /// The 1-based step within the epoch; nil when the validation loss was not finite.
+  public var step: Int?
+  public var loss: Double
+  /// The epochs completed before it.
+  public var history: [EpochMetrics]
+  /// The checkpoint left in place (from the last finite epoch), if any was written.
+  public var checkpointPath: String?
+
+  public var description: String {
+    var text =
+      step.map { "the training loss is \(loss) at epoch \(epoch), step \($0)" }
+      ?? "the validation loss is \(loss) after epoch \(epoch)"
+    text += " (try a lower learning rate)"
+    if let checkpointPath, let last = history.last {
+      text += "; the last good checkpoint (epoch \(last.epoch)) is kept in \(checkpointPath)"
+    }
+    return text
+  }
+}
+
+/// Where a classification model's accuracy comes from: the `cross_entropy` labels input and the output
+/// whose last axis holds one score per class.
+public struct ClassificationTarget: Sendable, Equatable {
+  public var labels: String
+  public var output: String
+  public var classes: Int
+
+  public init(labels: String, output: String, classes: Int) {
+    self.labels = labels
+    self.output = output
+    self.classes = classes
+  }
+
+  /// Finds the `cross_entropy` behind `loss` (or any one) whose labels are a model input of rank 1 and
+  /// whose logits are `[N, C]`, and an output `[N, C]` (preferring the logits or a function of them).
+  public static func find(in graph: Graph, loss: String) -> ClassificationTarget? {
+    let candidates = graph.nodes.filter { $0.op == "cross_entropy" && $0.operands.count == 2 }
+    let lossValue = graph.losses.first { $0.name == loss }?.value
+    let ordered =
+      candidates.filter { $0.result == lossValue } + candidates.filter { $0.result != lossValue }
+    for node in ordered {
+      let logits = node.operands[0]
+      let labels = node.operands[1]
+      guard graph.inputs.contains(where: { $0.value == labels }),
+        graph.type(of: labels).shape.count == 1
+      else { continue }
+      let logitsShape = graph.type(of: logits).shape
+      guard logitsShape.count == 2, let classes = logitsShape[1].staticValue else { continue }
+      let matching = graph.outputs.filter { output in
+        let shape = graph.type(of: output.value).shape
+        return shape.count == 2 && shape[1].staticValue == classes
+      }
+      let fromLogits = matching.first { output in
+        output.value == logits
+          || graph.nodes.contains {
+            $0.results.contains(output.value) && $0.operands.contains(logits)
+          }
+      }
+      guard let output = fromLogits ?? matching.first else { continue }
+      return ClassificationTarget(labels: graph[labels].name, output: output.name, classes: classes)
+    }
+    return nil
+  }
+}
+
+/// A training checkpoint: parameters, optimizer state and where training stood.
+///
+/// Stored as `.safetensors`: parameters under their own names (so the file also works as a weights
+/// file for `lamina run --weights`), optimizer state under `state.NAME`, the best epoch's weights
+/// under `best.NAME` (early stopping only), and the rest as metadata strings.
+public struct Checkpoint: Sendable {
+  public var parameters: [String: Tensor]
+  public var state: [String: Tensor]
+  /// The weights of the best epoch so far, kept when early stopping is on.
+  public var bestParameters: [String: Tensor]?
+  public var model: String
+  /// Epochs completed; training resumes at epoch `epoch + 1`.
+  public var epoch: Int
+  public var globalStep: Int
+  public var seed: UInt64
+  public var batchSize: Int?
+  public var bestLoss: Double?
+  public var bestEpoch: Int?
+  public var epochsSinceBest: Int
+  public var history: [EpochMetrics]
+
+  public static let statePrefix = "state."
+  public static let bestPrefix = "best."
+  static let format = "lamina-checkpoint-1"
+
+  public init(
+    parameters: [String: Tensor], state: [String: Tensor], bestParameters: [String: Tensor]? = nil,
+    model: String, epoch: Int, globalStep: Int, seed: UInt64, batchSize: Int? = nil,
+    bestLoss: Double? = nil, bestEpoch: Int? = nil, epochsSinceBest: Int = 0,
+    history: [EpochMetrics] = []
+  ) {
+    self.parameters = parameters
+    self.state = state
+    self.bestParameters = bestParameters
+    self.model = model
+    self.epoch = epoch
+    self.globalStep = globalStep
+    self.seed = seed
+    self.batchSize = batchSize
+    self.bestLoss = bestLoss
+    self.bestEpoch = bestEpoch
+    self.epochsSinceBest = epochsSinceBest
+    self.history = history
+  }
+
+  /// Writes the checkpoint atomically (a crash leaves the previous file intact).
+  public func write(to path: String) throws {
+    for name in parameters.keys
+    where name.hasPrefix(Self.statePrefix) || name.hasPrefix(Self.bestPrefix) {
+      throw FileError(
+        path: path,
+        reason:
+          "parameter '\(name)' clashes with the checkpoint's '\(Self.statePrefix)' and '\(Self.bestPrefix)' prefixes; rename it"
+      )
+    }
+    var tensors: [(name: String, tensor: Tensor)] = parameters.map { ($0.key, $0.value) }
+    tensors += state.map { (Self.statePrefix + $0.key, $0.value) }
+    tensors += (bestParameters ?? [:]).map { (Self.bestPrefix + $0.key, $0.value) }
+    var metadata = [
+      "format": Self.format, "model": model, "epoch": String(epoch),
+      "global_step": String(globalStep), "seed": String(seed),
+      "epochs_since_best": String(epochsSinceBest),
+    ]
+    if let batchSize { metadata["batch_size"] = String(batchSize) }
+    // Swift prints doubles with the shortest text that reads back to the same value.
+    if let bestLoss { metadata["best_validation_loss"] = "\(bestLoss)" }
+    if let bestEpoch { metadata["best_epoch"] = String(bestEpoch) }
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    metadata["history"] = String(decoding: try encoder.encode(history), as: UTF8.self)
+    try SafeTensors.write(tensors, metadata: metadata, to: path)
+  }
+
+  /// Reads a checkpoint `write(to:)` wrote.
+  public static func read(contentsOf path: String) throws -> Checkpoint {
+    let (tensors, metadata) = try SafeTensors.readWithMetadata(contentsOf: path)
+    guard metadata["format"] == format else {
+      throw FileError(
+        path: path,
+        reason:
+          "not a Lamina training checkpoint (no format \"\(format)\" in its metadata); a plain weights file cannot be resumed"
+      )
+    }
+    func field<T>(_ key: String, _ parse: (String) -> T?) throws -> T {
+      guard let text = metadata[key], let value = parse(text) else {
+        throw FileError(path: path, reason: "checkpoint metadata '\(key)' is missing or malformed")
+      }
+      return value
+    }
+    var parameters: [String: Tensor] = [:]
+    var state: [String: Tensor] = [:]
+    var best: [String: Tensor] = [:]
+    for (name, tensor) in tensors {
+      if name.hasPrefix(statePrefix) {
+        state[String(name.dropFirst(statePrefix.count))] = tensor
+      } else if name.hasPrefix(bestPrefix) {
+        best[String(name.dropFirst(bestPrefix.count))] = tensor
+      } else {
+        parameters[name] = tensor
+      }
+    }
+    let history: [EpochMetrics]
+    if let text = metadata["history"] {
+      do {
+        history = try JSONDecoder().decode([EpochMetrics].self, from: Data(text.utf8))
+      } catch {
+        throw FileError(path: path, reason: "checkpoint metadata 'history' is malformed")
+      }
+    } else {
+      history = []
+    }
+    return Checkpoint(
+      parameters: parameters, state: state, bestParameters: best.isEmpty ? nil : best,
+      model: metadata["model"] ?? "", epoch: try field("epoch") { Int($0) },
+      globalStep: try field("global_step") { Int($0) }, seed: try field("seed") { UInt64($0) },
+      batchSize: metadata["batch_size"].flatMap { Int($0) },
+      bestLoss: metadata["best_validation_loss"].flatMap { Double($0) },
+      bestEpoch: metadata["best_epoch"].flatMap { Int($0) },
+      epochsSinceBest: metadata["epochs_since_best"].flatMap { Int($0) } ?? 0, history: history)
+  }
+}
+
+/// The training loop: shuffled mini-batches, validation, early stopping, checkpoints and resume.
+///
+///     let model = try Model(contentsOf: "examples/digits_mlp.lam", pipeline: Pipeline.training)
+///     let compiled = try model.compile(parameters: try model.initialParameters(seed: 0))
+///     let trainer = try Trainer(model: model, compiled: compiled)
+///     let history = try trainer.fit(train: train, validation: test, epochs: 20, batchSize: 32)
+///
+/// Deterministic: each epoch's shuffle depends only on `(seed, epoch)`, so a fixed seed gives the same
+/// batches in every run, and a run resumed from a checkpoint continues exactly as an uninterrupted one
+/// (provided the model's train step is itself deterministic, as Lamina's compiled code is).
+///
+/// Early stopping (`earlyStoppingPatience: P`) monitors the validation loss (the training loss when
+/// there is no validation set) and stops after P epochs without improvement. Like Keras's
+/// `EarlyStopping(restore_best_weights=True)`, the best epoch's parameters are put back at the end;
+/// unlike Keras, also when the epochs run out before patience does. The optimizer state is not rolled
+/// back.
+public final class Trainer {
+  public let model: any TrainableModel
+  /// The training step to run (nil: the first).
+  public let step: String?
+  /// The loss the validation reports.
+  public let lossName: String
+  /// Where accuracy comes from; nil when the loss is not a classification loss.
+  public let classification: ClassificationTarget?
+  /// When set, a checkpoint is written here (atomically) after every epoch whose losses are finite.
+  public var checkpointPath: String?
+  /// The model name stored in checkpoints.
+  public var modelName: String
+
+  public init(
+    _ model: any TrainableModel, step: String? = nil, lossName: String? = nil,
+    classification: ClassificationTarget? = nil, checkpointPath: String? = nil
+  ) throws {
+    guard let loss = lossName ?? model.signature.losses.first?.name else {
+      throw RunError("model \(model.signature.model) has no loss to train")
+    }
+    guard model.signature.losses.contains(where: { $0.name == loss }) else {
+      throw RunError("model \(model.signature.model) has no loss named '\(loss)'")
+    }
+    self.model = model
+    self.step = step
+    self.lossName = loss
+    self.classification = classification
+    self.checkpointPath = checkpointPath
+    self.modelName = model.signature.model
+  }
+
+  /// A trainer for `compiled`, taking the loss of the training step and the classification target
+  /// from the model's graph.
+  public convenience init(
+    model: Model, compiled: any TrainableModel, step: String? = nil, checkpointPath: String? = nil
+  ) throws {
+    let trainStep = try model.trainStep(named: step)
+    try self.init(
+      compiled, step: step, lossName: trainStep.lossName,
+      classification: ClassificationTarget.find(in: model.graph, loss: trainStep.lossName),
+      checkpointPath: checkpointPath)
+  }
+
+  /// Trains for `epochs` epochs in all (counting those done before `resume`).
+  ///
+  /// - Parameters:
+  ///   - resume: a checkpoint to continue from: its parameters, state, history and seed are used and
+  ///     training starts at the epoch after it.
+  ///   - earlyStoppingPatience: stop after this many epochs without a lower monitored loss.
+  /// - Throws: `NonFiniteLossError` when a loss becomes NaN or infinite (the checkpoint of the last
+  ///   finite epoch is left as it was); errors from the model or from callbacks.
+  @discardableResult
+  public func fit(
+    train: Dataset, validation: Dataset? = nil, epochs: Int, batchSize: Int, seed: UInt64 = 0,
+    earlyStoppingPatience: Int? = nil, resume: Checkpoint? = nil,
+    callbacks: [any TrainingCallback] = []
+  ) throws -> TrainingHistory {
+    guard batchSize > 0 else { throw RunError("the batch size must be positive, got \(batchSize)") }
+    if let earlyStoppingPatience, earlyStoppingPatience < 1 {
+      throw RunError("early-stopping patience must be at least 1, got \(earlyStoppingPatience)")
+    }
+    var seed = seed
+    var firstEpoch = 0
+    var globalStep = 0
+    var history: [EpochMetrics] = []
+    var bestLoss: Double?
+    var bestEpoch: Int?
+    var bestParameters: [String: Tensor]?
+    var sinceBest = 0
+    if let resume {
+      try model.setParameters(resume.parameters)
+      if !resume.state.isEmpty { try model.setState(resume.state) }
+      seed = resume.seed
+      firstEpoch = resume.epoch
+      globalStep = resume.globalStep
+      history = resume.history
+      bestLoss = resume.bestLoss
+      bestEpoch = resume.bestEpoch
+      bestParameters = resume.bestParameters
+      sinceBest = resume.epochsSinceBest
+    }
+    var stoppedEarly = false
+    if let patience = earlyStoppingPatience, sinceBest >= patience { stoppedEarly = true }
+
+    var epoch = firstEpoch
+    while epoch < epochs && !stoppedEarly {
+      let start = DispatchTime.now().uptimeNanoseconds
+      let batches = train.batchIndices(
+        size: batchSize, order: train.shuffledOrder(seed: seed, epoch: epoch))
+      var lossSum = 0.0
+      var seen = 0
+      for (index, rows) in batches.enumerated() {
+        let loss = try model.trainStep(train.gather(rows), step: step)
+        guard loss.isFinite else {
+          throw NonFiniteLossError(
+            epoch: epoch + 1, step: index + 1, loss: loss, history: history,
+            checkpointPath: history.isEmpty ? nil : checkpointPath)
+        }
+        lossSum += loss * Double(rows.count)
+        seen += rows.count
+        globalStep += 1
+        if !callbacks.isEmpty {
+          let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+          let progress = StepProgress(
+            epoch: epoch + 1, epochs: epochs, step: index + 1, steps: batches.count, loss: loss,
+            samplesPerSecond: elapsed > 0 ? Double(seen) / elapsed : 0, elapsed: elapsed,
+            globalStep: globalStep)
+          for callback in callbacks { try callback.stepEnded(progress) }
+        }
+      }
+      var metrics = EpochMetrics(
+        epoch: epoch + 1, trainLoss: lossSum / Double(seen), steps: batches.count)
+      if let validation {
+        let result = try self.validate(validation, batchSize: batchSize)
+        guard result.loss.isFinite else {
+          throw NonFiniteLossError(
+            epoch: epoch + 1, step: nil, loss: result.loss, history: history,
+            checkpointPath: history.isEmpty ? nil : checkpointPath)
+        }
+        metrics.validationLoss = result.loss
+        metrics.validationAccuracy = result.accuracy
+      }
+      metrics.seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+      history.append(metrics)
+
+      let monitored = metrics.validationLoss ?? metrics.trainLoss
+      if bestLoss.map({ monitored < $0 }) ?? true {
+        bestLoss = monitored
+        bestEpoch = epoch + 1
+        sinceBest = 0
+        if earlyStoppingPatience != nil { bestParameters = try model.parameters() }
+      } else {
+        sinceBest += 1
+      }
+      if let checkpointPath {
+        try Checkpoint(
+          parameters: try model.parameters(), state: try model.state(),
+          bestParameters: earlyStoppingPatience != nil ? bestParameters : nil, model: modelName,
+          epoch: epoch + 1, globalStep: globalStep, seed: seed, batchSize: batchSize,
+          bestLoss: bestLoss, bestEpoch: bestEpoch, epochsSinceBest: sinceBest, history: history
+        ).write(to: checkpointPath)
+      }
+      for callback in callbacks { try callback.epochEnded(metrics, history: history) }
+      if let patience = earlyStoppingPatience, sinceBest >= patience { stoppedEarly = true }
+      epoch += 1
+    }
+
+    var restored = false
+    if earlyStoppingPatience != nil, let bestParameters, let bestEpoch,
+      bestEpoch != history.last?.epoch
+    {
+      try model.setParameters(bestParameters)
+      restored = true
+    }
+    return TrainingHistory(
+      epochs: history, bestEpoch: bestEpoch, bestLoss: bestLoss, stoppedEarly: stoppedEarly,
+      restoredBestWeights: restored, globalStep: globalStep)
+  }
+
+  /// The loss over `data` (the mean over batches weighted by their size) and, for a classification
+  /// loss, the accuracy: argmax of the output's last axis against the labels.
+  public func validate(_ data: Dataset, batchSize: Int) throws -> (loss: Double, accuracy: Double?)
+  {
+    var lossSum = 0.0
+    var correct = 0
+    var seen = 0
+    for rows in data.batchIndices(size: batchSize) {
+      let batch = data.gather(rows)
+      let (outputs, losses) = try model.evaluate(batch)
+      guard let loss = losses[lossName]?.doubles().first else {
+        throw RunError("evaluation returned no loss '\(lossName)'")
+      }
+      lossSum += loss * Double(rows.count)
+      seen += rows.count
+      if let classification {
+        guard let scores = outputs[classification.output], let labels = batch[classification.labels]
+        else {
+          throw RunError(
+            "evaluation returned no output '\(classification.output)' or no labels '\(classification.labels)'"
+          )
+        }
+        correct += Trainer.correctPredictions(scores: scores, labels: labels)
+      }
+    }
+    return (lossSum / Double(seen), classification == nil ? nil : Double(correct) / Double(seen))
+  }
+
+  /// How many rows of `scores` `[N, C]` have their largest score (the first, on ties) at the label.
+  public static func correctPredictions(scores: Tensor, labels: Tensor) -> Int {
+    let classes = scores.shape.last ?? 1
+    let values = scores.doubles()
+    let targets = labels.doubles()
+    var correct = 0
+    for (row, label) in targets.enumerated() {
+      let base = row * classes
+      guard base + classes <= values.count else { break }
+      var best = 0
+      for column in 1..<max(classes, 1) where values[base + column] > values[base + best] {
+        best = column
+      }
+      if Double(best) == label { correct += 1 }
+    }
+    return correct
+  }
+}
