@@ -178,11 +178,13 @@ public struct Model: Sendable {
   }
 
   /// Evaluates outputs (or losses) with the reference interpreter.
-  public func interpret(inputs: [String: Tensor], parameters: [String: Tensor], outputs: [String])
-    throws
-    -> [String: Tensor]
-  {
-    try Interpreter(graph: graph).run(inputs: inputs, parameters: parameters, outputs: outputs)
+  /// - Parameter mode: `.training` to evaluate as a training step does (dropout trains, and so on).
+  public func interpret(
+    inputs: [String: Tensor], parameters: [String: Tensor], outputs: [String],
+    mode: ExecutionMode = .inference
+  ) throws -> [String: Tensor] {
+    try Interpreter(graph: graph).run(
+      inputs: inputs, parameters: parameters, outputs: outputs, mode: mode)
   }
 
   /// The textual IR of the graph.
