@@ -220,3 +220,29 @@ extension SourceFile {
     return SourceFile(path: path, text: String(clean))
   }
 }
+
+extension Model {
+  private init(graph: Graph, warnings: [Diagnostic], source: SourceFile) {
+    self.graph = graph
+    self.warnings = warnings
+    self.source = source
+  }
+
+  /// The model with every parameter gradient of its training steps also exposed as an output, named
+  /// `grad.PARAM` (`grad.STEP.PARAM` when there are several steps), so the interpreter and compiled
+  /// code can return gradients. Needs the training pipeline (the autodiff pass fills the gradients).
+  ///
+  ///     let model = try Model(contentsOf: path, pipeline: Pipeline.training).withGradientOutputs()
+  ///     let (outputs, _) = try model.compile().evaluate(inputs)   // outputs["grad.w1"]
+  public func withGradientOutputs() -> Model {
+    var graph = self.graph
+    let severalSteps = Set(graph.gradients.map(\.step)).count > 1
+    for gradient in graph.gradients {
+      let parameter = graph[gradient.parameter].name
+      let name = severalSteps ? "grad.\(gradient.step).\(parameter)" : "grad.\(parameter)"
+      guard !graph.outputs.contains(where: { $0.name == name }) else { continue }
+      graph.outputs.append(NamedValue(name: name, value: gradient.gradient))
+    }
+    return Model(graph: graph, warnings: warnings, source: source)
+  }
+}
