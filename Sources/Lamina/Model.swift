@@ -24,7 +24,8 @@ public struct Model: Sendable {
   /// - Parameter pipeline: the passes to run (`Pipeline.inference` by default; `Pipeline.training`
   ///   adds the backward graph).
   public init(
-    contentsOf path: String, modelName: String? = nil, pipeline: [any GraphPass] = Pipeline.inference,
+    contentsOf path: String, modelName: String? = nil,
+    pipeline: [any GraphPass] = Pipeline.inference,
     afterPass: (@Sendable (String, Graph) -> Void)? = nil
   ) throws {
     let source = try Model.readSource(path)
@@ -36,7 +37,8 @@ public struct Model: Sendable {
     source text: String, path: String = "<input>", modelName: String? = nil,
     pipeline: [any GraphPass] = Pipeline.inference
   ) throws {
-    try self.init(source: SourceFile(path: path, text: text), modelName: modelName, pipeline: pipeline)
+    try self.init(
+      source: SourceFile(path: path, text: text), modelName: modelName, pipeline: pipeline)
   }
 
   public init(

@@ -63,13 +63,24 @@ struct GradientTests {
 
   static let cases: [Case] = [
     // Elementwise arithmetic, with broadcasting operands.
-    Case("add (bias broadcast)", "param a: f64[3, 4]\nparam b: f64[4]\ninput r: f64[3, 4]", "sum((a + b) * r)"),
-    Case("add (column and literal)", "param a: f64[3, 4]\nparam c: f64[3, 1]\ninput r: f64[3, 4]", "sum((a + c + 2) * r)"),
-    Case("sub", "param a: f64[3, 4]\nparam c: f64[3, 1]\ninput r: f64[3, 4]", "sum((a - c) * r + (1 - a) * r * r)"),
+    Case(
+      "add (bias broadcast)", "param a: f64[3, 4]\nparam b: f64[4]\ninput r: f64[3, 4]",
+      "sum((a + b) * r)"),
+    Case(
+      "add (column and literal)", "param a: f64[3, 4]\nparam c: f64[3, 1]\ninput r: f64[3, 4]",
+      "sum((a + c + 2) * r)"),
+    Case(
+      "sub", "param a: f64[3, 4]\nparam c: f64[3, 1]\ninput r: f64[3, 4]",
+      "sum((a - c) * r + (1 - a) * r * r)"),
     Case("mul", "param a: f64[3, 4]\nparam b: f64[1, 4]\ninput r: f64[3, 4]", "sum(a * b * r)"),
-    Case("div", "param a: f64[3, 4]\nparam posb: f64[3, 4]\ninput r: f64[3, 4]", "sum(a / posb * r)"),
-    Case("div (broadcast divisor)", "param a: f64[3, 4]\nparam posb: f64[4]\ninput r: f64[3, 4]", "sum((2 / posb + a / posb) * r)"),
-    Case("pow", "param posa: f64[3, 4]\nparam b: f64[3, 4]\ninput r: f64[3, 4]", "sum(pow(posa, b) * r)"),
+    Case(
+      "div", "param a: f64[3, 4]\nparam posb: f64[3, 4]\ninput r: f64[3, 4]", "sum(a / posb * r)"),
+    Case(
+      "div (broadcast divisor)", "param a: f64[3, 4]\nparam posb: f64[4]\ninput r: f64[3, 4]",
+      "sum((2 / posb + a / posb) * r)"),
+    Case(
+      "pow", "param posa: f64[3, 4]\nparam b: f64[3, 4]\ninput r: f64[3, 4]",
+      "sum(pow(posa, b) * r)"),
     Case("pow (literal exponent)", pos34, "sum(pow(posa, 3) * r)"),
     Case("maximum", ab34, "sum(maximum(a, b) * r)"),
     Case("maximum (broadcast scalar)", a34, "sum(maximum(a, 0.1) * r)"),
@@ -88,25 +99,47 @@ struct GradientTests {
     Case("gelu (tanh)", a34, "sum(gelu(a, approximate: \"tanh\") * r)"),
     Case("softplus", a34, "sum(softplus(a) * r)"),
     // Linear algebra.
-    Case("matmul", "param a: f64[3, 4]\nparam w: f64[4, 5]\ninput r: f64[3, 5]", "sum((a @ w) * r)"),
-    Case("matmul (batched, broadcast weight)", "param a: f64[2, 3, 4]\nparam w: f64[4, 5]\ninput r: f64[2, 3, 5]", "sum((a @ w) * r)"),
-    Case("matmul (batched, both broadcast)", "param a: f64[2, 1, 3, 4]\nparam b: f64[5, 4, 2]\ninput r: f64[2, 5, 3, 2]", "sum(matmul(a, b) * r)"),
-    Case("matmul (vector @ matrix)", "param v: f64[4]\nparam w: f64[4, 5]\ninput r: f64[5]", "sum(matmul(v, w) * r)"),
-    Case("matmul (batch @ vector)", "param a: f64[2, 3, 4]\nparam v: f64[4]\ninput r: f64[2, 3]", "sum(matmul(a, v) * r)"),
-    Case("matmul (vector @ vector)", "param v: f64[4]\nparam u: f64[4]", "matmul(v, u) * matmul(v, v)"),
+    Case(
+      "matmul", "param a: f64[3, 4]\nparam w: f64[4, 5]\ninput r: f64[3, 5]", "sum((a @ w) * r)"),
+    Case(
+      "matmul (batched, broadcast weight)",
+      "param a: f64[2, 3, 4]\nparam w: f64[4, 5]\ninput r: f64[2, 3, 5]", "sum((a @ w) * r)"),
+    Case(
+      "matmul (batched, both broadcast)",
+      "param a: f64[2, 1, 3, 4]\nparam b: f64[5, 4, 2]\ninput r: f64[2, 5, 3, 2]",
+      "sum(matmul(a, b) * r)"),
+    Case(
+      "matmul (vector @ matrix)", "param v: f64[4]\nparam w: f64[4, 5]\ninput r: f64[5]",
+      "sum(matmul(v, w) * r)"),
+    Case(
+      "matmul (batch @ vector)", "param a: f64[2, 3, 4]\nparam v: f64[4]\ninput r: f64[2, 3]",
+      "sum(matmul(a, v) * r)"),
+    Case(
+      "matmul (vector @ vector)", "param v: f64[4]\nparam u: f64[4]", "matmul(v, u) * matmul(v, v)"),
     Case("transpose", "\(a234)\ninput r: f64[2, 4, 3]", "sum(transpose(a) * r)"),
-    Case("transpose (perm)", "\(a234)\ninput r: f64[4, 2, 3]", "sum(transpose(a, perm: [2, 0, 1]) * r)"),
+    Case(
+      "transpose (perm)", "\(a234)\ninput r: f64[4, 2, 3]", "sum(transpose(a, perm: [2, 0, 1]) * r)"
+    ),
     Case("permute", "\(a234)\ninput r: f64[3, 4, 2]", "sum(permute(a, perm: [1, -1, 0]) * r)"),
     // Reductions.
     Case("sum (axes, keepdims false)", "\(a234)\ninput r: f64[2, 4]", "sum(sum(a, axes: [1]) * r)"),
-    Case("sum (axes, keepdims true)", "\(a234)\ninput r: f64[1, 3, 1]", "sum(sum(a, axes: [0, -1], keepdims: true) * r)"),
+    Case(
+      "sum (axes, keepdims true)", "\(a234)\ninput r: f64[1, 3, 1]",
+      "sum(sum(a, axes: [0, -1], keepdims: true) * r)"),
     Case("sum (all)", "\(a234)\ninput r: f64[2, 3, 4]", "sum(a) * sum(a * r)"),
-    Case("mean (axes, keepdims false)", "\(a234)\ninput r: f64[3, 4]", "sum(mean(a, axes: [0]) * r)"),
-    Case("mean (axes, keepdims true)", "\(a234)\ninput r: f64[2, 3, 1]", "sum(mean(a, axes: [-1], keepdims: true) * r)"),
+    Case(
+      "mean (axes, keepdims false)", "\(a234)\ninput r: f64[3, 4]", "sum(mean(a, axes: [0]) * r)"),
+    Case(
+      "mean (axes, keepdims true)", "\(a234)\ninput r: f64[2, 3, 1]",
+      "sum(mean(a, axes: [-1], keepdims: true) * r)"),
     Case("mean (all)", "\(a234)\ninput r: f64[2, 3, 4]", "mean(a) * sum(a * r)"),
-    Case("mean (symbolic batch)", "input x: f64[batch, 4]\nparam w: f64[4]\ninput r: f64[4]", "sum(mean(x * w * w, axes: [0]) * r) + mean(x * w)"),
+    Case(
+      "mean (symbolic batch)", "input x: f64[batch, 4]\nparam w: f64[4]\ninput r: f64[4]",
+      "sum(mean(x * w * w, axes: [0]) * r) + mean(x * w)"),
     Case("max (axes, keepdims false)", "\(a234)\ninput r: f64[2, 4]", "sum(max(a, axes: [1]) * r)"),
-    Case("max (axes, keepdims true)", "\(a234)\ninput r: f64[1, 3, 1]", "sum(max(a, axes: [0, 2], keepdims: true) * r)"),
+    Case(
+      "max (axes, keepdims true)", "\(a234)\ninput r: f64[1, 3, 1]",
+      "sum(max(a, axes: [0, 2], keepdims: true) * r)"),
     Case("max (all)", "\(a234)\ninput r: f64[2, 3, 4]", "max(a) * sum(a * r)"),
     Case("softmax (last axis)", a34, "sum(softmax(a) * r)"),
     Case("softmax (axis 1 of 3)", "\(a234)\ninput r: f64[2, 3, 4]", "sum(softmax(a, axis: 1) * r)"),
@@ -115,27 +148,56 @@ struct GradientTests {
     // Shapes.
     Case("reshape", "\(a234)\ninput r: f64[6, 4]", "sum(reshape(a, shape: [-1, 4]) * r)"),
     Case("flatten", "\(a234)\ninput r: f64[2, 12]", "sum(flatten(a) * r)"),
-    Case("broadcast_to (new axes)", "param b: f64[4]\ninput r: f64[2, 3, 4]", "sum(broadcast_to(b, shape: [2, 3, 4]) * r)"),
-    Case("broadcast_to (size-1 axis)", "param c: f64[3, 1]\ninput r: f64[3, 4]", "sum(broadcast_to(c, shape: [3, 4]) * r)"),
-    Case("concat (axis 1)", "param a: f64[3, 4]\nparam d: f64[3, 2]\ninput r: f64[3, 6]", "sum(concat(a, d, axis: 1) * r)"),
-    Case("concat (axis 0, same value twice)", "param a: f64[3, 4]\ninput r: f64[6, 4]", "sum(concat(a, tanh(a)) * r)"),
+    Case(
+      "broadcast_to (new axes)", "param b: f64[4]\ninput r: f64[2, 3, 4]",
+      "sum(broadcast_to(b, shape: [2, 3, 4]) * r)"),
+    Case(
+      "broadcast_to (size-1 axis)", "param c: f64[3, 1]\ninput r: f64[3, 4]",
+      "sum(broadcast_to(c, shape: [3, 4]) * r)"),
+    Case(
+      "concat (axis 1)", "param a: f64[3, 4]\nparam d: f64[3, 2]\ninput r: f64[3, 6]",
+      "sum(concat(a, d, axis: 1) * r)"),
+    Case(
+      "concat (axis 0, same value twice)", "param a: f64[3, 4]\ninput r: f64[6, 4]",
+      "sum(concat(a, tanh(a)) * r)"),
     Case("slice (ranges, step)", "param a: f64[3, 4]\ninput r: f64[2, 2]", "sum(a[1:, ::2] * r)"),
-    Case("slice (negative index, negative step)", "param a: f64[3, 4]\ninput r: f64[4]", "sum(a[-1, ::-1] * r)"),
-    Case("slice (negative step, index)", "param a: f64[3, 4]\ninput r: f64[2]", "sum(a[::-2, 1] * r)"),
-    Case("slice (negative bounds, 3-D)", "\(a234)\ninput r: f64[2, 2, 2]", "sum(a[:, -2:, 1:3] * r)"),
+    Case(
+      "slice (negative index, negative step)", "param a: f64[3, 4]\ninput r: f64[4]",
+      "sum(a[-1, ::-1] * r)"),
+    Case(
+      "slice (negative step, index)", "param a: f64[3, 4]\ninput r: f64[2]", "sum(a[::-2, 1] * r)"),
+    Case(
+      "slice (negative bounds, 3-D)", "\(a234)\ninput r: f64[2, 2, 2]", "sum(a[:, -2:, 1:3] * r)"),
     Case("squeeze", "param c: f64[3, 1]\ninput r: f64[3]", "sum(squeeze(c, axes: [1]) * r)"),
-    Case("unsqueeze", "param a: f64[3, 4]\ninput r: f64[1, 3, 4, 1]", "sum(unsqueeze(a, axes: [0, -1]) * r)"),
+    Case(
+      "unsqueeze", "param a: f64[3, 4]\ninput r: f64[1, 3, 4, 1]",
+      "sum(unsqueeze(a, axes: [0, -1]) * r)"),
     // Losses.
     Case("mse (both operands)", "param a: f64[3, 4]\nparam b: f64[3, 4]", "mse(a, b)"),
-    Case("mse (symbolic batch)", "input x: f64[batch, 4]\nparam w: f64[4]\ninput t: f64[batch, 4]", "mse(x * w, t)"),
-    Case("cross_entropy (integer labels)", "param logits: f64[3, 5]\ninput label: i32[3]", "cross_entropy(logits, label)"),
-    Case("cross_entropy (class axis 1 of 3)", "param logits: f64[2, 3, 4]\ninput label: i32[2, 4]", "cross_entropy(logits, label)"),
-    Case("cross_entropy (mlp, symbolic batch)", "input x: f64[batch, 4]\ninput label: i32[batch]\nparam w1: f64[4, 6]\nparam b1: f64[6]\nparam w2: f64[6, 3]\nparam b2: f64[3]", "cross_entropy(tanh(x @ w1 + b1) @ w2 + b2, label)"),
-    Case("binary_cross_entropy_with_logits (both operands)", "param a: f64[3, 4]\nparam unitb: f64[3, 4]", "binary_cross_entropy_with_logits(a, unitb)"),
+    Case(
+      "mse (symbolic batch)", "input x: f64[batch, 4]\nparam w: f64[4]\ninput t: f64[batch, 4]",
+      "mse(x * w, t)"),
+    Case(
+      "cross_entropy (integer labels)", "param logits: f64[3, 5]\ninput label: i32[3]",
+      "cross_entropy(logits, label)"),
+    Case(
+      "cross_entropy (class axis 1 of 3)", "param logits: f64[2, 3, 4]\ninput label: i32[2, 4]",
+      "cross_entropy(logits, label)"),
+    Case(
+      "cross_entropy (mlp, symbolic batch)",
+      "input x: f64[batch, 4]\ninput label: i32[batch]\nparam w1: f64[4, 6]\nparam b1: f64[6]\nparam w2: f64[6, 3]\nparam b2: f64[3]",
+      "cross_entropy(tanh(x @ w1 + b1) @ w2 + b2, label)"),
+    Case(
+      "binary_cross_entropy_with_logits (both operands)",
+      "param a: f64[3, 4]\nparam unitb: f64[3, 4]", "binary_cross_entropy_with_logits(a, unitb)"),
     Case("l2", "param a: f64[3, 4]\nparam b: f64[2]", "l2(a, b) * l2(a)"),
     // Conversions and the graph's plumbing.
-    Case("cast (f32 → f64)", "param w: f32[3, 4]\ninput r: f64[3, 4]", "sum(cast(w, dtype: f64) * cast(w, dtype: f64) * r)"),
-    Case("cast (through integers: no gradient)", a34, "sum((cast(cast(a * 3, dtype: i32), dtype: f64) + a) * r)"),
+    Case(
+      "cast (f32 → f64)", "param w: f32[3, 4]\ninput r: f64[3, 4]",
+      "sum(cast(w, dtype: f64) * cast(w, dtype: f64) * r)"),
+    Case(
+      "cast (through integers: no gradient)", a34,
+      "sum((cast(cast(a * 3, dtype: i32), dtype: f64) + a) * r)"),
     Case("a value used twice (accumulation)", a34, "sum((a * a + tanh(a)) * r)"),
     Case(
       "slice_backward (IR)",
@@ -244,13 +306,17 @@ struct GradientTests {
   func everyOpIsAccountedFor() {
     for op in OpRegistry.all {
       if Self.nonDifferentiable.contains(op.name) {
-        #expect(op.gradient == nil, "\(op.name) has a gradient rule but is listed as not differentiable")
+        #expect(
+          op.gradient == nil, "\(op.name) has a gradient rule but is listed as not differentiable")
       } else {
-        #expect(op.gradient != nil, "\(op.name) has no gradient rule and is not listed in nonDifferentiable")
+        #expect(
+          op.gradient != nil,
+          "\(op.name) has no gradient rule and is not listed in nonDifferentiable")
       }
     }
     for name in Self.nonDifferentiable {
-      #expect(OpRegistry.definition(name) != nil, "nonDifferentiable lists \(name), which is not an op")
+      #expect(
+        OpRegistry.definition(name) != nil, "nonDifferentiable lists \(name), which is not an op")
     }
   }
 
@@ -261,11 +327,13 @@ struct GradientTests {
       let model = try Model(source: testCase.source)
       used.formUnion(model.graph.nodes.map(\.op))
     }
-    let missing = OpRegistry.all.filter { $0.gradient != nil && !used.contains($0.name) }.map(\.name)
+    let missing = OpRegistry.all.filter { $0.gradient != nil && !used.contains($0.name) }.map(
+      \.name)
     #expect(missing.isEmpty, "no gradient check uses \(missing)")
   }
 
-  @Test("stop_gradient cuts the path: only the other use contributes, and a cut parameter gets zero")
+  @Test(
+    "stop_gradient cuts the path: only the other use contributes, and a cut parameter gets zero")
   func stopGradient() throws {
     let model = try Model(
       source: """
@@ -290,7 +358,8 @@ struct GradientTests {
     #expect(try #require(gradients["b"]).shape == [3, 4])
   }
 
-  @Test("a parameter reaching the loss only through a comparison is an error; stop_gradient fixes it")
+  @Test(
+    "a parameter reaching the loss only through a comparison is an error; stop_gradient fixes it")
   func nonDifferentiablePath() throws {
     let source = { (expression: String) in
       """
@@ -419,9 +488,10 @@ struct GradientTests {
         pipeline: Pipeline.training)
       : try Model(source: Self.compiledGradientModel, pipeline: Pipeline.training)
     let model = trained.withGradientOutputs()
-    let ops = Set(model.graph.nodesNeeded(for: model.graph.outputs.map(\.value)).map {
-      model.graph.nodes[$0].op
-    })
+    let ops = Set(
+      model.graph.nodesNeeded(for: model.graph.outputs.map(\.value)).map {
+        model.graph.nodes[$0].op
+      })
     if !isFixture {
       for op in ["slice_backward", "cross_entropy_grad", "gelu_grad", "greater_equal", "sign"] {
         #expect(ops.contains(op), "the gradients do not use \(op)")
