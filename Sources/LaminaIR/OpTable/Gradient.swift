@@ -62,8 +62,11 @@ public struct GradientBuilder {
   public mutating func sub(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID {
     try op("sub", [a, b])
   }
+  /// `a * b`; multiplying by a scalar literal 1 (the loss's own gradient) adds no node.
   public mutating func mul(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID {
-    try op("mul", [a, b])
+    if isOne(a), type(of: a).isScalar, type(of: a).dtype == type(of: b).dtype { return b }
+    if isOne(b), type(of: b).isScalar, type(of: b).dtype == type(of: a).dtype { return a }
+    return try op("mul", [a, b])
   }
   public mutating func div(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID {
     try op("div", [a, b])
@@ -103,6 +106,13 @@ public struct GradientBuilder {
 }
 
 extension GradientBuilder {
+  /// True when `value` is the literal 1.
+  public func isOne(_ value: ValueID) -> Bool {
+    graph.nodes.contains {
+      $0.op == "constant" && $0.results.contains(value) && $0.attributes["value"]?.doubleValue == 1
+    }
+  }
+
   /// True when `value` is a literal (the result of a `constant` node): rules skip its gradient.
   public func isConstant(_ value: ValueID) -> Bool {
     graph.nodes.contains { $0.op == "constant" && $0.results.contains(value) }
