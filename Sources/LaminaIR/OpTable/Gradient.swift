@@ -108,14 +108,18 @@ public struct GradientBuilder {
 extension GradientBuilder {
   /// True when `value` is the literal 1.
   public func isOne(_ value: ValueID) -> Bool {
-    graph.nodes.contains {
-      $0.op == "constant" && $0.results.contains(value) && $0.attributes["value"]?.doubleValue == 1
-    }
+    type(of: value).isScalar
+      && graph.nodes.contains {
+        $0.op == "constant" && $0.results.contains(value)
+          && $0.attributes["value"]?.doubleValue == 1
+      }
   }
 
   /// True when `value` is a literal (the result of a `constant` node): rules skip its gradient.
   public func isConstant(_ value: ValueID) -> Bool {
-    graph.nodes.contains { $0.op == "constant" && $0.results.contains(value) }
+    // Constants are scalars; the type check spares most calls the scan.
+    type(of: value).isScalar
+      && graph.nodes.contains { $0.op == "constant" && $0.results.contains(value) }
   }
 
   /// Whether a rule should build the gradient of `operand`: a floating-point value that is not a
