@@ -62,7 +62,15 @@ public struct IRPrinter: Sendable {
   public func print(_ node: Node, in graph: Graph) -> String {
     let results = node.results.map { name($0, in: graph) }.joined(separator: ", ")
     let operands = node.operands.map { name($0, in: graph) }.joined(separator: ", ")
-    var text = "\(results) = \(node.op)(\(operands))\(attributeText(node.attributes))"
+    // Attributes at their op's default are left out (shape inference puts them back on reading).
+    let defaults = OpRegistry.definition(node.op)?.attributes ?? []
+    let shown = node.attributes.filter { name, value in
+      guard let spec = defaults.first(where: { $0.name == name }), let fallback = spec.defaultValue else {
+        return true
+      }
+      return value.coerced(to: spec.kind) != fallback.coerced(to: spec.kind)
+    }
+    var text = "\(results) = \(node.op)(\(operands))\(attributeText(shown))"
     let types = node.results.compactMap { graph[$0].type }
     if types.count == node.results.count {
       text += " : " + types.map(\.description).joined(separator: ", ")

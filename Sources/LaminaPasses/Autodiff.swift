@@ -77,6 +77,8 @@ public struct Autodiff: GraphPass {
     for index in needed.reversed() {
       let node = builder.graph.nodes[index]
       guard let resultGradient = adjoints[node.result], dependsOnTarget.contains(node.result) else { continue }
+      // Every use of the result comes after its definition, so its gradient is complete now.
+      nameGradient(of: node.result, resultGradient, in: &builder.graph)
       let wanted = node.operands.map { operand in
         dependsOnTarget.contains(operand) && builder.type(of: operand).dtype.isFloatingPoint
       }
@@ -110,13 +112,13 @@ public struct Autodiff: GraphPass {
           throw Diagnostic.error("gradient of \(node.op): \(error.message)", at: node.location)
         }
       }
-      // Every use of the operands that come later has been seen: name their finished gradients.
-      for operand in node.operands { nameGradient(of: operand, adjoints[operand], in: &builder.graph) }
     }
 
     var results: [ValueID] = []
     for target in targets {
       if let gradient = adjoints[target] {
+        // Leaves have no defining node; their gradients are complete once the sweep ends.
+        nameGradient(of: target, gradient, in: &builder.graph)
         results.append(gradient)
       } else {
         // The loss does not depend on this parameter: its gradient is zero.

@@ -10,9 +10,12 @@ enum MatmulKernel {
     // Treat 1-D operands as a row (a) or a column (b) vector.
     let aShape = a.rank == 1 ? [Dim(1)] + a.shape : a.shape
     let bShape = b.rank == 1 ? b.shape + [Dim(1)] : b.shape
-    let m = aShape[aShape.count - 2]
-    let k = aShape[aShape.count - 1]
-    let n = bShape[bShape.count - 1]
+    // A transposed operand is stored with its last two axes swapped; the GEMM reads it as it is.
+    let transposeA = context.attributes["transpose_a"]?.boolValue ?? false
+    let transposeB = context.attributes["transpose_b"]?.boolValue ?? false
+    let m = aShape[aShape.count - (transposeA ? 1 : 2)]
+    let k = aShape[aShape.count - (transposeA ? 2 : 1)]
+    let n = bShape[bShape.count - (transposeB ? 2 : 1)]
     let aBatch = Array(aShape.dropLast(2))
     let bBatch = Array(bShape.dropLast(2))
     let batchRank = max(aBatch.count, bBatch.count)
@@ -40,15 +43,18 @@ enum MatmulKernel {
       switch context.resultType.dtype {
       case .f32, .f64:
         let gemm = context.resultType.dtype == .f32 ? "lamina_sgemm" : "lamina_dgemm"
+        let (lda, ldb) = (transposeA ? "m" : "k", transposeB ? "k" : "n")
         writer.line(
-          "\(gemm)(ctx->pool, 0, 0, m, n, k, 1, in0\(plus(aOffset)), k, in1\(plus(bOffset)), n, 0, out\(plus(cOffset)), n, NULL);"
+          "\(gemm)(ctx->pool, \(transposeA ? 1 : 0), \(transposeB ? 1 : 0), m, n, k, 1, in0\(plus(aOffset)), \(lda), in1\(plus(bOffset)), \(ldb), 0, out\(plus(cOffset)), n, NULL);"
         )
       case .i32, .i64:
         writer.block("for (int64_t i = 0; i < m; i++)") { rows in
           rows.block("for (int64_t j = 0; j < n; j++)") { columns in
             columns.line("int64_t sum = 0;")
+            let aIndex = transposeA ? "p * m + i" : "i * k + p"
+            let bIndex = transposeB ? "j * k + p" : "p * n + j"
             columns.line(
-              "for (int64_t p = 0; p < k; p++) sum += (int64_t)in0[\(aOffset) + i * k + p] * in1[\(bOffset) + p * n + j];"
+              "for (int64_t p = 0; p < k; p++) sum += (int64_t)in0[\(aOffset) + \(aIndex)] * in1[\(bOffset) + \(bIndex)];"
             )
             columns.line(
               "out[\(cOffset) + i * n + j] = (\(CExpressionContext.cType(context.resultType.dtype)))sum;"

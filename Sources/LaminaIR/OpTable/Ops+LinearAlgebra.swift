@@ -10,6 +10,12 @@ extension OpRegistry {
       semantics:
         "y[..., i, j] = Σ_k a[..., i, k] · b[..., k, j]; a 1-D a is a row vector [1, k] and a 1-D b a column vector [k, 1], and the added axis is removed from the result; leading (batch) axes broadcast. Any dtype; integer products are exact for values below 2^53 and then truncated to the dtype.",
       operands: [OperandSpec("a"), OperandSpec("b")],
+      attributes: [
+        AttributeSpec(
+          "transpose_a", .bool, default: .bool(false),
+          "use a with its last two axes swapped (the GEMM reads it transposed; nothing is copied)"),
+        AttributeSpec("transpose_b", .bool, default: .bool(false), "likewise for b"),
+      ],
       fusion: .matmulLike,
       shape: ShapeRule("matmul(a, b)") { context throws(ShapeError) in
         [try matmulPlan(context).result]
@@ -37,7 +43,11 @@ extension OpRegistry {
             for column in 0..<columns {
               var total = 0.0
               for k in 0..<inner {
-                total += a[aBase + row * inner + k] * b[bBase + k * columns + column]
+                // A transposed operand is stored [k, rows] (a) or [columns, k] (b).
+                let aElement = plan.transposeA ? a[aBase + k * rows + row] : a[aBase + row * inner + k]
+                let bElement =
+                  plan.transposeB ? b[bBase + column * inner + k] : b[bBase + k * columns + column]
+                total += aElement * bElement
               }
               output.append(total)
             }
@@ -116,6 +126,8 @@ extension OpRegistry {
   /// broadcast along are summed by the autodiff pass.
   static let matmulGradient: GradientRule = { builder, inputs throws(ShapeError) in
     var (a, b, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
+    let transposeA = inputs.attributes["transpose_a"]?.boolValue ?? false
+    let transposeB = inputs.attributes["transpose_b"]?.boolValue ?? false
     let (aRank, bRank) = (builder.type(of: a).rank, builder.type(of: b).rank)
     if aRank == 1 { a = try builder.op("unsqueeze", [a], ["axes": .ints([0])]) }
     if bRank == 1 { b = try builder.op("unsqueeze", [b], ["axes": .ints([1])]) }
@@ -123,12 +135,21 @@ extension OpRegistry {
     if aRank == 1 { g = try builder.op("unsqueeze", [g], ["axes": .ints([-2])]) }
     var gradients: [ValueID?] = [nil, nil]
     if builder.wants(inputs.operands[0]) {
-      var gradientA = try builder.op("matmul", [g, try builder.op("transpose", [b])])
+      // With flags for op(a) = aᵀ and op(b) = bᵀ, the GEMM reads the transposes in place:
+      //   ∂a = g @ op(b)ᵀ, or (g @ op(b)ᵀ)ᵀ = op(b) @ gᵀ when a was transposed.
+      var gradientA =
+        transposeA
+        ? try builder.op("matmul", [b, g], ["transpose_a": .bool(transposeB), "transpose_b": .bool(true)])
+        : try builder.op("matmul", [g, b], ["transpose_b": .bool(!transposeB)])
       if aRank == 1 { gradientA = try builder.op("squeeze", [gradientA], ["axes": .ints([-2])]) }
       gradients[0] = gradientA
     }
     if builder.wants(inputs.operands[1]) {
-      var gradientB = try builder.op("matmul", [try builder.op("transpose", [a]), g])
+      //   ∂b = op(a)ᵀ @ g, or gᵀ @ op(a) when b was transposed.
+      var gradientB =
+        transposeB
+        ? try builder.op("matmul", [g, a], ["transpose_a": .bool(true), "transpose_b": .bool(transposeA)])
+        : try builder.op("matmul", [a, g], ["transpose_a": .bool(!transposeA)])
       if bRank == 1 { gradientB = try builder.op("squeeze", [gradientB], ["axes": .ints([-1])]) }
       gradients[1] = gradientB
     }
@@ -145,6 +166,8 @@ extension OpRegistry {
     var inner: Dim
     var columns: Dim
     var result: TensorType
+    var transposeA = false
+    var transposeB = false
   }
 
   /// Checks a matmul's operands and works out the batch, matrix and result shapes.
@@ -156,9 +179,16 @@ extension OpRegistry {
         "matmul: operands must have rank 1 or more, got \(a) @ \(b)",
         help: "to scale by a scalar, use mul")
     }
+    let transposeA = context.bool("transpose_a") ?? false
+    let transposeB = context.bool("transpose_b") ?? false
+    if (transposeA && a.rank < 2) || (transposeB && b.rank < 2) {
+      throw ShapeError("matmul: a transposed operand needs rank 2 or more, got \(a) @ \(b)")
+    }
     // numpy promotes a vector to a matrix for the product and removes the added axis afterwards.
-    let aMatrix = a.rank == 1 ? [Dim(1)] + a.shape : a.shape
-    let bMatrix = b.rank == 1 ? b.shape + [Dim(1)] : b.shape
+    var aMatrix = a.rank == 1 ? [Dim(1)] + a.shape : a.shape
+    var bMatrix = b.rank == 1 ? b.shape + [Dim(1)] : b.shape
+    if transposeA { aMatrix.swapAt(aMatrix.count - 1, aMatrix.count - 2) }
+    if transposeB { bMatrix.swapAt(bMatrix.count - 1, bMatrix.count - 2) }
     let rows = aMatrix[aMatrix.count - 2]
     let inner = aMatrix[aMatrix.count - 1]
     let columns = bMatrix[bMatrix.count - 1]
@@ -180,7 +210,7 @@ extension OpRegistry {
     if b.rank > 1 { resultShape.append(columns) }
     return MatmulPlan(
       aBatch: aBatch, bBatch: bBatch, batch: batch, rows: rows, inner: inner, columns: columns,
-      result: TensorType(dtype, resultShape))
+      result: TensorType(dtype, resultShape), transposeA: transposeA, transposeB: transposeB)
   }
 
   /// The `perm` attribute checked to be a permutation of the operand's axes, made non-negative.
