@@ -11,6 +11,9 @@ extension Model {
     options: CompileOptions = CompileOptions(), parameters: [String: Tensor]? = nil
   ) throws -> any TrainableModel {
     _ = try trainStep(named: nil)
+    guard !graph.assignments.isEmpty else {
+      throw RunError("model \(graph.name) was not built with the training pipeline (Pipeline.training)")
+    }
     return try compile(options: options, parameters: parameters)
   }
 }
