@@ -123,7 +123,7 @@ enum TrainCommand: Command {
     let firstEpoch = resume?.epoch ?? 0
     if !quiet {
       var line =
-        "training \(model.graph.name) (\(trainStep.optimizer), loss \(trainStep.lossName)) on \(train.count) rows"
+        "training \(model.graph.name) (\(trainStep.optimizer) on \(trainStep.lossName)) on \(train.count) rows"
       if let validation { line += ", validating on \(validation.count)" }
       line += "; \(epochs) epochs of \(stepsPerEpoch) steps (batch \(batch)), seed \(seed)"
       if firstEpoch > 0 { line += "; resuming after epoch \(firstEpoch)" }
@@ -133,6 +133,11 @@ enum TrainCommand: Command {
       console.print(line)
     }
 
+    if firstEpoch >= epochs {
+      console.error(
+        "lamina train: note: the checkpoint already holds \(firstEpoch) epochs; pass --epochs above \(firstEpoch) to train further"
+      )
+    }
     let live = !quiet && !console.isCapturing && isatty(2) == 1
     let progress = ProgressPrinter(
       console: console, live: live, quiet: quiet, epochs: epochs,

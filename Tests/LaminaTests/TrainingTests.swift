@@ -343,7 +343,7 @@ struct TrainingTests {
       directory + "/loss.svg", "-o", directory + "/w.safetensors")
     #expect(result.status == 0, "\(result.errors)")
     let lines = result.output.split(separator: "\n").map(String.init)
-    #expect(lines.first?.hasPrefix("training DigitsMLP (sgd, loss loss) on 200 rows") == true)
+    #expect(lines.first?.hasPrefix("training DigitsMLP (sgd on loss) on 200 rows") == true)
     #expect(lines.filter { $0.hasPrefix("epoch 1/2  train loss") }.count == 1)
     #expect(lines.contains { $0.hasPrefix("epoch 2/2  train loss") && $0.contains("val acc") })
     #expect(lines.contains { $0.hasPrefix("trained 2 epochs (26 steps in all)") })
