@@ -27,8 +27,9 @@ enum TrainCommand: Command {
       -o W             save the final weights (with --early-stopping, the best epoch's)
       --plot P         draw training and validation loss (and accuracy) per epoch to P as SVG
       --early-stopping PATIENCE
-                       stop after PATIENCE epochs without a lower validation loss and restore the
-                       best epoch's weights
+                       stop after PATIENCE epochs without a lower validation loss (training loss
+                       without --val) and restore the best epoch's weights (the checkpoint keeps the
+                       last epoch's, to resume from, and the best ones as best.NAME)
       --interpret      train with the reference interpreter instead of compiled code (slow; a check)
       --quiet          print only the final summary
     A progress bar is drawn on standard error when it is a terminal; otherwise one line per epoch.
