@@ -27,7 +27,7 @@ extension Model {
     let trainStep = try trainStep(named: step)
     let entries = graph.gradients.filter { $0.step == trainStep.name }
     let names = [trainStep.lossName] + entries.map { graph[$0.gradient].name }
-    let values = try interpret(inputs: inputs, parameters: parameters, outputs: names)
+    let values = try interpret(inputs: inputs, parameters: parameters, outputs: names, mode: .training)
     var result = ["loss": values[trainStep.lossName]!]
     for entry in entries { result[graph[entry.parameter].name] = values[graph[entry.gradient].name]! }
     return result
@@ -65,7 +65,8 @@ extension Model {
     let wideInputs = inputs.mapValues { $0.dtype == .f32 ? $0.converted(to: .f64) : $0 }
     var wideParameters = parameters.mapValues { $0.dtype == .f32 ? $0.converted(to: .f64) : $0 }
     func loss() throws -> Double {
-      try interpreter.run(inputs: wideInputs, parameters: wideParameters, outputs: [trainStep.lossName])[
+      try interpreter.run(
+        inputs: wideInputs, parameters: wideParameters, outputs: [trainStep.lossName], mode: .training)[
         trainStep.lossName]!.doubles()[0]
     }
     let floor = graph.params.contains { graph.type(of: $0.value).dtype == .f32 } ? 1e-4 : 1e-8
@@ -120,7 +121,7 @@ extension Model {
     var current = try graph.initialState().merging(values) { _, given in given }
     let updates = graph.assignments.filter { $0.step == trainStep.name }
     let names = [trainStep.lossName] + updates.map { graph[$0.value].name }
-    let results = try interpret(inputs: inputs, parameters: current, outputs: names)
+    let results = try interpret(inputs: inputs, parameters: current, outputs: names, mode: .training)
     for update in updates { current[graph[update.target].name] = results[graph[update.value].name]! }
     return (results[trainStep.lossName]!.doubles()[0], current)
   }

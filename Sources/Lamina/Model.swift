@@ -24,7 +24,8 @@ public struct Model: Sendable {
   /// - Parameter pipeline: the passes to run (`Pipeline.inference` by default; `Pipeline.training`
   ///   adds the backward graph).
   public init(
-    contentsOf path: String, modelName: String? = nil, pipeline: [any GraphPass] = Pipeline.inference,
+    contentsOf path: String, modelName: String? = nil,
+    pipeline: [any GraphPass] = Pipeline.inference,
     afterPass: (@Sendable (String, Graph) -> Void)? = nil
   ) throws {
     let source = try Model.readSource(path)
@@ -36,7 +37,8 @@ public struct Model: Sendable {
     source text: String, path: String = "<input>", modelName: String? = nil,
     pipeline: [any GraphPass] = Pipeline.inference
   ) throws {
-    try self.init(source: SourceFile(path: path, text: text), modelName: modelName, pipeline: pipeline)
+    try self.init(
+      source: SourceFile(path: path, text: text), modelName: modelName, pipeline: pipeline)
   }
 
   public init(
@@ -178,11 +180,13 @@ public struct Model: Sendable {
   }
 
   /// Evaluates outputs (or losses) with the reference interpreter.
-  public func interpret(inputs: [String: Tensor], parameters: [String: Tensor], outputs: [String])
-    throws
-    -> [String: Tensor]
-  {
-    try Interpreter(graph: graph).run(inputs: inputs, parameters: parameters, outputs: outputs)
+  /// - Parameter mode: `.training` to evaluate as a training step does (dropout trains, and so on).
+  public func interpret(
+    inputs: [String: Tensor], parameters: [String: Tensor], outputs: [String],
+    mode: ExecutionMode = .inference
+  ) throws -> [String: Tensor] {
+    try Interpreter(graph: graph).run(
+      inputs: inputs, parameters: parameters, outputs: outputs, mode: mode)
   }
 
   /// The textual IR of the graph.
@@ -218,5 +222,31 @@ extension SourceFile {
       clean.append(isControl && !isLineEnd && scalar != "\t" ? "\u{FFFD}" : scalar)
     }
     return SourceFile(path: path, text: String(clean))
+  }
+}
+
+extension Model {
+  private init(graph: Graph, warnings: [Diagnostic], source: SourceFile) {
+    self.graph = graph
+    self.warnings = warnings
+    self.source = source
+  }
+
+  /// The model with every parameter gradient of its training steps also exposed as an output, named
+  /// `grad.PARAM` (`grad.STEP.PARAM` when there are several steps), so the interpreter and compiled
+  /// code can return gradients. Needs the training pipeline (the autodiff pass fills the gradients).
+  ///
+  ///     let model = try Model(contentsOf: path, pipeline: Pipeline.training).withGradientOutputs()
+  ///     let (outputs, _) = try model.compile().evaluate(inputs)   // outputs["grad.w1"]
+  public func withGradientOutputs() -> Model {
+    var graph = self.graph
+    let severalSteps = Set(graph.gradients.map(\.step)).count > 1
+    for gradient in graph.gradients {
+      let parameter = graph[gradient.parameter].name
+      let name = severalSteps ? "grad.\(gradient.step).\(parameter)" : "grad.\(parameter)"
+      guard !graph.outputs.contains(where: { $0.name == name }) else { continue }
+      graph.outputs.append(NamedValue(name: name, value: gradient.gradient))
+    }
+    return Model(graph: graph, warnings: warnings, source: source)
   }
 }

@@ -38,13 +38,19 @@ private enum Storage: Hashable {
   case arena(Int)  // index of the arena slot
 }
 
+/// A node's kernel in one mode.
+private struct KernelKey: Hashable {
+  var node: Int
+  var mode: ExecutionMode
+}
+
 private struct Generator {
   let graph: Graph
   let symbols: [String]
   let symbolIndex: [String: Int]
   var writer = CWriter()
-  /// The kernel function each node calls: nodes whose kernels would be identical share one.
-  var kernelNames: [Int: String] = [:]
+  /// The kernel function each node calls, per mode: nodes whose kernels would be identical share one.
+  var kernelNames: [KernelKey: String] = [:]
   private var kernelsByBody: [String: String] = [:]
 
   init(graph: Graph) {
@@ -90,7 +96,12 @@ private struct Generator {
     emitContext()
     writer.line("/* ======== Kernels ======== */")
     writer.line()
-    for (index, node) in graph.nodes.enumerated() { try emitKernel(index, node) }
+    for (index, node) in graph.nodes.enumerated() {
+      // Mode-dependent ops (dropout, batch norm) get a kernel for inference and one for training.
+      let modes: [ExecutionMode] =
+        OpRegistry.definition(node.op)?.dependsOnMode == true ? [.inference, .training] : [.inference]
+      for mode in modes { try emitKernel(index, node, mode: mode) }
+    }
     writer.line("/* ======== Entry points ======== */")
     writer.line()
     let outputs = graph.outputs.map(\.value)
@@ -312,11 +323,11 @@ private struct Generator {
 
   // MARK: Kernels
 
-  mutating func emitKernel(_ index: Int, _ node: Node) throws {
+  mutating func emitKernel(_ index: Int, _ node: Node, mode: ExecutionMode) throws {
     guard let definition = OpRegistry.definition(node.op) else {
       throw Diagnostic.error("the C backend does not know op '\(node.op)'", at: node.location)
     }
-    let context = KernelContext(graph: graph, node: node, nodeIndex: index)
+    let context = KernelContext(graph: graph, node: node, nodeIndex: index, mode: mode)
     var body = CWriter()
     for line in context.dimensionPrologue(symbolIndex: symbolIndex) { body.line(line) }
     switch definition.c {
@@ -339,13 +350,13 @@ private struct Generator {
     // Layers repeat: one function serves every node whose kernel would be the same.
     let key = context.signature(named: "kernel") + body.text
     if let existing = kernelsByBody[key] {
-      kernelNames[index] = existing
+      kernelNames[KernelKey(node: index, mode: mode)] = existing
       writer.line("/* \(IRPrinter().print(node, in: graph)): computed by \(existing) */")
       writer.line()
       return
     }
     kernelsByBody[key] = context.functionName
-    kernelNames[index] = context.functionName
+    kernelNames[KernelKey(node: index, mode: mode)] = context.functionName
     writer.line(context.provenance)
     writer.line(context.signature() + " {")
     writer.append(
@@ -365,6 +376,7 @@ private struct Generator {
   mutating func emitEntryPoint(
     name: String, outputs: [ValueID], losses: [ValueID], updates: [Assignment] = []
   ) {
+    let mode: ExecutionMode = updates.isEmpty ? .inference : .training
     let targets = outputs + losses + updates.map(\.value)
     let needed = graph.nodesNeeded(for: targets)
     let definitions = graph.definitions()
@@ -490,8 +502,11 @@ private struct Generator {
         guard let definition = OpRegistry.definition(node.op) else { continue }
         if case .alias = definition.c { continue }
         let arguments = ["ctx", "dims"] + node.operands.map(pointer) + [pointer(node.result)]
+        let kernel =
+          kernelNames[KernelKey(node: nodeIndex, mode: mode)]
+          ?? kernelNames[KernelKey(node: nodeIndex, mode: .inference)]!
         body.line(
-          "status = \(kernelNames[nodeIndex]!)(\(arguments.joined(separator: ", ")));  /* %\(graph[node.result].name) */"
+          "status = \(kernel)(\(arguments.joined(separator: ", ")));  /* %\(graph[node.result].name) */"
         )
         body.line("if (status != LAMINA_OK) return status;")
       }

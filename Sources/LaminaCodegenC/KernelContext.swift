@@ -10,13 +10,15 @@ struct KernelContext {
   let node: Node
   /// Position of the node in the graph, used in the kernel's name.
   let nodeIndex: Int
+  /// The entry point's mode; only ops that `dependsOnMode` get different kernels per mode.
+  var mode: ExecutionMode = .inference
 
   var operandTypes: [TensorType] { node.operands.map { graph.type(of: $0) } }
   var resultType: TensorType { graph.type(of: node.result) }
   var attributes: [String: Attribute] { node.attributes }
 
-  /// `k7_matmul`.
-  var functionName: String { "k\(nodeIndex)_\(node.op)" }
+  /// `k7_matmul` (`k7_dropout_training` for a training-mode kernel).
+  var functionName: String { "k\(nodeIndex)_\(node.op)" + (mode == .training ? "_training" : "") }
 
   /// Symbols the node's types mention, so the kernel reads only those from `dims`.
   var symbols: [String] {

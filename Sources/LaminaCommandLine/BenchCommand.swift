@@ -6,19 +6,21 @@ enum BenchCommand: Command {
   static let name = "bench"
   static let summary = "Time compiled inference (median, min, max) beside the interpreter"
   static let help = """
-    usage: lamina bench FILE.lam [--batch N] [--runs R] [--threads T] [--seconds S] [--cc PATH]
+    usage: lamina bench FILE.lam [--train] [--batch N] [--runs R] [--threads T] [--seconds S] [--cc PATH]
                         [--no-interpreter] [--model NAME]
 
     Compiles the model, feeds it random inputs with every symbolic dimension set to --batch (default 1),
     and times `forward` after a warm-up: at least R runs (default 50) and S seconds (default 1). The
     reference interpreter runs on the same inputs a few times as the baseline, and both outputs are
     checked equal before timing. Reports median, min and max per call, and samples per second.
+    --train times whole training steps (forward, backward, update) instead; the first step's loss is
+    checked against the interpreter's.
     """
   static let options = OptionSpec(
     valued: [
       "--batch", "--runs", "--threads", "--seconds", "--cc", "--cflags", "--model", "--seed",
     ],
-    switches: ["--no-interpreter", "--no-cache", "--json"])
+    switches: ["--no-interpreter", "--no-cache", "--json", "--train"])
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
@@ -32,7 +34,11 @@ enum BenchCommand: Command {
     let batch = max(1, try integer("--batch", 1))
     let runs = max(1, try integer("--runs", 50))
     let seconds = Double(options.value("--seconds") ?? "1") ?? 1
-    let model = try loadModel(path, modelName: options.value("--model"), console: console)
+    let training = options.isSet("--train")
+    let model =
+      training
+      ? try loadTrainingModel(path, options: options, console: console)
+      : try loadModel(path, modelName: options.value("--model"), console: console)
     var compileOptions = try CompileCommand.compileOptions(options)
     compileOptions.threads = try integer("--threads", 0)
     let parameters = try model.initialParameters(seed: try options.seed())
@@ -43,9 +49,8 @@ enum BenchCommand: Command {
 
     let symbols = Dictionary(uniqueKeysWithValues: compiled.signature.symbols.map { ($0, batch) })
     let forwardNames = Set(compiled.signature.inputs.filter { $0.forward == true }.map(\.name))
-    let inputs = SampleInputs.make(for: model.graph, symbols: symbols, seed: 1).filter {
-      forwardNames.contains($0.key)
-    }
+    let allInputs = SampleInputs.make(for: model.graph, symbols: symbols, seed: 1)
+    let inputs = training ? allInputs : allInputs.filter { forwardNames.contains($0.key) }
     let outputNames = compiled.signature.outputs.map(\.name)
 
     if !options.isSet("--json") {
@@ -55,8 +60,24 @@ enum BenchCommand: Command {
     }
     var rows: [(String, Timing)] = []
     var interpreterTiming: Timing?
-    let compiledOutputs = try compiled.forward(inputs)
-    if !options.isSet("--no-interpreter") {
+    if training {
+      // A training step changes the weights; the interpreter takes the same first step to check it.
+      let state = try model.graph.initialState()
+      if !options.isSet("--no-interpreter") {
+        var reference = 0.0
+        interpreterTiming = try Timing.measure(warmup: 0, runs: 3, minimumSeconds: 0) {
+          reference = try model.interpretTrainStep(inputs, values: parameters.merging(state) { a, _ in a }).loss
+        }
+        let first = try compiled.trainStep(inputs)
+        guard abs(first - reference) <= 1e-4 * max(1, abs(reference)) else {
+          throw RunError("the compiled training step's loss \(first) differs from the interpreter's \(reference)")
+        }
+      }
+      rows.append(
+        ("train step", try Timing.measure(warmup: 10, runs: runs, minimumSeconds: seconds) { _ = try compiled.trainStep(inputs) }))
+    }
+    let compiledOutputs = training ? [:] : try compiled.forward(inputs)
+    if !training && !options.isSet("--no-interpreter") {
       var reference: [String: Tensor] = [:]
       interpreterTiming = try Timing.measure(warmup: 0, runs: 3, minimumSeconds: 0) {
         reference = try model.interpret(
@@ -73,13 +94,10 @@ enum BenchCommand: Command {
         }
       }
     }
-    rows.append(
-      (
-        "compiled",
-        try Timing.measure(warmup: 10, runs: runs, minimumSeconds: seconds) {
-          _ = try compiled.forward(inputs)
-        }
-      ))
+    if !training {
+      rows.append(
+        ("compiled", try Timing.measure(warmup: 10, runs: runs, minimumSeconds: seconds) { _ = try compiled.forward(inputs) }))
+    }
     if let interpreterTiming { rows.append(("interpreter", interpreterTiming)) }
 
     if options.isSet("--json") {

@@ -96,6 +96,8 @@ public enum Attribute: Hashable, Sendable, CustomStringConvertible {
     case (.floats, .int(let value)): .floats([Double(value)])
     case (.dims, _): dimsValue.map(Attribute.dims)
     case (.dtype, .string(let name)): DType(rawValue: name).map(Attribute.dtype)
+    // An index of integers only (`x[-1]`) prints as `[-1]`, which reads back as a list of integers.
+    case (.slices, .ints(let values)): .slices(values.map(SliceIndex.index))
     default: nil
     }
   }

@@ -15,8 +15,10 @@ public struct Interpreter: Sendable {
   /// inference) may be omitted; inputs given but not needed are ignored.
   /// - Throws: `RunError` for missing, unknown or mis-shaped inputs and parameters; `InterpretError`
   ///   from a kernel (an out-of-range label, say).
+  /// - Parameter mode: `.training` when evaluating a training step (ops like dropout then train).
   public func run(
-    inputs: [String: Tensor], parameters: [String: Tensor], outputs requested: [String]
+    inputs: [String: Tensor], parameters: [String: Tensor], outputs requested: [String],
+    mode: ExecutionMode = .inference
   ) throws -> [String: Tensor] {
     var targets: [ValueID] = []
     for name in requested {

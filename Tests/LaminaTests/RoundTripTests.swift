@@ -26,6 +26,24 @@ struct RoundTripTests {
     }
   }
 
+  /// Backward graphs use ops the language has no syntax for (slice_backward), and the fixture has an
+  /// index of integers only (`counts[0]`, printed `[0]`).
+  @Test(
+    "training graphs round trip with their gradients",
+    arguments: models.filter {
+      (try? String(contentsOfFile: $0, encoding: .utf8))?.contains("train with") == true
+    }
+      + [RepositoryPaths.path("Tests/LaminaTests/Fixtures/every_op.lam")])
+  func trainingRoundTrip(path: String) throws {
+    let model = try Model(contentsOf: path, pipeline: Pipeline.training)
+    #expect(!model.graph.gradients.isEmpty)
+    let printer = IRPrinter()
+    let text = printer.print(model.graph)
+    let reparsed = try IRParser.parse(text, path: "roundtrip.ir")
+    #expect(printer.print(reparsed) == text)
+    #expect(Verifier.verify(reparsed).isEmpty)
+  }
+
   @Test("the verifier accepts every lowered model", arguments: models)
   func verifies(path: String) throws {
     let model = try Model(contentsOf: path)

@@ -17,7 +17,7 @@ enum ElementwiseKernel {
     let expressionText = expression(
       CExpressionContext(
         operands: valueNames, attributes: context.attributes, dtype: context.resultType.dtype,
-        operandDTypes: operandTypes.map(\.dtype)))
+        operandDTypes: operandTypes.map(\.dtype), mode: context.mode))
     let resultType = CExpressionContext.cType(context.resultType.dtype)
 
     // Operands shaped like the result share the flat index; scalars read element 0.

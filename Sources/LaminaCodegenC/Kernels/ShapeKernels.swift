@@ -50,7 +50,9 @@ enum ShapeKernels {
   ///
   /// `slice_backward` (`backward`) walks the same positions the other way: the result, of the sliced
   /// tensor's shape, is zeroed, and each gradient element is written where the slice read it.
-  static func emitSlice(_ context: KernelContext, backward: Bool = false, into writer: inout CWriter) {
+  static func emitSlice(
+    _ context: KernelContext, backward: Bool = false, into writer: inout CWriter
+  ) {
     // The tensor the index applies to, and the sliced shape the loops walk.
     let input = backward ? context.resultType : context.operandTypes[0]
     let sliced = backward ? context.operandTypes[0] : context.resultType
@@ -101,7 +103,9 @@ enum ShapeKernels {
       if position == resultDims.count {
         let inputIndex = readTerms.isEmpty ? "0" : readTerms.joined(separator: " + ")
         writer.line(
-          backward ? "out[\(inputIndex)] = in0[\(outputIndex)];" : "out[\(outputIndex)] = in0[\(inputIndex)];")
+          backward
+            ? "out[\(inputIndex)] = in0[\(outputIndex)];"
+            : "out[\(outputIndex)] = in0[\(inputIndex)];")
         return
       }
       writer.block(

@@ -19,7 +19,8 @@ public struct GradientInputs: Sendable {
 /// A reverse-mode rule: the gradient with respect to each operand (nil: none, as for integer labels),
 /// built as IR from the result's gradient. Rules may return gradients of a broadcast shape; the
 /// autodiff pass sums them back to each operand's shape.
-public typealias GradientRule = @Sendable (inout GradientBuilder, GradientInputs) throws(ShapeError) -> [ValueID?]
+public typealias GradientRule =
+  @Sendable (inout GradientBuilder, GradientInputs) throws(ShapeError) -> [ValueID?]
 
 /// Builds the IR of gradient computations: each new node gets its type from the op table at once.
 public struct GradientBuilder {
@@ -35,7 +36,9 @@ public struct GradientBuilder {
   public func type(of value: ValueID) -> TensorType { graph.type(of: value) }
 
   /// Adds a node applying its shape rule, and returns its result.
-  public mutating func op(_ op: String, _ operands: [ValueID], _ attributes: [String: Attribute] = [:])
+  public mutating func op(
+    _ op: String, _ operands: [ValueID], _ attributes: [String: Attribute] = [:]
+  )
     throws(ShapeError) -> ValueID
   {
     guard let definition = OpRegistry.definition(op) else { throw ShapeError("unknown op \(op)") }
@@ -48,14 +51,26 @@ public struct GradientBuilder {
   public mutating func constant(_ value: Double, like: ValueID) -> ValueID {
     let dtype = graph.type(of: like).dtype
     return graph.addNode(
-      "constant", [], attributes: ["value": .float(value), "dtype": .dtype(dtype)], type: .scalar(dtype),
+      "constant", [], attributes: ["value": .float(value), "dtype": .dtype(dtype)],
+      type: .scalar(dtype),
       location: location)
   }
 
-  public mutating func add(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID { try op("add", [a, b]) }
-  public mutating func sub(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID { try op("sub", [a, b]) }
-  public mutating func mul(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID { try op("mul", [a, b]) }
-  public mutating func div(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID { try op("div", [a, b]) }
+  public mutating func add(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID {
+    try op("add", [a, b])
+  }
+  public mutating func sub(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID {
+    try op("sub", [a, b])
+  }
+  /// `a * b`; multiplying by a scalar literal 1 (the loss's own gradient) adds no node.
+  public mutating func mul(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID {
+    if isOne(a), type(of: a).isScalar, type(of: a).dtype == type(of: b).dtype { return b }
+    if isOne(b), type(of: b).isScalar, type(of: b).dtype == type(of: a).dtype { return a }
+    return try op("mul", [a, b])
+  }
+  public mutating func div(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID {
+    try op("div", [a, b])
+  }
   public mutating func neg(_ a: ValueID) throws(ShapeError) -> ValueID { try op("neg", [a]) }
 
   /// `value * scalar`.
@@ -65,7 +80,9 @@ public struct GradientBuilder {
 
   /// Sums `gradient` over the axes along which `target`'s type was broadcast, so it has `target`'s
   /// shape: leading axes `target` lacks, and axes where `target` has size 1.
-  public mutating func reduce(_ gradient: ValueID, toShapeOf target: TensorType) throws(ShapeError) -> ValueID {
+  public mutating func reduce(_ gradient: ValueID, toShapeOf target: TensorType) throws(ShapeError)
+    -> ValueID
+  {
     let shape = graph.type(of: gradient).shape
     if shape == target.shape { return gradient }
     let offset = shape.count - target.rank
@@ -73,7 +90,8 @@ public struct GradientBuilder {
       throw ShapeError("cannot reduce a gradient of shape \(shape) to \(target.shapeDescription)")
     }
     var axes = Array(0..<offset)
-    for (axis, dim) in target.shape.enumerated() where dim == Dim(1) && shape[axis + offset] != Dim(1) {
+    for (axis, dim) in target.shape.enumerated()
+    where dim == Dim(1) && shape[axis + offset] != Dim(1) {
       axes.append(axis + offset)
     }
     var reduced = gradient
@@ -88,9 +106,20 @@ public struct GradientBuilder {
 }
 
 extension GradientBuilder {
+  /// True when `value` is the literal 1.
+  public func isOne(_ value: ValueID) -> Bool {
+    type(of: value).isScalar
+      && graph.nodes.contains {
+        $0.op == "constant" && $0.results.contains(value)
+          && $0.attributes["value"]?.doubleValue == 1
+      }
+  }
+
   /// True when `value` is a literal (the result of a `constant` node): rules skip its gradient.
   public func isConstant(_ value: ValueID) -> Bool {
-    graph.nodes.contains { $0.op == "constant" && $0.results.contains(value) }
+    // Constants are scalars; the type check spares most calls the scan.
+    type(of: value).isScalar
+      && graph.nodes.contains { $0.op == "constant" && $0.results.contains(value) }
   }
 
   /// Whether a rule should build the gradient of `operand`: a floating-point value that is not a

@@ -127,13 +127,17 @@ public struct InterpretContext: @unchecked Sendable {
   public var attributes: [String: Attribute]
   /// Result dtypes and concrete shapes (symbols already bound).
   public var results: [(dtype: DType, shape: [Int])]
+  /// Inference or a training step; ops whose definition `dependsOnMode` read it.
+  public var mode: ExecutionMode
 
   public init(
-    operands: [Tensor], attributes: [String: Attribute], results: [(dtype: DType, shape: [Int])]
+    operands: [Tensor], attributes: [String: Attribute], results: [(dtype: DType, shape: [Int])],
+    mode: ExecutionMode = .inference
   ) {
     self.operands = operands
     self.attributes = attributes
     self.results = results
+    self.mode = mode
   }
 
   public func int(_ name: String) -> Int? { attributes[name]?.intValue }
@@ -171,6 +175,10 @@ public struct OpDefinition: Sendable {
   public var interpret: @Sendable (InterpretContext) throws -> [Tensor]
   /// How the C backend computes the op.
   public var c: CEmission
+  /// True for ops that compute differently in a training step than at inference (dropout, batch
+  /// norm): the interpreter and the C backend then pass the mode to them, and compiled code gets one
+  /// kernel per mode.
+  public var dependsOnMode = false
   /// The reverse-mode rule; nil for ops that are not differentiable (the autodiff pass reports a
   /// path to a parameter through one).
   public var gradient: GradientRule?
@@ -275,6 +283,16 @@ public struct OpDefinition: Sendable {
   }
 }
 
+/// Whether a graph runs for inference or as part of a training step.
+///
+/// The same graph serves both: `lamina_forward` and `Interpreter.run` use inference; training steps
+/// use training. Ops that behave differently (dropout drops only in training; batch norm uses batch
+/// statistics only in training) declare `dependsOnMode` and read the mode.
+public enum ExecutionMode: String, Sendable, Hashable {
+  case inference
+  case training
+}
+
 /// How the C backend computes an op.
 public enum CEmission: Sendable {
   /// One C expression per output element, of the operand elements (already loaded into variables)
@@ -294,14 +312,18 @@ public struct CExpressionContext: Sendable {
   /// The element type of the result.
   public var dtype: DType
   public var operandDTypes: [DType]
+  /// The entry point being generated: inference (`lamina_forward`) or a training step.
+  public var mode: ExecutionMode
 
   public init(
-    operands: [String], attributes: [String: Attribute], dtype: DType, operandDTypes: [DType]
+    operands: [String], attributes: [String: Attribute], dtype: DType, operandDTypes: [DType],
+    mode: ExecutionMode = .inference
   ) {
     self.operands = operands
     self.attributes = attributes
     self.dtype = dtype
     self.operandDTypes = operandDTypes
+    self.mode = mode
   }
 
   /// The C element type: `float`, `double`, `int32_t`, `int64_t`.

@@ -37,14 +37,14 @@ extension OpRegistry {
           ? "\(c.operands[0]) / \(c.operands[1])"
           : "(\(c.operands[1]) != 0 ? \(c.operands[0]) / \(c.operands[1]) : 0)"
       }, interpret: { $0 / $1 },
-      // ∂/∂a (a/b) = 1/b, ∂/∂b (a/b) = -a/b² = -y/b
+      // ∂/∂a (a/b) = 1/b, ∂/∂b (a/b) = -a/b² = -(1/b)·y
       gradient: { builder, inputs throws(ShapeError) in
         let (a, b, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
         let gradientA = try builder.div(g, b)
         return [
           builder.wants(a) ? gradientA : nil,
           builder.wants(b)
-            ? try builder.neg(try builder.div(try builder.mul(gradientA, inputs.result), b)) : nil,
+            ? try builder.neg(try builder.mul(gradientA, inputs.result)) : nil,
         ]
       }),
     binary(

@@ -114,9 +114,10 @@ extension OpRegistry {
               "cannot differentiate concat along axis \(axis) of symbolic size \(builder.type(of: operand).shape[axis])",
               help: "concatenate along an axis of static size")
           }
-          let index = [SliceIndex](repeating: .all, count: axis) + [
-            .range(start: offset, stop: offset + size, step: 1)
-          ]
+          let index =
+            [SliceIndex](repeating: .all, count: axis) + [
+              .range(start: offset, stop: offset + size, step: 1)
+            ]
           gradients.append(
             builder.wants(operand)
               ? try builder.op("slice", [inputs.resultGradient], ["index": .slices(index)]) : nil)
@@ -230,7 +231,8 @@ extension OpRegistry {
         let gradient = context.operands[0].doubles()
         guard selections.map(\.count).reduce(1, *) == gradient.count else {
           throw InterpretError(
-            "slice_backward: slicing \(shape) does not give the gradient's shape \(context.operands[0].shape)")
+            "slice_backward: slicing \(shape) does not give the gradient's shape \(context.operands[0].shape)"
+          )
         }
         var output = [Double](repeating: 0, count: shape.reduce(1, *))
         let strides = rowMajorStrides(shape)
