@@ -15,7 +15,7 @@ enum TrainCommand: Command {
     usage: lamina train FILE.lam --data DIR --epochs N --batch B [--val DIR] [--seed S]
                         [--checkpoint W.safetensors] [--resume W.safetensors] [-o W.safetensors]
                         [--plot loss.svg] [--early-stopping PATIENCE] [--step NAME] [--model NAME]
-                        [--cc PATH] [--no-cache] [--quiet]
+                        [--interpret] [--cc PATH] [--no-cache] [--quiet]
 
     Trains the model's `train with ...` step on DIR, which holds one NAME.npy per model input (rows
     along the first axis). Each epoch shuffles the rows (deterministically from --seed and the epoch),
@@ -27,8 +27,10 @@ enum TrainCommand: Command {
       -o W             save the final weights (with --early-stopping, the best epoch's)
       --plot P         draw training and validation loss (and accuracy) per epoch to P as SVG
       --early-stopping PATIENCE
-                       stop after PATIENCE epochs without a lower validation loss and restore the
-                       best epoch's weights
+                       stop after PATIENCE epochs without a lower validation loss (training loss
+                       without --val) and restore the best epoch's weights (the checkpoint keeps the
+                       last epoch's, to resume from, and the best ones as best.NAME)
+      --interpret      train with the reference interpreter instead of compiled code (slow; a check)
       --quiet          print only the final summary
     A progress bar is drawn on standard error when it is a terminal; otherwise one line per epoch.
     Exits with status 1 when the loss becomes NaN or infinite (the last checkpoint is kept).
@@ -38,18 +40,20 @@ enum TrainCommand: Command {
       "--data", "--epochs", "--batch", "--val", "--seed", "--checkpoint", "--resume", "--plot",
       "--early-stopping", "--step", "--model", "--cc", "--cflags", "--threads", "-o", "--output",
     ],
-    switches: ["--no-cache", "--quiet"])
+    switches: ["--no-cache", "--quiet", "--interpret"])
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
-    try train(options, console: console) { model, compileOptions, parameters in
-      try model.compileForTraining(options: compileOptions, parameters: parameters)
+    let interpret = options.isSet("--interpret")
+    return try train(options, console: console) { model, compileOptions, parameters in
+      interpret
+        ? try InterpretedModel(model, parameters: parameters)
+        : try model.compileForTraining(options: compileOptions, parameters: parameters)
     }
   }
 
-  /// The command with the passes and the way to build the trainable model passed in (tests train
-  /// with a stand-in).
+  /// The command with the way to build the trainable model passed in.
   static func train(
-    _ options: Options, console: Console, pipeline: [any GraphPass] = Pipeline.training,
+    _ options: Options, console: Console,
     makeTrainable: (Model, CompileOptions, [String: Tensor]) throws -> any TrainableModel
   ) throws -> Int32 {
     let path = try options.modelPath()
@@ -74,7 +78,7 @@ enum TrainCommand: Command {
     var seed = try options.seed()
 
     let model = try Model(
-      contentsOf: path, modelName: options.value("--model"), pipeline: pipeline)
+      contentsOf: path, modelName: options.value("--model"), pipeline: Pipeline.training)
     if !model.warnings.isEmpty {
       console.error(DiagnosticRenderer(sources: [model.source]).render(model.warnings))
     }
@@ -120,14 +124,21 @@ enum TrainCommand: Command {
     let firstEpoch = resume?.epoch ?? 0
     if !quiet {
       var line =
-        "training \(model.graph.name) (\(trainStep.optimizer), loss \(trainStep.lossName)) on \(train.count) rows"
+        "training \(model.graph.name) (\(trainStep.optimizer) on \(trainStep.lossName)) on \(train.count) rows"
       if let validation { line += ", validating on \(validation.count)" }
       line += "; \(epochs) epochs of \(stepsPerEpoch) steps (batch \(batch)), seed \(seed)"
       if firstEpoch > 0 { line += "; resuming after epoch \(firstEpoch)" }
-      line += String(format: "; compiled in %.2f s", compileSeconds)
+      line +=
+        options.isSet("--interpret")
+        ? "; interpreted" : String(format: "; compiled in %.2f s", compileSeconds)
       console.print(line)
     }
 
+    if firstEpoch >= epochs {
+      console.error(
+        "lamina train: note: the checkpoint already holds \(firstEpoch) epochs; pass --epochs above \(firstEpoch) to train further"
+      )
+    }
     let live = !quiet && !console.isCapturing && isatty(2) == 1
     let progress = ProgressPrinter(
       console: console, live: live, quiet: quiet, epochs: epochs,

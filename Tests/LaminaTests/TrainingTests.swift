@@ -11,10 +11,8 @@ import Testing
 
 /// The training loop: datasets, checkpoints, resume, early stopping, the loss plot and `lamina train`.
 ///
-/// Until the compiled train step lands, the loop is driven by `InterpretedTrainable` below, a test
-/// stand-in only: the digits MLP's gradients written out by hand (main's ops have no gradient rules
-/// yet), SGD with momentum in Swift, and the reference interpreter for evaluation. The digits accuracy
-/// test needs the real compiled step and is disabled without it.
+/// The loop runs the compiled train step (and the interpreted one, `InterpretedModel`);
+/// `ScriptedTrainable`, a fake with scripted losses, drives the early-stopping and NaN tests.
 @Suite("Training")
 struct TrainingTests {
   static let digitsPath = RepositoryPaths.path("examples/digits_mlp.lam")
@@ -85,7 +83,7 @@ struct TrainingTests {
 
   @Test("the classification target of digits_mlp is label against probs, 10 classes")
   func classificationTarget() throws {
-    let model = try Model(contentsOf: Self.digitsPath)
+    let model = try Model(contentsOf: Self.digitsPath, pipeline: Pipeline.training)
     #expect(
       ClassificationTarget.find(in: model.graph, loss: "loss")
         == ClassificationTarget(labels: "label", output: "probs", classes: 10))
@@ -150,20 +148,25 @@ struct TrainingTests {
 
   // MARK: Determinism and resume
 
-  @Test("a fixed seed gives bit-identical weights, and 1 epoch + resume 1 equals 2 epochs")
-  func resumeIsExact() throws {
-    // The inference graph: the stand-in's gradients are written by hand.
-    let model = try Model(contentsOf: Self.digitsPath)
-    let train = try Self.digits("train", rows: 90)
-    let validation = try Self.digits("test", rows: 40)
+  @Test(
+    "a fixed seed gives bit-identical weights, and 1 epoch + resume 1 equals 2 epochs",
+    arguments: [false, true])
+  func resumeIsExact(interpreted: Bool) throws {
+    let model = try Model(contentsOf: Self.digitsPath, pipeline: Pipeline.training)
+    // The interpreter is slow: a smaller set for it.
+    let train = try Self.digits("train", rows: interpreted ? 48 : 300)
+    let validation = try Self.digits("test", rows: interpreted ? 20 : 100)
     let directory = try RepositoryPaths.temporaryDirectory()
+    let stepsPerEpoch = train.batchCount(size: 16)
 
     func run(epochs: Int, checkpoint: String, resume: Checkpoint? = nil) throws -> (
       parameters: [String: Tensor], state: [String: Tensor], history: TrainingHistory
     ) {
-      let trainable = try InterpretedTrainable(
-        model, parameters: model.initialParameters(seed: 5),
-        gradients: InterpretedTrainable.digitsGradients)
+      let initial = try model.initialParameters(seed: 5)
+      let trainable: any TrainableModel =
+        interpreted
+        ? try InterpretedModel(model, parameters: initial)
+        : try model.compileForTraining(parameters: initial)
       let trainer = try Trainer(model: model, compiled: trainable, checkpointPath: checkpoint)
       let history = try trainer.fit(
         train: train, validation: validation, epochs: epochs, batchSize: 16, seed: 5,
@@ -175,19 +178,22 @@ struct TrainingTests {
     let first = try run(epochs: 1, checkpoint: directory + "/c.safetensors")
     let saved = try Checkpoint.read(contentsOf: directory + "/c.safetensors")
     #expect(saved.epoch == 1)
-    #expect(saved.globalStep == 6)
-    #expect(saved.state.keys.contains("step"))
+    #expect(saved.globalStep == stepsPerEpoch)
+    #expect(!saved.state.isEmpty)
+    #expect(saved.state.keys.sorted() == first.state.keys.sorted())
     let resumed = try run(epochs: 2, checkpoint: directory + "/c.safetensors", resume: saved)
 
-    #expect(straight.history.globalStep == 12)
-    #expect(resumed.history.globalStep == 12)
+    #expect(straight.history.globalStep == 2 * stepsPerEpoch)
+    #expect(resumed.history.globalStep == 2 * stepsPerEpoch)
     #expect(straight.history.epochs.count == 2)
     #expect(resumed.history.epochs.count == 2)
+    #expect(!straight.parameters.isEmpty)
     for name in straight.parameters.keys {
       #expect(bytes(straight.parameters[name]!) == bytes(again.parameters[name]!), "\(name)")
       #expect(bytes(straight.parameters[name]!) == bytes(resumed.parameters[name]!), "\(name)")
       #expect(bytes(straight.parameters[name]!) != bytes(first.parameters[name]!), "\(name)")
     }
+    #expect(straight.state.keys.sorted() == resumed.state.keys.sorted())
     for name in straight.state.keys {
       #expect(bytes(straight.state[name]!) == bytes(resumed.state[name]!), "\(name)")
     }
@@ -196,12 +202,32 @@ struct TrainingTests {
       straight.history.epochs.map(\.validationLoss) == resumed.history.epochs.map(\.validationLoss))
     #expect(straight.history.epochs[1].trainLoss < straight.history.epochs[0].trainLoss)
     #expect(straight.history.epochs.allSatisfy { $0.validationAccuracy != nil })
-    // The final checkpoints of both runs hold the same weights and state.
+    // The final checkpoints of both runs hold the same weights.
     let end = try Checkpoint.read(contentsOf: directory + "/a.safetensors")
     let resumedEnd = try Checkpoint.read(contentsOf: directory + "/c.safetensors")
     #expect(end.epoch == 2 && resumedEnd.epoch == 2)
     for (name, tensor) in end.parameters {
       #expect(bytes(tensor) == bytes(resumedEnd.parameters[name]!))
+    }
+  }
+
+  @Test("the interpreted and compiled train steps give the same losses")
+  func interpretedMatchesCompiled() throws {
+    let model = try Model(contentsOf: Self.digitsPath, pipeline: Pipeline.training)
+    let train = try Self.digits("train", rows: 40)
+    var losses: [[Double]] = []
+    for interpreted in [false, true] {
+      let initial = try model.initialParameters(seed: 1)
+      let trainable: any TrainableModel =
+        interpreted
+        ? try InterpretedModel(model, parameters: initial)
+        : try model.compileForTraining(parameters: initial)
+      let history = try Trainer(model: model, compiled: trainable).fit(
+        train: train, epochs: 2, batchSize: 8, seed: 1)
+      losses.append(history.epochs.map(\.trainLoss))
+    }
+    for (compiled, interpreted) in zip(losses[0], losses[1]) {
+      #expect(abs(compiled - interpreted) < 1e-4 * max(1, abs(interpreted)), "\(losses)")
     }
   }
 
@@ -292,10 +318,18 @@ struct TrainingTests {
 
   // MARK: Command line
 
-  @Test("lamina train prints one line per epoch, a summary, a checkpoint and a plot")
+  func lamina(_ arguments: String...) -> (status: Int32, output: String, errors: String) {
+    let console = Console.capturing()
+    let status = CommandLineTool.run(arguments, console: console)
+    return (status, console.standardOutput, console.standardError)
+  }
+
+  @Test(
+    "lamina train prints one line per epoch, a summary, a checkpoint and a plot; --resume continues"
+  )
   func trainCommand() throws {
     let directory = try RepositoryPaths.temporaryDirectory()
-    for (split, rows) in [("train", 64), ("val", 32)] {
+    for (split, rows) in [("train", 200), ("val", 50)] {
       let data = try Self.digits(split == "train" ? "train" : "test", rows: rows)
       try FileManager.default.createDirectory(
         atPath: directory + "/" + split, withIntermediateDirectories: true)
@@ -303,44 +337,54 @@ struct TrainingTests {
         try NPY.write(tensor, to: "\(directory)/\(split)/\(name).npy")
       }
     }
-    let console = Console.capturing()
-    let arguments = [
-      Self.digitsPath, "--data", directory + "/train", "--val", directory + "/val", "--epochs", "2",
-      "--batch", "16", "--checkpoint", directory + "/ckpt.safetensors", "--plot",
-      directory + "/loss.svg", "-o", directory + "/w.safetensors",
-    ]
-    let status = try TrainCommand.train(
-      Options(arguments, spec: TrainCommand.options), console: console, pipeline: Pipeline.inference
-    ) { model, _, parameters in
-      try InterpretedTrainable(
-        model, parameters: parameters, gradients: InterpretedTrainable.digitsGradients)
-    }
-    #expect(status == 0, "\(console.standardError)")
-    let lines = console.standardOutput.split(separator: "\n").map(String.init)
-    #expect(lines.first?.hasPrefix("training DigitsMLP (sgd, loss loss) on 64 rows") == true)
+    let result = lamina(
+      "train", Self.digitsPath, "--data", directory + "/train", "--val", directory + "/val",
+      "--epochs", "2", "--batch", "16", "--checkpoint", directory + "/ckpt.safetensors", "--plot",
+      directory + "/loss.svg", "-o", directory + "/w.safetensors")
+    #expect(result.status == 0, "\(result.errors)")
+    let lines = result.output.split(separator: "\n").map(String.init)
+    #expect(lines.first?.hasPrefix("training DigitsMLP (sgd on loss) on 200 rows") == true)
     #expect(lines.filter { $0.hasPrefix("epoch 1/2  train loss") }.count == 1)
     #expect(lines.contains { $0.hasPrefix("epoch 2/2  train loss") && $0.contains("val acc") })
-    #expect(lines.contains { $0.hasPrefix("trained 2 epochs (8 steps in all)") })
-    #expect(!console.standardError.contains("\r"))
+    #expect(lines.contains { $0.hasPrefix("trained 2 epochs (26 steps in all)") })
+    // Standard error is not a terminal here: no progress bar.
+    #expect(!result.errors.contains("\r"))
     #expect(FileManager.default.fileExists(atPath: directory + "/loss.svg"))
     #expect(try Checkpoint.read(contentsOf: directory + "/ckpt.safetensors").epoch == 2)
     #expect(try SafeTensors.readDictionary(contentsOf: directory + "/w.safetensors").count == 4)
 
-    // Resuming a finished run with more epochs continues from the checkpoint.
-    let more = Console.capturing()
-    let resumed = try TrainCommand.train(
-      Options(
-        [
-          Self.digitsPath, "--data", directory + "/train", "--epochs", "3", "--batch", "16",
-          "--resume", directory + "/ckpt.safetensors", "--quiet",
-        ], spec: TrainCommand.options), console: more, pipeline: Pipeline.inference
-    ) { model, _, parameters in
-      try InterpretedTrainable(
-        model, parameters: parameters, gradients: InterpretedTrainable.digitsGradients)
-    }
-    #expect(resumed == 0, "\(more.standardError)")
-    #expect(more.standardOutput.hasPrefix("trained 1 epoch (12 steps in all)"))
+    // Resuming with more epochs continues from the checkpoint and keeps saving to it.
+    let more = lamina(
+      "train", Self.digitsPath, "--data", directory + "/train", "--epochs", "3", "--batch", "16",
+      "--resume", directory + "/ckpt.safetensors", "--quiet")
+    #expect(more.status == 0, "\(more.errors)")
+    #expect(more.output.hasPrefix("trained 1 epoch (39 steps in all)"))
     #expect(try Checkpoint.read(contentsOf: directory + "/ckpt.safetensors").epoch == 3)
+
+    // The interpreter trains the same way.
+    let interpreted = lamina(
+      "train", Self.digitsPath, "--data", directory + "/val", "--epochs", "1", "--batch", "25",
+      "--interpret")
+    #expect(interpreted.status == 0, "\(interpreted.errors)")
+    #expect(interpreted.output.contains("; interpreted"))
+    #expect(interpreted.output.contains("trained 1 epoch (2 steps in all)"))
+  }
+
+  @Test("lamina train exits 1 naming the epoch and step when the loss becomes NaN")
+  func trainCommandNaN() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    let source = try String(contentsOfFile: Self.digitsPath, encoding: .utf8)
+      .replacingOccurrences(of: "sgd(lr: 0.05, momentum: 0.9)", with: "sgd(lr: 1e30)")
+    #expect(source.contains("lr: 1e30"))
+    try source.write(toFile: directory + "/diverges.lam", atomically: true, encoding: .utf8)
+    let result = lamina(
+      "train", directory + "/diverges.lam", "--data",
+      RepositoryPaths.path("examples/data/digits/test"), "--epochs", "3", "--batch", "30",
+      "--checkpoint", directory + "/ckpt.safetensors")
+    #expect(result.status == 1)
+    #expect(result.errors.contains("lamina train: error: the training loss is"))
+    #expect(result.errors.contains("at epoch 1, step "))
+    #expect(!FileManager.default.fileExists(atPath: directory + "/ckpt.safetensors"))
   }
 
   @Test("on a terminal the progress bar is redrawn with \\r and erased before each epoch line")
@@ -370,50 +414,18 @@ struct TrainingTests {
 
   @Test("lamina train reports usage mistakes and data errors")
   func trainCommandErrors() throws {
-    func lamina(_ arguments: String...) -> (Int32, String) {
-      let console = Console.capturing()
-      let status = CommandLineTool.run(arguments, console: console)
-      return (status, console.standardError)
-    }
     let data = RepositoryPaths.path("examples/data/digits/train")
-    #expect(lamina("train", Self.digitsPath, "--epochs", "1", "--batch", "8").0 == 2)
-    #expect(lamina("train", Self.digitsPath, "--data", data, "--batch", "8").1.contains("--epochs"))
+    #expect(lamina("train", Self.digitsPath, "--epochs", "1", "--batch", "8").status == 2)
     #expect(
-      lamina("train", Self.digitsPath, "--data", data, "--epochs", "0", "--batch", "8").1.contains(
-        "positive integer"))
-    // A data directory without the inputs' files (the stand-in's pipeline: no backward graph needed).
-    let options = try Options(
-      [
-        Self.digitsPath, "--data", RepositoryPaths.path("examples"), "--epochs", "1", "--batch",
-        "8",
-      ],
-      spec: TrainCommand.options)
-    #expect {
-      try TrainCommand.train(options, console: .capturing(), pipeline: Pipeline.inference) {
-        model, _, parameters in
-        try InterpretedTrainable(model, parameters: parameters)
-      }
-    } throws: {
-      "\($0)".contains("missing label.npy, x.npy") || "\($0)".contains("missing x.npy, label.npy")
-    }
-  }
-
-  @Test(
-    "the stand-in reaches PyTorch's accuracy on digits through the Trainer (slow: LAMINA_SLOW_TESTS=1)",
-    .enabled(if: ProcessInfo.processInfo.environment["LAMINA_SLOW_TESTS"] != nil))
-  func standInAccuracy() throws {
-    let model = try Model(contentsOf: Self.digitsPath)
-    let trainable = try InterpretedTrainable(
-      model, parameters: model.initialParameters(seed: 0),
-      gradients: InterpretedTrainable.digitsGradients)
-    let trainer = try Trainer(model: model, compiled: trainable)
-    let test = try Self.digits("test")
-    let history = try trainer.fit(
-      train: try Self.digits("train"), validation: test, epochs: 20, batchSize: 32, seed: 0)
-    if let plot = ProcessInfo.processInfo.environment["LAMINA_PLOT"] {
-      try LossPlot.write(history.epochs, title: "DigitsMLP (stand-in)", to: plot)
-    }
-    #expect(history.epochs.last!.validationAccuracy! >= 0.965, "\(history.epochs)")
+      lamina("train", Self.digitsPath, "--data", data, "--batch", "8").errors.contains("--epochs"))
+    #expect(
+      lamina("train", Self.digitsPath, "--data", data, "--epochs", "0", "--batch", "8").errors
+        .contains("positive integer"))
+    let missing = lamina(
+      "train", Self.digitsPath, "--data", RepositoryPaths.path("examples"), "--epochs", "1",
+      "--batch", "8")
+    #expect(missing.status == 1)
+    #expect(missing.errors.contains("missing x.npy, label.npy"))
   }
 
   // MARK: Compiled
@@ -455,161 +467,6 @@ private final class ElementCollector: NSObject, XMLParserDelegate {
   ) {
     if name == "text" { texts.append(text) }
     text = ""
-  }
-}
-
-/// A test stand-in for the compiled train step: gradients from `gradients` (the interpreter's by
-/// default; the digits MLP's written out by hand while main's ops have no gradient rules yet) and
-/// PyTorch's SGD update (`buf = momentum * buf + g; p -= lr * buf`, with `buf = g` on the first step), in
-/// f64 and rounded to the parameters' dtype. Evaluation runs the reference interpreter.
-final class InterpretedTrainable: TrainableModel {
-  typealias Gradients =
-    @Sendable (Model, [String: Tensor], [String: Tensor], String?) throws -> [String: Tensor]
-  let model: Model
-  let signature: ModelSignature
-  let gradients: Gradients
-  private var params: [String: Tensor]
-  private var momentum: [String: Tensor] = [:]
-  private var steps: Int64 = 0
-
-  init(_ model: Model, parameters: [String: Tensor], gradients: Gradients? = nil) throws {
-    self.model = model
-    self.params = parameters
-    self.gradients =
-      gradients ?? { model, inputs, parameters, step in
-        try model.interpretGradients(inputs: inputs, parameters: parameters, step: step)
-      }
-    let graph = model.graph
-    func entry(_ value: ValueID) -> ModelSignature.Entry {
-      let type = graph.type(of: value)
-      return ModelSignature.Entry(
-        name: graph[value].name, dtype: type.dtype.rawValue,
-        shape: type.shape.map { "\($0)" })
-    }
-    signature = ModelSignature(
-      abi: 1, model: graph.name, symbols: [],
-      inputs: graph.inputs.map { entry($0.value) }, params: graph.params.map { entry($0.value) },
-      outputs: graph.outputs.map { entry($0.value) }, losses: graph.losses.map { entry($0.value) })
-  }
-
-  /// The digits MLP's loss and gradients, by hand: relu(x @ w1 + b1) @ w2 + b2, mean cross-entropy.
-  static let digitsGradients: Gradients = { _, inputs, parameters, _ in
-    let x = inputs["x"]!.doubles()
-    let labels = inputs["label"]!.doubles().map { Int($0) }
-    let (w1, b1) = (parameters["w1"]!.doubles(), parameters["b1"]!.doubles())
-    let (w2, b2) = (parameters["w2"]!.doubles(), parameters["b2"]!.doubles())
-    let (n, d, hidden, classes) = (labels.count, 64, 128, 10)
-    var z1 = [Double](repeating: 0, count: n * hidden)
-    for i in 0..<n {
-      for j in 0..<hidden {
-        var sum = b1[j]
-        for k in 0..<d { sum += x[i * d + k] * w1[k * hidden + j] }
-        z1[i * hidden + j] = sum
-      }
-    }
-    let h = z1.map { max($0, 0) }
-    var dlogits = [Double](repeating: 0, count: n * classes)
-    var loss = 0.0
-    for i in 0..<n {
-      var logits = b2
-      for c in 0..<classes {
-        for j in 0..<hidden { logits[c] += h[i * hidden + j] * w2[j * classes + c] }
-      }
-      let top = logits.max()!
-      let exps = logits.map { exp($0 - top) }
-      let total = exps.reduce(0, +)
-      loss -= log(exps[labels[i]] / total)
-      for c in 0..<classes {
-        dlogits[i * classes + c] = (exps[c] / total - (c == labels[i] ? 1 : 0)) / Double(n)
-      }
-    }
-    var dw2 = [Double](repeating: 0, count: hidden * classes)
-    var db2 = [Double](repeating: 0, count: classes)
-    var dz1 = [Double](repeating: 0, count: n * hidden)
-    for i in 0..<n {
-      for c in 0..<classes {
-        let g = dlogits[i * classes + c]
-        db2[c] += g
-        for j in 0..<hidden {
-          dw2[j * classes + c] += h[i * hidden + j] * g
-          dz1[i * hidden + j] += g * w2[j * classes + c]
-        }
-      }
-    }
-    for index in dz1.indices where z1[index] <= 0 { dz1[index] = 0 }
-    var dw1 = [Double](repeating: 0, count: d * hidden)
-    var db1 = [Double](repeating: 0, count: hidden)
-    for i in 0..<n {
-      for j in 0..<hidden {
-        let g = dz1[i * hidden + j]
-        if g == 0 { continue }
-        db1[j] += g
-        for k in 0..<d { dw1[k * hidden + j] += x[i * d + k] * g }
-      }
-    }
-    return [
-      "loss": Tensor(scalar: loss / Double(n), dtype: .f64),
-      "w1": Tensor(dtype: .f64, shape: [d, hidden], doubles: dw1),
-      "b1": Tensor(dtype: .f64, shape: [hidden], doubles: db1),
-      "w2": Tensor(dtype: .f64, shape: [hidden, classes], doubles: dw2),
-      "b2": Tensor(dtype: .f64, shape: [classes], doubles: db2),
-    ]
-  }
-
-  func trainStep(_ inputs: [String: Tensor], step: String?) throws -> Double {
-    let trainStep = try model.trainStep(named: step)
-    let results = try gradients(model, inputs, params, step)
-    let lr = trainStep.attributes["lr"]?.doubleValue ?? 0.01
-    let beta = trainStep.attributes["momentum"]?.doubleValue ?? 0
-    for (name, gradient) in results where name != "loss" {
-      let parameter = params[name]!
-      var velocity = gradient.doubles()
-      if beta != 0, let previous = momentum[name]?.doubles() {
-        for index in velocity.indices { velocity[index] += beta * previous[index] }
-      }
-      if beta != 0 {
-        momentum[name] = Tensor(dtype: parameter.dtype, shape: parameter.shape, doubles: velocity)
-        velocity = momentum[name]!.doubles()
-      }
-      let values = parameter.doubles()
-      params[name] = Tensor(
-        dtype: parameter.dtype, shape: parameter.shape,
-        doubles: zip(values, velocity).map { $0 - lr * $1 })
-    }
-    steps += 1
-    return results["loss"]!.doubles()[0]
-  }
-
-  func evaluate(_ inputs: [String: Tensor]) throws -> (
-    outputs: [String: Tensor], losses: [String: Tensor]
-  ) {
-    let outputNames = signature.outputs.map(\.name)
-    let lossNames = signature.losses.map(\.name)
-    let values = try model.interpret(
-      inputs: inputs, parameters: params, outputs: outputNames + lossNames)
-    return (
-      values.filter { outputNames.contains($0.key) }, values.filter { lossNames.contains($0.key) }
-    )
-  }
-
-  func parameters() throws -> [String: Tensor] { params }
-  func setParameters(_ tensors: [String: Tensor]) throws {
-    for name in params.keys {
-      guard let tensor = tensors[name] else { throw RunError("no value for parameter '\(name)'") }
-      params[name] = tensor
-    }
-  }
-  func state() throws -> [String: Tensor] {
-    var state = momentum.reduce(into: [:]) { $0[$1.key + ".momentum"] = $1.value }
-    state["step"] = Tensor(shape: [], scalars: [steps])
-    return state
-  }
-  func setState(_ tensors: [String: Tensor]) throws {
-    momentum = [:]
-    for (name, tensor) in tensors where name.hasSuffix(".momentum") {
-      momentum[String(name.dropLast(".momentum".count))] = tensor
-    }
-    steps = tensors["step"]?.scalars(as: Int64.self).first ?? 0
   }
 }
 
