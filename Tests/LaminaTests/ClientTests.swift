@@ -154,8 +154,10 @@ struct ClientTests {
     .timeLimit(.minutes(10)))
   func swiftClient() throws {
     let package = RepositoryPaths.path("examples/swift_client")
-    // Kept between runs so later builds are incremental; .build*/ is in .gitignore.
-    let scratch = package + "/.build-swift-client"
+    // A fresh build folder: SwiftPM does not always notice source files added to a path dependency,
+    // so a folder kept between runs can build a stale Lamina.
+    let scratch = try RepositoryPaths.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: scratch) }
     let build = try Self.run([
       "swift", "build", "--package-path", package, "--scratch-path", scratch,
     ])
