@@ -329,6 +329,9 @@ private struct Generator {
     }
     let context = KernelContext(graph: graph, node: node, nodeIndex: index, mode: mode)
     var body = CWriter()
+    // Helper functions a kernel needs (a thread task), written before it; `@KERNEL@` stands for the
+    // kernel's name until it is known, so identical kernels still share one function.
+    var prelude = CWriter()
     for line in context.dimensionPrologue(symbolIndex: symbolIndex) { body.line(line) }
     switch definition.c {
     case .alias:
@@ -338,7 +341,9 @@ private struct Generator {
       writer.line()
       return
     case .expression(let template):
-      ElementwiseKernel.emit(context, expression: template, into: &body)
+      ElementwiseKernel.emit(
+        context, expression: template, into: &body, prelude: &prelude, kernelName: "@KERNEL@",
+        symbolIndex: symbolIndex)
     case .kernel(let name):
       guard let emitter = KernelLibrary.emitters[name] else {
         throw Diagnostic.error(
@@ -348,7 +353,7 @@ private struct Generator {
     }
     body.line("return LAMINA_OK;")
     // Layers repeat: one function serves every node whose kernel would be the same.
-    let key = context.signature(named: "kernel") + body.text
+    let key = context.signature(named: "kernel") + prelude.text + body.text
     if let existing = kernelsByBody[key] {
       kernelNames[KernelKey(node: index, mode: mode)] = existing
       writer.line("/* \(IRPrinter().print(node, in: graph)): computed by \(existing) */")
@@ -357,12 +362,14 @@ private struct Generator {
     }
     kernelsByBody[key] = context.functionName
     kernelNames[KernelKey(node: index, mode: mode)] = context.functionName
+    writer.append(prelude.text.replacingOccurrences(of: "@KERNEL@", with: context.functionName))
     writer.line(context.provenance)
     writer.line(context.signature() + " {")
     writer.append(
-      body.text.split(separator: "\n", omittingEmptySubsequences: false).map {
-        $0.isEmpty ? "" : "  " + $0
-      }.joined(separator: "\n"))
+      body.text.replacingOccurrences(of: "@KERNEL@", with: context.functionName)
+        .split(separator: "\n", omittingEmptySubsequences: false).map {
+          $0.isEmpty ? "" : "  " + $0
+        }.joined(separator: "\n"))
     writer.line("}")
     writer.line()
   }

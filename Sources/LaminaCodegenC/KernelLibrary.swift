@@ -16,7 +16,7 @@ enum KernelLibrary {
     "softmax": { ReductionKernels.emitSoftmax($0, into: &$1) },
     "log_softmax": { ReductionKernels.emitSoftmax($0, into: &$1) },
     // A broadcasting copy is the identity expression over broadcast operands.
-    "broadcast_to": { ElementwiseKernel.emit($0, expression: { $0.operands[0] }, into: &$1) },
+    "broadcast_to": { ElementwiseKernel.emitSerial($0, expression: { $0.operands[0] }, into: &$1) },
     "concat": { ShapeKernels.emitConcat($0, into: &$1) },
     "slice": { ShapeKernels.emitSlice($0, into: &$1) },
     "slice_backward": { ShapeKernels.emitSlice($0, backward: true, into: &$1) },

@@ -36,6 +36,33 @@ struct RuntimeTests {
     #expect(compiled.signature.model == "Regressor")
   }
 
+  @Test("large elementwise kernels split across threads give the interpreter's results")
+  func parallelElementwise() throws {
+    let model = try Model(
+      source: """
+        model Wide {
+          input x: f32[batch, 1000]
+          param b: f32[1000] = normal(0, 1)
+          output y = relu(x * 2 + b) - sigmoid(x)
+          output z = x + 1
+        }
+        """)
+    let parameters = try model.initialParameters(seed: 2)
+    var compileOptions = options(try RepositoryPaths.temporaryDirectory())
+    compileOptions.threads = 2
+    let compiled = try model.compile(options: compileOptions, parameters: parameters)
+    // 123 x 1000 elements: above the threshold, and rows that do not split evenly.
+    for batch in [123, 7] {
+      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 4)
+      let outputs = try compiled.forward(inputs)
+      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: ["y", "z"])
+      for name in ["y", "z"] {
+        let problem = TestData.mismatch(outputs[name]!, expected[name]!, rtol: 1e-6, atol: 1e-6)
+        #expect(problem == nil, "batch \(batch) \(name): \(problem ?? "")")
+      }
+    }
+  }
+
   @Test("compiler failures show the compiler's message")
   func compilerFailure() throws {
     var options = options(try RepositoryPaths.temporaryDirectory())

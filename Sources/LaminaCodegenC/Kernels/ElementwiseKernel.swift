@@ -5,11 +5,17 @@ import LaminaSupport
 /// strides (0 along broadcast axes), and the op's C expression applied to the loaded elements.
 ///
 /// Operands of the result's shape are read with the same flat index, so the common cases (same shape,
-/// scalar, bias row) become loops the C compiler vectorizes.
+/// scalar, bias row) become loops the C compiler vectorizes. Large results are split along their
+/// outermost loop across the thread pool; small ones run on the calling thread, where a dispatch would
+/// cost more than it saves.
 enum ElementwiseKernel {
-  static func emit(
-    _ context: KernelContext, expression: (CExpressionContext) -> String, into writer: inout CWriter
-  ) {
+  /// Results with fewer elements than this run on one thread.
+  static let parallelThreshold = 1 << 16
+
+  /// The loop nest, with its outermost loop running over `begin..<end`, and that loop's extent.
+  static func loopNest(
+    _ context: KernelContext, expression: (CExpressionContext) -> String
+  ) -> (extent: String, loop: CWriter) {
     let resultShape = context.resultType.shape
     let rank = resultShape.count
     let operandTypes = context.operandTypes
@@ -19,19 +25,20 @@ enum ElementwiseKernel {
         operands: valueNames, attributes: context.attributes, dtype: context.resultType.dtype,
         operandDTypes: operandTypes.map(\.dtype), mode: context.mode))
     let resultType = CExpressionContext.cType(context.resultType.dtype)
+    var writer = CWriter()
 
     // Operands shaped like the result share the flat index; scalars read element 0.
-    let isFlat = operandTypes.allSatisfy { $0.shape == resultShape || $0.shape.product == Dim(1) }
+    let isFlat =
+      rank == 0 || operandTypes.allSatisfy { $0.shape == resultShape || $0.shape.product == Dim(1) }
     if isFlat {
-      writer.line("const int64_t count = \(cProduct(resultShape));")
-      writer.block("for (int64_t i = 0; i < count; i++)") { body in
+      writer.block("for (int64_t i = begin; i < end; i++)") { body in
         for (index, type) in operandTypes.enumerated() {
           let element = type.shape == resultShape ? "in\(index)[i]" : "in\(index)[0]"
           body.line("const \(CExpressionContext.cType(type.dtype)) a\(index) = \(element);")
         }
         body.line("out[i] = (\(resultType))(\(expressionText));")
       }
-      return
+      return (cProduct(resultShape), writer)
     }
 
     // Broadcasting: nested loops over the result axes, each operand with its own strides.
@@ -59,11 +66,85 @@ enum ElementwiseKernel {
         writer.line("out[\(cIndex(indices, resultStrides))] = (\(resultType))(\(expressionText));")
         return
       }
-      writer.block("for (int64_t i\(axis) = 0; i\(axis) < \(cDim(resultShape[axis])); i\(axis)++)")
-      { inner in
-        nest(axis + 1, &inner)
-      }
+      let range =
+        axis == 0 ? "int64_t i0 = begin; i0 < end; i0++" : "int64_t i\(axis) = 0; i\(axis) < \(cDim(resultShape[axis])); i\(axis)++"
+      writer.block("for (\(range))") { inner in nest(axis + 1, &inner) }
     }
     nest(0, &writer)
+    return (cDim(resultShape[0]), writer)
+  }
+
+  /// The kernel body: the loop nest on the calling thread for small results, across the pool for
+  /// large ones. Large results need `task(...)` emitted before the kernel; `kernelName` is the
+  /// placeholder the generator replaces with the kernel's function name.
+  static func emit(
+    _ context: KernelContext, expression: (CExpressionContext) -> String, into writer: inout CWriter,
+    prelude: inout CWriter, kernelName: String, symbolIndex: [String: Int]
+  ) {
+    let (extent, loop) = loopNest(context, expression: expression)
+    let total = cProduct(context.resultType.shape)
+    let total128 = "(__int128)1" + context.resultType.shape.map { " * \(cDim($0))" }.joined()
+    let mayBeLarge =
+      context.resultType.shape.product.staticValue.map { $0 >= parallelThreshold } ?? true
+    guard mayBeLarge else {
+      writer.line("const int64_t begin = 0, end = \(extent);")
+      writer.append(indented(loop.text, by: 0))
+      return
+    }
+    _ = total
+    writer.line("const int64_t extent = \(extent);")
+    writer.block("if (\(total128) < \(parallelThreshold) || lamina_pool_threads(ctx->pool) == 1)") { serial in
+      serial.line("const int64_t begin = 0, end = extent;")
+      serial.append(indented(loop.text, by: 1))
+    }
+    writer.block("else") { parallel in
+      parallel.line("\(kernelName)_job job = {dims, \((0..<context.operandTypes.count).map { "in\($0), " }.joined())out, lamina_pool_threads(ctx->pool)};")
+      parallel.line("lamina_pool_run(ctx->pool, job.tasks, \(kernelName)_task, &job);")
+    }
+
+    // The task: a share of the outermost loop.
+    let operandFields = context.operandTypes.enumerated().map { index, type in
+      "  const \(CExpressionContext.cType(type.dtype))* in\(index);"
+    }
+    prelude.line("/* One thread's share of \(kernelName)'s outermost loop. */")
+    prelude.line("typedef struct {")
+    prelude.line("  const int64_t* dims;")
+    for field in operandFields { prelude.line(field) }
+    prelude.line("  \(CExpressionContext.cType(context.resultType.dtype))* out;")
+    prelude.line("  int64_t tasks;")
+    prelude.line("} \(kernelName)_job;")
+    prelude.block("static void \(kernelName)_task(void* argument, int64_t task, int thread)") { body in
+      body.line("const \(kernelName)_job* job = (const \(kernelName)_job*)argument;")
+      body.line("(void)thread;")
+      body.line("const int64_t* dims = job->dims;")
+      for (index, type) in context.operandTypes.enumerated() {
+        body.line("const \(CExpressionContext.cType(type.dtype))* restrict in\(index) = job->in\(index);")
+      }
+      body.line("\(CExpressionContext.cType(context.resultType.dtype))* restrict out = job->out;")
+      for line in context.dimensionPrologue(symbolIndex: symbolIndex) { body.line(line) }
+      body.line("const int64_t extent = \(extent);")
+      // Chunks of whole cache lines (16 floats) so threads never write the same line.
+      body.line("const int64_t chunk = ((extent + job->tasks - 1) / job->tasks + 15) / 16 * 16;")
+      body.line("const int64_t begin = task * chunk;")
+      body.line("const int64_t end = begin + chunk < extent ? begin + chunk : extent;")
+      body.append(indented(loop.text, by: 1))
+    }
+    prelude.line()
+  }
+
+  /// The loop nest on the calling thread only (for kernels that have no place for a task function).
+  static func emitSerial(
+    _ context: KernelContext, expression: (CExpressionContext) -> String, into writer: inout CWriter
+  ) {
+    let (extent, loop) = loopNest(context, expression: expression)
+    writer.line("const int64_t begin = 0, end = \(extent);")
+    writer.append(loop.text)
+  }
+
+  private static func indented(_ text: String, by levels: Int) -> String {
+    let prefix = String(repeating: "  ", count: levels)
+    return text.split(separator: "\n", omittingEmptySubsequences: false).map {
+      $0.isEmpty ? "" : prefix + $0
+    }.joined(separator: "\n")
   }
 }
