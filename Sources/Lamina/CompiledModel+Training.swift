@@ -12,7 +12,8 @@ extension Model {
   ) throws -> any TrainableModel {
     _ = try trainStep(named: nil)
     guard !graph.assignments.isEmpty else {
-      throw RunError("model \(graph.name) was not built with the training pipeline (Pipeline.training)")
+      throw RunError(
+        "model \(graph.name) was not built with the training pipeline (Pipeline.training)")
     }
     return try compile(options: options, parameters: parameters)
   }

@@ -63,6 +63,18 @@ extension Model {
       compileSeconds: Double(end - generatedAt) / 1e9)
   }
 
+  /// Compiles a graph that did not come from a model file (a transformed copy, say) and loads it.
+  public static func compile(graph: Graph, options: CompileOptions = CompileOptions()) throws
+    -> CompiledModel
+  {
+    let generated = try CodeGenerator.generate(graph)
+    let compiler = try CCompiler.find(explicitPath: options.compiler, flags: options.flags)
+    let cache = LibraryCache(directory: options.cacheDirectory ?? LibraryCache.defaultDirectory())
+    let (path, _) = try cache.library(
+      for: generated.source, runtimeSource: generated.runtimeSource, compiler: compiler)
+    return try CompiledModel(libraryPath: path, threads: options.threads)
+  }
+
   /// Compiles the model and loads it, with its parameters set to `parameters` when given.
   public func compile(
     options: CompileOptions = CompileOptions(), parameters: [String: Tensor]? = nil

@@ -13,7 +13,8 @@ extension Model {
     guard let step else { return first }
     guard let found = graph.trainSteps.first(where: { $0.name == step }) else {
       throw RunError(
-        "model \(graph.name) has no training step '\(step)' (it has \(graph.trainSteps.map(\.name).joined(separator: ", ")))")
+        "model \(graph.name) has no training step '\(step)' (it has \(graph.trainSteps.map(\.name).joined(separator: ", ")))"
+      )
     }
     return found
   }
@@ -27,9 +28,12 @@ extension Model {
     let trainStep = try trainStep(named: step)
     let entries = graph.gradients.filter { $0.step == trainStep.name }
     let names = [trainStep.lossName] + entries.map { graph[$0.gradient].name }
-    let values = try interpret(inputs: inputs, parameters: parameters, outputs: names, mode: .training)
+    let values = try interpret(
+      inputs: inputs, parameters: parameters, outputs: names, mode: .training)
     var result = ["loss": values[trainStep.lossName]!]
-    for entry in entries { result[graph[entry.parameter].name] = values[graph[entry.gradient].name]! }
+    for entry in entries {
+      result[graph[entry.parameter].name] = values[graph[entry.gradient].name]!
+    }
     return result
   }
 
@@ -51,12 +55,15 @@ extension Model {
   /// - Parameters:
   ///   - samples: elements checked per parameter, chosen at random (all when a parameter has fewer).
   ///   - step: the finite-difference step (relative to 1 + |w|).
+  ///   - compiled: evaluate the f64 loss with compiled code (much faster for large models) instead
+  ///     of the interpreter; the gradients themselves always come from the interpreter.
   public func checkGradients(
     inputs: [String: Tensor], parameters: [String: Tensor], step: String? = nil, samples: Int = 32,
-    seed: UInt64 = 0, differenceStep: Double = 1e-6
+    seed: UInt64 = 0, differenceStep: Double = 1e-6, compiled: CompileOptions? = nil
   ) throws -> [GradientCheck] {
     let trainStep = try trainStep(named: step)
-    let analytic = try interpretGradients(inputs: inputs, parameters: parameters, step: trainStep.name)
+    let analytic = try interpretGradients(
+      inputs: inputs, parameters: parameters, step: trainStep.name)
     // The loss in f64, for the finite differences.
     var promoted = graph
     var context = PassContext()
@@ -64,17 +71,30 @@ extension Model {
     let interpreter = Interpreter(graph: promoted)
     let wideInputs = inputs.mapValues { $0.dtype == .f32 ? $0.converted(to: .f64) : $0 }
     var wideParameters = parameters.mapValues { $0.dtype == .f32 ? $0.converted(to: .f64) : $0 }
+    let compiledLoss = try compiled.map { options in
+      try Model.compile(graph: promoted, options: options)
+    }
+    try compiledLoss?.setParameters(wideParameters)
+    var changed: String?
     func loss() throws -> Double {
-      try interpreter.run(
-        inputs: wideInputs, parameters: wideParameters, outputs: [trainStep.lossName], mode: .training)[
-        trainStep.lossName]!.doubles()[0]
+      if let compiledLoss {
+        if let changed { try compiledLoss.setParameter(wideParameters[changed]!, named: changed) }
+        return try compiledLoss.evaluate(wideInputs).losses[trainStep.lossName]!.doubles()[0]
+      }
+      return try interpreter.run(
+        inputs: wideInputs, parameters: wideParameters, outputs: [trainStep.lossName],
+        mode: .training)[
+          trainStep.lossName]!.doubles()[0]
     }
     let floor = graph.params.contains { graph.type(of: $0.value).dtype == .f32 } ? 1e-4 : 1e-8
     var generator = SeededGenerator(seed: seed, stream: "gradcheck")
     var results: [GradientCheck] = []
     for entry in graph.gradients where entry.step == trainStep.name {
       let name = graph[entry.parameter].name
-      guard let original = wideParameters[name], let gradient = analytic[name]?.doubles() else { continue }
+      changed = name
+      guard let original = wideParameters[name], let gradient = analytic[name]?.doubles() else {
+        continue
+      }
       var values = original.doubles()
       var indices = Array(values.indices)
       if indices.count > samples {
@@ -82,7 +102,8 @@ extension Model {
         indices = Array(indices.prefix(samples)).sorted()
       }
       var check = GradientCheck(
-        parameter: name, checked: indices.count, elements: values.count, worstRelativeError: 0, worstIndex: 0,
+        parameter: name, checked: indices.count, elements: values.count, worstRelativeError: 0,
+        worstIndex: 0,
         analytic: 0, numeric: 0)
       for index in indices {
         let saved = values[index]
@@ -104,6 +125,7 @@ extension Model {
         }
       }
       wideParameters[name] = original
+      try compiledLoss?.setParameter(original, named: name)
       results.append(check)
     }
     return results
@@ -114,15 +136,20 @@ extension Model {
   /// One training step by the reference interpreter: the loss, and the parameters and optimizer state
   /// after the update. `values` holds both parameters and state, by name (state defaults to its initial
   /// value when missing).
-  public func interpretTrainStep(_ inputs: [String: Tensor], values: [String: Tensor], step: String? = nil)
+  public func interpretTrainStep(
+    _ inputs: [String: Tensor], values: [String: Tensor], step: String? = nil
+  )
     throws -> (loss: Double, values: [String: Tensor])
   {
     let trainStep = try trainStep(named: step)
     var current = try graph.initialState().merging(values) { _, given in given }
     let updates = graph.assignments.filter { $0.step == trainStep.name }
     let names = [trainStep.lossName] + updates.map { graph[$0.value].name }
-    let results = try interpret(inputs: inputs, parameters: current, outputs: names, mode: .training)
-    for update in updates { current[graph[update.target].name] = results[graph[update.value].name]! }
+    let results = try interpret(
+      inputs: inputs, parameters: current, outputs: names, mode: .training)
+    for update in updates {
+      current[graph[update.target].name] = results[graph[update.value].name]!
+    }
     return (results[trainStep.lossName]!.doubles()[0], current)
   }
 }

@@ -99,7 +99,8 @@ private struct Generator {
     for (index, node) in graph.nodes.enumerated() {
       // Mode-dependent ops (dropout, batch norm) get a kernel for inference and one for training.
       let modes: [ExecutionMode] =
-        OpRegistry.definition(node.op)?.dependsOnMode == true ? [.inference, .training] : [.inference]
+        OpRegistry.definition(node.op)?.dependsOnMode == true
+        ? [.inference, .training] : [.inference]
       for mode in modes { try emitKernel(index, node, mode: mode) }
     }
     writer.line("/* ======== Entry points ======== */")
@@ -247,7 +248,9 @@ private struct Generator {
   // MARK: Context
 
   /// Offsets and sizes of parameters, then optimizer state, in the context's one storage block.
-  var storageLayout: (params: [(offset: Int, bytes: Int)], states: [(offset: Int, bytes: Int)], total: Int) {
+  var storageLayout:
+    (params: [(offset: Int, bytes: Int)], states: [(offset: Int, bytes: Int)], total: Int)
+  {
     var offset = 0
     func place(_ value: ValueID) -> (Int, Int) {
       let type = graph.type(of: value)
@@ -264,7 +267,9 @@ private struct Generator {
     let layout = storageLayout
     writer.line("struct lamina_context {")
     writer.line("  lamina_pool* pool;")
-    writer.line("  unsigned char* params; /* parameters then optimizer state, 64-byte aligned, \(layout.total) bytes */")
+    writer.line(
+      "  unsigned char* params; /* parameters then optimizer state, 64-byte aligned, \(layout.total) bytes */"
+    )
     writer.line("  unsigned char* arena;  /* intermediates of one call */")
     writer.line("  int64_t arena_bytes;")
     writer.line("  char error[512];")
@@ -274,10 +279,13 @@ private struct Generator {
     writer.line("#define LAMINA_STATE_COUNT \(layout.states.count)")
     writer.line("#define LAMINA_PARAMS_BYTES \(layout.total)")
     for (kind, entries) in [("param", layout.params), ("state", layout.states)] {
-      let offsets = entries.isEmpty ? "0" : entries.map { String($0.offset) }.joined(separator: ", ")
+      let offsets =
+        entries.isEmpty ? "0" : entries.map { String($0.offset) }.joined(separator: ", ")
       let sizes = entries.isEmpty ? "0" : entries.map { String($0.bytes) }.joined(separator: ", ")
-      writer.line("static const int64_t lamina_\(kind)_offsets[\(max(1, entries.count))] = {\(offsets)};")
-      writer.line("static const int64_t lamina_\(kind)_sizes[\(max(1, entries.count))] = {\(sizes)};")
+      writer.line(
+        "static const int64_t lamina_\(kind)_offsets[\(max(1, entries.count))] = {\(offsets)};")
+      writer.line(
+        "static const int64_t lamina_\(kind)_sizes[\(max(1, entries.count))] = {\(sizes)};")
     }
     writer.line()
     writer.line(
@@ -564,7 +572,9 @@ private struct Generator {
       body.line("void* const losses[1] = {loss};")
       body.block("switch (step)") { cases in
         for (index, step) in steps.enumerated() {
-          cases.line("case \(index): return lamina_train_\(index)(ctx, dims, inputs, losses);  /* \(step.name) */")
+          cases.line(
+            "case \(index): return lamina_train_\(index)(ctx, dims, inputs, losses);  /* \(step.name) */"
+          )
         }
         cases.line(
           "default: return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"no training step %lld (the model has \(steps.count))\", (long long)step);"

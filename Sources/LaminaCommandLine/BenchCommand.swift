@@ -66,15 +66,24 @@ enum BenchCommand: Command {
       if !options.isSet("--no-interpreter") {
         var reference = 0.0
         interpreterTiming = try Timing.measure(warmup: 0, runs: 3, minimumSeconds: 0) {
-          reference = try model.interpretTrainStep(inputs, values: parameters.merging(state) { a, _ in a }).loss
+          reference = try model.interpretTrainStep(
+            inputs, values: parameters.merging(state) { a, _ in a }
+          ).loss
         }
         let first = try compiled.trainStep(inputs)
         guard abs(first - reference) <= 1e-4 * max(1, abs(reference)) else {
-          throw RunError("the compiled training step's loss \(first) differs from the interpreter's \(reference)")
+          throw RunError(
+            "the compiled training step's loss \(first) differs from the interpreter's \(reference)"
+          )
         }
       }
       rows.append(
-        ("train step", try Timing.measure(warmup: 10, runs: runs, minimumSeconds: seconds) { _ = try compiled.trainStep(inputs) }))
+        (
+          "train step",
+          try Timing.measure(warmup: 10, runs: runs, minimumSeconds: seconds) {
+            _ = try compiled.trainStep(inputs)
+          }
+        ))
     }
     let compiledOutputs = training ? [:] : try compiled.forward(inputs)
     if !training && !options.isSet("--no-interpreter") {
@@ -96,7 +105,12 @@ enum BenchCommand: Command {
     }
     if !training {
       rows.append(
-        ("compiled", try Timing.measure(warmup: 10, runs: runs, minimumSeconds: seconds) { _ = try compiled.forward(inputs) }))
+        (
+          "compiled",
+          try Timing.measure(warmup: 10, runs: runs, minimumSeconds: seconds) {
+            _ = try compiled.forward(inputs)
+          }
+        ))
     }
     if let interpreterTiming { rows.append(("interpreter", interpreterTiming)) }
 

@@ -36,10 +36,13 @@ enum DumpCommand: Command {
             + (closestName(to: after, among: names).map { "; did you mean '\($0)'?" } ?? ""))
       }
       // Passes that only training runs (autodiff) need the training pipeline.
-      let pipeline = after == "all" || Pipeline.pass(named: after).map { pass in
-        !Pipeline.inference.contains { $0.name == pass.name }
-      } == true ? Pipeline.training : Pipeline.inference
-      _ = try Model(contentsOf: path, modelName: options.value("--model"), pipeline: pipeline) { pass, graph in
+      let pipeline =
+        after == "all"
+          || Pipeline.pass(named: after).map { pass in
+            !Pipeline.inference.contains { $0.name == pass.name }
+          } == true ? Pipeline.training : Pipeline.inference
+      _ = try Model(contentsOf: path, modelName: options.value("--model"), pipeline: pipeline) {
+        pass, graph in
         guard after == "all" || after == pass else { return }
         console.print("// after \(pass)")
         console.print(render(graph), terminator: "")

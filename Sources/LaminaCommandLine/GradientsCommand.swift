@@ -20,13 +20,17 @@ enum GradientsCommand: Command {
     let path = try options.modelPath()
     guard let output = options.value("-o") else { throw UsageError("missing -o GRADS.safetensors") }
     let model = try loadTrainingModel(path, options: options, console: console)
-    let parameters = try loadParameters(model, weightsPath: options.value("--weights"), seed: try options.seed())
+    let parameters = try loadParameters(
+      model, weightsPath: options.value("--weights"), seed: try options.seed())
     let inputs = try readInputs(options, model: model)
-    let values = try model.interpretGradients(inputs: inputs, parameters: parameters, step: options.value("--step"))
+    let values = try model.interpretGradients(
+      inputs: inputs, parameters: parameters, step: options.value("--step"))
     try SafeTensors.write(
       values.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
       metadata: ["model": model.graph.name, "written_by": "lamina gradients"], to: output)
-    console.print("wrote the loss (\(values["loss"]!.doubles()[0])) and \(values.count - 1) gradients to \(output)")
+    console.print(
+      "wrote the loss (\(values["loss"]!.doubles()[0])) and \(values.count - 1) gradients to \(output)"
+    )
     return 0
   }
 }
@@ -44,47 +48,61 @@ enum GradcheckCommand: Command {
     of each parameter chosen at random (default 32). Prints the worst relative error
     |analytic - numeric| / max(|analytic|, |numeric|, floor) per parameter (floor 1e-4 for f32 models,
     1e-8 for f64) and exits 1 when one exceeds 1e-3 (f32) or 1e-6 (f64). Without --input, random inputs
-    with every symbolic dimension set to --batch (default 4) are used.
+    with every symbolic dimension set to --batch (default 4) are used. The gradients come from the
+    reference interpreter; the f64 losses of the differences from compiled code (--interpret: the
+    interpreter too).
     """
   static let options = OptionSpec(
-    valued: ["--weights", "--seed", "--step", "--model", "--batch", "--samples"], repeatable: ["--input"])
+    valued: ["--weights", "--seed", "--step", "--model", "--batch", "--samples", "--cc"],
+    repeatable: ["--input"], switches: ["--interpret", "--no-cache"])
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
     let model = try loadTrainingModel(path, options: options, console: console)
-    let parameters = try loadParameters(model, weightsPath: options.value("--weights"), seed: try options.seed())
+    let parameters = try loadParameters(
+      model, weightsPath: options.value("--weights"), seed: try options.seed())
     var inputs = try readInputs(options, model: model)
     if inputs.isEmpty {
       let batch = Int(options.value("--batch") ?? "4") ?? 4
       let symbols = Set(model.graph.inputs.flatMap { model.graph.type(of: $0.value).symbols })
       inputs = SampleInputs.make(
-        for: model.graph, symbols: Dictionary(uniqueKeysWithValues: symbols.map { ($0, batch) }), seed: 1)
+        for: model.graph, symbols: Dictionary(uniqueKeysWithValues: symbols.map { ($0, batch) }),
+        seed: 1)
     }
     let samples = Int(options.value("--samples") ?? "32") ?? 32
+    // The f64 loss for the differences is compiled unless --interpret: far faster on large models.
+    let compiled = options.isSet("--interpret") ? nil : try CompileCommand.compileOptions(options)
     let results = try model.checkGradients(
-      inputs: inputs, parameters: parameters, step: options.value("--step"), samples: samples)
+      inputs: inputs, parameters: parameters, step: options.value("--step"), samples: samples,
+      compiled: compiled)
     let isDouble = !model.graph.params.contains { model.graph.type(of: $0.value).dtype == .f32 }
     let limit = isDouble ? 1e-6 : 1e-3
     let width = max(9, results.map(\.parameter.count).max() ?? 0)
-    console.print("parameter".padding(toLength: width, withPad: " ", startingAt: 0) + "   checked   worst rel. error   analytic      numeric")
+    console.print(
+      "parameter".padding(toLength: width, withPad: " ", startingAt: 0)
+        + "   checked   worst rel. error   analytic      numeric")
     var failed = false
     for result in results {
       let ok = result.worstRelativeError <= limit
       failed = failed || !ok
       console.print(
         result.parameter.padding(toLength: width, withPad: " ", startingAt: 0)
-          + String(format: "  %4d/%-6d  %.2e %@  %+.6e  %+.6e", result.checked, result.elements,
+          + String(
+            format: "  %4d/%-6d  %.2e %@  %+.6e  %+.6e", result.checked, result.elements,
             result.worstRelativeError, ok ? "ok  " : "FAIL", result.analytic, result.numeric))
     }
     console.print(
-      failed ? "gradient check failed: an error exceeds \(limit)" : "all gradients within \(limit) of finite differences")
+      failed
+        ? "gradient check failed: an error exceeds \(limit)"
+        : "all gradients within \(limit) of finite differences")
     return failed ? 1 : 0
   }
 }
 
 /// Loads a model through the training pipeline (which builds the backward graph).
 func loadTrainingModel(_ path: String, options: Options, console: Console) throws -> Model {
-  let model = try Model(contentsOf: path, modelName: options.value("--model"), pipeline: Pipeline.training)
+  let model = try Model(
+    contentsOf: path, modelName: options.value("--model"), pipeline: Pipeline.training)
   if !model.warnings.isEmpty {
     console.error(DiagnosticRenderer(sources: [model.source]).render(model.warnings))
   }

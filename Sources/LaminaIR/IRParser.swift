@@ -150,7 +150,8 @@ public struct IRParser {
         let parameter = try parseUse(graph)
         _ = try expect(.punctuation, "=", "'='")
         let gradient = try parseUse(graph)
-        graph.gradients.append(ParameterGradient(step: stepName.text, parameter: parameter, gradient: gradient))
+        graph.gradients.append(
+          ParameterGradient(step: stepName.text, parameter: parameter, gradient: gradient))
         return
       case "train":
         _ = advance()

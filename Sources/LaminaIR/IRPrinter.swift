@@ -33,7 +33,8 @@ public struct IRPrinter: Sendable {
       out += location(graph[param.value].location) + "\n"
     }
     for state in graph.states {
-      out += "  state \(state.step) \(name(state.value, in: graph)) : \(typeText(state.value, in: graph))"
+      out +=
+        "  state \(state.step) \(name(state.value, in: graph)) : \(typeText(state.value, in: graph))"
       out += " = \(state.initializer)" + location(graph[state.value].location) + "\n"
     }
     for node in graph.nodes {
@@ -46,10 +47,12 @@ public struct IRPrinter: Sendable {
       out += "  loss \(loss.name) = \(name(loss.value, in: graph))\n"
     }
     for gradient in graph.gradients {
-      out += "  grad \(gradient.step) \(name(gradient.parameter, in: graph)) = \(name(gradient.gradient, in: graph))\n"
+      out +=
+        "  grad \(gradient.step) \(name(gradient.parameter, in: graph)) = \(name(gradient.gradient, in: graph))\n"
     }
     for assignment in graph.assignments {
-      out += "  update \(assignment.step) \(name(assignment.target, in: graph)) = \(name(assignment.value, in: graph))\n"
+      out +=
+        "  update \(assignment.step) \(name(assignment.target, in: graph)) = \(name(assignment.value, in: graph))\n"
     }
     for step in graph.trainSteps {
       out += "  train \(step.name) = \(step.optimizer)\(attributeText(step.attributes))"
@@ -65,7 +68,8 @@ public struct IRPrinter: Sendable {
     // Attributes at their op's default are left out (shape inference puts them back on reading).
     let defaults = OpRegistry.definition(node.op)?.attributes ?? []
     let shown = node.attributes.filter { name, value in
-      guard let spec = defaults.first(where: { $0.name == name }), let fallback = spec.defaultValue else {
+      guard let spec = defaults.first(where: { $0.name == name }), let fallback = spec.defaultValue
+      else {
         return true
       }
       return value.coerced(to: spec.kind) != fallback.coerced(to: spec.kind)

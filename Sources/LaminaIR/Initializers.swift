@@ -149,7 +149,8 @@ extension Graph {
       }
       var generator = SeededGenerator(seed: seed, stream: info.name)
       result[info.name] = Tensor(
-        dtype: type.dtype, shape: shape, doubles: definition.generate(shape, state.initializer.arguments, &generator))
+        dtype: type.dtype, shape: shape,
+        doubles: definition.generate(shape, state.initializer.arguments, &generator))
     }
     return result
   }

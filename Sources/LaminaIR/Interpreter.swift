@@ -47,7 +47,8 @@ public struct Interpreter: Sendable {
         entry.tensor, to: entry.type, name: entry.name, kind: "input")
     }
     // Optimizer state is supplied like parameters, by name.
-    let stored = graph.params.map { ($0.value, "parameter") } + graph.states.map { ($0.value, "state") }
+    let stored =
+      graph.params.map { ($0.value, "parameter") } + graph.states.map { ($0.value, "state") }
     for (value, kind) in stored where neededValues.contains(value) {
       let param = (value: value, kind: kind)
       let info = graph[param.value]
@@ -56,7 +57,8 @@ public struct Interpreter: Sendable {
       }
       let type = graph.type(of: param.value)
       guard tensor.shape == type.concreteShape([:]) else {
-        throw RunError("\(param.kind) '\(info.name)': expected \(type), got \(tensor.typeDescription)")
+        throw RunError(
+          "\(param.kind) '\(info.name)': expected \(type), got \(tensor.typeDescription)")
       }
       environment[param.value] = try conform(tensor, to: type, name: info.name, kind: param.kind)
     }

@@ -45,7 +45,9 @@ public enum Verifier {
     for state in graph.states {
       define(state.value, at: graph[state.value].location)
       if InitializerRegistry.definition(state.initializer.name) == nil {
-        diagnostics.error("unknown initializer '\(state.initializer.name)' for state %\(graph[state.value].name)", at: graph[state.value].location)
+        diagnostics.error(
+          "unknown initializer '\(state.initializer.name)' for state %\(graph[state.value].name)",
+          at: graph[state.value].location)
       }
     }
     for node in graph.nodes {
@@ -112,7 +114,9 @@ public enum Verifier {
         continue
       }
       if graph.param(for: gradient.parameter) == nil {
-        diagnostics.error("grad \(gradient.step): %\(graph[gradient.parameter].name) is not a parameter", at: location)
+        diagnostics.error(
+          "grad \(gradient.step): %\(graph[gradient.parameter].name) is not a parameter",
+          at: location)
       }
       if graph[gradient.parameter].type != graph[gradient.gradient].type {
         diagnostics.error(
@@ -126,9 +130,13 @@ public enum Verifier {
     for assignment in graph.assignments {
       let location = graph[assignment.value].location
       let target = graph[assignment.target]
-      let isStorage = graph.param(for: assignment.target) != nil || graph.states.contains { $0.value == assignment.target }
+      let isStorage =
+        graph.param(for: assignment.target) != nil
+        || graph.states.contains { $0.value == assignment.target }
       if !isStorage {
-        diagnostics.error("update \(assignment.step): %\(target.name) is neither a parameter nor state", at: location)
+        diagnostics.error(
+          "update \(assignment.step): %\(target.name) is neither a parameter nor state",
+          at: location)
       }
       if target.type != graph[assignment.value].type {
         diagnostics.error(

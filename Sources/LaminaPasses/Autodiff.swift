@@ -24,7 +24,8 @@ public struct Autodiff: GraphPass {
     for step in graph.trainSteps where !graph.gradients.contains(where: { $0.step == step.name }) {
       guard let loss = graph.losses.first(where: { $0.name == step.lossName }) else {
         context.diagnostics.error(
-          "training step '\(step.name)' minimizes '\(step.lossName)', which is not a loss", at: step.location)
+          "training step '\(step.name)' minimizes '\(step.lossName)', which is not a loss",
+          at: step.location)
         continue
       }
       let pattern = step.attributes["params"]?.stringValue
@@ -35,13 +36,16 @@ public struct Autodiff: GraphPass {
         context.diagnostics.error(
           "training step '\(step.name)' has no trainable parameter to update"
             + (pattern.map { " (params: \"\($0)\" matches none)" } ?? ""),
-          at: step.location, help: "`lamina dump --params` lists the parameters and which are frozen")
+          at: step.location,
+          help: "`lamina dump --params` lists the parameters and which are frozen")
         continue
       }
       do {
-        let gradients = try Autodiff.gradients(of: loss.value, withRespectTo: parameters, in: &graph)
+        let gradients = try Autodiff.gradients(
+          of: loss.value, withRespectTo: parameters, in: &graph)
         for (parameter, gradient) in zip(parameters, gradients) {
-          graph.gradients.append(ParameterGradient(step: step.name, parameter: parameter, gradient: gradient))
+          graph.gradients.append(
+            ParameterGradient(step: step.name, parameter: parameter, gradient: gradient))
         }
       } catch let diagnostic as Diagnostic {
         context.diagnostics.append(diagnostic)
@@ -52,12 +56,15 @@ public struct Autodiff: GraphPass {
 
   /// Appends nodes computing ∂`loss`/∂`target` for each target and returns those values (a target the
   /// loss does not depend on gets a zero gradient).
-  public static func gradients(of loss: ValueID, withRespectTo targets: [ValueID], in graph: inout Graph)
+  public static func gradients(
+    of loss: ValueID, withRespectTo targets: [ValueID], in graph: inout Graph
+  )
     throws -> [ValueID]
   {
     let lossType = graph.type(of: loss)
     guard lossType.isScalar, lossType.dtype.isFloatingPoint else {
-      throw Diagnostic.error("can only differentiate a floating-point scalar, got \(lossType)", at: graph[loss].location)
+      throw Diagnostic.error(
+        "can only differentiate a floating-point scalar, got \(lossType)", at: graph[loss].location)
     }
     let needed = graph.nodesNeeded(for: [loss])
     // Values on a path from a target to the loss: only their gradients are worth building.
@@ -76,7 +83,9 @@ public struct Autodiff: GraphPass {
 
     for index in needed.reversed() {
       let node = builder.graph.nodes[index]
-      guard let resultGradient = adjoints[node.result], dependsOnTarget.contains(node.result) else { continue }
+      guard let resultGradient = adjoints[node.result], dependsOnTarget.contains(node.result) else {
+        continue
+      }
       // Every use of the result comes after its definition, so its gradient is complete now.
       nameGradient(of: node.result, resultGradient, in: &builder.graph)
       let wanted = node.operands.map { operand in
@@ -85,18 +94,22 @@ public struct Autodiff: GraphPass {
       guard wanted.contains(true) else { continue }
       guard let definition = OpRegistry.definition(node.op), let rule = definition.gradient else {
         throw Diagnostic.error(
-          "\(node.op) has no gradient, but the loss depends on a parameter through it", at: node.location,
+          "\(node.op) has no gradient, but the loss depends on a parameter through it",
+          at: node.location,
           help: "wrap the value in stop_gradient(...) if no gradient should flow through it")
       }
       builder.location = node.location
       let operandGradients: [ValueID?]
       do {
-        operandGradients = try rule(&builder, GradientInputs(node: node, resultGradient: resultGradient))
+        operandGradients = try rule(
+          &builder, GradientInputs(node: node, resultGradient: resultGradient))
       } catch {
         throw Diagnostic.error("gradient of \(node.op): \(error.message)", at: node.location)
       }
       for (position, operand) in node.operands.enumerated() where wanted[position] {
-        guard position < operandGradients.count, var gradient = operandGradients[position] else { continue }
+        guard position < operandGradients.count, var gradient = operandGradients[position] else {
+          continue
+        }
         let operandType = builder.type(of: operand)
         do throws(ShapeError) {
           gradient = try builder.reduce(gradient, toShapeOf: operandType)

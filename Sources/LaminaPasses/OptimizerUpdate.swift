@@ -14,12 +14,14 @@ import LaminaSupport
 ///     %w.next = sub(%w, mul(%lr, %grad.w))    →      update train %train.step = %train.step.next
 public struct OptimizerUpdate: GraphPass {
   public static let name = "optimizer"
-  public static let summary = "Builds the optimizer's parameter updates and state for each training step."
+  public static let summary =
+    "Builds the optimizer's parameter updates and state for each training step."
 
   public init() {}
 
   public func run(on graph: inout Graph, context: inout PassContext) throws {
-    for step in graph.trainSteps where !graph.assignments.contains(where: { $0.step == step.name }) {
+    for step in graph.trainSteps where !graph.assignments.contains(where: { $0.step == step.name })
+    {
       let entries = graph.gradients.filter { $0.step == step.name }
       guard !entries.isEmpty else { continue }
       do {
@@ -31,9 +33,13 @@ public struct OptimizerUpdate: GraphPass {
     try context.diagnostics.throwIfErrors()
   }
 
-  private func build(_ step: TrainStep, _ entries: [ParameterGradient], in graph: inout Graph) throws(ShapeError) {
+  private func build(_ step: TrainStep, _ entries: [ParameterGradient], in graph: inout Graph)
+    throws(ShapeError)
+  {
     let attributes = step.attributes
-    func number(_ name: String, _ fallback: Double) -> Double { attributes[name]?.doubleValue ?? fallback }
+    func number(_ name: String, _ fallback: Double) -> Double {
+      attributes[name]?.doubleValue ?? fallback
+    }
     let dtype = graph.type(of: entries[0].parameter).dtype
     let scalar = TensorType.scalar(dtype)
     let counter = graph.addState(
@@ -59,14 +65,17 @@ public struct OptimizerUpdate: GraphPass {
       let ratio = try builder.div(
         builder.constant(clip, like: norm), builder.add(norm, builder.constant(1e-6, like: norm)))
       let factor = try builder.op("minimum", [ratio, builder.constant(1, like: norm)])
-      gradients = try gradients.map { gradient throws(ShapeError) in try builder.mul(gradient, factor) }
+      gradients = try gradients.map { gradient throws(ShapeError) in
+        try builder.mul(gradient, factor)
+      }
     }
 
     var assignments: [Assignment] = []
     func state(_ parameter: ValueID, _ suffix: String) -> ValueID {
       let name = "\(builder.graph[parameter].name).\(suffix)"
       return builder.graph.addState(
-        name: name, type: builder.type(of: parameter), initializer: Initializer("zeros"), step: step.name,
+        name: name, type: builder.type(of: parameter), initializer: Initializer("zeros"),
+        step: step.name,
         location: step.location)
     }
     func assign(_ target: ValueID, _ value: ValueID) {
@@ -89,41 +98,56 @@ public struct OptimizerUpdate: GraphPass {
           let velocity = state(w, "velocity")
           let v = try builder.add(builder.scale(velocity, by: momentum), g)
           assign(velocity, v)
-          g = attributes["nesterov"]?.boolValue == true ? try builder.add(g, builder.scale(v, by: momentum)) : v
+          g =
+            attributes["nesterov"]?.boolValue == true
+            ? try builder.add(g, builder.scale(v, by: momentum)) : v
         }
         assign(w, try builder.sub(w, builder.mul(lr, g)))
       case "adam", "adamw":
-        let (beta1, beta2, eps) = (number("beta1", 0.9), number("beta2", 0.999), number("eps", 1e-8))
+        let (beta1, beta2, eps) = (
+          number("beta1", 0.9), number("beta2", 0.999), number("eps", 1e-8)
+        )
         var decayed = w
         if step.optimizer == "adamw" {
           // Decoupled decay: w ← w - lr·λ·w before the Adam step.
-          if weightDecay != 0 { decayed = try builder.sub(w, builder.mul(lr, builder.scale(w, by: weightDecay))) }
+          if weightDecay != 0 {
+            decayed = try builder.sub(w, builder.mul(lr, builder.scale(w, by: weightDecay)))
+          }
         } else if weightDecay != 0 {
           g = try builder.add(g, builder.scale(w, by: weightDecay))
         }
         let firstMoment = state(w, "m")
         let secondMoment = state(w, "v")
         // m ← β₁m + (1-β₁)g;  v ← β₂v + (1-β₂)g²;  w ← w - lr·m̂/(√v̂ + ε), m̂ = m/(1-β₁ᵗ), v̂ = v/(1-β₂ᵗ)
-        let m = try builder.add(builder.scale(firstMoment, by: beta1), builder.scale(g, by: 1 - beta1))
-        let v = try builder.add(builder.scale(secondMoment, by: beta2), builder.scale(builder.mul(g, g), by: 1 - beta2))
+        let m = try builder.add(
+          builder.scale(firstMoment, by: beta1), builder.scale(g, by: 1 - beta1))
+        let v = try builder.add(
+          builder.scale(secondMoment, by: beta2), builder.scale(builder.mul(g, g), by: 1 - beta2))
         assign(firstMoment, m)
         assign(secondMoment, v)
         let correction1 = try builder.sub(
-          builder.constant(1, like: nextCount), builder.op("pow", [builder.constant(beta1, like: nextCount), nextCount]))
+          builder.constant(1, like: nextCount),
+          builder.op("pow", [builder.constant(beta1, like: nextCount), nextCount]))
         let correction2 = try builder.sub(
-          builder.constant(1, like: nextCount), builder.op("pow", [builder.constant(beta2, like: nextCount), nextCount]))
+          builder.constant(1, like: nextCount),
+          builder.op("pow", [builder.constant(beta2, like: nextCount), nextCount]))
         let mHat = try builder.div(m, correction1)
         let vHat = try builder.div(v, correction2)
-        let stepValue = try builder.div(mHat, builder.add(builder.op("sqrt", [vHat]), builder.constant(eps, like: vHat)))
+        let stepValue = try builder.div(
+          mHat, builder.add(builder.op("sqrt", [vHat]), builder.constant(eps, like: vHat)))
         assign(w, try builder.sub(decayed, builder.mul(lr, stepValue)))
       case "rmsprop":
         if weightDecay != 0 { g = try builder.add(g, builder.scale(w, by: weightDecay)) }
-        let (alpha, eps, momentum) = (number("alpha", 0.99), number("eps", 1e-8), number("momentum", 0))
+        let (alpha, eps, momentum) = (
+          number("alpha", 0.99), number("eps", 1e-8), number("momentum", 0)
+        )
         let square = state(w, "square_avg")
         // s ← αs + (1-α)g²;  u = g/(√s + ε);  with momentum b ← μb + u, step along b.
-        let s = try builder.add(builder.scale(square, by: alpha), builder.scale(builder.mul(g, g), by: 1 - alpha))
+        let s = try builder.add(
+          builder.scale(square, by: alpha), builder.scale(builder.mul(g, g), by: 1 - alpha))
         assign(square, s)
-        var update = try builder.div(g, builder.add(builder.op("sqrt", [s]), builder.constant(eps, like: s)))
+        var update = try builder.div(
+          g, builder.add(builder.op("sqrt", [s]), builder.constant(eps, like: s)))
         if momentum != 0 {
           let buffer = state(w, "momentum_buffer")
           update = try builder.add(builder.scale(buffer, by: momentum), update)
@@ -137,7 +161,14 @@ public struct OptimizerUpdate: GraphPass {
         // Σ ← Σ + g²;  w ← w - lr·g/(√Σ + ε)
         let total = try builder.add(sum, builder.mul(g, g))
         assign(sum, total)
-        assign(w, try builder.sub(w, builder.mul(lr, builder.div(g, builder.add(builder.op("sqrt", [total]), builder.constant(eps, like: total))))))
+        assign(
+          w,
+          try builder.sub(
+            w,
+            builder.mul(
+              lr,
+              builder.div(
+                g, builder.add(builder.op("sqrt", [total]), builder.constant(eps, like: total))))))
       default:
         throw ShapeError("no update rule for optimizer '\(step.optimizer)'")
       }

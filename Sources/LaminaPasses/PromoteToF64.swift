@@ -15,7 +15,9 @@ public struct PromoteToF64: GraphPass {
   public func run(on graph: inout Graph, context: inout PassContext) throws {
     for index in graph.values.indices {
       let value = ValueID(index)
-      if let type = graph[value].type, type.dtype == .f32 { graph.setType(type.with(dtype: .f64), of: value) }
+      if let type = graph[value].type, type.dtype == .f32 {
+        graph.setType(type.with(dtype: .f64), of: value)
+      }
     }
     for index in graph.nodes.indices {
       for name in ["dtype"] where graph.nodes[index].attributes[name] == .dtype(.f32) {

@@ -44,9 +44,11 @@ public final class CompiledModel: @unchecked Sendable {
     var lastError: LastError
     var paramData: ParamData
     var paramBytes: ParamBytes
-    typealias TrainStep = @convention(c) (
-      OpaquePointer?, Int64, UnsafePointer<Int64>?, UnsafePointer<UnsafeRawPointer?>?, UnsafeMutableRawPointer?
-    ) -> Int32
+    typealias TrainStep =
+      @convention(c) (
+        OpaquePointer?, Int64, UnsafePointer<Int64>?, UnsafePointer<UnsafeRawPointer?>?,
+        UnsafeMutableRawPointer?
+      ) -> Int32
 
     var forward: Forward
     var evaluate: Evaluate
@@ -91,9 +93,15 @@ public final class CompiledModel: @unchecked Sendable {
       paramBytes: try symbol("lamina_param_bytes", Functions.ParamBytes.self),
       forward: try symbol("lamina_forward", Functions.Forward.self),
       evaluate: try symbol("lamina_evaluate", Functions.Evaluate.self),
-      trainStep: dlsym(handle, "lamina_train_step").map { unsafeBitCast($0, to: Functions.TrainStep.self) },
-      stateData: dlsym(handle, "lamina_state_data").map { unsafeBitCast($0, to: Functions.ParamData.self) },
-      stateBytes: dlsym(handle, "lamina_state_bytes").map { unsafeBitCast($0, to: Functions.ParamBytes.self) })
+      trainStep: dlsym(handle, "lamina_train_step").map {
+        unsafeBitCast($0, to: Functions.TrainStep.self)
+      },
+      stateData: dlsym(handle, "lamina_state_data").map {
+        unsafeBitCast($0, to: Functions.ParamData.self)
+      },
+      stateBytes: dlsym(handle, "lamina_state_bytes").map {
+        unsafeBitCast($0, to: Functions.ParamBytes.self)
+      })
     guard let context = try symbol("lamina_create", Create.self)(Int32(clamping: threads)) else {
       dlclose(handle)
       throw RunError("\(libraryPath): out of memory creating the model context")
@@ -164,13 +172,15 @@ public final class CompiledModel: @unchecked Sendable {
   /// - Parameter step: the training step's name; nil: the first.
   public func trainStep(_ inputs: [String: Tensor], step: String? = nil) throws -> Double {
     guard let train = functions.trainStep else {
-      throw RunError("\(libraryPath) has no training step: compile the model with the training pipeline")
+      throw RunError(
+        "\(libraryPath) has no training step: compile the model with the training pipeline")
     }
     let index: Int
     if let step {
       guard let found = signature.steps.firstIndex(where: { $0.name == step }) else {
         throw RunError(
-          "the model has no training step '\(step)' (steps: \(signature.steps.map(\.name).joined(separator: ", ")))")
+          "the model has no training step '\(step)' (steps: \(signature.steps.map(\.name).joined(separator: ", ")))"
+        )
       }
       index = found
     } else {
@@ -185,7 +195,8 @@ public final class CompiledModel: @unchecked Sendable {
     let status = try withInputPointers(prepared) { inputPointers in
       loss.withUnsafeMutableBytes { lossBytes in
         dims.withUnsafeBufferPointer { dimsPointer in
-          train(context, Int64(index), dimsPointer.baseAddress, inputPointers, lossBytes.baseAddress)
+          train(
+            context, Int64(index), dimsPointer.baseAddress, inputPointers, lossBytes.baseAddress)
         }
       }
     }
@@ -408,7 +419,8 @@ public final class CompiledModel: @unchecked Sendable {
     defer { lock.unlock() }
     for (index, entry) in signature.states.enumerated() {
       guard let dtype = entry.elementType, let shape = entry.concreteShape([:]),
-        let data = functions.stateData?(context, Int64(index)), let bytes = functions.stateBytes?(Int64(index))
+        let data = functions.stateData?(context, Int64(index)),
+        let bytes = functions.stateBytes?(Int64(index))
       else { throw RunError("state '\(entry.name)' has no storage") }
       result[entry.name] = Tensor(
         dtype: dtype, shape: shape, bytes: UnsafeRawBufferPointer(start: data, count: Int(bytes)))!
@@ -429,7 +441,8 @@ public final class CompiledModel: @unchecked Sendable {
       guard tensor.dtype.rawValue == entry.dtype, tensor.shape == entry.concreteShape([:]),
         let data = functions.stateData?(context, Int64(index))
       else {
-        throw RunError("state '\(name)': expected \(entry.typeDescription), got \(tensor.typeDescription)")
+        throw RunError(
+          "state '\(name)': expected \(entry.typeDescription), got \(tensor.typeDescription)")
       }
       tensor.withUnsafeBytes { source in
         if let base = source.baseAddress { data.copyMemory(from: base, byteCount: source.count) }

@@ -55,7 +55,8 @@ struct RuntimeTests {
     for batch in [123, 7] {
       let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 4)
       let outputs = try compiled.forward(inputs)
-      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: ["y", "z"])
+      let expected = try model.interpret(
+        inputs: inputs, parameters: parameters, outputs: ["y", "z"])
       for name in ["y", "z"] {
         let problem = TestData.mismatch(outputs[name]!, expected[name]!, rtol: 1e-6, atol: 1e-6)
         #expect(problem == nil, "batch \(batch) \(name): \(problem ?? "")")

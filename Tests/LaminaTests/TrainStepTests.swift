@@ -29,7 +29,9 @@ struct TrainStepTests {
         """, pipeline: Pipeline.training)
   }
 
-  func weights(_ values: [Double]) -> [String: Tensor] { ["w": Tensor(shape: [3], scalars: values)] }
+  func weights(_ values: [Double]) -> [String: Tensor] {
+    ["w": Tensor(shape: [3], scalars: values)]
+  }
 
   @Test("sgd, momentum and Nesterov match hand-computed updates")
   func sgd() throws {
@@ -38,7 +40,8 @@ struct TrainStepTests {
     var model = try quadratic("sgd(lr: 0.1)")
     var compiled = try compile(model, parameters: weights(w))
     _ = try compiled.trainStep([:])
-    #expect(try compiled.parameter(named: "w").scalars(as: Double.self) == w.map { $0 - 0.1 * 2 * $0 })
+    #expect(
+      try compiled.parameter(named: "w").scalars(as: Double.self) == w.map { $0 - 0.1 * 2 * $0 })
 
     // Momentum 0.9: v₁ = g₁, w₁ = w₀ - lr·g₁; v₂ = 0.9 v₁ + g₂, w₂ = w₁ - lr·v₂.
     model = try quadratic("sgd(lr: 0.1, momentum: 0.9)")
@@ -56,7 +59,9 @@ struct TrainStepTests {
     model = try quadratic("sgd(lr: 0.1, momentum: 0.9, nesterov: true)")
     compiled = try compile(model, parameters: weights(w))
     _ = try compiled.trainStep([:])
-    expectClose(try compiled.parameter(named: "w").scalars(as: Double.self), w.map { $0 - 0.1 * (2 * $0 + 0.9 * 2 * $0) })
+    expectClose(
+      try compiled.parameter(named: "w").scalars(as: Double.self),
+      w.map { $0 - 0.1 * (2 * $0 + 0.9 * 2 * $0) })
   }
 
   @Test("adam's first step moves each weight by lr against its gradient's sign")
@@ -76,15 +81,23 @@ struct TrainStepTests {
     let w: [Double] = [3, 4, 0]  // g = [6, 8, 0], ‖g‖ = 10
     let compiled = try compile(try quadratic("sgd(lr: 1, clip_norm: 1)"), parameters: weights(w))
     _ = try compiled.trainStep([:])
-    expectClose(try compiled.parameter(named: "w").scalars(as: Double.self), [3 - 0.6, 4 - 0.8, 0], tolerance: 1e-6)
+    expectClose(
+      try compiled.parameter(named: "w").scalars(as: Double.self), [3 - 0.6, 4 - 0.8, 0],
+      tolerance: 1e-6)
   }
 
   static let cosineRates: [Double] = [
     0.1, 0.1 * (1 + cos(Double.pi / 4)) / 2, 0.05, 0.1 * (1 + cos(3 * Double.pi / 4)) / 2, 0,
   ]
   static let scheduleCases: [(String, [Double])] = [
-    ("sgd(lr: 0.1, schedule: \"step\", decay_steps: 2, decay_rate: 0.5)", [0.1, 0.1, 0.05, 0.05, 0.025]),
-    ("sgd(lr: 0.1, schedule: \"exponential\", decay_steps: 1, decay_rate: 0.5)", [0.1, 0.05, 0.025, 0.0125, 0.00625]),
+    (
+      "sgd(lr: 0.1, schedule: \"step\", decay_steps: 2, decay_rate: 0.5)",
+      [0.1, 0.1, 0.05, 0.05, 0.025]
+    ),
+    (
+      "sgd(lr: 0.1, schedule: \"exponential\", decay_steps: 1, decay_rate: 0.5)",
+      [0.1, 0.05, 0.025, 0.0125, 0.00625]
+    ),
     ("sgd(lr: 0.1, schedule: \"cosine\", decay_steps: 4)", cosineRates),
     ("sgd(lr: 0.1, warmup_steps: 4)", [0.025, 0.05, 0.075, 0.1, 0.1]),
   ]
@@ -102,10 +115,14 @@ struct TrainStepTests {
     }
   }
 
-  @Test("compiled training steps equal interpreted ones for every optimizer", arguments: [
-    "sgd(lr: 0.05, momentum: 0.9, weight_decay: 0.01)", "adam(lr: 0.01)", "adamw(lr: 0.01, weight_decay: 0.1)",
-    "rmsprop(lr: 0.01, momentum: 0.5)", "adagrad(lr: 0.1)", "sgd(lr: 0.1, clip_norm: 0.5, schedule: \"cosine\", decay_steps: 3)",
-  ])
+  @Test(
+    "compiled training steps equal interpreted ones for every optimizer",
+    arguments: [
+      "sgd(lr: 0.05, momentum: 0.9, weight_decay: 0.01)", "adam(lr: 0.01)",
+      "adamw(lr: 0.01, weight_decay: 0.1)",
+      "rmsprop(lr: 0.01, momentum: 0.5)", "adagrad(lr: 0.1)",
+      "sgd(lr: 0.1, clip_norm: 0.5, schedule: \"cosine\", decay_steps: 3)",
+    ])
   func compiledMatchesInterpreter(_ optimizer: String) throws {
     let model = try Model(
       source: """
@@ -126,7 +143,9 @@ struct TrainStepTests {
       let compiledLoss = try compiled.trainStep(inputs)
       let reference = try model.interpretTrainStep(inputs, values: values)
       values = reference.values
-      #expect(abs(compiledLoss - reference.loss) <= 1e-12 * max(1, abs(reference.loss)), "\(optimizer) step \(step)")
+      #expect(
+        abs(compiledLoss - reference.loss) <= 1e-12 * max(1, abs(reference.loss)),
+        "\(optimizer) step \(step)")
     }
     let compiledValues = try compiled.parameters().merging(try compiled.state()) { a, _ in a }
     for (name, tensor) in values {
@@ -137,11 +156,13 @@ struct TrainStepTests {
 
   @Test("the same seed gives bit-identical weights after training")
   func deterministic() throws {
-    let model = try Model(contentsOf: RepositoryPaths.path("examples/digits_mlp.lam"), pipeline: Pipeline.training)
+    let model = try Model(
+      contentsOf: RepositoryPaths.path("examples/digits_mlp.lam"), pipeline: Pipeline.training)
     func train() throws -> [String: Tensor] {
       let compiled = try compile(model, parameters: try model.initialParameters(seed: 9))
       for step in 0..<5 {
-        _ = try compiled.trainStep(TestData.inputs(for: model.graph, symbols: ["batch": 16], seed: UInt64(step)))
+        _ = try compiled.trainStep(
+          TestData.inputs(for: model.graph, symbols: ["batch": 16], seed: UInt64(step)))
       }
       return try compiled.parameters()
     }

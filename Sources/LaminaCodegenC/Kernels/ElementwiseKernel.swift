@@ -67,7 +67,9 @@ enum ElementwiseKernel {
         return
       }
       let range =
-        axis == 0 ? "int64_t i0 = begin; i0 < end; i0++" : "int64_t i\(axis) = 0; i\(axis) < \(cDim(resultShape[axis])); i\(axis)++"
+        axis == 0
+        ? "int64_t i0 = begin; i0 < end; i0++"
+        : "int64_t i\(axis) = 0; i\(axis) < \(cDim(resultShape[axis])); i\(axis)++"
       writer.block("for (\(range))") { inner in nest(axis + 1, &inner) }
     }
     nest(0, &writer)
@@ -78,7 +80,8 @@ enum ElementwiseKernel {
   /// large ones. Large results need `task(...)` emitted before the kernel; `kernelName` is the
   /// placeholder the generator replaces with the kernel's function name.
   static func emit(
-    _ context: KernelContext, expression: (CExpressionContext) -> String, into writer: inout CWriter,
+    _ context: KernelContext, expression: (CExpressionContext) -> String,
+    into writer: inout CWriter,
     prelude: inout CWriter, kernelName: String, symbolIndex: [String: Int]
   ) {
     let (extent, loop) = loopNest(context, expression: expression)
@@ -93,12 +96,15 @@ enum ElementwiseKernel {
     }
     _ = total
     writer.line("const int64_t extent = \(extent);")
-    writer.block("if (\(total128) < \(parallelThreshold) || lamina_pool_threads(ctx->pool) == 1)") { serial in
+    writer.block("if (\(total128) < \(parallelThreshold) || lamina_pool_threads(ctx->pool) == 1)") {
+      serial in
       serial.line("const int64_t begin = 0, end = extent;")
       serial.append(indented(loop.text, by: 1))
     }
     writer.block("else") { parallel in
-      parallel.line("\(kernelName)_job job = {dims, \((0..<context.operandTypes.count).map { "in\($0), " }.joined())out, lamina_pool_threads(ctx->pool)};")
+      parallel.line(
+        "\(kernelName)_job job = {dims, \((0..<context.operandTypes.count).map { "in\($0), " }.joined())out, lamina_pool_threads(ctx->pool)};"
+      )
       parallel.line("lamina_pool_run(ctx->pool, job.tasks, \(kernelName)_task, &job);")
     }
 
@@ -113,12 +119,14 @@ enum ElementwiseKernel {
     prelude.line("  \(CExpressionContext.cType(context.resultType.dtype))* out;")
     prelude.line("  int64_t tasks;")
     prelude.line("} \(kernelName)_job;")
-    prelude.block("static void \(kernelName)_task(void* argument, int64_t task, int thread)") { body in
+    prelude.block("static void \(kernelName)_task(void* argument, int64_t task, int thread)") {
+      body in
       body.line("const \(kernelName)_job* job = (const \(kernelName)_job*)argument;")
       body.line("(void)thread;")
       body.line("const int64_t* dims = job->dims;")
       for (index, type) in context.operandTypes.enumerated() {
-        body.line("const \(CExpressionContext.cType(type.dtype))* restrict in\(index) = job->in\(index);")
+        body.line(
+          "const \(CExpressionContext.cType(type.dtype))* restrict in\(index) = job->in\(index);")
       }
       body.line("\(CExpressionContext.cType(context.resultType.dtype))* restrict out = job->out;")
       for line in context.dimensionPrologue(symbolIndex: symbolIndex) { body.line(line) }

@@ -44,7 +44,8 @@ extension OpRegistry {
               var total = 0.0
               for k in 0..<inner {
                 // A transposed operand is stored [k, rows] (a) or [columns, k] (b).
-                let aElement = plan.transposeA ? a[aBase + k * rows + row] : a[aBase + row * inner + k]
+                let aElement =
+                  plan.transposeA ? a[aBase + k * rows + row] : a[aBase + row * inner + k]
                 let bElement =
                   plan.transposeB ? b[bBase + column * inner + k] : b[bBase + k * columns + column]
                 total += aElement * bElement
@@ -139,7 +140,8 @@ extension OpRegistry {
       //   ∂a = g @ op(b)ᵀ, or (g @ op(b)ᵀ)ᵀ = op(b) @ gᵀ when a was transposed.
       var gradientA =
         transposeA
-        ? try builder.op("matmul", [b, g], ["transpose_a": .bool(transposeB), "transpose_b": .bool(true)])
+        ? try builder.op(
+          "matmul", [b, g], ["transpose_a": .bool(transposeB), "transpose_b": .bool(true)])
         : try builder.op("matmul", [g, b], ["transpose_b": .bool(!transposeB)])
       if aRank == 1 { gradientA = try builder.op("squeeze", [gradientA], ["axes": .ints([-2])]) }
       gradients[0] = gradientA
@@ -148,7 +150,8 @@ extension OpRegistry {
       //   ∂b = op(a)ᵀ @ g, or gᵀ @ op(a) when b was transposed.
       var gradientB =
         transposeB
-        ? try builder.op("matmul", [g, a], ["transpose_a": .bool(true), "transpose_b": .bool(transposeA)])
+        ? try builder.op(
+          "matmul", [g, a], ["transpose_a": .bool(true), "transpose_b": .bool(transposeA)])
         : try builder.op("matmul", [a, g], ["transpose_a": .bool(!transposeA)])
       if bRank == 1 { gradientB = try builder.op("squeeze", [gradientB], ["axes": .ints([-1])]) }
       gradients[1] = gradientB

@@ -12,8 +12,7 @@ extension OpRegistry {
         let x = builder.type(of: inputs.operands[0])
         let axes = builder.reducedAxes(inputs.attributes, rank: x.rank)
         return [try builder.expand(inputs.resultGradient, to: x, reducing: axes)]
-      }
-    ) { values in values.reduce(0, +) },
+      }, combine: { values in values.reduce(0, +) }),
     reduction(
       "mean", "Averages elements over the given axes (all axes when `axes` is absent).",
       "y = (Σ_{reduced axes} x) / n, n = product of the reduced dimensions; an empty axis gives NaN",
@@ -25,8 +24,7 @@ extension OpRegistry {
         let count = try builder.count(axes.map { x.shape[$0] }, like: inputs.resultGradient)
         let spread = try builder.expand(inputs.resultGradient, to: x, reducing: axes)
         return [try builder.div(spread, count)]
-      }
-    ) { values in values.reduce(0, +) / Double(values.count) },
+      }, combine: { values in values.reduce(0, +) / Double(values.count) }),
     reduction(
       "max", "The largest element over the given axes (all axes when `axes` is absent).",
       "y = max_{reduced axes} x; reducing an empty axis is an error at run time",
@@ -44,13 +42,13 @@ extension OpRegistry {
         let share = try builder.div(
           try builder.keepingDims(inputs.resultGradient, of: x, reducing: axes), ties)
         return [try builder.mul(isMaximum, share)]
-      }
-    ) { values in
-      // NaN propagates, as in numpy and PyTorch.
-      values.reduce(-Double.infinity) { accumulated, value in
-        value.isNaN || value >= accumulated ? value : accumulated
-      }
-    },
+      },
+      combine: { values in
+        // NaN propagates, as in numpy and PyTorch.
+        values.reduce(-Double.infinity) { accumulated, value in
+          value.isNaN || value >= accumulated ? value : accumulated
+        }
+      }),
     normalization(
       "softmax", "Exponentials normalized to sum to 1 along an axis, computed stably.",
       "y_i = e^(x_i - m) / Σ_j e^(x_j - m), m = max_j x_j, along axis",
@@ -61,8 +59,8 @@ extension OpRegistry {
         let weighted = try builder.op(
           "sum", [try builder.mul(g, y)], ["axes": .ints([axis]), "keepdims": .bool(true)])
         return [try builder.mul(y, try builder.sub(g, weighted))]
-      }
-    ) { shifted, total in Foundation.exp(shifted) / total },
+      },
+      transform: { shifted, total in Foundation.exp(shifted) / total }),
     normalization(
       "log_softmax", "Logarithm of softmax along an axis, computed stably.",
       "y_i = (x_i - m) - ln Σ_j e^(x_j - m), m = max_j x_j, along axis",
@@ -72,8 +70,8 @@ extension OpRegistry {
         let axis = inputs.attributes["axis"]?.intValue ?? -1
         let total = try builder.op("sum", [g], ["axes": .ints([axis]), "keepdims": .bool(true)])
         return [try builder.sub(g, try builder.mul(try builder.op("exp", [y]), total))]
-      }
-    ) { shifted, total in shifted - Foundation.log(total) },
+      },
+      transform: { shifted, total in shifted - Foundation.log(total) }),
   ]
 
   /// A reduction over `axes` with `keepdims`; `combine` folds the values of one output element.
@@ -82,7 +80,7 @@ extension OpRegistry {
   static func reduction(
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
     rejectsEmptyAxes: Bool = false, gradient: GradientRule? = nil,
-    _ combine: @escaping @Sendable ([Double]) -> Double
+    combine: @escaping @Sendable ([Double]) -> Double
   ) -> OpDefinition {
     OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("x")],
@@ -149,7 +147,7 @@ extension OpRegistry {
   /// Subtracting the line's maximum keeps every exponent at or below 0, so large logits cannot overflow.
   static func normalization(
     _ name: String, _ summary: String, _ semantics: String, gradient: GradientRule? = nil,
-    _ transform: @escaping @Sendable (_ shifted: Double, _ total: Double) -> Double
+    transform: @escaping @Sendable (_ shifted: Double, _ total: Double) -> Double
   ) -> OpDefinition {
     OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("x")],
