@@ -707,16 +707,9 @@ public struct Lowering {
     _ op: String, _ operands: [ValueID], attributes: [String: Attribute] = [:],
     at location: SourceLocation
   ) -> Value {
-    guard let definition = OpRegistry.definition(op) else {
-      diagnostics.error("unknown op '\(op)'", at: location)
-      return .poisoned
-    }
     do {
-      let (types, resolved) = try definition.inferTypes(
-        operands: operands.map { graph.type(of: $0) }, attributes: attributes)
-      let result = graph.addNode(
-        op, operands, attributes: resolved, type: types[0], location: location)
-      return .tensor(result)
+      return .tensor(
+        try graph.addInferredNode(op, operands, attributes: attributes, location: location))
     } catch {
       diagnostics.error(error.message, at: location, help: error.help)
       return .poisoned
@@ -1400,18 +1393,4 @@ func snakeCase(_ name: String) -> String {
     }
   }
   return out
-}
-
-/// Matches `*` wildcards against a whole name.
-func globMatch(_ pattern: String, _ name: String) -> Bool {
-  let parts = pattern.split(separator: "*", omittingEmptySubsequences: false).map(String.init)
-  if parts.count == 1 { return pattern == name }
-  var rest = Substring(name)
-  guard rest.hasPrefix(parts[0]) else { return false }
-  rest = rest.dropFirst(parts[0].count)
-  for part in parts.dropFirst().dropLast() where !part.isEmpty {
-    guard let range = rest.range(of: part) else { return false }
-    rest = rest[range.upperBound...]
-  }
-  return rest.hasSuffix(parts.last!)
 }

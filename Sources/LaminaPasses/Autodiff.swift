@@ -30,7 +30,7 @@ public struct Autodiff: GraphPass {
       }
       let pattern = step.attributes["params"]?.stringValue
       let parameters = graph.params.filter { param in
-        param.trainable && (pattern.map { globMatches($0, graph[param.value].name) } ?? true)
+        param.trainable && (pattern.map { globMatch($0, graph[param.value].name) } ?? true)
       }.map(\.value)
       if parameters.isEmpty {
         context.diagnostics.error(
@@ -152,18 +152,4 @@ public struct Autodiff: GraphPass {
     guard let gradient, graph[gradient].name.first?.isNumber == true else { return }
     graph.rename(gradient, to: "grad.\(graph[value].name)")
   }
-}
-
-/// Matches `*` wildcards against a whole name.
-func globMatches(_ pattern: String, _ name: String) -> Bool {
-  let parts = pattern.split(separator: "*", omittingEmptySubsequences: false).map(String.init)
-  if parts.count == 1 { return pattern == name }
-  var rest = Substring(name)
-  guard rest.hasPrefix(parts[0]) else { return false }
-  rest = rest.dropFirst(parts[0].count)
-  for part in parts.dropFirst().dropLast() where !part.isEmpty {
-    guard let range = rest.range(of: part) else { return false }
-    rest = rest[range.upperBound...]
-  }
-  return rest.hasSuffix(parts.last!)
 }

@@ -41,10 +41,7 @@ public struct GradientBuilder {
   )
     throws(ShapeError) -> ValueID
   {
-    guard let definition = OpRegistry.definition(op) else { throw ShapeError("unknown op \(op)") }
-    let (types, resolved) = try definition.inferTypes(
-      operands: operands.map { graph.type(of: $0) }, attributes: attributes)
-    return graph.addNode(op, operands, attributes: resolved, type: types[0], location: location)
+    try graph.addInferredNode(op, operands, attributes: attributes, location: location)
   }
 
   /// A scalar constant of `like`'s dtype.
