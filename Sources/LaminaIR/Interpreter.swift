@@ -96,7 +96,12 @@ public struct Interpreter: Sendable {
       }
     }
     var output: [String: Tensor] = [:]
-    for (name, value) in zip(requested, targets) { output[name] = environment[value] }
+    for (name, value) in zip(requested, targets) {
+      guard let tensor = environment[value] else {
+        throw RunError("'\(name)' is not computed by this graph (a pass removed it as unused)")
+      }
+      output[name] = tensor
+    }
     return output
   }
 

@@ -5,13 +5,22 @@ import LaminaSupport
 /// The pass lists Lamina runs, declared in one place.
 public enum Pipeline {
   /// Every pass `--after` and `--disable-pass` can name, in pipeline order.
-  public static let allPasses: [any GraphPass] = [ShapeInference(), Autodiff(), OptimizerUpdate()]
+  public static let allPasses: [any GraphPass] = [
+    ShapeInference(), Autodiff(), OptimizerUpdate(), CommonSubexpressionElimination(),
+    DeadCodeElimination(),
+  ]
 
   /// What runs before a graph is interpreted or compiled for inference.
-  public static let inference: [any GraphPass] = [ShapeInference()]
+  public static let inference: [any GraphPass] = [
+    ShapeInference(), CommonSubexpressionElimination(), DeadCodeElimination(),
+  ]
 
-  /// What runs before a graph is trained: inference's passes, then the backward graph.
-  public static let training: [any GraphPass] = [ShapeInference(), Autodiff(), OptimizerUpdate()]
+  /// What runs before a graph is trained: the backward graph and the optimizer's updates, then
+  /// the same clean-up as for inference.
+  public static let training: [any GraphPass] = [
+    ShapeInference(), Autodiff(), OptimizerUpdate(), CommonSubexpressionElimination(),
+    DeadCodeElimination(),
+  ]
 
   public static func pass(named name: String) -> (any GraphPass)? {
     allPasses.first { $0.name == name }
