@@ -394,7 +394,6 @@ private struct Generator {
     let mode: ExecutionMode = updates.isEmpty ? .inference : .training
     let targets = outputs + losses + updates.map(\.value)
     let needed = graph.nodesNeeded(for: targets)
-    let definitions = graph.definitions()
     let neededInputs = Set(graph.inputsNeeded(for: targets))
 
     // Assign storage: aliases share their operand's, an exposed value is computed straight into the
@@ -422,7 +421,6 @@ private struct Generator {
       }
       claimed.insert(storage[value]!)
     }
-    _ = definitions
 
     let signatureText: String
     switch name {

@@ -2,7 +2,7 @@ import Foundation
 import Lamina
 
 /// One `lamina` subcommand.
-protocol Command {
+protocol Command: SendableMetatype {
   static var name: String { get }
   static var summary: String { get }
   static var help: String { get }

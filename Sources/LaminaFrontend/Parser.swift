@@ -340,7 +340,7 @@ public struct Parser {
     var value = try parseAdditive()
     let outerDepth = depth
     defer { depth = outerDepth }
-    while let pipe = acceptSymbol("|>") {
+    while acceptSymbol("|>") != nil {
       depth += 1
       try checkDepth()
       let callee = try expectIdentifier("a function or block name after '|>'")
@@ -350,7 +350,6 @@ public struct Parser {
         arguments += try parseArguments()
         end = previous.location
       }
-      _ = pipe
       // Located at the call, not the whole pipeline: `x |> a |> b` has errors of b point at b.
       value = Expr(
         .call(callee: callee.text, calleeLocation: callee.location, arguments: arguments),

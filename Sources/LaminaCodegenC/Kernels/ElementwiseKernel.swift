@@ -85,7 +85,6 @@ enum ElementwiseKernel {
     prelude: inout CWriter, kernelName: String, symbolIndex: [String: Int]
   ) {
     let (extent, loop) = loopNest(context, expression: expression)
-    let total = cProduct(context.resultType.shape)
     let total128 = "(__int128)1" + context.resultType.shape.map { " * \(cDim($0))" }.joined()
     let mayBeLarge =
       context.resultType.shape.product.staticValue.map { $0 >= parallelThreshold } ?? true
@@ -94,7 +93,6 @@ enum ElementwiseKernel {
       writer.append(indented(loop.text, by: 0))
       return
     }
-    _ = total
     writer.line("const int64_t extent = \(extent);")
     writer.block("if (\(total128) < \(parallelThreshold) || lamina_pool_threads(ctx->pool) == 1)") {
       serial in

@@ -76,7 +76,7 @@ enum ShapeKernels {
           "if (start\(axis) < 0 || start\(axis) >= \(size)) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"\(op): index \(index) is out of range for axis \(axis) of size %lld\", (long long)\(size));"
         )
         readTerms.append("start\(axis) * \(inputStrides[axis])")
-      case .range(let start, let stop, let step):
+      case .range(let start, _, let step):
         let count = cDim(sliced.shape[resultAxis])
         // Python's rules: clamp the start into the axis; the result type already fixed the count.
         let defaultStart = step > 0 ? "0" : "\(size) - 1"
@@ -90,7 +90,6 @@ enum ShapeKernels {
         writer.line(
           "if (\(count) > 0 && (start\(axis) + (\(count) - 1) * \(step) < 0 || start\(axis) + (\(count) - 1) * \(step) >= \(size))) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"\(op): \(item) on axis \(axis) of size %lld selects fewer than the %lld elements its type promised\", (long long)\(size), (long long)\(count));"
         )
-        _ = stop
         let index = "r\(resultAxis)"
         readTerms.append("(start\(axis) + \(index) * \(step)) * \(inputStrides[axis])")
         resultDims.append(sliced.shape[resultAxis])
