@@ -19,6 +19,7 @@ enum BenchCommand: Command {
   static let options = OptionSpec(
     valued: [
       "--batch", "--runs", "--threads", "--seconds", "--cc", "--cflags", "--model", "--seed",
+      "--cache-dir",
     ],
     switches: ["--no-interpreter", "--no-cache", "--json", "--train"])
 

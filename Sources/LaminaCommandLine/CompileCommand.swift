@@ -16,9 +16,11 @@ enum CompileCommand: Command {
       --cc PATH      the C compiler (default: $LAMINA_CC, then cc, clang, gcc)
       --cflags F     compiler flags instead of the defaults (-O3 -march=native -fPIC -shared ...)
       --no-cache     compile even if the library cache ($LAMINA_CACHE_DIR) has this model
+      --cache-dir D  the library cache to use instead of $LAMINA_CACHE_DIR (default ~/.cache/lamina)
     """
   static let options = OptionSpec(
-    valued: ["-o", "--emit-c", "--cc", "--cflags", "--model"], switches: ["--no-cache", "--time"])
+    valued: ["-o", "--emit-c", "--cc", "--cflags", "--model", "--cache-dir"],
+    switches: ["--no-cache"])
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
@@ -56,6 +58,7 @@ enum CompileCommand: Command {
       compileOptions.flags = flags.split(separator: " ").map(String.init)
     }
     compileOptions.useCache = !options.isSet("--no-cache")
+    compileOptions.cacheDirectory = options.value("--cache-dir")
     return compileOptions
   }
 }

@@ -53,7 +53,9 @@ enum GradcheckCommand: Command {
     interpreter too).
     """
   static let options = OptionSpec(
-    valued: ["--weights", "--seed", "--step", "--model", "--batch", "--samples", "--cc"],
+    valued: [
+      "--weights", "--seed", "--step", "--model", "--batch", "--samples", "--cc", "--cache-dir",
+    ],
     repeatable: ["--input"], switches: ["--interpret", "--no-cache"])
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {

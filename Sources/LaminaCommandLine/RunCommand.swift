@@ -18,7 +18,7 @@ enum RunCommand: Command {
       --batch N    run the inputs N rows at a time and join the outputs (their first axis)
     """
   static let options = OptionSpec(
-    valued: ["--weights", "--seed", "--model", "--batch", "--cc", "--cflags"],
+    valued: ["--weights", "--seed", "--model", "--batch", "--cc", "--cflags", "--cache-dir"],
     repeatable: ["--input", "--output"], switches: ["--interpret", "--no-cache"])
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {

@@ -39,6 +39,7 @@ enum TrainCommand: Command {
     valued: [
       "--data", "--epochs", "--batch", "--val", "--seed", "--checkpoint", "--resume", "--plot",
       "--early-stopping", "--step", "--model", "--cc", "--cflags", "--threads", "-o", "--output",
+      "--cache-dir",
     ],
     switches: ["--no-cache", "--quiet", "--interpret"])
 
