@@ -6,11 +6,12 @@ enum CompileCommand: Command {
   static let name = "compile"
   static let summary = "Compile a model to a shared library and a C header"
   static let help = """
-    usage: lamina compile FILE.lam -o libmodel.so [--emit-c DIR] [--cc COMPILER] [--cflags "FLAGS"]
+    usage: lamina compile FILE.lam -o libmodel.so [--train] [--emit-c DIR] [--cc COMPILER] [--cflags "FLAGS"]
                           [--no-cache] [--model NAME]
 
     Generates C for the model, compiles it with the system C compiler and writes the library, plus a
     header (libmodel.h) for using it from C without Lamina.
+      --train        include the training steps (lamina_train_step: forward, backward, update)
       --emit-c DIR   also write the generated model.c, model.h and the runtime's lamina_runtime.c there
                      (cc -O3 -march=native -fPIC -shared model.c lamina_runtime.c -o libmodel.so)
       --cc PATH      the C compiler (default: $LAMINA_CC, then cc, clang, gcc)
@@ -20,12 +21,16 @@ enum CompileCommand: Command {
     """
   static let options = OptionSpec(
     valued: ["-o", "--emit-c", "--cc", "--cflags", "--model", "--cache-dir"],
-    switches: ["--no-cache"])
+    switches: ["--no-cache", "--train"])
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
     guard let output = options.value("-o") else { throw UsageError("missing -o libmodel.so") }
-    let model = try loadModel(path, modelName: options.value("--model"), console: console)
+    // --train adds the backward pass and optimizer: the library then exports lamina_train_step.
+    let model =
+      options.isSet("--train")
+      ? try loadTrainingModel(path, options: options, console: console)
+      : try loadModel(path, modelName: options.value("--model"), console: console)
     let compileOptions = try compileOptions(options)
     let compilation = try model.buildLibrary(options: compileOptions)
     let library = try Data(contentsOf: URL(fileURLWithPath: compilation.libraryPath))

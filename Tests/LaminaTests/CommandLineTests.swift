@@ -93,6 +93,32 @@ struct CommandLineTests {
     #expect(noWeights.errors.contains("pass --weights"))
   }
 
+  @Test("compile --train exports the training step, which trains like the Swift API")
+  func compileWithTraining() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    let modelPath = RepositoryPaths.path("examples/regressor.lam")
+    let library = directory + "/libregressor.so"
+    let result = lamina(
+      "compile", modelPath, "--train", "-o", library, "--cache-dir", directory + "/cache")
+    #expect(result.status == 0, "\(result.errors)")
+    let header = try String(contentsOfFile: directory + "/libregressor.h", encoding: .utf8)
+    #expect(header.contains("int lamina_train_step("))
+    let compiled = try CompiledModel(libraryPath: library)
+    #expect(compiled.signature.steps.map(\.name) == ["train"])
+    let model = try Model(contentsOf: modelPath, pipeline: Pipeline.training)
+    let parameters = try model.initialParameters(seed: 1)
+    try compiled.setParameters(parameters)
+    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 6], seed: 3)
+    let loss = try compiled.trainStep(inputs)
+    let reference = try model.interpretTrainStep(inputs, values: parameters)
+    #expect(abs(loss - reference.loss) <= 1e-5 * max(1, abs(reference.loss)))
+    let problem = TestData.mismatch(
+      try compiled.parameter(named: "dense_0.weight"), reference.values["dense_0.weight"]!,
+      rtol: 1e-5,
+      atol: 1e-6)
+    #expect(problem == nil, "\(problem ?? "")")
+  }
+
   @Test("run reports bad inputs by name and exits non-zero")
   func runErrors() throws {
     let directory = try RepositoryPaths.temporaryDirectory()
