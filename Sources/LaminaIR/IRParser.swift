@@ -138,20 +138,14 @@ public struct IRParser {
         return
       case "update":
         _ = advance()
-        let stepName = try expect(.identifier, nil, "a training step name")
-        let target = try parseUse(graph)
-        _ = try expect(.punctuation, "=", "'='")
-        let value = try parseUse(graph)
-        graph.assignments.append(Assignment(step: stepName.text, target: target, value: value))
+        let (step, target, value) = try parseStepBinding(graph)
+        graph.assignments.append(Assignment(step: step, target: target, value: value))
         return
       case "grad":
         _ = advance()
-        let stepName = try expect(.identifier, nil, "a training step name")
-        let parameter = try parseUse(graph)
-        _ = try expect(.punctuation, "=", "'='")
-        let gradient = try parseUse(graph)
+        let (step, parameter, gradient) = try parseStepBinding(graph)
         graph.gradients.append(
-          ParameterGradient(step: stepName.text, parameter: parameter, gradient: gradient))
+          ParameterGradient(step: step, parameter: parameter, gradient: gradient))
         return
       case "train":
         _ = advance()
@@ -202,6 +196,14 @@ public struct IRParser {
       Node(
         op: op.text, operands: operands, attributes: attributes, results: results,
         location: nodeLocation))
+  }
+
+  /// `STEP %target = %value`, the rest of a `grad` or `update` line.
+  private mutating func parseStepBinding(_ graph: Graph) throws -> (String, ValueID, ValueID) {
+    let step = try expect(.identifier, nil, "a training step name")
+    let target = try parseUse(graph)
+    _ = try expect(.punctuation, "=", "'='")
+    return (step.text, target, try parseUse(graph))
   }
 
   private mutating func parseValueName(defining graph: Graph) throws -> IRToken {

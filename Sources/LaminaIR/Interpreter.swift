@@ -41,10 +41,16 @@ public struct Interpreter: Sendable {
       }
       declared.append((info.name, graph.type(of: input.value), tensor))
     }
-    let bindings = try bindSymbols(declared, kind: "input")
+    let bindings = try ShapeBinding.bind(
+      declared.map { entry in
+        let signature = ModelSignature.Entry(
+          name: entry.name, dtype: entry.type.dtype.rawValue,
+          shape: entry.type.shape.map(\.description))
+        return (signature, entry.tensor)
+      }, kind: "input")
     for entry in declared {
-      environment[graph.value(named: entry.name)!] = try conform(
-        entry.tensor, to: entry.type, name: entry.name, kind: "input")
+      environment[graph.value(named: entry.name)!] = try ShapeBinding.conform(
+        entry.tensor, to: entry.type.dtype, name: entry.name, kind: "input")
     }
     // Optimizer state is supplied like parameters, by name.
     let stored =
@@ -60,7 +66,8 @@ public struct Interpreter: Sendable {
         throw RunError(
           "\(param.kind) '\(info.name)': expected \(type), got \(tensor.typeDescription)")
       }
-      environment[param.value] = try conform(tensor, to: type, name: info.name, kind: param.kind)
+      environment[param.value] = try ShapeBinding.conform(
+        tensor, to: type.dtype, name: info.name, kind: param.kind)
     }
 
     for index in needed {
@@ -105,72 +112,4 @@ public struct Interpreter: Sendable {
     return output
   }
 
-  /// Binds every symbolic dimension from the given tensors, checking static dimensions on the way.
-  func bindSymbols(_ entries: [(name: String, type: TensorType, tensor: Tensor)], kind: String)
-    throws
-    -> [String: Int]
-  {
-    var bindings: [String: Int] = [:]
-    var boundBy: [String: String] = [:]
-    for entry in entries {
-      let (name, type, tensor) = entry
-      guard tensor.rank == type.rank else {
-        throw RunError(
-          "\(kind) '\(name)': expected \(type) (rank \(type.rank)), got \(tensor.typeDescription) (rank \(tensor.rank))"
-        )
-      }
-      for (axis, (dim, actual)) in zip(type.shape, tensor.shape).enumerated() {
-        if let value = dim.staticValue {
-          guard value == actual else {
-            throw RunError(
-              "\(kind) '\(name)': expected \(type), got \(tensor.typeDescription) (dimension \(axis) is \(actual), expected \(value))"
-            )
-          }
-        } else if dim.symbols.count == 1, dim.factor == 1 {
-          let symbol = dim.symbols[0]
-          if let bound = bindings[symbol], bound != actual {
-            throw RunError(
-              "\(kind) '\(name)': dimension \(axis) (\(symbol)) is \(actual), but \(symbol) is \(bound) from '\(boundBy[symbol]!)'"
-            )
-          }
-          guard actual > 0 else {
-            throw RunError(
-              "\(kind) '\(name)': dimension \(axis) (\(symbol)) must be at least 1, got \(actual)")
-          }
-          bindings[symbol] = actual
-          boundBy[symbol] = name
-        }
-      }
-    }
-    // Dimensions like `32*batch` are checked once every symbol is bound.
-    for entry in entries {
-      for (axis, (dim, actual)) in zip(entry.type.shape, entry.tensor.shape).enumerated()
-      where !dim.isStatic {
-        guard let value = dim.evaluate(bindings) else {
-          throw RunError(
-            "\(kind) '\(entry.name)': cannot bind dimension \(axis) (\(dim)) from its size alone")
-        }
-        guard value == actual else {
-          throw RunError(
-            "\(kind) '\(entry.name)': dimension \(axis) is \(actual), expected \(dim) = \(value)")
-        }
-      }
-    }
-    return bindings
-  }
-
-  /// Accepts a tensor of the declared dtype, or an integer tensor of another width when every value fits.
-  func conform(_ tensor: Tensor, to type: TensorType, name: String, kind: String) throws -> Tensor {
-    if tensor.dtype == type.dtype { return tensor }
-    if tensor.dtype.isInteger, type.dtype.isInteger {
-      let values = tensor.doubles()
-      if type.dtype == .i32, let bad = values.first(where: { abs($0) > Double(Int32.max) }) {
-        throw RunError("\(kind) '\(name)': value \(Int(bad)) does not fit in i32")
-      }
-      return tensor.converted(to: type.dtype)
-    }
-    throw RunError(
-      "\(kind) '\(name)': expected dtype \(type.dtype), got \(tensor.dtype) (\(tensor.typeDescription))"
-    )
-  }
 }

@@ -157,7 +157,7 @@ public final class CompiledModel: @unchecked Sendable {
       prepared.append(conformed)
       entries.append((entry, conformed))
     }
-    let bindings = try bindSymbols(entries)
+    let bindings = try ShapeBinding.bind(entries.map { ($0.0, $0.1) }, kind: "input")
     let dims = try signature.symbols.map { symbol -> Int64 in
       guard let value = bindings[symbol] else {
         throw RunError("no input determines the dimension '\(symbol)'")
@@ -285,62 +285,7 @@ public final class CompiledModel: @unchecked Sendable {
     guard let dtype = entry.elementType else {
       throw RunError("\(kind) '\(entry.name)' has unknown dtype \(entry.dtype)")
     }
-    if tensor.dtype == dtype { return tensor }
-    if tensor.dtype.isInteger, dtype.isInteger {
-      if dtype == .i32, tensor.doubles().contains(where: { abs($0) > Double(Int32.max) }) {
-        throw RunError("\(kind) '\(entry.name)': a value does not fit in i32")
-      }
-      return tensor.converted(to: dtype)
-    }
-    throw RunError(
-      "\(kind) '\(entry.name)': expected dtype \(entry.dtype), got \(tensor.dtype) (\(tensor.typeDescription))"
-    )
-  }
-
-  /// Binds symbolic dimensions from the inputs' shapes, checking static dimensions on the way.
-  private func bindSymbols(_ entries: [(ModelSignature.Entry, Tensor)]) throws -> [String: Int] {
-    var bindings: [String: Int] = [:]
-    var boundBy: [String: String] = [:]
-    for (entry, tensor) in entries {
-      guard tensor.rank == entry.shape.count else {
-        throw RunError(
-          "input '\(entry.name)': expected \(entry.typeDescription) (rank \(entry.shape.count)), got \(tensor.typeDescription) (rank \(tensor.rank))"
-        )
-      }
-      for (axis, (dim, actual)) in zip(entry.shape, tensor.shape).enumerated() {
-        if let value = Int(dim) {
-          guard value == actual else {
-            throw RunError(
-              "input '\(entry.name)': expected \(entry.typeDescription), got \(tensor.typeDescription) (dimension \(axis) is \(actual), expected \(value))"
-            )
-          }
-        } else if !dim.contains("*") {
-          if let bound = bindings[dim], bound != actual {
-            throw RunError(
-              "input '\(entry.name)': dimension \(axis) (\(dim)) is \(actual), but \(dim) is \(bound) from '\(boundBy[dim]!)'"
-            )
-          }
-          guard actual >= 1 else {
-            throw RunError(
-              "input '\(entry.name)': dimension \(axis) (\(dim)) must be at least 1, got \(actual)")
-          }
-          bindings[dim] = actual
-          boundBy[dim] = entry.name
-        }
-      }
-    }
-    for (entry, tensor) in entries {
-      guard let expected = entry.concreteShape(bindings) else {
-        throw RunError(
-          "input '\(entry.name)': cannot bind \(entry.typeDescription) from its size alone")
-      }
-      guard expected == tensor.shape else {
-        throw RunError(
-          "input '\(entry.name)': expected \(entry.typeDescription) = \(expected), got \(tensor.shape)"
-        )
-      }
-    }
-    return bindings
+    return try ShapeBinding.conform(tensor, to: dtype, name: entry.name, kind: kind)
   }
 
   // MARK: Parameters

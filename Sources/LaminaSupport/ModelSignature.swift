@@ -27,19 +27,25 @@ public struct ModelSignature: Codable, Sendable, Equatable {
     public func concreteShape(_ bindings: [String: Int]) -> [Int]? {
       var result: [Int] = []
       for dim in shape {
-        var value = 1
-        for factor in dim.split(separator: "*") {
-          if let number = Int(factor) {
-            value *= number
-          } else if let bound = bindings[String(factor)] {
-            value *= bound
-          } else {
-            return nil
-          }
-        }
+        guard let value = Entry.evaluate(dim, bindings) else { return nil }
         result.append(value)
       }
       return result
+    }
+
+    /// A dimension's size (`"64"`, `"batch"`, `"8*batch"`); nil when a symbol is unbound.
+    public static func evaluate(_ dim: String, _ bindings: [String: Int]) -> Int? {
+      var value = 1
+      for factor in dim.split(separator: "*") {
+        if let number = Int(factor) {
+          value *= number
+        } else if let bound = bindings[String(factor)] {
+          value *= bound
+        } else {
+          return nil
+        }
+      }
+      return value
     }
 
     public var typeDescription: String { "\(dtype)[\(shape.joined(separator: ", "))]" }
