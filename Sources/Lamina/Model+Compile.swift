@@ -1,6 +1,7 @@
 import Foundation
 import LaminaCodegenC
 import LaminaIR
+import LaminaPasses
 import LaminaRuntime
 import LaminaSupport
 
@@ -15,6 +16,9 @@ public struct CompileOptions: Sendable {
   public var cacheDirectory: String?
   /// Threads of the model's pool; 0: one per core (or `LAMINA_NUM_THREADS`).
   public var threads = 0
+  /// The passes run on a copy of the graph before C generation (`Pipeline.codegen` by default;
+  /// `--disable-pass fusion` removes one).
+  public var codegenPasses: [any GraphPass] = Pipeline.codegen
 
   public init() {}
 }
@@ -30,10 +34,17 @@ public struct Compilation: Sendable {
 }
 
 extension Model {
+  /// Runs the backend passes (fusion, memory planning) on a copy of `graph`.
+  public static func lower(_ graph: Graph, passes: [any GraphPass]) throws -> Graph {
+    var lowered = graph
+    _ = try PassRunner(passes: passes).run(&lowered)
+    return lowered
+  }
+
   /// Generates C for the model without compiling it.
-  public func generateC() throws -> GeneratedModel {
+  public func generateC(passes: [any GraphPass] = Pipeline.codegen) throws -> GeneratedModel {
     do {
-      return try CodeGenerator.generate(graph)
+      return try CodeGenerator.generate(try Model.lower(graph, passes: passes))
     } catch let diagnostic as Diagnostic {
       throw CompileError(diagnostics: [diagnostic], source: source)
     }
@@ -42,7 +53,7 @@ extension Model {
   /// Generates C, compiles it (or finds it in the cache) and returns the library's path.
   public func buildLibrary(options: CompileOptions = CompileOptions()) throws -> Compilation {
     let start = DispatchTime.now().uptimeNanoseconds
-    let generated = try generateC()
+    let generated = try generateC(passes: options.codegenPasses)
     let generatedAt = DispatchTime.now().uptimeNanoseconds
     let compiler = try CCompiler.find(explicitPath: options.compiler, flags: options.flags)
     let cache: LibraryCache
@@ -67,7 +78,7 @@ extension Model {
   public static func compile(graph: Graph, options: CompileOptions = CompileOptions()) throws
     -> CompiledModel
   {
-    let generated = try CodeGenerator.generate(graph)
+    let generated = try CodeGenerator.generate(try lower(graph, passes: options.codegenPasses))
     let compiler = try CCompiler.find(explicitPath: options.compiler, flags: options.flags)
     let cache = LibraryCache(directory: options.cacheDirectory ?? LibraryCache.defaultDirectory())
     let (path, _) = try cache.library(

@@ -30,17 +30,25 @@ public struct Node: Hashable, Sendable {
   public var attributes: [String: Attribute]
   public var results: [ValueID]
   public var location: SourceLocation
+  /// The member nodes of a `fused` node (one kernel computing several ops), in order; empty for
+  /// every other op. Members read the fused node's operands and earlier members' results; the
+  /// fused node's results are the members' results used outside the group.
+  public var body: [Node]
 
   public init(
     op: String, operands: [ValueID], attributes: [String: Attribute] = [:], results: [ValueID],
-    location: SourceLocation
+    location: SourceLocation, body: [Node] = []
   ) {
     self.op = op
     self.operands = operands
     self.attributes = attributes
     self.results = results
     self.location = location
+    self.body = body
   }
+
+  /// The op name of nodes that group other nodes into one kernel (built by the fusion pass).
+  public static let fusedOp = "fused"
 
   /// The single result of a one-result node.
   public var result: ValueID { results[0] }

@@ -22,8 +22,12 @@ public enum Pipeline {
     DeadCodeElimination(),
   ]
 
+  /// What runs on a copy of the graph just before C generation: passes whose result only the
+  /// backend reads (fusion into kernels, memory planning). The interpreter never sees their output.
+  public static let codegen: [any GraphPass] = []
+
   public static func pass(named name: String) -> (any GraphPass)? {
-    allPasses.first { $0.name == name }
+    (allPasses + codegen).first { $0.name == name }
   }
 }
 
