@@ -8,13 +8,22 @@ struct CWriter {
   }
 
   /// Writes `header {`, the body one level deeper, then `}`.
-  mutating func block(_ header: String, _ body: (inout CWriter) -> Void) {
+  mutating func block(_ header: String, _ body: (inout CWriter) throws -> Void) rethrows {
     line(header + " {")
     depth += 1
-    body(&self)
-    depth -= 1
-    line("}")
+    defer {
+      depth -= 1
+      line("}")
+    }
+    try body(&self)
   }
 
   mutating func append(_ other: String) { text += other }
+
+  /// Appends another writer's lines at this writer's indentation.
+  mutating func nest(_ other: CWriter) {
+    for line in other.text.split(separator: "\n", omittingEmptySubsequences: false).dropLast() {
+      self.line(String(line))
+    }
+  }
 }

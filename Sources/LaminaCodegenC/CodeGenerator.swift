@@ -97,6 +97,10 @@ private struct Generator {
     writer.line("/* ======== Kernels ======== */")
     writer.line()
     for (index, node) in graph.nodes.enumerated() {
+      if node.op == Node.fusedOp {
+        try emitFusedKernel(index, node)
+        continue
+      }
       // Mode-dependent ops (dropout, batch norm) get a kernel for inference and one for training.
       let modes: [ExecutionMode] =
         OpRegistry.definition(node.op)?.dependsOnMode == true
@@ -382,6 +386,34 @@ private struct Generator {
     writer.line()
   }
 
+  /// A fused node's kernel (members never depend on the mode: the fusion pass leaves those out).
+  mutating func emitFusedKernel(_ index: Int, _ node: Node) throws {
+    let kernel = FusedKernel(graph: graph, node: node, nodeIndex: index, symbolIndex: symbolIndex)
+    let (prelude, body) = try kernel.emit()
+    var fullBody = body
+    fullBody.line("return LAMINA_OK;")
+    let key = kernel.signature(named: "kernel") + prelude.text + fullBody.text
+    if let existing = kernelsByBody[key] {
+      kernelNames[KernelKey(node: index, mode: .inference)] = existing
+      writer.line("/* fused node writing \(node.results.map { "%" + graph[$0].name }.joined(separator: ", ")): computed by \(existing) */")
+      writer.line()
+      return
+    }
+    let name = kernel.functionName
+    kernelsByBody[key] = name
+    kernelNames[KernelKey(node: index, mode: .inference)] = name
+    writer.append(prelude.text.replacingOccurrences(of: "@KERNEL@", with: name))
+    writer.line(kernel.provenance)
+    writer.line(kernel.signature(named: name) + " {")
+    writer.append(
+      fullBody.text.replacingOccurrences(of: "@KERNEL@", with: name)
+        .split(separator: "\n", omittingEmptySubsequences: false).map {
+          $0.isEmpty ? "" : "  " + $0
+        }.joined(separator: "\n"))
+    writer.line("}")
+    writer.line()
+  }
+
   // MARK: Entry points
 
   /// Emits `lamina_NAME`: checks its arguments, lays out the arena, runs the needed kernels in order.
@@ -406,20 +438,21 @@ private struct Generator {
     var claimed = Set<Storage>()
     for nodeIndex in needed {
       let node = graph.nodes[nodeIndex]
-      let value = node.result
       if case .alias? = OpRegistry.definition(node.op)?.c {
-        storage[value] = storage[node.operands[0]]
+        storage[node.result] = storage[node.operands[0]]
         continue
       }
-      if let outputIndex = outputs.firstIndex(of: value), !claimed.contains(.output(outputIndex)) {
-        storage[value] = .output(outputIndex)
-      } else if let lossIndex = losses.firstIndex(of: value), !claimed.contains(.loss(lossIndex)) {
-        storage[value] = .loss(lossIndex)
-      } else {
-        storage[value] = .arena(arenaValues.count)
-        arenaValues.append(value)
+      for value in node.results {
+        if let outputIndex = outputs.firstIndex(of: value), !claimed.contains(.output(outputIndex)) {
+          storage[value] = .output(outputIndex)
+        } else if let lossIndex = losses.firstIndex(of: value), !claimed.contains(.loss(lossIndex)) {
+          storage[value] = .loss(lossIndex)
+        } else {
+          storage[value] = .arena(arenaValues.count)
+          arenaValues.append(value)
+        }
+        claimed.insert(storage[value]!)
       }
-      claimed.insert(storage[value]!)
     }
 
     let signatureText: String
@@ -512,14 +545,13 @@ private struct Generator {
       }
       for nodeIndex in needed {
         let node = graph.nodes[nodeIndex]
-        guard let definition = OpRegistry.definition(node.op) else { continue }
-        if case .alias = definition.c { continue }
-        let arguments = ["ctx", "dims"] + node.operands.map(pointer) + [pointer(node.result)]
+        if case .alias? = OpRegistry.definition(node.op)?.c { continue }
+        let arguments = ["ctx", "dims"] + node.operands.map(pointer) + node.results.map(pointer)
         let kernel =
           kernelNames[KernelKey(node: nodeIndex, mode: mode)]
           ?? kernelNames[KernelKey(node: nodeIndex, mode: .inference)]!
         body.line(
-          "status = \(kernel)(\(arguments.joined(separator: ", ")));  /* %\(graph[node.result].name) */"
+          "status = \(kernel)(\(arguments.joined(separator: ", ")));  /* \(node.results.map { "%" + graph[$0].name }.joined(separator: ", ")) */"
         )
         body.line("if (status != LAMINA_OK) return status;")
       }

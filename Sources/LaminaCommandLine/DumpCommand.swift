@@ -41,11 +41,18 @@ enum DumpCommand: Command {
           || Pipeline.pass(named: after).map { pass in
             !Pipeline.inference.contains { $0.name == pass.name }
           } == true ? Pipeline.training : Pipeline.inference
-      _ = try Model(contentsOf: path, modelName: options.value("--model"), pipeline: pipeline) {
-        pass, graph in
+      let printAfter: @Sendable (String, Graph) -> Void = { pass, graph in
         guard after == "all" || after == pass else { return }
         console.print("// after \(pass)")
         console.print(render(graph), terminator: "")
+      }
+      let model = try Model(
+        contentsOf: path, modelName: options.value("--model"), pipeline: pipeline,
+        afterPass: printAfter)
+      // Backend passes run on a copy of the final graph, as compilation runs them.
+      if after == "all" || Pipeline.codegen.contains(where: { $0.name == after }) {
+        var lowered = model.graph
+        _ = try PassRunner(passes: Pipeline.codegen, afterPass: printAfter).run(&lowered)
       }
       return 0
     }

@@ -16,11 +16,25 @@ public struct DotPrinter: Sendable {
       out +=
         "  \(id(param.value)) [shape=box, style=filled, fillcolor=\"#f6ecc4\", label=\(quote("\(graph[param.value].name)\n\(typeText(graph, param.value))"))];\n"
     }
-    for node in graph.nodes {
+    func draw(_ node: Node, indent: String) {
       let result = node.results[0]
       let label = "\(node.op) %\(graph[result].name)\n\(typeText(graph, result))"
-      out += "  \(id(result)) [label=\(quote(label))];\n"
-      for operand in node.operands { out += "  \(id(operand)) -> \(id(result));\n" }
+      out += "\(indent)\(id(result)) [label=\(quote(label))];\n"
+      for operand in node.operands { out += "\(indent)\(id(operand)) -> \(id(result));\n" }
+    }
+    for (index, node) in graph.nodes.enumerated() {
+      guard node.op == Node.fusedOp else {
+        draw(node, indent: "  ")
+        continue
+      }
+      // A fused node is a cluster around its members: the ops one kernel computes.
+      let kind = node.attributes["kind"]?.stringValue ?? "?"
+      out += "  subgraph cluster_fused_\(index) {\n"
+      out +=
+        "    label=\(quote("fused \(kind): \(node.body.count) ops, 1 kernel\nwrites \(node.results.map { "%" + graph[$0].name }.joined(separator: ", "))"));\n"
+      out += "    style=\"rounded,filled\"; fillcolor=\"#e6eefc\"; color=\"#5a7bd0\";\n"
+      for member in node.body { draw(member, indent: "    ") }
+      out += "  }\n"
     }
     for named in graph.outputs + graph.losses {
       let kind = graph.outputs.contains(named) ? "output" : "loss"

@@ -168,9 +168,24 @@ public struct IRParser {
         "expected a node (%name = op(...)) or a declaration, found '\(keyword.text)'",
         at: keyword.location)
     }
-    var resultNames = [try parseValueName(defining: graph)]
+    graph.nodes.append(try parseNode(startingWith: keyword, into: &graph))
+  }
+
+  /// `%a, %b = op(%x, %y) {attributes} : types`, and for `fused` the member block `{ ... }`.
+  private mutating func parseNode(startingWith first: IRToken, into graph: inout Graph) throws
+    -> Node
+  {
+    // A fused node's results are defined by its members, so its header only names them.
+    var probe = position
+    while probe < tokens.count - 1 && tokens[probe].text != "=" { probe += 1 }
+    let isFused = probe + 1 < tokens.count && tokens[probe + 1].text == Node.fusedOp
+    var resultNames = [
+      isFused ? try expect(.local, nil, "a value name like %x") : try parseValueName(defining: graph)
+    ]
     while accept(.punctuation, ",") != nil {
-      resultNames.append(try parseValueName(defining: graph))
+      resultNames.append(
+        isFused
+          ? try expect(.local, nil, "a value name like %x") : try parseValueName(defining: graph))
     }
     _ = try expect(.punctuation, "=", "'=' after the result name")
     let op = try expect(.identifier, nil, "an op name")
@@ -189,13 +204,35 @@ public struct IRParser {
       }
     }
     let nodeLocation = try parseLocation(default: op.location)
+    if isFused {
+      _ = try expect(.punctuation, "{", "'{' opening the fused node's members")
+      var body: [Node] = []
+      while accept(.punctuation, "}") == nil {
+        guard current.kind == .local else {
+          throw Diagnostic.error(
+            "expected a member node or '}', found '\(current.text)'", at: current.location)
+        }
+        body.append(try parseNode(startingWith: current, into: &graph))
+      }
+      let results = try resultNames.map { name in
+        guard let value = graph.value(named: name.text),
+          body.contains(where: { $0.results.contains(value) })
+        else {
+          throw Diagnostic.error(
+            "fused result %\(name.text) is not computed by a member", at: name.location)
+        }
+        return value
+      }
+      return Node(
+        op: op.text, operands: operands, attributes: attributes, results: results,
+        location: nodeLocation, body: body)
+    }
     let results = zip(resultNames, types).map { name, type in
       graph.makeValue(name: name.text, type: type, location: nodeLocation)
     }
-    graph.nodes.append(
-      Node(
-        op: op.text, operands: operands, attributes: attributes, results: results,
-        location: nodeLocation))
+    return Node(
+      op: op.text, operands: operands, attributes: attributes, results: results,
+      location: nodeLocation)
   }
 
   /// `STEP %target = %value`, the rest of a `grad` or `update` line.

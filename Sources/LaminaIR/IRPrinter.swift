@@ -9,6 +9,14 @@ import LaminaSupport
 ///       %h = relu(%0) : f32[batch, 128]
 ///       output h = %h
 ///     }
+///
+/// After fusion, a `fused` node shows the members its one kernel computes:
+///
+///       %h = fused(%x, %w1, %b1) {kind = "matmul"} : f32[batch, 128] {
+///         %0 = matmul(%x, %w1) : f32[batch, 128]
+///         %1 = add(%0, %b1) : f32[batch, 128]
+///         %h = relu(%1) : f32[batch, 128]
+///       }
 public struct IRPrinter: Sendable {
   /// Adds `loc(line:column:length)` to every declaration and node.
   public var printLocations: Bool
@@ -79,7 +87,14 @@ public struct IRPrinter: Sendable {
     if types.count == node.results.count {
       text += " : " + types.map(\.description).joined(separator: ", ")
     }
-    return text + location(node.location)
+    text += location(node.location)
+    // A fused node lists its members, one kernel's worth of ops, in a block.
+    if !node.body.isEmpty {
+      text += " {\n"
+      for member in node.body { text += "    " + print(member, in: graph) + "\n" }
+      text += "  }"
+    }
+    return text
   }
 
   func name(_ value: ValueID, in graph: Graph) -> String { "%" + quoteIfNeeded(graph[value].name) }

@@ -70,8 +70,11 @@ public struct Interpreter: Sendable {
         tensor, to: type.dtype, name: info.name, kind: param.kind)
     }
 
-    for index in needed {
-      let node = graph.nodes[index]
+    // A fused node computes what its members compute, one after another.
+    let steps = needed.flatMap { index in
+      graph.nodes[index].op == Node.fusedOp ? graph.nodes[index].body : [graph.nodes[index]]
+    }
+    for node in steps {
       guard let definition = OpRegistry.definition(node.op) else {
         throw RunError("unknown op '\(node.op)'")
       }

@@ -50,18 +50,16 @@ public enum Verifier {
           at: graph[state.value].location)
       }
     }
-    for node in graph.nodes {
-      for operand in node.operands where !defined[operand.index] {
-        diagnostics.error(
-          "\(node.op) uses %\(graph[operand].name) before it is defined", at: node.location)
-      }
-      for result in node.results { define(result, at: node.location) }
+    /// Values computed inside fused nodes: they have no buffer, so only their group may read them.
+    var definedInside = [Bool](repeating: false, count: graph.values.count)
+
+    func checkTypes(_ node: Node) {
       guard let definition = OpRegistry.definition(node.op) else {
         diagnostics.error("unknown op '\(node.op)'", at: node.location)
-        continue
+        return
       }
       let operandTypes = node.operands.compactMap { graph[$0].type }
-      guard operandTypes.count == node.operands.count else { continue }
+      guard operandTypes.count == node.operands.count else { return }
       do {
         let (types, attributes) = try definition.inferTypes(
           operands: operandTypes, attributes: node.attributes)
@@ -89,6 +87,60 @@ public enum Verifier {
       }
     }
 
+    /// A fused node's members read its operands or earlier members; its results are members' results.
+    func checkFused(_ node: Node) {
+      guard node.attributes["kind"]?.stringValue != nil else {
+        diagnostics.error("fused node without a kind", at: node.location)
+        return
+      }
+      if node.body.isEmpty {
+        diagnostics.error("fused node with no members", at: node.location)
+      }
+      var visible = Set(node.operands)
+      for member in node.body {
+        if member.op == Node.fusedOp || !member.body.isEmpty {
+          diagnostics.error("fused nodes do not nest", at: member.location)
+        }
+        for operand in member.operands where !visible.contains(operand) {
+          diagnostics.error(
+            "fused member \(member.op) reads %\(graph[operand].name), which is neither an operand of its group nor computed earlier in it",
+            at: member.location)
+        }
+        for result in member.results {
+          if defined[result.index] || definedInside[result.index] {
+            diagnostics.error(
+              "value %\(graph[result].name) is defined more than once", at: member.location)
+          }
+          definedInside[result.index] = true
+          visible.insert(result)
+        }
+        checkTypes(member)
+      }
+      for result in node.results {
+        if !definedInside[result.index] {
+          diagnostics.error(
+            "fused node result %\(graph[result].name) is not computed by a member", at: node.location)
+        }
+        definedInside[result.index] = false
+        define(result, at: node.location)
+      }
+    }
+
+    for node in graph.nodes {
+      for operand in node.operands where !defined[operand.index] {
+        diagnostics.error(
+          "\(node.op) uses %\(graph[operand].name) before it is defined"
+            + (definedInside[operand.index] ? " (it is internal to a fused node)" : ""),
+          at: node.location)
+      }
+      if node.op == Node.fusedOp {
+        checkFused(node)
+        continue
+      }
+      for result in node.results { define(result, at: node.location) }
+      checkTypes(node)
+    }
+
     var publicNames = Set<String>()
     for named in graph.outputs + graph.losses {
       if !publicNames.insert(named.name).inserted {
@@ -109,7 +161,10 @@ public enum Verifier {
     }
     for gradient in graph.gradients {
       let location = graph[gradient.gradient].location
-      guard defined[gradient.parameter.index], defined[gradient.gradient.index] else {
+      // A gradient may live only inside the fused update kernel that consumes it.
+      guard defined[gradient.parameter.index],
+        defined[gradient.gradient.index] || definedInside[gradient.gradient.index]
+      else {
         diagnostics.error("a gradient names an undefined value", at: location)
         continue
       }

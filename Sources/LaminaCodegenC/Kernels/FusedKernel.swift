@@ -1,0 +1,555 @@
+import LaminaIR
+import LaminaSupport
+
+/// The kernel of a `fused` node: several ops in one pass over memory.
+///
+/// - `elementwise` / `update`: one loop over the shared domain; each member is a C local, and only
+///   the node's results are stored.
+/// - `matmul`: the GEMM writes the product tile by tile, and the members run as its epilogue on each
+///   finished tile while it is in cache (bias, activation, residual, the optimizer update of a weight
+///   gradient). The product goes to the first result's buffer and is replaced there.
+/// - `reduction`: one row (the last axis) at a time: loops over the row computing members and
+///   accumulating row statistics, split where a member needs a statistic of the loop before; values
+///   a later loop reads again stay in a row-sized scratch buffer in L1.
+///
+/// Every kernel is split across the thread pool along its outermost loop when it is large.
+struct FusedKernel {
+  let graph: Graph
+  let node: Node
+  let nodeIndex: Int
+  let symbolIndex: [String: Int]
+
+  static let parallelThreshold = ElementwiseKernel.parallelThreshold
+
+  var kind: String { node.attributes["kind"]?.stringValue ?? "elementwise" }
+
+  /// The function name, `k12_fused_matmul`.
+  var functionName: String { "k\(nodeIndex)_fused_\(kind)" }
+
+  func cType(_ value: ValueID) -> String { CExpressionContext.cType(graph.type(of: value).dtype) }
+
+  /// C parameters: `in0...` for the operands, `out0...` for the results.
+  var operandNames: [ValueID: String] {
+    var names: [ValueID: String] = [:]
+    for (index, operand) in node.operands.enumerated() where names[operand] == nil {
+      names[operand] = "in\(index)"
+    }
+    return names
+  }
+
+  func resultName(_ value: ValueID) -> String? {
+    node.results.firstIndex(of: value).map { "out\($0)" }
+  }
+
+  func signature(named name: String) -> String {
+    var parameters = ["lamina_context* ctx", "const int64_t* dims"]
+    for (index, operand) in node.operands.enumerated() {
+      parameters.append("const \(cType(operand))* in\(index)")
+    }
+    for (index, result) in node.results.enumerated() {
+      parameters.append("\(cType(result))* out\(index)")
+    }
+    return "static LAMINA_KERNEL int \(name)(\(parameters.joined(separator: ", ")))"
+  }
+
+  /// The comment above the kernel: every member, with where the fused node came from.
+  var provenance: String {
+    let printer = IRPrinter()
+    var text = "/* fused \(kind) kernel, \(node.body.count) ops in one pass:\n"
+    for member in node.body { text += "     " + printer.print(member, in: graph) + "\n" }
+    text +=
+      "   writes \(node.results.map { "%" + graph[$0].name }.joined(separator: ", "))"
+    if node.location.isKnown { text += "\n   from \(node.location)" }
+    return text + " */"
+  }
+
+  var symbols: [String] {
+    var seen: [String] = []
+    let values = node.operands + node.body.flatMap(\.results)
+    for value in values {
+      for symbol in graph.type(of: value).symbols where !seen.contains(symbol) {
+        seen.append(symbol)
+      }
+    }
+    return seen
+  }
+
+  var dimensionPrologue: [String] {
+    symbols.map { "const int64_t \(cDimName($0)) = dims[\(symbolIndex[$0]!)];" }
+  }
+
+  /// The C expression of one member given its operands' C expressions.
+  func expression(_ member: Node, operands: [String]) throws -> String {
+    guard let definition = OpRegistry.definition(member.op), case .expression(let template) = definition.c
+    else {
+      throw Diagnostic.error(
+        "the C backend cannot inline \(member.op) into a fused kernel", at: member.location)
+    }
+    let context = CExpressionContext(
+      operands: operands, attributes: member.attributes,
+      dtype: graph.type(of: member.result).dtype,
+      operandDTypes: member.operands.map { graph.type(of: $0).dtype }, mode: .inference)
+    return template(context)
+  }
+
+  /// `(prelude, body)`: declarations before the kernel and the kernel's statements, with `@KERNEL@`
+  /// standing for the function name.
+  func emit() throws -> (prelude: CWriter, body: CWriter) {
+    switch kind {
+    case "matmul": return try emitMatmul()
+    case "reduction": return try emitRows()
+    default: return try emitElementwise()
+    }
+  }
+
+  // MARK: Shared pieces
+
+  /// The job struct holding the kernel's arguments, and a task running one share of `range`.
+  func jobDeclarations(
+    _ prelude: inout CWriter, extra: [String] = [], rangeBody: CWriter, chunkAlignment: Int
+  ) {
+    prelude.line("/* The arguments of @KERNEL@, shared by the threads running it. */")
+    prelude.line("typedef struct {")
+    prelude.line("  const int64_t* dims;")
+    for (index, operand) in node.operands.enumerated() {
+      prelude.line("  const \(cType(operand))* in\(index);")
+    }
+    for (index, result) in node.results.enumerated() {
+      prelude.line("  \(cType(result))* out\(index);")
+    }
+    for field in extra { prelude.line("  \(field)") }
+    prelude.line("  int64_t tasks;")
+    prelude.line("} @KERNEL@_job;")
+    prelude.line()
+    prelude.line("/* Rows (or elements) begin..<end of @KERNEL@'s outermost loop. */")
+    prelude.block("static void @KERNEL@_range(const @KERNEL@_job* job, int64_t begin, int64_t end)")
+    { body in
+      body.line("const int64_t* dims = job->dims;")
+      body.line("(void)dims;")
+      for (index, operand) in node.operands.enumerated() {
+        // Not restrict: an elementwise result may take an operand's buffer (in place).
+        body.line("const \(cType(operand))* in\(index) = job->in\(index);")
+      }
+      for (index, result) in node.results.enumerated() {
+        body.line("\(cType(result))* out\(index) = job->out\(index);")
+      }
+      for line in dimensionPrologue { body.line(line) }
+      body.nest(rangeBody)
+    }
+    prelude.line()
+    prelude.block("static void @KERNEL@_task(void* argument, int64_t task, int thread)") { body in
+      body.line("const @KERNEL@_job* job = (const @KERNEL@_job*)argument;")
+      body.line("(void)thread;")
+      body.line("const int64_t extent = job->tasks > 0 ? job->extent : 0;")
+      body.line(
+        "const int64_t chunk = ((extent + job->tasks - 1) / job->tasks + \(chunkAlignment - 1)) / \(chunkAlignment) * \(chunkAlignment);"
+      )
+      body.line("const int64_t begin = task * chunk;")
+      body.line("const int64_t end = begin + chunk < extent ? begin + chunk : extent;")
+      body.line("if (begin < end) @KERNEL@_range(job, begin, end);")
+    }
+    prelude.line()
+  }
+
+  /// The kernel body: fill the job, run the range on this thread or across the pool.
+  func dispatch(extent: String, work: String, into body: inout CWriter) {
+    for line in dimensionPrologue { body.line(line) }
+    let pointers =
+      node.operands.indices.map { "in\($0)" } + node.results.indices.map { "out\($0)" }
+    let fields = ["dims"] + pointers + ["extent", "tasks"]
+    let values = ["dims"] + pointers + [extent, "lamina_pool_threads(ctx->pool)"]
+    body.line(
+      "@KERNEL@_job job = {\(zip(fields, values).map { ".\($0) = \($1)" }.joined(separator: ", "))};"
+    )
+    body.block("if ((__int128)\(work) < \(Self.parallelThreshold) || job.tasks == 1)") { serial in
+      serial.line("@KERNEL@_range(&job, 0, job.extent);")
+    }
+    body.block("else") { parallel in
+      parallel.line("lamina_pool_run(ctx->pool, job.tasks, @KERNEL@_task, &job);")
+    }
+  }
+
+  // MARK: Elementwise
+
+  func emitElementwise() throws -> (prelude: CWriter, body: CWriter) {
+    let domain = graph.type(of: node.body[0].result).shape
+    let rank = domain.count
+    let names = operandNames
+    let isFlat = node.operands.allSatisfy { operand in
+      let shape = graph.type(of: operand).shape
+      return shape == domain || shape.product == Dim(1)
+    }
+    // The element of each operand at the current position.
+    var operandIndex: [ValueID: String] = [:]
+    let domainStrides = cStrides(domain)
+    let indices = (0..<rank).map { "i\($0)" }
+    for operand in node.operands {
+      let type = graph.type(of: operand)
+      if isFlat {
+        operandIndex[operand] = type.shape == domain ? "i" : "0"
+        continue
+      }
+      let own = cStrides(type.shape)
+      let offset = rank - type.rank
+      let strides = (0..<rank).map { axis -> String in
+        let operandAxis = axis - offset
+        guard operandAxis >= 0, type.shape[operandAxis] != Dim(1) || domain[axis] == Dim(1) else {
+          return "0"
+        }
+        return own[operandAxis]
+      }
+      operandIndex[operand] = cIndex(indices, strides)
+    }
+    let resultIndex = isFlat ? "i" : cIndex(indices, domainStrides)
+
+    var element = CWriter()
+    var locals: [ValueID: String] = [:]
+    for operand in node.operands where locals[operand] == nil {
+      let local = "a\(locals.count)"
+      element.line("const \(cType(operand)) \(local) = \(names[operand]!)[\(operandIndex[operand]!)];")
+      locals[operand] = local
+    }
+    try emitMembers(node.body, locals: &locals, into: &element)
+    for (index, result) in node.results.enumerated() {
+      element.line("out\(index)[\(resultIndex)] = \(locals[result]!);")
+    }
+
+    var range = CWriter()
+    if isFlat {
+      range.block("for (int64_t i = begin; i < end; i++)") { $0.nest(element) }
+    } else {
+      func nest(_ axis: Int, _ writer: inout CWriter) {
+        if axis == rank {
+          writer.nest(element)
+          return
+        }
+        let header =
+          axis == 0
+          ? "for (int64_t i0 = begin; i0 < end; i0++)"
+          : "for (int64_t i\(axis) = 0; i\(axis) < \(cDim(domain[axis])); i\(axis)++)"
+        writer.block(header) { nest(axis + 1, &$0) }
+      }
+      nest(0, &range)
+    }
+    var prelude = CWriter()
+    jobDeclarations(
+      &prelude, extra: ["int64_t extent;"], rangeBody: range, chunkAlignment: isFlat ? 16 : 1)
+    var body = CWriter()
+    dispatch(
+      extent: isFlat ? cProduct(domain) : cDim(domain.first ?? Dim(1)),
+      work: cProduct(domain), into: &body)
+    return (prelude, body)
+  }
+
+  /// Declares a local per member, in order, from the locals already known.
+  func emitMembers(
+    _ members: [Node], locals: inout [ValueID: String], into writer: inout CWriter
+  ) throws {
+    for member in members {
+      let text = try expression(member, operands: member.operands.map { locals[$0]! })
+      let local = "v\(member.result.index)"
+      writer.line("const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
+      locals[member.result] = local
+    }
+  }
+
+  // MARK: Matmul with epilogue
+
+  func emitMatmul() throws -> (prelude: CWriter, body: CWriter) {
+    guard let matmul = node.body.first(where: { $0.op == "matmul" }) else {
+      throw Diagnostic.error("fused matmul node without a matmul", at: node.location)
+    }
+    let names = operandNames
+    let product = matmul.result
+    let domain = graph.type(of: product).shape
+    let (m, n) = (domain[0], domain[1])
+    let transposeA = matmul.attributes["transpose_a"]?.boolValue ?? false
+    let transposeB = matmul.attributes["transpose_b"]?.boolValue ?? false
+    let aShape = graph.type(of: matmul.operands[0]).shape
+    let k = aShape[transposeA ? 0 : 1]
+    let productType = cType(product)
+    // The GEMM writes the product into the first result of its dtype; the epilogue replaces it there.
+    guard
+      let carrier = node.results.contains(product)
+        ? product : node.results.first(where: { cType($0) == productType })
+    else {
+      throw Diagnostic.error("fused matmul node has no result to hold the product", at: node.location)
+    }
+    let carrierName = resultName(carrier)!
+
+    var element = CWriter()
+    var locals: [ValueID: String] = [product: "p"]
+    element.line("const \(productType) p = crow[j];")
+    let epilogueMembers = node.body.filter { $0.result != product }
+    for operand in epilogueMembers.flatMap(\.operands)
+    where locals[operand] == nil && names[operand] != nil {
+      guard let access = RowAccess(graph.type(of: operand).shape, in: domain) else {
+        throw Diagnostic.error(
+          "operand %\(graph[operand].name) of a fused matmul does not broadcast over rows and columns",
+          at: node.location)
+      }
+      let index: String
+      switch access {
+      case .full: index = "i * \(cDim(n)) + j"
+      case .column: index = "j"
+      case .row: index = "i"
+      case .scalar: index = "0"
+      }
+      let local = "a\(operand.index)"
+      element.line("const \(cType(operand)) \(local) = \(names[operand]!)[\(index)];")
+      locals[operand] = local
+    }
+    try emitMembers(epilogueMembers, locals: &locals, into: &element)
+    for (index, result) in node.results.enumerated() where result != carrier {
+      element.line("out\(index)[i * \(cDim(n)) + j] = \(locals[result]!);")
+    }
+    if carrier != product { element.line("crow[j] = \(locals[carrier]!);") }
+
+    var prelude = CWriter()
+    prelude.line("/* The arguments of @KERNEL@'s epilogue. */")
+    prelude.line("typedef struct {")
+    prelude.line("  const int64_t* dims;")
+    for (index, operand) in node.operands.enumerated() {
+      prelude.line("  const \(cType(operand))* in\(index);")
+    }
+    for (index, result) in node.results.enumerated() {
+      prelude.line("  \(cType(result))* out\(index);")
+    }
+    prelude.line("} @KERNEL@_epilogue_args;")
+    prelude.line()
+    prelude.line("/* The members after the matmul, on one finished block of the product. */")
+    prelude.block(
+      "static void @KERNEL@_epilogue(void* argument, void* c, int64_t ldc, int64_t row0, int64_t col0, int64_t rows, int64_t cols)"
+    ) { body in
+      body.line("const @KERNEL@_epilogue_args* e = (const @KERNEL@_epilogue_args*)argument;")
+      body.line("const int64_t* dims = e->dims;")
+      body.line("(void)dims;")
+      for line in dimensionPrologue { body.line(line) }
+      // Results of a matmul group never share a buffer with its operands (the GEMM forbids it).
+      for (index, operand) in node.operands.enumerated() {
+        body.line("const \(cType(operand))* restrict in\(index) = e->in\(index);")
+      }
+      for (index, result) in node.results.enumerated() {
+        body.line("\(cType(result))* restrict out\(index) = e->out\(index);")
+      }
+      body.block("for (int64_t i = row0; i < row0 + rows; i++)") { rows in
+        rows.line("\(productType)* restrict crow = (\(productType)*)c + i * ldc;")
+        rows.block("for (int64_t j = col0; j < col0 + cols; j++)") { $0.nest(element) }
+      }
+    }
+    prelude.line()
+
+    var body = CWriter()
+    for line in dimensionPrologue { body.line(line) }
+    let pointers =
+      node.operands.indices.map { "in\($0)" } + node.results.indices.map { "out\($0)" }
+    body.line("@KERNEL@_epilogue_args arguments = {dims, \(pointers.joined(separator: ", "))};")
+    body.line("const lamina_gemm_epilogue epilogue = {@KERNEL@_epilogue, &arguments};")
+    let gemm = productType == "float" ? "lamina_sgemm" : "lamina_dgemm"
+    let (lda, ldb) = (transposeA ? cDim(m) : cDim(k), transposeB ? cDim(k) : cDim(n))
+    body.line(
+      "\(gemm)(ctx->pool, \(transposeA ? 1 : 0), \(transposeB ? 1 : 0), \(cDim(m)), \(cDim(n)), \(cDim(k)), 1, \(names[matmul.operands[0]]!), \(lda), \(names[matmul.operands[1]]!), \(ldb), 0, \(carrierName), \(cDim(n)), &epilogue);"
+    )
+    return (prelude, body)
+  }
+
+  // MARK: Row reductions
+
+  func emitRows() throws -> (prelude: CWriter, body: CWriter) {
+    guard let firstReduction = node.body.first(where: { ["sum", "mean", "max"].contains($0.op) })
+    else {
+      throw Diagnostic.error("fused reduction node without a reduction", at: node.location)
+    }
+    let domain = graph.type(of: firstReduction.operands[0]).shape
+    let columns = cDim(domain.last!)
+    let rows = cProduct(Array(domain.dropLast()))
+    let names = operandNames
+    let isReduction = { (member: Node) in ["sum", "mean", "max"].contains(member.op) }
+    func isFull(_ value: ValueID) -> Bool { graph.type(of: value).shape == domain }
+
+    // Which loop (segment) computes each full member; reductions finish at the end of theirs.
+    enum Step {
+      case loop([Node])
+      case scalar(Node)
+    }
+    var steps: [Step] = []
+    var open: [Node] = []
+    var producedInOpenLoop = Set<ValueID>()
+    var rowValuesReady = Set<ValueID>()
+    func closeLoop() {
+      if !open.isEmpty { steps.append(.loop(open)) }
+      for member in open where isReduction(member) { rowValuesReady.insert(member.result) }
+      open = []
+      producedInOpenLoop = []
+    }
+    for member in node.body {
+      // A member reading a statistic the open loop is still accumulating waits for the next loop.
+      let needsClosedLoop = member.operands.contains { operand in
+        producedInOpenLoop.contains(operand) && !isFull(operand)
+      }
+      if needsClosedLoop { closeLoop() }
+      if isFull(member.result) || isReduction(member) {
+        open.append(member)
+        producedInOpenLoop.insert(member.result)
+      } else {
+        // A row statistic from statistics (`var + eps`, `sqrt`): once per row, between loops.
+        if member.operands.contains(where: producedInOpenLoop.contains) { closeLoop() }
+        steps.append(.scalar(member))
+      }
+    }
+    closeLoop()
+
+    // Full values a later loop reads again: kept in the output row when they are results, else in
+    // a scratch row.
+    var loopOf: [ValueID: Int] = [:]
+    for (position, step) in steps.enumerated() {
+      if case .loop(let members) = step {
+        for member in members where isFull(member.result) { loopOf[member.result] = position }
+      }
+    }
+    var scratch: [ValueID] = []
+    for (position, step) in steps.enumerated() {
+      guard case .loop(let members) = step else { continue }
+      for member in members {
+        for operand in member.operands where isFull(operand) {
+          if let defined = loopOf[operand], defined < position, resultName(operand) == nil,
+            !scratch.contains(operand)
+          {
+            scratch.append(operand)
+          }
+        }
+      }
+    }
+
+    var range = CWriter()
+    if !scratch.isEmpty {
+      let elementType = cType(scratch[0])
+      if scratch.allSatisfy({ cType($0) == elementType }) {
+        range.line(
+          "/* Row values read by a later loop over the row; they stay in L1. */")
+        range.line(
+          "\(elementType)* scratch = (\(elementType)*)malloc((size_t)\(scratch.count) * (size_t)\(columns) * sizeof(\(elementType)));"
+        )
+        range.line("if (!scratch) { __atomic_store_n(&((@KERNEL@_job*)job)->failed, 1, __ATOMIC_RELAXED); return; }")
+      }
+    }
+    func rowPointer(_ value: ValueID) -> String {
+      if let result = resultName(value) { return "\(result) + r * \(columns)" }
+      if let index = scratch.firstIndex(of: value) {
+        return "scratch + \(index) * \(columns)"
+      }
+      return ""
+    }
+    let reductionCType = { (member: Node) in
+      graph.type(of: member.result).dtype == .f32 ? "double" : self.cType(member.result)
+    }
+    let hasScratch = !scratch.isEmpty
+    try range.block("for (int64_t r = begin; r < end; r++)") { row in
+      var rowLocals: [ValueID: String] = [:]
+      for step in steps {
+        switch step {
+        case .scalar(let member):
+          // Operands are row statistics of this group or from outside (one per row, or a scalar).
+          let operands = member.operands.map { operand in
+            rowLocals[operand]
+              ?? "\(names[operand]!)[\(graph.type(of: operand).shape.product == Dim(1) ? "0" : "r")]"
+          }
+          let text = try expression(member, operands: operands)
+          let local = "s\(member.result.index)"
+          row.line("const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
+          rowLocals[member.result] = local
+          if let result = resultName(member.result) { row.line("\(result)[r] = \(local);") }
+        case .loop(let members):
+          let reductions = members.filter(isReduction)
+          for reduction in reductions {
+            let start = reduction.op == "max" ? "-INFINITY" : "0"
+            row.line("\(reductionCType(reduction)) acc\(reduction.result.index) = \(start);")
+          }
+          let vectorizable = !reductions.contains { $0.op == "max" }
+          if vectorizable && !reductions.isEmpty {
+            row.line(
+              "#pragma omp simd reduction(+:\(reductions.map { "acc\($0.result.index)" }.joined(separator: ", ")))"
+            )
+          } else if vectorizable {
+            row.line("#pragma omp simd")
+          }
+          try row.block("for (int64_t c = 0; c < \(columns); c++)") { column in
+            var locals = rowLocals
+            func load(_ operand: ValueID) throws -> String {
+              if let local = locals[operand] { return local }
+              let local = "a\(operand.index)"
+              if let external = names[operand] {
+                let access = RowAccess(graph.type(of: operand).shape, in: domain)
+                let index: String
+                switch access {
+                case .full?: index = "r * \(columns) + c"
+                case .column?: index = "c"
+                case .row?: index = "r"
+                case .scalar?: index = "0"
+                case nil:
+                  throw Diagnostic.error(
+                    "operand %\(graph[operand].name) of a fused reduction does not broadcast over rows",
+                    at: node.location)
+                }
+                column.line("const \(cType(operand)) \(local) = \(external)[\(index)];")
+              } else {
+                // Computed by an earlier loop over this row.
+                column.line("const \(cType(operand)) \(local) = (\(rowPointer(operand)))[c];")
+              }
+              locals[operand] = local
+              return local
+            }
+            for member in members {
+              let operands = try member.operands.map(load)
+              if isReduction(member) {
+                let accumulator = "acc\(member.result.index)"
+                let value = "(\(reductionCType(member)))\(operands[0])"
+                if member.op == "max" {
+                  column.line("const \(reductionCType(member)) m\(member.result.index) = \(value);")
+                  column.line(
+                    "\(accumulator) = (m\(member.result.index) >= \(accumulator) || m\(member.result.index) != m\(member.result.index)) ? m\(member.result.index) : \(accumulator);"
+                  )
+                } else {
+                  column.line("\(accumulator) += \(value);")
+                }
+                continue
+              }
+              let text = try expression(member, operands: operands)
+              let local = "v\(member.result.index)"
+              column.line(
+                "const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
+              locals[member.result] = local
+              if resultName(member.result) != nil || scratch.contains(member.result) {
+                column.line("(\(rowPointer(member.result)))[c] = \(local);")
+              }
+            }
+          }
+          for reduction in reductions {
+            let local = "s\(reduction.result.index)"
+            let accumulator = "acc\(reduction.result.index)"
+            let value =
+              reduction.op == "mean"
+              ? "\(accumulator) / (\(reductionCType(reduction)))\(columns)" : accumulator
+            row.line("const \(cType(reduction.result)) \(local) = (\(cType(reduction.result)))(\(value));")
+            rowLocals[reduction.result] = local
+            if let result = resultName(reduction.result) { row.line("\(result)[r] = \(local);") }
+          }
+        }
+      }
+    }
+    if hasScratch { range.line("free(scratch);") }
+
+    var prelude = CWriter()
+    jobDeclarations(
+      &prelude, extra: ["int64_t extent;", "int failed;"], rangeBody: range, chunkAlignment: 1)
+    var body = CWriter()
+    dispatch(extent: rows, work: cProduct(domain), into: &body)
+    if hasScratch {
+      body.line(
+        "if (job.failed) return lamina_fail(ctx, LAMINA_ERROR_MEMORY, \"cannot allocate a row of scratch memory\");"
+      )
+    }
+    return (prelude, body)
+  }
+}
+

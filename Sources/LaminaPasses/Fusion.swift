@@ -1,0 +1,317 @@
+import LaminaIR
+import LaminaSupport
+
+/// Groups nodes that one kernel can compute together into `fused` nodes.
+///
+/// Memory traffic, not arithmetic, bounds most of a network's non-matmul work, so every value that
+/// stays inside a kernel (in registers or one row of L1) instead of making a round trip through
+/// memory is a win. Three kinds of group, found greedily in graph order (the forward and the
+/// backward graph alike):
+/// - `elementwise`: a chain of elementwise ops over the same loop domain, broadcasting operands read
+///   through their strides; the optimizer's per-parameter update is such a chain (`update`).
+/// - `matmul`: a 2-D matmul and the elementwise ops over its result (bias, activation, residual,
+///   the activation's gradient mask), run on each finished tile of C inside the GEMM (its epilogue).
+/// - `reduction`: reductions over the last axis with their elementwise producers and consumers, one
+///   row at a time (layer-norm style mean and variance, normalization by a row statistic).
+///
+/// A node joins the group of one of its operands' producers when the loop domains agree and joining
+/// does not create a cycle between groups (some other operand reached from the group through a node
+/// outside it). Values used outside their group become the fused node's results; the rest never get
+/// a buffer.
+///
+///     %1 = matmul(%x, %w)          %h = fused(%x, %w, %b) {kind = "matmul"} {
+///     %2 = add(%1, %b)       →       %1 = matmul(%x, %w)
+///     %h = relu(%2)                  %2 = add(%1, %b)
+///                                    %h = relu(%2)
+///                                  }
+public struct Fusion: GraphPass {
+  public static let name = "fusion"
+  public static let summary =
+    "Groups elementwise chains, matmul epilogues and row reductions into fused kernels."
+
+  public init() {}
+
+  public func run(on graph: inout Graph, context: inout PassContext) throws {
+    var planner = FusionPlanner(graph: graph)
+    planner.formGroups()
+    graph.nodes = planner.fusedNodes()
+  }
+}
+
+/// The kind of kernel a group becomes.
+enum FusedKind: String {
+  case elementwise, matmul, reduction
+}
+
+struct FusionPlanner {
+  let graph: Graph
+  /// The node defining each value, for values nodes define.
+  var producer: [ValueID: Int] = [:]
+  /// The group of each node; every node starts alone.
+  var groupOf: [Int]
+  var groups: [Group] = []
+
+  struct Group {
+    var kind: FusedKind?
+    var members: [Int]
+    /// The loop domain: the shape every full member has.
+    var domain: [Dim]
+  }
+
+  /// The nodes reading each value.
+  var consumers: [ValueID: [Int]] = [:]
+  /// Values the model exposes or a training step writes back: they always get a buffer.
+  let exposed: Set<ValueID>
+  /// Nodes the outputs and losses need: what inference and evaluation run.
+  let forwardNodes: Set<Int>
+
+  init(graph: Graph) {
+    self.graph = graph
+    exposed = Set(
+      graph.outputs.map(\.value) + graph.losses.map(\.value) + graph.assignments.map(\.value))
+    forwardNodes = Set(graph.nodesNeeded(for: graph.outputs.map(\.value) + graph.losses.map(\.value)))
+    for (index, node) in graph.nodes.enumerated() {
+      for result in node.results { producer[result] = index }
+      for operand in Set(node.operands) { consumers[operand, default: []].append(index) }
+    }
+    groupOf = Array(graph.nodes.indices)
+    groups = graph.nodes.map { node in
+      Group(kind: nil, members: [], domain: node.results.first.map { graph.type(of: $0).shape } ?? [])
+    }
+    for index in graph.nodes.indices { groups[index].members = [index] }
+  }
+
+  // MARK: Classifying nodes
+
+  func isElementwise(_ node: Node) -> Bool {
+    guard node.op != Node.fusedOp, node.results.count == 1,
+      let definition = OpRegistry.definition(node.op), !definition.dependsOnMode,
+      definition.fusion == .elementwise || definition.fusion == .broadcast
+    else { return false }
+    if case .expression = definition.c { return true }
+    return false
+  }
+
+  func isFusableMatmul(_ node: Node) -> Bool {
+    guard node.op == "matmul", node.operands.count == 2 else { return false }
+    let result = graph.type(of: node.result)
+    return result.dtype.isFloatingPoint && result.rank == 2
+      && node.operands.allSatisfy { graph.type(of: $0).rank == 2 }
+  }
+
+  /// `sum`, `mean` or `max` over exactly the last axis of a floating-point tensor.
+  func isRowReduction(_ node: Node) -> Bool {
+    guard ["sum", "mean", "max"].contains(node.op), node.operands.count == 1 else { return false }
+    let operand = graph.type(of: node.operands[0])
+    guard operand.dtype.isFloatingPoint, operand.rank >= 1,
+      let axes = node.attributes["axes"]?.intsValue, axes.count == 1
+    else { return false }
+    let axis = axes[0] < 0 ? axes[0] + operand.rank : axes[0]
+    return axis == operand.rank - 1
+  }
+
+  // MARK: Forming groups
+
+  mutating func formGroups() {
+    for (index, node) in graph.nodes.enumerated() {
+      if isFusableMatmul(node) {
+        groups[index].kind = .matmul
+        continue
+      }
+      if isRowReduction(node) {
+        let domain = graph.type(of: node.operands[0]).shape
+        if let operandProducer = producer[node.operands[0]] {
+          let target = groupOf[operandProducer]
+          if groups[target].kind == .elementwise || groups[target].kind == .reduction,
+            groups[target].domain == domain, canJoin(index, target),
+            groups[target].members.allSatisfy({ member in
+              graph.nodes[member].operands.allSatisfy { operand in
+                RowAccess(graph.type(of: operand).shape, in: domain) != nil
+              }
+            })
+          {
+            join(index, target, kind: .reduction)
+            continue
+          }
+        }
+        groups[index].kind = .reduction
+        groups[index].domain = domain
+        continue
+      }
+      guard isElementwise(node) else { continue }
+      // Try the groups of the operands' producers: a matmul's epilogue first (it saves a whole
+      // pass over the product), then the most recent. A node the forward pass does not need never
+      // joins a group it does (`sign(%h)` for ReLU's gradient would add a store to inference); it is
+      // pulled into its backward consumer below instead.
+      let candidates = Set(node.operands.compactMap { producer[$0] }.map { groupOf[$0] })
+        .filter { group in
+          forwardNodes.contains(index) || !groups[group].members.contains(where: forwardNodes.contains)
+        }
+        .sorted { left, right in
+          let (leftMatmul, rightMatmul) = (groups[left].kind == .matmul, groups[right].kind == .matmul)
+          return leftMatmul != rightMatmul ? leftMatmul : left > right
+        }
+      var joined = false
+      for target in candidates where fits(node, into: groups[target]) {
+        if canJoin(index, target) {
+          join(index, target, kind: groups[target].kind ?? .elementwise)
+          joined = true
+          break
+        }
+      }
+      if !joined {
+        groups[index].kind = .elementwise
+        groups[index].domain = graph.type(of: node.result).shape
+      }
+    }
+    pullIntoConsumers()
+  }
+
+  /// An elementwise node left alone whose every consumer sits in one group moves into that group:
+  /// it reads only values that are in memory anyway, so computing it there saves its own buffer.
+  /// No cycle can form: its operands come before it, and the group already waited for it.
+  mutating func pullIntoConsumers() {
+    for index in graph.nodes.indices.reversed() {
+      let node = graph.nodes[index]
+      guard groups[groupOf[index]].members == [index], isElementwise(node),
+        !exposed.contains(node.result),
+        let users = consumers[node.result], let first = users.first
+      else { continue }
+      let target = groupOf[first]
+      guard target != index, users.allSatisfy({ groupOf[$0] == target }),
+        fits(node, into: groups[target])
+      else { continue }
+      join(index, target, kind: groups[target].kind!)
+    }
+  }
+
+  /// Whether an elementwise node can be computed in `group`'s loop.
+  func fits(_ node: Node, into group: Group) -> Bool {
+    guard let kind = group.kind else { return false }
+    let shape = graph.type(of: node.result).shape
+    switch kind {
+    case .elementwise:
+      return shape == group.domain && !shape.isEmpty
+    case .matmul:
+      return shape == group.domain
+        && node.operands.allSatisfy { RowAccess(graph.type(of: $0).shape, in: group.domain) != nil }
+    case .reduction:
+      let domain = group.domain
+      if shape == domain {
+        return node.operands.allSatisfy { operand in
+          let operandShape = graph.type(of: operand).shape
+          guard RowAccess(operandShape, in: domain) != nil else { return false }
+          // A row statistic read per element must keep its axis (`[R, 1]`): numpy would broadcast
+          // an `[R]` along the columns instead.
+          if let definer = producer[operand], group.members.contains(definer) {
+            return operandShape.count == domain.count
+          }
+          return true
+        }
+      }
+      // A row statistic (`var + eps`, `sqrt`): shape of the domain with the last axis 1 or gone.
+      let rowShapes = [Array(domain.dropLast()) + [Dim(1)], Array(domain.dropLast())]
+      guard rowShapes.contains(shape) else { return false }
+      return node.operands.allSatisfy { operand in
+        let operandShape = graph.type(of: operand).shape
+        return operandShape == shape || operandShape.allSatisfy { $0 == Dim(1) }
+      }
+    }
+  }
+
+  /// Joining is legal unless another operand of the node depends on the group through a node
+  /// outside it (the fused kernel would need its own result before it runs).
+  func canJoin(_ node: Int, _ target: Int) -> Bool {
+    var visited = Set<Int>()
+    var stack: [Int] = []
+    for operand in graph.nodes[node].operands {
+      if let definer = producer[operand], groupOf[definer] != target {
+        stack.append(groupOf[definer])
+      }
+    }
+    while let group = stack.popLast() {
+      if group == target { return false }
+      guard visited.insert(group).inserted else { continue }
+      for member in groups[group].members {
+        for operand in graph.nodes[member].operands {
+          if let definer = producer[operand], groupOf[definer] != group {
+            stack.append(groupOf[definer])
+          }
+        }
+      }
+    }
+    return true
+  }
+
+  mutating func join(_ node: Int, _ target: Int, kind: FusedKind) {
+    let old = groupOf[node]
+    groups[old].members.removeAll { $0 == node }
+    groupOf[node] = target
+    groups[target].members.append(node)
+    groups[target].kind = kind
+  }
+
+  // MARK: Building fused nodes
+
+  /// The graph's node list with each group of two or more members replaced by one fused node,
+  /// in an order where every value is defined before its uses.
+  func fusedNodes() -> [Node] {
+    var units: [(first: Int, node: Node, group: Int)] = []
+    for (id, group) in groups.enumerated() where !group.members.isEmpty {
+      let members = group.members.sorted()
+      guard members.count > 1, let kind = group.kind else {
+        units.append((members[0], graph.nodes[members[0]], id))
+        continue
+      }
+      let memberSet = Set(members)
+      var defined = Set<ValueID>()
+      var operands: [ValueID] = []
+      for member in members {
+        for operand in graph.nodes[member].operands
+        where !defined.contains(operand) && !operands.contains(operand) {
+          operands.append(operand)
+        }
+        defined.formUnion(graph.nodes[member].results)
+      }
+      var usedOutside = exposed
+      for (index, node) in graph.nodes.enumerated() where !memberSet.contains(index) {
+        usedOutside.formUnion(node.operands)
+      }
+      let results = members.flatMap { graph.nodes[$0].results }.filter(usedOutside.contains)
+      let isUpdate = results.contains { value in graph.assignments.contains { $0.value == value } }
+      let body = members.map { graph.nodes[$0] }
+      let node = Node(
+        op: Node.fusedOp, operands: operands,
+        attributes: ["kind": .string(kind == .elementwise && isUpdate ? "update" : kind.rawValue)],
+        results: results, location: body.last!.location, body: body)
+      units.append((members[0], node, id))
+    }
+    // Kahn's algorithm over the units, taking the earliest-starting ready unit first.
+    var definedBy: [ValueID: Int] = [:]
+    for (position, unit) in units.enumerated() {
+      for member in unit.node.body.isEmpty ? [unit.node] : unit.node.body {
+        for result in member.results { definedBy[result] = position }
+      }
+    }
+    var pending = [Int](repeating: 0, count: units.count)
+    var dependents = [[Int]](repeating: [], count: units.count)
+    for (position, unit) in units.enumerated() {
+      let sources = Set(unit.node.operands.compactMap { definedBy[$0] }).subtracting([position])
+      pending[position] = sources.count
+      for source in sources { dependents[source].append(position) }
+    }
+    var ready = units.indices.filter { pending[$0] == 0 }
+    var ordered: [Node] = []
+    while !ready.isEmpty {
+      let next = ready.min { units[$0].first < units[$1].first }!
+      ready.removeAll { $0 == next }
+      ordered.append(units[next].node)
+      for dependent in dependents[next] {
+        pending[dependent] -= 1
+        if pending[dependent] == 0 { ready.append(dependent) }
+      }
+    }
+    precondition(ordered.count == units.count, "fusion formed a cycle between groups")
+    return ordered
+  }
+}
