@@ -94,6 +94,10 @@ private struct Generator {
     writer.append(interfaceDeclarations())
     writer.line()
     emitContext()
+    writer.line("/* ======== Inline math ======== */")
+    writer.line()
+    writer.append(Self.inlineMath)
+    writer.line()
     writer.line("/* ======== Kernels ======== */")
     writer.line()
     for (index, node) in graph.nodes.enumerated() {
@@ -119,6 +123,33 @@ private struct Generator {
       source: writer.text, runtimeSource: CRuntimeSources.implementation, header: header(signature),
       signature: signature)
   }
+
+  /// Math functions kernels call inline, so loops using them vectorize.
+  static let inlineMath = """
+    /* tanh for float as an odd rational function, x * P(x^2) / Q(x^2), with x clamped to where tanh
+       rounds to +-1: the [13/6] approximation Eigen uses for its fast tanh (relative error below 4e-7
+       over all floats, checked against tanh in double). Branch-free, so loops calling it vectorize;
+       NaN stays NaN (both comparisons fail). */
+    static inline float lamina_tanhf(float x) {
+      const float limit = 7.90531110763549805f;
+      x = x < -limit ? -limit : (x > limit ? limit : x);
+      const float x2 = x * x;
+      float p = -2.76076847742355e-16f;
+      p = p * x2 + 2.00018790482477e-13f;
+      p = p * x2 + -8.60467152213735e-11f;
+      p = p * x2 + 5.12229709037114e-08f;
+      p = p * x2 + 1.48572235717979e-05f;
+      p = p * x2 + 6.37261928875436e-04f;
+      p = p * x2 + 4.89352455891786e-03f;
+      p = p * x;
+      float q = 1.19825839466702e-06f;
+      q = q * x2 + 1.18534705686654e-04f;
+      q = q * x2 + 2.26843463243900e-03f;
+      q = q * x2 + 4.89352518554385e-03f;
+      return p / q;
+    }
+
+    """
 
   // MARK: Signature and header
 

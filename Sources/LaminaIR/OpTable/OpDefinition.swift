@@ -339,7 +339,11 @@ public struct CExpressionContext: Sendable {
   }
 
   /// The libm function for the result dtype: `exp` → `expf` for f32.
-  public func math(_ name: String) -> String { dtype == .f32 ? name + "f" : name }
+  public func math(_ name: String) -> String {
+    // libm's tanhf is a call the vectorizer cannot see through; the inline rational form vectorizes.
+    if name == "tanh" && dtype == .f32 { return "lamina_tanhf" }
+    return dtype == .f32 ? name + "f" : name
+  }
 
   /// A literal of the result dtype: `0.5f`, `0.5`, `2`.
   public func literal(_ value: Double) -> String {
