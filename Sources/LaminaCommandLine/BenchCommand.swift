@@ -8,6 +8,7 @@ enum BenchCommand: Command {
   static let help = """
     usage: lamina bench FILE.lam [--train] [--batch N] [--runs R] [--threads T] [--seconds S] [--cc PATH]
                         [--no-interpreter] [--model NAME]
+                        [--passes A,B,...] [--disable-pass P]
 
     Compiles the model, feeds it random inputs with every symbolic dimension set to --batch (default 1),
     and times `forward` after a warm-up: at least R runs (default 50) and S seconds (default 1). The
@@ -15,13 +16,15 @@ enum BenchCommand: Command {
     checked equal before timing. Reports median, min and max per call, and samples per second.
     --train times whole training steps (forward, backward, update) instead; the first step's loss is
     checked against the interpreter's.
+    \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
     valued: [
       "--batch", "--runs", "--threads", "--seconds", "--cc", "--cflags", "--model", "--seed",
       "--cache-dir",
     ],
-    switches: ["--no-interpreter", "--no-cache", "--json", "--train"])
+    switches: ["--no-interpreter", "--no-cache", "--json", "--train"]
+  ).selectingPasses
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
@@ -39,7 +42,9 @@ enum BenchCommand: Command {
     let model =
       training
       ? try loadTrainingModel(path, options: options, console: console)
-      : try loadModel(path, modelName: options.value("--model"), console: console)
+      : try loadModel(
+        path, modelName: options.value("--model"),
+        pipeline: try options.selectedPasses(Pipeline.inference), console: console)
     var compileOptions = try CompileCommand.compileOptions(options)
     compileOptions.threads = try integer("--threads", 0)
     let parameters = try model.initialParameters(seed: try options.seed())

@@ -16,6 +16,21 @@ struct OptionSpec {
   var valued: Set<String> = []
   var repeatable: Set<String> = []
   var switches: Set<String> = []
+
+  /// This spec plus `--passes` and `--disable-pass`, for commands that run a pipeline.
+  var selectingPasses: OptionSpec {
+    var spec = self
+    spec.valued.insert("--passes")
+    spec.repeatable.insert("--disable-pass")
+    return spec
+  }
+
+  /// The help lines for `--passes` and `--disable-pass`.
+  static let passSelectionHelp = """
+      --passes A,B     run only these optional passes, in pipeline order (required ones always run;
+                       `lamina passes` lists them; --passes "" runs none)
+      --disable-pass P skip pass P (repeatable, or comma-separated: --disable-pass simplify,cse)
+    """
 }
 
 /// A mistake in how the command was called.
@@ -76,6 +91,23 @@ struct Options {
     return seed
   }
 
+  /// `pipeline` as `--passes` and `--disable-pass` select it (the whole pipeline without them).
+  /// - Throws: `UsageError` for an unknown pass name or disabling a pass the command needs.
+  func selectedPasses(_ pipeline: [any GraphPass]) throws -> [any GraphPass] {
+    func names(_ text: String) -> [String] {
+      text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+        !$0.isEmpty
+      }
+    }
+    do {
+      return try Pipeline.select(
+        from: pipeline, passes: value("--passes").map(names),
+        disabled: values("--disable-pass").flatMap(names))
+    } catch let error as PassSelectionError {
+      throw UsageError(error.message)
+    }
+  }
+
   /// `name=path` pairs from a repeatable option.
   func pairs(_ name: String) throws -> [(name: String, path: String)] {
     try values(name).map { item in
@@ -98,8 +130,12 @@ struct Options {
 }
 
 /// Loads a model, printing its warnings to standard error.
-func loadModel(_ path: String, modelName: String?, console: Console) throws -> Model {
-  let model = try Model(contentsOf: path, modelName: modelName)
+/// - Parameter pipeline: the passes to run (`--passes` and `--disable-pass` already applied).
+func loadModel(
+  _ path: String, modelName: String?, pipeline: [any GraphPass] = Pipeline.inference,
+  console: Console
+) throws -> Model {
+  let model = try Model(contentsOf: path, modelName: modelName, pipeline: pipeline)
   if !model.warnings.isEmpty {
     console.error(DiagnosticRenderer(sources: [model.source]).render(model.warnings))
   }

@@ -8,6 +8,7 @@ enum CompileCommand: Command {
   static let help = """
     usage: lamina compile FILE.lam -o libmodel.so [--train] [--emit-c DIR] [--cc COMPILER] [--cflags "FLAGS"]
                           [--no-cache] [--model NAME]
+                          [--passes A,B,...] [--disable-pass P]
 
     Generates C for the model, compiles it with the system C compiler and writes the library, plus a
     header (libmodel.h) for using it from C without Lamina.
@@ -18,10 +19,12 @@ enum CompileCommand: Command {
       --cflags F     compiler flags instead of the defaults (-O3 -march=native -fPIC -shared ...)
       --no-cache     compile even if the library cache ($LAMINA_CACHE_DIR) has this model
       --cache-dir D  the library cache to use instead of $LAMINA_CACHE_DIR (default ~/.cache/lamina)
+    \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
     valued: ["-o", "--emit-c", "--cc", "--cflags", "--model", "--cache-dir"],
-    switches: ["--no-cache", "--train"])
+    switches: ["--no-cache", "--train"]
+  ).selectingPasses
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
@@ -30,7 +33,9 @@ enum CompileCommand: Command {
     let model =
       options.isSet("--train")
       ? try loadTrainingModel(path, options: options, console: console)
-      : try loadModel(path, modelName: options.value("--model"), console: console)
+      : try loadModel(
+        path, modelName: options.value("--model"),
+        pipeline: try options.selectedPasses(Pipeline.inference), console: console)
     let compileOptions = try compileOptions(options)
     let compilation = try model.buildLibrary(options: compileOptions)
     let library = try Data(contentsOf: URL(fileURLWithPath: compilation.libraryPath))
@@ -64,6 +69,7 @@ enum CompileCommand: Command {
     }
     compileOptions.useCache = !options.isSet("--no-cache")
     compileOptions.cacheDirectory = options.value("--cache-dir")
+    compileOptions.codegenPasses = try options.selectedPasses(Pipeline.codegen)
     return compileOptions
   }
 }

@@ -7,16 +7,21 @@ enum DumpCommand: Command {
   static let summary = "Print a model's IR (text or Graphviz) or its parameters"
   static let help = """
     usage: lamina dump FILE [--model NAME] [--format ir|dot] [--after PASS|all] [--locations] [--params]
+                       [--passes A,B,...] [--disable-pass P]
 
     Prints the typed IR after the pipeline. FILE is a .lam model or IR text (dump's own output reads back
     to the same text).
       --format dot     Graphviz instead of IR text
-      --after PASS     print the IR after the named pass (`all`: after every pass; `lamina passes` lists them)
+      --after PASS     print the IR after the named pass (`all`: after every pass; `lamina passes` lists
+                       them); backend passes run on the result of the training pipeline for `all`, of
+                       the inference pipeline otherwise
       --locations      add loc(line:column:length) to every node
       --params         list every parameter with its shape, initializer and size
+    \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
-    valued: ["--model", "--format", "--after"], switches: ["--locations", "--params"])
+    valued: ["--model", "--format", "--after"], switches: ["--locations", "--params"]
+  ).selectingPasses
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
@@ -29,34 +34,41 @@ enum DumpCommand: Command {
       format == "dot" ? DotPrinter().print(graph) : printer.print(graph)
     }
     if let after = options.value("--after") {
-      guard after == "all" || Pipeline.pass(named: after) != nil else {
-        let names = Pipeline.allPasses.map(\.name)
+      let known = Pipeline.knownPasses.map(\.name)
+      guard after == "all" || known.contains(after) else {
         throw UsageError(
-          "no pass named '\(after)' (passes: \(names.joined(separator: ", ")))"
-            + (closestName(to: after, among: names).map { "; did you mean '\($0)'?" } ?? ""))
+          "no pass named '\(after)' (passes: \(known.joined(separator: ", ")))"
+            + (closestName(to: after, among: known).map { "; did you mean '\($0)'?" } ?? ""))
       }
       // Passes that only training runs (autodiff) need the training pipeline.
-      let pipeline =
+      let needsTraining =
         after == "all"
-          || Pipeline.pass(named: after).map { pass in
-            !Pipeline.inference.contains { $0.name == pass.name }
-          } == true ? Pipeline.training : Pipeline.inference
+        || Pipeline.training.contains { $0.name == after }
+          && !Pipeline.inference.contains { $0.name == after }
+      let middle = try options.selectedPasses(
+        needsTraining ? Pipeline.training : Pipeline.inference)
+      let backend = try options.selectedPasses(Pipeline.codegen)
+      guard after == "all" || (middle + backend).contains(where: { $0.name == after }) else {
+        throw UsageError("pass '\(after)' does not run: --passes or --disable-pass leaves it out")
+      }
       let printAfter: @Sendable (String, Graph) -> Void = { pass, graph in
         guard after == "all" || after == pass else { return }
         console.print("// after \(pass)")
         console.print(render(graph), terminator: "")
       }
       let model = try Model(
-        contentsOf: path, modelName: options.value("--model"), pipeline: pipeline,
+        contentsOf: path, modelName: options.value("--model"), pipeline: middle,
         afterPass: printAfter)
-      // Backend passes run on a copy of the final graph, as compilation runs them.
-      if after == "all" || Pipeline.codegen.contains(where: { $0.name == after }) {
+      // Backend passes run on a copy of the middle pipeline's result, as before C generation.
+      if !backend.isEmpty, after == "all" || backend.contains(where: { $0.name == after }) {
         var lowered = model.graph
-        _ = try PassRunner(passes: Pipeline.codegen, afterPass: printAfter).run(&lowered)
+        _ = try PassRunner(passes: backend, afterPass: printAfter).run(&lowered)
       }
       return 0
     }
-    let model = try loadModel(path, modelName: options.value("--model"), console: console)
+    let model = try loadModel(
+      path, modelName: options.value("--model"),
+      pipeline: try options.selectedPasses(Pipeline.inference), console: console)
     if options.isSet("--params") {
       console.print(parameterTable(model.graph), terminator: "")
     } else {

@@ -8,13 +8,16 @@ enum GradientsCommand: Command {
   static let help = """
     usage: lamina gradients FILE.lam --input NAME=FILE.npy... -o GRADS.safetensors
                             [--weights W.safetensors | --seed S] [--step NAME] [--model NAME]
+                            [--passes A,B,...] [--disable-pass P]
 
     Runs one training step's forward and backward pass (with the reference interpreter) and writes the
     loss (key `loss`) and the gradient of every parameter it trains (keyed by the parameter's name), for
     comparison with other frameworks (tools/compare_gradients.py does that against PyTorch).
+    \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
-    valued: ["-o", "--weights", "--seed", "--step", "--model"], repeatable: ["--input"])
+    valued: ["-o", "--weights", "--seed", "--step", "--model"], repeatable: ["--input"]
+  ).selectingPasses
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
@@ -41,7 +44,8 @@ enum GradcheckCommand: Command {
   static let summary = "Check every parameter's gradient against finite differences in f64"
   static let help = """
     usage: lamina gradcheck FILE.lam [--input NAME=FILE.npy...] [--weights W | --seed S] [--batch N]
-                            [--samples K] [--step NAME] [--model NAME]
+                            [--samples K] [--step NAME] [--model NAME] [--passes A,B,...]
+                            [--disable-pass P]
 
     Computes the gradient of a training step's loss with respect to each parameter it trains, and
     compares it with central finite differences of the loss computed in double precision, on K elements
@@ -51,12 +55,14 @@ enum GradcheckCommand: Command {
     with every symbolic dimension set to --batch (default 4) are used. The gradients come from the
     reference interpreter; the f64 losses of the differences from compiled code (--interpret: the
     interpreter too).
+    \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
     valued: [
       "--weights", "--seed", "--step", "--model", "--batch", "--samples", "--cc", "--cache-dir",
     ],
-    repeatable: ["--input"], switches: ["--interpret", "--no-cache"])
+    repeatable: ["--input"], switches: ["--interpret", "--no-cache"]
+  ).selectingPasses
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
@@ -104,7 +110,8 @@ enum GradcheckCommand: Command {
 /// Loads a model through the training pipeline (which builds the backward graph).
 func loadTrainingModel(_ path: String, options: Options, console: Console) throws -> Model {
   let model = try Model(
-    contentsOf: path, modelName: options.value("--model"), pipeline: Pipeline.training)
+    contentsOf: path, modelName: options.value("--model"),
+    pipeline: try options.selectedPasses(Pipeline.training))
   if !model.warnings.isEmpty {
     console.error(DiagnosticRenderer(sources: [model.source]).render(model.warnings))
   }

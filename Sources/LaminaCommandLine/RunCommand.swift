@@ -8,7 +8,7 @@ enum RunCommand: Command {
   static let help = """
     usage: lamina run FILE.lam|LIB.so [--weights W.safetensors | --seed S] --input NAME=FILE.npy...
                       [--output NAME=FILE.npy...] [--batch N] [--interpret] [--cc PATH] [--no-cache]
-                      [--model NAME]
+                      [--model NAME] [--passes A,B,...] [--disable-pass P]
 
     Compiles the model (or loads a library from `lamina compile`) and runs it. Without --weights the
     initializers are used (with --seed); a library needs --weights. Outputs and losses can be requested
@@ -16,10 +16,12 @@ enum RunCommand: Command {
     ignored. Without --output, every output is summarized on standard output.
       --interpret  use the reference interpreter instead of compiled code
       --batch N    run the inputs N rows at a time and join the outputs (their first axis)
+    \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
     valued: ["--weights", "--seed", "--model", "--batch", "--cc", "--cflags", "--cache-dir"],
-    repeatable: ["--input", "--output"], switches: ["--interpret", "--no-cache"])
+    repeatable: ["--input", "--output"], switches: ["--interpret", "--no-cache"]
+  ).selectingPasses
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
@@ -47,7 +49,9 @@ enum RunCommand: Command {
       try compiled.loadWeights(from: weights)
       runner = .compiled(compiled)
     } else {
-      let model = try loadModel(path, modelName: options.value("--model"), console: console)
+      let model = try loadModel(
+        path, modelName: options.value("--model"),
+        pipeline: try options.selectedPasses(Pipeline.inference), console: console)
       let parameters = try loadParameters(
         model, weightsPath: options.value("--weights"), seed: try options.seed())
       if options.isSet("--interpret") {

@@ -16,6 +16,7 @@ enum TrainCommand: Command {
                         [--checkpoint W.safetensors] [--resume W.safetensors] [-o W.safetensors]
                         [--plot loss.svg] [--early-stopping PATIENCE] [--step NAME] [--model NAME]
                         [--interpret] [--cc PATH] [--no-cache] [--quiet]
+                        [--passes A,B,...] [--disable-pass P]
 
     Trains the model's `train with ...` step on DIR, which holds one NAME.npy per model input (rows
     along the first axis). Each epoch shuffles the rows (deterministically from --seed and the epoch),
@@ -34,6 +35,7 @@ enum TrainCommand: Command {
       --quiet          print only the final summary
     A progress bar is drawn on standard error when it is a terminal; otherwise one line per epoch.
     Exits with status 1 when the loss becomes NaN or infinite (the last checkpoint is kept).
+    \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
     valued: [
@@ -41,7 +43,8 @@ enum TrainCommand: Command {
       "--early-stopping", "--step", "--model", "--cc", "--cflags", "--threads", "-o", "--output",
       "--cache-dir",
     ],
-    switches: ["--no-cache", "--quiet", "--interpret"])
+    switches: ["--no-cache", "--quiet", "--interpret"]
+  ).selectingPasses
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let interpret = options.isSet("--interpret")
@@ -79,7 +82,8 @@ enum TrainCommand: Command {
     var seed = try options.seed()
 
     let model = try Model(
-      contentsOf: path, modelName: options.value("--model"), pipeline: Pipeline.training)
+      contentsOf: path, modelName: options.value("--model"),
+      pipeline: try options.selectedPasses(Pipeline.training))
     if !model.warnings.isEmpty {
       console.error(DiagnosticRenderer(sources: [model.source]).render(model.warnings))
     }

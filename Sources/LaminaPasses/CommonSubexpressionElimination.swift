@@ -42,18 +42,6 @@ public struct CommonSubexpressionElimination: GraphPass {
       kept.append(node)
     }
     graph.nodes = kept
-    func replaced(_ value: ValueID) -> ValueID { replacement[value] ?? value }
-    for index in graph.outputs.indices {
-      graph.outputs[index].value = replaced(graph.outputs[index].value)
-    }
-    for index in graph.losses.indices {
-      graph.losses[index].value = replaced(graph.losses[index].value)
-    }
-    for index in graph.gradients.indices {
-      graph.gradients[index].gradient = replaced(graph.gradients[index].gradient)
-    }
-    for index in graph.assignments.indices {
-      graph.assignments[index].value = replaced(graph.assignments[index].value)
-    }
+    graph.replaceUses(replacement)
   }
 }

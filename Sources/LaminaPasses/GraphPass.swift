@@ -6,7 +6,7 @@ import LaminaSupport
 /// Passes report problems with the user's model as diagnostics in the context; they throw only when
 /// they cannot continue.
 public protocol GraphPass: Sendable {
-  /// The kebab-case name used by `--after`, `--disable-pass` and `lamina passes`.
+  /// The kebab-case name used by `--after`, `--passes`, `--disable-pass` and `lamina passes`.
   static var name: String { get }
   /// One sentence for `lamina passes`.
   static var summary: String { get }

@@ -1,0 +1,74 @@
+import LaminaIR
+import LaminaSupport
+
+extension Graph {
+  /// Makes every use of a value read its replacement instead: node operands, outputs, losses,
+  /// gradient declarations and updates. Outputs and losses keep their public names.
+  ///
+  /// Replacements may chain (`a → b`, `b → c`); each use gets the end of its chain. Update targets
+  /// are parameters or state, never replaced.
+  mutating func replaceUses(_ replacement: [ValueID: ValueID]) {
+    guard !replacement.isEmpty else { return }
+    func resolved(_ value: ValueID) -> ValueID {
+      var current = value
+      // A chain is at most as long as the map; the bound guards against a cycle.
+      for _ in 0...replacement.count {
+        guard let next = replacement[current] else { break }
+        current = next
+      }
+      return current
+    }
+    for index in nodes.indices {
+      nodes[index].operands = nodes[index].operands.map(resolved)
+    }
+    for index in outputs.indices { outputs[index].value = resolved(outputs[index].value) }
+    for index in losses.indices { losses[index].value = resolved(losses[index].value) }
+    for index in gradients.indices {
+      gradients[index].gradient = resolved(gradients[index].gradient)
+    }
+    for index in assignments.indices {
+      assignments[index].value = resolved(assignments[index].value)
+    }
+  }
+
+  /// The index of the node defining each value, for values that nodes define.
+  func producers() -> [ValueID: Int] {
+    var producers: [ValueID: Int] = [:]
+    for (index, node) in nodes.enumerated() {
+      for result in node.results { producers[result] = index }
+    }
+    return producers
+  }
+
+  /// `node` with its attributes resolved by its op's shape rule, when that rule gives exactly
+  /// `expected`; nil otherwise. Rewrites check through this that they keep the result's type.
+  func retyped(_ node: Node, expecting expected: [TensorType]) -> Node? {
+    guard let definition = OpRegistry.definition(node.op) else { return nil }
+    let operandTypes = node.operands.compactMap { self[$0].type }
+    guard operandTypes.count == node.operands.count,
+      let inferred = try? definition.inferTypes(
+        operands: operandTypes, attributes: node.attributes),
+      inferred.types == expected
+    else { return nil }
+    var typed = node
+    typed.attributes = inferred.attributes
+    return typed
+  }
+}
+
+/// The axis permutation a `transpose` or `permute` node applies (result axis d is operand axis
+/// `perm[d]`), with negative axes made non-negative; nil for other nodes or invalid perms.
+func permutation(of node: Node, operandRank rank: Int) -> [Int]? {
+  switch node.op {
+  case "transpose" where node.attributes["perm"] == nil:
+    guard rank >= 2 else { return nil }
+    return Array(0..<(rank - 2)) + [rank - 1, rank - 2]
+  case "transpose", "permute":
+    guard let perm = node.attributes["perm"]?.intsValue, perm.count == rank else { return nil }
+    let normalized = perm.map { $0 < 0 ? $0 + rank : $0 }
+    guard Set(normalized) == Set(0..<rank) else { return nil }
+    return normalized
+  default:
+    return nil
+  }
+}
