@@ -15,7 +15,7 @@ public struct CCompiler: Sendable {
   /// Lamina never reads errno. Fused multiply-adds stay allowed (the GEMM needs them); they change
   /// results by about one rounding, far inside the tolerance against the interpreter.
   public static let defaultFlags = [
-    "-std=gnu11", "-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-fopenmp-simd",
+    "-std=gnu11", "-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
     "-Wall", "-Wno-unused-function", "-Wno-unused-variable", "-Wno-unused-but-set-variable",
   ]
 
