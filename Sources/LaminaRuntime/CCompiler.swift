@@ -14,6 +14,9 @@ public struct CCompiler: Sendable {
   /// `-fno-math-errno`: libm calls such as sqrt become instructions and loops with them vectorize;
   /// Lamina never reads errno. Fused multiply-adds stay allowed (the GEMM needs them); they change
   /// results by about one rounding, far inside the tolerance against the interpreter.
+  /// `-fno-trapping-math`: nothing reads floating-point exception flags, and without it gcc will not
+  /// turn float comparisons (ReLU, clamps) into vector selects. `-fopenmp-simd`: the `omp simd`
+  /// pragmas of fused reductions (vectorized row sums), without the OpenMP runtime.
   public static let defaultFlags = [
     "-std=gnu11", "-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
     "-Wall", "-Wno-unused-function", "-Wno-unused-variable", "-Wno-unused-but-set-variable",
