@@ -6,21 +6,22 @@ enum DumpCommand: Command {
   static let name = "dump"
   static let summary = "Print a model's IR (text or Graphviz) or its parameters"
   static let help = """
-    usage: lamina dump FILE [--model NAME] [--format ir|dot] [--after PASS|all] [--locations] [--params]
-                       [--passes A,B,...] [--disable-pass P]
+    usage: lamina dump FILE [--model NAME] [--format ir|dot] [--after PASS|all] [--train] [--locations]
+                       [--params] [--passes A,B,...] [--disable-pass P]
 
     Prints the typed IR after the pipeline. FILE is a .lam model or IR text (dump's own output reads back
     to the same text).
       --format dot     Graphviz instead of IR text
       --after PASS     print the IR after the named pass (`all`: after every pass; `lamina passes` lists
-                       them); backend passes run on the result of the training pipeline for `all`, of
-                       the inference pipeline otherwise
+                       them); backend passes run on the result of the training pipeline for `all`
+                       and with --train, of the inference pipeline otherwise (as `lamina compile`)
+      --train          use the training pipeline (backward graph and updates), as `compile --train`
       --locations      add loc(line:column:length) to every node
       --params         list every parameter with its shape, initializer and size
     \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
-    valued: ["--model", "--format", "--after"], switches: ["--locations", "--params"]
+    valued: ["--model", "--format", "--after"], switches: ["--locations", "--params", "--train"]
   ).selectingPasses
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
@@ -42,7 +43,7 @@ enum DumpCommand: Command {
       }
       // Passes that only training runs (autodiff) need the training pipeline.
       let needsTraining =
-        after == "all"
+        after == "all" || options.isSet("--train")
         || Pipeline.training.contains { $0.name == after }
           && !Pipeline.inference.contains { $0.name == after }
       let middle = try options.selectedPasses(
@@ -68,7 +69,8 @@ enum DumpCommand: Command {
     }
     let model = try loadModel(
       path, modelName: options.value("--model"),
-      pipeline: try options.selectedPasses(Pipeline.inference), console: console)
+      pipeline: try options.selectedPasses(
+        options.isSet("--train") ? Pipeline.training : Pipeline.inference), console: console)
     if options.isSet("--params") {
       console.print(parameterTable(model.graph), terminator: "")
     } else {

@@ -110,6 +110,18 @@ struct FusionPlanner {
     return axis == operand.rank - 1
   }
 
+  /// `sum` or `mean` over every axis but the last of a floating-point tensor of rank 2 or more:
+  /// the gradient of a broadcast bias or scale.
+  func isColumnReduction(_ node: Node) -> Bool {
+    guard ["sum", "mean"].contains(node.op), node.operands.count == 1 else { return false }
+    let operand = graph.type(of: node.operands[0])
+    guard operand.dtype.isFloatingPoint, operand.rank >= 2,
+      let axes = node.attributes["axes"]?.intsValue
+    else { return false }
+    let normalized = Set(axes.map { $0 < 0 ? $0 + operand.rank : $0 })
+    return normalized == Set(0..<(operand.rank - 1))
+  }
+
   // MARK: Forming groups
 
   mutating func formGroups() {
@@ -118,12 +130,32 @@ struct FusionPlanner {
         groups[index].kind = .matmul
         continue
       }
+      if isColumnReduction(node), let definer = producer[node.operands[0]] {
+        // A gradient's sum over broadcast (leading) axes accumulates inside the loop that computes
+        // its operand, one partial row of sums per thread.
+        let target = groupOf[definer]
+        let domain = graph.type(of: node.operands[0]).shape
+        if groups[target].kind == .elementwise, groups[target].domain == domain,
+          canJoin(index, target),
+          forwardNodes.contains(index)
+            || !groups[target].members.contains(where: forwardNodes.contains),
+          groups[target].members.allSatisfy({ member in
+            graph.nodes[member].operands.allSatisfy { operand in
+              RowAccess(graph.type(of: operand).shape, in: domain) != nil
+            }
+          })
+        {
+          join(index, target, kind: .elementwise)
+          continue
+        }
+      }
       if isRowReduction(node) {
         let domain = graph.type(of: node.operands[0]).shape
         if let operandProducer = producer[node.operands[0]] {
           let target = groupOf[operandProducer]
           if groups[target].kind == .elementwise || groups[target].kind == .reduction,
             groups[target].domain == domain, canJoin(index, target),
+            !groups[target].members.contains(where: { isColumnReduction(graph.nodes[$0]) }),
             groups[target].members.allSatisfy({ member in
               graph.nodes[member].operands.allSatisfy { operand in
                 RowAccess(graph.type(of: operand).shape, in: domain) != nil
@@ -156,6 +188,21 @@ struct FusionPlanner {
         if canJoin(index, target) {
           join(index, target, kind: groups[target].kind ?? .elementwise)
           joined = true
+          // The other operands' elementwise groups over the same domain come along: one loop
+          // instead of two (a loss gradient's chain and the activation gradient it feeds).
+          for other in candidates where other != target {
+            if groups[other].kind == .elementwise, groups[target].kind != .reduction,
+              groups[other].domain == groups[target].domain,
+              !groups[other].members.contains(where: { isColumnReduction(graph.nodes[$0]) }),
+              groups[target].kind == .elementwise
+                || groups[other].members.allSatisfy({ fits(graph.nodes[$0], into: groups[target]) }),
+              forwardNodes.contains(index)
+                || !groups[other].members.contains(where: forwardNodes.contains),
+              canMerge(other, into: target)
+            {
+              for member in groups[other].members { join(member, target, kind: groups[target].kind!) }
+            }
+          }
           break
         }
       }
@@ -241,6 +288,34 @@ struct FusionPlanner {
       }
     }
     return true
+  }
+
+  /// Merging two groups is legal when neither reaches the other through a node outside both.
+  func canMerge(_ source: Int, into target: Int) -> Bool {
+    func reaches(from start: Int, to goal: Int) -> Bool {
+      var visited = Set<Int>()
+      var stack: [Int] = []
+      for member in groups[start].members {
+        for operand in graph.nodes[member].operands {
+          if let definer = producer[operand], groupOf[definer] != start, groupOf[definer] != goal {
+            stack.append(groupOf[definer])
+          }
+        }
+      }
+      while let group = stack.popLast() {
+        if group == goal { return true }
+        guard visited.insert(group).inserted else { continue }
+        for member in groups[group].members {
+          for operand in graph.nodes[member].operands {
+            if let definer = producer[operand], groupOf[definer] != group {
+              stack.append(groupOf[definer])
+            }
+          }
+        }
+      }
+      return false
+    }
+    return !reaches(from: source, to: target) && !reaches(from: target, to: source)
   }
 
   mutating func join(_ node: Int, _ target: Int, kind: FusedKind) {

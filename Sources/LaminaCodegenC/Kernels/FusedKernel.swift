@@ -106,7 +106,8 @@ struct FusedKernel {
 
   /// The job struct holding the kernel's arguments, and a task running one share of `range`.
   func jobDeclarations(
-    _ prelude: inout CWriter, extra: [String] = [], rangeBody: CWriter, chunkAlignment: Int
+    _ prelude: inout CWriter, extra: [String] = [], rangeBody: CWriter, chunkAlignment: Int,
+    taskSlots: Bool = false
   ) {
     prelude.line("/* The arguments of @KERNEL@, shared by the threads running it. */")
     prelude.line("typedef struct {")
@@ -122,8 +123,10 @@ struct FusedKernel {
     prelude.line("} @KERNEL@_job;")
     prelude.line()
     prelude.line("/* Rows (or elements) begin..<end of @KERNEL@'s outermost loop. */")
-    prelude.block("static void @KERNEL@_range(const @KERNEL@_job* job, int64_t begin, int64_t end)")
-    { body in
+    let slotParameter = taskSlots ? ", int64_t slot" : ""
+    prelude.block(
+      "static void @KERNEL@_range(const @KERNEL@_job* job, int64_t begin, int64_t end\(slotParameter))"
+    ) { body in
       body.line("const int64_t* dims = job->dims;")
       body.line("(void)dims;")
       for (index, operand) in node.operands.enumerated() {
@@ -146,13 +149,21 @@ struct FusedKernel {
       )
       body.line("const int64_t begin = task * chunk;")
       body.line("const int64_t end = begin + chunk < extent ? begin + chunk : extent;")
-      body.line("if (begin < end) @KERNEL@_range(job, begin, end);")
+      if taskSlots {
+        // Every task clears its slot of partial sums, even an empty one.
+        body.line("@KERNEL@_range(job, begin < end ? begin : end, end, task);")
+      } else {
+        body.line("if (begin < end) @KERNEL@_range(job, begin, end);")
+      }
     }
     prelude.line()
   }
 
   /// The kernel body: fill the job, run the range on this thread or across the pool.
-  func dispatch(extent: String, work: String, into body: inout CWriter) {
+  func dispatch(
+    extent: String, work: String, taskSlots: Bool = false, into body: inout CWriter,
+    beforeRun: (inout CWriter) -> Void = { _ in }
+  ) {
     for line in dimensionPrologue { body.line(line) }
     let pointers =
       node.operands.indices.map { "in\($0)" } + node.results.indices.map { "out\($0)" }
@@ -161,8 +172,10 @@ struct FusedKernel {
     body.line(
       "@KERNEL@_job job = {\(zip(fields, values).map { ".\($0) = \($1)" }.joined(separator: ", "))};"
     )
-    body.block("if ((__int128)\(work) < \(Self.parallelThreshold) || job.tasks == 1)") { serial in
-      serial.line("@KERNEL@_range(&job, 0, job.extent);")
+    body.line("if ((__int128)\(work) < \(Self.parallelThreshold)) job.tasks = 1;")
+    beforeRun(&body)
+    body.block("if (job.tasks == 1)") { serial in
+      serial.line("@KERNEL@_range(&job, 0, job.extent\(taskSlots ? ", 0" : ""));")
     }
     body.block("else") { parallel in
       parallel.line("lamina_pool_run(ctx->pool, job.tasks, @KERNEL@_task, &job);")
@@ -172,6 +185,9 @@ struct FusedKernel {
   // MARK: Elementwise
 
   func emitElementwise() throws -> (prelude: CWriter, body: CWriter) {
+    if node.body.contains(where: { ["sum", "mean"].contains($0.op) }) {
+      return try emitElementwiseWithColumnSums()
+    }
     let domain = graph.type(of: node.body[0].result).shape
     let rank = domain.count
     let names = operandNames
@@ -238,6 +254,87 @@ struct FusedKernel {
     dispatch(
       extent: isFlat ? cProduct(domain) : cDim(domain.first ?? Dim(1)),
       work: cProduct(domain), into: &body)
+    return (prelude, body)
+  }
+
+  /// An elementwise loop that also sums some of its values over the leading axes (a broadcast
+  /// bias's or scale's gradient): rows × last axis, each task adding into its own row of partial
+  /// sums, which the calling thread adds up in task order (deterministic) at the end.
+  func emitElementwiseWithColumnSums() throws -> (prelude: CWriter, body: CWriter) {
+    let sums = node.body.filter { ["sum", "mean"].contains($0.op) }
+    guard let domainValue = sums.first?.operands.first else {
+      throw Diagnostic.error("fused column sum without an operand", at: node.location)
+    }
+    let domain = graph.type(of: domainValue).shape
+    let columns = cDim(domain.last!)
+    let rows = cProduct(Array(domain.dropLast()))
+    let names = operandNames
+    let full = "r * \(columns) + c"
+
+    var element = CWriter()
+    var locals: [ValueID: String] = [:]
+    for operand in node.operands where locals[operand] == nil {
+      guard let access = RowAccess(graph.type(of: operand).shape, in: domain) else {
+        throw Diagnostic.error(
+          "operand %\(graph[operand].name) of a fused kernel does not broadcast over rows",
+          at: node.location)
+      }
+      let index: String
+      switch access {
+      case .full: index = full
+      case .column: index = "c"
+      case .row: index = "r"
+      case .scalar: index = "0"
+      }
+      let local = "a\(locals.count)"
+      element.line("const \(cType(operand)) \(local) = \(names[operand]!)[\(index)];")
+      locals[operand] = local
+    }
+    for member in node.body {
+      if let position = sums.firstIndex(of: member) {
+        element.line("partial[\(position) * \(columns) + c] += (double)\(locals[member.operands[0]]!);")
+        continue
+      }
+      let text = try expression(member, operands: member.operands.map { locals[$0]! })
+      let local = "v\(member.result.index)"
+      element.line("const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
+      locals[member.result] = local
+    }
+    for (index, result) in node.results.enumerated() where !sums.contains(where: { $0.result == result }) {
+      element.line("out\(index)[\(full)] = \(locals[result]!);")
+    }
+
+    var range = CWriter()
+    range.line("double* partial = job->partials + slot * \(sums.count) * \(columns);")
+    range.line("for (int64_t c = 0; c < \(sums.count) * \(columns); c++) partial[c] = 0;")
+    range.block("for (int64_t r = begin; r < end; r++)") { row in
+      row.block("for (int64_t c = 0; c < \(columns); c++)") { $0.nest(element) }
+    }
+    var prelude = CWriter()
+    jobDeclarations(
+      &prelude, extra: ["int64_t extent;", "double* partials;"], rangeBody: range,
+      chunkAlignment: 1, taskSlots: true)
+    var body = CWriter()
+    dispatch(extent: rows, work: cProduct(domain), taskSlots: true, into: &body) { run in
+      run.line(
+        "job.partials = (double*)malloc((size_t)job.tasks * \(sums.count) * (size_t)\(columns) * sizeof(double));"
+      )
+      run.line(
+        "if (!job.partials) return lamina_fail(ctx, LAMINA_ERROR_MEMORY, \"cannot allocate partial sums\");"
+      )
+    }
+    for (position, sum) in sums.enumerated() {
+      let result = resultName(sum.result)!
+      let scale = sum.op == "mean" ? " / (double)(\(rows))" : ""
+      body.block("for (int64_t c = 0; c < \(columns); c++)") { column in
+        column.line("double total = 0;")
+        column.line(
+          "for (int64_t t = 0; t < job.tasks; t++) total += job.partials[(t * \(sums.count) + \(position)) * \(columns) + c];"
+        )
+        column.line("\(result)[c] = (\(cType(sum.result)))(total\(scale));")
+      }
+    }
+    body.line("free(job.partials);")
     return (prelude, body)
   }
 
