@@ -201,6 +201,8 @@ private struct Generator {
     void lamina_destroy(lamina_context* ctx);
     /* The message of the last error on this context, or "" after success. */
     const char* lamina_last_error(const lamina_context* ctx);
+    /* Bytes of the arena for intermediates: what the largest call so far needed (kept between calls). */
+    int64_t lamina_arena_bytes(const lamina_context* ctx);
 
     /* Parameters, in the signature's order; each is a dense row-major array of its dtype. */
     int64_t lamina_param_count(void);
@@ -698,6 +700,8 @@ private struct Generator {
       }
 
       const char* lamina_last_error(const lamina_context* ctx) { return ctx ? ctx->error : "context is NULL"; }
+
+      int64_t lamina_arena_bytes(const lamina_context* ctx) { return ctx ? ctx->arena_bytes : 0; }
 
       int64_t lamina_param_count(void) { return LAMINA_PARAM_COUNT; }
 

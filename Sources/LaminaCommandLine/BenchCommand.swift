@@ -7,7 +7,7 @@ enum BenchCommand: Command {
   static let summary = "Time compiled inference (median, min, max) beside the interpreter"
   static let help = """
     usage: lamina bench FILE.lam [--train] [--batch N] [--runs R] [--threads T] [--seconds S] [--cc PATH]
-                        [--no-interpreter] [--model NAME]
+                        [--no-interpreter] [--model NAME] [--compare C1,C2,...]
                         [--passes A,B,...] [--disable-pass P]
 
     Compiles the model, feeds it random inputs with every symbolic dimension set to --batch (default 1),
@@ -16,12 +16,15 @@ enum BenchCommand: Command {
     checked equal before timing. Reports median, min and max per call, and samples per second.
     --train times whole training steps (forward, backward, update) instead; the first step's loss is
     checked against the interpreter's.
+    --compare C1,C2,... compiles the model once per configuration (\(BenchCompare.configurationHelp)),
+    checks their results equal, and times them interleaved call by call: median, min, max, kernels per
+    call, bytes of intermediates, arena bytes, and the speedup over the last one (`--compare fused,unfused`).
     \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
     valued: [
       "--batch", "--runs", "--threads", "--seconds", "--cc", "--cflags", "--model", "--seed",
-      "--cache-dir",
+      "--cache-dir", "--compare",
     ],
     switches: ["--no-interpreter", "--no-cache", "--json", "--train"]
   ).selectingPasses
@@ -47,6 +50,12 @@ enum BenchCommand: Command {
         pipeline: try options.selectedPasses(Pipeline.inference), console: console)
     var compileOptions = try CompileCommand.compileOptions(options)
     compileOptions.threads = try integer("--threads", 0)
+    if let compare = options.value("--compare") {
+      return try BenchCompare.run(
+        model: model, names: compare.split(separator: ",").map(String.init), training: training,
+        batch: batch, runs: runs, seconds: seconds, compileOptions: compileOptions,
+        seed: try options.seed(), json: options.isSet("--json"), console: console)
+    }
     let parameters = try model.initialParameters(seed: try options.seed())
     let compilation = try model.buildLibrary(options: compileOptions)
     let compiled = try CompiledModel(

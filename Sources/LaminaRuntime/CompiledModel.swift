@@ -55,6 +55,8 @@ public final class CompiledModel: @unchecked Sendable {
     var trainStep: TrainStep?
     var stateData: ParamData?
     var stateBytes: ParamBytes?
+    typealias ArenaBytes = @convention(c) (OpaquePointer?) -> Int64
+    var arenaBytes: ArenaBytes?
   }
 
   /// Loads a library Lamina compiled, checking its ABI version; `threads <= 0` uses every core.
@@ -101,6 +103,9 @@ public final class CompiledModel: @unchecked Sendable {
       },
       stateBytes: dlsym(handle, "lamina_state_bytes").map {
         unsafeBitCast($0, to: Functions.ParamBytes.self)
+      },
+      arenaBytes: dlsym(handle, "lamina_arena_bytes").map {
+        unsafeBitCast($0, to: Functions.ArenaBytes.self)
       })
     guard let context = try symbol("lamina_create", Create.self)(Int32(clamping: threads)) else {
       dlclose(handle)
@@ -116,6 +121,14 @@ public final class CompiledModel: @unchecked Sendable {
   deinit {
     functions.destroy(context)
     dlclose(handle)
+  }
+
+  /// Bytes of the arena holding intermediates, as large as the largest call so far needed (nil for
+  /// libraries from before the function existed).
+  public var arenaBytes: Int? {
+    lock.lock()
+    defer { lock.unlock() }
+    return functions.arenaBytes.map { Int($0(context)) }
   }
 
   /// The C interface version this runtime speaks.

@@ -1,0 +1,185 @@
+import Foundation
+import Lamina
+
+/// `lamina bench FILE --compare fused,unfused`: the same model compiled with different backend
+/// passes, checked equal, then timed in one process with the configurations interleaved call by
+/// call, so a noisy machine slows them alike.
+enum BenchCompare {
+  /// A named set of backend passes.
+  struct Configuration {
+    var name: String
+    var passes: [any GraphPass]
+  }
+
+  static let configurationHelp =
+    "fused (every backend pass), unfused (no fusion), unplanned (no memory planning), naive (neither)"
+
+  static func configuration(named name: String) throws -> Configuration {
+    let all = Pipeline.codegen
+    func without(_ names: Set<String>) -> [any GraphPass] {
+      all.filter { !names.contains($0.name) }
+    }
+    switch name {
+    case "fused": return Configuration(name: name, passes: all)
+    case "unfused": return Configuration(name: name, passes: without(["fusion"]))
+    case "unplanned": return Configuration(name: name, passes: without(["memory-plan"]))
+    case "naive": return Configuration(name: name, passes: [])
+    default:
+      throw UsageError("--compare takes configurations among \(configurationHelp); got '\(name)'")
+    }
+  }
+
+  struct Candidate {
+    var configuration: Configuration
+    var compiled: CompiledModel
+    var statistics: ExecutionStatistics
+  }
+
+  static func run(
+    model: Model, names: [String], training: Bool, batch: Int, runs: Int, seconds: Double,
+    compileOptions: CompileOptions, seed: UInt64, json: Bool, console: Console
+  ) throws -> Int32 {
+    guard names.count >= 2 else {
+      throw UsageError("--compare takes two or more configurations, e.g. fused,unfused")
+    }
+    let configurations = try names.map(configuration(named:))
+    let parameters = try model.initialParameters(seed: seed)
+    let state = try model.graph.initialState()
+    var candidates: [Candidate] = []
+    var symbols: [String: Int] = [:]
+    for configuration in configurations {
+      var options = compileOptions
+      options.codegenPasses = configuration.passes
+      let compiled = try model.compile(options: options, parameters: parameters)
+      symbols = Dictionary(uniqueKeysWithValues: compiled.signature.symbols.map { ($0, batch) })
+      let lowered = try Model.lower(model.graph, passes: configuration.passes)
+      let statistics =
+        training
+        ? ExecutionStatistics.trainStep(
+          lowered, step: try model.trainStep(named: nil).name, symbols: symbols)
+        : ExecutionStatistics.forward(lowered, symbols: symbols)
+      candidates.append(
+        Candidate(configuration: configuration, compiled: compiled, statistics: statistics))
+    }
+    let forwardNames = Set(
+      candidates[0].compiled.signature.inputs.filter { $0.forward == true }.map(\.name))
+    let allInputs = SampleInputs.make(for: model.graph, symbols: symbols, seed: 1)
+    let inputs = training ? allInputs : allInputs.filter { forwardNames.contains($0.key) }
+
+    // Equal results first: the outputs, or one training step's loss, parameters and state.
+    let reference = candidates[0]
+    if training {
+      let referenceLoss = try reference.compiled.trainStep(inputs)
+      let referenceValues = try reference.compiled.parameters().merging(
+        try reference.compiled.state()
+      ) { a, _ in a }
+      for candidate in candidates.dropFirst() {
+        let loss = try candidate.compiled.trainStep(inputs)
+        guard abs(loss - referenceLoss) <= 1e-4 * max(1, abs(referenceLoss)) else {
+          throw RunError(
+            "\(candidate.configuration.name)'s training step loss \(loss) differs from \(reference.configuration.name)'s \(referenceLoss)"
+          )
+        }
+        let values = try candidate.compiled.parameters().merging(try candidate.compiled.state()) {
+          a, _ in a
+        }
+        try checkClose(
+          values, referenceValues, what: "after one training step",
+          names: (candidate.configuration.name, reference.configuration.name))
+      }
+      // Every configuration starts timing from the same weights.
+      for candidate in candidates {
+        try candidate.compiled.setParameters(parameters)
+        try candidate.compiled.setState(state)
+      }
+    } else {
+      let referenceOutputs = try reference.compiled.forward(inputs)
+      for candidate in candidates.dropFirst() {
+        try checkClose(
+          try candidate.compiled.forward(inputs), referenceOutputs, what: "outputs",
+          names: (candidate.configuration.name, reference.configuration.name))
+      }
+    }
+
+    // Interleaved timing: warm-up, then rounds of one call per configuration.
+    func call(_ candidate: Candidate) throws {
+      if training {
+        _ = try candidate.compiled.trainStep(inputs)
+      } else {
+        _ = try candidate.compiled.forward(inputs)
+      }
+    }
+    for _ in 0..<5 { for candidate in candidates { try call(candidate) } }
+    var samples = [[Double]](repeating: [], count: candidates.count)
+    var total = 0.0
+    while samples[0].count < runs || total < seconds * Double(candidates.count) {
+      for (index, candidate) in candidates.enumerated() {
+        let start = DispatchTime.now().uptimeNanoseconds
+        try call(candidate)
+        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        samples[index].append(elapsed)
+        total += elapsed
+      }
+      if samples[0].count >= 100_000 { break }
+    }
+    let timings = samples.map(Timing.init(samples:))
+    let baseline = timings.last!.median
+
+    if json {
+      let entries = zip(candidates, timings).map { candidate, timing in
+        "\"\(candidate.configuration.name)\": {\"median_seconds\": \(timing.median), \"min_seconds\": \(timing.min), \"max_seconds\": \(timing.max), \"runs\": \(timing.samples.count), \"kernels\": \(candidate.statistics.kernels), \"intermediate_bytes\": \(candidate.statistics.intermediateBytes), \"arena_bytes\": \(candidate.compiled.arenaBytes ?? -1), \"speedup\": \(baseline / timing.median)}"
+      }
+      console.print(
+        "{\"model\": \"\(model.graph.name)\", \"batch\": \(batch), \"call\": \"\(training ? "train step" : "forward")\", "
+          + entries.joined(separator: ", ") + "}")
+      return 0
+    }
+    let symbolText =
+      symbols.isEmpty
+      ? "no symbolic dimensions"
+      : symbols.map { "\($0.key) = \($0.value)" }.sorted().joined(separator: ", ")
+    console.print(
+      "model \(model.graph.name), \(symbolText), \(training ? "training step" : "forward"), \(timings[0].samples.count) interleaved rounds"
+    )
+    console.print("")
+    console.print(
+      "config         median        min        max   kernels  intermediates      arena   speedup")
+    for (candidate, timing) in zip(candidates, timings) {
+      let columns = [
+        formatDuration(timing.median), formatDuration(timing.min), formatDuration(timing.max),
+      ].map { $0.leftPadded(11) }.joined()
+      console.print(
+        candidate.configuration.name.padding(toLength: 10, withPad: " ", startingAt: 0) + columns
+          + String(candidate.statistics.kernels).leftPadded(10)
+          + formatBytes(candidate.statistics.intermediateBytes).leftPadded(15)
+          + (candidate.compiled.arenaBytes.map(formatBytes) ?? "-").leftPadded(11)
+          + String(format: "%9.2fx", baseline / timing.median))
+    }
+    console.print(
+      "\nspeedup: the last configuration's median time over each one's; results checked equal first")
+    return 0
+  }
+
+  static func checkClose(
+    _ actual: [String: Tensor], _ expected: [String: Tensor], what: String,
+    names: (String, String)
+  ) throws {
+    for (name, tensor) in expected.sorted(by: { $0.key < $1.key }) {
+      guard let other = actual[name] else { continue }
+      let (a, b) = (other.doubles(), tensor.doubles())
+      let scale = b.map(abs).max() ?? 1
+      let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
+      guard a.count == b.count, worst <= 1e-4 * max(scale, 1) else {
+        throw RunError(
+          "\(names.0) and \(names.1) differ in '\(name)' (\(what)) by \(worst); not timing a wrong result"
+        )
+      }
+    }
+  }
+
+  static func formatBytes(_ bytes: Int) -> String {
+    if bytes < 1024 { return "\(bytes) B" }
+    if bytes < 1024 * 1024 { return String(format: "%.1f KiB", Double(bytes) / 1024) }
+    return String(format: "%.2f MiB", Double(bytes) / 1024 / 1024)
+  }
+}
