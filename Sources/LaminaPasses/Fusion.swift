@@ -240,7 +240,9 @@ struct FusionPlanner {
     case .elementwise:
       return shape == group.domain && !shape.isEmpty
     case .matmul:
-      return shape == group.domain
+      // The epilogue replaces the product in place, so members keep the product's dtype.
+      let productType = group.members.first.map { graph.type(of: graph.nodes[$0].result).dtype }
+      return shape == group.domain && graph.type(of: node.result).dtype == productType
         && node.operands.allSatisfy { RowAccess(graph.type(of: $0).shape, in: group.domain) != nil }
     case .reduction:
       let domain = group.domain
