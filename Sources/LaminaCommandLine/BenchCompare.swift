@@ -109,8 +109,19 @@ enum BenchCompare {
         _ = try candidate.compiled.forward(inputs)
       }
     }
+    // The memory-bandwidth bound of inference: one copy of the largest input, in the same rounds.
+    let largest = training ? nil : inputs.max { $0.value.byteCount < $1.value.byteCount }
+    let copyDestination = UnsafeMutableRawPointer.allocate(
+      byteCount: max(64, largest?.value.byteCount ?? 0), alignment: 64)
+    defer { copyDestination.deallocate() }
+    func copyLargest() {
+      largest?.value.withUnsafeBytes { source in
+        copyDestination.copyMemory(from: source.baseAddress!, byteCount: source.count)
+      }
+    }
     for _ in 0..<5 { for candidate in candidates { try call(candidate) } }
     var samples = [[Double]](repeating: [], count: candidates.count)
+    var copySamples: [Double] = []
     var total = 0.0
     while samples[0].count < runs || total < seconds * Double(candidates.count) {
       for (index, candidate) in candidates.enumerated() {
@@ -120,18 +131,28 @@ enum BenchCompare {
         samples[index].append(elapsed)
         total += elapsed
       }
+      if largest != nil {
+        let start = DispatchTime.now().uptimeNanoseconds
+        copyLargest()
+        copySamples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+      }
       if samples[0].count >= 100_000 { break }
     }
     let timings = samples.map(Timing.init(samples:))
+    let copyTiming = Timing(samples: copySamples)
     let baseline = timings.last!.median
 
     if json {
       let entries = zip(candidates, timings).map { candidate, timing in
         "\"\(candidate.configuration.name)\": {\"median_seconds\": \(timing.median), \"min_seconds\": \(timing.min), \"max_seconds\": \(timing.max), \"runs\": \(timing.samples.count), \"kernels\": \(candidate.statistics.kernels), \"intermediate_bytes\": \(candidate.statistics.intermediateBytes), \"arena_bytes\": \(candidate.compiled.arenaBytes ?? -1), \"speedup\": \(baseline / timing.median)}"
       }
+      let copyEntry =
+        largest.map {
+          ", \"copy_\($0.key)\": {\"median_seconds\": \(copyTiming.median), \"min_seconds\": \(copyTiming.min), \"bytes\": \($0.value.byteCount)}"
+        } ?? ""
       console.print(
         "{\"model\": \"\(model.graph.name)\", \"batch\": \(batch), \"call\": \"\(training ? "train step" : "forward")\", "
-          + entries.joined(separator: ", ") + "}")
+          + entries.joined(separator: ", ") + copyEntry + "}")
       return 0
     }
     let symbolText =
@@ -157,6 +178,11 @@ enum BenchCompare {
     }
     console.print(
       "\nspeedup: the last configuration's median time over each one's; results checked equal first")
+    if let largest {
+      console.print(
+        "memory bound: one copy of \(largest.key) (\(formatBytes(largest.value.byteCount))) takes \(formatDuration(copyTiming.median)) (min \(formatDuration(copyTiming.min))); \(candidates[0].configuration.name) is \(String(format: "%.2f", timings[0].median / copyTiming.median))x that (medians)"
+      )
+    }
     return 0
   }
 
