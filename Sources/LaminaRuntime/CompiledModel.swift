@@ -141,6 +141,12 @@ public final class CompiledModel: @unchecked Sendable {
     try run(inputs, withLosses: false).outputs
   }
 
+  /// Computes every output into `outputs`, reusing its tensors where they already have the right
+  /// dtype and shape (steady-state calls then allocate nothing, like PyTorch's `out=`).
+  public func forward(_ inputs: [String: Tensor], into outputs: inout [String: Tensor]) throws {
+    outputs = try run(inputs, withLosses: false, reusing: outputs).outputs
+  }
+
   /// Computes every output and every loss.
   public func evaluate(_ inputs: [String: Tensor]) throws -> (
     outputs: [String: Tensor], losses: [String: Tensor]
@@ -220,14 +226,23 @@ public final class CompiledModel: @unchecked Sendable {
     return loss.doubles()[0]
   }
 
-  private func run(_ inputs: [String: Tensor], withLosses: Bool) throws -> (
+  private func run(
+    _ inputs: [String: Tensor], withLosses: Bool, reusing previous: [String: Tensor] = [:]
+  ) throws -> (
     outputs: [String: Tensor], losses: [String: Tensor]
   ) {
     let (prepared, bindings, dims) = try prepare(inputs, allInputs: withLosses)
+    var reusable = previous
     func allocate(_ entries: [ModelSignature.Entry]) throws -> [Tensor] {
       try entries.map { entry in
         guard let dtype = entry.elementType, let shape = entry.concreteShape(bindings) else {
           throw RunError("cannot size output '\(entry.name)' \(entry.typeDescription)")
+        }
+        // Taken out of the table so the tensor's storage is uniquely referenced (no copy on write).
+        if let tensor = reusable.removeValue(forKey: entry.name), tensor.dtype == dtype,
+          tensor.shape == shape
+        {
+          return tensor
         }
         return Tensor(zeros: dtype, shape: shape)
       }
