@@ -537,9 +537,9 @@ struct FusedKernel {
       }
       return ""
     }
-    let reductionCType = { (member: Node) in
-      graph.type(of: member.result).dtype == .f32 ? "double" : self.cType(member.result)
-    }
+    // Row sums accumulate in the row's dtype: the `omp simd` reduction keeps one partial sum per
+    // vector lane, which keeps f32 rounding error far below the tolerance and runs at full width.
+    let reductionCType = { (member: Node) in self.cType(member.result) }
     let hasScratch = !scratch.isEmpty
     try range.block("for (int64_t r = begin; r < end; r++)") { row in
       var rowLocals: [ValueID: String] = [:]
@@ -558,6 +558,19 @@ struct FusedKernel {
           if let result = resultName(member.result) { row.line("\(result)[r] = \(local);") }
         case .loop(let members):
           let reductions = members.filter(isReduction)
+          // Division by a row statistic (layer norm's standard deviation): one reciprocal per row
+          // and a multiply per element, instead of a division per element.
+          var reciprocals: [ValueID: String] = [:]
+          for member in members where member.op == "div" && member.operands.count == 2 {
+            let divisor = member.operands[1]
+            guard let local = rowLocals[divisor], reciprocals[divisor] == nil,
+              graph.type(of: divisor).dtype.isFloatingPoint,
+              graph.type(of: member.result).dtype == graph.type(of: divisor).dtype
+            else { continue }
+            reciprocals[divisor] = "inverse\(divisor.index)"
+            row.line(
+              "const \(cType(divisor)) inverse\(divisor.index) = (\(cType(divisor)))1 / \(local);")
+          }
           for reduction in reductions {
             let start = reduction.op == "max" ? "-INFINITY" : "0"
             row.line("\(reductionCType(reduction)) acc\(reduction.result.index) = \(start);")
@@ -611,7 +624,10 @@ struct FusedKernel {
                 }
                 continue
               }
-              let text = try expression(member, operands: operands)
+              let inverse = member.op == "div" ? reciprocals[member.operands[1]] : nil
+              let text =
+                try inverse.map { "\(operands[0]) * \($0)" }
+                ?? expression(member, operands: operands)
               let local = "v\(member.result.index)"
               column.line(
                 "const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
