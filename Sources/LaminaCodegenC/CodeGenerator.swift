@@ -428,7 +428,9 @@ private struct Generator {
     let key = kernel.signature(named: "kernel") + prelude.text + fullBody.text
     if let existing = kernelsByBody[key] {
       kernelNames[KernelKey(node: index, mode: .inference)] = existing
-      writer.line("/* fused node writing \(node.results.map { "%" + graph[$0].name }.joined(separator: ", ")): computed by \(existing) */")
+      writer.line(
+        "/* fused node writing \(node.results.map { "%" + graph[$0].name }.joined(separator: ", ")): computed by \(existing) */"
+      )
       writer.line()
       return
     }
@@ -476,9 +478,11 @@ private struct Generator {
         continue
       }
       for value in node.results {
-        if let outputIndex = outputs.firstIndex(of: value), !claimed.contains(.output(outputIndex)) {
+        if let outputIndex = outputs.firstIndex(of: value), !claimed.contains(.output(outputIndex))
+        {
           storage[value] = .output(outputIndex)
-        } else if let lossIndex = losses.firstIndex(of: value), !claimed.contains(.loss(lossIndex)) {
+        } else if let lossIndex = losses.firstIndex(of: value), !claimed.contains(.loss(lossIndex))
+        {
           storage[value] = .loss(lossIndex)
         } else {
           storage[value] = .arena(arenaValues.count)

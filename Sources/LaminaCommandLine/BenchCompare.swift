@@ -180,7 +180,8 @@ enum BenchCompare {
           + String(format: "%9.2fx", baseline / timing.median))
     }
     console.print(
-      "\nspeedup: the last configuration's median time over each one's; results checked equal first")
+      "\nspeedup: the last configuration's median time over each one's; results checked equal first"
+    )
     if let largest {
       console.print(
         "memory bound: one copy of \(largest.key) (\(formatBytes(largest.value.byteCount))) takes \(formatDuration(copyTiming.median)) (min \(formatDuration(copyTiming.min))); \(candidates[0].configuration.name) is \(String(format: "%.2f", timings[0].median / copyTiming.median))x that (medians)"

@@ -180,7 +180,8 @@ public struct IRParser {
     while probe < tokens.count - 1 && tokens[probe].text != "=" { probe += 1 }
     let isFused = probe + 1 < tokens.count && tokens[probe + 1].text == Node.fusedOp
     var resultNames = [
-      isFused ? try expect(.local, nil, "a value name like %x") : try parseValueName(defining: graph)
+      isFused
+        ? try expect(.local, nil, "a value name like %x") : try parseValueName(defining: graph)
     ]
     while accept(.punctuation, ",") != nil {
       resultNames.append(

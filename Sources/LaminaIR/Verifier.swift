@@ -119,7 +119,8 @@ public enum Verifier {
       for result in node.results {
         if !definedInside[result.index] {
           diagnostics.error(
-            "fused node result %\(graph[result].name) is not computed by a member", at: node.location)
+            "fused node result %\(graph[result].name) is not computed by a member",
+            at: node.location)
         }
         definedInside[result.index] = false
         define(result, at: node.location)

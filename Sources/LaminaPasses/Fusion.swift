@@ -69,14 +69,16 @@ struct FusionPlanner {
     self.graph = graph
     exposed = Set(
       graph.outputs.map(\.value) + graph.losses.map(\.value) + graph.assignments.map(\.value))
-    forwardNodes = Set(graph.nodesNeeded(for: graph.outputs.map(\.value) + graph.losses.map(\.value)))
+    forwardNodes = Set(
+      graph.nodesNeeded(for: graph.outputs.map(\.value) + graph.losses.map(\.value)))
     for (index, node) in graph.nodes.enumerated() {
       for result in node.results { producer[result] = index }
       for operand in Set(node.operands) { consumers[operand, default: []].append(index) }
     }
     groupOf = Array(graph.nodes.indices)
     groups = graph.nodes.map { node in
-      Group(kind: nil, members: [], domain: node.results.first.map { graph.type(of: $0).shape } ?? [])
+      Group(
+        kind: nil, members: [], domain: node.results.first.map { graph.type(of: $0).shape } ?? [])
     }
     for index in graph.nodes.indices { groups[index].members = [index] }
   }
@@ -177,10 +179,13 @@ struct FusionPlanner {
       // pulled into its backward consumer below instead.
       let candidates = Set(node.operands.compactMap { producer[$0] }.map { groupOf[$0] })
         .filter { group in
-          forwardNodes.contains(index) || !groups[group].members.contains(where: forwardNodes.contains)
+          forwardNodes.contains(index)
+            || !groups[group].members.contains(where: forwardNodes.contains)
         }
         .sorted { left, right in
-          let (leftMatmul, rightMatmul) = (groups[left].kind == .matmul, groups[right].kind == .matmul)
+          let (leftMatmul, rightMatmul) = (
+            groups[left].kind == .matmul, groups[right].kind == .matmul
+          )
           return leftMatmul != rightMatmul ? leftMatmul : left > right
         }
       var joined = false
@@ -200,7 +205,9 @@ struct FusionPlanner {
                 || !groups[other].members.contains(where: forwardNodes.contains),
               canMerge(other, into: target)
             {
-              for member in groups[other].members { join(member, target, kind: groups[target].kind!) }
+              for member in groups[other].members {
+                join(member, target, kind: groups[target].kind!)
+              }
             }
           }
           break

@@ -18,7 +18,8 @@ public struct CCompiler: Sendable {
   /// turn float comparisons (ReLU, clamps) into vector selects. `-fopenmp-simd`: the `omp simd`
   /// pragmas of fused reductions (vectorized row sums), without the OpenMP runtime.
   public static let defaultFlags = [
-    "-std=gnu11", "-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
+    "-std=gnu11", "-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno",
+    "-fno-trapping-math", "-fopenmp-simd",
     "-Wall", "-Wno-unused-function", "-Wno-unused-variable", "-Wno-unused-but-set-variable",
   ]
 

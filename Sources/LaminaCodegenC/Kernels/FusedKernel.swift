@@ -80,7 +80,8 @@ struct FusedKernel {
 
   /// The C expression of one member given its operands' C expressions.
   func expression(_ member: Node, operands: [String]) throws -> String {
-    guard let definition = OpRegistry.definition(member.op), case .expression(let template) = definition.c
+    guard let definition = OpRegistry.definition(member.op),
+      case .expression(let template) = definition.c
     else {
       throw Diagnostic.error(
         "the C backend cannot inline \(member.op) into a fused kernel", at: member.location)
@@ -222,7 +223,8 @@ struct FusedKernel {
     var locals: [ValueID: String] = [:]
     for operand in node.operands where locals[operand] == nil {
       let local = "a\(locals.count)"
-      element.line("const \(cType(operand)) \(local) = \(names[operand]!)[\(operandIndex[operand]!)];")
+      element.line(
+        "const \(cType(operand)) \(local) = \(names[operand]!)[\(operandIndex[operand]!)];")
       locals[operand] = local
     }
     try emitMembers(node.body, locals: &locals, into: &element)
@@ -292,7 +294,8 @@ struct FusedKernel {
     }
     for member in node.body {
       if let position = sums.firstIndex(of: member) {
-        element.line("partial[\(position) * \(columns) + c] += (double)\(locals[member.operands[0]]!);")
+        element.line(
+          "partial[\(position) * \(columns) + c] += (double)\(locals[member.operands[0]]!);")
         continue
       }
       let text = try expression(member, operands: member.operands.map { locals[$0]! })
@@ -300,7 +303,8 @@ struct FusedKernel {
       element.line("const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
       locals[member.result] = local
     }
-    for (index, result) in node.results.enumerated() where !sums.contains(where: { $0.result == result }) {
+    for (index, result) in node.results.enumerated()
+    where !sums.contains(where: { $0.result == result }) {
       element.line("out\(index)[\(full)] = \(locals[result]!);")
     }
 
@@ -370,7 +374,8 @@ struct FusedKernel {
       let carrier = node.results.contains(product)
         ? product : node.results.first(where: { cType($0) == productType })
     else {
-      throw Diagnostic.error("fused matmul node has no result to hold the product", at: node.location)
+      throw Diagnostic.error(
+        "fused matmul node has no result to hold the product", at: node.location)
     }
     let carrierName = resultName(carrier)!
 
@@ -527,7 +532,9 @@ struct FusedKernel {
         range.line(
           "\(elementType)* scratch = (\(elementType)*)malloc((size_t)\(scratch.count) * (size_t)\(columns) * sizeof(\(elementType)));"
         )
-        range.line("if (!scratch) { __atomic_store_n(&((@KERNEL@_job*)job)->failed, 1, __ATOMIC_RELAXED); return; }")
+        range.line(
+          "if (!scratch) { __atomic_store_n(&((@KERNEL@_job*)job)->failed, 1, __ATOMIC_RELAXED); return; }"
+        )
       }
     }
     func rowPointer(_ value: ValueID) -> String {
@@ -643,7 +650,8 @@ struct FusedKernel {
             let value =
               reduction.op == "mean"
               ? "\(accumulator) / (\(reductionCType(reduction)))\(columns)" : accumulator
-            row.line("const \(cType(reduction.result)) \(local) = (\(cType(reduction.result)))(\(value));")
+            row.line(
+              "const \(cType(reduction.result)) \(local) = (\(cType(reduction.result)))(\(value));")
             rowLocals[reduction.result] = local
             if let result = resultName(reduction.result) { row.line("\(result)[r] = \(local);") }
           }
@@ -665,4 +673,3 @@ struct FusedKernel {
     return (prelude, body)
   }
 }
-
