@@ -10,6 +10,8 @@ public struct GeneratedModel: Sendable {
   /// The C interface, for programs that use the library without Lamina.
   public var header: String
   public var signature: ModelSignature
+  /// Kernel launches, copies and arena bytes of each entry point, in emission order.
+  public var statistics: [EntryPointStatistics] = []
 }
 
 /// Lowers a typed graph to C.
@@ -52,6 +54,7 @@ private struct Generator {
   /// The kernel function each node calls, per mode: nodes whose kernels would be identical share one.
   var kernelNames: [KernelKey: String] = [:]
   private var kernelsByBody: [String: String] = [:]
+  var statistics: [EntryPointStatistics] = []
 
   init(graph: Graph) {
     self.graph = graph
@@ -113,7 +116,7 @@ private struct Generator {
     emitInterfaceFunctions(signature)
     return GeneratedModel(
       source: writer.text, runtimeSource: CRuntimeSources.implementation, header: header(signature),
-      signature: signature)
+      signature: signature, statistics: statistics)
   }
 
   // MARK: Signature and header
@@ -313,6 +316,15 @@ private struct Generator {
         return 1;
       }
 
+      /* Places a buffer of a memory plan: its start rounded up to 64 bytes; fails on absurd sizes. */
+      static LAMINA_KERNEL int lamina_place(int64_t* total, int64_t* offset, __int128 start, __int128 bytes) {
+        const __int128 aligned = (start + 63) / 64 * 64;
+        if (start < 0 || bytes < 0 || aligned + bytes > ((__int128)1 << 46)) return 0;
+        *offset = (int64_t)aligned;
+        if (aligned + bytes > *total) *total = (int64_t)(aligned + bytes);
+        return 1;
+      }
+
       /* Grows the arena to at least `bytes`; it is kept between calls, so steady state allocates nothing. */
       static int lamina_ensure_arena(lamina_context* ctx, int64_t bytes) {
         if (bytes <= ctx->arena_bytes) return LAMINA_OK;
@@ -392,35 +404,45 @@ private struct Generator {
     name: String, outputs: [ValueID], losses: [ValueID], updates: [Assignment] = []
   ) {
     let mode: ExecutionMode = updates.isEmpty ? .inference : .training
-    let targets = outputs + losses + updates.map(\.value)
-    let needed = graph.nodesNeeded(for: targets)
+    let entry = EntryPoint(
+      name: name, mode: mode, outputs: outputs, losses: losses, updates: updates)
+    let targets = entry.targets
+    let needed = entry.schedule(in: graph)
     let neededInputs = Set(graph.inputsNeeded(for: targets))
+    // The memory plan when the memory-plan pass ran; without it every intermediate gets its own slot.
+    let plan = graph.memoryPlans[name]
 
-    // Assign storage: aliases share their operand's, an exposed value is computed straight into the
-    // caller's buffer, everything else gets an arena slot.
+    // Assign storage (see `EntryPoint.storage`): aliases share their operand's, an exposed value is
+    // computed straight into the caller's buffer, everything else lives in the arena — at its
+    // planned buffer, or straight in its parameter or state for updates the plan allows.
+    let classes = entry.storage(in: graph, schedule: needed)
     var storage: [ValueID: Storage] = [:]
     for (index, input) in graph.inputs.enumerated() { storage[input.value] = .input(index) }
     for (index, param) in graph.params.enumerated() { storage[param.value] = .param(index) }
     for (index, state) in graph.states.enumerated() { storage[state.value] = .state(index) }
     var arenaValues: [ValueID] = []
-    var claimed = Set<Storage>()
     for nodeIndex in needed {
-      let node = graph.nodes[nodeIndex]
-      let value = node.result
-      if case .alias? = OpRegistry.definition(node.op)?.c {
-        storage[value] = storage[node.operands[0]]
-        continue
+      for value in graph.nodes[nodeIndex].results {
+        switch classes[value]! {
+        case .alias(let operand): storage[value] = storage[operand]
+        case .output(let index): storage[value] = .output(index)
+        case .loss(let index): storage[value] = .loss(index)
+        case .input(let index): storage[value] = .input(index)
+        case .param(let index): storage[value] = .param(index)
+        case .state(let index): storage[value] = .state(index)
+        case .arena:
+          if let plan {
+            storage[value] =
+              plan.directUpdates[value].map { storage[$0]! } ?? .arena(plan.bufferOf[value]!)
+          } else {
+            storage[value] = .arena(arenaValues.count)
+            arenaValues.append(value)
+          }
+        }
       }
-      if let outputIndex = outputs.firstIndex(of: value), !claimed.contains(.output(outputIndex)) {
-        storage[value] = .output(outputIndex)
-      } else if let lossIndex = losses.firstIndex(of: value), !claimed.contains(.loss(lossIndex)) {
-        storage[value] = .loss(lossIndex)
-      } else {
-        storage[value] = .arena(arenaValues.count)
-        arenaValues.append(value)
-      }
-      claimed.insert(storage[value]!)
     }
+    var launches = 0
+    var copies = 0
 
     let signatureText: String
     switch name {
@@ -482,6 +504,20 @@ private struct Generator {
       }
       // Arena layout for these dimensions.
       body.line("int64_t arena_total = 0;")
+      if let plan {
+        if !plan.buffers.isEmpty { body.line("int64_t offsets[\(plan.buffers.count)];") }
+        body.line(
+          "/* Memory plan: buffers whose lifetimes (in kernel steps) overlap never overlap in memory. */"
+        )
+        for (slot, buffer) in plan.buffers.enumerated() {
+          let type = graph.type(of: buffer.values[0])
+          let count = "(__int128)1" + type.shape.map { " * \(cDim($0))" }.joined()
+          let names = buffer.values.map { "%" + graph[$0].name }.joined(separator: ", ")
+          body.line(
+            "if (!lamina_place(&arena_total, &offsets[\(slot)], \(cSize(buffer.offset)), \(count) * \(type.dtype.byteSize))) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"the intermediates for these dimensions are too large\");  /* \(names) : \(type), steps \(buffer.firstStep)-\(buffer.lastStep) */"
+          )
+        }
+      }
       if !arenaValues.isEmpty {
         body.line("int64_t offsets[\(arenaValues.count)];")
       }
@@ -497,14 +533,15 @@ private struct Generator {
       body.line("unsigned char* const arena = ctx->arena;")
       body.line("(void)arena;")
 
-      func pointer(_ value: ValueID) -> String {
+      func pointer(_ value: ValueID, writable: Bool = false) -> String {
         let type = CExpressionContext.cType(graph.type(of: value).dtype)
+        let qualifier = writable ? "" : "const "
         switch storage[value]! {
         case .input(let index): return "(const \(type)*)inputs[\(index)]"
         case .param(let index):
-          return "(const \(type)*)(ctx->params + lamina_param_offsets[\(index)])"
+          return "(\(qualifier)\(type)*)(ctx->params + lamina_param_offsets[\(index)])"
         case .state(let index):
-          return "(const \(type)*)(ctx->params + lamina_state_offsets[\(index)])"
+          return "(\(qualifier)\(type)*)(ctx->params + lamina_state_offsets[\(index)])"
         case .output(let index): return "(\(type)*)outputs[\(index)]"
         case .loss(let index): return "(\(type)*)losses[\(index)]"
         case .arena(let slot): return "(\(type)*)(arena + offsets[\(slot)])"
@@ -514,13 +551,24 @@ private struct Generator {
         let node = graph.nodes[nodeIndex]
         guard let definition = OpRegistry.definition(node.op) else { continue }
         if case .alias = definition.c { continue }
-        let arguments = ["ctx", "dims"] + node.operands.map(pointer) + [pointer(node.result)]
+        let arguments =
+          ["ctx", "dims"] + node.operands.map { pointer($0) }
+          + node.results.map { pointer($0, writable: true) }
         let kernel =
           kernelNames[KernelKey(node: nodeIndex, mode: mode)]
           ?? kernelNames[KernelKey(node: nodeIndex, mode: .inference)]!
+        let notes = node.results.map { result -> String in
+          var note = "%" + graph[result].name
+          if let operand = plan?.inPlace[result] { note += " in place of %" + graph[operand].name }
+          if let target = plan?.directUpdates[result] {
+            note += " straight into %" + graph[target].name
+          }
+          return note
+        }
         body.line(
-          "status = \(kernel)(\(arguments.joined(separator: ", ")));  /* %\(graph[node.result].name) */"
+          "status = \(kernel)(\(arguments.joined(separator: ", ")));  /* \(notes.joined(separator: ", ")) */"
         )
+        launches += 1
         body.line("if (status != LAMINA_OK) return status;")
       }
       // Exposed values not computed in place (inputs, parameters, aliases, values exposed twice).
@@ -532,6 +580,7 @@ private struct Generator {
           body.line(
             "memcpy(\(array)[\(index)], \(pointer(value)), (size_t)(\(cProduct(type.shape))) * \(type.dtype.byteSize));"
           )
+          copies += 1
         }
       }
       // The step's updates land only now: every kernel above read the old values.
@@ -547,10 +596,16 @@ private struct Generator {
         body.line(
           "memcpy(\(destination), \(pointer(update.value)), (size_t)(\(cProduct(type.shape))) * \(type.dtype.byteSize));  /* %\(graph[update.target].name) */"
         )
+        copies += 1
       }
       body.line("return LAMINA_OK;")
     }
     writer.line()
+    let arenaSizes = (plan?.buffers.flatMap { buffer in buffer.values.map { _ in buffer.size } })
+      ?? arenaValues.map { SymbolicSize(bytesOf: graph.type(of: $0)) }
+    statistics.append(
+      EntryPointStatistics(
+        name: name, kernelLaunches: launches, copies: copies, intermediates: arenaSizes, plan: plan))
   }
 
   /// One static function per training step, and `lamina_train_step` choosing among them.

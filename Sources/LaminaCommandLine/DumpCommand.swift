@@ -30,7 +30,7 @@ enum DumpCommand: Command {
     }
     if let after = options.value("--after") {
       guard after == "all" || Pipeline.pass(named: after) != nil else {
-        let names = Pipeline.allPasses.map(\.name)
+        let names = (Pipeline.allPasses + Pipeline.codegen).map(\.name)
         throw UsageError(
           "no pass named '\(after)' (passes: \(names.joined(separator: ", ")))"
             + (closestName(to: after, among: names).map { "; did you mean '\($0)'?" } ?? ""))
@@ -41,11 +41,21 @@ enum DumpCommand: Command {
           || Pipeline.pass(named: after).map { pass in
             !Pipeline.inference.contains { $0.name == pass.name }
           } == true ? Pipeline.training : Pipeline.inference
-      _ = try Model(contentsOf: path, modelName: options.value("--model"), pipeline: pipeline) {
-        pass, graph in
+      let afterPass: @Sendable (String, Graph) -> Void = { pass, graph in
         guard after == "all" || after == pass else { return }
         console.print("// after \(pass)")
         console.print(render(graph), terminator: "")
+        if format == "ir" && !graph.memoryPlans.isEmpty {
+          console.print(MemoryPlanPrinter().print(graph), terminator: "")
+        }
+      }
+      let model = try Model(
+        contentsOf: path, modelName: options.value("--model"), pipeline: pipeline,
+        afterPass: afterPass)
+      // Backend passes (memory planning) run on a copy of the graph, after the training pipeline.
+      if after == "all" || Pipeline.codegen.contains(where: { $0.name == after }) {
+        var graph = model.graph
+        _ = try PassRunner(passes: Pipeline.codegen, afterPass: afterPass).run(&graph)
       }
       return 0
     }

@@ -24,7 +24,7 @@ public enum Pipeline {
 
   /// What runs on a copy of the graph just before C generation: passes whose result only the
   /// backend reads (fusion into kernels, memory planning). The interpreter never sees their output.
-  public static let codegen: [any GraphPass] = []
+  public static let codegen: [any GraphPass] = [MemoryPlanning()]
 
   public static func pass(named name: String) -> (any GraphPass)? {
     (allPasses + codegen).first { $0.name == name }

@@ -1,0 +1,262 @@
+import LaminaIR
+import LaminaSupport
+
+/// Plans the arena of every entry point: liveness over the schedule, in-place elementwise ops,
+/// updates written straight into their parameter or state, and offsets that reuse the space of
+/// dead values (`MemoryPlanner`). The plans are stored on the graph for the C backend.
+public struct MemoryPlanning: GraphPass {
+  public static let name = "memory-plan"
+  public static let summary =
+    "Places every intermediate in one arena, reusing the space of dead values, for any batch size"
+
+  public init() {}
+
+  public func run(on graph: inout Graph, context: inout PassContext) throws {
+    var plans: [String: MemoryPlan] = [:]
+    for entry in EntryPoint.all(in: graph) {
+      plans[entry.name] = MemoryPlanner.plan(entry, in: graph)
+    }
+    graph.memoryPlans = plans
+  }
+}
+
+/// Builds the `MemoryPlan` of one entry point.
+///
+/// 1. Liveness: a value lives from the step that defines it to the last step that reads it or an
+///    alias of it (`reshape` results share their operand's storage); values copied out after the last
+///    kernel live to the end.
+/// 2. Training-step updates whose producer is the last reader of the parameter or state are
+///    computed straight into it (no arena space, no final copy).
+/// 3. In place: a result takes the buffer of an operand that dies at its node when `InPlace` allows.
+/// 4. Placement: greedy by size over the buffers. Offsets are sums of buffer extents, a polynomial
+///    in the symbols with non-negative coefficients; a buffer may sit below or above a buffer it
+///    overlaps in time only when the gap holds coefficient by coefficient, so the plan is valid for
+///    every value of the symbols, not only the ones it was tuned for.
+public enum MemoryPlanner {
+  /// Symbol values the placement is tuned for (every symbol set to each): small and large batches.
+  public static let tuningPoints = [1, 64]
+
+  public static func plan(_ entry: EntryPoint, in graph: Graph) -> MemoryPlan {
+    let schedule = entry.schedule(in: graph)
+    let storage = entry.storage(in: graph, schedule: schedule)
+    let end = schedule.count
+    func root(_ value: ValueID) -> ValueID {
+      var value = value
+      while case .alias(let operand)? = storage[value] { value = operand }
+      return value
+    }
+
+    // 1. Liveness, by storage root.
+    var defined: [ValueID: Int] = [:]
+    var lastRead: [ValueID: Int] = [:]
+    for (step, nodeIndex) in schedule.enumerated() {
+      let node = graph.nodes[nodeIndex]
+      for result in node.results { defined[result] = step }
+      for operand in node.operands { lastRead[root(operand), default: -1] = max(lastRead[root(operand), default: -1], step) }
+    }
+    // Exposed values not computed in the caller's buffer are copied there after the last kernel.
+    var readAtEnd = Set<ValueID>()
+    for (index, value) in entry.outputs.enumerated() where storage[value] != .output(index) {
+      readAtEnd.insert(root(value))
+    }
+    for (index, value) in entry.losses.enumerated() where storage[value] != .loss(index) {
+      readAtEnd.insert(root(value))
+    }
+
+    // 2. Updates computed straight into their target.
+    var directUpdates: [ValueID: ValueID] = [:]
+    let updateValues = entry.updates.map(\.value)
+    for update in entry.updates {
+      let value = update.value
+      let target = update.target
+      guard storage[value] == .arena, updateValues.filter({ $0 == value }).count == 1,
+        let step = defined[value], !readAtEnd.contains(target), !updateValues.contains(target)
+      else { continue }
+      switch storage[target] {
+      case .param?, .state?: break
+      default: continue
+      }
+      let targetRead = lastRead[target] ?? -1
+      if targetRead > step { continue }
+      if targetRead == step {
+        // The producer reads the old value: legal only element by element, in place.
+        let node = graph.nodes[schedule[step]]
+        guard let resultPosition = node.results.firstIndex(of: value) else { continue }
+        let readers = node.operands.filter { root($0) == target }
+        guard Set(readers).count == 1,
+          InPlace.candidates(node, in: graph).contains(where: {
+            $0.result == resultPosition && node.operands[$0.operand] == readers[0]
+          })
+        else { continue }
+      }
+      directUpdates[value] = target
+    }
+    for value in updateValues where directUpdates[value] == nil { readAtEnd.insert(root(value)) }
+    for value in readAtEnd { lastRead[value] = end }
+
+    func lifetime(_ value: ValueID) -> ClosedRange<Int> {
+      let first = defined[value]!
+      return first...max(first, lastRead[value] ?? first)
+    }
+
+    // 3. Buffers, with results in place of dying operands.
+    var buffers: [MemoryPlan.Buffer] = []
+    var bufferOf: [ValueID: Int] = [:]
+    var lifetimes: [ValueID: ClosedRange<Int>] = [:]
+    var inPlace: [ValueID: ValueID] = [:]
+    for (step, nodeIndex) in schedule.enumerated() {
+      let node = graph.nodes[nodeIndex]
+      let candidates = InPlace.candidates(node, in: graph)
+      var taken = Set<Int>()
+      for (position, result) in node.results.enumerated()
+      where storage[result] == .arena && directUpdates[result] == nil {
+        let life = lifetime(result)
+        lifetimes[result] = life
+        var chosen: (buffer: Int, operand: ValueID)?
+        for candidate in candidates where candidate.result == position {
+          let operand = node.operands[candidate.operand]
+          let operandRoot = root(operand)
+          guard let buffer = bufferOf[operandRoot], !taken.contains(buffer),
+            buffers[buffer].lastStep == step,
+            node.operands.allSatisfy({ root($0) != operandRoot || $0 == operand })
+          else { continue }
+          chosen = (buffer, operand)
+          break
+        }
+        if let chosen {
+          buffers[chosen.buffer].values.append(result)
+          buffers[chosen.buffer].lastStep = life.upperBound
+          bufferOf[result] = chosen.buffer
+          inPlace[result] = chosen.operand
+          taken.insert(chosen.buffer)
+        } else {
+          let size = SymbolicSize(bytesOf: graph.type(of: result))
+          bufferOf[result] = buffers.count
+          taken.insert(buffers.count)
+          buffers.append(
+            MemoryPlan.Buffer(
+              values: [result], size: size, extent: extent(of: size), offset: .zero,
+              firstStep: life.lowerBound, lastStep: life.upperBound))
+        }
+      }
+    }
+
+    // 4. Offsets: several greedy orders, keeping the plan closest to the lower bound.
+    var best: (plan: MemoryPlan, score: Double)?
+    for strategy in Strategy.all {
+      var plan = MemoryPlan(
+        entryPoint: entry.name, schedule: schedule, buffers: buffers, bufferOf: bufferOf,
+        lifetimes: lifetimes, inPlace: inPlace, directUpdates: directUpdates)
+      place(&plan.buffers, strategy: strategy)
+      let score = tuningPoints.map { point -> Double in
+        let bindings = bindingsAll(plan, point)
+        let bound = plan.lowerBound(bindings)
+        return bound == 0 ? 1 : Double(plan.arenaBytes(bindings)) / Double(bound)
+      }.max() ?? 1
+      if best == nil || score < best!.score { best = (plan, score) }
+    }
+    return best!.plan
+  }
+
+  /// Every symbol of the plan's sizes bound to `value`.
+  static func bindingsAll(_ plan: MemoryPlan, _ value: Int) -> [String: Int] {
+    var bindings: [String: Int] = [:]
+    for buffer in plan.buffers {
+      for symbol in buffer.size.terms.keys.joined() { bindings[symbol] = value }
+    }
+    return bindings
+  }
+
+  /// Bytes to reserve for a buffer of `size` so that rounding its start up to 64 at run time never
+  /// reaches the next buffer: constant sizes round up to 64; symbolic ones whose coefficient is not
+  /// a multiple of 64 get 64 bytes of slack.
+  static func extent(of size: SymbolicSize) -> SymbolicSize {
+    guard let (monomial, coefficient) = size.terms.first.map({ ($0.key, $0.value) }) else {
+      return .zero
+    }
+    if monomial.isEmpty { return SymbolicSize(MemoryPlan.aligned(coefficient)) }
+    return coefficient % 64 == 0 ? size : size + SymbolicSize(64)
+  }
+
+  /// An order to place buffers in and the symbol value whose sizes decide between candidates.
+  struct Strategy {
+    var orderPoint: Int
+    var objectivePoints: [Int]
+    var byLifetime = false
+    static let all = [
+      Strategy(orderPoint: 64, objectivePoints: [64, 1]),
+      Strategy(orderPoint: 1, objectivePoints: [1, 64]),
+      Strategy(orderPoint: 64, objectivePoints: [1, 64]),
+      Strategy(orderPoint: 1, objectivePoints: [64, 1]),
+      Strategy(orderPoint: 64, objectivePoints: [64, 1], byLifetime: true),
+    ]
+  }
+
+  /// Greedy placement: each buffer, largest first, at the candidate offset (zero, or the end of a
+  /// buffer it overlaps in time) that keeps clear of every placed buffer it overlaps in time and
+  /// ends lowest.
+  static func place(_ buffers: inout [MemoryPlan.Buffer], strategy: Strategy) {
+    // Polynomials as coefficient vectors over the monomials in use.
+    var monomials: [[String]] = [[]]
+    for buffer in buffers {
+      for monomial in buffer.extent.terms.keys where !monomials.contains(monomial) {
+        monomials.append(monomial)
+      }
+    }
+    func vector(_ size: SymbolicSize) -> [Int] { monomials.map { size.terms[$0] ?? 0 } }
+    func evaluate(_ vector: [Int], _ point: Int) -> Int {
+      zip(vector, monomials).reduce(0) { sum, term in
+        var value = term.0
+        for _ in term.1 { value *= point }
+        return sum + value
+      }
+    }
+    func atLeast(_ a: [Int], _ b: [Int]) -> Bool { zip(a, b).allSatisfy { $0 >= $1 } }
+    func add(_ a: [Int], _ b: [Int]) -> [Int] { zip(a, b).map(+) }
+
+    let extents = buffers.map { vector($0.extent) }
+    let order = buffers.indices.sorted { a, b in
+      let keyA = (
+        strategy.byLifetime ? buffers[a].lastStep - buffers[a].firstStep : 0,
+        evaluate(extents[a], strategy.orderPoint)
+      )
+      let keyB = (
+        strategy.byLifetime ? buffers[b].lastStep - buffers[b].firstStep : 0,
+        evaluate(extents[b], strategy.orderPoint)
+      )
+      if keyA != keyB { return keyA > keyB }
+      return a < b
+    }
+    var offsets = [[Int]?](repeating: nil, count: buffers.count)
+    for index in order {
+      let conflicts = buffers.indices.filter { other in
+        offsets[other] != nil && buffers[other].overlapsInTime(buffers[index])
+      }
+      let ends = conflicts.map { add(offsets[$0]!, extents[$0]) }
+      // Above everything it overlaps: always valid.
+      let top = ends.reduce([Int](repeating: 0, count: monomials.count)) { zip($0, $1).map(max) }
+      var candidates = [[Int](repeating: 0, count: monomials.count)] + ends + [top]
+      candidates = candidates.enumerated().filter { position, candidate in
+        !candidates[..<position].contains(candidate)
+      }.map(\.element)
+      var best: (offset: [Int], score: [Int])?
+      for candidate in candidates {
+        let candidateEnd = add(candidate, extents[index])
+        let fits = zip(conflicts, ends).allSatisfy { other, otherEnd in
+          atLeast(candidate, otherEnd) || atLeast(offsets[other]!, candidateEnd)
+        }
+        guard fits else { continue }
+        let score = strategy.objectivePoints.map { evaluate(candidateEnd, $0) }
+        if best == nil || score.lexicographicallyPrecedes(best!.score) {
+          best = (candidate, score)
+        }
+      }
+      offsets[index] = best!.offset
+    }
+    for index in buffers.indices {
+      var terms: [[String]: Int] = [:]
+      for (monomial, coefficient) in zip(monomials, offsets[index]!) { terms[monomial] = coefficient }
+      buffers[index].offset = SymbolicSize(terms: terms)
+    }
+  }
+}
