@@ -316,12 +316,13 @@ private struct Generator {
         return 1;
       }
 
-      /* Places a buffer of a memory plan: its start rounded up to 64 bytes; fails on absurd sizes. */
+      /* Places a buffer of a memory plan: start and end rounded up to 64 bytes; fails on absurd sizes. */
       static LAMINA_KERNEL int lamina_place(int64_t* total, int64_t* offset, __int128 start, __int128 bytes) {
         const __int128 aligned = (start + 63) / 64 * 64;
         if (start < 0 || bytes < 0 || aligned + bytes > ((__int128)1 << 46)) return 0;
+        const __int128 end = (aligned + bytes + 63) / 64 * 64;
         *offset = (int64_t)aligned;
-        if (aligned + bytes > *total) *total = (int64_t)(aligned + bytes);
+        if (end > *total) *total = (int64_t)end;
         return 1;
       }
 
@@ -504,18 +505,43 @@ private struct Generator {
       }
       // Arena layout for these dimensions.
       body.line("int64_t arena_total = 0;")
-      if let plan {
-        if !plan.buffers.isEmpty { body.line("int64_t offsets[\(plan.buffers.count)];") }
+      if let plan, !plan.buffers.isEmpty {
+        body.line("int64_t offsets[\(plan.buffers.count)];")
         body.line(
           "/* Memory plan: buffers whose lifetimes (in kernel steps) overlap never overlap in memory. */"
         )
-        for (slot, buffer) in plan.buffers.enumerated() {
-          let type = graph.type(of: buffer.values[0])
-          let count = "(__int128)1" + type.shape.map { " * \(cDim($0))" }.joined()
-          let names = buffer.values.map { "%" + graph[$0].name }.joined(separator: ", ")
-          body.line(
-            "if (!lamina_place(&arena_total, &offsets[\(slot)], \(cSize(buffer.offset)), \(count) * \(type.dtype.byteSize))) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"the intermediates for these dimensions are too large\");  /* \(names) : \(type), steps \(buffer.firstStep)-\(buffer.lastStep) */"
-          )
+        for (number, layout) in plan.layouts.enumerated() {
+          // The first layout holds for every dimension; the others for large ones, when smaller.
+          let condition = symbols.map { "\(cDimName($0)) >= \(layout.minimumSymbolValue)" }
+          let header =
+            number == 0
+            ? "{  /* layout for any dimensions */"
+            : "if (\(condition.joined(separator: " && "))) {  /* layout for dimensions >= \(layout.minimumSymbolValue), if smaller */"
+          body.line(header)
+          body.line("  int64_t layout_total = 0;")
+          body.line("  int64_t layout_offsets[\(plan.buffers.count)];")
+          body.line("  int fits = 1;")
+          for (slot, buffer) in plan.buffers.enumerated() {
+            let type = graph.type(of: buffer.values[0])
+            let count = "(__int128)1" + type.shape.map { " * \(cDim($0))" }.joined()
+            let names = buffer.values.map { "%" + graph[$0].name }.joined(separator: ", ")
+            body.line(
+              "  fits = fits && lamina_place(&layout_total, &layout_offsets[\(slot)], \(cSize(layout.offsets[slot])), \(count) * \(type.dtype.byteSize));  /* \(names) : \(type), steps \(buffer.firstStep)-\(buffer.lastStep) */"
+            )
+          }
+          if number == 0 {
+            body.line(
+              "  if (!fits) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"the intermediates for these dimensions are too large\");"
+            )
+            body.line("  arena_total = layout_total;")
+            body.line("  memcpy(offsets, layout_offsets, sizeof offsets);")
+          } else {
+            body.line("  if (fits && layout_total < arena_total) {")
+            body.line("    arena_total = layout_total;")
+            body.line("    memcpy(offsets, layout_offsets, sizeof offsets);")
+            body.line("  }")
+          }
+          body.line("}")
         }
       }
       if !arenaValues.isEmpty {

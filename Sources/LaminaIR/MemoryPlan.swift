@@ -49,10 +49,13 @@ public struct SymbolicSize: Hashable, Sendable, CustomStringConvertible {
 /// Where the intermediates of one entry point live in the arena, and for how long.
 ///
 /// Built by the `memory-plan` pass, read by the C backend. Step `i` is the `i`-th node of the
-/// entry point's schedule; step `schedule.count` stands for the copies after the last kernel. Each
-/// buffer starts at `offset` rounded up to 64 bytes at run time; its `extent` (its size plus room
-/// for that rounding) keeps buffers whose lifetimes overlap apart for every value of the symbols,
-/// because offsets only ever differ by sums of extents with non-negative coefficients.
+/// entry point's schedule; step `schedule.count` stands for the copies after the last kernel.
+///
+/// A plan has one or more layouts: offsets of every buffer as polynomials in the symbols, each
+/// valid when every symbol is at least its `minimumSymbolValue` (the first layout: always). Each
+/// buffer starts at its offset rounded up to 64 bytes at run time; the planner keeps buffers whose
+/// lifetimes overlap apart by their size plus room for that rounding, for every valid value of the
+/// symbols. A call uses the valid layout needing the fewest bytes for its dimensions.
 public struct MemoryPlan: Hashable, Sendable {
   /// One region of the arena, shared by values that run in place of each other.
   public struct Buffer: Hashable, Sendable {
@@ -60,22 +63,15 @@ public struct MemoryPlan: Hashable, Sendable {
     public var values: [ValueID]
     /// Bytes of the values (all the same size).
     public var size: SymbolicSize
-    /// Bytes reserved: `size` plus the slack that 64-byte alignment may need.
-    public var extent: SymbolicSize
-    /// Start before rounding up to 64 bytes.
-    public var offset: SymbolicSize
     /// First and last step (inclusive) at which the buffer holds a live value.
     public var firstStep: Int
     public var lastStep: Int
 
     public init(
-      values: [ValueID], size: SymbolicSize, extent: SymbolicSize, offset: SymbolicSize,
-      firstStep: Int, lastStep: Int
+      values: [ValueID], size: SymbolicSize, firstStep: Int, lastStep: Int
     ) {
       self.values = values
       self.size = size
-      self.extent = extent
-      self.offset = offset
       self.firstStep = firstStep
       self.lastStep = lastStep
     }
@@ -86,11 +82,30 @@ public struct MemoryPlan: Hashable, Sendable {
     }
   }
 
+  /// Offsets of every buffer (before rounding up to 64), valid when every symbol is at least
+  /// `minimumSymbolValue`.
+  public struct Layout: Hashable, Sendable {
+    public var minimumSymbolValue: Int
+    public var offsets: [SymbolicSize]
+
+    public init(minimumSymbolValue: Int, offsets: [SymbolicSize]) {
+      self.minimumSymbolValue = minimumSymbolValue
+      self.offsets = offsets
+    }
+
+    /// Whether the layout holds for these dimensions.
+    public func isValid(for bindings: [String: Int]) -> Bool {
+      bindings.values.allSatisfy { $0 >= minimumSymbolValue }
+    }
+  }
+
   /// The entry point planned (`forward`, `evaluate`, `train_0`).
   public var entryPoint: String
   /// The nodes run, in order.
   public var schedule: [Int]
   public var buffers: [Buffer]
+  /// At least one; the first is valid for all dimensions.
+  public var layouts: [Layout]
   /// The buffer of every value that lives in the arena.
   public var bufferOf: [ValueID: Int]
   /// Step at which each arena value is defined and last read, for the dump.
@@ -102,13 +117,15 @@ public struct MemoryPlan: Hashable, Sendable {
   public var directUpdates: [ValueID: ValueID]
 
   public init(
-    entryPoint: String, schedule: [Int], buffers: [Buffer], bufferOf: [ValueID: Int],
+    entryPoint: String, schedule: [Int], buffers: [Buffer], layouts: [Layout],
+    bufferOf: [ValueID: Int],
     lifetimes: [ValueID: ClosedRange<Int>], inPlace: [ValueID: ValueID],
     directUpdates: [ValueID: ValueID]
   ) {
     self.entryPoint = entryPoint
     self.schedule = schedule
     self.buffers = buffers
+    self.layouts = layouts
     self.bufferOf = bufferOf
     self.lifetimes = lifetimes
     self.inPlace = inPlace
@@ -118,15 +135,40 @@ public struct MemoryPlan: Hashable, Sendable {
   /// `bytes` rounded up to a multiple of 64.
   public static func aligned(_ bytes: Int) -> Int { (bytes + 63) / 64 * 64 }
 
-  /// Where buffer `index` starts for these dimensions (as the generated C computes it).
+  /// Where buffer `index` starts in `layout` for these dimensions (as the generated C computes it).
+  public func offset(of index: Int, layout: Int, _ bindings: [String: Int]) -> Int {
+    MemoryPlan.aligned(layouts[layout].offsets[index].evaluate(bindings))
+  }
+
+  /// Arena bytes `layout` needs for these dimensions (its end rounded up to 64, as the no-reuse
+  /// layout and the lower bound count).
+  public func arenaBytes(layout: Int, _ bindings: [String: Int]) -> Int {
+    buffers.indices.map {
+      MemoryPlan.aligned(
+        offset(of: $0, layout: layout, bindings) + buffers[$0].size.evaluate(bindings))
+    }.max() ?? 0
+  }
+
+  /// The layout a call with these dimensions uses: the valid one needing the fewest bytes (the
+  /// first on ties).
+  public func layoutIndex(for bindings: [String: Int]) -> Int {
+    var best = 0
+    var bestBytes = arenaBytes(layout: 0, bindings)
+    for index in layouts.indices.dropFirst() where layouts[index].isValid(for: bindings) {
+      let bytes = arenaBytes(layout: index, bindings)
+      if bytes < bestBytes { (best, bestBytes) = (index, bytes) }
+    }
+    return best
+  }
+
+  /// Where buffer `index` starts for these dimensions, in the layout the call uses.
   public func offset(of index: Int, _ bindings: [String: Int]) -> Int {
-    MemoryPlan.aligned(buffers[index].offset.evaluate(bindings))
+    offset(of: index, layout: layoutIndex(for: bindings), bindings)
   }
 
   /// Arena bytes the plan needs for these dimensions.
   public func arenaBytes(_ bindings: [String: Int]) -> Int {
-    buffers.indices.map { offset(of: $0, bindings) + buffers[$0].size.evaluate(bindings) }.max()
-      ?? 0
+    arenaBytes(layout: layoutIndex(for: bindings), bindings)
   }
 
   /// Arena bytes without reuse: every arena value in its own 64-byte aligned slot.

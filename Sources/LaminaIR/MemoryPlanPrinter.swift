@@ -21,22 +21,27 @@ public struct MemoryPlanPrinter {
     let arenaValues = plan.bufferOf.keys.sorted()
     var out =
       "// memory plan \(plan.entryPoint): \(plan.schedule.count) steps, \(arenaValues.count) arena values in \(plan.buffers.count) buffers (offsets rounded up to 64 at run time)\n"
-    var rows: [[String]] = [["value", "buffer", "offset", "size", "lifetime", "notes"]]
+    // One offset column per layout: `offset` alone, or `offset` (any value) and `offset≥64`.
+    let offsetHeaders = plan.layouts.map { layout in
+      layout.minimumSymbolValue <= 1 ? "offset" : "offset≥\(layout.minimumSymbolValue)"
+    }
+    var rows: [[String]] = [["value", "buffer"] + offsetHeaders + ["size", "lifetime", "notes"]]
     for value in arenaValues {
       let index = plan.bufferOf[value]!
       let buffer = plan.buffers[index]
       let lifetime = plan.lifetimes[value].map { "[\($0.lowerBound), \($0.upperBound)]" } ?? "?"
       let note = plan.inPlace[value].map { "in place of %" + graph[$0].name } ?? ""
-      rows.append([
-        "%" + graph[value].name, "b\(index)", buffer.offset.description, buffer.size.description,
-        lifetime, note,
-      ])
+      rows.append(
+        ["%" + graph[value].name, "b\(index)"] + plan.layouts.map { $0.offsets[index].description }
+          + [buffer.size.description, lifetime, note])
     }
     for (value, target) in plan.directUpdates.sorted(by: { $0.key < $1.key }) {
-      rows.append([
-        "%" + graph[value].name, "-", "-", SymbolicSize(bytesOf: graph.type(of: value)).description,
-        "-", "computed straight into %" + graph[target].name + " (no copy)",
-      ])
+      rows.append(
+        ["%" + graph[value].name, "-"] + plan.layouts.map { _ in "-" }
+          + [
+            SymbolicSize(bytesOf: graph.type(of: value)).description, "-",
+            "computed straight into %" + graph[target].name + " (no copy)",
+          ])
     }
     let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max()! }
     for row in rows {
@@ -63,8 +68,12 @@ public struct MemoryPlanPrinter {
       let arena = plan.arenaBytes(bindings)
       let bound = plan.lowerBound(bindings)
       let ratio = bound == 0 ? 1 : Double(arena) / Double(bound)
+      let layout = plan.layouts[plan.layoutIndex(for: bindings)]
+      let used =
+        plan.layouts.count == 1 || layout.minimumSymbolValue <= 1
+        ? "" : " (layout offset≥\(layout.minimumSymbolValue))"
       return
-        "\(label): arena \(arena) B, no reuse \(plan.noReuseBytes(bindings)) B, lower bound \(bound) B, arena/lower bound \(formatRatio(ratio))"
+        "\(label): arena\(used) \(arena) B, no reuse \(plan.noReuseBytes(bindings)) B, lower bound \(bound) B, arena/lower bound \(formatRatio(ratio))"
     }
     out += "// summary \(plan.entryPoint): " + parts.joined(separator: "; ") + "\n"
     return out

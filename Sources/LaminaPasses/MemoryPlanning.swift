@@ -28,13 +28,17 @@ public struct MemoryPlanning: GraphPass {
 /// 2. Training-step updates whose producer is the last reader of the parameter or state are
 ///    computed straight into it (no arena space, no final copy).
 /// 3. In place: a result takes the buffer of an operand that dies at its node when `InPlace` allows.
-/// 4. Placement: greedy by size over the buffers. Offsets are sums of buffer extents, a polynomial
-///    in the symbols with non-negative coefficients; a buffer may sit below or above a buffer it
-///    overlaps in time only when the gap holds coefficient by coefficient, so the plan is valid for
-///    every value of the symbols, not only the ones it was tuned for.
+/// 4. Placement: greedy by size over the buffers. Offsets are polynomials in the symbols (sums of
+///    buffer extents); a buffer may sit below or above a buffer it overlaps in time only when the
+///    gap between them is provably non-negative for every symbol value the layout is valid for
+///    (`minimumSymbolValue` and up). The first layout is valid for all values; further layouts,
+///    tuned for larger symbol values (big batches, where activations outweigh gradients of
+///    parameters and the best order of buffers differs), are kept when they save space there.
 public enum MemoryPlanner {
-  /// Symbol values the placement is tuned for (every symbol set to each): small and large batches.
-  public static let tuningPoints = [1, 64]
+  /// Each layout is valid when every symbol is at least its threshold, and tuned for that value.
+  public static let layoutThresholds = [1, 8, 64, 512]
+  /// A layout past the first is kept only if it saves at least this fraction at its threshold.
+  static let minimumSaving = 0.03
 
   public static func plan(_ entry: EntryPoint, in graph: Graph) -> MemoryPlan {
     let schedule = entry.schedule(in: graph)
@@ -135,27 +139,36 @@ public enum MemoryPlanner {
           taken.insert(buffers.count)
           buffers.append(
             MemoryPlan.Buffer(
-              values: [result], size: size, extent: extent(of: size), offset: .zero,
+              values: [result], size: size,
               firstStep: life.lowerBound, lastStep: life.upperBound))
         }
       }
     }
 
-    // 4. Offsets: several greedy orders, keeping the plan closest to the lower bound.
-    var best: (plan: MemoryPlan, score: Double)?
-    for strategy in Strategy.all {
-      var plan = MemoryPlan(
-        entryPoint: entry.name, schedule: schedule, buffers: buffers, bufferOf: bufferOf,
-        lifetimes: lifetimes, inPlace: inPlace, directUpdates: directUpdates)
-      place(&plan.buffers, strategy: strategy)
-      let score = tuningPoints.map { point -> Double in
-        let bindings = bindingsAll(plan, point)
-        let bound = plan.lowerBound(bindings)
-        return bound == 0 ? 1 : Double(plan.arenaBytes(bindings)) / Double(bound)
-      }.max() ?? 1
-      if best == nil || score < best!.score { best = (plan, score) }
+    // 4. Layouts: for each threshold, several greedy orders, keeping the smallest at the threshold.
+    var plan = MemoryPlan(
+      entryPoint: entry.name, schedule: schedule, buffers: buffers, layouts: [],
+      bufferOf: bufferOf, lifetimes: lifetimes, inPlace: inPlace, directUpdates: directUpdates)
+    let symbolic = buffers.contains { $0.size.terms.keys.contains { !$0.isEmpty } }
+    for threshold in symbolic ? layoutThresholds : [1] {
+      let bindings = bindingsAll(plan, threshold)
+      var best: (layout: MemoryPlan.Layout, bytes: Int)?
+      for strategy in Strategy.all(for: threshold) {
+        plan.layouts.append(
+          MemoryPlan.Layout(
+            minimumSymbolValue: threshold,
+            offsets: place(buffers, strategy: strategy, threshold: threshold)))
+        let bytes = plan.arenaBytes(layout: plan.layouts.count - 1, bindings)
+        let layout = plan.layouts.removeLast()
+        if best == nil || bytes < best!.bytes { best = (layout, bytes) }
+      }
+      if plan.layouts.isEmpty
+        || Double(best!.bytes) < (1 - minimumSaving) * Double(plan.arenaBytes(bindings))
+      {
+        plan.layouts.append(best!.layout)
+      }
     }
-    return best!.plan
+    return plan
   }
 
   /// Every symbol of the plan's sizes bound to `value`.
@@ -168,38 +181,48 @@ public enum MemoryPlanner {
   }
 
   /// Bytes to reserve for a buffer of `size` so that rounding its start up to 64 at run time never
-  /// reaches the next buffer: constant sizes round up to 64; symbolic ones whose coefficient is not
-  /// a multiple of 64 get 64 bytes of slack.
-  static func extent(of size: SymbolicSize) -> SymbolicSize {
+  /// reaches the next buffer. Sound choices: a size that is always a multiple of 64 (a constant or
+  /// a coefficient rounded up to 64: every offset stays a multiple of 64), or the size plus 64 bytes
+  /// of slack; the smaller at the layout's threshold.
+  static func extent(of size: SymbolicSize, threshold: Int) -> SymbolicSize {
     guard let (monomial, coefficient) = size.terms.first.map({ ($0.key, $0.value) }) else {
       return .zero
     }
-    if monomial.isEmpty { return SymbolicSize(MemoryPlan.aligned(coefficient)) }
-    return coefficient % 64 == 0 ? size : size + SymbolicSize(64)
+    let rounded = SymbolicSize(terms: [monomial: MemoryPlan.aligned(coefficient)])
+    if monomial.isEmpty || coefficient % 64 == 0 { return rounded }
+    let slack = size + SymbolicSize(64)
+    let bindings = Dictionary(monomial.map { ($0, threshold) }, uniquingKeysWith: { a, _ in a })
+    return rounded.evaluate(bindings) <= slack.evaluate(bindings) ? rounded : slack
   }
 
-  /// An order to place buffers in and the symbol value whose sizes decide between candidates.
+  /// An order to place buffers in (by size at a symbol value, longest-lived first or not) and the
+  /// symbol values whose sizes decide between candidate offsets.
   struct Strategy {
     var orderPoint: Int
     var objectivePoints: [Int]
-    var byLifetime = false
-    static let all = [
-      Strategy(orderPoint: 64, objectivePoints: [64, 1]),
-      Strategy(orderPoint: 1, objectivePoints: [1, 64]),
-      Strategy(orderPoint: 64, objectivePoints: [1, 64]),
-      Strategy(orderPoint: 1, objectivePoints: [64, 1]),
-      Strategy(orderPoint: 64, objectivePoints: [64, 1], byLifetime: true),
-    ]
+    var byLifetime: Bool
+
+    static func all(for threshold: Int) -> [Strategy] {
+      [false, true].flatMap { byLifetime in
+        Set([threshold, max(threshold, 64)]).sorted().map { point in
+          Strategy(
+            orderPoint: point, objectivePoints: [threshold, threshold * 8], byLifetime: byLifetime)
+        }
+      }
+    }
   }
 
   /// Greedy placement: each buffer, largest first, at the candidate offset (zero, or the end of a
   /// buffer it overlaps in time) that keeps clear of every placed buffer it overlaps in time and
   /// ends lowest.
-  static func place(_ buffers: inout [MemoryPlan.Buffer], strategy: Strategy) {
+  static func place(_ buffers: [MemoryPlan.Buffer], strategy: Strategy, threshold: Int)
+    -> [SymbolicSize]
+  {
     // Polynomials as coefficient vectors over the monomials in use.
+    let extentSizes = buffers.map { extent(of: $0.size, threshold: threshold) }
     var monomials: [[String]] = [[]]
-    for buffer in buffers {
-      for monomial in buffer.extent.terms.keys where !monomials.contains(monomial) {
+    for extent in extentSizes {
+      for monomial in extent.terms.keys where !monomials.contains(monomial) {
         monomials.append(monomial)
       }
     }
@@ -211,10 +234,15 @@ public enum MemoryPlanner {
         return sum + value
       }
     }
-    func atLeast(_ a: [Int], _ b: [Int]) -> Bool { zip(a, b).allSatisfy { $0 >= $1 } }
+    // a ≥ b for every symbol value ≥ threshold: the difference grows with every symbol (no negative
+    // coefficient but the constant's), so it is smallest at the threshold.
+    func atLeast(_ a: [Int], _ b: [Int]) -> Bool {
+      let difference = zip(a, b).map(-)
+      return difference.dropFirst().allSatisfy { $0 >= 0 } && evaluate(difference, threshold) >= 0
+    }
     func add(_ a: [Int], _ b: [Int]) -> [Int] { zip(a, b).map(+) }
 
-    let extents = buffers.map { vector($0.extent) }
+    let extents = extentSizes.map(vector)
     let order = buffers.indices.sorted { a, b in
       let keyA = (
         strategy.byLifetime ? buffers[a].lastStep - buffers[a].firstStep : 0,
@@ -253,10 +281,8 @@ public enum MemoryPlanner {
       }
       offsets[index] = best!.offset
     }
-    for index in buffers.indices {
-      var terms: [[String]: Int] = [:]
-      for (monomial, coefficient) in zip(monomials, offsets[index]!) { terms[monomial] = coefficient }
-      buffers[index].offset = SymbolicSize(terms: terms)
+    return offsets.map { offset in
+      SymbolicSize(terms: Dictionary(uniqueKeysWithValues: zip(monomials, offset!)))
     }
   }
 }
