@@ -627,8 +627,9 @@ private struct Generator {
       body.line("return LAMINA_OK;")
     }
     writer.line()
-    let arenaSizes = (plan?.buffers.flatMap { buffer in buffer.values.map { _ in buffer.size } })
-      ?? arenaValues.map { SymbolicSize(bytesOf: graph.type(of: $0)) }
+    // Every value of the arena class, planned or not (updates the plan writes in place included).
+    let arenaSizes = needed.flatMap { graph.nodes[$0].results }.filter { classes[$0] == .arena }
+      .map { SymbolicSize(bytesOf: graph.type(of: $0)) }
     statistics.append(
       EntryPointStatistics(
         name: name, kernelLaunches: launches, copies: copies, intermediates: arenaSizes, plan: plan))

@@ -204,7 +204,7 @@ public enum MemoryPlanner {
 
     static func all(for threshold: Int) -> [Strategy] {
       [false, true].flatMap { byLifetime in
-        Set([threshold, max(threshold, 64)]).sorted().map { point in
+        [threshold].map { point in
           Strategy(
             orderPoint: point, objectivePoints: [threshold, threshold * 8], byLifetime: byLifetime)
         }
@@ -234,52 +234,118 @@ public enum MemoryPlanner {
         return sum + value
       }
     }
-    // a ≥ b for every symbol value ≥ threshold: the difference grows with every symbol (no negative
-    // coefficient but the constant's), so it is smallest at the threshold.
-    func atLeast(_ a: [Int], _ b: [Int]) -> Bool {
-      let difference = zip(a, b).map(-)
-      return difference.dropFirst().allSatisfy { $0 >= 0 } && evaluate(difference, threshold) >= 0
-    }
+    // a ≥ b for every symbol value ≥ threshold when the difference has no negative coefficient
+    // but the constant's (it then grows with every symbol) and is non-negative at the threshold.
     func add(_ a: [Int], _ b: [Int]) -> [Int] { zip(a, b).map(+) }
 
     let extents = extentSizes.map(vector)
-    let order = buffers.indices.sorted { a, b in
-      let keyA = (
-        strategy.byLifetime ? buffers[a].lastStep - buffers[a].firstStep : 0,
-        evaluate(extents[a], strategy.orderPoint)
+    let orderKeys = buffers.indices.map { index in
+      (
+        strategy.byLifetime ? buffers[index].lastStep - buffers[index].firstStep : 0,
+        evaluate(extents[index], strategy.orderPoint)
       )
-      let keyB = (
-        strategy.byLifetime ? buffers[b].lastStep - buffers[b].firstStep : 0,
-        evaluate(extents[b], strategy.orderPoint)
-      )
-      if keyA != keyB { return keyA > keyB }
-      return a < b
     }
+    let order = buffers.indices.sorted { a, b in
+      orderKeys[a] != orderKeys[b] ? orderKeys[a] > orderKeys[b] : a < b
+    }
+    // Coefficient vectors stored flat (`width` monomials per buffer) so that the inner loops
+    // allocate little; values at the threshold and at the objective points are cached (evaluation
+    // is linear, so an end's value is the offset's plus the extent's).
+    let width = monomials.count
+    let extentsAtThreshold = extents.map { evaluate($0, threshold) }
+    let extentsAtObjective = extents.map { extent in
+      (evaluate(extent, strategy.objectivePoints[0]), evaluate(extent, strategy.objectivePoints[1]))
+    }
+    var offsetCoefficients = [Int](repeating: 0, count: buffers.count * width)
+    var offsetsAtThreshold = [Int](repeating: 0, count: buffers.count)
+    var offsetsAtObjective = [(Int, Int)](repeating: (0, 0), count: buffers.count)
     var offsets = [[Int]?](repeating: nil, count: buffers.count)
+    // Whether a + aExtra ≥ b + bExtra + bMore for every symbol value ≥ threshold.
+    func atLeast(
+      _ a: [Int], _ aExtra: [Int], _ aAtThreshold: Int, _ b: [Int], _ bExtra: [Int],
+      _ bMore: [Int], _ bAtThreshold: Int
+    ) -> Bool {
+      guard aAtThreshold >= bAtThreshold else { return false }
+      var k = 1
+      while k < width {
+        if a[k] + aExtra[k] < b[k] + bExtra[k] + bMore[k] { return false }
+        k += 1
+      }
+      return true
+    }
+    let zero = [Int](repeating: 0, count: width)
+    let firstSteps = buffers.map(\.firstStep)
+    let lastSteps = buffers.map(\.lastStep)
+    var placedIndices: [Int] = []
     for index in order {
-      let conflicts = buffers.indices.filter { other in
-        offsets[other] != nil && buffers[other].overlapsInTime(buffers[index])
+      // Buffers it overlaps in time, lowest first: low candidates then fail fast.
+      var conflicts: [Int] = []
+      for other in placedIndices
+      where firstSteps[other] <= lastSteps[index] && firstSteps[index] <= lastSteps[other] {
+        conflicts.append(other)
       }
-      let ends = conflicts.map { add(offsets[$0]!, extents[$0]) }
-      // Above everything it overlaps: always valid.
-      let top = ends.reduce([Int](repeating: 0, count: monomials.count)) { zip($0, $1).map(max) }
-      var candidates = [[Int](repeating: 0, count: monomials.count)] + ends + [top]
-      candidates = candidates.enumerated().filter { position, candidate in
-        !candidates[..<position].contains(candidate)
-      }.map(\.element)
-      var best: (offset: [Int], score: [Int])?
-      for candidate in candidates {
-        let candidateEnd = add(candidate, extents[index])
-        let fits = zip(conflicts, ends).allSatisfy { other, otherEnd in
-          atLeast(candidate, otherEnd) || atLeast(offsets[other]!, candidateEnd)
+      conflicts.sort { offsetsAtThreshold[$0] < offsetsAtThreshold[$1] }
+      let otherOffsets = conflicts.map {
+        Array(offsetCoefficients[($0 * width)..<($0 * width + width)])
+      }
+      // Candidates: zero (-1), the end of each buffer it overlaps (its position in `conflicts`),
+      // and above all of them (always valid), tried from the lowest end until one fits.
+      var top = zero
+      for (position, other) in conflicts.enumerated() {
+        for k in 0..<width { top[k] = max(top[k], otherOffsets[position][k] + extents[other][k]) }
+      }
+      let topAtObjective = (
+        evaluate(top, strategy.objectivePoints[0]), evaluate(top, strategy.objectivePoints[1])
+      )
+      var scored: [(Int, Int, Int)] = [(0, 0, -1)]
+      for (position, other) in conflicts.enumerated() {
+        scored.append(
+          (
+            offsetsAtObjective[other].0 + extentsAtObjective[other].0,
+            offsetsAtObjective[other].1 + extentsAtObjective[other].1, position
+          ))
+      }
+      scored.sort { ($0.0, $0.1, $0.2) < ($1.0, $1.1, $1.2) }
+      var chosen = top
+      var chosenAtObjective = topAtObjective
+      for (atFirst, atSecond, source) in scored {
+        if (atFirst, atSecond) > topAtObjective { break }
+        // The candidate as base + extra, so that trying it allocates nothing.
+        let base = source < 0 ? zero : otherOffsets[source]
+        let extra = source < 0 ? zero : extents[conflicts[source]]
+        let candidateAtThreshold =
+          source < 0
+          ? 0
+          : offsetsAtThreshold[conflicts[source]] + extentsAtThreshold[conflicts[source]]
+        let candidateEndAtThreshold = candidateAtThreshold + extentsAtThreshold[index]
+        var fits = true
+        var position = 0
+        while position < conflicts.count {
+          let other = conflicts[position]
+          // Above the other buffer, or below it.
+          if !atLeast(
+            base, extra, candidateAtThreshold, otherOffsets[position], extents[other], zero,
+            offsetsAtThreshold[other] + extentsAtThreshold[other])
+            && !atLeast(
+              otherOffsets[position], zero, offsetsAtThreshold[other], base, extra,
+              extents[index], candidateEndAtThreshold)
+          {
+            fits = false
+            break
+          }
+          position += 1
         }
-        guard fits else { continue }
-        let score = strategy.objectivePoints.map { evaluate(candidateEnd, $0) }
-        if best == nil || score.lexicographicallyPrecedes(best!.score) {
-          best = (candidate, score)
+        if fits {
+          chosen = add(base, extra)
+          chosenAtObjective = (atFirst, atSecond)
+          break
         }
       }
-      offsets[index] = best!.offset
+      offsets[index] = chosen
+      placedIndices.append(index)
+      offsetsAtThreshold[index] = evaluate(chosen, threshold)
+      offsetsAtObjective[index] = chosenAtObjective
+      for k in 0..<width { offsetCoefficients[index * width + k] = chosen[k] }
     }
     return offsets.map { offset in
       SymbolicSize(terms: Dictionary(uniqueKeysWithValues: zip(monomials, offset!)))
