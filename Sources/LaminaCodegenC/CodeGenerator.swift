@@ -632,7 +632,8 @@ private struct Generator {
       .map { SymbolicSize(bytesOf: graph.type(of: $0)) }
     statistics.append(
       EntryPointStatistics(
-        name: name, kernelLaunches: launches, copies: copies, intermediates: arenaSizes, plan: plan))
+        name: name, kernelLaunches: launches, copies: copies, intermediates: arenaSizes, plan: plan)
+    )
   }
 
   /// One static function per training step, and `lamina_train_step` choosing among them.

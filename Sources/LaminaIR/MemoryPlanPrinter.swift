@@ -63,7 +63,8 @@ public struct MemoryPlanPrinter {
     let parts = points.map { bindings -> String in
       let label =
         bindings.isEmpty
-        ? "static" : bindings.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(
+        ? "static"
+        : bindings.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(
           separator: ",")
       let arena = plan.arenaBytes(bindings)
       let bound = plan.lowerBound(bindings)

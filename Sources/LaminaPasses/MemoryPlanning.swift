@@ -56,7 +56,9 @@ public enum MemoryPlanner {
     for (step, nodeIndex) in schedule.enumerated() {
       let node = graph.nodes[nodeIndex]
       for result in node.results { defined[result] = step }
-      for operand in node.operands { lastRead[root(operand), default: -1] = max(lastRead[root(operand), default: -1], step) }
+      for operand in node.operands {
+        lastRead[root(operand), default: -1] = max(lastRead[root(operand), default: -1], step)
+      }
     }
     // Exposed values not computed in the caller's buffer are copied there after the last kernel.
     var readAtEnd = Set<ValueID>()

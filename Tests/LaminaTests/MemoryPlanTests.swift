@@ -258,7 +258,9 @@ struct MemoryPlanTests {
     return (compiled, compilation.generated)
   }
 
-  @Test("compiled results with the plan equal those without it and the interpreter's", arguments: examples)
+  @Test(
+    "compiled results with the plan equal those without it and the interpreter's",
+    arguments: examples)
   func compiledWithPlan(path: String) throws {
     let name = URL(fileURLWithPath: path).lastPathComponent
     let model = try Model(contentsOf: path, pipeline: Pipeline.training)
@@ -278,7 +280,8 @@ struct MemoryPlanTests {
       let (outputsWithout, lossesWithout) = try unplanned.evaluate(inputs)
       // The interpreter (slow in debug builds) only at small batches, as CompiledModelTests does.
       let expected =
-        batch > 8 ? [:] : try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+        batch > 8
+        ? [:] : try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
       for (key, tensor) in outputs.merging(losses, uniquingKeysWith: { a, _ in a }) {
         let without = outputsWithout[key] ?? lossesWithout[key]!
         #expect(tensor == without, "\(name) batch \(batch): \(key) differs without the plan")
@@ -311,7 +314,8 @@ struct MemoryPlanTests {
       let after = try planned.parameters().merging(try planned.state()) { a, _ in a }
       let afterWithout = try unplanned.parameters().merging(try unplanned.state()) { a, _ in a }
       for (key, tensor) in after {
-        #expect(tensor == afterWithout[key], "\(name) step \(step): \(key) differs without the plan")
+        #expect(
+          tensor == afterWithout[key], "\(name) step \(step): \(key) differs without the plan")
       }
       guard step == 0 else { continue }
       let reference = try model.interpretTrainStep(inputs, values: values)
