@@ -10,6 +10,8 @@ public struct GeneratedModel: Sendable {
   /// The C interface, for programs that use the library without Lamina.
   public var header: String
   public var signature: ModelSignature
+  /// Kernel launches, copies and arena bytes of each entry point, in emission order.
+  public var statistics: [EntryPointStatistics] = []
 }
 
 /// Lowers a typed graph to C.
@@ -52,6 +54,7 @@ private struct Generator {
   /// The kernel function each node calls, per mode: nodes whose kernels would be identical share one.
   var kernelNames: [KernelKey: String] = [:]
   private var kernelsByBody: [String: String] = [:]
+  var statistics: [EntryPointStatistics] = []
 
   init(graph: Graph) {
     self.graph = graph
@@ -121,7 +124,7 @@ private struct Generator {
     emitInterfaceFunctions(signature)
     return GeneratedModel(
       source: writer.text, runtimeSource: CRuntimeSources.implementation, header: header(signature),
-      signature: signature)
+      signature: signature, statistics: statistics)
   }
 
   /// Math functions kernels call inline, so loops using them vectorize.
@@ -350,6 +353,16 @@ private struct Generator {
         return 1;
       }
 
+      /* Places a buffer of a memory plan: start and end rounded up to 64 bytes; fails on absurd sizes. */
+      static LAMINA_KERNEL int lamina_place(int64_t* total, int64_t* offset, __int128 start, __int128 bytes) {
+        const __int128 aligned = (start + 63) / 64 * 64;
+        if (start < 0 || bytes < 0 || aligned + bytes > ((__int128)1 << 46)) return 0;
+        const __int128 end = (aligned + bytes + 63) / 64 * 64;
+        *offset = (int64_t)aligned;
+        if (end > *total) *total = (int64_t)end;
+        return 1;
+      }
+
       /* Grows the arena to at least `bytes`; it is kept between calls, so steady state allocates nothing. */
       static int lamina_ensure_arena(lamina_context* ctx, int64_t bytes) {
         if (bytes <= ctx->arena_bytes) return LAMINA_OK;
@@ -459,38 +472,45 @@ private struct Generator {
     name: String, outputs: [ValueID], losses: [ValueID], updates: [Assignment] = []
   ) {
     let mode: ExecutionMode = updates.isEmpty ? .inference : .training
-    let targets = outputs + losses + updates.map(\.value)
-    let needed = graph.nodesNeeded(for: targets)
+    let entry = EntryPoint(
+      name: name, mode: mode, outputs: outputs, losses: losses, updates: updates)
+    let targets = entry.targets
+    let needed = entry.schedule(in: graph)
     let neededInputs = Set(graph.inputsNeeded(for: targets))
+    // The memory plan when the memory-plan pass ran; without it every intermediate gets its own slot.
+    let plan = graph.memoryPlans[name]
 
-    // Assign storage: aliases share their operand's, an exposed value is computed straight into the
-    // caller's buffer, everything else gets an arena slot.
+    // Assign storage (see `EntryPoint.storage`): aliases share their operand's, an exposed value is
+    // computed straight into the caller's buffer, everything else lives in the arena — at its
+    // planned buffer, or straight in its parameter or state for updates the plan allows.
+    let classes = entry.storage(in: graph, schedule: needed)
     var storage: [ValueID: Storage] = [:]
     for (index, input) in graph.inputs.enumerated() { storage[input.value] = .input(index) }
     for (index, param) in graph.params.enumerated() { storage[param.value] = .param(index) }
     for (index, state) in graph.states.enumerated() { storage[state.value] = .state(index) }
     var arenaValues: [ValueID] = []
-    var claimed = Set<Storage>()
     for nodeIndex in needed {
-      let node = graph.nodes[nodeIndex]
-      if case .alias? = OpRegistry.definition(node.op)?.c {
-        storage[node.result] = storage[node.operands[0]]
-        continue
-      }
-      for value in node.results {
-        if let outputIndex = outputs.firstIndex(of: value), !claimed.contains(.output(outputIndex))
-        {
-          storage[value] = .output(outputIndex)
-        } else if let lossIndex = losses.firstIndex(of: value), !claimed.contains(.loss(lossIndex))
-        {
-          storage[value] = .loss(lossIndex)
-        } else {
-          storage[value] = .arena(arenaValues.count)
-          arenaValues.append(value)
+      for value in graph.nodes[nodeIndex].results {
+        switch classes[value]! {
+        case .alias(let operand): storage[value] = storage[operand]
+        case .output(let index): storage[value] = .output(index)
+        case .loss(let index): storage[value] = .loss(index)
+        case .input(let index): storage[value] = .input(index)
+        case .param(let index): storage[value] = .param(index)
+        case .state(let index): storage[value] = .state(index)
+        case .arena:
+          if let plan {
+            storage[value] =
+              plan.directUpdates[value].map { storage[$0]! } ?? .arena(plan.bufferOf[value]!)
+          } else {
+            storage[value] = .arena(arenaValues.count)
+            arenaValues.append(value)
+          }
         }
-        claimed.insert(storage[value]!)
       }
     }
+    var launches = 0
+    var copies = 0
 
     let signatureText: String
     switch name {
@@ -552,6 +572,45 @@ private struct Generator {
       }
       // Arena layout for these dimensions.
       body.line("int64_t arena_total = 0;")
+      if let plan, !plan.buffers.isEmpty {
+        body.line("int64_t offsets[\(plan.buffers.count)];")
+        body.line(
+          "/* Memory plan: buffers whose lifetimes (in kernel steps) overlap never overlap in memory. */"
+        )
+        for (number, layout) in plan.layouts.enumerated() {
+          // The first layout holds for every dimension; the others for large ones, when smaller.
+          let condition = symbols.map { "\(cDimName($0)) >= \(layout.minimumSymbolValue)" }
+          let header =
+            number == 0
+            ? "{  /* layout for any dimensions */"
+            : "if (\(condition.joined(separator: " && "))) {  /* layout for dimensions >= \(layout.minimumSymbolValue), if smaller */"
+          body.line(header)
+          body.line("  int64_t layout_total = 0;")
+          body.line("  int64_t layout_offsets[\(plan.buffers.count)];")
+          body.line("  int fits = 1;")
+          for (slot, buffer) in plan.buffers.enumerated() {
+            let type = graph.type(of: buffer.values[0])
+            let count = "(__int128)1" + type.shape.map { " * \(cDim($0))" }.joined()
+            let names = buffer.values.map { "%" + graph[$0].name }.joined(separator: ", ")
+            body.line(
+              "  fits = fits && lamina_place(&layout_total, &layout_offsets[\(slot)], \(cSize(layout.offsets[slot])), \(count) * \(type.dtype.byteSize));  /* \(names) : \(type), steps \(buffer.firstStep)-\(buffer.lastStep) */"
+            )
+          }
+          if number == 0 {
+            body.line(
+              "  if (!fits) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"the intermediates for these dimensions are too large\");"
+            )
+            body.line("  arena_total = layout_total;")
+            body.line("  memcpy(offsets, layout_offsets, sizeof offsets);")
+          } else {
+            body.line("  if (fits && layout_total < arena_total) {")
+            body.line("    arena_total = layout_total;")
+            body.line("    memcpy(offsets, layout_offsets, sizeof offsets);")
+            body.line("  }")
+          }
+          body.line("}")
+        }
+      }
       if !arenaValues.isEmpty {
         body.line("int64_t offsets[\(arenaValues.count)];")
       }
@@ -567,14 +626,15 @@ private struct Generator {
       body.line("unsigned char* const arena = ctx->arena;")
       body.line("(void)arena;")
 
-      func pointer(_ value: ValueID) -> String {
+      func pointer(_ value: ValueID, writable: Bool = false) -> String {
         let type = CExpressionContext.cType(graph.type(of: value).dtype)
+        let qualifier = writable ? "" : "const "
         switch storage[value]! {
         case .input(let index): return "(const \(type)*)inputs[\(index)]"
         case .param(let index):
-          return "(const \(type)*)(ctx->params + lamina_param_offsets[\(index)])"
+          return "(\(qualifier)\(type)*)(ctx->params + lamina_param_offsets[\(index)])"
         case .state(let index):
-          return "(const \(type)*)(ctx->params + lamina_state_offsets[\(index)])"
+          return "(\(qualifier)\(type)*)(ctx->params + lamina_state_offsets[\(index)])"
         case .output(let index): return "(\(type)*)outputs[\(index)]"
         case .loss(let index): return "(\(type)*)losses[\(index)]"
         case .arena(let slot): return "(\(type)*)(arena + offsets[\(slot)])"
@@ -582,14 +642,26 @@ private struct Generator {
       }
       for nodeIndex in needed {
         let node = graph.nodes[nodeIndex]
-        if case .alias? = OpRegistry.definition(node.op)?.c { continue }
-        let arguments = ["ctx", "dims"] + node.operands.map(pointer) + node.results.map(pointer)
+        guard let definition = OpRegistry.definition(node.op) else { continue }
+        if case .alias = definition.c { continue }
+        let arguments =
+          ["ctx", "dims"] + node.operands.map { pointer($0) }
+          + node.results.map { pointer($0, writable: true) }
         let kernel =
           kernelNames[KernelKey(node: nodeIndex, mode: mode)]
           ?? kernelNames[KernelKey(node: nodeIndex, mode: .inference)]!
+        let notes = node.results.map { result -> String in
+          var note = "%" + graph[result].name
+          if let operand = plan?.inPlace[result] { note += " in place of %" + graph[operand].name }
+          if let target = plan?.directUpdates[result] {
+            note += " straight into %" + graph[target].name
+          }
+          return note
+        }
         body.line(
-          "status = \(kernel)(\(arguments.joined(separator: ", ")));  /* \(node.results.map { "%" + graph[$0].name }.joined(separator: ", ")) */"
+          "status = \(kernel)(\(arguments.joined(separator: ", ")));  /* \(notes.joined(separator: ", ")) */"
         )
+        launches += 1
         body.line("if (status != LAMINA_OK) return status;")
       }
       // Exposed values not computed in place (inputs, parameters, aliases, values exposed twice).
@@ -601,6 +673,7 @@ private struct Generator {
           body.line(
             "memcpy(\(array)[\(index)], \(pointer(value)), (size_t)(\(cProduct(type.shape))) * \(type.dtype.byteSize));"
           )
+          copies += 1
         }
       }
       // The step's updates land only now: every kernel above read the old values.
@@ -616,10 +689,18 @@ private struct Generator {
         body.line(
           "memcpy(\(destination), \(pointer(update.value)), (size_t)(\(cProduct(type.shape))) * \(type.dtype.byteSize));  /* %\(graph[update.target].name) */"
         )
+        copies += 1
       }
       body.line("return LAMINA_OK;")
     }
     writer.line()
+    // Every value of the arena class, planned or not (updates the plan writes in place included).
+    let arenaSizes = needed.flatMap { graph.nodes[$0].results }.filter { classes[$0] == .arena }
+      .map { SymbolicSize(bytesOf: graph.type(of: $0)) }
+    statistics.append(
+      EntryPointStatistics(
+        name: name, kernelLaunches: launches, copies: copies, intermediates: arenaSizes, plan: plan)
+    )
   }
 
   /// One static function per training step, and `lamina_train_step` choosing among them.

@@ -29,13 +29,21 @@ struct KernelContext {
     return seen
   }
 
+  /// Elementwise kernels may write over an operand (the memory plan runs them in place), so their
+  /// pointers are not `restrict`; every other kernel's buffers are distinct.
+  var mayRunInPlace: Bool {
+    if case .expression? = OpRegistry.definition(node.op)?.c { return true }
+    return false
+  }
+
   /// The C function header: `static int k7_matmul(lamina_context* ctx, const int64_t* dims, ...)`.
   func signature(named name: String? = nil) -> String {
+    let qualifier = mayRunInPlace ? "" : "restrict "
     var parameters = ["lamina_context* ctx", "const int64_t* dims"]
     for (index, type) in operandTypes.enumerated() {
-      parameters.append("const \(CExpressionContext.cType(type.dtype))* restrict in\(index)")
+      parameters.append("const \(CExpressionContext.cType(type.dtype))* \(qualifier)in\(index)")
     }
-    parameters.append("\(CExpressionContext.cType(resultType.dtype))* restrict out")
+    parameters.append("\(CExpressionContext.cType(resultType.dtype))* \(qualifier)out")
     return "static LAMINA_KERNEL int \(name ?? functionName)(\(parameters.joined(separator: ", ")))"
   }
 

@@ -56,6 +56,10 @@ enum DumpCommand: Command {
         guard after == "all" || after == pass else { return }
         console.print("// after \(pass)")
         console.print(render(graph), terminator: "")
+        // The memory plan is not IR: it follows as `//` comments, so the dump still reads back.
+        if format == "ir" && !graph.memoryPlans.isEmpty {
+          console.print(MemoryPlanPrinter().print(graph), terminator: "")
+        }
       }
       let model = try Model(
         contentsOf: path, modelName: options.value("--model"), pipeline: middle,

@@ -184,6 +184,8 @@ public struct Graph: Sendable {
   /// Filled by the optimizer pass: optimizer state, and the updates a training step applies.
   public var states: [StateDecl] = []
   public var assignments: [Assignment] = []
+  /// Filled by the `memory-plan` pass (on the backend's copy): each entry point's arena layout.
+  public var memoryPlans: [String: MemoryPlan] = [:]
   private var namesInUse: [String: ValueID] = [:]
 
   public init(name: String, sourceFile: String? = nil) {

@@ -124,9 +124,10 @@ enum ElementwiseKernel {
       body.line("const int64_t* dims = job->dims;")
       for (index, type) in context.operandTypes.enumerated() {
         body.line(
-          "const \(CExpressionContext.cType(type.dtype))* restrict in\(index) = job->in\(index);")
+          "const \(CExpressionContext.cType(type.dtype))* in\(index) = job->in\(index);")
       }
-      body.line("\(CExpressionContext.cType(context.resultType.dtype))* restrict out = job->out;")
+      // Not restrict: the memory plan may run the kernel in place.
+      body.line("\(CExpressionContext.cType(context.resultType.dtype))* out = job->out;")
       for line in context.dimensionPrologue(symbolIndex: symbolIndex) { body.line(line) }
       body.line("const int64_t extent = \(extent);")
       // Chunks of whole cache lines (16 floats) so threads never write the same line.

@@ -370,10 +370,7 @@ struct FusedKernel {
     let k = aShape[transposeA ? 0 : 1]
     let productType = cType(product)
     // The GEMM writes the product into the first result of its dtype; the epilogue replaces it there.
-    guard
-      let carrier = node.results.contains(product)
-        ? product : node.results.first(where: { cType($0) == productType })
-    else {
+    guard let carrier = node.fusedMatmulCarrier(in: graph) else {
       throw Diagnostic.error(
         "fused matmul node has no result to hold the product", at: node.location)
     }
@@ -427,12 +424,13 @@ struct FusedKernel {
       body.line("const int64_t* dims = e->dims;")
       body.line("(void)dims;")
       for line in dimensionPrologue { body.line(line) }
-      // Results of a matmul group never share a buffer with its operands (the GEMM forbids it).
+      // Not restrict: a result other than the product's may take an operand's buffer (a weight's
+      // update written over the weight); each element is read before it is written.
       for (index, operand) in node.operands.enumerated() {
-        body.line("const \(cType(operand))* restrict in\(index) = e->in\(index);")
+        body.line("const \(cType(operand))* in\(index) = e->in\(index);")
       }
       for (index, result) in node.results.enumerated() {
-        body.line("\(cType(result))* restrict out\(index) = e->out\(index);")
+        body.line("\(cType(result))* out\(index) = e->out\(index);")
       }
       body.block("for (int64_t i = row0; i < row0 + rows; i++)") { rows in
         rows.line("\(productType)* restrict crow = (\(productType)*)c + i * ldc;")

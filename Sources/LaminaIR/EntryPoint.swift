@@ -1,0 +1,101 @@
+/// One function of a compiled model: which values it must produce, and in which mode it runs.
+///
+/// The C backend emits one entry point each; the memory planner plans each one separately, so both
+/// must agree on the list and on where every value lives. `forward` computes the outputs, `evaluate`
+/// the outputs and losses, and `train_N` (one per training step that has updates) its loss and the
+/// new values of the parameters and state it updates.
+public struct EntryPoint: Hashable, Sendable {
+  /// `forward`, `evaluate`, `train_0`, …: the C function is `lamina_NAME`.
+  public var name: String
+  public var mode: ExecutionMode
+  /// Values written to the caller's output buffers, in `outputs[]` order.
+  public var outputs: [ValueID]
+  /// Values written to the caller's loss buffers, in `losses[]` order.
+  public var losses: [ValueID]
+  /// The training step's updates; empty for inference entry points.
+  public var updates: [Assignment]
+
+  public init(
+    name: String, mode: ExecutionMode, outputs: [ValueID], losses: [ValueID],
+    updates: [Assignment] = []
+  ) {
+    self.name = name
+    self.mode = mode
+    self.outputs = outputs
+    self.losses = losses
+    self.updates = updates
+  }
+
+  /// Every value the entry point must produce.
+  public var targets: [ValueID] { outputs + losses + updates.map(\.value) }
+
+  /// The entry points of a graph, in the order the C backend emits them.
+  public static func all(in graph: Graph) -> [EntryPoint] {
+    let outputs = graph.outputs.map(\.value)
+    let losses = graph.losses.map(\.value)
+    var entries = [
+      EntryPoint(name: "forward", mode: .inference, outputs: outputs, losses: []),
+      EntryPoint(name: "evaluate", mode: .inference, outputs: outputs, losses: losses),
+    ]
+    for (index, step) in trainableSteps(in: graph).enumerated() {
+      let loss = graph.losses.first { $0.name == step.lossName }!.value
+      entries.append(
+        EntryPoint(
+          name: "train_\(index)", mode: .training, outputs: [], losses: [loss],
+          updates: graph.assignments.filter { $0.step == step.name }))
+    }
+    return entries
+  }
+
+  /// Training steps whose updates the optimizer pass built (the others get no entry point).
+  public static func trainableSteps(in graph: Graph) -> [TrainStep] {
+    graph.trainSteps.filter { step in graph.assignments.contains { $0.step == step.name } }
+  }
+
+  /// The nodes the entry point runs, in order: step `i` of its schedule is node `schedule[i]`.
+  public func schedule(in graph: Graph) -> [Int] { graph.nodesNeeded(for: targets) }
+
+  /// Where each value the entry point touches lives, before memory planning.
+  ///
+  /// Inputs, parameters and state live in their own storage; aliasing ops (`reshape`) share their
+  /// operand's storage; an output or loss is computed straight into the caller's buffer; everything
+  /// else needs arena space.
+  public func storage(in graph: Graph, schedule: [Int]) -> [ValueID: StorageClass] {
+    var storage: [ValueID: StorageClass] = [:]
+    for (index, input) in graph.inputs.enumerated() { storage[input.value] = .input(index) }
+    for (index, param) in graph.params.enumerated() { storage[param.value] = .param(index) }
+    for (index, state) in graph.states.enumerated() { storage[state.value] = .state(index) }
+    for nodeIndex in schedule {
+      let node = graph.nodes[nodeIndex]
+      if case .alias? = OpRegistry.definition(node.op)?.c {
+        storage[node.result] = .alias(of: node.operands[0])
+        continue
+      }
+      for value in node.results {
+        if let index = outputs.firstIndex(of: value) {
+          storage[value] = .output(index)
+        } else if let index = losses.firstIndex(of: value) {
+          storage[value] = .loss(index)
+        } else {
+          storage[value] = .arena
+        }
+      }
+    }
+    return storage
+  }
+}
+
+/// Where a value lives while an entry point runs.
+public enum StorageClass: Hashable, Sendable {
+  case input(Int)
+  case param(Int)
+  case state(Int)
+  /// The caller's `outputs[i]`.
+  case output(Int)
+  /// The caller's `losses[i]`.
+  case loss(Int)
+  /// The same storage as another value, seen with another shape.
+  case alias(of: ValueID)
+  /// Space in the context's arena, placed by the memory plan (or one slot each without one).
+  case arena
+}
