@@ -179,7 +179,10 @@ struct FusionPlanner {
       else { continue }
       let target = groupOf[first]
       guard target != index, users.allSatisfy({ groupOf[$0] == target }),
-        fits(node, into: groups[target])
+        fits(node, into: groups[target]),
+        // The GEMM reads its operands from memory before any epilogue runs: a node feeding the
+        // matmul itself (`relu(%x)` in `matmul(relu(%x), %w)` with a square product) stays out.
+        groups[target].kind != .matmul || !users.contains(where: { graph.nodes[$0].op == "matmul" })
       else { continue }
       join(index, target, kind: groups[target].kind!)
     }
@@ -193,7 +196,12 @@ struct FusionPlanner {
     case .elementwise:
       return shape == group.domain && !shape.isEmpty
     case .matmul:
-      return shape == group.domain
+      // The GEMM stores the product in a result's buffer before the epilogue replaces it: every
+      // member keeps the product's dtype (`cast(%x @ %w, dtype: f64)` alone has no f32 result).
+      let product = group.members.first { graph.nodes[$0].op == "matmul" }.map {
+        graph.type(of: graph.nodes[$0].result).dtype
+      }
+      return shape == group.domain && graph.type(of: node.result).dtype == product
         && node.operands.allSatisfy { RowAccess(graph.type(of: $0).shape, in: group.domain) != nil }
     case .reduction:
       let domain = group.domain
