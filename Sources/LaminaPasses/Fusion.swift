@@ -64,12 +64,15 @@ struct FusionPlanner {
   let exposed: Set<ValueID>
   /// Nodes the outputs and losses need: what inference and evaluation run.
   let forwardNodes: Set<Int>
+  /// Nodes the outputs need: what `lamina_forward` runs, with only the inputs they need.
+  let outputNodes: Set<Int>
 
   init(graph: Graph) {
     self.graph = graph
     exposed = Set(
       graph.outputs.map(\.value) + graph.losses.map(\.value) + graph.assignments.map(\.value))
     forwardNodes = Set(graph.nodesNeeded(for: graph.outputs.map(\.value) + graph.losses.map(\.value)))
+    outputNodes = Set(graph.nodesNeeded(for: graph.outputs.map(\.value)))
     for (index, node) in graph.nodes.enumerated() {
       for result in node.results { producer[result] = index }
       for operand in Set(node.operands) { consumers[operand, default: []].append(index) }
@@ -110,6 +113,18 @@ struct FusionPlanner {
     return axis == operand.rank - 1
   }
 
+  /// 0: the outputs need the node; 1: only the losses; 2: only a training step (the backward graph).
+  func tier(_ index: Int) -> Int {
+    outputNodes.contains(index) ? 0 : forwardNodes.contains(index) ? 1 : 2
+  }
+
+  /// A node never joins a group that a cheaper entry point runs: `sign(%h)` for ReLU's gradient
+  /// would add a store to inference, and `sub(%prediction, %label)` for a loss would make
+  /// `lamina_forward` read the label (its signature would then demand it).
+  func mayJoin(_ index: Int, _ group: Int) -> Bool {
+    groups[group].members.allSatisfy { tier($0) >= tier(index) }
+  }
+
   // MARK: Forming groups
 
   mutating func formGroups() {
@@ -123,7 +138,7 @@ struct FusionPlanner {
         if let operandProducer = producer[node.operands[0]] {
           let target = groupOf[operandProducer]
           if groups[target].kind == .elementwise || groups[target].kind == .reduction,
-            groups[target].domain == domain, canJoin(index, target),
+            groups[target].domain == domain, mayJoin(index, target), canJoin(index, target),
             groups[target].members.allSatisfy({ member in
               graph.nodes[member].operands.allSatisfy { operand in
                 RowAccess(graph.type(of: operand).shape, in: domain) != nil
@@ -140,13 +155,10 @@ struct FusionPlanner {
       }
       guard isElementwise(node) else { continue }
       // Try the groups of the operands' producers: a matmul's epilogue first (it saves a whole
-      // pass over the product), then the most recent. A node the forward pass does not need never
-      // joins a group it does (`sign(%h)` for ReLU's gradient would add a store to inference); it is
-      // pulled into its backward consumer below instead.
+      // pass over the product), then the most recent, among those `mayJoin` allows (`sign(%h)` is
+      // pulled into its backward consumer below instead).
       let candidates = Set(node.operands.compactMap { producer[$0] }.map { groupOf[$0] })
-        .filter { group in
-          forwardNodes.contains(index) || !groups[group].members.contains(where: forwardNodes.contains)
-        }
+        .filter { mayJoin(index, $0) }
         .sorted { left, right in
           let (leftMatmul, rightMatmul) = (groups[left].kind == .matmul, groups[right].kind == .matmul)
           return leftMatmul != rightMatmul ? leftMatmul : left > right
