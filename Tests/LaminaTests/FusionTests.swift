@@ -161,7 +161,17 @@ struct FusionTests {
     "a compiled training step with fusion equals one without it and the interpreter's",
     arguments: trainable)
   func trainStepMatches(_ testCase: ModelCase) throws {
-    let model = try load(testCase, pipeline: Pipeline.training)
+    // Adam, AdamW, RMSprop and Adagrad move each weight by about lr·g/|g| on the first step: a
+    // near-zero gradient that rounding (GEMM order, a row sum's order) moves across zero flips
+    // the step, in f32 and f64 alike (deep_mlp: 2·lr apart from the interpreter, with or without
+    // fusion). SGD with momentum keeps the step proportional to the gradient, so the comparison
+    // measures the kernels, not that conditioning; the optimizers' own updates are elementwise
+    // groups that TrainStepTests compares against the interpreter.
+    let source = try String(contentsOfFile: testCase.path, encoding: .utf8).replacing(
+      #/train with (adam|adamw|rmsprop|adagrad)\([^)]*\)/#,
+      with: "train with sgd(lr: 0.01, momentum: 0.9)")
+    let model = try Model(
+      source: source, path: testCase.path, modelName: testCase.name, pipeline: Pipeline.training)
     let parameters = try model.initialParameters(seed: 7)
     let values = parameters.merging(try model.graph.initialState()) { a, _ in a }
     for batch in Self.batches {
