@@ -64,13 +64,15 @@ struct FusionPlanner {
   let exposed: Set<ValueID>
   /// Nodes the outputs and losses need: what inference and evaluation run.
   let forwardNodes: Set<Int>
+  /// Nodes the outputs need: what `lamina_forward` runs, with only the inputs they need.
+  let outputNodes: Set<Int>
 
   init(graph: Graph) {
     self.graph = graph
     exposed = Set(
       graph.outputs.map(\.value) + graph.losses.map(\.value) + graph.assignments.map(\.value))
-    forwardNodes = Set(
-      graph.nodesNeeded(for: graph.outputs.map(\.value) + graph.losses.map(\.value)))
+    forwardNodes = Set(graph.nodesNeeded(for: graph.outputs.map(\.value) + graph.losses.map(\.value)))
+    outputNodes = Set(graph.nodesNeeded(for: graph.outputs.map(\.value)))
     for (index, node) in graph.nodes.enumerated() {
       for result in node.results { producer[result] = index }
       for operand in Set(node.operands) { consumers[operand, default: []].append(index) }
@@ -124,6 +126,18 @@ struct FusionPlanner {
     return normalized == Set(0..<(operand.rank - 1))
   }
 
+  /// 0: the outputs need the node; 1: only the losses; 2: only a training step (the backward graph).
+  func tier(_ index: Int) -> Int {
+    outputNodes.contains(index) ? 0 : forwardNodes.contains(index) ? 1 : 2
+  }
+
+  /// A node never joins a group that a cheaper entry point runs: `sign(%h)` for ReLU's gradient
+  /// would add a store to inference, and `sub(%prediction, %label)` for a loss would make
+  /// `lamina_forward` read the label (its signature would then demand it).
+  func mayJoin(_ index: Int, _ group: Int) -> Bool {
+    groups[group].members.allSatisfy { tier($0) >= tier(index) }
+  }
+
   // MARK: Forming groups
 
   mutating func formGroups() {
@@ -138,9 +152,7 @@ struct FusionPlanner {
         let target = groupOf[definer]
         let domain = graph.type(of: node.operands[0]).shape
         if groups[target].kind == .elementwise, groups[target].domain == domain,
-          canJoin(index, target),
-          forwardNodes.contains(index)
-            || !groups[target].members.contains(where: forwardNodes.contains),
+          canJoin(index, target), mayJoin(index, target),
           groups[target].members.allSatisfy({ member in
             graph.nodes[member].operands.allSatisfy { operand in
               RowAccess(graph.type(of: operand).shape, in: domain) != nil
@@ -156,7 +168,7 @@ struct FusionPlanner {
         if let operandProducer = producer[node.operands[0]] {
           let target = groupOf[operandProducer]
           if groups[target].kind == .elementwise || groups[target].kind == .reduction,
-            groups[target].domain == domain, canJoin(index, target),
+            groups[target].domain == domain, mayJoin(index, target), canJoin(index, target),
             !groups[target].members.contains(where: { isColumnReduction(graph.nodes[$0]) }),
             groups[target].members.allSatisfy({ member in
               graph.nodes[member].operands.allSatisfy { operand in
@@ -174,14 +186,10 @@ struct FusionPlanner {
       }
       guard isElementwise(node) else { continue }
       // Try the groups of the operands' producers: a matmul's epilogue first (it saves a whole
-      // pass over the product), then the most recent. A node the forward pass does not need never
-      // joins a group it does (`sign(%h)` for ReLU's gradient would add a store to inference); it is
-      // pulled into its backward consumer below instead.
+      // pass over the product), then the most recent, among those `mayJoin` allows (`sign(%h)` is
+      // pulled into its backward consumer below instead).
       let candidates = Set(node.operands.compactMap { producer[$0] }.map { groupOf[$0] })
-        .filter { group in
-          forwardNodes.contains(index)
-            || !groups[group].members.contains(where: forwardNodes.contains)
-        }
+        .filter { mayJoin(index, $0) }
         .sorted { left, right in
           let (leftMatmul, rightMatmul) = (
             groups[left].kind == .matmul, groups[right].kind == .matmul
@@ -201,8 +209,10 @@ struct FusionPlanner {
               !groups[other].members.contains(where: { isColumnReduction(graph.nodes[$0]) }),
               groups[target].kind == .elementwise
                 || groups[other].members.allSatisfy({ fits(graph.nodes[$0], into: groups[target]) }),
-              forwardNodes.contains(index)
-                || !groups[other].members.contains(where: forwardNodes.contains),
+              // Only groups of one entry point's work merge (no backward work in inference).
+              (groups[other].members + groups[target].members).allSatisfy({
+                tier($0) == tier(index)
+              }),
               canMerge(other, into: target)
             {
               for member in groups[other].members {
@@ -233,7 +243,10 @@ struct FusionPlanner {
       else { continue }
       let target = groupOf[first]
       guard target != index, users.allSatisfy({ groupOf[$0] == target }),
-        fits(node, into: groups[target])
+        fits(node, into: groups[target]),
+        // The GEMM reads its operands from memory before any epilogue runs: a node feeding the
+        // matmul itself (`relu(%x)` in `matmul(relu(%x), %w)` with a square product) stays out.
+        groups[target].kind != .matmul || !users.contains(where: { graph.nodes[$0].op == "matmul" })
       else { continue }
       join(index, target, kind: groups[target].kind!)
     }
@@ -247,9 +260,12 @@ struct FusionPlanner {
     case .elementwise:
       return shape == group.domain && !shape.isEmpty
     case .matmul:
-      // The epilogue replaces the product in place, so members keep the product's dtype.
-      let productType = group.members.first.map { graph.type(of: graph.nodes[$0].result).dtype }
-      return shape == group.domain && graph.type(of: node.result).dtype == productType
+      // The GEMM stores the product in a result's buffer before the epilogue replaces it: every
+      // member keeps the product's dtype (`cast(%x @ %w, dtype: f64)` alone has no f32 result).
+      let product = group.members.first { graph.nodes[$0].op == "matmul" }.map {
+        graph.type(of: graph.nodes[$0].result).dtype
+      }
+      return shape == group.domain && graph.type(of: node.result).dtype == product
         && node.operands.allSatisfy { RowAccess(graph.type(of: $0).shape, in: group.domain) != nil }
     case .reduction:
       let domain = group.domain

@@ -522,23 +522,30 @@ struct FusedKernel {
     }
 
     var range = CWriter()
+    // Rows of one dtype share a typed buffer; mixed dtypes (a `cast` in the group) get byte rows
+    // of 8 bytes per column, aligned for any element type.
+    let scratchType = scratch.first.map(cType)
+    let uniformScratch = scratch.allSatisfy { cType($0) == scratchType }
     if !scratch.isEmpty {
-      let elementType = cType(scratch[0])
-      if scratch.allSatisfy({ cType($0) == elementType }) {
-        range.line(
-          "/* Row values read by a later loop over the row; they stay in L1. */")
+      range.line(
+        "/* Row values read by a later loop over the row; they stay in L1. */")
+      if uniformScratch, let elementType = scratchType {
         range.line(
           "\(elementType)* scratch = (\(elementType)*)malloc((size_t)\(scratch.count) * (size_t)\(columns) * sizeof(\(elementType)));"
         )
+      } else {
         range.line(
-          "if (!scratch) { __atomic_store_n(&((@KERNEL@_job*)job)->failed, 1, __ATOMIC_RELAXED); return; }"
+          "unsigned char* scratch = (unsigned char*)malloc((size_t)\(scratch.count) * (size_t)\(columns) * 8);"
         )
       }
+      range.line("if (!scratch) { __atomic_store_n(&((@KERNEL@_job*)job)->failed, 1, __ATOMIC_RELAXED); return; }")
     }
     func rowPointer(_ value: ValueID) -> String {
       if let result = resultName(value) { return "\(result) + r * \(columns)" }
       if let index = scratch.firstIndex(of: value) {
-        return "scratch + \(index) * \(columns)"
+        return uniformScratch
+          ? "scratch + \(index) * \(columns)"
+          : "(\(cType(value))*)(scratch + (size_t)\(index) * (size_t)\(columns) * 8)"
       }
       return ""
     }
