@@ -28,6 +28,14 @@ public struct CommonSubexpressionElimination: GraphPass {
     var kept: [Node] = []
     for var node in graph.nodes {
       node.operands = node.operands.map { replacement[$0] ?? $0 }
+      if !node.body.isEmpty {
+        // A fused node (IR read back after fusion) is kept whole: its members are one kernel.
+        for member in node.body.indices {
+          node.body[member].operands = node.body[member].operands.map { replacement[$0] ?? $0 }
+        }
+        kept.append(node)
+        continue
+      }
       let definition = OpRegistry.definition(node.op)
       guard node.results.count == 1, definition?.dependsOnMode != true else {
         kept.append(node)

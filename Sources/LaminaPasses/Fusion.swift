@@ -71,7 +71,8 @@ struct FusionPlanner {
     self.graph = graph
     exposed = Set(
       graph.outputs.map(\.value) + graph.losses.map(\.value) + graph.assignments.map(\.value))
-    forwardNodes = Set(graph.nodesNeeded(for: graph.outputs.map(\.value) + graph.losses.map(\.value)))
+    forwardNodes = Set(
+      graph.nodesNeeded(for: graph.outputs.map(\.value) + graph.losses.map(\.value)))
     outputNodes = Set(graph.nodesNeeded(for: graph.outputs.map(\.value)))
     for (index, node) in graph.nodes.enumerated() {
       for result in node.results { producer[result] = index }

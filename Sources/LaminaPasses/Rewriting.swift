@@ -20,6 +20,10 @@ extension Graph {
     }
     for index in nodes.indices {
       nodes[index].operands = nodes[index].operands.map(resolved)
+      // A fused node's members read its operands directly.
+      for member in nodes[index].body.indices {
+        nodes[index].body[member].operands = nodes[index].body[member].operands.map(resolved)
+      }
     }
     for index in outputs.indices { outputs[index].value = resolved(outputs[index].value) }
     for index in losses.indices { losses[index].value = resolved(losses[index].value) }

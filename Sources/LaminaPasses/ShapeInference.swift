@@ -20,39 +20,50 @@ public struct ShapeInference: GraphPass {
 
   public func run(on graph: inout Graph, context: inout PassContext) throws {
     for index in graph.nodes.indices {
-      let node = graph.nodes[index]
-      guard let definition = OpRegistry.definition(node.op) else {
-        let suggestion = closestName(to: node.op, among: OpRegistry.names)
-        context.diagnostics.error(
-          "unknown op '\(node.op)'", at: node.location,
-          help: suggestion.map { "did you mean '\($0)'?" })
-        continue
+      var node = graph.nodes[index]
+      if node.op == Node.fusedOp {
+        // A fused node (IR read back after fusion) types its members; its results are theirs.
+        for member in node.body.indices { infer(&node.body[member], in: &graph, context: &context) }
+      } else {
+        infer(&node, in: &graph, context: &context)
       }
-      let operandTypes = node.operands.compactMap { graph[$0].type }
-      // An operand without a type already has its own diagnostic.
-      guard operandTypes.count == node.operands.count else { continue }
-      do {
-        let (types, attributes) = try definition.inferTypes(
-          operands: operandTypes, attributes: node.attributes)
-        graph.nodes[index].attributes = attributes
-        guard types.count == node.results.count else {
-          context.diagnostics.error(
-            "\(node.op) defines \(types.count) results, the node names \(node.results.count)",
-            at: node.location)
-          continue
-        }
-        for (result, type) in zip(node.results, types) {
-          if let declared = graph[result].type, declared != type {
-            context.diagnostics.error(
-              "%\(graph[result].name) is declared \(declared) but \(node.op) gives \(type)",
-              at: node.location)
-          }
-          graph.setType(type, of: result)
-        }
-      } catch {
-        context.diagnostics.error(error.message, at: node.location, help: error.help)
-      }
+      graph.nodes[index] = node
     }
     try context.diagnostics.throwIfErrors()
+  }
+
+  /// Applies the node's shape rule: fills in its attributes' defaults and its results' types.
+  private func infer(_ node: inout Node, in graph: inout Graph, context: inout PassContext) {
+    guard let definition = OpRegistry.definition(node.op) else {
+      let suggestion = closestName(to: node.op, among: OpRegistry.names)
+      context.diagnostics.error(
+        "unknown op '\(node.op)'", at: node.location,
+        help: suggestion.map { "did you mean '\($0)'?" })
+      return
+    }
+    let operandTypes = node.operands.compactMap { graph[$0].type }
+    // An operand without a type already has its own diagnostic.
+    guard operandTypes.count == node.operands.count else { return }
+    do {
+      let (types, attributes) = try definition.inferTypes(
+        operands: operandTypes, attributes: node.attributes)
+      node.attributes = attributes
+      guard types.count == node.results.count else {
+        context.diagnostics.error(
+          "\(node.op) defines \(types.count) results, the node names \(node.results.count)",
+          at: node.location)
+        return
+      }
+      for (result, type) in zip(node.results, types) {
+        if let declared = graph[result].type, declared != type {
+          context.diagnostics.error(
+            "%\(graph[result].name) is declared \(declared) but \(node.op) gives \(type)",
+            at: node.location)
+        }
+        graph.setType(type, of: result)
+      }
+    } catch {
+      context.diagnostics.error(error.message, at: node.location, help: error.help)
+    }
   }
 }

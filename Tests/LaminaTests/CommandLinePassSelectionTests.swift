@@ -53,14 +53,16 @@ struct CommandLinePassSelectionTests {
     let path = try modelFile()
     let all = lamina("dump", path, "--after", "all")
     #expect(all.status == 0, "\(all.errors)")
-    #expect(passesRun(all) == Pipeline.training.map(\.name))
+    #expect(passesRun(all) == (Pipeline.training + Pipeline.codegen).map(\.name))
 
     let some = lamina(
       "dump", path, "--after", "all", "--disable-pass", "simplify,cse", "--disable-pass",
-      "transpose-fold")
+      "transpose-fold,fusion")
     #expect(some.status == 0, "\(some.errors)")
     #expect(
-      passesRun(some) == ["shape-inference", "autodiff", "optimizer", "constant-fold", "dce"])
+      passesRun(some) == [
+        "shape-inference", "autodiff", "optimizer", "constant-fold", "dce", "memory-plan",
+      ])
 
     // Without simplify and transpose-fold, the final IR keeps the multiplication by one and the
     // transpose; with them, neither is left.
@@ -84,6 +86,9 @@ struct CommandLinePassSelectionTests {
     #expect(
       passesRun(result) == ["shape-inference", "autodiff", "optimizer", "constant-fold", "dce"])
     #expect(result.output.contains("%half = constant() {value = 0.5} : f32[]"))
+    let backend = lamina("dump", path, "--after", "all", "--passes", "cse,fusion")
+    #expect(backend.status == 0, "\(backend.errors)")
+    #expect(passesRun(backend) == ["shape-inference", "autodiff", "optimizer", "cse", "fusion"])
 
     let none = lamina("dump", path, "--after", "all", "--passes", "")
     #expect(none.status == 0, "\(none.errors)")

@@ -59,7 +59,9 @@ struct CommandLineTests {
     #expect(header.contains("#define DIGITSMLP_INPUT_X 0"))
     #expect(header.contains("int lamina_forward("))
     let source = try String(contentsOfFile: directory + "/c/model.c", encoding: .utf8)
-    #expect(source.contains("/* %h = relu(%1) : f32[batch, 128]"))
+    // Kernels carry the IR they compute: here the first dense layer's matmul, bias and ReLU.
+    #expect(source.contains("/* fused matmul kernel, 3 ops in one pass:"))
+    #expect(source.contains("     %h = relu(%1) : f32[batch, 128]"))
 
     #expect(
       lamina("init", modelPath, "-o", directory + "/w.safetensors", "--seed", "5").status == 0)

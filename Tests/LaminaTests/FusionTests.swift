@@ -51,8 +51,12 @@ struct FusionTests {
     "lamina-fusion-test-\(ProcessInfo.processInfo.processIdentifier)"
   ).path
 
-  /// 300 rows of 256: 76800 elements, over the 65536 at which kernels go parallel.
-  static let batches = [1, 300]
+  /// 300 rows of 256: 76800 elements, over the 65536 at which kernels go parallel. The reference
+  /// interpreter is slow at that size, so batch 300 compares fused against unfused compiled code
+  /// (whose single-op kernels the other suites check against the interpreter), and the interpreter
+  /// is the reference at the small batches.
+  static let batches = [1, 7, 300]
+  static let interpreterBatches: Set<Int> = [1, 7]
 
   func load(_ model: ModelCase, pipeline: [any GraphPass] = Pipeline.inference) throws -> Model {
     try Model(contentsOf: model.path, modelName: model.name, pipeline: pipeline)
@@ -119,7 +123,9 @@ struct FusionTests {
     for batch in Self.batches {
       let inputs = TestData.inputs(
         for: model.graph, symbols: symbols(model.graph, batch: batch), seed: UInt64(batch))
-      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+      let expected =
+        Self.interpreterBatches.contains(batch)
+        ? try model.interpret(inputs: inputs, parameters: parameters, outputs: names) : nil
       let (outputs, losses) = try compiled.evaluate(inputs)
       let actual = outputs.merging(losses) { a, _ in a }
       let (unfusedOutputs, unfusedLosses) = try unfused.evaluate(inputs)
@@ -140,6 +146,7 @@ struct FusionTests {
         #expect(
           againstUnfused == nil,
           "\(testCase) batch \(batch), \(name) against unfused: \(againstUnfused ?? "")")
+        guard let expected else { continue }
         let againstInterpreter = mismatch(tensor, expected[name]!, f32: 1e-4, mixed: mixed)
         #expect(
           againstInterpreter == nil,
@@ -177,7 +184,9 @@ struct FusionTests {
     for batch in Self.batches {
       let inputs = TestData.inputs(
         for: model.graph, symbols: symbols(model.graph, batch: batch), seed: UInt64(40 + batch))
-      let reference = try model.interpretTrainStep(inputs, values: values)
+      let reference =
+        Self.interpreterBatches.contains(batch)
+        ? try model.interpretTrainStep(inputs, values: values) : nil
       var results: [(loss: Double, values: [String: Tensor])] = []
       for fusion in [true, false] {
         let compiled = try model.compile(options: options(fusion: fusion), parameters: parameters)
@@ -189,18 +198,22 @@ struct FusionTests {
       let mixed = hasF32(model.graph)
       let label = "\(testCase) batch \(batch)"
       #expect(
-        abs(fusedStep.loss - reference.loss) <= 1e-5 * max(1, abs(reference.loss)),
-        "\(label): loss \(fusedStep.loss), interpreted \(reference.loss)")
-      #expect(
         abs(fusedStep.loss - unfusedStep.loss) <= 1e-5 * max(1, abs(unfusedStep.loss)),
         "\(label): loss \(fusedStep.loss), unfused \(unfusedStep.loss)")
-      #expect(Set(fusedStep.values.keys) == Set(reference.values.keys), "\(label)")
-      for (name, expected) in reference.values {
-        guard let actual = fusedStep.values[name], let unfused = unfusedStep.values[name] else {
-          continue
+      #expect(Set(fusedStep.values.keys) == Set(unfusedStep.values.keys), "\(label)")
+      if let reference {
+        #expect(
+          abs(fusedStep.loss - reference.loss) <= 1e-5 * max(1, abs(reference.loss)),
+          "\(label): loss \(fusedStep.loss), interpreted \(reference.loss)")
+        #expect(Set(fusedStep.values.keys) == Set(reference.values.keys), "\(label)")
+        for (name, expected) in reference.values {
+          guard let actual = fusedStep.values[name] else { continue }
+          let againstInterpreter = mismatch(actual, expected, f32: 1e-4, mixed: mixed)
+          #expect(againstInterpreter == nil, "\(label): \(name): \(againstInterpreter ?? "")")
         }
-        let againstInterpreter = mismatch(actual, expected, f32: 1e-4, mixed: mixed)
-        #expect(againstInterpreter == nil, "\(label): \(name): \(againstInterpreter ?? "")")
+      }
+      for (name, unfused) in unfusedStep.values {
+        guard let actual = fusedStep.values[name] else { continue }
         let againstUnfused = mismatch(actual, unfused, f32: 1e-4, mixed: mixed)
         #expect(againstUnfused == nil, "\(label): \(name) against unfused: \(againstUnfused ?? "")")
       }
@@ -246,16 +259,15 @@ struct FusionTests {
     }
   }
 
-  /// `lamina dump --after fusion` prints IR that `lamina dump` cannot read back: every pipeline
-  /// starts with shape inference, which has no rule for `fused`.
-  @Test("shape inference accepts the fused IR it is given back")
+  /// `lamina dump --after fusion` prints IR that `lamina dump` reads back: shape inference types a
+  /// fused node's members, and the default pipeline leaves fused nodes whole.
+  @Test("the default pipeline reads fused IR back to the same text")
   func shapeInferenceReadsFusedIR() throws {
-    let model = try Model(
-      contentsOf: RepositoryPaths.path("examples/bench/w6_layer_norm_gelu.lam"))
-    let text = IRPrinter().print(try fused(model.graph))
-    withKnownIssue("ShapeInference reports unknown op 'fused'") {
-      let reparsed = try Model(source: text, path: "fused.ir", pipeline: [ShapeInference()])
-      #expect(IRPrinter().print(reparsed.graph) == text)
+    for path in ["examples/bench/w6_layer_norm_gelu.lam", "examples/bench/mlp_784.lam"] {
+      let model = try Model(contentsOf: RepositoryPaths.path(path), pipeline: Pipeline.training)
+      let text = IRPrinter().print(try fused(model.graph))
+      let reparsed = try Model(source: text, path: "fused.ir", pipeline: Pipeline.inference)
+      #expect(IRPrinter().print(reparsed.graph) == text, "\(path)")
     }
   }
 

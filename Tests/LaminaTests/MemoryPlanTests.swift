@@ -251,7 +251,7 @@ struct MemoryPlanTests {
   {
     var options = CompileOptions()
     options.cacheDirectory = Self.cacheDirectory
-    options.codegenPasses = planned ? Pipeline.codegen : []
+    options.codegenPasses = planned ? Pipeline.codegen : [Fusion()]
     let compilation = try model.buildLibrary(options: options)
     let compiled = try CompiledModel(libraryPath: compilation.libraryPath)
     try compiled.setParameters(parameters)
@@ -333,21 +333,31 @@ struct MemoryPlanTests {
     let model = try Model(
       contentsOf: RepositoryPaths.path("examples/digits_mlp.lam"), pipeline: Pipeline.training)
     let planned = try model.generateC(passes: Pipeline.codegen)
-    let unplanned = try model.generateC(passes: [])
+    let unplanned = try model.generateC(passes: [Fusion()])
     #expect(planned.statistics.map(\.name) == ["forward", "evaluate", "train_0"])
     for (with, without) in zip(planned.statistics, unplanned.statistics) {
       #expect(with.kernelLaunches == without.kernelLaunches)
       #expect(with.kernelLaunches > 0)
       for batch in [1, 64] {
         let dims = ["batch": batch]
-        #expect(with.arenaBytes(dims) < without.arenaBytes(dims), "\(with.name)")
+        #expect(with.arenaBytes(dims) <= without.arenaBytes(dims), "\(with.name)")
+        if with.name == "train_0" {
+          #expect(with.arenaBytes(dims) < without.arenaBytes(dims), "\(with.name)")
+        }
         #expect(with.intermediateBytes(dims) == without.intermediateBytes(dims), "\(with.name)")
       }
     }
     // sgd with momentum: every update (4 parameters, 4 velocities, the step counter) is copied
-    // without the plan, none with it.
+    // without the plan. With it, only the updates a weight gradient's GEMM fills first (the fused
+    // matmul's carrier, here each weight's velocity) are: the GEMM writes there before the epilogue
+    // reads the old velocity.
     #expect(unplanned.statistics[2].copies == model.graph.assignments.count)
     #expect(model.graph.assignments.count == 9)
-    #expect(planned.statistics[2].copies == 0)
+    let lowered = try Model.lower(model.graph, passes: Pipeline.codegen)
+    let updateValues = Set(lowered.assignments.map(\.value))
+    let carriedUpdates = lowered.nodes.compactMap { $0.fusedMatmulCarrier(in: lowered) }
+      .filter(updateValues.contains)
+    #expect(carriedUpdates.count == 2)
+    #expect(planned.statistics[2].copies == carriedUpdates.count)
   }
 }

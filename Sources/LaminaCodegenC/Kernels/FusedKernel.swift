@@ -538,7 +538,9 @@ struct FusedKernel {
           "unsigned char* scratch = (unsigned char*)malloc((size_t)\(scratch.count) * (size_t)\(columns) * 8);"
         )
       }
-      range.line("if (!scratch) { __atomic_store_n(&((@KERNEL@_job*)job)->failed, 1, __ATOMIC_RELAXED); return; }")
+      range.line(
+        "if (!scratch) { __atomic_store_n(&((@KERNEL@_job*)job)->failed, 1, __ATOMIC_RELAXED); return; }"
+      )
     }
     func rowPointer(_ value: ValueID) -> String {
       if let result = resultName(value) { return "\(result) + r * \(columns)" }
