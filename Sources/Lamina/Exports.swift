@@ -5,3 +5,4 @@
 @_exported import LaminaSupport
 
 @_exported import struct LaminaCodegenC.GeneratedModel
+@_exported import struct LaminaCodegenC.EntryPointStatistics

@@ -642,8 +642,8 @@ private struct Generator {
       }
       for nodeIndex in needed {
         let node = graph.nodes[nodeIndex]
-        guard let definition = OpRegistry.definition(node.op) else { continue }
-        if case .alias = definition.c { continue }
+        // Fused nodes are not in the op table; they always run their kernel.
+        if case .alias? = OpRegistry.definition(node.op)?.c { continue }
         let arguments =
           ["ctx", "dims"] + node.operands.map { pointer($0) }
           + node.results.map { pointer($0, writable: true) }

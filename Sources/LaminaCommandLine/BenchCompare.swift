@@ -32,7 +32,8 @@ enum BenchCompare {
   struct Candidate {
     var configuration: Configuration
     var compiled: CompiledModel
-    var statistics: ExecutionStatistics
+    /// What the entry point being timed does per call (kernels, copies, intermediates, arena).
+    var statistics: EntryPointStatistics
   }
 
   static func run(
@@ -50,14 +51,17 @@ enum BenchCompare {
     for configuration in configurations {
       var options = compileOptions
       options.codegenPasses = configuration.passes
-      let compiled = try model.compile(options: options, parameters: parameters)
+      let compilation = try model.buildLibrary(options: options)
+      let compiled = try CompiledModel(
+        libraryPath: compilation.libraryPath, threads: options.threads)
+      try compiled.setParameters(parameters)
       symbols = Dictionary(uniqueKeysWithValues: compiled.signature.symbols.map { ($0, batch) })
-      let lowered = try Model.lower(model.graph, passes: configuration.passes)
-      let statistics =
-        training
-        ? ExecutionStatistics.trainStep(
-          lowered, step: try model.trainStep(named: nil).name, symbols: symbols)
-        : ExecutionStatistics.forward(lowered, symbols: symbols)
+      // The first training step is `train_0`; inference times `forward`.
+      let entry = training ? "train_0" : "forward"
+      guard let statistics = compilation.generated.statistics.first(where: { $0.name == entry })
+      else {
+        throw RunError("the compiled model has no entry point \(entry)")
+      }
       candidates.append(
         Candidate(configuration: configuration, compiled: compiled, statistics: statistics))
     }
@@ -147,7 +151,7 @@ enum BenchCompare {
 
     if json {
       let entries = zip(candidates, timings).map { candidate, timing in
-        "\"\(candidate.configuration.name)\": {\"median_seconds\": \(timing.median), \"min_seconds\": \(timing.min), \"max_seconds\": \(timing.max), \"runs\": \(timing.samples.count), \"kernels\": \(candidate.statistics.kernels), \"intermediate_bytes\": \(candidate.statistics.intermediateBytes), \"arena_bytes\": \(candidate.compiled.arenaBytes ?? -1), \"speedup\": \(baseline / timing.median)}"
+        "\"\(candidate.configuration.name)\": {\"median_seconds\": \(timing.median), \"min_seconds\": \(timing.min), \"max_seconds\": \(timing.max), \"runs\": \(timing.samples.count), \"kernels\": \(candidate.statistics.kernelLaunches), \"copies\": \(candidate.statistics.copies), \"intermediate_bytes\": \(candidate.statistics.intermediateBytes(symbols)), \"arena_bytes\": \(candidate.statistics.arenaBytes(symbols)), \"speedup\": \(baseline / timing.median)}"
       }
       let copyEntry =
         largest.map {
@@ -167,17 +171,19 @@ enum BenchCompare {
     )
     console.print("")
     console.print(
-      "config         median        min        max   kernels  intermediates      arena   speedup")
+      "config         median        min        max  kernels+copies  intermediates      arena   speedup"
+    )
     for (candidate, timing) in zip(candidates, timings) {
       let columns = [
         formatDuration(timing.median), formatDuration(timing.min), formatDuration(timing.max),
       ].map { $0.leftPadded(11) }.joined()
-      console.print(
-        candidate.configuration.name.padding(toLength: 10, withPad: " ", startingAt: 0) + columns
-          + String(candidate.statistics.kernels).leftPadded(10)
-          + formatBytes(candidate.statistics.intermediateBytes).leftPadded(15)
-          + (candidate.compiled.arenaBytes.map(formatBytes) ?? "-").leftPadded(11)
-          + String(format: "%9.2fx", baseline / timing.median))
+      let statistics = candidate.statistics
+      let name = candidate.configuration.name.padding(toLength: 10, withPad: " ", startingAt: 0)
+      let launches = "\(statistics.kernelLaunches) + \(statistics.copies)".leftPadded(16)
+      let intermediates = formatBytes(statistics.intermediateBytes(symbols)).leftPadded(15)
+      let arena = formatBytes(statistics.arenaBytes(symbols)).leftPadded(11)
+      let speedup = String(format: "%9.2fx", baseline / timing.median)
+      console.print(name + columns + launches + intermediates + arena + speedup)
     }
     console.print(
       "\nspeedup: the last configuration's median time over each one's; results checked equal first"

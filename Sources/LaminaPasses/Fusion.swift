@@ -259,7 +259,11 @@ struct FusionPlanner {
     let shape = graph.type(of: node.result).shape
     switch kind {
     case .elementwise:
+      // A column sum of the group is complete only when its loop ends: nothing in the loop reads it.
+      let sums = Set(
+        group.members.filter { isColumnReduction(graph.nodes[$0]) }.map { graph.nodes[$0].result })
       return shape == group.domain && !shape.isEmpty
+        && !node.operands.contains(where: sums.contains)
     case .matmul:
       // The GEMM stores the product in a result's buffer before the epilogue replaces it: every
       // member keeps the product's dtype (`cast(%x @ %w, dtype: f64)` alone has no f32 result).
