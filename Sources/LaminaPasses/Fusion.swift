@@ -296,56 +296,35 @@ struct FusionPlanner {
     }
   }
 
+  /// The groups producing the operands of `nodes`, other than the groups in `excluded`.
+  func producerGroups(of nodes: [Int], excluding excluded: Set<Int>) -> [Int] {
+    nodes.flatMap { graph.nodes[$0].operands }.compactMap { producer[$0] }.map { groupOf[$0] }
+      .filter { !excluded.contains($0) }
+  }
+
+  /// Whether `goal` is reached from `start` going backwards through producers, group by group.
+  func reaches(from start: [Int], to goal: Int) -> Bool {
+    var visited = Set<Int>()
+    var stack = start
+    while let group = stack.popLast() {
+      if group == goal { return true }
+      guard visited.insert(group).inserted else { continue }
+      stack += producerGroups(of: groups[group].members, excluding: [group])
+    }
+    return false
+  }
+
   /// Joining is legal unless another operand of the node depends on the group through a node
   /// outside it (the fused kernel would need its own result before it runs).
   func canJoin(_ node: Int, _ target: Int) -> Bool {
-    var visited = Set<Int>()
-    var stack: [Int] = []
-    for operand in graph.nodes[node].operands {
-      if let definer = producer[operand], groupOf[definer] != target {
-        stack.append(groupOf[definer])
-      }
-    }
-    while let group = stack.popLast() {
-      if group == target { return false }
-      guard visited.insert(group).inserted else { continue }
-      for member in groups[group].members {
-        for operand in graph.nodes[member].operands {
-          if let definer = producer[operand], groupOf[definer] != group {
-            stack.append(groupOf[definer])
-          }
-        }
-      }
-    }
-    return true
+    !reaches(from: producerGroups(of: [node], excluding: [target]), to: target)
   }
 
   /// Merging two groups is legal when neither reaches the other through a node outside both.
   func canMerge(_ source: Int, into target: Int) -> Bool {
-    func reaches(from start: Int, to goal: Int) -> Bool {
-      var visited = Set<Int>()
-      var stack: [Int] = []
-      for member in groups[start].members {
-        for operand in graph.nodes[member].operands {
-          if let definer = producer[operand], groupOf[definer] != start, groupOf[definer] != goal {
-            stack.append(groupOf[definer])
-          }
-        }
-      }
-      while let group = stack.popLast() {
-        if group == goal { return true }
-        guard visited.insert(group).inserted else { continue }
-        for member in groups[group].members {
-          for operand in graph.nodes[member].operands {
-            if let definer = producer[operand], groupOf[definer] != group {
-              stack.append(groupOf[definer])
-            }
-          }
-        }
-      }
-      return false
-    }
-    return !reaches(from: source, to: target) && !reaches(from: target, to: source)
+    let both: Set = [source, target]
+    return !reaches(from: producerGroups(of: groups[source].members, excluding: both), to: target)
+      && !reaches(from: producerGroups(of: groups[target].members, excluding: both), to: source)
   }
 
   mutating func join(_ node: Int, _ target: Int, kind: FusedKind) {

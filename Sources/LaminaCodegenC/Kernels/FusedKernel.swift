@@ -105,12 +105,11 @@ struct FusedKernel {
 
   // MARK: Shared pieces
 
-  /// The job struct holding the kernel's arguments, and a task running one share of `range`.
-  func jobDeclarations(
-    _ prelude: inout CWriter, extra: [String] = [], rangeBody: CWriter, chunkAlignment: Int,
-    taskSlots: Bool = false
+  /// A struct of the kernel's arguments (dims, operands `in…`, results `out…`) and `extra` fields.
+  func argumentStruct(
+    _ prelude: inout CWriter, named name: String, comment: String, extra: [String] = []
   ) {
-    prelude.line("/* The arguments of @KERNEL@, shared by the threads running it. */")
+    prelude.line("/* \(comment) */")
     prelude.line("typedef struct {")
     prelude.line("  const int64_t* dims;")
     for (index, operand) in node.operands.enumerated() {
@@ -120,9 +119,19 @@ struct FusedKernel {
       prelude.line("  \(cType(result))* out\(index);")
     }
     for field in extra { prelude.line("  \(field)") }
-    prelude.line("  int64_t tasks;")
-    prelude.line("} @KERNEL@_job;")
+    prelude.line("} \(name);")
     prelude.line()
+  }
+
+  /// The job struct holding the kernel's arguments, and a task running one share of `range`.
+  func jobDeclarations(
+    _ prelude: inout CWriter, extra: [String] = [], rangeBody: CWriter, chunkAlignment: Int,
+    taskSlots: Bool = false
+  ) {
+    argumentStruct(
+      &prelude, named: "@KERNEL@_job",
+      comment: "The arguments of @KERNEL@, shared by the threads running it.",
+      extra: extra + ["int64_t tasks;"])
     prelude.line("/* Rows (or elements) begin..<end of @KERNEL@'s outermost loop. */")
     let slotParameter = taskSlots ? ", int64_t slot" : ""
     prelude.block(
@@ -405,17 +414,8 @@ struct FusedKernel {
     if carrier != product { element.line("crow[j] = \(locals[carrier]!);") }
 
     var prelude = CWriter()
-    prelude.line("/* The arguments of @KERNEL@'s epilogue. */")
-    prelude.line("typedef struct {")
-    prelude.line("  const int64_t* dims;")
-    for (index, operand) in node.operands.enumerated() {
-      prelude.line("  const \(cType(operand))* in\(index);")
-    }
-    for (index, result) in node.results.enumerated() {
-      prelude.line("  \(cType(result))* out\(index);")
-    }
-    prelude.line("} @KERNEL@_epilogue_args;")
-    prelude.line()
+    argumentStruct(
+      &prelude, named: "@KERNEL@_epilogue_args", comment: "The arguments of @KERNEL@'s epilogue.")
     prelude.line("/* The members after the matmul, on one finished block of the product. */")
     prelude.block(
       "static void @KERNEL@_epilogue(void* argument, void* c, int64_t ldc, int64_t row0, int64_t col0, int64_t rows, int64_t cols)"
