@@ -361,8 +361,19 @@ struct FusionPlanner {
       for (index, node) in graph.nodes.enumerated() where !memberSet.contains(index) {
         usedOutside.formUnion(node.operands)
       }
-      let results = members.flatMap { graph.nodes[$0].results }.filter(usedOutside.contains)
+      var results = members.flatMap { graph.nodes[$0].results }.filter(usedOutside.contains)
       let isUpdate = results.contains { value in graph.assignments.contains { $0.value == value } }
+      // A weight gradient's GEMM writes the product first into one result's buffer, which the
+      // epilogue then replaces. When the results are optimizer updates, each can be written
+      // straight over its parameter or state only if none of them is that buffer: the product gets
+      // its own (a block in cache when the epilogue reads it) instead of a copy of a whole update
+      // at the end of the step.
+      if kind == .matmul, isUpdate,
+        let product = members.map({ graph.nodes[$0] }).first(where: { $0.op == "matmul" })?.result,
+        !results.contains(product)
+      {
+        results.insert(product, at: 0)
+      }
       let body = members.map { graph.nodes[$0] }
       let node = Node(
         op: Node.fusedOp, operands: operands,

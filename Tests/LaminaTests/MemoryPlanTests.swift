@@ -348,16 +348,16 @@ struct MemoryPlanTests {
       }
     }
     // sgd with momentum: every update (4 parameters, 4 velocities, the step counter) is copied
-    // without the plan. With it, only the updates a weight gradient's GEMM fills first (the fused
-    // matmul's carrier, here each weight's velocity) are: the GEMM writes there before the epilogue
-    // reads the old velocity.
+    // without the plan, none with it. A weight's update computed in its gradient's GEMM epilogue
+    // lands in place too: the GEMM writes the product into a buffer of its own (the carrier), not
+    // into one of the updates.
     #expect(unplanned.statistics[2].copies == model.graph.assignments.count)
     #expect(model.graph.assignments.count == 9)
+    #expect(planned.statistics[2].copies == 0)
     let lowered = try Model.lower(model.graph, passes: Pipeline.codegen)
     let updateValues = Set(lowered.assignments.map(\.value))
-    let carriedUpdates = lowered.nodes.compactMap { $0.fusedMatmulCarrier(in: lowered) }
-      .filter(updateValues.contains)
-    #expect(carriedUpdates.count == 2)
-    #expect(planned.statistics[2].copies == carriedUpdates.count)
+    let carriers = lowered.nodes.compactMap { $0.fusedMatmulCarrier(in: lowered) }
+    #expect(carriers.count >= 2)
+    #expect(!carriers.contains(where: updateValues.contains))
   }
 }

@@ -243,6 +243,9 @@ struct FusedKernel {
 
     var range = CWriter()
     if isFlat {
+      // Each iteration touches only its own element of every array, in place included, so the
+      // loop vectorizes without the run-time alias checks many pointers would need.
+      range.line("#pragma omp simd")
       range.block("for (int64_t i = begin; i < end; i++)") { $0.nest(element) }
     } else {
       func nest(_ axis: Int, _ writer: inout CWriter) {
@@ -254,6 +257,7 @@ struct FusedKernel {
           axis == 0
           ? "for (int64_t i0 = begin; i0 < end; i0++)"
           : "for (int64_t i\(axis) = 0; i\(axis) < \(cDim(domain[axis])); i\(axis)++)"
+        if axis == rank - 1 { writer.line("#pragma omp simd") }
         writer.block(header) { nest(axis + 1, &$0) }
       }
       nest(0, &range)
@@ -321,6 +325,7 @@ struct FusedKernel {
     range.line("double* partial = job->partials + slot * \(sums.count) * \(columns);")
     range.line("for (int64_t c = 0; c < \(sums.count) * \(columns); c++) partial[c] = 0;")
     range.block("for (int64_t r = begin; r < end; r++)") { row in
+      row.line("#pragma omp simd")
       row.block("for (int64_t c = 0; c < \(columns); c++)") { $0.nest(element) }
     }
     var prelude = CWriter()
@@ -434,6 +439,9 @@ struct FusedKernel {
       }
       body.block("for (int64_t i = row0; i < row0 + rows; i++)") { rows in
         rows.line("\(productType)* restrict crow = (\(productType)*)c + i * ldc;")
+        // One element per iteration (a weight's update may overwrite the weight at the same
+        // position): independent iterations, vectorized without alias checks.
+        rows.line("#pragma omp simd")
         rows.block("for (int64_t j = col0; j < col0 + cols; j++)") { $0.nest(element) }
       }
     }
