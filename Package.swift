@@ -42,6 +42,6 @@ let package = Package(
       name: "LaminaTests",
       dependencies: ["Lamina", "LaminaFrontend", "LaminaCommandLine", "LaminaTestSupport"],
       // Bad model files with their expected diagnostics, read by BadModelTests.
-      exclude: ["BadModels"]),
+      exclude: ["BadModels", "Fixtures"]),
   ]
 )

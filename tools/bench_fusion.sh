@@ -36,7 +36,7 @@ print("| %s | %s | %d | %s (%s-%s) | %s (%s-%s) | %d / %d | %s / %s | **%.2fx**%
 
 echo "| model | call | batch | fused ms median (min-max) | unfused ms median (min-max) | kernels fused / unfused | arena KiB fused / unfused | speedup |"
 echo "|---|---|---|---|---|---|---|---|"
-for file in examples/*.lam examples/bench/mlp_784.lam; do
+for file in ${FILES:-examples/*.lam examples/bench/mlp_784.lam}; do
   row "$file" forward "$batch"
   if grep -q '^ *train ' "$file"; then row "$file" train "$batch"; fi
 done
