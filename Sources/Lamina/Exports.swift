@@ -4,5 +4,5 @@
 @_exported import LaminaRuntime
 @_exported import LaminaSupport
 
-@_exported import struct LaminaCodegenC.GeneratedModel
 @_exported import struct LaminaCodegenC.EntryPointStatistics
+@_exported import struct LaminaCodegenC.GeneratedModel
