@@ -37,6 +37,15 @@ struct FusedKernel {
     return names
   }
 
+  /// A value's number inside this kernel: operands first, then members' results in order. Local
+  /// names use it rather than graph-wide value numbers, so the kernels of repeated layers are the
+  /// same text and the generator emits one function for all of them.
+  func localNumber(_ value: ValueID) -> Int {
+    if let position = node.operands.firstIndex(of: value) { return position }
+    let results = node.body.flatMap(\.results)
+    return node.operands.count + (results.firstIndex(of: value) ?? results.count)
+  }
+
   func resultName(_ value: ValueID) -> String? {
     node.results.firstIndex(of: value).map { "out\($0)" }
   }
@@ -312,7 +321,7 @@ struct FusedKernel {
         continue
       }
       let text = try expression(member, operands: member.operands.map { locals[$0]! })
-      let local = "v\(member.result.index)"
+      let local = "v\(localNumber(member.result))"
       element.line("const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
       locals[member.result] = local
     }
@@ -362,7 +371,7 @@ struct FusedKernel {
   ) throws {
     for member in members {
       let text = try expression(member, operands: member.operands.map { locals[$0]! })
-      let local = "v\(member.result.index)"
+      let local = "v\(localNumber(member.result))"
       writer.line("const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
       locals[member.result] = local
     }
@@ -408,7 +417,7 @@ struct FusedKernel {
       case .row: index = "i"
       case .scalar: index = "0"
       }
-      let local = "a\(operand.index)"
+      let local = "a\(localNumber(operand))"
       element.line("const \(cType(operand)) \(local) = \(names[operand]!)[\(index)];")
       locals[operand] = local
     }
@@ -574,7 +583,7 @@ struct FusedKernel {
               ?? "\(names[operand]!)[\(graph.type(of: operand).shape.product == Dim(1) ? "0" : "r")]"
           }
           let text = try expression(member, operands: operands)
-          let local = "s\(member.result.index)"
+          let local = "s\(localNumber(member.result))"
           row.line("const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
           rowLocals[member.result] = local
           if let result = resultName(member.result) { row.line("\(result)[r] = \(local);") }
@@ -585,22 +594,23 @@ struct FusedKernel {
           var reciprocals: [ValueID: String] = [:]
           for member in members where member.op == "div" && member.operands.count == 2 {
             let divisor = member.operands[1]
-            guard let local = rowLocals[divisor], reciprocals[divisor] == nil,
+            guard let statistic = rowLocals[divisor], reciprocals[divisor] == nil,
               graph.type(of: divisor).dtype.isFloatingPoint,
               graph.type(of: member.result).dtype == graph.type(of: divisor).dtype
             else { continue }
-            reciprocals[divisor] = "inverse\(divisor.index)"
+            reciprocals[divisor] = "inverse\(localNumber(divisor))"
             row.line(
-              "const \(cType(divisor)) inverse\(divisor.index) = (\(cType(divisor)))1 / \(local);")
+              "const \(cType(divisor)) inverse\(localNumber(divisor)) = (\(cType(divisor)))1 / \(statistic);"
+            )
           }
           for reduction in reductions {
             let start = reduction.op == "max" ? "-INFINITY" : "0"
-            row.line("\(reductionCType(reduction)) acc\(reduction.result.index) = \(start);")
+            row.line("\(reductionCType(reduction)) acc\(localNumber(reduction.result)) = \(start);")
           }
           let vectorizable = !reductions.contains { $0.op == "max" }
           if vectorizable && !reductions.isEmpty {
             row.line(
-              "#pragma omp simd reduction(+:\(reductions.map { "acc\($0.result.index)" }.joined(separator: ", ")))"
+              "#pragma omp simd reduction(+:\(reductions.map { "acc\(localNumber($0.result))" }.joined(separator: ", ")))"
             )
           } else if vectorizable {
             row.line("#pragma omp simd")
@@ -609,7 +619,7 @@ struct FusedKernel {
             var locals = rowLocals
             func load(_ operand: ValueID) throws -> String {
               if let local = locals[operand] { return local }
-              let local = "a\(operand.index)"
+              let local = "a\(localNumber(operand))"
               if let external = names[operand] {
                 let access = RowAccess(graph.type(of: operand).shape, in: domain)
                 let index: String
@@ -634,12 +644,13 @@ struct FusedKernel {
             for member in members {
               let operands = try member.operands.map(load)
               if isReduction(member) {
-                let accumulator = "acc\(member.result.index)"
+                let accumulator = "acc\(localNumber(member.result))"
                 let value = "(\(reductionCType(member)))\(operands[0])"
                 if member.op == "max" {
-                  column.line("const \(reductionCType(member)) m\(member.result.index) = \(value);")
                   column.line(
-                    "\(accumulator) = (m\(member.result.index) >= \(accumulator) || m\(member.result.index) != m\(member.result.index)) ? m\(member.result.index) : \(accumulator);"
+                    "const \(reductionCType(member)) m\(localNumber(member.result)) = \(value);")
+                  column.line(
+                    "\(accumulator) = (m\(localNumber(member.result)) >= \(accumulator) || m\(localNumber(member.result)) != m\(localNumber(member.result))) ? m\(localNumber(member.result)) : \(accumulator);"
                   )
                 } else {
                   column.line("\(accumulator) += \(value);")
@@ -650,7 +661,7 @@ struct FusedKernel {
               let text =
                 try inverse.map { "\(operands[0]) * \($0)" }
                 ?? expression(member, operands: operands)
-              let local = "v\(member.result.index)"
+              let local = "v\(localNumber(member.result))"
               column.line(
                 "const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
               locals[member.result] = local
@@ -660,8 +671,8 @@ struct FusedKernel {
             }
           }
           for reduction in reductions {
-            let local = "s\(reduction.result.index)"
-            let accumulator = "acc\(reduction.result.index)"
+            let local = "s\(localNumber(reduction.result))"
+            let accumulator = "acc\(localNumber(reduction.result))"
             let value =
               reduction.op == "mean"
               ? "\(accumulator) / (\(reductionCType(reduction)))\(columns)" : accumulator
