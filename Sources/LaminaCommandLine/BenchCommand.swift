@@ -107,16 +107,8 @@ enum BenchCommand: Command {
         reference = try model.interpret(
           inputs: inputs, parameters: parameters, outputs: outputNames)
       }
-      for name in outputNames {
-        let (a, b) = (compiledOutputs[name]!.doubles(), reference[name]!.doubles())
-        let scale = b.map(abs).max() ?? 1
-        let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
-        guard worst <= 1e-4 * max(scale, 1) else {
-          throw RunError(
-            "compiled output '\(name)' differs from the interpreter's by \(worst); not timing a wrong result"
-          )
-        }
-      }
+      try BenchCompare.checkClose(
+        compiledOutputs, reference, what: "outputs", names: ("compiled", "the interpreter"))
     }
     if !training {
       // Outputs land in the same tensors every call (as PyTorch's caching allocator reuses blocks).

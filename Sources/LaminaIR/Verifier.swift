@@ -58,30 +58,15 @@ public enum Verifier {
         diagnostics.error("unknown op '\(node.op)'", at: node.location)
         return
       }
-      let operandTypes = node.operands.compactMap { graph[$0].type }
-      guard operandTypes.count == node.operands.count else { return }
       do {
-        let (types, attributes) = try definition.inferTypes(
-          operands: operandTypes, attributes: node.attributes)
+        guard let typing = try graph.typing(of: node, definition: definition) else { return }
         // Kinds may differ (IR text cannot tell `[-1, 8]` as ints from a shape); keys may not.
-        if Set(attributes.keys) != Set(node.attributes.keys) {
+        if Set(typing.attributes.keys) != Set(node.attributes.keys) {
           diagnostics.error(
             "\(node.op) node %\(graph[node.results[0]].name) does not spell out its default attributes",
             at: node.location)
         }
-        if types.count != node.results.count {
-          diagnostics.error(
-            "\(node.op) defines \(types.count) results, the node has \(node.results.count)",
-            at: node.location)
-        } else {
-          for (result, type) in zip(node.results, types) {
-            if let declared = graph[result].type, declared != type {
-              diagnostics.error(
-                "%\(graph[result].name) is declared \(declared) but \(node.op) gives \(type)",
-                at: node.location)
-            }
-          }
-        }
+        for problem in typing.problems { diagnostics.error(problem, at: node.location) }
       } catch {
         diagnostics.error(error.message, at: node.location, help: error.help)
       }
@@ -224,5 +209,39 @@ public enum Verifier {
       }
     }
     return diagnostics.diagnostics
+  }
+}
+
+/// A node's op applied to its operands' types: what shape inference fills in and the verifier checks.
+public struct NodeTyping: Sendable {
+  /// The result types the op's shape rule gives.
+  public var types: [TensorType]
+  /// The node's attributes with the op's defaults filled in.
+  public var attributes: [String: Attribute]
+  /// Where the node disagrees: its result count, or a result's declared type.
+  public var problems: [String]
+}
+
+extension Graph {
+  /// Applies `definition`'s shape rule to the node's operand types. Nil when an operand has no type
+  /// yet (that operand has its own diagnostic); throws the rule's error.
+  public func typing(of node: Node, definition: OpDefinition) throws(ShapeError) -> NodeTyping? {
+    let operandTypes = node.operands.compactMap { self[$0].type }
+    guard operandTypes.count == node.operands.count else { return nil }
+    let (types, attributes) = try definition.inferTypes(
+      operands: operandTypes, attributes: node.attributes)
+    var problems: [String] = []
+    if types.count != node.results.count {
+      problems.append(
+        "\(node.op) defines \(types.count) results, the node names \(node.results.count)")
+    } else {
+      for (result, type) in zip(node.results, types) {
+        if let declared = self[result].type, declared != type {
+          problems.append(
+            "%\(self[result].name) is declared \(declared) but \(node.op) gives \(type)")
+        }
+      }
+    }
+    return NodeTyping(types: types, attributes: attributes, problems: problems)
   }
 }

@@ -41,27 +41,13 @@ public struct ShapeInference: GraphPass {
         help: suggestion.map { "did you mean '\($0)'?" })
       return
     }
-    let operandTypes = node.operands.compactMap { graph[$0].type }
-    // An operand without a type already has its own diagnostic.
-    guard operandTypes.count == node.operands.count else { return }
     do {
-      let (types, attributes) = try definition.inferTypes(
-        operands: operandTypes, attributes: node.attributes)
-      node.attributes = attributes
-      guard types.count == node.results.count else {
-        context.diagnostics.error(
-          "\(node.op) defines \(types.count) results, the node names \(node.results.count)",
-          at: node.location)
-        return
-      }
-      for (result, type) in zip(node.results, types) {
-        if let declared = graph[result].type, declared != type {
-          context.diagnostics.error(
-            "%\(graph[result].name) is declared \(declared) but \(node.op) gives \(type)",
-            at: node.location)
-        }
-        graph.setType(type, of: result)
-      }
+      // Nil: an operand without a type, which already has its own diagnostic.
+      guard let typing = try graph.typing(of: node, definition: definition) else { return }
+      node.attributes = typing.attributes
+      for problem in typing.problems { context.diagnostics.error(problem, at: node.location) }
+      guard typing.types.count == node.results.count else { return }
+      for (result, type) in zip(node.results, typing.types) { graph.setType(type, of: result) }
     } catch {
       context.diagnostics.error(error.message, at: node.location, help: error.help)
     }

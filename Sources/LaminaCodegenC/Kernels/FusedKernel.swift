@@ -132,6 +132,21 @@ struct FusedKernel {
     prelude.line()
   }
 
+  /// Locals for the fields of an argument struct (`job->in0`, …) and the symbols the kernel reads.
+  /// Not restrict: a result may take an operand's buffer (in place, or a weight's update written
+  /// over the weight in a matmul epilogue); each element is read before it is written.
+  func unpackArguments(from pointer: String, into body: inout CWriter) {
+    body.line("const int64_t* dims = \(pointer)->dims;")
+    body.line("(void)dims;")
+    for (index, operand) in node.operands.enumerated() {
+      body.line("const \(cType(operand))* in\(index) = \(pointer)->in\(index);")
+    }
+    for (index, result) in node.results.enumerated() {
+      body.line("\(cType(result))* out\(index) = \(pointer)->out\(index);")
+    }
+    for line in dimensionPrologue { body.line(line) }
+  }
+
   /// The job struct holding the kernel's arguments, and a task running one share of `range`.
   func jobDeclarations(
     _ prelude: inout CWriter, extra: [String] = [], rangeBody: CWriter, chunkAlignment: Int,
@@ -146,16 +161,7 @@ struct FusedKernel {
     prelude.block(
       "static void @KERNEL@_range(const @KERNEL@_job* job, int64_t begin, int64_t end\(slotParameter))"
     ) { body in
-      body.line("const int64_t* dims = job->dims;")
-      body.line("(void)dims;")
-      for (index, operand) in node.operands.enumerated() {
-        // Not restrict: an elementwise result may take an operand's buffer (in place).
-        body.line("const \(cType(operand))* in\(index) = job->in\(index);")
-      }
-      for (index, result) in node.results.enumerated() {
-        body.line("\(cType(result))* out\(index) = job->out\(index);")
-      }
-      for line in dimensionPrologue { body.line(line) }
+      unpackArguments(from: "job", into: &body)
       body.nest(rangeBody)
     }
     prelude.line()
@@ -435,17 +441,7 @@ struct FusedKernel {
       "static void @KERNEL@_epilogue(void* argument, void* c, int64_t ldc, int64_t row0, int64_t col0, int64_t rows, int64_t cols)"
     ) { body in
       body.line("const @KERNEL@_epilogue_args* e = (const @KERNEL@_epilogue_args*)argument;")
-      body.line("const int64_t* dims = e->dims;")
-      body.line("(void)dims;")
-      for line in dimensionPrologue { body.line(line) }
-      // Not restrict: a result other than the product's may take an operand's buffer (a weight's
-      // update written over the weight); each element is read before it is written.
-      for (index, operand) in node.operands.enumerated() {
-        body.line("const \(cType(operand))* in\(index) = e->in\(index);")
-      }
-      for (index, result) in node.results.enumerated() {
-        body.line("\(cType(result))* out\(index) = e->out\(index);")
-      }
+      unpackArguments(from: "e", into: &body)
       body.block("for (int64_t i = row0; i < row0 + rows; i++)") { rows in
         rows.line("\(productType)* restrict crow = (\(productType)*)c + i * ldc;")
         // One element per iteration (a weight's update may overwrite the weight at the same
