@@ -376,6 +376,15 @@ private struct Generator {
         return LAMINA_OK;
       }
 
+      /* How many tasks a parallel loop of `work` elements is split into: none to share below the
+         threshold, one per thread for moderate loops, four per thread for large ones, so that a thread
+         slowed down by a neighbour (or woken late) simply takes fewer of them. */
+      static int64_t lamina_task_count(const lamina_context* ctx, __int128 work) {
+        const int64_t threads = lamina_pool_threads(ctx->pool);
+        if (threads == 1 || work < \(ElementwiseKernel.parallelThreshold)) return 1;
+        return work >= (__int128)\(ElementwiseKernel.parallelThreshold * 4) * threads ? 4 * threads : threads;
+      }
+
       """)
   }
 

@@ -144,7 +144,11 @@ public final class CompiledModel: @unchecked Sendable {
   /// Computes every output into `outputs`, reusing its tensors where they already have the right
   /// dtype and shape (steady-state calls then allocate nothing, like PyTorch's `out=`).
   public func forward(_ inputs: [String: Tensor], into outputs: inout [String: Tensor]) throws {
-    outputs = try run(inputs, withLosses: false, reusing: outputs).outputs
+    // The old tensors move into `reusable` rather than being copied, so each is referenced once and
+    // the C code writes into its storage without a copy-on-write of the whole buffer.
+    var reusable: [String: Tensor] = [:]
+    swap(&reusable, &outputs)
+    outputs = try run(inputs, withLosses: false, reusing: &reusable).outputs
   }
 
   /// Computes every output and every loss.
@@ -226,13 +230,19 @@ public final class CompiledModel: @unchecked Sendable {
     return loss.doubles()[0]
   }
 
+  private func run(_ inputs: [String: Tensor], withLosses: Bool) throws -> (
+    outputs: [String: Tensor], losses: [String: Tensor]
+  ) {
+    var nothingToReuse: [String: Tensor] = [:]
+    return try run(inputs, withLosses: withLosses, reusing: &nothingToReuse)
+  }
+
   private func run(
-    _ inputs: [String: Tensor], withLosses: Bool, reusing previous: [String: Tensor] = [:]
+    _ inputs: [String: Tensor], withLosses: Bool, reusing reusable: inout [String: Tensor]
   ) throws -> (
     outputs: [String: Tensor], losses: [String: Tensor]
   ) {
     let (prepared, bindings, dims) = try prepare(inputs, allInputs: withLosses)
-    var reusable = previous
     func allocate(_ entries: [ModelSignature.Entry]) throws -> [Tensor] {
       try entries.map { entry in
         guard let dtype = entry.elementType, let shape = entry.concreteShape(bindings) else {

@@ -94,14 +94,15 @@ enum ElementwiseKernel {
       return
     }
     writer.line("const int64_t extent = \(extent);")
-    writer.block("if (\(total128) < \(parallelThreshold) || lamina_pool_threads(ctx->pool) == 1)") {
+    writer.line("const int64_t tasks = lamina_task_count(ctx, \(total128));")
+    writer.block("if (tasks == 1)") {
       serial in
       serial.line("const int64_t begin = 0, end = extent;")
       serial.append(indented(loop.text, by: 1))
     }
     writer.block("else") { parallel in
       parallel.line(
-        "\(kernelName)_job job = {dims, \((0..<context.operandTypes.count).map { "in\($0), " }.joined())out, lamina_pool_threads(ctx->pool)};"
+        "\(kernelName)_job job = {dims, \((0..<context.operandTypes.count).map { "in\($0), " }.joined())out, tasks};"
       )
       parallel.line("lamina_pool_run(ctx->pool, job.tasks, \(kernelName)_task, &job);")
     }

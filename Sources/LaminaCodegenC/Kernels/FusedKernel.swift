@@ -19,9 +19,13 @@ struct FusedKernel {
   let nodeIndex: Int
   let symbolIndex: [String: Int]
 
-  static let parallelThreshold = ElementwiseKernel.parallelThreshold
-
   var kind: String { node.attributes["kind"]?.stringValue ?? "elementwise" }
+
+  /// Members a later loop over a row computes again instead of reading from a scratch row.
+  static let cheapToRecompute: Set<String> = ["add", "sub", "mul", "neg"]
+
+  /// The largest scratch (bytes) a fused row kernel keeps on the stack rather than the heap.
+  static let stackScratchBytes = 64 * 1024
 
   /// The function name, `k12_fused_matmul`.
   var functionName: String { "k\(nodeIndex)_fused_\(kind)" }
@@ -193,11 +197,10 @@ struct FusedKernel {
     let pointers =
       node.operands.indices.map { "in\($0)" } + node.results.indices.map { "out\($0)" }
     let fields = ["dims"] + pointers + ["extent", "tasks"]
-    let values = ["dims"] + pointers + [extent, "lamina_pool_threads(ctx->pool)"]
+    let values = ["dims"] + pointers + [extent, "lamina_task_count(ctx, (__int128)\(work))"]
     body.line(
       "@KERNEL@_job job = {\(zip(fields, values).map { ".\($0) = \($1)" }.joined(separator: ", "))};"
     )
-    body.line("if ((__int128)\(work) < \(Self.parallelThreshold)) job.tasks = 1;")
     beforeRun(&body)
     body.block("if (job.tasks == 1)") { serial in
       serial.line("@KERNEL@_range(&job, 0, job.extent\(taskSlots ? ", 0" : ""));")
@@ -533,13 +536,43 @@ struct FusedKernel {
         }
       }
     }
+    // A value that is one cheap op away from values the later loop has anyway (layer norm's
+    // `centered = h - mean` when `h` is kept) is computed again there rather than stored and
+    // loaded: a store and a scratch row saved for one add.
+    let definitions = Dictionary(
+      node.body.map { ($0.result, $0) }, uniquingKeysWith: { first, _ in first })
+    var recomputed = Set<ValueID>()
+    var neededByRecomputed = Set<ValueID>()
+    for value in scratch {
+      guard let definition = definitions[value], Self.cheapToRecompute.contains(definition.op),
+        !neededByRecomputed.contains(value)
+      else { continue }
+      let fullMemberOperands = definition.operands.filter { isFull($0) && names[$0] == nil }
+      let available = fullMemberOperands.allSatisfy { operand in
+        resultName(operand) != nil
+          || (scratch.contains(operand) && !recomputed.contains(operand))
+      }
+      guard available else { continue }
+      recomputed.insert(value)
+      neededByRecomputed.formUnion(fullMemberOperands)
+    }
+    scratch.removeAll { recomputed.contains($0) }
 
     var range = CWriter()
     // Rows of one dtype share a typed buffer; mixed dtypes (a `cast` in the group) get byte rows
     // of 8 bytes per column, aligned for any element type.
     let scratchType = scratch.first.map(cType)
     let uniformScratch = scratch.allSatisfy { cType($0) == scratchType }
-    if !scratch.isEmpty {
+    // Rows of a known, modest length live on the stack: no allocation per call.
+    let stackScratch = domain.last!.staticValue.map { scratch.count * $0 * 8 <= Self.stackScratchBytes } ?? false
+    if !scratch.isEmpty && stackScratch {
+      range.line("/* Row values read by a later loop over the row; they stay in L1. */")
+      if uniformScratch, let elementType = scratchType {
+        range.line("_Alignas(64) \(elementType) scratch[\(scratch.count) * \(columns)];")
+      } else {
+        range.line("_Alignas(64) unsigned char scratch[\(scratch.count) * \(columns) * 8];")
+      }
+    } else if !scratch.isEmpty {
       range.line(
         "/* Row values read by a later loop over the row; they stay in L1. */")
       if uniformScratch, let elementType = scratchType {
@@ -567,7 +600,7 @@ struct FusedKernel {
     // Row sums accumulate in the row's dtype: the `omp simd` reduction keeps one partial sum per
     // vector lane, which keeps f32 rounding error far below the tolerance and runs at full width.
     let reductionCType = { (member: Node) in self.cType(member.result) }
-    let hasScratch = !scratch.isEmpty
+    let heapScratch = !scratch.isEmpty && !stackScratch
     try range.block("for (int64_t r = begin; r < end; r++)") { row in
       var rowLocals: [ValueID: String] = [:]
       for step in steps {
@@ -630,6 +663,12 @@ struct FusedKernel {
                     at: node.location)
                 }
                 column.line("const \(cType(operand)) \(local) = \(external)[\(index)];")
+              } else if recomputed.contains(operand), let definition = definitions[operand] {
+                let text = try expression(definition, operands: definition.operands.map(load))
+                let local = "v\(localNumber(operand))"
+                column.line("const \(cType(operand)) \(local) = (\(cType(operand)))(\(text));")
+                locals[operand] = local
+                return local
               } else {
                 // Computed by an earlier loop over this row.
                 column.line("const \(cType(operand)) \(local) = (\(rowPointer(operand)))[c];")
@@ -680,14 +719,14 @@ struct FusedKernel {
         }
       }
     }
-    if hasScratch { range.line("free(scratch);") }
+    if heapScratch { range.line("free(scratch);") }
 
     var prelude = CWriter()
     jobDeclarations(
       &prelude, extra: ["int64_t extent;", "int failed;"], rangeBody: range, chunkAlignment: 1)
     var body = CWriter()
     dispatch(extent: rows, work: cProduct(domain), into: &body)
-    if hasScratch {
+    if heapScratch {
       body.line(
         "if (job.failed) return lamina_fail(ctx, LAMINA_ERROR_MEMORY, \"cannot allocate a row of scratch memory\");"
       )
