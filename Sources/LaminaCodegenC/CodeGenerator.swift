@@ -152,6 +152,18 @@ private struct Generator {
       return p / q;
     }
 
+    /* The logistic sigmoid, 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below (neither overflows),
+       with the one exponential both branches need, e^-|x|: a vectorized loop evaluates both sides
+       of the select, and three calls to exp per element would be its main cost. */
+    static inline double lamina_sigmoid(double x) {
+      const double e = exp(-fabs(x));
+      return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+    }
+    static inline float lamina_sigmoidf(float x) {
+      const float e = expf(-fabsf(x));
+      return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
+    }
+
     """
 
   // MARK: Signature and header

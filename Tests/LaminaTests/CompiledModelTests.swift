@@ -67,6 +67,32 @@ struct CompiledModelTests {
     }
   }
 
+  /// The GEMM's paths (one output column run as a row product, one row, split over K, packed),
+  /// at batch sizes that run them on one thread and across the pool.
+  @Test("matrix products of every shape class equal the interpreter", arguments: TestData.compilers)
+  func matrixProductShapes(_ compiler: String) throws {
+    let model = try Model(
+      contentsOf: RepositoryPaths.path("Tests/LaminaTests/Fixtures/matmul_shapes.lam"))
+    var options = CompileOptions()
+    options.compiler = compiler
+    options.cacheDirectory = Self.cacheDirectory
+    let parameters = try model.initialParameters(seed: 5)
+    let compiled = try model.compile(options: options, parameters: parameters)
+    for batch in [1, 7, 5000] {
+      let inputs = TestData.inputs(
+        for: model.graph, symbols: ["batch": batch], seed: UInt64(batch))
+      let outputs = try compiled.forward(inputs)
+      let expected = try model.interpret(
+        inputs: inputs, parameters: parameters, outputs: model.graph.outputs.map(\.name))
+      for (name, reference) in expected {
+        let scale = reference.doubles().map(abs).max() ?? 1
+        let problem = TestData.mismatch(
+          outputs[name]!, reference, rtol: 1e-5, atol: 1e-6 * max(scale, 1))
+        #expect(problem == nil, "\(compiler) batch \(batch), \(name): \(problem ?? "")")
+      }
+    }
+  }
+
   /// Ops only the backward graph uses (slice_backward: the language has no syntax for its index)
   /// count too: GradientTests compiles the fixture's gradients.
   @Test("the fixture uses every op of the op table")

@@ -323,10 +323,13 @@ struct FusedKernel {
       element.line("const \(cType(operand)) \(local) = \(names[operand]!)[\(index)];")
       locals[operand] = local
     }
+    // Sums over a single column are whole-array sums: one loop down the rows, with `omp simd`
+    // reductions, instead of rows of one element.
+    let singleColumn = domain.last!.staticValue == 1
     for member in node.body {
       if let position = sums.firstIndex(of: member) {
-        element.line(
-          "partial[\(position) * \(columns) + c] += (double)\(locals[member.operands[0]]!);")
+        let target = singleColumn ? "sum\(position)" : "partial[\(position) * \(columns) + c]"
+        element.line("\(target) += (double)\(locals[member.operands[0]]!);")
         continue
       }
       let text = try expression(member, operands: member.operands.map { locals[$0]! })
@@ -341,20 +344,44 @@ struct FusedKernel {
 
     var range = CWriter()
     range.line("double* partial = job->partials + slot * \(sums.count) * \(columns);")
-    range.line("for (int64_t c = 0; c < \(sums.count) * \(columns); c++) partial[c] = 0;")
-    range.block("for (int64_t r = begin; r < end; r++)") { row in
-      row.line("#pragma omp simd")
-      row.block("for (int64_t c = 0; c < \(columns); c++)") { $0.nest(element) }
+    if singleColumn {
+      let accumulators = sums.indices.map { "sum\($0)" }
+      range.line("double \(accumulators.map { "\($0) = 0" }.joined(separator: ", "));")
+      range.line("#pragma omp simd reduction(+:\(accumulators.joined(separator: ", ")))")
+      range.block("for (int64_t r = begin; r < end; r++)") { row in
+        row.line("const int64_t c = 0;")
+        row.nest(element)
+      }
+      for (position, accumulator) in accumulators.enumerated() {
+        range.line("partial[\(position)] = \(accumulator);")
+      }
+    } else {
+      range.line("for (int64_t c = 0; c < \(sums.count) * \(columns); c++) partial[c] = 0;")
+      range.block("for (int64_t r = begin; r < end; r++)") { row in
+        row.line("#pragma omp simd")
+        row.block("for (int64_t c = 0; c < \(columns); c++)") { $0.nest(element) }
+      }
     }
     var prelude = CWriter()
     jobDeclarations(
       &prelude, extra: ["int64_t extent;", "double* partials;"], rangeBody: range,
       chunkAlignment: 1, taskSlots: true)
     var body = CWriter()
+    // Partial sums of a few tasks over a short row fit on the stack; others are allocated.
+    let partialsPerTask = domain.last!.staticValue.map { $0 * sums.count }
+    let stackPartials = partialsPerTask.map { $0 <= Self.stackScratchBytes / 8 } ?? false
     dispatch(extent: rows, work: cProduct(domain), taskSlots: true, into: &body) { run in
-      run.line(
-        "job.partials = (double*)malloc((size_t)job.tasks * \(sums.count) * (size_t)\(columns) * sizeof(double));"
-      )
+      let heapPartials =
+        "(double*)malloc((size_t)job.tasks * \(sums.count) * (size_t)\(columns) * sizeof(double))"
+      if stackPartials {
+        run.line("double partials_on_stack[\(Self.stackScratchBytes / 8)];")
+        run.line(
+          "const int on_stack = job.tasks * \(sums.count) * \(columns) <= \(Self.stackScratchBytes / 8);"
+        )
+        run.line("job.partials = on_stack ? partials_on_stack : \(heapPartials);")
+      } else {
+        run.line("job.partials = \(heapPartials);")
+      }
       run.line(
         "if (!job.partials) return lamina_fail(ctx, LAMINA_ERROR_MEMORY, \"cannot allocate partial sums\");"
       )
@@ -370,7 +397,7 @@ struct FusedKernel {
         column.line("\(result)[c] = (\(cType(sum.result)))(total\(scale));")
       }
     }
-    body.line("free(job.partials);")
+    body.line(stackPartials ? "if (!on_stack) free(job.partials);" : "free(job.partials);")
     return (prelude, body)
   }
 
@@ -408,9 +435,12 @@ struct FusedKernel {
     }
     let carrierName = resultName(carrier)!
 
+    // A single-column product is walked down its column (see the epilogue below).
+    let singleColumn = n.staticValue == 1
+    let productElement = singleColumn ? "crow[i]" : "crow[j]"
     var element = CWriter()
     var locals: [ValueID: String] = [product: "p"]
-    element.line("const \(productType) p = crow[j];")
+    element.line("const \(productType) p = \(productElement);")
     let epilogueMembers = node.body.filter { $0.result != product }
     for operand in epilogueMembers.flatMap(\.operands)
     where locals[operand] == nil && names[operand] != nil {
@@ -434,7 +464,7 @@ struct FusedKernel {
     for (index, result) in node.results.enumerated() where result != carrier {
       element.line("out\(index)[i * \(cDim(n)) + j] = \(locals[result]!);")
     }
-    if carrier != product { element.line("crow[j] = \(locals[carrier]!);") }
+    if carrier != product { element.line("\(productElement) = \(locals[carrier]!);") }
 
     var prelude = CWriter()
     argumentStruct(
@@ -445,12 +475,25 @@ struct FusedKernel {
     ) { body in
       body.line("const @KERNEL@_epilogue_args* e = (const @KERNEL@_epilogue_args*)argument;")
       unpackArguments(from: "e", into: &body)
-      body.block("for (int64_t i = row0; i < row0 + rows; i++)") { rows in
-        rows.line("\(productType)* restrict crow = (\(productType)*)c + i * ldc;")
-        // One element per iteration (a weight's update may overwrite the weight at the same
-        // position): independent iterations, vectorized without alias checks.
-        rows.line("#pragma omp simd")
-        rows.block("for (int64_t j = col0; j < col0 + cols; j++)") { $0.nest(element) }
+      if singleColumn {
+        // One column (a regression or logistic head, its weight gradient): the loop runs down
+        // the column, which is contiguous, instead of over rows of one element.
+        body.line("(void)ldc;")
+        body.line("(void)cols;")
+        body.line("const int64_t j = col0;")
+        body.line("\(productType)* restrict crow = (\(productType)*)c;")
+        body.line("#pragma omp simd")
+        body.block("for (int64_t i = row0; i < row0 + rows; i++)") { column in
+          column.nest(element)
+        }
+      } else {
+        body.block("for (int64_t i = row0; i < row0 + rows; i++)") { rows in
+          rows.line("\(productType)* restrict crow = (\(productType)*)c + i * ldc;")
+          // One element per iteration (a weight's update may overwrite the weight at the same
+          // position): independent iterations, vectorized without alias checks.
+          rows.line("#pragma omp simd")
+          rows.block("for (int64_t j = col0; j < col0 + cols; j++)") { $0.nest(element) }
+        }
       }
     }
     prelude.line()
@@ -564,7 +607,8 @@ struct FusedKernel {
     let scratchType = scratch.first.map(cType)
     let uniformScratch = scratch.allSatisfy { cType($0) == scratchType }
     // Rows of a known, modest length live on the stack: no allocation per call.
-    let stackScratch = domain.last!.staticValue.map { scratch.count * $0 * 8 <= Self.stackScratchBytes } ?? false
+    let stackScratch =
+      domain.last!.staticValue.map { scratch.count * $0 * 8 <= Self.stackScratchBytes } ?? false
     if !scratch.isEmpty && stackScratch {
       range.line("/* Row values read by a later loop over the row; they stay in L1. */")
       if uniformScratch, let elementType = scratchType {

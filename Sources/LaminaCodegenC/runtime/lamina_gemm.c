@@ -370,6 +370,7 @@ typedef struct lamina_##P##gemm_job {                                           
   int64_t kc;            /* packed path: k-block size, the same for all tiles */                                       \
   int64_t gemv_chunk;    /* M == 1 path: columns (or rows of B, when split over K) per task */                         \
   T* partial;            /* M == 1 split over K: one row of partial sums per task */                                   \
+  int transposed;        /* N == 1 run as M == 1 (C^T = op(B)^T op(A)^T): C is a column */                             \
 } lamina_##P##gemm_job;                                                                                                \
                                                                                                                        \
 /* Bytes of the packed A block and of the packed B block in a thread's scratch. */                                     \
@@ -506,6 +507,15 @@ static void lamina_##P##gemv_dots(const lamina_##P##gemm_job* g, int64_t j0, int
   }                                                                                                                    \
 }                                                                                                                      \
                                                                                                                        \
+/* The epilogue on C[0, j0..j1) of the M == 1 path: a piece of a row, or of a column when transposed. */               \
+static void lamina_##P##gemv_epilogue(const lamina_##P##gemm_job* g, int64_t j0, int64_t j1) {                         \
+  if (!g->epilogue) return;                                                                                            \
+  if (g->transposed)                                                                                                   \
+    g->epilogue->apply(g->epilogue->arg, g->c, 1, j0, 0, j1 - j0, 1);                                                  \
+  else                                                                                                                 \
+    g->epilogue->apply(g->epilogue->arg, g->c, g->ldc, 0, j0, 1, j1 - j0);                                             \
+}                                                                                                                      \
+                                                                                                                       \
 static void lamina_##P##gemv_task(void* arg, int64_t task, int thread) {                                               \
   (void)thread;                                                                                                        \
   const lamina_##P##gemm_job* g = (const lamina_##P##gemm_job*)arg;                                                    \
@@ -514,7 +524,7 @@ static void lamina_##P##gemv_task(void* arg, int64_t task, int thread) {        
     lamina_##P##gemv_dots(g, j0, j1);                                                                                  \
   else                                                                                                                 \
     lamina_##P##gemv_rows(g, j0, j1);                                                                                  \
-  if (g->epilogue) g->epilogue->apply(g->epilogue->arg, g->c, g->ldc, 0, j0, 1, j1 - j0);                              \
+  lamina_##P##gemv_epilogue(g, j0, j1);                                                                                \
 }                                                                                                                      \
                                                                                                                        \
 void lamina_##P##gemm(lamina_pool* pool, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha,           \
@@ -534,6 +544,23 @@ void lamina_##P##gemm(lamina_pool* pool, int trans_a, int trans_b, int64_t m, in
     if (epilogue) epilogue->apply(epilogue->arg, c, ldc, 0, 0, m, n);                                                  \
     return;                                                                                                            \
   }                                                                                                                    \
+  if (n == 1 && m > 1 && ldc == 1 && (trans_a || trans_b || ldb == 1)) {                                               \
+    /* One column (a regression head, its weight gradient): C = op(A) @ b is the transpose of the row                  \
+       b^T @ op(A)^T, which the M == 1 path below computes without packing. */                                         \
+    const T* column = b;                                                                                               \
+    const int64_t column_ld = ldb;                                                                                     \
+    const int new_trans_a = !trans_b, new_trans_b = !trans_a;                                                          \
+    b = a;                                                                                                             \
+    ldb = lda;                                                                                                         \
+    a = column;                                                                                                        \
+    lda = column_ld;                                                                                                   \
+    trans_a = new_trans_a;                                                                                             \
+    trans_b = new_trans_b;                                                                                             \
+    n = m;                                                                                                             \
+    m = 1;                                                                                                             \
+    g = (lamina_##P##gemm_job){trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, epilogue, pool,         \
+                               {1, 1, m, n}, 0, 0, NULL, 1};                                                           \
+  }                                                                                                                    \
   const int threads = lamina_pool_threads(pool);                                                                       \
   if (m == 1 && (!trans_b || !trans_a || lda == 1)) {                                                                  \
     /* A few chunks per thread (not one each): if a thread is descheduled, the others take over its                    \
@@ -552,7 +579,7 @@ void lamina_##P##gemm(lamina_pool* pool, int trans_a, int trans_b, int64_t m, in
         for (int64_t t = 0; t < tasks; t++) s += partial[t * n + j];                                                   \
         c[j] = beta == (T)0 ? alpha * s : alpha * s + beta * c[j];                                                     \
       }                                                                                                                \
-      if (epilogue) epilogue->apply(epilogue->arg, c, ldc, 0, 0, 1, n);                                                \
+      lamina_##P##gemv_epilogue(&g, 0, n);                                                                             \
       return;                                                                                                          \
     }                                                                                                                  \
     g.gemv_chunk = lamina_gemm_round_up(lamina_gemm_ceil_div(n, want), LAMINA_GEMV_MIN_CHUNK);                         \

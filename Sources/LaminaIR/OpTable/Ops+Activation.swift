@@ -34,11 +34,8 @@ extension OpRegistry {
     ),
     unary(
       "sigmoid", "Logistic sigmoid.", "y = 1 / (1 + e^-x)", floatOnly: true,
-      c: { c in
-        let (x, exp, one) = (c.operands[0], c.math("exp"), c.literal(1))
-        return
-          "(\(x) >= 0 ? \(one) / (\(one) + \(exp)(-\(x))) : \(exp)(\(x)) / (\(one) + \(exp)(\(x))))"
-      },
+      // lamina_sigmoid(f): the two branches below with one exp of -|x| (see CodeGenerator.inlineMath).
+      c: { "\($0.dtype == .f32 ? "lamina_sigmoidf" : "lamina_sigmoid")(\($0.operands[0]))" },
       interpret: { x in
         // Written in two branches so large |x| never overflows exp.
         x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x))
