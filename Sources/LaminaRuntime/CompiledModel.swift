@@ -23,6 +23,8 @@ public final class CompiledModel: @unchecked Sendable {
   private let functions: Functions
   /// One call at a time per context; the C side is not reentrant.
   private let lock = NSLock()
+  /// The input shapes of the last call with the symbol values they bound (guarded by `lock`).
+  private var lastBinding: CallBinding?
 
   private struct Functions {
     typealias Destroy = @convention(c) (OpaquePointer?) -> Void
@@ -161,7 +163,7 @@ public final class CompiledModel: @unchecked Sendable {
   /// Checks the inputs against the signature, binds the symbolic dimensions, and orders the tensors
   /// as the C entry points take them (nil for inputs the call does not need).
   private func prepare(_ inputs: [String: Tensor], allInputs: Bool) throws -> (
-    tensors: [Tensor?], bindings: [String: Int], dims: [Int64]
+    tensors: [Tensor?], binding: CallBinding
   ) {
     for name in inputs.keys where !signature.inputs.contains(where: { $0.name == name }) {
       let names = signature.inputs.map(\.name)
@@ -180,6 +182,11 @@ public final class CompiledModel: @unchecked Sendable {
       prepared.append(conformed)
       entries.append((entry, conformed))
     }
+    // Calls usually repeat the last call's shapes: then the symbols' values are known already
+    // (binding parses the signature's dimension text, a few microseconds a call).
+    // An input the call does not take counts as shape [-1].
+    let shapes = prepared.map { $0?.shape ?? [-1] }
+    if let cached = cachedBinding(for: shapes) { return (prepared, cached) }
     let bindings = try ShapeBinding.bind(entries.map { ($0.0, $0.1) }, kind: "input")
     let dims = try signature.symbols.map { symbol -> Int64 in
       guard let value = bindings[symbol] else {
@@ -187,7 +194,27 @@ public final class CompiledModel: @unchecked Sendable {
       }
       return Int64(value)
     }
-    return (prepared, bindings, dims)
+    func shape(_ entry: ModelSignature.Entry) throws -> [Int] {
+      guard let shape = entry.concreteShape(bindings) else {
+        throw RunError("cannot size '\(entry.name)' \(entry.typeDescription)")
+      }
+      return shape
+    }
+    let binding = CallBinding(
+      inputShapes: shapes, bindings: bindings, dims: dims,
+      outputShapes: try signature.outputs.map(shape),
+      lossShapes: try signature.losses.map(shape))
+    lock.lock()
+    lastBinding = binding
+    lock.unlock()
+    return (prepared, binding)
+  }
+
+  private func cachedBinding(for shapes: [[Int]]) -> CallBinding? {
+    lock.lock()
+    defer { lock.unlock() }
+    guard let last = lastBinding, last.inputShapes == shapes else { return nil }
+    return last
   }
 
   /// One training step in one C call: forward, backward, and the optimizer's update of the
@@ -210,7 +237,8 @@ public final class CompiledModel: @unchecked Sendable {
       guard !signature.steps.isEmpty else { throw RunError("the model has no training step") }
       index = 0
     }
-    let (prepared, _, dims) = try prepare(inputs, allInputs: true)
+    let (prepared, binding) = try prepare(inputs, allInputs: true)
+    let dims = binding.dims
     let lossEntry = signature.losses.first { $0.name == signature.steps[index].loss }
     var loss = Tensor(zeros: lossEntry?.elementType ?? .f32, shape: [])
     lock.lock()
@@ -242,10 +270,11 @@ public final class CompiledModel: @unchecked Sendable {
   ) throws -> (
     outputs: [String: Tensor], losses: [String: Tensor]
   ) {
-    let (prepared, bindings, dims) = try prepare(inputs, allInputs: withLosses)
-    func allocate(_ entries: [ModelSignature.Entry]) throws -> [Tensor] {
-      try entries.map { entry in
-        guard let dtype = entry.elementType, let shape = entry.concreteShape(bindings) else {
+    let (prepared, binding) = try prepare(inputs, allInputs: withLosses)
+    let dims = binding.dims
+    func allocate(_ entries: [ModelSignature.Entry], shapes: [[Int]]) throws -> [Tensor] {
+      try zip(entries, shapes).map { entry, shape in
+        guard let dtype = entry.elementType else {
           throw RunError("cannot size output '\(entry.name)' \(entry.typeDescription)")
         }
         // Taken out of the table so the tensor's storage is uniquely referenced (no copy on write).
@@ -257,8 +286,8 @@ public final class CompiledModel: @unchecked Sendable {
         return Tensor(zeros: dtype, shape: shape)
       }
     }
-    var outputs = try allocate(signature.outputs)
-    var losses = withLosses ? try allocate(signature.losses) : []
+    var outputs = try allocate(signature.outputs, shapes: binding.outputShapes)
+    var losses = withLosses ? try allocate(signature.losses, shapes: binding.lossShapes) : []
 
     lock.lock()
     defer { lock.unlock() }
@@ -439,4 +468,13 @@ public final class CompiledModel: @unchecked Sendable {
     }
     return (index, signature.params[index])
   }
+}
+
+/// What a call's input shapes determine: the symbols' values and the outputs' and losses' shapes.
+struct CallBinding {
+  var inputShapes: [[Int]]
+  var bindings: [String: Int]
+  var dims: [Int64]
+  var outputShapes: [[Int]]
+  var lossShapes: [[Int]]
 }
