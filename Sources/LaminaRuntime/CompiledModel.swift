@@ -221,22 +221,7 @@ public final class CompiledModel: @unchecked Sendable {
   /// parameters and state. Returns the loss before the update.
   /// - Parameter step: the training step's name; nil: the first.
   public func trainStep(_ inputs: [String: Tensor], step: String? = nil) throws -> Double {
-    guard let train = functions.trainStep else {
-      throw RunError(
-        "\(libraryPath) has no training step: compile the model with the training pipeline")
-    }
-    let index: Int
-    if let step {
-      guard let found = signature.steps.firstIndex(where: { $0.name == step }) else {
-        throw RunError(
-          "the model has no training step '\(step)' (steps: \(signature.steps.map(\.name).joined(separator: ", ")))"
-        )
-      }
-      index = found
-    } else {
-      guard !signature.steps.isEmpty else { throw RunError("the model has no training step") }
-      index = 0
-    }
+    let (train, index) = try trainStepFunction(named: step)
     let (prepared, binding) = try prepare(inputs, allInputs: true)
     let dims = binding.dims
     let lossEntry = signature.losses.first { $0.name == signature.steps[index].loss }
@@ -256,6 +241,146 @@ public final class CompiledModel: @unchecked Sendable {
       throw RunError(message.isEmpty ? "the training step failed with code \(status)" : message)
     }
     return loss.doubles()[0]
+  }
+
+  /// A `forward` call with its inputs checked and bound and its output buffers allocated once;
+  /// each `run()` is then one C call (like ONNX Runtime's I/O binding). For serving a fixed shape
+  /// at the lowest latency, and for benchmarks that time the compiled code alone.
+  public final class BoundForward: @unchecked Sendable {
+    private let model: CompiledModel
+    private let inputTensors: [Tensor?]
+    private var outputTensors: [Tensor]
+    private let dims: [Int64]
+    private let inputPointers: [UnsafeRawPointer?]
+    private let outputPointers: [UnsafeMutableRawPointer?]
+
+    fileprivate init(model: CompiledModel, inputs: [String: Tensor]) throws {
+      let (prepared, binding) = try model.prepare(inputs, allInputs: false)
+      var outputs = try zip(model.signature.outputs, binding.outputShapes).map { entry, shape in
+        guard let dtype = entry.elementType else {
+          throw RunError("cannot size output '\(entry.name)' \(entry.typeDescription)")
+        }
+        return Tensor(zeros: dtype, shape: shape)
+      }
+      // The tensors are kept (inputs shared, outputs owned and unique), so their storage stays put.
+      var inputPointers = prepared.map { tensor in tensor?.withUnsafeBytes { $0.baseAddress } }
+      var outputPointers = outputs.indices.map { index in
+        outputs[index].withUnsafeMutableBytes { $0.baseAddress }
+      }
+      if inputPointers.isEmpty { inputPointers.append(nil) }
+      if outputPointers.isEmpty { outputPointers.append(nil) }
+      self.model = model
+      self.inputTensors = prepared
+      self.outputTensors = outputs
+      self.dims = binding.dims
+      self.inputPointers = inputPointers
+      self.outputPointers = outputPointers
+    }
+
+    /// Runs the model on the bound inputs into the bound outputs.
+    public func run() throws {
+      model.lock.lock()
+      defer { model.lock.unlock() }
+      let status = inputPointers.withUnsafeBufferPointer { inputs in
+        outputPointers.withUnsafeBufferPointer { outputs in
+          dims.withUnsafeBufferPointer { dims in
+            model.functions.forward(
+              model.context, dims.baseAddress, inputs.baseAddress, outputs.baseAddress)
+          }
+        }
+      }
+      guard status == 0 else {
+        let message = model.functions.lastError(model.context).map { String(cString: $0) } ?? ""
+        throw RunError(message.isEmpty ? "the compiled model failed with code \(status)" : message)
+      }
+    }
+
+    /// Copies of the outputs of the last `run()` (later runs overwrite the bound buffers).
+    public func outputs() -> [String: Tensor] {
+      var table: [String: Tensor] = [:]
+      for (entry, tensor) in zip(model.signature.outputs, outputTensors) {
+        table[entry.name] = tensor.withUnsafeBytes {
+          Tensor(dtype: tensor.dtype, shape: tensor.shape, bytes: $0)!
+        }
+      }
+      return table
+    }
+  }
+
+  /// A training step with its inputs checked and bound once; each `run()` is one C call (forward,
+  /// backward, update) and returns the loss before the update.
+  public final class BoundTrainStep: @unchecked Sendable {
+    private let model: CompiledModel
+    private let train: Functions.TrainStep
+    private let index: Int64
+    private let inputTensors: [Tensor?]
+    private let dims: [Int64]
+    private let inputPointers: [UnsafeRawPointer?]
+    private var loss: Tensor
+
+    fileprivate init(model: CompiledModel, inputs: [String: Tensor], step: String?) throws {
+      let (train, index) = try model.trainStepFunction(named: step)
+      let (prepared, binding) = try model.prepare(inputs, allInputs: true)
+      var inputPointers = prepared.map { tensor in tensor?.withUnsafeBytes { $0.baseAddress } }
+      if inputPointers.isEmpty { inputPointers.append(nil) }
+      let lossEntry = model.signature.losses.first { $0.name == model.signature.steps[index].loss }
+      self.model = model
+      self.train = train
+      self.index = Int64(index)
+      self.inputTensors = prepared
+      self.dims = binding.dims
+      self.inputPointers = inputPointers
+      self.loss = Tensor(zeros: lossEntry?.elementType ?? .f32, shape: [])
+    }
+
+    /// One training step on the bound inputs; the loss before the update.
+    @discardableResult
+    public func run() throws -> Double {
+      model.lock.lock()
+      defer { model.lock.unlock() }
+      let status = inputPointers.withUnsafeBufferPointer { inputs in
+        loss.withUnsafeMutableBytes { lossBytes in
+          dims.withUnsafeBufferPointer { dims in
+            train(model.context, index, dims.baseAddress, inputs.baseAddress, lossBytes.baseAddress)
+          }
+        }
+      }
+      guard status == 0 else {
+        let message = model.functions.lastError(model.context).map { String(cString: $0) } ?? ""
+        throw RunError(message.isEmpty ? "the training step failed with code \(status)" : message)
+      }
+      return loss.doubles()[0]
+    }
+  }
+
+  /// Checks and binds `inputs` for repeated training steps (see `BoundTrainStep`).
+  public func bindTrainStep(_ inputs: [String: Tensor], step: String? = nil) throws
+    -> BoundTrainStep
+  {
+    try BoundTrainStep(model: self, inputs: inputs, step: step)
+  }
+
+  /// Checks and binds `inputs` for repeated `forward` calls (see `BoundForward`).
+  public func bindForward(_ inputs: [String: Tensor]) throws -> BoundForward {
+    try BoundForward(model: self, inputs: inputs)
+  }
+
+  /// The C training step function and the index of the step named `step` (nil: the first).
+  private func trainStepFunction(named step: String?) throws -> (Functions.TrainStep, Int) {
+    guard let train = functions.trainStep else {
+      throw RunError(
+        "\(libraryPath) has no training step: compile the model with the training pipeline")
+    }
+    guard let step else {
+      guard !signature.steps.isEmpty else { throw RunError("the model has no training step") }
+      return (train, 0)
+    }
+    guard let index = signature.steps.firstIndex(where: { $0.name == step }) else {
+      throw RunError(
+        "the model has no training step '\(step)' (steps: \(signature.steps.map(\.name).joined(separator: ", ")))"
+      )
+    }
+    return (train, index)
   }
 
   private func run(_ inputs: [String: Tensor], withLosses: Bool) throws -> (

@@ -51,8 +51,9 @@ struct RuntimeTests {
     var compileOptions = options(try RepositoryPaths.temporaryDirectory())
     compileOptions.threads = 2
     let compiled = try model.compile(options: compileOptions, parameters: parameters)
-    // 123 x 1000 elements: above the threshold, and rows that do not split evenly.
-    for batch in [123, 7] {
+    // 123 x 1000 elements: above the threshold, and rows that do not split evenly; 600 x 1000:
+    // four tasks per thread.
+    for batch in [123, 7, 600] {
       let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 4)
       let outputs = try compiled.forward(inputs)
       let expected = try model.interpret(
@@ -62,6 +63,32 @@ struct RuntimeTests {
         #expect(problem == nil, "batch \(batch) \(name): \(problem ?? "")")
       }
     }
+  }
+
+  @Test("bound forward calls and training steps give what the unbound calls give")
+  func boundCalls() throws {
+    let model = try Model(
+      contentsOf: RepositoryPaths.path("examples/regressor.lam"), pipeline: Pipeline.training)
+    let parameters = try model.initialParameters(seed: 3)
+    let compileOptions = options(try RepositoryPaths.temporaryDirectory())
+    let compiled = try model.compile(options: compileOptions, parameters: parameters)
+    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 9], seed: 8)
+    let forwardInputs = inputs.filter { name, _ in
+      compiled.signature.inputs.first { $0.name == name }?.forward == true
+    }
+    let bound = try compiled.bindForward(forwardInputs)
+    try bound.run()
+    #expect(bound.outputs() == (try compiled.forward(forwardInputs)))
+
+    // Two contexts from one library, stepped the two ways, stay equal.
+    let other = try model.compile(options: compileOptions, parameters: parameters)
+    let boundStep = try other.bindTrainStep(inputs)
+    for _ in 0..<3 {
+      let loss = try compiled.trainStep(inputs)
+      #expect(try boundStep.run() == loss)
+    }
+    #expect(try other.parameters() == (try compiled.parameters()))
+    #expect(throws: RunError.self) { try other.bindTrainStep(inputs, step: "nope") }
   }
 
   @Test("compiler failures show the compiler's message")
