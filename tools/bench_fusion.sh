@@ -24,7 +24,10 @@ f, u = r["fused"], r["unfused"]
 ms = lambda s: "%.3f" % (s * 1e3)
 def kib(b): return "%.0f" % (b / 1024)
 copy = [v for k, v in r.items() if k.startswith("copy_")]
-bound = " (copy of the largest input %s ms: fused %.2fx)" % (ms(copy[0]["median_seconds"]), f["median_seconds"] / copy[0]["median_seconds"]) if copy else ""
+split = [v for k, v in r.items() if k.startswith("parallel_copy_")]
+bound = " (copy of the largest input %s ms: fused %.2fx; on %d threads %s ms: %.2fx)" % (
+    ms(copy[0]["median_seconds"]), f["median_seconds"] / copy[0]["median_seconds"],
+    split[0]["threads"], ms(split[0]["median_seconds"]), f["median_seconds"] / split[0]["median_seconds"]) if copy else ""
 print("| %s | %s | %d | %s (%s-%s) | %s (%s-%s) | %d / %d | %s / %s | **%.2fx**%s |" % (
     sys.argv[1], sys.argv[2], r["batch"],
     ms(f["median_seconds"]), ms(f["min_seconds"]), ms(f["max_seconds"]),
