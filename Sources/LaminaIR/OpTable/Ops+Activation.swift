@@ -70,8 +70,7 @@ extension OpRegistry {
             "\(c.literal((2 / Double.pi).squareRoot())) * (\(x) + \(c.literal(0.044715)) * \(x) * \(x) * \(x))"
           return "\(c.literal(0.5)) * \(x) * (\(c.literal(1)) + \(c.math("tanh"))(\(inner)))"
         }
-        return
-          "\(c.literal(0.5)) * \(x) * (\(c.literal(1)) + \(c.math("erf"))(\(x) * \(c.literal(1 / 2.0.squareRoot()))))"
+        return "\(x) * \(normalCDF(x, c))"
       },
       withAttributes: { x, attributes in
         if attributes["approximate"]?.stringValue == "tanh" {
@@ -109,7 +108,7 @@ extension OpRegistry {
             "(\(half) * (\(one) + \(t)) + \(half) * \(x) * (\(one) - \(t) * \(t)) * \(scale) * (\(one) + \(c.literal(3 * 0.044715)) * \(x) * \(x)))"
         }
         return
-          "(\(half) * (\(one) + \(c.math("erf"))(\(x) * \(c.literal(1 / 2.0.squareRoot())))) + \(x) * \(c.math("exp"))(\(c.literal(-0.5)) * \(x) * \(x)) * \(c.literal(1 / (2 * Double.pi).squareRoot())))"
+          "(\(normalCDF(x, c)) + \(x) * \(c.math("exp"))(\(c.literal(-0.5)) * \(x) * \(x)) * \(c.literal(1 / (2 * Double.pi).squareRoot())))"
       },
       withAttributes: { x, attributes in
         if attributes["approximate"]?.stringValue == "tanh" {
@@ -147,4 +146,13 @@ extension OpRegistry {
         help: "\"none\" is the exact erf form, \"tanh\" PyTorch's approximate='tanh'")
     }
   }
+}
+
+/// C for Φ(x), the standard normal CDF that exact gelu and its derivative use: for f32 the inline
+/// `lamina_normal_cdff` (vectorizes, and accurate in the far negative tail, where ½(1 + erf(x/√2))
+/// cancels to 0), for f64 libm's erf.
+private func normalCDF(_ x: String, _ c: CExpressionContext) -> String {
+  if c.dtype == .f32 { return "lamina_normal_cdff(\(x))" }
+  return
+    "\(c.literal(0.5)) * (\(c.literal(1)) + \(c.math("erf"))(\(x) * \(c.literal(1 / 2.0.squareRoot()))))"
 }
