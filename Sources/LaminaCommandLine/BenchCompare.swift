@@ -154,8 +154,13 @@ enum BenchCompare {
     var copySamples: [Double] = []
     var parallelCopySamples: [Double] = []
     var total = 0.0
+    var round = 0
     while samples[0].count < runs || total < seconds * Double(candidates.count) {
-      for index in candidates.indices {
+      // Each round starts with the next configuration: the first call after the copies below runs
+      // on colder caches and with the copy's threads still winding down.
+      round += 1
+      for offset in candidates.indices {
+        let index = (offset + round) % candidates.count
         let start = DispatchTime.now().uptimeNanoseconds
         try call(index)
         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
