@@ -93,6 +93,41 @@ struct CompiledModelTests {
     }
   }
 
+  /// Exact gelu in both precisions, far into the negative tail (where ½(1 + erf) would cancel).
+  @Test("exact gelu and its derivative match the interpreter in f32 and f64, tails included")
+  func exactGelu() throws {
+    let model = try Model(
+      source: """
+        model Gelu {
+          input x: f32[n]
+          input y: f64[n]
+          output fx = gelu(x)
+          output gx = gelu_grad(x)
+          output fy = gelu(y)
+          output gy = gelu_grad(y)
+        }
+        """)
+    var options = CompileOptions()
+    options.cacheDirectory = Self.cacheDirectory
+    let compiled = try model.compile(options: options, parameters: [:])
+    let values = stride(from: -30.0, through: 12.0, by: 0.37).map { $0 }
+    let inputs = [
+      "x": Tensor(shape: [values.count], scalars: values.map { Float($0) }),
+      "y": Tensor(shape: [values.count], scalars: values),
+    ]
+    let outputs = try compiled.forward(inputs)
+    let expected = try model.interpret(
+      inputs: inputs, parameters: [:], outputs: ["fx", "gx", "fy", "gy"])
+    for name in ["fx", "gx"] {
+      let problem = TestData.mismatch(outputs[name]!, expected[name]!, rtol: 2e-5, atol: 1e-30)
+      #expect(problem == nil, "\(name): \(problem ?? "")")
+    }
+    for name in ["fy", "gy"] {
+      let problem = TestData.mismatch(outputs[name]!, expected[name]!, rtol: 1e-12, atol: 0)
+      #expect(problem == nil, "\(name): \(problem ?? "")")
+    }
+  }
+
   /// Ops only the backward graph uses (slice_backward: the language has no syntax for its index)
   /// count too: GradientTests compiles the fixture's gradients.
   @Test("the fixture uses every op of the op table")

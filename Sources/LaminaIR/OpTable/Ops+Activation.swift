@@ -77,7 +77,8 @@ extension OpRegistry {
           return 0.5 * x
             * (1 + Foundation.tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x)))
         }
-        return 0.5 * x * (1 + Foundation.erf(x / 2.0.squareRoot()))
+        // ½(1 + erf(x/√2)) written as ½ erfc(-x/√2), which does not cancel to 0 for x ≪ 0.
+        return 0.5 * x * Foundation.erfc(-x / 2.0.squareRoot())
       },
       // ∂/∂x gelu(x) = gelu_grad(x), the same approximation
       gradient: { builder, inputs throws(ShapeError) in
@@ -116,7 +117,7 @@ extension OpRegistry {
           let t = Foundation.tanh(scale * (x + 0.044715 * x * x * x))
           return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * scale * (1 + 3 * 0.044715 * x * x)
         }
-        return 0.5 * (1 + Foundation.erf(x / 2.0.squareRoot()))
+        return 0.5 * Foundation.erfc(-x / 2.0.squareRoot())
           + x * Foundation.exp(-0.5 * x * x) / (2 * Double.pi).squareRoot()
       }
     ),
@@ -150,9 +151,8 @@ extension OpRegistry {
 
 /// C for Φ(x), the standard normal CDF that exact gelu and its derivative use: for f32 the inline
 /// `lamina_normal_cdff` (vectorizes, and accurate in the far negative tail, where ½(1 + erf(x/√2))
-/// cancels to 0), for f64 libm's erf.
+/// cancels to 0), for f64 libm's erfc, as the interpreter computes it.
 private func normalCDF(_ x: String, _ c: CExpressionContext) -> String {
   if c.dtype == .f32 { return "lamina_normal_cdff(\(x))" }
-  return
-    "\(c.literal(0.5)) * (\(c.literal(1)) + \(c.math("erf"))(\(x) * \(c.literal(1 / 2.0.squareRoot()))))"
+  return "\(c.literal(0.5)) * \(c.math("erfc"))(-(\(x)) * \(c.literal(1 / 2.0.squareRoot())))"
 }
