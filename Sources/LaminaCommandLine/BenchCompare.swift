@@ -161,19 +161,13 @@ enum BenchCompare {
       round += 1
       for offset in candidates.indices {
         let index = (offset + round) % candidates.count
-        let start = DispatchTime.now().uptimeNanoseconds
-        try call(index)
-        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let elapsed = try secondsTaken { try call(index) }
         samples[index].append(elapsed)
         total += elapsed
       }
       if largest != nil {
-        var start = DispatchTime.now().uptimeNanoseconds
-        copyLargest()
-        copySamples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-        start = DispatchTime.now().uptimeNanoseconds
-        copyLargestInParallel()
-        parallelCopySamples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        copySamples.append(secondsTaken(copyLargest))
+        parallelCopySamples.append(secondsTaken(copyLargestInParallel))
       }
       if samples[0].count >= 100_000 { break }
     }
@@ -230,6 +224,13 @@ enum BenchCompare {
       )
     }
     return 0
+  }
+
+  /// Wall-clock seconds `body` takes.
+  static func secondsTaken(_ body: () throws -> Void) rethrows -> Double {
+    let start = DispatchTime.now().uptimeNanoseconds
+    try body()
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
   }
 
   static func checkClose(

@@ -201,7 +201,7 @@ public final class CompiledModel: @unchecked Sendable {
       return shape
     }
     let binding = CallBinding(
-      inputShapes: shapes, bindings: bindings, dims: dims,
+      inputShapes: shapes, dims: dims,
       outputShapes: try signature.outputs.map(shape),
       lossShapes: try signature.losses.map(shape))
     lock.lock()
@@ -221,26 +221,7 @@ public final class CompiledModel: @unchecked Sendable {
   /// parameters and state. Returns the loss before the update.
   /// - Parameter step: the training step's name; nil: the first.
   public func trainStep(_ inputs: [String: Tensor], step: String? = nil) throws -> Double {
-    let (train, index) = try trainStepFunction(named: step)
-    let (prepared, binding) = try prepare(inputs, allInputs: true)
-    let dims = binding.dims
-    let lossEntry = signature.losses.first { $0.name == signature.steps[index].loss }
-    var loss = Tensor(zeros: lossEntry?.elementType ?? .f32, shape: [])
-    lock.lock()
-    defer { lock.unlock() }
-    let status = try withInputPointers(prepared) { inputPointers in
-      loss.withUnsafeMutableBytes { lossBytes in
-        dims.withUnsafeBufferPointer { dimsPointer in
-          train(
-            context, Int64(index), dimsPointer.baseAddress, inputPointers, lossBytes.baseAddress)
-        }
-      }
-    }
-    guard status == 0 else {
-      let message = functions.lastError(context).map { String(cString: $0) } ?? ""
-      throw RunError(message.isEmpty ? "the training step failed with code \(status)" : message)
-    }
-    return loss.doubles()[0]
+    try BoundTrainStep(model: self, inputs: inputs, step: step).run()
   }
 
   /// A `forward` call with its inputs checked and bound and its output buffers allocated once;
@@ -249,7 +230,7 @@ public final class CompiledModel: @unchecked Sendable {
   public final class BoundForward: @unchecked Sendable {
     private let model: CompiledModel
     private let inputTensors: [Tensor?]
-    private var outputTensors: [Tensor]
+    private let outputTensors: [Tensor]
     private let dims: [Int64]
     private let inputPointers: [UnsafeRawPointer?]
     private let outputPointers: [UnsafeMutableRawPointer?]
@@ -289,10 +270,7 @@ public final class CompiledModel: @unchecked Sendable {
           }
         }
       }
-      guard status == 0 else {
-        let message = model.functions.lastError(model.context).map { String(cString: $0) } ?? ""
-        throw RunError(message.isEmpty ? "the compiled model failed with code \(status)" : message)
-      }
+      guard status == 0 else { throw model.failure(status, of: "the compiled model") }
     }
 
     /// Copies of the outputs of the last `run()` (later runs overwrite the bound buffers).
@@ -345,10 +323,7 @@ public final class CompiledModel: @unchecked Sendable {
           }
         }
       }
-      guard status == 0 else {
-        let message = model.functions.lastError(model.context).map { String(cString: $0) } ?? ""
-        throw RunError(message.isEmpty ? "the training step failed with code \(status)" : message)
-      }
+      guard status == 0 else { throw model.failure(status, of: "the training step") }
       return loss.doubles()[0]
     }
   }
@@ -363,6 +338,12 @@ public final class CompiledModel: @unchecked Sendable {
   /// Checks and binds `inputs` for repeated `forward` calls (see `BoundForward`).
   public func bindForward(_ inputs: [String: Tensor]) throws -> BoundForward {
     try BoundForward(model: self, inputs: inputs)
+  }
+
+  /// The context's message for a failed C call (`status` when it left none).
+  private func failure(_ status: Int32, of what: String) -> RunError {
+    let message = functions.lastError(context).map { String(cString: $0) } ?? ""
+    return RunError(message.isEmpty ? "\(what) failed with code \(status)" : message)
   }
 
   /// The C training step function and the index of the step named `step` (nil: the first).
@@ -428,10 +409,7 @@ public final class CompiledModel: @unchecked Sendable {
         }
       }
     }
-    guard status == 0 else {
-      let message = functions.lastError(context).map { String(cString: $0) } ?? ""
-      throw RunError(message.isEmpty ? "the compiled model failed with code \(status)" : message)
-    }
+    guard status == 0 else { throw failure(status, of: "the compiled model") }
     var outputTable: [String: Tensor] = [:]
     for (entry, tensor) in zip(signature.outputs, outputs) { outputTable[entry.name] = tensor }
     var lossTable: [String: Tensor] = [:]
@@ -595,10 +573,10 @@ public final class CompiledModel: @unchecked Sendable {
   }
 }
 
-/// What a call's input shapes determine: the symbols' values and the outputs' and losses' shapes.
+/// What a call's input shapes determine: the symbols' values (`dims`, in the signature's order) and
+/// the outputs' and losses' shapes.
 struct CallBinding {
   var inputShapes: [[Int]]
-  var bindings: [String: Int]
   var dims: [Int64]
   var outputShapes: [[Int]]
   var lossShapes: [[Int]]

@@ -609,28 +609,22 @@ struct FusedKernel {
     // Rows of a known, modest length live on the stack: no allocation per call.
     let stackScratch =
       domain.last!.staticValue.map { scratch.count * $0 * 8 <= Self.stackScratchBytes } ?? false
-    if !scratch.isEmpty && stackScratch {
+    if !scratch.isEmpty {
       range.line("/* Row values read by a later loop over the row; they stay in L1. */")
-      if uniformScratch, let elementType = scratchType {
-        range.line("_Alignas(64) \(elementType) scratch[\(scratch.count) * \(columns)];")
-      } else {
-        range.line("_Alignas(64) unsigned char scratch[\(scratch.count) * \(columns) * 8];")
-      }
-    } else if !scratch.isEmpty {
-      range.line(
-        "/* Row values read by a later loop over the row; they stay in L1. */")
-      if uniformScratch, let elementType = scratchType {
-        range.line(
-          "\(elementType)* scratch = (\(elementType)*)malloc((size_t)\(scratch.count) * (size_t)\(columns) * sizeof(\(elementType)));"
-        )
+      let (elementType, elements) =
+        uniformScratch
+        ? (scratchType!, "\(scratch.count) * \(columns)")
+        : ("unsigned char", "\(scratch.count) * \(columns) * 8")
+      if stackScratch {
+        range.line("_Alignas(64) \(elementType) scratch[\(elements)];")
       } else {
         range.line(
-          "unsigned char* scratch = (unsigned char*)malloc((size_t)\(scratch.count) * (size_t)\(columns) * 8);"
+          "\(elementType)* scratch = (\(elementType)*)malloc((size_t)\(elements) * sizeof(\(elementType)));"
+        )
+        range.line(
+          "if (!scratch) { __atomic_store_n(&((@KERNEL@_job*)job)->failed, 1, __ATOMIC_RELAXED); return; }"
         )
       }
-      range.line(
-        "if (!scratch) { __atomic_store_n(&((@KERNEL@_job*)job)->failed, 1, __ATOMIC_RELAXED); return; }"
-      )
     }
     func rowPointer(_ value: ValueID) -> String {
       if let result = resultName(value) { return "\(result) + r * \(columns)" }

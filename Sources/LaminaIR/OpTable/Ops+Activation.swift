@@ -35,7 +35,7 @@ extension OpRegistry {
     unary(
       "sigmoid", "Logistic sigmoid.", "y = 1 / (1 + e^-x)", floatOnly: true,
       // lamina_sigmoid(f): the two branches below with one exp of -|x| (see CodeGenerator.inlineMath).
-      c: { "\($0.dtype == .f32 ? "lamina_sigmoidf" : "lamina_sigmoid")(\($0.operands[0]))" },
+      c: { "\($0.math("lamina_sigmoid"))(\($0.operands[0]))" },
       interpret: { x in
         // Written in two branches so large |x| never overflows exp.
         x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x))
