@@ -132,10 +132,12 @@ private struct Generator {
     /* tanh for float as an odd rational function, x * P(x^2) / Q(x^2), with x clamped to where tanh
        rounds to +-1: the [13/6] approximation Eigen uses for its fast tanh (relative error below 4e-7
        over all floats, checked against tanh in double). Branch-free, so loops calling it vectorize;
-       NaN stays NaN (both comparisons fail). */
+       the clamp is two selects a compiler turns into one min and one max, and NaN stays NaN (both
+       comparisons fail). */
     static inline float lamina_tanhf(float x) {
       const float limit = 7.90531110763549805f;
-      x = x < -limit ? -limit : (x > limit ? limit : x);
+      x = x > limit ? limit : x;
+      x = x < -limit ? -limit : x;
       const float x2 = x * x;
       float p = -2.76076847742355e-16f;
       p = p * x2 + 2.00018790482477e-13f;
