@@ -180,6 +180,34 @@ private struct Generator {
       return x != x ? x : y;
     }
 
+    /* e^x for double, vectorizable, the same way: n = x / ln 2 rounded (adding 1.5 * 2^52 leaves it in
+       the low mantissa bits, so no double-to-integer conversion AVX2 lacks), r = x - n ln 2 in two
+       parts, e^r = 1 + 2r P(r²) / (Q(r²) - r P(r²)) with Cephes' Padé coefficients, 2^n in two
+       halves. Relative error below 3.2e-16 for normal results (libm's: 1.1e-16); NaN stays NaN. */
+    static inline double lamina_exp(double x) {
+      const double clamped = x > 709.8 ? 709.8 : (x < -745.2 ? -745.2 : x);
+      const double shifter = 6755399441055744.0;
+      const double shifted = clamped * 1.4426950408889634074 + shifter;
+      const double n = shifted - shifter;
+      int64_t whole, shifter_bits;
+      memcpy(&whole, &shifted, sizeof whole);
+      memcpy(&shifter_bits, &shifter, sizeof shifter_bits);
+      whole -= shifter_bits;
+      double r = clamped - n * 6.93145751953125e-1;
+      r = r - n * 1.42860682030941723212e-6;
+      const double r2 = r * r;
+      const double p = r * ((1.26177193074810590878e-4 * r2 + 3.02994407707441961300e-2) * r2 + 9.99999999999999999910e-1);
+      const double q = ((3.00198505138664455042e-6 * r2 + 2.52448340349684104192e-3) * r2 + 2.27265548208155028766e-1) * r2 + 2.00000000000000000009e0;
+      const double e = 1.0 + 2.0 * p / (q - p);
+      const int64_t half = whole >> 1;
+      const int64_t high = (half + 1023) << 52, low = (whole - half + 1023) << 52;
+      double scale_high, scale_low;
+      memcpy(&scale_high, &high, sizeof scale_high);
+      memcpy(&scale_low, &low, sizeof scale_low);
+      const double y = e * scale_high * scale_low;
+      return x != x ? x : y;
+    }
+
     /* The standard normal CDF Φ(x) for float, from erfc(|x|/√2) by the Chebyshev fit of Numerical
        Recipes' erfcc (fractional error below 1.2e-7) and the inline exp: vectorizes, and stays
        accurate in the negative tail, where ½(1 + erf(x/√2)) cancels. Exact gelu is x Φ(x). */
@@ -201,15 +229,17 @@ private struct Generator {
     }
 
     /* The logistic sigmoid, 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below (neither overflows),
-       with the one exponential both branches need, e^-|x|: a vectorized loop evaluates both sides
-       of the select, and three calls to exp per element would be its main cost. */
+       with the one exponential and the one division both branches need: a vectorized loop
+       evaluates both sides of the select, and a division costs as much as the exponential. */
     static inline double lamina_sigmoid(double x) {
-      const double e = exp(-fabs(x));
-      return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+      const double e = lamina_exp(-fabs(x));
+      const double inverse = 1.0 / (1.0 + e);
+      return x >= 0 ? inverse : e * inverse;
     }
     static inline float lamina_sigmoidf(float x) {
       const float e = lamina_expf(-fabsf(x));
-      return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
+      const float inverse = 1.0f / (1.0f + e);
+      return x >= 0 ? inverse : e * inverse;
     }
 
     """

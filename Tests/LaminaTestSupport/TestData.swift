@@ -22,7 +22,7 @@ public enum TestData {
     let e = expected.doubles()
     var worst: (index: Int, excess: Double)?
     for index in a.indices {
-      if a[index].isNaN && e[index].isNaN { continue }
+      if a[index] == e[index] || (a[index].isNaN && e[index].isNaN) { continue }
       let allowed = rtol * abs(e[index]) + atol
       let difference = abs(a[index] - e[index])
       if !(difference <= allowed) {

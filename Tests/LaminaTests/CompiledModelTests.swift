@@ -128,6 +128,52 @@ struct CompiledModelTests {
     }
   }
 
+  /// The generated C computes exp, sigmoid and f32 tanh with inline polynomials (so loops
+  /// vectorize), not libm: over the whole range, where results overflow, underflow to denormals
+  /// and to 0, and for NaN and infinities, they must agree with the interpreter (Foundation's libm).
+  @Test("inline exp, sigmoid and tanh match libm over their whole range, specials included")
+  func inlineMath() throws {
+    let model = try Model(
+      source: """
+        model InlineMath {
+          input x: f32[n]
+          input y: f64[m]
+          output exp_x = exp(x)
+          output sigmoid_x = sigmoid(x)
+          output tanh_x = tanh(x)
+          output exp_y = exp(y)
+          output sigmoid_y = sigmoid(y)
+        }
+        """)
+    var options = CompileOptions()
+    options.cacheDirectory = Self.cacheDirectory
+    let specials = [0, -0.0, 1, -1, .nan, .infinity, -.infinity]
+    let floats = stride(from: -110.0, through: 95.0, by: 0.0137).map { $0 } + specials
+    let doubles =
+      stride(from: -760.0, through: 720.0, by: 0.0731).map { $0 }
+      + [-745.13, -745.14, -708.39, 709.78, 709.79, 1e-300, -1e-300] + specials
+    let inputs = [
+      "x": Tensor(shape: [floats.count], scalars: floats.map { Float($0) }),
+      "y": Tensor(shape: [doubles.count], scalars: doubles),
+    ]
+    let names = ["exp_x", "sigmoid_x", "tanh_x", "exp_y", "sigmoid_y"]
+    let expected = try model.interpret(inputs: inputs, parameters: [:], outputs: names)
+    // atol: a few units in the last place of the smallest denormal, where results have few bits.
+    let tolerances: [String: (rtol: Double, atol: Double)] = [
+      "exp_x": (2e-7, 1e-44), "sigmoid_x": (3e-7, 1e-44), "tanh_x": (5e-7, 1e-44),
+      "exp_y": (5e-16, 2e-323), "sigmoid_y": (8e-16, 2e-323),
+    ]
+    for compiler in TestData.compilers {
+      options.compiler = compiler
+      let outputs = try model.compile(options: options, parameters: [:]).forward(inputs)
+      for name in names {
+        let (rtol, atol) = tolerances[name]!
+        let problem = TestData.mismatch(outputs[name]!, expected[name]!, rtol: rtol, atol: atol)
+        #expect(problem == nil, "\(compiler), \(name): \(problem ?? "")")
+      }
+    }
+  }
+
   /// Ops only the backward graph uses (slice_backward: the language has no syntax for its index)
   /// count too: GradientTests compiles the fixture's gradients.
   @Test("the fixture uses every op of the op table")

@@ -35,7 +35,7 @@ enum LossKernels {
         )
         body.line("double sum = 0;")
         body.line(
-          "for (int64_t c = 0; c < classes; c++) sum += exp((double)row[c * inner] - peak);")
+          "for (int64_t c = 0; c < classes; c++) sum += lamina_exp((double)row[c * inner] - peak);")
         body.line("total += peak + log(sum) - (double)row[label * inner];")
       }
     }
@@ -64,9 +64,9 @@ enum LossKernels {
         )
         body.line("double sum = 0;")
         body.line(
-          "for (int64_t c = 0; c < classes; c++) sum += exp((double)row[c * inner] - peak);")
+          "for (int64_t c = 0; c < classes; c++) sum += lamina_exp((double)row[c * inner] - peak);")
         body.line(
-          "for (int64_t c = 0; c < classes; c++) gradient[c * inner] = (\(type))((exp((double)row[c * inner] - peak) / sum - (c == label ? 1.0 : 0.0)) / count);"
+          "for (int64_t c = 0; c < classes; c++) gradient[c * inner] = (\(type))((lamina_exp((double)row[c * inner] - peak) / sum - (c == label ? 1.0 : 0.0)) / count);"
         )
       }
     }
@@ -78,7 +78,7 @@ enum LossKernels {
     writer.line("double total = 0;")
     writer.block("for (int64_t i = 0; i < count; i++)") { body in
       body.line("const double x = in0[i], t = in1[i];")
-      body.line("total += (x > 0 ? x : 0) - x * t + log1p(exp(-fabs(x)));")
+      body.line("total += (x > 0 ? x : 0) - x * t + log1p(lamina_exp(-fabs(x)));")
     }
     writer.line("out[0] = (\(resultType(context)))(total / (double)count);")
   }

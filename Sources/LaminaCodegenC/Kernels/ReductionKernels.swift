@@ -79,7 +79,7 @@ enum ReductionKernels {
         )
         body.line("double total = 0;")
         body.line(
-          "for (int64_t i = 0; i < length; i++) total += exp((double)in0[base + i * inner] - peak);"
+          "for (int64_t i = 0; i < length; i++) total += lamina_exp((double)in0[base + i * inner] - peak);"
         )
         if isLog {
           body.line("const double log_total = log(total);")
@@ -88,7 +88,7 @@ enum ReductionKernels {
           )
         } else {
           body.line(
-            "for (int64_t i = 0; i < length; i++) out[base + i * inner] = (\(resultType))(exp((double)in0[base + i * inner] - peak) / total);"
+            "for (int64_t i = 0; i < length; i++) out[base + i * inner] = (\(resultType))(lamina_exp((double)in0[base + i * inner] - peak) / total);"
           )
         }
       }

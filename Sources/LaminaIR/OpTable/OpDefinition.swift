@@ -340,9 +340,9 @@ public struct CExpressionContext: Sendable {
 
   /// The libm function for the result dtype: `exp` → `expf` for f32.
   public func math(_ name: String) -> String {
-    // libm's tanhf and expf are calls the vectorizer cannot see through; the inline forms vectorize.
+    // libm's tanhf, expf and exp are calls the vectorizer cannot see through; the inline forms vectorize.
     if name == "tanh" && dtype == .f32 { return "lamina_tanhf" }
-    if name == "exp" && dtype == .f32 { return "lamina_expf" }
+    if name == "exp" { return dtype == .f32 ? "lamina_expf" : "lamina_exp" }
     return dtype == .f32 ? name + "f" : name
   }
 
