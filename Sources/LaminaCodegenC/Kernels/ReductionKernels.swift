@@ -25,13 +25,17 @@ enum ReductionKernels {
     let reducedCount = cProduct(reduced.sorted().map { input.shape[$0] })
 
     func inner(
-      _ position: Int, _ axes: [Int], _ writer: inout CWriter, _ innermost: (inout CWriter) -> Void
+      _ position: Int, _ axes: [Int], _ writer: inout CWriter, innermostPragma: String? = nil,
+      _ innermost: (inout CWriter) -> Void
     ) {
       if position == axes.count { return innermost(&writer) }
       let axis = axes[position]
+      if position == axes.count - 1, let innermostPragma {
+        writer.line("#pragma \(innermostPragma)")
+      }
       writer.block("for (int64_t i\(axis) = 0; i\(axis) < \(cDim(input.shape[axis])); i\(axis)++)")
       { nested in
-        inner(position + 1, axes, &nested, innermost)
+        inner(position + 1, axes, &nested, innermostPragma: innermostPragma, innermost)
       }
     }
     let inputIndex = cIndex((0..<input.rank).map { "i\($0)" }, inputStrides)
@@ -42,7 +46,12 @@ enum ReductionKernels {
       } else {
         body.line("double acc = 0;")
       }
-      inner(0, reduced.sorted(), &body) { update in
+      // The innermost loop of a sum or mean vectorizes (lanes of double partial sums) when it
+      // runs along the input's last axis, contiguous in memory.
+      let vectorize = op != "max" && reduced.contains(input.rank - 1)
+      inner(
+        0, reduced.sorted(), &body, innermostPragma: vectorize ? "omp simd reduction(+:acc)" : nil
+      ) { update in
         if op == "max" {
           // NaN propagates, as in the interpreter (and numpy).
           update.line("const double v = (double)in0[\(inputIndex)];")
