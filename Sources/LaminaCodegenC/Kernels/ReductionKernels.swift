@@ -23,6 +23,13 @@ enum ReductionKernels {
     let op = context.node.op
     let resultType = CExpressionContext.cType(context.resultType.dtype)
     let reducedCount = cProduct(reduced.sorted().map { input.shape[$0] })
+    let leading = reduced.count
+    if leading < input.rank, reduced == Set(0..<leading) {
+      emitColumnReduce(
+        context, rows: cProduct(Array(input.shape[..<leading])),
+        columns: cProduct(Array(input.shape[leading...])), into: &writer)
+      return
+    }
 
     func inner(
       _ position: Int, _ axes: [Int], _ writer: inout CWriter, innermostPragma: String? = nil,
@@ -65,6 +72,44 @@ enum ReductionKernels {
       } else {
         body.line("out[\(outputIndex)] = (\(resultType))acc;")
       }
+    }
+  }
+
+  /// Columns of the result per block of the column form: a row of double accumulators on the stack.
+  static let columnBlock = 256
+
+  /// A reduction over leading axes (a bias gradient: sum over the batch) as `[rows, columns]` → `[columns]`,
+  /// walking the input row by row into a block of accumulators: contiguous, vectorized loads instead of
+  /// one strided walk down each column. Each column still adds its rows in order, in double, so the
+  /// result is the one the element-by-element loop gives.
+  static func emitColumnReduce(
+    _ context: KernelContext, rows: String, columns: String, into writer: inout CWriter
+  ) {
+    let op = context.node.op
+    let resultType = CExpressionContext.cType(context.resultType.dtype)
+    let block = columnBlock
+    writer.line("const int64_t rows = \(rows), columns = \(columns);")
+    writer.block("for (int64_t j0 = 0; j0 < columns; j0 += \(block))") { body in
+      body.line("const int64_t width = columns - j0 < \(block) ? columns - j0 : \(block);")
+      body.line("double acc[\(block)];")
+      body.line("for (int64_t j = 0; j < width; j++) acc[j] = \(op == "max" ? "-INFINITY" : "0");")
+      body.block("for (int64_t i = 0; i < rows; i++)") { row in
+        row.line(
+          "const \(CExpressionContext.cType(context.operandTypes[0].dtype))* line = in0 + i * columns + j0;"
+        )
+        row.line("#pragma omp simd")
+        row.block("for (int64_t j = 0; j < width; j++)") { update in
+          if op == "max" {
+            // NaN propagates, as in the interpreter (and numpy).
+            update.line("const double v = (double)line[j];")
+            update.line("acc[j] = (v >= acc[j] || v != v) ? v : acc[j];")
+          } else {
+            update.line("acc[j] += (double)line[j];")
+          }
+        }
+      }
+      let value = op == "mean" ? "acc[j] / (double)rows" : "acc[j]"
+      body.line("for (int64_t j = 0; j < width; j++) out[j0 + j] = (\(resultType))(\(value));")
     }
   }
 
