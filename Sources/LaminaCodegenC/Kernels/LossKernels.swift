@@ -34,6 +34,7 @@ enum LossKernels {
           "for (int64_t c = 0; c < classes; c++) if ((double)row[c * inner] > peak) peak = row[c * inner];"
         )
         body.line("double sum = 0;")
+        body.line("#pragma omp simd reduction(+:sum)")
         body.line(
           "for (int64_t c = 0; c < classes; c++) sum += lamina_exp((double)row[c * inner] - peak);")
         body.line("total += peak + log(sum) - (double)row[label * inner];")
@@ -63,10 +64,14 @@ enum LossKernels {
           "for (int64_t c = 0; c < classes; c++) if ((double)row[c * inner] > peak) peak = row[c * inner];"
         )
         body.line("double sum = 0;")
+        body.line("#pragma omp simd reduction(+:sum)")
         body.line(
           "for (int64_t c = 0; c < classes; c++) sum += lamina_exp((double)row[c * inner] - peak);")
+        // One division per line of classes, not two per element.
+        body.line("const double scale = 1.0 / (sum * count), hit = 1.0 / count;")
+        body.line("#pragma omp simd")
         body.line(
-          "for (int64_t c = 0; c < classes; c++) gradient[c * inner] = (\(type))((lamina_exp((double)row[c * inner] - peak) / sum - (c == label ? 1.0 : 0.0)) / count);"
+          "for (int64_t c = 0; c < classes; c++) gradient[c * inner] = (\(type))(lamina_exp((double)row[c * inner] - peak) * scale - (c == label ? hit : 0.0));"
         )
       }
     }
