@@ -93,10 +93,32 @@ struct CompiledModelTests {
     }
   }
 
+  /// Compiles `source` with each C compiler, runs it on `inputs` and checks each named output
+  /// against the interpreter's within its own tolerance.
+  private func expectOutputsMatchInterpreter(
+    source: String, inputs: [String: Tensor], tolerances: [String: (rtol: Double, atol: Double)]
+  ) throws {
+    let model = try Model(source: source)
+    let names = tolerances.keys.sorted()
+    let expected = try model.interpret(inputs: inputs, parameters: [:], outputs: names)
+    var options = CompileOptions()
+    options.cacheDirectory = Self.cacheDirectory
+    for compiler in TestData.compilers {
+      options.compiler = compiler
+      let outputs = try model.compile(options: options, parameters: [:]).forward(inputs)
+      for name in names {
+        let (rtol, atol) = tolerances[name]!
+        let problem = TestData.mismatch(outputs[name]!, expected[name]!, rtol: rtol, atol: atol)
+        #expect(problem == nil, "\(compiler), \(name): \(problem ?? "")")
+      }
+    }
+  }
+
   /// Exact gelu in both precisions, far into the negative tail (where ½(1 + erf) would cancel).
   @Test("exact gelu and its derivative match the interpreter in f32 and f64, tails included")
   func exactGelu() throws {
-    let model = try Model(
+    let values = stride(from: -30.0, through: 12.0, by: 0.37).map { $0 }
+    try expectOutputsMatchInterpreter(
       source: """
         model Gelu {
           input x: f32[n]
@@ -106,26 +128,14 @@ struct CompiledModelTests {
           output fy = gelu(y)
           output gy = gelu_grad(y)
         }
-        """)
-    var options = CompileOptions()
-    options.cacheDirectory = Self.cacheDirectory
-    let compiled = try model.compile(options: options, parameters: [:])
-    let values = stride(from: -30.0, through: 12.0, by: 0.37).map { $0 }
-    let inputs = [
-      "x": Tensor(shape: [values.count], scalars: values.map { Float($0) }),
-      "y": Tensor(shape: [values.count], scalars: values),
-    ]
-    let outputs = try compiled.forward(inputs)
-    let expected = try model.interpret(
-      inputs: inputs, parameters: [:], outputs: ["fx", "gx", "fy", "gy"])
-    for name in ["fx", "gx"] {
-      let problem = TestData.mismatch(outputs[name]!, expected[name]!, rtol: 2e-5, atol: 1e-30)
-      #expect(problem == nil, "\(name): \(problem ?? "")")
-    }
-    for name in ["fy", "gy"] {
-      let problem = TestData.mismatch(outputs[name]!, expected[name]!, rtol: 1e-12, atol: 0)
-      #expect(problem == nil, "\(name): \(problem ?? "")")
-    }
+        """,
+      inputs: [
+        "x": Tensor(shape: [values.count], scalars: values.map { Float($0) }),
+        "y": Tensor(shape: [values.count], scalars: values),
+      ],
+      tolerances: [
+        "fx": (2e-5, 1e-30), "gx": (2e-5, 1e-30), "fy": (1e-12, 0), "gy": (1e-12, 0),
+      ])
   }
 
   /// The generated C computes exp, sigmoid and f32 tanh with inline polynomials (so loops
@@ -133,7 +143,13 @@ struct CompiledModelTests {
   /// and to 0, and for NaN and infinities, they must agree with the interpreter (Foundation's libm).
   @Test("inline exp, sigmoid and tanh match libm over their whole range, specials included")
   func inlineMath() throws {
-    let model = try Model(
+    let specials = [0, -0.0, 1, -1, .nan, .infinity, -.infinity]
+    let floats = stride(from: -110.0, through: 95.0, by: 0.0137).map { $0 } + specials
+    let doubles =
+      stride(from: -760.0, through: 720.0, by: 0.0731).map { $0 }
+      + [-745.13, -745.14, -708.39, 709.78, 709.79, 1e-300, -1e-300] + specials
+    // atol: a few units in the last place of the smallest denormal, where results have few bits.
+    try expectOutputsMatchInterpreter(
       source: """
         model InlineMath {
           input x: f32[n]
@@ -144,34 +160,15 @@ struct CompiledModelTests {
           output exp_y = exp(y)
           output sigmoid_y = sigmoid(y)
         }
-        """)
-    var options = CompileOptions()
-    options.cacheDirectory = Self.cacheDirectory
-    let specials = [0, -0.0, 1, -1, .nan, .infinity, -.infinity]
-    let floats = stride(from: -110.0, through: 95.0, by: 0.0137).map { $0 } + specials
-    let doubles =
-      stride(from: -760.0, through: 720.0, by: 0.0731).map { $0 }
-      + [-745.13, -745.14, -708.39, 709.78, 709.79, 1e-300, -1e-300] + specials
-    let inputs = [
-      "x": Tensor(shape: [floats.count], scalars: floats.map { Float($0) }),
-      "y": Tensor(shape: [doubles.count], scalars: doubles),
-    ]
-    let names = ["exp_x", "sigmoid_x", "tanh_x", "exp_y", "sigmoid_y"]
-    let expected = try model.interpret(inputs: inputs, parameters: [:], outputs: names)
-    // atol: a few units in the last place of the smallest denormal, where results have few bits.
-    let tolerances: [String: (rtol: Double, atol: Double)] = [
-      "exp_x": (2e-7, 1e-44), "sigmoid_x": (3e-7, 1e-44), "tanh_x": (5e-7, 1e-44),
-      "exp_y": (5e-16, 2e-323), "sigmoid_y": (8e-16, 2e-323),
-    ]
-    for compiler in TestData.compilers {
-      options.compiler = compiler
-      let outputs = try model.compile(options: options, parameters: [:]).forward(inputs)
-      for name in names {
-        let (rtol, atol) = tolerances[name]!
-        let problem = TestData.mismatch(outputs[name]!, expected[name]!, rtol: rtol, atol: atol)
-        #expect(problem == nil, "\(compiler), \(name): \(problem ?? "")")
-      }
-    }
+        """,
+      inputs: [
+        "x": Tensor(shape: [floats.count], scalars: floats.map { Float($0) }),
+        "y": Tensor(shape: [doubles.count], scalars: doubles),
+      ],
+      tolerances: [
+        "exp_x": (2e-7, 1e-44), "sigmoid_x": (3e-7, 1e-44), "tanh_x": (5e-7, 1e-44),
+        "exp_y": (5e-16, 2e-323), "sigmoid_y": (8e-16, 2e-323),
+      ])
   }
 
   /// Ops only the backward graph uses (slice_backward: the language has no syntax for its index)
