@@ -5,7 +5,8 @@
 #
 # Builds the release `lamina`, then runs `lamina bench FILE --compare fused,unfused` (both
 # configurations compiled, results checked equal, timed interleaved call by call in one process) and
-# prints one markdown row per run: medians with min-max, kernels per call, arena bytes, speedup.
+# prints one markdown row per run: medians with min-max, kernels per call, arena bytes, speedup
+# (unfused median / fused median) with the paired 95% interval [low, high] from the same rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 batch="${1:-64}"
@@ -28,16 +29,17 @@ split = [v for k, v in r.items() if k.startswith("parallel_copy_")]
 bound = " (copy of the largest input %s ms: fused %.2fx; on %d threads %s ms: %.2fx)" % (
     ms(copy[0]["median_seconds"]), f["median_seconds"] / copy[0]["median_seconds"],
     split[0]["threads"], ms(split[0]["median_seconds"]), f["median_seconds"] / split[0]["median_seconds"]) if copy else ""
-print("| %s | %s | %d | %s (%s-%s) | %s (%s-%s) | %d / %d | %s / %s | **%.2fx**%s |" % (
+paired = " [%.2f, %.2f]" % (f["paired_speedup_low"], f["paired_speedup_high"]) if "paired_speedup_low" in f else ""
+print("| %s | %s | %d | %s (%s-%s) | %s (%s-%s) | %d / %d | %s / %s | **%.2fx**%s%s |" % (
     sys.argv[1], sys.argv[2], r["batch"],
     ms(f["median_seconds"]), ms(f["min_seconds"]), ms(f["max_seconds"]),
     ms(u["median_seconds"]), ms(u["min_seconds"]), ms(u["max_seconds"]),
     f["kernels"], u["kernels"], kib(f["arena_bytes"]), kib(u["arena_bytes"]),
-    u["median_seconds"] / f["median_seconds"], bound))
+    u["median_seconds"] / f["median_seconds"], paired, bound))
 ' "$(basename "$file")" "$mode"
 }
 
-echo "| model | call | batch | fused ms median (min-max) | unfused ms median (min-max) | kernels fused / unfused | arena KiB fused / unfused | speedup |"
+echo "| model | call | batch | fused ms median (min-max) | unfused ms median (min-max) | kernels fused / unfused | arena KiB fused / unfused | speedup [paired 95% CI] |"
 echo "|---|---|---|---|---|---|---|---|"
 for file in ${FILES:-examples/*.lam examples/bench/mlp_784.lam}; do
   row "$file" forward "$batch"

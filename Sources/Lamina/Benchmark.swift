@@ -36,6 +36,37 @@ public struct Timing: Sendable {
   }
 }
 
+/// How much faster one configuration is than a baseline timed in the same interleaved rounds: the
+/// median over rounds of baseline time / candidate time, with a 95% confidence interval for that
+/// median from order statistics (no assumption about the distribution of the noise). Pairing by
+/// round cancels what both calls of a round share (a busy neighbour, a frequency change), so an
+/// interval that excludes 1 says the difference is not noise.
+public struct PairedSpeedup: Sendable, Equatable {
+  public var median: Double
+  public var low: Double
+  public var high: Double
+
+  public init(median: Double, low: Double, high: Double) {
+    (self.median, self.low, self.high) = (median, low, high)
+  }
+
+  /// `baseline[i]` and `candidate[i]` are the two calls of round `i`; nil with fewer than 6 rounds,
+  /// too few for a 95% interval.
+  public init?(baseline: [Double], candidate: [Double]) {
+    let ratios = zip(baseline, candidate).map { $0 / $1 }.filter(\.isFinite).sorted()
+    let count = ratios.count
+    guard count >= 6 else { return nil }
+    median = Timing(samples: ratios).median
+    // The median lies between the order statistics at ranks n/2 ∓ 1.96 √n / 2 (normal approximation
+    // of the binomial(n, ½) count of ratios below it).
+    let spread = 0.98 * Double(count).squareRoot()
+    let lowRank = Swift.max(1, Int((Double(count) / 2 - spread).rounded(.down)))
+    let highRank = Swift.min(count, Int((Double(count) / 2 + 1 + spread).rounded(.up)))
+    low = ratios[lowRank - 1]
+    high = ratios[highRank - 1]
+  }
+}
+
 /// A duration in the unit that reads best: `12.3 µs`, `4.56 ms`, `1.20 s`.
 public func formatDuration(_ seconds: Double) -> String {
   if seconds.isNaN { return "-" }

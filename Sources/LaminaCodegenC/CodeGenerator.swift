@@ -180,15 +180,15 @@ private struct Generator {
       return x != x ? x : y;
     }
 
-    /* e^x for double, vectorizable, the same way: n = x / ln 2 rounded (adding 1.5 * 2^52 leaves it in
-       the low mantissa bits, so no double-to-integer conversion AVX2 lacks), r = x - n ln 2 in two
+    /* e^x for double, vectorizable, the same way: n = x / ln 2 rounded (n + 1.5 * 2^52 has n in its
+       low mantissa bits, so no double-to-integer conversion AVX2 lacks), r = x - n ln 2 in two
        parts, e^r = 1 + 2r P(r²) / (Q(r²) - r P(r²)) with Cephes' Padé coefficients, 2^n in two
        halves. Relative error below 3.2e-16 for normal results (libm's: 1.1e-16); NaN stays NaN. */
     static inline double lamina_exp(double x) {
       const double clamped = x > 709.8 ? 709.8 : (x < -745.2 ? -745.2 : x);
       const double shifter = 6755399441055744.0;
-      const double shifted = clamped * 1.4426950408889634074 + shifter;
-      const double n = shifted - shifter;
+      const double n = rint(clamped * 1.4426950408889634074);
+      const double shifted = n + shifter; /* not (x + shifter) - shifter: -ffast-math folds that */
       int64_t whole, shifter_bits;
       memcpy(&whole, &shifted, sizeof whole);
       memcpy(&shifter_bits, &shifter, sizeof shifter_bits);

@@ -175,10 +175,17 @@ enum BenchCompare {
     let copyTiming = Timing(samples: copySamples)
     let parallelCopyTiming = Timing(samples: parallelCopySamples)
     let baseline = timings.last!.median
+    let paired = samples.map { PairedSpeedup(baseline: samples.last!, candidate: $0) }
 
     if json {
-      let entries = zip(candidates, timings).map { candidate, timing in
-        "\"\(candidate.configuration.name)\": {\"median_seconds\": \(timing.median), \"min_seconds\": \(timing.min), \"max_seconds\": \(timing.max), \"runs\": \(timing.samples.count), \"kernels\": \(candidate.statistics.kernelLaunches), \"copies\": \(candidate.statistics.copies), \"intermediate_bytes\": \(candidate.statistics.intermediateBytes(symbols)), \"arena_bytes\": \(candidate.statistics.arenaBytes(symbols)), \"speedup\": \(baseline / timing.median)}"
+      let entries = candidates.indices.map { index in
+        let (candidate, timing) = (candidates[index], timings[index])
+        let interval =
+          paired[index].map {
+            ", \"paired_speedup\": \($0.median), \"paired_speedup_low\": \($0.low), \"paired_speedup_high\": \($0.high)"
+          } ?? ""
+        return
+          "\"\(candidate.configuration.name)\": {\"median_seconds\": \(timing.median), \"min_seconds\": \(timing.min), \"max_seconds\": \(timing.max), \"runs\": \(timing.samples.count), \"kernels\": \(candidate.statistics.kernelLaunches), \"copies\": \(candidate.statistics.copies), \"intermediate_bytes\": \(candidate.statistics.intermediateBytes(symbols)), \"arena_bytes\": \(candidate.statistics.arenaBytes(symbols)), \"speedup\": \(baseline / timing.median)\(interval)}"
       }
       let copyEntry =
         largest.map {
@@ -198,9 +205,9 @@ enum BenchCompare {
     )
     console.print("")
     console.print(
-      "config         median        min        max  kernels+copies  intermediates      arena   speedup"
+      "config         median        min        max  kernels+copies  intermediates      arena   speedup   paired (95% CI)"
     )
-    for (candidate, timing) in zip(candidates, timings) {
+    for (candidate, (timing, pairedSpeedup)) in zip(candidates, zip(timings, paired)) {
       let columns = [
         formatDuration(timing.median), formatDuration(timing.min), formatDuration(timing.max),
       ].map { $0.leftPadded(11) }.joined()
@@ -210,10 +217,16 @@ enum BenchCompare {
       let intermediates = formatBytes(statistics.intermediateBytes(symbols)).leftPadded(15)
       let arena = formatBytes(statistics.arenaBytes(symbols)).leftPadded(11)
       let speedup = String(format: "%9.2fx", baseline / timing.median)
-      console.print(name + columns + launches + intermediates + arena + speedup)
+      let interval =
+        pairedSpeedup.map { String(format: "   %.2fx [%.2f, %.2f]", $0.median, $0.low, $0.high) }
+        ?? ""
+      console.print(name + columns + launches + intermediates + arena + speedup + interval)
     }
     console.print(
       "\nspeedup: the last configuration's median time over each one's; results checked equal first"
+    )
+    console.print(
+      "paired: the median over rounds of (last configuration's time / this one's) in the same round, with a 95% confidence interval; an interval that excludes 1.00 is not noise"
     )
     if let largest {
       console.print(

@@ -13,7 +13,9 @@ struct CommandLineTests {
     var errors: String
   }
 
-  func lamina(_ arguments: String...) -> Result {
+  func lamina(_ arguments: String...) -> Result { lamina(arguments) }
+
+  func lamina(_ arguments: [String]) -> Result {
     let console = Console.capturing()
     let status = CommandLineTool.run(arguments, console: console)
     return Result(status: status, output: console.standardOutput, errors: console.standardError)
@@ -162,6 +164,64 @@ struct CommandLineTests {
     let second = lamina("dump", directory + "/deep.ir")
     #expect(second.status == 0)
     #expect(second.output == first.output)
+  }
+
+  @Test("bench --compare checks, times and tabulates fused against unfused, inference and training")
+  func benchCompare() throws {
+    let model = RepositoryPaths.path("examples/regressor.lam")
+    for mode in [[], ["--train"]] {
+      let arguments =
+        [
+          "bench", model, "--compare", "fused,unfused", "--batch", "4", "--runs", "12", "--seconds",
+          "0",
+        ]
+        + mode
+      let json = lamina(arguments + ["--json"])
+      #expect(json.status == 0, "\(json.errors)")
+      let report = try #require(
+        try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any])
+      let fused = try #require(report["fused"] as? [String: Any])
+      let unfused = try #require(report["unfused"] as? [String: Any])
+      #expect((fused["kernels"] as? Int ?? 0) < (unfused["kernels"] as? Int ?? 0))
+      #expect((fused["runs"] as? Int ?? 0) >= 12)
+      // The baseline against itself is exactly 1; the candidate's interval contains its median.
+      #expect(unfused["paired_speedup"] as? Double == 1)
+      let (low, median, high) = (
+        fused["paired_speedup_low"] as? Double ?? .nan, fused["paired_speedup"] as? Double ?? .nan,
+        fused["paired_speedup_high"] as? Double ?? .nan
+      )
+      #expect(low <= median && median <= high && low > 0, "\(low) \(median) \(high)")
+
+      let table = lamina(arguments)
+      #expect(table.status == 0, "\(table.errors)")
+      #expect(table.output.contains("paired (95% CI)"))
+      let rows = table.output.split(separator: "\n").map(String.init)
+      #expect(
+        rows.contains { $0.hasPrefix("fused ") } && rows.contains { $0.hasPrefix("unfused ") })
+    }
+    let unknown = lamina("bench", model, "--compare", "fused,fast")
+    #expect(unknown.status == 2)
+    #expect(unknown.errors.contains("got 'fast'"))
+  }
+
+  @Test("the paired speedup's interval brackets the median ratio and excludes 1 only for real gaps")
+  func pairedSpeedup() throws {
+    #expect(PairedSpeedup(baseline: [1, 1, 1, 1, 1], candidate: [1, 1, 1, 1, 1]) == nil)
+    // Twice as fast in every round, whatever the round's noise.
+    let noise = (0..<200).map { 1 + Double(($0 * 37) % 11) / 10 }
+    let twice = try #require(PairedSpeedup(baseline: noise.map { $0 * 2 }, candidate: noise))
+    #expect(twice == PairedSpeedup(median: 2, low: 2, high: 2))
+    // Rounds alternately 10% faster and 10% slower: no difference, and the interval says so.
+    let alternating = (0..<200).map { $0 % 2 == 0 ? 1.1 : 1 / 1.1 }
+    let even = try #require(
+      PairedSpeedup(
+        baseline: alternating.map { $0 * 3 }, candidate: [Double](repeating: 3, count: 200)))
+    #expect(even.low < 1 && 1 < even.high)
+    // 70% of rounds faster by 5%: the interval sits above 1.
+    let mostly = (0..<200).map { $0 % 10 < 7 ? 1.05 : 0.99 }
+    let faster = try #require(
+      PairedSpeedup(baseline: mostly, candidate: [Double](repeating: 1, count: 200)))
+    #expect(faster.median == 1.05 && faster.low > 1)
   }
 
   @Test("unknown commands and options suggest the right one")
