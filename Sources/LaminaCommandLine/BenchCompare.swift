@@ -156,18 +156,21 @@ enum BenchCompare {
     var total = 0.0
     var round = 0
     while samples[0].count < runs || total < seconds * Double(candidates.count) {
-      // Each round starts with the next configuration: the first call after the copies below runs
-      // on colder caches and with the copy's threads still winding down.
       round += 1
+      if largest != nil {
+        copySamples.append(secondsTaken(copyLargest))
+        parallelCopySamples.append(secondsTaken(copyLargestInParallel))
+        // The copy's threads leave the pool's idle workers descheduled and the caches cold: one
+        // untimed call brings them back, so the first timed call of the round is not the one
+        // that pays for it.
+        try call(round % candidates.count)
+      }
+      // Each round starts with the next configuration, so none is always first.
       for offset in candidates.indices {
         let index = (offset + round) % candidates.count
         let elapsed = try secondsTaken { try call(index) }
         samples[index].append(elapsed)
         total += elapsed
-      }
-      if largest != nil {
-        copySamples.append(secondsTaken(copyLargest))
-        parallelCopySamples.append(secondsTaken(copyLargestInParallel))
       }
       if samples[0].count >= 100_000 { break }
     }

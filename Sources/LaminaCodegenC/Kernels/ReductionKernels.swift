@@ -132,17 +132,22 @@ enum ReductionKernels {
           "for (int64_t i = 0; i < length; i++) { const double v = in0[base + i * inner]; if (v > peak) peak = v; }"
         )
         body.line("double total = 0;")
+        body.line("#pragma omp simd reduction(+:total)")
         body.line(
           "for (int64_t i = 0; i < length; i++) total += lamina_exp((double)in0[base + i * inner] - peak);"
         )
+        // Each element is written from its own input only (in place is fine), so the loops vectorize.
         if isLog {
           body.line("const double log_total = log(total);")
+          body.line("#pragma omp simd")
           body.line(
             "for (int64_t i = 0; i < length; i++) out[base + i * inner] = (\(resultType))((double)in0[base + i * inner] - peak - log_total);"
           )
         } else {
+          body.line("const double scale = 1.0 / total;")
+          body.line("#pragma omp simd")
           body.line(
-            "for (int64_t i = 0; i < length; i++) out[base + i * inner] = (\(resultType))(lamina_exp((double)in0[base + i * inner] - peak) / total);"
+            "for (int64_t i = 0; i < length; i++) out[base + i * inner] = (\(resultType))(lamina_exp((double)in0[base + i * inner] - peak) * scale);"
           )
         }
       }
