@@ -29,7 +29,7 @@ split = [v for k, v in r.items() if k.startswith("parallel_copy_")]
 bound = " (copy of the largest input %s ms: fused %.2fx; on %d threads %s ms: %.2fx)" % (
     ms(copy[0]["median_seconds"]), f["median_seconds"] / copy[0]["median_seconds"],
     split[0]["threads"], ms(split[0]["median_seconds"]), f["median_seconds"] / split[0]["median_seconds"]) if copy else ""
-paired = " [%.2f, %.2f]" % (f["paired_speedup_low"], f["paired_speedup_high"]) if "paired_speedup_low" in f else ""
+paired = " [%.3f, %.3f]" % (f["paired_speedup_low"], f["paired_speedup_high"]) if "paired_speedup_low" in f else ""
 print("| %s | %s | %d | %s (%s-%s) | %s (%s-%s) | %d / %d | %s / %s | **%.2fx**%s%s |" % (
     sys.argv[1], sys.argv[2], r["batch"],
     ms(f["median_seconds"]), ms(f["min_seconds"]), ms(f["max_seconds"]),

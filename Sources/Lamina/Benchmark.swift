@@ -37,7 +37,7 @@ public struct Timing: Sendable {
 }
 
 /// How much faster one configuration is than a baseline timed in the same interleaved rounds: the
-/// median over rounds of baseline time / candidate time, with a 95% confidence interval for that
+/// median over rounds (or blocks of rounds) of baseline time / candidate time, with a 95% confidence interval for that
 /// median from order statistics (no assumption about the distribution of the noise). Pairing by
 /// round cancels what both calls of a round share (a busy neighbour, a frequency change), so an
 /// interval that excludes 1 says the difference is not noise.
@@ -50,10 +50,21 @@ public struct PairedSpeedup: Sendable, Equatable {
     (self.median, self.low, self.high) = (median, low, high)
   }
 
-  /// `baseline[i]` and `candidate[i]` are the two calls of round `i`; nil with fewer than 6 rounds,
-  /// too few for a 95% interval.
-  public init?(baseline: [Double], candidate: [Double]) {
-    let ratios = zip(baseline, candidate).map { $0 / $1 }.filter(\.isFinite).sorted()
+  /// `baseline[i]` and `candidate[i]` are the two calls of round `i`. With `blockSize` > 1 the
+  /// ratios are of sums over blocks of that many consecutive rounds: when rounds rotate which
+  /// configuration goes first, a block of one rotation has each configuration in each position
+  /// once, so the order's effect cancels within a block instead of splitting the ratios into two
+  /// clusters whose median could land in either. Nil with fewer than 6 blocks, too few for a 95%
+  /// interval.
+  public init?(baseline: [Double], candidate: [Double], blockSize: Int = 1) {
+    let size = Swift.max(1, blockSize)
+    func blockSums(_ samples: [Double]) -> [Double] {
+      stride(from: 0, to: samples.count - size + 1, by: size).map {
+        samples[$0..<$0 + size].reduce(0, +)
+      }
+    }
+    let ratios = zip(blockSums(baseline), blockSums(candidate)).map { $0 / $1 }.filter(\.isFinite)
+      .sorted()
     let count = ratios.count
     guard count >= 6 else { return nil }
     median = Timing(samples: ratios).median

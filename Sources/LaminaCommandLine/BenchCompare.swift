@@ -178,7 +178,9 @@ enum BenchCompare {
     let copyTiming = Timing(samples: copySamples)
     let parallelCopyTiming = Timing(samples: parallelCopySamples)
     let baseline = timings.last!.median
-    let paired = samples.map { PairedSpeedup(baseline: samples.last!, candidate: $0) }
+    let paired = samples.map {
+      PairedSpeedup(baseline: samples.last!, candidate: $0, blockSize: candidates.count)
+    }
 
     if json {
       let entries = candidates.indices.map { index in
@@ -229,7 +231,7 @@ enum BenchCompare {
       "\nspeedup: the last configuration's median time over each one's; results checked equal first"
     )
     console.print(
-      "paired: the median over rounds of (last configuration's time / this one's) in the same round, with a 95% confidence interval; an interval that excludes 1.00 is not noise"
+      "paired: the median over blocks of \(candidates.count) rounds (one rotation of who goes first) of the last configuration's time over this one's, with a 95% confidence interval; an interval that excludes 1.00 is not noise within this run"
     )
     if let largest {
       console.print(

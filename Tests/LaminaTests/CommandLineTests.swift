@@ -222,6 +222,14 @@ struct CommandLineTests {
     let faster = try #require(
       PairedSpeedup(baseline: mostly, candidate: [Double](repeating: 1, count: 200)))
     #expect(faster.median == 1.05 && faster.low > 1)
+    // Whoever goes first in a round is slower (rounds rotate the order): per round the ratios
+    // split into two clusters, per block of one rotation the order cancels.
+    let first = (0..<200).map { $0 % 2 == 0 ? 1.2 : 1.0 }
+    let second = (0..<200).map { $0 % 2 == 0 ? 1.0 : 1.2 }
+    let rotated = try #require(PairedSpeedup(baseline: first, candidate: second, blockSize: 2))
+    #expect(rotated == PairedSpeedup(median: 1, low: 1, high: 1))
+    let unblocked = try #require(PairedSpeedup(baseline: first, candidate: second))
+    #expect(unblocked.low < 0.9 && unblocked.high > 1.1)
   }
 
   @Test("unknown commands and options suggest the right one")
