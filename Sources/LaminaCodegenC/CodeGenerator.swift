@@ -292,6 +292,9 @@ private struct Generator {
        (or LAMINA_NUM_THREADS). Returns NULL when out of memory. One thread at a time per context. */
     lamina_context* lamina_create(int threads);
     void lamina_destroy(lamina_context* ctx);
+    /* After a call, the pool's threads spin for a while, ready for the next one; this sends them to
+       sleep now, for when another model (or other work) runs next. Nothing else changes. */
+    void lamina_idle(lamina_context* ctx);
     /* The message of the last error on this context, or "" after success. */
     const char* lamina_last_error(const lamina_context* ctx);
     /* Bytes of the arena for intermediates: what the largest call so far needed (kept between calls). */
@@ -881,6 +884,10 @@ private struct Generator {
         free(ctx->arena);
         free(ctx->params);
         free(ctx);
+      }
+
+      void lamina_idle(lamina_context* ctx) {
+        if (ctx) lamina_pool_hush(ctx->pool);
       }
 
       const char* lamina_last_error(const lamina_context* ctx) { return ctx ? ctx->error : "context is NULL"; }

@@ -17,7 +17,8 @@ enum BenchCommand: Command {
     --train times whole training steps (forward, backward, update) instead; the first step's loss is
     checked against the interpreter's.
     --compare C1,C2,... compiles the model once per configuration (\(BenchCompare.configurationHelp)),
-    checks their results equal, and times them interleaved call by call: median, min, max, kernels per
+    checks their results equal, and times them interleaved call by call (each timed call after an
+    untimed one of the same configuration, with the others' threads asleep): median, min, max, kernels per
     call, bytes of intermediates, arena bytes, and the speedup over the last one (`--compare fused,unfused`),
     also as the median of the per-round ratios with a 95% confidence interval (excluding 1.00: not noise).
     \(OptionSpec.passSelectionHelp)

@@ -160,14 +160,14 @@ enum BenchCompare {
       if largest != nil {
         copySamples.append(secondsTaken(copyLargest))
         parallelCopySamples.append(secondsTaken(copyLargestInParallel))
-        // The copy's threads leave the pool's idle workers descheduled and the caches cold: one
-        // untimed call brings them back, so the first timed call of the round is not the one
-        // that pays for it.
-        try call(round % candidates.count)
       }
-      // Each round starts with the next configuration, so none is always first.
+      // Each round starts with the next configuration, so none is always first. Each timed call
+      // sees what one model running alone would: the other configurations' threads asleep (a
+      // spinning idle pool holds a core), its own awake and its caches warm from an untimed call.
       for offset in candidates.indices {
         let index = (offset + round) % candidates.count
+        for other in candidates.indices where other != index { candidates[other].compiled.idle() }
+        try call(index)
         let elapsed = try secondsTaken { try call(index) }
         samples[index].append(elapsed)
         total += elapsed

@@ -59,6 +59,7 @@ public final class CompiledModel: @unchecked Sendable {
     var stateBytes: ParamBytes?
     typealias ArenaBytes = @convention(c) (OpaquePointer?) -> Int64
     var arenaBytes: ArenaBytes?
+    var idle: Destroy?
   }
 
   /// Loads a library Lamina compiled, checking its ABI version; `threads <= 0` uses every core.
@@ -108,7 +109,8 @@ public final class CompiledModel: @unchecked Sendable {
       },
       arenaBytes: dlsym(handle, "lamina_arena_bytes").map {
         unsafeBitCast($0, to: Functions.ArenaBytes.self)
-      })
+      },
+      idle: dlsym(handle, "lamina_idle").map { unsafeBitCast($0, to: Functions.Destroy.self) })
     guard let context = try symbol("lamina_create", Create.self)(Int32(clamping: threads)) else {
       dlclose(handle)
       throw RunError("\(libraryPath): out of memory creating the model context")
@@ -131,6 +133,15 @@ public final class CompiledModel: @unchecked Sendable {
     lock.lock()
     defer { lock.unlock() }
     return functions.arenaBytes.map { Int($0(context)) }
+  }
+
+  /// Lets the model's threads sleep now: after a call they spin for a while, ready for the next
+  /// one, which costs a core when another model runs next (the other network of a GAN, a second
+  /// model in the process, the other configuration of a benchmark). The next call wakes them.
+  public func idle() {
+    lock.lock()
+    defer { lock.unlock() }
+    functions.idle?(context)
   }
 
   /// The C interface version this runtime speaks.

@@ -24,7 +24,9 @@
  * at creation) that kernels use for packing (lamina_gemm.c packs its A and B blocks there).
  *
  * A pool runs one job at a time: lamina_pool_run must not be called concurrently on the same pool, nor
- * from inside a task body. Several pools may coexist in one process.
+ * from inside a task body. Several pools may coexist in one process; a spinning idle worker holds a
+ * core, so when another pool (another model) takes over, lamina_pool_hush sends this one's workers to
+ * sleep at once instead of after their spin. The next run clears it.
  */
 
 /* clock_gettime and sysconf are POSIX, which strict -std=c11 hides unless asked for (this file comes
@@ -82,6 +84,7 @@ struct lamina_pool {
   _Alignas(64) atomic_int sleepers;      /* workers asleep (or about to be) on `wake` */
   atomic_int caller_sleeping;
   atomic_int stop;
+  atomic_int hush; /* idle workers sleep now instead of spinning (lamina_pool_hush; cleared by a run) */
 
   pthread_mutex_t mutex;
   pthread_cond_t wake; /* workers wait here for a new generation */
@@ -154,7 +157,8 @@ static void* lamina_pool_worker_main(void* p) {
     uint_fast64_t gen;
     LAMINA_POOL_SPIN_UNTIL(lamina_pool_new_job(gen = atomic_load_explicit(&pool->ticket, memory_order_acquire) >> 32,
                                                seen) ||
-                           atomic_load_explicit(&pool->stop, memory_order_acquire));
+                           atomic_load_explicit(&pool->stop, memory_order_acquire) ||
+                           atomic_load_explicit(&pool->hush, memory_order_relaxed));
     /* `stop` is checked too: a worker that starts after destroy published its last generation
        would otherwise wait for one more forever. */
     if (!lamina_pool_new_job(gen, seen) && !atomic_load_explicit(&pool->stop, memory_order_acquire)) {
@@ -175,6 +179,10 @@ static void* lamina_pool_worker_main(void* p) {
 }
 
 int lamina_pool_threads(const lamina_pool* pool) { return pool ? pool->threads : 1; }
+
+void lamina_pool_hush(lamina_pool* pool) {
+  if (pool) atomic_store_explicit(&pool->hush, 1, memory_order_relaxed);
+}
 
 void* lamina_pool_scratch(lamina_pool* pool, int thread, size_t* bytes) {
   if (bytes) *bytes = LAMINA_POOL_SCRATCH_BYTES;
@@ -201,6 +209,7 @@ lamina_pool* lamina_pool_create(int threads) {
   atomic_init(&pool->done, 0);
   atomic_init(&pool->sleepers, 0);
   atomic_init(&pool->caller_sleeping, 0);
+  atomic_init(&pool->hush, 0);
   atomic_init(&pool->stop, 0);
   pthread_mutex_init(&pool->mutex, NULL);
   pthread_cond_init(&pool->wake, NULL);
@@ -233,6 +242,7 @@ lamina_pool* lamina_pool_create(int threads) {
    generation, no task index free), so a late worker can no longer claim anything while the job fields
    change; the new generation then opens with task 0. */
 static void lamina_pool_publish(lamina_pool* pool, void (*body)(void*, int64_t, int), void* arg, int64_t tasks) {
+  atomic_store_explicit(&pool->hush, 0, memory_order_relaxed); /* workers spin again after this job */
   uint_fast64_t gen = (atomic_load_explicit(&pool->ticket, memory_order_relaxed) >> 32) + 1;
   atomic_store(&pool->ticket, ((gen & 0xffffffffu) << 32) | 0xffffffffu);
   atomic_store_explicit(&pool->body, body, memory_order_release);

@@ -9,6 +9,8 @@ typedef struct lamina_pool lamina_pool;
 lamina_pool* lamina_pool_create(int threads);
 void lamina_pool_destroy(lamina_pool* pool);
 int lamina_pool_threads(const lamina_pool* pool);
+/* Idle workers go to sleep now instead of spinning for the next run (which wakes them). */
+void lamina_pool_hush(lamina_pool* pool);
 /* Runs body(arg, task, thread) for every task in [0, tasks) on the pool's threads and returns when all are done. */
 void lamina_pool_run(lamina_pool* pool, int64_t tasks, void (*body)(void* arg, int64_t task, int thread), void* arg);
 
