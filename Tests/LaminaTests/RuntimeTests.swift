@@ -65,6 +65,37 @@ struct RuntimeTests {
     }
   }
 
+  /// idle() sends the pool's workers to sleep instead of spinning: the next parallel call must wake
+  /// them (a lost wake-up would hang here), and a model released while they sleep must shut down.
+  @Test("a model whose threads were sent to sleep wakes for its next call, and shuts down")
+  func idleThreads() throws {
+    let model = try Model(
+      source: """
+        model Wide {
+          input x: f32[batch, 1000]
+          output y = tanh(x * 3) + x
+        }
+        """)
+    var compileOptions = options(try RepositoryPaths.temporaryDirectory())
+    compileOptions.threads = 2
+    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 200], seed: 5)
+    let expected = try model.interpret(inputs: inputs, parameters: [:], outputs: ["y"])["y"]!
+    do {
+      let compiled = try model.compile(options: compileOptions, parameters: [:])
+      for round in 0..<40 {
+        compiled.idle()
+        if round % 3 == 0 { compiled.idle() }
+        // Give the workers time to reach their sleep, not just the flag.
+        if round % 4 == 0 { usleep(2_000) }
+        let problem = TestData.mismatch(
+          try compiled.forward(inputs)["y"]!, expected, rtol: 1e-6, atol: 1e-6)
+        #expect(problem == nil, "round \(round): \(problem ?? "")")
+      }
+      compiled.idle()
+      usleep(2_000)
+    }  // released here with its workers asleep
+  }
+
   @Test("bound forward calls and training steps give what the unbound calls give")
   func boundCalls() throws {
     let model = try Model(
