@@ -137,6 +137,14 @@ typedef struct lamina_gemm_epilogue {
 #ifndef LAMINA_GEMV_TASKS_PER_THREAD
 #define LAMINA_GEMV_TASKS_PER_THREAD 2
 #endif
+/* Products with fewer elements than this that are split over threads run their epilogue on the
+   caller after the split, not inside each task: measured on digits' 64 x 128 layer on 2 threads,
+   17.9 us per forward call against 19.4 us inside the tasks (and 18.5 us unfused). Below it an
+   unfused elementwise kernel would run on one thread too (the generated code's parallel threshold). */
+#ifndef LAMINA_GEMM_CALLER_EPILOGUE_BELOW
+#define LAMINA_GEMM_CALLER_EPILOGUE_BELOW ((int64_t)1 << 16)
+#endif
+
 #ifndef LAMINA_GEMV_MIN_CHUNK
 #define LAMINA_GEMV_MIN_CHUNK 64
 #endif
@@ -589,6 +597,13 @@ void lamina_##P##gemm(lamina_pool* pool, int trans_a, int trans_b, int64_t m, in
   g.kc = lamina_gemm_even_block(k, KC, 4);                                                                             \
   g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, MR, NR, NC);                                           \
   if (pool) {                                                                                                          \
+    if (epilogue && g.grid.mt * g.grid.nt > 1 && m * n < LAMINA_GEMM_CALLER_EPILOGUE_BELOW) {                         \
+      /* A small product: the epilogue on the caller once the tasks are done (see the constant). */                    \
+      g.epilogue = NULL;                                                                                               \
+      lamina_pool_run(pool, g.grid.mt * g.grid.nt, lamina_##P##gemm_task, &g);                                         \
+      epilogue->apply(epilogue->arg, c, ldc, 0, 0, m, n);                                                              \
+      return;                                                                                                          \
+    }                                                                                                                  \
     lamina_pool_run(pool, g.grid.mt * g.grid.nt, lamina_##P##gemm_task, &g);                                           \
   } else {                                                                                                             \
     /* No pool: one thread, with scratch from the heap. */                                                             \
