@@ -59,7 +59,8 @@ public final class CompiledModel: @unchecked Sendable {
     var stateBytes: ParamBytes?
     typealias ArenaBytes = @convention(c) (OpaquePointer?) -> Int64
     var arenaBytes: ArenaBytes?
-    var idle: Destroy?
+    typealias Idle = @convention(c) (OpaquePointer?) -> Void
+    var idle: Idle?
   }
 
   /// Loads a library Lamina compiled, checking its ABI version; `threads <= 0` uses every core.
@@ -110,7 +111,7 @@ public final class CompiledModel: @unchecked Sendable {
       arenaBytes: dlsym(handle, "lamina_arena_bytes").map {
         unsafeBitCast($0, to: Functions.ArenaBytes.self)
       },
-      idle: dlsym(handle, "lamina_idle").map { unsafeBitCast($0, to: Functions.Destroy.self) })
+      idle: dlsym(handle, "lamina_idle").map { unsafeBitCast($0, to: Functions.Idle.self) })
     guard let context = try symbol("lamina_create", Create.self)(Int32(clamping: threads)) else {
       dlclose(handle)
       throw RunError("\(libraryPath): out of memory creating the model context")

@@ -29,14 +29,8 @@ enum LossKernels {
         )
         body.line(
           "const \(CExpressionContext.cType(logits.dtype))* row = in0 + n * classes * inner + j;")
-        body.line("double peak = -INFINITY;")
-        body.line(
-          "for (int64_t c = 0; c < classes; c++) if ((double)row[c * inner] > peak) peak = row[c * inner];"
-        )
-        body.line("double sum = 0;")
-        body.line("#pragma omp simd reduction(+:sum)")
-        body.line(
-          "for (int64_t c = 0; c < classes; c++) sum += lamina_exp((double)row[c * inner] - peak);")
+        ReductionKernels.emitPeakAndExpSum(
+          length: "classes", sumName: "sum", element: { "row[\($0) * inner]" }, into: &body)
         body.line("total += peak + log(sum) - (double)row[label * inner];")
       }
     }
@@ -59,14 +53,8 @@ enum LossKernels {
         )
         body.line("const \(type)* row = in0 + n * classes * inner + j;")
         body.line("\(type)* gradient = out + n * classes * inner + j;")
-        body.line("double peak = -INFINITY;")
-        body.line(
-          "for (int64_t c = 0; c < classes; c++) if ((double)row[c * inner] > peak) peak = row[c * inner];"
-        )
-        body.line("double sum = 0;")
-        body.line("#pragma omp simd reduction(+:sum)")
-        body.line(
-          "for (int64_t c = 0; c < classes; c++) sum += lamina_exp((double)row[c * inner] - peak);")
+        ReductionKernels.emitPeakAndExpSum(
+          length: "classes", sumName: "sum", element: { "row[\($0) * inner]" }, into: &body)
         // One division per line of classes, not two per element.
         body.line("const double scale = 1.0 / (sum * count), hit = 1.0 / count;")
         body.line("#pragma omp simd")

@@ -48,24 +48,14 @@ enum ReductionKernels {
     let inputIndex = cIndex((0..<input.rank).map { "i\($0)" }, inputStrides)
     let outputIndex = cIndex(kept.map { "i\($0)" }, outputStrides)
     inner(0, kept, &writer) { body in
-      if op == "max" {
-        body.line("double acc = -INFINITY;")
-      } else {
-        body.line("double acc = 0;")
-      }
+      body.line("double acc = \(startValue(op));")
       // The innermost loop of a sum or mean vectorizes (lanes of double partial sums) when it
       // runs along the input's last axis, contiguous in memory.
       let vectorize = op != "max" && reduced.contains(input.rank - 1)
       inner(
         0, reduced.sorted(), &body, innermostPragma: vectorize ? "omp simd reduction(+:acc)" : nil
       ) { update in
-        if op == "max" {
-          // NaN propagates, as in the interpreter (and numpy).
-          update.line("const double v = (double)in0[\(inputIndex)];")
-          update.line("acc = (v >= acc || v != v) ? v : acc;")
-        } else {
-          update.line("acc += (double)in0[\(inputIndex)];")
-        }
+        accumulate(op, into: "acc", element: "in0[\(inputIndex)]", &update)
       }
       if op == "mean" {
         body.line("out[\(outputIndex)] = (\(resultType))(acc / (double)(\(reducedCount)));")
@@ -73,6 +63,37 @@ enum ReductionKernels {
         body.line("out[\(outputIndex)] = (\(resultType))acc;")
       }
     }
+  }
+
+  /// The accumulator's start value for sum, mean or max.
+  static func startValue(_ op: String) -> String { op == "max" ? "-INFINITY" : "0" }
+
+  /// One element's update of a sum/mean/max accumulator, in double.
+  static func accumulate(_ op: String, into acc: String, element: String, _ update: inout CWriter) {
+    if op == "max" {
+      // NaN propagates, as in the interpreter (and numpy).
+      update.line("const double v = (double)\(element);")
+      update.line("\(acc) = (v >= \(acc) || v != v) ? v : \(acc);")
+    } else {
+      update.line("\(acc) += (double)\(element);")
+    }
+  }
+
+  /// The largest element of a line (`peak`) and the sum of e^(element - peak) (`sumName`), in
+  /// double: what softmax, log_softmax and the cross-entropy kernels start each line with.
+  /// `element(i)` is the C expression for the line's i-th element.
+  static func emitPeakAndExpSum(
+    length: String, sumName: String, element: (String) -> String, into body: inout CWriter
+  ) {
+    body.line("double peak = -INFINITY;")
+    body.line(
+      "for (int64_t i = 0; i < \(length); i++) { const double v = \(element("i")); if (v > peak) peak = v; }"
+    )
+    body.line("double \(sumName) = 0;")
+    body.line("#pragma omp simd reduction(+:\(sumName))")
+    body.line(
+      "for (int64_t i = 0; i < \(length); i++) \(sumName) += lamina_exp((double)\(element("i")) - peak);"
+    )
   }
 
   /// Columns of the result per block of the column form: a row of double accumulators on the stack.
@@ -92,20 +113,14 @@ enum ReductionKernels {
     writer.block("for (int64_t j0 = 0; j0 < columns; j0 += \(block))") { body in
       body.line("const int64_t width = columns - j0 < \(block) ? columns - j0 : \(block);")
       body.line("double acc[\(block)];")
-      body.line("for (int64_t j = 0; j < width; j++) acc[j] = \(op == "max" ? "-INFINITY" : "0");")
+      body.line("for (int64_t j = 0; j < width; j++) acc[j] = \(startValue(op));")
       body.block("for (int64_t i = 0; i < rows; i++)") { row in
         row.line(
           "const \(CExpressionContext.cType(context.operandTypes[0].dtype))* line = in0 + i * columns + j0;"
         )
         row.line("#pragma omp simd")
         row.block("for (int64_t j = 0; j < width; j++)") { update in
-          if op == "max" {
-            // NaN propagates, as in the interpreter (and numpy).
-            update.line("const double v = (double)line[j];")
-            update.line("acc[j] = (v >= acc[j] || v != v) ? v : acc[j];")
-          } else {
-            update.line("acc[j] += (double)line[j];")
-          }
+          accumulate(op, into: "acc[j]", element: "line[j]", &update)
         }
       }
       let value = op == "mean" ? "acc[j] / (double)rows" : "acc[j]"
@@ -127,15 +142,8 @@ enum ReductionKernels {
     writer.block("for (int64_t o = 0; o < outer; o++)") { outerLoop in
       outerLoop.block("for (int64_t j = 0; j < inner; j++)") { body in
         body.line("const int64_t base = o * length * inner + j;")
-        body.line("double peak = -INFINITY;")
-        body.line(
-          "for (int64_t i = 0; i < length; i++) { const double v = in0[base + i * inner]; if (v > peak) peak = v; }"
-        )
-        body.line("double total = 0;")
-        body.line("#pragma omp simd reduction(+:total)")
-        body.line(
-          "for (int64_t i = 0; i < length; i++) total += lamina_exp((double)in0[base + i * inner] - peak);"
-        )
+        emitPeakAndExpSum(
+          length: "length", sumName: "total", element: { "in0[base + \($0) * inner]" }, into: &body)
         // Each element is written from its own input only (in place is fine), so the loops vectorize.
         if isLog {
           body.line("const double log_total = log(total);")

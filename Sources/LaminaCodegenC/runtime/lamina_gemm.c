@@ -597,14 +597,12 @@ void lamina_##P##gemm(lamina_pool* pool, int trans_a, int trans_b, int64_t m, in
   g.kc = lamina_gemm_even_block(k, KC, 4);                                                                             \
   g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, MR, NR, NC);                                           \
   if (pool) {                                                                                                          \
-    if (epilogue && g.grid.mt * g.grid.nt > 1 && m * n < LAMINA_GEMM_CALLER_EPILOGUE_BELOW) {                         \
-      /* A small product: the epilogue on the caller once the tasks are done (see the constant). */                    \
-      g.epilogue = NULL;                                                                                               \
-      lamina_pool_run(pool, g.grid.mt * g.grid.nt, lamina_##P##gemm_task, &g);                                         \
-      epilogue->apply(epilogue->arg, c, ldc, 0, 0, m, n);                                                              \
-      return;                                                                                                          \
-    }                                                                                                                  \
+    /* A small product split over threads: its epilogue on the caller once the tasks are done. */                      \
+    const int caller_epilogue =                                                                                        \
+        epilogue && g.grid.mt * g.grid.nt > 1 && m * n < LAMINA_GEMM_CALLER_EPILOGUE_BELOW;                            \
+    if (caller_epilogue) g.epilogue = NULL;                                                                            \
     lamina_pool_run(pool, g.grid.mt * g.grid.nt, lamina_##P##gemm_task, &g);                                           \
+    if (caller_epilogue) epilogue->apply(epilogue->arg, c, ldc, 0, 0, m, n);                                           \
   } else {                                                                                                             \
     /* No pool: one thread, with scratch from the heap. */                                                             \
     unsigned char* scratch = (unsigned char*)aligned_alloc(64, lamina_##P##gemm_a_bytes + lamina_##P##gemm_b_bytes);   \
