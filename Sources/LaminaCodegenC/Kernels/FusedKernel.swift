@@ -601,6 +601,17 @@ struct FusedKernel {
     }
     scratch.removeAll { recomputed.contains($0) }
 
+    // Software pipelining: when the last loop only writes (layer norm's `centered / std`) and the
+    // first loop computes, row r's first loop also writes row r-1's results, so the stores to
+    // memory overlap the arithmetic instead of stalling on their own. Two scratch rows alternate.
+    var pipelined = false
+    if steps.count >= 3, case .loop(let first) = steps.first!, case .loop(let last) = steps.last!,
+      !last.contains(where: isReduction), !first.contains(where: { $0.op == "max" })
+    {
+      pipelined = true
+    }
+    let scratchRows = pipelined ? 2 : 1
+
     var range = CWriter()
     // Rows of one dtype share a typed buffer; mixed dtypes (a `cast` in the group) get byte rows
     // of 8 bytes per column, aligned for any element type.
@@ -608,30 +619,41 @@ struct FusedKernel {
     let uniformScratch = scratch.allSatisfy { cType($0) == scratchType }
     // Rows of a known, modest length live on the stack: no allocation per call.
     let stackScratch =
-      domain.last!.staticValue.map { scratch.count * $0 * 8 <= Self.stackScratchBytes } ?? false
+      domain.last!.staticValue.map {
+        scratchRows * scratch.count * $0 * 8 <= Self.stackScratchBytes
+      } ?? false
+    let (scratchElementType, rowScratchElements) =
+      uniformScratch
+      ? (scratchType ?? "float", "\(scratch.count) * \(columns)")
+      : ("unsigned char", "\(scratch.count) * \(columns) * 8")
     if !scratch.isEmpty {
       range.line("/* Row values read by a later loop over the row; they stay in L1. */")
-      let (elementType, elements) =
-        uniformScratch
-        ? (scratchType!, "\(scratch.count) * \(columns)")
-        : ("unsigned char", "\(scratch.count) * \(columns) * 8")
+      let elements = pipelined ? "2 * \(rowScratchElements)" : rowScratchElements
       if stackScratch {
-        range.line("_Alignas(64) \(elementType) scratch[\(elements)];")
+        range.line("_Alignas(64) \(scratchElementType) scratch[\(elements)];")
       } else {
         range.line(
-          "\(elementType)* scratch = (\(elementType)*)malloc((size_t)\(elements) * sizeof(\(elementType)));"
+          "\(scratchElementType)* scratch = (\(scratchElementType)*)malloc((size_t)\(elements) * sizeof(\(scratchElementType)));"
         )
         range.line(
           "if (!scratch) { __atomic_store_n(&((@KERNEL@_job*)job)->failed, 1, __ATOMIC_RELAXED); return; }"
         )
       }
     }
-    func rowPointer(_ value: ValueID) -> String {
-      if let result = resultName(value) { return "\(result) + r * \(columns)" }
+
+    /// One loop body's row: its index expression, its scratch rows, and a prefix that keeps its
+    /// locals apart from another row's in the same loop.
+    struct RowView {
+      var row: String
+      var scratch: String
+      var prefix: String
+    }
+    func rowPointer(_ value: ValueID, _ view: RowView) -> String {
+      if let result = resultName(value) { return "\(result) + \(view.row) * \(columns)" }
       if let index = scratch.firstIndex(of: value) {
         return uniformScratch
-          ? "scratch + \(index) * \(columns)"
-          : "(\(cType(value))*)(scratch + (size_t)\(index) * (size_t)\(columns) * 8)"
+          ? "\(view.scratch) + \(index) * \(columns)"
+          : "(\(cType(value))*)(\(view.scratch) + (size_t)\(index) * (size_t)\(columns) * 8)"
       }
       return ""
     }
@@ -639,110 +661,146 @@ struct FusedKernel {
     // vector lane, which keeps f32 rounding error far below the tolerance and runs at full width.
     let reductionCType = { (member: Node) in self.cType(member.result) }
     let heapScratch = !scratch.isEmpty && !stackScratch
-    try range.block("for (int64_t r = begin; r < end; r++)") { row in
-      var rowLocals: [ValueID: String] = [:]
-      for step in steps {
-        switch step {
+
+    /// Division by a row statistic (layer norm's standard deviation): one reciprocal per row and a
+    /// multiply per element, instead of a division per element. Declares them; returns their names.
+    func emitReciprocals(
+      _ members: [Node], rowLocals: [ValueID: String], into row: inout CWriter
+    ) -> [ValueID: String] {
+      var reciprocals: [ValueID: String] = [:]
+      for member in members where member.op == "div" && member.operands.count == 2 {
+        let divisor = member.operands[1]
+        guard let statistic = rowLocals[divisor], reciprocals[divisor] == nil,
+          graph.type(of: divisor).dtype.isFloatingPoint,
+          graph.type(of: member.result).dtype == graph.type(of: divisor).dtype
+        else { continue }
+        reciprocals[divisor] = "inverse\(localNumber(divisor))"
+        row.line(
+          "const \(cType(divisor)) inverse\(localNumber(divisor)) = (\(cType(divisor)))1 / \(statistic);"
+        )
+      }
+      return reciprocals
+    }
+
+    /// The `#pragma` in front of a loop over a row, if it vectorizes.
+    func loopPragma(_ members: [Node]) -> String? {
+      let reductions = members.filter(isReduction)
+      guard !reductions.contains(where: { $0.op == "max" }) else { return nil }
+      if reductions.isEmpty { return "#pragma omp simd" }
+      return
+        "#pragma omp simd reduction(+:\(reductions.map { "acc\(localNumber($0.result))" }.joined(separator: ", ")))"
+    }
+
+    /// One column's statements of a loop over the row `view`.
+    func emitColumn(
+      _ members: [Node], view: RowView, rowLocals: [ValueID: String],
+      reciprocals: [ValueID: String], into column: inout CWriter
+    ) throws {
+      var locals = rowLocals
+      func load(_ operand: ValueID) throws -> String {
+        if let local = locals[operand] { return local }
+        let local = "\(view.prefix)a\(localNumber(operand))"
+        if let external = names[operand] {
+          let access = RowAccess(graph.type(of: operand).shape, in: domain)
+          let index: String
+          switch access {
+          case .full?: index = "\(view.row) * \(columns) + c"
+          case .column?: index = "c"
+          case .row?: index = view.row
+          case .scalar?: index = "0"
+          case nil:
+            throw Diagnostic.error(
+              "operand %\(graph[operand].name) of a fused reduction does not broadcast over rows",
+              at: node.location)
+          }
+          column.line("const \(cType(operand)) \(local) = \(external)[\(index)];")
+        } else if recomputed.contains(operand), let definition = definitions[operand] {
+          let text = try expression(definition, operands: definition.operands.map(load))
+          let local = "\(view.prefix)v\(localNumber(operand))"
+          column.line("const \(cType(operand)) \(local) = (\(cType(operand)))(\(text));")
+          locals[operand] = local
+          return local
+        } else {
+          // Computed by an earlier loop over this row.
+          column.line("const \(cType(operand)) \(local) = (\(rowPointer(operand, view)))[c];")
+        }
+        locals[operand] = local
+        return local
+      }
+      for member in members {
+        let operands = try member.operands.map(load)
+        if isReduction(member) {
+          let accumulator = "acc\(localNumber(member.result))"
+          let value = "(\(reductionCType(member)))\(operands[0])"
+          if member.op == "max" {
+            let candidate = "m\(localNumber(member.result))"
+            column.line("const \(reductionCType(member)) \(candidate) = \(value);")
+            column.line(
+              "\(accumulator) = (\(candidate) >= \(accumulator) || \(candidate) != \(candidate)) ? \(candidate) : \(accumulator);"
+            )
+          } else {
+            column.line("\(accumulator) += \(value);")
+          }
+          continue
+        }
+        let inverse = member.op == "div" ? reciprocals[member.operands[1]] : nil
+        let text =
+          try inverse.map { "\(operands[0]) * \($0)" }
+          ?? expression(member, operands: operands)
+        let local = "\(view.prefix)v\(localNumber(member.result))"
+        column.line(
+          "const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
+        locals[member.result] = local
+        if resultName(member.result) != nil || scratch.contains(member.result) {
+          column.line("(\(rowPointer(member.result, view)))[c] = \(local);")
+        }
+      }
+    }
+
+    /// Row `r`'s steps `indices`; `mergedLast` adds the previous row's last loop to the body of
+    /// the first (pipelining).
+    func emitSteps(
+      _ indices: Range<Int>, rowLocals: inout [ValueID: String], view: RowView,
+      mergedLast: (
+        members: [Node], view: RowView, locals: [ValueID: String], reciprocals: [ValueID: String]
+      )?,
+      into row: inout CWriter
+    ) throws {
+      for position in indices {
+        switch steps[position] {
         case .scalar(let member):
           // Operands are row statistics of this group or from outside (one per row, or a scalar).
           let operands = member.operands.map { operand in
             rowLocals[operand]
-              ?? "\(names[operand]!)[\(graph.type(of: operand).shape.product == Dim(1) ? "0" : "r")]"
+              ?? "\(names[operand]!)[\(graph.type(of: operand).shape.product == Dim(1) ? "0" : view.row)]"
           }
           let text = try expression(member, operands: operands)
           let local = "s\(localNumber(member.result))"
           row.line("const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
           rowLocals[member.result] = local
-          if let result = resultName(member.result) { row.line("\(result)[r] = \(local);") }
+          if let result = resultName(member.result) {
+            row.line("\(result)[\(view.row)] = \(local);")
+          }
         case .loop(let members):
           let reductions = members.filter(isReduction)
-          // Division by a row statistic (layer norm's standard deviation): one reciprocal per row
-          // and a multiply per element, instead of a division per element.
-          var reciprocals: [ValueID: String] = [:]
-          for member in members where member.op == "div" && member.operands.count == 2 {
-            let divisor = member.operands[1]
-            guard let statistic = rowLocals[divisor], reciprocals[divisor] == nil,
-              graph.type(of: divisor).dtype.isFloatingPoint,
-              graph.type(of: member.result).dtype == graph.type(of: divisor).dtype
-            else { continue }
-            reciprocals[divisor] = "inverse\(localNumber(divisor))"
-            row.line(
-              "const \(cType(divisor)) inverse\(localNumber(divisor)) = (\(cType(divisor)))1 / \(statistic);"
-            )
-          }
+          let reciprocals = emitReciprocals(members, rowLocals: rowLocals, into: &row)
           for reduction in reductions {
             let start = reduction.op == "max" ? "-INFINITY" : "0"
             row.line("\(reductionCType(reduction)) acc\(localNumber(reduction.result)) = \(start);")
           }
-          let vectorizable = !reductions.contains { $0.op == "max" }
-          if vectorizable && !reductions.isEmpty {
-            row.line(
-              "#pragma omp simd reduction(+:\(reductions.map { "acc\(localNumber($0.result))" }.joined(separator: ", ")))"
-            )
-          } else if vectorizable {
-            row.line("#pragma omp simd")
-          }
-          try row.block("for (int64_t c = 0; c < \(columns); c++)") { column in
-            var locals = rowLocals
-            func load(_ operand: ValueID) throws -> String {
-              if let local = locals[operand] { return local }
-              let local = "a\(localNumber(operand))"
-              if let external = names[operand] {
-                let access = RowAccess(graph.type(of: operand).shape, in: domain)
-                let index: String
-                switch access {
-                case .full?: index = "r * \(columns) + c"
-                case .column?: index = "c"
-                case .row?: index = "r"
-                case .scalar?: index = "0"
-                case nil:
-                  throw Diagnostic.error(
-                    "operand %\(graph[operand].name) of a fused reduction does not broadcast over rows",
-                    at: node.location)
-                }
-                column.line("const \(cType(operand)) \(local) = \(external)[\(index)];")
-              } else if recomputed.contains(operand), let definition = definitions[operand] {
-                let text = try expression(definition, operands: definition.operands.map(load))
-                let local = "v\(localNumber(operand))"
-                column.line("const \(cType(operand)) \(local) = (\(cType(operand)))(\(text));")
-                locals[operand] = local
-                return local
-              } else {
-                // Computed by an earlier loop over this row.
-                column.line("const \(cType(operand)) \(local) = (\(rowPointer(operand)))[c];")
-              }
-              locals[operand] = local
-              return local
-            }
-            for member in members {
-              let operands = try member.operands.map(load)
-              if isReduction(member) {
-                let accumulator = "acc\(localNumber(member.result))"
-                let value = "(\(reductionCType(member)))\(operands[0])"
-                if member.op == "max" {
-                  column.line(
-                    "const \(reductionCType(member)) m\(localNumber(member.result)) = \(value);")
-                  column.line(
-                    "\(accumulator) = (m\(localNumber(member.result)) >= \(accumulator) || m\(localNumber(member.result)) != m\(localNumber(member.result))) ? m\(localNumber(member.result)) : \(accumulator);"
-                  )
-                } else {
-                  column.line("\(accumulator) += \(value);")
-                }
-                continue
-              }
-              let inverse = member.op == "div" ? reciprocals[member.operands[1]] : nil
-              let text =
-                try inverse.map { "\(operands[0]) * \($0)" }
-                ?? expression(member, operands: operands)
-              let local = "v\(localNumber(member.result))"
-              column.line(
-                "const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
-              locals[member.result] = local
-              if resultName(member.result) != nil || scratch.contains(member.result) {
-                column.line("(\(rowPointer(member.result)))[c] = \(local);")
+          func emitLoop(merging: Bool, _ writer: inout CWriter) throws {
+            if let pragma = loopPragma(members) { writer.line(pragma) }
+            try writer.block("for (int64_t c = 0; c < \(columns); c++)") { column in
+              try emitColumn(
+                members, view: view, rowLocals: rowLocals, reciprocals: reciprocals, into: &column)
+              if merging, let mergedLast {
+                try emitColumn(
+                  mergedLast.members, view: mergedLast.view, rowLocals: mergedLast.locals,
+                  reciprocals: mergedLast.reciprocals, into: &column)
               }
             }
           }
+          try emitLoop(merging: position == indices.lowerBound, &row)
           for reduction in reductions {
             let local = "s\(localNumber(reduction.result))"
             let accumulator = "acc\(localNumber(reduction.result))"
@@ -752,9 +810,72 @@ struct FusedKernel {
             row.line(
               "const \(cType(reduction.result)) \(local) = (\(cType(reduction.result)))(\(value));")
             rowLocals[reduction.result] = local
-            if let result = resultName(reduction.result) { row.line("\(result)[r] = \(local);") }
+            if let result = resultName(reduction.result) {
+              row.line("\(result)[\(view.row)] = \(local);")
+            }
           }
         }
+      }
+    }
+
+    if pipelined, case .loop(let lastMembers) = steps.last! {
+      let current = RowView(row: "r", scratch: "rowScratch", prefix: "")
+      let previous = RowView(row: "(r - 1)", scratch: "previousScratch", prefix: "p")
+      func scratchRow(_ name: String, parity: String) -> String {
+        "\(scratchElementType)* const \(name) = scratch + (\(parity)) * (\(rowScratchElements));"
+      }
+      /// Row r's steps but the last, then the reciprocals the last loop needs, and the statistics
+      /// and reciprocals carried over to the next row, which finishes row r.
+      func emitRow(
+        finishing carried: (locals: [ValueID: String], reciprocals: [ValueID: String])?,
+        into row: inout CWriter
+      ) throws -> (locals: [ValueID: String], reciprocals: [ValueID: String]) {
+        if !scratch.isEmpty {
+          row.line(scratchRow("rowScratch", parity: "r & 1"))
+          if carried != nil { row.line(scratchRow("previousScratch", parity: "(r - 1) & 1")) }
+        }
+        var rowLocals: [ValueID: String] = [:]
+        try emitSteps(
+          0..<(steps.count - 1), rowLocals: &rowLocals, view: current,
+          mergedLast: carried.map { (lastMembers, previous, $0.locals, $0.reciprocals) },
+          into: &row)
+        let reciprocals = emitReciprocals(lastMembers, rowLocals: rowLocals, into: &row)
+        for name in (Array(rowLocals.values) + reciprocals.values).sorted() {
+          row.line("carried_\(name) = \(name);")
+        }
+        return (rowLocals, reciprocals)
+      }
+      // The range's first row has no previous row to finish: it runs on its own.
+      var firstRow = CWriter()
+      firstRow.line("const int64_t r = begin;")
+      let (rowLocals, reciprocals) = try emitRow(finishing: nil, into: &firstRow)
+      for (value, name) in (rowLocals.map { $0 } + reciprocals.map { $0 }).sorted(by: {
+        $0.1 < $1.1
+      }) {
+        range.line("\(cType(value)) carried_\(name) = 0;")
+      }
+      let carriedLocals = rowLocals.mapValues { "carried_\($0)" }
+      let carriedReciprocals = reciprocals.mapValues { "carried_\($0)" }
+      range.block("if (begin < end)") { $0.nest(firstRow) }
+      try range.block("for (int64_t r = begin + 1; r < end; r++)") { row in
+        _ = try emitRow(finishing: (carriedLocals, carriedReciprocals), into: &row)
+      }
+      // The range's last row finishes after the loop.
+      try range.block("if (begin < end)") { tail in
+        if !scratch.isEmpty { tail.line(scratchRow("previousScratch", parity: "(end - 1) & 1")) }
+        if let pragma = loopPragma(lastMembers) { tail.line(pragma) }
+        try tail.block("for (int64_t c = 0; c < \(columns); c++)") { column in
+          try emitColumn(
+            lastMembers, view: RowView(row: "(end - 1)", scratch: "previousScratch", prefix: ""),
+            rowLocals: carriedLocals, reciprocals: carriedReciprocals, into: &column)
+        }
+      }
+    } else {
+      try range.block("for (int64_t r = begin; r < end; r++)") { row in
+        var rowLocals: [ValueID: String] = [:]
+        try emitSteps(
+          steps.indices, rowLocals: &rowLocals,
+          view: RowView(row: "r", scratch: "scratch", prefix: ""), mergedLast: nil, into: &row)
       }
     }
     if heapScratch { range.line("free(scratch);") }
