@@ -601,16 +601,32 @@ struct FusedKernel {
     }
     scratch.removeAll { recomputed.contains($0) }
 
-    // Software pipelining: when the last loop only writes (layer norm's `centered / std`) and the
-    // first loop computes, row r's first loop also writes row r-1's results, so the stores to
-    // memory overlap the arithmetic instead of stalling on their own. Two scratch rows alternate.
-    var pipelined = false
-    if steps.count >= 3, case .loop(let first) = steps.first!, case .loop(let last) = steps.last!,
-      !last.contains(where: isReduction), !first.contains(where: { $0.op == "max" })
-    {
-      pipelined = true
+    // The loops with the row statistics computed after each (`var + eps`, `sqrt`): stages.
+    var stages: [(members: [Node], scalars: [Node])] = []
+    for step in steps {
+      switch step {
+      case .loop(let members): stages.append((members, []))
+      case .scalar(let member):
+        if stages.isEmpty {
+          stages.append(([], [member]))
+        } else {
+          stages[stages.count - 1].scalars.append(member)
+        }
+      }
     }
-    let scratchRows = pipelined ? 2 : 1
+    // Software pipelining: with n loops over a row, each pass of the row loop runs loop k for row
+    // r - k, all in one loop over the columns (layer norm: row r's gelu and sum, row r-1's
+    // variance, row r-2's normalized output). The arithmetic of one row overlaps the other rows'
+    // stores and short dependency chains (a sum's adds) instead of waiting for them, and n scratch
+    // rows rotate. Only when every loop vectorizes (max's NaN-propagating compare does not) and
+    // the rows fit the stack.
+    let depth = stages.count
+    let pipelined =
+      depth >= 2 && !stages[0].members.isEmpty
+      && !node.body.contains { $0.op == "max" }
+      && (domain.last!.staticValue.map { depth * scratch.count * $0 * 8 <= Self.stackScratchBytes }
+        ?? false)
+    let scratchRows = pipelined ? depth : 1
 
     var range = CWriter()
     // Rows of one dtype share a typed buffer; mixed dtypes (a `cast` in the group) get byte rows
@@ -628,7 +644,7 @@ struct FusedKernel {
       : ("unsigned char", "\(scratch.count) * \(columns) * 8")
     if !scratch.isEmpty {
       range.line("/* Row values read by a later loop over the row; they stay in L1. */")
-      let elements = pipelined ? "2 * \(rowScratchElements)" : rowScratchElements
+      let elements = pipelined ? "\(depth) * \(rowScratchElements)" : rowScratchElements
       if stackScratch {
         range.line("_Alignas(64) \(scratchElementType) scratch[\(elements)];")
       } else {
@@ -665,7 +681,7 @@ struct FusedKernel {
     /// Division by a row statistic (layer norm's standard deviation): one reciprocal per row and a
     /// multiply per element, instead of a division per element. Declares them; returns their names.
     func emitReciprocals(
-      _ members: [Node], rowLocals: [ValueID: String], into row: inout CWriter
+      _ members: [Node], rowLocals: [ValueID: String], prefix: String = "", into row: inout CWriter
     ) -> [ValueID: String] {
       var reciprocals: [ValueID: String] = [:]
       for member in members where member.op == "div" && member.operands.count == 2 {
@@ -674,10 +690,9 @@ struct FusedKernel {
           graph.type(of: divisor).dtype.isFloatingPoint,
           graph.type(of: member.result).dtype == graph.type(of: divisor).dtype
         else { continue }
-        reciprocals[divisor] = "inverse\(localNumber(divisor))"
-        row.line(
-          "const \(cType(divisor)) inverse\(localNumber(divisor)) = (\(cType(divisor)))1 / \(statistic);"
-        )
+        let name = "\(prefix)inverse\(localNumber(divisor))"
+        reciprocals[divisor] = name
+        row.line("const \(cType(divisor)) \(name) = (\(cType(divisor)))1 / \(statistic);")
       }
       return reciprocals
     }
@@ -757,125 +772,176 @@ struct FusedKernel {
       }
     }
 
-    /// Row `r`'s steps `indices`; `mergedLast` adds the previous row's last loop to the body of
-    /// the first (pipelining).
-    func emitSteps(
-      _ indices: Range<Int>, rowLocals: inout [ValueID: String], view: RowView,
-      mergedLast: (
-        members: [Node], view: RowView, locals: [ValueID: String], reciprocals: [ValueID: String]
-      )?,
-      into row: inout CWriter
+    /// A row statistic computed once per row: `local = expression` from the row's other statistics
+    /// (`locals`) or from operands with one value per row, stored to its result if it has one.
+    func emitScalar(
+      _ member: Node, row: String, prefix: String, locals: inout [ValueID: String],
+      into writer: inout CWriter
     ) throws {
-      for position in indices {
-        switch steps[position] {
-        case .scalar(let member):
-          // Operands are row statistics of this group or from outside (one per row, or a scalar).
-          let operands = member.operands.map { operand in
-            rowLocals[operand]
-              ?? "\(names[operand]!)[\(graph.type(of: operand).shape.product == Dim(1) ? "0" : view.row)]"
-          }
-          let text = try expression(member, operands: operands)
-          let local = "s\(localNumber(member.result))"
-          row.line("const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
-          rowLocals[member.result] = local
-          if let result = resultName(member.result) {
-            row.line("\(result)[\(view.row)] = \(local);")
-          }
-        case .loop(let members):
-          let reductions = members.filter(isReduction)
-          let reciprocals = emitReciprocals(members, rowLocals: rowLocals, into: &row)
-          for reduction in reductions {
-            let start = reduction.op == "max" ? "-INFINITY" : "0"
-            row.line("\(reductionCType(reduction)) acc\(localNumber(reduction.result)) = \(start);")
-          }
-          func emitLoop(merging: Bool, _ writer: inout CWriter) throws {
-            if let pragma = loopPragma(members) { writer.line(pragma) }
-            try writer.block("for (int64_t c = 0; c < \(columns); c++)") { column in
-              try emitColumn(
-                members, view: view, rowLocals: rowLocals, reciprocals: reciprocals, into: &column)
-              if merging, let mergedLast {
-                try emitColumn(
-                  mergedLast.members, view: mergedLast.view, rowLocals: mergedLast.locals,
-                  reciprocals: mergedLast.reciprocals, into: &column)
-              }
-            }
-          }
-          try emitLoop(merging: position == indices.lowerBound, &row)
-          for reduction in reductions {
-            let local = "s\(localNumber(reduction.result))"
-            let accumulator = "acc\(localNumber(reduction.result))"
-            let value =
-              reduction.op == "mean"
-              ? "\(accumulator) / (\(reductionCType(reduction)))\(columns)" : accumulator
-            row.line(
-              "const \(cType(reduction.result)) \(local) = (\(cType(reduction.result)))(\(value));")
-            rowLocals[reduction.result] = local
-            if let result = resultName(reduction.result) {
-              row.line("\(result)[\(view.row)] = \(local);")
-            }
-          }
+      let operands = member.operands.map { operand in
+        locals[operand]
+          ?? "\(names[operand]!)[\(graph.type(of: operand).shape.product == Dim(1) ? "0" : row)]"
+      }
+      let text = try expression(member, operands: operands)
+      let local = "\(prefix)s\(localNumber(member.result))"
+      writer.line("const \(cType(member.result)) \(local) = (\(cType(member.result)))(\(text));")
+      locals[member.result] = local
+      if let result = resultName(member.result) { writer.line("\(result)[\(row)] = \(local);") }
+    }
+    func declareAccumulators(_ members: [Node], into writer: inout CWriter) {
+      for reduction in members where isReduction(reduction) {
+        let start = reduction.op == "max" ? "-INFINITY" : "0"
+        writer.line("\(reductionCType(reduction)) acc\(localNumber(reduction.result)) = \(start);")
+      }
+    }
+    /// A loop's sums become the row's statistics (a mean divides by the row length).
+    func finishReductions(
+      _ members: [Node], row: String, prefix: String, locals: inout [ValueID: String],
+      into writer: inout CWriter
+    ) {
+      for reduction in members where isReduction(reduction) {
+        let local = "\(prefix)s\(localNumber(reduction.result))"
+        let accumulator = "acc\(localNumber(reduction.result))"
+        let value =
+          reduction.op == "mean"
+          ? "\(accumulator) / (\(reductionCType(reduction)))\(columns)" : accumulator
+        writer.line(
+          "const \(cType(reduction.result)) \(local) = (\(cType(reduction.result)))(\(value));")
+        locals[reduction.result] = local
+        if let result = resultName(reduction.result) {
+          writer.line("\(result)[\(row)] = \(local);")
+        }
+      }
+    }
+    func emitLoop(
+      _ parts: [(
+        members: [Node], view: RowView, locals: [ValueID: String], reciprocals: [ValueID: String]
+      )],
+      into writer: inout CWriter
+    ) throws {
+      let members = parts.flatMap(\.members)
+      if let pragma = loopPragma(members) { writer.line(pragma) }
+      try writer.block("for (int64_t c = 0; c < \(columns); c++)") { column in
+        for part in parts {
+          try emitColumn(
+            part.members, view: part.view, rowLocals: part.locals, reciprocals: part.reciprocals,
+            into: &column)
         }
       }
     }
 
-    if pipelined, case .loop(let lastMembers) = steps.last! {
-      let current = RowView(row: "r", scratch: "rowScratch", prefix: "")
-      let previous = RowView(row: "(r - 1)", scratch: "previousScratch", prefix: "p")
-      func scratchRow(_ name: String, parity: String) -> String {
-        "\(scratchElementType)* const \(name) = scratch + (\(parity)) * (\(rowScratchElements));"
+    if pipelined {
+      // Statistics a later stage reads, one slot per row in flight.
+      var producedBy: [ValueID: Int] = [:]
+      for (index, stage) in stages.enumerated() {
+        for member in stage.members where isReduction(member) { producedBy[member.result] = index }
+        for member in stage.scalars { producedBy[member.result] = index }
       }
-      /// Row r's steps but the last, then the reciprocals the last loop needs, and the statistics
-      /// and reciprocals carried over to the next row, which finishes row r.
-      func emitRow(
-        finishing carried: (locals: [ValueID: String], reciprocals: [ValueID: String])?,
-        into row: inout CWriter
-      ) throws -> (locals: [ValueID: String], reciprocals: [ValueID: String]) {
+      // What each stage reads, including through members it computes again.
+      func statisticsRead(by stage: Int) -> Set<ValueID> {
+        var read = Set<ValueID>()
+        var pending = (stages[stage].members + stages[stage].scalars).flatMap(\.operands)
+        while let value = pending.popLast() {
+          if producedBy[value] != nil { read.insert(value) }
+          if recomputed.contains(value), let definition = definitions[value] {
+            pending += definition.operands
+          }
+        }
+        return read
+      }
+      let readLater = (1..<depth).reduce(into: [Int: Set<ValueID>]()) { read, stage in
+        read[stage] = statisticsRead(by: stage)
+      }
+      let slotted = producedBy.keys.filter { value in
+        (producedBy[value]! + 1..<depth).contains { readLater[$0]!.contains(value) }
+      }.sorted { localNumber($0) < localNumber($1) }
+      if !slotted.isEmpty {
+        range.line("/* Row statistics a later stage reads, a slot per row in flight. */")
+      }
+      for value in slotted {
+        range.line("\(cType(value)) s\(localNumber(value))_rows[\(depth)];")
+      }
+      func rowOf(_ stage: Int) -> String { stage == 0 ? "r" : "(r - \(stage))" }
+      func prefixOf(_ stage: Int) -> String { stage == 0 ? "" : "stage\(stage)_" }
+      func slotOf(_ stage: Int) -> String { "(\(rowOf(stage)) - begin) % \(depth)" }
+      /// Before a stage's loop: its scratch rows, the statistics earlier stages left for its row,
+      /// the reciprocals it multiplies by, its accumulators.
+      func openStage(_ stage: Int, into writer: inout CWriter) -> (
+        members: [Node], view: RowView, locals: [ValueID: String], reciprocals: [ValueID: String]
+      ) {
+        let prefix = prefixOf(stage)
+        let scratchName = stage == 0 ? "rowScratch" : "\(prefix)scratch"
         if !scratch.isEmpty {
-          row.line(scratchRow("rowScratch", parity: "r & 1"))
-          if carried != nil { row.line(scratchRow("previousScratch", parity: "(r - 1) & 1")) }
+          writer.line(
+            "\(scratchElementType)* const \(scratchName) = scratch + (\(slotOf(stage))) * (\(rowScratchElements));"
+          )
         }
-        var rowLocals: [ValueID: String] = [:]
-        try emitSteps(
-          0..<(steps.count - 1), rowLocals: &rowLocals, view: current,
-          mergedLast: carried.map { (lastMembers, previous, $0.locals, $0.reciprocals) },
-          into: &row)
-        let reciprocals = emitReciprocals(lastMembers, rowLocals: rowLocals, into: &row)
-        for name in (Array(rowLocals.values) + reciprocals.values).sorted() {
-          row.line("carried_\(name) = \(name);")
+        var locals: [ValueID: String] = [:]
+        for value in slotted where producedBy[value]! < stage && readLater[stage]!.contains(value) {
+          let local = "\(prefix)s\(localNumber(value))"
+          writer.line(
+            "const \(cType(value)) \(local) = s\(localNumber(value))_rows[\(slotOf(stage))];")
+          locals[value] = local
         }
-        return (rowLocals, reciprocals)
+        let members = stages[stage].members
+        let reciprocals = emitReciprocals(
+          members, rowLocals: locals, prefix: prefix, into: &writer)
+        declareAccumulators(members, into: &writer)
+        return (
+          members, RowView(row: rowOf(stage), scratch: scratchName, prefix: prefix), locals,
+          reciprocals
+        )
       }
-      // The range's first row has no previous row to finish: it runs on its own.
-      var firstRow = CWriter()
-      firstRow.line("const int64_t r = begin;")
-      let (rowLocals, reciprocals) = try emitRow(finishing: nil, into: &firstRow)
-      for (value, name) in (rowLocals.map { $0 } + reciprocals.map { $0 }).sorted(by: {
-        $0.1 < $1.1
-      }) {
-        range.line("\(cType(value)) carried_\(name) = 0;")
+      /// After a stage's loop: its statistics and the scalars after it, kept for later stages.
+      func closeStage(
+        _ stage: Int, locals: [ValueID: String], into writer: inout CWriter
+      ) throws {
+        var locals = locals
+        let prefix = prefixOf(stage)
+        finishReductions(
+          stages[stage].members, row: rowOf(stage), prefix: prefix, locals: &locals, into: &writer)
+        for member in stages[stage].scalars {
+          try emitScalar(member, row: rowOf(stage), prefix: prefix, locals: &locals, into: &writer)
+        }
+        for value in slotted where producedBy[value] == stage {
+          writer.line("s\(localNumber(value))_rows[\(slotOf(stage))] = \(locals[value]!);")
+        }
       }
-      let carriedLocals = rowLocals.mapValues { "carried_\($0)" }
-      let carriedReciprocals = reciprocals.mapValues { "carried_\($0)" }
-      range.block("if (begin < end)") { $0.nest(firstRow) }
-      try range.block("for (int64_t r = begin + 1; r < end; r++)") { row in
-        _ = try emitRow(finishing: (carriedLocals, carriedReciprocals), into: &row)
-      }
-      // The range's last row finishes after the loop.
-      try range.block("if (begin < end)") { tail in
-        if !scratch.isEmpty { tail.line(scratchRow("previousScratch", parity: "(end - 1) & 1")) }
-        if let pragma = loopPragma(lastMembers) { tail.line(pragma) }
-        try tail.block("for (int64_t c = 0; c < \(columns); c++)") { column in
-          try emitColumn(
-            lastMembers, view: RowView(row: "(end - 1)", scratch: "previousScratch", prefix: ""),
-            rowLocals: carriedLocals, reciprocals: carriedReciprocals, into: &column)
+      try range.block("for (int64_t r = begin; r < end + \(depth - 1); r++)") { row in
+        // Every stage has a row: one loop for all of them.
+        try row.block("if (r >= begin + \(depth - 1) && r < end)") { full in
+          let parts = (0..<depth).map { openStage($0, into: &full) }
+          try emitLoop(parts, into: &full)
+          for (stage, part) in parts.enumerated() {
+            try closeStage(stage, locals: part.locals, into: &full)
+          }
+        }
+        // The first and last rows of the range: the stages that have a row, one after another.
+        try row.block("else") { partial in
+          for stage in 0..<depth {
+            try partial.block("if (\(rowOf(stage)) >= begin && \(rowOf(stage)) < end)") { writer in
+              let part = openStage(stage, into: &writer)
+              try emitLoop([part], into: &writer)
+              try closeStage(stage, locals: part.locals, into: &writer)
+            }
+          }
         }
       }
     } else {
       try range.block("for (int64_t r = begin; r < end; r++)") { row in
-        var rowLocals: [ValueID: String] = [:]
-        try emitSteps(
-          steps.indices, rowLocals: &rowLocals,
-          view: RowView(row: "r", scratch: "scratch", prefix: ""), mergedLast: nil, into: &row)
+        var locals: [ValueID: String] = [:]
+        let view = RowView(row: "r", scratch: "scratch", prefix: "")
+        for stage in stages {
+          let reciprocals = emitReciprocals(stage.members, rowLocals: locals, into: &row)
+          declareAccumulators(stage.members, into: &row)
+          if !stage.members.isEmpty {
+            try emitLoop([(stage.members, view, locals, reciprocals)], into: &row)
+          }
+          finishReductions(stage.members, row: "r", prefix: "", locals: &locals, into: &row)
+          for member in stage.scalars {
+            try emitScalar(member, row: "r", prefix: "", locals: &locals, into: &row)
+          }
+        }
       }
     }
     if heapScratch { range.line("free(scratch);") }
