@@ -335,6 +335,46 @@ struct FusionTests {
     #expect(fusedNodes(graph).contains { $0.body.contains { $0.op == "sign" } })
   }
 
+  /// Row kernels with several loops run them software-pipelined: loop k on row r - k. The first and
+  /// last rows of each range run only some loops, so every row count below the pipeline's depth and
+  /// past it, and ranges split unevenly over threads, must give the unpipelined results.
+  @Test(
+    "pipelined row kernels at every small row count and over uneven thread splits",
+    arguments: [
+      ModelCase(path: RepositoryPaths.path("examples/bench/w6_layer_norm_gelu.lam"), name: nil),
+      ModelCase(path: fixture, name: "Double"),
+    ])
+  func pipelinedRowKernels(_ testCase: ModelCase) throws {
+    let model = try load(testCase)
+    let parameters = try model.initialParameters(seed: 3)
+    let compiled = try model.compile(options: options(), parameters: parameters)
+    let unfused = try model.compile(options: options(fusion: false), parameters: parameters)
+    let names = model.graph.outputs.map(\.name)
+    // 1-9 rows: fewer rows than loops, one full pass, several. W6's 65 and 1029 rows of 1024 go
+    // parallel, in 2 and in 8 tasks of uneven length.
+    for rows in Array(1...9) + [65, 1029] {
+      let inputs = TestData.inputs(
+        for: model.graph, symbols: symbols(model.graph, batch: rows), seed: UInt64(rows))
+      let forwardInputs = inputs.filter { name, _ in
+        compiled.signature.inputs.first { $0.name == name }?.forward == true
+      }
+      let actual = try compiled.forward(forwardInputs)
+      let reference =
+        rows <= 9
+        ? try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+        : try unfused.forward(forwardInputs)
+      for name in names {
+        guard let tensor = actual[name], let expected = reference[name] else {
+          Issue.record("\(testCase) rows \(rows): no \(name)")
+          continue
+        }
+        let difference = mismatch(
+          tensor, expected, f32: rows <= 9 ? 1e-4 : 1e-5, mixed: hasF32(model.graph))
+        #expect(difference == nil, "\(testCase) rows \(rows), \(name): \(difference ?? "")")
+      }
+    }
+  }
+
   @Test("W6 is one reduction kernel")
   func layerNormGeluGroups() throws {
     let model = try Model(
