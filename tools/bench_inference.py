@@ -5,6 +5,8 @@ Workloads (from ../shared/benchmarks: W2 and GEMM):
   - mlp_b1:     the MLP 784-512-512-10 (ReLU) forward at batch 1: latency
   - mlp_b256:   the same model at batch 256: samples per second
   - matmul_512, matmul_1024: square f32 matrix products: GFLOP/s
+  - w6:         layer_norm(gelu_tanh(x * a + b)) over x [4096, 1024] (W6): ms per forward; PyTorch
+                eager and, with --compile, torch.compile
 
 Every framework runs on 2 threads with the same shapes, after a warm-up, timing each call; the table
 shows median, min and max per call and the ratio baseline/Lamina of the medians (above 1: Lamina is
@@ -32,7 +34,9 @@ WORKLOADS = {
     "mlp_b256": {"model": "examples/bench/mlp_784.lam", "batch": 256, "kind": "mlp"},
     "matmul_512": {"model": "examples/bench/matmul.lam", "batch": 512, "kind": "matmul"},
     "matmul_1024": {"model": "examples/bench/matmul.lam", "batch": 1024, "kind": "matmul"},
+    "w6": {"model": "examples/bench/w6_layer_norm_gelu.lam", "batch": 4096, "kind": "layer_norm_gelu"},
 }
+COMPILE = False  # --compile: also time torch.compile on W6
 
 
 def time_calls(call, runs, min_seconds=1.0, warmup=10):
@@ -91,6 +95,19 @@ def torch_runner(workload):
             with torch.inference_mode():
                 model(x)
         return call
+    if workload["kind"] == "layer_norm_gelu":
+        x = torch.randn(batch, 1024)
+        a, b = torch.ones(1024) + 0.001 * torch.arange(1024), 0.01 * torch.arange(1024)
+
+        def forward(x):
+            h = torch.nn.functional.gelu(x * a + b, approximate="tanh")
+            return torch.nn.functional.layer_norm(h, (1024,), eps=1e-5)
+        function = torch.compile(forward) if COMPILE else forward
+
+        def call():
+            with torch.inference_mode():
+                function(x)
+        return call
     a, b = torch.randn(batch, batch), torch.randn(batch, batch)
     return lambda: torch.mm(a, b)
 
@@ -101,6 +118,8 @@ def onnxruntime_runner(workload):
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
     batch = workload["batch"]
+    if workload["kind"] == "layer_norm_gelu":
+        return None
     if workload["kind"] == "mlp":
         nodes, initializers, previous = [], [], "x"
         for index, (weight, bias) in enumerate(mlp_weights(numpy)):
@@ -143,6 +162,8 @@ BASELINES = {"pytorch": torch_runner, "onnxruntime": onnxruntime_runner, "numpy"
 def describe(workload, timing):
     if workload["kind"] == "matmul":
         return f"{2 * workload['batch'] ** 3 / timing['median'] / 1e9:7.1f} GFLOP/s"
+    if workload["kind"] == "layer_norm_gelu":
+        return f"{timing['median'] * 1e3:7.2f} ms/forward"
     return f"{workload['batch'] / timing['median']:9.0f} samples/s"
 
 
@@ -151,7 +172,10 @@ def main():
     parser.add_argument("--lamina", default=os.environ.get("LAMINA", os.path.join(ROOT, ".build/release/lamina")))
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--only", default=",".join(WORKLOADS))
+    parser.add_argument("--compile", action="store_true", help="time torch.compile on W6 (slow to compile)")
     arguments = parser.parse_args()
+    global COMPILE
+    COMPILE = arguments.compile
     if not os.path.exists(arguments.lamina):
         print(f"no lamina binary at {arguments.lamina}: run `swift build -c release` first", file=sys.stderr)
         return 2
@@ -168,7 +192,8 @@ def main():
                 print(f"{name:<12} {framework:<12} not installed ({error.name})")
                 continue
             if call is not None:
-                rows.append((framework, time_calls(call, arguments.runs)))
+                compiled = COMPILE and framework == "pytorch" and workload["kind"] == "layer_norm_gelu"
+                rows.append(("torch.compile" if compiled else framework, time_calls(call, arguments.runs)))
         for framework, timing in rows:
             ratio = "" if framework == "lamina" else f"{timing['median'] / ours['median']:.2f}x"
             print(f"{name:<12} {framework:<12} {timing['median'] * 1e6:8.1f}µs {timing['min'] * 1e6:8.1f}µs "
