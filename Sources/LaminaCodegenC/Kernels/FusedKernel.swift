@@ -925,6 +925,13 @@ struct FusedKernel {
           writer.line("s\(localNumber(value))_rows[\(slotOf(stage))] = \(locals[value]!);")
         }
       }
+      range.line(
+        "/* Software-pipelined: pass r runs loop k on row r - k (k = 0..\(depth - 1)) in one loop over the columns,"
+      )
+      range.line(
+        "   so one row's arithmetic overlaps the others' stores and sums. The first and last rows of the range"
+      )
+      range.line("   run the loops they have one after another. */")
       try range.block("for (int64_t r = begin; r < end + \(depth - 1); r++)") { row in
         // Every stage has a row: one loop for all of them.
         try row.block("if (r >= begin + \(depth - 1) && r < end)") { full in
