@@ -682,6 +682,13 @@ struct FusedKernel {
       var scratch: String
       var prefix: String
     }
+    /// One loop's members over one row, with the row statistics and reciprocals they read.
+    struct LoopPart {
+      var members: [Node]
+      var view: RowView
+      var locals: [ValueID: String]
+      var reciprocals: [ValueID: String]
+    }
     func rowPointer(_ value: ValueID, _ view: RowView) -> String {
       if let result = resultName(value) { return "\(result) + \(view.row) * \(columns)" }
       if let index = scratch.firstIndex(of: value) {
@@ -831,12 +838,7 @@ struct FusedKernel {
         }
       }
     }
-    func emitLoop(
-      _ parts: [(
-        members: [Node], view: RowView, locals: [ValueID: String], reciprocals: [ValueID: String]
-      )],
-      into writer: inout CWriter
-    ) throws {
+    func emitLoop(_ parts: [LoopPart], into writer: inout CWriter) throws {
       let members = parts.flatMap(\.members)
       if let pragma = loopPragma(members) { writer.line(pragma) }
       try writer.block("for (int64_t c = 0; c < \(columns); c++)") { column in
@@ -849,7 +851,7 @@ struct FusedKernel {
     }
 
     if pipelined {
-      // Statistics a later stage reads, one slot per row in flight.
+      // Statistics a later loop reads wait in one slot per row in flight.
       var producedBy: [ValueID: Int] = [:]
       for (index, stage) in stages.enumerated() {
         for member in stage.members where isReduction(member) { producedBy[member.result] = index }
@@ -874,7 +876,7 @@ struct FusedKernel {
         (producedBy[value]! + 1..<depth).contains { readLater[$0]!.contains(value) }
       }.sorted { localNumber($0) < localNumber($1) }
       if !slotted.isEmpty {
-        range.line("/* Row statistics a later stage reads, a slot per row in flight. */")
+        range.line("/* Row statistics a later loop reads, a slot per row in flight. */")
       }
       for value in slotted {
         range.line("\(cType(value)) s\(localNumber(value))_rows[\(depth)];")
@@ -884,9 +886,7 @@ struct FusedKernel {
       func slotOf(_ stage: Int) -> String { "(\(rowOf(stage)) - begin) % \(depth)" }
       /// Before a stage's loop: its scratch rows, the statistics earlier stages left for its row,
       /// the reciprocals it multiplies by, its accumulators.
-      func openStage(_ stage: Int, into writer: inout CWriter) -> (
-        members: [Node], view: RowView, locals: [ValueID: String], reciprocals: [ValueID: String]
-      ) {
+      func openStage(_ stage: Int, into writer: inout CWriter) -> LoopPart {
         let prefix = prefixOf(stage)
         let scratchName = stage == 0 ? "rowScratch" : "\(prefix)scratch"
         if !scratch.isEmpty {
@@ -905,10 +905,9 @@ struct FusedKernel {
         let reciprocals = emitReciprocals(
           members, rowLocals: locals, prefix: prefix, into: &writer)
         declareAccumulators(members, into: &writer)
-        return (
-          members, RowView(row: rowOf(stage), scratch: scratchName, prefix: prefix), locals,
-          reciprocals
-        )
+        return LoopPart(
+          members: members, view: RowView(row: rowOf(stage), scratch: scratchName, prefix: prefix),
+          locals: locals, reciprocals: reciprocals)
       }
       /// After a stage's loop: its statistics and the scalars after it, kept for later stages.
       func closeStage(
@@ -960,7 +959,12 @@ struct FusedKernel {
           let reciprocals = emitReciprocals(stage.members, rowLocals: locals, into: &row)
           declareAccumulators(stage.members, into: &row)
           if !stage.members.isEmpty {
-            try emitLoop([(stage.members, view, locals, reciprocals)], into: &row)
+            try emitLoop(
+              [
+                LoopPart(
+                  members: stage.members, view: view, locals: locals, reciprocals: reciprocals)
+              ],
+              into: &row)
           }
           finishReductions(stage.members, row: "r", prefix: "", locals: &locals, into: &row)
           for member in stage.scalars {
