@@ -16,6 +16,13 @@ struct RuntimeTests {
     return options
   }
 
+  /// Options for a model whose large kernels split across a pool of two threads.
+  func twoThreadOptions() throws -> CompileOptions {
+    var compileOptions = options(try RepositoryPaths.temporaryDirectory())
+    compileOptions.threads = 2
+    return compileOptions
+  }
+
   @Test("a second compile comes from the cache; a corrupt cached library is rebuilt")
   func cache() throws {
     let directory = try RepositoryPaths.temporaryDirectory()
@@ -48,8 +55,7 @@ struct RuntimeTests {
         }
         """)
     let parameters = try model.initialParameters(seed: 2)
-    var compileOptions = options(try RepositoryPaths.temporaryDirectory())
-    compileOptions.threads = 2
+    let compileOptions = try twoThreadOptions()
     let compiled = try model.compile(options: compileOptions, parameters: parameters)
     // 123 x 1000 elements: above the threshold, and rows that do not split evenly; 600 x 1000:
     // four tasks per thread.
@@ -76,8 +82,7 @@ struct RuntimeTests {
           output y = tanh(x * 3) + x
         }
         """)
-    var compileOptions = options(try RepositoryPaths.temporaryDirectory())
-    compileOptions.threads = 2
+    let compileOptions = try twoThreadOptions()
     let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 200], seed: 5)
     let expected = try model.interpret(inputs: inputs, parameters: [:], outputs: ["y"])["y"]!
     do {

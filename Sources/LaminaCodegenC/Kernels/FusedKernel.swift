@@ -662,7 +662,7 @@ struct FusedKernel {
       : ("unsigned char", "\(scratch.count) * \(columns) * 8")
     if !scratch.isEmpty {
       range.line("/* Row values read by a later loop over the row; they stay in L1. */")
-      let elements = pipelined ? "\(depth) * \(rowScratchElements)" : rowScratchElements
+      let elements = scratchRows > 1 ? "\(scratchRows) * \(rowScratchElements)" : rowScratchElements
       if stackScratch {
         range.line("_Alignas(64) \(scratchElementType) scratch[\(elements)];")
       } else {
