@@ -7,7 +7,7 @@ enum DumpCommand: Command {
   static let summary = "Print a model's IR (text or Graphviz) or its parameters"
   static let help = """
     usage: lamina dump FILE [--model NAME] [--format ir|dot] [--after PASS|all] [--train] [--locations]
-                       [--params] [--passes A,B,...] [--disable-pass P]
+                       [--explain] [--params] [--passes A,B,...] [--disable-pass P]
 
     Prints the typed IR after the pipeline. FILE is a .lam model or IR text (dump's own output reads back
     to the same text).
@@ -17,11 +17,14 @@ enum DumpCommand: Command {
                        and with --train, of the inference pipeline otherwise (as `lamina compile`)
       --train          use the training pipeline (backward graph and updates), as `compile --train`
       --locations      add loc(line:column:length) to every node
+      --explain        with --after fusion (or all): after the fused IR, for every pair of neighbouring
+                       ops left in separate kernels, the rule that kept them apart (as // comments)
       --params         list every parameter with its shape, initializer and size
     \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
-    valued: ["--model", "--format", "--after"], switches: ["--locations", "--params", "--train"]
+    valued: ["--model", "--format", "--after"],
+    switches: ["--locations", "--params", "--train", "--explain"]
   ).selectingPasses
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
@@ -33,6 +36,14 @@ enum DumpCommand: Command {
     let printer = IRPrinter(printLocations: options.isSet("--locations"))
     let render: @Sendable (Graph) -> String = { graph in
       format == "dot" ? DotPrinter().print(graph) : printer.print(graph)
+    }
+    let explain = options.isSet("--explain")
+    if explain, let after = options.value("--after"), after != Fusion.name, after != "all" {
+      throw UsageError(
+        "--explain goes with --after \(Fusion.name) (or --after all), got --after \(after)")
+    }
+    if explain, options.value("--after") == nil {
+      throw UsageError("--explain goes with --after \(Fusion.name) (or --after all)")
     }
     if let after = options.value("--after") {
       let known = Pipeline.knownPasses.map(\.name)
@@ -67,7 +78,13 @@ enum DumpCommand: Command {
       // Backend passes run on a copy of the middle pipeline's result, as before C generation.
       if !backend.isEmpty, after == "all" || backend.contains(where: { $0.name == after }) {
         var lowered = model.graph
-        _ = try PassRunner(passes: backend, afterPass: printAfter).run(&lowered)
+        for pass in backend {
+          let unfused = explain && pass.name == Fusion.name ? Fusion.explain(lowered) : nil
+          _ = try PassRunner(passes: [pass], afterPass: printAfter).run(&lowered)
+          if let unfused {
+            console.print(explanation(unfused), terminator: "")
+          }
+        }
       }
       return 0
     }
@@ -81,6 +98,15 @@ enum DumpCommand: Command {
       console.print(render(model.graph), terminator: "")
     }
     return 0
+  }
+
+  /// The unfused pairs as `//` comments, so the dump still reads back as IR.
+  static func explanation(_ pairs: [UnfusedPair]) -> String {
+    var out = "// fusion: why neighbouring ops stay in separate kernels (\(pairs.count) pairs)\n"
+    for pair in pairs {
+      out += "//   \(pair.producer) -> \(pair.consumer)\n//     \(pair.reason)\n"
+    }
+    return out
   }
 
   /// One line per parameter, then the total.
