@@ -59,7 +59,8 @@ struct ArgumentSlot {
   init(option spec: LayerOptionSpec) {
     name = spec.name
     kind = .option(spec.kind)
-    defaultValue = spec.defaultValue.map(BoundValue.option)
+    // A default is bound like a given value: `kernel: 3` declared for an "int or list" option is `[3]`.
+    defaultValue = spec.defaultValue.map { .option(spec.kind.accept($0) ?? $0) }
     isRequired = spec.isRequired
     summary = spec.summary
   }

@@ -45,37 +45,44 @@ public indirect enum LayerOptionKind: Sendable, Hashable, CustomStringConvertibl
   case anyOf([LayerOptionKind])
 
   /// The kind as the reference writes it: `Int`, `Int or [Int, Int]`, `"same" or "valid"`.
-  public var description: String {
-    switch self {
-    case .integer: "Int"
-    case .number: "Float"
-    case .bool: "Bool"
-    case .string: "String"
-    case .initializer: "Initializer"
-    case .integers(let lengths):
-      (["Int"]
-        + lengths.filter { $0 != 1 }.map {
-          "[" + Array(repeating: "Int", count: $0).joined(separator: ", ") + "]"
-        })
-        .joinedAsAlternatives()
-    case .oneOf(let words): words.map(quoted).joinedAsAlternatives()
-    case .anyOf(let kinds): kinds.map(\.description).joinedAsAlternatives()
-    }
-  }
+  public var description: String { written.joinedAsAlternatives() }
 
   /// What a value of this kind is, for messages: "an integer", "one of \"same\" or \"valid\"".
   public var phrase: String {
+    if case .oneOf(let words) = self { return "one of " + words.map(quoted).joinedAsAlternatives() }
+    return spoken.joinedAsAlternatives()
+  }
+
+  /// The alternatives as the reference writes them, flattened.
+  private var written: [String] {
     switch self {
-    case .integer: "an integer"
-    case .number: "a number"
-    case .bool: "true or false"
-    case .string: "a string"
-    case .initializer: "an initializer call like he_uniform()"
+    case .integer: ["Int"]
+    case .number: ["Float"]
+    case .bool: ["Bool"]
+    case .string: ["String"]
+    case .initializer: ["Initializer"]
     case .integers(let lengths):
-      (["an integer"] + lengths.filter { $0 != 1 }.map { "a list of \($0) integers" })
-        .joinedAsAlternatives()
-    case .oneOf(let words): "one of " + words.map(quoted).joinedAsAlternatives()
-    case .anyOf(let kinds): kinds.map(\.phrase).joinedAsAlternatives()
+      ["Int"]
+        + lengths.filter { $0 != 1 }.map {
+          "[" + Array(repeating: "Int", count: $0).joined(separator: ", ") + "]"
+        }
+    case .oneOf(let words): words.map(quoted)
+    case .anyOf(let kinds): kinds.flatMap(\.written)
+    }
+  }
+
+  /// The alternatives in words, flattened.
+  private var spoken: [String] {
+    switch self {
+    case .integer: ["an integer"]
+    case .number: ["a number"]
+    case .bool: ["true or false"]
+    case .string: ["a string"]
+    case .initializer: ["an initializer call like he_uniform()"]
+    case .integers(let lengths):
+      ["an integer"] + lengths.filter { $0 != 1 }.map { "a list of \($0) integers" }
+    case .oneOf(let words): words.map(quoted)
+    case .anyOf(let kinds): kinds.flatMap(\.spoken)
     }
   }
 

@@ -40,7 +40,7 @@ extension Lowering {
     }
     guard let block = blocks[blockName] else {
       let isBuiltIn =
-        LayerRegistry.definition(blockName) != nil || OpRegistry.definition(blockName) != nil
+        layers[blockName] != nil || OpRegistry.definition(blockName) != nil
       diagnostics.error(
         "repeat's third argument must be a block, like Residual(units: 64)", at: blockExpr.location,
         help: isBuiltIn

@@ -11,7 +11,7 @@ extension Lowering {
       return callBlock(block, arguments: arguments, at: location)
     }
     if callee == "repeat" { return lowerRepeat(arguments, at: location) }
-    if let layer = LayerRegistry.definition(callee) {
+    if let layer = layers[callee] {
       return callLayer(layer, arguments, at: location)
     }
     if let op = OpRegistry.definition(callee) {
@@ -25,7 +25,7 @@ extension Lowering {
       )
       return .poisoned
     }
-    if OptimizerRegistry.definition(callee) != nil {
+    if optimizers.contains(where: { $0.name == callee }) {
       diagnostics.error(
         "\(callee) is an optimizer, not a function", at: calleeLocation,
         help: "use it in a training step: train with \(callee)(lr: 0.01)")
@@ -45,7 +45,7 @@ extension Lowering {
     // Evaluating the arguments still finds their own mistakes.
     for argument in arguments { _ = evaluate(argument.value) }
     let candidates =
-      OpRegistry.names + LayerRegistry.all.map(\.name) + Array(blocks.keys) + ["repeat"]
+      OpRegistry.names + layerNames + blocks.keys.sorted() + ["repeat"]
     diagnostics.error(
       "unknown function '\(callee)'", at: calleeLocation,
       help: closestName(to: callee, among: candidates).map { "did you mean '\($0)'?" })

@@ -110,7 +110,7 @@ extension Lowering {
             ? "'\(name)' in turn uses '\(scope.defining!)'; two values cannot depend on each other"
             : "definitions run top to bottom; move the definition of '\(name)' above this line")
       }
-    } else if OpRegistry.definition(name) != nil || LayerRegistry.definition(name) != nil
+    } else if OpRegistry.definition(name) != nil || layers[name] != nil
       || blocks[name] != nil
     {
       diagnostics.error("'\(name)' is a function; call it, as in \(name)(x)", at: location)

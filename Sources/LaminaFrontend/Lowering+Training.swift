@@ -8,13 +8,13 @@ extension Lowering {
         "expected an optimizer call like sgd(lr: 0.1) after 'with'", at: expr.location)
       return
     }
-    guard let optimizer = OptimizerRegistry.definition(callee) else {
+    guard let optimizer = optimizers.first(where: { $0.name == callee }) else {
       diagnostics.error(
         "unknown optimizer '\(callee)'", at: calleeLocation,
-        help: closestName(to: callee, among: OptimizerRegistry.all.map(\.name)).map {
+        help: closestName(to: callee, among: optimizers.map(\.name)).map {
           "did you mean '\($0)'?"
         }
-          ?? "the optimizers are \(OptimizerRegistry.all.map(\.name).joined(separator: ", "))")
+          ?? "the optimizers are \(optimizers.map(\.name).joined(separator: ", "))")
       return
     }
     let stepName = name ?? "train"

@@ -66,6 +66,10 @@ public struct Lowering {
   /// The scopes of the block calls being expanded around the current one, outermost first.
   var outerScopes: [Scope] = []
   let blocks: [String: BlockDecl]
+  let layers: [String: LayerDefinition]
+  /// The layers' names in table order, for deterministic suggestions.
+  let layerNames: [String]
+  let optimizers: [OptimizerDefinition]
   /// The blocks being expanded, outermost first, to catch recursion.
   var blockStack: [String] = []
   var freezePatterns: [(pattern: String, location: SourceLocation)] = []
@@ -78,36 +82,48 @@ public struct Lowering {
   static let maximumNodes = 1_000_000
 
   /// Lowers one model of a program. Returns the graph when there were no errors, and all diagnostics.
-  public static func lower(_ model: ModelDecl, in program: SourceProgram, sourcePath: String) -> (
-    graph: Graph?, diagnostics: [Diagnostic]
-  ) {
+  ///
+  /// `layers` and `optimizers` are the tables calls are checked against; tests pass their own to
+  /// exercise option kinds no built-in uses yet.
+  public static func lower(
+    _ model: ModelDecl, in program: SourceProgram, sourcePath: String,
+    layers: [LayerDefinition] = LayerRegistry.all,
+    optimizers: [OptimizerDefinition] = OptimizerRegistry.all
+  ) -> (graph: Graph?, diagnostics: [Diagnostic]) {
+    var diagnostics = DiagnosticBag()
+    let layerTable = Dictionary(
+      layers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
     var blocks: [String: BlockDecl] = [:]
-    var lowering = Lowering(graph: Graph(name: model.name, sourceFile: sourcePath), blocks: [:])
     for block in program.blocks {
       if let existing = blocks[block.name] {
-        lowering.diagnostics.error(
+        diagnostics.error(
           "block \(block.name) is defined twice", at: block.location,
           notes: [.init("first defined here", at: existing.location)])
-      } else if LayerRegistry.definition(block.name) != nil
-        || OpRegistry.definition(block.name) != nil
-      {
-        lowering.diagnostics.error(
+      } else if layerTable[block.name] != nil || OpRegistry.definition(block.name) != nil {
+        diagnostics.error(
           "block \(block.name) has the name of a built-in function", at: block.location)
       } else {
         blocks[block.name] = block
       }
     }
-    lowering = Lowering(graph: lowering.graph, blocks: blocks, diagnostics: lowering.diagnostics)
+    var lowering = Lowering(
+      graph: Graph(name: model.name, sourceFile: sourcePath), blocks: blocks, layers: layerTable,
+      layerNames: layers.map(\.name),
+      optimizers: optimizers, diagnostics: diagnostics)
     lowering.lowerModel(model)
     let graph = lowering.diagnostics.hasErrors ? nil : lowering.graph
     return (graph, lowering.diagnostics.diagnostics)
   }
 
   init(
-    graph: Graph, blocks: [String: BlockDecl], diagnostics: DiagnosticBag = DiagnosticBag()
+    graph: Graph, blocks: [String: BlockDecl], layers: [String: LayerDefinition],
+    layerNames: [String], optimizers: [OptimizerDefinition], diagnostics: DiagnosticBag
   ) {
     self.graph = graph
     self.blocks = blocks
+    self.layers = layers
+    self.layerNames = layerNames
+    self.optimizers = optimizers
     self.diagnostics = diagnostics
   }
 
