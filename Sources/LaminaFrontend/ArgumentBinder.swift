@@ -134,10 +134,7 @@ extension Lowering {
     var bound = BoundArguments()
     var given: [String: SourceLocation] = [:]
     var positionalSlots = signature.slots.makeIterator()
-    if let leading {
-      bound.tensors.append((leading, location))
-      if case .poisoned = leading { bound.failed = true }
-    }
+    if let leading { addTensor(leading, at: location, to: &bound, signature) }
 
     func checkFirst(_ label: String, at argumentLocation: SourceLocation) -> Bool {
       if let first = given[label] {
@@ -323,8 +320,11 @@ extension Lowering {
           "name it, as in \(signature.callee)(\($0.name): \(literalText(argument.value) ?? $0.example))"
         })
     } else if tensors == 0 {
+      let count = signature.slots.count
       diagnostics.error(
-        "\(signature.callee) takes at most \(signature.slots.count) argument\(signature.slots.count == 1 ? "" : "s")",
+        count == 0
+          ? "\(signature.callee) takes no arguments"
+          : "\(signature.callee) takes at most \(count) argument\(count == 1 ? "" : "s")",
         at: argument.location, help: signature.signature.map { "the signature is \($0)" })
     } else {
       diagnostics.error(

@@ -1,6 +1,7 @@
 import LaminaIR
 import LaminaSupport
 
+/// Blocks: expanding a block call in a fresh scope, and `repeat`.
 extension Lowering {
   /// `repeat(x, n, Block(args))`: n fresh copies of the block, each feeding the next.
   mutating func lowerRepeat(_ arguments: [Argument], at location: SourceLocation) -> Value {

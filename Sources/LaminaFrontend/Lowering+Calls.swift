@@ -1,8 +1,8 @@
 import LaminaIR
 import LaminaSupport
 
+/// Calls: which table a callee comes from (block, `repeat`, layer, op), and op calls.
 extension Lowering {
-
   mutating func lowerCall(
     _ callee: String, calleeLocation: SourceLocation, _ arguments: [Argument],
     at location: SourceLocation

@@ -1,8 +1,8 @@
 import LaminaIR
 import LaminaSupport
 
+/// Expressions: names, literals, operators, indexing, and compile-time attribute values.
 extension Lowering {
-
   /// Evaluates the expression of the definition of `name`, so a use of `name` inside is recognized.
   mutating func evaluating(_ expr: Expr, defining name: String) -> Value {
     let outer = scope.defining

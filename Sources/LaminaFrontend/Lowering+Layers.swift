@@ -1,6 +1,7 @@
 import LaminaIR
 import LaminaSupport
 
+/// Layer calls and shared instances of layers and blocks.
 extension Lowering {
   /// Expands a layer call. `instanceScope` names the parameters of a shared instance being called.
   mutating func callLayer(

@@ -1,6 +1,8 @@
 import LaminaIR
 import LaminaSupport
 
+/// Names: scopes and their bindings, declaring and looking up names, use-before-definition, unused
+/// warnings, and the `KIND_N` names of layer and block instances.
 extension Lowering {
   struct Binding {
     var value: Value

@@ -1,6 +1,7 @@
 import LaminaIR
 import LaminaSupport
 
+/// Training statements: `train [name] with optimizer(...)` and `freeze "pattern"`.
 extension Lowering {
   mutating func lowerTrain(name: String?, _ expr: Expr, at location: SourceLocation) {
     guard case .call(let callee, let calleeLocation, let arguments) = expr.kind else {

@@ -1,8 +1,9 @@
 import LaminaIR
 import LaminaSupport
 
+/// Declared types and initial values: `f32[batch, 64]` to a tensor type, `he_normal()` to an
+/// initializer.
 extension Lowering {
-
   mutating func lowerType(_ typeExpr: TypeExpr, allowSymbols: Bool, what: String)
     -> TensorType?
   {
