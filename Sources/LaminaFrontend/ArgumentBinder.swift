@@ -14,7 +14,7 @@ struct CallSignature {
   var noun: String
   var slots: [ArgumentSlot]
   /// How many tensors are taken positionally (a variadic op takes up to `Int.max`).
-  var tensorCount: ClosedRange<Int> = 0...0
+  var maximumTensors = 0
   /// Labels that name a tensor input instead of a slot (`mse(prediction: y, target: t)`).
   var tensorLabels: [String] = []
   /// A list given where tensors go spreads into them (`concat([a, b])`, `l2(params)`).
@@ -166,7 +166,7 @@ extension Lowering {
         continue
       }
       bound.hasPositional = true
-      if bound.tensors.count < signature.tensorCount.upperBound {
+      if bound.tensors.count < signature.maximumTensors {
         let value = evaluate(argument.value)
         if case .list(let elements) = value, signature.spreadsLists {
           for element in elements {
@@ -310,7 +310,7 @@ extension Lowering {
   }
 
   private mutating func reportExtraPositional(_ argument: Argument, _ signature: CallSignature) {
-    let tensors = signature.tensorCount.upperBound
+    let tensors = signature.maximumTensors
     let example = signature.slots.first(where: \.isRequired) ?? signature.slots.first
     if tensors == 0 && !signature.fillsSlotsPositionally {
       diagnostics.error(

@@ -84,7 +84,7 @@ extension Lowering {
   func opSignature(_ op: OpDefinition) -> CallSignature {
     CallSignature(
       callee: op.name, noun: "argument", slots: op.attributes.map(ArgumentSlot.init(attribute:)),
-      tensorCount: 0...op.operandCount.upperBound,
+      maximumTensors: op.operandCount.upperBound,
       tensorLabels: op.operands.filter { !$0.isVariadic }.map(\.name),
       spreadsLists: op.operands.last?.isVariadic == true, fillsSlotsPositionally: true,
       keepsExtraPositionals: true, signature: op.signature)

@@ -55,7 +55,7 @@ extension Lowering {
   func layerSignature(_ layer: LayerDefinition) -> CallSignature {
     CallSignature(
       callee: layer.name, noun: "option", slots: layer.options.map(ArgumentSlot.init(option:)),
-      tensorCount: 0...layer.inputCount, requiresTensors: true)
+      maximumTensors: layer.inputCount, requiresTensors: true)
   }
 
   /// Binds a block or layer's options and a scope name, for calls that share parameters.
