@@ -16,7 +16,8 @@ public enum Reference {
       Every op Lamina knows, with its signature, attributes, shape rule and semantics. Shapes are written
       with symbolic dimensions (`batch`); a dimension is a product of an integer and symbols (`32*batch`).
       Unless an op says otherwise, operands share one dtype and integer results truncate toward zero.
-      Attributes marked `?` are optional with no default; `= value` gives the default.
+      Attributes marked `?` are optional with no default; `= value` gives the default. Layer options
+      are declared the same way, in the layer table: a kind, and a default or "required".
 
       ## Ops
 
@@ -48,10 +49,11 @@ public enum Reference {
       "\n## Layers\n\nLayers create their own parameters, named `SCOPE.LAYER_N.NAME` (see the language reference).\n"
     for layer in LayerRegistry.all {
       out += "\n### \(layer.name)\n\n\(layer.summary)\n\n"
-      out += "| option | kind | required | meaning |\n|---|---|---|---|\n"
+      out += "| option | kind | default | meaning |\n|---|---|---|---|\n"
       for option in layer.options {
-        out +=
-          "| `\(option.name)` | \(option.kind.rawValue) | \(option.isRequired ? "yes" : "no") | \(option.summary) |\n"
+        let defaultText =
+          option.defaultValue.map { "`\($0)`" } ?? (option.isRequired ? "required" : "absent")
+        out += "| `\(option.name)` | `\(option.kind)` | \(defaultText) | \(option.summary) |\n"
       }
     }
 
@@ -77,9 +79,11 @@ public enum Reference {
           "| `\(spec.name)` | \(spec.kind.rawValue) | \(spec.defaultValue.map { "`\($0)`" } ?? "-") | \(spec.summary) |\n"
       }
     }
-    out += "\nEvery training step also accepts:\n\n| option | kind | meaning |\n|---|---|---|\n"
+    out +=
+      "\nEvery training step also accepts:\n\n| option | kind | default | meaning |\n|---|---|---|---|\n"
     for spec in OptimizerDefinition.common {
-      out += "| `\(spec.name)` | \(spec.kind.rawValue) | \(spec.summary) |\n"
+      out +=
+        "| `\(spec.name)` | \(spec.kind.rawValue) | \(spec.defaultValue.map { "`\($0)`" } ?? "-") | \(spec.summary) |\n"
     }
     return out
   }

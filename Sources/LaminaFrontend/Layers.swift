@@ -2,31 +2,156 @@ import LaminaIR
 import LaminaSupport
 
 /// A value a layer call receives for one of its named options.
-public enum LayerOption: Sendable {
+public enum LayerOption: Sendable, Hashable, CustomStringConvertible {
   case integer(Int)
   case number(Double)
   case string(String)
   case bool(Bool)
   case initializer(Initializer)
+  /// An option that takes an integer or a list of them (`kernel: 3`, `kernel: [3, 5]`), as written.
+  case integers([Int])
+
+  /// The value as the language writes it, for the reference and for messages.
+  public var description: String {
+    switch self {
+    case .integer(let value): String(value)
+    case .number(let value): Attribute.float(value).description
+    case .string(let value): Attribute.string(value).description
+    case .bool(let value): String(value)
+    case .initializer(let value): value.description
+    case .integers(let values):
+      values.count == 1
+        ? String(values[0]) : "[" + values.map(String.init).joined(separator: ", ") + "]"
+    }
+  }
 }
 
-/// One named option of a layer (`units: Int`, `init: he_uniform()`).
-public struct LayerOptionSpec: Sendable {
-  public enum Kind: String, Sendable {
-    case integer = "Int"
-    case number = "Float"
-    case string = "String"
-    case bool = "Bool"
-    case initializer = "Initializer"
+/// The kind of value a layer option takes.
+///
+/// Besides the plain kinds, an option can take "an integer or a list of integers" (a kernel size given
+/// once for every spatial axis or once per axis), "one of these words" (`padding: "same"`), or any of
+/// several kinds (`padding: 1`, `[1, 2]` or `"valid"`).
+public indirect enum LayerOptionKind: Sendable, Hashable, CustomStringConvertible {
+  case integer
+  case number
+  case bool
+  case string
+  case initializer
+  /// An integer, or a list of integers whose length is one of `lengths` (`kernel: 3`, `[3, 5]`).
+  case integers(lengths: [Int])
+  /// A string that is one of these words.
+  case oneOf([String])
+  /// A value of any of these kinds, tried in order. An initializer cannot be one of them.
+  case anyOf([LayerOptionKind])
+
+  /// The kind as the reference writes it: `Int`, `Int or [Int, Int]`, `"same" or "valid"`.
+  public var description: String { written.joinedAsAlternatives() }
+
+  /// What a value of this kind is, for messages: "an integer", "one of \"same\" or \"valid\"".
+  public var phrase: String {
+    if case .oneOf(let words) = self { return "one of " + words.map(quoted).joinedAsAlternatives() }
+    return spoken.joinedAsAlternatives()
   }
+
+  /// The alternatives as the reference writes them, flattened.
+  private var written: [String] {
+    switch self {
+    case .integer: ["Int"]
+    case .number: ["Float"]
+    case .bool: ["Bool"]
+    case .string: ["String"]
+    case .initializer: ["Initializer"]
+    case .integers(let lengths):
+      ["Int"]
+        + lengths.filter { $0 != 1 }.map {
+          "[" + Array(repeating: "Int", count: $0).joined(separator: ", ") + "]"
+        }
+    case .oneOf(let words): words.map(quoted)
+    case .anyOf(let kinds): kinds.flatMap(\.written)
+    }
+  }
+
+  /// The alternatives in words, flattened.
+  private var spoken: [String] {
+    switch self {
+    case .integer: ["an integer"]
+    case .number: ["a number"]
+    case .bool: ["true or false"]
+    case .string: ["a string"]
+    case .initializer: ["an initializer call like he_uniform()"]
+    case .integers(let lengths):
+      ["an integer"] + lengths.filter { $0 != 1 }.map { "a list of \($0) integers" }
+    case .oneOf(let words): words.map(quoted)
+    case .anyOf(let kinds): kinds.flatMap(\.spoken)
+    }
+  }
+
+  /// A value of this kind for a help line: `dense(units: 64)`.
+  public var example: String {
+    switch self {
+    case .integer: "64"
+    case .number: "0.1"
+    case .bool: "true"
+    case .string: "\"...\""
+    case .initializer: "he_uniform()"
+    case .integers: "3"
+    case .oneOf(let words): words.first.map(quoted) ?? "\"...\""
+    case .anyOf(let kinds): kinds.first?.example ?? "..."
+    }
+  }
+
+  /// The kind's value for `value`, or nil when `value` is not of this kind. Initializers are built
+  /// from their call by the lowering, not from a value.
+  public func accept(_ value: LayerOption) -> LayerOption? {
+    switch (self, value) {
+    case (.integer, .integer), (.number, .number), (.bool, .bool), (.string, .string),
+      (.initializer, .initializer):
+      return value
+    case (.number, .integer(let integer)): return .number(Double(integer))
+    case (.integers, .integer(let integer)): return .integers([integer])
+    case (.integers(let lengths), .integers(let values)):
+      return values.count == 1 || lengths.contains(values.count) ? value : nil
+    case (.oneOf(let words), .string(let word)): return words.contains(word) ? value : nil
+    case (.anyOf(let kinds), _):
+      for kind in kinds {
+        if let accepted = kind.accept(value) { return accepted }
+      }
+      return nil
+    default: return nil
+    }
+  }
+
+  /// Whether the kind takes an initializer call (which is built, not evaluated).
+  public var isInitializer: Bool { self == .initializer }
+}
+
+/// A word as the language writes a string: `"same"`.
+private func quoted(_ word: String) -> String { Attribute.string(word).description }
+
+extension Array where Element == String {
+  /// `a`, `a or b`, `a, b or c`.
+  fileprivate func joinedAsAlternatives() -> String {
+    count <= 1 ? (first ?? "") : dropLast().joined(separator: ", ") + " or " + last!
+  }
+}
+
+/// One named option of a layer (`units: Int`, `init: Initializer = glorot_uniform()`), declared the
+/// way an op declares its attributes: the binder checks calls against it and fills in the default.
+public struct LayerOptionSpec: Sendable {
   public var name: String
-  public var kind: Kind
+  public var kind: LayerOptionKind
+  /// Filled in when the option is not given; nil with `isRequired == false` means "absent".
+  public var defaultValue: LayerOption?
   public var isRequired: Bool
   public var summary: String
 
-  public init(_ name: String, _ kind: Kind, required: Bool = false, _ summary: String) {
+  public init(
+    _ name: String, _ kind: LayerOptionKind, default defaultValue: LayerOption? = nil,
+    required: Bool = false, _ summary: String
+  ) {
     self.name = name
     self.kind = kind
+    self.defaultValue = defaultValue
     self.isRequired = required
     self.summary = summary
   }
@@ -40,6 +165,7 @@ public struct LayerBuilder {
   public let scopeName: String
   public let location: SourceLocation
   public let inputs: [ValueID]
+  /// The options as bound: every option given, plus the declared default of every one not given.
   public let options: [String: LayerOption]
   /// True when a shared instance is called again: parameters that exist are reused, not created.
   public let sharesParameters: Bool
@@ -72,6 +198,27 @@ public struct LayerBuilder {
   public func initializer(_ name: String) -> Initializer? {
     if case .initializer(let value)? = options[name] { return value }
     return nil
+  }
+
+  /// An option that takes an integer or a list of integers, as a list (`3` is `[3]`).
+  public func ints(_ name: String) -> [Int]? {
+    switch options[name] {
+    case .integer(let value)?: [value]
+    case .integers(let values)?: values
+    default: nil
+    }
+  }
+
+  /// Adds a parameter named `scopeName.name`, initialized by the initializer option `option`
+  /// (`init:`, `bias_init:`), which the layer table gives a default.
+  public mutating func param(_ name: String, _ type: TensorType, initializedBy option: String)
+    throws(ShapeError) -> ValueID
+  {
+    guard let initializer = initializer(option) else {
+      // Only a layer table entry without a default for `option` gets here; a test checks there is none.
+      throw ShapeError("\(scopeName): option '\(option)' gives no initializer")
+    }
+    return try param(name, type, initializer)
   }
 
   /// Adds a parameter named `scopeName.name`.
@@ -146,11 +293,14 @@ public enum LayerRegistry {
         "Fully connected layer: y = x @ weight + bias, with weight [in, units] and bias [units] (Keras Dense; PyTorch Linear stores weight transposed).",
       options: [
         LayerOptionSpec("units", .integer, required: true, "output features"),
-        LayerOptionSpec("init", .initializer, "weight initializer (default glorot_uniform())"),
-        LayerOptionSpec("bias", .bool, "add a bias (default true)"),
-        LayerOptionSpec("bias_init", .initializer, "bias initializer (default zeros())"),
         LayerOptionSpec(
-          "activation", .string, "apply an activation: \(activations.joined(separator: ", "))"),
+          "init", .initializer, default: .initializer(Initializer("glorot_uniform")),
+          "weight initializer"),
+        LayerOptionSpec("bias", .bool, default: .bool(true), "add a bias"),
+        LayerOptionSpec(
+          "bias_init", .initializer, default: .initializer(Initializer("zeros")), "bias initializer"
+        ),
+        LayerOptionSpec("activation", .oneOf(activations), "apply an activation"),
         LayerOptionSpec("name", .string, "scope name of the layer's parameters (default dense_N)"),
       ]
     ) { builder throws(ShapeError) in
@@ -171,21 +321,14 @@ public enum LayerRegistry {
           help: "reshape or flatten the input so the feature axis has a fixed size")
       }
       let weight = try builder.param(
-        "weight", TensorType(type.dtype, [Dim(features), Dim(units)]),
-        builder.initializer("init") ?? Initializer("glorot_uniform"))
+        "weight", TensorType(type.dtype, [Dim(features), Dim(units)]), initializedBy: "init")
       var y = try builder.op("matmul", [x, weight])
-      if builder.bool("bias") ?? true {
+      if builder.bool("bias") == true {
         let bias = try builder.param(
-          "bias", TensorType(type.dtype, [Dim(units)]),
-          builder.initializer("bias_init") ?? Initializer("zeros"))
+          "bias", TensorType(type.dtype, [Dim(units)]), initializedBy: "bias_init")
         y = try builder.op("add", [y, bias])
       }
       if let activation = builder.string("activation") {
-        guard activations.contains(activation) else {
-          throw ShapeError(
-            "dense: unknown activation '\(activation)' (valid: \(activations.joined(separator: ", ")))"
-          )
-        }
         y = try builder.op(activation, [y])
       }
       return y

@@ -13,9 +13,12 @@ public struct OptimizerDefinition: Sendable {
     self.hyperparameters = hyperparameters
   }
 
+  /// The option naming the loss a step minimizes.
+  public static let lossOption = "loss"
+
   /// Hyperparameters every training step accepts, whatever its optimizer.
   public static let common: [AttributeSpec] = [
-    AttributeSpec("loss", .string, "the loss this step minimizes (default: the loss named `loss`)"),
+    AttributeSpec(lossOption, .string, default: .string("loss"), "the loss this step minimizes"),
     AttributeSpec(
       "params", .string, "a name pattern (`*` wildcards) selecting the parameters updated"),
     AttributeSpec("clip_norm", .float, "rescale gradients so their global L2 norm is at most this"),
