@@ -522,12 +522,8 @@ private struct Generator {
       ElementwiseKernel.emit(
         context, expression: template, into: &body, prelude: &prelude, kernelName: "@KERNEL@",
         symbolIndex: symbolIndex)
-    case .kernel(let name):
-      guard let emitter = KernelLibrary.emitters[name] else {
-        throw Diagnostic.error(
-          "the C backend has no kernel '\(name)' for op \(node.op)", at: node.location)
-      }
-      emitter(context, &body)
+    case .kernel(let id):
+      KernelLibrary.emitter(id)(context, &body)
     }
     body.line("return LAMINA_OK;")
     // Layers repeat: one function serves every node whose kernel would be the same.

@@ -32,8 +32,7 @@ struct KernelContext {
   /// Elementwise kernels may write over an operand (the memory plan runs them in place), so their
   /// pointers are not `restrict`; every other kernel's buffers are distinct.
   var mayRunInPlace: Bool {
-    if case .expression? = OpRegistry.definition(node.op)?.c { return true }
-    return false
+    node.definition?.operandEffects.contains(where: \.resultMayAlias) ?? false
   }
 
   /// The C function header: `static int k7_matmul(lamina_context* ctx, const int64_t* dims, ...)`.

@@ -1,29 +1,51 @@
 import LaminaIR
 
-/// The kernels behind `CEmission.kernel(name)` entries of the op table, by name.
+/// The kernels behind `CEmission.kernel(id)` entries of the op table.
 ///
-/// Adding a kernel op is one op-table entry plus one emitter here.
+/// Adding a kernel op is one op-table entry plus one emitter here; an op that produces blocks for
+/// an epilogue (`OpDefinition.epilogue`) also gives an `EpilogueProducerEmitter`.
 enum KernelLibrary {
-  typealias Emitter = @Sendable (KernelContext, inout CWriter) -> Void
+  typealias Emitter = (KernelContext, inout CWriter) -> Void
 
-  static let emitters: [String: Emitter] = [
-    "matmul": { MatmulKernel.emit($0, into: &$1) },
-    "transpose": { ShapeKernels.emitPermute($0, into: &$1) },
-    "permute": { ShapeKernels.emitPermute($0, into: &$1) },
-    "sum": { ReductionKernels.emitReduce($0, into: &$1) },
-    "mean": { ReductionKernels.emitReduce($0, into: &$1) },
-    "max": { ReductionKernels.emitReduce($0, into: &$1) },
-    "softmax": { ReductionKernels.emitSoftmax($0, into: &$1) },
-    "log_softmax": { ReductionKernels.emitSoftmax($0, into: &$1) },
+  static func emitter(_ id: KernelID) -> Emitter {
+    switch id {
+    case .matrixProduct: return { MatmulKernel.emit($0, into: &$1) }
+    case .permute: return { ShapeKernels.emitPermute($0, into: &$1) }
+    case .reduce: return { ReductionKernels.emitReduce($0, into: &$1) }
+    case .normalize: return { ReductionKernels.emitSoftmax($0, into: &$1) }
     // A broadcasting copy is the identity expression over broadcast operands.
-    "broadcast_to": { ElementwiseKernel.emitSerial($0, expression: { $0.operands[0] }, into: &$1) },
-    "concat": { ShapeKernels.emitConcat($0, into: &$1) },
-    "slice": { ShapeKernels.emitSlice($0, into: &$1) },
-    "slice_backward": { ShapeKernels.emitSlice($0, backward: true, into: &$1) },
-    "mse": { LossKernels.emitMSE($0, into: &$1) },
-    "cross_entropy": { LossKernels.emitCrossEntropy($0, into: &$1) },
-    "cross_entropy_grad": { LossKernels.emitCrossEntropyGradient($0, into: &$1) },
-    "binary_cross_entropy_with_logits": { LossKernels.emitBinaryCrossEntropy($0, into: &$1) },
-    "l2": { LossKernels.emitL2($0, into: &$1) },
-  ]
+    case .broadcastCopy:
+      return { ElementwiseKernel.emitSerial($0, expression: { $0.operands[0] }, into: &$1) }
+    case .concatenate: return { ShapeKernels.emitConcat($0, into: &$1) }
+    case .slice: return { ShapeKernels.emitSlice($0, into: &$1) }
+    case .sliceBackward: return { ShapeKernels.emitSlice($0, backward: true, into: &$1) }
+    case .meanSquaredError: return { LossKernels.emitMSE($0, into: &$1) }
+    case .crossEntropy: return { LossKernels.emitCrossEntropy($0, into: &$1) }
+    case .crossEntropyGradient: return { LossKernels.emitCrossEntropyGradient($0, into: &$1) }
+    case .binaryCrossEntropy: return { LossKernels.emitBinaryCrossEntropy($0, into: &$1) }
+    case .squaredNorm: return { LossKernels.emitL2($0, into: &$1) }
+    }
+  }
+
+  /// The kernels that produce their result block by block and call an epilogue on each block;
+  /// nil for a kernel that cannot.
+  static func epilogueProducer(_ id: KernelID) -> EpilogueProducerEmitter.Type? {
+    switch id {
+    case .matrixProduct: return MatmulKernel.self
+    default: return nil
+    }
+  }
+}
+
+/// The C side of `EpilogueProducer`: a kernel that writes its result as a matrix, block by block,
+/// and calls `epilogue` (a `lamina_gemm_epilogue*`, or `NULL`) on each finished block.
+protocol EpilogueProducerEmitter {
+  /// The result viewed as a matrix: rows and columns (C expressions' dimensions).
+  static func matrixShape(of producer: Node, in graph: Graph) -> (rows: Dim, columns: Dim)
+
+  /// The statements that compute `producer` into `destination` (a C pointer), calling `epilogue`
+  /// on each finished block. `operand(value)` is the C name of an operand.
+  static func emitProduce(
+    _ producer: Node, in graph: Graph, operand: (ValueID) -> String, destination: String,
+    epilogue: String, into body: inout CWriter)
 }

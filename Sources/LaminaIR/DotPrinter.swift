@@ -28,7 +28,7 @@ public struct DotPrinter: Sendable {
         continue
       }
       // A fused node is a cluster around its members: the ops one kernel computes.
-      let kind = node.attributes["kind"]?.stringValue ?? "?"
+      let kind = node.attributes[Node.fusedKindAttribute]?.stringValue ?? "?"
       out += "  subgraph cluster_fused_\(index) {\n"
       out +=
         "    label=\(quote("fused \(kind): \(node.body.count) ops, 1 kernel\nwrites \(node.results.map { "%" + graph[$0].name }.joined(separator: ", "))"));\n"

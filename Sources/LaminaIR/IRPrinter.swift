@@ -12,7 +12,7 @@ import LaminaSupport
 ///
 /// After fusion, a `fused` node shows the members its one kernel computes:
 ///
-///       %h = fused(%x, %w1, %b1) {kind = "matmul"} : f32[batch, 128] {
+///       %h = fused(%x, %w1, %b1) {kind = "epilogue"} : f32[batch, 128] {
 ///         %0 = matmul(%x, %w1) : f32[batch, 128]
 ///         %1 = add(%0, %b1) : f32[batch, 128]
 ///         %h = relu(%1) : f32[batch, 128]

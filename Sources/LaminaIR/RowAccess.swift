@@ -34,17 +34,3 @@ public enum RowAccess: Equatable, Sendable {
     return nil
   }
 }
-
-extension Node {
-  /// For a fused `matmul` node: the result whose buffer the GEMM writes the product into before the
-  /// epilogue replaces it there (the product itself when it is a result, else the first result of
-  /// the product's dtype). The C backend and the memory plan's in-place rules both read it.
-  public func fusedMatmulCarrier(in graph: Graph) -> ValueID? {
-    guard op == Node.fusedOp, attributes["kind"]?.stringValue == "matmul",
-      let product = body.first(where: { $0.op == "matmul" })?.result
-    else { return nil }
-    if results.contains(product) { return product }
-    let dtype = graph.type(of: product).dtype
-    return results.first { graph.type(of: $0).dtype == dtype }
-  }
-}

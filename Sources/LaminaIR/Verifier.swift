@@ -74,9 +74,20 @@ public enum Verifier {
 
     /// A fused node's members read its operands or earlier members; its results are members' results.
     func checkFused(_ node: Node) {
-      guard node.attributes["kind"]?.stringValue != nil else {
+      guard let text = node.attributes[Node.fusedKindAttribute]?.stringValue else {
         diagnostics.error("fused node without a kind", at: node.location)
         return
+      }
+      guard let kind = FusedKind(rawValue: text) else {
+        diagnostics.error(
+          "fused node of unknown kind '\(text)' (valid: \(FusedKind.allCases.map(\.rawValue).joined(separator: ", ")))",
+          at: node.location)
+        return
+      }
+      if kind == .epilogue, node.epilogueProducer == nil {
+        diagnostics.error(
+          "fused epilogue node without a member that produces blocks (an op with an epilogue)",
+          at: node.location)
       }
       if node.body.isEmpty {
         diagnostics.error("fused node with no members", at: node.location)

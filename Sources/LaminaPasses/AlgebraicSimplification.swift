@@ -35,15 +35,13 @@ public struct AlgebraicSimplification: GraphPass {
     case node(Node)
   }
 
-  static let reshapeLike: Set<String> = ["reshape", "flatten", "squeeze", "unsqueeze"]
-
   public func run(on graph: inout Graph, context: inout PassContext) throws {
     var replacement: [ValueID: ValueID] = [:]
     let producers = graph.producers()
     for index in graph.nodes.indices {
       graph.nodes[index].operands = graph.nodes[index].operands.map { replacement[$0] ?? $0 }
       guard graph.nodes[index].results.count == 1,
-        OpRegistry.definition(graph.nodes[index].op)?.dependsOnMode == false
+        graph.nodes[index].definition?.effects.isPure == true
       else { continue }
       let type = graph.type(of: graph.nodes[index].result)
       // A rewritten node may simplify further (a composed reshape back to the original shape);
@@ -66,46 +64,52 @@ public struct AlgebraicSimplification: GraphPass {
     graph.replaceUses(replacement)
   }
 
-  /// The identity or composition that applies to `node`, if any.
+  /// The identity or composition that applies to `node`, if any, from its op's traits.
   static func rewrite(_ node: Node, in graph: Graph, producers: [ValueID: Int]) -> Rewrite? {
+    guard let definition = node.definition else { return nil }
     let result = graph.type(of: node.result)
     func producer(_ value: ValueID) -> Node? { producers[value].map { graph.nodes[$0] } }
     /// The one number a value holds everywhere, when it is a constant or a broadcast of one.
     func uniformValue(_ value: ValueID) -> Double? {
       guard let node = producer(value) else { return nil }
-      switch node.op {
-      case "constant":
+      if node.is(Ops.constant) {
         guard let number = node.attributes["value"]?.doubleValue else { return nil }
         // Compare the number the constant holds in its dtype (0.1 in f32 is not 0.1).
         return Tensor(dtype: graph.type(of: value).dtype, shape: [], doubles: [number]).doubles()[0]
-      case "broadcast_to": return uniformValue(node.operands[0])
-      default: return nil
       }
+      if node.definition?.rearrangement == .broadcast { return uniformValue(node.operands[0]) }
+      return nil
     }
     /// `x` itself when the node's result has its type, else `x` broadcast to the result's shape.
     func identity(_ x: ValueID) -> Rewrite {
       if graph.type(of: x) == result { return .replace(x) }
       return .node(
         Node(
-          op: "broadcast_to", operands: [x], attributes: ["shape": .dims(result.shape)],
+          op: Ops.broadcastTo.name, operands: [x], attributes: ["shape": .dims(result.shape)],
           results: node.results, location: node.location))
     }
+    let algebra = definition.algebra
 
-    switch node.op {
-    case "mul", "add", "sub", "div":
+    // x ⊕ e = x, e ⊕ x = x.
+    if node.operands.count == 2, algebra.leftIdentity != nil || algebra.rightIdentity != nil {
       let (a, b) = (node.operands[0], node.operands[1])
-      let neutral: Double = node.op == "mul" || node.op == "div" ? 1 : 0
-      if uniformValue(b) == neutral { return identity(a) }
-      if node.op == "mul" || node.op == "add", uniformValue(a) == neutral { return identity(b) }
+      if let neutral = algebra.rightIdentity, uniformValue(b) == neutral { return identity(a) }
+      if let neutral = algebra.leftIdentity, uniformValue(a) == neutral { return identity(b) }
       return nil
-    case "neg":
-      guard let inner = producer(node.operands[0]), inner.op == "neg" else { return nil }
+    }
+    // f(f(x)) = x.
+    if algebra.isInvolution, node.operands.count == 1 {
+      guard let inner = producer(node.operands[0]), inner.op == node.op,
+        inner.attributes == node.attributes
+      else { return nil }
       return .replace(inner.operands[0])
-    case "cast":
-      return graph.type(of: node.operands[0]).dtype == result.dtype
-        ? .replace(node.operands[0]) : nil
-    case "transpose", "permute":
-      let x = node.operands[0]
+    }
+    guard node.operands.count == 1 else { return nil }
+    let x = node.operands[0]
+    if algebra.isIdentityWhenTypeUnchanged, graph.type(of: x) == result { return .replace(x) }
+
+    switch definition.rearrangement {
+    case .permutation?:
       guard let perm = permutation(of: node, operandRank: graph.type(of: x).rank) else {
         return nil
       }
@@ -118,25 +122,25 @@ public struct AlgebraicSimplification: GraphPass {
       if composed == Array(composed.indices) { return .replace(inner.operands[0]) }
       return .node(
         Node(
-          op: "permute", operands: [inner.operands[0]], attributes: ["perm": .ints(composed)],
-          results: node.results, location: node.location))
-    case _ where reshapeLike.contains(node.op):
-      let x = node.operands[0]
-      if graph.type(of: x) == result { return .replace(x) }
-      guard let inner = producer(x), reshapeLike.contains(inner.op) else { return nil }
+          op: Ops.permute.name, operands: [inner.operands[0]],
+          attributes: ["perm": .ints(composed)], results: node.results, location: node.location))
+    case .rowMajorReshape?:
+      guard let inner = producer(x), inner.definition?.rearrangement == .rowMajorReshape else {
+        return nil
+      }
       let source = inner.operands[0]
       if graph.type(of: source) == result { return .replace(source) }
       return .node(
         Node(
-          op: "reshape", operands: [source], attributes: ["shape": .dims(result.shape)],
+          op: Ops.reshape.name, operands: [source], attributes: ["shape": .dims(result.shape)],
           results: node.results, location: node.location))
-    case "broadcast_to":
-      let x = node.operands[0]
-      if graph.type(of: x) == result { return .replace(x) }
-      guard let inner = producer(x), inner.op == "broadcast_to" else { return nil }
+    case .broadcast?:
+      guard let inner = producer(x), inner.definition?.rearrangement == .broadcast else {
+        return nil
+      }
       return .node(
         Node(
-          op: "broadcast_to", operands: [inner.operands[0]], attributes: node.attributes,
+          op: Ops.broadcastTo.name, operands: [inner.operands[0]], attributes: node.attributes,
           results: node.results, location: node.location))
     default:
       return nil

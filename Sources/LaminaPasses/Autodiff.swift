@@ -71,7 +71,7 @@ public struct Autodiff: GraphPass {
     var dependsOnTarget = Set(targets)
     for index in needed {
       let node = graph.nodes[index]
-      if node.op != "stop_gradient", node.operands.contains(where: dependsOnTarget.contains) {
+      if !node.is(Ops.stopGradient), node.operands.contains(where: dependsOnTarget.contains) {
         dependsOnTarget.formUnion(node.results)
       }
     }
@@ -114,7 +114,7 @@ public struct Autodiff: GraphPass {
         do throws(ShapeError) {
           gradient = try builder.reduce(gradient, toShapeOf: operandType)
           if builder.type(of: gradient).dtype != operandType.dtype {
-            gradient = try builder.op("cast", [gradient], ["dtype": .dtype(operandType.dtype)])
+            gradient = try builder.op(Ops.cast, [gradient], ["dtype": .dtype(operandType.dtype)])
           }
           if let existing = adjoints[operand] {
             adjoints[operand] = try builder.add(existing, gradient)
@@ -137,7 +137,7 @@ public struct Autodiff: GraphPass {
         // The loss does not depend on this parameter: its gradient is zero.
         let type = builder.type(of: target)
         let zero = builder.constant(0, like: target)
-        let gradient = try? builder.op("broadcast_to", [zero], ["shape": .dims(type.shape)])
+        let gradient = try? builder.op(Ops.broadcastTo, [zero], ["shape": .dims(type.shape)])
         let value = gradient ?? zero
         nameGradient(of: target, value, in: &builder.graph)
         results.append(value)

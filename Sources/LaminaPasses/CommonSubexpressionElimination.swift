@@ -36,8 +36,8 @@ public struct CommonSubexpressionElimination: GraphPass {
         kept.append(node)
         continue
       }
-      let definition = OpRegistry.definition(node.op)
-      guard node.results.count == 1, definition?.dependsOnMode != true else {
+      // Two draws of random numbers, or two state updates, are different however alike they look.
+      guard node.results.count == 1, node.definition?.effects.isPure != false else {
         kept.append(node)
         continue
       }

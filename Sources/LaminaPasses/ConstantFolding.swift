@@ -23,13 +23,6 @@ public struct ConstantFolding: GraphPass {
 
   public init() {}
 
-  /// Ops that rearrange elements without computing: of a tensor holding one value everywhere, they
-  /// give the same value in the result's shape.
-  static let rearranging: Set<String> = [
-    "reshape", "flatten", "squeeze", "unsqueeze", "transpose", "permute", "broadcast_to", "slice",
-    "stop_gradient",
-  ]
-
   public func run(on graph: inout Graph, context: inout PassContext) throws {
     // Values holding one number everywhere: the scalar constant that holds it, and the number
     // rounded to the dtype.
@@ -39,12 +32,12 @@ public struct ConstantFolding: GraphPass {
     nodes.reserveCapacity(original.count)
     for var node in original {
       defer { nodes.append(node) }
-      guard node.results.count == 1, let definition = OpRegistry.definition(node.op),
-        !definition.dependsOnMode
+      // Only pure ops fold: a mode, random numbers or state make the value unknown until run time.
+      guard node.results.count == 1, let definition = node.definition, definition.effects.isPure
       else { continue }
       let result = node.result
       let type = graph.type(of: result)
-      if node.op == "constant" {
+      if node.is(Ops.constant) {
         guard type.isScalar, let value = node.attributes["value"]?.doubleValue else { continue }
         uniform[result] = (result, Tensor(dtype: type.dtype, shape: [], doubles: [value]))
         continue
@@ -54,7 +47,7 @@ public struct ConstantFolding: GraphPass {
       let operandTypes = node.operands.map { graph.type(of: $0) }
 
       let value: Tensor
-      if Self.rearranging.contains(node.op), operands.count == 1 {
+      if definition.rearrangement != nil, operands.count == 1 {
         // Same elements, new shape: the dtype cannot change.
         value = operands[0].value
       } else if operandTypes.allSatisfy(\.isScalar) && type.isScalar
@@ -78,12 +71,12 @@ public struct ConstantFolding: GraphPass {
       if type.isScalar {
         // The node itself becomes the constant: its result keeps its name and every use.
         node = Node(
-          op: "constant", operands: [], attributes: constantAttributes, results: [result],
+          op: Ops.constant.name, operands: [], attributes: constantAttributes, results: [result],
           location: node.location)
         uniform[result] = (result, value)
         continue
       }
-      if node.op == "broadcast_to", operandTypes[0].isScalar {
+      if definition.rearrangement == .broadcast, operandTypes[0].isScalar {
         // Already a broadcast of a constant.
         uniform[result] = (node.operands[0], value)
         continue
@@ -101,11 +94,11 @@ public struct ConstantFolding: GraphPass {
           name: graph.temporaryName(), type: .scalar(type.dtype), location: node.location)
         nodes.append(
           Node(
-            op: "constant", operands: [], attributes: constantAttributes, results: [scalar],
+            op: Ops.constant.name, operands: [], attributes: constantAttributes, results: [scalar],
             location: node.location))
       }
       let broadcast = Node(
-        op: "broadcast_to", operands: [scalar], attributes: ["shape": .dims(type.shape)],
+        op: Ops.broadcastTo.name, operands: [scalar], attributes: ["shape": .dims(type.shape)],
         results: [result], location: node.location)
       guard let typed = graph.retyped(broadcast, expecting: [type]) else { continue }
       node = typed

@@ -19,7 +19,11 @@ public struct DeadCodeElimination: GraphPass {
     var keep = [Bool](repeating: false, count: graph.nodes.count)
     for index in graph.nodes.indices.reversed() {
       let node = graph.nodes[index]
-      guard node.results.contains(where: live.contains) else { continue }
+      // A node writing state outlives its results.
+      guard
+        node.results.contains(where: live.contains)
+          || node.definition?.effects.contains(.writesState) == true
+      else { continue }
       keep[index] = true
       live.formUnion(node.operands)
     }

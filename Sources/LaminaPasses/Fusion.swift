@@ -9,8 +9,9 @@ import LaminaSupport
 /// backward graph alike):
 /// - `elementwise`: a chain of elementwise ops over the same loop domain, broadcasting operands read
 ///   through their strides; the optimizer's per-parameter update is such a chain (`update`).
-/// - `matmul`: a 2-D matmul and the elementwise ops over its result (bias, activation, residual,
-///   the activation's gradient mask), run on each finished tile of C inside the GEMM (its epilogue).
+/// - `epilogue`: a producer with an epilogue (an op whose `EpilogueProducer` trait accepts the node:
+///   a 2-D matmul) and the elementwise ops over its result (bias, activation, residual, the
+///   activation's gradient mask), run on each finished block inside the producer's kernel.
 /// - `reduction`: reductions over the last axis with their elementwise producers and consumers, one
 ///   row at a time (layer-norm style mean and variance, normalization by a row statistic).
 ///
@@ -19,7 +20,7 @@ import LaminaSupport
 /// outside it). Values used outside their group become the fused node's results; the rest never get
 /// a buffer.
 ///
-///     %1 = matmul(%x, %w)          %h = fused(%x, %w, %b) {kind = "matmul"} {
+///     %1 = matmul(%x, %w)          %h = fused(%x, %w, %b) {kind = "epilogue"} {
 ///     %2 = add(%1, %b)       →       %1 = matmul(%x, %w)
 ///     %h = relu(%2)                  %2 = add(%1, %b)
 ///                                    %h = relu(%2)
@@ -36,11 +37,6 @@ public struct Fusion: GraphPass {
     planner.formGroups()
     graph.nodes = planner.fusedNodes()
   }
-}
-
-/// The kind of kernel a group becomes.
-enum FusedKind: String {
-  case elementwise, matmul, reduction
 }
 
 struct FusionPlanner {
@@ -89,24 +85,22 @@ struct FusionPlanner {
   // MARK: Classifying nodes
 
   func isElementwise(_ node: Node) -> Bool {
-    guard node.op != Node.fusedOp, node.results.count == 1,
-      let definition = OpRegistry.definition(node.op), !definition.dependsOnMode,
+    guard node.results.count == 1, let definition = node.definition, definition.effects.isPure,
       definition.fusion == .elementwise || definition.fusion == .broadcast
     else { return false }
     if case .expression = definition.c { return true }
     return false
   }
 
-  func isFusableMatmul(_ node: Node) -> Bool {
-    guard node.op == "matmul", node.operands.count == 2 else { return false }
-    let result = graph.type(of: node.result)
-    return result.dtype.isFloatingPoint && result.rank == 2
-      && node.operands.allSatisfy { graph.type(of: $0).rank == 2 }
+  /// A producer whose kernel runs an epilogue on each block of its result (a 2-D matmul).
+  func isEpilogueProducer(_ node: Node) -> Bool {
+    guard node.results.count == 1, let producer = node.definition?.epilogue else { return false }
+    return producer.accepts(node.operands.map { graph.type(of: $0) }, graph.type(of: node.result))
   }
 
-  /// `sum`, `mean` or `max` over exactly the last axis of a floating-point tensor.
+  /// A reduction (`sum`, `mean`, `max`) over exactly the last axis of a floating-point tensor.
   func isRowReduction(_ node: Node) -> Bool {
-    guard ["sum", "mean", "max"].contains(node.op), node.operands.count == 1 else { return false }
+    guard node.definition?.reduction != nil, node.operands.count == 1 else { return false }
     let operand = graph.type(of: node.operands[0])
     guard operand.dtype.isFloatingPoint, operand.rank >= 1,
       let axes = node.attributes["axes"]?.intsValue, axes.count == 1
@@ -115,10 +109,13 @@ struct FusionPlanner {
     return axis == operand.rank - 1
   }
 
-  /// `sum` or `mean` over every axis but the last of a floating-point tensor of rank 2 or more:
-  /// the gradient of a broadcast bias or scale.
+  /// A summing reduction (`sum`, `mean`) over every axis but the last of a floating-point tensor of
+  /// rank 2 or more: the gradient of a broadcast bias or scale. Each task sums its share of the
+  /// rows, and the shares add up: only an additive combine splits that way.
   func isColumnReduction(_ node: Node) -> Bool {
-    guard ["sum", "mean"].contains(node.op), node.operands.count == 1 else { return false }
+    guard node.definition?.reduction?.combine == .add, node.operands.count == 1 else {
+      return false
+    }
     let operand = graph.type(of: node.operands[0])
     guard operand.dtype.isFloatingPoint, operand.rank >= 2,
       let axes = node.attributes["axes"]?.intsValue
@@ -143,8 +140,8 @@ struct FusionPlanner {
 
   mutating func formGroups() {
     for (index, node) in graph.nodes.enumerated() {
-      if isFusableMatmul(node) {
-        groups[index].kind = .matmul
+      if isEpilogueProducer(node) {
+        groups[index].kind = .epilogue
         continue
       }
       if isColumnReduction(node), let definer = producer[node.operands[0]] {
@@ -192,10 +189,10 @@ struct FusionPlanner {
       let candidates = Set(node.operands.compactMap { producer[$0] }.map { groupOf[$0] })
         .filter { mayJoin(index, $0) }
         .sorted { left, right in
-          let (leftMatmul, rightMatmul) = (
-            groups[left].kind == .matmul, groups[right].kind == .matmul
+          let (leftEpilogue, rightEpilogue) = (
+            groups[left].kind == .epilogue, groups[right].kind == .epilogue
           )
-          return leftMatmul != rightMatmul ? leftMatmul : left > right
+          return leftEpilogue != rightEpilogue ? leftEpilogue : left > right
         }
       var joined = false
       for target in candidates where fits(node, into: groups[target]) {
@@ -245,9 +242,10 @@ struct FusionPlanner {
       let target = groupOf[first]
       guard target != index, users.allSatisfy({ groupOf[$0] == target }),
         fits(node, into: groups[target]),
-        // The GEMM reads its operands from memory before any epilogue runs: a node feeding the
-        // matmul itself (`relu(%x)` in `matmul(relu(%x), %w)` with a square product) stays out.
-        groups[target].kind != .matmul || !users.contains(where: { graph.nodes[$0].op == "matmul" })
+        // The producer reads its operands from memory before any epilogue runs: a node feeding
+        // the matmul itself (`relu(%x)` in `matmul(relu(%x), %w)` with a square product) stays out.
+        groups[target].kind != .epilogue
+          || !users.contains(where: { isEpilogueProducer(graph.nodes[$0]) })
       else { continue }
       join(index, target, kind: groups[target].kind!)
     }
@@ -258,16 +256,16 @@ struct FusionPlanner {
     guard let kind = group.kind else { return false }
     let shape = graph.type(of: node.result).shape
     switch kind {
-    case .elementwise:
+    case .elementwise, .update:
       // A column sum of the group is complete only when its loop ends: nothing in the loop reads it.
       let sums = Set(
         group.members.filter { isColumnReduction(graph.nodes[$0]) }.map { graph.nodes[$0].result })
       return shape == group.domain && !shape.isEmpty
         && !node.operands.contains(where: sums.contains)
-    case .matmul:
-      // The GEMM stores the product in a result's buffer before the epilogue replaces it: every
+    case .epilogue:
+      // The producer stores its result in a result's buffer before the epilogue replaces it: every
       // member keeps the product's dtype (`cast(%x @ %w, dtype: f64)` alone has no f32 result).
-      let product = group.members.first { graph.nodes[$0].op == "matmul" }.map {
+      let product = group.members.first { isEpilogueProducer(graph.nodes[$0]) }.map {
         graph.type(of: graph.nodes[$0].result).dtype
       }
       return shape == group.domain && graph.type(of: node.result).dtype == product
@@ -368,8 +366,8 @@ struct FusionPlanner {
       // straight over its parameter or state only if none of them is that buffer: the product gets
       // its own (a block in cache when the epilogue reads it) instead of a copy of a whole update
       // at the end of the step.
-      if kind == .matmul, isUpdate,
-        let product = members.map({ graph.nodes[$0] }).first(where: { $0.op == "matmul" })?.result,
+      if kind == .epilogue, isUpdate,
+        let product = members.map({ graph.nodes[$0] }).first(where: isEpilogueProducer)?.result,
         !results.contains(product)
       {
         results.insert(product, at: 0)
@@ -377,7 +375,10 @@ struct FusionPlanner {
       let body = members.map { graph.nodes[$0] }
       let node = Node(
         op: Node.fusedOp, operands: operands,
-        attributes: ["kind": .string(kind == .elementwise && isUpdate ? "update" : kind.rawValue)],
+        attributes: [
+          Node.fusedKindAttribute: .string(
+            (kind == .elementwise && isUpdate ? FusedKind.update : kind).rawValue)
+        ],
         results: results, location: body.last!.location, body: body)
       units.append((members[0], node, id))
     }

@@ -10,7 +10,7 @@ import LaminaSupport
 /// AdamW's decoupled decay; RMSprop and Adagrad with `eps` outside the square root).
 /// - Precondition: the autodiff pass has run.
 ///
-///     %lr = schedule(%train.step) {lr = 0.1}         update train %w = %w.next
+///     %lr = lr_schedule(%train.step) {lr = 0.1}         update train %w = %w.next
 ///     %w.next = sub(%w, mul(%lr, %grad.w))    →      update train %train.step = %train.step.next
 public struct OptimizerUpdate: GraphPass {
   public static let name = "optimizer"
@@ -52,19 +52,19 @@ public struct OptimizerUpdate: GraphPass {
     for name in ["schedule", "warmup_steps", "decay_steps", "decay_rate"] {
       if let value = attributes[name] { scheduleAttributes[name] = value }
     }
-    let lr = try builder.op("schedule", [counter], scheduleAttributes)
+    let lr = try builder.op(Ops.lrSchedule, [counter], scheduleAttributes)
     builder.graph.rename(lr, to: "\(step.name).lr")
     let nextCount = try builder.add(counter, builder.constant(1, like: counter))
 
     // Global-norm clipping: g ← g · min(1, clip / (‖g‖ + 1e-6)) over all of the step's gradients.
     var gradients = entries.map(\.gradient)
     if let clip = attributes["clip_norm"]?.doubleValue {
-      let squares = try builder.op("l2", gradients)
-      let norm = try builder.op("sqrt", [squares])
+      let squares = try builder.op(Ops.l2, gradients)
+      let norm = try builder.op(Ops.sqrt, [squares])
       builder.graph.rename(norm, to: "\(step.name).grad_norm")
       let ratio = try builder.div(
         builder.constant(clip, like: norm), builder.add(norm, builder.constant(1e-6, like: norm)))
-      let factor = try builder.op("minimum", [ratio, builder.constant(1, like: norm)])
+      let factor = try builder.op(Ops.minimum, [ratio, builder.constant(1, like: norm)])
       gradients = try gradients.map { gradient throws(ShapeError) in
         try builder.mul(gradient, factor)
       }
@@ -127,14 +127,14 @@ public struct OptimizerUpdate: GraphPass {
         assign(secondMoment, v)
         let correction1 = try builder.sub(
           builder.constant(1, like: nextCount),
-          builder.op("pow", [builder.constant(beta1, like: nextCount), nextCount]))
+          builder.op(Ops.pow, [builder.constant(beta1, like: nextCount), nextCount]))
         let correction2 = try builder.sub(
           builder.constant(1, like: nextCount),
-          builder.op("pow", [builder.constant(beta2, like: nextCount), nextCount]))
+          builder.op(Ops.pow, [builder.constant(beta2, like: nextCount), nextCount]))
         let mHat = try builder.div(m, correction1)
         let vHat = try builder.div(v, correction2)
         let stepValue = try builder.div(
-          mHat, builder.add(builder.op("sqrt", [vHat]), builder.constant(eps, like: vHat)))
+          mHat, builder.add(builder.op(Ops.sqrt, [vHat]), builder.constant(eps, like: vHat)))
         assign(w, try builder.sub(decayed, builder.mul(lr, stepValue)))
       case "rmsprop":
         if weightDecay != 0 { g = try builder.add(g, builder.scale(w, by: weightDecay)) }
@@ -147,7 +147,7 @@ public struct OptimizerUpdate: GraphPass {
           builder.scale(square, by: alpha), builder.scale(builder.mul(g, g), by: 1 - alpha))
         assign(square, s)
         var update = try builder.div(
-          g, builder.add(builder.op("sqrt", [s]), builder.constant(eps, like: s)))
+          g, builder.add(builder.op(Ops.sqrt, [s]), builder.constant(eps, like: s)))
         if momentum != 0 {
           let buffer = state(w, "momentum_buffer")
           update = try builder.add(builder.scale(buffer, by: momentum), update)
@@ -157,10 +157,10 @@ public struct OptimizerUpdate: GraphPass {
       case "adagrad":
         if weightDecay != 0 { g = try builder.add(g, builder.scale(w, by: weightDecay)) }
         let eps = number("eps", 1e-10)
-        let sum = state(w, "sum")
+        let squares = state(w, "sum_of_squares")
         // Σ ← Σ + g²;  w ← w - lr·g/(√Σ + ε)
-        let total = try builder.add(sum, builder.mul(g, g))
-        assign(sum, total)
+        let total = try builder.add(squares, builder.mul(g, g))
+        assign(squares, total)
         assign(
           w,
           try builder.sub(
@@ -168,7 +168,8 @@ public struct OptimizerUpdate: GraphPass {
             builder.mul(
               lr,
               builder.div(
-                g, builder.add(builder.op("sqrt", [total]), builder.constant(eps, like: total))))))
+                g, builder.add(builder.op(Ops.sqrt, [total]), builder.constant(eps, like: total)))))
+        )
       default:
         throw ShapeError("no update rule for optimizer '\(step.optimizer)'")
       }

@@ -60,19 +60,10 @@ extension Graph {
   }
 }
 
-/// The axis permutation a `transpose` or `permute` node applies (result axis d is operand axis
-/// `perm[d]`), with negative axes made non-negative; nil for other nodes or invalid perms.
+/// The axis permutation a node applies when it is a permutation (`transpose`, `permute`): result
+/// axis d is operand axis `perm[d]`, with negative axes made non-negative; nil for other nodes or
+/// invalid perms.
 func permutation(of node: Node, operandRank rank: Int) -> [Int]? {
-  switch node.op {
-  case "transpose" where node.attributes["perm"] == nil:
-    guard rank >= 2 else { return nil }
-    return Array(0..<(rank - 2)) + [rank - 1, rank - 2]
-  case "transpose", "permute":
-    guard let perm = node.attributes["perm"]?.intsValue, perm.count == rank else { return nil }
-    let normalized = perm.map { $0 < 0 ? $0 + rank : $0 }
-    guard Set(normalized) == Set(0..<rank) else { return nil }
-    return normalized
-  default:
-    return nil
-  }
+  guard let rule = node.definition?.permutation else { return nil }
+  return rule(node.attributes, rank)
 }

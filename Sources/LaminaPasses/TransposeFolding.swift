@@ -19,14 +19,17 @@ public struct TransposeFolding: GraphPass {
 
   public func run(on graph: inout Graph, context: inout PassContext) throws {
     let producers = graph.producers()
-    for index in graph.nodes.indices where graph.nodes[index].op == "matmul" {
+    for index in graph.nodes.indices {
+      guard let flags = graph.nodes[index].definition?.operandTransposeAttributes, !flags.isEmpty
+      else { continue }
       var node = graph.nodes[index]
       let types = node.results.map { graph.type(of: $0) }
-      for (position, flag) in [(0, "transpose_a"), (1, "transpose_b")] {
-        guard let producer = producers[node.operands[position]] else { continue }
+      for (position, flag) in flags.enumerated() {
+        guard let flag, position < node.operands.count,
+          let producer = producers[node.operands[position]]
+        else { continue }
         let transpose = graph.nodes[producer]
-        guard transpose.op == "transpose" || transpose.op == "permute" else { continue }
-        let source = transpose.operands[0]
+        guard transpose.results.count == 1, let source = transpose.operands.first else { continue }
         let rank = graph.type(of: source).rank
         guard rank >= 2,
           permutation(of: transpose, operandRank: rank)

@@ -217,7 +217,7 @@ struct GradientTests {
   /// Ops with no gradient rule: a parameter must not reach a loss only through them.
   static let nonDifferentiable: Set<String> = [
     // The optimizer's learning rate: built after autodiff, never differentiated.
-    "schedule",
+    "lr_schedule",
     "constant", "greater_equal", "sign", "gelu_grad", "cross_entropy_grad",
   ]
 

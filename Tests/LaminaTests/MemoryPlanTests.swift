@@ -356,7 +356,7 @@ struct MemoryPlanTests {
     #expect(planned.statistics[2].copies == 0)
     let lowered = try Model.lower(model.graph, passes: Pipeline.codegen)
     let updateValues = Set(lowered.assignments.map(\.value))
-    let carriers = lowered.nodes.compactMap { $0.fusedMatmulCarrier(in: lowered) }
+    let carriers = lowered.nodes.compactMap { $0.fusedEpilogueCarrier(in: lowered) }
     #expect(carriers.count >= 2)
     #expect(!carriers.contains(where: updateValues.contains))
   }

@@ -5,9 +5,10 @@ import LaminaSupport
 ///
 /// - `elementwise` / `update`: one loop over the shared domain; each member is a C local, and only
 ///   the node's results are stored.
-/// - `matmul`: the GEMM writes the product tile by tile, and the members run as its epilogue on each
-///   finished tile while it is in cache (bias, activation, residual, the optimizer update of a weight
-///   gradient). The product goes to the first result's buffer and is replaced there.
+/// - `epilogue`: the producer (a matmul: the GEMM) writes its result block by block, and the
+///   members run as its epilogue on each finished block while it is in cache (bias, activation,
+///   residual, the optimizer update of a weight gradient). The product goes to the first result's
+///   buffer and is replaced there.
 /// - `reduction`: one row (the last axis) at a time: loops over the row computing members and
 ///   accumulating row statistics, split where a member needs a statistic of the loop before; values
 ///   a later loop reads again stay in a row-sized scratch buffer in L1.
@@ -19,10 +20,11 @@ struct FusedKernel {
   let nodeIndex: Int
   let symbolIndex: [String: Int]
 
-  var kind: String { node.attributes["kind"]?.stringValue ?? "elementwise" }
+  var kind: FusedKind { node.fusedKind ?? .elementwise }
 
-  /// Members a later loop over a row computes again instead of reading from a scratch row.
-  static let cheapToRecompute: Set<String> = ["add", "sub", "mul", "neg"]
+  /// The kernel's label in its name and comment: the kind, or for an epilogue group its producer's
+  /// op (`matmul`).
+  var label: String { node.epilogueProducer?.op ?? kind.rawValue }
 
   /// Products up to this many columns get a matmul epilogue specialized to blocks of the full
   /// width (the GEMM hands the epilogue blocks of at most 128 columns).
@@ -32,7 +34,7 @@ struct FusedKernel {
   static let stackScratchBytes = 64 * 1024
 
   /// The function name, `k12_fused_matmul`.
-  var functionName: String { "k\(nodeIndex)_fused_\(kind)" }
+  var functionName: String { "k\(nodeIndex)_fused_\(label)" }
 
   func cType(_ value: ValueID) -> String { CExpressionContext.cType(graph.type(of: value).dtype) }
 
@@ -72,7 +74,7 @@ struct FusedKernel {
   /// The comment above the kernel: every member, with where the fused node came from.
   var provenance: String {
     let printer = IRPrinter()
-    var text = "/* fused \(kind) kernel, \(node.body.count) ops in one pass:\n"
+    var text = "/* fused \(label) kernel, \(node.body.count) ops in one pass:\n"
     for member in node.body { text += "     " + printer.print(member, in: graph) + "\n" }
     text +=
       "   writes \(node.results.map { "%" + graph[$0].name }.joined(separator: ", "))"
@@ -114,9 +116,9 @@ struct FusedKernel {
   /// standing for the function name.
   func emit() throws -> (prelude: CWriter, body: CWriter) {
     switch kind {
-    case "matmul": return try emitMatmul()
-    case "reduction": return try emitRows()
-    default: return try emitElementwise()
+    case .epilogue: return try emitEpilogue()
+    case .reduction: return try emitRows()
+    case .elementwise, .update: return try emitElementwise()
     }
   }
 
@@ -217,7 +219,7 @@ struct FusedKernel {
   // MARK: Elementwise
 
   func emitElementwise() throws -> (prelude: CWriter, body: CWriter) {
-    if node.body.contains(where: { ["sum", "mean"].contains($0.op) }) {
+    if node.body.contains(where: { $0.definition?.reduction != nil }) {
       return try emitElementwiseWithColumnSums()
     }
     let domain = graph.type(of: node.body[0].result).shape
@@ -298,7 +300,8 @@ struct FusedKernel {
   /// bias's or scale's gradient): rows × last axis, each task adding into its own row of partial
   /// sums, which the calling thread adds up in task order (deterministic) at the end.
   func emitElementwiseWithColumnSums() throws -> (prelude: CWriter, body: CWriter) {
-    let sums = node.body.filter { ["sum", "mean"].contains($0.op) }
+    // The fusion pass admits only additive reductions here (`sum`, `mean`): task shares add up.
+    let sums = node.body.filter { $0.definition?.reduction != nil }
     guard let domainValue = sums.first?.operands.first else {
       throw Diagnostic.error("fused column sum without an operand", at: node.location)
     }
@@ -333,7 +336,12 @@ struct FusedKernel {
     for member in node.body {
       if let position = sums.firstIndex(of: member) {
         let target = singleColumn ? "sum\(position)" : "partial[\(position) * \(columns) + c]"
-        element.line("\(target) += (double)\(locals[member.operands[0]]!);")
+        for line in member.definition!.reduction!.cUpdate(
+          accumulator: target, value: "(double)\(locals[member.operands[0]]!)",
+          candidate: "m\(localNumber(member.result))", type: "double")
+        {
+          element.line(line)
+        }
         continue
       }
       let text = try expression(member, operands: member.operands.map { locals[$0]! })
@@ -392,13 +400,14 @@ struct FusedKernel {
     }
     for (position, sum) in sums.enumerated() {
       let result = resultName(sum.result)!
-      let scale = sum.op == "mean" ? " / (double)(\(rows))" : ""
+      let reduction = sum.definition!.reduction!
       body.block("for (int64_t c = 0; c < \(columns); c++)") { column in
         column.line("double total = 0;")
         column.line(
           "for (int64_t t = 0; t < job.tasks; t++) total += job.partials[(t * \(sums.count) + \(position)) * \(columns) + c];"
         )
-        column.line("\(result)[c] = (\(cType(sum.result)))(total\(scale));")
+        let value = reduction.cFinalize("total", count: rows, type: "double")
+        column.line("\(result)[c] = (\(cType(sum.result)))(\(value));")
       }
     }
     body.line(stackPartials ? "if (!on_stack) free(job.partials);" : "free(job.partials);")
@@ -417,23 +426,24 @@ struct FusedKernel {
     }
   }
 
-  // MARK: Matmul with epilogue
+  // MARK: Producer with epilogue
 
-  func emitMatmul() throws -> (prelude: CWriter, body: CWriter) {
-    guard let matmul = node.body.first(where: { $0.op == "matmul" }) else {
-      throw Diagnostic.error("fused matmul node without a matmul", at: node.location)
+  func emitEpilogue() throws -> (prelude: CWriter, body: CWriter) {
+    guard let producer = node.epilogueProducer,
+      case .kernel(let kernel)? = producer.definition?.c,
+      let producerKernel = KernelLibrary.epilogueProducer(kernel)
+    else {
+      throw Diagnostic.error(
+        "fused epilogue node without a member whose kernel runs an epilogue", at: node.location)
     }
     let names = operandNames
-    let product = matmul.result
+    let product = producer.result
+    let (_, n) = producerKernel.matrixShape(of: producer, in: graph)
     let domain = graph.type(of: product).shape
-    let (m, n) = (domain[0], domain[1])
-    let transposeA = matmul.attributes["transpose_a"]?.boolValue ?? false
-    let transposeB = matmul.attributes["transpose_b"]?.boolValue ?? false
-    let aShape = graph.type(of: matmul.operands[0]).shape
-    let k = aShape[transposeA ? 0 : 1]
     let productType = cType(product)
-    // The GEMM writes the product into the first result of its dtype; the epilogue replaces it there.
-    guard let carrier = node.fusedMatmulCarrier(in: graph) else {
+    // The producer writes its result into the first result of its dtype; the epilogue replaces it
+    // there.
+    guard let carrier = node.fusedEpilogueCarrier(in: graph) else {
       throw Diagnostic.error(
         "fused matmul node has no result to hold the product", at: node.location)
     }
@@ -522,26 +532,24 @@ struct FusedKernel {
       node.operands.indices.map { "in\($0)" } + node.results.indices.map { "out\($0)" }
     body.line("@KERNEL@_epilogue_args arguments = {dims, \(pointers.joined(separator: ", "))};")
     body.line("const lamina_gemm_epilogue epilogue = {@KERNEL@_epilogue, &arguments};")
-    let gemm = productType == "float" ? "lamina_sgemm" : "lamina_dgemm"
-    let (lda, ldb) = (transposeA ? cDim(m) : cDim(k), transposeB ? cDim(k) : cDim(n))
-    body.line(
-      "\(gemm)(ctx->pool, \(transposeA ? 1 : 0), \(transposeB ? 1 : 0), \(cDim(m)), \(cDim(n)), \(cDim(k)), 1, \(names[matmul.operands[0]]!), \(lda), \(names[matmul.operands[1]]!), \(ldb), 0, \(carrierName), \(cDim(n)), &epilogue);"
-    )
+    producerKernel.emitProduce(
+      producer, in: graph, operand: { names[$0]! }, destination: carrierName,
+      epilogue: "&epilogue", into: &body)
     return (prelude, body)
   }
 
   // MARK: Row reductions
 
   func emitRows() throws -> (prelude: CWriter, body: CWriter) {
-    guard let firstReduction = node.body.first(where: { ["sum", "mean", "max"].contains($0.op) })
-    else {
+    func reduction(of member: Node) -> ReductionDescription? { member.definition?.reduction }
+    let isReduction = { (member: Node) in reduction(of: member) != nil }
+    guard let firstReduction = node.body.first(where: isReduction) else {
       throw Diagnostic.error("fused reduction node without a reduction", at: node.location)
     }
     let domain = graph.type(of: firstReduction.operands[0]).shape
     let columns = cDim(domain.last!)
     let rows = cProduct(Array(domain.dropLast()))
     let names = operandNames
-    let isReduction = { (member: Node) in ["sum", "mean", "max"].contains(member.op) }
     func isFull(_ value: ValueID) -> Bool { graph.type(of: value).shape == domain }
 
     // Which loop (segment) computes each full member; reductions finish at the end of theirs.
@@ -605,7 +613,8 @@ struct FusedKernel {
     var recomputed = Set<ValueID>()
     var neededByRecomputed = Set<ValueID>()
     for value in scratch {
-      guard let definition = definitions[value], Self.cheapToRecompute.contains(definition.op),
+      guard let definition = definitions[value],
+        definition.definition?.algebra.isCheapToRecompute == true,
         !neededByRecomputed.contains(value)
       else { continue }
       let fullMemberOperands = definition.operands.filter { isFull($0) && names[$0] == nil }
@@ -641,7 +650,7 @@ struct FusedKernel {
     let depth = stages.count
     let pipelined =
       depth >= 2 && !stages[0].members.isEmpty
-      && !node.body.contains { $0.op == "max" }
+      && !node.body.contains { reduction(of: $0).map { $0.simdOperator == nil } ?? false }
       && (domain.last!.staticValue.map { depth * scratch.count * $0 * 8 <= Self.stackScratchBytes }
         ?? false)
     let scratchRows = pipelined ? depth : 1
@@ -709,7 +718,8 @@ struct FusedKernel {
       _ members: [Node], rowLocals: [ValueID: String], prefix: String = "", into row: inout CWriter
     ) -> [ValueID: String] {
       var reciprocals: [ValueID: String] = [:]
-      for member in members where member.op == "div" && member.operands.count == 2 {
+      for member in members
+      where member.definition?.algebra.isDivision == true && member.operands.count == 2 {
         let divisor = member.operands[1]
         guard let statistic = rowLocals[divisor], reciprocals[divisor] == nil,
           graph.type(of: divisor).dtype.isFloatingPoint,
@@ -724,11 +734,21 @@ struct FusedKernel {
 
     /// The `#pragma` in front of a loop over a row, if it vectorizes.
     func loopPragma(_ members: [Node]) -> String? {
-      let reductions = members.filter(isReduction)
-      guard !reductions.contains(where: { $0.op == "max" }) else { return nil }
-      if reductions.isEmpty { return "#pragma omp simd" }
-      return
-        "#pragma omp simd reduction(+:\(reductions.map { "acc\(localNumber($0.result))" }.joined(separator: ", ")))"
+      var clauses: [(symbol: String, accumulators: [String])] = []
+      for member in members {
+        guard let description = reduction(of: member) else { continue }
+        guard let symbol = description.simdOperator else { return nil }
+        let accumulator = "acc\(localNumber(member.result))"
+        if let index = clauses.firstIndex(where: { $0.symbol == symbol }) {
+          clauses[index].accumulators.append(accumulator)
+        } else {
+          clauses.append((symbol, [accumulator]))
+        }
+      }
+      let reductionClauses = clauses.map {
+        " reduction(\($0.symbol):\($0.accumulators.joined(separator: ", ")))"
+      }
+      return "#pragma omp simd" + reductionClauses.joined()
     }
 
     /// One column's statements of a loop over the row `view`.
@@ -769,21 +789,18 @@ struct FusedKernel {
       }
       for member in members {
         let operands = try member.operands.map(load)
-        if isReduction(member) {
-          let accumulator = "acc\(localNumber(member.result))"
-          let value = "(\(reductionCType(member)))\(operands[0])"
-          if member.op == "max" {
-            let candidate = "m\(localNumber(member.result))"
-            column.line("const \(reductionCType(member)) \(candidate) = \(value);")
-            column.line(
-              "\(accumulator) = (\(candidate) >= \(accumulator) || \(candidate) != \(candidate)) ? \(candidate) : \(accumulator);"
-            )
-          } else {
-            column.line("\(accumulator) += \(value);")
+        if let description = reduction(of: member) {
+          for line in description.cUpdate(
+            accumulator: "acc\(localNumber(member.result))",
+            value: "(\(reductionCType(member)))\(operands[0])",
+            candidate: "m\(localNumber(member.result))", type: reductionCType(member))
+          {
+            column.line(line)
           }
           continue
         }
-        let inverse = member.op == "div" ? reciprocals[member.operands[1]] : nil
+        let inverse =
+          member.definition?.algebra.isDivision == true ? reciprocals[member.operands[1]] : nil
         let text =
           try inverse.map { "\(operands[0]) * \($0)" }
           ?? expression(member, operands: operands)
@@ -814,9 +831,10 @@ struct FusedKernel {
       if let result = resultName(member.result) { writer.line("\(result)[\(row)] = \(local);") }
     }
     func declareAccumulators(_ members: [Node], into writer: inout CWriter) {
-      for reduction in members where isReduction(reduction) {
-        let start = reduction.op == "max" ? "-INFINITY" : "0"
-        writer.line("\(reductionCType(reduction)) acc\(localNumber(reduction.result)) = \(start);")
+      for member in members {
+        guard let description = reduction(of: member) else { continue }
+        writer.line(
+          "\(reductionCType(member)) acc\(localNumber(member.result)) = \(description.cIdentity);")
       }
     }
     /// A loop's sums become the row's statistics (a mean divides by the row length).
@@ -827,9 +845,8 @@ struct FusedKernel {
       for reduction in members where isReduction(reduction) {
         let local = "\(prefix)s\(localNumber(reduction.result))"
         let accumulator = "acc\(localNumber(reduction.result))"
-        let value =
-          reduction.op == "mean"
-          ? "\(accumulator) / (\(reductionCType(reduction)))\(columns)" : accumulator
+        let value = reduction.definition!.reduction!.cFinalize(
+          accumulator, count: columns, type: reductionCType(reduction))
         writer.line(
           "const \(cType(reduction.result)) \(local) = (\(cType(reduction.result)))(\(value));")
         locals[reduction.result] = local

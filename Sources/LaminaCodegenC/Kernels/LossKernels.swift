@@ -30,8 +30,8 @@ enum LossKernels {
         body.line(
           "const \(CExpressionContext.cType(logits.dtype))* row = in0 + n * classes * inner + j;")
         ReductionKernels.emitPeakAndExpSum(
-          length: "classes", sumName: "sum", element: { "row[\($0) * inner]" }, into: &body)
-        body.line("total += peak + log(sum) - (double)row[label * inner];")
+          length: "classes", sumName: "exp_sum", element: { "row[\($0) * inner]" }, into: &body)
+        body.line("total += peak + log(exp_sum) - (double)row[label * inner];")
       }
     }
     writer.line("out[0] = (\(resultType(context)))(total / (double)(batch * inner));")
@@ -54,9 +54,9 @@ enum LossKernels {
         body.line("const \(type)* row = in0 + n * classes * inner + j;")
         body.line("\(type)* gradient = out + n * classes * inner + j;")
         ReductionKernels.emitPeakAndExpSum(
-          length: "classes", sumName: "sum", element: { "row[\($0) * inner]" }, into: &body)
+          length: "classes", sumName: "exp_sum", element: { "row[\($0) * inner]" }, into: &body)
         // One division per line of classes, not two per element.
-        body.line("const double scale = 1.0 / (sum * count), hit = 1.0 / count;")
+        body.line("const double scale = 1.0 / (exp_sum * count), hit = 1.0 / count;")
         body.line("#pragma omp simd")
         body.line(
           "for (int64_t c = 0; c < classes; c++) gradient[c * inner] = (\(type))(lamina_exp((double)row[c * inner] - peak) * scale - (c == label ? hit : 0.0));"

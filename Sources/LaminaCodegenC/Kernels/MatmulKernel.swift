@@ -50,14 +50,14 @@ enum MatmulKernel {
       case .i32, .i64:
         writer.block("for (int64_t i = 0; i < m; i++)") { rows in
           rows.block("for (int64_t j = 0; j < n; j++)") { columns in
-            columns.line("int64_t sum = 0;")
+            columns.line("int64_t total = 0;")
             let aIndex = transposeA ? "p * m + i" : "i * k + p"
             let bIndex = transposeB ? "j * k + p" : "p * n + j"
             columns.line(
-              "for (int64_t p = 0; p < k; p++) sum += (int64_t)in0[\(aOffset) + \(aIndex)] * in1[\(bOffset) + \(bIndex)];"
+              "for (int64_t p = 0; p < k; p++) total += (int64_t)in0[\(aOffset) + \(aIndex)] * in1[\(bOffset) + \(bIndex)];"
             )
             columns.line(
-              "out[\(cOffset) + i * n + j] = (\(CExpressionContext.cType(context.resultType.dtype)))sum;"
+              "out[\(cOffset) + i * n + j] = (\(CExpressionContext.cType(context.resultType.dtype)))total;"
             )
           }
         }
@@ -71,5 +71,29 @@ enum MatmulKernel {
       }
     }
     nest(0, &writer)
+  }
+}
+
+/// A 2-D floating-point matmul is the GEMM, which hands each finished block of C to the epilogue.
+extension MatmulKernel: EpilogueProducerEmitter {
+  static func matrixShape(of producer: Node, in graph: Graph) -> (rows: Dim, columns: Dim) {
+    let domain = graph.type(of: producer.result).shape
+    return (domain[0], domain[1])
+  }
+
+  static func emitProduce(
+    _ producer: Node, in graph: Graph, operand: (ValueID) -> String, destination: String,
+    epilogue: String, into body: inout CWriter
+  ) {
+    let (m, n) = matrixShape(of: producer, in: graph)
+    let transposeA = producer.attributes["transpose_a"]?.boolValue ?? false
+    let transposeB = producer.attributes["transpose_b"]?.boolValue ?? false
+    let aShape = graph.type(of: producer.operands[0]).shape
+    let k = aShape[transposeA ? 0 : 1]
+    let gemm = graph.type(of: producer.result).dtype == .f32 ? "lamina_sgemm" : "lamina_dgemm"
+    let (lda, ldb) = (transposeA ? cDim(m) : cDim(k), transposeB ? cDim(k) : cDim(n))
+    body.line(
+      "\(gemm)(ctx->pool, \(transposeA ? 1 : 0), \(transposeB ? 1 : 0), \(cDim(m)), \(cDim(n)), \(cDim(k)), 1, \(operand(producer.operands[0])), \(lda), \(operand(producer.operands[1])), \(ldb), 0, \(destination), \(cDim(n)), \(epilogue));"
+    )
   }
 }

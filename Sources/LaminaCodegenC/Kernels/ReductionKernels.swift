@@ -1,18 +1,28 @@
 import LaminaIR
 import LaminaSupport
 
-/// `sum`, `mean`, `max` over axes, and `softmax` / `log_softmax` along one axis.
+/// Reductions over axes (`sum`, `mean`, `max`: their op's `ReductionDescription`), and the
+/// normalizations `softmax` / `log_softmax` along one axis.
 ///
 /// Reductions loop over the kept axes outside and the reduced axes inside, accumulating each result
 /// element in a `double` so f32 sums keep the interpreter's accuracy.
 enum ReductionKernels {
+  /// The reduction description of the node's op.
+  static func description(_ context: KernelContext) -> ReductionDescription {
+    guard let description = context.node.definition?.reduction else {
+      preconditionFailure("\(context.node.op) has no reduction description")
+    }
+    return description
+  }
+
   static func reducedAxes(_ context: KernelContext) -> [Int] {
     let rank = context.operandTypes[0].rank
     guard let axes = context.attributes["axes"]?.intsValue else { return Array(0..<rank) }
     return axes.map { $0 < 0 ? $0 + rank : $0 }
   }
 
-  /// sum, mean and max share this loop nest; they differ in the start value, the update and the end.
+  /// Every reduction shares this loop nest; its description gives the start value, the update and
+  /// the end.
   static func emitReduce(_ context: KernelContext, into writer: inout CWriter) {
     let input = context.operandTypes[0]
     let reduced = Set(reducedAxes(context))
@@ -20,7 +30,7 @@ enum ReductionKernels {
     let inputStrides = cStrides(input.shape)
     let keptShape = kept.map { input.shape[$0] }
     let outputStrides = cStrides(keptShape)
-    let op = context.node.op
+    let reduction = description(context)
     let resultType = CExpressionContext.cType(context.resultType.dtype)
     let reducedCount = cProduct(reduced.sorted().map { input.shape[$0] })
     let leading = reduced.count
@@ -48,34 +58,32 @@ enum ReductionKernels {
     let inputIndex = cIndex((0..<input.rank).map { "i\($0)" }, inputStrides)
     let outputIndex = cIndex(kept.map { "i\($0)" }, outputStrides)
     inner(0, kept, &writer) { body in
-      body.line("double acc = \(startValue(op));")
-      // The innermost loop of a sum or mean vectorizes (lanes of double partial sums) when it
-      // runs along the input's last axis, contiguous in memory.
-      let vectorize = op != "max" && reduced.contains(input.rank - 1)
-      inner(
-        0, reduced.sorted(), &body, innermostPragma: vectorize ? "omp simd reduction(+:acc)" : nil
-      ) { update in
-        accumulate(op, into: "acc", element: "in0[\(inputIndex)]", &update)
+      body.line("double acc = \(reduction.cIdentity);")
+      // The innermost loop of a plain reduction (a sum or mean) vectorizes (lanes of double
+      // partial sums) when it runs along the input's last axis, contiguous in memory.
+      let pragma = reduction.simdOperator.flatMap { symbol in
+        reduced.contains(input.rank - 1) ? "omp simd reduction(\(symbol):acc)" : nil
       }
-      if op == "mean" {
-        body.line("out[\(outputIndex)] = (\(resultType))(acc / (double)(\(reducedCount)));")
-      } else {
+      inner(0, reduced.sorted(), &body, innermostPragma: pragma) { update in
+        accumulate(reduction, into: "acc", element: "in0[\(inputIndex)]", &update)
+      }
+      if reduction.finalize == .none {
         body.line("out[\(outputIndex)] = (\(resultType))acc;")
+      } else {
+        let value = reduction.cFinalize("acc", count: reducedCount, type: "double")
+        body.line("out[\(outputIndex)] = (\(resultType))(\(value));")
       }
     }
   }
 
-  /// The accumulator's start value for sum, mean or max.
-  static func startValue(_ op: String) -> String { op == "max" ? "-INFINITY" : "0" }
-
-  /// One element's update of a sum/mean/max accumulator, in double.
-  static func accumulate(_ op: String, into acc: String, element: String, _ update: inout CWriter) {
-    if op == "max" {
-      // NaN propagates, as in the interpreter (and numpy).
-      update.line("const double v = (double)\(element);")
-      update.line("\(acc) = (v >= \(acc) || v != v) ? v : \(acc);")
-    } else {
-      update.line("\(acc) += (double)\(element);")
+  /// One element's update of a reduction's accumulator, in double.
+  static func accumulate(
+    _ reduction: ReductionDescription, into acc: String, element: String, _ update: inout CWriter
+  ) {
+    for line in reduction.cUpdate(
+      accumulator: acc, value: "(double)\(element)", candidate: "v", type: "double")
+    {
+      update.line(line)
     }
   }
 
@@ -106,24 +114,24 @@ enum ReductionKernels {
   static func emitColumnReduce(
     _ context: KernelContext, rows: String, columns: String, into writer: inout CWriter
   ) {
-    let op = context.node.op
+    let reduction = description(context)
     let resultType = CExpressionContext.cType(context.resultType.dtype)
     let block = columnBlock
     writer.line("const int64_t rows = \(rows), columns = \(columns);")
     writer.block("for (int64_t j0 = 0; j0 < columns; j0 += \(block))") { body in
       body.line("const int64_t width = columns - j0 < \(block) ? columns - j0 : \(block);")
       body.line("double acc[\(block)];")
-      body.line("for (int64_t j = 0; j < width; j++) acc[j] = \(startValue(op));")
+      body.line("for (int64_t j = 0; j < width; j++) acc[j] = \(reduction.cIdentity);")
       body.block("for (int64_t i = 0; i < rows; i++)") { row in
         row.line(
           "const \(CExpressionContext.cType(context.operandTypes[0].dtype))* line = in0 + i * columns + j0;"
         )
         row.line("#pragma omp simd")
         row.block("for (int64_t j = 0; j < width; j++)") { update in
-          accumulate(op, into: "acc[j]", element: "line[j]", &update)
+          accumulate(reduction, into: "acc[j]", element: "line[j]", &update)
         }
       }
-      let value = op == "mean" ? "acc[j] / (double)rows" : "acc[j]"
+      let value = reduction.cFinalize("acc[j]", count: "rows", type: "double")
       body.line("for (int64_t j = 0; j < width; j++) out[j0 + j] = (\(resultType))(\(value));")
     }
   }
@@ -137,7 +145,7 @@ enum ReductionKernels {
     let length = cDim(input.shape[axis])
     let inner = cProduct(Array(input.shape[(axis + 1)...]))
     let resultType = CExpressionContext.cType(context.resultType.dtype)
-    let isLog = context.node.op == "log_softmax"
+    let isLog = context.node.definition?.normalization == .logarithm
     writer.line("const int64_t outer = \(outer), length = \(length), inner = \(inner);")
     writer.block("for (int64_t o = 0; o < outer; o++)") { outerLoop in
       outerLoop.block("for (int64_t j = 0; j < inner; j++)") { body in

@@ -44,6 +44,13 @@ public struct GradientBuilder {
     try graph.addInferredNode(op, operands, attributes: attributes, location: location)
   }
 
+  /// Adds a node of the op `handle` refers to, applying its shape rule, and returns its result.
+  public mutating func op(
+    _ handle: OpHandle, _ operands: [ValueID], _ attributes: [String: Attribute] = [:]
+  ) throws(ShapeError) -> ValueID {
+    try op(handle.name, operands, attributes)
+  }
+
   /// A scalar constant of `like`'s dtype.
   public mutating func constant(_ value: Double, like: ValueID) -> ValueID {
     let dtype = graph.type(of: like).dtype

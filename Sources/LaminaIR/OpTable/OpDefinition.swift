@@ -175,21 +175,58 @@ public struct OpDefinition: Sendable {
   public var interpret: @Sendable (InterpretContext) throws -> [Tensor]
   /// How the C backend computes the op.
   public var c: CEmission
+  /// What the op does besides computing its results (mode, random numbers, state).
+  public var effects: OpEffects = []
   /// True for ops that compute differently in a training step than at inference (dropout, batch
   /// norm): the interpreter and the C backend then pass the mode to them, and compiled code gets one
   /// kernel per mode.
-  public var dependsOnMode = false
+  public var dependsOnMode: Bool {
+    get { effects.contains(.dependsOnMode) }
+    set {
+      if newValue { effects.insert(.dependsOnMode) } else { effects.remove(.dependsOnMode) }
+    }
+  }
+  /// For reductions over axes (`sum`, `mean`, `max`): how the values of one output element fold.
+  public var reduction: ReductionDescription?
+  /// For softmax-like ops: which normalization along the axis.
+  public var normalization: Normalization?
+  /// For ops whose kernel can run fused consumers on each block of its result (matmul).
+  public var epilogue: EpilogueProducer?
+  /// One memory effect per operand slot (the last one standing for every operand of a variadic
+  /// slot). By default an op emitted as a C expression per element reads each operand at the
+  /// position it writes, so its result may take an operand's buffer; every other op only reads.
+  public var operandEffects: [OperandEffect]
+  /// Identities simplification uses (neutral elements, involutions).
+  public var algebra = AlgebraicProperties.none
+  /// For ops that only move elements: how.
+  public var rearrangement: Rearrangement?
+  /// For `.permutation` rearrangements: the permutation a node applies.
+  public var permutation: PermutationRule?
+  /// For each operand slot, the attribute that makes the op read that operand with its last two
+  /// axes swapped (matmul's `transpose_a`): a transpose feeding that operand folds into it.
+  public var operandTransposeAttributes: [String?] = []
   /// The reverse-mode rule; nil for ops that are not differentiable (the autodiff pass reports a
   /// path to a parameter through one).
   public var gradient: GradientRule?
 
   public init(
     _ name: String, summary: String, semantics: String, operands: [OperandSpec],
-    attributes: [AttributeSpec] = [], fusion: FusionKind, c: CEmission? = nil, shape: ShapeRule,
+    attributes: [AttributeSpec] = [], fusion: FusionKind, c: CEmission, effects: OpEffects = [],
+    reduction: ReductionDescription? = nil, epilogue: EpilogueProducer? = nil,
+    algebra: AlgebraicProperties = .none, rearrangement: Rearrangement? = nil,
+    permutation: PermutationRule? = nil, operandTransposeAttributes: [String?] = [],
+    shape: ShapeRule,
     interpret: @escaping @Sendable (InterpretContext) throws -> [Tensor],
     gradient: GradientRule? = nil
   ) {
-    self.c = c ?? .kernel(name)
+    self.c = c
+    self.effects = effects
+    self.reduction = reduction
+    self.epilogue = epilogue
+    self.algebra = algebra
+    self.rearrangement = rearrangement
+    self.permutation = permutation
+    self.operandTransposeAttributes = operandTransposeAttributes
     self.gradient = gradient
     self.name = name
     self.summary = summary
@@ -199,6 +236,14 @@ public struct OpDefinition: Sendable {
     self.fusion = fusion
     self.shape = shape
     self.interpret = interpret
+    var elementwise = false
+    if case .expression = c { elementwise = fusion == .elementwise || fusion == .broadcast }
+    self.operandEffects = operands.map { _ in elementwise ? .readSamePosition : .read }
+  }
+
+  /// The effect on operand `position` (a variadic slot's effect covers all its operands).
+  public func effect(ofOperand position: Int) -> OperandEffect {
+    operandEffects.isEmpty ? .read : operandEffects[min(position, operandEffects.count - 1)]
   }
 
   /// The number of operands accepted: a range when the last slot is variadic.
@@ -298,8 +343,8 @@ public enum CEmission: Sendable {
   /// One C expression per output element, of the operand elements (already loaded into variables)
   /// and the attributes. Elementwise chains fuse by nesting these expressions.
   case expression(@Sendable (CExpressionContext) -> String)
-  /// A kernel of the C backend's kernel library, by name (`matmul`, `softmax`).
-  case kernel(String)
+  /// A kernel of the C backend's kernel library.
+  case kernel(KernelID)
   /// No computation: the result is the operand's buffer seen with another shape (`reshape`).
   case alias
 }

@@ -6,11 +6,13 @@ extension OpRegistry {
   static let elementwiseOps: [OpDefinition] = [
     binary(
       "add", "Adds two tensors elementwise, with broadcasting.", "y = a + b",
+      algebra: AlgebraicProperties(leftIdentity: 0, rightIdentity: 0, isCheapToRecompute: true),
       c: { "\($0.operands[0]) + \($0.operands[1])" }, interpret: { $0 + $1 },
       // ∂/∂a (a + b) = 1, ∂/∂b (a + b) = 1
       gradient: { _, inputs in [inputs.resultGradient, inputs.resultGradient] }),
     binary(
       "sub", "Subtracts b from a elementwise, with broadcasting.", "y = a - b",
+      algebra: AlgebraicProperties(rightIdentity: 0, isCheapToRecompute: true),
       c: { "\($0.operands[0]) - \($0.operands[1])" }, interpret: { $0 - $1 },
       // ∂/∂a (a - b) = 1, ∂/∂b (a - b) = -1
       gradient: { builder, inputs throws(ShapeError) in
@@ -18,6 +20,7 @@ extension OpRegistry {
       }),
     binary(
       "mul", "Multiplies two tensors elementwise, with broadcasting.", "y = a * b",
+      algebra: AlgebraicProperties(leftIdentity: 1, rightIdentity: 1, isCheapToRecompute: true),
       c: { "\($0.operands[0]) * \($0.operands[1])" }, interpret: { $0 * $1 },
       // ∂/∂a (a·b) = b, ∂/∂b (a·b) = a
       gradient: { builder, inputs throws(ShapeError) in
@@ -31,6 +34,7 @@ extension OpRegistry {
       "div",
       "Divides a by b elementwise, with broadcasting; integer division truncates toward zero.",
       "y = a / b",
+      algebra: AlgebraicProperties(rightIdentity: 1, isDivision: true),
       c: { c in
         // Integer division by zero traps in C; the interpreter reports it, compiled code yields 0.
         c.isFloatingPoint
@@ -94,7 +98,9 @@ extension OpRegistry {
         return [gradientA, try builder.sub(g, gradientA)]
       }),
     unary(
-      "neg", "Negates each element.", "y = -x", c: { "-\($0.operands[0])" }, interpret: { -$0 },
+      "neg", "Negates each element.", "y = -x",
+      algebra: AlgebraicProperties(isInvolution: true, isCheapToRecompute: true),
+      c: { "-\($0.operands[0])" }, interpret: { -$0 },
       // ∂/∂x (-x) = -1
       gradient: { builder, inputs throws(ShapeError) in [try builder.neg(inputs.resultGradient)] }),
     unary(
@@ -149,14 +155,14 @@ extension OpRegistry {
   /// An elementwise op of two broadcasting operands.
   static func binary(
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
-    c: @escaping @Sendable (CExpressionContext) -> String,
+    algebra: AlgebraicProperties = .none, c: @escaping @Sendable (CExpressionContext) -> String,
     interpret body: @escaping @Sendable (Double, Double) -> Double,
     gradient: GradientRule? = nil
   ) -> OpDefinition {
     OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("a"), OperandSpec("b")],
       fusion: .broadcast,
-      c: .expression(c),
+      c: .expression(c), algebra: algebra,
       shape: ShapeRule("broadcast(a, b)") { context throws(ShapeError) in
         let type = try broadcastResult(context)
         if floatOnly { try context.requireFloat(type) }
@@ -183,13 +189,14 @@ extension OpRegistry {
   static func unary(
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
     attributes: [AttributeSpec] = [], validate: AttributeValidation? = nil,
+    algebra: AlgebraicProperties = .none,
     c: @escaping @Sendable (CExpressionContext) -> String,
     interpret body: @escaping @Sendable (Double) -> Double,
     gradient: GradientRule? = nil
   ) -> OpDefinition {
     unary(
       name, summary, semantics, floatOnly: floatOnly, attributes: attributes, validate: validate,
-      c: c, withAttributes: { value, _ in body(value) }, gradient: gradient)
+      algebra: algebra, c: c, withAttributes: { value, _ in body(value) }, gradient: gradient)
   }
 
   /// An elementwise op of one operand whose body reads the node's attributes.
@@ -199,13 +206,14 @@ extension OpRegistry {
   static func unary(
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
     attributes: [AttributeSpec] = [], validate: AttributeValidation? = nil,
+    algebra: AlgebraicProperties = .none,
     c: @escaping @Sendable (CExpressionContext) -> String,
     withAttributes body: @escaping @Sendable (Double, [String: Attribute]) -> Double,
     gradient: GradientRule? = nil
   ) -> OpDefinition {
     OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("x")],
-      attributes: attributes, fusion: .elementwise, c: .expression(c),
+      attributes: attributes, fusion: .elementwise, c: .expression(c), algebra: algebra,
       shape: ShapeRule("same(x)") { context throws(ShapeError) in
         if floatOnly { try context.requireFloat(context.operands[0]) }
         try validate?(context)

@@ -17,6 +17,13 @@ extension OpRegistry {
         AttributeSpec("transpose_b", .bool, default: .bool(false), "likewise for b"),
       ],
       fusion: .matmulLike,
+      c: .kernel(.matrixProduct),
+      // 2-D products run through the blocked GEMM, which hands each finished block to an epilogue.
+      epilogue: EpilogueProducer { operands, result in
+        operands.count == 2 && result.dtype.isFloatingPoint && result.rank == 2
+          && operands.allSatisfy { $0.rank == 2 }
+      },
+      operandTransposeAttributes: ["transpose_a", "transpose_b"],
       shape: ShapeRule("matmul(a, b)") { context throws(ShapeError) in
         [try matmulPlan(context).result]
       },
@@ -70,6 +77,14 @@ extension OpRegistry {
           "perm", .ints, "result axis d is operand axis perm[d]; absent swaps the last two axes")
       ],
       fusion: .injective,
+      c: .kernel(.permute),
+      rearrangement: .permutation,
+      permutation: { attributes, rank in
+        guard let perm = attributes["perm"]?.intsValue else {
+          return rank >= 2 ? Array(0..<(rank - 2)) + [rank - 1, rank - 2] : nil
+        }
+        return normalizedPermutation(perm, rank: rank)
+      },
       shape: ShapeRule("transpose(x, perm?)") { context throws(ShapeError) in
         [permuted(context.operands[0], by: try transposePermutation(context))]
       },
@@ -96,6 +111,11 @@ extension OpRegistry {
         )
       ],
       fusion: .injective,
+      c: .kernel(.permute),
+      rearrangement: .permutation,
+      permutation: { attributes, rank in
+        attributes["perm"]?.intsValue.flatMap { normalizedPermutation($0, rank: rank) }
+      },
       shape: ShapeRule("permute(x, perm)") { context throws(ShapeError) in
         [permuted(context.operands[0], by: try permutation(context))]
       },
@@ -109,6 +129,13 @@ extension OpRegistry {
         return [try builder.op("permute", [inputs.resultGradient], ["perm": .ints(inverse(perm))])]
       }),
   ]
+
+  /// `perm` with negative axes made non-negative, when it is a permutation of `0..<rank`.
+  static func normalizedPermutation(_ perm: [Int], rank: Int) -> [Int]? {
+    guard perm.count == rank else { return nil }
+    let normalized = perm.map { $0 < 0 ? $0 + rank : $0 }
+    return Set(normalized) == Set(0..<rank) ? normalized : nil
+  }
 
   /// The inverse of a permutation of 0..<count (negative entries count from the end): result axis d
   /// came from operand axis perm[d], so the inverse sends perm[d] back to d.

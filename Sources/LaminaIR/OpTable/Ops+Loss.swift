@@ -10,6 +10,7 @@ extension OpRegistry {
       semantics: "y = (1/n) Σ_i (prediction_i - target_i)², n = number of elements",
       operands: [OperandSpec("prediction"), OperandSpec("target")],
       fusion: .reduction,
+      c: .kernel(.meanSquaredError),
       shape: ShapeRule("scalar(prediction == target)") { context throws(ShapeError) in
         [try sameShapeLoss(context)]
       },
@@ -36,6 +37,7 @@ extension OpRegistry {
         "y = (1/n) Σ_positions -log_softmax(logits, axis: 1)[label]; logits [N, C, d…], labels [N, d…] with values in 0..<C, n = number of labels",
       operands: [OperandSpec("logits"), OperandSpec("labels")],
       fusion: .reduction,
+      c: .kernel(.crossEntropy),
       shape: ShapeRule("scalar(logits [N, C, …], labels [N, …])") { context throws(ShapeError) in
         [try crossEntropyResult(context)]
       },
@@ -75,6 +77,7 @@ extension OpRegistry {
         "y[n, c, d…] = (softmax(logits, axis: 1)[n, c, d…] - [c = labels[n, d…]]) / count, count = number of labels; a label outside 0..<C is an error at run time",
       operands: [OperandSpec("logits"), OperandSpec("labels")],
       fusion: .reduction,
+      c: .kernel(.crossEntropyGradient),
       shape: ShapeRule("same(logits [N, C, …]), labels [N, …]") { context throws(ShapeError) in
         _ = try crossEntropyResult(context)
         return [context.operands[0]]
@@ -112,6 +115,7 @@ extension OpRegistry {
         "y = (1/n) Σ_i max(x_i, 0) - x_i t_i + ln(1 + e^(-|x_i|)), which equals -t ln σ(x) - (1 - t) ln(1 - σ(x)) without overflow",
       operands: [OperandSpec("logits"), OperandSpec("targets")],
       fusion: .reduction,
+      c: .kernel(.binaryCrossEntropy),
       shape: ShapeRule("scalar(logits == targets)") { context throws(ShapeError) in
         [try sameShapeLoss(context)]
       },
@@ -139,6 +143,7 @@ extension OpRegistry {
       semantics: "y = Σ_k Σ_i inputs_k[i]² (scale it yourself, e.g. 1e-4 * l2(w1, w2))",
       operands: [OperandSpec("inputs", variadic: true)],
       fusion: .reduction,
+      c: .kernel(.squaredNorm),
       shape: ShapeRule("scalar(inputs)") { context throws(ShapeError) in
         let dtype = try context.commonDType()
         try context.requireFloat(context.operands[0])

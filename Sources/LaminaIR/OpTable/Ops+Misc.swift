@@ -27,6 +27,7 @@ extension OpRegistry {
       fusion: .elementwise,
       // C conversions truncate toward zero, as the interpreter does.
       c: .expression { c in "(\(c.type))\(c.operands[0])" },
+      algebra: AlgebraicProperties(isIdentityWhenTypeUnchanged: true),
       shape: ShapeRule("same(x) with dtype") { context throws(ShapeError) in
         guard case .dtype(let dtype)? = context.attributes["dtype"] else {
           throw ShapeError("cast: missing dtype")
@@ -48,6 +49,7 @@ extension OpRegistry {
       semantics: "y = x; ∂y/∂x is taken to be 0", operands: [OperandSpec("x")],
       fusion: .injective,
       c: .alias,
+      rearrangement: .identity,
       shape: ShapeRule("same(x)") { context throws(ShapeError) in [context.operands[0]] },
       interpret: { context in [context.operands[0]] },
       // cuts the path: no gradient for x

@@ -5,7 +5,7 @@ extension OpRegistry {
   /// Ops the optimizer pass uses to build parameter updates.
   static let optimizerOps: [OpDefinition] = [
     OpDefinition(
-      "schedule",
+      "lr_schedule",
       summary:
         "The learning rate of a training step at a step count, by a schedule (with optional linear warm-up).",
       semantics:
@@ -42,7 +42,7 @@ extension OpRegistry {
       shape: ShapeRule("scalar") { context throws(ShapeError) in
         let step = context.operands[0]
         guard step.isScalar, step.dtype.isFloatingPoint else {
-          throw ShapeError("schedule takes a floating-point scalar step count, got \(step)")
+          throw ShapeError("lr_schedule takes a floating-point scalar step count, got \(step)")
         }
         let schedules = ["constant", "step", "exponential", "cosine"]
         let name = context.attributes["schedule"]?.stringValue ?? "constant"

@@ -12,7 +12,7 @@ extension OpRegistry {
         let x = builder.type(of: inputs.operands[0])
         let axes = builder.reducedAxes(inputs.attributes, rank: x.rank)
         return [try builder.expand(inputs.resultGradient, to: x, reducing: axes)]
-      }, combine: { values in values.reduce(0, +) }),
+      }, description: ReductionDescription(identity: 0, combine: .add)),
     reduction(
       "mean", "Averages elements over the given axes (all axes when `axes` is absent).",
       "y = (Σ_{reduced axes} x) / n, n = product of the reduced dimensions; an empty axis gives NaN",
@@ -24,11 +24,10 @@ extension OpRegistry {
         let count = try builder.count(axes.map { x.shape[$0] }, like: inputs.resultGradient)
         let spread = try builder.expand(inputs.resultGradient, to: x, reducing: axes)
         return [try builder.div(spread, count)]
-      }, combine: { values in values.reduce(0, +) / Double(values.count) }),
+      }, description: ReductionDescription(identity: 0, combine: .add, finalize: .divideByCount)),
     reduction(
       "max", "The largest element over the given axes (all axes when `axes` is absent).",
       "y = max_{reduced axes} x; reducing an empty axis is an error at run time",
-      rejectsEmptyAxes: true,
       // ∂/∂x_i max x = [x_i = y] / #{j: x_j = y}: g goes to the maxima, shared evenly between ties
       // (a subgradient; x_i ≥ y only where x_i is a maximum)
       gradient: { builder, inputs throws(ShapeError) in
@@ -43,12 +42,9 @@ extension OpRegistry {
           try builder.keepingDims(inputs.resultGradient, of: x, reducing: axes), ties)
         return [try builder.mul(isMaximum, share)]
       },
-      combine: { values in
-        // NaN propagates, as in numpy and PyTorch.
-        values.reduce(-Double.infinity) { accumulated, value in
-          value.isNaN || value >= accumulated ? value : accumulated
-        }
-      }),
+      // NaN propagates, as in numpy and PyTorch.
+      description: ReductionDescription(
+        identity: -.infinity, combine: .maximum, nanRule: .explicit, emptyAxis: .error)),
     normalization(
       "softmax", "Exponentials normalized to sum to 1 along an axis, computed stably.",
       "y_i = e^(x_i - m) / Σ_j e^(x_j - m), m = max_j x_j, along axis",
@@ -60,7 +56,7 @@ extension OpRegistry {
           "sum", [try builder.mul(g, y)], ["axes": .ints([axis]), "keepdims": .bool(true)])
         return [try builder.mul(y, try builder.sub(g, weighted))]
       },
-      transform: { shifted, total in Foundation.exp(shifted) / total }),
+      normalization: .exponential, transform: { shifted, total in Foundation.exp(shifted) / total }),
     normalization(
       "log_softmax", "Logarithm of softmax along an axis, computed stably.",
       "y_i = (x_i - m) - ln Σ_j e^(x_j - m), m = max_j x_j, along axis",
@@ -71,16 +67,16 @@ extension OpRegistry {
         let total = try builder.op("sum", [g], ["axes": .ints([axis]), "keepdims": .bool(true)])
         return [try builder.sub(g, try builder.mul(try builder.op("exp", [y]), total))]
       },
-      transform: { shifted, total in shifted - Foundation.log(total) }),
+      normalization: .logarithm, transform: { shifted, total in shifted - Foundation.log(total) }),
   ]
 
-  /// A reduction over `axes` with `keepdims`; `combine` folds the values of one output element.
+  /// A reduction over `axes` with `keepdims`; `description` folds the values of one output element
+  /// (the C kernels follow the same description).
   ///
   /// `axes: []` reduces nothing (numpy's `axis=()`), which is different from leaving `axes` out.
   static func reduction(
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
-    rejectsEmptyAxes: Bool = false, gradient: GradientRule? = nil,
-    combine: @escaping @Sendable ([Double]) -> Double
+    gradient: GradientRule? = nil, description: ReductionDescription
   ) -> OpDefinition {
     OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("x")],
@@ -91,6 +87,8 @@ extension OpRegistry {
           "keepdims", .bool, default: .bool(false), "keep each reduced axis with size 1"),
       ],
       fusion: .reduction,
+      c: .kernel(.reduce),
+      reduction: description,
       shape: ShapeRule("reduce(x, axes, keepdims)") { context throws(ShapeError) in
         if floatOnly { try context.requireFloat(context.operands[0]) }
         return [try reductionPlan(context).result]
@@ -98,7 +96,9 @@ extension OpRegistry {
       interpret: { context in
         let plan = try reductionPlan(try context.checked(name))
         let operand = context.operands[0]
-        if rejectsEmptyAxes, let empty = plan.axes.first(where: { operand.shape[$0] == 0 }) {
+        if description.emptyAxis == .error,
+          let empty = plan.axes.first(where: { operand.shape[$0] == 0 })
+        {
           throw InterpretError(
             "\(name): cannot reduce over axis \(empty) of \(operand.typeDescription): it is empty")
         }
@@ -118,7 +118,7 @@ extension OpRegistry {
           groups[position].append(values[flat])
           flat += 1
         }
-        return [context.result(0, groups.map(combine))]
+        return [context.result(0, groups.map(description.reduce))]
       }, gradient: gradient)
   }
 
@@ -147,12 +147,14 @@ extension OpRegistry {
   /// Subtracting the line's maximum keeps every exponent at or below 0, so large logits cannot overflow.
   static func normalization(
     _ name: String, _ summary: String, _ semantics: String, gradient: GradientRule? = nil,
+    normalization: Normalization,
     transform: @escaping @Sendable (_ shifted: Double, _ total: Double) -> Double
   ) -> OpDefinition {
-    OpDefinition(
+    var definition = OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("x")],
       attributes: [AttributeSpec("axis", .int, default: .int(-1), "the axis to normalize along")],
       fusion: .reduction,
+      c: .kernel(.normalize),
       shape: ShapeRule("same(x)") { context throws(ShapeError) in
         _ = try normalizationAxis(context)
         return [context.operands[0]]
@@ -168,6 +170,8 @@ extension OpRegistry {
         }
         return [context.result(0, output)]
       }, gradient: gradient)
+    definition.normalization = normalization
+    return definition
   }
 
   /// The normalized `axis` of softmax and log-softmax, after checking the operand.

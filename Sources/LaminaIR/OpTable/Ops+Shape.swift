@@ -18,6 +18,8 @@ extension OpRegistry {
       ],
       fusion: .injective,
       c: .alias,
+      algebra: AlgebraicProperties(isIdentityWhenTypeUnchanged: true),
+      rearrangement: .rowMajorReshape,
       shape: ShapeRule("reshape(x, shape)") { context throws(ShapeError) in
         [try reshapeResult(context)]
       },
@@ -38,6 +40,8 @@ extension OpRegistry {
       ],
       fusion: .injective,
       c: .alias,
+      algebra: AlgebraicProperties(isIdentityWhenTypeUnchanged: true),
+      rearrangement: .rowMajorReshape,
       shape: ShapeRule("flatten(x, start_axis, end_axis)") { context throws(ShapeError) in
         [try flattenResult(context)]
       },
@@ -59,6 +63,9 @@ extension OpRegistry {
         )
       ],
       fusion: .broadcast,
+      c: .kernel(.broadcastCopy),
+      algebra: AlgebraicProperties(isIdentityWhenTypeUnchanged: true),
+      rearrangement: .broadcast,
       shape: ShapeRule("broadcast_to(x, shape)") { context throws(ShapeError) in
         [try broadcastToResult(context)]
       },
@@ -83,6 +90,7 @@ extension OpRegistry {
       operands: [OperandSpec("inputs", variadic: true)],
       attributes: [AttributeSpec("axis", .int, default: .int(0), "the axis to join along")],
       fusion: .injective,
+      c: .kernel(.concatenate),
       shape: ShapeRule("concat(inputs, axis)") { context throws(ShapeError) in
         [try concatPlan(context).result]
       },
@@ -138,6 +146,8 @@ extension OpRegistry {
           "one entry per leading axis, as written between brackets")
       ],
       fusion: .injective,
+      c: .kernel(.slice),
+      rearrangement: .selection,
       shape: ShapeRule("slice(x, index)") { context throws(ShapeError) in [try sliceResult(context)]
       },
       interpret: { context in
@@ -203,6 +213,7 @@ extension OpRegistry {
           "the shape of the sliced tensor; slicing it with `index` must give the gradient's shape"),
       ],
       fusion: .injective,
+      c: .kernel(.sliceBackward),
       shape: ShapeRule("slice_backward(gradient, index, shape)") { context throws(ShapeError) in
         [try sliceBackwardResult(context)]
       },
@@ -263,6 +274,8 @@ extension OpRegistry {
       attributes: [AttributeSpec("axes", .ints, required: true, "axes of size 1 to remove")],
       fusion: .injective,
       c: .alias,
+      algebra: AlgebraicProperties(isIdentityWhenTypeUnchanged: true),
+      rearrangement: .rowMajorReshape,
       shape: ShapeRule("squeeze(x, axes)") { context throws(ShapeError) in
         [try squeezeResult(context)]
       },
@@ -281,6 +294,8 @@ extension OpRegistry {
       ],
       fusion: .injective,
       c: .alias,
+      algebra: AlgebraicProperties(isIdentityWhenTypeUnchanged: true),
+      rearrangement: .rowMajorReshape,
       shape: ShapeRule("unsqueeze(x, axes)") { context throws(ShapeError) in
         [try unsqueezeResult(context)]
       },

@@ -1,0 +1,61 @@
+import LaminaSupport
+
+/// Typed handles of every op in the table: `Ops.add.name`, `node.is(Ops.constant)`,
+/// `builder.op(Ops.sqrt, [x])`. Passes and the C backend refer to specific ops only through these.
+public enum Ops {
+  public static let add = OpHandle("add")
+  public static let sub = OpHandle("sub")
+  public static let mul = OpHandle("mul")
+  public static let div = OpHandle("div")
+  public static let pow = OpHandle("pow")
+  public static let maximum = OpHandle("maximum")
+  public static let minimum = OpHandle("minimum")
+  public static let neg = OpHandle("neg")
+  public static let abs = OpHandle("abs")
+  public static let exp = OpHandle("exp")
+  public static let log = OpHandle("log")
+  public static let sqrt = OpHandle("sqrt")
+  public static let greaterEqual = OpHandle("greater_equal")
+  public static let sign = OpHandle("sign")
+  public static let relu = OpHandle("relu")
+  public static let leakyRelu = OpHandle("leaky_relu")
+  public static let sigmoid = OpHandle("sigmoid")
+  public static let tanh = OpHandle("tanh")
+  public static let gelu = OpHandle("gelu")
+  public static let geluGrad = OpHandle("gelu_grad")
+  public static let softplus = OpHandle("softplus")
+  public static let matmul = OpHandle("matmul")
+  public static let transpose = OpHandle("transpose")
+  public static let permute = OpHandle("permute")
+  public static let sum = OpHandle("sum")
+  public static let mean = OpHandle("mean")
+  public static let max = OpHandle("max")
+  public static let softmax = OpHandle("softmax")
+  public static let logSoftmax = OpHandle("log_softmax")
+  public static let reshape = OpHandle("reshape")
+  public static let flatten = OpHandle("flatten")
+  public static let broadcastTo = OpHandle("broadcast_to")
+  public static let concat = OpHandle("concat")
+  public static let slice = OpHandle("slice")
+  public static let sliceBackward = OpHandle("slice_backward")
+  public static let squeeze = OpHandle("squeeze")
+  public static let unsqueeze = OpHandle("unsqueeze")
+  public static let mse = OpHandle("mse")
+  public static let crossEntropy = OpHandle("cross_entropy")
+  public static let crossEntropyGrad = OpHandle("cross_entropy_grad")
+  public static let binaryCrossEntropyWithLogits = OpHandle("binary_cross_entropy_with_logits")
+  public static let l2 = OpHandle("l2")
+  public static let constant = OpHandle("constant")
+  public static let cast = OpHandle("cast")
+  public static let stopGradient = OpHandle("stop_gradient")
+  public static let lrSchedule = OpHandle("lr_schedule")
+
+  /// Every handle, in table order (a test checks they match the table one to one).
+  public static let all: [OpHandle] = [
+    add, sub, mul, div, pow, maximum, minimum, neg, abs, exp, log, sqrt, greaterEqual, sign, relu,
+    leakyRelu, sigmoid, tanh, gelu, geluGrad, softplus, matmul, transpose, permute, sum, mean, max,
+    softmax, logSoftmax, reshape, flatten, broadcastTo, concat, slice, sliceBackward, squeeze,
+    unsqueeze, mse, crossEntropy, crossEntropyGrad, binaryCrossEntropyWithLogits, l2, constant,
+    cast, stopGradient, lrSchedule,
+  ]
+}
