@@ -75,7 +75,7 @@ extension FusionPlanner {
     let definition = OpRegistry.definition(consumerNode.op)
     let kind = definition?.fusion.rawValue ?? "unknown"
 
-    if isFusableMatmul(consumerNode) {
+    if isEpilogueProducer(consumerNode) {
       return
         "a matrix product reads its operands from memory before its epilogue runs: only its consumers fuse into it"
     }
@@ -143,7 +143,7 @@ extension FusionPlanner {
           "the consumer's shape \(formatShape(consumerShape)) is neither the rows' domain \(formatShape(producerDomain)) nor one value per row"
       }
     }
-    if producerKind == .matmul {
+    if producerKind == .epilogue {
       if consumerShape != producerDomain {
         return
           "an epilogue runs on the product's tiles: the consumer's shape \(formatShape(consumerShape)) is not the product's \(formatShape(producerDomain))"
