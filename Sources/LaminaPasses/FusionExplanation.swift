@@ -77,7 +77,7 @@ extension FusionPlanner {
 
     if isEpilogueProducer(consumerNode) {
       return
-        "a matrix product reads its operands from memory before its epilogue runs: only its consumers fuse into it"
+        "\(consumerNode.op) reads its operands from memory before its epilogue runs: only its consumers fuse into it"
     }
     if definition?.dependsOnMode == true {
       return
