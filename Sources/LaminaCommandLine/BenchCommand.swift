@@ -29,7 +29,7 @@ enum BenchCommand: Command {
       "--cache-dir", "--compare",
     ],
     switches: ["--no-interpreter", "--no-cache", "--json", "--train"]
-  ).selectingPasses
+  ).selectingPasses.compiling
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()

@@ -62,7 +62,7 @@ enum GradcheckCommand: Command {
       "--weights", "--seed", "--step", "--model", "--batch", "--samples", "--cc", "--cache-dir",
     ],
     repeatable: ["--input"], switches: ["--interpret", "--no-cache"]
-  ).selectingPasses
+  ).selectingPasses.compiling
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()

@@ -21,7 +21,7 @@ enum RunCommand: Command {
   static let options = OptionSpec(
     valued: ["--weights", "--seed", "--model", "--batch", "--cc", "--cflags", "--cache-dir"],
     repeatable: ["--input", "--output"], switches: ["--interpret", "--no-cache"]
-  ).selectingPasses
+  ).selectingPasses.compiling
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()

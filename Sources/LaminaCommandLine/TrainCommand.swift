@@ -44,7 +44,7 @@ enum TrainCommand: Command {
       "--cache-dir",
     ],
     switches: ["--no-cache", "--quiet", "--interpret"]
-  ).selectingPasses
+  ).selectingPasses.compiling
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let interpret = options.isSet("--interpret")
