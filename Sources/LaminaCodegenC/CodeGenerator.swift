@@ -120,7 +120,6 @@ private struct Generator {
       source: writer.text, header: header(signature), signature: signature, statistics: statistics)
   }
 
-
   // MARK: Signature and header
 
   func makeSignature() -> ModelSignature {
@@ -372,13 +371,13 @@ private struct Generator {
     switch name {
     case "forward":
       signatureText =
-        "static int lamina_run_forward(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs)"
+        "static LAMINA_ENTRY_POINT int lamina_run_forward(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs)"
     case "evaluate":
       signatureText =
-        "static int lamina_run_evaluate(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs, void* const* losses)"
+        "static LAMINA_ENTRY_POINT int lamina_run_evaluate(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs, void* const* losses)"
     default:
       signatureText =
-        "static int lamina_\(name)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* losses)"
+        "static LAMINA_ENTRY_POINT int lamina_\(name)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* losses)"
     }
     let symbols = self.symbols
     let graph = self.graph
@@ -569,7 +568,7 @@ private struct Generator {
         updates: graph.assignments.filter { $0.step == step.name })
     }
     writer.block(
-      "static int lamina_run_train_step(lamina_context* ctx, int64_t step, const int64_t* dims, const void* const* inputs, void* loss)"
+      "static LAMINA_ENTRY_POINT int lamina_run_train_step(lamina_context* ctx, int64_t step, const int64_t* dims, const void* const* inputs, void* loss)"
     ) { body in
       body.line("if (!ctx) return LAMINA_ERROR_ARGUMENT;")
       body.line("if (!loss) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"loss is NULL\");")

@@ -56,6 +56,7 @@ enum GradcheckCommand: Command {
     reference interpreter; the f64 losses of the differences from compiled code (--interpret: the
     interpreter too).
     \(OptionSpec.passSelectionHelp)
+    \(OptionSpec.compilingHelp)
     """
   static let options = OptionSpec(
     valued: [

@@ -17,9 +17,10 @@ public struct CCompiler: Sendable {
   /// results by about one rounding, far inside the tolerance against the interpreter.
   /// `-fno-trapping-math`: nothing reads floating-point exception flags, and without it gcc will not
   /// turn float comparisons (ReLU, clamps) into vector selects. `-fopenmp-simd`: the `omp simd`
-  /// pragmas of fused reductions (vectorized row sums), without the OpenMP runtime.
+  /// pragmas of fused reductions (vectorized row sums), without the OpenMP runtime. `-pipe`: no
+  /// temporary assembly files between the compiler and the assembler.
   public static let commonFlags = [
-    "-std=gnu11", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
+    "-std=gnu11", "-pipe", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
     "-Wall", "-Wno-unused-function", "-Wno-unused-variable", "-Wno-unused-but-set-variable",
   ]
 
@@ -107,7 +108,8 @@ public struct CCompiler: Sendable {
 
   /// Predefined macros of x86 instruction-set extensions and the CPUID features they stand for.
   static let featureMacros: [(macro: String, feature: String)] = [
-    ("__SSE3__", "sse3"), ("__SSSE3__", "ssse3"), ("__SSE4_1__", "sse4.1"), ("__SSE4_2__", "sse4.2"),
+    ("__SSE3__", "sse3"), ("__SSSE3__", "ssse3"), ("__SSE4_1__", "sse4.1"),
+    ("__SSE4_2__", "sse4.2"),
     ("__POPCNT__", "popcnt"), ("__AVX__", "avx"), ("__AVX2__", "avx2"), ("__FMA__", "fma"),
     ("__F16C__", "f16c"), ("__BMI__", "bmi"), ("__BMI2__", "bmi2"), ("__LZCNT__", "lzcnt"),
     ("__MOVBE__", "movbe"), ("__AES__", "aes"), ("__SHA__", "sha"), ("__ADX__", "adx"),
