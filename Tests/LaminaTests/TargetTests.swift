@@ -1,5 +1,6 @@
 import Foundation
 import Lamina
+import LaminaCommandLine
 import LaminaTestSupport
 import Testing
 
@@ -138,7 +139,8 @@ struct TargetTests {
       model, compiled, parameters: parameters, label: testCase.description)
   }
 
-  @Test("a portable library runs its AVX2 code without AVX-512, and equals the interpreter both ways")
+  @Test(
+    "a portable library runs its AVX2 code without AVX-512, and equals the interpreter both ways")
   func portableWithAndWithoutAVX512() throws {
     let model = try Model(
       contentsOf: RepositoryPaths.path("examples/bench/w6_layer_norm_gelu.lam"))
@@ -251,6 +253,51 @@ struct TargetTests {
     let instructions = try Self.disassembly(compilation.libraryPath)
     #expect(!instructions.contains { $0.operands.contains("%zmm") })
     #expect(instructions.contains { $0.operands.contains("%ymm") })
+  }
+
+  @Test("lamina compile --timings names every stage; --emit-c writes files that build.sh compiles")
+  func timingsAndEmittedBuild() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    let console = Console.capturing()
+    let status = CommandLineTool.run(
+      [
+        "compile", RepositoryPaths.path("examples/bench/mlp_784.lam"), "--train", "-o",
+        directory + "/libmlp.so", "--cache-dir", directory + "/cache", "--timings", "--emit-c",
+        directory + "/c",
+      ], console: console)
+    #expect(status == 0, "\(console.standardError)")
+    let lines = console.standardOutput.split(separator: "\n").map(String.init)
+    for stage in [
+      "parse and lower", "pass autodiff", "pass fusion", "pass memory-plan", "generate C",
+      "cc model.c [x86-64-v4]", "cc model.c [x86-64-v3]", "cc lamina_gemm.c [f32, x86-64-v4]",
+      "cc lamina_gemm.c [f32, x86-64-v3]", "cc lamina_pool.c", "cc lamina_cpu.c",
+      "cc lamina_model_setup.c", "link",
+    ] {
+      #expect(lines.contains { $0.hasSuffix("ms  " + stage) }, "no timing for \(stage)")
+    }
+    // An f32 model does not build the f64 GEMM.
+    #expect(!lines.contains { $0.contains("f64") })
+
+    // The emitted files and build.sh make a library that loads and matches the cached one's signature.
+    let build = Process()
+    build.executableURL = URL(fileURLWithPath: "/bin/sh")
+    build.arguments = ["build.sh"]
+    build.currentDirectoryURL = URL(fileURLWithPath: directory + "/c")
+    try build.run()
+    build.waitUntilExit()
+    #expect(build.terminationStatus == 0)
+    let rebuilt = try CompiledModel(libraryPath: directory + "/c/libmodel.so")
+    let compiled = try CompiledModel(libraryPath: directory + "/libmlp.so")
+    #expect(rebuilt.signature == compiled.signature)
+
+    let wrong = Console.capturing()
+    #expect(
+      CommandLineTool.run(
+        [
+          "compile", RepositoryPaths.path("examples/digits_mlp.lam"), "-o", directory + "/x.so",
+          "--target", "pentium",
+        ], console: wrong) != 0)
+    #expect(wrong.standardError.contains("unknown --target 'pentium'"))
   }
 
   @Test("the C interface's version is the one the runtime reads")
