@@ -22,8 +22,10 @@ let package = Package(
     .target(
       name: "LaminaCodegenC", dependencies: ["LaminaSupport", "LaminaIR"],
       resources: [
+        .embedInCode("runtime/lamina_runtime.h"), .embedInCode("runtime/lamina_interface.h"),
+        .embedInCode("runtime/lamina_model.h"), .embedInCode("runtime/lamina_math.h"),
         .embedInCode("runtime/lamina_pool.c"), .embedInCode("runtime/lamina_gemm.c"),
-        .embedInCode("runtime/lamina_runtime.h"),
+        .embedInCode("runtime/lamina_cpu.c"), .embedInCode("runtime/lamina_model_setup.c"),
       ]),
     // Compiling C, caching libraries, loading them with dlopen; knows nothing about the IR.
     .target(name: "LaminaRuntime", dependencies: ["LaminaSupport"]),

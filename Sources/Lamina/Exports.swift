@@ -6,3 +6,4 @@
 
 @_exported import struct LaminaCodegenC.EntryPointStatistics
 @_exported import struct LaminaCodegenC.GeneratedModel
+@_exported import enum LaminaCodegenC.CRuntimeSources

@@ -16,6 +16,8 @@ public struct Model: Sendable {
   public let warnings: [Diagnostic]
   /// The source text, kept for rendering diagnostics later.
   public let source: SourceFile
+  /// How long parsing and lowering, then each pass of the pipeline, took (`--timings`).
+  public private(set) var timings: [StageTiming] = []
 
   /// Reads and compiles a model file. `.ir` files (and any text starting with `graph`) are read as IR.
   /// - Parameter modelName: which model, when the file defines several.
@@ -45,14 +47,18 @@ public struct Model: Sendable {
     source: SourceFile, modelName: String? = nil, pipeline: [any GraphPass] = Pipeline.inference,
     afterPass: (@Sendable (String, Graph) -> Void)? = nil
   ) throws {
-    let (graph, diagnostics) = Model.frontend(source, modelName: modelName)
+    let ((graph, diagnostics), parsing) = StageTiming.measure("parse and lower") {
+      Model.frontend(source, modelName: modelName)
+    }
     let errors = diagnostics.filter { $0.severity == .error }
     guard let graph, errors.isEmpty else {
       throw CompileError(diagnostics: diagnostics, source: source.forDisplay)
     }
     var mutableGraph = graph
     do {
-      _ = try PassRunner(passes: pipeline, afterPass: afterPass).run(&mutableGraph)
+      let passTimings = try PassRunner(passes: pipeline, afterPass: afterPass).run(&mutableGraph)
+      self.timings =
+        [parsing] + passTimings.map { StageTiming(stage: "pass \($0.pass)", seconds: $0.seconds) }
     } catch let error as DiagnosticError {
       throw CompileError(diagnostics: diagnostics + error.diagnostics, source: source.forDisplay)
     }

@@ -3,10 +3,10 @@ import LaminaSupport
 
 /// The C source and header of one compiled model, and the signature the library reports.
 public struct GeneratedModel: Sendable {
-  /// The model's translation unit: kernels and entry points. It links the runtime.
+  /// The model's translation unit (`model.c`): data, kernels and entry points, compiled once per
+  /// instruction set of the target. It includes the runtime's headers and links the runtime
+  /// (`CRuntimeSources`), whose `lamina_model_setup.c` exports the C interface.
   public var source: String
-  /// The C runtime (thread pool, GEMM) the model links; the same for every model.
-  public var runtimeSource: String
   /// The C interface, for programs that use the library without Lamina.
   public var header: String
   public var signature: ModelSignature
@@ -22,7 +22,7 @@ public struct GeneratedModel: Sendable {
 /// symbolic dimensions and grown only when a call needs more.
 public enum CodeGenerator {
   /// Version of the C interface; the runtime refuses libraries of another version.
-  public static let abiVersion = 2
+  public static let abiVersion = 3
 
   public static func generate(_ graph: Graph) throws -> GeneratedModel {
     var generator = Generator(graph: graph)
@@ -82,25 +82,19 @@ private struct Generator {
     writer.line(
       "/* Each kernel below carries the IR node it computes and where that node came from. */")
     writer.line()
-    for include in [
-      "stdint.h", "stddef.h", "stdlib.h", "string.h", "stdio.h", "stdarg.h", "math.h", "pthread.h",
-    ] {
+    for include in ["stdint.h", "stddef.h", "stdlib.h", "string.h", "math.h"] {
       writer.line("#include <\(include)>")
     }
     writer.line()
     writer.line(
-      "/* ======== Lamina C runtime (lamina_runtime.c, linked in): thread pool and GEMM ======== */"
+      "/* Elements below which a loop runs on one thread (lamina_task_count in lamina_model.h). */")
+    writer.line("#define LAMINA_PARALLEL_WORK \(ElementwiseKernel.parallelThreshold)")
+    writer.line(
+      "#include \"lamina_model.h\" /* the context, the entry-point table, the runtime: thread pool, GEMM */"
     )
-    writer.append(CRuntimeSources.declarations)
-    writer.line()
-    writer.line("/* ======== Interface ======== */")
-    writer.append(interfaceDeclarations())
+    writer.line("#include \"lamina_math.h\"  /* inline exp, tanh, sigmoid, normal CDF */")
     writer.line()
     emitContext()
-    writer.line("/* ======== Inline math ======== */")
-    writer.line()
-    writer.append(Self.inlineMath)
-    writer.line()
     writer.line("/* ======== Kernels ======== */")
     writer.line()
     for (index, node) in graph.nodes.enumerated() {
@@ -121,146 +115,10 @@ private struct Generator {
     emitEntryPoint(name: "forward", outputs: outputs, losses: [])
     emitEntryPoint(name: "evaluate", outputs: outputs, losses: losses)
     emitTrainSteps()
-    emitInterfaceFunctions(signature)
+    emitModelDescription(signature)
     return GeneratedModel(
-      source: writer.text, runtimeSource: CRuntimeSources.implementation, header: header(signature),
-      signature: signature, statistics: statistics)
+      source: writer.text, header: header(signature), signature: signature, statistics: statistics)
   }
-
-  /// Math functions kernels call inline, so loops using them vectorize.
-  static let inlineMath = """
-    /* Bounds the inline math clamps to. gcc threads a clamp to a literal bound: on the clamped path
-       the rest of the function folds to a constant, so it computes the polynomial anyway and picks
-       between the paths with compares and blends (tanhf: 0.44 ns per element instead of 0.32, on
-       AVX2). A bound read from a variable it cannot fold keeps the clamp one min and one max.
-       clang does not thread these and is faster with the literal, so it gets constants. */
-    #if defined(__GNUC__) && !defined(__clang__)
-    #define LAMINA_BOUND(type, name, value) __attribute__((visibility("hidden"))) type name = value;
-    #else
-    #define LAMINA_BOUND(type, name, value) static const type name = value;
-    #endif
-    LAMINA_BOUND(float, lamina_tanhf_limit, 7.90531110763549805f)
-    LAMINA_BOUND(float, lamina_expf_highest, 88.8f)
-    LAMINA_BOUND(float, lamina_expf_lowest, -104.0f)
-    LAMINA_BOUND(double, lamina_exp_highest, 709.8)
-    LAMINA_BOUND(double, lamina_exp_lowest, -745.2)
-
-    /* tanh for float as an odd rational function, x * P(x^2) / Q(x^2), with x clamped to where tanh
-       rounds to +-1: the [13/6] approximation Eigen uses for its fast tanh (relative error below 4e-7
-       over all floats, checked against tanh in double). Branch-free, so loops calling it vectorize;
-       the clamp is two selects a compiler turns into one min and one max, and NaN stays NaN (both
-       comparisons fail). */
-    static inline float lamina_tanhf(float x) {
-      const float limit = lamina_tanhf_limit;
-      x = x > limit ? limit : x;
-      x = x < -limit ? -limit : x;
-      const float x2 = x * x;
-      float p = -2.76076847742355e-16f;
-      p = p * x2 + 2.00018790482477e-13f;
-      p = p * x2 + -8.60467152213735e-11f;
-      p = p * x2 + 5.12229709037114e-08f;
-      p = p * x2 + 1.48572235717979e-05f;
-      p = p * x2 + 6.37261928875436e-04f;
-      p = p * x2 + 4.89352455891786e-03f;
-      p = p * x;
-      float q = 1.19825839466702e-06f;
-      q = q * x2 + 1.18534705686654e-04f;
-      q = q * x2 + 2.26843463243900e-03f;
-      q = q * x2 + 4.89352518554385e-03f;
-      return p / q;
-    }
-
-    /* e^x for float, vectorizable (libm's expf is a call the vectorizer cannot see through):
-       e^x = 2^n e^r with n = rint(x / ln 2) and r = x - n ln 2 (ln 2 split in two for exactness),
-       e^r by Cephes' degree-7 polynomial, 2^n built in the exponent bits in two halves so that
-       results below FLT_MIN come out as denormals and above FLT_MAX as infinity. Relative error
-       below 1e-7 against exp in double; NaN stays NaN. */
-    static inline float lamina_expf(float x) {
-      const float clamped =
-        x > lamina_expf_highest ? lamina_expf_highest : (x < lamina_expf_lowest ? lamina_expf_lowest : x);
-      const float n = rintf(clamped * 1.44269504088896341f);
-      float r = clamped - n * 0.693359375f;
-      r = r - n * -2.12194440e-4f;
-      float p = 1.9875691500e-4f;
-      p = p * r + 1.3981999507e-3f;
-      p = p * r + 8.3334519073e-3f;
-      p = p * r + 4.1665795894e-2f;
-      p = p * r + 1.6666665459e-1f;
-      p = p * r + 5.0000001201e-1f;
-      p = p * r * r + r + 1.0f;
-      const int32_t half = (int32_t)n / 2;
-      const int32_t high = (half + 127) << 23, low = ((int32_t)n - half + 127) << 23;
-      float scale_high, scale_low;
-      memcpy(&scale_high, &high, sizeof scale_high);
-      memcpy(&scale_low, &low, sizeof scale_low);
-      const float y = p * scale_high * scale_low;
-      return x != x ? x : y;
-    }
-
-    /* e^x for double, vectorizable, the same way: n = x / ln 2 rounded (n + 1.5 * 2^52 has n in its
-       low mantissa bits, so no double-to-integer conversion AVX2 lacks), r = x - n ln 2 in two
-       parts, e^r = 1 + 2r P(r²) / (Q(r²) - r P(r²)) with Cephes' Padé coefficients, 2^n in two
-       halves. Relative error below 3.2e-16 for normal results (libm's: 1.1e-16); NaN stays NaN. */
-    static inline double lamina_exp(double x) {
-      const double clamped =
-        x > lamina_exp_highest ? lamina_exp_highest : (x < lamina_exp_lowest ? lamina_exp_lowest : x);
-      const double shifter = 6755399441055744.0;
-      const double n = rint(clamped * 1.4426950408889634074);
-      const double shifted = n + shifter; /* not (x + shifter) - shifter: -ffast-math folds that */
-      int64_t whole, shifter_bits;
-      memcpy(&whole, &shifted, sizeof whole);
-      memcpy(&shifter_bits, &shifter, sizeof shifter_bits);
-      whole -= shifter_bits;
-      double r = clamped - n * 6.93145751953125e-1;
-      r = r - n * 1.42860682030941723212e-6;
-      const double r2 = r * r;
-      const double p = r * ((1.26177193074810590878e-4 * r2 + 3.02994407707441961300e-2) * r2 + 9.99999999999999999910e-1);
-      const double q = ((3.00198505138664455042e-6 * r2 + 2.52448340349684104192e-3) * r2 + 2.27265548208155028766e-1) * r2 + 2.00000000000000000009e0;
-      const double e = 1.0 + 2.0 * p / (q - p);
-      const int64_t half = whole >> 1;
-      const int64_t high = (half + 1023) << 52, low = (whole - half + 1023) << 52;
-      double scale_high, scale_low;
-      memcpy(&scale_high, &high, sizeof scale_high);
-      memcpy(&scale_low, &low, sizeof scale_low);
-      const double y = e * scale_high * scale_low;
-      return x != x ? x : y;
-    }
-
-    /* The standard normal CDF Φ(x) for float, from erfc(|x|/√2) by the Chebyshev fit of Numerical
-       Recipes' erfcc (fractional error below 1.2e-7) and the inline exp: vectorizes, and stays
-       accurate in the negative tail, where ½(1 + erf(x/√2)) cancels. Exact gelu is x Φ(x). */
-    static inline float lamina_normal_cdff(float x) {
-      const float z = fabsf(x) * 0.70710678118654752f;
-      const float t = 1.0f / (1.0f + 0.5f * z);
-      float p = 0.17087277f;
-      p = p * t + -0.82215223f;
-      p = p * t + 1.48851587f;
-      p = p * t + -1.13520398f;
-      p = p * t + 0.27886807f;
-      p = p * t + -0.18628806f;
-      p = p * t + 0.09678418f;
-      p = p * t + 0.37409196f;
-      p = p * t + 1.00002368f;
-      p = p * t + -1.26551223f;
-      const float erfc = t * lamina_expf(p - z * z);
-      return x >= 0 ? 1.0f - 0.5f * erfc : 0.5f * erfc;
-    }
-
-    /* The logistic sigmoid, 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below (neither overflows),
-       with the one exponential and the one division both branches need: a vectorized loop
-       evaluates both sides of the select, and a division costs as much as the exponential. */
-    static inline double lamina_sigmoid(double x) {
-      const double e = lamina_exp(-fabs(x));
-      const double inverse = 1.0 / (1.0 + e);
-      return x >= 0 ? inverse : e * inverse;
-    }
-    static inline float lamina_sigmoidf(float x) {
-      const float e = lamina_expf(-fabsf(x));
-      const float inverse = 1.0f / (1.0f + e);
-      return x >= 0 ? inverse : e * inverse;
-    }
-
-    """
 
   // MARK: Signature and header
 
@@ -284,66 +142,6 @@ private struct Generator {
       steps: trainableSteps.map { step in
         ModelSignature.Step(name: step.name, loss: step.lossName)
       })
-  }
-
-  /// Declarations shared by the header and the source.
-  func interfaceDeclarations() -> String {
-    """
-    #define LAMINA_ABI_VERSION \(CodeGenerator.abiVersion)
-
-    /* Return codes of the functions below. */
-    #define LAMINA_OK 0
-    #define LAMINA_ERROR_ARGUMENT 1 /* a NULL pointer, a dimension < 1, a wrong index or size */
-    #define LAMINA_ERROR_MEMORY 2   /* the arena could not grow */
-    #define LAMINA_ERROR_INDEX 3    /* data out of range: a label outside the classes, a slice past the end */
-
-    /* The largest value a symbolic dimension may take. */
-    #define LAMINA_MAX_DIM ((int64_t)1 << 31)
-
-    typedef struct lamina_context lamina_context;
-
-    /* The interface version this library was generated for (LAMINA_ABI_VERSION). */
-    int lamina_abi_version(void);
-    /* The model's inputs, outputs, losses, parameters and symbols, as JSON. */
-    const char* lamina_model_signature(void);
-    /* A context holds the parameters, the arena and the thread pool. threads <= 0: one per core
-       (or LAMINA_NUM_THREADS). Returns NULL when out of memory. One thread at a time per context. */
-    lamina_context* lamina_create(int threads);
-    void lamina_destroy(lamina_context* ctx);
-    /* After a call, the pool's threads spin for a while, ready for the next one; this sends them to
-       sleep now, for when another model (or other work) runs next. Nothing else changes. */
-    void lamina_idle(lamina_context* ctx);
-    /* The message of the last error on this context, or "" after success. */
-    const char* lamina_last_error(const lamina_context* ctx);
-    /* Bytes of the arena for intermediates: what the largest call so far needed (kept between calls). */
-    int64_t lamina_arena_bytes(const lamina_context* ctx);
-
-    /* Parameters, in the signature's order; each is a dense row-major array of its dtype. */
-    int64_t lamina_param_count(void);
-    int64_t lamina_param_bytes(int64_t index);
-    /* Direct access to a parameter's storage (NULL for a bad index). */
-    void* lamina_param_data(lamina_context* ctx, int64_t index);
-    int lamina_set_param(lamina_context* ctx, int64_t index, const void* data, int64_t bytes);
-    int lamina_get_param(lamina_context* ctx, int64_t index, void* data, int64_t bytes);
-
-    /* dims: the value of each symbolic dimension, in the signature's order (NULL if there are none).
-       inputs: one pointer per input in order; inputs not marked "forward" may be NULL for forward.
-       outputs / losses: one caller-allocated buffer per output / loss, of the size its shape gives.
-       Buffers must not overlap. */
-    int lamina_forward(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs);
-    int lamina_evaluate(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs, void* const* losses);
-
-    /* Optimizer state (momentum, moment estimates, step counters), in the signature's "states" order;
-       saved with the parameters in checkpoints. Zero after lamina_create. */
-    int64_t lamina_state_count(void);
-    int64_t lamina_state_bytes(int64_t index);
-    void* lamina_state_data(lamina_context* ctx, int64_t index);
-
-    /* One training step: forward, backward and the optimizer's update of the parameters and state, in one
-       call. step indexes the signature's "steps"; loss receives the step's loss before the update. */
-    int lamina_train_step(lamina_context* ctx, int64_t step, const int64_t* dims, const void* const* inputs, void* loss);
-
-    """
   }
 
   func header(_ signature: ModelSignature) -> String {
@@ -391,7 +189,7 @@ private struct Generator {
     constants("OUTPUT", signature.outputs)
     constants("LOSS", signature.losses)
     constants("PARAM", signature.params)
-    text += "\n" + interfaceDeclarations()
+    text += "\n" + CRuntimeSources.interface
     text += "\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n"
     return text
   }
@@ -416,16 +214,11 @@ private struct Generator {
 
   mutating func emitContext() {
     let layout = storageLayout
-    writer.line("struct lamina_context {")
-    writer.line("  lamina_pool* pool;")
-    writer.line(
-      "  unsigned char* params; /* parameters then optimizer state, 64-byte aligned, \(layout.total) bytes */"
-    )
-    writer.line("  unsigned char* arena;  /* intermediates of one call */")
-    writer.line("  int64_t arena_bytes;")
-    writer.line("  char error[512];")
-    writer.line("};")
+    writer.line("/* ======== Parameters and optimizer state ======== */")
     writer.line()
+    writer.line(
+      "/* Offsets and sizes in ctx->params: parameters then optimizer state, 64-byte aligned, \(layout.total) bytes. */"
+    )
     writer.line("#define LAMINA_PARAM_COUNT \(layout.params.count)")
     writer.line("#define LAMINA_STATE_COUNT \(layout.states.count)")
     writer.line("#define LAMINA_PARAMS_BYTES \(layout.total)")
@@ -439,64 +232,6 @@ private struct Generator {
         "static const int64_t lamina_\(kind)_sizes[\(max(1, entries.count))] = {\(sizes)};")
     }
     writer.line()
-    writer.line(
-      """
-      /* Kernels run once per node; inlining them all into the entry points would make C compile time
-         grow with model depth (gcc spends seconds on one huge function) and gain nothing. */
-      #define LAMINA_KERNEL __attribute__((noinline))
-
-      /* Records an error message on the context and returns its code. */
-      static int lamina_fail(lamina_context* ctx, int code, const char* format, ...) {
-        va_list arguments;
-        va_start(arguments, format);
-        vsnprintf(ctx->error, sizeof ctx->error, format, arguments);
-        va_end(arguments);
-        return code;
-      }
-
-      /* Reserves an aligned slot of count elements in the arena layout; fails on absurd sizes. */
-      static LAMINA_KERNEL int lamina_reserve(int64_t* total, int64_t* offset, __int128 count, int64_t element_bytes) {
-        const __int128 bytes = count * element_bytes;
-        const __int128 aligned = (bytes + 63) / 64 * 64;
-        if (bytes < 0 || (__int128)*total + aligned > ((__int128)1 << 46)) return 0;
-        *offset = *total;
-        *total += (int64_t)aligned;
-        return 1;
-      }
-
-      /* Places a buffer of a memory plan: start and end rounded up to 64 bytes; fails on absurd sizes. */
-      static LAMINA_KERNEL int lamina_place(int64_t* total, int64_t* offset, __int128 start, __int128 bytes) {
-        const __int128 aligned = (start + 63) / 64 * 64;
-        if (start < 0 || bytes < 0 || aligned + bytes > ((__int128)1 << 46)) return 0;
-        const __int128 end = (aligned + bytes + 63) / 64 * 64;
-        *offset = (int64_t)aligned;
-        if (end > *total) *total = (int64_t)end;
-        return 1;
-      }
-
-      /* Grows the arena to at least `bytes`; it is kept between calls, so steady state allocates nothing. */
-      static int lamina_ensure_arena(lamina_context* ctx, int64_t bytes) {
-        if (bytes <= ctx->arena_bytes) return LAMINA_OK;
-        void* grown = NULL;
-        if (posix_memalign(&grown, 64, (size_t)bytes) != 0) {
-          return lamina_fail(ctx, LAMINA_ERROR_MEMORY, "cannot allocate %lld bytes for intermediates", (long long)bytes);
-        }
-        free(ctx->arena);
-        ctx->arena = (unsigned char*)grown;
-        ctx->arena_bytes = bytes;
-        return LAMINA_OK;
-      }
-
-      /* How many tasks a parallel loop of `work` elements is split into: none to share below the
-         threshold, one per thread for moderate loops, four per thread for large ones, so that a thread
-         slowed down by a neighbour (or woken late) simply takes fewer of them. */
-      static int64_t lamina_task_count(const lamina_context* ctx, __int128 work) {
-        const int64_t threads = lamina_pool_threads(ctx->pool);
-        if (threads == 1 || work < \(ElementwiseKernel.parallelThreshold)) return 1;
-        return work >= (__int128)\(ElementwiseKernel.parallelThreshold * 4) * threads ? 4 * threads : threads;
-      }
-
-      """)
   }
 
   // MARK: Kernels
@@ -632,13 +367,13 @@ private struct Generator {
     switch name {
     case "forward":
       signatureText =
-        "int lamina_forward(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs)"
+        "static LAMINA_ENTRY_POINT int lamina_run_forward(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs)"
     case "evaluate":
       signatureText =
-        "int lamina_evaluate(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs, void* const* losses)"
+        "static LAMINA_ENTRY_POINT int lamina_run_evaluate(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs, void* const* losses)"
     default:
       signatureText =
-        "static int lamina_\(name)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* losses)"
+        "static LAMINA_ENTRY_POINT int lamina_\(name)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* losses)"
     }
     let symbols = self.symbols
     let graph = self.graph
@@ -829,7 +564,7 @@ private struct Generator {
         updates: graph.assignments.filter { $0.step == step.name })
     }
     writer.block(
-      "int lamina_train_step(lamina_context* ctx, int64_t step, const int64_t* dims, const void* const* inputs, void* loss)"
+      "static LAMINA_ENTRY_POINT int lamina_run_train_step(lamina_context* ctx, int64_t step, const int64_t* dims, const void* const* inputs, void* loss)"
     ) { body in
       body.line("if (!ctx) return LAMINA_ERROR_ARGUMENT;")
       body.line("if (!loss) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"loss is NULL\");")
@@ -853,7 +588,9 @@ private struct Generator {
     graph.trainSteps.filter { step in graph.assignments.contains { $0.step == step.name } }
   }
 
-  mutating func emitInterfaceFunctions(_ signature: ModelSignature) {
+  /// The model's description and the table of its entry points, which `lamina_model_setup.c`
+  /// (the exported C interface) reads.
+  mutating func emitModelDescription(_ signature: ModelSignature) {
     let json = signature.json()
     var literal = "\""
     for scalar in json.unicodeScalars {
@@ -865,86 +602,30 @@ private struct Generator {
       }
     }
     literal += "\""
+    writer.line("/* ======== The model, for the C interface (lamina_model_setup.c) ======== */")
+    writer.line()
     writer.line(
       """
-      int lamina_abi_version(void) { return LAMINA_ABI_VERSION; }
+      static const lamina_model_description lamina_model = {
+        .signature = \(literal),
+        .param_count = LAMINA_PARAM_COUNT,
+        .state_count = LAMINA_STATE_COUNT,
+        .params_bytes = LAMINA_PARAMS_BYTES,
+        .param_offsets = lamina_param_offsets,
+        .param_sizes = lamina_param_sizes,
+        .state_offsets = lamina_state_offsets,
+        .state_sizes = lamina_state_sizes,
+      };
 
-      const char* lamina_model_signature(void) {
-        return \(literal);
-      }
-
-      lamina_context* lamina_create(int threads) {
-        lamina_context* ctx = (lamina_context*)calloc(1, sizeof(lamina_context));
-        if (!ctx) return NULL;
-        void* params = NULL;
-        if (posix_memalign(&params, 64, LAMINA_PARAMS_BYTES) != 0) {
-          free(ctx);
-          return NULL;
-        }
-        memset(params, 0, LAMINA_PARAMS_BYTES);
-        ctx->params = (unsigned char*)params;
-        ctx->pool = lamina_pool_create(threads);
-        if (!ctx->pool) {
-          free(ctx->params);
-          free(ctx);
-          return NULL;
-        }
-        return ctx;
-      }
-
-      void lamina_destroy(lamina_context* ctx) {
-        if (!ctx) return;
-        lamina_pool_destroy(ctx->pool);
-        free(ctx->arena);
-        free(ctx->params);
-        free(ctx);
-      }
-
-      void lamina_idle(lamina_context* ctx) {
-        if (ctx) lamina_pool_hush(ctx->pool);
-      }
-
-      const char* lamina_last_error(const lamina_context* ctx) { return ctx ? ctx->error : "context is NULL"; }
-
-      int64_t lamina_arena_bytes(const lamina_context* ctx) { return ctx ? ctx->arena_bytes : 0; }
-
-      int64_t lamina_param_count(void) { return LAMINA_PARAM_COUNT; }
-
-      int64_t lamina_state_count(void) { return LAMINA_STATE_COUNT; }
-
-      int64_t lamina_state_bytes(int64_t index) {
-        return index >= 0 && index < LAMINA_STATE_COUNT ? lamina_state_sizes[index] : -1;
-      }
-
-      void* lamina_state_data(lamina_context* ctx, int64_t index) {
-        if (!ctx || index < 0 || index >= LAMINA_STATE_COUNT) return NULL;
-        return ctx->params + lamina_state_offsets[index];
-      }
-
-      int64_t lamina_param_bytes(int64_t index) {
-        return index >= 0 && index < LAMINA_PARAM_COUNT ? lamina_param_sizes[index] : -1;
-      }
-
-      void* lamina_param_data(lamina_context* ctx, int64_t index) {
-        if (!ctx || index < 0 || index >= LAMINA_PARAM_COUNT) return NULL;
-        return ctx->params + lamina_param_offsets[index];
-      }
-
-      int lamina_set_param(lamina_context* ctx, int64_t index, const void* data, int64_t bytes) {
-        if (!ctx) return LAMINA_ERROR_ARGUMENT;
-        if (index < 0 || index >= LAMINA_PARAM_COUNT) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, "no parameter %lld", (long long)index);
-        if (!data || bytes != lamina_param_sizes[index]) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, "parameter %lld takes %lld bytes, got %lld", (long long)index, (long long)lamina_param_sizes[index], (long long)bytes);
-        memcpy(ctx->params + lamina_param_offsets[index], data, (size_t)bytes);
-        return LAMINA_OK;
-      }
-
-      int lamina_get_param(lamina_context* ctx, int64_t index, void* data, int64_t bytes) {
-        if (!ctx) return LAMINA_ERROR_ARGUMENT;
-        if (index < 0 || index >= LAMINA_PARAM_COUNT) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, "no parameter %lld", (long long)index);
-        if (!data || bytes != lamina_param_sizes[index]) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, "parameter %lld has %lld bytes, got a buffer of %lld", (long long)index, (long long)lamina_param_sizes[index], (long long)bytes);
-        memcpy(data, ctx->params + lamina_param_offsets[index], (size_t)bytes);
-        return LAMINA_OK;
-      }
+      /* This file is compiled once per instruction set (-DLAMINA_ISA=avx512 -DLAMINA_ISA_NAME=...);
+         lamina_create picks the widest table the CPU runs. */
+      LAMINA_HIDDEN const lamina_entry_points LAMINA_ENTRY_POINTS = {
+        .instruction_set = LAMINA_ISA_NAME,
+        .model = &lamina_model,
+        .forward = lamina_run_forward,
+        .evaluate = lamina_run_evaluate,
+        .train_step = lamina_run_train_step,
+      };
       """)
   }
 }

@@ -6,7 +6,7 @@ enum BenchCommand: Command {
   static let name = "bench"
   static let summary = "Time compiled inference (median, min, max) beside the interpreter"
   static let help = """
-    usage: lamina bench FILE.lam [--train] [--batch N] [--runs R] [--threads T] [--seconds S] [--cc PATH]
+    usage: lamina bench FILE.lam [--train] [--batch N] [--runs R] [--threads T] [--seconds S] [--target T] [--cc PATH]
                         [--no-interpreter] [--model NAME] [--compare C1,C2,...]
                         [--passes A,B,...] [--disable-pass P]
 
@@ -22,6 +22,7 @@ enum BenchCommand: Command {
     call, bytes of intermediates, arena bytes, and the speedup over the last one (`--compare fused,unfused`),
     also as the median of the per-round ratios with a 95% confidence interval (excluding 1.00: not noise).
     \(OptionSpec.passSelectionHelp)
+    \(OptionSpec.compilingHelp)
     """
   static let options = OptionSpec(
     valued: [
@@ -29,7 +30,7 @@ enum BenchCommand: Command {
       "--cache-dir", "--compare",
     ],
     switches: ["--no-interpreter", "--no-cache", "--json", "--train"]
-  ).selectingPasses
+  ).selectingPasses.compiling
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()

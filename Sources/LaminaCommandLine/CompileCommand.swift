@@ -6,25 +6,24 @@ enum CompileCommand: Command {
   static let name = "compile"
   static let summary = "Compile a model to a shared library and a C header"
   static let help = """
-    usage: lamina compile FILE.lam -o libmodel.so [--train] [--emit-c DIR] [--cc COMPILER] [--cflags "FLAGS"]
-                          [--no-cache] [--model NAME]
+    usage: lamina compile FILE.lam -o libmodel.so [--train] [--emit-c DIR] [--target T] [--cc COMPILER]
+                          [--cflags "FLAGS"] [--no-cache] [--model NAME] [--timings]
                           [--passes A,B,...] [--disable-pass P]
 
     Generates C for the model, compiles it with the system C compiler and writes the library, plus a
     header (libmodel.h) for using it from C without Lamina.
       --train        include the training steps (lamina_train_step: forward, backward, update)
-      --emit-c DIR   also write the generated model.c, model.h and the runtime's lamina_runtime.c there
-                     (cc -O3 -march=native -fPIC -shared model.c lamina_runtime.c -o libmodel.so)
-      --cc PATH      the C compiler (default: $LAMINA_CC, then cc, clang, gcc)
-      --cflags F     compiler flags instead of the defaults (-O3 -march=native -fPIC -shared ...)
-      --no-cache     compile even if the library cache ($LAMINA_CACHE_DIR) has this model
-      --cache-dir D  the library cache to use instead of $LAMINA_CACHE_DIR (default ~/.cache/lamina)
+      --emit-c DIR   also write the generated model.c, model.h, the runtime's files and build.sh, the
+                     compiler calls that build the library from them
+      --timings      print the time of each stage: parsing, every pass, C generation, each C compiler
+                     call, the link
+    \(OptionSpec.compilingHelp)
     \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
-    valued: ["-o", "--emit-c", "--cc", "--cflags", "--model", "--cache-dir"],
-    switches: ["--no-cache", "--train"]
-  ).selectingPasses
+    valued: ["-o", "--emit-c", "--model"],
+    switches: ["--train", "--timings"]
+  ).selectingPasses.compiling
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()
@@ -49,10 +48,24 @@ enum CompileCommand: Command {
     try AtomicFile.write(Data(compilation.generated.header.utf8), to: headerPath)
     if let directory = options.value("--emit-c") {
       try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-      try AtomicFile.write(Data(compilation.generated.source.utf8), to: directory + "/model.c")
       try AtomicFile.write(Data(compilation.generated.header.utf8), to: directory + "/model.h")
+      for (name, text) in CRuntimeSources.files {
+        try AtomicFile.write(Data(text.utf8), to: directory + "/" + name)
+      }
+      try AtomicFile.write(Data(compilation.generated.source.utf8), to: directory + "/model.c")
       try AtomicFile.write(
-        Data(compilation.generated.runtimeSource.utf8), to: directory + "/lamina_runtime.c")
+        Data(buildScript(compilation.units, flags: compileOptions.flags ?? []).utf8),
+        to: directory + "/build.sh")
+    }
+    if options.isSet("--timings") {
+      for timing in model.timings + compilation.timings {
+        console.print(
+          String(format: "%8.1f ms  ", timing.seconds * 1000) + timing.stage)
+      }
+      let total = (model.timings + compilation.timings).map(\.seconds).reduce(0, +)
+      console.print(
+        String(format: "%8.1f ms  ", total * 1000)
+          + "total (C compiler calls run in parallel, so their sum can exceed the wall time)")
     }
     console.print(
       "wrote \(output) and \(headerPath) (codegen \(milliseconds(compilation.codegenSeconds)), "
@@ -64,6 +77,14 @@ enum CompileCommand: Command {
   static func compileOptions(_ options: Options) throws -> CompileOptions {
     var compileOptions = CompileOptions()
     compileOptions.compiler = options.value("--cc")
+    if let target = options.value("--target") {
+      guard let parsed = CompileTarget(rawValue: target) else {
+        throw UsageError(
+          "unknown --target '\(target)' (targets: \(CompileTarget.allCases.map(\.rawValue).joined(separator: ", ")))"
+        )
+      }
+      compileOptions.target = parsed
+    }
     if let flags = options.value("--cflags") {
       compileOptions.flags = flags.split(separator: " ").map(String.init)
     }
@@ -75,3 +96,47 @@ enum CompileCommand: Command {
 }
 
 func milliseconds(_ seconds: Double) -> String { String(format: "%.0f ms", seconds * 1000) }
+
+/// The compiler calls that build a library from the files `--emit-c` writes, one per line.
+func buildScript(_ units: [TranslationUnit], flags: [String]) -> String {
+  func quoted(_ argument: String) -> String {
+    argument.allSatisfy { $0.isLetter || $0.isNumber || "-_=./+,".contains($0) }
+      ? argument : "'" + argument.replacingOccurrences(of: "'", with: "'\\''") + "'"
+  }
+  var lines = ["#!/bin/sh", "# Builds libmodel.so from the files beside this script.", "set -e"]
+  var objects: [String] = []
+  for (index, unit) in units.enumerated() {
+    let object = "unit\(index).o"
+    objects.append(object)
+    lines.append(
+      "${CC:-cc} "
+        + (unit.flags + flags + ["-c", unit.file, "-o", object]).map(quoted).joined(separator: " "))
+  }
+  lines.append(
+    "${CC:-cc} "
+      + (["-shared", "-fPIC"] + flags + objects + ["-o", "libmodel.so", "-lm", "-lpthread"])
+      .map(quoted).joined(separator: " "))
+  return lines.joined(separator: "\n") + "\n"
+}
+
+extension OptionSpec {
+  /// The options of every command that compiles a model: `--target`, `--cc`, `--cflags`, the cache.
+  var compiling: OptionSpec {
+    var spec = self
+    spec.valued.formUnion(["--target", "--cc", "--cflags", "--cache-dir"])
+    spec.switches.insert("--no-cache")
+    return spec
+  }
+
+  /// The help lines for the options `compiling` adds.
+  static let compilingHelp = """
+      --target T     the CPUs the library runs on: portable (default: any x86-64 with AVX2 and FMA,
+                     AVX-512 kernels where the CPU has them), x86-64-v3 (AVX2 only), x86-64-v4
+                     (requires AVX-512), native (this CPU exactly), generic (no vector extension
+                     beyond the architecture's baseline, builds on ARM too)
+      --cc PATH      the C compiler (default: $LAMINA_CC, then cc, clang, gcc)
+      --cflags F     compiler flags after the target's (so they win): --cflags "-O1 -g"
+      --no-cache     compile even if the library cache ($LAMINA_CACHE_DIR) has this model
+      --cache-dir D  the library cache to use instead of $LAMINA_CACHE_DIR (default ~/.cache/lamina)
+    """
+}

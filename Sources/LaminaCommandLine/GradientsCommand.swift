@@ -56,13 +56,14 @@ enum GradcheckCommand: Command {
     reference interpreter; the f64 losses of the differences from compiled code (--interpret: the
     interpreter too).
     \(OptionSpec.passSelectionHelp)
+    \(OptionSpec.compilingHelp)
     """
   static let options = OptionSpec(
     valued: [
       "--weights", "--seed", "--step", "--model", "--batch", "--samples", "--cc", "--cache-dir",
     ],
     repeatable: ["--input"], switches: ["--interpret", "--no-cache"]
-  ).selectingPasses
+  ).selectingPasses.compiling
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()

@@ -7,7 +7,7 @@ enum RunCommand: Command {
   static let summary = "Run a model (compiled, or --interpret) on .npy inputs"
   static let help = """
     usage: lamina run FILE.lam|LIB.so [--weights W.safetensors | --seed S] --input NAME=FILE.npy...
-                      [--output NAME=FILE.npy...] [--batch N] [--interpret] [--cc PATH] [--no-cache]
+                      [--output NAME=FILE.npy...] [--batch N] [--interpret] [--target T] [--cc PATH] [--no-cache]
                       [--model NAME] [--passes A,B,...] [--disable-pass P]
 
     Compiles the model (or loads a library from `lamina compile`) and runs it. Without --weights the
@@ -17,11 +17,12 @@ enum RunCommand: Command {
       --interpret  use the reference interpreter instead of compiled code
       --batch N    run the inputs N rows at a time and join the outputs (their first axis)
     \(OptionSpec.passSelectionHelp)
+    \(OptionSpec.compilingHelp)
     """
   static let options = OptionSpec(
     valued: ["--weights", "--seed", "--model", "--batch", "--cc", "--cflags", "--cache-dir"],
     repeatable: ["--input", "--output"], switches: ["--interpret", "--no-cache"]
-  ).selectingPasses
+  ).selectingPasses.compiling
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let path = try options.modelPath()

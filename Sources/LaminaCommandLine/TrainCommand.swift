@@ -15,7 +15,7 @@ enum TrainCommand: Command {
     usage: lamina train FILE.lam --data DIR --epochs N --batch B [--val DIR] [--seed S]
                         [--checkpoint W.safetensors] [--resume W.safetensors] [-o W.safetensors]
                         [--plot loss.svg] [--early-stopping PATIENCE] [--step NAME] [--model NAME]
-                        [--interpret] [--cc PATH] [--no-cache] [--quiet]
+                        [--interpret] [--target T] [--cc PATH] [--no-cache] [--quiet]
                         [--passes A,B,...] [--disable-pass P]
 
     Trains the model's `train with ...` step on DIR, which holds one NAME.npy per model input (rows
@@ -36,6 +36,7 @@ enum TrainCommand: Command {
     A progress bar is drawn on standard error when it is a terminal; otherwise one line per epoch.
     Exits with status 1 when the loss becomes NaN or infinite (the last checkpoint is kept).
     \(OptionSpec.passSelectionHelp)
+    \(OptionSpec.compilingHelp)
     """
   static let options = OptionSpec(
     valued: [
@@ -44,7 +45,7 @@ enum TrainCommand: Command {
       "--cache-dir",
     ],
     switches: ["--no-cache", "--quiet", "--interpret"]
-  ).selectingPasses
+  ).selectingPasses.compiling
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
     let interpret = options.isSet("--interpret")

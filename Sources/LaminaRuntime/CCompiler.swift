@@ -8,18 +8,19 @@ public struct CCompiler: Sendable {
   public var path: String
   /// The first line of `cc --version`; part of the cache key, so a compiler upgrade recompiles.
   public var version: String
+  /// The user's flags (`--cflags`), after the target's on every compiler call: the user's word wins.
   public var flags: [String]
 
-  /// `-O3 -march=native`: the machine's widest vectors (AVX2 or AVX-512).
+  /// Flags of every translation unit, before the target's and the optimization level.
   /// `-fno-math-errno`: libm calls such as sqrt become instructions and loops with them vectorize;
   /// Lamina never reads errno. Fused multiply-adds stay allowed (the GEMM needs them); they change
   /// results by about one rounding, far inside the tolerance against the interpreter.
   /// `-fno-trapping-math`: nothing reads floating-point exception flags, and without it gcc will not
   /// turn float comparisons (ReLU, clamps) into vector selects. `-fopenmp-simd`: the `omp simd`
-  /// pragmas of fused reductions (vectorized row sums), without the OpenMP runtime.
-  public static let defaultFlags = [
-    "-std=gnu11", "-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno",
-    "-fno-trapping-math", "-fopenmp-simd",
+  /// pragmas of fused reductions (vectorized row sums), without the OpenMP runtime. `-pipe`: no
+  /// temporary assembly files between the compiler and the assembler.
+  public static let commonFlags = [
+    "-std=gnu11", "-pipe", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
     "-Wall", "-Wno-unused-function", "-Wno-unused-variable", "-Wno-unused-but-set-variable",
   ]
 
@@ -36,22 +37,28 @@ public struct CCompiler: Sendable {
         }
         continue
       }
-      let version =
-        (try? run(resolved, ["--version"]))?.output.split(separator: "\n").first.map(String.init)
-        ?? "unknown"
-      return CCompiler(path: resolved, version: version, flags: flags ?? defaultFlags)
+      return CCompiler(path: resolved, version: version(of: resolved), flags: flags ?? [])
     }
     throw CompilerError(
       message: "no C compiler found: install clang or gcc, or set LAMINA_CC", compilerOutput: "",
       sourceExcerpt: "")
   }
 
-  /// Compiles `sourcePath` and links it with `objects` into the shared library `outputPath`.
-  public func compile(
-    sourcePath: String, objects: [String] = [], outputPath: String, source: String
+  private static let versions = Memo<String>()
+
+  private static func version(of path: String) -> String {
+    versions.value(for: path) {
+      (try? run(path, ["--version"]))?.output.split(separator: "\n").first.map(String.init)
+        ?? "unknown"
+    }
+  }
+
+  /// Compiles `sourcePath` into a position-independent object with `flags` then the user's.
+  public func compileObject(
+    sourcePath: String, flags unitFlags: [String], outputPath: String, source: String
   ) throws {
     let result = try CCompiler.run(
-      path, flags + [sourcePath] + objects + ["-o", outputPath, "-lm", "-lpthread"])
+      path, unitFlags + flags + ["-c", sourcePath, "-o", outputPath])
     guard result.status == 0 else {
       throw CompilerError(
         message: "\(path) failed with status \(result.status)", compilerOutput: result.output,
@@ -59,17 +66,61 @@ public struct CCompiler: Sendable {
     }
   }
 
-  /// Compiles `sourcePath` into a position-independent object whose symbols the libraries that link
-  /// it do not export (`-fvisibility=hidden`).
-  public func compileObject(sourcePath: String, outputPath: String, source: String) throws {
-    let objectFlags = flags.filter { $0 != "-shared" } + ["-c", "-fvisibility=hidden"]
-    let result = try CCompiler.run(path, objectFlags + [sourcePath, "-o", outputPath])
+  /// Links objects into the shared library `outputPath`.
+  public func link(objects: [String], outputPath: String) throws {
+    let result = try CCompiler.run(
+      path, ["-shared", "-fPIC"] + flags + objects + ["-o", outputPath, "-lm", "-lpthread"])
     guard result.status == 0 else {
       throw CompilerError(
-        message: "\(path) failed with status \(result.status)", compilerOutput: result.output,
-        sourceExcerpt: CCompiler.excerpt(of: source, around: result.output, path: sourcePath))
+        message: "\(path) failed to link with status \(result.status)",
+        compilerOutput: result.output, sourceExcerpt: "")
     }
   }
+
+  private static let nativeMacros = Memo<String>()
+
+  /// The predefined macros of `-march=native` (with the user's flags): what native code may use.
+  public func nativeMacroDump() throws -> String {
+    let key = ([path] + flags).joined(separator: "\u{0}")
+    let flags = self.flags
+    let path = self.path
+    return try CCompiler.nativeMacros.value(for: key) {
+      let result = try CCompiler.run(
+        path, ["-march=native"] + flags + ["-dM", "-E", "-x", "c", "/dev/null"])
+      guard result.status == 0 else {
+        throw CompilerError(
+          message: "\(path) cannot tell what -march=native means here (status \(result.status))",
+          compilerOutput: result.output, sourceExcerpt: "")
+      }
+      return result.output
+    }
+  }
+
+  /// The CPU features `-march=native` enables, as `lamina_cpu.c` names them.
+  public func nativeFeatures() throws -> [String] {
+    let defined = Set(
+      try nativeMacroDump().split(separator: "\n").compactMap { line -> String? in
+        let words = line.split(separator: " ")
+        return words.count >= 2 && words[0] == "#define" ? String(words[1]) : nil
+      })
+    return CCompiler.featureMacros.filter { defined.contains($0.macro) }.map(\.feature)
+  }
+
+  /// Predefined macros of x86 instruction-set extensions and the CPUID features they stand for.
+  static let featureMacros: [(macro: String, feature: String)] = [
+    ("__SSE3__", "sse3"), ("__SSSE3__", "ssse3"), ("__SSE4_1__", "sse4.1"),
+    ("__SSE4_2__", "sse4.2"),
+    ("__POPCNT__", "popcnt"), ("__AVX__", "avx"), ("__AVX2__", "avx2"), ("__FMA__", "fma"),
+    ("__F16C__", "f16c"), ("__BMI__", "bmi"), ("__BMI2__", "bmi2"), ("__LZCNT__", "lzcnt"),
+    ("__MOVBE__", "movbe"), ("__AES__", "aes"), ("__SHA__", "sha"), ("__ADX__", "adx"),
+    ("__RDRND__", "rdrnd"), ("__RDSEED__", "rdseed"), ("__XSAVE__", "xsave"), ("__GFNI__", "gfni"),
+    ("__VAES__", "vaes"), ("__VPCLMULQDQ__", "vpclmulqdq"), ("__AVX512F__", "avx512f"),
+    ("__AVX512BW__", "avx512bw"), ("__AVX512CD__", "avx512cd"), ("__AVX512DQ__", "avx512dq"),
+    ("__AVX512VL__", "avx512vl"), ("__AVX512VNNI__", "avx512vnni"),
+    ("__AVX512VBMI__", "avx512vbmi"), ("__AVX512VBMI2__", "avx512vbmi2"),
+    ("__AVX512BITALG__", "avx512bitalg"), ("__AVX512VPOPCNTDQ__", "avx512vpopcntdq"),
+    ("__AVX512IFMA__", "avx512ifma"),
+  ]
 
   static func resolve(_ name: String) -> String? {
     if name.contains("/") { return FileManager.default.isExecutableFile(atPath: name) ? name : nil }
@@ -124,5 +175,20 @@ public struct CompilerError: Error, Sendable, CustomStringConvertible {
     }
     if !sourceExcerpt.isEmpty { text += "\nin the generated C:\n" + sourceExcerpt }
     return text
+  }
+}
+
+/// Values computed once per key for the whole process (compiler versions, native features).
+final class Memo<Value: Sendable>: @unchecked Sendable {
+  private var values: [String: Value] = [:]
+  private let lock = NSLock()
+
+  func value(for key: String, _ make: () throws -> Value) rethrows -> Value {
+    lock.lock()
+    defer { lock.unlock() }
+    if let value = values[key] { return value }
+    let value = try make()
+    values[key] = value
+    return value
   }
 }

@@ -18,6 +18,9 @@ import LaminaSupport
 public final class CompiledModel: @unchecked Sendable {
   public let signature: ModelSignature
   public let libraryPath: String
+  /// The instruction set this context's kernels use: "x86-64-v4" or "x86-64-v3" for a portable
+  /// library (the widest this CPU runs), else "native" or "generic".
+  public let instructionSet: String
   private let handle: UnsafeMutableRawPointer
   private let context: OpaquePointer
   private let functions: Functions
@@ -79,6 +82,7 @@ public final class CompiledModel: @unchecked Sendable {
     typealias Version = @convention(c) () -> Int32
     typealias SignatureText = @convention(c) () -> UnsafePointer<CChar>?
     typealias Create = @convention(c) (Int32) -> OpaquePointer?
+    typealias InstructionSet = @convention(c) (OpaquePointer?) -> UnsafePointer<CChar>?
     let version = try symbol("lamina_abi_version", Version.self)()
     guard version == CompiledModel.abiVersion else {
       dlclose(handle)
@@ -112,10 +116,25 @@ public final class CompiledModel: @unchecked Sendable {
         unsafeBitCast($0, to: Functions.ArenaBytes.self)
       },
       idle: dlsym(handle, "lamina_idle").map { unsafeBitCast($0, to: Functions.Idle.self) })
+    // A library whose instructions this CPU lacks must not run a single one: ask first.
+    if let missing = dlsym(handle, "lamina_missing_cpu_features").map({
+      unsafeBitCast($0, to: SignatureText.self)
+    })?().map({ String(cString: $0) }), !missing.isEmpty {
+      let target = dlsym(handle, "lamina_target").map { unsafeBitCast($0, to: SignatureText.self) }?()
+        .map { String(cString: $0) } ?? "?"
+      dlclose(handle)
+      throw RunError(
+        "\(libraryPath) was compiled for --target \(target) and this CPU lacks \(missing.split(separator: " ").joined(separator: ", ")) (or LAMINA_CPU_DISABLE turns them off): recompile with --target portable or native"
+      )
+    }
     guard let context = try symbol("lamina_create", Create.self)(Int32(clamping: threads)) else {
       dlclose(handle)
       throw RunError("\(libraryPath): out of memory creating the model context")
     }
+    self.instructionSet =
+      dlsym(handle, "lamina_instruction_set").map {
+        unsafeBitCast($0, to: InstructionSet.self)
+      }?(context).map { String(cString: $0) } ?? "unknown"
     self.handle = handle
     self.context = context
     self.functions = functions
@@ -146,7 +165,7 @@ public final class CompiledModel: @unchecked Sendable {
   }
 
   /// The C interface version this runtime speaks.
-  public static let abiVersion: Int32 = 2
+  public static let abiVersion: Int32 = 3
 
   // MARK: Running
 

@@ -29,8 +29,7 @@
  * sleep at once instead of after their spin. The next run clears it.
  */
 
-/* clock_gettime and sysconf are POSIX, which strict -std=c11 hides unless asked for (this file comes
-   first in the generated translation unit, so this is early enough). */
+/* clock_gettime and sysconf are POSIX, which strict -std=c11 hides unless asked for. */
 #if !defined(_POSIX_C_SOURCE) && !defined(_GNU_SOURCE) && !defined(_DEFAULT_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -43,10 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Scratch per thread. lamina_gemm.c checks at compile time that its largest blocking fits. */
-#ifndef LAMINA_POOL_SCRATCH_BYTES
-#define LAMINA_POOL_SCRATCH_BYTES ((size_t)2 << 20)
-#endif
+#include "lamina_runtime.h"
 
 /* How long an idle thread spins before it sleeps, in nanoseconds. */
 #ifndef LAMINA_POOL_SPIN_NS
@@ -54,8 +50,6 @@
 #endif
 
 #define LAMINA_POOL_MAX_THREADS 256
-
-typedef struct lamina_pool lamina_pool;
 
 typedef struct lamina_pool_worker {
   lamina_pool* pool;

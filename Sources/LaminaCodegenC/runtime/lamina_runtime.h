@@ -1,29 +1,87 @@
-/* lamina_runtime.h — what generated model code uses from the C runtime (lamina_pool.c, lamina_gemm.c).
+/* lamina_runtime.h — the interface of the Lamina C runtime: thread pool, GEMM, CPU features.
  *
- * The runtime is compiled once per compiler and flags into an object that every model library links
- * (with hidden visibility, so libraries never export it); the model's own translation unit only needs
- * these declarations. Their definitions and documentation are in the two runtime files. */
+ * The runtime is a set of translation units, each compiled once per compiler, flags and instruction
+ * set into a cached object that every model library links (with hidden visibility, so libraries never
+ * export it):
+ *   lamina_pool.c   the thread pool
+ *   lamina_gemm.c   the GEMM, compiled once per (element type, instruction set):
+ *                     cc -c -DLAMINA_GEMM_T=float -DLAMINA_GEMM_SUFFIX=f32_avx512 -march=x86-64-v4 lamina_gemm.c
+ *                   defines lamina_gemm_f32_avx512
+ *   lamina_cpu.c    which instruction sets this CPU runs, compiled for the baseline x86-64 (or the
+ *                   compiler's default elsewhere) so that it runs on any CPU
+ * Generated model code includes this header; their definitions and documentation are in those files. */
+#ifndef LAMINA_RUNTIME_H
+#define LAMINA_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- Thread pool (lamina_pool.c) ---- */
+
+/* Scratch memory per thread; lamina_gemm.c checks at compile time that its largest blocking fits. */
+#ifndef LAMINA_POOL_SCRATCH_BYTES
+#define LAMINA_POOL_SCRATCH_BYTES ((size_t)2 << 20)
+#endif
 
 typedef struct lamina_pool lamina_pool;
 /* threads <= 0: LAMINA_NUM_THREADS, else one per online core. NULL when out of memory. */
 lamina_pool* lamina_pool_create(int threads);
 void lamina_pool_destroy(lamina_pool* pool);
+/* Threads of the pool, the caller included (1 for a NULL pool). */
 int lamina_pool_threads(const lamina_pool* pool);
 /* Idle workers go to sleep now instead of spinning for the next run (which wakes them). */
 void lamina_pool_hush(lamina_pool* pool);
 /* Runs body(arg, task, thread) for every task in [0, tasks) on the pool's threads and returns when all are done. */
 void lamina_pool_run(lamina_pool* pool, int64_t tasks, void (*body)(void* arg, int64_t task, int thread), void* arg);
+/* The 64-byte aligned scratch memory of one of the pool's threads (bytes, if not NULL, receives its size). */
+void* lamina_pool_scratch(lamina_pool* pool, int thread, size_t* bytes);
 
-/* Called once per finished block of C (bias, activation, residual: operator fusion). */
+/* ---- GEMM (lamina_gemm.c) ---- */
+
+/* Called once per finished block of C, after its last k-block, while the block is still in cache
+ * (bias, activation, residual: operator fusion). `c` and `ldc` are those of the whole C matrix: the
+ * block is c[(row0 + i) * ldc + col0 + j] for 0 <= i < rows, 0 <= j < cols (c is float* or double*). */
 typedef struct lamina_gemm_epilogue {
   void (*apply)(void* arg, void* c, int64_t ldc, int64_t row0, int64_t col0, int64_t rows, int64_t cols);
   void* arg;
 } lamina_gemm_epilogue;
 
-/* C[M,N] = alpha * op(A) @ op(B) + beta * C, row-major with leading dimensions; op(X) = X or X^T. */
-void lamina_sgemm(lamina_pool* pool, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                  const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
-                  const lamina_gemm_epilogue* epilogue);
-void lamina_dgemm(lamina_pool* pool, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
-                  const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc,
-                  const lamina_gemm_epilogue* epilogue);
+/* C[M,N] = alpha * op(A) @ op(B) + beta * C, row-major with leading dimensions; op(X) = X or X^T.
+ * One function per element type and instruction set: f32 / f64, and
+ *   avx512   x86-64-v4 (AVX-512F/BW/CD/DQ/VL), 64-byte vectors
+ *   avx2     x86-64-v3 (AVX2, FMA), 32-byte vectors
+ *   native   whatever -march=native enables on the machine that compiled it
+ *   generic  no instruction set beyond the compiler's default (16-byte vectors: SSE2, NEON) */
+#define LAMINA_GEMM_DECLARE(T, suffix)                                                                           \
+  void lamina_gemm_##suffix(lamina_pool* pool, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha, \
+                            const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc,           \
+                            const lamina_gemm_epilogue* epilogue)
+LAMINA_GEMM_DECLARE(float, f32_avx512);
+LAMINA_GEMM_DECLARE(double, f64_avx512);
+LAMINA_GEMM_DECLARE(float, f32_avx2);
+LAMINA_GEMM_DECLARE(double, f64_avx2);
+LAMINA_GEMM_DECLARE(float, f32_native);
+LAMINA_GEMM_DECLARE(double, f64_native);
+LAMINA_GEMM_DECLARE(float, f32_generic);
+LAMINA_GEMM_DECLARE(double, f64_generic);
+#undef LAMINA_GEMM_DECLARE
+
+/* Model code is compiled once per instruction set it supports (-DLAMINA_ISA=avx512, ...) and calls
+   lamina_sgemm / lamina_dgemm, which are the GEMM of that same instruction set. */
+#define LAMINA_RUNTIME_PASTE(a, b) a##b
+#define LAMINA_RUNTIME_NAME(a, b) LAMINA_RUNTIME_PASTE(a, b) /* a and b expanded, then pasted */
+#ifdef LAMINA_ISA
+#define lamina_sgemm LAMINA_RUNTIME_NAME(lamina_gemm_f32_, LAMINA_ISA)
+#define lamina_dgemm LAMINA_RUNTIME_NAME(lamina_gemm_f64_, LAMINA_ISA)
+#endif
+
+/* ---- CPU features (lamina_cpu.c) ---- */
+
+/* The features of `required` (names separated by spaces: "avx2 fma avx512f ...", or the levels
+   "x86-64-v3" and "x86-64-v4") that this CPU lacks, separated by spaces, written into `missing`
+   (at most `size` bytes, NUL-terminated); returns how many are missing. Features named in the
+   environment variable LAMINA_CPU_DISABLE (comma- or space-separated: LAMINA_CPU_DISABLE=avx512f)
+   count as missing, so tests can run the code a CPU without them would run. */
+int lamina_cpu_missing(const char* required, char* missing, size_t size);
+
+#endif

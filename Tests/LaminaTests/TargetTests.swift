@@ -1,0 +1,311 @@
+import Foundation
+import Lamina
+import LaminaCommandLine
+import LaminaTestSupport
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// `--target`: every target builds and equals the interpreter where this CPU runs it; the instruction
+/// sets in the libraries are the ones the target allows (read back with objdump); a library refuses
+/// to start, naming what is missing, on a CPU without its instruction set. The missing CPU is
+/// simulated with LAMINA_CPU_DISABLE, which the libraries' CPU check reads (so the suite is serial).
+@Suite("Compile targets", .serialized)
+struct TargetTests {
+  static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
+    "lamina-test-cache-\(ProcessInfo.processInfo.processIdentifier)"
+  ).path
+
+  static let models = [
+    "Tests/LaminaTests/Fixtures/every_op.lam", "examples/bench/w6_layer_norm_gelu.lam",
+    "examples/digits_mlp.lam",
+  ]
+
+  struct Case: CustomStringConvertible, Sendable {
+    var model: String
+    var target: CompileTarget
+    var description: String { "\(URL(fileURLWithPath: model).lastPathComponent) for \(target)" }
+  }
+
+  static let cases: [Case] = CompileTarget.allCases.flatMap { target in
+    models.map { Case(model: $0, target: target) }
+  }
+
+  static func options(_ target: CompileTarget) -> CompileOptions {
+    var options = CompileOptions()
+    options.target = target
+    options.cacheDirectory = cacheDirectory
+    return options
+  }
+
+  /// Whether this CPU runs AVX-512 code, by CPUID (/proc/cpuinfo), independently of Lamina's check.
+  static let cpuHasAVX512: Bool = {
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else {
+      return false
+    }
+    let flags = info.split(separator: "\n").first { $0.hasPrefix("flags") } ?? ""
+    let words = Set(flags.split(separator: " ").map(String.init))
+    return ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"].allSatisfy(words.contains)
+  }()
+
+  /// Runs `body` with LAMINA_CPU_DISABLE set to `features`.
+  static func withDisabledFeatures<Result>(_ features: String, _ body: () throws -> Result)
+    rethrows -> Result
+  {
+    setenv("LAMINA_CPU_DISABLE", features, 1)
+    defer { unsetenv("LAMINA_CPU_DISABLE") }
+    return try body()
+  }
+
+  /// Compiled outputs and losses against the interpreter, with CompiledModelTests' tolerance.
+  static func expectMatchesInterpreter(
+    _ model: Model, _ compiled: CompiledModel, parameters: [String: Tensor], label: String
+  ) throws {
+    for batch in [1, 7] {
+      let symbols = Dictionary(uniqueKeysWithValues: compiled.signature.symbols.map { ($0, batch) })
+      let inputs = TestData.inputs(for: model.graph, symbols: symbols, seed: UInt64(batch))
+      let (outputs, losses) = try compiled.evaluate(inputs)
+      let names = model.graph.outputs.map(\.name) + model.graph.losses.map(\.name)
+      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+      #expect(outputs.count + losses.count == names.count)
+      for (name, tensor) in outputs.merging(losses, uniquingKeysWith: { a, _ in a }) {
+        let reference = expected[name]!
+        let scale = reference.doubles().map(abs).filter(\.isFinite).max() ?? 1
+        let (rtol, atol): (Double, Double) =
+          switch reference.dtype {
+          case .f32: (1e-5, 1e-6 * max(scale, 1))
+          case .f64: (1e-12, 1e-14 * max(scale, 1))
+          case .i32, .i64: (0, 0)
+          }
+        let problem = TestData.mismatch(tensor, reference, rtol: rtol, atol: atol)
+        #expect(problem == nil, "\(label) batch \(batch), \(name): \(problem ?? "")")
+      }
+    }
+  }
+
+  /// The mnemonics and operands of every instruction in a library (`objdump -d`).
+  static func disassembly(_ library: String) throws -> [(mnemonic: String, operands: String)] {
+    let objdump = ["/usr/bin/objdump", "/bin/objdump", "/usr/local/bin/objdump"].first {
+      FileManager.default.isExecutableFile(atPath: $0)
+    }
+    let tool = try #require(objdump, "objdump (binutils) is needed to read the instructions back")
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: tool)
+    process.arguments = ["-d", "--no-show-raw-insn", library]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    #expect(process.terminationStatus == 0)
+    // Instruction lines look like "    1234:\tvmovups %zmm0,(%rax)".
+    return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line in
+      let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
+      guard fields.count >= 2, fields[0].hasSuffix(":"), fields[0].hasPrefix(" ") else {
+        return nil
+      }
+      let instruction = fields[1].trimmingCharacters(in: .whitespaces)
+      let mnemonic = instruction.prefix { !$0.isWhitespace }
+      return (String(mnemonic), String(instruction.dropFirst(mnemonic.count)))
+    }
+  }
+
+  @Test("each target builds and equals the interpreter where this CPU runs it", arguments: cases)
+  func targetMatchesInterpreter(_ testCase: Case) throws {
+    let model = try Model(contentsOf: RepositoryPaths.path(testCase.model))
+    let parameters = try model.initialParameters(seed: 11)
+    let compilation = try model.buildLibrary(options: Self.options(testCase.target))
+    #expect(FileManager.default.fileExists(atPath: compilation.libraryPath))
+    if testCase.target == .x86_64_v4 && !Self.cpuHasAVX512 {
+      #expect(throws: RunError.self) {
+        try CompiledModel(libraryPath: compilation.libraryPath)
+      }
+      return
+    }
+    let compiled = try CompiledModel(libraryPath: compilation.libraryPath)
+    try compiled.setParameters(parameters)
+    let expectedSet: String =
+      switch testCase.target {
+      case .portable: Self.cpuHasAVX512 ? "x86-64-v4" : "x86-64-v3"
+      case .x86_64_v3: "x86-64-v3"
+      case .x86_64_v4: "x86-64-v4"
+      case .native: "native"
+      case .generic: "generic"
+      }
+    #expect(compiled.instructionSet == expectedSet)
+    try Self.expectMatchesInterpreter(
+      model, compiled, parameters: parameters, label: testCase.description)
+  }
+
+  @Test(
+    "a portable library runs its AVX2 code without AVX-512, and equals the interpreter both ways")
+  func portableWithAndWithoutAVX512() throws {
+    let model = try Model(
+      contentsOf: RepositoryPaths.path("examples/bench/w6_layer_norm_gelu.lam"))
+    let parameters = try model.initialParameters(seed: 3)
+    let compiled = try model.compile(options: Self.options(.portable), parameters: parameters)
+    #expect(compiled.instructionSet == (Self.cpuHasAVX512 ? "x86-64-v4" : "x86-64-v3"))
+    try Self.expectMatchesInterpreter(model, compiled, parameters: parameters, label: "portable")
+
+    let narrow = try Self.withDisabledFeatures("avx512f") {
+      try model.compile(options: Self.options(.portable), parameters: parameters)
+    }
+    #expect(narrow.instructionSet == "x86-64-v3")
+    try Self.expectMatchesInterpreter(
+      model, narrow, parameters: parameters, label: "portable without AVX-512")
+
+    // Both instruction sets are in the one library (the same file from the cache).
+    #expect(narrow.libraryPath == compiled.libraryPath)
+    let mnemonics = try Self.disassembly(compiled.libraryPath)
+    #expect(mnemonics.contains { $0.operands.contains("%zmm") })
+    #expect(mnemonics.contains { $0.operands.contains("%ymm") })
+  }
+
+  @Test("an x86-64-v4 library refuses to start without AVX-512, naming what is missing")
+  func refusesMissingInstructionSet() throws {
+    let model = try Model(contentsOf: RepositoryPaths.path("examples/digits_mlp.lam"))
+    let library = try model.buildLibrary(options: Self.options(.x86_64_v4)).libraryPath
+    #expect {
+      try Self.withDisabledFeatures("avx512f,avx512vl") { try CompiledModel(libraryPath: library) }
+    } throws: { error in
+      let message = "\(error)"
+      return message.contains("x86-64-v4") && message.contains("avx512f")
+        && message.contains("avx512vl") && !message.contains("avx512bw")
+    }
+    // The C interface refuses too: lamina_create returns NULL rather than run AVX-512 code.
+    let handle = try #require(dlopen(library, RTLD_NOW | RTLD_LOCAL))
+    defer { dlclose(handle) }
+    typealias Create = @convention(c) (Int32) -> OpaquePointer?
+    typealias Destroy = @convention(c) (OpaquePointer?) -> Void
+    typealias Text = @convention(c) () -> UnsafePointer<CChar>?
+    let create = unsafeBitCast(try #require(dlsym(handle, "lamina_create")), to: Create.self)
+    let destroy = unsafeBitCast(try #require(dlsym(handle, "lamina_destroy")), to: Destroy.self)
+    let missing = unsafeBitCast(
+      try #require(dlsym(handle, "lamina_missing_cpu_features")), to: Text.self)
+    Self.withDisabledFeatures("avx512f") {
+      #expect(create(1) == nil)
+      #expect(missing().map { String(cString: $0) } == "avx512f")
+    }
+    if Self.cpuHasAVX512 {
+      let context = create(1)
+      #expect(context != nil)
+      destroy(context)
+      #expect(missing().map { String(cString: $0) } == "")
+    }
+
+    // A portable library needs AVX2 and says so in the same way.
+    let portable = try model.buildLibrary(options: Self.options(.portable)).libraryPath
+    #expect {
+      try Self.withDisabledFeatures("avx2") { try CompiledModel(libraryPath: portable) }
+    } throws: { error in "\(error)".contains("avx2") && "\(error)".contains("portable") }
+  }
+
+  @Test("an x86-64-v3 library has no AVX-512 instruction")
+  func x86_64_v3HasNoAVX512() throws {
+    let model = try Model(
+      contentsOf: RepositoryPaths.path("examples/bench/w6_layer_norm_gelu.lam"))
+    let compilation = try model.buildLibrary(options: Self.options(.x86_64_v3))
+    let instructions = try Self.disassembly(compilation.libraryPath)
+    #expect(instructions.count > 1000)
+    #expect(instructions.contains { $0.operands.contains("%ymm") })
+    let wide = instructions.filter {
+      $0.operands.contains("%zmm") || $0.operands.contains("%k1") || $0.operands.contains("{%k")
+    }
+    #expect(wide.isEmpty, "AVX-512 in an x86-64-v3 library: \(wide.prefix(3))")
+  }
+
+  @Test("a generic library is built with -march=x86-64 and has no AVX instruction at all")
+  func genericHasNoAVX() throws {
+    let model = try Model(
+      contentsOf: RepositoryPaths.path("examples/bench/w6_layer_norm_gelu.lam"))
+    let compilation = try model.buildLibrary(options: Self.options(.generic))
+    #expect(!compilation.units.isEmpty)
+    for unit in compilation.units {
+      #expect(unit.flags.contains("-march=x86-64"), "\(unit.label): \(unit.flags)")
+      #expect(!unit.flags.contains { $0.hasPrefix("-march=") && $0 != "-march=x86-64" })
+    }
+    let instructions = try Self.disassembly(compilation.libraryPath)
+    #expect(instructions.count > 1000)
+    // Every VEX- or EVEX-encoded instruction's mnemonic starts with "v" (vmovups, vfmadd231ps, ...);
+    // no instruction of baseline x86-64 that a compiler emits does.
+    let avx = instructions.filter {
+      $0.mnemonic.hasPrefix("v") || $0.operands.contains("%ymm") || $0.operands.contains("%zmm")
+    }
+    #expect(avx.isEmpty, "AVX in a generic library: \(avx.prefix(3))")
+    #expect(instructions.contains { $0.operands.contains("%xmm") })
+  }
+
+  @Test("the target is part of the cache key, and --cflags come after the target's flags")
+  func cacheKeyAndUserFlags() throws {
+    let model = try Model(contentsOf: RepositoryPaths.path("examples/digits_mlp.lam"))
+    let paths = try CompileTarget.allCases.map {
+      try model.buildLibrary(options: Self.options($0)).libraryPath
+    }
+    #expect(Set(paths).count == CompileTarget.allCases.count)
+
+    // The user's -march wins over the target's: an x86-64-v4 library built with -march=x86-64-v3
+    // last has no AVX-512 code left.
+    var options = Self.options(.x86_64_v4)
+    options.flags = ["-march=x86-64-v3", "-mno-avx512f"]
+    let compilation = try model.buildLibrary(options: options)
+    let instructions = try Self.disassembly(compilation.libraryPath)
+    #expect(!instructions.contains { $0.operands.contains("%zmm") })
+    #expect(instructions.contains { $0.operands.contains("%ymm") })
+  }
+
+  @Test("lamina compile --timings names every stage; --emit-c writes files that build.sh compiles")
+  func timingsAndEmittedBuild() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    let console = Console.capturing()
+    let status = CommandLineTool.run(
+      [
+        "compile", RepositoryPaths.path("examples/bench/mlp_784.lam"), "--train", "-o",
+        directory + "/libmlp.so", "--cache-dir", directory + "/cache", "--timings", "--emit-c",
+        directory + "/c",
+      ], console: console)
+    #expect(status == 0, "\(console.standardError)")
+    let lines = console.standardOutput.split(separator: "\n").map(String.init)
+    for stage in [
+      "parse and lower", "pass autodiff", "pass fusion", "pass memory-plan", "generate C",
+      "cc model.c [x86-64-v4]", "cc model.c [x86-64-v3]", "cc lamina_gemm.c [f32, x86-64-v4]",
+      "cc lamina_gemm.c [f32, x86-64-v3]", "cc lamina_pool.c", "cc lamina_cpu.c",
+      "cc lamina_model_setup.c", "link",
+    ] {
+      #expect(lines.contains { $0.hasSuffix("ms  " + stage) }, "no timing for \(stage)")
+    }
+    // An f32 model does not build the f64 GEMM.
+    #expect(!lines.contains { $0.contains("f64") })
+
+    // The emitted files and build.sh make a library that loads and matches the cached one's signature.
+    let build = Process()
+    build.executableURL = URL(fileURLWithPath: "/bin/sh")
+    build.arguments = ["build.sh"]
+    build.currentDirectoryURL = URL(fileURLWithPath: directory + "/c")
+    try build.run()
+    build.waitUntilExit()
+    #expect(build.terminationStatus == 0)
+    let rebuilt = try CompiledModel(libraryPath: directory + "/c/libmodel.so")
+    let compiled = try CompiledModel(libraryPath: directory + "/libmlp.so")
+    #expect(rebuilt.signature == compiled.signature)
+
+    let wrong = Console.capturing()
+    #expect(
+      CommandLineTool.run(
+        [
+          "compile", RepositoryPaths.path("examples/digits_mlp.lam"), "-o", directory + "/x.so",
+          "--target", "pentium",
+        ], console: wrong) != 0)
+    #expect(wrong.standardError.contains("unknown --target 'pentium'"))
+  }
+
+  @Test("the C interface's version is the one the runtime reads")
+  func interfaceVersion() throws {
+    #expect(
+      CRuntimeSources.interface.contains(
+        "#define LAMINA_ABI_VERSION \(CompiledModel.abiVersion)\n"))
+    let model = try Model(contentsOf: RepositoryPaths.path("examples/digits_mlp.lam"))
+    #expect(try model.generateC().signature.abi == Int(CompiledModel.abiVersion))
+  }
+}
