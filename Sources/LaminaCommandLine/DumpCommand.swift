@@ -67,7 +67,11 @@ enum DumpCommand: Command {
         guard after == "all" || after == pass else { return }
         console.print("// after \(pass)")
         console.print(render(graph), terminator: "")
-        // The memory plan is not IR: it follows as `//` comments, so the dump still reads back.
+        // Kernel schedules and the memory plan are not IR: they follow as `//` comments, so the
+        // dump still reads back.
+        if format == "ir" && pass == Fusion.name {
+          console.print(KernelSchedulePrinter().print(graph), terminator: "")
+        }
         if format == "ir" && !graph.memoryPlans.isEmpty {
           console.print(MemoryPlanPrinter().print(graph), terminator: "")
         }

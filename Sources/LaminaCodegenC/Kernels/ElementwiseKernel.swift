@@ -89,7 +89,6 @@ enum ElementwiseKernel {
     prelude: inout CWriter, kernelName: String, symbolIndex: [String: Int]
   ) {
     let (extent, loop) = loopNest(context, expression: expression)
-    let total128 = "(__int128)1" + context.resultType.shape.map { " * \(cDim($0))" }.joined()
     let mayBeLarge =
       context.resultType.shape.product.staticValue.map { $0 >= parallelThreshold } ?? true
     guard mayBeLarge else {
@@ -97,51 +96,22 @@ enum ElementwiseKernel {
       writer.append(indented(loop.text, by: 0))
       return
     }
-    writer.line("const int64_t extent = \(extent);")
-    writer.line("const int64_t tasks = lamina_task_count(ctx, \(total128));")
-    writer.block("if (tasks == 1)") {
-      serial in
-      serial.line("const int64_t begin = 0, end = extent;")
-      serial.append(indented(loop.text, by: 1))
-    }
-    writer.block("else") { parallel in
-      parallel.line(
-        "\(kernelName)_job job = {dims, \((0..<context.operandTypes.count).map { "in\($0), " }.joined())out, tasks};"
-      )
-      parallel.line("lamina_pool_run(ctx->pool, job.tasks, \(kernelName)_task, &job);")
-    }
-
-    // The task: a share of the outermost loop.
-    let operandFields = context.operandTypes.enumerated().map { index, type in
-      "  const \(CExpressionContext.cType(type.dtype))* in\(index);"
-    }
-    prelude.line("/* One thread's share of \(kernelName)'s outermost loop. */")
-    prelude.line("typedef struct {")
-    prelude.line("  const int64_t* dims;")
-    for field in operandFields { prelude.line(field) }
-    prelude.line("  \(CExpressionContext.cType(context.resultType.dtype))* out;")
-    prelude.line("  int64_t tasks;")
-    prelude.line("} \(kernelName)_job;")
-    prelude.block("static void \(kernelName)_task(void* argument, int64_t task, int thread)") {
-      body in
-      body.line("const \(kernelName)_job* job = (const \(kernelName)_job*)argument;")
-      body.line("(void)thread;")
-      body.line("const int64_t* dims = job->dims;")
-      for (index, type) in context.operandTypes.enumerated() {
-        body.line(
-          "const \(CExpressionContext.cType(type.dtype))* in\(index) = job->in\(index);")
-      }
-      // Not restrict: the memory plan may run the kernel in place.
-      body.line("\(CExpressionContext.cType(context.resultType.dtype))* out = job->out;")
-      for line in context.dimensionPrologue(symbolIndex: symbolIndex) { body.line(line) }
-      body.line("const int64_t extent = \(extent);")
-      // Chunks of whole cache lines (16 floats) so threads never write the same line.
-      body.line("const int64_t chunk = ((extent + job->tasks - 1) / job->tasks + 15) / 16 * 16;")
-      body.line("const int64_t begin = task * chunk;")
-      body.line("const int64_t end = begin + chunk < extent ? begin + chunk : extent;")
-      body.append(indented(loop.text, by: 1))
-    }
-    prelude.line()
+    // Chunks of whole cache lines (16 floats) so threads never write the same line.
+    let arguments =
+      context.operandTypes.enumerated().map { index, type in
+        ParallelLoop.Argument(
+          elementType: CExpressionContext.cType(type.dtype), name: "in\(index)", isWritten: false)
+      } + [
+        ParallelLoop.Argument(
+          elementType: CExpressionContext.cType(context.resultType.dtype), name: "out",
+          isWritten: true)
+      ]
+    let parallel = ParallelLoop(
+      kernel: kernelName, arguments: arguments,
+      dimensionPrologue: context.dimensionPrologue(symbolIndex: symbolIndex), extent: extent,
+      work: cProduct(context.resultType.shape), chunkAlignment: 16)
+    parallel.declarations(rangeBody: loop, into: &prelude)
+    parallel.dispatch(into: &writer)
   }
 
   /// The loop nest on the calling thread only (for kernels that have no place for a task function).

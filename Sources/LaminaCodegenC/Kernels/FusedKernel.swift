@@ -26,13 +26,6 @@ struct FusedKernel {
   /// op (`matmul`).
   var label: String { node.epilogueProducer?.op ?? kind.rawValue }
 
-  /// Products up to this many columns get a matmul epilogue specialized to blocks of the full
-  /// width (the GEMM hands the epilogue blocks of at most 128 columns).
-  static let staticWidthEpilogueColumns = 128
-
-  /// The largest scratch (bytes) a fused row kernel keeps on the stack rather than the heap.
-  static let stackScratchBytes = 64 * 1024
-
   /// The function name, `k12_fused_matmul`.
   var functionName: String { "k\(nodeIndex)_fused_\(label)" }
 
@@ -115,10 +108,16 @@ struct FusedKernel {
   /// `(prelude, body)`: declarations before the kernel and the kernel's statements, with `@KERNEL@`
   /// standing for the function name.
   func emit() throws -> (prelude: CWriter, body: CWriter) {
-    switch kind {
-    case .epilogue: return try emitEpilogue()
-    case .reduction: return try emitRows()
-    case .elementwise, .update: return try emitElementwise()
+    guard let schedule = KernelSchedule(node, in: graph) else {
+      throw Diagnostic.error("no kernel schedule fits this fused \(kind) node", at: node.location)
+    }
+    switch schedule.form {
+    case .epilogue(let singleColumn, let fullWidth):
+      return try emitEpilogue(singleColumn: singleColumn, fullWidth: fullWidth)
+    case .rows: return try emitRows(schedule)
+    case .loop(let flat): return try emitElementwise(schedule, isFlat: flat)
+    case .loopWithColumnSums(let singleColumn):
+      return try emitElementwiseWithColumnSums(schedule, singleColumn: singleColumn)
     }
   }
 
@@ -157,78 +156,28 @@ struct FusedKernel {
     for line in dimensionPrologue { body.line(line) }
   }
 
-  /// The job struct holding the kernel's arguments, and a task running one share of `range`.
-  func jobDeclarations(
-    _ prelude: inout CWriter, extra: [String] = [], rangeBody: CWriter, chunkAlignment: Int,
-    taskSlots: Bool = false
-  ) {
-    argumentStruct(
-      &prelude, named: "@KERNEL@_job",
-      comment: "The arguments of @KERNEL@, shared by the threads running it.",
-      extra: extra + ["int64_t tasks;"])
-    prelude.line("/* Rows (or elements) begin..<end of @KERNEL@'s outermost loop. */")
-    let slotParameter = taskSlots ? ", int64_t slot" : ""
-    prelude.block(
-      "static void @KERNEL@_range(const @KERNEL@_job* job, int64_t begin, int64_t end\(slotParameter))"
-    ) { body in
-      unpackArguments(from: "job", into: &body)
-      body.nest(rangeBody)
-    }
-    prelude.line()
-    prelude.block("static void @KERNEL@_task(void* argument, int64_t task, int thread)") { body in
-      body.line("const @KERNEL@_job* job = (const @KERNEL@_job*)argument;")
-      body.line("(void)thread;")
-      body.line("const int64_t extent = job->tasks > 0 ? job->extent : 0;")
-      body.line(
-        "const int64_t chunk = ((extent + job->tasks - 1) / job->tasks + \(chunkAlignment - 1)) / \(chunkAlignment) * \(chunkAlignment);"
-      )
-      body.line("const int64_t begin = task * chunk;")
-      body.line("const int64_t end = begin + chunk < extent ? begin + chunk : extent;")
-      if taskSlots {
-        // Every task clears its slot of partial sums, even an empty one.
-        body.line("@KERNEL@_range(job, begin < end ? begin : end, end, task);")
-      } else {
-        body.line("if (begin < end) @KERNEL@_range(job, begin, end);")
+  /// The kernel's parallel loop, split as `schedule` says, over its operands and results.
+  func parallelLoop(_ schedule: KernelSchedule, extraFields: [String] = []) -> ParallelLoop {
+    let arguments =
+      node.operands.enumerated().map { index, operand in
+        ParallelLoop.Argument(elementType: cType(operand), name: "in\(index)", isWritten: false)
       }
-    }
-    prelude.line()
-  }
-
-  /// The kernel body: fill the job, run the range on this thread or across the pool.
-  func dispatch(
-    extent: String, work: String, taskSlots: Bool = false, into body: inout CWriter,
-    beforeRun: (inout CWriter) -> Void = { _ in }
-  ) {
-    for line in dimensionPrologue { body.line(line) }
-    let pointers =
-      node.operands.indices.map { "in\($0)" } + node.results.indices.map { "out\($0)" }
-    let fields = ["dims"] + pointers + ["extent", "tasks"]
-    let values = ["dims"] + pointers + [extent, "lamina_task_count(ctx, (__int128)\(work))"]
-    body.line(
-      "@KERNEL@_job job = {\(zip(fields, values).map { ".\($0) = \($1)" }.joined(separator: ", "))};"
-    )
-    beforeRun(&body)
-    body.block("if (job.tasks == 1)") { serial in
-      serial.line("@KERNEL@_range(&job, 0, job.extent\(taskSlots ? ", 0" : ""));")
-    }
-    body.block("else") { parallel in
-      parallel.line("lamina_pool_run(ctx->pool, job.tasks, @KERNEL@_task, &job);")
-    }
+      + node.results.enumerated().map { index, result in
+        ParallelLoop.Argument(elementType: cType(result), name: "out\(index)", isWritten: true)
+      }
+    return ParallelLoop(
+      kernel: "@KERNEL@", arguments: arguments, dimensionPrologue: dimensionPrologue,
+      split: schedule.threads, extraFields: extraFields)
   }
 
   // MARK: Elementwise
 
-  func emitElementwise() throws -> (prelude: CWriter, body: CWriter) {
-    if node.body.contains(where: { $0.definition?.reduction != nil }) {
-      return try emitElementwiseWithColumnSums()
-    }
+  func emitElementwise(_ schedule: KernelSchedule, isFlat: Bool) throws -> (
+    prelude: CWriter, body: CWriter
+  ) {
     let domain = graph.type(of: node.body[0].result).shape
     let rank = domain.count
     let names = operandNames
-    let isFlat = node.operands.allSatisfy { operand in
-      let shape = graph.type(of: operand).shape
-      return shape == domain || shape.product == Dim(1)
-    }
     // The element of each operand at the current position.
     var operandIndex: [ValueID: String] = [:]
     let domainStrides = cStrides(domain)
@@ -286,20 +235,21 @@ struct FusedKernel {
       }
       nest(0, &range)
     }
+    let loop = parallelLoop(schedule)
     var prelude = CWriter()
-    jobDeclarations(
-      &prelude, extra: ["int64_t extent;"], rangeBody: range, chunkAlignment: isFlat ? 16 : 1)
+    loop.declarations(rangeBody: range, into: &prelude)
     var body = CWriter()
-    dispatch(
-      extent: isFlat ? cProduct(domain) : cDim(domain.first ?? Dim(1)),
-      work: cProduct(domain), into: &body)
+    for line in dimensionPrologue { body.line(line) }
+    loop.dispatch(into: &body)
     return (prelude, body)
   }
 
   /// An elementwise loop that also sums some of its values over the leading axes (a broadcast
   /// bias's or scale's gradient): rows × last axis, each task adding into its own row of partial
   /// sums, which the calling thread adds up in task order (deterministic) at the end.
-  func emitElementwiseWithColumnSums() throws -> (prelude: CWriter, body: CWriter) {
+  func emitElementwiseWithColumnSums(_ schedule: KernelSchedule, singleColumn: Bool) throws -> (
+    prelude: CWriter, body: CWriter
+  ) {
     // The fusion pass admits only additive reductions here (`sum`, `mean`): task shares add up.
     let sums = node.body.filter { $0.definition?.reduction != nil }
     guard let domainValue = sums.first?.operands.first else {
@@ -332,7 +282,6 @@ struct FusedKernel {
     }
     // Sums over a single column are whole-array sums: one loop down the rows, with `omp simd`
     // reductions, instead of rows of one element.
-    let singleColumn = domain.last!.staticValue == 1
     for member in node.body {
       if let position = sums.firstIndex(of: member) {
         let target = singleColumn ? "sum\(position)" : "partial[\(position) * \(columns) + c]"
@@ -374,21 +323,20 @@ struct FusedKernel {
         row.block("for (int64_t c = 0; c < \(columns); c++)") { $0.nest(element) }
       }
     }
+    let loop = parallelLoop(schedule, extraFields: ["double* partials;"])
     var prelude = CWriter()
-    jobDeclarations(
-      &prelude, extra: ["int64_t extent;", "double* partials;"], rangeBody: range,
-      chunkAlignment: 1, taskSlots: true)
+    loop.declarations(rangeBody: range, into: &prelude)
     var body = CWriter()
     // Partial sums of a few tasks over a short row fit on the stack; others are allocated.
-    let partialsPerTask = domain.last!.staticValue.map { $0 * sums.count }
-    let stackPartials = partialsPerTask.map { $0 <= Self.stackScratchBytes / 8 } ?? false
-    dispatch(extent: rows, work: cProduct(domain), taskSlots: true, into: &body) { run in
+    let stackPartials = schedule.partialsOnStack
+    for line in dimensionPrologue { body.line(line) }
+    loop.dispatch(into: &body) { run in
       let heapPartials =
         "(double*)malloc((size_t)job.tasks * \(sums.count) * (size_t)\(columns) * sizeof(double))"
       if stackPartials {
-        run.line("double partials_on_stack[\(Self.stackScratchBytes / 8)];")
+        run.line("double partials_on_stack[\(KernelSchedule.stackScratchBytes / 8)];")
         run.line(
-          "const int on_stack = job.tasks * \(sums.count) * \(columns) <= \(Self.stackScratchBytes / 8);"
+          "const int on_stack = job.tasks * \(sums.count) * \(columns) <= \(KernelSchedule.stackScratchBytes / 8);"
         )
         run.line("job.partials = on_stack ? partials_on_stack : \(heapPartials);")
       } else {
@@ -428,7 +376,9 @@ struct FusedKernel {
 
   // MARK: Producer with epilogue
 
-  func emitEpilogue() throws -> (prelude: CWriter, body: CWriter) {
+  func emitEpilogue(singleColumn: Bool, fullWidth: Int?) throws -> (
+    prelude: CWriter, body: CWriter
+  ) {
     guard let producer = node.epilogueProducer,
       case .kernel(let kernel)? = producer.definition?.c,
       let producerKernel = KernelLibrary.epilogueProducer(kernel)
@@ -450,7 +400,6 @@ struct FusedKernel {
     let carrierName = resultName(carrier)!
 
     // A single-column product is walked down its column (see the epilogue below).
-    let singleColumn = n.staticValue == 1
     let productElement = singleColumn ? "crow[i]" : "crow[j]"
     var element = CWriter()
     var locals: [ValueID: String] = [product: "p"]
@@ -510,7 +459,7 @@ struct FusedKernel {
             rows.block("for (int64_t j = \(columns); j++)") { $0.nest(element) }
           }
         }
-        if let width = n.staticValue, width <= Self.staticWidthEpilogueColumns {
+        if let width = fullWidth {
           // A block as wide as the product (a narrow layer: the usual case) runs rows of a width
           // the compiler knows, without the remainder handling of a loop of unknown length on
           // every row: the difference between a fused activation being slower or faster than
@@ -540,7 +489,7 @@ struct FusedKernel {
 
   // MARK: Row reductions
 
-  func emitRows() throws -> (prelude: CWriter, body: CWriter) {
+  func emitRows(_ schedule: KernelSchedule) throws -> (prelude: CWriter, body: CWriter) {
     func reduction(of member: Node) -> ReductionDescription? { member.definition?.reduction }
     let isReduction = { (member: Node) in reduction(of: member) != nil }
     guard let firstReduction = node.body.first(where: isReduction) else {
@@ -548,123 +497,30 @@ struct FusedKernel {
     }
     let domain = graph.type(of: firstReduction.operands[0]).shape
     let columns = cDim(domain.last!)
-    let rows = cProduct(Array(domain.dropLast()))
     let names = operandNames
-    func isFull(_ value: ValueID) -> Bool { graph.type(of: value).shape == domain }
 
-    // Which loop (segment) computes each full member; reductions finish at the end of theirs.
-    enum Step {
-      case loop([Node])
-      case scalar(Node)
+    // The schedule decided the stages, the scratch rows, what is recomputed and the pipelining;
+    // what follows writes them as C.
+    let stages = schedule.stages.map { stage in
+      (
+        members: stage.members.map { node.body[$0] },
+        scalars: stage.rowStatistics.map { node.body[$0] }
+      )
     }
-    var steps: [Step] = []
-    var open: [Node] = []
-    var producedInOpenLoop = Set<ValueID>()
-    var rowValuesReady = Set<ValueID>()
-    func closeLoop() {
-      if !open.isEmpty { steps.append(.loop(open)) }
-      for member in open where isReduction(member) { rowValuesReady.insert(member.result) }
-      open = []
-      producedInOpenLoop = []
-    }
-    for member in node.body {
-      // A member reading a statistic the open loop is still accumulating waits for the next loop.
-      let needsClosedLoop = member.operands.contains { operand in
-        producedInOpenLoop.contains(operand) && !isFull(operand)
-      }
-      if needsClosedLoop { closeLoop() }
-      if isFull(member.result) || isReduction(member) {
-        open.append(member)
-        producedInOpenLoop.insert(member.result)
-      } else {
-        // A row statistic from statistics (`var + eps`, `sqrt`): once per row, between loops.
-        if member.operands.contains(where: producedInOpenLoop.contains) { closeLoop() }
-        steps.append(.scalar(member))
-      }
-    }
-    closeLoop()
-
-    // Full values a later loop reads again: kept in the output row when they are results, else in
-    // a scratch row.
-    var loopOf: [ValueID: Int] = [:]
-    for (position, step) in steps.enumerated() {
-      if case .loop(let members) = step {
-        for member in members where isFull(member.result) { loopOf[member.result] = position }
-      }
-    }
-    var scratch: [ValueID] = []
-    for (position, step) in steps.enumerated() {
-      guard case .loop(let members) = step else { continue }
-      for member in members {
-        for operand in member.operands where isFull(operand) {
-          if let defined = loopOf[operand], defined < position, resultName(operand) == nil,
-            !scratch.contains(operand)
-          {
-            scratch.append(operand)
-          }
-        }
-      }
-    }
-    // A value that is one cheap op away from values the later loop has anyway (layer norm's
-    // `centered = h - mean` when `h` is kept) is computed again there rather than stored and
-    // loaded: a store and a scratch row saved for one add.
+    let scratch = schedule.scratch
+    let recomputed = Set(schedule.recomputed)
     let definitions = Dictionary(
       node.body.map { ($0.result, $0) }, uniquingKeysWith: { first, _ in first })
-    var recomputed = Set<ValueID>()
-    var neededByRecomputed = Set<ValueID>()
-    for value in scratch {
-      guard let definition = definitions[value],
-        definition.definition?.algebra.isCheapToRecompute == true,
-        !neededByRecomputed.contains(value)
-      else { continue }
-      let fullMemberOperands = definition.operands.filter { isFull($0) && names[$0] == nil }
-      let available = fullMemberOperands.allSatisfy { operand in
-        resultName(operand) != nil
-          || (scratch.contains(operand) && !recomputed.contains(operand))
-      }
-      guard available else { continue }
-      recomputed.insert(value)
-      neededByRecomputed.formUnion(fullMemberOperands)
-    }
-    scratch.removeAll { recomputed.contains($0) }
-
-    // The loops with the row statistics computed after each (`var + eps`, `sqrt`): stages.
-    var stages: [(members: [Node], scalars: [Node])] = []
-    for step in steps {
-      switch step {
-      case .loop(let members): stages.append((members, []))
-      case .scalar(let member):
-        if stages.isEmpty {
-          stages.append(([], [member]))
-        } else {
-          stages[stages.count - 1].scalars.append(member)
-        }
-      }
-    }
-    // Software pipelining: with n loops over a row, each pass of the row loop runs loop k for row
-    // r - k, all in one loop over the columns (layer norm: row r's gelu and sum, row r-1's
-    // variance, row r-2's normalized output). The arithmetic of one row overlaps the other rows'
-    // stores and short dependency chains (a sum's adds) instead of waiting for them, and n scratch
-    // rows rotate. Only when every loop vectorizes (max's NaN-propagating compare does not) and
-    // the rows fit the stack.
     let depth = stages.count
-    let pipelined =
-      depth >= 2 && !stages[0].members.isEmpty
-      && !node.body.contains { reduction(of: $0).map { $0.simdOperator == nil } ?? false }
-      && (domain.last!.staticValue.map { depth * scratch.count * $0 * 8 <= Self.stackScratchBytes }
-        ?? false)
-    let scratchRows = pipelined ? depth : 1
+    let pipelined = schedule.pipelineDepth > 1
+    let scratchRows = schedule.scratchRows
 
     var range = CWriter()
     // Rows of one dtype share a typed buffer; mixed dtypes (a `cast` in the group) get byte rows
     // of 8 bytes per column, aligned for any element type.
     let scratchType = scratch.first.map(cType)
-    let uniformScratch = scratch.allSatisfy { cType($0) == scratchType }
-    // Rows of a known, modest length live on the stack: no allocation per call.
-    let stackScratch =
-      domain.last!.staticValue.map {
-        scratchRows * scratch.count * $0 * 8 <= Self.stackScratchBytes
-      } ?? false
+    let uniformScratch = schedule.uniformScratch
+    let stackScratch = schedule.scratchPlacement == .stack
     let (scratchElementType, rowScratchElements) =
       uniformScratch
       ? (scratchType ?? "float", "\(scratch.count) * \(columns)")
@@ -992,11 +848,12 @@ struct FusedKernel {
     }
     if heapScratch { range.line("free(scratch);") }
 
+    let loop = parallelLoop(schedule, extraFields: ["int failed;"])
     var prelude = CWriter()
-    jobDeclarations(
-      &prelude, extra: ["int64_t extent;", "int failed;"], rangeBody: range, chunkAlignment: 1)
+    loop.declarations(rangeBody: range, into: &prelude)
     var body = CWriter()
-    dispatch(extent: rows, work: cProduct(domain), into: &body)
+    for line in dimensionPrologue { body.line(line) }
+    loop.dispatch(into: &body)
     if heapScratch {
       body.line(
         "if (job.failed) return lamina_fail(ctx, LAMINA_ERROR_MEMORY, \"cannot allocate a row of scratch memory\");"
