@@ -123,8 +123,8 @@ extension Model {
       units.append(
         TranslationUnit(
           file: "model.c", source: generated.source,
-          flags: common + set.flags + [
-            "-O3", "-DLAMINA_ISA=\(set.suffix)", "-DLAMINA_ISA_NAME=\"\(set.name)\"",
+          flags: common + set.flags + compiler.kernelOptimization + [
+            "-DLAMINA_ISA=\(set.suffix)", "-DLAMINA_ISA_NAME=\"\(set.name)\"",
           ],
           label: "model.c [\(set.name)]", shared: false))
     }
@@ -137,8 +137,8 @@ extension Model {
         units.append(
           TranslationUnit(
             file: "lamina_gemm.c", source: runtime["lamina_gemm.c"]!,
-            flags: common + set.flags + [
-              "-O2", "-DLAMINA_GEMM_T=\(type)", "-DLAMINA_GEMM_SUFFIX=\(name)_\(set.suffix)",
+            flags: common + set.flags + compiler.kernelOptimization + [
+              "-DLAMINA_GEMM_T=\(type)", "-DLAMINA_GEMM_SUFFIX=\(name)_\(set.suffix)",
             ],
             label: "lamina_gemm.c [\(name), \(set.name)]", shared: true))
       }
