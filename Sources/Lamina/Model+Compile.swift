@@ -9,8 +9,9 @@ import LaminaSupport
 public struct CompileOptions: Sendable {
   /// The C compiler (`--cc`); nil: `LAMINA_CC`, then cc, clang, gcc.
   public var compiler: String?
-  /// The CPUs the library runs on (`--target`); portable by default.
-  public var target: CompileTarget = .portable
+  /// The CPUs the library runs on (`--target`): portable by default (generic on a machine that is
+  /// not x86-64).
+  public var target: CompileTarget = .standard
   /// Flags added after the target's on every compiler call (`--cflags`): the user's word wins.
   public var flags: [String]?
   /// Reuse and fill the library cache (`LAMINA_CACHE_DIR`); off: compile into a temporary folder.
