@@ -5,6 +5,7 @@ import LaminaSupport
 ///
 /// Search order: an explicit path (`--cc`), `LAMINA_CC`, then `cc`, `clang`, `gcc` on `PATH`.
 public struct CCompiler: Sendable {
+  /// The compiler's executable.
   public var path: String
   /// The first line of `cc --version`; part of the cache key, so a compiler upgrade recompiles.
   public var version: String
