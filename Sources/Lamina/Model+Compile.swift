@@ -9,8 +9,9 @@ import LaminaSupport
 public struct CompileOptions: Sendable {
   /// The C compiler (`--cc`); nil: `LAMINA_CC`, then cc, clang, gcc.
   public var compiler: String?
-  /// The CPUs the library runs on (`--target`); portable by default.
-  public var target: CompileTarget = .portable
+  /// The CPUs the library runs on (`--target`): portable by default (generic on a machine that is
+  /// not x86-64).
+  public var target: CompileTarget = .standard
   /// Flags added after the target's on every compiler call (`--cflags`): the user's word wins.
   public var flags: [String]?
   /// Reuse and fill the library cache (`LAMINA_CACHE_DIR`); off: compile into a temporary folder.
@@ -123,8 +124,8 @@ extension Model {
       units.append(
         TranslationUnit(
           file: "model.c", source: generated.source,
-          flags: common + set.flags + [
-            "-O3", "-DLAMINA_ISA=\(set.suffix)", "-DLAMINA_ISA_NAME=\"\(set.name)\"",
+          flags: common + set.flags + compiler.kernelOptimization + [
+            "-DLAMINA_ISA=\(set.suffix)", "-DLAMINA_ISA_NAME=\"\(set.name)\"",
           ],
           label: "model.c [\(set.name)]", shared: false))
     }
@@ -137,8 +138,8 @@ extension Model {
         units.append(
           TranslationUnit(
             file: "lamina_gemm.c", source: runtime["lamina_gemm.c"]!,
-            flags: common + set.flags + [
-              "-O2", "-DLAMINA_GEMM_T=\(type)", "-DLAMINA_GEMM_SUFFIX=\(name)_\(set.suffix)",
+            flags: common + set.flags + compiler.kernelOptimization + [
+              "-DLAMINA_GEMM_T=\(type)", "-DLAMINA_GEMM_SUFFIX=\(name)_\(set.suffix)",
             ],
             label: "lamina_gemm.c [\(name), \(set.name)]", shared: true))
       }

@@ -133,7 +133,7 @@ extension OptionSpec {
       --target T     the CPUs the library runs on: portable (default: any x86-64 with AVX2 and FMA,
                      AVX-512 kernels where the CPU has them), x86-64-v3 (AVX2 only), x86-64-v4
                      (requires AVX-512), native (this CPU exactly), generic (no vector extension
-                     beyond the architecture's baseline, builds on ARM too)
+                     beyond the architecture's baseline, builds on ARM too; the default there)
       --cc PATH      the C compiler (default: $LAMINA_CC, then cc, clang, gcc)
       --cflags F     compiler flags after the target's (so they win): --cflags "-O1 -g"
       --no-cache     compile even if the library cache ($LAMINA_CACHE_DIR) has this model

@@ -5,6 +5,7 @@ import LaminaSupport
 ///
 /// Search order: an explicit path (`--cc`), `LAMINA_CC`, then `cc`, `clang`, `gcc` on `PATH`.
 public struct CCompiler: Sendable {
+  /// The compiler's executable.
   public var path: String
   /// The first line of `cc --version`; part of the cache key, so a compiler upgrade recompiles.
   public var version: String
@@ -23,6 +24,18 @@ public struct CCompiler: Sendable {
     "-std=gnu11", "-pipe", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
     "-Wall", "-Wno-unused-function", "-Wno-unused-variable", "-Wno-unused-but-set-variable",
   ]
+
+  /// Whether the compiler is clang (its `--version` says so), else gcc or a compatible one.
+  public var isClang: Bool { version.contains("clang") }
+
+  /// The optimization flags of the generated kernels and the GEMM. gcc: `-O2` with the vectorizer
+  /// cost model of `-O3` (`dynamic`), which vectorizes the loops `-O3` does and compiles model.c in
+  /// 22% less time (mlp_784 --train: 0.33 s instead of 0.42 s of CPU). Measured against `-O3`
+  /// (thread CPU time, interleaved calls): W6 has the same instructions; mlp_784's training step
+  /// takes 0.96-1.00x the time. clang: `-O3` (its `-O2` runs the vectorizer already).
+  public var kernelOptimization: [String] {
+    isClang ? ["-O3"] : ["-O2", "-fvect-cost-model=dynamic"]
+  }
 
   /// Finds a compiler; `explicitPath` (from `--cc`) wins, then `LAMINA_CC`, then the usual names.
   public static func find(explicitPath: String? = nil, flags: [String]? = nil) throws -> CCompiler {

@@ -21,6 +21,9 @@ public enum CompileTarget: String, CaseIterable, Sendable, CustomStringConvertib
 
   public var description: String { rawValue }
 
+  /// `portable` on x86-64; `generic` elsewhere (an ARM machine), where the x86 targets do not apply.
+  public static var standard: CompileTarget { hostIsX86 ? .portable : .generic }
+
   /// One compilation of the kernels and the GEMM, for one instruction set.
   public struct InstructionSet: Sendable, Equatable {
     /// The suffix of its symbols (`lamina_gemm_f32_avx512`, `lamina_entry_points_avx512`).

@@ -5,6 +5,7 @@ import LaminaSupport
 public struct TranslationUnit: Sendable {
   /// The file name in the build folder (`model.c`, `lamina_gemm.c`); units may share a file.
   public var file: String
+  /// The C text.
   public var source: String
   /// The target's and the unit's flags (the user's come after them, from the compiler).
   public var flags: [String]
@@ -43,6 +44,7 @@ public struct LibraryCache: Sendable {
     self.directory = directory
   }
 
+  /// A 128-bit hex key for what went into a file (two FNV-1a hashes, of the text and its reverse).
   public static func key(_ parts: [String]) -> String {
     let material = parts.joined(separator: "\u{0}")
     return String(format: "%016llx", StableHash.fnv1a64(material))
@@ -96,7 +98,8 @@ public struct LibraryCache: Sendable {
       results[position] = Result {
         try StageTiming.measure("cc \(unit.label)") {
           try compiler.compileObject(
-            sourcePath: "\(buildDirectory)/\(unit.file)", flags: unit.flags + ["-I", buildDirectory],
+            sourcePath: "\(buildDirectory)/\(unit.file)",
+            flags: unit.flags + ["-I", buildDirectory],
             outputPath: "\(buildDirectory)/\(unitKeys[index]).o", source: unit.source)
         }.1
       }
@@ -105,7 +108,8 @@ public struct LibraryCache: Sendable {
     for (position, index) in pending.enumerated() {
       timings.append(try results[position]!.get())
       let object = "\(buildDirectory)/\(unitKeys[index]).o"
-      objects[index] = units[index].shared ? try store(object, key: unitKeys[index], extension: "o") : object
+      objects[index] =
+        units[index].shared ? try store(object, key: unitKeys[index], extension: "o") : object
     }
     let library = "\(buildDirectory)/\(key).so"
     let (_, linkTime) = try StageTiming.measure("link") {
@@ -116,7 +120,8 @@ public struct LibraryCache: Sendable {
   }
 
   /// Moves a freshly built file into the cache, then writes the manifest that vouches for it.
-  private func store(_ file: String, key: String, extension fileExtension: String) throws -> String {
+  private func store(_ file: String, key: String, extension fileExtension: String) throws -> String
+  {
     guard let data = FileManager.default.contents(atPath: file) else {
       throw FileError(path: file, reason: "the compiler wrote nothing")
     }
