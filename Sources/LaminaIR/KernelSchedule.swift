@@ -48,6 +48,19 @@ public struct KernelSchedule: Sendable, Hashable {
     public var rowStatistics: [Int]
     /// Whether the loop vectorizes: every reduction in it has a plain `omp simd` reduction.
     public var vectorizes: Bool
+    /// Row statistics of earlier stages this loop divides by: it multiplies by one reciprocal per
+    /// row instead of dividing every element (layer norm's standard deviation).
+    public var reciprocals: [ValueID] = []
+  }
+
+  /// A row statistic a later stage reads while the pipeline has moved on to other rows: it waits
+  /// in one slot per row in flight.
+  public struct HeldStatistic: Sendable, Hashable {
+    public var value: ValueID
+    /// The stage that computes it.
+    public var stage: Int
+    /// The later stages that read it (directly or through a recomputed member).
+    public var readBy: [Int]
   }
 
   /// Where scratch rows live.
@@ -65,6 +78,8 @@ public struct KernelSchedule: Sendable, Hashable {
   public var recomputed: [ValueID] = []
   /// Rows: how many rows are in flight at once (1: each row runs its stages one after another).
   public var pipelineDepth = 1
+  /// Rows, pipelined: the statistics held per row in flight, in member order.
+  public var heldStatistics: [HeldStatistic] = []
   /// Rows: the scratch rows allocated (one per row in flight).
   public var scratchRows = 1
   public var scratchPlacement = ScratchPlacement.none
@@ -108,9 +123,8 @@ extension KernelSchedule {
           chunkAlignment: isFlat ? 16 : 1, taskSlots: false))
     case .epilogue:
       guard let producer = node.epilogueProducer else { return nil }
-      let domain = graph.type(of: producer.result).shape
-      guard domain.count == 2 else { return nil }
-      let columns = domain[1]
+      // The producer's result seen as a matrix: the last axis is the columns, the others the rows.
+      guard let columns = graph.type(of: producer.result).shape.last else { return nil }
       let fullWidth = columns.staticValue.flatMap {
         $0 <= Self.staticWidthEpilogueColumns ? $0 : nil
       }
@@ -257,6 +271,46 @@ extension KernelSchedule {
       depth >= 2 && !stages[0].members.isEmpty && stages.allSatisfy(\.vectorizes)
       && (columns.staticValue.map { depth * scratch.count * $0 * 8 <= stackScratchBytes } ?? false)
 
+    // Which stage computes each row statistic, and which statistics each stage reads (including
+    // through members it computes again).
+    var producedBy: [ValueID: Int] = [:]
+    for (index, stage) in stages.enumerated() {
+      for position in stage.members where reduction(position) != nil {
+        producedBy[body[position].result] = index
+      }
+      for position in stage.rowStatistics { producedBy[body[position].result] = index }
+    }
+    let recomputedSet = Set(recomputed)
+    func statisticsRead(by stage: Int) -> Set<ValueID> {
+      var read = Set<ValueID>()
+      var pending = (stages[stage].members + stages[stage].rowStatistics).flatMap {
+        body[$0].operands
+      }
+      while let value = pending.popLast() {
+        if producedBy[value] != nil { read.insert(value) }
+        if recomputedSet.contains(value), let definition = definitions[value] {
+          pending += definition.operands
+        }
+      }
+      return read
+    }
+    // Division by a statistic of an earlier stage: a reciprocal per row, a multiply per element.
+    for index in stages.indices {
+      for position in stages[index].members {
+        let member = body[position]
+        guard member.definition?.algebra.isDivision == true, member.operands.count == 2 else {
+          continue
+        }
+        let divisor = member.operands[1]
+        guard let source = producedBy[divisor], source < index,
+          !stages[index].reciprocals.contains(divisor),
+          graph.type(of: divisor).dtype.isFloatingPoint,
+          graph.type(of: member.result).dtype == graph.type(of: divisor).dtype
+        else { continue }
+        stages[index].reciprocals.append(divisor)
+      }
+    }
+
     var schedule = KernelSchedule(
       form: .rows,
       threads: .chunks(
@@ -265,6 +319,17 @@ extension KernelSchedule {
     schedule.scratch = scratch
     schedule.recomputed = recomputed
     schedule.pipelineDepth = pipelined ? depth : 1
+    if pipelined {
+      let readLater = (1..<depth).map { statisticsRead(by: $0) }
+      for member in body {
+        guard let stage = producedBy[member.result] else { continue }
+        let readBy = (stage + 1..<depth).filter { readLater[$0 - 1].contains(member.result) }
+        if !readBy.isEmpty {
+          schedule.heldStatistics.append(
+            HeldStatistic(value: member.result, stage: stage, readBy: readBy))
+        }
+      }
+    }
     schedule.scratchRows = pipelined ? depth : 1
     // Rows of one dtype share a typed buffer; mixed dtypes (a `cast` in the group) get byte rows.
     let scratchDTypes = Set(scratch.map { graph.type(of: $0).dtype })
@@ -339,6 +404,9 @@ public struct KernelSchedulePrinter {
         if !stage.members.isEmpty {
           line +=
             " loop over the row computing \(names(stage.members.map { node.body[$0].result }))"
+          if !stage.reciprocals.isEmpty {
+            line += ", multiplying by 1/\(stage.reciprocals.map(name).joined(separator: ", 1/"))"
+          }
           line += stage.vectorizes ? " (vectorized)" : " (scalar: a reduction's NaN rule)"
         }
         if !stage.rowStatistics.isEmpty {
@@ -353,6 +421,12 @@ public struct KernelSchedulePrinter {
         schedule.pipelineDepth > 1
           ? "pipelined: depth \(schedule.pipelineDepth) (pass r runs stage k on row r - k), \(schedule.scratchRows) scratch rows in rotation"
           : "pipelined: no")
+      if !schedule.heldStatistics.isEmpty {
+        let held = schedule.heldStatistics.map { statistic in
+          "\(name(statistic.value)) (stage \(statistic.stage) → \(statistic.readBy.map(String.init).joined(separator: ", ")))"
+        }
+        lines.append("held per row in flight: \(held.joined(separator: ", "))")
+      }
       if schedule.scratchPlacement != .none {
         lines.append(
           "scratch: \(schedule.scratchPlacement.rawValue), \(schedule.uniformScratch ? "typed rows" : "rows of 8-byte cells")"

@@ -568,22 +568,16 @@ struct FusedKernel {
     let reductionCType = { (member: Node) in self.cType(member.result) }
     let heapScratch = !scratch.isEmpty && !stackScratch
 
-    /// Division by a row statistic (layer norm's standard deviation): one reciprocal per row and a
-    /// multiply per element, instead of a division per element. Declares them; returns their names.
+    /// The reciprocals of the row statistics stage `stage` divides by (one per row, then a multiply
+    /// per element). Declares them; returns their names.
     func emitReciprocals(
-      _ members: [Node], rowLocals: [ValueID: String], prefix: String = "", into row: inout CWriter
+      _ stage: Int, rowLocals: [ValueID: String], prefix: String = "", into row: inout CWriter
     ) -> [ValueID: String] {
       var reciprocals: [ValueID: String] = [:]
-      for member in members
-      where member.definition?.algebra.isDivision == true && member.operands.count == 2 {
-        let divisor = member.operands[1]
-        guard let statistic = rowLocals[divisor], reciprocals[divisor] == nil,
-          graph.type(of: divisor).dtype.isFloatingPoint,
-          graph.type(of: member.result).dtype == graph.type(of: divisor).dtype
-        else { continue }
+      for divisor in schedule.stages[stage].reciprocals {
         let name = "\(prefix)inverse\(localNumber(divisor))"
         reciprocals[divisor] = name
-        row.line("const \(cType(divisor)) \(name) = (\(cType(divisor)))1 / \(statistic);")
+        row.line("const \(cType(divisor)) \(name) = (\(cType(divisor)))1 / \(rowLocals[divisor]!);")
       }
       return reciprocals
     }
@@ -725,29 +719,10 @@ struct FusedKernel {
 
     if pipelined {
       // Statistics a later loop reads wait in one slot per row in flight.
-      var producedBy: [ValueID: Int] = [:]
-      for (index, stage) in stages.enumerated() {
-        for member in stage.members where isReduction(member) { producedBy[member.result] = index }
-        for member in stage.scalars { producedBy[member.result] = index }
-      }
-      // What each stage reads, including through members it computes again.
-      func statisticsRead(by stage: Int) -> Set<ValueID> {
-        var read = Set<ValueID>()
-        var pending = (stages[stage].members + stages[stage].scalars).flatMap(\.operands)
-        while let value = pending.popLast() {
-          if producedBy[value] != nil { read.insert(value) }
-          if recomputed.contains(value), let definition = definitions[value] {
-            pending += definition.operands
-          }
-        }
-        return read
-      }
-      let readLater = (1..<depth).reduce(into: [Int: Set<ValueID>]()) { read, stage in
-        read[stage] = statisticsRead(by: stage)
-      }
-      let slotted = producedBy.keys.filter { value in
-        (producedBy[value]! + 1..<depth).contains { readLater[$0]!.contains(value) }
-      }.sorted { localNumber($0) < localNumber($1) }
+      let held = schedule.heldStatistics
+      let slotted = held.map(\.value)
+      let producedBy = Dictionary(uniqueKeysWithValues: held.map { ($0.value, $0.stage) })
+      let readBy = Dictionary(uniqueKeysWithValues: held.map { ($0.value, Set($0.readBy)) })
       if !slotted.isEmpty {
         range.line("/* Row statistics a later loop reads, a slot per row in flight. */")
       }
@@ -768,15 +743,14 @@ struct FusedKernel {
           )
         }
         var locals: [ValueID: String] = [:]
-        for value in slotted where producedBy[value]! < stage && readLater[stage]!.contains(value) {
+        for value in slotted where producedBy[value]! < stage && readBy[value]!.contains(stage) {
           let local = "\(prefix)s\(localNumber(value))"
           writer.line(
             "const \(cType(value)) \(local) = s\(localNumber(value))_rows[\(slotOf(stage))];")
           locals[value] = local
         }
         let members = stages[stage].members
-        let reciprocals = emitReciprocals(
-          members, rowLocals: locals, prefix: prefix, into: &writer)
+        let reciprocals = emitReciprocals(stage, rowLocals: locals, prefix: prefix, into: &writer)
         declareAccumulators(members, into: &writer)
         return LoopPart(
           members: members, view: RowView(row: rowOf(stage), scratch: scratchName, prefix: prefix),
@@ -828,8 +802,8 @@ struct FusedKernel {
       try range.block("for (int64_t r = begin; r < end; r++)") { row in
         var locals: [ValueID: String] = [:]
         let view = RowView(row: "r", scratch: "scratch", prefix: "")
-        for stage in stages {
-          let reciprocals = emitReciprocals(stage.members, rowLocals: locals, into: &row)
+        for (index, stage) in stages.enumerated() {
+          let reciprocals = emitReciprocals(index, rowLocals: locals, into: &row)
           declareAccumulators(stage.members, into: &row)
           if !stage.members.isEmpty {
             try emitLoop(
