@@ -65,7 +65,10 @@ public final class CompiledModel: @unchecked Sendable {
 
   /// Loads a library Lamina compiled, checking its ABI version; `threads <= 0` uses every core.
   public init(libraryPath: String, threads: Int = 0) throws {
-    guard let handle = dlopen(libraryPath, RTLD_NOW | RTLD_LOCAL) else {
+    // dlopen would die on a truncated file.
+    try LibraryValidation.validate(libraryPath)
+    guard let handle = dlopen(libraryPath, RTLD_NOW | RTLD_LOCAL)
+    else {
       let reason = dlerror().map { String(cString: $0) } ?? "unknown error"
       throw RunError("cannot load \(libraryPath): \(reason)")
     }
@@ -210,6 +213,9 @@ public final class CompiledModel: @unchecked Sendable {
       guard let shape = entry.concreteShape(bindings) else {
         throw RunError("cannot size '\(entry.name)' \(entry.typeDescription)")
       }
+      // Outputs are allocated here, before the C code runs: a size that cannot be allocated is an
+      // error, not an abort.
+      try Tensor.checkAllocation(entry.elementType ?? .f64, shape, of: "'\(entry.name)'")
       return shape
     }
     let binding = CallBinding(
