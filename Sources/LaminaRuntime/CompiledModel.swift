@@ -65,9 +65,9 @@ public final class CompiledModel: @unchecked Sendable {
 
   /// Loads a library Lamina compiled, checking its ABI version; `threads <= 0` uses every core.
   public init(libraryPath: String, threads: Int = 0) throws {
-    // dlopen would die on a truncated file.
+    // dlopen would search the system paths for a bare name and die on a truncated file.
     try LibraryValidation.validate(libraryPath)
-    guard let handle = dlopen(libraryPath, RTLD_NOW | RTLD_LOCAL)
+    guard let handle = dlopen(LibraryValidation.loadablePath(libraryPath), RTLD_NOW | RTLD_LOCAL)
     else {
       let reason = dlerror().map { String(cString: $0) } ?? "unknown error"
       throw RunError("cannot load \(libraryPath): \(reason)")

@@ -14,6 +14,11 @@ import LaminaSupport
 /// the current directory. So a library is first checked to be a regular file, an ELF shared object
 /// whose headers and loaded segments lie inside the file, that exports the Lamina ABI symbol.
 enum LibraryValidation {
+  /// The path to give dlopen for `path`: always a path with a directory, so it names that file.
+  static func loadablePath(_ path: String) -> String {
+    path.contains("/") ? path : "./" + path
+  }
+
   /// Throws `RunError` saying what is wrong with the file at `path`, if anything.
   static func validate(_ path: String) throws {
     var info = stat()

@@ -211,4 +211,21 @@ struct CrashHardeningTests {
       "\(error)".contains("does not export lamina_abi_version")
     }
   }
+
+  @Test("lamina run lib.so loads the file in the current directory, not a system library")
+  func bareLibraryName() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    _ = try library(in: directory)
+    let lamina = try #require(
+      ReferenceCheckTests.laminaExecutable(), "the lamina executable is built with the tests")
+    let result = try ReferenceCheckTests.runProcess(
+      [
+        lamina, "run", "lib.so", "--weights", "w.safetensors", "--input", "x=x.npy", "--output",
+        "y=y.npy",
+      ], in: URL(fileURLWithPath: directory))
+    #expect(result.status == 0, "\(result.output)")
+    #expect(
+      try NPY.read(contentsOf: directory + "/y.npy")
+        == Tensor(shape: [1, 4], scalars: [1, 2, 3, 4] as [Float]))
+  }
 }
