@@ -55,6 +55,28 @@ public enum AtomicFile {
     return (try? kind(of: target, for: path)) == .stream
   }
 
+  /// Throws when `write(_:to:)` to `path` would certainly fail: its folder is missing or not writable,
+  /// or it is a directory. For checking outputs before a long computation rather than after it.
+  public static func checkWritable(_ path: String) throws {
+    let target = try resolvingLinks(path)
+    if try kind(of: target, for: path) == .stream {
+      guard access(target, W_OK) == 0 else {
+        throw FileError(path: path, reason: "cannot write: \(String(cString: strerror(errno)))")
+      }
+      return
+    }
+    let directory = URL(fileURLWithPath: target).deletingLastPathComponent().path
+    var info = stat()
+    guard stat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+      throw FileError(path: path, reason: "cannot write: the folder \(directory) does not exist")
+    }
+    guard access(directory, W_OK | X_OK) == 0 else {
+      throw FileError(
+        path: path,
+        reason: "cannot write in the folder \(directory): \(String(cString: strerror(errno)))")
+    }
+  }
+
   /// What temporary files are named after: `.NAME.tmp-PID-RANDOM`.
   static let temporaryMarker = ".tmp-"
 
