@@ -224,8 +224,8 @@ extension SourceFile {
       let isLineEnd =
         scalar == "\n"
         || (scalar == "\r" && index + 1 < scalars.count && scalars[index + 1] == "\n")
-      let isControl = scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
-      clean.append(isControl && !isLineEnd && scalar != "\t" ? "\u{FFFD}" : scalar)
+      clean.append(
+        TerminalText.isControl(scalar) && !isLineEnd && scalar != "\t" ? "\u{FFFD}" : scalar)
     }
     return SourceFile(path: path, text: String(clean))
   }

@@ -131,12 +131,15 @@ public struct NonFiniteLossError: Error, Sendable, CustomStringConvertible {
   public var history: [EpochMetrics]
   /// The checkpoint left in place (from the last finite epoch), if any was written.
   public var checkpointPath: String?
+  /// Where the data itself holds NaN or an infinity (`input 'x', row 12 of the training data holds
+  /// nan`), when it does: then the learning rate is not to blame.
+  public var dataProblem: String? = nil
 
   public var description: String {
     var text =
       step.map { "the training loss is \(loss) at epoch \(epoch), step \($0)" }
       ?? "the validation loss is \(loss) after epoch \(epoch)"
-    text += " (try a lower learning rate)"
+    text += dataProblem.map { ": \($0)" } ?? " (try a lower learning rate)"
     if let checkpointPath, let last = history.last {
       text += "; the last good checkpoint (epoch \(last.epoch)) is kept in \(checkpointPath)"
     }
@@ -300,14 +303,21 @@ public struct Checkpoint: Sendable {
     } else {
       history = []
     }
+    // Counts are never negative (a negative epoch would resume before the start), and a batch holds
+    // at least one row.
+    func count(_ text: String) -> Int? { Int(text).flatMap { $0 >= 0 ? $0 : nil } }
+    func optionalField<T>(_ key: String, _ parse: (String) -> T?) throws -> T? {
+      guard metadata[key] != nil else { return nil }
+      return try field(key, parse)
+    }
     return Checkpoint(
       parameters: parameters, state: state, bestParameters: best.isEmpty ? nil : best,
-      model: metadata["model"] ?? "", epoch: try field("epoch") { Int($0) },
-      globalStep: try field("global_step") { Int($0) }, seed: try field("seed") { UInt64($0) },
-      batchSize: metadata["batch_size"].flatMap { Int($0) },
-      bestLoss: metadata["best_validation_loss"].flatMap { Double($0) },
-      bestEpoch: metadata["best_epoch"].flatMap { Int($0) },
-      epochsSinceBest: metadata["epochs_since_best"].flatMap { Int($0) } ?? 0, history: history)
+      model: metadata["model"] ?? "", epoch: try field("epoch", count),
+      globalStep: try field("global_step", count), seed: try field("seed") { UInt64($0) },
+      batchSize: try optionalField("batch_size") { Int($0).flatMap { $0 > 0 ? $0 : nil } },
+      bestLoss: try optionalField("best_validation_loss") { Double($0) },
+      bestEpoch: try optionalField("best_epoch", count),
+      epochsSinceBest: try optionalField("epochs_since_best", count) ?? 0, history: history)
   }
 }
 
@@ -410,6 +420,12 @@ public final class Trainer {
     }
     var stoppedEarly = false
     if let patience = earlyStoppingPatience, sinceBest >= patience { stoppedEarly = true }
+    if let classification {
+      // Checked here, where the message can name the dataset row; the loss kernel only knows the
+      // position in a shuffled batch.
+      try Trainer.checkLabels(train, classification, data: "training")
+      if let validation { try Trainer.checkLabels(validation, classification, data: "validation") }
+    }
 
     var epoch = firstEpoch
     while epoch < epochs && !stoppedEarly {
@@ -423,7 +439,8 @@ public final class Trainer {
         guard loss.isFinite else {
           throw NonFiniteLossError(
             epoch: epoch + 1, step: index + 1, loss: loss, history: history,
-            checkpointPath: history.isEmpty ? nil : checkpointPath)
+            checkpointPath: history.isEmpty ? nil : checkpointPath,
+            dataProblem: Trainer.nonFiniteData(train, rows: Array(rows), data: "training"))
         }
         lossSum += loss * Double(rows.count)
         seen += rows.count
@@ -444,7 +461,8 @@ public final class Trainer {
         guard result.loss.isFinite else {
           throw NonFiniteLossError(
             epoch: epoch + 1, step: nil, loss: result.loss, history: history,
-            checkpointPath: history.isEmpty ? nil : checkpointPath)
+            checkpointPath: history.isEmpty ? nil : checkpointPath,
+            dataProblem: Trainer.nonFiniteData(validation, rows: nil, data: "validation"))
         }
         metrics.validationLoss = result.loss
         metrics.validationAccuracy = result.accuracy
@@ -512,6 +530,35 @@ public final class Trainer {
       }
     }
     return (lossSum / Double(seen), classification == nil ? nil : Double(correct) / Double(seen))
+  }
+
+  /// Throws when a label of `data` is not one of the classes, naming its row in the dataset.
+  static func checkLabels(_ data: Dataset, _ target: ClassificationTarget, data what: String) throws
+  {
+    guard let labels = data.tensors[target.labels] else { return }
+    for (row, label) in labels.doubles().enumerated()
+    where !(label >= 0 && label < Double(target.classes) && label.rounded() == label) {
+      throw RunError(
+        "row \(row) of the \(what) data's '\(target.labels)' holds \(Int(exactly: label).map(String.init) ?? String(label)), which is not a class (valid: 0 to \(target.classes - 1))"
+      )
+    }
+  }
+
+  /// Where `rows` of `data` (every row when nil) hold NaN or an infinity, as a message; nil when
+  /// they do not.
+  static func nonFiniteData(_ data: Dataset, rows: [Int]?, data what: String) -> String? {
+    for name in data.tensors.keys.sorted() {
+      let tensor = data.tensors[name]!
+      guard tensor.dtype.isFloatingPoint, tensor.count > 0 else { continue }
+      let values = tensor.doubles()
+      let width = tensor.count / tensor.shape[0]
+      for row in rows ?? Array(0..<data.count) {
+        if let value = values[row * width..<(row + 1) * width].first(where: { !$0.isFinite }) {
+          return "the \(what) data holds \(value) in input '\(name)', row \(row)"
+        }
+      }
+    }
+    return nil
   }
 
   /// How many rows of `scores` `[N, C]` have their largest score (the first, on ties) at the label.

@@ -7,7 +7,8 @@ enum CheckCommand: Command {
   static let help = """
     usage: lamina check FILE... [--model NAME]
 
-    Parses, lowers and type-checks each file, printing every error and warning with its location.
+    Parses, lowers and type-checks each file, printing every error and warning with its location;
+    a model with training steps is also differentiated, as `lamina compile --train` would.
     Exits 1 when any file has an error.
     """
   static let options = OptionSpec(valued: ["--model"])
@@ -19,6 +20,12 @@ enum CheckCommand: Command {
       do {
         let model = try loadModel(path, modelName: options.value("--model"), console: console)
         let graph = model.graph
+        if !graph.trainSteps.isEmpty {
+          // What `compile --train` and `train` would reject (a step with no parameter to update, a
+          // loss that cannot be differentiated) is an error here too.
+          _ = try Model(
+            contentsOf: path, modelName: options.value("--model"), pipeline: Pipeline.training)
+        }
         console.print(
           "\(path): ok: model \(graph.name), \(graph.inputs.count) inputs, \(graph.params.count) parameters, \(graph.nodes.count) nodes"
         )

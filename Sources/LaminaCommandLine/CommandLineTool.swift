@@ -13,8 +13,10 @@ public enum CommandLineTool {
   ]
 
   static func usage() -> String {
+    // padding(toLength:) also cuts longer names, so the column is as wide as the longest.
+    let width = commands.map(\.name.count).max() ?? 0
     let list = commands.map {
-      "  \($0.name.padding(toLength: 8, withPad: " ", startingAt: 0)) \($0.summary)"
+      "  \($0.name.padding(toLength: width, withPad: " ", startingAt: 0))  \($0.summary)"
     }
     return """
       usage: lamina <command> [options]
@@ -60,10 +62,29 @@ public enum CommandLineTool {
       console.error("run `lamina \(name) --help` for usage")
       return 2
     } catch {
-      console.error("lamina \(name): error: \(error)")
+      // Messages quote names from files (a library's signature, a weights file's keys).
+      console.error(
+        "lamina \(name): error: \(TerminalText.escaped(describe(error), keepingNewlines: true))")
       return 1
     }
   }
+}
+
+/// An error as one line for the terminal: Foundation's file errors (a cache folder that cannot be
+/// created) as `PATH: reason` rather than their `Error Domain=NSCocoaErrorDomain Code=...` dump.
+func describe(_ error: any Error) -> String {
+  let nsError = error as NSError
+  guard nsError.domain == NSCocoaErrorDomain else { return "\(error)" }
+  let path =
+    nsError.userInfo[NSFilePathErrorKey] as? String
+    ?? (nsError.userInfo[NSURLErrorKey] as? URL)?.path
+  var reason = nsError.localizedDescription
+  if let underlying = (nsError.userInfo[NSUnderlyingErrorKey] as? any Error).map({ $0 as NSError }),
+    underlying.domain == NSPOSIXErrorDomain
+  {
+    reason = String(cString: strerror(Int32(underlying.code)))
+  }
+  return path.map { "\($0): \(reason)" } ?? reason
 }
 
 /// A command's name, texts and entry point, without existential metatypes.

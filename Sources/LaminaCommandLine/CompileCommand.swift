@@ -44,8 +44,13 @@ enum CompileCommand: Command {
         at: URL(fileURLWithPath: compilation.libraryPath).deletingLastPathComponent())
     }
     try AtomicFile.write(library, to: output)
-    let headerPath = URL(fileURLWithPath: output).deletingPathExtension().path + ".h"
-    try AtomicFile.write(Data(compilation.generated.header.utf8), to: headerPath)
+    // Beside a FIFO or device (-o /dev/null) there is no place for a header: `/dev/null.h` is not one.
+    let headerPath: String? =
+      AtomicFile.isStream(output)
+      ? nil : URL(fileURLWithPath: output).deletingPathExtension().path + ".h"
+    if let headerPath {
+      try AtomicFile.write(Data(compilation.generated.header.utf8), to: headerPath)
+    }
     if let directory = options.value("--emit-c") {
       try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
       try AtomicFile.write(Data(compilation.generated.header.utf8), to: directory + "/model.h")
@@ -68,7 +73,7 @@ enum CompileCommand: Command {
           + "total (C compiler calls run in parallel, so their sum can exceed the wall time)")
     }
     console.print(
-      "wrote \(output) and \(headerPath) (codegen \(milliseconds(compilation.codegenSeconds)), "
+      "wrote \(output)\(headerPath.map { " and \($0)" } ?? " (no header beside a device or FIFO)") (codegen \(milliseconds(compilation.codegenSeconds)), "
         + (compilation.compiledNow
           ? "C compile \(milliseconds(compilation.compileSeconds)))" : "from the cache)"))
     return 0

@@ -125,7 +125,8 @@ enum DumpCommand: Command {
       totalElements += elements
       totalBytes += bytes
       rows.append([
-        graph[param.value].name, type.description, param.initializer.description, String(elements),
+        TerminalText.escaped(graph[param.value].name), type.description,
+        TerminalText.escaped(param.initializer.description), String(elements),
         String(bytes), param.trainable ? "yes" : "frozen",
       ])
     }

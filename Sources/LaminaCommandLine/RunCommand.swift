@@ -75,7 +75,7 @@ enum RunCommand: Command {
     for (name, file) in requested {
       guard let tensor = results[name] else { continue }
       if file.isEmpty {
-        console.print("\(name): \(tensor)")
+        console.print("\(TerminalText.escaped(name)): \(tensor)")
       } else {
         try NPY.write(tensor, to: file)
         console.print("wrote \(name) \(tensor.typeDescription) to \(file)")

@@ -81,6 +81,10 @@ enum TrainCommand: Command {
     let resumePath = options.value("--resume")
     let checkpointPath = options.value("--checkpoint") ?? resumePath
     var seed = try options.seed()
+    // Found out now, not after every epoch has run.
+    for output in [plotPath, outputPath, checkpointPath].compactMap({ $0 }) {
+      try AtomicFile.checkWritable(output)
+    }
 
     let model = try Model(
       contentsOf: path, modelName: options.value("--model"),

@@ -35,7 +35,13 @@ extension Lowering {
       return .list(elements.map { evaluate($0) })
     case .negate(let operand):
       switch evaluate(operand) {
-      case .integer(let value): return .integer(-value)
+      case .integer(let value):
+        let (negated, overflow) = 0.subtractingReportingOverflow(value)
+        guard !overflow else {
+          diagnostics.error("integer overflow in -(\(value))", at: expr.location)
+          return .poisoned
+        }
+        return .integer(negated)
       case .number(let value): return .number(-value)
       case .tensor(let value): return emit("neg", [value], at: expr.location)
       case .poisoned: return .poisoned
@@ -136,8 +142,16 @@ extension Lowering {
     at location: SourceLocation
   ) -> Value {
     do {
-      return .tensor(
-        try graph.addInferredNode(op, operands, attributes: attributes, location: location))
+      let result = try graph.addInferredNode(
+        op, operands, attributes: attributes, location: location)
+      let type = graph.type(of: result)
+      guard type.boundedStaticElementCount != nil else {
+        diagnostics.error(
+          "\(op) would give \(type), too large: its dimensions multiply past 2^40 elements",
+          at: location)
+        return .poisoned
+      }
+      return .tensor(result)
     } catch {
       diagnostics.error(error.message, at: location, help: error.help)
       return .poisoned

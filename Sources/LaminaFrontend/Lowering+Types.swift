@@ -29,7 +29,7 @@ extension Lowering {
           return nil
         }
         let (product, overflow) = elements.multipliedReportingOverflow(by: value)
-        guard !overflow, product <= 1 << 40 else {
+        guard !overflow, product <= TensorType.maximumStaticElements else {
           diagnostics.error(
             "\(what) is too large: its dimensions multiply past 2^40 elements", at: location)
           return nil
@@ -45,6 +45,13 @@ extension Lowering {
               at: location)
             return nil
           }
+          let (product, overflow) = elements.multipliedReportingOverflow(by: value)
+          guard !overflow, product <= TensorType.maximumStaticElements else {
+            diagnostics.error(
+              "\(what) is too large: its dimensions multiply past 2^40 elements", at: location)
+            return nil
+          }
+          elements = product
           shape.append(Dim(value))
         } else if allowSymbols {
           shape.append(Dim(symbol: name))

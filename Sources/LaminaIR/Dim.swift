@@ -50,12 +50,14 @@ public struct Dim: Hashable, Sendable, CustomStringConvertible, Comparable {
     return Dim(factor: factor + rhs.factor, symbols: symbols)
   }
 
-  /// The concrete size once every symbol is bound; nil when a symbol is unbound.
+  /// The concrete size once every symbol is bound; nil when a symbol is unbound. A product past
+  /// `Int.max` gives `Int.max`, which no tensor can have, so allocating it fails with a message.
   public func evaluate(_ bindings: [String: Int]) -> Int? {
     var value = factor
     for symbol in symbols {
       guard let bound = bindings[symbol] else { return nil }
-      value *= bound
+      let (product, overflow) = value.multipliedReportingOverflow(by: bound)
+      value = overflow ? Int.max : product
     }
     return value
   }

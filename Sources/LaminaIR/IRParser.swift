@@ -289,7 +289,11 @@ public struct IRParser {
         guard let value = Int(token.text), value >= 0 else {
           throw Diagnostic.error("bad dimension '\(token.text)'", at: token.location)
         }
-        dim = dim * Dim(value)
+        let (factor, overflow) = dim.factor.multipliedReportingOverflow(by: value)
+        guard !overflow else {
+          throw Diagnostic.error("dimension too large at '\(token.text)'", at: token.location)
+        }
+        dim = Dim(factor: factor, symbols: dim.symbols)
       case .identifier:
         dim = dim * Dim(symbol: token.text)
       default:
@@ -405,7 +409,13 @@ public struct IRParser {
             }
             start = value
             if accept(.punctuation, "*") != nil {
-              items.append(.dim(Dim(value) * (try parseDim())))
+              let rest = try parseDim()
+              let (factor, overflow) = value.multipliedReportingOverflow(by: rest.factor)
+              guard !overflow else {
+                throw Diagnostic.error(
+                  "dimension too large at '\(token.text)'", at: token.location)
+              }
+              items.append(.dim(Dim(factor: factor, symbols: rest.symbols)))
               continue
             }
           }

@@ -85,6 +85,7 @@ public struct Interpreter: Sendable {
         guard let shape = type.concreteShape(bindings) else {
           throw RunError("cannot evaluate the shape \(type) of %\(graph[result].name)")
         }
+        try Tensor.checkAllocation(type.dtype, shape, of: "%\(graph[result].name)")
         results.append((type.dtype, shape))
       }
       let context = InterpretContext(

@@ -17,6 +17,25 @@ public struct TensorType: Hashable, Sendable, CustomStringConvertible {
   public var rank: Int { shape.count }
   public var isScalar: Bool { shape.isEmpty }
   public var elementCount: Dim { shape.product }
+
+  /// The most elements a tensor may have not counting its symbolic dimensions: 2^40 (4 TiB of f32).
+  ///
+  /// Sizes in a model are user input (`broadcast_to(x, shape: [9223372036854775807, batch])`); with
+  /// this bound, the static part of every size, times a dtype's width, and sums and products of such
+  /// sizes in shape rules and the memory plan stay far from overflowing `Int`.
+  public static let maximumStaticElements = 1 << 40
+
+  /// The product of the static dimensions (symbols count as 1); nil when it passes
+  /// `maximumStaticElements` (or overflows `Int` on the way).
+  public var boundedStaticElementCount: Int? {
+    var product = 1
+    for dim in shape {
+      let (value, overflow) = product.multipliedReportingOverflow(by: dim.factor)
+      guard !overflow, value <= TensorType.maximumStaticElements else { return nil }
+      product = value
+    }
+    return product
+  }
   /// Symbols used anywhere in the shape, in order of first use.
   public var symbols: [String] {
     var seen: [String] = []

@@ -4,7 +4,7 @@ import LaminaSupport
 ///
 /// - every value is defined exactly once, before its uses (the node list is topologically ordered);
 /// - every node names a known op with an accepted operand count and valid attributes;
-/// - every value has a type, and each node's result types are what its op's shape rule gives;
+/// - every value has a type within `TensorType.maximumStaticElements`, and each node's result types are what its op's shape rule gives;
 /// - outputs, losses and training steps name existing values; losses are floating-point scalars.
 ///
 /// The pass runner calls it after each pass and blames the pass by name when it fails.
@@ -18,7 +18,13 @@ public enum Verifier {
         diagnostics.error("value %\(graph[value].name) is defined more than once", at: location)
       }
       defined[value.index] = true
-      if graph[value].type == nil {
+      if let type = graph[value].type {
+        if type.boundedStaticElementCount == nil {
+          diagnostics.error(
+            "value %\(graph[value].name) : \(type) is too large: its dimensions multiply past 2^40 elements",
+            at: location)
+        }
+      } else {
         diagnostics.error("value %\(graph[value].name) has no type", at: location)
       }
     }

@@ -68,7 +68,10 @@ public final class CompiledModel: @unchecked Sendable {
 
   /// Loads a library Lamina compiled, checking its ABI version; `threads <= 0` uses every core.
   public init(libraryPath: String, threads: Int = 0) throws {
-    guard let handle = dlopen(libraryPath, RTLD_NOW | RTLD_LOCAL) else {
+    // dlopen would search the system paths for a bare name and die on a truncated file.
+    try LibraryValidation.validate(libraryPath)
+    guard let handle = dlopen(LibraryValidation.loadablePath(libraryPath), RTLD_NOW | RTLD_LOCAL)
+    else {
       let reason = dlerror().map { String(cString: $0) } ?? "unknown error"
       throw RunError("cannot load \(libraryPath): \(reason)")
     }
@@ -219,16 +222,24 @@ public final class CompiledModel: @unchecked Sendable {
     let shapes = prepared.map { $0?.shape ?? [-1] }
     if let cached = cachedBinding(for: shapes) { return (prepared, cached) }
     let bindings = try ShapeBinding.bind(entries.map { ($0.0, $0.1) }, kind: "input")
+    let sized = signature.outputs + (allInputs ? signature.losses : [])
     let dims = try signature.symbols.map { symbol -> Int64 in
-      guard let value = bindings[symbol] else {
-        throw RunError("no input determines the dimension '\(symbol)'")
+      if let value = bindings[symbol] { return Int64(value) }
+      // A symbol only inputs this call does not take use (a label's, at inference) sizes nothing it
+      // computes; the C code still checks every dimension, so it gets a valid one.
+      let mentioned = sized.contains { entry in
+        entry.shape.contains { $0.split(separator: "*").contains { $0 == symbol } }
       }
-      return Int64(value)
+      guard allInputs || mentioned else { return 1 }
+      throw RunError("no input determines the dimension '\(symbol)'")
     }
     func shape(_ entry: ModelSignature.Entry) throws -> [Int] {
       guard let shape = entry.concreteShape(bindings) else {
         throw RunError("cannot size '\(entry.name)' \(entry.typeDescription)")
       }
+      // Outputs are allocated here, before the C code runs: a size that cannot be allocated is an
+      // error, not an abort.
+      try Tensor.checkAllocation(entry.elementType ?? .f64, shape, of: "'\(entry.name)'")
       return shape
     }
     let binding = CallBinding(

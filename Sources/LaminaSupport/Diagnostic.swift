@@ -122,6 +122,10 @@ public struct DiagnosticRenderer: Sendable {
   }
 
   public func render(_ diagnostic: Diagnostic) -> String {
+    TerminalText.escaped(unescapedRender(diagnostic), keepingNewlines: true)
+  }
+
+  private func unescapedRender(_ diagnostic: Diagnostic) -> String {
     var out = diagnostic.description
     if let location = diagnostic.location { out += excerpt(at: location) }
     for note in diagnostic.notes {
@@ -144,20 +148,15 @@ public struct DiagnosticRenderer: Sendable {
     guard location.isKnown, let source = sources[location.file],
       let line = source.line(location.line)
     else { return "" }
-    // Tabs would misplace the caret; show them as single spaces.
-    let text = String(line).replacingTabs()
+    // Tabs and control characters would misplace the caret (or act on the terminal); each shows as
+    // one character.
+    let text = TerminalText.columnPreserving(String(line))
     let number = String(location.line)
     let gutter = String(repeating: " ", count: number.count)
     let caretStart = max(0, min(location.column - 1, text.count))
     let caretWidth = max(1, min(location.length, max(1, text.count - caretStart)))
     return "\n \(number) | \(text)\n \(gutter) | "
       + String(repeating: " ", count: caretStart) + String(repeating: "^", count: caretWidth)
-  }
-}
-
-extension String {
-  fileprivate func replacingTabs() -> String {
-    String(map { $0 == "\t" ? " " : $0 })
   }
 }
 

@@ -33,17 +33,14 @@ public struct ModelSignature: Codable, Sendable, Equatable {
       return result
     }
 
-    /// A dimension's size (`"64"`, `"batch"`, `"8*batch"`); nil when a symbol is unbound.
+    /// A dimension's size (`"64"`, `"batch"`, `"8*batch"`); nil when a symbol is unbound. A product
+    /// past `Int.max` gives `Int.max`, which no tensor can have, so allocating it fails with a message.
     public static func evaluate(_ dim: String, _ bindings: [String: Int]) -> Int? {
       var value = 1
       for factor in dim.split(separator: "*") {
-        if let number = Int(factor) {
-          value *= number
-        } else if let bound = bindings[String(factor)] {
-          value *= bound
-        } else {
-          return nil
-        }
+        guard let number = Int(factor) ?? bindings[String(factor)] else { return nil }
+        let (product, overflow) = value.multipliedReportingOverflow(by: number)
+        value = overflow ? Int.max : product
       }
       return value
     }

@@ -163,6 +163,42 @@ public enum SafeTensors {
     return result + "\""
   }
 
+  /// The first key that appears twice in one object of the valid JSON text `bytes`, decoded (so
+  /// `"a"` and `"\u0061"` are the same key); nil when there is none.
+  static func duplicateKey(_ bytes: [UInt8]) -> String? {
+    // One entry per open object (its keys so far) or array (nil).
+    var open: [Set<String>?] = []
+    var index = 0
+    while index < bytes.count {
+      switch bytes[index] {
+      case UInt8(ascii: "{"): open.append([])
+      case UInt8(ascii: "["): open.append(nil)
+      case UInt8(ascii: "}"), UInt8(ascii: "]"): _ = open.popLast()
+      case UInt8(ascii: "\""):
+        let start = index
+        index += 1
+        while index < bytes.count, bytes[index] != UInt8(ascii: "\"") {
+          index += bytes[index] == UInt8(ascii: "\\") ? 2 : 1
+        }
+        let literal = Data(bytes[start...min(index, bytes.count - 1)])
+        var next = index + 1
+        while next < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[next]) { next += 1 }
+        // A string followed by ':' inside an object is a key.
+        if next < bytes.count, bytes[next] == UInt8(ascii: ":"), let keys = open.last, var keys,
+          let key = try? JSONSerialization.jsonObject(with: literal, options: .fragmentsAllowed)
+            as? String
+        {
+          if keys.contains(key) { return key }
+          keys.insert(key)
+          open[open.count - 1] = keys
+        }
+      default: break
+      }
+      index += 1
+    }
+    return nil
+  }
+
   /// Decoding state for one file; every read is bounds-checked so no input can trap.
   struct Decoder {
     let bytes: UnsafeRawBufferPointer
@@ -216,6 +252,11 @@ public enum SafeTensors {
         throw fail("header is not valid JSON" + (detail.map { ": \($0)" } ?? ""))
       }
       guard let object = json as? [String: Any] else { throw fail("header is not a JSON object") }
+      // JSONSerialization keeps the last of two equal keys; which tensor a name means must not
+      // depend on that.
+      if let key = SafeTensors.duplicateKey(Array(headerBytes)) {
+        throw fail("header names \(SafeTensors.jsonString(key)) twice")
+      }
 
       var metadata: [String: String] = [:]
       var entries: [Entry] = []

@@ -17,6 +17,39 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
   public var byteCount: Int { count * dtype.byteSize }
   public var rank: Int { shape.count }
 
+  /// Bytes a tensor of `dtype` and `shape` takes; nil for a negative dimension or a size past `Int.max`.
+  public static func byteCount(_ dtype: DType, _ shape: [Int]) -> Int? {
+    var bytes = dtype.byteSize
+    for dim in shape {
+      guard dim >= 0 else { return nil }
+      let (product, overflow) = bytes.multipliedReportingOverflow(by: dim)
+      guard !overflow else { return nil }
+      bytes = product
+    }
+    return bytes
+  }
+
+  /// Throws when a tensor of `dtype` and `shape` cannot be allocated: its size overflows, or it is
+  /// larger than this machine's memory. Checked before allocating a tensor whose shape comes from a
+  /// model (its outputs, its intermediates in the interpreter), which would otherwise abort the process.
+  /// - Parameter what: the value, for the message (`output 'y'`).
+  public static func checkAllocation(_ dtype: DType, _ shape: [Int], of what: String) throws {
+    let type = "\(dtype)[\(shape.map(String.init).joined(separator: ", "))]"
+    guard let bytes = byteCount(dtype, shape) else {
+      throw RunError("cannot allocate \(what) \(type): its size is past 2^63 bytes")
+    }
+    let memory = ProcessInfo.processInfo.physicalMemory
+    guard UInt64(bytes) <= memory else {
+      throw RunError(
+        "cannot allocate \(what) \(type): \(bytes) bytes (\(gibibytes(UInt64(bytes)))), more than this machine's memory (\(gibibytes(memory)))"
+      )
+    }
+  }
+
+  private static func gibibytes(_ bytes: UInt64) -> String {
+    String(format: "%.1f GiB", Double(bytes) / Double(1 << 30))
+  }
+
   /// A zero-filled tensor.
   public init(zeros dtype: DType, shape: [Int]) {
     precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
