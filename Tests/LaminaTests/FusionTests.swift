@@ -47,10 +47,6 @@ struct FusionTests {
     models.map { CompilerCase(model: $0, compiler: compiler) }
   }
 
-  static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
-    "lamina-fusion-test-\(ProcessInfo.processInfo.processIdentifier)"
-  ).path
-
   /// 300 rows of 256: 76800 elements, over the 65536 at which kernels go parallel. The reference
   /// interpreter is slow at that size, so batch 300 compares fused against unfused compiled code
   /// (whose single-op kernels the other suites check against the interpreter), and the interpreter
@@ -63,9 +59,7 @@ struct FusionTests {
   }
 
   func options(compiler: String? = nil, fusion: Bool = true) -> CompileOptions {
-    var options = CompileOptions()
-    options.compiler = compiler
-    options.cacheDirectory = Self.cacheDirectory
+    var options = TestCache.options(compiler: compiler)
     if !fusion { options.codegenPasses = Pipeline.codegen.filter { $0.name != Fusion.name } }
     return options
   }

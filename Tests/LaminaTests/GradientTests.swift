@@ -476,10 +476,6 @@ struct GradientTests {
     ["GradientOps (f64)", "every_op.lam (f32)"].map { CompiledCase(model: $0, compiler: compiler) }
   }
 
-  static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
-    "lamina-gradient-test-cache-\(ProcessInfo.processInfo.processIdentifier)"
-  ).path
-
   @Test("compiled gradients equal the interpreter's", .serialized, arguments: compiledCases)
   func compiledGradients(_ testCase: CompiledCase) throws {
     let isFixture = testCase.model.hasPrefix("every_op")
@@ -501,9 +497,7 @@ struct GradientTests {
     }
     let gradientNames = model.graph.outputs.map(\.name).filter { $0.hasPrefix("grad.") }
     #expect(gradientNames.count == model.graph.params.count)
-    var options = CompileOptions()
-    options.compiler = testCase.compiler
-    options.cacheDirectory = Self.cacheDirectory
+    let options = TestCache.options(compiler: testCase.compiler)
     let parameters = Self.parameters(for: model.graph, seed: 9)
     let compiled = try model.compile(options: options, parameters: parameters)
     for batch in [1, 5] {

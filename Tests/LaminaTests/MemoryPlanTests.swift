@@ -13,9 +13,6 @@ struct MemoryPlanTests {
     RepositoryPaths.files(in: "examples", withExtension: "lam") + [
       RepositoryPaths.path("Tests/LaminaTests/Fixtures/every_op.lam")
     ]
-  static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
-    "lamina-memplan-test-\(ProcessInfo.processInfo.processIdentifier)"
-  ).path
 
   /// Every symbol of the graph bound to `value`.
   static func bindings(_ graph: Graph, _ value: Int) -> [String: Int] {
@@ -249,8 +246,7 @@ struct MemoryPlanTests {
   func compile(_ model: Model, planned: Bool, parameters: [String: Tensor]) throws
     -> (CompiledModel, GeneratedModel)
   {
-    var options = CompileOptions()
-    options.cacheDirectory = Self.cacheDirectory
+    var options = TestCache.options()
     options.codegenPasses = planned ? Pipeline.codegen : [Fusion()]
     let compilation = try model.buildLibrary(options: options)
     let compiled = try CompiledModel(libraryPath: compilation.libraryPath)
