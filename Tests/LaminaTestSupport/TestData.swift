@@ -42,6 +42,21 @@ public enum TestData {
       "element \(worst.index): got \(a[worst.index]), expected \(e[worst.index]) (\(String(format: "%.1f", worst.excess))x the tolerance)"
   }
 
+  /// The largest magnitude among the finite elements of `tensor` (`.map(abs).filter(\.isFinite).max()`
+  /// without a generic call per element in debug builds); nil when no element is finite.
+  public static func largestFiniteMagnitude(_ tensor: Tensor) -> Double? {
+    var largest: Double?
+    tensor.doubles().withUnsafeBufferPointer { values in
+      var index = 0
+      while index < values.count {
+        let magnitude = abs(values[index])
+        if magnitude.isFinite, largest == nil || magnitude > largest! { largest = magnitude }
+        index += 1
+      }
+    }
+    return largest
+  }
+
   /// The C compilers on this machine that Lamina can use.
   public static var compilers: [String] {
     ["gcc", "clang"].filter { name in
