@@ -10,7 +10,7 @@ import Testing
 /// parallel threshold); one compiled training step with fusion against one without it and against
 /// the interpreter; the fused IR printing, parsing back and verifying; and the groups the pass is
 /// meant to form on the benchmark models.
-@Suite("Fusion", .serialized)
+@Suite("Fusion")
 struct FusionTests {
   static let fixture = RepositoryPaths.path("Tests/LaminaTests/Fixtures/fusion_patterns.lam")
 

@@ -7,7 +7,7 @@ import Testing
 /// live at the same time overlap, at several batch sizes and in every layout), the arena against the
 /// lower bound on every example, and compiled results with the plan against results without it and
 /// against the interpreter.
-@Suite("Memory planning", .serialized)
+@Suite("Memory planning")
 struct MemoryPlanTests {
   static let examples =
     RepositoryPaths.files(in: "examples", withExtension: "lam") + [
