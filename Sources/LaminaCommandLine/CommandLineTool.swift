@@ -9,7 +9,7 @@ public enum CommandLineTool {
     CommandEntry(RunCommand.self), CommandEntry(BenchCommand.self),
     CommandEntry(InitCommand.self), CommandEntry(PassesCommand.self), CommandEntry(OpsCommand.self),
     CommandEntry(GradientsCommand.self), CommandEntry(GradcheckCommand.self),
-    CommandEntry(TrainCommand.self),
+    CommandEntry(TrainCommand.self), CommandEntry(BisectCommand.self),
   ]
 
   static func usage() -> String {

@@ -106,22 +106,36 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
       shape.reduce(1, *) == doubles.count, "\(doubles.count) values do not fill \(shape)")
     self.init(zeros: dtype, shape: shape)
     let pointer = storage.pointer
-    switch dtype {
-    case .f32:
-      let typed = pointer.assumingMemoryBound(to: Float.self)
-      for (index, value) in doubles.enumerated() { typed[index] = Float(value) }
-    case .f64:
-      let typed = pointer.assumingMemoryBound(to: Double.self)
-      for (index, value) in doubles.enumerated() { typed[index] = value }
-    case .i32:
-      let typed = pointer.assumingMemoryBound(to: Int32.self)
-      for (index, value) in doubles.enumerated() {
-        typed[index] = Int32(clamping: Int(exactly: value.rounded(.towardZero)) ?? 0)
-      }
-    case .i64:
-      let typed = pointer.assumingMemoryBound(to: Int64.self)
-      for (index, value) in doubles.enumerated() {
-        typed[index] = Int64(exactly: value.rounded(.towardZero)) ?? 0
+    // The interpreter builds every result here: plain loops over buffers, which stay fast in debug
+    // builds (where `enumerated()` and `map` cost a generic call per element).
+    doubles.withUnsafeBufferPointer { values in
+      let count = values.count
+      var index = 0
+      switch dtype {
+      case .f32:
+        let typed = pointer.assumingMemoryBound(to: Float.self)
+        while index < count {
+          typed[index] = Float(values[index])
+          index += 1
+        }
+      case .f64:
+        let typed = pointer.assumingMemoryBound(to: Double.self)
+        while index < count {
+          typed[index] = values[index]
+          index += 1
+        }
+      case .i32:
+        let typed = pointer.assumingMemoryBound(to: Int32.self)
+        while index < count {
+          typed[index] = Int32(clamping: Int(exactly: values[index].rounded(.towardZero)) ?? 0)
+          index += 1
+        }
+      case .i64:
+        let typed = pointer.assumingMemoryBound(to: Int64.self)
+        while index < count {
+          typed[index] = Int64(exactly: values[index].rounded(.towardZero)) ?? 0
+          index += 1
+        }
       }
     }
   }
@@ -137,19 +151,37 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
   public func doubles() -> [Double] {
     let pointer = storage.pointer
     let n = count
-    switch dtype {
-    case .f32:
-      let typed = pointer.assumingMemoryBound(to: Float.self)
-      return (0..<n).map { Double(typed[$0]) }
-    case .f64:
+    if dtype == .f64 {
       return Array(
         UnsafeBufferPointer(start: pointer.assumingMemoryBound(to: Double.self), count: n))
-    case .i32:
-      let typed = pointer.assumingMemoryBound(to: Int32.self)
-      return (0..<n).map { Double(typed[$0]) }
-    case .i64:
-      let typed = pointer.assumingMemoryBound(to: Int64.self)
-      return (0..<n).map { Double(typed[$0]) }
+    }
+    // A plain loop, not `map`: the interpreter converts every operand, and debug builds pay a
+    // generic call per element for `map`.
+    return [Double](unsafeUninitializedCapacity: n) { buffer, initialized in
+      var index = 0
+      switch dtype {
+      case .f32:
+        let typed = pointer.assumingMemoryBound(to: Float.self)
+        while index < n {
+          buffer[index] = Double(typed[index])
+          index += 1
+        }
+      case .i32:
+        let typed = pointer.assumingMemoryBound(to: Int32.self)
+        while index < n {
+          buffer[index] = Double(typed[index])
+          index += 1
+        }
+      case .i64:
+        let typed = pointer.assumingMemoryBound(to: Int64.self)
+        while index < n {
+          buffer[index] = Double(typed[index])
+          index += 1
+        }
+      case .f64:
+        break
+      }
+      initialized = index
     }
   }
 
@@ -214,7 +246,12 @@ extension Tensor: Equatable {
   /// Tensors are equal when dtype, shape and every byte match.
   public static func == (lhs: Tensor, rhs: Tensor) -> Bool {
     guard lhs.dtype == rhs.dtype, lhs.shape == rhs.shape else { return false }
-    return lhs.withUnsafeBytes { a in rhs.withUnsafeBytes { b in a.elementsEqual(b) } }
+    // memcmp: byte for byte like `elementsEqual`, without a generic call per byte in debug builds.
+    return lhs.withUnsafeBytes { a in
+      rhs.withUnsafeBytes { b in
+        a.count == b.count && (a.isEmpty || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0)
+      }
+    }
   }
 }
 
@@ -235,7 +272,8 @@ final class TensorStorage {
   init(byteCount: Int) {
     self.byteCount = byteCount
     pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 64), alignment: 64)
-    pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 64))
+    // memset rather than `initializeMemory(as:repeating:count:)`, which debug builds run byte by byte.
+    memset(pointer, 0, max(byteCount, 64))
   }
 
   deinit { pointer.deallocate() }

@@ -167,8 +167,7 @@ struct ClientTests {
     ])
     let executable = binPath.output.trimmingCharacters(in: .whitespacesAndNewlines) + "/SwiftClient"
 
-    let cache = try RepositoryPaths.temporaryDirectory()
-    defer { try? FileManager.default.removeItem(atPath: cache) }
+    let cache = TestCache.directory
     let run = try Self.run([executable], environment: ["LAMINA_CACHE_DIR": cache])
     try #require(run.status == 0, "SwiftClient failed:\n\(run.output)\(run.errors)")
     #expect(

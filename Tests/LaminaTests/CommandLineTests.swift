@@ -103,7 +103,7 @@ struct CommandLineTests {
     let modelPath = RepositoryPaths.path("examples/regressor.lam")
     let library = directory + "/libregressor.so"
     let result = lamina(
-      "compile", modelPath, "--train", "-o", library, "--cache-dir", directory + "/cache")
+      "compile", modelPath, "--train", "-o", library, "--cache-dir", TestCache.directory)
     #expect(result.status == 0, "\(result.errors)")
     let header = try String(contentsOfFile: directory + "/libregressor.h", encoding: .utf8)
     #expect(header.contains("int lamina_train_step("))
@@ -173,7 +173,7 @@ struct CommandLineTests {
       let arguments =
         [
           "bench", model, "--compare", "fused,unfused", "--batch", "4", "--runs", "12", "--seconds",
-          "0",
+          "0", "--cache-dir", TestCache.directory,
         ]
         + mode
       let json = lamina(arguments + ["--json"])

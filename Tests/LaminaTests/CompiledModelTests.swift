@@ -16,9 +16,6 @@ struct CompiledModelTests {
     + RepositoryPaths.files(in: "examples/bench", withExtension: "lam") + [
       RepositoryPaths.path("Tests/LaminaTests/Fixtures/every_op.lam")
     ]
-  static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
-    "lamina-test-cache-\(ProcessInfo.processInfo.processIdentifier)"
-  ).path
 
   struct Case: CustomStringConvertible, Sendable {
     var model: String
@@ -33,9 +30,7 @@ struct CompiledModelTests {
   @Test("compiled outputs and losses equal the interpreter's", arguments: cases)
   func matchesInterpreter(_ testCase: Case) throws {
     let model = try Model(contentsOf: testCase.model)
-    var options = CompileOptions()
-    options.compiler = testCase.compiler
-    options.cacheDirectory = Self.cacheDirectory
+    let options = TestCache.options(compiler: testCase.compiler)
     let parameters = try model.initialParameters(seed: 11)
     let compiled = try model.compile(options: options, parameters: parameters)
     for batch in [1, 7] {
@@ -46,7 +41,7 @@ struct CompiledModelTests {
       let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
       for (name, tensor) in outputs.merging(losses, uniquingKeysWith: { a, _ in a }) {
         let reference = expected[name]!
-        let scale = reference.doubles().map(abs).filter(\.isFinite).max() ?? 1
+        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
         let (rtol, atol): (Double, Double) =
           switch reference.dtype {
           case .f32: (1e-5, 1e-6 * max(scale, 1))
@@ -73,9 +68,7 @@ struct CompiledModelTests {
   func matrixProductShapes(_ compiler: String) throws {
     let model = try Model(
       contentsOf: RepositoryPaths.path("Tests/LaminaTests/Fixtures/matmul_shapes.lam"))
-    var options = CompileOptions()
-    options.compiler = compiler
-    options.cacheDirectory = Self.cacheDirectory
+    let options = TestCache.options(compiler: compiler)
     let parameters = try model.initialParameters(seed: 5)
     let compiled = try model.compile(options: options, parameters: parameters)
     for batch in [1, 7, 5000] {
@@ -101,10 +94,8 @@ struct CompiledModelTests {
     let model = try Model(source: source)
     let names = tolerances.keys.sorted()
     let expected = try model.interpret(inputs: inputs, parameters: [:], outputs: names)
-    var options = CompileOptions()
-    options.cacheDirectory = Self.cacheDirectory
     for compiler in TestData.compilers {
-      options.compiler = compiler
+      let options = TestCache.options(compiler: compiler)
       let outputs = try model.compile(options: options, parameters: [:]).forward(inputs)
       for name in names {
         let (rtol, atol) = tolerances[name]!

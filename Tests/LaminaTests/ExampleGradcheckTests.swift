@@ -18,11 +18,7 @@ struct ExampleGradcheckTests {
     let isDouble = !model.graph.params.contains { model.graph.type(of: $0.value).dtype == .f32 }
     // Finite differences evaluate the f64 loss compiled: the interpreter would take minutes on the
     // 20-layer model.
-    var options = CompileOptions()
-    options.cacheDirectory =
-      FileManager.default.temporaryDirectory.appendingPathComponent(
-        "lamina-gradcheck-\(ProcessInfo.processInfo.processIdentifier)"
-      ).path
+    let options = TestCache.options()
     let results = try model.checkGradients(
       inputs: inputs, parameters: try model.initialParameters(seed: 5), samples: 8,
       compiled: options)

@@ -10,7 +10,7 @@ import Testing
 /// parallel threshold); one compiled training step with fusion against one without it and against
 /// the interpreter; the fused IR printing, parsing back and verifying; and the groups the pass is
 /// meant to form on the benchmark models.
-@Suite("Fusion", .serialized)
+@Suite("Fusion")
 struct FusionTests {
   static let fixture = RepositoryPaths.path("Tests/LaminaTests/Fixtures/fusion_patterns.lam")
 
@@ -47,10 +47,6 @@ struct FusionTests {
     models.map { CompilerCase(model: $0, compiler: compiler) }
   }
 
-  static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
-    "lamina-fusion-test-\(ProcessInfo.processInfo.processIdentifier)"
-  ).path
-
   /// 300 rows of 256: 76800 elements, over the 65536 at which kernels go parallel. The reference
   /// interpreter is slow at that size, so batch 300 compares fused against unfused compiled code
   /// (whose single-op kernels the other suites check against the interpreter), and the interpreter
@@ -63,9 +59,7 @@ struct FusionTests {
   }
 
   func options(compiler: String? = nil, fusion: Bool = true) -> CompileOptions {
-    var options = CompileOptions()
-    options.compiler = compiler
-    options.cacheDirectory = Self.cacheDirectory
+    var options = TestCache.options(compiler: compiler)
     if !fusion { options.codegenPasses = Pipeline.codegen.filter { $0.name != Fusion.name } }
     return options
   }
@@ -84,7 +78,7 @@ struct FusionTests {
   func mismatch(_ actual: Tensor, _ expected: Tensor, f32 bound: Double = 1e-5, mixed: Bool = false)
     -> String?
   {
-    let scale = max(expected.doubles().map(abs).filter(\.isFinite).max() ?? 1, 1)
+    let scale = max(TestData.largestFiniteMagnitude(expected) ?? 1, 1)
     let (rtol, atol): (Double, Double) =
       switch expected.dtype {
       case .f32: (bound, bound * scale)
@@ -181,6 +175,10 @@ struct FusionTests {
       source: source, path: testCase.path, modelName: testCase.name, pipeline: Pipeline.training)
     let parameters = try model.initialParameters(seed: 7)
     let values = parameters.merging(try model.graph.initialState()) { a, _ in a }
+    // Fused and unfused libraries, generated once; each batch steps a fresh instance of each.
+    let libraries = try [true, false].map { fusion in
+      try model.buildLibrary(options: options(fusion: fusion)).libraryPath
+    }
     for batch in Self.batches {
       let inputs = TestData.inputs(
         for: model.graph, symbols: symbols(model.graph, batch: batch), seed: UInt64(40 + batch))
@@ -188,8 +186,9 @@ struct FusionTests {
         Self.interpreterBatches.contains(batch)
         ? try model.interpretTrainStep(inputs, values: values) : nil
       var results: [(loss: Double, values: [String: Tensor])] = []
-      for fusion in [true, false] {
-        let compiled = try model.compile(options: options(fusion: fusion), parameters: parameters)
+      for library in libraries {
+        let compiled = try CompiledModel(libraryPath: library)
+        try compiled.setParameters(parameters)
         let loss = try compiled.trainStep(inputs)
         results.append(
           (loss, try compiled.parameters().merging(try compiled.state()) { a, _ in a }))

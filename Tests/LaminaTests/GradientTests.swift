@@ -476,10 +476,6 @@ struct GradientTests {
     ["GradientOps (f64)", "every_op.lam (f32)"].map { CompiledCase(model: $0, compiler: compiler) }
   }
 
-  static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
-    "lamina-gradient-test-cache-\(ProcessInfo.processInfo.processIdentifier)"
-  ).path
-
   @Test("compiled gradients equal the interpreter's", .serialized, arguments: compiledCases)
   func compiledGradients(_ testCase: CompiledCase) throws {
     let isFixture = testCase.model.hasPrefix("every_op")
@@ -501,9 +497,7 @@ struct GradientTests {
     }
     let gradientNames = model.graph.outputs.map(\.name).filter { $0.hasPrefix("grad.") }
     #expect(gradientNames.count == model.graph.params.count)
-    var options = CompileOptions()
-    options.compiler = testCase.compiler
-    options.cacheDirectory = Self.cacheDirectory
+    let options = TestCache.options(compiler: testCase.compiler)
     let parameters = Self.parameters(for: model.graph, seed: 9)
     let compiled = try model.compile(options: options, parameters: parameters)
     for batch in [1, 5] {
@@ -514,7 +508,7 @@ struct GradientTests {
       for name in gradientNames {
         let reference = try #require(expected[name])
         let actual = try #require(outputs[name])
-        let scale = reference.doubles().map(abs).filter(\.isFinite).max() ?? 1
+        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
         let (rtol, atol): (Double, Double) =
           reference.dtype == .f64 ? (1e-10, 1e-12 * max(scale, 1)) : (1e-4, 1e-5 * max(scale, 1))
         let problem = TestData.mismatch(actual, reference, rtol: rtol, atol: atol)

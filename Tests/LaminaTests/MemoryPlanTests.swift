@@ -7,15 +7,12 @@ import Testing
 /// live at the same time overlap, at several batch sizes and in every layout), the arena against the
 /// lower bound on every example, and compiled results with the plan against results without it and
 /// against the interpreter.
-@Suite("Memory planning", .serialized)
+@Suite("Memory planning")
 struct MemoryPlanTests {
   static let examples =
     RepositoryPaths.files(in: "examples", withExtension: "lam") + [
       RepositoryPaths.path("Tests/LaminaTests/Fixtures/every_op.lam")
     ]
-  static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
-    "lamina-memplan-test-\(ProcessInfo.processInfo.processIdentifier)"
-  ).path
 
   /// Every symbol of the graph bound to `value`.
   static func bindings(_ graph: Graph, _ value: Int) -> [String: Int] {
@@ -249,8 +246,7 @@ struct MemoryPlanTests {
   func compile(_ model: Model, planned: Bool, parameters: [String: Tensor]) throws
     -> (CompiledModel, GeneratedModel)
   {
-    var options = CompileOptions()
-    options.cacheDirectory = Self.cacheDirectory
+    var options = TestCache.options()
     options.codegenPasses = planned ? Pipeline.codegen : [Fusion()]
     let compilation = try model.buildLibrary(options: options)
     let compiled = try CompiledModel(libraryPath: compilation.libraryPath)
@@ -286,7 +282,7 @@ struct MemoryPlanTests {
         let without = outputsWithout[key] ?? lossesWithout[key]!
         #expect(tensor == without, "\(name) batch \(batch): \(key) differs without the plan")
         guard let reference = expected[key] else { continue }
-        let scale = reference.doubles().map(abs).filter(\.isFinite).max() ?? 1
+        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
         let tolerance: (Double, Double) =
           switch reference.dtype {
           case .f32: (1e-5, 1e-6 * max(scale, 1))

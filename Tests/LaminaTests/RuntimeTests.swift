@@ -10,26 +10,23 @@ import Testing
 /// The library cache, compiler errors, and the checks on what callers pass to compiled code.
 @Suite("Compiled runtime", .serialized)
 struct RuntimeTests {
-  func options(_ directory: String) -> CompileOptions {
-    var options = CompileOptions()
-    options.cacheDirectory = directory
-    return options
-  }
-
   /// Options for a model whose large kernels split across a pool of two threads.
-  func twoThreadOptions() throws -> CompileOptions {
-    var compileOptions = options(try RepositoryPaths.temporaryDirectory())
+  func twoThreadOptions() -> CompileOptions {
+    var compileOptions = TestCache.options()
     compileOptions.threads = 2
     return compileOptions
   }
 
   @Test("a second compile comes from the cache; a corrupt cached library is rebuilt")
   func cache() throws {
-    let directory = try RepositoryPaths.temporaryDirectory()
+    // Its own cache: the first compile must happen here, and the library it truncates must not be
+    // one that other tests are loading from the shared cache.
+    var options = CompileOptions()
+    options.cacheDirectory = try RepositoryPaths.temporaryDirectory()
     let model = try Model(contentsOf: RepositoryPaths.path("examples/regressor.lam"))
-    let first = try model.buildLibrary(options: options(directory))
+    let first = try model.buildLibrary(options: options)
     #expect(first.compiledNow)
-    let second = try model.buildLibrary(options: options(directory))
+    let second = try model.buildLibrary(options: options)
     #expect(!second.compiledNow)
     #expect(second.libraryPath == first.libraryPath)
 
@@ -37,7 +34,7 @@ struct RuntimeTests {
     let handle = try #require(FileHandle(forWritingAtPath: first.libraryPath))
     try handle.truncate(atOffset: 100)
     try handle.close()
-    let third = try model.buildLibrary(options: options(directory))
+    let third = try model.buildLibrary(options: options)
     #expect(third.compiledNow)
     let compiled = try CompiledModel(libraryPath: third.libraryPath)
     #expect(compiled.signature.model == "Regressor")
@@ -55,7 +52,7 @@ struct RuntimeTests {
         }
         """)
     let parameters = try model.initialParameters(seed: 2)
-    let compileOptions = try twoThreadOptions()
+    let compileOptions = twoThreadOptions()
     let compiled = try model.compile(options: compileOptions, parameters: parameters)
     // 123 x 1000 elements: above the threshold, and rows that do not split evenly; 600 x 1000:
     // four tasks per thread.
@@ -82,7 +79,7 @@ struct RuntimeTests {
           output y = tanh(x * 3) + x
         }
         """)
-    let compileOptions = try twoThreadOptions()
+    let compileOptions = twoThreadOptions()
     let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 200], seed: 5)
     let expected = try model.interpret(inputs: inputs, parameters: [:], outputs: ["y"])["y"]!
     do {
@@ -106,7 +103,7 @@ struct RuntimeTests {
     let model = try Model(
       contentsOf: RepositoryPaths.path("examples/regressor.lam"), pipeline: Pipeline.training)
     let parameters = try model.initialParameters(seed: 3)
-    let compileOptions = options(try RepositoryPaths.temporaryDirectory())
+    let compileOptions = TestCache.options()
     let compiled = try model.compile(options: compileOptions, parameters: parameters)
     let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 9], seed: 8)
     let forwardInputs = inputs.filter { name, _ in
@@ -129,7 +126,7 @@ struct RuntimeTests {
 
   @Test("compiler failures show the compiler's message")
   func compilerFailure() throws {
-    var options = options(try RepositoryPaths.temporaryDirectory())
+    var options = TestCache.options()
     options.flags = [
       "-fPIC", "-shared", "-DLAMINA_FORCE_ERROR", "-Werror=implicit-function-declaration",
       "-include", "/nonexistent/header.h",
@@ -152,8 +149,7 @@ struct RuntimeTests {
   func inputErrors() throws {
     let model = try Model(contentsOf: RepositoryPaths.path("examples/digits_mlp.lam"))
     let compiled = try model.compile(
-      options: options(try RepositoryPaths.temporaryDirectory()),
-      parameters: try model.initialParameters())
+      options: TestCache.options(), parameters: try model.initialParameters())
     func message(_ inputs: [String: Tensor]) -> String {
       do {
         _ = try compiled.evaluate(inputs)
@@ -192,8 +188,7 @@ struct RuntimeTests {
   @Test("the C entry points reject NULL pointers and dimensions below 1")
   func cArgumentChecks() throws {
     let model = try Model(contentsOf: RepositoryPaths.path("examples/digits_mlp.lam"))
-    let library = try model.buildLibrary(options: options(try RepositoryPaths.temporaryDirectory()))
-      .libraryPath
+    let library = try model.buildLibrary(options: TestCache.options()).libraryPath
     let handle = try #require(dlopen(library, RTLD_NOW | RTLD_LOCAL))
     defer { dlclose(handle) }
     typealias Create = @convention(c) (Int32) -> OpaquePointer?

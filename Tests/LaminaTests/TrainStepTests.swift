@@ -7,14 +7,9 @@ import Testing
 /// against the interpreted one.
 @Suite("Training steps", .serialized)
 struct TrainStepTests {
-  static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
-    "lamina-train-test-\(ProcessInfo.processInfo.processIdentifier)"
-  ).path
 
   func compile(_ model: Model, parameters: [String: Tensor]) throws -> CompiledModel {
-    var options = CompileOptions()
-    options.cacheDirectory = Self.cacheDirectory
-    return try model.compile(options: options, parameters: parameters)
+    try model.compile(options: TestCache.options(), parameters: parameters)
   }
 
   /// loss = Σ w², so ∂loss/∂w = 2w: every optimizer's first steps can be worked out by hand.

@@ -166,7 +166,7 @@ struct TrainingTests {
       let trainable: any TrainableModel =
         interpreted
         ? try InterpretedModel(model, parameters: initial)
-        : try model.compileForTraining(parameters: initial)
+        : try model.compileForTraining(options: TestCache.options(), parameters: initial)
       let trainer = try Trainer(model: model, compiled: trainable, checkpointPath: checkpoint)
       let history = try trainer.fit(
         train: train, validation: validation, epochs: epochs, batchSize: 16, seed: 5,
@@ -221,7 +221,7 @@ struct TrainingTests {
       let trainable: any TrainableModel =
         interpreted
         ? try InterpretedModel(model, parameters: initial)
-        : try model.compileForTraining(parameters: initial)
+        : try model.compileForTraining(options: TestCache.options(), parameters: initial)
       let history = try Trainer(model: model, compiled: trainable).fit(
         train: train, epochs: 2, batchSize: 8, seed: 1)
       losses.append(history.epochs.map(\.trainLoss))
@@ -340,7 +340,8 @@ struct TrainingTests {
     let result = lamina(
       "train", Self.digitsPath, "--data", directory + "/train", "--val", directory + "/val",
       "--epochs", "2", "--batch", "16", "--checkpoint", directory + "/ckpt.safetensors", "--plot",
-      directory + "/loss.svg", "-o", directory + "/w.safetensors")
+      directory + "/loss.svg", "-o", directory + "/w.safetensors", "--cache-dir",
+      TestCache.directory)
     #expect(result.status == 0, "\(result.errors)")
     let lines = result.output.split(separator: "\n").map(String.init)
     #expect(lines.first?.hasPrefix("training DigitsMLP (sgd on loss) on 200 rows") == true)
@@ -356,7 +357,7 @@ struct TrainingTests {
     // Resuming with more epochs continues from the checkpoint and keeps saving to it.
     let more = lamina(
       "train", Self.digitsPath, "--data", directory + "/train", "--epochs", "3", "--batch", "16",
-      "--resume", directory + "/ckpt.safetensors", "--quiet")
+      "--resume", directory + "/ckpt.safetensors", "--quiet", "--cache-dir", TestCache.directory)
     #expect(more.status == 0, "\(more.errors)")
     #expect(more.output.hasPrefix("trained 1 epoch (39 steps in all)"))
     #expect(try Checkpoint.read(contentsOf: directory + "/ckpt.safetensors").epoch == 3)
@@ -380,7 +381,7 @@ struct TrainingTests {
     let result = lamina(
       "train", directory + "/diverges.lam", "--data",
       RepositoryPaths.path("examples/data/digits/test"), "--epochs", "3", "--batch", "30",
-      "--checkpoint", directory + "/ckpt.safetensors")
+      "--checkpoint", directory + "/ckpt.safetensors", "--cache-dir", TestCache.directory)
     #expect(result.status == 1)
     #expect(result.errors.contains("lamina train: error: the training loss is"))
     #expect(result.errors.contains("at epoch 1, step "))
@@ -433,7 +434,8 @@ struct TrainingTests {
   @Test("digits_mlp trained 20 epochs at batch 32 reaches 96.5% test accuracy")
   func digitsAccuracy() throws {
     let model = try Model(contentsOf: Self.digitsPath, pipeline: Pipeline.training)
-    let compiled = try model.compileForTraining(parameters: try model.initialParameters(seed: 0))
+    let compiled = try model.compileForTraining(
+      options: TestCache.options(), parameters: try model.initialParameters(seed: 0))
     let trainer = try Trainer(model: model, compiled: compiled)
     let test = try Self.digits("test")
     let history = try trainer.fit(

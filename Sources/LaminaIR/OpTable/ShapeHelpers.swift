@@ -48,41 +48,97 @@ public func rowMajorStrides(_ shape: [Int]) -> [Int] {
 /// Maps each flat index of `outputShape` to the flat index of an operand broadcast to it.
 func broadcastIndexMap(from shape: [Int], to outputShape: [Int]) -> [Int] {
   let count = outputShape.reduce(1, *)
-  let rankOffset = outputShape.count - shape.count
-  let strides = rowMajorStrides(shape)
   var map = [Int](repeating: 0, count: count)
-  var coordinate = [Int](repeating: 0, count: outputShape.count)
-  for flat in 0..<count {
-    var source = 0
-    for axis in 0..<shape.count where shape[axis] != 1 {
-      source += coordinate[axis + rankOffset] * strides[axis]
-    }
-    map[flat] = source
-    // Advance the row-major coordinate.
-    var axis = outputShape.count - 1
-    while axis >= 0 {
-      coordinate[axis] += 1
-      if coordinate[axis] < outputShape[axis] { break }
-      coordinate[axis] = 0
-      axis -= 1
-    }
+  map.withUnsafeMutableBufferPointer { map in
+    writeBroadcastIndices(from: shape, to: outputShape, offset: 0, into: map)
   }
   return map
 }
 
+/// Writes `offset` plus the flat index of an operand of `shape` broadcast to `outputShape` for each
+/// flat index of `outputShape`. Plain loops over buffers: the interpreter runs this for operands of
+/// every broadcasting op, in debug builds too.
+private func writeBroadcastIndices(
+  from shape: [Int], to outputShape: [Int], offset: Int, into map: UnsafeMutableBufferPointer<Int>
+) {
+  let count = map.count
+  if shape == outputShape {
+    var flat = 0
+    while flat < count {
+      map[flat] = offset + flat
+      flat += 1
+    }
+    return
+  }
+  let rank = outputShape.count
+  let rankOffset = rank - shape.count
+  // The operand's stride along each result axis: 0 where it is broadcast.
+  var strides = [Int](repeating: 0, count: rank)
+  for (axis, stride) in rowMajorStrides(shape).enumerated() where shape[axis] != 1 {
+    strides[axis + rankOffset] = stride
+  }
+  var coordinate = [Int](repeating: 0, count: rank)
+  strides.withUnsafeBufferPointer { strides in
+    outputShape.withUnsafeBufferPointer { outputShape in
+      coordinate.withUnsafeMutableBufferPointer { coordinate in
+        var source = offset
+        var flat = 0
+        while flat < count {
+          map[flat] = source
+          // Advance the row-major coordinate, and the source index with it.
+          var axis = rank - 1
+          while axis >= 0 {
+            coordinate[axis] += 1
+            source += strides[axis]
+            if coordinate[axis] < outputShape[axis] { break }
+            source -= coordinate[axis] * strides[axis]
+            coordinate[axis] = 0
+            axis -= 1
+          }
+          flat += 1
+        }
+      }
+    }
+  }
+}
+
 /// Applies `body` elementwise over operands broadcast to the result shape.
+///
+/// Every binary op the interpreter meets runs this loop, in debug builds too (the tests), so it works
+/// on buffers with plain loops.
 func interpretBroadcasting(_ context: InterpretContext, _ body: ([Double]) -> Double) -> Tensor {
   let outputShape = context.results[0].shape
-  let operandValues = context.operands.map { $0.doubles() }
-  let maps = context.operands.map { broadcastIndexMap(from: $0.shape, to: outputShape) }
   let count = outputShape.reduce(1, *)
-  var output = [Double](repeating: 0, count: count)
-  var arguments = [Double](repeating: 0, count: context.operands.count)
-  for flat in 0..<count {
-    for operand in 0..<operandValues.count {
-      arguments[operand] = operandValues[operand][maps[operand][flat]]
+  let operandCount = context.operands.count
+  // The operands' values one after another, and for each operand where each result element reads.
+  var values: [Double] = []
+  var sources = [Int](repeating: 0, count: operandCount * count)
+  sources.withUnsafeMutableBufferPointer { sources in
+    for (index, operand) in context.operands.enumerated() {
+      let segment = UnsafeMutableBufferPointer(
+        rebasing: sources[(index * count)..<((index + 1) * count)])
+      writeBroadcastIndices(
+        from: operand.shape, to: outputShape, offset: values.count, into: segment)
+      values += operand.doubles()
     }
-    output[flat] = body(arguments)
+  }
+  var output = [Double](repeating: 0, count: count)
+  var arguments = [Double](repeating: 0, count: operandCount)
+  values.withUnsafeBufferPointer { values in
+    sources.withUnsafeBufferPointer { sources in
+      output.withUnsafeMutableBufferPointer { output in
+        var flat = 0
+        while flat < count {
+          var operand = 0
+          while operand < operandCount {
+            arguments[operand] = values[sources[operand * count + flat]]
+            operand += 1
+          }
+          output[flat] = body(arguments)
+          flat += 1
+        }
+      }
+    }
   }
   return context.result(0, output)
 }
