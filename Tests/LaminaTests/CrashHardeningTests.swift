@@ -24,11 +24,6 @@ struct CrashHardeningTests {
     try text.write(toFile: path, atomically: true, encoding: .utf8)
   }
 
-  func options(_ directory: String) -> CompileOptions {
-    var options = CompileOptions()
-    options.cacheDirectory = directory + "/cache"
-    return options
-  }
 
   @Test(
     "integer overflow at compile time is a located error",
@@ -107,7 +102,7 @@ struct CrashHardeningTests {
       } throws: { error in
         "\(error)".contains(message) && "\(error)".contains("%y")
       }
-      let compiled = try model.compile(options: options(directory))
+      let compiled = try model.compile(options: TestCache.options())
       #expect {
         _ = try compiled.forward(["x": x])
       } throws: { error in
@@ -148,7 +143,7 @@ struct CrashHardeningTests {
     } throws: { error in
       "\(error)".contains("past 2^63 bytes")
     }
-    let compiled = try model.compile(options: options(directory))
+    let compiled = try model.compile(options: TestCache.options())
     #expect {
       _ = try compiled.forward(["x": x])
     } throws: { error in

@@ -25,11 +25,6 @@ struct HardeningTests {
     try text.write(toFile: path, atomically: true, encoding: .utf8)
   }
 
-  func options(_ directory: String) -> CompileOptions {
-    var options = CompileOptions()
-    options.cacheDirectory = directory + "/cache"
-    return options
-  }
 
   static let labelOnlySymbol = """
     model M {
@@ -47,7 +42,7 @@ struct HardeningTests {
     let x = Tensor(shape: [2, 4], scalars: (0..<8).map { Float($0) - 3 })
     let target = Tensor(shape: [3], scalars: [1, 2, 3] as [Float])
     let expected = try model.interpret(inputs: ["x": x], parameters: [:], outputs: ["y"])
-    let compiled = try model.compile(options: options(directory))
+    let compiled = try model.compile(options: TestCache.options())
     #expect(try compiled.forward(["x": x]) == expected)
     #expect(try compiled.forward(["x": x, "target": target]) == expected)
     // The loss needs the symbol: without the input that binds it, evaluating is still an error.

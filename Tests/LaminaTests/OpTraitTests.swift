@@ -7,9 +7,7 @@ import Testing
 /// by a string, and each trait means the same thing to the interpreter and to compiled code.
 @Suite("Op traits", .serialized)
 struct OpTraitTests {
-  static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
-    "lamina-test-cache-\(ProcessInfo.processInfo.processIdentifier)"
-  ).path
+  static var cacheDirectory: String { TestCache.directory }
 
   /// The folders that must ask traits instead of naming ops.
   static let traitOnlyFolders = ["Sources/LaminaPasses", "Sources/LaminaCodegenC"]

@@ -14,9 +14,7 @@ import Testing
 /// simulated with LAMINA_CPU_DISABLE, which the libraries' CPU check reads (so the suite is serial).
 @Suite("Compile targets", .serialized)
 struct TargetTests {
-  static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
-    "lamina-test-cache-\(ProcessInfo.processInfo.processIdentifier)"
-  ).path
+  static var cacheDirectory: String { TestCache.directory }
 
   static let models = [
     "Tests/LaminaTests/Fixtures/every_op.lam", "examples/bench/w6_layer_norm_gelu.lam",
