@@ -275,15 +275,14 @@ extension OpRegistry {
   /// Gathers the elements of operand 0 into its permuted order.
   static func interpretPermute(_ context: InterpretContext, permutation: [Int]) -> Tensor {
     let operand = context.operands[0]
-    let values = operand.doubles()
     let strides = rowMajorStrides(operand.shape)
-    var output: [Double] = []
-    output.reserveCapacity(values.count)
+    var indices: [Int] = []
+    indices.reserveCapacity(operand.count)
     forEachCoordinate(permutation.map { operand.shape[$0] }) { coordinate in
       var source = 0
       for (axis, index) in coordinate.enumerated() { source += index * strides[permutation[axis]] }
-      output.append(values[source])
+      indices.append(source)
     }
-    return context.result(0, output)
+    return gathered(operand, indices, shape: context.results[0].shape)
   }
 }
