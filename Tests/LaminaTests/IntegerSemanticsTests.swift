@@ -128,6 +128,48 @@ struct IntegerSemanticsTests {
     }
   }
 
+  @Test("integer sum and max reduce exactly, sums wrapping, along leading and trailing axes")
+  func reductions() throws {
+    for dtype in [DType.i32, .i64] {
+      let (low, high) =
+        dtype == .i32 ? (Int64(Int32.min), Int64(Int32.max)) : (Int64.min, Int64.max)
+      // Columns: [high, 1] wraps to low; [high, high] wraps to -2; [high - 1, high] (equal in
+      // double for i64) has the maximum high; [low, -1] wraps to high.
+      let values: [Int64] = [high, high, high - 1, low, 1, high, high, -1]
+      let ir = """
+        graph @Reductions {
+          input %x : \(dtype)[2, 4]
+          %columns = sum(%x) {axes = [0]}
+          %rows = sum(%x) {axes = [1]}
+          %column_max = max(%x) {axes = [0]}
+          %row_max = max(%x) {axes = [1]}
+          output columns = %columns
+          output rows = %rows
+          output column_max = %column_max
+          output row_max = %row_max
+        }
+        """
+      let graph = try Self.parse(ir)
+      let inputs = ["x": Self.integerTensor(dtype, [2, 4], values)]
+      let names = ["columns", "rows", "column_max", "row_max"]
+      let interpreted = try Interpreter(graph: graph).run(
+        inputs: inputs, parameters: [:], outputs: names)
+      let compiled = try Model.compile(graph: graph, options: try Self.options()).forward(inputs)
+      let wrap: (Int64) -> Int64 = { dtype == .i32 ? Int64(Int32(truncatingIfNeeded: $0)) : $0 }
+      let expected: [String: [Int64]] = [
+        "columns": (0..<4).map { wrap(values[$0] &+ values[$0 + 4]) },
+        "rows": [0, 4].map { start in wrap(values[start..<(start + 4)].reduce(0, &+)) },
+        "column_max": (0..<4).map { Swift.max(values[$0], values[$0 + 4]) },
+        "row_max": [0, 4].map { values[$0..<($0 + 4)].max()! },
+      ]
+      for name in names {
+        #expect(
+          Self.integers(interpreted[name]!) == expected[name]!, "interpreted \(dtype) \(name)")
+        #expect(Self.integers(compiled[name]!) == expected[name]!, "compiled \(dtype) \(name)")
+      }
+    }
+  }
+
   static let awkwardFloats: [Double] = [
     .nan, .infinity, -.infinity, 0, -0.0, 0.5, -0.5, 2.9, -2.9, 2_147_483_520, 2_147_483_647.5,
     2_147_483_648, 3e9, -2_147_483_648.9, -2_147_483_649, -3e9, 9.2e18, 9_223_372_036_854_775_808,
