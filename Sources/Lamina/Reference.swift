@@ -19,6 +19,15 @@ public enum Reference {
       Attributes marked `?` are optional with no default; `= value` gives the default. Layer options
       are declared the same way, in the layer table: a kind, and a default or "required".
 
+      Integer arithmetic (i32, i64) is defined for every input, the same compiled and interpreted:
+      `add`, `sub`, `mul`, `neg`, `abs` and `sum` wrap around in two's complement, as in numpy and
+      PyTorch (`neg` and `abs` of the smallest integer give it back); `div` truncates toward zero,
+      gives 0 for a division by zero (numpy's value; compiled elementwise code has no way to stop
+      with an error) and the smallest integer for the smallest integer divided by -1. `cast` from a
+      float to an integer truncates toward zero and saturates: NaN gives 0, values past the range
+      (infinities too) give its smallest or largest value; a narrowing integer `cast` keeps the low
+      bits. Comparisons, `maximum`, `minimum`, `sign`, `relu`, `max` and the shape ops are exact.
+
       ## Ops
 
       | op | signature | fusion kind | shape rule |

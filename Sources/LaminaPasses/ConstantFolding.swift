@@ -10,7 +10,7 @@ import LaminaSupport
 /// becomes `broadcast_to` of a new scalar constant. Only one element is ever evaluated, so folding
 /// stays cheap whatever the shapes. Values are computed as the interpreter computes them (in
 /// `Double`, rounded to the result dtype, integer division truncating), so folding never changes a
-/// result; a node the interpreter rejects (integer division by zero) is left for run time. Ops that
+/// result; a node the interpreter rejects (a kernel error) is left for run time. Ops that
 /// depend on the execution mode are left alone.
 ///
 ///     %a = constant() {value = 2.0}

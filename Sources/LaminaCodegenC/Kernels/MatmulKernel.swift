@@ -50,11 +50,13 @@ enum MatmulKernel {
       case .i32, .i64:
         writer.block("for (int64_t i = 0; i < m; i++)") { rows in
           rows.block("for (int64_t j = 0; j < n; j++)") { columns in
-            columns.line("int64_t total = 0;")
+            // In uint64_t, where overflow is defined: the low bits are the wrapped (two's
+            // complement) result at either width, as ops.md defines integer arithmetic.
+            columns.line("uint64_t total = 0;")
             let aIndex = transposeA ? "p * m + i" : "i * k + p"
             let bIndex = transposeB ? "j * k + p" : "p * n + j"
             columns.line(
-              "for (int64_t p = 0; p < k; p++) total += (int64_t)in0[\(aOffset) + \(aIndex)] * in1[\(bOffset) + \(bIndex)];"
+              "for (int64_t p = 0; p < k; p++) total += (uint64_t)in0[\(aOffset) + \(aIndex)] * (uint64_t)in1[\(bOffset) + \(bIndex)];"
             )
             columns.line(
               "out[\(cOffset) + i * n + j] = (\(CExpressionContext.cType(context.resultType.dtype)))total;"

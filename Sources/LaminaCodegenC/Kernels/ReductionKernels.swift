@@ -5,7 +5,8 @@ import LaminaSupport
 /// normalizations `softmax` / `log_softmax` along one axis.
 ///
 /// Reductions loop over the kept axes outside and the reduced axes inside, accumulating each result
-/// element in a `double` so f32 sums keep the interpreter's accuracy.
+/// element in a `double` so f32 sums keep the interpreter's accuracy (integers in 64-bit integers,
+/// exactly: `ReductionDescription.cAccumulatorType`).
 enum ReductionKernels {
   /// The reduction description of the node's op.
   static func description(_ context: KernelContext) -> ReductionDescription {
@@ -57,31 +58,34 @@ enum ReductionKernels {
     }
     let inputIndex = cIndex((0..<input.rank).map { "i\($0)" }, inputStrides)
     let outputIndex = cIndex(kept.map { "i\($0)" }, outputStrides)
+    let accumulatorType = reduction.cAccumulatorType(input.dtype)
     inner(0, kept, &writer) { body in
-      body.line("double acc = \(reduction.cIdentity);")
+      body.line("\(accumulatorType) acc = \(reduction.cIdentity(input.dtype));")
       // The innermost loop of a plain reduction (a sum or mean) vectorizes (lanes of double
       // partial sums) when it runs along the input's last axis, contiguous in memory.
       let pragma = reduction.simdOperator.flatMap { symbol in
         reduced.contains(input.rank - 1) ? "omp simd reduction(\(symbol):acc)" : nil
       }
       inner(0, reduced.sorted(), &body, innermostPragma: pragma) { update in
-        accumulate(reduction, into: "acc", element: "in0[\(inputIndex)]", &update)
+        accumulate(
+          reduction, into: "acc", element: "in0[\(inputIndex)]", type: accumulatorType, &update)
       }
       if reduction.finalize == .none {
         body.line("out[\(outputIndex)] = (\(resultType))acc;")
       } else {
-        let value = reduction.cFinalize("acc", count: reducedCount, type: "double")
+        let value = reduction.cFinalize("acc", count: reducedCount, type: accumulatorType)
         body.line("out[\(outputIndex)] = (\(resultType))(\(value));")
       }
     }
   }
 
-  /// One element's update of a reduction's accumulator, in double.
+  /// One element's update of a reduction's accumulator, of C type `type`.
   static func accumulate(
-    _ reduction: ReductionDescription, into acc: String, element: String, _ update: inout CWriter
+    _ reduction: ReductionDescription, into acc: String, element: String, type: String,
+    _ update: inout CWriter
   ) {
     for line in reduction.cUpdate(
-      accumulator: acc, value: "(double)\(element)", candidate: "v", type: "double")
+      accumulator: acc, value: "(\(type))\(element)", candidate: "v", type: type)
     {
       update.line(line)
     }
@@ -116,22 +120,25 @@ enum ReductionKernels {
   ) {
     let reduction = description(context)
     let resultType = CExpressionContext.cType(context.resultType.dtype)
+    let operandDType = context.operandTypes[0].dtype
+    let accumulatorType = reduction.cAccumulatorType(operandDType)
     let block = columnBlock
     writer.line("const int64_t rows = \(rows), columns = \(columns);")
     writer.block("for (int64_t j0 = 0; j0 < columns; j0 += \(block))") { body in
       body.line("const int64_t width = columns - j0 < \(block) ? columns - j0 : \(block);")
-      body.line("double acc[\(block)];")
-      body.line("for (int64_t j = 0; j < width; j++) acc[j] = \(reduction.cIdentity);")
+      body.line("\(accumulatorType) acc[\(block)];")
+      body.line(
+        "for (int64_t j = 0; j < width; j++) acc[j] = \(reduction.cIdentity(operandDType));")
       body.block("for (int64_t i = 0; i < rows; i++)") { row in
         row.line(
           "const \(CExpressionContext.cType(context.operandTypes[0].dtype))* line = in0 + i * columns + j0;"
         )
         row.line("#pragma omp simd")
         row.block("for (int64_t j = 0; j < width; j++)") { update in
-          accumulate(reduction, into: "acc[j]", element: "line[j]", &update)
+          accumulate(reduction, into: "acc[j]", element: "line[j]", type: accumulatorType, &update)
         }
       }
-      let value = reduction.cFinalize("acc[j]", count: "rows", type: "double")
+      let value = reduction.cFinalize("acc[j]", count: "rows", type: accumulatorType)
       body.line("for (int64_t j = 0; j < width; j++) out[j0 + j] = (\(resultType))(\(value));")
     }
   }

@@ -398,11 +398,33 @@ public struct CExpressionContext: Sendable {
       let text = formatFloat(Double(Float(value)))
       return text.contains("e") || text.contains(".") ? text + "f" : text + ".0f"
     case .f64: return formatFloat(value)
-    case .i32, .i64: return String(Int(value))
+    case .i32, .i64:
+      // Converted as `cast` converts a float (saturating, NaN to 0). The smallest integer has no
+      // literal in C (2147483648 does not fit the type its minus sign applies to).
+      let integer = saturatingInteger(value, dtype)
+      if integer == Int64(Int32.min) && dtype == .i32 { return "(-2147483647 - 1)" }
+      if integer == Int64.min { return "(-INT64_C(9223372036854775807) - 1)" }
+      return dtype == .i64 && Int32(exactly: integer) == nil
+        ? "INT64_C(\(integer))" : String(integer)
     }
   }
 
   public var isFloatingPoint: Bool { dtype.isFloatingPoint }
+
+  /// The unsigned C type of an integer result's width (`uint32_t` for i32).
+  var unsignedType: String { dtype == .i32 ? "uint32_t" : "uint64_t" }
+
+  /// `a op b` (`+`, `-` or `*`) on integer operands, wrapping in two's complement: computed in the
+  /// unsigned type, where overflow is defined in C (signed overflow is undefined behaviour), and
+  /// converted back (gcc and clang convert modulo 2^width).
+  func wrapping(_ a: String, _ op: String, _ b: String) -> String {
+    "(\(type))((\(unsignedType))(\(a)) \(op) (\(unsignedType))(\(b)))"
+  }
+
+  /// `-x` on an integer operand, wrapping: the negation of the smallest value is itself.
+  func wrappingNegation(_ x: String) -> String {
+    "(\(type))((\(unsignedType))0 - (\(unsignedType))(\(x)))"
+  }
 }
 
 /// The closest name by edit distance, when it is close enough to be a likely typo.

@@ -80,7 +80,31 @@ public struct ReductionDescription: Sendable, Hashable {
     finalized(values.reduce(identity, combined), count: values.count)
   }
 
+  /// The reduction of integer `values`, exactly: a sum wraps around (two's complement) at the
+  /// result's width once the caller truncates it (see `cAccumulatorType`).
+  public func reduce(integers values: [Int64]) -> Int64 {
+    switch combine {
+    case .add: return values.reduce(0, &+)
+    case .maximum: return values.max() ?? Int64.min
+    }
+  }
+
   // The C forms of the same rules. Every kernel that reduces builds its loop from these.
+
+  /// The C type a reduction over `dtype` elements accumulates in. Floats: `double`. Integers: 64
+  /// bits, exact (a double rounds i64 past 2^53, and converting an out-of-range double back is
+  /// undefined behaviour); a sum in `uint64_t`, whose overflow is defined and whose low bits are
+  /// the wrapped sum at either width, a maximum in `int64_t`.
+  public func cAccumulatorType(_ dtype: DType) -> String {
+    if dtype.isFloatingPoint { return "double" }
+    return combine == .add ? "uint64_t" : "int64_t"
+  }
+
+  /// The start value as a C literal for an accumulator of `cAccumulatorType(dtype)`.
+  public func cIdentity(_ dtype: DType) -> String {
+    guard dtype.isInteger else { return cIdentity }
+    return combine == .add ? "0" : "(-INT64_C(9223372036854775807) - 1)"
+  }
 
   /// The start value as a C literal (`0`, `-INFINITY`).
   public var cIdentity: String {

@@ -8,7 +8,7 @@ extension OpRegistry {
       "relu", "Rectified linear unit.", "y = max(x, 0)",
       // Swift's max(x, 0), spelled out so NaN behaves the same compiled and interpreted.
       c: { c in "(\(c.literal(0)) >= \(c.operands[0]) ? \(c.literal(0)) : \(c.operands[0]))" },
-      interpret: { Swift.max($0, 0) },
+      interpret: { Swift.max($0, 0) }, integer: { Swift.max($0, 0) },
       // ∂/∂x max(x, 0) = [x > 0] = sign(y) (0 at x = 0, as in PyTorch)
       gradient: { builder, inputs throws(ShapeError) in
         [try builder.mul(inputs.resultGradient, try builder.op("sign", [inputs.result]))]

@@ -5,23 +5,38 @@ extension OpRegistry {
   /// Arithmetic with numpy broadcasting, and unary math.
   static let elementwiseOps: [OpDefinition] = [
     binary(
-      "add", "Adds two tensors elementwise, with broadcasting.", "y = a + b",
+      "add",
+      "Adds two tensors elementwise, with broadcasting; integers wrap around (two's complement).",
+      "y = a + b",
       algebra: AlgebraicProperties(leftIdentity: 0, rightIdentity: 0, isCheapToRecompute: true),
-      c: { "\($0.operands[0]) + \($0.operands[1])" }, interpret: { $0 + $1 },
+      c: { c in
+        c.isFloatingPoint
+          ? "\(c.operands[0]) + \(c.operands[1])" : c.wrapping(c.operands[0], "+", c.operands[1])
+      }, interpret: { $0 + $1 }, integer: { $0 &+ $1 },
       // ∂/∂a (a + b) = 1, ∂/∂b (a + b) = 1
       gradient: { _, inputs in [inputs.resultGradient, inputs.resultGradient] }),
     binary(
-      "sub", "Subtracts b from a elementwise, with broadcasting.", "y = a - b",
+      "sub",
+      "Subtracts b from a elementwise, with broadcasting; integers wrap around (two's complement).",
+      "y = a - b",
       algebra: AlgebraicProperties(rightIdentity: 0, isCheapToRecompute: true),
-      c: { "\($0.operands[0]) - \($0.operands[1])" }, interpret: { $0 - $1 },
+      c: { c in
+        c.isFloatingPoint
+          ? "\(c.operands[0]) - \(c.operands[1])" : c.wrapping(c.operands[0], "-", c.operands[1])
+      }, interpret: { $0 - $1 }, integer: { $0 &- $1 },
       // ∂/∂a (a - b) = 1, ∂/∂b (a - b) = -1
       gradient: { builder, inputs throws(ShapeError) in
         [inputs.resultGradient, try builder.neg(inputs.resultGradient)]
       }),
     binary(
-      "mul", "Multiplies two tensors elementwise, with broadcasting.", "y = a * b",
+      "mul",
+      "Multiplies two tensors elementwise, with broadcasting; integers wrap around (two's complement).",
+      "y = a * b",
       algebra: AlgebraicProperties(leftIdentity: 1, rightIdentity: 1, isCheapToRecompute: true),
-      c: { "\($0.operands[0]) * \($0.operands[1])" }, interpret: { $0 * $1 },
+      c: { c in
+        c.isFloatingPoint
+          ? "\(c.operands[0]) * \(c.operands[1])" : c.wrapping(c.operands[0], "*", c.operands[1])
+      }, interpret: { $0 * $1 }, integer: { $0 &* $1 },
       // ∂/∂a (a·b) = b, ∂/∂b (a·b) = a
       gradient: { builder, inputs throws(ShapeError) in
         let (a, b, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
@@ -32,15 +47,19 @@ extension OpRegistry {
       }),
     binary(
       "div",
-      "Divides a by b elementwise, with broadcasting; integer division truncates toward zero.",
-      "y = a / b",
+      "Divides a by b elementwise, with broadcasting. Integer division truncates toward zero; an integer divided by 0 gives 0 (not an error), and the smallest integer divided by -1 wraps around to itself.",
+      "y = a / b; integers: y = trunc(a / b), y = 0 where b = 0, y = a where a = min and b = -1",
       algebra: AlgebraicProperties(rightIdentity: 1, isDivision: true),
       c: { c in
-        // Integer division by zero traps in C; the interpreter reports it, compiled code yields 0.
-        c.isFloatingPoint
-          ? "\(c.operands[0]) / \(c.operands[1])"
-          : "(\(c.operands[1]) != 0 ? \(c.operands[0]) / \(c.operands[1]) : 0)"
+        // C's integer division traps (SIGFPE) on b = 0 and on min / -1, undefined behaviour both;
+        // they are picked out before dividing. An expression has no way to report an error, hence
+        // a value for b = 0 (numpy's 0), the same in the interpreter.
+        let (a, b) = (c.operands[0], c.operands[1])
+        return c.isFloatingPoint
+          ? "\(a) / \(b)"
+          : "(\(b) == 0 ? \(c.literal(0)) : (\(b) == -1 ? \(c.wrappingNegation(a)) : \(a) / \(b)))"
       }, interpret: { $0 / $1 },
+      integer: { a, b in b == 0 ? 0 : b == -1 ? 0 &- a : a / b },
       // ∂/∂a (a/b) = 1/b, ∂/∂b (a/b) = -a/b² = -(1/b)·y
       gradient: { builder, inputs throws(ShapeError) in
         let (a, b, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
@@ -77,7 +96,7 @@ extension OpRegistry {
       c: { c in
         let (a, b) = (c.operands[0], c.operands[1])
         return "((\(b) >= \(a) || \(b) != \(b)) ? \(b) : \(a))"
-      }, interpret: { a, b in b.isNaN || b >= a ? b : a },
+      }, interpret: { a, b in b.isNaN || b >= a ? b : a }, integer: { a, b in b >= a ? b : a },
       // ∂/∂b max(a, b) = [b ≥ a] (b wins ties, as in the forward), ∂/∂a max(a, b) = 1 - [b ≥ a]
       gradient: { builder, inputs throws(ShapeError) in
         let (a, b, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
@@ -90,7 +109,7 @@ extension OpRegistry {
       c: { c in
         let (a, b) = (c.operands[0], c.operands[1])
         return "((\(b) < \(a) || \(b) != \(b)) ? \(b) : \(a))"
-      }, interpret: { a, b in b.isNaN || b < a ? b : a },
+      }, interpret: { a, b in b.isNaN || b < a ? b : a }, integer: { a, b in b < a ? b : a },
       // ∂/∂a min(a, b) = [b ≥ a] (a wins ties, as in the forward), ∂/∂b min(a, b) = 1 - [b ≥ a]
       gradient: { builder, inputs throws(ShapeError) in
         let (a, b, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
@@ -98,18 +117,23 @@ extension OpRegistry {
         return [gradientA, try builder.sub(g, gradientA)]
       }),
     unary(
-      "neg", "Negates each element.", "y = -x",
+      "neg",
+      "Negates each element; integers wrap around (the smallest integer is its own negation).",
+      "y = -x",
       algebra: AlgebraicProperties(isInvolution: true, isCheapToRecompute: true),
-      c: { "-\($0.operands[0])" }, interpret: { -$0 },
+      c: { c in c.isFloatingPoint ? "-\(c.operands[0])" : c.wrappingNegation(c.operands[0]) },
+      interpret: { -$0 }, integer: { 0 &- $0 },
       // ∂/∂x (-x) = -1
       gradient: { builder, inputs throws(ShapeError) in [try builder.neg(inputs.resultGradient)] }),
     unary(
-      "abs", "Absolute value of each element.", "y = |x|",
+      "abs",
+      "Absolute value of each element; for integers the smallest value, whose absolute value does not fit, stays itself (it wraps around, as in numpy).",
+      "y = |x|",
       c: { c in
-        c.isFloatingPoint
-          ? "\(c.math("fabs"))(\(c.operands[0]))"
-          : "(\(c.operands[0]) < 0 ? -\(c.operands[0]) : \(c.operands[0]))"
-      }, interpret: { Swift.abs($0) },
+        let x = c.operands[0]
+        return c.isFloatingPoint
+          ? "\(c.math("fabs"))(\(x))" : "(\(x) < 0 ? \(c.wrappingNegation(x)) : \(x))"
+      }, interpret: { Swift.abs($0) }, integer: { $0 < 0 ? 0 &- $0 : $0 },
       // ∂/∂x |x| = sign(x) (0 at 0)
       gradient: { builder, inputs throws(ShapeError) in
         [try builder.mul(inputs.resultGradient, try builder.op("sign", [inputs.operands[0]]))]
@@ -142,14 +166,15 @@ extension OpRegistry {
       "1 where a >= b and 0 elsewhere (also where either is NaN), in the operands' dtype, with broadcasting.",
       "y = 1 if a ≥ b else 0",
       c: { c in "(\(c.operands[0]) >= \(c.operands[1]) ? \(c.literal(1)) : \(c.literal(0)))" },
-      interpret: { a, b in a >= b ? 1 : 0 }),
+      interpret: { a, b in a >= b ? 1 : 0 }, integer: { a, b in a >= b ? 1 : 0 }),
     unary(
       "sign", "The sign of each element: -1, 0 or 1 (NaN stays NaN, -0 stays -0).",
       "y = 1 if x > 0, -1 if x < 0, else x",
       c: { c in
         let x = c.operands[0]
         return "(\(x) > 0 ? \(c.literal(1)) : (\(x) < 0 ? \(c.literal(-1)) : \(x)))"
-      }, interpret: { x in x > 0 ? 1 : x < 0 ? -1 : x }),
+      }, interpret: { x in x > 0 ? 1 : x < 0 ? -1 : x },
+      integer: { x in x > 0 ? 1 : x < 0 ? -1 : 0 }),
   ]
 
   /// An elementwise op of two broadcasting operands.
@@ -157,9 +182,11 @@ extension OpRegistry {
     _ name: String, _ summary: String, _ semantics: String, floatOnly: Bool = false,
     algebra: AlgebraicProperties = .none, c: @escaping @Sendable (CExpressionContext) -> String,
     interpret body: @escaping @Sendable (Double, Double) -> Double,
+    integer integerBody: (@Sendable (Int64, Int64) -> Int64)? = nil,
     gradient: GradientRule? = nil
   ) -> OpDefinition {
-    OpDefinition(
+    precondition(floatOnly || integerBody != nil, "\(name) takes integers: give its integer body")
+    return OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("a"), OperandSpec("b")],
       fusion: .broadcast,
       c: .expression(c), algebra: algebra,
@@ -169,16 +196,11 @@ extension OpRegistry {
         return [type]
       },
       interpret: { context in
-        let isInteger = context.results[0].dtype.isInteger
-        if isInteger && name == "div", context.operands[1].doubles().contains(0) {
-          throw InterpretError("div: integer division by zero")
+        // Integers are computed exactly, in Int64 wrapped to the dtype's width (see integerTensor).
+        if context.results[0].dtype.isInteger, let integerBody {
+          return [interpretBroadcastingIntegers(context) { integerBody($0[0], $0[1]) }]
         }
-        return [
-          interpretBroadcasting(context) { arguments in
-            let value = body(arguments[0], arguments[1])
-            return isInteger ? value.rounded(.towardZero) : value
-          }
-        ]
+        return [interpretBroadcasting(context) { body($0[0], $0[1]) }]
       }, gradient: gradient)
   }
 
@@ -192,11 +214,13 @@ extension OpRegistry {
     algebra: AlgebraicProperties = .none,
     c: @escaping @Sendable (CExpressionContext) -> String,
     interpret body: @escaping @Sendable (Double) -> Double,
+    integer integerBody: (@Sendable (Int64) -> Int64)? = nil,
     gradient: GradientRule? = nil
   ) -> OpDefinition {
     unary(
       name, summary, semantics, floatOnly: floatOnly, attributes: attributes, validate: validate,
-      algebra: algebra, c: c, withAttributes: { value, _ in body(value) }, gradient: gradient)
+      algebra: algebra, c: c, withAttributes: { value, _ in body(value) }, integer: integerBody,
+      gradient: gradient)
   }
 
   /// An elementwise op of one operand whose body reads the node's attributes.
@@ -209,9 +233,11 @@ extension OpRegistry {
     algebra: AlgebraicProperties = .none,
     c: @escaping @Sendable (CExpressionContext) -> String,
     withAttributes body: @escaping @Sendable (Double, [String: Attribute]) -> Double,
+    integer integerBody: (@Sendable (Int64) -> Int64)? = nil,
     gradient: GradientRule? = nil
   ) -> OpDefinition {
-    OpDefinition(
+    precondition(floatOnly || integerBody != nil, "\(name) takes integers: give its integer body")
+    return OpDefinition(
       name, summary: summary, semantics: semantics, operands: [OperandSpec("x")],
       attributes: attributes, fusion: .elementwise, c: .expression(c), algebra: algebra,
       shape: ShapeRule("same(x)") { context throws(ShapeError) in
@@ -228,6 +254,10 @@ extension OpRegistry {
           } catch {
             throw InterpretError(error.message)
           }
+        }
+        if context.results[0].dtype.isInteger, let integerBody {
+          let values = integerValues(context.operands[0]).map(integerBody)
+          return [integerTensor(context.results[0].dtype, context.results[0].shape, values)]
         }
         return [context.result(0, context.operands[0].doubles().map { body($0, attributes) })]
       }, gradient: gradient)

@@ -36,6 +36,9 @@ extension OpRegistry {
         let (rows, inner, columns) = (
           plan.rows.staticValue ?? 0, plan.inner.staticValue ?? 0, plan.columns.staticValue ?? 0
         )
+        if context.results[0].dtype.isInteger {
+          return [try interpretIntegerMatmul(context, plan: plan)]
+        }
         let a = context.operands[0].doubles()
         let b = context.operands[1].doubles()
         // Which matrix of each operand every batch position reads, after broadcasting.
@@ -272,18 +275,51 @@ extension OpRegistry {
     type.with(shape: permutation.map { type.shape[$0] })
   }
 
+  /// Integer matmul, exactly: products and sums wrap around (two's complement) at the dtype's width.
+  static func interpretIntegerMatmul(_ context: InterpretContext, plan: MatmulPlan) throws -> Tensor
+  {
+    let concrete = { (dims: [Dim]) in dims.map { $0.staticValue ?? 0 } }
+    let batch = concrete(plan.batch)
+    let (rows, inner, columns) = (
+      plan.rows.staticValue ?? 0, plan.inner.staticValue ?? 0, plan.columns.staticValue ?? 0
+    )
+    let a = integerValues(context.operands[0])
+    let b = integerValues(context.operands[1])
+    let aMatrices = broadcastIndexMap(from: concrete(plan.aBatch), to: batch)
+    let bMatrices = broadcastIndexMap(from: concrete(plan.bBatch), to: batch)
+    var output: [Int64] = []
+    output.reserveCapacity(aMatrices.count * rows * columns)
+    for position in 0..<aMatrices.count {
+      let aBase = aMatrices[position] * rows * inner
+      let bBase = bMatrices[position] * inner * columns
+      for row in 0..<rows {
+        for column in 0..<columns {
+          var total: Int64 = 0
+          for k in 0..<inner {
+            let aElement =
+              plan.transposeA ? a[aBase + k * rows + row] : a[aBase + row * inner + k]
+            let bElement =
+              plan.transposeB ? b[bBase + column * inner + k] : b[bBase + k * columns + column]
+            total = total &+ aElement &* bElement
+          }
+          output.append(total)
+        }
+      }
+    }
+    return integerTensor(context.results[0].dtype, context.results[0].shape, output)
+  }
+
   /// Gathers the elements of operand 0 into its permuted order.
   static func interpretPermute(_ context: InterpretContext, permutation: [Int]) -> Tensor {
     let operand = context.operands[0]
-    let values = operand.doubles()
     let strides = rowMajorStrides(operand.shape)
-    var output: [Double] = []
-    output.reserveCapacity(values.count)
+    var indices: [Int] = []
+    indices.reserveCapacity(operand.count)
     forEachCoordinate(permutation.map { operand.shape[$0] }) { coordinate in
       var source = 0
       for (axis, index) in coordinate.enumerated() { source += index * strides[permutation[axis]] }
-      output.append(values[source])
+      indices.append(source)
     }
-    return context.result(0, output)
+    return gathered(operand, indices, shape: context.results[0].shape)
   }
 }

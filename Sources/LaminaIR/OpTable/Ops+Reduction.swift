@@ -6,7 +6,7 @@ extension OpRegistry {
   static let reductionOps: [OpDefinition] = [
     reduction(
       "sum", "Sums elements over the given axes (all axes when `axes` is absent).",
-      "y = Σ_{reduced axes} x; an empty axis sums to 0",
+      "y = Σ_{reduced axes} x; an empty axis sums to 0; integers sum exactly and wrap around (two's complement) at the dtype's width",
       // ∂/∂x_i Σ x = 1: g spread over the reduced axes
       gradient: { builder, inputs throws(ShapeError) in
         let x = builder.type(of: inputs.operands[0])
@@ -107,6 +107,24 @@ extension OpRegistry {
         let keptAxes = (0..<operand.rank).filter { !plan.axes.contains($0) }
         let outputStrides = rowMajorStrides(keptAxes.map { operand.shape[$0] })
         let outputCount = keptAxes.map { operand.shape[$0] }.reduce(1, *)
+        if operand.dtype.isInteger {
+          var groups = [[Int64]](repeating: [], count: outputCount)
+          let values = integerValues(operand)
+          var flat = 0
+          forEachCoordinate(operand.shape) { coordinate in
+            var position = 0
+            for (index, axis) in keptAxes.enumerated() {
+              position += coordinate[axis] * outputStrides[index]
+            }
+            groups[position].append(values[flat])
+            flat += 1
+          }
+          let result = context.results[0]
+          return [
+            integerTensor(
+              result.dtype, result.shape, groups.map { description.reduce(integers: $0) })
+          ]
+        }
         var groups = [[Double]](repeating: [], count: outputCount)
         let values = operand.doubles()
         var flat = 0

@@ -72,12 +72,8 @@ extension OpRegistry {
       interpret: { context in
         _ = try bindingTargetSymbols(context).checked("broadcast_to")
         let operand = context.operands[0]
-        let values = operand.doubles()
-        return [
-          context.result(
-            0,
-            broadcastIndexMap(from: operand.shape, to: context.results[0].shape).map { values[$0] })
-        ]
+        let shape = context.results[0].shape
+        return [gathered(operand, broadcastIndexMap(from: operand.shape, to: shape), shape: shape)]
       },
       // ∂/∂x_j = Σ of g over the positions that read x_j: the autodiff pass sums a gradient of the
       // broadcast shape back to the operand's
@@ -98,16 +94,18 @@ extension OpRegistry {
         let axis = try concatPlan(try context.checked("concat")).axis
         let outerCount = context.operands[0].shape[..<axis].reduce(1, *)
         // Row-major order: for each position before the axis, one contiguous block from every input.
-        let blocks = context.operands.map { operand in
-          (values: operand.doubles(), size: operand.shape[axis...].reduce(1, *))
-        }
-        var output: [Double] = []
+        let sizes = context.operands.map { $0.shape[axis...].reduce(1, *) }
+        var picks: [(source: Int, index: Int)] = []
         for outer in 0..<outerCount {
-          for block in blocks {
-            output += block.values[(outer * block.size)..<((outer + 1) * block.size)]
+          for (source, size) in sizes.enumerated() {
+            picks += ((outer * size)..<((outer + 1) * size)).map { (source, $0) }
           }
         }
-        return [context.result(0, output)]
+        return [
+          gathered(
+            context.operands, picks, dtype: context.results[0].dtype,
+            shape: context.results[0].shape)
+        ]
       },
       // ∂/∂inputs_k = the piece of g where inputs_k was placed: g[..., offset_k:offset_k + size_k]
       gradient: { builder, inputs throws(ShapeError) in
@@ -174,18 +172,17 @@ extension OpRegistry {
           throw InterpretError(
             sliceMismatch(operand: operand, entries: entries, declared: declared))
         }
-        let values = operand.doubles()
         let strides = rowMajorStrides(operand.shape)
-        var output: [Double] = []
+        var indices: [Int] = []
         // A dropped axis has a selection of one, which leaves the row-major order unchanged.
         forEachCoordinate(selections.map(\.count)) { coordinate in
           var source = 0
           for (axis, index) in coordinate.enumerated() {
             source += selections[axis][index] * strides[axis]
           }
-          output.append(values[source])
+          indices.append(source)
         }
-        return [context.result(0, output)]
+        return [gathered(operand, indices, shape: declared)]
       },
       // ∂/∂x = g placed where the slice read, zeros elsewhere
       gradient: { builder, inputs throws(ShapeError) in

@@ -246,3 +246,79 @@ func checkedProduct(_ dims: [Dim]) -> Dim? {
   }
   return Dim(factor: factor, symbols: symbols)
 }
+
+// MARK: Exact integers and element moves
+
+// The interpreter computes in `Double`, which holds every i32 but not every i64 (past 2^53 values
+// round). Integer ops and ops that only move elements therefore work on the exact values instead.
+
+/// The elements of an integer tensor as `Int64`, exactly.
+func integerValues(_ tensor: Tensor) -> [Int64] {
+  switch tensor.dtype {
+  case .i32: return tensor.scalars(as: Int32.self).map(Int64.init)
+  case .i64: return tensor.scalars(as: Int64.self)
+  case .f32, .f64: preconditionFailure("integerValues of a \(tensor.dtype) tensor")
+  }
+}
+
+/// An integer tensor from `Int64` values, each wrapped (two's complement) to the dtype's width: the
+/// i32 result of an operation computed in `Int64` is then the one 32-bit wrapping arithmetic gives.
+func integerTensor(_ dtype: DType, _ shape: [Int], _ values: [Int64]) -> Tensor {
+  switch dtype {
+  case .i32: return Tensor(shape: shape, scalars: values.map { Int32(truncatingIfNeeded: $0) })
+  case .i64: return Tensor(shape: shape, scalars: values)
+  case .f32, .f64: preconditionFailure("integerTensor of dtype \(dtype)")
+  }
+}
+
+/// Applies `body` elementwise over integer operands broadcast to the result shape, exactly.
+func interpretBroadcastingIntegers(_ context: InterpretContext, _ body: ([Int64]) -> Int64)
+  -> Tensor
+{
+  let outputShape = context.results[0].shape
+  let operandValues = context.operands.map(integerValues)
+  let maps = context.operands.map { broadcastIndexMap(from: $0.shape, to: outputShape) }
+  let count = outputShape.reduce(1, *)
+  var output = [Int64](repeating: 0, count: count)
+  var arguments = [Int64](repeating: 0, count: context.operands.count)
+  for flat in 0..<count {
+    for operand in 0..<operandValues.count {
+      arguments[operand] = operandValues[operand][maps[operand][flat]]
+    }
+    output[flat] = body(arguments)
+  }
+  return integerTensor(context.results[0].dtype, outputShape, output)
+}
+
+/// A tensor of `shape` whose element i is element `picks[i].index` of `sources[picks[i].source]`,
+/// copied byte for byte (exact for every dtype). Every source must have `dtype`.
+func gathered(
+  _ sources: [Tensor], _ picks: [(source: Int, index: Int)], dtype: DType, shape: [Int]
+) -> Tensor {
+  var result = Tensor(zeros: dtype, shape: shape)
+  let size = dtype.byteSize
+  result.withUnsafeMutableBytes { output in
+    for (position, pick) in picks.enumerated() {
+      sources[pick.source].withUnsafeBytes { input in
+        let from = input.baseAddress! + pick.index * size
+        (output.baseAddress! + position * size).copyMemory(from: from, byteCount: size)
+      }
+    }
+  }
+  return result
+}
+
+/// A tensor of `shape` whose element i is element `indices[i]` of `source`, exactly.
+func gathered(_ source: Tensor, _ indices: [Int], shape: [Int]) -> Tensor {
+  gathered([source], indices.map { (0, $0) }, dtype: source.dtype, shape: shape)
+}
+
+/// A float converted to an integer dtype as `cast` defines it: truncated toward zero, NaN giving 0,
+/// values past the dtype's range (infinities too) its smallest or largest value.
+public func saturatingInteger(_ x: Double, _ dtype: DType) -> Int64 {
+  let limit = dtype == .i32 ? 2_147_483_648.0 : 9_223_372_036_854_775_808.0
+  if x.isNaN { return 0 }
+  if x >= limit { return dtype == .i32 ? Int64(Int32.max) : Int64.max }
+  if x < -limit { return dtype == .i32 ? Int64(Int32.min) : Int64.min }
+  return Int64(x.rounded(.towardZero))
+}
