@@ -98,11 +98,7 @@ struct IntegerSemanticsTests {
     return graph
   }
 
-  static func options() throws -> CompileOptions {
-    var options = CompileOptions()
-    options.cacheDirectory = try RepositoryPaths.temporaryDirectory() + "/cache"
-    return options
-  }
+  static func options() throws -> CompileOptions { TestCache.options() }
 
   @Test(
     "+ - * / max min >= neg abs sign relu matmul at the integer limits: compiled = interpreted = wrapping"

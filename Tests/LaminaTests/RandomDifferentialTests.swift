@@ -206,8 +206,7 @@ struct RandomDifferentialTests {
     let names = generator.outputs.map(\.name)
     let interpreted = try Interpreter(graph: graph).run(
       inputs: generator.inputs, parameters: [:], outputs: names)
-    var options = CompileOptions()
-    options.cacheDirectory = try RepositoryPaths.temporaryDirectory() + "/cache"
+    let options = TestCache.options()
     // Compiled after the passes a model file gets (folding, simplify, CSE, DCE), so they are checked
     // against the interpreter's result on the graph as written too.
     var optimized = graph
