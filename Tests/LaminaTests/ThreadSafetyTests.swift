@@ -94,6 +94,62 @@ struct ThreadSafetyTests {
     #expect(Self.uniformValue(try compiled.parameters()) == -stepCount)
   }
 
+  @Test("parametersAndState() taken during training is the checkpoint of one step")
+  func checkpointDuringTraining() throws {
+    let model = try Self.counterModel()
+    let compiled = try Self.compile(model, parameters: try model.initialParameters(seed: 1))
+    let bound = try compiled.bindTrainStep([:])
+    let checkpoints = whileWriting {
+      _ = try? bound.run()
+    } read: {
+      try? compiled.parametersAndState()
+    }
+    var wrong: [String] = []
+    for checkpoint in checkpoints {
+      // The step counter counts the updates the parameters have had.
+      guard let checkpoint else {
+        wrong.append("no checkpoint")
+        continue
+      }
+      let value: Double? = Self.uniformValue(checkpoint.parameters)
+      let counter: Double? = checkpoint.state["train.step"].flatMap { Self.uniformValue($0) }
+      if value == nil || counter == nil || value != counter.map { -$0 } {
+        wrong.append("parameters \(String(describing: value)), step \(String(describing: counter))")
+      }
+    }
+    #expect(wrong.isEmpty, "\(wrong.count) of \(checkpoints.count): \(wrong.prefix(5))")
+  }
+
+  @Test("training steps from several threads take turns and each returns its own loss")
+  func concurrentTrainingSteps() throws {
+    let model = try Self.counterModel()
+    let compiled = try Self.compile(model, parameters: try model.initialParameters(seed: 1))
+    let bound = try compiled.bindTrainStep([:])
+    let threads = 4
+    let stepsEach = 200
+    let losses = Recorder<Double>()
+    let failures = Recorder<String>()
+    DispatchQueue.concurrentPerform(iterations: threads) { thread in
+      for _ in 0..<stepsEach {
+        do {
+          // Half the threads use the binding, half the unbound call.
+          losses.append(thread % 2 == 0 ? try bound.run() : try compiled.trainStep([:]))
+        } catch {
+          failures.append("\(error)")
+        }
+      }
+    }
+    #expect(failures.values.isEmpty, "\(failures.values.prefix(3))")
+    let steps = threads * stepsEach
+    // Before step k every element is -k, so the loss is -k times the number of elements: each
+    // step saw the parameters of a different whole number of steps.
+    let elements = Double(Self.parameterCount * Self.parameterSize)
+    let expected = (0..<steps).map { -Double($0) * elements }
+    #expect(losses.values.sorted(by: >) == expected)
+    #expect(Self.uniformValue(try compiled.parameters()) == -Double(steps))
+    #expect(try compiled.state()["train.step"].flatMap { Self.uniformValue($0) } == Double(steps))
+  }
+
   @Test("setParameters is all or nothing for a reader on another thread")
   func setParametersIsAtomic() throws {
     let model = try Self.counterModel()
@@ -159,6 +215,29 @@ struct ThreadSafetyTests {
     }
     let torn = outputs.filter { $0 != 2 && $0 != 3 }.count
     #expect(torn == 0, "\(torn) of \(outputs.count) copies mixed two runs")
+  }
+
+  @Test("runAndCopyOutputs() on threads sharing one binding returns each run's own outputs")
+  func sharedBindingRunsAndCopies() throws {
+    let model = try Self.shiftModel()
+    let compiled = try Self.compile(model, parameters: try model.initialParameters(seed: 1))
+    let size = Self.shiftSize
+    let x = Tensor(shape: [size], scalars: [Float](repeating: 1, count: size))
+    let bias = [Float(1), Float(2)].map {
+      Tensor(shape: [size], scalars: [Float](repeating: $0, count: size))
+    }
+    let bound = try compiled.bindForward(["x": x])
+    try compiled.setParameter(bias[0], named: "b")
+    let rounds = Counter()
+    // The writer switches the bias between runs; each copy must be of one run, with one bias.
+    let outputs = whileWriting {
+      try? compiled.setParameter(bias[rounds.value % 2], named: "b")
+      rounds.increment()
+    } read: {
+      (try? bound.runAndCopyOutputs())?["y"].flatMap { Self.uniformValue($0) }
+    }
+    let wrong = outputs.filter { $0 != 2 && $0 != 3 }.count
+    #expect(wrong == 0, "\(wrong) of \(outputs.count) outputs were not those of one run")
   }
 
   @Test("threads sharing one model get the interpreter's outputs at every batch size")
