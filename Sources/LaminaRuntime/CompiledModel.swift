@@ -15,6 +15,24 @@ import LaminaSupport
 ///     let model = try CompiledModel(libraryPath: "libdigits.so")
 ///     try model.loadWeights(from: "weights.safetensors")
 ///     let outputs = try model.forward(["x": x])
+///
+/// ## Threads
+///
+/// Every method, and every method of the bindings it makes (`BoundForward`, `BoundTrainStep`),
+/// may be called from any number of threads at once. The C context runs one call at a time, so
+/// each method that reads or writes it (runs, parameters, optimizer state, the bound buffers)
+/// holds the model's lock once for its whole work:
+/// - `forward`, `evaluate`, `trainStep` and the bound `run()`s are whole calls: a call sees the
+///   parameters between two training steps, never during one;
+/// - `parameters()`, `state()` and `parametersAndState()` are one consistent snapshot between two
+///   calls (the parameters after some whole number of steps); `setParameters`, `setState` and
+///   `loadWeights` replace everything they are given at once, or nothing when one tensor is wrong;
+/// - `BoundForward.outputs()` copies the outputs of one whole run.
+///
+/// Calls from several threads take turns; they do not run in parallel. For parallel inference
+/// load one `CompiledModel` per thread: each has its own parameters, arena and pool of threads
+/// (give each `threads` so that together they do not ask for more cores than there are).
+/// Methods that take the lock wait for a running call to finish.
 public final class CompiledModel: @unchecked Sendable {
   public let signature: ModelSignature
   public let libraryPath: String
@@ -24,7 +42,8 @@ public final class CompiledModel: @unchecked Sendable {
   private let handle: UnsafeMutableRawPointer
   private let context: OpaquePointer
   private let functions: Functions
-  /// One call at a time per context; the C side is not reentrant.
+  /// One call at a time per context; the C side is not reentrant. Guards the context (its
+  /// parameters, state, arena and error message), the bound buffers and `lastBinding`.
   private let lock = NSLock()
   /// The input shapes of the last call with the symbol values they bound (guarded by `lock`).
   private var lastBinding: CallBinding?
@@ -123,7 +142,8 @@ public final class CompiledModel: @unchecked Sendable {
     if let missing = dlsym(handle, "lamina_missing_cpu_features").map({
       unsafeBitCast($0, to: SignatureText.self)
     })?().map({ String(cString: $0) }), !missing.isEmpty {
-      let target = dlsym(handle, "lamina_target").map { unsafeBitCast($0, to: SignatureText.self) }?()
+      let target =
+        dlsym(handle, "lamina_target").map { unsafeBitCast($0, to: SignatureText.self) }?()
         .map { String(cString: $0) } ?? "?"
       dlclose(handle)
       throw RunError(
@@ -194,11 +214,21 @@ public final class CompiledModel: @unchecked Sendable {
     try run(inputs, withLosses: true)
   }
 
-  /// Checks the inputs against the signature, binds the symbolic dimensions, and orders the tensors
-  /// as the C entry points take them (nil for inputs the call does not need).
-  private func prepare(_ inputs: [String: Tensor], allInputs: Bool) throws -> (
-    tensors: [Tensor?], binding: CallBinding
-  ) {
+  /// A call's inputs, checked against the signature and ordered as the C entry points take them.
+  private struct PreparedInputs {
+    /// One per signature input; nil for inputs the call does not need.
+    var tensors: [Tensor?]
+    /// The inputs given, with their entries, for binding the symbolic dimensions.
+    var given: [(ModelSignature.Entry, Tensor)]
+    /// Every input's shape; an input the call does not take counts as [-1].
+    var shapes: [[Int]]
+    /// Whether the call takes every input (evaluate, train step) or only forward's.
+    var allInputs: Bool
+  }
+
+  /// Checks the inputs against the signature and orders the tensors as the C entry points take
+  /// them. Touches nothing shared: calls check their inputs without the lock.
+  private func prepare(_ inputs: [String: Tensor], allInputs: Bool) throws -> PreparedInputs {
     for name in inputs.keys where !signature.inputs.contains(where: { $0.name == name }) {
       let names = signature.inputs.map(\.name)
       throw RunError("the model has no input '\(name)' (inputs: \(names.joined(separator: ", ")))")
@@ -216,12 +246,20 @@ public final class CompiledModel: @unchecked Sendable {
       prepared.append(conformed)
       entries.append((entry, conformed))
     }
+    return PreparedInputs(
+      tensors: prepared, given: entries, shapes: prepared.map { $0?.shape ?? [-1] },
+      allInputs: allInputs)
+  }
+
+  /// Binds the symbolic dimensions of the prepared inputs and sizes the outputs and losses.
+  /// Call with `lock` held (it reads and writes `lastBinding`).
+  private func bind(_ prepared: PreparedInputs) throws -> CallBinding {
     // Calls usually repeat the last call's shapes: then the symbols' values are known already
     // (binding parses the signature's dimension text, a few microseconds a call).
-    // An input the call does not take counts as shape [-1].
-    let shapes = prepared.map { $0?.shape ?? [-1] }
-    if let cached = cachedBinding(for: shapes) { return (prepared, cached) }
-    let bindings = try ShapeBinding.bind(entries.map { ($0.0, $0.1) }, kind: "input")
+    let shapes = prepared.shapes
+    if let last = lastBinding, last.inputShapes == shapes { return last }
+    let allInputs = prepared.allInputs
+    let bindings = try ShapeBinding.bind(prepared.given, kind: "input")
     let sized = signature.outputs + (allInputs ? signature.losses : [])
     let dims = try signature.symbols.map { symbol -> Int64 in
       if let value = bindings[symbol] { return Int64(value) }
@@ -246,29 +284,52 @@ public final class CompiledModel: @unchecked Sendable {
       inputShapes: shapes, dims: dims,
       outputShapes: try signature.outputs.map(shape),
       lossShapes: try signature.losses.map(shape))
-    lock.lock()
     lastBinding = binding
-    lock.unlock()
-    return (prepared, binding)
+    return binding
   }
 
-  private func cachedBinding(for shapes: [[Int]]) -> CallBinding? {
+  /// Runs `body` holding the model's lock.
+  private func locked<Result>(_ body: () throws -> Result) rethrows -> Result {
     lock.lock()
     defer { lock.unlock() }
-    guard let last = lastBinding, last.inputShapes == shapes else { return nil }
-    return last
+    return try body()
   }
 
   /// One training step in one C call: forward, backward, and the optimizer's update of the
   /// parameters and state. Returns the loss before the update.
   /// - Parameter step: the training step's name; nil: the first.
   public func trainStep(_ inputs: [String: Tensor], step: String? = nil) throws -> Double {
-    try BoundTrainStep(model: self, inputs: inputs, step: step).run()
+    let (train, index) = try trainStepFunction(named: step)
+    let prepared = try prepare(inputs, allInputs: true)
+    var loss = lossTensor(ofStep: index)
+    lock.lock()
+    defer { lock.unlock() }
+    let dims = try bind(prepared).dims
+    let status = try withInputPointers(prepared.tensors) { inputPointers in
+      loss.withUnsafeMutableBytes { lossBytes in
+        dims.withUnsafeBufferPointer { dims in
+          train(context, Int64(index), dims.baseAddress, inputPointers, lossBytes.baseAddress)
+        }
+      }
+    }
+    guard status == 0 else { throw failure(status, of: "the training step") }
+    return loss.doubles()[0]
+  }
+
+  /// The scalar a training step writes its loss into.
+  private func lossTensor(ofStep index: Int) -> Tensor {
+    let entry = signature.losses.first { $0.name == signature.steps[index].loss }
+    return Tensor(zeros: entry?.elementType ?? .f32, shape: [])
   }
 
   /// A `forward` call with its inputs checked and bound and its output buffers allocated once;
   /// each `run()` is then one C call (like ONNX Runtime's I/O binding). For serving a fixed shape
   /// at the lowest latency, and for benchmarks that time the compiled code alone.
+  ///
+  /// Every method may be called from several threads at once; each holds the model's lock for its
+  /// whole work. The output buffers belong to the binding, not to a thread: `outputs()` copies
+  /// those of the last run that finished, whichever thread ran it, and never a mix of two runs. A
+  /// thread that needs the outputs of its own run calls `runAndCopyOutputs()`, or binds its own.
   public final class BoundForward: @unchecked Sendable {
     private let model: CompiledModel
     private let inputTensors: [Tensor?]
@@ -278,7 +339,8 @@ public final class CompiledModel: @unchecked Sendable {
     private let outputPointers: [UnsafeMutableRawPointer?]
 
     fileprivate init(model: CompiledModel, inputs: [String: Tensor]) throws {
-      let (prepared, binding) = try model.prepare(inputs, allInputs: false)
+      let prepared = try model.prepare(inputs, allInputs: false)
+      let binding = try model.locked { try model.bind(prepared) }
       var outputs = try zip(model.signature.outputs, binding.outputShapes).map { entry, shape in
         guard let dtype = entry.elementType else {
           throw RunError("cannot size output '\(entry.name)' \(entry.typeDescription)")
@@ -286,14 +348,16 @@ public final class CompiledModel: @unchecked Sendable {
         return Tensor(zeros: dtype, shape: shape)
       }
       // The tensors are kept (inputs shared, outputs owned and unique), so their storage stays put.
-      var inputPointers = prepared.map { tensor in tensor?.withUnsafeBytes { $0.baseAddress } }
+      var inputPointers = prepared.tensors.map { tensor in
+        tensor?.withUnsafeBytes { $0.baseAddress }
+      }
       var outputPointers = outputs.indices.map { index in
         outputs[index].withUnsafeMutableBytes { $0.baseAddress }
       }
       if inputPointers.isEmpty { inputPointers.append(nil) }
       if outputPointers.isEmpty { outputPointers.append(nil) }
       self.model = model
-      self.inputTensors = prepared
+      self.inputTensors = prepared.tensors
       self.outputTensors = outputs
       self.dims = binding.dims
       self.inputPointers = inputPointers
@@ -304,6 +368,26 @@ public final class CompiledModel: @unchecked Sendable {
     public func run() throws {
       model.lock.lock()
       defer { model.lock.unlock() }
+      try runLocked()
+    }
+
+    /// Runs the model and returns copies of the outputs of this run, in one turn of the lock.
+    public func runAndCopyOutputs() throws -> [String: Tensor] {
+      model.lock.lock()
+      defer { model.lock.unlock() }
+      try runLocked()
+      return copyOutputsLocked()
+    }
+
+    /// Copies of the outputs of the last `run()` that finished (later runs overwrite the bound
+    /// buffers); all from the same run.
+    public func outputs() -> [String: Tensor] {
+      model.lock.lock()
+      defer { model.lock.unlock() }
+      return copyOutputsLocked()
+    }
+
+    private func runLocked() throws {
       let status = inputPointers.withUnsafeBufferPointer { inputs in
         outputPointers.withUnsafeBufferPointer { outputs in
           dims.withUnsafeBufferPointer { dims in
@@ -315,8 +399,7 @@ public final class CompiledModel: @unchecked Sendable {
       guard status == 0 else { throw model.failure(status, of: "the compiled model") }
     }
 
-    /// Copies of the outputs of the last `run()` (later runs overwrite the bound buffers).
-    public func outputs() -> [String: Tensor] {
+    private func copyOutputsLocked() -> [String: Tensor] {
       var table: [String: Tensor] = [:]
       for (entry, tensor) in zip(model.signature.outputs, outputTensors) {
         table[entry.name] = tensor.withUnsafeBytes {
@@ -329,6 +412,9 @@ public final class CompiledModel: @unchecked Sendable {
 
   /// A training step with its inputs checked and bound once; each `run()` is one C call (forward,
   /// backward, update) and returns the loss before the update.
+  ///
+  /// `run()` may be called from several threads at once: the steps take turns, each whole, and
+  /// each returns its own loss.
   public final class BoundTrainStep: @unchecked Sendable {
     private let model: CompiledModel
     private let train: Functions.TrainStep
@@ -336,21 +422,24 @@ public final class CompiledModel: @unchecked Sendable {
     private let inputTensors: [Tensor?]
     private let dims: [Int64]
     private let inputPointers: [UnsafeRawPointer?]
+    /// Written by every run (guarded by the model's lock).
     private var loss: Tensor
 
     fileprivate init(model: CompiledModel, inputs: [String: Tensor], step: String?) throws {
       let (train, index) = try model.trainStepFunction(named: step)
-      let (prepared, binding) = try model.prepare(inputs, allInputs: true)
-      var inputPointers = prepared.map { tensor in tensor?.withUnsafeBytes { $0.baseAddress } }
+      let prepared = try model.prepare(inputs, allInputs: true)
+      let binding = try model.locked { try model.bind(prepared) }
+      var inputPointers = prepared.tensors.map { tensor in
+        tensor?.withUnsafeBytes { $0.baseAddress }
+      }
       if inputPointers.isEmpty { inputPointers.append(nil) }
-      let lossEntry = model.signature.losses.first { $0.name == model.signature.steps[index].loss }
       self.model = model
       self.train = train
       self.index = Int64(index)
-      self.inputTensors = prepared
+      self.inputTensors = prepared.tensors
       self.dims = binding.dims
       self.inputPointers = inputPointers
-      self.loss = Tensor(zeros: lossEntry?.elementType ?? .f32, shape: [])
+      self.loss = model.lossTensor(ofStep: index)
     }
 
     /// One training step on the bound inputs; the loss before the update.
@@ -418,7 +507,12 @@ public final class CompiledModel: @unchecked Sendable {
   ) throws -> (
     outputs: [String: Tensor], losses: [String: Tensor]
   ) {
-    let (prepared, binding) = try prepare(inputs, allInputs: withLosses)
+    let prepared = try prepare(inputs, allInputs: withLosses)
+    // One turn of the lock for the whole call. Allocating the outputs under it costs little: the
+    // C call, which writes every element of them, runs one at a time anyway.
+    lock.lock()
+    defer { lock.unlock() }
+    let binding = try bind(prepared)
     let dims = binding.dims
     func allocate(_ entries: [ModelSignature.Entry], shapes: [[Int]]) throws -> [Tensor] {
       try zip(entries, shapes).map { entry, shape in
@@ -436,10 +530,7 @@ public final class CompiledModel: @unchecked Sendable {
     }
     var outputs = try allocate(signature.outputs, shapes: binding.outputShapes)
     var losses = withLosses ? try allocate(signature.losses, shapes: binding.lossShapes) : []
-
-    lock.lock()
-    defer { lock.unlock() }
-    let status = try withInputPointers(prepared) { inputPointers in
+    let status = try withInputPointers(prepared.tensors) { inputPointers in
       try withMutablePointers(&outputs) { outputPointers in
         try withMutablePointers(&losses) { lossPointers in
           dims.withUnsafeBufferPointer { dimsPointer in
@@ -504,52 +595,45 @@ public final class CompiledModel: @unchecked Sendable {
 
   /// A copy of a parameter's current value.
   public func parameter(named name: String) throws -> Tensor {
-    let (index, entry) = try parameterEntry(name)
-    guard let dtype = entry.elementType, let shape = entry.concreteShape([:]) else {
-      throw RunError("parameter '\(name)' has an unsupported type \(entry.typeDescription)")
-    }
-    lock.lock()
-    defer { lock.unlock() }
-    guard let data = functions.paramData(context, Int64(index)) else {
-      throw RunError("parameter '\(name)' has no storage")
-    }
-    return Tensor(
-      dtype: dtype, shape: shape,
-      bytes: UnsafeRawBufferPointer(start: data, count: Int(functions.paramBytes(Int64(index)))))!
+    let (index, _) = try parameterEntry(name)
+    return try locked { try copyParameterLocked(index) }
   }
 
   /// Replaces a parameter's value; the tensor's dtype and shape must match exactly.
   public func setParameter(_ tensor: Tensor, named name: String) throws {
-    let (index, entry) = try parameterEntry(name)
-    guard tensor.dtype.rawValue == entry.dtype, tensor.shape == entry.concreteShape([:]) else {
-      throw RunError(
-        "parameter '\(name)': expected \(entry.typeDescription), got \(tensor.typeDescription)")
-    }
-    lock.lock()
-    defer { lock.unlock() }
-    guard let data = functions.paramData(context, Int64(index)),
-      functions.paramBytes(Int64(index)) == Int64(tensor.byteCount)
-    else { throw RunError("parameter '\(name)' has no storage of \(tensor.byteCount) bytes") }
-    tensor.withUnsafeBytes { source in
-      if let base = source.baseAddress { data.copyMemory(from: base, byteCount: source.count) }
-    }
+    let (index, _) = try parameterEntry(name)
+    try checkParameter(tensor, index: index)
+    locked { writeParameterLocked(tensor, index: index) }
   }
 
-  /// Sets every parameter; each must be present with the right type.
+  /// Sets every parameter at once (a call on another thread sees all the old values or all the
+  /// new ones); each must be present with the right type, else nothing changes.
   public func setParameters(_ tensors: [String: Tensor]) throws {
-    for entry in signature.params {
+    var checked: [Tensor] = []
+    for (index, entry) in signature.params.enumerated() {
       guard let tensor = tensors[entry.name] else {
         throw RunError("no value for parameter '\(entry.name)' (\(entry.typeDescription))")
       }
-      try setParameter(tensor, named: entry.name)
+      try checkParameter(tensor, index: index)
+      checked.append(tensor)
+    }
+    locked {
+      for (index, tensor) in checked.enumerated() { writeParameterLocked(tensor, index: index) }
     }
   }
 
-  /// Every parameter's current value, by name.
+  /// Every parameter's current value, by name: one snapshot between two calls (after a whole
+  /// number of training steps, even while another thread trains).
   public func parameters() throws -> [String: Tensor] {
-    var result: [String: Tensor] = [:]
-    for entry in signature.params { result[entry.name] = try parameter(named: entry.name) }
-    return result
+    try locked { try copyParametersLocked() }
+  }
+
+  /// The parameters and the optimizer state of one moment between two calls: a checkpoint that
+  /// resumes training exactly, taken while another thread trains.
+  public func parametersAndState() throws -> (
+    parameters: [String: Tensor], state: [String: Tensor]
+  ) {
+    try locked { (try copyParametersLocked(), try copyStateLocked()) }
   }
 
   /// Loads every parameter from a `.safetensors` file keyed by parameter name.
@@ -567,13 +651,88 @@ public final class CompiledModel: @unchecked Sendable {
     try SafeTensors.write(tensors, metadata: ["model": signature.model], to: path)
   }
 
+  private func checkParameter(_ tensor: Tensor, index: Int) throws {
+    let entry = signature.params[index]
+    guard tensor.dtype.rawValue == entry.dtype, tensor.shape == entry.concreteShape([:]),
+      functions.paramBytes(Int64(index)) == Int64(tensor.byteCount)
+    else {
+      throw RunError(
+        "parameter '\(entry.name)': expected \(entry.typeDescription), got \(tensor.typeDescription)"
+      )
+    }
+  }
+
+  /// Call with `lock` held, `tensor` checked by `checkParameter`.
+  private func writeParameterLocked(_ tensor: Tensor, index: Int) {
+    // paramData is nil only for an index past the signature's parameters, which checking excludes.
+    guard let data = functions.paramData(context, Int64(index)) else { return }
+    tensor.withUnsafeBytes { source in
+      if let base = source.baseAddress { data.copyMemory(from: base, byteCount: source.count) }
+    }
+  }
+
+  /// Call with `lock` held.
+  private func copyParameterLocked(_ index: Int) throws -> Tensor {
+    let entry = signature.params[index]
+    guard let dtype = entry.elementType, let shape = entry.concreteShape([:]) else {
+      throw RunError("parameter '\(entry.name)' has an unsupported type \(entry.typeDescription)")
+    }
+    guard let data = functions.paramData(context, Int64(index)) else {
+      throw RunError("parameter '\(entry.name)' has no storage")
+    }
+    return Tensor(
+      dtype: dtype, shape: shape,
+      bytes: UnsafeRawBufferPointer(start: data, count: Int(functions.paramBytes(Int64(index)))))!
+  }
+
+  /// Call with `lock` held.
+  private func copyParametersLocked() throws -> [String: Tensor] {
+    var result: [String: Tensor] = [:]
+    for (index, entry) in signature.params.enumerated() {
+      result[entry.name] = try copyParameterLocked(index)
+    }
+    return result
+  }
+
   // MARK: Optimizer state
 
-  /// Every optimizer state tensor (momentum, moment estimates, step counters), by name.
+  /// Every optimizer state tensor (momentum, moment estimates, step counters), by name: one
+  /// snapshot between two calls.
   public func state() throws -> [String: Tensor] {
+    try locked { try copyStateLocked() }
+  }
+
+  /// Replaces optimizer state at once; every tensor given must match its entry exactly (else
+  /// nothing changes), and names it lacks keep their values.
+  public func setState(_ tensors: [String: Tensor]) throws {
+    var checked: [(Int, Tensor)] = []
+    for (name, tensor) in tensors {
+      guard let index = signature.states.firstIndex(where: { $0.name == name }) else {
+        throw RunError("the model has no optimizer state '\(name)'")
+      }
+      let entry = signature.states[index]
+      guard tensor.dtype.rawValue == entry.dtype, tensor.shape == entry.concreteShape([:]),
+        functions.stateData != nil,
+        functions.stateBytes?(Int64(index)) == Int64(tensor.byteCount)
+      else {
+        throw RunError(
+          "state '\(name)': expected \(entry.typeDescription), got \(tensor.typeDescription)")
+      }
+      checked.append((index, tensor))
+    }
+    locked {
+      for (index, tensor) in checked {
+        guard let data = functions.stateData?(context, Int64(index)) else { continue }
+        tensor.withUnsafeBytes { source in
+          if let base = source.baseAddress { data.copyMemory(from: base, byteCount: source.count) }
+        }
+      }
+    }
+  }
+
+  /// Call with `lock` held.
+  private func copyStateLocked() throws -> [String: Tensor] {
     var result: [String: Tensor] = [:]
-    lock.lock()
-    defer { lock.unlock() }
     for (index, entry) in signature.states.enumerated() {
       guard let dtype = entry.elementType, let shape = entry.concreteShape([:]),
         let data = functions.stateData?(context, Int64(index)),
@@ -583,28 +742,6 @@ public final class CompiledModel: @unchecked Sendable {
         dtype: dtype, shape: shape, bytes: UnsafeRawBufferPointer(start: data, count: Int(bytes)))!
     }
     return result
-  }
-
-  /// Replaces optimizer state; every tensor given must match its entry exactly, and names it lacks
-  /// keep their values.
-  public func setState(_ tensors: [String: Tensor]) throws {
-    lock.lock()
-    defer { lock.unlock() }
-    for (name, tensor) in tensors {
-      guard let index = signature.states.firstIndex(where: { $0.name == name }) else {
-        throw RunError("the model has no optimizer state '\(name)'")
-      }
-      let entry = signature.states[index]
-      guard tensor.dtype.rawValue == entry.dtype, tensor.shape == entry.concreteShape([:]),
-        let data = functions.stateData?(context, Int64(index))
-      else {
-        throw RunError(
-          "state '\(name)': expected \(entry.typeDescription), got \(tensor.typeDescription)")
-      }
-      tensor.withUnsafeBytes { source in
-        if let base = source.baseAddress { data.copyMemory(from: base, byteCount: source.count) }
-      }
-    }
   }
 
   private func parameterEntry(_ name: String) throws -> (Int, ModelSignature.Entry) {
