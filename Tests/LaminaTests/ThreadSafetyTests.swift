@@ -11,13 +11,8 @@ import Testing
 /// busy while others read, and every value a reader sees must be one a whole call could produce.
 @Suite("Compiled models on several threads", .serialized)
 struct ThreadSafetyTests {
-  static let cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
-    "lamina-thread-test-\(ProcessInfo.processInfo.processIdentifier)"
-  ).path
-
   static func compile(_ model: Model, parameters: [String: Tensor]) throws -> CompiledModel {
-    var options = CompileOptions()
-    options.cacheDirectory = cacheDirectory
+    var options = TestCache.options()
     // Two pool threads: the machines running the tests are small and shared.
     options.threads = 2
     return try model.compile(options: options, parameters: parameters)
