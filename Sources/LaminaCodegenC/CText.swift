@@ -82,3 +82,31 @@ enum CText {
     String(byte >> 6) + String((byte >> 3) & 7) + String(byte & 7)
   }
 }
+
+/// C macro names for the header, each used once.
+struct MacroNames {
+  private var taken: Set<String>
+
+  /// `reserved`: names already defined (the counts), and every macro of the runtime's interface.
+  init(reserved: [String]) {
+    taken = Set(reserved)
+    for line in CRuntimeSources.interface.split(separator: "\n") {
+      let words = line.split(separator: " ", omittingEmptySubsequences: true)
+      if words.count >= 2, words[0] == "#define" {
+        taken.insert(String(words[1].prefix { $0 != "(" }))
+      }
+    }
+  }
+
+  /// `candidate`, or `candidate_2`, `candidate_3`, ... if it was taken; then it is taken.
+  mutating func claim(_ candidate: String) -> String {
+    var name = candidate
+    var suffix = 2
+    while taken.contains(name) {
+      name = "\(candidate)_\(suffix)"
+      suffix += 1
+    }
+    taken.insert(name)
+    return name
+  }
+}

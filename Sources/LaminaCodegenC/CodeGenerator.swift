@@ -173,25 +173,28 @@ private struct Generator {
     list("losses", signature.losses)
     list("parameters", signature.params)
     text += " */\n\n"
-    func constants(_ kind: String, _ entries: [ModelSignature.Entry]) {
-      for (index, entry) in entries.enumerated() {
-        let name = CText.identifierPart(entry.name.uppercased())
-        text += "#define \(modelIdentifier)_\(kind)_\(name) \(index)\n"
+    // Index macros, unique even when names differ only in what a C identifier cannot hold (`a.b`,
+    // `a_b`, `A-B`): the first keeps its macro, the next get `_2`, `_3`, ... in signature order.
+    let prefix = modelIdentifier
+    let counts = [
+      ("SYMBOL_COUNT", symbols.count), ("INPUT_COUNT", signature.inputs.count),
+      ("OUTPUT_COUNT", signature.outputs.count), ("LOSS_COUNT", signature.losses.count),
+      ("PARAM_COUNT", signature.params.count),
+    ]
+    var macros = MacroNames(reserved: counts.map { "\(prefix)_\($0.0)" })
+    func constants(_ kind: String, _ names: [String], note: (String) -> String) {
+      for (index, name) in names.enumerated() {
+        let macro = macros.claim("\(prefix)_\(kind)_" + CText.identifierPart(name.uppercased()))
+        text += "#define \(macro) \(index) /* \(note(CText.comment(name))) */\n"
       }
     }
-    text += "#define \(modelIdentifier)_SYMBOL_COUNT \(symbols.count)\n"
-    for (index, symbol) in symbols.enumerated() {
-      text +=
-        "#define \(modelIdentifier)_DIM_\(CText.identifierPart(symbol.uppercased())) \(index) /* index of \(CText.comment(symbol)) in dims[] */\n"
-    }
-    text += "#define \(modelIdentifier)_INPUT_COUNT \(signature.inputs.count)\n"
-    text += "#define \(modelIdentifier)_OUTPUT_COUNT \(signature.outputs.count)\n"
-    text += "#define \(modelIdentifier)_LOSS_COUNT \(signature.losses.count)\n"
-    text += "#define \(modelIdentifier)_PARAM_COUNT \(signature.params.count)\n"
-    constants("INPUT", signature.inputs)
-    constants("OUTPUT", signature.outputs)
-    constants("LOSS", signature.losses)
-    constants("PARAM", signature.params)
+    text += "#define \(prefix)_SYMBOL_COUNT \(symbols.count)\n"
+    constants("DIM", symbols) { "index of \($0) in dims[]" }
+    for (name, count) in counts.dropFirst() { text += "#define \(prefix)_\(name) \(count)\n" }
+    constants("INPUT", signature.inputs.map(\.name)) { $0 }
+    constants("OUTPUT", signature.outputs.map(\.name)) { $0 }
+    constants("LOSS", signature.losses.map(\.name)) { $0 }
+    constants("PARAM", signature.params.map(\.name)) { $0 }
     text += "\n" + CRuntimeSources.interface
     text += "\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n"
     return text

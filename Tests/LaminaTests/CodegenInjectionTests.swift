@@ -300,4 +300,54 @@ struct CodegenInjectionTests {
       #expect(!FileManager.default.fileExists(atPath: marker), "the header ran its payload")
     }
   }
+
+  /// Issue 13, item 7: names that differ only in characters a C identifier cannot hold.
+  @Test("header index macros are unique, and a C client gets each name's own index")
+  func headerMacrosAreUnique() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let model = try Model(
+      source: """
+        model Clash {
+          input x: f32[batch, 2]
+          input count: f32[BATCH, 2]
+          let h = x |> dense(units: 2, name: "a.b") |> dense(units: 2, name: "a_b")
+          output y = h |> dense(units: 2, name: "A-B")
+          output z = count * 2.0
+        }
+        """)
+    let generated = try model.generateC()
+    let header = generated.header
+    // Every name's macro, in the order the names come in the signature, as documented.
+    let expected: [(macro: String, index: Int)] = [
+      ("CLASH_DIM_BATCH", 0), ("CLASH_DIM_BATCH_2", 1),
+      ("CLASH_INPUT_X", 0), ("CLASH_INPUT_COUNT_2", 1), ("CLASH_INPUT_COUNT", 2),
+      ("CLASH_PARAM_A_B_WEIGHT", 0), ("CLASH_PARAM_A_B_BIAS", 1),
+      ("CLASH_PARAM_A_B_WEIGHT_2", 2), ("CLASH_PARAM_A_B_BIAS_2", 3),
+      ("CLASH_PARAM_A_B_WEIGHT_3", 4), ("CLASH_PARAM_A_B_BIAS_3", 5),
+    ]
+    #expect(
+      model.graph.params.map(\.value).map { model.graph[$0].name } == [
+        "a.b.weight", "a.b.bias", "a_b.weight", "a_b.bias", "A-B.weight", "A-B.bias",
+      ])
+    #expect(generated.signature.symbols == ["batch", "BATCH"])
+    // No macro is defined twice.
+    let defined = header.split(separator: "\n").filter { $0.hasPrefix("#define CLASH_") }.map {
+      $0.split(separator: " ")[1]
+    }
+    #expect(Set(defined).count == defined.count, "a macro is defined twice: \(defined)")
+
+    // A C client built against the header prints each macro; -Werror catches a redefinition.
+    try header.write(toFile: directory + "/clash.h", atomically: true, encoding: .utf8)
+    var program = "#include <stdio.h>\n#include \"clash.h\"\nint main(void) {\n"
+    for (macro, _) in expected { program += "  printf(\"%d\\n\", (int)\(macro));\n" }
+    program += "  return 0;\n}\n"
+    try program.write(toFile: directory + "/client.c", atomically: true, encoding: .utf8)
+    let build = try ClientTests.run([
+      "cc", "-std=c11", "-Wall", "-Werror", directory + "/client.c", "-o", directory + "/client",
+    ])
+    try #require(build.status == 0, "the client does not build: \(build.errors)")
+    let run = try ClientTests.run([directory + "/client"])
+    #expect(run.output.split(separator: "\n").map { Int($0) } == expected.map(\.index))
+  }
 }
