@@ -61,12 +61,18 @@ struct KernelContext {
   var provenance: String {
     var text = "/* " + CText.comment(IRPrinter().print(node, in: graph))
     if node.location.isKnown {
-      text += "\n   from \(CText.comment(node.location.description)) */"
+      text += "\n   from \(sourcePosition(node.location)) */"
     } else {
       text += " */"
     }
     return text
   }
+}
+
+/// Where a node came from in the model source, without the file's path: the same model at another
+/// path makes the same C, so the library cache finds it (the file is the model's own).
+func sourcePosition(_ location: SourceLocation) -> String {
+  "line \(location.line), column \(location.column)"
 }
 
 /// The C variable holding a symbolic dimension's value: `dim_batch`. A symbol that is not a C

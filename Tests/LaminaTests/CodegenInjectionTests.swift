@@ -350,4 +350,37 @@ struct CodegenInjectionTests {
     let run = try ClientTests.run([directory + "/client"])
     #expect(run.output.split(separator: "\n").map { Int($0) } == expected.map(\.index))
   }
+
+  /// Issue 13, item 9: the C named the model's path, so the same model elsewhere recompiled.
+  @Test("the same model text at two paths compiles once")
+  func cacheKeyIgnoresThePath() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let text = """
+      model Moved {
+        input x: f32[batch, 3]
+        output y = x |> dense(units: 4) |> relu |> dense(units: 2)
+      }
+      """
+    for folder in ["first", "second"] {
+      try FileManager.default.createDirectory(
+        atPath: directory + "/" + folder, withIntermediateDirectories: true)
+      try text.write(
+        toFile: directory + "/\(folder)/model.lam", atomically: true, encoding: .utf8)
+    }
+    try text.write(toFile: directory + "/renamed.lam", atomically: true, encoding: .utf8)
+    let first = try Model(contentsOf: directory + "/first/model.lam")
+    let compiled = try first.buildLibrary(options: options(directory))
+    #expect(compiled.compiledNow)
+    for path in ["/second/model.lam", "/renamed.lam"] {
+      let moved = try Model(contentsOf: directory + path)
+      let again = try moved.buildLibrary(options: options(directory))
+      #expect(!again.compiledNow, "\(path) compiled again")
+      #expect(again.libraryPath == compiled.libraryPath)
+      #expect(again.generated.source == compiled.generated.source)
+      #expect(again.generated.header == compiled.generated.header)
+    }
+    // The kernels still say where each node came from.
+    #expect(compiled.generated.source.contains("from line 3, column"))
+  }
 }

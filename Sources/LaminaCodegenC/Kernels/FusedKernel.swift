@@ -73,7 +73,7 @@ struct FusedKernel {
     }
     text +=
       "   writes \(CText.comment(node.results.map { "%" + graph[$0].name }.joined(separator: ", ")))"
-    if node.location.isKnown { text += "\n   from \(CText.comment(node.location.description))" }
+    if node.location.isKnown { text += "\n   from \(sourcePosition(node.location))" }
     return text + " */"
   }
 
