@@ -383,4 +383,76 @@ struct CodegenInjectionTests {
     // The kernels still say where each node came from.
     #expect(compiled.generated.source.contains("from line 3, column"))
   }
+
+  /// Makes `folder` read-only in a way that stops even root: `chmod a-w`, and as root the immutable
+  /// attribute (`chattr +i`; file permissions do not apply to root). Returns how, or nil when
+  /// neither stops a write here.
+  static func makeReadOnly(_ folder: String) throws -> String? {
+    try FileManager.default.setAttributes([.posixPermissions: 0o555], ofItemAtPath: folder)
+    var method = "chmod 555"
+    if !FileManager.default.createFile(atPath: folder + "/probe", contents: Data()) {
+      return method
+    }
+    try FileManager.default.removeItem(atPath: folder + "/probe")
+    let chattr = try ClientTests.run(["chattr", "+i", folder])
+    guard chattr.status == 0 else { return nil }
+    method = "chattr +i (running as root)"
+    if FileManager.default.createFile(atPath: folder + "/probe", contents: Data()) {
+      try? FileManager.default.removeItem(atPath: folder + "/probe")
+      return nil
+    }
+    return method
+  }
+
+  /// Issue 13, item 9: an empty read-only cache folder made compiling fail.
+  @Test("a cache folder that cannot be written falls back to a temporary one")
+  func unwritableCacheFallsBack() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    let readOnly = directory + "/read-only"
+    try FileManager.default.createDirectory(atPath: readOnly, withIntermediateDirectories: true)
+    defer {
+      _ = try? ClientTests.run(["chattr", "-i", readOnly])
+      try? FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: readOnly)
+      try? FileManager.default.removeItem(atPath: directory)
+    }
+    // A cache whose parent is a regular file cannot be created by anyone.
+    try "not a folder".write(toFile: directory + "/file", atomically: true, encoding: .utf8)
+    var caches = [(directory + "/file/cache", "its parent is a regular file")]
+    if let method = try Self.makeReadOnly(readOnly) {
+      caches.append((readOnly, "an empty folder made read-only with \(method)"))
+    } else {
+      // Root without a working chattr (tmpfs, a container without CAP_LINUX_IMMUTABLE).
+      print("note: no way to make a folder read-only for root here: only the regular-file case ran")
+    }
+    let text = """
+      model Fallback {
+        input x: f32[batch, 3]
+        output y = x |> dense(units: 2) |> tanh
+      }
+      """
+    try text.write(toFile: directory + "/m.lam", atomically: true, encoding: .utf8)
+    let model = try Model(contentsOf: directory + "/m.lam")
+    let parameters = try model.initialParameters(seed: 1)
+    let x = Tensor(shape: [2, 3], scalars: [1, -2, 3, 0.5, 0, -1] as [Float])
+    try NPY.write(x, to: directory + "/x.npy")
+    let expected = try model.interpret(inputs: ["x": x], parameters: parameters, outputs: ["y"])
+    let lamina = try #require(ReferenceCheckTests.laminaExecutable())
+    for (cache, how) in caches {
+      var options = CompileOptions()
+      options.cacheDirectory = cache
+      let compiled = try model.compile(options: options, parameters: parameters)
+      let mismatch = TestData.mismatch(
+        try compiled.forward(["x": x])["y"]!, expected["y"]!, rtol: 1e-5, atol: 1e-6)
+      #expect(mismatch == nil, "\(how): \(mismatch ?? "")")
+      #expect(!compiled.libraryPath.hasPrefix(cache), "\(how)")
+
+      let run = try ClientTests.run(
+        [lamina, "run", directory + "/m.lam", "--input", "x=" + directory + "/x.npy"],
+        environment: ["LAMINA_CACHE_DIR": cache])
+      #expect(run.status == 0, "\(how): \(run.errors)")
+      #expect(run.errors.contains("note: cannot write the library cache \(cache)"), "\(how)")
+    }
+    let left = (try? FileManager.default.contentsOfDirectory(atPath: readOnly)) ?? []
+    #expect(left.isEmpty, "the read-only cache was written: \(left)")
+  }
 }
