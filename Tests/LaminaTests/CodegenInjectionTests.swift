@@ -194,6 +194,45 @@ struct CodegenInjectionTests {
     try expectCompiledMatchesInterpreter(model, directory: directory)
   }
 
+  @Test("hostile names in a training step: safe C, and the step matches the interpreter")
+  func hostileNamesInTraining() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let names = [
+      Self.byteStrings[0], Self.byteStrings[2], Self.byteStrings[15], Self.byteStrings[16],
+      Self.sequences.joined(),
+    ]
+    var layers = ""
+    for (index, name) in names.enumerated() {
+      layers += " |> dense(units: 3, name: \(Self.lamString("payload \(index) " + name))) |> tanh"
+    }
+    let source = """
+      model Trained {
+        input x: f32[batch, 3]
+        input target: f32[batch, 3]
+        output y = x\(layers)
+        loss = mse(y, target)
+        train with adam(lr: 0.01)
+      }
+      """
+    let model = try Model(source: source, pipeline: Pipeline.training)
+    let generated = try model.generateC()
+    Self.expectSafe(generated.source, file: "model.c")
+    Self.expectSafe(generated.header, file: "the header")
+    let parameters = try model.initialParameters(seed: 2)
+    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 4], seed: 9)
+    let compiled = try model.compile(options: options(directory), parameters: parameters)
+    let loss = try compiled.trainStep(inputs)
+    let expected = try model.interpretTrainStep(inputs, values: parameters)
+    #expect(abs(loss - expected.loss) <= 1e-5 * abs(expected.loss) + 1e-6)
+    let after = try compiled.parameters()
+    #expect(after.count == 2 * names.count)
+    for (name, value) in after {
+      let mismatch = TestData.mismatch(value, expected.values[name]!, rtol: 1e-4, atol: 1e-6)
+      #expect(mismatch == nil, "\(name.debugDescription): \(mismatch ?? "")")
+    }
+  }
+
   @Test("hostile model, input, output, loss and parameter names in IR text compile safely")
   func hostileNamesInIR() throws {
     let directory = try RepositoryPaths.temporaryDirectory()
