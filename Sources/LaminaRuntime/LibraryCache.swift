@@ -75,8 +75,9 @@ public struct LibraryCache: Sendable {
 
     let unique = "\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))"
     let buildDirectory = "\(directory)/build-\(key)-\(unique)"
-    // A cache that cannot be written (read-only, a file in the way) only costs the caching.
-    try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    // A cache folder that cannot be created (a file in the way) is the caller's mistake, reported
+    // as such; one that exists but cannot be written (read-only) only costs the caching.
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     if mkdir(buildDirectory, 0o700) != 0 {
       let reason = String(cString: strerror(errno))
       guard fallsBack else {

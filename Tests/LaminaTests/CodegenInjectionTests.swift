@@ -444,7 +444,7 @@ struct CodegenInjectionTests {
   }
 
   /// Issue 13, item 9: an empty read-only cache folder made compiling fail.
-  @Test("a cache folder that cannot be written falls back to a temporary one")
+  @Test("an existing cache folder that cannot be written falls back to a temporary one")
   func unwritableCacheFallsBack() throws {
     let directory = try RepositoryPaths.temporaryDirectory()
     let readOnly = directory + "/read-only"
@@ -454,14 +454,15 @@ struct CodegenInjectionTests {
       try? FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: readOnly)
       try? FileManager.default.removeItem(atPath: directory)
     }
-    // A cache whose parent is a regular file cannot be created by anyone.
+    // A cache whose parent is a regular file cannot be created by anyone: that stays an error
+    // naming the folder (HardeningTests), checked below to tell the two cases apart.
     try "not a folder".write(toFile: directory + "/file", atomically: true, encoding: .utf8)
-    var caches = [(directory + "/file/cache", "its parent is a regular file")]
+    var caches: [(String, String)] = []
     if let method = try Self.makeReadOnly(readOnly) {
       caches.append((readOnly, "an empty folder made read-only with \(method)"))
     } else {
       // Root without a working chattr (tmpfs, a container without CAP_LINUX_IMMUTABLE).
-      print("note: no way to make a folder read-only for root here: only the regular-file case ran")
+      print("note: no way to make a folder read-only for root here: only the error case ran")
     }
     let text = """
       model Fallback {
@@ -491,6 +492,12 @@ struct CodegenInjectionTests {
       #expect(run.status == 0, "\(how): \(run.errors)")
       #expect(run.errors.contains("note: cannot write the library cache \(cache)"), "\(how)")
     }
+    let uncreatable = try ClientTests.run(
+      [lamina, "run", directory + "/m.lam", "--input", "x=" + directory + "/x.npy"],
+      environment: ["LAMINA_CACHE_DIR": directory + "/file/cache"])
+    #expect(uncreatable.status == 1)
+    #expect(uncreatable.errors.contains("/file/cache: Not a directory"), "\(uncreatable.errors)")
+    #expect(!uncreatable.errors.contains("note:"), "\(uncreatable.errors)")
     let left = (try? FileManager.default.contentsOfDirectory(atPath: readOnly)) ?? []
     #expect(left.isEmpty, "the read-only cache was written: \(left)")
   }
