@@ -18,7 +18,9 @@ struct KernelContext {
   var attributes: [String: Attribute] { node.attributes }
 
   /// `k7_matmul` (`k7_dropout_training` for a training-mode kernel).
-  var functionName: String { "k\(nodeIndex)_\(node.op)" + (mode == .training ? "_training" : "") }
+  var functionName: String {
+    "k\(nodeIndex)_\(CText.identifierPart(node.op))" + (mode == .training ? "_training" : "")
+  }
 
   /// Symbols the node's types mention, so the kernel reads only those from `dims`.
   var symbols: [String] {
@@ -57,14 +59,31 @@ struct KernelContext {
 
   /// The comment above a kernel: the IR node and where it came from in the model source.
   var provenance: String {
-    var text = "/* " + IRPrinter().print(node, in: graph)
-    if node.location.isKnown { text += "\n   from \(node.location) */" } else { text += " */" }
+    var text = "/* " + CText.comment(IRPrinter().print(node, in: graph))
+    if node.location.isKnown {
+      text += "\n   from \(sourcePosition(node.location)) */"
+    } else {
+      text += " */"
+    }
     return text
   }
 }
 
-/// The C variable holding a symbolic dimension's value.
-func cDimName(_ symbol: String) -> String { "dim_\(symbol)" }
+/// Where a node came from in the model source, without the file's path: the same model at another
+/// path makes the same C, so the library cache finds it (the file is the model's own).
+func sourcePosition(_ location: SourceLocation) -> String {
+  "line \(location.line), column \(location.column)"
+}
+
+/// The C variable holding a symbolic dimension's value: `dim_batch`. A symbol that is not a C
+/// identifier (the IR text could carry one) is spelled by its bytes, `dimx_6120620a`, which no
+/// identifier symbol's name can equal.
+func cDimName(_ symbol: String) -> String {
+  if CText.isIdentifier(symbol) { return "dim_\(symbol)" }
+  return "dimx_"
+    + symbol.utf8.map { String($0, radix: 16) }.map { $0.count == 1 ? "0" + $0 : $0 }
+    .joined()
+}
 
 /// A dimension as a C expression: `64`, `dim_batch`, `(8 * dim_batch)`.
 func cDim(_ dim: Dim) -> String {

@@ -31,6 +31,8 @@ public struct TranslationUnit: Sendable {
 /// file) is rebuilt. Files land by rename, so readers never see half a library.
 public struct LibraryCache: Sendable {
   public var directory: String
+  /// Whether a cache that cannot be written falls back to a temporary folder (not the fallback's).
+  private var fallsBack = true
 
   /// `LAMINA_CACHE_DIR`, else `$XDG_CACHE_HOME/lamina`, else `~/.cache/lamina`.
   public static func defaultDirectory() -> String {
@@ -71,11 +73,24 @@ public struct LibraryCache: Sendable {
     let key = LibraryCache.key(base + unitKeys)
     if let path = lookup(key: key, extension: "so") { return (path, false, []) }
 
-    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     let unique = "\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))"
     let buildDirectory = "\(directory)/build-\(key)-\(unique)"
-    try FileManager.default.createDirectory(
-      atPath: buildDirectory, withIntermediateDirectories: true)
+    // A cache folder that cannot be created (a file in the way) is the caller's mistake, reported
+    // as such; one that exists but cannot be written (read-only) only costs the caching.
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    if mkdir(buildDirectory, 0o700) != 0 {
+      let reason = String(cString: strerror(errno))
+      guard fallsBack else {
+        throw FileError(path: directory, reason: "cannot create a build folder: \(reason)")
+      }
+      var fallback = LibraryCache.temporaryFallback()
+      fallback.fallsBack = false
+      LibraryCache.note(
+        "cannot write the library cache \(directory) (\(reason)); compiling in \(fallback.directory)"
+      )
+      return try fallback.library(
+        units: units, headers: headers, target: target, compiler: compiler)
+    }
     defer { try? FileManager.default.removeItem(atPath: buildDirectory) }
     for (name, text) in headers {
       try AtomicFile.write(Data(text.utf8), to: "\(buildDirectory)/\(name)")
@@ -117,6 +132,20 @@ public struct LibraryCache: Sendable {
     }
     timings.append(linkTime)
     return (try store(library, key: key, extension: "so"), true, timings)
+  }
+
+  /// A new folder of the system's temporary directory, for a compilation that cannot use the cache;
+  /// its name is unpredictable, so no other user can have placed a library in it.
+  static func temporaryFallback() -> LibraryCache {
+    LibraryCache(
+      directory: FileManager.default.temporaryDirectory.appendingPathComponent(
+        "lamina-\(UUID().uuidString)"
+      ).path)
+  }
+
+  /// A note on standard error, escaped for the terminal (the path is the user's).
+  static func note(_ text: String) {
+    FileHandle.standardError.write(Data("lamina: note: \(TerminalText.escaped(text))\n".utf8))
   }
 
   /// Moves a freshly built file into the cache, then writes the manifest that vouches for it.

@@ -27,7 +27,7 @@ struct FusedKernel {
   var label: String { node.epilogueProducer?.op ?? kind.rawValue }
 
   /// The function name, `k12_fused_matmul`.
-  var functionName: String { "k\(nodeIndex)_fused_\(label)" }
+  var functionName: String { "k\(nodeIndex)_fused_\(CText.identifierPart(label))" }
 
   func cType(_ value: ValueID) -> String { CExpressionContext.cType(graph.type(of: value).dtype) }
 
@@ -67,11 +67,13 @@ struct FusedKernel {
   /// The comment above the kernel: every member, with where the fused node came from.
   var provenance: String {
     let printer = IRPrinter()
-    var text = "/* fused \(label) kernel, \(node.body.count) ops in one pass:\n"
-    for member in node.body { text += "     " + printer.print(member, in: graph) + "\n" }
+    var text = "/* fused \(CText.comment(label)) kernel, \(node.body.count) ops in one pass:\n"
+    for member in node.body {
+      text += "     " + CText.comment(printer.print(member, in: graph)) + "\n"
+    }
     text +=
-      "   writes \(node.results.map { "%" + graph[$0].name }.joined(separator: ", "))"
-    if node.location.isKnown { text += "\n   from \(node.location)" }
+      "   writes \(CText.comment(node.results.map { "%" + graph[$0].name }.joined(separator: ", ")))"
+    if node.location.isKnown { text += "\n   from \(sourcePosition(node.location))" }
     return text + " */"
   }
 
