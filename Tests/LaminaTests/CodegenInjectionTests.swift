@@ -123,8 +123,7 @@ struct CodegenInjectionTests {
   }
 
   func options(_ directory: String, passes: [any GraphPass] = Pipeline.codegen) -> CompileOptions {
-    var options = CompileOptions()
-    options.cacheDirectory = directory + "/cache"
+    var options = TestCache.options()
     options.codegenPasses = passes
     return options
   }
