@@ -223,4 +223,24 @@ struct CrashHardeningTests {
       try NPY.read(contentsOf: directory + "/y.npy")
         == Tensor(shape: [1, 4], scalars: [1, 2, 3, 4] as [Float]))
   }
+
+  @Test("a column sum nothing reads (dead-code elimination disabled) compiles and runs")
+  func unusedColumnSumWithoutDeadCodeElimination() throws {
+    // The fused kernel's store of such a sum unwrapped a missing result buffer and trapped.
+    let model = try Model(
+      source: """
+        model ColumnSum {
+          input x: f32[batch, 8]
+          let t = exp(x)
+          let unused = sum(t * 2, axes: [0])
+          output y = t + 1
+        }
+        """, pipeline: Pipeline.inference.filter { $0.name != DeadCodeElimination.name })
+    let x = Tensor(shape: [3, 8], scalars: (0..<24).map { Float($0) / 24 })
+    let expected = try model.interpret(inputs: ["x": x], parameters: [:], outputs: ["y"])
+    let compiled = try model.compile(options: TestCache.options(), parameters: [:])
+    let problem = TestData.mismatch(
+      try compiled.forward(["x": x])["y"]!, expected["y"]!, rtol: 1e-6, atol: 1e-6)
+    #expect(problem == nil, "\(problem ?? "")")
+  }
 }

@@ -349,7 +349,8 @@ struct FusedKernel {
       )
     }
     for (position, sum) in sums.enumerated() {
-      let result = resultName(sum.result)!
+      // A sum nothing reads (left when dead-code elimination is disabled) has no buffer to fill.
+      guard let result = resultName(sum.result) else { continue }
       let reduction = sum.definition!.reduction!
       body.block("for (int64_t c = 0; c < \(columns); c++)") { column in
         column.line("double total = 0;")
