@@ -4,6 +4,6 @@
 @_exported import LaminaRuntime
 @_exported import LaminaSupport
 
+@_exported import enum LaminaCodegenC.CRuntimeSources
 @_exported import struct LaminaCodegenC.EntryPointStatistics
 @_exported import struct LaminaCodegenC.GeneratedModel
-@_exported import enum LaminaCodegenC.CRuntimeSources

@@ -24,7 +24,6 @@ struct CrashHardeningTests {
     try text.write(toFile: path, atomically: true, encoding: .utf8)
   }
 
-
   @Test(
     "integer overflow at compile time is a located error",
     arguments: [

@@ -25,7 +25,6 @@ struct HardeningTests {
     try text.write(toFile: path, atomically: true, encoding: .utf8)
   }
 
-
   static let labelOnlySymbol = """
     model M {
       input x: f32[2, 4]
