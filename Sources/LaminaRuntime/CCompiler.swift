@@ -146,19 +146,64 @@ public struct CCompiler: Sendable {
   }
 
   /// Runs a program, returning its exit status and combined output.
+  ///
+  /// Spawned with `posix_spawn` and reaped with `waitpid`: Foundation's `Process` on Linux waits for
+  /// the child by polling its run loop, which added tens of milliseconds to each of the compiler calls
+  /// a compile makes (a fully cached `lamina compile` took 0.18 s of wall time for 0.03 s of CPU).
   static func run(_ executable: String, _ arguments: [String]) throws -> (
     status: Int32, output: String
   ) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    var descriptors: [Int32] = [-1, -1]
+    guard pipe(&descriptors) == 0 else {
+      throw CompilerError(
+        message: "cannot create a pipe for \(executable): \(String(cString: strerror(errno)))",
+        compilerOutput: "", sourceExcerpt: "")
+    }
+    // Close-on-exec: compilers spawned at the same time from other threads must not inherit this
+    // pipe's write end, or this read would wait for them too (the child's dup2 copies lose the flag).
+    for descriptor in descriptors { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
+    let (readEnd, writeEnd) = (descriptors[0], descriptors[1])
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, writeEnd, 1)
+    posix_spawn_file_actions_adddup2(&actions, writeEnd, 2)
+    let argumentStrings = ([executable] + arguments).map { strdup($0) }
+    let environmentStrings = ProcessInfo.processInfo.environment.map {
+      strdup("\($0.key)=\($0.value)")
+    }
+    defer { (argumentStrings + environmentStrings).forEach { free($0) } }
+    var pid: pid_t = 0
+    let spawned = posix_spawn(
+      &pid, executable, &actions, nil, argumentStrings + [nil], environmentStrings + [nil])
+    close(writeEnd)
+    guard spawned == 0 else {
+      close(readEnd)
+      throw CompilerError(
+        message: "cannot run \(executable): \(String(cString: strerror(spawned)))",
+        compilerOutput: "", sourceExcerpt: "")
+    }
+    var output = [UInt8]()
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+      let count = read(readEnd, &buffer, buffer.count)
+      if count > 0 {
+        output.append(contentsOf: buffer[0..<count])
+      } else if count < 0 && errno == EINTR {
+        continue
+      } else {
+        break
+      }
+    }
+    close(readEnd)
+    var waitStatus: Int32 = 0
+    while waitpid(pid, &waitStatus, 0) < 0 {
+      guard errno == EINTR else { break }
+    }
+    // WIFEXITED / WEXITSTATUS / WTERMSIG, which Swift does not import.
+    let signal = waitStatus & 0x7f
+    let status = signal == 0 ? (waitStatus >> 8) & 0xff : 128 + signal
+    return (status, String(decoding: output, as: UTF8.self))
   }
 
   /// The lines of the generated C around the first `file:line:` the compiler complained about.
