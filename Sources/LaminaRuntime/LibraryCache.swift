@@ -105,7 +105,10 @@ public struct LibraryCache: Sendable {
     var objects: [String?] = units.indices.map { index in
       units[index].shared ? lookup(key: unitKeys[index], extension: "o") : nil
     }
-    let pending = units.indices.filter { objects[$0] == nil }
+    // Largest first, so no long compile starts last while the other core idles.
+    let pending = units.indices.filter { objects[$0] == nil }.sorted {
+      units[$0].source.count > units[$1].source.count
+    }
     let results = ParallelResults<Result<StageTiming, Error>>(count: pending.count)
     DispatchQueue.concurrentPerform(iterations: pending.count) { position in
       let index = pending[position]
