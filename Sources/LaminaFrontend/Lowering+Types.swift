@@ -20,6 +20,18 @@ extension Lowering {
     }
     var shape: [Dim] = []
     var elements = 1
+    // A static size joins the shape while the product stays within the bound on tensor sizes.
+    func appendStatic(_ value: Int, at location: SourceLocation) -> Bool {
+      let (product, overflow) = elements.multipliedReportingOverflow(by: value)
+      guard !overflow, product <= TensorType.maximumStaticElements else {
+        diagnostics.error(
+          "\(what) is too large: its dimensions multiply past 2^40 elements", at: location)
+        return false
+      }
+      elements = product
+      shape.append(Dim(value))
+      return true
+    }
     for (axis, dim) in typeExpr.dims.enumerated() {
       switch dim {
       case .literal(let value, let location):
@@ -28,14 +40,7 @@ extension Lowering {
             "dimension \(axis) of \(what) has size \(value); sizes must be positive", at: location)
           return nil
         }
-        let (product, overflow) = elements.multipliedReportingOverflow(by: value)
-        guard !overflow, product <= TensorType.maximumStaticElements else {
-          diagnostics.error(
-            "\(what) is too large: its dimensions multiply past 2^40 elements", at: location)
-          return nil
-        }
-        elements = product
-        shape.append(Dim(value))
+        guard appendStatic(value, at: location) else { return nil }
       case .name(let name, let location):
         if let binding = scope.bindings[name] {
           scope.bindings[name]!.used = true
@@ -45,14 +50,7 @@ extension Lowering {
               at: location)
             return nil
           }
-          let (product, overflow) = elements.multipliedReportingOverflow(by: value)
-          guard !overflow, product <= TensorType.maximumStaticElements else {
-            diagnostics.error(
-              "\(what) is too large: its dimensions multiply past 2^40 elements", at: location)
-            return nil
-          }
-          elements = product
-          shape.append(Dim(value))
+          guard appendStatic(value, at: location) else { return nil }
         } else if allowSymbols {
           shape.append(Dim(symbol: name))
         } else {
