@@ -188,17 +188,23 @@ struct ThreadSafetyTests {
         """)
   }
 
-  @Test("a bound forward's outputs() while another thread runs it are one run's outputs")
-  func boundOutputsAreNeverTorn() throws {
-    let model = try Self.shiftModel()
-    let compiled = try Self.compile(model, parameters: try model.initialParameters(seed: 1))
-    let size = Self.shiftSize
-    let x = Tensor(shape: [size], scalars: [Float](repeating: 1, count: size))
+  /// The shift model compiled and bound to an input of ones, with its two bias values (1 and 2, so
+  /// every output is uniformly 2 or 3) and the first one set.
+  static func boundShiftModel() throws -> (CompiledModel, CompiledModel.BoundForward, [Tensor]) {
+    let model = try shiftModel()
+    let compiled = try compile(model, parameters: try model.initialParameters(seed: 1))
+    let x = Tensor(shape: [shiftSize], scalars: [Float](repeating: 1, count: shiftSize))
     let bias = [Float(1), Float(2)].map {
-      Tensor(shape: [size], scalars: [Float](repeating: $0, count: size))
+      Tensor(shape: [shiftSize], scalars: [Float](repeating: $0, count: shiftSize))
     }
     let bound = try compiled.bindForward(["x": x])
     try compiled.setParameter(bias[0], named: "b")
+    return (compiled, bound, bias)
+  }
+
+  @Test("a bound forward's outputs() while another thread runs it are one run's outputs")
+  func boundOutputsAreNeverTorn() throws {
+    let (compiled, bound, bias) = try Self.boundShiftModel()
     try bound.run()
     let rounds = Counter()
     let outputs = whileWriting {
@@ -214,15 +220,7 @@ struct ThreadSafetyTests {
 
   @Test("runAndCopyOutputs() on threads sharing one binding returns each run's own outputs")
   func sharedBindingRunsAndCopies() throws {
-    let model = try Self.shiftModel()
-    let compiled = try Self.compile(model, parameters: try model.initialParameters(seed: 1))
-    let size = Self.shiftSize
-    let x = Tensor(shape: [size], scalars: [Float](repeating: 1, count: size))
-    let bias = [Float(1), Float(2)].map {
-      Tensor(shape: [size], scalars: [Float](repeating: $0, count: size))
-    }
-    let bound = try compiled.bindForward(["x": x])
-    try compiled.setParameter(bias[0], named: "b")
+    let (compiled, bound, bias) = try Self.boundShiftModel()
     let rounds = Counter()
     // The writer switches the bias between runs; each copy must be of one run, with one bias.
     let outputs = whileWriting {
