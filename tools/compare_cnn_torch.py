@@ -150,10 +150,11 @@ def pool_geometry(spec, height, width):
     stride = pair(spec.get("stride", spec["kernel"]))
     padding = resolved_padding(spec.get("padding", 0), kernel, stride, (1, 1), height, width)
     ceil_mode = spec.get("ceil_mode", False)
+    dilation = pair(spec.get("dilation", 1))
     sizes = []
-    for size, k, s, before, after in ((height, kernel[0], stride[0], padding[0], padding[2]),
-                                      (width, kernel[1], stride[1], padding[1], padding[3])):
-        span = size + before + after - k
+    for size, k, s, d, before, after in ((height, kernel[0], stride[0], dilation[0], padding[0], padding[2]),
+                                         (width, kernel[1], stride[1], dilation[1], padding[1], padding[3])):
+        span = size + before + after - (d * (k - 1) + 1)
         out = (-(-span // s) if ceil_mode else span // s) + 1
         if ceil_mode and (out - 1) * s >= size + before:
             out -= 1  # PyTorch: the last window must start inside the input or its leading padding
@@ -165,6 +166,8 @@ def windowed_pool(spec, x, kind):
     """Pooling written out window by window with PyTorch's rules, for padding PyTorch's layers lack."""
     height, width = x.shape[2:]
     kernel, stride, (top, left, bottom, right), (out_h, out_w) = pool_geometry(spec, height, width)
+    if pair(spec.get("dilation", 1)) != (1, 1):
+        raise ValueError("the windowed form has no dilation: use padding PyTorch's layer takes")
     include_pad = spec.get("count_include_pad", True)
     rows = []
     for i in range(out_h):
@@ -195,7 +198,9 @@ def torch_pool_arguments(spec, height, width):
 
 def max_pool2d(spec, x, p, scope, use_torch=True):
     arguments = torch_pool_arguments(spec, *x.shape[2:]) if use_torch else None
-    return F.max_pool2d(x, **arguments) if arguments else windowed_pool(spec, x, "max")
+    if arguments:
+        return F.max_pool2d(x, dilation=pair(spec.get("dilation", 1)), **arguments)
+    return windowed_pool(spec, x, "max")
 
 
 def avg_pool2d(spec, x, p, scope, use_torch=True):
@@ -382,6 +387,8 @@ CASES = [
     Case("max_pool2d k3 s2 pad 1", [C("max_pool2d", kernel=3, stride=2, padding=1)], (2, 3, 7, 9)),
     Case("max_pool2d k3 s2 pad 1 ceil", [C("max_pool2d", kernel=3, stride=2, padding=1, ceil_mode=True)], (2, 3, 8, 9)),
     Case("max_pool2d k[3,2] s[1,2]", [C("max_pool2d", kernel=[3, 2], stride=[1, 2])], (2, 3, 7, 9)),
+    Case("max_pool2d k2 dilation 2 pad 1 ceil",
+         [C("max_pool2d", kernel=2, dilation=2, padding=1, ceil_mode=True)], (2, 3, 7, 9)),
     Case("max_pool2d pad [0,1,1,0]", [C("max_pool2d", kernel=2, padding=[0, 1, 1, 0])], (2, 3, 7, 9)),
     Case("max_pool2d same k2", [C("max_pool2d", kernel=2, padding="same")], (2, 3, 7, 9)),
     Case("avg_pool2d k2", [C("avg_pool2d", kernel=2)], (2, 3, 7, 9)),
@@ -757,8 +764,9 @@ def numpy_pool(spec, x, kind):
     y = np.zeros(x.shape[:2] + (out_h, out_w))
     for i in range(out_h):
         for j in range(out_w):
-            cells = [(r, c) for r in range(i * stride[0] - top, i * stride[0] - top + kernel[0])
-                     for c in range(j * stride[1] - left, j * stride[1] - left + kernel[1])]
+            dilation = pair(spec.get("dilation", 1))
+            cells = [(i * stride[0] - top + a * dilation[0], j * stride[1] - left + b * dilation[1])
+                     for a in range(kernel[0]) for b in range(kernel[1])]
             inside = [(r, c) for r, c in cells if 0 <= r < height and 0 <= c < width]
             in_padded = [(r, c) for r, c in cells if -top <= r < height + bottom and -left <= c < width + right]
             values = np.stack([x[:, :, r, c] for r, c in inside], axis=-1)
@@ -806,7 +814,7 @@ def self_test(seed):
         elif op in ("max_pool2d", "avg_pool2d"):
             kind = "max" if op == "max_pool2d" else "avg"
             rows.append(compare(case.name, "PyTorch form = numpy loops", ours, numpy_pool(spec, x, kind)))
-            if torch_pool_arguments(spec, *x.shape[2:]):
+            if torch_pool_arguments(spec, *x.shape[2:]) and pair(spec.get("dilation", 1)) == (1, 1):
                 windowed = LAYERS[op](spec, torch.tensor(x), p, scope, use_torch=False).numpy()
                 rows.append(compare(case.name, "windowed form = PyTorch layer", windowed, ours))
         elif op == "batch_norm":
