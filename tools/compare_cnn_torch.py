@@ -21,6 +21,11 @@ Three kinds of check, each case a small generated `.lam` model (the table names 
                           within 5 standard deviations of 1 - rate, d loss / d x is 0 or target / (1 -
                           rate) likewise, and inference mode is the identity. The random stream itself is
                           Lamina's (Philox) and is not compared.
+  PyTorch's weights       examples/bench/lenet5.lam and examples/digits_cnn.lam as PyTorch modules
+                          whose state_dict keys are Lamina's names (`conv2d_0.weight`,
+                          `batch_norm_1.running_var`, ...; dense weights transposed, as Keras lays them
+                          out): the state_dict, running statistics from a few PyTorch training passes
+                          included, saved as .safetensors and run by `lamina run` in inference mode.
 
 Lamina computes in f32 (the interpreter in f64 from f32 values); PyTorch in float64 from the same f32
 values. A value passes when |lamina - torch| <= 1e-4 |torch| + 1e-5 max|torch| everywhere.
@@ -710,6 +715,85 @@ def check_dropout(lamina, rate, seed, directory):
     return rows
 
 
+def torch_example_model(name):
+    """The example models as PyTorch modules whose state_dict names are Lamina's parameter names."""
+    nn = torch.nn
+
+    class Named(nn.Module):
+        def __init__(self, layers, forward):
+            super().__init__()
+            for key, module in layers.items():
+                setattr(self, key, module)
+            self.run = forward
+
+        def forward(self, x):
+            return self.run(self, x)
+
+    if name == "lenet5":
+        layers = {"conv2d_0": nn.Conv2d(1, 6, 5, padding=2), "conv2d_1": nn.Conv2d(6, 16, 5),
+                  "dense_0": nn.Linear(400, 120), "dense_1": nn.Linear(120, 84), "dense_2": nn.Linear(84, 10)}
+
+        def forward(m, x):
+            h = F.max_pool2d(torch.relu(m.conv2d_0(x)), 2)
+            h = torch.flatten(F.max_pool2d(torch.relu(m.conv2d_1(h)), 2), 1)
+            return m.dense_2(torch.relu(m.dense_1(torch.relu(m.dense_0(h)))))
+        return Named(layers, forward), "examples/bench/lenet5.lam", (1, 28, 28), "logits"
+    layers = {"conv2d_0": nn.Conv2d(1, 16, 3, padding=1), "batch_norm_0": nn.BatchNorm2d(16),
+              "conv2d_1": nn.Conv2d(16, 32, 3, padding=1), "batch_norm_1": nn.BatchNorm2d(32),
+              "dense_0": nn.Linear(512, 64), "dense_1": nn.Linear(64, 10)}
+
+    def forward(m, x):
+        h = torch.relu(m.batch_norm_0(m.conv2d_0(x.reshape(-1, 1, 8, 8))))
+        h = F.max_pool2d(torch.relu(m.batch_norm_1(m.conv2d_1(h))), 2)
+        h = F.dropout(torch.flatten(h, 1), 0.25, m.training)
+        return torch.softmax(m.dense_1(torch.relu(m.dense_0(h))), dim=-1)
+    return Named(layers, forward), "examples/digits_cnn.lam", (64,), "probs"
+
+
+def check_torch_weights(lamina, name, seed, directory):
+    """A PyTorch model's state_dict, not renamed, transposed only where Lamina's layout is Keras'
+    (dense), run by `lamina run`: the example loads PyTorch's weights by name. Batch norms get
+    running statistics from a few PyTorch training-mode passes; both run in inference mode."""
+    torch.manual_seed(seed)
+    model, path, sample_shape, output = torch_example_model(name)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (5, *sample_shape)).astype(np.float32)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.tensor(rng.uniform(0, 1, (16, *sample_shape)).astype(np.float32)))
+    model.eval()
+    with torch.no_grad():
+        expected = model.double()(torch.tensor(x, dtype=torch.float64)).numpy()
+    weights = {}
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        value = value.numpy()
+        if key.startswith("dense_") and key.endswith(".weight"):
+            value = value.T  # Linear stores [out, in]; Lamina's dense [in, out]
+        weights[key] = np.ascontiguousarray(value, dtype=np.float32)
+    weights_path, x_path, y_path = (Path(directory) / n for n in ("w.safetensors", "x.npy", "y.npy"))
+    write_safetensors(weights_path, weights)
+    np.save(x_path, x)
+    init_path = Path(directory) / "init.safetensors"
+    run_lamina(lamina, "init", str(REPOSITORY / path), "-o", str(init_path))
+    names = set(read_safetensors(init_path))
+    rows = []
+    if names != set(weights):
+        rows.append(Row(name, "parameter names = PyTorch's state_dict", ok=False,
+                        note=f"only Lamina: {sorted(names - set(weights))}; only PyTorch: {sorted(set(weights) - names)}"))
+        return rows
+    rows.append(Row(name, "parameter names = PyTorch's state_dict", ok=True))
+    try:
+        run_lamina(lamina, "run", str(REPOSITORY / path), "--weights", str(weights_path), "--input", f"x={x_path}",
+                   "--output", f"{output}={y_path}")
+        rows.append(compare(f"{name} (PyTorch's weights)", f"{output}, inference, compiled", np.load(y_path), expected))
+    except LaminaError as error:
+        rows.append(Row(name, f"{output}, inference", ok=False, note=str(error)))
+    return rows
+
+
 # --------------------------------------------------------------------------------------------------
 # Self-test of the PyTorch side (no Lamina): the formulations above against PyTorch's layers and plain
 # numpy loops
@@ -899,6 +983,8 @@ def main():
              for case in TRAINING_CASES]
     jobs += [(f"dropout rate {rate}", lambda d, r=rate: check_dropout(arguments.lamina, r, arguments.seed, d))
              for rate in DROPOUT_RATES]
+    jobs += [(name, lambda d, n=name: check_torch_weights(arguments.lamina, n, arguments.seed, d))
+             for name in ("lenet5", "digits_cnn")]
     for name, job in jobs:
         if not selected(name):
             continue
