@@ -26,6 +26,7 @@ Usage:
   swift build -c release
   /work/venv/bin/python tools/bench_cnn.py [--lamina .build/release/lamina] [--rounds 3] [--runs 100]
                                            [--only w3,w4_b1,w4_b64,conv_fwd,conv_train] [--no-peak]
+                                           [--threads=1] [--json FILE] [--no-lamina]
 """
 
 import argparse
@@ -39,6 +40,9 @@ import tempfile
 import time
 
 THREADS = 2
+for argument in sys.argv:  # before PyTorch reads OMP_NUM_THREADS
+    if argument.startswith("--threads="):
+        THREADS = int(argument.split("=", 1)[1])
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,7 +203,7 @@ def fma_peak():
     subprocess.run(["cc", "-std=c11", "-O2", "-march=native", "-o", binary,
                     os.path.join(ROOT, "tools/fma_peak/fma_peak.c"), "-lpthread"], check=True)
     peaks, lines = {}, []
-    for threads in (1, THREADS):
+    for threads in sorted({1, THREADS}):
         line = subprocess.run([binary, str(threads), "31"], capture_output=True, text=True).stdout.strip()
         peaks[threads] = float(line.split("max ")[1].split(";")[0])
         lines.append(line)
@@ -231,12 +235,17 @@ def main():
     parser.add_argument("--no-peak", action="store_true", help="skip measuring the FMA peak")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--no-lamina", action="store_true", help="time the peers alone (no ratios)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads for every framework (pass as --threads=N; default 2, the workloads' definition)")
     arguments = parser.parse_args()
     if not arguments.no_lamina and not os.path.exists(arguments.lamina):
         print(f"no lamina binary at {arguments.lamina}: run `swift build -c release` first", file=sys.stderr)
         return 2
     names = arguments.only.split(",")
-    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    if arguments.threads != THREADS:
+        print("pass the thread count as --threads=N (PyTorch reads it before the arguments are parsed)", file=sys.stderr)
+        return 2
+    print(f"threads: {THREADS}; load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     peaks = {}
     if not arguments.no_peak and any("flops" in WORKLOADS[n] for n in names):
         peaks, text = fma_peak()
