@@ -100,9 +100,6 @@ class Graph:
     name: str
     inputs: dict[str, TensorType] = field(default_factory=dict)
     params: dict[str, TensorType] = field(default_factory=dict)
-    # Model state (batch norm's running statistics, ...): read from the weights file like parameters,
-    # never trained; its update rules only run in training steps, so they are not evaluated here.
-    states: dict[str, TensorType] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)  # public name -> value name
     losses: dict[str, str] = field(default_factory=dict)
@@ -112,8 +109,6 @@ class Graph:
             return self.inputs[value]
         if value in self.params:
             return self.params[value]
-        if value in self.states:
-            return self.states[value]
         for node in self.nodes:
             if value in node.results:
                 return node.types[node.results.index(value)]
@@ -236,26 +231,6 @@ class IRReader:
             while not self.accept(")"):
                 self.index += 1
             self.accept("frozen")
-        elif self.accept("state"):
-            if self.peek(kind="word"):
-                self.take(kind="word")  # the owning step of optimizer state; model state has none
-            name = self.name()
-            self.take(":")
-            graph.states[name] = self.type()
-            self.take("=")
-            self.take(kind="word")  # the initializer: lamina init applies it
-            self.take("(")
-            while not self.accept(")"):
-                self.index += 1
-        elif self.accept("update"):
-            # `update [STEP] %target = %value [when %trigger]`: what a training step writes back.
-            if self.peek(kind="word"):
-                self.take(kind="word")
-            self.name()
-            self.take("=")
-            self.name()
-            if self.accept("when"):
-                self.name()
         elif self.peek("output") or self.peek("loss"):
             table = graph.outputs if self.take() == "output" else graph.losses
             public = self.take(kind="word")
@@ -570,19 +545,6 @@ def batch_norm_statistics(call, x, running_mean, running_var):
     return np.stack([running_mean, 1 / np.sqrt(running_var + eps), running_mean, running_var])
 
 
-def layer_norm(call, x, *affine):
-    """(x - mean) / sqrt(var + eps) over `axes` (biased variance), then * weight + bias if given."""
-    axes = call.axes() or (-1,)
-    axes = tuple(a % x.ndim for a in axes)
-    centered = x - x.mean(axis=axes, keepdims=True)
-    y = centered / np.sqrt((centered**2).mean(axis=axes, keepdims=True) + call.attr("eps", 1e-5))
-    if affine:
-        y = y * affine[0]
-    if len(affine) > 1:
-        y = y + affine[1]
-    return y
-
-
 def reduction(reduce):
     return lambda call, x: reduce(x, axis=call.axes(), keepdims=call.attr("keepdims", False))
 
@@ -632,10 +594,8 @@ OPS = {
     "max_pool2d": lambda call, x: pool2d(call, x, "max"),
     "avg_pool2d": lambda call, x: pool2d(call, x, "avg"),
     "global_avg_pool2d": lambda call, x: x.mean(axis=(2, 3)),
-    # Normalization and dropout, in inference mode (`lamina run`'s default): dropout is the identity.
+    # Batch norm's statistics in inference mode (`lamina run`'s default).
     "batch_norm_statistics": batch_norm_statistics,
-    "layer_norm": layer_norm,
-    "dropout": lambda call, x, *state: x,
     # Losses.
     "mse": lambda call, prediction, target: np.mean((prediction - target) ** 2),
     "cross_entropy": cross_entropy,
@@ -817,7 +777,7 @@ def check_model(
     if unknown:
         plural = "s" if len(unknown) > 1 else ""
         raise CheckError(f"no numpy reference for op{plural} {', '.join(unknown)}")
-    types = [*graph.inputs.values(), *graph.params.values(), *graph.states.values()]
+    types = [*graph.inputs.values(), *graph.params.values()]
     types += [type_ for node in graph.nodes for type_ in node.types]
     symbols = {symbol for type_ in types for _, names in type_.shape for symbol in names}
     bindings = {symbol: batch for symbol in symbols}
@@ -833,7 +793,7 @@ def check_model(
         weights_path = folder / "weights.safetensors"
         run_lamina(lamina, "init", str(path), "-o", str(weights_path), "--seed", str(seed))
         weights = read_safetensors(weights_path)
-        missing = [name for name in [*graph.params, *graph.states] if name not in weights]
+        missing = [name for name in graph.params if name not in weights]
         if missing:
             raise CheckError(f"the weights file has no tensor for {', '.join(missing)}")
 
@@ -848,7 +808,7 @@ def check_model(
         actual = [np.load(folder / f"output{position}.npy") for position in range(len(exposed))]
 
     environment: dict[str, np.ndarray] = dict(inputs)
-    for name, type_ in [*graph.params.items(), *graph.states.items()]:
+    for name, type_ in graph.params.items():
         environment[name] = weights[name].astype(NUMPY_DTYPES[type_.dtype])
     evaluate(graph, environment, bindings)
 
