@@ -140,7 +140,11 @@ private struct Generator {
       params: graph.params.map { entry(graph[$0.value].name, $0.value) },
       outputs: graph.outputs.map { entry($0.name, $0.value) },
       losses: graph.losses.map { entry($0.name, $0.value) },
-      states: graph.states.map { entry(graph[$0.value].name, $0.value) },
+      states: graph.states.map { state in
+        var described = entry(graph[state.value].name, state.value)
+        if state.isModelState { described.modelState = true }
+        return described
+      },
       steps: trainableSteps.map { step in
         ModelSignature.Step(name: step.name, loss: step.lossName)
       })
@@ -172,6 +176,9 @@ private struct Generator {
     list("outputs", signature.outputs)
     list("losses", signature.losses)
     list("parameters", signature.params)
+    list("state (lamina_state_data; model state is saved with the parameters)", signature.states) {
+      $0.modelState == true ? "  (model state)" : "  (optimizer state)"
+    }
     text += " */\n\n"
     // Index macros, unique even when names differ only in what a C identifier cannot hold (`a.b`,
     // `a_b`, `A-B`): the first keeps its macro, the next get `_2`, `_3`, ... in signature order.
@@ -195,6 +202,7 @@ private struct Generator {
     constants("OUTPUT", signature.outputs.map(\.name)) { $0 }
     constants("LOSS", signature.losses.map(\.name)) { $0 }
     constants("PARAM", signature.params.map(\.name)) { $0 }
+    constants("STATE", signature.states.map(\.name)) { "index of \($0) for lamina_state_data" }
     text += "\n" + CRuntimeSources.interface
     text += "\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n"
     return text
@@ -596,11 +604,44 @@ private struct Generator {
     graph.trainSteps.filter { step in graph.assignments.contains { $0.step == step.name } }
   }
 
+  /// `lamina_initialize_state`: state whose initializer is not all zeros (batch norm's running
+  /// variance starts at one) gets its first value; lamina_create has zeroed the rest.
+  mutating func emitStateInitialization() {
+    writer.line("/* State's first values (lamina_create zeroes the storage first). */")
+    writer.line("static void lamina_initialize_state(unsigned char* params) {")
+    var any = false
+    for (index, state) in graph.states.enumerated() {
+      let value: Double
+      switch state.initializer.name {
+      case "zeros": continue
+      case "ones": value = 1
+      case "constant": value = state.initializer.arguments["value"]?.doubleValue ?? 0
+      default: continue  // the runtime sets state with other initializers from `initialState`
+      }
+      // A non-finite constant cannot be a C literal; the runtime sets such state from Swift.
+      guard value != 0, value.isFinite else { continue }
+      any = true
+      let type = CExpressionContext.cType(graph.type(of: state.value).dtype)
+      writer.line(
+        "  { /* \(CText.comment(graph[state.value].name)) = \(CText.comment(state.initializer.description)) */"
+      )
+      writer.line("    \(type)* data = (\(type)*)(params + lamina_state_offsets[\(index)]);")
+      writer.line(
+        "    for (int64_t i = 0; i < lamina_state_sizes[\(index)] / (int64_t)sizeof(\(type)); i++) data[i] = (\(type))\(value);"
+      )
+      writer.line("  }")
+    }
+    if !any { writer.line("  (void)params;") }
+    writer.line("}")
+    writer.line()
+  }
+
   /// The model's description and the table of its entry points, which `lamina_model_setup.c`
   /// (the exported C interface) reads.
   mutating func emitModelDescription(_ signature: ModelSignature) {
     let json = signature.json()
     let literal = CText.stringLiteral(json)
+    emitStateInitialization()
     writer.line("/* ======== The model, for the C interface (lamina_model_setup.c) ======== */")
     writer.line()
     writer.line(
@@ -614,6 +655,7 @@ private struct Generator {
         .param_sizes = lamina_param_sizes,
         .state_offsets = lamina_state_offsets,
         .state_sizes = lamina_state_sizes,
+        .initialize_state = lamina_initialize_state,
       };
 
       /* This file is compiled once per instruction set (-DLAMINA_ISA=avx512 -DLAMINA_ISA_NAME=...);

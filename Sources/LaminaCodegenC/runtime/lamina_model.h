@@ -43,6 +43,7 @@ typedef struct lamina_model_description {
   const int64_t* param_sizes;
   const int64_t* state_offsets;
   const int64_t* state_sizes;
+  void (*initialize_state)(unsigned char* params); /* state's first values, after zeroing */
 } lamina_model_description;
 
 /* The entry points of model.c compiled for one instruction set. */

@@ -70,6 +70,7 @@ LAMINA_EXPORT lamina_context* lamina_create(int threads) {
     return NULL;
   }
   memset(params, 0, (size_t)model->params_bytes);
+  model->initialize_state((unsigned char*)params);
   ctx->entry = entry;
   ctx->model = model;
   ctx->params = (unsigned char*)params;
