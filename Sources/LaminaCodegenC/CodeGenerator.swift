@@ -273,6 +273,10 @@ private struct Generator {
         symbolIndex: symbolIndex)
     case .kernel(let id):
       KernelLibrary.emitter(id)(context, &body)
+    case .decomposed:
+      throw Diagnostic.error(
+        "\(node.op) has no kernel: the decompose pass replaces it before code generation",
+        at: node.location)
     }
     body.line("return LAMINA_OK;")
     // Layers repeat: one function serves every node whose kernel would be the same.
