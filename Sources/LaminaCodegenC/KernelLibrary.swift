@@ -24,6 +24,7 @@ enum KernelLibrary {
     case .crossEntropyGradient: return { LossKernels.emitCrossEntropyGradient($0, into: &$1) }
     case .binaryCrossEntropy: return { LossKernels.emitBinaryCrossEntropy($0, into: &$1) }
     case .squaredNorm: return { LossKernels.emitL2($0, into: &$1) }
+    case .dropout: return { RandomKernels.emitDropout($0, into: &$1) }
     }
   }
 

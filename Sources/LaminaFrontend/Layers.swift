@@ -327,7 +327,7 @@ public enum LayerRegistry {
   /// Activations a layer's `activation:` option can name.
   static let activations = ["relu", "sigmoid", "tanh", "gelu", "softplus", "leaky_relu"]
 
-  public static let all: [LayerDefinition] = denseLayers + layerNormLayers
+  public static let all: [LayerDefinition] = denseLayers + layerNormLayers + randomLayers
 
   /// Fully connected layers.
   static let denseLayers: [LayerDefinition] = [

@@ -302,6 +302,7 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case crossEntropyGradient = "cross-entropy-gradient"
   case binaryCrossEntropy = "binary-cross-entropy"
   case squaredNorm = "squared-norm"
+  case dropout
 }
 
 // MARK: Fused groups
