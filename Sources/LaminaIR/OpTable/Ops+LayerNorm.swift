@@ -12,7 +12,7 @@ extension OpRegistry {
     var definition = OpDefinition(
       "layer_norm",
       summary:
-        "Layer normalization over the last axes (PyTorch's LayerNorm): each row of the normalized axes to zero mean and unit variance, then scaled by `weight` and shifted by `bias` when given (both of the normalized axes' shape).",
+        "Layer normalization over the last axes (PyTorch's LayerNorm): each row of the normalized axes to zero mean and unit variance, then scaled by `weight` and shifted by `bias` when given (both of the normalized axes' shape). The C backend compiles its decomposition, which fuses into one row kernel.",
       semantics:
         "y = (x - m) / √(v + eps) · weight + bias, m and v the mean and biased variance over axes",
       operands: [
