@@ -123,8 +123,13 @@ private struct Generator {
     let losses = graph.losses.map(\.value)
     emitEntryPoint(name: "forward", outputs: outputs, losses: [])
     emitEntryPoint(name: "evaluate", outputs: outputs, losses: losses)
+    let trainingEntries = EntryPoint.hasModeDependentOps(graph)
+    if trainingEntries {
+      emitEntryPoint(name: "forward_training", outputs: outputs, losses: [], mode: .training)
+      emitEntryPoint(name: "evaluate_training", outputs: outputs, losses: losses, mode: .training)
+    }
     emitTrainSteps()
-    emitModelDescription(signature)
+    emitModelDescription(signature, trainingEntries: trainingEntries)
     return GeneratedModel(
       source: writer.text, header: header(signature), signature: signature, statistics: statistics)
   }
@@ -279,7 +284,11 @@ private struct Generator {
         context, expression: template, into: &body, prelude: &prelude, kernelName: "@KERNEL@",
         symbolIndex: symbolIndex)
     case .kernel(let id):
-      KernelLibrary.emitter(id)(context, &body)
+      if let emit = KernelLibrary.parallelEmitter(id) {
+        emit(context, &body, &prelude)
+      } else {
+        KernelLibrary.emitter(id)(context, &body)
+      }
     case .decomposed:
       throw Diagnostic.error(
         "\(node.op) has no kernel: the decompose pass replaces it before code generation",
@@ -346,9 +355,10 @@ private struct Generator {
   /// A training step (`updates` not empty) also computes each update's new value and, after every
   /// kernel has run, copies it over the parameter or state it replaces.
   mutating func emitEntryPoint(
-    name: String, outputs: [ValueID], losses: [ValueID], updates: [Assignment] = []
+    name: String, outputs: [ValueID], losses: [ValueID], updates: [Assignment] = [],
+    mode: ExecutionMode? = nil
   ) {
-    let mode: ExecutionMode = updates.isEmpty ? .inference : .training
+    let mode: ExecutionMode = mode ?? (updates.isEmpty ? .inference : .training)
     let entry = EntryPoint(
       name: name, mode: mode, outputs: outputs, losses: losses, updates: updates)
     let targets = entry.targets
@@ -391,12 +401,12 @@ private struct Generator {
 
     let signatureText: String
     switch name {
-    case "forward":
+    case "forward", "forward_training":
       signatureText =
-        "static LAMINA_ENTRY_POINT int lamina_run_forward(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs)"
-    case "evaluate":
+        "static LAMINA_ENTRY_POINT int lamina_run_\(name)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs)"
+    case "evaluate", "evaluate_training":
       signatureText =
-        "static LAMINA_ENTRY_POINT int lamina_run_evaluate(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs, void* const* losses)"
+        "static LAMINA_ENTRY_POINT int lamina_run_\(name)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs, void* const* losses)"
     default:
       signatureText =
         "static LAMINA_ENTRY_POINT int lamina_\(name)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* losses)"
@@ -649,7 +659,7 @@ private struct Generator {
 
   /// The model's description and the table of its entry points, which `lamina_model_setup.c`
   /// (the exported C interface) reads.
-  mutating func emitModelDescription(_ signature: ModelSignature) {
+  mutating func emitModelDescription(_ signature: ModelSignature, trainingEntries: Bool) {
     let json = signature.json()
     let literal = CText.stringLiteral(json)
     emitStateInitialization()
@@ -677,6 +687,8 @@ private struct Generator {
         .forward = lamina_run_forward,
         .evaluate = lamina_run_evaluate,
         .train_step = lamina_run_train_step,
+        .forward_training = \(trainingEntries ? "lamina_run_forward_training" : "NULL"),
+        .evaluate_training = \(trainingEntries ? "lamina_run_evaluate_training" : "NULL"),
       };
       """)
   }

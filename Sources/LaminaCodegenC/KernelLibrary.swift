@@ -25,6 +25,22 @@ enum KernelLibrary {
     case .binaryCrossEntropy: return { LossKernels.emitBinaryCrossEntropy($0, into: &$1) }
     case .squaredNorm: return { LossKernels.emitL2($0, into: &$1) }
     case .dropout: return { RandomKernels.emitDropout($0, into: &$1) }
+    case .batchNormStatistics, .batchNormStatisticsGradient:
+      return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
+    }
+  }
+
+  /// Kernels that share their loop with the thread pool: they also write the job and task
+  /// functions of a `ParallelLoop` (the prelude) before the kernel. Nil: use `emitter`.
+  static func parallelEmitter(_ id: KernelID) -> (
+    (KernelContext, inout CWriter, inout CWriter) -> Void
+  )? {
+    switch id {
+    case .batchNormStatistics:
+      return { NormalizationKernels.emitStatistics($0, into: &$1, prelude: &$2) }
+    case .batchNormStatisticsGradient:
+      return { NormalizationKernels.emitStatisticsGradient($0, into: &$1, prelude: &$2) }
+    default: return nil
     }
   }
 

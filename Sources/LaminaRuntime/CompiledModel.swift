@@ -76,6 +76,9 @@ public final class CompiledModel: @unchecked Sendable {
 
     var forward: Forward
     var evaluate: Evaluate
+    /// The same in training mode (nil in a library from before modes: it has no mode-dependent op).
+    var forwardTraining: Forward?
+    var evaluateTraining: Evaluate?
     var trainStep: TrainStep?
     var stateData: ParamData?
     var stateBytes: ParamBytes?
@@ -125,6 +128,12 @@ public final class CompiledModel: @unchecked Sendable {
       paramBytes: try symbol("lamina_param_bytes", Functions.ParamBytes.self),
       forward: try symbol("lamina_forward", Functions.Forward.self),
       evaluate: try symbol("lamina_evaluate", Functions.Evaluate.self),
+      forwardTraining: dlsym(handle, "lamina_forward_training").map {
+        unsafeBitCast($0, to: Functions.Forward.self)
+      },
+      evaluateTraining: dlsym(handle, "lamina_evaluate_training").map {
+        unsafeBitCast($0, to: Functions.Evaluate.self)
+      },
       trainStep: dlsym(handle, "lamina_train_step").map {
         unsafeBitCast($0, to: Functions.TrainStep.self)
       },
@@ -212,6 +221,21 @@ public final class CompiledModel: @unchecked Sendable {
     outputs: [String: Tensor], losses: [String: Tensor]
   ) {
     try run(inputs, withLosses: true)
+  }
+
+  /// Computes every output in `mode`: `.training` computes them as a training step does (batch
+  /// norm with the batch's statistics) without writing any state back.
+  public func forward(_ inputs: [String: Tensor], mode: ExecutionMode) throws -> [String: Tensor] {
+    var nothingToReuse: [String: Tensor] = [:]
+    return try run(inputs, withLosses: false, reusing: &nothingToReuse, mode: mode).outputs
+  }
+
+  /// Computes every output and every loss in `mode` (see `forward(_:mode:)`).
+  public func evaluate(_ inputs: [String: Tensor], mode: ExecutionMode) throws -> (
+    outputs: [String: Tensor], losses: [String: Tensor]
+  ) {
+    var nothingToReuse: [String: Tensor] = [:]
+    return try run(inputs, withLosses: true, reusing: &nothingToReuse, mode: mode)
   }
 
   /// A call's inputs, checked against the signature and ordered as the C entry points take them.
@@ -503,10 +527,18 @@ public final class CompiledModel: @unchecked Sendable {
   }
 
   private func run(
-    _ inputs: [String: Tensor], withLosses: Bool, reusing reusable: inout [String: Tensor]
+    _ inputs: [String: Tensor], withLosses: Bool, reusing reusable: inout [String: Tensor],
+    mode: ExecutionMode = .inference
   ) throws -> (
     outputs: [String: Tensor], losses: [String: Tensor]
   ) {
+    let training = mode == .training
+    guard
+      !training || (withLosses ? functions.evaluateTraining : nil) != nil
+        || (!withLosses && functions.forwardTraining != nil)
+    else {
+      throw RunError("this library has no training-mode entry points: recompile the model")
+    }
     let prepared = try prepare(inputs, allInputs: withLosses)
     // One turn of the lock for the whole call. Allocating the outputs under it costs little: the
     // C call, which writes every element of them, runs one at a time anyway.
@@ -535,9 +567,10 @@ public final class CompiledModel: @unchecked Sendable {
         try withMutablePointers(&losses) { lossPointers in
           dims.withUnsafeBufferPointer { dimsPointer in
             withLosses
-              ? functions.evaluate(
+              ? (training ? functions.evaluateTraining! : functions.evaluate)(
                 context, dimsPointer.baseAddress, inputPointers, outputPointers, lossPointers)
-              : functions.forward(context, dimsPointer.baseAddress, inputPointers, outputPointers)
+              : (training ? functions.forwardTraining! : functions.forward)(
+                context, dimsPointer.baseAddress, inputPointers, outputPointers)
           }
         }
       }

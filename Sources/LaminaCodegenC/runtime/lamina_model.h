@@ -54,6 +54,10 @@ typedef struct lamina_entry_points {
   int (*evaluate)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs,
                   void* const* losses);
   int (*train_step)(lamina_context* ctx, int64_t step, const int64_t* dims, const void* const* inputs, void* loss);
+  /* forward and evaluate in training mode (batch statistics); NULL when no op depends on the mode. */
+  int (*forward_training)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs);
+  int (*evaluate_training)(lamina_context* ctx, const int64_t* dims, const void* const* inputs,
+                           void* const* outputs, void* const* losses);
 } lamina_entry_points;
 
 /* model.c compiled with -DLAMINA_ISA=x defines lamina_entry_points_x. */

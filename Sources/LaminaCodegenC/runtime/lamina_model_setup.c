@@ -117,6 +117,22 @@ LAMINA_EXPORT int lamina_evaluate(lamina_context* ctx, const int64_t* dims, cons
   return ctx->entry->evaluate(ctx, dims, inputs, outputs, losses);
 }
 
+/* Training mode without a step: outputs as a training step computes them (batch statistics), with
+   no state written back. A model without mode-dependent ops computes the same in either mode. */
+LAMINA_EXPORT int lamina_forward_training(lamina_context* ctx, const int64_t* dims, const void* const* inputs,
+                                          void* const* outputs) {
+  if (!ctx) return LAMINA_ERROR_ARGUMENT;
+  if (!ctx->entry->forward_training) return ctx->entry->forward(ctx, dims, inputs, outputs);
+  return ctx->entry->forward_training(ctx, dims, inputs, outputs);
+}
+
+LAMINA_EXPORT int lamina_evaluate_training(lamina_context* ctx, const int64_t* dims, const void* const* inputs,
+                                           void* const* outputs, void* const* losses) {
+  if (!ctx) return LAMINA_ERROR_ARGUMENT;
+  if (!ctx->entry->evaluate_training) return ctx->entry->evaluate(ctx, dims, inputs, outputs, losses);
+  return ctx->entry->evaluate_training(ctx, dims, inputs, outputs, losses);
+}
+
 LAMINA_EXPORT int lamina_train_step(lamina_context* ctx, int64_t step, const int64_t* dims, const void* const* inputs,
                                     void* loss) {
   if (!ctx) return LAMINA_ERROR_ARGUMENT;

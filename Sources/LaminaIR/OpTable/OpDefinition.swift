@@ -339,16 +339,6 @@ public struct OpDefinition: Sendable {
   }
 }
 
-/// Whether a graph runs for inference or as part of a training step.
-///
-/// The same graph serves both: `lamina_forward` and `Interpreter.run` use inference; training steps
-/// use training. Ops that behave differently (dropout drops only in training; batch norm uses batch
-/// statistics only in training) declare `dependsOnMode` and read the mode.
-public enum ExecutionMode: String, Sendable, Hashable {
-  case inference
-  case training
-}
-
 /// How the C backend computes an op.
 public enum CEmission: Sendable {
   /// One C expression per output element, of the operand elements (already loaded into variables)

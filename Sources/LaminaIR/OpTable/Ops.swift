@@ -4,6 +4,7 @@ import LaminaSupport
 /// `builder.op(Ops.sqrt, [x])`. Passes and the C backend refer to specific ops only through these.
 public enum Ops {
   public static let add = OpHandle("add")
+  public static let batchNormStatistics = OpHandle("batch_norm_statistics")
   public static let sub = OpHandle("sub")
   public static let mul = OpHandle("mul")
   public static let div = OpHandle("div")
