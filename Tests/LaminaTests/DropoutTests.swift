@@ -97,6 +97,37 @@ struct DropoutTests {
   }
 
   @Test(
+    "a training-mode forward gives bit-identical outputs interpreted and compiled (7x9, two nodes)",
+    arguments: [1, 37])
+  func trainingForwardIdentical(batch: Int) throws {
+    let model = try Model(
+      source: """
+        model Forward {
+          input x: f32[batch, 3, 7, 9]
+          let h = x |> dropout(rate: 0.3)
+          output y = h
+          output z = dropout(h * 2, rate: 0.8)
+        }
+        """)
+    let compiled = try model.compile(options: TestCache.options())
+    let state = [
+      RandomGenerator.seedName: Self.scalar(-77), RandomGenerator.stepName: Self.scalar(1 << 40),
+    ]
+    try compiled.setState(state)
+    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 8)
+    let expected = try model.interpret(
+      inputs: inputs, parameters: state, outputs: ["y", "z"], mode: .training)
+    let outputs = try compiled.forward(inputs, mode: .training)
+    for name in ["y", "z"] {
+      #expect(outputs[name] == expected[name], "batch \(batch), \(name)")
+      let values = expected[name]!.scalars(as: Float.self)
+      #expect(values.contains(0) && values.contains { $0 != 0 }, "\(name) drops some, keeps some")
+    }
+    // Inference is still the identity.
+    #expect(try compiled.forward(inputs)["y"] == inputs["x"])
+  }
+
+  @Test(
     "the kept fraction is within 5 sigma of 1 - rate, kept values scaled by 1/(1 - rate)",
     arguments: [0.1, 0.5, 0.9])
   func keptFraction(rate: Double) throws {
