@@ -127,6 +127,30 @@ struct DropoutTests {
     #expect(try compiled.forward(inputs)["y"] == inputs["x"])
   }
 
+  @Test("a tensor large enough to split over threads gets the same mask as the interpreter's")
+  func parallelMask() throws {
+    let model = try Model(
+      source: """
+        model Large {
+          input x: f32[batch, 1000]
+          output y = dropout(x, rate: 0.45)
+        }
+        """)
+    var options = TestCache.options()
+    options.threads = 4
+    let compiled = try model.compile(options: options)
+    let state = [
+      RandomGenerator.seedName: Self.scalar(5), RandomGenerator.stepName: Self.scalar(3),
+    ]
+    try compiled.setState(state)
+    // 301 rows: 301 000 elements, past the work that runs on one thread, and not a multiple of 4
+    // blocks per chunk.
+    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 301], seed: 2)
+    let expected = try model.interpret(
+      inputs: inputs, parameters: state, outputs: ["y"], mode: .training)
+    #expect(try compiled.forward(inputs, mode: .training)["y"] == expected["y"])
+  }
+
   @Test(
     "the kept fraction is within 5 sigma of 1 - rate, kept values scaled by 1/(1 - rate)",
     arguments: [0.1, 0.5, 0.9])

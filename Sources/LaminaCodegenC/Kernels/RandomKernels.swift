@@ -5,7 +5,11 @@ import LaminaSupport
 enum RandomKernels {
   /// `dropout`: at inference a copy; in a training step each element times the scale or 0, as
   /// Philox decides for its position (`DropoutStream` in the interpreter draws the same words).
-  static func emitDropout(_ context: KernelContext, into body: inout CWriter) {
+  /// Each block of four elements is one Philox call, so threads split the blocks with nothing
+  /// shared: the mask does not depend on the thread count.
+  static func emitDropout(
+    _ context: KernelContext, into body: inout CWriter, prelude: inout CWriter
+  ) {
     let type = context.resultType
     let elementType = CExpressionContext.cType(type.dtype)
     let count = cProduct(type.shape)
@@ -22,15 +26,19 @@ enum RandomKernels {
     body.line(
       "if (count >= LAMINA_DROPOUT_ELEMENT_LIMIT) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"dropout: %lld elements; the generator's counter covers fewer than 2^34\", (long long)count);"
     )
-    body.line("/* The generator's state: the training seed and the step counter (model state). */")
-    body.line("const uint64_t seed = (uint64_t)in1[0], step = (uint64_t)in2[0];")
-    body.line(
+    body.line("const int64_t blocks = (count + 3) / 4;")
+
+    var range = CWriter()
+    range.line("const int64_t count = job->count;")
+    range.line("/* The generator's state: the training seed and the step counter (model state). */")
+    range.line("const uint64_t seed = (uint64_t)in1[0], step = (uint64_t)in2[0];")
+    range.line(
       "/* rate \(Attribute.float(rate)): drop an element when its word is below rate * 2^32; scale the others by 1/(1 - rate). */"
     )
-    body.line(
+    range.line(
       "const \(elementType) scale = \(literals.literal(OpRegistry.dropoutScale(rate: rate)));")
-    body.line("const uint32_t threshold = \(DropoutStream.threshold(rate: rate))u;")
-    body.block("for (int64_t block = 0; block * 4 < count; block++)") { loop in
+    range.line("const uint32_t threshold = \(DropoutStream.threshold(rate: rate))u;")
+    range.block("for (int64_t block = begin; block < end; block++)") { loop in
       loop.line(
         "const lamina_philox_block words = lamina_dropout_block(seed, step, \(stream)u, (uint32_t)block);"
       )
@@ -40,5 +48,17 @@ enum RandomKernels {
           "out[i] = in0[i] * (words.word[lane] >= threshold ? scale : (\(elementType))0);")
       }
     }
+    let operandTypes = context.operandTypes.map { CExpressionContext.cType($0.dtype) }
+    let arguments =
+      operandTypes.enumerated().map {
+        ParallelLoop.Argument(elementType: $0.element, name: "in\($0.offset)", isWritten: false)
+      } + [ParallelLoop.Argument(elementType: elementType, name: "out", isWritten: true)]
+    // Chunks of 4 blocks: 16 elements, whole cache lines of f32, so threads never share one.
+    var loop = ParallelLoop(
+      kernel: "@KERNEL@", arguments: arguments, dimensionPrologue: [], extent: "blocks",
+      work: "count", chunkAlignment: 4)
+    loop.extraFields = ["int64_t count;"]
+    loop.declarations(rangeBody: range, into: &prelude)
+    loop.dispatch(into: &body) { fill in fill.line("job.count = count;") }
   }
 }
