@@ -418,6 +418,12 @@ public final class Trainer {
       bestEpoch = resume.bestEpoch
       bestParameters = resume.bestParameters
       sinceBest = resume.epochsSinceBest
+    } else if model.signature.states.contains(where: { $0.name == RandomGenerator.seedName }) {
+      // The training seed keys the model's random generator (dropout's masks); a resumed run
+      // continues with the checkpoint's generator state instead.
+      try model.setState([
+        RandomGenerator.seedName: Tensor(shape: [], scalars: [Int64(bitPattern: seed)])
+      ])
     }
     var stoppedEarly = false
     if let patience = earlyStoppingPatience, sinceBest >= patience { stoppedEarly = true }

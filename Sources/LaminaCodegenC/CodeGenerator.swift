@@ -95,6 +95,13 @@ private struct Generator {
       "#include \"lamina_model.h\" /* the context, the entry-point table, the runtime: thread pool, GEMM */"
     )
     writer.line("#include \"lamina_math.h\"  /* inline exp, tanh, sigmoid, normal CDF */")
+    if graph.nodes.contains(where: { node in
+      (node.body.isEmpty ? [node] : node.body).contains {
+        $0.definition?.effects.contains(.drawsRandomNumbers) == true
+      }
+    }) {
+      writer.line("#include \"lamina_philox.h\"  /* the Philox-4x32-10 generator dropout draws from */")
+    }
     writer.line()
     emitContext()
     writer.line("/* ======== Kernels ======== */")
@@ -282,6 +289,10 @@ private struct Generator {
       } else {
         KernelLibrary.emitter(id)(context, &body)
       }
+    case .decomposed:
+      throw Diagnostic.error(
+        "\(node.op) has no kernel: the decompose pass replaces it before code generation",
+        at: node.location)
     }
     body.line("return LAMINA_OK;")
     // Layers repeat: one function serves every node whose kernel would be the same.

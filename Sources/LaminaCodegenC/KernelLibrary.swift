@@ -24,7 +24,7 @@ enum KernelLibrary {
     case .crossEntropyGradient: return { LossKernels.emitCrossEntropyGradient($0, into: &$1) }
     case .binaryCrossEntropy: return { LossKernels.emitBinaryCrossEntropy($0, into: &$1) }
     case .squaredNorm: return { LossKernels.emitL2($0, into: &$1) }
-    case .batchNormStatistics, .batchNormStatisticsGradient:
+    case .batchNormStatistics, .batchNormStatisticsGradient, .dropout:
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
     }
   }
@@ -35,6 +35,7 @@ enum KernelLibrary {
     (KernelContext, inout CWriter, inout CWriter) -> Void
   )? {
     switch id {
+    case .dropout: return { RandomKernels.emitDropout($0, into: &$1, prelude: &$2) }
     case .batchNormStatistics:
       return { NormalizationKernels.emitStatistics($0, into: &$1, prelude: &$2) }
     case .batchNormStatisticsGradient:

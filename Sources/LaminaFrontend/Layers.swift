@@ -327,8 +327,10 @@ public enum LayerRegistry {
   /// Activations a layer's `activation:` option can name.
   static let activations = ["relu", "sigmoid", "tanh", "gelu", "softplus", "leaky_relu"]
 
-  public static let all: [LayerDefinition] = denseLayers + normalizationLayers
+  public static let all: [LayerDefinition] =
+    denseLayers + normalizationLayers + layerNormLayers + randomLayers
 
+  /// Fully connected layers.
   static let denseLayers: [LayerDefinition] = [
     LayerDefinition(
       "dense",

@@ -304,6 +304,7 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case squaredNorm = "squared-norm"
   case batchNormStatistics = "batch-norm-statistics"
   case batchNormStatisticsGradient = "batch-norm-statistics-gradient"
+  case dropout
 }
 
 // MARK: Fused groups

@@ -51,6 +51,8 @@ public enum Ops {
   public static let cast = OpHandle("cast")
   public static let stopGradient = OpHandle("stop_gradient")
   public static let lrSchedule = OpHandle("lr_schedule")
+  public static let layerNorm = OpHandle("layer_norm")
+  public static let dropout = OpHandle("dropout")
 
   /// Every handle, in table order (a test checks they match the table one to one).
   public static let all: [OpHandle] = [
@@ -60,4 +62,5 @@ public enum Ops {
     unsqueeze, mse, crossEntropy, crossEntropyGrad, binaryCrossEntropyWithLogits, l2, constant,
     cast, stopGradient, lrSchedule, batchNormStatistics, batchNormStatisticsGrad,
   ]
+    + [layerNorm, dropout]
 }
