@@ -302,6 +302,9 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case crossEntropyGradient = "cross-entropy-gradient"
   case binaryCrossEntropy = "binary-cross-entropy"
   case squaredNorm = "squared-norm"
+  case convolution
+  case convolutionTranspose = "convolution-transpose"
+  case convolutionWeightGradient = "convolution-weight-gradient"
 }
 
 // MARK: Fused groups

@@ -49,6 +49,9 @@ public enum Ops {
   public static let cast = OpHandle("cast")
   public static let stopGradient = OpHandle("stop_gradient")
   public static let lrSchedule = OpHandle("lr_schedule")
+  public static let conv2d = OpHandle("conv2d")
+  public static let convTranspose2d = OpHandle("conv_transpose2d")
+  public static let conv2dBackwardWeight = OpHandle("conv2d_backward_weight")
 
   /// Every handle, in table order (a test checks they match the table one to one).
   public static let all: [OpHandle] = [
@@ -57,5 +60,6 @@ public enum Ops {
     softmax, logSoftmax, reshape, flatten, broadcastTo, concat, slice, sliceBackward, squeeze,
     unsqueeze, mse, crossEntropy, crossEntropyGrad, binaryCrossEntropyWithLogits, l2, constant,
     cast, stopGradient, lrSchedule,
+    conv2d, convTranspose2d, conv2dBackwardWeight,
   ]
 }

@@ -1,0 +1,439 @@
+/* lamina_conv.h — 2-D convolution (NCHW) for generated model code, on the runtime's packed GEMM.
+ *
+ * Included by model.c after lamina_model.h; every function is static, compiled with the model for its
+ * instruction set, and calls lamina_sgemm / lamina_dgemm of that same set.
+ *
+ * One geometry describes a convolution y = conv2d(x, w): x [batch, in_channels, in_height, in_width],
+ * w [out_channels, in_channels / groups, kernel_height, kernel_width], y [batch, out_channels,
+ * out_height, out_width]. Per image and group, with K = in_channels / groups * kh * kw and P the
+ * output positions, the convolution is one matrix product (im2col):
+ *
+ *     y[n, group] [out/groups, P] = w[group] [out/groups, K] @ columns [K, P]
+ *     columns[(c, i, j), (oh, ow)] = x[n, group, c, oh * sh - pad_top + i * dh, ow * sw - pad_left + j * dw]
+ *                                    (0 outside the input: padding)
+ *
+ * and its two gradients are the products around the same columns:
+ *
+ *     backward input  (= conv_transpose2d): dx = col2im(w[group]^T @ dy[n, group]), col2im adding each
+ *                                           column element back where im2col took it from
+ *     backward weight: dw[group] = Σ_n dy[n, group] @ columns(x[n])^T
+ *
+ * Small images are handled a chunk of images at a time: their columns side by side ([K, images * P]),
+ * so the GEMM is large enough to split over the threads and there is one GEMM per chunk, not per
+ * image. The results then go through a buffer [out/groups, images * P] that is scattered into NCHW.
+ *
+ * Epilogues: the forward functions take a lamina_gemm_epilogue that sees the result as the matrix
+ * [batch * channels * height, width] (the fused kernel's row view of an NCHW tensor: its rows are the
+ * leading axes and its columns the last one). It is called exactly once per element, after the
+ * element's final value (bias included) is stored, possibly concurrently for different blocks.
+ *
+ * Every function returns 0, or LAMINA_ERROR_MEMORY when its scratch buffers cannot be allocated.
+ */
+#ifndef LAMINA_CONV_H
+#define LAMINA_CONV_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lamina_runtime.h"
+
+typedef struct lamina_conv2d_geometry {
+  int64_t batch;
+  int64_t in_channels, in_height, in_width;    /* conv2d's operand x (conv_transpose2d's result) */
+  int64_t out_channels, out_height, out_width; /* conv2d's result (conv_transpose2d's operand) */
+  int64_t kernel_height, kernel_width;
+  int64_t stride_height, stride_width;
+  int64_t pad_top, pad_left; /* bottom and right padding only show in out_height and out_width */
+  int64_t dilation_height, dilation_width;
+  int64_t groups;
+} lamina_conv2d_geometry;
+
+/* Elements of columns one chunk of images may take (16 MiB of floats). */
+#ifndef LAMINA_CONV_COLUMN_BUDGET
+#define LAMINA_CONV_COLUMN_BUDGET ((int64_t)1 << 22)
+#endif
+/* Elements of im2col / col2im work below which a pass runs on the calling thread. */
+#ifndef LAMINA_CONV_PARALLEL_WORK
+#define LAMINA_CONV_PARALLEL_WORK ((int64_t)1 << 15)
+#endif
+
+static inline int64_t lamina_conv_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t lamina_conv_max(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* The first output index o with o * stride + offset >= 0, and the first with o * stride + offset >=
+   limit (clamped to [0, count]): the outputs reading inside the input along one axis. */
+static inline int64_t lamina_conv_first_inside(int64_t offset, int64_t stride, int64_t limit, int64_t count) {
+  /* smallest o >= 0 with o * stride + offset >= limit */
+  const int64_t need = limit - offset;
+  const int64_t o = need <= 0 ? 0 : (need + stride - 1) / stride;
+  return lamina_conv_min(o, count);
+}
+
+/* Images per chunk: as many as fit the column budget, at least one. */
+static inline int64_t lamina_conv_chunk(const lamina_conv2d_geometry* g) {
+  const int64_t per_image = g->in_channels / g->groups * g->kernel_height * g->kernel_width * g->out_height * g->out_width;
+  const int64_t chunk = per_image > 0 ? LAMINA_CONV_COLUMN_BUDGET / per_image : g->batch;
+  return lamina_conv_max(1, lamina_conv_min(chunk, g->batch));
+}
+
+/* Tasks for a pass over `rows` rows of `work` elements in all: one on the caller when small. */
+static inline int64_t lamina_conv_tasks(lamina_pool* pool, int64_t rows, int64_t work) {
+  if (!pool || work < LAMINA_CONV_PARALLEL_WORK) return 1;
+  return lamina_conv_min(rows, (int64_t)lamina_pool_threads(pool) * 4);
+}
+
+/* Splits rows [0, rows) evenly over `tasks`: the range of task t. */
+static inline void lamina_conv_task_range(int64_t rows, int64_t tasks, int64_t task, int64_t* begin, int64_t* end) {
+  *begin = rows * task / tasks;
+  *end = rows * (task + 1) / tasks;
+}
+
+/* Calls `epilogue` on positions [first, first + count) of plane `plane` (an (image, channel) pair)
+   of an NCHW result, seen as the matrix [planes * height, width]: a partial first row, whole rows in
+   one call, a partial last row. */
+static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilogue, void* y, int64_t height, int64_t width,
+                                              int64_t plane, int64_t first, int64_t count) {
+  int64_t position = first;
+  const int64_t end = first + count;
+  const int64_t row_base = plane * height;
+  if (position % width != 0 && position < end) {
+    const int64_t row = position / width, column = position % width;
+    const int64_t n = lamina_conv_min(width - column, end - position);
+    epilogue->apply(epilogue->arg, y, width, row_base + row, column, 1, n);
+    position += n;
+  }
+  const int64_t whole = (end - position) / width;
+  if (whole > 0) {
+    epilogue->apply(epilogue->arg, y, width, row_base + position / width, 0, whole, width);
+    position += whole * width;
+  }
+  if (position < end) epilogue->apply(epilogue->arg, y, width, row_base + position / width, 0, 1, end - position);
+}
+
+#define LAMINA_CONV_DEFINE(T, S, GEMM)                                                                                      \
+                                                                                                                            \
+  /* im2col: columns[(c, i, j), column0 + position] for channels [c0, c1) of one image's group (x: its first channel). */ \
+  static inline void lamina_conv_im2col_##S(const lamina_conv2d_geometry* g, const T* x, int64_t c0, int64_t c1, T* columns,     \
+                                     int64_t ld, int64_t column0) {                                                        \
+    const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width;                               \
+    const int64_t kh = g->kernel_height, kw = g->kernel_width, sh = g->stride_height, sw = g->stride_width;              \
+    for (int64_t c = c0; c < c1; c++) {                                                                                    \
+      const T* plane = x + c * H * W;                                                                                      \
+      for (int64_t i = 0; i < kh; i++) {                                                                                   \
+        const int64_t top = i * g->dilation_height - g->pad_top;                                                           \
+        for (int64_t j = 0; j < kw; j++) {                                                                                 \
+          const int64_t left = j * g->dilation_width - g->pad_left;                                                        \
+          T* row = columns + ((c * kh + i) * kw + j) * ld + column0;                                                       \
+          /* Output columns [ow0, ow1) read inside the input; the others read padding. */                                  \
+          const int64_t ow0 = lamina_conv_first_inside(left, sw, 0, OW);                                                   \
+          const int64_t ow1 = lamina_conv_max(ow0, lamina_conv_first_inside(left, sw, W, OW));                             \
+          for (int64_t oh = 0; oh < OH; oh++) {                                                                            \
+            T* out = row + oh * OW;                                                                                        \
+            const int64_t ih = oh * sh + top;                                                                              \
+            if (ih < 0 || ih >= H) {                                                                                       \
+              memset(out, 0, (size_t)OW * sizeof(T));                                                                      \
+              continue;                                                                                                    \
+            }                                                                                                              \
+            const T* in = plane + ih * W; /* input column ow * sw + left */                                                \
+            for (int64_t ow = 0; ow < ow0; ow++) out[ow] = 0;                                                              \
+            if (sw == 1 && ow1 > ow0)                                                                                      \
+              memcpy(out + ow0, in + ow0 + left, (size_t)(ow1 - ow0) * sizeof(T));                                         \
+            else                                                                                                           \
+              for (int64_t ow = ow0; ow < ow1; ow++) out[ow] = in[ow * sw + left];                                         \
+            for (int64_t ow = ow1; ow < OW; ow++) out[ow] = 0;                                                             \
+          }                                                                                                                \
+        }                                                                                                                  \
+      }                                                                                                                    \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* col2im: adds columns[(c, i, j), column0 + position] back into one image's group (dx: its first channel), for         \
+     channels [c0, c1), after clearing them. */                                                                           \
+  static inline void lamina_conv_col2im_##S(const lamina_conv2d_geometry* g, const T* columns, int64_t ld, int64_t column0,       \
+                                     int64_t c0, int64_t c1, T* dx) {                                                      \
+    const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width;                               \
+    const int64_t kh = g->kernel_height, kw = g->kernel_width, sh = g->stride_height, sw = g->stride_width;              \
+    for (int64_t c = c0; c < c1; c++) {                                                                                    \
+      T* plane = dx + c * H * W;                                                                                           \
+      memset(plane, 0, (size_t)(H * W) * sizeof(T));                                                                       \
+      for (int64_t i = 0; i < kh; i++) {                                                                                   \
+        const int64_t top = i * g->dilation_height - g->pad_top;                                                           \
+        for (int64_t j = 0; j < kw; j++) {                                                                                 \
+          const int64_t left = j * g->dilation_width - g->pad_left;                                                        \
+          const T* row = columns + ((c * kh + i) * kw + j) * ld + column0;                                                 \
+          const int64_t ow0 = lamina_conv_first_inside(left, sw, 0, OW);                                                   \
+          const int64_t ow1 = lamina_conv_max(ow0, lamina_conv_first_inside(left, sw, W, OW));                             \
+          for (int64_t oh = 0; oh < OH; oh++) {                                                                            \
+            const int64_t ih = oh * sh + top;                                                                              \
+            if (ih < 0 || ih >= H) continue;                                                                               \
+            const T* in = row + oh * OW;                                                                                   \
+            T* out = plane + ih * W; /* input column ow * sw + left */                                                     \
+            if (sw == 1) {                                                                                                 \
+              T* shifted = out + left;                                                                                     \
+              _Pragma("omp simd") for (int64_t ow = ow0; ow < ow1; ow++) shifted[ow] += in[ow];                            \
+            } else {                                                                                                       \
+              for (int64_t ow = ow0; ow < ow1; ow++) out[ow * sw + left] += in[ow];                                        \
+            }                                                                                                              \
+          }                                                                                                                \
+        }                                                                                                                  \
+      }                                                                                                                    \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* The work of one chunk of images and one group, shared with the pool's tasks. */                                       \
+  typedef struct lamina_conv_job_##S {                                                                                     \
+    const lamina_conv2d_geometry* g;                                                                                       \
+    int64_t first_image, images, group;                                                                                    \
+    const T* x;           /* im2col source, or col2im destination (as T*) */                                               \
+    T* dx;                                                                                                                 \
+    T* columns;           /* [K, images * P] */                                                                            \
+    const T* product;     /* [rows, images * P]: a GEMM result to scatter */                                               \
+    T* y;                 /* NCHW destination of the scatter */                                                            \
+    const T* bias;                                                                                                         \
+    int64_t bias_count;   /* channels of the bias, or 1 for one value for all */                                           \
+    const lamina_gemm_epilogue* epilogue;                                                                                  \
+    int64_t tasks;                                                                                                         \
+  } lamina_conv_job_##S;                                                                                                   \
+                                                                                                                            \
+  /* Task: im2col of rows (image, channel) of the chunk. */                                                                \
+  static inline void lamina_conv_im2col_task_##S(void* argument, int64_t task, int thread) {                                     \
+    (void)thread;                                                                                                          \
+    const lamina_conv_job_##S* job = (const lamina_conv_job_##S*)argument;                                                 \
+    const lamina_conv2d_geometry* g = job->g;                                                                              \
+    const int64_t cg = g->in_channels / g->groups, P = g->out_height * g->out_width;                                      \
+    int64_t begin, end;                                                                                                    \
+    lamina_conv_task_range(job->images * cg, job->tasks, task, &begin, &end);                                              \
+    for (int64_t r = begin; r < end; r++) {                                                                                \
+      const int64_t image = r / cg, c = r % cg;                                                                            \
+      const T* x = job->x + ((job->first_image + image) * g->in_channels + job->group * cg) * g->in_height * g->in_width; \
+      lamina_conv_im2col_##S(g, x, c, c + 1, job->columns, job->images * P, image * P);                                    \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* Task: col2im of rows (image, channel) of the chunk, then bias and epilogue on the finished planes. */                 \
+  static inline void lamina_conv_col2im_task_##S(void* argument, int64_t task, int thread) {                                     \
+    (void)thread;                                                                                                          \
+    const lamina_conv_job_##S* job = (const lamina_conv_job_##S*)argument;                                                 \
+    const lamina_conv2d_geometry* g = job->g;                                                                              \
+    const int64_t cg = g->in_channels / g->groups, P = g->out_height * g->out_width, HW = g->in_height * g->in_width;     \
+    int64_t begin, end;                                                                                                    \
+    lamina_conv_task_range(job->images * cg, job->tasks, task, &begin, &end);                                              \
+    for (int64_t r = begin; r < end; r++) {                                                                                \
+      const int64_t image = r / cg, c = r % cg;                                                                            \
+      const int64_t channel = job->group * cg + c, plane = (job->first_image + image) * g->in_channels + channel;          \
+      T* dx = job->dx + (plane - c) * HW;                                                                                  \
+      lamina_conv_col2im_##S(g, job->columns, job->images * P, image * P, c, c + 1, dx);                                   \
+      T* out = job->dx + plane * HW;                                                                                       \
+      if (job->bias) {                                                                                                     \
+        const T b = job->bias[job->bias_count == 1 ? 0 : channel];                                                         \
+        if (b != (T)0) {                                                                                                   \
+          _Pragma("omp simd") for (int64_t p = 0; p < HW; p++) out[p] += b;                                                \
+        }                                                                                                                  \
+      }                                                                                                                    \
+      if (job->epilogue) lamina_conv_plane_epilogue(job->epilogue, job->dx, g->in_height, g->in_width, plane, 0, HW);      \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* Task: copies rows (image, channel) of a GEMM result [rows, images * P] into the NCHW result y (rows: the group's  \
+     out channels), adding the bias and running the epilogue on each finished plane. */                                    \
+  static inline void lamina_conv_scatter_task_##S(void* argument, int64_t task, int thread) {                                    \
+    (void)thread;                                                                                                          \
+    const lamina_conv_job_##S* job = (const lamina_conv_job_##S*)argument;                                                 \
+    const lamina_conv2d_geometry* g = job->g;                                                                              \
+    const int64_t og = g->out_channels / g->groups, P = g->out_height * g->out_width;                                     \
+    int64_t begin, end;                                                                                                    \
+    lamina_conv_task_range(job->images * og, job->tasks, task, &begin, &end);                                              \
+    for (int64_t r = begin; r < end; r++) {                                                                                \
+      const int64_t image = r / og, o = r % og;                                                                            \
+      const int64_t channel = job->group * og + o, plane = (job->first_image + image) * g->out_channels + channel;        \
+      const T* in = job->product + o * job->images * P + image * P;                                                        \
+      T* out = job->y + plane * P;                                                                                         \
+      const T b = job->bias ? job->bias[job->bias_count == 1 ? 0 : channel] : (T)0;                                        \
+      _Pragma("omp simd") for (int64_t p = 0; p < P; p++) out[p] = in[p] + b;                                              \
+      if (job->epilogue) lamina_conv_plane_epilogue(job->epilogue, job->y, g->out_height, g->out_width, plane, 0, P);     \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* Task: gathers rows (image, channel) of the NCHW tensor y (the group's out channels) into [rows, images * P]. */       \
+  static inline void lamina_conv_gather_task_##S(void* argument, int64_t task, int thread) {                                     \
+    (void)thread;                                                                                                          \
+    const lamina_conv_job_##S* job = (const lamina_conv_job_##S*)argument;                                                 \
+    const lamina_conv2d_geometry* g = job->g;                                                                              \
+    const int64_t og = g->out_channels / g->groups, P = g->out_height * g->out_width;                                     \
+    int64_t begin, end;                                                                                                    \
+    lamina_conv_task_range(job->images * og, job->tasks, task, &begin, &end);                                              \
+    for (int64_t r = begin; r < end; r++) {                                                                                \
+      const int64_t image = r / og, o = r % og;                                                                            \
+      const int64_t plane = (job->first_image + image) * g->out_channels + job->group * og + o;                            \
+      memcpy(job->columns + o * job->images * P + image * P, job->x + plane * P, (size_t)P * sizeof(T));                  \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* Runs `body` over `rows` rows of `work` elements: on the pool when large enough. */                                    \
+  static inline void lamina_conv_run_##S(lamina_pool* pool, lamina_conv_job_##S* job, int64_t rows, int64_t work,                \
+                                  void (*body)(void*, int64_t, int)) {                                                     \
+    job->tasks = lamina_conv_tasks(pool, rows, work);                                                                      \
+    if (job->tasks == 1)                                                                                                   \
+      body(job, 0, 0);                                                                                                     \
+    else                                                                                                                   \
+      lamina_pool_run(pool, job->tasks, body, job);                                                                        \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* The epilogue of a GEMM writing one image's group of an NCHW result directly: adds the bias to each finished block  \
+     and hands it on to the fused epilogue (if any) in its row view. */                                                   \
+  typedef struct lamina_conv_block_epilogue_##S {                                                                          \
+    const lamina_conv2d_geometry* g;                                                                                       \
+    int64_t channels, height, width; /* of the result */                                                                   \
+    int64_t first_plane;             /* the plane (image, channel) of the GEMM's row 0 */                                  \
+    int64_t first_channel;           /* the channel of the GEMM's row 0 */                                                 \
+    T* y;                                                                                                                  \
+    const T* bias;                                                                                                         \
+    int64_t bias_count;                                                                                                    \
+    const lamina_gemm_epilogue* epilogue;                                                                                  \
+  } lamina_conv_block_epilogue_##S;                                                                                        \
+                                                                                                                            \
+  static inline void lamina_conv_block_epilogue_apply_##S(void* argument, void* c, int64_t ldc, int64_t row0, int64_t col0,      \
+                                                   int64_t rows, int64_t cols) {                                            \
+    const lamina_conv_block_epilogue_##S* e = (const lamina_conv_block_epilogue_##S*)argument;                             \
+    for (int64_t r = row0; r < row0 + rows; r++) {                                                                         \
+      if (e->bias) {                                                                                                       \
+        const T b = e->bias[e->bias_count == 1 ? 0 : e->first_channel + r];                                                \
+        T* out = (T*)c + r * ldc + col0;                                                                                   \
+        if (b != (T)0) {                                                                                                   \
+          _Pragma("omp simd") for (int64_t p = 0; p < cols; p++) out[p] += b;                                              \
+        }                                                                                                                  \
+      }                                                                                                                    \
+      if (e->epilogue) lamina_conv_plane_epilogue(e->epilogue, e->y, e->height, e->width, e->first_plane + r, col0, cols); \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* y = conv2d(x, w) + bias, then the epilogue. bias: bias_count values (one per out channel, or 1), or NULL. */         \
+  static inline int lamina_conv2d_forward_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x, const T* w,        \
+                                       const T* bias, int64_t bias_count, T* y, const lamina_gemm_epilogue* epilogue) { \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
+    const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width;                          \
+    const int64_t HW = g->in_height * g->in_width;                                                                         \
+    /* A 1x1 kernel at stride 1 without padding reads the input as its own columns. */                                     \
+    const int pointwise = g->kernel_height == 1 && g->kernel_width == 1 && g->stride_height == 1 &&                       \
+                          g->stride_width == 1 && g->pad_top == 0 && g->pad_left == 0 && HW == P;                          \
+    const int64_t chunk = lamina_conv_chunk(g);                                                                            \
+    T* columns = NULL;                                                                                                     \
+    T* product = NULL;                                                                                                     \
+    if (!(pointwise && chunk == 1)) {                                                                                      \
+      columns = (T*)malloc((size_t)(K * chunk * P) * sizeof(T));                                                           \
+      if (!columns) return LAMINA_ERROR_MEMORY;                                                                            \
+    }                                                                                                                      \
+    if (chunk > 1) {                                                                                                       \
+      product = (T*)malloc((size_t)(og * chunk * P) * sizeof(T));                                                          \
+      if (!product) {                                                                                                      \
+        free(columns);                                                                                                     \
+        return LAMINA_ERROR_MEMORY;                                                                                        \
+      }                                                                                                                    \
+    }                                                                                                                      \
+    for (int64_t n0 = 0; n0 < g->batch; n0 += chunk) {                                                                     \
+      const int64_t images = lamina_conv_min(chunk, g->batch - n0);                                                        \
+      for (int64_t group = 0; group < G; group++) {                                                                        \
+        lamina_conv_job_##S job = {g, n0, images, group, x, NULL, columns, product, y, bias, bias_count, epilogue, 1};     \
+        const T* b_matrix = columns;                                                                                       \
+        if (pointwise && chunk == 1)                                                                                       \
+          b_matrix = x + (n0 * g->in_channels + group * cg) * HW;                                                          \
+        else                                                                                                               \
+          lamina_conv_run_##S(pool, &job, images * cg, images * K * P, lamina_conv_im2col_task_##S);                       \
+        const T* w_group = w + group * og * K;                                                                             \
+        if (chunk == 1) {                                                                                                  \
+          /* One image: the GEMM writes its NCHW planes directly, bias and epilogue on each finished block. */             \
+          lamina_conv_block_epilogue_##S block = {g, g->out_channels, g->out_height, g->out_width,                        \
+                                                  n0 * g->out_channels + group * og, group * og, y, bias, bias_count, epilogue}; \
+          const lamina_gemm_epilogue block_epilogue = {lamina_conv_block_epilogue_apply_##S, &block};                      \
+          GEMM(pool, 0, 0, og, P, K, (T)1, w_group, K, b_matrix, P, (T)0, y + (n0 * g->out_channels + group * og) * P, P, \
+               (bias || epilogue) ? &block_epilogue : NULL);                                                               \
+        } else {                                                                                                           \
+          GEMM(pool, 0, 0, og, images * P, K, (T)1, w_group, K, b_matrix, images * P, (T)0, product, images * P, NULL);   \
+          lamina_conv_run_##S(pool, &job, images * og, images * og * P, lamina_conv_scatter_task_##S);                     \
+        }                                                                                                                  \
+      }                                                                                                                    \
+    }                                                                                                                      \
+    free(columns);                                                                                                         \
+    free(product);                                                                                                         \
+    return 0;                                                                                                              \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* dx = the input gradient of y = conv2d(x, w) for dy (conv_transpose2d(dy, w)), + bias, then the epilogue. */          \
+  static inline int lamina_conv2d_backward_input_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* dy,            \
+                                              const T* w, const T* bias, int64_t bias_count, T* dx,                       \
+                                              const lamina_gemm_epilogue* epilogue) {                                     \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
+    const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width;                          \
+    const int64_t HW = g->in_height * g->in_width;                                                                         \
+    const int64_t chunk = lamina_conv_chunk(g);                                                                            \
+    T* columns = (T*)malloc((size_t)(K * chunk * P) * sizeof(T));                                                          \
+    T* gathered = chunk > 1 ? (T*)malloc((size_t)(og * chunk * P) * sizeof(T)) : NULL;                                     \
+    if (!columns || (chunk > 1 && !gathered)) {                                                                            \
+      free(columns);                                                                                                       \
+      free(gathered);                                                                                                      \
+      return LAMINA_ERROR_MEMORY;                                                                                          \
+    }                                                                                                                      \
+    for (int64_t n0 = 0; n0 < g->batch; n0 += chunk) {                                                                     \
+      const int64_t images = lamina_conv_min(chunk, g->batch - n0);                                                        \
+      for (int64_t group = 0; group < G; group++) {                                                                        \
+        lamina_conv_job_##S job = {g, n0, images, group, dy, dx, gathered, NULL, NULL, bias, bias_count, epilogue, 1};     \
+        const T* dy_matrix = dy + (n0 * g->out_channels + group * og) * P;                                                 \
+        if (chunk > 1) {                                                                                                   \
+          lamina_conv_run_##S(pool, &job, images * og, images * og * P, lamina_conv_gather_task_##S);                      \
+          dy_matrix = gathered;                                                                                            \
+        }                                                                                                                  \
+        /* columns [K, images * P] = w[group]^T @ dy[chunk, group] */                                                      \
+        GEMM(pool, 1, 0, K, images * P, og, (T)1, w + group * og * K, K, dy_matrix, images * P, (T)0, columns,            \
+             images * P, NULL);                                                                                            \
+        job.columns = columns;                                                                                             \
+        lamina_conv_run_##S(pool, &job, images * cg, images * K * P + images * cg * HW, lamina_conv_col2im_task_##S);     \
+      }                                                                                                                    \
+    }                                                                                                                      \
+    free(columns);                                                                                                         \
+    free(gathered);                                                                                                        \
+    return 0;                                                                                                              \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* dw = the weight gradient of y = conv2d(x, w) for dy: Σ over images of dy @ columns(x)^T. */                          \
+  static inline int lamina_conv2d_backward_weight_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,            \
+                                               const T* dy, T* dw) {                                                       \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
+    const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width;                          \
+    const int64_t chunk = lamina_conv_chunk(g);                                                                            \
+    T* columns = (T*)malloc((size_t)(K * chunk * P) * sizeof(T));                                                          \
+    T* gathered = chunk > 1 ? (T*)malloc((size_t)(og * chunk * P) * sizeof(T)) : NULL;                                     \
+    if (!columns || (chunk > 1 && !gathered)) {                                                                            \
+      free(columns);                                                                                                       \
+      free(gathered);                                                                                                      \
+      return LAMINA_ERROR_MEMORY;                                                                                          \
+    }                                                                                                                      \
+    if (g->batch == 0) memset(dw, 0, (size_t)(g->out_channels * K) * sizeof(T));                                           \
+    for (int64_t n0 = 0; n0 < g->batch; n0 += chunk) {                                                                     \
+      const int64_t images = lamina_conv_min(chunk, g->batch - n0);                                                        \
+      for (int64_t group = 0; group < G; group++) {                                                                        \
+        lamina_conv_job_##S job = {g, n0, images, group, x, NULL, columns, NULL, NULL, NULL, 0, NULL, 1};                  \
+        lamina_conv_run_##S(pool, &job, images * cg, images * K * P, lamina_conv_im2col_task_##S);                         \
+        const T* dy_matrix = dy + (n0 * g->out_channels + group * og) * P;                                                 \
+        if (chunk > 1) {                                                                                                   \
+          lamina_conv_job_##S gather = {g, n0, images, group, dy, NULL, gathered, NULL, NULL, NULL, 0, NULL, 1};           \
+          lamina_conv_run_##S(pool, &gather, images * og, images * og * P, lamina_conv_gather_task_##S);                   \
+          dy_matrix = gathered;                                                                                            \
+        }                                                                                                                  \
+        /* dw[group] [og, K] (+)= dy[chunk, group] [og, images * P] @ columns^T */                                         \
+        GEMM(pool, 0, 1, og, K, images * P, (T)1, dy_matrix, images * P, columns, images * P, n0 == 0 ? (T)0 : (T)1,      \
+             dw + group * og * K, K, NULL);                                                                                \
+      }                                                                                                                    \
+    }                                                                                                                      \
+    free(columns);                                                                                                         \
+    free(gathered);                                                                                                        \
+    return 0;                                                                                                              \
+  }
+
+#ifdef LAMINA_ISA
+LAMINA_CONV_DEFINE(float, f32, lamina_sgemm)
+LAMINA_CONV_DEFINE(double, f64, lamina_dgemm)
+#endif
+#undef LAMINA_CONV_DEFINE
+
+#endif
