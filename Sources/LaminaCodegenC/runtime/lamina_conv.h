@@ -53,6 +53,10 @@ typedef struct lamina_conv2d_geometry {
 #ifndef LAMINA_CONV_COLUMN_BUDGET
 #define LAMINA_CONV_COLUMN_BUDGET ((int64_t)1 << 22)
 #endif
+/* A weight gradient with fewer elements per group than this splits the images over the threads. */
+#ifndef LAMINA_CONV_SPLIT_IMAGES_BELOW
+#define LAMINA_CONV_SPLIT_IMAGES_BELOW ((int64_t)1 << 15)
+#endif
 /* Elements of im2col / col2im work below which a pass runs on the calling thread. */
 #ifndef LAMINA_CONV_PARALLEL_WORK
 #define LAMINA_CONV_PARALLEL_WORK ((int64_t)1 << 15)
@@ -137,10 +141,12 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
             }                                                                                                              \
             const T* in = plane + ih * W; /* input column ow * sw + left */                                                \
             for (int64_t ow = 0; ow < ow0; ow++) out[ow] = 0;                                                              \
-            if (sw == 1 && ow1 > ow0)                                                                                      \
-              memcpy(out + ow0, in + ow0 + left, (size_t)(ow1 - ow0) * sizeof(T));                                         \
-            else                                                                                                           \
+            if (sw == 1) {                                                                                                 \
+              const T* shifted = in + left; /* a short row: a loop, not a call to memcpy */                               \
+              _Pragma("omp simd") for (int64_t ow = ow0; ow < ow1; ow++) out[ow] = shifted[ow];                            \
+            } else {                                                                                                       \
               for (int64_t ow = ow0; ow < ow1; ow++) out[ow] = in[ow * sw + left];                                         \
+            }                                                                                                              \
             for (int64_t ow = ow1; ow < OW; ow++) out[ow] = 0;                                                             \
           }                                                                                                                \
         }                                                                                                                  \
@@ -395,39 +401,109 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     return 0;                                                                                                              \
   }                                                                                                                        \
                                                                                                                             \
-  /* dw = the weight gradient of y = conv2d(x, w) for dy: Σ over images of dy @ columns(x)^T. */                          \
-  static inline int lamina_conv2d_backward_weight_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,            \
-                                               const T* dy, T* dw) {                                                       \
-    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
-    const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width;                          \
-    const int64_t chunk = lamina_conv_chunk(g);                                                                            \
-    T* columns = (T*)malloc((size_t)(K * chunk * P) * sizeof(T));                                                          \
-    T* gathered = chunk > 1 ? (T*)malloc((size_t)(og * chunk * P) * sizeof(T)) : NULL;                                     \
-    if (!columns || (chunk > 1 && !gathered)) {                                                                            \
-      free(columns);                                                                                                       \
-      free(gathered);                                                                                                      \
-      return LAMINA_ERROR_MEMORY;                                                                                          \
-    }                                                                                                                      \
-    if (g->batch == 0) memset(dw, 0, (size_t)(g->out_channels * K) * sizeof(T));                                           \
-    for (int64_t n0 = 0; n0 < g->batch; n0 += chunk) {                                                                     \
-      const int64_t images = lamina_conv_min(chunk, g->batch - n0);                                                        \
-      for (int64_t group = 0; group < G; group++) {                                                                        \
-        lamina_conv_job_##S job = {g, n0, images, group, x, NULL, columns, NULL, NULL, NULL, 0, NULL, 1};                  \
-        lamina_conv_run_##S(pool, &job, images * cg, images * K * P, lamina_conv_im2col_task_##S);                         \
-        const T* dy_matrix = dy + (n0 * g->out_channels + group * og) * P;                                                 \
-        if (chunk > 1) {                                                                                                   \
-          lamina_conv_job_##S gather = {g, n0, images, group, dy, NULL, gathered, NULL, NULL, NULL, 0, NULL, 1};           \
-          lamina_conv_run_##S(pool, &gather, images * og, images * og * P, lamina_conv_gather_task_##S);                   \
-          dy_matrix = gathered;                                                                                            \
-        }                                                                                                                  \
-        /* dw[group] [og, K] (+)= dy[chunk, group] [og, images * P] @ columns^T */                                         \
-        GEMM(pool, 0, 1, og, K, images * P, (T)1, dy_matrix, images * P, columns, images * P, n0 == 0 ? (T)0 : (T)1,      \
-             dw + group * og * K, K, NULL);                                                                                \
-      }                                                                                                                    \
-    }                                                                                                                      \
-    free(columns);                                                                                                         \
-    free(gathered);                                                                                                        \
-    return 0;                                                                                                              \
+  /* dw (+)= the weight gradient of y = conv2d(x, w) for dy over images [first, end): Σ dy @ columns(x)^T, chunk         \
+     by chunk of at most `chunk` images (columns: K * chunk * P elements, gathered: og * chunk * P when chunk > 1).      \
+     accumulate: add to dw instead of overwriting it with the first chunk. */                                            \
+  static inline void lamina_conv_weight_range_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,        \
+                                                  const T* dy, int64_t first, int64_t end, int64_t chunk, T* columns,    \
+                                                  T* gathered, int accumulate, T* dw) {                                  \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                      \
+    const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width;                         \
+    for (int64_t n0 = first; n0 < end; n0 += chunk) {                                                                    \
+      const int64_t images = lamina_conv_min(chunk, end - n0);                                                           \
+      for (int64_t group = 0; group < G; group++) {                                                                      \
+        lamina_conv_job_##S job = {g, n0, images, group, x, NULL, columns, NULL, NULL, NULL, 0, NULL, 1};                \
+        lamina_conv_run_##S(pool, &job, images * cg, images * K * P, lamina_conv_im2col_task_##S);                       \
+        const T* dy_matrix = dy + (n0 * g->out_channels + group * og) * P;                                               \
+        if (images > 1) {                                                                                                \
+          lamina_conv_job_##S gather = {g, n0, images, group, dy, NULL, gathered, NULL, NULL, NULL, 0, NULL, 1};         \
+          lamina_conv_run_##S(pool, &gather, images * og, images * og * P, lamina_conv_gather_task_##S);                 \
+          dy_matrix = gathered;                                                                                          \
+        }                                                                                                                \
+        /* dw[group] [og, K] (+)= dy[chunk, group] [og, images * P] @ columns^T */                                       \
+        GEMM(pool, 0, 1, og, K, images * P, (T)1, dy_matrix, images * P, columns, images * P,                            \
+             (accumulate || n0 > first) ? (T)1 : (T)0, dw + group * og * K, K, NULL);                                    \
+      }                                                                                                                  \
+    }                                                                                                                    \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* The images of a weight gradient split over tasks, each summing its share into its own partial dw. */                \
+  typedef struct lamina_conv_weight_job_##S {                                                                            \
+    const lamina_conv2d_geometry* g;                                                                                     \
+    const T* x;                                                                                                          \
+    const T* dy;                                                                                                         \
+    T* partials; /* tasks x [out_channels, K] */                                                                         \
+    int64_t tasks, chunk;                                                                                                \
+    int failed;                                                                                                          \
+  } lamina_conv_weight_job_##S;                                                                                          \
+                                                                                                                         \
+  static inline void lamina_conv_weight_task_##S(void* argument, int64_t task, int thread) {                             \
+    (void)thread;                                                                                                        \
+    lamina_conv_weight_job_##S* job = (lamina_conv_weight_job_##S*)argument;                                             \
+    const lamina_conv2d_geometry* g = job->g;                                                                            \
+    const int64_t og = g->out_channels / g->groups;                                                                      \
+    const int64_t K = g->in_channels / g->groups * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width; \
+    int64_t first, end;                                                                                                  \
+    lamina_conv_task_range(g->batch, job->tasks, task, &first, &end);                                                    \
+    T* partial = job->partials + task * g->out_channels * K;                                                             \
+    if (first == end) {                                                                                                  \
+      memset(partial, 0, (size_t)(g->out_channels * K) * sizeof(T));                                                     \
+      return;                                                                                                            \
+    }                                                                                                                    \
+    const int64_t chunk = lamina_conv_min(job->chunk, end - first);                                                      \
+    T* columns = (T*)malloc((size_t)(K * chunk * P) * sizeof(T));                                                        \
+    T* gathered = chunk > 1 ? (T*)malloc((size_t)(og * chunk * P) * sizeof(T)) : NULL;                                   \
+    if (!columns || (chunk > 1 && !gathered)) {                                                                          \
+      job->failed = 1; /* read after the pool run returns */                                                             \
+    } else {                                                                                                             \
+      lamina_conv_weight_range_##S(NULL, g, job->x, job->dy, first, end, chunk, columns, gathered, 0, partial);          \
+    }                                                                                                                    \
+    free(columns);                                                                                                       \
+    free(gathered);                                                                                                      \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* dw = the weight gradient of y = conv2d(x, w) for dy: Σ over images of dy @ columns(x)^T. A small dw (few            \
+     channels) is one GEMM tile whatever the batch, so then the images are split over the threads instead, each          \
+     with its own GEMMs on one thread and a partial dw, summed at the end. */                                            \
+  static inline int lamina_conv2d_backward_weight_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,    \
+                                                      const T* dy, T* dw) {                                              \
+    const int64_t og = g->out_channels / g->groups;                                                                      \
+    const int64_t K = g->in_channels / g->groups * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width; \
+    const int64_t size = g->out_channels * K;                                                                            \
+    const int threads = pool ? lamina_pool_threads(pool) : 1;                                                            \
+    if (g->batch == 0) {                                                                                                 \
+      memset(dw, 0, (size_t)size * sizeof(T));                                                                           \
+      return 0;                                                                                                          \
+    }                                                                                                                    \
+    if (threads > 1 && g->batch >= 2 && og * K < LAMINA_CONV_SPLIT_IMAGES_BELOW &&                                       \
+        g->batch * K * P * og >= LAMINA_CONV_PARALLEL_WORK * 16) {                                                       \
+      const int64_t tasks = lamina_conv_min(g->batch, threads);                                                          \
+      T* partials = (T*)malloc((size_t)(tasks * size) * sizeof(T));                                                      \
+      if (!partials) return LAMINA_ERROR_MEMORY;                                                                         \
+      lamina_conv_weight_job_##S job = {g, x, dy, partials, tasks, lamina_conv_max(1, lamina_conv_chunk(g) / tasks), 0}; \
+      lamina_pool_run(pool, tasks, lamina_conv_weight_task_##S, &job);                                                   \
+      if (!job.failed) {                                                                                                 \
+        for (int64_t i = 0; i < size; i++) {                                                                             \
+          T total = 0;                                                                                                   \
+          for (int64_t t = 0; t < tasks; t++) total += partials[t * size + i];                                           \
+          dw[i] = total;                                                                                                 \
+        }                                                                                                                \
+      }                                                                                                                  \
+      free(partials);                                                                                                    \
+      return job.failed ? LAMINA_ERROR_MEMORY : 0;                                                                       \
+    }                                                                                                                    \
+    const int64_t chunk = lamina_conv_chunk(g);                                                                          \
+    T* columns = (T*)malloc((size_t)(K * chunk * P) * sizeof(T));                                                        \
+    T* gathered = chunk > 1 ? (T*)malloc((size_t)(og * chunk * P) * sizeof(T)) : NULL;                                   \
+    if (!columns || (chunk > 1 && !gathered)) {                                                                          \
+      free(columns);                                                                                                     \
+      free(gathered);                                                                                                    \
+      return LAMINA_ERROR_MEMORY;                                                                                        \
+    }                                                                                                                    \
+    lamina_conv_weight_range_##S(pool, g, x, dy, 0, g->batch, chunk, columns, gathered, 0, dw);                          \
+    free(columns);                                                                                                       \
+    free(gathered);                                                                                                      \
+    return 0;                                                                                                            \
   }
 
 #ifdef LAMINA_ISA
