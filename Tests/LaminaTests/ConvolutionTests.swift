@@ -103,6 +103,38 @@ struct ConvolutionTests {
     }
   }
 
+  /// lamina_conv.h picks among kernels by size: the direct kernel (few output channels), a GEMM over
+  /// many images' columns side by side, a GEMM per image writing the result (and running the
+  /// epilogue) in place, and the weight gradient split over threads. Smaller limits force the
+  /// paths the sizes above do not reach.
+  @Test(
+    "every convolution kernel path equals the interpreter",
+    arguments: [
+      ["-DLAMINA_CONV_COLUMN_BUDGET=1", "-DLAMINA_CONV_DIRECT_MAX_CHANNELS=0"],
+      ["-DLAMINA_CONV_DIRECT_MAX_CHANNELS=0", "-DLAMINA_CONV_SPLIT_IMAGES_BELOW=0"],
+    ])
+  func kernelPaths(_ flags: [String]) throws {
+    for testCase in Self.cases where testCase.dtype == "f32" {
+      let model = try Model(source: testCase.source, pipeline: Pipeline.training)
+        .withGradientOutputs()
+      let parameters = try model.initialParameters(seed: 3)
+      var options = TestCache.options()
+      options.flags = flags
+      let compiled = try model.compile(options: options, parameters: parameters)
+      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 5], seed: 8)
+      let (outputs, _) = try compiled.evaluate(inputs)
+      let names = model.graph.outputs.map(\.name)
+      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+      for name in names {
+        let reference = try #require(expected[name])
+        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
+        let problem = TestData.mismatch(
+          try #require(outputs[name]), reference, rtol: 1e-4, atol: 1e-5 * max(scale, 1))
+        #expect(problem == nil, "\(testCase) \(flags), \(name): \(problem ?? "")")
+      }
+    }
+  }
+
   @Test("the interpreter's gradients equal finite differences", arguments: cases)
   func gradcheck(_ testCase: Case) throws {
     let model = try Model(source: testCase.source, pipeline: Pipeline.training)

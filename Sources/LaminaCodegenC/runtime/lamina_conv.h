@@ -53,6 +53,25 @@ typedef struct lamina_conv2d_geometry {
 #ifndef LAMINA_CONV_COLUMN_BUDGET
 #define LAMINA_CONV_COLUMN_BUDGET ((int64_t)1 << 22)
 #endif
+/* The direct kernel: vector width, output channels per block, and the convolutions it takes. */
+#ifndef LAMINA_CONV_VBYTES
+#if defined(__AVX512F__)
+#define LAMINA_CONV_VBYTES 64
+#elif defined(__AVX__)
+#define LAMINA_CONV_VBYTES 32
+#else
+#define LAMINA_CONV_VBYTES 16
+#endif
+#endif
+#ifndef LAMINA_CONV_DIRECT_BLOCK
+#define LAMINA_CONV_DIRECT_BLOCK 4
+#endif
+#ifndef LAMINA_CONV_DIRECT_MAX_CHANNELS
+#define LAMINA_CONV_DIRECT_MAX_CHANNELS 8
+#endif
+#ifndef LAMINA_CONV_DIRECT_MAX_TAPS
+#define LAMINA_CONV_DIRECT_MAX_TAPS 64
+#endif
 /* A weight gradient with fewer elements per group than this splits the images over the threads. */
 #ifndef LAMINA_CONV_SPLIT_IMAGES_BELOW
 #define LAMINA_CONV_SPLIT_IMAGES_BELOW ((int64_t)1 << 15)
@@ -314,6 +333,117 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     }                                                                                                                      \
   }                                                                                                                        \
                                                                                                                             \
+  /* Direct convolution, for few output channels per group at stride 1 along the width (LeNet's first layer:             \
+     the GEMM would have 6 rows, and packing its columns would cost more than multiplying them). Per (image,             \
+     group) task: the group's input is copied once into a zero-padded buffer, then each output row is computed a         \
+     vector of columns at a time for LAMINA_CONV_DIRECT_BLOCK output channels, the sums staying in registers             \
+     over every (channel, kernel row, kernel column). */                                                                 \
+  typedef T lamina_conv_vector_##S __attribute__((vector_size(LAMINA_CONV_VBYTES)));                                     \
+                                                                                                                         \
+  static inline lamina_conv_vector_##S lamina_conv_loadu_##S(const T* p) {                                               \
+    lamina_conv_vector_##S v;                                                                                            \
+    memcpy(&v, p, sizeof v);                                                                                             \
+    return v;                                                                                                            \
+  }                                                                                                                      \
+                                                                                                                         \
+  typedef struct lamina_conv_direct_job_##S {                                                                            \
+    const lamina_conv2d_geometry* g;                                                                                     \
+    const T* x;                                                                                                          \
+    const T* w;                                                                                                          \
+    const T* bias;                                                                                                       \
+    int64_t bias_count;                                                                                                  \
+    T* y;                                                                                                                \
+    const lamina_gemm_epilogue* epilogue;                                                                                \
+    int64_t padded_height, padded_width;                                                                                 \
+    int failed;                                                                                                          \
+  } lamina_conv_direct_job_##S;                                                                                          \
+                                                                                                                         \
+  static inline void lamina_conv_direct_task_##S(void* argument, int64_t task, int thread) {                             \
+    (void)thread;                                                                                                        \
+    lamina_conv_direct_job_##S* job = (lamina_conv_direct_job_##S*)argument;                                             \
+    const lamina_conv2d_geometry* g = job->g;                                                                            \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), OB = LAMINA_CONV_DIRECT_BLOCK };                                         \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                      \
+    const int64_t kh = g->kernel_height, kw = g->kernel_width, dh = g->dilation_height, dw = g->dilation_width;          \
+    const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width, P = OH * OW;                 \
+    const int64_t HP = job->padded_height, WP = job->padded_width, K = cg * kh * kw;                                     \
+    const int64_t image = task / G, group = task % G;                                                                    \
+    T* padded = (T*)malloc((size_t)(cg * HP * WP) * sizeof(T));                                                          \
+    if (!padded) {                                                                                                       \
+      job->failed = 1; /* read after the pool run returns */                                                             \
+      return;                                                                                                            \
+    }                                                                                                                    \
+    memset(padded, 0, (size_t)(cg * HP * WP) * sizeof(T));                                                               \
+    for (int64_t c = 0; c < cg; c++) {                                                                                   \
+      const T* plane = job->x + ((image * g->in_channels + group * cg + c) * H) * W;                                     \
+      for (int64_t r = 0; r < H; r++)                                                                                    \
+        memcpy(padded + (c * HP + r + g->pad_top) * WP + g->pad_left, plane + r * W, (size_t)W * sizeof(T));             \
+    }                                                                                                                    \
+    for (int64_t o0 = 0; o0 < og; o0 += OB) {                                                                            \
+      const int64_t count = lamina_conv_min(OB, og - o0);                                                                \
+      /* Weights of the block's channels; a partial block repeats its last channel (computed, not stored). */            \
+      const T* weights[OB];                                                                                              \
+      T biases[OB];                                                                                                      \
+      for (int64_t b = 0; b < OB; b++) {                                                                                 \
+        const int64_t o = group * og + o0 + lamina_conv_min(b, count - 1);                                               \
+        weights[b] = job->w + o * K;                                                                                     \
+        biases[b] = job->bias ? job->bias[job->bias_count == 1 ? 0 : o] : (T)0;                                          \
+      }                                                                                                                  \
+      T* out = job->y + (image * g->out_channels + group * og + o0) * P;                                                 \
+      for (int64_t oh = 0; oh < OH; oh++) {                                                                              \
+        for (int64_t ow0 = 0; ow0 < OW; ow0 += VL) {                                                                     \
+          lamina_conv_vector_##S sums[OB];                                                                               \
+          for (int64_t b = 0; b < OB; b++) sums[b] = biases[b] - (lamina_conv_vector_##S){0};                            \
+          for (int64_t c = 0; c < cg; c++) {                                                                             \
+            for (int64_t i = 0; i < kh; i++) {                                                                           \
+              const T* row = padded + (c * HP + oh * g->stride_height + i * dh) * WP + ow0;                              \
+              const int64_t tap = (c * kh + i) * kw;                                                                     \
+              for (int64_t j = 0; j < kw; j++) {                                                                         \
+                const lamina_conv_vector_##S v = lamina_conv_loadu_##S(row + j * dw);                                    \
+                for (int64_t b = 0; b < OB; b++) sums[b] += weights[b][tap + j] * v;                                     \
+              }                                                                                                          \
+            }                                                                                                            \
+          }                                                                                                              \
+          const int64_t n = lamina_conv_min(VL, OW - ow0);                                                               \
+          for (int64_t b = 0; b < count; b++) memcpy(out + b * P + oh * OW + ow0, &sums[b], (size_t)n * sizeof(T));      \
+        }                                                                                                                \
+      }                                                                                                                  \
+      if (job->epilogue)                                                                                                 \
+        for (int64_t b = 0; b < count; b++)                                                                              \
+          lamina_conv_plane_epilogue(job->epilogue, job->y, OH, OW, image * g->out_channels + group * og + o0 + b, 0, P); \
+    }                                                                                                                    \
+    free(padded);                                                                                                        \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* Whether the direct kernel computes this convolution. */                                                             \
+  static inline int lamina_conv_direct_fits_##S(const lamina_conv2d_geometry* g) {                                       \
+    const int64_t og = g->out_channels / g->groups;                                                                      \
+    const int64_t K = g->in_channels / g->groups * g->kernel_height * g->kernel_width;                                   \
+    return g->stride_width == 1 && og <= LAMINA_CONV_DIRECT_MAX_CHANNELS && K <= LAMINA_CONV_DIRECT_MAX_TAPS;            \
+  }                                                                                                                      \
+                                                                                                                         \
+  static inline int lamina_conv2d_direct_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x, const T* w, \
+                                             const T* bias, int64_t bias_count, T* y,                                    \
+                                             const lamina_gemm_epilogue* epilogue) {                                     \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const int64_t OW = g->out_width;                                                                                     \
+    /* Rows and columns the windows read, the last vector of a row included (its extra columns are discarded). */        \
+    const int64_t padded_height =                                                                                        \
+        lamina_conv_max((g->out_height - 1) * g->stride_height + (g->kernel_height - 1) * g->dilation_height + 1,        \
+                        g->pad_top + g->in_height);                                                                      \
+    const int64_t padded_width = lamina_conv_max((OW + VL - 1) / VL * VL + (g->kernel_width - 1) * g->dilation_width,    \
+                                                 g->pad_left + g->in_width);                                             \
+    lamina_conv_direct_job_##S job = {g, x, w, bias, bias_count, y, epilogue, padded_height, padded_width, 0};           \
+    const int64_t tasks = g->batch * g->groups;                                                                          \
+    const int64_t work = tasks * g->out_channels / g->groups * g->out_height * OW *                                      \
+                         (g->in_channels / g->groups * g->kernel_height * g->kernel_width);                              \
+    if (!pool || tasks == 1 || work < LAMINA_CONV_PARALLEL_WORK * 8)                                                     \
+      for (int64_t t = 0; t < tasks; t++) lamina_conv_direct_task_##S(&job, t, 0);                                       \
+    else                                                                                                                 \
+      lamina_pool_run(pool, tasks, lamina_conv_direct_task_##S, &job);                                                   \
+    return job.failed ? LAMINA_ERROR_MEMORY : 0;                                                                         \
+  }                                                                                                                      \
+                                                                                                                         \
   /* y = conv2d(x, w) + bias, then the epilogue. bias: bias_count values (one per out channel, or 1), or NULL. */         \
   static inline int lamina_conv2d_forward_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x, const T* w,        \
                                        const T* bias, int64_t bias_count, T* y, const lamina_gemm_epilogue* epilogue) { \
@@ -323,6 +453,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     /* A 1x1 kernel at stride 1 without padding reads the input as its own columns. */                                     \
     const int pointwise = g->kernel_height == 1 && g->kernel_width == 1 && g->stride_height == 1 &&                       \
                           g->stride_width == 1 && g->pad_top == 0 && g->pad_left == 0 && HW == P;                          \
+    if (lamina_conv_direct_fits_##S(g)) return lamina_conv2d_direct_##S(pool, g, x, w, bias, bias_count, y, epilogue);      \
     const int64_t chunk = lamina_conv_chunk(g);                                                                            \
     T* columns = NULL;                                                                                                     \
     T* product = NULL;                                                                                                     \
