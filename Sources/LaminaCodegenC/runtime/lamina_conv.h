@@ -64,7 +64,7 @@ typedef struct lamina_conv2d_geometry {
 #endif
 #endif
 #ifndef LAMINA_CONV_DIRECT_BLOCK
-#define LAMINA_CONV_DIRECT_BLOCK 4
+#define LAMINA_CONV_DIRECT_BLOCK 4 /* the kernel's four named sums */
 #endif
 #ifndef LAMINA_CONV_DIRECT_MAX_CHANNELS
 #define LAMINA_CONV_DIRECT_MAX_CHANNELS 8
@@ -392,19 +392,25 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       T* out = job->y + (image * g->out_channels + group * og + o0) * P;                                                 \
       for (int64_t oh = 0; oh < OH; oh++) {                                                                              \
         for (int64_t ow0 = 0; ow0 < OW; ow0 += VL) {                                                                     \
-          lamina_conv_vector_##S sums[OB];                                                                               \
-          for (int64_t b = 0; b < OB; b++) sums[b] = biases[b] - (lamina_conv_vector_##S){0};                            \
+          /* Four named sums (not an array, which compilers keep in memory) stay in registers. */                        \
+          const T *w0 = weights[0], *w1 = weights[1], *w2 = weights[2], *w3 = weights[3];                                \
+          lamina_conv_vector_##S s0 = biases[0] - (lamina_conv_vector_##S){0}, s1 = biases[1] - (lamina_conv_vector_##S){0}; \
+          lamina_conv_vector_##S s2 = biases[2] - (lamina_conv_vector_##S){0}, s3 = biases[3] - (lamina_conv_vector_##S){0}; \
           for (int64_t c = 0; c < cg; c++) {                                                                             \
             for (int64_t i = 0; i < kh; i++) {                                                                           \
               const T* row = padded + (c * HP + oh * g->stride_height + i * dh) * WP + ow0;                              \
               const int64_t tap = (c * kh + i) * kw;                                                                     \
               for (int64_t j = 0; j < kw; j++) {                                                                         \
                 const lamina_conv_vector_##S v = lamina_conv_loadu_##S(row + j * dw);                                    \
-                for (int64_t b = 0; b < OB; b++) sums[b] += weights[b][tap + j] * v;                                     \
+                s0 += w0[tap + j] * v;                                                                                   \
+                s1 += w1[tap + j] * v;                                                                                   \
+                s2 += w2[tap + j] * v;                                                                                   \
+                s3 += w3[tap + j] * v;                                                                                   \
               }                                                                                                          \
             }                                                                                                            \
           }                                                                                                              \
           const int64_t n = lamina_conv_min(VL, OW - ow0);                                                               \
+          const lamina_conv_vector_##S sums[4] = {s0, s1, s2, s3};                                                       \
           for (int64_t b = 0; b < count; b++) memcpy(out + b * P + oh * OW + ow0, &sums[b], (size_t)n * sizeof(T));      \
         }                                                                                                                \
       }                                                                                                                  \
