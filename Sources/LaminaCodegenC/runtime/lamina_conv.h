@@ -599,6 +599,123 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     free(gathered);                                                                                                      \
   }                                                                                                                      \
                                                                                                                          \
+  /* The direct weight gradient (where the direct forward kernel runs): per image and group, copies of x                 \
+     zero-padded and of dy with each row padded to whole vectors; then for LAMINA_CONV_DIRECT_BLOCK output               \
+     channels and one kernel tap (c, i, j) at a time, four vector sums of dy[o] * (x shifted by the tap) over the        \
+     rows, added into the task's partial dw. The tasks split the images. */                                              \
+  typedef struct lamina_conv_direct_weight_job_##S {                                                                     \
+    const lamina_conv2d_geometry* g;                                                                                     \
+    const T* x;                                                                                                          \
+    const T* dy;                                                                                                         \
+    T* partials; /* tasks x [out_channels, K] */                                                                         \
+    int64_t tasks, padded_height, padded_width, dy_width;                                                                \
+    int failed;                                                                                                          \
+  } lamina_conv_direct_weight_job_##S;                                                                                   \
+                                                                                                                         \
+  static inline T lamina_conv_sum_##S(lamina_conv_vector_##S v) {                                                        \
+    T total = 0;                                                                                                         \
+    for (size_t l = 0; l < sizeof v / sizeof(T); l++) total += v[l];                                                     \
+    return total;                                                                                                        \
+  }                                                                                                                      \
+                                                                                                                         \
+  static inline void lamina_conv_direct_weight_task_##S(void* argument, int64_t task, int thread) {                      \
+    (void)thread;                                                                                                        \
+    lamina_conv_direct_weight_job_##S* job = (lamina_conv_direct_weight_job_##S*)argument;                               \
+    const lamina_conv2d_geometry* g = job->g;                                                                            \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                      \
+    const int64_t kh = g->kernel_height, kw = g->kernel_width, dh = g->dilation_height, dw = g->dilation_width;          \
+    const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width;                              \
+    const int64_t HP = job->padded_height, WP = job->padded_width, DW = job->dy_width, K = cg * kh * kw;                 \
+    T* partial = job->partials + task * g->out_channels * K;                                                             \
+    memset(partial, 0, (size_t)(g->out_channels * K) * sizeof(T));                                                       \
+    int64_t first, end;                                                                                                  \
+    lamina_conv_task_range(g->batch, job->tasks, task, &first, &end);                                                    \
+    if (first == end) return;                                                                                            \
+    T* padded = (T*)malloc((size_t)(cg * HP * WP + og * OH * DW) * sizeof(T));                                           \
+    if (!padded) {                                                                                                       \
+      job->failed = 1; /* read after the pool run returns */                                                             \
+      return;                                                                                                            \
+    }                                                                                                                    \
+    T* gradient = padded + cg * HP * WP;                                                                                 \
+    for (int64_t image = first; image < end; image++) {                                                                  \
+      for (int64_t group = 0; group < G; group++) {                                                                      \
+        memset(padded, 0, (size_t)(cg * HP * WP + og * OH * DW) * sizeof(T));                                            \
+        for (int64_t c = 0; c < cg; c++) {                                                                               \
+          const T* plane = job->x + ((image * g->in_channels + group * cg + c) * H) * W;                                 \
+          for (int64_t r = 0; r < H; r++)                                                                                \
+            memcpy(padded + (c * HP + r + g->pad_top) * WP + g->pad_left, plane + r * W, (size_t)W * sizeof(T));         \
+        }                                                                                                                \
+        for (int64_t o = 0; o < og; o++)                                                                                 \
+          for (int64_t r = 0; r < OH; r++)                                                                               \
+            memcpy(gradient + (o * OH + r) * DW, job->dy + ((image * g->out_channels + group * og + o) * OH + r) * OW,   \
+                   (size_t)OW * sizeof(T));                                                                              \
+        for (int64_t o0 = 0; o0 < og; o0 += 4) {                                                                         \
+          const int64_t count = lamina_conv_min(4, og - o0);                                                             \
+          /* A partial block repeats its last channel (computed, not stored). */                                         \
+          const T* d0 = gradient + (o0 + lamina_conv_min(0, count - 1)) * OH * DW;                                       \
+          const T* d1 = gradient + (o0 + lamina_conv_min(1, count - 1)) * OH * DW;                                       \
+          const T* d2 = gradient + (o0 + lamina_conv_min(2, count - 1)) * OH * DW;                                       \
+          const T* d3 = gradient + (o0 + lamina_conv_min(3, count - 1)) * OH * DW;                                       \
+          for (int64_t c = 0; c < cg; c++) {                                                                             \
+            for (int64_t i = 0; i < kh; i++) {                                                                           \
+              for (int64_t j = 0; j < kw; j++) {                                                                         \
+                lamina_conv_vector_##S s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};                                           \
+                for (int64_t oh = 0; oh < OH; oh++) {                                                                    \
+                  const T* row = padded + (c * HP + oh * g->stride_height + i * dh) * WP + j * dw;                       \
+                  const int64_t at = oh * DW;                                                                            \
+                  for (int64_t ow0 = 0; ow0 < DW; ow0 += VL) {                                                           \
+                    const lamina_conv_vector_##S v = lamina_conv_loadu_##S(row + ow0);                                   \
+                    s0 += lamina_conv_loadu_##S(d0 + at + ow0) * v;                                                      \
+                    s1 += lamina_conv_loadu_##S(d1 + at + ow0) * v;                                                      \
+                    s2 += lamina_conv_loadu_##S(d2 + at + ow0) * v;                                                      \
+                    s3 += lamina_conv_loadu_##S(d3 + at + ow0) * v;                                                      \
+                  }                                                                                                      \
+                }                                                                                                        \
+                const int64_t tap = (c * kh + i) * kw + j;                                                               \
+                const lamina_conv_vector_##S sums[4] = {s0, s1, s2, s3};                                                 \
+                for (int64_t b = 0; b < count; b++) partial[(group * og + o0 + b) * K + tap] += lamina_conv_sum_##S(sums[b]); \
+              }                                                                                                          \
+            }                                                                                                            \
+          }                                                                                                              \
+        }                                                                                                                \
+      }                                                                                                                  \
+    }                                                                                                                    \
+    free(padded);                                                                                                        \
+  }                                                                                                                      \
+                                                                                                                         \
+  static inline int lamina_conv2d_direct_weight_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,      \
+                                                    const T* dy, T* dw) {                                                \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const int64_t K = g->in_channels / g->groups * g->kernel_height * g->kernel_width, size = g->out_channels * K;       \
+    const int64_t dy_width = (g->out_width + VL - 1) / VL * VL;                                                          \
+    const int64_t padded_height =                                                                                        \
+        lamina_conv_max((g->out_height - 1) * g->stride_height + (g->kernel_height - 1) * g->dilation_height + 1,        \
+                        g->pad_top + g->in_height);                                                                      \
+    const int64_t padded_width =                                                                                         \
+        lamina_conv_max(dy_width + (g->kernel_width - 1) * g->dilation_width, g->pad_left + g->in_width);                \
+    const int threads = pool ? lamina_pool_threads(pool) : 1;                                                            \
+    const int64_t work = g->batch * size * g->out_height * g->out_width;                                                 \
+    const int64_t tasks = work < LAMINA_CONV_PARALLEL_WORK * 8 ? 1 : lamina_conv_max(1, lamina_conv_min(g->batch, threads)); \
+    T* partials = tasks > 1 ? (T*)malloc((size_t)(tasks * size) * sizeof(T)) : dw;                                       \
+    if (!partials) return LAMINA_ERROR_MEMORY;                                                                           \
+    lamina_conv_direct_weight_job_##S job = {g, x, dy, partials, tasks, padded_height, padded_width, dy_width, 0};       \
+    if (tasks == 1)                                                                                                      \
+      lamina_conv_direct_weight_task_##S(&job, 0, 0);                                                                    \
+    else                                                                                                                 \
+      lamina_pool_run(pool, tasks, lamina_conv_direct_weight_task_##S, &job);                                            \
+    if (tasks > 1) {                                                                                                     \
+      if (!job.failed)                                                                                                   \
+        for (int64_t e = 0; e < size; e++) {                                                                             \
+          T total = 0;                                                                                                   \
+          for (int64_t t = 0; t < tasks; t++) total += partials[t * size + e];                                           \
+          dw[e] = total;                                                                                                 \
+        }                                                                                                                \
+      free(partials);                                                                                                    \
+    }                                                                                                                    \
+    return job.failed ? LAMINA_ERROR_MEMORY : 0;                                                                         \
+  }                                                                                                                      \
+                                                                                                                         \
   /* dw = the weight gradient of y = conv2d(x, w) for dy: Σ over images of dy @ columns(x)^T. A small dw (few            \
      channels) is one GEMM tile whatever the batch, so then the images are split over the threads instead, each          \
      with its own GEMMs on one thread and a partial dw, summed at the end. */                                            \
@@ -612,6 +729,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       memset(dw, 0, (size_t)size * sizeof(T));                                                                           \
       return 0;                                                                                                          \
     }                                                                                                                    \
+    if (lamina_conv_direct_fits_##S(g)) return lamina_conv2d_direct_weight_##S(pool, g, x, dy, dw);                       \
     if (threads > 1 && g->batch >= 2 && og * K < LAMINA_CONV_SPLIT_IMAGES_BELOW &&                                       \
         g->batch * K * P * og >= LAMINA_CONV_PARALLEL_WORK * 16) {                                                       \
       const int64_t tasks = lamina_conv_min(g->batch, threads);                                                          \
