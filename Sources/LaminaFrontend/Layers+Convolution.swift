@@ -153,6 +153,22 @@ extension LayerRegistry {
       weightType = TensorType(
         dtype, [Dim(filters), Dim(channels / groups), Dim(kernel[0]), Dim(kernel[1])])
     }
+    // An instance called again applies the weight of its first call: the channels must match it.
+    if builder.sharesParameters,
+      let existing = builder.graph.value(named: "\(builder.scopeName).weight")
+    {
+      let shared = builder.type(of: existing)
+      if shared.rank == 4, shared != weightType {
+        let expected =
+          transposed
+          ? shared.shape[0].description : (shared.shape[1] * Dim(groups)).description
+        throw ShapeError(
+          "\(op): the input has \(channels) channels but the shared weight \(builder.scopeName).weight \(shared) expects \(expected) (input \(type))",
+          help:
+            "an instance applies the same weight on every call; use a separate layer for inputs with other channels"
+        )
+      }
+    }
     let weight = try builder.param("weight", weightType, initializedBy: "init")
     let bias: ValueID
     if builder.bool("bias") == true {
