@@ -131,7 +131,12 @@ extension Model {
     }
     // Only the GEMMs model.c calls: an f32 model does not wait for the f64 GEMM to compile.
     let gemmTypes = [("float", "f32", "lamina_sgemm("), ("double", "f64", "lamina_dgemm(")].filter {
-      generated.source.contains($0.2)
+      type in
+      // The convolutions of lamina_conv.h call the GEMM of their element type.
+      generated.source.contains(type.2)
+        || ["forward", "backward_input", "backward_weight"].contains {
+          generated.source.contains("lamina_conv2d_\($0)_\(type.1)(")
+        }
     }
     for set in sets {
       for (type, name, _) in gemmTypes {

@@ -24,6 +24,9 @@ enum KernelLibrary {
     case .crossEntropyGradient: return { LossKernels.emitCrossEntropyGradient($0, into: &$1) }
     case .binaryCrossEntropy: return { LossKernels.emitBinaryCrossEntropy($0, into: &$1) }
     case .squaredNorm: return { LossKernels.emitL2($0, into: &$1) }
+    case .convolution: return { ConvolutionKernels.emit($0, into: &$1) }
+    case .convolutionTranspose: return { ConvolutionKernels.emit($0, into: &$1) }
+    case .convolutionWeightGradient: return { ConvolutionKernels.emit($0, into: &$1) }
     case .batchNormStatistics, .batchNormStatisticsGradient, .dropout:
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
     }
@@ -49,6 +52,7 @@ enum KernelLibrary {
   static func epilogueProducer(_ id: KernelID) -> EpilogueProducerEmitter.Type? {
     switch id {
     case .matrixProduct: return MatmulKernel.self
+    case .convolution, .convolutionTranspose: return ConvolutionKernels.self
     default: return nil
     }
   }

@@ -329,6 +329,7 @@ public enum LayerRegistry {
 
   public static let all: [LayerDefinition] =
     denseLayers + normalizationLayers + layerNormLayers + randomLayers
+    + convolutionLayers
 
   /// Fully connected layers.
   static let denseLayers: [LayerDefinition] = [

@@ -305,6 +305,9 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case batchNormStatistics = "batch-norm-statistics"
   case batchNormStatisticsGradient = "batch-norm-statistics-gradient"
   case dropout
+  case convolution
+  case convolutionTranspose = "convolution-transpose"
+  case convolutionWeightGradient = "convolution-weight-gradient"
 }
 
 // MARK: Fused groups

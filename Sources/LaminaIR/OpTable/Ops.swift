@@ -53,6 +53,9 @@ public enum Ops {
   public static let lrSchedule = OpHandle("lr_schedule")
   public static let layerNorm = OpHandle("layer_norm")
   public static let dropout = OpHandle("dropout")
+  public static let conv2d = OpHandle("conv2d")
+  public static let convTranspose2d = OpHandle("conv_transpose2d")
+  public static let conv2dBackwardWeight = OpHandle("conv2d_backward_weight")
 
   /// Every handle, in table order (a test checks they match the table one to one).
   public static let all: [OpHandle] = [
@@ -62,5 +65,5 @@ public enum Ops {
     unsqueeze, mse, crossEntropy, crossEntropyGrad, binaryCrossEntropyWithLogits, l2, constant,
     cast, stopGradient, lrSchedule, batchNormStatistics, batchNormStatisticsGrad,
   ]
-    + [layerNorm, dropout]
+    + [layerNorm, dropout] + [conv2d, convTranspose2d, conv2dBackwardWeight]
 }
