@@ -100,6 +100,8 @@ class Graph:
     name: str
     inputs: dict[str, TensorType] = field(default_factory=dict)
     params: dict[str, TensorType] = field(default_factory=dict)
+    # State (a random generator's seed and step, running statistics): its type and first value.
+    states: dict[str, tuple[TensorType, float]] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)  # public name -> value name
     losses: dict[str, str] = field(default_factory=dict)
@@ -109,6 +111,8 @@ class Graph:
             return self.inputs[value]
         if value in self.params:
             return self.params[value]
+        if value in self.states:
+            return self.states[value][0]
         for node in self.nodes:
             if value in node.results:
                 return node.types[node.results.index(value)]
@@ -231,6 +235,34 @@ class IRReader:
             while not self.accept(")"):
                 self.index += 1
             self.accept("frozen")
+        elif self.accept("state"):
+            # `state [STEP] %name : TYPE = zeros()`; the first value, unless the weights give one.
+            if self.peek(kind="word"):
+                self.take()
+            name = self.name()
+            self.take(":")
+            type_ = self.type()
+            self.take("=")
+            initializer = self.take(kind="word")
+            first = {"zeros": 0.0, "ones": 1.0}.get(initializer, 0.0)
+            self.take("(")
+            while not self.accept(")"):
+                if self.accept("value"):
+                    self.take(":")
+                    first = float(self.take(kind="number"))
+                else:
+                    self.index += 1
+            graph.states[name] = (type_, first)
+        elif self.accept("update"):
+            # A training step's update (`update [STEP] %target = %value [when %trigger]`): inference
+            # never applies it.
+            if self.peek(kind="word"):
+                self.take()
+            self.name()
+            self.take("=")
+            self.name()
+            if self.accept("when"):
+                self.name()
         elif self.peek("output") or self.peek("loss"):
             table = graph.outputs if self.take() == "output" else graph.losses
             public = self.take(kind="word")
@@ -385,6 +417,19 @@ def div(call, a, b):
             raise CheckError("integer division by zero")
         return np.trunc(a / b)  # integer division truncates toward zero
     return a / b
+
+
+def layer_norm(call, x, weight=None, bias=None):
+    """PyTorch's LayerNorm over the last len(axes) axes: biased variance, eps inside the root."""
+    axes = tuple(range(x.ndim - len(call.attr("axes", [-1])), x.ndim))
+    mean = np.mean(x, axis=axes, keepdims=True)
+    variance = np.var(x, axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(variance + call.attr("eps", 1e-5))
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
 
 
 def gelu(call, x):
@@ -580,6 +625,9 @@ OPS = {
     "max": reduction(np.max),
     "softmax": lambda call, x: softmax(x, call.attr("axis", -1)),
     "log_softmax": lambda call, x: log_softmax(x, call.attr("axis", -1)),
+    "layer_norm": layer_norm,
+    # `lamina run` evaluates in inference mode, where dropout is the identity.
+    "dropout": lambda call, x, seed, step: x,
     # Shapes.
     "reshape": lambda call, x: np.reshape(x, call.shape()),
     "flatten": flatten,
@@ -810,6 +858,10 @@ def check_model(
     environment: dict[str, np.ndarray] = dict(inputs)
     for name, type_ in graph.params.items():
         environment[name] = weights[name].astype(NUMPY_DTYPES[type_.dtype])
+    for name, (type_, first) in graph.states.items():
+        shape = type_.concrete(bindings)
+        value = weights[name] if name in weights else np.full(shape, first)
+        environment[name] = np.asarray(value).astype(NUMPY_DTYPES[type_.dtype])
     evaluate(graph, environment, bindings)
 
     rows = []

@@ -131,7 +131,12 @@ extension Model {
     }
     // Only the GEMMs model.c calls: an f32 model does not wait for the f64 GEMM to compile.
     let gemmTypes = [("float", "f32", "lamina_sgemm("), ("double", "f64", "lamina_dgemm(")].filter {
-      generated.source.contains($0.2)
+      type in
+      // The convolutions of lamina_conv.h call the GEMM of their element type.
+      generated.source.contains(type.2)
+        || ["forward", "backward_input", "backward_weight"].contains {
+          generated.source.contains("lamina_conv2d_\($0)_\(type.1)(")
+        }
     }
     for set in sets {
       for (type, name, _) in gemmTypes {
@@ -180,7 +185,9 @@ extension Model {
     var cached = options
     cached.useCache = true
     let (path, _, _, _) = try build(generated, options: cached)
-    return try CompiledModel(libraryPath: path, threads: options.threads)
+    let compiled = try CompiledModel(libraryPath: path, threads: options.threads)
+    try compiled.setState(try graph.initialModelState())
+    return compiled
   }
 
   /// Compiles the model and loads it, with its parameters set to `parameters` when given.
@@ -197,6 +204,8 @@ extension Model {
         "\(compilation.libraryPath) does not implement model \(graph.name)'s signature; clear the cache"
       )
     }
+    // The C code starts state at uniform initial values only; this covers any other initializer.
+    try compiled.setState(try graph.initialModelState())
     if let parameters { try compiled.setParameters(parameters) }
     return compiled
   }

@@ -6,7 +6,8 @@
 /// - `lamina_pool.c`: the thread pool;
 /// - `lamina_gemm.c`: the GEMM, once per element type and instruction set;
 /// - `lamina_cpu.c`: the CPU features, for the baseline of the architecture;
-/// - `lamina_model_setup.c`: the exported C interface of a model library.
+/// - `lamina_model_setup.c`: the exported C interface of a model library;
+/// - `lamina_philox.h`: the Philox-4x32-10 generator that dropout draws from.
 public enum CRuntimeSources {
   /// Every runtime file by name: the translation units and the headers they and `model.c` include.
   public static var files: [String: String] {
@@ -15,10 +16,12 @@ public enum CRuntimeSources {
       "lamina_interface.h": interface,
       "lamina_model.h": text(PackageResources.lamina_model_h),
       "lamina_math.h": text(PackageResources.lamina_math_h),
+      "lamina_conv.h": text(PackageResources.lamina_conv_h),
       "lamina_pool.c": text(PackageResources.lamina_pool_c),
       "lamina_gemm.c": text(PackageResources.lamina_gemm_c),
       "lamina_cpu.c": text(PackageResources.lamina_cpu_c),
       "lamina_model_setup.c": text(PackageResources.lamina_model_setup_c),
+      "lamina_philox.h": text(PackageResources.lamina_philox_h),
     ]
   }
 

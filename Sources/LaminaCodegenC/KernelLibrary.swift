@@ -24,6 +24,26 @@ enum KernelLibrary {
     case .crossEntropyGradient: return { LossKernels.emitCrossEntropyGradient($0, into: &$1) }
     case .binaryCrossEntropy: return { LossKernels.emitBinaryCrossEntropy($0, into: &$1) }
     case .squaredNorm: return { LossKernels.emitL2($0, into: &$1) }
+    case .convolution: return { ConvolutionKernels.emit($0, into: &$1) }
+    case .convolutionTranspose: return { ConvolutionKernels.emit($0, into: &$1) }
+    case .convolutionWeightGradient: return { ConvolutionKernels.emit($0, into: &$1) }
+    case .batchNormStatistics, .batchNormStatisticsGradient, .dropout:
+      return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
+    }
+  }
+
+  /// Kernels that share their loop with the thread pool: they also write the job and task
+  /// functions of a `ParallelLoop` (the prelude) before the kernel. Nil: use `emitter`.
+  static func parallelEmitter(_ id: KernelID) -> (
+    (KernelContext, inout CWriter, inout CWriter) -> Void
+  )? {
+    switch id {
+    case .dropout: return { RandomKernels.emitDropout($0, into: &$1, prelude: &$2) }
+    case .batchNormStatistics:
+      return { NormalizationKernels.emitStatistics($0, into: &$1, prelude: &$2) }
+    case .batchNormStatisticsGradient:
+      return { NormalizationKernels.emitStatisticsGradient($0, into: &$1, prelude: &$2) }
+    default: return nil
     }
   }
 
@@ -32,6 +52,7 @@ enum KernelLibrary {
   static func epilogueProducer(_ id: KernelID) -> EpilogueProducerEmitter.Type? {
     switch id {
     case .matrixProduct: return MatmulKernel.self
+    case .convolution, .convolutionTranspose: return ConvolutionKernels.self
     default: return nil
     }
   }

@@ -302,6 +302,12 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case crossEntropyGradient = "cross-entropy-gradient"
   case binaryCrossEntropy = "binary-cross-entropy"
   case squaredNorm = "squared-norm"
+  case batchNormStatistics = "batch-norm-statistics"
+  case batchNormStatisticsGradient = "batch-norm-statistics-gradient"
+  case dropout
+  case convolution
+  case convolutionTranspose = "convolution-transpose"
+  case convolutionWeightGradient = "convolution-weight-gradient"
 }
 
 // MARK: Fused groups

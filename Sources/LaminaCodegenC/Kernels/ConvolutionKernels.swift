@@ -1,0 +1,104 @@
+import LaminaIR
+import LaminaSupport
+
+/// `conv2d`, `conv_transpose2d` and `conv2d_backward_weight`: calls into `lamina_conv.h`, which
+/// computes them as im2col / col2im around the runtime's packed, multi-threaded GEMM. The kernel
+/// states the convolution's sizes as a `lamina_conv2d_geometry` literal and makes one call.
+///
+/// `conv2d` and `conv_transpose2d` produce for an epilogue: they hand every finished block of their
+/// NCHW result, seen as the matrix `[batch · channels · height, width]` (the fused kernel's row
+/// view), to the fused group's epilogue, after adding their bias.
+enum ConvolutionKernels {
+  static func emit(_ context: KernelContext, into writer: inout CWriter) {
+    emitCall(
+      context.node, in: context.graph, operands: context.node.operands.indices.map { "in\($0)" },
+      destination: "out", epilogue: "NULL", into: &writer)
+  }
+
+  /// The geometry of a convolution node, from its types and attributes.
+  static func geometry(of node: Node, in graph: Graph) throws(ShapeError) -> ConvolutionGeometry {
+    let operands = node.operands.map { graph.type(of: $0) }
+    switch node.definition?.c {
+    case .kernel(.convolutionTranspose)?:
+      return try OpRegistry.convTranspose2dGeometry(
+        operands: operands, attributes: node.attributes)
+    case .kernel(.convolutionWeightGradient)?:
+      return try OpRegistry.conv2dBackwardWeightGeometry(
+        operands: operands, attributes: node.attributes)
+    default:
+      return try OpRegistry.conv2dGeometry(operands: operands, attributes: node.attributes)
+    }
+  }
+
+  /// `{batch, in_channels, ...}`: a `lamina_conv2d_geometry` initializer.
+  static func literal(_ g: ConvolutionGeometry) -> String {
+    let fields = [
+      cDim(g.batch), String(g.inChannels), String(g.inHeight), String(g.inWidth),
+      String(g.outChannels), String(g.outHeight), String(g.outWidth), String(g.kernel[0]),
+      String(g.kernel[1]), String(g.stride[0]), String(g.stride[1]), String(g.padding[0]),
+      String(g.padding[1]), String(g.dilation[0]), String(g.dilation[1]), String(g.groups),
+    ]
+    return "{" + fields.joined(separator: ", ") + "}"
+  }
+
+  /// The statements computing `node` into `destination`, calling `epilogue` (a
+  /// `const lamina_gemm_epilogue*` or `NULL`) on its finished blocks.
+  static func emitCall(
+    _ node: Node, in graph: Graph, operands: [String], destination: String, epilogue: String,
+    into writer: inout CWriter
+  ) {
+    let geometry: ConvolutionGeometry
+    do {
+      geometry = try Self.geometry(of: node, in: graph)
+    } catch {
+      // The verifier ran the same shape rule; a node it accepted always has a geometry.
+      writer.line(
+        "return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"%s\", \(CText.stringLiteral(error.message)));"
+      )
+      return
+    }
+    let suffix = geometry.dtype == .f32 ? "f32" : "f64"
+    let (call, purpose): (String, String)
+    switch node.definition?.c {
+    case .kernel(.convolutionWeightGradient)?:
+      call =
+        "lamina_conv2d_backward_weight_\(suffix)(ctx->pool, &geometry, \(operands[0]), \(operands[1]), \(destination))"
+      purpose = "dw = Σ_n dy @ im2col(x)^T"
+    case .kernel(.convolutionTranspose)?:
+      let biasCount = graph.type(of: node.operands[2]).elementCount.staticValue ?? 1
+      call =
+        "lamina_conv2d_backward_input_\(suffix)(ctx->pool, &geometry, \(operands[0]), \(operands[1]), \(operands[2]), \(biasCount), \(destination), \(epilogue))"
+      purpose = "y = col2im(w^T @ x) + bias, per chunk of images and group"
+    default:
+      let biasCount = graph.type(of: node.operands[2]).elementCount.staticValue ?? 1
+      call =
+        "lamina_conv2d_forward_\(suffix)(ctx->pool, &geometry, \(operands[0]), \(operands[1]), \(operands[2]), \(biasCount), \(destination), \(epilogue))"
+      purpose = "y = w @ im2col(x) + bias, per chunk of images and group"
+    }
+    writer.line(
+      "/* x [batch, \(geometry.inChannels), \(geometry.inHeight), \(geometry.inWidth)] -> y [batch, \(geometry.outChannels), \(geometry.outHeight), \(geometry.outWidth)] of the convolution; \(purpose) */"
+    )
+    writer.line("const lamina_conv2d_geometry geometry = \(literal(geometry));")
+    writer.line(
+      "if (\(call) != 0) return lamina_fail(ctx, LAMINA_ERROR_MEMORY, \"%s\", \(CText.stringLiteral(node.op + ": out of memory for the convolution's columns")));"
+    )
+  }
+}
+
+/// The convolution's NCHW result seen as rows (every axis but the last) and columns (the last), as
+/// the fused kernel indexes an epilogue's operands.
+extension ConvolutionKernels: EpilogueProducerEmitter {
+  static func matrixShape(of producer: Node, in graph: Graph) -> (rows: Dim, columns: Dim) {
+    let shape = graph.type(of: producer.result).shape
+    return (Array(shape.dropLast()).product, shape.last ?? Dim(1))
+  }
+
+  static func emitProduce(
+    _ producer: Node, in graph: Graph, operand: (ValueID) -> String, destination: String,
+    epilogue: String, into body: inout CWriter
+  ) {
+    emitCall(
+      producer, in: graph, operands: producer.operands.map(operand), destination: destination,
+      epilogue: epilogue, into: &body)
+  }
+}

@@ -1,0 +1,770 @@
+/* lamina_conv.h — 2-D convolution (NCHW) for generated model code, on the runtime's packed GEMM.
+ *
+ * Included by model.c after lamina_model.h; every function is static, compiled with the model for its
+ * instruction set, and calls lamina_sgemm / lamina_dgemm of that same set.
+ *
+ * One geometry describes a convolution y = conv2d(x, w): x [batch, in_channels, in_height, in_width],
+ * w [out_channels, in_channels / groups, kernel_height, kernel_width], y [batch, out_channels,
+ * out_height, out_width]. Per image and group, with K = in_channels / groups * kh * kw and P the
+ * output positions, the convolution is one matrix product (im2col):
+ *
+ *     y[n, group] [out/groups, P] = w[group] [out/groups, K] @ columns [K, P]
+ *     columns[(c, i, j), (oh, ow)] = x[n, group, c, oh * sh - pad_top + i * dh, ow * sw - pad_left + j * dw]
+ *                                    (0 outside the input: padding)
+ *
+ * and its two gradients are the products around the same columns:
+ *
+ *     backward input  (= conv_transpose2d): dx = col2im(w[group]^T @ dy[n, group]), col2im adding each
+ *                                           column element back where im2col took it from
+ *     backward weight: dw[group] = Σ_n dy[n, group] @ columns(x[n])^T
+ *
+ * Small images are handled a chunk of images at a time: their columns side by side ([K, images * P]),
+ * so the GEMM is large enough to split over the threads and there is one GEMM per chunk, not per
+ * image. The results then go through a buffer [out/groups, images * P] that is scattered into NCHW.
+ *
+ * Epilogues: the forward functions take a lamina_gemm_epilogue that sees the result as the matrix
+ * [batch * channels * height, width] (the fused kernel's row view of an NCHW tensor: its rows are the
+ * leading axes and its columns the last one). It is called exactly once per element, after the
+ * element's final value (bias included) is stored, possibly concurrently for different blocks.
+ *
+ * Every function returns 0, or LAMINA_ERROR_MEMORY when its scratch buffers cannot be allocated.
+ */
+#ifndef LAMINA_CONV_H
+#define LAMINA_CONV_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lamina_runtime.h"
+
+typedef struct lamina_conv2d_geometry {
+  int64_t batch;
+  int64_t in_channels, in_height, in_width;    /* conv2d's operand x (conv_transpose2d's result) */
+  int64_t out_channels, out_height, out_width; /* conv2d's result (conv_transpose2d's operand) */
+  int64_t kernel_height, kernel_width;
+  int64_t stride_height, stride_width;
+  int64_t pad_top, pad_left; /* bottom and right padding only show in out_height and out_width */
+  int64_t dilation_height, dilation_width;
+  int64_t groups;
+} lamina_conv2d_geometry;
+
+/* Elements of columns one chunk of images may take (16 MiB of floats). */
+#ifndef LAMINA_CONV_COLUMN_BUDGET
+#define LAMINA_CONV_COLUMN_BUDGET ((int64_t)1 << 22)
+#endif
+/* The direct kernel: vector width, output channels per block, and the convolutions it takes. */
+#ifndef LAMINA_CONV_VBYTES
+#if defined(__AVX512F__)
+#define LAMINA_CONV_VBYTES 64
+#elif defined(__AVX__)
+#define LAMINA_CONV_VBYTES 32
+#else
+#define LAMINA_CONV_VBYTES 16
+#endif
+#endif
+#ifndef LAMINA_CONV_DIRECT_BLOCK
+#define LAMINA_CONV_DIRECT_BLOCK 4 /* the kernel's four named sums */
+#endif
+#ifndef LAMINA_CONV_DIRECT_MAX_CHANNELS
+#define LAMINA_CONV_DIRECT_MAX_CHANNELS 8
+#endif
+#ifndef LAMINA_CONV_DIRECT_MAX_TAPS
+#define LAMINA_CONV_DIRECT_MAX_TAPS 64
+#endif
+/* A weight gradient with fewer elements per group than this splits the images over the threads. */
+#ifndef LAMINA_CONV_SPLIT_IMAGES_BELOW
+#define LAMINA_CONV_SPLIT_IMAGES_BELOW ((int64_t)1 << 15)
+#endif
+/* Elements of im2col / col2im work below which a pass runs on the calling thread. */
+#ifndef LAMINA_CONV_PARALLEL_WORK
+#define LAMINA_CONV_PARALLEL_WORK ((int64_t)1 << 15)
+#endif
+
+static inline int64_t lamina_conv_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t lamina_conv_max(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* The first output index o with o * stride + offset >= 0, and the first with o * stride + offset >=
+   limit (clamped to [0, count]): the outputs reading inside the input along one axis. */
+static inline int64_t lamina_conv_first_inside(int64_t offset, int64_t stride, int64_t limit, int64_t count) {
+  /* smallest o >= 0 with o * stride + offset >= limit */
+  const int64_t need = limit - offset;
+  const int64_t o = need <= 0 ? 0 : (need + stride - 1) / stride;
+  return lamina_conv_min(o, count);
+}
+
+/* Images per chunk: as many as fit the column budget, at least one. */
+static inline int64_t lamina_conv_chunk(const lamina_conv2d_geometry* g) {
+  const int64_t per_image = g->in_channels / g->groups * g->kernel_height * g->kernel_width * g->out_height * g->out_width;
+  const int64_t chunk = per_image > 0 ? LAMINA_CONV_COLUMN_BUDGET / per_image : g->batch;
+  return lamina_conv_max(1, lamina_conv_min(chunk, g->batch));
+}
+
+/* Tasks for a pass over `rows` rows of `work` elements in all: one on the caller when small. */
+static inline int64_t lamina_conv_tasks(lamina_pool* pool, int64_t rows, int64_t work) {
+  if (!pool || work < LAMINA_CONV_PARALLEL_WORK) return 1;
+  return lamina_conv_min(rows, (int64_t)lamina_pool_threads(pool) * 4);
+}
+
+/* Splits rows [0, rows) evenly over `tasks`: the range of task t. */
+static inline void lamina_conv_task_range(int64_t rows, int64_t tasks, int64_t task, int64_t* begin, int64_t* end) {
+  *begin = rows * task / tasks;
+  *end = rows * (task + 1) / tasks;
+}
+
+/* Calls `epilogue` on positions [first, first + count) of plane `plane` (an (image, channel) pair)
+   of an NCHW result, seen as the matrix [planes * height, width]: a partial first row, whole rows in
+   one call, a partial last row. */
+static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilogue, void* y, int64_t height, int64_t width,
+                                              int64_t plane, int64_t first, int64_t count) {
+  int64_t position = first;
+  const int64_t end = first + count;
+  const int64_t row_base = plane * height;
+  if (position % width != 0 && position < end) {
+    const int64_t row = position / width, column = position % width;
+    const int64_t n = lamina_conv_min(width - column, end - position);
+    epilogue->apply(epilogue->arg, y, width, row_base + row, column, 1, n);
+    position += n;
+  }
+  const int64_t whole = (end - position) / width;
+  if (whole > 0) {
+    epilogue->apply(epilogue->arg, y, width, row_base + position / width, 0, whole, width);
+    position += whole * width;
+  }
+  if (position < end) epilogue->apply(epilogue->arg, y, width, row_base + position / width, 0, 1, end - position);
+}
+
+#define LAMINA_CONV_DEFINE(T, S, GEMM)                                                                                      \
+                                                                                                                            \
+  /* im2col: columns[(c, i, j), column0 + position] for channels [c0, c1) of one image's group (x: its first channel). */ \
+  static inline void lamina_conv_im2col_##S(const lamina_conv2d_geometry* g, const T* x, int64_t c0, int64_t c1, T* columns,     \
+                                     int64_t ld, int64_t column0) {                                                        \
+    const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width;                               \
+    const int64_t kh = g->kernel_height, kw = g->kernel_width, sh = g->stride_height, sw = g->stride_width;              \
+    for (int64_t c = c0; c < c1; c++) {                                                                                    \
+      const T* plane = x + c * H * W;                                                                                      \
+      for (int64_t i = 0; i < kh; i++) {                                                                                   \
+        const int64_t top = i * g->dilation_height - g->pad_top;                                                           \
+        for (int64_t j = 0; j < kw; j++) {                                                                                 \
+          const int64_t left = j * g->dilation_width - g->pad_left;                                                        \
+          T* row = columns + ((c * kh + i) * kw + j) * ld + column0;                                                       \
+          /* Output columns [ow0, ow1) read inside the input; the others read padding. */                                  \
+          const int64_t ow0 = lamina_conv_first_inside(left, sw, 0, OW);                                                   \
+          const int64_t ow1 = lamina_conv_max(ow0, lamina_conv_first_inside(left, sw, W, OW));                             \
+          for (int64_t oh = 0; oh < OH; oh++) {                                                                            \
+            T* out = row + oh * OW;                                                                                        \
+            const int64_t ih = oh * sh + top;                                                                              \
+            if (ih < 0 || ih >= H) {                                                                                       \
+              memset(out, 0, (size_t)OW * sizeof(T));                                                                      \
+              continue;                                                                                                    \
+            }                                                                                                              \
+            const T* in = plane + ih * W; /* input column ow * sw + left */                                                \
+            for (int64_t ow = 0; ow < ow0; ow++) out[ow] = 0;                                                              \
+            if (sw == 1) {                                                                                                 \
+              const T* shifted = in + left; /* a short row: a loop, not a call to memcpy */                               \
+              _Pragma("omp simd") for (int64_t ow = ow0; ow < ow1; ow++) out[ow] = shifted[ow];                            \
+            } else {                                                                                                       \
+              for (int64_t ow = ow0; ow < ow1; ow++) out[ow] = in[ow * sw + left];                                         \
+            }                                                                                                              \
+            for (int64_t ow = ow1; ow < OW; ow++) out[ow] = 0;                                                             \
+          }                                                                                                                \
+        }                                                                                                                  \
+      }                                                                                                                    \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* col2im: adds columns[(c, i, j), column0 + position] back into one image's group (dx: its first channel), for         \
+     channels [c0, c1), after clearing them. */                                                                           \
+  static inline void lamina_conv_col2im_##S(const lamina_conv2d_geometry* g, const T* columns, int64_t ld, int64_t column0,       \
+                                     int64_t c0, int64_t c1, T* dx) {                                                      \
+    const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width;                               \
+    const int64_t kh = g->kernel_height, kw = g->kernel_width, sh = g->stride_height, sw = g->stride_width;              \
+    for (int64_t c = c0; c < c1; c++) {                                                                                    \
+      T* plane = dx + c * H * W;                                                                                           \
+      memset(plane, 0, (size_t)(H * W) * sizeof(T));                                                                       \
+      for (int64_t i = 0; i < kh; i++) {                                                                                   \
+        const int64_t top = i * g->dilation_height - g->pad_top;                                                           \
+        for (int64_t j = 0; j < kw; j++) {                                                                                 \
+          const int64_t left = j * g->dilation_width - g->pad_left;                                                        \
+          const T* row = columns + ((c * kh + i) * kw + j) * ld + column0;                                                 \
+          const int64_t ow0 = lamina_conv_first_inside(left, sw, 0, OW);                                                   \
+          const int64_t ow1 = lamina_conv_max(ow0, lamina_conv_first_inside(left, sw, W, OW));                             \
+          for (int64_t oh = 0; oh < OH; oh++) {                                                                            \
+            const int64_t ih = oh * sh + top;                                                                              \
+            if (ih < 0 || ih >= H) continue;                                                                               \
+            const T* in = row + oh * OW;                                                                                   \
+            T* out = plane + ih * W; /* input column ow * sw + left */                                                     \
+            if (sw == 1) {                                                                                                 \
+              T* shifted = out + left;                                                                                     \
+              _Pragma("omp simd") for (int64_t ow = ow0; ow < ow1; ow++) shifted[ow] += in[ow];                            \
+            } else {                                                                                                       \
+              for (int64_t ow = ow0; ow < ow1; ow++) out[ow * sw + left] += in[ow];                                        \
+            }                                                                                                              \
+          }                                                                                                                \
+        }                                                                                                                  \
+      }                                                                                                                    \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* The work of one chunk of images and one group, shared with the pool's tasks. */                                       \
+  typedef struct lamina_conv_job_##S {                                                                                     \
+    const lamina_conv2d_geometry* g;                                                                                       \
+    int64_t first_image, images, group;                                                                                    \
+    const T* x;           /* im2col source, or col2im destination (as T*) */                                               \
+    T* dx;                                                                                                                 \
+    T* columns;           /* [K, images * P] */                                                                            \
+    const T* product;     /* [rows, images * P]: a GEMM result to scatter */                                               \
+    T* y;                 /* NCHW destination of the scatter */                                                            \
+    const T* bias;                                                                                                         \
+    int64_t bias_count;   /* channels of the bias, or 1 for one value for all */                                           \
+    const lamina_gemm_epilogue* epilogue;                                                                                  \
+    int64_t tasks;                                                                                                         \
+  } lamina_conv_job_##S;                                                                                                   \
+                                                                                                                            \
+  /* Task: im2col of rows (image, channel) of the chunk. */                                                                \
+  static inline void lamina_conv_im2col_task_##S(void* argument, int64_t task, int thread) {                                     \
+    (void)thread;                                                                                                          \
+    const lamina_conv_job_##S* job = (const lamina_conv_job_##S*)argument;                                                 \
+    const lamina_conv2d_geometry* g = job->g;                                                                              \
+    const int64_t cg = g->in_channels / g->groups, P = g->out_height * g->out_width;                                      \
+    int64_t begin, end;                                                                                                    \
+    lamina_conv_task_range(job->images * cg, job->tasks, task, &begin, &end);                                              \
+    for (int64_t r = begin; r < end; r++) {                                                                                \
+      const int64_t image = r / cg, c = r % cg;                                                                            \
+      const T* x = job->x + ((job->first_image + image) * g->in_channels + job->group * cg) * g->in_height * g->in_width; \
+      lamina_conv_im2col_##S(g, x, c, c + 1, job->columns, job->images * P, image * P);                                    \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* Task: col2im of rows (image, channel) of the chunk, then bias and epilogue on the finished planes. */                 \
+  static inline void lamina_conv_col2im_task_##S(void* argument, int64_t task, int thread) {                                     \
+    (void)thread;                                                                                                          \
+    const lamina_conv_job_##S* job = (const lamina_conv_job_##S*)argument;                                                 \
+    const lamina_conv2d_geometry* g = job->g;                                                                              \
+    const int64_t cg = g->in_channels / g->groups, P = g->out_height * g->out_width, HW = g->in_height * g->in_width;     \
+    int64_t begin, end;                                                                                                    \
+    lamina_conv_task_range(job->images * cg, job->tasks, task, &begin, &end);                                              \
+    for (int64_t r = begin; r < end; r++) {                                                                                \
+      const int64_t image = r / cg, c = r % cg;                                                                            \
+      const int64_t channel = job->group * cg + c, plane = (job->first_image + image) * g->in_channels + channel;          \
+      T* dx = job->dx + (plane - c) * HW;                                                                                  \
+      lamina_conv_col2im_##S(g, job->columns, job->images * P, image * P, c, c + 1, dx);                                   \
+      T* out = job->dx + plane * HW;                                                                                       \
+      if (job->bias) {                                                                                                     \
+        const T b = job->bias[job->bias_count == 1 ? 0 : channel];                                                         \
+        if (b != (T)0) {                                                                                                   \
+          _Pragma("omp simd") for (int64_t p = 0; p < HW; p++) out[p] += b;                                                \
+        }                                                                                                                  \
+      }                                                                                                                    \
+      if (job->epilogue) lamina_conv_plane_epilogue(job->epilogue, job->dx, g->in_height, g->in_width, plane, 0, HW);      \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* Task: copies rows (image, channel) of a GEMM result [rows, images * P] into the NCHW result y (rows: the group's  \
+     out channels), adding the bias and running the epilogue on each finished plane. */                                    \
+  static inline void lamina_conv_scatter_task_##S(void* argument, int64_t task, int thread) {                                    \
+    (void)thread;                                                                                                          \
+    const lamina_conv_job_##S* job = (const lamina_conv_job_##S*)argument;                                                 \
+    const lamina_conv2d_geometry* g = job->g;                                                                              \
+    const int64_t og = g->out_channels / g->groups, P = g->out_height * g->out_width;                                     \
+    int64_t begin, end;                                                                                                    \
+    lamina_conv_task_range(job->images * og, job->tasks, task, &begin, &end);                                              \
+    for (int64_t r = begin; r < end; r++) {                                                                                \
+      const int64_t image = r / og, o = r % og;                                                                            \
+      const int64_t channel = job->group * og + o, plane = (job->first_image + image) * g->out_channels + channel;        \
+      const T* in = job->product + o * job->images * P + image * P;                                                        \
+      T* out = job->y + plane * P;                                                                                         \
+      const T b = job->bias ? job->bias[job->bias_count == 1 ? 0 : channel] : (T)0;                                        \
+      _Pragma("omp simd") for (int64_t p = 0; p < P; p++) out[p] = in[p] + b;                                              \
+      if (job->epilogue) lamina_conv_plane_epilogue(job->epilogue, job->y, g->out_height, g->out_width, plane, 0, P);     \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* Task: gathers rows (image, channel) of the NCHW tensor y (the group's out channels) into [rows, images * P]. */       \
+  static inline void lamina_conv_gather_task_##S(void* argument, int64_t task, int thread) {                                     \
+    (void)thread;                                                                                                          \
+    const lamina_conv_job_##S* job = (const lamina_conv_job_##S*)argument;                                                 \
+    const lamina_conv2d_geometry* g = job->g;                                                                              \
+    const int64_t og = g->out_channels / g->groups, P = g->out_height * g->out_width;                                     \
+    int64_t begin, end;                                                                                                    \
+    lamina_conv_task_range(job->images * og, job->tasks, task, &begin, &end);                                              \
+    for (int64_t r = begin; r < end; r++) {                                                                                \
+      const int64_t image = r / og, o = r % og;                                                                            \
+      const int64_t plane = (job->first_image + image) * g->out_channels + job->group * og + o;                            \
+      memcpy(job->columns + o * job->images * P + image * P, job->x + plane * P, (size_t)P * sizeof(T));                  \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* Runs `body` over `rows` rows of `work` elements: on the pool when large enough. */                                    \
+  static inline void lamina_conv_run_##S(lamina_pool* pool, lamina_conv_job_##S* job, int64_t rows, int64_t work,                \
+                                  void (*body)(void*, int64_t, int)) {                                                     \
+    job->tasks = lamina_conv_tasks(pool, rows, work);                                                                      \
+    if (job->tasks == 1)                                                                                                   \
+      body(job, 0, 0);                                                                                                     \
+    else                                                                                                                   \
+      lamina_pool_run(pool, job->tasks, body, job);                                                                        \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* The epilogue of a GEMM writing one image's group of an NCHW result directly: adds the bias to each finished block  \
+     and hands it on to the fused epilogue (if any) in its row view. */                                                   \
+  typedef struct lamina_conv_block_epilogue_##S {                                                                          \
+    const lamina_conv2d_geometry* g;                                                                                       \
+    int64_t channels, height, width; /* of the result */                                                                   \
+    int64_t first_plane;             /* the plane (image, channel) of the GEMM's row 0 */                                  \
+    int64_t first_channel;           /* the channel of the GEMM's row 0 */                                                 \
+    T* y;                                                                                                                  \
+    const T* bias;                                                                                                         \
+    int64_t bias_count;                                                                                                    \
+    const lamina_gemm_epilogue* epilogue;                                                                                  \
+  } lamina_conv_block_epilogue_##S;                                                                                        \
+                                                                                                                            \
+  static inline void lamina_conv_block_epilogue_apply_##S(void* argument, void* c, int64_t ldc, int64_t row0, int64_t col0,      \
+                                                   int64_t rows, int64_t cols) {                                            \
+    const lamina_conv_block_epilogue_##S* e = (const lamina_conv_block_epilogue_##S*)argument;                             \
+    for (int64_t r = row0; r < row0 + rows; r++) {                                                                         \
+      if (e->bias) {                                                                                                       \
+        const T b = e->bias[e->bias_count == 1 ? 0 : e->first_channel + r];                                                \
+        T* out = (T*)c + r * ldc + col0;                                                                                   \
+        if (b != (T)0) {                                                                                                   \
+          _Pragma("omp simd") for (int64_t p = 0; p < cols; p++) out[p] += b;                                              \
+        }                                                                                                                  \
+      }                                                                                                                    \
+      if (e->epilogue) lamina_conv_plane_epilogue(e->epilogue, e->y, e->height, e->width, e->first_plane + r, col0, cols); \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* Direct convolution, for few output channels per group at stride 1 along the width (LeNet's first layer:             \
+     the GEMM would have 6 rows, and packing its columns would cost more than multiplying them). Per (image,             \
+     group) task: the group's input is copied once into a zero-padded buffer, then each output row is computed a         \
+     vector of columns at a time for LAMINA_CONV_DIRECT_BLOCK output channels, the sums staying in registers             \
+     over every (channel, kernel row, kernel column). */                                                                 \
+  typedef T lamina_conv_vector_##S __attribute__((vector_size(LAMINA_CONV_VBYTES)));                                     \
+                                                                                                                         \
+  static inline lamina_conv_vector_##S lamina_conv_loadu_##S(const T* p) {                                               \
+    lamina_conv_vector_##S v;                                                                                            \
+    memcpy(&v, p, sizeof v);                                                                                             \
+    return v;                                                                                                            \
+  }                                                                                                                      \
+                                                                                                                         \
+  typedef struct lamina_conv_direct_job_##S {                                                                            \
+    const lamina_conv2d_geometry* g;                                                                                     \
+    const T* x;                                                                                                          \
+    const T* w;                                                                                                          \
+    const T* bias;                                                                                                       \
+    int64_t bias_count;                                                                                                  \
+    T* y;                                                                                                                \
+    const lamina_gemm_epilogue* epilogue;                                                                                \
+    int64_t padded_height, padded_width;                                                                                 \
+    int failed;                                                                                                          \
+  } lamina_conv_direct_job_##S;                                                                                          \
+                                                                                                                         \
+  static inline void lamina_conv_direct_task_##S(void* argument, int64_t task, int thread) {                             \
+    (void)thread;                                                                                                        \
+    lamina_conv_direct_job_##S* job = (lamina_conv_direct_job_##S*)argument;                                             \
+    const lamina_conv2d_geometry* g = job->g;                                                                            \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), OB = LAMINA_CONV_DIRECT_BLOCK };                                         \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                      \
+    const int64_t kh = g->kernel_height, kw = g->kernel_width, dh = g->dilation_height, dw = g->dilation_width;          \
+    const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width, P = OH * OW;                 \
+    const int64_t HP = job->padded_height, WP = job->padded_width, K = cg * kh * kw;                                     \
+    const int64_t image = task / G, group = task % G;                                                                    \
+    T* padded = (T*)malloc((size_t)(cg * HP * WP) * sizeof(T));                                                          \
+    if (!padded) {                                                                                                       \
+      job->failed = 1; /* read after the pool run returns */                                                             \
+      return;                                                                                                            \
+    }                                                                                                                    \
+    memset(padded, 0, (size_t)(cg * HP * WP) * sizeof(T));                                                               \
+    for (int64_t c = 0; c < cg; c++) {                                                                                   \
+      const T* plane = job->x + ((image * g->in_channels + group * cg + c) * H) * W;                                     \
+      for (int64_t r = 0; r < H; r++)                                                                                    \
+        memcpy(padded + (c * HP + r + g->pad_top) * WP + g->pad_left, plane + r * W, (size_t)W * sizeof(T));             \
+    }                                                                                                                    \
+    for (int64_t o0 = 0; o0 < og; o0 += OB) {                                                                            \
+      const int64_t count = lamina_conv_min(OB, og - o0);                                                                \
+      /* Weights of the block's channels; a partial block repeats its last channel (computed, not stored). */            \
+      const T* weights[OB];                                                                                              \
+      T biases[OB];                                                                                                      \
+      for (int64_t b = 0; b < OB; b++) {                                                                                 \
+        const int64_t o = group * og + o0 + lamina_conv_min(b, count - 1);                                               \
+        weights[b] = job->w + o * K;                                                                                     \
+        biases[b] = job->bias ? job->bias[job->bias_count == 1 ? 0 : o] : (T)0;                                          \
+      }                                                                                                                  \
+      T* out = job->y + (image * g->out_channels + group * og + o0) * P;                                                 \
+      for (int64_t oh = 0; oh < OH; oh++) {                                                                              \
+        for (int64_t ow0 = 0; ow0 < OW; ow0 += VL) {                                                                     \
+          /* Four named sums (not an array, which compilers keep in memory) stay in registers. */                        \
+          const T *w0 = weights[0], *w1 = weights[1], *w2 = weights[2], *w3 = weights[3];                                \
+          lamina_conv_vector_##S s0 = biases[0] - (lamina_conv_vector_##S){0}, s1 = biases[1] - (lamina_conv_vector_##S){0}; \
+          lamina_conv_vector_##S s2 = biases[2] - (lamina_conv_vector_##S){0}, s3 = biases[3] - (lamina_conv_vector_##S){0}; \
+          for (int64_t c = 0; c < cg; c++) {                                                                             \
+            for (int64_t i = 0; i < kh; i++) {                                                                           \
+              const T* row = padded + (c * HP + oh * g->stride_height + i * dh) * WP + ow0;                              \
+              const int64_t tap = (c * kh + i) * kw;                                                                     \
+              for (int64_t j = 0; j < kw; j++) {                                                                         \
+                const lamina_conv_vector_##S v = lamina_conv_loadu_##S(row + j * dw);                                    \
+                s0 += w0[tap + j] * v;                                                                                   \
+                s1 += w1[tap + j] * v;                                                                                   \
+                s2 += w2[tap + j] * v;                                                                                   \
+                s3 += w3[tap + j] * v;                                                                                   \
+              }                                                                                                          \
+            }                                                                                                            \
+          }                                                                                                              \
+          const int64_t n = lamina_conv_min(VL, OW - ow0);                                                               \
+          const lamina_conv_vector_##S sums[4] = {s0, s1, s2, s3};                                                       \
+          for (int64_t b = 0; b < count; b++) memcpy(out + b * P + oh * OW + ow0, &sums[b], (size_t)n * sizeof(T));      \
+        }                                                                                                                \
+      }                                                                                                                  \
+      if (job->epilogue)                                                                                                 \
+        for (int64_t b = 0; b < count; b++)                                                                              \
+          lamina_conv_plane_epilogue(job->epilogue, job->y, OH, OW, image * g->out_channels + group * og + o0 + b, 0, P); \
+    }                                                                                                                    \
+    free(padded);                                                                                                        \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* Whether the direct kernel computes this convolution. */                                                             \
+  static inline int lamina_conv_direct_fits_##S(const lamina_conv2d_geometry* g) {                                       \
+    const int64_t og = g->out_channels / g->groups;                                                                      \
+    const int64_t K = g->in_channels / g->groups * g->kernel_height * g->kernel_width;                                   \
+    return g->stride_width == 1 && og <= LAMINA_CONV_DIRECT_MAX_CHANNELS && K <= LAMINA_CONV_DIRECT_MAX_TAPS;            \
+  }                                                                                                                      \
+                                                                                                                         \
+  static inline int lamina_conv2d_direct_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x, const T* w, \
+                                             const T* bias, int64_t bias_count, T* y,                                    \
+                                             const lamina_gemm_epilogue* epilogue) {                                     \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const int64_t OW = g->out_width;                                                                                     \
+    /* Rows and columns the windows read, the last vector of a row included (its extra columns are discarded). */        \
+    const int64_t padded_height =                                                                                        \
+        lamina_conv_max((g->out_height - 1) * g->stride_height + (g->kernel_height - 1) * g->dilation_height + 1,        \
+                        g->pad_top + g->in_height);                                                                      \
+    const int64_t padded_width = lamina_conv_max((OW + VL - 1) / VL * VL + (g->kernel_width - 1) * g->dilation_width,    \
+                                                 g->pad_left + g->in_width);                                             \
+    lamina_conv_direct_job_##S job = {g, x, w, bias, bias_count, y, epilogue, padded_height, padded_width, 0};           \
+    const int64_t tasks = g->batch * g->groups;                                                                          \
+    const int64_t work = tasks * g->out_channels / g->groups * g->out_height * OW *                                      \
+                         (g->in_channels / g->groups * g->kernel_height * g->kernel_width);                              \
+    if (!pool || tasks == 1 || work < LAMINA_CONV_PARALLEL_WORK * 8)                                                     \
+      for (int64_t t = 0; t < tasks; t++) lamina_conv_direct_task_##S(&job, t, 0);                                       \
+    else                                                                                                                 \
+      lamina_pool_run(pool, tasks, lamina_conv_direct_task_##S, &job);                                                   \
+    return job.failed ? LAMINA_ERROR_MEMORY : 0;                                                                         \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* y = conv2d(x, w) + bias, then the epilogue. bias: bias_count values (one per out channel, or 1), or NULL. */         \
+  static inline int lamina_conv2d_forward_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x, const T* w,        \
+                                       const T* bias, int64_t bias_count, T* y, const lamina_gemm_epilogue* epilogue) { \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
+    const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width;                          \
+    const int64_t HW = g->in_height * g->in_width;                                                                         \
+    /* A 1x1 kernel at stride 1 without padding reads the input as its own columns. */                                     \
+    const int pointwise = g->kernel_height == 1 && g->kernel_width == 1 && g->stride_height == 1 &&                       \
+                          g->stride_width == 1 && g->pad_top == 0 && g->pad_left == 0 && HW == P;                          \
+    if (lamina_conv_direct_fits_##S(g)) return lamina_conv2d_direct_##S(pool, g, x, w, bias, bias_count, y, epilogue);      \
+    const int64_t chunk = lamina_conv_chunk(g);                                                                            \
+    T* columns = NULL;                                                                                                     \
+    T* product = NULL;                                                                                                     \
+    if (!(pointwise && chunk == 1)) {                                                                                      \
+      columns = (T*)malloc((size_t)(K * chunk * P) * sizeof(T));                                                           \
+      if (!columns) return LAMINA_ERROR_MEMORY;                                                                            \
+    }                                                                                                                      \
+    if (chunk > 1) {                                                                                                       \
+      product = (T*)malloc((size_t)(og * chunk * P) * sizeof(T));                                                          \
+      if (!product) {                                                                                                      \
+        free(columns);                                                                                                     \
+        return LAMINA_ERROR_MEMORY;                                                                                        \
+      }                                                                                                                    \
+    }                                                                                                                      \
+    for (int64_t n0 = 0; n0 < g->batch; n0 += chunk) {                                                                     \
+      const int64_t images = lamina_conv_min(chunk, g->batch - n0);                                                        \
+      for (int64_t group = 0; group < G; group++) {                                                                        \
+        lamina_conv_job_##S job = {g, n0, images, group, x, NULL, columns, product, y, bias, bias_count, epilogue, 1};     \
+        const T* b_matrix = columns;                                                                                       \
+        if (pointwise && chunk == 1)                                                                                       \
+          b_matrix = x + (n0 * g->in_channels + group * cg) * HW;                                                          \
+        else                                                                                                               \
+          lamina_conv_run_##S(pool, &job, images * cg, images * K * P, lamina_conv_im2col_task_##S);                       \
+        const T* w_group = w + group * og * K;                                                                             \
+        if (chunk == 1) {                                                                                                  \
+          /* One image: the GEMM writes its NCHW planes directly, bias and epilogue on each finished block. */             \
+          lamina_conv_block_epilogue_##S block = {g, g->out_channels, g->out_height, g->out_width,                        \
+                                                  n0 * g->out_channels + group * og, group * og, y, bias, bias_count, epilogue}; \
+          const lamina_gemm_epilogue block_epilogue = {lamina_conv_block_epilogue_apply_##S, &block};                      \
+          GEMM(pool, 0, 0, og, P, K, (T)1, w_group, K, b_matrix, P, (T)0, y + (n0 * g->out_channels + group * og) * P, P, \
+               (bias || epilogue) ? &block_epilogue : NULL);                                                               \
+        } else {                                                                                                           \
+          GEMM(pool, 0, 0, og, images * P, K, (T)1, w_group, K, b_matrix, images * P, (T)0, product, images * P, NULL);   \
+          lamina_conv_run_##S(pool, &job, images * og, images * og * P, lamina_conv_scatter_task_##S);                     \
+        }                                                                                                                  \
+      }                                                                                                                    \
+    }                                                                                                                      \
+    free(columns);                                                                                                         \
+    free(product);                                                                                                         \
+    return 0;                                                                                                              \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* dx = the input gradient of y = conv2d(x, w) for dy (conv_transpose2d(dy, w)), + bias, then the epilogue. */          \
+  static inline int lamina_conv2d_backward_input_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* dy,            \
+                                              const T* w, const T* bias, int64_t bias_count, T* dx,                       \
+                                              const lamina_gemm_epilogue* epilogue) {                                     \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
+    const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width;                          \
+    const int64_t HW = g->in_height * g->in_width;                                                                         \
+    const int64_t chunk = lamina_conv_chunk(g);                                                                            \
+    T* columns = (T*)malloc((size_t)(K * chunk * P) * sizeof(T));                                                          \
+    T* gathered = chunk > 1 ? (T*)malloc((size_t)(og * chunk * P) * sizeof(T)) : NULL;                                     \
+    if (!columns || (chunk > 1 && !gathered)) {                                                                            \
+      free(columns);                                                                                                       \
+      free(gathered);                                                                                                      \
+      return LAMINA_ERROR_MEMORY;                                                                                          \
+    }                                                                                                                      \
+    for (int64_t n0 = 0; n0 < g->batch; n0 += chunk) {                                                                     \
+      const int64_t images = lamina_conv_min(chunk, g->batch - n0);                                                        \
+      for (int64_t group = 0; group < G; group++) {                                                                        \
+        lamina_conv_job_##S job = {g, n0, images, group, dy, dx, gathered, NULL, NULL, bias, bias_count, epilogue, 1};     \
+        const T* dy_matrix = dy + (n0 * g->out_channels + group * og) * P;                                                 \
+        if (chunk > 1) {                                                                                                   \
+          lamina_conv_run_##S(pool, &job, images * og, images * og * P, lamina_conv_gather_task_##S);                      \
+          dy_matrix = gathered;                                                                                            \
+        }                                                                                                                  \
+        /* columns [K, images * P] = w[group]^T @ dy[chunk, group] */                                                      \
+        GEMM(pool, 1, 0, K, images * P, og, (T)1, w + group * og * K, K, dy_matrix, images * P, (T)0, columns,            \
+             images * P, NULL);                                                                                            \
+        job.columns = columns;                                                                                             \
+        lamina_conv_run_##S(pool, &job, images * cg, images * K * P + images * cg * HW, lamina_conv_col2im_task_##S);     \
+      }                                                                                                                    \
+    }                                                                                                                      \
+    free(columns);                                                                                                         \
+    free(gathered);                                                                                                        \
+    return 0;                                                                                                              \
+  }                                                                                                                        \
+                                                                                                                            \
+  /* dw (+)= the weight gradient of y = conv2d(x, w) for dy over images [first, end): Σ dy @ columns(x)^T, chunk         \
+     by chunk of at most `chunk` images (columns: K * chunk * P elements, gathered: og * chunk * P when chunk > 1).      \
+     accumulate: add to dw instead of overwriting it with the first chunk. */                                            \
+  static inline void lamina_conv_weight_range_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,        \
+                                                  const T* dy, int64_t first, int64_t end, int64_t chunk, T* columns,    \
+                                                  T* gathered, int accumulate, T* dw) {                                  \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                      \
+    const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width;                         \
+    for (int64_t n0 = first; n0 < end; n0 += chunk) {                                                                    \
+      const int64_t images = lamina_conv_min(chunk, end - n0);                                                           \
+      for (int64_t group = 0; group < G; group++) {                                                                      \
+        lamina_conv_job_##S job = {g, n0, images, group, x, NULL, columns, NULL, NULL, NULL, 0, NULL, 1};                \
+        lamina_conv_run_##S(pool, &job, images * cg, images * K * P, lamina_conv_im2col_task_##S);                       \
+        const T* dy_matrix = dy + (n0 * g->out_channels + group * og) * P;                                               \
+        if (images > 1) {                                                                                                \
+          lamina_conv_job_##S gather = {g, n0, images, group, dy, NULL, gathered, NULL, NULL, NULL, 0, NULL, 1};         \
+          lamina_conv_run_##S(pool, &gather, images * og, images * og * P, lamina_conv_gather_task_##S);                 \
+          dy_matrix = gathered;                                                                                          \
+        }                                                                                                                \
+        /* dw[group] [og, K] (+)= dy[chunk, group] [og, images * P] @ columns^T */                                       \
+        GEMM(pool, 0, 1, og, K, images * P, (T)1, dy_matrix, images * P, columns, images * P,                            \
+             (accumulate || n0 > first) ? (T)1 : (T)0, dw + group * og * K, K, NULL);                                    \
+      }                                                                                                                  \
+    }                                                                                                                    \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* The images of a weight gradient split over tasks, each summing its share into its own partial dw. */                \
+  typedef struct lamina_conv_weight_job_##S {                                                                            \
+    const lamina_conv2d_geometry* g;                                                                                     \
+    const T* x;                                                                                                          \
+    const T* dy;                                                                                                         \
+    T* partials; /* tasks x [out_channels, K] */                                                                         \
+    int64_t tasks, chunk;                                                                                                \
+    int failed;                                                                                                          \
+  } lamina_conv_weight_job_##S;                                                                                          \
+                                                                                                                         \
+  static inline void lamina_conv_weight_task_##S(void* argument, int64_t task, int thread) {                             \
+    (void)thread;                                                                                                        \
+    lamina_conv_weight_job_##S* job = (lamina_conv_weight_job_##S*)argument;                                             \
+    const lamina_conv2d_geometry* g = job->g;                                                                            \
+    const int64_t og = g->out_channels / g->groups;                                                                      \
+    const int64_t K = g->in_channels / g->groups * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width; \
+    int64_t first, end;                                                                                                  \
+    lamina_conv_task_range(g->batch, job->tasks, task, &first, &end);                                                    \
+    T* partial = job->partials + task * g->out_channels * K;                                                             \
+    if (first == end) {                                                                                                  \
+      memset(partial, 0, (size_t)(g->out_channels * K) * sizeof(T));                                                     \
+      return;                                                                                                            \
+    }                                                                                                                    \
+    const int64_t chunk = lamina_conv_min(job->chunk, end - first);                                                      \
+    T* columns = (T*)malloc((size_t)(K * chunk * P) * sizeof(T));                                                        \
+    T* gathered = chunk > 1 ? (T*)malloc((size_t)(og * chunk * P) * sizeof(T)) : NULL;                                   \
+    if (!columns || (chunk > 1 && !gathered)) {                                                                          \
+      job->failed = 1; /* read after the pool run returns */                                                             \
+    } else {                                                                                                             \
+      lamina_conv_weight_range_##S(NULL, g, job->x, job->dy, first, end, chunk, columns, gathered, 0, partial);          \
+    }                                                                                                                    \
+    free(columns);                                                                                                       \
+    free(gathered);                                                                                                      \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* The direct weight gradient (where the direct forward kernel runs): per image and group, copies of x                 \
+     zero-padded and of dy with each row padded to whole vectors; then for LAMINA_CONV_DIRECT_BLOCK output               \
+     channels and one kernel tap (c, i, j) at a time, four vector sums of dy[o] * (x shifted by the tap) over the        \
+     rows, added into the task's partial dw. The tasks split the images. */                                              \
+  typedef struct lamina_conv_direct_weight_job_##S {                                                                     \
+    const lamina_conv2d_geometry* g;                                                                                     \
+    const T* x;                                                                                                          \
+    const T* dy;                                                                                                         \
+    T* partials; /* tasks x [out_channels, K] */                                                                         \
+    int64_t tasks, padded_height, padded_width, dy_width;                                                                \
+    int failed;                                                                                                          \
+  } lamina_conv_direct_weight_job_##S;                                                                                   \
+                                                                                                                         \
+  static inline T lamina_conv_sum_##S(lamina_conv_vector_##S v) {                                                        \
+    T total = 0;                                                                                                         \
+    for (size_t l = 0; l < sizeof v / sizeof(T); l++) total += v[l];                                                     \
+    return total;                                                                                                        \
+  }                                                                                                                      \
+                                                                                                                         \
+  static inline void lamina_conv_direct_weight_task_##S(void* argument, int64_t task, int thread) {                      \
+    (void)thread;                                                                                                        \
+    lamina_conv_direct_weight_job_##S* job = (lamina_conv_direct_weight_job_##S*)argument;                               \
+    const lamina_conv2d_geometry* g = job->g;                                                                            \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                      \
+    const int64_t kh = g->kernel_height, kw = g->kernel_width, dh = g->dilation_height, dw = g->dilation_width;          \
+    const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width;                              \
+    const int64_t HP = job->padded_height, WP = job->padded_width, DW = job->dy_width, K = cg * kh * kw;                 \
+    T* partial = job->partials + task * g->out_channels * K;                                                             \
+    memset(partial, 0, (size_t)(g->out_channels * K) * sizeof(T));                                                       \
+    int64_t first, end;                                                                                                  \
+    lamina_conv_task_range(g->batch, job->tasks, task, &first, &end);                                                    \
+    if (first == end) return;                                                                                            \
+    T* padded = (T*)malloc((size_t)(cg * HP * WP + og * OH * DW) * sizeof(T));                                           \
+    if (!padded) {                                                                                                       \
+      job->failed = 1; /* read after the pool run returns */                                                             \
+      return;                                                                                                            \
+    }                                                                                                                    \
+    T* gradient = padded + cg * HP * WP;                                                                                 \
+    for (int64_t image = first; image < end; image++) {                                                                  \
+      for (int64_t group = 0; group < G; group++) {                                                                      \
+        memset(padded, 0, (size_t)(cg * HP * WP + og * OH * DW) * sizeof(T));                                            \
+        for (int64_t c = 0; c < cg; c++) {                                                                               \
+          const T* plane = job->x + ((image * g->in_channels + group * cg + c) * H) * W;                                 \
+          for (int64_t r = 0; r < H; r++)                                                                                \
+            memcpy(padded + (c * HP + r + g->pad_top) * WP + g->pad_left, plane + r * W, (size_t)W * sizeof(T));         \
+        }                                                                                                                \
+        for (int64_t o = 0; o < og; o++)                                                                                 \
+          for (int64_t r = 0; r < OH; r++)                                                                               \
+            memcpy(gradient + (o * OH + r) * DW, job->dy + ((image * g->out_channels + group * og + o) * OH + r) * OW,   \
+                   (size_t)OW * sizeof(T));                                                                              \
+        for (int64_t o0 = 0; o0 < og; o0 += 4) {                                                                         \
+          const int64_t count = lamina_conv_min(4, og - o0);                                                             \
+          /* A partial block repeats its last channel (computed, not stored). */                                         \
+          const T* d0 = gradient + (o0 + lamina_conv_min(0, count - 1)) * OH * DW;                                       \
+          const T* d1 = gradient + (o0 + lamina_conv_min(1, count - 1)) * OH * DW;                                       \
+          const T* d2 = gradient + (o0 + lamina_conv_min(2, count - 1)) * OH * DW;                                       \
+          const T* d3 = gradient + (o0 + lamina_conv_min(3, count - 1)) * OH * DW;                                       \
+          for (int64_t c = 0; c < cg; c++) {                                                                             \
+            for (int64_t i = 0; i < kh; i++) {                                                                           \
+              for (int64_t j = 0; j < kw; j++) {                                                                         \
+                lamina_conv_vector_##S s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};                                           \
+                for (int64_t oh = 0; oh < OH; oh++) {                                                                    \
+                  const T* row = padded + (c * HP + oh * g->stride_height + i * dh) * WP + j * dw;                       \
+                  const int64_t at = oh * DW;                                                                            \
+                  for (int64_t ow0 = 0; ow0 < DW; ow0 += VL) {                                                           \
+                    const lamina_conv_vector_##S v = lamina_conv_loadu_##S(row + ow0);                                   \
+                    s0 += lamina_conv_loadu_##S(d0 + at + ow0) * v;                                                      \
+                    s1 += lamina_conv_loadu_##S(d1 + at + ow0) * v;                                                      \
+                    s2 += lamina_conv_loadu_##S(d2 + at + ow0) * v;                                                      \
+                    s3 += lamina_conv_loadu_##S(d3 + at + ow0) * v;                                                      \
+                  }                                                                                                      \
+                }                                                                                                        \
+                const int64_t tap = (c * kh + i) * kw + j;                                                               \
+                const lamina_conv_vector_##S sums[4] = {s0, s1, s2, s3};                                                 \
+                for (int64_t b = 0; b < count; b++) partial[(group * og + o0 + b) * K + tap] += lamina_conv_sum_##S(sums[b]); \
+              }                                                                                                          \
+            }                                                                                                            \
+          }                                                                                                              \
+        }                                                                                                                \
+      }                                                                                                                  \
+    }                                                                                                                    \
+    free(padded);                                                                                                        \
+  }                                                                                                                      \
+                                                                                                                         \
+  static inline int lamina_conv2d_direct_weight_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,      \
+                                                    const T* dy, T* dw) {                                                \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const int64_t K = g->in_channels / g->groups * g->kernel_height * g->kernel_width, size = g->out_channels * K;       \
+    const int64_t dy_width = (g->out_width + VL - 1) / VL * VL;                                                          \
+    const int64_t padded_height =                                                                                        \
+        lamina_conv_max((g->out_height - 1) * g->stride_height + (g->kernel_height - 1) * g->dilation_height + 1,        \
+                        g->pad_top + g->in_height);                                                                      \
+    const int64_t padded_width =                                                                                         \
+        lamina_conv_max(dy_width + (g->kernel_width - 1) * g->dilation_width, g->pad_left + g->in_width);                \
+    const int threads = pool ? lamina_pool_threads(pool) : 1;                                                            \
+    const int64_t work = g->batch * size * g->out_height * g->out_width;                                                 \
+    const int64_t tasks = work < LAMINA_CONV_PARALLEL_WORK * 8 ? 1 : lamina_conv_max(1, lamina_conv_min(g->batch, threads)); \
+    T* partials = tasks > 1 ? (T*)malloc((size_t)(tasks * size) * sizeof(T)) : dw;                                       \
+    if (!partials) return LAMINA_ERROR_MEMORY;                                                                           \
+    lamina_conv_direct_weight_job_##S job = {g, x, dy, partials, tasks, padded_height, padded_width, dy_width, 0};       \
+    if (tasks == 1)                                                                                                      \
+      lamina_conv_direct_weight_task_##S(&job, 0, 0);                                                                    \
+    else                                                                                                                 \
+      lamina_pool_run(pool, tasks, lamina_conv_direct_weight_task_##S, &job);                                            \
+    if (tasks > 1) {                                                                                                     \
+      if (!job.failed)                                                                                                   \
+        for (int64_t e = 0; e < size; e++) {                                                                             \
+          T total = 0;                                                                                                   \
+          for (int64_t t = 0; t < tasks; t++) total += partials[t * size + e];                                           \
+          dw[e] = total;                                                                                                 \
+        }                                                                                                                \
+      free(partials);                                                                                                    \
+    }                                                                                                                    \
+    return job.failed ? LAMINA_ERROR_MEMORY : 0;                                                                         \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* dw = the weight gradient of y = conv2d(x, w) for dy: Σ over images of dy @ columns(x)^T. A small dw (few            \
+     channels) is one GEMM tile whatever the batch, so then the images are split over the threads instead, each          \
+     with its own GEMMs on one thread and a partial dw, summed at the end. */                                            \
+  static inline int lamina_conv2d_backward_weight_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,    \
+                                                      const T* dy, T* dw) {                                              \
+    const int64_t og = g->out_channels / g->groups;                                                                      \
+    const int64_t K = g->in_channels / g->groups * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width; \
+    const int64_t size = g->out_channels * K;                                                                            \
+    const int threads = pool ? lamina_pool_threads(pool) : 1;                                                            \
+    if (g->batch == 0) {                                                                                                 \
+      memset(dw, 0, (size_t)size * sizeof(T));                                                                           \
+      return 0;                                                                                                          \
+    }                                                                                                                    \
+    if (lamina_conv_direct_fits_##S(g)) return lamina_conv2d_direct_weight_##S(pool, g, x, dy, dw);                       \
+    if (threads > 1 && g->batch >= 2 && og * K < LAMINA_CONV_SPLIT_IMAGES_BELOW &&                                       \
+        g->batch * K * P * og >= LAMINA_CONV_PARALLEL_WORK * 16) {                                                       \
+      const int64_t tasks = lamina_conv_min(g->batch, threads);                                                          \
+      T* partials = (T*)malloc((size_t)(tasks * size) * sizeof(T));                                                      \
+      if (!partials) return LAMINA_ERROR_MEMORY;                                                                         \
+      lamina_conv_weight_job_##S job = {g, x, dy, partials, tasks, lamina_conv_max(1, lamina_conv_chunk(g) / tasks), 0}; \
+      lamina_pool_run(pool, tasks, lamina_conv_weight_task_##S, &job);                                                   \
+      if (!job.failed) {                                                                                                 \
+        for (int64_t i = 0; i < size; i++) {                                                                             \
+          T total = 0;                                                                                                   \
+          for (int64_t t = 0; t < tasks; t++) total += partials[t * size + i];                                           \
+          dw[i] = total;                                                                                                 \
+        }                                                                                                                \
+      }                                                                                                                  \
+      free(partials);                                                                                                    \
+      return job.failed ? LAMINA_ERROR_MEMORY : 0;                                                                       \
+    }                                                                                                                    \
+    const int64_t chunk = lamina_conv_chunk(g);                                                                          \
+    T* columns = (T*)malloc((size_t)(K * chunk * P) * sizeof(T));                                                        \
+    T* gathered = chunk > 1 ? (T*)malloc((size_t)(og * chunk * P) * sizeof(T)) : NULL;                                   \
+    if (!columns || (chunk > 1 && !gathered)) {                                                                          \
+      free(columns);                                                                                                     \
+      free(gathered);                                                                                                    \
+      return LAMINA_ERROR_MEMORY;                                                                                        \
+    }                                                                                                                    \
+    lamina_conv_weight_range_##S(pool, g, x, dy, 0, g->batch, chunk, columns, gathered, 0, dw);                          \
+    free(columns);                                                                                                       \
+    free(gathered);                                                                                                      \
+    return 0;                                                                                                            \
+  }
+
+#ifdef LAMINA_ISA
+LAMINA_CONV_DEFINE(float, f32, lamina_sgemm)
+LAMINA_CONV_DEFINE(double, f64, lamina_dgemm)
+#endif
+#undef LAMINA_CONV_DEFINE
+
+#endif

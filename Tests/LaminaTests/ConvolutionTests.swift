@@ -1,0 +1,310 @@
+import Foundation
+import Lamina
+import LaminaTestSupport
+import Testing
+
+/// `conv2d`, `conv_transpose2d` and `conv2d_backward_weight`: compiled C (forward and every
+/// parameter's gradient) against the reference interpreter at batch 1 and 37, the interpreter's
+/// gradients against finite differences, shape errors, and a small CNN that trains.
+@Suite("Convolution", .serialized)
+struct ConvolutionTests {
+  struct Case: CustomStringConvertible, Sendable {
+    var name: String
+    var dtype = "f32"
+    var input: String
+    var layers: String
+    var description: String { name }
+
+    var source: String {
+      """
+      model Conv {
+        input x: \(dtype)[batch, \(input)]
+        input target: \(dtype)[batch, 3]
+        let h = x
+          |> \(layers)
+        let y = h |> flatten |> dense(units: 3)
+        output y
+        output h
+        loss = mse(y, target)
+        train with sgd(lr: 0.01)
+      }
+      """
+    }
+  }
+
+  static let cases: [Case] = [
+    Case(
+      name: "odd spatial size 7x9, padding 1, fused relu", input: "3, 7, 9",
+      layers: "conv2d(filters: 4, kernel: 3, padding: 1, activation: \"relu\")"),
+    Case(
+      name: "stride 2 with [ph, pw] padding", input: "2, 7, 9",
+      layers: "conv2d(filters: 5, kernel: [3, 2], stride: 2, padding: [1, 0])"),
+    Case(
+      name: "stride [2, 1] and dilation 2", input: "2, 9, 8",
+      layers: "conv2d(filters: 3, kernel: 3, stride: [2, 1], dilation: 2, padding: 2)"),
+    Case(
+      name: "groups 2", input: "4, 6, 7",
+      layers: "conv2d(filters: 6, kernel: 3, groups: 2, padding: 1, activation: \"tanh\")"),
+    Case(
+      name: "depthwise (groups = channels) then pointwise 1x1", input: "3, 7, 9",
+      layers:
+        "conv2d(filters: 3, kernel: 3, groups: 3, padding: \"same\") |> conv2d(filters: 4, kernel: 1)"
+    ),
+    Case(
+      name: "\"same\" padding with an even kernel and stride 2", input: "2, 7, 9",
+      layers: "conv2d(filters: 3, kernel: 4, stride: 2, padding: \"same\")"),
+    Case(
+      name: "\"same\" padding with an even kernel, stride 1, no bias", input: "2, 6, 5",
+      layers: "conv2d(filters: 3, kernel: [2, 4], padding: \"same\", bias: false)"),
+    Case(
+      name: "asymmetric padding [top, left, bottom, right]", input: "2, 5, 6",
+      layers: "conv2d(filters: 3, kernel: 3, padding: [0, 2, 1, 0], activation: \"sigmoid\")"),
+    Case(
+      name: "conv_transpose2d stride 2 with output_padding", input: "3, 4, 5",
+      layers:
+        "conv_transpose2d(filters: 2, kernel: 3, stride: 2, padding: 1, output_padding: [1, 0], activation: \"relu\")"
+    ),
+    Case(
+      name: "conv_transpose2d with groups, dilation and no bias", input: "4, 3, 4",
+      layers:
+        "conv_transpose2d(filters: 6, kernel: [2, 3], groups: 2, dilation: [1, 2], bias: false)"
+    ),
+    Case(
+      name: "16x16 images: im2col of many images at once, the weight gradient split over threads",
+      input: "3, 16, 16", layers: "conv2d(filters: 8, kernel: 3, padding: 1, activation: \"relu\")"),
+    Case(
+      name: "encoder and decoder in f64", dtype: "f64", input: "2, 8, 8",
+      layers:
+        "conv2d(filters: 4, kernel: 3, stride: 2, padding: 1, activation: \"relu\") |> conv_transpose2d(filters: 2, kernel: 4, stride: 2, padding: 1)"
+    ),
+  ]
+
+  @Test(
+    "compiled outputs and gradients equal the interpreter's at batch 1 and 37", arguments: cases)
+  func compiledMatchesInterpreter(_ testCase: Case) throws {
+    let model = try Model(source: testCase.source, pipeline: Pipeline.training)
+      .withGradientOutputs()
+    let parameters = try model.initialParameters(seed: 3)
+    let compiled = try model.compile(options: TestCache.options(), parameters: parameters)
+    for batch in [1, 37] {
+      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 7)
+      let (outputs, losses) = try compiled.evaluate(inputs)
+      let names = model.graph.outputs.map(\.name) + model.graph.losses.map(\.name)
+      #expect(names.contains { $0.hasPrefix("grad.conv") })
+      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+      for (name, tensor) in outputs.merging(losses, uniquingKeysWith: { a, _ in a }) {
+        let reference = try #require(expected[name])
+        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
+        let (rtol, atol) =
+          testCase.dtype == "f32" ? (1e-4, 1e-5 * max(scale, 1)) : (1e-11, 1e-13 * max(scale, 1))
+        let problem = TestData.mismatch(tensor, reference, rtol: rtol, atol: atol)
+        #expect(problem == nil, "\(testCase) batch \(batch), \(name): \(problem ?? "")")
+      }
+    }
+  }
+
+  /// lamina_conv.h picks among kernels by size: the direct kernel (few output channels), a GEMM over
+  /// many images' columns side by side, a GEMM per image writing the result (and running the
+  /// epilogue) in place, and the weight gradient split over threads. Smaller limits force the
+  /// paths the sizes above do not reach.
+  @Test(
+    "every convolution kernel path equals the interpreter",
+    arguments: [
+      ["-DLAMINA_CONV_COLUMN_BUDGET=1", "-DLAMINA_CONV_DIRECT_MAX_CHANNELS=0"],
+      ["-DLAMINA_CONV_DIRECT_MAX_CHANNELS=0", "-DLAMINA_CONV_SPLIT_IMAGES_BELOW=0"],
+    ])
+  func kernelPaths(_ flags: [String]) throws {
+    for testCase in Self.cases where testCase.dtype == "f32" {
+      let model = try Model(source: testCase.source, pipeline: Pipeline.training)
+        .withGradientOutputs()
+      let parameters = try model.initialParameters(seed: 3)
+      var options = TestCache.options()
+      options.flags = flags
+      let compiled = try model.compile(options: options, parameters: parameters)
+      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 5], seed: 8)
+      let (outputs, _) = try compiled.evaluate(inputs)
+      let names = model.graph.outputs.map(\.name)
+      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+      for name in names {
+        let reference = try #require(expected[name])
+        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
+        let problem = TestData.mismatch(
+          try #require(outputs[name]), reference, rtol: 1e-4, atol: 1e-5 * max(scale, 1))
+        #expect(problem == nil, "\(testCase) \(flags), \(name): \(problem ?? "")")
+      }
+    }
+  }
+
+  @Test("the interpreter's gradients equal finite differences", arguments: cases)
+  func gradcheck(_ testCase: Case) throws {
+    let model = try Model(source: testCase.source, pipeline: Pipeline.training)
+    let parameters = try model.initialParameters(seed: 5)
+    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 2], seed: 9)
+    let checks = try model.checkGradients(
+      inputs: inputs, parameters: parameters, samples: 12, compiled: TestCache.options())
+    #expect(checks.contains { $0.parameter.hasPrefix("conv") })
+    for check in checks {
+      #expect(
+        check.worstRelativeError < (testCase.dtype == "f32" ? 1e-3 : 1e-6),
+        "\(testCase): \(check.parameter) analytic \(check.analytic) numeric \(check.numeric)")
+    }
+  }
+
+  /// conv2d_backward_weight is differentiable too (second-order use, e.g. gradient penalties): its
+  /// gradients are a conv_transpose2d and a conv2d.
+  @Test("conv2d_backward_weight's gradients equal finite differences, compiled as interpreted")
+  func backwardWeightGradient() throws {
+    let source = """
+      model SecondOrder {
+        input target: f64[4, 3, 3, 2]
+        param x: f64[2, 3, 7, 6] = normal(std: 1)
+        param dy: f64[2, 4, 4, 3] = normal(std: 1)
+        let dw = conv2d_backward_weight(x, dy, kernel: [3, 2], stride: [2, 2], padding: [1, 0, 1, 1], dilation: [1, 2])
+        output dw
+        loss = mse(dw, target)
+        train with sgd(lr: 0.1)
+      }
+      """
+    let model = try Model(source: source, pipeline: Pipeline.training)
+    let parameters = try model.initialParameters(seed: 1)
+    let inputs = TestData.inputs(for: model.graph, symbols: [:], seed: 2)
+    for check in try model.checkGradients(inputs: inputs, parameters: parameters, samples: 40) {
+      #expect(check.worstRelativeError < 1e-6, "\(check.parameter): \(check)")
+    }
+    let withGradients = model.withGradientOutputs()
+    let names = withGradients.graph.outputs.map(\.name)
+    let compiled = try withGradients.compile(options: TestCache.options(), parameters: parameters)
+    let (outputs, _) = try compiled.evaluate(inputs)
+    let expected = try withGradients.interpret(
+      inputs: inputs, parameters: parameters, outputs: names)
+    for name in names {
+      let problem = TestData.mismatch(
+        try #require(outputs[name]), try #require(expected[name]), rtol: 1e-11, atol: 1e-12)
+      #expect(problem == nil, "\(name): \(problem ?? "")")
+    }
+  }
+
+  @Test("shape errors name what was expected and what was found")
+  func shapeErrors() throws {
+    let conv = try #require(OpRegistry.definition("conv2d"))
+    func message(_ operands: [TensorType], _ attributes: [String: Attribute]) -> String? {
+      do {
+        _ = try conv.inferTypes(operands: operands, attributes: attributes)
+        return nil
+      } catch {
+        return error.message
+      }
+    }
+    let x = TensorType(.f32, [Dim(symbol: "batch"), Dim(3), Dim(8), Dim(8)])
+    let bias = TensorType(.f32, [Dim(4)])
+    let channels = message([x, TensorType(.f32, [Dim(4), Dim(2), Dim(3), Dim(3)]), bias], [:])
+    #expect(channels?.contains("the input has 3 channels") == true, "\(channels ?? "")")
+    #expect(channels?.contains("expects 2") == true, "\(channels ?? "")")
+    let large = message(
+      [x, TensorType(.f32, [Dim(4), Dim(3), Dim(11), Dim(3)]), bias],
+      ["padding": .ints([1, 1, 1, 1])])
+    #expect(
+      large?.contains("kernel height 11 is larger than the padded input height 10") == true
+        && large?.contains("= 0") == true, "\(large ?? "")")
+    let groups = message(
+      [x, TensorType(.f32, [Dim(4), Dim(1), Dim(3), Dim(3)]), bias], ["groups": .int(2)])
+    #expect(groups?.contains("groups 2 does not divide the input's 3 channels") == true)
+    let badBias = message(
+      [x, TensorType(.f32, [Dim(4), Dim(3), Dim(3), Dim(3)]), TensorType(.f32, [Dim(5)])], [:])
+    #expect(badBias?.contains("the bias must be [4]") == true, "\(badBias ?? "")")
+  }
+
+  @Test("padding forms resolve as PyTorch and ONNX SAME_UPPER do")
+  func paddingResolution() throws {
+    func resolve(_ padding: SpatialPadding, kernel: [Int], stride: [Int] = [1, 1], input: [Int])
+      throws -> [Int]
+    {
+      try resolvedPadding(
+        padding, kernel: kernel, stride: stride, dilation: [1, 1], inputSize: input, op: "test")
+    }
+    #expect(try resolve(.explicit([2]), kernel: [3, 3], input: [5, 5]) == [2, 2, 2, 2])
+    #expect(try resolve(.explicit([1, 2]), kernel: [3, 3], input: [5, 5]) == [1, 2, 1, 2])
+    #expect(try resolve(.explicit([1, 2, 3, 4]), kernel: [3, 3], input: [5, 5]) == [1, 2, 3, 4])
+    #expect(try resolve(.valid, kernel: [3, 3], input: [5, 5]) == [0, 0, 0, 0])
+    // Even kernel, stride 1: total k - 1 = 3, the odd one at the bottom / right.
+    #expect(try resolve(.same, kernel: [4, 2], input: [6, 6]) == [1, 0, 2, 1])
+    // Stride 2 on 7: out 4, total (4 - 1)·2 + 3 - 7 = 2.
+    #expect(try resolve(.same, kernel: [3, 3], stride: [2, 2], input: [7, 8]) == [1, 0, 1, 1])
+    #expect(
+      try resolvedPadding(
+        .same, kernel: [3, 3], stride: [1, 1], dilation: [2, 2], inputSize: [5, 5], op: "test")
+        == [2, 2, 2, 2])
+    #expect(throws: ShapeError.self) {
+      try resolve(.explicit([1, 2, 3]), kernel: [3, 3], input: [5, 5])
+    }
+  }
+
+  @Test("conv layers make PyTorch-named parameters of PyTorch's shapes and fans")
+  func layerParameters() throws {
+    let model = try Model(
+      source: """
+        model Names {
+          input x: f32[batch, 4, 8, 8]
+          let h = x |> conv2d(filters: 6, kernel: [3, 5], groups: 2) |> conv_transpose2d(filters: 4, kernel: 2, stride: 2, bias: false)
+          output h
+        }
+        """)
+    let parameters = try model.initialParameters(seed: 1)
+    #expect(parameters["conv2d_0.weight"]?.shape == [6, 2, 3, 5])
+    #expect(parameters["conv2d_0.bias"]?.shape == [6])
+    #expect(parameters["conv_transpose2d_0.weight"]?.shape == [6, 4, 2, 2])
+    #expect(parameters["conv_transpose2d_0.bias"] == nil)
+    // Glorot uniform: |w| ≤ √(6 / (fan_in + fan_out)), fan_in = 2·15, fan_out = 6·15.
+    let limit = (6.0 / (30 + 90)).squareRoot()
+    let weights = try #require(parameters["conv2d_0.weight"]).doubles()
+    #expect(weights.allSatisfy { abs($0) <= limit })
+    #expect(weights.map(abs).max()! > 0.8 * limit)
+    let fans = fans(of: [6, 2, 3, 5], arguments: [:])
+    #expect(fans.fanIn == 30 && fans.fanOut == 90)
+  }
+
+  @Test("a small CNN trains compiled: the loss falls")
+  func trains() throws {
+    let model = try Model(
+      source: """
+        model TinyCNN {
+          input x: f32[batch, 1, 8, 8]
+          input label: i32[batch]
+          let h = x
+            |> conv2d(filters: 4, kernel: 3, padding: 1, activation: "relu")
+            |> conv2d(filters: 8, kernel: 3, stride: 2, padding: "same", activation: "relu")
+          let logits = h |> flatten |> dense(units: 2)
+          output logits
+          loss = cross_entropy(logits, label)
+          train with sgd(lr: 0.1, momentum: 0.9)
+        }
+        """, pipeline: Pipeline.training)
+    let compiled = try model.compile(
+      options: TestCache.options(), parameters: try model.initialParameters(seed: 2))
+    // Class 1: a bright vertical bar; class 0: a bright horizontal bar; noise on both.
+    var generator = SeededGenerator(seed: 4, stream: "cnn")
+    let batch = 32
+    var pixels: [Float] = []
+    var labels: [Int32] = []
+    for index in 0..<batch {
+      let label = index % 2
+      let position = Int(generator.nextUnit() * 8)
+      for row in 0..<8 {
+        for column in 0..<8 {
+          let onBar = label == 1 ? column == position : row == position
+          pixels.append((onBar ? 1 : 0) + Float(0.2 * generator.nextUnit()))
+        }
+      }
+      labels.append(Int32(label))
+    }
+    let inputs = [
+      "x": Tensor(shape: [batch, 1, 8, 8], scalars: pixels),
+      "label": Tensor(shape: [batch], scalars: labels),
+    ]
+    let first = try compiled.trainStep(inputs)
+    var last = first
+    for _ in 0..<60 { last = try compiled.trainStep(inputs) }
+    #expect(first.isFinite && last.isFinite)
+    #expect(last < 0.2 * first, "loss \(first) -> \(last)")
+  }
+}
