@@ -286,7 +286,9 @@ public enum LayerRegistry {
   /// Activations a layer's `activation:` option can name.
   static let activations = ["relu", "sigmoid", "tanh", "gelu", "softplus", "leaky_relu"]
 
-  public static let all: [LayerDefinition] = [
+  public static let all: [LayerDefinition] = denseLayers + poolingLayers
+
+  static let denseLayers: [LayerDefinition] = [
     LayerDefinition(
       "dense",
       summary:

@@ -9,6 +9,7 @@ public enum OpRegistry {
   public static let all: [OpDefinition] =
     elementwiseOps + activationOps + linearAlgebraOps + reductionOps + shapeOps + lossOps + miscOps
     + optimizerOps
+    + poolingOps
 
   private static let byName: [String: OpDefinition] = {
     var table: [String: OpDefinition] = [:]

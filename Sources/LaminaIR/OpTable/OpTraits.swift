@@ -302,6 +302,11 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case crossEntropyGradient = "cross-entropy-gradient"
   case binaryCrossEntropy = "binary-cross-entropy"
   case squaredNorm = "squared-norm"
+  case maxPool = "max-pool"
+  case maxPoolBackward = "max-pool-backward"
+  case averagePool = "average-pool"
+  case averagePoolBackward = "average-pool-backward"
+  case globalAveragePool = "global-average-pool"
 }
 
 // MARK: Fused groups

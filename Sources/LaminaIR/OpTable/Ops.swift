@@ -49,6 +49,11 @@ public enum Ops {
   public static let cast = OpHandle("cast")
   public static let stopGradient = OpHandle("stop_gradient")
   public static let lrSchedule = OpHandle("lr_schedule")
+  public static let maxPool2d = OpHandle("max_pool2d")
+  public static let maxPool2dBackward = OpHandle("max_pool2d_backward")
+  public static let avgPool2d = OpHandle("avg_pool2d")
+  public static let avgPool2dBackward = OpHandle("avg_pool2d_backward")
+  public static let globalAvgPool2d = OpHandle("global_avg_pool2d")
 
   /// Every handle, in table order (a test checks they match the table one to one).
   public static let all: [OpHandle] = [
@@ -57,5 +62,6 @@ public enum Ops {
     softmax, logSoftmax, reshape, flatten, broadcastTo, concat, slice, sliceBackward, squeeze,
     unsqueeze, mse, crossEntropy, crossEntropyGrad, binaryCrossEntropyWithLogits, l2, constant,
     cast, stopGradient, lrSchedule,
+    maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward, globalAvgPool2d,
   ]
 }
