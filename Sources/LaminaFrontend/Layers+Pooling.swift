@@ -49,7 +49,8 @@ extension LayerRegistry {
       LayerOptionSpec(
         "kernel", .integers(lengths: [2]), required: true, "window size: k or [kh, kw]"),
       LayerOptionSpec(
-        "stride", .integers(lengths: [2]), "step between windows: s or [sh, sw] (default: the kernel)"),
+        "stride", .integers(lengths: [2]),
+        "step between windows: s or [sh, sw] (default: the kernel)"),
       LayerOptionSpec(
         "padding", poolingPaddingKind, default: .integer(0),
         "p, [ph, pw], [top, left, bottom, right], \"same\" (extra on the bottom and right) or \"valid\"; at most half the kernel per side"
@@ -71,7 +72,9 @@ extension LayerRegistry {
 
   /// The op attributes of a pooling layer call: kernel, stride, dilation and padding resolved to
   /// the op's two- and four-value forms.
-  static func windowAttributes(_ builder: LayerBuilder, layer name: String, dilation hasDilation: Bool)
+  static func windowAttributes(
+    _ builder: LayerBuilder, layer name: String, dilation hasDilation: Bool
+  )
     throws(ShapeError) -> [String: Attribute]
   {
     let kernel = pair(builder.ints("kernel") ?? [])

@@ -84,8 +84,8 @@ enum PoolingKernels {
     }
 
     /// Loops over the positions of window (i, j) inside the input (`r`, `c`), for the scalar code.
+    /// The caller declares the window's first column `c0` first.
     func clippedWindow(into body: inout CWriter, _ visit: (inout CWriter) -> Void) {
-      body.line("const int64_t c0 = j * SW - PL;")
       body.block("for (int64_t a = 0; a < KH; a++)") { rows in
         rows.line("const int64_t r = r0 + a * DH;")
         rows.line("if (r < 0 || r >= H) continue;")
@@ -136,7 +136,8 @@ enum PoolingKernels {
                     columns.line("\(plan.type) v = \(element);")
                     first = false
                   } else if plan.isMaximum {
-                    columns.line("v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
+                    columns.line(
+                      "v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
                   } else {
                     columns.line("v += \(element);")
                   }
@@ -155,6 +156,7 @@ enum PoolingKernels {
         rowLoop.line("/* windows clipped by the padding */")
         rowLoop.block("for (int64_t j = 0; j < OW; j++)") { columns in
           plan.skipInterior(into: &columns)
+          columns.line("const int64_t c0 = j * SW - PL; /* the window's first input column */")
           if plan.isMaximum {
             columns.line("\(plan.type) m = -INFINITY;")
           } else {
@@ -246,6 +248,7 @@ enum PoolingKernels {
         rowLoop.line("/* windows clipped by the padding */")
         rowLoop.block("for (int64_t j = 0; j < OW; j++)") { columns in
           plan.skipInterior(into: &columns)
+          columns.line("const int64_t c0 = j * SW - PL; /* the window's first input column */")
           columns.line("\(plan.type) m = -INFINITY;")
           columns.line("int64_t where = -1;")
           plan.clippedWindow(into: &columns) { element in
@@ -315,6 +318,7 @@ enum PoolingKernels {
         rowLoop.line("/* windows clipped by the padding */")
         rowLoop.block("for (int64_t j = 0; j < OW; j++)") { columns in
           plan.skipInterior(into: &columns)
+          columns.line("const int64_t c0 = j * SW - PL; /* the window's first input column */")
           columns.line("int64_t count = 0;")
           plan.clippedWindow(into: &columns) { element in
             element.line("(void)r; (void)c;")

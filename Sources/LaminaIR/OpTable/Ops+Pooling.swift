@@ -116,7 +116,8 @@ public struct PoolingWindows: Sendable, Hashable {
       input: inputWidth, kernel: kernel[1], stride: stride[1], dilation: dilation[1],
       padBefore: padding[1], padAfter: padding[3], ceilMode: ceilMode)
     guard height.output >= 1, width.output >= 1 else {
-      let dilated = dilation == [1, 1] ? "" : " (dilation \(dilation), window \(height.span)x\(width.span))"
+      let dilated =
+        dilation == [1, 1] ? "" : " (dilation \(dilation), window \(height.span)x\(width.span))"
       throw ShapeError(
         "\(op): the kernel \(kernel[0])x\(kernel[1])\(dilated) is larger than the padded input \(inputHeight + padding[0] + padding[2])x\(inputWidth + padding[1] + padding[3]) (input \(inputHeight)x\(inputWidth), padding \(padding)): the computed output size is \(height.output)x\(width.output)",
         help: "use a smaller kernel or more padding, or pool an earlier, larger feature map")
@@ -155,9 +156,8 @@ extension OpRegistry {
         let x = context.operands[0]
         let values = x.doubles()
         var output: [Double] = []
-        forEachWindow(x.shape, windows) { plane, window in
-          let (value, _) = windowMaximum(
-            values, plane: plane, positions: windows.positions(row: window.row, column: window.column))
+        forEachWindow(x.shape, windows) { plane, _, positions in
+          let (value, _) = windowMaximum(values, plane: plane, positions: positions)
           output.append(value)
         }
         return [context.result(0, output)]
@@ -199,9 +199,8 @@ extension OpRegistry {
         let gradient = context.operands[1].doubles()
         var output = [Double](repeating: 0, count: values.count)
         var flat = 0
-        forEachWindow(x.shape, windows) { plane, window in
-          let (_, position) = windowMaximum(
-            values, plane: plane, positions: windows.positions(row: window.row, column: window.column))
+        forEachWindow(x.shape, windows) { plane, _, positions in
+          let (_, position) = windowMaximum(values, plane: plane, positions: positions)
           if let position { output[position] += gradient[flat] }
           flat += 1
         }
@@ -227,10 +226,10 @@ extension OpRegistry {
         let x = context.operands[0]
         let values = x.doubles()
         var output: [Double] = []
-        forEachWindow(x.shape, windows) { plane, window in
-          let positions = windows.positions(row: window.row, column: window.column)
+        forEachWindow(x.shape, windows) { plane, window, positions in
           let total = positions.reduce(0.0) { $0 + values[plane + $1] }
-          output.append(total / Double(averageDivisor(windows, window, includePad: includePad)))
+          output.append(
+            total / Double(averageDivisor(windows, window, positions, includePad: includePad)))
         }
         return [context.result(0, output)]
       },
@@ -271,10 +270,11 @@ extension OpRegistry {
         let gradient = context.operands[0].doubles()
         var output = [Double](repeating: 0, count: shape.reduce(1, *))
         var flat = 0
-        forEachWindow(shape, windows) { plane, window in
+        forEachWindow(shape, windows) { plane, window, positions in
           let share =
-            gradient[flat] / Double(averageDivisor(windows, window, includePad: includePad))
-          for position in windows.positions(row: window.row, column: window.column) {
+            gradient[flat]
+            / Double(averageDivisor(windows, window, positions, includePad: includePad))
+          for position in positions {
             output[plane + position] += share
           }
           flat += 1
@@ -414,25 +414,29 @@ extension OpRegistry {
   }
 }
 
-/// A window of the output: its plane's offset into the input and its row and column.
+/// A window of a pooling: the output row and column it computes.
 struct PoolingWindow {
   var row: Int
   var column: Int
 }
 
 /// Visits every output element of a pooling in row-major order: the offset of its input plane
-/// (`inputShape`'s last two axes) and its window.
+/// (`inputShape`'s last two axes), its window, and the window's input positions in the plane
+/// (listed once per plane shape, not per plane).
 func forEachWindow(
-  _ inputShape: [Int], _ windows: PoolingWindows, _ body: (Int, PoolingWindow) -> Void
+  _ inputShape: [Int], _ windows: PoolingWindows, _ body: (Int, PoolingWindow, [Int]) -> Void
 ) {
+  var table: [(window: PoolingWindow, positions: [Int])] = []
+  for row in 0..<windows.height.output {
+    for column in 0..<windows.width.output {
+      table.append(
+        (PoolingWindow(row: row, column: column), windows.positions(row: row, column: column)))
+    }
+  }
   let planes = inputShape[0] * inputShape[1]
   let planeSize = inputShape[2] * inputShape[3]
   for plane in 0..<planes {
-    for row in 0..<windows.height.output {
-      for column in 0..<windows.width.output {
-        body(plane * planeSize, PoolingWindow(row: row, column: column))
-      }
-    }
+    for entry in table { body(plane * planeSize, entry.window, entry.positions) }
   }
 }
 
@@ -456,10 +460,12 @@ func windowMaximum(_ values: [Double], plane: Int, positions: [Int]) -> (
   return (maximum, position)
 }
 
-/// What avg_pool2d divides window (`row`, `column`) by: the window clipped to the padded input when
-/// padding counts, else the number of input positions in it.
-func averageDivisor(_ windows: PoolingWindows, _ window: PoolingWindow, includePad: Bool) -> Int {
+/// What avg_pool2d divides a window by: the window clipped to the padded input when padding
+/// counts, else the number of input positions in it.
+func averageDivisor(
+  _ windows: PoolingWindows, _ window: PoolingWindow, _ positions: [Int], includePad: Bool
+) -> Int {
   includePad
     ? windows.height.paddedCount(window.row) * windows.width.paddedCount(window.column)
-    : windows.height.positions(window.row).count * windows.width.positions(window.column).count
+    : positions.count
 }
