@@ -221,12 +221,9 @@ enum PoolingKernels {
                 for a in 0..<plan.height.kernel {
                   for b in 0..<plan.width.kernel where a > 0 || b > 0 {
                     let element = "x\(a)[c + \(b * plan.width.dilation)]"
-                    columns.block("") { update in
-                      update.line("const \(plan.type) v = \(element);")
-                      update.line("const int take = v > m || v != v;")
-                      update.line("m = take ? v : m;")
-                      update.line("e = take ? \(a * plan.width.kernel + b) : e;")
-                    }
+                    columns.line(
+                      "{ const \(plan.type) v = \(element); const int take = v > m || v != v; m = take ? v : m; e = take ? \(a * plan.width.kernel + b) : e; }"
+                    )
                   }
                 }
                 columns.line("best[j - j0] = e;")
