@@ -243,6 +243,62 @@ struct PoolingTests {
     }
   }
 
+  /// NaNs and ties straight into `max_pool2d` and `max_pool2d_backward`, in each path of the
+  /// backward kernel: disjoint windows (the fused loop), windows overlapping along the row (the
+  /// chunked loop), overlapping down the column only, and windows clipped by padding (the scalar
+  /// loop).
+  static let backwardAttributes: [[String: Attribute]] = [
+    ["kernel": .ints([2, 2]), "stride": .ints([2, 2])],
+    ["kernel": .ints([2, 3]), "stride": .ints([1, 1])],
+    ["kernel": .ints([3, 2]), "stride": .ints([1, 2])],
+    [
+      "kernel": .ints([3, 3]), "stride": .ints([2, 2]), "padding": .ints([1, 0, 1, 1]),
+      "ceil_mode": .bool(true),
+    ],
+  ]
+
+  @Test(
+    "compiled max pooling and its gradient pick the interpreter's maxima with NaNs and ties",
+    arguments: backwardAttributes)
+  func backwardWithNaNsAndTies(_ attributes: [String: Attribute]) throws {
+    let windows = try PoolingWindows(
+      op: "max_pool2d", attributes: attributes, inputHeight: 7, inputWidth: 9)
+    let (height, width) = (windows.height.output, windows.width.output)
+    let written = attributes.keys.sorted().map { "\($0) = \(attributes[$0]!)" }.joined(
+      separator: ", ")
+    let model = try Model(
+      source: """
+        graph @MaxPoolBackward {
+          input %x : f32[batch, 3, 7, 9]
+          input %g : f32[batch, 3, \(height), \(width)]
+          %y = max_pool2d(%x) {\(written)} : f32[batch, 3, \(height), \(width)]
+          %dx = max_pool2d_backward(%x, %g) {\(written)} : f32[batch, 3, 7, 9]
+          output y = %y
+          output dx = %dx
+        }
+        """)
+    let compiled = try model.compile(options: TestCache.options(), parameters: [:])
+    var generator = SeededGenerator(seed: 17)
+    for batch in [1, 37] {
+      // Values in steps of 0.5 (many ties), one in 16 a NaN.
+      let x = (0..<(batch * 3 * 7 * 9)).map { _ -> Float in
+        generator.nextUnit() < 1.0 / 16 ? .nan : Float((generator.nextNormal() * 2).rounded()) / 2
+      }
+      let g = (0..<(batch * 3 * height * width)).map { _ in Float(generator.nextNormal()) }
+      let inputs = [
+        "x": Tensor(shape: [batch, 3, 7, 9], scalars: x),
+        "g": Tensor(shape: [batch, 3, height, width], scalars: g),
+      ]
+      let outputs = try compiled.forward(inputs)
+      let expected = try model.interpret(inputs: inputs, parameters: [:], outputs: ["y", "dx"])
+      for name in ["y", "dx"] {
+        let problem = TestData.mismatch(
+          try #require(outputs[name]), try #require(expected[name]), rtol: 1e-6, atol: 1e-6)
+        #expect(problem == nil, "\(attributes) batch \(batch), \(name): \(problem ?? "")")
+      }
+    }
+  }
+
   @Test("the generated C names the pooling nodes and shares planes with the thread pool")
   func generatedCode() throws {
     let model = try Model(
