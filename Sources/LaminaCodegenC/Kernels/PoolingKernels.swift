@@ -16,6 +16,15 @@ enum PoolingKernels {
   /// Output columns whose argmax a backward chunk holds on the stack.
   static let backwardChunk = 256
 
+  /// `omp simd` before a loop of constant trip count; clang would otherwise unroll it completely
+  /// before its loop vectorizer runs (and its SLP vectorizer leaves the strided window reads scalar).
+  static func vectorLoopPragmas(into writer: inout CWriter) {
+    writer.line("#pragma omp simd")
+    writer.line("#if defined(__clang__)")
+    writer.line("#pragma clang loop unroll(disable) /* vectorize, do not unroll */")
+    writer.line("#endif")
+  }
+
   /// What the emitters share: the windows, the element type and the plane count.
   struct Plan {
     var windows: PoolingWindows
@@ -84,7 +93,7 @@ enum PoolingKernels {
       let (first, end) = (width.interior.lowerBound, width.interior.upperBound)
       let block = PoolingKernels.vectorBlock
       guard idempotent, end - first >= block else {
-        writer.line("#pragma omp simd")
+        PoolingKernels.vectorLoopPragmas(into: &writer)
         writer.block("for (int64_t j = \(first); j < \(end); j++)", body)
         return
       }
@@ -93,7 +102,7 @@ enum PoolingKernels {
       )
       writer.block("for (int64_t j0 = \(first); j0 < \(end); j0 += \(block))") { blocks in
         blocks.line("const int64_t start = j0 + \(block) <= \(end) ? j0 : \(end - block);")
-        blocks.line("#pragma omp simd")
+        PoolingKernels.vectorLoopPragmas(into: &blocks)
         blocks.block("for (int64_t j = start; j < start + \(block); j++)", body)
       }
     }
