@@ -493,6 +493,45 @@ def binary_cross_entropy_with_logits(call, x, t):
     return np.mean(np.logaddexp(0, x) - t * x)
 
 
+def pooling_axis(size, kernel, stride, dilation, before, after, ceil_mode):
+    """PyTorch's output size of a pooling axis (ceil mode: the last window starts inside the input or
+    its leading padding)."""
+    span = dilation * (kernel - 1) + 1
+    out = (size + before + after - span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and out > 0 and (out - 1) * stride >= size + before:
+        out -= 1
+    return out
+
+
+def pool2d(call, x, maximum):
+    """max_pool2d / avg_pool2d over NCHW, window by window, as ir-specs/ops.md defines them."""
+    kernel = call.attr("kernel")
+    stride = call.attr("stride", kernel)
+    top, left, bottom, right = call.attr("padding", [0, 0, 0, 0])
+    dilation = call.attr("dilation", [1, 1]) if maximum else [1, 1]
+    ceil_mode = call.attr("ceil_mode", False)
+    height, width = x.shape[2], x.shape[3]
+    rows = pooling_axis(height, kernel[0], stride[0], dilation[0], top, bottom, ceil_mode)
+    columns = pooling_axis(width, kernel[1], stride[1], dilation[1], left, right, ceil_mode)
+    result = np.zeros(x.shape[:2] + (rows, columns))
+    for i in range(rows):
+        row0 = i * stride[0] - top
+        row_positions = [r for r in range(row0, row0 + dilation[0] * kernel[0], dilation[0]) if 0 <= r < height]
+        for j in range(columns):
+            column0 = j * stride[1] - left
+            column_positions = [c for c in range(column0, column0 + dilation[1] * kernel[1], dilation[1]) if 0 <= c < width]
+            window = x[:, :, row_positions][:, :, :, column_positions]
+            if maximum:
+                # NaN wins, as numpy's max; a window with no input position (dilation) is -inf.
+                result[:, :, i, j] = window.max(axis=(2, 3)) if window.size else -np.inf
+            elif call.attr("count_include_pad", True):
+                count = (min(row0 + kernel[0], height + bottom) - row0) * (min(column0 + kernel[1], width + right) - column0)
+                result[:, :, i, j] = window.sum(axis=(2, 3)) / count
+            else:
+                result[:, :, i, j] = window.sum(axis=(2, 3)) / (len(row_positions) * len(column_positions))
+    return result
+
+
 def reduction(reduce):
     return lambda call, x: reduce(x, axis=call.axes(), keepdims=call.attr("keepdims", False))
 
@@ -547,6 +586,10 @@ OPS = {
     # Constants and conversions; cast's conversion is the rounding to the result dtype.
     "constant": lambda call: np.array(float(call.attr("value"))),
     "cast": lambda call, x: x,
+    # Pooling (NCHW).
+    "max_pool2d": lambda call, x: pool2d(call, x, maximum=True),
+    "avg_pool2d": lambda call, x: pool2d(call, x, maximum=False),
+    "global_avg_pool2d": lambda call, x: x.mean(axis=(2, 3)),
 }
 
 
