@@ -546,48 +546,49 @@ def channel_bias(bias, channels):
     return bias.reshape(1, channels, 1, 1) if np.size(bias) == channels and np.ndim(bias) == 1 else bias
 
 
-def pool2d(call, x, kind):
-    """Each output (r, c) looks at rows r * stride - top + a * dilation (a < kernel) and likewise
-    columns; positions outside x are skipped by max and count as zeros for avg when
-    count_include_pad (up to the end of the padding, as PyTorch)."""
-    kh, kw = call.attr("kernel")
-    sh, sw = call.attr("stride") or call.attr("kernel")
-    top, left, bottom, right = call.attr("padding", [0, 0, 0, 0])
-    dh, dw = call.attr("dilation", [1, 1])
-    ceil = call.attr("ceil_mode", False)
-    include_pad = call.attr("count_include_pad", True)
-    height, width = x.shape[2:]
-
-    def size(length, k, s, d, before, after):
-        extent = length + before + after - (d * (k - 1) + 1)
-        out = (-(-extent // s) if ceil else extent // s) + 1
-        return out - 1 if ceil and (out - 1) * s >= length + before else out
-
-    out_h, out_w = size(height, kh, sh, dh, top, bottom), size(width, kw, sw, dw, left, right)
-    y = np.zeros(x.shape[:2] + (out_h, out_w))
-    for r in range(out_h):
-        rows = [r * sh - top + a * dh for a in range(kh)]
-        for c in range(out_w):
-            columns = [c * sw - left + b * dw for b in range(kw)]
-            inside = x[:, :, [p for p in rows if 0 <= p < height]][:, :, :, [q for q in columns if 0 <= q < width]]
-            if kind == "max":
-                y[:, :, r, c] = inside.max(axis=(2, 3))
-            else:
-                if include_pad:
-                    count = ((min(rows[-1] + 1, height + bottom) - rows[0]) *
-                             (min(columns[-1] + 1, width + right) - columns[0]))
-                else:
-                    count = inside.shape[2] * inside.shape[3]
-                y[:, :, r, c] = inside.sum(axis=(2, 3)) / count
-    return y
-
-
 def batch_norm_statistics(call, x, running_mean, running_var):
     """Inference mode (what `lamina run` runs): the running statistics, as rows [mean,
     1/sqrt(var + eps), running_mean, running_var]; the batch's own statistics only matter in a
     training step."""
     eps = call.attr("eps", 1e-5)
     return np.stack([running_mean, 1 / np.sqrt(running_var + eps), running_mean, running_var])
+def pooling_axis(size, kernel, stride, dilation, before, after, ceil_mode):
+    """PyTorch's output size of a pooling axis (ceil mode: the last window starts inside the input or
+    its leading padding)."""
+    span = dilation * (kernel - 1) + 1
+    out = (size + before + after - span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and out > 0 and (out - 1) * stride >= size + before:
+        out -= 1
+    return out
+
+
+def pool2d(call, x, maximum):
+    """max_pool2d / avg_pool2d over NCHW, window by window, as ir-specs/ops.md defines them."""
+    kernel = call.attr("kernel")
+    stride = call.attr("stride", kernel)
+    top, left, bottom, right = call.attr("padding", [0, 0, 0, 0])
+    dilation = call.attr("dilation", [1, 1]) if maximum else [1, 1]
+    ceil_mode = call.attr("ceil_mode", False)
+    height, width = x.shape[2], x.shape[3]
+    rows = pooling_axis(height, kernel[0], stride[0], dilation[0], top, bottom, ceil_mode)
+    columns = pooling_axis(width, kernel[1], stride[1], dilation[1], left, right, ceil_mode)
+    result = np.zeros(x.shape[:2] + (rows, columns))
+    for i in range(rows):
+        row0 = i * stride[0] - top
+        row_positions = [r for r in range(row0, row0 + dilation[0] * kernel[0], dilation[0]) if 0 <= r < height]
+        for j in range(columns):
+            column0 = j * stride[1] - left
+            column_positions = [c for c in range(column0, column0 + dilation[1] * kernel[1], dilation[1]) if 0 <= c < width]
+            window = x[:, :, row_positions][:, :, :, column_positions]
+            if maximum:
+                # NaN wins, as numpy's max; a window with no input position (dilation) is -inf.
+                result[:, :, i, j] = window.max(axis=(2, 3)) if window.size else -np.inf
+            elif call.attr("count_include_pad", True):
+                count = (min(row0 + kernel[0], height + bottom) - row0) * (min(column0 + kernel[1], width + right) - column0)
+                result[:, :, i, j] = window.sum(axis=(2, 3)) / count
+            else:
+                result[:, :, i, j] = window.sum(axis=(2, 3)) / (len(row_positions) * len(column_positions))
+    return result
 
 
 def reduction(reduce):
@@ -639,9 +640,6 @@ OPS = {
     # Convolution and pooling (NCHW).
     "conv2d": conv2d,
     "conv_transpose2d": conv_transpose2d,
-    "max_pool2d": lambda call, x: pool2d(call, x, "max"),
-    "avg_pool2d": lambda call, x: pool2d(call, x, "avg"),
-    "global_avg_pool2d": lambda call, x: x.mean(axis=(2, 3)),
     # Batch norm's statistics in inference mode (`lamina run`'s default).
     "batch_norm_statistics": batch_norm_statistics,
     # Losses.
@@ -652,6 +650,10 @@ OPS = {
     # Constants and conversions; cast's conversion is the rounding to the result dtype.
     "constant": lambda call: np.array(float(call.attr("value"))),
     "cast": lambda call, x: x,
+    # Pooling (NCHW).
+    "max_pool2d": lambda call, x: pool2d(call, x, maximum=True),
+    "avg_pool2d": lambda call, x: pool2d(call, x, maximum=False),
+    "global_avg_pool2d": lambda call, x: x.mean(axis=(2, 3)),
 }
 
 

@@ -284,6 +284,10 @@ private struct Generator {
       ElementwiseKernel.emit(
         context, expression: template, into: &body, prelude: &prelude, kernelName: "@KERNEL@",
         symbolIndex: symbolIndex)
+    case .kernel(let id) where KernelLibrary.threadedEmitter(id) != nil:
+      var declarations: CWriter? = prelude
+      KernelLibrary.threadedEmitter(id)?(context, &body, &declarations, symbolIndex)
+      prelude = declarations ?? prelude
     case .kernel(let id):
       if let emit = KernelLibrary.parallelEmitter(id) {
         emit(context, &body, &prelude)

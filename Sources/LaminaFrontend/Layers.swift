@@ -329,7 +329,7 @@ public enum LayerRegistry {
 
   public static let all: [LayerDefinition] =
     denseLayers + normalizationLayers + layerNormLayers + randomLayers
-    + convolutionLayers
+    + convolutionLayers + poolingLayers
 
   /// Fully connected layers.
   static let denseLayers: [LayerDefinition] = [

@@ -9,7 +9,7 @@ public enum OpRegistry {
   public static let all: [OpDefinition] =
     elementwiseOps + activationOps + linearAlgebraOps + reductionOps + shapeOps + lossOps + miscOps
     + optimizerOps + normalizationOps + layerNormOps + randomOps
-    + convolutionOps
+    + convolutionOps + poolingOps
 
   private static let byName: [String: OpDefinition] = {
     var table: [String: OpDefinition] = [:]

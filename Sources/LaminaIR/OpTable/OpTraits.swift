@@ -308,6 +308,11 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case convolution
   case convolutionTranspose = "convolution-transpose"
   case convolutionWeightGradient = "convolution-weight-gradient"
+  case maxPool = "max-pool"
+  case maxPoolBackward = "max-pool-backward"
+  case averagePool = "average-pool"
+  case averagePoolBackward = "average-pool-backward"
+  case globalAveragePool = "global-average-pool"
 }
 
 // MARK: Fused groups

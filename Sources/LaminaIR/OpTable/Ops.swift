@@ -56,6 +56,11 @@ public enum Ops {
   public static let conv2d = OpHandle("conv2d")
   public static let convTranspose2d = OpHandle("conv_transpose2d")
   public static let conv2dBackwardWeight = OpHandle("conv2d_backward_weight")
+  public static let maxPool2d = OpHandle("max_pool2d")
+  public static let maxPool2dBackward = OpHandle("max_pool2d_backward")
+  public static let avgPool2d = OpHandle("avg_pool2d")
+  public static let avgPool2dBackward = OpHandle("avg_pool2d_backward")
+  public static let globalAvgPool2d = OpHandle("global_avg_pool2d")
 
   /// Every handle, in table order (a test checks they match the table one to one).
   public static let all: [OpHandle] = [
@@ -66,4 +71,5 @@ public enum Ops {
     cast, stopGradient, lrSchedule, batchNormStatistics, batchNormStatisticsGrad,
   ]
     + [layerNorm, dropout] + [conv2d, convTranspose2d, conv2dBackwardWeight]
+    + [maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward, globalAvgPool2d]
 }
