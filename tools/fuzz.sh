@@ -66,17 +66,24 @@ done
 export ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 crashes="$fuzz/crashes/$target"
 started="$fuzz/.build/fuzz-started-$target"
+log="$fuzz/.build/fuzz-$target.log"
 touch "$started"
-# Fork mode (one child at a time): a crash, a timeout or an out-of-memory input is kept in $crashes and
-# fuzzing goes on, so one run reports everything it finds. The timeout is wall time, and at nice 19 on
-# a busy machine a child can wait for the CPU longer than that: timeouts are replayed below.
-status=0
-nice -n 19 "$binary" "$fuzz/corpus/$target" "$seedDirectory" -fork=1 -ignore_crashes=1 \
-  -ignore_timeouts=1 -ignore_ooms=1 -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
-  -detect_leaks=0 -artifact_prefix="$crashes/" "${extra[@]}" "$@" || status=$?
+# libFuzzer stops at the first crash, timeout or out-of-memory input (kept in $crashes); fuzzing then
+# starts again for the time left, so one run reports everything it finds. The timeout is wall time,
+# and at nice 19 on a busy machine an input can wait for the CPU longer than that: every input kept
+# is replayed below, alone and at normal priority.
+deadline=$((SECONDS + seconds))
+executions=0
+rounds=0
+while ((SECONDS < deadline - 5)); do
+  rounds=$((rounds + 1))
+  nice -n 19 "$binary" "$fuzz/corpus/$target" "$seedDirectory" -max_total_time=$((deadline - SECONDS)) \
+    -timeout=10 -rss_limit_mb=4096 -detect_leaks=0 -print_final_stats=1 \
+    -artifact_prefix="$crashes/" "${extra[@]}" "$@" 2>&1 | tee "$log" || true
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+  executions=$((executions + ${runs:-0}))
+done
 
-# Each input this run kept, alone and at normal priority: a timeout that finishes well within the
-# limit here was the machine's load, not a hang.
 found=0
 while IFS= read -r -d '' file; do
   found=$((found + 1))
@@ -84,5 +91,5 @@ while IFS= read -r -d '' file; do
   if "$binary" -timeout=10 -rss_limit_mb=4096 "$file" >/dev/null 2>&1; then outcome="runs clean"; else outcome="FAILS"; fi
   echo "replay $(basename "$file"): $outcome in $((($(date +%s%N) - begin) / 1000000)) ms"
 done < <(find "$crashes" -type f -newer "$started" -print0)
-echo "fuzz.sh: $target ran for $seconds s; $found input(s) kept in $crashes (libFuzzer status $status)"
+echo "fuzz.sh: $target: $executions executions in $seconds s ($rounds libFuzzer runs); $found input(s) kept in $crashes"
 [[ $found -eq 0 ]]
