@@ -493,6 +493,67 @@ def binary_cross_entropy_with_logits(call, x, t):
     return np.mean(np.logaddexp(0, x) - t * x)
 
 
+def conv2d(call, x, weight, bias):
+    """Cross-correlation: for each kernel offset (i, j), the strided window of the zero-padded input
+    times that offset's weights, summed; groups split the channels."""
+    top, left, bottom, right = call.attr("padding", [0, 0, 0, 0])
+    (sh, sw), (dh, dw), groups = call.attr("stride", [1, 1]), call.attr("dilation", [1, 1]), call.attr("groups", 1)
+    x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    n, channels, height, width = x.shape
+    out_channels, per_group, kh, kw = weight.shape
+    out_h, out_w = (height - dh * (kh - 1) - 1) // sh + 1, (width - dw * (kw - 1) - 1) // sw + 1
+    if out_h <= 0 or out_w <= 0:
+        raise CheckError(f"conv2d output size {out_h}x{out_w}")
+    per_out = out_channels // groups
+    y = np.zeros((n, out_channels, out_h, out_w))
+    for g in range(groups):
+        xs = x[:, g * per_group:(g + 1) * per_group]
+        ws = weight[g * per_out:(g + 1) * per_out]
+        for i in range(kh):
+            for j in range(kw):
+                window = xs[:, :, i * dh:i * dh + sh * (out_h - 1) + 1:sh, j * dw:j * dw + sw * (out_w - 1) + 1:sw]
+                y[:, g * per_out:(g + 1) * per_out] += np.einsum("nchw,oc->nohw", window, ws[:, :, i, j])
+    return y + channel_bias(bias, out_channels)
+
+
+def conv_transpose2d(call, x, weight, bias):
+    """The adjoint of conv2d: every input element scatters weight[c, :, i, j] to position
+    (h * sh - top + i * dh, w * sw - left + j * dw), cropped to the result; output_padding extends
+    the bottom and right."""
+    top, left, bottom, right = call.attr("padding", [0, 0, 0, 0])
+    (sh, sw), (dh, dw), groups = call.attr("stride", [1, 1]), call.attr("dilation", [1, 1]), call.attr("groups", 1)
+    oph, opw = call.attr("output_padding", [0, 0])
+    n, channels, height, width = x.shape
+    _, per_out, kh, kw = weight.shape
+    per_in = channels // groups
+    full_h = (height - 1) * sh + dh * (kh - 1) + 1 + oph
+    full_w = (width - 1) * sw + dw * (kw - 1) + 1 + opw
+    full = np.zeros((n, per_out * groups, full_h, full_w))
+    for g in range(groups):
+        xs = x[:, g * per_in:(g + 1) * per_in]
+        ws = weight[g * per_in:(g + 1) * per_in]
+        for i in range(kh):
+            for j in range(kw):
+                full[:, g * per_out:(g + 1) * per_out,
+                     i * dh:i * dh + sh * (height - 1) + 1:sh,
+                     j * dw:j * dw + sw * (width - 1) + 1:sw] += np.einsum("nchw,co->nohw", xs, ws[:, :, i, j])
+    y = full[:, :, top:full_h - bottom, left:full_w - right]
+    return y + channel_bias(bias, per_out * groups)
+
+
+def channel_bias(bias, channels):
+    """A conv's bias: [C] per channel, or a scalar (0 when the layer has none)."""
+    return bias.reshape(1, channels, 1, 1) if np.size(bias) == channels and np.ndim(bias) == 1 else bias
+
+
+def batch_norm_statistics(call, x, running_mean, running_var):
+    """Inference mode (what `lamina run` runs): the running statistics, as rows [mean,
+    1/sqrt(var + eps), running_mean, running_var]; the batch's own statistics only matter in a
+    training step."""
+    eps = call.attr("eps", 1e-5)
+    return np.stack([running_mean, 1 / np.sqrt(running_var + eps), running_mean, running_var])
+
+
 def pooling_axis(size, kernel, stride, dilation, before, after, ceil_mode):
     """PyTorch's output size of a pooling axis (ceil mode: the last window starts inside the input or
     its leading padding)."""
@@ -578,6 +639,11 @@ OPS = {
     "slice": index,
     "squeeze": lambda call, x: np.squeeze(x, axis=call.axes()),
     "unsqueeze": lambda call, x: np.expand_dims(x, axis=call.axes()),
+    # Convolution and pooling (NCHW).
+    "conv2d": conv2d,
+    "conv_transpose2d": conv_transpose2d,
+    # Batch norm's statistics in inference mode (`lamina run`'s default).
+    "batch_norm_statistics": batch_norm_statistics,
     # Losses.
     "mse": lambda call, prediction, target: np.mean((prediction - target) ** 2),
     "cross_entropy": cross_entropy,
