@@ -244,7 +244,8 @@ struct GradientTests {
         }
         """),
     Case(
-      "conv2d_backward_weight", "param a: f64[2, 3, 7, 6]\nparam b: f64[2, 4, 4, 3]\ninput r: f64[4, 3, 3, 2]",
+      "conv2d_backward_weight",
+      "param a: f64[2, 3, 7, 6]\nparam b: f64[2, 4, 4, 3]\ninput r: f64[4, 3, 3, 2]",
       "sum(conv2d_backward_weight(a, b, kernel: [3, 2], stride: [2, 2], padding: [1, 0, 1, 1], dilation: [1, 2]) * r)"
     ),
   ]
