@@ -26,6 +26,7 @@ let package = Package(
         .embedInCode("runtime/lamina_model.h"), .embedInCode("runtime/lamina_math.h"),
         .embedInCode("runtime/lamina_pool.c"), .embedInCode("runtime/lamina_gemm.c"),
         .embedInCode("runtime/lamina_cpu.c"), .embedInCode("runtime/lamina_model_setup.c"),
+        .embedInCode("runtime/lamina_philox.h"),
         .embedInCode("runtime/lamina_conv.h"),
       ]),
     // Compiling C, caching libraries, loading them with dlopen; knows nothing about the IR.

@@ -66,6 +66,32 @@ def reduce(name):
     return apply
 
 
+def torch_pool2d(c, x, maximum):
+    """max_pool2d / avg_pool2d with PyTorch's own padding when it is symmetric; asymmetric padding
+    pads explicitly (-inf for max; for avg the divisor is pooled from a mask of what counts). With
+    asymmetric padding and ceil mode PyTorch's last-window rule sees the padded size, so an output
+    size may differ; the comparison then reports a shape mismatch rather than a wrong value."""
+    F = torch.nn.functional
+    kernel = c.attr("kernel")
+    stride = c.attr("stride", kernel)
+    top, left, bottom, right = c.attr("padding", [0, 0, 0, 0])
+    ceil_mode = c.attr("ceil_mode", False)
+    if maximum:
+        dilation = c.attr("dilation", [1, 1])
+        if top == bottom and left == right:
+            return F.max_pool2d(x, kernel, stride, (top, left), dilation, ceil_mode=ceil_mode)
+        padded = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return F.max_pool2d(padded, kernel, stride, 0, dilation, ceil_mode=ceil_mode)
+    include = c.attr("count_include_pad", True)
+    if top == bottom and left == right:
+        return F.avg_pool2d(x, kernel, stride, (top, left), ceil_mode, include)
+    sums = F.avg_pool2d(F.pad(x, (left, right, top, bottom)), kernel, stride, 0, ceil_mode, True, 1)
+    mask = torch.ones_like(x[:1, :1])
+    mask = F.pad(mask, (left, right, top, bottom), value=1.0 if include else 0.0)
+    counts = F.avg_pool2d(mask, kernel, stride, 0, ceil_mode, True, 1)
+    return sums / counts
+
+
 TORCH_OPS = {
     "add": lambda c, a, b: a + b,
     "sub": lambda c, a, b: a - b,
@@ -107,6 +133,9 @@ TORCH_OPS = {
     "constant": lambda c: torch.tensor(float(c.attr("value")), dtype=torch.float64),
     "cast": lambda c, x: x if c.result_dtype.startswith("f") else x.trunc(),
     "stop_gradient": lambda c, x: x.detach(),
+    "max_pool2d": lambda c, x: torch_pool2d(c, x, maximum=True),
+    "avg_pool2d": lambda c, x: torch_pool2d(c, x, maximum=False),
+    "global_avg_pool2d": lambda c, x: x.mean(dim=(2, 3)),
 }
 
 

@@ -100,6 +100,8 @@ class Graph:
     name: str
     inputs: dict[str, TensorType] = field(default_factory=dict)
     params: dict[str, TensorType] = field(default_factory=dict)
+    # State (a random generator's seed and step, running statistics): its type and first value.
+    states: dict[str, tuple[TensorType, float]] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)  # public name -> value name
     losses: dict[str, str] = field(default_factory=dict)
@@ -109,6 +111,8 @@ class Graph:
             return self.inputs[value]
         if value in self.params:
             return self.params[value]
+        if value in self.states:
+            return self.states[value][0]
         for node in self.nodes:
             if value in node.results:
                 return node.types[node.results.index(value)]
@@ -231,6 +235,34 @@ class IRReader:
             while not self.accept(")"):
                 self.index += 1
             self.accept("frozen")
+        elif self.accept("state"):
+            # `state [STEP] %name : TYPE = zeros()`; the first value, unless the weights give one.
+            if self.peek(kind="word"):
+                self.take()
+            name = self.name()
+            self.take(":")
+            type_ = self.type()
+            self.take("=")
+            initializer = self.take(kind="word")
+            first = {"zeros": 0.0, "ones": 1.0}.get(initializer, 0.0)
+            self.take("(")
+            while not self.accept(")"):
+                if self.accept("value"):
+                    self.take(":")
+                    first = float(self.take(kind="number"))
+                else:
+                    self.index += 1
+            graph.states[name] = (type_, first)
+        elif self.accept("update"):
+            # A training step's update (`update [STEP] %target = %value [when %trigger]`): inference
+            # never applies it.
+            if self.peek(kind="word"):
+                self.take()
+            self.name()
+            self.take("=")
+            self.name()
+            if self.accept("when"):
+                self.name()
         elif self.peek("output") or self.peek("loss"):
             table = graph.outputs if self.take() == "output" else graph.losses
             public = self.take(kind="word")
@@ -387,6 +419,19 @@ def div(call, a, b):
     return a / b
 
 
+def layer_norm(call, x, weight=None, bias=None):
+    """PyTorch's LayerNorm over the last len(axes) axes: biased variance, eps inside the root."""
+    axes = tuple(range(x.ndim - len(call.attr("axes", [-1])), x.ndim))
+    mean = np.mean(x, axis=axes, keepdims=True)
+    variance = np.var(x, axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(variance + call.attr("eps", 1e-5))
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
 def gelu(call, x):
     approximate = call.attr("approximate", "none")
     if approximate == "tanh":
@@ -448,6 +493,45 @@ def binary_cross_entropy_with_logits(call, x, t):
     return np.mean(np.logaddexp(0, x) - t * x)
 
 
+def pooling_axis(size, kernel, stride, dilation, before, after, ceil_mode):
+    """PyTorch's output size of a pooling axis (ceil mode: the last window starts inside the input or
+    its leading padding)."""
+    span = dilation * (kernel - 1) + 1
+    out = (size + before + after - span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and out > 0 and (out - 1) * stride >= size + before:
+        out -= 1
+    return out
+
+
+def pool2d(call, x, maximum):
+    """max_pool2d / avg_pool2d over NCHW, window by window, as ir-specs/ops.md defines them."""
+    kernel = call.attr("kernel")
+    stride = call.attr("stride", kernel)
+    top, left, bottom, right = call.attr("padding", [0, 0, 0, 0])
+    dilation = call.attr("dilation", [1, 1]) if maximum else [1, 1]
+    ceil_mode = call.attr("ceil_mode", False)
+    height, width = x.shape[2], x.shape[3]
+    rows = pooling_axis(height, kernel[0], stride[0], dilation[0], top, bottom, ceil_mode)
+    columns = pooling_axis(width, kernel[1], stride[1], dilation[1], left, right, ceil_mode)
+    result = np.zeros(x.shape[:2] + (rows, columns))
+    for i in range(rows):
+        row0 = i * stride[0] - top
+        row_positions = [r for r in range(row0, row0 + dilation[0] * kernel[0], dilation[0]) if 0 <= r < height]
+        for j in range(columns):
+            column0 = j * stride[1] - left
+            column_positions = [c for c in range(column0, column0 + dilation[1] * kernel[1], dilation[1]) if 0 <= c < width]
+            window = x[:, :, row_positions][:, :, :, column_positions]
+            if maximum:
+                # NaN wins, as numpy's max; a window with no input position (dilation) is -inf.
+                result[:, :, i, j] = window.max(axis=(2, 3)) if window.size else -np.inf
+            elif call.attr("count_include_pad", True):
+                count = (min(row0 + kernel[0], height + bottom) - row0) * (min(column0 + kernel[1], width + right) - column0)
+                result[:, :, i, j] = window.sum(axis=(2, 3)) / count
+            else:
+                result[:, :, i, j] = window.sum(axis=(2, 3)) / (len(row_positions) * len(column_positions))
+    return result
+
+
 def reduction(reduce):
     return lambda call, x: reduce(x, axis=call.axes(), keepdims=call.attr("keepdims", False))
 
@@ -483,6 +567,9 @@ OPS = {
     "max": reduction(np.max),
     "softmax": lambda call, x: softmax(x, call.attr("axis", -1)),
     "log_softmax": lambda call, x: log_softmax(x, call.attr("axis", -1)),
+    "layer_norm": layer_norm,
+    # `lamina run` evaluates in inference mode, where dropout is the identity.
+    "dropout": lambda call, x, seed, step: x,
     # Shapes.
     "reshape": lambda call, x: np.reshape(x, call.shape()),
     "flatten": flatten,
@@ -499,6 +586,10 @@ OPS = {
     # Constants and conversions; cast's conversion is the rounding to the result dtype.
     "constant": lambda call: np.array(float(call.attr("value"))),
     "cast": lambda call, x: x,
+    # Pooling (NCHW).
+    "max_pool2d": lambda call, x: pool2d(call, x, maximum=True),
+    "avg_pool2d": lambda call, x: pool2d(call, x, maximum=False),
+    "global_avg_pool2d": lambda call, x: x.mean(axis=(2, 3)),
 }
 
 
@@ -705,6 +796,10 @@ def check_model(
     environment: dict[str, np.ndarray] = dict(inputs)
     for name, type_ in graph.params.items():
         environment[name] = weights[name].astype(NUMPY_DTYPES[type_.dtype])
+    for name, (type_, first) in graph.states.items():
+        shape = type_.concrete(bindings)
+        value = weights[name] if name in weights else np.full(shape, first)
+        environment[name] = np.asarray(value).astype(NUMPY_DTYPES[type_.dtype])
     evaluate(graph, environment, bindings)
 
     rows = []

@@ -62,6 +62,8 @@ public final class InterpretedModel: TrainableModel {
       }
       values[entry.name] = tensor
     }
+    // Model state given with the parameters (a weights file's running statistics), as compiled.
+    for (name, tensor) in signature.modelStates(in: tensors) { try setState([name: tensor]) }
   }
 
   public func state() throws -> [String: Tensor] { values.filter { stateNames.contains($0.key) } }
@@ -69,7 +71,7 @@ public final class InterpretedModel: TrainableModel {
   public func setState(_ tensors: [String: Tensor]) throws {
     for (name, tensor) in tensors {
       guard let entry = signature.states.first(where: { $0.name == name }) else {
-        throw RunError("the model has no optimizer state '\(name)'")
+        throw RunError("the model has no state '\(name)'")
       }
       guard tensor.dtype.rawValue == entry.dtype, tensor.shape == entry.concreteShape([:]) else {
         throw RunError(

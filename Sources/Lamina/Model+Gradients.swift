@@ -22,14 +22,17 @@ extension Model {
   /// The loss and every trained parameter's gradient for one step, by the reference interpreter.
   ///
   /// The model must have gone through `Pipeline.training`. Keys: `loss` and the parameter names.
+  /// `mode` is `.training` unless asked (`lamina gradients --mode inference`): batch norm then uses
+  /// its running statistics, dropout is the identity.
   public func interpretGradients(
-    inputs: [String: Tensor], parameters: [String: Tensor], step: String? = nil
+    inputs: [String: Tensor], parameters: [String: Tensor], step: String? = nil,
+    mode: ExecutionMode = .training
   ) throws -> [String: Tensor] {
     let trainStep = try trainStep(named: step)
     let entries = graph.gradients.filter { $0.step == trainStep.name }
     let names = [trainStep.lossName] + entries.map { graph[$0.gradient].name }
     let values = try interpret(
-      inputs: inputs, parameters: parameters, outputs: names, mode: .training)
+      inputs: inputs, parameters: parameters, outputs: names, mode: mode)
     var result = ["loss": values[trainStep.lossName]!]
     for entry in entries {
       result[graph[entry.parameter].name] = values[graph[entry.gradient].name]!
@@ -57,20 +60,24 @@ extension Model {
   ///   - step: the finite-difference step (relative to 1 + |w|).
   ///   - compiled: evaluate the f64 loss with compiled code (much faster for large models) instead
   ///     of the interpreter; the gradients themselves always come from the interpreter.
+  ///   - mode: the mode the loss and gradients are computed in (`.training`, as a training step).
   public func checkGradients(
     inputs: [String: Tensor], parameters: [String: Tensor], step: String? = nil, samples: Int = 32,
-    seed: UInt64 = 0, differenceStep: Double = 1e-6, compiled: CompileOptions? = nil
+    seed: UInt64 = 0, differenceStep: Double = 1e-6, compiled: CompileOptions? = nil,
+    mode: ExecutionMode = .training
   ) throws -> [GradientCheck] {
     let trainStep = try trainStep(named: step)
     let analytic = try interpretGradients(
-      inputs: inputs, parameters: parameters, step: trainStep.name)
+      inputs: inputs, parameters: parameters, step: trainStep.name, mode: mode)
     // The loss in f64, for the finite differences.
     var promoted = graph
     var context = PassContext()
     try PromoteToF64().run(on: &promoted, context: &context)
     let interpreter = Interpreter(graph: promoted)
     let wideInputs = inputs.mapValues { $0.dtype == .f32 ? $0.converted(to: .f64) : $0 }
-    var wideParameters = parameters.mapValues { $0.dtype == .f32 ? $0.converted(to: .f64) : $0 }
+    // Model state (running statistics) not given starts at its initializer, as in `interpret`.
+    var wideParameters = try graph.initialModelState().merging(parameters) { _, given in given }
+      .mapValues { $0.dtype == .f32 ? $0.converted(to: .f64) : $0 }
     let compiledLoss = try compiled.map { options in
       try Model.compile(graph: promoted, options: options)
     }
@@ -79,11 +86,12 @@ extension Model {
     func loss() throws -> Double {
       if let compiledLoss {
         if let changed { try compiledLoss.setParameter(wideParameters[changed]!, named: changed) }
-        return try compiledLoss.evaluate(wideInputs).losses[trainStep.lossName]!.doubles()[0]
+        return try compiledLoss.evaluate(wideInputs, mode: mode).losses[trainStep.lossName]!
+          .doubles()[0]
       }
       return try interpreter.run(
         inputs: wideInputs, parameters: wideParameters, outputs: [trainStep.lossName],
-        mode: .training)[
+        mode: mode)[
           trainStep.lossName]!.doubles()[0]
     }
     let floor = graph.params.contains { graph.type(of: $0.value).dtype == .f32 } ? 1e-4 : 1e-8

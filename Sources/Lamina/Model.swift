@@ -185,14 +185,20 @@ public struct Model: Sendable {
     try graph.initialParameters(seed: seed)
   }
 
-  /// Evaluates outputs (or losses) with the reference interpreter.
+  /// Evaluates outputs (or losses) with the reference interpreter. `parameters` may hold model
+  /// state (running statistics); what it lacks starts at its initializer.
   /// - Parameter mode: `.training` to evaluate as a training step does (dropout trains, and so on).
   public func interpret(
     inputs: [String: Tensor], parameters: [String: Tensor], outputs: [String],
     mode: ExecutionMode = .inference
   ) throws -> [String: Tensor] {
-    try Interpreter(graph: graph).run(
-      inputs: inputs, parameters: parameters, outputs: outputs, mode: mode)
+    // Model state not given (running statistics) starts at its initializer, as when compiled.
+    var stored = parameters
+    for (name, tensor) in try graph.initialModelState() where stored[name] == nil {
+      stored[name] = stored["state." + name] ?? tensor
+    }
+    return try Interpreter(graph: graph).run(
+      inputs: inputs, parameters: stored, outputs: outputs, mode: mode)
   }
 
   /// The textual IR of the graph.

@@ -14,8 +14,9 @@ public protocol TrainableModel {
     outputs: [String: Tensor], losses: [String: Tensor]
   )
   func parameters() throws -> [String: Tensor]
+  /// Sets every parameter, and the model state (running statistics) `tensors` holds.
   func setParameters(_ tensors: [String: Tensor]) throws
-  /// The optimizer state (momentum buffers, step counters), by name.
+  /// Optimizer state (momentum buffers, step counters) and model state, by name.
   func state() throws -> [String: Tensor]
   func setState(_ tensors: [String: Tensor]) throws
 }
@@ -417,6 +418,12 @@ public final class Trainer {
       bestEpoch = resume.bestEpoch
       bestParameters = resume.bestParameters
       sinceBest = resume.epochsSinceBest
+    } else if model.signature.states.contains(where: { $0.name == RandomGenerator.seedName }) {
+      // The training seed keys the model's random generator (dropout's masks); a resumed run
+      // continues with the checkpoint's generator state instead.
+      try model.setState([
+        RandomGenerator.seedName: Tensor(shape: [], scalars: [Int64(bitPattern: seed)])
+      ])
     }
     var stoppedEarly = false
     if let patience = earlyStoppingPatience, sinceBest >= patience { stoppedEarly = true }
@@ -475,7 +482,13 @@ public final class Trainer {
         bestLoss = monitored
         bestEpoch = epoch + 1
         sinceBest = 0
-        if earlyStoppingPatience != nil { bestParameters = try model.parameters() }
+        if earlyStoppingPatience != nil {
+          // The best epoch's model state (running statistics) is put back with its parameters.
+          let modelState = Set(model.signature.modelStates.map(\.name))
+          bestParameters = try model.parameters().merging(
+            model.state().filter { modelState.contains($0.key) }
+          ) { a, _ in a }
+        }
       } else {
         sinceBest += 1
       }

@@ -6,7 +6,8 @@
 /// - `lamina_pool.c`: the thread pool;
 /// - `lamina_gemm.c`: the GEMM, once per element type and instruction set;
 /// - `lamina_cpu.c`: the CPU features, for the baseline of the architecture;
-/// - `lamina_model_setup.c`: the exported C interface of a model library.
+/// - `lamina_model_setup.c`: the exported C interface of a model library;
+/// - `lamina_philox.h`: the Philox-4x32-10 generator that dropout draws from.
 public enum CRuntimeSources {
   /// Every runtime file by name: the translation units and the headers they and `model.c` include.
   public static var files: [String: String] {
@@ -20,6 +21,7 @@ public enum CRuntimeSources {
       "lamina_gemm.c": text(PackageResources.lamina_gemm_c),
       "lamina_cpu.c": text(PackageResources.lamina_cpu_c),
       "lamina_model_setup.c": text(PackageResources.lamina_model_setup_c),
+      "lamina_philox.h": text(PackageResources.lamina_philox_h),
     ]
   }
 

@@ -96,6 +96,13 @@ private struct Generator {
     )
     writer.line("#include \"lamina_math.h\"  /* inline exp, tanh, sigmoid, normal CDF */")
     writer.line("#include \"lamina_conv.h\"  /* im2col / col2im convolution on the GEMM */")
+    if graph.nodes.contains(where: { node in
+      (node.body.isEmpty ? [node] : node.body).contains {
+        $0.definition?.effects.contains(.drawsRandomNumbers) == true
+      }
+    }) {
+      writer.line("#include \"lamina_philox.h\"  /* the Philox-4x32-10 generator dropout draws from */")
+    }
     writer.line()
     emitContext()
     writer.line("/* ======== Kernels ======== */")
@@ -117,8 +124,13 @@ private struct Generator {
     let losses = graph.losses.map(\.value)
     emitEntryPoint(name: "forward", outputs: outputs, losses: [])
     emitEntryPoint(name: "evaluate", outputs: outputs, losses: losses)
+    let trainingEntries = EntryPoint.hasModeDependentOps(graph)
+    if trainingEntries {
+      emitEntryPoint(name: "forward_training", outputs: outputs, losses: [], mode: .training)
+      emitEntryPoint(name: "evaluate_training", outputs: outputs, losses: losses, mode: .training)
+    }
     emitTrainSteps()
-    emitModelDescription(signature)
+    emitModelDescription(signature, trainingEntries: trainingEntries)
     return GeneratedModel(
       source: writer.text, header: header(signature), signature: signature, statistics: statistics)
   }
@@ -141,7 +153,11 @@ private struct Generator {
       params: graph.params.map { entry(graph[$0.value].name, $0.value) },
       outputs: graph.outputs.map { entry($0.name, $0.value) },
       losses: graph.losses.map { entry($0.name, $0.value) },
-      states: graph.states.map { entry(graph[$0.value].name, $0.value) },
+      states: graph.states.map { state in
+        var described = entry(graph[state.value].name, state.value)
+        if state.isModelState { described.modelState = true }
+        return described
+      },
       steps: trainableSteps.map { step in
         ModelSignature.Step(name: step.name, loss: step.lossName)
       })
@@ -173,6 +189,9 @@ private struct Generator {
     list("outputs", signature.outputs)
     list("losses", signature.losses)
     list("parameters", signature.params)
+    list("state (lamina_state_data; model state is saved with the parameters)", signature.states) {
+      $0.modelState == true ? "  (model state)" : "  (optimizer state)"
+    }
     text += " */\n\n"
     // Index macros, unique even when names differ only in what a C identifier cannot hold (`a.b`,
     // `a_b`, `A-B`): the first keeps its macro, the next get `_2`, `_3`, ... in signature order.
@@ -196,6 +215,7 @@ private struct Generator {
     constants("OUTPUT", signature.outputs.map(\.name)) { $0 }
     constants("LOSS", signature.losses.map(\.name)) { $0 }
     constants("PARAM", signature.params.map(\.name)) { $0 }
+    constants("STATE", signature.states.map(\.name)) { "index of \($0) for lamina_state_data" }
     text += "\n" + CRuntimeSources.interface
     text += "\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n"
     return text
@@ -264,8 +284,20 @@ private struct Generator {
       ElementwiseKernel.emit(
         context, expression: template, into: &body, prelude: &prelude, kernelName: "@KERNEL@",
         symbolIndex: symbolIndex)
+    case .kernel(let id) where KernelLibrary.threadedEmitter(id) != nil:
+      var declarations: CWriter? = prelude
+      KernelLibrary.threadedEmitter(id)?(context, &body, &declarations, symbolIndex)
+      prelude = declarations ?? prelude
     case .kernel(let id):
-      KernelLibrary.emitter(id)(context, &body)
+      if let emit = KernelLibrary.parallelEmitter(id) {
+        emit(context, &body, &prelude)
+      } else {
+        KernelLibrary.emitter(id)(context, &body)
+      }
+    case .decomposed:
+      throw Diagnostic.error(
+        "\(node.op) has no kernel: the decompose pass replaces it before code generation",
+        at: node.location)
     }
     body.line("return LAMINA_OK;")
     // Layers repeat: one function serves every node whose kernel would be the same.
@@ -328,9 +360,10 @@ private struct Generator {
   /// A training step (`updates` not empty) also computes each update's new value and, after every
   /// kernel has run, copies it over the parameter or state it replaces.
   mutating func emitEntryPoint(
-    name: String, outputs: [ValueID], losses: [ValueID], updates: [Assignment] = []
+    name: String, outputs: [ValueID], losses: [ValueID], updates: [Assignment] = [],
+    mode: ExecutionMode? = nil
   ) {
-    let mode: ExecutionMode = updates.isEmpty ? .inference : .training
+    let mode: ExecutionMode = mode ?? (updates.isEmpty ? .inference : .training)
     let entry = EntryPoint(
       name: name, mode: mode, outputs: outputs, losses: losses, updates: updates)
     let targets = entry.targets
@@ -373,12 +406,12 @@ private struct Generator {
 
     let signatureText: String
     switch name {
-    case "forward":
+    case "forward", "forward_training":
       signatureText =
-        "static LAMINA_ENTRY_POINT int lamina_run_forward(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs)"
-    case "evaluate":
+        "static LAMINA_ENTRY_POINT int lamina_run_\(name)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs)"
+    case "evaluate", "evaluate_training":
       signatureText =
-        "static LAMINA_ENTRY_POINT int lamina_run_evaluate(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs, void* const* losses)"
+        "static LAMINA_ENTRY_POINT int lamina_run_\(name)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs, void* const* losses)"
     default:
       signatureText =
         "static LAMINA_ENTRY_POINT int lamina_\(name)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* losses)"
@@ -597,11 +630,45 @@ private struct Generator {
     graph.trainSteps.filter { step in graph.assignments.contains { $0.step == step.name } }
   }
 
+  /// `lamina_initialize_state`: state whose initializer is not all zeros (batch norm's running
+  /// variance starts at one) gets its first value; lamina_create has zeroed the rest.
+  mutating func emitStateInitialization() {
+    writer.line("/* State's first values (lamina_create zeroes the storage first). */")
+    writer.line("static void lamina_initialize_state(unsigned char* params) {")
+    var any = false
+    for (index, state) in graph.states.enumerated() {
+      // State initializers need no randomness (zeros, ones, a constant): the first value stands
+      // for every element. One that is not uniform is set by the runtime from `initialState`.
+      guard let definition = InitializerRegistry.definition(state.initializer.name),
+        let shape = graph.type(of: state.value).concreteShape([:])
+      else { continue }
+      var generator = SeededGenerator(seed: 0, stream: graph[state.value].name)
+      let values = definition.generate(shape, state.initializer.arguments, &generator)
+      guard let value = values.first, values.allSatisfy({ $0 == value }) else { continue }
+      // A non-finite constant cannot be a C literal; the runtime sets such state from Swift.
+      guard value != 0, value.isFinite else { continue }
+      any = true
+      let type = CExpressionContext.cType(graph.type(of: state.value).dtype)
+      writer.line(
+        "  { /* \(CText.comment(graph[state.value].name)) = \(CText.comment(state.initializer.description)) */"
+      )
+      writer.line("    \(type)* data = (\(type)*)(params + lamina_state_offsets[\(index)]);")
+      writer.line(
+        "    for (int64_t i = 0; i < lamina_state_sizes[\(index)] / (int64_t)sizeof(\(type)); i++) data[i] = (\(type))\(value);"
+      )
+      writer.line("  }")
+    }
+    if !any { writer.line("  (void)params;") }
+    writer.line("}")
+    writer.line()
+  }
+
   /// The model's description and the table of its entry points, which `lamina_model_setup.c`
   /// (the exported C interface) reads.
-  mutating func emitModelDescription(_ signature: ModelSignature) {
+  mutating func emitModelDescription(_ signature: ModelSignature, trainingEntries: Bool) {
     let json = signature.json()
     let literal = CText.stringLiteral(json)
+    emitStateInitialization()
     writer.line("/* ======== The model, for the C interface (lamina_model_setup.c) ======== */")
     writer.line()
     writer.line(
@@ -615,6 +682,7 @@ private struct Generator {
         .param_sizes = lamina_param_sizes,
         .state_offsets = lamina_state_offsets,
         .state_sizes = lamina_state_sizes,
+        .initialize_state = lamina_initialize_state,
       };
 
       /* This file is compiled once per instruction set (-DLAMINA_ISA=avx512 -DLAMINA_ISA_NAME=...);
@@ -625,6 +693,8 @@ private struct Generator {
         .forward = lamina_run_forward,
         .evaluate = lamina_run_evaluate,
         .train_step = lamina_run_train_step,
+        .forward_training = \(trainingEntries ? "lamina_run_forward_training" : "NULL"),
+        .evaluate_training = \(trainingEntries ? "lamina_run_evaluate_training" : "NULL"),
       };
       """)
   }

@@ -27,6 +27,61 @@ enum KernelLibrary {
     case .convolution: return { ConvolutionKernels.emit($0, into: &$1) }
     case .convolutionTranspose: return { ConvolutionKernels.emit($0, into: &$1) }
     case .convolutionWeightGradient: return { ConvolutionKernels.emit($0, into: &$1) }
+    // On the calling thread only; the code generator runs these through `threadedEmitter`.
+    case .maxPool, .maxPoolBackward, .averagePool, .averagePoolBackward, .globalAveragePool:
+      return { context, body in
+        var noPrelude: CWriter? = nil
+        threadedEmitter(id)?(context, &body, &noPrelude, [:])
+      }
+    case .batchNormStatistics, .batchNormStatisticsGradient, .dropout:
+      return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
+    }
+  }
+
+  /// Kernels that share their loop with the thread pool: they also write the job and task
+  /// functions of a `ParallelLoop` (the prelude) before the kernel. Nil: use `emitter`.
+  static func parallelEmitter(_ id: KernelID) -> (
+    (KernelContext, inout CWriter, inout CWriter) -> Void
+  )? {
+    switch id {
+    case .dropout: return { RandomKernels.emitDropout($0, into: &$1, prelude: &$2) }
+    case .batchNormStatistics:
+      return { NormalizationKernels.emitStatistics($0, into: &$1, prelude: &$2) }
+    case .batchNormStatisticsGradient:
+      return { NormalizationKernels.emitStatisticsGradient($0, into: &$1, prelude: &$2) }
+    default: return nil
+    }
+  }
+
+  /// A kernel that shares its outer loop with the thread pool: besides its body it writes its job
+  /// struct and task functions before the kernel (the prelude; nil: run on the calling thread).
+  /// The last argument maps symbols to their position in `dims`, for the task function.
+  typealias ThreadedEmitter = (KernelContext, inout CWriter, inout CWriter?, [String: Int]) -> Void
+
+  /// The threaded emitter of a kernel, or nil for kernels that only have a plain one.
+  static func threadedEmitter(_ id: KernelID) -> ThreadedEmitter? {
+    switch id {
+    case .maxPool:
+      return { context, body, prelude, _ in
+        PoolingKernels.emitForward(context, maximum: true, into: &body, prelude: &prelude)
+      }
+    case .averagePool:
+      return { context, body, prelude, _ in
+        PoolingKernels.emitForward(context, maximum: false, into: &body, prelude: &prelude)
+      }
+    case .maxPoolBackward:
+      return { context, body, prelude, _ in
+        PoolingKernels.emitMaximumBackward(context, into: &body, prelude: &prelude)
+      }
+    case .averagePoolBackward:
+      return { context, body, prelude, _ in
+        PoolingKernels.emitAverageBackward(context, into: &body, prelude: &prelude)
+      }
+    case .globalAveragePool:
+      return {
+        PoolingKernels.emitGlobalAverage($0, into: &$1, prelude: &$2, symbolIndex: $3)
+      }
+    default: return nil
     }
   }
 

@@ -142,7 +142,8 @@ func loadModel(
   return model
 }
 
-/// Reads a weights file, or draws the initial weights when there is none.
+/// Reads a weights file (parameters, and the model state it holds), or draws the initial weights
+/// when there is none.
 func loadParameters(_ model: Model, weightsPath: String?, seed: UInt64) throws -> [String: Tensor] {
   guard let weightsPath else { return try model.initialParameters(seed: seed) }
   let weights = try SafeTensors.readDictionary(contentsOf: weightsPath)
@@ -156,6 +157,12 @@ func loadParameters(_ model: Model, weightsPath: String?, seed: UInt64) throws -
           + (suggestion.map { " (there is '\($0)')" } ?? ""))
     }
     parameters[name] = tensor
+  }
+  // Model state (running statistics) the file holds comes with the parameters; what it lacks
+  // starts at its initializer.
+  for state in model.graph.modelStates {
+    let name = model.graph[state.value].name
+    if let tensor = weights[name] ?? weights["state." + name] { parameters[name] = tensor }
   }
   return parameters
 }

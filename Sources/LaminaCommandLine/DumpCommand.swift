@@ -19,7 +19,8 @@ enum DumpCommand: Command {
       --locations      add loc(line:column:length) to every node
       --explain        with --after fusion (or all): after the fused IR, for every pair of neighbouring
                        ops left in separate kernels, the rule that kept them apart (as // comments)
-      --params         list every parameter with its shape, initializer and size
+      --params         list every parameter with its shape, initializer and size, then the
+                       model state (batch norm's running statistics), marked "state"
     \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
@@ -130,6 +131,17 @@ enum DumpCommand: Command {
         String(bytes), param.trainable ? "yes" : "frozen",
       ])
     }
+    // Model state (running statistics) is saved with the parameters but never trained.
+    let modelStates = graph.modelStates
+    for state in modelStates {
+      let type = graph.type(of: state.value)
+      let elements = type.concreteShape([:])?.reduce(1, *) ?? 0
+      rows.append([
+        TerminalText.escaped(graph[state.value].name), type.description,
+        TerminalText.escaped(state.initializer.description), String(elements),
+        String(elements * type.dtype.byteSize), "state",
+      ])
+    }
     let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max()! }
     var out = ""
     for row in rows {
@@ -138,6 +150,14 @@ enum DumpCommand: Command {
         .joined(separator: "  ").trimmingCharacters(in: .whitespaces) + "\n"
     }
     out += "\(graph.params.count) parameters, \(totalElements) elements, \(totalBytes) bytes\n"
+    if !modelStates.isEmpty {
+      let elements = modelStates.map {
+        graph.type(of: $0.value).concreteShape([:])?.reduce(1, *) ?? 0
+      }
+      let bytes = zip(modelStates, elements).map { $1 * graph.type(of: $0.value).dtype.byteSize }
+      out +=
+        "\(modelStates.count) model state tensors (trainable \"state\": updated by training steps, saved with the weights), \(elements.reduce(0, +)) elements, \(bytes.reduce(0, +)) bytes\n"
+    }
     return out
   }
 }

@@ -174,7 +174,11 @@ enum TrainCommand: Command {
 
     if let plotPath { try LossPlot.write(history.epochs, title: model.graph.name, to: plotPath) }
     if let outputPath {
-      let weights = try trainable.parameters().sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+      // Model state (running statistics) is saved with the parameters, as PyTorch's state_dict.
+      let modelState = Set(model.graph.modelStates.map { model.graph[$0.value].name })
+      let weights = try trainable.parameters().merging(
+        trainable.state().filter { modelState.contains($0.key) }
+      ) { a, _ in a }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
       try SafeTensors.write(weights, metadata: ["model": model.graph.name], to: outputPath)
     }
 

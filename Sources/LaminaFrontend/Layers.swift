@@ -247,6 +247,47 @@ public struct LayerBuilder {
     return graph.addParam(name: qualified, type: type, initializer: initializer, location: location)
   }
 
+  /// Adds model state named `scopeName.name` (`batch_norm_0.running_mean`): a value kept between
+  /// calls that no optimizer owns, saved with the weights. A shared instance called again gets the
+  /// state its first call made. Give it its value after a training step with `updateState`.
+  public mutating func state(_ name: String, _ type: TensorType, _ initializer: Initializer)
+    throws(ShapeError) -> ValueID
+  {
+    let qualified = "\(scopeName).\(name)"
+    if let existing = graph.value(named: qualified) {
+      if sharesParameters, graph.state(for: existing)?.isModelState == true,
+        graph.type(of: existing) == type
+      {
+        return existing
+      }
+      throw ShapeError(
+        "state name \(qualified) is already taken", help: "give the layer another name with name:")
+    }
+    guard type.concreteShape([:]) != nil else {
+      throw ShapeError("state \(qualified) needs a static shape, got \(type)")
+    }
+    return graph.addState(
+      name: qualified, type: type, initializer: initializer, step: nil, location: location)
+  }
+
+  /// Registers the value model state takes after a training step: every training step whose loss
+  /// computation runs the node defining `trigger` applies it (every step when `trigger` is nil).
+  /// A state has one rule: a shared instance called again keeps its first call's.
+  public mutating func updateState(_ state: ValueID, to value: ValueID, when trigger: ValueID?)
+    throws(ShapeError)
+  {
+    guard graph.state(for: state)?.isModelState == true else {
+      throw ShapeError("%\(graph[state].name) is not model state")
+    }
+    guard graph.type(of: state) == graph.type(of: value) else {
+      throw ShapeError(
+        "state \(graph[state].name) is \(graph.type(of: state)), its update \(graph.type(of: value))"
+      )
+    }
+    if graph.stateUpdates.contains(where: { $0.target == state }) { return }
+    graph.stateUpdates.append(StateUpdate(target: state, value: value, trigger: trigger))
+  }
+
   /// Adds an op node, applying its shape rule.
   public mutating func op(
     _ op: String, _ operands: [ValueID], _ attributes: [String: Attribute] = [:]
@@ -286,8 +327,11 @@ public enum LayerRegistry {
   /// Activations a layer's `activation:` option can name.
   static let activations = ["relu", "sigmoid", "tanh", "gelu", "softplus", "leaky_relu"]
 
-  public static let all: [LayerDefinition] = denseLayers + convolutionLayers
+  public static let all: [LayerDefinition] =
+    denseLayers + normalizationLayers + layerNormLayers + randomLayers
+    + convolutionLayers + poolingLayers
 
+  /// Fully connected layers.
   static let denseLayers: [LayerDefinition] = [
     LayerDefinition(
       "dense",

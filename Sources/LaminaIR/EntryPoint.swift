@@ -1,8 +1,11 @@
+import LaminaSupport
+
 /// One function of a compiled model: which values it must produce, and in which mode it runs.
 ///
 /// The C backend emits one entry point each; the memory planner plans each one separately, so both
 /// must agree on the list and on where every value lives. `forward` computes the outputs, `evaluate`
-/// the outputs and losses, and `train_N` (one per training step that has updates) its loss and the
+/// the outputs and losses (`forward_training` and `evaluate_training` the same in training mode,
+/// for graphs with mode-dependent ops), and `train_N` (one per training step that has updates) its loss and the
 /// new values of the parameters and state it updates.
 public struct EntryPoint: Hashable, Sendable {
   /// `forward`, `evaluate`, `train_0`, …: the C function is `lamina_NAME`.
@@ -37,6 +40,14 @@ public struct EntryPoint: Hashable, Sendable {
       EntryPoint(name: "forward", mode: .inference, outputs: outputs, losses: []),
       EntryPoint(name: "evaluate", mode: .inference, outputs: outputs, losses: losses),
     ]
+    // `run --mode training`: outputs as a training step computes them (batch statistics), with
+    // no update written back. Only a graph whose result depends on the mode needs its own.
+    if hasModeDependentOps(graph) {
+      entries += [
+        EntryPoint(name: "forward_training", mode: .training, outputs: outputs, losses: []),
+        EntryPoint(name: "evaluate_training", mode: .training, outputs: outputs, losses: losses),
+      ]
+    }
     for (index, step) in trainableSteps(in: graph).enumerated() {
       let loss = graph.losses.first { $0.name == step.lossName }!.value
       entries.append(
@@ -45,6 +56,13 @@ public struct EntryPoint: Hashable, Sendable {
           updates: graph.assignments.filter { $0.step == step.name }))
     }
     return entries
+  }
+
+  /// Whether any node (or fused member) computes differently in a training step.
+  public static func hasModeDependentOps(_ graph: Graph) -> Bool {
+    graph.nodes.contains { node in
+      ([node] + node.body).contains { OpRegistry.definition($0.op)?.dependsOnMode == true }
+    }
   }
 
   /// Training steps whose updates the optimizer pass built (the others get no entry point).

@@ -90,17 +90,42 @@ public struct ParamDecl: Hashable, Sendable {
   }
 }
 
-/// State an optimizer keeps between steps (momentum, moment estimates, the step counter).
+/// A value kept between calls that is not a parameter: optimizer state (momentum, moment
+/// estimates, the step counter), owned by one training step, or model state (batch norm's running
+/// statistics, a random generator's seed), owned by no optimizer and updated by a `StateUpdate`.
 public struct StateDecl: Hashable, Sendable {
   public var value: ValueID
   public var initializer: Initializer
-  /// The training step that owns it.
-  public var step: String
+  /// The training step whose optimizer owns it; nil for model state.
+  public var step: String?
 
-  public init(value: ValueID, initializer: Initializer, step: String) {
+  public init(value: ValueID, initializer: Initializer, step: String?) {
     self.value = value
     self.initializer = initializer
     self.step = step
+  }
+
+  /// True for state no optimizer owns (created by a layer, saved with the weights).
+  public var isModelState: Bool { step == nil }
+}
+
+/// The rule by which model state changes: after a training step, `target` takes the value of
+/// `value`, in every training step that computes `trigger` (every step when `trigger` is nil).
+///
+/// A layer registers it once; the optimizer pass turns it into an `Assignment` of each training step
+/// whose loss computation runs the node that defines `trigger` — so a GAN's two steps that both run
+/// a shared batch norm both update its running statistics, and a step that does not run it leaves
+/// them alone.
+public struct StateUpdate: Hashable, Sendable {
+  public var target: ValueID
+  public var value: ValueID
+  /// A value whose computation by a step's loss makes the step apply the update; nil: every step.
+  public var trigger: ValueID?
+
+  public init(target: ValueID, value: ValueID, trigger: ValueID?) {
+    self.target = target
+    self.value = value
+    self.trigger = trigger
   }
 }
 
@@ -184,6 +209,8 @@ public struct Graph: Sendable {
   /// Filled by the optimizer pass: optimizer state, and the updates a training step applies.
   public var states: [StateDecl] = []
   public var assignments: [Assignment] = []
+  /// Model state's update rules, registered by layers (see `StateUpdate`).
+  public var stateUpdates: [StateUpdate] = []
   /// Filled by the `memory-plan` pass (on the backend's copy): each entry point's arena layout.
   public var memoryPlans: [String: MemoryPlan] = [:]
   private var namesInUse: [String: ValueID] = [:]
@@ -360,13 +387,23 @@ public struct Graph: Sendable {
 
   /// Values bound to a public name (outputs and losses), which passes must keep.
   public var exposedValues: Set<ValueID> {
-    Set((outputs + losses).map(\.value) + gradients.map(\.gradient) + assignments.map(\.value))
+    Set(
+      (outputs + losses).map(\.value) + gradients.map(\.gradient) + assignments.map(\.value)
+        + stateUpdates.flatMap { [$0.value] + ($0.trigger.map { [$0] } ?? []) })
   }
 
-  /// Declares optimizer state and returns its value.
+  /// The declaration of a value, if it is state.
+  public func state(for value: ValueID) -> StateDecl? { states.first { $0.value == value } }
+
+  /// Model state: state no optimizer owns.
+  public var modelStates: [StateDecl] { states.filter(\.isModelState) }
+
+  /// Declares state (optimizer state of `step`, or model state when `step` is nil) and returns
+  /// its value.
   @discardableResult
   public mutating func addState(
-    name: String, type: TensorType, initializer: Initializer, step: String, location: SourceLocation
+    name: String, type: TensorType, initializer: Initializer, step: String?,
+    location: SourceLocation
   ) -> ValueID {
     let value = makeValue(name: name, type: type, location: location)
     states.append(StateDecl(value: value, initializer: initializer, step: step))

@@ -124,7 +124,9 @@ public struct IRParser {
         return
       case "state":
         _ = advance()
-        let stepName = try expect(.identifier, nil, "a training step name")
+        // Model state names no training step: `state %bn.running_mean : f32[16] = zeros()`.
+        let stepName =
+          current.kind == .local ? nil : try expect(.identifier, nil, "a training step name")
         let name = try parseValueName(defining: graph)
         _ = try expect(.punctuation, ":", "':' before the type")
         let type = try parseType()
@@ -134,10 +136,19 @@ public struct IRParser {
         let location = try parseLocation(default: name.location)
         graph.addState(
           name: name.text, type: type, initializer: Initializer(initializerName.text, arguments),
-          step: stepName.text, location: location)
+          step: stepName?.text, location: location)
         return
       case "update":
         _ = advance()
+        if current.kind == .local {
+          // A model state's update rule: `update %target = %value [when %trigger]`.
+          let target = try parseUse(graph)
+          _ = try expect(.punctuation, "=", "'='")
+          let value = try parseUse(graph)
+          let trigger = accept(.identifier, "when") != nil ? try parseUse(graph) : nil
+          graph.stateUpdates.append(StateUpdate(target: target, value: value, trigger: trigger))
+          return
+        }
         let (step, target, value) = try parseStepBinding(graph)
         graph.assignments.append(Assignment(step: step, target: target, value: value))
         return

@@ -41,8 +41,10 @@ public struct IRPrinter: Sendable {
       out += location(graph[param.value].location) + "\n"
     }
     for state in graph.states {
+      // Model state has no owning step: `state %bn.running_mean : f32[16] = zeros()`.
+      let owner = state.step.map { " \($0)" } ?? ""
       out +=
-        "  state \(state.step) \(name(state.value, in: graph)) : \(typeText(state.value, in: graph))"
+        "  state\(owner) \(name(state.value, in: graph)) : \(typeText(state.value, in: graph))"
       out += " = \(state.initializer)" + location(graph[state.value].location) + "\n"
     }
     for node in graph.nodes {
@@ -61,6 +63,11 @@ public struct IRPrinter: Sendable {
     for assignment in graph.assignments {
       out +=
         "  update \(assignment.step) \(name(assignment.target, in: graph)) = \(name(assignment.value, in: graph))\n"
+    }
+    for update in graph.stateUpdates {
+      out += "  update \(name(update.target, in: graph)) = \(name(update.value, in: graph))"
+      if let trigger = update.trigger { out += " when \(name(trigger, in: graph))" }
+      out += "\n"
     }
     for step in graph.trainSteps {
       out += "  train \(step.name) = \(step.optimizer)\(attributeText(step.attributes))"

@@ -137,7 +137,8 @@ public enum InitializerRegistry {
 }
 
 extension Graph {
-  /// The initial value of every optimizer state tensor (their initializers need no randomness).
+  /// The initial value of every state tensor, optimizer and model state (their initializers need
+  /// no randomness).
   public func initialState(seed: UInt64 = 0) throws -> [String: Tensor] {
     var result: [String: Tensor] = [:]
     for state in states {
@@ -153,6 +154,12 @@ extension Graph {
         doubles: definition.generate(shape, state.initializer.arguments, &generator))
     }
     return result
+  }
+
+  /// The initial value of every model state tensor (state no optimizer owns).
+  public func initialModelState() throws -> [String: Tensor] {
+    let names = Set(modelStates.map { self[$0.value].name })
+    return try initialState().filter { names.contains($0.key) }
   }
 
   /// The initial value of every parameter, drawn from its initializer.

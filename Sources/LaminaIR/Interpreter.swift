@@ -52,7 +52,7 @@ public struct Interpreter: Sendable {
       environment[graph.value(named: entry.name)!] = try ShapeBinding.conform(
         entry.tensor, to: entry.type.dtype, name: entry.name, kind: "input")
     }
-    // Optimizer state is supplied like parameters, by name.
+    // Optimizer and model state are supplied like parameters, by name.
     let stored =
       graph.params.map { ($0.value, "parameter") } + graph.states.map { ($0.value, "state") }
     for (value, kind) in stored where neededValues.contains(value) {
@@ -89,7 +89,7 @@ public struct Interpreter: Sendable {
         results.append((type.dtype, shape))
       }
       let context = InterpretContext(
-        operands: operands, attributes: node.attributes, results: results)
+        operands: operands, attributes: node.attributes, results: results, mode: mode)
       let values: [Tensor]
       do {
         values = try definition.interpret(context)

@@ -202,6 +202,30 @@ public enum Verifier {
           at: location)
       }
     }
+    var updatedStates = Set<ValueID>()
+    for update in graph.stateUpdates {
+      let target = graph[update.target]
+      let location = target.location
+      guard defined[update.value.index] || definedInside[update.value.index],
+        update.trigger.map({ defined[$0.index] || definedInside[$0.index] }) ?? true
+      else {
+        diagnostics.error("update %\(target.name): names an undefined value", at: location)
+        continue
+      }
+      if graph.state(for: update.target)?.isModelState != true {
+        diagnostics.error(
+          "update %\(target.name) without a training step: %\(target.name) is not model state",
+          at: location)
+      }
+      if !updatedStates.insert(update.target).inserted {
+        diagnostics.error("model state %\(target.name) has two update rules", at: location)
+      }
+      if target.type != graph[update.value].type {
+        diagnostics.error(
+          "update %\(target.name) is \(target.type?.description ?? "?") but its new value is \(graph[update.value].type?.description ?? "?")",
+          at: location)
+      }
+    }
     for step in graph.trainSteps {
       if !graph.losses.contains(where: { $0.name == step.lossName }) {
         diagnostics.error(

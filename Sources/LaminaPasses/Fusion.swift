@@ -66,7 +66,9 @@ struct FusionPlanner {
   init(graph: Graph) {
     self.graph = graph
     exposed = Set(
-      graph.outputs.map(\.value) + graph.losses.map(\.value) + graph.assignments.map(\.value))
+      graph.outputs.map(\.value) + graph.losses.map(\.value) + graph.assignments.map(\.value)
+    )
+    .union(graph.stateUpdates.flatMap { [$0.value] + ($0.trigger.map { [$0] } ?? []) })
     forwardNodes = Set(
       graph.nodesNeeded(for: graph.outputs.map(\.value) + graph.losses.map(\.value)))
     outputNodes = Set(graph.nodesNeeded(for: graph.outputs.map(\.value)))

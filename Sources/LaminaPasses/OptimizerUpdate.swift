@@ -7,7 +7,8 @@ import LaminaSupport
 /// gradient clipping when `clip_norm` is set, then the optimizer's update rule per parameter with
 /// its state (momentum, moment estimates) declared as `state` and written back with `update`.
 /// Update rules follow PyTorch's `torch.optim` (SGD without dampening; Adam with bias correction;
-/// AdamW's decoupled decay; RMSprop and Adagrad with `eps` outside the square root).
+/// AdamW's decoupled decay; RMSprop and Adagrad with `eps` outside the square root). Model state
+/// update rules (`Graph.stateUpdates`) become updates of every step whose loss runs their trigger.
 /// - Precondition: the autodiff pass has run.
 ///
 ///     %lr = lr_schedule(%train.step) {lr = 0.1}         update train %w = %w.next
@@ -26,11 +27,28 @@ public struct OptimizerUpdate: GraphPass {
       guard !entries.isEmpty else { continue }
       do {
         try build(step, entries, in: &graph)
+        addModelStateUpdates(of: step, to: &graph)
       } catch {
         context.diagnostics.error("\(step.optimizer): \(error.message)", at: step.location)
       }
     }
     try context.diagnostics.throwIfErrors()
+  }
+
+  /// The model state updates `step` applies: those whose trigger its loss computation runs (a
+  /// batch norm the loss passes through updates its running statistics; one it does not, not).
+  private func addModelStateUpdates(of step: TrainStep, to graph: inout Graph) {
+    guard let loss = graph.losses.first(where: { $0.name == step.lossName })?.value else { return }
+    let lossNodes = Set(graph.nodesNeeded(for: [loss]))
+    let definitions = graph.definitions()
+    for update in graph.stateUpdates {
+      if let trigger = update.trigger {
+        guard case .node(let index)? = definitions[trigger.index], lossNodes.contains(index)
+        else { continue }
+      }
+      graph.assignments.append(
+        Assignment(step: step.name, target: update.target, value: update.value))
+    }
   }
 
   private func build(_ step: TrainStep, _ entries: [ParameterGradient], in graph: inout Graph)

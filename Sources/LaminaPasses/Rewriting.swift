@@ -33,6 +33,10 @@ extension Graph {
     for index in assignments.indices {
       assignments[index].value = resolved(assignments[index].value)
     }
+    for index in stateUpdates.indices {
+      stateUpdates[index].value = resolved(stateUpdates[index].value)
+      stateUpdates[index].trigger = stateUpdates[index].trigger.map(resolved)
+    }
   }
 
   /// The index of the node defining each value, for values that nodes define.

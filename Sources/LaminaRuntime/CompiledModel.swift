@@ -76,6 +76,9 @@ public final class CompiledModel: @unchecked Sendable {
 
     var forward: Forward
     var evaluate: Evaluate
+    /// The same in training mode (nil in a library from before modes: it has no mode-dependent op).
+    var forwardTraining: Forward?
+    var evaluateTraining: Evaluate?
     var trainStep: TrainStep?
     var stateData: ParamData?
     var stateBytes: ParamBytes?
@@ -125,6 +128,12 @@ public final class CompiledModel: @unchecked Sendable {
       paramBytes: try symbol("lamina_param_bytes", Functions.ParamBytes.self),
       forward: try symbol("lamina_forward", Functions.Forward.self),
       evaluate: try symbol("lamina_evaluate", Functions.Evaluate.self),
+      forwardTraining: dlsym(handle, "lamina_forward_training").map {
+        unsafeBitCast($0, to: Functions.Forward.self)
+      },
+      evaluateTraining: dlsym(handle, "lamina_evaluate_training").map {
+        unsafeBitCast($0, to: Functions.Evaluate.self)
+      },
       trainStep: dlsym(handle, "lamina_train_step").map {
         unsafeBitCast($0, to: Functions.TrainStep.self)
       },
@@ -212,6 +221,21 @@ public final class CompiledModel: @unchecked Sendable {
     outputs: [String: Tensor], losses: [String: Tensor]
   ) {
     try run(inputs, withLosses: true)
+  }
+
+  /// Computes every output in `mode`: `.training` computes them as a training step does (batch
+  /// norm with the batch's statistics) without writing any state back.
+  public func forward(_ inputs: [String: Tensor], mode: ExecutionMode) throws -> [String: Tensor] {
+    var nothingToReuse: [String: Tensor] = [:]
+    return try run(inputs, withLosses: false, reusing: &nothingToReuse, mode: mode).outputs
+  }
+
+  /// Computes every output and every loss in `mode` (see `forward(_:mode:)`).
+  public func evaluate(_ inputs: [String: Tensor], mode: ExecutionMode) throws -> (
+    outputs: [String: Tensor], losses: [String: Tensor]
+  ) {
+    var nothingToReuse: [String: Tensor] = [:]
+    return try run(inputs, withLosses: true, reusing: &nothingToReuse, mode: mode)
   }
 
   /// A call's inputs, checked against the signature and ordered as the C entry points take them.
@@ -503,10 +527,18 @@ public final class CompiledModel: @unchecked Sendable {
   }
 
   private func run(
-    _ inputs: [String: Tensor], withLosses: Bool, reusing reusable: inout [String: Tensor]
+    _ inputs: [String: Tensor], withLosses: Bool, reusing reusable: inout [String: Tensor],
+    mode: ExecutionMode = .inference
   ) throws -> (
     outputs: [String: Tensor], losses: [String: Tensor]
   ) {
+    let training = mode == .training
+    guard
+      !training || (withLosses ? functions.evaluateTraining : nil) != nil
+        || (!withLosses && functions.forwardTraining != nil)
+    else {
+      throw RunError("this library has no training-mode entry points: recompile the model")
+    }
     let prepared = try prepare(inputs, allInputs: withLosses)
     // One turn of the lock for the whole call. Allocating the outputs under it costs little: the
     // C call, which writes every element of them, runs one at a time anyway.
@@ -535,9 +567,10 @@ public final class CompiledModel: @unchecked Sendable {
         try withMutablePointers(&losses) { lossPointers in
           dims.withUnsafeBufferPointer { dimsPointer in
             withLosses
-              ? functions.evaluate(
+              ? (training ? functions.evaluateTraining! : functions.evaluate)(
                 context, dimsPointer.baseAddress, inputPointers, outputPointers, lossPointers)
-              : functions.forward(context, dimsPointer.baseAddress, inputPointers, outputPointers)
+              : (training ? functions.forwardTraining! : functions.forward)(
+                context, dimsPointer.baseAddress, inputPointers, outputPointers)
           }
         }
       }
@@ -607,7 +640,9 @@ public final class CompiledModel: @unchecked Sendable {
   }
 
   /// Sets every parameter at once (a call on another thread sees all the old values or all the
-  /// new ones); each must be present with the right type, else nothing changes.
+  /// new ones); each must be present with the right type, else nothing changes. Model state in
+  /// `tensors` (a weights file's running statistics, under its name or `state.NAME`) is set with
+  /// them; model state it lacks keeps its value.
   public func setParameters(_ tensors: [String: Tensor]) throws {
     var checked: [Tensor] = []
     for (index, entry) in signature.params.enumerated() {
@@ -617,8 +652,10 @@ public final class CompiledModel: @unchecked Sendable {
       try checkParameter(tensor, index: index)
       checked.append(tensor)
     }
+    let state = try checkState(signature.modelStates(in: tensors))
     locked {
       for (index, tensor) in checked.enumerated() { writeParameterLocked(tensor, index: index) }
+      for (index, tensor) in state { writeStateLocked(tensor, index: index) }
     }
   }
 
@@ -636,7 +673,9 @@ public final class CompiledModel: @unchecked Sendable {
     try locked { (try copyParametersLocked(), try copyStateLocked()) }
   }
 
-  /// Loads every parameter from a `.safetensors` file keyed by parameter name.
+  /// Loads every parameter from a `.safetensors` file keyed by parameter name, and the model state
+  /// the file holds (under its own name, as PyTorch's state_dict, or `state.NAME` as a checkpoint
+  /// stores it); model state the file lacks keeps its value.
   public func loadWeights(from path: String) throws {
     let weights = try SafeTensors.readDictionary(contentsOf: path)
     for entry in signature.params where weights[entry.name] == nil {
@@ -645,10 +684,20 @@ public final class CompiledModel: @unchecked Sendable {
     try setParameters(weights)
   }
 
-  /// Saves every parameter to a `.safetensors` file, atomically.
+  /// Saves every parameter and the model state (running statistics) to a `.safetensors` file,
+  /// atomically, each under its own name.
   public func saveWeights(to path: String) throws {
-    let tensors = try parameters().sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    let (parameters, state) = try parametersAndState()
+    let modelState = Set(signature.modelStates.map(\.name))
+    let tensors = parameters.merging(state.filter { modelState.contains($0.key) }) { a, _ in a }
+      .sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     try SafeTensors.write(tensors, metadata: ["model": signature.model], to: path)
+  }
+
+  /// The model state (state no optimizer owns: batch norm's running statistics), by name.
+  public func modelState() throws -> [String: Tensor] {
+    let names = Set(signature.modelStates.map(\.name))
+    return try state().filter { names.contains($0.key) }
   }
 
   private func checkParameter(_ tensor: Tensor, index: Int) throws {
@@ -696,19 +745,36 @@ public final class CompiledModel: @unchecked Sendable {
 
   // MARK: Optimizer state
 
-  /// Every optimizer state tensor (momentum, moment estimates, step counters), by name: one
-  /// snapshot between two calls.
+  /// Every state tensor by name: optimizer state (momentum, moment estimates, step counters) and
+  /// model state (running statistics, `modelState()`); one snapshot between two calls.
   public func state() throws -> [String: Tensor] {
     try locked { try copyStateLocked() }
   }
 
-  /// Replaces optimizer state at once; every tensor given must match its entry exactly (else
+  /// Replaces state (optimizer or model state) at once; every tensor given must match its entry exactly (else
   /// nothing changes), and names it lacks keep their values.
   public func setState(_ tensors: [String: Tensor]) throws {
+    let checked = try checkState(tensors)
+    locked {
+      for (index, tensor) in checked { writeStateLocked(tensor, index: index) }
+    }
+  }
+
+  /// Call with `lock` held, `tensor` checked by `checkState`.
+  private func writeStateLocked(_ tensor: Tensor, index: Int) {
+    guard let data = functions.stateData?(context, Int64(index)) else { return }
+    tensor.withUnsafeBytes { source in
+      if let base = source.baseAddress { data.copyMemory(from: base, byteCount: source.count) }
+    }
+  }
+
+  /// Each tensor's state index, once its name, dtype and shape are checked.
+  @discardableResult
+  private func checkState(_ tensors: [String: Tensor]) throws -> [(Int, Tensor)] {
     var checked: [(Int, Tensor)] = []
     for (name, tensor) in tensors {
       guard let index = signature.states.firstIndex(where: { $0.name == name }) else {
-        throw RunError("the model has no optimizer state '\(name)'")
+        throw RunError("the model has no state '\(name)'")
       }
       let entry = signature.states[index]
       guard tensor.dtype.rawValue == entry.dtype, tensor.shape == entry.concreteShape([:]),
@@ -720,14 +786,7 @@ public final class CompiledModel: @unchecked Sendable {
       }
       checked.append((index, tensor))
     }
-    locked {
-      for (index, tensor) in checked {
-        guard let data = functions.stateData?(context, Int64(index)) else { continue }
-        tensor.withUnsafeBytes { source in
-          if let base = source.baseAddress { data.copyMemory(from: base, byteCount: source.count) }
-        }
-      }
-    }
+    return checked
   }
 
   /// Call with `lock` held.

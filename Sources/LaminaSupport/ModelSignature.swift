@@ -13,6 +13,9 @@ public struct ModelSignature: Codable, Sendable, Equatable {
     public var shape: [String]
     /// For inputs: whether `forward` needs it (a label does not).
     public var forward: Bool?
+    /// For state: true for model state (owned by no optimizer, saved with the weights); absent for
+    /// optimizer state.
+    public var modelState: Bool?
 
     public init(name: String, dtype: String, shape: [String], forward: Bool? = nil) {
       self.name = name
@@ -57,7 +60,8 @@ public struct ModelSignature: Codable, Sendable, Equatable {
   public var params: [Entry]
   public var outputs: [Entry]
   public var losses: [Entry]
-  /// Optimizer state, saved with the parameters in checkpoints.
+  /// Optimizer state and model state (`modelState == true`), saved with the parameters in
+  /// checkpoints; model state also in weights files.
   public var states: [Entry]
   /// Training steps `lamina_train_step` runs, by index.
   public var steps: [Step]
@@ -85,6 +89,21 @@ public struct ModelSignature: Codable, Sendable, Equatable {
     self.params = params
     self.outputs = outputs
     self.losses = losses
+  }
+
+  /// Model state: the states no optimizer owns (batch norm's running statistics).
+  public var modelStates: [Entry] { states.filter { $0.modelState == true } }
+
+  /// The model state a weights file (or a parameters dictionary) holds: each under its own name
+  /// (PyTorch's state_dict) or `state.NAME` (a training checkpoint), by state name.
+  public func modelStates(in tensors: [String: Tensor]) -> [String: Tensor] {
+    var result: [String: Tensor] = [:]
+    for entry in modelStates {
+      if let tensor = tensors[entry.name] ?? tensors["state." + entry.name] {
+        result[entry.name] = tensor
+      }
+    }
+    return result
   }
 
   public func json() -> String {

@@ -57,6 +57,47 @@ public enum TestData {
     return largest
   }
 
+  /// The tolerance compiled results are held to against the interpreter: a few f32 or f64 rounding
+  /// steps relative to each element, plus an absolute term scaled by the largest finite magnitude of
+  /// the reference; integers must match exactly.
+  public static func compiledTolerance(for reference: Tensor) -> (rtol: Double, atol: Double) {
+    let scale = max(largestFiniteMagnitude(reference) ?? 1, 1)
+    switch reference.dtype {
+    case .f32: return (1e-5, 1e-6 * scale)
+    case .f64: return (1e-12, 1e-14 * scale)
+    case .i32, .i64: return (0, 0)
+    }
+  }
+
+  /// Runs `evaluate` of a compiled model and the interpreter on the same random inputs at each batch
+  /// size (every symbolic dimension set to it) and returns one message per output or loss that
+  /// differs beyond `compiledTolerance`, or whose name is missing on either side; empty when all match.
+  public static func compiledMismatches(
+    _ model: Model, _ compiled: CompiledModel, parameters: [String: Tensor], batches: [Int]
+  ) throws -> [String] {
+    var problems: [String] = []
+    for batch in batches {
+      let symbols = Dictionary(uniqueKeysWithValues: compiled.signature.symbols.map { ($0, batch) })
+      let inputs = inputs(for: model.graph, symbols: symbols, seed: UInt64(batch))
+      let (outputs, losses) = try compiled.evaluate(inputs)
+      let names = model.graph.outputs.map(\.name) + model.graph.losses.map(\.name)
+      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+      let actual = outputs.merging(losses, uniquingKeysWith: { a, _ in a })
+      for name in names {
+        guard let tensor = actual[name], let reference = expected[name] else {
+          problems.append(
+            "batch \(batch), \(name): missing from the compiled or interpreted results")
+          continue
+        }
+        let (rtol, atol) = compiledTolerance(for: reference)
+        if let problem = mismatch(tensor, reference, rtol: rtol, atol: atol) {
+          problems.append("batch \(batch), \(name): \(problem)")
+        }
+      }
+    }
+    return problems
+  }
+
   /// The C compilers on this machine that Lamina can use.
   public static var compilers: [String] {
     ["gcc", "clang"].filter { name in

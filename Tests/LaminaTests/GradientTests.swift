@@ -92,6 +92,11 @@ struct GradientTests {
     Case("sqrt", pos34, "sum(sqrt(posa) * r)"),
     // Activations.
     Case("relu", a34, "sum(relu(a) * r)"),
+    // Interpreted at inference, where the statistics are the running ones (BatchNormTests checks
+    // training mode, through the batch's statistics).
+    Case(
+      "batch_norm (running statistics)", "param a: f64[3, 4, 2]\ninput r: f64[3, 4, 2]",
+      "sum(batch_norm(a) * r)"),
     Case("leaky_relu", a34, "sum(leaky_relu(a, 0.2) * r)"),
     Case("sigmoid", a34, "sum(sigmoid(a) * r)"),
     Case("tanh", a34, "sum(tanh(a) * r)"),
@@ -212,6 +217,38 @@ struct GradientTests {
           train train = sgd {loss = "loss", lr = 0.1}
         }
         """),
+    // Pooling: odd sizes, strides, asymmetric padding, ceil mode (random data has no ties).
+    Case(
+      "max_pool2d", "param a: f64[2, 3, 7, 9]\ninput r: f64[2, 3, 4, 5]",
+      "sum(max_pool2d(a, kernel: 3, stride: 2, padding: [1, 0, 1, 1], ceil_mode: true) * r)"),
+    Case(
+      "max_pool2d (dilation, overlapping windows)",
+      "param a: f64[2, 2, 7, 9]\ninput r: f64[2, 2, 3, 5]",
+      "sum(max_pool2d(a, kernel: [2, 3], stride: [2, 1], dilation: 2) * r)"),
+    Case(
+      "avg_pool2d (padding counted, ceil mode)",
+      "param a: f64[2, 3, 7, 9]\ninput r: f64[2, 3, 4, 5]",
+      "sum(avg_pool2d(a, kernel: 3, stride: 2, padding: [1, 0, 1, 1], ceil_mode: true) * r)"),
+    Case(
+      "avg_pool2d (padding not counted, overlapping)",
+      "param a: f64[2, 2, 7, 9]\ninput r: f64[2, 2, 8, 9]",
+      "sum(avg_pool2d(a, kernel: [2, 3], stride: 1, padding: 1, count_include_pad: false) * r)"),
+    Case(
+      "global_avg_pool2d", "param a: f64[2, 3, 7, 9]\ninput r: f64[2, 3]",
+      "sum(global_avg_pool2d(a) * r)"),
+    Case(
+      "avg_pool2d_backward (IR)",
+      source: """
+        graph @Check {
+          input %r : f64[2, 3, 7, 9]
+          param %g : f64[2, 3, 4, 5] = normal(mean: 0.0, std: 1.0)
+          %y = avg_pool2d_backward(%g) {ceil_mode = true, count_include_pad = false, input_size = [7, 9], kernel = [3, 3], padding = [1, 0, 1, 1], stride = [2, 2]} : f64[2, 3, 7, 9]
+          %0 = mul(%y, %r) : f64[2, 3, 7, 9]
+          %loss = sum(%0) : f64[]
+          loss loss = %loss
+          train train = sgd {loss = "loss", lr = 0.1}
+        }
+        """),
     // Convolutions: in the language the layers of the same names stand in front of the ops.
     Case(
       "conv2d (IR, groups, stride, dilation, asymmetric padding)",
@@ -255,6 +292,10 @@ struct GradientTests {
     // The optimizer's learning rate: built after autodiff, never differentiated.
     "lr_schedule",
     "constant", "greater_equal", "sign", "gelu_grad", "cross_entropy_grad",
+    // Its training-mode values are checked against finite differences in BatchNormTests.
+    "batch_norm_statistics_grad",
+    // Linear in its gradient operand, but its adjoint gathers at each window's argmax, which no op does.
+    "max_pool2d_backward",
   ]
 
   // MARK: Helpers

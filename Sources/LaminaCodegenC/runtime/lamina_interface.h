@@ -63,8 +63,17 @@ int lamina_get_param(lamina_context* ctx, int64_t index, void* data, int64_t byt
 int lamina_forward(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs);
 int lamina_evaluate(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs, void* const* losses);
 
-/* Optimizer state (momentum, moment estimates, step counters), in the signature's "states" order;
-   saved with the parameters in checkpoints. Zero after lamina_create. */
+/* lamina_forward and lamina_evaluate in training mode: batch norm normalizes with the batch's
+   statistics (as a training step does) but nothing is written back; for `lamina run --mode training`. */
+int lamina_forward_training(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs);
+int lamina_evaluate_training(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs,
+                             void* const* losses);
+
+/* State, in the signature's "states" order: optimizer state (momentum, moment estimates, step
+   counters) and model state ("model_state": true; batch norm's running statistics), which no optimizer
+   owns and which is saved with the parameters. Each starts at its initializer after lamina_create
+   (zeros, ones, constant); training steps update it; read and write it here by index (the header's
+   _STATE_ macros). */
 int64_t lamina_state_count(void);
 int64_t lamina_state_bytes(int64_t index);
 void* lamina_state_data(lamina_context* ctx, int64_t index);

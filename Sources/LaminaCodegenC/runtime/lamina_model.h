@@ -43,6 +43,7 @@ typedef struct lamina_model_description {
   const int64_t* param_sizes;
   const int64_t* state_offsets;
   const int64_t* state_sizes;
+  void (*initialize_state)(unsigned char* params); /* state's first values, after zeroing */
 } lamina_model_description;
 
 /* The entry points of model.c compiled for one instruction set. */
@@ -53,6 +54,10 @@ typedef struct lamina_entry_points {
   int (*evaluate)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs,
                   void* const* losses);
   int (*train_step)(lamina_context* ctx, int64_t step, const int64_t* dims, const void* const* inputs, void* loss);
+  /* forward and evaluate in training mode (batch statistics); NULL when no op depends on the mode. */
+  int (*forward_training)(lamina_context* ctx, const int64_t* dims, const void* const* inputs, void* const* outputs);
+  int (*evaluate_training)(lamina_context* ctx, const int64_t* dims, const void* const* inputs,
+                           void* const* outputs, void* const* losses);
 } lamina_entry_points;
 
 /* model.c compiled with -DLAMINA_ISA=x defines lamina_entry_points_x. */

@@ -70,6 +70,7 @@ LAMINA_EXPORT lamina_context* lamina_create(int threads) {
     return NULL;
   }
   memset(params, 0, (size_t)model->params_bytes);
+  model->initialize_state((unsigned char*)params);
   ctx->entry = entry;
   ctx->model = model;
   ctx->params = (unsigned char*)params;
@@ -114,6 +115,22 @@ LAMINA_EXPORT int lamina_evaluate(lamina_context* ctx, const int64_t* dims, cons
                                   void* const* outputs, void* const* losses) {
   if (!ctx) return LAMINA_ERROR_ARGUMENT;
   return ctx->entry->evaluate(ctx, dims, inputs, outputs, losses);
+}
+
+/* Training mode without a step: outputs as a training step computes them (batch statistics), with
+   no state written back. A model without mode-dependent ops computes the same in either mode. */
+LAMINA_EXPORT int lamina_forward_training(lamina_context* ctx, const int64_t* dims, const void* const* inputs,
+                                          void* const* outputs) {
+  if (!ctx) return LAMINA_ERROR_ARGUMENT;
+  if (!ctx->entry->forward_training) return ctx->entry->forward(ctx, dims, inputs, outputs);
+  return ctx->entry->forward_training(ctx, dims, inputs, outputs);
+}
+
+LAMINA_EXPORT int lamina_evaluate_training(lamina_context* ctx, const int64_t* dims, const void* const* inputs,
+                                           void* const* outputs, void* const* losses) {
+  if (!ctx) return LAMINA_ERROR_ARGUMENT;
+  if (!ctx->entry->evaluate_training) return ctx->entry->evaluate(ctx, dims, inputs, outputs, losses);
+  return ctx->entry->evaluate_training(ctx, dims, inputs, outputs, losses);
 }
 
 LAMINA_EXPORT int lamina_train_step(lamina_context* ctx, int64_t step, const int64_t* dims, const void* const* inputs,

@@ -22,6 +22,11 @@ public struct GradientInputs: Sendable {
 public typealias GradientRule =
   @Sendable (inout GradientBuilder, GradientInputs) throws(ShapeError) -> [ValueID?]
 
+/// An op's decomposition: the results of `node` computed by simpler ops, which the rule adds
+/// through `builder` (the same builder gradient rules use), one value per result, of the same types.
+public typealias DecompositionRule =
+  @Sendable (inout GradientBuilder, Node) throws(ShapeError) -> [ValueID]
+
 /// Builds the IR of gradient computations: each new node gets its type from the op table at once.
 public struct GradientBuilder {
   public var graph: Graph

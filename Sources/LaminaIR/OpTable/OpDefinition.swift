@@ -21,10 +21,13 @@ public struct OperandSpec: Sendable, Hashable {
   public var name: String
   /// A variadic slot takes one or more values (`concat`).
   public var isVariadic: Bool
+  /// An optional slot may be left out, with every slot after it (`layer_norm`'s `weight`, `bias`).
+  public var isOptional: Bool
 
-  public init(_ name: String, variadic: Bool = false) {
+  public init(_ name: String, variadic: Bool = false, optional: Bool = false) {
     self.name = name
     self.isVariadic = variadic
+    self.isOptional = optional
   }
 }
 
@@ -208,6 +211,9 @@ public struct OpDefinition: Sendable {
   /// The reverse-mode rule; nil for ops that are not differentiable (the autodiff pass reports a
   /// path to a parameter through one).
   public var gradient: GradientRule?
+  /// For ops the C backend compiles as other ops (`c: .decomposed`): the equivalent graph of
+  /// simpler ops, which the `decompose` pass substitutes before fusion.
+  public var decomposition: DecompositionRule?
 
   public init(
     _ name: String, summary: String, semantics: String, operands: [OperandSpec],
@@ -249,12 +255,15 @@ public struct OpDefinition: Sendable {
   /// The number of operands accepted: a range when the last slot is variadic.
   public var operandCount: ClosedRange<Int> {
     if operands.last?.isVariadic == true { return operands.count...Int.max }
-    return operands.count...operands.count
+    let required = operands.prefix { !$0.isOptional }.count
+    return required...operands.count
   }
 
   /// The signature as the op table reference prints it: `concat(inputs...) {axis: int = 0}`.
   public var signature: String {
-    let operandList = operands.map { $0.isVariadic ? "\($0.name)..." : $0.name }
+    let operandList = operands.map {
+      $0.isVariadic ? "\($0.name)..." : $0.isOptional ? "\($0.name)?" : $0.name
+    }
     var text = "\(name)(\(operandList.joined(separator: ", ")))"
     if !attributes.isEmpty {
       let attributeList = attributes.map { spec -> String in
@@ -313,7 +322,9 @@ public struct OpDefinition: Sendable {
     guard operandCount.contains(operands.count) else {
       let expected =
         operandCount.upperBound == Int.max
-        ? "at least \(operandCount.lowerBound)" : "\(operandCount.lowerBound)"
+        ? "at least \(operandCount.lowerBound)"
+        : operandCount.count > 1
+          ? "\(operandCount.lowerBound) to \(operandCount.upperBound)" : "\(operandCount.lowerBound)"
       throw ShapeError(
         "\(name) takes \(expected) operand\(operandCount.lowerBound == 1 ? "" : "s"), got \(operands.count)",
         help: "the signature is \(signature)")
@@ -328,16 +339,6 @@ public struct OpDefinition: Sendable {
   }
 }
 
-/// Whether a graph runs for inference or as part of a training step.
-///
-/// The same graph serves both: `lamina_forward` and `Interpreter.run` use inference; training steps
-/// use training. Ops that behave differently (dropout drops only in training; batch norm uses batch
-/// statistics only in training) declare `dependsOnMode` and read the mode.
-public enum ExecutionMode: String, Sendable, Hashable {
-  case inference
-  case training
-}
-
 /// How the C backend computes an op.
 public enum CEmission: Sendable {
   /// One C expression per output element, of the operand elements (already loaded into variables)
@@ -347,6 +348,9 @@ public enum CEmission: Sendable {
   case kernel(KernelID)
   /// No computation: the result is the operand's buffer seen with another shape (`reshape`).
   case alias
+  /// No kernel of its own: the `decompose` pass replaces the node by the op's `decomposition`
+  /// (`layer_norm` becomes mean, variance and normalize, which fusion makes one row kernel).
+  case decomposed
 }
 
 /// What an op's C expression template sees.

@@ -8,7 +8,8 @@ public enum OpRegistry {
   /// Every op, in the order the reference lists them.
   public static let all: [OpDefinition] =
     elementwiseOps + activationOps + linearAlgebraOps + reductionOps + shapeOps + lossOps + miscOps
-    + optimizerOps + convolutionOps
+    + optimizerOps + normalizationOps + layerNormOps + randomOps
+    + convolutionOps + poolingOps
 
   private static let byName: [String: OpDefinition] = {
     var table: [String: OpDefinition] = [:]

@@ -302,9 +302,17 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case crossEntropyGradient = "cross-entropy-gradient"
   case binaryCrossEntropy = "binary-cross-entropy"
   case squaredNorm = "squared-norm"
+  case batchNormStatistics = "batch-norm-statistics"
+  case batchNormStatisticsGradient = "batch-norm-statistics-gradient"
+  case dropout
   case convolution
   case convolutionTranspose = "convolution-transpose"
   case convolutionWeightGradient = "convolution-weight-gradient"
+  case maxPool = "max-pool"
+  case maxPoolBackward = "max-pool-backward"
+  case averagePool = "average-pool"
+  case averagePoolBackward = "average-pool-backward"
+  case globalAveragePool = "global-average-pool"
 }
 
 // MARK: Fused groups

@@ -4,6 +4,8 @@ import LaminaSupport
 /// `builder.op(Ops.sqrt, [x])`. Passes and the C backend refer to specific ops only through these.
 public enum Ops {
   public static let add = OpHandle("add")
+  public static let batchNormStatistics = OpHandle("batch_norm_statistics")
+  public static let batchNormStatisticsGrad = OpHandle("batch_norm_statistics_grad")
   public static let sub = OpHandle("sub")
   public static let mul = OpHandle("mul")
   public static let div = OpHandle("div")
@@ -49,9 +51,16 @@ public enum Ops {
   public static let cast = OpHandle("cast")
   public static let stopGradient = OpHandle("stop_gradient")
   public static let lrSchedule = OpHandle("lr_schedule")
+  public static let layerNorm = OpHandle("layer_norm")
+  public static let dropout = OpHandle("dropout")
   public static let conv2d = OpHandle("conv2d")
   public static let convTranspose2d = OpHandle("conv_transpose2d")
   public static let conv2dBackwardWeight = OpHandle("conv2d_backward_weight")
+  public static let maxPool2d = OpHandle("max_pool2d")
+  public static let maxPool2dBackward = OpHandle("max_pool2d_backward")
+  public static let avgPool2d = OpHandle("avg_pool2d")
+  public static let avgPool2dBackward = OpHandle("avg_pool2d_backward")
+  public static let globalAvgPool2d = OpHandle("global_avg_pool2d")
 
   /// Every handle, in table order (a test checks they match the table one to one).
   public static let all: [OpHandle] = [
@@ -59,7 +68,8 @@ public enum Ops {
     leakyRelu, sigmoid, tanh, gelu, geluGrad, softplus, matmul, transpose, permute, sum, mean, max,
     softmax, logSoftmax, reshape, flatten, broadcastTo, concat, slice, sliceBackward, squeeze,
     unsqueeze, mse, crossEntropy, crossEntropyGrad, binaryCrossEntropyWithLogits, l2, constant,
-    cast, stopGradient, lrSchedule,
-    conv2d, convTranspose2d, conv2dBackwardWeight,
+    cast, stopGradient, lrSchedule, batchNormStatistics, batchNormStatisticsGrad,
   ]
+    + [layerNorm, dropout] + [conv2d, convTranspose2d, conv2dBackwardWeight]
+    + [maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward, globalAvgPool2d]
 }

@@ -1,0 +1,64 @@
+import LaminaIR
+import LaminaSupport
+
+/// Kernels of ops that draw random numbers, from the Philox generator of `lamina_philox.h`.
+enum RandomKernels {
+  /// `dropout`: at inference a copy; in a training step each element times the scale or 0, as
+  /// Philox decides for its position (`DropoutStream` in the interpreter draws the same words).
+  /// Each block of four elements is one Philox call, so threads split the blocks with nothing
+  /// shared: the mask does not depend on the thread count.
+  static func emitDropout(
+    _ context: KernelContext, into body: inout CWriter, prelude: inout CWriter
+  ) {
+    let type = context.resultType
+    let elementType = CExpressionContext.cType(type.dtype)
+    let count = cProduct(type.shape)
+    guard context.mode == .training else {
+      body.line("/* Inference: dropout is the identity. */")
+      body.line("memcpy(out, in0, (size_t)(\(count)) * sizeof(\(elementType)));")
+      return
+    }
+    let rate = context.attributes["rate"]?.doubleValue ?? 0
+    let stream = context.attributes["stream"]?.intValue ?? 0
+    let literals = CExpressionContext(
+      operands: [], attributes: [:], dtype: type.dtype, operandDTypes: [])
+    body.line("const int64_t count = \(count);")
+    body.line(
+      "if (count >= LAMINA_DROPOUT_ELEMENT_LIMIT) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"dropout: %lld elements; the generator's counter covers fewer than 2^34\", (long long)count);"
+    )
+    body.line("const int64_t blocks = (count + 3) / 4;")
+
+    var range = CWriter()
+    range.line("const int64_t count = job->count;")
+    range.line("/* The generator's state: the training seed and the step counter (model state). */")
+    range.line("const uint64_t seed = (uint64_t)in1[0], step = (uint64_t)in2[0];")
+    range.line(
+      "/* rate \(Attribute.float(rate)): drop an element when its word is below rate * 2^32; scale the others by 1/(1 - rate). */"
+    )
+    range.line(
+      "const \(elementType) scale = \(literals.literal(OpRegistry.dropoutScale(rate: rate)));")
+    range.line("const uint32_t threshold = \(DropoutStream.threshold(rate: rate))u;")
+    range.block("for (int64_t block = begin; block < end; block++)") { loop in
+      loop.line(
+        "const lamina_philox_block words = lamina_dropout_block(seed, step, \(stream)u, (uint32_t)block);"
+      )
+      loop.block("for (int lane = 0; lane < 4 && block * 4 + lane < count; lane++)") { lane in
+        lane.line("const int64_t i = block * 4 + lane;")
+        lane.line(
+          "out[i] = in0[i] * (words.word[lane] >= threshold ? scale : (\(elementType))0);")
+      }
+    }
+    let operandTypes = context.operandTypes.map { CExpressionContext.cType($0.dtype) }
+    let arguments =
+      operandTypes.enumerated().map {
+        ParallelLoop.Argument(elementType: $0.element, name: "in\($0.offset)", isWritten: false)
+      } + [ParallelLoop.Argument(elementType: elementType, name: "out", isWritten: true)]
+    // Chunks of 4 blocks: 16 elements, whole cache lines of f32, so threads never share one.
+    var loop = ParallelLoop(
+      kernel: "@KERNEL@", arguments: arguments, dimensionPrologue: [], extent: "blocks",
+      work: "count", chunkAlignment: 4)
+    loop.extraFields = ["int64_t count;"]
+    loop.declarations(rangeBody: range, into: &prelude)
+    loop.dispatch(into: &body) { fill in fill.line("job.count = count;") }
+  }
+}
