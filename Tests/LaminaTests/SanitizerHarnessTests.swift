@@ -104,20 +104,21 @@ struct SanitizerHarnessTests {
       let bindings = Dictionary(uniqueKeysWithValues: signature.symbols.map { ($0, batch) })
       let inputs = TestData.inputs(for: model.graph, symbols: bindings, seed: UInt64(30 + batch))
       expectations.append((batch, inputs, bindings))
-      for entry in signature.inputs {
+      // Files are named by index: names are the model's, and may hold any character.
+      for (index, entry) in signature.inputs.enumerated() {
         try Self.concatenated([inputs[entry.name]!]).write(
-          to: URL(fileURLWithPath: directory + "/b\(batch)_input_\(entry.name).bin"))
+          to: URL(fileURLWithPath: directory + "/b\(batch)_input\(index).bin"))
       }
       func files(_ entries: [ModelSignature.Entry], _ kind: String) throws -> String {
         try
           (["\(entries.count)"]
-          + entries.map { entry in
+          + entries.enumerated().map { index, entry in
             let shape = try #require(entry.concreteShape(bindings), "\(name): \(entry.name)")
             let bytes = shape.reduce(1, *) * (try #require(entry.elementType)).byteSize
-            return "\(bytes) b\(batch)_\(kind)_\(entry.name).bin"
+            return "\(bytes) b\(batch)_\(kind)\(index).bin"
           }).joined(separator: " ")
       }
-      let inputFiles = signature.inputs.map { "b\(batch)_input_\($0.name).bin" }
+      let inputFiles = signature.inputs.indices.map { "b\(batch)_input\($0).bin" }
       plan.append("create 2")
       plan.append("set_params params.bin")
       plan.append(
@@ -157,22 +158,22 @@ struct SanitizerHarnessTests {
     let outputNames = signature.outputs.map(\.name)
     for (batch, inputs, bindings) in expectations {
       let label = "\(name) batch \(batch)"
-      func read(_ entry: ModelSignature.Entry, _ kind: String) throws -> Tensor {
+      func read(_ entries: [ModelSignature.Entry], _ index: Int, _ kind: String) throws -> Tensor {
         try Self.tensor(
-          entry, bindings, file: directory + "/b\(batch)_\(kind)_\(entry.name).bin")
+          entries[index], bindings, file: directory + "/b\(batch)_\(kind)\(index).bin")
       }
       let expectedOutputs = try model.interpret(
         inputs: inputs, parameters: parameters, outputs: outputNames + signature.losses.map(\.name))
-      for entry in signature.outputs {
+      for (index, entry) in signature.outputs.enumerated() {
         for kind in ["forward", "evaluate"] {
           let problem = Self.mismatch(
-            try read(entry, kind), expectedOutputs[entry.name]!, mixed: mixed)
+            try read(signature.outputs, index, kind), expectedOutputs[entry.name]!, mixed: mixed)
           #expect(problem == nil, "\(label): \(kind) \(entry.name): \(problem ?? "")")
         }
       }
-      for entry in signature.losses {
+      for (index, entry) in signature.losses.enumerated() {
         let problem = Self.mismatch(
-          try read(entry, "loss"), expectedOutputs[entry.name]!, mixed: mixed)
+          try read(signature.losses, index, "loss"), expectedOutputs[entry.name]!, mixed: mixed)
         #expect(problem == nil, "\(label): loss \(entry.name): \(problem ?? "")")
       }
       // Training steps in order, each from the values the previous one left, as in the harness.
