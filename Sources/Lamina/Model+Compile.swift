@@ -180,7 +180,9 @@ extension Model {
     var cached = options
     cached.useCache = true
     let (path, _, _, _) = try build(generated, options: cached)
-    return try CompiledModel(libraryPath: path, threads: options.threads)
+    let compiled = try CompiledModel(libraryPath: path, threads: options.threads)
+    try compiled.setState(try graph.initialModelState())
+    return compiled
   }
 
   /// Compiles the model and loads it, with its parameters set to `parameters` when given.
@@ -197,6 +199,8 @@ extension Model {
         "\(compilation.libraryPath) does not implement model \(graph.name)'s signature; clear the cache"
       )
     }
+    // The C code starts state at uniform initial values only; this covers any other initializer.
+    try compiled.setState(try graph.initialModelState())
     if let parameters { try compiled.setParameters(parameters) }
     return compiled
   }

@@ -632,13 +632,14 @@ private struct Generator {
     writer.line("static void lamina_initialize_state(unsigned char* params) {")
     var any = false
     for (index, state) in graph.states.enumerated() {
-      let value: Double
-      switch state.initializer.name {
-      case "zeros": continue
-      case "ones": value = 1
-      case "constant": value = state.initializer.arguments["value"]?.doubleValue ?? 0
-      default: continue  // the runtime sets state with other initializers from `initialState`
-      }
+      // State initializers need no randomness (zeros, ones, a constant): the first value stands
+      // for every element. One that is not uniform is set by the runtime from `initialState`.
+      guard let definition = InitializerRegistry.definition(state.initializer.name),
+        let shape = graph.type(of: state.value).concreteShape([:])
+      else { continue }
+      var generator = SeededGenerator(seed: 0, stream: graph[state.value].name)
+      let values = definition.generate(shape, state.initializer.arguments, &generator)
+      guard let value = values.first, values.allSatisfy({ $0 == value }) else { continue }
       // A non-finite constant cannot be a C literal; the runtime sets such state from Swift.
       guard value != 0, value.isFinite else { continue }
       any = true

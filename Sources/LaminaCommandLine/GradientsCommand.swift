@@ -8,15 +8,17 @@ enum GradientsCommand: Command {
   static let help = """
     usage: lamina gradients FILE.lam --input NAME=FILE.npy... -o GRADS.safetensors
                             [--weights W.safetensors | --seed S] [--step NAME] [--model NAME]
-                            [--passes A,B,...] [--disable-pass P]
+                            [--mode training|inference] [--passes A,B,...] [--disable-pass P]
 
     Runs one training step's forward and backward pass (with the reference interpreter) and writes the
     loss (key `loss`) and the gradient of every parameter it trains (keyed by the parameter's name), for
     comparison with other frameworks (tools/compare_gradients.py does that against PyTorch).
+      --mode M   training (default, as a training step: batch norm with the batch's statistics) or
+                 inference (batch norm with its running statistics, dropout off)
     \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
-    valued: ["-o", "--weights", "--seed", "--step", "--model"], repeatable: ["--input"]
+    valued: ["-o", "--weights", "--seed", "--step", "--model", "--mode"], repeatable: ["--input"]
   ).selectingPasses
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
@@ -27,7 +29,8 @@ enum GradientsCommand: Command {
       model, weightsPath: options.value("--weights"), seed: try options.seed())
     let inputs = try readInputs(options, model: model)
     let values = try model.interpretGradients(
-      inputs: inputs, parameters: parameters, step: options.value("--step"))
+      inputs: inputs, parameters: parameters, step: options.value("--step"),
+      mode: try executionMode(options, default: .training))
     try SafeTensors.write(
       values.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
       metadata: ["model": model.graph.name, "written_by": "lamina gradients"], to: output)
@@ -44,8 +47,8 @@ enum GradcheckCommand: Command {
   static let summary = "Check every parameter's gradient against finite differences in f64"
   static let help = """
     usage: lamina gradcheck FILE.lam [--input NAME=FILE.npy...] [--weights W | --seed S] [--batch N]
-                            [--samples K] [--step NAME] [--model NAME] [--passes A,B,...]
-                            [--disable-pass P]
+                            [--samples K] [--step NAME] [--model NAME] [--mode training|inference]
+                            [--passes A,B,...] [--disable-pass P]
 
     Computes the gradient of a training step's loss with respect to each parameter it trains, and
     compares it with central finite differences of the loss computed in double precision, on K elements
@@ -54,13 +57,15 @@ enum GradcheckCommand: Command {
     1e-8 for f64) and exits 1 when one exceeds 1e-3 (f32) or 1e-6 (f64). Without --input, random inputs
     with every symbolic dimension set to --batch (default 4) are used. The gradients come from the
     reference interpreter; the f64 losses of the differences from compiled code (--interpret: the
-    interpreter too).
+    interpreter too). --mode: training (default, as a training step) or inference (batch norm with
+    its running statistics).
     \(OptionSpec.passSelectionHelp)
     \(OptionSpec.compilingHelp)
     """
   static let options = OptionSpec(
     valued: [
       "--weights", "--seed", "--step", "--model", "--batch", "--samples", "--cc", "--cache-dir",
+      "--mode",
     ],
     repeatable: ["--input"], switches: ["--interpret", "--no-cache"]
   ).selectingPasses.compiling
@@ -83,7 +88,7 @@ enum GradcheckCommand: Command {
     let compiled = options.isSet("--interpret") ? nil : try CompileCommand.compileOptions(options)
     let results = try model.checkGradients(
       inputs: inputs, parameters: parameters, step: options.value("--step"), samples: samples,
-      compiled: compiled)
+      compiled: compiled, mode: try executionMode(options, default: .training))
     let isDouble = !model.graph.params.contains { model.graph.type(of: $0.value).dtype == .f32 }
     let limit = isDouble ? 1e-6 : 1e-3
     let width = max(9, results.map(\.parameter.count).max() ?? 0)

@@ -8,7 +8,7 @@ enum RunCommand: Command {
   static let help = """
     usage: lamina run FILE.lam|LIB.so [--weights W.safetensors | --seed S] --input NAME=FILE.npy...
                       [--output NAME=FILE.npy...] [--batch N] [--interpret] [--target T] [--cc PATH] [--no-cache]
-                      [--model NAME] [--passes A,B,...] [--disable-pass P]
+                      [--model NAME] [--mode inference|training] [--passes A,B,...] [--disable-pass P]
 
     Compiles the model (or loads a library from `lamina compile`) and runs it. Without --weights the
     initializers are used (with --seed); a library needs --weights. Outputs and losses can be requested
@@ -16,11 +16,16 @@ enum RunCommand: Command {
     ignored. Without --output, every output is summarized on standard output.
       --interpret  use the reference interpreter instead of compiled code
       --batch N    run the inputs N rows at a time and join the outputs (their first axis)
+      --mode M     inference (default: batch norm uses its running statistics, dropout is off) or
+                   training (outputs as a training step computes them: the batch's statistics;
+                   the running statistics are not written back, only training steps update them)
     \(OptionSpec.passSelectionHelp)
     \(OptionSpec.compilingHelp)
     """
   static let options = OptionSpec(
-    valued: ["--weights", "--seed", "--model", "--batch", "--cc", "--cflags", "--cache-dir"],
+    valued: [
+      "--weights", "--seed", "--model", "--batch", "--cc", "--cflags", "--cache-dir", "--mode",
+    ],
     repeatable: ["--input", "--output"], switches: ["--interpret", "--no-cache"]
   ).selectingPasses.compiling
 
@@ -38,7 +43,8 @@ enum RunCommand: Command {
       return value
     }
 
-    let runner: Runner
+    let mode = try executionMode(options, default: .inference)
+    var runner: Runner
     if path.hasSuffix(".so") || path.hasSuffix(".dylib") {
       guard !options.isSet("--interpret") else {
         throw UsageError("--interpret needs a model file, not a library")
@@ -63,6 +69,7 @@ enum RunCommand: Command {
         )
       }
     }
+    runner = runner.inMode(mode)
     if requested.isEmpty { requested = runner.outputNames.map { ($0, "") } }
     try runner.checkInputNames(Array(inputs.keys))
 
@@ -143,20 +150,28 @@ enum RunCommand: Command {
 
 /// The two ways a model runs, behind one interface.
 enum Runner {
-  case interpreted(Model, [String: Tensor])
-  case compiled(CompiledModel)
+  case interpreted(Model, [String: Tensor], ExecutionMode = .inference)
+  case compiled(CompiledModel, ExecutionMode = .inference)
+
+  /// The same runner computing in `mode`.
+  func inMode(_ mode: ExecutionMode) -> Runner {
+    switch self {
+    case .interpreted(let model, let parameters, _): .interpreted(model, parameters, mode)
+    case .compiled(let compiled, _): .compiled(compiled, mode)
+    }
+  }
 
   var inputNames: [String] {
     switch self {
-    case .interpreted(let model, _): model.graph.inputs.map { model.graph[$0.value].name }
-    case .compiled(let compiled): compiled.signature.inputs.map(\.name)
+    case .interpreted(let model, _, _): model.graph.inputs.map { model.graph[$0.value].name }
+    case .compiled(let compiled, _): compiled.signature.inputs.map(\.name)
     }
   }
 
   var outputNames: [String] {
     switch self {
-    case .interpreted(let model, _): model.graph.outputs.map(\.name)
-    case .compiled(let compiled): compiled.signature.outputs.map(\.name)
+    case .interpreted(let model, _, _): model.graph.outputs.map(\.name)
+    case .compiled(let compiled, _): compiled.signature.outputs.map(\.name)
     }
   }
 
@@ -170,9 +185,9 @@ enum Runner {
 
   func run(_ inputs: [String: Tensor], _ names: [String]) throws -> [String: Tensor] {
     switch self {
-    case .interpreted(let model, let parameters):
-      return try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
-    case .compiled(let compiled):
+    case .interpreted(let model, let parameters, let mode):
+      return try model.interpret(inputs: inputs, parameters: parameters, outputs: names, mode: mode)
+    case .compiled(let compiled, let mode):
       let losses = Set(compiled.signature.losses.map(\.name))
       for name in names
       where !losses.contains(name)
@@ -181,13 +196,22 @@ enum Runner {
         throw RunError("the model has no output or loss named '\(name)'")
       }
       if names.contains(where: losses.contains) {
-        let (outputs, lossValues) = try compiled.evaluate(inputs)
+        let (outputs, lossValues) = try compiled.evaluate(inputs, mode: mode)
         return outputs.merging(lossValues) { a, _ in a }
       }
       let relevant = inputs.filter { name, _ in
         compiled.signature.inputs.first { $0.name == name }?.forward == true
       }
-      return try compiled.forward(relevant)
+      return try compiled.forward(relevant, mode: mode)
     }
   }
+}
+
+/// `--mode inference|training`, or `fallback` when absent.
+func executionMode(_ options: Options, default fallback: ExecutionMode) throws -> ExecutionMode {
+  guard let text = options.value("--mode") else { return fallback }
+  guard let mode = ExecutionMode(rawValue: text) else {
+    throw UsageError("--mode takes inference or training, got '\(TerminalText.escaped(text))'")
+  }
+  return mode
 }

@@ -89,6 +89,26 @@ struct BatchNormTests {
     }
   }
 
+  @Test("the kernels split across threads (past the parallel threshold) equal the interpreter")
+  func threaded() throws {
+    // 37·8·15·17 = 75480 elements: more than LAMINA_PARALLEL_WORK, so both kernels run as tasks.
+    let model = try model([15, 17], channels: 8)
+    let parameters = try model.initialParameters(seed: 6)
+    var options = TestCache.options()
+    options.threads = 4
+    let compiled = try model.compile(options: options, parameters: parameters)
+    let interpreted = try InterpretedModel(model, parameters: parameters)
+    let given = inputs(model, batch: 37, seed: 12)
+    let compiledLoss = try compiled.trainStep(given)
+    let interpretedLoss = try interpreted.trainStep(given, step: nil)
+    #expect(abs(compiledLoss - interpretedLoss) <= 1e-5 * max(1, abs(interpretedLoss)))
+    let expected = try interpreted.parameters().merging(try interpreted.state()) { a, _ in a }
+    let actual = try compiled.parameters().merging(try compiled.state()) { a, _ in a }
+    for (name, tensor) in expected {
+      expectBatchNormClose(try #require(actual[name]).doubles(), tensor.doubles(), 1e-5)
+    }
+  }
+
   @Test(
     "training mode without a step: compiled equals the interpreter at batch 37 and writes no state",
     arguments: shapes)
@@ -277,6 +297,34 @@ struct BatchNormTests {
     #expect(try compiled.modelState()["batch_norm_0.running_mean"]?.doubles() == [0, 0, 0])
     _ = try compiled.trainStep(given, step: "first_step")
     #expect(try compiled.modelState()["batch_norm_0.running_mean"]?.doubles() != [0, 0, 0])
+  }
+
+  @Test("bad inputs and options are located errors naming what was expected")
+  func badModels() throws {
+    let cases: [(String, String)] = [
+      ("input x: f32[8]\n  output y = x |> batch_norm", "batch_norm needs an input of rank ≥ 2"),
+      (
+        "input x: i32[batch, 3]\n  output y = x |> batch_norm",
+        "batch_norm needs a floating-point input"
+      ),
+      (
+        "input x: f32[batch, 3]\n  output y = batch_norm(x, momentum: 1.5)",
+        "batch_norm: momentum must be in [0, 1], got 1.5"
+      ),
+      (
+        "input x: f32[batch, 3]\n  output y = batch_norm(x, eps: 0)",
+        "batch_norm: eps must be positive, got 0.0"
+      ),
+    ]
+    for (body, message) in cases {
+      let source = "model Bad {\n  \(body)\n}\n"
+      #expect {
+        _ = try Model(source: source)
+      } throws: { error in
+        let text = "\(error)"
+        return text.contains(message) && text.contains(":3:")
+      }
+    }
   }
 
   @Test("the IR of model state and its update rule prints and parses back to the same text")

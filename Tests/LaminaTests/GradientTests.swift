@@ -92,6 +92,11 @@ struct GradientTests {
     Case("sqrt", pos34, "sum(sqrt(posa) * r)"),
     // Activations.
     Case("relu", a34, "sum(relu(a) * r)"),
+    // Interpreted at inference, where the statistics are the running ones (BatchNormTests checks
+    // training mode, through the batch's statistics).
+    Case(
+      "batch_norm (running statistics)", "param a: f64[3, 4, 2]\ninput r: f64[3, 4, 2]",
+      "sum(batch_norm(a) * r)"),
     Case("leaky_relu", a34, "sum(leaky_relu(a, 0.2) * r)"),
     Case("sigmoid", a34, "sum(sigmoid(a) * r)"),
     Case("tanh", a34, "sum(tanh(a) * r)"),
@@ -226,6 +231,8 @@ struct GradientTests {
     // The optimizer's learning rate: built after autodiff, never differentiated.
     "lr_schedule",
     "constant", "greater_equal", "sign", "gelu_grad", "cross_entropy_grad",
+    // Its training-mode values are checked against finite differences in BatchNormTests.
+    "batch_norm_statistics_grad",
   ]
 
   // MARK: Helpers

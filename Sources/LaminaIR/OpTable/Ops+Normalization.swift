@@ -105,6 +105,9 @@ extension OpRegistry {
         guard x.rank >= 2 else {
           throw ShapeError("\(context.op): x must have rank ≥ 2, got \(x)")
         }
+        if let eps = context.double("eps"), !(eps > 0 && eps.isFinite) {
+          throw ShapeError("\(context.op): eps must be a positive finite number, got \(eps)")
+        }
         let expected = TensorType(x.dtype, [Dim(4), x.shape[1]])
         for operand in context.operands.dropFirst() where operand != expected {
           throw ShapeError("\(context.op): expected \(expected) statistics, got \(operand)")
@@ -142,6 +145,13 @@ func batchNormChannels(_ context: ShapeContext) throws(ShapeError) -> Dim {
   guard x.rank >= 2 else {
     throw ShapeError(
       "\(context.op) needs an input of rank ≥ 2 ([N, C], [N, C, L], [N, C, H, W]), got \(x)")
+  }
+  // Both reach the generated C as literals: finite numbers only.
+  if let eps = context.double("eps"), !(eps > 0 && eps.isFinite) {
+    throw ShapeError("\(context.op): eps must be a positive finite number, got \(eps)")
+  }
+  if let momentum = context.double("momentum"), !(momentum >= 0 && momentum <= 1) {
+    throw ShapeError("\(context.op): momentum must be in [0, 1], got \(momentum)")
   }
   let expected = TensorType(x.dtype, [x.shape[1]])
   for (name, operand) in zip(["running_mean", "running_var"], context.operands.dropFirst())

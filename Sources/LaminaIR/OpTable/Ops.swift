@@ -5,6 +5,7 @@ import LaminaSupport
 public enum Ops {
   public static let add = OpHandle("add")
   public static let batchNormStatistics = OpHandle("batch_norm_statistics")
+  public static let batchNormStatisticsGrad = OpHandle("batch_norm_statistics_grad")
   public static let sub = OpHandle("sub")
   public static let mul = OpHandle("mul")
   public static let div = OpHandle("div")
@@ -59,7 +60,7 @@ public enum Ops {
     leakyRelu, sigmoid, tanh, gelu, geluGrad, softplus, matmul, transpose, permute, sum, mean, max,
     softmax, logSoftmax, reshape, flatten, broadcastTo, concat, slice, sliceBackward, squeeze,
     unsqueeze, mse, crossEntropy, crossEntropyGrad, binaryCrossEntropyWithLogits, l2, constant,
-    cast, stopGradient, lrSchedule,
+    cast, stopGradient, lrSchedule, batchNormStatistics, batchNormStatisticsGrad,
   ]
     + [layerNorm, dropout]
 }
