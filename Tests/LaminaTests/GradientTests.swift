@@ -150,6 +150,13 @@ struct GradientTests {
     Case("softmax (axis 1 of 3)", "\(a234)\ninput r: f64[2, 3, 4]", "sum(softmax(a, axis: 1) * r)"),
     Case("log_softmax (last axis)", a34, "sum(log_softmax(a) * r)"),
     Case("log_softmax (axis 0)", a34, "sum(log_softmax(a, axis: 0) * r)"),
+    Case("layer_norm (last axis, weight and bias)", a34, "sum(layer_norm(a) * r)"),
+    Case(
+      "layer_norm (two axes, no affine)", "\(a234)\ninput r: f64[2, 3, 4]",
+      "sum(layer_norm(a, axes: [-2, -1], affine: false) * r)"),
+    // In inference mode, as the helpers below evaluate: the identity (DropoutTests checks the
+    // training-mode gradient, the same mask, against finite differences).
+    Case("dropout", a34, "sum(dropout(a, rate: 0.4) * r)"),
     // Shapes.
     Case("reshape", "\(a234)\ninput r: f64[6, 4]", "sum(reshape(a, shape: [-1, 4]) * r)"),
     Case("flatten", "\(a234)\ninput r: f64[2, 12]", "sum(flatten(a) * r)"),
