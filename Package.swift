@@ -45,7 +45,8 @@ let package = Package(
     .testTarget(
       name: "LaminaTests",
       dependencies: ["Lamina", "LaminaFrontend", "LaminaCommandLine", "LaminaTestSupport"],
-      // Bad model files with their expected diagnostics, read by BadModelTests.
-      exclude: ["BadModels", "Fixtures"]),
+      // Bad model files with their expected diagnostics, read by BadModelTests; the C program
+      // SanitizerHarnessTests builds with each example's generated C.
+      exclude: ["BadModels", "Fixtures", "SanitizerHarness"]),
   ]
 )

@@ -552,6 +552,8 @@ def batch_norm_statistics(call, x, running_mean, running_var):
     training step."""
     eps = call.attr("eps", 1e-5)
     return np.stack([running_mean, 1 / np.sqrt(running_var + eps), running_mean, running_var])
+
+
 def pooling_axis(size, kernel, stride, dilation, before, after, ceil_mode):
     """PyTorch's output size of a pooling axis (ceil mode: the last window starts inside the input or
     its leading padding)."""

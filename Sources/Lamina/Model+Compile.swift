@@ -42,7 +42,8 @@ public struct Compilation: Sendable {
 }
 
 extension Model {
-  /// Runs the backend passes (fusion, memory planning) on a copy of `graph`.
+  /// Runs the backend passes (fusion, memory planning) on a copy of `graph`. Decomposition runs
+  /// first even when `passes` leaves it out: the C backend has no kernel for the ops it replaces.
   public static func lower(_ graph: Graph, passes: [any GraphPass]) throws -> Graph {
     try lowerTimed(graph, passes: passes).graph
   }
@@ -51,6 +52,8 @@ extension Model {
     graph: Graph, timings: [StageTiming]
   ) {
     var lowered = graph
+    let passes =
+      passes.contains { $0.name == Decomposition.name } ? passes : [Decomposition()] + passes
     let timings = try PassRunner(passes: passes).run(&lowered)
     return (lowered, timings.map { StageTiming(stage: "pass \($0.pass)", seconds: $0.seconds) })
   }

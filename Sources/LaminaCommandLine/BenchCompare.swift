@@ -23,8 +23,7 @@ enum BenchCompare {
     case "fused": return Configuration(name: name, passes: all)
     case "unfused": return Configuration(name: name, passes: without(["fusion"]))
     case "unplanned": return Configuration(name: name, passes: without(["memory-plan"]))
-    // Decomposition stays: ops without a kernel of their own (layer_norm) need it.
-    case "naive": return Configuration(name: name, passes: without(["fusion", "memory-plan"]))
+    case "naive": return Configuration(name: name, passes: [])
     default:
       throw UsageError("--compare takes configurations among \(configurationHelp); got '\(name)'")
     }

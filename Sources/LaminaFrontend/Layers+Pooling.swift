@@ -2,12 +2,6 @@ import LaminaIR
 import LaminaSupport
 
 extension LayerRegistry {
-  /// The padding forms of the spatial layers: `1`, `[ph, pw]`, `[top, left, bottom, right]`,
-  /// `"same"` or `"valid"`.
-  static let poolingPaddingKind = LayerOptionKind.anyOf([
-    .integers(lengths: [2, 4]), .oneOf(["same", "valid"]),
-  ])
-
   /// Pooling over the spatial axes of NCHW tensors.
   static let poolingLayers: [LayerDefinition] = [
     LayerDefinition(
@@ -52,7 +46,7 @@ extension LayerRegistry {
         "stride", .integers(lengths: [2]),
         "step between windows: s or [sh, sw] (default: the kernel)"),
       LayerOptionSpec(
-        "padding", poolingPaddingKind, default: .integer(0),
+        "padding", paddingKind, default: .integer(0),
         "p, [ph, pw], [top, left, bottom, right], \"same\" (extra on the bottom and right) or \"valid\"; at most half the kernel per side"
       ),
     ]
@@ -77,63 +71,36 @@ extension LayerRegistry {
   )
     throws(ShapeError) -> [String: Attribute]
   {
-    let kernel = pair(builder.ints("kernel") ?? [])
-    let stride = builder.ints("stride").map(pair) ?? kernel
-    let dilation = builder.ints("dilation").map(pair) ?? [1, 1]
-    let input = builder.type(of: builder.inputs[0])
-    let padding = try resolvedPoolingPadding(
-      builder.options["padding"], layer: name, input: input, kernel: kernel, stride: stride,
-      dilation: dilation)
+    // The binder accepts only one or two values for these.
+    let kernel = spatialPair(builder.ints("kernel") ?? []) ?? []
+    let stride = builder.ints("stride").flatMap(spatialPair) ?? kernel
+    let dilation = builder.ints("dilation").flatMap(spatialPair) ?? [1, 1]
+    let form: SpatialPadding
+    switch builder.options["padding"] {
+    case .string("same")?: form = .same
+    case .string(_)?, nil: form = .valid
+    default: form = .explicit(builder.ints("padding") ?? [0])
+    }
+    // "same" depends on the input's size; explicit sizes and "valid" do not.
+    var inputSize = [0, 0]
+    if form == .same {
+      let input = builder.type(of: builder.inputs[0])
+      guard input.rank == 4, let height = input.shape[2].staticValue,
+        let width = input.shape[3].staticValue
+      else {
+        throw ShapeError(
+          "\(name) with padding \"same\" needs an NCHW input with static height and width, got \(input)"
+        )
+      }
+      inputSize = [height, width]
+    }
+    let padding = try resolvedPadding(
+      form, kernel: kernel, stride: stride, dilation: dilation, inputSize: inputSize, op: name)
     var attributes: [String: Attribute] = [
       "kernel": .ints(kernel), "stride": .ints(stride), "padding": .ints(padding),
       "ceil_mode": .bool(builder.bool("ceil_mode") ?? false),
     ]
     if hasDilation { attributes["dilation"] = .ints(dilation) }
     return attributes
-  }
-
-  /// `k` as `[k, k]`; two values as they are.
-  private static func pair(_ values: [Int]) -> [Int] {
-    values.count == 1 ? [values[0], values[0]] : values
-  }
-
-  // The conv helper writes the shared `resolvedPadding` (SpatialHelpers.swift); this one serves the
-  // pooling layers until the two are unified.
-  /// A padding option as `[top, left, bottom, right]`. `"same"` pads so the output has
-  /// ⌈input / stride⌉ positions per axis, the odd one on the bottom or right (ONNX's SAME_UPPER);
-  /// `"valid"` pads nothing.
-  static func resolvedPoolingPadding(
-    _ option: LayerOption?, layer: String, input: TensorType, kernel: [Int], stride: [Int],
-    dilation: [Int]
-  ) throws(ShapeError) -> [Int] {
-    switch option {
-    case nil, .string("valid")?: return [0, 0, 0, 0]
-    case .integer(let p)?: return [p, p, p, p]
-    case .integers(let values)? where values.count == 1:
-      return [values[0], values[0], values[0], values[0]]
-    case .integers(let values)? where values.count == 2:
-      return [values[0], values[1], values[0], values[1]]
-    case .integers(let values)? where values.count == 4: return values
-    case .string("same")?:
-      guard input.rank == 4, let height = input.shape[2].staticValue,
-        let width = input.shape[3].staticValue
-      else {
-        throw ShapeError(
-          "\(layer) with padding \"same\" needs an NCHW input with static height and width, got \(input)"
-        )
-      }
-      var before: [Int] = []
-      var after: [Int] = []
-      for (size, axis) in [(height, 0), (width, 1)] {
-        let output = (size + stride[axis] - 1) / stride[axis]
-        let span = dilation[axis] * (kernel[axis] - 1) + 1
-        let total = Swift.max((output - 1) * stride[axis] + span - size, 0)
-        before.append(total / 2)
-        after.append(total - total / 2)
-      }
-      return before + after
-    default:
-      throw ShapeError("\(layer): padding must be \(poolingPaddingKind.phrase), got \(option!)")
-    }
   }
 }

@@ -73,6 +73,12 @@ struct ConvolutionTests {
       name: "16x16 images: im2col of many images at once, the weight gradient split over threads",
       input: "3, 16, 16", layers: "conv2d(filters: 8, kernel: 3, padding: 1, activation: \"relu\")"),
     Case(
+      name: "an output one column wide (the epilogue walks a column), fused activations",
+      input: "2, 6, 3",
+      layers:
+        "conv2d(filters: 2, kernel: 3, activation: \"relu\") |> conv2d(filters: 2, kernel: [3, 1], stride: 2, padding: [1, 0], activation: \"softplus\")"
+    ),
+    Case(
       name: "encoder and decoder in f64", dtype: "f64", input: "2, 8, 8",
       layers:
         "conv2d(filters: 4, kernel: 3, stride: 2, padding: 1, activation: \"relu\") |> conv_transpose2d(filters: 2, kernel: 4, stride: 2, padding: 1)"

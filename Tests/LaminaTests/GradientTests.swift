@@ -150,6 +150,13 @@ struct GradientTests {
     Case("softmax (axis 1 of 3)", "\(a234)\ninput r: f64[2, 3, 4]", "sum(softmax(a, axis: 1) * r)"),
     Case("log_softmax (last axis)", a34, "sum(log_softmax(a) * r)"),
     Case("log_softmax (axis 0)", a34, "sum(log_softmax(a, axis: 0) * r)"),
+    Case("layer_norm (last axis, weight and bias)", a34, "sum(layer_norm(a) * r)"),
+    Case(
+      "layer_norm (two axes, no affine)", "\(a234)\ninput r: f64[2, 3, 4]",
+      "sum(layer_norm(a, axes: [-2, -1], affine: false) * r)"),
+    // In inference mode, as the helpers below evaluate: the identity (DropoutTests checks the
+    // training-mode gradient, the same mask, against finite differences).
+    Case("dropout", a34, "sum(dropout(a, rate: 0.4) * r)"),
     // Shapes.
     Case("reshape", "\(a234)\ninput r: f64[6, 4]", "sum(reshape(a, shape: [-1, 4]) * r)"),
     Case("flatten", "\(a234)\ninput r: f64[2, 12]", "sum(flatten(a) * r)"),
@@ -249,6 +256,42 @@ struct GradientTests {
           train train = sgd {loss = "loss", lr = 0.1}
         }
         """),
+    // Convolutions: in the language the layers of the same names stand in front of the ops.
+    Case(
+      "conv2d (IR, groups, stride, dilation, asymmetric padding)",
+      source: """
+        graph @Check {
+          input %r : f64[2, 4, 2, 5]
+          param %x : f64[2, 4, 5, 6] = normal(mean: 0.0, std: 1.0)
+          param %w : f64[4, 2, 3, 2] = normal(mean: 0.0, std: 1.0)
+          param %b : f64[4] = normal(mean: 0.0, std: 1.0)
+          %y = conv2d(%x, %w, %b) {stride = [2, 1], padding = [1, 0, 0, 1], dilation = [1, 2], groups = 2} : f64[2, 4, 2, 5]
+          %0 = mul(%y, %r) : f64[2, 4, 2, 5]
+          %loss = sum(%0) : f64[]
+          loss loss = %loss
+          train train = sgd {loss = "loss", lr = 0.1}
+        }
+        """),
+    Case(
+      "conv_transpose2d (IR, groups, stride, output padding)",
+      source: """
+        graph @Check {
+          input %r : f64[1, 6, 6, 4]
+          param %x : f64[1, 4, 3, 2] = normal(mean: 0.0, std: 1.0)
+          param %w : f64[4, 3, 2, 3] = normal(mean: 0.0, std: 1.0)
+          param %b : f64[6] = normal(mean: 0.0, std: 1.0)
+          %y = conv_transpose2d(%x, %w, %b) {stride = [2, 2], padding = [1, 0, 0, 1], output_padding = [1, 0], groups = 2} : f64[1, 6, 6, 4]
+          %0 = mul(%y, %r) : f64[1, 6, 6, 4]
+          %loss = sum(%0) : f64[]
+          loss loss = %loss
+          train train = sgd {loss = "loss", lr = 0.1}
+        }
+        """),
+    Case(
+      "conv2d_backward_weight",
+      "param a: f64[2, 3, 7, 6]\nparam b: f64[2, 4, 4, 3]\ninput r: f64[4, 3, 3, 2]",
+      "sum(conv2d_backward_weight(a, b, kernel: [3, 2], stride: [2, 2], padding: [1, 0, 1, 1], dilation: [1, 2]) * r)"
+    ),
   ]
 
   /// Ops with no gradient rule: a parameter must not reach a loss only through them.

@@ -32,25 +32,31 @@ extension OpRegistry {
         _ = try layerNormPlan(context)
         return [context.operands[0]]
       },
+      // Step by step as the formula, each step rounded to x's dtype as the ops of the
+      // decomposition round theirs: interpreting the backend's decomposed graph gives the same bits.
       interpret: { context in
         let axisCount = try layerNormPlan(try context.checked("layer_norm"))
         let x = context.operands[0]
+        let round: (Double) -> Double =
+          x.dtype == .f32 ? { Double(Float($0)) } : { $0 }
         let columns = x.shape.suffix(axisCount).reduce(1, *)
         let values = x.doubles()
         let weight = context.operands.count > 1 ? context.operands[1].doubles() : nil
         let bias = context.operands.count > 2 ? context.operands[2].doubles() : nil
-        let eps = context.double("eps") ?? 1e-5
+        let eps = round(context.double("eps") ?? 1e-5)
         var output = [Double](repeating: 0, count: values.count)
         var start = 0
         while start < values.count {
           let row = values[start..<(start + columns)]
-          let mean = row.reduce(0, +) / Double(columns)
-          let variance = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(columns)
-          let deviation = (variance + eps).squareRoot()
+          let mean = round(row.reduce(0, +) / Double(columns))
+          let centered = row.map { round($0 - mean) }
+          let variance = round(
+            centered.map { round($0 * $0) }.reduce(0, +) / Double(columns))
+          let deviation = round((round(variance + eps)).squareRoot())
           for column in 0..<columns {
-            var y = (values[start + column] - mean) / deviation
-            if let weight { y *= weight[column] }
-            if let bias { y += bias[column] }
+            var y = round(centered[column] / deviation)
+            if let weight { y = round(y * weight[column]) }
+            if let bias { y = round(y + bias[column]) }
             output[start + column] = y
           }
           start += columns
