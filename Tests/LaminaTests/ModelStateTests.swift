@@ -89,6 +89,21 @@ struct ModelStateTests {
     #expect(result.output.contains("2 model state tensors"))
   }
 
+  @Test("init writes the model state at its initial value beside the parameters")
+  func initWritesModelState() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let path = try writeModel(in: directory)
+    let weights = directory + "/w.safetensors"
+    let result = lamina("init", path, "-o", weights, "--seed", "4")
+    #expect(result.status == 0, "\(result.errors)")
+    #expect(result.output.contains("and 2 model state tensors"), "\(result.output)")
+    let tensors = try SafeTensors.readDictionary(contentsOf: weights)
+    #expect(tensors["batch_norm_0.running_mean"]?.doubles() == [0, 0, 0])
+    #expect(tensors["batch_norm_0.running_var"]?.doubles() == [1, 1, 1])
+    #expect(tensors["s"] != nil && tensors["batch_norm_0.weight"] != nil)
+  }
+
   @Test(
     "run --mode: training uses the batch's statistics, inference the running ones from --weights")
   func runMode() throws {
