@@ -299,9 +299,12 @@ extension Lowering {
   ) {
     let known = signature.tensorLabels + signature.slots.map(\.name)
     let suggestion = signature.aliases[label] ?? closestName(to: label, among: known)
+    // With nothing to list, the help names the positional form instead of an empty list.
     let listing =
       signature.signature.map { "the signature is \($0)" }
-      ?? "its \(signature.noun)s are \(known.joined(separator: ", "))"
+      ?? (known.isEmpty
+        ? "call it with its tensor input only: \(signature.callee)(x)"
+        : "its \(signature.noun)s are \(known.joined(separator: ", "))")
     diagnostics.error(
       known.isEmpty
         ? "\(signature.callee) takes no labelled arguments, got '\(label)'"
