@@ -6,8 +6,17 @@
  * run.sh builds it with gcc and clang and runs both modes.
  */
 #define _GNU_SOURCE
+#define LAMINA_ISA native /* lamina_sgemm / lamina_dgemm are the native-set GEMMs below */
 #include "../../Sources/LaminaCodegenC/runtime/lamina_pool.c"
+/* The runtime compiles lamina_gemm.c once per (type, instruction set), as the `native` set here
+ * (run.sh builds with -march=native): float in this file, double as a second unit on the same
+ * command line (run.sh's DOUBLE_GEMM). */
+#undef LAMINA_GEMM_T /* run.sh's -D flags are for the double unit */
+#undef LAMINA_GEMM_SUFFIX
+#define LAMINA_GEMM_T float
+#define LAMINA_GEMM_SUFFIX f32_native
 #include "../../Sources/LaminaCodegenC/runtime/lamina_gemm.c"
+typedef lamina_vector lamina_vfloat;
 
 #include <math.h>
 #include <stdio.h>
@@ -441,7 +450,7 @@ static void run_bench(int reps, const char* only) {
   lamina_pool* pool1 = lamina_pool_create(1);
   lamina_pool* pool2 = lamina_pool_create(2);
   printf("vector width %d bytes; sgemm MR x NR = %d x %d, KC %d, MC %d, NC %d\n", LAMINA_GEMM_VBYTES,
-         LAMINA_SGEMM_MR, LAMINA_SGEMM_NR, LAMINA_SGEMM_KC, LAMINA_SGEMM_MC, LAMINA_SGEMM_NC);
+         MR, (int)NR, LAMINA_GEMM_KC, (int)LAMINA_GEMM_MC, (int)LAMINA_GEMM_NC);
   /* FP64 peak is half the FP32 one (same FMA units, half the lanes). */
   measure_peak(pool1, 1, 11);
   rest();

@@ -16,6 +16,10 @@ CLANG=${CLANG:-$(command -v clang || echo /opt/swift/usr/bin/clang)}
 FLAGS=(-std=c11 -O3 -march=native -Wall -Wextra -Werror)
 SAN=(-std=c11 -O1 -g -march=native -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 
+# The double GEMM, a unit of its own as the runtime compiles it, added to every build of gemm_bench.c.
+DOUBLE_GEMM=(-I ../../Sources/LaminaCodegenC/runtime -DLAMINA_GEMM_T=double -DLAMINA_GEMM_SUFFIX=f64_native
+  ../../Sources/LaminaCodegenC/runtime/lamina_gemm.c)
+
 compilers=()
 for cc in "$GCC" "$CLANG"; do
   if command -v "$cc" > /dev/null 2>&1; then compilers+=("$cc"); else echo "note: $cc not found, skipped"; fi
@@ -26,12 +30,13 @@ name() { basename "$1"; }
 # As a generated model uses them: the two runtime files alone, one translation unit, strict C11, -fPIC.
 cat ../../Sources/LaminaCodegenC/runtime/lamina_pool.c ../../Sources/LaminaCodegenC/runtime/lamina_gemm.c > "$OUT/runtime.c"
 for cc in "${compilers[@]}"; do
-  "$cc" "${FLAGS[@]}" -Wpedantic -fPIC -shared -o "$OUT/runtime_$(name "$cc").so" "$OUT/runtime.c" -lm -lpthread
+  "$cc" "${FLAGS[@]}" -Wpedantic -fPIC -shared -I ../../Sources/LaminaCodegenC/runtime \
+    -DLAMINA_GEMM_T=float -DLAMINA_GEMM_SUFFIX=f32_native -o "$OUT/runtime_$(name "$cc").so" "$OUT/runtime.c" -lm -lpthread
 done
 
 for cc in "${compilers[@]}"; do
   echo "== building with $cc"
-  "$cc" "${FLAGS[@]}" -o "$OUT/gemm_bench_$(name "$cc")" gemm_bench.c -lm -lpthread
+  "$cc" "${FLAGS[@]}" -o "$OUT/gemm_bench_$(name "$cc")" gemm_bench.c "${DOUBLE_GEMM[@]}" -lm -lpthread
   # The inner loop of the micro-kernel must be FMAs on full-width vector registers.
   fmas=$(objdump -d --no-show-raw-insn "$OUT/gemm_bench_$(name "$cc")" | grep -cE 'vfmadd...ps +%[yz]mm' || true)
   echo "   vfmadd...ps on ymm/zmm registers in the binary: $fmas"
@@ -44,13 +49,13 @@ if [ "$what" = all ] || [ "$what" = test ]; then
     "$OUT/gemm_bench_$(name "$cc")" test
     echo "== correctness, $cc -fsanitize=address,undefined"
     # (ld.gold warns about every ASan symbol when clang links with it: keep only real messages.)
-    "$cc" "${SAN[@]}" -o "$OUT/gemm_bench_$(name "$cc")_san" gemm_bench.c -lm -lpthread 2> "$OUT/san.log" ||
+    "$cc" "${SAN[@]}" -o "$OUT/gemm_bench_$(name "$cc")_san" gemm_bench.c "${DOUBLE_GEMM[@]}" -lm -lpthread 2> "$OUT/san.log" ||
       { cat "$OUT/san.log" >&2; exit 1; }
     grep -v 'Cannot export local symbol' "$OUT/san.log" >&2 || true
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "$OUT/gemm_bench_$(name "$cc")_san" test quick
   done
   # The pool under ThreadSanitizer (gcc: the Swift toolchain's clang cannot link its TSan runtime here).
-  if "$GCC" -std=c11 -O1 -g -march=native -fsanitize=thread -o "$OUT/gemm_bench_tsan" gemm_bench.c -lm -lpthread \
+  if "$GCC" -std=c11 -O1 -g -march=native -fsanitize=thread -o "$OUT/gemm_bench_tsan" gemm_bench.c "${DOUBLE_GEMM[@]}" -lm -lpthread \
       2> /dev/null; then
     echo "== correctness, $GCC -fsanitize=thread"
     TSAN_OPTIONS=halt_on_error=1 "$OUT/gemm_bench_tsan" test quick

@@ -292,7 +292,7 @@ static inline void lamina_gemm_kernel(int64_t kc, const lamina_real* restrict a,
 /* Packs alpha * op(A)[0..mc, 0..kc] (a points at its first element) into MR-row panels, panel after
    panel (element (i, p) of panel q at ap[q * MR * kc + p * MR + i]); rows past mc are zero. Memory is
    read along its contiguous direction: row by row of A when op(A) = A (MR rows at a time), and one
-   row of the stored A^lamina_real (a column of op(A) across all panels) at a time when op(A) = A^lamina_real. */
+   row of the stored A^T (a column of op(A) across all panels) at a time when op(A) = A^T. */
 static void lamina_gemm_pack_a(int trans, const lamina_real* restrict a, int64_t lda, int64_t mc, int64_t kc, lamina_real alpha,
                                lamina_real* restrict ap) {
   if (!trans) {
@@ -324,7 +324,7 @@ static void lamina_gemm_pack_a(int trans, const lamina_real* restrict a, int64_t
 
 /* Packs op(B)[0..kc, 0..nc] (b points at its first element) into NR-column panels (element (p, j) of
    panel q at bp[q * NR * kc + p * NR + j]); columns past nc are zero. Read along the contiguous
-   direction too: whole rows of B when op(B) = B, NR rows of the stored B^lamina_real at a time otherwise. */
+   direction too: whole rows of B when op(B) = B, NR rows of the stored B^T at a time otherwise. */
 static void lamina_gemm_pack_b(int trans, const lamina_real* restrict b, int64_t ldb, int64_t kc, int64_t nc,
                                lamina_real* restrict bp) {
   const int64_t full = nc - nc % NR;
@@ -397,7 +397,7 @@ typedef struct lamina_gemm_job {
   int64_t kc;            /* packed path: k-block size, the same for all tiles */
   int64_t gemv_chunk;    /* M == 1 path: columns (or rows of B, when split over K) per task */
   lamina_real* partial;            /* M == 1 split over K: one row of partial sums per task */
-  int transposed;        /* N == 1 run as M == 1 (C^lamina_real = op(B)^lamina_real op(A)^lamina_real): C is a column */
+  int transposed;        /* N == 1 run as M == 1 (C^T = op(B)^T op(A)^T): C is a column */
 } lamina_gemm_job;
 
 /* Bytes of the packed A block and of the packed B block in a thread's scratch. */
@@ -504,7 +504,7 @@ static void lamina_gemv_ksplit_task(void* arg, int64_t task, int thread) {
                            lamina_gemm_min(lamina_gemv_nb, g->n - jb), out + jb);
 }
 
-/* M == 1, op(B) = B^lamina_real (B is N x K, like a PyTorch Linear weight; a contiguous): one dot product per
+/* M == 1, op(B) = B^T (B is N x K, like a PyTorch Linear weight; a contiguous): one dot product per
    column, four columns at a time so each load of `a` serves four rows of B. */
 static void lamina_gemv_dots(const lamina_gemm_job* g, int64_t j0, int64_t j1) {
   enum { VL = sizeof(lamina_vector) / sizeof(lamina_real) };
@@ -565,7 +565,7 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
                  "GEMM blocks must fit the pool's scratch memory");
   if (m <= 0 || n <= 0) return;
   lamina_gemm_job g = {trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, epilogue, pool,
-                            {1, 1, m, n}, 0, 0, NULL};
+                            {1, 1, m, n}, 0, 0, NULL, 0};
   if (k <= 0 || alpha == (lamina_real)0) {
     /* Nothing to multiply: C = beta * C (and never read C when beta == 0). */
     if (beta != (lamina_real)1)
@@ -576,7 +576,7 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
   }
   if (n == 1 && m > 1 && ldc == 1 && (trans_a || trans_b || ldb == 1)) {
     /* One column (a regression head, its weight gradient): C = op(A) @ b is the transpose of the row
-       b^lamina_real @ op(A)^lamina_real, which the M == 1 path below computes without packing. */
+       b^T @ op(A)^T, which the M == 1 path below computes without packing. */
     const lamina_real* column = b;
     const int64_t column_ld = ldb;
     const int new_trans_a = !trans_b, new_trans_b = !trans_a;
