@@ -9,7 +9,7 @@ Workloads (../shared/benchmarks/README.md and issue 14):
             inference_mode; ONNX Runtime on the PyTorch model exported to ONNX (static shapes).
   w4_b64    the same at batch 64: samples/s.
   conv_fwd  a 3x3 convolution, 64 -> 64 channels, 56x56, batch 8, padding 1, no bias
-            (examples/bench/conv3x3.lam): forward, GFLOP/s and the fraction of the machine's FP32 FMA
+            (tools/models/conv3x3.lam): forward, GFLOP/s and the fraction of the machine's FP32 FMA
             peak (measured in the same run by tools/fma_peak/fma_peak.c, gemm_bench's measure alone).
   conv_train the same model's training step: forward, d x and d weight (the model scales x by a
             parameter first, so the data gradient is needed), SGD update: 3x the forward's FLOPs.
@@ -47,7 +47,7 @@ os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENET = "examples/bench/lenet5.lam"
-CONV = "examples/bench/conv3x3.lam"
+CONV = "tools/models/conv3x3.lam"
 CONV_FLOPS = 2 * 8 * 64 * 64 * 3 * 3 * 56 * 56  # forward: 2 N Cout Cin kh kw Hout Wout
 
 WORKLOADS = {
@@ -107,7 +107,7 @@ def lenet5(torch):
 
 
 class Conv3x3:
-    """examples/bench/conv3x3.lam in PyTorch: y = conv2d(x * scale), loss = mean(y)."""
+    """tools/models/conv3x3.lam in PyTorch: y = conv2d(x * scale), loss = mean(y)."""
 
     def __init__(self, torch):
         self.torch = torch
