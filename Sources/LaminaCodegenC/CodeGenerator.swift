@@ -101,7 +101,8 @@ private struct Generator {
         $0.definition?.effects.contains(.drawsRandomNumbers) == true
       }
     }) {
-      writer.line("#include \"lamina_philox.h\"  /* the Philox-4x32-10 generator dropout draws from */")
+      writer.line(
+        "#include \"lamina_philox.h\"  /* the Philox-4x32-10 generator dropout draws from */")
     }
     writer.line()
     emitContext()
@@ -284,13 +285,9 @@ private struct Generator {
       ElementwiseKernel.emit(
         context, expression: template, into: &body, prelude: &prelude, kernelName: "@KERNEL@",
         symbolIndex: symbolIndex)
-    case .kernel(let id) where KernelLibrary.threadedEmitter(id) != nil:
-      var declarations: CWriter? = prelude
-      KernelLibrary.threadedEmitter(id)?(context, &body, &declarations, symbolIndex)
-      prelude = declarations ?? prelude
     case .kernel(let id):
       if let emit = KernelLibrary.parallelEmitter(id) {
-        emit(context, &body, &prelude)
+        emit(context, &body, &prelude, symbolIndex)
       } else {
         KernelLibrary.emitter(id)(context, &body)
       }

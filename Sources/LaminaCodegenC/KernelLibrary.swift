@@ -27,59 +27,62 @@ enum KernelLibrary {
     case .convolution: return { ConvolutionKernels.emit($0, into: &$1) }
     case .convolutionTranspose: return { ConvolutionKernels.emit($0, into: &$1) }
     case .convolutionWeightGradient: return { ConvolutionKernels.emit($0, into: &$1) }
-    // On the calling thread only; the code generator runs these through `threadedEmitter`.
-    case .maxPool, .maxPoolBackward, .averagePool, .averagePoolBackward, .globalAveragePool:
-      return { context, body in
-        var noPrelude: CWriter? = nil
-        threadedEmitter(id)?(context, &body, &noPrelude, [:])
-      }
-    case .batchNormStatistics, .batchNormStatisticsGradient, .dropout:
+    case .batchNormStatistics, .batchNormStatisticsGradient, .dropout, .maxPool, .maxPoolBackward,
+      .averagePool, .averagePoolBackward, .globalAveragePool:
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
     }
   }
 
-  /// Kernels that share their loop with the thread pool: they also write the job and task
-  /// functions of a `ParallelLoop` (the prelude) before the kernel. Nil: use `emitter`.
-  static func parallelEmitter(_ id: KernelID) -> (
-    (KernelContext, inout CWriter, inout CWriter) -> Void
-  )? {
-    switch id {
-    case .dropout: return { RandomKernels.emitDropout($0, into: &$1, prelude: &$2) }
-    case .batchNormStatistics:
-      return { NormalizationKernels.emitStatistics($0, into: &$1, prelude: &$2) }
-    case .batchNormStatisticsGradient:
-      return { NormalizationKernels.emitStatisticsGradient($0, into: &$1, prelude: &$2) }
-    default: return nil
+  /// A kernel that shares its loop with the thread pool: besides its body it writes the job struct
+  /// and task functions of a `ParallelLoop` (the prelude) before the kernel. The last argument maps
+  /// symbols to their position in `dims`, for task functions that read a symbolic size.
+  typealias ParallelEmitter = (KernelContext, inout CWriter, inout CWriter, [String: Int]) -> Void
+
+  /// The parallel emitter of a kernel, or nil for kernels that only have a plain one (`emitter`).
+  static func parallelEmitter(_ id: KernelID) -> ParallelEmitter? {
+    // Pooling kernels take an optional prelude (nil: the calling thread only); here there is one.
+    func pooling(
+      _ emit: @escaping (KernelContext, inout CWriter, inout CWriter?, [String: Int]) -> Void
+    ) -> ParallelEmitter {
+      return { context, body, prelude, symbols in
+        var declarations: CWriter? = prelude
+        emit(context, &body, &declarations, symbols)
+        prelude = declarations ?? prelude
+      }
     }
-  }
-
-  /// A kernel that shares its outer loop with the thread pool: besides its body it writes its job
-  /// struct and task functions before the kernel (the prelude; nil: run on the calling thread).
-  /// The last argument maps symbols to their position in `dims`, for the task function.
-  typealias ThreadedEmitter = (KernelContext, inout CWriter, inout CWriter?, [String: Int]) -> Void
-
-  /// The threaded emitter of a kernel, or nil for kernels that only have a plain one.
-  static func threadedEmitter(_ id: KernelID) -> ThreadedEmitter? {
     switch id {
-    case .maxPool:
+    case .dropout:
       return { context, body, prelude, _ in
+        RandomKernels.emitDropout(context, into: &body, prelude: &prelude)
+      }
+    case .batchNormStatistics:
+      return { context, body, prelude, _ in
+        NormalizationKernels.emitStatistics(context, into: &body, prelude: &prelude)
+      }
+    case .batchNormStatisticsGradient:
+      return { context, body, prelude, _ in
+        NormalizationKernels.emitStatisticsGradient(context, into: &body, prelude: &prelude)
+      }
+    case .maxPool:
+      return pooling { context, body, prelude, _ in
         PoolingKernels.emitForward(context, maximum: true, into: &body, prelude: &prelude)
       }
     case .averagePool:
-      return { context, body, prelude, _ in
+      return pooling { context, body, prelude, _ in
         PoolingKernels.emitForward(context, maximum: false, into: &body, prelude: &prelude)
       }
     case .maxPoolBackward:
-      return { context, body, prelude, _ in
+      return pooling { context, body, prelude, _ in
         PoolingKernels.emitMaximumBackward(context, into: &body, prelude: &prelude)
       }
     case .averagePoolBackward:
-      return { context, body, prelude, _ in
+      return pooling { context, body, prelude, _ in
         PoolingKernels.emitAverageBackward(context, into: &body, prelude: &prelude)
       }
     case .globalAveragePool:
-      return {
-        PoolingKernels.emitGlobalAverage($0, into: &$1, prelude: &$2, symbolIndex: $3)
+      return pooling { context, body, prelude, symbols in
+        PoolingKernels.emitGlobalAverage(
+          context, into: &body, prelude: &prelude, symbolIndex: symbols)
       }
     default: return nil
     }
