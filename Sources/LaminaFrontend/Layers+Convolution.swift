@@ -104,6 +104,7 @@ extension LayerRegistry {
           "\(op): \(name) must be \(name == "output_padding" ? "at least 0" : "positive"), got \(values)"
         )
       }
+      try checkSpatialLimit(name, pair, op: op)
       return pair
     }
     guard let filters = builder.int("filters"), filters >= 1 else {

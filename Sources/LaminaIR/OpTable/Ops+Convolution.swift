@@ -193,6 +193,9 @@ extension OpRegistry {
       )
     }
     guard groups >= 1 else { throw ShapeError("\(op): groups must be positive, got \(groups)") }
+    try checkSpatialLimit("stride", stride, op: op)
+    try checkSpatialLimit("padding", padding, op: op)
+    try checkSpatialLimit("dilation", dilation, op: op)
     return (stride, padding, dilation, groups)
   }
 

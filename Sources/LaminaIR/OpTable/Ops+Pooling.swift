@@ -99,6 +99,11 @@ public struct PoolingWindows: Sendable, Hashable {
     where values.contains(where: { $0 < 1 }) {
       throw ShapeError("\(op): \(name) must be positive, got \(values)")
     }
+    for (name, values) in [
+      ("kernel", kernel), ("stride", stride), ("dilation", dilation), ("padding", padding),
+    ] {
+      try checkSpatialLimit(name, values, op: op)
+    }
     if let negative = padding.first(where: { $0 < 0 }) {
       throw ShapeError("\(op): padding must not be negative, got \(negative) in \(padding)")
     }

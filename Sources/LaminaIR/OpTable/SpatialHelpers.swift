@@ -13,6 +13,20 @@ public enum SpatialPadding: Sendable, Hashable {
   case valid
 }
 
+/// The largest kernel size, stride, dilation or padding a spatial op takes (2^20): far past any real
+/// network, and small enough that the size arithmetic of shapes (a static dimension is below 2^40)
+/// cannot overflow.
+public let spatialAttributeLimit = 1 << 20
+
+/// Rejects a kernel size, stride, dilation or padding past `spatialAttributeLimit`.
+public func checkSpatialLimit(_ name: String, _ values: [Int], op: String) throws(ShapeError) {
+  if let large = values.first(where: { $0 > spatialAttributeLimit }) {
+    throw ShapeError(
+      "\(op): \(name) \(large) is too large (at most \(spatialAttributeLimit))",
+      help: "kernel sizes, strides, dilations and paddings past 2^20 are not supported")
+  }
+}
+
 /// The padding `[top, left, bottom, right]` for `padding` around an input of `inputSize` ([h, w])
 /// with a kernel of `kernel`, `stride` and `dilation` (each [h, w]); `op` names the caller in errors.
 ///
