@@ -40,16 +40,6 @@ enum KernelLibrary {
 
   /// The parallel emitter of a kernel, or nil for kernels that only have a plain one (`emitter`).
   static func parallelEmitter(_ id: KernelID) -> ParallelEmitter? {
-    // Pooling kernels take an optional prelude (nil: the calling thread only); here there is one.
-    func pooling(
-      _ emit: @escaping (KernelContext, inout CWriter, inout CWriter?, [String: Int]) -> Void
-    ) -> ParallelEmitter {
-      return { context, body, prelude, symbols in
-        var declarations: CWriter? = prelude
-        emit(context, &body, &declarations, symbols)
-        prelude = declarations ?? prelude
-      }
-    }
     switch id {
     case .dropout:
       return { context, body, prelude, _ in
@@ -64,23 +54,23 @@ enum KernelLibrary {
         NormalizationKernels.emitStatisticsGradient(context, into: &body, prelude: &prelude)
       }
     case .maxPool:
-      return pooling { context, body, prelude, _ in
+      return { context, body, prelude, _ in
         PoolingKernels.emitForward(context, maximum: true, into: &body, prelude: &prelude)
       }
     case .averagePool:
-      return pooling { context, body, prelude, _ in
+      return { context, body, prelude, _ in
         PoolingKernels.emitForward(context, maximum: false, into: &body, prelude: &prelude)
       }
     case .maxPoolBackward:
-      return pooling { context, body, prelude, _ in
+      return { context, body, prelude, _ in
         PoolingKernels.emitMaximumBackward(context, into: &body, prelude: &prelude)
       }
     case .averagePoolBackward:
-      return pooling { context, body, prelude, _ in
+      return { context, body, prelude, _ in
         PoolingKernels.emitAverageBackward(context, into: &body, prelude: &prelude)
       }
     case .globalAveragePool:
-      return pooling { context, body, prelude, symbols in
+      return { context, body, prelude, symbols in
         PoolingKernels.emitGlobalAverage(
           context, into: &body, prelude: &prelude, symbolIndex: symbols)
       }

@@ -145,7 +145,7 @@ enum PoolingKernels {
 
   /// `max_pool2d` and `avg_pool2d`.
   static func emitForward(
-    _ context: KernelContext, maximum: Bool, into writer: inout CWriter, prelude: inout CWriter?
+    _ context: KernelContext, maximum: Bool, into writer: inout CWriter, prelude: inout CWriter
   ) {
     let plan = Plan(context, input: context.operandTypes[0], isMaximum: maximum)
     var range = CWriter()
@@ -221,7 +221,7 @@ enum PoolingKernels {
   /// find each window's argmax in a vectorized loop, then add the gradient one window element at
   /// a time (for one element the windows' positions differ, so each such loop vectorizes).
   static func emitMaximumBackward(
-    _ context: KernelContext, into writer: inout CWriter, prelude: inout CWriter?
+    _ context: KernelContext, into writer: inout CWriter, prelude: inout CWriter
   ) {
     let plan = Plan(context, input: context.operandTypes[0], isMaximum: true)
     var range = CWriter()
@@ -345,7 +345,7 @@ enum PoolingKernels {
 
   /// `avg_pool2d_backward`: each window's gradient divided by its divisor, added over the window.
   static func emitAverageBackward(
-    _ context: KernelContext, into writer: inout CWriter, prelude: inout CWriter?
+    _ context: KernelContext, into writer: inout CWriter, prelude: inout CWriter
   ) {
     let plan = Plan(context, input: context.resultType, isMaximum: false)
     var range = CWriter()
@@ -417,7 +417,7 @@ enum PoolingKernels {
 
   /// `global_avg_pool2d`: each plane summed in double (a vectorized reduction), then divided.
   static func emitGlobalAverage(
-    _ context: KernelContext, into writer: inout CWriter, prelude: inout CWriter?,
+    _ context: KernelContext, into writer: inout CWriter, prelude: inout CWriter,
     symbolIndex: [String: Int]
   ) {
     let input = context.operandTypes[0]
@@ -437,17 +437,12 @@ enum PoolingKernels {
       dimensionPrologue: context.dimensionPrologue(symbolIndex: symbolIndex))
   }
 
-  /// Runs `range` (the loop over planes `begin..<end`) across the thread pool when there is a
-  /// prelude to hold its task function, else on the calling thread.
+  /// Runs `range` (the loop over planes `begin..<end`) across the thread pool, its task function
+  /// written to the prelude.
   static func dispatch(
     _ context: KernelContext, range: CWriter, extent: String, work: String, chunkAlignment: Int,
-    into writer: inout CWriter, prelude: inout CWriter?, dimensionPrologue: [String] = []
+    into writer: inout CWriter, prelude: inout CWriter, dimensionPrologue: [String] = []
   ) {
-    guard var declarations = prelude else {
-      writer.line("const int64_t begin = 0, end = \(extent);")
-      writer.nest(range)
-      return
-    }
     let arguments =
       context.operandTypes.enumerated().map { index, type in
         ParallelLoop.Argument(
@@ -461,8 +456,7 @@ enum PoolingKernels {
       kernel: "@KERNEL@", arguments: arguments,
       dimensionPrologue: dimensionPrologue, extent: extent,
       work: work, chunkAlignment: chunkAlignment)
-    parallel.declarations(rangeBody: range, into: &declarations)
+    parallel.declarations(rangeBody: range, into: &prelude)
     parallel.dispatch(into: &writer)
-    prelude = declarations
   }
 }
