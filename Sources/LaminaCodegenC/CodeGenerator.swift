@@ -123,8 +123,12 @@ private struct Generator {
     writer.line()
     let outputs = graph.outputs.map(\.value)
     let losses = graph.losses.map(\.value)
-    emitEntryPoint(name: "forward", outputs: outputs, losses: [])
-    emitEntryPoint(name: "evaluate", outputs: outputs, losses: losses)
+    // Inference runs the inference copy of the outputs and losses, where there is one.
+    let (inferenceOutputs, inferenceLosses) = (
+      outputs.map(graph.inferenceValue), losses.map(graph.inferenceValue)
+    )
+    emitEntryPoint(name: "forward", outputs: inferenceOutputs, losses: [])
+    emitEntryPoint(name: "evaluate", outputs: inferenceOutputs, losses: inferenceLosses)
     let trainingEntries = EntryPoint.hasModeDependentOps(graph)
     if trainingEntries {
       emitEntryPoint(name: "forward_training", outputs: outputs, losses: [], mode: .training)
@@ -145,7 +149,8 @@ private struct Generator {
         name: name, dtype: type.dtype.rawValue, shape: type.shape.map(\.description),
         forward: forward)
     }
-    let forwardInputs = Set(graph.inputsNeeded(for: graph.outputs.map(\.value)))
+    let forwardInputs = Set(
+      graph.inputsNeeded(for: graph.outputs.map { graph.inferenceValue(of: $0.value) }))
     return ModelSignature(
       abi: CodeGenerator.abiVersion, model: graph.name, symbols: symbols,
       inputs: graph.inputs.map {
@@ -453,7 +458,9 @@ private struct Generator {
         body.line(
           "if (!losses) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"losses is NULL\");")
         for (index, value) in losses.enumerated() {
-          let lossName = graph.losses.first { $0.value == value }?.name ?? graph[value].name
+          let lossName =
+            graph.losses.first { $0.value == value || graph.inferenceValue(of: $0.value) == value }?
+            .name ?? graph[value].name
           body.line(
             "if (!losses[\(index)]) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"loss %s is NULL\", \(CText.stringLiteral(lossName)));"
           )

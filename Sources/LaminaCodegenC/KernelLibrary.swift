@@ -27,6 +27,8 @@ enum KernelLibrary {
     case .convolution: return { ConvolutionKernels.emit($0, into: &$1) }
     case .convolutionTranspose: return { ConvolutionKernels.emit($0, into: &$1) }
     case .convolutionWeightGradient: return { ConvolutionKernels.emit($0, into: &$1) }
+    case .batchNormRunningStatistics:
+      return { NormalizationKernels.emitRunningStatistics($0, into: &$1) }
     case .batchNormStatistics, .batchNormStatisticsGradient, .dropout, .maxPool, .maxPoolBackward,
       .averagePool, .averagePoolBackward, .globalAveragePool:
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }

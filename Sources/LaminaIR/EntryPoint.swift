@@ -36,9 +36,14 @@ public struct EntryPoint: Hashable, Sendable {
   public static func all(in graph: Graph) -> [EntryPoint] {
     let outputs = graph.outputs.map(\.value)
     let losses = graph.losses.map(\.value)
+    // Inference computes the inference copy of the outputs and losses, where there is one.
+    let (inferenceOutputs, inferenceLosses) = (
+      outputs.map(graph.inferenceValue), losses.map(graph.inferenceValue)
+    )
     var entries = [
-      EntryPoint(name: "forward", mode: .inference, outputs: outputs, losses: []),
-      EntryPoint(name: "evaluate", mode: .inference, outputs: outputs, losses: losses),
+      EntryPoint(name: "forward", mode: .inference, outputs: inferenceOutputs, losses: []),
+      EntryPoint(
+        name: "evaluate", mode: .inference, outputs: inferenceOutputs, losses: inferenceLosses),
     ]
     // `run --mode training`: outputs as a training step computes them (batch statistics), with
     // no update written back. Only a graph whose result depends on the mode needs its own.

@@ -129,6 +129,20 @@ public struct StateUpdate: Hashable, Sendable {
   }
 }
 
+/// An output or loss that the inference entry points (`forward`, `evaluate`) compute through
+/// another value: the `mode-specialize` pass's copy of the forward graph, in which mode-dependent
+/// ops take their inference form (`OpDefinition.inferenceForm`), so that fusion sees inference's own
+/// computation. Training entry points compute `value` itself.
+public struct InferenceSpecialization: Hashable, Sendable {
+  public var value: ValueID
+  public var inference: ValueID
+
+  public init(value: ValueID, inference: ValueID) {
+    self.value = value
+    self.inference = inference
+  }
+}
+
 /// At the end of a training step, `target` (a parameter or state) takes the value of `value`.
 public struct Assignment: Hashable, Sendable {
   public var step: String
@@ -211,6 +225,9 @@ public struct Graph: Sendable {
   public var assignments: [Assignment] = []
   /// Model state's update rules, registered by layers (see `StateUpdate`).
   public var stateUpdates: [StateUpdate] = []
+  /// Filled by the `mode-specialize` pass (on the backend's copy): the values inference entry
+  /// points compute instead of outputs and losses.
+  public var inferenceSpecializations: [InferenceSpecialization] = []
   /// Filled by the `memory-plan` pass (on the backend's copy): each entry point's arena layout.
   public var memoryPlans: [String: MemoryPlan] = [:]
   private var namesInUse: [String: ValueID] = [:]
@@ -355,6 +372,12 @@ public struct Graph: Sendable {
     (outputs.first { $0.name == name } ?? losses.first { $0.name == name })?.value
   }
 
+  /// The value an inference entry point computes for output or loss `value`: its specialization,
+  /// or `value` itself.
+  public func inferenceValue(of value: ValueID) -> ValueID {
+    inferenceSpecializations.first { $0.value == value }?.inference ?? value
+  }
+
   /// Indices of the nodes needed to compute `targets`, in graph order.
   public func nodesNeeded(for targets: [ValueID]) -> [Int] {
     let definitions = definitions()
@@ -389,7 +412,8 @@ public struct Graph: Sendable {
   public var exposedValues: Set<ValueID> {
     Set(
       (outputs + losses).map(\.value) + gradients.map(\.gradient) + assignments.map(\.value)
-        + stateUpdates.flatMap { [$0.value] + ($0.trigger.map { [$0] } ?? []) })
+        + stateUpdates.flatMap { [$0.value] + ($0.trigger.map { [$0] } ?? []) }
+        + inferenceSpecializations.map(\.inference))
   }
 
   /// The declaration of a value, if it is state.

@@ -152,6 +152,15 @@ public struct IRParser {
         let (step, target, value) = try parseStepBinding(graph)
         graph.assignments.append(Assignment(step: step, target: target, value: value))
         return
+      case "inference":
+        _ = advance()
+        // `inference %probs = %probs.inference`: what the inference entry points compute instead.
+        let value = try parseUse(graph)
+        _ = try expect(.punctuation, "=", "'='")
+        let inference = try parseUse(graph)
+        graph.inferenceSpecializations.append(
+          InferenceSpecialization(value: value, inference: inference))
+        return
       case "grad":
         _ = advance()
         let (step, parameter, gradient) = try parseStepBinding(graph)

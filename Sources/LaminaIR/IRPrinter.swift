@@ -69,6 +69,10 @@ public struct IRPrinter: Sendable {
       if let trigger = update.trigger { out += " when \(name(trigger, in: graph))" }
       out += "\n"
     }
+    for specialization in graph.inferenceSpecializations {
+      out +=
+        "  inference \(name(specialization.value, in: graph)) = \(name(specialization.inference, in: graph))\n"
+    }
     for step in graph.trainSteps {
       out += "  train \(step.name) = \(step.optimizer)\(attributeText(step.attributes))"
       out += location(step.location) + "\n"

@@ -10,6 +10,10 @@ public enum RowAccess: Equatable, Sendable {
   case row
   /// One value for everything.
   case scalar
+  /// One value per position along one axis before the last (a per-channel scale `[C, 1, 1]` over
+  /// `[N, C, H, W]`): element `[(r / inner) % count]`, where `count` is that axis's size and `inner`
+  /// the product of the axes between it and the last.
+  case axis(count: Dim, inner: Dim)
 
   /// Nil when the operand broadcasts in a way the row view cannot express.
   public init?(_ shape: [Dim], in domain: [Dim]) {
@@ -29,6 +33,14 @@ public enum RowAccess: Equatable, Sendable {
     }
     if padded.last == Dim(1), Array(padded.dropLast()) == Array(domain.dropLast()) {
       self = .row
+      return
+    }
+    let kept = padded.indices.filter { padded[$0] != Dim(1) }
+    if kept.count == 1, let axis = kept.first, axis < domain.count - 1,
+      padded[axis] == domain[axis]
+    {
+      self = .axis(
+        count: domain[axis], inner: Array(domain[(axis + 1)..<(domain.count - 1)]).product)
       return
     }
     return nil

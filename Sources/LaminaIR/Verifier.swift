@@ -226,6 +226,25 @@ public enum Verifier {
           at: location)
       }
     }
+    let exposed = Set((graph.outputs + graph.losses).map(\.value))
+    for specialization in graph.inferenceSpecializations {
+      let value = graph[specialization.value]
+      guard defined[specialization.inference.index] || definedInside[specialization.inference.index]
+      else {
+        diagnostics.error("inference %\(value.name): names an undefined value", at: value.location)
+        continue
+      }
+      if !exposed.contains(specialization.value) {
+        diagnostics.error(
+          "inference %\(value.name): %\(value.name) is neither an output nor a loss",
+          at: value.location)
+      }
+      if value.type != graph[specialization.inference].type {
+        diagnostics.error(
+          "inference %\(value.name) is \(value.type?.description ?? "?") but its inference value is \(graph[specialization.inference].type?.description ?? "?")",
+          at: value.location)
+      }
+    }
     for step in graph.trainSteps {
       if !graph.losses.contains(where: { $0.name == step.lossName }) {
         diagnostics.error(

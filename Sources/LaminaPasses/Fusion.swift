@@ -69,9 +69,14 @@ struct FusionPlanner {
       graph.outputs.map(\.value) + graph.losses.map(\.value) + graph.assignments.map(\.value)
     )
     .union(graph.stateUpdates.flatMap { [$0.value] + ($0.trigger.map { [$0] } ?? []) })
+    .union(graph.inferenceSpecializations.map(\.inference))
+    // Outputs and losses as either mode computes them (the inference copy, if any, and the values).
+    let outputs = graph.outputs.map(\.value)
+    let losses = graph.losses.map(\.value)
+    let outputValues = outputs + outputs.map(graph.inferenceValue)
     forwardNodes = Set(
-      graph.nodesNeeded(for: graph.outputs.map(\.value) + graph.losses.map(\.value)))
-    outputNodes = Set(graph.nodesNeeded(for: graph.outputs.map(\.value)))
+      graph.nodesNeeded(for: outputValues + losses + losses.map(graph.inferenceValue)))
+    outputNodes = Set(graph.nodesNeeded(for: outputValues))
     for (index, node) in graph.nodes.enumerated() {
       for result in node.results { producer[result] = index }
       for operand in Set(node.operands) { consumers[operand, default: []].append(index) }

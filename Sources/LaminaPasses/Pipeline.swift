@@ -26,7 +26,9 @@ public enum Pipeline {
 
   /// What runs on a copy of the graph just before C generation: passes whose result only the
   /// backend reads (fusion into kernels, memory planning). The interpreter never sees their output.
-  public static let codegen: [any GraphPass] = [Decomposition(), Fusion(), MemoryPlanning()]
+  public static let codegen: [any GraphPass] = [
+    ModeSpecialization(), Decomposition(), Fusion(), MemoryPlanning(),
+  ]
 
   /// Passes that build what later stages read (types, gradients, updates): not optimizations, so
   /// `--passes` keeps them and `--disable-pass` refuses them.

@@ -301,6 +301,8 @@ struct GradientTests {
     "constant", "greater_equal", "sign", "gelu_grad", "cross_entropy_grad",
     // Its training-mode values are checked against finite differences in BatchNormTests.
     "batch_norm_statistics_grad",
+    // The statistics' inference form, of running statistics (state, never trained).
+    "batch_norm_running_statistics",
     // Linear in its gradient operand, but its adjoint gathers at each window's argmax, which no op does.
     "max_pool2d_backward",
   ]

@@ -277,6 +277,7 @@ struct FusedKernel {
       case .column: index = "c"
       case .row: index = "r"
       case .scalar: index = "0"
+      case .axis(let count, let inner): index = rowAxisIndex("r", count: count, inner: inner)
       }
       let local = "a\(locals.count)"
       element.line("const \(cType(operand)) \(local) = \(names[operand]!)[\(index)];")
@@ -421,6 +422,7 @@ struct FusedKernel {
       case .column: index = "j"
       case .row: index = "i"
       case .scalar: index = "0"
+      case .axis(let count, let inner): index = rowAxisIndex("i", count: count, inner: inner)
       }
       let local = "a\(localNumber(operand))"
       element.line("const \(cType(operand)) \(local) = \(names[operand]!)[\(index)];")
@@ -621,6 +623,8 @@ struct FusedKernel {
           case .column?: index = "c"
           case .row?: index = view.row
           case .scalar?: index = "0"
+          case .axis(let count, let inner)?:
+            index = rowAxisIndex(view.row, count: count, inner: inner)
           case nil:
             throw Diagnostic.error(
               "operand %\(graph[operand].name) of a fused reduction does not broadcast over rows",
@@ -838,4 +842,12 @@ struct FusedKernel {
     }
     return (prelude, body)
   }
+}
+
+/// The index of row `row`'s value in an operand with one value per position along an axis before
+/// the last (`RowAccess.axis`): a per-channel scale over a convolution's rows.
+private func rowAxisIndex(_ row: String, count: Dim, inner: Dim) -> String {
+  let row = row.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" } ? row : "(\(row))"
+  let quotient = inner == Dim(1) ? row : "\(row) / \(cDim(inner))"
+  return "(\(quotient)) % \(cDim(count))"
 }

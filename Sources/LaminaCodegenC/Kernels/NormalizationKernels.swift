@@ -96,6 +96,21 @@ enum NormalizationKernels {
     dispatch(context, range: range, type: type, body: &body, prelude: &prelude)
   }
 
+  /// `batch_norm_running_statistics`: the rows of the statistics at inference, from the running
+  /// statistics alone (C values; not worth a thread).
+  static func emitRunningStatistics(_ context: KernelContext, into body: inout CWriter) {
+    let statistics = context.operandTypes[0]
+    let type = CExpressionContext.cType(statistics.dtype)
+    let eps = context.attributes["eps"]?.doubleValue ?? 1e-5
+    body.line("const int64_t channels = \(cDim(statistics.shape[0]));")
+    body.block("for (int64_t c = 0; c < channels; c++)") { loop in
+      loop.line("out[c] = in0[c];")
+      loop.line("out[channels + c] = (\(type))(1.0 / sqrt((double)in1[c] + \(eps)));")
+      loop.line("out[2 * channels + c] = in0[c];")
+      loop.line("out[3 * channels + c] = in1[c];")
+    }
+  }
+
   /// `batch`, `channels` and `inner` (the product of the axes after the channel) in the kernel.
   private static func declareSizes(_ x: TensorType, into body: inout CWriter) {
     body.line(

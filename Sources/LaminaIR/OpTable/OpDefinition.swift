@@ -214,6 +214,10 @@ public struct OpDefinition: Sendable {
   /// For ops the C backend compiles as other ops (`c: .decomposed`): the equivalent graph of
   /// simpler ops, which the `decompose` pass substitutes before fusion.
   public var decomposition: DecompositionRule?
+  /// For mode-dependent ops: the pure computation that gives the op's result at inference, which
+  /// the backend's inference entry points run instead (`mode-specialize`). Nil: none is declared,
+  /// and inference runs the op itself in inference mode.
+  public var inferenceForm: InferenceForm?
 
   public init(
     _ name: String, summary: String, semantics: String, operands: [OperandSpec],

@@ -229,6 +229,20 @@ public struct OpEffects: OptionSet, Sendable, Hashable {
   public var isPure: Bool { isEmpty }
 }
 
+// MARK: Inference forms
+
+/// What a mode-dependent op computes at inference, as something that no longer depends on the mode
+/// (nor, usually, on the data): batch norm's statistics are the running ones, dropout is the
+/// identity. The `mode-specialize` pass builds the inference entry points' copy of the graph from
+/// it, so that fusion sees the inference computation as ordinary arithmetic.
+public enum InferenceForm: Sendable, Hashable {
+  /// The op's operand at this position, unchanged.
+  case operand(Int)
+  /// The pure op `op` applied to the operands at `operands` (positions in the original node), with
+  /// those of the original node's attributes that `op` declares.
+  case op(String, operands: [Int])
+}
+
 // MARK: Algebra
 
 /// Identities that simplification and constant folding use.
@@ -304,6 +318,7 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case squaredNorm = "squared-norm"
   case batchNormStatistics = "batch-norm-statistics"
   case batchNormStatisticsGradient = "batch-norm-statistics-gradient"
+  case batchNormRunningStatistics = "batch-norm-running-statistics"
   case dropout
   case convolution
   case convolutionTranspose = "convolution-transpose"

@@ -16,9 +16,93 @@ import LaminaSupport
 // the statistics are still computed in one pass over x.
 
 extension OpRegistry {
-  /// Ops of normalization layers: batch norm's statistics and their gradient.
+  /// Ops of normalization layers: batch norm's statistics, their gradient and their inference form.
   static let normalizationOps: [OpDefinition] = [
+    batchNormStatisticsDefinition,
     OpDefinition(
+      "batch_norm_statistics_grad",
+      summary:
+        "The gradient of batch_norm_statistics with respect to x (its gradient rule uses it): through the batch's mean and 1/√(var + eps) in a training step, zero at inference.",
+      semantics:
+        "Training: dx[n, c, …] = (dstats[0, c] - dstats[1, c]·stats[1, c]³·(x[n, c, …] - stats[0, c])) / M, M values per channel. Inference: dx = 0 (the running statistics do not depend on x).",
+      operands: [OperandSpec("x"), OperandSpec("stats"), OperandSpec("stats_grad")],
+      attributes: [AttributeSpec("eps", .float, default: .float(1e-5), "as the statistics'")],
+      fusion: .opaque,
+      c: .kernel(.batchNormStatisticsGradient),
+      effects: [.dependsOnMode],
+      shape: ShapeRule("same(x [N, C, …]), stats [4, C], stats_grad [4, C]") {
+        context throws(ShapeError) in
+        let x = context.operands[0]
+        try context.requireFloat(x, "x")
+        guard x.rank >= 2 else {
+          throw ShapeError("\(context.op): x must have rank ≥ 2, got \(x)")
+        }
+        if let eps = context.double("eps"), !(eps > 0 && eps.isFinite) {
+          throw ShapeError("\(context.op): eps must be a positive finite number, got \(eps)")
+        }
+        let expected = TensorType(x.dtype, [Dim(4), x.shape[1]])
+        for operand in context.operands.dropFirst() where operand != expected {
+          throw ShapeError("\(context.op): expected \(expected) statistics, got \(operand)")
+        }
+        return [x]
+      },
+      interpret: { context in
+        _ = try context.checked("batch_norm_statistics_grad")
+        let x = context.operands[0]
+        guard context.mode == .training else {
+          return [context.result(0, [Double](repeating: 0, count: x.count))]
+        }
+        let values = x.doubles()
+        let (stats, grad) = (context.operands[1].doubles(), context.operands[2].doubles())
+        let channels = x.shape[1]
+        let inner = x.shape[2...].reduce(1, *)
+        let count = Double(values.count / max(channels, 1))
+        var output = [Double](repeating: 0, count: values.count)
+        for (index, value) in values.enumerated() {
+          let channel = (index / inner) % channels
+          let (mean, invStd) = (stats[channel], stats[channels + channel])
+          let (dMean, dInvStd) = (grad[channel], grad[channels + channel])
+          // ∂mean/∂x = 1/M; ∂(1/√(var+eps))/∂x = -(1/√(var+eps))³·(x - mean)/M.
+          output[index] = (dMean - dInvStd * invStd * invStd * invStd * (value - mean)) / count
+        }
+        return [context.result(0, output)]
+      }),
+    OpDefinition(
+      "batch_norm_running_statistics",
+      summary:
+        "Batch norm's statistics at inference, from the running statistics alone: the inference form of batch_norm_statistics, which the backend's inference entry points run in its place.",
+      semantics:
+        "y[0] = running_mean, y[1] = 1/√(running_var + eps), y[2] = running_mean, y[3] = running_var, each [C] (batch_norm_statistics' rows in inference mode).",
+      operands: [OperandSpec("running_mean"), OperandSpec("running_var")],
+      attributes: [AttributeSpec("eps", .float, default: .float(1e-5), "added to the variance")],
+      fusion: .opaque,
+      c: .kernel(.batchNormRunningStatistics),
+      shape: ShapeRule("[4, C](running_mean [C], running_var [C])") {
+        context throws(ShapeError) in
+        let (mean, variance) = (context.operands[0], context.operands[1])
+        try context.requireFloat(mean, "running_mean")
+        guard mean.rank == 1, variance == mean else {
+          throw ShapeError(
+            "\(context.op): running_mean and running_var must be the same [C] vector, got \(mean) and \(variance)"
+          )
+        }
+        if let eps = context.double("eps"), !(eps > 0 && eps.isFinite) {
+          throw ShapeError("\(context.op): eps must be a positive finite number, got \(eps)")
+        }
+        return [TensorType(mean.dtype, [Dim(4), mean.shape[0]])]
+      },
+      interpret: { context in
+        _ = try context.checked("batch_norm_running_statistics")
+        let (mean, variance) = (context.operands[0].doubles(), context.operands[1].doubles())
+        let eps = context.double("eps") ?? 1e-5
+        let inverse = variance.map { 1 / Foundation.sqrt($0 + eps) }
+        return [context.result(0, mean + inverse + mean + variance)]
+      }),
+  ]
+
+  /// `batch_norm_statistics`, whose inference form is `batch_norm_running_statistics`.
+  static let batchNormStatisticsDefinition: OpDefinition = {
+    var definition = OpDefinition(
       "batch_norm_statistics",
       summary:
         "Batch norm's per-channel statistics (channel axis 1): in a training step the batch's mean and 1/√(var + eps) in one pass, and the updated running statistics; at inference the running statistics.",
@@ -86,56 +170,12 @@ extension OpRegistry {
           "batch_norm_statistics_grad", [inputs.operands[0], inputs.result, inputs.resultGradient],
           ["eps": inputs.attributes["eps"] ?? .float(1e-5)])
         return [dx, nil, nil]
-      }),
-    OpDefinition(
-      "batch_norm_statistics_grad",
-      summary:
-        "The gradient of batch_norm_statistics with respect to x (its gradient rule uses it): through the batch's mean and 1/√(var + eps) in a training step, zero at inference.",
-      semantics:
-        "Training: dx[n, c, …] = (dstats[0, c] - dstats[1, c]·stats[1, c]³·(x[n, c, …] - stats[0, c])) / M, M values per channel. Inference: dx = 0 (the running statistics do not depend on x).",
-      operands: [OperandSpec("x"), OperandSpec("stats"), OperandSpec("stats_grad")],
-      attributes: [AttributeSpec("eps", .float, default: .float(1e-5), "as the statistics'")],
-      fusion: .opaque,
-      c: .kernel(.batchNormStatisticsGradient),
-      effects: [.dependsOnMode],
-      shape: ShapeRule("same(x [N, C, …]), stats [4, C], stats_grad [4, C]") {
-        context throws(ShapeError) in
-        let x = context.operands[0]
-        try context.requireFloat(x, "x")
-        guard x.rank >= 2 else {
-          throw ShapeError("\(context.op): x must have rank ≥ 2, got \(x)")
-        }
-        if let eps = context.double("eps"), !(eps > 0 && eps.isFinite) {
-          throw ShapeError("\(context.op): eps must be a positive finite number, got \(eps)")
-        }
-        let expected = TensorType(x.dtype, [Dim(4), x.shape[1]])
-        for operand in context.operands.dropFirst() where operand != expected {
-          throw ShapeError("\(context.op): expected \(expected) statistics, got \(operand)")
-        }
-        return [x]
-      },
-      interpret: { context in
-        _ = try context.checked("batch_norm_statistics_grad")
-        let x = context.operands[0]
-        guard context.mode == .training else {
-          return [context.result(0, [Double](repeating: 0, count: x.count))]
-        }
-        let values = x.doubles()
-        let (stats, grad) = (context.operands[1].doubles(), context.operands[2].doubles())
-        let channels = x.shape[1]
-        let inner = x.shape[2...].reduce(1, *)
-        let count = Double(values.count / max(channels, 1))
-        var output = [Double](repeating: 0, count: values.count)
-        for (index, value) in values.enumerated() {
-          let channel = (index / inner) % channels
-          let (mean, invStd) = (stats[channel], stats[channels + channel])
-          let (dMean, dInvStd) = (grad[channel], grad[channels + channel])
-          // ∂mean/∂x = 1/M; ∂(1/√(var+eps))/∂x = -(1/√(var+eps))³·(x - mean)/M.
-          output[index] = (dMean - dInvStd * invStd * invStd * invStd * (value - mean)) / count
-        }
-        return [context.result(0, output)]
-      }),
-  ]
+      })
+    // At inference the statistics are the running ones: an op of the state alone, so that the
+    // normalize arithmetic no longer waits for a pass over x and fuses into x's producer.
+    definition.inferenceForm = .op(Ops.batchNormRunningStatistics.name, operands: [1, 2])
+    return definition
+  }()
 }
 
 /// The channel count of batch norm's x ([N, C, …]), checked against the running statistics ([C]).

@@ -6,6 +6,7 @@ public enum Ops {
   public static let add = OpHandle("add")
   public static let batchNormStatistics = OpHandle("batch_norm_statistics")
   public static let batchNormStatisticsGrad = OpHandle("batch_norm_statistics_grad")
+  public static let batchNormRunningStatistics = OpHandle("batch_norm_running_statistics")
   public static let sub = OpHandle("sub")
   public static let mul = OpHandle("mul")
   public static let div = OpHandle("div")
@@ -70,6 +71,7 @@ public enum Ops {
     unsqueeze, mse, crossEntropy, crossEntropyGrad, binaryCrossEntropyWithLogits, l2, constant,
     cast, stopGradient, lrSchedule, batchNormStatistics, batchNormStatisticsGrad,
   ]
+    + [batchNormRunningStatistics]
     + [layerNorm, dropout] + [conv2d, convTranspose2d, conv2dBackwardWeight]
     + [maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward, globalAvgPool2d]
 }

@@ -1,0 +1,268 @@
+import Foundation
+import Lamina
+import LaminaTestSupport
+import Testing
+
+/// Inference-mode batch norm folded into the convolution or matmul before it: the inference entry
+/// points run the `mode-specialize` pass's copy of the forward graph, where the statistics come from
+/// the running state alone, so fusion puts the normalize (and what follows it) into the producer's
+/// epilogue. Checked on the fused IR (kernel counts), against the interpreter in both modes, and
+/// after every way the weights and running statistics change between calls.
+@Suite("Batch norm folding", .serialized)
+struct BatchNormFoldingTests {
+  static let convolution = """
+    model ConvNorm {
+      input x: f32[batch, 2, 7, 9]
+      input t: f32[batch, 4, 7, 9]
+      let y = x |> conv2d(filters: 4, kernel: 3, padding: 1) |> batch_norm |> relu
+      output y
+      loss = mse(y, t)
+      train with sgd(lr: 0.1)
+    }
+    """
+
+  static let dense = """
+    model DenseNorm {
+      input x: f32[batch, 6]
+      input t: f32[batch, 5]
+      let y = x |> dense(units: 5) |> batch_norm |> relu
+      output y
+      loss = mse(y, t)
+      train with sgd(lr: 0.1)
+    }
+    """
+
+  /// LeNet-5 (examples/bench/lenet5.lam) with a batch norm after each convolution and hidden dense.
+  static let lenet5 = """
+    model LeNet5Norm {
+      input x: f32[batch, 1, 28, 28]
+      input label: i32[batch]
+      let h = x
+        |> conv2d(filters: 6, kernel: 5, padding: 2) |> batch_norm |> relu |> max_pool2d(kernel: 2)
+        |> conv2d(filters: 16, kernel: 5) |> batch_norm |> relu |> max_pool2d(kernel: 2)
+      let logits = h |> flatten
+        |> dense(units: 120) |> batch_norm |> relu |> dense(units: 84, activation: "relu")
+        |> dense(units: 10)
+      output logits
+      loss = cross_entropy(logits, label)
+      train with sgd(lr: 0.01, momentum: 0.9)
+    }
+    """
+
+  /// The backend's graph: the training pipeline's result after the codegen passes.
+  func lowered(_ source: String, disabling disabled: [String] = []) throws -> Graph {
+    try lowered(Model(source: source, pipeline: Pipeline.training).graph, disabling: disabled)
+  }
+
+  func lowered(_ graph: Graph, disabling disabled: [String] = []) throws -> Graph {
+    var graph = graph
+    let passes = Pipeline.codegen.filter { !disabled.contains($0.name) }
+    _ = try PassRunner(passes: passes).run(&graph)
+    return graph
+  }
+
+  /// The nodes `forward` runs that are kernels (aliases such as reshape cost nothing).
+  func forwardKernels(_ graph: Graph) throws -> [Node] {
+    let entry = try #require(EntryPoint.all(in: graph).first { $0.name == "forward" })
+    return entry.schedule(in: graph).map { graph.nodes[$0] }.filter { node in
+      if case .alias? = OpRegistry.definition(node.op)?.c { return false }
+      return true
+    }
+  }
+
+  /// Running statistics away from their initial values, for every batch norm of `graph`.
+  func runningState(_ graph: Graph, offset: Float = 0) throws -> [String: Tensor] {
+    var state: [String: Tensor] = [:]
+    for declaration in graph.modelStates {
+      let name = graph[declaration.value].name
+      guard name.hasSuffix("running_mean") || name.hasSuffix("running_var") else { continue }
+      let count = graph.type(of: declaration.value).shape[0].staticValue!
+      let isVariance = name.hasSuffix("running_var")
+      state[name] = Tensor(
+        shape: [count],
+        scalars: (0..<count).map { index in
+          isVariance
+            ? 0.4 + Float(index % 5) * 0.3 + offset : Float(index % 7) * 0.2 - 0.5 + offset
+        })
+    }
+    return state
+  }
+
+  /// The compiled model's outputs in `mode` against the interpreter's, from the compiled model's
+  /// own parameters and state (so that whatever changed them is what the interpreter sees).
+  func expectForwardMatches(
+    _ model: Model, _ compiled: CompiledModel, inputs: [String: Tensor], output: String,
+    mode: ExecutionMode, sourceLocation: Testing.SourceLocation = #_sourceLocation
+  ) throws {
+    let parameters = try compiled.parameters().merging(try compiled.modelState()) { a, _ in a }
+    let expected = try model.interpret(
+      inputs: inputs, parameters: parameters, outputs: [output], mode: mode)
+    let actual = try compiled.forward(inputs, mode: mode)
+    expectBatchNormClose(
+      try #require(actual[output]).doubles(), try #require(expected[output]).doubles(), 2e-5,
+      sourceLocation: sourceLocation)
+  }
+
+  @Test("inference forward runs conv + batch norm + relu as one kernel, and fewer kernels in all")
+  func convolutionKernelCount() throws {
+    let folded = try forwardKernels(lowered(Self.convolution))
+    let unfolded = try forwardKernels(
+      lowered(Self.convolution, disabling: [ModeSpecialization.name]))
+    // The convolution's kernel computes the normalize and the relu in its epilogue.
+    let convolutions = folded.filter { node in
+      node.op == "conv2d" || node.body.contains { $0.op == "conv2d" }
+    }
+    let convolution = try #require(convolutions.first)
+    #expect(convolutions.count == 1)
+    #expect(convolution.attributes[Node.fusedKindAttribute]?.stringValue == "epilogue")
+    #expect(Set(convolution.body.map(\.op)) == ["conv2d", "sub", "mul", "add", "relu"])
+    // Nothing else in forward touches the [batch, 4, 7, 9] activations, and no kernel depends on
+    // the mode: the statistics are the running ones, O(C) work.
+    let graph = try lowered(Self.convolution)
+    let activations = folded.filter { node in
+      node.results.contains { graph.type(of: $0).rank == 4 }
+    }
+    #expect(activations.count == 1)
+    #expect(!folded.contains { $0.op == "batch_norm_statistics" })
+    #expect(folded.contains { $0.op == "batch_norm_running_statistics" })
+    // Without the pass: conv, the statistics' kernel over x and the normalize are three passes.
+    let unfoldedGraph = try lowered(Self.convolution, disabling: [ModeSpecialization.name])
+    let unfoldedActivations = unfolded.filter { node in
+      node.operands.contains { unfoldedGraph.type(of: $0).rank == 4 }
+        || node.results.contains { unfoldedGraph.type(of: $0).rank == 4 }
+    }
+    #expect(unfoldedActivations.count == 3)
+    #expect(folded.count < unfolded.count)
+  }
+
+  @Test("training steps keep the batch statistics' kernels: the train step's schedule is unchanged")
+  func trainingUnchanged() throws {
+    for source in [Self.convolution, Self.dense] {
+      let folded = try lowered(source)
+      let unfolded = try lowered(source, disabling: [ModeSpecialization.name])
+      for name in ["train_0", "forward_training", "evaluate_training"] {
+        func ops(_ graph: Graph) throws -> [String] {
+          let entry = try #require(EntryPoint.all(in: graph).first { $0.name == name })
+          return entry.schedule(in: graph).flatMap { index in
+            let node = graph.nodes[index]
+            return [node.op] + node.body.map(\.op)
+          }
+        }
+        #expect(try ops(folded) == ops(unfolded), "\(name)")
+        #expect(try ops(folded).contains("batch_norm_statistics"), "\(name)")
+      }
+    }
+  }
+
+  @Test("dense + batch norm ([N, C]) folds into the matmul's epilogue")
+  func denseFolds() throws {
+    let folded = try forwardKernels(lowered(Self.dense))
+    let products = folded.filter { node in node.body.contains { $0.op == "matmul" } }
+    #expect(products.count == 1)
+    let product = try #require(products.first)
+    #expect(Set(product.body.map(\.op)).isSuperset(of: ["matmul", "add", "sub", "mul", "relu"]))
+    #expect(!folded.contains { $0.op == "batch_norm_statistics" })
+
+    let model = try Model(source: Self.dense, pipeline: Pipeline.training)
+    let compiled = try model.compile(
+      options: TestCache.options(), parameters: try model.initialParameters(seed: 1))
+    try compiled.setState(runningState(model.graph))
+    for batch in [1, 37] {
+      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 2)
+      try expectForwardMatches(model, compiled, inputs: inputs, output: "y", mode: .inference)
+      if batch > 1 {
+        try expectForwardMatches(model, compiled, inputs: inputs, output: "y", mode: .training)
+      }
+    }
+  }
+
+  @Test(
+    "digits_cnn and LeNet-5 with batch norm: compiled equals the interpreter at batch 1 and 37, both modes",
+    arguments: ["digits_cnn", "lenet5"])
+  func examples(name: String) throws {
+    let model =
+      name == "digits_cnn"
+      ? try Model(
+        contentsOf: RepositoryPaths.path("examples/digits_cnn.lam"), pipeline: Pipeline.training)
+      : try Model(source: Self.lenet5, pipeline: Pipeline.training)
+    let output = model.graph.outputs[0].name
+    let compiled = try model.compile(
+      options: TestCache.options(), parameters: try model.initialParameters(seed: 7))
+    try compiled.setState(runningState(model.graph))
+    // The inference forward is folded: no batch statistics over an activation.
+    let forward = try forwardKernels(lowered(model.graph))
+    #expect(!forward.contains { $0.op == "batch_norm_statistics" })
+    for batch in [1, 37] {
+      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 8)
+      try expectForwardMatches(model, compiled, inputs: inputs, output: output, mode: .inference)
+      if batch > 1 {
+        try expectForwardMatches(model, compiled, inputs: inputs, output: output, mode: .training)
+      }
+    }
+  }
+
+  @Test(
+    "no stale fold: new weights, loaded weights, new running statistics and a training step are all seen by the next call"
+  )
+  func changesAreSeen() throws {
+    let model = try Model(source: Self.convolution, pipeline: Pipeline.training)
+    let compiled = try model.compile(
+      options: TestCache.options(), parameters: try model.initialParameters(seed: 11))
+    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 5], seed: 12)
+    func output() throws -> [Double] { try #require(try compiled.forward(inputs)["y"]).doubles() }
+    func check(_ what: String) throws {
+      try expectForwardMatches(model, compiled, inputs: inputs, output: "y", mode: .inference)
+    }
+    try check("initial")
+    var previous = try output()
+
+    // New parameters (batch norm's scale and shift, and the convolution's weight).
+    var parameters = try compiled.parameters()
+    parameters["batch_norm_0.weight"] = Tensor(shape: [4], scalars: [1.5, -0.5, 2, 0.25])
+    parameters["batch_norm_0.bias"] = Tensor(shape: [4], scalars: [0.1, 0.2, -0.3, 0.4])
+    parameters["conv2d_0.weight"] = try model.initialParameters(seed: 13)["conv2d_0.weight"]
+    try compiled.setParameters(parameters)
+    try check("set parameters")
+    #expect(try output() != previous)
+    previous = try output()
+
+    // New running statistics.
+    try compiled.setState(runningState(model.graph))
+    try check("set state")
+    #expect(try output() != previous)
+    previous = try output()
+
+    // Weights and state loaded from a file.
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "bnfold-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let path = directory.appendingPathComponent("weights.safetensors").path
+    try compiled.saveWeights(to: path)
+    try compiled.setParameters(try model.initialParameters(seed: 14))
+    try compiled.setState(runningState(model.graph, offset: 0.3))
+    try check("other weights")
+    #expect(try output() != previous)
+    try compiled.loadWeights(from: path)
+    try check("loaded weights")
+    #expect(try output() == previous)
+
+    // A training step changes the weights and the running statistics.
+    let state = try compiled.modelState()
+    _ = try compiled.trainStep(inputs)
+    #expect(
+      try compiled.modelState()["batch_norm_0.running_mean"] != state["batch_norm_0.running_mean"])
+    try check("after a training step")
+    #expect(try output() != previous)
+  }
+
+  @Test("the inference specialization prints and parses back to the same text")
+  func roundTrip() throws {
+    let graph = try lowered(Self.convolution, disabling: [Fusion.name, MemoryPlanning.name])
+    #expect(!graph.inferenceSpecializations.isEmpty)
+    let text = IRPrinter().print(graph)
+    #expect(text.contains("inference %y = %y.inference"))
+    let parsed = try Model(source: text, pipeline: []).ir()
+    #expect(parsed == text)
+  }
+}
