@@ -218,8 +218,9 @@ struct BatchNormFoldingTests {
 
     // New parameters (batch norm's scale and shift, and the convolution's weight).
     var parameters = try compiled.parameters()
-    parameters["batch_norm_0.weight"] = Tensor(shape: [4], scalars: [1.5, -0.5, 2, 0.25])
-    parameters["batch_norm_0.bias"] = Tensor(shape: [4], scalars: [0.1, 0.2, -0.3, 0.4])
+    parameters["batch_norm_0.weight"] = Tensor(
+      shape: [4], scalars: [1.5, -0.5, 2, 0.25] as [Float])
+    parameters["batch_norm_0.bias"] = Tensor(shape: [4], scalars: [0.1, 0.2, -0.3, 0.4] as [Float])
     parameters["conv2d_0.weight"] = try model.initialParameters(seed: 13)["conv2d_0.weight"]
     try compiled.setParameters(parameters)
     try check("set parameters")
