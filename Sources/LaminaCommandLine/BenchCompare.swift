@@ -12,7 +12,7 @@ enum BenchCompare {
   }
 
   static let configurationHelp =
-    "fused (every backend pass), unfused (no fusion), unplanned (no memory planning), naive (neither)"
+    "fused (every backend pass), unfused (no fusion), unplanned (no memory planning), naive (neither), unfolded (inference without its own copy of the graph: batch norm not folded)"
 
   static func configuration(named name: String) throws -> Configuration {
     let all = Pipeline.codegen
@@ -24,6 +24,7 @@ enum BenchCompare {
     case "unfused": return Configuration(name: name, passes: without(["fusion"]))
     case "unplanned": return Configuration(name: name, passes: without(["memory-plan"]))
     case "naive": return Configuration(name: name, passes: [])
+    case "unfolded": return Configuration(name: name, passes: without([ModeSpecialization.name]))
     default:
       throw UsageError("--compare takes configurations among \(configurationHelp); got '\(name)'")
     }
