@@ -405,34 +405,62 @@ struct FusedKernel {
 
     // A single-column product is walked down its column (see the epilogue below).
     let productElement = singleColumn ? "crow[i]" : "crow[j]"
-    var element = CWriter()
-    var locals: [ValueID: String] = [product: "p"]
-    element.line("const \(productType) p = \(productElement);")
     let epilogueMembers = node.body.filter { $0.result != product }
-    for operand in epilogueMembers.flatMap(\.operands)
-    where locals[operand] == nil && names[operand] != nil {
+    let external = epilogueMembers.flatMap(\.operands).filter { names[$0] != nil && $0 != product }
+    var accesses: [ValueID: RowAccess] = [:]
+    for operand in external where accesses[operand] == nil {
       guard let access = RowAccess(graph.type(of: operand).shape, in: domain) else {
         throw Diagnostic.error(
           "operand %\(graph[operand].name) of a fused matmul does not broadcast over rows and columns",
           at: node.location)
       }
-      let index: String
-      switch access {
-      case .full: index = "i * \(cDim(n)) + j"
-      case .column: index = "j"
-      case .row: index = "i"
-      case .scalar: index = "0"
-      case .axis(let count, let inner): index = rowAxisIndex("i", count: count, inner: inner)
+      accesses[operand] = access
+    }
+    /// One element's statements: the product at `productElement`, full operands and results at
+    /// `full`, per-row operands at row `row`.
+    func elementCode(productElement: String, full: String, row: String) throws -> CWriter {
+      var element = CWriter()
+      var locals: [ValueID: String] = [product: "p"]
+      element.line("const \(productType) p = \(productElement);")
+      for operand in external where locals[operand] == nil {
+        let index: String
+        switch accesses[operand]! {
+        case .full: index = full
+        case .column: index = "j"
+        case .row: index = row
+        case .scalar: index = "0"
+        case .axis(let count, let inner): index = rowAxisIndex(row, count: count, inner: inner)
+        }
+        let local = "a\(localNumber(operand))"
+        element.line("const \(cType(operand)) \(local) = \(names[operand]!)[\(index)];")
+        locals[operand] = local
       }
-      let local = "a\(localNumber(operand))"
-      element.line("const \(cType(operand)) \(local) = \(names[operand]!)[\(index)];")
-      locals[operand] = local
+      try emitMembers(epilogueMembers, locals: &locals, into: &element)
+      for (index, result) in node.results.enumerated() where result != carrier {
+        element.line("out\(index)[\(full)] = \(locals[result]!);")
+      }
+      if carrier != product { element.line("\(productElement) = \(locals[carrier]!);") }
+      return element
     }
-    try emitMembers(epilogueMembers, locals: &locals, into: &element)
-    for (index, result) in node.results.enumerated() where result != carrier {
-      element.line("out\(index)[i * \(cDim(n)) + j] = \(locals[result]!);")
+    let element = try elementCode(
+      productElement: productElement, full: "i * \(cDim(n)) + j", row: "i")
+    // A convolution's per-channel operands (`RowAccess.axis`) are constant over runs of `inner`
+    // rows (one channel's plane): when every operand is, and the block's rows are contiguous, the
+    // epilogue runs one flat loop per run instead of short loops over rows of the last axis.
+    let runLength: Dim? = {
+      var inner: Dim?
+      for access in accesses.values {
+        switch access {
+        case .full, .scalar: continue
+        case .axis(_, let length) where inner == nil || inner == length: inner = length
+        default: return nil
+        }
+      }
+      return inner.flatMap { $0 == Dim(1) ? nil : $0 }
+    }()
+    let runElement = try runLength.map { _ in
+      try elementCode(productElement: "crun[k]", full: "base + k", row: "r0")
     }
-    if carrier != product { element.line("\(productElement) = \(locals[carrier]!);") }
 
     var prelude = CWriter()
     argumentStruct(
@@ -462,6 +490,23 @@ struct FusedKernel {
             // position): independent iterations, vectorized without alias checks.
             rows.line("#pragma omp simd")
             rows.block("for (int64_t j = \(columns); j++)") { $0.nest(element) }
+          }
+        }
+        if let runLength, let runElement {
+          body.block("if (col0 == 0 && cols == ldc && cols == \(cDim(n)))") { runs in
+            runs.block("for (int64_t r0 = row0; r0 < row0 + rows;)") { run in
+              run.line(
+                "const int64_t run_end = (r0 / \(cDim(runLength)) + 1) * \(cDim(runLength));")
+              run.line("const int64_t r1 = run_end < row0 + rows ? run_end : row0 + rows;")
+              run.line("const int64_t base = r0 * \(cDim(n));")
+              run.line("\(productType)* restrict crun = (\(productType)*)c + base;")
+              run.line("#pragma omp simd")
+              run.block("for (int64_t k = 0; k < (r1 - r0) * \(cDim(n)); k++)") {
+                $0.nest(runElement)
+              }
+              run.line("r0 = r1;")
+            }
+            runs.line("return;")
           }
         }
         if let width = fullWidth {
