@@ -257,6 +257,21 @@ struct BatchNormFoldingTests {
     #expect(try output() != previous)
   }
 
+  @Test("a per-channel operand of a convolution's result is read once per channel plane")
+  func perChannelAccess() {
+    let domain = [Dim(symbol: "batch"), Dim(16), Dim(7), Dim(9)]
+    #expect(
+      RowAccess([Dim(16), Dim(1), Dim(1)], in: domain) == .axis(count: Dim(16), inner: Dim(7)))
+    #expect(
+      RowAccess([Dim(1), Dim(16), Dim(1), Dim(1)], in: domain)
+        == .axis(count: Dim(16), inner: Dim(7)))
+    #expect(RowAccess([Dim(7), Dim(1)], in: domain) == .axis(count: Dim(7), inner: Dim(1)))
+    // Neither one value per channel nor per row, column or element.
+    #expect(RowAccess([Dim(16), Dim(1)], in: domain) == nil)
+    #expect(RowAccess([Dim(16), Dim(7), Dim(1)], in: domain) == nil)
+    #expect(RowAccess([Dim(16)], in: [Dim(4), Dim(16)]) == .column)
+  }
+
   @Test("the inference specialization prints and parses back to the same text")
   func roundTrip() throws {
     let graph = try lowered(Self.convolution, disabling: [Fusion.name, MemoryPlanning.name])
