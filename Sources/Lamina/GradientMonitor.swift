@@ -261,9 +261,9 @@ public final class GradientMonitor: TrainingCallback {
 
   /// The CSV written beside a plot: `grads.svg` gives `grads.csv`.
   public static func csvPath(forPlot path: String) -> String {
-    let url = URL(fileURLWithPath: path)
-    guard url.pathExtension.lowercased() == "svg" else { return path + ".csv" }
-    return url.deletingPathExtension().appendingPathExtension("csv").path
+    // Text, not URL: a relative path stays relative in what the command prints.
+    guard path.lowercased().hasSuffix(".svg") else { return path + ".csv" }
+    return String(path.dropLast(4)) + ".csv"
   }
 
   /// One row per record: step, epoch, then each parameter's norm (a column per parameter).
