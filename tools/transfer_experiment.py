@@ -35,6 +35,8 @@ def main():
     parser.add_argument("--pretrain-epochs", type=int, default=15)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--models", default="examples/transfer",
+                        help="folder with pretrain.lam, finetune.lam and scratch.lam")
     args = parser.parse_args()
     data = "examples/data"
     seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -43,13 +45,13 @@ def main():
         for seed in seeds:
             weights = os.path.join(folder, f"pretrained{seed}.safetensors")
             pretrain = train(args.lamina, [
-                "examples/transfer/pretrain.lam", "--data", f"{data}/digits_0to4/train",
+                f"{args.models}/pretrain.lam", "--data", f"{data}/digits_0to4/train",
                 "--val", f"{data}/digits_0to4/test", "--epochs", str(args.pretrain_epochs),
                 "--batch", "32", "--seed", str(seed), "-o", weights])
             common = ["--data", f"{data}/digits_5to9/train", "--val", f"{data}/digits_5to9/test",
                       "--epochs", str(args.epochs), "--batch", str(args.batch), "--seed", str(seed)]
-            finetune = train(args.lamina, ["examples/transfer/finetune.lam", *common, "--init-from", weights])
-            scratch = train(args.lamina, ["examples/transfer/scratch.lam", *common])
+            finetune = train(args.lamina, [f"{args.models}/finetune.lam", *common, "--init-from", weights])
+            scratch = train(args.lamina, [f"{args.models}/scratch.lam", *common])
             rows.append((seed, pretrain, finetune, scratch))
             print(f"seed {seed}: pretrain (0-4) {pretrain:.2f}%, fine-tuned (5-9) {finetune:.2f}%, "
                   f"scratch (5-9) {scratch:.2f}%", flush=True)
