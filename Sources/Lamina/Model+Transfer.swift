@@ -109,7 +109,8 @@ extension Model {
   /// model state by name (after `renames`) and type.
   ///
   /// A Lamina checkpoint works too: its model state (`state.NAME`) is matched under NAME, its
-  /// optimizer state and best weights are unexpected. Reads the file only; nothing is loaded
+  /// optimizer state and best weights are unexpected. The random generator's state (dropout's)
+  /// is neither loaded nor reported: training seeds it. Reads the file only; nothing is loaded
   /// anywhere until the result is applied (`parameters(startingFrom:seed:)`,
   /// `TrainableModel.load(_:)`).
   ///
@@ -125,13 +126,19 @@ extension Model {
       wanted[graph[param.value].name] = (graph.type(of: param.value), false)
       order.append(graph[param.value].name)
     }
-    for state in graph.modelStates {
+    // The random generator's state is where dropout's stream stands, not something learned: the
+    // seed comes from training (`--seed`), so neither model's is matched.
+    let generatorState: Set<String> = [RandomGenerator.seedName, RandomGenerator.stepName]
+    for state in graph.modelStates where !generatorState.contains(graph[state.value].name) {
       wanted[graph[state.value].name] = (graph.type(of: state.value), true)
       order.append(graph[state.value].name)
     }
     var result = WeightTransfer(path: path)
     var matched: Set<String> = []
-    for (fileName, tensor) in file {
+    for (fileName, tensor) in file
+    where !generatorState.contains(fileName)
+      && !generatorState.map({ Checkpoint.statePrefix + $0 }).contains(fileName)
+    {
       var name = fileName
       if name.hasPrefix(Checkpoint.statePrefix),
         wanted[String(name.dropFirst(Checkpoint.statePrefix.count))]?.isState == true

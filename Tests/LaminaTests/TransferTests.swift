@@ -42,7 +42,7 @@ struct TransferTests {
       let logits = dense(features(x), units: 2, name: "classifier")
       output probs = softmax(logits)
       loss = cross_entropy(logits, label)
-      train with adam(lr: 0.05)
+      train with adamw(lr: 0.05, weight_decay: 0.1)
       \(freeze ? "freeze \"features.*\"" : "")
     }
     """
@@ -176,6 +176,54 @@ struct TransferTests {
       "train", modelPath, "--data", directory, "--epochs", "1", "--batch", "8", "--rename", "a=b",
     ])
     #expect(result.status != 0 && result.errors.contains("--init-from"))
+  }
+
+  @Test(
+    "the transfer example: pretrain, then fine-tune with the features loaded and left as they were")
+  func transferExample() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    let data = RepositoryPaths.path("examples/data")
+    let pretrained = directory + "/pretrained.safetensors"
+    let pretrain = lamina([
+      "train", RepositoryPaths.path("examples/transfer/pretrain.lam"), "--data",
+      "\(data)/digits_0to4/train", "--epochs", "1", "--batch", "64", "--seed", "1", "-o",
+      pretrained, "--quiet", "--cache-dir", TestCache.directory,
+    ])
+    #expect(pretrain.status == 0, "\(pretrain.errors)")
+    let finetuned = directory + "/finetuned.safetensors"
+    let finetune = lamina([
+      "train", RepositoryPaths.path("examples/transfer/finetune.lam"), "--data",
+      "\(data)/digits_5to9/train", "--val", "\(data)/digits_5to9/test", "--epochs", "2", "--batch",
+      "16", "--seed", "1", "--init-from", pretrained, "-o", finetuned, "--cache-dir",
+      TestCache.directory,
+    ])
+    #expect(finetune.status == 0, "\(finetune.errors)")
+    #expect(
+      finetune.output.contains("12 loaded, 4 missing, 4 unexpected, 0 shape mismatches"),
+      "\(finetune.output)")
+    let before = try SafeTensors.readDictionary(contentsOf: pretrained)
+    let after = try SafeTensors.readDictionary(contentsOf: finetuned)
+    let features = before.keys.filter { $0.hasPrefix("features.") }
+    #expect(features.count == 12)
+    for name in features { #expect(after[name] == before[name], "\(name)") }
+    #expect(after["classifier.weight"] != nil && after["head.weight"] == nil)
+  }
+
+  @Test("the overfitting pair trains, the regularized one with early stopping")
+  func overfittingExamples() throws {
+    let data = RepositoryPaths.path("examples/data/digits_10pct")
+    for (example, extra) in [("plain", [String]()), ("regularized", ["--early-stopping", "1"])] {
+      let directory = try RepositoryPaths.temporaryDirectory()
+      let result = lamina(
+        [
+          "train", RepositoryPaths.path("examples/overfitting/\(example).lam"), "--data",
+          "\(data)/train", "--val", "\(data)/test", "--epochs", "3", "--batch", "32", "--seed",
+          "1", "--plot", directory + "/loss.svg", "--cache-dir", TestCache.directory,
+        ] + extra)
+      #expect(result.status == 0, "\(result.errors)")
+      let svg = try String(contentsOfFile: directory + "/loss.svg", encoding: .utf8)
+      #expect(svg.contains("validation-loss") && svg.contains("train-loss"))
+    }
   }
 
   // MARK: Freezing
