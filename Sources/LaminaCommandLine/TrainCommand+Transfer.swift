@@ -22,17 +22,19 @@ extension TrainCommand {
   static let transferRepeatable = ["--rename"]
   static let transferSwitches = ["--allow-partial"]
 
-  /// The parameters to start from: the initializers', with `--init-from`'s tensors loaded.
+  /// The parameters to start from: the checkpoint's when resuming, else the initializers' with
+  /// `--init-from`'s tensors loaded.
   static func startingParameters(
-    _ model: Model, options: Options, seed: UInt64, resuming: Bool, console: Console
+    _ model: Model, options: Options, seed: UInt64, resume: Checkpoint?, console: Console
   ) throws -> [String: Tensor] {
+    if let resume, options.value("--init-from") == nil { return resume.parameters }
     guard let path = options.value("--init-from") else {
       if !options.values("--rename").isEmpty || options.isSet("--allow-partial") {
         throw UsageError("--rename and --allow-partial go with --init-from W.safetensors")
       }
       return try model.initialParameters(seed: seed)
     }
-    if resuming {
+    if resume != nil {
       throw UsageError(
         "--init-from and --resume exclude each other: a checkpoint already holds every parameter")
     }

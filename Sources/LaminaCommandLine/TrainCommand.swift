@@ -132,9 +132,7 @@ enum TrainCommand: Command {
     let compileStart = DispatchTime.now().uptimeNanoseconds
     let trainable = try makeTrainable(
       model, compileOptions,
-      try resume?.parameters
-        ?? startingParameters(
-          model, options: options, seed: seed, resuming: resumePath != nil, console: console))
+      try startingParameters(model, options: options, seed: seed, resume: resume, console: console))
     let compileSeconds = Double(DispatchTime.now().uptimeNanoseconds - compileStart) / 1e9
     let trainer = try Trainer(
       model: model, compiled: trainable, step: step, checkpointPath: checkpointPath)

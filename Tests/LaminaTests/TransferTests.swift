@@ -354,7 +354,7 @@ struct TransferTests {
 
   @Test("no vanishing warning on the deep ReLU network with batch norm; every N steps recorded")
   func noWarningOnReluBatchNorm() throws {
-    let (result, csv, _) = try trainWithGradients("deep_relu_bn.lam", every: 2)
+    let (result, csv, _) = try trainWithGradients("gradients/deep_relu_bn.lam", every: 2)
     #expect(result.status == 0, "\(result.errors)")
     #expect(!result.errors.contains("vanishing"), "\(result.errors)")
     // Step 0, then steps 2, 4, 6 of the 6 steps.
