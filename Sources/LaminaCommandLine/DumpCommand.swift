@@ -20,7 +20,8 @@ enum DumpCommand: Command {
       --explain        with --after fusion (or all): after the fused IR, for every pair of neighbouring
                        ops left in separate kernels, the rule that kept them apart (as // comments)
       --params         list every parameter with its shape, initializer and size, then the
-                       model state (batch norm's running statistics), marked "state"
+                       model state (batch norm's running statistics), marked "state" ("frozen
+                       state" under a `freeze` pattern: kept as loaded, never updated)
     \(OptionSpec.passSelectionHelp)
     """
   static let options = OptionSpec(
@@ -139,7 +140,9 @@ enum DumpCommand: Command {
       rows.append([
         TerminalText.escaped(graph[state.value].name), type.description,
         TerminalText.escaped(state.initializer.description), String(elements),
-        String(elements * type.dtype.byteSize), "state",
+        String(elements * type.dtype.byteSize),
+        // No update rule: a frozen batch_norm's running statistics, kept as loaded.
+        graph.stateUpdates.contains { $0.target == state.value } ? "state" : "frozen state",
       ])
     }
     let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max()! }

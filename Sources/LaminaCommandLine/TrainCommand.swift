@@ -15,6 +15,8 @@ enum TrainCommand: Command {
     usage: lamina train FILE.lam --data DIR --epochs N --batch B [--val DIR] [--seed S]
                         [--checkpoint W.safetensors] [--resume W.safetensors] [-o W.safetensors]
                         [--plot loss.svg] [--early-stopping PATIENCE] [--step NAME] [--model NAME]
+                        [--init-from W.safetensors [--rename OLD=NEW]... [--allow-partial]]
+                        [--gradients G.svg [--gradients-every N]]
                         [--interpret] [--target T] [--cc PATH] [--no-cache] [--quiet]
                         [--passes A,B,...] [--disable-pass P]
 
@@ -31,6 +33,7 @@ enum TrainCommand: Command {
                        stop after PATIENCE epochs without a lower validation loss (training loss
                        without --val) and restore the best epoch's weights (the checkpoint keeps the
                        last epoch's, to resume from, and the best ones as best.NAME)
+    \(transferHelp)
       --interpret      train with the reference interpreter instead of compiled code (slow; a check)
       --quiet          print only the final summary
     A progress bar is drawn on standard error when it is a terminal; otherwise one line per epoch.
@@ -39,12 +42,13 @@ enum TrainCommand: Command {
     \(OptionSpec.compilingHelp)
     """
   static let options = OptionSpec(
-    valued: [
+    valued: Set([
       "--data", "--epochs", "--batch", "--val", "--seed", "--checkpoint", "--resume", "--plot",
       "--early-stopping", "--step", "--model", "--cc", "--cflags", "--threads", "-o", "--output",
       "--cache-dir",
-    ],
-    switches: ["--no-cache", "--quiet", "--interpret"]
+    ]).union(transferValued),
+    repeatable: Set(transferRepeatable),
+    switches: Set(["--no-cache", "--quiet", "--interpret"]).union(transferSwitches)
   ).selectingPasses.compiling
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
@@ -82,7 +86,9 @@ enum TrainCommand: Command {
     let checkpointPath = options.value("--checkpoint") ?? resumePath
     var seed = try options.seed()
     // Found out now, not after every epoch has run.
-    for output in [plotPath, outputPath, checkpointPath].compactMap({ $0 }) {
+    for output in [plotPath, outputPath, checkpointPath, options.value("--gradients")].compactMap({
+      $0
+    }) {
       try AtomicFile.checkWritable(output)
     }
 
@@ -125,11 +131,15 @@ enum TrainCommand: Command {
     compileOptions.threads = try positive("--threads") ?? 0
     let compileStart = DispatchTime.now().uptimeNanoseconds
     let trainable = try makeTrainable(
-      model, compileOptions, resume?.parameters ?? (try model.initialParameters(seed: seed)))
+      model, compileOptions,
+      try startingParameters(model, options: options, seed: seed, resume: resume, console: console))
     let compileSeconds = Double(DispatchTime.now().uptimeNanoseconds - compileStart) / 1e9
     let trainer = try Trainer(
       model: model, compiled: trainable, step: step, checkpointPath: checkpointPath)
 
+    let gradients = try gradientMonitor(
+      model, options: options, trainable: trainable, train: train, batch: batch, seed: seed,
+      compileOptions: compileOptions, resume: resume)
     let stepsPerEpoch = train.batchCount(size: batch)
     let firstEpoch = resume?.epoch ?? 0
     if !quiet {
@@ -160,12 +170,15 @@ enum TrainCommand: Command {
     do {
       history = try trainer.fit(
         train: train, validation: validation, epochs: epochs, batchSize: batch, seed: seed,
-        earlyStoppingPatience: patience, resume: resume, callbacks: [progress])
+        earlyStoppingPatience: patience, resume: resume,
+        callbacks: [progress] + (gradients.map { [$0] } ?? []))
     } catch let error as NonFiniteLossError {
       progress.clearLine()
       if let plotPath, !error.history.isEmpty {
         try? LossPlot.write(error.history, title: model.graph.name, to: plotPath)
       }
+      _ = try? finishGradients(
+        gradients, options: options, title: model.graph.name, console: console)
       console.error("lamina train: error: \(error)")
       return 1
     }
@@ -208,6 +221,8 @@ enum TrainCommand: Command {
     if let checkpointPath, ran > 0 { wrote.append("checkpoint \(checkpointPath)") }
     if let outputPath { wrote.append("weights \(outputPath)") }
     if let plotPath { wrote.append("plot \(plotPath)") }
+    wrote += try finishGradients(
+      gradients, options: options, title: model.graph.name, console: console)
     if !wrote.isEmpty { console.print("wrote \(wrote.joined(separator: ", "))") }
     return 0
   }

@@ -47,16 +47,28 @@ extension LayerRegistry {
       }
       let runningMean = try builder.state("running_mean", channelType, Initializer("zeros"))
       let runningVar = try builder.state("running_var", channelType, Initializer("ones"))
-      // Mode-dependent statistics, then plain broadcast arithmetic that fuses (see
-      // Ops+Normalization.swift for why the op is split this way).
-      let statistics = try builder.op(
-        Ops.batchNormStatistics.name, [x, runningMean, runningVar],
-        ["eps": .float(eps), "momentum": .float(momentum)])
-      func row(_ index: Int) throws(ShapeError) -> ValueID {
-        try builder.op("slice", [statistics], ["index": .slices([.index(index)])])
+      // Under a `freeze` pattern (Keras fine-tuning): the running statistics in every mode, and
+      // no update, so a training step leaves them as they were loaded.
+      let frozen = builder.isFrozen("running_mean") || builder.isFrozen("running_var")
+      var statistics: ValueID?
+      let mean: ValueID
+      var scale: ValueID
+      if frozen {
+        let epsilon = try builder.op(
+          "constant", [], ["value": .float(eps), "dtype": .dtype(type.dtype)])
+        let one = try builder.op("constant", [], ["value": .float(1), "dtype": .dtype(type.dtype)])
+        mean = runningMean
+        scale = try builder.op(
+          "div", [one, builder.op("sqrt", [builder.op("add", [runningVar, epsilon])])])
+      } else {
+        // Mode-dependent statistics, then plain broadcast arithmetic that fuses (see
+        // Ops+Normalization.swift for why the op is split this way).
+        statistics = try builder.op(
+          Ops.batchNormStatistics.name, [x, runningMean, runningVar],
+          ["eps": .float(eps), "momentum": .float(momentum)])
+        mean = try builder.op("slice", [statistics!], ["index": .slices([.index(0)])])
+        scale = try builder.op("slice", [statistics!], ["index": .slices([.index(1)])])
       }
-      let mean = try row(0)
-      var scale = try row(1)
       if let weight { scale = try builder.op("mul", [scale, weight]) }
       // [C] broadcasts against axis 1 once given trailing unit axes: [C, 1, 1] for [N, C, H, W].
       func perChannel(_ value: ValueID) throws(ShapeError) -> ValueID {
@@ -68,8 +80,13 @@ extension LayerRegistry {
         "mul", [builder.op("sub", [x, perChannel(mean)]), perChannel(scale)])
       if let bias { y = try builder.op("add", [y, perChannel(bias)]) }
       // A training step that runs these statistics leaves the running ones behind.
-      try builder.updateState(runningMean, to: row(2), when: statistics)
-      try builder.updateState(runningVar, to: row(3), when: statistics)
+      if let statistics {
+        func row(_ index: Int) throws(ShapeError) -> ValueID {
+          try builder.op("slice", [statistics], ["index": .slices([.index(index)])])
+        }
+        try builder.updateState(runningMean, to: row(2), when: statistics)
+        try builder.updateState(runningVar, to: row(3), when: statistics)
+      }
       return y
     }
   ]

@@ -169,6 +169,15 @@ public struct LayerBuilder {
   public let options: [String: LayerOption]
   /// True when a shared instance is called again: parameters that exist are reused, not created.
   public let sharesParameters: Bool
+  /// The model's `freeze` patterns, known before any layer expands so a layer can build its frozen
+  /// form (a frozen `batch_norm` normalizes with its running statistics and never updates them).
+  public var freezePatterns: [String] = []
+
+  /// Whether a `freeze` pattern of the model matches the qualified name `scopeName.name`.
+  public func isFrozen(_ name: String) -> Bool {
+    let qualified = "\(scopeName).\(name)"
+    return freezePatterns.contains { globMatch($0, qualified) }
+  }
 
   public func type(of value: ValueID) -> TensorType { graph.type(of: value) }
 

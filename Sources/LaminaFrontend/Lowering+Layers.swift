@@ -39,6 +39,7 @@ extension Lowering {
     var builder = LayerBuilder(
       graph: graph, scopeName: scopeName, location: location, inputs: inputs, options: options,
       sharesParameters: instanceScope != nil || scope.sharesParameters)
+    builder.freezePatterns = modelFreezePatterns
     graph = Graph(name: "")  // the builder owns the graph while it expands
     do {
       let result = try layer.expand(&builder)

@@ -55,6 +55,8 @@ extension Lowering {
         graph.params[index].trainable = false
         matched = true
       }
+      // A frozen batch_norm's running statistics count: freezing them alone is meaningful.
+      matched = matched || graph.modelStates.contains { globMatch(pattern, graph[$0.value].name) }
       if !matched {
         diagnostics.warning(
           "freeze \"\(pattern)\" matches no parameter", at: location,

@@ -73,6 +73,9 @@ public struct Lowering {
   /// The blocks being expanded, outermost first, to catch recursion.
   var blockStack: [String] = []
   var freezePatterns: [(pattern: String, location: SourceLocation)] = []
+  /// Every `freeze` pattern of the model, collected before its statements lower: layers declared
+  /// before the `freeze` statement need them too.
+  var modelFreezePatterns: [String] = []
   /// Outputs and losses the model declares, including ones whose expression failed, so a failed loss
   /// is not reported again as a missing one.
   var declaredExposedNames: Set<String> = []
@@ -133,6 +136,12 @@ public struct Lowering {
     scope = Scope(prefix: "")
     outerScopes = []
     recordDefinitions(model.statements)
+    modelFreezePatterns = model.statements.compactMap { statement in
+      guard case .freeze(let pattern, _) = statement, case .string(let text) = pattern.kind else {
+        return nil
+      }
+      return text
+    }
     for statement in model.statements { lowerModelStatement(statement) }
     applyFreezes()
     if declaredExposedNames.isEmpty {
