@@ -28,7 +28,7 @@ enum KernelLibrary {
     case .convolutionTranspose: return { ConvolutionKernels.emit($0, into: &$1) }
     case .convolutionWeightGradient: return { ConvolutionKernels.emit($0, into: &$1) }
     case .batchNormStatistics, .batchNormStatisticsGradient, .dropout, .maxPool, .maxPoolBackward,
-      .averagePool, .averagePoolBackward, .globalAveragePool:
+      .averagePool, .averagePoolBackward, .globalAveragePool, .randomNormal, .randomUniform:
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
     }
   }
@@ -44,6 +44,10 @@ enum KernelLibrary {
     case .dropout:
       return { context, body, prelude, _ in
         RandomKernels.emitDropout(context, into: &body, prelude: &prelude)
+      }
+    case .randomNormal, .randomUniform:
+      return { context, body, prelude, _ in
+        RandomKernels.emitSamples(context, into: &body, prelude: &prelude)
       }
     case .batchNormStatistics:
       return { context, body, prelude, _ in
