@@ -86,20 +86,15 @@ enum RandomKernels {
     range.line("const int64_t count = job->count;")
     range.line("/* The generator's state: the seed and the step counter (model state). */")
     range.line("const uint64_t seed = (uint64_t)in0[0], step = (uint64_t)in1[0];")
-    if normal {
-      let mean = context.attributes["mean"]?.doubleValue ?? 0
-      let std = context.attributes["std"]?.doubleValue ?? 1
-      range.line(
-        "/* N(\(double.literal(mean)), \(double.literal(std))²) by Box-Muller: words (2k, 2k+1) give r cos θ and r sin θ. */"
-      )
-      range.line("const double mean = \(double.literal(mean)), std = \(double.literal(std));")
-    } else {
-      let lo = context.attributes["lo"]?.doubleValue ?? 0
-      let hi = context.attributes["hi"]?.doubleValue ?? 1
-      range.line(
-        "/* U[\(double.literal(lo)), \(double.literal(hi))): lo + (hi - lo) * word / 2^32. */")
-      range.line("const double lo = \(double.literal(lo)), width = \(double.literal(hi - lo));")
-    }
+    let map = OpRegistry.sampleMap(
+      normal ? Ops.randomNormal : Ops.randomUniform, context.attributes)
+    let offset = double.literal(map.offset)
+    let scale = double.literal(map.scale)
+    range.line(
+      normal
+        ? "/* N(\(offset), \(scale)²) by Box-Muller: words (2k, 2k+1) give r cos θ and r sin θ. */"
+        : "/* U[\(offset), \(offset) + \(scale)): offset + scale * word / 2^32. */")
+    range.line("const double offset = \(offset), scale = \(scale);")
     range.block("for (int64_t block = begin; block < end; block++)") { loop in
       loop.line(
         "const lamina_philox_block words = lamina_sample_block(seed, step, \(stream)u, (uint32_t)block);"
@@ -111,14 +106,16 @@ enum RandomKernels {
           pair.line("const double radius = sqrt(-2.0 * log(u1));")
           pair.line("const double angle = 6.283185307179586 * u2;")
           pair.line("const int64_t i = block * 4 + 2 * pair;")
-          pair.line("if (i < count) out[i] = (\(elementType))fma(std, radius * cos(angle), mean);")
           pair.line(
-            "if (i + 1 < count) out[i + 1] = (\(elementType))fma(std, radius * sin(angle), mean);")
+            "if (i < count) out[i] = (\(elementType))fma(scale, radius * cos(angle), offset);")
+          pair.line(
+            "if (i + 1 < count) out[i + 1] = (\(elementType))fma(scale, radius * sin(angle), offset);"
+          )
         }
       } else {
         loop.block("for (int lane = 0; lane < 4 && block * 4 + lane < count; lane++)") { lane in
           lane.line(
-            "out[block * 4 + lane] = (\(elementType))fma(width, (double)words.word[lane] * 0x1p-32, lo);"
+            "out[block * 4 + lane] = (\(elementType))fma(scale, (double)words.word[lane] * 0x1p-32, offset);"
           )
         }
       }

@@ -100,9 +100,8 @@ extension OpRegistry {
     },
     interpret: { context in
       let stream = try SampleStream(context)
-      let mean = context.double("mean") ?? 0
-      let std = context.double("std") ?? 1
-      return [context.result(0, stream.normals().map { mean.addingProduct(std, $0) })]
+      let map = sampleMap(Ops.randomNormal, context.attributes)
+      return [context.result(0, stream.normals().map { map.offset.addingProduct(map.scale, $0) })]
     })
 
   /// `random_uniform(seed, step) {shape, lo, hi, dtype, stream}`: a tensor of uniform samples.
@@ -133,10 +132,22 @@ extension OpRegistry {
     },
     interpret: { context in
       let stream = try SampleStream(context)
-      let lo = context.double("lo") ?? 0
-      let width = (context.double("hi") ?? 1) - lo
-      return [context.result(0, stream.uniforms().map { lo.addingProduct(width, $0) })]
+      let map = sampleMap(Ops.randomUniform, context.attributes)
+      return [context.result(0, stream.uniforms().map { map.offset.addingProduct(map.scale, $0) })]
     })
+
+  /// The affine map `offset + scale · x` a sample node applies to its standard draws (N(0, 1) for
+  /// `random_normal`: mean and std; uniform on [0, 1) for `random_uniform`: lo and hi - lo). The
+  /// interpreter and the C kernel both take it from here.
+  public static func sampleMap(_ op: OpHandle, _ attributes: [String: Attribute]) -> (
+    offset: Double, scale: Double
+  ) {
+    if op == Ops.randomNormal {
+      return (attributes["mean"]?.doubleValue ?? 0, attributes["std"]?.doubleValue ?? 1)
+    }
+    let lo = attributes["lo"]?.doubleValue ?? 0
+    return (lo, (attributes["hi"]?.doubleValue ?? 1) - lo)
+  }
 
   /// The result type of `random_normal` and `random_uniform`, after checking the generator operands,
   /// the shape, the dtype, the stream and the two distribution parameters (finite, and as `check`
