@@ -122,6 +122,20 @@ struct GANTests {
     #expect(before != after)
   }
 
+  @Test("two identical random calls stay two draws through the whole pipeline, compiled")
+  func identicalCallsAreNotMerged() throws {
+    let model = try Model(
+      source: """
+        model Twice {
+          output difference = random_normal(shape: [batch, 64]) - random_normal(shape: [batch, 64])
+        }
+        """)
+    let compiled = try model.compile(options: TestCache.options(), parameters: [:])
+    let difference = try compiled.forward([:], dims: ["batch": 2])["difference"]!.doubles()
+    #expect(difference.filter { $0 == 0 }.count < 3)
+    #expect(model.graph.nodes.filter { $0.op == "random_normal" }.count == 2)
+  }
+
   @Test("bad random calls are located errors")
   func badCalls() throws {
     for (call, message) in [
