@@ -593,6 +593,51 @@ def pool2d(call, x, maximum):
     return result
 
 
+def philox_words(seed, step, stream, count):
+    """Philox-4x32-10 (Salmon et al., SC 2011) in numpy: word i of the blocks at counters
+    (i / 4, stream, step mod 2^32, step / 2^32) under key (seed mod 2^32, seed / 2^32), for i < count,
+    as ir-specs/language.md defines the model's generator."""
+    mask = np.uint64(0xFFFFFFFF)
+    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+    step = int(step) & 0xFFFFFFFFFFFFFFFF
+    blocks = (count + 3) // 4
+    c0 = np.arange(blocks, dtype=np.uint64)
+    c1 = np.full(blocks, stream, dtype=np.uint64)
+    c2 = np.full(blocks, step & 0xFFFFFFFF, dtype=np.uint64)
+    c3 = np.full(blocks, step >> 32, dtype=np.uint64)
+    k0, k1 = seed & 0xFFFFFFFF, seed >> 32
+    for round_ in range(10):
+        if round_ > 0:
+            k0 = (k0 + 0x9E3779B9) & 0xFFFFFFFF
+            k1 = (k1 + 0xBB67AE85) & 0xFFFFFFFF
+        product0 = np.uint64(0xD2511F53) * c0
+        product1 = np.uint64(0xCD9E8D57) * c2
+        next0 = (product1 >> np.uint64(32)) ^ c1 ^ np.uint64(k0)
+        next2 = (product0 >> np.uint64(32)) ^ c3 ^ np.uint64(k1)
+        c1, c3 = product1 & mask, product0 & mask
+        c0, c2 = next0, next2
+    return np.stack([c0, c1, c2, c3], axis=1).reshape(-1)[:count].astype(np.float64)
+
+
+def random_samples(call, seed, step, normal):
+    """random_normal (Box-Muller on pairs of words) and random_uniform, as ops.md defines them."""
+    shape = call.shape()
+    count = int(np.prod(shape))
+    stream = call.attr("stream", 1 << 31)
+    words = philox_words(np.asarray(seed).item(), np.asarray(step).item(), stream, count + (count & 1))
+    if normal:
+        u1 = (words[0::2] + 1) * 2.0**-32
+        u2 = words[1::2] * 2.0**-32
+        radius = np.sqrt(-2 * np.log(u1))
+        angle = 2 * np.pi * u2
+        z = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1).reshape(-1)[:count]
+        values = call.attr("mean", 0.0) + call.attr("std", 1.0) * z
+    else:
+        lo = call.attr("lo", 0.0)
+        values = lo + (call.attr("hi", 1.0) - lo) * words[:count] * 2.0**-32
+    return values.reshape(shape)
+
+
 def reduction(reduce):
     return lambda call, x: reduce(x, axis=call.axes(), keepdims=call.attr("keepdims", False))
 
@@ -631,6 +676,9 @@ OPS = {
     "layer_norm": layer_norm,
     # `lamina run` evaluates in inference mode, where dropout is the identity.
     "dropout": lambda call, x, seed, step: x,
+    # Samples of the model's generator (it draws at inference too).
+    "random_normal": lambda call, seed, step: random_samples(call, seed, step, normal=True),
+    "random_uniform": lambda call, seed, step: random_samples(call, seed, step, normal=False),
     # Shapes.
     "reshape": lambda call, x: np.reshape(x, call.shape()),
     "flatten": flatten,

@@ -29,7 +29,14 @@ public final class InterpretedModel: TrainableModel {
   }
 
   public func trainStep(_ inputs: [String: Tensor], step: String?) throws -> Double {
-    let (loss, updated) = try model.interpretTrainStep(inputs, values: values, step: step)
+    try trainStep(inputs, step: step, dims: [:])
+  }
+
+  public func trainStep(_ inputs: [String: Tensor], step: String?, dims: [String: Int]) throws
+    -> Double
+  {
+    let (loss, updated) = try model.interpretTrainStep(
+      inputs, values: values, step: step, dims: dims)
     values = updated
     return loss
   }

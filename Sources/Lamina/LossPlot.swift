@@ -14,6 +14,20 @@ public enum LossPlot {
   static let validationColor = "#ff7f0e"
   static let accuracyColor = "#2ca02c"
 
+  /// Colors of further curves (a second training step, a second validation loss).
+  static let palette = [
+    "#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
+  ]
+
+  /// The keys of the dictionaries, in the order they first appear (sorted within one).
+  static func orderedKeys(_ dictionaries: [[String: Double]]) -> [String] {
+    var keys: [String] = []
+    for dictionary in dictionaries {
+      for key in dictionary.keys.sorted() where !keys.contains(key) { keys.append(key) }
+    }
+    return keys
+  }
+
   /// Writes the chart to `path` atomically.
   public static func write(_ epochs: [EpochMetrics], title: String = "", to path: String) throws {
     try AtomicFile.write(Data(svg(epochs, title: title).utf8), to: path)
@@ -36,20 +50,64 @@ public enum LossPlot {
 
     let xs = epochs.map { Double($0.epoch) }
     let xRange = (min: min(xs.min() ?? 1, 1), max: max(xs.max() ?? 1, 2))
-    let train = epochs.map { (Double($0.epoch), $0.trainLoss) }.filter { $0.1.isFinite }
-    let validation = epochs.compactMap { metrics in
-      metrics.validationLoss.map { (Double(metrics.epoch), $0) }
-    }.filter { $0.1.isFinite }
-    let losses = (train + validation).map(\.1)
+    // One curve per training step (a GAN's discriminator and generator) and per validation loss
+    // when there are several; else the training and validation loss.
+    var curves: [(label: String, points: [(Double, Double)], dashed: Bool)] = []
+    let stepNames = orderedKeys(epochs.map { $0.stepLosses ?? [:] })
+    if stepNames.isEmpty {
+      curves.append(("training loss", epochs.map { (Double($0.epoch), $0.trainLoss) }, false))
+    } else {
+      for name in stepNames {
+        let points = epochs.compactMap { metrics in
+          metrics.stepLosses?[name].map { (Double(metrics.epoch), $0) }
+        }
+        curves.append(("\(name) training loss", points, false))
+      }
+    }
+    let validationNames = orderedKeys(epochs.map { $0.validationLosses ?? [:] })
+    if validationNames.isEmpty {
+      let points = epochs.compactMap { metrics in
+        metrics.validationLoss.map { (Double(metrics.epoch), $0) }
+      }
+      if !points.isEmpty { curves.append(("validation loss", points, true)) }
+    } else {
+      for name in validationNames {
+        let points = epochs.compactMap { metrics in
+          metrics.validationLosses?[name].map { (Double(metrics.epoch), $0) }
+        }
+        curves.append(("validation \(name)", points, true))
+      }
+    }
+    curves = curves.map { ($0.label, $0.points.filter { $0.1.isFinite }, $0.dashed) }
+    let losses = curves.flatMap { $0.points.map(\.1) }
     let lossPanel = Panel(
       x: margin.left, y: margin.top, width: width - margin.left - margin.right,
       height: panelHeight, xRange: xRange,
       yRange: paddedRange(losses.min() ?? 0, losses.max() ?? 1), yLabel: "loss")
     out += lossPanel.axes(xLabel: hasAccuracy ? nil : "epoch")
-    out += lossPanel.series(train, color: trainColor, dashed: false, id: "train-loss")
-    out += lossPanel.series(validation, color: validationColor, dashed: true, id: "validation-loss")
-    var legend = [("training loss", trainColor, false)]
-    if !validation.isEmpty { legend.append(("validation loss", validationColor, true)) }
+    var legend: [(String, String, Bool)] = []
+    var trainIndex = 0
+    var validationIndex = 0
+    for curve in curves {
+      // The first training curve keeps the train color and the first validation curve its own,
+      // as in a one-step plot; further ones take the next palette colors.
+      let color: String
+      if curve.dashed {
+        color =
+          validationIndex == 0 ? validationColor : palette[(validationIndex + 3) % palette.count]
+        validationIndex += 1
+      } else {
+        color = trainIndex == 0 ? trainColor : palette[trainIndex % palette.count]
+        trainIndex += 1
+      }
+      let id =
+        curves.count <= 2 && (curve.label == "training loss" || curve.label == "validation loss")
+        ? (curve.dashed ? "validation-loss" : "train-loss")
+        : (curve.dashed ? "validation-loss-" : "train-loss-")
+          + curve.label.filter { $0.isLetter || $0.isNumber || $0 == "_" }
+      out += lossPanel.series(curve.points, color: color, dashed: curve.dashed, id: id)
+      legend.append((curve.label, color, curve.dashed))
+    }
     out += lossPanel.legend(legend)
 
     if hasAccuracy {
@@ -142,7 +200,8 @@ public enum LossPlot {
     }
 
     func legend(_ entries: [(String, String, Bool)], atBottom: Bool = false) -> String {
-      let boxWidth = 170.0
+      // About 7 pixels a character at 12 px.
+      let boxWidth = max(170.0, Double(entries.map(\.0.count).max() ?? 0) * 7 + 54)
       let boxHeight = Double(entries.count) * 18 + 10
       let left = x + width - boxWidth - 10
       let top = atBottom ? y + height - boxHeight - 10 : y + 10

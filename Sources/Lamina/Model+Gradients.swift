@@ -145,7 +145,8 @@ extension Model {
   /// after the update. `values` holds both parameters and state, by name (state defaults to its initial
   /// value when missing).
   public func interpretTrainStep(
-    _ inputs: [String: Tensor], values: [String: Tensor], step: String? = nil
+    _ inputs: [String: Tensor], values: [String: Tensor], step: String? = nil,
+    dims: [String: Int] = [:]
   )
     throws -> (loss: Double, values: [String: Tensor])
   {
@@ -154,7 +155,7 @@ extension Model {
     let updates = graph.assignments.filter { $0.step == trainStep.name }
     let names = [trainStep.lossName] + updates.map { graph[$0.value].name }
     let results = try interpret(
-      inputs: inputs, parameters: current, outputs: names, mode: .training)
+      inputs: inputs, parameters: current, outputs: names, mode: .training, dims: dims)
     for update in updates {
       current[graph[update.target].name] = results[graph[update.value].name]!
     }

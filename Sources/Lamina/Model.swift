@@ -190,7 +190,7 @@ public struct Model: Sendable {
   /// - Parameter mode: `.training` to evaluate as a training step does (dropout trains, and so on).
   public func interpret(
     inputs: [String: Tensor], parameters: [String: Tensor], outputs: [String],
-    mode: ExecutionMode = .inference
+    mode: ExecutionMode = .inference, dims: [String: Int] = [:]
   ) throws -> [String: Tensor] {
     // Model state not given (running statistics) starts at its initializer, as when compiled.
     var stored = parameters
@@ -198,7 +198,7 @@ public struct Model: Sendable {
       stored[name] = stored["state." + name] ?? tensor
     }
     return try Interpreter(graph: graph).run(
-      inputs: inputs, parameters: stored, outputs: outputs, mode: mode)
+      inputs: inputs, parameters: stored, outputs: outputs, mode: mode, dims: dims)
   }
 
   /// The textual IR of the graph.

@@ -9,6 +9,9 @@ public protocol TrainableModel {
   /// Forward, backward and optimizer update on one batch; returns the loss before the update.
   /// `step` names the training step (nil: the first).
   func trainStep(_ inputs: [String: Tensor], step: String?) throws -> Double
+  /// A training step with symbolic dimensions no input of the step determines bound by `dims`
+  /// (a generator step that reads no data gets the batch size).
+  func trainStep(_ inputs: [String: Tensor], step: String?, dims: [String: Int]) throws -> Double
   /// Every output and every loss, without updating anything.
   func evaluate(_ inputs: [String: Tensor]) throws -> (
     outputs: [String: Tensor], losses: [String: Tensor]
@@ -19,6 +22,15 @@ public protocol TrainableModel {
   /// Optimizer state (momentum buffers, step counters) and model state, by name.
   func state() throws -> [String: Tensor]
   func setState(_ tensors: [String: Tensor]) throws
+}
+
+extension TrainableModel {
+  /// For models whose steps read every symbolic dimension from their inputs: `dims` unused.
+  public func trainStep(_ inputs: [String: Tensor], step: String?, dims: [String: Int]) throws
+    -> Double
+  {
+    try trainStep(inputs, step: step)
+  }
 }
 
 /// One epoch's numbers.
@@ -33,6 +45,12 @@ public struct EpochMetrics: Sendable, Codable, Equatable {
   public var validationAccuracy: Double?
   public var seconds: Double
   public var steps: Int
+  /// With several training steps: each step's mean training loss over the epoch (weighted by
+  /// batch size), by step name. `trainLoss` is the monitored step's.
+  public var stepLosses: [String: Double]?
+  /// With several losses: each loss's mean over the validation set, by loss name.
+  /// `validationLoss` is the monitored one.
+  public var validationLosses: [String: Double]?
 
   public init(
     epoch: Int, trainLoss: Double, validationLoss: Double? = nil, validationAccuracy: Double? = nil,
@@ -74,6 +92,8 @@ public struct StepProgress: Sendable {
   public var elapsed: Double
   /// Steps taken since the start of training (across resumes).
   public var globalStep: Int
+  /// The training step that ran (nil when the model has one and none was named).
+  public var stepName: String? = nil
 
   public init(
     epoch: Int, epochs: Int, step: Int, steps: Int, loss: Double, samplesPerSecond: Double,
@@ -340,9 +360,12 @@ public struct Checkpoint: Sendable {
 /// back.
 public final class Trainer {
   public let model: any TrainableModel
-  /// The training step to run (nil: the first).
+  /// The one training step to run, when one was named.
   public let step: String?
-  /// The loss the validation reports.
+  /// The steps a round runs, in the order of the model file, each `count` times in a row.
+  public let schedule: [ScheduledStep]
+  /// The monitored loss: the one validation reports first and early stopping and the best
+  /// checkpoint follow (by default the first scheduled step's loss).
   public let lossName: String
   /// Where accuracy comes from; nil when the loss is not a classification loss.
   public let classification: ClassificationTarget?
@@ -351,18 +374,39 @@ public final class Trainer {
   /// The model name stored in checkpoints.
   public var modelName: String
 
+  /// - Parameters:
+  ///   - step: train this step only; nil: every step, alternating (`steps` sets the counts).
+  ///   - steps: how many times in a row each step runs in a round, by step name; steps not named
+  ///     run once (0 leaves a step out).
+  ///   - lossName: the loss to monitor (a step's name stands for its loss); nil: the first
+  ///     scheduled step's.
   public init(
     _ model: any TrainableModel, step: String? = nil, lossName: String? = nil,
-    classification: ClassificationTarget? = nil, checkpointPath: String? = nil
+    classification: ClassificationTarget? = nil, checkpointPath: String? = nil,
+    steps: [String: Int] = [:]
   ) throws {
-    guard let loss = lossName ?? model.signature.losses.first?.name else {
+    let schedule = try Trainer.schedule(model.signature, step: step, counts: steps)
+    let named = lossName.map { name in
+      model.signature.steps.first {
+        $0.name == name && !model.signature.losses.contains { $0.name == name }
+      }?.loss ?? name
+    }
+    guard
+      let loss = named
+        ?? schedule.first.flatMap({ entry in
+          model.signature.steps.first { $0.name == entry.step }?.loss
+        }) ?? model.signature.losses.first?.name
+    else {
       throw RunError("model \(model.signature.model) has no loss to train")
     }
     guard model.signature.losses.contains(where: { $0.name == loss }) else {
-      throw RunError("model \(model.signature.model) has no loss named '\(loss)'")
+      throw RunError(
+        "model \(model.signature.model) has no loss named '\(loss)' (losses: \(model.signature.losses.map(\.name).joined(separator: ", ")))"
+      )
     }
     self.model = model
     self.step = step
+    self.schedule = schedule
     self.lossName = loss
     self.classification = classification
     self.checkpointPath = checkpointPath
@@ -372,13 +416,103 @@ public final class Trainer {
   /// A trainer for `compiled`, taking the loss of the training step and the classification target
   /// from the model's graph.
   public convenience init(
-    model: Model, compiled: any TrainableModel, step: String? = nil, checkpointPath: String? = nil
+    model: Model, compiled: any TrainableModel, step: String? = nil, checkpointPath: String? = nil,
+    steps: [String: Int] = [:], monitor: String? = nil
   ) throws {
-    let trainStep = try model.trainStep(named: step)
+    let schedule = try Trainer.schedule(compiled.signature, step: step, counts: steps)
+    let firstLoss = try model.trainStep(named: schedule.first?.step ?? step).lossName
+    let monitored =
+      monitor.map { name in
+        model.graph.trainSteps.first { step in
+          step.name == name && !model.graph.losses.contains { $0.name == name }
+        }?.lossName ?? name
+      } ?? firstLoss
     try self.init(
-      compiled, step: step, lossName: trainStep.lossName,
-      classification: ClassificationTarget.find(in: model.graph, loss: trainStep.lossName),
-      checkpointPath: checkpointPath)
+      compiled, step: step, lossName: monitored,
+      classification: ClassificationTarget.find(in: model.graph, loss: monitored),
+      checkpointPath: checkpointPath, steps: steps)
+  }
+
+  /// One entry of a round: a training step and how many times in a row it runs.
+  public struct ScheduledStep: Sendable, Equatable {
+    public var step: String
+    public var count: Int
+    public init(step: String, count: Int) {
+      self.step = step
+      self.count = count
+    }
+  }
+
+  /// The round a model's steps make: `step` alone when given; else every step in file order, each
+  /// once unless `counts` says otherwise. Unknown step names and negative counts are errors.
+  public static func schedule(_ signature: ModelSignature, step: String?, counts: [String: Int])
+    throws -> [ScheduledStep]
+  {
+    let names = signature.steps.map(\.name)
+    let known = names.isEmpty ? "it has none" : "steps: " + names.joined(separator: ", ")
+    for (name, count) in counts.sorted(by: { $0.key < $1.key }) {
+      guard names.contains(name) else {
+        throw RunError("the model has no training step '\(name)' (\(known))")
+      }
+      guard count >= 0 else {
+        throw RunError("step '\(name)' must run 0 or more times a round, got \(count)")
+      }
+    }
+    if let step {
+      guard names.isEmpty || names.contains(step) else {
+        throw RunError("the model has no training step '\(step)' (\(known))")
+      }
+      if !counts.isEmpty {
+        throw RunError("a step count (steps:) and a single step (step:) cannot be given together")
+      }
+      return [ScheduledStep(step: step, count: 1)]
+    }
+    // A model without named steps (an old library) trains its first step, as before.
+    guard !names.isEmpty else { return [] }
+    let schedule = names.map { ScheduledStep(step: $0, count: counts[$0] ?? 1) }.filter {
+      $0.count > 0
+    }
+    guard !schedule.isEmpty else { throw RunError("every training step runs 0 times a round") }
+    return schedule
+  }
+
+  /// The inputs step `name` reads: the signature's list, or every input for a library without one.
+  func inputs(ofStep name: String?) -> [String] {
+    let signature = model.signature
+    return signature.steps.first { $0.name == name }?.inputs ?? signature.inputs.map(\.name)
+  }
+
+  /// Symbolic dimensions no input of the step determines: they take the batch's row count.
+  func freeSymbols(ofStep name: String?) -> [String] {
+    let read = Set(inputs(ofStep: name))
+    let mentioned = Set(
+      model.signature.inputs.filter { read.contains($0.name) }.flatMap { entry in
+        entry.shape.flatMap { $0.split(separator: "*").map(String.init) }
+      })
+    return model.signature.symbols.filter { !mentioned.contains($0) }
+  }
+
+  /// The training-step calls one epoch of `batches` batches makes: rounds run until a step that
+  /// reads data finds no batch left (or, when no step reads data, `batches` rounds).
+  public func callsPerEpoch(batches: Int) -> Int {
+    let entries = schedule.isEmpty ? [ScheduledStep(step: "", count: 1)] : schedule
+    let reads = entries.map { schedule.isEmpty || !inputs(ofStep: $0.step).isEmpty }
+    var calls = 0
+    var used = 0
+    var rounds = 0
+    while true {
+      if reads.contains(true) ? used >= batches : rounds >= batches { return calls }
+      for (entry, reading) in zip(entries, reads) {
+        for _ in 0..<entry.count {
+          if reading {
+            if used >= batches { return calls }
+            used += 1
+          }
+          calls += 1
+        }
+      }
+      rounds += 1
+    }
   }
 
   /// Trains for `epochs` epochs in all (counting those done before `resume`).
@@ -439,32 +573,77 @@ public final class Trainer {
       let start = DispatchTime.now().uptimeNanoseconds
       let batches = train.batchIndices(
         size: batchSize, order: train.shuffledOrder(seed: seed, epoch: epoch))
-      var lossSum = 0.0
-      var seen = 0
-      for (index, rows) in batches.enumerated() {
-        let loss = try model.trainStep(train.gather(rows), step: step)
-        guard loss.isFinite else {
-          throw NonFiniteLossError(
-            epoch: epoch + 1, step: index + 1, loss: loss, history: history,
-            checkpointPath: history.isEmpty ? nil : checkpointPath,
-            dataProblem: Trainer.nonFiniteData(train, rows: Array(rows), data: "training"))
-        }
-        lossSum += loss * Double(rows.count)
-        seen += rows.count
-        globalStep += 1
-        if !callbacks.isEmpty {
-          let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-          let progress = StepProgress(
-            epoch: epoch + 1, epochs: epochs, step: index + 1, steps: batches.count, loss: loss,
-            samplesPerSecond: elapsed > 0 ? Double(seen) / elapsed : 0, elapsed: elapsed,
-            globalStep: globalStep)
-          for callback in callbacks { try callback.stepEnded(progress) }
-        }
+      // Each call of a step that reads data takes the next batch; one that reads none (a GAN's
+      // generator) takes none and gets the batch size for its free dimensions. The epoch ends
+      // when a step needs a batch and none is left.
+      let entries: [ScheduledStep?] = schedule.isEmpty ? [nil] : schedule
+      let plans = entries.map { entry in
+        let name = entry?.step ?? step
+        return (
+          name: name, count: entry?.count ?? 1, inputs: inputs(ofStep: name),
+          free: freeSymbols(ofStep: name)
+        )
       }
+      let readsData = plans.contains { !$0.inputs.isEmpty }
+      let totalCalls = callsPerEpoch(batches: batches.count)
+      var lossSums: [String: Double] = [:]
+      var weights: [String: Double] = [:]
+      var seen = 0
+      var used = 0
+      var calls = 0
+      var rounds = 0
+      epochLoop: while readsData ? used < batches.count : rounds < batches.count {
+        for plan in plans {
+          for _ in 0..<plan.count {
+            var inputs: [String: Tensor] = [:]
+            var rowCount = batchSize
+            var rows: ArraySlice<Int> = []
+            if !plan.inputs.isEmpty {
+              guard used < batches.count else { break epochLoop }
+              rows = batches[used]
+              used += 1
+              rowCount = rows.count
+              let batch = train.gather(rows)
+              for name in plan.inputs { inputs[name] = batch[name] }
+              seen += rowCount
+            }
+            let dims = Dictionary(uniqueKeysWithValues: plan.free.map { ($0, rowCount) })
+            let loss = try model.trainStep(inputs, step: plan.name, dims: dims)
+            calls += 1
+            guard loss.isFinite else {
+              throw NonFiniteLossError(
+                epoch: epoch + 1, step: calls, loss: loss, history: history,
+                checkpointPath: history.isEmpty ? nil : checkpointPath,
+                dataProblem: rows.isEmpty
+                  ? nil : Trainer.nonFiniteData(train, rows: Array(rows), data: "training"))
+            }
+            let key = plan.name ?? ""
+            lossSums[key, default: 0] += loss * Double(rowCount)
+            weights[key, default: 0] += Double(rowCount)
+            globalStep += 1
+            if !callbacks.isEmpty {
+              let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+              var progress = StepProgress(
+                epoch: epoch + 1, epochs: epochs, step: calls, steps: totalCalls, loss: loss,
+                samplesPerSecond: elapsed > 0 ? Double(seen) / elapsed : 0, elapsed: elapsed,
+                globalStep: globalStep)
+              progress.stepName = plans.count > 1 ? plan.name : nil
+              for callback in callbacks { try callback.stepEnded(progress) }
+            }
+          }
+        }
+        rounds += 1
+      }
+      let means = lossSums.mapValues { $0 }.merging(weights) { sum, weight in sum / weight }
+      let monitoredStep =
+        plans.first { plan in
+          model.signature.steps.first { $0.name == plan.name }?.loss == lossName
+        }?.name ?? plans.first?.name
       var metrics = EpochMetrics(
-        epoch: epoch + 1, trainLoss: lossSum / Double(seen), steps: batches.count)
+        epoch: epoch + 1, trainLoss: means[monitoredStep ?? ""] ?? .nan, steps: calls)
+      if plans.count > 1 { metrics.stepLosses = means }
       if let validation {
-        let result = try self.validate(validation, batchSize: batchSize)
+        let result = try self.validateEveryLoss(validation, batchSize: batchSize)
         guard result.loss.isFinite else {
           throw NonFiniteLossError(
             epoch: epoch + 1, step: nil, loss: result.loss, history: history,
@@ -473,6 +652,7 @@ public final class Trainer {
         }
         metrics.validationLoss = result.loss
         metrics.validationAccuracy = result.accuracy
+        if result.losses.count > 1 { metrics.validationLosses = result.losses }
       }
       metrics.seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
       history.append(metrics)
@@ -521,6 +701,15 @@ public final class Trainer {
   /// loss, the accuracy: argmax of the output's last axis against the labels.
   public func validate(_ data: Dataset, batchSize: Int) throws -> (loss: Double, accuracy: Double?)
   {
+    let result = try validateEveryLoss(data, batchSize: batchSize)
+    return (result.loss, result.accuracy)
+  }
+
+  /// `validate`, with every loss's mean over `data` by name besides the monitored one.
+  public func validateEveryLoss(_ data: Dataset, batchSize: Int) throws -> (
+    loss: Double, accuracy: Double?, losses: [String: Double]
+  ) {
+    var sums: [String: Double] = [:]
     var lossSum = 0.0
     var correct = 0
     var seen = 0
@@ -531,6 +720,9 @@ public final class Trainer {
         throw RunError("evaluation returned no loss '\(lossName)'")
       }
       lossSum += loss * Double(rows.count)
+      for (name, value) in losses {
+        sums[name, default: 0] += value.doubles()[0] * Double(rows.count)
+      }
       seen += rows.count
       if let classification {
         guard let scores = outputs[classification.output], let labels = batch[classification.labels]
@@ -542,7 +734,10 @@ public final class Trainer {
         correct += Trainer.correctPredictions(scores: scores, labels: labels)
       }
     }
-    return (lossSum / Double(seen), classification == nil ? nil : Double(correct) / Double(seen))
+    return (
+      lossSum / Double(seen), classification == nil ? nil : Double(correct) / Double(seen),
+      sums.mapValues { $0 / Double(seen) }
+    )
   }
 
   /// Throws when a label of `data` is not one of the classes, naming its row in the dataset.

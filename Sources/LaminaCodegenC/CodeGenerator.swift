@@ -165,7 +165,11 @@ private struct Generator {
         return described
       },
       steps: trainableSteps.map { step in
-        ModelSignature.Step(name: step.name, loss: step.lossName)
+        let loss = graph.losses.first { $0.name == step.lossName }!.value
+        let updates = graph.assignments.filter { $0.step == step.name }.map(\.value)
+        return ModelSignature.Step(
+          name: step.name, loss: step.lossName,
+          inputs: graph.inputsNeeded(for: [loss] + updates).map { graph[$0].name })
       })
   }
 

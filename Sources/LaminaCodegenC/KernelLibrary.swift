@@ -30,7 +30,7 @@ enum KernelLibrary {
     case .batchNormRunningStatistics:
       return { NormalizationKernels.emitRunningStatistics($0, into: &$1) }
     case .batchNormStatistics, .batchNormStatisticsGradient, .dropout, .maxPool, .maxPoolBackward,
-      .averagePool, .averagePoolBackward, .globalAveragePool:
+      .averagePool, .averagePoolBackward, .globalAveragePool, .randomNormal, .randomUniform:
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
     }
   }
@@ -46,6 +46,10 @@ enum KernelLibrary {
     case .dropout:
       return { context, body, prelude, _ in
         RandomKernels.emitDropout(context, into: &body, prelude: &prelude)
+      }
+    case .randomNormal, .randomUniform:
+      return { context, body, prelude, _ in
+        RandomKernels.emitSamples(context, into: &body, prelude: &prelude)
       }
     case .batchNormStatistics:
       return { context, body, prelude, _ in

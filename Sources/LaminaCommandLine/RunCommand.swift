@@ -6,8 +6,9 @@ enum RunCommand: Command {
   static let name = "run"
   static let summary = "Run a model (compiled, or --interpret) on .npy inputs"
   static let help = """
-    usage: lamina run FILE.lam|LIB.so [--weights W.safetensors | --seed S] --input NAME=FILE.npy...
-                      [--output NAME=FILE.npy...] [--batch N] [--interpret] [--target T] [--cc PATH] [--no-cache]
+    usage: lamina run FILE.lam|LIB.so [--weights W.safetensors] [--seed S] --input NAME=FILE.npy...
+                      [--output NAME=FILE.npy|FILE.png...] [--batch N] [--dim SYMBOL=N...]
+                      [--image-size HxW] [--interpret] [--target T] [--cc PATH] [--no-cache]
                       [--model NAME] [--mode inference|training] [--passes A,B,...] [--disable-pass P]
 
     Compiles the model (or loads a library from `lamina compile`) and runs it. Without --weights the
@@ -15,7 +16,14 @@ enum RunCommand: Command {
     by name; inputs the requested values do not need (a label, at inference) may be given and are
     ignored. Without --output, every output is summarized on standard output.
       --interpret  use the reference interpreter instead of compiled code
+      --seed S     seed the initializers (without --weights) and the model's random generator
+                   (random_normal, random_uniform); without it the generator keeps the weights' seed
       --batch N    run the inputs N rows at a time and join the outputs (their first axis)
+      --dim S=N    bind symbolic dimension S to N where no input determines it (a generator's
+                   batch: --dim batch=1000); an input that makes it another size is an error
+      --output NAME=FILE.png
+                   write the output as a grid of grayscale images ([N, H, W], [N, 1, H, W], or
+                   [N, H*W] with --image-size HxW); values in [0, 1] as they are, others stretched
       --mode M     inference (default: batch norm uses its running statistics, dropout is off) or
                    training (outputs as a training step computes them: the batch's statistics;
                    the running statistics are not written back, only training steps update them)
@@ -25,8 +33,9 @@ enum RunCommand: Command {
   static let options = OptionSpec(
     valued: [
       "--weights", "--seed", "--model", "--batch", "--cc", "--cflags", "--cache-dir", "--mode",
+      "--image-size",
     ],
-    repeatable: ["--input", "--output"], switches: ["--interpret", "--no-cache"]
+    repeatable: ["--input", "--output", "--dim"], switches: ["--interpret", "--no-cache"]
   ).selectingPasses.compiling
 
   static func run(_ options: inout Options, console: Console) throws -> Int32 {
@@ -43,6 +52,26 @@ enum RunCommand: Command {
       return value
     }
 
+    var dims: [String: Int] = [:]
+    for text in options.values("--dim") {
+      let parts = text.split(separator: "=", maxSplits: 1).map(String.init)
+      guard parts.count == 2, !parts[0].isEmpty, let value = Int(parts[1]), value > 0 else {
+        throw UsageError(
+          "--dim takes SYMBOL=N with N a positive integer (--dim batch=1000), got '\(TerminalText.escaped(text))'"
+        )
+      }
+      dims[parts[0]] = value
+    }
+    let imageSize = try options.value("--image-size").map { text in
+      guard let size = ImageGrid.parseSize(text) else {
+        throw UsageError("--image-size takes HxW (8x8), got '\(TerminalText.escaped(text))'")
+      }
+      return size
+    }
+    // Found out before anything runs: a PNG output must be writable too.
+    for (_, file) in requested where !file.isEmpty { try AtomicFile.checkWritable(file) }
+    let generatorSeed = options.value("--seed") != nil ? try options.seed() : nil
+
     let mode = try executionMode(options, default: .inference)
     var runner: Runner
     if path.hasSuffix(".so") || path.hasSuffix(".dylib") {
@@ -54,13 +83,21 @@ enum RunCommand: Command {
         throw UsageError("a compiled library has no initializers: pass --weights W.safetensors")
       }
       try compiled.loadWeights(from: weights)
+      if let generatorSeed { try seedGenerator(compiled, generatorSeed) }
       runner = .compiled(compiled)
     } else {
       let model = try loadModel(
         path, modelName: options.value("--model"),
         pipeline: try options.selectedPasses(Pipeline.inference), console: console)
-      let parameters = try loadParameters(
+      var parameters = try loadParameters(
         model, weightsPath: options.value("--weights"), seed: try options.seed())
+      if let generatorSeed,
+        model.graph.modelStates.contains(where: {
+          model.graph[$0.value].name == RandomGenerator.seedName
+        })
+      {
+        parameters[RandomGenerator.seedName] = generatorTensor(generatorSeed)
+      }
       if options.isSet("--interpret") {
         runner = .interpreted(model, parameters)
       } else {
@@ -69,7 +106,7 @@ enum RunCommand: Command {
         )
       }
     }
-    runner = runner.inMode(mode)
+    runner = runner.inMode(mode).binding(dims)
     if requested.isEmpty { requested = runner.outputNames.map { ($0, "") } }
     try runner.checkInputNames(Array(inputs.keys))
 
@@ -83,6 +120,12 @@ enum RunCommand: Command {
       guard let tensor = results[name] else { continue }
       if file.isEmpty {
         console.print("\(TerminalText.escaped(name)): \(tensor)")
+      } else if file.lowercased().hasSuffix(".png") {
+        let png = try ImageGrid.png(tensor, imageSize: imageSize)
+        try AtomicFile.write(Data(png), to: file)
+        console.print(
+          "wrote \(TerminalText.escaped(name)) \(tensor.typeDescription) to \(TerminalText.escaped(file)) as an image grid"
+        )
       } else {
         try NPY.write(tensor, to: file)
         console.print("wrote \(name) \(tensor.typeDescription) to \(file)")
@@ -121,6 +164,18 @@ enum RunCommand: Command {
     }
   }
 
+  /// The generator's seed state for `seed` (an i64 scalar holding its bits).
+  static func generatorTensor(_ seed: UInt64) -> Tensor {
+    Tensor(shape: [], scalars: [Int64(bitPattern: seed)])
+  }
+
+  /// Seeds a compiled model's random generator, when it has one.
+  static func seedGenerator(_ compiled: CompiledModel, _ seed: UInt64) throws {
+    guard compiled.signature.states.contains(where: { $0.name == RandomGenerator.seedName })
+    else { return }
+    try compiled.setState([RandomGenerator.seedName: generatorTensor(seed)])
+  }
+
   static func rowsOf(_ tensor: Tensor, _ start: Int, _ end: Int) -> Tensor {
     let rowBytes = tensor.byteCount / max(tensor.shape[0], 1)
     return tensor.withUnsafeBytes { bytes in
@@ -150,28 +205,38 @@ enum RunCommand: Command {
 
 /// The two ways a model runs, behind one interface.
 enum Runner {
-  case interpreted(Model, [String: Tensor], ExecutionMode = .inference)
-  case compiled(CompiledModel, ExecutionMode = .inference)
+  case interpreted(Model, [String: Tensor], ExecutionMode = .inference, dims: [String: Int] = [:])
+  case compiled(CompiledModel, ExecutionMode = .inference, dims: [String: Int] = [:])
 
   /// The same runner computing in `mode`.
   func inMode(_ mode: ExecutionMode) -> Runner {
     switch self {
-    case .interpreted(let model, let parameters, _): .interpreted(model, parameters, mode)
-    case .compiled(let compiled, _): .compiled(compiled, mode)
+    case .interpreted(let model, let parameters, _, let dims):
+      .interpreted(model, parameters, mode, dims: dims)
+    case .compiled(let compiled, _, let dims): .compiled(compiled, mode, dims: dims)
+    }
+  }
+
+  /// The same runner with symbolic dimensions no input determines bound (`--dim`).
+  func binding(_ dims: [String: Int]) -> Runner {
+    switch self {
+    case .interpreted(let model, let parameters, let mode, _):
+      .interpreted(model, parameters, mode, dims: dims)
+    case .compiled(let compiled, let mode, _): .compiled(compiled, mode, dims: dims)
     }
   }
 
   var inputNames: [String] {
     switch self {
-    case .interpreted(let model, _, _): model.graph.inputs.map { model.graph[$0.value].name }
-    case .compiled(let compiled, _): compiled.signature.inputs.map(\.name)
+    case .interpreted(let model, _, _, _): model.graph.inputs.map { model.graph[$0.value].name }
+    case .compiled(let compiled, _, _): compiled.signature.inputs.map(\.name)
     }
   }
 
   var outputNames: [String] {
     switch self {
-    case .interpreted(let model, _, _): model.graph.outputs.map(\.name)
-    case .compiled(let compiled, _): compiled.signature.outputs.map(\.name)
+    case .interpreted(let model, _, _, _): model.graph.outputs.map(\.name)
+    case .compiled(let compiled, _, _): compiled.signature.outputs.map(\.name)
     }
   }
 
@@ -185,9 +250,17 @@ enum Runner {
 
   func run(_ inputs: [String: Tensor], _ names: [String]) throws -> [String: Tensor] {
     switch self {
-    case .interpreted(let model, let parameters, let mode):
-      return try model.interpret(inputs: inputs, parameters: parameters, outputs: names, mode: mode)
-    case .compiled(let compiled, let mode):
+    case .interpreted(let model, let parameters, let mode, let dims):
+      if let symbol = dims.keys.sorted().first(where: { symbol in
+        !model.graph.values.contains {
+          $0.type?.shape.contains { $0.symbols.contains(symbol) } == true
+        }
+      }) {
+        throw RunError("the model has no symbolic dimension '\(symbol)'")
+      }
+      return try model.interpret(
+        inputs: inputs, parameters: parameters, outputs: names, mode: mode, dims: dims)
+    case .compiled(let compiled, let mode, let dims):
       let losses = Set(compiled.signature.losses.map(\.name))
       for name in names
       where !losses.contains(name)
@@ -196,13 +269,13 @@ enum Runner {
         throw RunError("the model has no output or loss named '\(name)'")
       }
       if names.contains(where: losses.contains) {
-        let (outputs, lossValues) = try compiled.evaluate(inputs, mode: mode)
+        let (outputs, lossValues) = try compiled.evaluate(inputs, dims: dims, mode: mode)
         return outputs.merging(lossValues) { a, _ in a }
       }
       let relevant = inputs.filter { name, _ in
         compiled.signature.inputs.first { $0.name == name }?.forward == true
       }
-      return try compiled.forward(relevant, mode: mode)
+      return try compiled.forward(relevant, dims: dims, mode: mode)
     }
   }
 }

@@ -14,16 +14,26 @@ enum TrainCommand: Command {
   static let help = """
     usage: lamina train FILE.lam --data DIR --epochs N --batch B [--val DIR] [--seed S]
                         [--checkpoint W.safetensors] [--resume W.safetensors] [-o W.safetensors]
-                        [--plot loss.svg] [--early-stopping PATIENCE] [--step NAME] [--model NAME]
+                        [--plot loss.svg] [--early-stopping PATIENCE] [--step NAME]
+                        [--steps NAME:N,NAME:N] [--monitor LOSS] [--model NAME]
                         [--init-from W.safetensors [--rename OLD=NEW]... [--allow-partial]]
                         [--gradients G.svg [--gradients-every N]]
                         [--interpret] [--target T] [--cc PATH] [--no-cache] [--quiet]
                         [--passes A,B,...] [--disable-pass P]
 
-    Trains the model's `train with ...` step on DIR, which holds one NAME.npy per model input (rows
+    Trains the model's `train with ...` steps on DIR, which holds one NAME.npy per model input (rows
     along the first axis). Each epoch shuffles the rows (deterministically from --seed and the epoch),
     runs every batch of B rows (the last one may be smaller), then reports the mean training loss and,
     with --val, the validation loss and accuracy (for a cross_entropy loss).
+    A model with several steps (a GAN's discriminator and generator) alternates them: each round runs
+    every step once, in the order of the file. A step whose loss reads data inputs takes the next
+    batch on every call (and only the inputs it reads); one that reads none takes no batch, and a
+    symbolic dimension no input of it determines (batch) is B. The epoch ends when the data is used up.
+      --steps D:5,G:1  run step D 5 times then G once a round (names as in the file; steps not
+                       named run once, NAME:0 leaves one out)
+      --step NAME      train only step NAME
+      --monitor LOSS   the loss early stopping and the best epoch follow (validation loss with --val,
+                       else the training loss of the step minimizing it); default the first step's
       --checkpoint W   after every epoch, save parameters, optimizer state and progress to W
       --resume W       continue from checkpoint W (and keep saving to it unless --checkpoint is given);
                        the result is identical to a run that was never interrupted
@@ -44,7 +54,8 @@ enum TrainCommand: Command {
   static let options = OptionSpec(
     valued: Set([
       "--data", "--epochs", "--batch", "--val", "--seed", "--checkpoint", "--resume", "--plot",
-      "--early-stopping", "--step", "--model", "--cc", "--cflags", "--threads", "-o", "--output",
+      "--early-stopping", "--step", "--steps", "--monitor", "--model", "--cc", "--cflags",
+      "--threads", "-o", "--output",
       "--cache-dir",
     ]).union(transferValued),
     repeatable: Set(transferRepeatable),
@@ -99,7 +110,26 @@ enum TrainCommand: Command {
       console.error(DiagnosticRenderer(sources: [model.source]).render(model.warnings))
     }
     let step = options.value("--step")
+    let stepCounts = try options.value("--steps").map(parseStepCounts) ?? [:]
+    if step != nil && !stepCounts.isEmpty {
+      throw UsageError("give --step NAME (one step) or --steps NAME:N,... (counts), not both")
+    }
     let trainStep = try model.trainStep(named: step)
+    // Checked before anything is compiled or written: a typo in --steps or --monitor is an error.
+    let stepNames = model.graph.trainSteps.map(\.name)
+    for name in stepCounts.keys.sorted() where !stepNames.contains(name) {
+      throw UsageError(
+        "--steps: the model has no training step '\(name)' (steps: \(stepNames.joined(separator: ", ")))"
+      )
+    }
+    let monitor = options.value("--monitor")
+    if let monitor, !model.graph.losses.contains(where: { $0.name == monitor }),
+      !stepNames.contains(monitor)
+    {
+      throw UsageError(
+        "--monitor: the model has no loss '\(monitor)' (losses: \(model.graph.losses.map(\.name).joined(separator: ", ")))"
+      )
+    }
     let inputNames = model.graph.inputs.map { model.graph[$0.value].name }
     let train = try Dataset(directory: dataPath, inputs: inputNames)
     let validation = try options.value("--val").map {
@@ -135,16 +165,24 @@ enum TrainCommand: Command {
       try startingParameters(model, options: options, seed: seed, resume: resume, console: console))
     let compileSeconds = Double(DispatchTime.now().uptimeNanoseconds - compileStart) / 1e9
     let trainer = try Trainer(
-      model: model, compiled: trainable, step: step, checkpointPath: checkpointPath)
+      model: model, compiled: trainable, step: step, checkpointPath: checkpointPath,
+      steps: stepCounts, monitor: monitor)
 
     let gradients = try gradientMonitor(
       model, options: options, trainable: trainable, train: train, batch: batch, seed: seed,
       compileOptions: compileOptions, resume: resume)
-    let stepsPerEpoch = train.batchCount(size: batch)
+    let stepsPerEpoch = trainer.callsPerEpoch(batches: train.batchCount(size: batch))
     let firstEpoch = resume?.epoch ?? 0
     if !quiet {
-      var line =
-        "training \(model.graph.name) (\(trainStep.optimizer) on \(trainStep.lossName)) on \(train.count) rows"
+      let described =
+        trainer.schedule.count > 1
+        ? trainer.schedule.map { entry in
+          let found = model.graph.trainSteps.first { $0.name == entry.step }
+          return "\(entry.step): \(found?.optimizer ?? "?") on \(found?.lossName ?? "?")"
+            + (entry.count > 1 ? " x\(entry.count)" : "")
+        }.joined(separator: ", ") + "; monitoring \(trainer.lossName)"
+        : "\(trainStep.optimizer) on \(trainStep.lossName)"
+      var line = "training \(model.graph.name) (\(described)) on \(train.count) rows"
       if let validation { line += ", validating on \(validation.count)" }
       line += "; \(epochs) epochs of \(stepsPerEpoch) steps (batch \(batch)), seed \(seed)"
       if firstEpoch > 0 { line += "; resuming after epoch \(firstEpoch)" }
@@ -163,7 +201,8 @@ enum TrainCommand: Command {
     let progress = ProgressPrinter(
       console: console, live: live, quiet: quiet, epochs: epochs,
       totalSteps: (epochs - min(firstEpoch, epochs)) * stepsPerEpoch,
-      hasAccuracy: trainer.classification != nil && validation != nil)
+      hasAccuracy: trainer.classification != nil && validation != nil,
+      stepOrder: trainer.schedule.map(\.step))
 
     let start = DispatchTime.now().uptimeNanoseconds
     let history: TrainingHistory
@@ -200,7 +239,15 @@ enum TrainCommand: Command {
       format: "trained %d epoch%@ (%d steps in all) in %.2f s", ran, ran == 1 ? "" : "s",
       history.globalStep, seconds)
     if let last = history.epochs.last {
-      summary += String(format: "; final train loss %.4f", last.trainLoss)
+      if let losses = last.stepLosses {
+        summary +=
+          "; final train losses "
+          + trainer.schedule.compactMap { entry in
+            losses[entry.step].map { String(format: "%@ %.4f", entry.step, $0) }
+          }.joined(separator: ", ")
+      } else {
+        summary += String(format: "; final train loss %.4f", last.trainLoss)
+      }
     }
     if let bestEpoch = history.bestEpoch,
       let best = history.epochs.first(where: { $0.epoch == bestEpoch })
@@ -236,12 +283,18 @@ final class ProgressPrinter: TrainingCallback {
   let epochs: Int
   let totalSteps: Int
   let hasAccuracy: Bool
+  /// The training steps in round order, for the per-step losses of a model with several.
+  let stepOrder: [String]
   private var stepsDone = 0
   private let start = DispatchTime.now().uptimeNanoseconds
   private var lastDraw: UInt64 = 0
   private var drawn = false
 
-  init(console: Console, live: Bool, quiet: Bool, epochs: Int, totalSteps: Int, hasAccuracy: Bool) {
+  init(
+    console: Console, live: Bool, quiet: Bool, epochs: Int, totalSteps: Int, hasAccuracy: Bool,
+    stepOrder: [String] = []
+  ) {
+    self.stepOrder = stepOrder
     self.console = console
     self.live = live
     self.quiet = quiet
@@ -262,9 +315,10 @@ final class ProgressPrinter: TrainingCallback {
     let width = 24
     let filled = progress.steps > 0 ? width * progress.step / progress.steps : width
     let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
+    let named = progress.stepName.map { TerminalText.escaped($0) + " " } ?? ""
     let line = String(
-      format: "epoch %d/%d [%@] %d/%d  loss %.4f  %.0f samples/s  ETA %@", progress.epoch,
-      progress.epochs, bar, progress.step, progress.steps, progress.loss,
+      format: "epoch %d/%d [%@] %d/%d  %@loss %.4f  %.0f samples/s  ETA %@", progress.epoch,
+      progress.epochs, bar, progress.step, progress.steps, named, progress.loss,
       progress.samplesPerSecond, clock(remaining))
     console.error("\r\u{1B}[K" + line, terminator: "")
     drawn = true
@@ -276,8 +330,24 @@ final class ProgressPrinter: TrainingCallback {
     let digits = String(epochs).count
     var line =
       "epoch \(String(repeating: " ", count: max(0, digits - String(metrics.epoch).count)))\(metrics.epoch)/\(epochs)"
-    line += String(format: "  train loss %.4f", metrics.trainLoss)
-    if let loss = metrics.validationLoss { line += String(format: "  val loss %.4f", loss) }
+    if let losses = metrics.stepLosses {
+      line +=
+        "  train"
+        + stepOrder.compactMap { name in
+          losses[name].map { String(format: " %@ %.4f", TerminalText.escaped(name), $0) }
+        }.joined(separator: "")
+    } else {
+      line += String(format: "  train loss %.4f", metrics.trainLoss)
+    }
+    if let losses = metrics.validationLosses {
+      line +=
+        "  val"
+        + losses.keys.sorted().map {
+          String(format: " %@ %.4f", TerminalText.escaped($0), losses[$0]!)
+        }.joined(separator: "")
+    } else if let loss = metrics.validationLoss {
+      line += String(format: "  val loss %.4f", loss)
+    }
     if let accuracy = metrics.validationAccuracy {
       line += String(format: "  val acc %.2f%%", accuracy * 100)
     }
@@ -304,4 +374,23 @@ final class ProgressPrinter: TrainingCallback {
       ? String(format: "%d:%02d:%02d", total / 3600, total / 60 % 60, total % 60)
       : String(format: "%d:%02d", total / 60, total % 60)
   }
+}
+
+/// `discriminator:5,generator:1` as counts by step name.
+func parseStepCounts(_ text: String) throws -> [String: Int] {
+  var counts: [String: Int] = [:]
+  for item in text.split(separator: ",", omittingEmptySubsequences: false) {
+    let parts = item.split(separator: ":", omittingEmptySubsequences: false)
+    guard parts.count == 2, !parts[0].isEmpty, let count = Int(parts[1]), count >= 0 else {
+      throw UsageError(
+        "--steps takes NAME:COUNT pairs separated by commas (discriminator:5,generator:1), got '\(TerminalText.escaped(String(item)))'"
+      )
+    }
+    let name = String(parts[0])
+    guard counts[name] == nil else {
+      throw UsageError("--steps names step '\(TerminalText.escaped(name))' twice")
+    }
+    counts[name] = count
+  }
+  return counts
 }

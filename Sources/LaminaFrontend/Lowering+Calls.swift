@@ -56,6 +56,9 @@ extension Lowering {
   mutating func callOp(_ op: OpDefinition, _ arguments: [Argument], at location: SourceLocation)
     -> Value
   {
+    if op.effects.contains(.readsModelGenerator) {
+      return callGeneratorOp(op, arguments, at: location)
+    }
     let bound = bindArguments(arguments, to: opSignature(op), at: location)
     if bound.failed { return .poisoned }
     // Literal operands take the dtype of the first tensor operand.
@@ -77,6 +80,46 @@ extension Lowering {
       }
     }
     return emit(op.name, operands, attributes: bound.attributes, at: location)
+  }
+
+  /// An op that draws from the model's random generator (`random_normal(shape: [batch, 8])`): the
+  /// call gives attributes only; the generator's state (made by the first such call or dropout
+  /// layer) fills the operands, and each node gets its own stream, numbered from
+  /// `RandomGenerator.firstSampleStream`.
+  mutating func callGeneratorOp(
+    _ op: OpDefinition, _ arguments: [Argument], at location: SourceLocation
+  ) -> Value {
+    var signature = opSignature(op)
+    signature.maximumTensors = 0
+    signature.tensorLabels = []
+    signature.keepsExtraPositionals = false
+    signature.slots.removeAll { $0.name == "stream" }
+    signature.signature =
+      "\(op.name)("
+      + op.attributes.filter { $0.name != "stream" }.map {
+        "\($0.name): \($0.kind)"
+      }.joined(separator: ", ") + ")"
+    let bound = bindArguments(arguments, to: signature, at: location)
+    if bound.failed { return .poisoned }
+    var builder = LayerBuilder(
+      graph: graph, scopeName: "", location: location, inputs: [], options: [:],
+      sharesParameters: false)
+    graph = Graph(name: "")  // the builder owns the graph while it adds the generator's state
+    let state: (seed: ValueID, step: ValueID)
+    do {
+      state = try builder.randomGeneratorState()
+      graph = builder.graph
+    } catch {
+      graph = builder.graph
+      diagnostics.error(error.message, at: location, help: error.help)
+      return .poisoned
+    }
+    let drawing = graph.nodes.filter {
+      OpRegistry.definition($0.op)?.effects.contains(.readsModelGenerator) == true
+    }.count
+    var attributes = bound.attributes
+    attributes["stream"] = .int(Int(RandomGenerator.firstSampleStream) + drawing)
+    return emit(op.name, [state.seed, state.step], attributes: attributes, at: location)
   }
 
   /// Operands positionally or by their names; attributes by label, or positionally once the operands

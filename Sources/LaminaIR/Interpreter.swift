@@ -16,9 +16,11 @@ public struct Interpreter: Sendable {
   /// - Throws: `RunError` for missing, unknown or mis-shaped inputs and parameters; `InterpretError`
   ///   from a kernel (an out-of-range label, say).
   /// - Parameter mode: `.training` when evaluating a training step (ops like dropout then train).
+  /// - Parameter dims: symbolic dimensions no needed input determines (`["batch": 1000]` for a
+  ///   generator that reads only noise); an input that gives another value is an error.
   public func run(
     inputs: [String: Tensor], parameters: [String: Tensor], outputs requested: [String],
-    mode: ExecutionMode = .inference
+    mode: ExecutionMode = .inference, dims: [String: Int] = [:]
   ) throws -> [String: Tensor] {
     var targets: [ValueID] = []
     for name in requested {
@@ -41,13 +43,36 @@ public struct Interpreter: Sendable {
       }
       declared.append((info.name, graph.type(of: input.value), tensor))
     }
-    let bindings = try ShapeBinding.bind(
+    var bindings = try ShapeBinding.bind(
       declared.map { entry in
         let signature = ModelSignature.Entry(
           name: entry.name, dtype: entry.type.dtype.rawValue,
           shape: entry.type.shape.map(\.description))
         return (signature, entry.tensor)
       }, kind: "input")
+    // A symbol no needed input determines takes its size from a given input the request does not
+    // read, as compiled code binds every input given (a GAN's samples are `batch` rows, the
+    // batch of its data).
+    for input in graph.inputs where !neededValues.contains(input.value) {
+      let info = graph[input.value]
+      let shape = graph.type(of: input.value).shape
+      guard let tensor = inputs[info.name], tensor.rank == shape.count else { continue }
+      for (dim, size) in zip(shape, tensor.shape) where dim.symbols.count == 1 && dim.factor == 1 {
+        if bindings[dim.symbols[0]] == nil, dims[dim.symbols[0]] == nil, size > 0 {
+          bindings[dim.symbols[0]] = size
+        }
+      }
+    }
+    for (symbol, value) in dims.sorted(by: { $0.key < $1.key }) {
+      guard value > 0 else {
+        throw RunError("dimension '\(symbol)' must be at least 1, got \(value)")
+      }
+      if let bound = bindings[symbol], bound != value {
+        throw RunError(
+          "dimension '\(symbol)' is given as \(value), but the inputs make it \(bound)")
+      }
+      bindings[symbol] = value
+    }
     for entry in declared {
       environment[graph.value(named: entry.name)!] = try ShapeBinding.conform(
         entry.tensor, to: entry.type.dtype, name: entry.name, kind: "input")

@@ -216,6 +216,25 @@ public final class CompiledModel: @unchecked Sendable {
     outputs = try run(inputs, withLosses: false, reusing: &reusable).outputs
   }
 
+  /// Computes every output, with symbolic dimensions no input determines bound by `dims`
+  /// (`["batch": 1000]` for a generator that reads only noise). `mode` as in `forward(_:mode:)`.
+  public func forward(
+    _ inputs: [String: Tensor], dims: [String: Int], mode: ExecutionMode = .inference
+  ) throws -> [String: Tensor] {
+    var nothingToReuse: [String: Tensor] = [:]
+    return try run(
+      inputs, withLosses: false, reusing: &nothingToReuse, mode: mode, dims: dims
+    ).outputs
+  }
+
+  /// Computes every output and every loss, with `dims` as in `forward(_:dims:mode:)`.
+  public func evaluate(
+    _ inputs: [String: Tensor], dims: [String: Int], mode: ExecutionMode = .inference
+  ) throws -> (outputs: [String: Tensor], losses: [String: Tensor]) {
+    var nothingToReuse: [String: Tensor] = [:]
+    return try run(inputs, withLosses: true, reusing: &nothingToReuse, mode: mode, dims: dims)
+  }
+
   /// Computes every output and every loss.
   public func evaluate(_ inputs: [String: Tensor]) throws -> (
     outputs: [String: Tensor], losses: [String: Tensor]
@@ -248,11 +267,30 @@ public final class CompiledModel: @unchecked Sendable {
     var shapes: [[Int]]
     /// Whether the call takes every input (evaluate, train step) or only forward's.
     var allInputs: Bool
+    /// Symbolic dimensions the caller binds (`dims:`), for those no input determines.
+    var explicitDims: [String: Int] = [:]
   }
 
   /// Checks the inputs against the signature and orders the tensors as the C entry points take
   /// them. Touches nothing shared: calls check their inputs without the lock.
-  private func prepare(_ inputs: [String: Tensor], allInputs: Bool) throws -> PreparedInputs {
+  /// - Parameters:
+  ///   - needed: the inputs the call reads (a training step's); nil: every input when `allInputs`,
+  ///     else forward's.
+  ///   - dims: symbolic dimensions the caller binds, which no given input may contradict.
+  private func prepare(
+    _ inputs: [String: Tensor], allInputs: Bool, needed: Set<String>? = nil,
+    dims: [String: Int] = [:]
+  ) throws -> PreparedInputs {
+    for (symbol, value) in dims {
+      guard signature.symbols.contains(symbol) else {
+        throw RunError(
+          "the model has no symbolic dimension '\(symbol)' (it has \(signature.symbols.isEmpty ? "none" : signature.symbols.joined(separator: ", ")))"
+        )
+      }
+      guard value > 0 else {
+        throw RunError("dimension '\(symbol)' must be at least 1, got \(value)")
+      }
+    }
     for name in inputs.keys where !signature.inputs.contains(where: { $0.name == name }) {
       let names = signature.inputs.map(\.name)
       throw RunError("the model has no input '\(name)' (inputs: \(names.joined(separator: ", ")))")
@@ -260,9 +298,14 @@ public final class CompiledModel: @unchecked Sendable {
     var prepared: [Tensor?] = []
     var entries: [(ModelSignature.Entry, Tensor)] = []
     for entry in signature.inputs {
-      let needed = allInputs || entry.forward == true
+      // An input the call does not read is not passed, nor does it bind a dimension.
+      if let needed, !needed.contains(entry.name) {
+        prepared.append(nil)
+        continue
+      }
+      let required = needed != nil || allInputs || entry.forward == true
       guard let tensor = inputs[entry.name] else {
-        if needed { throw RunError("missing input '\(entry.name)' (\(entry.typeDescription))") }
+        if required { throw RunError("missing input '\(entry.name)' (\(entry.typeDescription))") }
         prepared.append(nil)
         continue
       }
@@ -272,7 +315,7 @@ public final class CompiledModel: @unchecked Sendable {
     }
     return PreparedInputs(
       tensors: prepared, given: entries, shapes: prepared.map { $0?.shape ?? [-1] },
-      allInputs: allInputs)
+      allInputs: allInputs, explicitDims: dims)
   }
 
   /// Binds the symbolic dimensions of the prepared inputs and sizes the outputs and losses.
@@ -281,9 +324,20 @@ public final class CompiledModel: @unchecked Sendable {
     // Calls usually repeat the last call's shapes: then the symbols' values are known already
     // (binding parses the signature's dimension text, a few microseconds a call).
     let shapes = prepared.shapes
-    if let last = lastBinding, last.inputShapes == shapes { return last }
+    if let last = lastBinding, last.inputShapes == shapes,
+      last.explicitDims == prepared.explicitDims
+    {
+      return last
+    }
     let allInputs = prepared.allInputs
-    let bindings = try ShapeBinding.bind(prepared.given, kind: "input")
+    var bindings = try ShapeBinding.bind(prepared.given, kind: "input")
+    for (symbol, value) in prepared.explicitDims.sorted(by: { $0.key < $1.key }) {
+      if let bound = bindings[symbol], bound != value {
+        throw RunError(
+          "dimension '\(symbol)' is given as \(value), but the inputs make it \(bound)")
+      }
+      bindings[symbol] = value
+    }
     let sized = signature.outputs + (allInputs ? signature.losses : [])
     let dims = try signature.symbols.map { symbol -> Int64 in
       if let value = bindings[symbol] { return Int64(value) }
@@ -293,7 +347,9 @@ public final class CompiledModel: @unchecked Sendable {
         entry.shape.contains { $0.split(separator: "*").contains { $0 == symbol } }
       }
       guard allInputs || mentioned else { return 1 }
-      throw RunError("no input determines the dimension '\(symbol)'")
+      throw RunError(
+        "no input determines the dimension '\(symbol)'; bind it (lamina run --dim \(symbol)=N, dims: [\"\(symbol)\": N])"
+      )
     }
     func shape(_ entry: ModelSignature.Entry) throws -> [Int] {
       guard let shape = entry.concreteShape(bindings) else {
@@ -305,7 +361,7 @@ public final class CompiledModel: @unchecked Sendable {
       return shape
     }
     let binding = CallBinding(
-      inputShapes: shapes, dims: dims,
+      inputShapes: shapes, explicitDims: prepared.explicitDims, dims: dims,
       outputShapes: try signature.outputs.map(shape),
       lossShapes: try signature.losses.map(shape))
     lastBinding = binding
@@ -322,9 +378,21 @@ public final class CompiledModel: @unchecked Sendable {
   /// One training step in one C call: forward, backward, and the optimizer's update of the
   /// parameters and state. Returns the loss before the update.
   /// - Parameter step: the training step's name; nil: the first.
+  ///   The step reads only the inputs its loss needs (`ModelSignature.Step.inputs`); others given
+  ///   are ignored.
+  /// - Parameter dims: symbolic dimensions no input of the step determines (a GAN generator's
+  ///   `batch`, when its step reads no data).
   public func trainStep(_ inputs: [String: Tensor], step: String? = nil) throws -> Double {
+    try trainStep(inputs, step: step, dims: [:])
+  }
+
+  /// One training step (see `trainStep(_:step:)`).
+  public func trainStep(_ inputs: [String: Tensor], step: String?, dims: [String: Int]) throws
+    -> Double
+  {
     let (train, index) = try trainStepFunction(named: step)
-    let prepared = try prepare(inputs, allInputs: true)
+    let prepared = try prepare(
+      inputs, allInputs: true, needed: signature.steps[index].inputs.map(Set.init), dims: dims)
     var loss = lossTensor(ofStep: index)
     lock.lock()
     defer { lock.unlock() }
@@ -451,7 +519,8 @@ public final class CompiledModel: @unchecked Sendable {
 
     fileprivate init(model: CompiledModel, inputs: [String: Tensor], step: String?) throws {
       let (train, index) = try model.trainStepFunction(named: step)
-      let prepared = try model.prepare(inputs, allInputs: true)
+      let prepared = try model.prepare(
+        inputs, allInputs: true, needed: model.signature.steps[index].inputs.map(Set.init))
       let binding = try model.locked { try model.bind(prepared) }
       var inputPointers = prepared.tensors.map { tensor in
         tensor?.withUnsafeBytes { $0.baseAddress }
@@ -528,7 +597,7 @@ public final class CompiledModel: @unchecked Sendable {
 
   private func run(
     _ inputs: [String: Tensor], withLosses: Bool, reusing reusable: inout [String: Tensor],
-    mode: ExecutionMode = .inference
+    mode: ExecutionMode = .inference, dims explicitDims: [String: Int] = [:]
   ) throws -> (
     outputs: [String: Tensor], losses: [String: Tensor]
   ) {
@@ -539,7 +608,7 @@ public final class CompiledModel: @unchecked Sendable {
     else {
       throw RunError("this library has no training-mode entry points: recompile the model")
     }
-    let prepared = try prepare(inputs, allInputs: withLosses)
+    let prepared = try prepare(inputs, allInputs: withLosses, dims: explicitDims)
     // One turn of the lock for the whole call. Allocating the outputs under it costs little: the
     // C call, which writes every element of them, runs one at a time anyway.
     lock.lock()
@@ -815,6 +884,8 @@ public final class CompiledModel: @unchecked Sendable {
 /// the outputs' and losses' shapes.
 struct CallBinding {
   var inputShapes: [[Int]]
+  /// The dimensions the caller bound itself (`dims:`), part of the call's key.
+  var explicitDims: [String: Int] = [:]
   var dims: [Int64]
   var outputShapes: [[Int]]
   var lossShapes: [[Int]]

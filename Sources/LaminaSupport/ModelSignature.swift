@@ -66,13 +66,17 @@ public struct ModelSignature: Codable, Sendable, Equatable {
   /// Training steps `lamina_train_step` runs, by index.
   public var steps: [Step]
 
-  /// A training step: its name and the loss it minimizes.
+  /// A training step: its name, the loss it minimizes and the inputs it reads.
   public struct Step: Codable, Sendable, Equatable {
     public var name: String
     public var loss: String
-    public init(name: String, loss: String) {
+    /// The inputs the step's loss and updates read, in signature order; nil in libraries made
+    /// before steps listed them (then: every input). A GAN's generator step reads none.
+    public var inputs: [String]?
+    public init(name: String, loss: String, inputs: [String]? = nil) {
       self.name = name
       self.loss = loss
+      self.inputs = inputs
     }
   }
 

@@ -3,6 +3,18 @@ import Lamina
 
 /// Helpers for comparing tensors and finding compilers in tests.
 public enum TestData {
+  /// For `forward(_:dims:)`: the `symbols` no given input determines (a GAN's batch, which only
+  /// its data sets, when forward reads nothing but its own noise).
+  public static func freeDimensions(
+    _ symbols: [String: Int], given inputs: [String: Tensor], signature: ModelSignature
+  ) -> [String: Int] {
+    let mentioned = Set(
+      signature.inputs.filter { inputs[$0.name] != nil }.flatMap { entry in
+        entry.shape.flatMap { $0.split(separator: "*").map(String.init) }
+      })
+    return symbols.filter { !mentioned.contains($0.key) && signature.symbols.contains($0.key) }
+  }
+
   /// Random inputs the model accepts (see `SampleInputs`).
   public static func inputs(for graph: Graph, symbols: [String: Int], seed: UInt64) -> [String:
     Tensor]

@@ -46,7 +46,10 @@ struct CompiledModelTests {
       let forwardInputs = inputs.filter { name, _ in
         compiled.signature.inputs.first { $0.name == name }?.forward == true
       }
-      let forward = try compiled.forward(forwardInputs)
+      let forward = try compiled.forward(
+        forwardInputs,
+        dims: TestData.freeDimensions(
+          symbols, given: forwardInputs, signature: compiled.signature))
       for (name, tensor) in forward {
         #expect(tensor == outputs[name], "\(testCase): forward \(name)")
       }

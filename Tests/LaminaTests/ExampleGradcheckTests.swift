@@ -19,10 +19,15 @@ struct ExampleGradcheckTests {
     // Finite differences evaluate the f64 loss compiled: the interpreter would take minutes on the
     // 20-layer model.
     let options = TestCache.options()
-    let results = try model.checkGradients(
-      inputs: inputs, parameters: try model.initialParameters(seed: 5), samples: 8,
-      compiled: options)
+    // Every training step's parameters (a GAN's two players train in two steps).
+    var results: [Model.GradientCheck] = []
+    for step in model.graph.trainSteps {
+      results += try model.checkGradients(
+        inputs: inputs, parameters: try model.initialParameters(seed: 5), step: step.name,
+        samples: 8, compiled: options)
+    }
     #expect(results.count == model.graph.params.count)
+    #expect(Set(results.map(\.parameter)).count == model.graph.params.count)
     for result in results {
       #expect(
         result.worstRelativeError <= (isDouble ? 1e-6 : 1e-3),

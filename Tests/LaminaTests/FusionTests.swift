@@ -150,7 +150,9 @@ struct FusionTests {
       let forwardInputs = inputs.filter { name, _ in
         compiled.signature.inputs.first { $0.name == name }?.forward == true
       }
-      for (name, tensor) in try compiled.forward(forwardInputs) {
+      let free = TestData.freeDimensions(
+        symbols(model.graph, batch: batch), given: forwardInputs, signature: compiled.signature)
+      for (name, tensor) in try compiled.forward(forwardInputs, dims: free) {
         #expect(tensor == outputs[name], "\(testCase) batch \(batch): forward \(name)")
       }
     }

@@ -238,7 +238,12 @@ struct OpTraitTests {
   @Test("ops with effects are neither folded, deduplicated nor simplified")
   func effectsKeepOpsApart() {
     for op in OpRegistry.all {
-      #expect(op.effects.isPure == !op.dependsOnMode, "\(op.name)")
+      // Impure: what a training step computes differently, and what draws random numbers.
+      let drawsRandomNumbers = op.effects.contains(.drawsRandomNumbers)
+      #expect(op.effects.isPure == !(op.dependsOnMode || drawsRandomNumbers), "\(op.name)")
+      #expect(
+        !op.effects.contains(.readsModelGenerator) || drawsRandomNumbers,
+        "\(op.name) reads the model's generator, so it draws random numbers")
     }
     var effects: OpEffects = [.drawsRandomNumbers]
     #expect(!effects.isPure)

@@ -48,6 +48,15 @@ static inline lamina_philox_block lamina_dropout_block(uint64_t seed, uint64_t s
                               (uint32_t)seed, (uint32_t)(seed >> 32));
 }
 
+/* The random words of elements 4 * block .. 4 * block + 3 of a random_normal or random_uniform node
+ * with stream id `stream` (from 2^31, above dropout's), under the generator's seed and step: the
+ * same counter layout as dropout's. */
+static inline lamina_philox_block lamina_sample_block(uint64_t seed, uint64_t step, uint32_t stream,
+                                                      uint32_t block) {
+  return lamina_philox4x32_10(block, stream, (uint32_t)step, (uint32_t)(step >> 32),
+                              (uint32_t)seed, (uint32_t)(seed >> 32));
+}
+
 /* Elements past this count would reuse counters (an element's block index is 32 bits). */
 #define LAMINA_DROPOUT_ELEMENT_LIMIT ((int64_t)1 << 34)
 

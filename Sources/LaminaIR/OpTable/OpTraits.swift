@@ -223,6 +223,10 @@ public struct OpEffects: OptionSet, Sendable, Hashable {
   public static let drawsRandomNumbers = OpEffects(rawValue: 1 << 1)
   /// Writes state that outlives the call (a running mean): never removed or duplicated.
   public static let writesState = OpEffects(rawValue: 1 << 2)
+  /// Draws from the model's random generator: its last two operands are the generator's state
+  /// (`random.seed`, `random.step`), which the language supplies, so a call names none of them
+  /// (`random_normal(shape: [batch, 8])`).
+  public static let readsModelGenerator = OpEffects(rawValue: 1 << 3)
 
   /// Same operands, same result, nothing else touched: the op may be folded at compile time,
   /// deduplicated, simplified or removed when unused.
@@ -328,6 +332,8 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case averagePool = "average-pool"
   case averagePoolBackward = "average-pool-backward"
   case globalAveragePool = "global-average-pool"
+  case randomNormal = "random-normal"
+  case randomUniform = "random-uniform"
 }
 
 // MARK: Fused groups

@@ -62,6 +62,8 @@ public enum Ops {
   public static let avgPool2d = OpHandle("avg_pool2d")
   public static let avgPool2dBackward = OpHandle("avg_pool2d_backward")
   public static let globalAvgPool2d = OpHandle("global_avg_pool2d")
+  public static let randomNormal = OpHandle("random_normal")
+  public static let randomUniform = OpHandle("random_uniform")
 
   /// Every handle, in table order (a test checks they match the table one to one).
   public static let all: [OpHandle] = [
@@ -74,4 +76,5 @@ public enum Ops {
     + [batchNormRunningStatistics]
     + [layerNorm, dropout] + [conv2d, convTranspose2d, conv2dBackwardWeight]
     + [maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward, globalAvgPool2d]
+    + [randomNormal, randomUniform]
 }
