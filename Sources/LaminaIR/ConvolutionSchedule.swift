@@ -27,6 +27,8 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   }
 
   public var algorithm: Algorithm
+  /// Multiply-adds of one image, for the thread decision of the direct kernels.
+  public var multiplyAddsPerImage: Int
 
   /// Output channels per group the width kernel takes (`LAMINA_CONV_DIRECT_MAX_CHANNELS`).
   public static let directWidthMaxChannels = 8
@@ -36,9 +38,13 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   public static let directChannelsMaxInputChannels = 16
   /// Taps the channel kernel takes (`LAMINA_CONV_CHANNEL_MAX_TAPS`).
   public static let directChannelsMaxTaps = 4096
+  /// Multiply-adds in all below which a direct kernel runs on the calling thread
+  /// (`LAMINA_CONV_DIRECT_PARALLEL_WORK`).
+  public static let directParallelWork = 1 << 16
 
-  public init(algorithm: Algorithm) {
+  public init(algorithm: Algorithm, multiplyAddsPerImage: Int) {
     self.algorithm = algorithm
+    self.multiplyAddsPerImage = multiplyAddsPerImage
   }
 
   /// The schedule of a forward convolution with this geometry.
@@ -46,6 +52,7 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     let inPerGroup = geometry.inChannels / max(geometry.groups, 1)
     let outPerGroup = geometry.outChannels / max(geometry.groups, 1)
     let taps = inPerGroup * geometry.kernel[0] * geometry.kernel[1]
+    multiplyAddsPerImage = geometry.outChannels * geometry.outHeight * geometry.outWidth * taps
     if geometry.stride[1] == 1 && outPerGroup <= Self.directWidthMaxChannels
       && taps <= Self.directWidthMaxTaps
     {
@@ -77,15 +84,25 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     }
   }
 
-  /// One line for the schedule dump.
-  public var summary: String {
+  /// The lines of the schedule dump: the kernel and its thread split.
+  public var summary: [String] {
+    let kernel: String
     switch algorithm {
     case .im2colGemm:
-      "convolution: im2col columns and the packed GEMM"
+      return [
+        "convolution: im2col columns and the packed GEMM",
+        "convolution threads: the GEMM's own split",
+      ]
     case .directWidth:
-      "convolution: direct, vectorized over output columns, a block of output channels in registers; threads above a work size"
+      kernel =
+        "convolution: direct, vectorized over output columns, a block of output channels in registers"
     case .directChannels:
-      "convolution: direct, vectorized over output channels, a tile of output positions in registers; threads above a work size"
+      kernel =
+        "convolution: direct, vectorized over output channels, a tile of output positions in registers"
     }
+    return [
+      kernel,
+      "convolution threads: none below \(Self.directParallelWork) multiply-adds in all (\(multiplyAddsPerImage) per image), else images, or bands of one image's rows when the images are fewer than the threads",
+    ]
   }
 }

@@ -357,7 +357,7 @@ public struct KernelSchedulePrinter {
       } else if let convolution = ConvolutionSchedule(node, in: graph) {
         // A convolution outside a fused group still has its kernel chosen.
         text += "// schedule %\(graph[node.result].name) (\(node.op)):\n"
-        text += "//   \(convolution.summary)\n"
+        for line in convolution.summary { text += "//   \(line)\n" }
       }
     }
     return text
@@ -393,7 +393,7 @@ public struct KernelSchedulePrinter {
       let producer = node.epilogueProducer.map { "\($0.op) \(name($0.result))" } ?? "?"
       lines.append("producer \(producer) writes blocks; the other members run on each block")
       if let convolution = node.epilogueProducer.flatMap({ ConvolutionSchedule($0, in: graph) }) {
-        lines.append(convolution.summary)
+        lines += convolution.summary
       }
       if singleColumn {
         lines.append("epilogue walks the single column, vectorized")
