@@ -18,6 +18,16 @@
  *                                           column element back where im2col took it from
  *     backward weight: dw[group] = Σ_n dy[n, group] @ columns(x[n])^T
  *
+ * The forward convolution runs one of three kernels, as the generated code's kernel schedule says
+ * (geometry.algorithm; ConvolutionSchedule in Swift chooses from the sizes):
+ *   LAMINA_CONV_ALGORITHM_IM2COL_GEMM      the columns above and the packed GEMM (many input channels);
+ *   LAMINA_CONV_ALGORITHM_DIRECT_WIDTH     direct, vectors along an output row, up to 8 output channels
+ *                                          in registers (few output channels: LeNet's 1 -> 6);
+ *   LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS  direct, vectors across the output channels, a tile of output
+ *                                          positions in registers (few input channels: LeNet's 6 -> 16).
+ * The direct kernels run on the calling thread below LAMINA_CONV_DIRECT_PARALLEL_WORK multiply-adds, and
+ * split one image into bands when the images are fewer than the threads.
+ *
  * Small images are handled a chunk of images at a time: their columns side by side ([K, images * P]),
  * so the GEMM is large enough to split over the threads and there is one GEMM per chunk, not per
  * image. The results then go through a buffer [out/groups, images * P] that is scattered into NCHW.
