@@ -350,9 +350,15 @@ public struct KernelSchedulePrinter {
 
   public func print(_ graph: Graph) -> String {
     var text = ""
-    for node in graph.nodes where node.fusedKind != nil {
-      guard let schedule = KernelSchedule(node, in: graph) else { continue }
-      text += describe(schedule, of: node, in: graph)
+    for node in graph.nodes {
+      if node.fusedKind != nil {
+        guard let schedule = KernelSchedule(node, in: graph) else { continue }
+        text += describe(schedule, of: node, in: graph)
+      } else if let convolution = ConvolutionSchedule(node, in: graph) {
+        // A convolution outside a fused group still has its kernel chosen.
+        text += "// schedule %\(graph[node.result].name) (\(node.op)):\n"
+        for line in convolution.summary { text += "//   \(line)\n" }
+      }
     }
     return text
   }
@@ -386,6 +392,9 @@ public struct KernelSchedulePrinter {
     case .epilogue(let singleColumn, let fullWidth):
       let producer = node.epilogueProducer.map { "\($0.op) \(name($0.result))" } ?? "?"
       lines.append("producer \(producer) writes blocks; the other members run on each block")
+      if let convolution = node.epilogueProducer.flatMap({ ConvolutionSchedule($0, in: graph) }) {
+        lines += convolution.summary
+      }
       if singleColumn {
         lines.append("epilogue walks the single column, vectorized")
       } else if let fullWidth {

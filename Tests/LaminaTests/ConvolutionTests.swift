@@ -79,6 +79,18 @@ struct ConvolutionTests {
         "conv2d(filters: 2, kernel: 3, activation: \"relu\") |> conv2d(filters: 2, kernel: [3, 1], stride: 2, padding: [1, 0], activation: \"softplus\")"
     ),
     Case(
+      name: "16 filters on 3 channels, 7x9, padding 1: the channel kernel (one full vector)",
+      input: "3, 7, 9",
+      layers: "conv2d(filters: 16, kernel: 3, padding: 1, activation: \"relu\")"),
+    Case(
+      name: "20 filters, stride 2, dilation 2: the channel kernel with a partial vector",
+      input: "2, 9, 8",
+      layers: "conv2d(filters: 20, kernel: 3, stride: 2, dilation: 2, padding: 2)"),
+    Case(
+      name: "18 filters in 2 groups, asymmetric padding: the channel kernel per group",
+      input: "4, 7, 9",
+      layers: "conv2d(filters: 18, kernel: 3, groups: 2, padding: [0, 2, 1, 0], bias: false)"),
+    Case(
       name: "encoder and decoder in f64", dtype: "f64", input: "2, 8, 8",
       layers:
         "conv2d(filters: 4, kernel: 3, stride: 2, padding: 1, activation: \"relu\") |> conv_transpose2d(filters: 2, kernel: 4, stride: 2, padding: 1)"
@@ -109,36 +121,83 @@ struct ConvolutionTests {
     }
   }
 
-  /// lamina_conv.h picks among kernels by size: the direct kernel (few output channels), a GEMM over
-  /// many images' columns side by side, a GEMM per image writing the result (and running the
-  /// epilogue) in place, and the weight gradient split over threads. Smaller limits force the
-  /// paths the sizes above do not reach.
+  /// lamina_conv.h picks among kernels by size: the direct kernels (few output channels: vectors
+  /// along the rows; few input channels: vectors across the output channels, the work split in
+  /// bands of positions when the images are too few for the threads), a GEMM over many images'
+  /// columns side by side, a GEMM per image writing the result (and running the epilogue) in
+  /// place, and the weight gradient split over threads. Smaller limits force the paths the sizes
+  /// above do not reach; the channel kernel, forced, runs every case (stride, dilation, padding,
+  /// groups, a one-column output), on the threads too. `x86-64-v3` runs the kernels on AVX2 (the
+  /// width kernel on the cases of few filters, the channel kernel on the wider and strided ones).
   @Test(
     "every convolution kernel path equals the interpreter",
     arguments: [
-      ["-DLAMINA_CONV_COLUMN_BUDGET=1", "-DLAMINA_CONV_DIRECT_MAX_CHANNELS=0"],
-      ["-DLAMINA_CONV_DIRECT_MAX_CHANNELS=0", "-DLAMINA_CONV_SPLIT_IMAGES_BELOW=0"],
+      [
+        "-DLAMINA_CONV_COLUMN_BUDGET=1", "-DLAMINA_CONV_DIRECT_MAX_CHANNELS=0",
+        "-DLAMINA_CONV_CHANNEL_KERNEL=0",
+      ],
+      [
+        "-DLAMINA_CONV_DIRECT_MAX_CHANNELS=0", "-DLAMINA_CONV_SPLIT_IMAGES_BELOW=0",
+        "-DLAMINA_CONV_CHANNEL_KERNEL=0",
+      ],
+      ["-DLAMINA_CONV_FORCE_CHANNEL_KERNEL=1", "-DLAMINA_CONV_DIRECT_PARALLEL_WORK=0"],
+      ["-DLAMINA_CONV_DIRECT_PARALLEL_WORK=0"],
+      ["x86-64-v3"],
     ])
-  func kernelPaths(_ flags: [String]) throws {
+  func kernelPaths(_ arguments: [String]) throws {
+    let avx2 = arguments.first == "x86-64-v3"
+    if avx2 && !CompileTarget.hostIsX86 { return }
+    let flags = avx2 ? Array(arguments.dropFirst()) : arguments
     for testCase in Self.cases where testCase.dtype == "f32" {
       let model = try Model(source: testCase.source, pipeline: Pipeline.training)
         .withGradientOutputs()
       let parameters = try model.initialParameters(seed: 3)
       var options = TestCache.options()
       options.flags = flags
+      if avx2 { options.target = .x86_64_v3 }
       let compiled = try model.compile(options: options, parameters: parameters)
-      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 5], seed: 8)
-      let (outputs, _) = try compiled.evaluate(inputs)
-      let names = model.graph.outputs.map(\.name)
-      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
-      for name in names {
-        let reference = try #require(expected[name])
-        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
-        let problem = TestData.mismatch(
-          try #require(outputs[name]), reference, rtol: 1e-4, atol: 1e-5 * max(scale, 1))
-        #expect(problem == nil, "\(testCase) \(flags), \(name): \(problem ?? "")")
+      // Batch 1: the direct kernels split one image in bands when the threshold allows.
+      for batch in [1, 5] {
+        let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 8)
+        let (outputs, _) = try compiled.evaluate(inputs)
+        let names = model.graph.outputs.map(\.name)
+        let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+        for name in names {
+          let reference = try #require(expected[name])
+          let scale = TestData.largestFiniteMagnitude(reference) ?? 1
+          let problem = TestData.mismatch(
+            try #require(outputs[name]), reference, rtol: 1e-4, atol: 1e-5 * max(scale, 1))
+          #expect(
+            problem == nil, "\(testCase) \(arguments) batch \(batch), \(name): \(problem ?? "")")
+        }
       }
     }
+  }
+
+  @Test(
+    "the kernel schedule picks each forward convolution's kernel from its geometry and prints it")
+  func convolutionSchedule() throws {
+    let source = """
+      model Schedules {
+        input x: f32[batch, 1, 28, 28]
+        let a = x |> conv2d(filters: 6, kernel: 5, padding: 2)
+        let b = a |> conv2d(filters: 32, kernel: 5, stride: 2, activation: "relu")
+        let c = b |> conv2d(filters: 8, kernel: 3)
+        output c
+      }
+      """
+    let model = try Model(source: source)
+    let printed = KernelSchedulePrinter().print(model.graph)
+    let lines = printed.split(separator: "\n").filter { $0.contains("convolution:") }
+    // 1 -> 6 channels: few output channels and taps; 6 -> 32 at stride 2: few input channels;
+    // 32 -> 8 with 288 taps: too many for either direct kernel.
+    #expect(lines.count == 3, "\(printed)")
+    guard lines.count == 3 else { return }
+    #expect(lines[0].contains("direct, vectorized over output columns"))
+    #expect(lines[1].contains("direct, vectorized over output channels"))
+    #expect(lines[2].contains("im2col columns and the packed GEMM"))
+    // The direct kernels' thread decision: 6 · 28 · 28 outputs of 25 taps per image.
+    #expect(printed.contains("none below 65536 multiply-adds in all (117600 per image)"))
   }
 
   @Test("the interpreter's gradients equal finite differences", arguments: cases)

@@ -30,13 +30,17 @@ enum ConvolutionKernels {
     }
   }
 
-  /// `{batch, in_channels, ...}`: a `lamina_conv2d_geometry` initializer.
-  static func literal(_ g: ConvolutionGeometry) -> String {
+  /// `{batch, in_channels, ..., algorithm}`: a `lamina_conv2d_geometry` initializer; `algorithm` is
+  /// a `LAMINA_CONV_ALGORITHM_*` constant (the forward convolution's schedule).
+  static func literal(
+    _ g: ConvolutionGeometry, algorithm: String = "LAMINA_CONV_ALGORITHM_AUTO"
+  ) -> String {
     let fields = [
       cDim(g.batch), String(g.inChannels), String(g.inHeight), String(g.inWidth),
       String(g.outChannels), String(g.outHeight), String(g.outWidth), String(g.kernel[0]),
       String(g.kernel[1]), String(g.stride[0]), String(g.stride[1]), String(g.padding[0]),
       String(g.padding[1]), String(g.dilation[0]), String(g.dilation[1]), String(g.groups),
+      algorithm,
     ]
     return "{" + fields.joined(separator: ", ") + "}"
   }
@@ -59,6 +63,7 @@ enum ConvolutionKernels {
     }
     let suffix = geometry.dtype == .f32 ? "f32" : "f64"
     let (call, purpose): (String, String)
+    var algorithm = "LAMINA_CONV_ALGORITHM_AUTO"
     switch node.definition?.c {
     case .kernel(.convolutionWeightGradient)?:
       call =
@@ -73,12 +78,21 @@ enum ConvolutionKernels {
       let biasCount = graph.type(of: node.operands[2]).elementCount.staticValue ?? 1
       call =
         "lamina_conv2d_forward_\(suffix)(ctx->pool, &geometry, \(operands[0]), \(operands[1]), \(operands[2]), \(biasCount), \(destination), \(epilogue))"
-      purpose = "y = w @ im2col(x) + bias, per chunk of images and group"
+      let schedule = ConvolutionSchedule(geometry)
+      algorithm = schedule.cConstant
+      switch schedule.algorithm {
+      case .im2colGemm: purpose = "y = w @ im2col(x) + bias, per chunk of images and group"
+      case .directWidth:
+        purpose = "y = conv2d(x, w) + bias, direct, vectors along the output rows"
+      case .directChannels:
+        purpose = "y = conv2d(x, w) + bias, direct, vectors across the output channels"
+      }
     }
     writer.line(
       "/* x [batch, \(geometry.inChannels), \(geometry.inHeight), \(geometry.inWidth)] -> y [batch, \(geometry.outChannels), \(geometry.outHeight), \(geometry.outWidth)] of the convolution; \(purpose) */"
     )
-    writer.line("const lamina_conv2d_geometry geometry = \(literal(geometry));")
+    writer.line(
+      "const lamina_conv2d_geometry geometry = \(literal(geometry, algorithm: algorithm));")
     writer.line(
       "if (\(call) != 0) return lamina_fail(ctx, LAMINA_ERROR_MEMORY, \"%s\", \(CText.stringLiteral(node.op + ": out of memory for the convolution's columns")));"
     )

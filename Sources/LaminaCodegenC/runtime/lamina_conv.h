@@ -18,6 +18,16 @@
  *                                           column element back where im2col took it from
  *     backward weight: dw[group] = Σ_n dy[n, group] @ columns(x[n])^T
  *
+ * The forward convolution runs one of three kernels, as the generated code's kernel schedule says
+ * (geometry.algorithm; ConvolutionSchedule in Swift chooses from the sizes):
+ *   LAMINA_CONV_ALGORITHM_IM2COL_GEMM      the columns above and the packed GEMM (many input channels);
+ *   LAMINA_CONV_ALGORITHM_DIRECT_WIDTH     direct, vectors along an output row, up to 8 output channels
+ *                                          in registers (few output channels: LeNet's 1 -> 6);
+ *   LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS  direct, vectors across the output channels, a tile of output
+ *                                          positions in registers (few input channels: LeNet's 6 -> 16).
+ * The direct kernels run on the calling thread below LAMINA_CONV_DIRECT_PARALLEL_WORK multiply-adds, and
+ * split one image into bands when the images are fewer than the threads.
+ *
  * Small images are handled a chunk of images at a time: their columns side by side ([K, images * P]),
  * so the GEMM is large enough to split over the threads and there is one GEMM per chunk, not per
  * image. The results then go through a buffer [out/groups, images * P] that is scattered into NCHW.
@@ -47,7 +57,14 @@ typedef struct lamina_conv2d_geometry {
   int64_t pad_top, pad_left; /* bottom and right padding only show in out_height and out_width */
   int64_t dilation_height, dilation_width;
   int64_t groups;
+  int64_t algorithm; /* LAMINA_CONV_ALGORITHM_*: the kernel schedule's choice (0: chosen here by size) */
 } lamina_conv2d_geometry;
+
+/* The forward kernels, as the generated code's kernel schedule names them (ConvolutionSchedule). */
+#define LAMINA_CONV_ALGORITHM_AUTO 0           /* the width kernel when it fits, else im2col + GEMM */
+#define LAMINA_CONV_ALGORITHM_IM2COL_GEMM 1    /* columns and the packed GEMM */
+#define LAMINA_CONV_ALGORITHM_DIRECT_WIDTH 2   /* direct, vectorized over output columns */
+#define LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS 3 /* direct, vectorized over output channels */
 
 /* Elements of columns one chunk of images may take (16 MiB of floats). */
 #ifndef LAMINA_CONV_COLUMN_BUDGET
@@ -64,13 +81,32 @@ typedef struct lamina_conv2d_geometry {
 #endif
 #endif
 #ifndef LAMINA_CONV_DIRECT_BLOCK
-#define LAMINA_CONV_DIRECT_BLOCK 4 /* the kernel's four named sums */
+#define LAMINA_CONV_DIRECT_BLOCK 4 /* the weight gradient's four named sums */
 #endif
+#define LAMINA_CONV_DIRECT_ROWS_MAX 8 /* output channels the forward kernel keeps in registers at once */
 #ifndef LAMINA_CONV_DIRECT_MAX_CHANNELS
 #define LAMINA_CONV_DIRECT_MAX_CHANNELS 8
 #endif
 #ifndef LAMINA_CONV_DIRECT_MAX_TAPS
 #define LAMINA_CONV_DIRECT_MAX_TAPS 64
+#endif
+/* The channel kernel: positions per register tile and the taps it takes; the work (multiply-adds) from which the
+   direct kernels use the threads. LAMINA_CONV_CHANNEL_KERNEL=0 vetoes it (the GEMM then runs); LAMINA_CONV_FORCE_CHANNEL_KERNEL=1
+   runs it for every forward convolution it takes, whatever the schedule chose (both for tests). */
+#ifndef LAMINA_CONV_CHANNEL_TILE
+#define LAMINA_CONV_CHANNEL_TILE 8
+#endif
+#ifndef LAMINA_CONV_CHANNEL_KERNEL
+#define LAMINA_CONV_CHANNEL_KERNEL 1
+#endif
+#ifndef LAMINA_CONV_FORCE_CHANNEL_KERNEL
+#define LAMINA_CONV_FORCE_CHANNEL_KERNEL 0
+#endif
+#ifndef LAMINA_CONV_CHANNEL_MAX_TAPS
+#define LAMINA_CONV_CHANNEL_MAX_TAPS 4096
+#endif
+#ifndef LAMINA_CONV_DIRECT_PARALLEL_WORK
+#define LAMINA_CONV_DIRECT_PARALLEL_WORK ((int64_t)1 << 16) /* both direct kernels; about 2 us on one core */
 #endif
 /* A weight gradient with fewer elements per group than this splits the images over the threads. */
 #ifndef LAMINA_CONV_SPLIT_IMAGES_BELOW
@@ -336,7 +372,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
   /* Direct convolution, for few output channels per group at stride 1 along the width (LeNet's first layer:             \
      the GEMM would have 6 rows, and packing its columns would cost more than multiplying them). Per (image,             \
      group) task: the group's input is copied once into a zero-padded buffer, then each output row is computed a         \
-     vector of columns at a time for LAMINA_CONV_DIRECT_BLOCK output channels, the sums staying in registers             \
+     vector of columns at a time for up to LAMINA_CONV_DIRECT_ROWS_MAX output channels, the sums staying in registers    \
      over every (channel, kernel row, kernel column). */                                                                 \
   typedef T lamina_conv_vector_##S __attribute__((vector_size(LAMINA_CONV_VBYTES)));                                     \
                                                                                                                          \
@@ -354,21 +390,66 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     int64_t bias_count;                                                                                                  \
     T* y;                                                                                                                \
     const lamina_gemm_epilogue* epilogue;                                                                                \
+    lamina_pool* pool; /* its threads' scratch memory holds the padded input */                                          \
     int64_t padded_height, padded_width;                                                                                 \
+    int wide; /* rows of more than one vector: two vectors at a time */                                                  \
+    int64_t bands; /* of output rows, per (image, group) */                                                              \
     int failed;                                                                                                          \
   } lamina_conv_direct_job_##S;                                                                                          \
                                                                                                                          \
+  /* Output channels [0, N) of one (image, group) (weights: the first one's, K apart) from its padded input, U vectors   \
+     of columns of one output row at a time; N and U are constants in each call, so the N * U sums stay in registers     \
+     and each loaded input vector serves N channels. */                                                                  \
+  static inline __attribute__((always_inline)) void lamina_conv_direct_rows_##S(                                         \
+      const lamina_conv2d_geometry* g, const T* padded, int64_t HP, int64_t WP, const T* weights, int64_t K,             \
+      const T* biases, T* out, int64_t P, int64_t first_row, int64_t end_row, const int N, const int U) {                \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const int64_t cg = g->in_channels / g->groups, kh = g->kernel_height, kw = g->kernel_width;                          \
+    const int64_t dh = g->dilation_height, dw = g->dilation_width, OH = g->out_height, OW = g->out_width;                \
+    (void)OH;                                                                                                            \
+    for (int64_t oh = first_row; oh < end_row; oh++) {                                                                   \
+      for (int64_t ow0 = 0; ow0 < OW; ow0 += U * VL) {                                                                   \
+        lamina_conv_vector_##S sums[LAMINA_CONV_DIRECT_ROWS_MAX][2];                                                     \
+        _Pragma("GCC unroll 8") for (int b = 0; b < N; b++)                                                              \
+          _Pragma("GCC unroll 2") for (int u = 0; u < U; u++) sums[b][u] = biases[b] - (lamina_conv_vector_##S){0};      \
+        for (int64_t c = 0; c < cg; c++) {                                                                               \
+          for (int64_t i = 0; i < kh; i++) {                                                                             \
+            const T* row = padded + (c * HP + oh * g->stride_height + i * dh) * WP + ow0;                                \
+            const T* tap = weights + (c * kh + i) * kw;                                                                  \
+            for (int64_t j = 0; j < kw; j++) {                                                                           \
+              lamina_conv_vector_##S v[2];                                                                               \
+              _Pragma("GCC unroll 2") for (int u = 0; u < U; u++) v[u] = lamina_conv_loadu_##S(row + j * dw + u * VL);   \
+              _Pragma("GCC unroll 8") for (int b = 0; b < N; b++) {                                                      \
+                const T weight = tap[b * K + j];                                                                         \
+                _Pragma("GCC unroll 2") for (int u = 0; u < U; u++) sums[b][u] += weight * v[u];                         \
+              }                                                                                                          \
+            }                                                                                                            \
+          }                                                                                                              \
+        }                                                                                                                \
+        _Pragma("GCC unroll 2") for (int u = 0; u < U; u++) {                                                            \
+          const int64_t n = lamina_conv_min(VL, OW - ow0 - u * VL);                                                      \
+          if (n <= 0) break;                                                                                             \
+          _Pragma("GCC unroll 8") for (int b = 0; b < N; b++)                                                            \
+            memcpy(out + b * P + oh * OW + ow0 + u * VL, &sums[b][u], (size_t)n * sizeof(T));                            \
+        }                                                                                                                \
+      }                                                                                                                  \
+    }                                                                                                                    \
+  }                                                                                                                      \
+                                                                                                                         \
   static inline void lamina_conv_direct_task_##S(void* argument, int64_t task, int thread) {                             \
-    (void)thread;                                                                                                        \
     lamina_conv_direct_job_##S* job = (lamina_conv_direct_job_##S*)argument;                                             \
     const lamina_conv2d_geometry* g = job->g;                                                                            \
-    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), OB = LAMINA_CONV_DIRECT_BLOCK };                                         \
     const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                      \
-    const int64_t kh = g->kernel_height, kw = g->kernel_width, dh = g->dilation_height, dw = g->dilation_width;          \
+    const int64_t kh = g->kernel_height, kw = g->kernel_width;                                                           \
     const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width, P = OH * OW;                 \
     const int64_t HP = job->padded_height, WP = job->padded_width, K = cg * kh * kw;                                     \
-    const int64_t image = task / G, group = task % G;                                                                    \
-    T* padded = (T*)malloc((size_t)(cg * HP * WP) * sizeof(T));                                                          \
+    const int64_t band = task % job->bands, group = task / job->bands % G, image = task / job->bands / G;                \
+    const int64_t first_row = OH * band / job->bands, end_row = OH * (band + 1) / job->bands;                            \
+    /* The padded input in the thread's scratch memory (the heap without a pool or when it is too small). */             \
+    size_t scratch_bytes = 0;                                                                                            \
+    T* padded = job->pool ? (T*)lamina_pool_scratch(job->pool, thread, &scratch_bytes) : NULL;                           \
+    const int allocated = !padded || scratch_bytes < (size_t)(cg * HP * WP) * sizeof(T);                                 \
+    if (allocated) padded = (T*)malloc((size_t)(cg * HP * WP) * sizeof(T));                                              \
     if (!padded) {                                                                                                       \
       job->failed = 1; /* read after the pool run returns */                                                             \
       return;                                                                                                            \
@@ -379,48 +460,182 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       for (int64_t r = 0; r < H; r++)                                                                                    \
         memcpy(padded + (c * HP + r + g->pad_top) * WP + g->pad_left, plane + r * W, (size_t)W * sizeof(T));             \
     }                                                                                                                    \
-    for (int64_t o0 = 0; o0 < og; o0 += OB) {                                                                            \
-      const int64_t count = lamina_conv_min(OB, og - o0);                                                                \
-      /* Weights of the block's channels; a partial block repeats its last channel (computed, not stored). */            \
-      const T* weights[OB];                                                                                              \
-      T biases[OB];                                                                                                      \
-      for (int64_t b = 0; b < OB; b++) {                                                                                 \
-        const int64_t o = group * og + o0 + lamina_conv_min(b, count - 1);                                               \
-        weights[b] = job->w + o * K;                                                                                     \
-        biases[b] = job->bias ? job->bias[job->bias_count == 1 ? 0 : o] : (T)0;                                          \
-      }                                                                                                                  \
+    const int wide = job->wide;                                                                                          \
+    T biases[LAMINA_CONV_DIRECT_ROWS_MAX];                                                                               \
+    for (int64_t o0 = 0; o0 < og; o0 += LAMINA_CONV_DIRECT_ROWS_MAX) {                                                   \
+      const int64_t count = lamina_conv_min(LAMINA_CONV_DIRECT_ROWS_MAX, og - o0);                                       \
+      const T* weights = job->w + (group * og + o0) * K;                                                                 \
+      for (int64_t b = 0; b < count; b++)                                                                                \
+        biases[b] = job->bias ? job->bias[job->bias_count == 1 ? 0 : group * og + o0 + b] : (T)0;                        \
       T* out = job->y + (image * g->out_channels + group * og + o0) * P;                                                 \
-      for (int64_t oh = 0; oh < OH; oh++) {                                                                              \
-        for (int64_t ow0 = 0; ow0 < OW; ow0 += VL) {                                                                     \
-          /* Four named sums (not an array, which compilers keep in memory) stay in registers. */                        \
-          const T *w0 = weights[0], *w1 = weights[1], *w2 = weights[2], *w3 = weights[3];                                \
-          lamina_conv_vector_##S s0 = biases[0] - (lamina_conv_vector_##S){0}, s1 = biases[1] - (lamina_conv_vector_##S){0}; \
-          lamina_conv_vector_##S s2 = biases[2] - (lamina_conv_vector_##S){0}, s3 = biases[3] - (lamina_conv_vector_##S){0}; \
-          for (int64_t c = 0; c < cg; c++) {                                                                             \
-            for (int64_t i = 0; i < kh; i++) {                                                                           \
-              const T* row = padded + (c * HP + oh * g->stride_height + i * dh) * WP + ow0;                              \
-              const int64_t tap = (c * kh + i) * kw;                                                                     \
-              for (int64_t j = 0; j < kw; j++) {                                                                         \
-                const lamina_conv_vector_##S v = lamina_conv_loadu_##S(row + j * dw);                                    \
-                s0 += w0[tap + j] * v;                                                                                   \
-                s1 += w1[tap + j] * v;                                                                                   \
-                s2 += w2[tap + j] * v;                                                                                   \
-                s3 += w3[tap + j] * v;                                                                                   \
-              }                                                                                                          \
-            }                                                                                                            \
-          }                                                                                                              \
-          const int64_t n = lamina_conv_min(VL, OW - ow0);                                                               \
-          const lamina_conv_vector_##S sums[4] = {s0, s1, s2, s3};                                                       \
-          for (int64_t b = 0; b < count; b++) memcpy(out + b * P + oh * OW + ow0, &sums[b], (size_t)n * sizeof(T));      \
+      /* One specialization per block size: the sums stay in registers. */                                               \
+      /* Two vectors of a row at once (input loads shared by twice the sums) when the row has them and the sums fit      \
+         the registers (12 of 16 with AVX2). */                                                                          \
+      if (wide && count <= 6) {                                                                                          \
+        switch (count) {                                                                                                 \
+          case 1: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 1, 2); break;               \
+          case 2: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 2, 2); break;               \
+          case 3: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 3, 2); break;               \
+          case 4: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 4, 2); break;               \
+          case 5: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 5, 2); break;               \
+          default: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 6, 2); break;              \
+        }                                                                                                                \
+      } else {                                                                                                           \
+        switch (count) {                                                                                                 \
+          case 1: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 1, 1); break;               \
+          case 2: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 2, 1); break;               \
+          case 3: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 3, 1); break;               \
+          case 4: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 4, 1); break;               \
+          case 5: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 5, 1); break;               \
+          case 6: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 6, 1); break;               \
+          case 7: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 7, 1); break;               \
+          default: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 8, 1); break;              \
         }                                                                                                                \
       }                                                                                                                  \
       if (job->epilogue)                                                                                                 \
         for (int64_t b = 0; b < count; b++)                                                                              \
-          lamina_conv_plane_epilogue(job->epilogue, job->y, OH, OW, image * g->out_channels + group * og + o0 + b, 0, P); \
+          lamina_conv_plane_epilogue(job->epilogue, job->y, OH, OW, image * g->out_channels + group * og + o0 + b,       \
+                                     first_row * OW, (end_row - first_row) * OW);                                        \
     }                                                                                                                    \
-    free(padded);                                                                                                        \
+    if (allocated) free(padded);                                                                                         \
   }                                                                                                                      \
                                                                                                                          \
+  /* Direct convolution vectorized over output channels, for few input channels and more output channels than the          \
+     width kernel takes (LeNet's second layer: 6 -> 16 channels, 5x5 on 14x14). A tile of LAMINA_CONV_CHANNEL_TILE         \
+     output positions (consecutive in the plane, across rows) keeps one vector of output channels per position in          \
+     registers over every (channel, kernel row, kernel column): per tap, one vector of packed weights and a broadcast      \
+     input value per position. The input is read in place (copied into a zero-padded buffer only when the windows          \
+     reach the padding); tap and position offsets come from tables, so stride, dilation and padding cost nothing           \
+     in the loop. Tasks: (image, group, band of positions). */                                                             \
+  typedef struct lamina_conv_channels_job_##S {                                                                            \
+    const lamina_conv2d_geometry* g;                                                                                       \
+    const T* x;                                                                                                            \
+    const T* packed;          /* [groups][vectors][K][VL] weights, then [groups][vectors][VL] biases; zero past og */      \
+    const int64_t* taps;      /* [K] offsets of the taps in one group's (padded) input */                                  \
+    const int64_t* positions; /* [P] offsets of the output positions' windows */                                           \
+    T* y;                                                                                                                  \
+    const lamina_gemm_epilogue* epilogue;                                                                                  \
+    lamina_pool* pool;                                                                                                     \
+    int64_t padded_height, padded_width; /* of the input buffer, when `padded` */                                          \
+    int64_t vectors, bands;                                                                                                \
+    int padded;                                                                                                            \
+    int failed;                                                                                                            \
+  } lamina_conv_channels_job_##S;                                                                                          \
+                                                                                                                         \
+  static inline void lamina_conv_channels_task_##S(void* argument, int64_t task, int thread) {                             \
+    lamina_conv_channels_job_##S* job = (lamina_conv_channels_job_##S*)argument;                                           \
+    const lamina_conv2d_geometry* g = job->g;                                                                              \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), R = LAMINA_CONV_CHANNEL_TILE };                                            \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
+    const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width, V = job->vectors;         \
+    const int64_t band = task % job->bands, group = task / job->bands % G, image = task / job->bands / G;                  \
+    /* Tiles of R positions, split evenly over the bands. */                                                               \
+    const int64_t tiles = (P + R - 1) / R;                                                                                 \
+    const int64_t first = tiles * band / job->bands * R, end = lamina_conv_min(P, tiles * (band + 1) / job->bands * R);    \
+    const T* source = job->x + (image * g->in_channels + group * cg) * g->in_height * g->in_width;                         \
+    T* buffer = NULL;                                                                                                      \
+    int allocated = 0;                                                                                                     \
+    if (job->padded) {                                                                                                     \
+      const int64_t H = g->in_height, W = g->in_width, HP = job->padded_height, WP = job->padded_width;                    \
+      const size_t bytes = (size_t)(cg * HP * WP) * sizeof(T);                                                             \
+      size_t scratch_bytes = 0;                                                                                            \
+      buffer = job->pool ? (T*)lamina_pool_scratch(job->pool, thread, &scratch_bytes) : NULL;                              \
+      if (!buffer || scratch_bytes < bytes) {                                                                              \
+        buffer = (T*)malloc(bytes);                                                                                        \
+        allocated = 1;                                                                                                     \
+        if (!buffer) {                                                                                                     \
+          job->failed = 1; /* read after the pool run returns */                                                           \
+          return;                                                                                                          \
+        }                                                                                                                  \
+      }                                                                                                                    \
+      memset(buffer, 0, bytes);                                                                                            \
+      for (int64_t c = 0; c < cg; c++)                                                                                     \
+        for (int64_t r = 0; r < H; r++)                                                                                    \
+          memcpy(buffer + (c * HP + r + g->pad_top) * WP + g->pad_left, source + (c * H + r) * W, (size_t)W * sizeof(T));  \
+      source = buffer;                                                                                                     \
+    }                                                                                                                      \
+    const int64_t* taps = job->taps;                                                                                       \
+    for (int64_t p0 = first; p0 < end; p0 += R) {                                                                          \
+      const int64_t count = lamina_conv_min(R, end - p0);                                                                  \
+      /* A partial tile repeats its last position (computed, not stored). */                                               \
+      const T* q[R];                                                                                                       \
+      _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)]; \
+      for (int64_t v = 0; v < V; v++) {                                                                                    \
+        const T* weights = job->packed + (group * V + v) * K * VL;                                                         \
+        const lamina_conv_vector_##S bias = lamina_conv_loadu_##S(job->packed + G * V * K * VL + (group * V + v) * VL);    \
+        lamina_conv_vector_##S sums[R];                                                                                    \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[r] = bias;                                               \
+        for (int64_t k = 0; k < K; k++) {                                                                                  \
+          const lamina_conv_vector_##S w = lamina_conv_loadu_##S(weights + k * VL);                                        \
+          const int64_t t = taps[k];                                                                                       \
+          _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[r] += q[r][t] * w;                                     \
+        }                                                                                                                  \
+        /* Position-major sums to the channel planes of the NCHW result. */                                                \
+        const int64_t channels = lamina_conv_min(VL, og - v * VL);                                                         \
+        T* out = job->y + (image * g->out_channels + group * og + v * VL) * P + p0;                                        \
+        for (int64_t l = 0; l < channels; l++)                                                                             \
+          for (int64_t r = 0; r < count; r++) out[l * P + r] = sums[r][l];                                                 \
+      }                                                                                                                    \
+    }                                                                                                                      \
+    if (allocated) free(buffer);                                                                                           \
+    if (job->epilogue)                                                                                                     \
+      for (int64_t o = 0; o < og; o++)                                                                                     \
+        lamina_conv_plane_epilogue(job->epilogue, job->y, g->out_height, g->out_width, image * g->out_channels + group * og + o, \
+                                   first, end - first);                                                                    \
+  }                                                                                                                        \
+                                                                                                                         \
+  /* Whether the channel kernel computes this convolution (the schedule's choice; its macros veto or force it for tests). */ \
+  static inline int lamina_conv_channels_fits_##S(const lamina_conv2d_geometry* g) {                                       \
+    return LAMINA_CONV_CHANNEL_KERNEL && g->out_channels / g->groups > 0 &&                                                \
+           g->in_channels / g->groups * g->kernel_height * g->kernel_width <= LAMINA_CONV_CHANNEL_MAX_TAPS;                \
+  }                                                                                                                        \
+                                                                                                                         \
+  static inline int lamina_conv2d_channels_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x, const T* w, \
+                                               const T* bias, int64_t bias_count, T* y, const lamina_gemm_epilogue* epilogue) { \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), R = LAMINA_CONV_CHANNEL_TILE };                                            \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
+    const int64_t kh = g->kernel_height, kw = g->kernel_width, K = cg * kh * kw;                                           \
+    const int64_t OH = g->out_height, OW = g->out_width, P = OH * OW, V = (og + VL - 1) / VL;                              \
+    if (g->batch == 0 || P == 0) return 0;                                                                                 \
+    /* The rows and columns the windows read; a buffer with the padding when they reach outside the input. */              \
+    const int64_t reach_height = (OH - 1) * g->stride_height + (kh - 1) * g->dilation_height + 1;                          \
+    const int64_t reach_width = (OW - 1) * g->stride_width + (kw - 1) * g->dilation_width + 1;                             \
+    const int padded = g->pad_top > 0 || g->pad_left > 0 || reach_height > g->in_height || reach_width > g->in_width;      \
+    const int64_t HP = padded ? lamina_conv_max(reach_height, g->pad_top + g->in_height) : g->in_height;                   \
+    const int64_t WP = padded ? lamina_conv_max(reach_width, g->pad_left + g->in_width) : g->in_width;                     \
+    const int64_t packed_count = G * V * K * VL + G * V * VL;                                                              \
+    T* packed = (T*)malloc((size_t)packed_count * sizeof(T) + (size_t)(K + P) * sizeof(int64_t));                          \
+    if (!packed) return LAMINA_ERROR_MEMORY;                                                                               \
+    int64_t* taps = (int64_t*)(packed + packed_count);                                                                     \
+    int64_t* positions = taps + K;                                                                                         \
+    memset(packed, 0, (size_t)packed_count * sizeof(T));                                                                   \
+    for (int64_t group = 0; group < G; group++)                                                                            \
+      for (int64_t o = 0; o < og; o++) {                                                                                   \
+        const int64_t v = o / VL, l = o % VL, channel = group * og + o;                                                    \
+        for (int64_t k = 0; k < K; k++) packed[((group * V + v) * K + k) * VL + l] = w[channel * K + k];                   \
+        if (bias) packed[G * V * K * VL + (group * V + v) * VL + l] = bias[bias_count == 1 ? 0 : channel];                 \
+      }                                                                                                                    \
+    for (int64_t c = 0; c < cg; c++)                                                                                       \
+      for (int64_t i = 0; i < kh; i++)                                                                                     \
+        for (int64_t j = 0; j < kw; j++)                                                                                   \
+          taps[(c * kh + i) * kw + j] = (c * HP + i * g->dilation_height) * WP + j * g->dilation_width;                    \
+    for (int64_t oh = 0; oh < OH; oh++)                                                                                    \
+      for (int64_t ow = 0; ow < OW; ow++) positions[oh * OW + ow] = oh * g->stride_height * WP + ow * g->stride_width;     \
+    /* Bands of positions only when there are too few (image, group) tasks for the threads. */                             \
+    const int threads = pool ? lamina_pool_threads(pool) : 1;                                                              \
+    const int64_t work = g->batch * G * V * VL * P * K;                                                                    \
+    const int parallel = threads > 1 && work >= LAMINA_CONV_DIRECT_PARALLEL_WORK;                                         \
+    const int64_t tiles = (P + R - 1) / R;                                                                                 \
+    const int64_t bands = parallel && g->batch * G < 2 * threads ? lamina_conv_min(tiles, 2 * threads) : 1;                \
+    lamina_conv_channels_job_##S job = {g, x, packed, taps, positions, y, epilogue, pool, HP, WP, V, bands, padded, 0};    \
+    const int64_t tasks = g->batch * G * bands;                                                                            \
+    if (!parallel || tasks == 1)                                                                                           \
+      for (int64_t t = 0; t < tasks; t++) lamina_conv_channels_task_##S(&job, t, 0);                                       \
+    else                                                                                                                   \
+      lamina_pool_run(pool, tasks, lamina_conv_channels_task_##S, &job);                                                   \
+    free(packed);                                                                                                          \
+    return job.failed ? LAMINA_ERROR_MEMORY : 0;                                                                           \
+  }                                                                                                                        \
   /* Whether the direct kernel computes this convolution. */                                                             \
   static inline int lamina_conv_direct_fits_##S(const lamina_conv2d_geometry* g) {                                       \
     const int64_t og = g->out_channels / g->groups;                                                                      \
@@ -437,13 +652,20 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     const int64_t padded_height =                                                                                        \
         lamina_conv_max((g->out_height - 1) * g->stride_height + (g->kernel_height - 1) * g->dilation_height + 1,        \
                         g->pad_top + g->in_height);                                                                      \
-    const int64_t padded_width = lamina_conv_max((OW + VL - 1) / VL * VL + (g->kernel_width - 1) * g->dilation_width,    \
+    const int wide = OW > VL;                                                                                            \
+    const int64_t pass_columns = wide ? 2 * VL : VL; /* the columns one pass computes */                                  \
+    const int64_t padded_width = lamina_conv_max((OW + pass_columns - 1) / pass_columns * pass_columns +                    \
+                                                     (g->kernel_width - 1) * g->dilation_width,                          \
                                                  g->pad_left + g->in_width);                                             \
-    lamina_conv_direct_job_##S job = {g, x, w, bias, bias_count, y, epilogue, padded_height, padded_width, 0};           \
-    const int64_t tasks = g->batch * g->groups;                                                                          \
-    const int64_t work = tasks * g->out_channels / g->groups * g->out_height * OW *                                      \
+    /* Bands of output rows only when there are too few (image, group) tasks for the threads. */                         \
+    const int threads = pool ? lamina_pool_threads(pool) : 1;                                                            \
+    const int64_t work = g->batch * g->out_channels * g->out_height * OW *                                               \
                          (g->in_channels / g->groups * g->kernel_height * g->kernel_width);                              \
-    if (!pool || tasks == 1 || work < LAMINA_CONV_PARALLEL_WORK * 8)                                                     \
+    const int parallel = threads > 1 && work >= LAMINA_CONV_DIRECT_PARALLEL_WORK;                                        \
+    const int64_t bands = parallel && g->batch * g->groups < 2 * threads ? lamina_conv_min(g->out_height, 2 * threads) : 1; \
+    lamina_conv_direct_job_##S job = {g, x, w, bias, bias_count, y, epilogue, pool, padded_height, padded_width, wide, bands, 0}; \
+    const int64_t tasks = g->batch * g->groups * bands;                                                                  \
+    if (!parallel || tasks == 1)                                                                                         \
       for (int64_t t = 0; t < tasks; t++) lamina_conv_direct_task_##S(&job, t, 0);                                       \
     else                                                                                                                 \
       lamina_pool_run(pool, tasks, lamina_conv_direct_task_##S, &job);                                                   \
@@ -459,7 +681,13 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     /* A 1x1 kernel at stride 1 without padding reads the input as its own columns. */                                     \
     const int pointwise = g->kernel_height == 1 && g->kernel_width == 1 && g->stride_height == 1 &&                       \
                           g->stride_width == 1 && g->pad_top == 0 && g->pad_left == 0 && HW == P;                          \
-    if (lamina_conv_direct_fits_##S(g)) return lamina_conv2d_direct_##S(pool, g, x, w, bias, bias_count, y, epilogue);      \
+    if (LAMINA_CONV_FORCE_CHANNEL_KERNEL && lamina_conv_channels_fits_##S(g))                                              \
+      return lamina_conv2d_channels_##S(pool, g, x, w, bias, bias_count, y, epilogue);                                     \
+    if (g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS && lamina_conv_channels_fits_##S(g))                         \
+      return lamina_conv2d_channels_##S(pool, g, x, w, bias, bias_count, y, epilogue);                                     \
+    if ((g->algorithm == LAMINA_CONV_ALGORITHM_AUTO || g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_WIDTH) &&               \
+        lamina_conv_direct_fits_##S(g))                                                                                    \
+      return lamina_conv2d_direct_##S(pool, g, x, w, bias, bias_count, y, epilogue);                                       \
     const int64_t chunk = lamina_conv_chunk(g);                                                                            \
     T* columns = NULL;                                                                                                     \
     T* product = NULL;                                                                                                     \

@@ -1,0 +1,108 @@
+import LaminaSupport
+
+/// Which kernel computes a forward convolution (`conv2d`), decided from its geometry before any C is
+/// written; the C backend passes the choice to `lamina_conv.h` in the geometry it states, and
+/// `lamina dump --after fusion` prints it with the other kernel schedules.
+///
+/// - `directWidth`: direct, vectorized over output columns, a block of output channels in
+///   registers: few output channels per group (at most `directWidthMaxChannels`), few taps, stride 1
+///   along the width (LeNet's first layer, 1 → 6 channels).
+/// - `directChannels`: direct, vectorized over output channels, a tile of output positions in
+///   registers, taps and positions read through offset tables (any stride, dilation and padding):
+///   few input channels per group (at most `directChannelsMaxInputChannels`), where im2col would
+///   copy the input once per tap for a short GEMM (LeNet's second layer, 6 → 16 channels: 2.9x
+///   faster than im2col and the GEMM at batch 1 and 64).
+/// - `im2colGemm`: the input's columns and the packed GEMM, for everything else (many input
+///   channels: the GEMM's packing pays off).
+///
+/// Both direct kernels split their work over the thread pool only above a work size
+/// (`LAMINA_CONV_DIRECT_PARALLEL_WORK` multiply-adds in `lamina_conv.h`), in bands of output rows or
+/// positions when the images are fewer than the threads, so a small convolution runs on the calling
+/// thread without waking the pool and a batch-1 one still uses the threads.
+public struct ConvolutionSchedule: Sendable, Hashable {
+  public enum Algorithm: Int, Sendable, Hashable {
+    case im2colGemm = 1
+    case directWidth = 2
+    case directChannels = 3
+  }
+
+  public var algorithm: Algorithm
+  /// Multiply-adds of one image, for the thread decision of the direct kernels.
+  public var multiplyAddsPerImage: Int
+
+  /// Output channels per group the width kernel takes (`LAMINA_CONV_DIRECT_MAX_CHANNELS`).
+  public static let directWidthMaxChannels = 8
+  /// Taps (in channels per group × kernel area) the width kernel takes (`LAMINA_CONV_DIRECT_MAX_TAPS`).
+  public static let directWidthMaxTaps = 64
+  /// Input channels per group up to which the channel kernel beats im2col and the GEMM.
+  public static let directChannelsMaxInputChannels = 16
+  /// Taps the channel kernel takes (`LAMINA_CONV_CHANNEL_MAX_TAPS`).
+  public static let directChannelsMaxTaps = 4096
+  /// Multiply-adds in all below which a direct kernel runs on the calling thread
+  /// (`LAMINA_CONV_DIRECT_PARALLEL_WORK`).
+  public static let directParallelWork = 1 << 16
+
+  public init(algorithm: Algorithm, multiplyAddsPerImage: Int) {
+    self.algorithm = algorithm
+    self.multiplyAddsPerImage = multiplyAddsPerImage
+  }
+
+  /// The schedule of a forward convolution with this geometry.
+  public init(_ geometry: ConvolutionGeometry) {
+    let inPerGroup = geometry.inChannels / max(geometry.groups, 1)
+    let outPerGroup = geometry.outChannels / max(geometry.groups, 1)
+    let taps = inPerGroup * geometry.kernel[0] * geometry.kernel[1]
+    multiplyAddsPerImage = geometry.outChannels * geometry.outHeight * geometry.outWidth * taps
+    if geometry.stride[1] == 1 && outPerGroup <= Self.directWidthMaxChannels
+      && taps <= Self.directWidthMaxTaps
+    {
+      algorithm = .directWidth
+    } else if inPerGroup <= Self.directChannelsMaxInputChannels
+      && taps <= Self.directChannelsMaxTaps
+    {
+      algorithm = .directChannels
+    } else {
+      algorithm = .im2colGemm
+    }
+  }
+
+  /// The schedule of a `conv2d` node; nil for other nodes.
+  public init?(_ node: Node, in graph: Graph) {
+    guard case .kernel(.convolution)? = node.definition?.c,
+      let geometry = try? OpRegistry.conv2dGeometry(
+        operands: node.operands.map { graph.type(of: $0) }, attributes: node.attributes)
+    else { return nil }
+    self.init(geometry)
+  }
+
+  /// The `LAMINA_CONV_ALGORITHM_*` constant of `lamina_conv.h`.
+  public var cConstant: String {
+    switch algorithm {
+    case .im2colGemm: "LAMINA_CONV_ALGORITHM_IM2COL_GEMM"
+    case .directWidth: "LAMINA_CONV_ALGORITHM_DIRECT_WIDTH"
+    case .directChannels: "LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS"
+    }
+  }
+
+  /// The lines of the schedule dump: the kernel and its thread split.
+  public var summary: [String] {
+    let kernel: String
+    switch algorithm {
+    case .im2colGemm:
+      return [
+        "convolution: im2col columns and the packed GEMM",
+        "convolution threads: the GEMM's own split",
+      ]
+    case .directWidth:
+      kernel =
+        "convolution: direct, vectorized over output columns, a block of output channels in registers"
+    case .directChannels:
+      kernel =
+        "convolution: direct, vectorized over output channels, a tile of output positions in registers"
+    }
+    return [
+      kernel,
+      "convolution threads: none below \(Self.directParallelWork) multiply-adds in all (\(multiplyAddsPerImage) per image), else images, or bands of one image's rows when the images are fewer than the threads",
+    ]
+  }
+}
