@@ -291,6 +291,9 @@ private struct Generator {
       } else {
         KernelLibrary.emitter(id)(context, &body)
       }
+    case .region:
+      throw Diagnostic.error(
+        "\(node.op) runs a region: the entry point emits it as a loop", at: node.location)
     case .decomposed:
       throw Diagnostic.error(
         "\(node.op) has no kernel: the decompose pass replaces it before code generation",
