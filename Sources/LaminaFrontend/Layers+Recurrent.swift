@@ -72,6 +72,22 @@ extension LayerBuilder {
     return features
   }
 
+  /// Checks that a shared layer called again gets the feature size its weight `name` (`[rows,
+  /// features]`) was made for.
+  func checkSharedFeatures(_ layer: String, weight name: String, features: Int)
+    throws(ShapeError)
+  {
+    guard let existing = graph.value(named: "\(scopeName).\(name)"),
+      graph.param(for: existing) != nil
+    else { return }
+    let expected = type(of: existing).shape.last?.staticValue
+    if let expected, expected != features {
+      throw ShapeError(
+        "\(layer): the input has \(features) features per step, but \(scopeName).\(name) was made for \(expected)",
+        help: "a shared layer takes inputs of the feature size of its first call")
+    }
+  }
+
   /// The starting state of a recurrent layer: the `initial:` input given at `position` among the
   /// layer's inputs, checked to be `[batch, units]`, or zeros.
   mutating func recurrentInitialState(
@@ -115,6 +131,7 @@ extension LayerRegistry {
         throw ShapeError("rnn: units must be a positive integer")
       }
       let features = try builder.recurrentFeatures("rnn")
+      try builder.checkSharedFeatures("rnn", weight: "weight_ih", features: features)
       let x = builder.inputs[0]
       let inputType = builder.type(of: x)
       let dtype = inputType.dtype
