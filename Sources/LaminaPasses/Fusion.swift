@@ -33,9 +33,34 @@ public struct Fusion: GraphPass {
   public init() {}
 
   public func run(on graph: inout Graph, context: inout PassContext) throws {
+    // A loop's body is fused as a graph of its own, whose outputs are the body's results.
+    for index in graph.nodes.indices where graph.nodes[index].hasRegion {
+      graph.nodes[index] = fusingRegion(graph.nodes[index], in: graph)
+    }
     var planner = FusionPlanner(graph: graph)
     planner.formGroups()
     graph.nodes = planner.fusedNodes()
+  }
+
+  /// `node` with its body (and nested bodies) fused; the body's arguments play the inputs.
+  func fusingRegion(_ node: Node, in graph: Graph) -> Node {
+    var node = node
+    for member in node.body.indices where node.body[member].hasRegion {
+      node.body[member] = fusingRegion(node.body[member], in: graph)
+    }
+    var body = graph
+    body.nodes = node.body
+    body.outputs = node.regionResults.enumerated().map { position, value in
+      NamedValue(name: "yield.\(position)", value: value)
+    }
+    body.losses = []
+    body.gradients = []
+    body.assignments = []
+    body.stateUpdates = []
+    var planner = FusionPlanner(graph: body)
+    planner.formGroups()
+    node.body = planner.fusedNodes()
+    return node
   }
 }
 
