@@ -201,4 +201,32 @@ struct LoopTests {
       }
     }
   }
+
+  @Test(
+    "hoisting moves the input projection and the weight gradients out of the loops, same results")
+  func hoisting() throws {
+    let hoisted = try Model(source: Self.rnnModel, pipeline: Pipeline.training)
+    let plain = try Model(
+      source: Self.rnnModel,
+      pipeline: Pipeline.training.filter { $0.name != Hoisting.name })
+    // Forward: one matrix product over [batch·time, 3] before the loop; no step reads x any more.
+    let ir = hoisted.ir()
+    #expect(ir.contains("matmul(") && ir.contains(": f64[batch*time, 4]"), "\(ir)")
+    let scans = hoisted.graph.nodes.filter { $0.hasRegion }
+    #expect(scans.count == 4)
+    for scan in scans {
+      let products = scan.body.filter { $0.is(Ops.matmul) }
+      // Forward: only h @ W_hh; backward: only the carried gradient through W_hh.
+      #expect(products.count == 1, "\(IRPrinter().print(scan, in: hoisted.graph))")
+    }
+    let parameters = try hoisted.initialParameters(seed: 8)
+    let inputs = TestData.inputs(for: hoisted.graph, symbols: ["batch": 3, "time": 6], seed: 2)
+    let a = try hoisted.interpretGradients(inputs: inputs, parameters: parameters)
+    let b = try plain.interpretGradients(inputs: inputs, parameters: parameters)
+    #expect(Set(a.keys) == Set(b.keys))
+    for (name, tensor) in a {
+      let problem = TestData.mismatch(tensor, b[name]!, rtol: 1e-10, atol: 1e-12)
+      #expect(problem == nil, "\(name): \(problem ?? "")")
+    }
+  }
 }
