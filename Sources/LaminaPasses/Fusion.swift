@@ -234,6 +234,9 @@ struct FusionPlanner {
               !groups[other].members.contains(where: { isColumnReduction(graph.nodes[$0]) }),
               groups[target].kind == .elementwise
                 || groups[other].members.allSatisfy({ fits(graph.nodes[$0], into: groups[target]) }),
+              // The producer reads its operands before any epilogue runs: a group computing one
+              // of them (`tanh(%x)` in `matmul(%a, %w) + 2 * %a`, a square product) stays out.
+              !feedsEpilogueProducer(other, of: target),
               // Only groups of one entry point's work merge (no backward work in inference).
               (groups[other].members + groups[target].members).allSatisfy({
                 tier($0) == tier(index)
@@ -254,6 +257,17 @@ struct FusionPlanner {
       }
     }
     pullIntoConsumers()
+  }
+
+  /// Whether a member of group `other` computes an operand of group `target`'s epilogue producer.
+  func feedsEpilogueProducer(_ other: Int, of target: Int) -> Bool {
+    guard groups[target].kind == .epilogue else { return false }
+    let read = Set(
+      groups[target].members.filter { isEpilogueProducer(graph.nodes[$0]) }
+        .flatMap { graph.nodes[$0].operands })
+    return groups[other].members.contains { member in
+      graph.nodes[member].results.contains(where: read.contains)
+    }
   }
 
   /// An elementwise node left alone whose every consumer sits in one group moves into that group:

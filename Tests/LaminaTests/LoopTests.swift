@@ -229,4 +229,61 @@ struct LoopTests {
       #expect(problem == nil, "\(name): \(problem ?? "")")
     }
   }
+
+  @Test("a hand-written cell (examples/custom_cell.lam) trains through scan")
+  func customCellTrains() throws {
+    let model = try Model(
+      contentsOf: RepositoryPaths.path("examples/custom_cell.lam"), pipeline: Pipeline.training)
+    #expect(model.graph.nodes.contains { $0.hasRegion })
+    let compiled = try model.compile(
+      options: TestCache.options(), parameters: try model.initialParameters(seed: 1))
+    // The target is the mean of the first feature over time: the state must integrate it.
+    var generator = SeededGenerator(seed: 3, stream: "custom-cell")
+    func batch() -> [String: Tensor] {
+      let (rows, steps) = (32, 8)
+      var x: [Float] = []
+      var y: [Float] = []
+      for _ in 0..<rows {
+        var sum: Float = 0
+        for _ in 0..<steps {
+          let a = Float.random(in: -1...1, using: &generator)
+          let b = Float.random(in: -1...1, using: &generator)
+          x += [a, b]
+          sum += a
+        }
+        y.append(sum / Float(steps))
+      }
+      return [
+        "x": Tensor(shape: [rows, steps, 2], scalars: x),
+        "y": Tensor(shape: [rows, 1], scalars: y),
+      ]
+    }
+    let validation = batch()
+    let before = try compiled.evaluate(validation).losses["loss"]!.doubles()[0]
+    for _ in 0..<300 { _ = try compiled.trainStep(batch()) }
+    let after = try compiled.evaluate(validation).losses["loss"]!.doubles()[0]
+    #expect(after < 0.1 * before, "validation loss \(before) -> \(after)")
+  }
+
+  @Test("fusion keeps a group that computes a square product's operand out of its epilogue")
+  func epilogueOperandGroup() throws {
+    // Found through a loop body's gradient: tanh(x * y) feeds the matmul and, doubled, its
+    // epilogue; merging that group into the epilogue made a kernel that could not be emitted.
+    let model = try Model(
+      source: """
+        model F {
+          input x: f64[batch, 16]
+          input y: f64[batch, 16]
+          param w: f64[16, 16] = glorot_uniform()
+          let a = tanh(x * y)
+          let b = a @ w
+          output z = b + a * 2.0
+        }
+        """)
+    let parameters = try model.initialParameters(seed: 1)
+    let compiled = try model.compile(options: TestCache.options(), parameters: parameters)
+    let problems = try TestData.compiledMismatches(
+      model, compiled, parameters: parameters, batches: [1, 5])
+    #expect(problems.isEmpty, "\(problems)")
+  }
 }
