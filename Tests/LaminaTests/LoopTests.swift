@@ -14,8 +14,9 @@ struct LoopTests {
       input x: f64[batch, time, 3]
       input r: f64[batch, time, 4]
       input y: f64[batch, 2]
+      input h0: f64[batch, 4]
       let h = x |> rnn(units: 4)
-      let last = x |> rnn(units: 4, return: "last", activation: "relu")
+      let last = x |> rnn(units: 4, return: "last", activation: "relu", initial: [h0])
       output out = h[:, -1, :] |> dense(units: 2)
       loss = mse(out, y) + mean(h * r) + mean(last * last)
       train with sgd(lr: 0.1)
@@ -185,6 +186,10 @@ struct LoopTests {
       ("input x: f32[batch, 3]\n  output h = rnn(x, units: 4)", "rnn needs a sequence input"),
       ("input x: i32[batch, 5, 3]\n  output h = rnn(x, units: 4)", "floating-point input"),
       (
+        "input x: f32[batch, 5, 3]\n  input h0: f32[batch, 3]\n  output h = rnn(x, units: 4, initial: [h0])",
+        "rnn: the initial state is f32[batch, 3], expected f32[batch, 4]"
+      ),
+      (
         "input x: f32[batch, 5, 3]\n  input z: f32[batch, 5, 2]\n  let cell = rnn(units: 4)\n  output a = cell(x)\n  output b = cell(z)",
         "rnn: the input has 2 features per step, but cell.weight_ih was made for 3"
       ),
@@ -213,7 +218,7 @@ struct LoopTests {
     let ir = hoisted.ir()
     #expect(ir.contains("matmul(") && ir.contains(": f64[batch*time, 4]"), "\(ir)")
     let scans = hoisted.graph.nodes.filter { $0.hasRegion }
-    #expect(scans.count == 4)
+    #expect(scans.count == 4)  // two rnn layers, forward and backward
     for scan in scans {
       let products = scan.body.filter { $0.is(Ops.matmul) }
       // Forward: only h @ W_hh; backward: only the carried gradient through W_hh.
