@@ -193,6 +193,59 @@ public struct Hoisting: GraphPass {
 
   // MARK: Backward
 
+  /// `acc ← acc + reshape(sum(g_t, axes: [0], keepdims))` (a bias gradient: a sum over the
+  /// batch) becomes `acc₀ + reshape(sum(G, axes: [0, 1]))` after the loop over the stacked `g_t`.
+  /// Returns nil (and changes nothing) when the accumulator is not of that form.
+  private func hoistBatchSum(
+    term: ValueID, argument: ValueID, next: ValueID, position: Int, update: Node,
+    scan: inout Node, layout: ScanLayout, steps: Dim, after: inout [Node], graph: inout Graph
+  ) throws(ShapeError) -> ValueID? {
+    guard let reshape = scan.body.first(where: { $0.results == [term] }),
+      case .alias? = reshape.definition?.c, reshape.operands.count == 1,
+      let sum = scan.body.first(where: { $0.results == [reshape.operands[0]] }),
+      let reduction = sum.definition?.reduction, reduction.combine == .add,
+      reduction.finalize == .none, sum.attributes["axes"]?.intsValue == [0],
+      sum.attributes["keepdims"]?.boolValue == true, sum.operands.count == 1,
+      scan.body.filter({ $0.operands.contains(term) }).count == 1,
+      scan.body.filter({ $0.operands.contains(sum.result) }).count == 1,
+      !scan.regionResults.contains(term), !scan.regionResults.contains(sum.result)
+    else { return nil }
+    let factor = sum.operands[0]
+    let stacked: ValueID
+    if let argumentPosition = scan.regionArguments.firstIndex(of: factor),
+      layout.sequenceRange.contains(argumentPosition)
+    {
+      stacked = scan.operands[argumentPosition]
+    } else if let output = scan.regionResults.dropFirst(layout.carried).firstIndex(of: factor) {
+      stacked = scan.results[output]
+    } else {
+      let stepType = graph.type(of: factor)
+      stacked = graph.makeValue(
+        name: graph[factor].name + ".all",
+        type: TensorType(stepType.dtype, [steps] + stepType.shape), location: scan.location)
+      scan.regionResults.append(factor)
+      scan.results.append(stacked)
+    }
+    var attributes = sum.attributes
+    attributes["axes"] = .ints([0, 1])
+    let total = try add(
+      sum.op, [stacked], attributes, expecting: nil, into: &after, graph: &graph,
+      location: scan.location)
+    let shaped = try add(
+      reshape.op, [total], reshape.attributes, expecting: graph.type(of: term), into: &after,
+      graph: &graph, location: scan.location)
+    after.append(
+      Node(
+        op: update.op, operands: [scan.operands[position], shaped], attributes: update.attributes,
+        results: [scan.results[position]], location: scan.location))
+    scan.body.removeAll { [next, term, sum.result].contains($0.results.first ?? next) }
+    scan.operands.remove(at: position)
+    scan.regionArguments.remove(at: position)
+    scan.regionResults.remove(at: position)
+    scan.results.remove(at: position)
+    return shaped
+  }
+
   /// Turns carried accumulators `acc ← acc + matmul(a, b) {transpose_a}` of the scan at `index`
   /// into one product after the loop; returns the number of nodes inserted after it.
   func hoistAccumulations(at index: Int, in graph: inout Graph) throws(ShapeError) -> Int {
@@ -220,6 +273,14 @@ public struct Hoisting: GraphPass {
         continue
       }
       let term = update.operands[0] == argument ? update.operands[1] : update.operands[0]
+      if try hoistBatchSum(
+        term: term, argument: argument, next: next, position: position, update: update,
+        scan: &scan, layout: layout, steps: steps, after: &after, graph: &graph) != nil
+      {
+        layout.carried -= 1
+        scan.attributes = layout.attributes
+        continue
+      }
       guard
         let product = scan.body.first(where: { $0.results == [term] }),
         let definition = product.definition, definition.fusion == .matmulLike,
