@@ -93,6 +93,10 @@ class Node:
     operands: list[str]
     attributes: dict[str, object]
     types: list[TensorType]
+    # A loop (`scan`): its body's arguments, nodes and yielded values.
+    args: list[str] = field(default_factory=list)
+    body: list["Node"] = field(default_factory=list)
+    yields: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -274,6 +278,14 @@ class IRReader:
             self.take(kind="word")
             self.attributes()
         else:
+            graph.nodes.append(self.node())
+        if self.accept("loc"):
+            self.take("(")
+            while not self.accept(")"):
+                self.index += 1
+
+    def node(self) -> Node:
+        if True:
             results = [self.name()]
             while self.accept(","):
                 results.append(self.name())
@@ -291,11 +303,29 @@ class IRReader:
             types = [self.type()]
             while self.accept(","):
                 types.append(self.type())
-            graph.nodes.append(Node(results, op, operands, attributes, types))
-        if self.accept("loc"):
-            self.take("(")
-            while not self.accept(")"):
-                self.index += 1
+            node = Node(results, op, operands, attributes, types)
+            if self.accept("loc"):
+                self.take("(")
+                while not self.accept(")"):
+                    self.index += 1
+            if op == "scan":
+                # `{ args(%a : TYPE, ...) NODES... yield(%r, ...) }`
+                self.take("{")
+                self.take("args")
+                self.take("(")
+                while not self.accept(")"):
+                    node.args.append(self.name())
+                    self.take(":")
+                    self.type()
+                    self.accept(",")
+                while not self.accept("yield"):
+                    node.body.append(self.node())
+                self.take("(")
+                while not self.accept(")"):
+                    node.yields.append(self.name())
+                    self.accept(",")
+                self.take("}")
+            return node
 
     def type(self) -> TensorType:
         dtype = self.take(kind="word")
@@ -664,7 +694,10 @@ OPS = {
     "gelu": gelu,
     "softplus": lambda call, x: np.logaddexp(0, x),  # = log(1 + e^x)
     # Linear algebra.
-    "matmul": lambda call, a, b: np.matmul(a, b),
+    "matmul": lambda call, a, b: np.matmul(
+        np.swapaxes(a, -1, -2) if call.attr("transpose_a", False) and a.ndim >= 2 else a,
+        np.swapaxes(b, -1, -2) if call.attr("transpose_b", False) and b.ndim >= 2 else b,
+    ),
     "transpose": transpose,
     "permute": lambda call, x: np.transpose(x, call.attr("perm")),
     # Reductions.
@@ -717,9 +750,55 @@ def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
     return np.clip(truncated, info.min, info.max).astype(NUMPY_DTYPES[dtype])
 
 
+def scan(node: Node, environment: dict[str, np.ndarray], bindings: dict[str, int]) -> None:
+    """A loop, from its definition: the body once per step along the sequences' leading axis,
+    the carried values passed on, the per-step outputs stacked."""
+    carried = node.attributes["carried"]
+    sequences = node.attributes["sequences"]
+    reverse = node.attributes.get("reverse", False)
+    operands = [environment[name] for name in node.operands]
+    steps = operands[carried].shape[0]
+    state = operands[:carried]
+    outputs: list[list[np.ndarray]] = [[] for _ in node.yields[carried:]]
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    for t in order:
+        local = dict(environment)
+        for position, name in enumerate(node.args):
+            if position < carried:
+                local[name] = state[position]
+            elif position < carried + sequences:
+                local[name] = operands[position][t]
+            else:
+                local[name] = operands[position]
+        evaluate_nodes(node.body, local, bindings)
+        for position, name in enumerate(node.yields[carried:]):
+            outputs[position].append(local[name])
+        state = [local[name] for name in node.yields[:carried]]
+    if reverse:
+        outputs = [list(reversed(values)) for values in outputs]
+    values = state + [np.stack(values) for values in outputs]
+    for name, value, type_ in zip(node.results, values, node.types):
+        declared = type_.concrete(bindings)
+        if np.shape(value) != declared:
+            raise CheckError(
+                f"%{name} = scan: numpy gives shape {list(np.shape(value))}, "
+                f"the IR declares {type_} = {list(declared)}"
+            )
+        environment[name] = value
+
+
 def evaluate(graph: Graph, environment: dict[str, np.ndarray], bindings: dict[str, int]) -> None:
     """Evaluates every node in order, adding its result to `environment`."""
-    for node in graph.nodes:
+    evaluate_nodes(graph.nodes, environment, bindings)
+
+
+def evaluate_nodes(
+    nodes: list[Node], environment: dict[str, np.ndarray], bindings: dict[str, int]
+) -> None:
+    for node in nodes:
+        if node.op == "scan":
+            scan(node, environment, bindings)
+            continue
         where = f"%{node.results[0]} = {node.op}"
         if len(node.results) != 1:
             raise CheckError(f"{where}: nodes with {len(node.results)} results are not supported")
@@ -873,7 +952,12 @@ def check_model(
 ) -> tuple[str, list[Row]]:
     """Returns the graph name and one row per output and loss; raises CheckError otherwise."""
     graph = IRReader(run_lamina(lamina, "dump", str(path))).graph()
-    unknown = sorted({node.op for node in graph.nodes if node.op not in OPS})
+    def every_node(nodes: list[Node]) -> list[Node]:
+        return [inner for node in nodes for inner in [node] + every_node(node.body)]
+
+    unknown = sorted(
+        {node.op for node in every_node(graph.nodes) if node.op not in OPS and node.op != "scan"}
+    )
     if unknown:
         plural = "s" if len(unknown) > 1 else ""
         raise CheckError(f"no numpy reference for op{plural} {', '.join(unknown)}")

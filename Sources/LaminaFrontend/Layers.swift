@@ -317,6 +317,9 @@ public struct LayerDefinition: Sendable {
   /// Number of tensor inputs taken positionally.
   public var inputCount: Int
   public var options: [LayerOptionSpec]
+  /// Labels that pass further tensor inputs after the positional ones (`rnn(x, initial: [h0])`);
+  /// a list given to one spreads into several inputs.
+  public var tensorLabels: [String] = []
   public var expand: @Sendable (inout LayerBuilder) throws(ShapeError) -> ValueID
 
   public init(
@@ -339,6 +342,7 @@ public enum LayerRegistry {
   public static let all: [LayerDefinition] =
     denseLayers + normalizationLayers + layerNormLayers + randomLayers
     + convolutionLayers + poolingLayers
+    + recurrentLayers
 
   /// Fully connected layers.
   static let denseLayers: [LayerDefinition] = [

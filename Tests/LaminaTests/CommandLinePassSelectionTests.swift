@@ -61,7 +61,8 @@ struct CommandLinePassSelectionTests {
     #expect(some.status == 0, "\(some.errors)")
     #expect(
       passesRun(some) == [
-        "shape-inference", "autodiff", "optimizer", "constant-fold", "dce", "mode-specialize",
+        "shape-inference", "hoist", "autodiff", "hoist", "optimizer", "constant-fold", "dce",
+        "mode-specialize",
         "decompose", "memory-plan",
       ])
 

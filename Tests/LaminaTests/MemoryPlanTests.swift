@@ -54,6 +54,13 @@ struct MemoryPlanTests {
       for operand in graph.nodes[nodeIndex].operands {
         lastRead[root(operand)] = max(lastRead[root(operand)] ?? step, step)
       }
+      // A loop's body values are written and read during the loop's step, every iteration.
+      for member in EntryPoint.regionMembers(of: graph.nodes[nodeIndex]) {
+        for result in member.results { defined[result] = step }
+        for operand in member.operands {
+          lastRead[root(operand)] = max(lastRead[root(operand)] ?? step, step)
+        }
+      }
     }
     let end = schedule.count
     for (index, value) in entry.outputs.enumerated() where storage[value] != .output(index) {
