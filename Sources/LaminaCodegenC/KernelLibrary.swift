@@ -30,6 +30,8 @@ enum KernelLibrary {
     case .batchNormStatistics, .batchNormStatisticsGradient, .dropout, .maxPool, .maxPoolBackward,
       .averagePool, .averagePoolBackward, .globalAveragePool:
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
+    case .gatherRows, .scatterAddRows:
+      return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
     }
   }
 
@@ -73,6 +75,14 @@ enum KernelLibrary {
       return { context, body, prelude, symbols in
         PoolingKernels.emitGlobalAverage(
           context, into: &body, prelude: &prelude, symbolIndex: symbols)
+      }
+    case .gatherRows:
+      return { context, body, prelude, symbols in
+        GatherKernels.emitGather(context, into: &body, prelude: &prelude, symbolIndex: symbols)
+      }
+    case .scatterAddRows:
+      return { context, body, prelude, symbols in
+        GatherKernels.emitScatterAdd(context, into: &body, prelude: &prelude, symbolIndex: symbols)
       }
     default: return nil
     }

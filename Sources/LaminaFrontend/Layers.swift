@@ -330,6 +330,7 @@ public enum LayerRegistry {
   public static let all: [LayerDefinition] =
     denseLayers + normalizationLayers + layerNormLayers + randomLayers
     + convolutionLayers + poolingLayers
+    + embeddingLayers
 
   /// Fully connected layers.
   static let denseLayers: [LayerDefinition] = [

@@ -62,6 +62,20 @@ struct GradientTests {
   static let pos34 = "param posa: f64[3, 4]\ninput r: f64[3, 4]"
 
   static let cases: [Case] = [
+    // Rows picked by integer id (repeated ids: their gradients add up), and the scatter-add that
+    // is its gradient.
+    Case(
+      "gather_rows", "param a: f64[6, 4]\ninput ids: i32[4, 3]\ninput r: f64[4, 3, 4]",
+      "sum(gather_rows(a, ids) * r)"),
+    Case(
+      "gather_rows (rank-1 table)", "param a: f64[7]\ninput ids: i32[5]\ninput r: f64[5]",
+      "sum(gather_rows(a, ids) * r)"),
+    Case(
+      "scatter_add_rows", "param v: f64[4, 3, 2]\ninput ids: i32[4]\ninput r: f64[6, 3, 2]",
+      "sum(scatter_add_rows(v, ids, rows: 6) * r)"),
+    Case(
+      "embedding layer (f64)", "input tokens: i32[3, 5]\ninput r: f64[3, 5, 4]",
+      "sum((tokens |> embedding(vocab: 6, dim: 4, dtype: \"f64\")) * r)"),
     // Elementwise arithmetic, with broadcasting operands.
     Case(
       "add (bias broadcast)", "param a: f64[3, 4]\nparam b: f64[4]\ninput r: f64[3, 4]",

@@ -10,6 +10,7 @@ public enum OpRegistry {
     elementwiseOps + activationOps + linearAlgebraOps + reductionOps + shapeOps + lossOps + miscOps
     + optimizerOps + normalizationOps + layerNormOps + randomOps
     + convolutionOps + poolingOps
+    + embeddingOps
 
   private static let byName: [String: OpDefinition] = {
     var table: [String: OpDefinition] = [:]

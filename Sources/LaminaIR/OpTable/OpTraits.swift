@@ -313,6 +313,8 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case averagePool = "average-pool"
   case averagePoolBackward = "average-pool-backward"
   case globalAveragePool = "global-average-pool"
+  case gatherRows = "gather-rows"
+  case scatterAddRows = "scatter-add-rows"
 }
 
 // MARK: Fused groups

@@ -61,6 +61,8 @@ public enum Ops {
   public static let avgPool2d = OpHandle("avg_pool2d")
   public static let avgPool2dBackward = OpHandle("avg_pool2d_backward")
   public static let globalAvgPool2d = OpHandle("global_avg_pool2d")
+  public static let gatherRows = OpHandle("gather_rows")
+  public static let scatterAddRows = OpHandle("scatter_add_rows")
 
   /// Every handle, in table order (a test checks they match the table one to one).
   public static let all: [OpHandle] = [
@@ -72,4 +74,5 @@ public enum Ops {
   ]
     + [layerNorm, dropout] + [conv2d, convTranspose2d, conv2dBackwardWeight]
     + [maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward, globalAvgPool2d]
+    + [gatherRows, scatterAddRows]
 }
