@@ -128,7 +128,7 @@ struct EmbeddingTests {
     var result = ("no error", "no error")
     do { _ = try compiled.evaluate(inputs) } catch { result.0 = "\(error)" }
     do {
-      _ = try model.interpret(inputs: inputs, parameters: parameters)
+      _ = try model.interpret(inputs: inputs, parameters: parameters, outputs: ["e"])
     } catch { result.1 = "\(error)" }
     return result
   }
@@ -170,7 +170,7 @@ struct EmbeddingTests {
     ]
     var messages: [String] = []
     do { _ = try compiled.evaluate(inputs) } catch { messages.append("\(error)") }
-    do { _ = try model.interpret(inputs: inputs, parameters: [:]) } catch {
+    do { _ = try model.interpret(inputs: inputs, parameters: [:], outputs: ["y"]) } catch {
       messages.append("\(error)")
     }
     #expect(messages.count == 2)
