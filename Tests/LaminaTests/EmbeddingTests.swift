@@ -51,10 +51,12 @@ struct EmbeddingTests {
     let weight = try #require(model.graph.params.first)
     #expect(model.graph[weight.value].name == "embedding_0.weight")
     #expect(model.graph.type(of: weight.value).description == "f32[50, 64]")
-    #expect(model.graph.type(of: model.graph.outputs[0].value).description == "f32[batch, time, 64]")
+    #expect(
+      model.graph.type(of: model.graph.outputs[0].value).description == "f32[batch, time, 64]")
     let values = try #require(try model.initialParameters(seed: 3)["embedding_0.weight"]).doubles()
     let mean = values.reduce(0, +) / Double(values.count)
-    let deviation = sqrt(values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(values.count))
+    let deviation = sqrt(
+      values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(values.count))
     // 3,200 draws: the standard error of the mean is 0.018, of the deviation about 0.0125.
     #expect(abs(mean) < 0.09, "mean \(mean)")
     #expect(abs(deviation - 1) < 0.07, "standard deviation \(deviation)")
@@ -116,8 +118,9 @@ struct EmbeddingTests {
   }
 
   /// The message of evaluating `tokens`, compiled and interpreted.
-  static func errors(tokens: [Int32], shape: [Int]) throws -> (compiled: String, interpreted: String)
-  {
+  static func errors(tokens: [Int32], shape: [Int]) throws -> (
+    compiled: String, interpreted: String
+  ) {
     let model = try Model(source: Self.source)
     let parameters = try model.initialParameters(seed: 1)
     let compiled = try model.compile(options: TestCache.options(), parameters: parameters)

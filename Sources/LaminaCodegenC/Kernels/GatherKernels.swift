@@ -79,7 +79,8 @@ enum GatherKernels {
     let strides = cStrides(ids.shape)
     let coordinates = ids.shape.indices.map { axis in
       let quotient = strides[axis] == "1" ? "p" : "p / \(strides[axis])"
-      return axis == 0 ? "(long long)(\(quotient))" : "(long long)(\(quotient) % \(cDim(ids.shape[axis])))"
+      return axis == 0
+        ? "(long long)(\(quotient))" : "(long long)(\(quotient) % \(cDim(ids.shape[axis])))"
     }
     let format =
       "\(context.node.op): id %lld at position ["

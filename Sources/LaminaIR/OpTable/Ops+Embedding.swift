@@ -60,7 +60,8 @@ extension OpRegistry {
         "y = zeros([rows, F…]); for each position i…: y[ids[i…], f…] += values[i…, f…]; ids integer [I…] with values in 0..<rows, values [I…, F…]",
       operands: [OperandSpec("values"), OperandSpec("ids")],
       attributes: [
-        AttributeSpec("rows", .int, required: true, "the number of rows of the result (the table's)"),
+        AttributeSpec(
+          "rows", .int, required: true, "the number of rows of the result (the table's)"),
         AttributeSpec(
           "input", .string, "the name of the value the ids come from, for the out-of-range error"),
       ],
