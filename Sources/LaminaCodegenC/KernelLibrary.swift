@@ -24,6 +24,7 @@ enum KernelLibrary {
     case .crossEntropyGradient: return { LossKernels.emitCrossEntropyGradient($0, into: &$1) }
     case .binaryCrossEntropy: return { LossKernels.emitBinaryCrossEntropy($0, into: &$1) }
     case .squaredNorm: return { LossKernels.emitL2($0, into: &$1) }
+    case .sequenceMask: return { SequenceKernels.emitMask($0, into: &$1) }
     case .convolution: return { ConvolutionKernels.emit($0, into: &$1) }
     case .convolutionTranspose: return { ConvolutionKernels.emit($0, into: &$1) }
     case .convolutionWeightGradient: return { ConvolutionKernels.emit($0, into: &$1) }

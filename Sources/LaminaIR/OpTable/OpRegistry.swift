@@ -11,6 +11,7 @@ public enum OpRegistry {
     + optimizerOps + normalizationOps + layerNormOps + randomOps
     + convolutionOps + poolingOps
     + embeddingOps
+    + sequenceOps
 
   private static let byName: [String: OpDefinition] = {
     var table: [String: OpDefinition] = [:]

@@ -315,6 +315,7 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case globalAveragePool = "global-average-pool"
   case gatherRows = "gather-rows"
   case scatterAddRows = "scatter-add-rows"
+  case sequenceMask = "sequence-mask"
 }
 
 // MARK: Fused groups

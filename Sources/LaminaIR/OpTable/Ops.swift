@@ -63,6 +63,7 @@ public enum Ops {
   public static let globalAvgPool2d = OpHandle("global_avg_pool2d")
   public static let gatherRows = OpHandle("gather_rows")
   public static let scatterAddRows = OpHandle("scatter_add_rows")
+  public static let sequenceMask = OpHandle("sequence_mask")
 
   /// Every handle, in table order (a test checks they match the table one to one).
   public static let all: [OpHandle] = [
@@ -75,4 +76,5 @@ public enum Ops {
     + [layerNorm, dropout] + [conv2d, convTranspose2d, conv2dBackwardWeight]
     + [maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward, globalAvgPool2d]
     + [gatherRows, scatterAddRows]
+    + [sequenceMask]
 }
