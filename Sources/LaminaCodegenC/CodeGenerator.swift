@@ -38,6 +38,7 @@ private enum Storage: Hashable {
   case output(Int)
   case loss(Int)
   case arena(Int)  // index of the arena slot
+  case local(String)  // a loop body's argument: a byte pointer the loop sets each step
 }
 
 /// A node's kernel in one mode.
@@ -55,9 +56,18 @@ private struct Generator {
   var kernelNames: [KernelKey: String] = [:]
   private var kernelsByBody: [String: String] = [:]
   var statistics: [EntryPointStatistics] = []
+  /// The kernel number of each loop-body member (by its first result), after the graph's nodes.
+  let memberKernelIDs: [ValueID: Int]
 
   init(graph: Graph) {
     self.graph = graph
+    var ids: [ValueID: Int] = [:]
+    for node in graph.nodes where node.hasRegion {
+      for member in EntryPoint.regionMembers(of: node) where !member.results.isEmpty {
+        ids[member.results[0]] = graph.nodes.count + ids.count
+      }
+    }
+    self.memberKernelIDs = ids
     var symbols: [String] = []
     for value in graph.inputs.map(\.value) + graph.nodes.flatMap(\.results) {
       for symbol in graph.type(of: value).symbols where !symbols.contains(symbol) {
@@ -109,6 +119,21 @@ private struct Generator {
     writer.line("/* ======== Kernels ======== */")
     writer.line()
     for (index, node) in graph.nodes.enumerated() {
+      if node.hasRegion {
+        // A loop has no kernel of its own: its body's kernels run in the entry point's loop.
+        for member in EntryPoint.regionMembers(of: node) where !member.hasRegion {
+          let id = memberKernelIDs[member.results[0]]!
+          if member.op == Node.fusedOp {
+            try emitFusedKernel(id, member)
+            continue
+          }
+          let modes: [ExecutionMode] =
+            OpRegistry.definition(member.op)?.dependsOnMode == true
+            ? [.inference, .training] : [.inference]
+          for mode in modes { try emitKernel(id, member, mode: mode) }
+        }
+        continue
+      }
       if node.op == Node.fusedOp {
         try emitFusedKernel(index, node)
         continue
@@ -291,6 +316,9 @@ private struct Generator {
       } else {
         KernelLibrary.emitter(id)(context, &body)
       }
+    case .region:
+      throw Diagnostic.error(
+        "\(node.op) runs a region: the entry point emits it as a loop", at: node.location)
     case .decomposed:
       throw Diagnostic.error(
         "\(node.op) has no kernel: the decompose pass replaces it before code generation",
@@ -378,25 +406,46 @@ private struct Generator {
     for (index, param) in graph.params.enumerated() { storage[param.value] = .param(index) }
     for (index, state) in graph.states.enumerated() { storage[state.value] = .state(index) }
     var arenaValues: [ValueID] = []
+    func arenaStorage(_ value: ValueID) -> Storage {
+      if let plan {
+        return plan.directUpdates[value].map { storage[$0]! } ?? .arena(plan.bufferOf[value]!)
+      }
+      arenaValues.append(value)
+      return .arena(arenaValues.count - 1)
+    }
+    // A loop's body: carried and sequence arguments are pointers the loop sets, invariants are
+    // their operands; members live in the arena (aliases share their operand's storage).
+    func assignRegionStorage(_ node: Node) {
+      guard let layout = node.scanLayout else { return }
+      for (position, argument) in node.regionArguments.enumerated() {
+        storage[argument] =
+          layout.invariantRange.contains(position)
+          ? storage[node.operands[position]]! : .local("arg_\(argument.index)")
+      }
+      for member in node.body {
+        if case .alias? = OpRegistry.definition(member.op)?.c {
+          storage[member.result] = storage[member.operands[0]]
+          continue
+        }
+        for value in member.results { storage[value] = arenaStorage(value) }
+        if member.hasRegion { assignRegionStorage(member) }
+      }
+    }
     for nodeIndex in needed {
       for value in graph.nodes[nodeIndex].results {
         switch classes[value]! {
+        case .regionArgument: break
         case .alias(let operand): storage[value] = storage[operand]
         case .output(let index): storage[value] = .output(index)
         case .loss(let index): storage[value] = .loss(index)
         case .input(let index): storage[value] = .input(index)
         case .param(let index): storage[value] = .param(index)
         case .state(let index): storage[value] = .state(index)
-        case .arena:
-          if let plan {
-            storage[value] =
-              plan.directUpdates[value].map { storage[$0]! } ?? .arena(plan.bufferOf[value]!)
-          } else {
-            storage[value] = .arena(arenaValues.count)
-            arenaValues.append(value)
-          }
+        case .arena: storage[value] = arenaStorage(value)
         }
       }
+      // After the results: the carried arguments point at the final carried values' storage.
+      if graph.nodes[nodeIndex].hasRegion { assignRegionStorage(graph.nodes[nodeIndex]) }
     }
     var launches = 0
     var copies = 0
@@ -528,10 +577,98 @@ private struct Generator {
         case .output(let index): return "(\(type)*)outputs[\(index)]"
         case .loss(let index): return "(\(type)*)losses[\(index)]"
         case .arena(let slot): return "(\(type)*)(arena + offsets[\(slot)])"
+        case .local(let name): return "(\(qualifier)\(type)*)\(name)"
+        }
+      }
+      func bytes(_ value: ValueID) -> String {
+        let type = graph.type(of: value)
+        return "(size_t)(\(cProduct(type.shape))) * \(type.dtype.byteSize)"
+      }
+      func call(_ node: Node, kernel: String, into body: inout CWriter) {
+        let arguments =
+          ["ctx", "dims"] + node.operands.map { pointer($0) }
+          + node.results.map { pointer($0, writable: true) }
+        let notes = node.results.map { result -> String in
+          var note = "%" + graph[result].name
+          if let operand = plan?.inPlace[result] { note += " in place of %" + graph[operand].name }
+          if let target = plan?.directUpdates[result] {
+            note += " straight into %" + graph[target].name
+          }
+          return note
+        }
+        body.line(
+          "status = \(kernel)(\(arguments.joined(separator: ", ")));  /* \(CText.comment(notes.joined(separator: ", "))) */"
+        )
+        launches += 1
+        body.line("if (status != LAMINA_OK) return status;")
+      }
+      // A scan: a C loop over the steps, running the body's kernels on views of the step.
+      func emitLoop(_ node: Node, into body: inout CWriter) {
+        guard let layout = node.scanLayout else { return }
+        let sequence = graph.type(of: node.operands[layout.sequenceRange.lowerBound])
+        let steps = cDim(sequence.shape[0])
+        let names = node.results.map { "%" + graph[$0].name }.joined(separator: ", ")
+        body.line(
+          "/* \(CText.comment("\(names) = scan"))\(layout.reverse ? " (reverse)" : ""): \(layout.carried) carried, \(layout.sequences) sequence(s), \(layout.invariants) invariant(s); its body runs once per step */"
+        )
+        body.block("") { loop in
+          for position in layout.carriedRange
+          where storage[node.results[position]] != storage[node.operands[position]] {
+            loop.line(
+              "memcpy(\(pointer(node.results[position], writable: true)), \(pointer(node.operands[position])), \(bytes(node.operands[position])));  /* \(CText.comment("%" + graph[node.results[position]].name)) starts as \(CText.comment("%" + graph[node.operands[position]].name)) */"
+            )
+            copies += 1
+          }
+          loop.block("for (int64_t step = 0; step < \(steps); step++)") { iteration in
+            iteration.line(
+              "const int64_t t = \(layout.reverse ? "\(steps) - 1 - step" : "step");")
+            iteration.line("(void)t;")
+            for (position, argument) in node.regionArguments.enumerated() {
+              guard case .local(let name)? = storage[argument] else { continue }
+              if layout.carriedRange.contains(position) {
+                iteration.line(
+                  "unsigned char* const \(name) = (unsigned char*)\(pointer(node.results[position], writable: true));  /* \(CText.comment("%" + graph[argument].name)) */"
+                )
+              } else {
+                iteration.line(
+                  "unsigned char* const \(name) = (unsigned char*)\(pointer(node.operands[position])) + t * \(bytes(argument));  /* \(CText.comment("%" + graph[argument].name)): step t */"
+                )
+              }
+              iteration.line("(void)\(name);")
+            }
+            for member in node.body {
+              if member.hasRegion {
+                emitLoop(member, into: &iteration)
+                continue
+              }
+              if case .alias? = OpRegistry.definition(member.op)?.c { continue }
+              let id = memberKernelIDs[member.results[0]]!
+              let kernel =
+                kernelNames[KernelKey(node: id, mode: mode)]
+                ?? kernelNames[KernelKey(node: id, mode: .inference)]!
+              call(member, kernel: kernel, into: &iteration)
+            }
+            // Outputs first: they may read a carried argument's value at the step's start.
+            for (offset, result) in node.regionResults.enumerated().dropFirst(layout.carried) {
+              iteration.line(
+                "memcpy((unsigned char*)\(pointer(node.results[offset], writable: true)) + t * \(bytes(result)), \(pointer(result)), \(bytes(result)));  /* step t of \(CText.comment("%" + graph[node.results[offset]].name)) */"
+              )
+            }
+            for position in layout.carriedRange
+            where storage[node.regionResults[position]] != storage[node.regionArguments[position]] {
+              iteration.line(
+                "memmove(\(pointer(node.results[position], writable: true)), \(pointer(node.regionResults[position])), \(bytes(node.regionResults[position])));  /* the carried \(CText.comment("%" + graph[node.regionArguments[position]].name)) for the next step */"
+              )
+            }
+          }
         }
       }
       for nodeIndex in needed {
         let node = graph.nodes[nodeIndex]
+        if node.hasRegion {
+          emitLoop(node, into: &body)
+          continue
+        }
         // Fused nodes are not in the op table; they always run their kernel.
         if case .alias? = OpRegistry.definition(node.op)?.c { continue }
         let arguments =

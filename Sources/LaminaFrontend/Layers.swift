@@ -347,6 +347,8 @@ public enum LayerRegistry {
     denseLayers + normalizationLayers + layerNormLayers + randomLayers
     + convolutionLayers + poolingLayers
     + embeddingLayers
+    + recurrentLayers
+    + gatedRecurrentLayers
 
   /// Fully connected layers.
   static let denseLayers: [LayerDefinition] = [

@@ -70,6 +70,11 @@ public struct EntryPoint: Hashable, Sendable {
     graph.trainSteps.filter { step in graph.assignments.contains { $0.step == step.name } }
   }
 
+  /// The members of region nodes' bodies (recursively), each with the step of its region node.
+  public static func regionMembers(of node: Node) -> [Node] {
+    node.body.flatMap { member in [member] + (member.hasRegion ? regionMembers(of: member) : []) }
+  }
+
   /// The nodes the entry point runs, in order: step `i` of its schedule is node `schedule[i]`.
   public func schedule(in graph: Graph) -> [Int] { graph.nodesNeeded(for: targets) }
 
@@ -83,12 +88,26 @@ public struct EntryPoint: Hashable, Sendable {
     for (index, input) in graph.inputs.enumerated() { storage[input.value] = .input(index) }
     for (index, param) in graph.params.enumerated() { storage[param.value] = .param(index) }
     for (index, state) in graph.states.enumerated() { storage[state.value] = .state(index) }
+    // A loop body's arguments are views the loop sets each step; its members' results live in
+    // the arena once for every step (aliases share their operand's storage).
+    func classifyRegion(_ node: Node) {
+      for argument in node.regionArguments { storage[argument] = .regionArgument }
+      for member in node.body {
+        if case .alias? = OpRegistry.definition(member.op)?.c {
+          storage[member.result] = .alias(of: member.operands[0])
+          continue
+        }
+        if member.hasRegion { classifyRegion(member) }
+        for value in member.results { storage[value] = .arena }
+      }
+    }
     for nodeIndex in schedule {
       let node = graph.nodes[nodeIndex]
       if case .alias? = OpRegistry.definition(node.op)?.c {
         storage[node.result] = .alias(of: node.operands[0])
         continue
       }
+      if node.hasRegion { classifyRegion(node) }
       for value in node.results {
         if let index = outputs.firstIndex(of: value) {
           storage[value] = .output(index)
@@ -116,4 +135,7 @@ public enum StorageClass: Hashable, Sendable {
   case alias(of: ValueID)
   /// Space in the context's arena, placed by the memory plan (or one slot each without one).
   case arena
+  /// A loop body's argument: a view of the carried state, a sequence's step or an invariant,
+  /// which the loop points at each step.
+  case regionArgument
 }

@@ -33,11 +33,20 @@ public struct Node: Hashable, Sendable {
   /// The member nodes of a `fused` node (one kernel computing several ops), in order; empty for
   /// every other op. Members read the fused node's operands and earlier members' results; the
   /// fused node's results are the members' results used outside the group.
+  ///
+  /// For an op with a region (`scan`, see `OpDefinition.region`) it is the region's graph: nodes
+  /// that read `regionArguments` (and earlier body results) and compute `regionResults`, run once
+  /// per step. Body values live in the same value table as the rest of the graph.
   public var body: [Node]
+  /// The values a region's body reads each step (defined by the node, not by a body member).
+  public var regionArguments: [ValueID]
+  /// The values a region's body hands back each step (defined by body members or arguments).
+  public var regionResults: [ValueID]
 
   public init(
     op: String, operands: [ValueID], attributes: [String: Attribute] = [:], results: [ValueID],
-    location: SourceLocation, body: [Node] = []
+    location: SourceLocation, body: [Node] = [], regionArguments: [ValueID] = [],
+    regionResults: [ValueID] = []
   ) {
     self.op = op
     self.operands = operands
@@ -45,7 +54,12 @@ public struct Node: Hashable, Sendable {
     self.results = results
     self.location = location
     self.body = body
+    self.regionArguments = regionArguments
+    self.regionResults = regionResults
   }
+
+  /// True for a node whose body is a region run over steps (a `scan`), not fused members.
+  public var hasRegion: Bool { OpRegistry.definition(op)?.region != nil }
 
   /// The op name of nodes that group other nodes into one kernel (built by the fusion pass).
   public static let fusedOp = "fused"

@@ -239,12 +239,59 @@ public struct IRParser {
         op: op.text, operands: operands, attributes: attributes, results: results,
         location: nodeLocation, body: body)
     }
+    if OpRegistry.definition(op.text)?.region != nil {
+      return try parseRegion(
+        op: op.text, operands: operands, attributes: attributes,
+        resultNames: resultNames, types: types, location: nodeLocation, into: &graph)
+    }
     let results = zip(resultNames, types).map { name, type in
       graph.makeValue(name: name.text, type: type, location: nodeLocation)
     }
     return Node(
       op: op.text, operands: operands, attributes: attributes, results: results,
       location: nodeLocation)
+  }
+
+  /// The body of a region node: `{ args(%a : type, ...) members... yield(%r, ...) }`.
+  private mutating func parseRegion(
+    op: String, operands: [ValueID], attributes: [String: Attribute], resultNames: [IRToken],
+    types: [TensorType?], location: SourceLocation, into graph: inout Graph
+  ) throws -> Node {
+    _ = try expect(.punctuation, "{", "'{' opening the \(op) node's body")
+    _ = try expect(.identifier, "args", "'args(...)' naming the body's arguments")
+    _ = try expect(.punctuation, "(", "'(' after args")
+    var arguments: [ValueID] = []
+    if accept(.punctuation, ")") == nil {
+      repeat {
+        let name = try parseValueName(defining: graph)
+        var type: TensorType?
+        if accept(.punctuation, ":") != nil { type = try parseType() }
+        arguments.append(graph.makeValue(name: name.text, type: type, location: name.location))
+      } while accept(.punctuation, ",") != nil
+      _ = try expect(.punctuation, ")", "')' closing the arguments")
+    }
+    var body: [Node] = []
+    while !(current.kind == .identifier && current.text == "yield") {
+      guard current.kind == .local else {
+        throw Diagnostic.error(
+          "expected a body node or 'yield(...)', found '\(current.text)'", at: current.location)
+      }
+      body.append(try parseNode(startingWith: current, into: &graph))
+    }
+    _ = advance()
+    _ = try expect(.punctuation, "(", "'(' after yield")
+    var yielded: [ValueID] = []
+    if accept(.punctuation, ")") == nil {
+      repeat { yielded.append(try parseUse(graph)) } while accept(.punctuation, ",") != nil
+      _ = try expect(.punctuation, ")", "')' closing the yielded values")
+    }
+    _ = try expect(.punctuation, "}", "'}' closing the \(op) node's body")
+    let results = zip(resultNames, types).map { name, type in
+      graph.makeValue(name: name.text, type: type, location: location)
+    }
+    return Node(
+      op: op, operands: operands, attributes: attributes, results: results, location: location,
+      body: body, regionArguments: arguments, regionResults: yielded)
   }
 
   /// `STEP %target = %value`, the rest of a `grad` or `update` line.

@@ -95,6 +95,21 @@ public struct IRPrinter: Sendable {
       text += " : " + types.map(\.description).joined(separator: ", ")
     }
     text += location(node.location)
+    // A region node lists its body: the arguments it defines, the members, the values it yields.
+    if node.hasRegion {
+      let arguments = node.regionArguments.map {
+        "\(name($0, in: graph)) : \(typeText($0, in: graph))"
+      }
+      text += " {\n"
+      text += "    args(\(arguments.joined(separator: ", ")))\n"
+      for member in node.body {
+        text +=
+          "    " + print(member, in: graph).replacingOccurrences(of: "\n", with: "\n  ") + "\n"
+      }
+      text +=
+        "    yield(\(node.regionResults.map { name($0, in: graph) }.joined(separator: ", ")))\n"
+      return text + "  }"
+    }
     // A fused node lists its members, one kernel's worth of ops, in a block.
     if !node.body.isEmpty {
       text += " {\n"

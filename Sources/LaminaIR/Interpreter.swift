@@ -70,15 +70,29 @@ public struct Interpreter: Sendable {
         tensor, to: type.dtype, name: info.name, kind: param.kind)
     }
 
-    // A fused node computes what its members compute, one after another.
-    let steps = needed.flatMap { index in
-      graph.nodes[index].op == Node.fusedOp ? graph.nodes[index].body : [graph.nodes[index]]
+    try evaluate(
+      needed.map { graph.nodes[$0] }, environment: &environment, bindings: bindings, mode: mode)
+    var output: [String: Tensor] = [:]
+    for (name, value) in zip(requested, targets) {
+      guard let tensor = environment[value] else {
+        throw RunError("'\(name)' is not computed by this graph (a pass removed it as unused)")
+      }
+      output[name] = tensor
     }
+    return output
+  }
+
+  /// Evaluates `nodes` in order, adding their results to `environment`.
+  func evaluate(
+    _ nodes: [Node], environment: inout [ValueID: Tensor], bindings: [String: Int],
+    mode: ExecutionMode
+  ) throws {
+    // A fused node computes what its members compute, one after another.
+    let steps = nodes.flatMap { node in node.op == Node.fusedOp ? node.body : [node] }
     for node in steps {
       guard let definition = OpRegistry.definition(node.op) else {
         throw RunError("unknown op '\(node.op)'")
       }
-      let operands = node.operands.map { environment[$0]! }
       var results: [(dtype: DType, shape: [Int])] = []
       for result in node.results {
         let type = graph.type(of: result)
@@ -88,6 +102,13 @@ public struct Interpreter: Sendable {
         try Tensor.checkAllocation(type.dtype, shape, of: "%\(graph[result].name)")
         results.append((type.dtype, shape))
       }
+      if definition.region != nil {
+        let values = try runScan(
+          node, environment: &environment, bindings: bindings, mode: mode, results: results)
+        for (result, value) in zip(node.results, values) { environment[result] = value }
+        continue
+      }
+      let operands = node.operands.map { environment[$0]! }
       let context = InterpretContext(
         operands: operands, attributes: node.attributes, results: results, mode: mode)
       let values: [Tensor]
@@ -106,14 +127,66 @@ public struct Interpreter: Sendable {
         environment[result] = value
       }
     }
-    var output: [String: Tensor] = [:]
-    for (name, value) in zip(requested, targets) {
-      guard let tensor = environment[value] else {
-        throw RunError("'\(name)' is not computed by this graph (a pass removed it as unused)")
-      }
-      output[name] = tensor
-    }
-    return output
   }
 
+  /// Runs a scan: its body once per step, the carried values passed on, the outputs stacked.
+  private func runScan(
+    _ node: Node, environment: inout [ValueID: Tensor], bindings: [String: Int],
+    mode: ExecutionMode, results: [(dtype: DType, shape: [Int])]
+  ) throws -> [Tensor] {
+    guard let layout = node.scanLayout else { throw RunError("invalid scan node") }
+    let operands = node.operands.map { environment[$0]! }
+    let steps = operands[layout.sequenceRange.lowerBound].shape[0]
+    var carried = Array(operands[layout.carriedRange])
+    let outputCount = node.regionResults.count - layout.carried
+    var stacked = (0..<outputCount).map { output in
+      let shape = results[layout.carried + output].shape
+      return [UInt8](
+        repeating: 0, count: shape.reduce(1, *) * results[layout.carried + output].dtype.byteSize)
+    }
+    for step in 0..<steps {
+      let t = layout.reverse ? steps - 1 - step : step
+      var local = environment
+      for (position, argument) in node.regionArguments.enumerated() {
+        if layout.carriedRange.contains(position) {
+          local[argument] = carried[position]
+        } else if layout.sequenceRange.contains(position) {
+          local[argument] = operands[position].step(t)
+        } else {
+          local[argument] = operands[position]
+        }
+      }
+      try evaluate(node.body, environment: &local, bindings: bindings, mode: mode)
+      for position in layout.carriedRange {
+        carried[position] = local[node.regionResults[position]]!
+      }
+      for output in 0..<outputCount {
+        let value = local[node.regionResults[layout.carried + output]]!
+        value.withUnsafeBytes { bytes in
+          let offset = t * bytes.count
+          for index in 0..<bytes.count { stacked[output][offset + index] = bytes[index] }
+        }
+      }
+    }
+    let outputs = (0..<outputCount).map { output in
+      let result = results[layout.carried + output]
+      return stacked[output].withUnsafeBytes { bytes in
+        Tensor(dtype: result.dtype, shape: result.shape, bytes: bytes)!
+      }
+    }
+    return carried + outputs
+  }
+}
+
+extension Tensor {
+  /// The slice at `index` of the leading axis.
+  func step(_ index: Int) -> Tensor {
+    let shape = Array(self.shape.dropFirst())
+    return withUnsafeBytes { bytes in
+      let size = bytes.count / max(self.shape[0], 1)
+      return Tensor(
+        dtype: dtype, shape: shape,
+        bytes: UnsafeRawBufferPointer(rebasing: bytes[(index * size)..<((index + 1) * size)]))!
+    }
+  }
 }

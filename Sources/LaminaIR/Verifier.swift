@@ -129,6 +129,52 @@ public enum Verifier {
       }
     }
 
+    /// A region's body reads its arguments and earlier members only; its results are visible there.
+    func checkRegion(_ node: Node) {
+      guard node.scanLayout != nil else {
+        diagnostics.error("\(node.op): invalid region attributes", at: node.location)
+        return
+      }
+      var visible = Set<ValueID>()
+      func defineInside(_ value: ValueID, at location: SourceLocation) {
+        if defined[value.index] || definedInside[value.index] {
+          diagnostics.error("value %\(graph[value].name) is defined more than once", at: location)
+        }
+        if graph[value].type == nil {
+          diagnostics.error("value %\(graph[value].name) has no type", at: location)
+        }
+        definedInside[value.index] = true
+        visible.insert(value)
+      }
+      for argument in node.regionArguments { defineInside(argument, at: node.location) }
+      for member in node.body {
+        for operand in member.operands where !visible.contains(operand) {
+          diagnostics.error(
+            "\(member.op) in the body of \(node.op) reads %\(graph[operand].name), which is neither a body argument nor computed earlier in the body",
+            at: member.location,
+            help: "values from outside a loop enter it as loop-invariant operands")
+        }
+        if member.op == Node.fusedOp {
+          checkFused(member)
+          for result in member.results {
+            defined[result.index] = false
+            definedInside[result.index] = true
+            visible.insert(result)
+          }
+          continue
+        }
+        if member.hasRegion { checkRegion(member) }
+        for result in member.results { defineInside(result, at: member.location) }
+        if !member.hasRegion { checkTypes(member) }
+      }
+      for result in node.regionResults where !visible.contains(result) {
+        diagnostics.error(
+          "\(node.op): body result %\(graph[result].name) is not computed in the body",
+          at: node.location)
+      }
+      checkTypes(node)
+    }
+
     for node in graph.nodes {
       for operand in node.operands where !defined[operand.index] {
         diagnostics.error(
@@ -138,6 +184,11 @@ public enum Verifier {
       }
       if node.op == Node.fusedOp {
         checkFused(node)
+        continue
+      }
+      if node.hasRegion {
+        checkRegion(node)
+        for result in node.results { define(result, at: node.location) }
         continue
       }
       for result in node.results { define(result, at: node.location) }
@@ -269,8 +320,16 @@ extension Graph {
   public func typing(of node: Node, definition: OpDefinition) throws(ShapeError) -> NodeTyping? {
     let operandTypes = node.operands.compactMap { self[$0].type }
     guard operandTypes.count == node.operands.count else { return nil }
+    var region: RegionTypes?
+    if definition.region != nil {
+      let arguments = node.regionArguments.compactMap { self[$0].type }
+      let results = node.regionResults.compactMap { self[$0].type }
+      guard arguments.count == node.regionArguments.count, results.count == node.regionResults.count
+      else { return nil }
+      region = RegionTypes(arguments: arguments, results: results)
+    }
     let (types, attributes) = try definition.inferTypes(
-      operands: operandTypes, attributes: node.attributes)
+      operands: operandTypes, attributes: node.attributes, region: region)
     var problems: [String] = []
     if types.count != node.results.count {
       problems.append(

@@ -81,51 +81,9 @@ public struct Autodiff: GraphPass {
     adjoints[loss] = builder.constant(1, like: loss)
     builder.graph.rename(adjoints[loss]!, to: "grad.\(graph[loss].name)")
 
-    for index in needed.reversed() {
-      let node = builder.graph.nodes[index]
-      guard let resultGradient = adjoints[node.result], dependsOnTarget.contains(node.result) else {
-        continue
-      }
-      // Every use of the result comes after its definition, so its gradient is complete now.
-      nameGradient(of: node.result, resultGradient, in: &builder.graph)
-      let wanted = node.operands.map { operand in
-        dependsOnTarget.contains(operand) && builder.type(of: operand).dtype.isFloatingPoint
-      }
-      guard wanted.contains(true) else { continue }
-      guard let definition = OpRegistry.definition(node.op), let rule = definition.gradient else {
-        throw Diagnostic.error(
-          "\(node.op) has no gradient, but the loss depends on a parameter through it",
-          at: node.location,
-          help: "wrap the value in stop_gradient(...) if no gradient should flow through it")
-      }
-      builder.location = node.location
-      let operandGradients: [ValueID?]
-      do {
-        operandGradients = try rule(
-          &builder, GradientInputs(node: node, resultGradient: resultGradient))
-      } catch {
-        throw Diagnostic.error("gradient of \(node.op): \(error.message)", at: node.location)
-      }
-      for (position, operand) in node.operands.enumerated() where wanted[position] {
-        guard position < operandGradients.count, var gradient = operandGradients[position] else {
-          continue
-        }
-        let operandType = builder.type(of: operand)
-        do throws(ShapeError) {
-          gradient = try builder.reduce(gradient, toShapeOf: operandType)
-          if builder.type(of: gradient).dtype != operandType.dtype {
-            gradient = try builder.op(Ops.cast, [gradient], ["dtype": .dtype(operandType.dtype)])
-          }
-          if let existing = adjoints[operand] {
-            adjoints[operand] = try builder.add(existing, gradient)
-          } else {
-            adjoints[operand] = gradient
-          }
-        } catch {
-          throw Diagnostic.error("gradient of \(node.op): \(error.message)", at: node.location)
-        }
-      }
-    }
+    try sweep(
+      needed.reversed().map { (index: $0, node: builder.graph.nodes[$0]) },
+      adjoints: &adjoints, dependsOnTarget: dependsOnTarget, builder: &builder)
 
     var results: [ValueID] = []
     for target in targets {
@@ -147,8 +105,76 @@ public struct Autodiff: GraphPass {
     return results
   }
 
+  /// Turns result gradients into operand gradients, node by node, `nodes` last to first; `index`
+  /// is the node's position in the graph (nil for the members of a loop body).
+  static func sweep(
+    _ nodes: [(index: Int?, node: Node)], adjoints: inout [ValueID: ValueID],
+    dependsOnTarget: Set<ValueID>, builder: inout GradientBuilder
+  ) throws {
+    for (index, node) in nodes {
+      let wanted = node.operands.map { operand in
+        dependsOnTarget.contains(operand) && builder.type(of: operand).dtype.isFloatingPoint
+      }
+      let operandGradients: [ValueID?]
+      if node.hasRegion {
+        guard node.results.contains(where: { adjoints[$0] != nil && dependsOnTarget.contains($0) })
+        else { continue }
+        for result in node.results {
+          nameGradient(of: result, adjoints[result], in: &builder.graph)
+        }
+        guard wanted.contains(true) else { continue }
+        guard let index else {
+          throw Diagnostic.error(
+            "the gradient of a loop inside a loop's body is not supported yet", at: node.location)
+        }
+        builder.location = node.location
+        operandGradients = try scanGradient(
+          nodeIndex: index, resultGradients: node.results.map { adjoints[$0] }, wanted: wanted,
+          builder: &builder)
+      } else {
+        guard let resultGradient = adjoints[node.result], dependsOnTarget.contains(node.result)
+        else { continue }
+        // Every use of the result comes after its definition, so its gradient is complete now.
+        nameGradient(of: node.result, resultGradient, in: &builder.graph)
+        guard wanted.contains(true) else { continue }
+        guard let definition = OpRegistry.definition(node.op), let rule = definition.gradient else {
+          throw Diagnostic.error(
+            "\(node.op) has no gradient, but the loss depends on a parameter through it",
+            at: node.location,
+            help: "wrap the value in stop_gradient(...) if no gradient should flow through it")
+        }
+        builder.location = node.location
+        do {
+          operandGradients = try rule(
+            &builder, GradientInputs(node: node, resultGradient: resultGradient))
+        } catch {
+          throw Diagnostic.error("gradient of \(node.op): \(error.message)", at: node.location)
+        }
+      }
+      for (position, operand) in node.operands.enumerated() where wanted[position] {
+        guard position < operandGradients.count, var gradient = operandGradients[position] else {
+          continue
+        }
+        let operandType = builder.type(of: operand)
+        do throws(ShapeError) {
+          gradient = try builder.reduce(gradient, toShapeOf: operandType)
+          if builder.type(of: gradient).dtype != operandType.dtype {
+            gradient = try builder.op(Ops.cast, [gradient], ["dtype": .dtype(operandType.dtype)])
+          }
+          if let existing = adjoints[operand] {
+            adjoints[operand] = try builder.add(existing, gradient)
+          } else {
+            adjoints[operand] = gradient
+          }
+        } catch {
+          throw Diagnostic.error("gradient of \(node.op): \(error.message)", at: node.location)
+        }
+      }
+    }
+  }
+
   /// Gives a finished gradient value the name `grad.NAME` when it has only a temporary name.
-  private static func nameGradient(of value: ValueID, _ gradient: ValueID?, in graph: inout Graph) {
+  static func nameGradient(of value: ValueID, _ gradient: ValueID?, in graph: inout Graph) {
     guard let gradient, graph[gradient].name.first?.isNumber == true else { return }
     graph.rename(gradient, to: "grad.\(graph[value].name)")
   }

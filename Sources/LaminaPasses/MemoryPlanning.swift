@@ -59,6 +59,10 @@ public enum MemoryPlanner {
       for operand in node.operands {
         lastRead[root(operand), default: -1] = max(lastRead[root(operand), default: -1], step)
       }
+      // A loop's body values live for its whole step: once, reused by every iteration.
+      for member in node.hasRegion ? EntryPoint.regionMembers(of: node) : [] {
+        for result in member.results { defined[result] = step }
+      }
     }
     // Exposed values not computed in the caller's buffer are copied there after the last kernel.
     var readAtEnd = Set<ValueID>()
@@ -112,6 +116,17 @@ public enum MemoryPlanner {
     var inPlace: [ValueID: ValueID] = [:]
     for (step, nodeIndex) in schedule.enumerated() {
       let node = graph.nodes[nodeIndex]
+      // Body values of a loop: a buffer each, never in place (they all live for the loop's step).
+      for member in node.hasRegion ? EntryPoint.regionMembers(of: node) : [] {
+        for result in member.results where storage[result] == .arena {
+          lifetimes[result] = step...step
+          bufferOf[result] = buffers.count
+          buffers.append(
+            MemoryPlan.Buffer(
+              values: [result], size: SymbolicSize(bytesOf: graph.type(of: result)),
+              firstStep: step, lastStep: step))
+        }
+      }
       let candidates = InPlace.candidates(node, in: graph)
       var taken = Set<Int>()
       for (position, result) in node.results.enumerated()

@@ -19,10 +19,13 @@ public struct PromoteToF64: GraphPass {
         graph.setType(type.with(dtype: .f64), of: value)
       }
     }
-    for index in graph.nodes.indices {
-      for name in ["dtype"] where graph.nodes[index].attributes[name] == .dtype(.f32) {
-        graph.nodes[index].attributes[name] = .dtype(.f64)
+    func promote(_ node: inout Node) {
+      for name in ["dtype"] where node.attributes[name] == .dtype(.f32) {
+        node.attributes[name] = .dtype(.f64)
       }
+      // Members of fused nodes and loop bodies too.
+      for member in node.body.indices { promote(&node.body[member]) }
     }
+    for index in graph.nodes.indices { promote(&graph.nodes[index]) }
   }
 }

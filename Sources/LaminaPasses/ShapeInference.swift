@@ -21,7 +21,9 @@ public struct ShapeInference: GraphPass {
   public func run(on graph: inout Graph, context: inout PassContext) throws {
     for index in graph.nodes.indices {
       var node = graph.nodes[index]
-      if node.op == Node.fusedOp {
+      if node.hasRegion {
+        inferRegion(&node, in: &graph, context: &context)
+      } else if node.op == Node.fusedOp {
         // A fused node (IR read back after fusion) types its members; its results are theirs.
         for member in node.body.indices { infer(&node.body[member], in: &graph, context: &context) }
       } else {
@@ -30,6 +32,36 @@ public struct ShapeInference: GraphPass {
       graph.nodes[index] = node
     }
     try context.diagnostics.throwIfErrors()
+  }
+
+  /// Types a region's arguments from the node's operands, then its body, then the node.
+  private func inferRegion(_ node: inout Node, in graph: inout Graph, context: inout PassContext) {
+    guard let layout = node.scanLayout else {
+      infer(&node, in: &graph, context: &context)
+      return
+    }
+    let operandTypes = node.operands.compactMap { graph[$0].type }
+    if operandTypes.count == node.operands.count,
+      node.regionArguments.count == node.operands.count
+    {
+      for (argument, type) in zip(
+        node.regionArguments, layout.argumentTypes(operands: operandTypes))
+      where graph[argument].type == nil {
+        graph.setType(type, of: argument)
+      }
+    }
+    for member in node.body.indices {
+      if node.body[member].hasRegion {
+        inferRegion(&node.body[member], in: &graph, context: &context)
+      } else if node.body[member].op == Node.fusedOp {
+        for inner in node.body[member].body.indices {
+          infer(&node.body[member].body[inner], in: &graph, context: &context)
+        }
+      } else {
+        infer(&node.body[member], in: &graph, context: &context)
+      }
+    }
+    infer(&node, in: &graph, context: &context)
   }
 
   /// Applies the node's shape rule: fills in its attributes' defaults and its results' types.

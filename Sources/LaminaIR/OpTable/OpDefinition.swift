@@ -67,6 +67,8 @@ public struct ShapeContext: Sendable {
   public var op: String
   public var operands: [TensorType]
   public var attributes: [String: Attribute]
+  /// For ops with a region: the body's argument and result types (nil until the body is typed).
+  public var region: RegionTypes?
 
   public init(op: String, operands: [TensorType], attributes: [String: Attribute]) {
     self.op = op
@@ -214,6 +216,12 @@ public struct OpDefinition: Sendable {
   /// For ops the C backend compiles as other ops (`c: .decomposed`): the equivalent graph of
   /// simpler ops, which the `decompose` pass substitutes before fusion.
   public var decomposition: DecompositionRule?
+  /// For ops that run a body graph (`scan`): how the body's arguments and results relate to the
+  /// node's operands and results. Passes ask this trait, not the op's name.
+  public var region: RegionKind? {
+    if case .region(let kind) = c { return kind }
+    return nil
+  }
 
   public init(
     _ name: String, summary: String, semantics: String, operands: [OperandSpec],
@@ -316,7 +324,11 @@ public struct OpDefinition: Sendable {
   }
 
   /// Applies the shape rule after checking operand count and attributes.
-  public func inferTypes(operands: [TensorType], attributes given: [String: Attribute])
+  ///
+  /// - Parameter region: for ops with a region, the types of the body's arguments and results.
+  public func inferTypes(
+    operands: [TensorType], attributes given: [String: Attribute], region: RegionTypes? = nil
+  )
     throws(ShapeError) -> (types: [TensorType], attributes: [String: Attribute])
   {
     guard operandCount.contains(operands.count) else {
@@ -324,7 +336,8 @@ public struct OpDefinition: Sendable {
         operandCount.upperBound == Int.max
         ? "at least \(operandCount.lowerBound)"
         : operandCount.count > 1
-          ? "\(operandCount.lowerBound) to \(operandCount.upperBound)" : "\(operandCount.lowerBound)"
+          ? "\(operandCount.lowerBound) to \(operandCount.upperBound)"
+          : "\(operandCount.lowerBound)"
       throw ShapeError(
         "\(name) takes \(expected) operand\(operandCount.lowerBound == 1 ? "" : "s"), got \(operands.count)",
         help: "the signature is \(signature)")
@@ -334,7 +347,9 @@ public struct OpDefinition: Sendable {
     case .success(let resolved): attributes = resolved
     case .failure(let error): throw error
     }
-    let types = try shape.infer(ShapeContext(op: name, operands: operands, attributes: attributes))
+    var context = ShapeContext(op: name, operands: operands, attributes: attributes)
+    context.region = region
+    let types = try shape.infer(context)
     return (types, attributes)
   }
 }
@@ -351,6 +366,24 @@ public enum CEmission: Sendable {
   /// No kernel of its own: the `decompose` pass replaces the node by the op's `decomposition`
   /// (`layer_norm` becomes mean, variance and normalize, which fusion makes one row kernel).
   case decomposed
+  /// A loop in the entry point running the body's kernels once per step (`scan`).
+  case region(RegionKind)
+}
+
+/// The types of a region's body, for its op's shape rule.
+public struct RegionTypes: Sendable, Hashable {
+  public var arguments: [TensorType]
+  public var results: [TensorType]
+  public init(arguments: [TensorType], results: [TensorType]) {
+    self.arguments = arguments
+    self.results = results
+  }
+}
+
+/// What kind of region an op runs.
+public enum RegionKind: String, Sendable, Hashable {
+  /// A scan over the leading axis of its sequence operands (see the `scan` op).
+  case scan
 }
 
 /// What an op's C expression template sees.

@@ -12,6 +12,7 @@ public enum OpRegistry {
     + convolutionOps + poolingOps
     + embeddingOps
     + sequenceOps
+    + loopOps
 
   private static let byName: [String: OpDefinition] = {
     var table: [String: OpDefinition] = [:]

@@ -4,6 +4,7 @@ import LaminaSupport
 /// `builder.op(Ops.sqrt, [x])`. Passes and the C backend refer to specific ops only through these.
 public enum Ops {
   public static let add = OpHandle("add")
+  public static let scan = OpHandle("scan")
   public static let batchNormStatistics = OpHandle("batch_norm_statistics")
   public static let batchNormStatisticsGrad = OpHandle("batch_norm_statistics_grad")
   public static let sub = OpHandle("sub")
@@ -77,4 +78,5 @@ public enum Ops {
     + [maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward, globalAvgPool2d]
     + [gatherRows, scatterAddRows]
     + [sequenceMask]
+    + [scan]
 }

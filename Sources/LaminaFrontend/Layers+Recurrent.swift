@@ -1,0 +1,154 @@
+import LaminaIR
+import LaminaSupport
+
+extension LayerBuilder {
+  /// Runs `body` once per step along the leading axis of `sequences`, as one `scan` node.
+  ///
+  /// `body` receives this builder and its arguments: the carried values as the step sees them,
+  /// one step of each sequence (the leading axis removed), and `invariants`; it adds the step's
+  /// ops through the builder (`op`, `param`) and returns the carried values' next values (same
+  /// types as `initial`) and any per-step outputs. Values from outside the body that it reads
+  /// (parameters it creates, earlier results) become loop-invariant operands automatically.
+  ///
+  /// Returns the final carried values and each per-step output stacked along a new leading axis.
+  /// Sequences are time-major (`[time, batch, ...]`): transpose `[batch, time, ...]` first.
+  public mutating func scan(
+    initial: [ValueID], sequences: [ValueID], invariants: [ValueID] = [], reverse: Bool = false,
+    body: (
+      inout LayerBuilder, _ carried: [ValueID], _ steps: [ValueID], _ invariants: [ValueID]
+    ) throws(ShapeError) -> (carried: [ValueID], outputs: [ValueID])
+  ) throws(ShapeError) -> (final: [ValueID], stacked: [ValueID]) {
+    let layout = ScanLayout(
+      carried: initial.count, sequences: sequences.count, invariants: invariants.count,
+      reverse: reverse)
+    guard !sequences.isEmpty else { throw ShapeError("scan needs at least one sequence") }
+    let operands = initial + sequences + invariants
+    let arguments = graph.makeScanArguments(
+      operands: operands, layout: layout, prefix: "\(scopeName).step", location: location)
+    let mark = graph.nodes.count
+    let stepResults = try body(
+      &self, Array(arguments[layout.carriedRange]), Array(arguments[layout.sequenceRange]),
+      Array(arguments[layout.invariantRange]))
+    guard stepResults.carried.count == initial.count else {
+      throw ShapeError(
+        "\(scopeName): the step gives \(stepResults.carried.count) carried value(s) for \(initial.count)"
+      )
+    }
+    for (next, start) in zip(stepResults.carried, initial) where type(of: next) != type(of: start) {
+      throw ShapeError(
+        "\(scopeName): the step turns carried state \(type(of: start)) into \(type(of: next))",
+        help: "the carried state must keep its type from step to step")
+    }
+    let results = try graph.finishScan(
+      bodyFrom: mark, operands: operands, layout: layout, arguments: arguments,
+      results: stepResults.carried + stepResults.outputs, location: location)
+    return (Array(results[..<initial.count]), Array(results[initial.count...]))
+  }
+
+  /// `x` `[batch, time, ...]` as `[time, batch, ...]` (and back: the same swap).
+  public mutating func swapBatchAndTime(_ x: ValueID) throws(ShapeError) -> ValueID {
+    let rank = type(of: x).rank
+    return try op(Ops.permute.name, [x], ["perm": .ints([1, 0] + Array(2..<rank))])
+  }
+
+  /// Checks a recurrent layer's input `[batch, time, features]` and returns its feature count.
+  func recurrentFeatures(_ layer: String) throws(ShapeError) -> Int {
+    let type = type(of: inputs[0])
+    guard type.rank == 3 else {
+      throw ShapeError(
+        "\(layer) needs a sequence input [batch, time, features], got \(type)",
+        help: type.rank == 2
+          ? "a single feature per step: reshape to [batch, time, 1]; token ids: embedding(...) first"
+          : nil)
+    }
+    guard type.dtype.isFloatingPoint else {
+      throw ShapeError(
+        "\(layer) needs a floating-point input, got \(type)",
+        help: "token ids go through embedding(vocab:, dim:) first")
+    }
+    guard let features = type.shape[2].staticValue else {
+      throw ShapeError("\(layer) needs a static feature size (the last axis), got \(type)")
+    }
+    return features
+  }
+
+  /// The starting state of a recurrent layer: the `initial:` input given at `position` among the
+  /// layer's inputs, checked to be `[batch, units]`, or zeros.
+  mutating func recurrentInitialState(
+    _ layer: String, units: Int, batch: Dim, dtype: DType, position: Int
+  ) throws(ShapeError) -> ValueID {
+    let expected = TensorType(dtype, [batch, Dim(units)])
+    if position < inputs.count {
+      let given = inputs[position]
+      guard type(of: given) == expected else {
+        throw ShapeError("\(layer): the initial state is \(type(of: given)), expected \(expected)")
+      }
+      return given
+    }
+    let zero = try op(Ops.constant.name, [], ["value": .float(0), "dtype": .dtype(dtype)])
+    return try op(Ops.broadcastTo.name, [zero], ["shape": .dims(expected.shape)])
+  }
+}
+
+extension LayerRegistry {
+  /// Recurrent layers, each one `scan` over time.
+  static let recurrentLayers: [LayerDefinition] = [
+    LayerDefinition(
+      "rnn",
+      summary:
+        "Elman recurrent layer over [batch, time, features] (PyTorch RNN, one layer): h_t = activation(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh), with weight_ih [units, features], weight_hh [units, units], bias_ih and bias_hh [units], all uniform in ±1/√units. return: \"sequence\" gives every h_t [batch, time, units], \"last\" the final h [batch, units]. An optional second input is the starting state h0 [batch, units] (zeros without it). The steps run as one loop (a scan node), not unrolled.",
+      inputCount: 1,
+      options: [
+        LayerOptionSpec("units", .integer, required: true, "hidden state size"),
+        LayerOptionSpec(
+          "activation", .oneOf(["tanh", "relu"]), default: .string("tanh"),
+          "the nonlinearity (PyTorch's nonlinearity)"),
+        LayerOptionSpec(
+          "return", .oneOf(["sequence", "last"]), default: .string("sequence"),
+          "every step's hidden state, or the last one"),
+        LayerOptionSpec(
+          "init", .initializer, "initializer of every weight and bias (default uniform ±1/√units)"),
+        LayerOptionSpec("name", .string, "scope name of the layer's parameters (default rnn_N)"),
+      ]
+    ) { builder throws(ShapeError) in
+      guard let units = builder.int("units"), units > 0 else {
+        throw ShapeError("rnn: units must be a positive integer")
+      }
+      let features = try builder.recurrentFeatures("rnn")
+      let x = builder.inputs[0]
+      let inputType = builder.type(of: x)
+      let dtype = inputType.dtype
+      let bound = 1 / Double(units).squareRoot()
+      let initializer =
+        builder.initializer("init")
+        ?? Initializer("uniform", ["lo": .float(-bound), "hi": .float(bound)])
+      let weightIH = try builder.param(
+        "weight_ih", TensorType(dtype, [Dim(units), Dim(features)]), initializer)
+      let weightHH = try builder.param(
+        "weight_hh", TensorType(dtype, [Dim(units), Dim(units)]), initializer)
+      let biasIH = try builder.param("bias_ih", TensorType(dtype, [Dim(units)]), initializer)
+      let biasHH = try builder.param("bias_hh", TensorType(dtype, [Dim(units)]), initializer)
+      let h0 = try builder.recurrentInitialState(
+        "rnn", units: units, batch: inputType.shape[0], dtype: dtype, position: 1)
+      let activation = builder.string("activation") ?? "tanh"
+      let timeMajor = try builder.swapBatchAndTime(x)
+      let (final, stacked) = try builder.scan(initial: [h0], sequences: [timeMajor]) {
+        step, carried, steps, _ throws(ShapeError) in
+        let input = try step.op(
+          Ops.matmul.name, [steps[0], weightIH], ["transpose_b": .bool(true)])
+        let recurrent = try step.op(
+          Ops.matmul.name, [carried[0], weightHH], ["transpose_b": .bool(true)])
+        let sum = try step.op(
+          Ops.add.name,
+          [
+            try step.op(Ops.add.name, [input, biasIH]),
+            try step.op(Ops.add.name, [recurrent, biasHH]),
+          ])
+        let h = try step.op(activation, [sum])
+        return ([h], [h])
+      }
+      if builder.string("return") == "last" { return final[0] }
+      return try builder.swapBatchAndTime(stacked[0])
+    }
+  ]
+}
