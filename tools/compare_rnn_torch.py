@@ -165,9 +165,9 @@ def torch_case(case, values):
          for name, v in values.items() if name not in ("target", "tokens", "lengths")}
     target = torch.tensor(values["target"], dtype=torch.float64)
     if case.layer == "embedding":
-        embedding = torch.nn.Embedding(case.features, case.units).double()
-        embedding.weight = torch.nn.Parameter(p["embedding_0.weight"])
-        h = embedding(torch.tensor(values["tokens"], dtype=torch.long))
+        # nn.Embedding's forward, on the weight tensor itself (so its gradient is p's).
+        h = torch.nn.functional.embedding(torch.tensor(values["tokens"], dtype=torch.long),
+                                          p["embedding_0.weight"])
         if case.then_lstm:
             lstm = recurrent_module("lstm", case.units, case.then_lstm, {})
             h = run_with_parameters(lstm, p, "lstm_0", h, {"return": "last"})
@@ -187,24 +187,27 @@ def torch_case(case, values):
 
 
 def run_with_parameters(module, p, scope, x, options, lengths=None, initial=None):
-    """Runs `module` with its parameters replaced by the tensors of `p` (so autograd reaches them)."""
+    """Runs `module` with Lamina's `scope.*` values of `p` as its parameters: each module parameter
+    becomes the tensor of `p` (renamed), so autograd's gradients with respect to `p` are the module's."""
     module.double()
     names = {torch_name(name): name for name in p if name.startswith(scope + ".")}
     expected = {name for name, _ in module.named_parameters()}
     if set(names) != expected:
         raise LaminaError(f"Lamina's {scope} parameters {sorted(n for n in p if n.startswith(scope))} "
                           f"are not PyTorch's {sorted(expected)} (after renaming)")
-    state = {key: p[lamina] for key, lamina in names.items()}
-
-    def call(inputs, hidden):
-        return torch.func.functional_call(module, state, (inputs, hidden))
+    for key, lamina in names.items():
+        parameter = torch.nn.Parameter(p[lamina].detach().clone())
+        setattr(module, key, parameter)
+        p[lamina] = parameter      # the leaf autograd differentiates with respect to
+    if hasattr(module, "flatten_parameters"):
+        module._init_flat_weights()
     if lengths is not None:
         packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor(lengths), batch_first=True,
                                                          enforce_sorted=False)
-        packed_output, final = call(packed, initial)
+        packed_output, final = module(packed, initial)
         output, _ = torch.nn.utils.rnn.pad_packed_sequence(packed_output, batch_first=True, total_length=x.shape[1])
     else:
-        output, final = call(x, initial)
+        output, final = module(x, initial)
     if options.get("return") != "last":
         return output
     h_n = final[0] if isinstance(final, tuple) else final
