@@ -6,7 +6,8 @@ import LaminaSupport
 /// Floats are standard normal, except inputs named `positive…` (|N| + 0.1, for log and sqrt) and
 /// `target…` (uniform in [0, 1), for binary cross-entropy); integer inputs that feed `cross_entropy`
 /// as labels are valid class indices, and so are ids that pick rows of a table (`gather_rows`, the
-/// embedding); other integers are in 0..<5.
+/// embedding), and sequence lengths (`sequence_mask`, the recurrent layers' `lengths:`) are in
+/// 0...time when the time axis is static; other integers are in 0..<5.
 public enum SampleInputs {
   public static func make(for graph: Graph, symbols: [String: Int], seed: UInt64) -> [String:
     Tensor]
@@ -43,6 +44,9 @@ public enum SampleInputs {
     let rows = graph.nodes.filter { $0.is(Ops.gatherRows) && $0.operands[1] == value }.compactMap {
       graph.type(of: $0.operands[0]).shape.first?.staticValue
     }
-    return rows.min()
+    // Sequence lengths: 0 through the number of steps, when it is static.
+    let lengths = graph.nodes.filter { $0.is(Ops.sequenceMask) && $0.operands[0] == value }
+      .compactMap { graph.type(of: $0.result).shape.first?.staticValue.map { $0 + 1 } }
+    return (rows + lengths).min()
   }
 }

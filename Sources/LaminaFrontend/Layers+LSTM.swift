@@ -92,6 +92,14 @@ extension LayerBuilder {
     var sequences: [ValueID] = []
     for suffix in directions {
       let width = Dim(gates * units)
+      // A shared instance called again: its weights fix the feature size.
+      if let existing = graph.value(named: "\(scopeName).weight_ih\(suffix)"),
+        let taken = graph.type(of: existing).shape.last?.staticValue, taken != features
+      {
+        throw ShapeError(
+          "\(layer): the input has \(features) features, but the layer's weights take \(taken) (\(scopeName).weight_ih\(suffix) is \(graph.type(of: existing)))",
+          help: "a shared layer instance takes inputs of one feature size")
+      }
       let weightIH = try param(
         "weight_ih" + suffix, TensorType(dtype, [width, Dim(features)]), initializer)
       let weightHH = try param(

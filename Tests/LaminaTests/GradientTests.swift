@@ -73,6 +73,23 @@ struct GradientTests {
     Case(
       "scatter_add_rows", "param v: f64[4, 3, 2]\ninput ids: i32[4]\ninput r: f64[6, 3, 2]",
       "sum(scatter_add_rows(v, ids, rows: 6) * r)"),
+    // The gated recurrent layers, through the loop and its reverse (lengths: padded rows keep
+    // their state; bidirectional: a reverse scan too; initial: gradients reach the starting state).
+    Case(
+      "lstm (bidirectional, lengths)",
+      "param x: f64[3, 4, 2]\ninput lengths: i32[3]\ninput r: f64[3, 4, 6]",
+      "sum((x |> lstm(units: 3, bidirectional: true, lengths: lengths)) * r)"),
+    Case(
+      "lstm (last, lengths, initial)",
+      "param x: f64[3, 4, 2]\nparam h0: f64[3, 2]\nparam c0: f64[3, 2]\ninput lengths: i32[3]\ninput r: f64[3, 2]",
+      "sum((x |> lstm(units: 2, return: \"last\", lengths: lengths, initial: [h0, c0])) * r)"),
+    Case(
+      "gru (bidirectional, lengths, last)",
+      "param x: f64[3, 4, 2]\ninput lengths: i32[3]\ninput r: f64[3, 6]",
+      "sum((x |> gru(units: 3, bidirectional: true, return: \"last\", lengths: lengths)) * r)"),
+    Case(
+      "gru (initial)", "param x: f64[2, 3, 2]\nparam h0: f64[2, 3]\ninput r: f64[2, 3, 3]",
+      "sum((x |> gru(units: 3, initial: [h0])) * r)"),
     Case(
       "embedding layer (f64)", "input tokens: i32[3, 5]\ninput r: f64[3, 5, 4]",
       "sum((tokens |> embedding(vocab: 6, dim: 4, dtype: \"f64\")) * r)"),
