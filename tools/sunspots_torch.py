@@ -63,8 +63,9 @@ def main():
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
     arguments = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(arguments.threads)
     train, test = load(os.path.join(arguments.data, "train")), load(os.path.join(arguments.data, "test"))
     finals = [(seed, run(seed, train, test, arguments.epochs, arguments.batch))
               for seed in [int(s) for s in arguments.seeds.split(",")]]
