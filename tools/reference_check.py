@@ -93,6 +93,11 @@ class Node:
     operands: list[str]
     attributes: dict[str, object]
     types: list[TensorType]
+    # A loop (`scan`): its body's arguments (carried, one step of each sequence, invariants), its
+    # nodes, and the values it yields (next carried values, then the step's outputs).
+    arguments: list[str] = field(default_factory=list)
+    body: list["Node"] = field(default_factory=list)
+    yields: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -291,11 +296,33 @@ class IRReader:
             types = [self.type()]
             while self.accept(","):
                 types.append(self.type())
-            graph.nodes.append(Node(results, op, operands, attributes, types))
+            node = Node(results, op, operands, attributes, types)
+            if self.accept("{"):
+                self.region(node)
+            graph.nodes.append(node)
         if self.accept("loc"):
             self.take("(")
             while not self.accept(")"):
                 self.index += 1
+
+    def region(self, node: Node) -> None:
+        """A loop's body: `args(%a : T, ...)`, its statements, `yield(%x, ...)`, `}`."""
+        self.take("args")
+        self.take("(")
+        while not self.accept(")"):
+            node.arguments.append(self.name())
+            self.take(":")
+            self.type()
+            self.accept(",")
+        body = Graph("body")
+        while not self.accept("yield"):
+            self.statement(body)
+        self.take("(")
+        while not self.accept(")"):
+            node.yields.append(self.name())
+            self.accept(",")
+        self.take("}")
+        node.body = body.nodes
 
     def type(self) -> TensorType:
         dtype = self.take(kind="word")
@@ -593,6 +620,35 @@ def pool2d(call, x, maximum):
     return result
 
 
+def checked_ids(call, ids, rows, what="id"):
+    ids = np.asarray(ids).astype(np.int64)
+    bad = np.argwhere((ids < 0) | (ids >= rows))
+    if len(bad):
+        position = tuple(int(i) for i in bad[0])
+        raise CheckError(f"{what} {ids[position]} at position {list(position)} is outside 0..<{rows}")
+    return ids
+
+
+def gather_rows(call, table, ids):
+    return table[checked_ids(call, ids, table.shape[0])]
+
+
+def scatter_add_rows(call, values, ids):
+    rows = int(call.attr("rows"))
+    ids = checked_ids(call, ids, rows)
+    result = np.zeros((rows,) + values.shape[ids.ndim:])
+    np.add.at(result, ids, values)
+    return result
+
+
+def sequence_mask(call, lengths):
+    steps = call.attributes["steps"]
+    dims = steps.dims if isinstance(steps, Dims) else [(n, []) for n in steps]
+    time = evaluate_dim(dims[0], call.bindings)
+    lengths = checked_ids(call, lengths, time + 1, what="length")
+    return (np.arange(time)[:, None] < lengths[None, :]).astype(np.float64)[:, :, None]
+
+
 def reduction(reduce):
     return lambda call, x: reduce(x, axis=call.axes(), keepdims=call.attr("keepdims", False))
 
@@ -619,7 +675,9 @@ OPS = {
     "gelu": gelu,
     "softplus": lambda call, x: np.logaddexp(0, x),  # = log(1 + e^x)
     # Linear algebra.
-    "matmul": lambda call, a, b: np.matmul(a, b),
+    "matmul": lambda call, a, b: np.matmul(
+        np.swapaxes(a, -1, -2) if call.attr("transpose_a", False) else a,
+        np.swapaxes(b, -1, -2) if call.attr("transpose_b", False) else b),
     "transpose": transpose,
     "permute": lambda call, x: np.transpose(x, call.attr("perm")),
     # Reductions.
@@ -656,6 +714,11 @@ OPS = {
     "max_pool2d": lambda call, x: pool2d(call, x, maximum=True),
     "avg_pool2d": lambda call, x: pool2d(call, x, maximum=False),
     "global_avg_pool2d": lambda call, x: x.mean(axis=(2, 3)),
+    # Rows by id (the embedding), their gradient, and the mask of padded sequences.
+    "gather_rows": gather_rows,
+    "scatter_add_rows": scatter_add_rows,
+    "sequence_mask": sequence_mask,
+    # `scan` (a loop over the leading axis of its sequences) is run by `evaluate` itself.
 }
 
 
@@ -671,8 +734,45 @@ def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
 
 def evaluate(graph: Graph, environment: dict[str, np.ndarray], bindings: dict[str, int]) -> None:
     """Evaluates every node in order, adding its result to `environment`."""
-    for node in graph.nodes:
+    evaluate_nodes(graph.nodes, environment, bindings)
+
+
+def evaluate_scan(node: Node, environment: dict[str, np.ndarray], bindings: dict[str, int]) -> None:
+    """`c = init; for t (reversed when reverse): (c, y_t) = body(c, xs[t], invariants)`; the
+    results are the final c and the y_t stacked along a new leading axis, in step order."""
+    carried_count = int(node.attributes["carried"])
+    sequence_count = int(node.attributes["sequences"])
+    operands = [environment[name] for name in node.operands]
+    carried = operands[:carried_count]
+    sequences = operands[carried_count:carried_count + sequence_count]
+    invariants = operands[carried_count + sequence_count:]
+    steps = sequences[0].shape[0]
+    order = range(steps - 1, -1, -1) if node.attributes.get("reverse", False) else range(steps)
+    outputs: list[list[np.ndarray | None]] = [[None] * steps for _ in node.yields[carried_count:]]
+    for t in order:
+        scope = dict(environment)
+        for name, value in zip(node.arguments, carried + [s[t] for s in sequences] + invariants):
+            scope[name] = value
+        evaluate_nodes(node.body, scope, bindings)
+        carried = [scope[name] for name in node.yields[:carried_count]]
+        for position, name in enumerate(node.yields[carried_count:]):
+            outputs[position][t] = scope[name]
+    results = carried + [np.stack(values) if steps else np.zeros(0) for values in outputs]
+    for name, value, type_ in zip(node.results, results, node.types):
+        declared = type_.concrete(bindings)
+        if np.shape(value) != declared:
+            raise CheckError(f"%{name} = scan: numpy gives shape {list(np.shape(value))}, the IR declares {type_}")
+        environment[name] = round_to(value, type_.dtype)
+
+
+def evaluate_nodes(
+    nodes: list[Node], environment: dict[str, np.ndarray], bindings: dict[str, int]
+) -> None:
+    for node in nodes:
         where = f"%{node.results[0]} = {node.op}"
+        if node.op == "scan":
+            evaluate_scan(node, environment, bindings)
+            continue
         if len(node.results) != 1:
             raise CheckError(f"{where}: nodes with {len(node.results)} results are not supported")
         operands = [np.asarray(environment[name], dtype=np.float64) for name in node.operands]
@@ -748,6 +848,13 @@ def make_inputs(
             if label is not None:
                 classes = graph.type_of(node.operands[0]).concrete(bindings)[1]
                 label_classes[label] = min(classes, label_classes.get(label, classes))
+        elif node.op in ("gather_rows", "sequence_mask"):
+            # Ids pick rows of the table; lengths run from 0 to the number of steps.
+            ids = source_input(graph, node.operands[1 if node.op == "gather_rows" else 0])
+            if ids is not None:
+                size = graph.type_of(node.operands[0] if node.op == "gather_rows" else node.results[0])
+                count = size.concrete(bindings)[0] + (1 if node.op == "sequence_mask" else 0)
+                label_classes[ids] = min(count, label_classes.get(ids, count))
         elif node.op == "binary_cross_entropy_with_logits":
             target = source_input(graph, node.operands[1])
             if target is not None:
@@ -825,12 +932,17 @@ def check_model(
 ) -> tuple[str, list[Row]]:
     """Returns the graph name and one row per output and loss; raises CheckError otherwise."""
     graph = IRReader(run_lamina(lamina, "dump", str(path))).graph()
-    unknown = sorted({node.op for node in graph.nodes if node.op not in OPS})
+    def all_nodes(nodes):
+        for node in nodes:
+            yield node
+            yield from all_nodes(node.body)
+
+    unknown = sorted({node.op for node in all_nodes(graph.nodes) if node.op not in OPS and node.op != "scan"})
     if unknown:
         plural = "s" if len(unknown) > 1 else ""
         raise CheckError(f"no numpy reference for op{plural} {', '.join(unknown)}")
     types = [*graph.inputs.values(), *graph.params.values()]
-    types += [type_ for node in graph.nodes for type_ in node.types]
+    types += [type_ for node in all_nodes(graph.nodes) for type_ in node.types]
     symbols = {symbol for type_ in types for _, names in type_.shape for symbol in names}
     bindings = {symbol: batch for symbol in symbols}
 
