@@ -37,8 +37,11 @@ extension LayerBuilder {
   /// `weight_ih [gates·units, features]`, `weight_hh [gates·units, units]`, `bias_ih`, `bias_hh`
   /// (PyTorch's layout and names, without `_l0`), the input projection of every step as one matrix
   /// product before the loop, then one `scan` over time running `cell`.
+  /// `biasHHBeforeLoop`: the cell adds `bias_hh` to the whole gate block, so it joins the input
+  /// projection before the loop (one add, and one bias-gradient sum, for all steps).
   mutating func gatedRecurrence(
-    _ layer: String, gates: Int, stateCount: Int, cell: RecurrentCell
+    _ layer: String, gates: Int, stateCount: Int, biasHHBeforeLoop: Bool = false,
+    cell: RecurrentCell
   ) throws(ShapeError) -> ValueID {
     guard let units = int("units"), units > 0 else {
       throw ShapeError("\(layer): units must be a positive integer")
@@ -108,11 +111,12 @@ extension LayerBuilder {
       let biasHH = try param("bias_hh" + suffix, TensorType(dtype, [width]), initializer)
       // Every step's input projection at once: one [time·batch, features] × [features, gates·units]
       // product before the loop, in the forward and the backward pass.
-      let projected = try op(
+      var projected = try op(
         Ops.add.name,
         [
           try op(Ops.matmul.name, [timeMajor, weightIH], ["transpose_b": .bool(true)]), biasIH,
         ])
+      if biasHHBeforeLoop { projected = try op(Ops.add.name, [projected, biasHH]) }
       let (final, stacked) = try scan(
         initial: initial, sequences: [projected] + (mask.map { [$0] } ?? []),
         reverse: suffix == "_reverse"
@@ -162,12 +166,12 @@ extension LayerRegistry {
         "Long short-term memory over [batch, time, features] (PyTorch LSTM, one layer; gates i, f, g, o): i = σ(W_ii x + b_ii + W_hi h + b_hi), f = σ(…), g = tanh(…), o = σ(…), c' = f c + i g, h' = o tanh(c'). Parameters weight_ih [4·units, features], weight_hh [4·units, units], bias_ih and bias_hh [4·units], uniform in ±1/√units; bidirectional adds the same with _reverse. initial: [h0, c0].",
       options: LayerBuilder.gatedRecurrentOptions("lstm", initial: "[h0, c0]")
     ) { builder throws(ShapeError) in
-      try builder.gatedRecurrence("lstm", gates: 4, stateCount: 2) {
-        step, projected, state, weightHH, biasHH, units throws(ShapeError) in
+      // bias_hh is in the projection: i, f, g, o all add it to the whole block.
+      try builder.gatedRecurrence("lstm", gates: 4, stateCount: 2, biasHHBeforeLoop: true) {
+        step, projected, state, weightHH, _, units throws(ShapeError) in
         let recurrent = try step.op(
           Ops.matmul.name, [state[0], weightHH], ["transpose_b": .bool(true)])
-        let gates = try step.op(
-          Ops.add.name, [projected, try step.op(Ops.add.name, [recurrent, biasHH])])
+        let gates = try step.op(Ops.add.name, [projected, recurrent])
         let input = try step.op(Ops.sigmoid.name, [try step.gate(gates, 0, units: units)])
         let forget = try step.op(Ops.sigmoid.name, [try step.gate(gates, 1, units: units)])
         let candidate = try step.op(Ops.tanh.name, [try step.gate(gates, 2, units: units)])

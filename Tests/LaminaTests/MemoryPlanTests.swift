@@ -54,6 +54,14 @@ struct MemoryPlanTests {
       for operand in graph.nodes[nodeIndex].operands {
         lastRead[root(operand)] = max(lastRead[root(operand)] ?? step, step)
       }
+      // A loop's body runs within the loop's step: its arguments and values live there.
+      for argument in graph.nodes[nodeIndex].regionArguments { defined[argument] = step }
+      for member in graph.nodes[nodeIndex].body {
+        for result in member.results { defined[result] = step }
+        for operand in member.operands {
+          lastRead[root(operand)] = max(lastRead[root(operand)] ?? step, step)
+        }
+      }
     }
     let end = schedule.count
     for (index, value) in entry.outputs.enumerated() where storage[value] != .output(index) {
