@@ -93,9 +93,8 @@ class Node:
     operands: list[str]
     attributes: dict[str, object]
     types: list[TensorType]
-    # A loop (`scan`): its body's arguments (carried, one step of each sequence, invariants), its
-    # nodes, and the values it yields (next carried values, then the step's outputs).
-    arguments: list[str] = field(default_factory=list)
+    # A loop (`scan`): its body's arguments, nodes and yielded values.
+    args: list[str] = field(default_factory=list)
     body: list["Node"] = field(default_factory=list)
     yields: list[str] = field(default_factory=list)
 
@@ -279,6 +278,14 @@ class IRReader:
             self.take(kind="word")
             self.attributes()
         else:
+            graph.nodes.append(self.node())
+        if self.accept("loc"):
+            self.take("(")
+            while not self.accept(")"):
+                self.index += 1
+
+    def node(self) -> Node:
+        if True:
             results = [self.name()]
             while self.accept(","):
                 results.append(self.name())
@@ -297,32 +304,28 @@ class IRReader:
             while self.accept(","):
                 types.append(self.type())
             node = Node(results, op, operands, attributes, types)
-            if self.accept("{"):
-                self.region(node)
-            graph.nodes.append(node)
-        if self.accept("loc"):
-            self.take("(")
-            while not self.accept(")"):
-                self.index += 1
-
-    def region(self, node: Node) -> None:
-        """A loop's body: `args(%a : T, ...)`, its statements, `yield(%x, ...)`, `}`."""
-        self.take("args")
-        self.take("(")
-        while not self.accept(")"):
-            node.arguments.append(self.name())
-            self.take(":")
-            self.type()
-            self.accept(",")
-        body = Graph("body")
-        while not self.accept("yield"):
-            self.statement(body)
-        self.take("(")
-        while not self.accept(")"):
-            node.yields.append(self.name())
-            self.accept(",")
-        self.take("}")
-        node.body = body.nodes
+            if self.accept("loc"):
+                self.take("(")
+                while not self.accept(")"):
+                    self.index += 1
+            if op == "scan":
+                # `{ args(%a : TYPE, ...) NODES... yield(%r, ...) }`
+                self.take("{")
+                self.take("args")
+                self.take("(")
+                while not self.accept(")"):
+                    node.args.append(self.name())
+                    self.take(":")
+                    self.type()
+                    self.accept(",")
+                while not self.accept("yield"):
+                    node.body.append(self.node())
+                self.take("(")
+                while not self.accept(")"):
+                    node.yields.append(self.name())
+                    self.accept(",")
+                self.take("}")
+            return node
 
     def type(self) -> TensorType:
         dtype = self.take(kind="word")
@@ -676,8 +679,9 @@ OPS = {
     "softplus": lambda call, x: np.logaddexp(0, x),  # = log(1 + e^x)
     # Linear algebra.
     "matmul": lambda call, a, b: np.matmul(
-        np.swapaxes(a, -1, -2) if call.attr("transpose_a", False) else a,
-        np.swapaxes(b, -1, -2) if call.attr("transpose_b", False) else b),
+        np.swapaxes(a, -1, -2) if call.attr("transpose_a", False) and a.ndim >= 2 else a,
+        np.swapaxes(b, -1, -2) if call.attr("transpose_b", False) and b.ndim >= 2 else b,
+    ),
     "transpose": transpose,
     "permute": lambda call, x: np.transpose(x, call.attr("perm")),
     # Reductions.
@@ -718,7 +722,6 @@ OPS = {
     "gather_rows": gather_rows,
     "scatter_add_rows": scatter_add_rows,
     "sequence_mask": sequence_mask,
-    # `scan` (a loop over the leading axis of its sequences) is run by `evaluate` itself.
 }
 
 
@@ -732,47 +735,56 @@ def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
     return np.clip(truncated, info.min, info.max).astype(NUMPY_DTYPES[dtype])
 
 
+def scan(node: Node, environment: dict[str, np.ndarray], bindings: dict[str, int]) -> None:
+    """A loop, from its definition: the body once per step along the sequences' leading axis,
+    the carried values passed on, the per-step outputs stacked."""
+    carried = node.attributes["carried"]
+    sequences = node.attributes["sequences"]
+    reverse = node.attributes.get("reverse", False)
+    operands = [environment[name] for name in node.operands]
+    steps = operands[carried].shape[0]
+    state = operands[:carried]
+    outputs: list[list[np.ndarray]] = [[] for _ in node.yields[carried:]]
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    for t in order:
+        local = dict(environment)
+        for position, name in enumerate(node.args):
+            if position < carried:
+                local[name] = state[position]
+            elif position < carried + sequences:
+                local[name] = operands[position][t]
+            else:
+                local[name] = operands[position]
+        evaluate_nodes(node.body, local, bindings)
+        for position, name in enumerate(node.yields[carried:]):
+            outputs[position].append(local[name])
+        state = [local[name] for name in node.yields[:carried]]
+    if reverse:
+        outputs = [list(reversed(values)) for values in outputs]
+    values = state + [np.stack(values) for values in outputs]
+    for name, value, type_ in zip(node.results, values, node.types):
+        declared = type_.concrete(bindings)
+        if np.shape(value) != declared:
+            raise CheckError(
+                f"%{name} = scan: numpy gives shape {list(np.shape(value))}, "
+                f"the IR declares {type_} = {list(declared)}"
+            )
+        environment[name] = value
+
+
 def evaluate(graph: Graph, environment: dict[str, np.ndarray], bindings: dict[str, int]) -> None:
     """Evaluates every node in order, adding its result to `environment`."""
     evaluate_nodes(graph.nodes, environment, bindings)
-
-
-def evaluate_scan(node: Node, environment: dict[str, np.ndarray], bindings: dict[str, int]) -> None:
-    """`c = init; for t (reversed when reverse): (c, y_t) = body(c, xs[t], invariants)`; the
-    results are the final c and the y_t stacked along a new leading axis, in step order."""
-    carried_count = int(node.attributes["carried"])
-    sequence_count = int(node.attributes["sequences"])
-    operands = [environment[name] for name in node.operands]
-    carried = operands[:carried_count]
-    sequences = operands[carried_count:carried_count + sequence_count]
-    invariants = operands[carried_count + sequence_count:]
-    steps = sequences[0].shape[0]
-    order = range(steps - 1, -1, -1) if node.attributes.get("reverse", False) else range(steps)
-    outputs: list[list[np.ndarray | None]] = [[None] * steps for _ in node.yields[carried_count:]]
-    for t in order:
-        scope = dict(environment)
-        for name, value in zip(node.arguments, carried + [s[t] for s in sequences] + invariants):
-            scope[name] = value
-        evaluate_nodes(node.body, scope, bindings)
-        carried = [scope[name] for name in node.yields[:carried_count]]
-        for position, name in enumerate(node.yields[carried_count:]):
-            outputs[position][t] = scope[name]
-    results = carried + [np.stack(values) if steps else np.zeros(0) for values in outputs]
-    for name, value, type_ in zip(node.results, results, node.types):
-        declared = type_.concrete(bindings)
-        if np.shape(value) != declared:
-            raise CheckError(f"%{name} = scan: numpy gives shape {list(np.shape(value))}, the IR declares {type_}")
-        environment[name] = round_to(value, type_.dtype)
 
 
 def evaluate_nodes(
     nodes: list[Node], environment: dict[str, np.ndarray], bindings: dict[str, int]
 ) -> None:
     for node in nodes:
-        where = f"%{node.results[0]} = {node.op}"
         if node.op == "scan":
-            evaluate_scan(node, environment, bindings)
+            scan(node, environment, bindings)
             continue
+        where = f"%{node.results[0]} = {node.op}"
         if len(node.results) != 1:
             raise CheckError(f"{where}: nodes with {len(node.results)} results are not supported")
         operands = [np.asarray(environment[name], dtype=np.float64) for name in node.operands]
@@ -932,17 +944,17 @@ def check_model(
 ) -> tuple[str, list[Row]]:
     """Returns the graph name and one row per output and loss; raises CheckError otherwise."""
     graph = IRReader(run_lamina(lamina, "dump", str(path))).graph()
-    def all_nodes(nodes):
-        for node in nodes:
-            yield node
-            yield from all_nodes(node.body)
+    def every_node(nodes: list[Node]) -> list[Node]:
+        return [inner for node in nodes for inner in [node] + every_node(node.body)]
 
-    unknown = sorted({node.op for node in all_nodes(graph.nodes) if node.op not in OPS and node.op != "scan"})
+    unknown = sorted(
+        {node.op for node in every_node(graph.nodes) if node.op not in OPS and node.op != "scan"}
+    )
     if unknown:
         plural = "s" if len(unknown) > 1 else ""
         raise CheckError(f"no numpy reference for op{plural} {', '.join(unknown)}")
     types = [*graph.inputs.values(), *graph.params.values()]
-    types += [type_ for node in all_nodes(graph.nodes) for type_ in node.types]
+    types += [type_ for node in graph.nodes for type_ in node.types]
     symbols = {symbol for type_ in types for _, names in type_.shape for symbol in names}
     bindings = {symbol: batch for symbol in symbols}
 

@@ -152,7 +152,13 @@ extension Lowering {
       if let label = argument.label {
         if signature.tensorLabels.contains(label) {
           if checkFirst(label, at: argument.location) {
-            addTensor(evaluate(argument.value), at: argument.location, to: &bound, signature)
+            let value = evaluate(argument.value)
+            // A list spreads into tensors where the signature says so (`initial: [h0, c0]`).
+            if signature.spreadsLists, case .list(let items) = value {
+              for item in items { addTensor(item, at: argument.location, to: &bound, signature) }
+            } else {
+              addTensor(value, at: argument.location, to: &bound, signature)
+            }
           }
           continue
         }

@@ -72,6 +72,22 @@ extension LayerBuilder {
     return features
   }
 
+  /// Checks that a shared layer called again gets the feature size its weight `name` (`[rows,
+  /// features]`) was made for.
+  func checkSharedFeatures(_ layer: String, weight name: String, features: Int)
+    throws(ShapeError)
+  {
+    guard let existing = graph.value(named: "\(scopeName).\(name)"),
+      graph.param(for: existing) != nil
+    else { return }
+    let expected = type(of: existing).shape.last?.staticValue
+    if let expected, expected != features {
+      throw ShapeError(
+        "\(layer): the input has \(features) features per step, but \(scopeName).\(name) was made for \(expected)",
+        help: "a shared layer takes inputs of the feature size of its first call")
+    }
+  }
+
   /// The starting state of a recurrent layer: the `initial:` input given at `position` among the
   /// layer's inputs, checked to be `[batch, units]`, or zeros.
   mutating func recurrentInitialState(
@@ -92,11 +108,13 @@ extension LayerBuilder {
 
 extension LayerRegistry {
   /// Recurrent layers, each one `scan` over time.
-  static let recurrentLayers: [LayerDefinition] = [
-    LayerDefinition(
+  static let recurrentLayers: [LayerDefinition] = [rnnLayer]
+
+  private static let rnnLayer: LayerDefinition = {
+    var layer = LayerDefinition(
       "rnn",
       summary:
-        "Elman recurrent layer over [batch, time, features] (PyTorch RNN, one layer): h_t = activation(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh), with weight_ih [units, features], weight_hh [units, units], bias_ih and bias_hh [units], all uniform in ±1/√units. return: \"sequence\" gives every h_t [batch, time, units], \"last\" the final h [batch, units]. An optional second input is the starting state h0 [batch, units] (zeros without it). The steps run as one loop (a scan node), not unrolled.",
+        "Elman recurrent layer over [batch, time, features] (PyTorch RNN, one layer): h_t = activation(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh), with weight_ih [units, features], weight_hh [units, units], bias_ih and bias_hh [units], all uniform in ±1/√units. return: \"sequence\" gives every h_t [batch, time, units], \"last\" the final h [batch, units]. initial: [h0] (or h0) gives the starting state [batch, units] (zeros without it). The steps run as one loop (a scan node), not unrolled.",
       inputCount: 1,
       options: [
         LayerOptionSpec("units", .integer, required: true, "hidden state size"),
@@ -107,7 +125,8 @@ extension LayerRegistry {
           "return", .oneOf(["sequence", "last"]), default: .string("sequence"),
           "every step's hidden state, or the last one"),
         LayerOptionSpec(
-          "init", .initializer, "initializer of every weight and bias (default uniform ±1/√units)"),
+          "init", .initializer, default: .initializer(Initializer("recurrent_uniform")),
+          "initializer of every weight and bias (PyTorch's: uniform on ±1/√units)"),
         LayerOptionSpec("name", .string, "scope name of the layer's parameters (default rnn_N)"),
       ]
     ) { builder throws(ShapeError) in
@@ -115,19 +134,22 @@ extension LayerRegistry {
         throw ShapeError("rnn: units must be a positive integer")
       }
       let features = try builder.recurrentFeatures("rnn")
+      try builder.checkSharedFeatures("rnn", weight: "weight_ih", features: features)
       let x = builder.inputs[0]
       let inputType = builder.type(of: x)
       let dtype = inputType.dtype
-      let bound = 1 / Double(units).squareRoot()
-      let initializer =
-        builder.initializer("init")
-        ?? Initializer("uniform", ["lo": .float(-bound), "hi": .float(bound)])
       let weightIH = try builder.param(
-        "weight_ih", TensorType(dtype, [Dim(units), Dim(features)]), initializer)
+        "weight_ih", TensorType(dtype, [Dim(units), Dim(features)]), initializedBy: "init")
       let weightHH = try builder.param(
-        "weight_hh", TensorType(dtype, [Dim(units), Dim(units)]), initializer)
-      let biasIH = try builder.param("bias_ih", TensorType(dtype, [Dim(units)]), initializer)
-      let biasHH = try builder.param("bias_hh", TensorType(dtype, [Dim(units)]), initializer)
+        "weight_hh", TensorType(dtype, [Dim(units), Dim(units)]), initializedBy: "init")
+      let biasIH = try builder.param(
+        "bias_ih", TensorType(dtype, [Dim(units)]), initializedBy: "init")
+      let biasHH = try builder.param(
+        "bias_hh", TensorType(dtype, [Dim(units)]), initializedBy: "init")
+      guard builder.inputs.count <= 2 else {
+        throw ShapeError(
+          "rnn takes one starting state: initial: [h0], got \(builder.inputs.count - 1)")
+      }
       let h0 = try builder.recurrentInitialState(
         "rnn", units: units, batch: inputType.shape[0], dtype: dtype, position: 1)
       let activation = builder.string("activation") ?? "tanh"
@@ -150,5 +172,7 @@ extension LayerRegistry {
       if builder.string("return") == "last" { return final[0] }
       return try builder.swapBatchAndTime(stacked[0])
     }
-  ]
+    layer.tensorLabels = ["initial"]
+    return layer
+  }()
 }

@@ -71,7 +71,8 @@ extension Lowering {
 
   /// Expands a block call. `instanceScope` names the parameters of a shared instance being called.
   mutating func callBlock(
-    _ block: BlockDecl, leading: Value? = nil, arguments: [Argument], at location: SourceLocation,
+    _ block: BlockDecl, leading: Value? = nil, alsoLeading: [Value] = [],
+    arguments: [Argument], at location: SourceLocation,
     instanceScope: String? = nil
   ) -> Value {
     if let start = blockStack.firstIndex(of: block.name) {
@@ -104,6 +105,16 @@ extension Lowering {
     var nameOverride: String?
     var positional = block.parameters.makeIterator()
     if let leading, let first = positional.next() { values[first.name] = leading }
+    // A loop's step passes the carried state after the step's input (`scan`).
+    for value in alsoLeading {
+      guard let next = positional.next() else {
+        diagnostics.error(
+          "block \(block.name) takes too few tensors for this call: it gets the step's input and \(alsoLeading.count) carried value(s)",
+          at: location)
+        return .poisoned
+      }
+      values[next.name] = value
+    }
     var failed = false
     var argumentLocations: [String: SourceLocation] = [:]
     for argument in arguments {

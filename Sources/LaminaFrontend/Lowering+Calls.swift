@@ -11,6 +11,7 @@ extension Lowering {
       return callBlock(block, arguments: arguments, at: location)
     }
     if callee == "repeat" { return lowerRepeat(arguments, at: location) }
+    if callee == "scan" { return lowerScan(arguments, at: location) }
     if let layer = layers[callee] {
       return callLayer(layer, arguments, at: location)
     }
@@ -45,7 +46,7 @@ extension Lowering {
     // Evaluating the arguments still finds their own mistakes.
     for argument in arguments { _ = evaluate(argument.value) }
     let candidates =
-      OpRegistry.names + layerNames + blocks.keys.sorted() + ["repeat"]
+      OpRegistry.names + layerNames + blocks.keys.sorted() + ["repeat", "scan"]
     diagnostics.error(
       "unknown function '\(callee)'", at: calleeLocation,
       help: closestName(to: callee, among: candidates).map { "did you mean '\($0)'?" })

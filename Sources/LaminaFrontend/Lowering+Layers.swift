@@ -53,9 +53,12 @@ extension Lowering {
 
   /// A layer's tensor inputs, positionally, then its options by label, as the layer table declares.
   func layerSignature(_ layer: LayerDefinition) -> CallSignature {
-    CallSignature(
+    var signature = CallSignature(
       callee: layer.name, noun: "option", slots: layer.options.map(ArgumentSlot.init(option:)),
       maximumTensors: layer.inputCount, requiresTensors: true)
+    signature.tensorLabels = layer.tensorLabels
+    signature.spreadsLists = signature.spreadsLists || !layer.tensorLabels.isEmpty
+    return signature
   }
 
   /// Binds a block or layer's options and a scope name, for calls that share parameters.
@@ -83,12 +86,17 @@ extension Lowering {
   /// Calls a shared instance: the first call creates its parameters, later calls reuse them.
   mutating func callInstance(
     _ instance: Instance, _ arguments: [Argument], at location: SourceLocation,
-    leading: Value? = nil
+    leading: Value? = nil, alsoLeading: [Value] = []
   ) -> Value {
     if let option = arguments.first(where: { $0.label != nil }) {
       diagnostics.error(
         "an instance is called with its inputs only; its options were fixed when it was made",
         at: option.location)
+      return .poisoned
+    }
+    if case .layer = instance.kind, !alsoLeading.isEmpty {
+      diagnostics.error(
+        "a loop's step must be a block taking (input, state), not a layer", at: location)
       return .poisoned
     }
     guard !arguments.isEmpty || leading != nil else {
@@ -98,7 +106,8 @@ extension Lowering {
     switch instance.kind {
     case .block(let block):
       return callBlock(
-        block, leading: leading, arguments: arguments + instance.configuration, at: location,
+        block, leading: leading, alsoLeading: alsoLeading,
+        arguments: arguments + instance.configuration, at: location,
         instanceScope: instance.scopeName)
     case .layer(let layer):
       return callLayer(

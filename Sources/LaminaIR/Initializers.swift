@@ -88,6 +88,16 @@ public enum InitializerRegistry {
       return (0..<shape.reduce(1, *)).map { _ in lo + (hi - lo) * generator.nextUnit() }
     },
     InitializerDefinition(
+      "recurrent_uniform",
+      "Uniform on ±1/√hidden, hidden = the first dimension divided by gates: PyTorch's RNN, LSTM and GRU initialization (gates 1, 4, 3) for weight_ih [gates·hidden, in], weight_hh and the biases.",
+      arguments: [AttributeSpec("gates", .int, default: .int(1))]
+    ) { shape, arguments, generator in
+      let gates = max(1, arguments["gates"]?.intValue ?? 1)
+      let hidden = max(1, (shape.first ?? 1) / gates)
+      let bound = 1 / Double(hidden).squareRoot()
+      return (0..<shape.reduce(1, *)).map { _ in -bound + 2 * bound * generator.nextUnit() }
+    },
+    InitializerDefinition(
       "normal", "Normal with the given mean and standard deviation.",
       arguments: [
         AttributeSpec("mean", .float, default: .float(0)),

@@ -26,7 +26,26 @@ public struct DeadCodeElimination: GraphPass {
       else { continue }
       keep[index] = true
       live.formUnion(node.operands)
+      if node.hasRegion { graph.nodes[index] = Self.pruningBody(of: node) }
     }
     graph.nodes = graph.nodes.indices.filter { keep[$0] }.map { graph.nodes[$0] }
+  }
+
+  /// A loop node without the body nodes its results do not need (gradient rules build the
+  /// gradients of every operand, inside a loop's body too).
+  static func pruningBody(of node: Node) -> Node {
+    var node = node
+    var live = Set(node.regionResults)
+    var kept: [Node] = []
+    for member in node.body.reversed() {
+      guard
+        member.results.contains(where: live.contains)
+          || member.definition?.effects.contains(.writesState) == true
+      else { continue }
+      live.formUnion(member.operands)
+      kept.append(member.hasRegion ? pruningBody(of: member) : member)
+    }
+    node.body = kept.reversed()
+    return node
   }
 }

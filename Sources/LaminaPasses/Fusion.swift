@@ -33,9 +33,34 @@ public struct Fusion: GraphPass {
   public init() {}
 
   public func run(on graph: inout Graph, context: inout PassContext) throws {
+    // A loop's body is fused as a graph of its own, whose outputs are the body's results.
+    for index in graph.nodes.indices where graph.nodes[index].hasRegion {
+      graph.nodes[index] = fusingRegion(graph.nodes[index], in: graph)
+    }
     var planner = FusionPlanner(graph: graph)
     planner.formGroups()
     graph.nodes = planner.fusedNodes()
+  }
+
+  /// `node` with its body (and nested bodies) fused; the body's arguments play the inputs.
+  func fusingRegion(_ node: Node, in graph: Graph) -> Node {
+    var node = node
+    for member in node.body.indices where node.body[member].hasRegion {
+      node.body[member] = fusingRegion(node.body[member], in: graph)
+    }
+    var body = graph
+    body.nodes = node.body
+    body.outputs = node.regionResults.enumerated().map { position, value in
+      NamedValue(name: "yield.\(position)", value: value)
+    }
+    body.losses = []
+    body.gradients = []
+    body.assignments = []
+    body.stateUpdates = []
+    var planner = FusionPlanner(graph: body)
+    planner.formGroups()
+    node.body = planner.fusedNodes()
+    return node
   }
 }
 
@@ -209,6 +234,9 @@ struct FusionPlanner {
               !groups[other].members.contains(where: { isColumnReduction(graph.nodes[$0]) }),
               groups[target].kind == .elementwise
                 || groups[other].members.allSatisfy({ fits(graph.nodes[$0], into: groups[target]) }),
+              // The producer reads its operands before any epilogue runs: a group computing one
+              // of them (`tanh(%x)` in `matmul(%a, %w) + 2 * %a`, a square product) stays out.
+              !feedsEpilogueProducer(other, of: target),
               // Only groups of one entry point's work merge (no backward work in inference).
               (groups[other].members + groups[target].members).allSatisfy({
                 tier($0) == tier(index)
@@ -229,6 +257,17 @@ struct FusionPlanner {
       }
     }
     pullIntoConsumers()
+  }
+
+  /// Whether a member of group `other` computes an operand of group `target`'s epilogue producer.
+  func feedsEpilogueProducer(_ other: Int, of target: Int) -> Bool {
+    guard groups[target].kind == .epilogue else { return false }
+    let read = Set(
+      groups[target].members.filter { isEpilogueProducer(graph.nodes[$0]) }
+        .flatMap { graph.nodes[$0].operands })
+    return groups[other].members.contains { member in
+      graph.nodes[member].results.contains(where: read.contains)
+    }
   }
 
   /// An elementwise node left alone whose every consumer sits in one group moves into that group:

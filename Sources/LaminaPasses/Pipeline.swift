@@ -6,21 +6,25 @@ import LaminaSupport
 public enum Pipeline {
   /// Every pass of the inference and training pipelines, in pipeline order (`lamina passes`).
   public static let allPasses: [any GraphPass] = [
-    ShapeInference(), Autodiff(), OptimizerUpdate(), ConstantFolding(), AlgebraicSimplification(),
+    ShapeInference(), Hoisting(), Autodiff(), OptimizerUpdate(), ConstantFolding(),
+    AlgebraicSimplification(),
     TransposeFolding(), CommonSubexpressionElimination(), DeadCodeElimination(),
   ]
 
   /// What runs before a graph is interpreted or compiled for inference. Folding and simplification
   /// come first: they leave duplicate constants and unused nodes, which `cse` and `dce` clear.
   public static let inference: [any GraphPass] = [
-    ShapeInference(), ConstantFolding(), AlgebraicSimplification(), TransposeFolding(),
+    ShapeInference(), Hoisting(), ConstantFolding(), AlgebraicSimplification(), TransposeFolding(),
     CommonSubexpressionElimination(), DeadCodeElimination(),
   ]
 
   /// What runs before a graph is trained: the backward graph and the optimizer's updates, then
   /// the same optimizations as for inference (on the forward and backward graph together).
+  /// Hoisting runs before autodiff (the hoisted input projection's gradient is then one product
+  /// too) and after it (weight gradients accumulated in the backward loop).
   public static let training: [any GraphPass] = [
-    ShapeInference(), Autodiff(), OptimizerUpdate(), ConstantFolding(), AlgebraicSimplification(),
+    ShapeInference(), Hoisting(), Autodiff(), Hoisting(), OptimizerUpdate(), ConstantFolding(),
+    AlgebraicSimplification(),
     TransposeFolding(), CommonSubexpressionElimination(), DeadCodeElimination(),
   ]
 

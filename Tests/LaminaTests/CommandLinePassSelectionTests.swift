@@ -61,8 +61,8 @@ struct CommandLinePassSelectionTests {
     #expect(some.status == 0, "\(some.errors)")
     #expect(
       passesRun(some) == [
-        "shape-inference", "autodiff", "optimizer", "constant-fold", "dce", "decompose",
-        "memory-plan",
+        "shape-inference", "hoist", "autodiff", "hoist", "optimizer", "constant-fold", "dce",
+        "decompose", "memory-plan",
       ])
 
     // Without simplify and transpose-fold, the final IR keeps the multiplication by one and the

@@ -54,9 +54,8 @@ struct MemoryPlanTests {
       for operand in graph.nodes[nodeIndex].operands {
         lastRead[root(operand)] = max(lastRead[root(operand)] ?? step, step)
       }
-      // A loop's body runs within the loop's step: its arguments and values live there.
-      for argument in graph.nodes[nodeIndex].regionArguments { defined[argument] = step }
-      for member in graph.nodes[nodeIndex].body {
+      // A loop's body values are written and read during the loop's step, every iteration.
+      for member in EntryPoint.regionMembers(of: graph.nodes[nodeIndex]) {
         for result in member.results { defined[result] = step }
         for operand in member.operands {
           lastRead[root(operand)] = max(lastRead[root(operand)] ?? step, step)

@@ -1,0 +1,294 @@
+import Foundation
+import Lamina
+import LaminaTestSupport
+import Testing
+
+/// The `scan` loop end to end: gradients against finite differences, compiled code against the
+/// interpreter at several batch sizes and sequence lengths, the IR round trip, the loop staying a
+/// loop in C, and located errors for bad sequence inputs.
+@Suite("Loops", .serialized)
+struct LoopTests {
+  /// An rnn whose loss reads every step's state and the last one, in f64.
+  static let rnnModel = """
+    model Recurrent {
+      input x: f64[batch, time, 3]
+      input r: f64[batch, time, 4]
+      input y: f64[batch, 2]
+      input h0: f64[batch, 4]
+      let h = x |> rnn(units: 4)
+      let last = x |> rnn(units: 4, return: "last", activation: "relu", initial: [h0])
+      output out = h[:, -1, :] |> dense(units: 2)
+      loss = mse(out, y) + mean(h * r) + mean(last * last)
+      train with sgd(lr: 0.1)
+    }
+    """
+
+  /// A hand-written scan in IR: two carried values (one passed through a multiply by an
+  /// invariant), two sequences, a per-step output that is not a carried value, run backwards.
+  static let scanModel = """
+    graph @Scan {
+      input %xs : f64[time, 2, 3]
+      input %zs : f64[time, 2, 3]
+      input %r : f64[time, 2, 3]
+      param %w : f64[3, 3] = normal()
+      param %v : f64[3] = normal()
+      %a0 = constant() {value = 0.5, dtype = f64} : f64[]
+      %b0 = broadcast_to(%a0) {shape = [2, 3]}
+      %h, %k, %ys = scan(%b0, %b0, %xs, %zs, %w, %v) {carried = 2, sequences = 2, reverse = true} {
+        args(%c, %d, %x, %z, %wi, %vi)
+        %p = matmul(%c, %wi)
+        %q = add(%p, %x)
+        %s = tanh(%q)
+        %m = mul(%d, %vi)
+        %n = mul(%m, %z)
+        %e = add(%s, %n)
+        %o = mul(%e, %c)
+        yield(%s, %n, %o)
+      }
+      %t = mul(%ys, %r)
+      %u = sum(%t)
+      %hh = mul(%h, %k)
+      %uu = sum(%hh)
+      %loss = add(%u, %uu)
+      loss loss = %loss
+      train train = sgd {lr = 0.1}
+    }
+    """
+
+  func worstGradientError(_ source: String, symbols: [String: Int]) throws -> (Double, String) {
+    let model = try Model(source: source, pipeline: Pipeline.training)
+    let parameters = try model.initialParameters(seed: 5)
+    let inputs = TestData.inputs(for: model.graph, symbols: symbols, seed: 11)
+    let checks = try model.checkGradients(inputs: inputs, parameters: parameters, samples: 64)
+    #expect(!checks.isEmpty)
+    let worst = checks.max { $0.worstRelativeError < $1.worstRelativeError }!
+    return (
+      worst.worstRelativeError,
+      "\(worst.parameter): analytic \(worst.analytic), numeric \(worst.numeric)"
+    )
+  }
+
+  @Test("rnn gradients (backpropagation through time) match finite differences")
+  func rnnGradcheck() throws {
+    let (error, detail) = try worstGradientError(
+      Self.rnnModel, symbols: ["batch": 3, "time": 5])
+    #expect(error < 1e-6, "\(detail)")
+  }
+
+  @Test("a reverse scan with two carried values and two sequences matches finite differences")
+  func scanGradcheck() throws {
+    let source = Self.scanModel
+    let (error, detail) = try worstGradientError(source, symbols: ["time": 6])
+    #expect(error < 1e-6, "\(detail)")
+  }
+
+  @Test("compiled rnn equals the interpreter at batch 1 and 37, length 1 and 23")
+  func compiledMatchesInterpreter() throws {
+    let model = try Model(source: Self.rnnModel, pipeline: Pipeline.training)
+    let parameters = try model.initialParameters(seed: 2)
+    let compiled = try model.compile(options: TestCache.options(), parameters: parameters)
+    #expect(compiled.signature.symbols.sorted() == ["batch", "time"])
+    for batch in [1, 37] {
+      for time in [1, 23] {
+        let inputs = TestData.inputs(
+          for: model.graph, symbols: ["batch": batch, "time": time], seed: UInt64(batch + time))
+        let (outputs, losses) = try compiled.evaluate(inputs)
+        let expected = try model.interpret(
+          inputs: inputs, parameters: parameters, outputs: ["out", "loss"])
+        for (name, actual) in [("out", outputs["out"]), ("loss", losses["loss"])] {
+          let reference = try #require(expected[name])
+          let (rtol, atol) = TestData.compiledTolerance(for: reference)
+          let problem = TestData.mismatch(try #require(actual), reference, rtol: rtol, atol: atol)
+          #expect(problem == nil, "batch \(batch), time \(time), \(name): \(problem ?? "")")
+        }
+      }
+    }
+  }
+
+  @Test("compiled training steps through the loop equal interpreted ones")
+  func compiledTrainStep() throws {
+    let model = try Model(
+      source: Self.rnnModel.replacingOccurrences(of: "sgd(lr: 0.1)", with: "adam(lr: 0.01)"),
+      pipeline: Pipeline.training)
+    let parameters = try model.initialParameters(seed: 4)
+    let compiled = try model.compile(options: TestCache.options(), parameters: parameters)
+    var values = parameters.merging(try model.graph.initialState()) { a, _ in a }
+    for (step, (batch, time)) in [(1, 1), (37, 23), (5, 7)].enumerated() {
+      let inputs = TestData.inputs(
+        for: model.graph, symbols: ["batch": batch, "time": time], seed: UInt64(step))
+      let compiledLoss = try compiled.trainStep(inputs)
+      let reference = try model.interpretTrainStep(inputs, values: values)
+      values = reference.values
+      #expect(
+        abs(compiledLoss - reference.loss) <= 1e-10 * max(1, abs(reference.loss)),
+        "step \(step): \(compiledLoss) vs \(reference.loss)")
+    }
+    let compiledValues = try compiled.parameters()
+    for (name, tensor) in compiledValues {
+      let problem = TestData.mismatch(tensor, values[name]!, rtol: 1e-9, atol: 1e-11)
+      #expect(problem == nil, "\(name): \(problem ?? "")")
+    }
+  }
+
+  @Test("the hand-written reverse scan compiles to what the interpreter computes")
+  func compiledScan() throws {
+    let source = Self.scanModel
+    let model = try Model(source: source, pipeline: Pipeline.training)
+    let parameters = try model.initialParameters(seed: 1)
+    let compiled = try model.compile(options: TestCache.options(), parameters: parameters)
+    var values = parameters.merging(try model.graph.initialState()) { a, _ in a }
+    for step in 0..<2 {
+      let inputs = TestData.inputs(
+        for: model.graph, symbols: ["time": 1 + 8 * step], seed: UInt64(step))
+      let compiledLoss = try compiled.trainStep(inputs)
+      let reference = try model.interpretTrainStep(inputs, values: values)
+      values = reference.values
+      #expect(abs(compiledLoss - reference.loss) <= 1e-10 * max(1, abs(reference.loss)))
+    }
+    for (name, tensor) in try compiled.parameters() {
+      #expect(TestData.mismatch(tensor, values[name]!, rtol: 1e-9, atol: 1e-11) == nil, "\(name)")
+    }
+  }
+
+  @Test("a scan prints and parses back to the same IR, before and after autodiff")
+  func roundTrip() throws {
+    for pipeline in [Pipeline.inference, Pipeline.training] {
+      let model = try Model(source: Self.rnnModel, pipeline: pipeline)
+      let text = model.ir()
+      #expect(text.contains("scan("))
+      #expect(text.contains("args(") && text.contains("yield("))
+      let reparsed = try Model(source: text, path: "rnn.ir", pipeline: [])
+      #expect(reparsed.ir() == text)
+    }
+  }
+
+  @Test("the loop is not unrolled: the C is the same size for 4 steps as for 512")
+  func notUnrolled() throws {
+    func generated(_ time: Int) throws -> (launches: Int, bytes: Int) {
+      let source = Self.rnnModel.replacingOccurrences(of: "time", with: String(time))
+      let model = try Model(source: source, pipeline: Pipeline.training)
+      let c = try model.generateC()
+      let launches = c.statistics.reduce(0) { $0 + $1.kernelLaunches }
+      return (launches, c.source.count)
+    }
+    let short = try generated(4)
+    let long = try generated(512)
+    #expect(short.launches == long.launches)
+    // Kernels outside the loop may pick threaded variants for the larger tensors; nothing grows
+    // with the number of steps.
+    #expect(
+      Double(long.bytes) < 1.25 * Double(short.bytes), "\(short.bytes) vs \(long.bytes) bytes")
+  }
+
+  @Test("bad sequence inputs are located errors")
+  func badInputs() throws {
+    let cases: [(String, String)] = [
+      ("input x: f32[batch, 3]\n  output h = rnn(x, units: 4)", "rnn needs a sequence input"),
+      ("input x: i32[batch, 5, 3]\n  output h = rnn(x, units: 4)", "floating-point input"),
+      (
+        "input x: f32[batch, 5, 3]\n  input h0: f32[batch, 3]\n  output h = rnn(x, units: 4, initial: [h0])",
+        "rnn: the initial state is f32[batch, 3], expected f32[batch, 4]"
+      ),
+      (
+        "input x: f32[batch, 5, 3]\n  input z: f32[batch, 5, 2]\n  let cell = rnn(units: 4)\n  output a = cell(x)\n  output b = cell(z)",
+        "rnn: the input has 2 features per step, but cell.weight_ih was made for 3"
+      ),
+    ]
+    for (body, message) in cases {
+      let source = "model Bad {\n  \(body)\n}\n"
+      do {
+        _ = try Model(source: source, path: "bad.lam")
+        Issue.record("no error for \(body)")
+      } catch let error as CompileError {
+        let text = error.description
+        #expect(text.contains(message), "\(text)")
+        #expect(text.contains("bad.lam:"), "not located: \(text)")
+      }
+    }
+  }
+
+  @Test(
+    "hoisting moves the input projection and the weight gradients out of the loops, same results")
+  func hoisting() throws {
+    let hoisted = try Model(source: Self.rnnModel, pipeline: Pipeline.training)
+    let plain = try Model(
+      source: Self.rnnModel,
+      pipeline: Pipeline.training.filter { $0.name != Hoisting.name })
+    // Forward: one matrix product over [batch·time, 3] before the loop; no step reads x any more.
+    let ir = hoisted.ir()
+    #expect(ir.contains("matmul(") && ir.contains(": f64[batch*time, 4]"), "\(ir)")
+    let scans = hoisted.graph.nodes.filter { $0.hasRegion }
+    #expect(scans.count == 4)  // two rnn layers, forward and backward
+    for scan in scans {
+      let products = scan.body.filter { $0.is(Ops.matmul) }
+      // Forward: only h @ W_hh; backward: only the carried gradient through W_hh.
+      #expect(products.count == 1, "\(IRPrinter().print(scan, in: hoisted.graph))")
+    }
+    let parameters = try hoisted.initialParameters(seed: 8)
+    let inputs = TestData.inputs(for: hoisted.graph, symbols: ["batch": 3, "time": 6], seed: 2)
+    let a = try hoisted.interpretGradients(inputs: inputs, parameters: parameters)
+    let b = try plain.interpretGradients(inputs: inputs, parameters: parameters)
+    #expect(Set(a.keys) == Set(b.keys))
+    for (name, tensor) in a {
+      let problem = TestData.mismatch(tensor, b[name]!, rtol: 1e-10, atol: 1e-12)
+      #expect(problem == nil, "\(name): \(problem ?? "")")
+    }
+  }
+
+  @Test("a hand-written cell (examples/custom_cell.lam) trains through scan")
+  func customCellTrains() throws {
+    let model = try Model(
+      contentsOf: RepositoryPaths.path("examples/custom_cell.lam"), pipeline: Pipeline.training)
+    #expect(model.graph.nodes.contains { $0.hasRegion })
+    let compiled = try model.compile(
+      options: TestCache.options(), parameters: try model.initialParameters(seed: 1))
+    // The target is the mean of the first feature over time: the state must integrate it.
+    var generator = SeededGenerator(seed: 3, stream: "custom-cell")
+    func batch() -> [String: Tensor] {
+      let (rows, steps) = (32, 8)
+      var x: [Float] = []
+      var y: [Float] = []
+      for _ in 0..<rows {
+        var sum: Float = 0
+        for _ in 0..<steps {
+          let a = Float.random(in: -1...1, using: &generator)
+          let b = Float.random(in: -1...1, using: &generator)
+          x += [a, b]
+          sum += a
+        }
+        y.append(sum / Float(steps))
+      }
+      return [
+        "x": Tensor(shape: [rows, steps, 2], scalars: x),
+        "y": Tensor(shape: [rows, 1], scalars: y),
+      ]
+    }
+    let validation = batch()
+    let before = try compiled.evaluate(validation).losses["loss"]!.doubles()[0]
+    for _ in 0..<300 { _ = try compiled.trainStep(batch()) }
+    let after = try compiled.evaluate(validation).losses["loss"]!.doubles()[0]
+    #expect(after < 0.1 * before, "validation loss \(before) -> \(after)")
+  }
+
+  @Test("fusion keeps a group that computes a square product's operand out of its epilogue")
+  func epilogueOperandGroup() throws {
+    // Found through a loop body's gradient: tanh(x * y) feeds the matmul and, doubled, its
+    // epilogue; merging that group into the epilogue made a kernel that could not be emitted.
+    let model = try Model(
+      source: """
+        model F {
+          input x: f64[batch, 16]
+          input y: f64[batch, 16]
+          param w: f64[16, 16] = glorot_uniform()
+          let a = tanh(x * y)
+          let b = a @ w
+          output z = b + a * 2.0
+        }
+        """)
+    let parameters = try model.initialParameters(seed: 1)
+    let compiled = try model.compile(options: TestCache.options(), parameters: parameters)
+    let problems = try TestData.compiledMismatches(
+      model, compiled, parameters: parameters, batches: [1, 5])
+    #expect(problems.isEmpty, "\(problems)")
+  }
+}
