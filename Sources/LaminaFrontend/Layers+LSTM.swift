@@ -12,7 +12,9 @@ typealias RecurrentCell =
 
 extension LayerBuilder {
   /// The options every gated recurrent layer takes besides `units`.
-  static func gatedRecurrentOptions(_ layer: String, initial: String) -> [LayerOptionSpec] {
+  static func gatedRecurrentOptions(_ layer: String, gates: Int, initial: String)
+    -> [LayerOptionSpec]
+  {
     [
       LayerOptionSpec("units", .integer, required: true, "hidden state size"),
       LayerOptionSpec(
@@ -28,7 +30,9 @@ extension LayerBuilder {
       ),
       LayerOptionSpec("initial", .tensors, "the starting state \(initial) (zeros by default)"),
       LayerOptionSpec(
-        "init", .initializer, "initializer of every weight and bias (default uniform ±1/√units)"),
+        "init", .initializer,
+        default: .initializer(Initializer("recurrent_uniform", ["gates": .int(gates)])),
+        "initializer of every weight and bias (PyTorch's: uniform ±1/√units)"),
       LayerOptionSpec("name", .string, "scope name of the layer's parameters (default \(layer)_N)"),
     ]
   }
@@ -164,7 +168,7 @@ extension LayerRegistry {
       "lstm",
       summary:
         "Long short-term memory over [batch, time, features] (PyTorch LSTM, one layer; gates i, f, g, o): i = σ(W_ii x + b_ii + W_hi h + b_hi), f = σ(…), g = tanh(…), o = σ(…), c' = f c + i g, h' = o tanh(c'). Parameters weight_ih [4·units, features], weight_hh [4·units, units], bias_ih and bias_hh [4·units], uniform in ±1/√units; bidirectional adds the same with _reverse. initial: [h0, c0].",
-      options: LayerBuilder.gatedRecurrentOptions("lstm", initial: "[h0, c0]")
+      options: LayerBuilder.gatedRecurrentOptions("lstm", gates: 4, initial: "[h0, c0]")
     ) { builder throws(ShapeError) in
       // bias_hh is in the projection: i, f, g, o all add it to the whole block.
       try builder.gatedRecurrence("lstm", gates: 4, stateCount: 2, biasHHBeforeLoop: true) {
@@ -190,7 +194,7 @@ extension LayerRegistry {
       "gru",
       summary:
         "Gated recurrent unit over [batch, time, features] (PyTorch GRU, one layer; gates r, z, n): r = σ(W_ir x + b_ir + W_hr h + b_hr), z = σ(…), n = tanh(W_in x + b_in + r (W_hn h + b_hn)), h' = (1 - z) n + z h. Parameters weight_ih [3·units, features], weight_hh [3·units, units], bias_ih and bias_hh [3·units], uniform in ±1/√units; bidirectional adds the same with _reverse. initial: [h0].",
-      options: LayerBuilder.gatedRecurrentOptions("gru", initial: "[h0]")
+      options: LayerBuilder.gatedRecurrentOptions("gru", gates: 3, initial: "[h0]")
     ) { builder throws(ShapeError) in
       try builder.gatedRecurrence("gru", gates: 3, stateCount: 1) {
         step, projected, state, weightHH, biasHH, units throws(ShapeError) in
