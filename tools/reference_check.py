@@ -666,6 +666,33 @@ def random_samples(call, seed, step, normal):
         lo = call.attr("lo", 0.0)
         values = lo + (call.attr("hi", 1.0) - lo) * words[:count] * 2.0**-32
     return values.reshape(shape)
+def checked_ids(call, ids, rows, what="id"):
+    ids = np.asarray(ids).astype(np.int64)
+    bad = np.argwhere((ids < 0) | (ids >= rows))
+    if len(bad):
+        position = tuple(int(i) for i in bad[0])
+        raise CheckError(f"{what} {ids[position]} at position {list(position)} is outside 0..<{rows}")
+    return ids
+
+
+def gather_rows(call, table, ids):
+    return table[checked_ids(call, ids, table.shape[0])]
+
+
+def scatter_add_rows(call, values, ids):
+    rows = int(call.attr("rows"))
+    ids = checked_ids(call, ids, rows)
+    result = np.zeros((rows,) + values.shape[ids.ndim:])
+    np.add.at(result, ids, values)
+    return result
+
+
+def sequence_mask(call, lengths):
+    steps = call.attributes["steps"]
+    dims = steps.dims if isinstance(steps, Dims) else [(n, []) for n in steps]
+    time = evaluate_dim(dims[0], call.bindings)
+    lengths = checked_ids(call, lengths, time + 1, what="length")
+    return (np.arange(time)[:, None] < lengths[None, :]).astype(np.float64)[:, :, None]
 
 
 def reduction(reduce):
@@ -737,6 +764,10 @@ OPS = {
     "max_pool2d": lambda call, x: pool2d(call, x, maximum=True),
     "avg_pool2d": lambda call, x: pool2d(call, x, maximum=False),
     "global_avg_pool2d": lambda call, x: x.mean(axis=(2, 3)),
+    # Rows by id (the embedding), their gradient, and the mask of padded sequences.
+    "gather_rows": gather_rows,
+    "scatter_add_rows": scatter_add_rows,
+    "sequence_mask": sequence_mask,
 }
 
 
@@ -875,6 +906,13 @@ def make_inputs(
             if label is not None:
                 classes = graph.type_of(node.operands[0]).concrete(bindings)[1]
                 label_classes[label] = min(classes, label_classes.get(label, classes))
+        elif node.op in ("gather_rows", "sequence_mask"):
+            # Ids pick rows of the table; lengths run from 0 to the number of steps.
+            ids = source_input(graph, node.operands[1 if node.op == "gather_rows" else 0])
+            if ids is not None:
+                size = graph.type_of(node.operands[0] if node.op == "gather_rows" else node.results[0])
+                count = size.concrete(bindings)[0] + (1 if node.op == "sequence_mask" else 0)
+                label_classes[ids] = min(count, label_classes.get(ids, count))
         elif node.op == "binary_cross_entropy_with_logits":
             target = source_input(graph, node.operands[1])
             if target is not None:

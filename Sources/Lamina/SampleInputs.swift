@@ -5,7 +5,9 @@ import LaminaSupport
 ///
 /// Floats are standard normal, except inputs named `positive…` (|N| + 0.1, for log and sqrt) and
 /// `target…` (uniform in [0, 1), for binary cross-entropy); integer inputs that feed `cross_entropy`
-/// as labels are valid class indices, other integers are in 0..<5.
+/// as labels are valid class indices, and so are ids that pick rows of a table (`gather_rows`, the
+/// embedding), and sequence lengths (`sequence_mask`, the recurrent layers' `lengths:`) are in
+/// 0...time when the time axis is static; other integers are in 0..<5.
 public enum SampleInputs {
   public static func make(for graph: Graph, symbols: [String: Int], seed: UInt64) -> [String:
     Tensor]
@@ -33,11 +35,18 @@ public enum SampleInputs {
     return result
   }
 
-  /// The class count when `value` is the labels operand of a `cross_entropy` node.
+  /// The class count when `value` is the labels operand of a `cross_entropy` node, or the
+  /// smallest row count of the tables it picks rows of.
   static func labelClasses(of value: ValueID, in graph: Graph) -> Int? {
     for node in graph.nodes where node.op == "cross_entropy" && node.operands[1] == value {
       return graph.type(of: node.operands[0]).shape[1].staticValue
     }
-    return nil
+    let rows = graph.nodes.filter { $0.is(Ops.gatherRows) && $0.operands[1] == value }.compactMap {
+      graph.type(of: $0.operands[0]).shape.first?.staticValue
+    }
+    // Sequence lengths: 0 through the number of steps, when it is static.
+    let lengths = graph.nodes.filter { $0.is(Ops.sequenceMask) && $0.operands[0] == value }
+      .compactMap { graph.type(of: $0.result).shape.first?.staticValue.map { $0 + 1 } }
+    return (rows + lengths).min()
   }
 }

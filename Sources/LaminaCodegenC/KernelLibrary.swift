@@ -24,6 +24,7 @@ enum KernelLibrary {
     case .crossEntropyGradient: return { LossKernels.emitCrossEntropyGradient($0, into: &$1) }
     case .binaryCrossEntropy: return { LossKernels.emitBinaryCrossEntropy($0, into: &$1) }
     case .squaredNorm: return { LossKernels.emitL2($0, into: &$1) }
+    case .sequenceMask: return { SequenceKernels.emitMask($0, into: &$1) }
     case .convolution: return { ConvolutionKernels.emit($0, into: &$1) }
     case .convolutionTranspose: return { ConvolutionKernels.emit($0, into: &$1) }
     case .convolutionWeightGradient: return { ConvolutionKernels.emit($0, into: &$1) }
@@ -31,6 +32,8 @@ enum KernelLibrary {
       return { NormalizationKernels.emitRunningStatistics($0, into: &$1) }
     case .batchNormStatistics, .batchNormStatisticsGradient, .dropout, .maxPool, .maxPoolBackward,
       .averagePool, .averagePoolBackward, .globalAveragePool, .randomNormal, .randomUniform:
+      return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
+    case .gatherRows, .scatterAddRows:
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
     }
   }
@@ -79,6 +82,14 @@ enum KernelLibrary {
       return { context, body, prelude, symbols in
         PoolingKernels.emitGlobalAverage(
           context, into: &body, prelude: &prelude, symbolIndex: symbols)
+      }
+    case .gatherRows:
+      return { context, body, prelude, symbols in
+        GatherKernels.emitGather(context, into: &body, prelude: &prelude, symbolIndex: symbols)
+      }
+    case .scatterAddRows:
+      return { context, body, prelude, symbols in
+        GatherKernels.emitScatterAdd(context, into: &body, prelude: &prelude, symbolIndex: symbols)
       }
     default: return nil
     }

@@ -283,10 +283,13 @@ extension Lowering {
       case .number(let value): .number(value)
       case .string(let value): .string(value)
       case .bool(let value): .bool(value)
+      case .tensor(let id): .tensors([id])
       case .list(let elements):
         elements.allSatisfy { if case .integer = $0 { true } else { false } }
           ? .integers(elements.map { if case .integer(let value) = $0 { value } else { 0 } })
-          : nil
+          : elements.allSatisfy { if case .tensor = $0 { true } else { false } }
+            ? .tensors(elements.compactMap { if case .tensor(let id) = $0 { id } else { nil } })
+            : nil
       default: nil
       }
     if let option, let accepted = kind.accept(option) { return accepted }

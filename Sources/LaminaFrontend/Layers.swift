@@ -10,6 +10,9 @@ public enum LayerOption: Sendable, Hashable, CustomStringConvertible {
   case initializer(Initializer)
   /// An option that takes an integer or a list of them (`kernel: 3`, `kernel: [3, 5]`), as written.
   case integers([Int])
+  /// An option that takes a tensor or a list of tensors of the model (`lengths: lengths`,
+  /// `initial: [h0, c0]`), as values of the graph.
+  case tensors([ValueID])
 
   /// The value as the language writes it, for the reference and for messages.
   public var description: String {
@@ -22,6 +25,7 @@ public enum LayerOption: Sendable, Hashable, CustomStringConvertible {
     case .integers(let values):
       values.count == 1
         ? String(values[0]) : "[" + values.map(String.init).joined(separator: ", ") + "]"
+    case .tensors(let values): values.count == 1 ? "a tensor" : "a list of \(values.count) tensors"
     }
   }
 }
@@ -43,6 +47,8 @@ public indirect enum LayerOptionKind: Sendable, Hashable, CustomStringConvertibl
   case oneOf([String])
   /// A value of any of these kinds, tried in order. An initializer cannot be one of them.
   case anyOf([LayerOptionKind])
+  /// A tensor, or a list of tensors (`initial: [h0, c0]`).
+  case tensors
 
   /// The kind as the reference writes it: `Int`, `Int or [Int, Int]`, `"same" or "valid"`.
   public var description: String { written.joinedAsAlternatives() }
@@ -68,6 +74,7 @@ public indirect enum LayerOptionKind: Sendable, Hashable, CustomStringConvertibl
         }
     case .oneOf(let words): words.map(quoted)
     case .anyOf(let kinds): kinds.flatMap(\.written)
+    case .tensors: ["Tensor", "[Tensor, ...]"]
     }
   }
 
@@ -83,6 +90,7 @@ public indirect enum LayerOptionKind: Sendable, Hashable, CustomStringConvertibl
       ["an integer"] + lengths.filter { $0 != 1 }.map { "a list of \($0) integers" }
     case .oneOf(let words): words.map(quoted)
     case .anyOf(let kinds): kinds.flatMap(\.spoken)
+    case .tensors: ["a tensor", "a list of tensors"]
     }
   }
 
@@ -97,6 +105,7 @@ public indirect enum LayerOptionKind: Sendable, Hashable, CustomStringConvertibl
     case .integers: "3"
     case .oneOf(let words): words.first.map(quoted) ?? "\"...\""
     case .anyOf(let kinds): kinds.first?.example ?? "..."
+    case .tensors: "x"
     }
   }
 
@@ -105,7 +114,7 @@ public indirect enum LayerOptionKind: Sendable, Hashable, CustomStringConvertibl
   public func accept(_ value: LayerOption) -> LayerOption? {
     switch (self, value) {
     case (.integer, .integer), (.number, .number), (.bool, .bool), (.string, .string),
-      (.initializer, .initializer):
+      (.initializer, .initializer), (.tensors, .tensors):
       return value
     case (.number, .integer(let integer)): return .number(Double(integer))
     case (.integers, .integer(let integer)): return .integers([integer])
@@ -206,6 +215,13 @@ public struct LayerBuilder {
 
   public func initializer(_ name: String) -> Initializer? {
     if case .initializer(let value)? = options[name] { return value }
+    return nil
+  }
+
+  /// An option that takes tensors (`lengths: lengths`, `initial: [h0, c0]`): the values given, or
+  /// nil when it was not given.
+  public func tensors(_ name: String) -> [ValueID]? {
+    if case .tensors(let values)? = options[name] { return values }
     return nil
   }
 
@@ -342,7 +358,9 @@ public enum LayerRegistry {
   public static let all: [LayerDefinition] =
     denseLayers + normalizationLayers + layerNormLayers + randomLayers
     + convolutionLayers + poolingLayers
+    + embeddingLayers
     + recurrentLayers
+    + gatedRecurrentLayers
 
   /// Fully connected layers.
   static let denseLayers: [LayerDefinition] = [

@@ -23,6 +23,7 @@ import Testing
       LayerOptionSpec(
         "init", .initializer, default: .initializer(Initializer("he_uniform")), "initializer"),
       LayerOptionSpec("activation", .oneOf(["relu", "tanh"]), "an activation"),
+      LayerOptionSpec("states", .tensors, "tensors of the model"),
     ]
   ) { builder throws(ShapeError) in
     let bound = builder.options.keys.sorted().map { "\($0)=\(describe(builder.options[$0]!))" }
@@ -46,6 +47,7 @@ import Testing
     case .bool(let value): "bool:\(value)"
     case .initializer(let value): "init:\(value)"
     case .integers(let values): "ints:\(values)"
+    case .tensors(let values): "tensors:\(values)"
     }
   }
 
@@ -188,6 +190,18 @@ import Testing
     #expect(activation.help == "did you mean \"relu\"?")
     let initializer = try lower("probe(x, filters: 8, init: 3)").onlyError(at: "3)")
     #expect(initializer.message.contains("expected an initializer call"), "\(initializer.message)")
+  }
+
+  @Test("an option of tensors takes a tensor or a list of them, as graph values")
+  func tensorOptions() throws {
+    let one = try lower("probe(x, filters: 8, states: x)").onlyError(at: "probe(").message
+    #expect(one.contains("states=tensors:[v0]"), "\(one)")
+    let two = try lower("probe(x, filters: 8, states: [x, x * 2])").onlyError(at: "probe(").message
+    #expect(two.contains("states=tensors:[v0, v"), "\(two)")
+    let number = try lower("probe(x, filters: 8, states: 3)").onlyError(at: "3)")
+    #expect(number.message == "probe: 'states' must be a tensor or a list of tensors, got 3")
+    let mixed = try lower("probe(x, filters: 8, states: [x, 2])").onlyError(at: "[x, 2]")
+    #expect(mixed.message.contains("'states' must be a tensor or a list of tensors"))
   }
 
   @Test func layerDuplicateOption() throws {

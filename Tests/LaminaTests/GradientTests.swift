@@ -62,6 +62,37 @@ struct GradientTests {
   static let pos34 = "param posa: f64[3, 4]\ninput r: f64[3, 4]"
 
   static let cases: [Case] = [
+    // Rows picked by integer id (repeated ids: their gradients add up), and the scatter-add that
+    // is its gradient.
+    Case(
+      "gather_rows", "param a: f64[6, 4]\ninput ids: i32[4, 3]\ninput r: f64[4, 3, 4]",
+      "sum(gather_rows(a, ids) * r)"),
+    Case(
+      "gather_rows (rank-1 table)", "param a: f64[7]\ninput ids: i32[5]\ninput r: f64[5]",
+      "sum(gather_rows(a, ids) * r)"),
+    Case(
+      "scatter_add_rows", "param v: f64[4, 3, 2]\ninput ids: i32[4]\ninput r: f64[6, 3, 2]",
+      "sum(scatter_add_rows(v, ids, rows: 6) * r)"),
+    // The gated recurrent layers, through the loop and its reverse (lengths: padded rows keep
+    // their state; bidirectional: a reverse scan too; initial: gradients reach the starting state).
+    Case(
+      "lstm (bidirectional, lengths)",
+      "param x: f64[3, 4, 2]\ninput lengths: i32[3]\ninput r: f64[3, 4, 6]",
+      "sum((x |> lstm(units: 3, bidirectional: true, lengths: lengths)) * r)"),
+    Case(
+      "lstm (last, lengths, initial)",
+      "param x: f64[3, 4, 2]\nparam h0: f64[3, 2]\nparam c0: f64[3, 2]\ninput lengths: i32[3]\ninput r: f64[3, 2]",
+      "sum((x |> lstm(units: 2, return: \"last\", lengths: lengths, initial: [h0, c0])) * r)"),
+    Case(
+      "gru (bidirectional, lengths, last)",
+      "param x: f64[3, 4, 2]\ninput lengths: i32[3]\ninput r: f64[3, 6]",
+      "sum((x |> gru(units: 3, bidirectional: true, return: \"last\", lengths: lengths)) * r)"),
+    Case(
+      "gru (initial)", "param x: f64[2, 3, 2]\nparam h0: f64[2, 3]\ninput r: f64[2, 3, 3]",
+      "sum((x |> gru(units: 3, initial: [h0])) * r)"),
+    Case(
+      "embedding layer (f64)", "input tokens: i32[3, 5]\ninput r: f64[3, 5, 4]",
+      "sum((tokens |> embedding(vocab: 6, dim: 4, dtype: \"f64\")) * r)"),
     // Elementwise arithmetic, with broadcasting operands.
     Case(
       "add (bias broadcast)", "param a: f64[3, 4]\nparam b: f64[4]\ninput r: f64[3, 4]",
@@ -310,6 +341,11 @@ struct GradientTests {
     "max_pool2d_backward",
     // Samples: leaves whose operands are the generator's integer state.
     "random_normal", "random_uniform",
+    // Of integer lengths alone: nothing to differentiate.
+    "sequence_mask",
+    // The autodiff pass differentiates a loop itself (a reverse scan over its body's derivative);
+    // the lstm and gru cases above check it.
+    "scan",
   ]
 
   // MARK: Helpers

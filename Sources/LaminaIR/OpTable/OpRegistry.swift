@@ -11,6 +11,8 @@ public enum OpRegistry {
     + optimizerOps + normalizationOps + layerNormOps + randomOps
     + convolutionOps + poolingOps
     + sampleOps
+    + embeddingOps
+    + sequenceOps
     + loopOps
 
   private static let byName: [String: OpDefinition] = {

@@ -334,6 +334,9 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case globalAveragePool = "global-average-pool"
   case randomNormal = "random-normal"
   case randomUniform = "random-uniform"
+  case gatherRows = "gather-rows"
+  case scatterAddRows = "scatter-add-rows"
+  case sequenceMask = "sequence-mask"
 }
 
 // MARK: Fused groups

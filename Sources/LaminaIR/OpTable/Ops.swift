@@ -65,6 +65,9 @@ public enum Ops {
   public static let globalAvgPool2d = OpHandle("global_avg_pool2d")
   public static let randomNormal = OpHandle("random_normal")
   public static let randomUniform = OpHandle("random_uniform")
+  public static let gatherRows = OpHandle("gather_rows")
+  public static let scatterAddRows = OpHandle("scatter_add_rows")
+  public static let sequenceMask = OpHandle("sequence_mask")
 
   /// Every handle, in table order (a test checks they match the table one to one).
   public static let all: [OpHandle] = [
@@ -78,5 +81,7 @@ public enum Ops {
     + [layerNorm, dropout] + [conv2d, convTranspose2d, conv2dBackwardWeight]
     + [maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward, globalAvgPool2d]
     + [randomNormal, randomUniform]
+    + [gatherRows, scatterAddRows]
+    + [sequenceMask]
     + [scan]
 }
