@@ -70,13 +70,10 @@ public struct ModeSpecialization: GraphPass {
             location: node.location))
         copies[node.result] = value
       case nil:
-        var results: [ValueID] = []
-        for result in node.results { results.append(Self.copy(of: result, in: &working)) }
-        rebuilt.append(
-          Node(
-            op: node.op, operands: operands, attributes: node.attributes, results: results,
-            location: node.location, body: node.body))
-        for (result, copy) in zip(node.results, results) { copies[result] = copy }
+        var copied = Self.copy(of: node, in: &working, renaming: copies)
+        copied.operands = operands
+        rebuilt.append(copied)
+        for (result, copy) in zip(node.results, copied.results) { copies[result] = copy }
       }
     }
     working.nodes = rebuilt
@@ -86,6 +83,29 @@ public struct ModeSpecialization: GraphPass {
       return InferenceSpecialization(value: value, inference: copy)
     }
     graph = working
+  }
+
+  /// A copy of `node` with fresh results and, for a node with a region (a loop), a fresh body:
+  /// every value defined once in the graph, the body's arguments and results renamed with it.
+  static func copy(of node: Node, in graph: inout Graph, renaming outer: [ValueID: ValueID]) -> Node
+  {
+    var renamed = outer
+    func fresh(_ value: ValueID, in graph: inout Graph) -> ValueID {
+      let copy = Self.copy(of: value, in: &graph)
+      renamed[value] = copy
+      return copy
+    }
+    var copied = node
+    copied.operands = node.operands.map { renamed[$0] ?? $0 }
+    copied.regionArguments = node.regionArguments.map { fresh($0, in: &graph) }
+    copied.body = node.body.map { member in
+      let inner = copy(of: member, in: &graph, renaming: renamed)
+      for (result, copy) in zip(member.results, inner.results) { renamed[result] = copy }
+      return inner
+    }
+    copied.regionResults = node.regionResults.map { renamed[$0] ?? $0 }
+    copied.results = node.results.map { fresh($0, in: &graph) }
+    return copied
   }
 
   /// A new value of `value`'s type for its inference copy: temporaries stay temporaries (`%7`),
