@@ -613,6 +613,11 @@ private struct Generator {
         launches += 1
         body.line("if (status != LAMINA_OK) return status;")
       }
+      // The entry point's mode's kernel, or the one both modes share.
+      func kernelName(_ id: Int) -> String {
+        kernelNames[KernelKey(node: id, mode: mode)]
+          ?? kernelNames[KernelKey(node: id, mode: .inference)]!
+      }
       // A scan: a C loop over the steps, running the body's kernels on views of the step.
       func emitLoop(_ node: Node, into body: inout CWriter) {
         guard let layout = node.scanLayout else { return }
@@ -653,11 +658,8 @@ private struct Generator {
                 continue
               }
               if case .alias? = OpRegistry.definition(member.op)?.c { continue }
-              let id = memberKernelIDs[member.results[0]]!
-              let kernel =
-                kernelNames[KernelKey(node: id, mode: mode)]
-                ?? kernelNames[KernelKey(node: id, mode: .inference)]!
-              call(member, kernel: kernel, into: &iteration)
+              call(
+                member, kernel: kernelName(memberKernelIDs[member.results[0]]!), into: &iteration)
             }
             // Outputs first: they may read a carried argument's value at the step's start.
             for (offset, result) in node.regionResults.enumerated().dropFirst(layout.carried) {
@@ -682,25 +684,7 @@ private struct Generator {
         }
         // Fused nodes are not in the op table; they always run their kernel.
         if case .alias? = OpRegistry.definition(node.op)?.c { continue }
-        let arguments =
-          ["ctx", "dims"] + node.operands.map { pointer($0) }
-          + node.results.map { pointer($0, writable: true) }
-        let kernel =
-          kernelNames[KernelKey(node: nodeIndex, mode: mode)]
-          ?? kernelNames[KernelKey(node: nodeIndex, mode: .inference)]!
-        let notes = node.results.map { result -> String in
-          var note = "%" + graph[result].name
-          if let operand = plan?.inPlace[result] { note += " in place of %" + graph[operand].name }
-          if let target = plan?.directUpdates[result] {
-            note += " straight into %" + graph[target].name
-          }
-          return note
-        }
-        body.line(
-          "status = \(kernel)(\(arguments.joined(separator: ", ")));  /* \(CText.comment(notes.joined(separator: ", "))) */"
-        )
-        launches += 1
-        body.line("if (status != LAMINA_OK) return status;")
+        call(node, kernel: kernelName(nodeIndex), into: &body)
       }
       // Exposed values not computed in place (inputs, parameters, aliases, values exposed twice).
       for (kind, values, array) in [("output", outputs, "outputs"), ("loss", losses, "losses")] {

@@ -48,18 +48,7 @@ enum RandomKernels {
           "out[i] = in0[i] * (words.word[lane] >= threshold ? scale : (\(elementType))0);")
       }
     }
-    let operandTypes = context.operandTypes.map { CExpressionContext.cType($0.dtype) }
-    let arguments =
-      operandTypes.enumerated().map {
-        ParallelLoop.Argument(elementType: $0.element, name: "in\($0.offset)", isWritten: false)
-      } + [ParallelLoop.Argument(elementType: elementType, name: "out", isWritten: true)]
-    // Chunks of 4 blocks: 16 elements, whole cache lines of f32, so threads never share one.
-    var loop = ParallelLoop(
-      kernel: "@KERNEL@", arguments: arguments, dimensionPrologue: [], extent: "blocks",
-      work: "count", chunkAlignment: 4)
-    loop.extraFields = ["int64_t count;"]
-    loop.declarations(rangeBody: range, into: &prelude)
-    loop.dispatch(into: &body) { fill in fill.line("job.count = count;") }
+    dispatchBlocks(context, elementType: elementType, range: range, body: &body, prelude: &prelude)
   }
 
   /// `random_normal` and `random_uniform`: each block of four elements is one Philox call
@@ -120,6 +109,15 @@ enum RandomKernels {
         }
       }
     }
+    dispatchBlocks(context, elementType: elementType, range: range, body: &body, prelude: &prelude)
+  }
+
+  /// Runs `range` (a loop over Philox blocks `begin..<end`) over the thread pool, in chunks of 4
+  /// blocks: 16 elements, whole cache lines of f32, so threads never share one.
+  static func dispatchBlocks(
+    _ context: KernelContext, elementType: String, range: CWriter, body: inout CWriter,
+    prelude: inout CWriter
+  ) {
     let operandTypes = context.operandTypes.map { CExpressionContext.cType($0.dtype) }
     let arguments =
       operandTypes.enumerated().map {
