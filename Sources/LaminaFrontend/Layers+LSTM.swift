@@ -47,8 +47,11 @@ extension LayerBuilder {
     _ layer: String, gates: Int, stateCount: Int, biasHHBeforeLoop: Bool = false,
     cell: RecurrentCell
   ) throws(ShapeError) -> ValueID {
-    guard let units = int("units"), units > 0 else {
-      throw ShapeError("\(layer): units must be a positive integer")
+    // Bounded so that gates·units·units cannot overflow before the parameter size check.
+    guard let units = int("units"), units > 0, units <= 1 << 24 else {
+      throw ShapeError(
+        "\(layer): units must be a positive integer up to 2^24, got \(int("units").map(String.init) ?? "none")"
+      )
     }
     let features = try recurrentFeatures(layer)
     let x = inputs[0]

@@ -130,8 +130,10 @@ extension LayerRegistry {
         LayerOptionSpec("name", .string, "scope name of the layer's parameters (default rnn_N)"),
       ]
     ) { builder throws(ShapeError) in
-      guard let units = builder.int("units"), units > 0 else {
-        throw ShapeError("rnn: units must be a positive integer")
+      guard let units = builder.int("units"), units > 0, units <= 1 << 24 else {
+        throw ShapeError(
+          "rnn: units must be a positive integer up to 2^24, got \(builder.int("units").map(String.init) ?? "none")"
+        )
       }
       let features = try builder.recurrentFeatures("rnn")
       try builder.checkSharedFeatures("rnn", weight: "weight_ih", features: features)
