@@ -14,6 +14,7 @@ public enum OpRegistry {
     + embeddingOps
     + sequenceOps
     + loopOps
+    + convolution3DOps + pooling3DOps + channelNormalizationOps
 
   private static let byName: [String: OpDefinition] = {
     var table: [String: OpDefinition] = [:]
