@@ -245,11 +245,11 @@ struct LoopTests {
       ("input x: i32[batch, 5, 3]\n  output h = rnn(x, units: 4)", "floating-point input"),
       (
         "input x: f32[batch, 5, 3]\n  input h0: f32[batch, 3]\n  output h = rnn(x, units: 4, initial: [h0])",
-        "rnn: the initial state is f32[batch, 3], expected f32[batch, 4]"
+        "rnn: initial must be 1 state of type f32[batch, 4], got f32[batch, 3]"
       ),
       (
         "input x: f32[batch, 5, 3]\n  input z: f32[batch, 5, 2]\n  let cell = rnn(units: 4)\n  output a = cell(x)\n  output b = cell(z)",
-        "rnn: the input has 2 features per step, but cell.weight_ih was made for 3"
+        "rnn: the input has 2 features, but the layer's weights take 3 (cell.weight_ih is f32[4, 3])"
       ),
     ]
     for (body, message) in cases {
