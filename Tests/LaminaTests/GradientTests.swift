@@ -150,6 +150,10 @@ struct GradientTests {
       "matmul (batched, broadcast weight)",
       "param a: f64[2, 3, 4]\nparam w: f64[4, 5]\ninput r: f64[2, 3, 5]", "sum((a @ w) * r)"),
     Case(
+      "matmul (batched, one transposed matrix)",
+      "param a: f64[2, 3, 4]\nparam w: f64[5, 4]\ninput r: f64[2, 3, 5]",
+      "sum(matmul(a, w, transpose_b: true) * r)"),
+    Case(
       "matmul (batched, both broadcast)",
       "param a: f64[2, 1, 3, 4]\nparam b: f64[5, 4, 2]\ninput r: f64[2, 5, 3, 2]",
       "sum(matmul(a, b) * r)"),
