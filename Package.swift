@@ -46,7 +46,9 @@ let package = Package(
     .target(name: "LaminaTestSupport", dependencies: ["Lamina"], path: "Tests/LaminaTestSupport"),
     .testTarget(
       name: "LaminaTests",
-      dependencies: ["Lamina", "LaminaFrontend", "LaminaCommandLine", "LaminaTestSupport"],
+      dependencies: [
+        "Lamina", "LaminaFrontend", "LaminaCommandLine", "LaminaTestSupport", "LaminaONNX",
+      ],
       // Bad model files with their expected diagnostics, read by BadModelTests; the C program
       // SanitizerHarnessTests builds with each example's generated C.
       exclude: ["BadModels", "Fixtures", "SanitizerHarness"]),

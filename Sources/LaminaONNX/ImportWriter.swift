@@ -152,6 +152,17 @@ public func escapedText(_ text: String) -> String {
   return result
 }
 
+/// A float attribute as a `.lam` literal: its shortest form as a Float (`0.2`, not the double
+/// nearest the float, `0.20000000298023224`); converting it back to f32 gives the same value.
+func floatLiteral(_ value: Float) throws -> String {
+  guard value.isFinite else {
+    throw ONNXError("the attribute value \(value) is not a finite number")
+  }
+  var text = "\(value)"
+  if text.hasSuffix(".0") { text.removeLast(2) }
+  return text.replacingOccurrences(of: "e+", with: "e")
+}
+
 /// A number as a `.lam` float literal (`0.5`, `1e-05`).
 func floatLiteral(_ value: Double) throws -> String {
   guard value.isFinite else {

@@ -19,8 +19,8 @@ extension ONNXTranslators {
     }
     let transposeA = try context.int("transA", default: 0) != 0
     let transposeB = try context.int("transB", default: 0) != 0
-    let alpha = Double(context.float("alpha", default: 1))
-    let beta = Double(context.float("beta", default: 1))
+    let alpha = context.float("alpha", default: 1)
+    let beta = context.float("beta", default: 1)
     let inner = transposeA ? a.shape[0] : a.shape[1]
     let innerB = transposeB ? b.shape[1] : b.shape[0]
     guard inner == innerB else {

@@ -21,7 +21,7 @@ extension ONNXTranslators {
     ONNXTranslator(["Tanh"]) { try unary(&$0, "tanh") },
     ONNXTranslator(["Softplus"]) { try unary(&$0, "softplus") },
     ONNXTranslator(["LeakyRelu"]) { context in
-      let alpha = try floatLiteral(Double(context.float("alpha", default: 0.01)))
+      let alpha = try floatLiteral(context.float("alpha", default: 0.01))
       return try unary(&context, "leaky_relu", arguments: ", alpha: \(alpha)")
     },
     ONNXTranslator(["Identity"]) { context in [try context.input(0)] },
@@ -180,11 +180,11 @@ extension ONNXTranslators {
   @Sendable static func translateDropout(_ context: inout ONNXNodeContext) throws -> [ImportedValue]
   {
     let x = try context.tensor(0)
-    var rate = Double(context.float("ratio", default: 0.5))
+    var rate = context.float("ratio", default: 0.5)
     if context.opset >= 12, context.hasInput(1) {
       let ratio = try context.constant(1, "the dropout ratio")
       guard ratio.count == 1 else { throw context.error("the ratio must be a scalar") }
-      rate = ratio.doubles()[0]
+      rate = Float(ratio.doubles()[0])
     }
     if context.node.outputs.count > 1, !context.node.outputs[1].isEmpty {
       // The mask output: nothing in an inference graph reads it; a node that does is reported

@@ -39,9 +39,11 @@ extension ONNXTranslators {
       }
       try context.addWeight("\(scope).\(names[index])", tensor.reshaped([channels])!)
     }
-    let epsilon = Double(context.float("epsilon", default: 1e-5))
+    let epsilon = context.float("epsilon", default: 1e-5)
     // ONNX's momentum weighs the running statistics; the layer's (PyTorch's) weighs the batch.
-    let momentum = 1 - Double(context.float("momentum", default: 0.9))
+    // Through the float's shortest decimal form, so 0.9 gives 0.1, not 0.100000024.
+    let onnxMomentum = Double("\(context.float("momentum", default: 0.9))") ?? 0.9
+    let momentum = Float(1 - onnxMomentum)
     return [
       context.emit(
         "batch_norm(\(x.name), eps: \(try floatLiteral(epsilon)), momentum: \(try floatLiteral(momentum)), name: \"\(scope)\")",

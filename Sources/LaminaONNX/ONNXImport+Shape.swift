@@ -45,17 +45,33 @@ extension ONNXTranslators {
   @Sendable static func translateConstantOfShape(_ context: inout ONNXNodeContext) throws
     -> [ImportedValue]
   {
+    var fill = Tensor(shape: [], scalars: [Float(0)])
+    if let value = try context.tensorAttribute("value") {
+      guard value.count == 1 else { throw context.error("value must have one element") }
+      fill = value.reshaped([])!
+    }
     guard let shape = try context.input(0).staticIntegers else {
-      throw context.error(
-        "ConstantOfShape of a shape that depends on a symbolic dimension is not supported")
+      // A shape with a symbolic dimension (a batch) has no full-shape parameter: the value is a
+      // one-element parameter broadcast to the shape at run time.
+      guard let dims = try context.input(0).staticDims else {
+        throw context.error("the shape (input 0) must be known at import time")
+      }
+      let texts = try dims.map { dim -> String in
+        guard let text = dim.lamText else {
+          throw context.error("cannot write the shape \(dims) for broadcast_to")
+        }
+        return text
+      }
+      let value = try context.writer.declareParameter(
+        hint: "\(context.node.outputs[0])_value", fill, onnxName: nil)
+      return [
+        context.emit(
+          "broadcast_to(\(value.name), shape: [\(texts.joined(separator: ", "))])", shape: dims,
+          dtype: fill.dtype)
+      ]
     }
     guard shape.allSatisfy({ $0 >= 0 }), let count = Tensor.byteCount(.f64, shape) else {
       throw context.error("invalid shape \(shape)")
-    }
-    var fill = Tensor(shape: [1], scalars: [Float(0)])
-    if let value = try context.tensorAttribute("value") {
-      guard value.count == 1 else { throw context.error("value must have one element") }
-      fill = value
     }
     let element = fill.doubles()[0]
     let tensor = Tensor(
