@@ -70,12 +70,25 @@ extension ONNXTranslators {
           dtype: fill.dtype)
       ]
     }
-    guard shape.allSatisfy({ $0 >= 0 }), let count = Tensor.byteCount(.f64, shape) else {
+    guard shape.allSatisfy({ $0 >= 0 }), Tensor.byteCount(fill.dtype, shape) != nil else {
       throw context.error("invalid shape \(shape)")
     }
-    let element = fill.doubles()[0]
-    let tensor = Tensor(
-      dtype: fill.dtype, shape: shape, doubles: [Double](repeating: element, count: count / 8))
+    // Filled in place: the light models make hundreds of megabytes of weights this way.
+    var tensor = Tensor(zeros: fill.dtype, shape: shape)
+    fill.withUnsafeBytes { element in
+      tensor.withUnsafeMutableBytes { bytes in
+        guard bytes.count > 0, element.contains(where: { $0 != 0 }) else { return }
+        let base = bytes.baseAddress!
+        base.copyMemory(from: element.baseAddress!, byteCount: element.count)
+        // Doubling copies: a few dozen memcpy calls however large the tensor.
+        var filled = element.count
+        while filled < bytes.count {
+          let chunk = min(filled, bytes.count - filled)
+          base.advanced(by: filled).copyMemory(from: base, byteCount: chunk)
+          filled += chunk
+        }
+      }
+    }
     return [.constant(tensor)]
   }
 
