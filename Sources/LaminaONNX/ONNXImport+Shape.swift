@@ -73,6 +73,11 @@ extension ONNXTranslators {
     guard shape.allSatisfy({ $0 >= 0 }), Tensor.byteCount(fill.dtype, shape) != nil else {
       throw context.error("invalid shape \(shape)")
     }
+    do {
+      try Tensor.checkAllocation(fill.dtype, shape, of: "ConstantOfShape's result")
+    } catch {
+      throw context.error("\(error)")
+    }
     // Filled in place: the light models make hundreds of megabytes of weights this way.
     var tensor = Tensor(zeros: fill.dtype, shape: shape)
     fill.withUnsafeBytes { element in

@@ -378,12 +378,26 @@ struct GraphImporter {
   private func crossEntropyLines(_ output: TensorExpression) throws -> [String] {
     var logits = output.name
     if let producer = softmaxInputs[output.name] { logits = producer }
-    guard let batch = output.shape.first else {
-      throw ONNXError("--loss cross_entropy: the output is a scalar")
+    guard output.rank >= 2, let batch = output.shape.first?.lamText,
+      let classes = output.shape[1].lamText
+    else {
+      throw ONNXError(
+        "--loss cross_entropy: the first output \(output.typeText) is not [batch, classes, ...]")
+    }
+    var lines: [String] = []
+    // Classifiers that end in a 1x1 convolution give [N, C, 1, 1]: the loss takes [N, C].
+    if output.rank > 2, output.shape[2...].allSatisfy({ $0 == ImportedDim(1) }) {
+      let flat = writer.uniqueIdentifier("\(logits)_flat")
+      lines.append("  let \(flat) = reshape(\(logits), shape: [\(batch), \(classes)])")
+      logits = flat
     }
     let label = writer.uniqueIdentifier(options.label, prefix: "label")
+    let labelShape =
+      output.rank > 2 && !lines.isEmpty
+      ? [batch] : [batch] + output.shape[2...].map { $0.lamText ?? "-1" }
     return [
-      "  input \(label): i32[\(batch.lamText ?? "-1")]",
+      "  input \(label): i32[\(labelShape.joined(separator: ", "))]"
+    ] + lines + [
       "  loss = cross_entropy(\(logits), \(label))",
       "  train with adam(lr: 1e-4)",
     ]
