@@ -17,7 +17,6 @@ public final class ImportWriter {
   private(set) var identifiers: [String: String] = [:]
   /// Symbolic dimensions by their ONNX dim_param.
   private var symbols: [String: String] = [:]
-  private var unnamedSymbolCount = 0
 
   var inputLines: [String] = []
   var paramLines: [String] = []
@@ -72,17 +71,14 @@ public final class ImportWriter {
     return identifier
   }
 
-  /// The symbolic dimension for an ONNX `dim_param`, or a fresh one for an unnamed dynamic dim.
+  /// The symbolic dimension for an ONNX `dim_param`, or for an unnamed dynamic dim: every unnamed
+  /// leading axis is the one `batch` (inputs fed together share their batch), other unnamed axes
+  /// each get their own (`dim_1`, ...).
   func symbol(forParameter name: String?, axis: Int) -> String {
-    if let name, let existing = symbols[name] { return existing }
-    let identifier: String
-    if let name {
-      identifier = uniqueIdentifier(name, prefix: "dim")
-      symbols[name] = identifier
-    } else {
-      unnamedSymbolCount += 1
-      identifier = uniqueIdentifier(axis == 0 ? "batch" : "dim_\(axis)", prefix: "dim")
-    }
+    let key = name ?? (axis == 0 ? "\u{0}batch" : nil)
+    if let key, let existing = symbols[key] { return existing }
+    let identifier = uniqueIdentifier(name ?? (axis == 0 ? "batch" : "dim_\(axis)"), prefix: "dim")
+    if let key { symbols[key] = identifier }
     return identifier
   }
 

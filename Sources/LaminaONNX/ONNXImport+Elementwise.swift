@@ -20,6 +20,20 @@ extension ONNXTranslators {
     ONNXTranslator(["Sigmoid"]) { try unary(&$0, "sigmoid") },
     ONNXTranslator(["Tanh"]) { try unary(&$0, "tanh") },
     ONNXTranslator(["Softplus"]) { try unary(&$0, "softplus") },
+    ONNXTranslator(["Sign"]) { try unary(&$0, "sign") },
+    ONNXTranslator(["Reciprocal"]) { context in
+      let x = try context.tensor(0)
+      guard x.dtype.isFloatingPoint else { throw context.error("Reciprocal of \(x.dtype)") }
+      return [context.emit("1 / \(x.name)", shape: x.shape, dtype: x.dtype)]
+    },
+    ONNXTranslator(["Gelu"]) { context in
+      let approximate = context.string("approximate") ?? "none"
+      guard approximate == "none" || approximate == "tanh" else {
+        throw context.error("approximate \"\(escapedText(approximate))\"")
+      }
+      return try unary(&context, "gelu", arguments: ", approximate: \"\(approximate)\"")
+    },
+    ONNXTranslator(["Mean"]) { try variadic(&$0, .add, mean: true) },
     ONNXTranslator(["LeakyRelu"]) { context in
       let alpha = try floatLiteral(context.float("alpha", default: 0.01))
       return try unary(&context, "leaky_relu", arguments: ", alpha: \(alpha)")
@@ -141,9 +155,10 @@ extension ONNXTranslators {
     ]
   }
 
-  static func variadic(_ context: inout ONNXNodeContext, _ operation: BinaryOperation) throws
-    -> [ImportedValue]
-  {
+  /// Sum, Max, Min and (with `mean`) Mean of one or more operands, broadcasting.
+  static func variadic(
+    _ context: inout ONNXNodeContext, _ operation: BinaryOperation, mean: Bool = false
+  ) throws -> [ImportedValue] {
     guard context.inputCount >= 1 else { throw context.error("needs at least one input") }
     if context.inputCount == 1 { return [try context.input(0)] }
     var dtype: DType?
@@ -163,6 +178,10 @@ extension ONNXTranslators {
       }
       expression = operation.expression(expression, operand.name)
       shape = try context.broadcast(shape, operand.shape)
+    }
+    if mean {
+      guard operands[0].dtype.isFloatingPoint else { throw context.error("Mean of integers") }
+      expression = "(\(expression)) / \(operands.count)"
     }
     return [context.emit(expression, shape: shape, dtype: operands[0].dtype)]
   }

@@ -19,7 +19,31 @@ extension ONNXTranslators {
     ONNXTranslator(["Unsqueeze"]) { try squeeze(&$0, unsqueeze: true) },
     ONNXTranslator(["Slice"], translateSlice),
     ONNXTranslator(["Split"], translateSplit),
+    ONNXTranslator(["Expand"], translateExpand),
   ]
+
+  /// numpy broadcasting of the input to the shape input (whose entries may be 1 where the input's
+  /// are larger) as `broadcast_to`.
+  @Sendable static func translateExpand(_ context: inout ONNXNodeContext) throws -> [ImportedValue]
+  {
+    let x = try context.tensor(0)
+    guard let dims = try context.input(1).staticDims else {
+      throw context.error("the shape (input 1) must be known at import time")
+    }
+    let shape = try context.broadcast(x.shape, dims)
+    if shape == x.shape { return [.tensor(x)] }
+    let texts = try shape.map { dim -> String in
+      guard let text = dim.lamText else {
+        throw context.error("cannot write the shape \(shape) for broadcast_to")
+      }
+      return text
+    }
+    return [
+      context.emit(
+        "broadcast_to(\(x.name), shape: [\(texts.joined(separator: ", "))])", shape: shape,
+        dtype: x.dtype)
+    ]
+  }
 
   @Sendable static func translateConstant(_ context: inout ONNXNodeContext) throws
     -> [ImportedValue]

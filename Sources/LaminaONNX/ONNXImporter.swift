@@ -334,7 +334,8 @@ struct GraphImporter {
         lamName = expression.name
         writer.outputLines.append("  output \(lamName)")
       } else {
-        lamName = writer.identifier(forValue: output.name, prefix: "output")
+        // The ONNX name's identifier may be taken by another value (an Identity's input).
+        lamName = writer.uniqueIdentifier(output.name, prefix: "output")
         writer.outputLines.append("  output \(lamName) = \(expression.name)")
       }
       outputNames.append((output.name, lamName))
