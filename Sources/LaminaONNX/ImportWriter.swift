@@ -63,6 +63,26 @@ public final class ImportWriter {
     return candidate
   }
 
+  private var scopes: Set<String> = []
+
+  /// Reserves a layer scope name taken from the model's weight names; false when it is taken.
+  func claimScope(_ scope: String) -> Bool {
+    guard !scopes.contains(scope) else { return false }
+    if !scope.contains(".") {
+      // A scope without a dot is an identifier too: keep later names from reusing it.
+      guard usedNames.insert(scope).inserted else { return false }
+    }
+    scopes.insert(scope)
+    return true
+  }
+
+  /// A fresh scope name made from `text`.
+  func freshScope(_ text: String) -> String {
+    let scope = uniqueIdentifier(text, prefix: "layer")
+    scopes.insert(scope)
+    return scope
+  }
+
   /// The `.lam` name for an ONNX value, made once.
   func identifier(forValue name: String, prefix: String = "value") -> String {
     if let existing = identifiers[name] { return existing }

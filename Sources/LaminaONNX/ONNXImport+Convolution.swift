@@ -211,15 +211,15 @@ extension ONNXTranslators {
     guard output.allSatisfy({ $0 >= 1 }) else {
       throw context.error("the output would have size \(output)")
     }
-    let scope = context.layerScope()
-    try context.addWeight("\(scope).weight", weight)
+    let scope = context.layerScope(weightSuffixes: [1: "weight", 2: "bias"])
+    try context.addWeight("\(scope).weight", weight, fromInput: 1)
     let hasBias = context.hasInput(2)
     if hasBias {
       let bias = try context.constant(2, "the \(what) bias").converted(to: x.dtype)
       guard bias.shape == [filters] else {
         throw context.error("the bias has shape \(bias.shape), expected [\(filters)]")
       }
-      try context.addWeight("\(scope).bias", bias)
+      try context.addWeight("\(scope).bias", bias, fromInput: 2)
     }
     let layer = transposed ? "conv_transpose2d" : "conv2d"
     var arguments =

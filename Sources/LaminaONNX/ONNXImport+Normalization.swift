@@ -28,7 +28,9 @@ extension ONNXTranslators {
     if try context.int("training_mode", default: 0) != 0 {
       throw context.error("BatchNormalization in training mode is not supported")
     }
-    let scope = context.layerScope()
+    let scope = context.layerScope(weightSuffixes: [
+      1: "weight", 2: "bias", 3: "running_mean", 4: "running_var",
+    ])
     let names = ["weight", "bias", "running_mean", "running_var"]
     let what = ["scale", "bias", "mean", "variance"]
     for index in 0..<4 {
@@ -37,7 +39,8 @@ extension ONNXTranslators {
       guard tensor.count == channels else {
         throw context.error("the \(what[index]) has shape \(tensor.shape), expected [\(channels)]")
       }
-      try context.addWeight("\(scope).\(names[index])", tensor.reshaped([channels])!)
+      try context.addWeight(
+        "\(scope).\(names[index])", tensor.reshaped([channels])!, fromInput: index + 1)
     }
     let epsilon = context.float("epsilon", default: 1e-5)
     // ONNX's momentum weighs the running statistics; the layer's (PyTorch's) weighs the batch.

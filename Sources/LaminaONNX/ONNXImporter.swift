@@ -212,13 +212,38 @@ public struct ONNXNodeContext {
   }
 
   /// A fresh scope name for a layer's weights (`conv1` → weights `conv1.weight`, `conv1.bias`).
-  public func layerScope() -> String {
+  ///
+  /// - Parameter weightSuffixes: the layer's weight names by input (`[1: "weight", 2: "bias"]`).
+  ///   When the node's ONNX inputs are named that way after one prefix, as PyTorch names them
+  ///   (`layer1.0.conv1.weight`, `layer1.0.conv1.bias`), the prefix is the scope, so a PyTorch
+  ///   state_dict's names are the imported model's.
+  public func layerScope(weightSuffixes: [Int: String] = [:]) -> String {
+    if let (firstInput, firstSuffix) = weightSuffixes.min(by: { $0.key < $1.key }),
+      hasInput(firstInput), node.inputs[firstInput].hasSuffix("." + firstSuffix)
+    {
+      let prefix = String(node.inputs[firstInput].dropLast(firstSuffix.count + 1))
+      let valid = prefix.unicodeScalars.allSatisfy {
+        $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "_" || $0 == ".")
+      }
+      let matches = weightSuffixes.allSatisfy { input, suffix in
+        !hasInput(input) || node.inputs[input] == "\(prefix).\(suffix)"
+      }
+      if valid, matches, !prefix.isEmpty, !prefix.hasPrefix("."), !prefix.hasSuffix("."),
+        !prefix.contains(".."), writer.claimScope(prefix)
+      {
+        return prefix
+      }
+    }
     let base = node.name.isEmpty ? (node.outputs.first ?? node.opType) : node.name
-    return writer.uniqueIdentifier(base, prefix: "layer")
+    return writer.freshScope(base)
   }
 
-  public func addWeight(_ name: String, _ tensor: Tensor) throws {
+  /// Stores a layer's weight under `name`, with a comment naming the ONNX value it comes from
+  /// (input `input` of the node).
+  public func addWeight(_ name: String, _ tensor: Tensor, fromInput input: Int) throws {
     try writer.addWeight(name, tensor)
+    guard name != node.inputs[input] else { return }
+    writer.comment("  \(name) is ONNX \"\(escapedText(node.inputs[input]))\"")
   }
 
   /// `expression` reshaped to `shape`: dims written as numbers or symbols, one product as -1.

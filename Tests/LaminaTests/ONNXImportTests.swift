@@ -419,7 +419,10 @@ struct ONNXImportTests {
     let lossLine = try #require(source.split(separator: "\n").first { $0.contains("loss =") })
     #expect(lossLine.contains("cross_entropy(fc_Gemm_output_0, label)"))
     let weights = try SafeTensors.readDictionary(contentsOf: folder + "/cnn.safetensors")
-    #expect(weights["conv1_Conv.weight"]?.shape == [6, 3, 3, 3])
+    // Layers take PyTorch's module names from the weights' ONNX names, as its state_dict has them.
+    #expect(weights["conv1.weight"]?.shape == [6, 3, 3, 3])
+    #expect(weights["bn1.running_var"]?.shape == [6])
+    #expect(source.contains(#"name: "conv1")"#))
     _ = try Model(contentsOf: output, pipeline: Pipeline.training)
   }
 }
