@@ -14,7 +14,7 @@ public final class ImportWriter {
 
   private var usedNames: Set<String> = []
   /// The `.lam` name given to each ONNX value name that has one.
-  private(set) var identifiers: [String: String] = [:]
+  var identifiers: [String: String] = [:]
   /// Symbolic dimensions by their ONNX dim_param.
   private var symbols: [String: String] = [:]
 

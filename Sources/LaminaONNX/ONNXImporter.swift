@@ -348,7 +348,11 @@ struct GraphImporter {
       switch value {
       case .tensor(let tensor): expression = tensor
       case .constant(let tensor):
+        // A constant output is a parameter named after it.
         expression = try writer.declareParameter(hint: output.name, tensor, onnxName: output.name)
+        if writer.identifiers[output.name] == nil {
+          writer.identifiers[output.name] = expression.name
+        }
       case .dims:
         throw ONNXError(
           "graph output '\(escapedText(output.name))' is a shape with symbolic dimensions, which lamina import cannot output"
