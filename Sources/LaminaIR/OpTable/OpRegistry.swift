@@ -14,6 +14,8 @@ public enum OpRegistry {
     + embeddingOps
     + sequenceOps
     + loopOps
+    + saturatingActivationOps
+    + indexingOps
 
   private static let byName: [String: OpDefinition] = {
     var table: [String: OpDefinition] = [:]

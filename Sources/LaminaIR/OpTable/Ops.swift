@@ -68,15 +68,28 @@ public enum Ops {
   public static let gatherRows = OpHandle("gather_rows")
   public static let scatterAddRows = OpHandle("scatter_add_rows")
   public static let sequenceMask = OpHandle("sequence_mask")
+  public static let elu = OpHandle("elu")
+  public static let selu = OpHandle("selu")
+  public static let softsign = OpHandle("softsign")
+  public static let clip = OpHandle("clip")
+  public static let hardSigmoid = OpHandle("hard_sigmoid")
+  public static let prelu = OpHandle("prelu")
+  public static let gather = OpHandle("gather")
+  public static let scatterAdd = OpHandle("scatter_add")
+  public static let tile = OpHandle("tile")
+  public static let pad = OpHandle("pad")
+  public static let padBackward = OpHandle("pad_backward")
 
   /// Every handle, in table order (a test checks they match the table one to one).
-  public static let all: [OpHandle] = [
-    add, sub, mul, div, pow, maximum, minimum, neg, abs, exp, log, sqrt, greaterEqual, sign, relu,
-    leakyRelu, sigmoid, tanh, gelu, geluGrad, softplus, matmul, transpose, permute, sum, mean, max,
-    softmax, logSoftmax, reshape, flatten, broadcastTo, concat, slice, sliceBackward, squeeze,
-    unsqueeze, mse, crossEntropy, crossEntropyGrad, binaryCrossEntropyWithLogits, l2, constant,
-    cast, stopGradient, lrSchedule, batchNormStatistics, batchNormStatisticsGrad,
-  ]
+  public static let all: [OpHandle] =
+    [
+      add, sub, mul, div, pow, maximum, minimum, neg, abs, exp, log, sqrt, greaterEqual, sign, relu,
+      leakyRelu, sigmoid, tanh, gelu, geluGrad, softplus, matmul, transpose, permute, sum, mean,
+      max,
+      softmax, logSoftmax, reshape, flatten, broadcastTo, concat, slice, sliceBackward, squeeze,
+      unsqueeze, mse, crossEntropy, crossEntropyGrad, binaryCrossEntropyWithLogits, l2, constant,
+      cast, stopGradient, lrSchedule, batchNormStatistics, batchNormStatisticsGrad,
+    ]
     + [batchNormRunningStatistics]
     + [layerNorm, dropout] + [conv2d, convTranspose2d, conv2dBackwardWeight]
     + [maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward, globalAvgPool2d]
@@ -84,4 +97,6 @@ public enum Ops {
     + [gatherRows, scatterAddRows]
     + [sequenceMask]
     + [scan]
+    + [elu, selu, softsign, clip, hardSigmoid, prelu]
+    + [gather, scatterAdd, tile, pad, padBackward]
 }
