@@ -37,6 +37,12 @@ extension Graph {
       stateUpdates[index].value = resolved(stateUpdates[index].value)
       stateUpdates[index].trigger = stateUpdates[index].trigger.map(resolved)
     }
+    // Both sides: an output replaced (a decomposed op's result) keeps its inference copy.
+    for index in inferenceSpecializations.indices {
+      inferenceSpecializations[index].value = resolved(inferenceSpecializations[index].value)
+      inferenceSpecializations[index].inference = resolved(
+        inferenceSpecializations[index].inference)
+    }
   }
 
   /// The index of the node defining each value, for values that nodes define.

@@ -146,7 +146,9 @@ enum IndexingKernels {
     element: (String?, String) -> String
   ) {
     let pads = context.attributes["pads"]?.intsValue ?? []
-    let mode = context.attributes["mode"]?.stringValue ?? "constant"
+    let mode = context.attributes["mode"]?.stringValue ?? ""
+    // Any other mode is the constant fill (the op's shape rule allows no other).
+    let fills = mode != "edge" && mode != "reflect"
     let rank = source.count
     let strides = cStrides(source)
     var constantAxes = false
@@ -185,7 +187,7 @@ enum IndexingKernels {
             constantAxes = true
           }
         }
-        if constantAxes && !(mode == "constant" && (begin > 0 || end > 0)) {
+        if constantAxes && !(fills && (begin > 0 || end > 0)) {
           loop.line("const int inside\(axis) = inside\(axis - 1);")
         }
         loop.line(

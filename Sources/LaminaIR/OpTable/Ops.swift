@@ -81,15 +81,13 @@ public enum Ops {
   public static let padBackward = OpHandle("pad_backward")
 
   /// Every handle, in table order (a test checks they match the table one to one).
-  public static let all: [OpHandle] =
-    [
-      add, sub, mul, div, pow, maximum, minimum, neg, abs, exp, log, sqrt, greaterEqual, sign, relu,
-      leakyRelu, sigmoid, tanh, gelu, geluGrad, softplus, matmul, transpose, permute, sum, mean,
-      max,
-      softmax, logSoftmax, reshape, flatten, broadcastTo, concat, slice, sliceBackward, squeeze,
-      unsqueeze, mse, crossEntropy, crossEntropyGrad, binaryCrossEntropyWithLogits, l2, constant,
-      cast, stopGradient, lrSchedule, batchNormStatistics, batchNormStatisticsGrad,
-    ]
+  public static let all: [OpHandle] = [
+    add, sub, mul, div, pow, maximum, minimum, neg, abs, exp, log, sqrt, greaterEqual, sign, relu,
+    leakyRelu, sigmoid, tanh, gelu, geluGrad, softplus, matmul, transpose, permute, sum, mean, max,
+    softmax, logSoftmax, reshape, flatten, broadcastTo, concat, slice, sliceBackward, squeeze,
+    unsqueeze, mse, crossEntropy, crossEntropyGrad, binaryCrossEntropyWithLogits, l2, constant,
+    cast, stopGradient, lrSchedule, batchNormStatistics, batchNormStatisticsGrad,
+  ]
     + [batchNormRunningStatistics]
     + [layerNorm, dropout] + [conv2d, convTranspose2d, conv2dBackwardWeight]
     + [maxPool2d, maxPool2dBackward, avgPool2d, avgPool2dBackward, globalAvgPool2d]
