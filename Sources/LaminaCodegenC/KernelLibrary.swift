@@ -35,9 +35,8 @@ enum KernelLibrary {
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
     case .gatherRows, .scatterAddRows:
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
-    case .gather, .scatterAdd:
+    case .gather, .scatterAdd, .pad:
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
-    case .pad: return { IndexingKernels.emitPad($0, into: &$1) }
     case .padBackward: return { IndexingKernels.emitPadBackward($0, into: &$1) }
     }
   }
@@ -98,6 +97,10 @@ enum KernelLibrary {
     case .gather:
       return { context, body, prelude, symbols in
         IndexingKernels.emitGather(context, into: &body, prelude: &prelude, symbolIndex: symbols)
+      }
+    case .pad:
+      return { context, body, prelude, symbols in
+        IndexingKernels.emitPad(context, into: &body, prelude: &prelude, symbolIndex: symbols)
       }
     case .scatterAdd:
       return { context, body, prelude, symbols in

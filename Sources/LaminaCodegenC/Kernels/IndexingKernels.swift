@@ -108,19 +108,104 @@ enum IndexingKernels {
     }
   }
 
-  /// `pad`: one pass over the result in order; each axis's source index is worked out in its own
-  /// loop (clamped for edge, mirrored for reflect, flagged outside for constant).
-  static func emitPad(_ context: KernelContext, into writer: inout CWriter) {
+  /// `pad`: the result's rows (every axis but the last) split across the thread pool. A row finds
+  /// its source row through the outer axes' mapping (clamped for edge, mirrored for reflect, a
+  /// whole row of fill for constant outside), then copies the interior in one vectorized run and
+  /// maps only the padded ends.
+  static func emitPad(
+    _ context: KernelContext, into body: inout CWriter, prelude: inout CWriter,
+    symbolIndex: [String: Int]
+  ) {
     let x = context.operandTypes[0]
+    let result = context.resultType
+    let pads = context.attributes["pads"]?.intsValue ?? []
+    let mode = context.attributes["mode"]?.stringValue ?? ""
+    let fills = mode != "edge" && mode != "reflect"
+    let type = CExpressionContext.cType(x.dtype)
     let fill = CExpressionContext(
       operands: [], attributes: [:], dtype: x.dtype, operandDTypes: []
     ).literal(context.attributes["value"]?.doubleValue ?? 0)
-    writer.line("int64_t position = 0;")
-    emitPadLoops(context, walked: context.resultType.shape, source: x.shape, into: &writer) {
-      inside, offset in
-      inside == nil
-        ? "out[position++] = in0[\(offset)];"
-        : "out[position++] = \(inside!) ? in0[\(offset)] : \(fill);"
+    let rank = x.rank
+    guard rank > 0 else {
+      body.line("out[0] = in0[0];")
+      return
+    }
+    let last = rank - 1
+    let strides = cStrides(x.shape)
+    let width = cDim(result.shape[last])
+    var range = CWriter()
+    range.block("for (int64_t r = begin; r < end; r++)") { loop in
+      loop.line("int64_t rest = r, offset = 0;")
+      loop.line("int inside = 1;")
+      loop.line("(void)rest; (void)inside;")
+      for axis in (0..<last).reversed() {
+        let extent = cDim(result.shape[axis])
+        loop.line(
+          axis == 0
+            ? "int64_t s\(axis) = rest\(pads[axis] == 0 ? "" : " - (\(pads[axis]))");"
+            : "int64_t s\(axis) = rest % \(extent)\(pads[axis] == 0 ? "" : " - (\(pads[axis]))");")
+        if axis > 0 { loop.line("rest /= \(extent);") }
+        if pads[axis] > 0 || pads[rank + axis] > 0 {
+          if fills {
+            loop.line("if (s\(axis) < 0 || s\(axis) >= \(cDim(x.shape[axis]))) inside = 0;")
+          } else {
+            mapIndex("s\(axis)", size: x.shape[axis], mode: mode, into: &loop)
+          }
+        }
+        loop.line("offset += s\(axis)\(strides[axis] == "1" ? "" : " * \(strides[axis])");")
+      }
+      loop.line("\(type)* row = out + r * \(width);")
+      if fills {
+        loop.block("if (!inside)") { outside in
+          outside.line("for (int64_t k = 0; k < \(width); k++) row[k] = \(fill);")
+          outside.line("continue;")
+        }
+      }
+      loop.line("const \(type)* source = in0 + offset;")
+      let (begin, end) = (pads[last], pads[rank + last])
+      let size = cDim(x.shape[last])
+      // The interior: result columns whose source column is inside the row.
+      let interiorBegin = max(begin, 0)
+      let interiorEnd = end >= 0 ? "\(size) + \(begin)" : "\(width)"
+      if begin > 0 || end > 0 {
+        let padded = fills ? "\(fill)" : "source[s]"
+        let map: (inout CWriter) -> Void = { edge in
+          edge.line("int64_t s = k - (\(begin));")
+          if !fills { mapIndex("s", size: x.shape[last], mode: mode, into: &edge) }
+          edge.line("row[k] = \(padded);")
+        }
+        if begin > 0 { loop.block("for (int64_t k = 0; k < \(begin); k++)", map) }
+        if end > 0 { loop.block("for (int64_t k = \(interiorEnd); k < \(width); k++)", map) }
+      }
+      loop.line("#pragma omp simd")
+      loop.line(
+        "for (int64_t k = \(interiorBegin); k < \(interiorEnd); k++) row[k] = source[k - (\(begin))];"
+      )
+    }
+    GatherKernels.dispatch(
+      context, range: range, extent: cProduct(Array(result.shape.dropLast())),
+      work: cProduct(result.shape), chunkAlignment: 1, into: &body, prelude: &prelude,
+      symbolIndex: symbolIndex)
+  }
+
+  /// Maps `variable`, a source index that may fall outside `0..<size`, into it: clamped (edge) or
+  /// mirrored without the edge element, repeatedly (reflect).
+  private static func mapIndex(
+    _ variable: String, size: Dim, mode: String, into writer: inout CWriter
+  ) {
+    let n = cDim(size)
+    if mode == "edge" {
+      writer.line(
+        "\(variable) = \(variable) < 0 ? 0 : (\(variable) >= \(n) ? \(n) - 1 : \(variable));")
+    } else if size == Dim(1) {
+      writer.line("\(variable) = 0;")
+    } else {
+      writer.block("if (\(variable) < 0 || \(variable) >= \(n))") { mirror in
+        mirror.line("const int64_t period = 2 * (\(n) - 1);")
+        mirror.line("\(variable) %= period;")
+        mirror.line("if (\(variable) < 0) \(variable) += period;")
+        mirror.line("if (\(variable) >= \(n)) \(variable) = period - \(variable);")
+      }
     }
   }
 
