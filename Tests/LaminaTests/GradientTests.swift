@@ -73,6 +73,44 @@ struct GradientTests {
     Case(
       "scatter_add_rows", "param v: f64[4, 3, 2]\ninput ids: i32[4]\ninput r: f64[6, 3, 2]",
       "sum(scatter_add_rows(v, ids, rows: 6) * r)"),
+    // Slices picked by index along an axis (negative indices wrap, repeated ones add up), and the
+    // scatter-add that is its gradient.
+    Case(
+      "gather (axis 1, negative and repeated indices)",
+      "param a: f64[3, 6, 2]\ninput ids: i64[4, 2]\ninput r: f64[3, 4, 2, 2]",
+      "sum(gather(a, ids - 2, axis: 1) * r)"),
+    Case(
+      "gather (last axis, i32 indices)",
+      "param a: f64[3, 5]\ninput ids: i32[7]\ninput r: f64[3, 7]",
+      "sum(gather(a, ids, axis: -1) * r)"),
+    Case(
+      "scatter_add", "param v: f64[2, 4, 3]\ninput ids: i32[4]\ninput r: f64[2, 6, 3]",
+      "sum(scatter_add(v, ids - 1, axis: 1, size: 6) * r)"),
+    // Padding in each mode, cropping where pads are negative, and its gradient op directly.
+    Case(
+      "pad (constant, crop)", "param a: f64[3, 4]\ninput r: f64[5, 4]",
+      "sum(pad(a, pads: [1, -1, 1, 1], value: 2) * r)"),
+    Case(
+      "pad (reflect, longer than the axis)", "param a: f64[3, 4]\ninput r: f64[9, 5]",
+      "sum(pad(a, pads: [4, 0, 2, 1], mode: \"reflect\") * r)"),
+    Case(
+      "pad (edge, crop)", "param a: f64[3, 4]\ninput r: f64[6, 3]",
+      "sum(pad(a, pads: [2, -2, 1, 1], mode: \"edge\") * r)"),
+    Case(
+      "pad_backward (reflect)", "param a: f64[5, 4]\ninput r: f64[3, 3]",
+      "sum(pad_backward(a, pads: [1, 0, 1, 1], mode: \"reflect\") * r)"),
+    Case("tile", "param a: f64[2, 3]\ninput r: f64[6, 6]", "sum(tile(a, repeats: [3, 2]) * r)"),
+    // The activations ONNX models add.
+    Case("elu", a34, "sum(elu(a, alpha: 0.7) * r)"),
+    Case("selu", a34, "sum(selu(a) * r)"),
+    Case("softsign", a34, "sum(softsign(a) * r)"),
+    Case("clip (both bounds)", a34, "sum(clip(a, min: -0.5, max: 0.8) * r)"),
+    Case("clip (upper bound only)", a34, "sum(clip(a, max: 0.3) * r)"),
+    Case("hard_sigmoid", a34, "sum(hard_sigmoid(a, alpha: 0.3, beta: 0.4) * r)"),
+    Case(
+      "prelu (channel slope broadcast)",
+      "param a: f64[2, 3, 4]\nparam s: f64[3, 1]\ninput r: f64[2, 3, 4]",
+      "sum(prelu(a, s) * r)"),
     // The gated recurrent layers, through the loop and its reverse (lengths: padded rows keep
     // their state; bidirectional: a reverse scan too; initial: gradients reach the starting state).
     Case(

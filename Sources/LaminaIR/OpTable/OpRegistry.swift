@@ -15,6 +15,8 @@ public enum OpRegistry {
     + sequenceOps
     + loopOps
     + convolution3DOps + pooling3DOps + channelNormalizationOps
+    + saturatingActivationOps
+    + indexingOps
 
   private static let byName: [String: OpDefinition] = {
     var table: [String: OpDefinition] = [:]
