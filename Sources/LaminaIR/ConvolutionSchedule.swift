@@ -39,8 +39,11 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// Taps the channel kernel takes (`LAMINA_CONV_CHANNEL_MAX_TAPS`).
   public static let directChannelsMaxTaps = 4096
   /// Multiply-adds in all below which a direct kernel runs on the calling thread
-  /// (`LAMINA_CONV_DIRECT_PARALLEL_WORK`).
-  public static let directParallelWork = 1 << 16
+  /// (`LAMINA_CONV_DIRECT_PARALLEL_WORK`): about 5 µs of one core. LeNet's convolutions at batch 1
+  /// (117600 and 240000) stay on the caller: split into bands they were slower in alternating
+  /// rounds (13.7 against 12.1 µs for the whole forward, load 16), and the session-8 quiet figures
+  /// agree (20 µs with the bands on 2 threads); from 2 images on, the threads share the work.
+  public static let directParallelWork = 1 << 18
 
   public init(algorithm: Algorithm, multiplyAddsPerImage: Int) {
     self.algorithm = algorithm

@@ -447,6 +447,8 @@ struct FusedKernel {
     // A convolution's per-channel operands (`RowAccess.axis`) are constant over runs of `inner`
     // rows (one channel's plane): when every operand is, and the block's rows are contiguous, the
     // epilogue runs one flat loop per run instead of short loops over rows of the last axis.
+    // With no per-row or per-column operand at all (`relu(conv2d(...))`), a contiguous block is one
+    // run: a flat loop over all its elements, not a short loop per row of 28 or 10.
     let runLength: Dim? = {
       var inner: Dim?
       for access in accesses.values {
@@ -456,7 +458,8 @@ struct FusedKernel {
         default: return nil
         }
       }
-      return inner.flatMap { $0 == Dim(1) ? nil : $0 }
+      guard let inner else { return singleColumn ? nil : Array(domain.dropLast()).product }
+      return inner == Dim(1) ? nil : inner
     }()
     let runElement = try runLength.map { _ in
       try elementCode(productElement: "crun[k]", full: "base + k", row: "r0")

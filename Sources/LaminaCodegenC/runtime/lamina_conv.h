@@ -106,7 +106,7 @@ typedef struct lamina_conv2d_geometry {
 #define LAMINA_CONV_CHANNEL_MAX_TAPS 4096
 #endif
 #ifndef LAMINA_CONV_DIRECT_PARALLEL_WORK
-#define LAMINA_CONV_DIRECT_PARALLEL_WORK ((int64_t)1 << 16) /* both direct kernels; about 2 us on one core */
+#define LAMINA_CONV_DIRECT_PARALLEL_WORK ((int64_t)1 << 18) /* both direct kernels; about 5 us on one core */
 #endif
 /* A weight gradient with fewer elements per group than this splits the images over the threads. */
 #ifndef LAMINA_CONV_SPLIT_IMAGES_BELOW
@@ -116,6 +116,58 @@ typedef struct lamina_conv2d_geometry {
 #ifndef LAMINA_CONV_PARALLEL_WORK
 #define LAMINA_CONV_PARALLEL_WORK ((int64_t)1 << 15)
 #endif
+
+/* A store of the first n lanes of a vector (n below its length): masked where the instruction set has it. */
+#if LAMINA_CONV_VBYTES == 64 && defined(__AVX512F__)
+#include <immintrin.h>
+#define LAMINA_CONV_STORE_FIRST_f32(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (__m512)(v));
+#define LAMINA_CONV_STORE_FIRST_f64(p, v, n) _mm512_mask_storeu_pd((p), (__mmask8)((1u << (n)) - 1u), (__m512d)(v));
+#elif LAMINA_CONV_VBYTES == 32 && defined(__AVX2__)
+#include <immintrin.h>
+#define LAMINA_CONV_STORE_FIRST_f32(p, v, n) \
+  _mm256_maskstore_ps((p), _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), (__m256)(v));
+#define LAMINA_CONV_STORE_FIRST_f64(p, v, n) \
+  _mm256_maskstore_pd((p), _mm256_cmpgt_epi64(_mm256_set1_epi64x((n)), _mm256_setr_epi64x(0, 1, 2, 3)), (__m256d)(v));
+#else
+#define LAMINA_CONV_STORE_FIRST_f32(p, v, n) for (int64_t l_ = 0; l_ < (n); l_++) (p)[l_] = (v)[l_];
+#define LAMINA_CONV_STORE_FIRST_f64(p, v, n) for (int64_t l_ = 0; l_ < (n); l_++) (p)[l_] = (v)[l_];
+#endif
+
+/* The channel kernel's full tile (8 positions x 16 channels of f32 with AVX-512) to its 16 channel planes: a
+   transpose in registers (in-lane unpacks and shuffles, then one two-source permute per row) and 16 stores of 8
+   floats, instead of 128 scalar stores. Other tiles and types store element by element. */
+#if LAMINA_CONV_VBYTES == 64 && defined(__AVX512F__) && defined(__AVX512DQ__) && LAMINA_CONV_CHANNEL_TILE == 8
+#define LAMINA_CONV_HAS_TILE_TRANSPOSE_f32 1
+static inline void lamina_conv_store_tile_f32(float* out, int64_t P, const __m512* rows) {
+  const __m512 t0 = _mm512_unpacklo_ps(rows[0], rows[1]), t1 = _mm512_unpackhi_ps(rows[0], rows[1]);
+  const __m512 t2 = _mm512_unpacklo_ps(rows[2], rows[3]), t3 = _mm512_unpackhi_ps(rows[2], rows[3]);
+  const __m512 t4 = _mm512_unpacklo_ps(rows[4], rows[5]), t5 = _mm512_unpackhi_ps(rows[4], rows[5]);
+  const __m512 t6 = _mm512_unpacklo_ps(rows[6], rows[7]), t7 = _mm512_unpackhi_ps(rows[6], rows[7]);
+  /* In each 128-bit lane (4 channels): u0..u3 hold positions 0-3 of channel 0..3 of the lane, u4..u7 positions 4-7. */
+  const __m512 u0 = _mm512_shuffle_ps(t0, t2, 0x44), u1 = _mm512_shuffle_ps(t0, t2, 0xEE);
+  const __m512 u2 = _mm512_shuffle_ps(t1, t3, 0x44), u3 = _mm512_shuffle_ps(t1, t3, 0xEE);
+  const __m512 u4 = _mm512_shuffle_ps(t4, t6, 0x44), u5 = _mm512_shuffle_ps(t4, t6, 0xEE);
+  const __m512 u6 = _mm512_shuffle_ps(t5, t7, 0x44), u7 = _mm512_shuffle_ps(t5, t7, 0xEE);
+  /* Rows of channels c (low 256 bits) and c + 8 (high): lanes 0 and 2 of the pair for c < 4, lanes 1 and 3 above. */
+  const __m512i even = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+  const __m512i odd = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  const __m512 low[4] = {u0, u1, u2, u3}, high[4] = {u4, u5, u6, u7};
+  for (int c = 0; c < 4; c++) {
+    const __m512 first = _mm512_permutex2var_ps(low[c], even, high[c]);
+    const __m512 second = _mm512_permutex2var_ps(low[c], odd, high[c]);
+    _mm256_storeu_ps(out + c * P, _mm512_castps512_ps256(first));
+    _mm256_storeu_ps(out + (c + 8) * P, _mm512_extractf32x8_ps(first, 1));
+    _mm256_storeu_ps(out + (c + 4) * P, _mm512_castps512_ps256(second));
+    _mm256_storeu_ps(out + (c + 12) * P, _mm512_extractf32x8_ps(second, 1));
+  }
+}
+#define LAMINA_CONV_STORE_TILE_f32(out, P, sums) lamina_conv_store_tile_f32((out), (P), (const __m512*)(sums));
+#else
+#define LAMINA_CONV_HAS_TILE_TRANSPOSE_f32 0
+#define LAMINA_CONV_STORE_TILE_f32(out, P, sums) ;
+#endif
+#define LAMINA_CONV_HAS_TILE_TRANSPOSE_f64 0
+#define LAMINA_CONV_STORE_TILE_f64(out, P, sums) ;
 
 static inline int64_t lamina_conv_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t lamina_conv_max(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -382,6 +434,21 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     return v;                                                                                                            \
   }                                                                                                                      \
                                                                                                                          \
+  /* Copies a short row (an image row into a padded buffer): a loop, not a call to memcpy per row. */                   \
+  static inline void lamina_conv_copy_row_##S(T* restrict to, const T* restrict from, int64_t count) {                   \
+    _Pragma("omp simd") for (int64_t i = 0; i < count; i++) to[i] = from[i];                                             \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* Stores the first n lanes of v at p (all of them when n >= the vector's length): one masked store where the        \
+     target has one, not a memcpy of variable size (which compilers expand into a ladder of branches). */               \
+  static inline void lamina_conv_store_first_##S(T* p, lamina_conv_vector_##S v, int64_t n) {                            \
+    if (n >= (int64_t)(LAMINA_CONV_VBYTES / sizeof(T))) {                                                                \
+      memcpy(p, &v, sizeof v);                                                                                           \
+      return;                                                                                                            \
+    }                                                                                                                    \
+    LAMINA_CONV_STORE_FIRST_##S(p, v, n)                                                                                 \
+  }                                                                                                                      \
+                                                                                                                         \
   typedef struct lamina_conv_direct_job_##S {                                                                            \
     const lamina_conv2d_geometry* g;                                                                                     \
     const T* x;                                                                                                          \
@@ -430,7 +497,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
           const int64_t n = lamina_conv_min(VL, OW - ow0 - u * VL);                                                      \
           if (n <= 0) break;                                                                                             \
           _Pragma("GCC unroll 8") for (int b = 0; b < N; b++)                                                            \
-            memcpy(out + b * P + oh * OW + ow0 + u * VL, &sums[b][u], (size_t)n * sizeof(T));                            \
+            lamina_conv_store_first_##S(out + b * P + oh * OW + ow0 + u * VL, sums[b][u], n);                           \
         }                                                                                                                \
       }                                                                                                                  \
     }                                                                                                                    \
@@ -458,7 +525,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     for (int64_t c = 0; c < cg; c++) {                                                                                   \
       const T* plane = job->x + ((image * g->in_channels + group * cg + c) * H) * W;                                     \
       for (int64_t r = 0; r < H; r++)                                                                                    \
-        memcpy(padded + (c * HP + r + g->pad_top) * WP + g->pad_left, plane + r * W, (size_t)W * sizeof(T));             \
+        lamina_conv_copy_row_##S(padded + (c * HP + r + g->pad_top) * WP + g->pad_left, plane + r * W, W);               \
     }                                                                                                                    \
     const int wide = job->wide;                                                                                          \
     T biases[LAMINA_CONV_DIRECT_ROWS_MAX];                                                                               \
@@ -551,7 +618,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       memset(buffer, 0, bytes);                                                                                            \
       for (int64_t c = 0; c < cg; c++)                                                                                     \
         for (int64_t r = 0; r < H; r++)                                                                                    \
-          memcpy(buffer + (c * HP + r + g->pad_top) * WP + g->pad_left, source + (c * H + r) * W, (size_t)W * sizeof(T));  \
+          lamina_conv_copy_row_##S(buffer + (c * HP + r + g->pad_top) * WP + g->pad_left, source + (c * H + r) * W, W);    \
       source = buffer;                                                                                                     \
     }                                                                                                                      \
     const int64_t* taps = job->taps;                                                                                       \
@@ -573,8 +640,11 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
         /* Position-major sums to the channel planes of the NCHW result. */                                                \
         const int64_t channels = lamina_conv_min(VL, og - v * VL);                                                         \
         T* out = job->y + (image * g->out_channels + group * og + v * VL) * P + p0;                                        \
-        for (int64_t l = 0; l < channels; l++)                                                                             \
-          for (int64_t r = 0; r < count; r++) out[l * P + r] = sums[r][l];                                                 \
+        if (LAMINA_CONV_HAS_TILE_TRANSPOSE_##S && R == 8 && channels == VL && count == R)                                  \
+          LAMINA_CONV_STORE_TILE_##S(out, P, sums)                                                                         \
+        else                                                                                                               \
+          for (int64_t l = 0; l < channels; l++)                                                                           \
+            for (int64_t r = 0; r < count; r++) out[l * P + r] = sums[r][l];                                               \
       }                                                                                                                    \
     }                                                                                                                      \
     if (allocated) free(buffer);                                                                                           \
@@ -608,12 +678,26 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     if (!packed) return LAMINA_ERROR_MEMORY;                                                                               \
     int64_t* taps = (int64_t*)(packed + packed_count);                                                                     \
     int64_t* positions = taps + K;                                                                                         \
-    memset(packed, 0, (size_t)packed_count * sizeof(T));                                                                   \
+    /* The weights transposed per vector of channels, [K][VL] (lanes past og zero): with whole vectors of 16 channels    \
+       (f32, AVX-512), blocks of 8 channels x 16 taps go through the tile transpose, the rest element by element. */       \
     for (int64_t group = 0; group < G; group++)                                                                            \
-      for (int64_t o = 0; o < og; o++) {                                                                                   \
-        const int64_t v = o / VL, l = o % VL, channel = group * og + o;                                                    \
-        for (int64_t k = 0; k < K; k++) packed[((group * V + v) * K + k) * VL + l] = w[channel * K + k];                   \
-        if (bias) packed[G * V * K * VL + (group * V + v) * VL + l] = bias[bias_count == 1 ? 0 : channel];                 \
+      for (int64_t v = 0; v < V; v++) {                                                                                    \
+        const int64_t lanes = lamina_conv_min(VL, og - v * VL);                                                            \
+        const T* source = w + (group * og + v * VL) * K;                                                                   \
+        T* packed_vector = packed + (group * V + v) * K * VL;                                                              \
+        int64_t k0 = 0;                                                                                                    \
+        if (LAMINA_CONV_HAS_TILE_TRANSPOSE_##S && VL == 16 && lanes == VL)                                                 \
+          for (; k0 + 16 <= K; k0 += 16)                                                                                   \
+            for (int64_t o0 = 0; o0 < VL; o0 += 8) {                                                                       \
+              lamina_conv_vector_##S rows[8];                                                                              \
+              for (int r = 0; r < 8; r++) rows[r] = lamina_conv_loadu_##S(source + (o0 + r) * K + k0);                   \
+              LAMINA_CONV_STORE_TILE_##S(packed_vector + k0 * VL + o0, VL, rows)                                           \
+            }                                                                                                              \
+        for (int64_t k = k0; k < K; k++)                                                                                   \
+          for (int64_t l = 0; l < VL; l++) packed_vector[k * VL + l] = l < lanes ? source[l * K + k] : (T)0;               \
+        T* packed_bias = packed + G * V * K * VL + (group * V + v) * VL;                                                   \
+        for (int64_t l = 0; l < VL; l++)                                                                                   \
+          packed_bias[l] = bias && l < lanes ? bias[bias_count == 1 ? 0 : group * og + v * VL + l] : (T)0;                 \
       }                                                                                                                    \
     for (int64_t c = 0; c < cg; c++)                                                                                       \
       for (int64_t i = 0; i < kh; i++)                                                                                     \
@@ -872,7 +956,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
         for (int64_t c = 0; c < cg; c++) {                                                                               \
           const T* plane = job->x + ((image * g->in_channels + group * cg + c) * H) * W;                                 \
           for (int64_t r = 0; r < H; r++)                                                                                \
-            memcpy(padded + (c * HP + r + g->pad_top) * WP + g->pad_left, plane + r * W, (size_t)W * sizeof(T));         \
+            lamina_conv_copy_row_##S(padded + (c * HP + r + g->pad_top) * WP + g->pad_left, plane + r * W, W);           \
         }                                                                                                                \
         for (int64_t o = 0; o < og; o++)                                                                                 \
           for (int64_t r = 0; r < OH; r++)                                                                               \

@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""Per-kernel timing of a compiled model's forward, from its generated C.
+
+  lamina compile examples/bench/lenet5.lam -o /tmp/l.so --emit-c /tmp/lenet_c
+  mkdir /tmp/kt && cd /tmp/kt && cp tools/kernel_times/harness.c tools/kernel_times/main.c .
+  python3 tools/kernel_times/make.py /tmp/lenet_c && sh build.sh
+  ./harness 1 1 5000 784 10     # batch, threads, runs, input and output elements per sample
+
+make.py copies the emitted runtime files, extracts the forward's memory plan (plan.inc) and its kernel
+calls (calls.inc, each timed; names.inc), and writes build.sh: the library's own compiler calls with
+harness.c (which includes model.c) in place of model.c and main.c linked in. Run it in the directory
+holding harness.c and main.c. For comparing kernels (two builds, alternating runs), not a benchmark of record.
+"""
+import re,sys,os,shutil
+src=sys.argv[1]  # emitted C dir
+m=open(os.path.join(src,'model.c')).read()
+fwd=m[m.index('static LAMINA_ENTRY_POINT int lamina_run_forward'):]
+fwd=fwd[:fwd.index('\n}\n')]
+plan=fwd[fwd.index('  {  /* layout'):fwd.index('  int status = lamina_ensure_arena')]
+plan=plan.replace('return lamina_fail','return 1+0*lamina_fail').replace('arena_total = layout_total;','')
+open('plan.inc','w').write(plan)
+calls=re.findall(r'  status = (k\d+_\w+)\((.*?)\);  /\* (.*?) \*/',fwd)
+with open('calls.inc','w') as f:
+  for name,args,node in calls:
+    args=args.replace('(float*)outputs[0]','y').replace('(const float*)inputs[0]','x')
+    f.write('  b=now(); %s(%s); t[k++][r]=now()-b;\n'%(name,args))
+open('names.inc','w').write(''.join('"%s",\n'%n for n,_,_ in calls)+'NULL\n')
+for fn in os.listdir(src):
+  if fn!='model.c' and (fn.endswith('.h') or fn.endswith('.c')): shutil.copy(os.path.join(src,fn),fn)
+shutil.copy(os.path.join(src,'model.c'),'model.c')
+b=open(os.path.join(src,'build.sh')).read()
+b=b.replace('-c model.c -o unit0.o','-I. -c harness.c -o unit0.o').replace('-shared -fPIC','-fPIC main.c').replace('-o libmodel.so','-o harness')
+open('build.sh','w').write(b)
