@@ -382,6 +382,14 @@ struct ONNXImportTests {
     _ = try Self.checkFixture("ops_opset13")
   }
 
+  @Test(
+    "opset 20: SAME_UPPER, dilated pooling, batch norm on [N, C, L] and [N, C], shape arithmetic")
+  func opsOpset20() throws {
+    let imported = try Self.checkFixture("ops_opset20")
+    // x.view(N, C * H, -1): Shape, Gather, Mul, Unsqueeze and Concat fold into the reshape.
+    #expect(imported.source.contains("reshape(pooled, shape: [N, 16, 3])"))
+  }
+
   @Test("names that need escaping: an input 0, nodes a/b, model and one with a newline")
   func escapedNames() throws {
     let imported = try Self.checkFixture("escaped_names")
