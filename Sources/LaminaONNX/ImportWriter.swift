@@ -92,7 +92,12 @@ public final class ImportWriter {
   /// The `.lam` name for an ONNX value, made once.
   func identifier(forValue name: String, prefix: String = "value") -> String {
     if let existing = identifiers[name] { return existing }
-    let identifier = uniqueIdentifier(name, prefix: prefix)
+    // PyTorch names a node's first output `/conv1/Conv_output_0`: `conv1_Conv` says as much.
+    var text = name
+    if text.hasPrefix("/"), text.hasSuffix("_output_0"), text.count > 10 {
+      text.removeLast("_output_0".count)
+    }
+    let identifier = uniqueIdentifier(text, prefix: prefix)
     identifiers[name] = identifier
     return identifier
   }
