@@ -18,6 +18,7 @@ public enum ONNXTranslators {
     + normalizationTranslators
     + shapeTranslators
     + reductionTranslators
+    + spatialTranslators
 }
 
 extension ONNXNodeContext {
