@@ -212,6 +212,73 @@ def ops_opset13():
     save("ops_opset13", model, [rng.standard_normal((2, 2, 4, 3)).astype(np.float32)])
 
 
+def ops_opset20():
+    """Opset 20 with a dynamic batch: Conv with SAME_UPPER, MaxPool with dilation, batch norm on
+    [N, C, L] and [N, C], Dropout's ratio as an input, Split's num_outputs, Expand, Mean, Sign,
+    Reciprocal, Gelu (opset 20), ReduceMax, GlobalMaxPool, and shape
+    arithmetic: x.view(N, C * H, -1) from Shape, Gather, Mul, Concat."""
+    f = TensorProto.FLOAT
+    i64 = lambda name, values: initializer(name, np.array(values, dtype=np.int64))
+    channels = 4
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w"], ["conv"], auto_pad="SAME_UPPER", strides=[2, 2],
+                         name="conv"),
+        helper.make_node("MaxPool", ["conv"], ["pooled"], kernel_shape=[2, 2], dilations=[2, 1],
+                         pads=[1, 0, 1, 1], name="pool"),
+        helper.make_node("GlobalMaxPool", ["pooled"], ["global_max"], name="global_max"),
+        helper.make_node("Shape", ["pooled"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "index_0"], ["batch"], axis=0, name="gather_n"),
+        helper.make_node("Gather", ["shape", "index_1"], ["c"], axis=0, name="gather_c"),
+        helper.make_node("Gather", ["shape", "index_2"], ["h"], axis=0, name="gather_h"),
+        helper.make_node("Mul", ["c", "h"], ["ch"], name="mul_ch"),
+        helper.make_node("Unsqueeze", ["batch", "axes_0"], ["batch_1d"], name="unsqueeze_n"),
+        helper.make_node("Unsqueeze", ["ch", "axes_0"], ["ch_1d"], name="unsqueeze_ch"),
+        helper.make_node("Concat", ["batch_1d", "ch_1d", "minus_one"], ["view_shape"], axis=0,
+                         name="concat_shape"),
+        helper.make_node("Reshape", ["pooled", "view_shape"], ["viewed"], name="view"),
+        helper.make_node("BatchNormalization", ["viewed", "bn3_scale", "bn3_bias", "bn3_mean", "bn3_var"],
+                         ["normalized3"], epsilon=1e-3, momentum=0.8, name="bn3"),
+        helper.make_node("Dropout", ["normalized3", "ratio"], ["dropped"], name="dropout"),
+        helper.make_node("Split", ["dropped"], ["half_a", "half_b"], axis=1, num_outputs=2, name="split"),
+        helper.make_node("Mean", ["half_a", "half_b", "half_a"], ["averaged"], name="mean"),
+        helper.make_node("Sign", ["averaged"], ["signs"], name="sign"),
+        helper.make_node("Abs", ["averaged"], ["magnitude"], name="abs"),
+        helper.make_node("Add", ["magnitude", "one"], ["shifted"], name="add_one"),
+        helper.make_node("Reciprocal", ["shifted"], ["inverse"], name="reciprocal"),
+        helper.make_node("Mul", ["inverse", "signs"], ["signed"], name="mul_sign"),
+        helper.make_node("Expand", ["bias_row", "expand_shape"], ["expanded"], name="expand"),
+        helper.make_node("Add", ["signed", "expanded"], ["biased"], name="add_bias"),
+        helper.make_node("ReduceMax", ["biased", "axes_2"], ["row_max"], keepdims=0, name="reduce_max"),
+        helper.make_node("BatchNormalization", ["row_max", "bn2_scale", "bn2_bias", "bn2_mean", "bn2_var"],
+                         ["normalized2"], name="bn2"),
+        helper.make_node("Gelu", ["normalized2"], ["activated"], approximate="tanh", name="gelu"),
+    ]
+    graph = helper.make_graph(
+        nodes, "ops20",
+        [helper.make_tensor_value_info("x", f, ["N", 3, 7, 6])],
+        [helper.make_tensor_value_info("activated", f, None),
+         helper.make_tensor_value_info("global_max", f, None)],
+        [initializer("conv_w", (0.4 * rng.standard_normal((channels, 3, 3, 2))).astype(np.float32)),
+         i64("index_0", 0), i64("index_1", 1), i64("index_2", 2), i64("axes_0", [0]),
+         i64("axes_2", [2]), i64("minus_one", [-1]),
+         initializer("bn3_scale", rng.uniform(0.5, 1.5, 16).astype(np.float32)),
+         initializer("bn3_bias", rng.standard_normal(16).astype(np.float32)),
+         initializer("bn3_mean", rng.standard_normal(16).astype(np.float32)),
+         initializer("bn3_var", rng.uniform(0.5, 2, 16).astype(np.float32)),
+         initializer("ratio", np.array(0.25, dtype=np.float32)),
+         initializer("one", np.array(1.0, dtype=np.float32)),
+         initializer("bias_row", rng.standard_normal((1, 1, 3)).astype(np.float32)),
+         i64("expand_shape", [8, 1]),
+         initializer("bn2_scale", rng.uniform(0.5, 1.5, 8).astype(np.float32)),
+         initializer("bn2_bias", rng.standard_normal(8).astype(np.float32)),
+         initializer("bn2_mean", rng.standard_normal(8).astype(np.float32)),
+         initializer("bn2_var", rng.uniform(0.5, 2, 8).astype(np.float32))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)],
+                              producer_name="make_onnx_fixtures")
+    model.ir_version = 9
+    save("ops_opset20", model, [rng.standard_normal((2, 3, 7, 6)).astype(np.float32)])
+
+
 def escaped_names():
     """Names a .lam file cannot use as they are: an input `0`, nodes `a/b`, `model` and one with a
     newline, an output `model`, an initializer `input` and a graph named with a quote."""
@@ -329,7 +396,7 @@ def lrn_instance_norm():
     save("lrn_instance_norm", model, [(3 * rng.standard_normal((2, 7, 5, 6))).astype(np.float32)])
 
 if __name__ == "__main__":
-    for make in [cnn_dynamic_batch, legacy_opset6, ops_opset13, escaped_names,
+    for make in [cnn_dynamic_batch, legacy_opset6, ops_opset13, ops_opset20, escaped_names,
                  spatial_1d, spatial_3d, lrn_instance_norm]:
         if len(sys.argv) > 1 and make.__name__ not in sys.argv[1:]:
             continue

@@ -37,6 +37,13 @@ public final class ImportWriter {
 
   /// `text` made a valid, unused identifier; `prefix` replaces a leading digit or an empty name.
   func uniqueIdentifier(_ text: String, prefix: String = "value") -> String {
+    let candidate = Self.unique(Self.identifierText(text, prefix: prefix), among: usedNames)
+    usedNames.insert(candidate)
+    return candidate
+  }
+
+  /// `text` as an identifier: other characters become `_`, a leading digit gets `prefix`.
+  static func identifierText(_ text: String, prefix: String) -> String {
     var scalars = String.UnicodeScalarView()
     for scalar in text.unicodeScalars {
       let isWordCharacter =
@@ -52,33 +59,32 @@ public final class ImportWriter {
     if let first = base.unicodeScalars.first, CharacterSet.decimalDigits.contains(first) {
       base = "\(prefix)_\(base)"
     }
-    if Self.reservedNames.contains(base) { base += "_" }
+    if reservedNames.contains(base) { base += "_" }
+    return base
+  }
+
+  /// `base`, or `base_2`, `base_3`, ... : the first not in `taken`.
+  static func unique(_ base: String, among taken: Set<String>) -> String {
     var candidate = base
     var counter = 2
-    while usedNames.contains(candidate) {
+    while taken.contains(candidate) {
       candidate = "\(base)_\(counter)"
       counter += 1
     }
-    usedNames.insert(candidate)
     return candidate
   }
 
   private var scopes: Set<String> = []
 
   /// Reserves a layer scope name taken from the model's weight names; false when it is taken.
+  /// Scopes only name weights (`SCOPE.weight`), so they need not differ from value names.
   func claimScope(_ scope: String) -> Bool {
-    guard !scopes.contains(scope) else { return false }
-    if !scope.contains(".") {
-      // A scope without a dot is an identifier too: keep later names from reusing it.
-      guard usedNames.insert(scope).inserted else { return false }
-    }
-    scopes.insert(scope)
-    return true
+    scopes.insert(scope).inserted
   }
 
   /// A fresh scope name made from `text`.
   func freshScope(_ text: String) -> String {
-    let scope = uniqueIdentifier(text, prefix: "layer")
+    let scope = Self.unique(Self.identifierText(text, prefix: "layer"), among: scopes)
     scopes.insert(scope)
     return scope
   }
@@ -86,7 +92,12 @@ public final class ImportWriter {
   /// The `.lam` name for an ONNX value, made once.
   func identifier(forValue name: String, prefix: String = "value") -> String {
     if let existing = identifiers[name] { return existing }
-    let identifier = uniqueIdentifier(name, prefix: prefix)
+    // PyTorch names a node's first output `/conv1/Conv_output_0`: `conv1_Conv` says as much.
+    var text = name
+    if text.hasPrefix("/"), text.hasSuffix("_output_0"), text.count > 10 {
+      text.removeLast("_output_0".count)
+    }
+    let identifier = uniqueIdentifier(text, prefix: prefix)
     identifiers[name] = identifier
     return identifier
   }

@@ -150,7 +150,7 @@ extension ONNXTranslators {
     guard let channels = x.shape[1].staticValue else {
       throw context.error("\(what) needs a static channel count, the input is \(x.shape)")
     }
-    guard groups >= 1, channels % groups == 0 else {
+    guard groups >= 1, groups <= channels, channels % groups == 0 else {
       throw context.error("group \(groups) does not divide the \(channels) input channels")
     }
     let filters = transposed ? weight.shape[1] * groups : weight.shape[0]
@@ -165,7 +165,7 @@ extension ONNXTranslators {
     var output: [Int] = []
     if transposed {
       outputPadding = context.ints("output_padding") ?? [0, 0]
-      guard outputPadding.count == 2, outputPadding.allSatisfy({ $0 >= 0 }) else {
+      guard outputPadding.count == 2, outputPadding.allSatisfy({ $0 >= 0 && $0 <= 1 << 20 }) else {
         throw context.error("output_padding \(outputPadding) must be two sizes")
       }
       let autoPad = context.string("auto_pad") ?? "NOTSET"
@@ -174,7 +174,9 @@ extension ONNXTranslators {
           ? spatial.map { $0 }.enumerated().map { $0.element * stride[$0.offset] } : nil)
       {
         let target = Array(outputShape.suffix(2))
-        guard target.count == 2 else { throw context.error("output_shape \(outputShape)") }
+        guard target.count == 2, target.allSatisfy({ $0 >= 1 && $0 <= 1 << 40 }) else {
+          throw context.error("output_shape \(outputShape) must end with two sizes")
+        }
         var before: [Int] = []
         var after: [Int] = []
         for axis in 0..<2 {

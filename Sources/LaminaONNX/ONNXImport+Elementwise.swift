@@ -66,11 +66,12 @@ extension ONNXTranslators {
       case .add: return a.plus(b)
       case .subtract:
         guard let x = a.staticValue, let y = b.staticValue else { return nil }
-        return ImportedDim(x - y)
+        let (difference, overflow) = x.subtractingReportingOverflow(y)
+        return overflow ? nil : ImportedDim(difference)
       case .multiply: return a.times(b)
       case .divide:
         if let x = a.staticValue, let y = b.staticValue {
-          guard y != 0 else { return nil }
+          guard y != 0, !(x == Int.min && y == -1) else { return nil }
           // ONNX integer division truncates toward zero, as Swift's does.
           return ImportedDim(x / y)
         }

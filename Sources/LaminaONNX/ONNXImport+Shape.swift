@@ -397,6 +397,8 @@ extension ONNXTranslators {
       if start == 0, step == 1, end >= Int(Int32.max) { return nil }
       throw context.error("slicing the symbolic axis \(size) from \(start) to \(end) by \(step)")
     }
+    // A step past the axis takes one element; the size's step says the same.
+    let step = min(max(step, -dim), dim)
     if step > 0 {
       let first = min(max(start < 0 ? start + dim : start, 0), dim)
       let last = min(max(end < 0 ? end + dim : end, 0), dim)
@@ -483,7 +485,9 @@ extension ONNXTranslators {
       let chunk = (size + parts - 1) / parts
       sizes = (0..<parts).map { min(chunk, max(size - $0 * chunk, 0)) }
     }
-    guard sizes.count == outputs, sizes.allSatisfy({ $0 >= 1 }), sizes.reduce(0, +) == size else {
+    guard sizes.count == outputs, sizes.allSatisfy({ $0 >= 1 && $0 <= size }),
+      sizes.reduce(0, +) == size
+    else {
       throw context.error(
         "split sizes \(sizes) do not divide axis \(axis) of size \(size) into \(outputs) outputs")
     }

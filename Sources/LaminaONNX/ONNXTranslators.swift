@@ -1,5 +1,15 @@
 /// Every ONNX op type `lamina import` translates. Each family file declares its translators; this
 /// is the one registration list (a new family adds one line).
+///
+/// A translator reads its node through `ONNXNodeContext`: attributes (`int`, `ints`, `float`,
+/// `string`, `tensorAttribute`), inputs as model tensors (`tensor(i)`: a static input becomes a
+/// parameter of its full shape) or as values known at import time (`constant(i, what)`,
+/// `integers(i, what)`, `input(i).staticDims`), and the opset. It writes `let`s with
+/// `emit(expression, shape:, dtype:, output:)` (named after the ONNX output) and
+/// `emitTemporary` (intermediates), and returns one `ImportedValue` per output; the shapes it
+/// passes are its own shape inference, which later translators rely on. Layers with weights take a
+/// scope from `layerScope(weightSuffixes:)` and store their weights with `addWeight`. Errors are
+/// `context.error("...")`, which names the node.
 public enum ONNXTranslators {
   public static let all: [ONNXTranslator] =
     elementwiseTranslators

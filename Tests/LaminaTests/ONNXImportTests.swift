@@ -206,29 +206,31 @@ struct ONNXImportTests {
   @Test(
     "every truncation and every corrupted byte of a model is an error or a model, never a crash")
   func truncatedAndCorrupted() throws {
-    let bytes = try [UInt8](
-      Data(contentsOf: URL(fileURLWithPath: Self.fixture("escaped_names") + "/model.onnx")))
-    var errors = 0
-    for length in 0..<bytes.count {
-      do {
-        _ = try ONNXImporter.importModel(bytes: Array(bytes[..<length]), directory: nil)
-      } catch let error as ONNXError {
-        errors += 1
-        #expect(!error.message.isEmpty)
-      }
-    }
-    // Most prefixes end inside a field; the whole file minus its last byte certainly does.
-    #expect(errors > bytes.count / 2)
-    #expect(throws: ONNXError.self) {
-      try ONNXImporter.importModel(bytes: Array(bytes.dropLast()), directory: nil)
-    }
-    for index in bytes.indices {
-      for value: UInt8 in [0x00, 0xFF, 0x80] {
-        var corrupted = bytes
-        corrupted[index] = value
+    for fixture in ["escaped_names", "legacy_opset6"] {
+      let bytes = try [UInt8](
+        Data(contentsOf: URL(fileURLWithPath: Self.fixture(fixture) + "/model.onnx")))
+      var errors = 0
+      for length in 0..<bytes.count {
         do {
-          _ = try ONNXImporter.importModel(bytes: corrupted, directory: nil)
-        } catch is ONNXError {}
+          _ = try ONNXImporter.importModel(bytes: Array(bytes[..<length]), directory: nil)
+        } catch let error as ONNXError {
+          errors += 1
+          #expect(!error.message.isEmpty)
+        }
+      }
+      // Most prefixes end inside a field; the whole file minus its last byte certainly does.
+      #expect(errors > bytes.count / 2, "\(fixture)")
+      #expect(throws: ONNXError.self) {
+        try ONNXImporter.importModel(bytes: Array(bytes.dropLast()), directory: nil)
+      }
+      for index in bytes.indices {
+        for value: UInt8 in [0x00, 0xFF, 0x80, 0x7F] {
+          var corrupted = bytes
+          corrupted[index] = value
+          do {
+            _ = try ONNXImporter.importModel(bytes: corrupted, directory: nil)
+          } catch is ONNXError {}
+        }
       }
     }
   }
@@ -264,6 +266,129 @@ struct ONNXImportTests {
       error?.message
         == #"unsupported ONNX ops: Frobnicate (2 nodes, first node 1 "first frob"), Hardmax (1 node, first node 2 "hard\nmax")"#
     )
+  }
+
+  static func intsAttribute(_ name: String, _ values: [Int64]) -> Message {
+    var attribute = Message()
+    attribute.string(1, name)
+    attribute.packedInts(8, values)
+    attribute.int(20, 7)  // INTS
+    return attribute
+  }
+
+  static func intAttribute(_ name: String, _ value: Int64) -> Message {
+    var attribute = Message()
+    attribute.string(1, name)
+    attribute.int(3, value)
+    attribute.int(20, 2)  // INT
+    return attribute
+  }
+
+  static func int64Tensor(_ name: String, _ values: [Int64], scalar: Bool = false) -> Message {
+    var tensor = Message()
+    if !scalar { tensor.packedInts(1, [Int64(values.count)]) }
+    tensor.int(2, 7)
+    tensor.packedInts(7, values)
+    tensor.string(8, name)
+    return tensor
+  }
+
+  @Test("attribute and shape values at the ends of Int64 are errors naming the node, not traps")
+  func extremeValues() throws {
+    let x = Self.valueInfo("x", [2, 3, 8, 8])
+    let y = Self.valueInfo("y", [2, 3, 8, 8])
+    let weight = Self.floatTensor("w", [3, 1, 1, 1], [1, 2, 3])
+    let cases: [(nodes: [Message], initializers: [Message], opset: Int64)] = [
+      // Split sizes whose sum wraps around.
+      (
+        [Self.node("Split", ["x", "sizes"], ["y", "z"], name: "split")],
+        [Self.int64Tensor("sizes", [Int64.max, Int64.max])], 13
+      ),
+      // Shape arithmetic that overflows: Int64.min / -1 and Int64.min - 1.
+      (
+        [
+          Self.node("Div", ["big", "minus_one"], ["quotient"], name: "div"),
+          Self.node("Sub", ["big", "one"], ["difference"], name: "sub"),
+          Self.node(
+            "Concat", ["quotient", "difference"], ["shape"],
+            attributes: [
+              Self.intAttribute("axis", 0)
+            ]),
+          Self.node("Reshape", ["x", "shape"], ["y"], name: "reshape"),
+        ],
+        [
+          Self.int64Tensor("big", [Int64.min]), Self.int64Tensor("minus_one", [-1]),
+          Self.int64Tensor("one", [1]),
+        ], 13
+      ),
+      // A group count past the channels, and a transposed convolution's huge output padding.
+      (
+        [
+          Self.node(
+            "Conv", ["x", "w"], ["y"], name: "conv",
+            attributes: [Self.intAttribute("group", Int64.max)])
+        ], [weight], 13
+      ),
+      (
+        [
+          Self.node(
+            "ConvTranspose", ["x", "w"], ["y"], name: "deconv",
+            attributes: [
+              Self.intsAttribute("output_padding", [Int64.max, 0]),
+              Self.intsAttribute("output_shape", [Int64.min, Int64.max]),
+            ])
+        ], [Self.floatTensor("w", [3, 1, 1, 1], [1, 2, 3])], 13
+      ),
+      // Pool sizes at the ends of the range.
+      (
+        [
+          Self.node(
+            "MaxPool", ["x"], ["y"], name: "pool",
+            attributes: [
+              Self.intsAttribute("kernel_shape", [Int64.max, 1]),
+              Self.intsAttribute("pads", [Int64.max, 0, Int64.max, 0]),
+            ])
+        ], [], 13
+      ),
+      // ConstantOfShape of an enormous shape.
+      (
+        [
+          Self.node("ConstantOfShape", ["huge"], ["filled"], name: "fill"),
+          Self.node("Add", ["x", "filled"], ["y"], name: "add"),
+        ], [Self.int64Tensor("huge", [1 << 40, 1 << 40])], 13
+      ),
+    ]
+    for (index, entry) in cases.enumerated() {
+      let bytes = Self.model(
+        nodes: entry.nodes, inputs: [x], outputs: [y], initializers: entry.initializers,
+        opset: entry.opset)
+      let error = #expect(throws: ONNXError.self, "case \(index)") {
+        try ONNXImporter.importModel(bytes: bytes, directory: nil)
+      }
+      #expect(
+        error?.message.hasPrefix("node ") == true, "case \(index): \(String(describing: error))")
+    }
+  }
+
+  @Test("Slice with the largest and smallest steps and bounds takes one element")
+  func extremeSlices() throws {
+    for (starts, ends, steps, index) in [
+      (Int64.min, Int64.max, Int64.max, "0:8:8"), (Int64.max, Int64.min, Int64.min, "7::-8"),
+    ] {
+      let bytes = Self.model(
+        nodes: [
+          Self.node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"], name: "slice")
+        ],
+        inputs: [Self.valueInfo("x", [2, 3, 8, 8])], outputs: [Self.valueInfo("y", [2, 3, 8, 1])],
+        initializers: [
+          Self.int64Tensor("starts", [starts]), Self.int64Tensor("ends", [ends]),
+          Self.int64Tensor("axes", [3]), Self.int64Tensor("steps", [steps]),
+        ])
+      let imported = try ONNXImporter.importModel(bytes: bytes, directory: nil)
+      #expect(imported.source.contains("x[:, :, :, \(index)]"))
+      let model = try Model(source: imported.source)
+      #expect(model.graph.type(of: model.graph.outputs[0].value).description == "f32[2, 3, 8, 1]")
+    }
   }
 
   @Test("external data is read from the model's folder; a location outside it is an error")
@@ -382,6 +507,14 @@ struct ONNXImportTests {
     _ = try Self.checkFixture("ops_opset13")
   }
 
+  @Test(
+    "opset 20: SAME_UPPER, dilated pooling, batch norm on [N, C, L] and [N, C], shape arithmetic")
+  func opsOpset20() throws {
+    let imported = try Self.checkFixture("ops_opset20")
+    // x.view(N, C * H, -1): Shape, Gather, Mul, Unsqueeze and Concat fold into the reshape.
+    #expect(imported.source.contains("reshape(pooled, shape: [N, 16, 3])"))
+  }
+
   @Test("names that need escaping: an input 0, nodes a/b, model and one with a newline")
   func escapedNames() throws {
     let imported = try Self.checkFixture("escaped_names")
@@ -417,7 +550,7 @@ struct ONNXImportTests {
     #expect(source.contains("train with adam(lr: 1e-4)"))
     // The loss takes the logits, the softmax's input.
     let lossLine = try #require(source.split(separator: "\n").first { $0.contains("loss =") })
-    #expect(lossLine.contains("cross_entropy(fc_Gemm_output_0, label)"))
+    #expect(lossLine.contains("cross_entropy(fc_Gemm, label)"))
     let weights = try SafeTensors.readDictionary(contentsOf: folder + "/cnn.safetensors")
     // Layers take PyTorch's module names from the weights' ONNX names, as its state_dict has them.
     #expect(weights["conv1.weight"]?.shape == [6, 3, 3, 3])
