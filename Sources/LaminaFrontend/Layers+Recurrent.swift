@@ -114,7 +114,7 @@ extension LayerRegistry {
     var layer = LayerDefinition(
       "rnn",
       summary:
-        "Elman recurrent layer over [batch, time, features] (PyTorch RNN, one layer): h_t = activation(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh), with weight_ih [units, features], weight_hh [units, units], bias_ih and bias_hh [units], all uniform in ±1/√units. return: \"sequence\" gives every h_t [batch, time, units], \"last\" the final h [batch, units]. initial: [h0] (or h0) gives the starting state [batch, units] (zeros without it). The steps run as one loop (a scan node), not unrolled.",
+        "Elman recurrent layer over [batch, time, features] (PyTorch RNN, one layer): h_t = activation(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh), with weight_ih [units, features], weight_hh [units, units], bias_ih and bias_hh [units], all uniform in ±1/√units. return: \"sequence\" gives every h_t [batch, time, units], \"last\" the final h [batch, units]. initial: [h0] (or h0) gives the starting state [batch, units] (zeros without it). bidirectional: true adds a backward direction (parameters with _reverse; directions concatenated on the last axis); lengths: an i32[batch] of row lengths (later steps keep the state and output zeros). The steps run as one loop (a scan node) per direction, not unrolled.",
       inputCount: 1,
       options: [
         LayerOptionSpec("units", .integer, required: true, "hidden state size"),
@@ -123,7 +123,15 @@ extension LayerRegistry {
           "the nonlinearity (PyTorch's nonlinearity)"),
         LayerOptionSpec(
           "return", .oneOf(["sequence", "last"]), default: .string("sequence"),
-          "every step's hidden state, or the last one"),
+          "every step's hidden state, or each row's last one"),
+        LayerOptionSpec(
+          "bidirectional", .bool, default: .bool(false),
+          "also run the sequence backwards (parameters with the suffix _reverse); the directions are concatenated on the last axis"
+        ),
+        LayerOptionSpec(
+          "lengths", .tensors,
+          "i32[batch]: each row's length in a padded batch; later steps keep the state and output zeros"
+        ),
         LayerOptionSpec(
           "init", .initializer, default: .initializer(Initializer("recurrent_uniform")),
           "initializer of every weight and bias (PyTorch's: uniform on ±1/√units)"),
@@ -140,39 +148,59 @@ extension LayerRegistry {
       let x = builder.inputs[0]
       let inputType = builder.type(of: x)
       let dtype = inputType.dtype
-      let weightIH = try builder.param(
-        "weight_ih", TensorType(dtype, [Dim(units), Dim(features)]), initializedBy: "init")
-      let weightHH = try builder.param(
-        "weight_hh", TensorType(dtype, [Dim(units), Dim(units)]), initializedBy: "init")
-      let biasIH = try builder.param(
-        "bias_ih", TensorType(dtype, [Dim(units)]), initializedBy: "init")
-      let biasHH = try builder.param(
-        "bias_hh", TensorType(dtype, [Dim(units)]), initializedBy: "init")
       guard builder.inputs.count <= 2 else {
         throw ShapeError(
           "rnn takes one starting state: initial: [h0], got \(builder.inputs.count - 1)")
       }
+      let (batch, time) = (inputType.shape[0], inputType.shape[1])
       let h0 = try builder.recurrentInitialState(
-        "rnn", units: units, batch: inputType.shape[0], dtype: dtype, position: 1)
+        "rnn", units: units, batch: batch, dtype: dtype, position: 1)
+      let mask = try builder.recurrentMask("rnn", batch: batch, time: time, dtype: dtype)
       let activation = builder.string("activation") ?? "tanh"
       let timeMajor = try builder.swapBatchAndTime(x)
-      let (final, stacked) = try builder.scan(initial: [h0], sequences: [timeMajor]) {
-        step, carried, steps, _ throws(ShapeError) in
-        let input = try step.op(
-          Ops.matmul.name, [steps[0], weightIH], ["transpose_b": .bool(true)])
-        let recurrent = try step.op(
-          Ops.matmul.name, [carried[0], weightHH], ["transpose_b": .bool(true)])
-        let sum = try step.op(
-          Ops.add.name,
-          [
-            try step.op(Ops.add.name, [input, biasIH]),
-            try step.op(Ops.add.name, [recurrent, biasHH]),
-          ])
-        let h = try step.op(activation, [sum])
-        return ([h], [h])
+      let directions = builder.bool("bidirectional") == true ? ["", "_reverse"] : [""]
+      var finals: [ValueID] = []
+      var sequences: [ValueID] = []
+      for suffix in directions {
+        let weightIH = try builder.param(
+          "weight_ih" + suffix, TensorType(dtype, [Dim(units), Dim(features)]),
+          initializedBy: "init")
+        let weightHH = try builder.param(
+          "weight_hh" + suffix, TensorType(dtype, [Dim(units), Dim(units)]), initializedBy: "init")
+        let biasIH = try builder.param(
+          "bias_ih" + suffix, TensorType(dtype, [Dim(units)]), initializedBy: "init")
+        let biasHH = try builder.param(
+          "bias_hh" + suffix, TensorType(dtype, [Dim(units)]), initializedBy: "init")
+        // The input projection stays in the step: the hoist pass moves it before the loop.
+        let (final, stacked) = try builder.scan(
+          initial: [h0], sequences: [timeMajor] + (mask.map { [$0] } ?? []),
+          reverse: suffix == "_reverse"
+        ) { step, carried, steps, _ throws(ShapeError) in
+          let input = try step.op(
+            Ops.matmul.name, [steps[0], weightIH], ["transpose_b": .bool(true)])
+          let recurrent = try step.op(
+            Ops.matmul.name, [carried[0], weightHH], ["transpose_b": .bool(true)])
+          let sum = try step.op(
+            Ops.add.name,
+            [
+              try step.op(Ops.add.name, [input, biasIH]),
+              try step.op(Ops.add.name, [recurrent, biasHH]),
+            ])
+          let h = try step.op(activation, [sum])
+          return try step.maskedStep(
+            next: [h], carried: carried, mask: steps.count > 1 ? steps[1] : nil)
+        }
+        finals.append(final[0])
+        sequences.append(stacked[0])
       }
-      if builder.string("return") == "last" { return final[0] }
-      return try builder.swapBatchAndTime(stacked[0])
+      if builder.string("return") == "last" {
+        return finals.count == 1
+          ? finals[0] : try builder.op(Ops.concat.name, finals, ["axis": .int(-1)])
+      }
+      let joined =
+        sequences.count == 1
+        ? sequences[0] : try builder.op(Ops.concat.name, sequences, ["axis": .int(-1)])
+      return try builder.swapBatchAndTime(joined)
     }
     layer.tensorLabels = ["initial"]
     return layer
