@@ -240,6 +240,38 @@ struct LoopTests {
       Double(long.bytes) < 1.25 * Double(short.bytes), "\(short.bytes) vs \(long.bytes) bytes")
   }
 
+  @Test(
+    "an lstm step: W_hh packed once per loop, outputs written in place, gate gradients one concat"
+  )
+  func lstmStepCode() throws {
+    let model = try Model(
+      contentsOf: RepositoryPaths.path("tools/models/w5_lstm.lam"), pipeline: Pipeline.training)
+    // The backward body joins the four gate gradients with one concat, never zero-filled blocks.
+    let scans = model.graph.nodes.filter(\.hasRegion)
+    #expect(scans.count == 2)
+    let backward = try #require(scans.last)
+    #expect(backward.body.filter { $0.op == "concat" }.count == 1)
+    #expect(!backward.body.contains { $0.body.contains { $0.op == "slice_backward" } })
+    #expect(!backward.body.contains { $0.op == "slice_backward" })
+    let c = try model.generateC().source
+    let train = try #require(c.range(of: "int lamina_train_0(")).lowerBound
+    let step = String(c[train...])
+    // The weight is packed before each loop (forward: W_hhᵀ, backward: W_hh), never in it.
+    #expect(step.components(separatedBy: "lamina_sgemm_pack_b(").count - 1 == 2)
+    #expect(step.components(separatedBy: "lamina_sgemm_packed_b").count - 1 == 0)
+    #expect(c.components(separatedBy: "lamina_sgemm_packed_b(").count - 1 == 2)
+    // Per step, only the two carried values saved at the step's start are copied (the backward
+    // reads them); every other output is written into its slot by the kernel computing it, and the
+    // carried state moves on by pointer.
+    let loops = step.components(separatedBy: "for (int64_t step = 0;").dropFirst()
+    #expect(loops.count == 2)
+    for body in loops {
+      let perStep = body.components(separatedBy: "\n    }\n")[0]
+      #expect(!perStep.contains("memmove("), "\(perStep)")
+      #expect(perStep.components(separatedBy: "memcpy(").count - 1 <= 2, "\(perStep)")
+    }
+  }
+
   @Test("bad sequence inputs are located errors")
   func badInputs() throws {
     let cases: [(String, String)] = [
