@@ -41,15 +41,57 @@ private enum Storage: Hashable {
   case local(String)  // a loop body's argument: a byte pointer the loop sets each step
 }
 
-/// A node's kernel in one mode.
+/// Where a loop's body kernels write the values the loop passes on, so that the loop copies
+/// neither its per-step outputs nor its carried state (see `emitEntryPoint`'s region storage).
+private final class LoopResultPlacement {
+  /// Per-step outputs a body kernel computes: the output's position (the first, if it is yielded
+  /// twice). The kernel writes them straight into the step's slot of the stacked result.
+  var slotOfOutput: [ValueID: Int] = [:]
+  /// Carried values a body kernel computes that are not per-step outputs: they alternate between
+  /// the final result's buffer and their own, the step writing into the one it does not read.
+  var alternating: Set<ValueID> = []
+  /// The second buffer of each alternating value (its planned one).
+  var spareBuffer: [ValueID: Storage] = [:]
+
+  init(_ node: Node) {
+    guard let layout = node.scanLayout else { return }
+    let computed = Set(
+      node.body.filter { member in
+        if member.hasRegion { return false }
+        if case .alias? = OpRegistry.definition(member.op)?.c { return false }
+        return true
+      }.flatMap(\.results))
+    for (offset, value) in node.regionResults.dropFirst(layout.carried).enumerated()
+    where computed.contains(value) && slotOfOutput[value] == nil {
+      slotOfOutput[value] = offset
+    }
+    let carried = Array(node.regionResults[layout.carriedRange])
+    for value in carried
+    where computed.contains(value) && slotOfOutput[value] == nil
+      && carried.filter({ $0 == value }).count == 1
+    {
+      alternating.insert(value)
+    }
+  }
+
+  /// Whether the carried value `value` (a body result) reaches the next step without a copy:
+  /// the argument pointer moves to where the step wrote it.
+  func carriedWithoutCopy(_ value: ValueID, layout: ScanLayout, node: Node) -> Bool {
+    guard node.regionResults[layout.carriedRange].filter({ $0 == value }).count == 1 else {
+      return false
+    }
+    return alternating.contains(value) || slotOfOutput[value] != nil
+  }
+}
+
 /// Where a loop's carried value for the next step comes from.
 private enum CarriedSource: Equatable {
-  case carried(Int)  // the buffer of another carried value (the step yields that argument)
+  case carried(Int)  // the buffer of another carried argument (the step yields that argument)
   case value(ValueID)  // a value the step computed
   case saved(Int)  // the copy of a carried buffer saved to break a cycle
 }
 
-/// One step of a loop's end-of-step carried assignment.
+/// One step of a loop's end-of-step carried copies.
 private enum CarriedMove {
   case save(Int)  // copy the carried buffer at this position aside first
   case move(Int, CarriedSource)
@@ -72,9 +114,13 @@ private struct Generator {
   var statistics: [EntryPointStatistics] = []
   /// The kernel number of each loop-body member (by its first result), after the graph's nodes.
   let memberKernelIDs: [ValueID: Int]
+  /// Loop-body matrix products whose kernels read their right operand packed (by product result).
+  let packedProducts: Set<ValueID>
 
   init(graph: Graph) {
     self.graph = graph
+    self.packedProducts = Set(
+      PackedLoopOperand.products(inLoopsOf: graph.nodes, graph: graph).map(\.product.result))
     var ids: [ValueID: Int] = [:]
     for node in graph.nodes where node.hasRegion {
       for member in EntryPoint.regionMembers(of: node) where !member.results.isEmpty {
@@ -316,7 +362,8 @@ private struct Generator {
     guard let definition = OpRegistry.definition(node.op) else {
       throw Diagnostic.error("the C backend does not know op '\(node.op)'", at: node.location)
     }
-    let context = KernelContext(graph: graph, node: node, nodeIndex: index, mode: mode)
+    var context = KernelContext(graph: graph, node: node, nodeIndex: index, mode: mode)
+    context.packedRightOperand = node.results.first.map(packedProducts.contains) ?? false
     var body = CWriter()
     // Helper functions a kernel needs (a thread task), written before it; `@KERNEL@` stands for the
     // kernel's name until it is known, so identical kernels still share one function.
@@ -373,7 +420,9 @@ private struct Generator {
 
   /// A fused node's kernel (members never depend on the mode: the fusion pass leaves those out).
   mutating func emitFusedKernel(_ index: Int, _ node: Node) throws {
-    let kernel = FusedKernel(graph: graph, node: node, nodeIndex: index, symbolIndex: symbolIndex)
+    var kernel = FusedKernel(graph: graph, node: node, nodeIndex: index, symbolIndex: symbolIndex)
+    kernel.packedRightOperand =
+      node.epilogueProducer.map { packedProducts.contains($0.result) } ?? false
     let (prelude, body) = try kernel.emit()
     var fullBody = body
     fullBody.line("return LAMINA_OK;")
@@ -437,7 +486,12 @@ private struct Generator {
       return .arena(arenaValues.count - 1)
     }
     // A loop's body: carried and sequence arguments are pointers the loop sets, invariants are
-    // their operands; members live in the arena (aliases share their operand's storage).
+    // their operands; members live in the arena (aliases share their operand's storage), except
+    // values a body kernel computes straight where the loop wants them (`LoopResultPlacement`):
+    // a per-step output into its step's slot of the stacked result, a carried value into the
+    // buffer the next step reads (its output slot, or the one of two buffers the step does not
+    // read), so the loop copies neither.
+    var loopPlacements: [ValueID: LoopResultPlacement] = [:]
     func assignRegionStorage(_ node: Node) {
       guard let layout = node.scanLayout else { return }
       for (position, argument) in node.regionArguments.enumerated() {
@@ -445,14 +499,26 @@ private struct Generator {
           layout.invariantRange.contains(position)
           ? storage[node.operands[position]]! : .local("arg_\(argument.index)")
       }
+      let placement = LoopResultPlacement(node)
+      loopPlacements[node.results[0]] = placement
       for member in node.body {
         if case .alias? = OpRegistry.definition(member.op)?.c {
           storage[member.result] = storage[member.operands[0]]
           continue
         }
-        for value in member.results { storage[value] = arenaStorage(value) }
+        for value in member.results {
+          storage[value] = arenaStorage(value)
+          if let slot = placement.slotOfOutput[value] {
+            storage[value] = .local("slot_\(node.results[layout.carried + slot].index)")
+          } else if placement.alternating.contains(value) {
+            // The planned buffer is the second of the two the carried value alternates between.
+            placement.spareBuffer[value] = storage[value]
+            storage[value] = .local("next_\(value.index)")
+          }
+        }
         if member.hasRegion { assignRegionStorage(member) }
       }
+      loopPlacements[node.results[0]] = placement
     }
     for nodeIndex in needed {
       for value in graph.nodes[nodeIndex].results {
@@ -473,12 +539,21 @@ private struct Generator {
     var launches = 0
     var copies = 0
 
-    // The carried values move to their buffers for the next step as one parallel assignment: a step
-    // may yield one carried argument as another's next value (a swap), so the moves run in an order
-    // where none overwrites a buffer a later one still reads, and a cycle saves one buffer first.
+    // The carried values a step computes in a buffer of its own: the argument pointer moves to
+    // that buffer after the step instead of a copy back.
+    func movingPositions(_ node: Node, layout: ScanLayout) -> [Int] {
+      guard let placement = loopPlacements[node.results[0]] else { return [] }
+      return layout.carriedRange.filter { position in
+        placement.carriedWithoutCopy(node.regionResults[position], layout: layout, node: node)
+      }
+    }
+    // The other carried values are copied back as one parallel assignment: a step may yield one
+    // carried argument as another's next value (a swap), so the copies run in an order where none
+    // overwrites a buffer a later one still reads, and a cycle saves one buffer first.
     func carriedMoves(_ node: Node, layout: ScanLayout) -> [CarriedMove] {
+      let moving = Set(movingPositions(node, layout: layout))
       var pending: [(destination: Int, source: CarriedSource)] = []
-      for position in layout.carriedRange {
+      for position in layout.carriedRange where !moving.contains(position) {
         let result = storage[node.regionResults[position]]
         if result == storage[node.regionArguments[position]] { continue }
         if let other = layout.carriedRange.first(where: {
@@ -520,6 +595,10 @@ private struct Generator {
     for nodeIndex in needed where graph.nodes[nodeIndex].hasRegion {
       reserveCarriedSaves(graph.nodes[nodeIndex])
     }
+    let packings = PackedLoopOperand.products(
+      inLoopsOf: needed.map { self.graph.nodes[$0] }, graph: self.graph)
+    var packedSlot: [ValueID: Int] = [:]  // by the member's first result
+    for (slot, packing) in packings.enumerated() { packedSlot[packing.member.results[0]] = slot }
 
     let signatureText: String
     switch name {
@@ -633,6 +712,15 @@ private struct Generator {
           "if (!lamina_reserve(&arena_total, &offsets[\(slot)], \(count), \(type.dtype.byteSize))) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"the intermediates for these dimensions are too large\");  /* \(CText.comment("%\(graph[value].name) : \(type)")) */"
         )
       }
+      // Loop-invariant right operands of the loops' GEMMs, packed once per loop, after the plan.
+      if !packings.isEmpty {
+        body.line("int64_t packed_offsets[\(packings.count)];")
+      }
+      for (slot, packing) in packings.enumerated() {
+        body.line(
+          "if (!lamina_reserve(&arena_total, &packed_offsets[\(slot)], \(packing.packedElements), \(packing.dtype.byteSize))) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"the intermediates for these dimensions are too large\");  /* \(CText.comment("%" + graph[packing.right].name)) packed */"
+        )
+      }
       if !carriedSaveValues.isEmpty {
         body.line("int64_t carried_save_offsets[\(carriedSaveValues.count)];")
       }
@@ -649,9 +737,12 @@ private struct Generator {
       body.line("(void)arena;")
 
       func pointer(_ value: ValueID, writable: Bool = false) -> String {
+        address(of: value, in: storage[value]!, writable: writable)
+      }
+      func address(of value: ValueID, in place: Storage, writable: Bool) -> String {
         let type = CExpressionContext.cType(graph.type(of: value).dtype)
         let qualifier = writable ? "" : "const "
-        switch storage[value]! {
+        switch place {
         case .input(let index): return "(const \(type)*)inputs[\(index)]"
         case .param(let index):
           return "(\(qualifier)\(type)*)(ctx->params + lamina_param_offsets[\(index)])"
@@ -667,10 +758,17 @@ private struct Generator {
         let type = graph.type(of: value)
         return "(size_t)(\(cProduct(type.shape))) * \(type.dtype.byteSize)"
       }
+      func packedPointer(_ slot: Int) -> String {
+        let type = CExpressionContext.cType(packings[slot].dtype)
+        return "(\(type)*)(arena + packed_offsets[\(slot)])"
+      }
       func call(_ node: Node, kernel: String, into body: inout CWriter) {
+        var operands = node.operands.map { pointer($0) }
+        if let slot = node.results.first.flatMap({ packedSlot[$0] }) {
+          operands[packings[slot].operandPosition] = "(const " + packedPointer(slot).dropFirst()
+        }
         let arguments =
-          ["ctx", "dims"] + node.operands.map { pointer($0) }
-          + node.results.map { pointer($0, writable: true) }
+          ["ctx", "dims"] + operands + node.results.map { pointer($0, writable: true) }
         let notes = node.results.map { result -> String in
           var note = "%" + graph[result].name
           if let operand = plan?.inPlace[result] { note += " in place of %" + graph[operand].name }
@@ -692,16 +790,50 @@ private struct Generator {
       }
       // A scan: a C loop over the steps, running the body's kernels on views of the step.
       func emitLoop(_ node: Node, into body: inout CWriter) {
-        guard let layout = node.scanLayout else { return }
+        guard let layout = node.scanLayout, let placement = loopPlacements[node.results[0]] else {
+          return
+        }
         let sequence = graph.type(of: node.operands[layout.sequenceRange.lowerBound])
         let steps = cDim(sequence.shape[0])
         let names = node.results.map { "%" + graph[$0].name }.joined(separator: ", ")
         body.line(
           "/* \(CText.comment("\(names) = scan"))\(layout.reverse ? " (reverse)" : ""): \(layout.carried) carried, \(layout.sequences) sequence(s), \(layout.invariants) invariant(s); its body runs once per step */"
         )
+        func local(_ value: ValueID) -> String? {
+          if case .local(let name)? = storage[value] { return name }
+          return nil
+        }
+        // The carried values the step computes in a buffer of their own: the argument is a pointer
+        // that moves to that buffer after each step instead of a copy back.
+        let moving = movingPositions(node, layout: layout)
         body.block("") { loop in
-          for position in layout.carriedRange
-          where storage[node.results[position]] != storage[node.operands[position]] {
+          for (slot, packing) in packings.enumerated()
+          where node.body.contains(where: { $0.results.first == packing.member.results.first }) {
+            loop.line(
+              "\(packing.packStatement(source: pointer(packing.right), destination: packedPointer(slot)))  /* \(CText.comment("%" + graph[packing.right].name)) packed once for every step */"
+            )
+          }
+          for position in layout.carriedRange {
+            let argument = node.regionArguments[position]
+            let note = CText.comment("%" + graph[argument].name)
+            if moving.contains(position), let name = local(argument) {
+              loop.line(
+                "unsigned char* \(name) = (unsigned char*)\(pointer(node.operands[position]));  /* \(note) starts as \(CText.comment("%" + graph[node.operands[position]].name)) */"
+              )
+              let next = node.regionResults[position]
+              if placement.alternating.contains(next), let nextName = local(next),
+                let spare = placement.spareBuffer[next]
+              {
+                let final = pointer(node.results[position], writable: true)
+                loop.line(
+                  "unsigned char* \(nextName) = \(name) == (unsigned char*)\(final) ? (unsigned char*)\(address(of: next, in: spare, writable: true)) : (unsigned char*)\(final);  /* the step writes \(CText.comment("%" + graph[next].name)) into whichever of two buffers it does not read */"
+                )
+              }
+              continue
+            }
+            guard storage[node.results[position]] != storage[node.operands[position]] else {
+              continue
+            }
             loop.line(
               "memcpy(\(pointer(node.results[position], writable: true)), \(pointer(node.operands[position])), \(bytes(node.operands[position])));  /* \(CText.comment("%" + graph[node.results[position]].name)) starts as \(CText.comment("%" + graph[node.operands[position]].name)) */"
             )
@@ -712,8 +844,9 @@ private struct Generator {
               "const int64_t t = \(layout.reverse ? "\(steps) - 1 - step" : "step");")
             iteration.line("(void)t;")
             for (position, argument) in node.regionArguments.enumerated() {
-              guard case .local(let name)? = storage[argument] else { continue }
+              guard let name = local(argument) else { continue }
               if layout.carriedRange.contains(position) {
+                if moving.contains(position) { continue }
                 iteration.line(
                   "unsigned char* const \(name) = (unsigned char*)\(pointer(node.results[position], writable: true));  /* \(CText.comment("%" + graph[argument].name)) */"
                 )
@@ -723,6 +856,14 @@ private struct Generator {
                 )
               }
               iteration.line("(void)\(name);")
+            }
+            // Outputs a body kernel writes straight into their step's slot.
+            for (offset, result) in node.regionResults.enumerated().dropFirst(layout.carried)
+            where placement.slotOfOutput[result] == offset - layout.carried {
+              let name = local(result)!
+              iteration.line(
+                "unsigned char* const \(name) = (unsigned char*)\(pointer(node.results[offset], writable: true)) + t * \(bytes(result));  /* step t of \(CText.comment("%" + graph[node.results[offset]].name)), written by the body */"
+              )
             }
             for member in node.body {
               if member.hasRegion {
@@ -734,11 +875,13 @@ private struct Generator {
                 member, kernel: kernelName(memberKernelIDs[member.results[0]]!), into: &iteration)
             }
             // Outputs first: they may read a carried argument's value at the step's start.
-            for (offset, result) in node.regionResults.enumerated().dropFirst(layout.carried) {
+            for (offset, result) in node.regionResults.enumerated().dropFirst(layout.carried)
+            where placement.slotOfOutput[result] != offset - layout.carried {
               iteration.line(
                 "memcpy((unsigned char*)\(pointer(node.results[offset], writable: true)) + t * \(bytes(result)), \(pointer(result)), \(bytes(result)));  /* step t of \(CText.comment("%" + graph[node.results[offset]].name)) */"
               )
             }
+            // The copies first: they may read an argument whose pointer then moves.
             func saved(_ position: Int) -> String {
               "(arena + carried_save_offsets[\(carriedSaveSlots[node.regionArguments[position]]!)])"
             }
@@ -746,12 +889,12 @@ private struct Generator {
               switch move {
               case .save(let position):
                 iteration.line(
-                  "memcpy(\(saved(position)), \(pointer(node.results[position])), \(bytes(node.regionArguments[position])));  /* \(CText.comment("%" + graph[node.regionArguments[position]].name)) saved: the next step's carried values read it after it is overwritten */"
+                  "memcpy(\(saved(position)), \(pointer(node.regionArguments[position])), \(bytes(node.regionArguments[position])));  /* \(CText.comment("%" + graph[node.regionArguments[position]].name)) saved: the next step's carried values read it after it is overwritten */"
                 )
               case .move(let position, let source):
                 let from: String
                 switch source {
-                case .carried(let other): from = pointer(node.results[other])
+                case .carried(let other): from = pointer(node.regionArguments[other])
                 case .value(let value): from = pointer(value)
                 case .saved(let other): from = saved(other)
                 }
@@ -760,6 +903,35 @@ private struct Generator {
                 )
               }
             }
+            for position in moving {
+              let argument = node.regionArguments[position]
+              let next = node.regionResults[position]
+              if let name = local(argument), let nextName = local(next) {
+                if placement.alternating.contains(next), let spare = placement.spareBuffer[next] {
+                  // The buffer just written becomes the argument; the next step writes the other.
+                  let final = pointer(node.results[position], writable: true)
+                  iteration.line(
+                    "\(name) = \(nextName);  /* the carried \(CText.comment("%" + graph[argument].name)) for the next step */"
+                  )
+                  iteration.line(
+                    "\(nextName) = \(name) == (unsigned char*)\(final) ? (unsigned char*)\(address(of: next, in: spare, writable: true)) : (unsigned char*)\(final);"
+                  )
+                } else {
+                  iteration.line(
+                    "\(name) = \(nextName);  /* the carried \(CText.comment("%" + graph[argument].name)) for the next step: its output slot */"
+                  )
+                }
+              }
+            }
+          }
+          // A moving carried value ends in the final result's buffer, or is copied there once.
+          for position in moving {
+            guard let name = local(node.regionArguments[position]) else { continue }
+            let final = pointer(node.results[position], writable: true)
+            loop.line(
+              "if (\(name) != (unsigned char*)\(final)) memcpy(\(final), \(name), \(bytes(node.results[position])));  /* \(CText.comment("%" + graph[node.results[position]].name)) */"
+            )
+            copies += 1
           }
         }
       }

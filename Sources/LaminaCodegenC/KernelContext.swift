@@ -12,6 +12,9 @@ struct KernelContext {
   let nodeIndex: Int
   /// The entry point's mode; only ops that `dependsOnMode` get different kernels per mode.
   var mode: ExecutionMode = .inference
+  /// A matmul whose right operand the caller passes packed (`PackedLoopOperand`): `in1` is
+  /// `lamina_sgemm_pack_b`'s buffer, not the matrix.
+  var packedRightOperand = false
 
   var operandTypes: [TensorType] { node.operands.map { graph.type(of: $0) } }
   var resultType: TensorType { graph.type(of: node.result) }

@@ -134,3 +134,12 @@ protocol EpilogueProducerEmitter {
     _ producer: Node, in graph: Graph, operand: (ValueID) -> String, destination: String,
     epilogue: String, into body: inout CWriter)
 }
+
+/// An epilogue producer that can read its right operand packed beforehand by the runtime
+/// (`lamina_sgemm_pack_b`): a loop packs an invariant weight once for all its steps.
+protocol PackedRightOperandProducer: EpilogueProducerEmitter {
+  /// `emitProduce`, with `operand(producer.operands[1])` naming the packed buffer.
+  static func emitProducePacked(
+    _ producer: Node, in graph: Graph, operand: (ValueID) -> String, destination: String,
+    epilogue: String, into body: inout CWriter)
+}

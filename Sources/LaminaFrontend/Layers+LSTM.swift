@@ -62,24 +62,7 @@ extension LayerBuilder {
     let initializer =
       initializer("init") ?? Initializer("uniform", ["lo": .float(-bound), "hi": .float(bound)])
 
-    // Padded rows: which steps are real, time-major [time, batch, 1]; a length past the time axis
-    // is an error at run time.
-    var mask: ValueID?
-    if let lengths = tensors("lengths") {
-      guard lengths.count == 1, type(of: lengths[0]).dtype.isInteger,
-        type(of: lengths[0]).shape == [batch]
-      else {
-        throw ShapeError(
-          "\(layer): lengths must be one integer vector [\(batch)] (a length per row), got \(lengths.map { type(of: $0).description }.joined(separator: ", "))",
-          help: "declare it as input lengths: i32[batch]")
-      }
-      mask = try op(
-        Ops.sequenceMask.name, lengths,
-        [
-          "steps": .dims([time]), "dtype": .dtype(dtype),
-          "input": .string(graph[lengths[0]].name),
-        ])
-    }
+    let mask = try recurrentMask(layer, batch: batch, time: time, dtype: dtype)
 
     let stateType = TensorType(dtype, [batch, Dim(units)])
     var initial: [ValueID] = []
@@ -122,7 +105,10 @@ extension LayerBuilder {
       let biasIH = try param("bias_ih" + suffix, TensorType(dtype, [width]), initializer)
       let biasHH = try param("bias_hh" + suffix, TensorType(dtype, [width]), initializer)
       // Every step's input projection at once: one [time·batch, features] × [features, gates·units]
-      // product before the loop, in the forward and the backward pass.
+      // product before the loop, in the forward and the backward pass. The rows are merged
+      // (a reshape, no copy) so that it is one 2-D GEMM with the biases in its epilogue, and
+      // weight_ih's gradient one 2-D GEMM too (a batched product would run one small GEMM per step
+      // and then sum the steps' [gates·units, features] products).
       var projected = try op(
         Ops.add.name,
         [try op(Ops.matmul.name, [rows, weightIH], ["transpose_b": .bool(true)]), biasIH])
@@ -133,15 +119,8 @@ extension LayerBuilder {
         reverse: suffix == "_reverse"
       ) { step, carried, steps, _ throws(ShapeError) in
         let next = try cell(&step, steps[0], carried, weightHH, biasHH, units)
-        guard let mask = steps.count > 1 ? steps[1] : nil else { return (next, [next[0]]) }
-        // Past a row's length the state stays and the output is zero: s + m (s' - s), m h'.
-        var kept: [ValueID] = []
-        for (new, old) in zip(next, carried) {
-          let change = try step.op(Ops.sub.name, [new, old])
-          kept.append(
-            try step.op(Ops.add.name, [old, try step.op(Ops.mul.name, [mask, change])]))
-        }
-        return (kept, [try step.op(Ops.mul.name, [mask, next[0]])])
+        return try step.maskedStep(
+          next: next, carried: carried, mask: steps.count > 1 ? steps[1] : nil)
       }
       finals.append(final[0])
       sequences.append(stacked[0])
@@ -154,6 +133,42 @@ extension LayerBuilder {
       sequences.count == 1
       ? sequences[0] : try op(Ops.concat.name, sequences, ["axis": .int(-1)])
     return try swapBatchAndTime(joined)
+  }
+
+  /// The step mask of a recurrent layer's `lengths:` option, time-major `[time, batch, 1]` (1 for
+  /// a row's real steps, 0 past its length; a length past the time axis is an error at run time),
+  /// or nil without the option.
+  mutating func recurrentMask(_ layer: String, batch: Dim, time: Dim, dtype: DType)
+    throws(ShapeError) -> ValueID?
+  {
+    guard let lengths = tensors("lengths") else { return nil }
+    guard lengths.count == 1, type(of: lengths[0]).dtype.isInteger,
+      type(of: lengths[0]).shape == [batch]
+    else {
+      throw ShapeError(
+        "\(layer): lengths must be one integer vector [\(batch)] (a length per row), got \(lengths.map { type(of: $0).description }.joined(separator: ", "))",
+        help: "declare it as input lengths: i32[batch]")
+    }
+    return try op(
+      Ops.sequenceMask.name, lengths,
+      [
+        "steps": .dims([time]), "dtype": .dtype(dtype),
+        "input": .string(graph[lengths[0]].name),
+      ])
+  }
+
+  /// A recurrent step's carried values and output under an optional step mask: past a row's
+  /// length the state stays and the output is zero (s + m (s' - s), m h').
+  mutating func maskedStep(next: [ValueID], carried: [ValueID], mask: ValueID?)
+    throws(ShapeError) -> (carried: [ValueID], outputs: [ValueID])
+  {
+    guard let mask else { return (next, [next[0]]) }
+    var kept: [ValueID] = []
+    for (new, old) in zip(next, carried) {
+      let change = try op(Ops.sub.name, [new, old])
+      kept.append(try op(Ops.add.name, [old, try op(Ops.mul.name, [mask, change])]))
+    }
+    return (kept, [try op(Ops.mul.name, [mask, next[0]])])
   }
 
   /// Columns `index·units ..< (index + 1)·units` of a [batch, gates·units] gate block.

@@ -164,7 +164,7 @@ public struct Autodiff: GraphPass {
             gradient = try builder.op(Ops.cast, [gradient], ["dtype": .dtype(operandType.dtype)])
           }
           if let existing = adjoints[operand] {
-            adjoints[operand] = try builder.add(existing, gradient)
+            adjoints[operand] = try builder.accumulate(existing, gradient)
           } else {
             adjoints[operand] = gradient
           }

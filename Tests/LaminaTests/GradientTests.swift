@@ -126,17 +126,17 @@ struct GradientTests {
       "param x: f64[3, 4, 2]\ninput lengths: i32[3]\ninput r: f64[3, 6]",
       "sum((x |> gru(units: 3, bidirectional: true, return: \"last\", lengths: lengths)) * r)"),
     Case(
-      "rnn (bidirectional, lengths, relu)",
-      "param x: f64[3, 4, 2]\ninput lengths: i32[3]\ninput r: f64[3, 4, 6]",
-      "sum((x |> rnn(units: 3, bidirectional: true, lengths: lengths, activation: \"relu\")) * r)"),
-    Case(
-      "rnn (last, lengths, initial)",
-      "param x: f64[3, 4, 2]\nparam h0: f64[3, 3]\ninput lengths: i32[3]\ninput r: f64[3, 6]",
-      "sum((x |> rnn(units: 3, bidirectional: true, return: \"last\", lengths: lengths, initial: h0)) * r)"
-    ),
-    Case(
       "gru (initial)", "param x: f64[2, 3, 2]\nparam h0: f64[2, 3]\ninput r: f64[2, 3, 3]",
       "sum((x |> gru(units: 3, initial: [h0])) * r)"),
+    Case(
+      "rnn (bidirectional, lengths)",
+      "param x: f64[3, 4, 2]\ninput lengths: i32[3]\ninput r: f64[3, 4, 6]",
+      "sum((x |> rnn(units: 3, bidirectional: true, lengths: lengths)) * r)"),
+    Case(
+      "rnn (relu, last, bidirectional, lengths, initial)",
+      "param x: f64[3, 4, 2]\nparam h0: f64[3, 2]\ninput lengths: i32[3]\ninput r: f64[3, 4]",
+      "sum((x |> rnn(units: 2, activation: \"relu\", return: \"last\", bidirectional: true, lengths: lengths, initial: [h0])) * r)"
+    ),
     Case(
       "embedding layer (f64)", "input tokens: i32[3, 5]\ninput r: f64[3, 5, 4]",
       "sum((tokens |> embedding(vocab: 6, dim: 4, dtype: \"f64\")) * r)"),

@@ -105,6 +105,66 @@ struct LoopTests {
     }
   }
 
+  /// An rnn in both directions over padded rows, its loss reading every step and the last state.
+  static let bidirectionalModel = """
+    model Bidirectional {
+      input x: f32[batch, time, 3]
+      input lengths: i32[batch]
+      input target: f32[batch, 4]
+      input r: f32[batch, time, 8]
+      let h = x |> rnn(units: 4, bidirectional: true, lengths: lengths)
+      let last = x |> rnn(units: 2, return: "last", bidirectional: true, lengths: lengths)
+      output h
+      output last
+      loss = mse(last, target) + mean(h * r)
+      train with adam(lr: 1e-3)
+    }
+    """
+
+  @Test(
+    "bidirectional rnn over padded rows: compiled equals the interpreter at batch 1 and 37, length 1 and 23, forward and gradients"
+  )
+  func bidirectionalLengthsCompiledMatchesInterpreter() throws {
+    let trained = try Model(source: Self.bidirectionalModel, pipeline: Pipeline.training)
+      .withGradientOutputs()
+    let types = Dictionary(
+      uniqueKeysWithValues: trained.graph.params.map {
+        (trained.graph[$0.value].name, trained.graph.type(of: $0.value).description)
+      })
+    #expect(types["rnn_0.weight_ih_reverse"] == "f32[4, 3]")
+    #expect(types["rnn_0.weight_hh_reverse"] == "f32[4, 4]")
+    #expect(types["rnn_1.bias_hh_reverse"] == "f32[2]")
+    #expect(types.count == 16)
+    let parameters = try trained.initialParameters(seed: 4)
+    var options = TestCache.options()
+    options.threads = 2
+    let compiled = try trained.compile(options: options, parameters: parameters)
+    let names = compiled.signature.outputs.map(\.name)
+    #expect(names.contains { $0.contains("weight_hh_reverse") })
+    for (batch, time) in [(1, 1), (1, 23), (37, 1), (37, 23)] {
+      let seed = UInt64(batch * 100 + time)
+      var inputs = TestData.inputs(
+        for: trained.graph, symbols: ["batch": batch, "time": time], seed: seed)
+      var generator = SeededGenerator(seed: seed + 100)
+      // Lengths from 0 to the time steps; the first row runs every step.
+      inputs["lengths"] = Tensor(
+        shape: [batch],
+        scalars: (0..<batch).map { row in
+          row == 0 ? Int32(time) : Int32(generator.next() % UInt64(time + 1))
+        })
+      let ours = try compiled.evaluate(inputs).outputs
+      let reference = try trained.interpret(inputs: inputs, parameters: parameters, outputs: names)
+      for name in names {
+        let expected = try #require(reference[name], "\(name)")
+        let actual = try #require(ours[name], "\(name)")
+        let (rtol, atol) = TestData.compiledTolerance(for: expected)
+        if let problem = TestData.mismatch(actual, expected, rtol: rtol, atol: atol) {
+          Issue.record("batch \(batch), time \(time), \(name): \(problem)")
+        }
+      }
+    }
+  }
+
   @Test("compiled training steps through the loop equal interpreted ones")
   func compiledTrainStep() throws {
     let model = try Model(
@@ -236,6 +296,38 @@ struct LoopTests {
     // with the number of steps.
     #expect(
       Double(long.bytes) < 1.25 * Double(short.bytes), "\(short.bytes) vs \(long.bytes) bytes")
+  }
+
+  @Test(
+    "an lstm step: W_hh packed once per loop, outputs written in place, gate gradients one concat"
+  )
+  func lstmStepCode() throws {
+    let model = try Model(
+      contentsOf: RepositoryPaths.path("tools/models/w5_lstm.lam"), pipeline: Pipeline.training)
+    // The backward body joins the four gate gradients with one concat, never zero-filled blocks.
+    let scans = model.graph.nodes.filter(\.hasRegion)
+    #expect(scans.count == 2)
+    let backward = try #require(scans.last)
+    #expect(backward.body.filter { $0.op == "concat" }.count == 1)
+    #expect(!backward.body.contains { $0.body.contains { $0.op == "slice_backward" } })
+    #expect(!backward.body.contains { $0.op == "slice_backward" })
+    let c = try model.generateC().source
+    let train = try #require(c.range(of: "int lamina_train_0(")).lowerBound
+    let step = String(c[train...])
+    // The weight is packed before each loop (forward: W_hhᵀ, backward: W_hh), never in it.
+    #expect(step.components(separatedBy: "lamina_sgemm_pack_b(").count - 1 == 2)
+    #expect(step.components(separatedBy: "lamina_sgemm_packed_b").count - 1 == 0)
+    #expect(c.components(separatedBy: "lamina_sgemm_packed_b(").count - 1 == 2)
+    // Per step, only the two carried values saved at the step's start are copied (the backward
+    // reads them); every other output is written into its slot by the kernel computing it, and the
+    // carried state moves on by pointer.
+    let loops = step.components(separatedBy: "for (int64_t step = 0;").dropFirst()
+    #expect(loops.count == 2)
+    for body in loops {
+      let perStep = body.components(separatedBy: "\n    }\n")[0]
+      #expect(!perStep.contains("memmove("), "\(perStep)")
+      #expect(perStep.components(separatedBy: "memcpy(").count - 1 <= 2, "\(perStep)")
+    }
   }
 
   @Test("bad sequence inputs are located errors")

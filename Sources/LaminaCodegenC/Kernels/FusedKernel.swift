@@ -19,6 +19,8 @@ struct FusedKernel {
   let node: Node
   let nodeIndex: Int
   let symbolIndex: [String: Int]
+  /// The producer's right operand comes packed (`PackedLoopOperand`).
+  var packedRightOperand = false
 
   var kind: FusedKind { node.fusedKind ?? .elementwise }
 
@@ -534,9 +536,15 @@ struct FusedKernel {
       node.operands.indices.map { "in\($0)" } + node.results.indices.map { "out\($0)" }
     body.line("@KERNEL@_epilogue_args arguments = {dims, \(pointers.joined(separator: ", "))};")
     body.line("const lamina_gemm_epilogue epilogue = {@KERNEL@_epilogue, &arguments};")
-    producerKernel.emitProduce(
-      producer, in: graph, operand: { names[$0]! }, destination: carrierName,
-      epilogue: "&epilogue", into: &body)
+    if packedRightOperand, let packed = producerKernel as? PackedRightOperandProducer.Type {
+      packed.emitProducePacked(
+        producer, in: graph, operand: { names[$0]! }, destination: carrierName,
+        epilogue: "&epilogue", into: &body)
+    } else {
+      producerKernel.emitProduce(
+        producer, in: graph, operand: { names[$0]! }, destination: carrierName,
+        epilogue: "&epilogue", into: &body)
+    }
     return (prelude, body)
   }
 

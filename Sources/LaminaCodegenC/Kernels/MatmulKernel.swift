@@ -52,6 +52,14 @@ enum MatmulKernel {
       case .f32, .f64:
         let gemm = context.resultType.dtype == .f32 ? "lamina_sgemm" : "lamina_dgemm"
         let (lda, ldb) = (transposeA ? "m" : "k", transposeB ? "k" : "n")
+        if context.packedRightOperand && batchRank == 0 {
+          writer.line(
+            "/* in1 is the right operand packed before the loop (lamina_\(gemm)_pack_b) */")
+          writer.line(
+            "\(gemm)_packed_b(ctx->pool, \(transposeA ? 1 : 0), m, n, k, 1, in0, \(lda), in1, 0, out, n, NULL);"
+          )
+          return
+        }
         writer.line(
           "\(gemm)(ctx->pool, \(transposeA ? 1 : 0), \(transposeB ? 1 : 0), m, n, k, 1, in0\(plus(aOffset)), \(lda), in1\(plus(bOffset)), \(ldb), 0, out\(plus(cOffset)), n, NULL);"
         )
@@ -104,6 +112,26 @@ extension MatmulKernel: EpilogueProducerEmitter {
     let (lda, ldb) = (transposeA ? cDim(m) : cDim(k), transposeB ? cDim(k) : cDim(n))
     body.line(
       "\(gemm)(ctx->pool, \(transposeA ? 1 : 0), \(transposeB ? 1 : 0), \(cDim(m)), \(cDim(n)), \(cDim(k)), 1, \(operand(producer.operands[0])), \(lda), \(operand(producer.operands[1])), \(ldb), 0, \(destination), \(cDim(n)), \(epilogue));"
+    )
+  }
+}
+
+/// A matmul can read its right operand packed once before a loop (`PackedLoopOperand`).
+extension MatmulKernel: PackedRightOperandProducer {
+  static func emitProducePacked(
+    _ producer: Node, in graph: Graph, operand: (ValueID) -> String, destination: String,
+    epilogue: String, into body: inout CWriter
+  ) {
+    let (m, n) = matrixShape(of: producer, in: graph)
+    let transposeA = producer.attributes["transpose_a"]?.boolValue ?? false
+    let aShape = graph.type(of: producer.operands[0]).shape
+    let k = aShape[transposeA ? 0 : 1]
+    let gemm = graph.type(of: producer.result).dtype == .f32 ? "lamina_sgemm" : "lamina_dgemm"
+    body.line(
+      "/* \(operand(producer.operands[1])) is the right operand packed before the loop (\(gemm)_pack_b) */"
+    )
+    body.line(
+      "\(gemm)_packed_b(ctx->pool, \(transposeA ? 1 : 0), \(cDim(m)), \(cDim(n)), \(cDim(k)), 1, \(operand(producer.operands[0])), \(transposeA ? cDim(m) : cDim(k)), \(operand(producer.operands[1])), 0, \(destination), \(cDim(n)), \(epilogue));"
     )
   }
 }

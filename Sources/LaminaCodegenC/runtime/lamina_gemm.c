@@ -86,6 +86,8 @@ typedef LAMINA_GEMM_T lamina_real;
 #define LAMINA_GEMM_PASTE(a, b) a##b
 #define LAMINA_GEMM_NAME(a, b) LAMINA_GEMM_PASTE(a, b)
 #define LAMINA_GEMM_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_, LAMINA_GEMM_SUFFIX)
+#define LAMINA_GEMM_PACK_B_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_pack_b_, LAMINA_GEMM_SUFFIX)
+#define LAMINA_GEMM_PACKED_B_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_packed_b_, LAMINA_GEMM_SUFFIX)
 
 /* Bytes per element, known to the preprocessor (sizeof is not): float 4, double 8. */
 #define LAMINA_GEMM_BYTES_float 4
@@ -398,6 +400,8 @@ typedef struct lamina_gemm_job {
   int64_t gemv_chunk;    /* M == 1 path: columns (or rows of B, when split over K) per task */
   lamina_real* partial;            /* M == 1 split over K: one row of partial sums per task */
   int transposed;        /* N == 1 run as M == 1 (C^T = op(B)^T op(A)^T): C is a column */
+  const lamina_real* packed_b; /* op(B) packed once by lamina_gemm_pack_b_*: tiles skip packing it */
+  int64_t packed_width;        /* its columns rounded up to NR (the size of one k-block's row) */
 } lamina_gemm_job;
 
 /* Bytes of the packed A block and of the packed B block in a thread's scratch. */
@@ -415,15 +419,18 @@ static void lamina_gemm_tile(const lamina_gemm_job* g, int64_t i0, int64_t i1, i
     int64_t nc = lamina_gemm_min(ncb, j1 - jc);
     for (int64_t pc = 0; pc < g->k; pc += g->kc) {
       int64_t kc = lamina_gemm_min(g->kc, g->k - pc);
-      const lamina_real* b = g->trans_b ? g->b + jc * g->ldb + pc : g->b + pc * g->ldb + jc;
-      lamina_gemm_pack_b(g->trans_b, b, g->ldb, kc, nc, bp);
+      const lamina_real* packed = g->packed_b ? g->packed_b + pc * g->packed_width + jc * kc : bp;
+      if (!g->packed_b) {
+        const lamina_real* b = g->trans_b ? g->b + jc * g->ldb + pc : g->b + pc * g->ldb + jc;
+        lamina_gemm_pack_b(g->trans_b, b, g->ldb, kc, nc, bp);
+      }
       lamina_real beta = pc == 0 ? g->beta : (lamina_real)1; /* later k-blocks accumulate */
       int last = pc + kc >= g->k;
       for (int64_t ic = i0; ic < i1; ic += mcb) {
         int64_t mc = lamina_gemm_min(mcb, i1 - ic);
         const lamina_real* a = g->trans_a ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;
         lamina_gemm_pack_a(g->trans_a, a, g->lda, mc, kc, g->alpha, ap);
-        lamina_gemm_macro(mc, nc, kc, ap, bp, g->c, g->ldc, ic, jc, beta, last ? g->epilogue : NULL);
+        lamina_gemm_macro(mc, nc, kc, ap, packed, g->c, g->ldc, ic, jc, beta, last ? g->epilogue : NULL);
       }
     }
   }
@@ -627,6 +634,54 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
     if (caller_epilogue) epilogue->apply(epilogue->arg, c, ldc, 0, 0, m, n);
   } else {
     /* No pool: one thread, with scratch from the heap. */
+    unsigned char* scratch = (unsigned char*)aligned_alloc(64, lamina_gemm_a_bytes + lamina_gemm_b_bytes);
+    if (!scratch) abort();
+    lamina_gemm_tile(&g, 0, m, 0, n, (lamina_real*)scratch, (lamina_real*)(scratch + lamina_gemm_a_bytes));
+    free(scratch);
+  }
+}
+
+/* ---- A right operand packed once for many products ----
+   A loop multiplying by the same matrix every step (a recurrent layer's hidden-to-hidden weight)
+   packs it once before the loop: lamina_gemm_pack_b_* writes op(B) [k x n] in the layout the tiles
+   read (k-blocks of the width rounded up to NR, NR-column panels inside, the zero padding included),
+   and lamina_gemm_packed_b_* multiplies by it without repacking it per call and per thread. For a
+   recurrent step (M = batch = 32) packing B was about a fifth of the product's time. The packed
+   buffer needs LAMINA_GEMM_PACKED_B_ELEMENTS(n, k, element bytes) elements (lamina_runtime.h), an
+   upper bound for every instruction set; the same instruction set must pack and multiply. */
+void LAMINA_GEMM_PACK_B_FUNCTION(int trans_b, int64_t k, int64_t n, const lamina_real* b, int64_t ldb,
+                                 lamina_real* packed) {
+  if (k <= 0 || n <= 0) return;
+  const int64_t kc_block = lamina_gemm_even_block(k, KC, 4);
+  const int64_t width = lamina_gemm_round_up(n, NR);
+  for (int64_t pc = 0; pc < k; pc += kc_block) {
+    const int64_t kc = lamina_gemm_min(kc_block, k - pc);
+    lamina_gemm_pack_b(trans_b, trans_b ? b + pc : b + pc * ldb, ldb, kc, n, packed + pc * width);
+  }
+}
+
+void LAMINA_GEMM_PACKED_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, int64_t n, int64_t k,
+                                   lamina_real alpha, const lamina_real* a, int64_t lda,
+                                   const lamina_real* packed_b, lamina_real beta, lamina_real* c, int64_t ldc,
+                                   const lamina_gemm_epilogue* epilogue) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0 || alpha == (lamina_real)0) {
+    /* Nothing to multiply: the general GEMM scales C and never reads B. */
+    LAMINA_GEMM_FUNCTION(pool, trans_a, 0, m, n, k, alpha, a, lda, packed_b, n, beta, c, ldc, epilogue);
+    return;
+  }
+  lamina_gemm_job g = {trans_a, 0, m, n, k, alpha, beta, a, NULL, c, lda, 0, ldc, epilogue, pool,
+                       {1, 1, m, n}, 0, 0, NULL, 0, packed_b, lamina_gemm_round_up(n, NR)};
+  g.kc = lamina_gemm_even_block(k, KC, 4);
+  const int threads = lamina_pool_threads(pool);
+  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, MR, NR, NC);
+  if (pool) {
+    const int caller_epilogue =
+        epilogue && g.grid.mt * g.grid.nt > 1 && m * n < LAMINA_GEMM_CALLER_EPILOGUE_BELOW;
+    if (caller_epilogue) g.epilogue = NULL;
+    lamina_pool_run(pool, g.grid.mt * g.grid.nt, lamina_gemm_task, &g);
+    if (caller_epilogue) epilogue->apply(epilogue->arg, c, ldc, 0, 0, m, n);
+  } else {
     unsigned char* scratch = (unsigned char*)aligned_alloc(64, lamina_gemm_a_bytes + lamina_gemm_b_bytes);
     if (!scratch) abort();
     lamina_gemm_tile(&g, 0, m, 0, n, (lamina_real*)scratch, (lamina_real*)(scratch + lamina_gemm_a_bytes));

@@ -56,6 +56,18 @@ typedef struct lamina_gemm_epilogue {
   void lamina_gemm_##suffix(lamina_pool* pool, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha, \
                             const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc,           \
                             const lamina_gemm_epilogue* epilogue)
+/* The same product with op(B) packed beforehand by lamina_gemm_pack_b_* of the same suffix into
+ * `packed` (LAMINA_GEMM_PACKED_B_ELEMENTS(n, k, sizeof(T)) elements, 64-byte aligned): for a matrix
+ * that many products share (a loop's invariant weight), packed once instead of in every call. */
+#define LAMINA_GEMM_PACKED_B_DECLARE(T, suffix)                                                                  \
+  void lamina_gemm_pack_b_##suffix(int trans_b, int64_t k, int64_t n, const T* b, int64_t ldb, T* packed);        \
+  void lamina_gemm_packed_b_##suffix(lamina_pool* pool, int trans_a, int64_t m, int64_t n, int64_t k, T alpha,    \
+                                     const T* a, int64_t lda, const T* packed, T beta, T* c, int64_t ldc,         \
+                                     const lamina_gemm_epilogue* epilogue)
+/* Elements of a packed op(B) [k x n]: k rows of n rounded up to the widest micro-panel (2 vectors of
+ * 64 bytes), enough for every instruction set. */
+#define LAMINA_GEMM_PACKED_B_ELEMENTS(n, k, element_bytes) \
+  ((k) * (((n) + 128 / (element_bytes) - 1) / (128 / (element_bytes)) * (128 / (element_bytes))))
 LAMINA_GEMM_DECLARE(float, f32_avx512);
 LAMINA_GEMM_DECLARE(double, f64_avx512);
 LAMINA_GEMM_DECLARE(float, f32_avx2);
@@ -64,7 +76,16 @@ LAMINA_GEMM_DECLARE(float, f32_native);
 LAMINA_GEMM_DECLARE(double, f64_native);
 LAMINA_GEMM_DECLARE(float, f32_generic);
 LAMINA_GEMM_DECLARE(double, f64_generic);
+LAMINA_GEMM_PACKED_B_DECLARE(float, f32_avx512);
+LAMINA_GEMM_PACKED_B_DECLARE(double, f64_avx512);
+LAMINA_GEMM_PACKED_B_DECLARE(float, f32_avx2);
+LAMINA_GEMM_PACKED_B_DECLARE(double, f64_avx2);
+LAMINA_GEMM_PACKED_B_DECLARE(float, f32_native);
+LAMINA_GEMM_PACKED_B_DECLARE(double, f64_native);
+LAMINA_GEMM_PACKED_B_DECLARE(float, f32_generic);
+LAMINA_GEMM_PACKED_B_DECLARE(double, f64_generic);
 #undef LAMINA_GEMM_DECLARE
+#undef LAMINA_GEMM_PACKED_B_DECLARE
 
 /* Model code is compiled once per instruction set it supports (-DLAMINA_ISA=avx512, ...) and calls
    lamina_sgemm / lamina_dgemm, which are the GEMM of that same instruction set. */
@@ -73,6 +94,10 @@ LAMINA_GEMM_DECLARE(double, f64_generic);
 #ifdef LAMINA_ISA
 #define lamina_sgemm LAMINA_RUNTIME_NAME(lamina_gemm_f32_, LAMINA_ISA)
 #define lamina_dgemm LAMINA_RUNTIME_NAME(lamina_gemm_f64_, LAMINA_ISA)
+#define lamina_sgemm_pack_b LAMINA_RUNTIME_NAME(lamina_gemm_pack_b_f32_, LAMINA_ISA)
+#define lamina_dgemm_pack_b LAMINA_RUNTIME_NAME(lamina_gemm_pack_b_f64_, LAMINA_ISA)
+#define lamina_sgemm_packed_b LAMINA_RUNTIME_NAME(lamina_gemm_packed_b_f32_, LAMINA_ISA)
+#define lamina_dgemm_packed_b LAMINA_RUNTIME_NAME(lamina_gemm_packed_b_f64_, LAMINA_ISA)
 #endif
 
 /* ---- CPU features (lamina_cpu.c) ---- */

@@ -68,6 +68,87 @@ public struct GradientBuilder {
   public mutating func add(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID {
     try op("add", [a, b])
   }
+  /// `a + b`, two contributions to one gradient. When both are `slice_backward`s into the same
+  /// shape whose indexes differ on one axis only, in adjacent ranges of step 1 (the gate blocks a
+  /// recurrent cell slices from one product), their sum is the `slice_backward` of their gradients
+  /// joined by one `concat` over the union of the ranges, and the `concat` alone once the ranges
+  /// cover the tensor: one copy per piece instead of zero-filled tensors added up.
+  public mutating func accumulate(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID {
+    if let joined = try joinedSliceGradients(a, b) { return joined }
+    return try add(a, b)
+  }
+
+  /// The `slice_backward` (its gradient, full index and shape) that computes `value`, if one does.
+  private func sliceGradient(_ value: ValueID) -> (
+    gradient: ValueID, index: [SliceIndex], shape: [Dim]
+  )? {
+    guard let node = graph.nodes.last(where: { $0.results == [value] }),
+      node.is(Ops.sliceBackward), node.operands.count == 1,
+      let shape = node.attributes["shape"]?.dimsValue
+    else { return nil }
+    var index: [SliceIndex] = []
+    if case .slices(let given)? = node.attributes["index"] { index = given }
+    guard index.count <= shape.count else { return nil }
+    index += Array(repeating: .all, count: shape.count - index.count)
+    return (node.operands[0], index, shape)
+  }
+
+  /// A range entry as static bounds `start..<stop` of an axis of `size`, for step 1 only.
+  private func staticRange(_ entry: SliceIndex, size: Dim) -> Range<Int>? {
+    guard case .range(let start, let stop, 1) = entry, let size = size.staticValue else {
+      return nil
+    }
+    func bound(_ value: Int?, _ absent: Int) -> Int {
+      guard let value else { return absent }
+      return value < 0 ? max(0, value + size) : min(value, size)
+    }
+    let (lower, upper) = (bound(start, 0), bound(stop, size))
+    return lower < upper ? lower..<upper : nil
+  }
+
+  private mutating func joinedSliceGradients(_ a: ValueID, _ b: ValueID) throws(ShapeError)
+    -> ValueID?
+  {
+    guard let x = sliceGradient(a), let y = sliceGradient(b), x.shape == y.shape,
+      type(of: a) == type(of: b),
+      type(of: x.gradient).dtype == type(of: y.gradient).dtype,
+      // Ranges only (an integer index drops its axis from the gradient).
+      (x.index + y.index).allSatisfy({ if case .range = $0 { true } else { false } })
+    else { return nil }
+    let differing = x.shape.indices.filter { x.index[$0] != y.index[$0] }
+    guard differing.count == 1, let axis = differing.first,
+      let first = staticRange(x.index[axis], size: x.shape[axis]),
+      let second = staticRange(y.index[axis], size: x.shape[axis])
+    else { return nil }
+    let (low, high, lowRange, highRange) =
+      first.upperBound == second.lowerBound
+      ? (x, y, first, second) : (y, x, second, first)
+    guard lowRange.upperBound == highRange.lowerBound else { return nil }
+    // Pieces of a concat along the same axis join the new one directly.
+    var pieces: [ValueID] = []
+    for gradient in [low.gradient, high.gradient] {
+      if let node = graph.nodes.last(where: { $0.results == [gradient] }), node.is(Ops.concat),
+        let concatAxis = node.attributes["axis"]?.intValue,
+        (concatAxis < 0 ? concatAxis + x.shape.count : concatAxis) == axis
+      {
+        pieces += node.operands
+      } else {
+        pieces.append(gradient)
+      }
+    }
+    let joined = try op(Ops.concat, pieces, ["axis": .int(axis)])
+    var index = x.index
+    index[axis] = .range(start: lowRange.lowerBound, stop: highRange.upperBound, step: 1)
+    let whole = x.shape.indices.allSatisfy { dimension in
+      staticRange(index[dimension], size: x.shape[dimension]).map {
+        $0 == 0..<(x.shape[dimension].staticValue ?? -1)
+      } ?? (index[dimension] == .all)
+    }
+    if whole, type(of: joined) == type(of: a) { return joined }
+    return try op(
+      Ops.sliceBackward, [joined], ["index": .slices(index), "shape": .dims(x.shape)])
+  }
+
   public mutating func sub(_ a: ValueID, _ b: ValueID) throws(ShapeError) -> ValueID {
     try op("sub", [a, b])
   }
