@@ -5,6 +5,8 @@ From examples/data/digits (the 8x8 UCI digits, see ../shared/data/README.md) it 
 with one x.npy (float32 [N, 64]) and label.npy (int32 [N]):
 
   examples/data/digits_0to4/{train,test}     digits 0-4, labels 0-4 (pretraining)
+  examples/data/digits_0to4_shifted/train    digits_0to4/train and its 8 copies shifted by one pixel
+                                             (every dx, dy in -1, 0, 1; zeros shifted in): 9x the rows
   examples/data/digits_5to9/{train,test}     digits 5-9, labels 0-4 (digit - 5); train holds 10% of
                                              their training rows, stratified by digit
   examples/data/digits_10pct/{train,test}    10% of all training rows, stratified; the whole test split
@@ -30,6 +32,22 @@ def save(folder, x, label):
     print(f"{folder}: {len(label)} rows, labels {np.bincount(label).tolist()}")
 
 
+def shifted_copies(x, label):
+    """Every image moved by each (dy, dx) in {-1, 0, 1}², the vacated row and column zero; the
+    unshifted copy first. Pretraining on them gives features that do not depend on the exact
+    position of a stroke."""
+    images = x.reshape(-1, 8, 8)
+    copies = []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            shifted = np.zeros_like(images)
+            shifted[:, max(dy, 0):8 + min(dy, 0), max(dx, 0):8 + min(dx, 0)] = \
+                images[:, max(-dy, 0):8 + min(-dy, 0), max(-dx, 0):8 + min(-dx, 0)]
+            copies.append((dy, dx, shifted.reshape(-1, 64)))
+    copies.sort(key=lambda copy: (copy[0], copy[1]) != (0, 0))
+    return np.concatenate([copy[2] for copy in copies]), np.tile(label, len(copies))
+
+
 def stratified_fraction(label, fraction, rng):
     """Row indices: `fraction` of each class's rows (at least one), in their original order."""
     rows = []
@@ -53,6 +71,8 @@ def main():
     low_train, low_test = train_label < 5, test_label < 5
     save(os.path.join(args.out, "digits_0to4", "train"), train_x[low_train], train_label[low_train])
     save(os.path.join(args.out, "digits_0to4", "test"), test_x[low_test], test_label[low_test])
+    save(os.path.join(args.out, "digits_0to4_shifted", "train"),
+         *shifted_copies(train_x[low_train], train_label[low_train]))
 
     high_x, high_label = train_x[~low_train], train_label[~low_train] - 5
     rows = stratified_fraction(high_label, args.fraction, rng)
