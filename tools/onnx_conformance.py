@@ -298,7 +298,7 @@ def compare(test, expected, got):
         ok = worst_abs <= RANDOM_COPY_BOUND * largest
         worst_rel = worst_abs / largest if largest > 0 else numpy.inf
     else:
-        ok = bool(numpy.all(difference <= test.atol + test.rtol * numpy.abs(exp)))
+        ok = bool(numpy.all(both_nan | (difference <= test.atol + test.rtol * numpy.abs(exp))))
     return ok and note is None, worst_abs, worst_rel, note
 
 
@@ -332,7 +332,7 @@ def run_steps(test, arguments, folder, timeout):
     status, stdout, stderr = run_command(command, timeout)
     info["import_seconds"] = round(time.monotonic() - started, 2)
     if status != 0 or not os.path.exists(lam):
-        text = stderr + stdout
+        text = (stderr + stdout).replace(folder + os.sep, "")
         if UNSUPPORTED_PREFIX in text:
             names, detail = unsupported_ops(text)
             return {**info, "result": "unsupported", "unsupported": names, "detail": detail}
@@ -370,7 +370,8 @@ def run_steps(test, arguments, folder, timeout):
         status, stdout, stderr = run_command(command, timeout)
         info["run_seconds"] = round(info.get("run_seconds", 0) + time.monotonic() - started, 2)
         if status != 0:
-            return {**info, "result": "compile error", "detail": first_line(stderr + stdout)}
+            return {**info, "result": "compile error",
+                    "detail": first_line((stderr + stdout).replace(folder + os.sep, ""))}
         for (name, array), path in zip(expected, output_paths):
             if not os.path.exists(path):
                 return {**info, "result": "compile error", "detail": f"lamina run wrote no {name!r}"}
