@@ -12,6 +12,8 @@ let package = Package(
   targets: [
     // Source locations, diagnostics, tensors and their file formats (.npy, .safetensors).
     .target(name: "LaminaSupport"),
+    // ONNX import: the protobuf reader, the decoded messages and the translation to `.lam` text.
+    .target(name: "LaminaONNX", dependencies: ["LaminaSupport"]),
     // The typed graph IR: types, graph, op table, printer, parser, verifier, reference interpreter.
     .target(name: "LaminaIR", dependencies: ["LaminaSupport"]),
     // The .lam language: lexer, parser, AST and lowering to IR.
@@ -36,7 +38,7 @@ let package = Package(
       name: "Lamina",
       dependencies: [
         "LaminaSupport", "LaminaIR", "LaminaFrontend", "LaminaPasses", "LaminaCodegenC",
-        "LaminaRuntime",
+        "LaminaRuntime", "LaminaONNX",
       ]),
     // The `lamina` commands, one file per command; a library so tests can run them in-process.
     .target(name: "LaminaCommandLine", dependencies: ["Lamina"]),
@@ -44,7 +46,9 @@ let package = Package(
     .target(name: "LaminaTestSupport", dependencies: ["Lamina"], path: "Tests/LaminaTestSupport"),
     .testTarget(
       name: "LaminaTests",
-      dependencies: ["Lamina", "LaminaFrontend", "LaminaCommandLine", "LaminaTestSupport"],
+      dependencies: [
+        "Lamina", "LaminaFrontend", "LaminaCommandLine", "LaminaTestSupport", "LaminaONNX",
+      ],
       // Bad model files with their expected diagnostics, read by BadModelTests; the C program
       // SanitizerHarnessTests builds with each example's generated C.
       exclude: ["BadModels", "Fixtures", "SanitizerHarness"]),

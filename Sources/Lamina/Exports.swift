@@ -1,5 +1,6 @@
 // `import Lamina` brings the types users need: tensors and file formats, the IR, and passes.
 @_exported import LaminaIR
+@_exported import LaminaONNX
 @_exported import LaminaPasses
 @_exported import LaminaRuntime
 @_exported import LaminaSupport

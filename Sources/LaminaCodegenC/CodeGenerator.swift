@@ -42,6 +42,20 @@ private enum Storage: Hashable {
 }
 
 /// A node's kernel in one mode.
+/// Where a loop's carried value for the next step comes from.
+private enum CarriedSource: Equatable {
+  case carried(Int)  // the buffer of another carried value (the step yields that argument)
+  case value(ValueID)  // a value the step computed
+  case saved(Int)  // the copy of a carried buffer saved to break a cycle
+}
+
+/// One step of a loop's end-of-step carried assignment.
+private enum CarriedMove {
+  case save(Int)  // copy the carried buffer at this position aside first
+  case move(Int, CarriedSource)
+}
+
+/// A node's kernel in one mode.
 private struct KernelKey: Hashable {
   var node: Int
   var mode: ExecutionMode
@@ -459,6 +473,54 @@ private struct Generator {
     var launches = 0
     var copies = 0
 
+    // The carried values move to their buffers for the next step as one parallel assignment: a step
+    // may yield one carried argument as another's next value (a swap), so the moves run in an order
+    // where none overwrites a buffer a later one still reads, and a cycle saves one buffer first.
+    func carriedMoves(_ node: Node, layout: ScanLayout) -> [CarriedMove] {
+      var pending: [(destination: Int, source: CarriedSource)] = []
+      for position in layout.carriedRange {
+        let result = storage[node.regionResults[position]]
+        if result == storage[node.regionArguments[position]] { continue }
+        if let other = layout.carriedRange.first(where: {
+          result == storage[node.regionArguments[$0]]
+        }) {
+          pending.append((position, .carried(other)))
+        } else {
+          pending.append((position, .value(node.regionResults[position])))
+        }
+      }
+      var moves: [CarriedMove] = []
+      while !pending.isEmpty {
+        if let ready = pending.firstIndex(where: { move in
+          !pending.contains { $0.source == .carried(move.destination) }
+        }) {
+          moves.append(.move(pending[ready].destination, pending[ready].source))
+          pending.remove(at: ready)
+          continue
+        }
+        let saved = pending[0].destination
+        moves.append(.save(saved))
+        for index in pending.indices where pending[index].source == .carried(saved) {
+          pending[index].source = .saved(saved)
+        }
+      }
+      return moves
+    }
+    // Arena space for the buffers saved to break cycles, by the carried region argument.
+    var carriedSaveSlots: [ValueID: Int] = [:]
+    var carriedSaveValues: [ValueID] = []
+    func reserveCarriedSaves(_ node: Node) {
+      guard let layout = node.scanLayout else { return }
+      for case .save(let position) in carriedMoves(node, layout: layout) {
+        carriedSaveSlots[node.regionArguments[position]] = carriedSaveValues.count
+        carriedSaveValues.append(node.regionArguments[position])
+      }
+      for member in node.body where member.hasRegion { reserveCarriedSaves(member) }
+    }
+    for nodeIndex in needed where graph.nodes[nodeIndex].hasRegion {
+      reserveCarriedSaves(graph.nodes[nodeIndex])
+    }
+
     let signatureText: String
     switch name {
     case "forward", "forward_training":
@@ -571,6 +633,16 @@ private struct Generator {
           "if (!lamina_reserve(&arena_total, &offsets[\(slot)], \(count), \(type.dtype.byteSize))) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"the intermediates for these dimensions are too large\");  /* \(CText.comment("%\(graph[value].name) : \(type)")) */"
         )
       }
+      if !carriedSaveValues.isEmpty {
+        body.line("int64_t carried_save_offsets[\(carriedSaveValues.count)];")
+      }
+      for (slot, value) in carriedSaveValues.enumerated() {
+        let type = graph.type(of: value)
+        let count = "(__int128)1" + type.shape.map { " * \(cDim($0))" }.joined()
+        body.line(
+          "if (!lamina_reserve(&arena_total, &carried_save_offsets[\(slot)], \(count), \(type.dtype.byteSize))) return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, \"the intermediates for these dimensions are too large\");  /* \(CText.comment("a copy of the carried %\(graph[value].name) : \(type)")) */"
+        )
+      }
       body.line("int status = lamina_ensure_arena(ctx, arena_total);")
       body.line("if (status != LAMINA_OK) return status;")
       body.line("unsigned char* const arena = ctx->arena;")
@@ -667,11 +739,26 @@ private struct Generator {
                 "memcpy((unsigned char*)\(pointer(node.results[offset], writable: true)) + t * \(bytes(result)), \(pointer(result)), \(bytes(result)));  /* step t of \(CText.comment("%" + graph[node.results[offset]].name)) */"
               )
             }
-            for position in layout.carriedRange
-            where storage[node.regionResults[position]] != storage[node.regionArguments[position]] {
-              iteration.line(
-                "memmove(\(pointer(node.results[position], writable: true)), \(pointer(node.regionResults[position])), \(bytes(node.regionResults[position])));  /* the carried \(CText.comment("%" + graph[node.regionArguments[position]].name)) for the next step */"
-              )
+            func saved(_ position: Int) -> String {
+              "(arena + carried_save_offsets[\(carriedSaveSlots[node.regionArguments[position]]!)])"
+            }
+            for move in carriedMoves(node, layout: layout) {
+              switch move {
+              case .save(let position):
+                iteration.line(
+                  "memcpy(\(saved(position)), \(pointer(node.results[position])), \(bytes(node.regionArguments[position])));  /* \(CText.comment("%" + graph[node.regionArguments[position]].name)) saved: the next step's carried values read it after it is overwritten */"
+                )
+              case .move(let position, let source):
+                let from: String
+                switch source {
+                case .carried(let other): from = pointer(node.results[other])
+                case .value(let value): from = pointer(value)
+                case .saved(let other): from = saved(other)
+                }
+                iteration.line(
+                  "memmove(\(pointer(node.results[position], writable: true)), \(from), \(bytes(node.regionResults[position])));  /* the carried \(CText.comment("%" + graph[node.regionArguments[position]].name)) for the next step */"
+                )
+              }
             }
           }
         }

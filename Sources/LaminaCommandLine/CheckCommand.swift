@@ -27,15 +27,15 @@ enum CheckCommand: Command {
             contentsOf: path, modelName: options.value("--model"), pipeline: Pipeline.training)
         }
         console.print(
-          "\(path): ok: model \(graph.name), \(graph.inputs.count) inputs, \(graph.params.count) parameters, \(graph.nodes.count) nodes"
+          "\(TerminalText.escaped(path)): ok: model \(graph.name), \(graph.inputs.count) inputs, \(graph.params.count) parameters, \(graph.nodes.count) nodes"
         )
       } catch let error as CompileError {
         console.error(error.rendered)
         let count = error.errors.count
-        console.error("\(path): \(count) error\(count == 1 ? "" : "s")")
+        console.error("\(TerminalText.escaped(path)): \(count) error\(count == 1 ? "" : "s")")
         status = 1
       } catch {
-        console.error("\(error)")
+        console.error(TerminalText.escaped("\(error)", keepingNewlines: true))
         status = 1
       }
     }

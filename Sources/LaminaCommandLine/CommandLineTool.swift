@@ -10,6 +10,7 @@ public enum CommandLineTool {
     CommandEntry(InitCommand.self), CommandEntry(PassesCommand.self), CommandEntry(OpsCommand.self),
     CommandEntry(GradientsCommand.self), CommandEntry(GradcheckCommand.self),
     CommandEntry(TrainCommand.self), CommandEntry(BisectCommand.self),
+    CommandEntry(ImportCommand.self),
   ]
 
   static func usage() -> String {

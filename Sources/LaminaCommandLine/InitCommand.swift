@@ -28,7 +28,7 @@ enum InitCommand: Command {
       metadata: ["model": model.graph.name, "seed": String(seed), "written_by": "lamina init"],
       to: output)
     let stateNote = state.isEmpty ? "" : " and \(state.count) model state tensors"
-    console.print("wrote \(parameters.count) parameters\(stateNote) to \(output)")
+    console.print("wrote \(parameters.count) parameters\(stateNote) to \(TerminalText.escaped(output))")
     return 0
   }
 }

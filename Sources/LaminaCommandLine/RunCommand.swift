@@ -128,7 +128,7 @@ enum RunCommand: Command {
         )
       } else {
         try NPY.write(tensor, to: file)
-        console.print("wrote \(name) \(tensor.typeDescription) to \(file)")
+        console.print("wrote \(name) \(tensor.typeDescription) to \(TerminalText.escaped(file))")
       }
     }
     return 0

@@ -218,7 +218,7 @@ enum TrainCommand: Command {
       }
       _ = try? finishGradients(
         gradients, options: options, title: model.graph.name, console: console)
-      console.error("lamina train: error: \(error)")
+      console.error("lamina train: error: \(TerminalText.escaped("\(error)", keepingNewlines: true))")
       return 1
     }
     progress.clearLine()
@@ -270,7 +270,7 @@ enum TrainCommand: Command {
     if let plotPath { wrote.append("plot \(plotPath)") }
     wrote += try finishGradients(
       gradients, options: options, title: model.graph.name, console: console)
-    if !wrote.isEmpty { console.print("wrote \(wrote.joined(separator: ", "))") }
+    if !wrote.isEmpty { console.print("wrote \(TerminalText.escaped(wrote.joined(separator: ", ")))") }
     return 0
   }
 }

@@ -96,7 +96,12 @@ extension LayerBuilder {
       initial = Array(repeating: zeros, count: stateCount)
     }
 
+    // Time-major rows [time·batch, features]: every step's input projection is then one 2-D
+    // product (its bias adds fused into the GEMM) and its weight gradient one GEMM over all steps,
+    // where a [time, batch, features] operand would run a small GEMM per step.
     let timeMajor = try swapBatchAndTime(x)
+    let rows = try op(
+      Ops.reshape.name, [timeMajor], ["shape": .dims([time * batch, Dim(features)])])
     let directions = bool("bidirectional") == true ? ["", "_reverse"] : [""]
     var finals: [ValueID] = []
     var sequences: [ValueID] = []
@@ -120,10 +125,9 @@ extension LayerBuilder {
       // product before the loop, in the forward and the backward pass.
       var projected = try op(
         Ops.add.name,
-        [
-          try op(Ops.matmul.name, [timeMajor, weightIH], ["transpose_b": .bool(true)]), biasIH,
-        ])
+        [try op(Ops.matmul.name, [rows, weightIH], ["transpose_b": .bool(true)]), biasIH])
       if biasHHBeforeLoop { projected = try op(Ops.add.name, [projected, biasHH]) }
+      projected = try op(Ops.reshape.name, [projected], ["shape": .dims([time, batch, width])])
       let (final, stacked) = try scan(
         initial: initial, sequences: [projected] + (mask.map { [$0] } ?? []),
         reverse: suffix == "_reverse"

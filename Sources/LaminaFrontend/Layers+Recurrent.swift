@@ -71,110 +71,37 @@ extension LayerBuilder {
     }
     return features
   }
-
-  /// Checks that a shared layer called again gets the feature size its weight `name` (`[rows,
-  /// features]`) was made for.
-  func checkSharedFeatures(_ layer: String, weight name: String, features: Int)
-    throws(ShapeError)
-  {
-    guard let existing = graph.value(named: "\(scopeName).\(name)"),
-      graph.param(for: existing) != nil
-    else { return }
-    let expected = type(of: existing).shape.last?.staticValue
-    if let expected, expected != features {
-      throw ShapeError(
-        "\(layer): the input has \(features) features per step, but \(scopeName).\(name) was made for \(expected)",
-        help: "a shared layer takes inputs of the feature size of its first call")
-    }
-  }
-
-  /// The starting state of a recurrent layer: the `initial:` input given at `position` among the
-  /// layer's inputs, checked to be `[batch, units]`, or zeros.
-  mutating func recurrentInitialState(
-    _ layer: String, units: Int, batch: Dim, dtype: DType, position: Int
-  ) throws(ShapeError) -> ValueID {
-    let expected = TensorType(dtype, [batch, Dim(units)])
-    if position < inputs.count {
-      let given = inputs[position]
-      guard type(of: given) == expected else {
-        throw ShapeError("\(layer): the initial state is \(type(of: given)), expected \(expected)")
-      }
-      return given
-    }
-    let zero = try op(Ops.constant.name, [], ["value": .float(0), "dtype": .dtype(dtype)])
-    return try op(Ops.broadcastTo.name, [zero], ["shape": .dims(expected.shape)])
-  }
 }
 
 extension LayerRegistry {
   /// Recurrent layers, each one `scan` over time.
   static let recurrentLayers: [LayerDefinition] = [rnnLayer]
 
-  private static let rnnLayer: LayerDefinition = {
-    var layer = LayerDefinition(
-      "rnn",
-      summary:
-        "Elman recurrent layer over [batch, time, features] (PyTorch RNN, one layer): h_t = activation(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh), with weight_ih [units, features], weight_hh [units, units], bias_ih and bias_hh [units], all uniform in ±1/√units. return: \"sequence\" gives every h_t [batch, time, units], \"last\" the final h [batch, units]. initial: [h0] (or h0) gives the starting state [batch, units] (zeros without it). The steps run as one loop (a scan node), not unrolled.",
-      inputCount: 1,
-      options: [
-        LayerOptionSpec("units", .integer, required: true, "hidden state size"),
-        LayerOptionSpec(
-          "activation", .oneOf(["tanh", "relu"]), default: .string("tanh"),
-          "the nonlinearity (PyTorch's nonlinearity)"),
-        LayerOptionSpec(
-          "return", .oneOf(["sequence", "last"]), default: .string("sequence"),
-          "every step's hidden state, or the last one"),
-        LayerOptionSpec(
-          "init", .initializer, default: .initializer(Initializer("recurrent_uniform")),
-          "initializer of every weight and bias (PyTorch's: uniform on ±1/√units)"),
-        LayerOptionSpec("name", .string, "scope name of the layer's parameters (default rnn_N)"),
-      ]
-    ) { builder throws(ShapeError) in
-      guard let units = builder.int("units"), units > 0, units <= 1 << 24 else {
-        throw ShapeError(
-          "rnn: units must be a positive integer up to 2^24, got \(builder.int("units").map(String.init) ?? "none")"
-        )
-      }
-      let features = try builder.recurrentFeatures("rnn")
-      try builder.checkSharedFeatures("rnn", weight: "weight_ih", features: features)
-      let x = builder.inputs[0]
-      let inputType = builder.type(of: x)
-      let dtype = inputType.dtype
-      let weightIH = try builder.param(
-        "weight_ih", TensorType(dtype, [Dim(units), Dim(features)]), initializedBy: "init")
-      let weightHH = try builder.param(
-        "weight_hh", TensorType(dtype, [Dim(units), Dim(units)]), initializedBy: "init")
-      let biasIH = try builder.param(
-        "bias_ih", TensorType(dtype, [Dim(units)]), initializedBy: "init")
-      let biasHH = try builder.param(
-        "bias_hh", TensorType(dtype, [Dim(units)]), initializedBy: "init")
-      guard builder.inputs.count <= 2 else {
-        throw ShapeError(
-          "rnn takes one starting state: initial: [h0], got \(builder.inputs.count - 1)")
-      }
-      let h0 = try builder.recurrentInitialState(
-        "rnn", units: units, batch: inputType.shape[0], dtype: dtype, position: 1)
-      let activation = builder.string("activation") ?? "tanh"
-      let timeMajor = try builder.swapBatchAndTime(x)
-      let (final, stacked) = try builder.scan(initial: [h0], sequences: [timeMajor]) {
-        step, carried, steps, _ throws(ShapeError) in
-        let input = try step.op(
-          Ops.matmul.name, [steps[0], weightIH], ["transpose_b": .bool(true)])
-        let recurrent = try step.op(
-          Ops.matmul.name, [carried[0], weightHH], ["transpose_b": .bool(true)])
-        let sum = try step.op(
-          Ops.add.name,
-          [
-            try step.op(Ops.add.name, [input, biasIH]),
-            try step.op(Ops.add.name, [recurrent, biasHH]),
-          ])
-        let h = try step.op(activation, [sum])
-        return ([h], [h])
-      }
-      if builder.string("return") == "last" { return final[0] }
-      return try builder.swapBatchAndTime(stacked[0])
+  /// The Elman layer is the one-gate case of the gated recurrence: the same parameters, input
+  /// projection before the loop (with both biases), `bidirectional` and `lengths`.
+  private static let rnnLayer = LayerDefinition(
+    "rnn",
+    summary:
+      "Elman recurrent layer over [batch, time, features] (PyTorch RNN, one layer): h_t = activation(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh), with weight_ih [units, features], weight_hh [units, units], bias_ih and bias_hh [units], all uniform in ±1/√units; bidirectional adds the same with _reverse. return: \"sequence\" gives every h_t [batch, time, units], \"last\" the final h [batch, units]. initial: [h0] (or h0) gives the starting state [batch, units] (zeros without it). The steps run as one loop (a scan node), not unrolled.",
+    options: rnnOptions
+  ) { builder throws(ShapeError) in
+    let activation = builder.string("activation") ?? "tanh"
+    return try builder.gatedRecurrence("rnn", gates: 1, stateCount: 1, biasHHBeforeLoop: true) {
+      step, projected, state, weightHH, _, _ throws(ShapeError) in
+      let recurrent = try step.op(
+        Ops.matmul.name, [state[0], weightHH], ["transpose_b": .bool(true)])
+      return [try step.op(activation, [try step.op(Ops.add.name, [projected, recurrent])])]
     }
-    layer.tensorLabels = ["initial"]
-    return layer
+  }
+
+  /// The gated layers' options, with the nonlinearity after `units`.
+  private static let rnnOptions: [LayerOptionSpec] = {
+    var options = LayerBuilder.gatedRecurrentOptions("rnn", gates: 1, initial: "[h0]")
+    options.insert(
+      LayerOptionSpec(
+        "activation", .oneOf(["tanh", "relu"]), default: .string("tanh"),
+        "the nonlinearity (PyTorch's nonlinearity)"),
+      at: 1)
+    return options
   }()
 }

@@ -333,9 +333,6 @@ public struct LayerDefinition: Sendable {
   /// Number of tensor inputs taken positionally.
   public var inputCount: Int
   public var options: [LayerOptionSpec]
-  /// Labels that pass further tensor inputs after the positional ones (`rnn(x, initial: [h0])`);
-  /// a list given to one spreads into several inputs.
-  public var tensorLabels: [String] = []
   public var expand: @Sendable (inout LayerBuilder) throws(ShapeError) -> ValueID
 
   public init(

@@ -54,12 +54,9 @@ extension Lowering {
 
   /// A layer's tensor inputs, positionally, then its options by label, as the layer table declares.
   func layerSignature(_ layer: LayerDefinition) -> CallSignature {
-    var signature = CallSignature(
+    CallSignature(
       callee: layer.name, noun: "option", slots: layer.options.map(ArgumentSlot.init(option:)),
       maximumTensors: layer.inputCount, requiresTensors: true)
-    signature.tensorLabels = layer.tensorLabels
-    signature.spreadsLists = signature.spreadsLists || !layer.tensorLabels.isEmpty
-    return signature
   }
 
   /// Binds a block or layer's options and a scope name, for calls that share parameters.

@@ -86,7 +86,7 @@ public struct LibraryCache: Sendable {
       var fallback = LibraryCache.temporaryFallback()
       fallback.fallsBack = false
       LibraryCache.note(
-        "cannot write the library cache \(directory) (\(reason)); compiling in \(fallback.directory)"
+        "cannot write the library cache \(TerminalText.escaped(directory)) (\(reason)); compiling in \(TerminalText.escaped(fallback.directory))"
       )
       return try fallback.library(
         units: units, headers: headers, target: target, compiler: compiler)

@@ -68,12 +68,12 @@ public enum AtomicFile {
     let directory = URL(fileURLWithPath: target).deletingLastPathComponent().path
     var info = stat()
     guard stat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
-      throw FileError(path: path, reason: "cannot write: the folder \(directory) does not exist")
+      throw FileError(path: path, reason: "cannot write: the folder \(TerminalText.escaped(directory)) does not exist")
     }
     guard access(directory, W_OK | X_OK) == 0 else {
       throw FileError(
         path: path,
-        reason: "cannot write in the folder \(directory): \(String(cString: strerror(errno)))")
+        reason: "cannot write in the folder \(TerminalText.escaped(directory)): \(String(cString: strerror(errno)))")
     }
   }
 
@@ -178,5 +178,6 @@ public struct FileError: Error, Sendable, CustomStringConvertible {
     self.path = path
     self.reason = reason
   }
-  public var description: String { "\(path): \(reason)" }
+  /// The path escaped for the terminal (a newline in a file name must not forge an error line).
+  public var description: String { "\(TerminalText.escaped(path)): \(reason)" }
 }

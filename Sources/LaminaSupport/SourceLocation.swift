@@ -20,7 +20,7 @@ public struct SourceLocation: Hashable, Sendable, CustomStringConvertible {
 
   public var isKnown: Bool { line > 0 }
 
-  public var description: String { "\(file):\(line):\(column)" }
+  public var description: String { "\(TerminalText.escaped(file)):\(line):\(column)" }
 
   /// The location covering both `self` and `other` when they are on the same line.
   public func extended(to other: SourceLocation) -> SourceLocation {

@@ -88,6 +88,15 @@ struct GradientTests {
       "param x: f64[3, 4, 2]\ninput lengths: i32[3]\ninput r: f64[3, 6]",
       "sum((x |> gru(units: 3, bidirectional: true, return: \"last\", lengths: lengths)) * r)"),
     Case(
+      "rnn (bidirectional, lengths, relu)",
+      "param x: f64[3, 4, 2]\ninput lengths: i32[3]\ninput r: f64[3, 4, 6]",
+      "sum((x |> rnn(units: 3, bidirectional: true, lengths: lengths, activation: \"relu\")) * r)"),
+    Case(
+      "rnn (last, lengths, initial)",
+      "param x: f64[3, 4, 2]\nparam h0: f64[3, 3]\ninput lengths: i32[3]\ninput r: f64[3, 6]",
+      "sum((x |> rnn(units: 3, bidirectional: true, return: \"last\", lengths: lengths, initial: h0)) * r)"
+    ),
+    Case(
       "gru (initial)", "param x: f64[2, 3, 2]\nparam h0: f64[2, 3]\ninput r: f64[2, 3, 3]",
       "sum((x |> gru(units: 3, initial: [h0])) * r)"),
     Case(
@@ -140,6 +149,10 @@ struct GradientTests {
     Case(
       "matmul (batched, broadcast weight)",
       "param a: f64[2, 3, 4]\nparam w: f64[4, 5]\ninput r: f64[2, 3, 5]", "sum((a @ w) * r)"),
+    Case(
+      "matmul (batched, one transposed matrix)",
+      "param a: f64[2, 3, 4]\nparam w: f64[5, 4]\ninput r: f64[2, 3, 5]",
+      "sum(matmul(a, w, transpose_b: true) * r)"),
     Case(
       "matmul (batched, both broadcast)",
       "param a: f64[2, 1, 3, 4]\nparam b: f64[5, 4, 2]\ninput r: f64[2, 5, 3, 2]",

@@ -261,6 +261,38 @@ struct HardeningTests {
       !check.errors.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" }, "\(check.errors)")
   }
 
+  @Test("a path with a newline or an escape sequence cannot forge lines in messages")
+  func pathsEscaped() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    let forged = "x\nlamina: ok: \u{1B}[2Jforged"
+    try write(
+      "model M {\n  input x: f32[2]\n  output y = relu(x) +\n}\n", to: directory + "/" + forged)
+    let check = lamina("check", directory + "/" + forged)
+    #expect(check.status == 1)
+    let lines = check.errors.split(separator: "\n")
+    #expect(
+      lines.contains { $0.contains(#"x\nlamina: ok: \u{1B}[2Jforged:4:1: error"#) },
+      "\(check.errors)")
+    #expect(
+      lines.contains { $0.hasSuffix(#"x\nlamina: ok: \u{1B}[2Jforged: 1 error"#) },
+      "\(check.errors)")
+    #expect(!lines.contains { $0.hasPrefix("lamina: ok") }, "\(check.errors)")
+
+    let missing = lamina("check", directory + "/" + forged + ".missing")
+    #expect(missing.status == 1)
+    #expect(!missing.errors.split(separator: "\n").contains { $0.hasPrefix("lamina: ok") })
+
+    // A file written into a folder that does not exist, named with a newline.
+    try write(Self.classifier, to: directory + "/c.lam")
+    let initialize = lamina(
+      "init", directory + "/c.lam", "-o", directory + "/" + forged + "/w.safetensors")
+    #expect(initialize.status == 1)
+    let everything = initialize.output + initialize.errors
+    #expect(
+      !everything.split(separator: "\n").contains { $0.hasPrefix("lamina: ok") }, "\(everything)")
+    #expect(!everything.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" }, "\(everything)")
+  }
+
   @Test("a cache folder that cannot be created is reported as PATH: reason")
   func uncreatableCacheDirectory() throws {
     let directory = try RepositoryPaths.temporaryDirectory()

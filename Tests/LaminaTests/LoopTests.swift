@@ -150,6 +150,64 @@ struct LoopTests {
     }
   }
 
+  /// A scan whose step yields carried arguments as each other's next values: a three-way
+  /// rotation (a ← b ← c ← a) beside a value computed from them, so the end-of-step moves form a
+  /// cycle (and the gradient's reverse scan carries the rotated gradients).
+  static let rotationModel = """
+    graph @Rotation {
+      input %xs : f64[time, 2, 3]
+      input %a0 : f64[2, 3]
+      input %b0 : f64[2, 3]
+      input %c0 : f64[2, 3]
+      input %r : f64[2, 3]
+      param %w : f64[3, 3] = normal()
+      %ra, %rb, %rc, %rd, %ys = scan(%a0, %b0, %c0, %a0, %xs, %w) {carried = 4, sequences = 1} {
+        args(%a, %b, %c, %d, %x, %wi)
+        %p = matmul(%d, %wi)
+        %q = add(%p, %x)
+        %t = add(%q, %a)
+        %s = tanh(%t)
+        yield(%b, %c, %a, %s, %s)
+      }
+      %m = mul(%ra, %r)
+      %n = mul(%rd, %rb)
+      %o = mul(%rc, %rc)
+      %u = sum(%m)
+      %v = sum(%n)
+      %z = sum(%o)
+      %y = sum(%ys)
+      %l1 = add(%u, %v)
+      %l2 = add(%z, %y)
+      %loss = add(%l1, %l2)
+      output out = %rb
+      loss loss = %loss
+      train train = sgd {lr = 0.1}
+    }
+    """
+
+  @Test("a step that yields carried values as each other's next ones (a rotation) compiles right")
+  func carriedRotation() throws {
+    let model = try Model(source: Self.rotationModel, pipeline: Pipeline.training)
+    let parameters = try model.initialParameters(seed: 3)
+    let compiled = try model.compile(options: TestCache.options(), parameters: parameters)
+    var values = parameters.merging(try model.graph.initialState()) { a, _ in a }
+    for (step, time) in [1, 2, 3, 7].enumerated() {
+      let inputs = TestData.inputs(for: model.graph, symbols: ["time": time], seed: UInt64(step))
+      let forward = try compiled.forward(inputs)
+      let interpreted = try model.interpret(inputs: inputs, parameters: values, outputs: ["out"])
+      #expect(
+        TestData.mismatch(forward["out"]!, interpreted["out"]!, rtol: 1e-12, atol: 1e-12) == nil,
+        "time \(time)")
+      let compiledLoss = try compiled.trainStep(inputs)
+      let reference = try model.interpretTrainStep(inputs, values: values)
+      values = reference.values
+      #expect(abs(compiledLoss - reference.loss) <= 1e-10 * max(1, abs(reference.loss)))
+    }
+    for (name, tensor) in try compiled.parameters() {
+      #expect(TestData.mismatch(tensor, values[name]!, rtol: 1e-9, atol: 1e-11) == nil, "\(name)")
+    }
+  }
+
   @Test("a scan prints and parses back to the same IR, before and after autodiff")
   func roundTrip() throws {
     for pipeline in [Pipeline.inference, Pipeline.training] {
@@ -187,11 +245,11 @@ struct LoopTests {
       ("input x: i32[batch, 5, 3]\n  output h = rnn(x, units: 4)", "floating-point input"),
       (
         "input x: f32[batch, 5, 3]\n  input h0: f32[batch, 3]\n  output h = rnn(x, units: 4, initial: [h0])",
-        "rnn: the initial state is f32[batch, 3], expected f32[batch, 4]"
+        "rnn: initial must be 1 state of type f32[batch, 4], got f32[batch, 3]"
       ),
       (
         "input x: f32[batch, 5, 3]\n  input z: f32[batch, 5, 2]\n  let cell = rnn(units: 4)\n  output a = cell(x)\n  output b = cell(z)",
-        "rnn: the input has 2 features per step, but cell.weight_ih was made for 3"
+        "rnn: the input has 2 features, but the layer's weights take 3 (cell.weight_ih is f32[4, 3])"
       ),
     ]
     for (body, message) in cases {

@@ -2,7 +2,7 @@ import LaminaIR
 import LaminaSupport
 
 /// `matmul`: one GEMM call per batch element (numpy semantics: leading axes broadcast, 1-D operands
-/// are vectors). Floating-point products go to the runtime's packed, blocked, multi-threaded GEMM;
+/// are vectors), or one for all when only a is batched. Floating-point products go to the runtime's packed, blocked, multi-threaded GEMM;
 /// integer ones use a plain loop.
 enum MatmulKernel {
   static func emit(_ context: KernelContext, into writer: inout CWriter) {
@@ -16,12 +16,20 @@ enum MatmulKernel {
     let m = aShape[aShape.count - (transposeA ? 1 : 2)]
     let k = aShape[aShape.count - (transposeA ? 2 : 1)]
     let n = bShape[bShape.count - (transposeB ? 2 : 1)]
-    let aBatch = Array(aShape.dropLast(2))
+    var aBatch = Array(aShape.dropLast(2))
     let bBatch = Array(bShape.dropLast(2))
+    // A batched, untransposed a times one matrix b: a's batch rows stacked are one taller matrix,
+    // so the product is one GEMM (a dense layer over [batch, time, features]) rather than one per
+    // batch element.
+    var rows = cDim(m)
+    if bBatch.isEmpty && !transposeA && !aBatch.isEmpty {
+      rows = "(\(cProduct(aBatch))) * \(cDim(m))"
+      aBatch = []
+    }
     let batchRank = max(aBatch.count, bBatch.count)
     let batch = broadcastShapes(aBatch, bBatch) ?? []
 
-    writer.line("const int64_t m = \(cDim(m)), n = \(cDim(n)), k = \(cDim(k));")
+    writer.line("const int64_t m = \(rows), n = \(cDim(n)), k = \(cDim(k));")
     let indices = (0..<batchRank).map { "b\($0)" }
     func strides(_ own: [Dim], matrix: String) -> [String] {
       let ownStrides = cStrides(own).map { "\($0) * \(matrix)" }

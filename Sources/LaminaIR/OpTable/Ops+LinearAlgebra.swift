@@ -154,7 +154,8 @@ extension OpRegistry {
   ///   ∂/∂a = g @ bᵀ  ([..., m, k]),   ∂/∂b = aᵀ @ g  ([..., k, n]).
   /// A 1-D a is the row [1, k] and a 1-D b the column [k, 1], so g gets the removed axes back first
   /// and the added axis is squeezed from the operand's gradient. Batch axes the operand was
-  /// broadcast along are summed by the autodiff pass.
+  /// broadcast along are summed by the autodiff pass, except for one matrix b under a batched a,
+  /// whose gradient is one product of the stacked rows.
   static let matmulGradient: GradientRule = { builder, inputs throws(ShapeError) in
     var (a, b, g) = (inputs.operands[0], inputs.operands[1], inputs.resultGradient)
     let transposeA = inputs.attributes["transpose_a"]?.boolValue ?? false
@@ -176,7 +177,20 @@ extension OpRegistry {
       if aRank == 1 { gradientA = try builder.op("squeeze", [gradientA], ["axes": .ints([-2])]) }
       gradients[0] = gradientA
     }
-    if builder.wants(inputs.operands[1]) {
+    if builder.wants(inputs.operands[1]), bRank == 2, aRank >= 3, !transposeA {
+      // One matrix b under a batched a: ∂b sums aᵀ @ g over the batch, which is one product of the
+      // stacked rows, [k, batch·m] @ [batch·m, n], rather than a product per batch element summed.
+      let aShape = builder.type(of: a).shape
+      let gShape = builder.type(of: g).shape
+      let stacked = aShape.dropLast().reduce(Dim(1), *)
+      let aRows = try builder.op("reshape", [a], ["shape": .dims([stacked, aShape[aRank - 1]])])
+      let gRows = try builder.op(
+        "reshape", [g], ["shape": .dims([stacked, gShape[gShape.count - 1]])])
+      gradients[1] =
+        transposeB
+        ? try builder.op("matmul", [gRows, aRows], ["transpose_a": .bool(true)])
+        : try builder.op("matmul", [aRows, gRows], ["transpose_a": .bool(true)])
+    } else if builder.wants(inputs.operands[1]) {
       //   ∂b = op(a)ᵀ @ g, or gᵀ @ op(a) when b was transposed.
       var gradientB =
         transposeB

@@ -1,0 +1,47 @@
+/// Every ONNX op type `lamina import` translates. Each family file declares its translators; this
+/// is the one registration list (a new family adds one line).
+public enum ONNXTranslators {
+  public static let all: [ONNXTranslator] =
+    elementwiseTranslators
+    + convolutionTranslators
+    + poolingTranslators
+    + normalizationTranslators
+    + shapeTranslators
+    + reductionTranslators
+}
+
+extension ONNXNodeContext {
+  /// An axis attribute made non-negative for a tensor of `rank`.
+  public func normalizedAxis(_ axis: Int, rank: Int) throws -> Int {
+    let resolved = axis < 0 ? axis + rank : axis
+    guard resolved >= 0, resolved < max(rank, 1) || (rank == 0 && resolved == 0) else {
+      throw error("axis \(axis) is out of range for rank \(rank)")
+    }
+    return resolved
+  }
+
+  /// numpy broadcasting of two shapes.
+  public func broadcast(_ a: [ImportedDim], _ b: [ImportedDim]) throws -> [ImportedDim] {
+    let rank = max(a.count, b.count)
+    var result: [ImportedDim] = []
+    for position in 0..<rank {
+      let left = position - (rank - a.count)
+      let right = position - (rank - b.count)
+      let x = left >= 0 ? a[left] : ImportedDim(1)
+      let y = right >= 0 ? b[right] : ImportedDim(1)
+      if x == y || y == ImportedDim(1) {
+        result.append(x)
+      } else if x == ImportedDim(1) {
+        result.append(y)
+      } else {
+        throw error("shapes \(a) and \(b) do not broadcast")
+      }
+    }
+    return result
+  }
+
+  /// A list of integers as `.lam` text: `[1, 2]`.
+  public func list(_ values: [Int]) -> String {
+    "[\(values.map(String.init).joined(separator: ", "))]"
+  }
+}
