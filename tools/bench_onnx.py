@@ -26,7 +26,7 @@ Usage:
   swift build -c release --product lamina --scratch-path .build-release
   /work/venv/bin/python tools/onnx_light_random.py
   /work/venv/bin/python tools/bench_onnx.py [--lamina .build-release/release/lamina] [--rounds 3]
-      [--runs 20] [--only resnet50,vgg19] [--original] [--json FILE] [--no-compile-time]
+      [--runs 20] [--only resnet50,vgg19] [--original] [--json FILE] [--no-compile-time] [--cache-dir DIR]
 """
 
 import argparse
@@ -176,6 +176,7 @@ def main():
     parser.add_argument("--random-dir", default=DEFAULT_RANDOM_DIR)
     parser.add_argument("--original", action="store_true", help="time the original light models")
     parser.add_argument("--no-compile-time", action="store_true")
+    parser.add_argument("--cache-dir", help="lamina's library cache for the timed models (default: a fresh one)")
     parser.add_argument("--json", help="also write the figures to this file")
     arguments = parser.parse_args()
     arguments.lamina = os.path.abspath(arguments.lamina)
@@ -208,7 +209,7 @@ def main():
             lam = os.path.join(folder, f"{name}.lam")
             run([arguments.lamina, "import", path, "-o", lam, "--weights", os.path.join(folder, f"{name}.safetensors")])
             os.remove(os.path.join(folder, f"{name}.safetensors"))  # bench uses its own initializers
-            cache = os.path.join(folder, "cache")
+            cache = arguments.cache_dir or os.path.join(folder, "cache")
             call = onnxruntime_call(path)
             rounds = {"lamina": [], "onnxruntime": []}
             for _ in range(arguments.rounds):

@@ -34,6 +34,7 @@ Usage:
   /work/venv/bin/python tools/onnx_conformance.py [--lamina .build-release/release/lamina]
       [--suite pytorch-converted,pytorch-operator,light,simple,light-random] [--only REGEX] [--jobs N]
       [--timeout S] [--light-timeout S] [--write CONFORMANCE.md] [--json FILE] [--keep DIR]
+      [--cache-dir DIR]
 """
 
 import argparse
@@ -343,7 +344,7 @@ def run_steps(test, arguments, folder, timeout):
     notes = []
     results = []
     for set_index, (feeds, expected) in enumerate(test.load_data()):
-        command = [arguments.lamina, "run", lam, "--cache-dir", os.path.join(folder, "cache")]
+        command = [arguments.lamina, "run", lam, "--cache-dir", arguments.cache_dir or os.path.join(folder, "cache")]
         if os.path.exists(weights):
             command += ["--weights", weights]
         for position, (name, array) in enumerate(feeds):
@@ -515,6 +516,7 @@ def main():
     parser.add_argument("--write", help="write the table to this Markdown file (CONFORMANCE.md)")
     parser.add_argument("--json", help="also write the results as JSON")
     parser.add_argument("--keep", help="keep every test's temporary files in this folder")
+    parser.add_argument("--cache-dir", help="lamina's library cache (default: a fresh one per test, removed after)")
     arguments = parser.parse_args()
     arguments.lamina = os.path.abspath(arguments.lamina)
     suites = arguments.suite.split(",")
