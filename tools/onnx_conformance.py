@@ -418,7 +418,7 @@ def totals(results):
 ORDER = ["pass", "fail", "unsupported", "import error", "compile error", "timeout", "harness error"]
 
 
-def markdown(results, arguments, started, finished, lamina_version):
+def markdown(results, command_line, started, finished, lamina_version):
     by_suite = {}
     for result in results:
         by_suite.setdefault(result["suite"], []).append(result)
@@ -426,7 +426,7 @@ def markdown(results, arguments, started, finished, lamina_version):
              "The ONNX backend test data shipped in the `onnx` wheel, imported with `lamina import` and run "
              "with `lamina run` (compiled) on each test's stored inputs; written by `tools/onnx_conformance.py` "
              "(its docstring describes the checks). Every test is listed; none is skipped.", "",
-             f"- Run: {started:%Y-%m-%d %H:%M} – {finished:%H:%M} UTC, `{' '.join(sys.argv[1:]) or '(defaults)'}`",
+             f"- Run: {started:%Y-%m-%d %H:%M} – {finished:%H:%M} UTC, `{command_line or '(defaults)'}`",
              f"- Lamina: `{lamina_version}`",
              f"- onnx {onnx_version()}, data {data_root()}",
              f"- Tolerance: |lamina − expected| ≤ atol + rtol·|expected| elementwise, rtol {DEFAULT_RTOL:g}, "
@@ -457,15 +457,16 @@ def markdown(results, arguments, started, finished, lamina_version):
     for result in results:
         if result["suite"] == "simple" or result["result"] == "pass":
             continue
+        label = result["name"] + (" (random copy)" if result["suite"] == "light-random" else "")
         if result["result"] == "unsupported":
             for op in result.get("unsupported") or ["?"]:
-                causes.setdefault(f"unsupported op {op}", []).append(result["name"])
+                causes.setdefault(f"unsupported op {op}", []).append(label)
         else:
             if result["result"] == "fail":
                 key = "fail (out of tolerance, or another shape or dtype)"
             else:  # numbers generalized so that one message with different sizes is one cause
                 key = result["result"] + ": " + re.sub(r"\b[0-9]+\b", "N", describe(result))[:110]
-            causes.setdefault(key, []).append(result["name"])
+            causes.setdefault(key, []).append(label)
     if causes:
         lines += ["", "## Failures by cause (targeted suites and light models)", "",
                   "| cause | tests |", "|---|---|"]
@@ -516,6 +517,7 @@ def main():
     parser.add_argument("--write", help="write the table to this Markdown file (CONFORMANCE.md)")
     parser.add_argument("--json", help="also write the results as JSON")
     parser.add_argument("--keep", help="keep every test's temporary files in this folder")
+    parser.add_argument("--from-json", help="rewrite --write from the results a --json run saved (no tests run)")
     parser.add_argument("--cache-dir", help="lamina's library cache (default: a fresh one per test, removed after)")
     arguments = parser.parse_args()
     arguments.lamina = os.path.abspath(arguments.lamina)
@@ -526,6 +528,16 @@ def main():
     if not os.path.exists(arguments.lamina):
         print(f"no lamina binary at {arguments.lamina}", file=sys.stderr)
         return 2
+    if arguments.from_json:
+        with open(arguments.from_json) as file:
+            saved = json.load(file)
+        with open(arguments.write, "w") as file:
+            file.write(markdown(saved["results"], saved.get("arguments", ""),
+                                datetime.datetime.fromisoformat(saved["started"]),
+                                datetime.datetime.fromisoformat(saved["finished"]),
+                                saved.get("lamina", lamina_version(arguments.lamina))))
+        print(f"wrote {arguments.write} from {arguments.from_json}")
+        return 0
     tests = collect(suites, arguments.random_dir, arguments.only)
     if "light-random" in suites and not any(t.suite == "light-random" for t in tests) and not arguments.only:
         print(f"no random-weight copies in {arguments.random_dir} (tools/onnx_light_random.py makes them)",
@@ -559,11 +571,12 @@ def main():
         print(f"{suite}: {len(suite_results)} tests, " + ", ".join(f"{k} {counts[k]}" for k in ORDER if k in counts))
     if arguments.write:
         with open(arguments.write, "w") as file:
-            file.write(markdown(results, arguments, started, finished, lamina_version(arguments.lamina)))
+            file.write(markdown(results, " ".join(sys.argv[1:]), started, finished, lamina_version(arguments.lamina)))
         print(f"wrote {arguments.write}")
     if arguments.json:
         with open(arguments.json, "w") as file:
-            json.dump({"started": started.isoformat(), "finished": finished.isoformat(), "results": results},
+            json.dump({"started": started.isoformat(), "finished": finished.isoformat(), "results": results,
+                       "arguments": " ".join(sys.argv[1:]), "lamina": lamina_version(arguments.lamina)},
                       file, indent=1, default=str)
     return 0
 
