@@ -6,7 +6,7 @@ import LaminaSupport
 /// Floats are standard normal, except inputs named `positive…` (|N| + 0.1, for log and sqrt) and
 /// `target…` (uniform in [0, 1), for binary cross-entropy); integer inputs that feed `cross_entropy`
 /// as labels are valid class indices, and so are ids that pick rows of a table (`gather_rows`, the
-/// embedding), and sequence lengths (`sequence_mask`, the recurrent layers' `lengths:`) are in
+/// embedding) and indices along a `gather`'s axis, and sequence lengths (`sequence_mask`, the recurrent layers' `lengths:`) are in
 /// 0...time when the time axis is static; other integers are in 0..<5.
 public enum SampleInputs {
   public static func make(for graph: Graph, symbols: [String: Int], seed: UInt64) -> [String:
@@ -44,9 +44,17 @@ public enum SampleInputs {
     let rows = graph.nodes.filter { $0.is(Ops.gatherRows) && $0.operands[1] == value }.compactMap {
       graph.type(of: $0.operands[0]).shape.first?.staticValue
     }
+    // Indices along an axis (`gather`): valid positions of that axis.
+    let positions = graph.nodes.filter { $0.is(Ops.gather) && $0.operands[1] == value }.compactMap {
+      node -> Int? in
+      let shape = graph.type(of: node.operands[0]).shape
+      var axis = node.attributes["axis"]?.intValue ?? 0
+      if axis < 0 { axis += shape.count }
+      return shape.indices.contains(axis) ? shape[axis].staticValue : nil
+    }
     // Sequence lengths: 0 through the number of steps, when it is static.
     let lengths = graph.nodes.filter { $0.is(Ops.sequenceMask) && $0.operands[0] == value }
       .compactMap { graph.type(of: $0.result).shape.first?.staticValue.map { $0 + 1 } }
-    return (rows + lengths).min()
+    return (rows + positions + lengths).min()
   }
 }

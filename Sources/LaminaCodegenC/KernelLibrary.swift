@@ -35,6 +35,9 @@ enum KernelLibrary {
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
     case .gatherRows, .scatterAddRows:
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
+    case .gather, .scatterAdd, .pad:
+      return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
+    case .padBackward: return { IndexingKernels.emitPadBackward($0, into: &$1) }
     }
   }
 
@@ -90,6 +93,19 @@ enum KernelLibrary {
     case .scatterAddRows:
       return { context, body, prelude, symbols in
         GatherKernels.emitScatterAdd(context, into: &body, prelude: &prelude, symbolIndex: symbols)
+      }
+    case .gather:
+      return { context, body, prelude, symbols in
+        IndexingKernels.emitGather(context, into: &body, prelude: &prelude, symbolIndex: symbols)
+      }
+    case .pad:
+      return { context, body, prelude, symbols in
+        IndexingKernels.emitPad(context, into: &body, prelude: &prelude, symbolIndex: symbols)
+      }
+    case .scatterAdd:
+      return { context, body, prelude, symbols in
+        IndexingKernels.emitScatterAdd(
+          context, into: &body, prelude: &prelude, symbolIndex: symbols)
       }
     default: return nil
     }

@@ -7,15 +7,15 @@ extension Lowering {
   mutating func lowerType(_ typeExpr: TypeExpr, allowSymbols: Bool, what: String)
     -> TensorType?
   {
-    guard let dtype = DType(rawValue: typeExpr.dtype), dtype != .i64 else {
+    guard let dtype = DType(rawValue: typeExpr.dtype) else {
       var dtypeLocation = typeExpr.location
       dtypeLocation.length = typeExpr.dtype.count
       diagnostics.error(
         "unknown dtype '\(typeExpr.dtype)' in the type of \(what)", at: dtypeLocation,
-        help: closestName(to: typeExpr.dtype, among: ["f32", "f64", "i32"]).map {
+        help: closestName(to: typeExpr.dtype, among: DType.allCases.map(\.rawValue)).map {
           "did you mean '\($0)'?"
         }
-          ?? "the dtypes are f32, f64 and i32")
+          ?? "the dtypes are f32, f64, i32 and i64")
       return nil
     }
     var shape: [Dim] = []

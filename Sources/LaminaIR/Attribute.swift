@@ -117,7 +117,7 @@ public enum AttributeKind: String, Sendable, Hashable, CustomStringConvertible {
     case .floats: "a list of numbers"
     case .dims: "a shape"
     case .slices: "an index"
-    case .dtype: "a dtype (f32, f64, i32)"
+    case .dtype: "a dtype (f32, f64, i32, i64)"
     }
   }
 }

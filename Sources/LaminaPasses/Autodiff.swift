@@ -29,8 +29,10 @@ public struct Autodiff: GraphPass {
         continue
       }
       let pattern = step.attributes["params"]?.stringValue
+      // Integer parameters (an imported model's gather indices) are constants, never trained.
       let parameters = graph.params.filter { param in
-        param.trainable && (pattern.map { globMatch($0, graph[param.value].name) } ?? true)
+        param.trainable && graph.type(of: param.value).dtype.isFloatingPoint
+          && (pattern.map { globMatch($0, graph[param.value].name) } ?? true)
       }.map(\.value)
       if parameters.isEmpty {
         context.diagnostics.error(

@@ -37,6 +37,13 @@ extension Graph {
       stateUpdates[index].value = resolved(stateUpdates[index].value)
       stateUpdates[index].trigger = stateUpdates[index].trigger.map(resolved)
     }
+    // An output's inference copy (mode-specialize) is replaced like the output itself: a
+    // decomposed op downstream of a folded batch norm has both.
+    for index in inferenceSpecializations.indices {
+      inferenceSpecializations[index].value = resolved(inferenceSpecializations[index].value)
+      inferenceSpecializations[index].inference = resolved(
+        inferenceSpecializations[index].inference)
+    }
   }
 
   /// The index of the node defining each value, for values that nodes define.

@@ -14,6 +14,9 @@ public enum OpRegistry {
     + embeddingOps
     + sequenceOps
     + loopOps
+    + convolution3DOps + pooling3DOps + channelNormalizationOps
+    + saturatingActivationOps
+    + indexingOps
 
   private static let byName: [String: OpDefinition] = {
     var table: [String: OpDefinition] = [:]

@@ -337,6 +337,10 @@ public enum KernelID: String, Sendable, Hashable, CaseIterable {
   case gatherRows = "gather-rows"
   case scatterAddRows = "scatter-add-rows"
   case sequenceMask = "sequence-mask"
+  case gather
+  case scatterAdd = "scatter-add"
+  case pad
+  case padBackward = "pad-backward"
 }
 
 // MARK: Fused groups
