@@ -8,6 +8,8 @@ public enum ONNXTranslators {
     + normalizationTranslators
     + shapeTranslators
     + reductionTranslators
+    + indexingTranslators
+    + activationTranslators
 }
 
 extension ONNXNodeContext {
