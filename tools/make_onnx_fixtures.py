@@ -232,6 +232,103 @@ def escaped_names():
     save("escaped_names", model, [rng.standard_normal((3, 4)).astype(np.float32)])
 
 
+def spatial_1d():
+    """1-D ops from PyTorch with a dynamic batch (lowered to the 2-D layers on [N, C, 1, L]):
+    Conv1d with padding, BatchNormalization on [N, C, L], MaxPool1d with dilation and padding, a
+    grouped strided dilated Conv1d without bias, AvgPool1d in ceil mode, ConvTranspose1d."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv1d(3, 6, 3, padding=1)
+            self.bn1 = torch.nn.BatchNorm1d(6)
+            self.conv2 = torch.nn.Conv1d(6, 4, 2, stride=2, dilation=2, groups=2, bias=False)
+            self.up = torch.nn.ConvTranspose1d(4, 2, 3, stride=2, padding=1, output_padding=1)
+
+        def forward(self, x):
+            x = torch.relu(self.bn1(self.conv1(x)))
+            x = torch.nn.functional.max_pool1d(x, 3, stride=2, padding=1, dilation=2)
+            x = self.conv2(x)
+            x = torch.nn.functional.avg_pool1d(x, 2, ceil_mode=True)
+            return self.up(x)
+
+    export_pytorch("spatial_1d", Net(), rng.standard_normal((3, 3, 23)).astype(np.float32),
+                   ["bn1"])
+
+
+def spatial_3d():
+    """3-D ops from PyTorch with a dynamic batch: Conv3d with stride and padding,
+    BatchNormalization on [N, C, D, H, W], MaxPool3d with padding, a grouped Conv3d without bias,
+    AvgPool3d not counting its padding, ConvTranspose3d, InstanceNormalization."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv3d(2, 4, (2, 3, 3), stride=(1, 2, 2), padding=(1, 1, 0))
+            self.bn1 = torch.nn.BatchNorm3d(4)
+            self.conv2 = torch.nn.Conv3d(4, 4, 2, groups=2, bias=False)
+            self.up = torch.nn.ConvTranspose3d(4, 3, 2, stride=2, padding=(1, 0, 0))
+            self.norm = torch.nn.InstanceNorm3d(3, affine=True)
+
+        def forward(self, x):
+            x = torch.relu(self.bn1(self.conv1(x)))
+            x = torch.nn.functional.max_pool3d(x, 2, stride=(1, 2, 2), padding=1)
+            x = self.conv2(x)
+            x = torch.nn.functional.avg_pool3d(x, 3, stride=1, padding=1, count_include_pad=False)
+            return self.norm(self.up(x))
+
+    export_pytorch("spatial_3d", Net(), rng.standard_normal((2, 2, 5, 13, 13)).astype(np.float32),
+                   ["bn1", "norm"])
+
+
+def export_pytorch(name, net, x, normalizations):
+    """Exports `net` (with random affine weights and statistics in `normalizations`) at opset 11
+    with a dynamic batch, and saves it with its input and ONNX Runtime's output, checked against
+    PyTorch's."""
+    torch.manual_seed(0)
+    net = net.eval()
+    with torch.no_grad():
+        for attribute in normalizations:
+            module = getattr(net, attribute)
+            module.weight.uniform_(0.5, 1.5)
+            module.bias.uniform_(-0.5, 0.5)
+            if module.running_mean is not None:
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    folder = os.path.join(ROOT, name)
+    os.makedirs(folder, exist_ok=True)
+    torch.onnx.export(
+        net, torch.from_numpy(x), os.path.join(folder, "model.onnx"), input_names=["x"],
+        output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=11,
+        do_constant_folding=False, dynamo=False)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    save(name, None, [x], [expected])
+
+
+def lrn_instance_norm():
+    """LRN (AlexNet's size 5, and size 3; ONNX Runtime refuses even sizes) and InstanceNormalization on NCHW, opset 13."""
+    f = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("LRN", ["x"], ["lrn5"], size=5, alpha=1e-3, beta=0.75, bias=2.0,
+                         name="lrn5"),
+        helper.make_node("LRN", ["lrn5"], ["lrn3"], size=3, alpha=0.3, beta=0.5, name="lrn3"),
+        helper.make_node("InstanceNormalization", ["lrn3", "scale", "shift"], ["normalized"],
+                         epsilon=1e-3, name="instance_norm"),
+    ]
+    graph = helper.make_graph(
+        nodes, "norms",
+        [helper.make_tensor_value_info("x", f, ["batch", 7, 5, 6])],
+        [helper.make_tensor_value_info("normalized", f, None),
+         helper.make_tensor_value_info("lrn5", f, None)],
+        [initializer("scale", rng.uniform(0.5, 1.5, 7).astype(np.float32)),
+         initializer("shift", rng.standard_normal(7).astype(np.float32))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                              producer_name="make_onnx_fixtures")
+    model.ir_version = 7
+    save("lrn_instance_norm", model, [(3 * rng.standard_normal((2, 7, 5, 6))).astype(np.float32)])
+
+
 def pytorch_indexing_opset9():
     """A PyTorch model exported at opset 9: Embedding (Gather of an initializer by int64 token ids,
     a graph input), ReflectionPad2d and ReplicationPad2d (Pad with attributes), PReLU (a
@@ -326,7 +423,8 @@ def indexing_opset13():
 
 if __name__ == "__main__":
     for make in [cnn_dynamic_batch, legacy_opset6, ops_opset13, escaped_names,
-                 pytorch_indexing_opset9, indexing_opset13]:
+                 spatial_1d, spatial_3d, lrn_instance_norm, pytorch_indexing_opset9,
+                 indexing_opset13]:
         if len(sys.argv) > 1 and make.__name__ not in sys.argv[1:]:
             continue
         make()

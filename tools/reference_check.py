@@ -623,6 +623,105 @@ def pool2d(call, x, maximum):
     return result
 
 
+def conv3d(call, x, weight, bias):
+    """Cross-correlation over three spatial axes: for each kernel offset (a, i, j), the strided
+    window of the zero-padded input times that offset's weights, summed; groups split the channels."""
+    front, top, left, back, bottom, right = call.attr("padding", [0] * 6)
+    (sd, sh, sw), (dd, dh, dw) = call.attr("stride", [1, 1, 1]), call.attr("dilation", [1, 1, 1])
+    groups = call.attr("groups", 1)
+    x = np.pad(x, ((0, 0), (0, 0), (front, back), (top, bottom), (left, right)))
+    n, channels, depth, height, width = x.shape
+    out_channels, per_group, kd, kh, kw = weight.shape
+    out_d = (depth - dd * (kd - 1) - 1) // sd + 1
+    out_h = (height - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width - dw * (kw - 1) - 1) // sw + 1
+    per_out = out_channels // groups
+    y = np.zeros((n, out_channels, out_d, out_h, out_w))
+    for g in range(groups):
+        xs = x[:, g * per_group:(g + 1) * per_group]
+        ws = weight[g * per_out:(g + 1) * per_out]
+        for a in range(kd):
+            for i in range(kh):
+                for j in range(kw):
+                    window = xs[:, :, a * dd:a * dd + sd * (out_d - 1) + 1:sd,
+                                i * dh:i * dh + sh * (out_h - 1) + 1:sh,
+                                j * dw:j * dw + sw * (out_w - 1) + 1:sw]
+                    y[:, g * per_out:(g + 1) * per_out] += np.einsum("ncdhw,oc->nodhw", window, ws[:, :, a, i, j])
+    return y + (bias.reshape(1, out_channels, 1, 1, 1) if np.ndim(bias) == 1 else bias)
+
+
+def conv_transpose3d(call, x, weight, bias):
+    """The adjoint of conv3d: every input element scatters weight[c, :, a, i, j] to its strided,
+    dilated position in the full result, then cropped by the padding; output_padding extends the end."""
+    pads = call.attr("padding", [0] * 6)
+    stride, dilation = call.attr("stride", [1, 1, 1]), call.attr("dilation", [1, 1, 1])
+    groups, extra = call.attr("groups", 1), call.attr("output_padding", [0, 0, 0])
+    n, channels = x.shape[:2]
+    size = x.shape[2:]
+    _, per_out, *kernel = weight.shape
+    per_in = channels // groups
+    full = [(size[k] - 1) * stride[k] + dilation[k] * (kernel[k] - 1) + 1 + extra[k] for k in range(3)]
+    result = np.zeros((n, per_out * groups, *full))
+    for g in range(groups):
+        xs = x[:, g * per_in:(g + 1) * per_in]
+        ws = weight[g * per_in:(g + 1) * per_in]
+        for offset in np.ndindex(*kernel):
+            region = tuple(slice(offset[k] * dilation[k], offset[k] * dilation[k] + stride[k] * (size[k] - 1) + 1, stride[k])
+                           for k in range(3))
+            result[(slice(None), slice(g * per_out, (g + 1) * per_out)) + region] += np.einsum(
+                "ncdhw,co->nodhw", xs, ws[(slice(None), slice(None)) + offset])
+    crop = tuple(slice(pads[k], full[k] - pads[k + 3]) for k in range(3))
+    y = result[(slice(None), slice(None)) + crop]
+    return y + (bias.reshape(1, -1, 1, 1, 1) if np.ndim(bias) == 1 else bias)
+
+
+def pool3d(call, x, maximum):
+    """max_pool3d / avg_pool3d over NCDHW, window by window (the 2-D rules on each axis)."""
+    kernel = call.attr("kernel")
+    stride = call.attr("stride", kernel)
+    pads = call.attr("padding", [0] * 6)
+    dilation = call.attr("dilation", [1, 1, 1]) if maximum else [1, 1, 1]
+    ceil_mode = call.attr("ceil_mode", False)
+    size = x.shape[2:]
+    outs = [pooling_axis(size[k], kernel[k], stride[k], dilation[k], pads[k], pads[k + 3], ceil_mode) for k in range(3)]
+    result = np.zeros(x.shape[:2] + tuple(outs))
+    for index in np.ndindex(*outs):
+        starts = [index[k] * stride[k] - pads[k] for k in range(3)]
+        positions = [[p for p in range(starts[k], starts[k] + dilation[k] * kernel[k], dilation[k]) if 0 <= p < size[k]]
+                     for k in range(3)]
+        window = x[:, :, positions[0]][:, :, :, positions[1]][:, :, :, :, positions[2]]
+        if maximum:
+            result[(slice(None), slice(None)) + index] = window.max(axis=(2, 3, 4)) if window.size else -np.inf
+        elif call.attr("count_include_pad", True):
+            count = np.prod([min(starts[k] + kernel[k], size[k] + pads[k + 3]) - starts[k] for k in range(3)])
+            result[(slice(None), slice(None)) + index] = window.sum(axis=(2, 3, 4)) / count
+        else:
+            result[(slice(None), slice(None)) + index] = window.sum(axis=(2, 3, 4)) / np.prod([len(p) for p in positions])
+    return result
+
+
+def instance_norm(call, x, scale, bias):
+    """Each sample's channel to zero mean and unit (biased) variance over the spatial axes, then
+    scaled and shifted per channel."""
+    axes = tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = x.mean(axis=axes, keepdims=True)
+    variance = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(variance + call.attr("eps", 1e-5)) * scale.reshape(shape) + bias.reshape(shape)
+
+
+def lrn(call, x, size=None):
+    """ONNX's LRN: the squares summed over channels c - floor((size-1)/2) .. c + ceil((size-1)/2)."""
+    size = call.attr("size")
+    alpha, beta, k = call.attr("alpha", 1e-4), call.attr("beta", 0.75), call.attr("bias", 1.0)
+    channels = x.shape[1]
+    squares = np.zeros_like(x)
+    for c in range(channels):
+        low, high = max(0, c - (size - 1) // 2), min(channels - 1, c + size // 2)
+        squares[:, c] = (x[:, low:high + 1] ** 2).sum(axis=1)
+    return x / (k + alpha / size * squares) ** beta
+
+
 def philox_words(seed, step, stream, count):
     """Philox-4x32-10 (Salmon et al., SC 2011) in numpy: word i of the blocks at counters
     (i / 4, stream, step mod 2^32, step / 2^32) under key (seed mod 2^32, seed / 2^32), for i < count,
@@ -764,6 +863,13 @@ OPS = {
     "max_pool2d": lambda call, x: pool2d(call, x, maximum=True),
     "avg_pool2d": lambda call, x: pool2d(call, x, maximum=False),
     "global_avg_pool2d": lambda call, x: x.mean(axis=(2, 3)),
+    # 3-D convolution and pooling (NCDHW), instance norm and LRN (onnx-ops2).
+    "conv3d": conv3d,
+    "conv_transpose3d": conv_transpose3d,
+    "max_pool3d": lambda call, x: pool3d(call, x, maximum=True),
+    "avg_pool3d": lambda call, x: pool3d(call, x, maximum=False),
+    "instance_norm": instance_norm,
+    "lrn": lrn,
     # Rows by id (the embedding), their gradient, and the mask of padded sequences.
     "gather_rows": gather_rows,
     "scatter_add_rows": scatter_add_rows,

@@ -5,8 +5,7 @@ extension ONNXTranslators {
   static let convolutionTranslators: [ONNXTranslator] = [
     ONNXTranslator(["Gemm"], translateGemm),
     ONNXTranslator(["MatMul"], translateMatMul),
-    ONNXTranslator(["Conv"]) { try convolution(&$0, transposed: false) },
-    ONNXTranslator(["ConvTranspose"]) { try convolution(&$0, transposed: true) },
+    // Conv and ConvTranspose: spatialTranslators, which dispatch the 2-D form to `convolution`.
   ]
 
   /// alpha · A' B' + beta · C, with A' and B' optionally transposed; the GEMM reads a transposed

@@ -13,9 +13,9 @@ extension ONNXTranslators {
     -> [ImportedValue]
   {
     let x = try context.tensor(0)
-    guard (2...4).contains(x.rank) else {
+    guard (2...5).contains(x.rank) else {
       throw context.error(
-        "BatchNormalization of a rank-\(x.rank) input: lamina import translates [N, C], [N, C, L] and [N, C, H, W]"
+        "BatchNormalization of a rank-\(x.rank) input: lamina import translates [N, C], [N, C, L], [N, C, H, W] and [N, C, D, H, W]"
       )
     }
     guard let channels = x.shape[1].staticValue else {

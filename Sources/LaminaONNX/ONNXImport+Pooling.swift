@@ -3,8 +3,7 @@ import LaminaSupport
 extension ONNXTranslators {
   /// MaxPool, AveragePool (2-D) and the global pools.
   static let poolingTranslators: [ONNXTranslator] = [
-    ONNXTranslator(["MaxPool"]) { try pool(&$0, maximum: true) },
-    ONNXTranslator(["AveragePool"]) { try pool(&$0, maximum: false) },
+    // MaxPool and AveragePool: spatialTranslators, which dispatch the 2-D form to `pool`.
     ONNXTranslator(["GlobalAveragePool"]) { context in
       let x = try context.tensor(0)
       _ = try spatialSizes(context, x, "GlobalAveragePool")

@@ -8,6 +8,7 @@ public enum ONNXTranslators {
     + normalizationTranslators
     + shapeTranslators
     + reductionTranslators
+    + spatialTranslators
     + indexingTranslators
     + activationTranslators
 }

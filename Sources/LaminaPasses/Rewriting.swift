@@ -37,7 +37,8 @@ extension Graph {
       stateUpdates[index].value = resolved(stateUpdates[index].value)
       stateUpdates[index].trigger = stateUpdates[index].trigger.map(resolved)
     }
-    // Both sides: an output replaced (a decomposed op's result) keeps its inference copy.
+    // An output's inference copy (mode-specialize) is replaced like the output itself: a
+    // decomposed op downstream of a folded batch norm has both.
     for index in inferenceSpecializations.indices {
       inferenceSpecializations[index].value = resolved(inferenceSpecializations[index].value)
       inferenceSpecializations[index].inference = resolved(

@@ -377,6 +377,45 @@ struct GradientTests {
       "param a: f64[2, 3, 7, 6]\nparam b: f64[2, 4, 4, 3]\ninput r: f64[4, 3, 3, 2]",
       "sum(conv2d_backward_weight(a, b, kernel: [3, 2], stride: [2, 2], padding: [1, 0, 1, 1], dilation: [1, 2]) * r)"
     ),
+    // onnx-ops2: 3-D convolution and pooling, instance norm, LRN.
+    Case(
+      "conv3d (groups, stride, dilation, asymmetric padding)",
+      "param a: f64[2, 4, 5, 4, 6]\nparam w: f64[4, 2, 2, 3, 2]\nparam b: f64[4]\ninput r: f64[2, 4, 3, 3, 5]",
+      "sum(conv3d(a, w, b, stride: [2, 1, 1], padding: [1, 1, 0, 0, 0, 1], dilation: [1, 1, 2], groups: 2) * r)"
+    ),
+    Case(
+      "conv_transpose3d (groups, stride, output padding)",
+      "param a: f64[1, 4, 3, 2, 3]\nparam w: f64[4, 3, 2, 3, 2]\nparam b: f64[6]\ninput r: f64[1, 6, 6, 4, 6]",
+      "sum(conv_transpose3d(a, w, b, stride: [2, 2, 2], padding: [1, 1, 0, 0, 0, 1], output_padding: [1, 0, 1], groups: 2) * r)"
+    ),
+    Case(
+      "conv3d_backward_weight",
+      "param a: f64[1, 2, 4, 5, 3]\nparam b: f64[1, 3, 2, 2, 1]\ninput r: f64[3, 2, 2, 3, 2]",
+      "sum(conv3d_backward_weight(a, b, kernel: [2, 3, 2], stride: [2, 2, 2], padding: [1, 1, 0, 0, 0, 1], dilation: [1, 1, 2]) * r)"
+    ),
+    Case(
+      "max_pool3d (stride, padding, dilation, ceil mode)",
+      "param a: f64[2, 2, 5, 7, 6]\ninput r: f64[2, 2, 3, 4, 4]",
+      "sum(max_pool3d(a, kernel: [3, 2, 2], stride: [2, 2, 2], padding: [1, 0, 1, 1, 1, 0], dilation: [1, 2, 1], ceil_mode: true) * r)"
+    ),
+    Case(
+      "avg_pool3d (padding not counted, overlapping)",
+      "param a: f64[2, 2, 4, 5, 6]\ninput r: f64[2, 2, 5, 4, 6]",
+      "sum(avg_pool3d(a, kernel: [2, 3, 2], stride: [1, 1, 1], padding: [1, 1, 1, 1, 0, 0], count_include_pad: false) * r)"
+    ),
+    Case(
+      "avg_pool3d_backward",
+      "param a: f64[2, 2, 3, 4, 4]\ninput r: f64[2, 2, 5, 6, 7]",
+      "sum(avg_pool3d_backward(a, kernel: [3, 2, 2], stride: [2, 2, 2], padding: [1, 1, 1, 1, 0, 0], ceil_mode: true, input_size: [5, 6, 7]) * r)"
+    ),
+    Case(
+      "instance_norm",
+      "param a: f64[2, 3, 4, 5]\nparam s: f64[3]\nparam b: f64[3]\ninput r: f64[2, 3, 4, 5]",
+      "sum(instance_norm(a, s, b, eps: 1e-3) * r)"),
+    Case(
+      "lrn (even window)",
+      "param pos: f64[2, 6, 3, 2]\ninput r: f64[2, 6, 3, 2]",
+      "sum(lrn(pos - 1.0, size: 4, alpha: 0.4, beta: 0.75, bias: 1.5) * r)"),
   ]
 
   /// Ops with no gradient rule: a parameter must not reach a loss only through them.
@@ -390,6 +429,7 @@ struct GradientTests {
     "batch_norm_running_statistics",
     // Linear in its gradient operand, but its adjoint gathers at each window's argmax, which no op does.
     "max_pool2d_backward",
+    "max_pool3d_backward",
     // Samples: leaves whose operands are the generator's integer state.
     "random_normal", "random_uniform",
     // Of integer lengths alone: nothing to differentiate.

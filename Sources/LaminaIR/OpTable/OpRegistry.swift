@@ -14,6 +14,7 @@ public enum OpRegistry {
     + embeddingOps
     + sequenceOps
     + loopOps
+    + convolution3DOps + pooling3DOps + channelNormalizationOps
     + saturatingActivationOps
     + indexingOps
 

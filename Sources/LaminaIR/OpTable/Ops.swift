@@ -68,6 +68,15 @@ public enum Ops {
   public static let gatherRows = OpHandle("gather_rows")
   public static let scatterAddRows = OpHandle("scatter_add_rows")
   public static let sequenceMask = OpHandle("sequence_mask")
+  public static let conv3d = OpHandle("conv3d")
+  public static let convTranspose3d = OpHandle("conv_transpose3d")
+  public static let conv3dBackwardWeight = OpHandle("conv3d_backward_weight")
+  public static let maxPool3d = OpHandle("max_pool3d")
+  public static let maxPool3dBackward = OpHandle("max_pool3d_backward")
+  public static let avgPool3d = OpHandle("avg_pool3d")
+  public static let avgPool3dBackward = OpHandle("avg_pool3d_backward")
+  public static let instanceNorm = OpHandle("instance_norm")
+  public static let lrn = OpHandle("lrn")
   public static let elu = OpHandle("elu")
   public static let selu = OpHandle("selu")
   public static let softsign = OpHandle("softsign")
@@ -95,6 +104,9 @@ public enum Ops {
     + [gatherRows, scatterAddRows]
     + [sequenceMask]
     + [scan]
+    + [conv3d, convTranspose3d, conv3dBackwardWeight]
+    + [maxPool3d, maxPool3dBackward, avgPool3d, avgPool3dBackward]
+    + [instanceNorm, lrn]
     + [elu, selu, softsign, clip, hardSigmoid, prelu]
     + [gather, scatterAdd, tile, pad, padBackward]
 }
