@@ -395,9 +395,103 @@ def lrn_instance_norm():
     model.ir_version = 7
     save("lrn_instance_norm", model, [(3 * rng.standard_normal((2, 7, 5, 6))).astype(np.float32)])
 
+
+def pytorch_indexing_opset9():
+    """A PyTorch model exported at opset 9: Embedding (Gather of an initializer by int64 token ids,
+    a graph input), ReflectionPad2d and ReplicationPad2d (Pad with attributes), PReLU (a
+    per-channel slope), ELU, SELU, Hardtanh (Clip with attributes), repeat (Expand and Tile) and
+    indexing a computed tensor with a list (Gather of a model tensor, negative index). Softsign
+    exports as x / (1 + |x|) at this opset; indexing_opset13 has the op."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = torch.nn.Embedding(11, 6)
+            self.conv = torch.nn.Conv2d(2, 3, 3)
+            self.prelu = torch.nn.PReLU(3, init=0.1)
+            self.reflect = torch.nn.ReflectionPad2d((1, 2, 2, 1))
+            self.edge = torch.nn.ReplicationPad2d((2, 0, 1, 1))
+
+        def forward(self, ids, image):
+            e = self.embedding(ids)  # [N, T, 6]
+            e = torch.nn.functional.elu(e, alpha=0.7) + torch.nn.functional.selu(e)
+            e = torch.nn.functional.softsign(e).repeat(1, 2, 1)
+            h = self.prelu(self.conv(self.reflect(image)))
+            h = torch.nn.functional.hardtanh(self.edge(h), -0.5, 0.75)
+            picked = h[:, :, :, [0, -1, 2]]
+            return e, picked
+
+    torch.manual_seed(1)
+    net = Net().eval()
+    with torch.no_grad():
+        net.prelu.weight.uniform_(-0.5, 0.5)
+    ids = rng.integers(0, 11, size=(2, 5)).astype(np.int64)
+    image = rng.standard_normal((2, 2, 7, 6)).astype(np.float32)
+    folder = os.path.join(ROOT, "pytorch_indexing_opset9")
+    os.makedirs(folder, exist_ok=True)
+    torch.onnx.export(
+        net, (torch.from_numpy(ids), torch.from_numpy(image)), os.path.join(folder, "model.onnx"),
+        input_names=["ids", "image"], output_names=["embedded", "picked"],
+        dynamic_axes={"ids": {0: "N"}, "image": {0: "N"}, "embedded": {0: "N"}, "picked": {0: "N"}},
+        opset_version=9, do_constant_folding=False, dynamo=False)
+    with torch.no_grad():
+        expected = [y.numpy() for y in net(torch.from_numpy(ids), torch.from_numpy(image))]
+    save("pytorch_indexing_opset9", None, [ids, image], expected)
+
+
+def indexing_opset13():
+    """Opset 13: Gather of a model tensor along axes 0 and 2 by an int64 input and by static
+    negative indices, Pad with pads and the fill as inputs (constant, reflect, edge, negative
+    pads cropping), Tile with repeats as an input, Clip with optional bound inputs (min only), PRelu
+    with a broadcasting slope, Elu, Selu, Softsign and HardSigmoid with their attributes."""
+    f = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("Gather", ["x", "ids"], ["rows"], axis=0, name="gather_rows"),
+        helper.make_node("Gather", ["x", "columns"], ["cols"], axis=2, name="gather_columns"),
+        helper.make_node("Pad", ["cols", "pads_constant", "fill"], ["padded"], mode="constant",
+                         name="pad_constant"),
+        helper.make_node("Pad", ["x", "pads_reflect"], ["reflected"], mode="reflect",
+                         name="pad_reflect"),
+        helper.make_node("Pad", ["x", "pads_edge"], ["edged"], mode="edge", name="pad_edge"),
+        helper.make_node("Tile", ["rows", "repeats"], ["tiled"], name="tile"),
+        helper.make_node("Clip", ["tiled", "low"], ["clipped"], name="clip_min_only"),
+        helper.make_node("Clip", ["reflected", "low", "high"], ["clipped_both"], name="clip"),
+        helper.make_node("PRelu", ["edged", "slope"], ["prelu"], name="prelu"),
+        helper.make_node("Elu", ["prelu"], ["elu"], alpha=0.5, name="elu"),
+        helper.make_node("Selu", ["elu"], ["selu"], name="selu"),
+        helper.make_node("Softsign", ["padded"], ["softsign"], name="softsign"),
+        helper.make_node("HardSigmoid", ["clipped_both"], ["hard"], alpha=0.3, beta=0.4,
+                         name="hard_sigmoid"),
+    ]
+    graph = helper.make_graph(
+        nodes, "indexing",
+        [helper.make_tensor_value_info("x", f, [4, 3, 5]),
+         helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 3])],
+        [helper.make_tensor_value_info("clipped", f, None),
+         helper.make_tensor_value_info("softsign", f, None),
+         helper.make_tensor_value_info("selu", f, None),
+         helper.make_tensor_value_info("hard", f, None)],
+        [initializer("columns", np.array([4, -1, 0, 2], dtype=np.int64)),
+         initializer("pads_constant", np.array([0, 1, -1, 1, 0, 2], dtype=np.int64)),
+         initializer("fill", np.array(0.25, dtype=np.float32)),
+         initializer("pads_reflect", np.array([0, 2, 3, 0, 1, 4], dtype=np.int64)),
+         initializer("pads_edge", np.array([1, 0, 2, 0, 2, -1], dtype=np.int64)),
+         initializer("repeats", np.array([1, 2, 1, 3], dtype=np.int64)),
+         initializer("low", np.array(-0.4, dtype=np.float32)),
+         initializer("high", np.array(0.6, dtype=np.float32)),
+         initializer("slope", rng.uniform(-0.5, 0.5, (5, 1)).astype(np.float32))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                              producer_name="make_onnx_fixtures")
+    model.ir_version = 7
+    save("indexing_opset13", model,
+         [rng.standard_normal((4, 3, 5)).astype(np.float32),
+          rng.integers(-4, 4, size=(2, 3)).astype(np.int64)])
+
+
 if __name__ == "__main__":
     for make in [cnn_dynamic_batch, legacy_opset6, ops_opset13, ops_opset20, escaped_names,
-                 spatial_1d, spatial_3d, lrn_instance_norm]:
+                 spatial_1d, spatial_3d, lrn_instance_norm, pytorch_indexing_opset9,
+                 indexing_opset13]:
         if len(sys.argv) > 1 and make.__name__ not in sys.argv[1:]:
             continue
         make()

@@ -7,10 +7,6 @@ extension ONNXTranslators {
     ONNXTranslator(["Constant"], translateConstant),
     ONNXTranslator(["ConstantOfShape"], translateConstantOfShape),
     ONNXTranslator(["Shape"], translateShape),
-    ONNXTranslator(["Gather"]) { context in
-      if let folded = try gatherStatic(context) { return [folded] }
-      throw context.error("Gather of a tensor computed by the model is not supported yet")
-    },
     ONNXTranslator(["Reshape"], translateReshape),
     ONNXTranslator(["Flatten"], translateFlatten),
     ONNXTranslator(["Transpose"], translateTranspose),

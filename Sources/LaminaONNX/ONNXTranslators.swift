@@ -19,6 +19,8 @@ public enum ONNXTranslators {
     + shapeTranslators
     + reductionTranslators
     + spatialTranslators
+    + indexingTranslators
+    + activationTranslators
 }
 
 extension ONNXNodeContext {
