@@ -132,10 +132,12 @@ struct GradientTests {
       "rnn (bidirectional, lengths)",
       "param x: f64[3, 4, 2]\ninput lengths: i32[3]\ninput r: f64[3, 4, 6]",
       "sum((x |> rnn(units: 3, bidirectional: true, lengths: lengths)) * r)"),
+    // tanh: a relu's kink within the finite-difference step makes central differences unreliable
+    // at random points (relu's gradient is checked in LoopTests' rnn gradcheck).
     Case(
-      "rnn (relu, last, bidirectional, lengths, initial)",
+      "rnn (last, bidirectional, lengths, initial)",
       "param x: f64[3, 4, 2]\nparam h0: f64[3, 2]\ninput lengths: i32[3]\ninput r: f64[3, 4]",
-      "sum((x |> rnn(units: 2, activation: \"relu\", return: \"last\", bidirectional: true, lengths: lengths, initial: [h0])) * r)"
+      "sum((x |> rnn(units: 2, return: \"last\", bidirectional: true, lengths: lengths, initial: [h0])) * r)"
     ),
     Case(
       "embedding layer (f64)", "input tokens: i32[3, 5]\ninput r: f64[3, 5, 4]",
