@@ -1,11 +1,11 @@
 import LaminaSupport
 
 extension ONNXTranslators {
-  /// Gemm, MatMul, Conv and ConvTranspose (2-D).
+  /// Gemm and MatMul.
   static let convolutionTranslators: [ONNXTranslator] = [
     ONNXTranslator(["Gemm"], translateGemm),
     ONNXTranslator(["MatMul"], translateMatMul),
-    // Conv and ConvTranspose: spatialTranslators, which dispatch the 2-D form to `convolution`.
+    // Conv and ConvTranspose: spatialTranslators.
   ]
 
   /// alpha · A' B' + beta · C, with A' and B' optionally transposed; the GEMM reads a transposed
@@ -67,172 +67,6 @@ extension ONNXTranslators {
       context.emit(
         "reshape(\(product.name), shape: \(try context.reshapeText(shape)))", shape: shape,
         dtype: a.dtype)
-    ]
-  }
-
-  /// Explicit `[top, left, bottom, right]` padding from `pads` or `auto_pad`.
-  static func resolvePadding(
-    _ context: ONNXNodeContext, input: [Int], kernel: [Int], stride: [Int], dilation: [Int]
-  ) throws -> [Int] {
-    let autoPad = context.string("auto_pad") ?? "NOTSET"
-    switch autoPad {
-    case "NOTSET", "":
-      let pads = context.ints("pads") ?? [0, 0, 0, 0]
-      guard pads.count == 4, pads.allSatisfy({ $0 >= 0 && $0 <= 1 << 20 }) else {
-        throw context.error("pads \(pads) must be four sizes")
-      }
-      return pads
-    case "VALID":
-      return [0, 0, 0, 0]
-    case "SAME_UPPER", "SAME_LOWER":
-      var before: [Int] = []
-      var after: [Int] = []
-      for axis in 0..<2 {
-        let output = (input[axis] + stride[axis] - 1) / stride[axis]
-        let total = max(
-          (output - 1) * stride[axis] + (kernel[axis] - 1) * dilation[axis] + 1 - input[axis], 0)
-        let small = total / 2
-        before.append(autoPad == "SAME_UPPER" ? small : total - small)
-        after.append(autoPad == "SAME_UPPER" ? total - small : small)
-      }
-      return before + after
-    default:
-      throw context.error(
-        "auto_pad \"\(escapedText(autoPad))\" is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")
-    }
-  }
-
-  /// Two sizes from an attribute (`strides`, `dilations`), each in 1...2^20.
-  static func pair(_ context: ONNXNodeContext, _ name: String, default value: Int = 1) throws
-    -> [Int]
-  {
-    let values = context.ints(name) ?? [value, value]
-    guard values.count == 2, values.allSatisfy({ $0 >= 1 && $0 <= 1 << 20 }) else {
-      throw context.error("\(name) \(values) must be two sizes from 1 to 2^20")
-    }
-    return values
-  }
-
-  /// The spatial sizes of an NCHW tensor, which must be static.
-  static func spatialSizes(_ context: ONNXNodeContext, _ x: TensorExpression, _ what: String)
-    throws -> [Int]
-  {
-    guard x.rank == 4 else {
-      throw context.error(
-        "\(what) over \(x.rank - 2) spatial dimensions: lamina import translates the 2-D form (input [N, C, H, W]), the input is \(x.shape)"
-      )
-    }
-    guard let height = x.shape[2].staticValue, let width = x.shape[3].staticValue else {
-      throw context.error("\(what) needs static height and width, the input is \(x.shape)")
-    }
-    return [height, width]
-  }
-
-  /// Conv and ConvTranspose as the `conv2d` / `conv_transpose2d` layers, whose weights are the
-  /// node's weight and bias under the layer's names (`SCOPE.weight`, `SCOPE.bias`).
-  static func convolution(_ context: inout ONNXNodeContext, transposed: Bool) throws
-    -> [ImportedValue]
-  {
-    let what = transposed ? "ConvTranspose" : "Conv"
-    let x = try context.tensor(0)
-    let spatial = try spatialSizes(context, x, what)
-    let weight = try context.constant(1, "the \(what) weight").converted(to: x.dtype)
-    guard x.dtype.isFloatingPoint, weight.rank == 4 else {
-      throw context.error("the \(what) weight has shape \(weight.shape), expected 4 axes")
-    }
-    let groups = try context.int("group", default: 1)
-    let kernel = [weight.shape[2], weight.shape[3]]
-    if let declared = context.ints("kernel_shape"), declared != kernel {
-      throw context.error("kernel_shape \(declared) differs from the weight's \(kernel)")
-    }
-    let stride = try pair(context, "strides")
-    let dilation = try pair(context, "dilations")
-    guard let channels = x.shape[1].staticValue else {
-      throw context.error("\(what) needs a static channel count, the input is \(x.shape)")
-    }
-    guard groups >= 1, groups <= channels, channels % groups == 0 else {
-      throw context.error("group \(groups) does not divide the \(channels) input channels")
-    }
-    let filters = transposed ? weight.shape[1] * groups : weight.shape[0]
-    let expectedInputChannels = transposed ? weight.shape[0] : weight.shape[1] * groups
-    guard expectedInputChannels == channels else {
-      throw context.error(
-        "the weight \(weight.shape) with group \(groups) expects \(expectedInputChannels) input channels, the input has \(channels)"
-      )
-    }
-    var padding: [Int]
-    var outputPadding = [0, 0]
-    var output: [Int] = []
-    if transposed {
-      outputPadding = context.ints("output_padding") ?? [0, 0]
-      guard outputPadding.count == 2, outputPadding.allSatisfy({ $0 >= 0 && $0 <= 1 << 20 }) else {
-        throw context.error("output_padding \(outputPadding) must be two sizes")
-      }
-      let autoPad = context.string("auto_pad") ?? "NOTSET"
-      if let outputShape = context.ints("output_shape")
-        ?? (autoPad.hasPrefix("SAME")
-          ? spatial.map { $0 }.enumerated().map { $0.element * stride[$0.offset] } : nil)
-      {
-        let target = Array(outputShape.suffix(2))
-        guard target.count == 2, target.allSatisfy({ $0 >= 1 && $0 <= 1 << 40 }) else {
-          throw context.error("output_shape \(outputShape) must end with two sizes")
-        }
-        var before: [Int] = []
-        var after: [Int] = []
-        for axis in 0..<2 {
-          let total =
-            stride[axis] * (spatial[axis] - 1) + outputPadding[axis]
-            + (kernel[axis] - 1) * dilation[axis] + 1 - target[axis]
-          guard total >= 0 else {
-            throw context.error("output_shape \(outputShape) is larger than the full result")
-          }
-          let small = total / 2
-          before.append(autoPad == "SAME_UPPER" ? small : total - small)
-          after.append(autoPad == "SAME_UPPER" ? total - small : small)
-        }
-        padding = before + after
-      } else {
-        padding = try resolvePadding(
-          context, input: spatial, kernel: kernel, stride: stride, dilation: dilation)
-      }
-      for axis in 0..<2 {
-        output.append(
-          (spatial[axis] - 1) * stride[axis] - padding[axis] - padding[axis + 2]
-            + dilation[axis] * (kernel[axis] - 1) + 1 + outputPadding[axis])
-      }
-    } else {
-      padding = try resolvePadding(
-        context, input: spatial, kernel: kernel, stride: stride, dilation: dilation)
-      for axis in 0..<2 {
-        output.append(
-          (spatial[axis] + padding[axis] + padding[axis + 2] - dilation[axis] * (kernel[axis] - 1)
-            - 1) / stride[axis] + 1)
-      }
-    }
-    guard output.allSatisfy({ $0 >= 1 }) else {
-      throw context.error("the output would have size \(output)")
-    }
-    let scope = context.layerScope(weightSuffixes: [1: "weight", 2: "bias"])
-    try context.addWeight("\(scope).weight", weight, fromInput: 1)
-    let hasBias = context.hasInput(2)
-    if hasBias {
-      let bias = try context.constant(2, "the \(what) bias").converted(to: x.dtype)
-      guard bias.shape == [filters] else {
-        throw context.error("the bias has shape \(bias.shape), expected [\(filters)]")
-      }
-      try context.addWeight("\(scope).bias", bias, fromInput: 2)
-    }
-    let layer = transposed ? "conv_transpose2d" : "conv2d"
-    var arguments =
-      "filters: \(filters), kernel: \(context.list(kernel)), stride: \(context.list(stride)), padding: \(context.list(padding))"
-    if dilation != [1, 1] { arguments += ", dilation: \(context.list(dilation))" }
-    if groups != 1 { arguments += ", groups: \(groups)" }
-    if outputPadding != [0, 0] { arguments += ", output_padding: \(context.list(outputPadding))" }
-    if !hasBias { arguments += ", bias: false" }
-    let shape = [x.shape[0], ImportedDim(filters)] + output.map { ImportedDim($0) }
-    return [
-      context.emit(
-        "\(layer)(\(x.name), \(arguments), name: \"\(scope)\")", shape: shape, dtype: x.dtype)
     ]
   }
 }

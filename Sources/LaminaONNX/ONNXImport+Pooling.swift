@@ -1,9 +1,9 @@
 import LaminaSupport
 
 extension ONNXTranslators {
-  /// MaxPool, AveragePool (2-D) and the global pools.
+  /// The global pools.
   static let poolingTranslators: [ONNXTranslator] = [
-    // MaxPool and AveragePool: spatialTranslators, which dispatch the 2-D form to `pool`.
+    // MaxPool and AveragePool: spatialTranslators.
     ONNXTranslator(["GlobalAveragePool"]) { context in
       let x = try context.tensor(0)
       _ = try spatialSizes(context, x, "GlobalAveragePool")
@@ -28,49 +28,18 @@ extension ONNXTranslators {
     },
   ]
 
-  static func pool(_ context: inout ONNXNodeContext, maximum: Bool) throws -> [ImportedValue] {
-    let what = maximum ? "MaxPool" : "AveragePool"
-    let x = try context.tensor(0)
-    let spatial = try spatialSizes(context, x, what)
-    if context.node.outputs.count > 1, !context.node.outputs[1].isEmpty {
-      throw context.error("MaxPool's Indices output is not supported")
+  /// The spatial sizes of an NCHW tensor, which must be static.
+  static func spatialSizes(_ context: ONNXNodeContext, _ x: TensorExpression, _ what: String)
+    throws -> [Int]
+  {
+    guard x.rank == 4 else {
+      throw context.error(
+        "\(what) over \(x.rank - 2) spatial dimensions: lamina import translates the 2-D form (input [N, C, H, W]), the input is \(x.shape)"
+      )
     }
-    guard let kernel = context.ints("kernel_shape"), kernel.count == 2,
-      kernel.allSatisfy({ $0 >= 1 && $0 <= 1 << 20 })
-    else { throw context.error("kernel_shape must be two sizes") }
-    let stride = try pair(context, "strides")
-    let dilation = try pair(context, "dilations")
-    if !maximum, dilation != [1, 1] {
-      throw context.error("AveragePool with dilations \(dilation) is not supported")
+    guard let height = x.shape[2].staticValue, let width = x.shape[3].staticValue else {
+      throw context.error("\(what) needs static height and width, the input is \(x.shape)")
     }
-    let ceilMode = try context.int("ceil_mode", default: 0) != 0
-    let padding = try resolvePadding(
-      context, input: spatial, kernel: kernel, stride: stride, dilation: dilation)
-    var output: [Int] = []
-    for axis in 0..<2 {
-      let span =
-        spatial[axis] + padding[axis] + padding[axis + 2] - dilation[axis] * (kernel[axis] - 1) - 1
-      var size = (span + (ceilMode ? stride[axis] - 1 : 0)) / stride[axis] + 1
-      if ceilMode, (size - 1) * stride[axis] >= spatial[axis] + padding[axis] { size -= 1 }
-      guard span >= 0, size >= 1 else {
-        throw context.error("the kernel \(kernel) does not fit the padded input")
-      }
-      output.append(size)
-    }
-    var arguments =
-      "kernel: \(context.list(kernel)), stride: \(context.list(stride)), padding: \(context.list(padding))"
-    if maximum, dilation != [1, 1] { arguments += ", dilation: \(context.list(dilation))" }
-    if ceilMode { arguments += ", ceil_mode: true" }
-    if !maximum {
-      // ONNX's default divisor counts only input positions (PyTorch's counts the padding).
-      let includePad = try context.int("count_include_pad", default: 0) != 0
-      arguments += ", count_include_pad: \(includePad)"
-    }
-    let shape = Array(x.shape.prefix(2)) + output.map { ImportedDim($0) }
-    return [
-      context.emit(
-        "\(maximum ? "max_pool2d" : "avg_pool2d")(\(x.name), \(arguments))", shape: shape,
-        dtype: x.dtype)
-    ]
+    return [height, width]
   }
 }

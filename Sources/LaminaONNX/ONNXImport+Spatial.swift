@@ -1,10 +1,9 @@
 import LaminaSupport
 
 extension ONNXTranslators {
-  /// Conv, ConvTranspose, MaxPool and AveragePool over 1, 2 or 3 spatial axes (dispatching by the
-  /// input's rank: 2-D to the convolution and pooling translators, 1-D lowered to the 2-D layers
-  /// on `[N, C, 1, L]`, 3-D to the `conv3d`, `conv_transpose3d`, `max_pool3d` and `avg_pool3d`
-  /// ops), InstanceNormalization and LRN.
+  /// Conv, ConvTranspose, MaxPool and AveragePool over 1, 2 or 3 spatial axes (by the input's
+  /// rank: 2-D as the 2-D layers and ops, 1-D lowered to them on `[N, C, 1, L]`, 3-D as the
+  /// `conv3d`, `conv_transpose3d`, `max_pool3d` and `avg_pool3d` ops), InstanceNormalization and LRN.
   static let spatialTranslators: [ONNXTranslator] = [
     ONNXTranslator(["Conv"]) { try spatialConvolution(&$0, transposed: false) },
     ONNXTranslator(["ConvTranspose"]) { try spatialConvolution(&$0, transposed: true) },
@@ -72,19 +71,51 @@ extension ONNXTranslators {
     return sizes
   }
 
+  /// The padding (every start, then every end) of a transposed convolution that crops its full
+  /// result to `output_shape`, or to `input · stride` under a SAME `auto_pad`; nil when neither is
+  /// asked for (the padding is then `pads`' or `auto_pad`'s).
+  static func transposedPadding(
+    _ context: ONNXNodeContext, input: [Int], kernel: [Int], stride: [Int], dilation: [Int],
+    outputPadding: [Int]
+  ) throws -> [Int]? {
+    let rank = input.count
+    let autoPad = context.string("auto_pad") ?? "NOTSET"
+    let declared = context.ints("output_shape")
+    guard
+      let target = declared.map({ Array($0.suffix(rank)) })
+        ?? (autoPad.hasPrefix("SAME") ? zip(input, stride).map { $0 * $1 } : nil)
+    else { return nil }
+    guard target.count == rank, target.allSatisfy({ $0 >= 1 && $0 <= 1 << 40 }) else {
+      throw context.error("output_shape \(declared ?? target) must end with \(rank) sizes")
+    }
+    var before: [Int] = []
+    var after: [Int] = []
+    for axis in 0..<rank {
+      let total =
+        stride[axis] * (input[axis] - 1) + outputPadding[axis]
+        + (kernel[axis] - 1) * dilation[axis] + 1 - target[axis]
+      guard total >= 0 else {
+        throw context.error("output_shape \(target) is larger than the full result")
+      }
+      let small = total / 2
+      before.append(autoPad == "SAME_UPPER" ? small : total - small)
+      after.append(autoPad == "SAME_UPPER" ? total - small : small)
+    }
+    return before + after
+  }
+
   // MARK: Convolution
 
-  /// Conv and ConvTranspose by the input's rank: [N, C, L] through the 2-D layers on [N, C, 1, L],
-  /// [N, C, H, W] through the 2-D translator, [N, C, D, H, W] as `conv3d` / `conv_transpose3d`.
+  /// Conv and ConvTranspose by the input's rank: [N, C, H, W] as the `conv2d` / `conv_transpose2d`
+  /// layers (the node's weight and bias under the layer's names, `SCOPE.weight` and `SCOPE.bias`),
+  /// [N, C, L] through the same layers on [N, C, 1, L], [N, C, D, H, W] as the `conv3d` /
+  /// `conv_transpose3d` ops.
   @Sendable static func spatialConvolution(_ context: inout ONNXNodeContext, transposed: Bool)
     throws -> [ImportedValue]
   {
     let what = transposed ? "ConvTranspose" : "Conv"
     let x = try context.tensor(0)
-    switch x.rank {
-    case 4: return try convolution(&context, transposed: transposed)
-    case 3, 5: break
-    default:
+    guard (3...5).contains(x.rank) else {
       throw context.error(
         "\(what) over \(x.rank - 2) spatial dimensions: lamina import translates 1-, 2- and 3-D convolutions, the input is \(x.shape)"
       )
@@ -105,7 +136,7 @@ extension ONNXTranslators {
     guard let channels = x.shape[1].staticValue else {
       throw context.error("\(what) needs a static channel count, the input is \(x.shape)")
     }
-    guard groups >= 1, channels % groups == 0 else {
+    guard groups >= 1, groups <= channels, channels % groups == 0 else {
       throw context.error("group \(groups) does not divide the \(channels) input channels")
     }
     let filters = transposed ? weight.shape[1] * groups : weight.shape[0]
@@ -120,32 +151,17 @@ extension ONNXTranslators {
     var output: [Int] = []
     if transposed {
       outputPadding = context.ints("output_padding") ?? outputPadding
-      guard outputPadding.count == rank, outputPadding.allSatisfy({ $0 >= 0 }) else {
+      guard outputPadding.count == rank,
+        outputPadding.allSatisfy({ $0 >= 0 && $0 <= 1 << 20 })
+      else {
         throw context.error("output_padding \(outputPadding) must be \(rank) sizes")
       }
-      let autoPad = context.string("auto_pad") ?? "NOTSET"
-      if let target = context.ints("output_shape").map({ Array($0.suffix(rank)) })
-        ?? (autoPad.hasPrefix("SAME") ? zip(spatial, stride).map { $0 * $1 } : nil)
-      {
-        guard target.count == rank else { throw context.error("output_shape \(target)") }
-        var before: [Int] = []
-        var after: [Int] = []
-        for axis in 0..<rank {
-          let total =
-            stride[axis] * (spatial[axis] - 1) + outputPadding[axis]
-            + (kernel[axis] - 1) * dilation[axis] + 1 - target[axis]
-          guard total >= 0 else {
-            throw context.error("output_shape \(target) is larger than the full result")
-          }
-          let small = total / 2
-          before.append(autoPad == "SAME_UPPER" ? small : total - small)
-          after.append(autoPad == "SAME_UPPER" ? total - small : small)
-        }
-        padding = before + after
-      } else {
-        padding = try resolveSpatialPadding(
+      padding =
+        try transposedPadding(
+          context, input: spatial, kernel: kernel, stride: stride, dilation: dilation,
+          outputPadding: outputPadding)
+        ?? resolveSpatialPadding(
           context, input: spatial, kernel: kernel, stride: stride, dilation: dilation)
-      }
       for axis in 0..<rank {
         output.append(
           (spatial[axis] - 1) * stride[axis] - padding[axis] - padding[axis + rank]
@@ -187,10 +203,13 @@ extension ONNXTranslators {
           "\(op)(\(x.name), \(w.name), \(bias), \(arguments))", shape: shape, dtype: x.dtype)
       ]
     }
-    // 1-D: the 2-D layer over [N, C, 1, L] with a unit kernel height, its weight [.., .., 1, k].
+    // 2-D: the layer. 1-D: the 2-D layer over [N, C, 1, L] with a unit kernel height, its weight
+    // [.., .., 1, k].
+    let planar = rank == 1
     let scope = context.layerScope(weightSuffixes: [1: "weight", 2: "bias"])
-    let planarWeight = weight.reshaped(Array(weight.shape.prefix(2)) + [1, kernel[0]])!
-    try context.addWeight("\(scope).weight", planarWeight, fromInput: 1)
+    let layerWeight =
+      planar ? weight.reshaped(Array(weight.shape.prefix(2)) + [1, kernel[0]])! : weight
+    try context.addWeight("\(scope).weight", layerWeight, fromInput: 1)
     if hasBias {
       let bias = try context.constant(2, "the \(what) bias").converted(to: x.dtype)
       guard bias.shape == [filters] else {
@@ -198,17 +217,30 @@ extension ONNXTranslators {
       }
       try context.addWeight("\(scope).bias", bias, fromInput: 2)
     }
-    let planarInput = try context.reshape(
-      x, to: [x.shape[0], x.shape[1], ImportedDim(1), x.shape[2]])
+    let (layerKernel, layerStride, layerDilation, layerPadding, layerOutputPadding) =
+      planar
+      ? (
+        [1, kernel[0]], [1, stride[0]], [1, dilation[0]], [0, padding[0], 0, padding[1]],
+        [0, outputPadding[0]]
+      )
+      : (kernel, stride, dilation, padding, outputPadding)
     let layer = transposed ? "conv_transpose2d" : "conv2d"
     var arguments =
-      "filters: \(filters), kernel: \(context.list([1, kernel[0]])), stride: \(context.list([1, stride[0]])), padding: \(context.list([0, padding[0], 0, padding[1]]))"
-    if dilation != [1] { arguments += ", dilation: \(context.list([1, dilation[0]]))" }
+      "filters: \(filters), kernel: \(context.list(layerKernel)), stride: \(context.list(layerStride)), padding: \(context.list(layerPadding))"
+    if layerDilation != [1, 1] { arguments += ", dilation: \(context.list(layerDilation))" }
     if groups != 1 { arguments += ", groups: \(groups)" }
-    if outputPadding != [0] {
-      arguments += ", output_padding: \(context.list([0, outputPadding[0]]))"
+    if layerOutputPadding != [0, 0] {
+      arguments += ", output_padding: \(context.list(layerOutputPadding))"
     }
     if !hasBias { arguments += ", bias: false" }
+    guard planar else {
+      return [
+        context.emit(
+          "\(layer)(\(x.name), \(arguments), name: \"\(scope)\")", shape: shape, dtype: x.dtype)
+      ]
+    }
+    let planarInput = try context.reshape(
+      x, to: [x.shape[0], x.shape[1], ImportedDim(1), x.shape[2]])
     let planarResult = context.emitTemporary(
       "\(layer)(\(planarInput.name), \(arguments), name: \"\(scope)\")",
       shape: [x.shape[0], ImportedDim(filters), ImportedDim(1), ImportedDim(output[0])],
@@ -222,18 +254,15 @@ extension ONNXTranslators {
 
   // MARK: Pooling
 
-  /// MaxPool and AveragePool by the input's rank: [N, C, L] through the 2-D layers on
-  /// [N, C, 1, L], [N, C, H, W] through the 2-D translator, [N, C, D, H, W] as `max_pool3d` /
+  /// MaxPool and AveragePool by the input's rank: [N, C, H, W] as `max_pool2d` / `avg_pool2d`,
+  /// [N, C, L] through the same ops on [N, C, 1, L], [N, C, D, H, W] as `max_pool3d` /
   /// `avg_pool3d`.
   @Sendable static func spatialPool(_ context: inout ONNXNodeContext, maximum: Bool) throws
     -> [ImportedValue]
   {
     let what = maximum ? "MaxPool" : "AveragePool"
     let x = try context.tensor(0)
-    switch x.rank {
-    case 4: return try pool(&context, maximum: maximum)
-    case 3, 5: break
-    default:
+    guard (3...5).contains(x.rank) else {
       throw context.error(
         "\(what) over \(x.rank - 2) spatial dimensions: lamina import translates 1-, 2- and 3-D pooling, the input is \(x.shape)"
       )
@@ -267,10 +296,11 @@ extension ONNXTranslators {
       output.append(size)
     }
     // 1-D pools the 2-D way over [N, C, 1, L]: a unit window height.
+    let planar = rank == 1
     let (windowKernel, windowStride, windowDilation, windowPadding) =
-      rank == 3
-      ? (kernel, stride, dilation, padding)
-      : ([1] + kernel, [1] + stride, [1] + dilation, [0, padding[0], 0, padding[1]])
+      planar
+      ? ([1] + kernel, [1] + stride, [1] + dilation, [0, padding[0], 0, padding[1]])
+      : (kernel, stride, dilation, padding)
     var arguments =
       "kernel: \(context.list(windowKernel)), stride: \(context.list(windowStride)), padding: \(context.list(windowPadding))"
     if maximum, dilation != Array(repeating: 1, count: rank) {
@@ -283,17 +313,14 @@ extension ONNXTranslators {
       arguments += ", count_include_pad: \(includePad)"
     }
     let shape = Array(x.shape.prefix(2)) + output.map { ImportedDim($0) }
-    if rank == 3 {
-      return [
-        context.emit(
-          "\(maximum ? "max_pool3d" : "avg_pool3d")(\(x.name), \(arguments))", shape: shape,
-          dtype: x.dtype)
-      ]
+    let op = (maximum ? "max_pool" : "avg_pool") + (rank == 3 ? "3d" : "2d")
+    guard planar else {
+      return [context.emit("\(op)(\(x.name), \(arguments))", shape: shape, dtype: x.dtype)]
     }
     let planarInput = try context.reshape(
       x, to: [x.shape[0], x.shape[1], ImportedDim(1), x.shape[2]])
     let planarResult = context.emitTemporary(
-      "\(maximum ? "max_pool2d" : "avg_pool2d")(\(planarInput.name), \(arguments))",
+      "\(op)(\(planarInput.name), \(arguments))",
       shape: [x.shape[0], x.shape[1], ImportedDim(1), ImportedDim(output[0])], dtype: x.dtype)
     return [
       context.emit(
