@@ -19,7 +19,7 @@ enum IndexingKernels {
     let type = CExpressionContext.cType(x.dtype)
     let layout = cLayout(x.shape, axis: axis)
     body.line("const int64_t positions = \(cProduct(indices.shape));")
-    emitIndexCheck(context, indices: indices, size: layout.size, into: &body)
+    emitIndexCheck(context, indices: indices, size: layout.size, wrapsNegative: true, into: &body)
     var range = CWriter()
     range.line("const int64_t positions = \(cProduct(indices.shape));")
     range.line("const int64_t axis_size = \(layout.size), inner = \(layout.inner);")
@@ -38,20 +38,33 @@ enum IndexingKernels {
       prelude: &prelude, symbolIndex: symbolIndex)
   }
 
-  /// `out = 0; out[o, wrap(in1[p]), :] += in0[o, p, :]` for every (o, p) in order. The threads
-  /// split the inner columns, so no two write the same element and the sums do not depend on the
-  /// thread count.
+  /// `out = 0; out[o, wrap(in1[p]), :] += in0[o, p, :]` for every (o, p) in order.
   static func emitScatterAdd(
     _ context: KernelContext, into body: inout CWriter, prelude: inout CWriter,
     symbolIndex: [String: Int]
   ) {
     let indices = context.operandTypes[1]
     let result = context.resultType
-    let axis = normalizedAxis(context, rank: result.rank)
-    let type = CExpressionContext.cType(result.dtype)
-    let layout = cLayout(result.shape, axis: axis)
+    let layout = cLayout(result.shape, axis: normalizedAxis(context, rank: result.rank))
+    emitScatterAdd(
+      context, indices: indices, layout: layout, wrapsNegative: true,
+      work: cProduct(indices.shape + result.shape), into: &body, prelude: &prelude,
+      symbolIndex: symbolIndex)
+  }
+
+  /// `out = 0; out[o, in1[p], :] += in0[o, p, :]` for every (o, p) in order, with the result seen as
+  /// `layout` ([outer, size, inner]); a negative index counts from the end when `wrapsNegative`
+  /// (`scatter_add`), else it is outside (`scatter_add_rows`' ids). The threads split the inner
+  /// columns, so no two write the same element and the sums do not depend on the thread count.
+  static func emitScatterAdd(
+    _ context: KernelContext, indices: TensorType,
+    layout: (outer: String, size: String, inner: String), wrapsNegative: Bool, work: String,
+    into body: inout CWriter, prelude: inout CWriter, symbolIndex: [String: Int]
+  ) {
+    let type = CExpressionContext.cType(context.resultType.dtype)
     body.line("const int64_t positions = \(cProduct(indices.shape));")
-    emitIndexCheck(context, indices: indices, size: layout.size, into: &body)
+    emitIndexCheck(
+      context, indices: indices, size: layout.size, wrapsNegative: wrapsNegative, into: &body)
     body.line("const int64_t inner = \(layout.inner);")
     var range = CWriter()
     range.line("const int64_t positions = \(cProduct(indices.shape));")
@@ -65,7 +78,7 @@ enum IndexingKernels {
     range.block("for (int64_t o = 0; o < outer; o++)") { outer in
       outer.block("for (int64_t p = 0; p < positions; p++)") { loop in
         loop.line("int64_t index = (int64_t)in1[p];")
-        loop.line("if (index < 0) index += axis_size;")
+        if wrapsNegative { loop.line("if (index < 0) index += axis_size;") }
         loop.line("const \(type)* source = in0 + (o * positions + p) * inner;")
         loop.line("\(type)* target = out + (o * axis_size + index) * inner;")
         loop.line("#pragma omp simd")
@@ -74,37 +87,43 @@ enum IndexingKernels {
     }
     // Chunks of 16 columns: whole cache lines of f32, so threads never share one inside a row.
     GatherKernels.dispatch(
-      context, range: range, extent: "inner", work: cProduct(indices.shape + result.shape),
-      chunkAlignment: 16, into: &body, prelude: &prelude, symbolIndex: symbolIndex)
+      context, range: range, extent: "inner", work: work, chunkAlignment: 16, into: &body,
+      prelude: &prelude, symbolIndex: symbolIndex)
   }
 
-  /// Fails with the first index outside `-size..<size`, its position written as coordinates of the
-  /// indices' shape (`[1, 3]`), as the interpreter writes it.
+  /// Fails with the first index outside `-size..<size` (`0..<size`, an id, unless
+  /// `wrapsNegative`), its position written as coordinates of the indices' shape (`[1, 3]`), as the
+  /// interpreter writes it.
   static func emitIndexCheck(
-    _ context: KernelContext, indices: TensorType, size: String, into body: inout CWriter
+    _ context: KernelContext, indices: TensorType, size: String, wrapsNegative: Bool,
+    into body: inout CWriter
   ) {
     let input = context.attributes["input"]?.stringValue
+    let description =
+      wrapsNegative
+      ? OpRegistry.indicesDescription(input: input) : OpRegistry.idsDescription(input: input)
     // The name is user text: a string literal passed to %s, never part of the format. `@` is
     // escaped too, so no name can spell the kernel-name placeholder.
-    let name = CText.stringLiteral(OpRegistry.indicesDescription(input: input))
-      .replacingOccurrences(of: "@", with: "\\100")
+    let name = CText.stringLiteral(description).replacingOccurrences(of: "@", with: "\\100")
     let strides = cStrides(indices.shape)
     let coordinates = indices.shape.indices.map { axis in
       let quotient = strides[axis] == "1" ? "p" : "p / \(strides[axis])"
       return axis == 0
         ? "(long long)(\(quotient))" : "(long long)(\(quotient) % \(cDim(indices.shape[axis])))"
     }
+    let (noun, range, lowest) =
+      wrapsNegative ? ("index", "-%lld..<%lld", "-checked_size") : ("id", "0..<%lld", "0")
     let format =
-      "\(context.node.op): index %lld at position ["
+      "\(context.node.op): \(noun) %lld at position ["
       + coordinates.map { _ in "%lld" }.joined(separator: ", ")
-      + "] of %s is outside -%lld..<%lld"
+      + "] of %s is outside \(range)"
+    let bounds = (wrapsNegative ? ["(long long)checked_size"] : []) + ["(long long)checked_size"]
     body.line("const int64_t checked_size = \(size);")
     body.block("for (int64_t p = 0; p < positions; p++)") { loop in
       loop.line("const int64_t index = (int64_t)in1[p];")
       loop.line(
-        "if (index < -checked_size || index >= checked_size) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"\(format)\", (long long)index, "
-          + (coordinates + [name, "(long long)checked_size", "(long long)checked_size"])
-          .joined(separator: ", ") + ");")
+        "if (index < \(lowest) || index >= checked_size) return lamina_fail(ctx, LAMINA_ERROR_INDEX, \"\(format)\", (long long)index, "
+          + (coordinates + [name] + bounds).joined(separator: ", ") + ");")
     }
   }
 
@@ -291,7 +310,7 @@ enum IndexingKernels {
   }
 
   /// A shape seen as [outer, size, inner] around `axis`, as C expressions.
-  private static func cLayout(_ shape: [Dim], axis: Int) -> (
+  static func cLayout(_ shape: [Dim], axis: Int) -> (
     outer: String, size: String, inner: String
   ) {
     (cProduct(Array(shape[..<axis])), cDim(shape[axis]), cProduct(Array(shape[(axis + 1)...])))
