@@ -36,19 +36,6 @@ public struct ConvolutionGeometry: Sendable, Hashable {
       dtype, [Dim(outChannels), Dim(inChannels / groups), Dim(kernel[0]), Dim(kernel[1])])
   }
 
-  /// The output size along `axis` (0: height, 1: width) of a convolution over `input` positions.
-  static func outputSize(
-    input: Int, axis: Int, kernel: [Int], stride: [Int], padding: [Int], dilation: [Int]
-  ) -> (padded: Int, span: Int, size: Int) {
-    let padded = input + padding[axis] + padding[axis + 2]
-    let span = dilation[axis] * (kernel[axis] - 1) + 1
-    // Floor division that stays right for a negative numerator (a kernel larger than the input).
-    let numerator = padded - span
-    let quotient =
-      numerator >= 0 ? numerator / stride[axis] : -((-numerator + stride[axis] - 1) / stride[axis])
-    return (padded, span, quotient + 1)
-  }
-
   /// The `output_padding` a `conv_transpose2d` of this convolution's result needs to give back
   /// exactly the input's size (the rows and columns the forward stride skipped at the end).
   public var outputPaddingForInput: [Int] {
@@ -172,99 +159,14 @@ extension OpRegistry {
 
   // MARK: Shape rules
 
-  /// Stride, padding, dilation and groups, checked.
-  static func windowAttributes(_ context: ShapeContext) throws(ShapeError) -> (
-    stride: [Int], padding: [Int], dilation: [Int], groups: Int
-  ) {
-    let op = context.op
-    let stride = context.ints("stride") ?? [1, 1]
-    let padding = context.ints("padding") ?? [0, 0, 0, 0]
-    let dilation = context.ints("dilation") ?? [1, 1]
-    let groups = context.int("groups") ?? 1
-    guard stride.count == 2, stride.allSatisfy({ $0 >= 1 }) else {
-      throw ShapeError("\(op): stride must be two positive integers [sh, sw], got \(stride)")
-    }
-    guard dilation.count == 2, dilation.allSatisfy({ $0 >= 1 }) else {
-      throw ShapeError("\(op): dilation must be two positive integers [dh, dw], got \(dilation)")
-    }
-    guard padding.count == 4, padding.allSatisfy({ $0 >= 0 }) else {
-      throw ShapeError(
-        "\(op): padding must be four sizes [top, left, bottom, right], none negative, got \(padding)"
-      )
-    }
-    guard groups >= 1 else { throw ShapeError("\(op): groups must be positive, got \(groups)") }
-    try checkSpatialLimit("stride", stride, op: op)
-    try checkSpatialLimit("padding", padding, op: op)
-    try checkSpatialLimit("dilation", dilation, op: op)
-    return (stride, padding, dilation, groups)
-  }
-
-  /// A floating-point NCHW operand with static channels, height and width: those three.
-  static func nchw(_ type: TensorType, _ op: String, _ what: String) throws(ShapeError) -> (
-    channels: Int, height: Int, width: Int
-  ) {
-    guard type.rank == 4 else {
-      throw ShapeError(
-        "\(op): \(what) must be NCHW (rank 4: [batch, channels, height, width]), got \(type)",
-        help: "reshape the input to [batch, channels, height, width]")
-    }
-    guard type.dtype.isFloatingPoint else {
-      throw ShapeError("\(op) needs a floating-point \(what), got \(type)")
-    }
-    guard let channels = type.shape[1].staticValue, let height = type.shape[2].staticValue,
-      let width = type.shape[3].staticValue
-    else {
-      throw ShapeError(
-        "\(op): \(what) \(type) needs static channels, height and width (only the batch may be symbolic)"
-      )
-    }
-    return (channels, height, width)
-  }
-
-  /// A rank-4 weight with static sizes.
-  static func staticWeight(_ type: TensorType, _ op: String) throws(ShapeError) -> [Int] {
-    let sizes = type.shape.compactMap(\.staticValue)
-    guard type.rank == 4, sizes.count == 4, sizes.allSatisfy({ $0 >= 1 }) else {
-      throw ShapeError("\(op): the weight must have rank 4 and static, positive sizes, got \(type)")
-    }
-    return sizes
-  }
-
-  /// The bias: one value per result channel, or a scalar.
-  static func checkBias(_ type: TensorType, channels: Int, _ op: String) throws(ShapeError) {
-    guard type.isScalar || type.shape == [Dim(channels)] else {
-      throw ShapeError(
-        "\(op): the bias must be [\(channels)] (one per output channel) or a scalar, got \(type)")
-    }
-  }
-
-  /// The output size along one axis, with the error a too-large kernel gets.
-  static func convolutionOutputSize(
-    _ op: String, input: Int, axis: Int, kernel: [Int], stride: [Int], padding: [Int],
-    dilation: [Int]
-  ) throws(ShapeError) -> Int {
-    let (padded, span, size) = ConvolutionGeometry.outputSize(
-      input: input, axis: axis, kernel: kernel, stride: stride, padding: padding,
-      dilation: dilation)
-    guard size >= 1 else {
-      let name = axis == 0 ? "height" : "width"
-      let dilated = dilation[axis] > 1 ? " (dilated to \(span))" : ""
-      throw ShapeError(
-        "\(op): the kernel \(name) \(kernel[axis])\(dilated) is larger than the padded input \(name) \(padded) (\(input) + padding \(padding[axis]) + \(padding[axis + 2])): the output \(name) would be (\(padded) - \(span)) / \(stride[axis]) + 1 = \(size)",
-        help:
-          "pad the input (padding: \"same\"), use a smaller kernel or dilation, or downsample less before this layer"
-      )
-    }
-    return size
-  }
-
   /// `conv2d(x, weight, bias)`.
   static func conv2dGeometry(_ context: ShapeContext) throws(ShapeError) -> ConvolutionGeometry {
     let (x, w, b) = (context.operands[0], context.operands[1], context.operands[2])
     let dtype = try context.commonDType()
-    let (channels, height, width) = try nchw(x, "conv2d", "the input")
-    let (stride, padding, dilation, groups) = try windowAttributes(context)
-    let weight = try staticWeight(w, "conv2d")
+    let (channels, size) = try channelsFirst(x, rank: 2, "conv2d", "the input")
+    let (height, width) = (size[0], size[1])
+    let (stride, padding, dilation, groups) = try spatialWindowAttributes(context, rank: 2)
+    let weight = try staticSpatialWeight(w, rank: 2, "conv2d")
     let outChannels = weight[0]
     guard channels % groups == 0 else {
       throw ShapeError(
@@ -302,9 +204,10 @@ extension OpRegistry {
     let op = "conv_transpose2d"
     let (x, w, b) = (context.operands[0], context.operands[1], context.operands[2])
     let dtype = try context.commonDType()
-    let (channels, height, width) = try nchw(x, op, "the input")
-    let (stride, padding, dilation, groups) = try windowAttributes(context)
-    let weight = try staticWeight(w, op)
+    let (channels, size) = try channelsFirst(x, rank: 2, op, "the input")
+    let (height, width) = (size[0], size[1])
+    let (stride, padding, dilation, groups) = try spatialWindowAttributes(context, rank: 2)
+    let weight = try staticSpatialWeight(w, rank: 2, op)
     guard weight[0] == channels else {
       throw ShapeError(
         "\(op): the input has \(channels) channels but the weight \(w) expects \(weight[0]) (its axis 0)",
@@ -315,31 +218,13 @@ extension OpRegistry {
         "\(op): groups \(groups) does not divide the input's \(channels) channels",
         help: "groups must divide both the input and the output channels")
     }
-    let outputPadding = context.ints("output_padding") ?? [0, 0]
-    guard outputPadding.count == 2 else {
-      throw ShapeError("\(op): output_padding must be [h, w], got \(outputPadding)")
-    }
-    for axis in 0..<2 where outputPadding[axis] < 0 || outputPadding[axis] >= stride[axis] {
-      throw ShapeError(
-        "\(op): output_padding \(outputPadding) must be at least 0 and smaller than the stride \(stride)"
-      )
-    }
+    let outputPadding = try transposedOutputPadding(context, stride: stride)
     let resultChannels = weight[1] * groups
     try checkBias(b, channels: resultChannels, op)
     let kernel = [weight[2], weight[3]]
-    var resultSize = [0, 0]
-    for axis in 0..<2 {
-      let input = axis == 0 ? height : width
-      let span = dilation[axis] * (kernel[axis] - 1) + 1
-      resultSize[axis] =
-        (input - 1) * stride[axis] - padding[axis] - padding[axis + 2] + span + outputPadding[axis]
-      guard resultSize[axis] >= 1 else {
-        let name = axis == 0 ? "height" : "width"
-        throw ShapeError(
-          "\(op): the padding \(padding) removes more than the result has: the result \(name) would be (\(input) - 1) · \(stride[axis]) - \(padding[axis]) - \(padding[axis + 2]) + \(span) + \(outputPadding[axis]) = \(resultSize[axis])"
-        )
-      }
-    }
+    let resultSize = try transposedConvolutionSize(
+      op, input: size, kernel: kernel, stride: stride, padding: padding, dilation: dilation,
+      outputPadding: outputPadding)
     return ConvolutionGeometry(
       dtype: dtype, batch: x.shape[0], inChannels: resultChannels, inHeight: resultSize[0],
       inWidth: resultSize[1], outChannels: channels, outHeight: height, outWidth: width,
@@ -353,13 +238,12 @@ extension OpRegistry {
     let op = "conv2d_backward_weight"
     let (x, dy) = (context.operands[0], context.operands[1])
     let dtype = try context.commonDType()
-    let (channels, height, width) = try nchw(x, op, "the input")
-    let (outChannels, outHeight, outWidth) = try nchw(dy, op, "the result gradient")
-    let (stride, padding, dilation, groups) = try windowAttributes(context)
-    let kernel = context.ints("kernel") ?? []
-    guard kernel.count == 2, kernel.allSatisfy({ $0 >= 1 }) else {
-      throw ShapeError("\(op): kernel must be two positive sizes [kh, kw], got \(kernel)")
-    }
+    let (channels, size) = try channelsFirst(x, rank: 2, op, "the input")
+    let (height, width) = (size[0], size[1])
+    let (outChannels, outSize) = try channelsFirst(dy, rank: 2, op, "the result gradient")
+    let (outHeight, outWidth) = (outSize[0], outSize[1])
+    let (stride, padding, dilation, groups) = try spatialWindowAttributes(context, rank: 2)
+    let kernel = try weightGradientKernel(context, rank: 2)
     guard channels % groups == 0, outChannels % groups == 0 else {
       throw ShapeError(
         "\(op): groups \(groups) does not divide both \(channels) input and \(outChannels) output channels"

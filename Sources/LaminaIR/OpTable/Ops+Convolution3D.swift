@@ -290,84 +290,6 @@ extension OpRegistry {
 
   // MARK: Shape rules
 
-  /// Stride, padding, dilation and groups of a convolution over `rank` spatial axes, checked.
-  static func spatialWindowAttributes(_ context: ShapeContext, rank: Int) throws(ShapeError) -> (
-    stride: [Int], padding: [Int], dilation: [Int], groups: Int
-  ) {
-    let op = context.op
-    let stride = context.ints("stride") ?? Array(repeating: 1, count: rank)
-    let padding = context.ints("padding") ?? Array(repeating: 0, count: 2 * rank)
-    let dilation = context.ints("dilation") ?? Array(repeating: 1, count: rank)
-    let groups = context.int("groups") ?? 1
-    guard stride.count == rank, stride.allSatisfy({ $0 >= 1 }) else {
-      throw ShapeError("\(op): stride must be \(rank) positive integers, got \(stride)")
-    }
-    guard dilation.count == rank, dilation.allSatisfy({ $0 >= 1 }) else {
-      throw ShapeError("\(op): dilation must be \(rank) positive integers, got \(dilation)")
-    }
-    guard padding.count == 2 * rank, padding.allSatisfy({ $0 >= 0 }) else {
-      throw ShapeError(
-        "\(op): padding must be \(2 * rank) sizes (every start, then every end, as ONNX), none negative, got \(padding)"
-      )
-    }
-    guard groups >= 1 else { throw ShapeError("\(op): groups must be positive, got \(groups)") }
-    try checkSpatialLimit("stride", stride, op: op)
-    try checkSpatialLimit("padding", padding, op: op)
-    try checkSpatialLimit("dilation", dilation, op: op)
-    return (stride, padding, dilation, groups)
-  }
-
-  /// A floating-point operand `[batch, channels, spatial...]` of rank `2 + rank` with static
-  /// channels and spatial sizes: those.
-  static func channelsFirst(_ type: TensorType, rank: Int, _ op: String, _ what: String)
-    throws(ShapeError) -> (channels: Int, size: [Int])
-  {
-    guard type.rank == rank + 2 else {
-      throw ShapeError(
-        "\(op): \(what) must have rank \(rank + 2) ([batch, channels] and \(rank) spatial axes), got \(type)"
-      )
-    }
-    guard type.dtype.isFloatingPoint else {
-      throw ShapeError("\(op) needs a floating-point \(what), got \(type)")
-    }
-    let sizes = type.shape.dropFirst().compactMap(\.staticValue)
-    guard sizes.count == rank + 1 else {
-      throw ShapeError(
-        "\(op): \(what) \(type) needs static channels and spatial sizes (only the batch may be symbolic)"
-      )
-    }
-    return (sizes[0], Array(sizes.dropFirst()))
-  }
-
-  /// The output size of a convolution along `axis` (of `rank`), with the error a too-large kernel
-  /// gets.
-  static func spatialOutputSize(
-    _ op: String, input: Int, axis: Int, rank: Int, kernel: [Int], stride: [Int], padding: [Int],
-    dilation: [Int]
-  ) throws(ShapeError) -> Int {
-    let padded = input + padding[axis] + padding[axis + rank]
-    let span = dilation[axis] * (kernel[axis] - 1) + 1
-    let size = floorDivision(padded - span, stride[axis]) + 1
-    guard size >= 1 else {
-      throw ShapeError(
-        "\(op): the kernel \(kernel[axis]) along spatial axis \(axis) (spanning \(span)) is larger than the padded input \(padded) (\(input) + padding \(padding[axis]) + \(padding[axis + rank]))",
-        help: "pad the input, use a smaller kernel or dilation, or downsample less before this op")
-    }
-    return size
-  }
-
-  /// A static weight of rank `rank + 2` with positive sizes.
-  static func staticSpatialWeight(_ type: TensorType, rank: Int, _ op: String) throws(ShapeError)
-    -> [Int]
-  {
-    let sizes = type.shape.compactMap(\.staticValue)
-    guard type.rank == rank + 2, sizes.count == rank + 2, sizes.allSatisfy({ $0 >= 1 }) else {
-      throw ShapeError(
-        "\(op): the weight must have rank \(rank + 2) and static, positive sizes, got \(type)")
-    }
-    return sizes
-  }
-
   /// `conv3d(x, weight, bias)`.
   static func conv3dGeometry(_ context: ShapeContext) throws(ShapeError)
     -> SpatialConvolutionGeometry
@@ -394,9 +316,9 @@ extension OpRegistry {
     var outputSize: [Int] = []
     for axis in 0..<3 {
       outputSize.append(
-        try spatialOutputSize(
-          op, input: size[axis], axis: axis, rank: 3, kernel: kernel, stride: stride,
-          padding: padding, dilation: dilation))
+        try convolutionOutputSize(
+          op, input: size[axis], axis: axis, kernel: kernel, stride: stride, padding: padding,
+          dilation: dilation))
     }
     return SpatialConvolutionGeometry(
       dtype: dtype, batch: x.shape[0], inChannels: channels, inputSize: size,
@@ -422,31 +344,13 @@ extension OpRegistry {
     guard channels % groups == 0 else {
       throw ShapeError("\(op): groups \(groups) does not divide the input's \(channels) channels")
     }
-    let outputPadding = context.ints("output_padding") ?? [0, 0, 0]
-    guard outputPadding.count == 3 else {
-      throw ShapeError("\(op): output_padding must be [d, h, w], got \(outputPadding)")
-    }
-    for axis in 0..<3 where outputPadding[axis] < 0 || outputPadding[axis] >= stride[axis] {
-      throw ShapeError(
-        "\(op): output_padding \(outputPadding) must be at least 0 and smaller than the stride \(stride)"
-      )
-    }
+    let outputPadding = try transposedOutputPadding(context, stride: stride)
     let resultChannels = weight[1] * groups
     try checkBias(b, channels: resultChannels, op)
     let kernel = Array(weight.suffix(3))
-    var resultSize: [Int] = []
-    for axis in 0..<3 {
-      let span = dilation[axis] * (kernel[axis] - 1) + 1
-      let extent =
-        (size[axis] - 1) * stride[axis] - padding[axis] - padding[axis + 3] + span
-        + outputPadding[axis]
-      guard extent >= 1 else {
-        throw ShapeError(
-          "\(op): the padding \(padding) removes more than the result has: the result size along spatial axis \(axis) would be \(extent)"
-        )
-      }
-      resultSize.append(extent)
-    }
+    let resultSize = try transposedConvolutionSize(
+      op, input: size, kernel: kernel, stride: stride, padding: padding, dilation: dilation,
+      outputPadding: outputPadding)
     return SpatialConvolutionGeometry(
       dtype: dtype, batch: x.shape[0], inChannels: resultChannels, inputSize: resultSize,
       outChannels: channels, outputSize: size, kernel: kernel, stride: stride, padding: padding,
@@ -463,11 +367,7 @@ extension OpRegistry {
     let (channels, size) = try channelsFirst(x, rank: 3, op, "the input")
     let (outChannels, outSize) = try channelsFirst(dy, rank: 3, op, "the result gradient")
     let (stride, padding, dilation, groups) = try spatialWindowAttributes(context, rank: 3)
-    let kernel = context.ints("kernel") ?? []
-    guard kernel.count == 3, kernel.allSatisfy({ $0 >= 1 }) else {
-      throw ShapeError("\(op): kernel must be three positive sizes [kd, kh, kw], got \(kernel)")
-    }
-    try checkSpatialLimit("kernel", kernel, op: op)
+    let kernel = try weightGradientKernel(context, rank: 3)
     guard channels % groups == 0, outChannels % groups == 0 else {
       throw ShapeError(
         "\(op): groups \(groups) does not divide both \(channels) input and \(outChannels) output channels"
@@ -476,9 +376,9 @@ extension OpRegistry {
     var expected: [Int] = []
     for axis in 0..<3 {
       expected.append(
-        try spatialOutputSize(
-          op, input: size[axis], axis: axis, rank: 3, kernel: kernel, stride: stride,
-          padding: padding, dilation: dilation))
+        try convolutionOutputSize(
+          op, input: size[axis], axis: axis, kernel: kernel, stride: stride, padding: padding,
+          dilation: dilation))
     }
     guard dy.shape[0] == x.shape[0], expected == outSize else {
       throw ShapeError(

@@ -81,52 +81,10 @@ public struct PoolingWindows: Sendable, Hashable {
   public init(
     op: String, attributes: [String: Attribute], inputHeight: Int, inputWidth: Int
   ) throws(ShapeError) {
-    let kernel = attributes["kernel"]?.intsValue ?? []
-    let stride = attributes["stride"]?.intsValue ?? kernel
-    let padding = attributes["padding"]?.intsValue ?? [0, 0, 0, 0]
-    let dilation = attributes["dilation"]?.intsValue ?? [1, 1]
-    let ceilMode = attributes["ceil_mode"]?.boolValue ?? false
-    for (name, values, count) in [
-      ("kernel", kernel, 2), ("stride", stride, 2), ("dilation", dilation, 2),
-      ("padding", padding, 4),
-    ] where values.count != count {
-      throw ShapeError(
-        "\(op): \(name) needs \(count) values, got \(values.count) (\(values))",
-        help: name == "padding"
-          ? "padding is [top, left, bottom, right]" : "\(name) is [height, width]")
-    }
-    for (name, values) in [("kernel", kernel), ("stride", stride), ("dilation", dilation)]
-    where values.contains(where: { $0 < 1 }) {
-      throw ShapeError("\(op): \(name) must be positive, got \(values)")
-    }
-    for (name, values) in [
-      ("kernel", kernel), ("stride", stride), ("dilation", dilation), ("padding", padding),
-    ] {
-      try checkSpatialLimit(name, values, op: op)
-    }
-    if let negative = padding.first(where: { $0 < 0 }) {
-      throw ShapeError("\(op): padding must not be negative, got \(negative) in \(padding)")
-    }
-    // PyTorch refuses padding past half the kernel: a window could then see only padding.
-    let sides = [("top", 0, 0), ("left", 1, 1), ("bottom", 2, 0), ("right", 3, 1)]
-    for (side, index, axis) in sides where padding[index] > kernel[axis] / 2 {
-      throw ShapeError(
-        "\(op): padding \(padding[index]) on the \(side) is more than half the kernel \(kernel[axis]) (at most \(kernel[axis] / 2))",
-        help: "padding is [top, left, bottom, right]; PyTorch refuses padding past half the kernel")
-    }
-    height = PoolingAxis(
-      input: inputHeight, kernel: kernel[0], stride: stride[0], dilation: dilation[0],
-      padBefore: padding[0], padAfter: padding[2], ceilMode: ceilMode)
-    width = PoolingAxis(
-      input: inputWidth, kernel: kernel[1], stride: stride[1], dilation: dilation[1],
-      padBefore: padding[1], padAfter: padding[3], ceilMode: ceilMode)
-    guard height.output >= 1, width.output >= 1 else {
-      let dilated =
-        dilation == [1, 1] ? "" : " (dilation \(dilation), window \(height.span)x\(width.span))"
-      throw ShapeError(
-        "\(op): the kernel \(kernel[0])x\(kernel[1])\(dilated) is larger than the padded input \(inputHeight + padding[0] + padding[2])x\(inputWidth + padding[1] + padding[3]) (input \(inputHeight)x\(inputWidth), padding \(padding)): the computed output size is \(height.output)x\(width.output)",
-        help: "use a smaller kernel or more padding, or pool an earlier, larger feature map")
-    }
+    let axes = try poolingAxes(
+      op: op, attributes: attributes, inputSize: [inputHeight, inputWidth])
+    height = axes[0]
+    width = axes[1]
   }
 
   /// The window of output (`row`, `column`): the input positions (row-major within the plane)
@@ -364,17 +322,8 @@ extension OpRegistry {
     type: TensorType, windows: PoolingWindows
   ) {
     let x = context.operands[0]
-    try context.requireFloat(x, "input")
-    guard x.rank == 4 else {
-      throw ShapeError(
-        "\(context.op) needs an NCHW input of rank 4, got \(x)",
-        help: "reshape the input to [batch, channels, height, width]")
-    }
-    guard let height = x.shape[2].staticValue, let width = x.shape[3].staticValue else {
-      throw ShapeError(
-        "\(context.op) needs static height and width, got \(x)",
-        help: "only the batch and channel axes may be symbolic")
-    }
+    let size = try poolingInputSize(context, rank: 2)
+    let (height, width) = (size[0], size[1])
     let windows = try PoolingWindows(
       op: context.op, attributes: context.attributes, inputHeight: height, inputWidth: width)
     let shape = [x.shape[0], x.shape[1], Dim(windows.height.output), Dim(windows.width.output)]
@@ -393,29 +342,9 @@ extension OpRegistry {
   /// `avg_pool2d_backward`'s result: [N, C, input_size...], when avg_pool2d of it gives the
   /// gradient's shape.
   static func averageBackwardResult(_ context: ShapeContext) throws(ShapeError) -> TensorType {
-    let gradient = context.operands[0]
-    guard let inputSize = context.ints("input_size"), inputSize.count == 2,
-      inputSize.allSatisfy({ $0 >= 0 })
-    else {
-      throw ShapeError(
-        "avg_pool2d_backward: input_size must be [height, width], got \(context.attributes["input_size"]?.description ?? "nothing")"
-      )
+    try averagePoolBackwardResult(context, rank: 2) { forward throws(ShapeError) in
+      try poolingResult(forward).type
     }
-    guard gradient.rank == 4 else {
-      throw ShapeError("avg_pool2d_backward needs a gradient of rank 4, got \(gradient)")
-    }
-    let input = gradient.with(shape: [
-      gradient.shape[0], gradient.shape[1], Dim(inputSize[0]), Dim(inputSize[1]),
-    ])
-    let forward = try poolingResult(
-      ShapeContext(op: context.op, operands: [input], attributes: context.attributes)
-    ).type
-    guard forward == gradient else {
-      throw ShapeError(
-        "avg_pool2d_backward: the gradient is \(gradient), but avg_pool2d of \(input) gives \(forward)"
-      )
-    }
-    return input
   }
 }
 

@@ -10,51 +10,7 @@ public struct SpatialPoolingWindows: Sendable, Hashable {
   /// dilation, padding (every start, then every end) at most half the kernel, at least one output
   /// along each axis.
   public init(op: String, attributes: [String: Attribute], inputSize: [Int]) throws(ShapeError) {
-    let rank = inputSize.count
-    let kernel = attributes["kernel"]?.intsValue ?? []
-    let stride = attributes["stride"]?.intsValue ?? kernel
-    let padding = attributes["padding"]?.intsValue ?? Array(repeating: 0, count: 2 * rank)
-    let dilation = attributes["dilation"]?.intsValue ?? Array(repeating: 1, count: rank)
-    let ceilMode = attributes["ceil_mode"]?.boolValue ?? false
-    for (name, values, count) in [
-      ("kernel", kernel, rank), ("stride", stride, rank), ("dilation", dilation, rank),
-      ("padding", padding, 2 * rank),
-    ] where values.count != count {
-      throw ShapeError(
-        "\(op): \(name) needs \(count) values, got \(values.count) (\(values))",
-        help: name == "padding"
-          ? "padding is every start, then every end ([front, top, left, back, bottom, right])"
-          : "\(name) has one value per spatial axis")
-    }
-    for (name, values) in [("kernel", kernel), ("stride", stride), ("dilation", dilation)]
-    where values.contains(where: { $0 < 1 }) {
-      throw ShapeError("\(op): \(name) must be positive, got \(values)")
-    }
-    for (name, values) in [
-      ("kernel", kernel), ("stride", stride), ("dilation", dilation), ("padding", padding),
-    ] {
-      try checkSpatialLimit(name, values, op: op)
-    }
-    if let negative = padding.first(where: { $0 < 0 }) {
-      throw ShapeError("\(op): padding must not be negative, got \(negative) in \(padding)")
-    }
-    // PyTorch refuses padding past half the kernel: a window could then see only padding.
-    for index in 0..<(2 * rank) where padding[index] > kernel[index % rank] / 2 {
-      throw ShapeError(
-        "\(op): padding \(padding[index]) (entry \(index) of \(padding)) is more than half the kernel \(kernel[index % rank]) (at most \(kernel[index % rank] / 2))",
-        help: "PyTorch refuses padding past half the kernel")
-    }
-    axes = (0..<rank).map { axis in
-      PoolingAxis(
-        input: inputSize[axis], kernel: kernel[axis], stride: stride[axis],
-        dilation: dilation[axis], padBefore: padding[axis], padAfter: padding[axis + rank],
-        ceilMode: ceilMode)
-    }
-    guard axes.allSatisfy({ $0.output >= 1 }) else {
-      throw ShapeError(
-        "\(op): the kernel \(kernel) (dilation \(dilation)) is larger than the padded input (input \(inputSize), padding \(padding)): the computed output size is \(axes.map(\.output))",
-        help: "use a smaller kernel or more padding, or pool an earlier, larger feature map")
-    }
+    axes = try poolingAxes(op: op, attributes: attributes, inputSize: inputSize)
   }
 
   public var outputSize: [Int] { axes.map(\.output) }
@@ -141,18 +97,7 @@ extension OpRegistry {
     type: TensorType, windows: SpatialPoolingWindows
   ) {
     let x = context.operands[0]
-    try context.requireFloat(x, "input")
-    guard x.rank == 5 else {
-      throw ShapeError(
-        "\(context.op) needs an NCDHW input of rank 5, got \(x)",
-        help: "reshape the input to [batch, channels, depth, height, width]")
-    }
-    let sizes = x.shape.suffix(3).compactMap(\.staticValue)
-    guard sizes.count == 3 else {
-      throw ShapeError(
-        "\(context.op) needs static depth, height and width, got \(x)",
-        help: "only the batch and channel axes may be symbolic")
-    }
+    let sizes = try poolingInputSize(context, rank: 3)
     let windows = try SpatialPoolingWindows(
       op: context.op, attributes: context.attributes, inputSize: sizes)
     return (x.with(shape: Array(x.shape.prefix(2)) + windows.outputSize.map { Dim($0) }), windows)
@@ -409,27 +354,9 @@ extension OpRegistry {
   static func averagePool3DBackwardResult(_ context: ShapeContext) throws(ShapeError)
     -> TensorType
   {
-    let gradient = context.operands[0]
-    guard let inputSize = context.ints("input_size"), inputSize.count == 3,
-      inputSize.allSatisfy({ $0 >= 0 })
-    else {
-      throw ShapeError(
-        "avg_pool3d_backward: input_size must be [depth, height, width], got \(context.attributes["input_size"]?.description ?? "nothing")"
-      )
+    try averagePoolBackwardResult(context, rank: 3) { forward throws(ShapeError) in
+      try pooling3DResult(forward).type
     }
-    guard gradient.rank == 5 else {
-      throw ShapeError("avg_pool3d_backward needs a gradient of rank 5, got \(gradient)")
-    }
-    let input = gradient.with(shape: Array(gradient.shape.prefix(2)) + inputSize.map { Dim($0) })
-    let forward = try pooling3DResult(
-      ShapeContext(op: context.op, operands: [input], attributes: context.attributes)
-    ).type
-    guard forward == gradient else {
-      throw ShapeError(
-        "avg_pool3d_backward: the gradient is \(gradient), but avg_pool3d of \(input) gives \(forward)"
-      )
-    }
-    return input
   }
 }
 
