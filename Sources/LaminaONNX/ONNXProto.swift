@@ -24,43 +24,32 @@ public struct ModelProto: Sendable {
   public init(bytes: [UInt8]) throws {
     var reader = ProtobufReader(bytes: bytes, path: "ModelProto")
     var sawGraph = false
-    while let (number, wireType) = try reader.nextField() {
+    try reader.readFields { reader, number, wireType in
       switch number {
-      case 1:
-        try reader.expect(.varint, wireType, field: "ir_version")
-        irVersion = try reader.readInt64()
-      case 2:
-        try reader.expect(.lengthDelimited, wireType, field: "producer_name")
-        producerName = try reader.readString()
-      case 3:
-        try reader.expect(.lengthDelimited, wireType, field: "producer_version")
-        producerVersion = try reader.readString()
+      case 1: irVersion = try reader.readInt64(wireType, field: "ir_version")
+      case 2: producerName = try reader.readString(wireType, field: "producer_name")
+      case 3: producerVersion = try reader.readString(wireType, field: "producer_version")
       case 7:
-        try reader.expect(.lengthDelimited, wireType, field: "graph")
-        var message = try reader.readMessage(path: "ModelProto.graph")
+        var message = try reader.readMessage(wireType, field: "graph", path: "ModelProto.graph")
         graph = try GraphProto(&message)
         sawGraph = true
       case 8:
-        try reader.expect(.lengthDelimited, wireType, field: "opset_import")
         var message = try reader.readMessage(
-          path: "ModelProto.opset_import[\(opsetImports.count)]")
+          wireType, field: "opset_import", path: "ModelProto.opset_import[\(opsetImports.count)]")
         var domain = ""
         var version: Int64 = 0
-        while let (field, type) = try message.nextField() {
+        try message.readFields { message, field, type in
           switch field {
-          case 1:
-            try message.expect(.lengthDelimited, type, field: "domain")
-            domain = try message.readString()
-          case 2:
-            try message.expect(.varint, type, field: "version")
-            version = try message.readInt64()
-          default: try message.skip(type)
+          case 1: domain = try message.readString(type, field: "domain")
+          case 2: version = try message.readInt64(type, field: "version")
+          default: return false
           }
+          return true
         }
         opsetImports.append((domain, version))
-      default:
-        try reader.skip(wireType)
+      default: return false
       }
+      return true
     }
     guard sawGraph else {
       throw ONNXError("ModelProto: the file has no graph (is it an ONNX model?)")
@@ -81,24 +70,22 @@ public struct GraphProto: Sendable {
 
   init(_ reader: inout ProtobufReader) throws {
     let path = reader.path
-    while let (number, wireType) = try reader.nextField() {
+    try reader.readFields { reader, number, wireType in
       switch number {
       case 1:
-        try reader.expect(.lengthDelimited, wireType, field: "node")
-        var message = try reader.readMessage(path: "\(path).node[\(nodes.count)]")
+        var message = try reader.readMessage(
+          wireType, field: "node", path: "\(path).node[\(nodes.count)]")
         nodes.append(try NodeProto(&message))
-      case 2:
-        try reader.expect(.lengthDelimited, wireType, field: "name")
-        name = try reader.readString()
+      case 2: name = try reader.readString(wireType, field: "name")
       case 5:
-        try reader.expect(.lengthDelimited, wireType, field: "initializer")
-        var message = try reader.readMessage(path: "\(path).initializer[\(initializers.count)]")
+        var message = try reader.readMessage(
+          wireType, field: "initializer", path: "\(path).initializer[\(initializers.count)]")
         initializers.append(try TensorProto(&message))
       case 11, 12, 13:
-        try reader.expect(.lengthDelimited, wireType, field: "input/output/value_info")
         let field = number == 11 ? "input" : number == 12 ? "output" : "value_info"
         let count = number == 11 ? inputs.count : number == 12 ? outputs.count : valueInfo.count
-        var message = try reader.readMessage(path: "\(path).\(field)[\(count)]")
+        var message = try reader.readMessage(
+          wireType, field: "input/output/value_info", path: "\(path).\(field)[\(count)]")
         let info = try ValueInfoProto(&message)
         switch number {
         case 11: inputs.append(info)
@@ -107,9 +94,9 @@ public struct GraphProto: Sendable {
         }
       case 15:
         throw reader.error("sparse initializers are not supported")
-      default:
-        try reader.skip(wireType)
+      default: return false
       }
+      return true
     }
   }
 }
@@ -125,30 +112,20 @@ public struct NodeProto: Sendable {
 
   init(_ reader: inout ProtobufReader) throws {
     let path = reader.path
-    while let (number, wireType) = try reader.nextField() {
+    try reader.readFields { reader, number, wireType in
       switch number {
-      case 1:
-        try reader.expect(.lengthDelimited, wireType, field: "input")
-        inputs.append(try reader.readString())
-      case 2:
-        try reader.expect(.lengthDelimited, wireType, field: "output")
-        outputs.append(try reader.readString())
-      case 3:
-        try reader.expect(.lengthDelimited, wireType, field: "name")
-        name = try reader.readString()
-      case 4:
-        try reader.expect(.lengthDelimited, wireType, field: "op_type")
-        opType = try reader.readString()
+      case 1: inputs.append(try reader.readString(wireType, field: "input"))
+      case 2: outputs.append(try reader.readString(wireType, field: "output"))
+      case 3: name = try reader.readString(wireType, field: "name")
+      case 4: opType = try reader.readString(wireType, field: "op_type")
       case 5:
-        try reader.expect(.lengthDelimited, wireType, field: "attribute")
-        var message = try reader.readMessage(path: "\(path).attribute[\(attributes.count)]")
+        var message = try reader.readMessage(
+          wireType, field: "attribute", path: "\(path).attribute[\(attributes.count)]")
         attributes.append(try AttributeProto(&message))
-      case 7:
-        try reader.expect(.lengthDelimited, wireType, field: "domain")
-        domain = try reader.readString()
-      default:
-        try reader.skip(wireType)
+      case 7: domain = try reader.readString(wireType, field: "domain")
+      default: return false
       }
+      return true
     }
   }
 
@@ -173,40 +150,27 @@ public struct AttributeProto: Sendable {
 
   init(_ reader: inout ProtobufReader) throws {
     let path = reader.path
-    while let (number, wireType) = try reader.nextField() {
+    try reader.readFields { reader, number, wireType in
       switch number {
-      case 1:
-        try reader.expect(.lengthDelimited, wireType, field: "name")
-        name = try reader.readString()
+      case 1: name = try reader.readString(wireType, field: "name")
       case 2:
         try reader.expect(.fixed32, wireType, field: "f")
         float = Float(bitPattern: try reader.readFixed32())
-      case 3:
-        try reader.expect(.varint, wireType, field: "i")
-        int = try reader.readInt64()
-      case 4:
-        try reader.expect(.lengthDelimited, wireType, field: "s")
-        string = try reader.readBytes()
+      case 3: int = try reader.readInt64(wireType, field: "i")
+      case 4: string = try reader.readBytes(wireType, field: "s")
       case 5:
-        try reader.expect(.lengthDelimited, wireType, field: "t")
-        var message = try reader.readMessage(path: "\(path).t")
+        var message = try reader.readMessage(wireType, field: "t", path: "\(path).t")
         tensor = try TensorProto(&message)
       case 6, 11:
         try reader.skip(wireType)
         hasGraph = true
-      case 7:
-        try reader.readFloats(wireType, into: &floats, field: "floats")
-      case 8:
-        try reader.readVarints(wireType, into: &ints, field: "ints")
-      case 9:
-        try reader.expect(.lengthDelimited, wireType, field: "strings")
-        strings.append(try reader.readBytes())
-      case 20:
-        try reader.expect(.varint, wireType, field: "type")
-        type = Int(try reader.readInt32())
-      default:
-        try reader.skip(wireType)
+      case 7: try reader.readFloats(wireType, into: &floats, field: "floats")
+      case 8: try reader.readVarints(wireType, into: &ints, field: "ints")
+      case 9: strings.append(try reader.readBytes(wireType, field: "strings"))
+      case 20: type = Int(try reader.readInt32(wireType, field: "type"))
+      default: return false
       }
+      return true
     }
   }
 }
@@ -228,67 +192,54 @@ public struct ValueInfoProto: Sendable {
 
   init(_ reader: inout ProtobufReader) throws {
     let path = reader.path
-    while let (number, wireType) = try reader.nextField() {
+    try reader.readFields { reader, number, wireType in
       switch number {
-      case 1:
-        try reader.expect(.lengthDelimited, wireType, field: "name")
-        name = try reader.readString()
+      case 1: name = try reader.readString(wireType, field: "name")
       case 2:
-        try reader.expect(.lengthDelimited, wireType, field: "type")
-        var typeReader = try reader.readMessage(path: "\(path).type")
-        while let (field, type) = try typeReader.nextField() {
-          guard field == 1 else {
-            try typeReader.skip(type)
-            continue
-          }
-          try typeReader.expect(.lengthDelimited, type, field: "tensor_type")
-          var tensorType = try typeReader.readMessage(path: "\(path).type.tensor_type")
+        var typeReader = try reader.readMessage(wireType, field: "type", path: "\(path).type")
+        try typeReader.readFields { typeReader, field, type in
+          guard field == 1 else { return false }
+          var tensorType = try typeReader.readMessage(
+            type, field: "tensor_type", path: "\(path).type.tensor_type")
           try readTensorType(&tensorType)
+          return true
         }
-      default:
-        try reader.skip(wireType)
+      default: return false
       }
+      return true
     }
   }
 
   private mutating func readTensorType(_ reader: inout ProtobufReader) throws {
     let path = reader.path
-    while let (number, wireType) = try reader.nextField() {
+    try reader.readFields { reader, number, wireType in
       switch number {
-      case 1:
-        try reader.expect(.varint, wireType, field: "elem_type")
-        elementType = Int(try reader.readInt32())
+      case 1: elementType = Int(try reader.readInt32(wireType, field: "elem_type"))
       case 2:
-        try reader.expect(.lengthDelimited, wireType, field: "shape")
-        var shapeReader = try reader.readMessage(path: "\(path).shape")
+        var shapeReader = try reader.readMessage(wireType, field: "shape", path: "\(path).shape")
         var dims: [Dimension] = []
-        while let (field, type) = try shapeReader.nextField() {
-          guard field == 1 else {
-            try shapeReader.skip(type)
-            continue
-          }
-          try shapeReader.expect(.lengthDelimited, type, field: "dim")
-          var dimReader = try shapeReader.readMessage(path: "\(path).shape.dim[\(dims.count)]")
+        try shapeReader.readFields { shapeReader, field, type in
+          guard field == 1 else { return false }
+          var dimReader = try shapeReader.readMessage(
+            type, field: "dim", path: "\(path).shape.dim[\(dims.count)]")
           var dim = Dimension.unknown
-          while let (dimField, dimType) = try dimReader.nextField() {
+          try dimReader.readFields { dimReader, dimField, dimType in
             switch dimField {
-            case 1:
-              try dimReader.expect(.varint, dimType, field: "dim_value")
-              dim = .value(try dimReader.readInt64())
+            case 1: dim = .value(try dimReader.readInt64(dimType, field: "dim_value"))
             case 2:
-              try dimReader.expect(.lengthDelimited, dimType, field: "dim_param")
-              let name = try dimReader.readString()
+              let name = try dimReader.readString(dimType, field: "dim_param")
               dim = name.isEmpty ? .unknown : .parameter(name)
-            default:
-              try dimReader.skip(dimType)
+            default: return false
             }
+            return true
           }
           dims.append(dim)
+          return true
         }
         shape = dims
-      default:
-        try reader.skip(wireType)
+      default: return false
       }
+      return true
     }
   }
 }
@@ -329,47 +280,36 @@ public struct TensorProto: Sendable {
 
   init(_ reader: inout ProtobufReader) throws {
     path = reader.path
-    while let (number, wireType) = try reader.nextField() {
+    try reader.readFields { reader, number, wireType in
       switch number {
       case 1: try reader.readVarints(wireType, into: &dims, field: "dims")
-      case 2:
-        try reader.expect(.varint, wireType, field: "data_type")
-        dataType = Int(try reader.readInt32())
+      case 2: dataType = Int(try reader.readInt32(wireType, field: "data_type"))
       case 3: throw reader.error("segmented tensors are not supported")
       case 4: try reader.readFloats(wireType, into: &floatData, field: "float_data")
       case 5: try reader.readVarints(wireType, into: &int32Data, field: "int32_data")
       case 7: try reader.readVarints(wireType, into: &int64Data, field: "int64_data")
-      case 8:
-        try reader.expect(.lengthDelimited, wireType, field: "name")
-        name = try reader.readString()
-      case 9:
-        try reader.expect(.lengthDelimited, wireType, field: "raw_data")
-        rawData = try reader.readBytes()
+      case 8: name = try reader.readString(wireType, field: "name")
+      case 9: rawData = try reader.readBytes(wireType, field: "raw_data")
       case 10: try reader.readDoubles(wireType, into: &doubleData, field: "double_data")
       case 11: try reader.readVarints(wireType, into: &uint64Data, field: "uint64_data")
       case 13:
-        try reader.expect(.lengthDelimited, wireType, field: "external_data")
-        var entry = try reader.readMessage(path: "\(path).external_data")
+        var entry = try reader.readMessage(
+          wireType, field: "external_data", path: "\(path).external_data")
         var key = ""
         var value = ""
-        while let (field, type) = try entry.nextField() {
+        try entry.readFields { entry, field, type in
           switch field {
-          case 1:
-            try entry.expect(.lengthDelimited, type, field: "key")
-            key = try entry.readString()
-          case 2:
-            try entry.expect(.lengthDelimited, type, field: "value")
-            value = try entry.readString()
-          default: try entry.skip(type)
+          case 1: key = try entry.readString(type, field: "key")
+          case 2: value = try entry.readString(type, field: "value")
+          default: return false
           }
+          return true
         }
         externalData[key] = value
-      case 14:
-        try reader.expect(.varint, wireType, field: "data_location")
-        isExternal = try reader.readInt32() == 1
-      default:
-        try reader.skip(wireType)
+      case 14: isExternal = try reader.readInt32(wireType, field: "data_location") == 1
+      default: return false
       }
+      return true
     }
   }
 

@@ -146,6 +146,48 @@ struct ProtobufReader {
     }
   }
 
+  /// Reads every field of the message in order: `body` reads the fields it knows (given this reader,
+  /// the field's number and wire type) and returns false for the others, which are skipped.
+  mutating func readFields(
+    _ body: (inout ProtobufReader, _ number: Int, _ wireType: WireType) throws -> Bool
+  ) throws {
+    while let (number, wireType) = try nextField() {
+      if try !body(&self, number, wireType) { try skip(wireType) }
+    }
+  }
+
+  /// A length-delimited field as text, its wire type checked.
+  mutating func readString(_ wireType: WireType, field: String) throws -> String {
+    try expect(.lengthDelimited, wireType, field: field)
+    return try readString()
+  }
+
+  /// A length-delimited field's bytes, its wire type checked.
+  mutating func readBytes(_ wireType: WireType, field: String) throws -> [UInt8] {
+    try expect(.lengthDelimited, wireType, field: field)
+    return try readBytes()
+  }
+
+  /// An embedded message field, its wire type checked.
+  mutating func readMessage(_ wireType: WireType, field: String, path: String) throws
+    -> ProtobufReader
+  {
+    try expect(.lengthDelimited, wireType, field: field)
+    return try readMessage(path: path)
+  }
+
+  /// A varint field as an int64, its wire type checked.
+  mutating func readInt64(_ wireType: WireType, field: String) throws -> Int64 {
+    try expect(.varint, wireType, field: field)
+    return try readInt64()
+  }
+
+  /// A varint field as an int32, its wire type checked.
+  mutating func readInt32(_ wireType: WireType, field: String) throws -> Int32 {
+    try expect(.varint, wireType, field: field)
+    return try readInt32()
+  }
+
   /// Checks a field's wire type, naming the field when it is wrong.
   func expect(_ wireType: WireType, _ actual: WireType, field: String) throws {
     guard wireType == actual else {
@@ -169,42 +211,41 @@ struct ProtobufReader {
 
   /// Repeated 32-bit floats: packed or one per key.
   mutating func readFloats(_ wireType: WireType, into values: inout [Float], field: String) throws {
-    switch wireType {
-    case .fixed32:
-      values.append(Float(bitPattern: try readFixed32()))
-    case .lengthDelimited:
-      let range = try readLengthDelimited()
-      guard range.count % 4 == 0 else {
-        throw error(
-          "packed field \(field) has \(range.count) bytes, not a multiple of 4",
-          at: range.lowerBound)
-      }
-      var packed = ProtobufReader(bytes: bytes, range: range, path: path)
-      values.reserveCapacity(values.count + range.count / 4)
-      while !packed.isAtEnd { values.append(Float(bitPattern: try packed.readFixed32())) }
-    default:
-      throw error("field \(field) has wire type \(wireType.rawValue), expected 32-bit floats")
+    try readFixedWidth(wireType, .fixed32, into: &values, field: field, what: "32-bit floats") {
+      Float(bitPattern: try $0.readFixed32())
     }
   }
 
   /// Repeated 64-bit doubles: packed or one per key.
   mutating func readDoubles(_ wireType: WireType, into values: inout [Double], field: String) throws
   {
+    try readFixedWidth(wireType, .fixed64, into: &values, field: field, what: "64-bit doubles") {
+      Double(bitPattern: try $0.readFixed64())
+    }
+  }
+
+  /// Repeated fixed-width values (`single`: their wire type, fixed32 or fixed64), packed or one per
+  /// key, each read by `read`.
+  private mutating func readFixedWidth<Value>(
+    _ wireType: WireType, _ single: WireType, into values: inout [Value], field: String,
+    what: String, _ read: (inout ProtobufReader) throws -> Value
+  ) throws {
+    let width = single == .fixed32 ? 4 : 8
     switch wireType {
-    case .fixed64:
-      values.append(Double(bitPattern: try readFixed64()))
+    case single:
+      values.append(try read(&self))
     case .lengthDelimited:
       let range = try readLengthDelimited()
-      guard range.count % 8 == 0 else {
+      guard range.count % width == 0 else {
         throw error(
-          "packed field \(field) has \(range.count) bytes, not a multiple of 8",
+          "packed field \(field) has \(range.count) bytes, not a multiple of \(width)",
           at: range.lowerBound)
       }
       var packed = ProtobufReader(bytes: bytes, range: range, path: path)
-      values.reserveCapacity(values.count + range.count / 8)
-      while !packed.isAtEnd { values.append(Double(bitPattern: try packed.readFixed64())) }
+      values.reserveCapacity(values.count + range.count / width)
+      while !packed.isAtEnd { values.append(try read(&packed)) }
     default:
-      throw error("field \(field) has wire type \(wireType.rawValue), expected 64-bit doubles")
+      throw error("field \(field) has wire type \(wireType.rawValue), expected \(what)")
     }
   }
 }
