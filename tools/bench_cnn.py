@@ -33,11 +33,11 @@ import argparse
 import io
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from bench_common import lamina_timing, load_average, summarize, time_calls
 
 THREADS = 2
 for argument in sys.argv:  # before PyTorch reads OMP_NUM_THREADS
@@ -61,22 +61,6 @@ WORKLOADS = {
 }
 
 
-def time_calls(call, runs, min_seconds=1.0, warmup=10):
-    """Seconds per call: at least `runs` calls and `min_seconds` in total, after `warmup` calls."""
-    for _ in range(warmup):
-        call()
-    samples, total = [], 0.0
-    while len(samples) < runs or total < min_seconds:
-        start = time.perf_counter()
-        call()
-        elapsed = time.perf_counter() - start
-        samples.append(elapsed)
-        total += elapsed
-        if len(samples) >= 100 * runs:
-            break
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "runs": len(samples)}
-
-
 # --------------------------------------------------------------------------------------------------
 # Lamina
 # --------------------------------------------------------------------------------------------------
@@ -86,12 +70,7 @@ def lamina(binary, workload, runs):
                "--runs", str(runs), "--threads", str(THREADS), "--no-interpreter", "--json"]
     if workload["train"]:
         command.append("--train")
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr}")
-    timing = json.loads(result.stdout.strip().splitlines()[-1])["train step" if workload["train"] else "compiled"]
-    return {"median": timing["median_seconds"], "min": timing["min_seconds"], "max": timing["max_seconds"],
-            "runs": timing["runs"]}
+    return lamina_timing(command, "train step" if workload["train"] else "compiled")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,12 +199,6 @@ def rate(workload, seconds):
     return f"{workload['batch'] / seconds:9.0f} samples/s"
 
 
-def summarize(rounds):
-    return {"median": statistics.median(r["median"] for r in rounds), "min": min(r["min"] for r in rounds),
-            "max": max(r["max"] for r in rounds), "runs": sum(r["runs"] for r in rounds),
-            "round medians": [r["median"] for r in rounds]}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lamina", default=os.environ.get("LAMINA", os.path.join(ROOT, ".build/release/lamina")))
@@ -245,7 +218,7 @@ def main():
     if arguments.threads != THREADS:
         print("pass the thread count as --threads=N (PyTorch reads it before the arguments are parsed)", file=sys.stderr)
         return 2
-    print(f"threads: {THREADS}; load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"threads: {THREADS}; load average before: {load_average()}")
     peaks = {}
     if not arguments.no_peak and any("flops" in WORKLOADS[n] for n in names):
         peaks, text = fma_peak()
@@ -270,7 +243,7 @@ def main():
             if not arguments.no_lamina:
                 rounds["lamina"].append(lamina(arguments.lamina, workload, arguments.runs))
             for framework, call in runners.items():
-                rounds[framework].append(time_calls(call, arguments.runs))
+                rounds[framework].append(time_calls(call, arguments.runs, max_calls=100 * arguments.runs))
         results = {framework: summarize(r) for framework, r in rounds.items()}
         ours = results["lamina"]["median"] if "lamina" in results else None
         for framework, timing in results.items():
@@ -284,7 +257,7 @@ def main():
                   f"{ratio:>6}  {of_peak:>7}  [{medians}] ms")
         report["workloads"][name] = results
     report["load_after"] = os.getloadavg()
-    print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"\nload average after: {load_average()}")
     if peaks:
         print(f"FP32 FMA peak used: {peaks.get(THREADS, float('nan')):.1f} GFLOP/s on {THREADS} threads")
     print("ratio: the peer's median time over Lamina's (above 1: Lamina is faster); "

@@ -19,12 +19,10 @@ Usage:
 """
 
 import argparse
-import json
 import os
-import statistics
-import subprocess
 import sys
-import time
+
+from bench_common import lamina_timing, time_calls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREADS = 2
@@ -39,33 +37,11 @@ WORKLOADS = {
 COMPILE = False  # --compile: also time torch.compile on W6
 
 
-def time_calls(call, runs, min_seconds=1.0, warmup=10):
-    """Seconds per call: at least `runs` calls and `min_seconds` in total, after `warmup` calls."""
-    for _ in range(warmup):
-        call()
-    samples = []
-    total = 0.0
-    while len(samples) < runs or total < min_seconds:
-        start = time.perf_counter()
-        call()
-        elapsed = time.perf_counter() - start
-        samples.append(elapsed)
-        total += elapsed
-        if len(samples) >= 100 * runs:
-            break
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "runs": len(samples)}
-
-
 def lamina(binary, workload, runs):
     """Runs `lamina bench --json` and returns its compiled timing."""
     command = [binary, "bench", os.path.join(ROOT, workload["model"]), "--batch", str(workload["batch"]),
                "--runs", str(runs), "--threads", str(THREADS), "--no-interpreter", "--json"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr}")
-    compiled = json.loads(result.stdout.strip().splitlines()[-1])["compiled"]
-    return {"median": compiled["median_seconds"], "min": compiled["min_seconds"],
-            "max": compiled["max_seconds"], "runs": compiled["runs"]}
+    return lamina_timing(command)
 
 
 def mlp_weights(numpy):
@@ -193,7 +169,7 @@ def main():
                 continue
             if call is not None:
                 compiled = COMPILE and framework == "pytorch" and workload["kind"] == "layer_norm_gelu"
-                rows.append(("torch.compile" if compiled else framework, time_calls(call, arguments.runs)))
+                rows.append(("torch.compile" if compiled else framework, time_calls(call, arguments.runs, max_calls=100 * arguments.runs)))
         for framework, timing in rows:
             ratio = "" if framework == "lamina" else f"{timing['median'] / ours['median']:.2f}x"
             print(f"{name:<12} {framework:<12} {timing['median'] * 1e6:8.1f}µs {timing['min'] * 1e6:8.1f}µs "

@@ -43,6 +43,8 @@ import time
 
 import numpy
 
+from bench_common import lamina_timing, load_average, summarize, time_calls
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREADS = 2
 MODELS = ["bvlc_alexnet", "vgg19", "resnet50", "densenet121", "inception_v1", "inception_v2", "squeezenet",
@@ -102,19 +104,6 @@ def bandwidth():
     return max(read), max(copy)
 
 
-def time_calls(call, runs, min_seconds, warmup=10):
-    for _ in range(warmup):
-        call()
-    samples, total = [], 0.0
-    while len(samples) < runs or total < min_seconds:
-        start = time.perf_counter()
-        call()
-        elapsed = time.perf_counter() - start
-        samples.append(elapsed)
-        total += elapsed
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "runs": len(samples)}
-
-
 def run(command, **kwargs):
     result = subprocess.run(command, capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
@@ -126,9 +115,7 @@ def lamina_bench(arguments, lam, cache, runs):
     command = [arguments.lamina, "bench", lam, "--batch", "1", "--runs", str(runs), "--seconds",
                str(arguments.seconds), "--threads", str(THREADS), "--no-interpreter", "--json",
                "--cache-dir", cache]
-    timing = json.loads(run(command).stdout.strip().splitlines()[-1])["compiled"]
-    return {"median": timing["median_seconds"], "min": timing["min_seconds"], "max": timing["max_seconds"],
-            "runs": timing["runs"]}
+    return lamina_timing(command)
 
 
 def onnxruntime_call(path):
@@ -143,12 +130,6 @@ def onnxruntime_call(path):
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in value.shape]
         feeds[value.name] = numpy.random.default_rng(1).standard_normal(shape, dtype=numpy.float32)
     return lambda: session.run(None, feeds)
-
-
-def summarize(rounds):
-    return {"median": statistics.median(r["median"] for r in rounds), "min": min(r["min"] for r in rounds),
-            "max": max(r["max"] for r in rounds), "runs": sum(r["runs"] for r in rounds),
-            "round medians": [r["median"] for r in rounds]}
 
 
 def compile_time(arguments, folder):
@@ -184,7 +165,7 @@ def main():
         print(f"no lamina binary at {arguments.lamina}", file=sys.stderr)
         return 2
     names = arguments.only.split(",")
-    print(f"threads: {THREADS}; load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+    print(f"threads: {THREADS}; load average before: {load_average()}", flush=True)
     read_rate, copy_rate = bandwidth()
     best = max(read_rate, copy_rate)
     print(f"memory bandwidth, 2 threads: read {read_rate / 1e9:.1f} GB/s, copy {copy_rate / 1e9:.1f} GB/s "
@@ -234,7 +215,7 @@ def main():
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     report["load_after"] = os.getloadavg()
-    print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"\nload average after: {load_average()}")
     print("ratio: ONNX Runtime's median over Lamina's per round (above 1: Lamina is faster), median of the "
           "rounds; targets: >= 0.95 everywhere (5% tie band), >= 1.10 on " + ", ".join(sorted(CONV_HEAVY)))
     kinds = {r[1] for r in rows}

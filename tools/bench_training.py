@@ -13,12 +13,10 @@ Usage:
 """
 
 import argparse
-import json
 import os
-import statistics
-import subprocess
 import sys
-import time
+
+from bench_common import lamina_timing, time_calls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREADS = 2
@@ -28,12 +26,7 @@ BATCH = 128
 def lamina(binary, runs):
     command = [binary, "bench", os.path.join(ROOT, "examples/bench/mlp_784.lam"), "--train", "--batch", str(BATCH),
                "--runs", str(runs), "--threads", str(THREADS), "--no-interpreter", "--json"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr}")
-    step = json.loads(result.stdout.strip().splitlines()[-1])["train step"]
-    return {"median": step["median_seconds"], "min": step["min_seconds"], "max": step["max_seconds"],
-            "runs": step["runs"]}
+    return lamina_timing(command, "train step")
 
 
 def pytorch(runs):
@@ -53,16 +46,7 @@ def pytorch(runs):
         loss.backward()
         optimizer.step()
 
-    for _ in range(20):
-        step()
-    samples, total = [], 0.0
-    while len(samples) < runs or total < 1.0:
-        start = time.perf_counter()
-        step()
-        elapsed = time.perf_counter() - start
-        samples.append(elapsed)
-        total += elapsed
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "runs": len(samples)}
+    return time_calls(step, runs, warmup=20)
 
 
 def main():
