@@ -149,30 +149,58 @@ struct ConvolutionTests {
     let avx2 = arguments.first == "x86-64-v3"
     if avx2 && !CompileTarget.hostIsX86 { return }
     let flags = avx2 ? Array(arguments.dropFirst()) : arguments
-    for testCase in Self.cases where testCase.dtype == "f32" {
-      let model = try Model(source: testCase.source, pipeline: Pipeline.training)
-        .withGradientOutputs()
-      let parameters = try model.initialParameters(seed: 3)
-      var options = TestCache.options()
-      options.flags = flags
-      if avx2 { options.target = .x86_64_v3 }
-      let compiled = try model.compile(options: options, parameters: parameters)
-      // Batch 1: the direct kernels split one image in bands when the threshold allows.
-      for batch in [1, 5] {
-        let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 8)
-        let (outputs, _) = try compiled.evaluate(inputs)
-        let names = model.graph.outputs.map(\.name)
-        let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
-        for name in names {
-          let reference = try #require(expected[name])
-          let scale = TestData.largestFiniteMagnitude(reference) ?? 1
-          let problem = TestData.mismatch(
-            try #require(outputs[name]), reference, rtol: 1e-4, atol: 1e-5 * max(scale, 1))
-          #expect(
-            problem == nil, "\(testCase) \(arguments) batch \(batch), \(name): \(problem ?? "")")
-        }
+    // Every f32 case in one model, so each flag set compiles one library, not one per case.
+    let model = try Model(source: Self.combinedF32Source, pipeline: Pipeline.training)
+      .withGradientOutputs()
+    let parameters = try model.initialParameters(seed: 3)
+    var options = TestCache.options()
+    options.flags = flags
+    if avx2 { options.target = .x86_64_v3 }
+    let compiled = try model.compile(options: options, parameters: parameters)
+    let names = model.graph.outputs.map(\.name)
+    // Each case's result h and output y, and a gradient for each of its layers' parameters.
+    let f32Cases = Self.cases.filter { $0.dtype == "f32" }
+    #expect(names.filter { $0.hasPrefix("grad.") }.count == model.graph.params.count)
+    #expect(Set(names).isSuperset(of: f32Cases.indices.flatMap { ["h\($0)", "y\($0)"] }))
+    // Batch 1: the direct kernels split one image in bands when the threshold allows.
+    for batch in [1, 5] {
+      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 8)
+      let (outputs, _) = try compiled.evaluate(inputs)
+      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+      for name in names {
+        let reference = try #require(expected[name])
+        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
+        let problem = TestData.mismatch(
+          try #require(outputs[name]), reference, rtol: 1e-4, atol: 1e-5 * max(scale, 1))
+        let index = Int(name.drop { !$0.isNumber }.prefix { $0.isNumber })
+        let testCase = name.hasPrefix("grad.") ? "" : index.map { "\(f32Cases[$0]) " } ?? ""
+        #expect(
+          problem == nil, "\(testCase)\(arguments) batch \(batch), \(name): \(problem ?? "")")
       }
     }
+  }
+
+  /// The f32 cases as one model: case i's layers on its own input `x{i}`, its result `h{i}` and
+  /// output `y{i}`, and one loss summing every case's.
+  static var combinedF32Source: String {
+    let f32Cases = cases.filter { $0.dtype == "f32" }
+    var lines = ["model ConvCases {"]
+    for (index, testCase) in f32Cases.enumerated() {
+      lines.append("  input x\(index): f32[batch, \(testCase.input)]")
+    }
+    lines.append("  input target: f32[batch, 3]")
+    for (index, testCase) in f32Cases.enumerated() {
+      lines.append("  let h\(index) = x\(index)")
+      lines.append("    |> \(testCase.layers)")
+      lines.append("  let y\(index) = h\(index) |> flatten |> dense(units: 3)")
+      lines.append("  output y\(index)")
+      lines.append("  output h\(index)")
+    }
+    let losses = f32Cases.indices.map { "mse(y\($0), target)" }
+    lines.append("  loss = " + losses.joined(separator: " + "))
+    lines.append("  train with sgd(lr: 0.01)")
+    lines.append("}")
+    return lines.joined(separator: "\n")
   }
 
   @Test(
