@@ -49,6 +49,11 @@ enum KernelLibrary {
   /// The parallel emitter of a kernel, or nil for kernels that only have a plain one (`emitter`).
   static func parallelEmitter(_ id: KernelID) -> ParallelEmitter? {
     switch id {
+    case .reduce:
+      return { context, body, prelude, symbolIndex in
+        ReductionKernels.emitReduce(
+          context, into: &body, prelude: &prelude, symbolIndex: symbolIndex)
+      }
     case .dropout:
       return { context, body, prelude, _ in
         RandomKernels.emitDropout(context, into: &body, prelude: &prelude)

@@ -8,7 +8,9 @@ import LaminaSupport
 /// memory is a win. Three kinds of group, found greedily in graph order (the forward and the
 /// backward graph alike):
 /// - `elementwise`: a chain of elementwise ops over the same loop domain, broadcasting operands read
-///   through their strides; the optimizer's per-parameter update is such a chain (`update`).
+///   through their strides; the optimizer's per-parameter update is such a chain (`update`). A
+///   strided window of a larger tensor (`OpDefinition.window`: a slice) that only the chain reads
+///   is read in place by the loop instead of copied out first.
 /// - `epilogue`: a producer with an epilogue (an op whose `EpilogueProducer` trait accepts the node:
 ///   a 2-D matmul) and the elementwise ops over its result (bias, activation, residual, the
 ///   activation's gradient mask), run on each finished block inside the producer's kernel.
@@ -262,6 +264,42 @@ struct FusionPlanner {
       }
     }
     pullIntoConsumers()
+    pullWindowsIntoConsumers()
+  }
+
+  /// The strided window a node reads of its operand (`OpDefinition.window`): a same-rank selection
+  /// with static starts and steps.
+  func window(_ node: Node) -> [WindowAxis]? {
+    guard node.operands.count == 1, node.results.count == 1,
+      let rule = node.definition?.window
+    else { return nil }
+    let operand = graph.type(of: node.operands[0])
+    let result = graph.type(of: node.result)
+    guard operand.dtype == result.dtype, operand.rank == result.rank,
+      let axes = rule(node.attributes, operand.shape), axes.count == operand.rank
+    else { return nil }
+    return axes
+  }
+
+  /// A window of a tensor (a gate's columns of a recurrent cell's `[batch, 4·units]` product)
+  /// whose every consumer sits in one elementwise loop over the window's shape moves into that
+  /// loop, which reads the window's elements in place: no copy, no buffer.
+  mutating func pullWindowsIntoConsumers() {
+    for index in graph.nodes.indices.reversed() {
+      let node = graph.nodes[index]
+      guard groups[groupOf[index]].members == [index], window(node) != nil,
+        !exposed.contains(node.result),
+        let users = consumers[node.result], let first = users.first
+      else { continue }
+      let target = groupOf[first]
+      guard target != index, groups[target].kind == .elementwise,
+        users.allSatisfy({ groupOf[$0] == target }),
+        groups[target].domain == graph.type(of: node.result).shape,
+        !groups[target].members.contains(where: { isColumnReduction(graph.nodes[$0]) }),
+        mayJoin(index, target)
+      else { continue }
+      join(index, target, kind: .elementwise)
+    }
   }
 
   /// Whether a member of group `other` computes an operand of group `target`'s epilogue producer.

@@ -14,7 +14,8 @@ import LaminaSupport
 ///
 /// Only elementwise ops (whose per-step operands all have the result's shape) and matrix products
 /// of a per-step left operand by an invariant right one are hoisted: for those, computing the
-/// whole sequence at once is the same arithmetic.
+/// whole sequence at once is the same arithmetic. Elementwise ops go only with a product they are
+/// connected to (`membersWorthHoisting`).
 ///
 ///     %h, %hs = scan(%h0, %xs, %w, %u) {         %p = matmul(reshape(%xs), %w)   (one GEMM)
 ///       args(%c, %x, %wi, %ui)                    %h, %hs = scan(%h0, %ps, %u) {
@@ -63,33 +64,26 @@ public struct Hoisting: GraphPass {
     for position in layout.invariantRange {
       invariant[scan.regionArguments[position]] = scan.operands[position]
     }
+    let worthHoisting = membersWorthHoisting(
+      scan, stepIndependent: Set(whole.keys), invariant: Set(invariant.keys), graph: graph)
     var hoisted: [Node] = []
     var removed = Set<Int>()
     let location = scan.location
-    for (memberIndex, member) in scan.body.enumerated() {
-      guard let definition = member.definition, definition.effects.isPure, !member.hasRegion,
-        member.op != Node.fusedOp, member.results.count == 1,
-        member.operands.allSatisfy({ whole[$0] != nil || invariant[$0] != nil }),
-        member.operands.contains(where: { whole[$0] != nil })
+    for (memberIndex, member) in scan.body.enumerated() where worthHoisting.contains(memberIndex) {
+      guard let definition = member.definition,
+        member.operands.allSatisfy({ whole[$0] != nil || invariant[$0] != nil })
       else { continue }
       let resultType = graph.type(of: member.result)
       let stackedType = TensorType(resultType.dtype, [steps] + resultType.shape)
       var built: ValueID?
       switch definition.fusion {
       case .elementwise, .broadcast:
-        guard case .expression = definition.c,
-          member.operands.allSatisfy({ whole[$0] == nil || graph.type(of: $0) == resultType })
-        else { continue }
         built = try add(
           member.op, member.operands.map { whole[$0] ?? invariant[$0]! }, member.attributes,
           expecting: stackedType, into: &hoisted, graph: &graph, location: location)
       case .matmulLike:
         // Rows from the steps, the right operand invariant: merge the leading axes into rows.
-        guard member.operands.count == 2, let rows = whole[member.operands[0]],
-          let right = invariant[member.operands[1]],
-          let leftTranspose = definition.operandTransposeAttributes.first ?? nil,
-          member.attributes[leftTranspose]?.boolValue != true,
-          graph.type(of: member.operands[0]).rank == 2, resultType.rank == 2
+        guard let rows = whole[member.operands[0]], let right = invariant[member.operands[1]]
         else { continue }
         let stepType = graph.type(of: member.operands[0])
         let flat = try add(
@@ -170,6 +164,77 @@ public struct Hoisting: GraphPass {
     graph.nodes[index] = scan
     graph.nodes.insert(contentsOf: hoisted, at: index)
     return hoisted.count
+  }
+
+  /// What a body member hoisted over the whole sequence would be: an elementwise op, a matrix
+  /// product of a per-step left operand by an invariant right one, or nothing hoistable.
+  enum HoistedForm { case elementwise, product }
+
+  func hoistedForm(
+    _ member: Node, stepIndependent: Set<ValueID>, invariant: Set<ValueID>, graph: Graph
+  ) -> HoistedForm? {
+    guard let definition = member.definition, definition.effects.isPure, !member.hasRegion,
+      member.op != Node.fusedOp, member.results.count == 1,
+      member.operands.allSatisfy({ stepIndependent.contains($0) || invariant.contains($0) }),
+      member.operands.contains(where: stepIndependent.contains)
+    else { return nil }
+    let resultType = graph.type(of: member.result)
+    switch definition.fusion {
+    case .elementwise, .broadcast:
+      guard case .expression = definition.c,
+        member.operands.allSatisfy({
+          !stepIndependent.contains($0) || graph.type(of: $0) == resultType
+        })
+      else { return nil }
+      return .elementwise
+    case .matmulLike:
+      guard member.operands.count == 2, stepIndependent.contains(member.operands[0]),
+        invariant.contains(member.operands[1]),
+        let leftTranspose = definition.operandTransposeAttributes.first ?? nil,
+        member.attributes[leftTranspose]?.boolValue != true,
+        graph.type(of: member.operands[0]).rank == 2, resultType.rank == 2
+      else { return nil }
+      return .product
+    default:
+      return nil
+    }
+  }
+
+  /// The body members to hoist: the step-independent matrix products (one large GEMM instead of
+  /// a small one per step) and the elementwise work connected to them (the projection's bias).
+  /// Elementwise work connected to no product stays in the loop: hoisted, it would be the same
+  /// arithmetic plus a pass writing the whole sequence to memory and the loop reading it back,
+  /// where inside the loop it fuses into the step's elementwise kernel, which reads its operands
+  /// anyway (the backward step's `1 - tanh²` of a saved activation).
+  func membersWorthHoisting(
+    _ scan: Node, stepIndependent: Set<ValueID>, invariant: Set<ValueID>, graph: Graph
+  ) -> Set<Int> {
+    var independent = stepIndependent
+    var forms: [Int: HoistedForm] = [:]
+    var definer: [ValueID: Int] = [:]
+    for (position, member) in scan.body.enumerated() {
+      guard
+        let form = hoistedForm(
+          member, stepIndependent: independent, invariant: invariant, graph: graph)
+      else { continue }
+      forms[position] = form
+      independent.insert(member.result)
+      definer[member.result] = position
+    }
+    // Components of hoistable members linked by the values they pass each other.
+    var component = Array(scan.body.indices)
+    func root(_ position: Int) -> Int {
+      var position = position
+      while component[position] != position { position = component[position] }
+      return position
+    }
+    for position in forms.keys.sorted() {
+      for operand in scan.body[position].operands {
+        if let source = definer[operand] { component[root(position)] = root(source) }
+      }
+    }
+    let withProducts = Set(forms.filter { $0.value == .product }.keys.map(root))
+    return Set(forms.keys.filter { withProducts.contains(root($0)) })
   }
 
   /// Appends a node of `op` to `nodes`, typed by its shape rule; when `expected` is given the

@@ -376,6 +376,20 @@ struct FusionTests {
     }
   }
 
+  @Test("slices of a wider tensor are read in place by the elementwise loop that uses them")
+  func windowsReadInPlace() throws {
+    for (pipeline, model) in try graphs(ModelCase(path: Self.fixture, name: "Elementwise")) {
+      let graph = try fused(model.graph)
+      // The forward graph's slices (the backward's slice_backward scatters are not windows).
+      let alone = graph.nodes.filter { $0.op == "slice" }
+      #expect(
+        alone.isEmpty, "\(pipeline): slices left as kernels: \(alone.map { graph[$0.result].name })"
+      )
+      let windows = fusedNodes(graph).flatMap { node in node.body.filter { $0.op == "slice" } }
+      #expect(windows.count == 5, "\(pipeline): \(windows.count) slices inside fused loops")
+    }
+  }
+
   @Test("W6 is one reduction kernel")
   func layerNormGeluGroups() throws {
     let model = try Model(

@@ -186,7 +186,33 @@ struct FusedKernel {
     var operandIndex: [ValueID: String] = [:]
     let domainStrides = cStrides(domain)
     let indices = (0..<rank).map { "i\($0)" }
-    for operand in node.operands {
+    // Members reading a strided window of an operand (the fusion pass pulled them in): the element
+    // of the window at the current position, read straight from the operand.
+    var windowReads: [ValueID: String] = [:]
+    for member in node.body {
+      guard let rule = member.definition?.window, member.operands.count == 1,
+        let operandName = names[member.operands[0]]
+      else { continue }
+      let operandShape = graph.type(of: member.operands[0]).shape
+      guard let axes = rule(member.attributes, operandShape), axes.count == rank else {
+        throw Diagnostic.error(
+          "fused \(member.op) does not read a strided window of its operand", at: member.location)
+      }
+      let strides = cStrides(operandShape)
+      let terms = axes.enumerated().map { axis, window -> String in
+        let position =
+          window.step == 1 ? indices[axis] : "\(indices[axis]) * \(window.step)"
+        let shifted = window.start == 0 ? position : "(\(window.start) + \(position))"
+        return strides[axis] == "1" ? shifted : "\(shifted) * \(strides[axis])"
+      }
+      windowReads[member.result] =
+        isFlat ? "\(operandName)[i]" : "\(operandName)[\(terms.joined(separator: " + "))]"
+    }
+    // Operands only windows read need no element of their own at the current position.
+    let windowed = Set(
+      node.body.filter { windowReads[$0.result] != nil }.flatMap(\.operands)
+    ).subtracting(node.body.filter { windowReads[$0.result] == nil }.flatMap(\.operands))
+    for operand in node.operands where !windowed.contains(operand) {
       let type = graph.type(of: operand)
       if isFlat {
         operandIndex[operand] = type.shape == domain ? "i" : "0"
@@ -207,13 +233,20 @@ struct FusedKernel {
 
     var element = CWriter()
     var locals: [ValueID: String] = [:]
-    for operand in node.operands where locals[operand] == nil {
+    for operand in node.operands where locals[operand] == nil && !windowed.contains(operand) {
       let local = "a\(locals.count)"
       element.line(
         "const \(cType(operand)) \(local) = \(names[operand]!)[\(operandIndex[operand]!)];")
       locals[operand] = local
     }
-    try emitMembers(node.body, locals: &locals, into: &element)
+    for member in node.body {
+      guard let read = windowReads[member.result] else { continue }
+      let local = "v\(localNumber(member.result))"
+      element.line("const \(cType(member.result)) \(local) = \(read);")
+      locals[member.result] = local
+    }
+    try emitMembers(
+      node.body.filter { windowReads[$0.result] == nil }, locals: &locals, into: &element)
     for (index, result) in node.results.enumerated() {
       element.line("out\(index)[\(resultIndex)] = \(locals[result]!);")
     }

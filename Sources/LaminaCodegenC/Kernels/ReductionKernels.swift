@@ -143,6 +143,65 @@ enum ReductionKernels {
     }
   }
 
+  /// `emitReduce`, except that a floating-point sum over leading axes (a bias gradient over
+  /// `[time·batch, 4·units]`) large enough to split runs its rows on the thread pool: each task
+  /// sums its share of the rows into its own row of double partial sums, which the calling thread
+  /// adds up in task order (deterministic). One task gives the serial sum, in row order.
+  static func emitReduce(
+    _ context: KernelContext, into writer: inout CWriter, prelude: inout CWriter,
+    symbolIndex: [String: Int]
+  ) {
+    let input = context.operandTypes[0]
+    let reduced = Set(reducedAxes(context))
+    let leading = reduced.count
+    guard leading < input.rank, reduced == Set(0..<leading), input.dtype.isFloatingPoint,
+      description(context).combine == .add
+    else { return emitReduce(context, into: &writer) }
+    let reduction = description(context)
+    let rows = cProduct(Array(input.shape[..<leading]))
+    let columns = cProduct(Array(input.shape[leading...]))
+    let operandType = CExpressionContext.cType(input.dtype)
+    let resultType = CExpressionContext.cType(context.resultType.dtype)
+    var range = CWriter()
+    range.line("double* partial = job->partials + slot * \(columns);")
+    range.line("for (int64_t c = 0; c < \(columns); c++) partial[c] = 0;")
+    range.block("for (int64_t r = begin; r < end; r++)") { row in
+      row.line("const \(operandType)* line = in0 + r * \(columns);")
+      row.line("#pragma omp simd")
+      row.line("for (int64_t c = 0; c < \(columns); c++) partial[c] += (double)line[c];")
+    }
+    var loop = ParallelLoop(
+      kernel: "@KERNEL@",
+      arguments: [
+        ParallelLoop.Argument(elementType: operandType, name: "in0", isWritten: false),
+        ParallelLoop.Argument(elementType: resultType, name: "out", isWritten: true),
+      ],
+      dimensionPrologue: context.dimensionPrologue(symbolIndex: symbolIndex), extent: rows,
+      work: cProduct(input.shape), chunkAlignment: 1)
+    loop.taskSlots = true
+    loop.extraFields = ["double* partials;"]
+    loop.declarations(rangeBody: range, into: &prelude)
+    let stackDoubles = KernelSchedule.stackScratchBytes / 8
+    loop.dispatch(into: &writer) { run in
+      run.line("double partials_on_stack[\(stackDoubles)];")
+      run.line("const int on_stack = job.tasks * \(columns) <= \(stackDoubles);")
+      run.line(
+        "job.partials = on_stack ? partials_on_stack : (double*)malloc((size_t)job.tasks * (size_t)\(columns) * sizeof(double));"
+      )
+      run.line(
+        "if (!job.partials) return lamina_fail(ctx, LAMINA_ERROR_MEMORY, \"cannot allocate partial sums\");"
+      )
+    }
+    writer.block("for (int64_t c = 0; c < \(columns); c++)") { column in
+      column.line("double total = 0;")
+      column.line(
+        "for (int64_t t = 0; t < job.tasks; t++) total += job.partials[t * \(columns) + c];")
+      let value = reduction.cFinalize("total", count: rows, type: "double")
+      column.line("out[c] = (\(resultType))(\(value));")
+    }
+    writer.line("if (!on_stack) free(job.partials);")
+  }
+
   /// softmax and log_softmax: outer × axis × inner, three passes over each row (max, sum, write).
   static func emitSoftmax(_ context: KernelContext, into writer: inout CWriter) {
     let input = context.operandTypes[0]

@@ -21,9 +21,11 @@
  *           after the last pc: the epilogue runs on each finished MC x 128 slab of C (8 panels),
  *           while it is still in cache
  *
- * Transposes are handled entirely by the packing, so there is one micro-kernel. Packing pads partial
- * panels with zeros; an edge tile (fewer than MR rows or NR columns left) is computed into a small
- * aligned buffer and only its valid part is merged into C, so nothing outside C is ever read or written.
+ * Transposes are handled entirely by the packing, so there is one micro-kernel, in three heights: MR
+ * rows, and one or two thirds of MR for a panel's last rows (M = 32 with MR = 12 runs 12 + 12 + 8 rows,
+ * not 36). Packing pads partial panels with zeros; an edge tile that those heights do not fit (fewer
+ * than NR columns, or rows not a multiple of MR / 3) is computed into a small aligned buffer and only
+ * its valid part is merged into C, so nothing outside C is ever read or written.
  *
  * Micro-kernel: MR x NR with NR = 2 vectors, written with GCC/clang vector extensions. Per k step it
  * loads the two B vectors, broadcasts MR values of A and does 2*MR fused multiply-adds into 2*MR
@@ -119,6 +121,9 @@ typedef LAMINA_GEMM_T lamina_real;
 #endif
 /* NR is two vectors. */
 #define NR (2 * LAMINA_GEMM_VBYTES / LAMINA_GEMM_ELEMENT_BYTES)
+/* A panel's last rows run a kernel of 1, 2 or 3 row steps (a third of MR), the smallest that
+   covers them, rather than MR rows of which some are zero padding. */
+#define LAMINA_GEMM_ROW_STEP (MR / 3)
 
 /* Cache blocking, in elements; see the top of the file. KC keeps a B micro-panel (KC x NR) at ~24 KiB,
    so with 64-byte vectors (NR = 32 floats) it is halved; MC and NC are bytes, so double gets half. */
@@ -246,23 +251,27 @@ static inline void lamina_gemm_storeu(lamina_real* p, lamina_vector v) { memcpy(
 /* Broadcast (x - 0 is exact for every x, so this folds to a plain broadcast). */
 static inline lamina_vector lamina_gemm_splat(lamina_real x) { return x - (lamina_vector){0}; }
 
-/* The micro-kernel: C[MR x NR] = (A panel @ B panel) + beta * C, beta == 0 not reading C.
-   a: KC x MR packed (element (r, p) at a[p * MR + r]); b: KC x NR packed, 64-byte aligned. */
-static inline void lamina_gemm_kernel(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
-                                      lamina_real* restrict c, int64_t ldc, lamina_real beta) {
+/* The micro-kernel: C[ROWS x NR] = (A panel @ B panel) + beta * C, beta == 0 not reading C, for the
+   first ROWS rows of a panel. a: KC x MR packed (element (r, p) at a[p * MR + r]); b: KC x NR packed,
+   64-byte aligned. ROWS is MR, or a smaller multiple of LAMINA_GEMM_ROW_STEP for a panel's last rows
+   (M = 32 with MR = 12 is 12 + 12 + 8): always inlined with a constant, so each row count is its own
+   fully unrolled kernel and a short panel costs its own rows, not MR. */
+static inline __attribute__((always_inline)) void lamina_gemm_kernel_rows(
+    const int rows, int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
+    lamina_real* restrict c, int64_t ldc, lamina_real beta) {
   enum { VL = sizeof(lamina_vector) / sizeof(lamina_real) };
   lamina_vector acc[MR][2];
   #pragma GCC unroll 32
-  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (lamina_vector){0};
+  for (int r = 0; r < rows; r++) acc[r][0] = acc[r][1] = (lamina_vector){0};
   /* Start pulling the C tile into cache now; it is needed only at the end. */
   #pragma GCC unroll 32
-  for (int r = 0; r < MR; r++) __builtin_prefetch(c + r * ldc, 1), __builtin_prefetch(c + r * ldc + NR - 1, 1);
+  for (int r = 0; r < rows; r++) __builtin_prefetch(c + r * ldc, 1), __builtin_prefetch(c + r * ldc + NR - 1, 1);
   /* The loop is short: unrolling saves the pointer and counter updates. */
   #pragma GCC unroll 4
   for (int64_t p = 0; p < kc; p++, a += MR, b += NR) {
     lamina_vector b0 = lamina_gemm_loadu(b), b1 = lamina_gemm_loadu(b + VL);
     #pragma GCC unroll 32
-    for (int r = 0; r < MR; r++) {
+    for (int r = 0; r < rows; r++) {
       lamina_vector ar = lamina_gemm_splat(a[r]);
       acc[r][0] = LAMINA_GEMM_FMA(ar, b0, acc[r][0]);
       acc[r][1] = LAMINA_GEMM_FMA(ar, b1, acc[r][1]);
@@ -270,25 +279,42 @@ static inline void lamina_gemm_kernel(int64_t kc, const lamina_real* restrict a,
   }
   if (beta == (lamina_real)0) {
     #pragma GCC unroll 32
-    for (int r = 0; r < MR; r++) {
+    for (int r = 0; r < rows; r++) {
       lamina_gemm_storeu(c + r * ldc, acc[r][0]);
       lamina_gemm_storeu(c + r * ldc + VL, acc[r][1]);
     }
   } else if (beta == (lamina_real)1) {
     #pragma GCC unroll 32
-    for (int r = 0; r < MR; r++) {
+    for (int r = 0; r < rows; r++) {
       lamina_gemm_storeu(c + r * ldc, acc[r][0] + lamina_gemm_loadu(c + r * ldc));
       lamina_gemm_storeu(c + r * ldc + VL, acc[r][1] + lamina_gemm_loadu(c + r * ldc + VL));
     }
   } else {
     lamina_vector vb = lamina_gemm_splat(beta);
     #pragma GCC unroll 32
-    for (int r = 0; r < MR; r++) {
+    for (int r = 0; r < rows; r++) {
       lamina_gemm_storeu(c + r * ldc, LAMINA_GEMM_FMA(vb, lamina_gemm_loadu(c + r * ldc), acc[r][0]));
       lamina_gemm_storeu(c + r * ldc + VL,
                          LAMINA_GEMM_FMA(vb, lamina_gemm_loadu(c + r * ldc + VL), acc[r][1]));
     }
   }
+}
+
+/* The kernel for a panel with `rows` valid rows (1..MR): the smallest of ROW_STEP, 2 ROW_STEP, MR
+   that covers them. Returns the rows it computed (the caller merges only the valid ones). */
+static inline int64_t lamina_gemm_kernel_any(int64_t rows, int64_t kc, const lamina_real* restrict a,
+                                             const lamina_real* restrict b, lamina_real* restrict c,
+                                             int64_t ldc, lamina_real beta) {
+  if (rows <= LAMINA_GEMM_ROW_STEP) {
+    lamina_gemm_kernel_rows(LAMINA_GEMM_ROW_STEP, kc, a, b, c, ldc, beta);
+    return LAMINA_GEMM_ROW_STEP;
+  }
+  if (rows <= 2 * LAMINA_GEMM_ROW_STEP) {
+    lamina_gemm_kernel_rows(2 * LAMINA_GEMM_ROW_STEP, kc, a, b, c, ldc, beta);
+    return 2 * LAMINA_GEMM_ROW_STEP;
+  }
+  lamina_gemm_kernel_rows(MR, kc, a, b, c, ldc, beta);
+  return MR;
 }
 
 /* Packs alpha * op(A)[0..mc, 0..kc] (a points at its first element) into MR-row panels, panel after
@@ -369,10 +395,13 @@ static void lamina_gemm_macro(int64_t mc, int64_t nc, int64_t kc, const lamina_r
       int64_t mr = lamina_gemm_min(MR, mc - ir);
       lamina_real* ct = c + ir * ldc + jr;
       if (mr == MR && nr == NR) {
-        lamina_gemm_kernel(kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+        lamina_gemm_kernel_rows(MR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+      } else if (nr == NR && mr % LAMINA_GEMM_ROW_STEP == 0) {
+        /* A panel's last rows, a whole number of row steps: a shorter kernel, straight into C. */
+        lamina_gemm_kernel_any(mr, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
       } else {
-        /* Edge tile: compute the full tile aside, merge only the part inside C. */
-        lamina_gemm_kernel(kc, ap + ir * kc, bp + jr * kc, edge, NR, (lamina_real)0);
+        /* Edge tile: compute the rows it needs aside, merge only the part inside C. */
+        lamina_gemm_kernel_any(mr, kc, ap + ir * kc, bp + jr * kc, edge, NR, (lamina_real)0);
         for (int64_t i = 0; i < mr; i++)
           for (int64_t j = 0; j < nr; j++)
             ct[i * ldc + j] = beta == (lamina_real)0 ? edge[i * NR + j] : edge[i * NR + j] + beta * ct[i * ldc + j];

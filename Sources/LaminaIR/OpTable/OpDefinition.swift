@@ -207,6 +207,8 @@ public struct OpDefinition: Sendable {
   public var rearrangement: Rearrangement?
   /// For `.permutation` rearrangements: the permutation a node applies.
   public var permutation: PermutationRule?
+  /// For `.selection` rearrangements: the strided window of the operand a node reads, when it is one.
+  public var window: WindowRule?
   /// For each operand slot, the attribute that makes the op read that operand with its last two
   /// axes swapped (matmul's `transpose_a`): a transpose feeding that operand folds into it.
   public var operandTransposeAttributes: [String?] = []
@@ -232,7 +234,8 @@ public struct OpDefinition: Sendable {
     attributes: [AttributeSpec] = [], fusion: FusionKind, c: CEmission, effects: OpEffects = [],
     reduction: ReductionDescription? = nil, epilogue: EpilogueProducer? = nil,
     algebra: AlgebraicProperties = .none, rearrangement: Rearrangement? = nil,
-    permutation: PermutationRule? = nil, operandTransposeAttributes: [String?] = [],
+    permutation: PermutationRule? = nil, window: WindowRule? = nil,
+    operandTransposeAttributes: [String?] = [],
     shape: ShapeRule,
     interpret: @escaping @Sendable (InterpretContext) throws -> [Tensor],
     gradient: GradientRule? = nil
@@ -244,6 +247,7 @@ public struct OpDefinition: Sendable {
     self.algebra = algebra
     self.rearrangement = rearrangement
     self.permutation = permutation
+    self.window = window
     self.operandTransposeAttributes = operandTransposeAttributes
     self.gradient = gradient
     self.name = name

@@ -303,6 +303,25 @@ public enum Rearrangement: Sendable, Hashable {
 public typealias PermutationRule =
   @Sendable (_ attributes: [String: Attribute], _ rank: Int) -> [Int]?
 
+/// One axis of a strided window: result position `i` reads operand position `start + i * step`.
+public struct WindowAxis: Sendable, Hashable {
+  public var start: Int
+  public var step: Int
+
+  public init(start: Int, step: Int) {
+    self.start = start
+    self.step = step
+  }
+}
+
+/// For `.selection` rearrangements that read a strided window of their operand, of the same rank:
+/// result element `[i_0, …]` is operand element `[start_0 + i_0 * step_0, …]`, one `WindowAxis` per
+/// axis, with positive steps, from the attributes and the operand's shape. Nil when the node selects
+/// otherwise (a dropped axis, a negative step, a range on a symbolic axis, whose count is checked
+/// only at run time): a consumer's kernel can then read the window in place of a copy.
+public typealias WindowRule =
+  @Sendable (_ attributes: [String: Attribute], _ operandShape: [Dim]) -> [WindowAxis]?
+
 // MARK: Kernels
 
 /// The C backend's library kernels, which `CEmission.kernel` entries name.

@@ -145,7 +145,7 @@ extension OpRegistry {
       ],
       fusion: .injective,
       c: .kernel(.slice),
-      rearrangement: .selection,
+      rearrangement: .selection, window: { attributes, shape in sliceWindow(attributes, shape) },
       shape: ShapeRule("slice(x, index)") { context throws(ShapeError) in [try sliceResult(context)]
       },
       interpret: { context in
@@ -550,6 +550,30 @@ extension OpRegistry {
       return Array(repeating: .all, count: rank)
     }
     return entries + Array(repeating: .all, count: max(0, rank - entries.count))
+  }
+
+  /// `slice`'s strided window: every entry a range with a positive step, resolved against a static
+  /// axis, or the whole of a symbolic one.
+  static func sliceWindow(_ attributes: [String: Attribute], _ shape: [Dim])
+    -> [WindowAxis]?
+  {
+    guard case .slices(let given)? = attributes["index"], given.count <= shape.count else {
+      return nil
+    }
+    let entries = given + Array(repeating: SliceIndex.all, count: shape.count - given.count)
+    var axes: [WindowAxis] = []
+    for (entry, size) in zip(entries, shape) {
+      guard case .range(let start, let stop, let step) = entry, step > 0 else { return nil }
+      if let size = size.staticValue {
+        axes.append(
+          WindowAxis(
+            start: pythonSlice(start: start, stop: stop, step: step, size: size).first, step: step))
+      } else {
+        guard entry == .all else { return nil }
+        axes.append(WindowAxis(start: 0, step: 1))
+      }
+    }
+    return axes
   }
 
   /// python's `slice.indices` for a positive or negative step: the first position and how many are taken.
