@@ -203,6 +203,44 @@ struct ConvolutionTests {
     return lines.joined(separator: "\n")
   }
 
+  /// The GEMM path packs its columns straight from the input into the GEMM's panels, block by
+  /// block (no column matrix): these sizes cross every boundary the packer walks — several
+  /// k-blocks (216 and 300 taps), several column blocks (1188 positions), runs of an output row
+  /// split between panels, padding on every side, stride, dilation, groups — at batch 1 (one
+  /// image, the result written in place) and 3 (images side by side), on AVX-512 and AVX2.
+  @Test(
+    "the GEMM path's columns packed from the input equal the interpreter", arguments: [false, true])
+  func packedColumns(avx2: Bool) throws {
+    if avx2 && !CompileTarget.hostIsX86 { return }
+    let source = """
+      model PackedColumns {
+        input x: f32[batch, 24, 36, 33]
+        let a = x |> conv2d(filters: 40, kernel: 3, padding: 1, activation: "relu")
+        let b = a |> conv2d(filters: 18, kernel: [3, 5], stride: [2, 3], dilation: [1, 2], padding: [2, 1], groups: 2)
+        output a
+        output b
+      }
+      """
+    let model = try Model(source: source)
+    let parameters = try model.initialParameters(seed: 4)
+    var options = TestCache.options()
+    if avx2 { options.target = .x86_64_v3 }
+    let compiled = try model.compile(options: options, parameters: parameters)
+    for batch in [1, 3] {
+      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 6)
+      let (outputs, _) = try compiled.evaluate(inputs)
+      let expected = try model.interpret(
+        inputs: inputs, parameters: parameters, outputs: ["a", "b"])
+      for name in ["a", "b"] {
+        let reference = try #require(expected[name])
+        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
+        let problem = TestData.mismatch(
+          try #require(outputs[name]), reference, rtol: 1e-4, atol: 1e-5 * max(scale, 1))
+        #expect(problem == nil, "avx2 \(avx2) batch \(batch), \(name): \(problem ?? "")")
+      }
+    }
+  }
+
   @Test(
     "the kernel schedule picks each forward convolution's kernel from its geometry and prints it")
   func convolutionSchedule() throws {

@@ -21,11 +21,9 @@
  *           after the last pc: the epilogue runs on each finished MC x 128 slab of C (8 panels),
  *           while it is still in cache
  *
- * Transposes are handled entirely by the packing, so there is one micro-kernel, in three heights: MR
- * rows, and one or two thirds of MR for a panel's last rows (M = 32 with MR = 12 runs 12 + 12 + 8 rows,
- * not 36). Packing pads partial panels with zeros; an edge tile that those heights do not fit (fewer
- * than NR columns, or rows not a multiple of MR / 3) is computed into a small aligned buffer and only
- * its valid part is merged into C, so nothing outside C is ever read or written.
+ * Transposes are handled entirely by the packing, so there is one micro-kernel. Packing pads partial
+ * panels with zeros; an edge tile (fewer than MR rows or NR columns left) is computed into a small
+ * aligned buffer and only its valid part is merged into C, so nothing outside C is ever read or written.
  *
  * Micro-kernel: MR x NR with NR = 2 vectors, written with GCC/clang vector extensions. Per k step it
  * loads the two B vectors, broadcasts MR values of A and does 2*MR fused multiply-adds into 2*MR
@@ -34,7 +32,11 @@
  *   AVX/AVX2 (16 ymm registers):             float  6 x 16, double  6 x 8  (12 accumulators)
  *   otherwise 128-bit vectors (SSE2, NEON):  float  6 x 8,  double  6 x 4
  * 12 accumulators are enough to cover the FMA latency (4 cycles x 2 pipes on Zen 3 / Skylake), and
- * 2 loads + 6 broadcasts per 12 FMAs stay within the load ports.
+ * 2 loads + 6 broadcasts per 12 FMAs stay within the load ports. A product with few rows that MR
+ * would pad by more than 1/16 (16, 32, 40, 64 rows: a convolution's output channels) uses panels of
+ * MR_NARROW = 8 (AVX-512) or 4 rows instead (lamina_gemm_panel_rows), chosen per call. Otherwise an
+ * MR panel's last rows run a kernel of one or two thirds of MR (M = 20 with MR = 12 is 12 + 8 rows of
+ * work, not 24), straight into C when they are a whole number of thirds.
  *
  * Blocking (bytes are what matter, so double uses half the elements of float for MC and NC):
  *   KC = 384 (192 with AVX-512): a B micro-panel, 384 x 16 floats = 24 KiB, stays in the 32 KiB L1d
@@ -90,6 +92,7 @@ typedef LAMINA_GEMM_T lamina_real;
 #define LAMINA_GEMM_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_, LAMINA_GEMM_SUFFIX)
 #define LAMINA_GEMM_PACK_B_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_pack_b_, LAMINA_GEMM_SUFFIX)
 #define LAMINA_GEMM_PACKED_B_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_packed_b_, LAMINA_GEMM_SUFFIX)
+#define LAMINA_GEMM_PACKER_B_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_packer_b_, LAMINA_GEMM_SUFFIX)
 
 /* Bytes per element, known to the preprocessor (sizeof is not): float 4, double 8. */
 #define LAMINA_GEMM_BYTES_float 4
@@ -112,16 +115,27 @@ typedef LAMINA_GEMM_T lamina_real;
 #if defined(__AVX512F__)
 #define LAMINA_GEMM_VBYTES 64
 #define MR 12
+#define MR_NARROW 8
 #elif defined(__AVX__)
 #define LAMINA_GEMM_VBYTES 32
 #define MR 6
+#define MR_NARROW 4
 #else
 #define LAMINA_GEMM_VBYTES 16
 #define MR 6
+#define MR_NARROW 4
 #endif
+/* A product whose rows are a multiple of MR_NARROW but would pad MR's panels by more than 1/16 (a
+   convolution's 16, 32, 40 or 64 output channels: 24, 36, 48 and 72 rows of MR = 12) uses panels of
+   MR_NARROW rows: 2 * MR_NARROW accumulators (16 with AVX-512) still cover the FMA latency, and no
+   multiply-add is spent on padding rows. */
+static inline int lamina_gemm_panel_rows(int64_t m) {
+  const int64_t wide = (m + MR - 1) / MR * MR, narrow = (m + MR_NARROW - 1) / MR_NARROW * MR_NARROW;
+  return (wide - narrow) * 16 > m ? MR_NARROW : MR;
+}
 /* NR is two vectors. */
 #define NR (2 * LAMINA_GEMM_VBYTES / LAMINA_GEMM_ELEMENT_BYTES)
-/* A panel's last rows run a kernel of 1, 2 or 3 row steps (a third of MR), the smallest that
+/* An MR panel's last rows run a kernel of 1, 2 or 3 row steps (a third of MR), the smallest that
    covers them, rather than MR rows of which some are zero padding. */
 #define LAMINA_GEMM_ROW_STEP (MR / 3)
 
@@ -251,14 +265,23 @@ static inline void lamina_gemm_storeu(lamina_real* p, lamina_vector v) { memcpy(
 /* Broadcast (x - 0 is exact for every x, so this folds to a plain broadcast). */
 static inline lamina_vector lamina_gemm_splat(lamina_real x) { return x - (lamina_vector){0}; }
 
-/* The micro-kernel: C[ROWS x NR] = (A panel @ B panel) + beta * C, beta == 0 not reading C, for the
-   first ROWS rows of a panel. a: KC x MR packed (element (r, p) at a[p * MR + r]); b: KC x NR packed,
-   64-byte aligned. ROWS is MR, or a smaller multiple of LAMINA_GEMM_ROW_STEP for a panel's last rows
-   (M = 32 with MR = 12 is 12 + 12 + 8): always inlined with a constant, so each row count is its own
-   fully unrolled kernel and a short panel costs its own rows, not MR. */
-static inline __attribute__((always_inline)) void lamina_gemm_kernel_rows(
-    const int rows, int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
-    lamina_real* restrict c, int64_t ldc, lamina_real beta) {
+/* Four elements, for transposing blocks of A while packing it. */
+typedef lamina_real lamina_vector4 __attribute__((vector_size(4 * sizeof(lamina_real))));
+static inline lamina_vector4 lamina_gemm_load4(const lamina_real* p) {
+  lamina_vector4 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline void lamina_gemm_store4(lamina_real* p, lamina_vector4 v) { memcpy(p, &v, sizeof v); }
+static inline lamina_vector4 lamina_gemm_splat4(lamina_real x) { return x - (lamina_vector4){0}; }
+
+/* The micro-kernel: C[rows x NR] = (A panel @ B panel) + beta * C, beta == 0 not reading C (rows: MR or
+   MR_NARROW, a constant where it is inlined). a: KC x rows packed (element (r, p) at a[p * rows + r]); b: KC x NR
+   packed, 64-byte aligned. */
+static inline __attribute__((always_inline)) void lamina_gemm_kernel_rows(const int rows, const int stride, int64_t kc,
+                                                                       const lamina_real* restrict a,
+                                                                       const lamina_real* restrict b, lamina_real* restrict c,
+                                                                       int64_t ldc, lamina_real beta) {
   enum { VL = sizeof(lamina_vector) / sizeof(lamina_real) };
   lamina_vector acc[MR][2];
   #pragma GCC unroll 32
@@ -268,7 +291,7 @@ static inline __attribute__((always_inline)) void lamina_gemm_kernel_rows(
   for (int r = 0; r < rows; r++) __builtin_prefetch(c + r * ldc, 1), __builtin_prefetch(c + r * ldc + NR - 1, 1);
   /* The loop is short: unrolling saves the pointer and counter updates. */
   #pragma GCC unroll 4
-  for (int64_t p = 0; p < kc; p++, a += MR, b += NR) {
+  for (int64_t p = 0; p < kc; p++, a += stride, b += NR) {
     lamina_vector b0 = lamina_gemm_loadu(b), b1 = lamina_gemm_loadu(b + VL);
     #pragma GCC unroll 32
     for (int r = 0; r < rows; r++) {
@@ -300,54 +323,100 @@ static inline __attribute__((always_inline)) void lamina_gemm_kernel_rows(
   }
 }
 
-/* The kernel for a panel with `rows` valid rows (1..MR): the smallest of ROW_STEP, 2 ROW_STEP, MR
-   that covers them. Returns the rows it computed (the caller merges only the valid ones). */
-static inline int64_t lamina_gemm_kernel_any(int64_t rows, int64_t kc, const lamina_real* restrict a,
-                                             const lamina_real* restrict b, lamina_real* restrict c,
-                                             int64_t ldc, lamina_real beta) {
+/* The micro-kernel for panels of MR and of MR_NARROW rows (rows a constant in each: the sums stay in registers). */
+static void lamina_gemm_kernel(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
+                               lamina_real* restrict c, int64_t ldc, lamina_real beta) {
+  lamina_gemm_kernel_rows(MR, MR, kc, a, b, c, ldc, beta);
+}
+static void lamina_gemm_kernel_narrow(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
+                                      lamina_real* restrict c, int64_t ldc, lamina_real beta) {
+  lamina_gemm_kernel_rows(MR_NARROW, MR_NARROW, kc, a, b, c, ldc, beta);
+}
+
+/* The last rows of an MR-row panel (rows: 1..MR valid): the smallest of one, two or three row steps
+   (thirds of MR) that covers them, so M = 32 with MR = 12 is 12 + 12 + 8 rows of work, not 36. Returns
+   the rows it computed (the caller merges only the valid ones when it wrote aside). */
+static inline int64_t lamina_gemm_kernel_tail(int64_t rows, int64_t kc, const lamina_real* restrict a,
+                                              const lamina_real* restrict b, lamina_real* restrict c, int64_t ldc,
+                                              lamina_real beta) {
   if (rows <= LAMINA_GEMM_ROW_STEP) {
-    lamina_gemm_kernel_rows(LAMINA_GEMM_ROW_STEP, kc, a, b, c, ldc, beta);
+    lamina_gemm_kernel_rows(LAMINA_GEMM_ROW_STEP, MR, kc, a, b, c, ldc, beta);
     return LAMINA_GEMM_ROW_STEP;
   }
   if (rows <= 2 * LAMINA_GEMM_ROW_STEP) {
-    lamina_gemm_kernel_rows(2 * LAMINA_GEMM_ROW_STEP, kc, a, b, c, ldc, beta);
+    lamina_gemm_kernel_rows(2 * LAMINA_GEMM_ROW_STEP, MR, kc, a, b, c, ldc, beta);
     return 2 * LAMINA_GEMM_ROW_STEP;
   }
-  lamina_gemm_kernel_rows(MR, kc, a, b, c, ldc, beta);
+  lamina_gemm_kernel_rows(MR, MR, kc, a, b, c, ldc, beta);
   return MR;
 }
 
-/* Packs alpha * op(A)[0..mc, 0..kc] (a points at its first element) into MR-row panels, panel after
-   panel (element (i, p) of panel q at ap[q * MR * kc + p * MR + i]); rows past mc are zero. Memory is
-   read along its contiguous direction: row by row of A when op(A) = A (MR rows at a time), and one
+/* Packs alpha * op(A)[0..mc, 0..kc] (a points at its first element) into panels of panel_rows rows, panel
+   after panel (element (i, p) of panel q at ap[q * panel_rows * kc + p * panel_rows + i]); rows past mc are zero.
+   Memory is read along its contiguous direction: row by row of A when op(A) = A (a panel's rows at a time), and one
    row of the stored A^T (a column of op(A) across all panels) at a time when op(A) = A^T. */
-static void lamina_gemm_pack_a(int trans, const lamina_real* restrict a, int64_t lda, int64_t mc, int64_t kc, lamina_real alpha,
-                               lamina_real* restrict ap) {
+static inline __attribute__((always_inline)) void lamina_gemm_pack_a_rows(const int panel_rows, int trans, const lamina_real* restrict a,
+                                                                        int64_t lda, int64_t mc, int64_t kc, lamina_real alpha,
+                                                                        lamina_real* restrict ap) {
   if (!trans) {
-    for (int64_t i = 0; i < mc; i += MR, ap += MR * kc) {
-      const int64_t mr = lamina_gemm_min(MR, mc - i);
+    for (int64_t i = 0; i < mc; i += panel_rows, ap += panel_rows * kc) {
+      const int64_t mr = lamina_gemm_min(panel_rows, mc - i);
       const lamina_real* rows = a + i * lda;
-      if (mr == MR) {
-        for (int64_t p = 0; p < kc; p++)
+      if (mr == panel_rows) {
+        /* Four columns of four rows at a time, transposed in registers: a panel's column is one element of
+           each of its rows (lda apart), and element by element that was 8% of ResNet-50's time (its 7x7 and
+           14x14 layers multiply every weight by only 49 or 196 columns). */
+        const lamina_vector4 scale = lamina_gemm_splat4(alpha);
+        int64_t p = 0;
+        for (; p + 4 <= kc; p += 4) {
+          #pragma GCC unroll 8
+          for (int r = 0; r + 4 <= panel_rows; r += 4) {
+            const lamina_real* row = rows + r * lda + p;
+            const lamina_vector4 a0 = lamina_gemm_load4(row), a1 = lamina_gemm_load4(row + lda);
+            const lamina_vector4 a2 = lamina_gemm_load4(row + 2 * lda), a3 = lamina_gemm_load4(row + 3 * lda);
+            const lamina_vector4 t0 = __builtin_shufflevector(a0, a1, 0, 4, 1, 5);
+            const lamina_vector4 t1 = __builtin_shufflevector(a0, a1, 2, 6, 3, 7);
+            const lamina_vector4 t2 = __builtin_shufflevector(a2, a3, 0, 4, 1, 5);
+            const lamina_vector4 t3 = __builtin_shufflevector(a2, a3, 2, 6, 3, 7);
+            lamina_real* out = ap + p * panel_rows + r;
+            lamina_gemm_store4(out, scale * __builtin_shufflevector(t0, t2, 0, 1, 4, 5));
+            lamina_gemm_store4(out + panel_rows, scale * __builtin_shufflevector(t0, t2, 2, 3, 6, 7));
+            lamina_gemm_store4(out + 2 * panel_rows, scale * __builtin_shufflevector(t1, t3, 0, 1, 4, 5));
+            lamina_gemm_store4(out + 3 * panel_rows, scale * __builtin_shufflevector(t1, t3, 2, 3, 6, 7));
+          }
+          /* Rows past the last four (MR = 6 with AVX2). */
+          for (int r = panel_rows - panel_rows % 4; r < panel_rows; r++)
+            for (int64_t q = p; q < p + 4; q++) ap[q * panel_rows + r] = alpha * rows[r * lda + q];
+        }
+        for (; p < kc; p++)
           #pragma GCC unroll 32
-          for (int r = 0; r < MR; r++) ap[p * MR + r] = alpha * rows[r * lda + p];
+          for (int r = 0; r < panel_rows; r++) ap[p * panel_rows + r] = alpha * rows[r * lda + p];
       } else {
         for (int64_t p = 0; p < kc; p++)
-          for (int r = 0; r < MR; r++) ap[p * MR + r] = r < mr ? alpha * rows[r * lda + p] : (lamina_real)0;
+          for (int r = 0; r < panel_rows; r++) ap[p * panel_rows + r] = r < mr ? alpha * rows[r * lda + p] : (lamina_real)0;
       }
     }
   } else {
-    const int64_t full = mc - mc % MR;
+    const int64_t full = mc - mc % panel_rows;
     for (int64_t p = 0; p < kc; p++) {
       const lamina_real* src = a + p * lda;
-      lamina_real* dst = ap + p * MR;
-      for (int64_t i = 0; i < full; i += MR, dst += MR * kc)
+      lamina_real* dst = ap + p * panel_rows;
+      for (int64_t i = 0; i < full; i += panel_rows, dst += panel_rows * kc)
         #pragma GCC unroll 32
-        for (int r = 0; r < MR; r++) dst[r] = alpha * src[i + r];
+        for (int r = 0; r < panel_rows; r++) dst[r] = alpha * src[i + r];
       if (full < mc)
-        for (int r = 0; r < MR; r++) dst[r] = full + r < mc ? alpha * src[full + r] : (lamina_real)0;
+        for (int r = 0; r < panel_rows; r++) dst[r] = full + r < mc ? alpha * src[full + r] : (lamina_real)0;
     }
   }
+}
+
+/* Panels of `rows` rows: MR or MR_NARROW. */
+static void lamina_gemm_pack_a(int rows, int trans, const lamina_real* restrict a, int64_t lda, int64_t mc, int64_t kc,
+                               lamina_real alpha, lamina_real* restrict ap) {
+  if (rows == MR)
+    lamina_gemm_pack_a_rows(MR, trans, a, lda, mc, kc, alpha, ap);
+  else
+    lamina_gemm_pack_a_rows(MR_NARROW, trans, a, lda, mc, kc, alpha, ap);
 }
 
 /* Packs op(B)[0..kc, 0..nc] (b points at its first element) into NR-column panels (element (p, j) of
@@ -383,25 +452,33 @@ static void lamina_gemm_pack_b(int trans, const lamina_real* restrict b, int64_t
 /* C[ic.., jc..][mc x nc] (+)= packed A block @ packed B block, one micro-kernel call per MR x NR tile
    (c and ldc are the whole C). After the last k-block (epilogue non-NULL) the epilogue runs on each
    finished mc x (LAMINA_GEMM_EPILOGUE_PANELS * NR) slab while it is still in L1/L2. */
-static void lamina_gemm_macro(int64_t mc, int64_t nc, int64_t kc, const lamina_real* ap, const lamina_real* bp, lamina_real* c_all,
-                              int64_t ldc, int64_t ic, int64_t jc, lamina_real beta,
-                                   const lamina_gemm_epilogue* epilogue) {
+static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, const lamina_real* ap, const lamina_real* bp,
+                              lamina_real* c_all, int64_t ldc, int64_t ic, int64_t jc, lamina_real beta,
+                              const lamina_gemm_epilogue* epilogue) {
+  void (*kernel)(int64_t, const lamina_real*, const lamina_real*, lamina_real*, int64_t, lamina_real) =
+      rows == MR ? lamina_gemm_kernel : lamina_gemm_kernel_narrow;
   _Alignas(64) lamina_real edge[MR * NR];
   lamina_real* c = c_all + ic * ldc + jc;
   int64_t slab = 0; /* first column of the slab the epilogue has not seen yet */
   for (int64_t jr = 0; jr < nc; jr += NR) {
     int64_t nr = lamina_gemm_min(NR, nc - jr);
-    for (int64_t ir = 0; ir < mc; ir += MR) {
-      int64_t mr = lamina_gemm_min(MR, mc - ir);
+    for (int64_t ir = 0; ir < mc; ir += rows) {
+      int64_t mr = lamina_gemm_min(rows, mc - ir);
       lamina_real* ct = c + ir * ldc + jr;
-      if (mr == MR && nr == NR) {
-        lamina_gemm_kernel_rows(MR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
-      } else if (nr == NR && mr % LAMINA_GEMM_ROW_STEP == 0) {
-        /* A panel's last rows, a whole number of row steps: a shorter kernel, straight into C. */
-        lamina_gemm_kernel_any(mr, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
-      } else {
+      if (mr == rows && nr == NR) {
+        kernel(kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+      } else if (rows == MR && nr == NR && mr % LAMINA_GEMM_ROW_STEP == 0) {
+        /* An MR panel's last rows, a whole number of row steps: a shorter kernel, straight into C. */
+        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+      } else if (rows == MR) {
         /* Edge tile: compute the rows it needs aside, merge only the part inside C. */
-        lamina_gemm_kernel_any(mr, kc, ap + ir * kc, bp + jr * kc, edge, NR, (lamina_real)0);
+        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, bp + jr * kc, edge, NR, (lamina_real)0);
+        for (int64_t i = 0; i < mr; i++)
+          for (int64_t j = 0; j < nr; j++)
+            ct[i * ldc + j] = beta == (lamina_real)0 ? edge[i * NR + j] : edge[i * NR + j] + beta * ct[i * ldc + j];
+      } else {
+        /* Edge tile: compute the full tile aside, merge only the part inside C. */
+        kernel(kc, ap + ir * kc, bp + jr * kc, edge, NR, (lamina_real)0);
         for (int64_t i = 0; i < mr; i++)
           for (int64_t j = 0; j < nr; j++)
             ct[i * ldc + j] = beta == (lamina_real)0 ? edge[i * NR + j] : edge[i * NR + j] + beta * ct[i * ldc + j];
@@ -431,6 +508,8 @@ typedef struct lamina_gemm_job {
   int transposed;        /* N == 1 run as M == 1 (C^T = op(B)^T op(A)^T): C is a column */
   const lamina_real* packed_b; /* op(B) packed once by lamina_gemm_pack_b_*: tiles skip packing it */
   int64_t packed_width;        /* its columns rounded up to NR (the size of one k-block's row) */
+  const lamina_gemm_b_packer* b_packer; /* op(B) packed by the caller's function, block by block */
+  int rows;                             /* packed path: rows per A panel, MR or MR_NARROW */
 } lamina_gemm_job;
 
 /* Bytes of the packed A block and of the packed B block in a thread's scratch. */
@@ -442,14 +521,16 @@ enum {
 /* The GotoBLAS loops over one tile C[i0..i1, j0..j1] (see the top of the file). */
 static void lamina_gemm_tile(const lamina_gemm_job* g, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
                              lamina_real* ap, lamina_real* bp) {
-  const int64_t mcb = lamina_gemm_even_block(i1 - i0, MC, MR);
+  const int64_t mcb = lamina_gemm_even_block(i1 - i0, MC, g->rows);
   const int64_t ncb = lamina_gemm_even_block(j1 - j0, NC, NR);
   for (int64_t jc = j0; jc < j1; jc += ncb) {
     int64_t nc = lamina_gemm_min(ncb, j1 - jc);
     for (int64_t pc = 0; pc < g->k; pc += g->kc) {
       int64_t kc = lamina_gemm_min(g->kc, g->k - pc);
       const lamina_real* packed = g->packed_b ? g->packed_b + pc * g->packed_width + jc * kc : bp;
-      if (!g->packed_b) {
+      if (g->b_packer) {
+        g->b_packer->pack(g->b_packer->arg, pc, kc, jc, nc, NR, bp);
+      } else if (!g->packed_b) {
         const lamina_real* b = g->trans_b ? g->b + jc * g->ldb + pc : g->b + pc * g->ldb + jc;
         lamina_gemm_pack_b(g->trans_b, b, g->ldb, kc, nc, bp);
       }
@@ -458,8 +539,8 @@ static void lamina_gemm_tile(const lamina_gemm_job* g, int64_t i0, int64_t i1, i
       for (int64_t ic = i0; ic < i1; ic += mcb) {
         int64_t mc = lamina_gemm_min(mcb, i1 - ic);
         const lamina_real* a = g->trans_a ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;
-        lamina_gemm_pack_a(g->trans_a, a, g->lda, mc, kc, g->alpha, ap);
-        lamina_gemm_macro(mc, nc, kc, ap, packed, g->c, g->ldc, ic, jc, beta, last ? g->epilogue : NULL);
+        lamina_gemm_pack_a(g->rows, g->trans_a, a, g->lda, mc, kc, g->alpha, ap);
+        lamina_gemm_macro(g->rows, mc, nc, kc, ap, packed, g->c, g->ldc, ic, jc, beta, last ? g->epilogue : NULL);
       }
     }
   }
@@ -596,12 +677,13 @@ static void lamina_gemv_task(void* arg, int64_t task, int thread) {
 void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, lamina_real alpha,
                           const lamina_real* a, int64_t lda, const lamina_real* b, int64_t ldb, lamina_real beta, lamina_real* c, int64_t ldc,
                       const lamina_gemm_epilogue* epilogue) {
-  _Static_assert((MC) % (MR) == 0 && (NC) % (NR) == 0, "MC and NC must be multiples of MR and NR");
+  _Static_assert((MC) % (MR) == 0 && (MC) % (MR_NARROW) == 0 && (NC) % (NR) == 0,
+                 "MC and NC must be multiples of MR, MR_NARROW and NR");
   _Static_assert(lamina_gemm_a_bytes + lamina_gemm_b_bytes <= LAMINA_POOL_SCRATCH_BYTES,
                  "GEMM blocks must fit the pool's scratch memory");
   if (m <= 0 || n <= 0) return;
   lamina_gemm_job g = {trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, epilogue, pool,
-                            {1, 1, m, n}, 0, 0, NULL, 0};
+                            {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, NULL, MR};
   if (k <= 0 || alpha == (lamina_real)0) {
     /* Nothing to multiply: C = beta * C (and never read C when beta == 0). */
     if (beta != (lamina_real)1)
@@ -625,7 +707,7 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
     n = m;
     m = 1;
     g = (lamina_gemm_job){trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, epilogue, pool,
-                               {1, 1, m, n}, 0, 0, NULL, 1};
+                               {1, 1, m, n}, 0, 0, NULL, 1, NULL, 0, NULL, MR};
   }
   const int threads = lamina_pool_threads(pool);
   if (m == 1 && (!trans_b || !trans_a || lda == 1)) {
@@ -653,7 +735,8 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
     return;
   }
   g.kc = lamina_gemm_even_block(k, KC, 4);
-  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, MR, NR, NC);
+  g.rows = lamina_gemm_panel_rows(m);
+  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC);
   if (pool) {
     /* A small product split over threads: its epilogue on the caller once the tasks are done. */
     const int caller_epilogue =
@@ -700,10 +783,47 @@ void LAMINA_GEMM_PACKED_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, in
     return;
   }
   lamina_gemm_job g = {trans_a, 0, m, n, k, alpha, beta, a, NULL, c, lda, 0, ldc, epilogue, pool,
-                       {1, 1, m, n}, 0, 0, NULL, 0, packed_b, lamina_gemm_round_up(n, NR)};
+                       {1, 1, m, n}, 0, 0, NULL, 0, packed_b, lamina_gemm_round_up(n, NR), NULL, MR};
   g.kc = lamina_gemm_even_block(k, KC, 4);
   const int threads = lamina_pool_threads(pool);
-  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, MR, NR, NC);
+  g.rows = lamina_gemm_panel_rows(m);
+  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC);
+  if (pool) {
+    const int caller_epilogue =
+        epilogue && g.grid.mt * g.grid.nt > 1 && m * n < LAMINA_GEMM_CALLER_EPILOGUE_BELOW;
+    if (caller_epilogue) g.epilogue = NULL;
+    lamina_pool_run(pool, g.grid.mt * g.grid.nt, lamina_gemm_task, &g);
+    if (caller_epilogue) epilogue->apply(epilogue->arg, c, ldc, 0, 0, m, n);
+  } else {
+    unsigned char* scratch = (unsigned char*)aligned_alloc(64, lamina_gemm_a_bytes + lamina_gemm_b_bytes);
+    if (!scratch) abort();
+    lamina_gemm_tile(&g, 0, m, 0, n, (lamina_real*)scratch, (lamina_real*)(scratch + lamina_gemm_a_bytes));
+    free(scratch);
+  }
+}
+
+/* ---- A right operand packed by the caller ----
+   op(B) is never stored: the caller's packer writes each KC x NC block of it into the panels the tiles
+   read (lamina_gemm_b_packer, lamina_runtime.h). A convolution's columns (im2col) go this way straight
+   from the input image into the packed panels: no [K, P] column matrix is written and read back, and no
+   buffer of it is allocated per call (VGG-19's first layers: 115 MB). Always the packed path (no GEMV:
+   its B must be stored). */
+void LAMINA_GEMM_PACKER_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, int64_t n, int64_t k,
+                                   lamina_real alpha, const lamina_real* a, int64_t lda,
+                                   const lamina_gemm_b_packer* b_packer, lamina_real beta, lamina_real* c,
+                                   int64_t ldc, const lamina_gemm_epilogue* epilogue) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0 || alpha == (lamina_real)0) {
+    /* Nothing to multiply: the general GEMM scales C and never reads B. */
+    LAMINA_GEMM_FUNCTION(pool, trans_a, 0, m, n, k, alpha, a, lda, NULL, n, beta, c, ldc, epilogue);
+    return;
+  }
+  lamina_gemm_job g = {trans_a, 0, m, n, k, alpha, beta, a, NULL, c, lda, 0, ldc, epilogue, pool,
+                       {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, b_packer, MR};
+  g.kc = lamina_gemm_even_block(k, KC, 4);
+  const int threads = lamina_pool_threads(pool);
+  g.rows = lamina_gemm_panel_rows(m);
+  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC);
   if (pool) {
     const int caller_epilogue =
         epilogue && g.grid.mt * g.grid.nt > 1 && m * n < LAMINA_GEMM_CALLER_EPILOGUE_BELOW;

@@ -64,6 +64,19 @@ typedef struct lamina_gemm_epilogue {
   void lamina_gemm_packed_b_##suffix(lamina_pool* pool, int trans_a, int64_t m, int64_t n, int64_t k, T alpha,    \
                                      const T* a, int64_t lda, const T* packed, T beta, T* c, int64_t ldc,         \
                                      const lamina_gemm_epilogue* epilogue)
+/* A right operand that the caller packs itself, block by block, because it is computed rather than stored: a
+ * convolution's im2col columns, read straight from the input image into the GEMM's panels (never written out as
+ * a [K, P] matrix). pack(arg, p0, kc, j0, nc, nr, packed) writes op(B)[p0 .. p0 + kc, j0 .. j0 + nc] as
+ * ceil(nc / nr) panels of nr columns: element (p, j) of panel q at packed[q * nr * kc + p * nr + j], the
+ * columns past nc zero (T* behind the void*). It may run on several threads at once, for different blocks. */
+typedef struct lamina_gemm_b_packer {
+  void (*pack)(const void* arg, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int64_t nr, void* packed);
+  const void* arg;
+} lamina_gemm_b_packer;
+#define LAMINA_GEMM_PACKER_B_DECLARE(T, suffix)                                                                  \
+  void lamina_gemm_packer_b_##suffix(lamina_pool* pool, int trans_a, int64_t m, int64_t n, int64_t k, T alpha,   \
+                                     const T* a, int64_t lda, const lamina_gemm_b_packer* b, T beta, T* c,       \
+                                     int64_t ldc, const lamina_gemm_epilogue* epilogue)
 /* Elements of a packed op(B) [k x n]: k rows of n rounded up to the widest micro-panel (2 vectors of
  * 64 bytes), enough for every instruction set. */
 #define LAMINA_GEMM_PACKED_B_ELEMENTS(n, k, element_bytes) \
@@ -84,8 +97,17 @@ LAMINA_GEMM_PACKED_B_DECLARE(float, f32_native);
 LAMINA_GEMM_PACKED_B_DECLARE(double, f64_native);
 LAMINA_GEMM_PACKED_B_DECLARE(float, f32_generic);
 LAMINA_GEMM_PACKED_B_DECLARE(double, f64_generic);
+LAMINA_GEMM_PACKER_B_DECLARE(float, f32_avx512);
+LAMINA_GEMM_PACKER_B_DECLARE(double, f64_avx512);
+LAMINA_GEMM_PACKER_B_DECLARE(float, f32_avx2);
+LAMINA_GEMM_PACKER_B_DECLARE(double, f64_avx2);
+LAMINA_GEMM_PACKER_B_DECLARE(float, f32_native);
+LAMINA_GEMM_PACKER_B_DECLARE(double, f64_native);
+LAMINA_GEMM_PACKER_B_DECLARE(float, f32_generic);
+LAMINA_GEMM_PACKER_B_DECLARE(double, f64_generic);
 #undef LAMINA_GEMM_DECLARE
 #undef LAMINA_GEMM_PACKED_B_DECLARE
+#undef LAMINA_GEMM_PACKER_B_DECLARE
 
 /* Model code is compiled once per instruction set it supports (-DLAMINA_ISA=avx512, ...) and calls
    lamina_sgemm / lamina_dgemm, which are the GEMM of that same instruction set. */
@@ -98,6 +120,8 @@ LAMINA_GEMM_PACKED_B_DECLARE(double, f64_generic);
 #define lamina_dgemm_pack_b LAMINA_RUNTIME_NAME(lamina_gemm_pack_b_f64_, LAMINA_ISA)
 #define lamina_sgemm_packed_b LAMINA_RUNTIME_NAME(lamina_gemm_packed_b_f32_, LAMINA_ISA)
 #define lamina_dgemm_packed_b LAMINA_RUNTIME_NAME(lamina_gemm_packed_b_f64_, LAMINA_ISA)
+#define lamina_sgemm_packer_b LAMINA_RUNTIME_NAME(lamina_gemm_packer_b_f32_, LAMINA_ISA)
+#define lamina_dgemm_packer_b LAMINA_RUNTIME_NAME(lamina_gemm_packer_b_f64_, LAMINA_ISA)
 #endif
 
 /* ---- CPU features (lamina_cpu.c) ---- */
