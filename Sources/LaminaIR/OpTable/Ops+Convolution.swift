@@ -82,8 +82,11 @@ extension OpRegistry {
       attributes: convolutionAttributes,
       fusion: .matmulLike,
       c: .kernel(.convolution),
-      // The kernel is a GEMM per image (im2col) that hands each finished block to an epilogue.
-      epilogue: EpilogueProducer { operands, result in result.dtype.isFloatingPoint },
+      // The kernel (direct, or a GEMM per image on im2col) hands each finished block to an
+      // epilogue; it can also write a max pool of its result (lamina_conv.h).
+      epilogue: EpilogueProducer(poolsWindowMaximum: true) { operands, result in
+        result.dtype.isFloatingPoint
+      },
       shape: ShapeRule("conv2d(x, weight, bias)") { context throws(ShapeError) in
         [try conv2dGeometry(context).outputType]
       },
