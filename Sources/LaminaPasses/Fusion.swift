@@ -285,7 +285,10 @@ struct FusionPlanner {
     guard group.kind == .epilogue, mayJoin(index, target),
       !group.members.contains(where: { graph.nodes[$0].definition?.windowReduction != nil }),
       let producerIndex = group.members.first(where: { isEpilogueProducer(graph.nodes[$0]) }),
-      graph.nodes[producerIndex].definition?.epilogue?.poolsWindowMaximum == true
+      let producerTrait = graph.nodes[producerIndex].definition?.epilogue,
+      producerTrait.poolsWindowMaximum(
+        graph.nodes[producerIndex].operands.map { graph.type(of: $0) },
+        graph.nodes[producerIndex].attributes)
     else { return nil }
     let input = graph.type(of: node.operands[0])
     guard input.rank == 4, input.shape == group.domain,

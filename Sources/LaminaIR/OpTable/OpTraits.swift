@@ -173,13 +173,17 @@ public struct EpilogueProducer: Sendable {
   /// Whether this node (with these operand and result types) runs through the blocked kernel
   /// (matmul: 2-D floating-point operands and result, not batched).
   public var accepts: @Sendable (_ operands: [TensorType], _ result: TensorType) -> Bool
-  /// Whether the kernel can also take the maximum over windows of the last two axes of its NCHW
-  /// result (a max pool without padding) and write only the pooled values, running the epilogue
-  /// on those (conv2d's direct kernels).
-  public var poolsWindowMaximum: Bool
+  /// Whether the kernel, for a node with these operands and attributes, can also take the maximum
+  /// over windows of the last two axes of its NCHW result (a max pool without padding) and write
+  /// only the pooled values, running the epilogue on those (conv2d's direct kernels).
+  public var poolsWindowMaximum:
+    @Sendable (_ operands: [TensorType], _ attributes: [String: Attribute]) -> Bool
 
   public init(
-    poolsWindowMaximum: Bool = false,
+    poolsWindowMaximum:
+      @escaping @Sendable (
+        _ operands: [TensorType], _ attributes: [String: Attribute]
+      ) -> Bool = { _, _ in false },
     accepts: @escaping @Sendable (_ operands: [TensorType], _ result: TensorType) -> Bool
   ) {
     self.accepts = accepts

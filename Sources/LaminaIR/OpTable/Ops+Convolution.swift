@@ -83,10 +83,16 @@ extension OpRegistry {
       fusion: .matmulLike,
       c: .kernel(.convolution),
       // The kernel (direct, or a GEMM per image on im2col) hands each finished block to an
-      // epilogue; it can also write a max pool of its result (lamina_conv.h).
-      epilogue: EpilogueProducer(poolsWindowMaximum: true) { operands, result in
-        result.dtype.isFloatingPoint
-      },
+      // epilogue; the direct kernels can also write a max pool of their result (lamina_conv.h).
+      epilogue: EpilogueProducer(
+        poolsWindowMaximum: { operands, attributes in
+          guard
+            let geometry = try? OpRegistry.conv2dGeometry(
+              operands: operands, attributes: attributes)
+          else { return false }
+          return ConvolutionSchedule(geometry).poolsInScratch
+        },
+        accepts: { operands, result in result.dtype.isFloatingPoint }),
       shape: ShapeRule("conv2d(x, weight, bias)") { context throws(ShapeError) in
         [try conv2dGeometry(context).outputType]
       },
