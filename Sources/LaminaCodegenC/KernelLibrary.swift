@@ -148,3 +148,13 @@ protocol PackedRightOperandProducer: EpilogueProducerEmitter {
     _ producer: Node, in graph: Graph, operand: (ValueID) -> String, destination: String,
     epilogue: String, into body: inout CWriter)
 }
+
+/// An epilogue producer whose kernel can write a max pool of its NCHW result instead of the result
+/// (`EpilogueProducer.poolsWindowMaximum`), calling the epilogue on blocks of the pooled result.
+protocol PooledEpilogueProducer: EpilogueProducerEmitter {
+  /// `emitProduce`, with `destination` the pooled result's buffer.
+  static func emitProducePooled(
+    _ producer: Node, in graph: Graph, pooling: KernelSchedule.Pooling,
+    operand: (ValueID) -> String, destination: String, epilogue: String,
+    into body: inout CWriter)
+}

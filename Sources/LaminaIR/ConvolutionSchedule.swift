@@ -29,6 +29,14 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   public var algorithm: Algorithm
   /// Multiply-adds of one image, for the thread decision of the direct kernels.
   public var multiplyAddsPerImage: Int
+  /// Whether the kernel can write a max pool of its result (`EpilogueProducer.poolsWindowMaximum`):
+  /// a direct kernel, whose (image, group) block of result rows, pooled in a thread's 2 MiB
+  /// scratch memory beside the padded input, is at most `pooledBlockBytes`. im2col and the GEMM
+  /// would need the whole result in a buffer of its own.
+  public var poolsInScratch = false
+
+  /// Bytes of one (image, group)'s result up to which a direct kernel pools it in scratch memory.
+  public static let pooledBlockBytes = 1 << 20
 
   /// Output channels per group the width kernel takes (`LAMINA_CONV_DIRECT_MAX_CHANNELS`).
   public static let directWidthMaxChannels = 8
@@ -67,6 +75,8 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     } else {
       algorithm = .im2colGemm
     }
+    let blockBytes = outPerGroup * geometry.outHeight * geometry.outWidth * geometry.dtype.byteSize
+    poolsInScratch = algorithm != .im2colGemm && blockBytes <= Self.pooledBlockBytes
   }
 
   /// The schedule of a `conv2d` node; nil for other nodes.

@@ -87,6 +87,19 @@ public struct KernelSchedule: Sendable, Hashable {
   public var uniformScratch = true
   /// Column sums: whether the tasks' partial rows fit a buffer on the stack.
   public var partialsOnStack = false
+  /// Epilogue: a max pool the producer writes (its result never stored whole), the members
+  /// running on the pooled values.
+  public var pooling: Pooling?
+
+  /// A windowed maximum over the last two axes of an epilogue producer's NCHW result, computed by
+  /// the producer's kernel before the epilogue (`EpilogueProducer.poolsWindowMaximum`).
+  public struct Pooling: Sendable, Hashable {
+    /// The pool's result: the fused kernel's domain.
+    public var result: ValueID
+    /// Window [height, width] and stride [height, width]; no padding or dilation.
+    public var kernel: [Int]
+    public var stride: [Int]
+  }
 
   /// Products up to this many columns get an epilogue specialized to blocks of the full width (the
   /// GEMM hands the epilogue blocks of at most 128 columns).
@@ -123,14 +136,30 @@ extension KernelSchedule {
           chunkAlignment: isFlat ? 16 : 1, taskSlots: false))
     case .epilogue:
       guard let producer = node.epilogueProducer else { return nil }
-      // The producer's result seen as a matrix: the last axis is the columns, the others the rows.
-      guard let columns = graph.type(of: producer.result).shape.last else { return nil }
+      var pooling: Pooling?
+      if let pool = node.body.first(where: { $0.definition?.windowReduction == .maximum }) {
+        let input = graph.type(of: pool.operands[0]).shape
+        guard input.count == 4, let height = input[2].staticValue,
+          let width = input[3].staticValue,
+          let windows = try? PoolingWindows(
+            op: pool.op, attributes: pool.attributes, inputHeight: height, inputWidth: width)
+        else { return nil }
+        pooling = Pooling(
+          result: pool.result, kernel: [windows.height.kernel, windows.width.kernel],
+          stride: [windows.height.stride, windows.width.stride])
+      }
+      // The result the epilogue sees (the producer's, or the pool's) as a matrix: the last axis is
+      // the columns, the others the rows.
+      guard let columns = graph.type(of: pooling?.result ?? producer.result).shape.last else {
+        return nil
+      }
       let fullWidth = columns.staticValue.flatMap {
         $0 <= Self.staticWidthEpilogueColumns ? $0 : nil
       }
       self.init(
         form: .epilogue(singleColumn: columns.staticValue == 1, fullWidth: fullWidth),
         threads: .producer)
+      self.pooling = pooling
     case .reduction:
       guard let schedule = Self.rows(node, in: graph) else { return nil }
       self = schedule
@@ -394,6 +423,11 @@ public struct KernelSchedulePrinter {
       lines.append("producer \(producer) writes blocks; the other members run on each block")
       if let convolution = node.epilogueProducer.flatMap({ ConvolutionSchedule($0, in: graph) }) {
         lines += convolution.summary
+      }
+      if let pooling = schedule.pooling {
+        lines.append(
+          "epilogue: max pool \(pooling.kernel[0])x\(pooling.kernel[1]) stride \(pooling.stride[0])x\(pooling.stride[1]) written by the producer, \(name(pooling.result)); the other members run on the pooled values"
+        )
       }
       if singleColumn {
         lines.append("epilogue walks the single column, vectorized")

@@ -216,6 +216,10 @@ struct FusionPlanner {
         groups[index].domain = domain
         continue
       }
+      if let target = pooledEpilogueTarget(index) {
+        join(index, target, kind: .epilogue)
+        continue
+      }
       guard isElementwise(node) else { continue }
       // Try the groups of the operands' producers: a matmul's epilogue first (it saves a whole
       // pass over the product), then the most recent, among those `mayJoin` allows (`sign(%h)` is
@@ -302,6 +306,64 @@ struct FusionPlanner {
     }
   }
 
+  /// A windowed maximum (max pool) over the result of an epilogue group whose producer can pool
+  /// (`EpilogueProducer.poolsWindowMaximum`): the group it may join, so that the producer writes
+  /// only the pooled values and the epilogue runs on those (a quarter of the elements for 2x2).
+  /// Legal when the pool reads the group's last value and nothing else reads any value of the
+  /// group, and every member commutes with the maximum: non-decreasing (`relu`, `add`) in the
+  /// group's values, its other operands constant over each window (scalars, per-channel biases).
+  /// Windows without padding, dilation or ceil mode.
+  func pooledEpilogueTarget(_ index: Int) -> Int? {
+    let node = graph.nodes[index]
+    guard node.definition?.windowReduction == .maximum, node.operands.count == 1,
+      node.results.count == 1, let definer = producer[node.operands[0]]
+    else { return nil }
+    let target = groupOf[definer]
+    let group = groups[target]
+    guard group.kind == .epilogue, mayJoin(index, target),
+      !group.members.contains(where: { graph.nodes[$0].definition?.windowReduction != nil }),
+      let producerIndex = group.members.first(where: { isEpilogueProducer(graph.nodes[$0]) }),
+      let producerTrait = graph.nodes[producerIndex].definition?.epilogue,
+      producerTrait.poolsWindowMaximum(
+        graph.nodes[producerIndex].operands.map { graph.type(of: $0) },
+        graph.nodes[producerIndex].attributes)
+    else { return nil }
+    let input = graph.type(of: node.operands[0])
+    guard input.rank == 4, input.shape == group.domain,
+      let height = input.shape[2].staticValue, let width = input.shape[3].staticValue,
+      let windows = try? PoolingWindows(
+        op: node.op, attributes: node.attributes, inputHeight: height, inputWidth: width),
+      [windows.height, windows.width].allSatisfy({ axis in
+        axis.padBefore == 0 && axis.padAfter == 0 && axis.dilation == 1 && !axis.ceilMode
+      })
+    else { return nil }
+    let members = Set(group.members)
+    let values = Set(group.members.flatMap { graph.nodes[$0].results })
+    for member in group.members {
+      let memberNode = graph.nodes[member]
+      for result in memberNode.results {
+        // Only the pool reads the group's values: none of them gets a buffer.
+        guard !exposed.contains(result) else { return nil }
+        let readers = consumers[result] ?? []
+        guard readers.allSatisfy({ members.contains($0) || $0 == index }) else { return nil }
+        if readers.contains(index) && readers.count > 1 { return nil }
+      }
+      guard member != producerIndex else { continue }
+      let nonDecreasing = memberNode.definition?.algebra.nonDecreasingOperands ?? []
+      for (position, operand) in memberNode.operands.enumerated() {
+        if values.contains(operand) {
+          guard nonDecreasing.contains(position) else { return nil }
+        } else {
+          // Constant over a window: broadcast along the last two axes.
+          guard graph.type(of: operand).shape.suffix(2).allSatisfy({ $0 == Dim(1) }) else {
+            return nil
+          }
+        }
+      }
+    }
+    return canJoin(index, target) ? target : nil
+  }
+
   /// Whether a member of group `other` computes an operand of group `target`'s epilogue producer.
   func feedsEpilogueProducer(_ other: Int, of target: Int) -> Bool {
     guard groups[target].kind == .epilogue else { return false }
@@ -347,6 +409,11 @@ struct FusionPlanner {
       return shape == group.domain && !shape.isEmpty
         && !node.operands.contains(where: sums.contains)
     case .epilogue:
+      // A group ending in a pool its producer writes takes nothing more (see
+      // `pooledEpilogueTarget`).
+      if group.members.contains(where: { graph.nodes[$0].definition?.windowReduction != nil }) {
+        return false
+      }
       // The producer stores its result in a result's buffer before the epilogue replaces it: every
       // member keeps the product's dtype (`cast(%x @ %w, dtype: f64)` alone has no f32 result).
       let product = group.members.first { isEpilogueProducer(graph.nodes[$0]) }.map {

@@ -267,6 +267,68 @@ struct ConvolutionTests {
     #expect(printed.contains("none below 262144 multiply-adds in all (117600 per image)"))
   }
 
+  /// Convolutions whose max pool the forward kernel writes (inference: nothing else reads the
+  /// convolution's result), one library: the width kernel on odd sizes whose last row and column
+  /// no window reads, the channel kernel with stride 2 and dilation 2 under overlapping windows,
+  /// groups with 3x3 windows at stride 2; a tanh (not declared non-decreasing) keeps its pool
+  /// apart, and so does a convolution scheduled on im2col and the GEMM (20 input channels). Each
+  /// path at batch 1 and 37: the default kernels, bands of one image over the threads with the
+  /// channel kernel forced, im2col for all (the whole result pooled after the GEMM), AVX2 and the
+  /// portable C.
+  static let pooledSource = """
+    model PooledConv {
+      input x: f32[batch, 3, 9, 11]
+      let a = x |> conv2d(filters: 6, kernel: 3, padding: 1) |> relu |> max_pool2d(kernel: 2)
+      let b = x
+        |> conv2d(filters: 20, kernel: 3, stride: 2, dilation: 2, padding: 2, activation: "relu")
+        |> max_pool2d(kernel: 2, stride: 1)
+      let c = x
+        |> conv2d(filters: 18, kernel: 3, groups: 3, padding: "same", activation: "relu")
+        |> max_pool2d(kernel: 3, stride: 2)
+      let d = x |> conv2d(filters: 20, kernel: 3, padding: 1)
+        |> conv2d(filters: 8, kernel: [3, 2], activation: "relu") |> max_pool2d(kernel: [2, 3])
+      let e = x |> conv2d(filters: 4, kernel: 3, activation: "tanh") |> max_pool2d(kernel: 2)
+      output a
+      output b
+      output c
+      output d
+      output e
+    }
+    """
+
+  @Test(
+    "a max pool written by the convolution before it equals the interpreter in every kernel path",
+    arguments: [
+      [],
+      ["-DLAMINA_CONV_FORCE_CHANNEL_KERNEL=1", "-DLAMINA_CONV_DIRECT_PARALLEL_WORK=0"],
+      ["-DLAMINA_CONV_DIRECT_MAX_CHANNELS=0", "-DLAMINA_CONV_CHANNEL_KERNEL=0"],
+      ["x86-64-v3", "-DLAMINA_CONV_DIRECT_PARALLEL_WORK=0"],
+      ["generic"],
+    ])
+  func pooledEpilogue(_ arguments: [String]) throws {
+    let target: CompileTarget? =
+      arguments.first == "x86-64-v3" ? .x86_64_v3 : arguments.first == "generic" ? .generic : nil
+    if target == .x86_64_v3 && !CompileTarget.hostIsX86 { return }
+    let model = try Model(source: Self.pooledSource, pipeline: Pipeline.inference)
+    let parameters = try model.initialParameters(seed: 5)
+    let source = try model.generateC().source
+    // Three convolutions write their pools (2x2, 2x2 at stride 1, 3x3); the tanh's and the
+    // im2col convolution's stay apart.
+    #expect(source.components(separatedBy: "written as its max pool").count - 1 == 3, "\(source)")
+    #expect(
+      source.components(separatedBy: "_max_pool2d(lamina_context*").count - 1 == 2,
+      "the tanh's and the im2col convolution's pools have their own kernels, the others none")
+    var options = TestCache.options()
+    options.flags = target == nil ? arguments : Array(arguments.dropFirst())
+    if let target { options.target = target }
+    let compiled = try model.compile(options: options, parameters: parameters)
+    for problem in try TestData.compiledMismatches(
+      model, compiled, parameters: parameters, batches: [1, 37])
+    {
+      Issue.record("\(arguments): \(problem)")
+    }
+  }
+
   @Test("the interpreter's gradients equal finite differences", arguments: cases)
   func gradcheck(_ testCase: Case) throws {
     let model = try Model(source: testCase.source, pipeline: Pipeline.training)

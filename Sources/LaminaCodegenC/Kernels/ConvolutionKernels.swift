@@ -30,18 +30,23 @@ enum ConvolutionKernels {
     }
   }
 
-  /// `{batch, in_channels, ..., algorithm}`: a `lamina_conv2d_geometry` initializer; `algorithm` is
-  /// a `LAMINA_CONV_ALGORITHM_*` constant (the forward convolution's schedule).
+  /// `{batch, in_channels, ..., algorithm, pool...}`: a `lamina_conv2d_geometry` initializer;
+  /// `algorithm` is a `LAMINA_CONV_ALGORITHM_*` constant (the forward convolution's schedule),
+  /// `pooling` the max pool the forward kernel writes instead of its result.
   static func literal(
-    _ g: ConvolutionGeometry, algorithm: String = "LAMINA_CONV_ALGORITHM_AUTO"
+    _ g: ConvolutionGeometry, algorithm: String = "LAMINA_CONV_ALGORITHM_AUTO",
+    pooling: KernelSchedule.Pooling? = nil
   ) -> String {
-    let fields = [
+    var fields = [
       cDim(g.batch), String(g.inChannels), String(g.inHeight), String(g.inWidth),
       String(g.outChannels), String(g.outHeight), String(g.outWidth), String(g.kernel[0]),
       String(g.kernel[1]), String(g.stride[0]), String(g.stride[1]), String(g.padding[0]),
       String(g.padding[1]), String(g.dilation[0]), String(g.dilation[1]), String(g.groups),
       algorithm,
     ]
+    if let pooling {
+      fields += (pooling.kernel + pooling.stride).map(String.init)
+    }
     return "{" + fields.joined(separator: ", ") + "}"
   }
 
@@ -49,7 +54,7 @@ enum ConvolutionKernels {
   /// `const lamina_gemm_epilogue*` or `NULL`) on its finished blocks.
   static func emitCall(
     _ node: Node, in graph: Graph, operands: [String], destination: String, epilogue: String,
-    into writer: inout CWriter
+    pooling: KernelSchedule.Pooling? = nil, into writer: inout CWriter
   ) {
     let geometry: ConvolutionGeometry
     do {
@@ -91,8 +96,15 @@ enum ConvolutionKernels {
     writer.line(
       "/* x [batch, \(geometry.inChannels), \(geometry.inHeight), \(geometry.inWidth)] -> y [batch, \(geometry.outChannels), \(geometry.outHeight), \(geometry.outWidth)] of the convolution; \(purpose) */"
     )
+    if let pooling {
+      let pooled = graph.type(of: pooling.result).shape.map(cDim).joined(separator: ", ")
+      writer.line(
+        "/* written as its max pool, windows \(pooling.kernel[0])x\(pooling.kernel[1]) at stride \(pooling.stride[0])x\(pooling.stride[1]): y [\(pooled)] */"
+      )
+    }
     writer.line(
-      "const lamina_conv2d_geometry geometry = \(literal(geometry, algorithm: algorithm));")
+      "const lamina_conv2d_geometry geometry = \(literal(geometry, algorithm: algorithm, pooling: pooling));"
+    )
     writer.line(
       "if (\(call) != 0) return lamina_fail(ctx, LAMINA_ERROR_MEMORY, \"%s\", \(CText.stringLiteral(node.op + ": out of memory for the convolution's columns")));"
     )
@@ -114,5 +126,19 @@ extension ConvolutionKernels: EpilogueProducerEmitter {
     emitCall(
       producer, in: graph, operands: producer.operands.map(operand), destination: destination,
       epilogue: epilogue, into: &body)
+  }
+}
+
+/// The forward convolution writes a max pool of its result (the windows' maxima only) and runs
+/// the epilogue on the pooled blocks.
+extension ConvolutionKernels: PooledEpilogueProducer {
+  static func emitProducePooled(
+    _ producer: Node, in graph: Graph, pooling: KernelSchedule.Pooling,
+    operand: (ValueID) -> String, destination: String, epilogue: String,
+    into body: inout CWriter
+  ) {
+    emitCall(
+      producer, in: graph, operands: producer.operands.map(operand), destination: destination,
+      epilogue: epilogue, pooling: pooling, into: &body)
   }
 }

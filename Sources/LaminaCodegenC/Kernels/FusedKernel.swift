@@ -117,7 +117,8 @@ struct FusedKernel {
     }
     switch schedule.form {
     case .epilogue(let singleColumn, let fullWidth):
-      return try emitEpilogue(singleColumn: singleColumn, fullWidth: fullWidth)
+      return try emitEpilogue(
+        singleColumn: singleColumn, fullWidth: fullWidth, pooling: schedule.pooling)
     case .rows: return try emitRows(schedule)
     case .loop(let flat): return try emitElementwise(schedule, isFlat: flat)
     case .loopWithColumnSums(let singleColumn):
@@ -415,9 +416,11 @@ struct FusedKernel {
 
   // MARK: Producer with epilogue
 
-  func emitEpilogue(singleColumn: Bool, fullWidth: Int?) throws -> (
-    prelude: CWriter, body: CWriter
-  ) {
+  func emitEpilogue(singleColumn: Bool, fullWidth: Int?, pooling: KernelSchedule.Pooling?) throws
+    -> (
+      prelude: CWriter, body: CWriter
+    )
+  {
     guard let producer = node.epilogueProducer,
       case .kernel(let kernel)? = producer.definition?.c,
       let producerKernel = KernelLibrary.epilogueProducer(kernel)
@@ -427,8 +430,13 @@ struct FusedKernel {
     }
     let names = operandNames
     let product = producer.result
-    let (_, n) = producerKernel.matrixShape(of: producer, in: graph)
-    let domain = graph.type(of: product).shape
+    // With a pool the producer writes, the epilogue sees the pooled result: `p` is a window's
+    // maximum, and the members (non-decreasing, so they commute with it) run on that.
+    let pool = pooling.flatMap { pooling in node.body.first { $0.result == pooling.result } }
+    let domain = graph.type(of: pooling?.result ?? product).shape
+    let n =
+      pooling != nil
+      ? domain.last ?? Dim(1) : producerKernel.matrixShape(of: producer, in: graph).columns
     let productType = cType(product)
     // The producer writes its result into the first result of its dtype; the epilogue replaces it
     // there.
@@ -440,7 +448,7 @@ struct FusedKernel {
 
     // A single-column product is walked down its column (see the epilogue below).
     let productElement = singleColumn ? "crow[i]" : "crow[j]"
-    let epilogueMembers = node.body.filter { $0.result != product }
+    let epilogueMembers = node.body.filter { $0.result != product && $0.result != pool?.result }
     let external = epilogueMembers.flatMap(\.operands).filter { names[$0] != nil && $0 != product }
     var accesses: [ValueID: RowAccess] = [:]
     for operand in external where accesses[operand] == nil {
@@ -471,6 +479,7 @@ struct FusedKernel {
         locals[operand] = local
       }
       try emitMembers(epilogueMembers, locals: &locals, into: &element)
+      if let pool { locals[pool.result] = locals[pool.operands[0]] }
       for (index, result) in node.results.enumerated() where result != carrier {
         element.line("out\(index)[\(full)] = \(locals[result]!);")
       }
@@ -569,7 +578,17 @@ struct FusedKernel {
       node.operands.indices.map { "in\($0)" } + node.results.indices.map { "out\($0)" }
     body.line("@KERNEL@_epilogue_args arguments = {dims, \(pointers.joined(separator: ", "))};")
     body.line("const lamina_gemm_epilogue epilogue = {@KERNEL@_epilogue, &arguments};")
-    if packedRightOperand, let packed = producerKernel as? PackedRightOperandProducer.Type {
+    if let pooling {
+      guard let pooled = producerKernel as? PooledEpilogueProducer.Type else {
+        throw Diagnostic.error(
+          "fused \(producer.op) node with a pool its kernel cannot write", at: node.location)
+      }
+      pooled.emitProducePooled(
+        producer, in: graph, pooling: pooling, operand: { names[$0]! },
+        destination: carrierName, epilogue: "&epilogue", into: &body)
+    } else if packedRightOperand,
+      let packed = producerKernel as? PackedRightOperandProducer.Type
+    {
       packed.emitProducePacked(
         producer, in: graph, operand: { names[$0]! }, destination: carrierName,
         epilogue: "&epilogue", into: &body)

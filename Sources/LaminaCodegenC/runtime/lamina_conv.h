@@ -63,7 +63,34 @@ typedef struct lamina_conv2d_geometry {
   int64_t dilation_height, dilation_width;
   int64_t groups;
   int64_t algorithm; /* LAMINA_CONV_ALGORITHM_*: the kernel schedule's choice (0: chosen here by size) */
+  /* A max pool of the result written instead of it (0: none): windows pool_height x pool_width at the pool strides,
+     no padding; the forward's y is then the pooled [batch, out_channels, PH, PW] and the epilogue sees that. */
+  int64_t pool_height, pool_width, pool_stride_height, pool_stride_width;
 } lamina_conv2d_geometry;
+
+/* The pooled result's rows and columns (the result's own without a pool). */
+static inline int64_t lamina_conv_pooled_height(const lamina_conv2d_geometry* g) {
+  return g->pool_height > 0 ? (g->out_height - g->pool_height) / g->pool_stride_height + 1 : g->out_height;
+}
+static inline int64_t lamina_conv_pooled_width(const lamina_conv2d_geometry* g) {
+  return g->pool_height > 0 ? (g->out_width - g->pool_width) / g->pool_stride_width + 1 : g->out_width;
+}
+
+/* Band `band` of `bands` of one (image, group)'s rows: the rows of the written result (pooled, with a pool) it
+   writes, [*written_first, *written_end), and the rows of the convolution's result it computes, [*first, *end). */
+static inline void lamina_conv_band_rows(const lamina_conv2d_geometry* g, int64_t band, int64_t bands, int64_t* written_first,
+                                         int64_t* written_end, int64_t* first, int64_t* end) {
+  const int64_t rows = lamina_conv_pooled_height(g);
+  *written_first = rows * band / bands;
+  *written_end = rows * (band + 1) / bands;
+  if (g->pool_height <= 0) {
+    *first = *written_first;
+    *end = *written_end;
+    return;
+  }
+  *first = *written_first * g->pool_stride_height;
+  *end = *written_end > *written_first ? (*written_end - 1) * g->pool_stride_height + g->pool_height : *first;
+}
 
 /* The forward kernels, as the generated code's kernel schedule names them (ConvolutionSchedule). */
 #define LAMINA_CONV_ALGORITHM_AUTO 0           /* the width kernel when it fits, else im2col + GEMM */
@@ -174,6 +201,32 @@ static inline void lamina_conv_store_tile_f32(float* out, int64_t P, const __m51
 #define LAMINA_CONV_HAS_TILE_TRANSPOSE_f64 0
 #define LAMINA_CONV_STORE_TILE_f64(out, P, sums) ;
 
+/* A 2x2 max pool at stride 2 of two rows of f32 with AVX-512: 16 columns of each row per step, the vertical maximum,
+   the maximum of each pair of lanes (an in-lane swap), and the even lanes gathered into 8 results; masked loads and
+   stores for a short last step. NaN wins, as in max_pool2d (vmaxps alone would return the second operand). */
+#if LAMINA_CONV_VBYTES == 64 && defined(__AVX512F__) && defined(__AVX512VL__)
+#define LAMINA_CONV_HAS_POOL2_f32 1
+static inline __m512 lamina_conv_max_nan_f32(__m512 x, __m512 y) {
+  return _mm512_mask_mov_ps(_mm512_max_ps(x, y), _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+static inline void lamina_conv_pool2_row_f32(const float* a, const float* b, float* out, int64_t count) {
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+  for (int64_t j0 = 0; j0 < count; j0 += 8) {
+    const int64_t n = count - j0 < 8 ? count - j0 : 8;
+    const __mmask16 columns = (__mmask16)((1u << (2 * n)) - 1u);
+    const __m512 v = lamina_conv_max_nan_f32(_mm512_maskz_loadu_ps(columns, a + 2 * j0), _mm512_maskz_loadu_ps(columns, b + 2 * j0));
+    const __m512 pairs = lamina_conv_max_nan_f32(v, _mm512_permute_ps(v, 0xB1));
+    _mm256_mask_storeu_ps(out + j0, (__mmask8)((1u << n) - 1u), _mm512_castps512_ps256(_mm512_permutexvar_ps(evens, pairs)));
+  }
+}
+#define LAMINA_CONV_POOL2_ROW_f32(a, b, out, count) lamina_conv_pool2_row_f32((a), (b), (out), (count));
+#else
+#define LAMINA_CONV_HAS_POOL2_f32 0
+#define LAMINA_CONV_POOL2_ROW_f32(a, b, out, count) ;
+#endif
+#define LAMINA_CONV_HAS_POOL2_f64 0
+#define LAMINA_CONV_POOL2_ROW_f64(a, b, out, count) ;
+
 static inline int64_t lamina_conv_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t lamina_conv_max(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -229,6 +282,82 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
 
 #define LAMINA_CONV_DEFINE(T, S, GEMM, PACKER_GEMM)                                                                                      \
                                                                                                                             \
+  /* The max pool of g's windows over `rows` rows of one result plane (row r at block + r * width), pooled rows          \
+     [0, pooled_rows) to out (rows PW apart). A later element replaces the maximum when larger or NaN, as max_pool2d. */   \
+  static inline void lamina_conv_max_pool_rows_##S(const lamina_conv2d_geometry* g, const T* block, int64_t width,       \
+                                                   int64_t pooled_rows, T* out) {                                        \
+    const int64_t PW = lamina_conv_pooled_width(g), kh = g->pool_height, kw = g->pool_width;                              \
+    const int64_t sh = g->pool_stride_height, sw = g->pool_stride_width;                                                  \
+    if (LAMINA_CONV_HAS_POOL2_##S && kh == 2 && kw == 2 && sh == 2 && sw == 2) {                                          \
+      for (int64_t i = 0; i < pooled_rows; i++)                                                                           \
+        LAMINA_CONV_POOL2_ROW_##S(block + 2 * i * width, block + (2 * i + 1) * width, out + i * PW, PW)                   \
+      return;                                                                                                             \
+    }                                                                                                                     \
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && PW >= 8) {                                                            \
+      /* Blocks of 8 columns, the last overlapping the one before (stores only): one vector each, no remainder loop. */  \
+      for (int64_t i = 0; i < pooled_rows; i++) {                                                                         \
+        const T* a = block + 2 * i * width;                                                                               \
+        const T* b = a + width;                                                                                           \
+        T* o = out + i * PW;                                                                                              \
+        for (int64_t j0 = 0; j0 < PW; j0 += 8) {                                                                          \
+          const int64_t start = j0 + 8 <= PW ? j0 : PW - 8;                                                               \
+          _Pragma("omp simd") for (int64_t j = start; j < start + 8; j++) {                                               \
+            T v = a[2 * j];                                                                                               \
+            v = (a[2 * j + 1] > v || a[2 * j + 1] != a[2 * j + 1]) ? a[2 * j + 1] : v;                                    \
+            v = (b[2 * j] > v || b[2 * j] != b[2 * j]) ? b[2 * j] : v;                                                    \
+            v = (b[2 * j + 1] > v || b[2 * j + 1] != b[2 * j + 1]) ? b[2 * j + 1] : v;                                    \
+            o[j] = v;                                                                                                     \
+          }                                                                                                               \
+        }                                                                                                                 \
+      }                                                                                                                   \
+      return;                                                                                                             \
+    }                                                                                                                     \
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2) {                                                                       \
+      for (int64_t i = 0; i < pooled_rows; i++) {                                                                         \
+        const T* a = block + 2 * i * width;                                                                               \
+        const T* b = a + width;                                                                                           \
+        for (int64_t j = 0; j < PW; j++) {                                                                                \
+          T v = a[2 * j];                                                                                                 \
+          v = (a[2 * j + 1] > v || a[2 * j + 1] != a[2 * j + 1]) ? a[2 * j + 1] : v;                                      \
+          v = (b[2 * j] > v || b[2 * j] != b[2 * j]) ? b[2 * j] : v;                                                      \
+          v = (b[2 * j + 1] > v || b[2 * j + 1] != b[2 * j + 1]) ? b[2 * j + 1] : v;                                      \
+          out[i * PW + j] = v;                                                                                            \
+        }                                                                                                                 \
+      }                                                                                                                   \
+      return;                                                                                                             \
+    }                                                                                                                     \
+    for (int64_t i = 0; i < pooled_rows; i++)                                                                             \
+      for (int64_t j = 0; j < PW; j++) {                                                                                  \
+        const T* window = block + i * sh * width + j * sw;                                                                \
+        T v = window[0];                                                                                                  \
+        for (int64_t a = 0; a < kh; a++)                                                                                  \
+          for (int64_t b = 0; b < kw; b++) {                                                                              \
+            const T e = window[a * width + b];                                                                            \
+            v = (e > v || e != e) ? e : v;                                                                                \
+          }                                                                                                               \
+        out[i * PW + j] = v;                                                                                              \
+      }                                                                                                                   \
+  }                                                                                                                       \
+                                                                                                                          \
+  /* Pools `channels` planes of a block holding rows [first_row, ...) of one (image, group)'s result (planes           \
+     block_plane apart) into pooled rows [pooled_first, pooled_end) of y's planes from `first_plane`, then runs the      \
+     epilogue on them. */                                                                                                 \
+  static inline void lamina_conv_pool_block_##S(const lamina_conv2d_geometry* g, const T* block, int64_t block_plane,     \
+                                                int64_t channels, int64_t first_plane, int64_t pooled_first,             \
+                                                int64_t pooled_end, T* y, const lamina_gemm_epilogue* epilogue) {        \
+    const int64_t PH = lamina_conv_pooled_height(g), PW = lamina_conv_pooled_width(g);                                    \
+    for (int64_t c = 0; c < channels; c++)                                                                                \
+      lamina_conv_max_pool_rows_##S(g, block + c * block_plane, g->out_width, pooled_end - pooled_first,                 \
+                                    y + (first_plane + c) * PH * PW + pooled_first * PW);                                 \
+    if (!epilogue) return;                                                                                                \
+    /* Whole planes are one run of rows: one call. */                                                                     \
+    if (pooled_first == 0 && pooled_end == PH)                                                                            \
+      epilogue->apply(epilogue->arg, y, PW, first_plane * PH, 0, channels * PH, PW);                                      \
+    else                                                                                                                  \
+      for (int64_t c = 0; c < channels; c++)                                                                              \
+        lamina_conv_plane_epilogue(epilogue, y, PH, PW, first_plane + c, pooled_first * PW, (pooled_end - pooled_first) * PW); \
+  }                                                                                                                       \
+                                                                                                                          \
   /* im2col: columns[(c, i, j), column0 + position] for channels [c0, c1) of one image's group (x: its first channel). */ \
   static inline void lamina_conv_im2col_##S(const lamina_conv2d_geometry* g, const T* x, int64_t c0, int64_t c1, T* columns,     \
                                      int64_t ld, int64_t column0) {                                                        \
@@ -542,12 +671,12 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     int failed;                                                                                                          \
   } lamina_conv_direct_job_##S;                                                                                          \
                                                                                                                          \
-  /* Output channels [0, N) of one (image, group) (weights: the first one's, K apart) from its padded input, U vectors   \
-     of columns of one output row at a time; N and U are constants in each call, so the N * U sums stay in registers     \
+  /* Output channels [0, N) of one (image, group) (weights: the first one's, K apart) from its padded input, into `out`  \
+     (planes P apart, starting at row out_row0), U vectors of columns of one output row at a time; N and U are constants in each call, so the N * U sums stay in registers     \
      and each loaded input vector serves N channels. */                                                                  \
   static inline __attribute__((always_inline)) void lamina_conv_direct_rows_##S(                                         \
       const lamina_conv2d_geometry* g, const T* padded, int64_t HP, int64_t WP, const T* weights, int64_t K,             \
-      const T* biases, T* out, int64_t P, int64_t first_row, int64_t end_row, const int N, const int U) {                \
+      const T* biases, T* out, int64_t P, int64_t out_row0, int64_t first_row, int64_t end_row, const int N, const int U) { \
     enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
     const int64_t cg = g->in_channels / g->groups, kh = g->kernel_height, kw = g->kernel_width;                          \
     const int64_t dh = g->dilation_height, dw = g->dilation_width, OH = g->out_height, OW = g->out_width;                \
@@ -575,7 +704,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
           const int64_t n = lamina_conv_min(VL, OW - ow0 - u * VL);                                                      \
           if (n <= 0) break;                                                                                             \
           _Pragma("GCC unroll 8") for (int b = 0; b < N; b++)                                                            \
-            lamina_conv_store_first_##S(out + b * P + oh * OW + ow0 + u * VL, sums[b][u], n);                           \
+            lamina_conv_store_first_##S(out + b * P + (oh - out_row0) * OW + ow0 + u * VL, sums[b][u], n);              \
         }                                                                                                                \
       }                                                                                                                  \
     }                                                                                                                    \
@@ -589,16 +718,25 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width, P = OH * OW;                 \
     const int64_t HP = job->padded_height, WP = job->padded_width, K = cg * kh * kw;                                     \
     const int64_t band = task % job->bands, group = task / job->bands % G, image = task / job->bands / G;                \
-    const int64_t first_row = OH * band / job->bands, end_row = OH * (band + 1) / job->bands;                            \
-    /* The padded input in the thread's scratch memory (the heap without a pool or when it is too small). */             \
+    int64_t written_first, written_end, first_row, end_row;                                                              \
+    lamina_conv_band_rows(g, band, job->bands, &written_first, &written_end, &first_row, &end_row);                      \
+    (void)OH;                                                                                                            \
+    /* The padded input in the thread's scratch memory, then, with a pool, the band's rows of the result until they are  \
+       pooled (the heap without a pool or when they do not fit). */                                                     \
+    const int pooled = g->pool_height > 0;                                                                               \
+    const size_t padded_bytes = (size_t)(cg * HP * WP) * sizeof(T), block_offset = (padded_bytes + 63) / 64 * 64;        \
+    const int64_t block_plane = (end_row - first_row) * OW;                                                              \
+    const size_t needed = block_offset + (pooled ? (size_t)(og * block_plane) * sizeof(T) : 0);                          \
     size_t scratch_bytes = 0;                                                                                            \
-    T* padded = job->pool ? (T*)lamina_pool_scratch(job->pool, thread, &scratch_bytes) : NULL;                           \
-    const int allocated = !padded || scratch_bytes < (size_t)(cg * HP * WP) * sizeof(T);                                 \
-    if (allocated) padded = (T*)malloc((size_t)(cg * HP * WP) * sizeof(T));                                              \
-    if (!padded) {                                                                                                       \
+    unsigned char* scratch = job->pool ? (unsigned char*)lamina_pool_scratch(job->pool, thread, &scratch_bytes) : NULL;  \
+    const int allocated = !scratch || scratch_bytes < needed;                                                            \
+    if (allocated) scratch = (unsigned char*)malloc(needed);                                                             \
+    if (!scratch) {                                                                                                      \
       job->failed = 1; /* read after the pool run returns */                                                             \
       return;                                                                                                            \
     }                                                                                                                    \
+    T* padded = (T*)scratch;                                                                                             \
+    T* block = (T*)(scratch + block_offset);                                                                             \
     memset(padded, 0, (size_t)(cg * HP * WP) * sizeof(T));                                                               \
     for (int64_t c = 0; c < cg; c++) {                                                                                   \
       const T* plane = job->x + ((image * g->in_channels + group * cg + c) * H) * W;                                     \
@@ -612,37 +750,41 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       const T* weights = job->w + (group * og + o0) * K;                                                                 \
       for (int64_t b = 0; b < count; b++)                                                                                \
         biases[b] = job->bias ? job->bias[job->bias_count == 1 ? 0 : group * og + o0 + b] : (T)0;                        \
-      T* out = job->y + (image * g->out_channels + group * og + o0) * P;                                                 \
+      T* out = pooled ? block + o0 * block_plane : job->y + (image * g->out_channels + group * og + o0) * P;             \
+      const int64_t out_plane = pooled ? block_plane : P, out_row0 = pooled ? first_row : 0;                             \
       /* One specialization per block size: the sums stay in registers. */                                               \
       /* Two vectors of a row at once (input loads shared by twice the sums) when the row has them and the sums fit      \
          the registers (12 of 16 with AVX2). */                                                                          \
       if (wide && count <= 6) {                                                                                          \
         switch (count) {                                                                                                 \
-          case 1: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 1, 2); break;               \
-          case 2: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 2, 2); break;               \
-          case 3: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 3, 2); break;               \
-          case 4: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 4, 2); break;               \
-          case 5: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 5, 2); break;               \
-          default: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 6, 2); break;              \
+          case 1: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 1, 2); break;               \
+          case 2: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 2, 2); break;               \
+          case 3: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 3, 2); break;               \
+          case 4: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 4, 2); break;               \
+          case 5: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 5, 2); break;               \
+          default: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 6, 2); break;              \
         }                                                                                                                \
       } else {                                                                                                           \
         switch (count) {                                                                                                 \
-          case 1: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 1, 1); break;               \
-          case 2: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 2, 1); break;               \
-          case 3: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 3, 1); break;               \
-          case 4: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 4, 1); break;               \
-          case 5: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 5, 1); break;               \
-          case 6: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 6, 1); break;               \
-          case 7: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 7, 1); break;               \
-          default: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, P, first_row, end_row, 8, 1); break;              \
+          case 1: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 1, 1); break;               \
+          case 2: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 2, 1); break;               \
+          case 3: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 3, 1); break;               \
+          case 4: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 4, 1); break;               \
+          case 5: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 5, 1); break;               \
+          case 6: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 6, 1); break;               \
+          case 7: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 7, 1); break;               \
+          default: lamina_conv_direct_rows_##S(g, padded, HP, WP, weights, K, biases, out, out_plane, out_row0, first_row, end_row, 8, 1); break;              \
         }                                                                                                                \
       }                                                                                                                  \
-      if (job->epilogue)                                                                                                 \
+      if (job->epilogue && !pooled)                                                                                      \
         for (int64_t b = 0; b < count; b++)                                                                              \
           lamina_conv_plane_epilogue(job->epilogue, job->y, OH, OW, image * g->out_channels + group * og + o0 + b,       \
                                      first_row * OW, (end_row - first_row) * OW);                                        \
     }                                                                                                                    \
-    if (allocated) free(padded);                                                                                         \
+    if (pooled)                                                                                                          \
+      lamina_conv_pool_block_##S(g, block, block_plane, og, image * g->out_channels + group * og, written_first,          \
+                                 written_end, job->y, job->epilogue);                                                    \
+    if (allocated) free(scratch);                                                                                        \
   }                                                                                                                      \
                                                                                                                          \
   /* Direct convolution vectorized over output channels, for few input channels and more output channels than the          \
@@ -674,26 +816,43 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
     const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width, V = job->vectors;         \
     const int64_t band = task % job->bands, group = task / job->bands % G, image = task / job->bands / G;                  \
-    /* Tiles of R positions, split evenly over the bands. */                                                               \
+    /* Tiles of R positions, split evenly over the bands; with a pool, bands of pooled rows and the rows they read. */   \
+    const int pooled = g->pool_height > 0;                                                                                 \
     const int64_t tiles = (P + R - 1) / R;                                                                                 \
-    const int64_t first = tiles * band / job->bands * R, end = lamina_conv_min(P, tiles * (band + 1) / job->bands * R);    \
+    int64_t first = tiles * band / job->bands * R, end = lamina_conv_min(P, tiles * (band + 1) / job->bands * R);          \
+    int64_t written_first = 0, written_end = 0;                                                                            \
+    if (pooled) {                                                                                                          \
+      lamina_conv_band_rows(g, band, job->bands, &written_first, &written_end, &first, &end);                              \
+      first *= g->out_width;                                                                                               \
+      end *= g->out_width;                                                                                                 \
+    }                                                                                                                      \
     const T* source = job->x + (image * g->in_channels + group * cg) * g->in_height * g->in_width;                         \
-    T* buffer = NULL;                                                                                                      \
+    /* The thread's scratch memory holds the padded input (when the windows reach the padding), then, with a pool, the    \
+       band's rows of the result until they are pooled (the heap without a pool or when they do not fit). */              \
+    const int64_t HP = job->padded_height, WP = job->padded_width;                                                         \
+    const size_t padded_bytes = job->padded ? (size_t)(cg * HP * WP) * sizeof(T) : 0;                                      \
+    const size_t block_offset = (padded_bytes + 63) / 64 * 64;                                                             \
+    const int64_t block_plane = end - first;                                                                               \
+    const size_t needed = block_offset + (pooled ? (size_t)(og * block_plane) * sizeof(T) : 0);                            \
+    unsigned char* scratch = NULL;                                                                                         \
     int allocated = 0;                                                                                                     \
-    if (job->padded) {                                                                                                     \
-      const int64_t H = g->in_height, W = g->in_width, HP = job->padded_height, WP = job->padded_width;                    \
-      const size_t bytes = (size_t)(cg * HP * WP) * sizeof(T);                                                             \
+    if (needed > 0) {                                                                                                      \
       size_t scratch_bytes = 0;                                                                                            \
-      buffer = job->pool ? (T*)lamina_pool_scratch(job->pool, thread, &scratch_bytes) : NULL;                              \
-      if (!buffer || scratch_bytes < bytes) {                                                                              \
-        buffer = (T*)malloc(bytes);                                                                                        \
+      scratch = job->pool ? (unsigned char*)lamina_pool_scratch(job->pool, thread, &scratch_bytes) : NULL;                 \
+      if (!scratch || scratch_bytes < needed) {                                                                            \
+        scratch = (unsigned char*)malloc(needed);                                                                          \
         allocated = 1;                                                                                                     \
-        if (!buffer) {                                                                                                     \
+        if (!scratch) {                                                                                                    \
           job->failed = 1; /* read after the pool run returns */                                                           \
           return;                                                                                                          \
         }                                                                                                                  \
       }                                                                                                                    \
-      memset(buffer, 0, bytes);                                                                                            \
+    }                                                                                                                      \
+    T* block = scratch ? (T*)(scratch + block_offset) : NULL;                                                              \
+    if (job->padded) {                                                                                                     \
+      const int64_t H = g->in_height, W = g->in_width;                                                                     \
+      T* buffer = (T*)scratch;                                                                                             \
+      memset(buffer, 0, padded_bytes);                                                                                     \
       for (int64_t c = 0; c < cg; c++)                                                                                     \
         for (int64_t r = 0; r < H; r++)                                                                                    \
           lamina_conv_copy_row_##S(buffer + (c * HP + r + g->pad_top) * WP + g->pad_left, source + (c * H + r) * W, W);    \
@@ -715,18 +874,23 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
           const int64_t t = taps[k];                                                                                       \
           _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[r] += q[r][t] * w;                                     \
         }                                                                                                                  \
-        /* Position-major sums to the channel planes of the NCHW result. */                                                \
+        /* Position-major sums to the channel planes of the NCHW result (of the band's block, with a pool). */              \
         const int64_t channels = lamina_conv_min(VL, og - v * VL);                                                         \
-        T* out = job->y + (image * g->out_channels + group * og + v * VL) * P + p0;                                        \
+        const int64_t plane = pooled ? block_plane : P;                                                                    \
+        T* out = pooled ? block + v * VL * block_plane + (p0 - first)                                                      \
+                        : job->y + (image * g->out_channels + group * og + v * VL) * P + p0;                               \
         if (LAMINA_CONV_HAS_TILE_TRANSPOSE_##S && R == 8 && channels == VL && count == R)                                  \
-          LAMINA_CONV_STORE_TILE_##S(out, P, sums)                                                                         \
+          LAMINA_CONV_STORE_TILE_##S(out, plane, sums)                                                                     \
         else                                                                                                               \
           for (int64_t l = 0; l < channels; l++)                                                                           \
-            for (int64_t r = 0; r < count; r++) out[l * P + r] = sums[r][l];                                               \
+            for (int64_t r = 0; r < count; r++) out[l * plane + r] = sums[r][l];                                           \
       }                                                                                                                    \
     }                                                                                                                      \
-    if (allocated) free(buffer);                                                                                           \
-    if (job->epilogue)                                                                                                     \
+    if (pooled)                                                                                                            \
+      lamina_conv_pool_block_##S(g, block, block_plane, og, image * g->out_channels + group * og, written_first,           \
+                                 written_end, job->y, job->epilogue);                                                      \
+    if (allocated) free(scratch);                                                                                          \
+    if (job->epilogue && !pooled)                                                                                          \
       for (int64_t o = 0; o < og; o++)                                                                                     \
         lamina_conv_plane_epilogue(job->epilogue, job->y, g->out_height, g->out_width, image * g->out_channels + group * og + o, \
                                    first, end - first);                                                                    \
@@ -788,7 +952,8 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     const int64_t work = g->batch * G * V * VL * P * K;                                                                    \
     const int parallel = threads > 1 && work >= LAMINA_CONV_DIRECT_PARALLEL_WORK;                                         \
     const int64_t tiles = (P + R - 1) / R;                                                                                 \
-    const int64_t bands = parallel && g->batch * G < 2 * threads ? lamina_conv_min(tiles, 2 * threads) : 1;                \
+    const int64_t band_units = g->pool_height > 0 ? lamina_conv_pooled_height(g) : tiles; /* pooled rows, or tiles */    \
+    const int64_t bands = parallel && g->batch * G < 2 * threads ? lamina_conv_min(band_units, 2 * threads) : 1;           \
     lamina_conv_channels_job_##S job = {g, x, packed, taps, positions, y, epilogue, pool, HP, WP, V, bands, padded, 0};    \
     const int64_t tasks = g->batch * G * bands;                                                                            \
     if (!parallel || tasks == 1)                                                                                           \
@@ -824,7 +989,8 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     const int64_t work = g->batch * g->out_channels * g->out_height * OW *                                               \
                          (g->in_channels / g->groups * g->kernel_height * g->kernel_width);                              \
     const int parallel = threads > 1 && work >= LAMINA_CONV_DIRECT_PARALLEL_WORK;                                        \
-    const int64_t bands = parallel && g->batch * g->groups < 2 * threads ? lamina_conv_min(g->out_height, 2 * threads) : 1; \
+    const int64_t bands =                                                                                                \
+        parallel && g->batch * g->groups < 2 * threads ? lamina_conv_min(lamina_conv_pooled_height(g), 2 * threads) : 1; \
     lamina_conv_direct_job_##S job = {g, x, w, bias, bias_count, y, epilogue, pool, padded_height, padded_width, wide, bands, 0}; \
     const int64_t tasks = g->batch * g->groups * bands;                                                                  \
     if (!parallel || tasks == 1)                                                                                         \
@@ -834,7 +1000,27 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     return job.failed ? LAMINA_ERROR_MEMORY : 0;                                                                         \
   }                                                                                                                      \
                                                                                                                          \
-  /* y = conv2d(x, w) + bias, then the epilogue. bias: bias_count values (one per out channel, or 1), or NULL. */         \
+  /* The pool of a whole result computed apart (im2col and the GEMM), planes [first, end) of task t. */                   \
+  typedef struct lamina_conv_pool_job_##S {                                                                              \
+    const lamina_conv2d_geometry* g;                                                                                     \
+    const T* whole;                                                                                                      \
+    T* y;                                                                                                                \
+    const lamina_gemm_epilogue* epilogue;                                                                                \
+    int64_t planes, tasks;                                                                                               \
+  } lamina_conv_pool_job_##S;                                                                                            \
+                                                                                                                         \
+  static inline void lamina_conv_pool_task_##S(void* argument, int64_t task, int thread) {                               \
+    (void)thread;                                                                                                        \
+    const lamina_conv_pool_job_##S* job = (const lamina_conv_pool_job_##S*)argument;                                     \
+    const int64_t P = job->g->out_height * job->g->out_width, PH = lamina_conv_pooled_height(job->g);                   \
+    int64_t first, end;                                                                                                  \
+    lamina_conv_task_range(job->planes, job->tasks, task, &first, &end);                                                 \
+    for (int64_t plane = first; plane < end; plane++)                                                                    \
+      lamina_conv_pool_block_##S(job->g, job->whole + plane * P, P, 1, plane, 0, PH, job->y, job->epilogue);             \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* y = conv2d(x, w) + bias, then the epilogue; with a pool in g, y is the pooled result and the epilogue runs on it.  \
+     bias: bias_count values (one per out channel, or 1), or NULL. */                                                    \
   static inline int lamina_conv2d_forward_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x, const T* w,        \
                                        const T* bias, int64_t bias_count, T* y, const lamina_gemm_epilogue* epilogue) { \
     const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
@@ -850,6 +1036,25 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     if ((g->algorithm == LAMINA_CONV_ALGORITHM_AUTO || g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_WIDTH) &&               \
         lamina_conv_direct_fits_##S(g))                                                                                    \
       return lamina_conv2d_direct_##S(pool, g, x, w, bias, bias_count, y, epilogue);                                       \
+    if (g->pool_height > 0) {                                                                                              \
+      /* The direct kernels pool each (image, group) block as they finish it; im2col and the GEMM write the whole        \
+         result (into a buffer here), pooled afterwards plane by plane over the threads. */                                \
+      lamina_conv2d_geometry whole = *g;                                                                                   \
+      whole.pool_height = whole.pool_width = whole.pool_stride_height = whole.pool_stride_width = 0;                       \
+      T* result = (T*)malloc((size_t)(g->batch * g->out_channels * P) * sizeof(T));                                       \
+      if (!result) return LAMINA_ERROR_MEMORY;                                                                             \
+      const int status = lamina_conv2d_forward_##S(pool, &whole, x, w, bias, bias_count, result, NULL);                    \
+      if (status == 0) {                                                                                                   \
+        const int64_t planes = g->batch * g->out_channels;                                                                 \
+        lamina_conv_pool_job_##S job = {g, result, y, epilogue, planes, lamina_conv_tasks(pool, planes, planes * P)};      \
+        if (job.tasks <= 1)                                                                                                \
+          lamina_conv_pool_task_##S(&job, 0, 0);                                                                           \
+        else                                                                                                               \
+          lamina_pool_run(pool, job.tasks, lamina_conv_pool_task_##S, &job);                                               \
+      }                                                                                                                    \
+      free(result);                                                                                                        \
+      return status;                                                                                                       \
+    }                                                                                                                      \
     const int64_t chunk = lamina_conv_chunk(g);                                                                            \
     T* product = NULL;                                                                                                     \
     if (chunk > 1) {                                                                                                       \

@@ -197,6 +197,8 @@ public struct OpDefinition: Sendable {
   public var normalization: Normalization?
   /// For ops whose kernel can run fused consumers on each block of its result (matmul).
   public var epilogue: EpilogueProducer?
+  /// For pooling ops: how each window is reduced (max pooling: `.maximum`).
+  public var windowReduction: WindowReduction?
   /// One memory effect per operand slot (the last one standing for every operand of a variadic
   /// slot). By default an op emitted as a C expression per element reads each operand at the
   /// position it writes, so its result may take an operand's buffer; every other op only reads.
@@ -233,7 +235,8 @@ public struct OpDefinition: Sendable {
     _ name: String, summary: String, semantics: String, operands: [OperandSpec],
     attributes: [AttributeSpec] = [], fusion: FusionKind, c: CEmission, effects: OpEffects = [],
     reduction: ReductionDescription? = nil, epilogue: EpilogueProducer? = nil,
-    algebra: AlgebraicProperties = .none, rearrangement: Rearrangement? = nil,
+    windowReduction: WindowReduction? = nil, algebra: AlgebraicProperties = .none,
+    rearrangement: Rearrangement? = nil,
     permutation: PermutationRule? = nil, window: WindowRule? = nil,
     operandTransposeAttributes: [String?] = [],
     shape: ShapeRule,
@@ -244,6 +247,7 @@ public struct OpDefinition: Sendable {
     self.effects = effects
     self.reduction = reduction
     self.epilogue = epilogue
+    self.windowReduction = windowReduction
     self.algebra = algebra
     self.rearrangement = rearrangement
     self.permutation = permutation

@@ -173,11 +173,29 @@ public struct EpilogueProducer: Sendable {
   /// Whether this node (with these operand and result types) runs through the blocked kernel
   /// (matmul: 2-D floating-point operands and result, not batched).
   public var accepts: @Sendable (_ operands: [TensorType], _ result: TensorType) -> Bool
+  /// Whether the kernel, for a node with these operands and attributes, can also take the maximum
+  /// over windows of the last two axes of its NCHW result (a max pool without padding) and write
+  /// only the pooled values, running the epilogue on those (conv2d's direct kernels).
+  public var poolsWindowMaximum:
+    @Sendable (_ operands: [TensorType], _ attributes: [String: Attribute]) -> Bool
 
-  public init(accepts: @escaping @Sendable (_ operands: [TensorType], _ result: TensorType) -> Bool)
-  {
+  public init(
+    poolsWindowMaximum:
+      @escaping @Sendable (
+        _ operands: [TensorType], _ attributes: [String: Attribute]
+      ) -> Bool = { _, _ in false },
+    accepts: @escaping @Sendable (_ operands: [TensorType], _ result: TensorType) -> Bool
+  ) {
     self.accepts = accepts
+    self.poolsWindowMaximum = poolsWindowMaximum
   }
+}
+
+/// How a pooling op reduces each window of the last two axes of an NCHW tensor (its windows come
+/// from its attributes through `PoolingWindows`).
+public enum WindowReduction: Sendable, Hashable {
+  /// The largest element of the window, NaN winning (max pooling).
+  case maximum
 }
 
 // MARK: Memory effects
@@ -265,11 +283,17 @@ public struct AlgebraicProperties: Sendable, Hashable {
   /// One arithmetic instruction per element (add, sub, mul, neg): a fused kernel computes it
   /// again where needed rather than storing and loading it.
   public var isCheapToRecompute: Bool
+  /// Operand positions in which the op, on floating-point values, never decreases when the operand
+  /// grows (the others held fixed) and gives NaN for a NaN there: such an op commutes with a
+  /// maximum over those operands, `f(max(a, b)) = max(f(a), f(b))` exactly (relu, add, sub's left
+  /// operand). A convolution fused with the max pool after it applies its epilogue to the pooled
+  /// values instead of to every element (`Fusion`, `KernelSchedule.pooling`).
+  public var nonDecreasingOperands: [Int]
 
   public init(
     leftIdentity: Double? = nil, rightIdentity: Double? = nil, isInvolution: Bool = false,
     isIdentityWhenTypeUnchanged: Bool = false, isDivision: Bool = false,
-    isCheapToRecompute: Bool = false
+    isCheapToRecompute: Bool = false, nonDecreasingOperands: [Int] = []
   ) {
     self.leftIdentity = leftIdentity
     self.rightIdentity = rightIdentity
@@ -277,6 +301,7 @@ public struct AlgebraicProperties: Sendable, Hashable {
     self.isIdentityWhenTypeUnchanged = isIdentityWhenTypeUnchanged
     self.isDivision = isDivision
     self.isCheapToRecompute = isCheapToRecompute
+    self.nonDecreasingOperands = nonDecreasingOperands
   }
 
   public static let none = AlgebraicProperties()

@@ -69,8 +69,17 @@ extension OpRegistry {
       attributes: convolutionAttributes,
       fusion: .matmulLike,
       c: .kernel(.convolution),
-      // The kernel is a GEMM per image (im2col) that hands each finished block to an epilogue.
-      epilogue: EpilogueProducer { operands, result in result.dtype.isFloatingPoint },
+      // The kernel (direct, or a GEMM per image on im2col) hands each finished block to an
+      // epilogue; the direct kernels can also write a max pool of their result (lamina_conv.h).
+      epilogue: EpilogueProducer(
+        poolsWindowMaximum: { operands, attributes in
+          guard
+            let geometry = try? OpRegistry.conv2dGeometry(
+              operands: operands, attributes: attributes)
+          else { return false }
+          return ConvolutionSchedule(geometry).poolsInScratch
+        },
+        accepts: { operands, result in result.dtype.isFloatingPoint }),
       shape: ShapeRule("conv2d(x, weight, bias)") { context throws(ShapeError) in
         [try conv2dGeometry(context).outputType]
       },

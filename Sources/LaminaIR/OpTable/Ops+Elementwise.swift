@@ -8,7 +8,8 @@ extension OpRegistry {
       "add",
       "Adds two tensors elementwise, with broadcasting; integers wrap around (two's complement).",
       "y = a + b",
-      algebra: AlgebraicProperties(leftIdentity: 0, rightIdentity: 0, isCheapToRecompute: true),
+      algebra: AlgebraicProperties(
+        leftIdentity: 0, rightIdentity: 0, isCheapToRecompute: true, nonDecreasingOperands: [0, 1]),
       c: { c in
         c.isFloatingPoint
           ? "\(c.operands[0]) + \(c.operands[1])" : c.wrapping(c.operands[0], "+", c.operands[1])
@@ -19,7 +20,8 @@ extension OpRegistry {
       "sub",
       "Subtracts b from a elementwise, with broadcasting; integers wrap around (two's complement).",
       "y = a - b",
-      algebra: AlgebraicProperties(rightIdentity: 0, isCheapToRecompute: true),
+      algebra: AlgebraicProperties(
+        rightIdentity: 0, isCheapToRecompute: true, nonDecreasingOperands: [0]),
       c: { c in
         c.isFloatingPoint
           ? "\(c.operands[0]) - \(c.operands[1])" : c.wrapping(c.operands[0], "-", c.operands[1])

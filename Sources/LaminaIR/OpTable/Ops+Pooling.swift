@@ -110,6 +110,7 @@ extension OpRegistry {
       attributes: windowAttributes(dilation: true),
       fusion: .opaque,
       c: .kernel(.maxPool),
+      windowReduction: .maximum,
       shape: ShapeRule("[N, C, H, W] → [N, C, H_out, W_out]") { context throws(ShapeError) in
         [try poolingResult(context).type]
       },
