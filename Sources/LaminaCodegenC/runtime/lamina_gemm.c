@@ -772,6 +772,31 @@ void LAMINA_GEMM_PACK_B_FUNCTION(int trans_b, int64_t k, int64_t n, const lamina
   }
 }
 
+/* Runs a job whose B is packed already or packed by the caller's packer: blocks, panel height and the
+   tile grid from its sizes, then the tiles over the pool (or on this thread without one). */
+static void lamina_gemm_run_packed(lamina_gemm_job* job) {
+  lamina_gemm_job g = *job;
+  const int64_t m = g.m, n = g.n, k = g.k;
+  lamina_pool* pool = g.pool;
+  const lamina_gemm_epilogue* epilogue = g.epilogue;
+  g.kc = lamina_gemm_even_block(k, KC, 4);
+  const int threads = lamina_pool_threads(pool);
+  g.rows = lamina_gemm_panel_rows(m);
+  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC);
+  if (pool) {
+    const int caller_epilogue =
+        epilogue && g.grid.mt * g.grid.nt > 1 && m * n < LAMINA_GEMM_CALLER_EPILOGUE_BELOW;
+    if (caller_epilogue) g.epilogue = NULL;
+    lamina_pool_run(pool, g.grid.mt * g.grid.nt, lamina_gemm_task, &g);
+    if (caller_epilogue) epilogue->apply(epilogue->arg, g.c, g.ldc, 0, 0, m, n);
+  } else {
+    unsigned char* scratch = (unsigned char*)aligned_alloc(64, lamina_gemm_a_bytes + lamina_gemm_b_bytes);
+    if (!scratch) abort();
+    lamina_gemm_tile(&g, 0, m, 0, n, (lamina_real*)scratch, (lamina_real*)(scratch + lamina_gemm_a_bytes));
+    free(scratch);
+  }
+}
+
 void LAMINA_GEMM_PACKED_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, int64_t n, int64_t k,
                                    lamina_real alpha, const lamina_real* a, int64_t lda,
                                    const lamina_real* packed_b, lamina_real beta, lamina_real* c, int64_t ldc,
@@ -784,22 +809,7 @@ void LAMINA_GEMM_PACKED_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, in
   }
   lamina_gemm_job g = {trans_a, 0, m, n, k, alpha, beta, a, NULL, c, lda, 0, ldc, epilogue, pool,
                        {1, 1, m, n}, 0, 0, NULL, 0, packed_b, lamina_gemm_round_up(n, NR), NULL, MR};
-  g.kc = lamina_gemm_even_block(k, KC, 4);
-  const int threads = lamina_pool_threads(pool);
-  g.rows = lamina_gemm_panel_rows(m);
-  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC);
-  if (pool) {
-    const int caller_epilogue =
-        epilogue && g.grid.mt * g.grid.nt > 1 && m * n < LAMINA_GEMM_CALLER_EPILOGUE_BELOW;
-    if (caller_epilogue) g.epilogue = NULL;
-    lamina_pool_run(pool, g.grid.mt * g.grid.nt, lamina_gemm_task, &g);
-    if (caller_epilogue) epilogue->apply(epilogue->arg, c, ldc, 0, 0, m, n);
-  } else {
-    unsigned char* scratch = (unsigned char*)aligned_alloc(64, lamina_gemm_a_bytes + lamina_gemm_b_bytes);
-    if (!scratch) abort();
-    lamina_gemm_tile(&g, 0, m, 0, n, (lamina_real*)scratch, (lamina_real*)(scratch + lamina_gemm_a_bytes));
-    free(scratch);
-  }
+  lamina_gemm_run_packed(&g);
 }
 
 /* ---- A right operand packed by the caller ----
@@ -820,20 +830,5 @@ void LAMINA_GEMM_PACKER_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, in
   }
   lamina_gemm_job g = {trans_a, 0, m, n, k, alpha, beta, a, NULL, c, lda, 0, ldc, epilogue, pool,
                        {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, b_packer, MR};
-  g.kc = lamina_gemm_even_block(k, KC, 4);
-  const int threads = lamina_pool_threads(pool);
-  g.rows = lamina_gemm_panel_rows(m);
-  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC);
-  if (pool) {
-    const int caller_epilogue =
-        epilogue && g.grid.mt * g.grid.nt > 1 && m * n < LAMINA_GEMM_CALLER_EPILOGUE_BELOW;
-    if (caller_epilogue) g.epilogue = NULL;
-    lamina_pool_run(pool, g.grid.mt * g.grid.nt, lamina_gemm_task, &g);
-    if (caller_epilogue) epilogue->apply(epilogue->arg, c, ldc, 0, 0, m, n);
-  } else {
-    unsigned char* scratch = (unsigned char*)aligned_alloc(64, lamina_gemm_a_bytes + lamina_gemm_b_bytes);
-    if (!scratch) abort();
-    lamina_gemm_tile(&g, 0, m, 0, n, (lamina_real*)scratch, (lamina_real*)(scratch + lamina_gemm_a_bytes));
-    free(scratch);
-  }
+  lamina_gemm_run_packed(&g);
 }
