@@ -95,19 +95,23 @@ public enum TestData {
       let names = model.graph.outputs.map(\.name) + model.graph.losses.map(\.name)
       let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
       let actual = outputs.merging(losses, uniquingKeysWith: { a, _ in a })
-      for name in names {
-        guard let tensor = actual[name], let reference = expected[name] else {
-          problems.append(
-            "batch \(batch), \(name): missing from the compiled or interpreted results")
-          continue
-        }
-        let (rtol, atol) = compiledTolerance(for: reference)
-        if let problem = mismatch(tensor, reference, rtol: rtol, atol: atol) {
-          problems.append("batch \(batch), \(name): \(problem)")
-        }
-      }
+      problems += compiledMismatches(actual, expected, names: names).map { "batch \(batch), \($0)" }
     }
     return problems
+  }
+
+  /// One message ("name: problem") per named value whose compiled result differs from the
+  /// interpreter's beyond `compiledTolerance`, or that is missing on either side.
+  public static func compiledMismatches(
+    _ actual: [String: Tensor], _ expected: [String: Tensor], names: [String]
+  ) -> [String] {
+    names.compactMap { name in
+      guard let tensor = actual[name], let reference = expected[name] else {
+        return "\(name): missing from the compiled or interpreted results"
+      }
+      let (rtol, atol) = compiledTolerance(for: reference)
+      return mismatch(tensor, reference, rtol: rtol, atol: atol).map { "\(name): \($0)" }
+    }
   }
 
   /// The C compilers on this machine that Lamina can use.

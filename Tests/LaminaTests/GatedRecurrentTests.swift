@@ -102,13 +102,8 @@ struct GatedRecurrentTests {
       let inputs = Self.inputs(trained, batch: batch, time: time, seed: UInt64(batch * 100 + time))
       let ours = try compiled.evaluate(inputs).outputs
       let reference = try trained.interpret(inputs: inputs, parameters: parameters, outputs: names)
-      for name in names {
-        let expected = try #require(reference[name], "\(name)")
-        let actual = try #require(ours[name], "\(name)")
-        let (rtol, atol) = TestData.compiledTolerance(for: expected)
-        if let problem = TestData.mismatch(actual, expected, rtol: rtol, atol: atol) {
-          Issue.record("\(compiler), batch \(batch), time \(time), \(name): \(problem)")
-        }
+      for problem in TestData.compiledMismatches(ours, reference, names: names) {
+        Issue.record("\(compiler), batch \(batch), time \(time), \(problem)")
       }
     }
   }

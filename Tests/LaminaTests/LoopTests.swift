@@ -154,13 +154,8 @@ struct LoopTests {
         })
       let ours = try compiled.evaluate(inputs).outputs
       let reference = try trained.interpret(inputs: inputs, parameters: parameters, outputs: names)
-      for name in names {
-        let expected = try #require(reference[name], "\(name)")
-        let actual = try #require(ours[name], "\(name)")
-        let (rtol, atol) = TestData.compiledTolerance(for: expected)
-        if let problem = TestData.mismatch(actual, expected, rtol: rtol, atol: atol) {
-          Issue.record("batch \(batch), time \(time), \(name): \(problem)")
-        }
+      for problem in TestData.compiledMismatches(ours, reference, names: names) {
+        Issue.record("batch \(batch), time \(time), \(problem)")
       }
     }
   }
