@@ -9,6 +9,18 @@ import LaminaSupport
 /// embedding) and indices along a `gather`'s axis, and sequence lengths (`sequence_mask`, the recurrent layers' `lengths:`) are in
 /// 0...time when the time axis is static; other integers are in 0..<5.
 public enum SampleInputs {
+  /// Throws, naming the input, when one of the inputs `make` would draw cannot be allocated (its
+  /// random values are drawn as f64 first): call it before `make` with shapes from a user's model.
+  public static func checkAllocations(for graph: Graph, symbols: [String: Int]) throws {
+    for input in graph.inputs {
+      guard let shape = graph.type(of: input.value).concreteShape(symbols) else { continue }
+      try Tensor.checkAllocation(
+        .f64, shape, of: "the random values of input '\(graph[input.value].name)'")
+    }
+  }
+
+  /// Random inputs for `graph` with its symbolic dimensions bound by `symbols` (inputs with unbound
+  /// dimensions are left out). See `checkAllocations(for:symbols:)` for shapes from a user's model.
   public static func make(for graph: Graph, symbols: [String: Int], seed: UInt64) -> [String:
     Tensor]
   {

@@ -67,6 +67,7 @@ enum BenchCommand: Command {
 
     let symbols = Dictionary(uniqueKeysWithValues: compiled.signature.symbols.map { ($0, batch) })
     let forwardNames = Set(compiled.signature.inputs.filter { $0.forward == true }.map(\.name))
+    try SampleInputs.checkAllocations(for: model.graph, symbols: symbols)
     let allInputs = SampleInputs.make(for: model.graph, symbols: symbols, seed: 1)
     let inputs = training ? allInputs : allInputs.filter { forwardNames.contains($0.key) }
     let outputNames = compiled.signature.outputs.map(\.name)

@@ -68,6 +68,7 @@ enum BenchCompare {
     }
     let forwardNames = Set(
       candidates[0].compiled.signature.inputs.filter { $0.forward == true }.map(\.name))
+    try SampleInputs.checkAllocations(for: model.graph, symbols: symbols)
     let allInputs = SampleInputs.make(for: model.graph, symbols: symbols, seed: 1)
     let inputs = training ? allInputs : allInputs.filter { forwardNames.contains($0.key) }
 

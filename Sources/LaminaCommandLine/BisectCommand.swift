@@ -48,9 +48,9 @@ enum BisectCommand: Command {
         throw UsageError("--batch takes a positive integer, got '\(text)'")
       }
       let symbols = Set(model.graph.inputs.flatMap { model.graph.type(of: $0.value).symbols })
-      inputs = SampleInputs.make(
-        for: model.graph, symbols: Dictionary(uniqueKeysWithValues: symbols.map { ($0, batch) }),
-        seed: 1)
+      let bound = Dictionary(uniqueKeysWithValues: symbols.map { ($0, batch) })
+      try SampleInputs.checkAllocations(for: model.graph, symbols: bound)
+      inputs = SampleInputs.make(for: model.graph, symbols: bound, seed: 1)
       console.print("random inputs, every symbolic dimension \(batch)")
     }
     var bisection = PipelineBisection(passes: pipeline)

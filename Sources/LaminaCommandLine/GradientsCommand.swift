@@ -79,9 +79,9 @@ enum GradcheckCommand: Command {
     if inputs.isEmpty {
       let batch = Int(options.value("--batch") ?? "4") ?? 4
       let symbols = Set(model.graph.inputs.flatMap { model.graph.type(of: $0.value).symbols })
-      inputs = SampleInputs.make(
-        for: model.graph, symbols: Dictionary(uniqueKeysWithValues: symbols.map { ($0, batch) }),
-        seed: 1)
+      let bound = Dictionary(uniqueKeysWithValues: symbols.map { ($0, batch) })
+      try SampleInputs.checkAllocations(for: model.graph, symbols: bound)
+      inputs = SampleInputs.make(for: model.graph, symbols: bound, seed: 1)
     }
     let samples = Int(options.value("--samples") ?? "32") ?? 32
     // The f64 loss for the differences is compiled unless --interpret: far faster on large models.

@@ -189,6 +189,23 @@ struct HardeningTests {
     #expect(lamina("check", directory + "/c.lam").status == 0)
   }
 
+  @Test("bench names an input too large for its random values instead of aborting")
+  func benchHugeInput() throws {
+    let directory = try RepositoryPaths.temporaryDirectory()
+    try write(
+      """
+      model M {
+        input x: f32[batch, 1000000, 1000000]
+        output y = x * 2.0
+      }
+      """, to: directory + "/m.lam")
+    let bench = lamina(
+      "bench", directory + "/m.lam", "--batch", "1000", "--runs", "1", "--cache-dir",
+      directory + "/cache")
+    #expect(bench.status == 1)
+    #expect(bench.errors.contains("cannot allocate the random values of input 'x'"))
+  }
+
   @Test("the top-level help shows every command name whole")
   func helpNames() throws {
     let result = lamina("--help")
