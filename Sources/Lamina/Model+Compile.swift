@@ -137,7 +137,7 @@ extension Model {
       type in
       // The convolutions of lamina_conv.h call the GEMM of their element type.
       generated.source.contains(type.2)
-        || ["forward", "backward_input", "backward_weight"].contains {
+        || ["forward", "forward_derived", "backward_input", "backward_weight"].contains {
           generated.source.contains("lamina_conv2d_\($0)_\(type.1)(")
         }
     }

@@ -116,11 +116,15 @@ private struct Generator {
   let memberKernelIDs: [ValueID: Int]
   /// Loop-body matrix products whose kernels read their right operand packed (by product result).
   let packedProducts: Set<ValueID>
+  /// The derived-data slot of each top-level node whose kernel keeps data derived from parameters
+  /// (`DerivedData`), by the node's first result.
+  let derivedSlots: [ValueID: Int]
 
   init(graph: Graph) {
     self.graph = graph
     self.packedProducts = Set(
       PackedLoopOperand.products(inLoopsOf: graph.nodes, graph: graph).map(\.product.result))
+    self.derivedSlots = DerivedData.slots(in: graph)
     var ids: [ValueID: Int] = [:]
     for node in graph.nodes where node.hasRegion {
       for member in EntryPoint.regionMembers(of: node) where !member.results.isEmpty {
@@ -767,8 +771,13 @@ private struct Generator {
         if let slot = node.results.first.flatMap({ packedSlot[$0] }) {
           operands[packings[slot].operandPosition] = "(const " + packedPointer(slot).dropFirst()
         }
-        let arguments =
+        var arguments =
           ["ctx", "dims"] + operands + node.results.map { pointer($0, writable: true) }
+        if DerivedData.keepsDerivedData(node, in: graph) {
+          // A training step changes the weights every step: it derives per call (slot -1).
+          let slot = updates.isEmpty ? node.results.first.flatMap { derivedSlots[$0] } : nil
+          arguments.append(slot.map(String.init) ?? "-1")
+        }
         let notes = node.results.map { result -> String in
           var note = "%" + graph[result].name
           if let operand = plan?.inPlace[result] { note += " in place of %" + graph[operand].name }

@@ -48,6 +48,9 @@ struct KernelContext {
       parameters.append("const \(CExpressionContext.cType(type.dtype))* \(qualifier)in\(index)")
     }
     parameters.append("\(CExpressionContext.cType(resultType.dtype))* \(qualifier)out")
+    if DerivedData.keepsDerivedData(node, in: graph) {
+      parameters.append("int64_t \(DerivedData.slotParameter)")
+    }
     return "static LAMINA_KERNEL int \(name ?? functionName)(\(parameters.joined(separator: ", ")))"
   }
 

@@ -35,6 +35,16 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// would need the whole result in a buffer of its own.
   public var poolsInScratch = false
 
+  /// Whether the GEMM's packed weights are kept between calls: an im2col-and-GEMM convolution whose
+  /// weights are a parameter packs them (`lamina_gemm_pack_a_*`) into a buffer of the context's
+  /// (`lamina_derived`, one slot per call site the code generator numbers) and packs them again only
+  /// when a parameter may have changed (`lamina_set_param`, `lamina_param_data`, a training step,
+  /// `lamina_params_changed`), instead of in every call, on every thread and for every block of
+  /// columns. The cost is one copy of the packed weights per such convolution for the context's
+  /// life. Every entry point but a training step reads the kept copy; a training step, whose weights
+  /// change every step, packs per call.
+  public var packsWeightsOnce = false
+
   /// Bytes of one (image, group)'s result up to which a direct kernel pools it in scratch memory.
   public static let pooledBlockBytes = 1 << 20
 
@@ -86,6 +96,9 @@ public struct ConvolutionSchedule: Sendable, Hashable {
         operands: node.operands.map { graph.type(of: $0) }, attributes: node.attributes)
     else { return nil }
     self.init(geometry)
+    packsWeightsOnce =
+      algorithm == .im2colGemm && node.operands.count > 1
+      && graph.param(for: node.operands[1]) != nil
   }
 
   /// The `LAMINA_CONV_ALGORITHM_*` constant of `lamina_conv.h`.
@@ -105,6 +118,9 @@ public struct ConvolutionSchedule: Sendable, Hashable {
       return [
         "convolution: im2col columns and the packed GEMM",
         "convolution threads: the GEMM's own split",
+        packsWeightsOnce
+          ? "convolution weights: a parameter, packed for the GEMM once per parameter version (a kept copy), per call in training steps"
+          : "convolution weights: packed for the GEMM in every call",
       ]
     case .directWidth:
       kernel =

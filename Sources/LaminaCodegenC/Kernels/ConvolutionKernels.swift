@@ -81,8 +81,13 @@ enum ConvolutionKernels {
       purpose = "y = col2im(w^T @ x) + bias, per chunk of images and group"
     default:
       let biasCount = graph.type(of: node.operands[2]).elementCount.staticValue ?? 1
+      let arguments =
+        "&geometry, \(operands[0]), \(operands[1]), \(operands[2]), \(biasCount), \(destination), \(epilogue)"
+      // Weights that are a parameter: packed once per parameter version, in the kernel's slot.
       call =
-        "lamina_conv2d_forward_\(suffix)(ctx->pool, &geometry, \(operands[0]), \(operands[1]), \(operands[2]), \(biasCount), \(destination), \(epilogue))"
+        DerivedData.keepsDerivedData(node, in: graph)
+        ? "lamina_conv2d_forward_derived_\(suffix)(ctx, \(DerivedData.slotParameter), \(arguments))"
+        : "lamina_conv2d_forward_\(suffix)(ctx->pool, \(arguments))"
       let schedule = ConvolutionSchedule(geometry)
       algorithm = schedule.cConstant
       switch schedule.algorithm {

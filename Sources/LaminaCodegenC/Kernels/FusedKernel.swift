@@ -63,6 +63,9 @@ struct FusedKernel {
     for (index, result) in node.results.enumerated() {
       parameters.append("\(cType(result))* out\(index)")
     }
+    if DerivedData.keepsDerivedData(node, in: graph) {
+      parameters.append("int64_t \(DerivedData.slotParameter)")
+    }
     return "static LAMINA_KERNEL int \(name)(\(parameters.joined(separator: ", ")))"
   }
 

@@ -51,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lamina_model.h" /* the context, for weights packed once per parameter version (lamina_derived) */
 #include "lamina_runtime.h"
 
 typedef struct lamina_conv2d_geometry {
@@ -280,7 +281,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
   if (position < end) epilogue->apply(epilogue->arg, y, width, row_base + position / width, 0, 1, end - position);
 }
 
-#define LAMINA_CONV_DEFINE(T, S, GEMM, PACKER_GEMM)                                                                                      \
+#define LAMINA_CONV_DEFINE(T, S, GEMM, PACKER_GEMM, PACK_A, PACKED_A_GEMM)                                                                                    \
                                                                                                                             \
   /* The max pool of g's windows over `rows` rows of one result plane (row r at block + r * width), pooled rows          \
      [0, pooled_rows) to out (rows PW apart). A later element replaces the maximum when larger or NaN, as max_pool2d. */   \
@@ -1019,11 +1020,58 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       lamina_conv_pool_block_##S(job->g, job->whole + plane * P, P, 1, plane, 0, PH, job->y, job->epilogue);             \
   }                                                                                                                      \
                                                                                                                          \
-  /* y = conv2d(x, w) + bias, then the epilogue; with a pool in g, y is the pooled result and the epilogue runs on it.  \
+  /* Whether the forward convolution takes im2col and the GEMM (not a direct kernel). */                                 \
+  static inline int lamina_conv_forward_uses_gemm_##S(const lamina_conv2d_geometry* g) {                                 \
+    if (LAMINA_CONV_FORCE_CHANNEL_KERNEL && lamina_conv_channels_fits_##S(g)) return 0;                                  \
+    if (g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS && lamina_conv_channels_fits_##S(g)) return 0;             \
+    if ((g->algorithm == LAMINA_CONV_ALGORITHM_AUTO || g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_WIDTH) &&            \
+        lamina_conv_direct_fits_##S(g))                                                                                  \
+      return 0;                                                                                                          \
+    return 1;                                                                                                            \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* Elements of one group's packed weights (the GEMM's A: out_channels / groups rows of K). */                          \
+  static inline int64_t lamina_conv_packed_group_elements_##S(const lamina_conv2d_geometry* g) {                         \
+    const int64_t og = g->out_channels / g->groups;                                                                      \
+    const int64_t K = g->in_channels / g->groups * g->kernel_height * g->kernel_width;                                   \
+    return (LAMINA_GEMM_PACKED_A_ELEMENTS(og, K) + 15) / 16 * 16; /* each group's panels 64-byte aligned */              \
+  }                                                                                                                      \
+                                                                                                                         \
+  static inline int lamina_conv2d_forward_with_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,       \
+                                                   const T* w, const T* packed_w, const T* bias, int64_t bias_count,     \
+                                                   T* y, const lamina_gemm_epilogue* epilogue);                          \
+                                                                                                                         \
+  /* y = conv2d(x, w) + bias, then the epilogue; with a pool in g, y is the pooled result and the epilogue runs on it.   \
      bias: bias_count values (one per out channel, or 1), or NULL. */                                                    \
-  static inline int lamina_conv2d_forward_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x, const T* w,        \
-                                       const T* bias, int64_t bias_count, T* y, const lamina_gemm_epilogue* epilogue) { \
-    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
+  static inline int lamina_conv2d_forward_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x, const T* w, \
+                                       const T* bias, int64_t bias_count, T* y, const lamina_gemm_epilogue* epilogue) {  \
+    return lamina_conv2d_forward_with_##S(pool, g, x, w, NULL, bias, bias_count, y, epilogue);                           \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* The same with w a parameter whose GEMM packing is kept in the context's derived slot `slot` (lamina_derived):       \
+     packed again only when a parameter may have changed since the last call, on this thread before the GEMM's           \
+     tasks. slot < 0 (a training step, whose weights change every step) or a direct kernel: packed per call. */          \
+  static inline int lamina_conv2d_forward_derived_##S(lamina_context* ctx, int64_t slot, const lamina_conv2d_geometry* g, \
+                                                      const T* x, const T* w, const T* bias, int64_t bias_count, T* y,   \
+                                                      const lamina_gemm_epilogue* epilogue) {                            \
+    if (slot < 0 || !lamina_conv_forward_uses_gemm_##S(g))                                                               \
+      return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, NULL, bias, bias_count, y, epilogue);                    \
+    const int64_t G = g->groups, og = g->out_channels / G;                                                               \
+    const int64_t K = g->in_channels / G * g->kernel_height * g->kernel_width;                                           \
+    const int64_t stride = lamina_conv_packed_group_elements_##S(g);                                                     \
+    int stale = 1;                                                                                                       \
+    T* packed = (T*)lamina_derived(ctx, slot, G * stride * (int64_t)sizeof(T), &stale);                                  \
+    if (!packed) return LAMINA_ERROR_MEMORY;                                                                             \
+    if (stale)                                                                                                           \
+      for (int64_t group = 0; group < G; group++) PACK_A(0, og, K, w + group * og * K, K, packed + group * stride);      \
+    return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, packed, bias, bias_count, y, epilogue);                    \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* The forward with w's GEMM packing given (packed_w: lamina_conv_packed_group_elements_* per group) or not (NULL). */ \
+  static inline int lamina_conv2d_forward_with_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,       \
+                                                   const T* w, const T* packed_w, const T* bias, int64_t bias_count,     \
+                                                   T* y, const lamina_gemm_epilogue* epilogue) {                         \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                      \
     const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width;                          \
     const int64_t HW = g->in_height * g->in_width;                                                                         \
     /* A 1x1 kernel at stride 1 without padding reads the input as its own columns. */                                     \
@@ -1043,7 +1091,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       whole.pool_height = whole.pool_width = whole.pool_stride_height = whole.pool_stride_width = 0;                       \
       T* result = (T*)malloc((size_t)(g->batch * g->out_channels * P) * sizeof(T));                                       \
       if (!result) return LAMINA_ERROR_MEMORY;                                                                             \
-      const int status = lamina_conv2d_forward_##S(pool, &whole, x, w, bias, bias_count, result, NULL);                    \
+      const int status = lamina_conv2d_forward_with_##S(pool, &whole, x, w, packed_w, bias, bias_count, result, NULL);   \
       if (status == 0) {                                                                                                   \
         const int64_t planes = g->batch * g->out_channels;                                                                 \
         lamina_conv_pool_job_##S job = {g, result, y, epilogue, planes, lamina_conv_tasks(pool, planes, planes * P)};      \
@@ -1069,19 +1117,26 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
         const T* first = x + (n0 * g->in_channels + group * cg) * HW;                                                      \
         const lamina_conv_columns_##S source = {g, first};                                                                 \
         const lamina_gemm_b_packer packer = {lamina_conv_pack_columns_##S, &source};                                       \
-        const T* w_group = w + group * og * K;                                                                             \
+        const T* w_group = w + group * og * K;                                                                           \
+        const T* packed_group = packed_w ? packed_w + group * lamina_conv_packed_group_elements_##S(g) : NULL;           \
         if (chunk == 1) {                                                                                                  \
           /* One image: the GEMM writes its NCHW planes directly, bias and epilogue on each finished block. */             \
           lamina_conv_block_epilogue_##S block = {g, g->out_channels, g->out_height, g->out_width,                         \
                                                   n0 * g->out_channels + group * og, group * og, y, bias, bias_count, epilogue}; \
           const lamina_gemm_epilogue block_epilogue = {lamina_conv_block_epilogue_apply_##S, &block};                      \
           T* out = y + (n0 * g->out_channels + group * og) * P;                                                            \
-          if (pointwise)                                                                                                   \
-            GEMM(pool, 0, 0, og, P, K, (T)1, w_group, K, first, P, (T)0, out, P, (bias || epilogue) ? &block_epilogue : NULL); \
-          else                                                                                                             \
-            PACKER_GEMM(pool, 0, og, P, K, (T)1, w_group, K, &packer, (T)0, out, P, (bias || epilogue) ? &block_epilogue : NULL); \
-        } else {                                                                                                           \
-          PACKER_GEMM(pool, 0, og, images * P, K, (T)1, w_group, K, &packer, (T)0, product, images * P, NULL);             \
+          const lamina_gemm_epilogue* finish = (bias || epilogue) ? &block_epilogue : NULL;                              \
+          if (packed_group)                                                                                              \
+            PACKED_A_GEMM(pool, og, P, K, packed_group, 0, first, P, pointwise ? NULL : &packer, (T)0, out, P, finish);  \
+          else if (pointwise)                                                                                            \
+            GEMM(pool, 0, 0, og, P, K, (T)1, w_group, K, first, P, (T)0, out, P, finish);                                \
+          else                                                                                                           \
+            PACKER_GEMM(pool, 0, og, P, K, (T)1, w_group, K, &packer, (T)0, out, P, finish);                             \
+        } else {                                                                                                         \
+          if (packed_group)                                                                                              \
+            PACKED_A_GEMM(pool, og, images * P, K, packed_group, 0, NULL, 0, &packer, (T)0, product, images * P, NULL);  \
+          else                                                                                                           \
+            PACKER_GEMM(pool, 0, og, images * P, K, (T)1, w_group, K, &packer, (T)0, product, images * P, NULL);         \
           lamina_conv_run_##S(pool, &job, images * og, images * og * P, lamina_conv_scatter_task_##S);                     \
         }                                                                                                                  \
       }                                                                                                                    \
@@ -1349,8 +1404,8 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
   }
 
 #ifdef LAMINA_ISA
-LAMINA_CONV_DEFINE(float, f32, lamina_sgemm, lamina_sgemm_packer_b)
-LAMINA_CONV_DEFINE(double, f64, lamina_dgemm, lamina_dgemm_packer_b)
+LAMINA_CONV_DEFINE(float, f32, lamina_sgemm, lamina_sgemm_packer_b, lamina_sgemm_pack_a, lamina_sgemm_packed_a)
+LAMINA_CONV_DEFINE(double, f64, lamina_dgemm, lamina_dgemm_packer_b, lamina_dgemm_pack_a, lamina_dgemm_packed_a)
 #endif
 #undef LAMINA_CONV_DEFINE
 

@@ -93,6 +93,8 @@ typedef LAMINA_GEMM_T lamina_real;
 #define LAMINA_GEMM_PACK_B_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_pack_b_, LAMINA_GEMM_SUFFIX)
 #define LAMINA_GEMM_PACKED_B_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_packed_b_, LAMINA_GEMM_SUFFIX)
 #define LAMINA_GEMM_PACKER_B_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_packer_b_, LAMINA_GEMM_SUFFIX)
+#define LAMINA_GEMM_PACK_A_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_pack_a_, LAMINA_GEMM_SUFFIX)
+#define LAMINA_GEMM_PACKED_A_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_packed_a_, LAMINA_GEMM_SUFFIX)
 
 /* Bytes per element, known to the preprocessor (sizeof is not): float 4, double 8. */
 #define LAMINA_GEMM_BYTES_float 4
@@ -227,7 +229,7 @@ typedef struct lamina_gemm_grid {
 } lamina_gemm_grid;
 
 static lamina_gemm_grid lamina_gemm_choose_grid(int threads, int64_t m, int64_t n, int64_t k, int64_t mr,
-                                                int64_t nr, int64_t nc) {
+                                                int64_t nr, int64_t nc, int a_packed) {
   lamina_gemm_grid best = {1, 1, m, n};
   const int64_t macs = m * n * k;
   if (threads <= 1 || macs < LAMINA_GEMM_PARALLEL_MIN) return best;
@@ -239,7 +241,8 @@ static lamina_gemm_grid lamina_gemm_choose_grid(int threads, int64_t m, int64_t 
   const int64_t tasks = (int64_t)threads * q;
   double best_cost = -1;
   /* Every factorisation mt x nt of the task count; the cost of a tile is its multiply-adds (padded
-     to the micro-kernel) plus its packing, per unit of k; the busiest thread does ceil(tiles/threads). */
+     to the micro-kernel) plus its packing, per unit of k (A's only when it is not packed already: then
+     splitting N duplicates nothing); the busiest thread does ceil(tiles/threads). */
   for (int64_t mt = 1; mt <= tasks; mt++) {
     if (tasks % mt) continue;
     int64_t nt = tasks / mt;
@@ -247,7 +250,7 @@ static lamina_gemm_grid lamina_gemm_choose_grid(int threads, int64_t m, int64_t 
     int64_t ntile = lamina_gemm_round_up(lamina_gemm_ceil_div(n, nt), nr);
     int64_t real_mt = lamina_gemm_ceil_div(m, mtile), real_nt = lamina_gemm_ceil_div(n, ntile);
     double tile = (double)mtile * ntile +
-                  LAMINA_GEMM_PACK_COST * ((double)mtile * lamina_gemm_ceil_div(ntile, nc) + ntile);
+                  LAMINA_GEMM_PACK_COST * ((a_packed ? 0.0 : (double)mtile * lamina_gemm_ceil_div(ntile, nc)) + ntile);
     double cost = tile * (double)lamina_gemm_ceil_div(real_mt * real_nt, threads);
     if (best_cost < 0 || cost < best_cost * 0.999) {
       best_cost = cost;
@@ -513,6 +516,8 @@ typedef struct lamina_gemm_job {
   int64_t packed_width;        /* its columns rounded up to NR (the size of one k-block's row) */
   const lamina_gemm_b_packer* b_packer; /* op(B) packed by the caller's function, block by block */
   int rows;                             /* packed path: rows per A panel, MR or MR_NARROW */
+  const lamina_real* packed_a; /* op(A) packed once by lamina_gemm_pack_a_*: tiles skip packing it */
+  int64_t packed_height;       /* its rows rounded up to `rows` (the size of one k-block's column) */
 } lamina_gemm_job;
 
 /* Bytes of the packed A block and of the packed B block in a thread's scratch. */
@@ -541,9 +546,15 @@ static void lamina_gemm_tile(const lamina_gemm_job* g, int64_t i0, int64_t i1, i
       int last = pc + kc >= g->k;
       for (int64_t ic = i0; ic < i1; ic += mcb) {
         int64_t mc = lamina_gemm_min(mcb, i1 - ic);
-        const lamina_real* a = g->trans_a ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;
-        lamina_gemm_pack_a(g->rows, g->trans_a, a, g->lda, mc, kc, g->alpha, ap);
-        lamina_gemm_macro(g->rows, mc, nc, kc, ap, packed, g->c, g->ldc, ic, jc, beta, last ? g->epilogue : NULL);
+        const lamina_real* panels = ap;
+        if (g->packed_a) {
+          /* ic is a multiple of the panel height (tile and block sizes are): its panels start here. */
+          panels = g->packed_a + pc * g->packed_height + ic * kc;
+        } else {
+          const lamina_real* a = g->trans_a ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;
+          lamina_gemm_pack_a(g->rows, g->trans_a, a, g->lda, mc, kc, g->alpha, ap);
+        }
+        lamina_gemm_macro(g->rows, mc, nc, kc, panels, packed, g->c, g->ldc, ic, jc, beta, last ? g->epilogue : NULL);
       }
     }
   }
@@ -739,7 +750,7 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
   }
   g.kc = lamina_gemm_even_block(k, KC, 4);
   g.rows = lamina_gemm_panel_rows(m);
-  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC);
+  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC, 0);
   if (pool) {
     /* A small product split over threads: its epilogue on the caller once the tasks are done. */
     const int caller_epilogue =
@@ -785,7 +796,7 @@ static void lamina_gemm_run_packed(lamina_gemm_job* job) {
   g.kc = lamina_gemm_even_block(k, KC, 4);
   const int threads = lamina_pool_threads(pool);
   g.rows = lamina_gemm_panel_rows(m);
-  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC);
+  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC, g.packed_a != NULL);
   if (pool) {
     const int caller_epilogue =
         epilogue && g.grid.mt * g.grid.nt > 1 && m * n < LAMINA_GEMM_CALLER_EPILOGUE_BELOW;
@@ -833,5 +844,46 @@ void LAMINA_GEMM_PACKER_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, in
   }
   lamina_gemm_job g = {trans_a, 0, m, n, k, alpha, beta, a, NULL, c, lda, 0, ldc, epilogue, pool,
                        {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, b_packer, MR};
+  lamina_gemm_run_packed(&g);
+}
+
+/* ---- A left operand packed once for many products ----
+   A convolution's weights at inference are the same matrix call after call until a parameter changes:
+   lamina_gemm_pack_a_* writes op(A) [m x k] in the layout the tiles read, and lamina_gemm_packed_a_*
+   multiplies by it without packing it in every call, on every thread and for every column block (a 7x7
+   layer's weights are each multiplied by only 49 columns: packing them was about half of its GEMM).
+   The layout: for each k-block (lamina_gemm_even_block(k, KC, 4), as the GEMM blocks K), the rows rounded
+   up to the panel height (lamina_gemm_panel_rows(m): MR, or MR_NARROW where MR would pad), as panels of
+   that many rows, element (i, p) of panel q at q * rows * kc + p * rows + i; rows past m are zero. The
+   buffer needs LAMINA_GEMM_PACKED_A_ELEMENTS(m, k) elements (lamina_runtime.h), an upper bound for every
+   instruction set; the same instruction set must pack and multiply, for the same (m, k). alpha is 1. */
+void LAMINA_GEMM_PACK_A_FUNCTION(int trans_a, int64_t m, int64_t k, const lamina_real* a, int64_t lda,
+                                 lamina_real* packed) {
+  if (m <= 0 || k <= 0) return;
+  const int rows = lamina_gemm_panel_rows(m);
+  const int64_t kc_block = lamina_gemm_even_block(k, KC, 4);
+  const int64_t height = lamina_gemm_round_up(m, rows);
+  for (int64_t pc = 0; pc < k; pc += kc_block) {
+    const int64_t kc = lamina_gemm_min(kc_block, k - pc);
+    lamina_gemm_pack_a(rows, trans_a, trans_a ? a + pc * lda : a + pc, lda, m, kc, (lamina_real)1,
+                       packed + pc * height);
+  }
+}
+
+/* C = op(A) @ op(B) + beta * C with op(A) packed by lamina_gemm_pack_a_*, and op(B) either stored (b, ldb,
+   trans_b) or packed by the caller's packer (b_packer non-NULL; b is then unused). Always the packed path. */
+void LAMINA_GEMM_PACKED_A_FUNCTION(lamina_pool* pool, int64_t m, int64_t n, int64_t k, const lamina_real* packed_a,
+                                   int trans_b, const lamina_real* b, int64_t ldb,
+                                   const lamina_gemm_b_packer* b_packer, lamina_real beta, lamina_real* c,
+                                   int64_t ldc, const lamina_gemm_epilogue* epilogue) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    /* Nothing to multiply: the general GEMM scales C and reads neither operand. */
+    LAMINA_GEMM_FUNCTION(pool, 0, 0, m, n, k, (lamina_real)1, NULL, k, NULL, n, beta, c, ldc, epilogue);
+    return;
+  }
+  lamina_gemm_job g = {0, trans_b, m, n, k, (lamina_real)1, beta, NULL, b_packer ? NULL : b, c, 0, ldb, ldc,
+                       epilogue, pool, {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, b_packer, MR, packed_a, 0};
+  g.packed_height = lamina_gemm_round_up(m, lamina_gemm_panel_rows(m));
   lamina_gemm_run_packed(&g);
 }

@@ -51,8 +51,14 @@ int64_t lamina_arena_bytes(const lamina_context* ctx);
 /* Parameters, in the signature's order; each is a dense row-major array of its dtype. */
 int64_t lamina_param_count(void);
 int64_t lamina_param_bytes(int64_t index);
-/* Direct access to a parameter's storage (NULL for a bad index). */
+/* Direct access to a parameter's storage (NULL for a bad index). The pointer is writable, so this counts as
+   a write: data derived from the parameters and kept between calls (a convolution's weights packed for the
+   GEMM at inference) is derived again at the next call. A caller who keeps the pointer and writes through it
+   after a later call must call lamina_params_changed before the next one, or that call may compute with the
+   old derived data. lamina_set_param and lamina_train_step count as writes too; lamina_get_param does not. */
 void* lamina_param_data(lamina_context* ctx, int64_t index);
+/* Says that parameters were written through a pointer lamina_param_data gave out earlier. */
+void lamina_params_changed(lamina_context* ctx);
 int lamina_set_param(lamina_context* ctx, int64_t index, const void* data, int64_t bytes);
 int lamina_get_param(lamina_context* ctx, int64_t index, void* data, int64_t bytes);
 

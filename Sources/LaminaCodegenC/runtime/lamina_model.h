@@ -65,6 +65,13 @@ typedef struct lamina_entry_points {
 #define LAMINA_ENTRY_POINTS LAMINA_RUNTIME_NAME(lamina_entry_points_, LAMINA_ISA)
 #endif
 
+/* A buffer of data derived from the parameters (lamina_derived). */
+typedef struct lamina_derived_buffer {
+  void* data;
+  int64_t bytes;
+  uint64_t version; /* the parameter version it was last handed out at */
+} lamina_derived_buffer;
+
 struct lamina_context {
   const lamina_entry_points* entry; /* the instruction set chosen for this CPU */
   const lamina_model_description* model;
@@ -72,8 +79,25 @@ struct lamina_context {
   unsigned char* params; /* parameters then optimizer state, 64-byte aligned */
   unsigned char* arena;  /* intermediates of one call */
   int64_t arena_bytes;
+  /* The parameter version: starts at 1, moves on every possible write of a parameter (lamina_set_param,
+     lamina_param_data, lamina_train_step, lamina_params_changed). Derived buffers compare against it. */
+  uint64_t params_version;
+  lamina_derived_buffer* derived; /* by slot, grown on first use */
+  int64_t derived_count;
   char error[512];
 };
+
+/* Data a kernel derives from parameters and keeps between calls (a convolution's weights packed for the GEMM),
+   in a buffer of its own per slot; slots are numbered by the code generator, one per kernel call site that
+   derives something (the generated entry points pass the slot; a training step passes -1: its weights change
+   every step, so it derives per call). Returns the slot's buffer of at least `bytes` bytes (64-byte aligned;
+   reallocated when `bytes` grows) and sets *stale to 1 when its content may not match the current parameters
+   (first use, a new size, or the parameter version moved since the slot was last handed out): the caller must
+   then fill it before reading it, and the buffer counts as current from this call on. NULL when out of memory
+   (*stale is then 1). Call it on the calling thread, before the kernel's parallel region: a context runs one
+   call at a time, so no lock is needed. Memory: one buffer per slot for the context's life (a copy of the packed
+   weights), freed by lamina_destroy. */
+LAMINA_HIDDEN void* lamina_derived(lamina_context* ctx, int64_t slot, int64_t bytes, int* stale);
 
 /* Records an error message on the context and returns its code. */
 LAMINA_HIDDEN int lamina_fail(lamina_context* ctx, int code, const char* format, ...)

@@ -74,6 +74,7 @@ LAMINA_EXPORT lamina_context* lamina_create(int threads) {
   ctx->entry = entry;
   ctx->model = model;
   ctx->params = (unsigned char*)params;
+  ctx->params_version = 1;
   ctx->pool = lamina_pool_create(threads);
   if (!ctx->pool) {
     free(ctx->params);
@@ -86,6 +87,8 @@ LAMINA_EXPORT lamina_context* lamina_create(int threads) {
 LAMINA_EXPORT void lamina_destroy(lamina_context* ctx) {
   if (!ctx) return;
   lamina_pool_destroy(ctx->pool);
+  for (int64_t slot = 0; slot < ctx->derived_count; slot++) free(ctx->derived[slot].data);
+  free(ctx->derived);
   free(ctx->arena);
   free(ctx->params);
   free(ctx);
@@ -136,7 +139,10 @@ LAMINA_EXPORT int lamina_evaluate_training(lamina_context* ctx, const int64_t* d
 LAMINA_EXPORT int lamina_train_step(lamina_context* ctx, int64_t step, const int64_t* dims, const void* const* inputs,
                                     void* loss) {
   if (!ctx) return LAMINA_ERROR_ARGUMENT;
-  return ctx->entry->train_step(ctx, step, dims, inputs, loss);
+  const int status = ctx->entry->train_step(ctx, step, dims, inputs, loss);
+  /* The step updated the parameters (or part of them, when it failed). */
+  ctx->params_version++;
+  return status;
 }
 
 /* ---- Parameters and optimizer state ---- */
@@ -157,7 +163,13 @@ LAMINA_EXPORT int64_t lamina_state_bytes(int64_t index) {
 
 LAMINA_EXPORT void* lamina_param_data(lamina_context* ctx, int64_t index) {
   if (!ctx || index < 0 || index >= ctx->model->param_count) return NULL;
+  /* A writable pointer: whatever is written through it before the next call is seen by that call. */
+  ctx->params_version++;
   return ctx->params + ctx->model->param_offsets[index];
+}
+
+LAMINA_EXPORT void lamina_params_changed(lamina_context* ctx) {
+  if (ctx) ctx->params_version++;
 }
 
 LAMINA_EXPORT void* lamina_state_data(lamina_context* ctx, int64_t index) {
@@ -174,6 +186,7 @@ LAMINA_EXPORT int lamina_set_param(lamina_context* ctx, int64_t index, const voi
     return lamina_fail(ctx, LAMINA_ERROR_ARGUMENT, "parameter %lld takes %lld bytes, got %lld", (long long)index,
                        (long long)model->param_sizes[index], (long long)bytes);
   memcpy(ctx->params + model->param_offsets[index], data, (size_t)bytes);
+  ctx->params_version++;
   return LAMINA_OK;
 }
 
@@ -227,4 +240,30 @@ int lamina_ensure_arena(lamina_context* ctx, int64_t bytes) {
   ctx->arena = (unsigned char*)grown;
   ctx->arena_bytes = bytes;
   return LAMINA_OK;
+}
+
+void* lamina_derived(lamina_context* ctx, int64_t slot, int64_t bytes, int* stale) {
+  *stale = 1;
+  if (slot < 0 || bytes < 0) return NULL;
+  if (slot >= ctx->derived_count) {
+    const int64_t count = slot + 1;
+    lamina_derived_buffer* grown =
+        (lamina_derived_buffer*)realloc(ctx->derived, (size_t)count * sizeof(lamina_derived_buffer));
+    if (!grown) return NULL;
+    memset(grown + ctx->derived_count, 0, (size_t)(count - ctx->derived_count) * sizeof(lamina_derived_buffer));
+    ctx->derived = grown;
+    ctx->derived_count = count;
+  }
+  lamina_derived_buffer* buffer = &ctx->derived[slot];
+  if (!buffer->data || buffer->bytes < bytes) {
+    void* data = NULL;
+    if (posix_memalign(&data, 64, (size_t)(bytes > 0 ? bytes : 64)) != 0) return NULL;
+    free(buffer->data);
+    buffer->data = data;
+    buffer->bytes = bytes;
+    buffer->version = 0; /* versions start at 1: never current */
+  }
+  *stale = buffer->version != ctx->params_version;
+  buffer->version = ctx->params_version;
+  return buffer->data;
 }

@@ -77,6 +77,19 @@ typedef struct lamina_gemm_b_packer {
   void lamina_gemm_packer_b_##suffix(lamina_pool* pool, int trans_a, int64_t m, int64_t n, int64_t k, T alpha,   \
                                      const T* a, int64_t lda, const lamina_gemm_b_packer* b, T beta, T* c,       \
                                      int64_t ldc, const lamina_gemm_epilogue* epilogue)
+/* A left operand packed once for many products (a convolution's weights at inference, refilled when a parameter
+ * changes: lamina_derived in lamina_model.h): lamina_gemm_pack_a_* writes op(A) [m x k] (alpha 1) into `packed`
+ * (LAMINA_GEMM_PACKED_A_ELEMENTS(m, k) elements, 64-byte aligned) in the layout the GEMM's tiles read, and
+ * lamina_gemm_packed_a_* computes C = op(A) @ op(B) + beta * C from it, op(B) stored (b, ldb, trans_b) or
+ * packed by the caller (b_packer non-NULL, b unused). The same suffix must pack and multiply. */
+#define LAMINA_GEMM_PACKED_A_DECLARE(T, suffix)                                                                  \
+  void lamina_gemm_pack_a_##suffix(int trans_a, int64_t m, int64_t k, const T* a, int64_t lda, T* packed);        \
+  void lamina_gemm_packed_a_##suffix(lamina_pool* pool, int64_t m, int64_t n, int64_t k, const T* packed_a,       \
+                                     int trans_b, const T* b, int64_t ldb, const lamina_gemm_b_packer* b_packer,  \
+                                     T beta, T* c, int64_t ldc, const lamina_gemm_epilogue* epilogue)
+/* Elements of a packed op(A) [m x k]: m rounded up to the tallest panel (12 rows), enough for every instruction
+ * set (panels of 12 or 8 rows with AVX-512, 6 or 4 otherwise). */
+#define LAMINA_GEMM_PACKED_A_ELEMENTS(m, k) (((m) + 11) * (k))
 /* Elements of a packed op(B) [k x n]: k rows of n rounded up to the widest micro-panel (2 vectors of
  * 64 bytes), enough for every instruction set. */
 #define LAMINA_GEMM_PACKED_B_ELEMENTS(n, k, element_bytes) \
@@ -105,7 +118,16 @@ LAMINA_GEMM_PACKER_B_DECLARE(float, f32_native);
 LAMINA_GEMM_PACKER_B_DECLARE(double, f64_native);
 LAMINA_GEMM_PACKER_B_DECLARE(float, f32_generic);
 LAMINA_GEMM_PACKER_B_DECLARE(double, f64_generic);
+LAMINA_GEMM_PACKED_A_DECLARE(float, f32_avx512);
+LAMINA_GEMM_PACKED_A_DECLARE(double, f64_avx512);
+LAMINA_GEMM_PACKED_A_DECLARE(float, f32_avx2);
+LAMINA_GEMM_PACKED_A_DECLARE(double, f64_avx2);
+LAMINA_GEMM_PACKED_A_DECLARE(float, f32_native);
+LAMINA_GEMM_PACKED_A_DECLARE(double, f64_native);
+LAMINA_GEMM_PACKED_A_DECLARE(float, f32_generic);
+LAMINA_GEMM_PACKED_A_DECLARE(double, f64_generic);
 #undef LAMINA_GEMM_DECLARE
+#undef LAMINA_GEMM_PACKED_A_DECLARE
 #undef LAMINA_GEMM_PACKED_B_DECLARE
 #undef LAMINA_GEMM_PACKER_B_DECLARE
 
@@ -122,6 +144,10 @@ LAMINA_GEMM_PACKER_B_DECLARE(double, f64_generic);
 #define lamina_dgemm_packed_b LAMINA_RUNTIME_NAME(lamina_gemm_packed_b_f64_, LAMINA_ISA)
 #define lamina_sgemm_packer_b LAMINA_RUNTIME_NAME(lamina_gemm_packer_b_f32_, LAMINA_ISA)
 #define lamina_dgemm_packer_b LAMINA_RUNTIME_NAME(lamina_gemm_packer_b_f64_, LAMINA_ISA)
+#define lamina_sgemm_pack_a LAMINA_RUNTIME_NAME(lamina_gemm_pack_a_f32_, LAMINA_ISA)
+#define lamina_dgemm_pack_a LAMINA_RUNTIME_NAME(lamina_gemm_pack_a_f64_, LAMINA_ISA)
+#define lamina_sgemm_packed_a LAMINA_RUNTIME_NAME(lamina_gemm_packed_a_f32_, LAMINA_ISA)
+#define lamina_dgemm_packed_a LAMINA_RUNTIME_NAME(lamina_gemm_packed_a_f64_, LAMINA_ISA)
 #endif
 
 /* ---- CPU features (lamina_cpu.c) ---- */
