@@ -17,6 +17,7 @@ public enum CRuntimeSources {
       "lamina_model.h": text(PackageResources.lamina_model_h),
       "lamina_math.h": text(PackageResources.lamina_math_h),
       "lamina_conv.h": text(PackageResources.lamina_conv_h),
+      "lamina_winograd.h": text(PackageResources.lamina_winograd_h),
       "lamina_pool.c": text(PackageResources.lamina_pool_c),
       "lamina_gemm.c": text(PackageResources.lamina_gemm_c),
       "lamina_cpu.c": text(PackageResources.lamina_cpu_c),

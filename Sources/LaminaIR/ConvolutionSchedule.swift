@@ -14,6 +14,14 @@ import LaminaSupport
 ///   faster than im2col and the GEMM at batch 1 and 64).
 /// - `im2colGemm`: the input's columns and the packed GEMM, for everything else (many input
 ///   channels: the GEMM's packing pays off).
+/// - `winograd2`, `winograd4`: Winograd F(2x2, 3x3) or F(4x4, 3x3) (`lamina_winograd.h`): 3x3
+///   kernels at stride 1, dilation 1, one group, f32, with enough channels (`winogradMinChannels`)
+///   and output positions (`winogradMinPositions`, and `winogradWeightsPerPosition` weight elements per position at most
+///   element, because the weights are transformed at every call). Only F(4x4) is chosen: F(2x2)
+///   was slower than the GEMM on every ResNet-50 and VGG-19 shape measured (its transforms touch
+///   4 input elements per output against 2.25), and F(4x4)'s error (about 7e-6 of the largest
+///   output at 512 channels, against 4e-7 for the GEMM) is far inside the ONNX tolerances (1e-3);
+///   `LAMINA_WINOGRAD_FORCE=2` runs F(2x2) (BENCHMARKS.md, "session 11: Winograd").
 ///
 /// Both direct kernels split their work over the thread pool only above a work size
 /// (`LAMINA_CONV_DIRECT_PARALLEL_WORK` multiply-adds in `lamina_conv.h`), in bands of output rows or
@@ -24,6 +32,17 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     case im2colGemm = 1
     case directWidth = 2
     case directChannels = 3
+    case winograd2 = 4
+    case winograd4 = 5
+
+    /// The output tile size m of Winograd F(m x m, 3 x 3); nil for the other kernels.
+    public var winogradTile: Int? {
+      switch self {
+      case .winograd2: 2
+      case .winograd4: 4
+      default: nil
+      }
+    }
   }
 
   public var algorithm: Algorithm
@@ -63,6 +82,18 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// agree (20 µs with the bands on 2 threads); from 2 images on, the threads share the work.
   public static let directParallelWork = 1 << 18
 
+  /// Input and output channels from which Winograd beats the GEMM (16 → 16 at 56x56 was a tie, 32
+  /// → 32 at 28x28 and 56x56 already 2x faster).
+  public static let winogradMinChannels = 32
+  /// Output positions (per call: images × height × width) from which Winograd beats the GEMM: 14x14
+  /// (64 and 128 channels 1.5x faster; 7x7 was slower at every channel count).
+  public static let winogradMinPositions = 196
+  /// Weight elements (out × in channels) one output position amortizes: the weights are transformed
+  /// (36 per pair) and packed at every call, which at 256 → 256 channels costs as much as Winograd
+  /// saves at 14x14 (a tie) and at 512 → 512 more than it saves at 28x28. Once the transformed
+  /// weights are kept between calls (a derived buffer), only `winogradMinPositions` remains.
+  public static let winogradWeightsPerPosition = 256
+
   public init(algorithm: Algorithm, multiplyAddsPerImage: Int) {
     self.algorithm = algorithm
     self.multiplyAddsPerImage = multiplyAddsPerImage
@@ -74,7 +105,9 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     let outPerGroup = geometry.outChannels / max(geometry.groups, 1)
     let taps = inPerGroup * geometry.kernel[0] * geometry.kernel[1]
     multiplyAddsPerImage = geometry.outChannels * geometry.outHeight * geometry.outWidth * taps
-    if geometry.stride[1] == 1 && outPerGroup <= Self.directWidthMaxChannels
+    if Self.prefersWinograd(geometry) {
+      algorithm = .winograd4
+    } else if geometry.stride[1] == 1 && outPerGroup <= Self.directWidthMaxChannels
       && taps <= Self.directWidthMaxTaps
     {
       algorithm = .directWidth
@@ -86,7 +119,22 @@ public struct ConvolutionSchedule: Sendable, Hashable {
       algorithm = .im2colGemm
     }
     let blockBytes = outPerGroup * geometry.outHeight * geometry.outWidth * geometry.dtype.byteSize
-    poolsInScratch = algorithm != .im2colGemm && blockBytes <= Self.pooledBlockBytes
+    poolsInScratch =
+      (algorithm == .directWidth || algorithm == .directChannels)
+      && blockBytes <= Self.pooledBlockBytes
+  }
+
+  /// Whether Winograd F(4x4, 3x3) computes this convolution: its traits (3x3, stride 1, dilation 1,
+  /// one group, f32) and sizes (channels, positions per call, positions per weight element; a
+  /// symbolic batch counts as one image).
+  public static func prefersWinograd(_ geometry: ConvolutionGeometry) -> Bool {
+    guard geometry.dtype == .f32, geometry.kernel == [3, 3], geometry.stride == [1, 1],
+      geometry.dilation == [1, 1], geometry.groups == 1,
+      geometry.inChannels >= winogradMinChannels, geometry.outChannels >= winogradMinChannels
+    else { return false }
+    let positions = (geometry.batch.staticValue ?? 1) * geometry.outHeight * geometry.outWidth
+    return positions >= winogradMinPositions
+      && positions * winogradWeightsPerPosition >= geometry.inChannels * geometry.outChannels
   }
 
   /// The schedule of a `conv2d` node; nil for other nodes.
@@ -107,6 +155,8 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     case .im2colGemm: "LAMINA_CONV_ALGORITHM_IM2COL_GEMM"
     case .directWidth: "LAMINA_CONV_ALGORITHM_DIRECT_WIDTH"
     case .directChannels: "LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS"
+    case .winograd2: "LAMINA_CONV_ALGORITHM_WINOGRAD_2"
+    case .winograd4: "LAMINA_CONV_ALGORITHM_WINOGRAD_4"
     }
   }
 
@@ -128,6 +178,12 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     case .directChannels:
       kernel =
         "convolution: direct, vectorized over output channels, a tile of output positions in registers"
+    case .winograd2, .winograd4:
+      let m = algorithm.winogradTile ?? 4
+      return [
+        "convolution: winograd(\(m)): F(\(m)x\(m), 3x3) tiles, \((m + 2) * (m + 2)) GEMMs over the channels, weights transformed at every call",
+        "convolution threads: blocks of tile rows; each pass split over channels, the GEMMs one per task",
+      ]
     }
     return [
       kernel,

@@ -96,6 +96,10 @@ enum ConvolutionKernels {
         purpose = "y = conv2d(x, w) + bias, direct, vectors along the output rows"
       case .directChannels:
         purpose = "y = conv2d(x, w) + bias, direct, vectors across the output channels"
+      case .winograd2, .winograd4:
+        let m = schedule.algorithm.winogradTile ?? 4
+        purpose =
+          "y = conv2d(x, w) + bias, winograd(\(m)): F(\(m)x\(m), 3x3) tiles, \((m + 2) * (m + 2)) GEMMs over the channels"
       }
     }
     writer.line(

@@ -281,6 +281,8 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
   if (position < end) epilogue->apply(epilogue->arg, y, width, row_base + position / width, 0, 1, end - position);
 }
 
+#include "lamina_winograd.h" /* Winograd F(m x m, 3 x 3): LAMINA_CONV_ALGORITHM_WINOGRAD_2 and _4 */
+
 #define LAMINA_CONV_DEFINE(T, S, GEMM, PACKER_GEMM, PACK_A, PACKED_A_GEMM)                                                                                    \
                                                                                                                             \
   /* The max pool of g's windows over `rows` rows of one result plane (row r at block + r * width), pooled rows          \
@@ -1103,6 +1105,11 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       free(result);                                                                                                        \
       return status;                                                                                                       \
     }                                                                                                                      \
+    if ((LAMINA_WINOGRAD_FORCE || g->algorithm == LAMINA_CONV_ALGORITHM_WINOGRAD_2 ||                                     \
+         g->algorithm == LAMINA_CONV_ALGORITHM_WINOGRAD_4) && lamina_winograd_fits(g))                                     \
+      return lamina_conv2d_winograd_##S(pool, g, x, w, bias, bias_count, y, epilogue,                                      \
+                                        LAMINA_WINOGRAD_FORCE ? LAMINA_WINOGRAD_FORCE                                       \
+                                        : g->algorithm == LAMINA_CONV_ALGORITHM_WINOGRAD_2 ? 2 : 4);                        \
     const int64_t chunk = lamina_conv_chunk(g);                                                                            \
     T* product = NULL;                                                                                                     \
     if (chunk > 1) {                                                                                                       \

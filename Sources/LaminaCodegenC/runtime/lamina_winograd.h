@@ -1,0 +1,398 @@
+/* lamina_winograd.h — Winograd convolution F(m x m, 3 x 3) for 3x3, stride-1, dilation-1, ungrouped layers.
+ *
+ * Included by lamina_conv.h (before its kernels, which call lamina_conv2d_winograd_* when the kernel schedule
+ * says LAMINA_CONV_ALGORITHM_WINOGRAD_2 or _4; ConvolutionSchedule in Swift chooses it from the sizes).
+ *
+ * The result is computed in tiles of m x m output positions (m = 2 or 4), each read from an alpha x alpha
+ * patch of the input (alpha = m + 2): with the transforms B (input), G (weights) and A (output) of Lavin and
+ * Gray, "Fast Algorithms for Convolutional Neural Networks" (2016), points 0, 1, -1 (and 2, -2 for m = 4),
+ *
+ *     y tile [m x m] = A^T [ (G w G^T) ⊙ (B^T d B) ] A        per (output channel, input channel) summed over
+ *                                                             the input channels,
+ *
+ * and the sum over the input channels of each of the alpha² element-wise products is a matrix product:
+ *
+ *     U[xi] [K x C]  = (G w[k, c] G^T)[xi]           the weight transform (per call: see below)
+ *     V[xi] [C x T]  = (B^T d[c, t] B)[xi]           the input transform of a block of T tiles
+ *     M[xi] [K x T]  = U[xi] @ V[xi]                 alpha² independent GEMMs (lamina_sgemm / lamina_dgemm)
+ *     y[k, t]        = A^T M[., k, t] A + bias[k]    the output transform, written into y's NCHW planes
+ *
+ * alpha² / m² multiplies per output (2.25 for m = 2 and 4 for m = 4) where the direct product does 9. Rounding:
+ * F(4x4) adds the products of larger transform coefficients (up to 8 in A, 5 in B, 1/24 in G) than F(2x2)
+ * (1, 1, 1/2), so its fp32 error is larger (BENCHMARKS.md, "session 11: Winograd", measures both).
+ *
+ * Blocks: whole rows of tiles (over all images), as many as fit LAMINA_WINOGRAD_BLOCK_ELEMENTS elements of V and
+ * M, so a block writes whole output rows and the epilogue runs on them when the block is done. Each block is
+ * three passes on the pool: the input transform split over input channels, the alpha² GEMMs split over xi (each
+ * on one thread), the output transform (bias, then the fused epilogue on the finished rows) over output channels.
+ * Every transform works on LAMINA_WINOGRAD_LANES tiles at once, one tile per vector lane.
+ *
+ * The weight transform runs at every call (lamina_winograd_transform_weights_*): its share of the time is in
+ * BENCHMARKS.md; the runtime's derived-buffer mechanism (a buffer refilled when a parameter changes) is meant to
+ * take it over. The buffers (U, V and M) are allocated once per call. A max pool fused into the convolution
+ * is not handled here: lamina_conv2d_forward computes the whole result into a buffer and pools it afterwards.
+ *
+ * Every function returns 0, or LAMINA_ERROR_MEMORY when its buffers cannot be allocated.
+ */
+#ifndef LAMINA_WINOGRAD_H
+#define LAMINA_WINOGRAD_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lamina_runtime.h"
+
+#define LAMINA_CONV_ALGORITHM_WINOGRAD_2 4 /* Winograd F(2x2, 3x3) */
+#define LAMINA_CONV_ALGORITHM_WINOGRAD_4 5 /* Winograd F(4x4, 3x3) */
+
+/* For tests: 2 or 4 runs every forward convolution that Winograd takes with F(m x m, 3 x 3), whatever the
+   schedule chose (0: the schedule decides). */
+#ifndef LAMINA_WINOGRAD_FORCE
+#define LAMINA_WINOGRAD_FORCE 0
+#endif
+/* Elements of V and M one block of tile rows may take (at least one row of tiles a block). */
+#ifndef LAMINA_WINOGRAD_BLOCK_ELEMENTS
+#define LAMINA_WINOGRAD_BLOCK_ELEMENTS ((int64_t)1 << 20)
+#endif
+/* Tiles transformed together, one per vector lane. */
+#define LAMINA_WINOGRAD_LANES 16
+/* Multiply-adds of the GEMMs of a block below which its passes run on the calling thread. */
+#ifndef LAMINA_WINOGRAD_PARALLEL_WORK
+#define LAMINA_WINOGRAD_PARALLEL_WORK ((int64_t)1 << 18)
+#endif
+
+/* The transforms, row-major: B^T [alpha x alpha], G [alpha x 3], A^T [m x alpha]. */
+static const double lamina_winograd_bt2[4 * 4] = {1, 0, -1, 0, 0, 1, 1, 0, 0, -1, 1, 0, 0, 1, 0, -1};
+static const double lamina_winograd_g2[4 * 3] = {1, 0, 0, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, 0, 0, 1};
+static const double lamina_winograd_at2[2 * 4] = {1, 1, 1, 0, 0, 1, -1, -1};
+static const double lamina_winograd_bt4[6 * 6] = {
+    4, 0, -5, 0, 1, 0,  /**/ 0, -4, -4, 1, 1, 0, /**/ 0, 4, -4, -1, 1, 0,
+    0, -2, -1, 2, 1, 0, /**/ 0, 2, -1, -2, 1, 0, /**/ 0, 4, 0, -5, 0, 1,
+};
+static const double lamina_winograd_g4[6 * 3] = {
+    1.0 / 4,  0,         0,        /**/ -1.0 / 6, -1.0 / 6, -1.0 / 6, /**/ -1.0 / 6, 1.0 / 6, -1.0 / 6,
+    1.0 / 24, 1.0 / 12, 1.0 / 6, /**/ 1.0 / 24, -1.0 / 12, 1.0 / 6, /**/ 0,        0,        1,
+};
+static const double lamina_winograd_at4[4 * 6] = {
+    1, 1, 1, 1, 1, 0, /**/ 0, 1, -1, 2, -2, 0, /**/ 0, 1, 1, 4, 4, 0, /**/ 0, 1, -1, 8, -8, 1,
+};
+
+/* Whether Winograd computes this forward convolution (3x3, stride 1, dilation 1, one group, no pool). */
+static inline int lamina_winograd_fits(const lamina_conv2d_geometry* g) {
+  return g->kernel_height == 3 && g->kernel_width == 3 && g->stride_height == 1 && g->stride_width == 1 &&
+         g->dilation_height == 1 && g->dilation_width == 1 && g->groups == 1 && g->pool_height <= 0 &&
+         g->out_height > 0 && g->out_width > 0;
+}
+
+#define LAMINA_WINOGRAD_DEFINE(T, S, PACK_B, PACKED_GEMM)                                                                              \
+                                                                                                                        \
+  /* U[xi][k][c] = (G w[k, c] G^T)[xi] for output channels [k0, k1), LAMINA_WINOGRAD_LANES input channels at once. */  \
+  static inline __attribute__((always_inline)) void lamina_winograd_weights_range_##S(                                  \
+      const T* w, int64_t K, int64_t C, int64_t k0, int64_t k1, T* U, const int m, const double* gm) {                  \
+    enum { L = LAMINA_WINOGRAD_LANES };                                                                                 \
+    const int A = m + 2;                                                                                                \
+    T f[9][L], left[18][L]; /* the filters, then G f */                                                                 \
+    memset(f, 0, sizeof f);                                                                                             \
+    for (int64_t k = k0; k < k1; k++)                                                                                   \
+      for (int64_t c0 = 0; c0 < C; c0 += L) {                                                                           \
+        const int64_t n = lamina_conv_min(L, C - c0);                                                                   \
+        const T* filters = w + (k * C + c0) * 9;                                                                        \
+        for (int64_t l = 0; l < n; l++)                                                                                 \
+          _Pragma("GCC unroll 9") for (int e = 0; e < 9; e++) f[e][l] = filters[l * 9 + e];                             \
+        _Pragma("GCC unroll 6") for (int r = 0; r < A; r++)                                                             \
+          _Pragma("GCC unroll 3") for (int j = 0; j < 3; j++) {                                                         \
+            const T g0 = (T)gm[r * 3], g1 = (T)gm[r * 3 + 1], g2 = (T)gm[r * 3 + 2];                                    \
+            _Pragma("omp simd") for (int l = 0; l < L; l++)                                                             \
+              left[r * 3 + j][l] = g0 * f[j][l] + g1 * f[3 + j][l] + g2 * f[6 + j][l];                                  \
+          }                                                                                                             \
+        _Pragma("GCC unroll 6") for (int r = 0; r < A; r++)                                                             \
+          _Pragma("GCC unroll 6") for (int s = 0; s < A; s++) {                                                         \
+            const T g0 = (T)gm[s * 3], g1 = (T)gm[s * 3 + 1], g2 = (T)gm[s * 3 + 2];                                    \
+            T sum[L];                                                                                                   \
+            _Pragma("omp simd") for (int l = 0; l < L; l++)                                                             \
+              sum[l] = left[r * 3][l] * g0 + left[r * 3 + 1][l] * g1 + left[r * 3 + 2][l] * g2;                         \
+            T* to = U + ((int64_t)(r * A + s) * K + k) * C + c0;                                                        \
+            if (n == L)                                                                                                 \
+              memcpy(to, sum, sizeof sum);                                                                              \
+            else                                                                                                        \
+              for (int64_t l = 0; l < n; l++) to[l] = sum[l];                                                           \
+          }                                                                                                             \
+      }                                                                                                                 \
+  }                                                                                                                     \
+                                                                                                                        \
+  /* V[xi][c][t] = (B^T d B)[xi] for input channel c and the block's tiles: rows of tiles [row0, row0 + rows) of all  \
+     images (TH rows of TW tiles an image); V's rows are ldt apart, its matrices C * ldt. */                          \
+  static inline __attribute__((always_inline)) void lamina_winograd_input_##S(                                          \
+      const lamina_conv2d_geometry* g, const T* x, int64_t c, int64_t row0, int64_t rows, int64_t TH, int64_t TW,      \
+      T* V, int64_t ldt, const int m, const double* bt) {                                                               \
+    enum { L = LAMINA_WINOGRAD_LANES };                                                                                 \
+    const int A = m + 2;                                                                                                \
+    const int64_t C = g->in_channels, H = g->in_height, W = g->in_width, tiles = rows * TW;                             \
+    T d[36][L], rowsum[36][L];                                                                                          \
+    memset(d, 0, sizeof d);                                                                                             \
+    for (int64_t t0 = 0; t0 < tiles; t0 += L) {                                                                         \
+      const int64_t n = lamina_conv_min(L, tiles - t0);                                                                 \
+      for (int64_t l = 0; l < n; l++) {                                                                                 \
+        const int64_t t = t0 + l, tile_row = row0 + t / TW, tw = t % TW;                                                \
+        const int64_t image = tile_row / TH, th = tile_row % TH;                                                        \
+        const T* plane = x + (image * C + c) * H * W;                                                                   \
+        const int64_t top = th * m - g->pad_top, left = tw * m - g->pad_left;                                           \
+        if (top >= 0 && top + A <= H && left >= 0 && left + A <= W) {                                                  \
+          _Pragma("GCC unroll 6") for (int i = 0; i < A; i++)                                                           \
+            _Pragma("GCC unroll 6") for (int j = 0; j < A; j++) d[i * A + j][l] = plane[(top + i) * W + left + j];      \
+        } else {                                                                                                        \
+          for (int i = 0; i < A; i++)                                                                                   \
+            for (int j = 0; j < A; j++) {                                                                               \
+              const int64_t r = top + i, q = left + j;                                                                  \
+              d[i * A + j][l] = (r >= 0 && r < H && q >= 0 && q < W) ? plane[r * W + q] : (T)0;                         \
+            }                                                                                                           \
+        }                                                                                                               \
+      }                                                                                                                 \
+      /* B^T d: rows. */                                                                                                \
+      _Pragma("GCC unroll 6") for (int r = 0; r < A; r++)                                                               \
+        _Pragma("GCC unroll 6") for (int j = 0; j < A; j++) {                                                           \
+          T sum[L] = {0};                                                                                               \
+          _Pragma("GCC unroll 6") for (int i = 0; i < A; i++) {                                                         \
+            const T coefficient = (T)bt[r * A + i];                                                                     \
+            if (coefficient != 0) {                                                                                     \
+              _Pragma("omp simd") for (int l = 0; l < L; l++) sum[l] += coefficient * d[i * A + j][l];                  \
+            }                                                                                                           \
+          }                                                                                                             \
+          memcpy(rowsum[r * A + j], sum, sizeof sum);                                                                   \
+        }                                                                                                               \
+      /* (B^T d) B: columns, stored lane by lane into V. */                                                             \
+      _Pragma("GCC unroll 6") for (int r = 0; r < A; r++)                                                               \
+        _Pragma("GCC unroll 6") for (int s = 0; s < A; s++) {                                                           \
+          T sum[L] = {0};                                                                                               \
+          _Pragma("GCC unroll 6") for (int j = 0; j < A; j++) {                                                         \
+            const T coefficient = (T)bt[s * A + j];                                                                     \
+            if (coefficient != 0) {                                                                                     \
+              _Pragma("omp simd") for (int l = 0; l < L; l++) sum[l] += coefficient * rowsum[r * A + j][l];             \
+            }                                                                                                           \
+          }                                                                                                             \
+          memcpy(V + ((int64_t)(r * A + s) * C + c) * ldt + t0, sum, sizeof sum);                                       \
+        }                                                                                                               \
+    }                                                                                                                   \
+  }                                                                                                                     \
+                                                                                                                        \
+  /* y tiles = A^T M[., t, k] A + bias for output channels [k0, k1) and the block's tiles (M[xi] [tiles x K], rows  \
+     K apart, matrices ldt * K apart), LAMINA_WINOGRAD_LANES channels at once; then the epilogue on the rows of the  \
+     result the block finished. */                                                                                  \
+  static inline __attribute__((always_inline)) void lamina_winograd_output_##S(                                         \
+      const lamina_conv2d_geometry* g, const T* M, int64_t k0, int64_t k1, int64_t row0, int64_t rows, int64_t TH,      \
+      int64_t TW, int64_t ldt, const T* bias, int64_t bias_count, T* y, const lamina_gemm_epilogue* epilogue,          \
+      const int m, const double* at) {                                                                                  \
+    enum { L = LAMINA_WINOGRAD_LANES };                                                                                 \
+    const int A = m + 2;                                                                                                \
+    const int64_t K = g->out_channels, OH = g->out_height, OW = g->out_width, P = OH * OW, tiles = rows * TW;           \
+    T rowsum[24][L], out[16][L], biases[L];                                                                             \
+    for (int64_t c0 = k0; c0 < k1; c0 += L) {                                                                           \
+      const int64_t n = lamina_conv_min(L, k1 - c0);                                                                    \
+      for (int64_t l = 0; l < L; l++) biases[l] = bias && l < n ? bias[bias_count == 1 ? 0 : c0 + l] : (T)0;           \
+      for (int64_t t = 0; t < tiles; t++) {                                                                             \
+        /* A^T M: rows (a vector of channels read past K stays inside M: its last matrix has L spare elements). */      \
+        _Pragma("GCC unroll 4") for (int r = 0; r < m; r++)                                                             \
+          _Pragma("GCC unroll 6") for (int j = 0; j < A; j++) {                                                         \
+            T sum[L] = {0};                                                                                             \
+            _Pragma("GCC unroll 6") for (int i = 0; i < A; i++) {                                                       \
+              const T coefficient = (T)at[r * A + i];                                                                   \
+              if (coefficient != 0) {                                                                                   \
+                const T* product = M + ((int64_t)(i * A + j) * ldt + t) * K + c0;                                       \
+                _Pragma("omp simd") for (int l = 0; l < L; l++) sum[l] += coefficient * product[l];                     \
+              }                                                                                                         \
+            }                                                                                                           \
+            memcpy(rowsum[r * A + j], sum, sizeof sum);                                                                 \
+          }                                                                                                             \
+        /* (A^T M) A + bias: columns. */                                                                                \
+        _Pragma("GCC unroll 4") for (int r = 0; r < m; r++)                                                             \
+          _Pragma("GCC unroll 4") for (int s = 0; s < m; s++) {                                                         \
+            T sum[L];                                                                                                   \
+            memcpy(sum, biases, sizeof sum);                                                                            \
+            _Pragma("GCC unroll 6") for (int j = 0; j < A; j++) {                                                       \
+              const T coefficient = (T)at[s * A + j];                                                                   \
+              if (coefficient != 0) {                                                                                   \
+                _Pragma("omp simd") for (int l = 0; l < L; l++) sum[l] += coefficient * rowsum[r * A + j][l];           \
+              }                                                                                                         \
+            }                                                                                                           \
+            memcpy(out[r * m + s], sum, sizeof sum);                                                                    \
+          }                                                                                                             \
+        const int64_t tile_row = row0 + t / TW, tw = t % TW;                                                            \
+        const int64_t image = tile_row / TH, th = tile_row % TH;                                                        \
+        const int64_t top = th * m, left = tw * m;                                                                      \
+        const int64_t height = lamina_conv_min(m, OH - top), width = lamina_conv_min(m, OW - left);                     \
+        T* at_tile = y + (image * K + c0) * P + top * OW + left;                                                        \
+        for (int64_t l = 0; l < n; l++) {                                                                               \
+          T* plane = at_tile + l * P;                                                                                   \
+          if (height == m && width == m) {                                                                              \
+            _Pragma("GCC unroll 4") for (int r = 0; r < m; r++)                                                         \
+              _Pragma("GCC unroll 4") for (int s = 0; s < m; s++) plane[r * OW + s] = out[r * m + s][l];                \
+          } else {                                                                                                      \
+            for (int64_t r = 0; r < height; r++)                                                                        \
+              for (int64_t s = 0; s < width; s++) plane[r * OW + s] = out[r * m + s][l];                                \
+          }                                                                                                             \
+        }                                                                                                               \
+      }                                                                                                                 \
+    }                                                                                                                   \
+    if (!epilogue) return;                                                                                              \
+    /* The block's finished output rows, image by image. */                                                             \
+    for (int64_t tile_row = row0; tile_row < row0 + rows;) {                                                            \
+      const int64_t image = tile_row / TH, th0 = tile_row % TH;                                                         \
+      const int64_t th1 = lamina_conv_min(TH, th0 + (row0 + rows - tile_row));                                          \
+      const int64_t first = th0 * m, end = lamina_conv_min(OH, th1 * m);                                                \
+      for (int64_t k = k0; k < k1; k++)                                                                                 \
+        lamina_conv_plane_epilogue(epilogue, y, OH, OW, image * K + k, first * OW, (end - first) * OW);                 \
+      tile_row += th1 - th0;                                                                                            \
+    }                                                                                                                   \
+  }                                                                                                                     \
+                                                                                                                        \
+  typedef struct lamina_winograd_job_##S {                                                                              \
+    const lamina_conv2d_geometry* g;                                                                                    \
+    const T* x;                                                                                                         \
+    const T* w;                                                                                                         \
+    const T* bias;                                                                                                      \
+    int64_t bias_count;                                                                                                 \
+    T* y;                                                                                                               \
+    const lamina_gemm_epilogue* epilogue;                                                                               \
+    T *U, *V, *M;                                                                                                       \
+    T* packed; /* U[xi] packed as the GEMMs' right operand (U[xi]^T [C x K]), `packed_elements` apart */               \
+    int64_t packed_elements;                                                                                            \
+    int m;                                                                                                              \
+    int pass; /* 0: weights, 4: their packing, 1: input, 2: products, 3: output */                                                        \
+    int64_t tasks, TH, TW, row0, rows, ldt;                                                                             \
+    lamina_pool* gemm_pool; /* the products' pool: NULL when they run one per task */                                   \
+  } lamina_winograd_job_##S;                                                                                            \
+                                                                                                                        \
+  static void lamina_winograd_task_##S(void* argument, int64_t task, int thread) {                                      \
+    (void)thread;                                                                                                       \
+    const lamina_winograd_job_##S* job = (const lamina_winograd_job_##S*)argument;                                      \
+    const lamina_conv2d_geometry* g = job->g;                                                                           \
+    const int64_t C = g->in_channels, K = g->out_channels, A = job->m + 2;                                              \
+    int64_t begin, end;                                                                                                 \
+    switch (job->pass) {                                                                                                \
+    case 0:                                                                                                             \
+      lamina_conv_task_range(K, job->tasks, task, &begin, &end);                                                        \
+      if (job->m == 2)                                                                                                  \
+        lamina_winograd_weights_range_##S(job->w, K, C, begin, end, job->U, 2, lamina_winograd_g2);                     \
+      else                                                                                                              \
+        lamina_winograd_weights_range_##S(job->w, K, C, begin, end, job->U, 4, lamina_winograd_g4);                     \
+      break;                                                                                                            \
+    case 1:                                                                                                             \
+      lamina_conv_task_range(C, job->tasks, task, &begin, &end);                                                        \
+      for (int64_t c = begin; c < end; c++) {                                                                           \
+        if (job->m == 2)                                                                                                \
+          lamina_winograd_input_##S(g, job->x, c, job->row0, job->rows, job->TH, job->TW, job->V, job->ldt, 2,          \
+                                    lamina_winograd_bt2);                                                               \
+        else                                                                                                            \
+          lamina_winograd_input_##S(g, job->x, c, job->row0, job->rows, job->TH, job->TW, job->V, job->ldt, 4,          \
+                                    lamina_winograd_bt4);                                                               \
+      }                                                                                                                 \
+      break;                                                                                                            \
+    case 2:                                                                                                             \
+      lamina_conv_task_range(A * A, job->tasks, task, &begin, &end);                                                    \
+      for (int64_t xi = begin; xi < end; xi++)                                                                          \
+        PACKED_GEMM(job->gemm_pool, 1, job->rows * job->TW, K, C, (T)1, job->V + xi * C * job->ldt, job->ldt,          \
+                    job->packed + xi * job->packed_elements, (T)0, job->M + xi * job->ldt * K, K, NULL);                \
+      break;                                                                                                            \
+    case 4:                                                                                                             \
+      lamina_conv_task_range(A * A, job->tasks, task, &begin, &end);                                                    \
+      for (int64_t xi = begin; xi < end; xi++)                                                                          \
+        PACK_B(1, C, K, job->U + xi * K * C, C, job->packed + xi * job->packed_elements);                               \
+      break;                                                                                                            \
+    default: {                                                                                                          \
+      /* Whole vectors of channels per task. */                                                                         \
+      const int64_t vectors = (K + LAMINA_WINOGRAD_LANES - 1) / LAMINA_WINOGRAD_LANES;                                  \
+      lamina_conv_task_range(vectors, job->tasks, task, &begin, &end);                                                  \
+      begin *= LAMINA_WINOGRAD_LANES;                                                                                   \
+      end = lamina_conv_min(K, end * LAMINA_WINOGRAD_LANES);                                                            \
+      if (begin >= end) break;                                                                                          \
+      if (job->m == 2)                                                                                                  \
+        lamina_winograd_output_##S(g, job->M, begin, end, job->row0, job->rows, job->TH, job->TW, job->ldt, job->bias,  \
+                                   job->bias_count, job->y, job->epilogue, 2, lamina_winograd_at2);                     \
+      else                                                                                                              \
+        lamina_winograd_output_##S(g, job->M, begin, end, job->row0, job->rows, job->TH, job->TW, job->ldt, job->bias,  \
+                                   job->bias_count, job->y, job->epilogue, 4, lamina_winograd_at4);                     \
+      break;                                                                                                            \
+    }                                                                                                                   \
+    }                                                                                                                   \
+  }                                                                                                                     \
+                                                                                                                        \
+  /* Runs one pass of the job over `rows` units (channels or xi): on the pool's threads when `parallel`. */             \
+  static inline void lamina_winograd_run_##S(lamina_pool* pool, lamina_winograd_job_##S* job, int pass, int64_t rows,   \
+                                             int parallel) {                                                            \
+    job->pass = pass;                                                                                                   \
+    job->tasks = parallel ? lamina_conv_min(rows, (int64_t)lamina_pool_threads(pool)) : 1;                              \
+    if (job->tasks <= 1) {                                                                                              \
+      job->tasks = 1;                                                                                                   \
+      lamina_winograd_task_##S(job, 0, 0);                                                                              \
+    } else {                                                                                                            \
+      lamina_pool_run(pool, job->tasks, lamina_winograd_task_##S, job);                                                 \
+    }                                                                                                                   \
+  }                                                                                                                     \
+                                                                                                                        \
+  /* packed = the weight transform of w [K, C, 3, 3] for F(m x m, 3 x 3) (m = 2 or 4), as the products' right      \
+     operands: alpha² matrices U[xi]^T [C x K] packed by lamina_gemm_pack_b (LAMINA_WINOGRAD_PACKED_ELEMENTS each),  \
+     through U (alpha² * K * C elements of scratch). A function of w alone: what a derived buffer would hold. */     \
+  static inline void lamina_winograd_transform_weights_##S(lamina_pool* pool, const lamina_conv2d_geometry* g,          \
+                                                           const T* w, T* U, T* packed, int m) {                        \
+    lamina_winograd_job_##S job = {0};                                                                                  \
+    job.g = g;                                                                                                          \
+    job.w = w;                                                                                                          \
+    job.U = U;                                                                                                          \
+    job.m = m;                                                                                                          \
+    job.packed = packed;                                                                                                \
+    job.packed_elements = LAMINA_GEMM_PACKED_B_ELEMENTS(g->out_channels, g->in_channels, sizeof(T));                   \
+    const int parallel = pool && g->out_channels * g->in_channels * 36 * 6 >= LAMINA_WINOGRAD_PARALLEL_WORK;            \
+    lamina_winograd_run_##S(pool, &job, 0, g->out_channels, parallel);                                                  \
+    lamina_winograd_run_##S(pool, &job, 4, (m + 2) * (m + 2), parallel);                                                \
+  }                                                                                                                     \
+                                                                                                                        \
+  /* y = conv2d(x, w) + bias with F(m x m, 3 x 3) (m = 2 or 4), then the epilogue; g: lamina_winograd_fits. */          \
+  static inline int lamina_conv2d_winograd_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,         \
+                                               const T* w, const T* bias, int64_t bias_count, T* y,                    \
+                                               const lamina_gemm_epilogue* epilogue, int m) {                           \
+    enum { L = LAMINA_WINOGRAD_LANES };                                                                                 \
+    const int64_t A = m + 2, C = g->in_channels, K = g->out_channels;                                                   \
+    const int64_t TH = (g->out_height + m - 1) / m, TW = (g->out_width + m - 1) / m;                                    \
+    const int64_t all_rows = g->batch * TH;                                                                             \
+    if (all_rows == 0 || K == 0) return 0;                                                                              \
+    const int64_t row_elements = A * A * (C + K) * TW;                                                                  \
+    const int64_t block_rows =                                                                                          \
+        lamina_conv_max(1, lamina_conv_min(all_rows, LAMINA_WINOGRAD_BLOCK_ELEMENTS / lamina_conv_max(1, row_elements))); \
+    const int64_t ldt = (block_rows * TW + L - 1) / L * L;                                                              \
+    const int64_t packed_elements = LAMINA_GEMM_PACKED_B_ELEMENTS(K, C, sizeof(T));                                     \
+    /* One allocation: the packed weights, U, V [alpha² x C x ldt] and M [alpha² x ldt x K] (+ a vector past it). */    \
+    const int64_t p_size = A * A * packed_elements, u_size = (A * A * K * C + L - 1) / L * L;                          \
+    const int64_t v_size = A * A * C * ldt, m_size = A * A * ldt * K + L;                                               \
+    T* packed = (T*)aligned_alloc(64, (size_t)((p_size + u_size + v_size + m_size + 4 * L) / L * L) * sizeof(T));      \
+    if (!packed) return LAMINA_ERROR_MEMORY;                                                                            \
+    T* U = packed + (p_size + L - 1) / L * L;                                                                           \
+    T* V = U + u_size;                                                                                                  \
+    T* M = V + (v_size + L - 1) / L * L;                                                                                \
+    lamina_winograd_transform_weights_##S(pool, g, w, U, packed, m);                                                    \
+    const int threads = pool ? lamina_pool_threads(pool) : 1;                                                           \
+    lamina_winograd_job_##S job = {g, x, w, bias, bias_count, y, epilogue, U, V, M, packed, packed_elements,            \
+                                   m, 0, 1, TH, TW, 0, 0, ldt, NULL};                                                   \
+    for (int64_t row0 = 0; row0 < all_rows; row0 += block_rows) {                                                       \
+      job.row0 = row0;                                                                                                  \
+      job.rows = lamina_conv_min(block_rows, all_rows - row0);                                                          \
+      const int64_t work = A * A * K * C * job.rows * TW;                                                               \
+      const int parallel = threads > 1 && work >= LAMINA_WINOGRAD_PARALLEL_WORK;                                        \
+      lamina_winograd_run_##S(pool, &job, 1, C, parallel);                                                              \
+      /* The products: one GEMM per task on the threads; alone, each GEMM with the pool's scratch. */                   \
+      job.gemm_pool = parallel ? NULL : pool;                                                                           \
+      lamina_winograd_run_##S(pool, &job, 2, A * A, parallel);                                                          \
+      lamina_winograd_run_##S(pool, &job, 3, (K + L - 1) / L, parallel);                                                \
+    }                                                                                                                   \
+    free(packed);                                                                                                       \
+    return 0;                                                                                                           \
+  }
+
+
+#ifdef LAMINA_ISA
+LAMINA_WINOGRAD_DEFINE(float, f32, lamina_sgemm_pack_b, lamina_sgemm_packed_b)
+LAMINA_WINOGRAD_DEFINE(double, f64, lamina_dgemm_pack_b, lamina_dgemm_packed_b)
+#endif
+#undef LAMINA_WINOGRAD_DEFINE
+
+#endif

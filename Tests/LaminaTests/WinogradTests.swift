@@ -1,0 +1,111 @@
+import Foundation
+import Lamina
+import LaminaTestSupport
+import Testing
+
+@testable import LaminaIR
+
+/// Winograd F(2x2, 3x3) and F(4x4, 3x3) (`lamina_winograd.h`) against the reference interpreter:
+/// one model of several 3x3 stride-1 convolutions, compiled once per kernel path, at batch 1 and 3.
+@Suite("Winograd convolution", .serialized)
+struct WinogradTests {
+  /// Odd sizes (13x13, 7x9: partial tiles on the right and bottom), padding 1 and 0, channel counts
+  /// that are not whole vectors (33, 36, 40), bias, no bias, a fused relu, a batch norm folded into
+  /// the epilogue, and one convolution (`e`, 32 → 32 at 16x16) the schedule gives Winograd itself.
+  static let source = """
+    model WinogradCases {
+      input x: f32[batch, 32, 13, 13]
+      input z: f32[batch, 40, 7, 9]
+      input s: f32[batch, 32, 16, 16]
+      let a = x |> conv2d(filters: 36, kernel: 3, padding: 1, activation: "relu")
+      let b = a |> conv2d(filters: 33, kernel: 3) |> batch_norm |> relu
+      let c = z |> conv2d(filters: 48, kernel: 3, padding: 1, bias: false)
+      let d = z |> conv2d(filters: 32, kernel: 3)
+      let e = s |> conv2d(filters: 32, kernel: 3, padding: 1)
+      output a
+      output b
+      output c
+      output d
+      output e
+    }
+    """
+
+  /// Each flag set is one library: the schedule's choice (only `e`), F(4x4) and F(2x2) forced on
+  /// every convolution with blocks of one or two rows of tiles (across images at batch 3) and the
+  /// passes on the threads whatever their size, and F(4x4) forced on AVX2 and on the portable C.
+  @Test(
+    "Winograd convolutions equal the interpreter",
+    arguments: [
+      [],
+      [
+        "-DLAMINA_WINOGRAD_FORCE=4", "-DLAMINA_WINOGRAD_BLOCK_ELEMENTS=1",
+        "-DLAMINA_WINOGRAD_PARALLEL_WORK=0",
+      ],
+      [
+        "-DLAMINA_WINOGRAD_FORCE=2", "-DLAMINA_WINOGRAD_BLOCK_ELEMENTS=20000",
+        "-DLAMINA_WINOGRAD_PARALLEL_WORK=0",
+      ],
+      ["x86-64-v3", "-DLAMINA_WINOGRAD_FORCE=4"],
+      ["generic", "-DLAMINA_WINOGRAD_FORCE=4", "-DLAMINA_WINOGRAD_PARALLEL_WORK=0"],
+    ])
+  func matchesInterpreter(_ arguments: [String]) throws {
+    let target = arguments.first.flatMap { CompileTarget(rawValue: $0) }
+    if target == .x86_64_v3 && !CompileTarget.hostIsX86 { return }
+    let model = try Model(source: Self.source, pipeline: Pipeline.inference)
+    let parameters = try model.initialParameters(seed: 5)
+    var options = TestCache.options()
+    options.flags = target == nil ? arguments : Array(arguments.dropFirst())
+    if let target { options.target = target }
+    let compiled = try model.compile(options: options, parameters: parameters)
+    let names = ["a", "b", "c", "d", "e"]
+    for batch in [1, 3] {
+      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 9)
+      let (outputs, _) = try compiled.evaluate(inputs)
+      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+      for name in names {
+        let reference = try #require(expected[name])
+        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
+        let problem = TestData.mismatch(
+          try #require(outputs[name]), reference, rtol: 1e-4, atol: 1e-5 * max(scale, 1))
+        #expect(problem == nil, "\(arguments) batch \(batch), \(name): \(problem ?? "")")
+      }
+    }
+  }
+
+  /// The schedule gives Winograd F(4x4) to 3x3 stride-1 convolutions with enough channels and
+  /// positions, never to too few of either, to strides, dilations, groups or other kernel sizes;
+  /// the dump and the generated C say so.
+  @Test("the schedule chooses Winograd from the geometry and prints it")
+  func schedule() throws {
+    let model = try Model(source: Self.source, pipeline: Pipeline.inference)
+    let printed = KernelSchedulePrinter().print(model.graph)
+    #expect(printed.contains("winograd(4): F(4x4, 3x3) tiles, 36 GEMMs"), "\(printed)")
+    func algorithm(
+      _ channels: Int, _ size: Int, kernel: Int = 3, stride: Int = 1, dilation: Int = 1,
+      groups: Int = 1, batch: Dim = Dim(1), outChannels: Int? = nil
+    ) -> ConvolutionSchedule.Algorithm {
+      let out = (size - dilation * (kernel - 1) - 1 + 2 * (kernel / 2)) / stride + 1
+      let geometry = ConvolutionGeometry(
+        dtype: .f32, batch: batch, inChannels: channels, inHeight: size, inWidth: size,
+        outChannels: outChannels ?? channels, outHeight: out, outWidth: out,
+        kernel: [kernel, kernel], stride: [stride, stride],
+        padding: [kernel / 2, kernel / 2, kernel / 2, kernel / 2],
+        dilation: [dilation, dilation], groups: groups)
+      return ConvolutionSchedule(geometry).algorithm
+    }
+    // ResNet-50's and VGG-19's 3x3 layers at batch 1.
+    #expect(algorithm(64, 56) == .winograd4)
+    #expect(algorithm(128, 28) == .winograd4)
+    #expect(algorithm(256, 56) == .winograd4)
+    #expect(algorithm(256, 14) != .winograd4)  // the per-call weight transform costs what it saves
+    #expect(algorithm(256, 14, batch: Dim(4)) == .winograd4)
+    #expect(algorithm(512, 7) != .winograd4)
+    #expect(algorithm(512, 28) != .winograd4)
+    #expect(algorithm(16, 56) != .winograd4)
+    #expect(algorithm(64, 56, outChannels: 16) != .winograd4)
+    #expect(algorithm(64, 56, kernel: 5) != .winograd4)
+    #expect(algorithm(64, 56, stride: 2) != .winograd4)
+    #expect(algorithm(64, 56, dilation: 2) != .winograd4)
+    #expect(algorithm(64, 56, groups: 2) != .winograd4)
+  }
+}
