@@ -47,6 +47,13 @@ public final class CompiledModel: @unchecked Sendable {
   private let lock = NSLock()
   /// The input shapes of the last call with the symbol values they bound (guarded by `lock`).
   private var lastBinding: CallBinding?
+  /// The dtypes of the signature's inputs and outputs, parsed once rather than per call.
+  private let inputTypes: [DType?]
+  private let outputTypes: [DType?]
+  /// The pointer arrays a call hands to the C entry points, one slot per signature input or output
+  /// (at least one), allocated once and rewritten by every call (guarded by `lock`).
+  private let inputPointers: UnsafeMutablePointer<UnsafeRawPointer?>
+  private let outputPointers: UnsafeMutablePointer<UnsafeMutableRawPointer?>
 
   private struct Functions {
     typealias Destroy = @convention(c) (OpaquePointer?) -> Void
@@ -172,11 +179,19 @@ public final class CompiledModel: @unchecked Sendable {
     self.functions = functions
     self.signature = signature
     self.libraryPath = libraryPath
+    self.inputTypes = signature.inputs.map(\.elementType)
+    self.outputTypes = signature.outputs.map(\.elementType)
+    self.inputPointers = .allocate(capacity: max(1, signature.inputs.count))
+    self.inputPointers.initialize(repeating: nil, count: max(1, signature.inputs.count))
+    self.outputPointers = .allocate(capacity: max(1, signature.outputs.count))
+    self.outputPointers.initialize(repeating: nil, count: max(1, signature.outputs.count))
   }
 
   deinit {
     functions.destroy(context)
     dlclose(handle)
+    inputPointers.deallocate()
+    outputPointers.deallocate()
   }
 
   /// Bytes of the arena holding intermediates, as large as the largest call so far needed (nil for
@@ -207,13 +222,11 @@ public final class CompiledModel: @unchecked Sendable {
   }
 
   /// Computes every output into `outputs`, reusing its tensors where they already have the right
-  /// dtype and shape (steady-state calls then allocate nothing, like PyTorch's `out=`).
+  /// dtype and shape (like PyTorch's `out=`). A call with the inputs and outputs of the previous
+  /// call's names, dtypes and shapes allocates nothing and hashes no name: it writes into the
+  /// tensors of `outputs` in place (copying one first only if it is shared with another tensor).
   public func forward(_ inputs: [String: Tensor], into outputs: inout [String: Tensor]) throws {
-    // The old tensors move into `reusable` rather than being copied, so each is referenced once and
-    // the C code writes into its storage without a copy-on-write of the whole buffer.
-    var reusable: [String: Tensor] = [:]
-    swap(&reusable, &outputs)
-    outputs = try run(inputs, withLosses: false, reusing: &reusable).outputs
+    try run(inputs, withLosses: false, outputs: &outputs)
   }
 
   /// Computes every output, with symbolic dimensions no input determines bound by `dims`
@@ -272,7 +285,7 @@ public final class CompiledModel: @unchecked Sendable {
   }
 
   /// Checks the inputs against the signature and orders the tensors as the C entry points take
-  /// them. Touches nothing shared: calls check their inputs without the lock.
+  /// them. Touches nothing shared.
   /// - Parameters:
   ///   - needed: the inputs the call reads (a training step's); nil: every input when `allInputs`,
   ///     else forward's.
@@ -324,7 +337,7 @@ public final class CompiledModel: @unchecked Sendable {
     // Calls usually repeat the last call's shapes: then the symbols' values are known already
     // (binding parses the signature's dimension text, a few microseconds a call).
     let shapes = prepared.shapes
-    if let last = lastBinding, last.inputShapes == shapes,
+    if let last = lastBinding, last.inputShapes == shapes, last.allInputs == prepared.allInputs,
       last.explicitDims == prepared.explicitDims
     {
       return last
@@ -361,7 +374,8 @@ public final class CompiledModel: @unchecked Sendable {
       return shape
     }
     let binding = CallBinding(
-      inputShapes: shapes, explicitDims: prepared.explicitDims, dims: dims,
+      inputShapes: shapes, givenCount: prepared.given.count, allInputs: allInputs,
+      explicitDims: prepared.explicitDims, dims: dims,
       outputShapes: try signature.outputs.map(shape),
       lossShapes: try signature.losses.map(shape))
     lastBinding = binding
@@ -601,6 +615,24 @@ public final class CompiledModel: @unchecked Sendable {
   ) throws -> (
     outputs: [String: Tensor], losses: [String: Tensor]
   ) {
+    // The old tensors move into `outputs` rather than being copied, so each is referenced once and
+    // the C code writes into its storage without a copy-on-write of the whole buffer.
+    var outputs: [String: Tensor] = [:]
+    swap(&outputs, &reusable)
+    let losses = try run(
+      inputs, withLosses: withLosses, outputs: &outputs, mode: mode, dims: explicitDims)
+    return (outputs, losses)
+  }
+
+  /// One forward or evaluate call. Returns the losses (empty without `withLosses`).
+  /// - Parameter outputs: on entry, tensors to write the outputs into: when they are exactly the
+  ///   outputs of this call (names, dtypes, shapes) they are written in place, else those of the
+  ///   right dtype and shape are reused and the others allocated; on return, the outputs.
+  @discardableResult
+  private func run(
+    _ inputs: [String: Tensor], withLosses: Bool, outputs: inout [String: Tensor],
+    mode: ExecutionMode = .inference, dims explicitDims: [String: Int] = [:]
+  ) throws -> [String: Tensor] {
     let training = mode == .training
     guard
       !training || (withLosses ? functions.evaluateTraining : nil) != nil
@@ -608,48 +640,135 @@ public final class CompiledModel: @unchecked Sendable {
     else {
       throw RunError("this library has no training-mode entry points: recompile the model")
     }
-    let prepared = try prepare(inputs, allInputs: withLosses, dims: explicitDims)
-    // One turn of the lock for the whole call. Allocating the outputs under it costs little: the
-    // C call, which writes every element of them, runs one at a time anyway.
+    // One turn of the lock for the whole call: checking the inputs and allocating the outputs
+    // under it costs little, since the C call, which reads and writes every element of them, runs
+    // one at a time anyway. The pointer arrays are the model's, reused by every call.
     lock.lock()
     defer { lock.unlock() }
-    let binding = try bind(prepared)
-    let dims = binding.dims
-    func allocate(_ entries: [ModelSignature.Entry], shapes: [[Int]]) throws -> [Tensor] {
-      try zip(entries, shapes).map { entry, shape in
-        guard let dtype = entry.elementType else {
-          throw RunError("cannot size output '\(entry.name)' \(entry.typeDescription)")
-        }
-        // Taken out of the table so the tensor's storage is uniquely referenced (no copy on write).
-        if let tensor = reusable.removeValue(forKey: entry.name), tensor.dtype == dtype,
-          tensor.shape == shape
-        {
-          return tensor
-        }
-        return Tensor(zeros: dtype, shape: shape)
+    var prepared: PreparedInputs?
+    let binding: CallBinding
+    if explicitDims.isEmpty,
+      let repeated = pointAtRepeatedInputsLocked(inputs, allInputs: withLosses)
+    {
+      binding = repeated
+    } else {
+      let checked = try prepare(inputs, allInputs: withLosses, dims: explicitDims)
+      binding = try bind(checked)
+      for (index, tensor) in checked.tensors.enumerated() {
+        inputPointers[index] = tensor?.withUnsafeBytes { $0.baseAddress }
+      }
+      prepared = checked
+    }
+    let inPlace = pointAtOutputsLocked(&outputs, sizedBy: binding)
+    var allocated: [Tensor] = []
+    if !inPlace {
+      var reusable: [String: Tensor] = [:]
+      swap(&reusable, &outputs)
+      allocated = try allocate(signature.outputs, shapes: binding.outputShapes, reusing: &reusable)
+      for index in allocated.indices {
+        outputPointers[index] = allocated[index].withUnsafeMutableBytes { $0.baseAddress }
       }
     }
-    var outputs = try allocate(signature.outputs, shapes: binding.outputShapes)
-    var losses = withLosses ? try allocate(signature.losses, shapes: binding.lossShapes) : []
-    let status = try withInputPointers(prepared.tensors) { inputPointers in
-      try withMutablePointers(&outputs) { outputPointers in
-        try withMutablePointers(&losses) { lossPointers in
-          dims.withUnsafeBufferPointer { dimsPointer in
-            withLosses
-              ? (training ? functions.evaluateTraining! : functions.evaluate)(
-                context, dimsPointer.baseAddress, inputPointers, outputPointers, lossPointers)
-              : (training ? functions.forwardTraining! : functions.forward)(
-                context, dimsPointer.baseAddress, inputPointers, outputPointers)
-          }
-        }
+    var nothingToReuse: [String: Tensor] = [:]
+    var losses =
+      withLosses
+      ? try allocate(signature.losses, shapes: binding.lossShapes, reusing: &nothingToReuse) : []
+    let status = try binding.dims.withUnsafeBufferPointer { dimsPointer in
+      let dims = dimsPointer.baseAddress
+      guard withLosses else {
+        return (training ? functions.forwardTraining! : functions.forward)(
+          context, dims, inputPointers, outputPointers)
+      }
+      return try withMutablePointers(&losses) { lossPointers in
+        (training ? functions.evaluateTraining! : functions.evaluate)(
+          context, dims, inputPointers, outputPointers, lossPointers)
       }
     }
+    // The C code read the inputs' storage through raw pointers: keep it alive until here.
+    withExtendedLifetime(inputs) {}
+    withExtendedLifetime(prepared) {}
     guard status == 0 else { throw failure(status, of: "the compiled model") }
-    var outputTable: [String: Tensor] = [:]
-    for (entry, tensor) in zip(signature.outputs, outputs) { outputTable[entry.name] = tensor }
+    if !inPlace {
+      for (entry, tensor) in zip(signature.outputs, allocated) { outputs[entry.name] = tensor }
+    }
     var lossTable: [String: Tensor] = [:]
     for (entry, tensor) in zip(signature.losses, losses) { lossTable[entry.name] = tensor }
-    return (outputTable, lossTable)
+    return lossTable
+  }
+
+  /// Tensors for `entries` of `shapes`: those of `reusable` of the right dtype and shape, taken out
+  /// of it (so their storage is uniquely referenced: no copy on write), else new ones.
+  private func allocate(
+    _ entries: [ModelSignature.Entry], shapes: [[Int]], reusing reusable: inout [String: Tensor]
+  ) throws -> [Tensor] {
+    try zip(entries, shapes).map { entry, shape in
+      guard let dtype = entry.elementType else {
+        throw RunError("cannot size output '\(entry.name)' \(entry.typeDescription)")
+      }
+      if let tensor = reusable.removeValue(forKey: entry.name), tensor.dtype == dtype,
+        tensor.shape == shape
+      {
+        return tensor
+      }
+      return Tensor(zeros: dtype, shape: shape)
+    }
+  }
+
+  /// The steady state of a call: when `inputs` are the inputs of the last call's binding (the same
+  /// names, dtypes and shapes, nothing to convert, no dimension given apart), points
+  /// `inputPointers` at them and returns that binding, having hashed no name and allocated
+  /// nothing. nil: the call needs `prepare` and `bind`. Call with `lock` held.
+  private func pointAtRepeatedInputsLocked(_ inputs: [String: Tensor], allInputs: Bool)
+    -> CallBinding?
+  {
+    guard let binding = lastBinding, binding.allInputs == allInputs,
+      binding.explicitDims.isEmpty, inputs.count == binding.givenCount
+    else { return nil }
+    let entries = signature.inputs
+    for index in entries.indices { inputPointers[index] = nil }
+    // Names in a dictionary are distinct and a tensor's shape is never the [-1] of an input not
+    // given, so matching `givenCount` names means the same inputs as the binding's.
+    for (name, tensor) in inputs {
+      guard let index = entries.firstIndex(where: { $0.name == name }),
+        let dtype = inputTypes[index], tensor.dtype == dtype,
+        tensor.shape == binding.inputShapes[index]
+      else { return nil }
+      inputPointers[index] = tensor.withUnsafeBytes { $0.baseAddress }
+    }
+    // The binding may be a training step's, which reads fewer inputs than this call needs.
+    for (index, entry) in entries.enumerated()
+    where inputPointers[index] == nil && (allInputs || entry.forward == true) {
+      return nil
+    }
+    return binding
+  }
+
+  /// Points `outputPointers` at the tensors of `outputs` when they are exactly the outputs
+  /// `binding` sizes (names, dtypes, shapes), each made uniquely referenced first (a tensor the
+  /// caller also holds elsewhere is copied, so that one keeps its values). false: nothing changed.
+  /// Call with `lock` held.
+  private func pointAtOutputsLocked(
+    _ outputs: inout [String: Tensor], sizedBy binding: CallBinding
+  ) -> Bool {
+    let entries = signature.outputs
+    guard outputs.count == entries.count else { return false }
+    for (name, tensor) in outputs {
+      guard let index = entries.firstIndex(where: { $0.name == name }),
+        let dtype = outputTypes[index], tensor.dtype == dtype,
+        tensor.shape == binding.outputShapes[index]
+      else { return false }
+    }
+    // A dictionary shared with another variable is copied here, before any index is taken, so
+    // the writes through `values` below change neither the indices nor the other variable.
+    outputs.reserveCapacity(entries.count)
+    var position = outputs.startIndex
+    while position != outputs.endIndex {
+      let name = outputs.keys[position]
+      let index = entries.firstIndex { $0.name == name }!
+      outputPointers[index] = outputs.values[position].withUnsafeMutableBytes { $0.baseAddress }
+      outputs.formIndex(after: &position)
+    }
+    return true
   }
 
   private func withInputPointers<Result>(
@@ -884,6 +1003,10 @@ public final class CompiledModel: @unchecked Sendable {
 /// the outputs' and losses' shapes.
 struct CallBinding {
   var inputShapes: [[Int]]
+  /// How many inputs the call was given (those of `inputShapes` other than [-1]).
+  var givenCount: Int
+  /// Whether the call took every input (evaluate, a training step) or forward's.
+  var allInputs: Bool
   /// The dimensions the caller bound itself (`dims:`), part of the call's key.
   var explicitDims: [String: Int] = [:]
   var dims: [Int64]

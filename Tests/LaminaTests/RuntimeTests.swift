@@ -124,6 +124,78 @@ struct RuntimeTests {
     #expect(throws: RunError.self) { try other.bindTrainStep(inputs, step: "nope") }
   }
 
+  @Test("forward into reused outputs writes them in place, sees new inputs and keeps every check")
+  func forwardIntoReusedOutputs() throws {
+    let model = try Model(
+      contentsOf: RepositoryPaths.path("examples/digits_mlp.lam"), pipeline: Pipeline.training)
+    let parameters = try model.initialParameters(seed: 4)
+    let compiled = try model.compile(options: TestCache.options(), parameters: parameters)
+    func inputs(batch: Int, seed: UInt64) -> [String: Tensor] {
+      TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: seed)
+    }
+    func address(_ tensor: Tensor?) -> Int? {
+      tensor?.withUnsafeBytes { Int(bitPattern: $0.baseAddress) }
+    }
+    let (a, b, c) = (
+      inputs(batch: 3, seed: 1), inputs(batch: 3, seed: 2), inputs(batch: 5, seed: 3)
+    )
+    var outputs: [String: Tensor] = [:]
+    try compiled.forward(["x": a["x"]!], into: &outputs)
+    #expect(outputs == (try compiled.forward(["x": a["x"]!])))
+    let storage = address(outputs["probs"])
+
+    // The same shapes again: the same storage, the new inputs' outputs.
+    try compiled.forward(["x": b["x"]!], into: &outputs)
+    #expect(address(outputs["probs"]) == storage)
+    let expected = try model.interpret(
+      inputs: ["x": b["x"]!], parameters: parameters, outputs: ["probs"])["probs"]!
+    let problem = TestData.mismatch(outputs["probs"]!, expected, rtol: 1e-5, atol: 1e-6)
+    #expect(problem == nil, "\(problem ?? "")")
+
+    // A tensor or a dictionary the caller kept keeps its values; the next call writes elsewhere.
+    let kept = outputs["probs"]!
+    let keptTable = outputs
+    let keptValues: [Float] = kept.scalars()
+    try compiled.forward(["x": a["x"]!], into: &outputs)
+    #expect(kept.scalars() == keptValues)
+    #expect(keptTable["probs"]!.scalars() == keptValues)
+    #expect(outputs == (try compiled.forward(["x": a["x"]!])))
+    #expect(address(outputs["probs"]) != address(kept))
+
+    // Another batch size, then back; an extra tensor in the table is dropped, as before.
+    try compiled.forward(["x": c["x"]!], into: &outputs)
+    #expect(outputs["probs"]!.shape == [5, 10])
+    #expect(outputs == (try compiled.forward(["x": c["x"]!])))
+    outputs["extra"] = Tensor(shape: [1], scalars: [1] as [Float])
+    try compiled.forward(["x": b["x"]!], into: &outputs)
+    #expect(outputs.keys.sorted() == ["probs"])
+    #expect(outputs["probs"]!.scalars() == keptValues)
+
+    // After a steady state, wrong inputs are still reported as on a first call.
+    func message(_ call: () throws -> Void) -> String {
+      do {
+        try call()
+        return "no error"
+      } catch {
+        return "\(error)"
+      }
+    }
+    #expect(
+      message { try compiled.forward(["x": b["x"]!, "lable": b["label"]!], into: &outputs) }
+        .contains("no input 'lable'"))
+    #expect(
+      message { try compiled.forward(["x": b["x"]!.converted(to: .f64)], into: &outputs) }
+        .contains("expected dtype f32, got f64"))
+    #expect(
+      message { _ = try compiled.evaluate(["x": b["x"]!]) } == "missing input 'label' (i32[batch])")
+    // A label of another integer width is converted, then the i32 one takes the steady path.
+    let converted = try compiled.evaluate(["x": b["x"]!, "label": b["label"]!.converted(to: .i64)])
+    #expect(try compiled.evaluate(b) == converted)
+    #expect(try compiled.evaluate(b) == converted)
+    try compiled.forward(["x": b["x"]!], into: &outputs)
+    #expect(outputs == converted.outputs)
+  }
+
   @Test("compiler failures show the compiler's message")
   func compilerFailure() throws {
     var options = TestCache.options()

@@ -138,6 +138,10 @@ static inline void lamina_conv_band_rows(const lamina_conv2d_geometry* g, int64_
 #ifndef LAMINA_CONV_CHANNEL_MAX_TAPS
 #define LAMINA_CONV_CHANNEL_MAX_TAPS 4096
 #endif
+/* Bytes of packed weights and offset tables the channel kernel keeps on the stack rather than allocating per call. */
+#ifndef LAMINA_CONV_CHANNEL_STACK_BYTES
+#define LAMINA_CONV_CHANNEL_STACK_BYTES 16384
+#endif
 #ifndef LAMINA_CONV_DIRECT_PARALLEL_WORK
 #define LAMINA_CONV_DIRECT_PARALLEL_WORK ((int64_t)1 << 18) /* both direct kernels; about 5 us on one core */
 #endif
@@ -201,6 +205,96 @@ static inline void lamina_conv_store_tile_f32(float* out, int64_t P, const __m51
 #endif
 #define LAMINA_CONV_HAS_TILE_TRANSPOSE_f64 0
 #define LAMINA_CONV_STORE_TILE_f64(out, P, sums) ;
+
+/* The channel kernel's weights of one vector of output channels, `lanes` rows of K taps, packed to [K][VL] (lanes
+   past `lanes` zero): the weights are run-time data, so this runs on every call. With AVX-512 f32, blocks of 16
+   channels x 16 taps are transposed in registers (four rounds of 16 unpacks or shuffles), the last block's fewer
+   taps loaded under a mask; with AVX2 f32, blocks of 8 x 8 (three rounds of 8); elsewhere element by element. */
+#if LAMINA_CONV_VBYTES == 64 && defined(__AVX512F__)
+#define LAMINA_CONV_HAS_PACK_TRANSPOSE_f32 1
+static inline void lamina_conv_pack_channels_f32(const float* source, int64_t K, int64_t lanes, float* packed) {
+  for (int64_t k0 = 0; k0 < K; k0 += 16) {
+    const int64_t n = K - k0 < 16 ? K - k0 : 16;
+    const __mmask16 taps = (__mmask16)((1u << n) - 1u);
+    __m512 r[16], t[16];
+    #pragma GCC unroll 16
+    for (int o = 0; o < 16; o++) r[o] = o < lanes ? _mm512_maskz_loadu_ps(taps, source + o * K + k0) : _mm512_setzero_ps();
+    /* Per 128-bit lane (4 taps): t[2i], t[2i + 1] interleave rows 2i and 2i + 1. */
+    #pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 2) {
+      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* r[4q + j]: rows 4q..4q + 3 of tap j of each lane. */
+    #pragma GCC unroll 16
+    for (int q = 0; q < 4; q++) {
+      r[4 * q] = _mm512_shuffle_ps(t[4 * q], t[4 * q + 2], 0x44);
+      r[4 * q + 1] = _mm512_shuffle_ps(t[4 * q], t[4 * q + 2], 0xEE);
+      r[4 * q + 2] = _mm512_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0x44);
+      r[4 * q + 3] = _mm512_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0xEE);
+    }
+    /* Lanes of rows 0-7 (t[j], t[4 + j]) and of rows 8-15 (t[8 + j], t[12 + j]), then whole taps: tap 4L + j of
+       lane L is (t[j] or t[4 + j]) combined with (t[8 + j] or t[12 + j]). */
+    #pragma GCC unroll 16
+    for (int j = 0; j < 4; j++) {
+      t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+      t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+      t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+      t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+    }
+    #pragma GCC unroll 16
+    for (int j = 0; j < 4; j++) {
+      r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+      r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+      r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
+      r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xDD);
+    }
+    #pragma GCC unroll 16
+    for (int c = 0; c < 16; c++)
+      if (c < n) _mm512_storeu_ps(packed + (k0 + c) * 16, r[c]);
+  }
+}
+#define LAMINA_CONV_PACK_CHANNELS_f32(source, K, lanes, packed) lamina_conv_pack_channels_f32((source), (K), (lanes), (packed));
+#elif LAMINA_CONV_VBYTES == 32 && defined(__AVX2__)
+#define LAMINA_CONV_HAS_PACK_TRANSPOSE_f32 1
+static inline void lamina_conv_pack_channels_f32(const float* source, int64_t K, int64_t lanes, float* packed) {
+  const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t k0 = 0; k0 < K; k0 += 8) {
+    const int64_t n = K - k0 < 8 ? K - k0 : 8;
+    const __m256i taps = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), index);
+    __m256 r[8], t[8];
+    #pragma GCC unroll 16
+    for (int o = 0; o < 8; o++) r[o] = o < lanes ? _mm256_maskload_ps(source + o * K + k0, taps) : _mm256_setzero_ps();
+    #pragma GCC unroll 16
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* r[4h + j]: rows 4h..4h + 3 of tap j of each 128-bit lane. */
+    #pragma GCC unroll 16
+    for (int h = 0; h < 2; h++) {
+      r[4 * h] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+      r[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xEE);
+      r[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+      r[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+    }
+    #pragma GCC unroll 16
+    for (int j = 0; j < 4; j++) {
+      t[j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x20);
+      t[4 + j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x31);
+    }
+    #pragma GCC unroll 16
+    for (int c = 0; c < 8; c++)
+      if (c < n) _mm256_storeu_ps(packed + (k0 + c) * 8, t[c]);
+  }
+}
+#define LAMINA_CONV_PACK_CHANNELS_f32(source, K, lanes, packed) lamina_conv_pack_channels_f32((source), (K), (lanes), (packed));
+#else
+#define LAMINA_CONV_HAS_PACK_TRANSPOSE_f32 0
+#define LAMINA_CONV_PACK_CHANNELS_f32(source, K, lanes, packed) ;
+#endif
+#define LAMINA_CONV_HAS_PACK_TRANSPOSE_f64 0
+#define LAMINA_CONV_PACK_CHANNELS_f64(source, K, lanes, packed) ;
 
 /* A 2x2 max pool at stride 2 of two rows of f32 with AVX-512: 16 columns of each row per step, the vertical maximum,
    the maximum of each pair of lanes (an in-lane swap), and the even lanes gathered into 8 results; masked loads and
@@ -919,27 +1013,25 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     const int64_t HP = padded ? lamina_conv_max(reach_height, g->pad_top + g->in_height) : g->in_height;                   \
     const int64_t WP = padded ? lamina_conv_max(reach_width, g->pad_left + g->in_width) : g->in_width;                     \
     const int64_t packed_count = G * V * K * VL + G * V * VL;                                                              \
-    T* packed = (T*)malloc((size_t)packed_count * sizeof(T) + (size_t)(K + P) * sizeof(int64_t));                          \
+    /* The packed weights and the tables on the stack when they fit (LeNet's second layer: 11 KiB), else the heap; 64-byte \
+       aligned either way, so that no vector of weights straddles two cache lines. */                                     \
+    const size_t packed_bytes = ((size_t)packed_count * sizeof(T) + (size_t)(K + P) * sizeof(int64_t) + 63) / 64 * 64;    \
+    _Alignas(64) unsigned char local[LAMINA_CONV_CHANNEL_STACK_BYTES];                                                     \
+    T* packed = packed_bytes <= sizeof local ? (T*)local : (T*)aligned_alloc(64, packed_bytes);                             \
     if (!packed) return LAMINA_ERROR_MEMORY;                                                                               \
     int64_t* taps = (int64_t*)(packed + packed_count);                                                                     \
     int64_t* positions = taps + K;                                                                                         \
-    /* The weights transposed per vector of channels, [K][VL] (lanes past og zero): with whole vectors of 16 channels    \
-       (f32, AVX-512), blocks of 8 channels x 16 taps go through the tile transpose, the rest element by element. */       \
+    /* The weights transposed per vector of channels, [K][VL] (lanes past og zero). */                                   \
     for (int64_t group = 0; group < G; group++)                                                                            \
       for (int64_t v = 0; v < V; v++) {                                                                                    \
         const int64_t lanes = lamina_conv_min(VL, og - v * VL);                                                            \
         const T* source = w + (group * og + v * VL) * K;                                                                   \
         T* packed_vector = packed + (group * V + v) * K * VL;                                                              \
-        int64_t k0 = 0;                                                                                                    \
-        if (LAMINA_CONV_HAS_TILE_TRANSPOSE_##S && VL == 16 && lanes == VL)                                                 \
-          for (; k0 + 16 <= K; k0 += 16)                                                                                   \
-            for (int64_t o0 = 0; o0 < VL; o0 += 8) {                                                                       \
-              lamina_conv_vector_##S rows[8];                                                                              \
-              for (int r = 0; r < 8; r++) rows[r] = lamina_conv_loadu_##S(source + (o0 + r) * K + k0);                   \
-              LAMINA_CONV_STORE_TILE_##S(packed_vector + k0 * VL + o0, VL, rows)                                           \
-            }                                                                                                              \
-        for (int64_t k = k0; k < K; k++)                                                                                   \
-          for (int64_t l = 0; l < VL; l++) packed_vector[k * VL + l] = l < lanes ? source[l * K + k] : (T)0;               \
+        if (LAMINA_CONV_HAS_PACK_TRANSPOSE_##S)                                                                            \
+          LAMINA_CONV_PACK_CHANNELS_##S(source, K, lanes, packed_vector)                                                   \
+        else                                                                                                               \
+          for (int64_t k = 0; k < K; k++)                                                                                  \
+            for (int64_t l = 0; l < VL; l++) packed_vector[k * VL + l] = l < lanes ? source[l * K + k] : (T)0;             \
         T* packed_bias = packed + G * V * K * VL + (group * V + v) * VL;                                                   \
         for (int64_t l = 0; l < VL; l++)                                                                                   \
           packed_bias[l] = bias && l < lanes ? bias[bias_count == 1 ? 0 : group * og + v * VL + l] : (T)0;                 \
@@ -963,7 +1055,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       for (int64_t t = 0; t < tasks; t++) lamina_conv_channels_task_##S(&job, t, 0);                                       \
     else                                                                                                                   \
       lamina_pool_run(pool, tasks, lamina_conv_channels_task_##S, &job);                                                   \
-    free(packed);                                                                                                          \
+    if (packed != (T*)local) free(packed);                                                                                 \
     return job.failed ? LAMINA_ERROR_MEMORY : 0;                                                                           \
   }                                                                                                                        \
   /* Whether the direct kernel computes this convolution. */                                                             \
