@@ -477,6 +477,12 @@ private struct Generator {
     // computed straight into the caller's buffer, everything else lives in the arena — at its
     // planned buffer, or straight in its parameter or state for updates the plan allows.
     let classes = entry.storage(in: graph, schedule: needed)
+    // The value whose storage a value shares (itself unless it is an alias such as a reshape).
+    func rootValue(_ value: ValueID) -> ValueID {
+      var value = value
+      while case .alias(let operand)? = classes[value] { value = operand }
+      return value
+    }
     var storage: [ValueID: Storage] = [:]
     for (index, input) in graph.inputs.enumerated() { storage[input.value] = .input(index) }
     for (index, param) in graph.params.enumerated() { storage[param.value] = .param(index) }
@@ -682,13 +688,23 @@ private struct Generator {
           body.line("  int64_t layout_total = 0;")
           body.line("  int64_t layout_offsets[\(plan.buffers.count)];")
           body.line("  int fits = 1;")
-          for (slot, buffer) in plan.buffers.enumerated() {
+          for (slot, buffer) in plan.buffers.enumerated() where buffer.enclosing == nil {
             let type = graph.type(of: buffer.values[0])
             let count = "(__int128)1" + type.shape.map { " * \(cDim($0))" }.joined()
             let names = CText.comment(
               buffer.values.map { "%" + graph[$0].name }.joined(separator: ", ") + " : \(type)")
             body.line(
               "  fits = fits && lamina_place(&layout_total, &layout_offsets[\(slot)], \(cSize(layout.offsets[slot])), \(count) * \(type.dtype.byteSize));  /* \(names), steps \(buffer.firstStep)-\(buffer.lastStep) */"
+            )
+          }
+          // Concat operands written in place: their range of the concat's buffer.
+          for (slot, buffer) in plan.buffers.enumerated() where buffer.enclosing != nil {
+            let (outer, inside) = plan.outermost(slot)
+            let names = CText.comment(
+              buffer.values.map { "%" + graph[$0].name }.joined(separator: ", ")
+                + " : \(graph.type(of: buffer.values[0]))")
+            body.line(
+              "  layout_offsets[\(slot)] = layout_offsets[\(outer)] + (int64_t)(\(cSize(inside)));  /* \(names), steps \(buffer.firstStep)-\(buffer.lastStep): in place in its concat's buffer */"
             )
           }
           if number == 0 {
@@ -952,6 +968,15 @@ private struct Generator {
         }
         // Fused nodes are not in the op table; they always run their kernel.
         if case .alias? = OpRegistry.definition(node.op)?.c { continue }
+        if let plan, node.definition?.concatenation != nil,
+          node.operands.allSatisfy({ plan.concatPlacements[rootValue($0)]?.concat == node.result }),
+          Set(node.operands.map(rootValue)).count == node.operands.count
+        {
+          body.line(
+            "/* \(CText.comment("%" + graph[node.result].name)) = concat: no kernel call, every operand was computed in place in its buffer */"
+          )
+          continue
+        }
         call(node, kernel: kernelName(nodeIndex), into: &body)
       }
       // Exposed values not computed in place (inputs, parameters, aliases, values exposed twice).

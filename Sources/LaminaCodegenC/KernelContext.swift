@@ -34,10 +34,13 @@ struct KernelContext {
     return seen
   }
 
-  /// Elementwise kernels may write over an operand (the memory plan runs them in place), so their
+  /// Elementwise kernels may write over an operand (the memory plan runs them in place), and a
+  /// concat's operands may already lie in its result (the plan computes them there), so their
   /// pointers are not `restrict`; every other kernel's buffers are distinct.
   var mayRunInPlace: Bool {
-    node.definition?.operandEffects.contains(where: \.resultMayAlias) ?? false
+    guard let definition = node.definition else { return false }
+    return definition.concatenation != nil
+      || definition.operandEffects.contains(where: \.resultMayAlias)
   }
 
   /// The C function header: `static int k7_matmul(lamina_context* ctx, const int64_t* dims, ...)`.

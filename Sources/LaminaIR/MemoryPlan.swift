@@ -63,17 +63,24 @@ public struct MemoryPlan: Hashable, Sendable {
     public var values: [ValueID]
     /// Bytes of the values (all the same size).
     public var size: SymbolicSize
-    /// First and last step (inclusive) at which the buffer holds a live value.
+    /// First and last step (inclusive) at which the buffer holds a live value. For a buffer that
+    /// encloses others, the span covers theirs.
     public var firstStep: Int
     public var lastStep: Int
+    /// For a buffer inside another (a concat operand written straight into its range of the
+    /// concat's buffer): that buffer and the bytes from its start. Only outermost buffers are
+    /// placed; an enclosed one starts at its outermost buffer's rounded offset plus these bytes.
+    public var enclosing: Enclosure?
 
     public init(
-      values: [ValueID], size: SymbolicSize, firstStep: Int, lastStep: Int
+      values: [ValueID], size: SymbolicSize, firstStep: Int, lastStep: Int,
+      enclosing: Enclosure? = nil
     ) {
       self.values = values
       self.size = size
       self.firstStep = firstStep
       self.lastStep = lastStep
+      self.enclosing = enclosing
     }
 
     /// Whether the two buffers hold live values at a common step.
@@ -82,10 +89,33 @@ public struct MemoryPlan: Hashable, Sendable {
     }
   }
 
+  /// Where an enclosed buffer sits: `offset` bytes from the start of buffer `buffer`.
+  public struct Enclosure: Hashable, Sendable {
+    public var buffer: Int
+    public var offset: SymbolicSize
+
+    public init(buffer: Int, offset: SymbolicSize) {
+      self.buffer = buffer
+      self.offset = offset
+    }
+  }
+
+  /// A concat operand computed in place in the concat's result: `offset` bytes into `concat`.
+  public struct ConcatPlacement: Hashable, Sendable {
+    public var concat: ValueID
+    public var offset: SymbolicSize
+
+    public init(concat: ValueID, offset: SymbolicSize) {
+      self.concat = concat
+      self.offset = offset
+    }
+  }
+
   /// Offsets of every buffer (before rounding up to 64), valid when every symbol is at least
   /// `minimumSymbolValue`.
   public struct Layout: Hashable, Sendable {
     public var minimumSymbolValue: Int
+    /// One per buffer; an enclosed buffer's entry is its outermost buffer's.
     public var offsets: [SymbolicSize]
 
     public init(minimumSymbolValue: Int, offsets: [SymbolicSize]) {
@@ -115,12 +145,15 @@ public struct MemoryPlan: Hashable, Sendable {
   /// Training-step updates computed straight into their parameter or state (value → target): no
   /// copy after the last kernel.
   public var directUpdates: [ValueID: ValueID]
+  /// Concat operands (storage roots) their producers write straight into the concat's buffer:
+  /// the concat kernel copies nothing for them.
+  public var concatPlacements: [ValueID: ConcatPlacement]
 
   public init(
     entryPoint: String, schedule: [Int], buffers: [Buffer], layouts: [Layout],
     bufferOf: [ValueID: Int],
     lifetimes: [ValueID: ClosedRange<Int>], inPlace: [ValueID: ValueID],
-    directUpdates: [ValueID: ValueID]
+    directUpdates: [ValueID: ValueID], concatPlacements: [ValueID: ConcatPlacement] = [:]
   ) {
     self.entryPoint = entryPoint
     self.schedule = schedule
@@ -130,20 +163,36 @@ public struct MemoryPlan: Hashable, Sendable {
     self.lifetimes = lifetimes
     self.inPlace = inPlace
     self.directUpdates = directUpdates
+    self.concatPlacements = concatPlacements
   }
 
   /// `bytes` rounded up to a multiple of 64.
   public static func aligned(_ bytes: Int) -> Int { (bytes + 63) / 64 * 64 }
 
-  /// Where buffer `index` starts in `layout` for these dimensions (as the generated C computes it).
+  /// The outermost buffer around buffer `index` (itself when it is not enclosed), and the bytes
+  /// from that buffer's start to this one's.
+  public func outermost(_ index: Int) -> (buffer: Int, offset: SymbolicSize) {
+    var buffer = index
+    var offset = SymbolicSize.zero
+    while let enclosure = buffers[buffer].enclosing {
+      offset = offset + enclosure.offset
+      buffer = enclosure.buffer
+    }
+    return (buffer, offset)
+  }
+
+  /// Where buffer `index` starts in `layout` for these dimensions (as the generated C computes it):
+  /// an outermost buffer at its offset rounded up to 64, an enclosed one inside its outermost.
   public func offset(of index: Int, layout: Int, _ bindings: [String: Int]) -> Int {
-    MemoryPlan.aligned(layouts[layout].offsets[index].evaluate(bindings))
+    let (outer, inside) = outermost(index)
+    return MemoryPlan.aligned(layouts[layout].offsets[outer].evaluate(bindings))
+      + inside.evaluate(bindings)
   }
 
   /// Arena bytes `layout` needs for these dimensions (its end rounded up to 64, as the no-reuse
   /// layout and the lower bound count).
   public func arenaBytes(layout: Int, _ bindings: [String: Int]) -> Int {
-    buffers.indices.map {
+    buffers.indices.filter { buffers[$0].enclosing == nil }.map {
       MemoryPlan.aligned(
         offset(of: $0, layout: layout, bindings) + buffers[$0].size.evaluate(bindings))
     }.max() ?? 0
@@ -178,11 +227,12 @@ public struct MemoryPlan: Hashable, Sendable {
     }
   }
 
-  /// The most bytes live at one step (each buffer 64-byte aligned): no plan can use less.
+  /// The most bytes live at one step (each outermost buffer 64-byte aligned): no plan that keeps
+  /// these buffers apart can use less.
   public func lowerBound(_ bindings: [String: Int]) -> Int {
     let steps = (buffers.map(\.lastStep).max() ?? -1) + 1
     var live = [Int](repeating: 0, count: max(steps, 0))
-    for buffer in buffers {
+    for buffer in buffers where buffer.enclosing == nil {
       let bytes = MemoryPlan.aligned(buffer.size.evaluate(bindings))
       for step in buffer.firstStep...buffer.lastStep { live[step] += bytes }
     }

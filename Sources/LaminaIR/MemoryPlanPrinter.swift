@@ -30,10 +30,21 @@ public struct MemoryPlanPrinter {
       let index = plan.bufferOf[value]!
       let buffer = plan.buffers[index]
       let lifetime = plan.lifetimes[value].map { "[\($0.lowerBound), \($0.upperBound)]" } ?? "?"
-      let note = plan.inPlace[value].map { "in place of %" + graph[$0].name } ?? ""
+      var notes: [String] = []
+      if let operand = plan.inPlace[value] { notes.append("in place of %" + graph[operand].name) }
+      if let placement = plan.concatPlacements[value] {
+        notes.append(
+          "written in %\(graph[placement.concat].name) at +\(placement.offset) (concat in place)")
+      }
+      // An enclosed buffer starts inside its outermost one: `b7 + 1024` (b7's start, rounded).
+      let (outer, inside) = plan.outermost(index)
+      let offsets =
+        outer == index
+        ? plan.layouts.map { $0.offsets[index].description }
+        : plan.layouts.map { _ in "b\(outer) + \(inside)" }
       rows.append(
-        ["%" + graph[value].name, "b\(index)"] + plan.layouts.map { $0.offsets[index].description }
-          + [buffer.size.description, lifetime, note])
+        ["%" + graph[value].name, "b\(index)"] + offsets
+          + [buffer.size.description, lifetime, notes.joined(separator: "; ")])
     }
     for (value, target) in plan.directUpdates.sorted(by: { $0.key < $1.key }) {
       rows.append(

@@ -27,8 +27,12 @@ public struct MemoryPlanning: GraphPass {
 ///    kernel live to the end.
 /// 2. Training-step updates whose producer is the last reader of the parameter or state are
 ///    computed straight into it (no arena space, no final copy).
-/// 3. In place: a result takes the buffer of an operand that dies at its node when `InPlace` allows.
-/// 4. Placement: greedy by size over the buffers. Offsets are polynomials in the symbols (sums of
+/// 3. Concats in place: an operand that is one contiguous range of its concat's result is computed
+///    straight into that range of the concat's buffer (its buffer is enclosed in the concat's), and
+///    the concat lives as long as every operand placed in it (`placeConcatOperands`).
+/// 4. In place: a result takes the buffer of an operand that dies at its node when `InPlace` allows,
+///    never that of a concat operand placed in its concat (the concat still holds it).
+/// 5. Placement: greedy by size over the outermost buffers. Offsets are polynomials in the symbols (sums of
 ///    buffer extents); a buffer may sit below or above a buffer it overlaps in time only when the
 ///    gap between them is provably non-negative for every symbol value the layout is valid for
 ///    (`minimumSymbolValue` and up). The first layout is valid for all values; further layouts,
@@ -104,12 +108,34 @@ public enum MemoryPlanner {
     for value in updateValues where directUpdates[value] == nil { readAtEnd.insert(root(value)) }
     for value in readAtEnd { lastRead[value] = end }
 
+    // 3. Concat operands computed in place in the concat's buffer; the concat then lives as long
+    //    as every operand placed in it (an operand read later is still there).
+    let concatPlacements = placeConcatOperands(
+      schedule: schedule, storage: storage, directUpdates: directUpdates, in: graph, root: root)
+    for value in concatPlacements.keys {
+      let last = lastRead[value] ?? defined[value]!
+      var current = value
+      while let placement = concatPlacements[current] {
+        lastRead[placement.concat] = max(lastRead[placement.concat] ?? -1, last)
+        current = placement.concat
+      }
+    }
+    // Whether `value` is `container` or lies inside it, through placements.
+    func isInside(_ value: ValueID, _ container: ValueID) -> Bool {
+      var current = value
+      while current != container {
+        guard let placement = concatPlacements[current] else { return false }
+        current = placement.concat
+      }
+      return true
+    }
+
     func lifetime(_ value: ValueID) -> ClosedRange<Int> {
       let first = defined[value]!
       return first...max(first, lastRead[value] ?? first)
     }
 
-    // 3. Buffers, with results in place of dying operands.
+    // 4. Buffers, with results in place of dying operands.
     var buffers: [MemoryPlan.Buffer] = []
     var bufferOf: [ValueID: Int] = [:]
     var lifetimes: [ValueID: ClosedRange<Int>] = [:]
@@ -137,9 +163,15 @@ public enum MemoryPlanner {
         for candidate in candidates where candidate.result == position {
           let operand = node.operands[candidate.operand]
           let operandRoot = root(operand)
+          // Never over a concat operand placed in its concat's buffer (the concat still holds
+          // it), nor over a concat holding operands while the node reads one of them.
           guard let buffer = bufferOf[operandRoot], !taken.contains(buffer),
             buffers[buffer].lastStep == step,
-            node.operands.allSatisfy({ root($0) != operandRoot || $0 == operand })
+            node.operands.allSatisfy({ root($0) != operandRoot || $0 == operand }),
+            concatPlacements[operandRoot] == nil,
+            node.operands.allSatisfy({
+              root($0) == operandRoot || !isInside(root($0), operandRoot)
+            })
           else { continue }
           chosen = (buffer, operand)
           break
@@ -162,10 +194,38 @@ public enum MemoryPlanner {
       }
     }
 
-    // 4. Layouts: for each threshold, several greedy orders, keeping the smallest at the threshold.
+    // The buffer of each placed operand lies in its concat's; every enclosing buffer's span
+    // covers the spans inside it.
+    for (value, placement) in concatPlacements {
+      buffers[bufferOf[value]!].enclosing = MemoryPlan.Enclosure(
+        buffer: bufferOf[placement.concat]!, offset: placement.offset)
+    }
+    for index in buffers.indices {
+      var outer = buffers[index].enclosing?.buffer
+      while let enclosing = outer {
+        buffers[enclosing].firstStep = min(buffers[enclosing].firstStep, buffers[index].firstStep)
+        buffers[enclosing].lastStep = max(buffers[enclosing].lastStep, buffers[index].lastStep)
+        outer = buffers[enclosing].enclosing?.buffer
+      }
+    }
+
+    // 5. Layouts: for each threshold, several greedy orders, keeping the smallest at the threshold.
+    //    Only outermost buffers are placed; an enclosed buffer's offset entry is its outermost's.
     var plan = MemoryPlan(
       entryPoint: entry.name, schedule: schedule, buffers: buffers, layouts: [],
-      bufferOf: bufferOf, lifetimes: lifetimes, inPlace: inPlace, directUpdates: directUpdates)
+      bufferOf: bufferOf, lifetimes: lifetimes, inPlace: inPlace, directUpdates: directUpdates,
+      concatPlacements: concatPlacements)
+    let outermost = buffers.indices.filter { buffers[$0].enclosing == nil }
+    let outermostBuffers = outermost.map { buffers[$0] }
+    let outermostOf = buffers.indices.map { plan.outermost($0).buffer }
+    func offsetsOfEveryBuffer(_ placed: [SymbolicSize]) -> [SymbolicSize] {
+      var offsets = [SymbolicSize](repeating: .zero, count: buffers.count)
+      for (position, index) in outermost.enumerated() { offsets[index] = placed[position] }
+      for index in buffers.indices where buffers[index].enclosing != nil {
+        offsets[index] = offsets[outermostOf[index]]
+      }
+      return offsets
+    }
     let symbolic = buffers.contains { $0.size.terms.keys.contains { !$0.isEmpty } }
     for threshold in symbolic ? layoutThresholds : [1] {
       let bindings = bindingsAll(plan, threshold)
@@ -174,7 +234,8 @@ public enum MemoryPlanner {
         plan.layouts.append(
           MemoryPlan.Layout(
             minimumSymbolValue: threshold,
-            offsets: place(buffers, strategy: strategy, threshold: threshold)))
+            offsets: offsetsOfEveryBuffer(
+              place(outermostBuffers, strategy: strategy, threshold: threshold))))
         let bytes = plan.arenaBytes(layout: plan.layouts.count - 1, bindings)
         let layout = plan.layouts.removeLast()
         if best == nil || bytes < best!.bytes { best = (layout, bytes) }
@@ -186,6 +247,47 @@ public enum MemoryPlanner {
       }
     }
     return plan
+  }
+
+  /// Concat operands whose producers can write them straight into their range of the concat's
+  /// buffer (by storage root), so that the concat copies nothing for them.
+  ///
+  /// A concat qualifies when its result lives in the arena and each operand is one contiguous range
+  /// of it (`Concatenation.operandOffsets`: every dimension before the axis is the constant 1; a
+  /// symbolic batch before the axis interleaves the operands' rows). An operand qualifies when its
+  /// storage is the arena, a kernel of the entry point's own schedule computes it (not a loop, an
+  /// input, a parameter, state, a caller's buffer or an update written straight into its
+  /// parameter), and it is not placed already: in an earlier concat, or earlier in this one (the
+  /// same value twice is copied the second time). A concat placed in a later concat carries its
+  /// operands along: their offsets chain (DenseNet's cumulative concats).
+  static func placeConcatOperands(
+    schedule: [Int], storage: [ValueID: StorageClass], directUpdates: [ValueID: ValueID],
+    in graph: Graph, root: (ValueID) -> ValueID
+  ) -> [ValueID: MemoryPlan.ConcatPlacement] {
+    var computed = Set<ValueID>()
+    for nodeIndex in schedule where !graph.nodes[nodeIndex].hasRegion {
+      computed.formUnion(graph.nodes[nodeIndex].results)
+    }
+    var placements: [ValueID: MemoryPlan.ConcatPlacement] = [:]
+    for nodeIndex in schedule {
+      let node = graph.nodes[nodeIndex]
+      guard let concatenation = node.definition?.concatenation, !node.hasRegion,
+        node.results.count == 1, storage[node.result] == .arena,
+        directUpdates[node.result] == nil,
+        let offsets = concatenation.operandOffsets(of: node, in: graph)
+      else { continue }
+      for (operand, offset) in zip(node.operands, offsets) {
+        let operandRoot = root(operand)
+        guard operandRoot != node.result, storage[operandRoot] == .arena,
+          computed.contains(operandRoot), directUpdates[operandRoot] == nil,
+          placements[operandRoot] == nil,
+          SymbolicSize(bytesOf: graph.type(of: operandRoot))
+            == SymbolicSize(bytesOf: graph.type(of: operand))
+        else { continue }
+        placements[operandRoot] = MemoryPlan.ConcatPlacement(concat: node.result, offset: offset)
+      }
+    }
+    return placements
   }
 
   /// Every symbol of the plan's sizes bound to `value`.

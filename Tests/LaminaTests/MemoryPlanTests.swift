@@ -11,8 +11,11 @@ import Testing
 struct MemoryPlanTests {
   static let examples =
     RepositoryPaths.files(in: "examples", withExtension: "lam") + [
-      RepositoryPaths.path("Tests/LaminaTests/Fixtures/every_op.lam")
+      RepositoryPaths.path("Tests/LaminaTests/Fixtures/every_op.lam"),
+      concatFixture,
     ]
+  /// Concats whose operands the plan computes in place (chains, operands read again, symbolic sizes).
+  static let concatFixture = RepositoryPaths.path("Tests/LaminaTests/Fixtures/concat_in_place.lam")
 
   /// Every symbol of the graph bound to `value`.
   static func bindings(_ graph: Graph, _ value: Int) -> [String: Int] {
@@ -110,7 +113,80 @@ struct MemoryPlanTests {
         }
       }
     }
-    // No two buffers live at the same time overlap, in any layout, at the values it is valid for.
+    // Concat operands computed in place: the buffer holding one lies in its concat's buffer at the
+    // bytes of the operands before it, and nothing overwrites the range while the concat, or a
+    // concat holding it, still holds the operand.
+    func encloses(_ outer: Int, _ inner: Int) -> Bool {
+      var current = plan.buffers[inner].enclosing?.buffer
+      while let buffer = current {
+        if buffer == outer { return true }
+        current = plan.buffers[buffer].enclosing?.buffer
+      }
+      return false
+    }
+    func dies(_ value: ValueID) -> Int { max(defined[value]!, lastRead[value] ?? defined[value]!) }
+    var placedInBuffer: [Int: [ValueID]] = [:]  // buffer → values in buffers it encloses
+    for (value, placement) in plan.concatPlacements {
+      guard let buffer = plan.bufferOf[value], let concatBuffer = plan.bufferOf[placement.concat],
+        let node = graph.nodes.first(where: { $0.results == [placement.concat] })
+      else {
+        problems.append("\(name(value)) placed in \(name(placement.concat)) without buffers")
+        continue
+      }
+      if plan.buffers[buffer].enclosing?.buffer != concatBuffer {
+        problems.append(
+          "the buffer of \(name(value)) is not enclosed in \(name(placement.concat))'s")
+      }
+      if plan.buffers[buffer].values.last != value {
+        problems.append("\(name(value)) is overwritten in its buffer while placed in a concat")
+      }
+      if !node.operands.contains(where: { root($0) == value }) {
+        problems.append("\(name(value)) is not an operand of \(name(placement.concat))")
+      }
+      for ancestor in plan.buffers.indices where encloses(ancestor, buffer) {
+        placedInBuffer[ancestor, default: []] += plan.buffers[buffer].values
+      }
+      // Offsets at several symbol values: the operands before it, whole rows of the result.
+      let result = graph.type(of: placement.concat)
+      var axis = node.attributes["axis"]?.intValue ?? 0
+      if axis < 0 { axis += result.rank }
+      for symbolValue in [1, 3, 64] {
+        let bindings = Self.bindings(graph, symbolValue)
+        let leading = result.shape[..<axis].reduce(1) { $0 * ($1.evaluate(bindings) ?? -1) }
+        if leading != 1 {
+          problems.append(
+            "\(name(value)) placed in \(name(placement.concat)), whose operands interleave when the symbols are \(symbolValue)"
+          )
+        }
+        let position = node.operands.firstIndex { root($0) == value } ?? 0
+        let before = node.operands[..<position].reduce(0) {
+          $0 + (graph.type(of: $1).elementCount.evaluate(bindings) ?? -1) * result.dtype.byteSize
+        }
+        for layout in plan.layouts.indices
+        where plan.layouts[layout].isValid(for: bindings) {
+          let at = plan.offset(of: buffer, layout: layout, bindings)
+          let concatAt = plan.offset(of: concatBuffer, layout: layout, bindings)
+          if at != concatAt + before {
+            problems.append(
+              "layout \(layout), symbols = \(symbolValue): \(name(value)) at \(at), its range of \(name(placement.concat)) at \(concatAt + before)"
+            )
+          }
+        }
+      }
+    }
+    // A value computed in place in a buffer overwrites every value of the buffers it encloses: they
+    // must all be dead (read at an earlier step) by then.
+    for (index, buffer) in plan.buffers.enumerated() {
+      for next in buffer.values.dropFirst() {
+        for inside in placedInBuffer[index] ?? [] where dies(inside) >= defined[next]! {
+          problems.append(
+            "\(name(next)) overwrites \(name(inside)) (in place in a concat), still read at step \(dies(inside))"
+          )
+        }
+      }
+    }
+    // No two buffers live at the same time overlap, in any layout, at the values it is valid for,
+    // unless one encloses the other.
     for (number, layout) in plan.layouts.enumerated() {
       let threshold = layout.minimumSymbolValue
       for value in Set([1, 3, 64, threshold, threshold + 1, 3 * threshold, 1000]) {
@@ -118,7 +194,9 @@ struct MemoryPlanTests {
         guard layout.isValid(for: bindings) else { continue }
         let offsets = plan.buffers.indices.map { plan.offset(of: $0, layout: number, bindings) }
         let sizes = plan.buffers.map { $0.size.evaluate(bindings) }
-        for (index, offset) in offsets.enumerated() where offset % 64 != 0 {
+        // Outermost buffers start on 64 bytes; a concat operand in place starts where its range does.
+        for (index, offset) in offsets.enumerated()
+        where offset % 64 != 0 && plan.buffers[index].enclosing == nil {
           problems.append("layout \(number), \(value): buffer \(index) at \(offset) is not aligned")
         }
         let total = plan.arenaBytes(layout: number, bindings)
@@ -128,7 +206,8 @@ struct MemoryPlanTests {
           }
           for second in plan.buffers.indices where second > first {
             guard plan.buffers[first].overlapsInTime(plan.buffers[second]),
-              sizes[first] > 0, sizes[second] > 0
+              sizes[first] > 0, sizes[second] > 0,
+              !encloses(first, second), !encloses(second, first)
             else { continue }
             if offsets[first] < offsets[second] + sizes[second]
               && offsets[second] < offsets[first] + sizes[first]
@@ -331,6 +410,60 @@ struct MemoryPlanTests {
       #expect(
         abs(loss - reference.loss) <= 1e-4 * max(1, abs(reference.loss)),
         "\(name): loss \(loss), interpreter \(reference.loss)")
+    }
+  }
+
+  @Test(
+    "concat operands are computed in place: chains, late readers, the same value twice, symbolic sizes"
+  )
+  func concatInPlace() throws {
+    let model = try Model(contentsOf: Self.concatFixture, pipeline: Pipeline.training)
+    let lowered = try Model.lower(model.graph, passes: Pipeline.codegen)
+    let plan = try #require(lowered.memoryPlans["forward"])
+    func value(_ name: String) throws -> ValueID {
+      try #require(lowered.nodes.flatMap(\.results).first { lowered[$0].name == name })
+    }
+    func placed(_ name: String) throws -> String? {
+      try plan.concatPlacements[value(name)].map { lowered[$0.concat].name }
+    }
+    // The chain s1 → c1 → c2 → c3 and the operands read again later (t1) are in place; the input s
+    // and the second `a` are copied; the concat along a later axis of a symbolic batch copies.
+    #expect(try placed("s1") == "c1")
+    #expect(try placed("c1") == "c2")
+    #expect(try placed("c2") == "c3")
+    #expect(try placed("t1") == "c2")
+    #expect(try placed("t2") == "c3")
+    #expect(try placed("a") == "rows")
+    #expect(try placed("b") == "rows")
+    #expect(!plan.concatPlacements.values.contains { lowered[$0.concat].name == "wide" })
+    // Everything in one buffer: c3's, enclosing c2's, enclosing c1's.
+    let c3 = try #require(plan.bufferOf[try value("c3")])
+    for name in ["s1", "c1", "c2", "t1", "t2"] {
+      #expect(plan.outermost(try #require(plan.bufferOf[try value(name)])).buffer == c3, "\(name)")
+    }
+    // c2 needs no kernel call; c1 copies the input s, c3 copies t1 (placed in c2 already), rows
+    // the second a, wide both.
+    let generated = try model.generateC(passes: Pipeline.codegen)
+    #expect(generated.source.contains("/* %c2 = concat: no kernel call"))
+    #expect(!generated.source.contains("/* %c3 = concat: no kernel call"))
+    #expect(!generated.source.contains("/* %c1 = concat: no kernel call"))
+    #expect(!generated.source.contains("/* %rows = concat: no kernel call"))
+    // Against the interpreter at batch 1 and 3 (MemoryPlanTests.compiledWithPlan also compares
+    // with the library compiled without a plan, and runs training steps).
+    let parameters = try model.initialParameters(seed: 5)
+    let (compiled, _) = try compile(model, planned: true, parameters: parameters)
+    let names = model.graph.outputs.map(\.name) + model.graph.losses.map(\.name)
+    for batch in [1, 3] {
+      let symbols = ["batch": batch, "length": batch + 1]
+      let inputs = TestData.inputs(for: model.graph, symbols: symbols, seed: UInt64(batch))
+      let (outputs, losses) = try compiled.evaluate(inputs)
+      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+      for (key, tensor) in outputs.merging(losses, uniquingKeysWith: { a, _ in a }) {
+        let reference = try #require(expected[key])
+        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
+        let problem = TestData.mismatch(tensor, reference, rtol: 1e-5, atol: 1e-6 * max(scale, 1))
+        #expect(problem == nil, "batch \(batch), \(key): \(problem ?? "")")
+      }
     }
   }
 

@@ -26,20 +26,36 @@ enum ShapeKernels {
   }
 
   /// `concat`: each operand's rows copied into place along the axis.
+  ///
+  /// Where the result is one row (every dimension before the axis is 1), the memory plan may have
+  /// had an operand's producer write it straight into its range of the result
+  /// (`MemoryPlan.concatPlacements`): the kernel then copies nothing for it, and the entry point
+  /// calls no kernel at all when every operand is there. The plan is per entry point while the
+  /// kernel is shared, so the kernel checks the pointer.
   static func emitConcat(_ context: KernelContext, into writer: inout CWriter) {
     let result = context.resultType
     var axis = context.attributes["axis"]?.intValue ?? 0
     if axis < 0 { axis += result.rank }
-    writer.line("const int64_t outer = \(cProduct(Array(result.shape[..<axis])));")
+    let outer = cProduct(Array(result.shape[..<axis]))
+    writer.line("const int64_t outer = \(outer);")
     writer.line("const int64_t row = \(cProduct(Array(result.shape[axis...])));")
     writer.line("int64_t offset = 0;")
+    if outer == "1" {
+      writer.line(
+        "/* An operand already at its place in out (the memory plan had its producer write it there) is not copied. */"
+      )
+    }
     for (index, operand) in context.operandTypes.enumerated() {
       let piece = cProduct(Array(operand.shape[axis...]))
       writer.block("") { block in
         block.line("const int64_t piece = \(piece);")
-        block.line(
+        let copy =
           "for (int64_t o = 0; o < outer; o++) memcpy(out + o * row + offset, in\(index) + o * piece, (size_t)piece * sizeof(*out));"
-        )
+        if outer == "1" {
+          block.line("if (in\(index) != out + offset) \(copy)")
+        } else {
+          block.line(copy)
+        }
         block.line("offset += piece;")
       }
     }

@@ -209,6 +209,8 @@ public struct OpDefinition: Sendable {
   public var rearrangement: Rearrangement?
   /// For `.permutation` rearrangements: the permutation a node applies.
   public var permutation: PermutationRule?
+  /// For ops that lay their operands end to end along an axis (`concat`): which axis.
+  public var concatenation: Concatenation?
   /// For `.selection` rearrangements: the strided window of the operand a node reads, when it is one.
   public var window: WindowRule?
   /// For each operand slot, the attribute that makes the op read that operand with its last two
@@ -238,6 +240,7 @@ public struct OpDefinition: Sendable {
     windowReduction: WindowReduction? = nil, algebra: AlgebraicProperties = .none,
     rearrangement: Rearrangement? = nil,
     permutation: PermutationRule? = nil, window: WindowRule? = nil,
+    concatenation: Concatenation? = nil,
     operandTransposeAttributes: [String?] = [],
     shape: ShapeRule,
     interpret: @escaping @Sendable (InterpretContext) throws -> [Tensor],
@@ -252,6 +255,7 @@ public struct OpDefinition: Sendable {
     self.rearrangement = rearrangement
     self.permutation = permutation
     self.window = window
+    self.concatenation = concatenation
     self.operandTransposeAttributes = operandTransposeAttributes
     self.gradient = gradient
     self.name = name

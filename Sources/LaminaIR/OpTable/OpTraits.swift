@@ -323,6 +323,51 @@ public enum Rearrangement: Sendable, Hashable {
   case selection
 }
 
+/// For ops whose result is their operands laid end to end along one axis (`concat`).
+///
+/// Where every dimension before the axis is 1 (batch 1 along channels, or any batch along axis
+/// 0), each operand is one contiguous range of the result: the memory planner may then give the
+/// operand's producer that range of the result's buffer to write into (`MemoryPlan.concatPlacements`),
+/// and the kernel copies nothing for it.
+public struct Concatenation: Sendable, Hashable {
+  /// The attribute giving the axis (negative counts from the end).
+  public var axisAttribute: String
+  public var defaultAxis: Int
+
+  public init(axisAttribute: String = "axis", defaultAxis: Int = 0) {
+    self.axisAttribute = axisAttribute
+    self.defaultAxis = defaultAxis
+  }
+
+  /// The node's axis, non-negative, for a result of `rank` axes.
+  public func axis(_ attributes: [String: Attribute], rank: Int) -> Int {
+    let axis = attributes[axisAttribute]?.intValue ?? defaultAxis
+    return axis < 0 ? axis + rank : axis
+  }
+
+  /// Where each of the node's operands starts in its result, in bytes, when every operand is one
+  /// contiguous range of it: the product of the result's dimensions before the axis is the
+  /// constant 1, whatever the symbols' values. Nil otherwise (a symbolic batch before the axis:
+  /// the operands' rows interleave in the result as soon as the batch is 2).
+  public func operandOffsets(of node: Node, in graph: Graph) -> [SymbolicSize]? {
+    guard node.results.count == 1 else { return nil }
+    let result = graph.type(of: node.result)
+    let axis = axis(node.attributes, rank: result.rank)
+    let operands = node.operands.map { graph.type(of: $0) }
+    guard axis >= 0, axis < result.rank,
+      Array(result.shape[..<axis]).product.staticValue == 1,
+      operands.allSatisfy({ $0.dtype == result.dtype })
+    else { return nil }
+    var offsets: [SymbolicSize] = []
+    var offset = SymbolicSize.zero
+    for operand in operands {
+      offsets.append(offset)
+      offset = offset + SymbolicSize(bytesOf: operand)
+    }
+    return offsets
+  }
+}
+
 /// The axis permutation a permuting op applies, from its attributes and its operand's rank: result
 /// axis d is operand axis `perm[d]`, non-negative; nil when the attributes are invalid.
 public typealias PermutationRule =

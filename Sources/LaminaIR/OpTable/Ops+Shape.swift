@@ -87,6 +87,7 @@ extension OpRegistry {
       attributes: [AttributeSpec("axis", .int, default: .int(0), "the axis to join along")],
       fusion: .injective,
       c: .kernel(.concatenate),
+      concatenation: Concatenation(axisAttribute: "axis", defaultAxis: 0),
       shape: ShapeRule("concat(inputs, axis)") { context throws(ShapeError) in
         [try concatPlan(context).result]
       },
