@@ -93,6 +93,11 @@ public final class CompiledModel: @unchecked Sendable {
     var arenaBytes: ArenaBytes?
     typealias Idle = @convention(c) (OpaquePointer?) -> Void
     var idle: Idle?
+    /// lamina_get_param: a copy out that, unlike lamina_param_data, is not a write (the library's
+    /// derived data, such as packed convolution weights, stays valid).
+    typealias GetParam =
+      @convention(c) (OpaquePointer?, Int64, UnsafeMutableRawPointer?, Int64) -> Int32
+    var getParam: GetParam?
   }
 
   /// Loads a library Lamina compiled, checking its ABI version; `threads <= 0` uses every core.
@@ -153,7 +158,10 @@ public final class CompiledModel: @unchecked Sendable {
       arenaBytes: dlsym(handle, "lamina_arena_bytes").map {
         unsafeBitCast($0, to: Functions.ArenaBytes.self)
       },
-      idle: dlsym(handle, "lamina_idle").map { unsafeBitCast($0, to: Functions.Idle.self) })
+      idle: dlsym(handle, "lamina_idle").map { unsafeBitCast($0, to: Functions.Idle.self) },
+      getParam: dlsym(handle, "lamina_get_param").map {
+        unsafeBitCast($0, to: Functions.GetParam.self)
+      })
     // A library whose instructions this CPU lacks must not run a single one: ask first.
     if let missing = dlsym(handle, "lamina_missing_cpu_features").map({
       unsafeBitCast($0, to: SignatureText.self)
@@ -901,6 +909,8 @@ public final class CompiledModel: @unchecked Sendable {
 
   /// Call with `lock` held, `tensor` checked by `checkParameter`.
   private func writeParameterLocked(_ tensor: Tensor, index: Int) {
+    // lamina_param_data counts as a write (the library derives its packed weights again at the
+    // next call); the pointer is not kept past this copy, so lamina_params_changed is not needed.
     // paramData is nil only for an index past the signature's parameters, which checking excludes.
     guard let data = functions.paramData(context, Int64(index)) else { return }
     tensor.withUnsafeBytes { source in
@@ -913,6 +923,16 @@ public final class CompiledModel: @unchecked Sendable {
     let entry = signature.params[index]
     guard let dtype = entry.elementType, let shape = entry.concreteShape([:]) else {
       throw RunError("parameter '\(entry.name)' has an unsupported type \(entry.typeDescription)")
+    }
+    if let getParam = functions.getParam {
+      // A read through lamina_get_param does not count as a write, so the next call keeps the
+      // library's derived data (packed convolution weights).
+      var tensor = Tensor(zeros: dtype, shape: shape)
+      let status = tensor.withUnsafeMutableBytes {
+        getParam(context, Int64(index), $0.baseAddress, Int64($0.count))
+      }
+      guard status == 0 else { throw RunError("parameter '\(entry.name)' has no storage") }
+      return tensor
     }
     guard let data = functions.paramData(context, Int64(index)) else {
       throw RunError("parameter '\(entry.name)' has no storage")
