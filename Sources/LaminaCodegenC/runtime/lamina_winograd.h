@@ -51,6 +51,11 @@
 #ifndef LAMINA_WINOGRAD_FORCE
 #define LAMINA_WINOGRAD_FORCE 0
 #endif
+/* 0 vetoes Winograd (the schedule's Winograd layers then run im2col and the GEMM): A/B measurements without a
+   recompiled compiler. */
+#ifndef LAMINA_WINOGRAD_KERNEL
+#define LAMINA_WINOGRAD_KERNEL 1
+#endif
 /* Elements of V and M one block of tile rows may take (at least one row of tiles a block). */
 #ifndef LAMINA_WINOGRAD_BLOCK_ELEMENTS
 #define LAMINA_WINOGRAD_BLOCK_ELEMENTS ((int64_t)1 << 20)
@@ -80,7 +85,7 @@ static const double lamina_winograd_at4[4 * 6] = {
 
 /* Whether Winograd computes this forward convolution (3x3, stride 1, dilation 1, one group, no pool). */
 static inline int lamina_winograd_fits(const lamina_conv2d_geometry* g) {
-  return g->kernel_height == 3 && g->kernel_width == 3 && g->stride_height == 1 && g->stride_width == 1 &&
+  return LAMINA_WINOGRAD_KERNEL && g->kernel_height == 3 && g->kernel_width == 3 && g->stride_height == 1 && g->stride_width == 1 &&
          g->dilation_height == 1 && g->dilation_width == 1 && g->groups == 1 && g->pool_height <= 0 &&
          g->out_height > 0 && g->out_width > 0;
 }
@@ -361,14 +366,16 @@ static inline int lamina_winograd_fits(const lamina_conv2d_geometry* g) {
         lamina_conv_max(1, lamina_conv_min(all_rows, LAMINA_WINOGRAD_BLOCK_ELEMENTS / lamina_conv_max(1, row_elements))); \
     const int64_t ldt = (block_rows * TW + L - 1) / L * L;                                                              \
     const int64_t packed_elements = LAMINA_GEMM_PACKED_B_ELEMENTS(K, C, sizeof(T));                                     \
-    /* One allocation: the packed weights, U, V [alpha² x C x ldt] and M [alpha² x ldt x K] (+ a vector past it). */    \
-    const int64_t p_size = A * A * packed_elements, u_size = (A * A * K * C + L - 1) / L * L;                          \
-    const int64_t v_size = A * A * C * ldt, m_size = A * A * ldt * K + L;                                               \
-    T* packed = (T*)aligned_alloc(64, (size_t)((p_size + u_size + v_size + m_size + 4 * L) / L * L) * sizeof(T));      \
+    /* One allocation: the packed weights, then U, which is dead once packed, in the place of V [alpha² x C x ldt]   \
+       and M [alpha² x ldt x K] (+ a vector past it). */                                                                \
+    const int64_t p_size = (A * A * packed_elements + L - 1) / L * L, u_size = A * A * K * C;                           \
+    const int64_t v_size = (A * A * C * ldt + L - 1) / L * L, m_size = A * A * ldt * K + L;                             \
+    const int64_t work_size = lamina_conv_max(u_size, v_size + m_size);                                                 \
+    T* packed = (T*)aligned_alloc(64, (size_t)((p_size + work_size + 2 * L) / L * L) * sizeof(T));                     \
     if (!packed) return LAMINA_ERROR_MEMORY;                                                                            \
-    T* U = packed + (p_size + L - 1) / L * L;                                                                           \
-    T* V = U + u_size;                                                                                                  \
-    T* M = V + (v_size + L - 1) / L * L;                                                                                \
+    T* U = packed + p_size;                                                                                             \
+    T* V = U;                                                                                                           \
+    T* M = V + v_size;                                                                                                  \
     lamina_winograd_transform_weights_##S(pool, g, w, U, packed, m);                                                    \
     const int threads = pool ? lamina_pool_threads(pool) : 1;                                                           \
     lamina_winograd_job_##S job = {g, x, w, bias, bias_count, y, epilogue, U, V, M, packed, packed_elements,            \
