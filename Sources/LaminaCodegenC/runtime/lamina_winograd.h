@@ -12,25 +12,28 @@
  *
  * and the sum over the input channels of each of the alpha² element-wise products is a matrix product:
  *
- *     U[xi] [K x C]  = (G w[k, c] G^T)[xi]           the weight transform (per call: see below)
+ *     U[xi] [K x C]  = (G w[k, c] G^T)[xi]           the weight transform, packed transposed ([C x K]) as the
+ *                                                    GEMMs' right operand
  *     V[xi] [C x T]  = (B^T d[c, t] B)[xi]           the input transform of a block of T tiles
- *     M[xi] [K x T]  = U[xi] @ V[xi]                 alpha² independent GEMMs (lamina_sgemm / lamina_dgemm)
- *     y[k, t]        = A^T M[., k, t] A + bias[k]    the output transform, written into y's NCHW planes
+ *     M[xi] [T x K]  = V[xi]^T @ U[xi]^T             alpha² independent GEMMs (lamina_sgemm_packed_b: the weights
+ *                                                    are packed once per call, not once per block and GEMM)
+ *     y[k, t]        = A^T M[., t, k] A + bias[k]    the output transform, written into y's NCHW planes
  *
  * alpha² / m² multiplies per output (2.25 for m = 2 and 4 for m = 4) where the direct product does 9. Rounding:
  * F(4x4) adds the products of larger transform coefficients (up to 8 in A, 5 in B, 1/24 in G) than F(2x2)
- * (1, 1, 1/2), so its fp32 error is larger (BENCHMARKS.md, "session 11: Winograd", measures both).
+ * (1, 1, 1/2), so its fp32 error is larger (about 20x the GEMM's; BENCHMARKS.md, "session 11: Winograd").
  *
  * Blocks: whole rows of tiles (over all images), as many as fit LAMINA_WINOGRAD_BLOCK_ELEMENTS elements of V and
  * M, so a block writes whole output rows and the epilogue runs on them when the block is done. Each block is
- * three passes on the pool: the input transform split over input channels, the alpha² GEMMs split over xi (each
- * on one thread), the output transform (bias, then the fused epilogue on the finished rows) over output channels.
- * Every transform works on LAMINA_WINOGRAD_LANES tiles at once, one tile per vector lane.
+ * three passes on the pool: the input transform split over input channels (LAMINA_WINOGRAD_LANES tiles at once,
+ * one per vector lane), the alpha² GEMMs split over xi (each on one thread), the output transform (bias, then
+ * the fused epilogue on the finished rows) over vectors of LAMINA_WINOGRAD_LANES output channels.
  *
- * The weight transform runs at every call (lamina_winograd_transform_weights_*): its share of the time is in
- * BENCHMARKS.md; the runtime's derived-buffer mechanism (a buffer refilled when a parameter changes) is meant to
- * take it over. The buffers (U, V and M) are allocated once per call. A max pool fused into the convolution
- * is not handled here: lamina_conv2d_forward computes the whole result into a buffer and pools it afterwards.
+ * The weights are transformed and packed at every call (lamina_winograd_transform_weights_*, a function of w
+ * alone): its share of the time is in BENCHMARKS.md; the runtime's derived-buffer mechanism (a buffer refilled
+ * when a parameter changes) is meant to take it over. The buffers (packed weights, then U sharing its space with
+ * V and M) are one allocation per call. A max pool fused into the convolution is not handled here:
+ * lamina_conv2d_forward computes the whole result into a buffer and pools it afterwards.
  *
  * Every function returns 0, or LAMINA_ERROR_MEMORY when its buffers cannot be allocated.
  */
