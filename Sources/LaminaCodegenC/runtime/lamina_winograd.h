@@ -12,25 +12,28 @@
  *
  * and the sum over the input channels of each of the alpha² element-wise products is a matrix product:
  *
- *     U[xi] [K x C]  = (G w[k, c] G^T)[xi]           the weight transform (per call: see below)
+ *     U[xi] [K x C]  = (G w[k, c] G^T)[xi]           the weight transform, packed transposed ([C x K]) as the
+ *                                                    GEMMs' right operand
  *     V[xi] [C x T]  = (B^T d[c, t] B)[xi]           the input transform of a block of T tiles
- *     M[xi] [K x T]  = U[xi] @ V[xi]                 alpha² independent GEMMs (lamina_sgemm / lamina_dgemm)
- *     y[k, t]        = A^T M[., k, t] A + bias[k]    the output transform, written into y's NCHW planes
+ *     M[xi] [T x K]  = V[xi]^T @ U[xi]^T             alpha² independent GEMMs (lamina_sgemm_packed_b: the weights
+ *                                                    are packed once per call, not once per block and GEMM)
+ *     y[k, t]        = A^T M[., t, k] A + bias[k]    the output transform, written into y's NCHW planes
  *
  * alpha² / m² multiplies per output (2.25 for m = 2 and 4 for m = 4) where the direct product does 9. Rounding:
  * F(4x4) adds the products of larger transform coefficients (up to 8 in A, 5 in B, 1/24 in G) than F(2x2)
- * (1, 1, 1/2), so its fp32 error is larger (BENCHMARKS.md, "session 11: Winograd", measures both).
+ * (1, 1, 1/2), so its fp32 error is larger (about 20x the GEMM's; BENCHMARKS.md, "session 11: Winograd").
  *
  * Blocks: whole rows of tiles (over all images), as many as fit LAMINA_WINOGRAD_BLOCK_ELEMENTS elements of V and
  * M, so a block writes whole output rows and the epilogue runs on them when the block is done. Each block is
- * three passes on the pool: the input transform split over input channels, the alpha² GEMMs split over xi (each
- * on one thread), the output transform (bias, then the fused epilogue on the finished rows) over output channels.
- * Every transform works on LAMINA_WINOGRAD_LANES tiles at once, one tile per vector lane.
+ * three passes on the pool: the input transform split over input channels (LAMINA_WINOGRAD_LANES tiles at once,
+ * one per vector lane), the alpha² GEMMs split over xi (each on one thread), the output transform (bias, then
+ * the fused epilogue on the finished rows) over vectors of LAMINA_WINOGRAD_LANES output channels.
  *
- * The weight transform runs at every call (lamina_winograd_transform_weights_*): its share of the time is in
- * BENCHMARKS.md; the runtime's derived-buffer mechanism (a buffer refilled when a parameter changes) is meant to
- * take it over. The buffers (U, V and M) are allocated once per call. A max pool fused into the convolution
- * is not handled here: lamina_conv2d_forward computes the whole result into a buffer and pools it afterwards.
+ * The weights are transformed and packed at every call (lamina_winograd_transform_weights_*, a function of w
+ * alone): its share of the time is in BENCHMARKS.md; the runtime's derived-buffer mechanism (a buffer refilled
+ * when a parameter changes) is meant to take it over. The buffers (packed weights, then U sharing its space with
+ * V and M) are one allocation per call. A max pool fused into the convolution is not handled here:
+ * lamina_conv2d_forward computes the whole result into a buffer and pools it afterwards.
  *
  * Every function returns 0, or LAMINA_ERROR_MEMORY when its buffers cannot be allocated.
  */
@@ -50,6 +53,11 @@
    schedule chose (0: the schedule decides). */
 #ifndef LAMINA_WINOGRAD_FORCE
 #define LAMINA_WINOGRAD_FORCE 0
+#endif
+/* 0 vetoes Winograd (the schedule's Winograd layers then run im2col and the GEMM): A/B measurements without a
+   recompiled compiler. */
+#ifndef LAMINA_WINOGRAD_KERNEL
+#define LAMINA_WINOGRAD_KERNEL 1
 #endif
 /* Elements of V and M one block of tile rows may take (at least one row of tiles a block). */
 #ifndef LAMINA_WINOGRAD_BLOCK_ELEMENTS
@@ -80,7 +88,7 @@ static const double lamina_winograd_at4[4 * 6] = {
 
 /* Whether Winograd computes this forward convolution (3x3, stride 1, dilation 1, one group, no pool). */
 static inline int lamina_winograd_fits(const lamina_conv2d_geometry* g) {
-  return g->kernel_height == 3 && g->kernel_width == 3 && g->stride_height == 1 && g->stride_width == 1 &&
+  return LAMINA_WINOGRAD_KERNEL && g->kernel_height == 3 && g->kernel_width == 3 && g->stride_height == 1 && g->stride_width == 1 &&
          g->dilation_height == 1 && g->dilation_width == 1 && g->groups == 1 && g->pool_height <= 0 &&
          g->out_height > 0 && g->out_width > 0;
 }
@@ -361,14 +369,16 @@ static inline int lamina_winograd_fits(const lamina_conv2d_geometry* g) {
         lamina_conv_max(1, lamina_conv_min(all_rows, LAMINA_WINOGRAD_BLOCK_ELEMENTS / lamina_conv_max(1, row_elements))); \
     const int64_t ldt = (block_rows * TW + L - 1) / L * L;                                                              \
     const int64_t packed_elements = LAMINA_GEMM_PACKED_B_ELEMENTS(K, C, sizeof(T));                                     \
-    /* One allocation: the packed weights, U, V [alpha² x C x ldt] and M [alpha² x ldt x K] (+ a vector past it). */    \
-    const int64_t p_size = A * A * packed_elements, u_size = (A * A * K * C + L - 1) / L * L;                          \
-    const int64_t v_size = A * A * C * ldt, m_size = A * A * ldt * K + L;                                               \
-    T* packed = (T*)aligned_alloc(64, (size_t)((p_size + u_size + v_size + m_size + 4 * L) / L * L) * sizeof(T));      \
+    /* One allocation: the packed weights, then U, which is dead once packed, in the place of V [alpha² x C x ldt]   \
+       and M [alpha² x ldt x K] (+ a vector past it). */                                                                \
+    const int64_t p_size = (A * A * packed_elements + L - 1) / L * L, u_size = A * A * K * C;                           \
+    const int64_t v_size = (A * A * C * ldt + L - 1) / L * L, m_size = A * A * ldt * K + L;                             \
+    const int64_t work_size = lamina_conv_max(u_size, v_size + m_size);                                                 \
+    T* packed = (T*)aligned_alloc(64, (size_t)((p_size + work_size + 2 * L) / L * L) * sizeof(T));                     \
     if (!packed) return LAMINA_ERROR_MEMORY;                                                                            \
-    T* U = packed + (p_size + L - 1) / L * L;                                                                           \
-    T* V = U + u_size;                                                                                                  \
-    T* M = V + (v_size + L - 1) / L * L;                                                                                \
+    T* U = packed + p_size;                                                                                             \
+    T* V = U;                                                                                                           \
+    T* M = V + v_size;                                                                                                  \
     lamina_winograd_transform_weights_##S(pool, g, w, U, packed, m);                                                    \
     const int threads = pool ? lamina_pool_threads(pool) : 1;                                                           \
     lamina_winograd_job_##S job = {g, x, w, bias, bias_count, y, epilogue, U, V, M, packed, packed_elements,            \
