@@ -29,7 +29,8 @@ let package = Package(
         .embedInCode("runtime/lamina_pool.c"), .embedInCode("runtime/lamina_gemm.c"),
         .embedInCode("runtime/lamina_cpu.c"), .embedInCode("runtime/lamina_model_setup.c"),
         .embedInCode("runtime/lamina_philox.h"),
-        .embedInCode("runtime/lamina_conv.h"), .embedInCode("runtime/lamina_winograd.h"),
+        .embedInCode("runtime/lamina_conv.h"), .embedInCode("runtime/lamina_conv.c"),
+        .embedInCode("runtime/lamina_winograd.h"),
       ]),
     // Compiling C, caching libraries, loading them with dlopen; knows nothing about the IR.
     .target(name: "LaminaRuntime", dependencies: ["LaminaSupport"]),

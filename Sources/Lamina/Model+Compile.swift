@@ -114,8 +114,8 @@ extension Model {
     return (path, compiled, timings, units)
   }
 
-  /// The translation units of a library for `target`: the model's C and the GEMM once per
-  /// instruction set, the thread pool, the CPU check and the exported interface.
+  /// The translation units of a library for `target`: the model's C, the GEMM and the convolutions
+  /// once per instruction set, the thread pool, the CPU check and the exported interface.
   public static func translationUnits(
     _ generated: GeneratedModel, target: CompileTarget, compiler: CCompiler
   ) throws -> [TranslationUnit] {
@@ -150,6 +150,23 @@ extension Model {
               "-DLAMINA_GEMM_T=\(type)", "-DLAMINA_GEMM_SUFFIX=\(name)_\(set.suffix)",
             ],
             label: "lamina_gemm.c [\(name), \(set.name)]", shared: true))
+      }
+    }
+    // The convolutions, likewise: only for the element types whose entry points model.c calls.
+    let convolutionTypes = [("f32", [String]()), ("f64", ["-DLAMINA_CONV_F64"])].filter { type in
+      ["forward", "forward_derived", "backward_input", "backward_weight"].contains {
+        generated.source.contains("lamina_conv2d_\($0)_\(type.0)(")
+      }
+    }
+    for set in sets {
+      for (name, defines) in convolutionTypes {
+        units.append(
+          TranslationUnit(
+            file: "lamina_conv.c", source: runtime["lamina_conv.c"]!,
+            flags: common + set.flags + compiler.kernelOptimization + [
+              "-DLAMINA_ISA=\(set.suffix)", "-DLAMINA_ISA_NAME=\"\(set.name)\"",
+            ] + defines,
+            label: "lamina_conv.c [\(name), \(set.name)]", shared: true))
       }
     }
     let base = sets.last!

@@ -5,6 +5,8 @@
 /// and compiles each runtime translation unit once per compiler and flags (see `LibraryCache`):
 /// - `lamina_pool.c`: the thread pool;
 /// - `lamina_gemm.c`: the GEMM, once per element type and instruction set;
+/// - `lamina_conv.c`: the convolutions (with `lamina_winograd.h`), likewise, for the models that
+///   have one;
 /// - `lamina_cpu.c`: the CPU features, for the baseline of the architecture;
 /// - `lamina_model_setup.c`: the exported C interface of a model library;
 /// - `lamina_philox.h`: the Philox-4x32-10 generator that dropout draws from.
@@ -17,6 +19,7 @@ public enum CRuntimeSources {
       "lamina_model.h": text(PackageResources.lamina_model_h),
       "lamina_math.h": text(PackageResources.lamina_math_h),
       "lamina_conv.h": text(PackageResources.lamina_conv_h),
+      "lamina_conv.c": text(PackageResources.lamina_conv_c),
       "lamina_winograd.h": text(PackageResources.lamina_winograd_h),
       "lamina_pool.c": text(PackageResources.lamina_pool_c),
       "lamina_gemm.c": text(PackageResources.lamina_gemm_c),

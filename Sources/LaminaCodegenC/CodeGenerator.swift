@@ -169,7 +169,7 @@ private struct Generator {
       "#include \"lamina_model.h\" /* the context, the entry-point table, the runtime: thread pool, GEMM */"
     )
     writer.line("#include \"lamina_math.h\"  /* inline exp, tanh, sigmoid, normal CDF */")
-    writer.line("#include \"lamina_conv.h\"  /* im2col / col2im convolution on the GEMM */")
+    writer.line("#include \"lamina_conv.h\"  /* the convolutions: their entry points in lamina_conv.c */")
     if graph.nodes.contains(where: { node in
       (node.body.isEmpty ? [node] : node.body).contains {
         $0.definition?.effects.contains(.drawsRandomNumbers) == true

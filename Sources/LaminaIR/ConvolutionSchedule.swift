@@ -24,7 +24,7 @@ import LaminaSupport
 ///   `LAMINA_WINOGRAD_FORCE=2` runs F(2x2) (BENCHMARKS.md, "session 11: Winograd").
 ///
 /// Both direct kernels split their work over the thread pool only above a work size
-/// (`LAMINA_CONV_DIRECT_PARALLEL_WORK` multiply-adds in `lamina_conv.h`), in bands of output rows or
+/// (`LAMINA_CONV_DIRECT_PARALLEL_WORK` multiply-adds in `lamina_conv.c`), in bands of output rows or
 /// positions when the images are fewer than the threads, so a small convolution runs on the calling
 /// thread without waking the pool and a batch-1 one still uses the threads.
 public struct ConvolutionSchedule: Sendable, Hashable {

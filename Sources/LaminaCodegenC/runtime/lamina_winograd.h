@@ -1,6 +1,6 @@
 /* lamina_winograd.h — Winograd convolution F(m x m, 3 x 3) for 3x3, stride-1, dilation-1, ungrouped layers.
  *
- * Included by lamina_conv.h (before its kernels, which call lamina_conv2d_winograd_* when the kernel schedule
+ * Included by lamina_conv.c (before its kernels, which call lamina_conv2d_winograd_* when the kernel schedule
  * says LAMINA_CONV_ALGORITHM_WINOGRAD_2 or _4; ConvolutionSchedule in Swift chooses it from the sizes).
  *
  * The result is computed in tiles of m x m output positions (m = 2 or 4), each read from an alpha x alpha
@@ -46,8 +46,6 @@
 
 #include "lamina_runtime.h"
 
-#define LAMINA_CONV_ALGORITHM_WINOGRAD_2 4 /* Winograd F(2x2, 3x3) */
-#define LAMINA_CONV_ALGORITHM_WINOGRAD_4 5 /* Winograd F(4x4, 3x3) */
 
 /* For tests: 2 or 4 runs every forward convolution that Winograd takes with F(m x m, 3 x 3), whatever the
    schedule chose (0: the schedule decides). */
@@ -399,10 +397,6 @@ static inline int lamina_winograd_fits(const lamina_conv2d_geometry* g) {
   }
 
 
-#ifdef LAMINA_ISA
-LAMINA_WINOGRAD_DEFINE(float, f32, lamina_sgemm_pack_b, lamina_sgemm_packed_b)
-LAMINA_WINOGRAD_DEFINE(double, f64, lamina_dgemm_pack_b, lamina_dgemm_packed_b)
-#endif
-#undef LAMINA_WINOGRAD_DEFINE
+/* lamina_conv.c instantiates LAMINA_WINOGRAD_DEFINE for its element type. */
 
 #endif
