@@ -16,12 +16,13 @@ import LaminaSupport
 ///   channels: the GEMM's packing pays off).
 /// - `winograd2`, `winograd4`: Winograd F(2x2, 3x3) or F(4x4, 3x3) (`lamina_winograd.h`): 3x3
 ///   kernels at stride 1, dilation 1, one group, f32, with enough channels (`winogradMinChannels`)
-///   and output positions (`winogradMinPositions`, and `winogradWeightsPerPosition` weight elements per position at most
-///   element, because the weights are transformed at every call). Only F(4x4) is chosen: F(2x2)
-///   was slower than the GEMM on every ResNet-50 and VGG-19 shape measured (its transforms touch
-///   4 input elements per output against 2.25), and F(4x4)'s error (about 7e-6 of the largest
-///   output at 512 channels, against 4e-7 for the GEMM) is far inside the ONNX tolerances (1e-3);
-///   `LAMINA_WINOGRAD_FORCE=2` runs F(2x2) (BENCHMARKS.md, "session 11: Winograd").
+///   and output positions (`winogradMinPositions`). Weights that are a parameter keep their
+///   packed transform between calls (`packsWeightsOnce`): any channel count takes F(4x4) from 14x14,
+///   and F(2x2) below that down to 7x7, where F(4x4) has too few tiles for its 36 weight matrices.
+///   Weights transformed at every call (not a parameter) take F(4x4) only with at most
+///   `winogradWeightsPerPosition` weight elements per position. F(4x4)'s error (about 7e-6 of the
+///   largest output at 512 channels, against 4e-7 for the GEMM and F(2x2)) is far inside the ONNX
+///   tolerances (1e-3); BENCHMARKS.md, "session 11: Winograd" and "session 12: wino-derived".
 ///
 /// Both direct kernels split their work over the thread pool only above a work size
 /// (`LAMINA_CONV_DIRECT_PARALLEL_WORK` multiply-adds in `lamina_conv.c`), in bands of output rows or
@@ -61,7 +62,8 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// `lamina_params_changed`), instead of in every call, on every thread and for every block of
   /// columns. The cost is one copy of the packed weights per such convolution for the context's
   /// life. Every entry point but a training step reads the kept copy; a training step, whose weights
-  /// change every step, packs per call.
+  /// change every step, packs per call. A Winograd convolution keeps its weights' transform the same
+  /// way, packed for its products (36 or 16 values per 3x3 filter: 4x or 1.8x the weights' memory).
   public var packsWeightsOnce = false
 
   /// Bytes of one (image, group)'s result up to which a direct kernel pools it in scratch memory.
@@ -85,13 +87,38 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// Input and output channels from which Winograd beats the GEMM (16 → 16 at 56x56 was a tie, 32
   /// → 32 at 28x28 and 56x56 already 2x faster).
   public static let winogradMinChannels = 32
-  /// Output positions (per call: images × height × width) from which Winograd beats the GEMM: 14x14
-  /// (64 and 128 channels 1.5x faster; 7x7 was slower at every channel count).
+  /// Output positions (per call: images × height × width) from which F(4x4) beats the GEMM: 14x14
+  /// (64 and 128 channels 1.5x faster with the per-call transform; 7x7 was slower at every channel
+  /// count).
   public static let winogradMinPositions = 196
-  /// Weight elements (out × in channels) one output position amortizes: the weights are transformed
-  /// (36 per pair) and packed at every call, which at 256 → 256 channels costs as much as Winograd
-  /// saves at 14x14 (a tie) and at 512 → 512 more than it saves at 28x28. Once the transformed
-  /// weights are kept between calls (a derived buffer), only `winogradMinPositions` remains.
+  /// Output positions from which F(2x2) beats the GEMM when the weights' transform is kept: 7x7.
+  /// Below `winogradMinPositions` F(4x4) has few tiles per product (4 at 7x7) for 36 transformed
+  /// weight matrices to read, F(2x2) four times the tiles for 16.
+  public static let winogradKeptMinPositions = 49
+  /// Weight elements (out × in channels) one output position amortizes when the weights are
+  /// transformed (36 per pair) and packed at every call (weights that are not a parameter, a
+  /// training step): at 256 → 256 channels that costs as much as Winograd saves at 14x14 (a tie)
+  /// and at 512 → 512 more than it saves at 28x28 (`LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION`
+  /// in `lamina_winograd.h` holds a training step's forward to it). Kept weights have no such limit.
+  ///
+  /// With the transform kept (a derived buffer per layer, refilled once per parameter version), 1
+  /// thread, batch 1, C in → C out at H x W, padding 1, minimum over 60-100 calls of `lamina bench
+  /// --threads 1` (BENCHMARKS.md, "session 12: wino-derived"; the GEMM's weights are kept packed
+  /// too), im2col + GEMM / F(4x4) / F(2x2) in ms:
+  ///
+  ///     512→512   7x7   3.08 / 2.13 / 1.43     ResNet-50 stage 4: F(2x2)
+  ///     256→256   7x7   0.83 / 0.44 / 0.39
+  ///     128→128   7x7   0.25 / 0.13 / 0.12
+  ///     192→384   7x7   0.88 / 0.46 / 0.41     Inception v1's 7x7 layers
+  ///     128→128  14x14  0.76 / 0.25 / 0.38
+  ///     256→256  14x14  2.66 / 0.85 / 1.28     ResNet-50 stage 3: F(4x4)
+  ///     512→512  14x14  10.5 / 4.3 / 5.3       VGG-19
+  ///     160→320  14x14  2.03 / 0.64 / 0.97     Inception v1 (96-160 → 208-320)
+  ///     128→128  28x28  2.45 / 0.85 / 1.31
+  ///     256→256  28x28  9.2 / 3.4 / 4.7
+  ///     512→512  28x28  35.2 / 13.7 / 24.7     VGG-19 (with the per-call transform: 38.1 / 62.3)
+  ///     128→192  28x28  3.49 / 1.18 / 1.82     Inception v1 and v2 (64-128 → 96-192)
+  ///      64→192  56x56  6.60 / 2.37 / 3.99
   public static let winogradWeightsPerPosition = 256
 
   public init(algorithm: Algorithm, multiplyAddsPerImage: Int) {
@@ -100,13 +127,16 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   }
 
   /// The schedule of a forward convolution with this geometry.
-  public init(_ geometry: ConvolutionGeometry) {
+  ///
+  /// `weightsKept`: the weights are a parameter whose Winograd transform the context keeps between
+  /// calls (`packsWeightsOnce`), which lifts the per-call transform's limit on weights per position.
+  public init(_ geometry: ConvolutionGeometry, weightsKept: Bool = false) {
     let inPerGroup = geometry.inChannels / max(geometry.groups, 1)
     let outPerGroup = geometry.outChannels / max(geometry.groups, 1)
     let taps = inPerGroup * geometry.kernel[0] * geometry.kernel[1]
     multiplyAddsPerImage = geometry.outChannels * geometry.outHeight * geometry.outWidth * taps
-    if Self.prefersWinograd(geometry) {
-      algorithm = .winograd4
+    if let tile = Self.winogradTile(geometry, weightsKept: weightsKept) {
+      algorithm = tile == 2 ? .winograd2 : .winograd4
     } else if geometry.stride[1] == 1 && outPerGroup <= Self.directWidthMaxChannels
       && taps <= Self.directWidthMaxTaps
     {
@@ -124,17 +154,35 @@ public struct ConvolutionSchedule: Sendable, Hashable {
       && blockBytes <= Self.pooledBlockBytes
   }
 
-  /// Whether Winograd F(4x4, 3x3) computes this convolution: its traits (3x3, stride 1, dilation 1,
-  /// one group, f32) and sizes (channels, positions per call, positions per weight element; a
-  /// symbolic batch counts as one image).
-  public static func prefersWinograd(_ geometry: ConvolutionGeometry) -> Bool {
+  /// Whether Winograd computes this convolution (F(4x4, 3x3) or F(2x2, 3x3):
+  /// `winogradTile(_:weightsKept:)`).
+  public static func prefersWinograd(_ geometry: ConvolutionGeometry, weightsKept: Bool = false)
+    -> Bool
+  {
+    winogradTile(geometry, weightsKept: weightsKept) != nil
+  }
+
+  /// The Winograd tile (4 for F(4x4, 3x3), 2 for F(2x2, 3x3)) that computes this convolution, or
+  /// nil: its traits (3x3, stride 1, dilation 1, one group, f32) and sizes (channels, positions per
+  /// call; a symbolic batch counts as one image). Weights transformed at every call take F(4x4)
+  /// from `winogradMinPositions` with enough positions per weight element
+  /// (`winogradWeightsPerPosition`); kept ones (`weightsKept`) take F(4x4) from
+  /// `winogradMinPositions` and F(2x2) from `winogradKeptMinPositions`, whatever their width.
+  public static func winogradTile(_ geometry: ConvolutionGeometry, weightsKept: Bool = false)
+    -> Int?
+  {
     guard geometry.dtype == .f32, geometry.kernel == [3, 3], geometry.stride == [1, 1],
       geometry.dilation == [1, 1], geometry.groups == 1,
       geometry.inChannels >= winogradMinChannels, geometry.outChannels >= winogradMinChannels
-    else { return false }
+    else { return nil }
     let positions = (geometry.batch.staticValue ?? 1) * geometry.outHeight * geometry.outWidth
-    return positions >= winogradMinPositions
-      && positions * winogradWeightsPerPosition >= geometry.inChannels * geometry.outChannels
+    if weightsKept {
+      return positions >= winogradMinPositions
+        ? 4 : positions >= winogradKeptMinPositions ? 2 : nil
+    }
+    guard positions >= winogradMinPositions else { return nil }
+    return positions * winogradWeightsPerPosition >= geometry.inChannels * geometry.outChannels
+      ? 4 : nil
   }
 
   /// The schedule of a `conv2d` node; nil for other nodes.
@@ -143,10 +191,12 @@ public struct ConvolutionSchedule: Sendable, Hashable {
       let geometry = try? OpRegistry.conv2dGeometry(
         operands: node.operands.map { graph.type(of: $0) }, attributes: node.attributes)
     else { return nil }
-    self.init(geometry)
+    let weightsAreParameter =
+      node.operands.count > 1 && graph.param(for: node.operands[1]) != nil
+    self.init(geometry, weightsKept: weightsAreParameter)
     packsWeightsOnce =
-      algorithm == .im2colGemm && node.operands.count > 1
-      && graph.param(for: node.operands[1]) != nil
+      weightsAreParameter
+      && (algorithm == .im2colGemm || algorithm.winogradTile != nil)
   }
 
   /// The `LAMINA_CONV_ALGORITHM_*` constant of `lamina_conv.h`.
@@ -181,7 +231,10 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     case .winograd2, .winograd4:
       let m = algorithm.winogradTile ?? 4
       return [
-        "convolution: winograd(\(m)): F(\(m)x\(m), 3x3) tiles, \((m + 2) * (m + 2)) GEMMs over the channels, weights transformed at every call",
+        "convolution: winograd(\(m)): F(\(m)x\(m), 3x3) tiles, \((m + 2) * (m + 2)) GEMMs over the channels",
+        packsWeightsOnce
+          ? "convolution weights: a parameter, transformed and packed once per parameter version (a kept copy), per call in training steps"
+          : "convolution weights: transformed and packed in every call",
         "convolution threads: blocks of tile rows; each pass split over channels, the GEMMs one per task",
       ]
     }

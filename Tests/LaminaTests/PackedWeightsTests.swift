@@ -13,7 +13,8 @@ import Testing
 /// set (AVX-512 where the CPU has it through the portable target, AVX2 through x86-64-v3) with the
 /// GEMM-path shapes: a fused 3x3 convolution, a pointwise 1x1 (the input as its own columns) of 40
 /// filters (narrow panels), a strided grouped one; at batch 1 (the GEMM writes the result) and 3
-/// (images side by side). Each change is followed by a forward compared with the interpreter on
+/// (images side by side); and a Winograd F(4x4) layer (32 channels at 14x14, fused relu), whose kept
+/// copy is the weights' packed transform (a training step transforms them per call). Each change is followed by a forward compared with the interpreter on
 /// the new values: `lamina_set_param`, writes through pointers `lamina_param_data` gave out earlier
 /// and `lamina_params_changed`, a training step, and (Swift) `loadWeights` and `setParameter`.
 @Suite("Packed weights", .serialized)
@@ -21,13 +22,16 @@ struct PackedWeightsTests {
   static let source = """
     model PackedWeights {
       input x: f32[batch, 20, 9, 11]
+      input s: f32[batch, 32, 14, 14]
       input target: f32[batch, 4]
       let a = x |> conv2d(filters: 24, kernel: 3, padding: 1, activation: "relu")
       let b = a |> conv2d(filters: 40, kernel: 1)
       let c = b |> conv2d(filters: 36, kernel: 3, stride: 2, groups: 2, padding: 1, activation: "tanh")
-      let y = c |> flatten |> dense(units: 4)
+      let d = s |> conv2d(filters: 32, kernel: 3, padding: 1, activation: "relu")
+      let y = (c |> flatten |> dense(units: 4)) + (d |> global_avg_pool2d |> dense(units: 4))
       output y
       output c
+      output d
       loss = mse(y, target)
       train with sgd(lr: 0.5)
     }
@@ -134,15 +138,26 @@ struct PackedWeightsTests {
     }
   }
 
-  /// Compiled outputs against the interpreter on `parameters`.
+  /// Compiled outputs against the interpreter on `parameters`; the Winograd layer's output `d`
+  /// within WinogradTests' tolerance (F(4x4)'s rounding is about 20x the GEMM's).
   static func check(
     _ model: Model, _ outputs: [String: Tensor], inputs: [String: Tensor],
     parameters: [String: Tensor], label: String
   ) throws {
     let names = model.graph.outputs.map(\.name)
     let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
-    for problem in TestData.compiledMismatches(outputs, expected, names: names) {
+    let winograd = "d"
+    for problem in TestData.compiledMismatches(
+      outputs, expected, names: names.filter { $0 != winograd })
+    {
       Issue.record("\(label): \(problem)")
+    }
+    let reference = try #require(expected[winograd])
+    let scale = TestData.largestFiniteMagnitude(reference) ?? 1
+    if let problem = TestData.mismatch(
+      try #require(outputs[winograd]), reference, rtol: 1e-4, atol: 1e-5 * max(scale, 1))
+    {
+      Issue.record("\(label): \(winograd): \(problem)")
     }
   }
 
@@ -157,6 +172,10 @@ struct PackedWeightsTests {
     #expect(
       printed.components(separatedBy: "packed for the GEMM once per parameter version").count - 1
         == 3, "\(printed)")
+    #expect(printed.contains("winograd(4)"), "\(printed)")
+    #expect(
+      printed.components(separatedBy: "transformed and packed once per parameter version").count
+        - 1 == 1, "\(printed)")
     var options = TestCache.options()
     options.target = target
     let library = try model.buildLibrary(options: options).libraryPath

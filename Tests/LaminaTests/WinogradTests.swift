@@ -72,6 +72,48 @@ struct WinogradTests {
     }
   }
 
+  /// A 256-channel layer at 14x14 (ResNet-50's stage 3): more weights per output position than a
+  /// transform in every call pays for, so it takes Winograd only because its weights are a
+  /// parameter whose packed transform the context keeps (`lamina_derived`). Checked against the
+  /// same model compiled with Winograd vetoed (im2col and the GEMM, which the other tests check
+  /// against the interpreter; the interpreter itself takes seconds on a layer this wide), on two
+  /// parameter versions: the kept transform is derived again after `setParameters`.
+  @Test("a wide layer takes Winograd with its kept transform and equals im2col and the GEMM")
+  func wideLayerKeepsTransform() throws {
+    let model = try Model(
+      source: """
+        model WideWinograd {
+          input x: f32[1, 256, 14, 14]
+          let y = x |> conv2d(filters: 256, kernel: 3, padding: 1)
+          output y
+        }
+        """, pipeline: Pipeline.inference)
+    let printed = KernelSchedulePrinter().print(model.graph)
+    #expect(printed.contains("winograd(4)"), "\(printed)")
+    #expect(
+      printed.contains("transformed and packed once per parameter version"), "\(printed)")
+    let versions = try [7, 8].map { try model.initialParameters(seed: UInt64($0)) }
+    var options = TestCache.options()
+    let winograd = try model.compile(options: options, parameters: versions[0])
+    options.flags = ["-DLAMINA_WINOGRAD_KERNEL=0"]
+    let gemm = try model.compile(options: options, parameters: versions[0])
+    let inputs = TestData.inputs(for: model.graph, symbols: [:], seed: 4)
+    for (index, parameters) in versions.enumerated() {
+      if index > 0 {
+        try winograd.setParameters(parameters)
+        try gemm.setParameters(parameters)
+      }
+      let reference = try #require(try gemm.evaluate(inputs).0["y"])
+      let scale = TestData.largestFiniteMagnitude(reference) ?? 1
+      for call in 0..<2 {
+        let problem = TestData.mismatch(
+          try #require(try winograd.evaluate(inputs).0["y"]), reference, rtol: 1e-4,
+          atol: 1e-5 * max(scale, 1))
+        #expect(problem == nil, "parameter version \(index), call \(call): \(problem ?? "")")
+      }
+    }
+  }
+
   /// The schedule gives Winograd F(4x4) to 3x3 stride-1 convolutions with enough channels and
   /// positions, never to too few of either, to strides, dilations, groups or other kernel sizes;
   /// the dump and the generated C say so.
@@ -82,7 +124,7 @@ struct WinogradTests {
     #expect(printed.contains("winograd(4): F(4x4, 3x3) tiles, 36 GEMMs"), "\(printed)")
     func algorithm(
       _ channels: Int, _ size: Int, kernel: Int = 3, stride: Int = 1, dilation: Int = 1,
-      groups: Int = 1, batch: Dim = Dim(1), outChannels: Int? = nil
+      groups: Int = 1, batch: Dim = Dim(1), outChannels: Int? = nil, weightsKept: Bool = false
     ) -> ConvolutionSchedule.Algorithm {
       let out = (size - dilation * (kernel - 1) - 1 + 2 * (kernel / 2)) / stride + 1
       let geometry = ConvolutionGeometry(
@@ -91,7 +133,7 @@ struct WinogradTests {
         kernel: [kernel, kernel], stride: [stride, stride],
         padding: [kernel / 2, kernel / 2, kernel / 2, kernel / 2],
         dilation: [dilation, dilation], groups: groups)
-      return ConvolutionSchedule(geometry).algorithm
+      return ConvolutionSchedule(geometry, weightsKept: weightsKept).algorithm
     }
     // ResNet-50's and VGG-19's 3x3 layers at batch 1.
     #expect(algorithm(64, 56) == .winograd4)
@@ -107,5 +149,16 @@ struct WinogradTests {
     #expect(algorithm(64, 56, stride: 2) != .winograd4)
     #expect(algorithm(64, 56, dilation: 2) != .winograd4)
     #expect(algorithm(64, 56, groups: 2) != .winograd4)
+    // Weights whose transform is kept: F(4x4) from 14x14 whatever the width (ResNet-50's stages 3
+    // and 4, VGG-19's 512 channels), F(2x2) at 7x7, nothing below.
+    #expect(algorithm(256, 14, weightsKept: true) == .winograd4)
+    #expect(algorithm(512, 14, weightsKept: true) == .winograd4)
+    #expect(algorithm(512, 28, weightsKept: true) == .winograd4)
+    #expect(algorithm(128, 28, outChannels: 192, weightsKept: true) == .winograd4)
+    #expect(algorithm(512, 7, weightsKept: true) == .winograd2)
+    #expect(algorithm(192, 7, outChannels: 384, weightsKept: true) == .winograd2)
+    #expect(algorithm(512, 5, weightsKept: true) == .im2colGemm)
+    #expect(algorithm(16, 56, weightsKept: true) != .winograd4)
+    #expect(algorithm(64, 56, stride: 2, weightsKept: true) == .im2colGemm)
   }
 }

@@ -88,7 +88,8 @@ enum ConvolutionKernels {
         DerivedData.keepsDerivedData(node, in: graph)
         ? "lamina_conv2d_forward_derived_\(suffix)(ctx, \(DerivedData.slotParameter), \(arguments))"
         : "lamina_conv2d_forward_\(suffix)(ctx->pool, \(arguments))"
-      let schedule = ConvolutionSchedule(geometry)
+      // The node's schedule: whether its weights are a parameter (kept derived data) can decide it.
+      let schedule = ConvolutionSchedule(node, in: graph) ?? ConvolutionSchedule(geometry)
       algorithm = schedule.cConstant
       switch schedule.algorithm {
       case .im2colGemm: purpose = "y = w @ im2col(x) + bias, per chunk of images and group"

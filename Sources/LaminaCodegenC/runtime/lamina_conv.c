@@ -1058,12 +1058,51 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     return lamina_conv2d_forward_with_##S(pool, g, x, w, NULL, bias, bias_count, y, epilogue);                           \
   }                                                                                                                      \
                                                                                                                          \
-  /* The same with w a parameter whose GEMM packing is kept in the context's derived slot `slot` (lamina_derived):       \
-     packed again only when a parameter may have changed since the last call, on this thread before the GEMM's           \
-     tasks. slot < 0 (a training step, whose weights change every step) or a direct kernel: packed per call. */          \
-  int lamina_conv2d_forward_derived_##S(lamina_context* ctx, int64_t slot, const lamina_conv2d_geometry* g, \
-                                                      const T* x, const T* w, const T* bias, int64_t bias_count, T* y,   \
-                                                      const lamina_gemm_epilogue* epilogue) {                            \
+  /* The Winograd tile m (2 or 4) this forward convolution runs with, or 0 (another kernel). A fused pool aside: im2col \
+     and Winograd compute the whole result and pool it afterwards, so the pooled geometry runs the kernel that its     \
+     unpooled copy does. */                                                                                             \
+  static inline int lamina_conv_winograd_tile_##S(const lamina_conv2d_geometry* g) {                                    \
+    if (!LAMINA_WINOGRAD_FORCE && g->algorithm != LAMINA_CONV_ALGORITHM_WINOGRAD_2 &&                                   \
+        g->algorithm != LAMINA_CONV_ALGORITHM_WINOGRAD_4)                                                               \
+      return 0;                                                                                                         \
+    if (!lamina_conv_forward_uses_gemm_##S(g)) return 0;                                                                \
+    lamina_conv2d_geometry whole = *g;                                                                                  \
+    whole.pool_height = whole.pool_width = whole.pool_stride_height = whole.pool_stride_width = 0;                      \
+    if (!lamina_winograd_fits(&whole)) return 0;                                                                        \
+    return LAMINA_WINOGRAD_FORCE ? LAMINA_WINOGRAD_FORCE : g->algorithm == LAMINA_CONV_ALGORITHM_WINOGRAD_2 ? 2 : 4;   \
+  }                                                                                                                     \
+                                                                                                                        \
+  /* The same with w a parameter whose GEMM packing (im2col) or packed Winograd transform is kept in the context's      \
+     derived slot `slot` (lamina_derived): derived again only when a parameter may have changed since the last call,   \
+     on this thread (the transform on the pool) before the kernel's tasks. slot < 0 (a training step, whose weights    \
+     change every step) or a direct kernel: derived per call; a training step's Winograd layer with more weights per   \
+     output position than a per-call transform pays for (LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION, which the      \
+     schedule waives when the transform is kept) takes im2col and the GEMM instead. */                                 \
+  int lamina_conv2d_forward_derived_##S(lamina_context* ctx, int64_t slot, const lamina_conv2d_geometry* g,             \
+                                        const T* x, const T* w, const T* bias, int64_t bias_count, T* y,                \
+                                        const lamina_gemm_epilogue* epilogue) {                                         \
+    const int m = lamina_conv_winograd_tile_##S(g);                                                                     \
+    if (m && slot < 0) {                                                                                                \
+      if (!LAMINA_WINOGRAD_FORCE && !lamina_winograd_pays_per_call(g)) {                                                \
+        lamina_conv2d_geometry gemm = *g;                                                                               \
+        gemm.algorithm = LAMINA_CONV_ALGORITHM_IM2COL_GEMM;                                                             \
+        return lamina_conv2d_forward_with_##S(ctx->pool, &gemm, x, w, NULL, bias, bias_count, y, epilogue);             \
+      }                                                                                                                 \
+      return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, NULL, bias, bias_count, y, epilogue);                   \
+    }                                                                                                                   \
+    if (m) {                                                                                                            \
+      int stale = 1;                                                                                                    \
+      T* packed = (T*)lamina_derived(ctx, slot, lamina_winograd_packed_size_##S(g, m) * (int64_t)sizeof(T), &stale);    \
+      if (!packed) return LAMINA_ERROR_MEMORY;                                                                          \
+      if (stale) {                                                                                                      \
+        const int status = lamina_winograd_fill_weights_##S(ctx->pool, g, w, packed, m);                                \
+        if (status != 0) {                                                                                              \
+          ctx->derived[slot].version = 0; /* not filled: stale at the next call */                                      \
+          return status;                                                                                                \
+        }                                                                                                               \
+      }                                                                                                                 \
+      return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, packed, bias, bias_count, y, epilogue);                 \
+    }                                                                                                                   \
     if (slot < 0 || !lamina_conv_forward_uses_gemm_##S(g))                                                               \
       return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, NULL, bias, bias_count, y, epilogue);                    \
     const int64_t G = g->groups, og = g->out_channels / G;                                                               \
@@ -1077,7 +1116,8 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, packed, bias, bias_count, y, epilogue);                    \
   }                                                                                                                      \
                                                                                                                          \
-  /* The forward with w's GEMM packing given (packed_w: lamina_conv_packed_group_elements_* per group) or not (NULL). */ \
+  /* The forward with w's GEMM packing given (packed_w: lamina_conv_packed_group_elements_* per group; for Winograd,   \
+     lamina_winograd_packed_size_*) or not (NULL). */ \
   static inline int lamina_conv2d_forward_with_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,       \
                                                    const T* w, const T* packed_w, const T* bias, int64_t bias_count,     \
                                                    T* y, const lamina_gemm_epilogue* epilogue) {                         \
@@ -1113,11 +1153,10 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       free(result);                                                                                                        \
       return status;                                                                                                       \
     }                                                                                                                      \
-    if ((LAMINA_WINOGRAD_FORCE || g->algorithm == LAMINA_CONV_ALGORITHM_WINOGRAD_2 ||                                     \
-         g->algorithm == LAMINA_CONV_ALGORITHM_WINOGRAD_4) && lamina_winograd_fits(g))                                     \
-      return lamina_conv2d_winograd_##S(pool, g, x, w, bias, bias_count, y, epilogue,                                      \
-                                        LAMINA_WINOGRAD_FORCE ? LAMINA_WINOGRAD_FORCE                                       \
-                                        : g->algorithm == LAMINA_CONV_ALGORITHM_WINOGRAD_2 ? 2 : 4);                        \
+    /* Winograd; packed_w, when given, is its packed weight transform (lamina_conv2d_forward_derived_*). */               \
+    if (lamina_winograd_fits(g) && lamina_conv_winograd_tile_##S(g))                                                       \
+      return lamina_conv2d_winograd_##S(pool, g, x, w, packed_w, bias, bias_count, y, epilogue,                            \
+                                        lamina_conv_winograd_tile_##S(g));                                                 \
     const int64_t chunk = lamina_conv_chunk(g);                                                                            \
     T* product = NULL;                                                                                                     \
     if (chunk > 1) {                                                                                                       \

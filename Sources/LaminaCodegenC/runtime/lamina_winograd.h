@@ -29,10 +29,11 @@
  * one per vector lane), the alpha² GEMMs split over xi (each on one thread), the output transform (bias, then
  * the fused epilogue on the finished rows) over vectors of LAMINA_WINOGRAD_LANES output channels.
  *
- * The weights are transformed and packed at every call (lamina_winograd_transform_weights_*, a function of w
- * alone): its share of the time is in BENCHMARKS.md; the runtime's derived-buffer mechanism (a buffer refilled
- * when a parameter changes) is meant to take it over. The buffers (packed weights, then U sharing its space with
- * V and M) are one allocation per call. A max pool fused into the convolution is not handled here:
+ * The weights' transform and packing (lamina_winograd_transform_weights_*, a function of w alone) is kept in the
+ * context's derived buffer of the layer (lamina_conv2d_forward_derived_* in lamina_conv.c: filled again when a
+ * parameter may have changed) and handed in as `prepacked`; without one (a training step, weights that are not a
+ * parameter) it runs at every call. The buffers (packed weights unless handed in, then U sharing its space with V
+ * and M) are one allocation per call. A max pool fused into the convolution is not handled here:
  * lamina_conv2d_forward computes the whole result into a buffer and pools it afterwards.
  *
  * Every function returns 0, or LAMINA_ERROR_MEMORY when its buffers cannot be allocated.
@@ -89,6 +90,19 @@ static inline int lamina_winograd_fits(const lamina_conv2d_geometry* g) {
   return LAMINA_WINOGRAD_KERNEL && g->kernel_height == 3 && g->kernel_width == 3 && g->stride_height == 1 && g->stride_width == 1 &&
          g->dilation_height == 1 && g->dilation_width == 1 && g->groups == 1 && g->pool_height <= 0 &&
          g->out_height > 0 && g->out_width > 0;
+}
+
+/* Weight elements (C in x C out) per output position up to which transforming the weights in the call itself pays
+   (ConvolutionSchedule.winogradWeightsPerPosition): a layer whose transform is not kept (a training step's
+   forward, slot < 0) and has more takes im2col and the GEMM (lamina_conv2d_forward_derived_*). */
+#ifndef LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION
+#define LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION 256
+#endif
+
+/* Whether a per-call weight transform pays for this convolution (its positions: all images of the call). */
+static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g) {
+  const int64_t positions = g->batch * g->out_height * g->out_width;
+  return positions * LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION >= g->in_channels * g->out_channels;
 }
 
 #define LAMINA_WINOGRAD_DEFINE(T, S, PACK_B, PACKED_GEMM)                                                                              \
@@ -353,10 +367,32 @@ static inline int lamina_winograd_fits(const lamina_conv2d_geometry* g) {
     lamina_winograd_run_##S(pool, &job, 4, (m + 2) * (m + 2), parallel);                                                \
   }                                                                                                                     \
                                                                                                                         \
-  /* y = conv2d(x, w) + bias with F(m x m, 3 x 3) (m = 2 or 4), then the epilogue; g: lamina_winograd_fits. */          \
+  /* Elements of the whole packed weight transform for F(m x m, 3 x 3): alpha² matrices of                       \
+     LAMINA_GEMM_PACKED_B_ELEMENTS, rounded up to a vector. What a derived buffer holds (lamina_conv.c). */         \
+  static inline int64_t lamina_winograd_packed_size_##S(const lamina_conv2d_geometry* g, int m) {                      \
+    const int64_t A = m + 2, L = LAMINA_WINOGRAD_LANES;                                                                 \
+    return (A * A * LAMINA_GEMM_PACKED_B_ELEMENTS(g->out_channels, g->in_channels, sizeof(T)) + L - 1) / L * L;        \
+  }                                                                                                                     \
+                                                                                                                        \
+  /* packed (lamina_winograd_packed_size_* elements) = the packed weight transform of w, through a scratch U of its    \
+     own (alpha² * K * C elements, freed here). */                                                                      \
+  static inline int lamina_winograd_fill_weights_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* w,   \
+                                                     T* packed, int m) {                                                \
+    const int64_t A = m + 2, L = LAMINA_WINOGRAD_LANES;                                                                 \
+    const int64_t u_size = (A * A * g->out_channels * g->in_channels + L - 1) / L * L;                                  \
+    T* U = (T*)aligned_alloc(64, (size_t)lamina_conv_max(u_size, L) * sizeof(T));                                     \
+    if (!U) return LAMINA_ERROR_MEMORY;                                                                                 \
+    lamina_winograd_transform_weights_##S(pool, g, w, U, packed, m);                                                    \
+    free(U);                                                                                                            \
+    return 0;                                                                                                           \
+  }                                                                                                                     \
+                                                                                                                        \
+  /* y = conv2d(x, w) + bias with F(m x m, 3 x 3) (m = 2 or 4), then the epilogue; g: lamina_winograd_fits.           \
+     prepacked: w's packed transform (lamina_winograd_fill_weights_*, kept in a derived buffer between calls), or     \
+     NULL to transform and pack w in this call. */                                                                     \
   static inline int lamina_conv2d_winograd_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,         \
-                                               const T* w, const T* bias, int64_t bias_count, T* y,                    \
-                                               const lamina_gemm_epilogue* epilogue, int m) {                           \
+                                               const T* w, const T* prepacked, const T* bias, int64_t bias_count,       \
+                                               T* y, const lamina_gemm_epilogue* epilogue, int m) {                     \
     enum { L = LAMINA_WINOGRAD_LANES };                                                                                 \
     const int64_t A = m + 2, C = g->in_channels, K = g->out_channels;                                                   \
     const int64_t TH = (g->out_height + m - 1) / m, TW = (g->out_width + m - 1) / m;                                    \
@@ -367,17 +403,19 @@ static inline int lamina_winograd_fits(const lamina_conv2d_geometry* g) {
         lamina_conv_max(1, lamina_conv_min(all_rows, LAMINA_WINOGRAD_BLOCK_ELEMENTS / lamina_conv_max(1, row_elements))); \
     const int64_t ldt = (block_rows * TW + L - 1) / L * L;                                                              \
     const int64_t packed_elements = LAMINA_GEMM_PACKED_B_ELEMENTS(K, C, sizeof(T));                                     \
-    /* One allocation: the packed weights, then U, which is dead once packed, in the place of V [alpha² x C x ldt]   \
-       and M [alpha² x ldt x K] (+ a vector past it). */                                                                \
-    const int64_t p_size = (A * A * packed_elements + L - 1) / L * L, u_size = A * A * K * C;                           \
+    /* One allocation: the packed weights (unless given), then U, which is dead once packed, in the place of V      \
+       [alpha² x C x ldt] and M [alpha² x ldt x K] (+ a vector past it). */                                             \
+    const int64_t p_size = prepacked ? 0 : lamina_winograd_packed_size_##S(g, m);                                       \
+    const int64_t u_size = prepacked ? 0 : A * A * K * C;                                                               \
     const int64_t v_size = (A * A * C * ldt + L - 1) / L * L, m_size = A * A * ldt * K + L;                             \
     const int64_t work_size = lamina_conv_max(u_size, v_size + m_size);                                                 \
-    T* packed = (T*)aligned_alloc(64, (size_t)((p_size + work_size + 2 * L) / L * L) * sizeof(T));                     \
-    if (!packed) return LAMINA_ERROR_MEMORY;                                                                            \
-    T* U = packed + p_size;                                                                                             \
+    T* buffer = (T*)aligned_alloc(64, (size_t)((p_size + work_size + 2 * L) / L * L) * sizeof(T));                     \
+    if (!buffer) return LAMINA_ERROR_MEMORY;                                                                            \
+    T* packed = prepacked ? (T*)prepacked : buffer;                                                                     \
+    T* U = buffer + p_size;                                                                                             \
     T* V = U;                                                                                                           \
     T* M = V + v_size;                                                                                                  \
-    lamina_winograd_transform_weights_##S(pool, g, w, U, packed, m);                                                    \
+    if (!prepacked) lamina_winograd_transform_weights_##S(pool, g, w, U, packed, m);                                    \
     const int threads = pool ? lamina_pool_threads(pool) : 1;                                                           \
     lamina_winograd_job_##S job = {g, x, w, bias, bias_count, y, epilogue, U, V, M, packed, packed_elements,            \
                                    m, 0, 1, TH, TW, 0, 0, ldt, NULL};                                                   \
@@ -392,7 +430,7 @@ static inline int lamina_winograd_fits(const lamina_conv2d_geometry* g) {
       lamina_winograd_run_##S(pool, &job, 2, A * A, parallel);                                                          \
       lamina_winograd_run_##S(pool, &job, 3, (K + L - 1) / L, parallel);                                                \
     }                                                                                                                   \
-    free(packed);                                                                                                       \
+    free(buffer);                                                                                                       \
     return 0;                                                                                                           \
   }
 
