@@ -17,8 +17,8 @@ import LaminaSupport
 /// - `winograd2`, `winograd4`: Winograd F(2x2, 3x3) or F(4x4, 3x3) (`lamina_winograd.h`): 3x3
 ///   kernels at stride 1, dilation 1, one group, f32, with enough channels (`winogradMinChannels`)
 ///   and output positions (`winogradMinPositions`). Weights that are a parameter keep their
-///   packed transform between calls (`packsWeightsOnce`): any channel count takes F(4x4) from 14x14,
-///   and F(2x2) below that down to 7x7, where F(4x4) has too few tiles for its 36 weight matrices.
+///   packed transform between calls (`packsWeightsOnce`): any channel count takes F(4x4) from 10x10,
+///   and F(2x2) below that down to 6x6, where F(4x4) has too few tiles for its 36 weight matrices.
 ///   Weights transformed at every call (not a parameter) take F(4x4) only with at most
 ///   `winogradWeightsPerPosition` weight elements per position. F(4x4)'s error (about 7e-6 of the
 ///   largest output at 512 channels, against 4e-7 for the GEMM and F(2x2)) is far inside the ONNX
@@ -91,10 +91,14 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// (64 and 128 channels 1.5x faster with the per-call transform; 7x7 was slower at every channel
   /// count).
   public static let winogradMinPositions = 196
-  /// Output positions from which F(2x2) beats the GEMM when the weights' transform is kept: 7x7.
-  /// Below `winogradMinPositions` F(4x4) has few tiles per product (4 at 7x7) for 36 transformed
-  /// weight matrices to read, F(2x2) four times the tiles for 16.
-  public static let winogradKeptMinPositions = 49
+  /// Output positions from which F(2x2) beats the GEMM when the weights' transform is kept: 6x6
+  /// (48 → 48 and 192 → 384 2.1-2.8x faster than the GEMM; 7x7, 32 to 512 channels, 1.9-2.2x).
+  public static let winogradKeptMinPositions = 36
+  /// Output positions from which F(4x4) beats F(2x2) when the weights' transform is kept: 10x10
+  /// (256 channels 11% faster, 512 a tie). At 7x7 F(4x4) has 4 tiles per product for 36
+  /// transformed weight matrices to read, F(2x2) 16 tiles for 16 matrices (512 channels: 2.13
+  /// against 1.43 ms).
+  public static let winogradKeptTile4MinPositions = 100
   /// Weight elements (out × in channels) one output position amortizes when the weights are
   /// transformed (36 per pair) and packed at every call (weights that are not a parameter, a
   /// training step): at 256 → 256 channels that costs as much as Winograd saves at 14x14 (a tie)
@@ -106,14 +110,21 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// --threads 1` (BENCHMARKS.md, "session 12: wino-derived"; the GEMM's weights are kept packed
   /// too), im2col + GEMM / F(4x4) / F(2x2) in ms:
   ///
+  ///      48→48    6x6   0.053 / 0.036 / 0.025
+  ///     192→384   6x6   0.86 / 0.45 / 0.31     Inception v1's last layers (Caffe's 6x6)
   ///     512→512   7x7   3.08 / 2.13 / 1.43     ResNet-50 stage 4: F(2x2)
   ///     256→256   7x7   0.83 / 0.44 / 0.39
+  ///      32→32    7x7   0.034 / 0.021 / 0.019
   ///     128→128   7x7   0.25 / 0.13 / 0.12
   ///     192→384   7x7   0.88 / 0.46 / 0.41     Inception v1's 7x7 layers
+  ///     256→256  10x10  1.55 / 0.65 / 0.73
+  ///     512→512  10x10  6.11 / 3.03 / 3.11
+  ///      32→32   14x14  0.084 / 0.035 / 0.049
   ///     128→128  14x14  0.76 / 0.25 / 0.38
   ///     256→256  14x14  2.66 / 0.85 / 1.28     ResNet-50 stage 3: F(4x4)
   ///     512→512  14x14  10.5 / 4.3 / 5.3       VGG-19
   ///     160→320  14x14  2.03 / 0.64 / 0.97     Inception v1 (96-160 → 208-320)
+  ///     112→224  13x13  0.90 / 0.34 / 0.52     Inception v1 (Caffe's 13x13)
   ///     128→128  28x28  2.45 / 0.85 / 1.31
   ///     256→256  28x28  9.2 / 3.4 / 4.7
   ///     512→512  28x28  35.2 / 13.7 / 24.7     VGG-19 (with the per-call transform: 38.1 / 62.3)
@@ -167,7 +178,8 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// call; a symbolic batch counts as one image). Weights transformed at every call take F(4x4)
   /// from `winogradMinPositions` with enough positions per weight element
   /// (`winogradWeightsPerPosition`); kept ones (`weightsKept`) take F(4x4) from
-  /// `winogradMinPositions` and F(2x2) from `winogradKeptMinPositions`, whatever their width.
+  /// `winogradKeptTile4MinPositions` and F(2x2) from `winogradKeptMinPositions`, whatever their
+  /// width.
   public static func winogradTile(_ geometry: ConvolutionGeometry, weightsKept: Bool = false)
     -> Int?
   {
@@ -177,7 +189,7 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     else { return nil }
     let positions = (geometry.batch.staticValue ?? 1) * geometry.outHeight * geometry.outWidth
     if weightsKept {
-      return positions >= winogradMinPositions
+      return positions >= winogradKeptTile4MinPositions
         ? 4 : positions >= winogradKeptMinPositions ? 2 : nil
     }
     guard positions >= winogradMinPositions else { return nil }

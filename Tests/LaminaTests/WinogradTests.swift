@@ -149,14 +149,17 @@ struct WinogradTests {
     #expect(algorithm(64, 56, stride: 2) != .winograd4)
     #expect(algorithm(64, 56, dilation: 2) != .winograd4)
     #expect(algorithm(64, 56, groups: 2) != .winograd4)
-    // Weights whose transform is kept: F(4x4) from 14x14 whatever the width (ResNet-50's stages 3
-    // and 4, VGG-19's 512 channels), F(2x2) at 7x7, nothing below.
+    // Weights whose transform is kept: F(4x4) from 10x10 whatever the width (ResNet-50's stage 3,
+    // VGG-19's 512 channels), F(2x2) from 6x6 (ResNet-50's stage 4), nothing below.
     #expect(algorithm(256, 14, weightsKept: true) == .winograd4)
     #expect(algorithm(512, 14, weightsKept: true) == .winograd4)
     #expect(algorithm(512, 28, weightsKept: true) == .winograd4)
     #expect(algorithm(128, 28, outChannels: 192, weightsKept: true) == .winograd4)
     #expect(algorithm(512, 7, weightsKept: true) == .winograd2)
     #expect(algorithm(192, 7, outChannels: 384, weightsKept: true) == .winograd2)
+    #expect(algorithm(256, 10, weightsKept: true) == .winograd4)
+    #expect(algorithm(256, 9, weightsKept: true) == .winograd2)
+    #expect(algorithm(192, 6, outChannels: 384, weightsKept: true) == .winograd2)
     #expect(algorithm(512, 5, weightsKept: true) == .im2colGemm)
     #expect(algorithm(16, 56, weightsKept: true) != .winograd4)
     #expect(algorithm(64, 56, stride: 2, weightsKept: true) == .im2colGemm)
