@@ -2,8 +2,9 @@ import LaminaIR
 import LaminaSupport
 
 /// Data a kernel derives from parameters and keeps between calls, in a buffer of the context's
-/// (`lamina_derived` in `lamina_model.h`): today a convolution's weights packed for the GEMM
-/// (`ConvolutionSchedule.packsWeightsOnce`). The context counts parameter versions (every
+/// (`lamina_derived` in `lamina_model.h`): a convolution's weights packed for the GEMM, or their
+/// Winograd transform packed for its products (`ConvolutionSchedule.packsWeightsOnce`; the runtime
+/// sizes the slot from the geometry and the tile, `lamina_winograd_packed_size_*`). The context counts parameter versions (every
 /// `lamina_set_param`, `lamina_param_data`, training step and `lamina_params_changed` moves it on),
 /// and the kernel derives its buffer again only when the version moved since its last call.
 ///

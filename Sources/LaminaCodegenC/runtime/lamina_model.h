@@ -87,7 +87,8 @@ struct lamina_context {
   char error[512];
 };
 
-/* Data a kernel derives from parameters and keeps between calls (a convolution's weights packed for the GEMM),
+/* Data a kernel derives from parameters and keeps between calls (a convolution's weights packed for the GEMM, or
+   their Winograd transform packed for its products),
    in a buffer of its own per slot; slots are numbered by the code generator, one per kernel call site that
    derives something (the generated entry points pass the slot; a training step passes -1: its weights change
    every step, so it derives per call). Returns the slot's buffer of at least `bytes` bytes (64-byte aligned;
