@@ -245,7 +245,7 @@ public struct ConvolutionSchedule: Sendable, Hashable {
       return [
         "convolution: winograd(\(m)): F(\(m)x\(m), 3x3) tiles, \((m + 2) * (m + 2)) GEMMs over the channels",
         packsWeightsOnce
-          ? "convolution weights: a parameter, transformed and packed once per parameter version (a kept copy), per call in training steps"
+          ? "convolution weights: a parameter, transformed and packed once per parameter version (a kept copy), per call in training steps (im2col and the GEMM there above \(Self.winogradWeightsPerPosition) weight elements per output position)"
           : "convolution weights: transformed and packed in every call",
         "convolution threads: blocks of tile rows; each pass split over channels, the GEMMs one per task",
       ]
