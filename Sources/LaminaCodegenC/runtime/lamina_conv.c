@@ -1078,9 +1078,9 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
      change every step) or a direct kernel: derived per call; a training step's Winograd layer with more weights per   \
      output position than a per-call transform pays for (LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION, which the      \
      schedule waives when the transform is kept) takes im2col and the GEMM instead. */                                 \
-  int lamina_conv2d_forward_derived_##S(lamina_context* ctx, int64_t slot, const lamina_conv2d_geometry* g,             \
-                                        const T* x, const T* w, const T* bias, int64_t bias_count, T* y,                \
-                                        const lamina_gemm_epilogue* epilogue) {                                         \
+  int lamina_conv2d_forward_derived_##S(lamina_context* ctx, int64_t slot, const lamina_conv2d_geometry* g, \
+                                                      const T* x, const T* w, const T* bias, int64_t bias_count, T* y,   \
+                                                      const lamina_gemm_epilogue* epilogue) {                            \
     const int m = lamina_conv_winograd_tile_##S(g);                                                                     \
     if (m && slot < 0) {                                                                                                \
       if (!LAMINA_WINOGRAD_FORCE && !lamina_winograd_pays_per_call(g)) {                                                \
