@@ -88,6 +88,11 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// agree (20 µs with the bands on 2 threads); from 2 images on, the threads share the work.
   public static let directParallelWork = 1 << 18
 
+  /// Multiply-adds in all below which the depthwise kernel runs on the calling thread
+  /// (`LAMINA_CONV_DEPTHWISE_PARALLEL_WORK`): its per-channel copies and epilogues make them slow
+  /// (5-30 GFLOP/s on one core), so 2^15 are about 5 µs; ShuffleNet's 7x7 layers (240k) took ~50 µs.
+  public static let depthwiseParallelWork = 1 << 15
+
   /// Input and output channels from which Winograd beats the GEMM (16 → 16 at 56x56 was a tie, 32
   /// → 32 at 28x28 and 56x56 already 2x faster).
   public static let winogradMinChannels = 32
@@ -190,7 +195,7 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     case .depthwise:
       return [
         "convolution: depthwise, vectorized over output columns, the padded input's rows split by the stride",
-        "convolution threads: none below \(Self.directParallelWork) multiply-adds in all (\(multiplyAddsPerImage) per image), else runs of (image, group) pairs",
+        "convolution threads: none below \(Self.depthwiseParallelWork) multiply-adds in all (\(multiplyAddsPerImage) per image), else runs of (image, group) pairs",
       ]
     case .winograd2, .winograd4:
       let m = algorithm.winogradTile ?? 4

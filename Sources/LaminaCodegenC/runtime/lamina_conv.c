@@ -51,6 +51,11 @@
 #ifndef LAMINA_CONV_DEPTHWISE_KERNEL
 #define LAMINA_CONV_DEPTHWISE_KERNEL 1 /* 0: the schedule's depthwise choice falls back to the other kernels */
 #endif
+#ifndef LAMINA_CONV_DEPTHWISE_PARALLEL_WORK
+/* The depthwise kernel's threshold: its multiply-adds run at 5-30 GFLOP/s (per-channel copies and epilogues), so
+   2^15 of them are already about 5 us on one core (ShuffleNet's 7x7 layers, 240k, took ~50 us on the caller). */
+#define LAMINA_CONV_DEPTHWISE_PARALLEL_WORK ((int64_t)1 << 15)
+#endif
 #ifndef LAMINA_CONV_GROUPS_TOGETHER
 #define LAMINA_CONV_GROUPS_TOGETHER 1 /* 0: one pool run per group (each GEMM split over the threads) */
 #endif
@@ -1125,19 +1130,16 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     for (int64_t unit = first; unit < end; unit++) {                                                                     \
       const int64_t image = unit / G, group = unit % G;                                                                  \
       const T* plane = job->x + (image * g->in_channels + group) * H * W;                                                \
+      /* The padded plane zeroed in one call (one call per row and phase cost more on small planes), then the input      \
+         rows copied in: for a stride s > 1 each row split into s phases, phase p holding padded columns q * s + p,      \
+         input column q * s + p - pad_left, inside the input for q in [inside, outside) (the same for every row).        \
+         The phases are read straight from the input rows: a padded copy written just before would stall the loads       \
+         that split it (store forwarding fails across the vectors). */                                                   \
+      memset(padded, 0, padded_bytes);                                                                                   \
       if (s == 1) {                                                                                                      \
-        /* One phase: the padded plane zeroed in one call, then the rows copied in. */                                   \
-        memset(padded, 0, padded_bytes);                                                                                 \
         for (int64_t r = 0; r < H; r++)                                                                                  \
           lamina_conv_copy_row_##S(padded + (g->pad_top + r) * RW + g->pad_left, plane + r * W, W);                      \
       } else {                                                                                                           \
-        /* The padding rows above and below, then each input row with its padding columns, split into phases. Phase      \
-           p holds padded columns q * s + p, input column q * s + p - pad_left: inside the input for q in [inside,       \
-           outside), the same for every row. Read straight from the input rows: a padded copy written just before        \
-           would stall the loads that split it (store forwarding fails across the vectors). */                           \
-        memset(padded, 0, (size_t)(g->pad_top * RW) * sizeof(T));                                                        \
-        const int64_t below = g->pad_top + H;                                                                            \
-        if (HP > below) memset(padded + below * RW, 0, (size_t)((HP - below) * RW) * sizeof(T));                         \
         for (int64_t p = 0; p < s; p++) {                                                                                \
           const int64_t shift = p - g->pad_left;                                                                         \
           const int64_t inside = lamina_conv_min(QW, shift >= 0 ? 0 : (-shift + s - 1) / s);                             \
@@ -1145,13 +1147,11 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
           for (int64_t r = 0; r < H; r++) {                                                                              \
             T* phase = padded + (g->pad_top + r) * RW + p * QW;                                                          \
             const T* from = plane + r * W;                                                                               \
-            for (int64_t q = 0; q < inside; q++) phase[q] = (T)0;                                                        \
             if (s == 2) {                                                                                                \
               _Pragma("omp simd") for (int64_t q = inside; q < outside; q++) phase[q] = from[2 * q + shift];             \
             } else {                                                                                                     \
               for (int64_t q = inside; q < outside; q++) phase[q] = from[q * s + shift];                                 \
             }                                                                                                            \
-            for (int64_t q = outside; q < QW; q++) phase[q] = (T)0;                                                      \
           }                                                                                                              \
         }                                                                                                                \
       }                                                                                                                  \
@@ -1195,7 +1195,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     const int threads = pool ? lamina_pool_threads(pool) : 1;                                                            \
     const int64_t units = g->batch * g->groups;                                                                          \
     const int64_t work = g->batch * g->out_channels * g->out_height * OW * g->kernel_height * g->kernel_width;           \
-    const int parallel = threads > 1 && work >= LAMINA_CONV_DIRECT_PARALLEL_WORK;                                        \
+    const int parallel = threads > 1 && work >= LAMINA_CONV_DEPTHWISE_PARALLEL_WORK;                                     \
     const int64_t tasks = parallel ? lamina_conv_min(units, 8 * (int64_t)threads) : 1;                                   \
     lamina_conv_depthwise_job_##S job = {g, x, w, bias, bias_count, y, epilogue, pool, padded_height, phase_width,       \
                                          units, tasks, 0};                                                               \
