@@ -12,6 +12,11 @@ import LaminaSupport
 ///   few input channels per group (at most `directChannelsMaxInputChannels`), where im2col would
 ///   copy the input once per tap for a short GEMM (LeNet's second layer, 6 → 16 channels: 2.9x
 ///   faster than im2col and the GEMM at batch 1 and 64).
+/// - `depthwise`: direct, one input channel per group (`groups` equal to the input channels:
+///   MobileNet's and ShuffleNet's 3x3 layers), vectorized over output columns at any stride and
+///   dilation: each (image, group)'s input plane is copied once into a zero-padded buffer whose
+///   rows are split into `stride` phases, so every tap of a vector of outputs is one contiguous load
+///   (ShuffleNet's stride-2 layers ran on the channel kernel at one lane in 16, 3.7 GFLOP/s).
 /// - `im2colGemm`: the input's columns and the packed GEMM, for everything else (many input
 ///   channels: the GEMM's packing pays off).
 /// - `winograd2`, `winograd4`: Winograd F(2x2, 3x3) or F(4x4, 3x3) (`lamina_winograd.h`): 3x3
@@ -35,6 +40,7 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     case directChannels = 3
     case winograd2 = 4
     case winograd4 = 5
+    case depthwise = 6
 
     /// The output tile size m of Winograd F(m x m, 3 x 3); nil for the other kernels.
     public var winogradTile: Int? {
@@ -83,6 +89,11 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// rounds (13.7 against 12.1 µs for the whole forward, load 16), and the session-8 quiet figures
   /// agree (20 µs with the bands on 2 threads); from 2 images on, the threads share the work.
   public static let directParallelWork = 1 << 18
+
+  /// Multiply-adds in all below which the depthwise kernel runs on the calling thread
+  /// (`LAMINA_CONV_DEPTHWISE_PARALLEL_WORK`): its per-channel copies and epilogues make them slow
+  /// (5-30 GFLOP/s on one core), so 2^15 are about 5 µs; ShuffleNet's 7x7 layers (240k) took ~50 µs.
+  public static let depthwiseParallelWork = 1 << 15
 
   /// Input and output channels from which Winograd beats the GEMM (16 → 16 at 56x56 was a tie, 32
   /// → 32 at 28x28 and 56x56 already 2x faster).
@@ -148,6 +159,8 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     multiplyAddsPerImage = geometry.outChannels * geometry.outHeight * geometry.outWidth * taps
     if let tile = Self.winogradTile(geometry, weightsKept: weightsKept) {
       algorithm = tile == 2 ? .winograd2 : .winograd4
+    } else if inPerGroup == 1 && geometry.groups > 1 {
+      algorithm = .depthwise
     } else if geometry.stride[1] == 1 && outPerGroup <= Self.directWidthMaxChannels
       && taps <= Self.directWidthMaxTaps
     {
@@ -161,7 +174,7 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     }
     let blockBytes = outPerGroup * geometry.outHeight * geometry.outWidth * geometry.dtype.byteSize
     poolsInScratch =
-      (algorithm == .directWidth || algorithm == .directChannels)
+      (algorithm == .directWidth || algorithm == .directChannels || algorithm == .depthwise)
       && blockBytes <= Self.pooledBlockBytes
   }
 
@@ -219,6 +232,7 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     case .directChannels: "LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS"
     case .winograd2: "LAMINA_CONV_ALGORITHM_WINOGRAD_2"
     case .winograd4: "LAMINA_CONV_ALGORITHM_WINOGRAD_4"
+    case .depthwise: "LAMINA_CONV_ALGORITHM_DEPTHWISE"
     }
   }
 
@@ -240,6 +254,11 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     case .directChannels:
       kernel =
         "convolution: direct, vectorized over output channels, a tile of output positions in registers"
+    case .depthwise:
+      return [
+        "convolution: depthwise, vectorized over output columns, the padded input's rows split by the stride",
+        "convolution threads: none below \(Self.depthwiseParallelWork) multiply-adds in all (\(multiplyAddsPerImage) per image), else runs of (image, group) pairs",
+      ]
     case .winograd2, .winograd4:
       let m = algorithm.winogradTile ?? 4
       return [

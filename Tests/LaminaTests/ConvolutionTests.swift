@@ -91,6 +91,18 @@ struct ConvolutionTests {
       input: "4, 7, 9",
       layers: "conv2d(filters: 18, kernel: 3, groups: 2, padding: [0, 2, 1, 0], bias: false)"),
     Case(
+      name: "depthwise 3x3 at stride 2, padding 1, 13x11, relu: the depthwise kernel's phases",
+      input: "5, 13, 11",
+      layers:
+        "conv2d(filters: 5, kernel: 3, stride: 2, groups: 5, padding: 1, activation: \"relu\")"),
+    Case(
+      name:
+        "depthwise, 2 filters per channel, dilation 2 then stride [1, 3], padding 0 then [2, 1]",
+      input: "4, 13, 17",
+      layers:
+        "conv2d(filters: 8, kernel: 3, groups: 4, dilation: 2, bias: false) |> conv2d(filters: 8, kernel: [5, 3], stride: [1, 3], groups: 8, padding: [2, 1], activation: \"tanh\")"
+    ),
+    Case(
       name: "encoder and decoder in f64, then the width kernel with a partial vector (8x7)",
       dtype: "f64", input: "2, 8, 8",
       layers:
@@ -207,7 +219,9 @@ struct ConvolutionTests {
   /// block (no column matrix): these sizes cross every boundary the packer walks — several
   /// k-blocks (216 and 300 taps), several column blocks (1188 positions), runs of an output row
   /// split between panels, padding on every side, stride, dilation, groups — at batch 1 (one
-  /// image, the result written in place) and 3 (images side by side), on AVX-512 and AVX2.
+  /// image, the result written in place; the groups of `b`, and of the 1x1 `c` with its fused
+  /// relu, in one pool run over (group, band of columns)) and 3 (images side by side), on AVX-512
+  /// and AVX2.
   @Test(
     "the GEMM path's columns packed from the input equal the interpreter", arguments: [false, true])
   func packedColumns(avx2: Bool) throws {
@@ -217,8 +231,10 @@ struct ConvolutionTests {
         input x: f32[batch, 24, 36, 33]
         let a = x |> conv2d(filters: 40, kernel: 3, padding: 1, activation: "relu")
         let b = a |> conv2d(filters: 18, kernel: [3, 5], stride: [2, 3], dilation: [1, 2], padding: [2, 1], groups: 2)
+        let c = a |> conv2d(filters: 40, kernel: 1, groups: 2, activation: "relu")
         output a
         output b
+        output c
       }
       """
     let model = try Model(source: source)
@@ -230,8 +246,8 @@ struct ConvolutionTests {
       let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 6)
       let (outputs, _) = try compiled.evaluate(inputs)
       let expected = try model.interpret(
-        inputs: inputs, parameters: parameters, outputs: ["a", "b"])
-      for name in ["a", "b"] {
+        inputs: inputs, parameters: parameters, outputs: ["a", "b", "c"])
+      for name in ["a", "b", "c"] {
         let reference = try #require(expected[name])
         let scale = TestData.largestFiniteMagnitude(reference) ?? 1
         let problem = TestData.mismatch(
@@ -250,19 +266,21 @@ struct ConvolutionTests {
         let a = x |> conv2d(filters: 6, kernel: 5, padding: 2)
         let b = a |> conv2d(filters: 32, kernel: 5, stride: 2, activation: "relu")
         let c = b |> conv2d(filters: 8, kernel: 3)
-        output c
+        let d = c |> conv2d(filters: 8, kernel: 3, stride: 2, groups: 8)
+        output d
       }
       """
     let model = try Model(source: source)
     let printed = KernelSchedulePrinter().print(model.graph)
     let lines = printed.split(separator: "\n").filter { $0.contains("convolution:") }
     // 1 -> 6 channels: few output channels and taps; 6 -> 32 at stride 2: few input channels;
-    // 32 -> 8 with 288 taps: too many for either direct kernel.
-    #expect(lines.count == 3, "\(printed)")
-    guard lines.count == 3 else { return }
+    // 32 -> 8 with 288 taps: too many for either direct kernel; 8 groups of one channel: depthwise.
+    #expect(lines.count == 4, "\(printed)")
+    guard lines.count == 4 else { return }
     #expect(lines[0].contains("direct, vectorized over output columns"))
     #expect(lines[1].contains("direct, vectorized over output channels"))
     #expect(lines[2].contains("im2col columns and the packed GEMM"))
+    #expect(lines[3].contains("depthwise, vectorized over output columns"))
     // The direct kernels' thread decision: 6 · 28 · 28 outputs of 25 taps per image.
     #expect(printed.contains("none below 262144 multiply-adds in all (117600 per image)"))
   }

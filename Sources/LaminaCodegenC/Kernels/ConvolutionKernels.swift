@@ -97,6 +97,8 @@ enum ConvolutionKernels {
         purpose = "y = conv2d(x, w) + bias, direct, vectors along the output rows"
       case .directChannels:
         purpose = "y = conv2d(x, w) + bias, direct, vectors across the output channels"
+      case .depthwise:
+        purpose = "y = conv2d(x, w) + bias, depthwise, vectors along the output rows"
       case .winograd2, .winograd4:
         let m = schedule.algorithm.winogradTile ?? 4
         purpose =

@@ -13,6 +13,10 @@ enum PoolingKernels {
   /// Columns of one full-vector block of the interior loops (8 floats: one AVX2 vector).
   static let vectorBlock = 8
 
+  /// Input columns up to which a strided max pool takes its window rows' maximum into a row on the
+  /// stack first.
+  static let rowMaximumLimit = 4096
+
   /// Output columns whose argmax a backward chunk holds on the stack.
   static let backwardChunk = 256
 
@@ -107,6 +111,50 @@ enum PoolingKernels {
       }
     }
 
+    /// Input columns [first, end) of a row that the interior windows read, when a max pool strided
+    /// along the width takes the window rows' maximum first: nil otherwise (a stride of 1 reads
+    /// contiguous vectors already; more than `rowMaximumLimit` columns would not fit the stack).
+    var rowMaximumColumns: (Int, Int)? {
+      guard isMaximum, width.stride > 1, height.kernel > 1, width.interior.count >= 1 else {
+        return nil
+      }
+      let first = width.interior.lowerBound * width.stride - width.padBefore
+      let end =
+        (width.interior.upperBound - 1) * width.stride - width.padBefore
+        + (width.kernel - 1) * width.dilation + 1
+      return end - first <= PoolingKernels.rowMaximumLimit ? (first, end) : nil
+    }
+
+    /// A max pool's interior row, strided along the width (SqueezeNet's 3x3 windows at stride 2):
+    /// the maximum of the window rows per input column first, one pass of contiguous vectors into
+    /// a row on the stack, then each output column's maximum over its window's columns of that row
+    /// (`height.kernel` times fewer strided reads than the windows element by element). A NaN
+    /// still wins and the maximum is the same value: only the order of the comparisons changes.
+    func emitRowMaximumFirst(first: Int, end: Int, into writer: inout CWriter) {
+      writer.line(
+        "/* the window rows' maximum per input column (columns \(first)..<\(end)), then each window's over its columns */"
+      )
+      writer.line("\(type) m[\(end - first)];")
+      PoolingKernels.vectorLoopPragmas(into: &writer)
+      writer.block("for (int64_t c = 0; c < \(end - first); c++)") { columns in
+        columns.line("\(type) v = x0[c + \(first)];")
+        for a in 1..<height.kernel {
+          let element = "x\(a)[c + \(first)]"
+          columns.line("v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
+        }
+        columns.line("m[c] = v;")
+      }
+      interiorColumns(idempotent: true, into: &writer) { columns in
+        columns.line("const int64_t c = j * SW - PL - \(first);")
+        columns.line("\(type) v = m[c];")
+        for b in 1..<max(width.kernel, 1) {
+          let element = "m[c + \(b * width.dilation)]"
+          columns.line("v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
+        }
+        columns.line("y_row[j] = v;")
+      }
+    }
+
     /// The interior test of an output row `i`.
     var interiorRow: String {
       "i >= \(height.interior.lowerBound) && i < \(height.interior.upperBound)"
@@ -161,27 +209,31 @@ enum PoolingKernels {
           rowLoop.block("if (interior_row)") { interior in
             interior.line("/* every window of the interior columns lies inside the input */")
             plan.windowRows("x", "x", written: false, into: &interior)
-            plan.interiorColumns(idempotent: true, into: &interior) { columns in
-              columns.line("const int64_t c = j * SW - PL;")
-              var first = true
-              for a in 0..<plan.height.kernel {
-                for b in 0..<plan.width.kernel {
-                  let element = "x\(a)[c + \(b * plan.width.dilation)]"
-                  if first {
-                    columns.line("\(plan.type) v = \(element);")
-                    first = false
-                  } else if plan.isMaximum {
-                    columns.line(
-                      "v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
-                  } else {
-                    columns.line("v += \(element);")
+            if let (first, end) = plan.rowMaximumColumns {
+              plan.emitRowMaximumFirst(first: first, end: end, into: &interior)
+            } else {
+              plan.interiorColumns(idempotent: true, into: &interior) { columns in
+                columns.line("const int64_t c = j * SW - PL;")
+                var first = true
+                for a in 0..<plan.height.kernel {
+                  for b in 0..<plan.width.kernel {
+                    let element = "x\(a)[c + \(b * plan.width.dilation)]"
+                    if first {
+                      columns.line("\(plan.type) v = \(element);")
+                      first = false
+                    } else if plan.isMaximum {
+                      columns.line(
+                        "v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
+                    } else {
+                      columns.line("v += \(element);")
+                    }
                   }
                 }
+                columns.line(
+                  plan.isMaximum
+                    ? "y_row[j] = v;"
+                    : "y_row[j] = v / (\(plan.type))\(plan.height.kernel * plan.width.kernel);")
               }
-              columns.line(
-                plan.isMaximum
-                  ? "y_row[j] = v;"
-                  : "y_row[j] = v / (\(plan.type))\(plan.height.kernel * plan.width.kernel);")
             }
           }
         } else {

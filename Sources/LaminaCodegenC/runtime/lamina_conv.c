@@ -48,6 +48,17 @@
 #ifndef LAMINA_CONV_CHANNEL_KERNEL
 #define LAMINA_CONV_CHANNEL_KERNEL 1
 #endif
+#ifndef LAMINA_CONV_DEPTHWISE_KERNEL
+#define LAMINA_CONV_DEPTHWISE_KERNEL 1 /* 0: the schedule's depthwise choice falls back to the other kernels */
+#endif
+#ifndef LAMINA_CONV_DEPTHWISE_PARALLEL_WORK
+/* The depthwise kernel's threshold: its multiply-adds run at 5-30 GFLOP/s (per-channel copies and epilogues), so
+   2^15 of them are already about 5 us on one core (ShuffleNet's 7x7 layers, 240k, took ~50 us on the caller). */
+#define LAMINA_CONV_DEPTHWISE_PARALLEL_WORK ((int64_t)1 << 15)
+#endif
+#ifndef LAMINA_CONV_GROUPS_TOGETHER
+#define LAMINA_CONV_GROUPS_TOGETHER 1 /* 0: one pool run per group (each GEMM split over the threads) */
+#endif
 #ifndef LAMINA_CONV_FORCE_CHANNEL_KERNEL
 #define LAMINA_CONV_FORCE_CHANNEL_KERNEL 0
 #endif
@@ -1011,6 +1022,190 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     return job.failed ? LAMINA_ERROR_MEMORY : 0;                                                                         \
   }                                                                                                                      \
                                                                                                                          \
+  /* Depthwise convolution (one input channel per group: groups == in_channels, MobileNet's and ShuffleNet's 3x3         \
+     layers), vectorized along the output columns for any stride and dilation. Per (image, group) the input plane is     \
+     copied once into a zero-padded buffer whose rows are split into stride_width phases (padded column c at phase       \
+     c % stride, index c / stride), so tap j of output column ow is element ow + j * dilation / stride of phase          \
+     j * dilation % stride: every tap of a vector of outputs is one contiguous load, at stride 2 as at stride 1. The     \
+     group's output channels (usually one) are computed from the buffer a row at a time, the taps unrolled for 3x3       \
+     with the weights in registers; the fused epilogue (or the max pool written instead of the result) runs on each      \
+     finished (image, group) block while it is in cache. Tasks: runs of (image, group) pairs, over the threads when      \
+     the work is large enough. */                                                                                        \
+  typedef struct lamina_conv_depthwise_job_##S {                                                                         \
+    const lamina_conv2d_geometry* g;                                                                                     \
+    const T* x;                                                                                                          \
+    const T* w;                                                                                                          \
+    const T* bias;                                                                                                       \
+    int64_t bias_count;                                                                                                  \
+    T* y;                                                                                                                \
+    const lamina_gemm_epilogue* epilogue;                                                                                \
+    lamina_pool* pool; /* its threads' scratch memory holds the padded plane (and the block to pool) */                  \
+    int64_t padded_height, phase_width; /* rows of the padded plane; elements of one phase of a padded row */            \
+    int64_t units, tasks;               /* (image, group) pairs, and the tasks they are split over */                    \
+    int failed;                                                                                                          \
+  } lamina_conv_depthwise_job_##S;                                                                                       \
+                                                                                                                         \
+  /* Output rows [first_row, end_row) of one channel from its phased padded plane (rows `row_width` apart), into out     \
+     (the channel's plane, rows OW apart, starting at row out_row0). KH and KW: the kernel's size when it is a           \
+     compile-time constant of the caller (the taps unrolled, the weights in registers, four output rows at a time so     \
+     that four chains of multiply-adds overlap), 0 for runtime loops. */                                                 \
+  static inline __attribute__((always_inline)) void lamina_conv_depthwise_rows_##S(                                      \
+      const lamina_conv2d_geometry* g, const T* padded, int64_t row_width, int64_t phase_width, const int64_t* offsets,  \
+      const T* weights, T bias, T* out, int64_t out_row0, int64_t first_row, int64_t end_row, const int KH, const int KW) { \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), RB = 4 };                                                                \
+    const int64_t s = g->stride_width, dh = g->dilation_height, dw = g->dilation_width, OW = g->out_width;               \
+    const int64_t step = g->stride_height * row_width;                                                                   \
+    if (!KH || !KW) {                                                                                                    \
+      const int64_t kh = g->kernel_height, kw = g->kernel_width;                                                         \
+      for (int64_t oh = first_row; oh < end_row; oh++) {                                                                 \
+        const T* top = padded + oh * step;                                                                               \
+        for (int64_t ow0 = 0; ow0 < OW; ow0 += VL) {                                                                     \
+          lamina_conv_vector_##S sum = bias - (lamina_conv_vector_##S){0};                                               \
+          for (int64_t i = 0; i < kh; i++) {                                                                             \
+            const T* row = top + i * dh * row_width + ow0;                                                               \
+            for (int64_t j = 0; j < kw; j++)                                                                             \
+              sum += weights[i * kw + j] * lamina_conv_loadu_##S(row + (j * dw) % s * phase_width + (j * dw) / s);       \
+          }                                                                                                              \
+          lamina_conv_store_first_##S(out + (oh - out_row0) * OW + ow0, sum, OW - ow0);                                  \
+        }                                                                                                                \
+      }                                                                                                                  \
+      return;                                                                                                            \
+    }                                                                                                                    \
+    /* The weights as vectors, once per channel (offsets: each tap's in the phased padded plane). */                     \
+    lamina_conv_vector_##S taps[KH * KW];                                                                                \
+    _Pragma("GCC unroll 49") for (int t = 0; t < KH * KW; t++) taps[t] = weights[t] - (lamina_conv_vector_##S){0};       \
+    int64_t oh = first_row;                                                                                              \
+    for (; oh + RB <= end_row; oh += RB) {                                                                               \
+      const T* top = padded + oh * step;                                                                                 \
+      for (int64_t ow0 = 0; ow0 < OW; ow0 += VL) {                                                                       \
+        lamina_conv_vector_##S sums[RB];                                                                                 \
+        _Pragma("GCC unroll 4") for (int r = 0; r < RB; r++) sums[r] = bias - (lamina_conv_vector_##S){0};               \
+        _Pragma("GCC unroll 49") for (int t = 0; t < KH * KW; t++)                                                       \
+          _Pragma("GCC unroll 4") for (int r = 0; r < RB; r++)                                                           \
+            sums[r] += taps[t] * lamina_conv_loadu_##S(top + r * step + offsets[t] + ow0);                               \
+        _Pragma("GCC unroll 4") for (int r = 0; r < RB; r++)                                                             \
+          lamina_conv_store_first_##S(out + (oh + r - out_row0) * OW + ow0, sums[r], OW - ow0);                          \
+      }                                                                                                                  \
+    }                                                                                                                    \
+    /* The last rows: one at a time, a chain per kernel row. */                                                          \
+    for (; oh < end_row; oh++) {                                                                                         \
+      const T* top = padded + oh * step;                                                                                 \
+      for (int64_t ow0 = 0; ow0 < OW; ow0 += VL) {                                                                       \
+        lamina_conv_vector_##S sums[KH];                                                                                 \
+        _Pragma("GCC unroll 7") for (int i = 0; i < KH; i++) sums[i] = (lamina_conv_vector_##S){0};                      \
+        _Pragma("GCC unroll 49") for (int t = 0; t < KH * KW; t++)                                                       \
+          sums[t / KW] += taps[t] * lamina_conv_loadu_##S(top + offsets[t] + ow0);                                       \
+        lamina_conv_vector_##S sum = bias - (lamina_conv_vector_##S){0};                                                 \
+        _Pragma("GCC unroll 7") for (int i = 0; i < KH; i++) sum += sums[i];                                             \
+        lamina_conv_store_first_##S(out + (oh - out_row0) * OW + ow0, sum, OW - ow0);                                    \
+      }                                                                                                                  \
+    }                                                                                                                    \
+  }                                                                                                                      \
+                                                                                                                         \
+  static inline void lamina_conv_depthwise_task_##S(void* argument, int64_t task, int thread) {                          \
+    lamina_conv_depthwise_job_##S* job = (lamina_conv_depthwise_job_##S*)argument;                                       \
+    const lamina_conv2d_geometry* g = job->g;                                                                            \
+    const int64_t G = g->groups, og = g->out_channels / G, kh = g->kernel_height, kw = g->kernel_width;                  \
+    const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width, P = OH * OW;                 \
+    const int64_t s = g->stride_width, HP = job->padded_height, QW = job->phase_width, RW = s * QW;                      \
+    const int pooled = g->pool_height > 0;                                                                               \
+    const size_t padded_bytes = (size_t)(HP * RW) * sizeof(T), block_offset = (padded_bytes + 63) / 64 * 64;             \
+    const size_t needed = block_offset + (pooled ? (size_t)(og * P) * sizeof(T) : 0);                                    \
+    size_t scratch_bytes = 0;                                                                                            \
+    unsigned char* scratch = job->pool ? (unsigned char*)lamina_pool_scratch(job->pool, thread, &scratch_bytes) : NULL;  \
+    const int allocated = !scratch || scratch_bytes < needed;                                                            \
+    if (allocated) scratch = (unsigned char*)malloc(needed);                                                             \
+    if (!scratch) {                                                                                                      \
+      job->failed = 1; /* read after the pool run returns */                                                             \
+      return;                                                                                                            \
+    }                                                                                                                    \
+    T* padded = (T*)scratch;                                                                                             \
+    T* block = (T*)(scratch + block_offset);                                                                             \
+    int64_t first, end;                                                                                                  \
+    lamina_conv_task_range(job->units, job->tasks, task, &first, &end);                                                  \
+    /* Each tap's offset in the phased padded plane (for the unrolled 3x3 taps). */                                      \
+    int64_t offsets[9];                                                                                                  \
+    for (int64_t t = 0; t < 9 && t < kh * kw; t++)                                                                       \
+      offsets[t] = t / kw * g->dilation_height * RW + (t % kw * g->dilation_width) % s * QW + (t % kw * g->dilation_width) / s; \
+    for (int64_t unit = first; unit < end; unit++) {                                                                     \
+      const int64_t image = unit / G, group = unit % G;                                                                  \
+      const T* plane = job->x + (image * g->in_channels + group) * H * W;                                                \
+      /* The padded plane zeroed in one call (one call per row and phase cost more on small planes), then the input      \
+         rows copied in: for a stride s > 1 each row split into s phases, phase p holding padded columns q * s + p,      \
+         input column q * s + p - pad_left, inside the input for q in [inside, outside) (the same for every row).        \
+         The phases are read straight from the input rows: a padded copy written just before would stall the loads       \
+         that split it (store forwarding fails across the vectors). */                                                   \
+      memset(padded, 0, padded_bytes);                                                                                   \
+      if (s == 1) {                                                                                                      \
+        for (int64_t r = 0; r < H; r++)                                                                                  \
+          lamina_conv_copy_row_##S(padded + (g->pad_top + r) * RW + g->pad_left, plane + r * W, W);                      \
+      } else {                                                                                                           \
+        for (int64_t p = 0; p < s; p++) {                                                                                \
+          const int64_t shift = p - g->pad_left;                                                                         \
+          const int64_t inside = lamina_conv_min(QW, shift >= 0 ? 0 : (-shift + s - 1) / s);                             \
+          const int64_t outside = lamina_conv_max(inside, lamina_conv_min(QW, (W - shift + s - 1) / s));                 \
+          for (int64_t r = 0; r < H; r++) {                                                                              \
+            T* phase = padded + (g->pad_top + r) * RW + p * QW;                                                          \
+            const T* from = plane + r * W;                                                                               \
+            if (s == 2) {                                                                                                \
+              _Pragma("omp simd") for (int64_t q = inside; q < outside; q++) phase[q] = from[2 * q + shift];             \
+            } else {                                                                                                     \
+              for (int64_t q = inside; q < outside; q++) phase[q] = from[q * s + shift];                                 \
+            }                                                                                                            \
+          }                                                                                                              \
+        }                                                                                                                \
+      }                                                                                                                  \
+      for (int64_t o = 0; o < og; o++) {                                                                                 \
+        const int64_t channel = group * og + o;                                                                          \
+        const T* weights = job->w + channel * kh * kw;                                                                   \
+        const T b = job->bias ? job->bias[job->bias_count == 1 ? 0 : channel] : (T)0;                                    \
+        T* out = pooled ? block + o * P : job->y + (image * g->out_channels + channel) * P;                              \
+        if (kh == 3 && kw == 3)                                                                                          \
+          lamina_conv_depthwise_rows_##S(g, padded, RW, QW, offsets, weights, b, out, 0, 0, OH, 3, 3);                   \
+        else                                                                                                             \
+          lamina_conv_depthwise_rows_##S(g, padded, RW, QW, offsets, weights, b, out, 0, 0, OH, 0, 0);                   \
+      }                                                                                                                  \
+      const int64_t first_plane = image * g->out_channels + group * og;                                                  \
+      if (pooled)                                                                                                        \
+        lamina_conv_pool_block_##S(g, block, P, og, first_plane, 0, lamina_conv_pooled_height(g), job->y, job->epilogue); \
+      else if (job->epilogue)                                                                                            \
+        job->epilogue->apply(job->epilogue->arg, job->y, OW, first_plane * OH, 0, og * OH, OW);                          \
+    }                                                                                                                    \
+    if (allocated) free(scratch);                                                                                        \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* Whether the depthwise kernel computes this convolution: one input channel per group (the schedule's choice;         \
+     LAMINA_CONV_DEPTHWISE_KERNEL=0 vetoes it). */                                                                       \
+  static inline int lamina_conv_depthwise_fits_##S(const lamina_conv2d_geometry* g) {                                    \
+    return LAMINA_CONV_DEPTHWISE_KERNEL && g->groups > 0 && g->in_channels == g->groups && g->out_channels >= g->groups; \
+  }                                                                                                                      \
+                                                                                                                         \
+  static inline int lamina_conv2d_depthwise_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x, const T* w, \
+                                                const T* bias, int64_t bias_count, T* y, const lamina_gemm_epilogue* epilogue) { \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const int64_t OW = g->out_width, s = g->stride_width;                                                                \
+    if (g->batch == 0 || g->out_height == 0 || OW == 0) return 0;                                                        \
+    /* Rows the windows read; columns the last vector of a row reads (its extra lanes are not stored), split into        \
+       `s` phases of phase_width elements. */                                                                            \
+    const int64_t padded_height =                                                                                        \
+        lamina_conv_max((g->out_height - 1) * g->stride_height + (g->kernel_height - 1) * g->dilation_height + 1,        \
+                        g->pad_top + g->in_height);                                                                      \
+    const int64_t reach = (OW + VL - 1) / VL * VL + (g->kernel_width - 1) * g->dilation_width / s;                       \
+    const int64_t phase_width = lamina_conv_max(reach, (g->pad_left + g->in_width + s - 1) / s);                         \
+    const int threads = pool ? lamina_pool_threads(pool) : 1;                                                            \
+    const int64_t units = g->batch * g->groups;                                                                          \
+    const int64_t work = g->batch * g->out_channels * g->out_height * OW * g->kernel_height * g->kernel_width;           \
+    const int parallel = threads > 1 && work >= LAMINA_CONV_DEPTHWISE_PARALLEL_WORK;                                     \
+    const int64_t tasks = parallel ? lamina_conv_min(units, 8 * (int64_t)threads) : 1;                                   \
+    lamina_conv_depthwise_job_##S job = {g, x, w, bias, bias_count, y, epilogue, pool, padded_height, phase_width,       \
+                                         units, tasks, 0};                                                               \
+    if (tasks == 1)                                                                                                      \
+      lamina_conv_depthwise_task_##S(&job, 0, 0);                                                                        \
+    else                                                                                                                 \
+      lamina_pool_run(pool, tasks, lamina_conv_depthwise_task_##S, &job);                                                \
+    return job.failed ? LAMINA_ERROR_MEMORY : 0;                                                                         \
+  }                                                                                                                      \
+                                                                                                                         \
   /* The pool of a whole result computed apart (im2col and the GEMM), planes [first, end) of task t. */                   \
   typedef struct lamina_conv_pool_job_##S {                                                                              \
     const lamina_conv2d_geometry* g;                                                                                     \
@@ -1033,6 +1228,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
   /* Whether the forward convolution takes im2col and the GEMM (not a direct kernel). */                                 \
   static inline int lamina_conv_forward_uses_gemm_##S(const lamina_conv2d_geometry* g) {                                 \
     if (LAMINA_CONV_FORCE_CHANNEL_KERNEL && lamina_conv_channels_fits_##S(g)) return 0;                                  \
+    if (g->algorithm == LAMINA_CONV_ALGORITHM_DEPTHWISE) return 0; /* depthwise, or a direct kernel when vetoed */         \
     if (g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS && lamina_conv_channels_fits_##S(g)) return 0;             \
     if ((g->algorithm == LAMINA_CONV_ALGORITHM_AUTO || g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_WIDTH) &&            \
         lamina_conv_direct_fits_##S(g))                                                                                  \
@@ -1050,6 +1246,101 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
   static inline int lamina_conv2d_forward_with_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,       \
                                                    const T* w, const T* packed_w, const T* bias, int64_t bias_count,     \
                                                    T* y, const lamina_gemm_epilogue* epilogue);                          \
+                                                                                                                         \
+  /* The groups of one image in one pool run (grouped convolutions on im2col and the GEMM, ShuffleNet's 1x1 layers       \
+     in 4 groups): tasks over (group, band of output columns), each a GEMM on its own thread, instead of one pool        \
+     run per group, each split over the threads and each ending in a wait for the slowest thread. Bands are whole        \
+     GEMM panels (two vectors of columns), so a split adds no padded columns. */                                         \
+  typedef struct lamina_conv_groups_job_##S {                                                                            \
+    const lamina_conv2d_geometry* g;                                                                                     \
+    int64_t image;                                                                                                       \
+    const T* x;                                                                                                          \
+    const T* w;                                                                                                          \
+    const T* packed_w; /* lamina_conv_packed_group_elements_* per group, or NULL */                                      \
+    const T* bias;                                                                                                       \
+    int64_t bias_count;                                                                                                  \
+    T* y;                                                                                                                \
+    const lamina_gemm_epilogue* epilogue;                                                                                \
+    int pointwise;                                                                                                       \
+    int64_t bands, panels; /* column bands per group; panels of 2 * VL columns in a group's P columns */                 \
+  } lamina_conv_groups_job_##S;                                                                                          \
+                                                                                                                         \
+  /* The B packer and the epilogue of a band: the group's own, shifted by the band's first column. */                    \
+  typedef struct lamina_conv_band_packer_##S {                                                                           \
+    const lamina_gemm_b_packer* whole;                                                                                   \
+    int64_t column0;                                                                                                     \
+  } lamina_conv_band_packer_##S;                                                                                         \
+                                                                                                                         \
+  static inline void lamina_conv_band_pack_##S(const void* argument, int64_t p0, int64_t kc, int64_t j0, int64_t nc,     \
+                                               int64_t nr, void* packed) {                                               \
+    const lamina_conv_band_packer_##S* band = (const lamina_conv_band_packer_##S*)argument;                              \
+    band->whole->pack(band->whole->arg, p0, kc, band->column0 + j0, nc, nr, packed);                                     \
+  }                                                                                                                      \
+                                                                                                                         \
+  typedef struct lamina_conv_band_epilogue_##S {                                                                         \
+    const lamina_gemm_epilogue* whole;                                                                                   \
+    int64_t column0;                                                                                                     \
+  } lamina_conv_band_epilogue_##S;                                                                                       \
+                                                                                                                         \
+  static inline void lamina_conv_band_epilogue_apply_##S(void* argument, void* c, int64_t ldc, int64_t row0, int64_t col0, \
+                                                         int64_t rows, int64_t cols) {                                   \
+    const lamina_conv_band_epilogue_##S* band = (const lamina_conv_band_epilogue_##S*)argument;                          \
+    band->whole->apply(band->whole->arg, (T*)c - band->column0, ldc, row0, band->column0 + col0, rows, cols);            \
+  }                                                                                                                      \
+                                                                                                                         \
+  static inline void lamina_conv_groups_task_##S(void* argument, int64_t task, int thread) {                             \
+    (void)thread;                                                                                                        \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const lamina_conv_groups_job_##S* job = (const lamina_conv_groups_job_##S*)argument;                                 \
+    const lamina_conv2d_geometry* g = job->g;                                                                            \
+    const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                      \
+    const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width;                         \
+    const int64_t group = task / job->bands, band = task % job->bands;                                                   \
+    const int64_t column0 = lamina_conv_min(P, job->panels * band / job->bands * 2 * VL);                                \
+    const int64_t column1 = lamina_conv_min(P, job->panels * (band + 1) / job->bands * 2 * VL);                          \
+    if (column1 <= column0) return;                                                                                      \
+    const T* first = job->x + (job->image * g->in_channels + group * cg) * g->in_height * g->in_width;                   \
+    const lamina_conv_columns_##S source = {g, first};                                                                   \
+    const lamina_gemm_b_packer whole_packer = {lamina_conv_pack_columns_##S, &source};                                   \
+    const lamina_conv_band_packer_##S band_source = {&whole_packer, column0};                                            \
+    const lamina_gemm_b_packer packer = {lamina_conv_band_pack_##S, &band_source};                                       \
+    lamina_conv_block_epilogue_##S block = {g, g->out_channels, g->out_height, g->out_width,                             \
+                                            job->image * g->out_channels + group * og, group * og, job->y, job->bias,    \
+                                            job->bias_count, job->epilogue};                                             \
+    const lamina_gemm_epilogue block_epilogue = {lamina_conv_block_epilogue_apply_##S, &block};                          \
+    const lamina_conv_band_epilogue_##S band_finish = {&block_epilogue, column0};                                        \
+    const lamina_gemm_epilogue finish = {lamina_conv_band_epilogue_apply_##S, (void*)&band_finish};                      \
+    const lamina_gemm_epilogue* epilogue = (job->bias || job->epilogue) ? &finish : NULL;                                \
+    T* out = job->y + (job->image * g->out_channels + group * og) * P + column0;                                         \
+    const int64_t n = column1 - column0;                                                                                 \
+    if (job->packed_w)                                                                                                   \
+      PACKED_A_GEMM(NULL, og, n, K, job->packed_w + group * lamina_conv_packed_group_elements_##S(g), 0,                 \
+                    job->pointwise ? first + column0 : NULL, P, job->pointwise ? NULL : &packer, (T)0, out, P, epilogue); \
+    else if (job->pointwise)                                                                                             \
+      GEMM(NULL, 0, 0, og, n, K, (T)1, job->w + group * og * K, K, first + column0, P, (T)0, out, P, epilogue);          \
+    else                                                                                                                 \
+      PACKER_GEMM(NULL, 0, og, n, K, (T)1, job->w + group * og * K, K, &packer, (T)0, out, P, epilogue);                 \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* Whether the groups of an image run together: more than one group, a pool of several threads and enough work. */     \
+  static inline int lamina_conv_groups_together_##S(lamina_pool* pool, const lamina_conv2d_geometry* g) {                \
+    const int64_t K = g->in_channels / g->groups * g->kernel_height * g->kernel_width;                                   \
+    return LAMINA_CONV_GROUPS_TOGETHER && g->groups > 1 && pool && lamina_pool_threads(pool) > 1 &&                      \
+           g->out_channels * g->out_height * g->out_width * K >= LAMINA_CONV_DIRECT_PARALLEL_WORK;                       \
+  }                                                                                                                      \
+                                                                                                                         \
+  static inline void lamina_conv2d_groups_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, int64_t image,         \
+                                              const T* x, const T* w, const T* packed_w, const T* bias,                  \
+                                              int64_t bias_count, T* y, const lamina_gemm_epilogue* epilogue,            \
+                                              int pointwise) {                                                           \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const int64_t G = g->groups, P = g->out_height * g->out_width, threads = lamina_pool_threads(pool);                  \
+    const int64_t panels = (P + 2 * VL - 1) / (2 * VL);                                                                  \
+    /* At least two tasks per thread in all, so that groups that do not divide among the threads still balance. */       \
+    const int64_t bands = lamina_conv_max(1, lamina_conv_min(panels, (2 * threads + G - 1) / G));                        \
+    lamina_conv_groups_job_##S job = {g, image, x, w, packed_w, bias, bias_count, y, epilogue, pointwise, bands, panels}; \
+    lamina_pool_run(pool, G * bands, lamina_conv_groups_task_##S, &job);                                                 \
+  }                                                                                                                      \
                                                                                                                          \
   /* y = conv2d(x, w) + bias, then the epilogue; with a pool in g, y is the pooled result and the epilogue runs on it.   \
      bias: bias_count values (one per out channel, or 1), or NULL. */                                                    \
@@ -1129,6 +1420,15 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
                           g->stride_width == 1 && g->pad_top == 0 && g->pad_left == 0 && HW == P;                          \
     if (LAMINA_CONV_FORCE_CHANNEL_KERNEL && lamina_conv_channels_fits_##S(g))                                              \
       return lamina_conv2d_channels_##S(pool, g, x, w, bias, bias_count, y, epilogue);                                     \
+    if (g->algorithm == LAMINA_CONV_ALGORITHM_DEPTHWISE && lamina_conv_depthwise_fits_##S(g))                              \
+      return lamina_conv2d_depthwise_##S(pool, g, x, w, bias, bias_count, y, epilogue);                                    \
+    if (g->algorithm == LAMINA_CONV_ALGORITHM_DEPTHWISE) {                                                                 \
+      /* Vetoed (LAMINA_CONV_DEPTHWISE_KERNEL=0): the direct kernel the schedule chose before the depthwise one. */         \
+      lamina_conv2d_geometry direct = *g;                                                                                  \
+      direct.algorithm = lamina_conv_direct_fits_##S(g) ? LAMINA_CONV_ALGORITHM_DIRECT_WIDTH                               \
+                                                        : LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS;                           \
+      return lamina_conv2d_forward_with_##S(pool, &direct, x, w, packed_w, bias, bias_count, y, epilogue);                 \
+    }                                                                                                                      \
     if (g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS && lamina_conv_channels_fits_##S(g))                         \
       return lamina_conv2d_channels_##S(pool, g, x, w, bias, bias_count, y, epilogue);                                     \
     if ((g->algorithm == LAMINA_CONV_ALGORITHM_AUTO || g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_WIDTH) &&               \
@@ -1165,6 +1465,10 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     }                                                                                                                      \
     for (int64_t n0 = 0; n0 < g->batch; n0 += chunk) {                                                                     \
       const int64_t images = lamina_conv_min(chunk, g->batch - n0);                                                        \
+      if (chunk == 1 && lamina_conv_groups_together_##S(pool, g)) {                                                        \
+        lamina_conv2d_groups_##S(pool, g, n0, x, w, packed_w, bias, bias_count, y, epilogue, pointwise);                   \
+        continue;                                                                                                          \
+      }                                                                                                                    \
       for (int64_t group = 0; group < G; group++) {                                                                        \
         lamina_conv_job_##S job = {g, n0, images, group, x, NULL, NULL, product, y, bias, bias_count, epilogue, 1};        \
         /* The columns: the input itself for one image of a pointwise convolution, else packed from it. */                 \

@@ -20,13 +20,15 @@
  *                                           column element back where im2col took it from
  *     backward weight: dw[group] = Σ_n dy[n, group] @ columns(x[n])^T
  *
- * The forward convolution runs one of three kernels, as the generated code's kernel schedule says
- * (geometry.algorithm; ConvolutionSchedule in Swift chooses from the sizes):
+ * The forward convolution runs one of these kernels (or Winograd, lamina_winograd.h), as the generated code's
+ * kernel schedule says (geometry.algorithm; ConvolutionSchedule in Swift chooses from the sizes):
  *   LAMINA_CONV_ALGORITHM_IM2COL_GEMM      the columns above and the packed GEMM (many input channels);
  *   LAMINA_CONV_ALGORITHM_DIRECT_WIDTH     direct, vectors along an output row, up to 8 output channels
  *                                          in registers (few output channels: LeNet's 1 -> 6);
  *   LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS  direct, vectors across the output channels, a tile of output
- *                                          positions in registers (few input channels: LeNet's 6 -> 16).
+ *                                          positions in registers (few input channels: LeNet's 6 -> 16);
+ *   LAMINA_CONV_ALGORITHM_DEPTHWISE        direct, one input channel per group (groups == in_channels), vectors
+ *                                          along an output row at any stride (its padded rows split in phases).
  * The direct kernels run on the calling thread below LAMINA_CONV_DIRECT_PARALLEL_WORK multiply-adds, and
  * split one image into bands when the images are fewer than the threads.
  *
@@ -102,6 +104,7 @@ static inline void lamina_conv_band_rows(const lamina_conv2d_geometry* g, int64_
 #define LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS 3 /* direct, vectorized over output channels */
 #define LAMINA_CONV_ALGORITHM_WINOGRAD_2 4      /* Winograd F(2x2, 3x3) (lamina_winograd.h) */
 #define LAMINA_CONV_ALGORITHM_WINOGRAD_4 5      /* Winograd F(4x4, 3x3) */
+#define LAMINA_CONV_ALGORITHM_DEPTHWISE 6       /* one input channel per group, vectorized over output columns */
 
 /* The entry points of one element type, named for the instruction set of the unit that includes this header
    (lamina_conv.c defines them, once per set). */
