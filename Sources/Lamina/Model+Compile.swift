@@ -132,14 +132,15 @@ extension Model {
           ],
           label: "model.c [\(set.name)]", shared: false))
     }
-    // Only the GEMMs model.c calls: an f32 model does not wait for the f64 GEMM to compile.
+    // Only the element types whose convolutions (lamina_conv.c) and GEMMs model.c calls: an f32
+    // model does not wait for the f64 units to compile. The convolutions call the GEMM of their type.
+    let callsConvolution = { (name: String) in
+      ["forward", "forward_derived", "backward_input", "backward_weight"].contains {
+        generated.source.contains("lamina_conv2d_\($0)_\(name)(")
+      }
+    }
     let gemmTypes = [("float", "f32", "lamina_sgemm("), ("double", "f64", "lamina_dgemm(")].filter {
-      type in
-      // The convolutions of lamina_conv.h call the GEMM of their element type.
-      generated.source.contains(type.2)
-        || ["forward", "forward_derived", "backward_input", "backward_weight"].contains {
-          generated.source.contains("lamina_conv2d_\($0)_\(type.1)(")
-        }
+      generated.source.contains($0.2) || callsConvolution($0.1)
     }
     for set in sets {
       for (type, name, _) in gemmTypes {
@@ -152,11 +153,8 @@ extension Model {
             label: "lamina_gemm.c [\(name), \(set.name)]", shared: true))
       }
     }
-    // The convolutions, likewise: only for the element types whose entry points model.c calls.
-    let convolutionTypes = [("f32", [String]()), ("f64", ["-DLAMINA_CONV_F64"])].filter { type in
-      ["forward", "forward_derived", "backward_input", "backward_weight"].contains {
-        generated.source.contains("lamina_conv2d_\($0)_\(type.0)(")
-      }
+    let convolutionTypes = [("f32", [String]()), ("f64", ["-DLAMINA_CONV_F64"])].filter {
+      callsConvolution($0.0)
     }
     for set in sets {
       for (name, defines) in convolutionTypes {
