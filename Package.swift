@@ -52,6 +52,6 @@ let package = Package(
       ],
       // Bad model files with their expected diagnostics, read by BadModelTests; the C program
       // SanitizerHarnessTests builds with each example's generated C.
-      exclude: ["BadModels", "Fixtures", "SanitizerHarness"]),
+      exclude: ["BadModels", "Fixtures", "PoolHarness", "SanitizerHarness"]),
   ]
 )
