@@ -10,7 +10,6 @@ enum KernelLibrary {
   static func emitter(_ id: KernelID) -> Emitter {
     switch id {
     case .matrixProduct: return { MatmulKernel.emit($0, into: &$1) }
-    case .permute: return { ShapeKernels.emitPermute($0, into: &$1) }
     case .reduce: return { ReductionKernels.emitReduce($0, into: &$1) }
     case .normalize: return { ReductionKernels.emitSoftmax($0, into: &$1) }
     // A broadcasting copy is the identity expression over broadcast operands.
@@ -35,7 +34,7 @@ enum KernelLibrary {
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
     case .gatherRows, .scatterAddRows:
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
-    case .gather, .scatterAdd, .pad:
+    case .gather, .scatterAdd, .pad, .permute:
       return { context, _ in preconditionFailure("\(context.node.op) has a parallel emitter") }
     case .padBackward: return { IndexingKernels.emitPadBackward($0, into: &$1) }
     }
@@ -102,6 +101,10 @@ enum KernelLibrary {
     case .gather:
       return { context, body, prelude, symbols in
         IndexingKernels.emitGather(context, into: &body, prelude: &prelude, symbolIndex: symbols)
+      }
+    case .permute:
+      return { context, body, prelude, symbols in
+        ShapeKernels.emitPermute(context, into: &body, prelude: &prelude, symbolIndex: symbols)
       }
     case .pad:
       return { context, body, prelude, symbols in

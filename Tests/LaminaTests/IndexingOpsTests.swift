@@ -98,6 +98,37 @@ struct IndexingOpsTests {
     }
   }
 
+  /// `permute` is split over the threads by rows of its result and copies the trailing axes it keeps
+  /// in place as blocks: each shape here is big enough to split (over 65536 elements at batch 13)
+  /// and has a different tail: ShuffleNet's channel shuffle (a block of h * w), a plain transpose of
+  /// the last two axes (single elements), the batch axis moved inwards, and the identity.
+  @Test(
+    "compiled permutes (channel shuffle, transposes, the identity) equal the interpreter on 1 and 2 threads",
+    arguments: TestData.compilers)
+  func compiledPermutesMatchInterpreter(_ compiler: String) throws {
+    let model = try Model(
+      source: """
+        model Permutes {
+          input x: f32[batch, 4, 17, 11, 9]
+          input z: f64[batch, 37, 161]
+          output shuffled = permute(x, perm: [0, 2, 1, 3, 4])
+          output transposed = permute(z, perm: [0, 2, 1])
+          output batchInside = permute(x, perm: [1, 0, 3, 2, 4])
+          output same = permute(z, perm: [0, 1, 2]) * 2.0
+        }
+        """)
+    for threads in [1, 2] {
+      var options = TestCache.options(compiler: compiler)
+      options.threads = threads
+      let compiled = try model.compile(options: options, parameters: [:])
+      for problem in try TestData.compiledMismatches(
+        model, compiled, parameters: [:], batches: [1, 13])
+      {
+        Issue.record("\(compiler), \(threads) threads: \(problem)")
+      }
+    }
+  }
+
   /// Gradients through gather, pad and tile (scatter_add, pad_backward, reshape and sum) and the
   /// activations, compiled against interpreted, in a training step.
   @Test("compiled gradients of the new ops equal the interpreter's", arguments: TestData.compilers)

@@ -3,8 +3,16 @@ import LaminaSupport
 
 /// Ops that move elements: transposes, broadcasting copies, concatenation and slicing.
 enum ShapeKernels {
-  /// `transpose` and `permute`: loop over the result, read the input through permuted strides.
-  static func emitPermute(_ context: KernelContext, into writer: inout CWriter) {
+  /// `transpose` and `permute`, split over the thread pool by rows of the result.
+  ///
+  /// Trailing axes the permutation keeps in place are one contiguous block in both tensors
+  /// (ShuffleNet's channel shuffle `[n, g, c, h, w] -> [n, c, g, h, w]` moves blocks of `h * w`
+  /// elements), copied with `memcpy`; the axis before them is walked inside a row, and the axes before
+  /// that, flattened, are the rows the threads share.
+  static func emitPermute(
+    _ context: KernelContext, into body: inout CWriter, prelude: inout CWriter,
+    symbolIndex: [String: Int]
+  ) {
     let input = context.operandTypes[0]
     let rank = input.rank
     var permutation: [Int]
@@ -18,11 +26,46 @@ enum ShapeKernels {
     let resultShape = context.resultType.shape
     // Result axis d walks input axis permutation[d].
     let readStrides = permutation.map { inputStrides[$0] }
-    let indices = (0..<rank).map { "i\($0)" }
-    loops(resultShape, &writer) { body in
-      body.line(
-        "out[\(cIndex(indices, cStrides(resultShape)))] = in0[\(cIndex(indices, readStrides))];")
+    var kept = rank
+    while kept > 0 && permutation[kept - 1] == kept - 1 { kept -= 1 }
+    let block = cProduct(Array(resultShape[kept...]))
+    var range = CWriter()
+    if kept == 0 {
+      // The identity: one block, split in elements.
+      range.line("memcpy(out + begin, in0 + begin, (size_t)(end - begin) * sizeof(*out));")
+      GatherKernels.dispatch(
+        context, range: range, extent: block, work: block, chunkAlignment: 16, into: &body,
+        prelude: &prelude, symbolIndex: symbolIndex)
+      return
     }
+    // Rows: result axes 0..<kept-1 flattened; in a row, axis kept-1 then the block.
+    let rowAxes = Array(0..<(kept - 1))
+    let walked = kept - 1
+    range.line("const int64_t block = \(block);")
+    range.block("for (int64_t row = begin; row < end; row++)") { loop in
+      // The row's index on each of its axes, last first, and where it starts in the input.
+      loop.line("int64_t rest = row, from = 0;")
+      for axis in rowAxes.reversed() where cDim(resultShape[axis]) != "1" {
+        loop.line("from += (rest % \(cDim(resultShape[axis]))) * \(readStrides[axis]);")
+        loop.line("rest /= \(cDim(resultShape[axis]));")
+      }
+      loop.line(
+        "\(CExpressionContext.cType(context.resultType.dtype))* target = out + row * \(cDim(resultShape[walked])) * block;"
+      )
+      loop.block("for (int64_t j = 0; j < \(cDim(resultShape[walked])); j++)") { inner in
+        if block == "1" {
+          inner.line("target[j] = in0[from + j * \(readStrides[walked])];")
+        } else {
+          inner.line(
+            "memcpy(target + j * block, in0 + from + j * \(readStrides[walked]), (size_t)block * sizeof(*out));"
+          )
+        }
+      }
+    }
+    GatherKernels.dispatch(
+      context, range: range, extent: cProduct(Array(resultShape[..<walked])),
+      work: cProduct(resultShape), chunkAlignment: 1, into: &body, prelude: &prelude,
+      symbolIndex: symbolIndex)
   }
 
   /// `concat`: each operand's rows copied into place along the axis.
