@@ -19,6 +19,11 @@ compute on plausible values; else the original light model, noted):
     FC-heavy ones (AlexNet, ZFNet-512, VGG-19).
   - ResNet-50's import time (`lamina import`) and compile time (`lamina compile --no-cache --timings`,
     fresh cache), wall clock.
+  - around each timed process, the core-to-core round trip (tools/core_latency): a 2-vCPU virtual machine
+    may have its two vCPUs on one die (~50 ns) or on two (~330 ns here), switching every few seconds, and
+    every framework's 2-thread time moves with it (ShuffleNet 2.7 against 4-5 ms, ONNX Runtime's as much).
+    Each round's state is "one die" when both probes of both frameworks are under 150 ns, "two dies" when
+    all are over, else "mixed"; the ratio is also given per state, over the rounds both ran in it.
 The load average is printed before and after: on a loaded machine (above 2 on 2 cores) the absolute
 figures are unreliable, the per-round ratios somewhat less so.
 
@@ -104,6 +109,37 @@ def bandwidth():
     return max(read), max(copy)
 
 
+SAME_DIE_NS = 150  # core-to-core round trips under this: the two vCPUs share a die
+
+
+def core_latency_probe(folder):
+    """A function returning the core-to-core round trip in ns (tools/core_latency), or None without a C compiler."""
+    binary = os.path.join(folder, "core_latency")
+    compiled = subprocess.run(["cc", "-O2", "-pthread", os.path.join(ROOT, "tools/core_latency/core_latency.c"),
+                               "-o", binary], capture_output=True, text=True)
+    if compiled.returncode != 0:
+        print(f"no core-to-core probe (cc failed: {compiled.stderr.strip()[:200]})", flush=True)
+        return None
+    return lambda: float(subprocess.run([binary, "20000"], capture_output=True, text=True, check=True).stdout)
+
+
+def probed(probe, timed):
+    """(timed(), [probe before, probe after]) ([] without a probe)."""
+    before = probe() if probe else None
+    result = timed()
+    return result, ([before, probe()] if probe else [])
+
+
+def state_of(latencies):
+    if not latencies:
+        return "unknown"
+    if all(x < SAME_DIE_NS for x in latencies):
+        return "one die"
+    if all(x >= SAME_DIE_NS for x in latencies):
+        return "two dies"
+    return "mixed"
+
+
 def run(command, **kwargs):
     result = subprocess.run(command, capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
@@ -174,6 +210,7 @@ def main():
               "copy_bytes_per_second": copy_rate, "models": {}}
     folder = tempfile.mkdtemp(prefix="lamina-bench-onnx-")
     try:
+        probe = core_latency_probe(folder)
         if not arguments.no_compile_time and "resnet50" in names:
             timing = compile_time(arguments, folder)
             report["resnet50_import_compile"] = timing
@@ -194,6 +231,7 @@ def main():
             if os.path.exists(weights):
                 os.remove(weights)  # bench uses its own initializers
             rounds = {"lamina": [], "onnxruntime": []}
+            latencies = []  # per round: the probes around both frameworks' timings
             if imported.returncode != 0:  # ONNX Runtime alone, so its time stands beside the bound
                 print(f"{name}: lamina import failed ({imported.stderr.strip().splitlines()[-1][:200]}); "
                       "ONNX Runtime timed alone", flush=True)
@@ -201,17 +239,31 @@ def main():
             cache = arguments.cache_dir or os.path.join(folder, "cache")
             call = onnxruntime_call(path)
             for _ in range(arguments.rounds):
+                probes = []
                 if "lamina" in rounds:
-                    rounds["lamina"].append(lamina_bench(arguments, lam, cache, arguments.runs))
-                rounds["onnxruntime"].append(time_calls(call, arguments.runs, arguments.seconds))
+                    timing, around = probed(probe, lambda: lamina_bench(arguments, lam, cache, arguments.runs))
+                    rounds["lamina"].append(timing)
+                    probes += around
+                timing, around = probed(probe, lambda: time_calls(call, arguments.runs, arguments.seconds))
+                rounds["onnxruntime"].append(timing)
+                latencies.append(probes + around)
             del call
             ratios = [o["median"] / l["median"] for o, l in zip(rounds["onnxruntime"], rounds.get("lamina", []))]
+            states = [state_of(probes) for probes in latencies]
+            by_state = {}
+            for ratio, state in zip(ratios, states):
+                by_state.setdefault(state, []).append(ratio)
             bound = weight_bytes(path) / best
             results = {k: summarize(v) for k, v in rounds.items()}
             report["models"][name] = {"model": kind, "results": results, "ratios": ratios,
+                                      "core_latency_ns": latencies, "states": states,
                                       "weight_bytes": weight_bytes(path), "bound_seconds": bound}
             rows.append((name, kind, results, ratios, bound))
             print_model(header if len(rows) == 1 else None, name, results, ratios, bound)
+            if ratios and probe:
+                print(f"{'':<13} {'by state':<12} " + "; ".join(
+                    f"{state}: {statistics.median(values):.2f}x ({len(values)} rounds)"
+                    for state, values in sorted(by_state.items())), flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     report["load_after"] = os.getloadavg()
