@@ -1102,6 +1102,56 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     }                                                                                                                    \
   }                                                                                                                      \
                                                                                                                          \
+  /* The 3x3 kernel of one channel at unit width dilation and stride 1 or 2: taps j = 1 and 2 of a kernel row are c1     \
+     and c2 elements after tap 0 in the phased padded plane (1 and 2 at stride 1: constant displacements of one load     \
+     address, where the general path kept nine offsets and ran out of registers; QW and 1 at stride 2). A kernel row is  \
+     `row_step` after the one above, an output row `step` after the one above. */                                        \
+  typedef struct lamina_conv_dw3_taps_##S {                                                                              \
+    lamina_conv_vector_##S w[9], start;                                                                                  \
+  } lamina_conv_dw3_taps_##S;                                                                                            \
+                                                                                                                         \
+  /* One vector of outputs whose window's top left is at a: a chain of multiply-adds per kernel row. */                  \
+  static inline __attribute__((always_inline)) lamina_conv_vector_##S lamina_conv_dw3_vector_##S(                        \
+      const lamina_conv_dw3_taps_##S* k, const T* a, int64_t row_step, const int64_t c1, const int64_t c2) {             \
+    const T* a1 = a + row_step;                                                                                          \
+    const T* a2 = a1 + row_step;                                                                                         \
+    lamina_conv_vector_##S top = k->start + k->w[0] * lamina_conv_loadu_##S(a);                                          \
+    lamina_conv_vector_##S middle = k->w[3] * lamina_conv_loadu_##S(a1);                                                 \
+    lamina_conv_vector_##S bottom = k->w[6] * lamina_conv_loadu_##S(a2);                                                 \
+    top += k->w[1] * lamina_conv_loadu_##S(a + c1);                                                                      \
+    middle += k->w[4] * lamina_conv_loadu_##S(a1 + c1);                                                                  \
+    bottom += k->w[7] * lamina_conv_loadu_##S(a2 + c1);                                                                  \
+    top += k->w[2] * lamina_conv_loadu_##S(a + c2);                                                                      \
+    middle += k->w[5] * lamina_conv_loadu_##S(a1 + c2);                                                                  \
+    bottom += k->w[8] * lamina_conv_loadu_##S(a2 + c2);                                                                  \
+    return top + middle + bottom;                                                                                        \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* Four output rows at a time, so twelve chains overlap. */                                                            \
+  static inline __attribute__((always_inline)) void lamina_conv_depthwise_3x3_##S(                                       \
+      const T* padded, int64_t step, int64_t row_step, const int64_t c1, const int64_t c2, const T* weights, T bias,     \
+      T* out, int64_t OH, int64_t OW) {                                                                                  \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), RB = 4 };                                                                \
+    lamina_conv_dw3_taps_##S k;                                                                                          \
+    for (int t = 0; t < 9; t++) k.w[t] = weights[t] - (lamina_conv_vector_##S){0};                                       \
+    k.start = bias - (lamina_conv_vector_##S){0};                                                                        \
+    int64_t oh = 0;                                                                                                      \
+    for (; oh + RB <= OH; oh += RB) {                                                                                    \
+      const T* rows = padded + oh * step;                                                                                \
+      for (int64_t ow0 = 0; ow0 < OW; ow0 += VL) {                                                                       \
+        lamina_conv_vector_##S sums[RB];                                                                                 \
+        _Pragma("GCC unroll 4") for (int r = 0; r < RB; r++)                                                             \
+          sums[r] = lamina_conv_dw3_vector_##S(&k, rows + r * step + ow0, row_step, c1, c2);                             \
+        _Pragma("GCC unroll 4") for (int r = 0; r < RB; r++)                                                             \
+          lamina_conv_store_first_##S(out + (oh + r) * OW + ow0, sums[r], OW - ow0);                                     \
+      }                                                                                                                  \
+    }                                                                                                                    \
+    for (; oh < OH; oh++)                                                                                                \
+      for (int64_t ow0 = 0; ow0 < OW; ow0 += VL)                                                                         \
+        lamina_conv_store_first_##S(out + oh * OW + ow0,                                                                 \
+                                    lamina_conv_dw3_vector_##S(&k, padded + oh * step + ow0, row_step, c1, c2), OW - ow0); \
+  }                                                                                                                      \
+                                                                                                                         \
   static inline void lamina_conv_depthwise_task_##S(void* argument, int64_t task, int thread) {                          \
     lamina_conv_depthwise_job_##S* job = (lamina_conv_depthwise_job_##S*)argument;                                       \
     const lamina_conv2d_geometry* g = job->g;                                                                            \
@@ -1160,7 +1210,11 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
         const T* weights = job->w + channel * kh * kw;                                                                   \
         const T b = job->bias ? job->bias[job->bias_count == 1 ? 0 : channel] : (T)0;                                    \
         T* out = pooled ? block + o * P : job->y + (image * g->out_channels + channel) * P;                              \
-        if (kh == 3 && kw == 3)                                                                                          \
+        if (kh == 3 && kw == 3 && g->dilation_width == 1 && s == 1)                                                      \
+          lamina_conv_depthwise_3x3_##S(padded, g->stride_height * RW, g->dilation_height * RW, 1, 2, weights, b, out, OH, OW); \
+        else if (kh == 3 && kw == 3 && g->dilation_width == 1 && s == 2)                                                 \
+          lamina_conv_depthwise_3x3_##S(padded, g->stride_height * RW, g->dilation_height * RW, QW, 1, weights, b, out, OH, OW); \
+        else if (kh == 3 && kw == 3)                                                                                     \
           lamina_conv_depthwise_rows_##S(g, padded, RW, QW, offsets, weights, b, out, 0, 0, OH, 3, 3);                   \
         else                                                                                                             \
           lamina_conv_depthwise_rows_##S(g, padded, RW, QW, offsets, weights, b, out, 0, 0, OH, 0, 0);                   \
