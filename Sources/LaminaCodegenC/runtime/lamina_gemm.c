@@ -283,8 +283,10 @@ static inline lamina_vector4 lamina_gemm_splat4(lamina_real x) { return x - (lam
 
 /* The micro-kernel: C[rows x NR] = (A panel @ B panel) + beta * C, beta == 0 not reading C (rows: MR or
    MR_NARROW, a constant where it is inlined). a: KC x rows packed (element (r, p) at a[p * rows + r]); b: KC x NR
-   packed, 64-byte aligned. */
-static inline __attribute__((always_inline)) void lamina_gemm_kernel_rows(const int rows, const int stride, int64_t kc,
+   packed, 64-byte aligned. With vectors == 1, only the panel's first vector of columns (a panel's last columns
+   when they fit in one: C[rows x NR / 2]). */
+static inline __attribute__((always_inline)) void lamina_gemm_kernel_columns(const int rows, const int vectors,
+                                                                          const int stride, int64_t kc,
                                                                        const lamina_real* restrict a,
                                                                        const lamina_real* restrict b, lamina_real* restrict c,
                                                                        int64_t ldc, lamina_real beta) {
@@ -298,36 +300,40 @@ static inline __attribute__((always_inline)) void lamina_gemm_kernel_rows(const 
   /* The loop is short: unrolling saves the pointer and counter updates. */
   #pragma GCC unroll 4
   for (int64_t p = 0; p < kc; p++, a += stride, b += NR) {
-    lamina_vector b0 = lamina_gemm_loadu(b), b1 = lamina_gemm_loadu(b + VL);
+    lamina_vector b0 = lamina_gemm_loadu(b), b1 = vectors == 2 ? lamina_gemm_loadu(b + VL) : b0;
     #pragma GCC unroll 32
     for (int r = 0; r < rows; r++) {
       lamina_vector ar = lamina_gemm_splat(a[r]);
       acc[r][0] = LAMINA_GEMM_FMA(ar, b0, acc[r][0]);
-      acc[r][1] = LAMINA_GEMM_FMA(ar, b1, acc[r][1]);
+      if (vectors == 2) acc[r][1] = LAMINA_GEMM_FMA(ar, b1, acc[r][1]);
     }
   }
   if (beta == (lamina_real)0) {
     #pragma GCC unroll 32
     for (int r = 0; r < rows; r++) {
       lamina_gemm_storeu(c + r * ldc, acc[r][0]);
-      lamina_gemm_storeu(c + r * ldc + VL, acc[r][1]);
+      if (vectors == 2) lamina_gemm_storeu(c + r * ldc + VL, acc[r][1]);
     }
   } else if (beta == (lamina_real)1) {
     #pragma GCC unroll 32
     for (int r = 0; r < rows; r++) {
       lamina_gemm_storeu(c + r * ldc, acc[r][0] + lamina_gemm_loadu(c + r * ldc));
-      lamina_gemm_storeu(c + r * ldc + VL, acc[r][1] + lamina_gemm_loadu(c + r * ldc + VL));
+      if (vectors == 2) lamina_gemm_storeu(c + r * ldc + VL, acc[r][1] + lamina_gemm_loadu(c + r * ldc + VL));
     }
   } else {
     lamina_vector vb = lamina_gemm_splat(beta);
     #pragma GCC unroll 32
     for (int r = 0; r < rows; r++) {
       lamina_gemm_storeu(c + r * ldc, LAMINA_GEMM_FMA(vb, lamina_gemm_loadu(c + r * ldc), acc[r][0]));
-      lamina_gemm_storeu(c + r * ldc + VL,
-                         LAMINA_GEMM_FMA(vb, lamina_gemm_loadu(c + r * ldc + VL), acc[r][1]));
+      if (vectors == 2)
+        lamina_gemm_storeu(c + r * ldc + VL,
+                           LAMINA_GEMM_FMA(vb, lamina_gemm_loadu(c + r * ldc + VL), acc[r][1]));
     }
   }
 }
+
+#define lamina_gemm_kernel_rows(rows, stride, kc, a, b, c, ldc, beta) \
+  lamina_gemm_kernel_columns(rows, 2, stride, kc, a, b, c, ldc, beta)
 
 /* The micro-kernel for panels of MR and of MR_NARROW rows (rows a constant in each: the sums stay in registers). */
 static void lamina_gemm_kernel(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
@@ -354,6 +360,28 @@ static inline int64_t lamina_gemm_kernel_tail(int64_t rows, int64_t kc, const la
     return 2 * LAMINA_GEMM_ROW_STEP;
   }
   lamina_gemm_kernel_rows(MR, MR, kc, a, b, c, ldc, beta);
+  return MR;
+}
+
+/* A panel's last columns when they fit in one vector (N = 196 leaves 4 of NR = 32, N = 784 leaves 16): rows x
+   NR / 2 of C into c (NR apart, beta 0), half the multiply-adds of a whole tile. panel_rows: the panel's height
+   (MR or MR_NARROW); rows: the valid ones, rounded up to the tail's row steps in an MR panel. Returns the rows
+   computed. */
+static int64_t lamina_gemm_kernel_half(int panel_rows, int64_t rows, int64_t kc, const lamina_real* restrict a,
+                                       const lamina_real* restrict b, lamina_real* restrict c) {
+  if (panel_rows != MR) {
+    lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, kc, a, b, c, NR, (lamina_real)0);
+    return MR_NARROW;
+  }
+  if (rows <= LAMINA_GEMM_ROW_STEP) {
+    lamina_gemm_kernel_columns(LAMINA_GEMM_ROW_STEP, 1, MR, kc, a, b, c, NR, (lamina_real)0);
+    return LAMINA_GEMM_ROW_STEP;
+  }
+  if (rows <= 2 * LAMINA_GEMM_ROW_STEP) {
+    lamina_gemm_kernel_columns(2 * LAMINA_GEMM_ROW_STEP, 1, MR, kc, a, b, c, NR, (lamina_real)0);
+    return 2 * LAMINA_GEMM_ROW_STEP;
+  }
+  lamina_gemm_kernel_columns(MR, 1, MR, kc, a, b, c, NR, (lamina_real)0);
   return MR;
 }
 
@@ -473,6 +501,12 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
       lamina_real* ct = c + ir * ldc + jr;
       if (mr == rows && nr == NR) {
         kernel(kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+      } else if (nr * 2 <= NR) {
+        /* The last columns fit in one vector: half a tile aside, merge the part inside C. */
+        lamina_gemm_kernel_half(rows, mr, kc, ap + ir * kc, bp + jr * kc, edge);
+        for (int64_t i = 0; i < mr; i++)
+          for (int64_t j = 0; j < nr; j++)
+            ct[i * ldc + j] = beta == (lamina_real)0 ? edge[i * NR + j] : edge[i * NR + j] + beta * ct[i * ldc + j];
       } else if (rows == MR && nr == NR && mr % LAMINA_GEMM_ROW_STEP == 0) {
         /* An MR panel's last rows, a whole number of row steps: a shorter kernel, straight into C. */
         lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
