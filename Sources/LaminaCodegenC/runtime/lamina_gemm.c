@@ -483,6 +483,26 @@ static void lamina_gemm_pack_b(int trans, const lamina_real* restrict b, int64_t
   }
 }
 
+/* C[0..rows, 0..cols] = edge (+ beta * C): an edge tile computed aside (rows NR apart) merged into C, a vector
+   at a time where a whole one fits (a 7x7 convolution's N = 49 leaves 17 columns of every row panel's second
+   tile: merged element by element, that was as many scalar loads and stores as a twentieth of the tile's
+   multiply-adds). */
+static void lamina_gemm_merge(lamina_real* c, int64_t ldc, const lamina_real* edge, int64_t rows, int64_t cols,
+                              lamina_real beta) {
+  enum { VL = sizeof(lamina_vector) / sizeof(lamina_real) };
+  const lamina_vector vb = lamina_gemm_splat(beta);
+  for (int64_t i = 0; i < rows; i++) {
+    lamina_real* row = c + i * ldc;
+    const lamina_real* from = edge + i * NR;
+    int64_t j = 0;
+    for (; j + VL <= cols; j += VL) {
+      const lamina_vector v = lamina_gemm_loadu(from + j);
+      lamina_gemm_storeu(row + j, beta == (lamina_real)0 ? v : LAMINA_GEMM_FMA(vb, lamina_gemm_loadu(row + j), v));
+    }
+    for (; j < cols; j++) row[j] = beta == (lamina_real)0 ? from[j] : from[j] + beta * row[j];
+  }
+}
+
 /* C[ic.., jc..][mc x nc] (+)= packed A block @ packed B block, one micro-kernel call per MR x NR tile
    (c and ldc are the whole C). After the last k-block (epilogue non-NULL) the epilogue runs on each
    finished mc x (LAMINA_GEMM_EPILOGUE_PANELS * NR) slab while it is still in L1/L2. */
@@ -504,24 +524,18 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
       } else if (nr * 2 <= NR) {
         /* The last columns fit in one vector: half a tile aside, merge the part inside C. */
         lamina_gemm_kernel_half(rows, mr, kc, ap + ir * kc, bp + jr * kc, edge);
-        for (int64_t i = 0; i < mr; i++)
-          for (int64_t j = 0; j < nr; j++)
-            ct[i * ldc + j] = beta == (lamina_real)0 ? edge[i * NR + j] : edge[i * NR + j] + beta * ct[i * ldc + j];
+        lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
       } else if (rows == MR && nr == NR && mr % LAMINA_GEMM_ROW_STEP == 0) {
         /* An MR panel's last rows, a whole number of row steps: a shorter kernel, straight into C. */
         lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
       } else if (rows == MR) {
         /* Edge tile: compute the rows it needs aside, merge only the part inside C. */
         lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, bp + jr * kc, edge, NR, (lamina_real)0);
-        for (int64_t i = 0; i < mr; i++)
-          for (int64_t j = 0; j < nr; j++)
-            ct[i * ldc + j] = beta == (lamina_real)0 ? edge[i * NR + j] : edge[i * NR + j] + beta * ct[i * ldc + j];
+        lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
       } else {
         /* Edge tile: compute the full tile aside, merge only the part inside C. */
         kernel(kc, ap + ir * kc, bp + jr * kc, edge, NR, (lamina_real)0);
-        for (int64_t i = 0; i < mr; i++)
-          for (int64_t j = 0; j < nr; j++)
-            ct[i * ldc + j] = beta == (lamina_real)0 ? edge[i * NR + j] : edge[i * NR + j] + beta * ct[i * ldc + j];
+        lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
       }
     }
     if (epilogue && (jr + nr == nc || jr + NR - slab >= LAMINA_GEMM_EPILOGUE_PANELS * NR)) {
