@@ -92,9 +92,12 @@ enum PoolingKernels {
     /// vector, and no scalar remainder loop runs (on the 14 or 10 columns of LeNet's maps, that
     /// remainder cost more than the vector part). Otherwise one loop with the compiler's remainder.
     func interiorColumns(
-      idempotent: Bool, into writer: inout CWriter, _ body: (inout CWriter) -> Void
+      idempotent: Bool, columns: Range<Int>? = nil, into writer: inout CWriter,
+      _ body: (inout CWriter) -> Void
     ) {
-      let (first, end) = (width.interior.lowerBound, width.interior.upperBound)
+      let (first, end) = (
+        (columns ?? width.interior).lowerBound, (columns ?? width.interior).upperBound
+      )
       let block = PoolingKernels.vectorBlock
       guard idempotent, end - first >= block else {
         PoolingKernels.vectorLoopPragmas(into: &writer)
@@ -183,6 +186,85 @@ enum PoolingKernels {
       }
     }
 
+    /// Elements of the padded copy of a plane that the padded path below takes at most (64 KiB of
+    /// f32 on the stack).
+    static let paddedPlaneLimit = 16384
+
+    /// Whether a plane is pooled from a padded copy of itself (`emitPaddedPlane`): a window
+    /// reaches into the padding, none reaches past it (no ceil-mode overhang), it is stride 1
+    /// along the width, and the copy is small. Inception's 3x3 windows at stride 1 and padding 1
+    /// on 14x14 planes had 52 of their 196 outputs clipped, each a scalar loop with bounds
+    /// checks: most of the time of the pool.
+    var usesPaddedPlane: Bool {
+      let padded = [height, width].allSatisfy { axis in
+        (axis.output - 1) * axis.stride + axis.span <= axis.padBefore + axis.input + axis.padAfter
+      }
+      let hasPadding = [height, width].contains { $0.padBefore > 0 || $0.padAfter > 0 }
+      let elements =
+        (height.input + height.padBefore + height.padAfter)
+        * (width.input + width.padBefore + width.padAfter)
+      return padded && hasPadding && width.stride == 1 && elements <= Self.paddedPlaneLimit
+    }
+
+    /// A plane pooled from a copy padded with the identity (-infinity for the maximum, 0 for the
+    /// sum): every window lies inside it, so each output row is one vectorized loop, and an
+    /// average divides by its window's count, the product of a row's and a column's (constants).
+    func emitPaddedPlane(into writer: inout CWriter) {
+      let (paddedHeight, paddedWidth) = (
+        height.input + height.padBefore + height.padAfter,
+        width.input + width.padBefore + width.padAfter
+      )
+      writer.line(
+        "/* the plane padded with \(isMaximum ? "-infinity" : "zeros") (\(paddedHeight)x\(paddedWidth)): every window lies inside it */"
+      )
+      writer.line("\(type) padded[\(paddedHeight * paddedWidth)];")
+      writer.line(
+        "for (int64_t k = 0; k < \(paddedHeight * paddedWidth); k++) padded[k] = \(isMaximum ? "-INFINITY" : "0");"
+      )
+      writer.line(
+        "for (int64_t r = 0; r < H; r++) memcpy(padded + (r + PT) * \(paddedWidth) + PL, x + r * W, (size_t)W * sizeof(*x));"
+      )
+      writer.block("for (int64_t i = 0; i < OH; i++)") { rowLoop in
+        rowLoop.line("\(type)* y_row = y + i * OW;")
+        for a in 0..<height.kernel {
+          rowLoop.line(
+            "const \(type)* x\(a) = padded + (i * SH + \(a * height.dilation)) * \(paddedWidth);")
+        }
+        if !isMaximum {
+          rowLoop.line("const \(type) row_count = row_counts[i];")
+        }
+        interiorColumns(idempotent: true, columns: 0..<width.output, into: &rowLoop) { columns in
+          var first = true
+          for a in 0..<height.kernel {
+            for b in 0..<width.kernel {
+              let element = "x\(a)[j + \(b * width.dilation)]"
+              if first {
+                columns.line("\(type) v = \(element);")
+                first = false
+              } else if isMaximum {
+                columns.line("v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
+              } else {
+                columns.line("v += \(element);")
+              }
+            }
+          }
+          columns.line(
+            isMaximum ? "y_row[j] = v;" : "y_row[j] = v / (row_count * column_counts[j]);")
+        }
+      }
+    }
+
+    /// The counts an average divides by, per output row and column: the window's positions inside
+    /// the input, or inside the padded input when padding counts.
+    func windowCounts(into writer: inout CWriter) {
+      func counts(_ axis: PoolingAxis) -> String {
+        (0..<axis.output).map { "\(includePad ? axis.paddedCount($0) : axis.positions($0).count)" }
+          .joined(separator: ", ")
+      }
+      writer.line("static const \(type) row_counts[\(height.output)] = {\(counts(height))};")
+      writer.line("static const \(type) column_counts[\(width.output)] = {\(counts(width))};")
+    }
+
     /// The divisor of a clipped average window, after `clippedWindow` counted its positions.
     var clippedDivisor: String {
       includePad
@@ -198,6 +280,19 @@ enum PoolingKernels {
     let plan = Plan(context, input: context.operandTypes[0], isMaximum: maximum)
     var range = CWriter()
     plan.constants(into: &range)
+    if plan.usesPaddedPlane {
+      if !maximum { plan.windowCounts(into: &range) }
+      range.block("for (int64_t plane = begin; plane < end; plane++)") { planeLoop in
+        planeLoop.line("const \(plan.type)* x = in0 + plane * H * W;")
+        planeLoop.line("\(plan.type)* y = out + plane * OH * OW;")
+        plan.emitPaddedPlane(into: &planeLoop)
+      }
+      dispatch(
+        context, range: range, extent: plan.planes,
+        work: cProduct(context.operandTypes[0].shape), chunkAlignment: 1, into: &writer,
+        prelude: &prelude)
+      return
+    }
     range.block("for (int64_t plane = begin; plane < end; plane++)") { planeLoop in
       planeLoop.line("const \(plan.type)* x = in0 + plane * H * W;")
       planeLoop.line("\(plan.type)* y = out + plane * OH * OW;")
