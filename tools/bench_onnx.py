@@ -124,10 +124,14 @@ def core_latency_probe(folder):
 
 
 def probed(probe, timed):
-    """(timed(), [probe before, probe after]) ([] without a probe)."""
-    before = probe() if probe else None
+    """(timed(), [probe before, probe after]) ([] without a probe). Each probe waits 0.1 s first, so the threads of
+    the run before it (which spin a while when idle) are asleep and not sharing the cores with the probe's."""
+    def settled():
+        time.sleep(0.1)
+        return probe()
+    before = settled() if probe else None
     result = timed()
-    return result, ([before, probe()] if probe else [])
+    return result, ([before, settled()] if probe else [])
 
 
 def state_of(latencies):

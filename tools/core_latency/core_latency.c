@@ -1,7 +1,8 @@
 /* core_latency — the round trip of a cache line between two threads, in nanoseconds.
  *
  * Two threads pass a counter back and forth through one cache line (each waits, spinning, for the
- * other's increment), ROUNDS times, and the median round trip of 5 repeats is printed. It tells which
+ * other's increment): a warm-up, then 5 repeats of ROUNDS round trips, and the median repeat's mean
+ * is printed. It tells which
  * of two states a 2-vCPU virtual machine is in: on the Zen 4 machine this project is measured on, the
  * two vCPUs sometimes share a die (~50 ns) and sometimes sit on different dies (~330 ns), switching every
  * few seconds. Every framework's 2-thread time moves with it (ShuffleNet 2.7 ms against 4.0-5.4 ms, ONNX
@@ -20,10 +21,14 @@
 
 static _Alignas(64) atomic_long ball;
 static long rounds = 50000;
+enum { REPEATS = 5, WARM_UP = 20000 };
 
+/* Returns every exchange of the whole run: the warm-up (both vCPUs awake and the line hot: a vCPU idle
+   for a while is halted, and waking it takes microseconds) and then the timed repeats. */
 static void* partner(void* unused) {
   (void)unused;
-  for (long i = 0; i < rounds; i++) {
+  const long total = WARM_UP + REPEATS * rounds;
+  for (long i = 0; i < total; i++) {
     while (atomic_load_explicit(&ball, memory_order_acquire) != 2 * i + 1) {
     }
     atomic_store_explicit(&ball, 2 * i + 2, memory_order_release);
@@ -31,20 +36,21 @@ static void* partner(void* unused) {
   return NULL;
 }
 
-static double round_trip_ns(void) {
-  atomic_store(&ball, 0);
-  pthread_t thread;
-  if (pthread_create(&thread, NULL, partner, NULL) != 0) return -1;
-  struct timespec begin, end;
-  clock_gettime(CLOCK_MONOTONIC, &begin);
-  for (long i = 0; i < rounds; i++) {
+static double now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+/* Serves exchanges [first, first + count) and returns their mean round trip. */
+static double serve(long first, long count) {
+  const double begin = now_ns();
+  for (long i = first; i < first + count; i++) {
     atomic_store_explicit(&ball, 2 * i + 1, memory_order_release);
     while (atomic_load_explicit(&ball, memory_order_acquire) != 2 * i + 2) {
     }
   }
-  clock_gettime(CLOCK_MONOTONIC, &end);
-  pthread_join(thread, NULL);
-  return ((double)(end.tv_sec - begin.tv_sec) * 1e9 + (double)(end.tv_nsec - begin.tv_nsec)) / (double)rounds;
+  return (now_ns() - begin) / (double)count;
 }
 
 static int compare(const void* a, const void* b) {
@@ -55,9 +61,14 @@ static int compare(const void* a, const void* b) {
 int main(int argc, char** argv) {
   if (argc > 1) rounds = atol(argv[1]);
   if (rounds < 1) rounds = 1;
-  double samples[5];
-  for (int i = 0; i < 5; i++) samples[i] = round_trip_ns();
-  qsort(samples, 5, sizeof samples[0], compare);
-  printf("%.0f\n", samples[2]);
+  atomic_store(&ball, 0);
+  pthread_t thread;
+  if (pthread_create(&thread, NULL, partner, NULL) != 0) return 1;
+  serve(0, WARM_UP);
+  double samples[REPEATS];
+  for (int i = 0; i < REPEATS; i++) samples[i] = serve(WARM_UP + i * rounds, rounds);
+  pthread_join(thread, NULL);
+  qsort(samples, REPEATS, sizeof samples[0], compare);
+  printf("%.0f\n", samples[REPEATS / 2]);
   return 0;
 }
