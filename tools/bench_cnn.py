@@ -20,7 +20,11 @@ intra_op_num_threads=2, Lamina's pool of 2). Each framework's calls are timed on
 warm-up; --rounds repeats the whole set, frameworks interleaved within each round, and the table shows
 the median of the rounds' medians, the smallest min and the largest max; ratios are the peer's median
 time over Lamina's (above 1: Lamina is faster). The load average is printed before and after: on a
-loaded machine (above 2 on 2 cores) the figures are not reliable, ratios less so than absolutes.
+loaded machine (above 2 on 2 cores) the figures are not reliable, ratios less so than absolutes. Each
+workload's rounds are also labelled by the core-to-core probe (tools/core_latency, before and after each
+framework's timing): "one die", "two dies" or "mixed". This VM's two vCPUs switch between sharing a die
+and sitting on two every few seconds, and every framework's 2-thread time moves with it (LeNet-5 at batch
+64: 0.32 against 0.42 ms), so compare figures within one state.
 
 Usage:
   swift build -c release
@@ -34,10 +38,11 @@ import io
 import json
 import os
 import subprocess
+import shutil
 import sys
 import tempfile
 
-from bench_common import lamina_timing, load_average, summarize, time_calls
+from bench_common import core_latency_probe, lamina_timing, load_average, probed, state_of, summarize, time_calls
 
 THREADS = 2
 for argument in sys.argv:  # before PyTorch reads OMP_NUM_THREADS
@@ -225,6 +230,8 @@ def main():
         print(text)
 
     report = {"load_before": os.getloadavg(), "peaks": peaks, "workloads": {}}
+    probe_folder = tempfile.mkdtemp(prefix="lamina-bench-cnn-probe-")
+    probe = core_latency_probe(probe_folder)
     print(f"\n{'workload':<11} {'framework':<12} {'median':>11} {'min':>11} {'max':>11} {'runs':>6}  "
           f"{'rate':>18}  {'ratio':>6}  {'of peak':>7}  round medians")
     for name in names:
@@ -239,11 +246,19 @@ def main():
             if call is not None:
                 runners[framework] = call
         rounds = {**({} if arguments.no_lamina else {"lamina": []}), **{framework: [] for framework in runners}}
+        states = []  # per round, from the core-to-core probes around every framework's timing
         for _ in range(arguments.rounds):
+            probes = []
             if not arguments.no_lamina:
-                rounds["lamina"].append(lamina(arguments.lamina, workload, arguments.runs))
+                timing, around = probed(probe, lambda: lamina(arguments.lamina, workload, arguments.runs))
+                rounds["lamina"].append(timing)
+                probes += around
             for framework, call in runners.items():
-                rounds[framework].append(time_calls(call, arguments.runs, max_calls=100 * arguments.runs))
+                timing, around = probed(
+                    probe, lambda: time_calls(call, arguments.runs, max_calls=100 * arguments.runs))
+                rounds[framework].append(timing)
+                probes += around
+            states.append(state_of(probes))
         results = {framework: summarize(r) for framework, r in rounds.items()}
         ours = results["lamina"]["median"] if "lamina" in results else None
         for framework, timing in results.items():
@@ -255,7 +270,9 @@ def main():
             print(f"{name:<11} {framework:<12} {timing['median'] * 1e3:9.3f}ms {timing['min'] * 1e3:9.3f}ms "
                   f"{timing['max'] * 1e3:9.3f}ms {timing['runs']:>6}  {rate(workload, timing['median']):>18}  "
                   f"{ratio:>6}  {of_peak:>7}  [{medians}] ms")
-        report["workloads"][name] = results
+        if probe:
+            print(f"{'':<11} {'rounds':<12} " + ", ".join(states) + " (core-to-core probes: tools/core_latency)")
+        report["workloads"][name] = {**results, "states": states}
     report["load_after"] = os.getloadavg()
     print(f"\nload average after: {load_average()}")
     if peaks:
@@ -266,6 +283,7 @@ def main():
     if arguments.json:
         with open(arguments.json, "w") as file:
             json.dump(report, file, indent=1)
+    shutil.rmtree(probe_folder, ignore_errors=True)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Timing shared by the benchmark scripts (bench_cnn.py, bench_onnx.py, bench_inference.py,
 bench_training.py): a framework's calls timed one by one in Python, `lamina bench --json`'s own timing
-read back, rounds summarized, and the load average printed beside the figures.
+read back, rounds summarized, the load average printed beside the figures, and the core-to-core probe
+(tools/core_latency) that says whether the two vCPUs shared a die while something was timed.
 
 The scripts import it as `import bench_common` (Python puts the script's folder, tools/, on the path).
 """
@@ -51,3 +52,38 @@ def summarize(rounds):
 def load_average():
     """The 1, 5 and 15-minute load averages as text ("1.52 1.30 1.10")."""
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+SAME_DIE_NS = 150  # core-to-core round trips under this: the two vCPUs share a die
+
+
+def core_latency_probe(folder):
+    """A function returning the core-to-core round trip in ns (tools/core_latency), or None without a C compiler."""
+    binary = os.path.join(folder, "core_latency")
+    compiled = subprocess.run(["cc", "-O2", "-pthread", os.path.join(os.path.dirname(os.path.abspath(__file__)), "core_latency", "core_latency.c"),
+                               "-o", binary], capture_output=True, text=True)
+    if compiled.returncode != 0:
+        print(f"no core-to-core probe (cc failed: {compiled.stderr.strip()[:200]})", flush=True)
+        return None
+    return lambda: float(subprocess.run([binary, "20000"], capture_output=True, text=True, check=True).stdout)
+
+
+def probed(probe, timed):
+    """(timed(), [probe before, probe after]) ([] without a probe). Each probe waits 0.1 s first, so the threads of
+    the run before it (which spin a while when idle) are asleep and not sharing the cores with the probe's."""
+    def settled():
+        time.sleep(0.1)
+        return probe()
+    before = settled() if probe else None
+    result = timed()
+    return result, ([before, settled()] if probe else [])
+
+
+def state_of(latencies):
+    if not latencies:
+        return "unknown"
+    if all(x < SAME_DIE_NS for x in latencies):
+        return "one die"
+    if all(x >= SAME_DIE_NS for x in latencies):
+        return "two dies"
+    return "mixed"

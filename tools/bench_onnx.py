@@ -48,7 +48,7 @@ import time
 
 import numpy
 
-from bench_common import lamina_timing, load_average, summarize, time_calls
+from bench_common import core_latency_probe, lamina_timing, load_average, probed, state_of, summarize, time_calls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREADS = 2
@@ -107,41 +107,6 @@ def bandwidth():
     copy = [2 * target.nbytes / on_threads(lambda k: numpy.copyto(target[k * m:(k + 1) * m],
                                                                    source[k * m:(k + 1) * m])) for _ in range(5)]
     return max(read), max(copy)
-
-
-SAME_DIE_NS = 150  # core-to-core round trips under this: the two vCPUs share a die
-
-
-def core_latency_probe(folder):
-    """A function returning the core-to-core round trip in ns (tools/core_latency), or None without a C compiler."""
-    binary = os.path.join(folder, "core_latency")
-    compiled = subprocess.run(["cc", "-O2", "-pthread", os.path.join(ROOT, "tools/core_latency/core_latency.c"),
-                               "-o", binary], capture_output=True, text=True)
-    if compiled.returncode != 0:
-        print(f"no core-to-core probe (cc failed: {compiled.stderr.strip()[:200]})", flush=True)
-        return None
-    return lambda: float(subprocess.run([binary, "20000"], capture_output=True, text=True, check=True).stdout)
-
-
-def probed(probe, timed):
-    """(timed(), [probe before, probe after]) ([] without a probe). Each probe waits 0.1 s first, so the threads of
-    the run before it (which spin a while when idle) are asleep and not sharing the cores with the probe's."""
-    def settled():
-        time.sleep(0.1)
-        return probe()
-    before = settled() if probe else None
-    result = timed()
-    return result, ([before, settled()] if probe else [])
-
-
-def state_of(latencies):
-    if not latencies:
-        return "unknown"
-    if all(x < SAME_DIE_NS for x in latencies):
-        return "one die"
-    if all(x >= SAME_DIE_NS for x in latencies):
-        return "two dies"
-    return "mixed"
 
 
 def run(command, **kwargs):
