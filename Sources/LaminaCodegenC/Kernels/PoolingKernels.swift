@@ -186,9 +186,10 @@ enum PoolingKernels {
       }
     }
 
-    /// Elements of the padded copy of a plane that the padded path below takes at most (64 KiB of
-    /// f32 on the stack).
-    static let paddedPlaneLimit = 16384
+    /// Elements of the padded copy of a plane that the padded path below takes at most: 16 KiB of
+    /// f32 (32 of f64) on the stack of whichever thread runs the task, as the convolutions' stack
+    /// buffers. ShuffleNet's 58x58 and Inception's 30x30 copies fit.
+    static let paddedPlaneLimit = 4096
 
     /// Whether a plane is pooled from a padded copy of itself (`emitPaddedPlane`): a window
     /// reaches into the padding, none reaches past it (no ceil-mode overhang), it is stride 1
