@@ -332,40 +332,45 @@ static inline __attribute__((always_inline)) void lamina_gemm_kernel_columns(con
   }
 }
 
-#define lamina_gemm_kernel_rows(rows, stride, kc, a, b, c, ldc, beta) \
-  lamina_gemm_kernel_columns(rows, 2, stride, kc, a, b, c, ldc, beta)
 
 /* The micro-kernel for panels of MR and of MR_NARROW rows (rows a constant in each: the sums stay in registers). */
 static void lamina_gemm_kernel(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
                                lamina_real* restrict c, int64_t ldc, lamina_real beta) {
-  lamina_gemm_kernel_rows(MR, MR, kc, a, b, c, ldc, beta);
+  lamina_gemm_kernel_columns(MR, 2, MR, kc, a, b, c, ldc, beta);
 }
 static void lamina_gemm_kernel_narrow(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
                                       lamina_real* restrict c, int64_t ldc, lamina_real beta) {
-  lamina_gemm_kernel_rows(MR_NARROW, MR_NARROW, kc, a, b, c, ldc, beta);
+  lamina_gemm_kernel_columns(MR_NARROW, 2, MR_NARROW, kc, a, b, c, ldc, beta);
 }
 
 /* The last rows of an MR-row panel (rows: 1..MR valid): the smallest of one, two or three row steps
-   (thirds of MR) that covers them, so M = 32 with MR = 12 is 12 + 12 + 8 rows of work, not 36. Returns
-   the rows it computed (the caller merges only the valid ones when it wrote aside). */
-static inline int64_t lamina_gemm_kernel_tail(int64_t rows, int64_t kc, const lamina_real* restrict a,
-                                              const lamina_real* restrict b, lamina_real* restrict c, int64_t ldc,
-                                              lamina_real beta) {
+   (thirds of MR) that covers them, so M = 32 with MR = 12 is 12 + 12 + 8 rows of work, not 36, on `vectors`
+   (1 or 2) vectors of columns. Returns the rows it computed (the caller merges only the valid ones when it
+   wrote aside). */
+static inline __attribute__((always_inline)) int64_t lamina_gemm_kernel_steps(
+    const int vectors, int64_t rows, int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
+    lamina_real* restrict c, int64_t ldc, lamina_real beta) {
   if (rows <= LAMINA_GEMM_ROW_STEP) {
-    lamina_gemm_kernel_rows(LAMINA_GEMM_ROW_STEP, MR, kc, a, b, c, ldc, beta);
+    lamina_gemm_kernel_columns(LAMINA_GEMM_ROW_STEP, vectors, MR, kc, a, b, c, ldc, beta);
     return LAMINA_GEMM_ROW_STEP;
   }
   if (rows <= 2 * LAMINA_GEMM_ROW_STEP) {
-    lamina_gemm_kernel_rows(2 * LAMINA_GEMM_ROW_STEP, MR, kc, a, b, c, ldc, beta);
+    lamina_gemm_kernel_columns(2 * LAMINA_GEMM_ROW_STEP, vectors, MR, kc, a, b, c, ldc, beta);
     return 2 * LAMINA_GEMM_ROW_STEP;
   }
-  lamina_gemm_kernel_rows(MR, MR, kc, a, b, c, ldc, beta);
+  lamina_gemm_kernel_columns(MR, vectors, MR, kc, a, b, c, ldc, beta);
   return MR;
+}
+
+static int64_t lamina_gemm_kernel_tail(int64_t rows, int64_t kc, const lamina_real* restrict a,
+                                       const lamina_real* restrict b, lamina_real* restrict c, int64_t ldc,
+                                       lamina_real beta) {
+  return lamina_gemm_kernel_steps(2, rows, kc, a, b, c, ldc, beta);
 }
 
 /* A panel's last columns when they fit in one vector (N = 196 leaves 4 of NR = 32, N = 784 leaves 16): rows x
    NR / 2 of C into c (NR apart, beta 0), half the multiply-adds of a whole tile. panel_rows: the panel's height
-   (MR or MR_NARROW); rows: the valid ones, rounded up to the tail's row steps in an MR panel. Returns the rows
+   (MR or MR_NARROW); rows: the valid ones, rounded up to the row steps in an MR panel. Returns the rows
    computed. */
 static int64_t lamina_gemm_kernel_half(int panel_rows, int64_t rows, int64_t kc, const lamina_real* restrict a,
                                        const lamina_real* restrict b, lamina_real* restrict c) {
@@ -373,16 +378,7 @@ static int64_t lamina_gemm_kernel_half(int panel_rows, int64_t rows, int64_t kc,
     lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, kc, a, b, c, NR, (lamina_real)0);
     return MR_NARROW;
   }
-  if (rows <= LAMINA_GEMM_ROW_STEP) {
-    lamina_gemm_kernel_columns(LAMINA_GEMM_ROW_STEP, 1, MR, kc, a, b, c, NR, (lamina_real)0);
-    return LAMINA_GEMM_ROW_STEP;
-  }
-  if (rows <= 2 * LAMINA_GEMM_ROW_STEP) {
-    lamina_gemm_kernel_columns(2 * LAMINA_GEMM_ROW_STEP, 1, MR, kc, a, b, c, NR, (lamina_real)0);
-    return 2 * LAMINA_GEMM_ROW_STEP;
-  }
-  lamina_gemm_kernel_columns(MR, 1, MR, kc, a, b, c, NR, (lamina_real)0);
-  return MR;
+  return lamina_gemm_kernel_steps(1, rows, kc, a, b, c, NR, (lamina_real)0);
 }
 
 /* Packs alpha * op(A)[0..mc, 0..kc] (a points at its first element) into panels of panel_rows rows, panel
