@@ -98,6 +98,10 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// Input and output channels from which Winograd beats the GEMM (16 → 16 at 56x56 was a tie, 32
   /// → 32 at 28x28 and 56x56 already 2x faster).
   public static let winogradMinChannels = 32
+  /// Input channels from which Winograd beats the direct kernels when the weights' transform is
+  /// kept: SqueezeNet's 16 → 64 at 55x55 took 103 µs against the channel kernel's 158 (Zen 5, 2
+  /// threads, per-kernel times of the whole forward, 2 alternating runs of 300 calls each).
+  public static let winogradKeptMinInChannels = 16
   /// Output positions (per call: images × height × width) from which F(4x4) beats the GEMM: 14x14
   /// (64 and 128 channels 1.5x faster with the per-call transform; 7x7 was slower at every channel
   /// count).
@@ -198,7 +202,8 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   {
     guard geometry.dtype == .f32, geometry.kernel == [3, 3], geometry.stride == [1, 1],
       geometry.dilation == [1, 1], geometry.groups == 1,
-      geometry.inChannels >= winogradMinChannels, geometry.outChannels >= winogradMinChannels
+      geometry.inChannels >= (weightsKept ? winogradKeptMinInChannels : winogradMinChannels),
+      geometry.outChannels >= winogradMinChannels
     else { return nil }
     let positions = (geometry.batch.staticValue ?? 1) * geometry.outHeight * geometry.outWidth
     if weightsKept {

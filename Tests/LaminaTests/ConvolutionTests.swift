@@ -87,6 +87,11 @@ struct ConvolutionTests {
       input: "2, 9, 8",
       layers: "conv2d(filters: 20, kernel: 3, stride: 2, dilation: 2, padding: 2)"),
     Case(
+      name:
+        "40 filters on 3 channels, stride 2, padding 1, 17x15: the channel kernel's pairs of vectors and a partial last one, bands copying only their rows",
+      input: "3, 17, 15",
+      layers: "conv2d(filters: 40, kernel: 3, stride: 2, padding: 1, activation: \"relu\")"),
+    Case(
       name: "18 filters in 2 groups, asymmetric padding: the channel kernel per group",
       input: "4, 7, 9",
       layers: "conv2d(filters: 18, kernel: 3, groups: 2, padding: [0, 2, 1, 0], bias: false)"),

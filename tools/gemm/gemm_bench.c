@@ -472,6 +472,16 @@ static void run_bench(int reps, const char* only) {
       bench_shape(pool, "MLP bwd dW = X^T dY (b256)", 1, 0, 784, 512, 256, reps);
       bench_shape(pool, "MLP bwd dX = dY W^T", 0, 1, 128, 784, 512, reps);
     }
+    if (!only || strstr(only, "conv")) {
+      /* ResNet-50's and SqueezeNet's 1x1 convolutions at batch 1: out channels x pixels x in channels. */
+      bench_shape(pool, "1x1 conv 256->64 56x56", 0, 0, 64, 3136, 256, reps);
+      bench_shape(pool, "1x1 conv 64->256 56x56", 0, 0, 256, 3136, 64, reps);
+      bench_shape(pool, "1x1 conv 512->256 28x28", 0, 0, 256, 784, 512, reps);
+      bench_shape(pool, "1x1 conv 1024->512 14x14", 0, 0, 512, 196, 1024, reps);
+      bench_shape(pool, "1x1 conv 2048->512 7x7", 0, 0, 512, 49, 2048, reps);
+      bench_shape(pool, "1x1 conv 512->2048 7x7", 0, 0, 2048, 49, 512, reps);
+      bench_shape(pool, "1x1 conv 128->16 55x55", 0, 0, 16, 3025, 128, reps);
+    }
     if (!only || strstr(only, "gemv")) {
       bench_shape(pool, "batch 1 (GEMV)", 0, 0, 1, 512, 784, reps);
       bench_shape(pool, "batch 1 (GEMV, W^T)", 0, 1, 1, 512, 784, reps);
@@ -494,6 +504,6 @@ int main(int argc, char** argv) {
     run_bench(argc > 2 ? atoi(argv[2]) : 21, argc > 3 ? argv[3] : NULL);
     return 0;
   }
-  fprintf(stderr, "usage: %s test [quick] | bench [reps] [square|mlp|gemv]\n", argv[0]);
+  fprintf(stderr, "usage: %s test [quick] | bench [reps] [square|mlp|conv|gemv]\n", argv[0]);
   return 2;
 }

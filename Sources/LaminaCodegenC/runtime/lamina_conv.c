@@ -670,6 +670,26 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     _Pragma("omp simd") for (int64_t i = 0; i < count; i++) to[i] = from[i];                                             \
   }                                                                                                                      \
                                                                                                                          \
+  /* Rows [row_first, row_end) of each of cg channel planes (HP x WP) of a zero-padded copy of the input (H x W planes at\
+     source, placed at pad_top, pad_left): a band of a direct kernel fills only the rows its windows read, not the       \
+     whole plane (a 224x224 image's first layer split in 4 bands copied it 4 times). */                                  \
+  static inline void lamina_conv_pad_rows_##S(T* buffer, const T* source, int64_t cg, int64_t H, int64_t W, int64_t HP,  \
+                                              int64_t WP, int64_t pad_top, int64_t pad_left, int64_t row_first,          \
+                                              int64_t row_end) {                                                         \
+    for (int64_t c = 0; c < cg; c++)                                                                                     \
+      for (int64_t r = row_first; r < row_end; r++) {                                                                    \
+        T* to = buffer + (c * HP + r) * WP;                                                                              \
+        const int64_t input_row = r - pad_top;                                                                           \
+        if (input_row < 0 || input_row >= H) {                                                                           \
+          memset(to, 0, (size_t)WP * sizeof(T));                                                                         \
+          continue;                                                                                                      \
+        }                                                                                                                \
+        memset(to, 0, (size_t)pad_left * sizeof(T));                                                                     \
+        lamina_conv_copy_row_##S(to + pad_left, source + (c * H + input_row) * W, W);                                    \
+        memset(to + pad_left + W, 0, (size_t)(WP - pad_left - W) * sizeof(T));                                           \
+      }                                                                                                                  \
+  }                                                                                                                      \
+                                                                                                                         \
   /* Stores the first n lanes of v at p (all of them when n >= the vector's length): one masked store where the        \
      target has one, not a memcpy of variable size (which compilers expand into a ladder of branches). */               \
   static inline void lamina_conv_store_first_##S(T* p, lamina_conv_vector_##S v, int64_t n) {                            \
@@ -761,12 +781,9 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     }                                                                                                                    \
     T* padded = (T*)scratch;                                                                                             \
     T* block = (T*)(scratch + block_offset);                                                                             \
-    memset(padded, 0, (size_t)(cg * HP * WP) * sizeof(T));                                                               \
-    for (int64_t c = 0; c < cg; c++) {                                                                                   \
-      const T* plane = job->x + ((image * g->in_channels + group * cg + c) * H) * W;                                     \
-      for (int64_t r = 0; r < H; r++)                                                                                    \
-        lamina_conv_copy_row_##S(padded + (c * HP + r + g->pad_top) * WP + g->pad_left, plane + r * W, W);               \
-    }                                                                                                                    \
+    lamina_conv_pad_rows_##S(padded, job->x + (image * g->in_channels + group * cg) * H * W, cg, H, W, HP, WP,           \
+                             g->pad_top, g->pad_left, first_row * g->stride_height,                                      \
+                             lamina_conv_min(HP, (end_row - 1) * g->stride_height + (kh - 1) * g->dilation_height + 1)); \
     const int wide = job->wide;                                                                                          \
     T biases[LAMINA_CONV_DIRECT_ROWS_MAX];                                                                               \
     for (int64_t o0 = 0; o0 < og; o0 += LAMINA_CONV_DIRECT_ROWS_MAX) {                                                   \
@@ -833,6 +850,18 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     int failed;                                                                                                            \
   } lamina_conv_channels_job_##S;                                                                                          \
                                                                                                                          \
+  /* A tile's sums, position-major (R positions x `channels` lanes), to the channel planes of the NCHW result. */        \
+  static inline __attribute__((always_inline)) void lamina_conv_channels_store_##S(T* out, int64_t plane, int64_t channels,\
+                                                                                  int64_t count,                         \
+                                                                                  lamina_conv_vector_##S* sums) {        \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), R = LAMINA_CONV_CHANNEL_TILE };                                          \
+    if (LAMINA_CONV_HAS_TILE_TRANSPOSE_##S && R == 8 && channels == VL && count == R)                                    \
+      LAMINA_CONV_STORE_TILE_##S(out, plane, sums)                                                                       \
+    else                                                                                                                 \
+      for (int64_t l = 0; l < channels; l++)                                                                             \
+        for (int64_t r = 0; r < count; r++) out[l * plane + r] = sums[r][l];                                             \
+  }                                                                                                                      \
+                                                                                                                         \
   static inline void lamina_conv_channels_task_##S(void* argument, int64_t task, int thread) {                             \
     lamina_conv_channels_job_##S* job = (lamina_conv_channels_job_##S*)argument;                                           \
     const lamina_conv2d_geometry* g = job->g;                                                                              \
@@ -875,12 +904,14 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     T* block = scratch ? (T*)(scratch + block_offset) : NULL;                                                              \
     if (job->padded) {                                                                                                     \
       const int64_t H = g->in_height, W = g->in_width;                                                                     \
-      T* buffer = (T*)scratch;                                                                                             \
-      memset(buffer, 0, padded_bytes);                                                                                     \
-      for (int64_t c = 0; c < cg; c++)                                                                                     \
-        for (int64_t r = 0; r < H; r++)                                                                                    \
-          lamina_conv_copy_row_##S(buffer + (c * HP + r + g->pad_top) * WP + g->pad_left, source + (c * H + r) * W, W);    \
-      source = buffer;                                                                                                     \
+      T* buffer = (T*)scratch;                                                                                           \
+      /* The rows of the band's positions' windows (the positions run across rows). */                                   \
+      if (end > first)                                                                                                   \
+        lamina_conv_pad_rows_##S(buffer, source, cg, H, W, HP, WP, g->pad_top, g->pad_left,                              \
+                                 first / g->out_width * g->stride_height,                                                \
+                                 lamina_conv_min(HP, (end - 1) / g->out_width * g->stride_height +                       \
+                                                         (g->kernel_height - 1) * g->dilation_height + 1));              \
+      source = buffer;                                                                                                   \
     }                                                                                                                      \
     const int64_t* taps = job->taps;                                                                                       \
     for (int64_t p0 = first; p0 < end; p0 += R) {                                                                          \
@@ -888,27 +919,45 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       /* A partial tile repeats its last position (computed, not stored). */                                               \
       const T* q[R];                                                                                                       \
       _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)]; \
-      for (int64_t v = 0; v < V; v++) {                                                                                    \
-        const T* weights = job->packed + (group * V + v) * K * VL;                                                         \
-        const lamina_conv_vector_##S bias = lamina_conv_loadu_##S(job->packed + G * V * K * VL + (group * V + v) * VL);    \
-        lamina_conv_vector_##S sums[R];                                                                                    \
-        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[r] = bias;                                               \
-        for (int64_t k = 0; k < K; k++) {                                                                                  \
-          const lamina_conv_vector_##S w = lamina_conv_loadu_##S(weights + k * VL);                                        \
-          const int64_t t = taps[k];                                                                                       \
-          _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[r] += q[r][t] * w;                                     \
-        }                                                                                                                  \
-        /* Position-major sums to the channel planes of the NCHW result (of the band's block, with a pool). */              \
-        const int64_t channels = lamina_conv_min(VL, og - v * VL);                                                         \
-        const int64_t plane = pooled ? block_plane : P;                                                                    \
-        T* out = pooled ? block + v * VL * block_plane + (p0 - first)                                                      \
-                        : job->y + (image * g->out_channels + group * og + v * VL) * P + p0;                               \
-        if (LAMINA_CONV_HAS_TILE_TRANSPOSE_##S && R == 8 && channels == VL && count == R)                                  \
-          LAMINA_CONV_STORE_TILE_##S(out, plane, sums)                                                                     \
-        else                                                                                                               \
-          for (int64_t l = 0; l < channels; l++)                                                                           \
-            for (int64_t r = 0; r < count; r++) out[l * plane + r] = sums[r][l];                                           \
-      }                                                                                                                    \
+      /* Two vectors of channels at once where there are two (each broadcast input value feeds two multiply-adds, and    \
+         2R sums cover the FMA latency on cores with two 512-bit FMA pipes), then a last single one. */                  \
+      const int64_t plane = pooled ? block_plane : P;                                                                    \
+      for (int64_t v = 0; v < V;) {                                                                                      \
+        const T* weights = job->packed + (group * V + v) * K * VL;                                                       \
+        const T* biases = job->packed + G * V * K * VL + (group * V + v) * VL;                                           \
+        T* out = pooled ? block + v * VL * block_plane + (p0 - first)                                                    \
+                        : job->y + (image * g->out_channels + group * og + v * VL) * P + p0;                             \
+        if (v + 1 < V) {                                                                                                 \
+          const T* weights1 = weights + K * VL;                                                                          \
+          lamina_conv_vector_##S sums[R], sums1[R];                                                                      \
+          const lamina_conv_vector_##S bias = lamina_conv_loadu_##S(biases), bias1 = lamina_conv_loadu_##S(biases + VL); \
+          _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[r] = bias, sums1[r] = bias1;                         \
+          for (int64_t k = 0; k < K; k++) {                                                                              \
+            const lamina_conv_vector_##S w = lamina_conv_loadu_##S(weights + k * VL);                                    \
+            const lamina_conv_vector_##S w1 = lamina_conv_loadu_##S(weights1 + k * VL);                                  \
+            const int64_t t = taps[k];                                                                                   \
+            _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                                       \
+              const T value = q[r][t];                                                                                   \
+              sums[r] += value * w;                                                                                      \
+              sums1[r] += value * w1;                                                                                    \
+            }                                                                                                            \
+          }                                                                                                              \
+          lamina_conv_channels_store_##S(out, plane, VL, count, sums);                                                   \
+          lamina_conv_channels_store_##S(out + VL * plane, plane, lamina_conv_min(VL, og - (v + 1) * VL), count, sums1); \
+          v += 2;                                                                                                        \
+        } else {                                                                                                         \
+          lamina_conv_vector_##S sums[R];                                                                                \
+          const lamina_conv_vector_##S bias = lamina_conv_loadu_##S(biases);                                             \
+          _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[r] = bias;                                           \
+          for (int64_t k = 0; k < K; k++) {                                                                              \
+            const lamina_conv_vector_##S w = lamina_conv_loadu_##S(weights + k * VL);                                    \
+            const int64_t t = taps[k];                                                                                   \
+            _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[r] += q[r][t] * w;                                 \
+          }                                                                                                              \
+          lamina_conv_channels_store_##S(out, plane, lamina_conv_min(VL, og - v * VL), count, sums);                     \
+          v += 1;                                                                                                        \
+        }                                                                                                                \
+      }                                                                                                                  \
     }                                                                                                                      \
     if (pooled)                                                                                                            \
       lamina_conv_pool_block_##S(g, block, block_plane, og, image * g->out_channels + group * og, written_first,           \

@@ -741,7 +741,7 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
                  "GEMM blocks must fit the pool's scratch memory");
   if (m <= 0 || n <= 0) return;
   lamina_gemm_job g = {trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, epilogue, pool,
-                            {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, NULL, MR};
+                            {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, NULL, MR, NULL, 0};
   if (k <= 0 || alpha == (lamina_real)0) {
     /* Nothing to multiply: C = beta * C (and never read C when beta == 0). */
     if (beta != (lamina_real)1)
@@ -765,7 +765,7 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
     n = m;
     m = 1;
     g = (lamina_gemm_job){trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, epilogue, pool,
-                               {1, 1, m, n}, 0, 0, NULL, 1, NULL, 0, NULL, MR};
+                               {1, 1, m, n}, 0, 0, NULL, 1, NULL, 0, NULL, MR, NULL, 0};
   }
   const int threads = lamina_pool_threads(pool);
   if (m == 1 && (!trans_b || !trans_a || lda == 1)) {
@@ -866,7 +866,7 @@ void LAMINA_GEMM_PACKED_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, in
     return;
   }
   lamina_gemm_job g = {trans_a, 0, m, n, k, alpha, beta, a, NULL, c, lda, 0, ldc, epilogue, pool,
-                       {1, 1, m, n}, 0, 0, NULL, 0, packed_b, lamina_gemm_round_up(n, NR), NULL, MR};
+                       {1, 1, m, n}, 0, 0, NULL, 0, packed_b, lamina_gemm_round_up(n, NR), NULL, MR, NULL, 0};
   lamina_gemm_run_packed(&g);
 }
 
@@ -887,7 +887,7 @@ void LAMINA_GEMM_PACKER_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, in
     return;
   }
   lamina_gemm_job g = {trans_a, 0, m, n, k, alpha, beta, a, NULL, c, lda, 0, ldc, epilogue, pool,
-                       {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, b_packer, MR};
+                       {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, b_packer, MR, NULL, 0};
   lamina_gemm_run_packed(&g);
 }
 
