@@ -177,9 +177,13 @@ public struct ConvolutionSchedule: Sendable, Hashable {
       algorithm = .im2colGemm
     }
     let blockBytes = outPerGroup * geometry.outHeight * geometry.outWidth * geometry.dtype.byteSize
+    // Fusion asks this without knowing whether the weights are a parameter: a layer whose kept
+    // weights would take Winograd (which pools only after computing the whole result) is not
+    // offered a pool either way.
     poolsInScratch =
       (algorithm == .directWidth || algorithm == .directChannels || algorithm == .depthwise)
       && blockBytes <= Self.pooledBlockBytes
+      && Self.winogradTile(geometry, weightsKept: true) == nil
   }
 
   /// Whether Winograd computes this convolution (F(4x4, 3x3) or F(2x2, 3x3):
