@@ -32,7 +32,9 @@ struct WinogradTests {
 
   /// Each flag set is one library: the schedule's choice (only `e`), F(4x4) and F(2x2) forced on
   /// every convolution with blocks of one or two rows of tiles (across images at batch 3) and the
-  /// passes on the threads whatever their size, and F(4x4) forced on AVX2 and on the portable C.
+  /// passes on the threads whatever their size, the same with each thread taking blocks of rows
+  /// through all three passes (`LAMINA_WINOGRAD_SPATIAL`, here from one tile a thread: uneven
+  /// blocks of several rows, and one row a block), and F(4x4) forced on AVX2 and on the portable C.
   @Test(
     "Winograd convolutions equal the interpreter",
     arguments: [
@@ -44,6 +46,14 @@ struct WinogradTests {
       [
         "-DLAMINA_WINOGRAD_FORCE=2", "-DLAMINA_WINOGRAD_BLOCK_ELEMENTS=20000",
         "-DLAMINA_WINOGRAD_PARALLEL_WORK=0",
+      ],
+      [
+        "-DLAMINA_WINOGRAD_FORCE=4", "-DLAMINA_WINOGRAD_SPATIAL_MIN_TILES=1",
+        "-DLAMINA_WINOGRAD_BLOCK_ELEMENTS=20000", "-DLAMINA_WINOGRAD_PARALLEL_WORK=0",
+      ],
+      [
+        "-DLAMINA_WINOGRAD_FORCE=2", "-DLAMINA_WINOGRAD_SPATIAL_MIN_TILES=1",
+        "-DLAMINA_WINOGRAD_BLOCK_ELEMENTS=1", "-DLAMINA_WINOGRAD_PARALLEL_WORK=0",
       ],
       ["x86-64-v3", "-DLAMINA_WINOGRAD_FORCE=4"],
       ["generic", "-DLAMINA_WINOGRAD_FORCE=4", "-DLAMINA_WINOGRAD_PARALLEL_WORK=0"],

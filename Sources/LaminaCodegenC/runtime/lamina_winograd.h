@@ -28,6 +28,11 @@
  * three passes on the pool: the input transform split over input channels (LAMINA_WINOGRAD_LANES tiles at once,
  * one per vector lane), the alpha² GEMMs split over xi (each on one thread), the output transform (bias, then
  * the fused epilogue on the finished rows) over vectors of LAMINA_WINOGRAD_LANES output channels.
+ * With at least as many rows of tiles as threads (LAMINA_WINOGRAD_SPATIAL), each pool task instead takes its own
+ * block of rows through the three passes, with V and M of its thread's own: the threads split the planes by rows,
+ * so each reads the input rows and writes the output rows of its part and no pass waits for another thread's.
+ * When the two threads' cores share no cache (a VM's vCPUs on two dies), passes split by channels and xi moved
+ * the whole V and M between them, and SqueezeNet took as long on 2 threads as on 1.
  *
  * The weights' transform and packing (lamina_winograd_transform_weights_*, a function of w alone) is kept in the
  * context's derived buffer of the layer (lamina_conv2d_forward_derived_* in lamina_conv.c: filled again when a
@@ -61,6 +66,19 @@
 /* Elements of V and M one block of tile rows may take (at least one row of tiles a block). */
 #ifndef LAMINA_WINOGRAD_BLOCK_ELEMENTS
 #define LAMINA_WINOGRAD_BLOCK_ELEMENTS ((int64_t)1 << 20)
+#endif
+/* 1: with more rows of tiles than threads, each task takes a block of tile rows through all three passes on its
+   own thread (its own V and M), so a thread reads the input rows and writes the output rows of its part of the
+   planes and no pass waits for another thread; 0: every block's passes split over the threads (input channels,
+   then xi, then output channels), as for fewer rows than threads. */
+#ifndef LAMINA_WINOGRAD_SPATIAL
+#define LAMINA_WINOGRAD_SPATIAL 1
+#endif
+/* Tiles per thread from which the split by rows is taken: with fewer, each thread's products have too few rows for
+   the GEMM's micro-kernel (SqueezeNet's 13x13 layers, 8 tiles a thread, ran 7-10% slower that way on one die;
+   its 55x55 layers, 98 tiles a thread, 3% faster, and 1.4-1.8x faster with the threads on two dies). */
+#ifndef LAMINA_WINOGRAD_SPATIAL_MIN_TILES
+#define LAMINA_WINOGRAD_SPATIAL_MIN_TILES 64
 #endif
 /* Tiles transformed together, one per vector lane. */
 #define LAMINA_WINOGRAD_LANES 16
@@ -278,9 +296,10 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     T* packed; /* U[xi] packed as the GEMMs' right operand (U[xi]^T [C x K]), `packed_elements` apart */               \
     int64_t packed_elements;                                                                                            \
     int m;                                                                                                              \
-    int pass; /* 0: weights, 4: their packing, 1: input, 2: products, 3: output */                                                        \
+    int pass; /* 0: weights, 4: their packing, 1: input, 2: products, 3: output, 5: 1-3 on a block of rows */           \
     int64_t tasks, TH, TW, row0, rows, ldt;                                                                             \
     lamina_pool* gemm_pool; /* the products' pool: NULL when they run one per task */                                   \
+    int64_t all_rows, work_stride, v_size; /* pass 5: rows of tiles in all, and each thread's V then M */               \
   } lamina_winograd_job_##S;                                                                                            \
                                                                                                                         \
   static void lamina_winograd_task_##S(void* argument, int64_t task, int thread) {                                      \
@@ -319,6 +338,23 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
       for (int64_t xi = begin; xi < end; xi++)                                                                          \
         PACK_B(1, C, K, job->U + xi * K * C, C, job->packed + xi * job->packed_elements);                               \
       break;                                                                                                            \
+    case 5: {                                                                                                           \
+      /* A block of tile rows through the three passes on this thread, with this thread's V and M. */                   \
+      lamina_conv_task_range(job->all_rows, job->tasks, task, &begin, &end);                                            \
+      if (begin >= end) break;                                                                                          \
+      lamina_winograd_job_##S local = *job;                                                                             \
+      local.V = job->V + (int64_t)thread * job->work_stride;                                                            \
+      local.M = local.V + job->v_size;                                                                                  \
+      local.row0 = begin;                                                                                               \
+      local.rows = end - begin;                                                                                         \
+      local.tasks = 1;                                                                                                  \
+      local.gemm_pool = NULL;                                                                                           \
+      for (int pass = 1; pass <= 3; pass++) {                                                                           \
+        local.pass = pass;                                                                                              \
+        lamina_winograd_task_##S(&local, 0, thread);                                                                    \
+      }                                                                                                                 \
+      break;                                                                                                            \
+    }                                                                                                                   \
     default: {                                                                                                          \
       /* Whole vectors of channels per task. */                                                                         \
       const int64_t vectors = (K + LAMINA_WINOGRAD_LANES - 1) / LAMINA_WINOGRAD_LANES;                                  \
@@ -401,6 +437,34 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     const int64_t row_elements = A * A * (C + K) * TW;                                                                  \
     const int64_t block_rows =                                                                                          \
         lamina_conv_max(1, lamina_conv_min(all_rows, LAMINA_WINOGRAD_BLOCK_ELEMENTS / lamina_conv_max(1, row_elements))); \
+    {                                                                                                                   \
+      const int threads = pool ? lamina_pool_threads(pool) : 1;                                                         \
+      if (LAMINA_WINOGRAD_SPATIAL && threads > 1 && all_rows >= threads &&                                              \
+          all_rows * TW >= LAMINA_WINOGRAD_SPATIAL_MIN_TILES * threads &&                                              \
+          A * A * K * C * all_rows * TW >= LAMINA_WINOGRAD_PARALLEL_WORK) {                                             \
+        /* Tasks: a multiple of the threads (even shares), each at most block_rows rows. */                             \
+        int64_t tasks = threads;                                                                                        \
+        while (tasks < all_rows && (all_rows + tasks - 1) / tasks > block_rows) tasks += threads;                       \
+        tasks = lamina_conv_min(tasks, all_rows);                                                                       \
+        const int64_t task_rows = (all_rows + tasks - 1) / tasks;                                                       \
+        const int64_t ldt = (task_rows * TW + L - 1) / L * L;                                                           \
+        const int64_t v_size = (A * A * C * ldt + L - 1) / L * L, m_size = A * A * ldt * K + L;                         \
+        const int64_t p_size = prepacked ? 0 : lamina_winograd_packed_size_##S(g, m);                                   \
+        const int64_t u_size = prepacked ? 0 : A * A * K * C;                                                           \
+        const int64_t work_size = lamina_conv_max(u_size, threads * (v_size + m_size));                                 \
+        T* buffer = (T*)aligned_alloc(64, (size_t)((p_size + work_size + 2 * L) / L * L) * sizeof(T));                  \
+        if (!buffer) return LAMINA_ERROR_MEMORY;                                                                        \
+        T* packed = prepacked ? (T*)prepacked : buffer;                                                                 \
+        T* U = buffer + p_size;                                                                                         \
+        if (!prepacked) lamina_winograd_transform_weights_##S(pool, g, w, U, packed, m);                                \
+        lamina_winograd_job_##S job = {g, x, w, bias, bias_count, y, epilogue, U, U, NULL,                              \
+                                       packed, LAMINA_GEMM_PACKED_B_ELEMENTS(K, C, sizeof(T)), m, 5, tasks, TH, TW,     \
+                                       0, 0, ldt, NULL, all_rows, v_size + m_size, v_size};                             \
+        lamina_pool_run(pool, tasks, lamina_winograd_task_##S, &job);                                                   \
+        free(buffer);                                                                                                   \
+        return 0;                                                                                                       \
+      }                                                                                                                 \
+    }                                                                                                                   \
     const int64_t ldt = (block_rows * TW + L - 1) / L * L;                                                              \
     const int64_t packed_elements = LAMINA_GEMM_PACKED_B_ELEMENTS(K, C, sizeof(T));                                     \
     /* One allocation: the packed weights (unless given), then U, which is dead once packed, in the place of V      \
@@ -418,7 +482,7 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     if (!prepacked) lamina_winograd_transform_weights_##S(pool, g, w, U, packed, m);                                    \
     const int threads = pool ? lamina_pool_threads(pool) : 1;                                                           \
     lamina_winograd_job_##S job = {g, x, w, bias, bias_count, y, epilogue, U, V, M, packed, packed_elements,            \
-                                   m, 0, 1, TH, TW, 0, 0, ldt, NULL};                                                   \
+                                   m, 0, 1, TH, TW, 0, 0, ldt, NULL, 0, 0, 0};                                          \
     for (int64_t row0 = 0; row0 < all_rows; row0 += block_rows) {                                                       \
       job.row0 = row0;                                                                                                  \
       job.rows = lamina_conv_min(block_rows, all_rows - row0);                                                          \
