@@ -90,6 +90,12 @@ public struct KernelSchedule: Sendable, Hashable {
   /// Epilogue: a max pool the producer writes (its result never stored whole), the members
   /// running on the pooled values.
   public var pooling: Pooling?
+  /// Loop over the domain, not flat: the loops of the nest, outermost first, each over a group of
+  /// adjacent domain axes run as one (every operand reads all of a group's axes or broadcasts over
+  /// all of them, so the group is one contiguous run or one repeated value); axes of extent 1 are
+  /// left out. The threads split the rows (every loop but the innermost). Empty: one loop per
+  /// axis, split along the first (a kernel reading windows of an operand).
+  public var loopAxes: [[Int]] = []
 
   /// A windowed maximum over the last two axes of an epilogue producer's NCHW result, computed by
   /// the producer's kernel before the epilogue (`EpilogueProducer.poolsWindowMaximum`).
@@ -129,11 +135,26 @@ extension KernelSchedule {
         let shape = graph.type(of: operand).shape
         return shape == domain || shape.product == Dim(1)
       }
-      self.init(
-        form: .loop(flat: isFlat),
-        threads: .chunks(
-          extent: isFlat ? domain : [domain.first ?? Dim(1)], work: domain,
-          chunkAlignment: isFlat ? 16 : 1, taskSlots: false))
+      let readsWindows = node.body.contains { $0.definition?.window != nil }
+      let loops =
+        isFlat || readsWindows
+        ? [] : Self.loopAxes(domain: domain, operands: node.operands.map { graph.type(of: $0).shape })
+      if loops.isEmpty {
+        self.init(
+          form: .loop(flat: isFlat),
+          threads: .chunks(
+            extent: isFlat ? domain : [domain.first ?? Dim(1)], work: domain,
+            chunkAlignment: isFlat ? 16 : 1, taskSlots: false))
+      } else {
+        // The threads split the rows (every loop but the innermost), or the one loop's elements.
+        let rows = loops.count == 1 ? loops[0] : Array(loops.dropLast().joined())
+        self.init(
+          form: .loop(flat: false),
+          threads: .chunks(
+            extent: rows.map { domain[$0] }, work: domain,
+            chunkAlignment: loops.count == 1 ? 16 : 1, taskSlots: false))
+        self.loopAxes = loops
+      }
     case .epilogue:
       guard let producer = node.epilogueProducer else { return nil }
       var pooling: Pooling?
@@ -164,6 +185,31 @@ extension KernelSchedule {
       guard let schedule = Self.rows(node, in: graph) else { return nil }
       self = schedule
     }
+  }
+
+  /// The loop nest of a broadcasting loop (`loopAxes`): the domain's axes without those of static
+  /// extent 1, adjacent ones grouped while every operand treats them alike (present with the
+  /// domain's extent, or broadcast). A batch-1 NCHW batch norm over [1, C, H, W] with [C, 1, 1]
+  /// statistics runs C rows of H·W contiguous elements, split over the threads by rows, instead of
+  /// one loop over the single image (one thread) with rows of W.
+  public static func loopAxes(domain: [Dim], operands: [[Dim]]) -> [[Int]] {
+    let rank = domain.count
+    // Whether operand `shape` reads axis `axis` of the domain (not broadcast over it).
+    func reads(_ shape: [Dim], _ axis: Int) -> Bool {
+      let operandAxis = axis - (rank - shape.count)
+      return operandAxis >= 0 && shape[operandAxis] != Dim(1)
+    }
+    var groups: [[Int]] = []
+    for axis in 0..<rank where domain[axis] != Dim(1) {
+      if let last = groups.last?.last, last == axis - 1,
+        operands.allSatisfy({ reads($0, last) == reads($0, axis) })
+      {
+        groups[groups.count - 1].append(axis)
+      } else {
+        groups.append([axis])
+      }
+    }
+    return groups
   }
 
   /// An elementwise loop that also sums values over the leading axes.
@@ -410,6 +456,14 @@ public struct KernelSchedulePrinter {
           ? "one flat loop over the elements (operands at the loop index or scalars), vectorized"
           : "one loop nest over the domain, operands through their strides, innermost loop vectorized"
       )
+      if !schedule.loopAxes.isEmpty {
+        let loops = schedule.loopAxes.map { group in
+          group.count == 1 ? "axis \(group[0])" : "axes \(group.first!)-\(group.last!)"
+        }
+        lines.append(
+          "loops: \(loops.joined(separator: " × ")) (axes of extent 1 left out), the threads splitting "
+            + (loops.count == 1 ? "the elements" : "the rows of all but the last"))
+      }
     case .loopWithColumnSums(let singleColumn):
       lines.append(
         singleColumn

@@ -216,6 +216,10 @@ struct FusedKernel {
     let windowed = Set(
       node.body.filter { windowReads[$0.result] != nil }.flatMap(\.operands)
     ).subtracting(node.body.filter { windowReads[$0.result] == nil }.flatMap(\.operands))
+    // With `loopAxes`, loop k runs over group k of the domain's axes as one index (i0, i1, … by
+    // loop): each operand's stride for it is its stride along the group's innermost axis.
+    let loops = schedule.loopAxes
+    let loopIndices = loops.indices.map { "i\($0)" }
     for operand in node.operands where !windowed.contains(operand) {
       let type = graph.type(of: operand)
       if isFlat {
@@ -231,9 +235,15 @@ struct FusedKernel {
         }
         return own[operandAxis]
       }
-      operandIndex[operand] = cIndex(indices, strides)
+      operandIndex[operand] =
+        loops.isEmpty
+        ? cIndex(indices, strides) : cIndex(loopIndices, loops.map { strides[$0.last!] })
     }
-    let resultIndex = isFlat ? "i" : cIndex(indices, domainStrides)
+    let resultIndex =
+      isFlat
+      ? "i"
+      : loops.isEmpty
+        ? cIndex(indices, domainStrides) : cIndex(loopIndices, loops.map { domainStrides[$0.last!] })
 
     var element = CWriter()
     var locals: [ValueID: String] = [:]
@@ -261,6 +271,30 @@ struct FusedKernel {
       // loop vectorizes without the run-time alias checks many pointers would need.
       range.line("#pragma omp simd")
       range.block("for (int64_t i = begin; i < end; i++)") { $0.nest(element) }
+    } else if loops.count == 1 {
+      range.line("#pragma omp simd")
+      range.block("for (int64_t i0 = begin; i0 < end; i0++)") { $0.nest(element) }
+    } else if !loops.isEmpty {
+      // The tasks' range is over rows (all loops but the innermost, flattened); each row's
+      // position in them, then the innermost loop along the row.
+      let extents = loops.map { group in cProduct(group.map { domain[$0] }) }
+      let last = loops.count - 1
+      range.block("for (int64_t row = begin; row < end; row++)") { body in
+        if last == 1 {
+          body.line("const int64_t i0 = row;")
+        } else {
+          body.line("int64_t rest = row;")
+          for loop in stride(from: last - 1, to: 0, by: -1) {
+            body.line("const int64_t i\(loop) = rest % \(extents[loop]);")
+            body.line("rest /= \(extents[loop]);")
+          }
+          body.line("const int64_t i0 = rest;")
+        }
+        body.line("#pragma omp simd")
+        body.block("for (int64_t i\(last) = 0; i\(last) < \(extents[last]); i\(last)++)") {
+          $0.nest(element)
+        }
+      }
     } else {
       func nest(_ axis: Int, _ writer: inout CWriter) {
         if axis == rank {
