@@ -138,7 +138,8 @@ extension KernelSchedule {
       let readsWindows = node.body.contains { $0.definition?.window != nil }
       let loops =
         isFlat || readsWindows
-        ? [] : Self.loopAxes(domain: domain, operands: node.operands.map { graph.type(of: $0).shape })
+        ? []
+        : Self.loopAxes(domain: domain, operands: node.operands.map { graph.type(of: $0).shape })
       if loops.isEmpty {
         self.init(
           form: .loop(flat: isFlat),

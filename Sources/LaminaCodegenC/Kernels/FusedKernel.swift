@@ -243,7 +243,8 @@ struct FusedKernel {
       isFlat
       ? "i"
       : loops.isEmpty
-        ? cIndex(indices, domainStrides) : cIndex(loopIndices, loops.map { domainStrides[$0.last!] })
+        ? cIndex(indices, domainStrides)
+        : cIndex(loopIndices, loops.map { domainStrides[$0.last!] })
 
     var element = CWriter()
     var locals: [ValueID: String] = [:]
