@@ -96,6 +96,11 @@ struct ConvolutionTests {
       input: "4, 7, 9",
       layers: "conv2d(filters: 18, kernel: 3, groups: 2, padding: [0, 2, 1, 0], bias: false)"),
     Case(
+      name:
+        "depthwise 5x5 at stride 2, padding 2, 9x16, 2 filters per channel: the phases' split with an even left padding",
+      input: "3, 9, 16",
+      layers: "conv2d(filters: 6, kernel: 5, stride: 2, groups: 3, padding: 2)"),
+    Case(
       name: "depthwise 3x3 at stride 2, padding 1, 13x11, relu: the depthwise kernel's phases",
       input: "5, 13, 11",
       layers:

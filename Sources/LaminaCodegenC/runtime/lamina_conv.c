@@ -133,6 +133,43 @@ static inline void lamina_conv_store_tile_f32(float* out, int64_t P, const __m51
 #define LAMINA_CONV_HAS_TILE_TRANSPOSE_f64 0
 #define LAMINA_CONV_STORE_TILE_f64(out, P, sums) ;
 
+/* An input row split into its two stride phases for the depthwise kernel: even_to[q] = from[2 q] for q < evens,
+   odd_to[q] = from[2 q + 1] for q < odds. With AVX-512 f32, 16 of each from two loads and two two-source permutes
+   (element by element, with a loop per phase, ShuffleNet's stride-2 depthwise layers spent most of their time
+   here); the last block's loads and stores are masked, so nothing past the row's used elements is touched. */
+#if defined(__AVX512F__)
+#define LAMINA_CONV_SPLIT_PHASES_f32(even_to, evens, odd_to, odds, from) \
+  lamina_conv_split_phases_f32((even_to), (evens), (odd_to), (odds), (from));
+static inline void lamina_conv_split_phases_f32(float* even_to, int64_t evens, float* odd_to, int64_t odds,
+                                                const float* from) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (int64_t q = 0; q < evens || q < odds; q += 16) {
+    const int64_t e = evens - q < 0 ? 0 : evens - q > 16 ? 16 : evens - q;
+    const int64_t o = odds - q < 0 ? 0 : odds - q > 16 ? 16 : odds - q;
+    /* Elements of the row from 2q on that this block reads. */
+    const int64_t used = 2 * e - 1 > 2 * o ? 2 * e - 1 : 2 * o;
+    __m512 low, high;
+    if (used == 32) {
+      low = _mm512_loadu_ps(from + 2 * q);
+      high = _mm512_loadu_ps(from + 2 * q + 16);
+    } else {
+      low = _mm512_maskz_loadu_ps((__mmask16)(used >= 16 ? 0xFFFF : (1u << used) - 1), from + 2 * q);
+      high = _mm512_maskz_loadu_ps((__mmask16)(used > 16 ? (1u << (used - 16)) - 1 : 0), from + 2 * q + 16);
+    }
+    _mm512_mask_storeu_ps(even_to + q, (__mmask16)((1u << e) - 1), _mm512_permutex2var_ps(low, even, high));
+    _mm512_mask_storeu_ps(odd_to + q, (__mmask16)((1u << o) - 1), _mm512_permutex2var_ps(low, odd, high));
+  }
+}
+#else
+#define LAMINA_CONV_SPLIT_PHASES_f32(even_to, evens, odd_to, odds, from) \
+  for (int64_t q_ = 0; q_ < (evens); q_++) (even_to)[q_] = (from)[2 * q_];  \
+  for (int64_t q_ = 0; q_ < (odds); q_++) (odd_to)[q_] = (from)[2 * q_ + 1];
+#endif
+#define LAMINA_CONV_SPLIT_PHASES_f64(even_to, evens, odd_to, odds, from) \
+  for (int64_t q_ = 0; q_ < (evens); q_++) (even_to)[q_] = (from)[2 * q_];  \
+  for (int64_t q_ = 0; q_ < (odds); q_++) (odd_to)[q_] = (from)[2 * q_ + 1];
+
 /* The channel kernel's weights of one vector of output channels, `lanes` rows of K taps, packed to [K][VL] (lanes
    past `lanes` zero): the weights are run-time data, so this runs on every call. With AVX-512 f32, blocks of 16
    channels x 16 taps are transposed in registers (four rounds of 16 unpacks or shuffles), the last block's fewer
@@ -1238,22 +1275,29 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       if (s == 1) {                                                                                                      \
         for (int64_t r = 0; r < H; r++)                                                                                  \
           lamina_conv_copy_row_##S(padded + (g->pad_top + r) * RW + g->pad_left, plane + r * W, W);                      \
-      } else {                                                                                                           \
-        for (int64_t p = 0; p < s; p++) {                                                                                \
-          const int64_t shift = p - g->pad_left;                                                                         \
-          const int64_t inside = lamina_conv_min(QW, shift >= 0 ? 0 : (-shift + s - 1) / s);                             \
-          const int64_t outside = lamina_conv_max(inside, lamina_conv_min(QW, (W - shift + s - 1) / s));                 \
-          for (int64_t r = 0; r < H; r++) {                                                                              \
-            T* phase = padded + (g->pad_top + r) * RW + p * QW;                                                          \
-            const T* from = plane + r * W;                                                                               \
-            if (s == 2) {                                                                                                \
-              _Pragma("omp simd") for (int64_t q = inside; q < outside; q++) phase[q] = from[2 * q + shift];             \
-            } else {                                                                                                     \
-              for (int64_t q = inside; q < outside; q++) phase[q] = from[q * s + shift];                                 \
-            }                                                                                                            \
-          }                                                                                                              \
-        }                                                                                                                \
-      }                                                                                                                  \
+      } else if (s == 2) {                                                                                              \
+        /* Input column t lands in phase (t + pad_left) % 2 at (t + pad_left) / 2: the even columns in one phase from   \
+           pad_left / 2 on, the odd ones in the other from (pad_left + 1) / 2, each cut at the phase's width. */        \
+        const int64_t pl = g->pad_left, even_first = pl / 2, odd_first = (pl + 1) / 2;                                  \
+        const int64_t evens = lamina_conv_max(0, lamina_conv_min((W + 1) / 2, QW - even_first));                        \
+        const int64_t odds = lamina_conv_max(0, lamina_conv_min(W / 2, QW - odd_first));                                \
+        for (int64_t r = 0; r < H; r++) {                                                                               \
+          T* row = padded + (g->pad_top + r) * RW;                                                                      \
+          LAMINA_CONV_SPLIT_PHASES_##S(row + (pl % 2) * QW + even_first, evens, row + ((pl + 1) % 2) * QW + odd_first,  \
+                                       odds, plane + r * W)                                                             \
+        }                                                                                                               \
+      } else {                                                                                                          \
+        for (int64_t p = 0; p < s; p++) {                                                                               \
+          const int64_t shift = p - g->pad_left;                                                                        \
+          const int64_t inside = lamina_conv_min(QW, shift >= 0 ? 0 : (-shift + s - 1) / s);                            \
+          const int64_t outside = lamina_conv_max(inside, lamina_conv_min(QW, (W - shift + s - 1) / s));                \
+          for (int64_t r = 0; r < H; r++) {                                                                             \
+            T* phase = padded + (g->pad_top + r) * RW + p * QW;                                                         \
+            const T* from = plane + r * W;                                                                              \
+            for (int64_t q = inside; q < outside; q++) phase[q] = from[q * s + shift];                                  \
+          }                                                                                                             \
+        }                                                                                                               \
+      }                                                                                                                 \
       for (int64_t o = 0; o < og; o++) {                                                                                 \
         const int64_t channel = group * og + o;                                                                          \
         const T* weights = job->w + channel * kh * kw;                                                                   \
