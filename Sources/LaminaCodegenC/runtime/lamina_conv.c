@@ -1263,15 +1263,17 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     int64_t offsets[9];                                                                                                  \
     for (int64_t t = 0; t < 9 && t < kh * kw; t++)                                                                       \
       offsets[t] = t / kw * g->dilation_height * RW + (t % kw * g->dilation_width) % s * QW + (t % kw * g->dilation_width) / s; \
+    /* Zeroed once for the task's units (one call: per row and phase cost more on small planes); the copies below       \
+       overwrite the same positions for every unit. */                                                                  \
+    memset(padded, 0, padded_bytes);                                                                                    \
     for (int64_t unit = first; unit < end; unit++) {                                                                     \
       const int64_t image = unit / G, group = unit % G;                                                                  \
       const T* plane = job->x + (image * g->in_channels + group) * H * W;                                                \
-      /* The padded plane zeroed in one call (one call per row and phase cost more on small planes), then the input      \
-         rows copied in: for a stride s > 1 each row split into s phases, phase p holding padded columns q * s + p,      \
-         input column q * s + p - pad_left, inside the input for q in [inside, outside) (the same for every row).        \
-         The phases are read straight from the input rows: a padded copy written just before would stall the loads       \
-         that split it (store forwarding fails across the vectors). */                                                   \
-      memset(padded, 0, padded_bytes);                                                                                   \
+      /* The input rows copied into the padded plane: for a stride s > 1 each row split into s phases, phase p holding  \
+         padded columns q * s + p, input column q * s + p - pad_left. Every unit writes the same positions, so the      \
+         rest (the padding) stays as zeroed once before the loop. The phases are read straight from the input rows: a   \
+         padded copy written just before would stall the loads that split it (store forwarding fails across the         \
+         vectors). */                                                                                                   \
       if (s == 1) {                                                                                                      \
         for (int64_t r = 0; r < H; r++)                                                                                  \
           lamina_conv_copy_row_##S(padded + (g->pad_top + r) * RW + g->pad_left, plane + r * W, W);                      \
