@@ -903,6 +903,32 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
         for (int64_t r = 0; r < count; r++) out[l * plane + r] = sums[r][l];                                             \
   }                                                                                                                      \
                                                                                                                          \
+  /* One tile of R positions (q: each position's window in the input) for `vectors` (1 or 2, a constant where it is     \
+     inlined) consecutive vectors of output channels: weights [K][VL] per vector, the second K * VL after the first;    \
+     biases one vector per vector. Two at once: each broadcast input value feeds two multiply-adds, and 2R sums cover   \
+     the FMA latency on cores with two 512-bit FMA pipes. channels, channels1: the lanes stored of each vector. */      \
+  static inline __attribute__((always_inline)) void lamina_conv_channels_vectors_##S(                                   \
+      const int vectors, int64_t K, const T* const* q, const int64_t* taps, const T* weights, const T* biases, T* out,  \
+      int64_t plane, int64_t channels, int64_t channels1, int64_t count) {                                              \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), R = LAMINA_CONV_CHANNEL_TILE };                                         \
+    lamina_conv_vector_##S sums[2][R];                                                                                  \
+    _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) {                                                         \
+      const lamina_conv_vector_##S bias = lamina_conv_loadu_##S(biases + u * VL);                                       \
+      _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[u][r] = bias;                                           \
+    }                                                                                                                   \
+    for (int64_t k = 0; k < K; k++) {                                                                                   \
+      lamina_conv_vector_##S w[2];                                                                                      \
+      _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) w[u] = lamina_conv_loadu_##S(weights + u * K * VL + k * VL);\
+      const int64_t t = taps[k];                                                                                        \
+      _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                                            \
+        const T value = q[r][t];                                                                                        \
+        _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) sums[u][r] += value * w[u];                           \
+      }                                                                                                                 \
+    }                                                                                                                   \
+    lamina_conv_channels_store_##S(out, plane, channels, count, sums[0]);                                               \
+    if (vectors == 2) lamina_conv_channels_store_##S(out + VL * plane, plane, channels1, count, sums[1]);               \
+  }                                                                                                                     \
+                                                                                                                        \
   static inline void lamina_conv_channels_task_##S(void* argument, int64_t task, int thread) {                             \
     lamina_conv_channels_job_##S* job = (lamina_conv_channels_job_##S*)argument;                                           \
     const lamina_conv2d_geometry* g = job->g;                                                                              \
@@ -960,44 +986,21 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       /* A partial tile repeats its last position (computed, not stored). */                                               \
       const T* q[R];                                                                                                       \
       _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)]; \
-      /* Two vectors of channels at once where there are two (each broadcast input value feeds two multiply-adds, and    \
-         2R sums cover the FMA latency on cores with two 512-bit FMA pipes), then a last single one. */                  \
+      /* Two vectors of channels at a time while there are two, then a last single one. */                              \
       const int64_t plane = pooled ? block_plane : P;                                                                    \
       for (int64_t v = 0; v < V;) {                                                                                      \
         const T* weights = job->packed + (group * V + v) * K * VL;                                                       \
         const T* biases = job->packed + G * V * K * VL + (group * V + v) * VL;                                           \
         T* out = pooled ? block + v * VL * block_plane + (p0 - first)                                                    \
                         : job->y + (image * g->out_channels + group * og + v * VL) * P + p0;                             \
-        if (v + 1 < V) {                                                                                                 \
-          const T* weights1 = weights + K * VL;                                                                          \
-          lamina_conv_vector_##S sums[R], sums1[R];                                                                      \
-          const lamina_conv_vector_##S bias = lamina_conv_loadu_##S(biases), bias1 = lamina_conv_loadu_##S(biases + VL); \
-          _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[r] = bias, sums1[r] = bias1;                         \
-          for (int64_t k = 0; k < K; k++) {                                                                              \
-            const lamina_conv_vector_##S w = lamina_conv_loadu_##S(weights + k * VL);                                    \
-            const lamina_conv_vector_##S w1 = lamina_conv_loadu_##S(weights1 + k * VL);                                  \
-            const int64_t t = taps[k];                                                                                   \
-            _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                                       \
-              const T value = q[r][t];                                                                                   \
-              sums[r] += value * w;                                                                                      \
-              sums1[r] += value * w1;                                                                                    \
-            }                                                                                                            \
-          }                                                                                                              \
-          lamina_conv_channels_store_##S(out, plane, VL, count, sums);                                                   \
-          lamina_conv_channels_store_##S(out + VL * plane, plane, lamina_conv_min(VL, og - (v + 1) * VL), count, sums1); \
-          v += 2;                                                                                                        \
-        } else {                                                                                                         \
-          lamina_conv_vector_##S sums[R];                                                                                \
-          const lamina_conv_vector_##S bias = lamina_conv_loadu_##S(biases);                                             \
-          _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[r] = bias;                                           \
-          for (int64_t k = 0; k < K; k++) {                                                                              \
-            const lamina_conv_vector_##S w = lamina_conv_loadu_##S(weights + k * VL);                                    \
-            const int64_t t = taps[k];                                                                                   \
-            _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[r] += q[r][t] * w;                                 \
-          }                                                                                                              \
-          lamina_conv_channels_store_##S(out, plane, lamina_conv_min(VL, og - v * VL), count, sums);                     \
-          v += 1;                                                                                                        \
-        }                                                                                                                \
+        const int vectors = v + 1 < V ? 2 : 1;                                                                          \
+        if (vectors == 2)                                                                                               \
+          lamina_conv_channels_vectors_##S(2, K, q, taps, weights, biases, out, plane, VL,                              \
+                                           lamina_conv_min(VL, og - (v + 1) * VL), count);                              \
+        else                                                                                                            \
+          lamina_conv_channels_vectors_##S(1, K, q, taps, weights, biases, out, plane,                                  \
+                                           lamina_conv_min(VL, og - v * VL), 0, count);                                 \
+        v += vectors;                                                                                                   \
       }                                                                                                                  \
     }                                                                                                                      \
     if (pooled)                                                                                                            \

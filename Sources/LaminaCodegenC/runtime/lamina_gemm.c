@@ -332,7 +332,6 @@ static inline __attribute__((always_inline)) void lamina_gemm_kernel_columns(con
   }
 }
 
-
 /* The micro-kernel for panels of MR and of MR_NARROW rows (rows a constant in each: the sums stay in registers). */
 static void lamina_gemm_kernel(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
                                lamina_real* restrict c, int64_t ldc, lamina_real beta) {

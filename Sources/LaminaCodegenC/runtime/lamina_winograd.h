@@ -437,62 +437,48 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     const int64_t row_elements = A * A * (C + K) * TW;                                                                  \
     const int64_t block_rows =                                                                                          \
         lamina_conv_max(1, lamina_conv_min(all_rows, LAMINA_WINOGRAD_BLOCK_ELEMENTS / lamina_conv_max(1, row_elements))); \
-    {                                                                                                                   \
-      const int threads = pool ? lamina_pool_threads(pool) : 1;                                                         \
-      if (LAMINA_WINOGRAD_SPATIAL && threads > 1 && all_rows >= threads &&                                              \
-          all_rows * TW >= LAMINA_WINOGRAD_SPATIAL_MIN_TILES * threads &&                                              \
-          A * A * K * C * all_rows * TW >= LAMINA_WINOGRAD_PARALLEL_WORK) {                                             \
-        /* Tasks: a multiple of the threads (even shares), each at most block_rows rows. */                             \
-        int64_t tasks = threads;                                                                                        \
-        while (tasks < all_rows && (all_rows + tasks - 1) / tasks > block_rows) tasks += threads;                       \
-        tasks = lamina_conv_min(tasks, all_rows);                                                                       \
-        const int64_t task_rows = (all_rows + tasks - 1) / tasks;                                                       \
-        const int64_t ldt = (task_rows * TW + L - 1) / L * L;                                                           \
-        const int64_t v_size = (A * A * C * ldt + L - 1) / L * L, m_size = A * A * ldt * K + L;                         \
-        const int64_t p_size = prepacked ? 0 : lamina_winograd_packed_size_##S(g, m);                                   \
-        const int64_t u_size = prepacked ? 0 : A * A * K * C;                                                           \
-        const int64_t work_size = lamina_conv_max(u_size, threads * (v_size + m_size));                                 \
-        T* buffer = (T*)aligned_alloc(64, (size_t)((p_size + work_size + 2 * L) / L * L) * sizeof(T));                  \
-        if (!buffer) return LAMINA_ERROR_MEMORY;                                                                        \
-        T* packed = prepacked ? (T*)prepacked : buffer;                                                                 \
-        T* U = buffer + p_size;                                                                                         \
-        if (!prepacked) lamina_winograd_transform_weights_##S(pool, g, w, U, packed, m);                                \
-        lamina_winograd_job_##S job = {g, x, w, bias, bias_count, y, epilogue, U, U, NULL,                              \
-                                       packed, LAMINA_GEMM_PACKED_B_ELEMENTS(K, C, sizeof(T)), m, 5, tasks, TH, TW,     \
-                                       0, 0, ldt, NULL, all_rows, v_size + m_size, v_size};                             \
-        lamina_pool_run(pool, tasks, lamina_winograd_task_##S, &job);                                                   \
-        free(buffer);                                                                                                   \
-        return 0;                                                                                                       \
-      }                                                                                                                 \
-    }                                                                                                                   \
-    const int64_t ldt = (block_rows * TW + L - 1) / L * L;                                                              \
+    const int threads = pool ? lamina_pool_threads(pool) : 1;                                                           \
+    /* Split by rows (pass 5): enough rows and tiles for every thread. Tasks are a multiple of the threads (even        \
+       shares) of at most block_rows rows each, and each thread has V and M of its own. */                              \
+    const int spatial = LAMINA_WINOGRAD_SPATIAL && threads > 1 && all_rows >= threads &&                                \
+                        all_rows * TW >= LAMINA_WINOGRAD_SPATIAL_MIN_TILES * threads &&                                 \
+                        A * A * K * C * all_rows * TW >= LAMINA_WINOGRAD_PARALLEL_WORK;                                 \
+    int64_t tasks = threads;                                                                                            \
+    while (spatial && tasks < all_rows && (all_rows + tasks - 1) / tasks > block_rows) tasks += threads;                \
+    tasks = lamina_conv_min(tasks, all_rows);                                                                           \
+    const int64_t ldt = ((spatial ? (all_rows + tasks - 1) / tasks : block_rows) * TW + L - 1) / L * L;                 \
     const int64_t packed_elements = LAMINA_GEMM_PACKED_B_ELEMENTS(K, C, sizeof(T));                                     \
-    /* One allocation: the packed weights (unless given), then U, which is dead once packed, in the place of V      \
-       [alpha² x C x ldt] and M [alpha² x ldt x K] (+ a vector past it). */                                             \
+    /* One allocation: the packed weights (unless given), then U, which is dead once packed, in the place of V          \
+       [alpha² x C x ldt] and M [alpha² x ldt x K] (+ a vector past it), one pair per thread when split by rows. */     \
     const int64_t p_size = prepacked ? 0 : lamina_winograd_packed_size_##S(g, m);                                       \
     const int64_t u_size = prepacked ? 0 : A * A * K * C;                                                               \
     const int64_t v_size = (A * A * C * ldt + L - 1) / L * L, m_size = A * A * ldt * K + L;                             \
-    const int64_t work_size = lamina_conv_max(u_size, v_size + m_size);                                                 \
-    T* buffer = (T*)aligned_alloc(64, (size_t)((p_size + work_size + 2 * L) / L * L) * sizeof(T));                     \
+    const int64_t work_size = lamina_conv_max(u_size, (spatial ? threads : 1) * (v_size + m_size));                     \
+    T* buffer = (T*)aligned_alloc(64, (size_t)((p_size + work_size + 2 * L) / L * L) * sizeof(T));                      \
     if (!buffer) return LAMINA_ERROR_MEMORY;                                                                            \
     T* packed = prepacked ? (T*)prepacked : buffer;                                                                     \
     T* U = buffer + p_size;                                                                                             \
     T* V = U;                                                                                                           \
     T* M = V + v_size;                                                                                                  \
     if (!prepacked) lamina_winograd_transform_weights_##S(pool, g, w, U, packed, m);                                    \
-    const int threads = pool ? lamina_pool_threads(pool) : 1;                                                           \
     lamina_winograd_job_##S job = {g, x, w, bias, bias_count, y, epilogue, U, V, M, packed, packed_elements,            \
-                                   m, 0, 1, TH, TW, 0, 0, ldt, NULL, 0, 0, 0};                                          \
-    for (int64_t row0 = 0; row0 < all_rows; row0 += block_rows) {                                                       \
-      job.row0 = row0;                                                                                                  \
-      job.rows = lamina_conv_min(block_rows, all_rows - row0);                                                          \
-      const int64_t work = A * A * K * C * job.rows * TW;                                                               \
-      const int parallel = threads > 1 && work >= LAMINA_WINOGRAD_PARALLEL_WORK;                                        \
-      lamina_winograd_run_##S(pool, &job, 1, C, parallel);                                                              \
-      /* The products: one GEMM per task on the threads; alone, each GEMM with the pool's scratch. */                   \
-      job.gemm_pool = parallel ? NULL : pool;                                                                           \
-      lamina_winograd_run_##S(pool, &job, 2, A * A, parallel);                                                          \
-      lamina_winograd_run_##S(pool, &job, 3, (K + L - 1) / L, parallel);                                                \
+                                   m, 0, 1, TH, TW, 0, 0, ldt, NULL, all_rows, v_size + m_size, v_size};                \
+    if (spatial) {                                                                                                      \
+      job.pass = 5;                                                                                                     \
+      job.tasks = tasks;                                                                                                \
+      lamina_pool_run(pool, tasks, lamina_winograd_task_##S, &job);                                                     \
+    } else {                                                                                                            \
+      for (int64_t row0 = 0; row0 < all_rows; row0 += block_rows) {                                                     \
+        job.row0 = row0;                                                                                                \
+        job.rows = lamina_conv_min(block_rows, all_rows - row0);                                                        \
+        const int64_t work = A * A * K * C * job.rows * TW;                                                             \
+        const int parallel = threads > 1 && work >= LAMINA_WINOGRAD_PARALLEL_WORK;                                      \
+        lamina_winograd_run_##S(pool, &job, 1, C, parallel);                                                            \
+        /* The products: one GEMM per task on the threads; alone, each GEMM with the pool's scratch. */                 \
+        job.gemm_pool = parallel ? NULL : pool;                                                                         \
+        lamina_winograd_run_##S(pool, &job, 2, A * A, parallel);                                                        \
+        lamina_winograd_run_##S(pool, &job, 3, (K + L - 1) / L, parallel);                                              \
+      }                                                                                                                 \
     }                                                                                                                   \
     free(buffer);                                                                                                       \
     return 0;                                                                                                           \
