@@ -80,6 +80,10 @@
 
 #include "lamina_runtime.h"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #if !defined(LAMINA_GEMM_T) || !defined(LAMINA_GEMM_SUFFIX)
 #error "compile lamina_gemm.c with -DLAMINA_GEMM_T=float|double -DLAMINA_GEMM_SUFFIX=<name>"
 #endif
@@ -380,6 +384,61 @@ static int64_t lamina_gemm_kernel_half(int panel_rows, int64_t rows, int64_t kc,
   return lamina_gemm_kernel_steps(1, rows, kc, a, b, c, NR, (lamina_real)0);
 }
 
+/* A panel's last few columns (1..LAMINA_GEMM_STRIP_COLUMNS) with the vector along the panel's rows instead of
+   its columns: per k step one masked load of the panel's rows of A (12 or 8 of 16 lanes) and one multiply-add
+   per column, four k steps in flight. The kernels above spend a whole vector of columns on them: a 7x7 map's
+   N = 49 is a full 32-column tile and one of 32 for 17 columns (77% of the multiply-adds useful), a 14x14
+   map's N = 196 ends with 16 columns for 4. AVX-512, float only (where the masked load is one instruction). */
+#if defined(__AVX512F__) && LAMINA_GEMM_ELEMENT_BYTES == 4
+#define LAMINA_GEMM_STRIP_COLUMNS 4
+static inline __attribute__((always_inline)) void lamina_gemm_strip_columns(const int columns, int rows, int64_t kc,
+                                                                           const float* restrict a,
+                                                                           const float* restrict b, float* restrict c,
+                                                                           int64_t ldc, float beta) {
+  const __mmask16 valid = (__mmask16)((1u << rows) - 1u);
+  __m512 acc[LAMINA_GEMM_STRIP_COLUMNS][4];
+  #pragma GCC unroll 16
+  for (int j = 0; j < columns; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = _mm512_setzero_ps();
+  int64_t p = 0;
+  for (; p + 4 <= kc; p += 4) {
+    #pragma GCC unroll 4
+    for (int u = 0; u < 4; u++) {
+      const __m512 column = _mm512_maskz_loadu_ps(valid, a + (p + u) * rows);
+      #pragma GCC unroll 4
+      for (int j = 0; j < columns; j++)
+        acc[j][u] = _mm512_fmadd_ps(column, _mm512_set1_ps(b[(p + u) * NR + j]), acc[j][u]);
+    }
+  }
+  for (; p < kc; p++) {
+    const __m512 column = _mm512_maskz_loadu_ps(valid, a + p * rows);
+    #pragma GCC unroll 4
+    for (int j = 0; j < columns; j++) acc[j][0] = _mm512_fmadd_ps(column, _mm512_set1_ps(b[p * NR + j]), acc[j][0]);
+  }
+  _Alignas(64) float sums[LAMINA_GEMM_STRIP_COLUMNS][16];
+  #pragma GCC unroll 4
+  for (int j = 0; j < columns; j++)
+    _mm512_store_ps(sums[j], _mm512_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]), _mm512_add_ps(acc[j][2], acc[j][3])));
+  for (int r = 0; r < rows; r++)
+    #pragma GCC unroll 4
+    for (int j = 0; j < columns; j++) {
+      float* to = c + r * ldc + j;
+      *to = beta == 0.0f ? sums[j][r] : sums[j][r] + beta * *to;
+    }
+}
+/* Columns 1..LAMINA_GEMM_STRIP_COLUMNS (a constant in each call, so the sums stay in registers). */
+static void lamina_gemm_strip(int64_t columns, int rows, int64_t kc, const float* restrict a, const float* restrict b,
+                              float* restrict c, int64_t ldc, float beta) {
+  switch (columns) {
+    case 1: lamina_gemm_strip_columns(1, rows, kc, a, b, c, ldc, beta); break;
+    case 2: lamina_gemm_strip_columns(2, rows, kc, a, b, c, ldc, beta); break;
+    case 3: lamina_gemm_strip_columns(3, rows, kc, a, b, c, ldc, beta); break;
+    default: lamina_gemm_strip_columns(4, rows, kc, a, b, c, ldc, beta); break;
+  }
+}
+#else
+#define LAMINA_GEMM_STRIP_COLUMNS 0
+#endif
+
 /* Packs alpha * op(A)[0..mc, 0..kc] (a points at its first element) into panels of panel_rows rows, panel
    after panel (element (i, p) of panel q at ap[q * panel_rows * kc + p * panel_rows + i]); rows past mc are zero.
    Memory is read along its contiguous direction: row by row of A when op(A) = A (a panel's rows at a time), and one
@@ -523,6 +582,21 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
       lamina_real* ct = c + ir * ldc + jr;
       if (mr == rows && nr == NR) {
         kernel(kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+      } else if (LAMINA_GEMM_STRIP_COLUMNS > 0 && mr == rows &&
+                 (nr <= LAMINA_GEMM_STRIP_COLUMNS || (nr > NR / 2 && nr - NR / 2 <= LAMINA_GEMM_STRIP_COLUMNS))) {
+        /* A whole row panel whose last columns are a few past a vector: a vector of them straight into C,
+           then the few as a strip. */
+#if LAMINA_GEMM_STRIP_COLUMNS > 0
+        int64_t done = 0;
+        if (nr > NR / 2) {
+          if (rows == MR)
+            lamina_gemm_kernel_columns(MR, 1, MR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+          else
+            lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+          done = NR / 2;
+        }
+        lamina_gemm_strip(nr - done, rows, kc, ap + ir * kc, bp + jr * kc + done, ct + done, ldc, beta);
+#endif
       } else if (nr * 2 <= NR) {
         /* The last columns fit in one vector: half a tile aside, merge the part inside C. */
         lamina_gemm_kernel_half(rows, mr, kc, ap + ir * kc, bp + jr * kc, edge);
