@@ -201,6 +201,10 @@ static inline int lamina_gemm_panel_rows(int64_t m) {
 #ifndef LAMINA_GEMM_EPILOGUE_PANELS
 #define LAMINA_GEMM_EPILOGUE_PANELS 8
 #endif
+/* Panels of a packed-before-the-call A prefetched ahead of the one being multiplied (see lamina_gemm_macro). */
+#ifndef LAMINA_GEMM_A_PREFETCH_PANELS
+#define LAMINA_GEMM_A_PREFETCH_PANELS 2
+#endif
 /* Packing one element costs about this many multiply-adds (for choosing the thread split). */
 #define LAMINA_GEMM_PACK_COST 8
 
@@ -568,7 +572,8 @@ static void lamina_gemm_pack_b_panel(const struct lamina_gemm_job* g, int64_t pc
    kernels run. */
 static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, const lamina_real* ap, const lamina_real* bp,
                               lamina_real* c_all, int64_t ldc, int64_t ic, int64_t jc, lamina_real beta,
-                              const lamina_gemm_epilogue* epilogue, const struct lamina_gemm_job* pack, int64_t pc) {
+                              const lamina_gemm_epilogue* epilogue, const struct lamina_gemm_job* pack, int64_t pc,
+                              const lamina_real* a_end) {
   void (*kernel)(int64_t, const lamina_real*, const lamina_real*, lamina_real*, int64_t, lamina_real) =
       rows == MR ? lamina_gemm_kernel : lamina_gemm_kernel_narrow;
   _Alignas(64) lamina_real edge[MR * NR];
@@ -580,6 +585,13 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
     for (int64_t ir = 0; ir < mc; ir += rows) {
       int64_t mr = lamina_gemm_min(rows, mc - ir);
       lamina_real* ct = c + ir * ldc + jr;
+      if (a_end && jr == 0) {
+        /* A packed before the call is read here for the first time, likely from memory (a 7x7 layer's
+           weights are 4 MiB, each multiplied by only 49 columns): ask for the panel after next now. */
+        const lamina_real* ahead = ap + (ir + LAMINA_GEMM_A_PREFETCH_PANELS * rows) * kc;
+        for (int64_t e = 0; e < rows * kc && ahead + e < a_end; e += 64 / sizeof(lamina_real))
+          __builtin_prefetch(ahead + e, 0, 2);
+      }
       if (mr == rows && nr == NR) {
         kernel(kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
       } else if (LAMINA_GEMM_STRIP_COLUMNS > 0 && mr == rows &&
@@ -687,7 +699,8 @@ static void lamina_gemm_tile(const lamina_gemm_job* g, int64_t i0, int64_t i1, i
           lamina_gemm_pack_a(g->rows, g->trans_a, a, g->lda, mc, kc, g->alpha, ap);
         }
         lamina_gemm_macro(g->rows, mc, nc, kc, panels, packed, g->c, g->ldc, ic, jc, beta, last ? g->epilogue : NULL,
-                          pack_lazily && ic == i0 ? g : NULL, pc);
+                          pack_lazily && ic == i0 ? g : NULL, pc,
+                          g->packed_a ? g->packed_a + pc * g->packed_height + i1 * kc : NULL);
       }
     }
   }
