@@ -90,6 +90,10 @@ public struct KernelSchedule: Sendable, Hashable {
   /// Epilogue: a max pool the producer writes (its result never stored whole), the members
   /// running on the pooled values.
   public var pooling: Pooling?
+  /// Epilogue: the producer hands it its NCHW result as planes, `[N·C, H·W]`, not as rows of the
+  /// last axis (`EpilogueProducer.viewsPlanes`, when every operand the members read is constant
+  /// over H and W or has the result's H and W: then both views index it alike).
+  public var epiloguePlanes = false
   /// Loop over the domain, not flat: the loops of the nest, outermost first, each over a group of
   /// adjacent domain axes run as one (every operand reads all of a group's axes or broadcasts over
   /// all of them, so the group is one contiguous run or one repeated value); axes of extent 1 are
@@ -113,6 +117,28 @@ public struct KernelSchedule: Sendable, Hashable {
 
   /// The largest scratch (bytes) a fused kernel keeps on the stack rather than the heap.
   public static let stackScratchBytes = 64 * 1024
+
+  /// Whether an epilogue group's producer hands its members planes (`epiloguePlanes`): it can
+  /// (`EpilogueProducer.viewsPlanes`), its result is NCHW with rows longer than one element, and
+  /// every operand the members read from outside the group is constant over H and W or has the
+  /// result's H and W, so that `[N·C, H·W]` and `[N·C·H, W]` read it alike.
+  static func epilogueViewsPlanes(
+    _ node: Node, producer: Node, pooled: ValueID?, in graph: Graph
+  ) -> Bool {
+    guard producer.definition?.epilogue?.viewsPlanes == true else { return false }
+    let domain = graph.type(of: pooled ?? producer.result).shape
+    guard domain.count == 4, domain[3] != Dim(1) else { return false }
+    let inside = Set(node.body.map(\.result))
+    let read = node.body.filter { $0.result != producer.result && $0.result != pooled }
+      .flatMap(\.operands).filter { !inside.contains($0) }
+    return read.allSatisfy { operand in
+      let shape = graph.type(of: operand).shape
+      guard shape.count <= 4 else { return false }
+      let padded = Array(repeating: Dim(1), count: 4 - shape.count) + shape
+      let spatial = Array(padded.suffix(2))
+      return spatial == [Dim(1), Dim(1)] || spatial == Array(domain.suffix(2))
+    }
+  }
 
   public init(form: Form, threads: ThreadSplit) {
     self.form = form
@@ -171,10 +197,12 @@ extension KernelSchedule {
           stride: [windows.height.stride, windows.width.stride])
       }
       // The result the epilogue sees (the producer's, or the pool's) as a matrix: the last axis is
-      // the columns, the others the rows.
-      guard let columns = graph.type(of: pooling?.result ?? producer.result).shape.last else {
-        return nil
-      }
+      // the columns, the others the rows; or, viewed as planes, the last two axes are the columns.
+      let domain = graph.type(of: pooling?.result ?? producer.result).shape
+      guard var columns = domain.last else { return nil }
+      let planes = Self.epilogueViewsPlanes(
+        node, producer: producer, pooled: pooling?.result, in: graph)
+      if planes { columns = Array(domain.suffix(2)).product }
       let fullWidth = columns.staticValue.flatMap {
         $0 <= Self.staticWidthEpilogueColumns ? $0 : nil
       }
@@ -182,6 +210,7 @@ extension KernelSchedule {
         form: .epilogue(singleColumn: columns.staticValue == 1, fullWidth: fullWidth),
         threads: .producer)
       self.pooling = pooling
+      self.epiloguePlanes = planes
     case .reduction:
       guard let schedule = Self.rows(node, in: graph) else { return nil }
       self = schedule
@@ -483,6 +512,10 @@ public struct KernelSchedulePrinter {
         lines.append(
           "epilogue: max pool \(pooling.kernel[0])x\(pooling.kernel[1]) stride \(pooling.stride[0])x\(pooling.stride[1]) written by the producer, \(name(pooling.result)); the other members run on the pooled values"
         )
+      }
+      if schedule.epiloguePlanes {
+        lines.append(
+          "epilogue sees the result as planes [N·C, H·W]: a block of channels is one call")
       }
       if singleColumn {
         lines.append("epilogue walks the single column, vectorized")

@@ -267,6 +267,73 @@ struct ConvolutionTests {
     }
   }
 
+  /// Fused epilogues that read other tensors. A convolution hands its epilogue the result as planes
+  /// [N·C, H·W] (a block of channels in one call) when every operand the epilogue reads is
+  /// constant over H and W or has the result's H and W (a per-channel scale, a residual), and as
+  /// rows [N·C·H, W] otherwise (`f`: an operand that varies along H only). Each kernel path,
+  /// compiled, equals the interpreter: the GEMM (1x1 `a`, 3x3 `b`), im2col at stride 2, the channel
+  /// kernel (3 input channels), depthwise, a max pool the kernel writes, and Winograd (`w`).
+  static let epilogueViewsSource = """
+    model EpilogueViews {
+      input x: f32[batch, 24, 14, 13]
+      input x3: f32[batch, 3, 14, 13]
+      input xw: f32[batch, 32, 40, 36]
+      input s: f32[24, 1, 1]
+      input t: f32[32, 1, 1]
+      input h: f32[14, 1]
+      let a = relu((x |> conv2d(filters: 24, kernel: 1)) * s + x)
+      let b = relu((x |> conv2d(filters: 24, kernel: 3, padding: 1)) * s + x)
+      let c = (x |> conv2d(filters: 24, kernel: 3, stride: 2, padding: 1)) * s
+      let d = (x3 |> conv2d(filters: 24, kernel: 3, padding: 1)) * s + x
+      let e = (x |> conv2d(filters: 24, kernel: 3, padding: 1, groups: 24)) * s + x
+      let f = (x |> conv2d(filters: 24, kernel: 1)) * h + x
+      let g = (x3 |> conv2d(filters: 24, kernel: 3, padding: 1) |> relu |> max_pool2d(kernel: 2)) * s
+      let w = relu((xw |> conv2d(filters: 32, kernel: 3, padding: 1)) * t + xw)
+      output a
+      output b
+      output c
+      output d
+      output e
+      output f
+      output g
+      output w
+    }
+    """
+
+  @Test(
+    "fused epilogues reading a residual and per-channel operands equal the interpreter, as planes and as rows",
+    arguments: [false, true])
+  func epilogueViews(avx2: Bool) throws {
+    if avx2 && !CompileTarget.hostIsX86 { return }
+    let model = try Model(source: Self.epilogueViewsSource)
+    let printed = KernelSchedulePrinter().print(
+      try Model.lower(model.graph, passes: Pipeline.codegen))
+    let groups = printed.components(separatedBy: "// schedule ").filter {
+      $0.contains("producer conv2d")
+    }
+    let planes = groups.filter { $0.contains("as planes [N·C, H·W]") }
+    #expect(groups.count == 8 && planes.count == 7, "\(printed)")
+    #expect(groups.contains { $0.hasPrefix("%f ") && !$0.contains("as planes") }, "\(printed)")
+    #expect(printed.contains("convolution: winograd"), "\(printed)")
+    let parameters = try model.initialParameters(seed: 5)
+    var options = TestCache.options()
+    if avx2 { options.target = .x86_64_v3 }
+    let compiled = try model.compile(options: options, parameters: parameters)
+    let names = ["a", "b", "c", "d", "e", "f", "g", "w"]
+    for batch in [1, 2] {
+      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 8)
+      let (outputs, _) = try compiled.evaluate(inputs)
+      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
+      for name in names {
+        let reference = try #require(expected[name])
+        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
+        let problem = TestData.mismatch(
+          try #require(outputs[name]), reference, rtol: 1e-4, atol: 1e-5 * max(scale, 1))
+        #expect(problem == nil, "avx2 \(avx2) batch \(batch), \(name): \(problem ?? "")")
+      }
+    }
+  }
+
   @Test(
     "the kernel schedule picks each forward convolution's kernel from its geometry and prints it")
   func convolutionSchedule() throws {

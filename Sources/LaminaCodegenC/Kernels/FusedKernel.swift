@@ -121,7 +121,8 @@ struct FusedKernel {
     switch schedule.form {
     case .epilogue(let singleColumn, let fullWidth):
       return try emitEpilogue(
-        singleColumn: singleColumn, fullWidth: fullWidth, pooling: schedule.pooling)
+        singleColumn: singleColumn, fullWidth: fullWidth, pooling: schedule.pooling,
+        planes: schedule.epiloguePlanes)
     case .rows: return try emitRows(schedule)
     case .loop(let flat): return try emitElementwise(schedule, isFlat: flat)
     case .loopWithColumnSums(let singleColumn):
@@ -454,7 +455,9 @@ struct FusedKernel {
 
   // MARK: Producer with epilogue
 
-  func emitEpilogue(singleColumn: Bool, fullWidth: Int?, pooling: KernelSchedule.Pooling?) throws
+  func emitEpilogue(
+    singleColumn: Bool, fullWidth: Int?, pooling: KernelSchedule.Pooling?, planes: Bool
+  ) throws
     -> (
       prelude: CWriter, body: CWriter
     )
@@ -471,9 +474,17 @@ struct FusedKernel {
     // With a pool the producer writes, the epilogue sees the pooled result: `p` is a window's
     // maximum, and the members (non-decreasing, so they commute with it) run on that.
     let pool = pooling.flatMap { pooling in node.body.first { $0.result == pooling.result } }
-    let domain = graph.type(of: pooling?.result ?? product).shape
+    // Viewed as planes (`KernelSchedule.epiloguePlanes`), the domain is [N, C, H·W] and so is each
+    // operand, whose H and W are the domain's or 1.
+    let resultShape = graph.type(of: pooling?.result ?? product).shape
+    func viewed(_ shape: [Dim]) -> [Dim] {
+      guard planes else { return shape }
+      let padded = Array(repeating: Dim(1), count: 4 - shape.count) + shape
+      return Array(padded.prefix(2)) + [Array(padded.suffix(2)).product]
+    }
+    let domain = viewed(resultShape)
     let n =
-      pooling != nil
+      pooling != nil || planes
       ? domain.last ?? Dim(1) : producerKernel.matrixShape(of: producer, in: graph).columns
     let productType = cType(product)
     // The producer writes its result into the first result of its dtype; the epilogue replaces it
@@ -490,7 +501,7 @@ struct FusedKernel {
     let external = epilogueMembers.flatMap(\.operands).filter { names[$0] != nil && $0 != product }
     var accesses: [ValueID: RowAccess] = [:]
     for operand in external where accesses[operand] == nil {
-      guard let access = RowAccess(graph.type(of: operand).shape, in: domain) else {
+      guard let access = RowAccess(viewed(graph.type(of: operand).shape), in: domain) else {
         throw Diagnostic.error(
           "operand %\(graph[operand].name) of a fused matmul does not broadcast over rows and columns",
           at: node.location)
@@ -615,7 +626,10 @@ struct FusedKernel {
     let pointers =
       node.operands.indices.map { "in\($0)" } + node.results.indices.map { "out\($0)" }
     body.line("@KERNEL@_epilogue_args arguments = {dims, \(pointers.joined(separator: ", "))};")
-    body.line("const lamina_gemm_epilogue epilogue = {@KERNEL@_epilogue, &arguments};")
+    // The third field asks a convolution for the plane view.
+    body.line(
+      "const lamina_gemm_epilogue epilogue = {@KERNEL@_epilogue, &arguments\(planes ? ", 1" : "")};"
+    )
     if let pooling {
       guard let pooled = producerKernel as? PooledEpilogueProducer.Type else {
         throw Diagnostic.error(

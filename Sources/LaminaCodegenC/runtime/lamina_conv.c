@@ -322,6 +322,10 @@ static inline void lamina_conv_task_range(int64_t rows, int64_t tasks, int64_t t
    one call, a partial last row. */
 static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilogue, void* y, int64_t height, int64_t width,
                                               int64_t plane, int64_t first, int64_t count) {
+  if (epilogue->planes) {
+    epilogue->apply(epilogue->arg, y, height * width, plane, first, 1, count);
+    return;
+  }
   int64_t position = first;
   const int64_t end = first + count;
   const int64_t row_base = plane * height;
@@ -412,7 +416,9 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
                                     y + (first_plane + c) * PH * PW + pooled_first * PW);                                 \
     if (!epilogue) return;                                                                                                \
     /* Whole planes are one run of rows: one call. */                                                                     \
-    if (pooled_first == 0 && pooled_end == PH)                                                                            \
+    if (epilogue->planes)                                                                                                 \
+      epilogue->apply(epilogue->arg, y, PH * PW, first_plane, pooled_first * PW, channels, (pooled_end - pooled_first) * PW); \
+    else if (pooled_first == 0 && pooled_end == PH)                                                                       \
       epilogue->apply(epilogue->arg, y, PW, first_plane * PH, 0, channels * PH, PW);                                      \
     else                                                                                                                  \
       for (int64_t c = 0; c < channels; c++)                                                                              \
@@ -681,6 +687,9 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
   static inline void lamina_conv_block_epilogue_apply_##S(void* argument, void* c, int64_t ldc, int64_t row0, int64_t col0,      \
                                                    int64_t rows, int64_t cols) {                                            \
     const lamina_conv_block_epilogue_##S* e = (const lamina_conv_block_epilogue_##S*)argument;                             \
+    /* Planes: the block is one rectangle of y's planes, one call after the bias (it was up to three per channel: the     \
+       block's partial first image row, its whole rows, its partial last row). */                                         \
+    const int planes = e->epilogue && e->epilogue->planes;                                                                 \
     for (int64_t r = row0; r < row0 + rows; r++) {                                                                         \
       if (e->bias) {                                                                                                       \
         const T b = e->bias[e->bias_count == 1 ? 0 : e->first_channel + r];                                                \
@@ -689,8 +698,11 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
           _Pragma("omp simd") for (int64_t p = 0; p < cols; p++) out[p] += b;                                              \
         }                                                                                                                  \
       }                                                                                                                    \
-      if (e->epilogue) lamina_conv_plane_epilogue(e->epilogue, e->y, e->height, e->width, e->first_plane + r, col0, cols); \
+      if (e->epilogue && !planes)                                                                                          \
+        lamina_conv_plane_epilogue(e->epilogue, e->y, e->height, e->width, e->first_plane + r, col0, cols);               \
     }                                                                                                                      \
+    if (planes)                                                                                                            \
+      e->epilogue->apply(e->epilogue->arg, e->y, e->height * e->width, e->first_plane + row0, col0, rows, cols);           \
   }                                                                                                                        \
                                                                                                                             \
   /* Direct convolution, for few output channels per group at stride 1 along the width (LeNet's first layer:             \
@@ -1327,8 +1339,12 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     }                                                                                                                    \
     /* The epilogue once over the task's planes (contiguous in y: units are (image, group) in order), still in           \
        cache: one call per channel cost ShuffleNet's depthwise layers about a tenth of their time. */                    \
-    if (!pooled && job->epilogue && end > first)                                                                         \
-      job->epilogue->apply(job->epilogue->arg, job->y, OW, first * og * OH, 0, (end - first) * og * OH, OW);             \
+    if (!pooled && job->epilogue && end > first) {                                                                       \
+      if (job->epilogue->planes)                                                                                         \
+        job->epilogue->apply(job->epilogue->arg, job->y, OH * OW, first * og, 0, (end - first) * og, OH * OW);           \
+      else                                                                                                               \
+        job->epilogue->apply(job->epilogue->arg, job->y, OW, first * og * OH, 0, (end - first) * og * OH, OW);           \
+    }                                                                                                                    \
     if (allocated) free(scratch);                                                                                        \
   }                                                                                                                      \
                                                                                                                          \

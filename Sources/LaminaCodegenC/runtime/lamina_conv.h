@@ -43,8 +43,10 @@
  *
  * Epilogues: the forward functions take a lamina_gemm_epilogue that sees the result as the matrix
  * [batch * channels * height, width] (the fused kernel's row view of an NCHW tensor: its rows are the
- * leading axes and its columns the last one). It is called exactly once per element, after the
- * element's final value (bias included) is stored, possibly concurrently for different blocks.
+ * leading axes and its columns the last one), or, when its `planes` field is set, as the matrix
+ * [batch * channels, height * width] (each row a plane: a block of channels is one call). It is called
+ * exactly once per element, after the element's final value (bias included) is stored, possibly
+ * concurrently for different blocks.
  *
  * Every function returns 0, or LAMINA_ERROR_MEMORY when its scratch buffers cannot be allocated.
  */

@@ -44,6 +44,9 @@ void* lamina_pool_scratch(lamina_pool* pool, int thread, size_t* bytes);
 typedef struct lamina_gemm_epilogue {
   void (*apply)(void* arg, void* c, int64_t ldc, int64_t row0, int64_t col0, int64_t rows, int64_t cols);
   void* arg;
+  /* Convolutions only (lamina_conv.h): nonzero when the epilogue sees the NCHW result as planes,
+     [batch * channels, height * width], instead of rows of its last axis. The GEMM ignores it. */
+  int planes;
 } lamina_gemm_epilogue;
 
 /* C[M,N] = alpha * op(A) @ op(B) + beta * C, row-major with leading dimensions; op(X) = X or X^T.

@@ -278,8 +278,11 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
       const int64_t image = tile_row / TH, th0 = tile_row % TH;                                                         \
       const int64_t th1 = lamina_conv_min(TH, th0 + (row0 + rows - tile_row));                                          \
       const int64_t first = th0 * m, end = lamina_conv_min(OH, th1 * m);                                                \
-      for (int64_t k = k0; k < k1; k++)                                                                                 \
-        lamina_conv_plane_epilogue(epilogue, y, OH, OW, image * K + k, first * OW, (end - first) * OW);                 \
+      if (epilogue->planes)                                                                                             \
+        epilogue->apply(epilogue->arg, y, OH * OW, image * K + k0, first * OW, k1 - k0, (end - first) * OW);           \
+      else                                                                                                              \
+        for (int64_t k = k0; k < k1; k++)                                                                               \
+          lamina_conv_plane_epilogue(epilogue, y, OH, OW, image * K + k, first * OW, (end - first) * OW);               \
       tile_row += th1 - th0;                                                                                            \
     }                                                                                                                   \
   }                                                                                                                     \

@@ -178,16 +178,23 @@ public struct EpilogueProducer: Sendable {
   /// only the pooled values, running the epilogue on those (conv2d's direct kernels).
   public var poolsWindowMaximum:
     @Sendable (_ operands: [TensorType], _ attributes: [String: Attribute]) -> Bool
+  /// Whether the kernel can hand its epilogue an NCHW result as planes, `[N·C, H·W]` (a block of
+  /// channels × positions in one call), instead of the rows of its last axis, `[N·C·H, W]` (a
+  /// block of output positions there is a call per channel and image row: conv2d's GEMM blocks of
+  /// 256 positions made three calls per channel).
+  public var viewsPlanes: Bool
 
   public init(
     poolsWindowMaximum:
       @escaping @Sendable (
         _ operands: [TensorType], _ attributes: [String: Attribute]
       ) -> Bool = { _, _ in false },
+    viewsPlanes: Bool = false,
     accepts: @escaping @Sendable (_ operands: [TensorType], _ result: TensorType) -> Bool
   ) {
     self.accepts = accepts
     self.poolsWindowMaximum = poolsWindowMaximum
+    self.viewsPlanes = viewsPlanes
   }
 }
 

@@ -79,6 +79,7 @@ extension OpRegistry {
           else { return false }
           return ConvolutionSchedule(geometry).poolsInScratch
         },
+        viewsPlanes: true,
         accepts: { operands, result in result.dtype.isFloatingPoint }),
       shape: ShapeRule("conv2d(x, weight, bias)") { context throws(ShapeError) in
         [try conv2dGeometry(context).outputType]
