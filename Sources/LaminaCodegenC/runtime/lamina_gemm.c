@@ -16,6 +16,7 @@
  *       for ic in M by MC:             A block MC x KC, packed (times alpha), lives in L2
  *         pack op(A)[ic.., pc..] into MR-row panels (KC x MR each, contiguous)
  *         for jr in NC by NR:          one B micro-panel (KC x NR) stays in L1 ...
+ *           (first ic block, stored B: pack this B panel here, not with the whole block above)
  *           for ir in MC by MR:        ... while the A micro-panels stream from L2
  *             micro-kernel: C[MR x NR] (+)= A panel @ B panel, accumulated in registers
  *           after the last pc: the epilogue runs on each finished MC x 128 slab of C (8 panels),
@@ -24,6 +25,10 @@
  * Transposes are handled entirely by the packing, so there is one micro-kernel. Packing pads partial
  * panels with zeros; an edge tile (fewer than MR rows or NR columns left) is computed into a small
  * aligned buffer and only its valid part is merged into C, so nothing outside C is ever read or written.
+ * A whole row panel's last 1-4 columns (alone, or past one vector) run as a strip with the vector along
+ * the rows instead (AVX-512 float: lamina_gemm_strip), so N = 49 costs 32 + 16 + 1 columns, not 64.
+ * An A packed before the call (a convolution's kept weights, often only in memory: a 7x7 layer's are
+ * 4 MiB) is prefetched two panels ahead on its first pass.
  *
  * Micro-kernel: MR x NR with NR = 2 vectors, written with GCC/clang vector extensions. Per k step it
  * loads the two B vectors, broadcasts MR values of A and does 2*MR fused multiply-adds into 2*MR
