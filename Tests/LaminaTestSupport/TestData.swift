@@ -83,9 +83,12 @@ public enum TestData {
 
   /// Runs `evaluate` of a compiled model and the interpreter on the same random inputs at each batch
   /// size (every symbolic dimension set to it) and returns one message per output or loss that
-  /// differs beyond `compiledTolerance`, or whose name is missing on either side; empty when all match.
+  /// differs beyond `compiledTolerance` (or beyond `relativeTolerance`, with a tenth of it times the
+  /// largest magnitude as the absolute term: a Winograd convolution rounds differently), or whose
+  /// name is missing on either side; empty when all match.
   public static func compiledMismatches(
-    _ model: Model, _ compiled: CompiledModel, parameters: [String: Tensor], batches: [Int]
+    _ model: Model, _ compiled: CompiledModel, parameters: [String: Tensor], batches: [Int],
+    relativeTolerance: Double? = nil
   ) throws -> [String] {
     var problems: [String] = []
     for batch in batches {
@@ -95,7 +98,9 @@ public enum TestData {
       let names = model.graph.outputs.map(\.name) + model.graph.losses.map(\.name)
       let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
       let actual = outputs.merging(losses, uniquingKeysWith: { a, _ in a })
-      problems += compiledMismatches(actual, expected, names: names).map { "batch \(batch), \($0)" }
+      problems += compiledMismatches(
+        actual, expected, names: names, relativeTolerance: relativeTolerance
+      ).map { "batch \(batch), \($0)" }
     }
     return problems
   }
@@ -103,13 +108,18 @@ public enum TestData {
   /// One message ("name: problem") per named value whose compiled result differs from the
   /// interpreter's beyond `compiledTolerance`, or that is missing on either side.
   public static func compiledMismatches(
-    _ actual: [String: Tensor], _ expected: [String: Tensor], names: [String]
+    _ actual: [String: Tensor], _ expected: [String: Tensor], names: [String],
+    relativeTolerance: Double? = nil
   ) -> [String] {
     names.compactMap { name in
       guard let tensor = actual[name], let reference = expected[name] else {
         return "\(name): missing from the compiled or interpreted results"
       }
-      let (rtol, atol) = compiledTolerance(for: reference)
+      var (rtol, atol) = compiledTolerance(for: reference)
+      if let relativeTolerance {
+        rtol = relativeTolerance
+        atol = relativeTolerance / 10 * max(largestFiniteMagnitude(reference) ?? 1, 1)
+      }
       return mismatch(tensor, reference, rtol: rtol, atol: atol).map { "\(name): \($0)" }
     }
   }

@@ -319,19 +319,9 @@ struct ConvolutionTests {
     var options = TestCache.options()
     if avx2 { options.target = .x86_64_v3 }
     let compiled = try model.compile(options: options, parameters: parameters)
-    let names = ["a", "b", "c", "d", "e", "f", "g", "w"]
-    for batch in [1, 2] {
-      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 8)
-      let (outputs, _) = try compiled.evaluate(inputs)
-      let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: names)
-      for name in names {
-        let reference = try #require(expected[name])
-        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
-        let problem = TestData.mismatch(
-          try #require(outputs[name]), reference, rtol: 1e-4, atol: 1e-5 * max(scale, 1))
-        #expect(problem == nil, "avx2 \(avx2) batch \(batch), \(name): \(problem ?? "")")
-      }
-    }
+    let problems = try TestData.compiledMismatches(
+      model, compiled, parameters: parameters, batches: [1, 2], relativeTolerance: 1e-4)
+    #expect(problems.isEmpty, "avx2 \(avx2): \(problems)")
   }
 
   @Test(
