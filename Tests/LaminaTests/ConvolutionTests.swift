@@ -228,7 +228,8 @@ struct ConvolutionTests {
   /// The GEMM path packs its columns straight from the input into the GEMM's panels, block by
   /// block (no column matrix): these sizes cross every boundary the packer walks — several
   /// k-blocks (216 and 300 taps), several column blocks (1188 positions), runs of an output row
-  /// split between panels, padding on every side, stride, dilation, groups — at batch 1 (one
+  /// split between panels (`a`, 33 wide) and rows shorter than a panel row gathered into a line
+  /// first (`b`, 11 wide), padding on every side, stride, dilation, groups — at batch 1 (one
   /// image, the result written in place; the groups of `b`, and of the 1x1 `c` with its fused
   /// relu, in one pool run over (group, band of columns)) and 3 (images side by side), on AVX-512
   /// and AVX2.

@@ -343,6 +343,11 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
   if (position < end) epilogue->apply(epilogue->arg, y, width, row_base + position / width, 0, 1, end - position);
 }
 
+/* Positions of a packed block's column line (lamina_conv_pack_short_rows_*): the GEMM's NC of float (4 KiB). */
+#ifndef LAMINA_CONV_LINE
+#define LAMINA_CONV_LINE 1024
+#endif
+
 #include "lamina_winograd.h" /* Winograd F(m x m, 3 x 3) */
 
 #define LAMINA_CONV_DEFINE(T, S, GEMM, PACKER_GEMM, PACK_A, PACKED_A_GEMM)                                                                                    \
@@ -504,6 +509,60 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     const T* x; /* the chunk's first image, at the group's first channel */                                                \
   } lamina_conv_columns_##S;                                                                                               \
                                                                                                                            \
+  /* The packer for output rows shorter than a panel row (a 28x28 or smaller map: its runs are mostly split between     \
+     panels): each tap's row of the block is gathered run by run into a line, then copied into the panels a panel      \
+     row at a time. */                                                                                                    \
+  static inline void lamina_conv_pack_short_rows_##S(const lamina_conv_columns_##S* columns, int64_t p0, int64_t kc,     \
+                                                     int64_t j0, int64_t nc, int64_t nr, T* packed) {                    \
+    const lamina_conv2d_geometry* g = columns->g;                                                                          \
+    const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width, P = OH * OW;                   \
+    const int64_t kh = g->kernel_height, kw = g->kernel_width, sh = g->stride_height, sw = g->stride_width;                \
+    const int64_t image_size = g->in_channels * H * W, panel_size = nr * kc;                                               \
+    _Alignas(64) T line[LAMINA_CONV_LINE];                                                                                 \
+    for (int64_t p = 0; p < kc; p++) {                                                                                     \
+      const int64_t tap = p0 + p, c = tap / (kh * kw), i = tap / kw % kh, j = tap % kw;                                    \
+      const int64_t top = i * g->dilation_height - g->pad_top, left = j * g->dilation_width - g->pad_left;                 \
+      const int64_t ow0 = lamina_conv_first_inside(left, sw, 0, OW);                                                       \
+      const int64_t ow1 = lamina_conv_max(ow0, lamina_conv_first_inside(left, sw, W, OW));                                 \
+      int64_t image = j0 / P, oh = j0 % P / OW, ow = j0 % OW;                                                              \
+      for (int64_t n = 0; n < nc;) {                                                                                       \
+        const int64_t run = lamina_conv_min(OW - ow, nc - n);                                                              \
+        const int64_t ih = oh * sh + top;                                                                                  \
+        T* out = line + n;                                                                                                 \
+        if (ih < 0 || ih >= H) {                                                                                           \
+          for (int64_t u = 0; u < run; u++) out[u] = 0;                                                                    \
+        } else {                                                                                                           \
+          const T* in = columns->x + image * image_size + (c * H + ih) * W + left; /* in[ow * sw] */                       \
+          const int64_t lo = lamina_conv_min(run, lamina_conv_max(0, ow0 - ow));                                           \
+          const int64_t hi = lamina_conv_max(lo, lamina_conv_min(run, ow1 - ow));                                          \
+          for (int64_t u = 0; u < lo; u++) out[u] = 0;                                                                     \
+          if (sw == 1) {                                                                                                   \
+            const T* from = in + ow;                                                                                       \
+            _Pragma("omp simd") for (int64_t u = lo; u < hi; u++) out[u] = from[u];                                        \
+          } else if (sw == 2) {                                                                                            \
+            if (hi > lo) LAMINA_CONV_SPLIT_PHASES_##S(out + lo, hi - lo, out, 0, in + (ow + lo) * 2)                       \
+          } else {                                                                                                         \
+            for (int64_t u = lo; u < hi; u++) out[u] = in[(ow + u) * sw];                                                  \
+          }                                                                                                                \
+          for (int64_t u = hi; u < run; u++) out[u] = 0;                                                                   \
+        }                                                                                                                  \
+        n += run;                                                                                                          \
+        ow = 0;                                                                                                            \
+        if (++oh == OH) {                                                                                                  \
+          oh = 0;                                                                                                          \
+          image++;                                                                                                         \
+        }                                                                                                                  \
+      }                                                                                                                    \
+      T* panel = packed + p * nr;                                                                                          \
+      int64_t q = 0;                                                                                                       \
+      for (; q + nr <= nc; q += nr, panel += panel_size) memcpy(panel, line + q, (size_t)nr * sizeof(T));                  \
+      if (q < nc) {                                                                                                        \
+        memcpy(panel, line + q, (size_t)(nc - q) * sizeof(T));                                                             \
+        for (int64_t r = nc - q; r < nr; r++) panel[r] = 0;                                                                \
+      }                                                                                                                    \
+    }                                                                                                                      \
+  }                                                                                                                        \
+                                                                                                                           \
   static inline void lamina_conv_pack_columns_##S(const void* argument, int64_t p0, int64_t kc, int64_t j0, int64_t nc,    \
                                                   int64_t nr, void* packed) {                                              \
     enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                          \
@@ -514,6 +573,10 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     const int64_t image_size = g->in_channels * H * W, panel_size = nr * kc;                                               \
     /* A whole panel row copied as two vectors when the GEMM's panels are two of this file's vectors wide. */              \
     const int two_vectors = nr == 2 * VL;                                                                                  \
+    if (OW < nr && nc <= LAMINA_CONV_LINE) {                                                                               \
+      lamina_conv_pack_short_rows_##S(columns, p0, kc, j0, nc, nr, (T*)packed);                                            \
+      return;                                                                                                              \
+    }                                                                                                                      \
     for (int64_t p = 0; p < kc; p++) {                                                                                     \
       const int64_t tap = p0 + p, c = tap / (kh * kw), i = tap / kw % kh, j = tap % kw;                                    \
       const int64_t top = i * g->dilation_height - g->pad_top, left = j * g->dilation_width - g->pad_left;                 \
