@@ -91,7 +91,7 @@ static double worst_ratio = 0; /* largest error / tolerance seen */
     memcpy(c, c0, sizeof(T) * csz);                                                                            \
     epilogue_check e = {m, n, (int*)calloc((size_t)(m * n), sizeof(int)),                                      \
                         (double*)calloc((size_t)(m * n), sizeof(double)), sizeof(T) == 8, 0};                  \
-    lamina_gemm_epilogue epi = {check_epilogue, &e};                                                           \
+    lamina_gemm_epilogue epi = {check_epilogue, &e, 0};                                                         \
     lamina_##P##gemm(pool, ta, tb, m, n, k, (T)alpha, a, lda, b, ldb, (T)beta, c, ldc,                         \
                      use_epilogue ? &epi : NULL);                                                              \
     double err2 = 0, scale2 = 0, max_elem_ratio = 0;                                                           \
@@ -425,7 +425,7 @@ static void bench_mlp(lamina_pool* pool, int batch, int reps, int transposed_wei
   lamina_gemm_epilogue ep[3];
   for (int l = 0; l < 3; l++) {
     br[l] = (bias_relu){bias[l], l < 2};
-    ep[l] = (lamina_gemm_epilogue){bias_relu_apply, &br[l]};
+    ep[l] = (lamina_gemm_epilogue){bias_relu_apply, &br[l], 0};
   }
   int inner = 200;
   double* t = (double*)malloc(sizeof(double) * (size_t)reps);

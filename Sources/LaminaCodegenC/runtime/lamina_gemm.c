@@ -573,12 +573,13 @@ static void lamina_gemm_pack_b_panel(const struct lamina_gemm_job* g, int64_t pc
 /* C[ic.., jc..][mc x nc] (+)= packed A block @ packed B block, one micro-kernel call per MR x NR tile
    (c and ldc are the whole C). After the last k-block (epilogue non-NULL) the epilogue runs on each
    finished mc x (LAMINA_GEMM_EPILOGUE_PANELS * NR) slab while it is still in L1/L2. With `pack` non-NULL,
-   B is not packed yet: each panel of `pack`'s B block (k-block pc) is packed into bp just before its
-   kernels run. */
+   B is not packed yet: each panel of `pack`'s B block (k-block pc) is packed into bp (then the thread's
+   scratch) just before its kernels run. a_ahead > 0: A was packed before the call and its panels go on
+   for a_ahead elements from ap (the tile's rows), which the first pass prefetches ahead. */
 static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, const lamina_real* ap, const lamina_real* bp,
                               lamina_real* c_all, int64_t ldc, int64_t ic, int64_t jc, lamina_real beta,
                               const lamina_gemm_epilogue* epilogue, const struct lamina_gemm_job* pack, int64_t pc,
-                              const lamina_real* a_end) {
+                              int64_t a_ahead) {
   void (*kernel)(int64_t, const lamina_real*, const lamina_real*, lamina_real*, int64_t, lamina_real) =
       rows == MR ? lamina_gemm_kernel : lamina_gemm_kernel_narrow;
   _Alignas(64) lamina_real edge[MR * NR];
@@ -590,12 +591,12 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
     for (int64_t ir = 0; ir < mc; ir += rows) {
       int64_t mr = lamina_gemm_min(rows, mc - ir);
       lamina_real* ct = c + ir * ldc + jr;
-      if (a_end && jr == 0) {
+      if (a_ahead > 0 && jr == 0) {
         /* A packed before the call is read here for the first time, likely from memory (a 7x7 layer's
            weights are 4 MiB, each multiplied by only 49 columns): ask for the panel after next now. */
-        const lamina_real* ahead = ap + (ir + LAMINA_GEMM_A_PREFETCH_PANELS * rows) * kc;
-        for (int64_t e = 0; e < rows * kc && ahead + e < a_end; e += 64 / sizeof(lamina_real))
-          __builtin_prefetch(ahead + e, 0, 2);
+        const int64_t first = (ir + LAMINA_GEMM_A_PREFETCH_PANELS * rows) * kc;
+        const int64_t end = lamina_gemm_min(first + rows * kc, a_ahead);
+        for (int64_t e = first; e < end; e += 64 / sizeof(lamina_real)) __builtin_prefetch(ap + e, 0, 2);
       }
       if (mr == rows && nr == NR) {
         kernel(kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
@@ -705,7 +706,7 @@ static void lamina_gemm_tile(const lamina_gemm_job* g, int64_t i0, int64_t i1, i
         }
         lamina_gemm_macro(g->rows, mc, nc, kc, panels, packed, g->c, g->ldc, ic, jc, beta, last ? g->epilogue : NULL,
                           pack_lazily && ic == i0 ? g : NULL, pc,
-                          g->packed_a ? g->packed_a + pc * g->packed_height + i1 * kc : NULL);
+                          g->packed_a ? (i1 - ic) * kc : 0);
       }
     }
   }
