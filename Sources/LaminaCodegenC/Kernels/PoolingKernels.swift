@@ -153,15 +153,27 @@ enum PoolingKernels {
         }
         columns.line("m[c] = v;")
       }
-      interiorColumns(idempotent: true, into: &writer) { columns in
-        columns.line("const int64_t c = j * SW - PL - \(first);")
-        columns.line("\(type) v = m[c];")
-        for b in 1..<max(width.kernel, 1) {
-          let element = "m[c + \(b * width.dilation)]"
-          columns.line("v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
+      func windows(_ writer: inout CWriter) {
+        interiorColumns(idempotent: true, into: &writer) { columns in
+          columns.line("const int64_t c = j * SW - PL - \(first);")
+          columns.line("\(type) v = m[c];")
+          for b in 1..<max(width.kernel, 1) {
+            let element = "m[c + \(b * width.dilation)]"
+            columns.line("v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
+          }
+          columns.line("y_row[j] = v;")
         }
-        columns.line("y_row[j] = v;")
       }
+      // Stride 2, windows of 2 or 3 (SqueezeNet's and ResNet's 3x3 stride-2 pools): the runtime's
+      // permutes on AVX-512 (lamina_math.h), where the loop above gathers every other element.
+      guard type == "float", width.stride == 2, width.dilation == 1, [2, 3].contains(width.kernel)
+      else {
+        windows(&writer)
+        return
+      }
+      writer.block(
+        "if (!lamina_max_pool_stride2_f32(m, \(end - first), \(width.kernel), y_row + \(width.interior.lowerBound), \(width.interior.count)))"
+      ) { windows(&$0) }
     }
 
     /// The interior test of an output row `i`.

@@ -139,4 +139,46 @@ static inline float lamina_sigmoidf(float x) {
   return x >= 0 ? inverse : e * inverse;
 }
 
+/* Max pooling along a row at stride 2, windows of 2 or 3 columns (no dilation): y[t] = the maximum of
+   m[2t .. 2t + kernel) for t < count, m holding `length` values (the window rows' maximum per input column);
+   a later element replaces the maximum when larger or NaN, in the order the generated loops compare. Returns 1
+   when it ran (AVX-512, float), 0 when the caller's loop must. 16 windows take four masked loads and three
+   permutes; the vectorized loop read every other element with gathers and shuffles (SqueezeNet's 3x3 stride-2
+   pools: 97 -> 71 us on one core). */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline __m512 lamina_max_later_ps(__m512 v, __m512 x) {
+  const __mmask16 replace = _mm512_cmp_ps_mask(x, v, _CMP_GT_OQ) | _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  return _mm512_mask_mov_ps(v, replace, x);
+}
+/* The first n (clamped to 0..16) of 16 floats at p; nothing past them is read. */
+static inline __m512 lamina_load_first_ps(const float* p, int64_t n) {
+  const __mmask16 k = n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
+  return _mm512_maskz_loadu_ps(k, p);
+}
+static inline int lamina_max_pool_stride2_f32(const float* m, int64_t length, int kernel, float* y, int64_t count) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (int64_t t = 0; t < count; t += 16) {
+    const int64_t c = 2 * t;
+    const __m512 low = lamina_load_first_ps(m + c, length - c), high = lamina_load_first_ps(m + c + 16, length - c - 16);
+    __m512 v = _mm512_permutex2var_ps(low, even, high);
+    v = lamina_max_later_ps(v, _mm512_permutex2var_ps(low, odd, high));
+    if (kernel == 3) {
+      const __m512 low2 = lamina_load_first_ps(m + c + 2, length - c - 2);
+      const __m512 high2 = lamina_load_first_ps(m + c + 18, length - c - 18);
+      v = lamina_max_later_ps(v, _mm512_permutex2var_ps(low2, even, high2));
+    }
+    const int64_t n = count - t;
+    _mm512_mask_storeu_ps(y + t, n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u), v);
+  }
+  return 1;
+}
+#else
+static inline int lamina_max_pool_stride2_f32(const float* m, int64_t length, int kernel, float* y, int64_t count) {
+  (void)m, (void)length, (void)kernel, (void)y, (void)count;
+  return 0;
+}
+#endif
+
 #endif
