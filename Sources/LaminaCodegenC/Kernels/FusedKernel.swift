@@ -628,7 +628,7 @@ struct FusedKernel {
     body.line("@KERNEL@_epilogue_args arguments = {dims, \(pointers.joined(separator: ", "))};")
     // The third field asks a convolution for the plane view.
     body.line(
-      "const lamina_gemm_epilogue epilogue = {@KERNEL@_epilogue, &arguments\(planes ? ", 1" : "")};"
+      "const lamina_gemm_epilogue epilogue = {@KERNEL@_epilogue, &arguments, \(planes ? 1 : 0)};"
     )
     if let pooling {
       guard let pooled = producerKernel as? PooledEpilogueProducer.Type else {

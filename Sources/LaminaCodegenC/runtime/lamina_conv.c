@@ -343,6 +343,28 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
   if (position < end) epilogue->apply(epilogue->arg, y, width, row_base + position / width, 0, 1, end - position);
 }
 
+/* One row of the columns (c, i, j) for the packers: its input channel, the input row and column of output (0, 0)'s
+   tap, and the output columns [first, end) whose tap lies inside the input (the others read padding). */
+typedef struct lamina_conv_tap {
+  int64_t channel, top, left, first, end;
+} lamina_conv_tap;
+static inline lamina_conv_tap lamina_conv_tap_of(const lamina_conv2d_geometry* g, int64_t tap) {
+  const int64_t kh = g->kernel_height, kw = g->kernel_width, i = tap / kw % kh, j = tap % kw;
+  lamina_conv_tap t = {tap / (kh * kw), i * g->dilation_height - g->pad_top, j * g->dilation_width - g->pad_left, 0, 0};
+  t.first = lamina_conv_first_inside(t.left, g->stride_width, 0, g->out_width);
+  t.end = lamina_conv_max(t.first, lamina_conv_first_inside(t.left, g->stride_width, g->in_width, g->out_width));
+  return t;
+}
+
+/* The packers' walk over output positions: the next output row (of the next image after the last row). */
+static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image, int64_t out_height) {
+  *ow = 0;
+  if (++*oh == out_height) {
+    *oh = 0;
+    ++*image;
+  }
+}
+
 /* Positions of a packed block's column line (lamina_conv_pack_short_rows_*): the GEMM's NC of float (4 KiB). */
 #ifndef LAMINA_CONV_LINE
 #define LAMINA_CONV_LINE 1024
@@ -509,6 +531,24 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     const T* x; /* the chunk's first image, at the group's first channel */                                                \
   } lamina_conv_columns_##S;                                                                                               \
                                                                                                                            \
+  /* out[0, length) of a tap's row: zeros before lo and from hi, in[(o + u) * sw] between (in: the input row at the   \
+     tap's column offset). */                                                                                             \
+  static inline void lamina_conv_gather_##S(T* out, const T* in, int64_t o, int64_t lo, int64_t hi, int64_t length,     \
+                                            int64_t sw) {                                                                \
+    for (int64_t u = 0; u < lo; u++) out[u] = 0;                                                                           \
+    if (sw == 1) {                                                                                                         \
+      const T* from = in + o;                                                                                              \
+      _Pragma("omp simd") for (int64_t u = lo; u < hi; u++) out[u] = from[u];                                              \
+    } else if (sw == 2) {                                                                                                  \
+      /* Every other element: the phase split's vector gather (the scalar loop took a quarter of ResNet-50's stride-2     \
+         3x3 layers). */                                                                                                   \
+      if (hi > lo) LAMINA_CONV_SPLIT_PHASES_##S(out + lo, hi - lo, out, 0, in + (o + lo) * 2)                              \
+    } else {                                                                                                               \
+      for (int64_t u = lo; u < hi; u++) out[u] = in[(o + u) * sw];                                                         \
+    }                                                                                                                      \
+    for (int64_t u = hi; u < length; u++) out[u] = 0;                                                                      \
+  }                                                                                                                        \
+                                                                                                                           \
   /* The packer for output rows shorter than a panel row (a 28x28 or smaller map: its runs are mostly split between     \
      panels): each tap's row of the block is gathered run by run into a line, then copied into the panels a panel      \
      row at a time. */                                                                                                    \
@@ -516,42 +556,22 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
                                                      int64_t j0, int64_t nc, int64_t nr, T* packed) {                    \
     const lamina_conv2d_geometry* g = columns->g;                                                                          \
     const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width, P = OH * OW;                   \
-    const int64_t kh = g->kernel_height, kw = g->kernel_width, sh = g->stride_height, sw = g->stride_width;                \
+    const int64_t sh = g->stride_height, sw = g->stride_width;                                                             \
     const int64_t image_size = g->in_channels * H * W, panel_size = nr * kc;                                               \
     _Alignas(64) T line[LAMINA_CONV_LINE];                                                                                 \
     for (int64_t p = 0; p < kc; p++) {                                                                                     \
-      const int64_t tap = p0 + p, c = tap / (kh * kw), i = tap / kw % kh, j = tap % kw;                                    \
-      const int64_t top = i * g->dilation_height - g->pad_top, left = j * g->dilation_width - g->pad_left;                 \
-      const int64_t ow0 = lamina_conv_first_inside(left, sw, 0, OW);                                                       \
-      const int64_t ow1 = lamina_conv_max(ow0, lamina_conv_first_inside(left, sw, W, OW));                                 \
+      const lamina_conv_tap t = lamina_conv_tap_of(g, p0 + p);                                                             \
       int64_t image = j0 / P, oh = j0 % P / OW, ow = j0 % OW;                                                              \
       for (int64_t n = 0; n < nc;) {                                                                                       \
         const int64_t run = lamina_conv_min(OW - ow, nc - n);                                                              \
-        const int64_t ih = oh * sh + top;                                                                                  \
-        T* out = line + n;                                                                                                 \
-        if (ih < 0 || ih >= H) {                                                                                           \
-          for (int64_t u = 0; u < run; u++) out[u] = 0;                                                                    \
-        } else {                                                                                                           \
-          const T* in = columns->x + image * image_size + (c * H + ih) * W + left; /* in[ow * sw] */                       \
-          const int64_t lo = lamina_conv_min(run, lamina_conv_max(0, ow0 - ow));                                           \
-          const int64_t hi = lamina_conv_max(lo, lamina_conv_min(run, ow1 - ow));                                          \
-          for (int64_t u = 0; u < lo; u++) out[u] = 0;                                                                     \
-          if (sw == 1) {                                                                                                   \
-            const T* from = in + ow;                                                                                       \
-            _Pragma("omp simd") for (int64_t u = lo; u < hi; u++) out[u] = from[u];                                        \
-          } else if (sw == 2) {                                                                                            \
-            if (hi > lo) LAMINA_CONV_SPLIT_PHASES_##S(out + lo, hi - lo, out, 0, in + (ow + lo) * 2)                       \
-          } else {                                                                                                         \
-            for (int64_t u = lo; u < hi; u++) out[u] = in[(ow + u) * sw];                                                  \
-          }                                                                                                                \
-          for (int64_t u = hi; u < run; u++) out[u] = 0;                                                                   \
-        }                                                                                                                  \
+        const int64_t ih = oh * sh + t.top;                                                                                \
+        const int inside = ih >= 0 && ih < H;                                                                              \
+        const T* in = columns->x + image * image_size + (t.channel * H + (inside ? ih : 0)) * W + t.left;                  \
+        const int64_t lo = inside ? lamina_conv_min(run, lamina_conv_max(0, t.first - ow)) : run;                          \
+        const int64_t hi = inside ? lamina_conv_max(lo, lamina_conv_min(run, t.end - ow)) : run;                           \
+        lamina_conv_gather_##S(line + n, in, ow, lo, hi, run, sw);                                                         \
         n += run;                                                                                                          \
-        ow = 0;                                                                                                            \
-        if (++oh == OH) {                                                                                                  \
-          oh = 0;                                                                                                          \
-          image++;                                                                                                         \
-        }                                                                                                                  \
+        lamina_conv_next_row(&ow, &oh, &image, OH);                                                                        \
       }                                                                                                                    \
       T* panel = packed + p * nr;                                                                                          \
       int64_t q = 0;                                                                                                       \
@@ -569,7 +589,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     const lamina_conv_columns_##S* columns = (const lamina_conv_columns_##S*)argument;                                     \
     const lamina_conv2d_geometry* g = columns->g;                                                                          \
     const int64_t H = g->in_height, W = g->in_width, OH = g->out_height, OW = g->out_width, P = OH * OW;                   \
-    const int64_t kh = g->kernel_height, kw = g->kernel_width, sh = g->stride_height, sw = g->stride_width;                \
+    const int64_t sh = g->stride_height, sw = g->stride_width;                                                             \
     const int64_t image_size = g->in_channels * H * W, panel_size = nr * kc;                                               \
     /* A whole panel row copied as two vectors when the GEMM's panels are two of this file's vectors wide. */              \
     const int two_vectors = nr == 2 * VL;                                                                                  \
@@ -578,11 +598,8 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
       return;                                                                                                              \
     }                                                                                                                      \
     for (int64_t p = 0; p < kc; p++) {                                                                                     \
-      const int64_t tap = p0 + p, c = tap / (kh * kw), i = tap / kw % kh, j = tap % kw;                                    \
-      const int64_t top = i * g->dilation_height - g->pad_top, left = j * g->dilation_width - g->pad_left;                 \
-      /* Output columns [ow0, ow1) read inside the input; the others read padding. */                                      \
-      const int64_t ow0 = lamina_conv_first_inside(left, sw, 0, OW);                                                       \
-      const int64_t ow1 = lamina_conv_max(ow0, lamina_conv_first_inside(left, sw, W, OW));                                 \
+      const lamina_conv_tap t = lamina_conv_tap_of(g, p0 + p);                                                             \
+      const int64_t c = t.channel, top = t.top, left = t.left, ow0 = t.first, ow1 = t.end;                                 \
       /* The column being written: panel base + r (row p of each panel). */                                                \
       T* panel = (T*)packed + p * nr;                                                                                      \
       int64_t r = 0;                                                                                                       \
@@ -603,18 +620,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
           } else {                                                                                                         \
             const int64_t lo = inside ? lamina_conv_min(length, lamina_conv_max(0, ow0 - o)) : length;                     \
             const int64_t hi = inside ? lamina_conv_max(lo, lamina_conv_min(length, ow1 - o)) : length;                    \
-            for (int64_t u = 0; u < lo; u++) out[u] = 0;                                                                   \
-            if (sw == 1) {                                                                                                 \
-              const T* from = in + o;                                                                                      \
-              _Pragma("omp simd") for (int64_t u = lo; u < hi; u++) out[u] = from[u];                                      \
-            } else if (sw == 2) {                                                                                          \
-              /* Every other element: the phase split's vector gather (the scalar loop took a quarter of ResNet-50's       \
-                 stride-2 3x3 layers). */                                                                                  \
-              if (hi > lo) LAMINA_CONV_SPLIT_PHASES_##S(out + lo, hi - lo, out, 0, in + (o + lo) * 2)                      \
-            } else {                                                                                                       \
-              for (int64_t u = lo; u < hi; u++) out[u] = in[(o + u) * sw];                                                 \
-            }                                                                                                              \
-            for (int64_t u = hi; u < length; u++) out[u] = 0;                                                              \
+            lamina_conv_gather_##S(out, in, o, lo, hi, length, sw);                                                        \
           }                                                                                                                \
           o += length;                                                                                                     \
           r += length;                                                                                                     \
@@ -624,11 +630,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
           }                                                                                                                \
         }                                                                                                                  \
         n += run;                                                                                                          \
-        ow = 0;                                                                                                            \
-        if (++oh == OH) {                                                                                                  \
-          oh = 0;                                                                                                          \
-          image++;                                                                                                         \
-        }                                                                                                                  \
+        lamina_conv_next_row(&ow, &oh, &image, OH);                                                                        \
       }                                                                                                                    \
       /* The last panel's columns past nc. */                                                                              \
       if (r > 0)                                                                                                           \
@@ -1544,9 +1546,9 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
     lamina_conv_block_epilogue_##S block = {g, g->out_channels, g->out_height, g->out_width,                             \
                                             job->image * g->out_channels + group * og, group * og, job->y, job->bias,    \
                                             job->bias_count, job->epilogue};                                             \
-    const lamina_gemm_epilogue block_epilogue = {lamina_conv_block_epilogue_apply_##S, &block};                          \
+    const lamina_gemm_epilogue block_epilogue = {lamina_conv_block_epilogue_apply_##S, &block, 0};                       \
     const lamina_conv_band_epilogue_##S band_finish = {&block_epilogue, column0};                                        \
-    const lamina_gemm_epilogue finish = {lamina_conv_band_epilogue_apply_##S, (void*)&band_finish};                      \
+    const lamina_gemm_epilogue finish = {lamina_conv_band_epilogue_apply_##S, (void*)&band_finish, 0};                   \
     const lamina_gemm_epilogue* epilogue = (job->bias || job->epilogue) ? &finish : NULL;                                \
     T* out = job->y + (job->image * g->out_channels + group * og) * P + column0;                                         \
     const int64_t n = column1 - column0;                                                                                 \
@@ -1718,7 +1720,7 @@ static inline void lamina_conv_plane_epilogue(const lamina_gemm_epilogue* epilog
           /* One image: the GEMM writes its NCHW planes directly, bias and epilogue on each finished block. */             \
           lamina_conv_block_epilogue_##S block = {g, g->out_channels, g->out_height, g->out_width,                         \
                                                   n0 * g->out_channels + group * og, group * og, y, bias, bias_count, epilogue}; \
-          const lamina_gemm_epilogue block_epilogue = {lamina_conv_block_epilogue_apply_##S, &block};                      \
+          const lamina_gemm_epilogue block_epilogue = {lamina_conv_block_epilogue_apply_##S, &block, 0};                   \
           T* out = y + (n0 * g->out_channels + group * og) * P;                                                            \
           const lamina_gemm_epilogue* finish = (bias || epilogue) ? &block_epilogue : NULL;                              \
           if (packed_group)                                                                                              \
