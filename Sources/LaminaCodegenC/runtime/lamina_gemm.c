@@ -573,13 +573,13 @@ static void lamina_gemm_pack_b_panel(const struct lamina_gemm_job* g, int64_t pc
 /* C[ic.., jc..][mc x nc] (+)= packed A block @ packed B block, one micro-kernel call per MR x NR tile
    (c and ldc are the whole C). After the last k-block (epilogue non-NULL) the epilogue runs on each
    finished mc x (LAMINA_GEMM_EPILOGUE_PANELS * NR) slab while it is still in L1/L2. With `pack` non-NULL,
-   B is not packed yet: each panel of `pack`'s B block (k-block pc) is packed into bp (then the thread's
-   scratch) just before its kernels run. a_ahead > 0: A was packed before the call and its panels go on
+   B is not packed yet: each panel of `pack`'s B block (k-block pc) is packed into pack_into (the thread's
+   scratch, which bp points at) just before its kernels run. a_ahead > 0: A was packed before the call and its panels go on
    for a_ahead elements from ap (the tile's rows), which the first pass prefetches ahead. */
 static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, const lamina_real* ap, const lamina_real* bp,
                               lamina_real* c_all, int64_t ldc, int64_t ic, int64_t jc, lamina_real beta,
-                              const lamina_gemm_epilogue* epilogue, const struct lamina_gemm_job* pack, int64_t pc,
-                              int64_t a_ahead) {
+                              const lamina_gemm_epilogue* epilogue, const struct lamina_gemm_job* pack,
+                              lamina_real* pack_into, int64_t pc, int64_t a_ahead) {
   void (*kernel)(int64_t, const lamina_real*, const lamina_real*, lamina_real*, int64_t, lamina_real) =
       rows == MR ? lamina_gemm_kernel : lamina_gemm_kernel_narrow;
   _Alignas(64) lamina_real edge[MR * NR];
@@ -587,7 +587,7 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
   int64_t slab = 0; /* first column of the slab the epilogue has not seen yet */
   for (int64_t jr = 0; jr < nc; jr += NR) {
     int64_t nr = lamina_gemm_min(NR, nc - jr);
-    if (pack) lamina_gemm_pack_b_panel(pack, pc, kc, jc + jr, nr, (lamina_real*)bp + jr * kc);
+    if (pack) lamina_gemm_pack_b_panel(pack, pc, kc, jc + jr, nr, pack_into + jr * kc);
     for (int64_t ir = 0; ir < mc; ir += rows) {
       int64_t mr = lamina_gemm_min(rows, mc - ir);
       lamina_real* ct = c + ir * ldc + jr;
@@ -705,7 +705,7 @@ static void lamina_gemm_tile(const lamina_gemm_job* g, int64_t i0, int64_t i1, i
           lamina_gemm_pack_a(g->rows, g->trans_a, a, g->lda, mc, kc, g->alpha, ap);
         }
         lamina_gemm_macro(g->rows, mc, nc, kc, panels, packed, g->c, g->ldc, ic, jc, beta, last ? g->epilogue : NULL,
-                          pack_lazily && ic == i0 ? g : NULL, pc,
+                          pack_lazily && ic == i0 ? g : NULL, bp, pc,
                           g->packed_a ? (i1 - ic) * kc : 0);
       }
     }
