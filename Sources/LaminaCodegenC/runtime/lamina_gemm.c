@@ -16,7 +16,9 @@
  *       for ic in M by MC:             A block MC x KC, packed (times alpha), lives in L2
  *         pack op(A)[ic.., pc..] into MR-row panels (KC x MR each, contiguous)
  *         for jr in NC by NR:          one B micro-panel (KC x NR) stays in L1 ...
- *           (first ic block, stored B: pack this B panel here, not with the whole block above)
+ *           (first ic block, stored B: pack this B panel here, not with the whole block above;
+ *            or none at all: a stored B whose rows spread over the L1's sets is read in place, its
+ *            rows ldb apart, and only a last partial panel is packed (lamina_gemm_direct_b))
  *           for ir in MC by MR:        ... while the A micro-panels stream from L2
  *             micro-kernel: C[MR x NR] (+)= A panel @ B panel, accumulated in registers
  *           after the last pc: the epilogue runs on each finished MC x 128 slab of C (8 panels),
@@ -299,7 +301,8 @@ static inline lamina_vector4 lamina_gemm_splat4(lamina_real x) { return x - (lam
    packed, 64-byte aligned. With vectors == 1, only the panel's first vector of columns (a panel's last columns
    when they fit in one: C[rows x NR / 2]). */
 static inline __attribute__((always_inline)) void lamina_gemm_kernel_columns(const int rows, const int vectors,
-                                                                          const int stride, int64_t kc,
+                                                                          const int stride, const int64_t b_stride,
+                                                                          int64_t kc,
                                                                        const lamina_real* restrict a,
                                                                        const lamina_real* restrict b, lamina_real* restrict c,
                                                                        int64_t ldc, lamina_real beta) {
@@ -312,7 +315,7 @@ static inline __attribute__((always_inline)) void lamina_gemm_kernel_columns(con
   for (int r = 0; r < rows; r++) __builtin_prefetch(c + r * ldc, 1), __builtin_prefetch(c + r * ldc + NR - 1, 1);
   /* The loop is short: unrolling saves the pointer and counter updates. */
   #pragma GCC unroll 4
-  for (int64_t p = 0; p < kc; p++, a += stride, b += NR) {
+  for (int64_t p = 0; p < kc; p++, a += stride, b += b_stride) {
     lamina_vector b0 = lamina_gemm_loadu(b), b1 = vectors == 2 ? lamina_gemm_loadu(b + VL) : b0;
     #pragma GCC unroll 32
     for (int r = 0; r < rows; r++) {
@@ -348,11 +351,20 @@ static inline __attribute__((always_inline)) void lamina_gemm_kernel_columns(con
 /* The micro-kernel for panels of MR and of MR_NARROW rows (rows a constant in each: the sums stay in registers). */
 static void lamina_gemm_kernel(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
                                lamina_real* restrict c, int64_t ldc, lamina_real beta) {
-  lamina_gemm_kernel_columns(MR, 2, MR, kc, a, b, c, ldc, beta);
+  lamina_gemm_kernel_columns(MR, 2, MR, NR, kc, a, b, c, ldc, beta);
 }
 static void lamina_gemm_kernel_narrow(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
                                       lamina_real* restrict c, int64_t ldc, lamina_real beta) {
-  lamina_gemm_kernel_columns(MR_NARROW, 2, MR_NARROW, kc, a, b, c, ldc, beta);
+  lamina_gemm_kernel_columns(MR_NARROW, 2, MR_NARROW, NR, kc, a, b, c, ldc, beta);
+}
+/* The same with B read where it is stored (rows ldb apart), not from a packed panel. */
+static void lamina_gemm_kernel_direct(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
+                                      int64_t ldb, lamina_real* restrict c, int64_t ldc, lamina_real beta) {
+  lamina_gemm_kernel_columns(MR, 2, MR, ldb, kc, a, b, c, ldc, beta);
+}
+static void lamina_gemm_kernel_narrow_direct(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
+                                             int64_t ldb, lamina_real* restrict c, int64_t ldc, lamina_real beta) {
+  lamina_gemm_kernel_columns(MR_NARROW, 2, MR_NARROW, ldb, kc, a, b, c, ldc, beta);
 }
 
 /* The last rows of an MR-row panel (rows: 1..MR valid): the smallest of one, two or three row steps
@@ -360,24 +372,24 @@ static void lamina_gemm_kernel_narrow(int64_t kc, const lamina_real* restrict a,
    (1 or 2) vectors of columns. Returns the rows it computed (the caller merges only the valid ones when it
    wrote aside). */
 static inline __attribute__((always_inline)) int64_t lamina_gemm_kernel_steps(
-    const int vectors, int64_t rows, int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
+    const int vectors, const int64_t b_stride, int64_t rows, int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
     lamina_real* restrict c, int64_t ldc, lamina_real beta) {
   if (rows <= LAMINA_GEMM_ROW_STEP) {
-    lamina_gemm_kernel_columns(LAMINA_GEMM_ROW_STEP, vectors, MR, kc, a, b, c, ldc, beta);
+    lamina_gemm_kernel_columns(LAMINA_GEMM_ROW_STEP, vectors, MR, b_stride, kc, a, b, c, ldc, beta);
     return LAMINA_GEMM_ROW_STEP;
   }
   if (rows <= 2 * LAMINA_GEMM_ROW_STEP) {
-    lamina_gemm_kernel_columns(2 * LAMINA_GEMM_ROW_STEP, vectors, MR, kc, a, b, c, ldc, beta);
+    lamina_gemm_kernel_columns(2 * LAMINA_GEMM_ROW_STEP, vectors, MR, b_stride, kc, a, b, c, ldc, beta);
     return 2 * LAMINA_GEMM_ROW_STEP;
   }
-  lamina_gemm_kernel_columns(MR, vectors, MR, kc, a, b, c, ldc, beta);
+  lamina_gemm_kernel_columns(MR, vectors, MR, b_stride, kc, a, b, c, ldc, beta);
   return MR;
 }
 
 static int64_t lamina_gemm_kernel_tail(int64_t rows, int64_t kc, const lamina_real* restrict a,
-                                       const lamina_real* restrict b, lamina_real* restrict c, int64_t ldc,
-                                       lamina_real beta) {
-  return lamina_gemm_kernel_steps(2, rows, kc, a, b, c, ldc, beta);
+                                       const lamina_real* restrict b, int64_t b_stride, lamina_real* restrict c,
+                                       int64_t ldc, lamina_real beta) {
+  return lamina_gemm_kernel_steps(2, b_stride, rows, kc, a, b, c, ldc, beta);
 }
 
 /* A panel's last columns when they fit in one vector (N = 196 leaves 4 of NR = 32, N = 784 leaves 16): rows x
@@ -387,10 +399,10 @@ static int64_t lamina_gemm_kernel_tail(int64_t rows, int64_t kc, const lamina_re
 static int64_t lamina_gemm_kernel_half(int panel_rows, int64_t rows, int64_t kc, const lamina_real* restrict a,
                                        const lamina_real* restrict b, lamina_real* restrict c) {
   if (panel_rows != MR) {
-    lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, kc, a, b, c, NR, (lamina_real)0);
+    lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, NR, kc, a, b, c, NR, (lamina_real)0);
     return MR_NARROW;
   }
-  return lamina_gemm_kernel_steps(1, rows, kc, a, b, c, NR, (lamina_real)0);
+  return lamina_gemm_kernel_steps(1, NR, rows, kc, a, b, c, NR, (lamina_real)0);
 }
 
 /* A panel's last few columns (1..LAMINA_GEMM_STRIP_COLUMNS) with the vector along the panel's rows instead of
@@ -579,15 +591,22 @@ static void lamina_gemm_pack_b_panel(const struct lamina_gemm_job* g, int64_t pc
 static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, const lamina_real* ap, const lamina_real* bp,
                               lamina_real* c_all, int64_t ldc, int64_t ic, int64_t jc, lamina_real beta,
                               const lamina_gemm_epilogue* epilogue, const struct lamina_gemm_job* pack,
-                              lamina_real* pack_into, int64_t pc, int64_t a_ahead) {
+                              lamina_real* pack_into, int64_t pc, int64_t a_ahead, const lamina_real* direct,
+                              int64_t ldb) {
   void (*kernel)(int64_t, const lamina_real*, const lamina_real*, lamina_real*, int64_t, lamina_real) =
       rows == MR ? lamina_gemm_kernel : lamina_gemm_kernel_narrow;
+  void (*kernel_direct)(int64_t, const lamina_real*, const lamina_real*, int64_t, lamina_real*, int64_t, lamina_real) =
+      rows == MR ? lamina_gemm_kernel_direct : lamina_gemm_kernel_narrow_direct;
   _Alignas(64) lamina_real edge[MR * NR];
   lamina_real* c = c_all + ic * ldc + jc;
   int64_t slab = 0; /* first column of the slab the epilogue has not seen yet */
   for (int64_t jr = 0; jr < nc; jr += NR) {
     int64_t nr = lamina_gemm_min(NR, nc - jr);
-    if (pack) lamina_gemm_pack_b_panel(pack, pc, kc, jc + jr, nr, pack_into + jr * kc);
+    /* direct: B's whole panels are read where they are stored (rows ldb apart, k-block first); only a last
+       partial panel is packed. */
+    const lamina_real* b_panel = direct && nr == NR ? direct + jc + jr : bp + jr * kc;
+    const int64_t b_stride = direct && nr == NR ? ldb : NR;
+    if (pack && b_stride == NR) lamina_gemm_pack_b_panel(pack, pc, kc, jc + jr, nr, pack_into + jr * kc);
     for (int64_t ir = 0; ir < mc; ir += rows) {
       int64_t mr = lamina_gemm_min(rows, mc - ir);
       lamina_real* ct = c + ir * ldc + jr;
@@ -599,7 +618,10 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
         for (int64_t e = first; e < end; e += 64 / sizeof(lamina_real)) __builtin_prefetch(ap + e, 0, 2);
       }
       if (mr == rows && nr == NR) {
-        kernel(kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+        if (b_stride == NR)
+          kernel(kc, ap + ir * kc, b_panel, ct, ldc, beta);
+        else
+          kernel_direct(kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta);
       } else if (LAMINA_GEMM_STRIP_COLUMNS > 0 && mr == rows &&
                  (nr <= LAMINA_GEMM_STRIP_COLUMNS || (nr > NR / 2 && nr - NR / 2 <= LAMINA_GEMM_STRIP_COLUMNS))) {
         /* A whole row panel whose last columns are a few past a vector: a vector of them straight into C,
@@ -608,9 +630,9 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
         int64_t done = 0;
         if (nr > NR / 2) {
           if (rows == MR)
-            lamina_gemm_kernel_columns(MR, 1, MR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+            lamina_gemm_kernel_columns(MR, 1, MR, NR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
           else
-            lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+            lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, NR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
           done = NR / 2;
         }
         lamina_gemm_strip(nr - done, rows, kc, ap + ir * kc, bp + jr * kc + done, ct + done, ldc, beta);
@@ -621,14 +643,17 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
         lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
       } else if (rows == MR && nr == NR && mr % LAMINA_GEMM_ROW_STEP == 0) {
         /* An MR panel's last rows, a whole number of row steps: a shorter kernel, straight into C. */
-        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta);
       } else if (rows == MR) {
         /* Edge tile: compute the rows it needs aside, merge only the part inside C. */
-        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, bp + jr * kc, edge, NR, (lamina_real)0);
+        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, b_panel, b_stride, edge, NR, (lamina_real)0);
         lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
       } else {
         /* Edge tile: compute the full tile aside, merge only the part inside C. */
-        kernel(kc, ap + ir * kc, bp + jr * kc, edge, NR, (lamina_real)0);
+        if (b_stride == NR)
+          kernel(kc, ap + ir * kc, b_panel, edge, NR, (lamina_real)0);
+        else
+          kernel_direct(kc, ap + ir * kc, b_panel, b_stride, edge, NR, (lamina_real)0);
         lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
       }
     }
@@ -660,6 +685,7 @@ typedef struct lamina_gemm_job {
   int rows;                             /* packed path: rows per A panel, MR or MR_NARROW */
   const lamina_real* packed_a; /* op(A) packed once by lamina_gemm_pack_a_*: tiles skip packing it */
   int64_t packed_height;       /* its rows rounded up to `rows` (the size of one k-block's column) */
+  int direct_b;                /* stored op(B) = B read in place by the kernels (lamina_gemm_direct_b) */
 } lamina_gemm_job;
 
 /* Packs stored op(B)[pc.., j0..][kc x nc] into bp (NR-column panels). */
@@ -667,6 +693,32 @@ static void lamina_gemm_pack_b_panel(const lamina_gemm_job* g, int64_t pc, int64
                                      lamina_real* bp) {
   const lamina_real* b = g->trans_b ? g->b + j0 * g->ldb + pc : g->b + pc * g->ldb + j0;
   lamina_gemm_pack_b(g->trans_b, b, g->ldb, kc, nc, bp);
+}
+
+#ifndef LAMINA_GEMM_DIRECT_B
+#define LAMINA_GEMM_DIRECT_B 1
+#endif
+static int64_t lamina_gemm_gcd(int64_t a, int64_t b) {
+  while (b) {
+    const int64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+/* Whether the kernels read a stored op(B) = B in place, its rows ldb apart, instead of packed panels. Packing
+   costs about as much per element of B as a few rows of A's multiply-adds, so it weighs on products of few
+   rows: a 1x1 convolution's input read in place ran 128 -> 16 at 55x55 at 254 GFLOP/s on one Zen 5 core
+   against 156 packed, 256 -> 64 at 56x56 at 272 against 230. The catch is the L1: a panel's kc rows must land
+   in enough of its 64 sets. Rows a multiple of 64 bytes apart fall into 64 / gcd(lines apart, 64) groups of
+   sets (a 512-wide MLP layer's rows: 2 groups, 4 sets, thrashing: 253 -> 221 GFLOP/s), so those need at
+   least half the sets; rows not a multiple of a line apart shift through all of them. */
+static int lamina_gemm_direct_b(const lamina_gemm_job* g) {
+  if (!LAMINA_GEMM_DIRECT_B || g->trans_b || !g->b || g->packed_b || g->b_packer) return 0;
+  const int64_t row_bytes = g->ldb * (int64_t)sizeof(lamina_real);
+  if (row_bytes % 64 != 0) return 1;
+  const int64_t lines_per_panel_row = (int64_t)(NR * sizeof(lamina_real) + 63) / 64;
+  return 64 / lamina_gemm_gcd(row_bytes / 64, 64) * lines_per_panel_row >= 32;
 }
 
 /* Bytes of the packed A block and of the packed B block in a thread's scratch. */
@@ -691,6 +743,7 @@ static void lamina_gemm_tile(const lamina_gemm_job* g, int64_t i0, int64_t i1, i
          squeeze layers) ran at 98 GFLOP/s on one Zen 5 core, 165 this way. The caller's packer packs the
          whole block: it works out each row's source once per call, which would be per panel here. */
       const int pack_lazily = !g->packed_b && !g->b_packer;
+      const lamina_real* direct = pack_lazily && g->direct_b ? g->b + pc * g->ldb : NULL;
       if (g->b_packer) g->b_packer->pack(g->b_packer->arg, pc, kc, jc, nc, NR, bp);
       lamina_real beta = pc == 0 ? g->beta : (lamina_real)1; /* later k-blocks accumulate */
       int last = pc + kc >= g->k;
@@ -706,7 +759,7 @@ static void lamina_gemm_tile(const lamina_gemm_job* g, int64_t i0, int64_t i1, i
         }
         lamina_gemm_macro(g->rows, mc, nc, kc, panels, packed, g->c, g->ldc, ic, jc, beta, last ? g->epilogue : NULL,
                           pack_lazily && ic == i0 ? g : NULL, bp, pc,
-                          g->packed_a ? (i1 - ic) * kc : 0);
+                          g->packed_a ? (i1 - ic) * kc : 0, direct, g->ldb);
       }
     }
   }
@@ -849,7 +902,7 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
                  "GEMM blocks must fit the pool's scratch memory");
   if (m <= 0 || n <= 0) return;
   lamina_gemm_job g = {trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, epilogue, pool,
-                            {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, NULL, MR, NULL, 0};
+                            {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, NULL, MR, NULL, 0, 0};
   if (k <= 0 || alpha == (lamina_real)0) {
     /* Nothing to multiply: C = beta * C (and never read C when beta == 0). */
     if (beta != (lamina_real)1)
@@ -873,7 +926,7 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
     n = m;
     m = 1;
     g = (lamina_gemm_job){trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, epilogue, pool,
-                               {1, 1, m, n}, 0, 0, NULL, 1, NULL, 0, NULL, MR, NULL, 0};
+                               {1, 1, m, n}, 0, 0, NULL, 1, NULL, 0, NULL, MR, NULL, 0, 0};
   }
   const int threads = lamina_pool_threads(pool);
   if (m == 1 && (!trans_b || !trans_a || lda == 1)) {
@@ -902,6 +955,7 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
   }
   g.kc = lamina_gemm_even_block(k, KC, 4);
   g.rows = lamina_gemm_panel_rows(m);
+  g.direct_b = lamina_gemm_direct_b(&g);
   g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC, 0);
   if (pool) {
     /* A small product split over threads: its epilogue on the caller once the tasks are done. */
@@ -948,6 +1002,7 @@ static void lamina_gemm_run_packed(lamina_gemm_job* job) {
   g.kc = lamina_gemm_even_block(k, KC, 4);
   const int threads = lamina_pool_threads(pool);
   g.rows = lamina_gemm_panel_rows(m);
+  g.direct_b = lamina_gemm_direct_b(&g);
   g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC, g.packed_a != NULL);
   if (pool) {
     const int caller_epilogue =
@@ -974,7 +1029,7 @@ void LAMINA_GEMM_PACKED_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, in
     return;
   }
   lamina_gemm_job g = {trans_a, 0, m, n, k, alpha, beta, a, NULL, c, lda, 0, ldc, epilogue, pool,
-                       {1, 1, m, n}, 0, 0, NULL, 0, packed_b, lamina_gemm_round_up(n, NR), NULL, MR, NULL, 0};
+                       {1, 1, m, n}, 0, 0, NULL, 0, packed_b, lamina_gemm_round_up(n, NR), NULL, MR, NULL, 0, 0};
   lamina_gemm_run_packed(&g);
 }
 
@@ -995,7 +1050,7 @@ void LAMINA_GEMM_PACKER_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, in
     return;
   }
   lamina_gemm_job g = {trans_a, 0, m, n, k, alpha, beta, a, NULL, c, lda, 0, ldc, epilogue, pool,
-                       {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, b_packer, MR, NULL, 0};
+                       {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, b_packer, MR, NULL, 0, 0};
   lamina_gemm_run_packed(&g);
 }
 
@@ -1035,7 +1090,7 @@ void LAMINA_GEMM_PACKED_A_FUNCTION(lamina_pool* pool, int64_t m, int64_t n, int6
     return;
   }
   lamina_gemm_job g = {0, trans_b, m, n, k, (lamina_real)1, beta, NULL, b_packer ? NULL : b, c, 0, ldb, ldc,
-                       epilogue, pool, {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, b_packer, MR, packed_a, 0};
+                       epilogue, pool, {1, 1, m, n}, 0, 0, NULL, 0, NULL, 0, b_packer, MR, packed_a, 0, 0};
   g.packed_height = lamina_gemm_round_up(m, lamina_gemm_panel_rows(m));
   lamina_gemm_run_packed(&g);
 }

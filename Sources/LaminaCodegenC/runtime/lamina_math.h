@@ -151,22 +151,24 @@ static inline __m512 lamina_max_later_ps(__m512 v, __m512 x) {
   const __mmask16 replace = _mm512_cmp_ps_mask(x, v, _CMP_GT_OQ) | _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
   return _mm512_mask_mov_ps(v, replace, x);
 }
-/* The first n (clamped to 0..16) of 16 floats at p; nothing past them is read. */
-static inline __m512 lamina_load_first_ps(const float* p, int64_t n) {
-  const __mmask16 k = n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
-  return _mm512_maskz_loadu_ps(k, p);
+/* m[offset ..< offset + 16], zeros past m's `length` values; nothing past them is read, and no pointer past
+   them is formed (an offset beyond the array would be undefined even under a mask of zeros). */
+static inline __m512 lamina_load_first_ps(const float* m, int64_t offset, int64_t length) {
+  const int64_t n = length - offset;
+  if (n <= 0) return _mm512_setzero_ps();
+  return _mm512_maskz_loadu_ps(n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u), m + offset);
 }
 static inline int lamina_max_pool_stride2_f32(const float* m, int64_t length, int kernel, float* y, int64_t count) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   for (int64_t t = 0; t < count; t += 16) {
     const int64_t c = 2 * t;
-    const __m512 low = lamina_load_first_ps(m + c, length - c), high = lamina_load_first_ps(m + c + 16, length - c - 16);
+    const __m512 low = lamina_load_first_ps(m, c, length), high = lamina_load_first_ps(m, c + 16, length);
     __m512 v = _mm512_permutex2var_ps(low, even, high);
     v = lamina_max_later_ps(v, _mm512_permutex2var_ps(low, odd, high));
     if (kernel == 3) {
-      const __m512 low2 = lamina_load_first_ps(m + c + 2, length - c - 2);
-      const __m512 high2 = lamina_load_first_ps(m + c + 18, length - c - 18);
+      const __m512 low2 = lamina_load_first_ps(m, c + 2, length);
+      const __m512 high2 = lamina_load_first_ps(m, c + 18, length);
       v = lamina_max_later_ps(v, _mm512_permutex2var_ps(low2, even, high2));
     }
     const int64_t n = count - t;
