@@ -325,6 +325,44 @@ struct ConvolutionTests {
     #expect(problems.isEmpty, "avx2 \(avx2): \(problems)")
   }
 
+  /// Products whose columns are few: a 7x7 map's 49 are a whole 32-column tile and 17 more (16 + 1
+  /// on AVX2), split over the threads: a 1x1 (`a`), a dilated 3x3 whose columns the im2col packer
+  /// writes (`b`) and a 3x3 at stride 2 from 14x14 (`c`). The 1x1 layers read their input in place
+  /// instead of packing it, rows 196 bytes apart (`a`, with a partial last panel, which is packed)
+  /// and 256 (`d`, whole lines: in place on AVX-512 only), each with a last row panel of 4 rows.
+  /// Batch 1 (the GEMM writes the result) and 3 (images side by side), on AVX-512 and AVX2, against
+  /// the interpreter.
+  @Test(
+    "few-column products (7x7 maps) and 1x1 inputs read in place equal the interpreter",
+    arguments: [false, true])
+  func smallMaps(avx2: Bool) throws {
+    if avx2 && !CompileTarget.hostIsX86 { return }
+    let source = """
+      model SmallMaps {
+        input x: f32[batch, 96, 7, 7]
+        input w: f32[batch, 48, 14, 14]
+        input v: f32[batch, 64, 8, 8]
+        input s: f32[160, 1, 1]
+        let a = relu((x |> conv2d(filters: 160, kernel: 1)) * s)
+        let b = x |> conv2d(filters: 120, kernel: 3, padding: 2, dilation: 2)
+        let c = w |> conv2d(filters: 160, kernel: 3, stride: 2, padding: 1, activation: "relu")
+        let d = v |> conv2d(filters: 136, kernel: 1)
+        output a
+        output b
+        output c
+        output d
+      }
+      """
+    let model = try Model(source: source)
+    let parameters = try model.initialParameters(seed: 7)
+    var options = TestCache.options()
+    if avx2 { options.target = .x86_64_v3 }
+    let compiled = try model.compile(options: options, parameters: parameters)
+    let problems = try TestData.compiledMismatches(
+      model, compiled, parameters: parameters, batches: [1, 3], relativeTolerance: 1e-4)
+    #expect(problems.isEmpty, "avx2 \(avx2): \(problems)")
+  }
+
   @Test(
     "the kernel schedule picks each forward convolution's kernel from its geometry and prints it")
   func convolutionSchedule() throws {

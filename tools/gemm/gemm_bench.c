@@ -193,11 +193,12 @@ static int run_tests(int quick) {
         check_d(pools[(i + l) % 3], t & 1, t >> 1, 1, vec_n[i], vec_k[l], alphas[(t + 1) % 4], betas[(l + t) % 4],
                 t % 2, (i + l) % 2);
       }
-  /* Shapes spanning several cache blocks in every dimension (k > KC, m > MC, n > NC). */
+  /* Shapes spanning several cache blocks in every dimension (k > KC, m > MC, n > NC); 128 x 49 x 1030 is a 7x7
+     map's product: a whole column tile and a narrow one. */
   static const int64_t big[][3] = {{300, 700, 600},  {145, 2100, 257}, {13, 4200, 20}, {1000, 33, 513},
                                    {784, 512, 128},  {128, 512, 784},  {2, 3000, 300}, {150, 40, 1500},
-                                   {289, 2049, 517}, {7, 9, 3000}};
-  for (int i = 0; i < 10; i++)
+                                   {289, 2049, 517}, {7, 9, 3000}, {128, 49, 1030}};
+  for (int i = 0; i < 11; i++)
     for (int t = 0; t < 4; t++) {
       if (quick && t % 3) continue;
       check_s(pools[(i + t) % 3], t & 1, t >> 1, big[i][0], big[i][1], big[i][2], alphas[t], betas[(i + t) % 4],
