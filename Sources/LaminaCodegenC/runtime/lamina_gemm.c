@@ -212,8 +212,13 @@ static inline int lamina_gemm_panel_rows(int64_t m) {
 #ifndef LAMINA_GEMM_A_PREFETCH_PANELS
 #define LAMINA_GEMM_A_PREFETCH_PANELS 2
 #endif
-/* Packing one element costs about this many multiply-adds (for choosing the thread split). */
+/* Packing one element costs about this many multiply-adds (for choosing the thread split); a caller's packer
+   (a convolution's im2col, gathering taps at a stride) about this many more: splitting M made both threads
+   pack all of Inception v2's 96 -> 96 3x3 stride-2 columns, 42 us more than half each (0.5 ns an element). */
 #define LAMINA_GEMM_PACK_COST 8
+#ifndef LAMINA_GEMM_PACKER_COST
+#define LAMINA_GEMM_PACKER_COST 32
+#endif
 
 #if defined(__clang__) && defined(__has_builtin)
 #if __has_builtin(__builtin_elementwise_fma) && (defined(__FMA__) || defined(__aarch64__))
@@ -238,13 +243,14 @@ static inline int64_t lamina_gemm_even_block(int64_t total, int64_t max, int64_t
   return size < max ? size : max;
 }
 
-/* Thread split of an m x n x k product: a grid of mt x nt tiles (tile sizes multiples of mr / nr). */
+/* Thread split of an m x n x k product: a grid of mt x nt tiles, mtile x ntile (multiples of mr / nr) but for
+   the last row and column of tiles, which end at m and n (the last column of tiles may be wider than ntile). */
 typedef struct lamina_gemm_grid {
   int64_t mt, nt, mtile, ntile;
 } lamina_gemm_grid;
 
 static lamina_gemm_grid lamina_gemm_choose_grid(int threads, int64_t m, int64_t n, int64_t k, int64_t mr,
-                                                int64_t nr, int64_t nc, int a_packed) {
+                                                int64_t nr, int64_t nc, int a_packed, double b_cost) {
   lamina_gemm_grid best = {1, 1, m, n};
   const int64_t macs = m * n * k;
   if (threads <= 1 || macs < LAMINA_GEMM_PARALLEL_MIN) return best;
@@ -256,20 +262,36 @@ static lamina_gemm_grid lamina_gemm_choose_grid(int threads, int64_t m, int64_t 
   const int64_t tasks = (int64_t)threads * q;
   double best_cost = -1;
   /* Every factorisation mt x nt of the task count; the cost of a tile is its multiply-adds (padded
-     to the micro-kernel) plus its packing, per unit of k (A's only when it is not packed already: then
-     splitting N duplicates nothing); the busiest thread does ceil(tiles/threads). */
+     to the micro-kernel: columns to half a panel, which a panel's last vector costs) plus its packing, per
+     unit of k (A's only when it is not packed already: then splitting N duplicates nothing; B's at b_cost an
+     element, 0 when it is read in place or packed already); the busiest thread does ceil(tiles/threads).
+     Columns are cut two ways: tiles of n / nt rounded up to whole panels (the last one shorter), or
+     rounded down (the last one wider, to n): 196 columns are 96 + 100 rather than 128 + 68, which made one
+     thread do nearly twice the other's work. */
   for (int64_t mt = 1; mt <= tasks; mt++) {
     if (tasks % mt) continue;
     int64_t nt = tasks / mt;
     int64_t mtile = lamina_gemm_round_up(lamina_gemm_ceil_div(m, mt), mr);
-    int64_t ntile = lamina_gemm_round_up(lamina_gemm_ceil_div(n, nt), nr);
-    int64_t real_mt = lamina_gemm_ceil_div(m, mtile), real_nt = lamina_gemm_ceil_div(n, ntile);
-    double tile = (double)mtile * ntile +
-                  LAMINA_GEMM_PACK_COST * ((a_packed ? 0.0 : (double)mtile * lamina_gemm_ceil_div(ntile, nc)) + ntile);
-    double cost = tile * (double)lamina_gemm_ceil_div(real_mt * real_nt, threads);
-    if (best_cost < 0 || cost < best_cost * 0.999) {
-      best_cost = cost;
-      best = (lamina_gemm_grid){real_mt, real_nt, mtile, ntile};
+    int64_t real_mt = lamina_gemm_ceil_div(m, mtile);
+    for (int widest_last = 0; widest_last <= 1; widest_last++) {
+      int64_t ntile, real_nt, widest;
+      if (!widest_last) {
+        ntile = lamina_gemm_round_up(lamina_gemm_ceil_div(n, nt), nr);
+        real_nt = lamina_gemm_ceil_div(n, ntile);
+        widest = lamina_gemm_round_up(lamina_gemm_min(ntile, n), nr / 2);
+      } else {
+        ntile = lamina_gemm_ceil_div(n, nt) / nr * nr;
+        if (nt == 1 || ntile < nr) continue;
+        real_nt = nt;
+        widest = lamina_gemm_round_up(n - (nt - 1) * ntile, nr / 2);
+      }
+      double tile = (double)mtile * widest + b_cost * widest +
+                    (a_packed ? 0.0 : LAMINA_GEMM_PACK_COST * (double)mtile * lamina_gemm_ceil_div(widest, nc));
+      double cost = tile * (double)lamina_gemm_ceil_div(real_mt * real_nt, threads);
+      if (best_cost < 0 || cost < best_cost * 0.999) {
+        best_cost = cost;
+        best = (lamina_gemm_grid){real_mt, real_nt, mtile, ntile};
+      }
     }
   }
   return best;
@@ -771,7 +793,7 @@ static void lamina_gemm_task(void* arg, int64_t task, int thread) {
   int64_t i0 = ti * g->grid.mtile, j0 = tj * g->grid.ntile;
   unsigned char* scratch = (unsigned char*)lamina_pool_scratch(g->pool, thread, NULL);
   lamina_gemm_tile(g, i0, lamina_gemm_min(g->m, i0 + g->grid.mtile), j0,
-                   lamina_gemm_min(g->n, j0 + g->grid.ntile), (lamina_real*)scratch,
+                   tj == g->grid.nt - 1 ? g->n : j0 + g->grid.ntile, (lamina_real*)scratch,
                         (lamina_real*)(scratch + lamina_gemm_a_bytes));
 }
 
@@ -956,7 +978,8 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
   g.kc = lamina_gemm_even_block(k, KC, 4);
   g.rows = lamina_gemm_panel_rows(m);
   g.direct_b = lamina_gemm_direct_b(&g);
-  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC, 0);
+  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC, 0,
+                                   g.direct_b ? 0.0 : LAMINA_GEMM_PACK_COST);
   if (pool) {
     /* A small product split over threads: its epilogue on the caller once the tasks are done. */
     const int caller_epilogue =
@@ -1003,7 +1026,10 @@ static void lamina_gemm_run_packed(lamina_gemm_job* job) {
   const int threads = lamina_pool_threads(pool);
   g.rows = lamina_gemm_panel_rows(m);
   g.direct_b = lamina_gemm_direct_b(&g);
-  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC, g.packed_a != NULL);
+  const double b_cost = g.packed_b || g.direct_b ? 0.0
+                        : g.b_packer             ? LAMINA_GEMM_PACK_COST + LAMINA_GEMM_PACKER_COST
+                                                 : LAMINA_GEMM_PACK_COST;
+  g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC, g.packed_a != NULL, b_cost);
   if (pool) {
     const int caller_epilogue =
         epilogue && g.grid.mt * g.grid.nt > 1 && m * n < LAMINA_GEMM_CALLER_EPILOGUE_BELOW;
