@@ -216,6 +216,10 @@ static inline int lamina_gemm_panel_rows(int64_t m) {
    (a convolution's im2col, gathering taps at a stride) about this many more: splitting M made both threads
    pack all of Inception v2's 96 -> 96 3x3 stride-2 columns, 42 us more than half each (0.5 ns an element). */
 #define LAMINA_GEMM_PACK_COST 8
+/* Reading an element of B in place costs about this many: an M split has every thread read all of it. */
+#ifndef LAMINA_GEMM_READ_COST
+#define LAMINA_GEMM_READ_COST 4
+#endif
 #ifndef LAMINA_GEMM_PACKER_COST
 #define LAMINA_GEMM_PACKER_COST 32
 #endif
@@ -264,7 +268,8 @@ static lamina_gemm_grid lamina_gemm_choose_grid(int threads, int64_t m, int64_t 
   /* Every factorisation mt x nt of the task count; the cost of a tile is its multiply-adds (padded
      to the micro-kernel: columns to half a panel, which a panel's last vector costs) plus its packing, per
      unit of k (A's only when it is not packed already: then splitting N duplicates nothing; B's at b_cost an
-     element, 0 when it is read in place or packed already); the busiest thread does ceil(tiles/threads).
+     element, less when it is read in place, 0 when packed already); the busiest thread does
+     ceil(tiles/threads).
      Columns are cut two ways: tiles of n / nt rounded up to whole panels (the last one shorter), or
      rounded down (the last one wider, to n): 196 columns are 96 + 100 rather than 128 + 68, which made one
      thread do nearly twice the other's work. */
@@ -979,7 +984,7 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
   g.rows = lamina_gemm_panel_rows(m);
   g.direct_b = lamina_gemm_direct_b(&g);
   g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC, 0,
-                                   g.direct_b ? 0.0 : LAMINA_GEMM_PACK_COST);
+                                   g.direct_b ? LAMINA_GEMM_READ_COST : LAMINA_GEMM_PACK_COST);
   if (pool) {
     /* A small product split over threads: its epilogue on the caller once the tasks are done. */
     const int caller_epilogue =
@@ -1026,9 +1031,10 @@ static void lamina_gemm_run_packed(lamina_gemm_job* job) {
   const int threads = lamina_pool_threads(pool);
   g.rows = lamina_gemm_panel_rows(m);
   g.direct_b = lamina_gemm_direct_b(&g);
-  const double b_cost = g.packed_b || g.direct_b ? 0.0
-                        : g.b_packer             ? LAMINA_GEMM_PACK_COST + LAMINA_GEMM_PACKER_COST
-                                                 : LAMINA_GEMM_PACK_COST;
+  const double b_cost = g.packed_b   ? 0.0
+                        : g.direct_b ? LAMINA_GEMM_READ_COST
+                        : g.b_packer ? LAMINA_GEMM_PACK_COST + LAMINA_GEMM_PACKER_COST
+                                     : LAMINA_GEMM_PACK_COST;
   g.grid = lamina_gemm_choose_grid(pool ? threads : 1, m, n, k, g.rows, NR, NC, g.packed_a != NULL, b_cost);
   if (pool) {
     const int caller_epilogue =
