@@ -60,8 +60,9 @@
  * loops above using its own thread's scratch memory (lamina_pool_scratch) for the packed blocks, so
  * there is no synchronisation inside a GEMM and no allocation per call. The tile grid (rows x columns)
  * is chosen to minimise the work of the busiest thread, counting the packing that splitting
- * duplicates: splitting M repacks B for each row tile, splitting N repacks A for each column tile, so
- * tall-skinny MLP shapes (M = 128, N = 512) split N and tall ones split M. Big products get up to 4
+ * duplicates: splitting M repacks B for each row tile (dearly when a convolution's im2col packer gathers
+ * it), splitting N repacks A for each column tile, so tall-skinny MLP shapes (M = 128, N = 512) split N
+ * and tall ones split M. The last column tile may be wider than the others (196 = 96 + 100). Big products get up to 4
  * tiles per thread (tiles of >= 2^25 multiply-adds), so a thread that is descheduled (shared machine)
  * delays only a small piece while the others take the rest. Products under 2^18 multiply-adds run inline.
  *
