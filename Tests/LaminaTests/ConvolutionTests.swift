@@ -316,13 +316,21 @@ struct ConvolutionTests {
     #expect(groups.count == 8 && planes.count == 7, "\(printed)")
     #expect(groups.contains { $0.hasPrefix("%f ") && !$0.contains("as planes") }, "\(printed)")
     #expect(printed.contains("convolution: winograd"), "\(printed)")
-    let parameters = try model.initialParameters(seed: 5)
+    let problems = try Self.compiledMismatches(model, seed: 5, avx2: avx2, batches: [1, 2])
+    #expect(problems.isEmpty, "avx2 \(avx2): \(problems)")
+  }
+
+  /// Every output of `model` compiled (for AVX2 through x86-64-v3 when `avx2`) against the
+  /// interpreter at each batch size, relative tolerance 1e-4: the mismatches.
+  static func compiledMismatches(_ model: Model, seed: UInt64, avx2: Bool, batches: [Int]) throws
+    -> [String]
+  {
+    let parameters = try model.initialParameters(seed: seed)
     var options = TestCache.options()
     if avx2 { options.target = .x86_64_v3 }
     let compiled = try model.compile(options: options, parameters: parameters)
-    let problems = try TestData.compiledMismatches(
-      model, compiled, parameters: parameters, batches: [1, 2], relativeTolerance: 1e-4)
-    #expect(problems.isEmpty, "avx2 \(avx2): \(problems)")
+    return try TestData.compiledMismatches(
+      model, compiled, parameters: parameters, batches: batches, relativeTolerance: 1e-4)
   }
 
   /// Products whose columns are few: a 7x7 map's 49 are a whole 32-column tile and 17 more (16 + 1
@@ -361,13 +369,8 @@ struct ConvolutionTests {
         output f
       }
       """
-    let model = try Model(source: source)
-    let parameters = try model.initialParameters(seed: 7)
-    var options = TestCache.options()
-    if avx2 { options.target = .x86_64_v3 }
-    let compiled = try model.compile(options: options, parameters: parameters)
-    let problems = try TestData.compiledMismatches(
-      model, compiled, parameters: parameters, batches: [1, 3], relativeTolerance: 1e-4)
+    let problems = try Self.compiledMismatches(
+      try Model(source: source), seed: 7, avx2: avx2, batches: [1, 3])
     #expect(problems.isEmpty, "avx2 \(avx2): \(problems)")
   }
 
