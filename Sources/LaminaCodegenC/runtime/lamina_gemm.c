@@ -287,7 +287,7 @@ static lamina_gemm_grid lamina_gemm_choose_grid(int threads, int64_t m, int64_t 
         widest = lamina_gemm_round_up(lamina_gemm_min(ntile, n), nr / 2);
       } else {
         ntile = lamina_gemm_ceil_div(n, nt) / nr * nr;
-        if (nt == 1 || ntile < nr) continue;
+        if (nt == 1 || ntile < nr || (nt - 1) * ntile >= n) continue;
         real_nt = nt;
         widest = lamina_gemm_round_up(n - (nt - 1) * ntile, nr / 2);
       }
