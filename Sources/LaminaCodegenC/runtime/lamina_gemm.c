@@ -62,9 +62,10 @@
  * is chosen to minimise the work of the busiest thread, counting the packing that splitting
  * duplicates: splitting M repacks B for each row tile (dearly when a convolution's im2col packer gathers
  * it), splitting N repacks A for each column tile, so tall-skinny MLP shapes (M = 128, N = 512) split N
- * and tall ones split M. The last column tile may be wider than the others (196 = 96 + 100). Big products get up to 4
- * tiles per thread (tiles of >= 2^25 multiply-adds), so a thread that is descheduled (shared machine)
- * delays only a small piece while the others take the rest. Products under 2^18 multiply-adds run inline.
+ * and tall ones split M. The last column tile may be wider than the others (196 = 96 + 100). Big
+ * products get up to 4 tiles per thread (tiles of >= 2^25 multiply-adds), so a thread that is
+ * descheduled (shared machine) delays only a small piece while the others take the rest. Products under
+ * 2^18 multiply-adds run inline.
  *
  * Row vectors (M == 1, a batch-1 dense layer) skip packing: a vectorised GEMV that streams B once, at
  * memory speed. op(B) = B^T (a PyTorch-style [out, in] weight) is a dot product per column; op(B) = B
@@ -400,8 +401,8 @@ static void lamina_gemm_kernel_narrow_direct(int64_t kc, const lamina_real* rest
    (1 or 2) vectors of columns. Returns the rows it computed (the caller merges only the valid ones when it
    wrote aside). */
 static inline __attribute__((always_inline)) int64_t lamina_gemm_kernel_steps(
-    const int vectors, const int64_t b_stride, int64_t rows, int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
-    lamina_real* restrict c, int64_t ldc, lamina_real beta) {
+    const int vectors, const int64_t b_stride, int64_t rows, int64_t kc, const lamina_real* restrict a,
+    const lamina_real* restrict b, lamina_real* restrict c, int64_t ldc, lamina_real beta) {
   if (rows <= LAMINA_GEMM_ROW_STEP) {
     lamina_gemm_kernel_columns(LAMINA_GEMM_ROW_STEP, vectors, MR, b_stride, kc, a, b, c, ldc, beta);
     return LAMINA_GEMM_ROW_STEP;
