@@ -395,6 +395,14 @@ static void lamina_gemm_kernel_narrow_direct(int64_t kc, const lamina_real* rest
                                              int64_t ldb, lamina_real* restrict c, int64_t ldc, lamina_real beta) {
   lamina_gemm_kernel_columns(MR_NARROW, 2, MR_NARROW, ldb, kc, a, b, c, ldc, beta);
 }
+/* A whole tile of a panel of `rows` (MR or MR_NARROW) rows, B packed (b_stride NR) or read in place. */
+static inline void lamina_gemm_kernel_full(int rows, int64_t kc, const lamina_real* a, const lamina_real* b,
+                                           int64_t b_stride, lamina_real* c, int64_t ldc, lamina_real beta) {
+  if (b_stride == NR)
+    (rows == MR ? lamina_gemm_kernel : lamina_gemm_kernel_narrow)(kc, a, b, c, ldc, beta);
+  else
+    (rows == MR ? lamina_gemm_kernel_direct : lamina_gemm_kernel_narrow_direct)(kc, a, b, b_stride, c, ldc, beta);
+}
 
 /* The last rows of an MR-row panel (rows: 1..MR valid): the smallest of one, two or three row steps
    (thirds of MR) that covers them, so M = 32 with MR = 12 is 12 + 12 + 8 rows of work, not 36, on `vectors`
@@ -622,10 +630,6 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
                               const lamina_gemm_epilogue* epilogue, const struct lamina_gemm_job* pack,
                               lamina_real* pack_into, int64_t pc, int64_t a_ahead, const lamina_real* direct,
                               int64_t ldb) {
-  void (*kernel)(int64_t, const lamina_real*, const lamina_real*, lamina_real*, int64_t, lamina_real) =
-      rows == MR ? lamina_gemm_kernel : lamina_gemm_kernel_narrow;
-  void (*kernel_direct)(int64_t, const lamina_real*, const lamina_real*, int64_t, lamina_real*, int64_t, lamina_real) =
-      rows == MR ? lamina_gemm_kernel_direct : lamina_gemm_kernel_narrow_direct;
   _Alignas(64) lamina_real edge[MR * NR];
   lamina_real* c = c_all + ic * ldc + jc;
   int64_t slab = 0; /* first column of the slab the epilogue has not seen yet */
@@ -647,10 +651,7 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
         for (int64_t e = first; e < end; e += 64 / sizeof(lamina_real)) __builtin_prefetch(ap + e, 0, 2);
       }
       if (mr == rows && nr == NR) {
-        if (b_stride == NR)
-          kernel(kc, ap + ir * kc, b_panel, ct, ldc, beta);
-        else
-          kernel_direct(kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta);
+        lamina_gemm_kernel_full(rows, kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta);
       } else if (LAMINA_GEMM_STRIP_COLUMNS > 0 && mr == rows &&
                  (nr <= LAMINA_GEMM_STRIP_COLUMNS || (nr > NR / 2 && nr - NR / 2 <= LAMINA_GEMM_STRIP_COLUMNS))) {
         /* A whole row panel whose last columns are a few past a vector: a vector of them straight into C,
@@ -679,10 +680,7 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
         lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
       } else {
         /* Edge tile: compute the full tile aside, merge only the part inside C. */
-        if (b_stride == NR)
-          kernel(kc, ap + ir * kc, b_panel, edge, NR, (lamina_real)0);
-        else
-          kernel_direct(kc, ap + ir * kc, b_panel, b_stride, edge, NR, (lamina_real)0);
+        lamina_gemm_kernel_full(rows, kc, ap + ir * kc, b_panel, b_stride, edge, NR, (lamina_real)0);
         lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
       }
     }
@@ -772,7 +770,7 @@ static void lamina_gemm_tile(const lamina_gemm_job* g, int64_t i0, int64_t i1, i
          squeeze layers) ran at 98 GFLOP/s on one Zen 5 core, 165 this way. The caller's packer packs the
          whole block: it works out each row's source once per call, which would be per panel here. */
       const int pack_lazily = !g->packed_b && !g->b_packer;
-      const lamina_real* direct = pack_lazily && g->direct_b ? g->b + pc * g->ldb : NULL;
+      const lamina_real* direct = g->direct_b ? g->b + pc * g->ldb : NULL;
       if (g->b_packer) g->b_packer->pack(g->b_packer->arg, pc, kc, jc, nc, NR, bp);
       lamina_real beta = pc == 0 ? g->beta : (lamina_real)1; /* later k-blocks accumulate */
       int last = pc + kc >= g->k;
