@@ -11,7 +11,9 @@ import LaminaSupport
 ///   registers, taps and positions read through offset tables (any stride, dilation and padding):
 ///   few input channels per group (at most `directChannelsMaxInputChannels`), where im2col would
 ///   copy the input once per tap for a short GEMM (LeNet's second layer, 6 → 16 channels: 2.9x
-///   faster than im2col and the GEMM at batch 1 and 64).
+///   faster than im2col and the GEMM at batch 1 and 64); and strided convolutions wider than 1x1
+///   with up to 256 input channels at 14x14 outputs or more (`stridedTakesChannelKernel`), whose
+///   im2col gathers every other element (ResNet-50's 128 → 128 3x3 stride 2: 19% faster).
 /// - `depthwise`: direct, one input channel per group (`groups` equal to the input channels:
 ///   MobileNet's and ShuffleNet's 3x3 layers), vectorized over output columns at any stride and
 ///   dilation: each (image, group)'s input plane is copied once into a zero-padded buffer whose
@@ -83,6 +85,30 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   public static let directChannelsMaxInputChannels = 16
   /// Taps the channel kernel takes (`LAMINA_CONV_CHANNEL_MAX_TAPS`).
   public static let directChannelsMaxTaps = 4096
+  /// Taps (in channels × kernel area) up to which a strided convolution takes the channel kernel
+  /// (`stridedTakesChannelKernel`).
+  public static let stridedChannelKernelMaxTaps = 2304
+  /// Output positions per image from which a strided convolution takes the channel kernel.
+  public static let stridedChannelKernelMinPositions = 196
+
+  /// Whether a strided convolution with many input channels takes the channel kernel rather than
+  /// im2col and the GEMM: a kernel wider than 1x1 at stride 2 or more in both dimensions, one
+  /// group, at most `stridedChannelKernelMaxTaps` taps and at least
+  /// `stridedChannelKernelMinPositions` output positions. im2col's packer gathers every other
+  /// input element, in runs of an output row (28 or 14 long), which cost ResNet-50's first 3x3
+  /// stride-2 layer a fifth of its time; the channel kernel reads the taps through offset tables.
+  /// Zen 5, 2 threads, batch 1, one kernel timed alone (median of 400 calls), im2col and the GEMM
+  /// against the channel kernel: 128 → 128 at 56x56 608 → 494 µs, 96 → 96 at 28x28 110 → 87,
+  /// 128 → 160 at 28x28 212 → 189, 256 → 256 at 28x28 606 → 582; to 7x7 outputs 128 → 192
+  /// 95 → 91 and 256 → 256 227 → 233 (so not below 14x14). 1x1 projections lose (256 → 512 at
+  /// 56x56: 493 → 572): their packing is a plain strided copy.
+  public static func stridedTakesChannelKernel(_ geometry: ConvolutionGeometry, taps: Int) -> Bool {
+    geometry.groups == 1 && geometry.stride[0] > 1 && geometry.stride[1] > 1
+      && geometry.kernel[0] > 1 && geometry.kernel[1] > 1
+      && taps <= stridedChannelKernelMaxTaps
+      && geometry.outHeight * geometry.outWidth >= stridedChannelKernelMinPositions
+  }
+
   /// Multiply-adds in all below which a direct kernel runs on the calling thread
   /// (`LAMINA_CONV_DIRECT_PARALLEL_WORK`): about 5 µs of one core. LeNet's convolutions at batch 1
   /// (117600 and 240000) stay on the caller: split into bands they were slower in alternating
@@ -172,6 +198,8 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     } else if inPerGroup <= Self.directChannelsMaxInputChannels
       && taps <= Self.directChannelsMaxTaps
     {
+      algorithm = .directChannels
+    } else if Self.stridedTakesChannelKernel(geometry, taps: taps) {
       algorithm = .directChannels
     } else {
       algorithm = .im2colGemm

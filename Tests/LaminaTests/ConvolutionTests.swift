@@ -336,12 +336,13 @@ struct ConvolutionTests {
   /// Products whose columns are few: a 7x7 map's 49 are a whole 32-column tile and 17 more (16 + 1
   /// on AVX2), split over the threads: a 1x1 (`a`), a dilated 3x3 whose columns the im2col packer
   /// writes (`b`) and a 3x3 at stride 2 from 14x14 (`c`); a 14x14 map's 196 columns, which two
-  /// threads split as 96 + 100 (the last tile wider than the first), from the packer (`e`, 3x3 at
-  /// stride 2) and read in place (`f`). The 1x1 layers read their input in place instead of
+  /// threads split as 96 + 100 (the last tile wider than the first), from the packer (`g`, a
+  /// dilated 3x3) and read in place (`f`). The 1x1 layers read their input in place instead of
   /// packing it, rows 196 bytes apart (`a`, with a partial last panel, which is packed), 784 (`f`)
   /// and 256 (`d`, whole lines: in place on AVX-512 only), each with a last row panel of 4 rows.
-  /// Batch 1 (the GEMM writes the result) and 3 (images side by side), on AVX-512 and AVX2, against
-  /// the interpreter.
+  /// A 3x3 at stride 2 to 14x14 with 128 input channels takes the channel kernel (`e`). Batch 1
+  /// (the GEMM writes the result) and 3 (images side by side), on AVX-512 and AVX2, against the
+  /// interpreter.
   @Test(
     "few-column products (7x7 maps) and 1x1 inputs read in place equal the interpreter",
     arguments: [false, true])
@@ -352,7 +353,7 @@ struct ConvolutionTests {
         input x: f32[batch, 96, 7, 7]
         input w: f32[batch, 48, 14, 14]
         input v: f32[batch, 64, 8, 8]
-        input u: f32[batch, 32, 28, 28]
+        input u: f32[batch, 128, 28, 28]
         input t: f32[batch, 64, 14, 14]
         input s: f32[160, 1, 1]
         let a = relu((x |> conv2d(filters: 160, kernel: 1)) * s)
@@ -361,16 +362,22 @@ struct ConvolutionTests {
         let d = v |> conv2d(filters: 136, kernel: 1)
         let e = u |> conv2d(filters: 96, kernel: 3, stride: 2, padding: 1)
         let f = t |> conv2d(filters: 128, kernel: 1, activation: "relu")
+        let g = t |> conv2d(filters: 96, kernel: 3, padding: 2, dilation: 2)
         output a
         output b
         output c
         output d
         output e
         output f
+        output g
       }
       """
-    let problems = try Self.compiledMismatches(
-      try Model(source: source), seed: 7, avx2: avx2, batches: [1, 3])
+    let model = try Model(source: source)
+    let printed = KernelSchedulePrinter().print(model.graph)
+    let kernels = printed.split(separator: "\n").filter { $0.contains("convolution:") }
+    #expect(
+      kernels.filter { $0.contains("vectorized over output channels") }.count == 1, "\(printed)")
+    let problems = try Self.compiledMismatches(model, seed: 7, avx2: avx2, batches: [1, 3])
     #expect(problems.isEmpty, "avx2 \(avx2): \(problems)")
   }
 
