@@ -258,7 +258,8 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     self.init(geometry, weightsKept: weightsAreParameter)
     packsWeightsOnce =
       weightsAreParameter
-      && (algorithm == .im2colGemm || algorithm.winogradTile != nil)
+      && (algorithm == .im2colGemm || algorithm == .directChannels
+        || algorithm.winogradTile != nil)
   }
 
   /// The `LAMINA_CONV_ALGORITHM_*` constant of `lamina_conv.h`.
@@ -289,8 +290,13 @@ public struct ConvolutionSchedule: Sendable, Hashable {
       kernel =
         "convolution: direct, vectorized over output columns, a block of output channels in registers"
     case .directChannels:
-      kernel =
-        "convolution: direct, vectorized over output channels, a tile of output positions in registers"
+      return [
+        "convolution: direct, vectorized over output channels, a tile of output positions in registers",
+        "convolution threads: none below \(Self.directParallelWork) multiply-adds in all (\(multiplyAddsPerImage) per image), else images, or bands of one image's rows when the images are fewer than the threads",
+        packsWeightsOnce
+          ? "convolution weights: a parameter, transposed to vectors of output channels once per parameter version (a kept copy), per call in training steps"
+          : "convolution weights: transposed to vectors of output channels in every call",
+      ]
     case .depthwise:
       return [
         "convolution: depthwise, vectorized over output columns, the padded input's rows split by the stride",

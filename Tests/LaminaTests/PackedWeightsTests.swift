@@ -13,8 +13,10 @@ import Testing
 /// set (AVX-512 where the CPU has it through the portable target, AVX2 through x86-64-v3) with the
 /// GEMM-path shapes: a fused 3x3 convolution, a pointwise 1x1 (the input as its own columns) of 40
 /// filters (narrow panels), a strided grouped one; at batch 1 (the GEMM writes the result) and 3
-/// (images side by side); and a Winograd F(4x4) layer (32 channels at 14x14, fused relu), whose kept
-/// copy is the weights' packed transform (a training step transforms them per call). Each change is followed by a forward compared with the interpreter on
+/// (images side by side); a Winograd F(4x4) layer (32 channels at 14x14, fused relu), whose kept
+/// copy is the weights' packed transform (a training step transforms them per call); and a 3x3
+/// stride-2 layer on the channel kernel (64 channels to 14x14), whose kept copy is the weights
+/// transposed to vectors of output channels. Each change is followed by a forward compared with the interpreter on
 /// the new values: `lamina_set_param`, writes through pointers `lamina_param_data` gave out earlier
 /// and `lamina_params_changed`, a training step, and (Swift) `loadWeights` and `setParameter`.
 @Suite("Packed weights", .serialized)
@@ -23,15 +25,19 @@ struct PackedWeightsTests {
     model PackedWeights {
       input x: f32[batch, 20, 9, 11]
       input s: f32[batch, 32, 14, 14]
+      input u: f32[batch, 64, 28, 28]
       input target: f32[batch, 4]
       let a = x |> conv2d(filters: 24, kernel: 3, padding: 1, activation: "relu")
       let b = a |> conv2d(filters: 40, kernel: 1)
       let c = b |> conv2d(filters: 36, kernel: 3, stride: 2, groups: 2, padding: 1, activation: "tanh")
       let d = s |> conv2d(filters: 32, kernel: 3, padding: 1, activation: "relu")
+      let e = u |> conv2d(filters: 48, kernel: 3, stride: 2, padding: 1, activation: "relu")
       let y = (c |> flatten |> dense(units: 4)) + (d |> global_avg_pool2d |> dense(units: 4))
+        + (e |> global_avg_pool2d |> dense(units: 4))
       output y
       output c
       output d
+      output e
       loss = mse(y, target)
       train with sgd(lr: 0.5)
     }
@@ -176,6 +182,10 @@ struct PackedWeightsTests {
     #expect(
       printed.components(separatedBy: "transformed and packed once per parameter version").count
         - 1 == 1, "\(printed)")
+    #expect(
+      printed.components(
+        separatedBy: "transposed to vectors of output channels once per parameter version"
+      ).count - 1 == 1, "\(printed)")
     var options = TestCache.options()
     options.target = target
     let library = try model.buildLibrary(options: options).libraryPath

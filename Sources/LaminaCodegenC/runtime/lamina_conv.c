@@ -956,7 +956,8 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
   typedef struct lamina_conv_channels_job_##S {                                                                            \
     const lamina_conv2d_geometry* g;                                                                                       \
     const T* x;                                                                                                            \
-    const T* packed;          /* [groups][vectors][K][VL] weights, then [groups][vectors][VL] biases; zero past og */      \
+    const T* weights;         /* [groups][vectors][K][VL] (lamina_conv_channels_pack_weights_*) */                       \
+    const T* biases;          /* [groups][vectors][VL]; zero past og */                                                    \
     const int64_t* taps;      /* [K] offsets of the taps in one group's (padded) input */                                  \
     const int64_t* positions; /* [P] offsets of the output positions' windows */                                           \
     T* y;                                                                                                                  \
@@ -1058,27 +1059,28 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
       source = buffer;                                                                                                   \
     }                                                                                                                      \
     const int64_t* taps = job->taps;                                                                                       \
-    for (int64_t p0 = first; p0 < end; p0 += R) {                                                                          \
-      const int64_t count = lamina_conv_min(R, end - p0);                                                                  \
-      /* A partial tile repeats its last position (computed, not stored). */                                               \
-      const T* q[R];                                                                                                       \
-      _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)]; \
-      /* Two vectors of channels at a time while there are two, then a last single one. */                              \
-      const int64_t plane = pooled ? block_plane : P;                                                                    \
-      for (int64_t v = 0; v < V;) {                                                                                      \
-        const T* weights = job->packed + (group * V + v) * K * VL;                                                       \
-        const T* biases = job->packed + G * V * K * VL + (group * V + v) * VL;                                           \
-        T* out = pooled ? block + v * VL * block_plane + (p0 - first)                                                    \
-                        : job->y + (image * g->out_channels + group * og + v * VL) * P + p0;                             \
-        const int vectors = v + 1 < V ? 2 : 1;                                                                          \
-        if (vectors == 2)                                                                                               \
-          lamina_conv_channels_vectors_##S(2, K, q, taps, weights, biases, out, plane, VL,                              \
-                                           lamina_conv_min(VL, og - (v + 1) * VL), count);                              \
-        else                                                                                                            \
-          lamina_conv_channels_vectors_##S(1, K, q, taps, weights, biases, out, plane,                                  \
-                                           lamina_conv_min(VL, og - v * VL), 0, count);                                 \
-        v += vectors;                                                                                                   \
-      }                                                                                                                  \
+    const int64_t plane = pooled ? block_plane : P;                                                                        \
+    /* Vectors of output channels outside the tiles: a pair's weights (K x 2 vectors: 295 KB at 256 -> 256 3x3) stay in   \
+       L2 over the band's tiles, where tiles outside streamed all the weights (2.4 MB, from L3) for every tile. */        \
+    for (int64_t v = 0; v < V;) {                                                                                          \
+      const int vectors = v + 1 < V ? 2 : 1;                                                                               \
+      const T* weights = job->weights + (group * V + v) * K * VL;                                                          \
+      const T* biases = job->biases + (group * V + v) * VL;                                                                \
+      for (int64_t p0 = first; p0 < end; p0 += R) {                                                                        \
+        const int64_t count = lamina_conv_min(R, end - p0);                                                                \
+        /* A partial tile repeats its last position (computed, not stored). */                                             \
+        const T* q[R];                                                                                                     \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)]; \
+        T* out = pooled ? block + v * VL * block_plane + (p0 - first)                                                      \
+                        : job->y + (image * g->out_channels + group * og + v * VL) * P + p0;                               \
+        if (vectors == 2)                                                                                                  \
+          lamina_conv_channels_vectors_##S(2, K, q, taps, weights, biases, out, plane, VL,                                 \
+                                           lamina_conv_min(VL, og - (v + 1) * VL), count);                                 \
+        else                                                                                                               \
+          lamina_conv_channels_vectors_##S(1, K, q, taps, weights, biases, out, plane,                                     \
+                                           lamina_conv_min(VL, og - v * VL), 0, count);                                    \
+      }                                                                                                                    \
+      v += vectors;                                                                                                        \
     }                                                                                                                      \
     if (pooled)                                                                                                            \
       lamina_conv_pool_block_##S(g, block, block_plane, og, image * g->out_channels + group * og, written_first,           \
@@ -1096,8 +1098,35 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
            g->in_channels / g->groups * g->kernel_height * g->kernel_width <= LAMINA_CONV_CHANNEL_MAX_TAPS;                \
   }                                                                                                                        \
                                                                                                                          \
+  /* Elements of the channel kernel's packed weights: per group and vector of output channels, [K][VL]. */              \
+  static inline int64_t lamina_conv_channels_weights_elements_##S(const lamina_conv2d_geometry* g) {                     \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const int64_t og = g->out_channels / g->groups;                                                                      \
+    return g->groups * ((og + VL - 1) / VL) * (g->in_channels / g->groups) * g->kernel_height * g->kernel_width * VL;    \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* The weights transposed per vector of output channels, [K][VL] (lanes past og zero). */                             \
+  static inline void lamina_conv_channels_pack_weights_##S(const lamina_conv2d_geometry* g, const T* w, T* packed) {     \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const int64_t G = g->groups, og = g->out_channels / G, V = (og + VL - 1) / VL;                                      \
+    const int64_t K = g->in_channels / G * g->kernel_height * g->kernel_width;                                           \
+    for (int64_t group = 0; group < G; group++)                                                                          \
+      for (int64_t v = 0; v < V; v++) {                                                                                  \
+        const int64_t lanes = lamina_conv_min(VL, og - v * VL);                                                          \
+        const T* source = w + (group * og + v * VL) * K;                                                                 \
+        T* packed_vector = packed + (group * V + v) * K * VL;                                                            \
+        if (LAMINA_CONV_HAS_PACK_TRANSPOSE_##S)                                                                          \
+          LAMINA_CONV_PACK_CHANNELS_##S(source, K, lanes, packed_vector)                                                 \
+        else                                                                                                             \
+          for (int64_t k = 0; k < K; k++)                                                                                \
+            for (int64_t l = 0; l < VL; l++) packed_vector[k * VL + l] = l < lanes ? source[l * K + k] : (T)0;           \
+      }                                                                                                                  \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* kept: w already packed by lamina_conv_channels_pack_weights_* (a parameter's, kept between calls), or NULL. */     \
   static inline int lamina_conv2d_channels_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x, const T* w, \
-                                               const T* bias, int64_t bias_count, T* y, const lamina_gemm_epilogue* epilogue) { \
+                                               const T* kept, const T* bias, int64_t bias_count, T* y,                   \
+                                               const lamina_gemm_epilogue* epilogue) {                                   \
     enum { VL = LAMINA_CONV_VBYTES / sizeof(T), R = LAMINA_CONV_CHANNEL_TILE };                                            \
     const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
     const int64_t kh = g->kernel_height, kw = g->kernel_width, K = cg * kh * kw;                                           \
@@ -1109,29 +1138,23 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     const int padded = g->pad_top > 0 || g->pad_left > 0 || reach_height > g->in_height || reach_width > g->in_width;      \
     const int64_t HP = padded ? lamina_conv_max(reach_height, g->pad_top + g->in_height) : g->in_height;                   \
     const int64_t WP = padded ? lamina_conv_max(reach_width, g->pad_left + g->in_width) : g->in_width;                     \
-    const int64_t packed_count = G * V * K * VL + G * V * VL;                                                              \
-    /* The packed weights and the tables on the stack when they fit (LeNet's second layer: 11 KiB), else the heap; 64-byte \
-       aligned either way, so that no vector of weights straddles two cache lines. */                                     \
+    const int64_t weight_count = kept ? 0 : lamina_conv_channels_weights_elements_##S(g);                                  \
+    const int64_t packed_count = weight_count + G * V * VL;                                                                \
+    /* The packed weights (unless kept), biases and tables on the stack when they fit (LeNet's second layer: 11 KiB),  \
+       else the heap; 64-byte aligned either way, so that no vector of weights straddles two cache lines. */              \
     const size_t packed_bytes = ((size_t)packed_count * sizeof(T) + (size_t)(K + P) * sizeof(int64_t) + 63) / 64 * 64;    \
     _Alignas(64) unsigned char local[LAMINA_CONV_CHANNEL_STACK_BYTES];                                                     \
     T* packed = packed_bytes <= sizeof local ? (T*)local : (T*)aligned_alloc(64, packed_bytes);                             \
     if (!packed) return LAMINA_ERROR_MEMORY;                                                                               \
     int64_t* taps = (int64_t*)(packed + packed_count);                                                                     \
     int64_t* positions = taps + K;                                                                                         \
-    /* The weights transposed per vector of channels, [K][VL] (lanes past og zero). */                                   \
+    if (!kept) lamina_conv_channels_pack_weights_##S(g, w, packed);                                                       \
+    T* biases = packed + weight_count;                                                                                     \
     for (int64_t group = 0; group < G; group++)                                                                            \
       for (int64_t v = 0; v < V; v++) {                                                                                    \
         const int64_t lanes = lamina_conv_min(VL, og - v * VL);                                                            \
-        const T* source = w + (group * og + v * VL) * K;                                                                   \
-        T* packed_vector = packed + (group * V + v) * K * VL;                                                              \
-        if (LAMINA_CONV_HAS_PACK_TRANSPOSE_##S)                                                                            \
-          LAMINA_CONV_PACK_CHANNELS_##S(source, K, lanes, packed_vector)                                                   \
-        else                                                                                                               \
-          for (int64_t k = 0; k < K; k++)                                                                                  \
-            for (int64_t l = 0; l < VL; l++) packed_vector[k * VL + l] = l < lanes ? source[l * K + k] : (T)0;             \
-        T* packed_bias = packed + G * V * K * VL + (group * V + v) * VL;                                                   \
         for (int64_t l = 0; l < VL; l++)                                                                                   \
-          packed_bias[l] = bias && l < lanes ? bias[bias_count == 1 ? 0 : group * og + v * VL + l] : (T)0;                 \
+          biases[(group * V + v) * VL + l] = bias && l < lanes ? bias[bias_count == 1 ? 0 : group * og + v * VL + l] : (T)0; \
       }                                                                                                                    \
     for (int64_t c = 0; c < cg; c++)                                                                                       \
       for (int64_t i = 0; i < kh; i++)                                                                                     \
@@ -1146,7 +1169,8 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     const int64_t tiles = (P + R - 1) / R;                                                                                 \
     const int64_t band_units = g->pool_height > 0 ? lamina_conv_pooled_height(g) : tiles; /* pooled rows, or tiles */    \
     const int64_t bands = parallel && g->batch * G < 2 * threads ? lamina_conv_min(band_units, 2 * threads) : 1;           \
-    lamina_conv_channels_job_##S job = {g, x, packed, taps, positions, y, epilogue, pool, HP, WP, V, bands, padded, 0};    \
+    lamina_conv_channels_job_##S job = {g, x, kept ? kept : packed, biases, taps, positions, y, epilogue, pool, HP, WP, V, \
+                                        bands, padded, 0};                                                                 \
     const int64_t tasks = g->batch * G * bands;                                                                            \
     if (!parallel || tasks == 1)                                                                                           \
       for (int64_t t = 0; t < tasks; t++) lamina_conv_channels_task_##S(&job, t, 0);                                       \
@@ -1464,6 +1488,12 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
       lamina_conv_pool_block_##S(job->g, job->whole + plane * P, P, 1, plane, 0, PH, job->y, job->epilogue);             \
   }                                                                                                                      \
                                                                                                                          \
+  /* Whether the forward convolution takes the channel kernel (as lamina_conv2d_forward_with_* decides). */              \
+  static inline int lamina_conv_takes_channel_kernel_##S(const lamina_conv2d_geometry* g) {                              \
+    return lamina_conv_channels_fits_##S(g) &&                                                                           \
+           (LAMINA_CONV_FORCE_CHANNEL_KERNEL || g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS);                  \
+  }                                                                                                                      \
+                                                                                                                         \
   /* Whether the forward convolution takes im2col and the GEMM (not a direct kernel). */                                 \
   static inline int lamina_conv_forward_uses_gemm_##S(const lamina_conv2d_geometry* g) {                                 \
     if (LAMINA_CONV_FORCE_CHANNEL_KERNEL && lamina_conv_channels_fits_##S(g)) return 0;                                  \
@@ -1602,10 +1632,10 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     return LAMINA_WINOGRAD_FORCE ? LAMINA_WINOGRAD_FORCE : g->algorithm == LAMINA_CONV_ALGORITHM_WINOGRAD_2 ? 2 : 4;   \
   }                                                                                                                     \
                                                                                                                         \
-  /* The same with w a parameter whose GEMM packing (im2col) or packed Winograd transform is kept in the context's      \
-     derived slot `slot` (lamina_derived): derived again only when a parameter may have changed since the last call,   \
-     on this thread (the transform on the pool) before the kernel's tasks. slot < 0 (a training step, whose weights    \
-     change every step) or a direct kernel: derived per call; a training step's Winograd layer with more weights per   \
+  /* The same with w a parameter whose GEMM packing (im2col), packed Winograd transform or channel kernel's transpose  \
+     is kept in the context's derived slot `slot` (lamina_derived): derived again only when a parameter may have       \
+     changed since the last call, on this thread (the transform on the pool) before the kernel's tasks. slot < 0 (a    \
+     training step, whose weights change every step) or another direct kernel: derived per call; a training step's Winograd layer with more weights per   \
      output position than a per-call transform pays for (LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION, which the      \
      schedule waives when the transform is kept) takes im2col and the GEMM instead. */                                 \
   int lamina_conv2d_forward_derived_##S(lamina_context* ctx, int64_t slot, const lamina_conv2d_geometry* g, \
@@ -1633,6 +1663,15 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
       }                                                                                                                 \
       return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, packed, bias, bias_count, y, epilogue);                 \
     }                                                                                                                   \
+    if (slot >= 0 && lamina_conv_takes_channel_kernel_##S(g)) {                                                          \
+      /* The channel kernel's weights transposed to vectors of output channels: 2.4 MB for 256 -> 256 3x3, which per   \
+         call (into fresh memory, on one thread before the others start) cost ResNet-50's stride-2 layer 130 us. */    \
+      int stale = 1;                                                                                                     \
+      T* kept = (T*)lamina_derived(ctx, slot, lamina_conv_channels_weights_elements_##S(g) * (int64_t)sizeof(T), &stale); \
+      if (!kept) return LAMINA_ERROR_MEMORY;                                                                             \
+      if (stale) lamina_conv_channels_pack_weights_##S(g, w, kept);                                                    \
+      return lamina_conv2d_channels_##S(ctx->pool, g, x, w, kept, bias, bias_count, y, epilogue);                        \
+    }                                                                                                                    \
     if (slot < 0 || !lamina_conv_forward_uses_gemm_##S(g))                                                               \
       return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, NULL, bias, bias_count, y, epilogue);                    \
     const int64_t G = g->groups, og = g->out_channels / G;                                                               \
@@ -1658,7 +1697,7 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     const int pointwise = g->kernel_height == 1 && g->kernel_width == 1 && g->stride_height == 1 &&                       \
                           g->stride_width == 1 && g->pad_top == 0 && g->pad_left == 0 && HW == P;                          \
     if (LAMINA_CONV_FORCE_CHANNEL_KERNEL && lamina_conv_channels_fits_##S(g))                                              \
-      return lamina_conv2d_channels_##S(pool, g, x, w, bias, bias_count, y, epilogue);                                     \
+      return lamina_conv2d_channels_##S(pool, g, x, w, NULL, bias, bias_count, y, epilogue);                               \
     if (g->algorithm == LAMINA_CONV_ALGORITHM_DEPTHWISE && lamina_conv_depthwise_fits_##S(g))                              \
       return lamina_conv2d_depthwise_##S(pool, g, x, w, bias, bias_count, y, epilogue);                                    \
     if (g->algorithm == LAMINA_CONV_ALGORITHM_DEPTHWISE) {                                                                 \
@@ -1669,7 +1708,7 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
       return lamina_conv2d_forward_with_##S(pool, &direct, x, w, packed_w, bias, bias_count, y, epilogue);                 \
     }                                                                                                                      \
     if (g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS && lamina_conv_channels_fits_##S(g))                         \
-      return lamina_conv2d_channels_##S(pool, g, x, w, bias, bias_count, y, epilogue);                                     \
+      return lamina_conv2d_channels_##S(pool, g, x, w, NULL, bias, bias_count, y, epilogue);                               \
     if ((g->algorithm == LAMINA_CONV_ALGORITHM_AUTO || g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_WIDTH) &&               \
         lamina_conv_direct_fits_##S(g))                                                                                    \
       return lamina_conv2d_direct_##S(pool, g, x, w, bias, bias_count, y, epilogue);                                       \
