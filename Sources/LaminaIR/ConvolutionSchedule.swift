@@ -12,8 +12,9 @@ import LaminaSupport
 ///   few input channels per group (at most `directChannelsMaxInputChannels`), where im2col would
 ///   copy the input once per tap for a short GEMM (LeNet's second layer, 6 → 16 channels: 2.9x
 ///   faster than im2col and the GEMM at batch 1 and 64); and strided convolutions wider than 1x1
-///   with up to 256 input channels at 14x14 outputs or more (`stridedTakesChannelKernel`), whose
-///   im2col gathers every other element (ResNet-50's 128 → 128 3x3 stride 2: 19% faster).
+///   with up to 512 input channels of a 3x3 kernel (`stridedTakesChannelKernel`), whose im2col
+///   gathers every other element (ResNet-50's and Inception v2's 3x3 stride-2 layers: 10-31%
+///   faster).
 /// - `depthwise`: direct, one input channel per group (`groups` equal to the input channels:
 ///   MobileNet's and ShuffleNet's 3x3 layers), vectorized over output columns at any stride and
 ///   dilation: each (image, group)'s input plane is copied once into a zero-padded buffer whose
@@ -83,30 +84,24 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   public static let directWidthMaxTaps = 64
   /// Input channels per group up to which the channel kernel beats im2col and the GEMM.
   public static let directChannelsMaxInputChannels = 16
-  /// Taps the channel kernel takes (`LAMINA_CONV_CHANNEL_MAX_TAPS`).
-  public static let directChannelsMaxTaps = 4096
-  /// Taps (in channels × kernel area) up to which a strided convolution takes the channel kernel
-  /// (`stridedTakesChannelKernel`).
-  public static let stridedChannelKernelMaxTaps = 2304
-  /// Output positions per image from which a strided convolution takes the channel kernel.
-  public static let stridedChannelKernelMinPositions = 196
-
+  /// Taps the channel kernel takes (`LAMINA_CONV_CHANNEL_MAX_TAPS`): 512 channels of a 3x3 kernel,
+  /// whose pair of output-channel vectors' weights (590 KB) stays in a 1 MiB L2.
+  public static let directChannelsMaxTaps = 4608
   /// Whether a strided convolution with many input channels takes the channel kernel rather than
   /// im2col and the GEMM: a kernel wider than 1x1 at stride 2 or more in both dimensions, one
-  /// group, at most `stridedChannelKernelMaxTaps` taps and at least
-  /// `stridedChannelKernelMinPositions` output positions. im2col's packer gathers every other
-  /// input element, in runs of an output row (28 or 14 long), which cost ResNet-50's first 3x3
-  /// stride-2 layer a fifth of its time; the channel kernel reads the taps through offset tables.
-  /// Zen 5, 2 threads, batch 1, one kernel timed alone (median of 400 calls), im2col and the GEMM
-  /// against the channel kernel: 128 → 128 at 56x56 608 → 494 µs, 96 → 96 at 28x28 110 → 87,
-  /// 128 → 160 at 28x28 212 → 189, 256 → 256 at 28x28 606 → 582; to 7x7 outputs 128 → 192
-  /// 95 → 91 and 256 → 256 227 → 233 (so not below 14x14). 1x1 projections lose (256 → 512 at
-  /// 56x56: 493 → 572): their packing is a plain strided copy.
+  /// group, at most `directChannelsMaxTaps` taps. im2col's packer gathers every other input
+  /// element, in runs of an output row (28, 14 or 7 long), which cost ResNet-50's first 3x3
+  /// stride-2 layer a fifth of its time; the channel kernel reads the taps through offset tables
+  /// and keeps its transposed weights between calls. Zen 5, 2 threads, batch 1, one kernel timed
+  /// alone (median of 400 calls), im2col and the GEMM against the channel kernel: 128 → 128 at
+  /// 56x56 608 → 470 µs, 256 → 256 at 28x28 606 → 502, 96 → 96 at 28x28 104 → 77, 128 → 160 at
+  /// 28x28 199 → 153, 128 → 192 at 14x14 92 → 63, 256 → 256 at 14x14 213 → 159, 512 → 512 at
+  /// 14x14 737 → 664. 1x1 projections lose (512 → 1024 at 28x28: 475 → 537, 1024 → 2048 at
+  /// 14x14: 496 → 670): their packing is a plain strided copy, and the GEMM reads the weights once
+  /// per tile of many positions.
   public static func stridedTakesChannelKernel(_ geometry: ConvolutionGeometry, taps: Int) -> Bool {
     geometry.groups == 1 && geometry.stride[0] > 1 && geometry.stride[1] > 1
-      && geometry.kernel[0] > 1 && geometry.kernel[1] > 1
-      && taps <= stridedChannelKernelMaxTaps
-      && geometry.outHeight * geometry.outWidth >= stridedChannelKernelMinPositions
+      && geometry.kernel[0] > 1 && geometry.kernel[1] > 1 && taps <= directChannelsMaxTaps
   }
 
   /// Multiply-adds in all below which a direct kernel runs on the calling thread

@@ -272,7 +272,7 @@ struct ConvolutionTests {
   /// [N·C, H·W] (a block of channels in one call) when every operand the epilogue reads is
   /// constant over H and W or has the result's H and W (a per-channel scale, a residual), and as
   /// rows [N·C·H, W] otherwise (`f`: an operand that varies along H only). Each kernel path,
-  /// compiled, equals the interpreter: the GEMM (1x1 `a`, 3x3 `b`), im2col at stride 2, the channel
+  /// compiled, equals the interpreter: the GEMM (1x1 `a`, 3x3 `b`), im2col at stride 2 (1x1), the channel
   /// kernel (3 input channels), depthwise, a max pool the kernel writes, and Winograd (`w`).
   static let epilogueViewsSource = """
     model EpilogueViews {
@@ -284,7 +284,7 @@ struct ConvolutionTests {
       input h: f32[14, 1]
       let a = relu((x |> conv2d(filters: 24, kernel: 1)) * s + x)
       let b = relu((x |> conv2d(filters: 24, kernel: 3, padding: 1)) * s + x)
-      let c = (x |> conv2d(filters: 24, kernel: 3, stride: 2, padding: 1)) * s
+      let c = (x |> conv2d(filters: 24, kernel: 1, stride: 2)) * s
       let d = (x3 |> conv2d(filters: 24, kernel: 3, padding: 1)) * s + x
       let e = (x |> conv2d(filters: 24, kernel: 3, padding: 1, groups: 24)) * s + x
       let f = (x |> conv2d(filters: 24, kernel: 1)) * h + x
@@ -335,7 +335,7 @@ struct ConvolutionTests {
 
   /// Products whose columns are few: a 7x7 map's 49 are a whole 32-column tile and 17 more (16 + 1
   /// on AVX2), split over the threads: a 1x1 (`a`), a dilated 3x3 whose columns the im2col packer
-  /// writes (`b`) and a 3x3 at stride 2 from 14x14 (`c`); a 14x14 map's 196 columns, which two
+  /// writes (`b`) and a 1x1 at stride 2 from 14x14 (`c`); a 14x14 map's 196 columns, which two
   /// threads split as 96 + 100 (the last tile wider than the first), from the packer (`g`, a
   /// dilated 3x3) and read in place (`f`). The 1x1 layers read their input in place instead of
   /// packing it, rows 196 bytes apart (`a`, with a partial last panel, which is packed), 784 (`f`)
@@ -358,7 +358,7 @@ struct ConvolutionTests {
         input s: f32[160, 1, 1]
         let a = relu((x |> conv2d(filters: 160, kernel: 1)) * s)
         let b = x |> conv2d(filters: 120, kernel: 3, padding: 2, dilation: 2)
-        let c = w |> conv2d(filters: 160, kernel: 3, stride: 2, padding: 1, activation: "relu")
+        let c = w |> conv2d(filters: 160, kernel: 1, stride: 2, activation: "relu")
         let d = v |> conv2d(filters: 136, kernel: 1)
         let e = u |> conv2d(filters: 96, kernel: 3, stride: 2, padding: 1)
         let f = t |> conv2d(filters: 128, kernel: 1, activation: "relu")

@@ -173,13 +173,13 @@ struct WinogradTests {
     #expect(algorithm(512, 5, weightsKept: true) == .im2colGemm)
     #expect(algorithm(16, 56, weightsKept: true) != .winograd4)
     #expect(algorithm(64, 56, stride: 2, weightsKept: true) == .directChannels)
-    // Strided layers with many channels: the channel kernel down to 14x14 outputs and up to 256
-    // input channels of a 3x3 kernel; im2col and the GEMM below, above, and for 1x1 projections.
+    // Strided layers with many channels: the channel kernel up to 512 input channels of a 3x3
+    // kernel; im2col and the GEMM above, for 1x1 projections and for groups.
     #expect(algorithm(128, 56, stride: 2) == .directChannels)
     #expect(algorithm(256, 28, stride: 2) == .directChannels)
-    #expect(algorithm(256, 14, stride: 2) == .im2colGemm)
-    #expect(algorithm(512, 14, stride: 2) == .im2colGemm)
-    #expect(algorithm(512, 28, stride: 2) == .im2colGemm)
+    #expect(algorithm(256, 14, stride: 2) == .directChannels)
+    #expect(algorithm(512, 14, stride: 2) == .directChannels)
+    #expect(algorithm(1024, 14, stride: 2) == .im2colGemm)
     #expect(algorithm(256, 56, kernel: 1, stride: 2) == .im2colGemm)
     #expect(algorithm(128, 56, stride: 2, groups: 2) == .im2colGemm)
   }

@@ -63,7 +63,7 @@
 #define LAMINA_CONV_FORCE_CHANNEL_KERNEL 0
 #endif
 #ifndef LAMINA_CONV_CHANNEL_MAX_TAPS
-#define LAMINA_CONV_CHANNEL_MAX_TAPS 4096
+#define LAMINA_CONV_CHANNEL_MAX_TAPS 4608 /* ConvolutionSchedule.directChannelsMaxTaps */
 #endif
 /* Bytes of packed weights and offset tables the channel kernel keeps on the stack rather than allocating per call. */
 #ifndef LAMINA_CONV_CHANNEL_STACK_BYTES
