@@ -1635,9 +1635,10 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
   /* The same with w a parameter whose GEMM packing (im2col), packed Winograd transform or channel kernel's transpose  \
      is kept in the context's derived slot `slot` (lamina_derived): derived again only when a parameter may have       \
      changed since the last call, on this thread (the transform on the pool) before the kernel's tasks. slot < 0 (a    \
-     training step, whose weights change every step) or another direct kernel: derived per call; a training step's Winograd layer with more weights per   \
-     output position than a per-call transform pays for (LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION, which the      \
-     schedule waives when the transform is kept) takes im2col and the GEMM instead. */                                 \
+     training step, whose weights change every step) or another direct kernel: derived per call; a training step's     \
+     Winograd layer with more weights per output position than a per-call transform pays for                          \
+     (LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION, which the schedule waives when the transform is kept) takes im2col \
+     and the GEMM instead. */                                                                                          \
   int lamina_conv2d_forward_derived_##S(lamina_context* ctx, int64_t slot, const lamina_conv2d_geometry* g, \
                                                       const T* x, const T* w, const T* bias, int64_t bias_count, T* y,   \
                                                       const lamina_gemm_epilogue* epilogue) {                            \
@@ -1665,7 +1666,7 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     }                                                                                                                   \
     if (slot >= 0 && lamina_conv_takes_channel_kernel_##S(g)) {                                                          \
       /* The channel kernel's weights transposed to vectors of output channels: 2.4 MB for 256 -> 256 3x3, which per   \
-         call (into fresh memory, on one thread before the others start) cost ResNet-50's stride-2 layer 130 us. */    \
+         call (into fresh memory, on one thread before the others start) cost ResNet-50's stride-2 layer 110 us. */    \
       int stale = 1;                                                                                                     \
       T* kept = (T*)lamina_derived(ctx, slot, lamina_conv_channels_weights_elements_##S(g) * (int64_t)sizeof(T), &stale); \
       if (!kept) return LAMINA_ERROR_MEMORY;                                                                             \
