@@ -99,9 +99,10 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// 14x14 737 → 664. 1x1 projections lose (512 → 1024 at 28x28: 475 → 537, 1024 → 2048 at
   /// 14x14: 496 → 670): their packing is a plain strided copy, and the GEMM reads the weights once
   /// per tile of many positions.
-  public static func stridedTakesChannelKernel(_ geometry: ConvolutionGeometry, taps: Int) -> Bool {
+  public static func stridedTakesChannelKernel(_ geometry: ConvolutionGeometry) -> Bool {
     geometry.groups == 1 && geometry.stride[0] > 1 && geometry.stride[1] > 1
-      && geometry.kernel[0] > 1 && geometry.kernel[1] > 1 && taps <= directChannelsMaxTaps
+      && geometry.kernel[0] > 1 && geometry.kernel[1] > 1
+      && geometry.inChannels * geometry.kernel[0] * geometry.kernel[1] <= directChannelsMaxTaps
   }
 
   /// Multiply-adds in all below which a direct kernel runs on the calling thread
@@ -194,7 +195,7 @@ public struct ConvolutionSchedule: Sendable, Hashable {
       && taps <= Self.directChannelsMaxTaps
     {
       algorithm = .directChannels
-    } else if Self.stridedTakesChannelKernel(geometry, taps: taps) {
+    } else if Self.stridedTakesChannelKernel(geometry) {
       algorithm = .directChannels
     } else {
       algorithm = .im2colGemm
@@ -285,13 +286,8 @@ public struct ConvolutionSchedule: Sendable, Hashable {
       kernel =
         "convolution: direct, vectorized over output columns, a block of output channels in registers"
     case .directChannels:
-      return [
-        "convolution: direct, vectorized over output channels, a tile of output positions in registers",
-        "convolution threads: none below \(Self.directParallelWork) multiply-adds in all (\(multiplyAddsPerImage) per image), else images, or bands of one image's rows when the images are fewer than the threads",
-        packsWeightsOnce
-          ? "convolution weights: a parameter, transposed to vectors of output channels once per parameter version (a kept copy), per call in training steps"
-          : "convolution weights: transposed to vectors of output channels in every call",
-      ]
+      kernel =
+        "convolution: direct, vectorized over output channels, a tile of output positions in registers"
     case .depthwise:
       return [
         "convolution: depthwise, vectorized over output columns, the padded input's rows split by the stride",
@@ -307,9 +303,16 @@ public struct ConvolutionSchedule: Sendable, Hashable {
         "convolution threads: blocks of tile rows; each pass split over channels, the GEMMs one per task",
       ]
     }
-    return [
+    var lines = [
       kernel,
       "convolution threads: none below \(Self.directParallelWork) multiply-adds in all (\(multiplyAddsPerImage) per image), else images, or bands of one image's rows when the images are fewer than the threads",
     ]
+    if algorithm == .directChannels {
+      lines.append(
+        packsWeightsOnce
+          ? "convolution weights: a parameter, transposed to vectors of output channels once per parameter version (a kept copy), per call in training steps"
+          : "convolution weights: transposed to vectors of output channels in every call")
+    }
+    return lines
   }
 }

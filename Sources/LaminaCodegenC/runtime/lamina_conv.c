@@ -1496,9 +1496,8 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
                                                                                                                          \
   /* Whether the forward convolution takes im2col and the GEMM (not a direct kernel). */                                 \
   static inline int lamina_conv_forward_uses_gemm_##S(const lamina_conv2d_geometry* g) {                                 \
-    if (LAMINA_CONV_FORCE_CHANNEL_KERNEL && lamina_conv_channels_fits_##S(g)) return 0;                                  \
+    if (lamina_conv_takes_channel_kernel_##S(g)) return 0;                                                               \
     if (g->algorithm == LAMINA_CONV_ALGORITHM_DEPTHWISE) return 0; /* depthwise, or a direct kernel when vetoed */         \
-    if (g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS && lamina_conv_channels_fits_##S(g)) return 0;             \
     if ((g->algorithm == LAMINA_CONV_ALGORITHM_AUTO || g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_WIDTH) &&            \
         lamina_conv_direct_fits_##S(g))                                                                                  \
       return 0;                                                                                                          \
@@ -1697,7 +1696,7 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     /* A 1x1 kernel at stride 1 without padding reads the input as its own columns. */                                     \
     const int pointwise = g->kernel_height == 1 && g->kernel_width == 1 && g->stride_height == 1 &&                       \
                           g->stride_width == 1 && g->pad_top == 0 && g->pad_left == 0 && HW == P;                          \
-    if (LAMINA_CONV_FORCE_CHANNEL_KERNEL && lamina_conv_channels_fits_##S(g))                                              \
+    if (lamina_conv_takes_channel_kernel_##S(g))                                                                           \
       return lamina_conv2d_channels_##S(pool, g, x, w, NULL, bias, bias_count, y, epilogue);                               \
     if (g->algorithm == LAMINA_CONV_ALGORITHM_DEPTHWISE && lamina_conv_depthwise_fits_##S(g))                              \
       return lamina_conv2d_depthwise_##S(pool, g, x, w, bias, bias_count, y, epilogue);                                    \
@@ -1708,8 +1707,6 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
                                                         : LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS;                           \
       return lamina_conv2d_forward_with_##S(pool, &direct, x, w, packed_w, bias, bias_count, y, epilogue);                 \
     }                                                                                                                      \
-    if (g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_CHANNELS && lamina_conv_channels_fits_##S(g))                         \
-      return lamina_conv2d_channels_##S(pool, g, x, w, NULL, bias, bias_count, y, epilogue);                               \
     if ((g->algorithm == LAMINA_CONV_ALGORITHM_AUTO || g->algorithm == LAMINA_CONV_ALGORITHM_DIRECT_WIDTH) &&               \
         lamina_conv_direct_fits_##S(g))                                                                                    \
       return lamina_conv2d_direct_##S(pool, g, x, w, bias, bias_count, y, epilogue);                                       \
