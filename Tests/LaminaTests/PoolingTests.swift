@@ -300,6 +300,62 @@ struct PoolingTests {
     }
   }
 
+  /// Forward pools over rows long enough that the kernels' row buffer takes fewer output rows
+  /// than the plane has (9x700 planes: bands of 5 rows), with vector blocks of 16 columns, and
+  /// padding on both sides at stride 2 (the AVX-512 permutes reading the row buffer's padding
+  /// columns), against the interpreter; NaNs and ties go into the maxima.
+  static let wideRowAttributes: [[String: Attribute]] = [
+    ["kernel": .ints([3, 3]), "stride": .ints([2, 2]), "padding": .ints([1, 1, 1, 1])],
+    [
+      "kernel": .ints([3, 3]), "stride": .ints([1, 1]), "padding": .ints([1, 1, 1, 1]),
+      "count_include_pad": .bool(false),
+    ],
+    [
+      "kernel": .ints([2, 3]), "stride": .ints([2, 3]), "padding": .ints([0, 1, 1, 0]),
+      "ceil_mode": .bool(true),
+    ],
+    ["kernel": .ints([3, 2]), "stride": .ints([1, 1]), "dilation": .ints([3, 2])],
+  ]
+
+  @Test(
+    "compiled forward pools over rows wider than one band of the row buffer equal the interpreter",
+    arguments: wideRowAttributes)
+  func wideRows(_ attributes: [String: Attribute]) throws {
+    let (height, width) = (9, 700)
+    var generator = SeededGenerator(seed: 29)
+    for op in ["max_pool2d", "avg_pool2d"] {
+      // Dilation is max_pool2d's attribute only, count_include_pad avg_pool2d's.
+      if op == "avg_pool2d", attributes["dilation"] != nil { continue }
+      let attributes = attributes.filter { op == "avg_pool2d" || $0.key != "count_include_pad" }
+      let windows = try PoolingWindows(
+        op: op, attributes: attributes, inputHeight: height, inputWidth: width)
+      let (outputHeight, outputWidth) = (windows.height.output, windows.width.output)
+      let written = attributes.keys.sorted().map { "\($0) = \(attributes[$0]!)" }.joined(
+        separator: ", ")
+      let model = try Model(
+        source: """
+          graph @WideRows {
+            input %x : f32[batch, 2, \(height), \(width)]
+            %y = \(op)(%x) {\(written)} : f32[batch, 2, \(outputHeight), \(outputWidth)]
+            output y = %y
+          }
+          """)
+      let compiled = try model.compile(options: TestCache.options(), parameters: [:])
+      for batch in [1, 3] {
+        let x = (0..<(batch * 2 * height * width)).map { _ -> Float in
+          op == "max_pool2d" && generator.nextUnit() < 1.0 / 64
+            ? .nan : Float((generator.nextNormal() * 4).rounded()) / 4
+        }
+        let inputs = ["x": Tensor(shape: [batch, 2, height, width], scalars: x)]
+        let outputs = try compiled.forward(inputs)
+        let expected = try model.interpret(inputs: inputs, parameters: [:], outputs: ["y"])
+        let problem = TestData.mismatch(
+          try #require(outputs["y"]), try #require(expected["y"]), rtol: 1e-6, atol: 1e-6)
+        #expect(problem == nil, "\(op) \(attributes) batch \(batch): \(problem ?? "")")
+      }
+    }
+  }
+
   @Test("the generated C names the pooling nodes and shares planes with the thread pool")
   func generatedCode() throws {
     let model = try Model(

@@ -4,18 +4,18 @@ import LaminaSupport
 /// `max_pool2d`, `avg_pool2d`, their gradients, and `global_avg_pool2d`, one NCHW plane (n, c) at a
 /// time, the planes shared among the threads.
 ///
-/// Within a plane, the output rows whose windows lie inside the input vertically (interior rows) run
-/// their interior columns in one vectorized loop over the output columns, the window unrolled (its
-/// size, stride and dilation are constants). Windows clipped by the padding or by ceil mode run a
-/// scalar loop with bounds checks. Maxima follow PyTorch: a later element replaces the maximum when
-/// it is larger or NaN, so ties keep the first and a NaN wins.
+/// The forward kernels reduce each output row's window rows into a row buffer whose padding columns
+/// hold the identity, then the windows along it, in vectorized loops with the window unrolled (its
+/// size, stride and dilation are constants): no window is clipped (`Plan.emitRowBuffered`). The
+/// backward kernels (and a forward on rows too long for the buffer) run the windows that lie inside
+/// the input (interior rows and columns) in one vectorized loop over the output columns, and the
+/// windows clipped by the padding or by ceil mode in a scalar loop with bounds checks. Maxima follow
+/// PyTorch: a later element replaces the maximum when it is larger or NaN, so ties keep the first
+/// and a NaN wins.
 enum PoolingKernels {
-  /// Columns of one full-vector block of the interior loops (8 floats: one AVX2 vector).
-  static let vectorBlock = 8
-
-  /// Input columns up to which a strided max pool takes its window rows' maximum into a row on the
-  /// stack first.
-  static let rowMaximumLimit = 4096
+  /// Columns up to which a forward pool reduces its window rows into a row on the stack first
+  /// (`Plan.emitRowBuffered`): 16 KiB of f32.
+  static let rowBufferLimit = 4096
 
   /// Output columns whose argmax a backward chunk holds on the stack.
   static let backwardChunk = 256
@@ -93,10 +93,11 @@ enum PoolingKernels {
 
     /// The vectorized loop over the interior columns of a row, `body` computing column `j`.
     ///
-    /// When each column's result is stored, not added (`idempotent`), it runs in blocks of
-    /// `vectorBlock` columns, the last block overlapping the one before: every block is one full
-    /// vector, and no scalar remainder loop runs (on the 14 or 10 columns of LeNet's maps, that
-    /// remainder cost more than the vector part). Otherwise one loop with the compiler's remainder.
+    /// When each column's result is stored, not added (`idempotent`), it runs in blocks of one
+    /// vector (16 floats under AVX-512, 8 otherwise; 8 or 4 on rows too short for that), the last
+    /// block overlapping the one before: every block is one full vector, and no scalar remainder
+    /// loop runs (on the 14 or 10 columns of LeNet's maps, that remainder cost more than the vector
+    /// part). Otherwise one loop with the compiler's remainder.
     func interiorColumns(
       idempotent: Bool, columns: Range<Int>? = nil, into writer: inout CWriter,
       _ body: (inout CWriter) -> Void
@@ -104,76 +105,23 @@ enum PoolingKernels {
       let (first, end) = (
         (columns ?? width.interior).lowerBound, (columns ?? width.interior).upperBound
       )
-      let block = PoolingKernels.vectorBlock
-      guard idempotent, end - first >= block else {
+      let count = end - first
+      guard idempotent, count >= 4 else {
         PoolingKernels.vectorLoopPragmas(into: &writer)
         writer.block("for (int64_t j = \(first); j < \(end); j++)", body)
         return
       }
+      let block =
+        count >= 16 ? "(LAMINA_VECTOR_BYTES >= 64 ? 16 : 8)" : count >= 8 ? "8" : "4"
       writer.line(
-        "/* blocks of \(block) columns; the last overlaps the one before (results are stored, so computing a column twice is harmless) */"
+        "/* blocks of one vector of columns; the last overlaps the one before (results are stored, so computing a column twice is harmless) */"
       )
       writer.block("for (int64_t j0 = \(first); j0 < \(end); j0 += \(block))") { blocks in
-        blocks.line("const int64_t start = j0 + \(block) <= \(end) ? j0 : \(end - block);")
+        blocks.line(
+          "const int64_t start = j0 + \(block) <= \(end) ? j0 : \(end) - \(block);")
         PoolingKernels.vectorLoopPragmas(into: &blocks)
         blocks.block("for (int64_t j = start; j < start + \(block); j++)", body)
       }
-    }
-
-    /// Input columns [first, end) of a row that the interior windows read, when a max pool strided
-    /// along the width takes the window rows' maximum first: nil otherwise (a stride of 1 reads
-    /// contiguous vectors already; more than `rowMaximumLimit` columns would not fit the stack).
-    var rowMaximumColumns: (Int, Int)? {
-      guard isMaximum, width.stride > 1, height.kernel > 1, width.interior.count >= 1 else {
-        return nil
-      }
-      let first = width.interior.lowerBound * width.stride - width.padBefore
-      let end =
-        (width.interior.upperBound - 1) * width.stride - width.padBefore
-        + (width.kernel - 1) * width.dilation + 1
-      return end - first <= PoolingKernels.rowMaximumLimit ? (first, end) : nil
-    }
-
-    /// A max pool's interior row, strided along the width (SqueezeNet's 3x3 windows at stride 2):
-    /// the maximum of the window rows per input column first, one pass of contiguous vectors into
-    /// a row on the stack, then each output column's maximum over its window's columns of that row
-    /// (`height.kernel` times fewer strided reads than the windows element by element). A NaN
-    /// still wins and the maximum is the same value: only the order of the comparisons changes.
-    func emitRowMaximumFirst(first: Int, end: Int, into writer: inout CWriter) {
-      writer.line(
-        "/* the window rows' maximum per input column (columns \(first)..<\(end)), then each window's over its columns */"
-      )
-      writer.line("\(type) m[\(end - first)];")
-      PoolingKernels.vectorLoopPragmas(into: &writer)
-      writer.block("for (int64_t c = 0; c < \(end - first); c++)") { columns in
-        columns.line("\(type) v = x0[c + \(first)];")
-        for a in 1..<height.kernel {
-          let element = "x\(a)[c + \(first)]"
-          columns.line("v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
-        }
-        columns.line("m[c] = v;")
-      }
-      func windows(_ writer: inout CWriter) {
-        interiorColumns(idempotent: true, into: &writer) { columns in
-          columns.line("const int64_t c = j * SW - PL - \(first);")
-          columns.line("\(type) v = m[c];")
-          for b in 1..<max(width.kernel, 1) {
-            let element = "m[c + \(b * width.dilation)]"
-            columns.line("v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
-          }
-          columns.line("y_row[j] = v;")
-        }
-      }
-      // Stride 2, windows of 2 or 3 (SqueezeNet's and ResNet's 3x3 stride-2 pools): the runtime's
-      // permutes on AVX-512 (lamina_math.h), where the loop above gathers every other element.
-      guard type == "float", width.stride == 2, width.dilation == 1, [2, 3].contains(width.kernel)
-      else {
-        windows(&writer)
-        return
-      }
-      writer.block(
-        "if (!lamina_max_pool_stride2_f32(m, \(end - first), \(width.kernel), y_row + \(width.interior.lowerBound), \(width.interior.count)))"
-      ) { windows(&$0) }
     }
 
     /// The interior test of an output row `i`.
@@ -204,84 +152,147 @@ enum PoolingKernels {
       }
     }
 
-    /// Elements of the padded copy of a plane that the padded path below takes at most: 16 KiB of
-    /// f32 (32 of f64) on the stack of whichever thread runs the task, as the convolutions' stack
-    /// buffers. ShuffleNet's 58x58 and Inception's 30x30 copies fit.
-    static let paddedPlaneLimit = 4096
-
-    /// Whether a plane is pooled from a padded copy of itself (`emitPaddedPlane`): a window
-    /// reaches into the padding, none reaches past it (no ceil-mode overhang), it is stride 1
-    /// along the width, and the copy is small. Inception's 3x3 windows at stride 1 and padding 1
-    /// on 14x14 planes had 52 of their 196 outputs clipped, each a scalar loop with bounds
-    /// checks: most of the time of the pool.
-    var usesPaddedPlane: Bool {
-      let padded = [height, width].allSatisfy { axis in
-        (axis.output - 1) * axis.stride + axis.span <= axis.padBefore + axis.input + axis.padAfter
-      }
-      let hasPadding = [height, width].contains { $0.padBefore > 0 || $0.padAfter > 0 }
-      let elements =
-        (height.input + height.padBefore + height.padAfter)
-        * (width.input + width.padBefore + width.padAfter)
-      return padded && hasPadding && width.stride == 1 && elements <= Self.paddedPlaneLimit
+    /// Columns of the row buffer of `emitRowBuffered`: from the left padding's first to the end of
+    /// the last window (past the right padding in ceil mode), so every window reads inside it.
+    var rowBufferLength: Int {
+      Swift.max(width.padBefore + width.input, (width.output - 1) * width.stride + width.span)
     }
 
-    /// A plane pooled from a copy padded with the identity (-infinity for the maximum, 0 for the
-    /// sum): every window lies inside it, so each output row is one vectorized loop, and an
-    /// average divides by its window's count, the product of a row's and a column's (constants).
-    func emitPaddedPlane(into writer: inout CWriter) {
-      let (paddedHeight, paddedWidth) = (
-        height.input + height.padBefore + height.padAfter,
-        width.input + width.padBefore + width.padAfter
+    /// Whether the forward pools through a row buffer (`emitRowBuffered`): every case but rows
+    /// too long for the stack.
+    var usesRowBuffer: Bool {
+      height.output > 0 && width.output > 0 && rowBufferLength <= PoolingKernels.rowBufferLimit
+    }
+
+    /// A forward pool that clips no window: each output row first reduces its window rows inside
+    /// the input into a row buffer, column by column (contiguous vectors), whose padding columns
+    /// hold the identity (-infinity for the maximum, 0 for the sum); then each output column
+    /// reduces its window's columns of that row. Rows and columns at the edges run the same
+    /// vectorized loops as the interior ones (the scalar loop with bounds checks this replaced ran
+    /// a 14x14 plane's last row and column: most of the time of Inception's stride-2 pools), and
+    /// the window rows are read once, not once per overlapping window.
+    ///
+    /// The maximum is the same value as the windows' element by element (a NaN still wins, only
+    /// the order of the comparisons changes); a sum may round differently. An average multiplies
+    /// by the reciprocals of its window's row and column counts instead of dividing (a division
+    /// per vector cost more than the additions on 14x14 planes).
+    func emitRowBuffered(_ context: KernelContext, into range: inout CWriter) {
+      let length = rowBufferLength
+      let band = Swift.max(1, Swift.min(height.output, PoolingKernels.rowBufferLimit / length))
+      let identity = isMaximum ? "-INFINITY" : "(\(type))0"
+      range.line(
+        "/* output rows in bands of \(band): each row's window rows reduced per column into its row of m (the \(isMaximum ? "maximum" : "sum") of the rows inside the input; the padding columns hold \(isMaximum ? "-infinity" : "zeros")), then each window's columns of it */"
       )
-      writer.line(
-        "/* the plane padded with \(isMaximum ? "-infinity" : "zeros") (\(paddedHeight)x\(paddedWidth)): every window lies inside it */"
-      )
-      writer.line("\(type) padded[\(paddedHeight * paddedWidth)];")
-      writer.line(
-        "for (int64_t k = 0; k < \(paddedHeight * paddedWidth); k++) padded[k] = \(isMaximum ? "-INFINITY" : "0");"
-      )
-      writer.line(
-        "for (int64_t r = 0; r < H; r++) memcpy(padded + (r + PT) * \(paddedWidth) + PL, x + r * W, (size_t)W * sizeof(*x));"
-      )
-      writer.block("for (int64_t i = 0; i < OH; i++)") { rowLoop in
-        rowLoop.line("\(type)* y_row = y + i * OW;")
-        for a in 0..<height.kernel {
-          rowLoop.line(
-            "const \(type)* x\(a) = padded + (i * SH + \(a * height.dilation)) * \(paddedWidth);")
+      range.line("const int64_t band = \(band), length = \(length);")
+      range.line("\(type) m[\(band * length)]; /* band rows of columns -PL ..< length - PL */")
+      range.block("for (int64_t t = 0; t < band; t++)") { fill in
+        fill.line("for (int64_t c = 0; c < PL; c++) m[t * length + c] = \(identity);")
+        fill.line("for (int64_t c = PL + W; c < length; c++) m[t * length + c] = \(identity);")
+      }
+      if !isMaximum {
+        func counts(_ axis: PoolingAxis) -> String {
+          (0..<axis.output).map {
+            String(includePad ? axis.paddedCount($0) : axis.positions($0).count)
+          }.joined(separator: ", ")
         }
-        if !isMaximum {
-          rowLoop.line("const \(type) row_count = row_counts[i];")
-        }
-        interiorColumns(idempotent: true, columns: 0..<width.output, into: &rowLoop) { columns in
-          var first = true
-          for a in 0..<height.kernel {
-            for b in 0..<width.kernel {
-              let element = "x\(a)[j + \(b * width.dilation)]"
-              if first {
-                columns.line("\(type) v = \(element);")
-                first = false
-              } else if isMaximum {
-                columns.line("v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
-              } else {
-                columns.line("v += \(element);")
-              }
+        range.line("static const \(type) row_counts[\(height.output)] = {\(counts(height))};")
+        range.line("static const \(type) column_counts[\(width.output)] = {\(counts(width))};")
+        range.line("\(type) inverse_column_counts[\(width.output)];")
+        range.line(
+          "for (int64_t j = 0; j < OW; j++) inverse_column_counts[j] = (\(type))1 / column_counts[j];"
+        )
+      }
+      func combine(_ element: String, into writer: inout CWriter) {
+        writer.line(
+          isMaximum
+            ? "v = (\(element) > v || \(element) != \(element)) ? \(element) : v;"
+            : "v += \(element);")
+      }
+      let clippedRows = { (writer: inout CWriter) in
+        writer.line("/* the window rows inside the input */")
+        writer.line("int rows = 0;")
+        writer.block("for (int64_t a = 0; a < KH; a++)") { rows in
+          rows.line("const int64_t r = r0 + a * DH;")
+          rows.line("if (r < 0 || r >= H) continue;")
+          rows.line("const \(self.type)* x0 = x + r * W;")
+          rows.block("if (rows++ == 0)") { first in
+            self.interiorColumns(idempotent: true, columns: 0..<self.width.input, into: &first) {
+              $0.line("row[j] = x0[j];")
             }
           }
+          rows.block("else") { next in
+            // A maximum taken twice is the same maximum; a sum added twice is not.
+            self.interiorColumns(
+              idempotent: self.isMaximum, columns: 0..<self.width.input, into: &next
+            ) { columns in
+              columns.line("\(self.type) v = row[j];")
+              combine("x0[j]", into: &columns)
+              columns.line("row[j] = v;")
+            }
+          }
+        }
+        writer.line("if (rows == 0) for (int64_t c = 0; c < W; c++) row[c] = \(identity);")
+      }
+      let windows = { (writer: inout CWriter) in
+        self.interiorColumns(idempotent: true, columns: 0..<self.width.output, into: &writer) {
+          columns in
+          columns.line("const int64_t c = j * SW;")
+          columns.line("\(self.type) v = m_row[c];")
+          for b in 1..<Swift.max(self.width.kernel, 1) {
+            combine("m_row[c + \(b * self.width.dilation)]", into: &columns)
+          }
           columns.line(
-            isMaximum ? "y_row[j] = v;" : "y_row[j] = v / (row_count * column_counts[j]);")
+            self.isMaximum
+              ? "y_row[j] = v;" : "y_row[j] = v * (row_inverse * inverse_column_counts[j]);")
         }
       }
-    }
-
-    /// The counts an average divides by, per output row and column: the window's positions inside
-    /// the input, or inside the padded input when padding counts.
-    func windowCounts(into writer: inout CWriter) {
-      func counts(_ axis: PoolingAxis) -> String {
-        (0..<axis.output).map { "\(includePad ? axis.paddedCount($0) : axis.positions($0).count)" }
-          .joined(separator: ", ")
+      range.block("for (int64_t plane = begin; plane < end; plane++)") { planeLoop in
+        planeLoop.line("const \(type)* x = in0 + plane * H * W;")
+        planeLoop.line("\(type)* y = out + plane * OH * OW;")
+        // The whole band is reduced before its windows read it: a row's windows read back
+        // vectors just stored at other offsets, which cannot be forwarded from the stores.
+        planeLoop.block("for (int64_t i0 = 0; i0 < OH; i0 += band)") { bandLoop in
+          bandLoop.line("const int64_t i1 = i0 + band < OH ? i0 + band : OH;")
+          bandLoop.block("for (int64_t i = i0; i < i1; i++)") { rowLoop in
+            rowLoop.line("const int64_t r0 = i * SH - PT; /* the window's first input row */")
+            rowLoop.line("\(type)* const row = m + (i - i0) * length + PL; /* input column 0 */")
+            if height.interior.isEmpty {
+              clippedRows(&rowLoop)
+            } else {
+              rowLoop.block("if (\(interiorRow))") { interior in
+                interior.line("/* every window row lies inside the input */")
+                windowRows("x", "x", written: false, into: &interior)
+                interiorColumns(idempotent: true, columns: 0..<width.input, into: &interior) {
+                  columns in
+                  columns.line("\(type) v = x0[j];")
+                  for a in 1..<Swift.max(height.kernel, 1) { combine("x\(a)[j]", into: &columns) }
+                  columns.line("row[j] = v;")
+                }
+              }
+              rowLoop.block("else", clippedRows)
+            }
+          }
+          bandLoop.block("for (int64_t i = i0; i < i1; i++)") { rowLoop in
+            rowLoop.line("const \(type)* const m_row = m + (i - i0) * length;")
+            rowLoop.line("\(type)* y_row = y + i * OW;")
+            if !isMaximum {
+              rowLoop.line("const \(type) row_inverse = (\(type))1 / row_counts[i];")
+            }
+            // Stride 2, windows of 2 or 3 (SqueezeNet's and ResNet's 3x3 stride-2 pools): the
+            // runtime's permutes on AVX-512 (lamina_math.h), where the loop gathers every other
+            // element.
+            if isMaximum, type == "float", width.stride == 2, width.dilation == 1,
+              [2, 3].contains(width.kernel)
+            {
+              rowLoop.block(
+                "if (!lamina_max_pool_stride2_f32(m_row, length, \(width.kernel), y_row, OW))",
+                windows)
+            } else {
+              windows(&rowLoop)
+            }
+          }
+        }
       }
-      writer.line("static const \(type) row_counts[\(height.output)] = {\(counts(height))};")
-      writer.line("static const \(type) column_counts[\(width.output)] = {\(counts(width))};")
     }
 
     /// The divisor of a clipped average window, after `clippedWindow` counted its positions.
@@ -299,18 +310,14 @@ enum PoolingKernels {
     let plan = Plan(context, input: context.operandTypes[0], isMaximum: maximum)
     var range = CWriter()
     plan.constants(into: &range)
-    if plan.usesPaddedPlane {
-      if !maximum { plan.windowCounts(into: &range) }
-      range.block("for (int64_t plane = begin; plane < end; plane++)") { planeLoop in
-        planeLoop.line("const \(plan.type)* x = in0 + plane * H * W;")
-        planeLoop.line("\(plan.type)* y = out + plane * OH * OW;")
-        plan.emitPaddedPlane(into: &planeLoop)
-      }
+    if plan.usesRowBuffer {
+      plan.emitRowBuffered(context, into: &range)
       dispatch(
         context, range: range, extent: plan.planes, work: plan.forwardWork(context),
         chunkAlignment: 1, into: &writer, prelude: &prelude)
       return
     }
+    // Rows longer than the stack buffer: the interior windows vectorized, the clipped ones scalar.
     range.block("for (int64_t plane = begin; plane < end; plane++)") { planeLoop in
       planeLoop.line("const \(plan.type)* x = in0 + plane * H * W;")
       planeLoop.line("\(plan.type)* y = out + plane * OH * OW;")
@@ -322,31 +329,27 @@ enum PoolingKernels {
           rowLoop.block("if (interior_row)") { interior in
             interior.line("/* every window of the interior columns lies inside the input */")
             plan.windowRows("x", "x", written: false, into: &interior)
-            if let (first, end) = plan.rowMaximumColumns {
-              plan.emitRowMaximumFirst(first: first, end: end, into: &interior)
-            } else {
-              plan.interiorColumns(idempotent: true, into: &interior) { columns in
-                columns.line("const int64_t c = j * SW - PL;")
-                var first = true
-                for a in 0..<plan.height.kernel {
-                  for b in 0..<plan.width.kernel {
-                    let element = "x\(a)[c + \(b * plan.width.dilation)]"
-                    if first {
-                      columns.line("\(plan.type) v = \(element);")
-                      first = false
-                    } else if plan.isMaximum {
-                      columns.line(
-                        "v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
-                    } else {
-                      columns.line("v += \(element);")
-                    }
+            plan.interiorColumns(idempotent: true, into: &interior) { columns in
+              columns.line("const int64_t c = j * SW - PL;")
+              var first = true
+              for a in 0..<plan.height.kernel {
+                for b in 0..<plan.width.kernel {
+                  let element = "x\(a)[c + \(b * plan.width.dilation)]"
+                  if first {
+                    columns.line("\(plan.type) v = \(element);")
+                    first = false
+                  } else if plan.isMaximum {
+                    columns.line(
+                      "v = (\(element) > v || \(element) != \(element)) ? \(element) : v;")
+                  } else {
+                    columns.line("v += \(element);")
                   }
                 }
-                columns.line(
-                  plan.isMaximum
-                    ? "y_row[j] = v;"
-                    : "y_row[j] = v / (\(plan.type))\(plan.height.kernel * plan.width.kernel);")
               }
+              columns.line(
+                plan.isMaximum
+                  ? "y_row[j] = v;"
+                  : "y_row[j] = v / (\(plan.type))\(plan.height.kernel * plan.width.kernel);")
             }
           }
         } else {

@@ -25,6 +25,14 @@
    with model depth (gcc spends seconds on one huge function) and gain nothing. */
 #define LAMINA_KERNEL __attribute__((noinline))
 
+/* The widest vector this compilation of model.c uses, in bytes: the pooling kernels size their column
+   blocks by it (16 floats under AVX-512, 8 otherwise). */
+#if defined(__AVX512F__)
+#define LAMINA_VECTOR_BYTES 64
+#else
+#define LAMINA_VECTOR_BYTES 32
+#endif
+
 /* Entry points run once per call and are argument checks, arena arithmetic and kernel calls: gcc
    compiles them at -O1 (model.c compiles in 10% less time; the kernels they call do not change).
    Not at -O0, where the user asked for unoptimized code. */
