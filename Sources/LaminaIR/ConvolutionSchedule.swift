@@ -59,9 +59,10 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// Multiply-adds of one image, for the thread decision of the direct kernels.
   public var multiplyAddsPerImage: Int
   /// Whether the kernel can write a max pool of its result (`EpilogueProducer.poolsWindowMaximum`):
-  /// a direct kernel, whose (image, group) block of result rows, pooled in a thread's 2 MiB
-  /// scratch memory beside the padded input, is at most `pooledBlockBytes`. im2col and the GEMM
-  /// would need the whole result in a buffer of its own.
+  /// a direct kernel, whose (image, group) block of result rows is pooled in a thread's 2 MiB
+  /// scratch memory beside the padded input, in bands of rows of at most `pooledBlockBytes` each
+  /// (the depthwise kernel's whole block must fit). im2col and the GEMM would need the whole
+  /// result in a buffer of its own.
   public var poolsInScratch = false
 
   /// Whether the GEMM's packed weights are kept between calls: an im2col-and-GEMM convolution whose
@@ -75,7 +76,8 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   /// way, packed for its products (36 or 16 values per 3x3 filter: 4x or 1.8x the weights' memory).
   public var packsWeightsOnce = false
 
-  /// Bytes of one (image, group)'s result up to which a direct kernel pools it in scratch memory.
+  /// Bytes of a band of one (image, group)'s result that a direct kernel pools in scratch memory
+  /// (`LAMINA_CONV_POOLED_BLOCK_BYTES`).
   public static let pooledBlockBytes = 1 << 20
 
   /// Output channels per group the width kernel takes (`LAMINA_CONV_DIRECT_MAX_CHANNELS`).
@@ -204,10 +206,15 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     // Fusion asks this without knowing whether the weights are a parameter: a layer whose kept
     // weights would take Winograd (which pools only after computing the whole result) is not
     // offered a pool either way.
+    // The width and channel kernels cut a larger block into bands of rows that fit
+    // (`lamina_conv_pooled_bands`): a band of 4 rows must.
+    let rowBytes = outPerGroup * geometry.outWidth * geometry.dtype.byteSize
+    let fits =
+      algorithm == .depthwise
+      ? blockBytes <= Self.pooledBlockBytes : 4 * rowBytes <= Self.pooledBlockBytes
     poolsInScratch =
       (algorithm == .directWidth || algorithm == .directChannels || algorithm == .depthwise)
-      && blockBytes <= Self.pooledBlockBytes
-      && Self.winogradTile(geometry, weightsKept: true) == nil
+      && fits && Self.winogradTile(geometry, weightsKept: true) == nil
   }
 
   /// Whether Winograd computes this convolution (F(4x4, 3x3) or F(2x2, 3x3):

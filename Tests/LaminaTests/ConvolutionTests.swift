@@ -471,6 +471,37 @@ struct ConvolutionTests {
     }
   }
 
+  /// A convolution whose result (64 channels of 22x398: 2.2 MB an image) passes the 1 MiB block
+  /// a direct kernel pools in scratch memory writes its max pool in bands of rows that fit
+  /// (`lamina_conv_pooled_bands`): 3x3 windows at stride 2 (the row-maximum line and the stride-2
+  /// permutes) and 2x2, on one thread and on two, equal the interpreter.
+  @Test(
+    "a convolution's max pool is written in bands when its result passes the scratch block",
+    arguments: [[], ["-DLAMINA_CONV_DIRECT_PARALLEL_WORK=0"]])
+  func pooledInBands(_ flags: [String]) throws {
+    let model = try Model(
+      source: """
+        model PooledBands {
+          input x: f32[batch, 3, 24, 400]
+          let a = x |> conv2d(filters: 64, kernel: 3) |> relu |> max_pool2d(kernel: 3, stride: 2)
+          let b = x |> conv2d(filters: 64, kernel: 3, activation: "relu") |> max_pool2d(kernel: 2)
+          output a
+          output b
+        }
+        """, pipeline: Pipeline.inference)
+    let parameters = try model.initialParameters(seed: 7)
+    let source = try model.generateC().source
+    #expect(source.components(separatedBy: "written as its max pool").count - 1 == 2)
+    var options = TestCache.options()
+    options.flags = flags
+    let compiled = try model.compile(options: options, parameters: parameters)
+    for problem in try TestData.compiledMismatches(
+      model, compiled, parameters: parameters, batches: [1])
+    {
+      Issue.record("\(flags): \(problem)")
+    }
+  }
+
   @Test("the interpreter's gradients equal finite differences", arguments: cases)
   func gradcheck(_ testCase: Case) throws {
     let model = try Model(source: testCase.source, pipeline: Pipeline.training)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "lamina_conv.h"
+#include "lamina_math.h" /* lamina_max_pool_stride2_f32, for the pools the direct kernels write */
 
 #ifndef LAMINA_ISA
 #error "lamina_conv.c is compiled for one instruction set: -DLAMINA_ISA=..."
@@ -415,6 +416,47 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
           v = (b[2 * j + 1] > v || b[2 * j + 1] != b[2 * j + 1]) ? b[2 * j + 1] : v;                                      \
           out[i * PW + j] = v;                                                                                            \
         }                                                                                                                 \
+      }                                                                                                                   \
+      return;                                                                                                             \
+    }                                                                                                                     \
+    if (width <= LAMINA_CONV_LINE) {                                                                                      \
+      /* Any other window: the window rows' maximum per column into a line (contiguous vectors), then each window's     \
+         over its columns of the line (at stride 2 with 2 or 3 columns, the permutes of lamina_math.h under AVX-512).    \
+         SqueezeNet's 3x3 stride-2 pool of its first layer, window by window, cost more than the convolution. */         \
+      enum { VB = LAMINA_CONV_VBYTES / sizeof(T) };                                                                       \
+      _Alignas(64) T line[LAMINA_CONV_LINE];                                                                              \
+      for (int64_t i = 0; i < pooled_rows; i++) {                                                                         \
+        const T* top = block + i * sh * width;                                                                            \
+        const T* second = kh > 1 ? top + width : top;                                                                     \
+        const T* third = kh > 2 ? top + 2 * width : second;                                                               \
+        /* Up to three rows in one pass, in blocks of one vector, the last overlapping the one before (stores only). */   \
+        if (width >= VB && kh <= 3) {                                                                                     \
+          for (int64_t c0 = 0; c0 < width; c0 += VB) {                                                                    \
+            const int64_t start = c0 + VB <= width ? c0 : width - VB;                                                     \
+            _Pragma("omp simd") for (int64_t c = start; c < start + VB; c++) {                                            \
+              T v = top[c];                                                                                               \
+              v = (second[c] > v || second[c] != second[c]) ? second[c] : v;                                              \
+              v = (third[c] > v || third[c] != third[c]) ? third[c] : v;                                                  \
+              line[c] = v;                                                                                                \
+            }                                                                                                             \
+          }                                                                                                               \
+        } else {                                                                                                          \
+          memcpy(line, top, (size_t)width * sizeof(T));                                                                   \
+          for (int64_t a = 1; a < kh; a++) {                                                                              \
+            const T* row = top + a * width;                                                                               \
+            _Pragma("omp simd") for (int64_t c = 0; c < width; c++) line[c] = (row[c] > line[c] || row[c] != row[c]) ? row[c] : line[c]; \
+          }                                                                                                               \
+        }                                                                                                                 \
+        T* o = out + i * PW;                                                                                              \
+        if (sizeof(T) == 4 && sw == 2 && (kw == 2 || kw == 3) &&                                                          \
+            lamina_max_pool_stride2_f32((const float*)line, width, (int)kw, (float*)o, PW))                               \
+          continue;                                                                                                       \
+        _Pragma("omp simd") for (int64_t j = 0; j < PW; j++) o[j] = line[j * sw];                                         \
+        for (int64_t b = 1; b < kw; b++)                                                                                  \
+          _Pragma("omp simd") for (int64_t j = 0; j < PW; j++) {                                                          \
+            const T e = line[j * sw + b];                                                                                 \
+            o[j] = (e > o[j] || e != e) ? e : o[j];                                                                       \
+          }                                                                                                               \
       }                                                                                                                   \
       return;                                                                                                             \
     }                                                                                                                     \
@@ -1168,7 +1210,8 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     const int parallel = threads > 1 && work >= LAMINA_CONV_DIRECT_PARALLEL_WORK;                                         \
     const int64_t tiles = (P + R - 1) / R;                                                                                 \
     const int64_t band_units = g->pool_height > 0 ? lamina_conv_pooled_height(g) : tiles; /* pooled rows, or tiles */    \
-    const int64_t bands = parallel && g->batch * G < 2 * threads ? lamina_conv_min(band_units, 2 * threads) : 1;           \
+    const int64_t bands = lamina_conv_pooled_bands(                                                                        \
+        g, parallel && g->batch * G < 2 * threads ? lamina_conv_min(band_units, 2 * threads) : 1, og, sizeof(T));           \
     lamina_conv_channels_job_##S job = {g, x, kept ? kept : packed, biases, taps, positions, y, epilogue, pool, HP, WP, V, \
                                         bands, padded, 0};                                                                 \
     const int64_t tasks = g->batch * G * bands;                                                                            \
@@ -1205,8 +1248,9 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     const int64_t work = g->batch * g->out_channels * g->out_height * OW *                                               \
                          (g->in_channels / g->groups * g->kernel_height * g->kernel_width);                              \
     const int parallel = threads > 1 && work >= LAMINA_CONV_DIRECT_PARALLEL_WORK;                                        \
-    const int64_t bands =                                                                                                \
-        parallel && g->batch * g->groups < 2 * threads ? lamina_conv_min(lamina_conv_pooled_height(g), 2 * threads) : 1; \
+    const int64_t bands = lamina_conv_pooled_bands(                                                                      \
+        g, parallel && g->batch * g->groups < 2 * threads ? lamina_conv_min(lamina_conv_pooled_height(g), 2 * threads) : 1, \
+        g->out_channels / g->groups, sizeof(T));                                                                         \
     lamina_conv_direct_job_##S job = {g, x, w, bias, bias_count, y, epilogue, pool, padded_height, padded_width, wide, bands, 0}; \
     const int64_t tasks = g->batch * g->groups * bands;                                                                  \
     if (!parallel || tasks == 1)                                                                                         \

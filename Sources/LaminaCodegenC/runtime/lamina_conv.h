@@ -83,6 +83,23 @@ static inline int64_t lamina_conv_pooled_width(const lamina_conv2d_geometry* g) 
   return g->pool_height > 0 ? (g->out_width - g->pool_width) / g->pool_stride_width + 1 : g->out_width;
 }
 
+/* Bytes of a band of one (image, group)'s result that a direct kernel writing a max pool holds in a thread's scratch
+   memory (2 MiB, beside the padded input): ConvolutionSchedule.pooledBlockBytes. */
+#define LAMINA_CONV_POOLED_BLOCK_BYTES (1 << 20)
+
+/* The bands of a direct kernel's (image, group): at least `bands` (for the threads), and with a pool enough that each
+   band's `channels` planes of result rows fit LAMINA_CONV_POOLED_BLOCK_BYTES (SqueezeNet's first layer: 3.2 MB in 4
+   bands), at most one per pooled row. */
+static inline int64_t lamina_conv_pooled_bands(const lamina_conv2d_geometry* g, int64_t bands, int64_t channels,
+                                               int64_t element_bytes) {
+  if (g->pool_height <= 0) return bands;
+  const int64_t bytes = channels * g->out_height * g->out_width * element_bytes;
+  const int64_t needed = (bytes + LAMINA_CONV_POOLED_BLOCK_BYTES - 1) / LAMINA_CONV_POOLED_BLOCK_BYTES;
+  const int64_t rows = lamina_conv_pooled_height(g);
+  const int64_t wanted = needed > bands ? needed : bands;
+  return wanted < rows ? wanted : rows > 0 ? rows : 1;
+}
+
 /* Band `band` of `bands` of one (image, group)'s rows: the rows of the written result (pooled, with a pool) it
    writes, [*written_first, *written_end), and the rows of the convolution's result it computes, [*first, *end). */
 static inline void lamina_conv_band_rows(const lamina_conv2d_geometry* g, int64_t band, int64_t bands, int64_t* written_first,
