@@ -3,13 +3,20 @@
 
   lamina compile examples/bench/lenet5.lam -o /tmp/l.so --emit-c /tmp/lenet_c
   mkdir /tmp/kt && cd /tmp/kt && cp tools/kernel_times/harness.c tools/kernel_times/main.c .
-  python3 tools/kernel_times/make.py /tmp/lenet_c && sh build.sh
+  python3 tools/kernel_times/make.py /tmp/lenet_c [weights.safetensors] && sh build.sh
   ./harness 1 1 5000 784 10     # batch, threads, runs, input and output elements per sample
 
 make.py copies the emitted runtime files, extracts the forward's memory plan (plan.inc) and its kernel
 calls (calls.inc, each timed; names.inc), and writes build.sh: the library's own compiler calls with
 harness.c (which includes model.c) in place of model.c and main.c linked in. Run it in the directory
 holding harness.c and main.c. For comparing kernels (two builds, alternating runs), not a benchmark of record.
+
+Without a weights file the harness fills the parameters and state with a pattern in [-0.5, 0.5): a batch
+norm's running variance is then negative in about half its channels, and every activation after it is NaN.
+Convolutions and GEMMs take the same time on NaNs; pools and anything that branches or selects on values do
+not. Given the model's weights (`lamina import ... --weights`), make.py writes them as params.bin in the
+context's layout (the signature's params then states, at lamina_param_offsets and lamina_state_offsets), and
+the harness loads that instead.
 """
 import re,sys,os,shutil
 src=sys.argv[1]  # emitted C dir
@@ -31,3 +38,21 @@ shutil.copy(os.path.join(src,'model.c'),'model.c')
 b=open(os.path.join(src,'build.sh')).read()
 b=b.replace('-c model.c -o unit0.o','-I. -c harness.c -o unit0.o').replace('-shared -fPIC','-fPIC main.c').replace('-o libmodel.so','-o harness')
 open('build.sh','w').write(b)
+
+if len(sys.argv)>2:
+  import json,struct
+  sig=re.search(r'signature = "((?:[^"\\]|\\.)*)"',m).group(1)
+  sig=re.sub(r'\\(\d{3})',lambda x: chr(int(x.group(1),8)),sig).replace('\\\\','\\')
+  signature=json.loads(sig)
+  def offsets(name):
+    found=re.search(r'static const int64_t %s\[\d+\] = \{([^}]*)\}'%name,m)
+    return [int(v) for v in found.group(1).split(',')] if found else []
+  total=int(re.search(r'#define LAMINA_PARAMS_BYTES (\d+)',m).group(1))
+  with open(sys.argv[2],'rb') as f:
+    size=struct.unpack('<Q',f.read(8))[0]; header=json.loads(f.read(size)); data=f.read()
+  blob=bytearray(total)
+  for entries,places in ((signature['params'],offsets('lamina_param_offsets')),(signature.get('states',[]),offsets('lamina_state_offsets'))):
+    for entry,place in zip(entries,places):
+      begin,end=header[entry['name']]['data_offsets']
+      blob[place:place+end-begin]=data[begin:end]
+  open('params.bin','wb').write(blob)
