@@ -181,7 +181,7 @@ enum PoolingKernels {
       let band = Swift.max(1, Swift.min(height.output, PoolingKernels.rowBufferLimit / length))
       let identity = isMaximum ? "-INFINITY" : "(\(type))0"
       range.line(
-        "/* output rows in bands of \(band): each row's window rows reduced per column into its row of m (the \(isMaximum ? "maximum" : "sum") of the rows inside the input; the padding columns hold \(isMaximum ? "-infinity" : "zeros")), then each window's columns of it */"
+        "/* output rows in bands of \(band): each row's window rows reduced per column into its row of m (\(isMaximum ? "the largest" : "the total") of the rows inside the input; the padding columns hold \(isMaximum ? "-infinity" : "zeros")), then each window's columns of it */"
       )
       range.line("const int64_t band = \(band), length = \(length);")
       range.line("\(type) m[\(band * length)]; /* band rows of columns -PL ..< length - PL */")
