@@ -53,6 +53,7 @@ if len(sys.argv)>2:
   blob=bytearray(total)
   for entries,places in ((signature['params'],offsets('lamina_param_offsets')),(signature.get('states',[]),offsets('lamina_state_offsets'))):
     for entry,place in zip(entries,places):
+      if entry['name'] not in header: continue  # state the weights file does not hold (a dropout's seed)
       begin,end=header[entry['name']]['data_offsets']
       blob[place:place+end-begin]=data[begin:end]
   open('params.bin','wb').write(blob)
