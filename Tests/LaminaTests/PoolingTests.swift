@@ -21,6 +21,18 @@ struct PoolingTests {
     return try definition.interpret(context)[0].doubles()
   }
 
+  /// The output height and width of a pool over height x width planes, and its attributes as the
+  /// IR text writes them.
+  static func pooled(_ op: String, _ attributes: [String: Attribute], height: Int, width: Int)
+    throws -> (height: Int, width: Int, written: String)
+  {
+    let windows = try PoolingWindows(
+      op: op, attributes: attributes, inputHeight: height, inputWidth: width)
+    let written = attributes.keys.sorted().map { "\($0) = \(attributes[$0]!)" }.joined(
+      separator: ", ")
+    return (windows.height.output, windows.width.output, written)
+  }
+
   static func tensor(_ shape: [Int], _ values: [Double]) -> Tensor {
     Tensor(shape: shape, scalars: values)
   }
@@ -262,11 +274,8 @@ struct PoolingTests {
     "compiled max pooling and its gradient pick the interpreter's maxima with NaNs and ties",
     arguments: backwardAttributes)
   func backwardWithNaNsAndTies(_ attributes: [String: Attribute]) throws {
-    let windows = try PoolingWindows(
-      op: "max_pool2d", attributes: attributes, inputHeight: 7, inputWidth: 41)
-    let (height, width) = (windows.height.output, windows.width.output)
-    let written = attributes.keys.sorted().map { "\($0) = \(attributes[$0]!)" }.joined(
-      separator: ", ")
+    let (height, width, written) = try Self.pooled(
+      "max_pool2d", attributes, height: 7, width: 41)
     let model = try Model(
       source: """
         graph @MaxPoolBackward {
@@ -327,11 +336,8 @@ struct PoolingTests {
       // Dilation is max_pool2d's attribute only, count_include_pad avg_pool2d's.
       if op == "avg_pool2d", attributes["dilation"] != nil { continue }
       let attributes = attributes.filter { op == "avg_pool2d" || $0.key != "count_include_pad" }
-      let windows = try PoolingWindows(
-        op: op, attributes: attributes, inputHeight: height, inputWidth: width)
-      let (outputHeight, outputWidth) = (windows.height.output, windows.width.output)
-      let written = attributes.keys.sorted().map { "\($0) = \(attributes[$0]!)" }.joined(
-        separator: ", ")
+      let (outputHeight, outputWidth, written) = try Self.pooled(
+        op, attributes, height: height, width: width)
       let model = try Model(
         source: """
           graph @WideRows {
