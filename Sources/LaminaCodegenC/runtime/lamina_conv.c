@@ -22,13 +22,7 @@
 #endif
 /* The direct kernel: vector width, output channels per block, and the convolutions it takes. */
 #ifndef LAMINA_CONV_VBYTES
-#if defined(__AVX512F__)
-#define LAMINA_CONV_VBYTES 64
-#elif defined(__AVX__)
-#define LAMINA_CONV_VBYTES 32
-#else
-#define LAMINA_CONV_VBYTES 16
-#endif
+#define LAMINA_CONV_VBYTES LAMINA_VECTOR_BYTES /* lamina_model.h */
 #endif
 #ifndef LAMINA_CONV_DIRECT_BLOCK
 #define LAMINA_CONV_DIRECT_BLOCK 4 /* the weight gradient's four named sums */

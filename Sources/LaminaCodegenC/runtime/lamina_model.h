@@ -25,12 +25,14 @@
    with model depth (gcc spends seconds on one huge function) and gain nothing. */
 #define LAMINA_KERNEL __attribute__((noinline))
 
-/* The widest vector this compilation of model.c uses, in bytes: the pooling kernels size their column
-   blocks by it (16 floats under AVX-512, 8 otherwise). */
+/* The widest vector this compilation uses, in bytes: the pooling kernels size their column blocks by it
+   (16 floats under AVX-512, 8 otherwise), and lamina_conv.c its direct kernels' vectors. */
 #if defined(__AVX512F__)
 #define LAMINA_VECTOR_BYTES 64
-#else
+#elif defined(__AVX__)
 #define LAMINA_VECTOR_BYTES 32
+#else
+#define LAMINA_VECTOR_BYTES 16
 #endif
 
 /* Entry points run once per call and are argument checks, arena arithmetic and kernel calls: gcc
