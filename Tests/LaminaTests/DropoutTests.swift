@@ -55,6 +55,44 @@ struct DropoutTests {
     }
   }
 
+  @Test("inference runs no kernel for dropout: the activation after it fuses into the producer")
+  func inferenceHasNoKernel() throws {
+    let source = """
+      model DenseDropout {
+        input x: f32[batch, 6]
+        input t: f32[batch, 5]
+        let y = x |> dense(units: 5) |> dropout(rate: 0.5) |> relu
+        output y
+        loss = mse(y, t)
+        train with sgd(lr: 0.1)
+      }
+      """
+    let model = try Model(source: source, pipeline: Pipeline.training)
+    var graph = model.graph
+    _ = try PassRunner(passes: Pipeline.codegen).run(&graph)
+    let entries = EntryPoint.all(in: graph)
+    func kernels(_ name: String) throws -> [Node] {
+      let entry = try #require(entries.first { $0.name == name })
+      return entry.schedule(in: graph).map { graph.nodes[$0] }.filter { node in
+        if case .alias? = OpRegistry.definition(node.op)?.c { return false }
+        return true
+      }
+    }
+    let forward = try kernels("forward")
+    #expect(!forward.contains { $0.op == "dropout" })
+    #expect(forward.count == 1)
+    #expect(Set(try #require(forward.first).body.map(\.op)).isSuperset(of: ["matmul", "relu"]))
+    // A training step still draws its mask.
+    #expect(try kernels("train_0").contains { $0.op == "dropout" })
+    #expect(try kernels("forward_training").contains { $0.op == "dropout" })
+    // And the compiled forward is the interpreter's.
+    let compiled = try model.compile(options: TestCache.options())
+    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 3], seed: 5)
+    let parameters = try compiled.parameters()
+    let expected = try model.interpret(inputs: inputs, parameters: parameters, outputs: ["y"])
+    #expect(try compiled.forward(inputs)["y"] == expected["y"])
+  }
+
   @Test(
     "training steps draw the same masks interpreted and compiled, new ones each step",
     arguments: [1, 37])
