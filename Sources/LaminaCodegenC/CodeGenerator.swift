@@ -38,6 +38,7 @@ private enum Storage: Hashable {
   case output(Int)
   case loss(Int)
   case arena(Int)  // index of the arena slot
+  case kept(Int)  // byte offset in the entry point's kept buffer (values of parameters alone)
   case local(String)  // a loop body's argument: a byte pointer the loop sets each step
 }
 
@@ -119,12 +120,16 @@ private struct Generator {
   /// The derived-data slot of each top-level node whose kernel keeps data derived from parameters
   /// (`DerivedData`), by the node's first result.
   let derivedSlots: [ValueID: Int]
+  /// The next derived-data slot for an entry point's kept values (`EntryPoint.keptNodes`), after
+  /// the kernels' slots.
+  var nextKeptSlot: Int
 
   init(graph: Graph) {
     self.graph = graph
     self.packedProducts = Set(
       PackedLoopOperand.products(inLoopsOf: graph.nodes, graph: graph).map(\.product.result))
     self.derivedSlots = DerivedData.slots(in: graph)
+    self.nextKeptSlot = derivedSlots.count
     var ids: [ValueID: Int] = [:]
     for node in graph.nodes where node.hasRegion {
       for member in EntryPoint.regionMembers(of: node) where !member.results.isEmpty {
@@ -169,7 +174,8 @@ private struct Generator {
       "#include \"lamina_model.h\" /* the context, the entry-point table, the runtime: thread pool, GEMM */"
     )
     writer.line("#include \"lamina_math.h\"  /* inline exp, tanh, sigmoid, normal CDF */")
-    writer.line("#include \"lamina_conv.h\"  /* the convolutions: their entry points in lamina_conv.c */")
+    writer.line(
+      "#include \"lamina_conv.h\"  /* the convolutions: their entry points in lamina_conv.c */")
     if graph.nodes.contains(where: { node in
       (node.body.isEmpty ? [node] : node.body).contains {
         $0.definition?.effects.contains(.drawsRandomNumbers) == true
@@ -487,6 +493,18 @@ private struct Generator {
     for (index, input) in graph.inputs.enumerated() { storage[input.value] = .input(index) }
     for (index, param) in graph.params.enumerated() { storage[param.value] = .param(index) }
     for (index, state) in graph.states.enumerated() { storage[state.value] = .state(index) }
+    // Values of parameters, state and constants alone, computed when the parameters changed and
+    // kept between calls, each at its own offset of one buffer the context keeps (a derived slot).
+    let keptNodes = entry.keptNodes(in: graph, schedule: needed)
+    var keptBytes = 0
+    let keptSlot = nextKeptSlot
+    if !keptNodes.isEmpty { nextKeptSlot += 1 }
+    func keptStorage(_ value: ValueID) -> Storage {
+      let offset = keptBytes
+      let type = self.graph.type(of: value)
+      keptBytes += (type.boundedStaticElementCount! * type.dtype.byteSize + 63) / 64 * 64
+      return .kept(offset)
+    }
     var arenaValues: [ValueID] = []
     func arenaStorage(_ value: ValueID) -> Storage {
       if let plan {
@@ -541,6 +559,7 @@ private struct Generator {
         case .param(let index): storage[value] = .param(index)
         case .state(let index): storage[value] = .state(index)
         case .arena: storage[value] = arenaStorage(value)
+        case .kept: storage[value] = keptStorage(value)
         }
       }
       // After the results: the carried arguments point at the final carried values' storage.
@@ -771,6 +790,7 @@ private struct Generator {
         case .output(let index): return "(\(type)*)outputs[\(index)]"
         case .loss(let index): return "(\(type)*)losses[\(index)]"
         case .arena(let slot): return "(\(type)*)(arena + offsets[\(slot)])"
+        case .kept(let offset): return "(\(qualifier)\(type)*)(kept + \(offset))"
         case .local(let name): return "(\(qualifier)\(type)*)\(name)"
         }
       }
@@ -782,7 +802,10 @@ private struct Generator {
         let type = CExpressionContext.cType(packings[slot].dtype)
         return "(\(type)*)(arena + packed_offsets[\(slot)])"
       }
-      func call(_ node: Node, kernel: String, into body: inout CWriter) {
+      func call(
+        _ node: Node, kernel: String, into body: inout CWriter,
+        onFailure: String = "return status;", perCall: Bool = true
+      ) {
         var operands = node.operands.map { pointer($0) }
         if let slot = node.results.first.flatMap({ packedSlot[$0] }) {
           operands[packings[slot].operandPosition] = "(const " + packedPointer(slot).dropFirst()
@@ -805,8 +828,8 @@ private struct Generator {
         body.line(
           "status = \(kernel)(\(arguments.joined(separator: ", ")));  /* \(CText.comment(notes.joined(separator: ", "))) */"
         )
-        launches += 1
-        body.line("if (status != LAMINA_OK) return status;")
+        if perCall { launches += 1 }
+        body.line("if (status != LAMINA_OK) \(onFailure)")
       }
       // The entry point's mode's kernel, or the one both modes share.
       func kernelName(_ id: Int) -> String {
@@ -960,12 +983,34 @@ private struct Generator {
           }
         }
       }
+      if !keptNodes.isEmpty {
+        let slot = keptSlot
+        body.line(
+          "/* Values of parameters, state and constants alone (\(keptBytes) bytes): computed again only when they may have changed since the last call. */"
+        )
+        body.line("int kept_stale;")
+        body.line(
+          "unsigned char* const kept = (unsigned char*)lamina_derived(ctx, \(slot), \(keptBytes), &kept_stale);"
+        )
+        body.line(
+          "if (!kept) return lamina_fail(ctx, LAMINA_ERROR_MEMORY, \"out of memory for the values kept between calls\");"
+        )
+        body.block("if (kept_stale)") { block in
+          for nodeIndex in needed where keptNodes.contains(nodeIndex) {
+            // A failed kernel leaves the buffer part-filled: the next call computes it again.
+            call(
+              graph.nodes[nodeIndex], kernel: kernelName(nodeIndex), into: &block,
+              onFailure: "{ lamina_derived_forget(ctx, \(slot)); return status; }", perCall: false)
+          }
+        }
+      }
       for nodeIndex in needed {
         let node = graph.nodes[nodeIndex]
         if node.hasRegion {
           emitLoop(node, into: &body)
           continue
         }
+        if keptNodes.contains(nodeIndex) { continue }
         // Fused nodes are not in the op table; they always run their kernel.
         if case .alias? = OpRegistry.definition(node.op)?.c { continue }
         if let plan, node.definition?.concatenation != nil,

@@ -83,12 +83,46 @@ public struct EntryPoint: Hashable, Sendable {
   /// The nodes the entry point runs, in order: step `i` of its schedule is node `schedule[i]`.
   public func schedule(in graph: Graph) -> [Int] { graph.nodesNeeded(for: targets) }
 
+  /// The nodes of `schedule` an inference entry point computes once and keeps between calls: pure
+  /// kernels of parameters, state and constants alone (batch norm's scale from its running
+  /// statistics, a weight's transpose), with static shapes, none of them exposed. They run again
+  /// only when the parameters or state may have changed since the last call (the context's
+  /// parameter version), as ONNX Runtime and TVM fold initializer-only subgraphs once, except that
+  /// here the weights may still change. A training step keeps nothing: its weights change every step.
+  public func keptNodes(in graph: Graph, schedule: [Int]) -> Set<Int> {
+    guard mode == .inference else { return [] }
+    var fixed = Set(graph.params.map(\.value)).union(graph.states.map(\.value))
+    let exposed = Set(outputs + losses)
+    var kept = Set<Int>()
+    for nodeIndex in schedule {
+      let node = graph.nodes[nodeIndex]
+      guard !node.hasRegion, node.operands.allSatisfy(fixed.contains),
+        ([node] + node.body).allSatisfy({ member in
+          guard let definition = OpRegistry.definition(member.op) else {
+            return member.op == Node.fusedOp
+          }
+          return definition.effects.isPure && !definition.dependsOnMode
+        }),
+        node.results.allSatisfy({
+          !exposed.contains($0) && graph.type(of: $0).symbols.isEmpty
+            && graph.type(of: $0).boundedStaticElementCount != nil
+        })
+      else { continue }
+      fixed.formUnion(node.results)
+      if case .alias? = OpRegistry.definition(node.op)?.c { continue }
+      kept.insert(nodeIndex)
+    }
+    return kept
+  }
+
   /// Where each value the entry point touches lives, before memory planning.
   ///
   /// Inputs, parameters and state live in their own storage; aliasing ops (`reshape`) share their
-  /// operand's storage; an output or loss is computed straight into the caller's buffer; everything
-  /// else needs arena space.
+  /// operand's storage; an output or loss is computed straight into the caller's buffer; the
+  /// results of kept nodes (`keptNodes`) live in a buffer the context keeps between calls;
+  /// everything else needs arena space.
   public func storage(in graph: Graph, schedule: [Int]) -> [ValueID: StorageClass] {
+    let kept = keptNodes(in: graph, schedule: schedule)
     var storage: [ValueID: StorageClass] = [:]
     for (index, input) in graph.inputs.enumerated() { storage[input.value] = .input(index) }
     for (index, param) in graph.params.enumerated() { storage[param.value] = .param(index) }
@@ -114,7 +148,9 @@ public struct EntryPoint: Hashable, Sendable {
       }
       if node.hasRegion { classifyRegion(node) }
       for value in node.results {
-        if let index = outputs.firstIndex(of: value) {
+        if kept.contains(nodeIndex) {
+          storage[value] = .kept
+        } else if let index = outputs.firstIndex(of: value) {
           storage[value] = .output(index)
         } else if let index = losses.firstIndex(of: value) {
           storage[value] = .loss(index)
@@ -140,6 +176,9 @@ public enum StorageClass: Hashable, Sendable {
   case alias(of: ValueID)
   /// Space in the context's arena, placed by the memory plan (or one slot each without one).
   case arena
+  /// Space in a buffer the context keeps between calls, for a value of parameters, state and
+  /// constants alone (`EntryPoint.keptNodes`).
+  case kept
   /// A loop body's argument: a view of the carried state, a sequence's step or an invariant,
   /// which the loop points at each step.
   case regionArgument

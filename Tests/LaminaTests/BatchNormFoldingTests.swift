@@ -135,6 +135,32 @@ struct BatchNormFoldingTests {
     #expect(folded.count < unfolded.count)
   }
 
+  @Test(
+    "inference keeps the batch norm's scale between calls: one kernel a call, the scale only when the weights or state moved"
+  )
+  func scaleKeptBetweenCalls() throws {
+    let model = try Model(source: Self.convolution, pipeline: Pipeline.training)
+    let generated = try model.generateC()
+    let launches = Dictionary(
+      uniqueKeysWithValues: generated.statistics.map { ($0.name, $0.kernelLaunches) })
+    // forward runs the convolution with the normalize and relu in its epilogue, nothing else: the
+    // scale from the running statistics is computed in the block guarded by kept_stale.
+    #expect(launches["forward"] == 1)
+    #expect(launches["evaluate"] == 2)
+    #expect(generated.source.contains("if (kept_stale) {"))
+    // Training-mode entry points keep nothing: the statistics are the batch's.
+    #expect(try #require(launches["forward_training"]) > 1)
+    #expect(try #require(launches["train_0"]) > 1)
+    // The kept values are exact: compiled against the interpreter after each change (the fold
+    // test below changes weights, loaded weights, state and trains between calls).
+    let compiled = try model.compile(options: TestCache.options())
+    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 2], seed: 4)
+    try expectForwardMatches(model, compiled, inputs: inputs, output: "y", mode: .inference)
+    let graph = try lowered(Self.convolution)
+    try compiled.setState(try runningState(graph, offset: 0.25))
+    try expectForwardMatches(model, compiled, inputs: inputs, output: "y", mode: .inference)
+  }
+
   @Test("training steps keep the batch statistics' kernels: the train step's schedule is unchanged")
   func trainingUnchanged() throws {
     for source in [Self.convolution, Self.dense] {

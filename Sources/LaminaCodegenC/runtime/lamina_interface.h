@@ -57,7 +57,8 @@ int64_t lamina_param_bytes(int64_t index);
    after a later call must call lamina_params_changed before the next one, or that call may compute with the
    old derived data. lamina_set_param and lamina_train_step count as writes too; lamina_get_param does not. */
 void* lamina_param_data(lamina_context* ctx, int64_t index);
-/* Says that parameters were written through a pointer lamina_param_data gave out earlier. */
+/* Says that parameters (or state) were written through a pointer lamina_param_data (or lamina_state_data) gave
+   out earlier. */
 void lamina_params_changed(lamina_context* ctx);
 int lamina_set_param(lamina_context* ctx, int64_t index, const void* data, int64_t bytes);
 int lamina_get_param(lamina_context* ctx, int64_t index, void* data, int64_t bytes);
@@ -79,7 +80,9 @@ int lamina_evaluate_training(lamina_context* ctx, const int64_t* dims, const voi
    counters) and model state ("model_state": true; batch norm's running statistics), which no optimizer
    owns and which is saved with the parameters. Each starts at its initializer after lamina_create
    (zeros, ones, constant); training steps update it; read and write it here by index (the header's
-   _STATE_ macros). */
+   _STATE_ macros). The pointer is writable, so lamina_state_data counts as a write, as lamina_param_data
+   does (data kept between calls is derived again at the next call; a caller who writes through a kept
+   pointer after a later call must call lamina_params_changed). */
 int64_t lamina_state_count(void);
 int64_t lamina_state_bytes(int64_t index);
 void* lamina_state_data(lamina_context* ctx, int64_t index);

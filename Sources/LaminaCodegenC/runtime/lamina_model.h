@@ -110,6 +110,10 @@ struct lamina_context {
    weights), freed by lamina_destroy. */
 LAMINA_HIDDEN void* lamina_derived(lamina_context* ctx, int64_t slot, int64_t bytes, int* stale);
 
+/* Marks a slot's buffer as not current, so the next lamina_derived reports it stale: for a caller whose
+   filling failed part way. */
+LAMINA_HIDDEN void lamina_derived_forget(lamina_context* ctx, int64_t slot);
+
 /* Records an error message on the context and returns its code. */
 LAMINA_HIDDEN int lamina_fail(lamina_context* ctx, int code, const char* format, ...)
     __attribute__((format(printf, 3, 4)));

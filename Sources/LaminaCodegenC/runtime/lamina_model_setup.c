@@ -174,6 +174,9 @@ LAMINA_EXPORT void lamina_params_changed(lamina_context* ctx) {
 
 LAMINA_EXPORT void* lamina_state_data(lamina_context* ctx, int64_t index) {
   if (!ctx || index < 0 || index >= ctx->model->state_count) return NULL;
+  /* Writable, like lamina_param_data: values kept between calls (batch norm's scale from its running
+     statistics) are computed again at the next call. */
+  ctx->params_version++;
   return ctx->params + ctx->model->state_offsets[index];
 }
 
@@ -266,4 +269,8 @@ void* lamina_derived(lamina_context* ctx, int64_t slot, int64_t bytes, int* stal
   *stale = buffer->version != ctx->params_version;
   buffer->version = ctx->params_version;
   return buffer->data;
+}
+
+void lamina_derived_forget(lamina_context* ctx, int64_t slot) {
+  if (slot >= 0 && slot < ctx->derived_count) ctx->derived[slot].version = 0;
 }
