@@ -256,11 +256,12 @@ public struct ConvolutionSchedule: Sendable, Hashable {
       let geometry = try? OpRegistry.conv2dGeometry(
         operands: node.operands.map { graph.type(of: $0) }, attributes: node.attributes)
     else { return nil }
-    let weightsAreParameter =
-      node.operands.count > 1 && graph.param(for: node.operands[1]) != nil
-    self.init(geometry, weightsKept: weightsAreParameter)
+    // A parameter, or weights of parameters alone (a batch norm's scale folded in, `scale-fold`):
+    // either way they change only with the parameter version.
+    let weightsAreFixed = node.operands.count > 1 && graph.isFixed(node.operands[1])
+    self.init(geometry, weightsKept: weightsAreFixed)
     packsWeightsOnce =
-      weightsAreParameter
+      weightsAreFixed
       && (algorithm == .im2colGemm || algorithm == .directChannels
         || algorithm.winogradTile != nil)
   }
@@ -286,7 +287,7 @@ public struct ConvolutionSchedule: Sendable, Hashable {
         "convolution: im2col columns and the packed GEMM",
         "convolution threads: the GEMM's own split",
         packsWeightsOnce
-          ? "convolution weights: a parameter, packed for the GEMM once per parameter version (a kept copy), per call in training steps"
+          ? "convolution weights: fixed (parameters alone), packed for the GEMM once per parameter version (a kept copy), per call in training steps"
           : "convolution weights: packed for the GEMM in every call",
       ]
     case .directWidth:
@@ -305,7 +306,7 @@ public struct ConvolutionSchedule: Sendable, Hashable {
       return [
         "convolution: winograd(\(m)): F(\(m)x\(m), 3x3) tiles, \((m + 2) * (m + 2)) GEMMs over the channels",
         packsWeightsOnce
-          ? "convolution weights: a parameter, transformed and packed once per parameter version (a kept copy), per call in training steps (im2col and the GEMM there above \(Self.winogradWeightsPerPosition) weight elements per output position)"
+          ? "convolution weights: fixed (parameters alone), transformed and packed once per parameter version (a kept copy), per call in training steps (im2col and the GEMM there above \(Self.winogradWeightsPerPosition) weight elements per output position)"
           : "convolution weights: transformed and packed in every call",
         "convolution threads: blocks of tile rows; each pass split over channels, the GEMMs one per task",
       ]
@@ -317,7 +318,7 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     if algorithm == .directChannels {
       lines.append(
         packsWeightsOnce
-          ? "convolution weights: a parameter, transposed to vectors of output channels once per parameter version (a kept copy), per call in training steps"
+          ? "convolution weights: fixed (parameters alone), transposed to vectors of output channels once per parameter version (a kept copy), per call in training steps"
           : "convolution weights: transposed to vectors of output channels in every call")
     }
     return lines

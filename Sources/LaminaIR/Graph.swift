@@ -381,6 +381,36 @@ public struct Graph: Sendable {
   /// The parameter declaration of a value, if it is a parameter.
   public func param(for value: ValueID) -> ParamDecl? { params.first { $0.value == value } }
 
+  /// Whether `value` is a parameter or state, or the result of pure ops (outside loops) of
+  /// parameters, state and constants alone: it changes only when they do.
+  public func isFixed(_ value: ValueID) -> Bool {
+    let sources = Set(params.map(\.value)).union(states.map(\.value))
+    var producer: [ValueID: Int] = [:]
+    for (index, node) in nodes.enumerated() {
+      for result in node.results { producer[result] = index }
+    }
+    var known: [ValueID: Bool] = [:]
+    func fixed(_ value: ValueID) -> Bool {
+      if sources.contains(value) { return true }
+      if let answer = known[value] { return answer }
+      known[value] = false  // a cycle cannot occur, but must not recurse forever either
+      guard let index = producer[value] else { return false }
+      let node = nodes[index]
+      // A fused node (no op-table entry) is pure when every member is.
+      let members = node.op == Node.fusedOp ? node.body : [node]
+      guard !node.hasRegion,
+        members.allSatisfy({ member in
+          guard let definition = member.definition else { return false }
+          return definition.effects.isPure && !definition.dependsOnMode
+        })
+      else { return false }
+      let answer = node.operands.allSatisfy(fixed)
+      known[value] = answer
+      return answer
+    }
+    return fixed(value)
+  }
+
   /// The value of an output or loss by its public name.
   public func exposedValue(named name: String) -> ValueID? {
     (outputs.first { $0.name == name } ?? losses.first { $0.name == name })?.value

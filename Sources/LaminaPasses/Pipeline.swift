@@ -31,7 +31,7 @@ public enum Pipeline {
   /// What runs on a copy of the graph just before C generation: passes whose result only the
   /// backend reads (fusion into kernels, memory planning). The interpreter never sees their output.
   public static let codegen: [any GraphPass] = [
-    ModeSpecialization(), Decomposition(), Fusion(), MemoryPlanning(),
+    ModeSpecialization(), ScaleFolding(), Decomposition(), Fusion(), MemoryPlanning(),
   ]
 
   /// Passes that build what later stages read (types, gradients, updates): not optimizations, so

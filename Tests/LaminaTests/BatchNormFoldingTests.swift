@@ -61,10 +61,13 @@ struct BatchNormFoldingTests {
     return graph
   }
 
-  /// The nodes `forward` runs that are kernels (aliases such as reshape cost nothing).
+  /// The nodes `forward` runs in every call that are kernels (aliases such as reshape cost
+  /// nothing; values of parameters alone are computed once and kept, `EntryPoint.keptNodes`).
   func forwardKernels(_ graph: Graph) throws -> [Node] {
     let entry = try #require(EntryPoint.all(in: graph).first { $0.name == "forward" })
-    return entry.schedule(in: graph).map { graph.nodes[$0] }.filter { node in
+    let schedule = entry.schedule(in: graph)
+    let kept = entry.keptNodes(in: graph, schedule: schedule)
+    return schedule.filter { !kept.contains($0) }.map { graph.nodes[$0] }.filter { node in
       if case .alias? = OpRegistry.definition(node.op)?.c { return false }
       return true
     }
@@ -108,14 +111,21 @@ struct BatchNormFoldingTests {
     let folded = try forwardKernels(lowered(Self.convolution))
     let unfolded = try forwardKernels(
       lowered(Self.convolution, disabling: [ModeSpecialization.name]))
-    // The convolution's kernel computes the normalize and the relu in its epilogue.
+    // The normalize is in the convolution's weights and bias (`scale-fold`): its kernel computes
+    // only the relu in its epilogue.
     let convolutions = folded.filter { node in
       node.op == "conv2d" || node.body.contains { $0.op == "conv2d" }
     }
     let convolution = try #require(convolutions.first)
     #expect(convolutions.count == 1)
     #expect(convolution.attributes[Node.fusedKindAttribute]?.stringValue == "epilogue")
-    #expect(Set(convolution.body.map(\.op)) == ["conv2d", "sub", "mul", "add", "relu"])
+    #expect(Set(convolution.body.map(\.op)) == ["conv2d", "relu"])
+    // Without scale-fold, the normalize runs in the epilogue.
+    let epilogue = try forwardKernels(lowered(Self.convolution, disabling: [ScaleFolding.name]))
+      .filter { node in node.body.contains { $0.op == "conv2d" } }
+    #expect(epilogue.count == 1)
+    #expect(
+      Set(try #require(epilogue.first).body.map(\.op)) == ["conv2d", "sub", "mul", "add", "relu"])
     // Nothing else in forward touches the [batch, 4, 7, 9] activations, and no kernel depends on
     // the mode: the statistics are the running ones, O(C) work.
     let graph = try lowered(Self.convolution)
@@ -124,7 +134,8 @@ struct BatchNormFoldingTests {
     }
     #expect(activations.count == 1)
     #expect(!folded.contains { $0.op == "batch_norm_statistics" })
-    #expect(folded.contains { $0.op == "batch_norm_running_statistics" })
+    // The running statistics' kernel is kept between calls, not run in every one.
+    #expect(!folded.contains { $0.op == "batch_norm_running_statistics" })
     // Without the pass: conv, the statistics' kernel over x and the normalize are three passes.
     let unfoldedGraph = try lowered(Self.convolution, disabling: [ModeSpecialization.name])
     let unfoldedActivations = unfolded.filter { node in
@@ -159,6 +170,55 @@ struct BatchNormFoldingTests {
     let graph = try lowered(Self.convolution)
     try compiled.setState(try runningState(graph, offset: 0.25))
     try expectForwardMatches(model, compiled, inputs: inputs, output: "y", mode: .inference)
+  }
+
+  @Test(
+    "scale-fold: per-channel sub, mul, div, add and c - y after an inference convolution go into its weights and bias"
+  )
+  func scaleFold() throws {
+    let source = """
+      model Affine {
+        input x: f32[batch, 16, 9, 11]
+        param m: f32[32, 1, 1] = uniform(-1, 1)
+        param s: f32[1, 32, 1, 1] = uniform(0.5, 2)
+        param d: f32[32, 1, 1] = uniform(0.5, 2)
+        param c: f32[] = constant(0.75)
+        let y = x |> conv2d(filters: 32, kernel: 1)
+        output z = relu(c - ((y - m) * s / d + c))
+      }
+      """
+    let model = try Model(source: source, pipeline: Pipeline.training)
+    var graph = model.graph
+    _ = try PassRunner(passes: Pipeline.codegen).run(&graph)
+    let kernels = try forwardKernels(graph)
+    // One kernel a call: the convolution of the folded weights, the relu in its epilogue.
+    #expect(kernels.count == 1)
+    let convolution = try #require(kernels.first)
+    #expect(Set(convolution.body.map(\.op)) == ["conv2d", "relu"])
+    // Its weights are a value of parameters alone: the GEMM's packed copy is kept per parameter
+    // version, as for a parameter.
+    let member = try #require(convolution.body.first { $0.op == "conv2d" })
+    #expect(graph.param(for: member.operands[1]) == nil)
+    #expect(try #require(ConvolutionSchedule(member, in: graph)).packsWeightsOnce)
+    #expect(graph.isFixed(member.operands[1]))
+    let compiled = try model.compile(
+      options: TestCache.options(), parameters: try model.initialParameters(seed: 3))
+    for batch in [1, 4] {
+      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 5)
+      try expectForwardMatches(model, compiled, inputs: inputs, output: "z", mode: .inference)
+    }
+    // New values of the folded constants are seen by the next call.
+    try compiled.setParameter(
+      Tensor(shape: [1, 32, 1, 1], scalars: [Float](repeating: -1.5, count: 32)), named: "s")
+    try compiled.setParameter(Tensor(shape: [], scalars: [Float(-0.25)]), named: "c")
+    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 2], seed: 6)
+    try expectForwardMatches(model, compiled, inputs: inputs, output: "z", mode: .inference)
+    // Without the pass the chain stays in the epilogue, and gives the same values.
+    var unfolded = model.graph
+    _ = try PassRunner(passes: Pipeline.codegen.filter { $0.name != ScaleFolding.name }).run(
+      &unfolded)
+    let epilogue = try #require(try forwardKernels(unfolded).first)
+    #expect(Set(epilogue.body.map(\.op)).isSuperset(of: ["sub", "mul", "div", "add"]))
   }
 
   @Test("training steps keep the batch statistics' kernels: the train step's schedule is unchanged")

@@ -274,6 +274,18 @@ public enum InferenceForm: Sendable, Hashable {
 
 // MARK: Algebra
 
+/// A binary op as an affine map `x ↦ s · x + t` of one operand x, the other operand c held fixed.
+public enum AffineStep: Sendable, Hashable {
+  /// `x + c` or `c + x`: t = c.
+  case add
+  /// `x - c` (s = 1, t = -c), or `c - x` (s = -1, t = c).
+  case subtract
+  /// `x · c` or `c · x`: s = c.
+  case multiply
+  /// `x / c` (s = 1 / c); `c / x` is not affine.
+  case divide
+}
+
 /// Identities that simplification and constant folding use.
 public struct AlgebraicProperties: Sendable, Hashable {
   /// `e ⊕ x = x` (0 for add, 1 for mul).
@@ -296,12 +308,18 @@ public struct AlgebraicProperties: Sendable, Hashable {
   /// operand). A convolution fused with the max pool after it applies its epilogue to the pooled
   /// values instead of to every element (`Fusion`, `KernelSchedule.pooling`).
   public var nonDecreasingOperands: [Int]
+  /// The op as an affine map of one operand when the other is fixed (`x + c`, `x - c` or `c - x`,
+  /// `c · x`, `x / c`): `scale-fold` moves a chain of them with per-channel fixed operands after a
+  /// convolution into its weights and bias.
+  public var affine: AffineStep?
 
   public init(
     leftIdentity: Double? = nil, rightIdentity: Double? = nil, isInvolution: Bool = false,
     isIdentityWhenTypeUnchanged: Bool = false, isDivision: Bool = false,
-    isCheapToRecompute: Bool = false, nonDecreasingOperands: [Int] = []
+    isCheapToRecompute: Bool = false, nonDecreasingOperands: [Int] = [],
+    affine: AffineStep? = nil
   ) {
+    self.affine = affine
     self.leftIdentity = leftIdentity
     self.rightIdentity = rightIdentity
     self.isInvolution = isInvolution

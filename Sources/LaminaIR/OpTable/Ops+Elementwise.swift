@@ -9,7 +9,8 @@ extension OpRegistry {
       "Adds two tensors elementwise, with broadcasting; integers wrap around (two's complement).",
       "y = a + b",
       algebra: AlgebraicProperties(
-        leftIdentity: 0, rightIdentity: 0, isCheapToRecompute: true, nonDecreasingOperands: [0, 1]),
+        leftIdentity: 0, rightIdentity: 0, isCheapToRecompute: true, nonDecreasingOperands: [0, 1],
+        affine: .add),
       c: { c in
         c.isFloatingPoint
           ? "\(c.operands[0]) + \(c.operands[1])" : c.wrapping(c.operands[0], "+", c.operands[1])
@@ -21,7 +22,7 @@ extension OpRegistry {
       "Subtracts b from a elementwise, with broadcasting; integers wrap around (two's complement).",
       "y = a - b",
       algebra: AlgebraicProperties(
-        rightIdentity: 0, isCheapToRecompute: true, nonDecreasingOperands: [0]),
+        rightIdentity: 0, isCheapToRecompute: true, nonDecreasingOperands: [0], affine: .subtract),
       c: { c in
         c.isFloatingPoint
           ? "\(c.operands[0]) - \(c.operands[1])" : c.wrapping(c.operands[0], "-", c.operands[1])
@@ -34,7 +35,8 @@ extension OpRegistry {
       "mul",
       "Multiplies two tensors elementwise, with broadcasting; integers wrap around (two's complement).",
       "y = a * b",
-      algebra: AlgebraicProperties(leftIdentity: 1, rightIdentity: 1, isCheapToRecompute: true),
+      algebra: AlgebraicProperties(
+        leftIdentity: 1, rightIdentity: 1, isCheapToRecompute: true, affine: .multiply),
       c: { c in
         c.isFloatingPoint
           ? "\(c.operands[0]) * \(c.operands[1])" : c.wrapping(c.operands[0], "*", c.operands[1])
@@ -51,7 +53,7 @@ extension OpRegistry {
       "div",
       "Divides a by b elementwise, with broadcasting. Integer division truncates toward zero; an integer divided by 0 gives 0 (not an error), and the smallest integer divided by -1 wraps around to itself.",
       "y = a / b; integers: y = trunc(a / b), y = 0 where b = 0, y = a where a = min and b = -1",
-      algebra: AlgebraicProperties(rightIdentity: 1, isDivision: true),
+      algebra: AlgebraicProperties(rightIdentity: 1, isDivision: true, affine: .divide),
       c: { c in
         // C's integer division traps (SIGFPE) on b = 0 and on min / -1, undefined behaviour both;
         // they are picked out before dividing. An expression has no way to report an error, hence
