@@ -62,8 +62,7 @@ struct CommandLinePassSelectionTests {
     #expect(
       passesRun(some) == [
         "shape-inference", "hoist", "autodiff", "hoist", "optimizer", "constant-fold", "dce",
-        "mode-specialize",
-        "decompose", "memory-plan",
+        "mode-specialize", "scale-fold", "decompose", "memory-plan",
       ])
 
     // Without simplify and transpose-fold, the final IR keeps the multiplication by one and the
