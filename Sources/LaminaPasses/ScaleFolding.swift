@@ -197,7 +197,9 @@ public struct ScaleFolding: GraphPass {
       let scaleType = builder.type(of: scale)
       let broadcast =
         scaleType.rank == 0
-        ? scale : try builder.op(Ops.reshape, [scale], ["shape": .dims([Dim(channels), Dim(1), Dim(1), Dim(1)])])
+        ? scale
+        : try builder.op(
+          Ops.reshape, [scale], ["shape": .dims([Dim(channels), Dim(1), Dim(1), Dim(1)])])
       weights = try builder.mul(weights, broadcast)
       bias = try builder.mul(bias, scale)
     }
