@@ -13,8 +13,23 @@ public struct MemoryPlanPrinter {
     for entry in EntryPoint.all(in: graph) {
       guard let plan = graph.memoryPlans[entry.name] else { continue }
       out += print(plan, in: graph)
+      out += keptLine(entry, in: graph)
     }
     return out
+  }
+
+  /// The values `entry` keeps between calls outside the arena (`EntryPoint.keptNodes`), if any.
+  func keptLine(_ entry: EntryPoint, in graph: Graph) -> String {
+    let kept = entry.keptNodes(in: graph, schedule: entry.schedule(in: graph))
+    guard !kept.isEmpty else { return "" }
+    let values = kept.sorted().flatMap { graph.nodes[$0].results }
+    let bytes = values.reduce(0) { total, value in
+      let type = graph.type(of: value)
+      return total + (type.boundedStaticElementCount ?? 0) * type.dtype.byteSize
+    }
+    let shown = values.prefix(6).map { "%" + graph[$0].name }.joined(separator: ", ")
+    return
+      "// kept by \(entry.name) between calls, outside the arena (values of parameters, state and constants alone, computed again when the parameter version moves): \(values.count) values, \(bytes) bytes: \(shown)\(values.count > 6 ? ", ..." : "")\n"
   }
 
   public func print(_ plan: MemoryPlan, in graph: Graph) -> String {

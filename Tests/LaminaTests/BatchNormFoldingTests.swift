@@ -201,6 +201,11 @@ struct BatchNormFoldingTests {
     #expect(graph.param(for: member.operands[1]) == nil)
     #expect(try #require(ConvolutionSchedule(member, in: graph)).packsWeightsOnce)
     #expect(graph.isFixed(member.operands[1]))
+    // The memory plan's dump lists them: the scale, the bias and the weights.
+    #expect(
+      MemoryPlanPrinter().print(graph).contains(
+        "kept by forward between calls, outside the arena (values of parameters, state and constants alone, computed again when the parameter version moves): 3 values"
+      ))
     let compiled = try model.compile(
       options: TestCache.options(), parameters: try model.initialParameters(seed: 3))
     for batch in [1, 4] {
