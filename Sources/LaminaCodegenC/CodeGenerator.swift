@@ -123,6 +123,9 @@ private struct Generator {
   /// The next derived-data slot for an entry point's kept values (`EntryPoint.keptNodes`), after
   /// the kernels' slots.
   var nextKeptSlot: Int
+  /// The slot of each set of kept nodes already given one: `forward` and `evaluate` keep the same
+  /// values, in one buffer (the same layout), not two copies.
+  var keptSlots: [[Int]: Int] = [:]
 
   init(graph: Graph) {
     self.graph = graph
@@ -496,14 +499,21 @@ private struct Generator {
     // Values of parameters, state and constants alone, computed when the parameters changed and
     // kept between calls, each at its own offset of one buffer the context keeps (a derived slot).
     let keptNodes = entry.keptNodes(in: graph, schedule: needed)
+    let keptKey = keptNodes.sorted()
+    let keptSlot = keptSlots[keptKey] ?? nextKeptSlot
+    if !keptNodes.isEmpty && keptSlots[keptKey] == nil {
+      keptSlots[keptKey] = keptSlot
+      nextKeptSlot += 1
+    }
+    // Offsets in node order, so that every entry point keeping the same nodes lays them out alike.
+    var keptOffsets: [ValueID: Int] = [:]
     var keptBytes = 0
-    let keptSlot = nextKeptSlot
-    if !keptNodes.isEmpty { nextKeptSlot += 1 }
-    func keptStorage(_ value: ValueID) -> Storage {
-      let offset = keptBytes
-      let type = self.graph.type(of: value)
-      keptBytes += (type.boundedStaticElementCount! * type.dtype.byteSize + 63) / 64 * 64
-      return .kept(offset)
+    for nodeIndex in keptKey {
+      for value in self.graph.nodes[nodeIndex].results {
+        let type = self.graph.type(of: value)
+        keptOffsets[value] = keptBytes
+        keptBytes += (type.boundedStaticElementCount! * type.dtype.byteSize + 63) / 64 * 64
+      }
     }
     var arenaValues: [ValueID] = []
     func arenaStorage(_ value: ValueID) -> Storage {
@@ -559,7 +569,7 @@ private struct Generator {
         case .param(let index): storage[value] = .param(index)
         case .state(let index): storage[value] = .state(index)
         case .arena: storage[value] = arenaStorage(value)
-        case .kept: storage[value] = keptStorage(value)
+        case .kept: storage[value] = .kept(keptOffsets[value]!)
         }
       }
       // After the results: the carried arguments point at the final carried values' storage.

@@ -159,6 +159,12 @@ struct BatchNormFoldingTests {
     #expect(launches["forward"] == 1)
     #expect(launches["evaluate"] == 2)
     #expect(generated.source.contains("if (kept_stale) {"))
+    // forward and evaluate keep the same values: one buffer (one slot, one size), not two.
+    let keptLines = generated.source.split(separator: "\n").filter {
+      $0.contains("&kept_stale);")
+    }
+    #expect(keptLines.count == 2)
+    #expect(Set(keptLines.map { $0.trimmingCharacters(in: .whitespaces) }).count == 1)
     // Training-mode entry points keep nothing: the statistics are the batch's.
     #expect(try #require(launches["forward_training"]) > 1)
     #expect(try #require(launches["train_0"]) > 1)
@@ -170,6 +176,25 @@ struct BatchNormFoldingTests {
     let graph = try lowered(Self.convolution)
     try compiled.setState(try runningState(graph, offset: 0.25))
     try expectForwardMatches(model, compiled, inputs: inputs, output: "y", mode: .inference)
+    // evaluate reads the buffer forward filled, and computes it when it is the first to run.
+    let parameters = try compiled.parameters().merging(try compiled.modelState()) { a, _ in a }
+    let expected = try model.interpret(
+      inputs: inputs, parameters: parameters, outputs: ["y"] + model.graph.losses.map(\.name))
+    let (outputs, losses) = try compiled.evaluate(inputs)
+    expectBatchNormClose(
+      try #require(outputs["y"]).doubles(), try #require(expected["y"]).doubles(), 2e-5)
+    for (name, loss) in losses {
+      expectBatchNormClose(loss.doubles(), try #require(expected[name]).doubles(), 2e-5)
+    }
+    try compiled.setState(try runningState(graph, offset: 0.5))
+    let (after, _) = try compiled.evaluate(inputs)
+    let parametersAfter = try compiled.parameters().merging(try compiled.modelState()) { a, _ in
+      a
+    }
+    let expectedAfter = try model.interpret(
+      inputs: inputs, parameters: parametersAfter, outputs: ["y"])
+    expectBatchNormClose(
+      try #require(after["y"]).doubles(), try #require(expectedAfter["y"]).doubles(), 2e-5)
   }
 
   @Test(
