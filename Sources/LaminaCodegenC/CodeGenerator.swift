@@ -120,11 +120,9 @@ private struct Generator {
   /// The derived-data slot of each top-level node whose kernel keeps data derived from parameters
   /// (`DerivedData`), by the node's first result.
   let derivedSlots: [ValueID: Int]
-  /// The next derived-data slot for an entry point's kept values (`EntryPoint.keptNodes`), after
-  /// the kernels' slots.
-  var nextKeptSlot: Int
-  /// The slot of each set of kept nodes already given one: `forward` and `evaluate` keep the same
-  /// values, in one buffer (the same layout), not two copies.
+  /// The derived-data slot of each set of kept nodes (`EntryPoint.keptNodes`), numbered after the
+  /// kernels' slots: `forward` and `evaluate` keep the same values in one buffer (the same
+  /// layout), not two copies.
   var keptSlots: [[Int]: Int] = [:]
 
   init(graph: Graph) {
@@ -132,7 +130,6 @@ private struct Generator {
     self.packedProducts = Set(
       PackedLoopOperand.products(inLoopsOf: graph.nodes, graph: graph).map(\.product.result))
     self.derivedSlots = DerivedData.slots(in: graph)
-    self.nextKeptSlot = derivedSlots.count
     var ids: [ValueID: Int] = [:]
     for node in graph.nodes where node.hasRegion {
       for member in EntryPoint.regionMembers(of: node) where !member.results.isEmpty {
@@ -500,11 +497,8 @@ private struct Generator {
     // kept between calls, each at its own offset of one buffer the context keeps (a derived slot).
     let keptNodes = entry.keptNodes(in: graph, schedule: needed)
     let keptKey = keptNodes.sorted()
-    let keptSlot = keptSlots[keptKey] ?? nextKeptSlot
-    if !keptNodes.isEmpty && keptSlots[keptKey] == nil {
-      keptSlots[keptKey] = keptSlot
-      nextKeptSlot += 1
-    }
+    let keptSlot = keptSlots[keptKey] ?? derivedSlots.count + keptSlots.count
+    if !keptNodes.isEmpty { keptSlots[keptKey] = keptSlot }
     // Offsets in node order, so that every entry point keeping the same nodes lays them out alike.
     var keptOffsets: [ValueID: Int] = [:]
     var keptBytes = 0

@@ -96,13 +96,7 @@ public struct EntryPoint: Hashable, Sendable {
     var kept = Set<Int>()
     for nodeIndex in schedule {
       let node = graph.nodes[nodeIndex]
-      guard !node.hasRegion, node.operands.allSatisfy(fixed.contains),
-        ([node] + node.body).allSatisfy({ member in
-          guard let definition = OpRegistry.definition(member.op) else {
-            return member.op == Node.fusedOp
-          }
-          return definition.effects.isPure && !definition.dependsOnMode
-        }),
+      guard node.isPureInEveryMode, node.operands.allSatisfy(fixed.contains),
         node.results.allSatisfy({
           !exposed.contains($0) && graph.type(of: $0).symbols.isEmpty
             && graph.type(of: $0).boundedStaticElementCount != nil

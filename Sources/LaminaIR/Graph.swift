@@ -381,35 +381,19 @@ public struct Graph: Sendable {
   /// The parameter declaration of a value, if it is a parameter.
   public func param(for value: ValueID) -> ParamDecl? { params.first { $0.value == value } }
 
-  /// Whether `value` is a parameter or state, or the result of pure ops (outside loops) of
-  /// parameters, state and constants alone: it changes only when they do.
-  public func isFixed(_ value: ValueID) -> Bool {
-    let sources = Set(params.map(\.value)).union(states.map(\.value))
-    var producer: [ValueID: Int] = [:]
-    for (index, node) in nodes.enumerated() {
-      for result in node.results { producer[result] = index }
+  /// Parameters, state, and the results of nodes that compute the same values in every call and
+  /// mode (`Node.isPureInEveryMode`) from them alone: values that change only when the
+  /// parameters or state do.
+  public func fixedValues() -> Set<ValueID> {
+    var fixed = Set(params.map(\.value)).union(states.map(\.value))
+    for node in nodes where node.isPureInEveryMode && node.operands.allSatisfy(fixed.contains) {
+      fixed.formUnion(node.results)
     }
-    var known: [ValueID: Bool] = [:]
-    func fixed(_ value: ValueID) -> Bool {
-      if sources.contains(value) { return true }
-      if let answer = known[value] { return answer }
-      known[value] = false  // a cycle cannot occur, but must not recurse forever either
-      guard let index = producer[value] else { return false }
-      let node = nodes[index]
-      // A fused node (no op-table entry) is pure when every member is.
-      let members = node.op == Node.fusedOp ? node.body : [node]
-      guard !node.hasRegion,
-        members.allSatisfy({ member in
-          guard let definition = member.definition else { return false }
-          return definition.effects.isPure && !definition.dependsOnMode
-        })
-      else { return false }
-      let answer = node.operands.allSatisfy(fixed)
-      known[value] = answer
-      return answer
-    }
-    return fixed(value)
+    return fixed
   }
+
+  /// Whether `value` is one of `fixedValues()`.
+  public func isFixed(_ value: ValueID) -> Bool { fixedValues().contains(value) }
 
   /// The value of an output or loss by its public name.
   public func exposedValue(named name: String) -> ValueID? {
@@ -476,5 +460,17 @@ public struct Graph: Sendable {
     let value = makeValue(name: name, type: type, location: location)
     states.append(StateDecl(value: value, initializer: initializer, step: step))
     return value
+  }
+}
+
+extension Node {
+  /// Whether the node gives the same results for the same operands in every call and mode: no
+  /// effects, not mode-dependent, not a loop; a fused node when every member is.
+  public var isPureInEveryMode: Bool {
+    guard !hasRegion else { return false }
+    return (op == Node.fusedOp ? body : [self]).allSatisfy { member in
+      guard let definition = member.definition else { return false }
+      return definition.effects.isPure && !definition.dependsOnMode
+    }
   }
 }

@@ -44,13 +44,7 @@ public struct ScaleFolding: GraphPass {
       EntryPoint.all(in: graph).filter { $0.mode == .training }.flatMap {
         $0.schedule(in: graph)
       })
-    var fixed = Set(graph.params.map(\.value)).union(graph.states.map(\.value))
-    for node in graph.nodes {
-      guard !node.hasRegion, let definition = node.definition, definition.effects.isPure,
-        !definition.dependsOnMode, node.operands.allSatisfy(fixed.contains)
-      else { continue }
-      fixed.formUnion(node.results)
-    }
+    let fixed = graph.fixedValues()
     // Values read by more than one node or kept past the graph (outputs, updates) end a chain.
     var uses: [ValueID: Int] = [:]
     var user: [ValueID: Int] = [:]
@@ -60,11 +54,7 @@ public struct ScaleFolding: GraphPass {
         user[operand] = index
       }
     }
-    var exposed = Set(graph.outputs.map(\.value) + graph.losses.map(\.value))
-    exposed.formUnion(graph.inferenceSpecializations.map(\.inference))
-    exposed.formUnion(graph.assignments.map(\.value))
-    exposed.formUnion(graph.stateUpdates.map(\.value))
-    exposed.formUnion(graph.gradients.map(\.gradient))
+    let exposed = graph.exposedValues
 
     var working = graph
     var removed = Set<Int>()
