@@ -393,7 +393,27 @@ public struct Graph: Sendable {
   }
 
   /// Whether `value` is one of `fixedValues()`.
-  public func isFixed(_ value: ValueID) -> Bool { fixedValues().contains(value) }
+  ///
+  /// Walks back from `value` through its producers instead of over the whole graph: the code
+  /// generator asks this of every convolution's weights several times, and the whole walk made
+  /// ResNet-50's C generation take 280 ms instead of 30.
+  public func isFixed(_ value: ValueID) -> Bool {
+    var pending = [value]
+    var seen = Set<ValueID>()
+    while let current = pending.popLast() {
+      guard seen.insert(current).inserted else { continue }
+      if params.contains(where: { $0.value == current })
+        || states.contains(where: { $0.value == current })
+      {
+        continue
+      }
+      guard let producer = nodes.last(where: { $0.results.contains(current) }),
+        producer.isPureInEveryMode
+      else { return false }
+      pending += producer.operands
+    }
+    return true
+  }
 
   /// The value of an output or loss by its public name.
   public func exposedValue(named name: String) -> ValueID? {
