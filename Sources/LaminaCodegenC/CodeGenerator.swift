@@ -39,6 +39,10 @@ private enum Storage: Hashable {
   case loss(Int)
   case arena(Int)  // index of the arena slot
   case kept(Int)  // byte offset in the entry point's kept buffer (values of parameters alone)
+  /// Byte offset in the memory the kept block allocates for values convolutions only pack
+  /// (`EntryPoint.transientValues`); NULL outside that block, where the convolutions read their
+  /// packed copies.
+  case transient(Int)
   case local(String)  // a loop body's argument: a byte pointer the loop sets each step
 }
 
@@ -500,13 +504,24 @@ private struct Generator {
     let keptSlot = keptSlots[keptKey] ?? derivedSlots.count + keptSlots.count
     if !keptNodes.isEmpty { keptSlots[keptKey] = keptSlot }
     // Offsets in node order, so that every entry point keeping the same nodes lays them out alike.
+    // Values only convolutions read, and only to pack them, live in memory of their own while the
+    // kept block runs (their own offsets, from 0).
+    let transientPackers = entry.transientValues(in: graph, schedule: needed)
     var keptOffsets: [ValueID: Int] = [:]
     var keptBytes = 0
+    var transientOffsets: [ValueID: Int] = [:]
+    var transientBytes = 0
     for nodeIndex in keptKey {
       for value in self.graph.nodes[nodeIndex].results {
         let type = self.graph.type(of: value)
-        keptOffsets[value] = keptBytes
-        keptBytes += (type.boundedStaticElementCount! * type.dtype.byteSize + 63) / 64 * 64
+        let size = (type.boundedStaticElementCount! * type.dtype.byteSize + 63) / 64 * 64
+        if transientPackers[value] != nil {
+          transientOffsets[value] = transientBytes
+          transientBytes += size
+        } else {
+          keptOffsets[value] = keptBytes
+          keptBytes += size
+        }
       }
     }
     var arenaValues: [ValueID] = []
@@ -563,7 +578,9 @@ private struct Generator {
         case .param(let index): storage[value] = .param(index)
         case .state(let index): storage[value] = .state(index)
         case .arena: storage[value] = arenaStorage(value)
-        case .kept: storage[value] = .kept(keptOffsets[value]!)
+        case .kept:
+          storage[value] =
+            transientOffsets[value].map { .transient($0) } ?? .kept(keptOffsets[value]!)
         }
       }
       // After the results: the carried arguments point at the final carried values' storage.
@@ -779,6 +796,8 @@ private struct Generator {
       body.line("unsigned char* const arena = ctx->arena;")
       body.line("(void)arena;")
 
+      // While the kept block is written, transient values are addresses in its memory.
+      var emittingKeptBlock = false
       func pointer(_ value: ValueID, writable: Bool = false) -> String {
         address(of: value, in: storage[value]!, writable: writable)
       }
@@ -795,6 +814,9 @@ private struct Generator {
         case .loss(let index): return "(\(type)*)losses[\(index)]"
         case .arena(let slot): return "(\(type)*)(arena + offsets[\(slot)])"
         case .kept(let offset): return "(\(qualifier)\(type)*)(kept + \(offset))"
+        case .transient(let offset):
+          return emittingKeptBlock
+            ? "(\(qualifier)\(type)*)(transient + \(offset))" : "(\(qualifier)\(type)*)NULL"
         case .local(let name): return "(\(qualifier)\(type)*)\(name)"
         }
       }
@@ -1000,12 +1022,47 @@ private struct Generator {
           "if (!kept) return lamina_fail(ctx, LAMINA_ERROR_MEMORY, \"out of memory for the values kept between calls\");"
         )
         body.block("if (kept_stale)") { block in
+          emittingKeptBlock = true
+          defer { emittingKeptBlock = false }
+          // A failure leaves the buffer part-filled: the next call computes it again.
+          var onFailure = "{ lamina_derived_forget(ctx, \(slot)); return status; }"
+          if transientBytes > 0 {
+            block.line(
+              "/* Convolution weights of parameters alone (\(transientBytes) bytes): here only until the convolutions have packed them. */"
+            )
+            block.line(
+              "unsigned char* const transient = (unsigned char*)aligned_alloc(64, \(transientBytes));"
+            )
+            block.line(
+              "if (!transient) { lamina_derived_forget(ctx, \(slot)); return lamina_fail(ctx, LAMINA_ERROR_MEMORY, \"out of memory for convolution weights before they are packed\"); }"
+            )
+            onFailure = "{ free(transient); lamina_derived_forget(ctx, \(slot)); return status; }"
+          }
           for nodeIndex in needed where keptNodes.contains(nodeIndex) {
-            // A failed kernel leaves the buffer part-filled: the next call computes it again.
             call(
               graph.nodes[nodeIndex], kernel: kernelName(nodeIndex), into: &block,
-              onFailure: "{ lamina_derived_forget(ctx, \(slot)); return status; }", perCall: false)
+              onFailure: onFailure, perCall: false)
           }
+          // Each convolution packs its weights into its own slot now; at its call it finds them
+          // current (it gets NULL for the weights).
+          let packing = transientPackers.flatMap { value, nodes in nodes.map { (value, $0) } }
+            .sorted { ($0.1, $0.0) < ($1.1, $1.0) }
+          for (value, nodeIndex) in packing {
+            let node = graph.nodes[nodeIndex]
+            block.line(
+              "/* \(CText.comment("%" + graph[value].name)) packed for \(CText.comment("%" + graph[node.result].name)) */"
+            )
+            // Without a slot or geometry (never for a node transientValues chose), an error.
+            block.line(
+              derivedSlots[node.results[0]].flatMap { derivedSlot in
+                ConvolutionKernels.deriveCall(
+                  of: node, in: graph, slot: derivedSlot, weights: pointer(value))
+              } ?? "status = LAMINA_ERROR_ARGUMENT;")
+            block.line(
+              "if (status != LAMINA_OK) { free(transient); lamina_derived_forget(ctx, \(slot)); return lamina_fail(ctx, status, \"%s\", \"out of memory for a convolution's packed weights\"); }"
+            )
+          }
+          if transientBytes > 0 { block.line("free(transient);") }
         }
       }
       for nodeIndex in needed {

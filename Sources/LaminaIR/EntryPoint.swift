@@ -109,6 +109,43 @@ public struct EntryPoint: Hashable, Sendable {
     return kept
   }
 
+  /// The results of `keptNodes` needed only until convolutions pack them: each is read by nothing
+  /// but the weights of convolutions whose kernels keep their own packed copy per parameter
+  /// version (`ConvolutionSchedule.packsWeightsOnce`), such as the weights `scale-fold` scales.
+  /// Keeping them too would hold the weights twice more (ResNet-50: 95 MB beside the parameters and
+  /// the packed copies), so the entry point computes them into memory of its own when the
+  /// parameters moved, has the convolutions pack them there, and frees it. By value: the nodes
+  /// (top-level, in `schedule`) whose kernels pack it.
+  public func transientValues(in graph: Graph, schedule: [Int]) -> [ValueID: [Int]] {
+    let kept = keptNodes(in: graph, schedule: schedule)
+    guard !kept.isEmpty else { return [:] }
+    let candidates = Set(kept.flatMap { graph.nodes[$0].results })
+    var packers: [ValueID: [Int]] = [:]
+    var refused = Set<ValueID>()
+    for nodeIndex in schedule {
+      let node = graph.nodes[nodeIndex]
+      let used = Set(([node] + EntryPoint.regionMembers(of: node)).flatMap(\.operands))
+        .intersection(candidates)
+      guard !used.isEmpty else { continue }
+      // The convolution that would pack it: the node itself, or the producer of a fused node.
+      let convolution = node.op == Node.fusedOp ? node.epilogueProducer : node
+      let readers = node.op == Node.fusedOp ? node.body : [node]
+      for value in used {
+        guard !kept.contains(nodeIndex), !node.hasRegion, let convolution,
+          convolution.operands.count > 1, convolution.operands[1] == value,
+          ConvolutionSchedule(convolution, in: graph)?.packsWeightsOnce == true,
+          readers.flatMap(\.operands).filter({ $0 == value }).count == 1
+        else {
+          refused.insert(value)
+          continue
+        }
+        packers[value, default: []].append(nodeIndex)
+      }
+    }
+    for value in refused { packers[value] = nil }
+    return packers
+  }
+
   /// Where each value the entry point touches lives, before memory planning.
   ///
   /// Inputs, parameters and state live in their own storage; aliasing ops (`reshape`) share their

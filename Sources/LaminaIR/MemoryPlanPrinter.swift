@@ -18,18 +18,34 @@ public struct MemoryPlanPrinter {
     return out
   }
 
-  /// The values `entry` keeps between calls outside the arena (`EntryPoint.keptNodes`), if any.
+  /// The values `entry` keeps between calls outside the arena (`EntryPoint.keptNodes`), if any,
+  /// and those of them it holds only until convolutions pack them (`EntryPoint.transientValues`).
   func keptLine(_ entry: EntryPoint, in graph: Graph) -> String {
-    let kept = entry.keptNodes(in: graph, schedule: entry.schedule(in: graph))
+    let schedule = entry.schedule(in: graph)
+    let kept = entry.keptNodes(in: graph, schedule: schedule)
     guard !kept.isEmpty else { return "" }
+    let transient = entry.transientValues(in: graph, schedule: schedule)
     let values = kept.sorted().flatMap { graph.nodes[$0].results }
-    let bytes = values.reduce(0) { total, value in
-      let type = graph.type(of: value)
-      return total + (type.boundedStaticElementCount ?? 0) * type.dtype.byteSize
+    func describe(_ values: [ValueID]) -> String {
+      let bytes = values.reduce(0) { total, value in
+        let type = graph.type(of: value)
+        return total + (type.boundedStaticElementCount ?? 0) * type.dtype.byteSize
+      }
+      let shown = values.prefix(6).map { "%" + graph[$0].name }.joined(separator: ", ")
+      return "\(values.count) values, \(bytes) bytes: \(shown)\(values.count > 6 ? ", ..." : "")"
     }
-    let shown = values.prefix(6).map { "%" + graph[$0].name }.joined(separator: ", ")
-    return
-      "// kept by \(entry.name) between calls, outside the arena (values of parameters, state and constants alone, computed again when the parameter version moves): \(values.count) values, \(bytes) bytes: \(shown)\(values.count > 6 ? ", ..." : "")\n"
+    let held = values.filter { transient[$0] == nil }
+    var text = ""
+    if !held.isEmpty {
+      text +=
+        "// kept by \(entry.name) between calls, outside the arena (values of parameters, state and constants alone, computed again when the parameter version moves): \(describe(held))\n"
+    }
+    let packed = values.filter { transient[$0] != nil }
+    if !packed.isEmpty {
+      text +=
+        "// computed by \(entry.name) when the parameter version moves and freed once convolutions have packed them (weights of parameters alone): \(describe(packed))\n"
+    }
+    return text
   }
 
   public func print(_ plan: MemoryPlan, in graph: Graph) -> String {

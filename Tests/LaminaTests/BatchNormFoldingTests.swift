@@ -226,10 +226,16 @@ struct BatchNormFoldingTests {
     #expect(graph.param(for: member.operands[1]) == nil)
     #expect(try #require(ConvolutionSchedule(member, in: graph)).packsWeightsOnce)
     #expect(graph.isFixed(member.operands[1]))
-    // The memory plan's dump lists them: the scale, the bias and the weights.
+    // The memory plan's dump lists them: the scale and the bias kept, the weights only until the
+    // convolution has packed them.
+    let plans = MemoryPlanPrinter().print(graph)
     #expect(
-      MemoryPlanPrinter().print(graph).contains(
-        "kept by forward between calls, outside the arena (values of parameters, state and constants alone, computed again when the parameter version moves): 3 values"
+      plans.contains(
+        "kept by forward between calls, outside the arena (values of parameters, state and constants alone, computed again when the parameter version moves): 2 values"
+      ))
+    #expect(
+      plans.contains(
+        "computed by forward when the parameter version moves and freed once convolutions have packed them (weights of parameters alone): 1 values"
       ))
     let compiled = try model.compile(
       options: TestCache.options(), parameters: try model.initialParameters(seed: 3))
@@ -249,6 +255,67 @@ struct BatchNormFoldingTests {
       &unfolded)
     let epilogue = try #require(try forwardKernels(unfolded).first)
     #expect(Set(epilogue.body.map(\.op)).isSuperset(of: ["sub", "mul", "div", "add"]))
+  }
+
+  /// Three convolutions, each with a batch norm folded into its weights, one per kernel that keeps
+  /// its own packed copy of the weights: Winograd, the channel kernel (stride 2) and the GEMM.
+  static let threeKernels = """
+    model Folds {
+      input x: f32[batch, 16, 12, 12]
+      input t: f32[batch, 32, 6, 6]
+      let a = x |> conv2d(filters: 64, kernel: 3, padding: 1) |> batch_norm |> relu
+      let b = a |> conv2d(filters: 64, kernel: 3, stride: 2, padding: 1) |> batch_norm |> relu
+      let c = b |> conv2d(filters: 32, kernel: 1) |> batch_norm
+      output c
+      loss = mse(c, t)
+      train with sgd(lr: 0.01)
+    }
+    """
+
+  @Test(
+    "folded convolution weights live only until the convolutions pack them (Winograd, channel kernel, GEMM), and every change is seen"
+  )
+  func foldedWeightsFreedOncePacked() throws {
+    let model = try Model(source: Self.threeKernels, pipeline: Pipeline.training)
+    let graph = try lowered(Self.threeKernels)
+    let entry = try #require(EntryPoint.all(in: graph).first { $0.name == "forward" })
+    let transient = entry.transientValues(in: graph, schedule: entry.schedule(in: graph))
+    // The three folded weights, each packed by its own convolution's kernel, one of each kind.
+    #expect(transient.count == 3)
+    let algorithms = Set(
+      transient.values.flatMap { $0 }.compactMap { index -> ConvolutionSchedule.Algorithm? in
+        let node = graph.nodes[index]
+        let convolution = node.op == Node.fusedOp ? node.epilogueProducer : node
+        return convolution.flatMap { ConvolutionSchedule($0, in: graph) }?.algorithm
+      })
+    #expect(algorithms == [.winograd4, .directChannels, .im2colGemm])
+    // Their memory is the kept block's own, freed there; the kept buffer holds the rest.
+    let source = try model.generateC().source
+    #expect(source.components(separatedBy: "lamina_conv2d_derive_f32(").count - 1 == 6)
+    #expect(source.components(separatedBy: "free(transient);").count > 2)
+
+    let compiled = try model.compile(
+      options: TestCache.options(), parameters: try model.initialParameters(seed: 21))
+    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 3], seed: 22)
+    func output() throws -> [Double] { try #require(try compiled.forward(inputs)["c"]).doubles() }
+    func check() throws {
+      try expectForwardMatches(model, compiled, inputs: inputs, output: "c", mode: .inference)
+    }
+    try check()
+    // Again: the packed copies are current, the convolutions read no weights.
+    try check()
+    var previous = try output()
+    try compiled.setState(runningState(model.graph, offset: 0.25))
+    try check()
+    #expect(try output() != previous)
+    previous = try output()
+    try compiled.setParameters(try model.initialParameters(seed: 23))
+    try check()
+    #expect(try output() != previous)
+    previous = try output()
+    _ = try compiled.trainStep(inputs)
+    try check()
+    #expect(try output() != previous)
   }
 
   @Test("training steps keep the batch statistics' kernels: the train step's schedule is unchanged")

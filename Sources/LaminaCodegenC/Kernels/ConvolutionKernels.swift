@@ -30,6 +30,20 @@ enum ConvolutionKernels {
     }
   }
 
+  /// The statement packing `weights` into derived slot `slot` as the kernel of `node` (a
+  /// convolution, or a fused node it produces for) packs them, with the kernel's own geometry:
+  /// for weights that exist only until they are packed (`EntryPoint.transientValues`).
+  static func deriveCall(of node: Node, in graph: Graph, slot: Int, weights: String) -> String? {
+    let producer = node.op == Node.fusedOp ? node.epilogueProducer : node
+    guard let producer, let geometry = try? geometry(of: producer, in: graph) else { return nil }
+    let pooling = node.op == Node.fusedOp ? KernelSchedule(node, in: graph)?.pooling : nil
+    let schedule = ConvolutionSchedule(producer, in: graph) ?? ConvolutionSchedule(geometry)
+    let suffix = geometry.dtype == .f32 ? "f32" : "f64"
+    let literal = literal(geometry, algorithm: schedule.cConstant, pooling: pooling)
+    return
+      "status = lamina_conv2d_derive_\(suffix)(ctx, \(slot), &(const lamina_conv2d_geometry)\(literal), \(weights));"
+  }
+
   /// `{batch, in_channels, ..., algorithm, pool...}`: a `lamina_conv2d_geometry` initializer;
   /// `algorithm` is a `LAMINA_CONV_ALGORITHM_*` constant (the forward convolution's schedule),
   /// `pooling` the max pool the forward kernel writes instead of its result.

@@ -1669,60 +1669,89 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     return LAMINA_WINOGRAD_FORCE ? LAMINA_WINOGRAD_FORCE : g->algorithm == LAMINA_CONV_ALGORITHM_WINOGRAD_2 ? 2 : 4;   \
   }                                                                                                                     \
                                                                                                                         \
+  /* What lamina_conv2d_forward_derived_* keeps of w in slot `slot` (lamina_derived), filled when the slot is stale:  \
+     the packed Winograd transform, the channel kernel's transpose, or the GEMM's packing (nothing for another direct  \
+     kernel, which reads w itself). Without w (NULL: weights that lived only until they were packed), a stale slot is  \
+     an error, never a read of NULL. */                                                                                \
+  int lamina_conv2d_derive_##S(lamina_context* ctx, int64_t slot, const lamina_conv2d_geometry* g, const T* w) {      \
+    if (slot < 0) return LAMINA_ERROR_ARGUMENT;                                                                         \
+    int stale = 1;                                                                                                      \
+    const int m = lamina_conv_winograd_tile_##S(g);                                                                     \
+    if (m) {                                                                                                            \
+      T* packed = (T*)lamina_derived(ctx, slot, lamina_winograd_packed_size_##S(g, m) * (int64_t)sizeof(T), &stale);    \
+      if (!packed) return LAMINA_ERROR_MEMORY;                                                                          \
+      const int status = !stale ? 0 : w ? lamina_winograd_fill_weights_##S(ctx->pool, g, w, packed, m)                 \
+                                        : LAMINA_ERROR_ARGUMENT;                                                        \
+      if (status != 0) ctx->derived[slot].version = 0; /* not filled: stale at the next call */                        \
+      return status;                                                                                                    \
+    }                                                                                                                   \
+    if (lamina_conv_takes_channel_kernel_##S(g)) {                                                                      \
+      /* The channel kernel's weights transposed to vectors of output channels: 2.4 MB for 256 -> 256 3x3, which per   \
+         call (into fresh memory, on one thread before the others start) cost ResNet-50's stride-2 layer 110 us. */    \
+      T* kept = (T*)lamina_derived(ctx, slot, lamina_conv_channels_weights_elements_##S(g) * (int64_t)sizeof(T), &stale); \
+      if (!kept) return LAMINA_ERROR_MEMORY;                                                                            \
+      if (stale && !w) {                                                                                                \
+        ctx->derived[slot].version = 0;                                                                                 \
+        return LAMINA_ERROR_ARGUMENT;                                                                                   \
+      }                                                                                                                 \
+      if (stale) lamina_conv_channels_pack_weights_##S(g, w, kept);                                                     \
+      return 0;                                                                                                         \
+    }                                                                                                                   \
+    if (!lamina_conv_forward_uses_gemm_##S(g)) return 0; /* a direct kernel reads w itself */                          \
+    const int64_t G = g->groups, og = g->out_channels / G;                                                              \
+    const int64_t K = g->in_channels / G * g->kernel_height * g->kernel_width;                                          \
+    const int64_t stride = lamina_conv_packed_group_elements_##S(g);                                                    \
+    T* packed = (T*)lamina_derived(ctx, slot, G * stride * (int64_t)sizeof(T), &stale);                                 \
+    if (!packed) return LAMINA_ERROR_MEMORY;                                                                            \
+    if (stale && !w) {                                                                                                  \
+      ctx->derived[slot].version = 0;                                                                                   \
+      return LAMINA_ERROR_ARGUMENT;                                                                                     \
+    }                                                                                                                   \
+    if (stale)                                                                                                          \
+      for (int64_t group = 0; group < G; group++) PACK_A(0, og, K, w + group * og * K, K, packed + group * stride);     \
+    return 0;                                                                                                           \
+  }                                                                                                                     \
+                                                                                                                        \
   /* The same with w a parameter whose GEMM packing (im2col), packed Winograd transform or channel kernel's transpose  \
-     is kept in the context's derived slot `slot` (lamina_derived): derived again only when a parameter may have       \
-     changed since the last call, on this thread (the transform on the pool) before the kernel's tasks. slot < 0 (a    \
-     training step, whose weights change every step) or another direct kernel: derived per call; a training step's     \
-     Winograd layer with more weights per output position than a per-call transform pays for                          \
+     is kept in the context's derived slot `slot` (lamina_derived, filled by lamina_conv2d_derive_*): derived again     \
+     only when a parameter may have changed since the last call, on this thread (the transform on the pool) before the \
+     kernel's tasks. slot < 0 (a training step, whose weights change every step) or another direct kernel: derived per \
+     call; a training step's Winograd layer with more weights per output position than a per-call transform pays for  \
      (LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION, which the schedule waives when the transform is kept) takes im2col \
-     and the GEMM instead. */                                                                                          \
+     and the GEMM instead. w may be NULL when the slot is current (weights that lived only until they were packed). */ \
   int lamina_conv2d_forward_derived_##S(lamina_context* ctx, int64_t slot, const lamina_conv2d_geometry* g, \
                                                       const T* x, const T* w, const T* bias, int64_t bias_count, T* y,   \
                                                       const lamina_gemm_epilogue* epilogue) {                            \
     const int m = lamina_conv_winograd_tile_##S(g);                                                                     \
-    if (m && slot < 0) {                                                                                                \
-      if (!LAMINA_WINOGRAD_FORCE && !lamina_winograd_pays_per_call(g)) {                                                \
+    if (slot < 0) {                                                                                                     \
+      if (m && !LAMINA_WINOGRAD_FORCE && !lamina_winograd_pays_per_call(g)) {                                           \
         lamina_conv2d_geometry gemm = *g;                                                                               \
         gemm.algorithm = LAMINA_CONV_ALGORITHM_IM2COL_GEMM;                                                             \
         return lamina_conv2d_forward_with_##S(ctx->pool, &gemm, x, w, NULL, bias, bias_count, y, epilogue);             \
       }                                                                                                                 \
       return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, NULL, bias, bias_count, y, epilogue);                   \
     }                                                                                                                   \
+    const int status = lamina_conv2d_derive_##S(ctx, slot, g, w);                                                       \
+    if (status != 0) return status;                                                                                     \
+    /* Current now: these only find the buffers. */                                                                     \
+    int stale = 1;                                                                                                      \
     if (m) {                                                                                                            \
-      int stale = 1;                                                                                                    \
-      T* packed = (T*)lamina_derived(ctx, slot, lamina_winograd_packed_size_##S(g, m) * (int64_t)sizeof(T), &stale);    \
-      if (!packed) return LAMINA_ERROR_MEMORY;                                                                          \
-      if (stale) {                                                                                                      \
-        const int status = lamina_winograd_fill_weights_##S(ctx->pool, g, w, packed, m);                                \
-        if (status != 0) {                                                                                              \
-          ctx->derived[slot].version = 0; /* not filled: stale at the next call */                                      \
-          return status;                                                                                                \
-        }                                                                                                               \
-      }                                                                                                                 \
+      const T* packed =                                                                                                 \
+          (const T*)lamina_derived(ctx, slot, lamina_winograd_packed_size_##S(g, m) * (int64_t)sizeof(T), &stale);      \
       return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, packed, bias, bias_count, y, epilogue);                 \
     }                                                                                                                   \
-    if (slot >= 0 && lamina_conv_takes_channel_kernel_##S(g)) {                                                          \
-      /* The channel kernel's weights transposed to vectors of output channels: 2.4 MB for 256 -> 256 3x3, which per   \
-         call (into fresh memory, on one thread before the others start) cost ResNet-50's stride-2 layer 110 us. */    \
-      int stale = 1;                                                                                                     \
-      T* kept = (T*)lamina_derived(ctx, slot, lamina_conv_channels_weights_elements_##S(g) * (int64_t)sizeof(T), &stale); \
-      if (!kept) return LAMINA_ERROR_MEMORY;                                                                             \
-      if (stale) lamina_conv_channels_pack_weights_##S(g, w, kept);                                                    \
-      return lamina_conv2d_channels_##S(ctx->pool, g, x, w, kept, bias, bias_count, y, epilogue);                        \
-    }                                                                                                                    \
-    if (slot < 0 || !lamina_conv_forward_uses_gemm_##S(g))                                                               \
-      return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, NULL, bias, bias_count, y, epilogue);                    \
-    const int64_t G = g->groups, og = g->out_channels / G;                                                               \
-    const int64_t K = g->in_channels / G * g->kernel_height * g->kernel_width;                                           \
-    const int64_t stride = lamina_conv_packed_group_elements_##S(g);                                                     \
-    int stale = 1;                                                                                                       \
-    T* packed = (T*)lamina_derived(ctx, slot, G * stride * (int64_t)sizeof(T), &stale);                                  \
-    if (!packed) return LAMINA_ERROR_MEMORY;                                                                             \
-    if (stale)                                                                                                           \
-      for (int64_t group = 0; group < G; group++) PACK_A(0, og, K, w + group * og * K, K, packed + group * stride);      \
-    return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, packed, bias, bias_count, y, epilogue);                    \
-  }                                                                                                                      \
-                                                                                                                         \
+    if (lamina_conv_takes_channel_kernel_##S(g)) {                                                                      \
+      const T* kept = (const T*)lamina_derived(                                                                         \
+          ctx, slot, lamina_conv_channels_weights_elements_##S(g) * (int64_t)sizeof(T), &stale);                        \
+      return lamina_conv2d_channels_##S(ctx->pool, g, x, w, kept, bias, bias_count, y, epilogue);                       \
+    }                                                                                                                   \
+    if (!lamina_conv_forward_uses_gemm_##S(g))                                                                          \
+      return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, NULL, bias, bias_count, y, epilogue);                   \
+    const T* packed = (const T*)lamina_derived(                                                                         \
+        ctx, slot, g->groups * lamina_conv_packed_group_elements_##S(g) * (int64_t)sizeof(T), &stale);                  \
+    return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, packed, bias, bias_count, y, epilogue);                   \
+  }                                                                                                                     \
+                                                                                                                        \
   /* The forward with w's GEMM packing given (packed_w: lamina_conv_packed_group_elements_* per group; for Winograd,   \
      lamina_winograd_packed_size_*) or not (NULL). */ \
   static inline int lamina_conv2d_forward_with_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x,       \
@@ -1789,7 +1818,7 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
         const T* first = x + (n0 * g->in_channels + group * cg) * HW;                                                      \
         const lamina_conv_columns_##S source = {g, first};                                                                 \
         const lamina_gemm_b_packer packer = {lamina_conv_pack_columns_##S, &source};                                       \
-        const T* w_group = w + group * og * K;                                                                           \
+        const T* w_group = w ? w + group * og * K : NULL; /* NULL: packed_group only */                                 \
         const T* packed_group = packed_w ? packed_w + group * lamina_conv_packed_group_elements_##S(g) : NULL;           \
         if (chunk == 1) {                                                                                                  \
           /* One image: the GEMM writes its NCHW planes directly, bias and epilogue on each finished block. */             \

@@ -138,6 +138,11 @@ static inline void lamina_conv_band_rows(const lamina_conv2d_geometry* g, int64_
   LAMINA_HIDDEN int lamina_conv2d_forward_derived_##S(lamina_context* ctx, int64_t slot, const lamina_conv2d_geometry* g, \
                                                       const T* x, const T* w, const T* bias, int64_t bias_count, T* y,   \
                                                       const lamina_gemm_epilogue* epilogue);                             \
+  /* Fills slot's derived data (what lamina_conv2d_forward_derived_* keeps) from w when it is stale, and nothing     \
+     else: for weights that exist only until they are packed (lamina_conv2d_forward_derived_* then gets w == NULL and  \
+     finds the slot current). 0, or an error code (LAMINA_ERROR_ARGUMENT for a stale slot without weights). */          \
+  LAMINA_HIDDEN int lamina_conv2d_derive_##S(lamina_context* ctx, int64_t slot, const lamina_conv2d_geometry* g,         \
+                                             const T* w);                                                                \
   /* dx = conv_transpose2d(dy, w) + bias, then the epilogue: conv2d's input gradient, and conv_transpose2d. */          \
   LAMINA_HIDDEN int lamina_conv2d_backward_input_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* dy,    \
                                                      const T* w, const T* bias, int64_t bias_count, T* dx,               \
@@ -151,6 +156,8 @@ static inline void lamina_conv_band_rows(const lamina_conv2d_geometry* g, int64_
 #define lamina_conv2d_forward_f64 LAMINA_RUNTIME_NAME(lamina_conv2d_forward_f64_, LAMINA_ISA)
 #define lamina_conv2d_forward_derived_f32 LAMINA_RUNTIME_NAME(lamina_conv2d_forward_derived_f32_, LAMINA_ISA)
 #define lamina_conv2d_forward_derived_f64 LAMINA_RUNTIME_NAME(lamina_conv2d_forward_derived_f64_, LAMINA_ISA)
+#define lamina_conv2d_derive_f32 LAMINA_RUNTIME_NAME(lamina_conv2d_derive_f32_, LAMINA_ISA)
+#define lamina_conv2d_derive_f64 LAMINA_RUNTIME_NAME(lamina_conv2d_derive_f64_, LAMINA_ISA)
 #define lamina_conv2d_backward_input_f32 LAMINA_RUNTIME_NAME(lamina_conv2d_backward_input_f32_, LAMINA_ISA)
 #define lamina_conv2d_backward_input_f64 LAMINA_RUNTIME_NAME(lamina_conv2d_backward_input_f64_, LAMINA_ISA)
 #define lamina_conv2d_backward_weight_f32 LAMINA_RUNTIME_NAME(lamina_conv2d_backward_weight_f32_, LAMINA_ISA)
