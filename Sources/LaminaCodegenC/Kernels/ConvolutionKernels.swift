@@ -131,8 +131,13 @@ enum ConvolutionKernels {
     writer.line(
       "const lamina_conv2d_geometry geometry = \(literal(geometry, algorithm: algorithm, pooling: pooling));"
     )
+    // Memory, or (a kernel of weights that exist only until packed) a packed copy out of date.
+    let memory = CText.stringLiteral(node.op + ": out of memory for the convolution's columns")
+    let stale = CText.stringLiteral(
+      node.op + ": its packed weights are out of date, and its weights were freed once packed")
+    writer.line("const int conv_status = \(call);")
     writer.line(
-      "if (\(call) != 0) return lamina_fail(ctx, LAMINA_ERROR_MEMORY, \"%s\", \(CText.stringLiteral(node.op + ": out of memory for the convolution's columns")));"
+      "if (conv_status != 0) return lamina_fail(ctx, conv_status, \"%s\", conv_status == LAMINA_ERROR_MEMORY ? \(memory) : \(stale));"
     )
   }
 }
