@@ -340,7 +340,10 @@ struct ConvolutionTests {
   /// dilated 3x3) and read in place (`f`). The 1x1 layers read their input in place instead of
   /// packing it, rows 196 bytes apart (`a`, with a partial last panel, which is packed), 784 (`f`)
   /// and 256 (`d`, whole lines: in place on AVX-512 only), each with a last row panel of 4 rows.
-  /// A 3x3 at stride 2 to 14x14 with 128 input channels takes the channel kernel (`e`). Batch 1
+  /// A 3x3 at stride 2 to 14x14 with 128 input channels takes the channel kernel (`e`), as does a
+  /// 3x3 at stride 2 to 7x7 with 48 filters (`h`), whose 7 tiles of positions the threads would
+  /// split 4 + 3: at batch 1 on AVX-512 they split its 3 vectors of output channels instead (2 + 1,
+  /// the last alone), each thread all the tiles, and its sigmoid runs on its own channels. Batch 1
   /// (the GEMM writes the result) and 3 (images side by side), on AVX-512 and AVX2, against the
   /// interpreter.
   @Test(
@@ -363,6 +366,7 @@ struct ConvolutionTests {
         let e = u |> conv2d(filters: 96, kernel: 3, stride: 2, padding: 1)
         let f = t |> conv2d(filters: 128, kernel: 1, activation: "relu")
         let g = t |> conv2d(filters: 96, kernel: 3, padding: 2, dilation: 2)
+        let h = w |> conv2d(filters: 48, kernel: 3, stride: 2, padding: 1, activation: "sigmoid")
         output a
         output b
         output c
@@ -370,13 +374,14 @@ struct ConvolutionTests {
         output e
         output f
         output g
+        output h
       }
       """
     let model = try Model(source: source)
     let printed = KernelSchedulePrinter().print(model.graph)
     let kernels = printed.split(separator: "\n").filter { $0.contains("convolution:") }
     #expect(
-      kernels.filter { $0.contains("vectorized over output channels") }.count == 1, "\(printed)")
+      kernels.filter { $0.contains("vectorized over output channels") }.count == 2, "\(printed)")
     let problems = try Self.compiledMismatches(model, seed: 7, avx2: avx2, batches: [1, 3])
     #expect(problems.isEmpty, "avx2 \(avx2): \(problems)")
   }

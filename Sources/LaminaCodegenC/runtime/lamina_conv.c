@@ -54,6 +54,10 @@
 #ifndef LAMINA_CONV_GROUPS_TOGETHER
 #define LAMINA_CONV_GROUPS_TOGETHER 1 /* 0: one pool run per group (each GEMM split over the threads) */
 #endif
+/* 0: the channel kernel always splits the threads by positions (bands of tiles), never by output channels. */
+#ifndef LAMINA_CONV_CHANNEL_SPLIT
+#define LAMINA_CONV_CHANNEL_SPLIT 1
+#endif
 #ifndef LAMINA_CONV_FORCE_CHANNEL_KERNEL
 #define LAMINA_CONV_FORCE_CHANNEL_KERNEL 0
 #endif
@@ -1001,6 +1005,7 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     lamina_pool* pool;                                                                                                     \
     int64_t padded_height, padded_width; /* of the input buffer, when `padded` */                                          \
     int64_t vectors, bands;                                                                                                \
+    int64_t vector_parts; /* the output channels' vector pairs split this many ways (bands 1) */                          \
     int padded;                                                                                                            \
     int failed;                                                                                                            \
   } lamina_conv_channels_job_##S;                                                                                          \
@@ -1049,7 +1054,12 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     enum { VL = LAMINA_CONV_VBYTES / sizeof(T), R = LAMINA_CONV_CHANNEL_TILE };                                            \
     const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
     const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width, V = job->vectors;         \
-    const int64_t band = task % job->bands, group = task / job->bands % G, image = task / job->bands / G;                  \
+    const int64_t band = task % job->bands, part = task / job->bands % job->vector_parts;                                 \
+    const int64_t group = task / job->bands / job->vector_parts % G, image = task / job->bands / job->vector_parts / G;   \
+    /* The part's vectors of output channels: whole pairs, the last vector alone when V is odd. */                        \
+    const int64_t pairs = (V + 1) / 2;                                                                                     \
+    const int64_t v_first = lamina_conv_min(V, 2 * (pairs * part / job->vector_parts));                                   \
+    const int64_t v_end = lamina_conv_min(V, 2 * (pairs * (part + 1) / job->vector_parts));                               \
     /* Tiles of R positions, split evenly over the bands; with a pool, bands of pooled rows and the rows they read. */   \
     const int pooled = g->pool_height > 0;                                                                                 \
     const int64_t tiles = (P + R - 1) / R;                                                                                 \
@@ -1098,8 +1108,8 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     const int64_t plane = pooled ? block_plane : P;                                                                        \
     /* Vectors of output channels outside the tiles: a pair's weights (K x 2 vectors: 295 KB at 256 -> 256 3x3) stay in   \
        L2 over the band's tiles, where tiles outside streamed all the weights (2.4 MB, from L3) for every tile. */        \
-    for (int64_t v = 0; v < V;) {                                                                                          \
-      const int vectors = v + 1 < V ? 2 : 1;                                                                               \
+    for (int64_t v = v_first; v < v_end;) {                                                                                \
+      const int vectors = v + 1 < v_end ? 2 : 1;                                                                           \
       const T* weights = job->weights + (group * V + v) * K * VL;                                                          \
       const T* biases = job->biases + (group * V + v) * VL;                                                                \
       for (int64_t p0 = first; p0 < end; p0 += R) {                                                                        \
@@ -1123,7 +1133,7 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
                                  written_end, job->y, job->epilogue);                                                      \
     if (allocated) free(scratch);                                                                                          \
     if (job->epilogue && !pooled)                                                                                          \
-      for (int64_t o = 0; o < og; o++)                                                                                     \
+      for (int64_t o = v_first * VL; o < lamina_conv_min(og, v_end * VL); o++)                                             \
         lamina_conv_plane_epilogue(job->epilogue, job->y, g->out_height, g->out_width, image * g->out_channels + group * og + o, \
                                    first, end - first);                                                                    \
   }                                                                                                                        \
@@ -1204,11 +1214,22 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     const int parallel = threads > 1 && work >= LAMINA_CONV_DIRECT_PARALLEL_WORK;                                         \
     const int64_t tiles = (P + R - 1) / R;                                                                                 \
     const int64_t band_units = g->pool_height > 0 ? lamina_conv_pooled_height(g) : tiles; /* pooled rows, or tiles */    \
-    const int64_t bands = lamina_conv_pooled_bands(                                                                        \
-        g, parallel && g->batch * G < 2 * threads ? lamina_conv_min(band_units, 2 * threads) : 1, og, sizeof(T));           \
+    /* The output channels' vector pairs split over the threads instead, each thread all the tiles, when that leaves   \
+       the busiest thread less work: a 7x7 result is 7 tiles (4 for one thread, 3 for the other), so 256 -> 256 at     \
+       stride 2 splits its 8 pairs 4 + 4 (Inception v2's 14 -> 7 layers 10-12% faster); 96 -> 96 at 28 -> 14 (25 tiles, \
+       3 pairs) does not (2 + 1 pairs of 25 tiles would be 17% slower than 13 + 12 tiles of 3 pairs). */               \
+    const int64_t pairs = (V + 1) / 2;                                                                                     \
+    const int by_channels = LAMINA_CONV_CHANNEL_SPLIT && parallel && g->batch * G == 1 && g->pool_height <= 0 &&          \
+                            pairs >= threads &&                                                                            \
+                            tiles * ((pairs + threads - 1) / threads) < (tiles + threads - 1) / threads * pairs;           \
+    const int64_t vector_parts = by_channels ? threads : 1;                                                                \
+    const int64_t bands = by_channels ? 1                                                                                  \
+                                    : lamina_conv_pooled_bands(g, parallel && g->batch * G < 2 * threads                  \
+                                                                      ? lamina_conv_min(band_units, 2 * threads) : 1,      \
+                                                               og, sizeof(T));                                             \
     lamina_conv_channels_job_##S job = {g, x, kept ? kept : packed, biases, taps, positions, y, epilogue, pool, HP, WP, V, \
-                                        bands, padded, 0};                                                                 \
-    const int64_t tasks = g->batch * G * bands;                                                                            \
+                                        bands, vector_parts, padded, 0};                                                   \
+    const int64_t tasks = g->batch * G * bands * vector_parts;                                                             \
     if (!parallel || tasks == 1)                                                                                           \
       for (int64_t t = 0; t < tasks; t++) lamina_conv_channels_task_##S(&job, t, 0);                                       \
     else                                                                                                                   \
