@@ -1061,7 +1061,7 @@ private struct Generator {
                       of: convolution, in: graph, slot: derivedSlot, weights: pointer(value))
                   } ?? "status = LAMINA_ERROR_ARGUMENT;")
                 block.line(
-                  "if (status != LAMINA_OK) { free(transient); lamina_derived_forget(ctx, \(slot)); return lamina_fail(ctx, status, \"%s\", \"out of memory for a convolution's packed weights\"); }"
+                  "if (status != LAMINA_OK) { free(transient); lamina_derived_forget(ctx, \(slot)); return lamina_fail(ctx, status, \"%s\", status == LAMINA_ERROR_MEMORY ? \"out of memory for a convolution's packed weights\" : \"a convolution's weights could not be packed\"); }"
                 )
               }
             }

@@ -30,6 +30,15 @@ enum ConvolutionKernels {
     }
   }
 
+  /// The schedule of a forward convolution's kernel: the node's own (whether its weights are
+  /// fixed can decide it), else the geometry's. The kernel and the derive call of its weights
+  /// (`deriveCall`) must agree on it.
+  static func forwardSchedule(of node: Node, _ geometry: ConvolutionGeometry, in graph: Graph)
+    -> ConvolutionSchedule
+  {
+    ConvolutionSchedule(node, in: graph) ?? ConvolutionSchedule(geometry)
+  }
+
   /// The statement packing `weights` into derived slot `slot` as the kernel of `node` (a
   /// convolution, or a fused node it produces for) packs them, with the kernel's own geometry:
   /// for weights that exist only until they are packed (`EntryPoint.transientValues`).
@@ -37,9 +46,9 @@ enum ConvolutionKernels {
     let producer = node.op == Node.fusedOp ? node.epilogueProducer : node
     guard let producer, let geometry = try? geometry(of: producer, in: graph) else { return nil }
     let pooling = node.op == Node.fusedOp ? KernelSchedule(node, in: graph)?.pooling : nil
-    let schedule = ConvolutionSchedule(producer, in: graph) ?? ConvolutionSchedule(geometry)
     let suffix = geometry.dtype == .f32 ? "f32" : "f64"
-    let literal = literal(geometry, algorithm: schedule.cConstant, pooling: pooling)
+    let algorithm = forwardSchedule(of: producer, geometry, in: graph).cConstant
+    let literal = literal(geometry, algorithm: algorithm, pooling: pooling)
     return
       "status = lamina_conv2d_derive_\(suffix)(ctx, \(slot), &(const lamina_conv2d_geometry)\(literal), \(weights));"
   }
@@ -102,8 +111,7 @@ enum ConvolutionKernels {
         DerivedData.keepsDerivedData(node, in: graph)
         ? "lamina_conv2d_forward_derived_\(suffix)(ctx, \(DerivedData.slotParameter), \(arguments))"
         : "lamina_conv2d_forward_\(suffix)(ctx->pool, \(arguments))"
-      // The node's schedule: whether its weights are a parameter (kept derived data) can decide it.
-      let schedule = ConvolutionSchedule(node, in: graph) ?? ConvolutionSchedule(geometry)
+      let schedule = forwardSchedule(of: node, geometry, in: graph)
       algorithm = schedule.cConstant
       switch schedule.algorithm {
       case .im2colGemm: purpose = "y = w @ im2col(x) + bias, per chunk of images and group"

@@ -1690,47 +1690,44 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     return LAMINA_WINOGRAD_FORCE ? LAMINA_WINOGRAD_FORCE : g->algorithm == LAMINA_CONV_ALGORITHM_WINOGRAD_2 ? 2 : 4;   \
   }                                                                                                                     \
                                                                                                                         \
-  /* What lamina_conv2d_forward_derived_* keeps of w in slot `slot` (lamina_derived), filled when the slot is stale:  \
-     the packed Winograd transform, the channel kernel's transpose, or the GEMM's packing (nothing for another direct  \
-     kernel, which reads w itself). Without w (NULL: weights that lived only until they were packed), a stale slot is  \
-     an error, never a read of NULL. */                                                                                \
+  /* Elements of what lamina_conv2d_forward_derived_* keeps of w (m: lamina_conv_winograd_tile_*): the packed Winograd  \
+     transform, the channel kernel's transpose, or the GEMM's packing; 0 for another direct kernel, which reads w.     \
+     The same size finds the slot's buffer for lamina_conv2d_derive_* and for the kernel. */                          \
+  static inline int64_t lamina_conv_derived_elements_##S(const lamina_conv2d_geometry* g, int m) {                     \
+    if (m) return lamina_winograd_packed_size_##S(g, m);                                                                \
+    if (lamina_conv_takes_channel_kernel_##S(g)) return lamina_conv_channels_weights_elements_##S(g);                  \
+    if (!lamina_conv_forward_uses_gemm_##S(g)) return 0;                                                                \
+    return g->groups * lamina_conv_packed_group_elements_##S(g);                                                        \
+  }                                                                                                                     \
+                                                                                                                        \
+  /* Fills slot `slot` with what lamina_conv2d_forward_derived_* keeps of w when it is stale. Without w (NULL: weights  \
+     that lived only until they were packed), a stale slot is an error, never a read of NULL. */                       \
   int lamina_conv2d_derive_##S(lamina_context* ctx, int64_t slot, const lamina_conv2d_geometry* g, const T* w) {      \
     if (slot < 0) return LAMINA_ERROR_ARGUMENT;                                                                         \
-    int stale = 1;                                                                                                      \
     const int m = lamina_conv_winograd_tile_##S(g);                                                                     \
-    if (m) {                                                                                                            \
-      T* packed = (T*)lamina_derived(ctx, slot, lamina_winograd_packed_size_##S(g, m) * (int64_t)sizeof(T), &stale);    \
-      if (!packed) return LAMINA_ERROR_MEMORY;                                                                          \
-      const int status = !stale ? 0 : w ? lamina_winograd_fill_weights_##S(ctx->pool, g, w, packed, m)                 \
-                                        : LAMINA_ERROR_ARGUMENT;                                                        \
-      if (status != 0) ctx->derived[slot].version = 0; /* not filled: stale at the next call */                        \
-      return status;                                                                                                    \
+    const int64_t elements = lamina_conv_derived_elements_##S(g, m);                                                    \
+    if (elements == 0) return 0;                                                                                        \
+    int stale = 1;                                                                                                      \
+    T* derived = (T*)lamina_derived(ctx, slot, elements * (int64_t)sizeof(T), &stale);                                  \
+    if (!derived) return LAMINA_ERROR_MEMORY;                                                                           \
+    if (!stale) return 0;                                                                                               \
+    int status = 0;                                                                                                     \
+    if (!w) {                                                                                                           \
+      status = LAMINA_ERROR_ARGUMENT;                                                                                   \
+    } else if (m) {                                                                                                     \
+      status = lamina_winograd_fill_weights_##S(ctx->pool, g, w, derived, m);                                           \
+    } else if (lamina_conv_takes_channel_kernel_##S(g)) {                                                               \
+      /* Transposed to vectors of output channels: 2.4 MB for 256 -> 256 3x3, which per call (into fresh memory, on    \
+         one thread before the others start) cost ResNet-50's stride-2 layer 110 us. */                                 \
+      lamina_conv_channels_pack_weights_##S(g, w, derived);                                                             \
+    } else {                                                                                                            \
+      const int64_t G = g->groups, og = g->out_channels / G;                                                            \
+      const int64_t K = g->in_channels / G * g->kernel_height * g->kernel_width;                                        \
+      const int64_t stride = lamina_conv_packed_group_elements_##S(g);                                                  \
+      for (int64_t group = 0; group < G; group++) PACK_A(0, og, K, w + group * og * K, K, derived + group * stride);    \
     }                                                                                                                   \
-    if (lamina_conv_takes_channel_kernel_##S(g)) {                                                                      \
-      /* The channel kernel's weights transposed to vectors of output channels: 2.4 MB for 256 -> 256 3x3, which per   \
-         call (into fresh memory, on one thread before the others start) cost ResNet-50's stride-2 layer 110 us. */    \
-      T* kept = (T*)lamina_derived(ctx, slot, lamina_conv_channels_weights_elements_##S(g) * (int64_t)sizeof(T), &stale); \
-      if (!kept) return LAMINA_ERROR_MEMORY;                                                                            \
-      if (stale && !w) {                                                                                                \
-        ctx->derived[slot].version = 0;                                                                                 \
-        return LAMINA_ERROR_ARGUMENT;                                                                                   \
-      }                                                                                                                 \
-      if (stale) lamina_conv_channels_pack_weights_##S(g, w, kept);                                                     \
-      return 0;                                                                                                         \
-    }                                                                                                                   \
-    if (!lamina_conv_forward_uses_gemm_##S(g)) return 0; /* a direct kernel reads w itself */                          \
-    const int64_t G = g->groups, og = g->out_channels / G;                                                              \
-    const int64_t K = g->in_channels / G * g->kernel_height * g->kernel_width;                                          \
-    const int64_t stride = lamina_conv_packed_group_elements_##S(g);                                                    \
-    T* packed = (T*)lamina_derived(ctx, slot, G * stride * (int64_t)sizeof(T), &stale);                                 \
-    if (!packed) return LAMINA_ERROR_MEMORY;                                                                            \
-    if (stale && !w) {                                                                                                  \
-      ctx->derived[slot].version = 0;                                                                                   \
-      return LAMINA_ERROR_ARGUMENT;                                                                                     \
-    }                                                                                                                   \
-    if (stale)                                                                                                          \
-      for (int64_t group = 0; group < G; group++) PACK_A(0, og, K, w + group * og * K, K, packed + group * stride);     \
-    return 0;                                                                                                           \
+    if (status != 0) ctx->derived[slot].version = 0; /* not filled: stale at the next call */                          \
+    return status;                                                                                                      \
   }                                                                                                                     \
                                                                                                                         \
   /* The same with w a parameter whose GEMM packing (im2col), packed Winograd transform or channel kernel's transpose  \
@@ -1754,23 +1751,13 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     }                                                                                                                   \
     const int status = lamina_conv2d_derive_##S(ctx, slot, g, w);                                                       \
     if (status != 0) return status;                                                                                     \
-    /* Current now: these only find the buffers. */                                                                     \
-    int stale = 1;                                                                                                      \
-    if (m) {                                                                                                            \
-      const T* packed =                                                                                                 \
-          (const T*)lamina_derived(ctx, slot, lamina_winograd_packed_size_##S(g, m) * (int64_t)sizeof(T), &stale);      \
-      return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, packed, bias, bias_count, y, epilogue);                 \
-    }                                                                                                                   \
-    if (lamina_conv_takes_channel_kernel_##S(g)) {                                                                      \
-      const T* kept = (const T*)lamina_derived(                                                                         \
-          ctx, slot, lamina_conv_channels_weights_elements_##S(g) * (int64_t)sizeof(T), &stale);                        \
-      return lamina_conv2d_channels_##S(ctx->pool, g, x, w, kept, bias, bias_count, y, epilogue);                       \
-    }                                                                                                                   \
-    if (!lamina_conv_forward_uses_gemm_##S(g))                                                                          \
-      return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, NULL, bias, bias_count, y, epilogue);                   \
-    const T* packed = (const T*)lamina_derived(                                                                         \
-        ctx, slot, g->groups * lamina_conv_packed_group_elements_##S(g) * (int64_t)sizeof(T), &stale);                  \
-    return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, packed, bias, bias_count, y, epilogue);                   \
+    const int64_t elements = lamina_conv_derived_elements_##S(g, m);                                                    \
+    if (elements == 0) return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, NULL, bias, bias_count, y, epilogue);   \
+    int stale = 1; /* current now: this only finds the buffer */                                                       \
+    const T* derived = (const T*)lamina_derived(ctx, slot, elements * (int64_t)sizeof(T), &stale);                      \
+    if (!m && lamina_conv_takes_channel_kernel_##S(g))                                                                  \
+      return lamina_conv2d_channels_##S(ctx->pool, g, x, w, derived, bias, bias_count, y, epilogue);                    \
+    return lamina_conv2d_forward_with_##S(ctx->pool, g, x, w, derived, bias, bias_count, y, epilogue);                  \
   }                                                                                                                     \
                                                                                                                         \
   /* The forward with w's GEMM packing given (packed_w: lamina_conv_packed_group_elements_* per group; for Winograd,   \
