@@ -427,6 +427,11 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
         const T* top = block + i * sh * width;                                                                            \
         const T* second = kh > 1 ? top + width : top;                                                                     \
         const T* third = kh > 2 ? top + 2 * width : second;                                                               \
+        T* o = out + i * PW;                                                                                              \
+        if (sizeof(T) == 4 && sw == 2 && (kw == 2 || kw == 3) && kh <= 3 &&                                               \
+            lamina_max_pool_rows_stride2_f32((const float*)top, (const float*)second, (const float*)third, (int)kh,       \
+                                             width, (int)kw, (float*)o, PW))                                              \
+          continue;                                                                                                       \
         /* Up to three rows in one pass, in blocks of one vector, the last overlapping the one before (stores only). */   \
         if (width >= VB && kh <= 3) {                                                                                     \
           for (int64_t c0 = 0; c0 < width; c0 += VB) {                                                                    \
@@ -445,7 +450,6 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
             _Pragma("omp simd") for (int64_t c = 0; c < width; c++) line[c] = (row[c] > line[c] || row[c] != row[c]) ? row[c] : line[c]; \
           }                                                                                                               \
         }                                                                                                                 \
-        T* o = out + i * PW;                                                                                              \
         if (sizeof(T) == 4 && sw == 2 && (kw == 2 || kw == 3) &&                                                          \
             lamina_max_pool_stride2_f32((const float*)line, width, (int)kw, (float*)o, PW))                               \
           continue;                                                                                                       \
