@@ -2,8 +2,9 @@ import LaminaIR
 import LaminaSupport
 
 /// Moves a chain of per-channel scales and shifts of fixed values after an inference convolution
-/// into the convolution's weights and bias: batch norm folded into the convolution before it (as
-/// ONNX Runtime's Conv+BatchNormalization fusion and TVM's FoldScaleAxis do).
+/// or dense layer into its weights and bias: batch norm folded into the layer before it (as ONNX
+/// Runtime's Conv+BatchNormalization and Gemm+BatchNormalization fusions and TVM's FoldScaleAxis
+/// do).
 ///
 /// After `mode-specialize`, an inference batch norm is `(y - mean) · (gamma / √(var + eps)) +
 /// beta` of the convolution's result y, with operands of parameters and state alone; ONNX models
@@ -20,6 +21,13 @@ import LaminaSupport
 /// trait, the other operand fixed and one value per output channel (`[C, 1, 1]`, `[1, C, 1, 1]`
 /// or a scalar), keeping the result's type. Training steps keep every op: there the weights
 /// change each step, and their gradients need the convolution's own result.
+///
+/// A dense layer is a `matmul` (`.kernel(.matrixProduct)`) of any `x` by fixed 2-D weights,
+/// whose features are the result's last axis: its chain's constants are `[C]` (or `[1, C]`, a
+/// scalar), its own bias add is the chain's first link, and `s · (x·w) + t = x·(w · s) + t`
+/// scales the weights' columns (their rows when the product reads them transposed). What is left
+/// is one add of `t`, which the product's epilogue runs. A dense layer followed by its bias add
+/// alone is left as it is.
 ///
 ///     %y = conv2d(%x, %w, %b)                  %s = ...  (fixed: kept between calls)
 ///     %n = sub(%y, %mean)              →       %w.1 = mul(%w, reshape(%s))
@@ -61,15 +69,9 @@ public struct ScaleFolding: GraphPass {
     var inserted: [Int: [Node]] = [:]
     var replacements: [ValueID: ValueID] = [:]
     for (index, node) in graph.nodes.enumerated() {
-      guard case .kernel(.convolution)? = node.definition?.c, !training.contains(index),
-        node.operands.count == 3, node.results.count == 1,
-        fixed.contains(node.operands[1]), fixed.contains(node.operands[2])
+      guard !training.contains(index), let layer = Self.layer(node, in: graph, fixed: fixed)
       else { continue }
       let type = graph.type(of: node.result)
-      let weightType = graph.type(of: node.operands[1])
-      guard type.rank == 4, type.dtype.isFloatingPoint, let channels = type.shape[1].staticValue,
-        weightType.rank == 4, weightType.shape[0].staticValue == channels
-      else { continue }
       var chain: [Link] = []
       var value = node.result
       while uses[value] == 1, !exposed.contains(value), let next = user[value],
@@ -81,13 +83,16 @@ public struct ScaleFolding: GraphPass {
           link.operands[0] != link.operands[1], let position = link.operands.firstIndex(of: value)
         else { break }
         let constant = link.operands[1 - position]
-        guard fixed.contains(constant), Self.isPerChannel(graph.type(of: constant), channels, type),
+        guard fixed.contains(constant),
+          Self.isPerChannel(graph.type(of: constant), layer.constantShape, type),
           !(step == .divide && position == 1)
         else { break }
         chain.append(Link(index: next, step: step, valuePosition: position, constant: constant))
         value = link.result
       }
       guard let last = chain.last else { continue }
+      // A dense layer's bias add alone would come back as the same add.
+      if case .dense = layer.kind, chain.count == 1, chain[0].step == .add { continue }
       // The builder appends to an empty node list, which then holds exactly the new nodes.
       working.nodes = []
       var builder = GradientBuilder(graph: working, location: node.location)
@@ -97,7 +102,7 @@ public struct ScaleFolding: GraphPass {
       let folded: ValueID
       do {
         folded = try Self.fold(
-          node, chain: chain, channels: channels, builder: &builder)
+          node, layer: layer, chain: chain, builder: &builder)
       } catch {
         // A shape rule refused: leave this convolution as it is. Values the builder made
         // before that stay unused.
@@ -122,19 +127,74 @@ public struct ScaleFolding: GraphPass {
     graph = working
   }
 
-  /// One value per output channel of a `[N, C, H, W]` result, or one value: `[C, 1, 1]`,
-  /// `[1, C, 1, 1]`, `[1]`, a scalar, with the result's dtype.
-  static func isPerChannel(_ constant: TensorType, _ channels: Int, _ result: TensorType) -> Bool {
-    guard constant.dtype == result.dtype, constant.rank <= 4 else { return false }
-    var shape = constant.shape.map(\.staticValue)
-    while shape.first == 1 { shape.removeFirst() }
-    return shape.isEmpty || shape == [channels, 1, 1]
+  /// A layer whose result a chain may fold into: which kind, and its output channels.
+  struct Layer {
+    enum Kind {
+      /// `conv2d(x, w, b)`: `[N, C, H, W]`, weights `[C, ...]`.
+      case convolution
+      /// `matmul(x, w)`: `[..., C]`, weights `[K, C]`, or `[C, K]` when `transposed`.
+      case dense(transposed: Bool)
+    }
+    var kind: Kind
+    var channels: Int
+
+    /// The shape of a per-channel constant, leading ones dropped.
+    var constantShape: [Int] {
+      switch kind {
+      case .convolution: [channels, 1, 1]
+      case .dense: [channels]
+      }
+    }
   }
 
-  /// The convolution with the chain's scale `s` in its weights and `s · b + t` as its bias.
+  /// The layer `node` is, when a chain after it can fold into its fixed weights (and bias).
+  static func layer(_ node: Node, in graph: Graph, fixed: Set<ValueID>) -> Layer? {
+    guard let definition = node.definition, node.results.count == 1,
+      node.operands.count >= 2, fixed.contains(node.operands[1])
+    else { return nil }
+    let type = graph.type(of: node.result)
+    let weightType = graph.type(of: node.operands[1])
+    guard type.dtype.isFloatingPoint, weightType.dtype == type.dtype else { return nil }
+    switch definition.c {
+    case .kernel(.convolution):
+      guard node.operands.count == 3, fixed.contains(node.operands[2]), type.rank == 4,
+        let channels = type.shape[1].staticValue, weightType.rank == 4,
+        weightType.shape[0].staticValue == channels
+      else { return nil }
+      return Layer(kind: .convolution, channels: channels)
+    case .kernel(.matrixProduct):
+      let flags = definition.operandTransposeAttributes
+      let transposedA = flags.first.flatMap { $0 }.flatMap { node.attributes[$0]?.boolValue }
+      let transposedB = flags.dropFirst().first.flatMap { $0 }.flatMap {
+        node.attributes[$0]?.boolValue
+      }
+      guard node.operands.count == 2, !fixed.contains(node.operands[0]),
+        transposedA != true, type.rank >= 2, weightType.rank == 2,
+        let channels = type.shape[type.rank - 1].staticValue,
+        weightType.shape[transposedB == true ? 0 : 1].staticValue == channels
+      else { return nil }
+      return Layer(kind: .dense(transposed: transposedB == true), channels: channels)
+    default:
+      return nil
+    }
+  }
+
+  /// One value per output channel of the layer's result, or one value (`[C, 1, 1]`,
+  /// `[1, C, 1, 1]` or `[1]` after a convolution, `[C]` or `[1, C]` after a dense layer, a
+  /// scalar), with the result's dtype.
+  static func isPerChannel(_ constant: TensorType, _ shape: [Int], _ result: TensorType) -> Bool {
+    guard constant.dtype == result.dtype, constant.rank <= result.rank else { return false }
+    var dims = constant.shape.map(\.staticValue)
+    while dims.first == 1 { dims.removeFirst() }
+    return dims.isEmpty || dims == shape
+  }
+
+  /// The layer with the chain's scale `s` in its weights and `s · b + t` as its bias (a dense
+  /// layer: `t` added after the product).
   static func fold(
-    _ convolution: Node, chain: [Link], channels: Int, builder: inout GradientBuilder
+    _ layerNode: Node, layer: Layer, chain: [Link], builder: inout GradientBuilder
   ) throws(ShapeError) -> ValueID {
+    let channels = layer.channels
     // Each constant as [C] (or a scalar), so scales and shifts combine per channel.
     func perChannel(_ constant: ValueID) throws(ShapeError) -> ValueID {
       let type = builder.type(of: constant)
@@ -187,20 +247,33 @@ public struct ScaleFolding: GraphPass {
         if let current = shift { shift = try builder.div(current, constant) }
       }
     }
-    var weights = convolution.operands[1]
-    var bias = convolution.operands[2]
-    if let scale {
-      let scaleType = builder.type(of: scale)
+    var weights = layerNode.operands[1]
+    // The scale along the weights' output axis.
+    func scaled(_ weights: ValueID, by scale: ValueID, shape: [Int]) throws(ShapeError) -> ValueID {
       let broadcast =
-        scaleType.rank == 0
-        ? scale
-        : try builder.op(
-          Ops.reshape, [scale], ["shape": .dims([Dim(channels), Dim(1), Dim(1), Dim(1)])])
-      weights = try builder.mul(weights, broadcast)
-      bias = try builder.mul(bias, scale)
+        builder.type(of: scale).rank == 0
+        ? scale : try builder.op(Ops.reshape, [scale], ["shape": .dims(shape.map { Dim($0) })])
+      return try builder.mul(weights, broadcast)
     }
-    if let shift { bias = try builder.add(bias, shift) }
-    return try builder.op(
-      convolution.op, [convolution.operands[0], weights, bias], convolution.attributes)
+    switch layer.kind {
+    case .convolution:
+      var bias = layerNode.operands[2]
+      if let scale {
+        weights = try scaled(weights, by: scale, shape: [channels, 1, 1, 1])
+        bias = try builder.mul(bias, scale)
+      }
+      if let shift { bias = try builder.add(bias, shift) }
+      return try builder.op(
+        layerNode.op, [layerNode.operands[0], weights, bias], layerNode.attributes)
+    case .dense(let transposed):
+      if let scale {
+        weights = try scaled(
+          weights, by: scale, shape: transposed ? [channels, 1] : [1, channels])
+      }
+      let product = try builder.op(
+        layerNode.op, [layerNode.operands[0], weights], layerNode.attributes)
+      guard let shift else { return product }
+      return try builder.add(product, shift)
+    }
   }
 }
