@@ -35,7 +35,7 @@ import LaminaSupport
 public struct ScaleFolding: GraphPass {
   public static let name = "scale-fold"
   public static let summary =
-    "Moves per-channel scales and shifts of fixed values after an inference convolution into its weights and bias (batch norm folded into the convolution)."
+    "Moves per-channel scales and shifts of fixed values after an inference convolution or dense layer into its weights and bias (batch norm folded into the layer before it)."
 
   public init() {}
 
