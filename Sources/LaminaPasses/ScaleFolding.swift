@@ -26,8 +26,8 @@ import LaminaSupport
 /// whose features are the result's last axis: its chain's constants are `[C]` (or `[1, C]`, a
 /// scalar), its own bias add is the chain's first link, and `s · (x·w) + t = x·(w · s) + t`
 /// scales the weights' columns (their rows when the product reads them transposed). What is left
-/// is one add of `t`, which the product's epilogue runs. A dense layer followed by its bias add
-/// alone is left as it is.
+/// is one add of `t`, which the product's epilogue runs. A chain without a scale (the layer's
+/// bias add, an LSTM's two biases) is left as it is.
 ///
 ///     %y = conv2d(%x, %w, %b)                  %s = ...  (fixed: kept between calls)
 ///     %n = sub(%y, %mean)              →       %w.1 = mul(%w, reshape(%s))
@@ -45,6 +45,9 @@ public struct ScaleFolding: GraphPass {
     var step: AffineStep
     var valuePosition: Int
     var constant: ValueID
+
+    /// Adds or subtracts its constant (`y + c`, `y - c`): no scale.
+    var isShift: Bool { step == .add || (step == .subtract && valuePosition == 0) }
   }
 
   public func run(on graph: inout Graph, context: inout PassContext) throws {
@@ -91,8 +94,9 @@ public struct ScaleFolding: GraphPass {
         value = link.result
       }
       guard let last = chain.last else { continue }
-      // A dense layer's bias add alone would come back as the same add.
-      if case .dense = layer.kind, chain.count == 1, chain[0].step == .add { continue }
+      // A dense layer keeps chains of shifts alone (its bias add, an LSTM's two biases): folding
+      // them would only merge adds, and change their rounding.
+      if case .dense = layer.kind, chain.allSatisfy(\.isShift) { continue }
       // The builder appends to an empty node list, which then holds exactly the new nodes.
       working.nodes = []
       var builder = GradientBuilder(graph: working, location: node.location)

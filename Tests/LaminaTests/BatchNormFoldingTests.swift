@@ -106,6 +106,28 @@ struct BatchNormFoldingTests {
       sourceLocation: sourceLocation)
   }
 
+  /// A model whose output `z` depends on folded parameters `s` (the scale) and `c` (a scalar):
+  /// compiled equals the interpreter at batch 1 and 4, and again after new values of both.
+  func expectFoldMatches(
+    _ model: Model, scale: Tensor, sourceLocation: Testing.SourceLocation = #_sourceLocation
+  ) throws {
+    let compiled = try model.compile(
+      options: TestCache.options(), parameters: try model.initialParameters(seed: 3))
+    for batch in [1, 4] {
+      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 5)
+      try expectForwardMatches(
+        model, compiled, inputs: inputs, output: "z", mode: .inference,
+        sourceLocation: sourceLocation)
+    }
+    // New values of the folded constants are seen by the next call.
+    try compiled.setParameter(scale, named: "s")
+    try compiled.setParameter(Tensor(shape: [], scalars: [Float(-0.25)]), named: "c")
+    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 2], seed: 6)
+    try expectForwardMatches(
+      model, compiled, inputs: inputs, output: "z", mode: .inference,
+      sourceLocation: sourceLocation)
+  }
+
   @Test("inference forward runs conv + batch norm + relu as one kernel, and fewer kernels in all")
   func convolutionKernelCount() throws {
     let folded = try forwardKernels(lowered(Self.convolution))
@@ -237,18 +259,8 @@ struct BatchNormFoldingTests {
       plans.contains(
         "computed by forward when the parameter version moves and freed once convolutions have packed them (weights of parameters alone): 1 values"
       ))
-    let compiled = try model.compile(
-      options: TestCache.options(), parameters: try model.initialParameters(seed: 3))
-    for batch in [1, 4] {
-      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 5)
-      try expectForwardMatches(model, compiled, inputs: inputs, output: "z", mode: .inference)
-    }
-    // New values of the folded constants are seen by the next call.
-    try compiled.setParameter(
-      Tensor(shape: [1, 32, 1, 1], scalars: [Float](repeating: -1.5, count: 32)), named: "s")
-    try compiled.setParameter(Tensor(shape: [], scalars: [Float(-0.25)]), named: "c")
-    let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 2], seed: 6)
-    try expectForwardMatches(model, compiled, inputs: inputs, output: "z", mode: .inference)
+    try expectFoldMatches(
+      model, scale: Tensor(shape: [1, 32, 1, 1], scalars: [Float](repeating: -1.5, count: 32)))
     // Without the pass the chain stays in the epilogue, and gives the same values.
     var unfolded = model.graph
     _ = try PassRunner(passes: Pipeline.codegen.filter { $0.name != ScaleFolding.name }).run(
@@ -366,18 +378,8 @@ struct BatchNormFoldingTests {
       let matmul = try #require(kernels.flatMap { [$0] + $0.body }.first { $0.op == "matmul" })
       #expect(graph.param(for: matmul.operands[1]) == nil)
       #expect(matmul.attributes["transpose_b"]?.boolValue == true)
-      let compiled = try model.compile(
-        options: TestCache.options(), parameters: try model.initialParameters(seed: 3))
-      for batch in [1, 4] {
-        let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 5)
-        try expectForwardMatches(model, compiled, inputs: inputs, output: "z", mode: .inference)
-      }
-      // New values of the folded constants are seen by the next call.
-      try compiled.setParameter(
-        Tensor(shape: [1, 8], scalars: (0..<8).map { Float($0) * 0.5 - 2 }), named: "s")
-      try compiled.setParameter(Tensor(shape: [], scalars: [Float(-0.25)]), named: "c")
-      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": 2], seed: 6)
-      try expectForwardMatches(model, compiled, inputs: inputs, output: "z", mode: .inference)
+      try expectFoldMatches(
+        model, scale: Tensor(shape: [1, 8], scalars: (0..<8).map { Float($0) * 0.5 - 2 }))
     }
   }
 
