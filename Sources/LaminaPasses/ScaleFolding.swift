@@ -108,7 +108,7 @@ public struct ScaleFolding: GraphPass {
         folded = try Self.fold(
           node, layer: layer, chain: chain, builder: &builder)
       } catch {
-        // A shape rule refused: leave this convolution as it is. Values the builder made
+        // A shape rule refused: leave this layer as it is. Values the builder made
         // before that stay unused.
         working = builder.graph
         continue
