@@ -142,9 +142,9 @@ static inline float lamina_sigmoidf(float x) {
 /* Max pooling along a row at stride 2, windows of 2 or 3 columns (no dilation): y[t] = the maximum of
    m[2t .. 2t + kernel) for t < count, m holding `length` values (the window rows' maximum per input column);
    a later element replaces the maximum when larger or NaN, in the order the generated loops compare. Returns 1
-   when it ran (AVX-512, float), 0 when the caller's loop must. 16 windows take four masked loads and three
-   permutes; the vectorized loop read every other element with gathers and shuffles (SqueezeNet's 3x3 stride-2
-   pools: 97 -> 71 us on one core). */
+   when it ran (AVX-512, float), 0 when the caller's loop must. 16 windows take two masked loads (each vector of m
+   is loaded once) and three permutes; the vectorized loop read every other element with gathers and shuffles
+   (SqueezeNet's 3x3 stride-2 pools: 97 -> 71 us on one core). */
 #if defined(__AVX512F__)
 #include <immintrin.h>
 static inline __m512 lamina_max_later_ps(__m512 v, __m512 x) {
@@ -158,24 +158,6 @@ static inline __m512 lamina_load_first_ps(const float* m, int64_t offset, int64_
   if (n <= 0) return _mm512_setzero_ps();
   return _mm512_maskz_loadu_ps(n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u), m + offset);
 }
-static inline int lamina_max_pool_stride2_f32(const float* m, int64_t length, int kernel, float* y, int64_t count) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  for (int64_t t = 0; t < count; t += 16) {
-    const int64_t c = 2 * t;
-    const __m512 low = lamina_load_first_ps(m, c, length), high = lamina_load_first_ps(m, c + 16, length);
-    __m512 v = _mm512_permutex2var_ps(low, even, high);
-    v = lamina_max_later_ps(v, _mm512_permutex2var_ps(low, odd, high));
-    if (kernel == 3) {
-      const __m512 low2 = lamina_load_first_ps(m, c + 2, length);
-      const __m512 high2 = lamina_load_first_ps(m, c + 18, length);
-      v = lamina_max_later_ps(v, _mm512_permutex2var_ps(low2, even, high2));
-    }
-    const int64_t n = count - t;
-    _mm512_mask_storeu_ps(y + t, n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u), v);
-  }
-  return 1;
-}
 /* The maximum per column of up to three rows (first, then second, then third), 16 columns from `offset`. */
 static inline __m512 lamina_rows_max_ps(const float* first, const float* second, const float* third, int rows,
                                         int64_t offset, int64_t length) {
@@ -184,9 +166,10 @@ static inline __m512 lamina_rows_max_ps(const float* first, const float* second,
   if (rows > 2) v = lamina_max_later_ps(v, lamina_load_first_ps(third, offset, length));
   return v;
 }
-/* lamina_max_pool_stride2_f32 over the maximum of 1-3 rows of `length` values, taken column by column in registers.
-   Storing the rows' maximum to a line and reading it back two columns further on stalls on store forwarding at
-   every window vector (SqueezeNet's first layer's pool: 100 -> 30 us on one core). */
+/* lamina_max_pool_stride2_f32 over the maximum of 1-3 rows of `length` values, each 16 columns' maximum taken
+   once, in registers, and the windows formed from it there: a convolution's fused pool used to store the rows'
+   maximum to a line and read it back two columns further on, which stalls on store forwarding (SqueezeNet's
+   first layer's pool, one core: 96-101 -> 79-87 us). */
 static inline int lamina_max_pool_rows_stride2_f32(const float* first, const float* second, const float* third,
                                                    int rows, int64_t length, int kernel, float* y, int64_t count) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -210,6 +193,9 @@ static inline int lamina_max_pool_rows_stride2_f32(const float* first, const flo
     low = next;
   }
   return 1;
+}
+static inline int lamina_max_pool_stride2_f32(const float* m, int64_t length, int kernel, float* y, int64_t count) {
+  return lamina_max_pool_rows_stride2_f32(m, m, m, 1, length, kernel, y, count);
 }
 #else
 static inline int lamina_max_pool_stride2_f32(const float* m, int64_t length, int kernel, float* y, int64_t count) {
