@@ -24,10 +24,10 @@ int harness_main(int argc,char**argv){
   lamina_forward(ctx,dims,inputs,outputs);
   int64_t nans=0; for(int64_t i=0;i<(int64_t)batch*per_out;i++) nans+=y[i]!=y[i];
   if(nans) fprintf(stderr,"note: %lld of %lld outputs are NaN (the pattern's weights: pass make.py the weights file)\n",(long long)nans,(long long)batch*per_out);
-  int64_t offsets[16]; /* recompute the plan as the entry point does: copy its code */
+  #include "sizes.inc" /* NK kernel calls, NOFFSETS arena offsets: written by make.py */
+  int64_t offsets[NOFFSETS]; /* recompute the plan as the entry point does: copy its code */
   #include "plan.inc"
   unsigned char* const arena=ctx->arena;
-  #define NK 16
   double* t[NK]; for(int k=0;k<NK;k++) t[k]=malloc(sizeof(double)*runs);
   double* tf=malloc(sizeof(double)*runs);
   for(int r=0;r<runs;r++){
@@ -35,10 +35,10 @@ int harness_main(int argc,char**argv){
     #include "calls.inc"
     a=now(); lamina_forward(ctx,dims,inputs,outputs); tf[r]=now()-a;
   }
-  const char* names[NK]={
+  const char* names[NK + 1]={
   #include "names.inc"
   };
-  int nk=0; while(nk<NK && names[nk]) nk++;
+  int nk=NK;
   double summin=0;
   for(int k=0;k<nk;k++){qsort(t[k],runs,sizeof(double),cmp); printf("%-22s min %8.2f us  median %8.2f us\n",names[k],t[k][0]*1e6,t[k][runs/2]*1e6); summin+=t[k][0];}
   qsort(tf,runs,sizeof(double),cmp);

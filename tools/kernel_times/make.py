@@ -37,6 +37,9 @@ with open('calls.inc','w') as f:
     args=args.replace('(float*)outputs[0]','y').replace('(const float*)inputs[0]','x')
     f.write('  b=now(); %s(%s); t[k++][r]=now()-b;\n'%(name,args))
 open('names.inc','w').write(''.join('"%s",\n'%n for n,_,_ in calls)+'NULL\n')
+# The arrays' sizes: one timing row per call, and as many offsets as the plan indexes.
+used=[int(i) for i in re.findall(r'offsets\[(\d+)\]',plan+fwd)]
+open('sizes.inc','w').write('#define NK %d\n#define NOFFSETS %d\n'%(max(len(calls),1),max(used,default=0)+1))
 for fn in os.listdir(src):
   if fn!='model.c' and (fn.endswith('.h') or fn.endswith('.c')): shutil.copy(os.path.join(src,fn),fn)
 shutil.copy(os.path.join(src,'model.c'),'model.c')

@@ -221,7 +221,7 @@ static inline int lamina_gemm_panel_rows(int64_t m) {
 #define LAMINA_GEMM_A_PREFETCH_PANELS 2
 #endif
 /* A packed-before-the-call A multiplied by at most this many columns per tile has its next block prefetched
-   (into L1) a piece at each micro-kernel call of the current one (see lamina_gemm_macro); wider tiles read
+   (into L2) a piece at each micro-kernel call of the current one (see lamina_gemm_macro); wider tiles read
    each block often enough that the first pass's misses matter less, and there the early lines only
    crowded out B's panel: 64 -> 256 at 56x56 was 3% slower. */
 #ifndef LAMINA_GEMM_SPREAD_PREFETCH_COLUMNS
@@ -665,7 +665,7 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
                               const lamina_gemm_epilogue* epilogue, const struct lamina_gemm_job* pack,
                               lamina_real* pack_into, int64_t pc, int64_t a_ahead, const lamina_real* direct,
                               int64_t ldb, const lamina_real* next_a, int64_t next_length) {
-  /* next_a: the block of A the tile multiplies after this one, prefetched a share per micro-kernel call. */
+  /* next_a: the block of A the tile multiplies after this one, prefetched (into L2) a share per micro-kernel call. */
   const int64_t calls = lamina_gemm_ceil_div(nc, NR) * lamina_gemm_ceil_div(mc, rows);
   const int64_t line = 64 / sizeof(lamina_real);
   const int64_t next_step = next_a ? lamina_gemm_ceil_div(lamina_gemm_ceil_div(next_length, line), calls) * line : 0;
@@ -692,7 +692,7 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
       }
       if (next_done < next_length) {
         const int64_t end = lamina_gemm_min(next_done + next_step, next_length);
-        for (; next_done < end; next_done += line) __builtin_prefetch(next_a + next_done, 0, 3);
+        for (; next_done < end; next_done += line) __builtin_prefetch(next_a + next_done, 0, 2);
       }
       if (mr == rows && nr == NR) {
         lamina_gemm_kernel_full(rows, kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta);
@@ -831,7 +831,10 @@ static void lamina_gemm_tile(const lamina_gemm_job* g, int64_t i0, int64_t i1, i
         /* A packed before the call comes from memory (a 7x7 layer's weights are 4 MiB, each multiplied by only
            49 columns). Prefetching only on the first column panel bunched the reads (two threads asked for
            20 GB/s each there, then nothing), so a tile of few columns spreads the next block's over this
-           one: ResNet-50's 7x7 and 14x14 layers 5-11% faster. */
+           one: ResNet-50's 7x7 and 14x14 layers 5-11% faster (Zen 5). Into L2, not L1: the next block is
+           110 KiB, and in L1 its lines pushed out the B panel and the current A panel; on Zen 4 that made
+           512 x 49 x 2048 (packed A, cold) 12% slower than no spread at all, and L2 is 10% faster than
+           no spread there (two cores: 605 -> 545 us; 2048 x 49 x 512 582 -> 520 us). */
         const lamina_real* next_a = NULL;
         int64_t next_length = 0;
         const int spread = g->packed_a && j1 - j0 <= LAMINA_GEMM_SPREAD_PREFETCH_COLUMNS;
