@@ -43,6 +43,16 @@
 #ifndef LAMINA_CONV_CHANNEL_KERNEL
 #define LAMINA_CONV_CHANNEL_KERNEL 1
 #endif
+/* The channel kernel's positions per tile for a plane of P output positions: LAMINA_CONV_CHANNEL_TILE, or one fewer
+   when that computes at least 5% fewer positions (a partial tile costs a full one). A 7x7 map is then 7 tiles of 7
+   rather than 7 tiles of 8 with one position in the last: ResNet-50's 512 -> 512 3x3 at stride 2 to 7x7 (Zen 4)
+   1334 -> 1196 us on two cores, 2538 -> 2171 us on one. A pooled band keeps the full tile (its planes are large). */
+static inline int64_t lamina_conv_channel_tile(int64_t P, int pooled) {
+  const int64_t R = LAMINA_CONV_CHANNEL_TILE;
+  if (pooled || R < 2) return R;
+  const int64_t full = (P + R - 1) / R * R, shorter = (P + R - 2) / (R - 1) * (R - 1);
+  return shorter * 20 < full * 19 ? R - 1 : R;
+}
 #ifndef LAMINA_CONV_DEPTHWISE_KERNEL
 #define LAMINA_CONV_DEPTHWISE_KERNEL 1 /* 0: the schedule's depthwise choice falls back to the other kernels */
 #endif
@@ -98,10 +108,12 @@
 
 /* The channel kernel's full tile (8 positions x 16 channels of f32 with AVX-512) to its 16 channel planes: a
    transpose in registers (in-lane unpacks and shuffles, then one two-source permute per row) and 16 stores of 8
-   floats, instead of 128 scalar stores. Other tiles and types store element by element. */
+   floats, instead of 128 scalar stores; a tile of 7 positions (its 8th row a copy) stores 7 of each 8 under a
+   mask. Other tiles and types store element by element. */
 #if LAMINA_CONV_VBYTES == 64 && defined(__AVX512F__) && defined(__AVX512DQ__) && LAMINA_CONV_CHANNEL_TILE == 8
 #define LAMINA_CONV_HAS_TILE_TRANSPOSE_f32 1
-static inline void lamina_conv_store_tile_f32(float* out, int64_t P, const __m512* rows) {
+static inline __attribute__((always_inline)) void lamina_conv_store_tile_f32(float* out, int64_t P, const __m512* rows,
+                                                                             int positions) {
   const __m512 t0 = _mm512_unpacklo_ps(rows[0], rows[1]), t1 = _mm512_unpackhi_ps(rows[0], rows[1]);
   const __m512 t2 = _mm512_unpacklo_ps(rows[2], rows[3]), t3 = _mm512_unpackhi_ps(rows[2], rows[3]);
   const __m512 t4 = _mm512_unpacklo_ps(rows[4], rows[5]), t5 = _mm512_unpackhi_ps(rows[4], rows[5]);
@@ -118,19 +130,28 @@ static inline void lamina_conv_store_tile_f32(float* out, int64_t P, const __m51
   for (int c = 0; c < 4; c++) {
     const __m512 first = _mm512_permutex2var_ps(low[c], even, high[c]);
     const __m512 second = _mm512_permutex2var_ps(low[c], odd, high[c]);
-    _mm256_storeu_ps(out + c * P, _mm512_castps512_ps256(first));
-    _mm256_storeu_ps(out + (c + 8) * P, _mm512_extractf32x8_ps(first, 1));
-    _mm256_storeu_ps(out + (c + 4) * P, _mm512_castps512_ps256(second));
-    _mm256_storeu_ps(out + (c + 12) * P, _mm512_extractf32x8_ps(second, 1));
+    if (positions == 8) {
+      _mm256_storeu_ps(out + c * P, _mm512_castps512_ps256(first));
+      _mm256_storeu_ps(out + (c + 8) * P, _mm512_extractf32x8_ps(first, 1));
+      _mm256_storeu_ps(out + (c + 4) * P, _mm512_castps512_ps256(second));
+      _mm256_storeu_ps(out + (c + 12) * P, _mm512_extractf32x8_ps(second, 1));
+    } else {
+      const __mmask8 lanes = (__mmask8)((1u << positions) - 1);
+      _mm256_mask_storeu_ps(out + c * P, lanes, _mm512_castps512_ps256(first));
+      _mm256_mask_storeu_ps(out + (c + 8) * P, lanes, _mm512_extractf32x8_ps(first, 1));
+      _mm256_mask_storeu_ps(out + (c + 4) * P, lanes, _mm512_castps512_ps256(second));
+      _mm256_mask_storeu_ps(out + (c + 12) * P, lanes, _mm512_extractf32x8_ps(second, 1));
+    }
   }
 }
-#define LAMINA_CONV_STORE_TILE_f32(out, P, sums) lamina_conv_store_tile_f32((out), (P), (const __m512*)(sums));
+#define LAMINA_CONV_STORE_TILE_f32(out, P, sums, positions) \
+  lamina_conv_store_tile_f32((out), (P), (const __m512*)(sums), (positions));
 #else
 #define LAMINA_CONV_HAS_TILE_TRANSPOSE_f32 0
-#define LAMINA_CONV_STORE_TILE_f32(out, P, sums) ;
+#define LAMINA_CONV_STORE_TILE_f32(out, P, sums, positions) ;
 #endif
 #define LAMINA_CONV_HAS_TILE_TRANSPOSE_f64 0
-#define LAMINA_CONV_STORE_TILE_f64(out, P, sums) ;
+#define LAMINA_CONV_STORE_TILE_f64(out, P, sums, positions) ;
 
 /* An input row split into its two stride phases for the depthwise kernel: even_to[q] = from[2 q] for q < evens,
    odd_to[q] = from[2 q + 1] for q < odds. With AVX-512 f32, 16 of each from two loads and two two-source permutes
@@ -1009,19 +1030,21 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     lamina_pool* pool;                                                                                                     \
     int64_t padded_height, padded_width; /* of the input buffer, when `padded` */                                          \
     int64_t vectors, bands;                                                                                                \
-    int64_t vector_parts; /* the output channels' vector pairs split this many ways (bands 1) */                          \
+    int64_t vector_parts; /* the output channels' vector pairs split this many ways (bands 1) */                         \
+    int64_t tile;         /* positions per tile: LAMINA_CONV_CHANNEL_TILE or one fewer (lamina_conv_channel_tile) */     \
     int padded;                                                                                                            \
     int failed;                                                                                                            \
   } lamina_conv_channels_job_##S;                                                                                          \
                                                                                                                          \
   /* A tile's sums, position-major (R positions x `channels` lanes), to the channel planes of the NCHW result. */        \
-  static inline __attribute__((always_inline)) void lamina_conv_channels_store_##S(T* out, int64_t plane, int64_t channels,\
-                                                                                  int64_t count,                         \
+  static inline __attribute__((always_inline)) void lamina_conv_channels_store_##S(T* out, int64_t plane, int64_t channels, \
+                                                                                  int64_t count, const int R,            \
                                                                                   lamina_conv_vector_##S* sums) {        \
-    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), R = LAMINA_CONV_CHANNEL_TILE };                                          \
-    if (LAMINA_CONV_HAS_TILE_TRANSPOSE_##S && R == 8 && channels == VL && count == R)                                    \
-      LAMINA_CONV_STORE_TILE_##S(out, plane, sums)                                                                       \
-    else                                                                                                                 \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    if (LAMINA_CONV_HAS_TILE_TRANSPOSE_##S && LAMINA_CONV_CHANNEL_TILE == 8 && channels == VL && count == R) {           \
+      if (R == 7) sums[7] = sums[6]; /* the transpose takes 8 rows; the 8th column is not stored */                      \
+      LAMINA_CONV_STORE_TILE_##S(out, plane, sums, R)                                                                    \
+    } else                                                                                                               \
       for (int64_t l = 0; l < channels; l++)                                                                             \
         for (int64_t r = 0; r < count; r++) out[l * plane + r] = sums[r][l];                                             \
   }                                                                                                                      \
@@ -1029,12 +1052,13 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
   /* One tile of R positions (q: each position's window in the input) for `vectors` (1 or 2, a constant where it is     \
      inlined) consecutive vectors of output channels: weights [K][VL] per vector, the second K * VL after the first;    \
      biases one vector per vector. Two at once: each broadcast input value feeds two multiply-adds, and 2R sums cover   \
-     the FMA latency on cores with two 512-bit FMA pipes. channels, channels1: the lanes stored of each vector. */      \
-  static inline __attribute__((always_inline)) void lamina_conv_channels_vectors_##S(                                   \
-      const int vectors, int64_t K, const T* const* q, const int64_t* taps, const T* weights, const T* biases, T* out,  \
-      int64_t plane, int64_t channels, int64_t channels1, int64_t count) {                                              \
-    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), R = LAMINA_CONV_CHANNEL_TILE };                                         \
-    lamina_conv_vector_##S sums[2][R];                                                                                  \
+     the FMA latency on cores with two 512-bit FMA pipes. channels, channels1: the lanes stored of each vector. R: the   \
+     tile's positions (LAMINA_CONV_CHANNEL_TILE, or one fewer: lamina_conv_channel_tile), a constant where inlined. */   \
+  static inline __attribute__((always_inline)) void lamina_conv_channels_vectors_##S(                                    \
+      const int vectors, const int R, int64_t K, const T* const* q, const int64_t* taps, const T* weights,               \
+      const T* biases, T* out, int64_t plane, int64_t channels, int64_t channels1, int64_t count) {                      \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    lamina_conv_vector_##S sums[2][LAMINA_CONV_CHANNEL_TILE];                                                            \
     _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) {                                                         \
       const lamina_conv_vector_##S bias = lamina_conv_loadu_##S(biases + u * VL);                                       \
       _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[u][r] = bias;                                           \
@@ -1048,14 +1072,15 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
         _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) sums[u][r] += value * w[u];                           \
       }                                                                                                                 \
     }                                                                                                                   \
-    lamina_conv_channels_store_##S(out, plane, channels, count, sums[0]);                                               \
-    if (vectors == 2) lamina_conv_channels_store_##S(out + VL * plane, plane, channels1, count, sums[1]);               \
+    lamina_conv_channels_store_##S(out, plane, channels, count, R, sums[0]);                                             \
+    if (vectors == 2) lamina_conv_channels_store_##S(out + VL * plane, plane, channels1, count, R, sums[1]);             \
   }                                                                                                                     \
                                                                                                                         \
   static inline void lamina_conv_channels_task_##S(void* argument, int64_t task, int thread) {                             \
-    lamina_conv_channels_job_##S* job = (lamina_conv_channels_job_##S*)argument;                                           \
-    const lamina_conv2d_geometry* g = job->g;                                                                              \
-    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), R = LAMINA_CONV_CHANNEL_TILE };                                            \
+    lamina_conv_channels_job_##S* job = (lamina_conv_channels_job_##S*)argument;                                         \
+    const lamina_conv2d_geometry* g = job->g;                                                                            \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const int64_t R = job->tile;                                                                                         \
     const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
     const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width, V = job->vectors;         \
     const int64_t band = task % job->bands, part = task / job->bands % job->vector_parts;                                 \
@@ -1119,16 +1144,26 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
       for (int64_t p0 = first; p0 < end; p0 += R) {                                                                        \
         const int64_t count = lamina_conv_min(R, end - p0);                                                                \
         /* A partial tile repeats its last position (computed, not stored). */                                             \
-        const T* q[R];                                                                                                     \
-        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)]; \
+        const T* q[LAMINA_CONV_CHANNEL_TILE];                                                                            \
+        _Pragma("GCC unroll 16") for (int r = 0; r < LAMINA_CONV_CHANNEL_TILE; r++)                                      \
+          q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)];                                            \
         T* out = pooled ? block + v * VL * block_plane + (p0 - first)                                                      \
                         : job->y + (image * g->out_channels + group * og + v * VL) * P + p0;                               \
-        if (vectors == 2)                                                                                                  \
-          lamina_conv_channels_vectors_##S(2, K, q, taps, weights, biases, out, plane, VL,                                 \
-                                           lamina_conv_min(VL, og - (v + 1) * VL), count);                                 \
-        else                                                                                                               \
-          lamina_conv_channels_vectors_##S(1, K, q, taps, weights, biases, out, plane,                                     \
-                                           lamina_conv_min(VL, og - v * VL), 0, count);                                    \
+        const int64_t lanes0 = lamina_conv_min(VL, og - v * VL), lanes1 = lamina_conv_min(VL, og - (v + 1) * VL);        \
+        if (R == LAMINA_CONV_CHANNEL_TILE) {                                                                             \
+          if (vectors == 2)                                                                                              \
+            lamina_conv_channels_vectors_##S(2, LAMINA_CONV_CHANNEL_TILE, K, q, taps, weights, biases, out, plane, VL,   \
+                                             lanes1, count);                                                             \
+          else                                                                                                           \
+            lamina_conv_channels_vectors_##S(1, LAMINA_CONV_CHANNEL_TILE, K, q, taps, weights, biases, out, plane,       \
+                                             lanes0, 0, count);                                                          \
+        } else if (vectors == 2) {                                                                                       \
+          lamina_conv_channels_vectors_##S(2, LAMINA_CONV_CHANNEL_TILE - 1, K, q, taps, weights, biases, out, plane, VL, \
+                                           lanes1, count);                                                               \
+        } else {                                                                                                         \
+          lamina_conv_channels_vectors_##S(1, LAMINA_CONV_CHANNEL_TILE - 1, K, q, taps, weights, biases, out, plane,     \
+                                           lanes0, 0, count);                                                            \
+        }                                                                                                                \
       }                                                                                                                    \
       v += vectors;                                                                                                        \
     }                                                                                                                      \
@@ -1177,7 +1212,7 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
   static inline int lamina_conv2d_channels_##S(lamina_pool* pool, const lamina_conv2d_geometry* g, const T* x, const T* w, \
                                                const T* kept, const T* bias, int64_t bias_count, T* y,                   \
                                                const lamina_gemm_epilogue* epilogue) {                                   \
-    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), R = LAMINA_CONV_CHANNEL_TILE };                                            \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
     const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
     const int64_t kh = g->kernel_height, kw = g->kernel_width, K = cg * kh * kw;                                           \
     const int64_t OH = g->out_height, OW = g->out_width, P = OH * OW, V = (og + VL - 1) / VL;                              \
@@ -1216,7 +1251,8 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     const int threads = pool ? lamina_pool_threads(pool) : 1;                                                              \
     const int64_t work = g->batch * G * V * VL * P * K;                                                                    \
     const int parallel = threads > 1 && work >= LAMINA_CONV_DIRECT_PARALLEL_WORK;                                         \
-    const int64_t tiles = (P + R - 1) / R;                                                                                 \
+    const int64_t R = lamina_conv_channel_tile(P, g->pool_height > 0);                                                   \
+    const int64_t tiles = (P + R - 1) / R;                                                                               \
     const int64_t band_units = g->pool_height > 0 ? lamina_conv_pooled_height(g) : tiles; /* pooled rows, or tiles */    \
     /* The output channels' vector pairs split over the threads instead, each thread all the tiles, when that leaves   \
        the busiest thread less work: a 7x7 result is 7 tiles (4 for one thread, 3 for the other), so 256 -> 256 at     \
@@ -1232,7 +1268,7 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
                                                                       ? lamina_conv_min(band_units, 2 * threads) : 1,      \
                                                                og, sizeof(T));                                             \
     lamina_conv_channels_job_##S job = {g, x, kept ? kept : packed, biases, taps, positions, y, epilogue, pool, HP, WP, V, \
-                                        bands, vector_parts, padded, 0};                                                   \
+                                        bands, vector_parts, R, padded, 0};                                              \
     const int64_t tasks = g->batch * G * bands * vector_parts;                                                             \
     if (!parallel || tasks == 1)                                                                                           \
       for (int64_t t = 0; t < tasks; t++) lamina_conv_channels_task_##S(&job, t, 0);                                       \
