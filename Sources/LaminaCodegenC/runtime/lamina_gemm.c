@@ -832,9 +832,9 @@ static void lamina_gemm_tile(const lamina_gemm_job* g, int64_t i0, int64_t i1, i
            49 columns). Prefetching only on the first column panel bunched the reads (two threads asked for
            20 GB/s each there, then nothing), so a tile of few columns spreads the next block's over this
            one: ResNet-50's 7x7 and 14x14 layers 5-11% faster (Zen 5). Into L2, not L1: the next block is
-           110 KiB, and in L1 its lines pushed out the B panel and the current A panel; on Zen 4 that made
-           512 x 49 x 2048 (packed A, cold) 12% slower than no spread at all, and L2 is 10% faster than
-           no spread there (two cores: 605 -> 545 us; 2048 x 49 x 512 582 -> 520 us). */
+           110 KiB, and in L1 its lines pushed out the B panel and the current A panel. Zen 4, 512 x 49 x 2048
+           (packed A, cold), one core: 1204 us spread into L1, 1106 with no spread, 1057 spread into L2;
+           two cores 605 -> 545 us from L1 to L2 (2048 x 49 x 512: 582 -> 520 us). */
         const lamina_real* next_a = NULL;
         int64_t next_length = 0;
         const int spread = g->packed_a && j1 - j0 <= LAMINA_GEMM_SPREAD_PREFETCH_COLUMNS;
