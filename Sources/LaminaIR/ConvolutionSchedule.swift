@@ -11,7 +11,8 @@ import LaminaSupport
 ///   registers, taps and positions read through offset tables (any stride, dilation and padding):
 ///   few input channels per group (at most `directChannelsMaxInputChannels`), where im2col would
 ///   copy the input once per tap for a short GEMM (LeNet's second layer, 6 → 16 channels: 2.9x
-///   faster than im2col and the GEMM at batch 1 and 64); and strided convolutions wider than 1x1
+///   faster than im2col and the GEMM at batch 1 and 64), unless the GEMM reads the input in place
+///   (`gemmReadsInputInPlace`: an unpadded 1x1 at stride 1); and strided convolutions wider than 1x1
 ///   with up to 512 input channels of a 3x3 kernel (`stridedTakesChannelKernel`), whose im2col
 ///   gathers every other element (ResNet-50's and Inception v2's 3x3 stride-2 layers: 10-31%
 ///   faster).
@@ -84,11 +85,22 @@ public struct ConvolutionSchedule: Sendable, Hashable {
   public static let directWidthMaxChannels = 8
   /// Taps (in channels per group × kernel area) the width kernel takes (`LAMINA_CONV_DIRECT_MAX_TAPS`).
   public static let directWidthMaxTaps = 64
-  /// Input channels per group up to which the channel kernel beats im2col and the GEMM.
+  /// Input channels per group up to which the channel kernel beats im2col and the GEMM (when im2col
+  /// copies the input: not for `gemmReadsInputInPlace`).
   public static let directChannelsMaxInputChannels = 16
   /// Taps the channel kernel takes (`LAMINA_CONV_CHANNEL_MAX_TAPS`): 512 channels of a 3x3 kernel,
   /// whose pair of output-channel vectors' weights (590 KB) stays in a 1 MiB L2.
   public static let directChannelsMaxTaps = 4608
+  /// Whether the GEMM path multiplies the input as it is stored (a 1x1 kernel at stride 1 without
+  /// padding, one group): no im2col copy, so few input channels are no reason for the channel
+  /// kernel, whose register transposes cost more than the GEMM's short k loop. Zen 4, two threads
+  /// (one): 3 → 64 at 56x56 22.5 → 17.6 µs (41 → 31), 8 → 64 38.7 → 32.8 (67 → 55),
+  /// 12 → 96 61 → 56 (115 → 107), SqueezeNet's 16 → 64 at 55x55 66 → 48 (98 → 91).
+  public static func gemmReadsInputInPlace(_ geometry: ConvolutionGeometry) -> Bool {
+    geometry.groups == 1 && geometry.kernel == [1, 1] && geometry.stride == [1, 1]
+      && geometry.padding.allSatisfy { $0 == 0 }
+  }
+
   /// Whether a strided convolution with many input channels takes the channel kernel rather than
   /// im2col and the GEMM: a kernel wider than 1x1 at stride 2 or more in both dimensions, one
   /// group, at most `directChannelsMaxTaps` taps. im2col's packer gathers every other input
@@ -194,7 +206,7 @@ public struct ConvolutionSchedule: Sendable, Hashable {
     {
       algorithm = .directWidth
     } else if inPerGroup <= Self.directChannelsMaxInputChannels
-      && taps <= Self.directChannelsMaxTaps
+      && taps <= Self.directChannelsMaxTaps && !Self.gemmReadsInputInPlace(geometry)
     {
       algorithm = .directChannels
     } else if Self.stridedTakesChannelKernel(geometry) {

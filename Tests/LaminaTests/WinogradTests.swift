@@ -182,5 +182,13 @@ struct WinogradTests {
     #expect(algorithm(1024, 14, stride: 2) == .im2colGemm)
     #expect(algorithm(256, 56, kernel: 1, stride: 2) == .im2colGemm)
     #expect(algorithm(128, 56, stride: 2, groups: 2) == .im2colGemm)
+    // Few input channels: the channel kernel where im2col would copy the input (3x3, a strided 1x1,
+    // groups), the GEMM where it reads the input in place (an unpadded 1x1 at stride 1: SqueezeNet's
+    // 16 -> 64 expand layers).
+    #expect(algorithm(16, 55, kernel: 1, outChannels: 64) == .im2colGemm)
+    #expect(algorithm(3, 56, kernel: 1, outChannels: 64) == .im2colGemm)
+    #expect(algorithm(16, 55, outChannels: 64) == .directChannels)
+    #expect(algorithm(16, 56, kernel: 1, stride: 2, outChannels: 64) == .directChannels)
+    #expect(algorithm(32, 28, kernel: 1, groups: 4, outChannels: 64) == .directChannels)
   }
 }
