@@ -1076,6 +1076,19 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     if (vectors == 2) lamina_conv_channels_store_##S(out + VL * plane, plane, channels1, count, R, sums[1]);             \
   }                                                                                                                     \
                                                                                                                         \
+  /* One tile of R positions (a constant where inlined) for one or two vectors of output channels, `left` channels       \
+     from the first vector's on: lamina_conv_channels_vectors with the vector count a constant. */                       \
+  static inline __attribute__((always_inline)) void lamina_conv_channels_tile_##S(                                       \
+      int vectors, const int R, int64_t K, const T* const* q, const int64_t* taps, const T* weights, const T* biases,    \
+      T* out, int64_t plane, int64_t left, int64_t count) {                                                              \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    if (vectors == 2)                                                                                                    \
+      lamina_conv_channels_vectors_##S(2, R, K, q, taps, weights, biases, out, plane, VL, lamina_conv_min(VL, left - VL), \
+                                       count);                                                                           \
+    else                                                                                                                 \
+      lamina_conv_channels_vectors_##S(1, R, K, q, taps, weights, biases, out, plane, lamina_conv_min(VL, left), 0, count); \
+  }                                                                                                                      \
+                                                                                                                         \
   static inline void lamina_conv_channels_task_##S(void* argument, int64_t task, int thread) {                             \
     lamina_conv_channels_job_##S* job = (lamina_conv_channels_job_##S*)argument;                                         \
     const lamina_conv2d_geometry* g = job->g;                                                                            \
@@ -1149,21 +1162,12 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
           q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)];                                            \
         T* out = pooled ? block + v * VL * block_plane + (p0 - first)                                                      \
                         : job->y + (image * g->out_channels + group * og + v * VL) * P + p0;                               \
-        const int64_t lanes0 = lamina_conv_min(VL, og - v * VL), lanes1 = lamina_conv_min(VL, og - (v + 1) * VL);        \
-        if (R == LAMINA_CONV_CHANNEL_TILE) {                                                                             \
-          if (vectors == 2)                                                                                              \
-            lamina_conv_channels_vectors_##S(2, LAMINA_CONV_CHANNEL_TILE, K, q, taps, weights, biases, out, plane, VL,   \
-                                             lanes1, count);                                                             \
-          else                                                                                                           \
-            lamina_conv_channels_vectors_##S(1, LAMINA_CONV_CHANNEL_TILE, K, q, taps, weights, biases, out, plane,       \
-                                             lanes0, 0, count);                                                          \
-        } else if (vectors == 2) {                                                                                       \
-          lamina_conv_channels_vectors_##S(2, LAMINA_CONV_CHANNEL_TILE - 1, K, q, taps, weights, biases, out, plane, VL, \
-                                           lanes1, count);                                                               \
-        } else {                                                                                                         \
-          lamina_conv_channels_vectors_##S(1, LAMINA_CONV_CHANNEL_TILE - 1, K, q, taps, weights, biases, out, plane,     \
-                                           lanes0, 0, count);                                                            \
-        }                                                                                                                \
+        if (R == LAMINA_CONV_CHANNEL_TILE)                                                                               \
+          lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE, K, q, taps, weights, biases, out, plane,      \
+                                        og - v * VL, count);                                                             \
+        else                                                                                                             \
+          lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE - 1, K, q, taps, weights, biases, out, plane,  \
+                                        og - v * VL, count);                                                             \
       }                                                                                                                    \
       v += vectors;                                                                                                        \
     }                                                                                                                      \
