@@ -6,7 +6,7 @@ import Testing
 /// `conv2d`, `conv_transpose2d` and `conv2d_backward_weight`: compiled C (forward and every
 /// parameter's gradient) against the reference interpreter at batch 1 and 37, the interpreter's
 /// gradients against finite differences, shape errors, and a small CNN that trains.
-@Suite("Convolution", .serialized)
+@Suite("Convolution")
 struct ConvolutionTests {
   struct Case: CustomStringConvertible, Sendable {
     var name: String
