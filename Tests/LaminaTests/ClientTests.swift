@@ -165,9 +165,9 @@ struct ClientTests {
     try #require(graph.status == 0, "the example's manifest:\n\(graph.output)\(graph.errors)")
 
     let executable: String
-    if let modules = try Self.builtLaminaModules(),
-      ProcessInfo.processInfo.environment["LAMINA_TEST_CLIENT_PACKAGE_BUILD"] == nil
-    {
+    let packageBuildAsked =
+      ProcessInfo.processInfo.environment["LAMINA_TEST_CLIENT_PACKAGE_BUILD"] != nil
+    if !packageBuildAsked, let modules = try Self.builtLaminaModules() {
       // The program's sources compiled against, and linked with, the Lamina modules this test run
       // was built from: what `swift build` of the example does, without building Lamina a second
       // time (that second debug build was a sixth of the suite's CPU time).
