@@ -101,7 +101,11 @@ public final class CompiledModel: @unchecked Sendable {
   }
 
   /// Loads a library Lamina compiled, checking its ABI version; `threads <= 0` uses every core.
-  public init(libraryPath: String, threads: Int = 0) throws {
+  ///
+  /// `disabledCPUFeatures` (`["avx512f"]`, say) count as missing when the library checks this CPU,
+  /// as `LAMINA_CPU_DISABLE` makes them for the whole process: a portable library then runs the
+  /// code a CPU without them would run, and a library that needs them refuses to load.
+  public init(libraryPath: String, threads: Int = 0, disabledCPUFeatures: [String] = []) throws {
     // dlopen would search the system paths for a bare name and die on a truncated file.
     try LibraryValidation.validate(libraryPath)
     guard let handle = dlopen(LibraryValidation.loadablePath(libraryPath), RTLD_NOW | RTLD_LOCAL)
@@ -162,19 +166,38 @@ public final class CompiledModel: @unchecked Sendable {
       getParam: dlsym(handle, "lamina_get_param").map {
         unsafeBitCast($0, to: Functions.GetParam.self)
       })
+    // The check and the choice of kernels read this thread's list, so it is set for this
+    // thread only, and cleared before the library can be closed.
+    typealias DisableFeatures = @convention(c) (UnsafePointer<CChar>?) -> Void
+    var disable: DisableFeatures?
+    if !disabledCPUFeatures.isEmpty {
+      guard let pointer = dlsym(handle, "lamina_disable_cpu_features") else {
+        dlclose(handle)
+        throw RunError(
+          "\(libraryPath) cannot disable CPU features (no lamina_disable_cpu_features): recompile the model"
+        )
+      }
+      disable = unsafeBitCast(pointer, to: DisableFeatures.self)
+    }
+    let create = try symbol("lamina_create", Create.self)
+    disable?(disabledCPUFeatures.joined(separator: " "))
     // A library whose instructions this CPU lacks must not run a single one: ask first.
-    if let missing = dlsym(handle, "lamina_missing_cpu_features").map({
-      unsafeBitCast($0, to: SignatureText.self)
-    })?().map({ String(cString: $0) }), !missing.isEmpty {
+    let missing =
+      dlsym(handle, "lamina_missing_cpu_features").map {
+        unsafeBitCast($0, to: SignatureText.self)
+      }?().map { String(cString: $0) } ?? ""
+    let created = missing.isEmpty ? create(Int32(clamping: threads)) : nil
+    disable?(nil)
+    if !missing.isEmpty {
       let target =
         dlsym(handle, "lamina_target").map { unsafeBitCast($0, to: SignatureText.self) }?()
         .map { String(cString: $0) } ?? "?"
       dlclose(handle)
       throw RunError(
-        "\(libraryPath) was compiled for --target \(target) and this CPU lacks \(missing.split(separator: " ").joined(separator: ", ")) (or LAMINA_CPU_DISABLE turns them off): recompile with --target portable or native"
+        "\(libraryPath) was compiled for --target \(target) and this CPU lacks \(missing.split(separator: " ").joined(separator: ", ")) (or they are disabled: LAMINA_CPU_DISABLE): recompile with --target portable or native"
       )
     }
-    guard let context = try symbol("lamina_create", Create.self)(Int32(clamping: threads)) else {
+    guard let context = created else {
       dlclose(handle)
       throw RunError("\(libraryPath): out of memory creating the model context")
     }

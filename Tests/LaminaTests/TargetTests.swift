@@ -11,8 +11,9 @@ import Testing
 /// `--target`: every target builds and equals the interpreter where this CPU runs it; the instruction
 /// sets in the libraries are the ones the target allows (read back with objdump); a library refuses
 /// to start, naming what is missing, on a CPU without its instruction set. The missing CPU is
-/// simulated with LAMINA_CPU_DISABLE, which the libraries' CPU check reads (so the suite is serial).
-@Suite("Compile targets", .serialized)
+/// simulated for one thread (`CompiledModel(libraryPath:disabledCPUFeatures:)`), and with
+/// LAMINA_CPU_DISABLE only in a child process, so the suite runs beside the others.
+@Suite("Compile targets")
 struct TargetTests {
   static var cacheDirectory: String { TestCache.directory }
 
@@ -53,12 +54,18 @@ struct TargetTests {
     return ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"].allSatisfy(words.contains)
   }()
 
-  /// Runs `body` with LAMINA_CPU_DISABLE set to `features`.
-  static func withDisabledFeatures<Result>(_ features: String, _ body: () throws -> Result)
-    rethrows -> Result
-  {
-    setenv("LAMINA_CPU_DISABLE", features, 1)
-    defer { unsetenv("LAMINA_CPU_DISABLE") }
+  /// Runs `body` with the libraries' CPU check treating `features` as missing on this thread
+  /// (`lamina_disable_cpu_features` of the library at `library`), which other tests running at the
+  /// same time, and the processes they start, do not see: LAMINA_CPU_DISABLE would change the
+  /// environment of all of them.
+  static func withDisabledFeatures<Result>(
+    _ features: String, in library: UnsafeMutableRawPointer, _ body: () throws -> Result
+  ) throws -> Result {
+    typealias Disable = @convention(c) (UnsafePointer<CChar>?) -> Void
+    let disable = unsafeBitCast(
+      try #require(dlsym(library, "lamina_disable_cpu_features")), to: Disable.self)
+    disable(features)
+    defer { disable(nil) }
     return try body()
   }
 
@@ -138,15 +145,18 @@ struct TargetTests {
     #expect(compiled.instructionSet == (Self.cpuHasAVX512 ? "x86-64-v4" : "x86-64-v3"))
     try Self.expectMatchesInterpreter(model, compiled, parameters: parameters, label: "portable")
 
-    let narrow = try Self.withDisabledFeatures("avx512f") {
-      try model.compile(options: Self.options(.portable), parameters: parameters)
-    }
+    let narrow = try CompiledModel(
+      libraryPath: compiled.libraryPath, disabledCPUFeatures: ["avx512f"])
+    try narrow.setParameters(parameters)
     #expect(narrow.instructionSet == "x86-64-v3")
     try Self.expectMatchesInterpreter(
       model, narrow, parameters: parameters, label: "portable without AVX-512")
 
-    // Both instruction sets are in the one library (the same file from the cache).
-    #expect(narrow.libraryPath == compiled.libraryPath)
+    // The list was this thread's for that load only: the next one takes the AVX-512 code again.
+    if Self.cpuHasAVX512 {
+      #expect(try CompiledModel(libraryPath: compiled.libraryPath).instructionSet == "x86-64-v4")
+    }
+    // Both instruction sets are in the one library.
     let mnemonics = try Self.disassembly(compiled.libraryPath)
     #expect(mnemonics.contains { $0.operands.contains("%zmm") })
     #expect(mnemonics.contains { $0.operands.contains("%ymm") })
@@ -159,7 +169,7 @@ struct TargetTests {
     let model = try Model(contentsOf: RepositoryPaths.path("examples/digits_mlp.lam"))
     let library = try model.buildLibrary(options: Self.options(.x86_64_v4)).libraryPath
     #expect {
-      try Self.withDisabledFeatures("avx512f,avx512vl") { try CompiledModel(libraryPath: library) }
+      try CompiledModel(libraryPath: library, disabledCPUFeatures: ["avx512f", "avx512vl"])
     } throws: { error in
       let message = "\(error)"
       return message.contains("x86-64-v4") && message.contains("avx512f")
@@ -175,7 +185,7 @@ struct TargetTests {
     let destroy = unsafeBitCast(try #require(dlsym(handle, "lamina_destroy")), to: Destroy.self)
     let missing = unsafeBitCast(
       try #require(dlsym(handle, "lamina_missing_cpu_features")), to: Text.self)
-    Self.withDisabledFeatures("avx512f") {
+    try Self.withDisabledFeatures("avx512f", in: handle) {
       #expect(create(1) == nil)
       #expect(missing().map { String(cString: $0) } == "avx512f")
     }
@@ -189,8 +199,44 @@ struct TargetTests {
     // A portable library needs AVX2 and says so in the same way.
     let portable = try model.buildLibrary(options: Self.options(.portable)).libraryPath
     #expect {
-      try Self.withDisabledFeatures("avx2") { try CompiledModel(libraryPath: portable) }
+      try CompiledModel(libraryPath: portable, disabledCPUFeatures: ["avx2"])
     } throws: { error in "\(error)".contains("avx2") && "\(error)".contains("portable") }
+  }
+
+  @Test(
+    "LAMINA_CPU_DISABLE makes an x86-64-v4 library refuse to start in the process it is set for",
+    .enabled(if: CompileTarget.hostIsX86))
+  func environmentDisablesFeatures() throws {
+    let lamina = try #require(
+      ReferenceCheckTests.laminaExecutable(), "the lamina executable is built with the tests")
+    let model = RepositoryPaths.path("examples/digits_mlp.lam")
+    func bench(disabling features: String?) throws -> (status: Int32, output: String) {
+      let process = Process()
+      process.executableURL = URL(fileURLWithPath: lamina)
+      process.arguments = [
+        "bench", model, "--target", "x86-64-v4", "--cache-dir", Self.cacheDirectory, "--runs", "1",
+        "--seconds", "0", "--no-interpreter",
+      ]
+      var environment = ProcessInfo.processInfo.environment
+      environment["LAMINA_CPU_DISABLE"] = features
+      process.environment = environment
+      let pipe = Pipe()
+      process.standardOutput = pipe
+      process.standardError = pipe
+      try process.run()
+      let output = pipe.fileHandleForReading.readDataToEndOfFile()
+      process.waitUntilExit()
+      return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    }
+    let refused = try bench(disabling: "avx512f")
+    #expect(refused.status != 0)
+    #expect(
+      refused.output.contains("lacks avx512f") && refused.output.contains("LAMINA_CPU_DISABLE"),
+      "\(refused.output)")
+    if Self.cpuHasAVX512 {
+      let runs = try bench(disabling: nil)
+      #expect(runs.status == 0, "\(runs.output)")
+    }
   }
 
   @Test("an x86-64-v3 library has no AVX-512 instruction", .enabled(if: CompileTarget.hostIsX86))

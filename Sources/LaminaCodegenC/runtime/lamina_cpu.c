@@ -10,7 +10,10 @@
  * of this table exists, so only code that requires none (the generic target) runs.
  *
  * LAMINA_CPU_DISABLE lists features to treat as missing (LAMINA_CPU_DISABLE=avx512f): tests run the
- * AVX2 code of a portable library, and the refusal of an AVX-512 one, on an AVX-512 machine. */
+ * AVX2 code of a portable library, and the refusal of an AVX-512 one, on an AVX-512 machine.
+ * lamina_cpu_disable_on_thread does the same for the calling thread alone, so one test can do it
+ * while others in the same process load libraries (the environment is the whole process's, and its
+ * children's). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,6 +128,22 @@ static void lamina_cpu_note(char* missing, size_t size, const char* name, size_t
   missing[used + length] = 0;
 }
 
+/* Features the calling thread treats as missing, beside LAMINA_CPU_DISABLE's. */
+static _Thread_local char lamina_cpu_disabled_on_thread[256];
+
+void lamina_cpu_disable_on_thread(const char* features) {
+  lamina_cpu_disabled_on_thread[0] = 0;
+  if (!features) return;
+  /* A list too long for the buffer is cut at a separator, never inside a name. */
+  size_t length = strlen(features);
+  if (length >= sizeof lamina_cpu_disabled_on_thread) {
+    length = sizeof lamina_cpu_disabled_on_thread - 1;
+    while (length > 0 && features[length] != ' ' && features[length] != ',') length--;
+  }
+  memcpy(lamina_cpu_disabled_on_thread, features, length);
+  lamina_cpu_disabled_on_thread[length] = 0;
+}
+
 int lamina_cpu_missing(const char* required, char* missing, size_t size) {
   if (missing && size > 0) missing[0] = 0;
   if (!required) return 0;
@@ -150,7 +169,8 @@ int lamina_cpu_missing(const char* required, char* missing, size_t size) {
       while (q < end && *q != ' ' && *q != ',') q++;
       const size_t name_length = (size_t)(q - name);
       if (name_length == 0) continue;
-      if (!lamina_cpu_has(name, name_length) || lamina_cpu_listed(disabled, name, name_length)) {
+      if (!lamina_cpu_has(name, name_length) || lamina_cpu_listed(disabled, name, name_length) ||
+          lamina_cpu_listed(lamina_cpu_disabled_on_thread, name, name_length)) {
         if (!missing || !lamina_cpu_listed(missing, name, name_length)) count++;
         lamina_cpu_note(missing, size, name, name_length);
       }

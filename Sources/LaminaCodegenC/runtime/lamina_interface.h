@@ -31,6 +31,11 @@ const char* lamina_required_cpu_features(void);
 /* The features the library needs that this CPU lacks, separated by spaces; "" when it runs here.
    LAMINA_CPU_DISABLE=avx512f (say) makes a feature count as missing. */
 const char* lamina_missing_cpu_features(void);
+/* Makes the features listed (comma- or space-separated, as in LAMINA_CPU_DISABLE) count as missing
+   for the calling thread's lamina_missing_cpu_features and lamina_create, until the next call; NULL
+   or "" clears the list. For tests of the code a CPU without them runs, without changing the
+   environment of the whole process. */
+void lamina_disable_cpu_features(const char* features);
 /* A context holds the parameters, the arena and the thread pool. threads <= 0: one per core
    (or LAMINA_NUM_THREADS). Returns NULL when out of memory, or when this CPU lacks an instruction
    set the library needs (lamina_missing_cpu_features says which): the library never runs code the

@@ -36,6 +36,8 @@ LAMINA_EXPORT const char* lamina_target(void) { return LAMINA_TARGET; }
 
 LAMINA_EXPORT const char* lamina_required_cpu_features(void) { return LAMINA_REQUIRES_BASE; }
 
+LAMINA_EXPORT void lamina_disable_cpu_features(const char* features) { lamina_cpu_disable_on_thread(features); }
+
 LAMINA_EXPORT const char* lamina_missing_cpu_features(void) {
   static _Thread_local char missing[256];
   lamina_cpu_missing(LAMINA_REQUIRES_BASE, missing, sizeof missing);
@@ -43,7 +45,8 @@ LAMINA_EXPORT const char* lamina_missing_cpu_features(void) {
 }
 
 /* The widest kernels this CPU runs, or NULL when it cannot run even the base ones. Asked again for
-   every context (CPUID costs microseconds), so LAMINA_CPU_DISABLE set in between is honoured. */
+   every context (CPUID costs microseconds), so LAMINA_CPU_DISABLE set in between is honoured, as is
+   lamina_disable_cpu_features. */
 static const lamina_entry_points* lamina_choose_entry_points(void) {
 #ifdef LAMINA_ISA_WIDE
   if (lamina_cpu_missing(LAMINA_REQUIRES_WIDE, NULL, 0) == 0) return LAMINA_WIDE;

@@ -159,7 +159,11 @@ LAMINA_GEMM_PACKED_A_DECLARE(double, f64_generic);
    "x86-64-v3" and "x86-64-v4") that this CPU lacks, separated by spaces, written into `missing`
    (at most `size` bytes, NUL-terminated); returns how many are missing. Features named in the
    environment variable LAMINA_CPU_DISABLE (comma- or space-separated: LAMINA_CPU_DISABLE=avx512f)
-   count as missing, so tests can run the code a CPU without them would run. */
+   count as missing, so tests can run the code a CPU without them would run; so do those given to
+   lamina_cpu_disable_on_thread, for the calling thread only. */
 int lamina_cpu_missing(const char* required, char* missing, size_t size);
+/* Makes the calling thread's lamina_cpu_missing count `features` (as LAMINA_CPU_DISABLE lists them)
+   as missing too, until the next call; NULL or "" clears it. */
+void lamina_cpu_disable_on_thread(const char* features);
 
 #endif
