@@ -28,7 +28,9 @@
  * panels with zeros; an edge tile (fewer than MR rows or NR columns left) is computed into a small
  * aligned buffer and only its valid part is merged into C, so nothing outside C is ever read or written.
  * A whole row panel's last 1-4 columns (alone, or past one vector) run as a strip with the vector along
- * the rows instead (AVX-512 float: lamina_gemm_strip), so N = 49 costs 32 + 16 + 1 columns, not 64.
+ * the rows instead (AVX-512 float: lamina_gemm_strip), so N = 49 costs 32 + 16 + 1 columns, not 64; 5-12
+ * columns past a vector run as a masked vector of 8 (and a strip), 13-15 as a masked vector of 16
+ * (lamina_gemm_masked), straight into C.
  * An A packed before the call (a convolution's kept weights, often only in memory: a 7x7 layer's are
  * 4 MiB) is prefetched two panels ahead on its first pass; a tile of few columns (a 7x7 or 14x14 map)
  * instead prefetches its next block of A a share per micro-kernel call over the whole current block.
@@ -234,6 +236,10 @@ static inline int lamina_gemm_panel_rows(int64_t m) {
 #else
 #define LAMINA_GEMM_STRIP_COLUMNS 0
 #endif
+/* A panel's last 5..this many columns past a vector run as a vector of 8 and a strip (lamina_gemm_masked). */
+#ifndef LAMINA_GEMM_MASKED_HALF_WIDTH_COLUMNS
+#define LAMINA_GEMM_MASKED_HALF_WIDTH_COLUMNS 12
+#endif
 /* Packing one element costs about this many multiply-adds (for choosing the thread split); a caller's packer
    (a convolution's im2col, gathering taps at a stride) about this many more: splitting M made both threads
    pack all of Inception v2's 96 -> 96 3x3 stride-2 columns, 42 us more than half each (0.5 ns an element). */
@@ -287,6 +293,8 @@ static inline int64_t lamina_gemm_column_cost(int64_t columns, int64_t nr) {
   const int64_t extra = columns % (nr / 2);
   if (LAMINA_GEMM_STRIP_COLUMNS > 0 && extra > 0 && extra <= LAMINA_GEMM_STRIP_COLUMNS)
     return columns - extra + LAMINA_GEMM_STRIP_COST * extra;
+  /* 5-12 columns run as a vector of 8 and a strip (lamina_gemm_masked), half the cost of 16 on a Zen 4, but
+     counted as 16 here: counted at their cost, 32 x 729 x 256 split differently and was 3% slower. */
   return lamina_gemm_round_up(columns, nr / 2);
 }
 static lamina_gemm_grid lamina_gemm_choose_grid(int threads, int64_t m, int64_t n, int64_t k, int64_t mr,
@@ -516,6 +524,69 @@ static inline __attribute__((always_inline)) void lamina_gemm_strip_columns(cons
       *to = beta == 0.0f ? sums[j][r] : sums[j][r] + beta * *to;
     }
 }
+/* A whole row panel's last columns past its whole vectors when there are more than a strip's: one vector of
+   16 columns, or of 8 (__m256), stored under a mask straight into C (they went to a tile aside, then were
+   merged). A 13x13 map's N = 169 leaves 9 of NR = 32. On a Zen 4, which runs a 512-bit multiply-add as two
+   256-bit halves, 8 columns cost half of 16, so 9-12 columns run as 8 and a strip of 1-4 (up to
+   LAMINA_GEMM_MASKED_HALF_WIDTH_COLUMNS), 13-16 as 16. Zen 4, one thread, 1000 x N x 512 on a packed A (min of
+   150-200, us): N = 169 1603 (16 aside and merged) -> 1593 (16 masked) -> 1564 (8 and a strip of 1); 170
+   1591 -> 1562, 171 1590 -> 1573, 172 1592 -> 1581 (16 masked against 8 and a strip). Not measured on a CPU
+   with 512-bit pipes, where 8 columns cost as much as 16 and the strip is extra. */
+static inline __attribute__((always_inline)) void lamina_gemm_masked_columns(const int rows, const int width,
+                                                                            int64_t columns, int64_t kc,
+                                                                            const float* restrict a,
+                                                                            const float* restrict b,
+                                                                            float* restrict c, int64_t ldc,
+                                                                            float beta) {
+#if defined(__AVX512VL__)
+  if (width == 8) {
+    const __mmask8 mask = (__mmask8)((1u << columns) - 1u);
+    __m256 acc[MR];
+    #pragma GCC unroll 32
+    for (int r = 0; r < rows; r++) acc[r] = _mm256_setzero_ps(), __builtin_prefetch(c + r * ldc, 1);
+    #pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++, a += rows, b += NR) {
+      const __m256 b0 = _mm256_loadu_ps(b);
+      #pragma GCC unroll 32
+      for (int r = 0; r < rows; r++) acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(a[r]), b0, acc[r]);
+    }
+    #pragma GCC unroll 32
+    for (int r = 0; r < rows; r++) {
+      __m256 sum = acc[r];
+      if (beta != 0.0f) sum = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_maskz_loadu_ps(mask, c + r * ldc), sum);
+      _mm256_mask_storeu_ps(c + r * ldc, mask, sum);
+    }
+    return;
+  }
+#endif
+  (void)width;
+  const __mmask16 mask = (__mmask16)((1u << columns) - 1u);
+  __m512 acc[MR];
+  #pragma GCC unroll 32
+  for (int r = 0; r < rows; r++) acc[r] = _mm512_setzero_ps(), __builtin_prefetch(c + r * ldc, 1);
+  #pragma GCC unroll 4
+  for (int64_t p = 0; p < kc; p++, a += rows, b += NR) {
+    const __m512 b0 = _mm512_loadu_ps(b);
+    #pragma GCC unroll 32
+    for (int r = 0; r < rows; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r]), b0, acc[r]);
+  }
+  #pragma GCC unroll 32
+  for (int r = 0; r < rows; r++) {
+    __m512 sum = acc[r];
+    if (beta != 0.0f) sum = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mask, c + r * ldc), sum);
+    _mm512_mask_storeu_ps(c + r * ldc, mask, sum);
+  }
+}
+static void lamina_gemm_masked(int rows, int width, int64_t columns, int64_t kc, const float* restrict a,
+                               const float* restrict b, float* restrict c, int64_t ldc, float beta) {
+  if (rows == MR) {
+    if (width == 8) lamina_gemm_masked_columns(MR, 8, columns, kc, a, b, c, ldc, beta);
+    else lamina_gemm_masked_columns(MR, 16, columns, kc, a, b, c, ldc, beta);
+  } else {
+    if (width == 8) lamina_gemm_masked_columns(MR_NARROW, 8, columns, kc, a, b, c, ldc, beta);
+    else lamina_gemm_masked_columns(MR_NARROW, 16, columns, kc, a, b, c, ldc, beta);
+  }
+}
 /* Columns 1..LAMINA_GEMM_STRIP_COLUMNS (a constant in each call, so the sums stay in registers). */
 static void lamina_gemm_strip(int64_t columns, int rows, int64_t kc, const float* restrict a, const float* restrict b,
                               float* restrict c, int64_t ldc, float beta) {
@@ -696,20 +767,27 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
       }
       if (mr == rows && nr == NR) {
         lamina_gemm_kernel_full(rows, kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta);
-      } else if (LAMINA_GEMM_STRIP_COLUMNS > 0 && mr == rows &&
-                 (nr <= LAMINA_GEMM_STRIP_COLUMNS || (nr > NR / 2 && nr - NR / 2 <= LAMINA_GEMM_STRIP_COLUMNS))) {
-        /* A whole row panel whose last columns are a few past a vector: a vector of them straight into C,
-           then the few as a strip. */
+      } else if (LAMINA_GEMM_STRIP_COLUMNS > 0 && mr == rows) {
+        /* A whole row panel's last columns, all straight into C: a whole vector of them, then what is
+           left as a strip (1-4 columns), a masked vector of 8 (5-8, and 9 as 8 and a strip) or of 16. */
 #if LAMINA_GEMM_STRIP_COLUMNS > 0
         int64_t done = 0;
-        if (nr > NR / 2) {
+        if (nr >= NR / 2) {
           if (rows == MR)
             lamina_gemm_kernel_columns(MR, 1, MR, NR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
           else
             lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, NR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
           done = NR / 2;
         }
-        lamina_gemm_strip(nr - done, rows, kc, ap + ir * kc, bp + jr * kc + done, ct + done, ldc, beta);
+        const int64_t left = nr - done;
+        if (left > LAMINA_GEMM_STRIP_COLUMNS) {
+          const int width = left <= LAMINA_GEMM_MASKED_HALF_WIDTH_COLUMNS ? 8 : 16;
+          const int64_t masked = width == 8 ? lamina_gemm_min(left, 8) : left;
+          lamina_gemm_masked(rows, width, masked, kc, ap + ir * kc, bp + jr * kc + done, ct + done, ldc, beta);
+          done += masked;
+        }
+        if (nr > done)
+          lamina_gemm_strip(nr - done, rows, kc, ap + ir * kc, bp + jr * kc + done, ct + done, ldc, beta);
 #endif
       } else if (nr * 2 <= NR) {
         /* The last columns fit in one vector: half a tile aside, merge the part inside C. */
