@@ -70,7 +70,8 @@ static int failures = 0, cases = 0;
 static double worst_ratio = 0; /* largest error / tolerance seen */
 
 /* One GEMM call checked against the reference. Matrices are allocated at exactly their extent, so
-   AddressSanitizer catches any read or write outside them. */
+   AddressSanitizer catches any read or write outside them. use_epilogue: 0 none, 1 an epilogue that records
+   what it sees, 2 that and a row bias (lamina_gemm_epilogue.row_bias), 3 a row bias alone (apply NULL). */
 #define DEFINE_CHECK(P, T, EPS)                                                                                \
   static void check_##P(lamina_pool* pool, int ta, int tb, int64_t m, int64_t n, int64_t k, double alpha,      \
                         double beta, int64_t pad, int use_epilogue) {                                          \
@@ -91,7 +92,10 @@ static double worst_ratio = 0; /* largest error / tolerance seen */
     memcpy(c, c0, sizeof(T) * csz);                                                                            \
     epilogue_check e = {m, n, (int*)calloc((size_t)(m * n), sizeof(int)),                                      \
                         (double*)calloc((size_t)(m * n), sizeof(double)), sizeof(T) == 8, 0};                  \
-    lamina_gemm_epilogue epi = {check_epilogue, &e, 0};                                                         \
+    T* row_bias = use_epilogue >= 2 ? (T*)malloc(sizeof(T) * (size_t)m) : NULL;                                \
+    for (int64_t i = 0; row_bias && i < m; i++) row_bias[i] = (T)rng_uniform();                                \
+    const int records = use_epilogue == 1 || use_epilogue == 2;                                                \
+    lamina_gemm_epilogue epi = {records ? check_epilogue : NULL, &e, 0, row_bias};                              \
     lamina_##P##gemm(pool, ta, tb, m, n, k, (T)alpha, a, lda, b, ldb, (T)beta, c, ldc,                         \
                      use_epilogue ? &epi : NULL);                                                              \
     double err2 = 0, scale2 = 0, max_elem_ratio = 0;                                                           \
@@ -106,8 +110,9 @@ static double worst_ratio = 0; /* largest error / tolerance seen */
           sabs += fabs(x * y);                                                                                 \
         }                                                                                                      \
         double cij0 = c0[i * ldc + j];                                                                         \
-        double ref = alpha * s + (beta == 0 ? 0 : beta * cij0);                                                \
-        double refabs = fabs(alpha) * sabs + (beta == 0 ? 0 : fabs(beta * cij0));                              \
+        double bias = row_bias ? row_bias[i] : 0;                                                              \
+        double ref = alpha * s + (beta == 0 ? 0 : beta * cij0) + bias;                                         \
+        double refabs = fabs(alpha) * sabs + (beta == 0 ? 0 : fabs(beta * cij0)) + fabs(bias);                 \
         double got = c[i * ldc + j];                                                                           \
         double d = got - ref;                                                                                  \
         if (!(fabs(d) <= (double)(k + 4) * EPS * refabs + 1e-300)) bad = 1; /* elementwise rigorous bound */    \
@@ -115,7 +120,7 @@ static double worst_ratio = 0; /* largest error / tolerance seen */
           max_elem_ratio = fabs(d) / ((k + 4) * EPS * refabs);                                                 \
         err2 += d * d;                                                                                         \
         scale2 += refabs * refabs;                                                                             \
-        if (use_epilogue && (e.count[i * n + j] != 1 || e.seen[i * n + j] != got)) bad = 2;                    \
+        if (records && (e.count[i * n + j] != 1 || e.seen[i * n + j] != got)) bad = 2;                         \
       }                                                                                                        \
     /* Norm-relative: ||C - ref||_F <= 2 sqrt(k) eps || |alpha| |A||B| + |beta C0| ||_F (a loose, typical    \
        rounding bound; the elementwise check above is the rigorous one). */                                    \
@@ -141,6 +146,7 @@ static double worst_ratio = 0; /* largest error / tolerance seen */
     free(c0);                                                                                                  \
     free(e.count);                                                                                             \
     free(e.seen);                                                                                              \
+    free(row_bias);                                                                                            \
   }
 DEFINE_CHECK(s, float, 5.96e-8)
 DEFINE_CHECK(d, double, 1.12e-16)
@@ -152,7 +158,7 @@ static void check_random(lamina_pool* pool, int dbl, int64_t m, int64_t n, int64
   int ta = (int)rng_int(2), tb = (int)rng_int(2);
   double alpha = alphas[rng_int(8) < 5 ? 0 : rng_int(4)], beta = betas[rng_int(4)];
   int64_t pad = rng_int(3) == 0 ? rng_int(5) + 1 : 0;
-  int epi = (int)rng_int(2);
+  int epi = (int)rng_int(4);
   if (dbl)
     check_d(pool, ta, tb, m, n, k, alpha, beta, pad, epi);
   else
@@ -174,7 +180,7 @@ static int run_tests(int quick) {
           lamina_pool* pool = which == 3 ? NULL : pools[which];
           which = (which + 1) % 4;
           int64_t pad = (i + l) % 3 == 0 ? 0 : (i + j + l) % 5;
-          int epi = (i + j + l + t) % 2;
+          int epi = (i + j + l + t) % 4;
           check_s(pool, t & 1, t >> 1, m, n, k, alpha, beta, pad, epi);
           if ((i + j + l) % 3 == 0) check_d(pool, t & 1, t >> 1, m, n, k, alpha, beta, pad, epi);
         }
@@ -189,9 +195,9 @@ static int run_tests(int quick) {
     for (int l = 0; l < 7; l++)
       for (int t = 0; t < 4; t++) {
         check_s(pools[(i + l + t) % 3], t & 1, t >> 1, 1, vec_n[i], vec_k[l], alphas[t], betas[(i + t) % 4], l % 2,
-                (i + t) % 2);
+                (i + t) % 4);
         check_d(pools[(i + l) % 3], t & 1, t >> 1, 1, vec_n[i], vec_k[l], alphas[(t + 1) % 4], betas[(l + t) % 4],
-                t % 2, (i + l) % 2);
+                t % 2, (i + l) % 4);
       }
   /* Shapes spanning several cache blocks in every dimension (k > KC, m > MC, n > NC); 128 x 49 x 1030 is a 7x7
      map's product: a whole column tile and a narrow one. */
@@ -202,10 +208,10 @@ static int run_tests(int quick) {
     for (int t = 0; t < 4; t++) {
       if (quick && t % 3) continue;
       check_s(pools[(i + t) % 3], t & 1, t >> 1, big[i][0], big[i][1], big[i][2], alphas[t], betas[(i + t) % 4],
-              (i + t) % 3, 1);
+              (i + t) % 3, 1 + (i + t) % 3);
       if (t == 0 || !quick)
         check_d(pools[(i + t + 1) % 3], t & 1, t >> 1, big[i][0], big[i][1], big[i][2], alphas[(t + 1) % 4],
-                betas[t], t % 2, 1);
+                betas[t], t % 2, 1 + t % 3);
     }
   /* Degenerate: zero-sized dimensions do nothing and read nothing. */
   float dummy = 0;
@@ -426,7 +432,7 @@ static void bench_mlp(lamina_pool* pool, int batch, int reps, int transposed_wei
   lamina_gemm_epilogue ep[3];
   for (int l = 0; l < 3; l++) {
     br[l] = (bias_relu){bias[l], l < 2};
-    ep[l] = (lamina_gemm_epilogue){bias_relu_apply, &br[l], 0};
+    ep[l] = (lamina_gemm_epilogue){bias_relu_apply, &br[l], 0, NULL};
   }
   int inner = 200;
   double* t = (double*)malloc(sizeof(double) * (size_t)reps);

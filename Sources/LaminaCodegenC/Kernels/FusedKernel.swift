@@ -626,9 +626,10 @@ struct FusedKernel {
     let pointers =
       node.operands.indices.map { "in\($0)" } + node.results.indices.map { "out\($0)" }
     body.line("@KERNEL@_epilogue_args arguments = {dims, \(pointers.joined(separator: ", "))};")
-    // The third field asks a convolution for the plane view.
+    // The third field asks a convolution for the plane view; the fourth (a row bias the GEMM adds in its
+    // registers) is the convolution runtime's.
     body.line(
-      "const lamina_gemm_epilogue epilogue = {@KERNEL@_epilogue, &arguments, \(planes ? 1 : 0)};"
+      "const lamina_gemm_epilogue epilogue = {@KERNEL@_epilogue, &arguments, \(planes ? 1 : 0), NULL};"
     )
     if let pooling {
       guard let pooled = producerKernel as? PooledEpilogueProducer.Type else {

@@ -77,7 +77,9 @@
  * streams a contiguous band of B; the caller adds the partial rows, kept in its scratch, at the end).
  *
  * BLAS semantics: alpha == 0 or K == 0 only scales C by beta; beta == 0 never reads C (it may hold
- * NaN); the epilogue sees every element of C exactly once, after its final value is stored. Epilogue
+ * NaN); the epilogue sees every element of C exactly once, after its final value is stored. An epilogue's
+ * row bias (one value per row of C) is part of that final value: the micro-kernels start the last k-block's
+ * sums from it, so it costs no pass over C (elsewhere it is added just before the epilogue's apply). Epilogue
  * calls for different blocks may run concurrently on different threads. C must not overlap A or B.
  * The pool may be NULL (one thread, packing memory from the heap); a GEMM must not be called from
  * inside a task running on the same pool.
@@ -367,20 +369,22 @@ static inline lamina_vector4 lamina_gemm_load4(const lamina_real* p) {
 static inline void lamina_gemm_store4(lamina_real* p, lamina_vector4 v) { memcpy(p, &v, sizeof v); }
 static inline lamina_vector4 lamina_gemm_splat4(lamina_real x) { return x - (lamina_vector4){0}; }
 
-/* The micro-kernel: C[rows x NR] = (A panel @ B panel) + beta * C, beta == 0 not reading C (rows: MR or
+/* The micro-kernel: C[rows x NR] = (A panel @ B panel) + bias + beta * C, beta == 0 not reading C (rows: MR or
    MR_NARROW, a constant where it is inlined). a: KC x rows packed (element (r, p) at a[p * rows + r]); b: KC x NR
    packed, 64-byte aligned. With vectors == 1, only the panel's first vector of columns (a panel's last columns
-   when they fit in one: C[rows x NR / 2]). */
+   when they fit in one: C[rows x NR / 2]). bias: one value per row (`rows` of them), or NULL; the sums start
+   from it (the last k-block of a product whose epilogue has a row bias: lamina_gemm_epilogue.row_bias). */
 static inline __attribute__((always_inline)) void lamina_gemm_kernel_columns(const int rows, const int vectors,
                                                                           const int stride, const int64_t b_stride,
                                                                           int64_t kc,
                                                                        const lamina_real* restrict a,
                                                                        const lamina_real* restrict b, lamina_real* restrict c,
-                                                                       int64_t ldc, lamina_real beta) {
+                                                                       int64_t ldc, lamina_real beta,
+                                                                       const lamina_real* restrict bias) {
   enum { VL = sizeof(lamina_vector) / sizeof(lamina_real) };
   lamina_vector acc[MR][2];
   #pragma GCC unroll 32
-  for (int r = 0; r < rows; r++) acc[r][0] = acc[r][1] = (lamina_vector){0};
+  for (int r = 0; r < rows; r++) acc[r][0] = acc[r][1] = bias ? lamina_gemm_splat(bias[r]) : (lamina_vector){0};
   /* Start pulling the C tile into cache now; it is needed only at the end. */
   #pragma GCC unroll 32
   for (int r = 0; r < rows; r++) __builtin_prefetch(c + r * ldc, 1), __builtin_prefetch(c + r * ldc + NR - 1, 1);
@@ -421,29 +425,32 @@ static inline __attribute__((always_inline)) void lamina_gemm_kernel_columns(con
 
 /* The micro-kernel for panels of MR and of MR_NARROW rows (rows a constant in each: the sums stay in registers). */
 static void lamina_gemm_kernel(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
-                               lamina_real* restrict c, int64_t ldc, lamina_real beta) {
-  lamina_gemm_kernel_columns(MR, 2, MR, NR, kc, a, b, c, ldc, beta);
+                               lamina_real* restrict c, int64_t ldc, lamina_real beta, const lamina_real* bias) {
+  lamina_gemm_kernel_columns(MR, 2, MR, NR, kc, a, b, c, ldc, beta, bias);
 }
 static void lamina_gemm_kernel_narrow(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
-                                      lamina_real* restrict c, int64_t ldc, lamina_real beta) {
-  lamina_gemm_kernel_columns(MR_NARROW, 2, MR_NARROW, NR, kc, a, b, c, ldc, beta);
+                                      lamina_real* restrict c, int64_t ldc, lamina_real beta, const lamina_real* bias) {
+  lamina_gemm_kernel_columns(MR_NARROW, 2, MR_NARROW, NR, kc, a, b, c, ldc, beta, bias);
 }
 /* The same with B read where it is stored (rows ldb apart), not from a packed panel. */
 static void lamina_gemm_kernel_direct(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
-                                      int64_t ldb, lamina_real* restrict c, int64_t ldc, lamina_real beta) {
-  lamina_gemm_kernel_columns(MR, 2, MR, ldb, kc, a, b, c, ldc, beta);
+                                      int64_t ldb, lamina_real* restrict c, int64_t ldc, lamina_real beta,
+                                      const lamina_real* bias) {
+  lamina_gemm_kernel_columns(MR, 2, MR, ldb, kc, a, b, c, ldc, beta, bias);
 }
 static void lamina_gemm_kernel_narrow_direct(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
-                                             int64_t ldb, lamina_real* restrict c, int64_t ldc, lamina_real beta) {
-  lamina_gemm_kernel_columns(MR_NARROW, 2, MR_NARROW, ldb, kc, a, b, c, ldc, beta);
+                                             int64_t ldb, lamina_real* restrict c, int64_t ldc, lamina_real beta,
+                                             const lamina_real* bias) {
+  lamina_gemm_kernel_columns(MR_NARROW, 2, MR_NARROW, ldb, kc, a, b, c, ldc, beta, bias);
 }
 /* A whole tile of a panel of `rows` (MR or MR_NARROW) rows, B packed (b_stride NR) or read in place. */
 static inline void lamina_gemm_kernel_full(int rows, int64_t kc, const lamina_real* a, const lamina_real* b,
-                                           int64_t b_stride, lamina_real* c, int64_t ldc, lamina_real beta) {
+                                           int64_t b_stride, lamina_real* c, int64_t ldc, lamina_real beta,
+                                           const lamina_real* bias) {
   if (b_stride == NR)
-    (rows == MR ? lamina_gemm_kernel : lamina_gemm_kernel_narrow)(kc, a, b, c, ldc, beta);
+    (rows == MR ? lamina_gemm_kernel : lamina_gemm_kernel_narrow)(kc, a, b, c, ldc, beta, bias);
   else
-    (rows == MR ? lamina_gemm_kernel_direct : lamina_gemm_kernel_narrow_direct)(kc, a, b, b_stride, c, ldc, beta);
+    (rows == MR ? lamina_gemm_kernel_direct : lamina_gemm_kernel_narrow_direct)(kc, a, b, b_stride, c, ldc, beta, bias);
 }
 
 /* The last rows of an MR-row panel (rows: 1..MR valid): the smallest of one, two or three row steps
@@ -452,23 +459,23 @@ static inline void lamina_gemm_kernel_full(int rows, int64_t kc, const lamina_re
    wrote aside). */
 static inline __attribute__((always_inline)) int64_t lamina_gemm_kernel_steps(
     const int vectors, const int64_t b_stride, int64_t rows, int64_t kc, const lamina_real* restrict a,
-    const lamina_real* restrict b, lamina_real* restrict c, int64_t ldc, lamina_real beta) {
+    const lamina_real* restrict b, lamina_real* restrict c, int64_t ldc, lamina_real beta, const lamina_real* bias) {
   if (rows <= LAMINA_GEMM_ROW_STEP) {
-    lamina_gemm_kernel_columns(LAMINA_GEMM_ROW_STEP, vectors, MR, b_stride, kc, a, b, c, ldc, beta);
+    lamina_gemm_kernel_columns(LAMINA_GEMM_ROW_STEP, vectors, MR, b_stride, kc, a, b, c, ldc, beta, bias);
     return LAMINA_GEMM_ROW_STEP;
   }
   if (rows <= 2 * LAMINA_GEMM_ROW_STEP) {
-    lamina_gemm_kernel_columns(2 * LAMINA_GEMM_ROW_STEP, vectors, MR, b_stride, kc, a, b, c, ldc, beta);
+    lamina_gemm_kernel_columns(2 * LAMINA_GEMM_ROW_STEP, vectors, MR, b_stride, kc, a, b, c, ldc, beta, bias);
     return 2 * LAMINA_GEMM_ROW_STEP;
   }
-  lamina_gemm_kernel_columns(MR, vectors, MR, b_stride, kc, a, b, c, ldc, beta);
+  lamina_gemm_kernel_columns(MR, vectors, MR, b_stride, kc, a, b, c, ldc, beta, bias);
   return MR;
 }
 
 static int64_t lamina_gemm_kernel_tail(int64_t rows, int64_t kc, const lamina_real* restrict a,
                                        const lamina_real* restrict b, int64_t b_stride, lamina_real* restrict c,
-                                       int64_t ldc, lamina_real beta) {
-  return lamina_gemm_kernel_steps(2, b_stride, rows, kc, a, b, c, ldc, beta);
+                                       int64_t ldc, lamina_real beta, const lamina_real* bias) {
+  return lamina_gemm_kernel_steps(2, b_stride, rows, kc, a, b, c, ldc, beta, bias);
 }
 
 /* A panel's last columns when they fit in one vector (N = 196 leaves 4 of NR = 32, N = 784 leaves 16): rows x
@@ -476,12 +483,12 @@ static int64_t lamina_gemm_kernel_tail(int64_t rows, int64_t kc, const lamina_re
    (MR or MR_NARROW); rows: the valid ones, rounded up to the row steps in an MR panel. Returns the rows
    computed. */
 static int64_t lamina_gemm_kernel_half(int panel_rows, int64_t rows, int64_t kc, const lamina_real* restrict a,
-                                       const lamina_real* restrict b, lamina_real* restrict c) {
+                                       const lamina_real* restrict b, lamina_real* restrict c, const lamina_real* bias) {
   if (panel_rows != MR) {
-    lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, NR, kc, a, b, c, NR, (lamina_real)0);
+    lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, NR, kc, a, b, c, NR, (lamina_real)0, bias);
     return MR_NARROW;
   }
-  return lamina_gemm_kernel_steps(1, NR, rows, kc, a, b, c, NR, (lamina_real)0);
+  return lamina_gemm_kernel_steps(1, NR, rows, kc, a, b, c, NR, (lamina_real)0, bias);
 }
 
 /* A panel's last few columns (1..LAMINA_GEMM_STRIP_COLUMNS) with the vector along the panel's rows instead of
@@ -493,11 +500,14 @@ static int64_t lamina_gemm_kernel_half(int panel_rows, int64_t rows, int64_t kc,
 static inline __attribute__((always_inline)) void lamina_gemm_strip_columns(const int columns, int rows, int64_t kc,
                                                                            const float* restrict a,
                                                                            const float* restrict b, float* restrict c,
-                                                                           int64_t ldc, float beta) {
+                                                                           int64_t ldc, float beta,
+                                                                           const float* restrict bias) {
   const __mmask16 valid = (__mmask16)((1u << rows) - 1u);
+  /* The vector runs along the rows, so the rows' bias is one (masked) vector. */
+  const __m512 start = bias ? _mm512_maskz_loadu_ps(valid, bias) : _mm512_setzero_ps();
   __m512 acc[LAMINA_GEMM_STRIP_COLUMNS][4];
   #pragma GCC unroll 16
-  for (int j = 0; j < columns; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = _mm512_setzero_ps();
+  for (int j = 0; j < columns; j++) acc[j][0] = start, acc[j][1] = acc[j][2] = acc[j][3] = _mm512_setzero_ps();
   int64_t p = 0;
   for (; p + 4 <= kc; p += 4) {
     #pragma GCC unroll 4
@@ -537,13 +547,14 @@ static inline __attribute__((always_inline)) void lamina_gemm_masked_columns(con
                                                                             const float* restrict a,
                                                                             const float* restrict b,
                                                                             float* restrict c, int64_t ldc,
-                                                                            float beta) {
+                                                                            float beta, const float* restrict bias) {
 #if defined(__AVX512VL__)
   if (width == 8) {
     const __mmask8 mask = (__mmask8)((1u << columns) - 1u);
     __m256 acc[MR];
     #pragma GCC unroll 32
-    for (int r = 0; r < rows; r++) acc[r] = _mm256_setzero_ps(), __builtin_prefetch(c + r * ldc, 1);
+    for (int r = 0; r < rows; r++)
+      acc[r] = bias ? _mm256_set1_ps(bias[r]) : _mm256_setzero_ps(), __builtin_prefetch(c + r * ldc, 1);
     #pragma GCC unroll 4
     for (int64_t p = 0; p < kc; p++, a += rows, b += NR) {
       const __m256 b0 = _mm256_loadu_ps(b);
@@ -563,7 +574,8 @@ static inline __attribute__((always_inline)) void lamina_gemm_masked_columns(con
   const __mmask16 mask = (__mmask16)((1u << columns) - 1u);
   __m512 acc[MR];
   #pragma GCC unroll 32
-  for (int r = 0; r < rows; r++) acc[r] = _mm512_setzero_ps(), __builtin_prefetch(c + r * ldc, 1);
+  for (int r = 0; r < rows; r++)
+    acc[r] = bias ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps(), __builtin_prefetch(c + r * ldc, 1);
   #pragma GCC unroll 4
   for (int64_t p = 0; p < kc; p++, a += rows, b += NR) {
     const __m512 b0 = _mm512_loadu_ps(b);
@@ -578,23 +590,23 @@ static inline __attribute__((always_inline)) void lamina_gemm_masked_columns(con
   }
 }
 static void lamina_gemm_masked(int rows, int width, int64_t columns, int64_t kc, const float* restrict a,
-                               const float* restrict b, float* restrict c, int64_t ldc, float beta) {
+                               const float* restrict b, float* restrict c, int64_t ldc, float beta, const float* bias) {
   if (rows == MR) {
-    if (width == 8) lamina_gemm_masked_columns(MR, 8, columns, kc, a, b, c, ldc, beta);
-    else lamina_gemm_masked_columns(MR, 16, columns, kc, a, b, c, ldc, beta);
+    if (width == 8) lamina_gemm_masked_columns(MR, 8, columns, kc, a, b, c, ldc, beta, bias);
+    else lamina_gemm_masked_columns(MR, 16, columns, kc, a, b, c, ldc, beta, bias);
   } else {
-    if (width == 8) lamina_gemm_masked_columns(MR_NARROW, 8, columns, kc, a, b, c, ldc, beta);
-    else lamina_gemm_masked_columns(MR_NARROW, 16, columns, kc, a, b, c, ldc, beta);
+    if (width == 8) lamina_gemm_masked_columns(MR_NARROW, 8, columns, kc, a, b, c, ldc, beta, bias);
+    else lamina_gemm_masked_columns(MR_NARROW, 16, columns, kc, a, b, c, ldc, beta, bias);
   }
 }
 /* Columns 1..LAMINA_GEMM_STRIP_COLUMNS (a constant in each call, so the sums stay in registers). */
 static void lamina_gemm_strip(int64_t columns, int rows, int64_t kc, const float* restrict a, const float* restrict b,
-                              float* restrict c, int64_t ldc, float beta) {
+                              float* restrict c, int64_t ldc, float beta, const float* bias) {
   switch (columns) {
-    case 1: lamina_gemm_strip_columns(1, rows, kc, a, b, c, ldc, beta); break;
-    case 2: lamina_gemm_strip_columns(2, rows, kc, a, b, c, ldc, beta); break;
-    case 3: lamina_gemm_strip_columns(3, rows, kc, a, b, c, ldc, beta); break;
-    default: lamina_gemm_strip_columns(4, rows, kc, a, b, c, ldc, beta); break;
+    case 1: lamina_gemm_strip_columns(1, rows, kc, a, b, c, ldc, beta, bias); break;
+    case 2: lamina_gemm_strip_columns(2, rows, kc, a, b, c, ldc, beta, bias); break;
+    case 3: lamina_gemm_strip_columns(3, rows, kc, a, b, c, ldc, beta, bias); break;
+    default: lamina_gemm_strip_columns(4, rows, kc, a, b, c, ldc, beta, bias); break;
   }
 }
 #endif
@@ -743,6 +755,8 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
   int64_t next_done = 0;
   _Alignas(64) lamina_real edge[MR * NR];
   lamina_real* c = c_all + ic * ldc + jc;
+  /* The epilogue's row bias, added by the kernels (this is the last k-block: only it gets the epilogue). */
+  const lamina_real* row_bias = epilogue && epilogue->row_bias ? (const lamina_real*)epilogue->row_bias + ic : NULL;
   int64_t slab = 0; /* first column of the slab the epilogue has not seen yet */
   for (int64_t jr = 0; jr < nc; jr += NR) {
     int64_t nr = lamina_gemm_min(NR, nc - jr);
@@ -765,8 +779,19 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
         const int64_t end = lamina_gemm_min(next_done + next_step, next_length);
         for (; next_done < end; next_done += line) __builtin_prefetch(next_a + next_done, 0, 2);
       }
+      /* The rows' bias, zeros past the valid rows of a partial panel (its kernels compute whole row steps). */
+      const lamina_real* bias = NULL;
+      lamina_real bias_padded[MR];
+      if (row_bias) {
+        if (mr == rows) {
+          bias = row_bias + ir;
+        } else {
+          for (int r = 0; r < rows; r++) bias_padded[r] = r < mr ? row_bias[ir + r] : (lamina_real)0;
+          bias = bias_padded;
+        }
+      }
       if (mr == rows && nr == NR) {
-        lamina_gemm_kernel_full(rows, kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta);
+        lamina_gemm_kernel_full(rows, kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta, bias);
       } else if (LAMINA_GEMM_STRIP_COLUMNS > 0 && mr == rows) {
         /* A whole row panel's last columns, all straight into C: a whole vector of them, then what is
            left as a strip (1-4 columns), a masked vector of 8 (5-8, and 9 as 8 and a strip) or of 16. */
@@ -774,39 +799,39 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
         int64_t done = 0;
         if (nr >= NR / 2) {
           if (rows == MR)
-            lamina_gemm_kernel_columns(MR, 1, MR, NR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+            lamina_gemm_kernel_columns(MR, 1, MR, NR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta, bias);
           else
-            lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, NR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta);
+            lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, NR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta, bias);
           done = NR / 2;
         }
         const int64_t left = nr - done;
         if (left > LAMINA_GEMM_STRIP_COLUMNS) {
           const int width = left <= LAMINA_GEMM_MASKED_HALF_WIDTH_COLUMNS ? 8 : 16;
           const int64_t masked = width == 8 ? lamina_gemm_min(left, 8) : left;
-          lamina_gemm_masked(rows, width, masked, kc, ap + ir * kc, bp + jr * kc + done, ct + done, ldc, beta);
+          lamina_gemm_masked(rows, width, masked, kc, ap + ir * kc, bp + jr * kc + done, ct + done, ldc, beta, bias);
           done += masked;
         }
         if (nr > done)
-          lamina_gemm_strip(nr - done, rows, kc, ap + ir * kc, bp + jr * kc + done, ct + done, ldc, beta);
+          lamina_gemm_strip(nr - done, rows, kc, ap + ir * kc, bp + jr * kc + done, ct + done, ldc, beta, bias);
 #endif
       } else if (nr * 2 <= NR) {
         /* The last columns fit in one vector: half a tile aside, merge the part inside C. */
-        lamina_gemm_kernel_half(rows, mr, kc, ap + ir * kc, bp + jr * kc, edge);
+        lamina_gemm_kernel_half(rows, mr, kc, ap + ir * kc, bp + jr * kc, edge, bias);
         lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
       } else if (rows == MR && nr == NR && mr % LAMINA_GEMM_ROW_STEP == 0) {
         /* An MR panel's last rows, a whole number of row steps: a shorter kernel, straight into C. */
-        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta);
+        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta, bias);
       } else if (rows == MR) {
         /* Edge tile: compute the rows it needs aside, merge only the part inside C. */
-        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, b_panel, b_stride, edge, NR, (lamina_real)0);
+        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, b_panel, b_stride, edge, NR, (lamina_real)0, bias);
         lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
       } else {
         /* Edge tile: compute the full tile aside, merge only the part inside C. */
-        lamina_gemm_kernel_full(rows, kc, ap + ir * kc, b_panel, b_stride, edge, NR, (lamina_real)0);
+        lamina_gemm_kernel_full(rows, kc, ap + ir * kc, b_panel, b_stride, edge, NR, (lamina_real)0, bias);
         lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
       }
     }
-    if (epilogue && (jr + nr == nc || jr + NR - slab >= LAMINA_GEMM_EPILOGUE_PANELS * NR)) {
+    if (epilogue && epilogue->apply && (jr + nr == nc || jr + NR - slab >= LAMINA_GEMM_EPILOGUE_PANELS * NR)) {
       epilogue->apply(epilogue->arg, c_all, ldc, ic, jc + slab, mc, jr + nr - slab);
       slab = jr + nr;
     }
@@ -1044,13 +1069,27 @@ static void lamina_gemv_dots(const lamina_gemm_job* g, int64_t j0, int64_t j1) {
   }
 }
 
+/* The epilogue on C[row0.., col0..] (rows x cols) where no kernel added its row bias: the bias, then apply. */
+static void lamina_gemm_finish(const lamina_gemm_epilogue* epilogue, lamina_real* c, int64_t ldc, int64_t row0,
+                               int64_t col0, int64_t rows, int64_t cols) {
+  if (!epilogue) return;
+  if (epilogue->row_bias) {
+    const lamina_real* bias = (const lamina_real*)epilogue->row_bias;
+    for (int64_t i = row0; i < row0 + rows; i++) {
+      const lamina_real b = bias[i];
+      lamina_real* row = c + i * ldc + col0;
+      for (int64_t j = 0; j < cols; j++) row[j] += b;
+    }
+  }
+  if (epilogue->apply) epilogue->apply(epilogue->arg, c, ldc, row0, col0, rows, cols);
+}
+
 /* The epilogue on C[0, j0..j1) of the M == 1 path: a piece of a row, or of a column when transposed. */
 static void lamina_gemv_epilogue(const lamina_gemm_job* g, int64_t j0, int64_t j1) {
-  if (!g->epilogue) return;
   if (g->transposed)
-    g->epilogue->apply(g->epilogue->arg, g->c, 1, j0, 0, j1 - j0, 1);
+    lamina_gemm_finish(g->epilogue, g->c, 1, j0, 0, j1 - j0, 1);
   else
-    g->epilogue->apply(g->epilogue->arg, g->c, g->ldc, 0, j0, 1, j1 - j0);
+    lamina_gemm_finish(g->epilogue, g->c, g->ldc, 0, j0, 1, j1 - j0);
 }
 
 static void lamina_gemv_task(void* arg, int64_t task, int thread) {
@@ -1079,7 +1118,7 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
     if (beta != (lamina_real)1)
       for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == (lamina_real)0 ? (lamina_real)0 : beta * c[i * ldc + j];
-    if (epilogue) epilogue->apply(epilogue->arg, c, ldc, 0, 0, m, n);
+    lamina_gemm_finish(epilogue, c, ldc, 0, 0, m, n);
     return;
   }
   if (n == 1 && m > 1 && ldc == 1 && (trans_a || trans_b || ldb == 1)) {
@@ -1135,7 +1174,7 @@ void LAMINA_GEMM_FUNCTION(lamina_pool* pool, int trans_a, int trans_b, int64_t m
         epilogue && g.grid.mt * g.grid.nt > 1 && m * n < LAMINA_GEMM_CALLER_EPILOGUE_BELOW;
     if (caller_epilogue) g.epilogue = NULL;
     lamina_pool_run(pool, g.grid.mt * g.grid.nt, lamina_gemm_task, &g);
-    if (caller_epilogue) epilogue->apply(epilogue->arg, c, ldc, 0, 0, m, n);
+    if (caller_epilogue) lamina_gemm_finish(epilogue, c, ldc, 0, 0, m, n);
   } else {
     /* No pool: one thread, with scratch from the heap. */
     unsigned char* scratch = (unsigned char*)aligned_alloc(64, lamina_gemm_a_bytes + lamina_gemm_b_bytes);
@@ -1185,7 +1224,7 @@ static void lamina_gemm_run_packed(lamina_gemm_job* job) {
         epilogue && g.grid.mt * g.grid.nt > 1 && m * n < LAMINA_GEMM_CALLER_EPILOGUE_BELOW;
     if (caller_epilogue) g.epilogue = NULL;
     lamina_pool_run(pool, g.grid.mt * g.grid.nt, lamina_gemm_task, &g);
-    if (caller_epilogue) epilogue->apply(epilogue->arg, g.c, g.ldc, 0, 0, m, n);
+    if (caller_epilogue) lamina_gemm_finish(epilogue, g.c, g.ldc, 0, 0, m, n);
   } else {
     unsigned char* scratch = (unsigned char*)aligned_alloc(64, lamina_gemm_a_bytes + lamina_gemm_b_bytes);
     if (!scratch) abort();

@@ -47,6 +47,10 @@ typedef struct lamina_gemm_epilogue {
   /* Convolutions only (lamina_conv.h): nonzero when the epilogue sees the NCHW result as planes,
      [batch * channels, height * width], instead of rows of its last axis. The GEMM ignores it. */
   int planes;
+  /* Optional: one value per row of C (of the GEMM's element type), added to the row's elements as part of
+     their final value, before apply (which may then be NULL): the micro-kernels start their last sums
+     from it instead of a pass over C. */
+  const void* row_bias;
 } lamina_gemm_epilogue;
 
 /* C[M,N] = alpha * op(A) @ op(B) + beta * C, row-major with leading dimensions; op(X) = X or X^T.
