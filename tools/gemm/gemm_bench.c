@@ -71,7 +71,8 @@ static double worst_ratio = 0; /* largest error / tolerance seen */
 
 /* One GEMM call checked against the reference. Matrices are allocated at exactly their extent, so
    AddressSanitizer catches any read or write outside them. use_epilogue: 0 none, 1 an epilogue that records
-   what it sees, 2 that and a row bias (lamina_gemm_epilogue.row_bias), 3 a row bias alone (apply NULL). */
+   what it sees, 2 that and a row bias (lamina_gemm_epilogue.row_bias), 3 a row bias alone (apply NULL), 4 a row
+   bias and a rectifier (relu_only: apply, which records, must not be called), 5 a rectifier alone. */
 #define DEFINE_CHECK(P, T, EPS)                                                                                \
   static void check_##P(lamina_pool* pool, int ta, int tb, int64_t m, int64_t n, int64_t k, double alpha,      \
                         double beta, int64_t pad, int use_epilogue) {                                          \
@@ -92,10 +93,10 @@ static double worst_ratio = 0; /* largest error / tolerance seen */
     memcpy(c, c0, sizeof(T) * csz);                                                                            \
     epilogue_check e = {m, n, (int*)calloc((size_t)(m * n), sizeof(int)),                                      \
                         (double*)calloc((size_t)(m * n), sizeof(double)), sizeof(T) == 8, 0};                  \
-    T* row_bias = use_epilogue >= 2 ? (T*)malloc(sizeof(T) * (size_t)m) : NULL;                                \
+    T* row_bias = use_epilogue >= 2 && use_epilogue <= 4 ? (T*)malloc(sizeof(T) * (size_t)m) : NULL;           \
     for (int64_t i = 0; row_bias && i < m; i++) row_bias[i] = (T)rng_uniform();                                \
-    const int records = use_epilogue == 1 || use_epilogue == 2;                                                \
-    lamina_gemm_epilogue epi = {records ? check_epilogue : NULL, &e, 0, row_bias};                              \
+    const int records = use_epilogue == 1 || use_epilogue == 2, relu = use_epilogue >= 4;                      \
+    lamina_gemm_epilogue epi = {records || relu ? check_epilogue : NULL, &e, 0, row_bias, relu};                \
     lamina_##P##gemm(pool, ta, tb, m, n, k, (T)alpha, a, lda, b, ldb, (T)beta, c, ldc,                         \
                      use_epilogue ? &epi : NULL);                                                              \
     double err2 = 0, scale2 = 0, max_elem_ratio = 0;                                                           \
@@ -114,6 +115,12 @@ static double worst_ratio = 0; /* largest error / tolerance seen */
         double ref = alpha * s + (beta == 0 ? 0 : beta * cij0) + bias;                                         \
         double refabs = fabs(alpha) * sabs + (beta == 0 ? 0 : fabs(beta * cij0)) + fabs(bias);                 \
         double got = c[i * ldc + j];                                                                           \
+        /* Rectified: a value near 0 may round to either side, so compare max(ref, 0) with the tolerance,    \
+           and nothing negative (or -0) may be stored. */                                                    \
+        if (relu) {                                                                                            \
+          ref = ref > 0 ? ref : 0;                                                                             \
+          if (got < 0 || (got == 0 && signbit(got))) bad = 6;                                                  \
+        }                                                                                                      \
         double d = got - ref;                                                                                  \
         if (!(fabs(d) <= (double)(k + 4) * EPS * refabs + 1e-300)) bad = 1; /* elementwise rigorous bound */    \
         if (refabs > 0 && fabs(d) / ((k + 4) * EPS * refabs) > max_elem_ratio)                                 \
@@ -131,6 +138,9 @@ static double worst_ratio = 0; /* largest error / tolerance seen */
       for (int64_t j = n; j < ldc && i * ldc + j < (int64_t)csz; j++)                                          \
         if (c[i * ldc + j] != (T)12345) bad = 4;                                                               \
     if (e.bad_coords) bad = 5;                                                                                 \
+    if (relu)                                                                                                  \
+      for (int64_t i = 0; i < m * n; i++)                                                                      \
+        if (e.count[i]) bad = 7; /* the rectifier replaces apply */                                            \
     cases++;                                                                                                   \
     if (bad) {                                                                                                 \
       failures++;                                                                                              \
@@ -158,7 +168,7 @@ static void check_random(lamina_pool* pool, int dbl, int64_t m, int64_t n, int64
   int ta = (int)rng_int(2), tb = (int)rng_int(2);
   double alpha = alphas[rng_int(8) < 5 ? 0 : rng_int(4)], beta = betas[rng_int(4)];
   int64_t pad = rng_int(3) == 0 ? rng_int(5) + 1 : 0;
-  int epi = (int)rng_int(4);
+  int epi = (int)rng_int(6);
   if (dbl)
     check_d(pool, ta, tb, m, n, k, alpha, beta, pad, epi);
   else
@@ -180,7 +190,7 @@ static int run_tests(int quick) {
           lamina_pool* pool = which == 3 ? NULL : pools[which];
           which = (which + 1) % 4;
           int64_t pad = (i + l) % 3 == 0 ? 0 : (i + j + l) % 5;
-          int epi = (i + j + l + t) % 4;
+          int epi = (i + j + l + t) % 6;
           check_s(pool, t & 1, t >> 1, m, n, k, alpha, beta, pad, epi);
           if ((i + j + l) % 3 == 0) check_d(pool, t & 1, t >> 1, m, n, k, alpha, beta, pad, epi);
         }
@@ -195,9 +205,9 @@ static int run_tests(int quick) {
     for (int l = 0; l < 7; l++)
       for (int t = 0; t < 4; t++) {
         check_s(pools[(i + l + t) % 3], t & 1, t >> 1, 1, vec_n[i], vec_k[l], alphas[t], betas[(i + t) % 4], l % 2,
-                (i + t) % 4);
+                (i + t) % 6);
         check_d(pools[(i + l) % 3], t & 1, t >> 1, 1, vec_n[i], vec_k[l], alphas[(t + 1) % 4], betas[(l + t) % 4],
-                t % 2, (i + l) % 4);
+                t % 2, (i + l) % 6);
       }
   /* Shapes spanning several cache blocks in every dimension (k > KC, m > MC, n > NC); 128 x 49 x 1030 is a 7x7
      map's product: a whole column tile and a narrow one. */
@@ -208,10 +218,10 @@ static int run_tests(int quick) {
     for (int t = 0; t < 4; t++) {
       if (quick && t % 3) continue;
       check_s(pools[(i + t) % 3], t & 1, t >> 1, big[i][0], big[i][1], big[i][2], alphas[t], betas[(i + t) % 4],
-              (i + t) % 3, 1 + (i + t) % 3);
+              (i + t) % 3, 1 + (i + t) % 5);
       if (t == 0 || !quick)
         check_d(pools[(i + t + 1) % 3], t & 1, t >> 1, big[i][0], big[i][1], big[i][2], alphas[(t + 1) % 4],
-                betas[t], t % 2, 1 + t % 3);
+                betas[t], t % 2, 1 + (i + t) % 5);
     }
   /* Degenerate: zero-sized dimensions do nothing and read nothing. */
   float dummy = 0;
@@ -432,7 +442,7 @@ static void bench_mlp(lamina_pool* pool, int batch, int reps, int transposed_wei
   lamina_gemm_epilogue ep[3];
   for (int l = 0; l < 3; l++) {
     br[l] = (bias_relu){bias[l], l < 2};
-    ep[l] = (lamina_gemm_epilogue){bias_relu_apply, &br[l], 0, NULL};
+    ep[l] = (lamina_gemm_epilogue){bias_relu_apply, &br[l], 0, NULL, 0};
   }
   int inner = 200;
   double* t = (double*)malloc(sizeof(double) * (size_t)reps);

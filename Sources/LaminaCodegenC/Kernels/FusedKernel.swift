@@ -626,10 +626,18 @@ struct FusedKernel {
     let pointers =
       node.operands.indices.map { "in\($0)" } + node.results.indices.map { "out\($0)" }
     body.line("@KERNEL@_epilogue_args arguments = {dims, \(pointers.joined(separator: ", "))};")
+    // An epilogue that is only a rectifier of the product, written back in its place, is applied by
+    // the GEMM in its registers as it stores (`relu_only`); `apply` stays for the producers that
+    // call it (a convolution's direct kernels).
+    let rectifierOnly =
+      pool == nil && external.isEmpty && epilogueMembers.count == 1
+      && epilogueMembers[0].operands == [product]
+      && epilogueMembers[0].definition?.algebra.isRectifier == true
+      && node.results == [carrier] && epilogueMembers[0].result == carrier
     // The third field asks a convolution for the plane view; the fourth (a row bias the GEMM adds in its
-    // registers) is the convolution runtime's.
+    // registers) is the convolution runtime's; the fifth says the epilogue is only a relu.
     body.line(
-      "const lamina_gemm_epilogue epilogue = {@KERNEL@_epilogue, &arguments, \(planes ? 1 : 0), NULL};"
+      "const lamina_gemm_epilogue epilogue = {@KERNEL@_epilogue, &arguments, \(planes ? 1 : 0), NULL, \(rectifierOnly ? 1 : 0)};"
     )
     if let pooling {
       guard let pooled = producerKernel as? PooledEpilogueProducer.Type else {

@@ -1675,17 +1675,20 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     const lamina_gemm_b_packer whole_packer = {lamina_conv_pack_columns_##S, &source};                                   \
     const lamina_conv_band_packer_##S band_source = {&whole_packer, column0};                                            \
     const lamina_gemm_b_packer packer = {lamina_conv_band_pack_##S, &band_source};                                       \
-    /* A bias per channel is the GEMM's row bias (added in its registers); a single value stays a pass. */              \
+    /* A bias per channel is the GEMM's row bias (added in its registers); a single value stays a pass. A fused       \
+       epilogue that is only a relu is the GEMM's too (after the bias: only without a pass of it). */                   \
     const T* row_bias = job->bias && job->bias_count > 1 ? job->bias + group * og : NULL;                               \
+    const T* pass_bias = row_bias ? NULL : job->bias;                                                                    \
+    const int relu = !pass_bias && job->epilogue && job->epilogue->relu_only;                                            \
     lamina_conv_block_epilogue_##S block = {g, g->out_channels, g->out_height, g->out_width,                             \
-                                            job->image * g->out_channels + group * og, group * og, job->y,               \
-                                            row_bias ? NULL : job->bias, job->bias_count, job->epilogue};                \
-    const lamina_gemm_epilogue block_epilogue = {lamina_conv_block_epilogue_apply_##S, &block, 0, NULL};                 \
+                                            job->image * g->out_channels + group * og, group * og, job->y, pass_bias,    \
+                                            job->bias_count, relu ? NULL : job->epilogue};                               \
+    const lamina_gemm_epilogue block_epilogue = {lamina_conv_block_epilogue_apply_##S, &block, 0, NULL, 0};              \
     const lamina_conv_band_epilogue_##S band_finish = {&block_epilogue, column0};                                        \
-    const int block_work = block.bias || job->epilogue;                                                                  \
+    const int block_work = block.bias || block.epilogue;                                                                 \
     const lamina_gemm_epilogue finish = {block_work ? lamina_conv_band_epilogue_apply_##S : NULL, (void*)&band_finish, 0, \
-                                         row_bias};                                                                      \
-    const lamina_gemm_epilogue* epilogue = (block_work || row_bias) ? &finish : NULL;                                    \
+                                         row_bias, relu};                                                                \
+    const lamina_gemm_epilogue* epilogue = (block_work || row_bias || relu) ? &finish : NULL;                            \
     T* out = job->y + (job->image * g->out_channels + group * og) * P + column0;                                         \
     const int64_t n = column1 - column0;                                                                                 \
     if (job->packed_w)                                                                                                   \
@@ -1878,16 +1881,19 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
         const T* packed_group = packed_w ? packed_w + group * lamina_conv_packed_group_elements_##S(g) : NULL;           \
         if (chunk == 1) {                                                                                                  \
           /* One image: the GEMM writes its NCHW planes directly, bias and epilogue on each finished block. */             \
-          /* A bias per channel is the GEMM's row bias (added in its registers); a single value stays a pass. */        \
+          /* A bias per channel is the GEMM's row bias (added in its registers); a single value stays a pass. A fused \
+             epilogue that is only a relu is the GEMM's too (after the bias: only without a pass of it). */             \
           const T* row_bias = bias && bias_count > 1 ? bias + group * og : NULL;                                          \
+          const T* pass_bias = row_bias ? NULL : bias;                                                                   \
+          const int relu = !pass_bias && epilogue && epilogue->relu_only;                                                \
           lamina_conv_block_epilogue_##S block = {g, g->out_channels, g->out_height, g->out_width,                         \
                                                   n0 * g->out_channels + group * og, group * og, y,                        \
-                                                  row_bias ? NULL : bias, bias_count, epilogue};                           \
-          const int block_work = block.bias || epilogue;                                                                 \
+                                                  pass_bias, bias_count, relu ? NULL : epilogue};                          \
+          const int block_work = block.bias || block.epilogue;                                                           \
           const lamina_gemm_epilogue block_epilogue = {block_work ? lamina_conv_block_epilogue_apply_##S : NULL, &block, 0, \
-                                                       row_bias};                                                        \
+                                                       row_bias, relu};                                                  \
           T* out = y + (n0 * g->out_channels + group * og) * P;                                                            \
-          const lamina_gemm_epilogue* finish = (block_work || row_bias) ? &block_epilogue : NULL;                        \
+          const lamina_gemm_epilogue* finish = (block_work || row_bias || relu) ? &block_epilogue : NULL;                \
           if (packed_group)                                                                                              \
             PACKED_A_GEMM(pool, og, P, K, packed_group, 0, first, P, pointwise ? NULL : &packer, (T)0, out, P, finish);  \
           else if (pointwise)                                                                                            \

@@ -79,7 +79,9 @@
  * BLAS semantics: alpha == 0 or K == 0 only scales C by beta; beta == 0 never reads C (it may hold
  * NaN); the epilogue sees every element of C exactly once, after its final value is stored. An epilogue's
  * row bias (one value per row of C) is part of that final value: the micro-kernels start the last k-block's
- * sums from it, so it costs no pass over C (elsewhere it is added just before the epilogue's apply). Epilogue
+ * sums from it, so it costs no pass over C (elsewhere it is added just before the epilogue's apply). An
+ * epilogue that is only a relu (relu_only) is applied the same way, to the final values in registers as they
+ * are stored, and its apply is not called. Epilogue
  * calls for different blocks may run concurrently on different threads. C must not overlap A or B.
  * The pool may be NULL (one thread, packing memory from the heap); a GEMM must not be called from
  * inside a task running on the same pool.
@@ -358,6 +360,20 @@ static inline lamina_vector lamina_gemm_loadu(const lamina_real* p) {
 static inline void lamina_gemm_storeu(lamina_real* p, lamina_vector v) { memcpy(p, &v, sizeof v); }
 /* Broadcast (x - 0 is exact for every x, so this folds to a plain broadcast). */
 static inline lamina_vector lamina_gemm_splat(lamina_real x) { return x - (lamina_vector){0}; }
+/* An epilogue's rectifier (lamina_gemm_epilogue.relu_only): 0 >= x ? 0 : x, as the model's relu computes it (NaN
+   stays NaN, -0 becomes +0), on a vector by an ordered compare and a mask, and on one element. */
+#if LAMINA_GEMM_ELEMENT_BYTES == 4
+typedef int32_t lamina_vector_bits __attribute__((vector_size(LAMINA_GEMM_VBYTES)));
+#else
+typedef int64_t lamina_vector_bits __attribute__((vector_size(LAMINA_GEMM_VBYTES)));
+#endif
+static inline lamina_vector lamina_gemm_rectify(lamina_vector v) {
+  const lamina_vector_bits nonpositive = v <= (lamina_vector){0};
+  return (lamina_vector)((lamina_vector_bits)v & ~nonpositive);
+}
+static inline lamina_real lamina_gemm_rectify_one(lamina_real x) { return (lamina_real)0 >= x ? (lamina_real)0 : x; }
+/* A final value: rectified when asked (relu: a constant where inlined, or one predictable branch). */
+static inline lamina_vector lamina_gemm_final(lamina_vector v, int relu) { return relu ? lamina_gemm_rectify(v) : v; }
 
 /* Four elements, for transposing blocks of A while packing it. */
 typedef lamina_real lamina_vector4 __attribute__((vector_size(4 * sizeof(lamina_real))));
@@ -380,7 +396,7 @@ static inline __attribute__((always_inline)) void lamina_gemm_kernel_columns(con
                                                                        const lamina_real* restrict a,
                                                                        const lamina_real* restrict b, lamina_real* restrict c,
                                                                        int64_t ldc, lamina_real beta,
-                                                                       const lamina_real* restrict bias) {
+                                                                       const lamina_real* restrict bias, int relu) {
   enum { VL = sizeof(lamina_vector) / sizeof(lamina_real) };
   lamina_vector acc[MR][2];
   #pragma GCC unroll 32
@@ -402,55 +418,59 @@ static inline __attribute__((always_inline)) void lamina_gemm_kernel_columns(con
   if (beta == (lamina_real)0) {
     #pragma GCC unroll 32
     for (int r = 0; r < rows; r++) {
-      lamina_gemm_storeu(c + r * ldc, acc[r][0]);
-      if (vectors == 2) lamina_gemm_storeu(c + r * ldc + VL, acc[r][1]);
+      lamina_gemm_storeu(c + r * ldc, lamina_gemm_final(acc[r][0], relu));
+      if (vectors == 2) lamina_gemm_storeu(c + r * ldc + VL, lamina_gemm_final(acc[r][1], relu));
     }
   } else if (beta == (lamina_real)1) {
     #pragma GCC unroll 32
     for (int r = 0; r < rows; r++) {
-      lamina_gemm_storeu(c + r * ldc, acc[r][0] + lamina_gemm_loadu(c + r * ldc));
-      if (vectors == 2) lamina_gemm_storeu(c + r * ldc + VL, acc[r][1] + lamina_gemm_loadu(c + r * ldc + VL));
+      lamina_gemm_storeu(c + r * ldc, lamina_gemm_final(acc[r][0] + lamina_gemm_loadu(c + r * ldc), relu));
+      if (vectors == 2)
+        lamina_gemm_storeu(c + r * ldc + VL, lamina_gemm_final(acc[r][1] + lamina_gemm_loadu(c + r * ldc + VL), relu));
     }
   } else {
     lamina_vector vb = lamina_gemm_splat(beta);
     #pragma GCC unroll 32
     for (int r = 0; r < rows; r++) {
-      lamina_gemm_storeu(c + r * ldc, LAMINA_GEMM_FMA(vb, lamina_gemm_loadu(c + r * ldc), acc[r][0]));
+      lamina_gemm_storeu(c + r * ldc, lamina_gemm_final(LAMINA_GEMM_FMA(vb, lamina_gemm_loadu(c + r * ldc), acc[r][0]), relu));
       if (vectors == 2)
         lamina_gemm_storeu(c + r * ldc + VL,
-                           LAMINA_GEMM_FMA(vb, lamina_gemm_loadu(c + r * ldc + VL), acc[r][1]));
+                           lamina_gemm_final(LAMINA_GEMM_FMA(vb, lamina_gemm_loadu(c + r * ldc + VL), acc[r][1]), relu));
     }
   }
 }
 
 /* The micro-kernel for panels of MR and of MR_NARROW rows (rows a constant in each: the sums stay in registers). */
 static void lamina_gemm_kernel(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
-                               lamina_real* restrict c, int64_t ldc, lamina_real beta, const lamina_real* bias) {
-  lamina_gemm_kernel_columns(MR, 2, MR, NR, kc, a, b, c, ldc, beta, bias);
+                               lamina_real* restrict c, int64_t ldc, lamina_real beta, const lamina_real* bias,
+                               int relu) {
+  lamina_gemm_kernel_columns(MR, 2, MR, NR, kc, a, b, c, ldc, beta, bias, relu);
 }
 static void lamina_gemm_kernel_narrow(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
-                                      lamina_real* restrict c, int64_t ldc, lamina_real beta, const lamina_real* bias) {
-  lamina_gemm_kernel_columns(MR_NARROW, 2, MR_NARROW, NR, kc, a, b, c, ldc, beta, bias);
+                                      lamina_real* restrict c, int64_t ldc, lamina_real beta, const lamina_real* bias,
+                                      int relu) {
+  lamina_gemm_kernel_columns(MR_NARROW, 2, MR_NARROW, NR, kc, a, b, c, ldc, beta, bias, relu);
 }
 /* The same with B read where it is stored (rows ldb apart), not from a packed panel. */
 static void lamina_gemm_kernel_direct(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
                                       int64_t ldb, lamina_real* restrict c, int64_t ldc, lamina_real beta,
-                                      const lamina_real* bias) {
-  lamina_gemm_kernel_columns(MR, 2, MR, ldb, kc, a, b, c, ldc, beta, bias);
+                                      const lamina_real* bias, int relu) {
+  lamina_gemm_kernel_columns(MR, 2, MR, ldb, kc, a, b, c, ldc, beta, bias, relu);
 }
 static void lamina_gemm_kernel_narrow_direct(int64_t kc, const lamina_real* restrict a, const lamina_real* restrict b,
                                              int64_t ldb, lamina_real* restrict c, int64_t ldc, lamina_real beta,
-                                             const lamina_real* bias) {
-  lamina_gemm_kernel_columns(MR_NARROW, 2, MR_NARROW, ldb, kc, a, b, c, ldc, beta, bias);
+                                             const lamina_real* bias, int relu) {
+  lamina_gemm_kernel_columns(MR_NARROW, 2, MR_NARROW, ldb, kc, a, b, c, ldc, beta, bias, relu);
 }
 /* A whole tile of a panel of `rows` (MR or MR_NARROW) rows, B packed (b_stride NR) or read in place. */
 static inline void lamina_gemm_kernel_full(int rows, int64_t kc, const lamina_real* a, const lamina_real* b,
                                            int64_t b_stride, lamina_real* c, int64_t ldc, lamina_real beta,
-                                           const lamina_real* bias) {
+                                           const lamina_real* bias, int relu) {
   if (b_stride == NR)
-    (rows == MR ? lamina_gemm_kernel : lamina_gemm_kernel_narrow)(kc, a, b, c, ldc, beta, bias);
+    (rows == MR ? lamina_gemm_kernel : lamina_gemm_kernel_narrow)(kc, a, b, c, ldc, beta, bias, relu);
   else
-    (rows == MR ? lamina_gemm_kernel_direct : lamina_gemm_kernel_narrow_direct)(kc, a, b, b_stride, c, ldc, beta, bias);
+    (rows == MR ? lamina_gemm_kernel_direct : lamina_gemm_kernel_narrow_direct)(kc, a, b, b_stride, c, ldc, beta, bias,
+                                                                               relu);
 }
 
 /* The last rows of an MR-row panel (rows: 1..MR valid): the smallest of one, two or three row steps
@@ -459,23 +479,23 @@ static inline void lamina_gemm_kernel_full(int rows, int64_t kc, const lamina_re
    wrote aside). */
 static inline __attribute__((always_inline)) int64_t lamina_gemm_kernel_steps(
     const int vectors, const int64_t b_stride, int64_t rows, int64_t kc, const lamina_real* restrict a,
-    const lamina_real* restrict b, lamina_real* restrict c, int64_t ldc, lamina_real beta, const lamina_real* bias) {
+    const lamina_real* restrict b, lamina_real* restrict c, int64_t ldc, lamina_real beta, const lamina_real* bias, int relu) {
   if (rows <= LAMINA_GEMM_ROW_STEP) {
-    lamina_gemm_kernel_columns(LAMINA_GEMM_ROW_STEP, vectors, MR, b_stride, kc, a, b, c, ldc, beta, bias);
+    lamina_gemm_kernel_columns(LAMINA_GEMM_ROW_STEP, vectors, MR, b_stride, kc, a, b, c, ldc, beta, bias, relu);
     return LAMINA_GEMM_ROW_STEP;
   }
   if (rows <= 2 * LAMINA_GEMM_ROW_STEP) {
-    lamina_gemm_kernel_columns(2 * LAMINA_GEMM_ROW_STEP, vectors, MR, b_stride, kc, a, b, c, ldc, beta, bias);
+    lamina_gemm_kernel_columns(2 * LAMINA_GEMM_ROW_STEP, vectors, MR, b_stride, kc, a, b, c, ldc, beta, bias, relu);
     return 2 * LAMINA_GEMM_ROW_STEP;
   }
-  lamina_gemm_kernel_columns(MR, vectors, MR, b_stride, kc, a, b, c, ldc, beta, bias);
+  lamina_gemm_kernel_columns(MR, vectors, MR, b_stride, kc, a, b, c, ldc, beta, bias, relu);
   return MR;
 }
 
 static int64_t lamina_gemm_kernel_tail(int64_t rows, int64_t kc, const lamina_real* restrict a,
                                        const lamina_real* restrict b, int64_t b_stride, lamina_real* restrict c,
-                                       int64_t ldc, lamina_real beta, const lamina_real* bias) {
-  return lamina_gemm_kernel_steps(2, b_stride, rows, kc, a, b, c, ldc, beta, bias);
+                                       int64_t ldc, lamina_real beta, const lamina_real* bias, int relu) {
+  return lamina_gemm_kernel_steps(2, b_stride, rows, kc, a, b, c, ldc, beta, bias, relu);
 }
 
 /* A panel's last columns when they fit in one vector (N = 196 leaves 4 of NR = 32, N = 784 leaves 16): rows x
@@ -485,10 +505,10 @@ static int64_t lamina_gemm_kernel_tail(int64_t rows, int64_t kc, const lamina_re
 static int64_t lamina_gemm_kernel_half(int panel_rows, int64_t rows, int64_t kc, const lamina_real* restrict a,
                                        const lamina_real* restrict b, lamina_real* restrict c, const lamina_real* bias) {
   if (panel_rows != MR) {
-    lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, NR, kc, a, b, c, NR, (lamina_real)0, bias);
+    lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, NR, kc, a, b, c, NR, (lamina_real)0, bias, 0);
     return MR_NARROW;
   }
-  return lamina_gemm_kernel_steps(1, NR, rows, kc, a, b, c, NR, (lamina_real)0, bias);
+  return lamina_gemm_kernel_steps(1, NR, rows, kc, a, b, c, NR, (lamina_real)0, bias, 0);
 }
 
 /* A panel's last few columns (1..LAMINA_GEMM_STRIP_COLUMNS) with the vector along the panel's rows instead of
@@ -501,7 +521,7 @@ static inline __attribute__((always_inline)) void lamina_gemm_strip_columns(cons
                                                                            const float* restrict a,
                                                                            const float* restrict b, float* restrict c,
                                                                            int64_t ldc, float beta,
-                                                                           const float* restrict bias) {
+                                                                           const float* restrict bias, int relu) {
   const __mmask16 valid = (__mmask16)((1u << rows) - 1u);
   /* The vector runs along the rows, so the rows' bias is one (masked) vector. */
   const __m512 start = bias ? _mm512_maskz_loadu_ps(valid, bias) : _mm512_setzero_ps();
@@ -531,7 +551,8 @@ static inline __attribute__((always_inline)) void lamina_gemm_strip_columns(cons
     #pragma GCC unroll 4
     for (int j = 0; j < columns; j++) {
       float* to = c + r * ldc + j;
-      *to = beta == 0.0f ? sums[j][r] : sums[j][r] + beta * *to;
+      const float value = beta == 0.0f ? sums[j][r] : sums[j][r] + beta * *to;
+      *to = relu ? lamina_gemm_rectify_one(value) : value;
     }
 }
 /* A whole row panel's last columns past its whole vectors when there are more than a strip's: one vector of
@@ -547,7 +568,8 @@ static inline __attribute__((always_inline)) void lamina_gemm_masked_columns(con
                                                                             const float* restrict a,
                                                                             const float* restrict b,
                                                                             float* restrict c, int64_t ldc,
-                                                                            float beta, const float* restrict bias) {
+                                                                            float beta, const float* restrict bias,
+                                                                            int relu) {
 #if defined(__AVX512VL__)
   if (width == 8) {
     const __mmask8 mask = (__mmask8)((1u << columns) - 1u);
@@ -565,6 +587,7 @@ static inline __attribute__((always_inline)) void lamina_gemm_masked_columns(con
     for (int r = 0; r < rows; r++) {
       __m256 sum = acc[r];
       if (beta != 0.0f) sum = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_maskz_loadu_ps(mask, c + r * ldc), sum);
+      if (relu) sum = _mm256_maskz_mov_ps((__mmask8)~_mm256_cmp_ps_mask(sum, _mm256_setzero_ps(), _CMP_LE_OQ), sum);
       _mm256_mask_storeu_ps(c + r * ldc, mask, sum);
     }
     return;
@@ -586,27 +609,29 @@ static inline __attribute__((always_inline)) void lamina_gemm_masked_columns(con
   for (int r = 0; r < rows; r++) {
     __m512 sum = acc[r];
     if (beta != 0.0f) sum = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mask, c + r * ldc), sum);
+    if (relu) sum = _mm512_maskz_mov_ps((__mmask16)~_mm512_cmp_ps_mask(sum, _mm512_setzero_ps(), _CMP_LE_OQ), sum);
     _mm512_mask_storeu_ps(c + r * ldc, mask, sum);
   }
 }
 static void lamina_gemm_masked(int rows, int width, int64_t columns, int64_t kc, const float* restrict a,
-                               const float* restrict b, float* restrict c, int64_t ldc, float beta, const float* bias) {
+                               const float* restrict b, float* restrict c, int64_t ldc, float beta, const float* bias,
+                               int relu) {
   if (rows == MR) {
-    if (width == 8) lamina_gemm_masked_columns(MR, 8, columns, kc, a, b, c, ldc, beta, bias);
-    else lamina_gemm_masked_columns(MR, 16, columns, kc, a, b, c, ldc, beta, bias);
+    if (width == 8) lamina_gemm_masked_columns(MR, 8, columns, kc, a, b, c, ldc, beta, bias, relu);
+    else lamina_gemm_masked_columns(MR, 16, columns, kc, a, b, c, ldc, beta, bias, relu);
   } else {
-    if (width == 8) lamina_gemm_masked_columns(MR_NARROW, 8, columns, kc, a, b, c, ldc, beta, bias);
-    else lamina_gemm_masked_columns(MR_NARROW, 16, columns, kc, a, b, c, ldc, beta, bias);
+    if (width == 8) lamina_gemm_masked_columns(MR_NARROW, 8, columns, kc, a, b, c, ldc, beta, bias, relu);
+    else lamina_gemm_masked_columns(MR_NARROW, 16, columns, kc, a, b, c, ldc, beta, bias, relu);
   }
 }
 /* Columns 1..LAMINA_GEMM_STRIP_COLUMNS (a constant in each call, so the sums stay in registers). */
 static void lamina_gemm_strip(int64_t columns, int rows, int64_t kc, const float* restrict a, const float* restrict b,
-                              float* restrict c, int64_t ldc, float beta, const float* bias) {
+                              float* restrict c, int64_t ldc, float beta, const float* bias, int relu) {
   switch (columns) {
-    case 1: lamina_gemm_strip_columns(1, rows, kc, a, b, c, ldc, beta, bias); break;
-    case 2: lamina_gemm_strip_columns(2, rows, kc, a, b, c, ldc, beta, bias); break;
-    case 3: lamina_gemm_strip_columns(3, rows, kc, a, b, c, ldc, beta, bias); break;
-    default: lamina_gemm_strip_columns(4, rows, kc, a, b, c, ldc, beta, bias); break;
+    case 1: lamina_gemm_strip_columns(1, rows, kc, a, b, c, ldc, beta, bias, relu); break;
+    case 2: lamina_gemm_strip_columns(2, rows, kc, a, b, c, ldc, beta, bias, relu); break;
+    case 3: lamina_gemm_strip_columns(3, rows, kc, a, b, c, ldc, beta, bias, relu); break;
+    default: lamina_gemm_strip_columns(4, rows, kc, a, b, c, ldc, beta, bias, relu); break;
   }
 }
 #endif
@@ -718,7 +743,7 @@ static void lamina_gemm_pack_b(int trans, const lamina_real* restrict b, int64_t
    tile: merged element by element, that was as many scalar loads and stores as a twentieth of the tile's
    multiply-adds). */
 static void lamina_gemm_merge(lamina_real* c, int64_t ldc, const lamina_real* edge, int64_t rows, int64_t cols,
-                              lamina_real beta) {
+                              lamina_real beta, int relu) {
   enum { VL = sizeof(lamina_vector) / sizeof(lamina_real) };
   const lamina_vector vb = lamina_gemm_splat(beta);
   for (int64_t i = 0; i < rows; i++) {
@@ -727,9 +752,13 @@ static void lamina_gemm_merge(lamina_real* c, int64_t ldc, const lamina_real* ed
     int64_t j = 0;
     for (; j + VL <= cols; j += VL) {
       const lamina_vector v = lamina_gemm_loadu(from + j);
-      lamina_gemm_storeu(row + j, beta == (lamina_real)0 ? v : LAMINA_GEMM_FMA(vb, lamina_gemm_loadu(row + j), v));
+      lamina_gemm_storeu(row + j, lamina_gemm_final(beta == (lamina_real)0 ? v : LAMINA_GEMM_FMA(vb, lamina_gemm_loadu(row + j), v),
+                                                    relu));
     }
-    for (; j < cols; j++) row[j] = beta == (lamina_real)0 ? from[j] : from[j] + beta * row[j];
+    for (; j < cols; j++) {
+      const lamina_real value = beta == (lamina_real)0 ? from[j] : from[j] + beta * row[j];
+      row[j] = relu ? lamina_gemm_rectify_one(value) : value;
+    }
   }
 }
 
@@ -757,6 +786,8 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
   lamina_real* c = c_all + ic * ldc + jc;
   /* The epilogue's row bias, added by the kernels (this is the last k-block: only it gets the epilogue). */
   const lamina_real* row_bias = epilogue && epilogue->row_bias ? (const lamina_real*)epilogue->row_bias + ic : NULL;
+  /* ... and its rectifier, in place of its apply (lamina_gemm_epilogue.relu_only). */
+  const int relu = epilogue && epilogue->relu_only;
   int64_t slab = 0; /* first column of the slab the epilogue has not seen yet */
   for (int64_t jr = 0; jr < nc; jr += NR) {
     int64_t nr = lamina_gemm_min(NR, nc - jr);
@@ -791,7 +822,7 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
         }
       }
       if (mr == rows && nr == NR) {
-        lamina_gemm_kernel_full(rows, kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta, bias);
+        lamina_gemm_kernel_full(rows, kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta, bias, relu);
       } else if (LAMINA_GEMM_STRIP_COLUMNS > 0 && mr == rows) {
         /* A whole row panel's last columns, all straight into C: a whole vector of them, then what is
            left as a strip (1-4 columns), a masked vector of 8 (5-8, and 9 as 8 and a strip) or of 16. */
@@ -799,39 +830,40 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
         int64_t done = 0;
         if (nr >= NR / 2) {
           if (rows == MR)
-            lamina_gemm_kernel_columns(MR, 1, MR, NR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta, bias);
+            lamina_gemm_kernel_columns(MR, 1, MR, NR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta, bias, relu);
           else
-            lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, NR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta, bias);
+            lamina_gemm_kernel_columns(MR_NARROW, 1, MR_NARROW, NR, kc, ap + ir * kc, bp + jr * kc, ct, ldc, beta, bias,
+                                       relu);
           done = NR / 2;
         }
         const int64_t left = nr - done;
         if (left > LAMINA_GEMM_STRIP_COLUMNS) {
           const int width = left <= LAMINA_GEMM_MASKED_HALF_WIDTH_COLUMNS ? 8 : 16;
           const int64_t masked = width == 8 ? lamina_gemm_min(left, 8) : left;
-          lamina_gemm_masked(rows, width, masked, kc, ap + ir * kc, bp + jr * kc + done, ct + done, ldc, beta, bias);
+          lamina_gemm_masked(rows, width, masked, kc, ap + ir * kc, bp + jr * kc + done, ct + done, ldc, beta, bias, relu);
           done += masked;
         }
         if (nr > done)
-          lamina_gemm_strip(nr - done, rows, kc, ap + ir * kc, bp + jr * kc + done, ct + done, ldc, beta, bias);
+          lamina_gemm_strip(nr - done, rows, kc, ap + ir * kc, bp + jr * kc + done, ct + done, ldc, beta, bias, relu);
 #endif
       } else if (nr * 2 <= NR) {
         /* The last columns fit in one vector: half a tile aside, merge the part inside C. */
         lamina_gemm_kernel_half(rows, mr, kc, ap + ir * kc, bp + jr * kc, edge, bias);
-        lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
+        lamina_gemm_merge(ct, ldc, edge, mr, nr, beta, relu);
       } else if (rows == MR && nr == NR && mr % LAMINA_GEMM_ROW_STEP == 0) {
         /* An MR panel's last rows, a whole number of row steps: a shorter kernel, straight into C. */
-        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta, bias);
+        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta, bias, relu);
       } else if (rows == MR) {
         /* Edge tile: compute the rows it needs aside, merge only the part inside C. */
-        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, b_panel, b_stride, edge, NR, (lamina_real)0, bias);
-        lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
+        lamina_gemm_kernel_tail(mr, kc, ap + ir * kc, b_panel, b_stride, edge, NR, (lamina_real)0, bias, 0);
+        lamina_gemm_merge(ct, ldc, edge, mr, nr, beta, relu);
       } else {
         /* Edge tile: compute the full tile aside, merge only the part inside C. */
-        lamina_gemm_kernel_full(rows, kc, ap + ir * kc, b_panel, b_stride, edge, NR, (lamina_real)0, bias);
-        lamina_gemm_merge(ct, ldc, edge, mr, nr, beta);
+        lamina_gemm_kernel_full(rows, kc, ap + ir * kc, b_panel, b_stride, edge, NR, (lamina_real)0, bias, 0);
+        lamina_gemm_merge(ct, ldc, edge, mr, nr, beta, relu);
       }
     }
-    if (epilogue && epilogue->apply && (jr + nr == nc || jr + NR - slab >= LAMINA_GEMM_EPILOGUE_PANELS * NR)) {
+    if (epilogue && epilogue->apply && !relu && (jr + nr == nc || jr + NR - slab >= LAMINA_GEMM_EPILOGUE_PANELS * NR)) {
       epilogue->apply(epilogue->arg, c_all, ldc, ic, jc + slab, mc, jr + nr - slab);
       slab = jr + nr;
     }
@@ -1081,7 +1113,14 @@ static void lamina_gemm_finish(const lamina_gemm_epilogue* epilogue, lamina_real
       for (int64_t j = 0; j < cols; j++) row[j] += b;
     }
   }
-  if (epilogue->apply) epilogue->apply(epilogue->arg, c, ldc, row0, col0, rows, cols);
+  if (epilogue->relu_only) {
+    for (int64_t i = row0; i < row0 + rows; i++) {
+      lamina_real* row = c + i * ldc + col0;
+      for (int64_t j = 0; j < cols; j++) row[j] = lamina_gemm_rectify_one(row[j]);
+    }
+  } else if (epilogue->apply) {
+    epilogue->apply(epilogue->arg, c, ldc, row0, col0, rows, cols);
+  }
 }
 
 /* The epilogue on C[0, j0..j1) of the M == 1 path: a piece of a row, or of a column when transposed. */

@@ -51,6 +51,10 @@ typedef struct lamina_gemm_epilogue {
      their final value, before apply (which may then be NULL): the micro-kernels start their last sums
      from it instead of a pass over C. */
   const void* row_bias;
+  /* Nonzero when apply is exactly a relu in place (x = 0 >= x ? 0 : x, after the row bias): the GEMM then
+     rectifies the final values in its registers as it stores them and does not call apply. Other
+     producers (a convolution's direct kernels) call apply as usual. */
+  int relu_only;
 } lamina_gemm_epilogue;
 
 /* C[M,N] = alpha * op(A) @ op(B) + beta * C, row-major with leading dimensions; op(X) = X or X^T.

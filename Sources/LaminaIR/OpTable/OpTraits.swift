@@ -312,14 +312,18 @@ public struct AlgebraicProperties: Sendable, Hashable {
   /// `c · x`, `x / c`): `scale-fold` moves a chain of them with per-channel fixed operands after a
   /// convolution into its weights and bias.
   public var affine: AffineStep?
+  /// `0 >= x ? 0 : x` exactly (relu: NaN stays NaN, -0 becomes 0): a GEMM whose whole epilogue is
+  /// this op rectifies its results in registers as it stores them (`lamina_gemm_epilogue.relu_only`).
+  public var isRectifier: Bool
 
   public init(
     leftIdentity: Double? = nil, rightIdentity: Double? = nil, isInvolution: Bool = false,
     isIdentityWhenTypeUnchanged: Bool = false, isDivision: Bool = false,
     isCheapToRecompute: Bool = false, nonDecreasingOperands: [Int] = [],
-    affine: AffineStep? = nil
+    affine: AffineStep? = nil, isRectifier: Bool = false
   ) {
     self.affine = affine
+    self.isRectifier = isRectifier
     self.leftIdentity = leftIdentity
     self.rightIdentity = rightIdentity
     self.isInvolution = isInvolution

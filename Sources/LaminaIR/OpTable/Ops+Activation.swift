@@ -6,7 +6,7 @@ extension OpRegistry {
   static let activationOps: [OpDefinition] = [
     unary(
       "relu", "Rectified linear unit.", "y = max(x, 0)",
-      algebra: AlgebraicProperties(nonDecreasingOperands: [0]),
+      algebra: AlgebraicProperties(nonDecreasingOperands: [0], isRectifier: true),
       // Swift's max(x, 0), spelled out so NaN behaves the same compiled and interpreted.
       c: { c in "(\(c.literal(0)) >= \(c.operands[0]) ? \(c.literal(0)) : \(c.operands[0]))" },
       interpret: { Swift.max($0, 0) }, integer: { Swift.max($0, 0) },
