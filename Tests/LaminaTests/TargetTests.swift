@@ -210,23 +210,13 @@ struct TargetTests {
     let lamina = try #require(
       ReferenceCheckTests.laminaExecutable(), "the lamina executable is built with the tests")
     let model = RepositoryPaths.path("examples/digits_mlp.lam")
+    // /usr/bin/env sets the variable for the child alone.
     func bench(disabling features: String?) throws -> (status: Int32, output: String) {
-      let process = Process()
-      process.executableURL = URL(fileURLWithPath: lamina)
-      process.arguments = [
-        "bench", model, "--target", "x86-64-v4", "--cache-dir", Self.cacheDirectory, "--runs", "1",
-        "--seconds", "0", "--no-interpreter",
-      ]
-      var environment = ProcessInfo.processInfo.environment
-      environment["LAMINA_CPU_DISABLE"] = features
-      process.environment = environment
-      let pipe = Pipe()
-      process.standardOutput = pipe
-      process.standardError = pipe
-      try process.run()
-      let output = pipe.fileHandleForReading.readDataToEndOfFile()
-      process.waitUntilExit()
-      return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+      try ReferenceCheckTests.runProcess(
+        (features.map { ["LAMINA_CPU_DISABLE=\($0)"] } ?? []) + [
+          lamina, "bench", model, "--target", "x86-64-v4", "--cache-dir", Self.cacheDirectory,
+          "--runs", "1", "--seconds", "0", "--no-interpreter",
+        ])
     }
     let refused = try bench(disabling: "avx512f")
     #expect(refused.status != 0)
