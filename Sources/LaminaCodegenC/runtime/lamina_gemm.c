@@ -559,10 +559,28 @@ static inline __attribute__((always_inline)) void lamina_gemm_strip_columns(cons
    16 columns, or of 8 (__m256), stored under a mask straight into C (they went to a tile aside, then were
    merged). A 13x13 map's N = 169 leaves 9 of NR = 32. On a Zen 4, which runs a 512-bit multiply-add as two
    256-bit halves, 8 columns cost half of 16, so 9-12 columns run as 8 and a strip of 1-4 (up to
-   LAMINA_GEMM_MASKED_HALF_WIDTH_COLUMNS), 13-16 as 16. Zen 4, one thread, 1000 x N x 512 on a packed A (min of
+   LAMINA_GEMM_MASKED_HALF_WIDTH_COLUMNS), 13-15 as 16. Zen 4, one thread, 1000 x N x 512 on a packed A (min of
    150-200, us): N = 169 1603 (16 aside and merged) -> 1593 (16 masked) -> 1564 (8 and a strip of 1); 170
    1591 -> 1562, 171 1590 -> 1573, 172 1592 -> 1581 (16 masked against 8 and a strip). Not measured on a CPU
    with 512-bit pipes, where 8 columns cost as much as 16 and the strip is extra. */
+/* One width's body: `ops` is the intrinsics' prefix (_mm256, _mm512), `vector` and `mask_type` their types. */
+#define LAMINA_GEMM_MASKED_BODY(ops, vector, mask_type)                                                            \
+  do {                                                                                                             \
+    const mask_type mask = (mask_type)((1u << columns) - 1u);                                                      \
+    vector acc[MR];                                                                                                \
+    _Pragma("GCC unroll 32") for (int r = 0; r < rows; r++)                                                        \
+      acc[r] = bias ? ops##_set1_ps(bias[r]) : ops##_setzero_ps(), __builtin_prefetch(c + r * ldc, 1);             \
+    _Pragma("GCC unroll 4") for (int64_t p = 0; p < kc; p++, a += rows, b += NR) {                                 \
+      const vector b0 = ops##_loadu_ps(b);                                                                         \
+      _Pragma("GCC unroll 32") for (int r = 0; r < rows; r++) acc[r] = ops##_fmadd_ps(ops##_set1_ps(a[r]), b0, acc[r]); \
+    }                                                                                                              \
+    _Pragma("GCC unroll 32") for (int r = 0; r < rows; r++) {                                                      \
+      vector sum = acc[r];                                                                                         \
+      if (beta != 0.0f) sum = ops##_fmadd_ps(ops##_set1_ps(beta), ops##_maskz_loadu_ps(mask, c + r * ldc), sum);  \
+      if (relu) sum = ops##_maskz_mov_ps((mask_type)~ops##_cmp_ps_mask(sum, ops##_setzero_ps(), _CMP_LE_OQ), sum); \
+      ops##_mask_storeu_ps(c + r * ldc, mask, sum);                                                                \
+    }                                                                                                              \
+  } while (0)
 static inline __attribute__((always_inline)) void lamina_gemm_masked_columns(const int rows, const int width,
                                                                             int64_t columns, int64_t kc,
                                                                             const float* restrict a,
@@ -572,46 +590,12 @@ static inline __attribute__((always_inline)) void lamina_gemm_masked_columns(con
                                                                             int relu) {
 #if defined(__AVX512VL__)
   if (width == 8) {
-    const __mmask8 mask = (__mmask8)((1u << columns) - 1u);
-    __m256 acc[MR];
-    #pragma GCC unroll 32
-    for (int r = 0; r < rows; r++)
-      acc[r] = bias ? _mm256_set1_ps(bias[r]) : _mm256_setzero_ps(), __builtin_prefetch(c + r * ldc, 1);
-    #pragma GCC unroll 4
-    for (int64_t p = 0; p < kc; p++, a += rows, b += NR) {
-      const __m256 b0 = _mm256_loadu_ps(b);
-      #pragma GCC unroll 32
-      for (int r = 0; r < rows; r++) acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(a[r]), b0, acc[r]);
-    }
-    #pragma GCC unroll 32
-    for (int r = 0; r < rows; r++) {
-      __m256 sum = acc[r];
-      if (beta != 0.0f) sum = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_maskz_loadu_ps(mask, c + r * ldc), sum);
-      if (relu) sum = _mm256_maskz_mov_ps((__mmask8)~_mm256_cmp_ps_mask(sum, _mm256_setzero_ps(), _CMP_LE_OQ), sum);
-      _mm256_mask_storeu_ps(c + r * ldc, mask, sum);
-    }
+    LAMINA_GEMM_MASKED_BODY(_mm256, __m256, __mmask8);
     return;
   }
 #endif
   (void)width;
-  const __mmask16 mask = (__mmask16)((1u << columns) - 1u);
-  __m512 acc[MR];
-  #pragma GCC unroll 32
-  for (int r = 0; r < rows; r++)
-    acc[r] = bias ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps(), __builtin_prefetch(c + r * ldc, 1);
-  #pragma GCC unroll 4
-  for (int64_t p = 0; p < kc; p++, a += rows, b += NR) {
-    const __m512 b0 = _mm512_loadu_ps(b);
-    #pragma GCC unroll 32
-    for (int r = 0; r < rows; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r]), b0, acc[r]);
-  }
-  #pragma GCC unroll 32
-  for (int r = 0; r < rows; r++) {
-    __m512 sum = acc[r];
-    if (beta != 0.0f) sum = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mask, c + r * ldc), sum);
-    if (relu) sum = _mm512_maskz_mov_ps((__mmask16)~_mm512_cmp_ps_mask(sum, _mm512_setzero_ps(), _CMP_LE_OQ), sum);
-    _mm512_mask_storeu_ps(c + r * ldc, mask, sum);
-  }
+  LAMINA_GEMM_MASKED_BODY(_mm512, __m512, __mmask16);
 }
 static void lamina_gemm_masked(int rows, int width, int64_t columns, int64_t kc, const float* restrict a,
                                const float* restrict b, float* restrict c, int64_t ldc, float beta, const float* bias,
@@ -825,7 +809,7 @@ static void lamina_gemm_macro(int rows, int64_t mc, int64_t nc, int64_t kc, cons
         lamina_gemm_kernel_full(rows, kc, ap + ir * kc, b_panel, b_stride, ct, ldc, beta, bias, relu);
       } else if (LAMINA_GEMM_STRIP_COLUMNS > 0 && mr == rows) {
         /* A whole row panel's last columns, all straight into C: a whole vector of them, then what is
-           left as a strip (1-4 columns), a masked vector of 8 (5-8, and 9 as 8 and a strip) or of 16. */
+           left as a strip (1-4 columns), a masked vector of 8 (5-12: 8 and a strip) or of 16 (13-15). */
 #if LAMINA_GEMM_STRIP_COLUMNS > 0
         int64_t done = 0;
         if (nr >= NR / 2) {
@@ -1111,26 +1095,20 @@ static int lamina_gemm_epilogue_on_caller(const lamina_gemm_epilogue* epilogue, 
   return epilogue->apply && !epilogue->relu_only;
 }
 
-/* The epilogue on C[row0.., col0..] (rows x cols) where no kernel added its row bias: the bias, then apply. */
+/* The epilogue on C[row0.., col0..] (rows x cols) where no kernel applied it: the row bias, then the rectifier or
+   apply. */
 static void lamina_gemm_finish(const lamina_gemm_epilogue* epilogue, lamina_real* c, int64_t ldc, int64_t row0,
                                int64_t col0, int64_t rows, int64_t cols) {
   if (!epilogue) return;
-  if (epilogue->row_bias) {
-    const lamina_real* bias = (const lamina_real*)epilogue->row_bias;
+  const lamina_real* bias = (const lamina_real*)epilogue->row_bias;
+  const int relu = epilogue->relu_only;
+  if (bias || relu)
     for (int64_t i = row0; i < row0 + rows; i++) {
-      const lamina_real b = bias[i];
+      const lamina_real b = bias ? bias[i] : (lamina_real)0;
       lamina_real* row = c + i * ldc + col0;
-      for (int64_t j = 0; j < cols; j++) row[j] += b;
+      for (int64_t j = 0; j < cols; j++) row[j] = relu ? lamina_gemm_rectify_one(row[j] + b) : row[j] + b;
     }
-  }
-  if (epilogue->relu_only) {
-    for (int64_t i = row0; i < row0 + rows; i++) {
-      lamina_real* row = c + i * ldc + col0;
-      for (int64_t j = 0; j < cols; j++) row[j] = lamina_gemm_rectify_one(row[j]);
-    }
-  } else if (epilogue->apply) {
-    epilogue->apply(epilogue->arg, c, ldc, row0, col0, rows, cols);
-  }
+  if (epilogue->apply && !relu) epilogue->apply(epilogue->arg, c, ldc, row0, col0, rows, cols);
 }
 
 /* The epilogue on C[0, j0..j1) of the M == 1 path: a piece of a row, or of a column when transposed. */
