@@ -11,6 +11,11 @@ calls (calls.inc, each timed; names.inc), and writes build.sh: the library's own
 harness.c (which includes model.c) in place of model.c and main.c linked in. Run it in the directory
 holding harness.c and main.c. For comparing kernels (two builds, alternating runs), not a benchmark of record.
 
+Built with `-DHARNESS_WARM` (add it to harness.c's line in build.sh), the harness calls each kernel once
+untimed right before its timed call, with the same operands: the timed call then finds its inputs and
+outputs where its own threads left them. The difference from the plain build is what the kernel pays for
+data last touched by another kernel (another thread's cache, another split); BENCHMARKS.md, session 25.
+
 Without a weights file the harness fills the parameters and state with a pattern in [-0.5, 0.5): a batch
 norm's running variance is then negative in about half its channels, and every activation after it is NaN.
 Convolutions and GEMMs take the same time on NaNs; pools and anything that branches or selects on values do
@@ -35,7 +40,7 @@ calls=re.findall(r'^  status = (k\d+_\w+)\((.*?)\);  /\* (.*?) \*/',fwd,re.M)
 with open('calls.inc','w') as f:
   for name,args,node in calls:
     args=args.replace('(float*)outputs[0]','y').replace('(const float*)inputs[0]','x')
-    f.write('  b=now(); %s(%s); t[k++][r]=now()-b;\n'%(name,args))
+    f.write('  WARM(%s(%s)); b=now(); %s(%s); t[k++][r]=now()-b;\n'%(name,args,name,args))
 open('names.inc','w').write(''.join('"%s",\n'%n for n,_,_ in calls)+'NULL\n')
 # The arrays' sizes: one timing row per call, and as many offsets as the plan indexes.
 used=[int(i) for i in re.findall(r'offsets\[(\d+)\]',plan+fwd)]
