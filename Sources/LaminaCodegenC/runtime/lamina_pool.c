@@ -57,8 +57,6 @@
 #define LAMINA_POOL_SPIN_NS 200000
 #endif
 
-#define LAMINA_POOL_MAX_THREADS 256
-
 /* -DLAMINA_POOL_PROFILE (tools/pool_profile): per thread, the CPU time spent inside task bodies and the
    tasks run, and the caller's CPU time spent waiting for other threads' tasks, summed over every pool of
    the process until lamina_pool_profile (exported, for the tool's driver) reads and clears them. How a
@@ -125,6 +123,8 @@ struct lamina_pool {
   int threads;                      /* including the caller */
   lamina_pool_worker* workers;      /* threads - 1 of them */
   unsigned char* scratch;           /* threads * LAMINA_POOL_SCRATCH_BYTES, 64-byte aligned */
+  void** thread_buffers;            /* lamina_pool_thread_buffer: one per thread, grown on demand */
+  size_t* thread_buffer_bytes;
 
   /* The current job. Written by the caller between closing the previous generation and publishing the
      new one (see lamina_pool_publish); atomics only because a late worker may read them meanwhile. */
@@ -259,6 +259,17 @@ void* lamina_pool_scratch(lamina_pool* pool, int thread, size_t* bytes) {
   return pool->scratch + (size_t)thread * LAMINA_POOL_SCRATCH_BYTES;
 }
 
+void* lamina_pool_thread_buffer(lamina_pool* pool, int thread, size_t bytes) {
+  if (!pool || thread < 0 || thread >= pool->threads || bytes > LAMINA_POOL_THREAD_BUFFER_MAX) return NULL;
+  if (pool->thread_buffer_bytes[thread] < bytes) {
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    free(pool->thread_buffers[thread]);
+    pool->thread_buffers[thread] = aligned_alloc(64, rounded);
+    pool->thread_buffer_bytes[thread] = pool->thread_buffers[thread] ? rounded : 0;
+  }
+  return pool->thread_buffers[thread];
+}
+
 lamina_pool* lamina_pool_create(int threads) {
   if (threads <= 0) {
     const char* env = getenv("LAMINA_NUM_THREADS");
@@ -287,10 +298,14 @@ lamina_pool* lamina_pool_create(int threads) {
   pool->scratch = (unsigned char*)aligned_alloc(64, (size_t)threads * LAMINA_POOL_SCRATCH_BYTES);
   pool->workers = (lamina_pool_worker*)calloc((size_t)threads, sizeof(lamina_pool_worker));
   pool->ranges = (lamina_pool_range*)aligned_alloc(64, (size_t)threads * sizeof(lamina_pool_range));
-  if (!pool->scratch || !pool->workers || !pool->ranges) {
+  pool->thread_buffers = (void**)calloc((size_t)threads, sizeof(void*));
+  pool->thread_buffer_bytes = (size_t*)calloc((size_t)threads, sizeof(size_t));
+  if (!pool->scratch || !pool->workers || !pool->ranges || !pool->thread_buffers || !pool->thread_buffer_bytes) {
     free(pool->scratch);
     free(pool->workers);
     free(pool->ranges);
+    free(pool->thread_buffers);
+    free(pool->thread_buffer_bytes);
     pthread_cond_destroy(&pool->done_cond);
     pthread_cond_destroy(&pool->wake);
     pthread_mutex_destroy(&pool->mutex);
@@ -354,6 +369,9 @@ void lamina_pool_destroy(lamina_pool* pool) {
   free(pool->workers);
   free(pool->ranges);
   free(pool->scratch);
+  for (int i = 0; i < pool->threads; i++) free(pool->thread_buffers[i]);
+  free(pool->thread_buffers);
+  free(pool->thread_buffer_bytes);
   free(pool);
 }
 

@@ -23,6 +23,9 @@
 #define LAMINA_POOL_SCRATCH_BYTES ((size_t)2 << 20)
 #endif
 
+/* Threads a pool has at most (more are cut to this). */
+#define LAMINA_POOL_MAX_THREADS 256
+
 typedef struct lamina_pool lamina_pool;
 /* threads <= 0: LAMINA_NUM_THREADS, else one per online core. NULL when out of memory. */
 lamina_pool* lamina_pool_create(int threads);
@@ -35,6 +38,15 @@ void lamina_pool_hush(lamina_pool* pool);
 void lamina_pool_run(lamina_pool* pool, int64_t tasks, void (*body)(void* arg, int64_t task, int thread), void* arg);
 /* The 64-byte aligned scratch memory of one of the pool's threads (bytes, if not NULL, receives its size). */
 void* lamina_pool_scratch(lamina_pool* pool, int thread, size_t* bytes);
+/* A 64-byte aligned buffer of at least `bytes` for the tasks that run on thread `thread`, kept between runs (its
+   contents are lost when it grows); NULL without a pool, out of memory or above LAMINA_POOL_THREAD_BUFFER_MAX.
+   The pool's caller asks for it before a run. Why not a per-call allocation: there, the lines one thread used were
+   the other thread's in the last layer of another size, and where two cores share no cache each such line crosses
+   between them (BENCHMARKS.md, session 25). */
+void* lamina_pool_thread_buffer(lamina_pool* pool, int thread, size_t bytes);
+#ifndef LAMINA_POOL_THREAD_BUFFER_MAX
+#define LAMINA_POOL_THREAD_BUFFER_MAX ((size_t)64 << 20)
+#endif
 
 /* ---- GEMM (lamina_gemm.c) ---- */
 

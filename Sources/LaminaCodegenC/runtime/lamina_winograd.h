@@ -303,6 +303,7 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     int64_t tasks, TH, TW, row0, rows, ldt;                                                                             \
     lamina_pool* gemm_pool; /* the products' pool: NULL when they run one per task */                                   \
     int64_t all_rows, work_stride, v_size; /* pass 5: rows of tiles in all, and each thread's V then M */               \
+    T* const* own; /* pass 5: each thread's V then M (lamina_pool_thread_buffer), or NULL: V, work_stride apart */      \
   } lamina_winograd_job_##S;                                                                                            \
                                                                                                                         \
   static void lamina_winograd_task_##S(void* argument, int64_t task, int thread) {                                      \
@@ -346,7 +347,7 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
       lamina_conv_task_range(job->all_rows, job->tasks, task, &begin, &end);                                            \
       if (begin >= end) break;                                                                                          \
       lamina_winograd_job_##S local = *job;                                                                             \
-      local.V = job->V + (int64_t)thread * job->work_stride;                                                            \
+      local.V = job->own ? job->own[thread] : job->V + (int64_t)thread * job->work_stride;                              \
       local.M = local.V + job->v_size;                                                                                  \
       local.row0 = begin;                                                                                               \
       local.rows = end - begin;                                                                                         \
@@ -456,7 +457,13 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     const int64_t p_size = prepacked ? 0 : lamina_winograd_packed_size_##S(g, m);                                       \
     const int64_t u_size = prepacked ? 0 : A * A * K * C;                                                               \
     const int64_t v_size = (A * A * C * ldt + L - 1) / L * L, m_size = A * A * ldt * K + L;                             \
-    const int64_t work_size = lamina_conv_max(u_size, (spatial ? threads : 1) * (v_size + m_size));                     \
+    /* With a pool, each thread's V and M are a buffer of its own kept between calls (lamina_pool_thread_buffer);       \
+       else (out of memory) they take their place in this call's allocation. */                                         \
+    T* own[LAMINA_POOL_MAX_THREADS];                                                                                    \
+    int owned = spatial && threads <= LAMINA_POOL_MAX_THREADS;                                                          \
+    for (int t = 0; owned && t < threads; t++)                                                                          \
+      owned = (own[t] = (T*)lamina_pool_thread_buffer(pool, t, (size_t)(v_size + m_size) * sizeof(T))) != NULL;         \
+    const int64_t work_size = lamina_conv_max(u_size, owned ? 0 : (spatial ? threads : 1) * (v_size + m_size));         \
     T* buffer = (T*)aligned_alloc(64, (size_t)((p_size + work_size + 2 * L) / L * L) * sizeof(T));                      \
     if (!buffer) return LAMINA_ERROR_MEMORY;                                                                            \
     T* packed = prepacked ? (T*)prepacked : buffer;                                                                     \
@@ -465,7 +472,8 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     T* M = V + v_size;                                                                                                  \
     if (!prepacked) lamina_winograd_transform_weights_##S(pool, g, w, U, packed, m);                                    \
     lamina_winograd_job_##S job = {g, x, w, bias, bias_count, y, epilogue, U, V, M, packed, packed_elements,            \
-                                   m, 0, 1, TH, TW, 0, 0, ldt, NULL, all_rows, v_size + m_size, v_size};                \
+                                   m, 0, 1, TH, TW, 0, 0, ldt, NULL, all_rows, v_size + m_size, v_size,                 \
+                                   owned ? own : NULL};                                                                 \
     if (spatial) {                                                                                                      \
       job.pass = 5;                                                                                                     \
       job.tasks = tasks;                                                                                                \
