@@ -42,9 +42,12 @@ with open('calls.inc','w') as f:
     args=args.replace('(float*)outputs[0]','y').replace('(const float*)inputs[0]','x')
     f.write('  WARM(%s(%s)); b=now(); %s(%s); t[k++][r]=now()-b;\n'%(name,args,name,args))
 open('names.inc','w').write(''.join('"%s",\n'%n for n,_,_ in calls)+'NULL\n')
-# The arrays' sizes: one timing row per call, and as many offsets as the plan indexes.
-used=[int(i) for i in re.findall(r'offsets\[(\d+)\]',plan+fwd)]
-open('sizes.inc','w').write('#define NK %d\n#define NOFFSETS %d\n'%(max(len(calls),1),max(used,default=0)+1))
+# The arrays' sizes: one timing row per call, and the entry point's own `offsets` array's (the plan ends with
+# `memcpy(offsets, layout_offsets, sizeof offsets)`, which reads past `layout_offsets` if ours is larger).
+declared=re.search(r'^  int64_t offsets\[(\d+)\];',fwd,re.M)
+used=[int(i) for i in re.findall(r'(?<!\w)offsets\[(\d+)\]',plan)]
+offsets=int(declared.group(1)) if declared else max(used,default=0)+1
+open('sizes.inc','w').write('#define NK %d\n#define NOFFSETS %d\n'%(max(len(calls),1),offsets))
 for fn in os.listdir(src):
   if fn!='model.c' and (fn.endswith('.h') or fn.endswith('.c')): shutil.copy(os.path.join(src,fn),fn)
 shutil.copy(os.path.join(src,'model.c'),'model.c')
