@@ -512,6 +512,59 @@ struct ConvolutionTests {
     }
   }
 
+  /// The channel kernel's pool is taken position-major (a position's channels together) and its
+  /// tiles run four vectors of channels at once where the weights are small (AVX-512): 52 channels
+  /// (three whole vectors and a partial one), 64 (a whole four) and 20 (a pair) with 3x3 windows at
+  /// stride 2, 2x2 and a generic [2, 3] window; NaNs in the input reach the maxima; one thread and
+  /// two, AVX-512, AVX2 and the portable C.
+  @Test(
+    "the channel kernel's position-major pool equals the interpreter, NaNs included",
+    arguments: [
+      [], ["-DLAMINA_CONV_DIRECT_PARALLEL_WORK=0"], ["-DLAMINA_CONV_CHANNEL_QUADS=0"],
+      ["x86-64-v3"], ["generic"],
+    ])
+  func channelKernelPool(_ arguments: [String]) throws {
+    let target: CompileTarget? =
+      arguments.first == "x86-64-v3" ? .x86_64_v3 : arguments.first == "generic" ? .generic : nil
+    if target == .x86_64_v3 && !CompileTarget.hostIsX86 { return }
+    let model = try Model(
+      source: """
+        model ChannelPool {
+          input x: f32[batch, 3, 23, 37]
+          let a = x |> conv2d(filters: 52, kernel: 3, activation: "relu") |> max_pool2d(kernel: 3, stride: 2)
+          let b = x |> conv2d(filters: 64, kernel: 3, stride: 2) |> relu |> max_pool2d(kernel: 2)
+          let c = x |> conv2d(filters: 20, kernel: 3, activation: "relu") |> max_pool2d(kernel: [2, 3])
+          output a
+          output b
+          output c
+        }
+        """, pipeline: Pipeline.inference)
+    let parameters = try model.initialParameters(seed: 11)
+    let source = try model.generateC().source
+    #expect(source.components(separatedBy: "written as its max pool").count - 1 == 3)
+    var options = TestCache.options()
+    options.flags =
+      (target == nil ? arguments : Array(arguments.dropFirst()))
+      + ["-DLAMINA_CONV_FORCE_CHANNEL_KERNEL=1"]
+    if let target { options.target = target }
+    let compiled = try model.compile(options: options, parameters: parameters)
+    var generator = SeededGenerator(seed: 23)
+    for batch in [1, 3] {
+      let x = (0..<(batch * 3 * 23 * 37)).map { _ -> Float in
+        generator.nextUnit() < 1.0 / 200 ? .nan : Float(generator.nextNormal())
+      }
+      let inputs = ["x": Tensor(shape: [batch, 3, 23, 37], scalars: x)]
+      let outputs = try compiled.forward(inputs)
+      let expected = try model.interpret(
+        inputs: inputs, parameters: parameters, outputs: ["a", "b", "c"])
+      #expect(
+        expected["a"]?.doubles().contains { $0.isNaN } == true, "the NaNs reach a pooled result")
+      for problem in TestData.compiledMismatches(outputs, expected, names: ["a", "b", "c"]) {
+        Issue.record("\(arguments) batch \(batch): \(problem)")
+      }
+    }
+  }
+
   @Test("the interpreter's gradients equal finite differences", arguments: cases)
   func gradcheck(_ testCase: Case) throws {
     let model = try Model(source: testCase.source, pipeline: Pipeline.training)

@@ -43,6 +43,18 @@
 #ifndef LAMINA_CONV_CHANNEL_KERNEL
 #define LAMINA_CONV_CHANNEL_KERNEL 1
 #endif
+/* Four vectors of output channels per tile, over LAMINA_CONV_CHANNEL_QUAD_TILE positions (24 sums, 4 weights and a
+   broadcast in 32 registers; AVX-512 only, AVX2 has 16), where their weights (K x 4 vectors) fit
+   LAMINA_CONV_CHANNEL_QUAD_BYTES: each broadcast feeds four multiply-adds instead of two, and the per-tile work
+   (biases, window pointers, stores) is spread over 24 sums instead of 16. A 3 -> 64 3x3 tile alone (Zen 4, K = 27):
+   2 x 8 at 95-109 GFLOP/s, 4 x 6 at 110. 0 turns it off (for tests and benchmarks). */
+#ifndef LAMINA_CONV_CHANNEL_QUADS
+#define LAMINA_CONV_CHANNEL_QUADS (LAMINA_CONV_VBYTES == 64)
+#endif
+#define LAMINA_CONV_CHANNEL_QUAD_TILE 6
+#ifndef LAMINA_CONV_CHANNEL_QUAD_BYTES
+#define LAMINA_CONV_CHANNEL_QUAD_BYTES (64 * 1024)
+#endif
 /* The channel kernel's positions per tile for a plane of P output positions: LAMINA_CONV_CHANNEL_TILE, or one fewer
    when that computes at least 5% fewer positions (a partial tile costs a full one). A 7x7 map is then 7 tiles of 7
    rather than 7 tiles of 8 with one position in the last: ResNet-50's 512 -> 512 3x3 at stride 2 to 7x7 (Zen 4)
@@ -152,6 +164,24 @@ static inline __attribute__((always_inline)) void lamina_conv_store_tile_f32(flo
 #endif
 #define LAMINA_CONV_HAS_TILE_TRANSPOSE_f64 0
 #define LAMINA_CONV_STORE_TILE_f64(out, P, sums, positions) ;
+
+/* The channel kernel's pool of a block without NaNs: one VMAXPS per element, where max_pool2d's rule (a later element
+   replaces the maximum when larger or NaN) takes two compares, their union and a blend; VMAXPS returns its second
+   operand when either is a NaN, so it would lose them. Whether a block has a NaN the kernel finds as it stores its
+   tiles: a sum of each tile's sums (added on the pipes the multiply-adds leave free) is NaN when one of them is (an
+   infinity or an overflow can make it NaN too: that block only takes the rule). AVX-512 f32; elsewhere the rule. */
+#if LAMINA_CONV_VBYTES == 64 && defined(__AVX512F__)
+#define LAMINA_CONV_HAS_FAST_MAX_f32 1
+#define LAMINA_CONV_FAST_MAX_f32(m, e) ((lamina_conv_vector_f32)_mm512_max_ps((__m512)(m), _mm512_loadu_ps(e)))
+#define LAMINA_CONV_ANY_NAN_f32(s) (_mm512_cmp_ps_mask((__m512)(s), (__m512)(s), _CMP_UNORD_Q) != 0)
+#else
+#define LAMINA_CONV_HAS_FAST_MAX_f32 0
+#define LAMINA_CONV_FAST_MAX_f32(m, e) ((void)(e), (m))
+#define LAMINA_CONV_ANY_NAN_f32(s) ((void)(s), 1)
+#endif
+#define LAMINA_CONV_HAS_FAST_MAX_f64 0
+#define LAMINA_CONV_FAST_MAX_f64(m, e) ((void)(e), (m))
+#define LAMINA_CONV_ANY_NAN_f64(s) ((void)(s), 1)
 
 /* An input row split into its two stride phases for the depthwise kernel: even_to[q] = from[2 q] for q < evens,
    odd_to[q] = from[2 q + 1] for q < odds. With AVX-512 f32, 16 of each from two loads and two two-source permutes
@@ -496,6 +526,22 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
       }                                                                                                                   \
   }                                                                                                                       \
                                                                                                                           \
+  /* The epilogue on pooled rows [pooled_first, pooled_end) of y's `channels` planes from `first_plane`. */               \
+  static inline void lamina_conv_pooled_epilogue_##S(const lamina_conv2d_geometry* g, int64_t channels,                  \
+                                                     int64_t first_plane, int64_t pooled_first, int64_t pooled_end,      \
+                                                     T* y, const lamina_gemm_epilogue* epilogue) {                       \
+    const int64_t PH = lamina_conv_pooled_height(g), PW = lamina_conv_pooled_width(g);                                    \
+    if (!epilogue) return;                                                                                                \
+    /* Whole planes are one run of rows: one call. */                                                                     \
+    if (epilogue->planes)                                                                                                 \
+      epilogue->apply(epilogue->arg, y, PH * PW, first_plane, pooled_first * PW, channels, (pooled_end - pooled_first) * PW); \
+    else if (pooled_first == 0 && pooled_end == PH)                                                                       \
+      epilogue->apply(epilogue->arg, y, PW, first_plane * PH, 0, channels * PH, PW);                                      \
+    else                                                                                                                  \
+      for (int64_t c = 0; c < channels; c++)                                                                              \
+        lamina_conv_plane_epilogue(epilogue, y, PH, PW, first_plane + c, pooled_first * PW, (pooled_end - pooled_first) * PW); \
+  }                                                                                                                       \
+                                                                                                                          \
   /* Pools `channels` planes of a block holding rows [first_row, ...) of one (image, group)'s result (planes           \
      block_plane apart) into pooled rows [pooled_first, pooled_end) of y's planes from `first_plane`, then runs the      \
      epilogue on them. */                                                                                                 \
@@ -506,15 +552,7 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     for (int64_t c = 0; c < channels; c++)                                                                                \
       lamina_conv_max_pool_rows_##S(g, block + c * block_plane, g->out_width, pooled_end - pooled_first,                 \
                                     y + (first_plane + c) * PH * PW + pooled_first * PW);                                 \
-    if (!epilogue) return;                                                                                                \
-    /* Whole planes are one run of rows: one call. */                                                                     \
-    if (epilogue->planes)                                                                                                 \
-      epilogue->apply(epilogue->arg, y, PH * PW, first_plane, pooled_first * PW, channels, (pooled_end - pooled_first) * PW); \
-    else if (pooled_first == 0 && pooled_end == PH)                                                                       \
-      epilogue->apply(epilogue->arg, y, PW, first_plane * PH, 0, channels * PH, PW);                                      \
-    else                                                                                                                  \
-      for (int64_t c = 0; c < channels; c++)                                                                              \
-        lamina_conv_plane_epilogue(epilogue, y, PH, PW, first_plane + c, pooled_first * PW, (pooled_end - pooled_first) * PW); \
+    lamina_conv_pooled_epilogue_##S(g, channels, first_plane, pooled_first, pooled_end, y, epilogue);                     \
   }                                                                                                                       \
                                                                                                                           \
   /* im2col: columns[(c, i, j), column0 + position] for channels [c0, c1) of one image's group (x: its first channel). */ \
@@ -1049,44 +1087,222 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
         for (int64_t r = 0; r < count; r++) out[l * plane + r] = sums[r][l];                                             \
   }                                                                                                                      \
                                                                                                                          \
-  /* One tile of R positions (q: each position's window in the input) for `vectors` (1 or 2, a constant where it is     \
-     inlined) consecutive vectors of output channels: weights [K][VL] per vector, the second K * VL after the first;    \
-     biases one vector per vector. Two at once: each broadcast input value feeds two multiply-adds, and 2R sums cover   \
-     the FMA latency on cores with two 512-bit FMA pipes. channels, channels1: the lanes stored of each vector. R: the   \
-     tile's positions (LAMINA_CONV_CHANNEL_TILE, or one fewer: lamina_conv_channel_tile), a constant where inlined. */   \
-  static inline __attribute__((always_inline)) void lamina_conv_channels_vectors_##S(                                    \
+  /* One tile of R positions (q: each position's window in the input) for `vectors` (1, 2 or 4, a constant where it    \
+     is inlined) consecutive vectors of output channels: weights [K][VL] per vector, each K * VL after the one before;   \
+     biases one vector per vector. Several at once: each broadcast input value feeds `vectors` multiply-adds, and the    \
+     vectors x R sums cover the FMA latency on cores with two 512-bit FMA pipes. left: the output channels from the      \
+     first vector's on (the last vector may be partial). R: the tile's positions (LAMINA_CONV_CHANNEL_TILE, or one       \
+     fewer: lamina_conv_channel_tile; LAMINA_CONV_CHANNEL_QUAD_TILE with 4 vectors), a constant where inlined. stride 0: \
+     the tile goes to NCHW planes `plane` apart; else position-major, a position's channels contiguous, positions        \
+     `stride` apart, and the result says whether a sum may be NaN (LAMINA_CONV_HAS_FAST_MAX). */                         \
+  static inline __attribute__((always_inline)) int lamina_conv_channels_vectors_##S(                                     \
       const int vectors, const int R, int64_t K, const T* const* q, const int64_t* taps, const T* weights,               \
-      const T* biases, T* out, int64_t plane, int64_t channels, int64_t channels1, int64_t count) {                      \
+      const T* biases, T* out, int64_t plane, int64_t left, int64_t count, int64_t stride) {                             \
     enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
-    lamina_conv_vector_##S sums[2][LAMINA_CONV_CHANNEL_TILE];                                                            \
-    _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) {                                                         \
+    lamina_conv_vector_##S sums[4][LAMINA_CONV_CHANNEL_TILE];                                                            \
+    _Pragma("GCC unroll 4") for (int u = 0; u < vectors; u++) {                                                         \
       const lamina_conv_vector_##S bias = lamina_conv_loadu_##S(biases + u * VL);                                       \
       _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[u][r] = bias;                                           \
     }                                                                                                                   \
     for (int64_t k = 0; k < K; k++) {                                                                                   \
-      lamina_conv_vector_##S w[2];                                                                                      \
-      _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) w[u] = lamina_conv_loadu_##S(weights + u * K * VL + k * VL);\
+      lamina_conv_vector_##S w[4];                                                                                      \
+      _Pragma("GCC unroll 4") for (int u = 0; u < vectors; u++) w[u] = lamina_conv_loadu_##S(weights + u * K * VL + k * VL);\
       const int64_t t = taps[k];                                                                                        \
       _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                                            \
         const T value = q[r][t];                                                                                        \
-        _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) sums[u][r] += value * w[u];                           \
+        _Pragma("GCC unroll 4") for (int u = 0; u < vectors; u++) sums[u][r] += value * w[u];                           \
       }                                                                                                                 \
     }                                                                                                                   \
-    lamina_conv_channels_store_##S(out, plane, channels, count, R, sums[0]);                                             \
-    if (vectors == 2) lamina_conv_channels_store_##S(out + VL * plane, plane, channels1, count, R, sums[1]);             \
+    if (stride > 0) {                                                                                                   \
+      for (int64_t r = 0; r < count; r++)                                                                               \
+        _Pragma("GCC unroll 4") for (int u = 0; u < vectors; u++) memcpy(out + r * stride + u * VL, &sums[u][r], sizeof sums[u][r]); \
+      if (!LAMINA_CONV_HAS_FAST_MAX_##S) return 1;                                                                      \
+      lamina_conv_vector_##S total = sums[0][0];                                                                        \
+      _Pragma("GCC unroll 4") for (int u = 0; u < vectors; u++)                                                         \
+        _Pragma("GCC unroll 16") for (int r = u == 0; r < R; r++) total += sums[u][r];                                  \
+      return LAMINA_CONV_ANY_NAN_##S(total);                                                                            \
+    }                                                                                                                   \
+    _Pragma("GCC unroll 4") for (int u = 0; u < vectors; u++) {                                                         \
+      /* The transposed store takes LAMINA_CONV_CHANNEL_TILE rows; those past R are not stored. */                      \
+      _Pragma("GCC unroll 16") for (int r = R; r < LAMINA_CONV_CHANNEL_TILE; r++) sums[u][r] = sums[u][R - 1];          \
+      lamina_conv_channels_store_##S(out + u * VL * plane, plane, lamina_conv_min(VL, left - u * VL), count, R, sums[u]); \
+    }                                                                                                                   \
+    return 0;                                                                                                           \
   }                                                                                                                     \
-                                                                                                                        \
-  /* One tile of R positions (a constant where inlined) for one or two vectors of output channels, `left` channels       \
-     from the first vector's on: lamina_conv_channels_vectors with the vector count a constant. */                       \
-  static inline __attribute__((always_inline)) void lamina_conv_channels_tile_##S(                                       \
+                                                                                                                         \
+  /* One tile of R positions (a constant where inlined) for one or two vectors of output channels (lamina_conv_channels_ \
+     vectors with the vector count a constant). */                                                                       \
+  static inline __attribute__((always_inline)) int lamina_conv_channels_tile_##S(                                        \
       int vectors, const int R, int64_t K, const T* const* q, const int64_t* taps, const T* weights, const T* biases,    \
-      T* out, int64_t plane, int64_t left, int64_t count) {                                                              \
-    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+      T* out, int64_t plane, int64_t left, int64_t count, int64_t stride) {                                              \
     if (vectors == 2)                                                                                                    \
-      lamina_conv_channels_vectors_##S(2, R, K, q, taps, weights, biases, out, plane, VL, lamina_conv_min(VL, left - VL), \
-                                       count);                                                                           \
-    else                                                                                                                 \
-      lamina_conv_channels_vectors_##S(1, R, K, q, taps, weights, biases, out, plane, lamina_conv_min(VL, left), 0, count); \
+      return lamina_conv_channels_vectors_##S(2, R, K, q, taps, weights, biases, out, plane, left, count, stride);       \
+    return lamina_conv_channels_vectors_##S(1, R, K, q, taps, weights, biases, out, plane, left, count, stride);         \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* The maximum of v and the vector at e, e replacing v where larger or NaN (as lamina_conv_max_pool_rows). */           \
+  static inline __attribute__((always_inline)) lamina_conv_vector_##S lamina_conv_max_later_##S(lamina_conv_vector_##S v, \
+                                                                                                const T* e) {            \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    T best[VL];                                                                                                          \
+    memcpy(best, &v, sizeof v);                                                                                          \
+    _Pragma("omp simd") for (int l = 0; l < VL; l++) best[l] = (e[l] > best[l] || e[l] != e[l]) ? e[l] : best[l];      \
+    return lamina_conv_loadu_##S(best);                                                                                  \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* One pooled row's tile of R windows (positions `count` of them, a partial tile repeating its last window, which is  \
+     not stored) for one vector of channels: kh x kw window taps, a constant where inlined, so the loops unroll into R   \
+     independent chains of maxima. exact: the block may hold a NaN (max_pool2d's rule), else LAMINA_CONV_FAST_MAX. */   \
+  static inline __attribute__((always_inline)) void lamina_conv_channels_pool_tile_##S(                                  \
+      const int kh, const int kw, const T* first_window, int64_t window_step, int64_t row_step, int64_t stride,          \
+      int64_t count, int exact, lamina_conv_vector_##S* m) {                                                             \
+    enum { R = LAMINA_CONV_CHANNEL_TILE };                                                                               \
+    const T* window[R];                                                                                                  \
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                                               \
+      window[r] = first_window + lamina_conv_min(r, count - 1) * window_step;                                            \
+      m[r] = lamina_conv_loadu_##S(window[r]);                                                                           \
+    }                                                                                                                    \
+    if (LAMINA_CONV_HAS_FAST_MAX_##S && !exact) {                                                                        \
+      _Pragma("GCC unroll 8") for (int a = 0; a < kh; a++)                                                               \
+        _Pragma("GCC unroll 8") for (int b = 0; b < kw; b++) {                                                           \
+          if (a == 0 && b == 0) continue;                                                                                \
+          const int64_t offset = a * row_step + b * stride;                                                              \
+          _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) m[r] = LAMINA_CONV_FAST_MAX_##S(m[r], window[r] + offset); \
+        }                                                                                                                \
+      return;                                                                                                            \
+    }                                                                                                                    \
+    _Pragma("GCC unroll 8") for (int a = 0; a < kh; a++)                                                                 \
+      _Pragma("GCC unroll 8") for (int b = 0; b < kw; b++) {                                                             \
+        if (a == 0 && b == 0) continue;                                                                                  \
+        const int64_t offset = a * row_step + b * stride;                                                                \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) m[r] = lamina_conv_max_later_##S(m[r], window[r] + offset); \
+      }                                                                                                                  \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* The channel kernel's fused max pool: a block of rows [first_row, ...) of one (image, group)'s result, position-major \
+     (position p's channels at block + p * stride), pooled into rows [pooled_first, pooled_end) of y's `channels` planes  \
+     from `first_plane`, then the epilogue on them. Position-major, a window's maximum is a maximum of whole vectors of  \
+     channels (no permutes across a row's columns, as the planar pool needs at stride 2), and the kernel stores its      \
+     tiles untransposed; only the pooled result, a quarter as large at stride 2, is transposed to planes. exact: the     \
+     block may hold a NaN (lamina_conv_channels_pool_tile). */                                                           \
+  static inline void lamina_conv_channels_pool_##S(const lamina_conv2d_geometry* g, const T* block, int64_t stride,     \
+                                                   int64_t first_row, int64_t channels, int64_t first_plane,             \
+                                                   int64_t pooled_first, int64_t pooled_end, int exact, T* y,            \
+                                                   const lamina_gemm_epilogue* epilogue) {                               \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T), R = LAMINA_CONV_CHANNEL_TILE };                                          \
+    const int64_t PH = lamina_conv_pooled_height(g), PW = lamina_conv_pooled_width(g), OW = g->out_width;                \
+    const int64_t kh = g->pool_height, kw = g->pool_width, sh = g->pool_stride_height, sw = g->pool_stride_width;       \
+    for (int64_t i = pooled_first; i < pooled_end; i++) {                                                                \
+      const T* top = block + (i * sh - first_row) * OW * stride;                                                         \
+      for (int64_t c0 = 0; c0 < channels; c0 += VL) {                                                                    \
+        for (int64_t j0 = 0; j0 < PW; j0 += R) {                                                                         \
+          const int64_t count = lamina_conv_min(R, PW - j0);                                                             \
+          const T* first_window = top + j0 * sw * stride + c0;                                                           \
+          lamina_conv_vector_##S m[R];                                                                                   \
+          if (kh == 3 && kw == 3)                                                                                        \
+            lamina_conv_channels_pool_tile_##S(3, 3, first_window, sw * stride, OW * stride, stride, count, exact, m);   \
+          else if (kh == 2 && kw == 2)                                                                                   \
+            lamina_conv_channels_pool_tile_##S(2, 2, first_window, sw * stride, OW * stride, stride, count, exact, m);   \
+          else {                                                                                                         \
+            _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                                         \
+              m[r] = lamina_conv_loadu_##S(first_window + lamina_conv_min(r, count - 1) * sw * stride);                   \
+            for (int64_t a = 0; a < kh; a++)                                                                             \
+              for (int64_t b = a == 0; b < kw; b++)                                                                      \
+                _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                                     \
+                  m[r] = lamina_conv_max_later_##S(                                                                      \
+                      m[r], first_window + lamina_conv_min(r, count - 1) * sw * stride + (a * OW + b) * stride);         \
+          }                                                                                                              \
+          T* out = y + (first_plane + c0) * PH * PW + i * PW + j0;                                                       \
+          const int64_t lanes = lamina_conv_min(VL, channels - c0);                                                      \
+          if (count == R - 1)                                                                                            \
+            lamina_conv_channels_store_##S(out, PH * PW, lanes, count, R - 1, m);                                        \
+          else                                                                                                           \
+            lamina_conv_channels_store_##S(out, PH * PW, lanes, count, R, m);                                            \
+        }                                                                                                                \
+      }                                                                                                                  \
+    }                                                                                                                    \
+    lamina_conv_pooled_epilogue_##S(g, channels, first_plane, pooled_first, pooled_end, y, epilogue);                    \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* lamina_conv_channels_tiles (below) to NCHW planes, in a function of its own for the same reason. */                \
+  static __attribute__((noinline)) void lamina_conv_channels_plane_tiles_##S(const lamina_conv_channels_job_##S* job,    \
+                                                                             const T* source, int64_t group, T* planes,  \
+                                                                             int64_t v_first, int64_t v_end,             \
+                                                                             int64_t first, int64_t end) {               \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const lamina_conv2d_geometry* g = job->g;                                                                            \
+    const int64_t og = g->out_channels / g->groups, K = g->in_channels / g->groups * g->kernel_height * g->kernel_width;  \
+    const int64_t P = g->out_height * g->out_width, V = job->vectors, R = job->tile;                                      \
+    const int64_t* taps = job->taps;                                                                                     \
+    for (int64_t v = v_first; v < v_end;) {                                                                              \
+      const int vectors = v + 1 < v_end ? 2 : 1;                                                                         \
+      const T* weights = job->weights + (group * V + v) * K * VL;                                                        \
+      const T* biases = job->biases + (group * V + v) * VL;                                                              \
+      for (int64_t p0 = first; p0 < end; p0 += R) {                                                                      \
+        const int64_t count = lamina_conv_min(R, end - p0);                                                              \
+        const T* q[LAMINA_CONV_CHANNEL_TILE];                                                                            \
+        _Pragma("GCC unroll 16") for (int r = 0; r < LAMINA_CONV_CHANNEL_TILE; r++)                                      \
+          q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)];                                            \
+        T* out = planes + v * VL * P + p0;                                                                               \
+        if (R == LAMINA_CONV_CHANNEL_TILE)                                                                               \
+          lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE, K, q, taps, weights, biases, out, P,          \
+                                        og - v * VL, count, 0);                                                          \
+        else                                                                                                             \
+          lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE - 1, K, q, taps, weights, biases, out, P,      \
+                                        og - v * VL, count, 0);                                                          \
+      }                                                                                                                  \
+      v += vectors;                                                                                                      \
+    }                                                                                                                    \
+  }                                                                                                                      \
+                                                                                                                         \
+  /* The tiles of positions [first, end) for vectors of output channels [v_first, v_end) of one (image, group): to its   \
+     NCHW planes (`planes`: the group's first), or with a block position-major (position first + p's channels at block + \
+     p * block_stride). Apart from the task and not inlined, so that the loops over the taps keep their operands (the    \
+     eight window pointers, the taps, the weights) in registers: inlined, the task's own values pushed some of them out  \
+     and the 3 -> 64 3x3 kernel ran 4% slower. Vectors outside the tiles: a pair's weights (K x 2 vectors: 295 KB at     \
+     256 -> 256 3x3) stay in L2 over the band's tiles, where tiles outside streamed all the weights (2.4 MB, from L3)     \
+     for every tile. With a block, the result says whether it may hold a NaN (lamina_conv_channels_vectors). */          \
+  static __attribute__((noinline)) int lamina_conv_channels_tiles_##S(const lamina_conv_channels_job_##S* job,          \
+                                                                       const T* source, int64_t group, T* planes,        \
+                                                                       T* block, int64_t block_stride, int64_t v_first,  \
+                                                                       int64_t v_end, int64_t first, int64_t end) {      \
+    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+    const lamina_conv2d_geometry* g = job->g;                                                                            \
+    const int64_t og = g->out_channels / g->groups, K = g->in_channels / g->groups * g->kernel_height * g->kernel_width;  \
+    const int64_t V = job->vectors, R = job->tile;                                                                       \
+    const int64_t* taps = job->taps;                                                                                     \
+    if (block) {                                                                                                         \
+      int nan = 0;                                                                                                       \
+      for (int64_t v = v_first; v < v_end;) {                                                                            \
+        const int quad = LAMINA_CONV_CHANNEL_QUADS && v + 3 < v_end &&                                                   \
+                         (size_t)K * 4 * VL * sizeof(T) <= LAMINA_CONV_CHANNEL_QUAD_BYTES;                              \
+        const int vectors = quad ? 4 : v + 1 < v_end ? 2 : 1;                                                            \
+        const int64_t step = quad ? LAMINA_CONV_CHANNEL_QUAD_TILE : R;                                                   \
+        const T* weights = job->weights + (group * V + v) * K * VL;                                                      \
+        const T* biases = job->biases + (group * V + v) * VL;                                                            \
+        for (int64_t p0 = first; p0 < end; p0 += step) {                                                                 \
+          const int64_t count = lamina_conv_min(step, end - p0);                                                         \
+          /* A partial tile repeats its last position (computed, not stored). */                                         \
+          const T* q[LAMINA_CONV_CHANNEL_TILE];                                                                          \
+          _Pragma("GCC unroll 16") for (int r = 0; r < LAMINA_CONV_CHANNEL_TILE; r++)                                    \
+            q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)];                                          \
+          T* out = block + (p0 - first) * block_stride + v * VL;                                                         \
+          if (quad)                                                                                                      \
+            nan |= lamina_conv_channels_vectors_##S(4, LAMINA_CONV_CHANNEL_QUAD_TILE, K, q, taps, weights, biases, out,  \
+                                                    0, og - v * VL, count, block_stride);                                \
+          else if (R == LAMINA_CONV_CHANNEL_TILE)                                                                        \
+            nan |= lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE, K, q, taps, weights, biases, out, 0, \
+                                                 og - v * VL, count, block_stride);                                      \
+          else                                                                                                           \
+            nan |= lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE - 1, K, q, taps, weights, biases,     \
+                                                 out, 0, og - v * VL, count, block_stride);                              \
+        }                                                                                                                \
+        v += vectors;                                                                                                    \
+      }                                                                                                                  \
+      return nan;                                                                                                        \
+    }                                                                                                                    \
+    lamina_conv_channels_plane_tiles_##S(job, source, group, planes, v_first, v_end, first, end);                        \
+    return 0;                                                                                                            \
   }                                                                                                                      \
                                                                                                                          \
   static inline void lamina_conv_channels_task_##S(void* argument, int64_t task, int thread) {                             \
@@ -1095,7 +1311,7 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
     const int64_t R = job->tile;                                                                                         \
     const int64_t G = g->groups, cg = g->in_channels / G, og = g->out_channels / G;                                        \
-    const int64_t K = cg * g->kernel_height * g->kernel_width, P = g->out_height * g->out_width, V = job->vectors;         \
+    const int64_t P = g->out_height * g->out_width, V = job->vectors;                                                     \
     const int64_t band = task % job->bands, part = task / job->bands % job->vector_parts;                                 \
     const int64_t group = task / job->bands / job->vector_parts % G, image = task / job->bands / job->vector_parts / G;   \
     /* The part's vectors of output channels: whole pairs, the last vector alone when V is odd. */                        \
@@ -1119,7 +1335,8 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     const size_t padded_bytes = job->padded ? (size_t)(cg * HP * WP) * sizeof(T) : 0;                                      \
     const size_t block_offset = (padded_bytes + 63) / 64 * 64;                                                             \
     const int64_t block_plane = end - first;                                                                               \
-    const size_t needed = block_offset + (pooled ? (size_t)(og * block_plane) * sizeof(T) : 0);                            \
+    const int64_t block_stride = V * VL; /* with a pool, the block is position-major: a position's channels together */  \
+    const size_t needed = block_offset + (pooled ? (size_t)(block_stride * block_plane) * sizeof(T) : 0);                  \
     unsigned char* scratch = NULL;                                                                                         \
     int allocated = 0;                                                                                                     \
     if (needed > 0) {                                                                                                      \
@@ -1146,34 +1363,11 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
                                                          (g->kernel_height - 1) * g->dilation_height + 1));              \
       source = buffer;                                                                                                   \
     }                                                                                                                      \
-    const int64_t* taps = job->taps;                                                                                       \
-    const int64_t plane = pooled ? block_plane : P;                                                                        \
-    /* Vectors of output channels outside the tiles: a pair's weights (K x 2 vectors: 295 KB at 256 -> 256 3x3) stay in   \
-       L2 over the band's tiles, where tiles outside streamed all the weights (2.4 MB, from L3) for every tile. */        \
-    for (int64_t v = v_first; v < v_end;) {                                                                                \
-      const int vectors = v + 1 < v_end ? 2 : 1;                                                                           \
-      const T* weights = job->weights + (group * V + v) * K * VL;                                                          \
-      const T* biases = job->biases + (group * V + v) * VL;                                                                \
-      for (int64_t p0 = first; p0 < end; p0 += R) {                                                                        \
-        const int64_t count = lamina_conv_min(R, end - p0);                                                                \
-        /* A partial tile repeats its last position (computed, not stored). */                                             \
-        const T* q[LAMINA_CONV_CHANNEL_TILE];                                                                            \
-        _Pragma("GCC unroll 16") for (int r = 0; r < LAMINA_CONV_CHANNEL_TILE; r++)                                      \
-          q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)];                                            \
-        T* out = pooled ? block + v * VL * block_plane + (p0 - first)                                                      \
-                        : job->y + (image * g->out_channels + group * og + v * VL) * P + p0;                               \
-        if (R == LAMINA_CONV_CHANNEL_TILE)                                                                               \
-          lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE, K, q, taps, weights, biases, out, plane,      \
-                                        og - v * VL, count);                                                             \
-        else                                                                                                             \
-          lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE - 1, K, q, taps, weights, biases, out, plane,  \
-                                        og - v * VL, count);                                                             \
-      }                                                                                                                    \
-      v += vectors;                                                                                                        \
-    }                                                                                                                      \
+    const int nan = lamina_conv_channels_tiles_##S(job, source, group, job->y + (image * g->out_channels + group * og) * P, \
+                                                   pooled ? block : NULL, block_stride, v_first, v_end, first, end);       \
     if (pooled)                                                                                                            \
-      lamina_conv_pool_block_##S(g, block, block_plane, og, image * g->out_channels + group * og, written_first,           \
-                                 written_end, job->y, job->epilogue);                                                      \
+      lamina_conv_channels_pool_##S(g, block, block_stride, first / g->out_width, og, image * g->out_channels + group * og, \
+                                    written_first, written_end, nan, job->y, job->epilogue);                               \
     if (allocated) free(scratch);                                                                                          \
     if (job->epilogue && !pooled)                                                                                          \
       for (int64_t o = v_first * VL; o < lamina_conv_min(og, v_end * VL); o++)                                             \
