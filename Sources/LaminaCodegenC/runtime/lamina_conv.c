@@ -43,18 +43,6 @@
 #ifndef LAMINA_CONV_CHANNEL_KERNEL
 #define LAMINA_CONV_CHANNEL_KERNEL 1
 #endif
-/* Four vectors of output channels per tile, over LAMINA_CONV_CHANNEL_QUAD_TILE positions (24 sums, 4 weights and a
-   broadcast in 32 registers; AVX-512 only, AVX2 has 16), where their weights (K x 4 vectors) fit
-   LAMINA_CONV_CHANNEL_QUAD_BYTES: each broadcast feeds four multiply-adds instead of two, and the per-tile work
-   (biases, window pointers, stores) is spread over 24 sums instead of 16. A 3 -> 64 3x3 tile alone (Zen 4, K = 27):
-   2 x 8 at 95-109 GFLOP/s, 4 x 6 at 110. 0 turns it off (for tests and benchmarks). */
-#ifndef LAMINA_CONV_CHANNEL_QUADS
-#define LAMINA_CONV_CHANNEL_QUADS (LAMINA_CONV_VBYTES == 64)
-#endif
-#define LAMINA_CONV_CHANNEL_QUAD_TILE 6
-#ifndef LAMINA_CONV_CHANNEL_QUAD_BYTES
-#define LAMINA_CONV_CHANNEL_QUAD_BYTES (64 * 1024)
-#endif
 /* The channel kernel's positions per tile for a plane of P output positions: LAMINA_CONV_CHANNEL_TILE, or one fewer
    when that computes at least 5% fewer positions (a partial tile costs a full one). A 7x7 map is then 7 tiles of 7
    rather than 7 tiles of 8 with one position in the last: ResNet-50's 512 -> 512 3x3 at stride 2 to 7x7 (Zen 4)
@@ -1087,42 +1075,42 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
         for (int64_t r = 0; r < count; r++) out[l * plane + r] = sums[r][l];                                             \
   }                                                                                                                      \
                                                                                                                          \
-  /* One tile of R positions (q: each position's window in the input) for `vectors` (1, 2 or 4, a constant where it    \
-     is inlined) consecutive vectors of output channels: weights [K][VL] per vector, each K * VL after the one before;   \
-     biases one vector per vector. Several at once: each broadcast input value feeds `vectors` multiply-adds, and the    \
-     vectors x R sums cover the FMA latency on cores with two 512-bit FMA pipes. left: the output channels from the      \
-     first vector's on (the last vector may be partial). R: the tile's positions (LAMINA_CONV_CHANNEL_TILE, or one       \
-     fewer: lamina_conv_channel_tile; LAMINA_CONV_CHANNEL_QUAD_TILE with 4 vectors), a constant where inlined. stride 0: \
+  /* One tile of R positions (q: each position's window in the input) for `vectors` (1 or 2, a constant where it is    \
+     inlined) consecutive vectors of output channels: weights [K][VL] per vector, the second K * VL after the first;     \
+     biases one vector per vector. Two at once: each broadcast input value feeds two multiply-adds, and 2R sums cover    \
+     the FMA latency on cores with two 512-bit FMA pipes. left: the output channels from the first vector's on (the      \
+     last vector may be partial). R: the tile's positions (LAMINA_CONV_CHANNEL_TILE, or one fewer:                        \
+     lamina_conv_channel_tile), a constant where inlined. stride 0:                                                      \
      the tile goes to NCHW planes `plane` apart; else position-major, a position's channels contiguous, positions        \
      `stride` apart, and the result says whether a sum may be NaN (LAMINA_CONV_HAS_FAST_MAX). */                         \
   static inline __attribute__((always_inline)) int lamina_conv_channels_vectors_##S(                                     \
       const int vectors, const int R, int64_t K, const T* const* q, const int64_t* taps, const T* weights,               \
       const T* biases, T* out, int64_t plane, int64_t left, int64_t count, int64_t stride) {                             \
     enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
-    lamina_conv_vector_##S sums[4][LAMINA_CONV_CHANNEL_TILE];                                                            \
-    _Pragma("GCC unroll 4") for (int u = 0; u < vectors; u++) {                                                         \
+    lamina_conv_vector_##S sums[2][LAMINA_CONV_CHANNEL_TILE];                                                            \
+    _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) {                                                         \
       const lamina_conv_vector_##S bias = lamina_conv_loadu_##S(biases + u * VL);                                       \
       _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[u][r] = bias;                                           \
     }                                                                                                                   \
     for (int64_t k = 0; k < K; k++) {                                                                                   \
-      lamina_conv_vector_##S w[4];                                                                                      \
-      _Pragma("GCC unroll 4") for (int u = 0; u < vectors; u++) w[u] = lamina_conv_loadu_##S(weights + u * K * VL + k * VL);\
+      lamina_conv_vector_##S w[2];                                                                                      \
+      _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) w[u] = lamina_conv_loadu_##S(weights + u * K * VL + k * VL);\
       const int64_t t = taps[k];                                                                                        \
       _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                                            \
         const T value = q[r][t];                                                                                        \
-        _Pragma("GCC unroll 4") for (int u = 0; u < vectors; u++) sums[u][r] += value * w[u];                           \
+        _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) sums[u][r] += value * w[u];                           \
       }                                                                                                                 \
     }                                                                                                                   \
     if (stride > 0) {                                                                                                   \
       for (int64_t r = 0; r < count; r++)                                                                               \
-        _Pragma("GCC unroll 4") for (int u = 0; u < vectors; u++) memcpy(out + r * stride + u * VL, &sums[u][r], sizeof sums[u][r]); \
+        _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) memcpy(out + r * stride + u * VL, &sums[u][r], sizeof sums[u][r]); \
       if (!LAMINA_CONV_HAS_FAST_MAX_##S) return 1;                                                                      \
       lamina_conv_vector_##S total = sums[0][0];                                                                        \
-      _Pragma("GCC unroll 4") for (int u = 0; u < vectors; u++)                                                         \
+      _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++)                                                         \
         _Pragma("GCC unroll 16") for (int r = u == 0; r < R; r++) total += sums[u][r];                                  \
       return LAMINA_CONV_ANY_NAN_##S(total);                                                                            \
     }                                                                                                                   \
-    _Pragma("GCC unroll 4") for (int u = 0; u < vectors; u++) {                                                         \
+    _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) {                                                         \
       /* The transposed store takes LAMINA_CONV_CHANNEL_TILE rows; those past R are not stored. */                      \
       _Pragma("GCC unroll 16") for (int r = R; r < LAMINA_CONV_CHANNEL_TILE; r++) sums[u][r] = sums[u][R - 1];          \
       lamina_conv_channels_store_##S(out + u * VL * plane, plane, lamina_conv_min(VL, left - u * VL), count, R, sums[u]); \
@@ -1184,7 +1172,8 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
      from `first_plane`, then the epilogue on them. Position-major, a window's maximum is a maximum of whole vectors of  \
      channels (no permutes across a row's columns, as the planar pool needs at stride 2), and the kernel stores its      \
      tiles untransposed; only the pooled result, a quarter as large at stride 2, is transposed to planes. exact: the     \
-     block may hold a NaN (lamina_conv_channels_pool_tile). */                                                           \
+     block may hold a NaN (lamina_conv_channels_pool_tile). SqueezeNet's first layer with its pool (Zen 4, the 4 x 6     \
+     tiles included): 636 -> 542 us on one core, 329 -> 279 on two; its planar pool alone had taken 120 us a core. */   \
   static inline void lamina_conv_channels_pool_##S(const lamina_conv2d_geometry* g, const T* block, int64_t stride,     \
                                                    int64_t first_row, int64_t channels, int64_t first_plane,             \
                                                    int64_t pooled_first, int64_t pooled_end, int exact, T* y,            \
@@ -1274,23 +1263,17 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     if (block) {                                                                                                         \
       int nan = 0;                                                                                                       \
       for (int64_t v = v_first; v < v_end;) {                                                                            \
-        const int quad = LAMINA_CONV_CHANNEL_QUADS && v + 3 < v_end &&                                                   \
-                         (size_t)K * 4 * VL * sizeof(T) <= LAMINA_CONV_CHANNEL_QUAD_BYTES;                              \
-        const int vectors = quad ? 4 : v + 1 < v_end ? 2 : 1;                                                            \
-        const int64_t step = quad ? LAMINA_CONV_CHANNEL_QUAD_TILE : R;                                                   \
+        const int vectors = v + 1 < v_end ? 2 : 1;                                                                       \
         const T* weights = job->weights + (group * V + v) * K * VL;                                                      \
         const T* biases = job->biases + (group * V + v) * VL;                                                            \
-        for (int64_t p0 = first; p0 < end; p0 += step) {                                                                 \
-          const int64_t count = lamina_conv_min(step, end - p0);                                                         \
+        for (int64_t p0 = first; p0 < end; p0 += R) {                                                                    \
+          const int64_t count = lamina_conv_min(R, end - p0);                                                            \
           /* A partial tile repeats its last position (computed, not stored). */                                         \
           const T* q[LAMINA_CONV_CHANNEL_TILE];                                                                          \
           _Pragma("GCC unroll 16") for (int r = 0; r < LAMINA_CONV_CHANNEL_TILE; r++)                                    \
             q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)];                                          \
           T* out = block + (p0 - first) * block_stride + v * VL;                                                         \
-          if (quad)                                                                                                      \
-            nan |= lamina_conv_channels_vectors_##S(4, LAMINA_CONV_CHANNEL_QUAD_TILE, K, q, taps, weights, biases, out,  \
-                                                    0, og - v * VL, count, block_stride);                                \
-          else if (R == LAMINA_CONV_CHANNEL_TILE)                                                                        \
+          if (R == LAMINA_CONV_CHANNEL_TILE)                                                                             \
             nan |= lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE, K, q, taps, weights, biases, out, 0, \
                                                  og - v * VL, count, block_stride);                                      \
           else                                                                                                           \
