@@ -419,6 +419,18 @@ struct ConvolutionTests {
     #expect(printed.contains("none below 262144 multiply-adds in all (117600 per image)"))
   }
 
+  /// Compile options for one kernel path of a test's arguments: a first argument "x86-64-v3" or
+  /// "generic" is the target (nil when this machine cannot run it), the rest are C flags.
+  static func pathOptions(_ arguments: [String]) -> CompileOptions? {
+    let target: CompileTarget? =
+      arguments.first == "x86-64-v3" ? .x86_64_v3 : arguments.first == "generic" ? .generic : nil
+    if target == .x86_64_v3 && !CompileTarget.hostIsX86 { return nil }
+    var options = TestCache.options()
+    options.flags = target == nil ? arguments : Array(arguments.dropFirst())
+    if let target { options.target = target }
+    return options
+  }
+
   /// Convolutions whose max pool the forward kernel writes (inference: nothing else reads the
   /// convolution's result), one library: the width kernel on odd sizes whose last row and column
   /// no window reads, the channel kernel with stride 2 and dilation 2 under overlapping windows,
@@ -458,9 +470,7 @@ struct ConvolutionTests {
       ["generic"],
     ])
   func pooledEpilogue(_ arguments: [String]) throws {
-    let target: CompileTarget? =
-      arguments.first == "x86-64-v3" ? .x86_64_v3 : arguments.first == "generic" ? .generic : nil
-    if target == .x86_64_v3 && !CompileTarget.hostIsX86 { return }
+    guard let options = Self.pathOptions(arguments) else { return }
     let model = try Model(source: Self.pooledSource, pipeline: Pipeline.inference)
     let parameters = try model.initialParameters(seed: 5)
     let source = try model.generateC().source
@@ -470,9 +480,6 @@ struct ConvolutionTests {
     #expect(
       source.components(separatedBy: "_max_pool2d(lamina_context*").count - 1 == 2,
       "the tanh's and the im2col convolution's pools have their own kernels, the others none")
-    var options = TestCache.options()
-    options.flags = target == nil ? arguments : Array(arguments.dropFirst())
-    if let target { options.target = target }
     let compiled = try model.compile(options: options, parameters: parameters)
     for problem in try TestData.compiledMismatches(
       model, compiled, parameters: parameters, batches: [1, 37])
@@ -521,9 +528,10 @@ struct ConvolutionTests {
     "the channel kernel's position-major pool equals the interpreter, NaNs included",
     arguments: [[], ["-DLAMINA_CONV_DIRECT_PARALLEL_WORK=0"], ["x86-64-v3"], ["generic"]])
   func channelKernelPool(_ arguments: [String]) throws {
-    let target: CompileTarget? =
-      arguments.first == "x86-64-v3" ? .x86_64_v3 : arguments.first == "generic" ? .generic : nil
-    if target == .x86_64_v3 && !CompileTarget.hostIsX86 { return }
+    guard let options = Self.pathOptions(arguments + ["-DLAMINA_CONV_FORCE_CHANNEL_KERNEL=1"])
+    else {
+      return
+    }
     let model = try Model(
       source: """
         model ChannelPool {
@@ -539,11 +547,6 @@ struct ConvolutionTests {
     let parameters = try model.initialParameters(seed: 11)
     let source = try model.generateC().source
     #expect(source.components(separatedBy: "written as its max pool").count - 1 == 3)
-    var options = TestCache.options()
-    options.flags =
-      (target == nil ? arguments : Array(arguments.dropFirst()))
-      + ["-DLAMINA_CONV_FORCE_CHANNEL_KERNEL=1"]
-    if let target { options.target = target }
     let compiled = try model.compile(options: options, parameters: parameters)
     var generator = SeededGenerator(seed: 23)
     for batch in [1, 3] {

@@ -1080,9 +1080,9 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
      biases one vector per vector. Two at once: each broadcast input value feeds two multiply-adds, and 2R sums cover    \
      the FMA latency on cores with two 512-bit FMA pipes. left: the output channels from the first vector's on (the      \
      last vector may be partial). R: the tile's positions (LAMINA_CONV_CHANNEL_TILE, or one fewer:                        \
-     lamina_conv_channel_tile), a constant where inlined. stride 0:                                                      \
-     the tile goes to NCHW planes `plane` apart; else position-major, a position's channels contiguous, positions        \
-     `stride` apart, and the result says whether a sum may be NaN (LAMINA_CONV_HAS_FAST_MAX). */                         \
+     lamina_conv_channel_tile), a constant where inlined. stride 0: the tile goes to NCHW planes `plane` apart; else      \
+     position-major, a position's channels contiguous, positions `stride` apart, and the result says whether a sum may   \
+     be NaN (LAMINA_CONV_HAS_FAST_MAX). */                                                                               \
   static inline __attribute__((always_inline)) int lamina_conv_channels_vectors_##S(                                     \
       const int vectors, const int R, int64_t K, const T* const* q, const int64_t* taps, const T* weights,               \
       const T* biases, T* out, int64_t plane, int64_t left, int64_t count, int64_t stride) {                             \
@@ -1213,79 +1213,36 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
     lamina_conv_pooled_epilogue_##S(g, channels, first_plane, pooled_first, pooled_end, y, epilogue);                    \
   }                                                                                                                      \
                                                                                                                          \
-  /* lamina_conv_channels_tiles (below) to NCHW planes, in a function of its own for the same reason. */                \
-  static __attribute__((noinline)) void lamina_conv_channels_plane_tiles_##S(const lamina_conv_channels_job_##S* job,    \
-                                                                             const T* source, int64_t group, T* planes,  \
-                                                                             int64_t v_first, int64_t v_end,             \
-                                                                             int64_t first, int64_t end) {               \
-    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
-    const lamina_conv2d_geometry* g = job->g;                                                                            \
-    const int64_t og = g->out_channels / g->groups, K = g->in_channels / g->groups * g->kernel_height * g->kernel_width;  \
-    const int64_t P = g->out_height * g->out_width, V = job->vectors, R = job->tile;                                      \
-    const int64_t* taps = job->taps;                                                                                     \
-    for (int64_t v = v_first; v < v_end;) {                                                                              \
-      const int vectors = v + 1 < v_end ? 2 : 1;                                                                         \
-      const T* weights = job->weights + (group * V + v) * K * VL;                                                        \
-      const T* biases = job->biases + (group * V + v) * VL;                                                              \
-      for (int64_t p0 = first; p0 < end; p0 += R) {                                                                      \
-        const int64_t count = lamina_conv_min(R, end - p0);                                                              \
-        const T* q[LAMINA_CONV_CHANNEL_TILE];                                                                            \
-        _Pragma("GCC unroll 16") for (int r = 0; r < LAMINA_CONV_CHANNEL_TILE; r++)                                      \
-          q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)];                                            \
-        T* out = planes + v * VL * P + p0;                                                                               \
-        if (R == LAMINA_CONV_CHANNEL_TILE)                                                                               \
-          lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE, K, q, taps, weights, biases, out, P,          \
-                                        og - v * VL, count, 0);                                                          \
-        else                                                                                                             \
-          lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE - 1, K, q, taps, weights, biases, out, P,      \
-                                        og - v * VL, count, 0);                                                          \
-      }                                                                                                                  \
-      v += vectors;                                                                                                      \
-    }                                                                                                                    \
-  }                                                                                                                      \
-                                                                                                                         \
-  /* The tiles of positions [first, end) for vectors of output channels [v_first, v_end) of one (image, group): to its   \
-     NCHW planes (`planes`: the group's first), or with a block position-major (position first + p's channels at block + \
-     p * block_stride). Apart from the task and not inlined, so that the loops over the taps keep their operands (the    \
-     eight window pointers, the taps, the weights) in registers: inlined, the task's own values pushed some of them out  \
-     and the 3 -> 64 3x3 kernel ran 4% slower. Vectors outside the tiles: a pair's weights (K x 2 vectors: 295 KB at     \
-     256 -> 256 3x3) stay in L2 over the band's tiles, where tiles outside streamed all the weights (2.4 MB, from L3)     \
-     for every tile. With a block, the result says whether it may hold a NaN (lamina_conv_channels_vectors). */          \
+  /* The tiles of positions [first, end) of one or two vectors of output channels (`vectors`; weights and biases: the   \
+     first's): tile p0's results at out + (p0 - first) * step, to NCHW planes `plane` apart (stride 0: step 1) or        \
+     position-major (step = stride: a position's channels contiguous). With a stride, the result says whether a sum may  \
+     be NaN (lamina_conv_channels_vectors). Not inlined, so that the loops over the taps keep their operands (the eight  \
+     window pointers, the taps, the weights) in registers: inlined in the task, its own values pushed some of them out   \
+     and the 3 -> 64 3x3 kernel ran 4% slower. */                                                                        \
   static __attribute__((noinline)) int lamina_conv_channels_tiles_##S(const lamina_conv_channels_job_##S* job,          \
-                                                                       const T* source, int64_t group, T* planes,        \
-                                                                       T* block, int64_t block_stride, int64_t v_first,  \
-                                                                       int64_t v_end, int64_t first, int64_t end) {      \
-    enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
+                                                                       const T* source, int vectors, const T* weights,   \
+                                                                       const T* biases, int64_t left, T* out,            \
+                                                                       int64_t plane, int64_t stride, int64_t first,     \
+                                                                       int64_t end) {                                    \
     const lamina_conv2d_geometry* g = job->g;                                                                            \
-    const int64_t og = g->out_channels / g->groups, K = g->in_channels / g->groups * g->kernel_height * g->kernel_width;  \
-    const int64_t V = job->vectors, R = job->tile;                                                                       \
-    const int64_t* taps = job->taps;                                                                                     \
-    if (block) {                                                                                                         \
-      int nan = 0;                                                                                                       \
-      for (int64_t v = v_first; v < v_end;) {                                                                            \
-        const int vectors = v + 1 < v_end ? 2 : 1;                                                                       \
-        const T* weights = job->weights + (group * V + v) * K * VL;                                                      \
-        const T* biases = job->biases + (group * V + v) * VL;                                                            \
-        for (int64_t p0 = first; p0 < end; p0 += R) {                                                                    \
-          const int64_t count = lamina_conv_min(R, end - p0);                                                            \
-          /* A partial tile repeats its last position (computed, not stored). */                                         \
-          const T* q[LAMINA_CONV_CHANNEL_TILE];                                                                          \
-          _Pragma("GCC unroll 16") for (int r = 0; r < LAMINA_CONV_CHANNEL_TILE; r++)                                    \
-            q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)];                                          \
-          T* out = block + (p0 - first) * block_stride + v * VL;                                                         \
-          if (R == LAMINA_CONV_CHANNEL_TILE)                                                                             \
-            nan |= lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE, K, q, taps, weights, biases, out, 0, \
-                                                 og - v * VL, count, block_stride);                                      \
-          else                                                                                                           \
-            nan |= lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE - 1, K, q, taps, weights, biases,     \
-                                                 out, 0, og - v * VL, count, block_stride);                              \
-        }                                                                                                                \
-        v += vectors;                                                                                                    \
-      }                                                                                                                  \
-      return nan;                                                                                                        \
+    const int64_t K = g->in_channels / g->groups * g->kernel_height * g->kernel_width, R = job->tile;                    \
+    const int64_t step = stride > 0 ? stride : 1;                                                                        \
+    int nan = 0;                                                                                                         \
+    for (int64_t p0 = first; p0 < end; p0 += R) {                                                                        \
+      const int64_t count = lamina_conv_min(R, end - p0);                                                                \
+      /* A partial tile repeats its last position (computed, not stored). */                                             \
+      const T* q[LAMINA_CONV_CHANNEL_TILE];                                                                              \
+      _Pragma("GCC unroll 16") for (int r = 0; r < LAMINA_CONV_CHANNEL_TILE; r++)                                        \
+        q[r] = source + job->positions[p0 + lamina_conv_min(r, count - 1)];                                              \
+      T* tile_out = out + (p0 - first) * step;                                                                           \
+      if (R == LAMINA_CONV_CHANNEL_TILE)                                                                                 \
+        nan |= lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE, K, q, job->taps, weights, biases,        \
+                                             tile_out, plane, left, count, stride);                                      \
+      else                                                                                                               \
+        nan |= lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE - 1, K, q, job->taps, weights, biases,    \
+                                             tile_out, plane, left, count, stride);                                      \
     }                                                                                                                    \
-    lamina_conv_channels_plane_tiles_##S(job, source, group, planes, v_first, v_end, first, end);                        \
-    return 0;                                                                                                            \
+    return nan;                                                                                                          \
   }                                                                                                                      \
                                                                                                                          \
   static inline void lamina_conv_channels_task_##S(void* argument, int64_t task, int thread) {                             \
@@ -1346,8 +1303,24 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
                                                          (g->kernel_height - 1) * g->dilation_height + 1));              \
       source = buffer;                                                                                                   \
     }                                                                                                                      \
-    const int nan = lamina_conv_channels_tiles_##S(job, source, group, job->y + (image * g->out_channels + group * og) * P, \
-                                                   pooled ? block : NULL, block_stride, v_first, v_end, first, end);       \
+    /* Vectors of output channels outside the tiles: a pair's weights (K x 2 vectors: 295 KB at 256 -> 256 3x3) stay in   \
+       L2 over the band's tiles, where tiles outside streamed all the weights (2.4 MB, from L3) for every tile. With a     \
+       pool the block is position-major, and `nan` says whether it may hold a NaN (lamina_conv_channels_pool). */         \
+    const int64_t K = cg * g->kernel_height * g->kernel_width;                                                             \
+    int nan = 0;                                                                                                           \
+    for (int64_t v = v_first; v < v_end;) {                                                                                \
+      const int vectors = v + 1 < v_end ? 2 : 1;                                                                           \
+      const T* weights = job->weights + (group * V + v) * K * VL;                                                          \
+      const T* biases = job->biases + (group * V + v) * VL;                                                                \
+      if (pooled)                                                                                                          \
+        nan |= lamina_conv_channels_tiles_##S(job, source, vectors, weights, biases, og - v * VL, block + v * VL, 0,       \
+                                              block_stride, first, end);                                                   \
+      else                                                                                                                 \
+        lamina_conv_channels_tiles_##S(job, source, vectors, weights, biases, og - v * VL,                                 \
+                                       job->y + (image * g->out_channels + group * og + v * VL) * P + first, P, 0, first,  \
+                                       end);                                                                               \
+      v += vectors;                                                                                                        \
+    }                                                                                                                      \
     if (pooled)                                                                                                            \
       lamina_conv_channels_pool_##S(g, block, block_stride, first / g->out_width, og, image * g->out_channels + group * og, \
                                     written_first, written_end, nan, job->y, job->epilogue);                               \
