@@ -171,6 +171,10 @@ static inline __attribute__((always_inline)) void lamina_conv_store_tile_f32(flo
 #define LAMINA_CONV_FAST_MAX_f64(m, e) ((void)(e), (m))
 #define LAMINA_CONV_ANY_NAN_f64(s) ((void)(s), 1)
 
+/* Integer vectors as wide as the kernels' vectors, for the channel kernel's rectifier (lamina_conv_rectify_*). */
+typedef int32_t lamina_conv_bits_f32 __attribute__((vector_size(LAMINA_CONV_VBYTES)));
+typedef int64_t lamina_conv_bits_f64 __attribute__((vector_size(LAMINA_CONV_VBYTES)));
+
 /* An input row split into its two stride phases for the depthwise kernel: even_to[q] = from[2 q] for q < evens,
    odd_to[q] = from[2 q + 1] for q < odds. With AVX-512 f32, 16 of each from two loads and two two-source permutes
    (element by element, with a loop per phase, ShuffleNet's stride-2 depthwise layers spent most of their time
@@ -1075,6 +1079,13 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
         for (int64_t r = 0; r < count; r++) out[l * plane + r] = sums[r][l];                                             \
   }                                                                                                                      \
                                                                                                                          \
+  /* A relu epilogue (lamina_gemm_epilogue.relu_only) on a vector of sums: 0 >= x ? 0 : x as the model's relu computes  \
+     it (NaN stays NaN, -0 becomes +0), by an ordered compare and a mask, as the GEMM does in its registers. */          \
+  static inline __attribute__((always_inline)) lamina_conv_vector_##S lamina_conv_rectify_##S(lamina_conv_vector_##S v) { \
+    const lamina_conv_bits_##S nonpositive = v <= (lamina_conv_vector_##S){0};                                          \
+    return (lamina_conv_vector_##S)((lamina_conv_bits_##S)v & ~nonpositive);                                             \
+  }                                                                                                                      \
+                                                                                                                         \
   /* One tile of R positions (q: each position's window in the input) for `vectors` (1 or 2, a constant where it is    \
      inlined) consecutive vectors of output channels: weights [K][VL] per vector, the second K * VL after the first;     \
      biases one vector per vector. Two at once: each broadcast input value feeds two multiply-adds, and 2R sums cover    \
@@ -1082,10 +1093,10 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
      last vector may be partial). R: the tile's positions (LAMINA_CONV_CHANNEL_TILE, or one fewer:                        \
      lamina_conv_channel_tile), a constant where inlined. stride 0: the tile goes to NCHW planes `plane` apart; else      \
      position-major, a position's channels contiguous, positions `stride` apart, and the result says whether a sum may   \
-     be NaN (LAMINA_CONV_HAS_FAST_MAX). */                                                                               \
+     be NaN (LAMINA_CONV_HAS_FAST_MAX). relu: the sums are rectified before they are stored. */                          \
   static inline __attribute__((always_inline)) int lamina_conv_channels_vectors_##S(                                     \
       const int vectors, const int R, int64_t K, const T* const* q, const int64_t* taps, const T* weights,               \
-      const T* biases, T* out, int64_t plane, int64_t left, int64_t count, int64_t stride) {                             \
+      const T* biases, T* out, int64_t plane, int64_t left, int64_t count, int64_t stride, int relu) {                   \
     enum { VL = LAMINA_CONV_VBYTES / sizeof(T) };                                                                        \
     lamina_conv_vector_##S sums[2][LAMINA_CONV_CHANNEL_TILE];                                                            \
     _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) {                                                         \
@@ -1101,6 +1112,9 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
         _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) sums[u][r] += value * w[u];                           \
       }                                                                                                                 \
     }                                                                                                                   \
+    if (relu)                                                                                                           \
+      _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++)                                                         \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) sums[u][r] = lamina_conv_rectify_##S(sums[u][r]);          \
     if (stride > 0) {                                                                                                   \
       for (int64_t r = 0; r < count; r++)                                                                               \
         _Pragma("GCC unroll 2") for (int u = 0; u < vectors; u++) memcpy(out + r * stride + u * VL, &sums[u][r], sizeof sums[u][r]); \
@@ -1122,10 +1136,10 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
      vectors with the vector count a constant). */                                                                       \
   static inline __attribute__((always_inline)) int lamina_conv_channels_tile_##S(                                        \
       int vectors, const int R, int64_t K, const T* const* q, const int64_t* taps, const T* weights, const T* biases,    \
-      T* out, int64_t plane, int64_t left, int64_t count, int64_t stride) {                                              \
+      T* out, int64_t plane, int64_t left, int64_t count, int64_t stride, int relu) {                                    \
     if (vectors == 2)                                                                                                    \
-      return lamina_conv_channels_vectors_##S(2, R, K, q, taps, weights, biases, out, plane, left, count, stride);       \
-    return lamina_conv_channels_vectors_##S(1, R, K, q, taps, weights, biases, out, plane, left, count, stride);         \
+      return lamina_conv_channels_vectors_##S(2, R, K, q, taps, weights, biases, out, plane, left, count, stride, relu); \
+    return lamina_conv_channels_vectors_##S(1, R, K, q, taps, weights, biases, out, plane, left, count, stride, relu);   \
   }                                                                                                                      \
                                                                                                                          \
   /* The maximum of v and the vector at e, e replacing v where larger or NaN (as lamina_conv_max_pool_rows). */           \
@@ -1218,12 +1232,12 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
      position-major (step = stride: a position's channels contiguous). With a stride, the result says whether a sum may  \
      be NaN (lamina_conv_channels_vectors). Not inlined, so that the loops over the taps keep their operands (the eight  \
      window pointers, the taps, the weights) in registers: inlined in the task, its own values pushed some of them out   \
-     and the 3 -> 64 3x3 kernel ran 4% slower. */                                                                        \
+     and the 3 -> 64 3x3 kernel ran 4% slower. relu: lamina_conv_channels_vectors'. */                                   \
   static __attribute__((noinline)) int lamina_conv_channels_tiles_##S(const lamina_conv_channels_job_##S* job,          \
                                                                        const T* source, int vectors, const T* weights,   \
                                                                        const T* biases, int64_t left, T* out,            \
-                                                                       int64_t plane, int64_t stride, int64_t first,     \
-                                                                       int64_t end) {                                    \
+                                                                       int64_t plane, int64_t stride, int relu,          \
+                                                                       int64_t first, int64_t end) {                     \
     const lamina_conv2d_geometry* g = job->g;                                                                            \
     const int64_t K = g->in_channels / g->groups * g->kernel_height * g->kernel_width, R = job->tile;                    \
     const int64_t step = stride > 0 ? stride : 1;                                                                        \
@@ -1237,10 +1251,10 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
       T* tile_out = out + (p0 - first) * step;                                                                           \
       if (R == LAMINA_CONV_CHANNEL_TILE)                                                                                 \
         nan |= lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE, K, q, job->taps, weights, biases,        \
-                                             tile_out, plane, left, count, stride);                                      \
+                                             tile_out, plane, left, count, stride, relu);                                \
       else                                                                                                               \
         nan |= lamina_conv_channels_tile_##S(vectors, LAMINA_CONV_CHANNEL_TILE - 1, K, q, job->taps, weights, biases,    \
-                                             tile_out, plane, left, count, stride);                                      \
+                                             tile_out, plane, left, count, stride, relu);                                \
     }                                                                                                                    \
     return nan;                                                                                                          \
   }                                                                                                                      \
@@ -1307,6 +1321,8 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
        L2 over the band's tiles, where tiles outside streamed all the weights (2.4 MB, from L3) for every tile. With a     \
        pool the block is position-major, and `nan` says whether it may hold a NaN (lamina_conv_channels_pool). */         \
     const int64_t K = cg * g->kernel_height * g->kernel_width;                                                             \
+    /* A relu-only epilogue is applied in the registers (without a pool: with one, it runs on the pooled rows). */      \
+    const int relu = !pooled && job->epilogue && job->epilogue->relu_only;                                                \
     int nan = 0;                                                                                                           \
     for (int64_t v = v_first; v < v_end;) {                                                                                \
       const int vectors = v + 1 < v_end ? 2 : 1;                                                                           \
@@ -1314,18 +1330,18 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
       const T* biases = job->biases + (group * V + v) * VL;                                                                \
       if (pooled)                                                                                                          \
         nan |= lamina_conv_channels_tiles_##S(job, source, vectors, weights, biases, og - v * VL, block + v * VL, 0,       \
-                                              block_stride, first, end);                                                   \
+                                              block_stride, 0, first, end);                                                \
       else                                                                                                                 \
         lamina_conv_channels_tiles_##S(job, source, vectors, weights, biases, og - v * VL,                                 \
-                                       job->y + (image * g->out_channels + group * og + v * VL) * P + first, P, 0, first,  \
-                                       end);                                                                               \
+                                       job->y + (image * g->out_channels + group * og + v * VL) * P + first, P, 0, relu,   \
+                                       first, end);                                                                        \
       v += vectors;                                                                                                        \
     }                                                                                                                      \
     if (pooled)                                                                                                            \
       lamina_conv_channels_pool_##S(g, block, block_stride, first / g->out_width, og, image * g->out_channels + group * og, \
                                     written_first, written_end, nan, job->y, job->epilogue);                               \
     if (allocated) free(scratch);                                                                                          \
-    if (job->epilogue && !pooled)                                                                                          \
+    if (job->epilogue && !pooled && !relu)                                                                                 \
       for (int64_t o = v_first * VL; o < lamina_conv_min(og, v_end * VL); o++)                                             \
         lamina_conv_plane_epilogue(job->epilogue, job->y, g->out_height, g->out_width, image * g->out_channels + group * og + o, \
                                    first, end - first);                                                                    \

@@ -64,8 +64,8 @@ typedef struct lamina_gemm_epilogue {
      from it instead of a pass over C. */
   const void* row_bias;
   /* Nonzero when apply is exactly a relu in place (x = 0 >= x ? 0 : x, after the row bias): the GEMM then
-     rectifies the final values in its registers as it stores them and does not call apply. Other
-     producers (a convolution's direct kernels) call apply as usual. */
+     rectifies the final values in its registers as it stores them and does not call apply; so does the
+     convolutions' channel kernel. Other producers (the other direct kernels) call apply as usual. */
   int relu_only;
 } lamina_gemm_epilogue;
 
