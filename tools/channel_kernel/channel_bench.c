@@ -36,9 +36,14 @@ int main(int argc, char** argv) {
   const int64_t C = atoll(argv[1]), H = atoll(argv[2]), W = atoll(argv[3]), O = atoll(argv[4]);
   const int64_t k = atoll(argv[5]), s = atoll(argv[6]), pool = atoll(argv[7]), pool_stride = atoll(argv[8]);
   const int threads = atoi(argv[9]), runs = argc > 10 ? atoi(argv[10]) : 50, nans = argc > 11 ? atoi(argv[11]) : 0;
+  if (C < 1 || O < 1 || k < 1 || s < 1 || H < k || W < k || pool < 0 || (pool > 0 && pool_stride < 1) || threads < 1 ||
+      runs < 1 || nans < 0) {
+    fprintf(stderr, "no result for these sizes\n");
+    return 2;
+  }
   const int64_t OH = (H - k) / s + 1, OW = (W - k) / s + 1;
   const int64_t PH = pool ? (OH - pool) / pool_stride + 1 : OH, PW = pool ? (OW - pool) / pool_stride + 1 : OW;
-  if (C < 1 || O < 1 || k < 1 || s < 1 || OH < 1 || OW < 1 || PH < 1 || PW < 1 || threads < 1 || runs < 1) {
+  if (pool > OH || pool > OW || PH < 1 || PW < 1) {
     fprintf(stderr, "no result for these sizes\n");
     return 2;
   }
