@@ -36,8 +36,9 @@ int main(int argc, char** argv) {
   const int64_t C = atoll(argv[1]), H = atoll(argv[2]), W = atoll(argv[3]), O = atoll(argv[4]);
   const int64_t k = atoll(argv[5]), s = atoll(argv[6]), pool = atoll(argv[7]), pool_stride = atoll(argv[8]);
   const int threads = atoi(argv[9]), runs = argc > 10 ? atoi(argv[10]) : 50, nans = argc > 11 ? atoi(argv[11]) : 0;
+  const int64_t limit = (int64_t)1 << 20; /* per size: with k <= 64, every product stays far below 2^63 */
   if (C < 1 || O < 1 || k < 1 || s < 1 || H < k || W < k || pool < 0 || (pool > 0 && pool_stride < 1) || threads < 1 ||
-      runs < 1 || nans < 0) {
+      runs < 1 || nans < 0 || C > limit || O > limit || H > limit || W > limit || k > 64 || threads > 256) {
     fprintf(stderr, "no result for these sizes\n");
     return 2;
   }
@@ -55,7 +56,10 @@ int main(int argc, char** argv) {
   float* y = malloc(sizeof(float) * O * PH * PW);
   float* reference = malloc(sizeof(float) * O * OH * OW);
   double* times = malloc(sizeof(double) * runs);
-  if (!x || !w || !b || !y || !reference || !times) return 1;
+  if (!x || !w || !b || !y || !reference || !times) {
+    fprintf(stderr, "out of memory for these sizes\n");
+    return 1;
+  }
   for (int64_t i = 0; i < C * H * W; i++) x[i] = sinf((float)i * 0.37f);
   for (int64_t i = 0; i < nans; i++) x[(i * 7919) % (C * H * W)] = NAN;
   for (int64_t i = 0; i < O * C * k * k; i++) w[i] = cosf((float)i * 0.11f) / (float)(C * k);

@@ -1153,8 +1153,8 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
   }                                                                                                                      \
                                                                                                                          \
   /* One pooled row's tile of R windows (positions `count` of them, a partial tile repeating its last window, which is  \
-     not stored) for one vector of channels: kh x kw window taps, a constant where inlined, so the loops unroll into R   \
-     independent chains of maxima. exact: the block may hold a NaN (max_pool2d's rule), else LAMINA_CONV_FAST_MAX. */   \
+     not stored) for one vector of channels: kh x kw window taps, constants where inlined for 3x3 and 2x2, so the loops  \
+     unroll into R independent chains of maxima. exact: the block may hold a NaN (max_pool2d's rule), else LAMINA_CONV_FAST_MAX. */   \
   static inline __attribute__((always_inline)) void lamina_conv_channels_pool_tile_##S(                                  \
       const int kh, const int kw, const T* first_window, int64_t window_step, int64_t row_step, int64_t stride,          \
       int64_t count, int exact, lamina_conv_vector_##S* m) {                                                             \
@@ -1206,15 +1206,9 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
             lamina_conv_channels_pool_tile_##S(3, 3, first_window, sw * stride, OW * stride, stride, count, exact, m);   \
           else if (kh == 2 && kw == 2)                                                                                   \
             lamina_conv_channels_pool_tile_##S(2, 2, first_window, sw * stride, OW * stride, stride, count, exact, m);   \
-          else {                                                                                                         \
-            _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                                         \
-              m[r] = lamina_conv_loadu_##S(first_window + lamina_conv_min(r, count - 1) * sw * stride);                   \
-            for (int64_t a = 0; a < kh; a++)                                                                             \
-              for (int64_t b = a == 0; b < kw; b++)                                                                      \
-                _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                                     \
-                  m[r] = lamina_conv_max_later_##S(                                                                      \
-                      m[r], first_window + lamina_conv_min(r, count - 1) * sw * stride + (a * OW + b) * stride);         \
-          }                                                                                                              \
+          else /* any other window: the same loops, not unrolled */                                                      \
+            lamina_conv_channels_pool_tile_##S((int)kh, (int)kw, first_window, sw * stride, OW * stride, stride, count,  \
+                                               exact, m);                                                                \
           T* out = y + (first_plane + c0) * PH * PW + i * PW + j0;                                                       \
           const int64_t lanes = lamina_conv_min(VL, channels - c0);                                                      \
           if (count == R - 1)                                                                                            \
