@@ -34,7 +34,9 @@ struct WinogradTests {
   /// every convolution with blocks of one or two rows of tiles (across images at batch 3) and the
   /// passes on the threads whatever their size, the same with each thread taking blocks of rows
   /// through all three passes (`LAMINA_WINOGRAD_SPATIAL`, here from one tile a thread: uneven
-  /// blocks of several rows, and one row a block), and F(4x4) forced on AVX2 and on the portable C.
+  /// blocks of several rows, and one row a block), F(4x4) with the passes in turn where the output
+  /// channels would otherwise split (`LAMINA_WINOGRAD_CHANNEL_SPLIT=0`), and F(4x4) forced on AVX2
+  /// and on the portable C.
   @Test(
     "Winograd convolutions equal the interpreter",
     arguments: [
@@ -54,6 +56,10 @@ struct WinogradTests {
       [
         "-DLAMINA_WINOGRAD_FORCE=2", "-DLAMINA_WINOGRAD_SPATIAL_MIN_TILES=1",
         "-DLAMINA_WINOGRAD_BLOCK_ELEMENTS=1", "-DLAMINA_WINOGRAD_PARALLEL_WORK=0",
+      ],
+      [
+        "-DLAMINA_WINOGRAD_FORCE=4", "-DLAMINA_WINOGRAD_CHANNEL_SPLIT=0",
+        "-DLAMINA_WINOGRAD_PARALLEL_WORK=0",
       ],
       ["x86-64-v3", "-DLAMINA_WINOGRAD_FORCE=4"],
       ["generic", "-DLAMINA_WINOGRAD_FORCE=4", "-DLAMINA_WINOGRAD_PARALLEL_WORK=0"],
@@ -78,6 +84,54 @@ struct WinogradTests {
         let problem = TestData.mismatch(
           try #require(outputs[name]), reference, rtol: 1e-4, atol: 1e-5 * max(scale, 1))
         #expect(problem == nil, "\(arguments) batch \(batch), \(name): \(problem ?? "")")
+      }
+    }
+  }
+
+  /// Layers with too few tiles to split by rows (fewer than `LAMINA_WINOGRAD_SPATIAL_MIN_TILES` a
+  /// thread) split their output channels over the threads in runs of 32, each thread taking its
+  /// channels through the three passes with the whole input transformed on its own: 80 channels
+  /// are 32 + 32 + 16 on three threads and 64 + 16 on two, 40 are 32 + 8 on both. With the whole
+  /// image one block, and (F(2x2)) one row of tiles a block.
+  @Test(
+    "Winograd split by output channels equals the interpreter",
+    arguments: [2, 3],
+    [
+      ["-DLAMINA_WINOGRAD_FORCE=4", "-DLAMINA_WINOGRAD_PARALLEL_WORK=0"],
+      [
+        "-DLAMINA_WINOGRAD_FORCE=2", "-DLAMINA_WINOGRAD_BLOCK_ELEMENTS=1",
+        "-DLAMINA_WINOGRAD_PARALLEL_WORK=0",
+      ],
+    ])
+  func channelSplitMatchesInterpreter(threads: Int, flags: [String]) throws {
+    let model = try Model(
+      source: """
+        model WinogradChannels {
+          input x: f32[batch, 24, 13, 13]
+          input z: f32[batch, 40, 7, 9]
+          let a = x |> conv2d(filters: 80, kernel: 3, padding: 1, activation: "relu")
+          let c = z |> conv2d(filters: 40, kernel: 3, bias: false)
+          output a
+          output c
+        }
+        """, pipeline: Pipeline.inference)
+    let parameters = try model.initialParameters(seed: 6)
+    var options = TestCache.options()
+    options.flags = flags
+    options.threads = threads
+    let compiled = try model.compile(options: options, parameters: parameters)
+    for batch in [1, 2] {
+      let inputs = TestData.inputs(for: model.graph, symbols: ["batch": batch], seed: 10)
+      let (outputs, _) = try compiled.evaluate(inputs)
+      let expected = try model.interpret(
+        inputs: inputs, parameters: parameters, outputs: ["a", "c"])
+      for name in ["a", "c"] {
+        let reference = try #require(expected[name])
+        let scale = TestData.largestFiniteMagnitude(reference) ?? 1
+        let problem = TestData.mismatch(
+          try #require(outputs[name]), reference, rtol: 1e-4, atol: 1e-5 * max(scale, 1))
+        #expect(
+          problem == nil, "\(threads) threads, \(flags), batch \(batch), \(name): \(problem ?? "")")
       }
     }
   }

@@ -204,13 +204,17 @@ static inline void lamina_conv_split_phases_f32(float* even_to, int64_t evens, f
   }
 }
 #else
-#define LAMINA_CONV_SPLIT_PHASES_f32(even_to, evens, odd_to, odds, from) \
-  for (int64_t q_ = 0; q_ < (evens); q_++) (even_to)[q_] = (from)[2 * q_];  \
-  for (int64_t q_ = 0; q_ < (odds); q_++) (odd_to)[q_] = (from)[2 * q_ + 1];
+#define LAMINA_CONV_SPLIT_PHASES_f32(even_to, evens, odd_to, odds, from)   \
+  {                                                                         \
+    for (int64_t q_ = 0; q_ < (evens); q_++) (even_to)[q_] = (from)[2 * q_]; \
+    for (int64_t q_ = 0; q_ < (odds); q_++) (odd_to)[q_] = (from)[2 * q_ + 1]; \
+  }
 #endif
-#define LAMINA_CONV_SPLIT_PHASES_f64(even_to, evens, odd_to, odds, from) \
-  for (int64_t q_ = 0; q_ < (evens); q_++) (even_to)[q_] = (from)[2 * q_];  \
-  for (int64_t q_ = 0; q_ < (odds); q_++) (odd_to)[q_] = (from)[2 * q_ + 1];
+#define LAMINA_CONV_SPLIT_PHASES_f64(even_to, evens, odd_to, odds, from)   \
+  {                                                                         \
+    for (int64_t q_ = 0; q_ < (evens); q_++) (even_to)[q_] = (from)[2 * q_]; \
+    for (int64_t q_ = 0; q_ < (odds); q_++) (odd_to)[q_] = (from)[2 * q_ + 1]; \
+  }
 
 /* The channel kernel's weights of one vector of output channels, `lanes` rows of K taps, packed to [K][VL] (lanes
    past `lanes` zero): the weights are run-time data, so this runs on every call. With AVX-512 f32, blocks of 16
@@ -2333,9 +2337,9 @@ static inline void lamina_conv_next_row(int64_t* ow, int64_t* oh, int64_t* image
 
 
 #ifdef LAMINA_CONV_F64
-LAMINA_WINOGRAD_DEFINE(double, f64, lamina_dgemm_pack_b, lamina_dgemm_packed_b)
+LAMINA_WINOGRAD_DEFINE(double, f64, lamina_dgemm_pack_b, lamina_dgemm_packed_b, lamina_dgemm_packed_b_columns)
 LAMINA_CONV_DEFINE(double, f64, lamina_dgemm, lamina_dgemm_packer_b, lamina_dgemm_pack_a, lamina_dgemm_packed_a)
 #else
-LAMINA_WINOGRAD_DEFINE(float, f32, lamina_sgemm_pack_b, lamina_sgemm_packed_b)
+LAMINA_WINOGRAD_DEFINE(float, f32, lamina_sgemm_pack_b, lamina_sgemm_packed_b, lamina_sgemm_packed_b_columns)
 LAMINA_CONV_DEFINE(float, f32, lamina_sgemm, lamina_sgemm_packer_b, lamina_sgemm_pack_a, lamina_sgemm_packed_a)
 #endif

@@ -112,6 +112,7 @@ typedef LAMINA_GEMM_T lamina_real;
 #define LAMINA_GEMM_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_, LAMINA_GEMM_SUFFIX)
 #define LAMINA_GEMM_PACK_B_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_pack_b_, LAMINA_GEMM_SUFFIX)
 #define LAMINA_GEMM_PACKED_B_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_packed_b_, LAMINA_GEMM_SUFFIX)
+#define LAMINA_GEMM_PACKED_B_COLUMNS_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_packed_b_columns_, LAMINA_GEMM_SUFFIX)
 #define LAMINA_GEMM_PACKER_B_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_packer_b_, LAMINA_GEMM_SUFFIX)
 #define LAMINA_GEMM_PACK_A_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_pack_a_, LAMINA_GEMM_SUFFIX)
 #define LAMINA_GEMM_PACKED_A_FUNCTION LAMINA_GEMM_NAME(lamina_gemm_packed_a_, LAMINA_GEMM_SUFFIX)
@@ -1271,6 +1272,29 @@ void LAMINA_GEMM_PACKED_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, in
   lamina_gemm_job g = {trans_a, 0, m, n, k, alpha, beta, a, NULL, c, lda, 0, ldc, epilogue, pool,
                        {1, 1, m, n}, 0, 0, NULL, 0, packed_b, lamina_gemm_round_up(n, NR), NULL, MR, NULL, 0, 0};
   lamina_gemm_run_packed(&g);
+}
+
+/* Columns [j0, j1) of the product above with alpha 1 and beta 0, on the calling thread (lamina_runtime.h). */
+void LAMINA_GEMM_PACKED_B_COLUMNS_FUNCTION(lamina_pool* pool, int thread, int trans_a, int64_t m, int64_t n,
+                                           int64_t k, int64_t j0, int64_t j1, const lamina_real* a, int64_t lda,
+                                           const lamina_real* packed_b, lamina_real* c, int64_t ldc) {
+  _Static_assert(LAMINA_GEMM_COLUMN_ALIGN % NR == 0, "a column range's start must be a panel's");
+  j1 = lamina_gemm_min(j1, n);
+  if (m <= 0 || j0 >= j1 || j0 % NR != 0) return;
+  if (k <= 0) {
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = j0; j < j1; j++) c[i * ldc + j] = 0;
+    return;
+  }
+  lamina_gemm_job g = {trans_a, 0, m, n, k, (lamina_real)1, (lamina_real)0, a, NULL, c, lda, 0, ldc, NULL, NULL,
+                       {1, 1, m, n}, 0, 0, NULL, 0, packed_b, lamina_gemm_round_up(n, NR), NULL, MR, NULL, 0, 0};
+  g.kc = lamina_gemm_even_block(k, KC, 4);
+  g.rows = lamina_gemm_panel_rows(m);
+  unsigned char* scratch = pool ? (unsigned char*)lamina_pool_scratch(pool, thread, NULL)
+                                : (unsigned char*)aligned_alloc(64, lamina_gemm_a_bytes + lamina_gemm_b_bytes);
+  if (!scratch) abort();
+  lamina_gemm_tile(&g, 0, m, j0, j1, (lamina_real*)scratch, (lamina_real*)(scratch + lamina_gemm_a_bytes));
+  if (!pool) free(scratch);
 }
 
 /* ---- A right operand packed by the caller ----

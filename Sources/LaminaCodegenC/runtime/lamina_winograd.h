@@ -33,6 +33,10 @@
  * so each reads the input rows and writes the output rows of its part and no pass waits for another thread's.
  * When the two threads' cores share no cache (a VM's vCPUs on two dies), passes split by channels and xi moved
  * the whole V and M between them, and SqueezeNet took as long on 2 threads as on 1.
+ * With too few tiles for that but a small input transform (LAMINA_WINOGRAD_CHANNEL_SPLIT), the threads split the
+ * output channels instead, in runs of LAMINA_GEMM_COLUMN_ALIGN: each transforms the whole input into a V of its own,
+ * multiplies it by its channels' columns of U (lamina_gemm_packed_b_columns_*) into its own M and writes its
+ * channels' planes, so nothing one thread wrote in the call is read by another.
  *
  * The weights' transform and packing (lamina_winograd_transform_weights_*, a function of w alone) is kept in the
  * context's derived buffer of the layer (lamina_conv2d_forward_derived_* in lamina_conv.c: filled again when a
@@ -80,6 +84,21 @@
 #ifndef LAMINA_WINOGRAD_SPATIAL_MIN_TILES
 #define LAMINA_WINOGRAD_SPATIAL_MIN_TILES 64
 #endif
+/* 1: a layer with too few tiles to split by rows (LAMINA_WINOGRAD_SPATIAL_MIN_TILES) splits its output channels over
+   the threads, each taking its channels through the three passes alone (every thread transforms the whole input,
+   a small part of the work: the products have K / threads times its multiply-adds); 0: the passes split over the
+   threads in turn (input channels, then xi, then output channels), which hands V and M from thread to thread
+   three times a call. */
+#ifndef LAMINA_WINOGRAD_CHANNEL_SPLIT
+#define LAMINA_WINOGRAD_CHANNEL_SPLIT 1
+#endif
+/* Elements of a block's V (every thread's own whole input transform) up to which the output channels split. Past it,
+   transforming the whole input on every thread costs more than handing V and M over saves: ResNet-50's 128 -> 128
+   3x3 at 28x28 (V: 225K elements) ran 20% slower on two threads sharing a cache, and no faster on two dies, while
+   SqueezeNet's 13x13 and 27x27 layers (V: 28K to 56K) gained 30-35% on two dies. */
+#ifndef LAMINA_WINOGRAD_CHANNEL_SPLIT_MAX_V
+#define LAMINA_WINOGRAD_CHANNEL_SPLIT_MAX_V ((int64_t)1 << 16)
+#endif
 /* Tiles transformed together, one per vector lane. */
 #define LAMINA_WINOGRAD_LANES 16
 /* Multiply-adds of the GEMMs of a block below which its passes run on the calling thread. */
@@ -123,7 +142,7 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
   return positions * LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION >= g->in_channels * g->out_channels;
 }
 
-#define LAMINA_WINOGRAD_DEFINE(T, S, PACK_B, PACKED_GEMM)                                                                              \
+#define LAMINA_WINOGRAD_DEFINE(T, S, PACK_B, PACKED_GEMM, PACKED_COLUMNS_GEMM)                                                         \
                                                                                                                         \
   /* U[xi][k][c] = (G w[k, c] G^T)[xi] for output channels [k0, k1), LAMINA_WINOGRAD_LANES input channels at once. */  \
   static inline __attribute__((always_inline)) void lamina_winograd_weights_range_##S(                                  \
@@ -299,11 +318,14 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     T* packed; /* U[xi] packed as the GEMMs' right operand (U[xi]^T [C x K]), `packed_elements` apart */               \
     int64_t packed_elements;                                                                                            \
     int m;                                                                                                              \
-    int pass; /* 0: weights, 4: their packing, 1: input, 2: products, 3: output, 5: 1-3 on a block of rows */           \
+    int pass; /* 0: weights, 4: their packing, 1: input, 2: products, 3: output, 5: 1-3 on a block of rows, */          \
+              /* 6: 1-3 for a range of output channels, every block */                                                  \
     int64_t tasks, TH, TW, row0, rows, ldt;                                                                             \
     lamina_pool* gemm_pool; /* the products' pool: NULL when they run one per task */                                   \
     int64_t all_rows, work_stride, v_size; /* pass 5: rows of tiles in all, and each thread's V then M */               \
-    T* const* own; /* pass 5: each thread's V then M (lamina_pool_thread_buffer), or NULL: V, work_stride apart */      \
+    T* const* own; /* passes 5-6: each thread's V then M (lamina_pool_thread_buffer), or NULL: V, work_stride apart */  \
+    lamina_pool* pool;   /* pass 6: the pool whose threads' scratch memory the products pack into */                    \
+    int64_t block_rows; /* pass 6: rows of tiles per block */                                                           \
   } lamina_winograd_job_##S;                                                                                            \
                                                                                                                         \
   static void lamina_winograd_task_##S(void* argument, int64_t task, int thread) {                                      \
@@ -356,6 +378,35 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
       for (int pass = 1; pass <= 3; pass++) {                                                                           \
         local.pass = pass;                                                                                              \
         lamina_winograd_task_##S(&local, 0, thread);                                                                    \
+      }                                                                                                                 \
+      break;                                                                                                            \
+    }                                                                                                                   \
+    case 6: {                                                                                                           \
+      /* Whole LAMINA_GEMM_COLUMN_ALIGN output channels through the three passes on this thread, block by block:        \
+         V of every input channel (each thread transforms the whole input) and M's columns of its channels, both        \
+         its own, so no pass waits for another thread's or reads what another wrote. */                                 \
+      const int64_t units = (K + LAMINA_GEMM_COLUMN_ALIGN - 1) / LAMINA_GEMM_COLUMN_ALIGN;                              \
+      lamina_conv_task_range(units, job->tasks, task, &begin, &end);                                                    \
+      const int64_t k0 = begin * LAMINA_GEMM_COLUMN_ALIGN, k1 = lamina_conv_min(K, end * LAMINA_GEMM_COLUMN_ALIGN);     \
+      if (k0 >= k1) break;                                                                                              \
+      lamina_winograd_job_##S local = *job;                                                                             \
+      local.V = job->own ? job->own[thread] : job->V + (int64_t)thread * job->work_stride;                              \
+      local.M = local.V + job->v_size;                                                                                  \
+      for (int64_t row0 = 0; row0 < job->all_rows; row0 += job->block_rows) {                                           \
+        local.row0 = row0;                                                                                              \
+        local.rows = lamina_conv_min(job->block_rows, job->all_rows - row0);                                            \
+        local.tasks = 1;                                                                                                \
+        local.pass = 1;                                                                                                 \
+        lamina_winograd_task_##S(&local, 0, thread);                                                                    \
+        for (int64_t xi = 0; xi < A * A; xi++)                                                                          \
+          PACKED_COLUMNS_GEMM(job->pool, thread, 1, local.rows * job->TW, K, C, k0, k1, local.V + xi * C * job->ldt,    \
+                              job->ldt, job->packed + xi * job->packed_elements, local.M + xi * job->ldt * K, K);       \
+        if (job->m == 2)                                                                                                \
+          lamina_winograd_output_##S(g, local.M, k0, k1, local.row0, local.rows, job->TH, job->TW, job->ldt, job->bias, \
+                                     job->bias_count, job->y, job->epilogue, 2, lamina_winograd_at2);                   \
+        else                                                                                                            \
+          lamina_winograd_output_##S(g, local.M, k0, k1, local.row0, local.rows, job->TH, job->TW, job->ldt, job->bias, \
+                                     job->bias_count, job->y, job->epilogue, 4, lamina_winograd_at4);                   \
       }                                                                                                                 \
       break;                                                                                                            \
     }                                                                                                                   \
@@ -447,6 +498,12 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     const int spatial = LAMINA_WINOGRAD_SPATIAL && threads > 1 && all_rows >= threads &&                                \
                         all_rows * TW >= LAMINA_WINOGRAD_SPATIAL_MIN_TILES * threads &&                                 \
                         A * A * K * C * all_rows * TW >= LAMINA_WINOGRAD_PARALLEL_WORK;                                 \
+    /* Else split by output channels (pass 6): each thread transforms the whole input for whole vectors of channels.    \
+       Needs LAMINA_GEMM_COLUMN_ALIGN channels a thread. */                                                             \
+    const int64_t channel_units = (K + LAMINA_GEMM_COLUMN_ALIGN - 1) / LAMINA_GEMM_COLUMN_ALIGN;                        \
+    const int by_channels = LAMINA_WINOGRAD_CHANNEL_SPLIT && !spatial && threads > 1 && channel_units >= threads &&     \
+                            A * A * C * lamina_conv_min(all_rows, block_rows) * TW <= LAMINA_WINOGRAD_CHANNEL_SPLIT_MAX_V &&\
+                            A * A * K * C * all_rows * TW >= LAMINA_WINOGRAD_PARALLEL_WORK;                             \
     int64_t tasks = threads;                                                                                            \
     while (spatial && tasks < all_rows && (all_rows + tasks - 1) / tasks > block_rows) tasks += threads;                \
     tasks = lamina_conv_min(tasks, all_rows);                                                                           \
@@ -460,10 +517,11 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     /* With a pool, each thread's V and M are a buffer of its own kept between calls (lamina_pool_thread_buffer);       \
        else (out of memory) they take their place in this call's allocation. */                                         \
     T* own[LAMINA_POOL_MAX_THREADS];                                                                                    \
-    int owned = spatial && threads <= LAMINA_POOL_MAX_THREADS;                                                          \
+    int owned = (spatial || by_channels) && threads <= LAMINA_POOL_MAX_THREADS;                                         \
     for (int t = 0; owned && t < threads; t++)                                                                          \
       owned = (own[t] = (T*)lamina_pool_thread_buffer(pool, t, (size_t)(v_size + m_size) * sizeof(T))) != NULL;         \
-    const int64_t work_size = lamina_conv_max(u_size, owned ? 0 : (spatial ? threads : 1) * (v_size + m_size));         \
+    const int64_t work_size =                                                                                           \
+        lamina_conv_max(u_size, owned ? 0 : (spatial || by_channels ? threads : 1) * (v_size + m_size));                \
     T* buffer = (T*)aligned_alloc(64, (size_t)((p_size + work_size + 2 * L) / L * L) * sizeof(T));                      \
     if (!buffer) return LAMINA_ERROR_MEMORY;                                                                            \
     T* packed = prepacked ? (T*)prepacked : buffer;                                                                     \
@@ -473,11 +531,15 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     if (!prepacked) lamina_winograd_transform_weights_##S(pool, g, w, U, packed, m);                                    \
     lamina_winograd_job_##S job = {g, x, w, bias, bias_count, y, epilogue, U, V, M, packed, packed_elements,            \
                                    m, 0, 1, TH, TW, 0, 0, ldt, NULL, all_rows, v_size + m_size, v_size,                 \
-                                   owned ? own : NULL};                                                                 \
+                                   owned ? own : NULL, pool, block_rows};                                               \
     if (spatial) {                                                                                                      \
       job.pass = 5;                                                                                                     \
       job.tasks = tasks;                                                                                                \
       lamina_pool_run(pool, tasks, lamina_winograd_task_##S, &job);                                                     \
+    } else if (by_channels) {                                                                                           \
+      job.pass = 6;                                                                                                     \
+      job.tasks = threads;                                                                                              \
+      lamina_pool_run(pool, threads, lamina_winograd_task_##S, &job);                                                   \
     } else {                                                                                                            \
       for (int64_t row0 = 0; row0 < all_rows; row0 += block_rows) {                                                     \
         job.row0 = row0;                                                                                                \
