@@ -85,10 +85,10 @@
 #define LAMINA_WINOGRAD_SPATIAL_MIN_TILES 64
 #endif
 /* 1: a layer with too few tiles to split by rows (LAMINA_WINOGRAD_SPATIAL_MIN_TILES) splits its output channels over
-   the threads, each taking its channels through the three passes alone (every thread transforms the whole input,
-   a small part of the work: the products have K / threads times its multiply-adds); 0: the passes split over the
-   threads in turn (input channels, then xi, then output channels), which hands V and M from thread to thread
-   three times a call. */
+   the threads, each taking its channels through the three passes alone (every thread transforms the whole input:
+   duplicated work, but small beside the products, K / threads multiply-adds per transformed element); 0: the passes
+   split over the threads in turn (input channels, then xi, then output channels), which hands V and M from thread
+   to thread three times a call. */
 #ifndef LAMINA_WINOGRAD_CHANNEL_SPLIT
 #define LAMINA_WINOGRAD_CHANNEL_SPLIT 1
 #endif
@@ -498,11 +498,12 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     const int spatial = LAMINA_WINOGRAD_SPATIAL && threads > 1 && all_rows >= threads &&                                \
                         all_rows * TW >= LAMINA_WINOGRAD_SPATIAL_MIN_TILES * threads &&                                 \
                         A * A * K * C * all_rows * TW >= LAMINA_WINOGRAD_PARALLEL_WORK;                                 \
-    /* Else split by output channels (pass 6): each thread transforms the whole input for whole vectors of channels.    \
-       Needs LAMINA_GEMM_COLUMN_ALIGN channels a thread. */                                                             \
+    /* Else split by output channels (pass 6): each thread transforms the whole input for its runs of                   \
+       LAMINA_GEMM_COLUMN_ALIGN channels (at least one a thread), while that V stays small. */                          \
     const int64_t channel_units = (K + LAMINA_GEMM_COLUMN_ALIGN - 1) / LAMINA_GEMM_COLUMN_ALIGN;                        \
     const int by_channels = LAMINA_WINOGRAD_CHANNEL_SPLIT && !spatial && threads > 1 && channel_units >= threads &&     \
-                            A * A * C * lamina_conv_min(all_rows, block_rows) * TW <= LAMINA_WINOGRAD_CHANNEL_SPLIT_MAX_V &&\
+                            A * A * C * lamina_conv_min(all_rows, block_rows) * TW <=                                   \
+                                LAMINA_WINOGRAD_CHANNEL_SPLIT_MAX_V &&                                                  \
                             A * A * K * C * all_rows * TW >= LAMINA_WINOGRAD_PARALLEL_WORK;                             \
     int64_t tasks = threads;                                                                                            \
     while (spatial && tasks < all_rows && (all_rows + tasks - 1) / tasks > block_rows) tasks += threads;                \
@@ -510,7 +511,8 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     const int64_t ldt = ((spatial ? (all_rows + tasks - 1) / tasks : block_rows) * TW + L - 1) / L * L;                 \
     const int64_t packed_elements = LAMINA_GEMM_PACKED_B_ELEMENTS(K, C, sizeof(T));                                     \
     /* One allocation: the packed weights (unless given), then U, which is dead once packed, in the place of V          \
-       [alpha² x C x ldt] and M [alpha² x ldt x K] (+ a vector past it), one pair per thread when split by rows. */     \
+       [alpha² x C x ldt] and M [alpha² x ldt x K] (+ a vector past it), one pair per thread when split by rows        \
+       or by output channels. */                                                                                        \
     const int64_t p_size = prepacked ? 0 : lamina_winograd_packed_size_##S(g, m);                                       \
     const int64_t u_size = prepacked ? 0 : A * A * K * C;                                                               \
     const int64_t v_size = (A * A * C * ldt + L - 1) / L * L, m_size = A * A * ldt * K + L;                             \
