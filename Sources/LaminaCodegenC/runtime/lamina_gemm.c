@@ -94,6 +94,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lamina_interface.h" /* LAMINA_ERROR_MEMORY */
 #include "lamina_runtime.h"
 
 #if defined(__AVX512F__)
@@ -1259,6 +1260,16 @@ static void lamina_gemm_run_packed(lamina_gemm_job* job) {
   }
 }
 
+/* The packed-path job of op(A) [m x k] times a B [k x n] packed by lamina_gemm_pack_b_*. */
+static lamina_gemm_job lamina_gemm_packed_b_job(lamina_pool* pool, int trans_a, int64_t m, int64_t n, int64_t k,
+                                                lamina_real alpha, const lamina_real* a, int64_t lda,
+                                                const lamina_real* packed_b, lamina_real beta, lamina_real* c,
+                                                int64_t ldc, const lamina_gemm_epilogue* epilogue) {
+  const lamina_gemm_job g = {trans_a, 0, m, n, k, alpha, beta, a, NULL, c, lda, 0, ldc, epilogue, pool,
+                             {1, 1, m, n}, 0, 0, NULL, 0, packed_b, lamina_gemm_round_up(n, NR), NULL, MR, NULL, 0, 0};
+  return g;
+}
+
 void LAMINA_GEMM_PACKED_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, int64_t n, int64_t k,
                                    lamina_real alpha, const lamina_real* a, int64_t lda,
                                    const lamina_real* packed_b, lamina_real beta, lamina_real* c, int64_t ldc,
@@ -1269,32 +1280,32 @@ void LAMINA_GEMM_PACKED_B_FUNCTION(lamina_pool* pool, int trans_a, int64_t m, in
     LAMINA_GEMM_FUNCTION(pool, trans_a, 0, m, n, k, alpha, a, lda, packed_b, n, beta, c, ldc, epilogue);
     return;
   }
-  lamina_gemm_job g = {trans_a, 0, m, n, k, alpha, beta, a, NULL, c, lda, 0, ldc, epilogue, pool,
-                       {1, 1, m, n}, 0, 0, NULL, 0, packed_b, lamina_gemm_round_up(n, NR), NULL, MR, NULL, 0, 0};
+  lamina_gemm_job g = lamina_gemm_packed_b_job(pool, trans_a, m, n, k, alpha, a, lda, packed_b, beta, c, ldc, epilogue);
   lamina_gemm_run_packed(&g);
 }
 
 /* Columns [j0, j1) of the product above with alpha 1 and beta 0, on the calling thread (lamina_runtime.h). */
-void LAMINA_GEMM_PACKED_B_COLUMNS_FUNCTION(lamina_pool* pool, int thread, int trans_a, int64_t m, int64_t n,
-                                           int64_t k, int64_t j0, int64_t j1, const lamina_real* a, int64_t lda,
-                                           const lamina_real* packed_b, lamina_real* c, int64_t ldc) {
+int LAMINA_GEMM_PACKED_B_COLUMNS_FUNCTION(lamina_pool* pool, int thread, int trans_a, int64_t m, int64_t n,
+                                          int64_t k, int64_t j0, int64_t j1, const lamina_real* a, int64_t lda,
+                                          const lamina_real* packed_b, lamina_real* c, int64_t ldc) {
   _Static_assert(LAMINA_GEMM_COLUMN_ALIGN % NR == 0, "a column range's start must be a panel's");
   j1 = lamina_gemm_min(j1, n);
-  if (m <= 0 || j0 >= j1 || j0 % NR != 0) return;
+  if (m <= 0 || j0 < 0 || j0 >= j1 || j0 % NR != 0) return 0;
   if (k <= 0) {
     for (int64_t i = 0; i < m; i++)
       for (int64_t j = j0; j < j1; j++) c[i * ldc + j] = 0;
-    return;
+    return 0;
   }
-  lamina_gemm_job g = {trans_a, 0, m, n, k, (lamina_real)1, (lamina_real)0, a, NULL, c, lda, 0, ldc, NULL, NULL,
-                       {1, 1, m, n}, 0, 0, NULL, 0, packed_b, lamina_gemm_round_up(n, NR), NULL, MR, NULL, 0, 0};
+  lamina_gemm_job g = lamina_gemm_packed_b_job(NULL, trans_a, m, n, k, (lamina_real)1, a, lda, packed_b,
+                                               (lamina_real)0, c, ldc, NULL);
   g.kc = lamina_gemm_even_block(k, KC, 4);
   g.rows = lamina_gemm_panel_rows(m);
   unsigned char* scratch = pool ? (unsigned char*)lamina_pool_scratch(pool, thread, NULL)
                                 : (unsigned char*)aligned_alloc(64, lamina_gemm_a_bytes + lamina_gemm_b_bytes);
-  if (!scratch) abort();
+  if (!scratch) return LAMINA_ERROR_MEMORY;
   lamina_gemm_tile(&g, 0, m, j0, j1, (lamina_real*)scratch, (lamina_real*)(scratch + lamina_gemm_a_bytes));
   if (!pool) free(scratch);
+  return 0;
 }
 
 /* ---- A right operand packed by the caller ----

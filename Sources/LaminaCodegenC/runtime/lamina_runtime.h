@@ -87,13 +87,14 @@ typedef struct lamina_gemm_epilogue {
   void lamina_gemm_packed_b_##suffix(lamina_pool* pool, int trans_a, int64_t m, int64_t n, int64_t k, T alpha,    \
                                      const T* a, int64_t lda, const T* packed, T beta, T* c, int64_t ldc,         \
                                      const lamina_gemm_epilogue* epilogue);                                       \
-  void lamina_gemm_packed_b_columns_##suffix(lamina_pool* pool, int thread, int trans_a, int64_t m, int64_t n,   \
-                                             int64_t k, int64_t j0, int64_t j1, const T* a, int64_t lda,         \
-                                             const T* packed, T* c, int64_t ldc)
+  int lamina_gemm_packed_b_columns_##suffix(lamina_pool* pool, int thread, int trans_a, int64_t m, int64_t n,    \
+                                            int64_t k, int64_t j0, int64_t j1, const T* a, int64_t lda,          \
+                                            const T* packed, T* c, int64_t ldc)
 /* Columns [j0, j1) of that product with alpha 1 and beta 0 (j0 a multiple of LAMINA_GEMM_COLUMN_ALIGN, a panel
  * boundary on every instruction set; C's other columns untouched), on the calling thread: a task of `pool` running
- * on its thread `thread` (op(A) is packed in that thread's scratch memory; pool NULL: memory from the heap). A
- * kernel that splits a product's columns over its own tasks (Winograd by output channels) calls it per task. */
+ * on its thread `thread` (op(A) is packed in that thread's scratch memory; pool NULL: memory from the heap). Returns
+ * 0, or LAMINA_ERROR_MEMORY when that memory cannot be allocated (only without a pool). A kernel that splits a
+ * product's columns over its own tasks (Winograd by output channels) calls it per task. */
 #define LAMINA_GEMM_COLUMN_ALIGN 32
 /* A right operand that the caller packs itself, block by block, because it is computed rather than stored: a
  * convolution's im2col columns, read straight from the input image into the GEMM's panels (never written out as

@@ -142,7 +142,7 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
   return positions * LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION >= g->in_channels * g->out_channels;
 }
 
-#define LAMINA_WINOGRAD_DEFINE(T, S, PACK_B, PACKED_GEMM, PACKED_COLUMNS_GEMM)                                                         \
+#define LAMINA_WINOGRAD_DEFINE(T, S, PACK_B, PACKED_GEMM, PACKED_COLUMNS_GEMM)                                          \
                                                                                                                         \
   /* U[xi][k][c] = (G w[k, c] G^T)[xi] for output channels [k0, k1), LAMINA_WINOGRAD_LANES input channels at once. */  \
   static inline __attribute__((always_inline)) void lamina_winograd_weights_range_##S(                                  \
@@ -398,9 +398,12 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
         local.tasks = 1;                                                                                                \
         local.pass = 1;                                                                                                 \
         lamina_winograd_task_##S(&local, 0, thread);                                                                    \
+        /* With the pool's scratch memory (pass 6 runs only on a pool) the products allocate nothing: they cannot       \
+           fail. */                                                                                                     \
         for (int64_t xi = 0; xi < A * A; xi++)                                                                          \
-          PACKED_COLUMNS_GEMM(job->pool, thread, 1, local.rows * job->TW, K, C, k0, k1, local.V + xi * C * job->ldt,    \
-                              job->ldt, job->packed + xi * job->packed_elements, local.M + xi * job->ldt * K, K);       \
+          (void)PACKED_COLUMNS_GEMM(job->pool, thread, 1, local.rows * job->TW, K, C, k0, k1,                           \
+                                    local.V + xi * C * job->ldt, job->ldt, job->packed + xi * job->packed_elements,     \
+                                    local.M + xi * job->ldt * K, K);                                                    \
         if (job->m == 2)                                                                                                \
           lamina_winograd_output_##S(g, local.M, k0, k1, local.row0, local.rows, job->TH, job->TW, job->ldt, job->bias, \
                                      job->bias_count, job->y, job->epilogue, 2, lamina_winograd_at2);                   \
