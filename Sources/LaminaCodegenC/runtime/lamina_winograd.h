@@ -142,6 +142,17 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
   return positions * LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION >= g->in_channels * g->out_channels;
 }
 
+/* Elements from one of V's or M's alpha² matrices to the next, for `elements` in each: whole cache lines, and an odd
+   number of them. The output transform reads one vector from each of the alpha² matrices of M in turn, and the input
+   transform writes one to each of V's; with matrices a multiple of 4 KiB apart (K a multiple of 64, ldt of 16: every
+   M here) all alpha² lines fell in one set of the L1 cache, which holds 8. */
+static inline int64_t lamina_winograd_matrix_stride(int64_t elements, int64_t element_size) {
+  const int64_t line = 64 / element_size;
+  int64_t stride = (elements + line - 1) / line * line;
+  if ((stride / line) % 2 == 0) stride += line;
+  return stride;
+}
+
 #define LAMINA_WINOGRAD_DEFINE(T, S, PACK_B, PACKED_GEMM, PACKED_COLUMNS_GEMM)                                          \
                                                                                                                         \
   /* U[xi][k][c] = (G w[k, c] G^T)[xi] for output channels [k0, k1), LAMINA_WINOGRAD_LANES input channels at once. */  \
@@ -179,10 +190,10 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
   }                                                                                                                     \
                                                                                                                         \
   /* V[xi][c][t] = (B^T d B)[xi] for input channel c and the block's tiles: rows of tiles [row0, row0 + rows) of all  \
-     images (TH rows of TW tiles an image); V's rows are ldt apart, its matrices C * ldt. */                          \
+     images (TH rows of TW tiles an image); V's rows are ldt apart, its matrices v_stride. */                         \
   static inline __attribute__((always_inline)) void lamina_winograd_input_##S(                                          \
       const lamina_conv2d_geometry* g, const T* x, int64_t c, int64_t row0, int64_t rows, int64_t TH, int64_t TW,      \
-      T* V, int64_t ldt, const int m, const double* bt) {                                                               \
+      T* V, int64_t ldt, int64_t v_stride, const int m, const double* bt) {                                             \
     enum { L = LAMINA_WINOGRAD_LANES };                                                                                 \
     const int A = m + 2;                                                                                                \
     const int64_t C = g->in_channels, H = g->in_height, W = g->in_width, tiles = rows * TW;                             \
@@ -228,22 +239,63 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
               _Pragma("omp simd") for (int l = 0; l < L; l++) sum[l] += coefficient * rowsum[r * A + j][l];             \
             }                                                                                                           \
           }                                                                                                             \
-          memcpy(V + ((int64_t)(r * A + s) * C + c) * ldt + t0, sum, sizeof sum);                                       \
+          memcpy(V + (int64_t)(r * A + s) * v_stride + c * ldt + t0, sum, sizeof sum);                                  \
         }                                                                                                               \
     }                                                                                                                   \
   }                                                                                                                     \
                                                                                                                         \
+  /* Stores L channels' 4 x 4 tiles: out[r * 4 + s][l] goes to at_tile[l * P + r * OW + s]. Each output row r is a    \
+     4-way interleave of four vectors (two rounds of shuffles, as a 4 x 4 transpose in each group of four lanes), so a \
+     channel's row leaves as one 4-element store instead of four scalar ones. */                                      \
+  static inline __attribute__((always_inline)) void lamina_winograd_store_tiles4_##S(                                   \
+      T out[16][LAMINA_WINOGRAD_LANES], T* at_tile, int64_t P, int64_t OW) {                                            \
+    typedef T vector __attribute__((vector_size(LAMINA_WINOGRAD_LANES * sizeof(T))));                                   \
+    _Static_assert(LAMINA_WINOGRAD_LANES == 16, "the shuffles below are written for 16 lanes");                         \
+    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {                                                               \
+      vector a, b, c, d;                                                                                                \
+      memcpy(&a, out[r * 4], sizeof a);                                                                                 \
+      memcpy(&b, out[r * 4 + 1], sizeof b);                                                                             \
+      memcpy(&c, out[r * 4 + 2], sizeof c);                                                                             \
+      memcpy(&d, out[r * 4 + 3], sizeof d);                                                                             \
+      /* ab_low: a0 b0 a1 b1 | a4 b4 a5 b5 | ...; ab_high: a2 b2 a3 b3 | a6 b6 a7 b7 | ... */                            \
+      const vector ab_low = __builtin_shufflevector(a, b, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29);    \
+      const vector ab_high = __builtin_shufflevector(a, b, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31); \
+      const vector cd_low = __builtin_shufflevector(c, d, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29);    \
+      const vector cd_high = __builtin_shufflevector(c, d, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31); \
+      /* rows[j]: channel 4 q + j's row (a, b, c, d) in group q. */                                                     \
+      T rows[4][LAMINA_WINOGRAD_LANES];                                                                                 \
+      const vector row0 =                                                                                               \
+          __builtin_shufflevector(ab_low, cd_low, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);            \
+      const vector row1 =                                                                                               \
+          __builtin_shufflevector(ab_low, cd_low, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);          \
+      const vector row2 =                                                                                               \
+          __builtin_shufflevector(ab_high, cd_high, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);          \
+      const vector row3 =                                                                                               \
+          __builtin_shufflevector(ab_high, cd_high, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);        \
+      memcpy(rows[0], &row0, sizeof row0);                                                                              \
+      memcpy(rows[1], &row1, sizeof row1);                                                                              \
+      memcpy(rows[2], &row2, sizeof row2);                                                                              \
+      memcpy(rows[3], &row3, sizeof row3);                                                                              \
+      _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++)                                                               \
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)                                                             \
+          memcpy(at_tile + (4 * q + j) * P + r * OW, &rows[j][4 * q], 4 * sizeof(T));                                   \
+    }                                                                                                                   \
+  }                                                                                                                     \
+                                                                                                                        \
   /* y tiles = A^T M[., t, k] A + bias for output channels [k0, k1) and the block's tiles (M[xi] [tiles x K], rows  \
-     K apart, matrices ldt * K apart), LAMINA_WINOGRAD_LANES channels at once; then the epilogue on the rows of the  \
+     K apart, matrices m_stride apart), LAMINA_WINOGRAD_LANES channels at once; then the epilogue on the rows of the  \
      result the block finished. */                                                                                  \
   static inline __attribute__((always_inline)) void lamina_winograd_output_##S(                                         \
       const lamina_conv2d_geometry* g, const T* M, int64_t k0, int64_t k1, int64_t row0, int64_t rows, int64_t TH,      \
-      int64_t TW, int64_t ldt, const T* bias, int64_t bias_count, T* y, const lamina_gemm_epilogue* epilogue,          \
+      int64_t TW, int64_t m_stride, const T* bias, int64_t bias_count, T* y, const lamina_gemm_epilogue* epilogue,     \
       const int m, const double* at) {                                                                                  \
     enum { L = LAMINA_WINOGRAD_LANES };                                                                                 \
     const int A = m + 2;                                                                                                \
     const int64_t K = g->out_channels, OH = g->out_height, OW = g->out_width, P = OH * OW, tiles = rows * TW;           \
     T rowsum[24][L], out[16][L], biases[L];                                                                             \
+    /* A relu-only epilogue (lamina_gemm_epilogue.relu_only) is applied to the sums before they are stored, instead of  \
+       a second pass over the written rows. */                                                                           \
+    const int relu = epilogue && epilogue->relu_only;                                                                   \
     for (int64_t c0 = k0; c0 < k1; c0 += L) {                                                                           \
       const int64_t n = lamina_conv_min(L, k1 - c0);                                                                    \
       for (int64_t l = 0; l < L; l++) biases[l] = bias && l < n ? bias[bias_count == 1 ? 0 : c0 + l] : (T)0;           \
@@ -255,7 +307,7 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
             _Pragma("GCC unroll 6") for (int i = 0; i < A; i++) {                                                       \
               const T coefficient = (T)at[r * A + i];                                                                   \
               if (coefficient != 0) {                                                                                   \
-                const T* product = M + ((int64_t)(i * A + j) * ldt + t) * K + c0;                                       \
+                const T* product = M + (int64_t)(i * A + j) * m_stride + t * K + c0;                                    \
                 _Pragma("omp simd") for (int l = 0; l < L; l++) sum[l] += coefficient * product[l];                     \
               }                                                                                                         \
             }                                                                                                           \
@@ -272,6 +324,10 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
                 _Pragma("omp simd") for (int l = 0; l < L; l++) sum[l] += coefficient * rowsum[r * A + j][l];           \
               }                                                                                                         \
             }                                                                                                           \
+            /* As the model's relu computes it: NaN stays NaN, -0 becomes +0. */                                        \
+            if (relu) {                                                                                                 \
+              _Pragma("omp simd") for (int l = 0; l < L; l++) sum[l] = (T)0 >= sum[l] ? (T)0 : sum[l];                  \
+            }                                                                                                           \
             memcpy(out[r * m + s], sum, sizeof sum);                                                                    \
           }                                                                                                             \
         const int64_t tile_row = row0 + t / TW, tw = t % TW;                                                            \
@@ -279,6 +335,10 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
         const int64_t top = th * m, left = tw * m;                                                                      \
         const int64_t height = lamina_conv_min(m, OH - top), width = lamina_conv_min(m, OW - left);                     \
         T* at_tile = y + (image * K + c0) * P + top * OW + left;                                                        \
+        if (m == 4 && n == L && height == 4 && width == 4) {                                                            \
+          lamina_winograd_store_tiles4_##S(out, at_tile, P, OW);                                                        \
+          continue;                                                                                                     \
+        }                                                                                                               \
         for (int64_t l = 0; l < n; l++) {                                                                               \
           T* plane = at_tile + l * P;                                                                                   \
           if (height == m && width == m) {                                                                              \
@@ -291,7 +351,7 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
         }                                                                                                               \
       }                                                                                                                 \
     }                                                                                                                   \
-    if (!epilogue) return;                                                                                              \
+    if (!epilogue || relu) return;                                                                                      \
     /* The block's finished output rows, image by image. */                                                             \
     for (int64_t tile_row = row0; tile_row < row0 + rows;) {                                                            \
       const int64_t image = tile_row / TH, th0 = tile_row % TH;                                                         \
@@ -326,6 +386,7 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     T* const* own; /* passes 5-6: each thread's V then M (lamina_pool_thread_buffer), or NULL: V, work_stride apart */  \
     lamina_pool* pool;   /* pass 6: the pool whose threads' scratch memory the products pack into */                    \
     int64_t block_rows; /* pass 6: rows of tiles per block */                                                           \
+    int64_t v_stride, m_stride; /* elements from one of V's (M's) alpha² matrices to the next */                        \
   } lamina_winograd_job_##S;                                                                                            \
                                                                                                                         \
   static void lamina_winograd_task_##S(void* argument, int64_t task, int thread) {                                      \
@@ -346,18 +407,20 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
       lamina_conv_task_range(C, job->tasks, task, &begin, &end);                                                        \
       for (int64_t c = begin; c < end; c++) {                                                                           \
         if (job->m == 2)                                                                                                \
-          lamina_winograd_input_##S(g, job->x, c, job->row0, job->rows, job->TH, job->TW, job->V, job->ldt, 2,          \
+          lamina_winograd_input_##S(g, job->x, c, job->row0, job->rows, job->TH, job->TW, job->V, job->ldt,             \
+                                    job->v_stride, 2,                                                                   \
                                     lamina_winograd_bt2);                                                               \
         else                                                                                                            \
-          lamina_winograd_input_##S(g, job->x, c, job->row0, job->rows, job->TH, job->TW, job->V, job->ldt, 4,          \
+          lamina_winograd_input_##S(g, job->x, c, job->row0, job->rows, job->TH, job->TW, job->V, job->ldt,             \
+                                    job->v_stride, 4,                                                                   \
                                     lamina_winograd_bt4);                                                               \
       }                                                                                                                 \
       break;                                                                                                            \
     case 2:                                                                                                             \
       lamina_conv_task_range(A * A, job->tasks, task, &begin, &end);                                                    \
       for (int64_t xi = begin; xi < end; xi++)                                                                          \
-        PACKED_GEMM(job->gemm_pool, 1, job->rows * job->TW, K, C, (T)1, job->V + xi * C * job->ldt, job->ldt,          \
-                    job->packed + xi * job->packed_elements, (T)0, job->M + xi * job->ldt * K, K, NULL);                \
+        PACKED_GEMM(job->gemm_pool, 1, job->rows * job->TW, K, C, (T)1, job->V + xi * job->v_stride, job->ldt,         \
+                    job->packed + xi * job->packed_elements, (T)0, job->M + xi * job->m_stride, K, NULL);               \
       break;                                                                                                            \
     case 4:                                                                                                             \
       lamina_conv_task_range(A * A, job->tasks, task, &begin, &end);                                                    \
@@ -402,13 +465,15 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
            fail. */                                                                                                     \
         for (int64_t xi = 0; xi < A * A; xi++)                                                                          \
           (void)PACKED_COLUMNS_GEMM(job->pool, thread, 1, local.rows * job->TW, K, C, k0, k1,                           \
-                                    local.V + xi * C * job->ldt, job->ldt, job->packed + xi * job->packed_elements,     \
-                                    local.M + xi * job->ldt * K, K);                                                    \
+                                    local.V + xi * job->v_stride, job->ldt, job->packed + xi * job->packed_elements,    \
+                                    local.M + xi * job->m_stride, K);                                                   \
         if (job->m == 2)                                                                                                \
-          lamina_winograd_output_##S(g, local.M, k0, k1, local.row0, local.rows, job->TH, job->TW, job->ldt, job->bias, \
+          lamina_winograd_output_##S(g, local.M, k0, k1, local.row0, local.rows, job->TH, job->TW, job->m_stride,       \
+                                     job->bias, \
                                      job->bias_count, job->y, job->epilogue, 2, lamina_winograd_at2);                   \
         else                                                                                                            \
-          lamina_winograd_output_##S(g, local.M, k0, k1, local.row0, local.rows, job->TH, job->TW, job->ldt, job->bias, \
+          lamina_winograd_output_##S(g, local.M, k0, k1, local.row0, local.rows, job->TH, job->TW, job->m_stride,       \
+                                     job->bias, \
                                      job->bias_count, job->y, job->epilogue, 4, lamina_winograd_at4);                   \
       }                                                                                                                 \
       break;                                                                                                            \
@@ -421,10 +486,12 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
       end = lamina_conv_min(K, end * LAMINA_WINOGRAD_LANES);                                                            \
       if (begin >= end) break;                                                                                          \
       if (job->m == 2)                                                                                                  \
-        lamina_winograd_output_##S(g, job->M, begin, end, job->row0, job->rows, job->TH, job->TW, job->ldt, job->bias,  \
+        lamina_winograd_output_##S(g, job->M, begin, end, job->row0, job->rows, job->TH, job->TW, job->m_stride,         \
+                                   job->bias,  \
                                    job->bias_count, job->y, job->epilogue, 2, lamina_winograd_at2);                     \
       else                                                                                                              \
-        lamina_winograd_output_##S(g, job->M, begin, end, job->row0, job->rows, job->TH, job->TW, job->ldt, job->bias,  \
+        lamina_winograd_output_##S(g, job->M, begin, end, job->row0, job->rows, job->TH, job->TW, job->m_stride,         \
+                                   job->bias,  \
                                    job->bias_count, job->y, job->epilogue, 4, lamina_winograd_at4);                     \
       break;                                                                                                            \
     }                                                                                                                   \
@@ -518,7 +585,9 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
        or by output channels. */                                                                                        \
     const int64_t p_size = prepacked ? 0 : lamina_winograd_packed_size_##S(g, m);                                       \
     const int64_t u_size = prepacked ? 0 : A * A * K * C;                                                               \
-    const int64_t v_size = (A * A * C * ldt + L - 1) / L * L, m_size = A * A * ldt * K + L;                             \
+    const int64_t v_stride = lamina_winograd_matrix_stride(C * ldt, sizeof(T));                                         \
+    const int64_t m_stride = lamina_winograd_matrix_stride(ldt * K, sizeof(T));                                         \
+    const int64_t v_size = (A * A * v_stride + L - 1) / L * L, m_size = A * A * m_stride + L;                           \
     /* With a pool, each thread's V and M are a buffer of its own kept between calls (lamina_pool_thread_buffer);       \
        else (out of memory) they take their place in this call's allocation. */                                         \
     T* own[LAMINA_POOL_MAX_THREADS];                                                                                    \
@@ -536,7 +605,7 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
     if (!prepacked) lamina_winograd_transform_weights_##S(pool, g, w, U, packed, m);                                    \
     lamina_winograd_job_##S job = {g, x, w, bias, bias_count, y, epilogue, U, V, M, packed, packed_elements,            \
                                    m, 0, 1, TH, TW, 0, 0, ldt, NULL, all_rows, v_size + m_size, v_size,                 \
-                                   owned ? own : NULL, pool, block_rows};                                               \
+                                   owned ? own : NULL, pool, block_rows, v_stride, m_stride};                           \
     if (spatial) {                                                                                                      \
       job.pass = 5;                                                                                                     \
       job.tasks = tasks;                                                                                                \
