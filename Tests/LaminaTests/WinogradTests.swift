@@ -170,9 +170,13 @@ struct WinogradTests {
       let reference = try #require(try gemm.evaluate(inputs).0["y"])
       let scale = TestData.largestFiniteMagnitude(reference) ?? 1
       for call in 0..<2 {
+        // Twice the narrow layers' absolute tolerance: F(4x4)'s fp32 error grows with the sums over
+        // the 256 input channels, which the AVX-512 GEMM takes in one k-block (KC 256). Measured:
+        // an error of up to 1.1e-5 of the output's largest magnitude, 2.0e-6 rms at KC 192 and
+        // 2.8e-6 at 256 against the interpreter.
         let problem = TestData.mismatch(
           try #require(try winograd.evaluate(inputs).0["y"]), reference, rtol: 1e-4,
-          atol: 1e-5 * max(scale, 1))
+          atol: 2e-5 * max(scale, 1))
         #expect(problem == nil, "parameter version \(index), call \(call): \(problem ?? "")")
       }
     }

@@ -142,6 +142,10 @@ static inline int lamina_winograd_pays_per_call(const lamina_conv2d_geometry* g)
   return positions * LAMINA_WINOGRAD_PER_CALL_WEIGHTS_PER_POSITION >= g->in_channels * g->out_channels;
 }
 
+/* The integers as wide as each element type, for the relu's mask. */
+#define LAMINA_WINOGRAD_BITS_f32 int32_t
+#define LAMINA_WINOGRAD_BITS_f64 int64_t
+
 /* Elements from one of V's or M's alpha² matrices to the next, for `elements` in each: whole cache lines, and an odd
    number of them. The output transform reads one vector from each of the alpha² matrices of M in turn, and the input
    transform writes one to each of V's; with matrices a multiple of 4 KiB apart (K a multiple of 64, ldt of 16: every
@@ -154,6 +158,11 @@ static inline int64_t lamina_winograd_matrix_stride(int64_t elements, int64_t el
 }
 
 #define LAMINA_WINOGRAD_DEFINE(T, S, PACK_B, PACKED_GEMM, PACKED_COLUMNS_GEMM)                                          \
+                                                                                                                        \
+  /* LAMINA_WINOGRAD_LANES values, one per tile or channel, as the transforms compute them. */                          \
+  typedef T lamina_winograd_vector_##S __attribute__((vector_size(LAMINA_WINOGRAD_LANES * sizeof(T))));                 \
+  typedef LAMINA_WINOGRAD_BITS_##S lamina_winograd_bits_##S                                                             \
+      __attribute__((vector_size(LAMINA_WINOGRAD_LANES * sizeof(T))));                                                  \
                                                                                                                         \
   /* U[xi][k][c] = (G w[k, c] G^T)[xi] for output channels [k0, k1), LAMINA_WINOGRAD_LANES input channels at once. */  \
   static inline __attribute__((always_inline)) void lamina_winograd_weights_range_##S(                                  \
@@ -189,58 +198,102 @@ static inline int64_t lamina_winograd_matrix_stride(int64_t elements, int64_t el
       }                                                                                                                 \
   }                                                                                                                     \
                                                                                                                         \
-  /* V[xi][c][t] = (B^T d B)[xi] for input channel c and the block's tiles: rows of tiles [row0, row0 + rows) of all  \
-     images (TH rows of TW tiles an image); V's rows are ldt apart, its matrices v_stride. */                         \
+  /* One 1-D input transform of F(4x4, 3x3), B^T d for six vectors of d (lamina_winograd_bt4's rows), with the    \
+     shared sums written out: 14 additions and multiply-adds instead of the 22 of the matrix's nonzero entries. */    \
+  static inline __attribute__((always_inline)) void lamina_winograd_bt4_##S(                                            \
+      lamina_winograd_vector_##S out[6], const lamina_winograd_vector_##S d0, const lamina_winograd_vector_##S d1,     \
+      const lamina_winograd_vector_##S d2, const lamina_winograd_vector_##S d3, const lamina_winograd_vector_##S d4,   \
+      const lamina_winograd_vector_##S d5) {                                                                            \
+    const lamina_winograd_vector_##S a = d1 + d2, b = d3 + d4, e = d1 - d2, f = d4 - d3, h = d3 - d1, q = d4 - d2;      \
+    out[0] = (T)4 * d0 - (T)5 * d2 + d4;                                                                                \
+    out[1] = b - (T)4 * a;                                                                                              \
+    out[2] = (T)4 * e + f;                                                                                              \
+    out[3] = (T)2 * h + q;                                                                                              \
+    out[4] = q - (T)2 * h;                                                                                              \
+    out[5] = (T)4 * d1 - (T)5 * d3 + d5;                                                                                \
+  }                                                                                                                     \
+                                                                                                                        \
+  /* V[xi][c][t] = (B^T d B)[xi] for input channels [c_begin, c_end) and the block's tiles: rows of tiles             \
+     [row0, row0 + rows) of all images (TH rows of TW tiles an image); V's rows are ldt apart, its matrices v_stride. \
+     LAMINA_WINOGRAD_LANES tiles at once, one per lane: where each tile starts is found once for all the channels. */ \
   static inline __attribute__((always_inline)) void lamina_winograd_input_##S(                                          \
-      const lamina_conv2d_geometry* g, const T* x, int64_t c, int64_t row0, int64_t rows, int64_t TH, int64_t TW,      \
-      T* V, int64_t ldt, int64_t v_stride, const int m, const double* bt) {                                             \
+      const lamina_conv2d_geometry* g, const T* x, int64_t c_begin, int64_t c_end, int64_t row0, int64_t rows,          \
+      int64_t TH, int64_t TW, T* V, int64_t ldt, int64_t v_stride, const int m, const double* bt) {                     \
     enum { L = LAMINA_WINOGRAD_LANES };                                                                                 \
     const int A = m + 2;                                                                                                \
     const int64_t C = g->in_channels, H = g->in_height, W = g->in_width, tiles = rows * TW;                             \
     T d[36][L], rowsum[36][L];                                                                                          \
+    int64_t start[L], top[L], left[L];                                                                                  \
+    int inside[L];                                                                                                      \
     memset(d, 0, sizeof d);                                                                                             \
     for (int64_t t0 = 0; t0 < tiles; t0 += L) {                                                                         \
       const int64_t n = lamina_conv_min(L, tiles - t0);                                                                 \
       for (int64_t l = 0; l < n; l++) {                                                                                 \
         const int64_t t = t0 + l, tile_row = row0 + t / TW, tw = t % TW;                                                \
         const int64_t image = tile_row / TH, th = tile_row % TH;                                                        \
-        const T* plane = x + (image * C + c) * H * W;                                                                   \
-        const int64_t top = th * m - g->pad_top, left = tw * m - g->pad_left;                                           \
-        if (top >= 0 && top + A <= H && left >= 0 && left + A <= W) {                                                  \
-          _Pragma("GCC unroll 6") for (int i = 0; i < A; i++)                                                           \
-            _Pragma("GCC unroll 6") for (int j = 0; j < A; j++) d[i * A + j][l] = plane[(top + i) * W + left + j];      \
-        } else {                                                                                                        \
-          for (int i = 0; i < A; i++)                                                                                   \
-            for (int j = 0; j < A; j++) {                                                                               \
-              const int64_t r = top + i, q = left + j;                                                                  \
-              d[i * A + j][l] = (r >= 0 && r < H && q >= 0 && q < W) ? plane[r * W + q] : (T)0;                         \
-            }                                                                                                           \
-        }                                                                                                               \
+        top[l] = th * m - g->pad_top;                                                                                   \
+        left[l] = tw * m - g->pad_left;                                                                                 \
+        start[l] = image * C * H * W + top[l] * W + left[l];                                                            \
+        inside[l] = top[l] >= 0 && top[l] + A <= H && left[l] >= 0 && left[l] + A <= W;                                 \
       }                                                                                                                 \
-      /* B^T d: rows. */                                                                                                \
-      _Pragma("GCC unroll 6") for (int r = 0; r < A; r++)                                                               \
-        _Pragma("GCC unroll 6") for (int j = 0; j < A; j++) {                                                           \
-          T sum[L] = {0};                                                                                               \
-          _Pragma("GCC unroll 6") for (int i = 0; i < A; i++) {                                                         \
-            const T coefficient = (T)bt[r * A + i];                                                                     \
-            if (coefficient != 0) {                                                                                     \
-              _Pragma("omp simd") for (int l = 0; l < L; l++) sum[l] += coefficient * d[i * A + j][l];                  \
-            }                                                                                                           \
+      for (int64_t c = c_begin; c < c_end; c++) {                                                                       \
+        const T* channel = x + c * H * W;                                                                               \
+        for (int64_t l = 0; l < n; l++) {                                                                               \
+          if (inside[l]) {                                                                                              \
+            const T* corner = channel + start[l];                                                                       \
+            _Pragma("GCC unroll 6") for (int i = 0; i < A; i++)                                                         \
+              _Pragma("GCC unroll 6") for (int j = 0; j < A; j++) d[i * A + j][l] = corner[i * W + j];                  \
+          } else {                                                                                                      \
+            const T* plane = channel + (start[l] - top[l] * W - left[l]);                                               \
+            for (int i = 0; i < A; i++)                                                                                 \
+              for (int j = 0; j < A; j++) {                                                                             \
+                const int64_t r = top[l] + i, q = left[l] + j;                                                          \
+                d[i * A + j][l] = (r >= 0 && r < H && q >= 0 && q < W) ? plane[r * W + q] : (T)0;                       \
+              }                                                                                                         \
           }                                                                                                             \
-          memcpy(rowsum[r * A + j], sum, sizeof sum);                                                                   \
         }                                                                                                               \
-      /* (B^T d) B: columns, stored lane by lane into V. */                                                             \
-      _Pragma("GCC unroll 6") for (int r = 0; r < A; r++)                                                               \
-        _Pragma("GCC unroll 6") for (int s = 0; s < A; s++) {                                                           \
-          T sum[L] = {0};                                                                                               \
+        T* to = V + c * ldt + t0;                                                                                       \
+        if (m == 4) {                                                                                                   \
+          /* B^T d down the columns, then (B^T d) B along the rows, with the shared sums. */                            \
+          lamina_winograd_vector_##S dv[36], column[6];                                                                 \
+          memcpy(dv, d, sizeof dv);                                                                                     \
+          _Pragma("GCC unroll 6") for (int j = 0; j < 6; j++) {                                                         \
+            lamina_winograd_bt4_##S(column, dv[j], dv[6 + j], dv[12 + j], dv[18 + j], dv[24 + j], dv[30 + j]);          \
+            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++) dv[r * 6 + j] = column[r];                              \
+          }                                                                                                             \
+          _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++) {                                                         \
+            lamina_winograd_bt4_##S(column, dv[r * 6], dv[r * 6 + 1], dv[r * 6 + 2], dv[r * 6 + 3], dv[r * 6 + 4],     \
+                                    dv[r * 6 + 5]);                                                                     \
+            _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++)                                                         \
+              memcpy(to + (int64_t)(r * 6 + s) * v_stride, &column[s], sizeof column[s]);                               \
+          }                                                                                                             \
+          continue;                                                                                                     \
+        }                                                                                                               \
+        /* B^T d: rows. */                                                                                              \
+        _Pragma("GCC unroll 6") for (int r = 0; r < A; r++)                                                             \
           _Pragma("GCC unroll 6") for (int j = 0; j < A; j++) {                                                         \
-            const T coefficient = (T)bt[s * A + j];                                                                     \
-            if (coefficient != 0) {                                                                                     \
-              _Pragma("omp simd") for (int l = 0; l < L; l++) sum[l] += coefficient * rowsum[r * A + j][l];             \
+            T sum[L] = {0};                                                                                             \
+            _Pragma("GCC unroll 6") for (int i = 0; i < A; i++) {                                                       \
+              const T coefficient = (T)bt[r * A + i];                                                                   \
+              if (coefficient != 0) {                                                                                   \
+                _Pragma("omp simd") for (int l = 0; l < L; l++) sum[l] += coefficient * d[i * A + j][l];                \
+              }                                                                                                         \
             }                                                                                                           \
+            memcpy(rowsum[r * A + j], sum, sizeof sum);                                                                 \
           }                                                                                                             \
-          memcpy(V + (int64_t)(r * A + s) * v_stride + c * ldt + t0, sum, sizeof sum);                                  \
-        }                                                                                                               \
+        /* (B^T d) B: columns, stored lane by lane into V. */                                                           \
+        _Pragma("GCC unroll 6") for (int r = 0; r < A; r++)                                                             \
+          _Pragma("GCC unroll 6") for (int s = 0; s < A; s++) {                                                         \
+            T sum[L] = {0};                                                                                             \
+            _Pragma("GCC unroll 6") for (int j = 0; j < A; j++) {                                                       \
+              const T coefficient = (T)bt[s * A + j];                                                                   \
+              if (coefficient != 0) {                                                                                   \
+                _Pragma("omp simd") for (int l = 0; l < L; l++) sum[l] += coefficient * rowsum[r * A + j][l];           \
+              }                                                                                                         \
+            }                                                                                                           \
+            memcpy(to + (int64_t)(r * A + s) * v_stride, sum, sizeof sum);                                              \
+          }                                                                                                             \
+      }                                                                                                                 \
     }                                                                                                                   \
   }                                                                                                                     \
                                                                                                                         \
@@ -282,6 +335,19 @@ static inline int64_t lamina_winograd_matrix_stride(int64_t elements, int64_t el
     }                                                                                                                   \
   }                                                                                                                     \
                                                                                                                         \
+  /* One 1-D output transform of F(4x4, 3x3), start + A^T p for six vectors p (lamina_winograd_at4's rows), with   \
+     the shared sums written out. */                                                                                    \
+  static inline __attribute__((always_inline)) void lamina_winograd_at4_##S(                                            \
+      lamina_winograd_vector_##S out[4], const lamina_winograd_vector_##S start, const lamina_winograd_vector_##S p0,  \
+      const lamina_winograd_vector_##S p1, const lamina_winograd_vector_##S p2, const lamina_winograd_vector_##S p3,   \
+      const lamina_winograd_vector_##S p4, const lamina_winograd_vector_##S p5) {                                       \
+    const lamina_winograd_vector_##S a = p1 + p2, b = p1 - p2, c = p3 + p4, e = p3 - p4;                                \
+    out[0] = start + p0 + a + c;                                                                                        \
+    out[1] = start + b + (T)2 * e;                                                                                      \
+    out[2] = start + a + (T)4 * c;                                                                                      \
+    out[3] = start + b + (T)8 * e + p5;                                                                                 \
+  }                                                                                                                     \
+                                                                                                                        \
   /* y tiles = A^T M[., t, k] A + bias for output channels [k0, k1) and the block's tiles (M[xi] [tiles x K], rows  \
      K apart, matrices m_stride apart), LAMINA_WINOGRAD_LANES channels at once; then the epilogue on the rows of the  \
      result the block finished. */                                                                                  \
@@ -300,6 +366,30 @@ static inline int64_t lamina_winograd_matrix_stride(int64_t elements, int64_t el
       const int64_t n = lamina_conv_min(L, k1 - c0);                                                                    \
       for (int64_t l = 0; l < L; l++) biases[l] = bias && l < n ? bias[bias_count == 1 ? 0 : c0 + l] : (T)0;           \
       for (int64_t t = 0; t < tiles; t++) {                                                                             \
+        if (m == 4) {                                                                                                   \
+          /* A^T M down the columns, then (A^T M) A + bias along the rows, with the shared sums (a vector of channels   \
+             read past K stays inside M: its last matrix has L spare elements). */                                      \
+          lamina_winograd_vector_##S mv[24], column[4], start, zero = {0};                                              \
+          memcpy(&start, biases, sizeof start);                                                                         \
+          const T* products = M + t * K + c0;                                                                           \
+          _Pragma("GCC unroll 6") for (int j = 0; j < 6; j++) {                                                         \
+            lamina_winograd_vector_##S p[6];                                                                            \
+            _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)                                                         \
+              memcpy(&p[i], products + (int64_t)(i * 6 + j) * m_stride, sizeof p[i]);                                   \
+            lamina_winograd_at4_##S(column, zero, p[0], p[1], p[2], p[3], p[4], p[5]);                                  \
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) mv[r * 6 + j] = column[r];                              \
+          }                                                                                                             \
+          _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {                                                         \
+            lamina_winograd_at4_##S(column, start, mv[r * 6], mv[r * 6 + 1], mv[r * 6 + 2], mv[r * 6 + 3],              \
+                                    mv[r * 6 + 4], mv[r * 6 + 5]);                                                      \
+            _Pragma("GCC unroll 4") for (int s = 0; s < 4; s++) {                                                       \
+              /* As the model's relu computes it: NaN stays NaN, -0 becomes +0. */                                      \
+              if (relu) column[s] = (lamina_winograd_vector_##S)((lamina_winograd_bits_##S)column[s] &                  \
+                                                                 ~(lamina_winograd_bits_##S)(column[s] <= zero));       \
+              memcpy(out[r * 4 + s], &column[s], sizeof column[s]);                                                     \
+            }                                                                                                           \
+          }                                                                                                             \
+        } else {                                                                                                        \
         /* A^T M: rows (a vector of channels read past K stays inside M: its last matrix has L spare elements). */      \
         _Pragma("GCC unroll 4") for (int r = 0; r < m; r++)                                                             \
           _Pragma("GCC unroll 6") for (int j = 0; j < A; j++) {                                                         \
@@ -330,6 +420,7 @@ static inline int64_t lamina_winograd_matrix_stride(int64_t elements, int64_t el
             }                                                                                                           \
             memcpy(out[r * m + s], sum, sizeof sum);                                                                    \
           }                                                                                                             \
+        }                                                                                                               \
         const int64_t tile_row = row0 + t / TW, tw = t % TW;                                                            \
         const int64_t image = tile_row / TH, th = tile_row % TH;                                                        \
         const int64_t top = th * m, left = tw * m;                                                                      \
@@ -405,16 +496,12 @@ static inline int64_t lamina_winograd_matrix_stride(int64_t elements, int64_t el
       break;                                                                                                            \
     case 1:                                                                                                             \
       lamina_conv_task_range(C, job->tasks, task, &begin, &end);                                                        \
-      for (int64_t c = begin; c < end; c++) {                                                                           \
-        if (job->m == 2)                                                                                                \
-          lamina_winograd_input_##S(g, job->x, c, job->row0, job->rows, job->TH, job->TW, job->V, job->ldt,             \
-                                    job->v_stride, 2,                                                                   \
-                                    lamina_winograd_bt2);                                                               \
-        else                                                                                                            \
-          lamina_winograd_input_##S(g, job->x, c, job->row0, job->rows, job->TH, job->TW, job->V, job->ldt,             \
-                                    job->v_stride, 4,                                                                   \
-                                    lamina_winograd_bt4);                                                               \
-      }                                                                                                                 \
+      if (job->m == 2)                                                                                                  \
+        lamina_winograd_input_##S(g, job->x, begin, end, job->row0, job->rows, job->TH, job->TW, job->V, job->ldt,      \
+                                  job->v_stride, 2, lamina_winograd_bt2);                                               \
+      else                                                                                                              \
+        lamina_winograd_input_##S(g, job->x, begin, end, job->row0, job->rows, job->TH, job->TW, job->V, job->ldt,      \
+                                  job->v_stride, 4, lamina_winograd_bt4);                                               \
       break;                                                                                                            \
     case 2:                                                                                                             \
       lamina_conv_task_range(A * A, job->tasks, task, &begin, &end);                                                    \
