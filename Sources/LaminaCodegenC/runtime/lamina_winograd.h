@@ -27,7 +27,9 @@
  * M, so a block writes whole output rows and the epilogue runs on them when the block is done. Each block is
  * three passes on the pool: the input transform split over input channels (LAMINA_WINOGRAD_LANES tiles at once,
  * one per vector lane), the alpha² GEMMs split over xi (each on one thread), the output transform (bias, then
- * the fused epilogue on the finished rows) over vectors of LAMINA_WINOGRAD_LANES output channels.
+ * the fused epilogue on the finished rows, or a relu-only epilogue in its registers before the store) over vectors
+ * of LAMINA_WINOGRAD_LANES output channels. V's and M's alpha² matrices are an odd number of cache lines apart
+ * (lamina_winograd_matrix_stride), so the transforms' alpha² accesses at once spread over the L1's sets.
  * With at least as many rows of tiles as threads (LAMINA_WINOGRAD_SPATIAL), each pool task instead takes its own
  * block of rows through the three passes, with V and M of its thread's own: the threads split the planes by rows,
  * so each reads the input rows and writes the output rows of its part and no pass waits for another thread's.
